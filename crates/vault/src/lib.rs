@@ -1,1 +1,44 @@
-//! placeholder
+//! The atrest vault format: a directory whose file contents, names, symlink
+//! targets and xattrs are encrypted, opened through keyslots.
+//!
+//! Key types: [`LockedVault`] (a vault read from disk, not yet opened),
+//! [`Vault`] (unlocked: holds the master key and [`VaultKeys`]),
+//! [`ContentFile`] (random-access plaintext I/O on one backing file), and
+//! [`NameTransform`] (names, symlinks, xattrs). Backends (FUSE, fscrypt)
+//! build on these and never see an algorithm.
+//!
+//! ```
+//! use atrest_core::{Argon2Params, SecretBytes};
+//! use atrest_vault::{CreateOptions, LockedVault, Unlocker, Vault};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let root = dir.path().join("data.enc");
+//! let pass = Unlocker::Passphrase(SecretBytes::new(b"correct horse".to_vec()));
+//! let options = CreateOptions { argon2: Argon2Params::INSECURE_FAST, ..Default::default() };
+//! let (_vault, recovery) = Vault::create(&root, options, &pass, "admin").unwrap();
+//! assert!(recovery.is_some());
+//! let vault = LockedVault::open(&root).unwrap().unlock(&pass).unwrap();
+//! assert_eq!(vault.config().keyslots.len(), 2);
+//! ```
+
+mod config;
+mod content;
+mod error;
+pub mod fsck;
+mod keyslot;
+pub mod layout;
+mod lock;
+pub mod names;
+mod recovery;
+mod vault;
+mod wire;
+pub mod xattr;
+
+pub use config::{BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VaultConfig, write_atomic};
+pub use content::{ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, parse_header};
+pub use error::{ContentError, VaultError};
+pub use keyslot::{Keyslot, SlotKind, Unlocker};
+pub use lock::{LOCK_FILE, MountLock};
+pub use names::{EncryptedName, NameTransform};
+pub use recovery::{RecoveryKey, RecoveryKeyError};
+pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys};

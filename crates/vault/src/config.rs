@@ -1,0 +1,287 @@
+//! The vault config ("header"): format version, vault id, content
+//! algorithm, keyslots, authenticated as a whole by an HMAC under a key
+//! derived from the vault master key.
+//!
+//! Two copies live in the vault root (`atrest.conf`, `atrest.conf.bak`), as
+//! LUKS keeps a header backup: one damaged sector does not lose the vault.
+//! Byte layout: `docs/format.md`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use atrest_core::{ContentAlgorithm, HeaderMac, MAC_LEN};
+
+use crate::VaultError;
+use crate::keyslot::{Keyslot, MAX_LABEL, SlotKind};
+use crate::wire::Reader;
+
+pub const MAGIC: &[u8; 8] = b"ATRESTVC";
+pub const VERSION: u16 = 1;
+pub const CONFIG_FILE: &str = "atrest.conf";
+pub const BACKUP_FILE: &str = "atrest.conf.bak";
+pub const BLOCK_SIZE: u32 = 4096;
+pub const MAX_SLOTS: usize = 32;
+/// Anything larger is not a config this version wrote.
+pub const MAX_CONFIG_LEN: usize = 64 * 1024;
+
+/// Which backend serves the vault's plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Fuse,
+}
+
+impl Backend {
+    fn id(self) -> u8 {
+        match self {
+            Self::Fuse => 1,
+        }
+    }
+
+    fn from_id(id: u8) -> Result<Self, String> {
+        match id {
+            1 => Ok(Self::Fuse),
+            2 => Err("this vault uses the fscrypt backend, which needs a newer atrest".into()),
+            other => Err(format!("unknown backend {other}")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fuse => "fuse",
+        }
+    }
+}
+
+/// The parsed config. Parsing checks structure only; [`VaultConfig::verify`]
+/// checks the MAC once a keyslot has given the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    pub vault_id: [u8; 16],
+    pub created_unix: u64,
+    pub algorithm: ContentAlgorithm,
+    pub block_size: u32,
+    pub backend: Backend,
+    pub keyslots: Vec<Keyslot>,
+    /// The MAC as read from disk (all zero before the first signing).
+    pub(crate) mac: [u8; MAC_LEN],
+}
+
+impl VaultConfig {
+    pub(crate) fn new(algorithm: ContentAlgorithm, created_unix: u64) -> Self {
+        Self {
+            vault_id: atrest_core::random_array(),
+            created_unix,
+            algorithm,
+            block_size: BLOCK_SIZE,
+            backend: Backend::Fuse,
+            keyslots: Vec::new(),
+            mac: [0; MAC_LEN],
+        }
+    }
+
+    /// Everything the MAC covers: magic, version, length and body.
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(256);
+        body.extend_from_slice(&self.vault_id);
+        body.extend_from_slice(&self.created_unix.to_be_bytes());
+        body.push(self.algorithm.id());
+        body.extend_from_slice(&self.block_size.to_be_bytes());
+        body.push(self.backend.id());
+        body.extend_from_slice(&0u16.to_be_bytes()); // flags: none defined in v1
+        body.push(self.keyslots.len() as u8);
+        for slot in &self.keyslots {
+            body.push(slot.id);
+            body.push(slot.kind.id());
+            let params = slot.kind.encode_params();
+            body.extend_from_slice(&(params.len() as u16).to_be_bytes());
+            body.extend_from_slice(&params);
+            body.push(slot.label.len() as u8);
+            body.extend_from_slice(slot.label.as_bytes());
+            body.extend_from_slice(&(slot.wrapped.len() as u16).to_be_bytes());
+            body.extend_from_slice(&slot.wrapped);
+        }
+        let mut out = Vec::with_capacity(body.len() + 14 + MAC_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Signs with the config MAC key and returns the bytes to store.
+    pub(crate) fn encode(&mut self, mac: &HeaderMac) -> Vec<u8> {
+        let mut out = self.signed_bytes();
+        self.mac = mac.sign(&out);
+        out.extend_from_slice(&self.mac);
+        out
+    }
+
+    pub fn verify(&self, mac: &HeaderMac) -> Result<(), VaultError> {
+        mac.verify(&self.signed_bytes(), &self.mac)
+            .map_err(|_| VaultError::Tampered)
+    }
+
+    /// Parses a config; never panics on any input.
+    pub fn decode(data: &[u8]) -> Result<Self, VaultError> {
+        let corrupt = |m: &str| VaultError::Corrupt(m.to_string());
+        let trunc = |t: crate::wire::Truncated| VaultError::Corrupt(format!("{} truncated", t.0));
+        if data.len() > MAX_CONFIG_LEN {
+            return Err(corrupt("config larger than 64 KiB"));
+        }
+        let mut r = Reader::new(data, "config");
+        if r.bytes(8).map_err(trunc)? != MAGIC {
+            return Err(corrupt("bad magic: not an atrest vault config"));
+        }
+        let version = r.u16().map_err(trunc)?;
+        if version != VERSION {
+            return Err(VaultError::UnknownVersion(version));
+        }
+        let body_len = r.u32().map_err(trunc)? as usize;
+        let body = r.bytes(body_len).map_err(trunc)?;
+        let mac: [u8; MAC_LEN] = r.array().map_err(trunc)?;
+        if !r.is_empty() {
+            return Err(corrupt("trailing bytes after the config MAC"));
+        }
+
+        let mut b = Reader::new(body, "config body");
+        let vault_id = b.array().map_err(trunc)?;
+        let created_unix = b.u64().map_err(trunc)?;
+        let algorithm = ContentAlgorithm::from_id(b.u8().map_err(trunc)?)
+            .ok_or_else(|| corrupt("unknown content algorithm"))?;
+        let block_size = b.u32().map_err(trunc)?;
+        if block_size != BLOCK_SIZE {
+            return Err(corrupt("unsupported block size"));
+        }
+        let backend = Backend::from_id(b.u8().map_err(trunc)?).map_err(VaultError::Corrupt)?;
+        if b.u16().map_err(trunc)? != 0 {
+            return Err(corrupt("unknown feature flags; upgrade atrest"));
+        }
+        let count = b.u8().map_err(trunc)? as usize;
+        if count == 0 || count > MAX_SLOTS {
+            return Err(corrupt("keyslot count out of range"));
+        }
+        let mut keyslots: Vec<Keyslot> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = b.u8().map_err(trunc)?;
+            let kind_id = b.u8().map_err(trunc)?;
+            let params_len = b.u16().map_err(trunc)? as usize;
+            let kind =
+                SlotKind::decode(kind_id, b.bytes(params_len).map_err(trunc)?).map_err(VaultError::Corrupt)?;
+            let label_len = b.u8().map_err(trunc)? as usize;
+            if label_len > MAX_LABEL {
+                return Err(corrupt("keyslot label too long"));
+            }
+            let label = std::str::from_utf8(b.bytes(label_len).map_err(trunc)?)
+                .map_err(|_| corrupt("keyslot label is not UTF-8"))?
+                .to_string();
+            let wrapped_len = b.u16().map_err(trunc)? as usize;
+            if wrapped_len != crate::keyslot::WRAPPED_LEN {
+                return Err(corrupt("wrapped key has the wrong size"));
+            }
+            let wrapped = b.bytes(wrapped_len).map_err(trunc)?.to_vec();
+            if keyslots.iter().any(|s| s.id == id) {
+                return Err(corrupt("duplicate keyslot id"));
+            }
+            keyslots.push(Keyslot {
+                id,
+                kind,
+                label,
+                wrapped,
+            });
+        }
+        if !b.is_empty() {
+            return Err(corrupt("trailing bytes in the config body"));
+        }
+        Ok(Self {
+            vault_id,
+            created_unix,
+            algorithm,
+            block_size,
+            backend,
+            keyslots,
+            mac,
+        })
+    }
+}
+
+/// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync
+/// the directory. A crash leaves either the old or the new file.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), VaultError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &target)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        VaultError::io(&target)(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyslot::Unlocker;
+    use atrest_core::SecretKey;
+
+    fn sample() -> (VaultConfig, HeaderMac, Vec<u8>) {
+        let master = SecretKey::random();
+        let mut cfg = VaultConfig::new(ContentAlgorithm::Aes256Gcm, 1_700_000_000);
+        let unlocker = Unlocker::KeyFile(SecretKey::random());
+        cfg.keyslots.push(
+            Keyslot::wrap(&cfg.vault_id, 0, SlotKind::KeyFile, "ops".into(), &unlocker, &master)
+                .unwrap(),
+        );
+        let mac = HeaderMac::new(&master.derive(&cfg.vault_id, atrest_core::labels::CONFIG_MAC));
+        let bytes = cfg.encode(&mac);
+        (cfg, mac, bytes)
+    }
+
+    #[test]
+    fn round_trip() {
+        let (cfg, mac, bytes) = sample();
+        let back = VaultConfig::decode(&bytes).unwrap();
+        assert_eq!(back, cfg);
+        back.verify(&mac).unwrap();
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused_or_fails_the_mac() {
+        let (_, mac, bytes) = sample();
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = bytes.clone();
+                bad[i] ^= bit;
+                if let Ok(cfg) = VaultConfig::decode(&bad) {
+                    assert!(cfg.verify(&mac).is_err(), "byte {i} bit {bit:#x} accepted");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncations_never_panic() {
+        let (_, _, bytes) = sample();
+        for n in 0..bytes.len() {
+            assert!(VaultConfig::decode(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_named() {
+        let (_, _, mut bytes) = sample();
+        bytes[9] = 9;
+        assert!(matches!(VaultConfig::decode(&bytes), Err(VaultError::UnknownVersion(9))));
+    }
+}

@@ -1,0 +1,58 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Errors of opening, unlocking and changing a vault. Each message says what
+/// went wrong and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{0} is not an atrest vault (no atrest.conf); create one with `atrest init`, or check the path"
+    )]
+    NotAVault(PathBuf),
+    #[error("{0} already holds files; `atrest init` needs an empty directory")]
+    NotEmpty(PathBuf),
+    #[error("the vault config is damaged: {0}")]
+    Corrupt(String),
+    #[error(
+        "the vault config has format version {0}, which this atrest does not know; upgrade atrest"
+    )]
+    UnknownVersion(u16),
+    #[error("no keyslot accepted the given key: wrong passphrase, recovery key or key file")]
+    WrongKey,
+    #[error(
+        "both copies of the vault config failed their integrity check after unlocking: the config was tampered with or damaged"
+    )]
+    Tampered,
+    #[error("keyslot {0} does not exist; `atrest keyslot list` shows the slots")]
+    NoSuchSlot(u8),
+    #[error("refusing to remove the last keyslot: the vault could never be opened again")]
+    LastSlot,
+    #[error("the vault has the maximum of {0} keyslots; remove one first")]
+    TooManySlots(usize),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl VaultError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> VaultError {
+        let path = path.into();
+        move |source| VaultError::Io { path, source }
+    }
+}
+
+/// Errors of reading or writing encrypted content.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// A block, header or name failed authentication or has an impossible
+    /// size. Never turned into plaintext.
+    #[error("corrupt or tampered: {0}")]
+    Corrupt(String),
+}

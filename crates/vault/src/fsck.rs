@@ -1,0 +1,168 @@
+//! Authenticates every name, block, symlink target and xattr of a vault and
+//! lists what fails, without changing anything.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::content::ContentFile;
+use crate::layout::HEADER_LEN;
+use crate::names::{BackingName, classify};
+use crate::{ContentError, Vault};
+
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub directories: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// Path in the backing directory (relative to the vault root).
+    pub backing: PathBuf,
+    /// Plaintext path, where the names above it could be decrypted.
+    pub plain: Option<PathBuf>,
+    pub what: String,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn fsck(vault: &Vault) -> FsckReport {
+    let mut report = FsckReport::default();
+    let root = vault.root().to_path_buf();
+    for problem in crate::LockedVault::open(&root).map(|l| l.config_problems()).unwrap_or_default() {
+        report.problems.push(Problem { backing: PathBuf::from("."), plain: None, what: problem });
+    }
+    walk(vault, &root, Path::new(""), Some(PathBuf::from("/")), &mut report);
+    report
+}
+
+fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: &mut FsckReport) {
+    report.directories += 1;
+    let dir = root.join(rel);
+    let mut found: Vec<Problem> = Vec::new();
+    let mut problem = |backing: PathBuf, plain: Option<PathBuf>, what: String| {
+        found.push(Problem { backing, plain, what });
+    };
+    let dir_id = match crate::names::read_dir_id(&dir) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            problem(rel.to_path_buf(), plain.clone(), format!("directory id: {e}"));
+            None
+        }
+    };
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            problem(rel.to_path_buf(), plain, format!("cannot list: {e}"));
+            report.problems.extend(found);
+            return;
+        }
+    };
+    let mut subdirs: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let backing_rel = rel.join(&name);
+        let kind = classify(&name);
+        if matches!(kind, BackingName::Control) {
+            continue;
+        }
+        if matches!(kind, BackingName::Foreign) {
+            problem(backing_rel, None, "not a name atrest wrote (a foreign file in the vault)".into());
+            continue;
+        }
+        let plain_name: Option<OsString> = match dir_id {
+            Some(id) => match vault.keys().names.decrypt_entry(&dir, &id, &name) {
+                Ok(n) => n,
+                Err(e) => {
+                    problem(backing_rel.clone(), None, format!("name: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let plain_path = plain.as_ref().zip(plain_name).map(|(p, n)| p.join(n));
+        let Ok(file_type) = entry.file_type() else { continue };
+        let report_err = |what: String| (backing_rel.clone(), plain_path.clone(), what);
+        let mut errs: Vec<(PathBuf, Option<PathBuf>, String)> = Vec::new();
+        if file_type.is_dir() {
+            subdirs.push((backing_rel.clone(), plain_path.clone()));
+        } else if file_type.is_file() {
+            report.files += 1;
+            match check_file(vault, &root.join(&backing_rel)) {
+                Ok(bytes) => report.bytes += bytes,
+                Err(e) => errs.push(report_err(format!("contents: {e}"))),
+            }
+        } else if file_type.is_symlink() {
+            report.symlinks += 1;
+            let check = fs::read_link(root.join(&backing_rel))
+                .map_err(ContentError::from)
+                .and_then(|t| vault.keys().names.decrypt_symlink(t.as_os_str()));
+            if let Err(e) = check {
+                errs.push(report_err(format!("symlink target: {e}")));
+            }
+        }
+        if !file_type.is_symlink() {
+            for e in check_xattrs(vault, &root.join(&backing_rel)) {
+                errs.push(report_err(e));
+            }
+        }
+        for (backing, plain, what) in errs {
+            problem(backing, plain, what);
+        }
+    }
+    report.problems.extend(found);
+    for (sub, plain) in subdirs {
+        walk(vault, root, &sub, plain, report);
+    }
+}
+
+/// Authenticates every block; returns the plaintext size.
+fn check_file(vault: &Vault, path: &Path) -> Result<u64, ContentError> {
+    let file = File::open(path)?;
+    let Some(cipher) = vault.keys().content.read_header(&file)? else {
+        return Ok(0);
+    };
+    let content = ContentFile { file: &file, cipher: &cipher };
+    let size = content.plaintext_len()?;
+    let chunk = 256 * cipher.layout().block;
+    let mut offset = 0;
+    while offset < size {
+        content.read_at(offset, chunk as usize)?;
+        offset += chunk;
+    }
+    debug_assert!(HEADER_LEN > 0);
+    Ok(size)
+}
+
+fn check_xattrs(vault: &Vault, path: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let names = match crate::xattr::list(path) {
+        Ok(n) => n,
+        Err(_) => return out,
+    };
+    for stored in names {
+        match vault.keys().names.decrypt_xattr_name(&stored) {
+            Ok(None) => {}
+            Err(e) => out.push(format!("xattr: {e}")),
+            Ok(Some(_)) => {
+                let check = crate::xattr::get(path, &stored)
+                    .map_err(ContentError::from)
+                    .and_then(|v| vault.keys().names.decrypt_xattr_value(&stored, &v));
+                if let Err(e) = check {
+                    out.push(format!("xattr value: {e}"));
+                }
+            }
+        }
+    }
+    out
+}

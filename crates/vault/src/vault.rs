@@ -1,0 +1,438 @@
+//! Opening, creating and changing a vault: [`LockedVault`] is a vault whose
+//! config has been read; only a keyslot turns it into a [`Vault`], which
+//! holds the master key and the subkeys every backend needs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use atrest_core::{
+    Argon2Params, BlockCipher, ContentAlgorithm, HeaderMac, NAME_KEY_LEN, NameCipher, SecretKey,
+    labels,
+};
+
+use crate::config::{BACKUP_FILE, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VaultConfig, write_atomic};
+use crate::content::ContentKey;
+use crate::keyslot::{Keyslot, Unlocker};
+use crate::names::{NameTransform, create_dir_id};
+use crate::recovery::RecoveryKey;
+use crate::VaultError;
+
+/// Choices made once, at `atrest init`.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateOptions {
+    pub algorithm: ContentAlgorithm,
+    pub argon2: Argon2Params,
+    /// Add a recovery-key slot and return the key (shown once).
+    pub recovery_key: bool,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        Self {
+            algorithm: ContentAlgorithm::Aes256Gcm,
+            argon2: Argon2Params::DEFAULT,
+            recovery_key: true,
+        }
+    }
+}
+
+/// The subkeys a backend needs; derived once at unlock.
+pub struct VaultKeys {
+    pub content: ContentKey,
+    pub names: NameTransform,
+}
+
+impl VaultKeys {
+    fn derive(master: &SecretKey, config: &VaultConfig) -> Self {
+        let salt = &config.vault_id;
+        let content = ContentKey::new(
+            master.derive(salt, labels::CONTENT_KEY),
+            config.algorithm,
+            config.block_size,
+        );
+        let names = NameTransform::new(
+            NameCipher::new(master.derive_bytes(salt, labels::NAME_KEY, NAME_KEY_LEN)),
+            BlockCipher::new(config.algorithm, &master.derive(salt, labels::METADATA_KEY)),
+        );
+        Self { content, names }
+    }
+}
+
+fn config_mac(master: &SecretKey, vault_id: &[u8; 16]) -> HeaderMac {
+    HeaderMac::new(&master.derive(vault_id, labels::CONFIG_MAC))
+}
+
+fn read_config(path: &Path) -> Result<VaultConfig, VaultError> {
+    let len = fs::metadata(path).map_err(VaultError::io(path))?.len();
+    if len > MAX_CONFIG_LEN as u64 {
+        return Err(VaultError::Corrupt(format!("{} is larger than any config", path.display())));
+    }
+    VaultConfig::decode(&fs::read(path).map_err(VaultError::io(path))?)
+}
+
+/// A vault whose config has been read but not yet unlocked.
+pub struct LockedVault {
+    root: PathBuf,
+    primary: Result<VaultConfig, VaultError>,
+    backup: Result<VaultConfig, VaultError>,
+}
+
+impl LockedVault {
+    /// Reads both config copies; fails only if neither is usable.
+    pub fn open(root: &Path) -> Result<Self, VaultError> {
+        let meta = fs::metadata(root).map_err(VaultError::io(root))?;
+        if !meta.is_dir() {
+            return Err(VaultError::NotAVault(root.to_path_buf()));
+        }
+        let primary_path = root.join(CONFIG_FILE);
+        let backup_path = root.join(BACKUP_FILE);
+        if !primary_path.exists() && !backup_path.exists() {
+            return Err(VaultError::NotAVault(root.to_path_buf()));
+        }
+        let primary = read_config(&primary_path);
+        let backup = read_config(&backup_path);
+        if let (Err(e), Err(_)) = (&primary, &backup) {
+            return Err(match e {
+                VaultError::UnknownVersion(v) => VaultError::UnknownVersion(*v),
+                VaultError::Corrupt(m) => VaultError::Corrupt(format!("{m} (and the backup copy is unusable too)")),
+                other => VaultError::Corrupt(format!("{other} (and the backup copy is unusable too)")),
+            });
+        }
+        Ok(Self { root: root.to_path_buf(), primary, backup })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The config to describe the vault by (unauthenticated until unlock).
+    pub fn config(&self) -> &VaultConfig {
+        match (&self.primary, &self.backup) {
+            (Ok(c), _) | (Err(_), Ok(c)) => c,
+            (Err(_), Err(_)) => unreachable!("open() refuses a vault with no usable config"),
+        }
+    }
+
+    /// Problems with either config copy, for `status` and `fsck`.
+    pub fn config_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = &self.primary {
+            out.push(format!("{CONFIG_FILE}: {e}"));
+        }
+        if let Err(e) = &self.backup {
+            out.push(format!("{BACKUP_FILE}: {e}"));
+        }
+        if let (Ok(a), Ok(b)) = (&self.primary, &self.backup)
+            && a != b
+        {
+            out.push(format!("{CONFIG_FILE} and {BACKUP_FILE} differ"));
+        }
+        out
+    }
+
+    /// Tries every slot of each config copy; the first copy whose MAC
+    /// verifies under the unwrapped master key wins (the primary first, as
+    /// it is written first). A damaged or stale copy is then rewritten.
+    pub fn unlock(self, unlocker: &Unlocker) -> Result<Vault, VaultError> {
+        let mut candidates: Vec<&VaultConfig> = Vec::new();
+        for c in [&self.primary, &self.backup].into_iter().flatten() {
+            if !candidates.contains(&c) {
+                candidates.push(c);
+            }
+        }
+        let mut tampered = false;
+        for config in candidates {
+            for slot in &config.keyslots {
+                let Some(master) = slot.unwrap(&config.vault_id, unlocker) else {
+                    continue;
+                };
+                if config.verify(&config_mac(&master, &config.vault_id)).is_err() {
+                    tampered = true;
+                    continue;
+                }
+                let mut vault = Vault {
+                    root: self.root.clone(),
+                    keys: VaultKeys::derive(&master, config),
+                    config: config.clone(),
+                    master,
+                };
+                let repair = self.primary.as_ref().ok() != Some(config) || self.backup.as_ref().ok() != Some(config);
+                if repair {
+                    tracing::warn!(vault = %self.root.display(), "a config copy was damaged or stale; rewriting both");
+                    vault.save()?;
+                }
+                return Ok(vault);
+            }
+        }
+        Err(if tampered { VaultError::Tampered } else { VaultError::WrongKey })
+    }
+}
+
+/// An unlocked vault: the master key and its subkeys. Zeroized on drop.
+pub struct Vault {
+    root: PathBuf,
+    config: VaultConfig,
+    master: SecretKey,
+    keys: VaultKeys,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Makes `root` (absent or empty) a vault with one slot for `first`,
+    /// plus a recovery-key slot if asked. Returns the recovery key.
+    pub fn create(
+        root: &Path,
+        options: CreateOptions,
+        first: &Unlocker,
+        label: &str,
+    ) -> Result<(Vault, Option<RecoveryKey>), VaultError> {
+        match fs::read_dir(root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(VaultError::NotEmpty(root.to_path_buf()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(root).map_err(VaultError::io(root))?;
+            }
+            Err(e) => return Err(VaultError::io(root)(e)),
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut config = VaultConfig::new(options.algorithm, now);
+        let master = SecretKey::random();
+        config.keyslots.push(Keyslot::wrap(
+            &config.vault_id,
+            0,
+            first.new_slot_kind(options.argon2),
+            label.to_string(),
+            first,
+            &master,
+        )?);
+        let recovery = if options.recovery_key {
+            let key = RecoveryKey::generate();
+            let unlocker = Unlocker::RecoveryKey(key.secret().clone());
+            config.keyslots.push(Keyslot::wrap(
+                &config.vault_id,
+                1,
+                unlocker.new_slot_kind(options.argon2),
+                "recovery".into(),
+                &unlocker,
+                &master,
+            )?);
+            Some(key)
+        } else {
+            None
+        };
+        create_dir_id(root).map_err(|e| VaultError::Invalid(format!("{}: {e}", root.display())))?;
+        let mut vault = Vault {
+            root: root.to_path_buf(),
+            keys: VaultKeys::derive(&master, &config),
+            config,
+            master,
+        };
+        vault.save()?;
+        Ok((vault, recovery))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &VaultKeys {
+        &self.keys
+    }
+
+    /// The raw master key, for handing to a mount process over a pipe.
+    pub fn master_key(&self) -> &SecretKey {
+        &self.master
+    }
+
+    /// Opens a vault with its master key directly (a mount process that
+    /// received the key from the parent that unlocked it).
+    pub fn from_master_key(locked: LockedVault, master: SecretKey) -> Result<Vault, VaultError> {
+        let config = locked.config().clone();
+        config.verify(&config_mac(&master, &config.vault_id))?;
+        Ok(Vault {
+            root: locked.root,
+            keys: VaultKeys::derive(&master, &config),
+            config,
+            master,
+        })
+    }
+
+    /// Signs and writes both config copies, primary first.
+    fn save(&mut self) -> Result<(), VaultError> {
+        let mac = config_mac(&self.master, &self.config.vault_id);
+        let bytes = self.config.encode(&mac);
+        write_atomic(&self.root, CONFIG_FILE, &bytes, 0o400)?;
+        write_atomic(&self.root, BACKUP_FILE, &bytes, 0o400)
+    }
+
+    fn next_slot_id(&self) -> Result<u8, VaultError> {
+        if self.config.keyslots.len() >= MAX_SLOTS {
+            return Err(VaultError::TooManySlots(MAX_SLOTS));
+        }
+        (0..=u8::MAX)
+            .find(|id| self.config.keyslots.iter().all(|s| s.id != *id))
+            .ok_or(VaultError::TooManySlots(MAX_SLOTS))
+    }
+
+    /// Adds a slot for `unlocker`; returns its id.
+    pub fn add_slot(&mut self, unlocker: &Unlocker, label: &str, argon2: Argon2Params) -> Result<u8, VaultError> {
+        let id = self.next_slot_id()?;
+        let slot = Keyslot::wrap(&self.config.vault_id, id, unlocker.new_slot_kind(argon2), label.to_string(), unlocker, &self.master)?;
+        self.config.keyslots.push(slot);
+        self.save()?;
+        Ok(id)
+    }
+
+    /// Removes a slot; refuses to remove the last one.
+    pub fn remove_slot(&mut self, id: u8) -> Result<(), VaultError> {
+        let index = self
+            .config
+            .keyslots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(VaultError::NoSuchSlot(id))?;
+        if self.config.keyslots.len() == 1 {
+            return Err(VaultError::LastSlot);
+        }
+        self.config.keyslots.remove(index);
+        self.save()
+    }
+
+    /// Replaces slot `id` with one for `unlocker`, in one config write (a
+    /// crash leaves either the old or the new secret working).
+    pub fn replace_slot(&mut self, id: u8, unlocker: &Unlocker, argon2: Argon2Params) -> Result<(), VaultError> {
+        let index = self
+            .config
+            .keyslots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(VaultError::NoSuchSlot(id))?;
+        let label = self.config.keyslots[index].label.clone();
+        self.config.keyslots[index] =
+            Keyslot::wrap(&self.config.vault_id, id, unlocker.new_slot_kind(argon2), label, unlocker, &self.master)?;
+        self.save()
+    }
+
+    /// The slot that `unlocker` opens, if any (for `passwd`).
+    pub fn slot_for(&self, unlocker: &Unlocker) -> Option<u8> {
+        self.config
+            .keyslots
+            .iter()
+            .find(|s| s.unwrap(&self.config.vault_id, unlocker).is_some())
+            .map(|s| s.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atrest_core::SecretBytes;
+
+    fn fast() -> CreateOptions {
+        CreateOptions { argon2: Argon2Params::INSECURE_FAST, ..Default::default() }
+    }
+
+    fn pw(s: &str) -> Unlocker {
+        Unlocker::Passphrase(SecretBytes::new(s.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn create_unlock_with_each_slot_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let (mut vault, recovery) = Vault::create(&root, fast(), &pw("correct horse"), "admin").unwrap();
+        let keyfile = SecretKey::random();
+        vault.add_slot(&Unlocker::KeyFile(keyfile.clone()), "boot", Argon2Params::INSECURE_FAST).unwrap();
+        let master = *vault.master_key().expose();
+
+        for unlocker in [
+            pw("correct horse"),
+            Unlocker::RecoveryKey(recovery.as_ref().unwrap().secret().clone()),
+            Unlocker::KeyFile(keyfile.clone()),
+        ] {
+            let v = LockedVault::open(&root).unwrap().unlock(&unlocker).unwrap();
+            assert_eq!(v.master_key().expose(), &master);
+        }
+        assert!(matches!(LockedVault::open(&root).unwrap().unlock(&pw("wrong")), Err(VaultError::WrongKey)));
+        assert!(matches!(
+            LockedVault::open(&root).unwrap().unlock(&Unlocker::KeyFile(SecretKey::random())),
+            Err(VaultError::WrongKey)
+        ));
+    }
+
+    #[test]
+    fn refuses_non_empty_dir_and_non_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("x"), b"x").unwrap();
+        assert!(matches!(Vault::create(dir.path(), fast(), &pw("p"), ""), Err(VaultError::NotEmpty(_))));
+        assert!(matches!(LockedVault::open(dir.path()), Err(VaultError::NotAVault(_))));
+    }
+
+    #[test]
+    fn one_damaged_copy_is_survived_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        Vault::create(&root, fast(), &pw("p"), "").unwrap();
+        let primary = root.join(CONFIG_FILE);
+        let good = fs::read(&primary).unwrap();
+        let mut bad = good.clone();
+        bad[20] ^= 0xff;
+        fs::set_permissions(&primary, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        fs::write(&primary, &bad).unwrap();
+        LockedVault::open(&root).unwrap().unlock(&pw("p")).unwrap();
+        assert_eq!(fs::read(&primary).unwrap(), good);
+    }
+
+    #[test]
+    fn spliced_slot_is_detected() {
+        // A slot from another vault, with the right passphrase, cannot be
+        // spliced in: its AAD names the other vault id.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        Vault::create(&a, fast(), &pw("p"), "").unwrap();
+        Vault::create(&b, fast(), &pw("attacker"), "").unwrap();
+        let mut cfg_a = VaultConfig::decode(&fs::read(a.join(CONFIG_FILE)).unwrap()).unwrap();
+        let cfg_b = VaultConfig::decode(&fs::read(b.join(CONFIG_FILE)).unwrap()).unwrap();
+        let mut foreign = cfg_b.keyslots[0].clone();
+        foreign.id = 9;
+        cfg_a.keyslots.push(foreign);
+        let bytes = cfg_a.encode(&HeaderMac::new(&SecretKey::random()));
+        for f in [CONFIG_FILE, BACKUP_FILE] {
+            fs::set_permissions(a.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            fs::write(a.join(f), &bytes).unwrap();
+        }
+        assert!(LockedVault::open(&a).unwrap().unlock(&pw("attacker")).is_err());
+        // The owner's own passphrase unwraps, but the MAC shows the splice.
+        assert!(matches!(LockedVault::open(&a).unwrap().unlock(&pw("p")), Err(VaultError::Tampered)));
+    }
+
+    #[test]
+    fn slots_add_remove_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let opts = CreateOptions { recovery_key: false, ..fast() };
+        let (mut vault, none) = Vault::create(&root, opts, &pw("one"), "").unwrap();
+        assert!(none.is_none());
+        assert!(matches!(vault.remove_slot(0), Err(VaultError::LastSlot)));
+        let id = vault.add_slot(&pw("two"), "", Argon2Params::INSECURE_FAST).unwrap();
+        vault.replace_slot(0, &pw("three"), Argon2Params::INSECURE_FAST).unwrap();
+        assert!(LockedVault::open(&root).unwrap().unlock(&pw("one")).is_err());
+        LockedVault::open(&root).unwrap().unlock(&pw("three")).unwrap();
+        vault.remove_slot(id).unwrap();
+        assert!(LockedVault::open(&root).unwrap().unlock(&pw("two")).is_err());
+        assert!(matches!(vault.remove_slot(42), Err(VaultError::NoSuchSlot(42))));
+    }
+}
