@@ -1,1 +1,32 @@
-fn main(){}
+//! `atrest`: the command line. Parses, runs one command, maps the outcome
+//! to an exit code. All the work is in the library crates.
+
+mod cli;
+mod commands;
+mod hygiene;
+mod secrets;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit code when `fsck` found problems (as e2fsck: errors left uncorrected).
+pub const EXIT_CORRUPT: u8 = 4;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match commands::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("atrest: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

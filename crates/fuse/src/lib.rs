@@ -1,1 +1,85 @@
-//! placeholder
+//! Serves an unlocked atrest vault as a FUSE file system: applications see
+//! plaintext under the mount point; the backing directory holds only
+//! ciphertext.
+//!
+//! Key types: [`MountConfig`] (options) and [`mount`], which runs the FUSE
+//! session on the calling thread until the file system is unmounted. The
+//! operations themselves live in [`VaultFs`].
+//!
+//! ```no_run
+//! # fn run(vault: atrest_vault::Vault) -> std::io::Result<()> {
+//! let config = atrest_fuse::MountConfig::default();
+//! atrest_fuse::mount(vault, std::path::Path::new("/srv/data"), &config, || println!("ready"))
+//! # }
+//! ```
+
+mod fs;
+mod nodes;
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+pub use fs::VaultFs;
+
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Let other users (PostgreSQL's, a web server's) use the mount.
+    pub allow_other: bool,
+    /// Threads serving requests.
+    pub threads: usize,
+    /// How long the kernel may cache attributes and names. We are the only
+    /// writer of the backing directory, so longer is safe; the vault lock
+    /// keeps a second mount out.
+    pub ttl: Duration,
+    /// Shown as the source in /proc/mounts.
+    pub fsname: String,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        Self {
+            allow_other: false,
+            threads: 4,
+            ttl: Duration::from_secs(1),
+            fsname: "atrest".into(),
+        }
+    }
+}
+
+/// Mounts `vault` at `mountpoint`, calls `ready` once the kernel has
+/// accepted the mount, and serves requests until it is unmounted.
+pub fn mount(
+    vault: atrest_vault::Vault,
+    mountpoint: &Path,
+    config: &MountConfig,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
+    let fs = VaultFs::new(vault, config.ttl)?;
+    let mut options = Config::default();
+    options.mount_options = vec![
+        MountOption::FSName(config.fsname.clone()),
+        MountOption::Subtype("atrest".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if rustix::process::geteuid().is_root() {
+        // Device nodes in a vault are root's business, as on any mount.
+        options.mount_options.retain(|o| *o != MountOption::NoDev && *o != MountOption::NoSuid);
+    }
+    options.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    options.n_threads = Some(config.threads.max(1));
+    options.clone_fd = true;
+    // Files are created with exactly the mode the application asked for.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let session = fuser::Session::new(fs, mountpoint, &options)?;
+    ready();
+    session.run()
+}

@@ -1,0 +1,199 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep a server's data encrypted at rest.
+#[derive(Debug, Parser)]
+#[command(name = "atrest", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a vault in an empty (or new) directory.
+    Init(InitArgs),
+    /// Unlock a vault and mount its plaintext view.
+    Mount(MountArgs),
+    /// Unmount a vault and wait for its mount process to finish.
+    #[command(alias = "umount")]
+    Unmount(UnmountArgs),
+    /// Show a vault's format, keyslots and where it is mounted.
+    Status(StatusArgs),
+    /// List, add or remove keyslots.
+    #[command(subcommand)]
+    Keyslot(KeyslotCommand),
+    /// Change the passphrase of a passphrase keyslot.
+    Passwd(PasswdArgs),
+    /// Authenticate every block and name of a vault; list what is corrupt.
+    Fsck(FsckArgs),
+    /// Show what atrest does, on a temporary vault, with embedded defaults.
+    Demo,
+}
+
+/// How to open an existing vault. With none given, the passphrase is asked
+/// on the terminal.
+#[derive(Debug, Args, Clone, Default)]
+pub struct UnlockArgs {
+    /// Read the passphrase from this file (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE", group = "unlock")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Read the recovery key (as printed by `atrest init`) from this file.
+    #[arg(long, value_name = "FILE", group = "unlock")]
+    pub recovery_key_file: Option<PathBuf>,
+    /// Use this 32-byte key file.
+    #[arg(long, value_name = "FILE", group = "unlock")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Cipher {
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    #[value(name = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
+}
+
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Argon2id memory in MiB for passphrase slots.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub argon2_memory: u32,
+    /// Argon2id passes for passphrase slots.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub argon2_iterations: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to hold the encrypted files.
+    pub vault: PathBuf,
+    /// Read the new passphrase from this file instead of asking twice.
+    #[arg(long, value_name = "FILE", conflicts_with = "key_file")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Protect the vault with this 32-byte key file (created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Content cipher.
+    #[arg(long, value_enum, default_value = "aes-256-gcm")]
+    pub cipher: Cipher,
+    /// Do not create a recovery-key slot.
+    #[arg(long)]
+    pub no_recovery_key: bool,
+    /// Write the recovery key to this new file (mode 0600) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_key_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    pub vault: PathBuf,
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// Stay in the foreground (for systemd) instead of returning once mounted.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options: allow_other.
+    #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// Threads serving file system requests.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Seconds the kernel may cache attributes and names.
+    #[arg(long, default_value_t = 1.0)]
+    pub cache_seconds: f64,
+    /// Append the mount process's log to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Internal: read the unlocked master key from standard input.
+    #[arg(long, hide = true)]
+    pub master_key_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    pub mountpoint: PathBuf,
+    /// Detach now even if files are open (the kernel finishes later).
+    #[arg(long)]
+    pub lazy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub vault: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SlotKindArg {
+    Passphrase,
+    RecoveryKey,
+    KeyFile,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyslotCommand {
+    /// List the keyslots (no unlock needed).
+    List {
+        vault: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a keyslot; unlock with an existing one.
+    Add {
+        vault: PathBuf,
+        /// Kind of the new slot.
+        #[arg(long, value_enum)]
+        kind: SlotKindArg,
+        /// New passphrase from this file (else asked twice).
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+        /// Key file for the new slot (created with a random key if missing).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+        /// Write a new recovery key to this new file instead of the terminal.
+        #[arg(long, value_name = "FILE")]
+        recovery_key_out: Option<PathBuf>,
+        /// A note for people, shown by `keyslot list`.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a keyslot; unlock with any slot (refuses the last one).
+    Remove {
+        vault: PathBuf,
+        slot: u8,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    pub vault: PathBuf,
+    /// The current passphrase (else asked).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The new passphrase (else asked twice).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    pub vault: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+}

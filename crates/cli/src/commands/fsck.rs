@@ -1,0 +1,29 @@
+use std::process::ExitCode;
+
+use atrest_vault::fsck::fsck;
+
+use crate::cli::FsckArgs;
+use crate::{EXIT_CORRUPT, hygiene, secrets};
+
+pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let vault = super::unlock(&args.vault, &secrets::unlocker(&args.unlock)?)?;
+    let report = fsck(&vault);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            let plain = p.plain.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default();
+            println!("corrupt: {}{}: {}", p.backing.display(), plain, p.what);
+        }
+        println!(
+            "checked {} directories, {} files ({} bytes), {} symlinks: {}",
+            report.directories,
+            report.files,
+            report.bytes,
+            report.symlinks,
+            if report.is_clean() { "no problems".to_string() } else { format!("{} problems", report.problems.len()) }
+        );
+    }
+    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CORRUPT) })
+}

@@ -1,0 +1,57 @@
+use std::process::ExitCode;
+
+use anyhow::bail;
+use atrest_vault::{LockedVault, RecoveryKey, Unlocker};
+
+use crate::cli::{KeyslotCommand, SlotKindArg};
+use crate::{hygiene, secrets};
+
+pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeyslotCommand::List { vault, json } => {
+            let locked = LockedVault::open(&vault)?;
+            let slots = super::status::slot_infos(&locked);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&slots)?);
+            } else {
+                for s in slots {
+                    let extra = s.argon2.map(|a| format!(" ({a})")).unwrap_or_default();
+                    println!("{:>3}  {:<13} {}{}", s.id, s.kind, s.label, extra);
+                }
+            }
+        }
+        KeyslotCommand::Add { vault, kind, new_passphrase_file, new_key_file, recovery_key_out, label, unlock, kdf } => {
+            hygiene::harden()?;
+            let params = super::argon2_params(&kdf)?;
+            let mut opened = super::unlock(&vault, &secrets::unlocker(&unlock)?)?;
+            let mut recovery = None;
+            let new = match kind {
+                SlotKindArg::Passphrase => Unlocker::Passphrase(secrets::new_passphrase(new_passphrase_file.as_deref())?),
+                SlotKindArg::KeyFile => {
+                    let Some(path) = new_key_file else {
+                        bail!("--kind key-file needs --new-key-file FILE (created if missing)");
+                    };
+                    Unlocker::KeyFile(secrets::read_or_create_key_file(&path)?)
+                }
+                SlotKindArg::RecoveryKey => {
+                    let key = RecoveryKey::generate();
+                    let unlocker = Unlocker::RecoveryKey(key.secret().clone());
+                    recovery = Some(key);
+                    unlocker
+                }
+            };
+            let id = opened.add_slot(&new, &label, params)?;
+            if let Some(key) = recovery {
+                secrets::show_recovery_key(&key, recovery_key_out.as_deref())?;
+            }
+            eprintln!("atrest: added keyslot {id}");
+        }
+        KeyslotCommand::Remove { vault, slot, unlock } => {
+            hygiene::harden()?;
+            let mut opened = super::unlock(&vault, &secrets::unlocker(&unlock)?)?;
+            opened.remove_slot(slot)?;
+            eprintln!("atrest: removed keyslot {slot}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

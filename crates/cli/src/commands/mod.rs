@@ -1,0 +1,45 @@
+mod demo;
+mod fsck;
+mod init;
+mod keyslot;
+mod mount;
+mod passwd;
+mod status;
+mod unmount;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use atrest_core::Argon2Params;
+use atrest_vault::{LockedVault, Unlocker, Vault};
+
+use crate::cli::{Cli, Command, KdfArgs};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Mount(args) => mount::run(args),
+        Command::Unmount(args) => unmount::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Keyslot(cmd) => keyslot::run(cmd),
+        Command::Passwd(args) => passwd::run(args),
+        Command::Fsck(args) => fsck::run(args),
+        Command::Demo => demo::run(),
+    }
+}
+
+pub(crate) fn argon2_params(kdf: &KdfArgs) -> anyhow::Result<Argon2Params> {
+    let params = Argon2Params {
+        memory_kib: kdf.argon2_memory.saturating_mul(1024),
+        iterations: kdf.argon2_iterations,
+        parallelism: 1,
+    };
+    params.validate().context("--argon2-memory (MiB) and --argon2-iterations")?;
+    Ok(params)
+}
+
+pub(crate) fn unlock(vault: &Path, unlocker: &Unlocker) -> anyhow::Result<Vault> {
+    let locked = LockedVault::open(vault)?;
+    Ok(locked.unlock(unlocker)?)
+}

@@ -1,0 +1,174 @@
+//! `atrest mount`: unlock in this process, then hand the master key over a
+//! pipe to a mount process of our own binary, which serves the file system
+//! and reports "ready" (or the error) on its stdout. With `--foreground`
+//! this process serves the file system itself.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use atrest_core::SecretKey;
+use atrest_fuse::MountConfig;
+use atrest_vault::{LockedVault, MountLock, Vault};
+use zeroize::Zeroizing;
+
+use crate::cli::MountArgs;
+use crate::{hygiene, secrets};
+
+pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let vault_path = fs::canonicalize(&args.vault)
+        .with_context(|| format!("vault {}", args.vault.display()))?;
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let config = mount_config(&args, &vault_path)?;
+
+    if args.master_key_stdin {
+        return serve_from_parent(&vault_path, &mountpoint, &config, &args.log_file);
+    }
+    let locked = LockedVault::open(&vault_path)?;
+    if let Some(holder) = MountLock::holder(&vault_path) {
+        bail!("{} is already mounted ({holder}); unmount it first with `atrest unmount`", vault_path.display());
+    }
+    let vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
+    if args.foreground {
+        return serve(vault, &mountpoint, &config, &args.log_file, || {});
+    }
+    spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
+}
+
+fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
+    let mut config = MountConfig {
+        threads: args.threads,
+        ttl: Duration::from_secs_f64(args.cache_seconds.clamp(0.0, 3600.0)),
+        fsname: vault.display().to_string(),
+        ..MountConfig::default()
+    };
+    for option in &args.options {
+        match option.as_str() {
+            "allow_other" => config.allow_other = true,
+            "" => {}
+            other => bail!("unknown mount option '{other}' (known: allow_other)"),
+        }
+    }
+    Ok(config)
+}
+
+fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    let meta = fs::metadata(path).with_context(|| {
+        format!("mount point {} does not exist; create it with mkdir", path.display())
+    })?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", path.display());
+    }
+    let path = fs::canonicalize(path)?;
+    if crate::commands::unmount::mount_source(&path)?.is_some() {
+        bail!("{} is already a mount point; unmount it first", path.display());
+    }
+    if fs::read_dir(&path)?.next().is_some() {
+        bail!("mount point {} is not empty; mounting over files would hide them", path.display());
+    }
+    Ok(path)
+}
+
+fn spawn_background(args: &MountArgs, master: &SecretKey, vault: &Path, mountpoint: &Path) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find the atrest executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg(vault)
+        .arg(mountpoint)
+        .arg("--master-key-stdin")
+        .arg("--threads")
+        .arg(args.threads.to_string())
+        .arg("--cache-seconds")
+        .arg(args.cache_seconds.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        // Its own process group: a Ctrl-C at this terminal must not kill it.
+        .process_group(0);
+    if !args.options.is_empty() {
+        cmd.arg("-o").arg(args.options.join(","));
+    }
+    if let Some(log) = &args.log_file {
+        cmd.arg("--log-file").arg(log);
+    }
+    let mut child = cmd.spawn().context("cannot start the mount process")?;
+    {
+        let mut stdin = child.stdin.take().context("mount process stdin")?;
+        stdin.write_all(master.expose()).context("cannot hand the key to the mount process")?;
+    }
+    let mut line = String::new();
+    let stdout = child.stdout.take().context("mount process stdout")?;
+    BufReader::new(stdout).read_line(&mut line)?;
+    match line.trim_end().strip_prefix("error: ") {
+        None if line.trim_end() == "ready" => {
+            eprintln!("atrest: {} mounted at {}", vault.display(), mountpoint.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(message) => {
+            let _ = child.wait();
+            bail!("{message}")
+        }
+        None => {
+            let status = child.wait()?;
+            bail!("the mount process exited before the mount was ready ({status})")
+        }
+    }
+}
+
+/// The mount process: reads the key from the parent, mounts, says "ready".
+fn serve_from_parent(
+    vault_path: &Path,
+    mountpoint: &Path,
+    config: &MountConfig,
+    log_file: &Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    std::io::stdin().read_exact(&mut key[..]).context("reading the master key from the parent")?;
+    let master = SecretKey::from_bytes(*key);
+    let result = LockedVault::open(vault_path)
+        .and_then(|locked| Vault::from_master_key(locked, master))
+        .map_err(anyhow::Error::from)
+        .and_then(|vault| {
+            serve(vault, mountpoint, config, log_file, || {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "ready");
+                let _ = out.flush();
+            })
+        });
+    if let Err(e) = &result {
+        println!("error: {e:#}");
+    }
+    result
+}
+
+fn serve(
+    vault: Vault,
+    mountpoint: &Path,
+    config: &MountConfig,
+    log_file: &Option<PathBuf>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<ExitCode> {
+    let holder = format!("{} {}", std::process::id(), mountpoint.display());
+    let _lock = MountLock::acquire(vault.root(), &holder)?;
+    if let Some(path) = log_file {
+        redirect_log(path)?;
+    }
+    atrest_fuse::mount(vault, mountpoint, config, ready)
+        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redirect_log(path: &Path) -> anyhow::Result<()> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    rustix::stdio::dup2_stderr(&file).context("redirecting the log")?;
+    Ok(())
+}

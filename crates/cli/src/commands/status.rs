@@ -1,0 +1,97 @@
+use std::process::ExitCode;
+
+use atrest_vault::{LockedVault, MountLock, SlotKind};
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+
+#[derive(Serialize)]
+pub struct SlotInfo {
+    pub id: u8,
+    pub kind: &'static str,
+    pub label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argon2: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Status {
+    vault: String,
+    format_version: u16,
+    vault_id: String,
+    backend: &'static str,
+    cipher: &'static str,
+    block_size: u32,
+    created_unix: u64,
+    keyslots: Vec<SlotInfo>,
+    mounted_at: Vec<String>,
+    mount_process: Option<String>,
+    config_problems: Vec<String>,
+}
+
+pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
+    locked
+        .config()
+        .keyslots
+        .iter()
+        .map(|s| SlotInfo {
+            id: s.id,
+            kind: s.kind.name(),
+            label: s.label.clone(),
+            argon2: match &s.kind {
+                SlotKind::Passphrase { params, .. } => Some(format!(
+                    "argon2id m={}MiB t={} p={}",
+                    params.memory_kib / 1024,
+                    params.iterations,
+                    params.parallelism
+                )),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let locked = LockedVault::open(&args.vault)?;
+    let root = std::fs::canonicalize(&args.vault)?;
+    let config = locked.config();
+    let status = Status {
+        vault: root.display().to_string(),
+        format_version: atrest_vault::VERSION,
+        vault_id: config.vault_id.iter().map(|b| format!("{b:02x}")).collect(),
+        backend: config.backend.name(),
+        cipher: config.algorithm.name(),
+        block_size: config.block_size,
+        created_unix: config.created_unix,
+        keyslots: slot_infos(&locked),
+        mounted_at: super::unmount::atrest_mounts()
+            .into_iter()
+            .filter(|(vault, _)| *vault == root)
+            .map(|(_, mnt)| mnt.display().to_string())
+            .collect(),
+        mount_process: MountLock::holder(&root),
+        config_problems: locked.config_problems(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("vault:      {}", status.vault);
+    println!("format:     atrest vault v{} ({} backend)", status.format_version, status.backend);
+    println!("vault id:   {}", status.vault_id);
+    println!("cipher:     {}, {}-byte blocks; names AES-SIV", status.cipher, status.block_size);
+    println!("keyslots:");
+    for slot in &status.keyslots {
+        let extra = slot.argon2.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+        println!("  {:>3}  {:<13} {}{}", slot.id, slot.kind, slot.label, extra);
+    }
+    match (&status.mounted_at[..], &status.mount_process) {
+        ([], None) => println!("mounted:    no"),
+        ([], Some(p)) => println!("mounted:    held by a mount process ({p}), mount point not visible here"),
+        (mnts, _) => println!("mounted:    {}", mnts.join(", ")),
+    }
+    for problem in &status.config_problems {
+        println!("warning:    {problem} (unlocking repairs it)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

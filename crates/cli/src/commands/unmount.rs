@@ -1,0 +1,106 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use atrest_vault::MountLock;
+
+use crate::cli::UnmountArgs;
+
+/// Undoes the octal escapes of /proc/self/mountinfo (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len() + 1
+            && let Some(v) = field.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// If `path` is a mount point: its file system type and source.
+pub fn mount_source(path: &Path) -> anyhow::Result<Option<(String, String)>> {
+    let info = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        if fields.len() < sep + 3 || fields.len() < 5 {
+            continue;
+        }
+        if Path::new(&unescape(fields[4])) == path {
+            // The last match is the one on top.
+            found = Some((fields[sep + 1].to_string(), unescape(fields[sep + 2])));
+        }
+    }
+    Ok(found)
+}
+
+/// Where each atrest vault is mounted: (vault, mount point).
+pub fn atrest_mounts() -> Vec<(PathBuf, PathBuf)> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            (fields.get(sep + 1)? == &"fuse.atrest")
+                .then(|| (PathBuf::from(unescape(fields[sep + 2])), PathBuf::from(unescape(fields[4]))))
+        })
+        .collect()
+}
+
+pub fn run(args: UnmountArgs) -> anyhow::Result<ExitCode> {
+    let path = fs::canonicalize(&args.mountpoint)
+        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    let Some((fstype, source)) = mount_source(&path)? else {
+        bail!("{} is not mounted", path.display());
+    };
+    if fstype != "fuse.atrest" {
+        bail!("{} is a {fstype} mount, not an atrest vault; use umount", path.display());
+    }
+    let vault = PathBuf::from(source);
+    if rustix::process::geteuid().is_root() {
+        let flags = if args.lazy { rustix::mount::UnmountFlags::DETACH } else { rustix::mount::UnmountFlags::empty() };
+        match rustix::mount::unmount(&path, flags) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::BUSY) => bail!(
+                "{} is busy: files under it are open or a process has its working directory there; \
+                 stop those processes (see `fuser -vm {}`) or use --lazy",
+                path.display(),
+                path.display()
+            ),
+            Err(e) => bail!("cannot unmount {}: {e}", path.display()),
+        }
+    } else {
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u");
+        if args.lazy {
+            cmd.arg("-z");
+        }
+        let status = cmd.arg(&path).status().context("cannot run fusermount3 (install fuse3)")?;
+        if !status.success() {
+            bail!("fusermount3 could not unmount {} (busy? use --lazy)", path.display());
+        }
+    }
+    // Wait for the mount process to flush and let go of the vault, so a
+    // remount right after this returns works.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while MountLock::holder(&vault).is_some() {
+        if Instant::now() > deadline {
+            bail!("unmounted, but the mount process for {} has not exited after 30 s", vault.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("atrest: unmounted {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
