@@ -46,6 +46,13 @@ pub fn mount_source(path: &Path) -> anyhow::Result<Option<(String, String)>> {
     Ok(found)
 }
 
+/// Our mounts are FUSE mounts whose source (fsname) is the vault root.
+/// The type is `fuse` when root mounts directly, `fuse.atrest` through
+/// fusermount3.
+fn is_atrest_mount(fstype: &str, source: &str) -> bool {
+    (fstype == "fuse" || fstype == "fuse.atrest") && Path::new(source).join(atrest_vault::CONFIG_FILE).exists()
+}
+
 /// Where each atrest vault is mounted: (vault, mount point).
 pub fn atrest_mounts() -> Vec<(PathBuf, PathBuf)> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
@@ -53,8 +60,9 @@ pub fn atrest_mounts() -> Vec<(PathBuf, PathBuf)> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let sep = fields.iter().position(|f| *f == "-")?;
-            (fields.get(sep + 1)? == &"fuse.atrest")
-                .then(|| (PathBuf::from(unescape(fields[sep + 2])), PathBuf::from(unescape(fields[4]))))
+            let (fstype, source) = (fields.get(sep + 1)?, unescape(fields.get(sep + 2)?));
+            is_atrest_mount(fstype, &source)
+                .then(|| (PathBuf::from(source), PathBuf::from(unescape(fields[4]))))
         })
         .collect()
 }
@@ -65,7 +73,7 @@ pub fn run(args: UnmountArgs) -> anyhow::Result<ExitCode> {
     let Some((fstype, source)) = mount_source(&path)? else {
         bail!("{} is not mounted", path.display());
     };
-    if fstype != "fuse.atrest" {
+    if !is_atrest_mount(&fstype, &source) {
         bail!("{} is a {fstype} mount, not an atrest vault; use umount", path.display());
     }
     let vault = PathBuf::from(source);

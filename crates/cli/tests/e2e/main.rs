@@ -1,0 +1,7 @@
+//! End-to-end tests against a real FUSE mount of the `atrest` binary.
+//! They need /dev/fuse and root (CI runs as root); without them they fail
+//! with a message saying so rather than skip.
+
+mod basic;
+mod common;
+mod tamper;
