@@ -4,8 +4,14 @@
 use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
 
 pub fn harden() -> anyhow::Result<()> {
-    setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })
-        .map_err(|e| anyhow::anyhow!("cannot disable core dumps: {e}"))?;
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot disable core dumps: {e}"))?;
     set_dumpable_behavior(DumpableBehavior::NotDumpable)
         .map_err(|e| anyhow::anyhow!("cannot mark the process non-dumpable: {e}"))?;
     Ok(())

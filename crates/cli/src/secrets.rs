@@ -15,7 +15,8 @@ use crate::cli::UnlockArgs;
 
 pub fn read_passphrase_file(path: &Path) -> anyhow::Result<SecretBytes> {
     let mut data = Zeroizing::new(
-        fs::read(path).with_context(|| format!("cannot read the passphrase file {}", path.display()))?,
+        fs::read(path)
+            .with_context(|| format!("cannot read the passphrase file {}", path.display()))?,
     );
     if data.last() == Some(&b'\n') {
         data.pop();
@@ -31,7 +32,9 @@ pub fn read_passphrase_file(path: &Path) -> anyhow::Result<SecretBytes> {
 
 fn ask(prompt: &str) -> anyhow::Result<SecretBytes> {
     if !std::io::stdin().is_terminal() {
-        bail!("no terminal to ask for a passphrase; give --passphrase-file (or --key-file, --recovery-key-file)");
+        bail!(
+            "no terminal to ask for a passphrase; give --passphrase-file (or --key-file, --recovery-key-file)"
+        );
     }
     let pw = rpassword::prompt_password(prompt).context("cannot read the passphrase")?;
     if pw.is_empty() {
@@ -54,9 +57,15 @@ pub fn new_passphrase(file: Option<&Path>) -> anyhow::Result<SecretBytes> {
 }
 
 pub fn read_key_file(path: &Path) -> anyhow::Result<SecretKey> {
-    let data = Zeroizing::new(fs::read(path).with_context(|| format!("cannot read the key file {}", path.display()))?);
+    let data = Zeroizing::new(
+        fs::read(path).with_context(|| format!("cannot read the key file {}", path.display()))?,
+    );
     SecretKey::from_slice(&data).with_context(|| {
-        format!("the key file {} must hold exactly 32 bytes; it holds {}", path.display(), data.len())
+        format!(
+            "the key file {} must hold exactly 32 bytes; it holds {}",
+            path.display(),
+            data.len()
+        )
     })
 }
 
@@ -74,7 +83,10 @@ pub fn read_or_create_key_file(path: &Path) -> anyhow::Result<SecretKey> {
         .with_context(|| format!("cannot create the key file {}", path.display()))?;
     std::io::Write::write_all(&mut f, key.expose())?;
     f.sync_all()?;
-    eprintln!("atrest: created key file {} (keep it off this disk)", path.display());
+    eprintln!(
+        "atrest: created key file {} (keep it off this disk)",
+        path.display()
+    );
     Ok(key)
 }
 
@@ -86,9 +98,10 @@ pub fn unlocker(args: &UnlockArgs) -> anyhow::Result<Unlocker> {
         return Ok(Unlocker::KeyFile(read_key_file(path)?));
     }
     if let Some(path) = &args.recovery_key_file {
-        let text = Zeroizing::new(
-            fs::read_to_string(path).with_context(|| format!("cannot read the recovery key file {}", path.display()))?,
-        );
+        let text =
+            Zeroizing::new(fs::read_to_string(path).with_context(|| {
+                format!("cannot read the recovery key file {}", path.display())
+            })?);
         let key = RecoveryKey::parse(&text).with_context(|| format!("{}", path.display()))?;
         return Ok(Unlocker::RecoveryKey(key.secret().clone()));
     }
@@ -109,10 +122,15 @@ pub fn show_recovery_key(key: &RecoveryKey, out: Option<&Path>) -> anyhow::Resul
             std::io::Write::write_all(&mut f, format!("{}\n", text.as_str()).as_bytes())?;
             f.sync_all()?;
             fs::set_permissions(path, fs::Permissions::from_mode(0o400))?;
-            eprintln!("atrest: recovery key written to {}; store it offline, then delete it here", path.display());
+            eprintln!(
+                "atrest: recovery key written to {}; store it offline, then delete it here",
+                path.display()
+            );
         }
         None => {
-            println!("Recovery key (shown once; store it offline, it opens the vault without the passphrase):");
+            println!(
+                "Recovery key (shown once; store it offline, it opens the vault without the passphrase):"
+            );
             println!();
             println!("    {}", text.as_str());
             println!();

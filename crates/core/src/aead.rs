@@ -183,7 +183,10 @@ mod tests {
                     bad[i] ^= 1;
                     assert_eq!(cipher.open(b"ad", &bad), Err(AuthError), "{alg:?} byte {i}");
                 }
-                assert_eq!(cipher.open(b"ad", &sealed[..sealed.len() - 1]), Err(AuthError));
+                assert_eq!(
+                    cipher.open(b"ad", &sealed[..sealed.len() - 1]),
+                    Err(AuthError)
+                );
             }
         }
     }

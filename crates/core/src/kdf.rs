@@ -60,7 +60,11 @@ impl Argon2Params {
         let ok = (8 * 1024..=4 * 1024 * 1024).contains(&self.memory_kib)
             && (1..=64).contains(&self.iterations)
             && (1..=16).contains(&self.parallelism);
-        if ok { Ok(()) } else { Err(ParamsError::OutOfRange) }
+        if ok {
+            Ok(())
+        } else {
+            Err(ParamsError::OutOfRange)
+        }
     }
 }
 
@@ -102,7 +106,8 @@ mod tests {
         let info: Vec<u8> = (0xf0..=0xf9).collect();
         let mut okm = [0u8; 42];
         hkdf_sha256(&ikm, &salt, &info, &mut okm);
-        let expected = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865";
+        let expected =
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865";
         assert_eq!(hex(&okm), expected);
     }
 

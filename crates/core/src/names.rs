@@ -58,14 +58,10 @@ mod tests {
     #[test]
     fn rfc5297_a1_deterministic_mode() {
         use aes_siv::siv::Aes128Siv;
-        let key = unhex(
-            "fffefdfc fbfaf9f8 f7f6f5f4 f3f2f1f0 f0f1f2f3 f4f5f6f7 f8f9fafb fcfdfeff",
-        );
+        let key = unhex("fffefdfc fbfaf9f8 f7f6f5f4 f3f2f1f0 f0f1f2f3 f4f5f6f7 f8f9fafb fcfdfeff");
         let ad = unhex("10111213 14151617 18191a1b 1c1d1e1f 20212223 24252627");
         let pt = unhex("11223344 55667788 99aabbcc ddee");
-        let expected = unhex(
-            "85632d07 c6e8f37f 950acd32 0a2ecc93 40c02b96 90c4dc04 daef7f6a fe5c",
-        );
+        let expected = unhex("85632d07 c6e8f37f 950acd32 0a2ecc93 40c02b96 90c4dc04 daef7f6a fe5c");
         let mut siv = Aes128Siv::new_from_slice(&key).unwrap();
         assert_eq!(siv.encrypt([&ad], &pt).unwrap(), expected);
     }

@@ -205,9 +205,11 @@ impl VaultFs {
                     layout.plaintext_size(meta.size() - meta.size() % layout.sealed_block()).unwrap_or(0)
                 })
             }
-            FileType::Symlink => fs::read_link(path)
-                .ok()
-                .and_then(|t| self.vault.keys().names.decrypt_symlink(t.as_os_str()).ok())
+            FileType::Symlink => self
+                .vault
+                .keys()
+                .names
+                .read_symlink(&self.root, path)
                 .map(|t| t.len() as u64)
                 .unwrap_or(0),
             _ => meta.size(),
@@ -317,7 +319,13 @@ impl VaultFs {
         Ok(open.cipher.get_or_init(|| c))
     }
 
-    fn truncate(&self, ino: INodeNo, fh: Option<FileHandle>, path: &Path, size: u64) -> Result<(), Errno> {
+    fn truncate(
+        &self,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), Errno> {
         let _guard = self.lock(ino.0).write();
         let handle = match fh.and_then(|fh| self.files.read().get(&fh.0).cloned()) {
             Some(h) => h,
@@ -339,10 +347,15 @@ impl VaultFs {
         if size == 0 && handle.cipher.get().is_none() {
             return Ok(());
         }
-        let cipher = self.cipher_for_write(&handle).map_err(|e| self.content_error(path, e))?;
-        ContentFile { file: &handle.file, cipher }
-            .set_len(size)
-            .map_err(|e| self.content_error(path, e))
+        let cipher = self
+            .cipher_for_write(&handle)
+            .map_err(|e| self.content_error(path, e))?;
+        ContentFile {
+            file: &handle.file,
+            cipher,
+        }
+        .set_len(size)
+        .map_err(|e| self.content_error(path, e))
     }
 
     fn list_dir(&self, ino: INodeNo) -> Result<Vec<DirEntry>, Errno> {
@@ -362,7 +375,9 @@ impl VaultFs {
                     continue;
                 }
             };
-            let Ok(file_type) = entry.file_type() else { continue };
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
             out.push(DirEntry {
                 name,
                 backing,
@@ -401,7 +416,9 @@ impl Filesystem for VaultFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let result = self.child(parent, name).and_then(|(dir, enc)| self.enter(parent, &dir, &enc));
+        let result = self
+            .child(parent, name)
+            .and_then(|(dir, enc)| self.enter(parent, &dir, &enc));
         match result {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
@@ -419,7 +436,7 @@ impl Filesystem for VaultFs {
                 .file
                 .metadata()
                 .map_err(errno)
-                .and_then(|meta| Ok(self.attr(&self.path(ino).unwrap_or_default(), &meta))),
+                .map(|meta| self.attr(&self.path(ino).unwrap_or_default(), &meta)),
             None => self.path(ino).and_then(|p| self.stat(&p)),
         };
         match result {
@@ -449,8 +466,13 @@ impl Filesystem for VaultFs {
         let run = || -> Result<FileAttr, Errno> {
             let path = self.path(ino)?;
             if let Some(mode) = mode {
-                rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())
-                    .map_err(rerrno)?;
+                rustix::fs::chmodat(
+                    CWD,
+                    &path,
+                    Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(rerrno)?;
             }
             if uid.is_some() || gid.is_some() {
                 rustix::fs::chownat(
@@ -470,7 +492,8 @@ impl Filesystem for VaultFs {
                     last_access: timespec(atime),
                     last_modification: timespec(mtime),
                 };
-                rustix::fs::utimensat(CWD, &path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(rerrno)?;
+                rustix::fs::utimensat(CWD, &path, &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(rerrno)?;
             }
             self.stat(&path)
         };
@@ -483,11 +506,10 @@ impl Filesystem for VaultFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let run = || -> Result<OsString, Errno> {
             let path = self.path(ino)?;
-            let stored = fs::read_link(&path).map_err(errno)?;
             self.vault
                 .keys()
                 .names
-                .decrypt_symlink(stored.as_os_str())
+                .read_symlink(&self.root, &path)
                 .map_err(|e| self.content_error(&path, e))
         };
         match run() {
@@ -542,7 +564,15 @@ impl Filesystem for VaultFs {
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let run = || -> Result<FileAttr, Errno> {
             let (dir, enc) = self.child(parent, name)?;
             let path = dir.join(enc.entry());
@@ -552,7 +582,10 @@ impl Filesystem for VaultFs {
             }
             // Created private so the directory id can be written even when
             // the requested mode forbids it; then set to the exact mode.
-            fs::DirBuilder::new().mode(0o700).create(&path).map_err(errno)?;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .map_err(errno)?;
             let id = match names::create_dir_id(&path) {
                 Ok(id) => id,
                 Err(e) => {
@@ -560,7 +593,8 @@ impl Filesystem for VaultFs {
                     return Err(self.content_error(&path, e));
                 }
             };
-            rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(perm), AtFlags::empty()).map_err(rerrno)?;
+            rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(perm), AtFlags::empty())
+                .map_err(rerrno)?;
             self.write_side_file(&dir, &enc)?;
             let attr = self.finish_create(req, parent, &dir, &enc)?;
             self.dir_ids.write().insert(attr.ino.0, id);
@@ -577,8 +611,17 @@ impl Filesystem for VaultFs {
             let (dir, enc) = self.child(parent, name)?;
             let path = dir.join(enc.entry());
             let meta = fs::symlink_metadata(&path).map_err(errno)?;
+            let long_link = (meta.file_type().is_symlink() && meta.nlink() == 1)
+                .then(|| fs::read_link(&path).ok())
+                .flatten()
+                .and_then(|t| {
+                    atrest_vault::NameTransform::long_link_side_file(&self.root, t.as_os_str())
+                });
             fs::remove_file(&path).map_err(errno)?;
             self.remove_side_file(&dir, &enc);
+            if let Some(side) = long_link {
+                let _ = fs::remove_file(side);
+            }
             let mut nodes = self.nodes.write();
             let ino = nodes.fuse_ino(meta.ino());
             nodes.unlink(ino, &(parent.0, OsString::from(enc.entry())));
@@ -625,14 +668,25 @@ impl Filesystem for VaultFs {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let run = || -> Result<FileAttr, Errno> {
             let (dir, enc) = self.child(parent, link_name)?;
-            let stored = self.vault.keys().names.encrypt_symlink(target.as_os_str());
-            if stored.len() >= 4096 {
+            if target.as_os_str().len() > names::MAX_BACKING_LINK {
                 return Err(Errno::ENAMETOOLONG);
             }
-            rustix::fs::symlinkat(&*stored, CWD, &dir.join(enc.entry())).map_err(rerrno)?;
+            let link = dir.join(enc.entry());
+            self.vault
+                .keys()
+                .names
+                .create_symlink(&self.root, target.as_os_str(), &link)
+                .map_err(|e| self.content_error(&link, e))?;
             self.write_side_file(&dir, &enc)?;
             self.finish_create(req, parent, &dir, &enc)
         };
@@ -703,7 +757,14 @@ impl Filesystem for VaultFs {
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let run = || -> Result<FileAttr, Errno> {
             let from = self.path(ino)?;
             let (dir, enc) = self.child(newparent, newname)?;
@@ -736,9 +797,12 @@ impl Filesystem for VaultFs {
                 // FUSE_ATOMIC_O_TRUNC: the truncation comes with the open.
                 let _guard = self.lock(ino.0).write();
                 if let Some(c) = open.cipher.get() {
-                    ContentFile { file: &open.file, cipher: c }
-                        .set_len(0)
-                        .map_err(|e| self.content_error(&path, e))?;
+                    ContentFile {
+                        file: &open.file,
+                        cipher: c,
+                    }
+                    .set_len(0)
+                    .map_err(|e| self.content_error(&path, e))?;
                 }
             }
             let fh = self.new_handle();
@@ -776,13 +840,19 @@ impl Filesystem for VaultFs {
                 let cipher = self
                     .cipher_for_write(&open)
                     .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e))?;
-                return ContentFile { file: &open.file, cipher }
-                    .read_at(offset, size as usize)
-                    .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e));
-            };
-            ContentFile { file: &open.file, cipher }
+                return ContentFile {
+                    file: &open.file,
+                    cipher,
+                }
                 .read_at(offset, size as usize)
-                .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e))
+                .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e));
+            };
+            ContentFile {
+                file: &open.file,
+                cipher,
+            }
+            .read_at(offset, size as usize)
+            .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e))
         };
         match run() {
             Ok(data) => reply.data(&data),
@@ -806,10 +876,15 @@ impl Filesystem for VaultFs {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).write();
             let path = || self.path(ino).unwrap_or_default();
-            let cipher = self.cipher_for_write(&open).map_err(|e| self.content_error(&path(), e))?;
-            ContentFile { file: &open.file, cipher }
-                .write_at(offset, data)
-                .map_err(|e| self.content_error(&path(), e))
+            let cipher = self
+                .cipher_for_write(&open)
+                .map_err(|e| self.content_error(&path(), e))?;
+            ContentFile {
+                file: &open.file,
+                cipher,
+            }
+            .write_at(offset, data)
+            .map_err(|e| self.content_error(&path(), e))
         };
         match run() {
             Ok(()) => reply.written(data.len() as u32),
@@ -817,7 +892,14 @@ impl Filesystem for VaultFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -835,7 +917,14 @@ impl Filesystem for VaultFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let run = || -> Result<(), Errno> {
             let open = self.open_file(fh)?;
             if datasync {
@@ -861,7 +950,14 @@ impl Filesystem for VaultFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let Some(entries) = self.dirs.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
@@ -888,7 +984,14 @@ impl Filesystem for VaultFs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let Some(entries) = self.dirs.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
@@ -910,23 +1013,48 @@ impl Filesystem for VaultFs {
             let Ok(attr) = self.stat(&dir.join(&entry.backing)) else {
                 continue; // removed since opendir
             };
-            if reply.add(attr.ino, n as u64 + 3, &entry.name, &self.ttl, &attr, Generation(0)) {
+            if reply.add(
+                attr.ino,
+                n as u64 + 3,
+                &entry.name,
+                &self.ttl,
+                &attr,
+                Generation(0),
+            ) {
                 break;
             }
             // The kernel now holds a reference, as after a lookup.
-            self.nodes.write().remember(attr.ino.0, (ino.0, entry.backing.clone()));
+            self.nodes
+                .write()
+                .remember(attr.ino.0, (ino.0, entry.backing.clone()));
         }
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.dirs.lock().remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let run = || -> Result<(), Errno> {
-            File::open(self.path(ino)?).and_then(|d| d.sync_all()).map_err(errno)
+            File::open(self.path(ino)?)
+                .and_then(|d| d.sync_all())
+                .map_err(errno)
         };
         match run() {
             Ok(()) => reply.ok(),
@@ -968,8 +1096,13 @@ impl Filesystem for VaultFs {
             let names = &self.vault.keys().names;
             let stored = names.encrypt_xattr_name(name);
             let sealed = names.encrypt_xattr_value(&stored, value);
-            xattr::set(&path, &stored, &sealed, rustix::fs::XattrFlags::from_bits_truncate(flags as u32))
-                .map_err(errno)
+            xattr::set(
+                &path,
+                &stored,
+                &sealed,
+                rustix::fs::XattrFlags::from_bits_truncate(flags as u32),
+            )
+            .map_err(errno)
         };
         match run() {
             Ok(()) => reply.ok(),
@@ -1089,7 +1222,9 @@ impl Filesystem for VaultFs {
                 let _ = cell.set(c);
             }
             let fh = self.new_handle();
-            self.files.write().insert(fh, Arc::new(OpenFile { file, cipher: cell }));
+            self.files
+                .write()
+                .insert(fh, Arc::new(OpenFile { file, cipher: cell }));
             Ok((attr, fh))
         };
         match run() {

@@ -68,7 +68,9 @@ pub fn mount(
     ];
     if rustix::process::geteuid().is_root() {
         // Device nodes in a vault are root's business, as on any mount.
-        options.mount_options.retain(|o| *o != MountOption::NoDev && *o != MountOption::NoSuid);
+        options
+            .mount_options
+            .retain(|o| *o != MountOption::NoDev && *o != MountOption::NoSuid);
     }
     options.acl = if config.allow_other {
         SessionACL::All

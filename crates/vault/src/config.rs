@@ -166,8 +166,8 @@ impl VaultConfig {
             let id = b.u8().map_err(trunc)?;
             let kind_id = b.u8().map_err(trunc)?;
             let params_len = b.u16().map_err(trunc)? as usize;
-            let kind =
-                SlotKind::decode(kind_id, b.bytes(params_len).map_err(trunc)?).map_err(VaultError::Corrupt)?;
+            let kind = SlotKind::decode(kind_id, b.bytes(params_len).map_err(trunc)?)
+                .map_err(VaultError::Corrupt)?;
             let label_len = b.u8().map_err(trunc)? as usize;
             if label_len > MAX_LABEL {
                 return Err(corrupt("keyslot label too long"));
@@ -240,8 +240,15 @@ mod tests {
         let mut cfg = VaultConfig::new(ContentAlgorithm::Aes256Gcm, 1_700_000_000);
         let unlocker = Unlocker::KeyFile(SecretKey::random());
         cfg.keyslots.push(
-            Keyslot::wrap(&cfg.vault_id, 0, SlotKind::KeyFile, "ops".into(), &unlocker, &master)
-                .unwrap(),
+            Keyslot::wrap(
+                &cfg.vault_id,
+                0,
+                SlotKind::KeyFile,
+                "ops".into(),
+                &unlocker,
+                &master,
+            )
+            .unwrap(),
         );
         let mac = HeaderMac::new(&master.derive(&cfg.vault_id, atrest_core::labels::CONFIG_MAC));
         let bytes = cfg.encode(&mac);
@@ -282,6 +289,9 @@ mod tests {
     fn unknown_version_is_named() {
         let (_, _, mut bytes) = sample();
         bytes[9] = 9;
-        assert!(matches!(VaultConfig::decode(&bytes), Err(VaultError::UnknownVersion(9))));
+        assert!(matches!(
+            VaultConfig::decode(&bytes),
+            Err(VaultError::UnknownVersion(9))
+        ));
     }
 }

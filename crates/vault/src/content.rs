@@ -201,14 +201,19 @@ impl ContentFile<'_> {
         let first = offset / layout.block;
         let last = (end - 1) / layout.block;
         let start = layout.block_offset(first);
-        let stop = layout.ciphertext_size(size).min(layout.block_offset(last + 1));
+        let stop = layout
+            .ciphertext_size(size)
+            .min(layout.block_offset(last + 1));
         let mut sealed = vec![0u8; (stop - start) as usize];
         let got = read_full_at(self.file, &mut sealed, start)?;
         if got != sealed.len() {
             return Err(ContentError::Corrupt("file shorter than its size".into()));
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
-        for (i, chunk) in sealed.chunks_mut(layout.sealed_block() as usize).enumerate() {
+        for (i, chunk) in sealed
+            .chunks_mut(layout.sealed_block() as usize)
+            .enumerate()
+        {
             let n = first + i as u64;
             let plain = self.cipher.open_block(n, chunk)?;
             let block_start = n * layout.block;
@@ -227,9 +232,9 @@ impl ContentFile<'_> {
         }
         let layout = self.layout();
         let old_cipher_len = self.ciphertext_len()?;
-        let size = layout
-            .plaintext_size(old_cipher_len)
-            .ok_or_else(|| ContentError::Corrupt(format!("impossible backing size {old_cipher_len}")))?;
+        let size = layout.plaintext_size(old_cipher_len).ok_or_else(|| {
+            ContentError::Corrupt(format!("impossible backing size {old_cipher_len}"))
+        })?;
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| io::Error::from_raw_os_error(libc_efbig()))?;
@@ -245,9 +250,14 @@ impl ContentFile<'_> {
             let off = layout.block_offset(tail_block);
             let mut old = vec![0u8; (tail + layout.overhead) as usize];
             if read_full_at(self.file, &mut old, off)? != old.len() {
-                return Err(ContentError::Corrupt(format!("block {tail_block} truncated")));
+                return Err(ContentError::Corrupt(format!(
+                    "block {tail_block} truncated"
+                )));
             }
-            let mut plain = self.cipher.open_block(tail_block, &mut old.clone())?.to_vec();
+            let mut plain = self
+                .cipher
+                .open_block(tail_block, &mut old.clone())?
+                .to_vec();
             plain.resize(layout.block as usize, 0);
             let mut sealed = vec![0u8; layout.sealed_block() as usize];
             self.cipher.seal_block(tail_block, &plain, &mut sealed);
@@ -281,7 +291,11 @@ impl ContentFile<'_> {
         let start = layout.block_offset(first);
         let result = self
             .reserve(old_cipher_len.max(start), start + out.len() as u64)
-            .and_then(|()| self.file.write_all_at(&out, start).map_err(ContentError::from));
+            .and_then(|()| {
+                self.file
+                    .write_all_at(&out, start)
+                    .map_err(ContentError::from)
+            });
         if let Err(e) = result {
             self.undo(old_cipher_len, restore);
             return Err(e);
@@ -334,16 +348,22 @@ impl ContentFile<'_> {
         let (block, keep) = if new_size < size {
             (new_size / layout.block, new_size % layout.block)
         } else {
-            (size / layout.block, (new_size - (size / layout.block) * layout.block).min(layout.block))
+            (
+                size / layout.block,
+                (new_size - (size / layout.block) * layout.block).min(layout.block),
+            )
         };
-        let reseal = keep != 0 && block * layout.block < size && (new_size < size || size % layout.block != 0);
+        let reseal = keep != 0
+            && block * layout.block < size
+            && (new_size < size || size % layout.block != 0);
         if reseal {
             let existing = (size - block * layout.block).min(layout.block);
             let mut plain = self.read_block(block, existing)?;
             plain.resize(keep as usize, 0);
             let mut sealed = vec![0u8; plain.len() + layout.overhead as usize];
             self.cipher.seal_block(block, &plain, &mut sealed);
-            self.file.write_all_at(&sealed, layout.block_offset(block))?;
+            self.file
+                .write_all_at(&sealed, layout.block_offset(block))?;
         }
         self.file.set_len(layout.ciphertext_size(new_size))?;
         Ok(())
@@ -367,16 +387,25 @@ mod tests {
 
     #[test]
     fn sizes_round_trip() {
-        for alg in [ContentAlgorithm::Aes256Gcm, ContentAlgorithm::XChaCha20Poly1305] {
+        for alg in [
+            ContentAlgorithm::Aes256Gcm,
+            ContentAlgorithm::XChaCha20Poly1305,
+        ] {
             for len in [0usize, 1, 4095, 4096, 4097, (1 << 20) + 3] {
                 let (key, file) = setup(alg);
                 let cipher = key.write_header(&file).unwrap();
-                let f = ContentFile { file: &file, cipher: &cipher };
+                let f = ContentFile {
+                    file: &file,
+                    cipher: &cipher,
+                };
                 let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
                 f.write_at(0, &data).unwrap();
                 assert_eq!(f.plaintext_len().unwrap(), len as u64);
                 assert_eq!(f.read_at(0, len + 10).unwrap(), data);
-                assert_eq!(file.metadata().unwrap().len(), key.layout().ciphertext_size(len as u64));
+                assert_eq!(
+                    file.metadata().unwrap().len(),
+                    key.layout().ciphertext_size(len as u64)
+                );
                 let reopened = key.read_header(&file).unwrap().unwrap();
                 assert_eq!(reopened.file_id(), cipher.file_id());
             }
@@ -387,14 +416,20 @@ mod tests {
     fn flipped_bit_anywhere_in_a_block_is_refused() {
         let (key, file) = setup(ContentAlgorithm::Aes256Gcm);
         let cipher = key.write_header(&file).unwrap();
-        let f = ContentFile { file: &file, cipher: &cipher };
+        let f = ContentFile {
+            file: &file,
+            cipher: &cipher,
+        };
         f.write_at(0, &[42u8; 5000]).unwrap();
         let len = file.metadata().unwrap().len();
         for pos in (HEADER_LEN..len).step_by(97) {
             let mut b = [0u8; 1];
             file.read_exact_at(&mut b, pos).unwrap();
             file.write_all_at(&[b[0] ^ 4], pos).unwrap();
-            assert!(matches!(f.read_at(0, 5000), Err(ContentError::Corrupt(_))), "pos {pos}");
+            assert!(
+                matches!(f.read_at(0, 5000), Err(ContentError::Corrupt(_))),
+                "pos {pos}"
+            );
             file.write_all_at(&b, pos).unwrap();
         }
         assert_eq!(f.read_at(0, 5000).unwrap(), vec![42u8; 5000]);
@@ -404,7 +439,10 @@ mod tests {
     fn swapped_blocks_and_foreign_blocks_are_refused() {
         let (key, file) = setup(ContentAlgorithm::Aes256Gcm);
         let cipher = key.write_header(&file).unwrap();
-        let f = ContentFile { file: &file, cipher: &cipher };
+        let f = ContentFile {
+            file: &file,
+            cipher: &cipher,
+        };
         f.write_at(0, &[1u8; 8192]).unwrap();
         let l = key.layout();
         let mut b0 = vec![0u8; l.sealed_block() as usize];
@@ -419,7 +457,10 @@ mod tests {
         // The same block in another file (another id, another key).
         let other = tempfile::tempfile().unwrap();
         let other_cipher = key.write_header(&other).unwrap();
-        let g = ContentFile { file: &other, cipher: &other_cipher };
+        let g = ContentFile {
+            file: &other,
+            cipher: &other_cipher,
+        };
         g.write_at(0, &[1u8; 4096]).unwrap();
         other.write_all_at(&b0, l.block_offset(0)).unwrap();
         assert!(g.read_at(0, 10).is_err());
@@ -429,7 +470,10 @@ mod tests {
     fn truncated_block_is_refused() {
         let (key, file) = setup(ContentAlgorithm::Aes256Gcm);
         let cipher = key.write_header(&file).unwrap();
-        let f = ContentFile { file: &file, cipher: &cipher };
+        let f = ContentFile {
+            file: &file,
+            cipher: &cipher,
+        };
         f.write_at(0, &[9u8; 6000]).unwrap();
         let len = file.metadata().unwrap().len();
         file.set_len(len - 10).unwrap();
@@ -446,7 +490,10 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0u64..20_000, proptest::collection::vec(any::<u8>(), 0..9000))
+            (
+                0u64..20_000,
+                proptest::collection::vec(any::<u8>(), 0..9000)
+            )
                 .prop_map(|(o, d)| Op::Write(o, d)),
             (0u64..20_000).prop_map(Op::Truncate),
         ]

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::content::ContentFile;
-use crate::layout::HEADER_LEN;
 use crate::names::{BackingName, classify};
 use crate::{ContentError, Vault};
 
@@ -39,10 +38,23 @@ impl FsckReport {
 pub fn fsck(vault: &Vault) -> FsckReport {
     let mut report = FsckReport::default();
     let root = vault.root().to_path_buf();
-    for problem in crate::LockedVault::open(&root).map(|l| l.config_problems()).unwrap_or_default() {
-        report.problems.push(Problem { backing: PathBuf::from("."), plain: None, what: problem });
+    for problem in crate::LockedVault::open(&root)
+        .map(|l| l.config_problems())
+        .unwrap_or_default()
+    {
+        report.problems.push(Problem {
+            backing: PathBuf::from("."),
+            plain: None,
+            what: problem,
+        });
     }
-    walk(vault, &root, Path::new(""), Some(PathBuf::from("/")), &mut report);
+    walk(
+        vault,
+        &root,
+        Path::new(""),
+        Some(PathBuf::from("/")),
+        &mut report,
+    );
     report
 }
 
@@ -51,12 +63,20 @@ fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: 
     let dir = root.join(rel);
     let mut found: Vec<Problem> = Vec::new();
     let mut problem = |backing: PathBuf, plain: Option<PathBuf>, what: String| {
-        found.push(Problem { backing, plain, what });
+        found.push(Problem {
+            backing,
+            plain,
+            what,
+        });
     };
     let dir_id = match crate::names::read_dir_id(&dir) {
         Ok(id) => Some(id),
         Err(e) => {
-            problem(rel.to_path_buf(), plain.clone(), format!("directory id: {e}"));
+            problem(
+                rel.to_path_buf(),
+                plain.clone(),
+                format!("directory id: {e}"),
+            );
             None
         }
     };
@@ -77,7 +97,11 @@ fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: 
             continue;
         }
         if matches!(kind, BackingName::Foreign) {
-            problem(backing_rel, None, "not a name atrest wrote (a foreign file in the vault)".into());
+            problem(
+                backing_rel,
+                None,
+                "not a name atrest wrote (a foreign file in the vault)".into(),
+            );
             continue;
         }
         let plain_name: Option<OsString> = match dir_id {
@@ -91,7 +115,9 @@ fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: 
             None => None,
         };
         let plain_path = plain.as_ref().zip(plain_name).map(|(p, n)| p.join(n));
-        let Ok(file_type) = entry.file_type() else { continue };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
         let report_err = |what: String| (backing_rel.clone(), plain_path.clone(), what);
         let mut errs: Vec<(PathBuf, Option<PathBuf>, String)> = Vec::new();
         if file_type.is_dir() {
@@ -104,9 +130,10 @@ fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: 
             }
         } else if file_type.is_symlink() {
             report.symlinks += 1;
-            let check = fs::read_link(root.join(&backing_rel))
-                .map_err(ContentError::from)
-                .and_then(|t| vault.keys().names.decrypt_symlink(t.as_os_str()));
+            let check = vault
+                .keys()
+                .names
+                .read_symlink(root, &root.join(&backing_rel));
             if let Err(e) = check {
                 errs.push(report_err(format!("symlink target: {e}")));
             }
@@ -132,7 +159,10 @@ fn check_file(vault: &Vault, path: &Path) -> Result<u64, ContentError> {
     let Some(cipher) = vault.keys().content.read_header(&file)? else {
         return Ok(0);
     };
-    let content = ContentFile { file: &file, cipher: &cipher };
+    let content = ContentFile {
+        file: &file,
+        cipher: &cipher,
+    };
     let size = content.plaintext_len()?;
     let chunk = 256 * cipher.layout().block;
     let mut offset = 0;
@@ -140,7 +170,6 @@ fn check_file(vault: &Vault, path: &Path) -> Result<u64, ContentError> {
         content.read_at(offset, chunk as usize)?;
         offset += chunk;
     }
-    debug_assert!(HEADER_LEN > 0);
     Ok(size)
 }
 

@@ -17,7 +17,10 @@ use crate::wire::{Reader, Truncated};
 /// What kind of secret opens a slot. The numbers are the on-disk kind byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotKind {
-    Passphrase { params: Argon2Params, salt: [u8; 16] },
+    Passphrase {
+        params: Argon2Params,
+        salt: [u8; 16],
+    },
     RecoveryKey,
     KeyFile,
 }
@@ -182,10 +185,7 @@ impl Keyslot {
         }
         let kek = Self::key_encryption_key(vault_id, &kind, unlocker)?;
         let cipher = BlockCipher::new(ContentAlgorithm::Aes256Gcm, &kek);
-        let wrapped = cipher.seal(
-            &Self::associated_data(vault_id, id, &kind),
-            master.expose(),
-        );
+        let wrapped = cipher.seal(&Self::associated_data(vault_id, id, &kind), master.expose());
         Ok(Self {
             id,
             kind,

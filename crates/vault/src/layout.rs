@@ -82,7 +82,17 @@ mod tests {
 
     #[test]
     fn sizes_invert_exactly() {
-        for layout in [GCM, Layout { block: 4096, overhead: 40 }, Layout { block: 16, overhead: 28 }] {
+        for layout in [
+            GCM,
+            Layout {
+                block: 4096,
+                overhead: 40,
+            },
+            Layout {
+                block: 16,
+                overhead: 28,
+            },
+        ] {
             for plain in (0..3 * layout.block + 3).chain([1 << 30, (1 << 30) + 1]) {
                 let c = layout.ciphertext_size(plain);
                 assert_eq!(layout.plaintext_size(c), Some(plain), "{layout:?} {plain}");

@@ -34,7 +34,9 @@ mod vault;
 mod wire;
 pub mod xattr;
 
-pub use config::{BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VaultConfig, write_atomic};
+pub use config::{
+    BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VaultConfig, write_atomic,
+};
 pub use content::{ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, parse_header};
 pub use error::{ContentError, VaultError};
 pub use keyslot::{Keyslot, SlotKind, Unlocker};

@@ -39,7 +39,8 @@ impl MountLock {
             )));
         }
         file.set_len(0).map_err(VaultError::io(&path))?;
-        file.write_all(holder.as_bytes()).map_err(VaultError::io(&path))?;
+        file.write_all(holder.as_bytes())
+            .map_err(VaultError::io(&path))?;
         Ok(Self { _file: file })
     }
 
@@ -50,7 +51,12 @@ impl MountLock {
         if flock(&file, FlockOperation::NonBlockingLockShared).is_ok() {
             return None;
         }
-        Some(fs::read_to_string(&path).unwrap_or_default().trim().to_string())
+        Some(
+            fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        )
     }
 }
 

@@ -32,6 +32,14 @@ pub const LONG_SUFFIX: &str = ".name";
 /// Longest backing name we create directly (ext4, xfs, btrfs: 255 bytes).
 pub const MAX_BACKING_NAME: usize = 255;
 pub const XATTR_PREFIX: &str = "user.atrest.";
+/// Symlink targets whose encrypted form does not fit in a symlink (PATH_MAX)
+/// are stored in this directory of the vault root, named by the hash of
+/// the encrypted target; the backing symlink points to
+/// `LONG_LINK_PREFIX + hash`.
+pub const LONG_LINK_DIR: &str = "atrest.links";
+pub const LONG_LINK_PREFIX: &str = "atrest.longlink.";
+/// Longest symlink target the backing file system stores (PATH_MAX - 1).
+pub const MAX_BACKING_LINK: usize = 4095;
 
 /// How a backing directory entry is to be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,7 +69,11 @@ pub fn classify(name: &OsStr) -> BackingName<'_> {
     if name.contains('.') {
         return BackingName::Control;
     }
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         BackingName::Short(name)
     } else {
         BackingName::Foreign
@@ -109,36 +121,58 @@ impl NameTransform {
     }
 
     pub fn encrypt_name(&self, dir_id: &[u8; 16], name: &OsStr) -> EncryptedName {
-        let sealed = self.names.encrypt(&[domain::FILE_NAME, dir_id], name.as_bytes());
+        let sealed = self
+            .names
+            .encrypt(&[domain::FILE_NAME, dir_id], name.as_bytes());
         let full = B64.encode(sealed);
         if full.len() <= MAX_BACKING_NAME {
             EncryptedName::Short(full)
         } else {
-            let entry = format!("{LONG_PREFIX}{}", B64.encode(atrest_core::sha256(full.as_bytes())));
+            let entry = format!(
+                "{LONG_PREFIX}{}",
+                B64.encode(atrest_core::sha256(full.as_bytes()))
+            );
             EncryptedName::Long { entry, full }
         }
     }
 
     /// Decrypts an encrypted name (the full one, for long names).
-    pub fn decrypt_name(&self, dir_id: &[u8; 16], encrypted: &str) -> Result<OsString, ContentError> {
-        let sealed = B64.decode(encrypted).map_err(|_| corrupt("name is not base64url"))?;
+    pub fn decrypt_name(
+        &self,
+        dir_id: &[u8; 16],
+        encrypted: &str,
+    ) -> Result<OsString, ContentError> {
+        let sealed = B64
+            .decode(encrypted)
+            .map_err(|_| corrupt("name is not base64url"))?;
         let plain = self
             .names
             .decrypt(&[domain::FILE_NAME, dir_id], &sealed)
             .map_err(|_| corrupt("name failed authentication"))?;
-        if plain.is_empty() || plain == b"." || plain == b".." || plain.contains(&b'/') || plain.contains(&0) {
+        if plain.is_empty()
+            || plain == b"."
+            || plain == b".."
+            || plain.contains(&b'/')
+            || plain.contains(&0)
+        {
             return Err(corrupt("name decrypts to an impossible file name"));
         }
         Ok(OsString::from_vec(plain))
     }
 
     /// Reads the entry `backing` of directory `dir` back to its plain name.
-    pub fn decrypt_entry(&self, dir: &Path, dir_id: &[u8; 16], backing: &OsStr) -> Result<Option<OsString>, ContentError> {
+    pub fn decrypt_entry(
+        &self,
+        dir: &Path,
+        dir_id: &[u8; 16],
+        backing: &OsStr,
+    ) -> Result<Option<OsString>, ContentError> {
         match classify(backing) {
             BackingName::Short(s) => self.decrypt_name(dir_id, s).map(Some),
             BackingName::Long(entry) => {
                 let side = fs::read(dir.join(format!("{entry}{LONG_SUFFIX}")))?;
-                let full = std::str::from_utf8(&side).map_err(|_| corrupt("long name side file is not text"))?;
+                let full = std::str::from_utf8(&side)
+                    .map_err(|_| corrupt("long name side file is not text"))?;
                 if B64.encode(atrest_core::sha256(full.as_bytes())) != entry[LONG_PREFIX.len()..] {
                     return Err(corrupt("long name side file does not match its entry"));
                 }
@@ -154,11 +188,71 @@ impl NameTransform {
     }
 
     pub fn decrypt_symlink(&self, stored: &OsStr) -> Result<OsString, ContentError> {
-        let sealed = B64.decode(stored.as_bytes()).map_err(|_| corrupt("symlink target is not base64url"))?;
+        let sealed = B64
+            .decode(stored.as_bytes())
+            .map_err(|_| corrupt("symlink target is not base64url"))?;
         self.metadata
             .open(domain::SYMLINK, &sealed)
             .map(OsString::from_vec)
             .map_err(|_| corrupt("symlink target failed authentication"))
+    }
+
+    /// Creates the backing symlink `link` for `target`, through a side file
+    /// in the vault root when the encrypted target is too long.
+    pub fn create_symlink(
+        &self,
+        root: &Path,
+        target: &OsStr,
+        link: &Path,
+    ) -> Result<(), ContentError> {
+        let stored = self.encrypt_symlink(target);
+        if stored.len() <= MAX_BACKING_LINK {
+            std::os::unix::fs::symlink(&stored, link)?;
+            return Ok(());
+        }
+        let hash = B64.encode(atrest_core::sha256(stored.as_bytes()));
+        let dir = root.join(LONG_LINK_DIR);
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e.into()),
+            _ => {}
+        }
+        let side = dir.join(&hash);
+        fs::write(&side, stored.as_bytes())?;
+        if let Err(e) = std::os::unix::fs::symlink(format!("{LONG_LINK_PREFIX}{hash}"), link) {
+            let _ = fs::remove_file(&side);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The side file behind a long symlink, if `stored` points to one.
+    pub fn long_link_side_file(root: &Path, stored: &OsStr) -> Option<std::path::PathBuf> {
+        let hash = stored.to_str()?.strip_prefix(LONG_LINK_PREFIX)?;
+        if hash.len() != 43
+            || !hash
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        Some(root.join(LONG_LINK_DIR).join(hash))
+    }
+
+    /// Reads and decrypts the target of the backing symlink `link`.
+    pub fn read_symlink(&self, root: &Path, link: &Path) -> Result<OsString, ContentError> {
+        let stored = fs::read_link(link)?.into_os_string();
+        match Self::long_link_side_file(root, &stored) {
+            Some(side) => {
+                let full = fs::read(&side)?;
+                if B64.encode(atrest_core::sha256(&full))
+                    != stored.to_str().unwrap_or_default()[LONG_LINK_PREFIX.len()..]
+                {
+                    return Err(corrupt("long symlink side file does not match its link"));
+                }
+                self.decrypt_symlink(OsStr::from_bytes(&full))
+            }
+            None => self.decrypt_symlink(&stored),
+        }
     }
 
     pub fn encrypt_xattr_name(&self, name: &OsStr) -> OsString {
@@ -171,7 +265,9 @@ impl NameTransform {
         let Some(b64) = stored.to_str().and_then(|s| s.strip_prefix(XATTR_PREFIX)) else {
             return Ok(None);
         };
-        let sealed = B64.decode(b64).map_err(|_| corrupt("xattr name is not base64url"))?;
+        let sealed = B64
+            .decode(b64)
+            .map_err(|_| corrupt("xattr name is not base64url"))?;
         self.names
             .decrypt(&[domain::XATTR_NAME], &sealed)
             .map(|n| Some(OsString::from_vec(n)))
@@ -188,7 +284,11 @@ impl NameTransform {
         self.metadata.seal(&Self::xattr_aad(stored_name), value)
     }
 
-    pub fn decrypt_xattr_value(&self, stored_name: &OsStr, sealed: &[u8]) -> Result<Vec<u8>, ContentError> {
+    pub fn decrypt_xattr_value(
+        &self,
+        stored_name: &OsStr,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, ContentError> {
         self.metadata
             .open(&Self::xattr_aad(stored_name), sealed)
             .map_err(|_| corrupt("xattr value failed authentication"))
@@ -248,23 +348,36 @@ mod tests {
             let name = OsString::from("n".repeat(len));
             let enc = t.encrypt_name(&dir, &name);
             assert!(enc.entry().len() <= 255);
-            assert_eq!(matches!(enc, EncryptedName::Long { .. }), len > 175, "{len}");
+            assert_eq!(
+                matches!(enc, EncryptedName::Long { .. }),
+                len > 175,
+                "{len}"
+            );
             let full = match &enc {
                 EncryptedName::Short(s) => s.clone(),
                 EncryptedName::Long { full, .. } => full.clone(),
             };
             assert_eq!(t.decrypt_name(&dir, &full).unwrap(), name);
             assert!(t.decrypt_name(&[2u8; 16], &full).is_err());
-            assert_eq!(classify(OsStr::new(enc.entry())) != BackingName::Control, true);
+            assert_ne!(classify(OsStr::new(enc.entry())), BackingName::Control);
         }
     }
 
     #[test]
     fn control_files_are_never_names() {
-        for n in [DIRID_FILE, "atrest.conf", "atrest.conf.bak", "atrest.lock", "atrest.long.abc.name"] {
+        for n in [
+            DIRID_FILE,
+            "atrest.conf",
+            "atrest.conf.bak",
+            "atrest.lock",
+            "atrest.long.abc.name",
+        ] {
             assert_eq!(classify(OsStr::new(n)), BackingName::Control, "{n}");
         }
-        assert_eq!(classify(OsStr::new("atrest.long.abc")), BackingName::Long("atrest.long.abc"));
+        assert_eq!(
+            classify(OsStr::new("atrest.long.abc")),
+            BackingName::Long("atrest.long.abc")
+        );
         assert_eq!(classify(OsStr::new("has space")), BackingName::Foreign);
     }
 
@@ -284,6 +397,9 @@ mod tests {
         assert_eq!(t.decrypt_xattr_value(&name, &value).unwrap(), b"text/plain");
         let other = t.encrypt_xattr_name(OsStr::new("user.other"));
         assert!(t.decrypt_xattr_value(&other, &value).is_err());
-        assert_eq!(t.decrypt_xattr_name(OsStr::new("user.foreign")).unwrap(), None);
+        assert_eq!(
+            t.decrypt_xattr_name(OsStr::new("user.foreign")).unwrap(),
+            None
+        );
     }
 }

@@ -163,7 +163,13 @@ mod tests {
 
     #[test]
     fn wrong_length_and_characters() {
-        assert_eq!(RecoveryKey::parse("ABC").err(), Some(RecoveryKeyError::Length(3)));
-        assert_eq!(RecoveryKey::parse("U").err(), Some(RecoveryKeyError::Character('U')));
+        assert_eq!(
+            RecoveryKey::parse("ABC").err(),
+            Some(RecoveryKeyError::Length(3))
+        );
+        assert_eq!(
+            RecoveryKey::parse("U").err(),
+            Some(RecoveryKeyError::Character('U'))
+        );
     }
 }

@@ -11,12 +11,14 @@ use atrest_core::{
     labels,
 };
 
-use crate::config::{BACKUP_FILE, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VaultConfig, write_atomic};
+use crate::VaultError;
+use crate::config::{
+    BACKUP_FILE, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VaultConfig, write_atomic,
+};
 use crate::content::ContentKey;
 use crate::keyslot::{Keyslot, Unlocker};
 use crate::names::{NameTransform, create_dir_id};
 use crate::recovery::RecoveryKey;
-use crate::VaultError;
 
 /// Choices made once, at `atrest init`.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +68,10 @@ fn config_mac(master: &SecretKey, vault_id: &[u8; 16]) -> HeaderMac {
 fn read_config(path: &Path) -> Result<VaultConfig, VaultError> {
     let len = fs::metadata(path).map_err(VaultError::io(path))?.len();
     if len > MAX_CONFIG_LEN as u64 {
-        return Err(VaultError::Corrupt(format!("{} is larger than any config", path.display())));
+        return Err(VaultError::Corrupt(format!(
+            "{} is larger than any config",
+            path.display()
+        )));
     }
     VaultConfig::decode(&fs::read(path).map_err(VaultError::io(path))?)
 }
@@ -95,11 +100,19 @@ impl LockedVault {
         if let (Err(e), Err(_)) = (&primary, &backup) {
             return Err(match e {
                 VaultError::UnknownVersion(v) => VaultError::UnknownVersion(*v),
-                VaultError::Corrupt(m) => VaultError::Corrupt(format!("{m} (and the backup copy is unusable too)")),
-                other => VaultError::Corrupt(format!("{other} (and the backup copy is unusable too)")),
+                VaultError::Corrupt(m) => {
+                    VaultError::Corrupt(format!("{m} (and the backup copy is unusable too)"))
+                }
+                other => {
+                    VaultError::Corrupt(format!("{other} (and the backup copy is unusable too)"))
+                }
             });
         }
-        Ok(Self { root: root.to_path_buf(), primary, backup })
+        Ok(Self {
+            root: root.to_path_buf(),
+            primary,
+            backup,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -147,7 +160,10 @@ impl LockedVault {
                 let Some(master) = slot.unwrap(&config.vault_id, unlocker) else {
                     continue;
                 };
-                if config.verify(&config_mac(&master, &config.vault_id)).is_err() {
+                if config
+                    .verify(&config_mac(&master, &config.vault_id))
+                    .is_err()
+                {
                     tampered = true;
                     continue;
                 }
@@ -157,7 +173,8 @@ impl LockedVault {
                     config: config.clone(),
                     master,
                 };
-                let repair = self.primary.as_ref().ok() != Some(config) || self.backup.as_ref().ok() != Some(config);
+                let repair = self.primary.as_ref().ok() != Some(config)
+                    || self.backup.as_ref().ok() != Some(config);
                 if repair {
                     tracing::warn!(vault = %self.root.display(), "a config copy was damaged or stale; rewriting both");
                     vault.save()?;
@@ -165,7 +182,11 @@ impl LockedVault {
                 return Ok(vault);
             }
         }
-        Err(if tampered { VaultError::Tampered } else { VaultError::WrongKey })
+        Err(if tampered {
+            VaultError::Tampered
+        } else {
+            VaultError::WrongKey
+        })
     }
 }
 
@@ -179,7 +200,9 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,7 +226,10 @@ impl Vault {
             }
             Err(e) => return Err(VaultError::io(root)(e)),
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut config = VaultConfig::new(options.algorithm, now);
         let master = SecretKey::random();
         config.keyslots.push(Keyslot::wrap(
@@ -288,9 +314,21 @@ impl Vault {
     }
 
     /// Adds a slot for `unlocker`; returns its id.
-    pub fn add_slot(&mut self, unlocker: &Unlocker, label: &str, argon2: Argon2Params) -> Result<u8, VaultError> {
+    pub fn add_slot(
+        &mut self,
+        unlocker: &Unlocker,
+        label: &str,
+        argon2: Argon2Params,
+    ) -> Result<u8, VaultError> {
         let id = self.next_slot_id()?;
-        let slot = Keyslot::wrap(&self.config.vault_id, id, unlocker.new_slot_kind(argon2), label.to_string(), unlocker, &self.master)?;
+        let slot = Keyslot::wrap(
+            &self.config.vault_id,
+            id,
+            unlocker.new_slot_kind(argon2),
+            label.to_string(),
+            unlocker,
+            &self.master,
+        )?;
         self.config.keyslots.push(slot);
         self.save()?;
         Ok(id)
@@ -313,7 +351,12 @@ impl Vault {
 
     /// Replaces slot `id` with one for `unlocker`, in one config write (a
     /// crash leaves either the old or the new secret working).
-    pub fn replace_slot(&mut self, id: u8, unlocker: &Unlocker, argon2: Argon2Params) -> Result<(), VaultError> {
+    pub fn replace_slot(
+        &mut self,
+        id: u8,
+        unlocker: &Unlocker,
+        argon2: Argon2Params,
+    ) -> Result<(), VaultError> {
         let index = self
             .config
             .keyslots
@@ -321,8 +364,14 @@ impl Vault {
             .position(|s| s.id == id)
             .ok_or(VaultError::NoSuchSlot(id))?;
         let label = self.config.keyslots[index].label.clone();
-        self.config.keyslots[index] =
-            Keyslot::wrap(&self.config.vault_id, id, unlocker.new_slot_kind(argon2), label, unlocker, &self.master)?;
+        self.config.keyslots[index] = Keyslot::wrap(
+            &self.config.vault_id,
+            id,
+            unlocker.new_slot_kind(argon2),
+            label,
+            unlocker,
+            &self.master,
+        )?;
         self.save()
     }
 
@@ -342,7 +391,10 @@ mod tests {
     use atrest_core::SecretBytes;
 
     fn fast() -> CreateOptions {
-        CreateOptions { argon2: Argon2Params::INSECURE_FAST, ..Default::default() }
+        CreateOptions {
+            argon2: Argon2Params::INSECURE_FAST,
+            ..Default::default()
+        }
     }
 
     fn pw(s: &str) -> Unlocker {
@@ -353,9 +405,16 @@ mod tests {
     fn create_unlock_with_each_slot_kind() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("v");
-        let (mut vault, recovery) = Vault::create(&root, fast(), &pw("correct horse"), "admin").unwrap();
+        let (mut vault, recovery) =
+            Vault::create(&root, fast(), &pw("correct horse"), "admin").unwrap();
         let keyfile = SecretKey::random();
-        vault.add_slot(&Unlocker::KeyFile(keyfile.clone()), "boot", Argon2Params::INSECURE_FAST).unwrap();
+        vault
+            .add_slot(
+                &Unlocker::KeyFile(keyfile.clone()),
+                "boot",
+                Argon2Params::INSECURE_FAST,
+            )
+            .unwrap();
         let master = *vault.master_key().expose();
 
         for unlocker in [
@@ -366,9 +425,14 @@ mod tests {
             let v = LockedVault::open(&root).unwrap().unlock(&unlocker).unwrap();
             assert_eq!(v.master_key().expose(), &master);
         }
-        assert!(matches!(LockedVault::open(&root).unwrap().unlock(&pw("wrong")), Err(VaultError::WrongKey)));
         assert!(matches!(
-            LockedVault::open(&root).unwrap().unlock(&Unlocker::KeyFile(SecretKey::random())),
+            LockedVault::open(&root).unwrap().unlock(&pw("wrong")),
+            Err(VaultError::WrongKey)
+        ));
+        assert!(matches!(
+            LockedVault::open(&root)
+                .unwrap()
+                .unlock(&Unlocker::KeyFile(SecretKey::random())),
             Err(VaultError::WrongKey)
         ));
     }
@@ -377,8 +441,14 @@ mod tests {
     fn refuses_non_empty_dir_and_non_vault() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("x"), b"x").unwrap();
-        assert!(matches!(Vault::create(dir.path(), fast(), &pw("p"), ""), Err(VaultError::NotEmpty(_))));
-        assert!(matches!(LockedVault::open(dir.path()), Err(VaultError::NotAVault(_))));
+        assert!(matches!(
+            Vault::create(dir.path(), fast(), &pw("p"), ""),
+            Err(VaultError::NotEmpty(_))
+        ));
+        assert!(matches!(
+            LockedVault::open(dir.path()),
+            Err(VaultError::NotAVault(_))
+        ));
     }
 
     #[test]
@@ -390,7 +460,11 @@ mod tests {
         let good = fs::read(&primary).unwrap();
         let mut bad = good.clone();
         bad[20] ^= 0xff;
-        fs::set_permissions(&primary, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        fs::set_permissions(
+            &primary,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         fs::write(&primary, &bad).unwrap();
         LockedVault::open(&root).unwrap().unlock(&pw("p")).unwrap();
         assert_eq!(fs::read(&primary).unwrap(), good);
@@ -411,28 +485,63 @@ mod tests {
         cfg_a.keyslots.push(foreign);
         let bytes = cfg_a.encode(&HeaderMac::new(&SecretKey::random()));
         for f in [CONFIG_FILE, BACKUP_FILE] {
-            fs::set_permissions(a.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            fs::set_permissions(
+                a.join(f),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
             fs::write(a.join(f), &bytes).unwrap();
         }
-        assert!(LockedVault::open(&a).unwrap().unlock(&pw("attacker")).is_err());
+        assert!(
+            LockedVault::open(&a)
+                .unwrap()
+                .unlock(&pw("attacker"))
+                .is_err()
+        );
         // The owner's own passphrase unwraps, but the MAC shows the splice.
-        assert!(matches!(LockedVault::open(&a).unwrap().unlock(&pw("p")), Err(VaultError::Tampered)));
+        assert!(matches!(
+            LockedVault::open(&a).unwrap().unlock(&pw("p")),
+            Err(VaultError::Tampered)
+        ));
     }
 
     #[test]
     fn slots_add_remove_replace() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("v");
-        let opts = CreateOptions { recovery_key: false, ..fast() };
+        let opts = CreateOptions {
+            recovery_key: false,
+            ..fast()
+        };
         let (mut vault, none) = Vault::create(&root, opts, &pw("one"), "").unwrap();
         assert!(none.is_none());
         assert!(matches!(vault.remove_slot(0), Err(VaultError::LastSlot)));
-        let id = vault.add_slot(&pw("two"), "", Argon2Params::INSECURE_FAST).unwrap();
-        vault.replace_slot(0, &pw("three"), Argon2Params::INSECURE_FAST).unwrap();
-        assert!(LockedVault::open(&root).unwrap().unlock(&pw("one")).is_err());
-        LockedVault::open(&root).unwrap().unlock(&pw("three")).unwrap();
+        let id = vault
+            .add_slot(&pw("two"), "", Argon2Params::INSECURE_FAST)
+            .unwrap();
+        vault
+            .replace_slot(0, &pw("three"), Argon2Params::INSECURE_FAST)
+            .unwrap();
+        assert!(
+            LockedVault::open(&root)
+                .unwrap()
+                .unlock(&pw("one"))
+                .is_err()
+        );
+        LockedVault::open(&root)
+            .unwrap()
+            .unlock(&pw("three"))
+            .unwrap();
         vault.remove_slot(id).unwrap();
-        assert!(LockedVault::open(&root).unwrap().unlock(&pw("two")).is_err());
-        assert!(matches!(vault.remove_slot(42), Err(VaultError::NoSuchSlot(42))));
+        assert!(
+            LockedVault::open(&root)
+                .unwrap()
+                .unlock(&pw("two"))
+                .is_err()
+        );
+        assert!(matches!(
+            vault.remove_slot(42),
+            Err(VaultError::NoSuchSlot(42))
+        ));
     }
 }

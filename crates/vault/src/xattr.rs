@@ -43,7 +43,12 @@ pub fn get(path: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
     }
 }
 
-pub fn set(path: &Path, name: &OsStr, value: &[u8], flags: rustix::fs::XattrFlags) -> io::Result<()> {
+pub fn set(
+    path: &Path,
+    name: &OsStr,
+    value: &[u8],
+    flags: rustix::fs::XattrFlags,
+) -> io::Result<()> {
     rustix::fs::lsetxattr(path, name, value, flags).map_err(errno)
 }
 

@@ -23,8 +23,16 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     for e in entries {
         let path = e.path();
         let meta = fs::symlink_metadata(&path)?;
-        let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-        out.push(format!("{:>8}  {rel}{}", meta.len(), if meta.is_dir() { "/" } else { "" }));
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        out.push(format!(
+            "{:>8}  {rel}{}",
+            meta.len(),
+            if meta.is_dir() { "/" } else { "" }
+        ));
         if meta.is_dir() {
             walk(root, &path, out)?;
         }
@@ -50,7 +58,11 @@ fn contains(dir: &Path, needle: &[u8]) -> anyhow::Result<bool> {
             if contains(&e.path(), needle)? {
                 return Ok(true);
             }
-        } else if t.is_file() && fs::read(e.path())?.windows(needle.len()).any(|w| w == needle) {
+        } else if t.is_file()
+            && fs::read(e.path())?
+                .windows(needle.len())
+                .any(|w| w == needle)
+        {
             return Ok(true);
         }
     }
@@ -62,7 +74,11 @@ fn unmount(path: &Path) -> anyhow::Result<()> {
         rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty())
             .with_context(|| format!("unmounting {}", path.display()))
     } else {
-        let ok = std::process::Command::new("fusermount3").arg("-u").arg(path).status()?.success();
+        let ok = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(path)
+            .status()?
+            .success();
         if !ok {
             bail!("fusermount3 -u {} failed", path.display());
         }
@@ -80,7 +96,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
     println!("== atrest demo: an encrypted vault on a temporary directory ==");
     let pass = Unlocker::Passphrase(SecretBytes::new(PASSPHRASE.as_bytes().to_vec()));
     let (vault, recovery) = Vault::create(&backing, CreateOptions::default(), &pass, "demo")?;
-    println!("1. atrest init {}  (passphrase slot, Argon2id 64 MiB x3, plus a recovery key)", backing.display());
+    println!(
+        "1. atrest init {}  (passphrase slot, Argon2id 64 MiB x3, plus a recovery key)",
+        backing.display()
+    );
     if let Some(key) = recovery {
         println!("   recovery key: {}", key.display());
     }
@@ -93,14 +112,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
         })
     });
     if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        let err = server.join().map_err(|_| anyhow::anyhow!("mount thread panicked"))?;
-        bail!("could not mount ({err:?}); FUSE needs /dev/fuse and, as a normal user, fusermount3 (apt install fuse3)");
+        let err = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("mount thread panicked"))?;
+        bail!(
+            "could not mount ({err:?}); FUSE needs /dev/fuse and, as a normal user, fusermount3 (apt install fuse3)"
+        );
     }
     println!("2. atrest mount {} {}", backing.display(), mnt.display());
 
     fs::create_dir_all(mnt.join("reports/2026"))?;
     fs::write(mnt.join("hello.txt"), format!("{CANARY}\n"))?;
-    fs::write(mnt.join("reports/2026/q3-revenue.csv"), "region,revenue\nnorth,1200000\n")?;
+    fs::write(
+        mnt.join("reports/2026/q3-revenue.csv"),
+        "region,revenue\nnorth,1200000\n",
+    )?;
     fs::write(mnt.join("reports/2026/big.bin"), vec![0x5au8; 1 << 20])?;
     std::os::unix::fs::symlink("reports/2026/q3-revenue.csv", mnt.join("latest.csv"))?;
     println!("3. wrote files through the mount, as any application would");
@@ -108,13 +134,25 @@ pub fn run() -> anyhow::Result<ExitCode> {
     show("   What applications see (plaintext view):", &mnt)?;
     show("   What is on the disk (backing directory):", &backing)?;
     let first = fs::read(mnt.join("hello.txt"))?;
-    println!("\n   read back through the mount: {}", String::from_utf8_lossy(&first).trim());
+    println!(
+        "\n   read back through the mount: {}",
+        String::from_utf8_lossy(&first).trim()
+    );
     let leaked = contains(&backing, CANARY.as_bytes())?;
-    println!("   canary string found in the backing directory: {}", if leaked { "YES (bug!)" } else { "no" });
+    println!(
+        "   canary string found in the backing directory: {}",
+        if leaked { "YES (bug!)" } else { "no" }
+    );
 
     unmount(&mnt)?;
-    server.join().map_err(|_| anyhow::anyhow!("mount thread panicked"))??;
-    println!("4. atrest unmount {}  (keys zeroized; the mount point is empty again: {} entries)", mnt.display(), fs::read_dir(&mnt)?.count());
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("mount thread panicked"))??;
+    println!(
+        "4. atrest unmount {}  (keys zeroized; the mount point is empty again: {} entries)",
+        mnt.display(),
+        fs::read_dir(&mnt)?.count()
+    );
 
     let vault = LockedVault::open(&backing)?.unlock(&pass)?;
     let report = atrest_vault::fsck::fsck(&vault);
@@ -124,8 +162,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         report.bytes,
         report.problems.len()
     );
-    let wrong = LockedVault::open(&backing)?.unlock(&Unlocker::Passphrase(SecretBytes::new(b"guess".to_vec())));
-    println!("6. a wrong passphrase: {}", wrong.err().map(|e| e.to_string()).unwrap_or_default());
+    let wrong = LockedVault::open(&backing)?
+        .unlock(&Unlocker::Passphrase(SecretBytes::new(b"guess".to_vec())));
+    println!(
+        "6. a wrong passphrase: {}",
+        wrong.err().map(|e| e.to_string()).unwrap_or_default()
+    );
     drop(tmp);
     println!("7. removed the temporary vault. Done.");
     if leaked || !report.is_clean() {

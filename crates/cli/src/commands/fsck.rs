@@ -13,7 +13,11 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for p in &report.problems {
-            let plain = p.plain.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default();
+            let plain = p
+                .plain
+                .as_ref()
+                .map(|p| format!(" ({})", p.display()))
+                .unwrap_or_default();
             println!("corrupt: {}{}: {}", p.backing.display(), plain, p.what);
         }
         println!(
@@ -22,8 +26,16 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
             report.files,
             report.bytes,
             report.symlinks,
-            if report.is_clean() { "no problems".to_string() } else { format!("{} problems", report.problems.len()) }
+            if report.is_clean() {
+                "no problems".to_string()
+            } else {
+                format!("{} problems", report.problems.len())
+            }
         );
     }
-    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CORRUPT) })
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CORRUPT)
+    })
 }

@@ -20,7 +20,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         argon2: super::argon2_params(&args.kdf)?,
         recovery_key: !args.no_recovery_key,
     };
-    let label = if args.key_file.is_some() { "key file" } else { "passphrase" };
+    let label = if args.key_file.is_some() {
+        "key file"
+    } else {
+        "passphrase"
+    };
     let (vault, recovery) = Vault::create(&args.vault, options, &first, label)?;
     eprintln!(
         "atrest: created vault {} ({}, {} keyslots)",

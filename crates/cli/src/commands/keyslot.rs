@@ -20,13 +20,24 @@ pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        KeyslotCommand::Add { vault, kind, new_passphrase_file, new_key_file, recovery_key_out, label, unlock, kdf } => {
+        KeyslotCommand::Add {
+            vault,
+            kind,
+            new_passphrase_file,
+            new_key_file,
+            recovery_key_out,
+            label,
+            unlock,
+            kdf,
+        } => {
             hygiene::harden()?;
             let params = super::argon2_params(&kdf)?;
             let mut opened = super::unlock(&vault, &secrets::unlocker(&unlock)?)?;
             let mut recovery = None;
             let new = match kind {
-                SlotKindArg::Passphrase => Unlocker::Passphrase(secrets::new_passphrase(new_passphrase_file.as_deref())?),
+                SlotKindArg::Passphrase => {
+                    Unlocker::Passphrase(secrets::new_passphrase(new_passphrase_file.as_deref())?)
+                }
                 SlotKindArg::KeyFile => {
                     let Some(path) = new_key_file else {
                         bail!("--kind key-file needs --new-key-file FILE (created if missing)");
@@ -46,7 +57,11 @@ pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
             }
             eprintln!("atrest: added keyslot {id}");
         }
-        KeyslotCommand::Remove { vault, slot, unlock } => {
+        KeyslotCommand::Remove {
+            vault,
+            slot,
+            unlock,
+        } => {
             hygiene::harden()?;
             let mut opened = super::unlock(&vault, &secrets::unlocker(&unlock)?)?;
             opened.remove_slot(slot)?;

@@ -35,7 +35,9 @@ pub(crate) fn argon2_params(kdf: &KdfArgs) -> anyhow::Result<Argon2Params> {
         iterations: kdf.argon2_iterations,
         parallelism: 1,
     };
-    params.validate().context("--argon2-memory (MiB) and --argon2-iterations")?;
+    params
+        .validate()
+        .context("--argon2-memory (MiB) and --argon2-iterations")?;
     Ok(params)
 }
 

@@ -5,8 +5,8 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -21,8 +21,8 @@ use crate::{hygiene, secrets};
 
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
-    let vault_path = fs::canonicalize(&args.vault)
-        .with_context(|| format!("vault {}", args.vault.display()))?;
+    let vault_path =
+        fs::canonicalize(&args.vault).with_context(|| format!("vault {}", args.vault.display()))?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     let config = mount_config(&args, &vault_path)?;
 
@@ -31,7 +31,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let locked = LockedVault::open(&vault_path)?;
     if let Some(holder) = MountLock::holder(&vault_path) {
-        bail!("{} is already mounted ({holder}); unmount it first with `atrest unmount`", vault_path.display());
+        bail!(
+            "{} is already mounted ({holder}); unmount it first with `atrest unmount`",
+            vault_path.display()
+        );
     }
     let vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
     if args.foreground {
@@ -59,22 +62,36 @@ fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
 
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
     let meta = fs::metadata(path).with_context(|| {
-        format!("mount point {} does not exist; create it with mkdir", path.display())
+        format!(
+            "mount point {} does not exist; create it with mkdir",
+            path.display()
+        )
     })?;
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", path.display());
     }
     let path = fs::canonicalize(path)?;
     if crate::commands::unmount::mount_source(&path)?.is_some() {
-        bail!("{} is already a mount point; unmount it first", path.display());
+        bail!(
+            "{} is already a mount point; unmount it first",
+            path.display()
+        );
     }
     if fs::read_dir(&path)?.next().is_some() {
-        bail!("mount point {} is not empty; mounting over files would hide them", path.display());
+        bail!(
+            "mount point {} is not empty; mounting over files would hide them",
+            path.display()
+        );
     }
     Ok(path)
 }
 
-fn spawn_background(args: &MountArgs, master: &SecretKey, vault: &Path, mountpoint: &Path) -> anyhow::Result<ExitCode> {
+fn spawn_background(
+    args: &MountArgs,
+    master: &SecretKey,
+    vault: &Path,
+    mountpoint: &Path,
+) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the atrest executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount")
@@ -99,14 +116,20 @@ fn spawn_background(args: &MountArgs, master: &SecretKey, vault: &Path, mountpoi
     let mut child = cmd.spawn().context("cannot start the mount process")?;
     {
         let mut stdin = child.stdin.take().context("mount process stdin")?;
-        stdin.write_all(master.expose()).context("cannot hand the key to the mount process")?;
+        stdin
+            .write_all(master.expose())
+            .context("cannot hand the key to the mount process")?;
     }
     let mut line = String::new();
     let stdout = child.stdout.take().context("mount process stdout")?;
     BufReader::new(stdout).read_line(&mut line)?;
     match line.trim_end().strip_prefix("error: ") {
         None if line.trim_end() == "ready" => {
-            eprintln!("atrest: {} mounted at {}", vault.display(), mountpoint.display());
+            eprintln!(
+                "atrest: {} mounted at {}",
+                vault.display(),
+                mountpoint.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(message) => {
@@ -128,7 +151,9 @@ fn serve_from_parent(
     log_file: &Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let mut key = Zeroizing::new([0u8; 32]);
-    std::io::stdin().read_exact(&mut key[..]).context("reading the master key from the parent")?;
+    std::io::stdin()
+        .read_exact(&mut key[..])
+        .context("reading the master key from the parent")?;
     let master = SecretKey::from_bytes(*key);
     let result = LockedVault::open(vault_path)
         .and_then(|locked| Vault::from_master_key(locked, master))

@@ -77,17 +77,32 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("vault:      {}", status.vault);
-    println!("format:     atrest vault v{} ({} backend)", status.format_version, status.backend);
+    println!(
+        "format:     atrest vault v{} ({} backend)",
+        status.format_version, status.backend
+    );
     println!("vault id:   {}", status.vault_id);
-    println!("cipher:     {}, {}-byte blocks; names AES-SIV", status.cipher, status.block_size);
+    println!(
+        "cipher:     {}, {}-byte blocks; names AES-SIV",
+        status.cipher, status.block_size
+    );
     println!("keyslots:");
     for slot in &status.keyslots {
-        let extra = slot.argon2.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
-        println!("  {:>3}  {:<13} {}{}", slot.id, slot.kind, slot.label, extra);
+        let extra = slot
+            .argon2
+            .as_deref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default();
+        println!(
+            "  {:>3}  {:<13} {}{}",
+            slot.id, slot.kind, slot.label, extra
+        );
     }
     match (&status.mounted_at[..], &status.mount_process) {
         ([], None) => println!("mounted:    no"),
-        ([], Some(p)) => println!("mounted:    held by a mount process ({p}), mount point not visible here"),
+        ([], Some(p)) => {
+            println!("mounted:    held by a mount process ({p}), mount point not visible here")
+        }
         (mnts, _) => println!("mounted:    {}", mnts.join(", ")),
     }
     for problem in &status.config_problems {

@@ -16,7 +16,9 @@ fn unescape(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len() + 1
-            && let Some(v) = field.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok())
+            && let Some(v) = field
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
         {
             out.push(v);
             i += 4;
@@ -30,11 +32,14 @@ fn unescape(field: &str) -> String {
 
 /// If `path` is a mount point: its file system type and source.
 pub fn mount_source(path: &Path) -> anyhow::Result<Option<(String, String)>> {
-    let info = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let mut found = None;
     for line in info.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
         if fields.len() < sep + 3 || fields.len() < 5 {
             continue;
         }
@@ -50,12 +55,15 @@ pub fn mount_source(path: &Path) -> anyhow::Result<Option<(String, String)>> {
 /// The type is `fuse` when root mounts directly, `fuse.atrest` through
 /// fusermount3.
 fn is_atrest_mount(fstype: &str, source: &str) -> bool {
-    (fstype == "fuse" || fstype == "fuse.atrest") && Path::new(source).join(atrest_vault::CONFIG_FILE).exists()
+    (fstype == "fuse" || fstype == "fuse.atrest")
+        && Path::new(source).join(atrest_vault::CONFIG_FILE).exists()
 }
 
 /// Where each atrest vault is mounted: (vault, mount point).
 pub fn atrest_mounts() -> Vec<(PathBuf, PathBuf)> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     info.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
@@ -74,11 +82,18 @@ pub fn run(args: UnmountArgs) -> anyhow::Result<ExitCode> {
         bail!("{} is not mounted", path.display());
     };
     if !is_atrest_mount(&fstype, &source) {
-        bail!("{} is a {fstype} mount, not an atrest vault; use umount", path.display());
+        bail!(
+            "{} is a {fstype} mount, not an atrest vault; use umount",
+            path.display()
+        );
     }
     let vault = PathBuf::from(source);
     if rustix::process::geteuid().is_root() {
-        let flags = if args.lazy { rustix::mount::UnmountFlags::DETACH } else { rustix::mount::UnmountFlags::empty() };
+        let flags = if args.lazy {
+            rustix::mount::UnmountFlags::DETACH
+        } else {
+            rustix::mount::UnmountFlags::empty()
+        };
         match rustix::mount::unmount(&path, flags) {
             Ok(()) => {}
             Err(rustix::io::Errno::BUSY) => bail!(
@@ -95,9 +110,15 @@ pub fn run(args: UnmountArgs) -> anyhow::Result<ExitCode> {
         if args.lazy {
             cmd.arg("-z");
         }
-        let status = cmd.arg(&path).status().context("cannot run fusermount3 (install fuse3)")?;
+        let status = cmd
+            .arg(&path)
+            .status()
+            .context("cannot run fusermount3 (install fuse3)")?;
         if !status.success() {
-            bail!("fusermount3 could not unmount {} (busy? use --lazy)", path.display());
+            bail!(
+                "fusermount3 could not unmount {} (busy? use --lazy)",
+                path.display()
+            );
         }
     }
     // Wait for the mount process to flush and let go of the vault, so a
@@ -105,7 +126,10 @@ pub fn run(args: UnmountArgs) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while MountLock::holder(&vault).is_some() {
         if Instant::now() > deadline {
-            bail!("unmounted, but the mount process for {} has not exited after 30 s", vault.display());
+            bail!(
+                "unmounted, but the mount process for {} has not exited after 30 s",
+                vault.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }

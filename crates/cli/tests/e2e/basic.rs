@@ -16,11 +16,18 @@ fn file_sizes_round_trip_and_survive_remount() {
     for (i, &len) in sizes.iter().enumerate() {
         let data = fs::read(m.path(&format!("f{len}"))).unwrap();
         assert_eq!(data, pattern(i as u64, len), "size {len}");
-        assert_eq!(fs::metadata(m.path(&format!("f{len}"))).unwrap().len(), len as u64);
+        assert_eq!(
+            fs::metadata(m.path(&format!("f{len}"))).unwrap().len(),
+            len as u64
+        );
     }
     m.remount();
     for (i, &len) in sizes.iter().enumerate() {
-        assert_eq!(fs::read(m.path(&format!("f{len}"))).unwrap(), pattern(i as u64, len), "after remount, size {len}");
+        assert_eq!(
+            fs::read(m.path(&format!("f{len}"))).unwrap(),
+            pattern(i as u64, len),
+            "after remount, size {len}"
+        );
     }
 }
 
@@ -28,7 +35,13 @@ fn file_sizes_round_trip_and_survive_remount() {
 fn random_offset_writes_match_a_model() {
     let m = Mounted::new();
     let path = m.path("model");
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
     let mut model: Vec<u8> = Vec::new();
     let mut rng = 0x9e3779b97f4a7c15u64;
     let mut next = |n: u64| {
@@ -88,13 +101,23 @@ fn names_links_symlinks_and_xattrs() {
     assert_eq!(fs::read(m.path("x")).unwrap(), b"through the link");
     // Symlinks, relative and absolute, with their targets encrypted.
     std::os::unix::fs::symlink("moved/c/file", m.path("rel-link")).unwrap();
-    assert_eq!(fs::read_link(m.path("rel-link")).unwrap().to_str(), Some("moved/c/file"));
+    assert_eq!(
+        fs::read_link(m.path("rel-link")).unwrap().to_str(),
+        Some("moved/c/file")
+    );
     assert_eq!(fs::read(m.path("rel-link")).unwrap(), b"deep");
-    assert_eq!(fs::symlink_metadata(m.path("rel-link")).unwrap().len(), "moved/c/file".len() as u64);
+    assert_eq!(
+        fs::symlink_metadata(m.path("rel-link")).unwrap().len(),
+        "moved/c/file".len() as u64
+    );
     // A long name (hashed on the backing side), created, listed, renamed.
     let long = "L".repeat(255);
     fs::write(m.path(&long), b"long").unwrap();
-    assert!(fs::read_dir(&m.mnt).unwrap().any(|e| e.unwrap().file_name() == long.as_str()));
+    assert!(
+        fs::read_dir(&m.mnt)
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == long.as_str())
+    );
     let long2 = "M".repeat(200);
     fs::rename(m.path(&long), m.path(&long2)).unwrap();
     assert_eq!(fs::read(m.path(&long2)).unwrap(), b"long");
@@ -104,7 +127,11 @@ fn names_links_symlinks_and_xattrs() {
         .arg(m.path("x"))
         .output();
     if let Ok(out) = out {
-        assert!(out.status.success(), "setfattr: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "setfattr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = std::process::Command::new("getfattr")
             .args(["--only-values", "-n", "user.checksum"])
             .arg(m.path("x"))
@@ -117,17 +144,38 @@ fn names_links_symlinks_and_xattrs() {
     // Modes exactly as asked, directories too.
     fs::create_dir(m.path("private")).unwrap();
     fs::set_permissions(m.path("private"), fs::Permissions::from_mode(0o510)).unwrap();
-    assert_eq!(fs::metadata(m.path("private")).unwrap().mode() & 0o7777, 0o510);
+    assert_eq!(
+        fs::metadata(m.path("private")).unwrap().mode() & 0o7777,
+        0o510
+    );
     fs::set_permissions(m.path("private"), fs::Permissions::from_mode(0o755)).unwrap();
 
     m.remount();
-    assert_eq!(fs::read(m.path("moved/x-link")).unwrap(), b"through the link");
-    assert_eq!(fs::read_link(m.path("rel-link")).unwrap().to_str(), Some("moved/c/file"));
+    assert_eq!(
+        fs::read(m.path("moved/x-link")).unwrap(),
+        b"through the link"
+    );
+    assert_eq!(
+        fs::read_link(m.path("rel-link")).unwrap().to_str(),
+        Some("moved/c/file")
+    );
     assert_eq!(fs::read(m.path(&long2)).unwrap(), b"long");
-    let mut names: Vec<String> =
-        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
-    assert_eq!(names, vec![long2.clone(), "a".into(), "moved".into(), "private".into(), "rel-link".into(), "x".into()]);
+    assert_eq!(
+        names,
+        vec![
+            long2.clone(),
+            "a".into(),
+            "moved".into(),
+            "private".into(),
+            "rel-link".into(),
+            "x".into()
+        ]
+    );
 }
 
 #[test]
@@ -135,7 +183,11 @@ fn no_plaintext_name_or_content_on_disk() {
     let mut m = Mounted::new();
     let canary = "canary-5d1e0b3f-content-marker";
     fs::create_dir(m.path("secret-project-name")).unwrap();
-    fs::write(m.path("secret-project-name/payroll-2026.xlsx"), canary.repeat(300)).unwrap();
+    fs::write(
+        m.path("secret-project-name/payroll-2026.xlsx"),
+        canary.repeat(300),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("target-name-canary", m.path("link-name-canary")).unwrap();
     m.unmount();
     let mut stack = vec![m.vault.clone()];
@@ -149,10 +201,18 @@ fn no_plaintext_name_or_content_on_disk() {
             if t.is_dir() {
                 stack.push(e.path());
             } else if t.is_symlink() {
-                assert!(!fs::read_link(e.path()).unwrap().to_string_lossy().contains("canary"));
+                assert!(
+                    !fs::read_link(e.path())
+                        .unwrap()
+                        .to_string_lossy()
+                        .contains("canary")
+                );
             } else {
                 let data = fs::read(e.path()).unwrap();
-                assert!(!data.windows(canary.len()).any(|w| w == canary.as_bytes()), "canary in {name}");
+                assert!(
+                    !data.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                    "canary in {name}"
+                );
             }
         }
     }
@@ -170,7 +230,11 @@ fn wrong_passphrase_and_bad_paths_give_clear_errors() {
     // Second mount of the same vault.
     let out = run(&[&"mount", &m.vault, &other, &"--passphrase-file", &m.pass]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already mounted"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already mounted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Busy mount point.
     let out = run(&[&"mount", &m.vault, &m.mnt, &"--passphrase-file", &m.pass]);
@@ -182,7 +246,13 @@ fn wrong_passphrase_and_bad_paths_give_clear_errors() {
     let out = run(&[&"mount", &other, &free, &"--passphrase-file", &m.pass]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an atrest vault"));
-    let out = run(&[&"mount", &m.vault, &m.dir.path().join("nope"), &"--passphrase-file", &m.pass]);
+    let out = run(&[
+        &"mount",
+        &m.vault,
+        &m.dir.path().join("nope"),
+        &"--passphrase-file",
+        &m.pass,
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 
@@ -198,9 +268,29 @@ fn wrong_passphrase_and_bad_paths_give_clear_errors() {
 fn keyslots_recovery_and_passwd() {
     let m = Mounted::new();
     let rk = m.dir.path().join("recovery.txt");
-    ok(&[&"keyslot", &"add", &m.vault, &"--kind", &"recovery-key", &"--recovery-key-out", &rk, &"--passphrase-file", &m.pass]);
+    ok(&[
+        &"keyslot",
+        &"add",
+        &m.vault,
+        &"--kind",
+        &"recovery-key",
+        &"--recovery-key-out",
+        &rk,
+        &"--passphrase-file",
+        &m.pass,
+    ]);
     let kf = m.dir.path().join("key.bin");
-    ok(&[&"keyslot", &"add", &m.vault, &"--kind", &"key-file", &"--new-key-file", &kf, &"--passphrase-file", &m.pass]);
+    ok(&[
+        &"keyslot",
+        &"add",
+        &m.vault,
+        &"--kind",
+        &"key-file",
+        &"--new-key-file",
+        &kf,
+        &"--passphrase-file",
+        &m.pass,
+    ]);
     let list = ok(&[&"keyslot", &"list", &m.vault, &"--json"]);
     let slots: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(slots.as_array().unwrap().len(), 3);
@@ -209,20 +299,52 @@ fn keyslots_recovery_and_passwd() {
 
     let newpass = m.dir.path().join("newpass");
     fs::write(&newpass, "a new passphrase").unwrap();
-    ok(&[&"passwd", &m.vault, &"--passphrase-file", &m.pass, &"--new-passphrase-file", &newpass, &"--argon2-memory", &"8", &"--argon2-iterations", &"1"]);
-    assert!(!run(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass]).status.success());
+    ok(&[
+        &"passwd",
+        &m.vault,
+        &"--passphrase-file",
+        &m.pass,
+        &"--new-passphrase-file",
+        &newpass,
+        &"--argon2-memory",
+        &"8",
+        &"--argon2-iterations",
+        &"1",
+    ]);
+    assert!(
+        !run(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass])
+            .status
+            .success()
+    );
     ok(&[&"fsck", &m.vault, &"--passphrase-file", &newpass]);
 
     // Remove slots down to one; the last one is refused.
     ok(&[&"keyslot", &"remove", &m.vault, &"2", &"--key-file", &kf]);
-    ok(&[&"keyslot", &"remove", &m.vault, &"1", &"--passphrase-file", &newpass]);
-    let out = run(&[&"keyslot", &"remove", &m.vault, &"0", &"--passphrase-file", &newpass]);
+    ok(&[
+        &"keyslot",
+        &"remove",
+        &m.vault,
+        &"1",
+        &"--passphrase-file",
+        &newpass,
+    ]);
+    let out = run(&[
+        &"keyslot",
+        &"remove",
+        &m.vault,
+        &"0",
+        &"--passphrase-file",
+        &newpass,
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("last keyslot"));
 
     let status = ok(&[&"status", &m.vault, &"--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["mounted_at"][0].as_str().unwrap(), m.mnt.to_str().unwrap());
+    assert_eq!(
+        status["mounted_at"][0].as_str().unwrap(),
+        m.mnt.to_str().unwrap()
+    );
     let mut f = fs::File::create(m.path("still-works")).unwrap();
     f.write_all(b"yes").unwrap();
 }

@@ -24,7 +24,9 @@ pub fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     assert!(
         out.status.success(),
         "atrest {:?} failed: {}\n{}",
-        args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
@@ -64,20 +66,35 @@ impl Mounted {
     /// A new vault, mounted. `base` chooses the file system it lives on.
     pub fn new_in(base: &Path) -> Self {
         require_fuse();
-        let dir = tempfile::Builder::new().prefix("atrest-e2e-").tempdir_in(base).expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("atrest-e2e-")
+            .tempdir_in(base)
+            .expect("tempdir");
         let vault = dir.path().join("vault");
         let mnt = dir.path().join("mnt");
         let pass = dir.path().join("pass");
         let log = dir.path().join("mount.log");
         fs::create_dir(&mnt).unwrap();
         fs::write(&pass, "test passphrase\n").unwrap();
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-            vec![&"init", &vault, &"--passphrase-file", &pass, &"--no-recovery-key"];
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"init",
+            &vault,
+            &"--passphrase-file",
+            &pass,
+            &"--no-recovery-key",
+        ];
         for a in &FAST_KDF {
             args.push(a);
         }
         ok(&args);
-        let mut m = Self { dir, vault, mnt, pass, log, mounted: false };
+        let mut m = Self {
+            dir,
+            vault,
+            mnt,
+            pass,
+            log,
+            mounted: false,
+        };
         m.mount();
         m
     }

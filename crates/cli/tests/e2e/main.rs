@@ -2,6 +2,8 @@
 //! They need /dev/fuse and root (CI runs as root); without them they fail
 //! with a message saying so rather than skip.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod basic;
 mod common;
 mod tamper;

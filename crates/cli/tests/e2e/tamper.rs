@@ -42,12 +42,20 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
     let flip = backing_of(&m, 18 + 3 * 4124);
     let mut byte = [0u8; 1];
     let pos = 18 + 4124 + 2000;
-    let f = fs::OpenOptions::new().read(true).write(true).open(&flip).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&flip)
+        .unwrap();
     f.read_exact_at(&mut byte, pos).unwrap();
     f.write_all_at(&[byte[0] ^ 0x10], pos).unwrap();
     // 2. Two blocks swapped.
     let swap = backing_of(&m, 18 + 2 * 4124 + 5 + 28);
-    let f = fs::OpenOptions::new().read(true).write(true).open(&swap).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&swap)
+        .unwrap();
     let mut b0 = vec![0u8; 4124];
     let mut b1 = vec![0u8; 4124];
     f.read_exact_at(&mut b0, 18).unwrap();
@@ -56,17 +64,38 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
     f.write_all_at(&b0, 18 + 4124).unwrap();
     // 3. A truncated last block.
     let trunc = backing_of(&m, 18 + 100 + 28);
-    fs::OpenOptions::new().write(true).open(&trunc).unwrap().set_len(18 + 60).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&trunc)
+        .unwrap()
+        .set_len(18 + 60)
+        .unwrap();
     // 4. Names swapped between two directories (the name is bound to its
     //    directory id, so it no longer decrypts and is not listed).
-    let top_a = m.backing_files().into_iter().find(|p| fs::metadata(p).unwrap().len() == 18 + 1 + 28).unwrap();
-    let sub_b = m.backing_files().into_iter().find(|p| fs::metadata(p).unwrap().len() == 18 + 2 + 28).unwrap();
-    let (a_name, b_name) = (top_a.file_name().unwrap().to_owned(), sub_b.file_name().unwrap().to_owned());
+    let top_a = m
+        .backing_files()
+        .into_iter()
+        .find(|p| fs::metadata(p).unwrap().len() == 18 + 1 + 28)
+        .unwrap();
+    let sub_b = m
+        .backing_files()
+        .into_iter()
+        .find(|p| fs::metadata(p).unwrap().len() == 18 + 2 + 28)
+        .unwrap();
+    let (a_name, b_name) = (
+        top_a.file_name().unwrap().to_owned(),
+        sub_b.file_name().unwrap().to_owned(),
+    );
     fs::rename(&top_a, sub_b.parent().unwrap().join(&a_name)).unwrap();
     fs::rename(&sub_b, top_a.parent().unwrap().join(&b_name)).unwrap();
 
     let out = run(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass, &"--json"]);
-    assert_eq!(out.status.code(), Some(4), "fsck exit code: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "fsck exit code: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let problems = report["problems"].as_array().unwrap();
     let text = serde_json::to_string(problems).unwrap();
@@ -74,11 +103,23 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
         let rel = p.strip_prefix(&m.vault).unwrap().to_str().unwrap();
         assert!(text.contains(rel), "fsck missed {rel}: {text}");
     }
-    assert!(text.contains(a_name.to_str().unwrap()) && text.contains(b_name.to_str().unwrap()), "{text}");
-    assert!(text.contains("\"/flip\"") || text.contains("/flip"), "plaintext path named: {text}");
+    assert!(
+        text.contains(a_name.to_str().unwrap()) && text.contains(b_name.to_str().unwrap()),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"/flip\"") || text.contains("/flip"),
+        "plaintext path named: {text}"
+    );
 
     m.mount();
-    assert_eq!(&fs::read(m.path("flip")).map(|_| ()).err().map(|e| e.raw_os_error()), &Some(Some(5)));
+    assert_eq!(
+        &fs::read(m.path("flip"))
+            .map(|_| ())
+            .err()
+            .map(|e| e.raw_os_error()),
+        &Some(Some(5))
+    );
     // The blocks that were not touched still read.
     let f = fs::File::open(m.path("flip")).unwrap();
     let mut first = vec![0u8; 4096];
@@ -89,8 +130,16 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
     assert!(eio(fs::read(m.path("trunc"))));
     assert!(!m.path("renamed-a").exists() && !m.path("dir/renamed-b").exists());
     let log = m.log_text();
-    let flip_rel = flip.strip_prefix(&m.vault).unwrap().to_str().unwrap().to_string();
-    assert!(log.contains(&flip_rel) && log.contains("EIO"), "log does not name the file: {log}");
+    let flip_rel = flip
+        .strip_prefix(&m.vault)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        log.contains(&flip_rel) && log.contains("EIO"),
+        "log does not name the file: {log}"
+    );
 
     // The config: one flipped copy is survived (and repaired).
     m.unmount();
@@ -102,5 +151,11 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
     let status = ok(&[&"status", &m.vault]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("warning"));
     m.mount();
-    assert_eq!(fs::read(m.path("trunc")).map(|_| ()).err().map(|e| e.raw_os_error()), Some(Some(5)));
+    assert_eq!(
+        fs::read(m.path("trunc"))
+            .map(|_| ())
+            .err()
+            .map(|e| e.raw_os_error()),
+        Some(Some(5))
+    );
 }

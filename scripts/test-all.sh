@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every test atrest has, installing what they need first. Needs root
+# (FUSE mounts, loop devices, a PostgreSQL server, apt-get).
+#
+#   bash scripts/test-all.sh            # everything (CI runs this)
+#   SKIP_INSTALL=1 bash scripts/test-all.sh   # when the packages are there
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test-all.sh needs root: the tests mount FUSE file systems, loop devices and run PostgreSQL" >&2
+    exit 1
+fi
+
+if [ -z "${SKIP_INSTALL:-}" ]; then
+    step "installing test dependencies"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends \
+        fuse3 attr e2fsprogs util-linux psmisc procps \
+        fio stress-ng gocryptfs postgresql postgresql-contrib >/dev/null
+    python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+fi
+[ -e /dev/fuse ] || { echo "/dev/fuse is missing: load the fuse module (modprobe fuse)" >&2; exit 1; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "unit, vector and end-to-end tests (real FUSE mounts)"
+cargo test --workspace --quiet
+
+step "independent check of the known-answer vectors (Python cryptography)"
+python3 tests/differential/check_vectors.py
+
+step "release build"
+cargo build --release --quiet -p atrest
+
+step "real workloads on a mount: fio, stress-ng, PostgreSQL, leak check"
+ATREST="$PWD/target/release/atrest" bash tests/workloads/run-all.sh
+
+step "fuzzing the parsers (short run)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-short.sh
+
+step "the README's demo"
+./target/release/atrest demo >/dev/null
+
+echo
+echo "all test stages passed"
