@@ -180,6 +180,7 @@ fn serve(
 ) -> anyhow::Result<ExitCode> {
     let holder = format!("{} {}", std::process::id(), mountpoint.display());
     let _lock = MountLock::acquire(vault.root(), &holder)?;
+    hygiene::lock_memory();
     if let Some(path) = log_file {
         redirect_log(path)?;
     }
