@@ -97,7 +97,8 @@ pub struct MountArgs {
     /// Stay in the foreground (for systemd) instead of returning once mounted.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options: allow_other.
+    /// Mount options: allow_other (other users may use the mount), suid and
+    /// dev (off by default: modes in the backing directory are not authenticated).
     #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
     pub options: Vec<String>,
     /// Threads serving file system requests.

@@ -26,7 +26,9 @@ pub fn lock_memory() {
         tracing::info!("not root: key memory is not locked against swapping (use encrypted swap)");
         return;
     }
-    if let Err(e) = mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT) {
+    if let Err(e) =
+        mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)
+    {
         tracing::warn!("cannot lock memory against swapping: {e}");
     }
 }

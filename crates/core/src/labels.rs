@@ -29,6 +29,8 @@ pub mod domain {
     pub const XATTR_NAME: &[u8] = b"atrest xattr name v1";
     pub const XATTR_VALUE: &[u8] = b"atrest xattr value v1";
     pub const SYMLINK: &[u8] = b"atrest symlink v1";
+    /// Prefix of the SHA-256 input whose first 16 bits check a recovery key.
+    pub const RECOVERY_CHECKSUM: &[u8] = b"atrest recovery key checksum v1";
 }
 
 #[cfg(test)]

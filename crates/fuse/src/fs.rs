@@ -9,8 +9,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_vault::names::{self, EncryptedName};
@@ -32,8 +32,16 @@ const LOCK_STRIPES: usize = 256;
 
 struct OpenFile {
     file: File,
-    /// Set at open (or at the first write of an empty file); never changes.
-    cipher: OnceLock<FileCipher>,
+    ino: u64,
+}
+
+/// What all open handles of one inode share. The cipher is per inode, not
+/// per handle, because a write to a header-only file replaces the header
+/// (and so the key) for every handle and hard link at once.
+#[derive(Default)]
+struct InodeState {
+    handles: usize,
+    cipher: Option<Arc<FileCipher>>,
 }
 
 struct DirEntry {
@@ -52,6 +60,7 @@ pub struct VaultFs {
     nodes: RwLock<NodeTable>,
     dir_ids: RwLock<HashMap<u64, [u8; 16]>>,
     files: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    inodes: Mutex<HashMap<u64, InodeState>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_handle: AtomicU64,
     locks: Vec<RwLock<()>>,
@@ -118,18 +127,15 @@ fn timespec(t: Option<TimeOrNow>) -> Timespec {
                 tv_sec: d.as_secs() as i64,
                 tv_nsec: d.subsec_nanos().into(),
             },
-            Err(e) => {
-                let d = e.duration();
-                let (mut sec, mut nsec) = (-(d.as_secs() as i64), -i64::from(d.subsec_nanos()));
-                if nsec < 0 {
-                    sec -= 1;
-                    nsec += 1_000_000_000;
-                }
-                Timespec {
-                    tv_sec: sec,
-                    tv_nsec: nsec,
-                }
-            }
+            // fuser 0.18 builds a time before the epoch that the kernel sent
+            // as (-s, n) as EPOCH - (s + n ns) instead of EPOCH - s + n ns
+            // (a TODO in its time.rs); read it back the same way so the
+            // kernel's exact value reaches the backing file. The posix
+            // end-to-end test checks this against ext4.
+            Err(e) => Timespec {
+                tv_sec: -(e.duration().as_secs() as i64),
+                tv_nsec: e.duration().subsec_nanos().into(),
+            },
         },
     }
 }
@@ -146,6 +152,7 @@ impl VaultFs {
             nodes: RwLock::new(NodeTable::new(root_ino)),
             dir_ids: RwLock::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
+            inodes: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
@@ -250,7 +257,14 @@ impl VaultFs {
 
     fn write_side_file(&self, dir: &Path, name: &EncryptedName) -> Result<(), Errno> {
         if let (Some(side), EncryptedName::Long { full, .. }) = (name.side_file(), name) {
-            fs::write(dir.join(side), full.as_bytes()).map_err(errno)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(dir.join(side))
+                .map_err(errno)?;
+            std::io::Write::write_all(&mut f, full.as_bytes()).map_err(errno)?;
         }
         Ok(())
     }
@@ -263,7 +277,15 @@ impl VaultFs {
 
     /// Gives a new entry to the requesting user when we run as root, and
     /// the parent's group if it is set-group-id, as the kernel would.
-    fn set_owner(&self, req: &Request, dir: &Path, path: &Path) -> Result<(), Errno> {
+    /// `perm` is set again afterwards: chown clears set-user-id and
+    /// set-group-id bits, which the application asked for.
+    fn set_owner(
+        &self,
+        req: &Request,
+        dir: &Path,
+        path: &Path,
+        perm: Option<u32>,
+    ) -> Result<(), Errno> {
         if !self.as_root {
             return Ok(());
         }
@@ -280,7 +302,28 @@ impl VaultFs {
             Some(rustix::fs::Gid::from_raw(gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(rerrno)
+        .map_err(rerrno)?;
+        match perm {
+            Some(perm) if perm & (libc::S_ISUID | libc::S_ISGID) != 0 => {
+                rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(perm), AtFlags::empty())
+                    .map_err(rerrno)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An open handle of `ino`, for operations on a file that has no name
+    /// left (unlinked or renamed over while open).
+    fn any_open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        self.files.read().values().find(|f| f.ino == ino).cloned()
+    }
+
+    fn handle_of(&self, open: &Arc<OpenFile>) -> Option<FileHandle> {
+        self.files
+            .read()
+            .iter()
+            .find(|(_, f)| Arc::ptr_eq(f, open))
+            .map(|(fh, _)| FileHandle(*fh))
     }
 
     fn new_handle(&self) -> u64 {
@@ -309,14 +352,57 @@ impl VaultFs {
         }
     }
 
-    /// The cipher of an open file, writing a header first if the backing
-    /// file is empty. Callers hold the inode's write lock.
-    fn cipher_for_write<'a>(&self, open: &'a OpenFile) -> Result<&'a FileCipher, ContentError> {
-        if let Some(c) = open.cipher.get() {
-            return Ok(c);
+    /// Records a new open handle of `ino` and what its header says.
+    fn register_open(&self, ino: u64, cipher: Option<FileCipher>) {
+        let mut inodes = self.inodes.lock();
+        let state = inodes.entry(ino).or_default();
+        state.handles += 1;
+        if state.cipher.is_none() {
+            state.cipher = cipher.map(Arc::new);
         }
-        let c = self.vault.keys().content.open_or_init(&open.file)?;
-        Ok(open.cipher.get_or_init(|| c))
+    }
+
+    fn register_release(&self, ino: u64) {
+        let mut inodes = self.inodes.lock();
+        if let Some(state) = inodes.get_mut(&ino) {
+            state.handles = state.handles.saturating_sub(1);
+            if state.handles == 0 {
+                inodes.remove(&ino);
+            }
+        }
+    }
+
+    /// The cipher to read `ino` with: `None` for a file without a header
+    /// (empty). Callers hold the inode's lock.
+    fn read_cipher(&self, ino: u64, file: &File) -> Result<Option<Arc<FileCipher>>, ContentError> {
+        if let Some(c) = self.inodes.lock().get(&ino).and_then(|s| s.cipher.clone()) {
+            return Ok(Some(c));
+        }
+        let Some(c) = self.vault.keys().content.read_header(file)? else {
+            return Ok(None);
+        };
+        let c = Arc::new(c);
+        if let Some(state) = self.inodes.lock().get_mut(&ino) {
+            state.cipher = Some(c.clone());
+        }
+        Ok(Some(c))
+    }
+
+    /// The cipher to write `ino` with. A file that holds no block yet gets
+    /// a fresh header and file id first, so a header copied from another
+    /// file (file-id poisoning) never makes two files share a key. Callers
+    /// hold the inode's write lock.
+    fn write_cipher(&self, ino: u64, file: &File) -> Result<Arc<FileCipher>, ContentError> {
+        if file.metadata()?.len() > atrest_vault::layout::HEADER_LEN {
+            if let Some(c) = self.read_cipher(ino, file)? {
+                return Ok(c);
+            }
+        }
+        let c = Arc::new(self.vault.keys().content.write_header(file)?);
+        if let Some(state) = self.inodes.lock().get_mut(&ino) {
+            state.cipher = Some(c.clone());
+        }
+        Ok(c)
     }
 
     fn truncate(
@@ -327,32 +413,29 @@ impl VaultFs {
         size: u64,
     ) -> Result<(), Errno> {
         let _guard = self.lock(ino.0).write();
-        let handle = match fh.and_then(|fh| self.files.read().get(&fh.0).cloned()) {
-            Some(h) => h,
-            None => Arc::new(OpenFile {
-                file: Self::open_backing(path, libc::O_RDWR).map_err(errno)?,
-                cipher: OnceLock::new(),
-            }),
+        let opened;
+        let file = match fh.and_then(|fh| self.files.read().get(&fh.0).cloned()) {
+            Some(h) => {
+                opened = h;
+                &opened.file
+            }
+            None => &Self::open_backing(path, libc::O_RDWR).map_err(errno)?,
         };
-        if handle.cipher.get().is_none()
-            && let Some(c) = self
-                .vault
-                .keys()
-                .content
-                .read_header(&handle.file)
+        let cipher = if size == 0 {
+            match self
+                .read_cipher(ino.0, file)
                 .map_err(|e| self.content_error(path, e))?
-        {
-            let _ = handle.cipher.set(c);
-        }
-        if size == 0 && handle.cipher.get().is_none() {
-            return Ok(());
-        }
-        let cipher = self
-            .cipher_for_write(&handle)
-            .map_err(|e| self.content_error(path, e))?;
+            {
+                Some(c) => c,
+                None => return Ok(()),
+            }
+        } else {
+            self.write_cipher(ino.0, file)
+                .map_err(|e| self.content_error(path, e))?
+        };
         ContentFile {
-            file: &handle.file,
-            cipher,
+            file,
+            cipher: &cipher,
         }
         .set_len(size)
         .map_err(|e| self.content_error(path, e))
@@ -394,9 +477,10 @@ impl VaultFs {
         parent: INodeNo,
         dir: &Path,
         name: &EncryptedName,
+        perm: Option<u32>,
     ) -> Result<FileAttr, Errno> {
         let path = dir.join(name.entry());
-        self.set_owner(req, dir, &path)?;
+        self.set_owner(req, dir, &path, perm)?;
         self.enter(parent, dir, name)
     }
 }
@@ -431,13 +515,20 @@ impl Filesystem for VaultFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let open = fh.and_then(|fh| self.files.read().get(&fh.0).cloned());
-        let result = match open {
-            Some(open) => open
-                .file
-                .metadata()
-                .map_err(errno)
-                .map(|meta| self.attr(&self.path(ino).unwrap_or_default(), &meta)),
-            None => self.path(ino).and_then(|p| self.stat(&p)),
+        let result = match (open, self.path(ino)) {
+            (None, Ok(path)) => self.stat(&path),
+            (open, path) => {
+                // By descriptor: the kernel gave one, or the file has no
+                // name any more but is still open.
+                match open.or_else(|| self.any_open_file(ino.0)) {
+                    Some(open) => open
+                        .file
+                        .metadata()
+                        .map_err(errno)
+                        .map(|meta| self.attr(&path.unwrap_or_default(), &meta)),
+                    None => path.and_then(|p| self.stat(&p)),
+                }
+            }
         };
         match result {
             Ok(attr) => reply.attr(&self.ttl, &attr),
@@ -464,38 +555,60 @@ impl Filesystem for VaultFs {
         reply: ReplyAttr,
     ) {
         let run = || -> Result<FileAttr, Errno> {
-            let path = self.path(ino)?;
+            let path = self.path(ino);
+            // A file without a name (unlinked while open) is changed through
+            // one of its descriptors.
+            let open = match (&path, fh) {
+                (Ok(_), _) => None,
+                (Err(_), Some(fh)) => Some(self.open_file(fh)?),
+                (Err(e), None) => Some(self.any_open_file(ino.0).ok_or(*e)?),
+            };
             if let Some(mode) = mode {
-                rustix::fs::chmodat(
-                    CWD,
-                    &path,
-                    Mode::from_raw_mode(mode & 0o7777),
-                    AtFlags::empty(),
-                )
+                let mode = Mode::from_raw_mode(mode & 0o7777);
+                match (&path, &open) {
+                    (Ok(p), _) => rustix::fs::chmodat(CWD, p, mode, AtFlags::empty()),
+                    (_, Some(f)) => rustix::fs::fchmod(&f.file, mode),
+                    _ => unreachable!("either a path or an open file"),
+                }
                 .map_err(rerrno)?;
             }
             if uid.is_some() || gid.is_some() {
-                rustix::fs::chownat(
-                    CWD,
-                    &path,
+                let (uid, gid) = (
                     uid.map(rustix::fs::Uid::from_raw),
                     gid.map(rustix::fs::Gid::from_raw),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
+                );
+                match (&path, &open) {
+                    (Ok(p), _) => rustix::fs::chownat(CWD, p, uid, gid, AtFlags::SYMLINK_NOFOLLOW),
+                    (_, Some(f)) => rustix::fs::fchown(&f.file, uid, gid),
+                    _ => unreachable!("either a path or an open file"),
+                }
                 .map_err(rerrno)?;
             }
             if let Some(size) = size {
-                self.truncate(ino, fh, &path, size)?;
+                let fh = fh.or_else(|| open.as_ref().and_then(|o| self.handle_of(o)));
+                self.truncate(ino, fh, &path.clone().unwrap_or_default(), size)?;
             }
             if atime.is_some() || mtime.is_some() {
                 let times = Timestamps {
                     last_access: timespec(atime),
                     last_modification: timespec(mtime),
                 };
-                rustix::fs::utimensat(CWD, &path, &times, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(rerrno)?;
+                match (&path, &open) {
+                    (Ok(p), _) => rustix::fs::utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW),
+                    (_, Some(f)) => rustix::fs::futimens(&f.file, &times),
+                    _ => unreachable!("either a path or an open file"),
+                }
+                .map_err(rerrno)?;
             }
-            self.stat(&path)
+            match (&path, &open) {
+                (Ok(p), _) => self.stat(p),
+                (_, Some(f)) => f
+                    .file
+                    .metadata()
+                    .map_err(errno)
+                    .map(|m| self.attr(Path::new(""), &m)),
+                _ => unreachable!("either a path or an open file"),
+            }
         };
         match run() {
             Ok(attr) => reply.attr(&self.ttl, &attr),
@@ -556,7 +669,7 @@ impl Filesystem for VaultFs {
                 .map_err(rerrno)?;
             }
             self.write_side_file(&dir, &enc)?;
-            self.finish_create(req, parent, &dir, &enc)
+            self.finish_create(req, parent, &dir, &enc, Some(perm))
         };
         match run() {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -596,7 +709,7 @@ impl Filesystem for VaultFs {
             rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(perm), AtFlags::empty())
                 .map_err(rerrno)?;
             self.write_side_file(&dir, &enc)?;
-            let attr = self.finish_create(req, parent, &dir, &enc)?;
+            let attr = self.finish_create(req, parent, &dir, &enc, Some(perm))?;
             self.dir_ids.write().insert(attr.ino.0, id);
             Ok(attr)
         };
@@ -688,7 +801,7 @@ impl Filesystem for VaultFs {
                 .create_symlink(&self.root, target.as_os_str(), &link)
                 .map_err(|e| self.content_error(&link, e))?;
             self.write_side_file(&dir, &enc)?;
-            self.finish_create(req, parent, &dir, &enc)
+            self.finish_create(req, parent, &dir, &enc, None)
         };
         match run() {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -782,31 +895,21 @@ impl Filesystem for VaultFs {
         let run = || -> Result<u64, Errno> {
             let path = self.path(ino)?;
             let file = Self::open_backing(&path, flags.0).map_err(errno)?;
-            let cipher = OnceLock::new();
-            if let Some(c) = self
+            let header = self
                 .vault
                 .keys()
                 .content
                 .read_header(&file)
-                .map_err(|e| self.content_error(&path, e))?
-            {
-                let _ = cipher.set(c);
-            }
-            let open = Arc::new(OpenFile { file, cipher });
+                .map_err(|e| self.content_error(&path, e))?;
+            self.register_open(ino.0, header);
+            let fh = self.new_handle();
+            self.files
+                .write()
+                .insert(fh, Arc::new(OpenFile { file, ino: ino.0 }));
             if flags.0 & libc::O_TRUNC != 0 {
                 // FUSE_ATOMIC_O_TRUNC: the truncation comes with the open.
-                let _guard = self.lock(ino.0).write();
-                if let Some(c) = open.cipher.get() {
-                    ContentFile {
-                        file: &open.file,
-                        cipher: c,
-                    }
-                    .set_len(0)
-                    .map_err(|e| self.content_error(&path, e))?;
-                }
+                self.truncate(ino, Some(FileHandle(fh)), &path, 0)?;
             }
-            let fh = self.new_handle();
-            self.files.write().insert(fh, open);
             Ok(fh)
         };
         match run() {
@@ -829,30 +932,16 @@ impl Filesystem for VaultFs {
         let run = || -> Result<Vec<u8>, Errno> {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).read();
-            let Some(cipher) = open.cipher.get() else {
-                // Empty when opened; a write through another handle may
-                // have given it a header since.
-                drop(_guard);
-                let _guard = self.lock(ino.0).write();
-                if open.file.metadata().map_err(errno)?.len() == 0 {
-                    return Ok(Vec::new());
-                }
-                let cipher = self
-                    .cipher_for_write(&open)
-                    .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e))?;
-                return ContentFile {
+            let fail = |e| self.content_error(&self.path(ino).unwrap_or_default(), e);
+            match self.read_cipher(ino.0, &open.file).map_err(fail)? {
+                None => Ok(Vec::new()),
+                Some(cipher) => ContentFile {
                     file: &open.file,
-                    cipher,
+                    cipher: &cipher,
                 }
                 .read_at(offset, size as usize)
-                .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e));
-            };
-            ContentFile {
-                file: &open.file,
-                cipher,
+                .map_err(fail),
             }
-            .read_at(offset, size as usize)
-            .map_err(|e| self.content_error(&self.path(ino).unwrap_or_default(), e))
         };
         match run() {
             Ok(data) => reply.data(&data),
@@ -877,11 +966,11 @@ impl Filesystem for VaultFs {
             let _guard = self.lock(ino.0).write();
             let path = || self.path(ino).unwrap_or_default();
             let cipher = self
-                .cipher_for_write(&open)
+                .write_cipher(ino.0, &open.file)
                 .map_err(|e| self.content_error(&path(), e))?;
             ContentFile {
                 file: &open.file,
-                cipher,
+                cipher: &cipher,
             }
             .write_at(offset, data)
             .map_err(|e| self.content_error(&path(), e))
@@ -913,7 +1002,9 @@ impl Filesystem for VaultFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.files.write().remove(&fh.0);
+        if let Some(open) = self.files.write().remove(&fh.0) {
+            self.register_release(open.ino);
+        }
         reply.ok();
     }
 
@@ -1201,7 +1292,7 @@ impl Filesystem for VaultFs {
                         .write_header(&file)
                         .map_err(|e| self.content_error(&path, e))?;
                     self.write_side_file(&dir, &enc)?;
-                    self.set_owner(req, &dir, &path)?;
+                    self.set_owner(req, &dir, &path, Some(perm))?;
                     (file, Some(c))
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
@@ -1217,14 +1308,15 @@ impl Filesystem for VaultFs {
                 Err(e) => return Err(errno(e)),
             };
             let attr = self.enter(parent, &dir, &enc)?;
-            let cell = OnceLock::new();
-            if let Some(c) = cipher {
-                let _ = cell.set(c);
-            }
+            self.register_open(attr.ino.0, cipher);
             let fh = self.new_handle();
-            self.files
-                .write()
-                .insert(fh, Arc::new(OpenFile { file, cipher: cell }));
+            self.files.write().insert(
+                fh,
+                Arc::new(OpenFile {
+                    file,
+                    ino: attr.ino.0,
+                }),
+            );
             Ok((attr, fh))
         };
         match run() {

@@ -36,6 +36,11 @@ pub struct MountConfig {
     pub ttl: Duration,
     /// Shown as the source in /proc/mounts.
     pub fsname: String,
+    /// Honour set-user-id bits and device nodes. Off by default: modes and
+    /// owners in the backing directory are not authenticated, so whoever
+    /// can write it offline could plant a set-user-id root shell.
+    pub suid: bool,
+    pub dev: bool,
 }
 
 impl Default for MountConfig {
@@ -45,6 +50,8 @@ impl Default for MountConfig {
             threads: 4,
             ttl: Duration::from_secs(1),
             fsname: "atrest".into(),
+            suid: false,
+            dev: false,
         }
     }
 }

@@ -59,6 +59,10 @@ impl Backend {
 pub struct VaultConfig {
     pub vault_id: [u8; 16],
     pub created_unix: u64,
+    /// Incremented by every write; when the two copies differ, the newer
+    /// one that authenticates wins (a crash between the two writes must not
+    /// undo a passphrase change).
+    pub generation: u64,
     pub algorithm: ContentAlgorithm,
     pub block_size: u32,
     pub backend: Backend,
@@ -72,6 +76,7 @@ impl VaultConfig {
         Self {
             vault_id: atrest_core::random_array(),
             created_unix,
+            generation: 0,
             algorithm,
             block_size: BLOCK_SIZE,
             backend: Backend::Fuse,
@@ -85,6 +90,7 @@ impl VaultConfig {
         let mut body = Vec::with_capacity(256);
         body.extend_from_slice(&self.vault_id);
         body.extend_from_slice(&self.created_unix.to_be_bytes());
+        body.extend_from_slice(&self.generation.to_be_bytes());
         body.push(self.algorithm.id());
         body.extend_from_slice(&self.block_size.to_be_bytes());
         body.push(self.backend.id());
@@ -147,6 +153,7 @@ impl VaultConfig {
         let mut b = Reader::new(body, "config body");
         let vault_id = b.array().map_err(trunc)?;
         let created_unix = b.u64().map_err(trunc)?;
+        let generation = b.u64().map_err(trunc)?;
         let algorithm = ContentAlgorithm::from_id(b.u8().map_err(trunc)?)
             .ok_or_else(|| corrupt("unknown content algorithm"))?;
         let block_size = b.u32().map_err(trunc)?;
@@ -196,6 +203,7 @@ impl VaultConfig {
         Ok(Self {
             vault_id,
             created_unix,
+            generation,
             algorithm,
             block_size,
             backend,
@@ -209,7 +217,7 @@ impl VaultConfig {
 /// the directory. A crash leaves either the old or the new file.
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), VaultError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let target = dir.join(name);
     let write = || -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new()

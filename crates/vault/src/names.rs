@@ -15,7 +15,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use atrest_core::{BlockCipher, NameCipher, labels::domain};
@@ -212,12 +212,18 @@ impl NameTransform {
         }
         let hash = B64.encode(atrest_core::sha256(stored.as_bytes()));
         let dir = root.join(LONG_LINK_DIR);
-        match fs::create_dir(&dir) {
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e.into()),
             _ => {}
         }
         let side = dir.join(&hash);
-        fs::write(&side, stored.as_bytes())?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&side)?
+            .write_all(stored.as_bytes())?;
         if let Err(e) = std::os::unix::fs::symlink(format!("{LONG_LINK_PREFIX}{hash}"), link) {
             let _ = fs::remove_file(&side);
             return Err(e.into());

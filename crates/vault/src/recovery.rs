@@ -13,7 +13,6 @@ use atrest_core::{SecretKey, sha256};
 use zeroize::Zeroizing;
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-const CHECKSUM_DOMAIN: &[u8] = b"atrest recovery key checksum v1";
 const RAW_LEN: usize = 34;
 const CHARS: usize = 55;
 
@@ -43,7 +42,7 @@ impl RecoveryKey {
     }
 
     fn checksum(key: &[u8; 32]) -> [u8; 2] {
-        let mut input = Zeroizing::new(CHECKSUM_DOMAIN.to_vec());
+        let mut input = Zeroizing::new(atrest_core::labels::domain::RECOVERY_CHECKSUM.to_vec());
         input.extend_from_slice(key);
         let digest = sha256(&input);
         [digest[0], digest[1]]
@@ -119,7 +118,7 @@ impl RecoveryKey {
         let mut key = [0u8; 32];
         key.copy_from_slice(&raw[..32]);
         let key = SecretKey::from_bytes(key);
-        // The 2 padding bits must be zero, or two spellings would exist.
+        // The 3 padding bits (275 - 272) must be zero, or two spellings would exist.
         if acc != 0 || !atrest_core::constant_time_eq(&Self::checksum(key.expose()), &raw[32..]) {
             return Err(RecoveryKeyError::Checksum);
         }

@@ -97,6 +97,13 @@ impl LockedVault {
         }
         let primary = read_config(&primary_path);
         let backup = read_config(&backup_path);
+        // A copy written by a newer atrest (an upgrade that was interrupted)
+        // must not be "repaired" back to the old format from the other one.
+        for copy in [&primary, &backup] {
+            if let Err(VaultError::UnknownVersion(v)) = copy {
+                return Err(VaultError::UnknownVersion(*v));
+            }
+        }
         if let (Err(e), Err(_)) = (&primary, &backup) {
             return Err(match e {
                 VaultError::UnknownVersion(v) => VaultError::UnknownVersion(*v),
@@ -144,42 +151,26 @@ impl LockedVault {
         out
     }
 
-    /// Tries every slot of each config copy; the first copy whose MAC
-    /// verifies under the unwrapped master key wins (the primary first, as
-    /// it is written first). A damaged or stale copy is then rewritten.
+    /// Tries every slot of each config copy until one unwraps the master
+    /// key, then opens the vault from the newest copy that key
+    /// authenticates.
     pub fn unlock(self, unlocker: &Unlocker) -> Result<Vault, VaultError> {
-        let mut candidates: Vec<&VaultConfig> = Vec::new();
-        for c in [&self.primary, &self.backup].into_iter().flatten() {
-            if !candidates.contains(&c) {
-                candidates.push(c);
-            }
-        }
+        let mut tried: Vec<&VaultConfig> = Vec::new();
         let mut tampered = false;
-        for config in candidates {
+        for config in [&self.primary, &self.backup].into_iter().flatten() {
+            if tried.contains(&config) {
+                continue;
+            }
+            tried.push(config);
             for slot in &config.keyslots {
                 let Some(master) = slot.unwrap(&config.vault_id, unlocker) else {
                     continue;
                 };
-                if config
-                    .verify(&config_mac(&master, &config.vault_id))
-                    .is_err()
-                {
-                    tampered = true;
-                    continue;
+                match self.select(master) {
+                    Ok(vault) => return Ok(vault),
+                    Err(VaultError::Tampered) => tampered = true,
+                    Err(e) => return Err(e),
                 }
-                let mut vault = Vault {
-                    root: self.root.clone(),
-                    keys: VaultKeys::derive(&master, config),
-                    config: config.clone(),
-                    master,
-                };
-                let repair = self.primary.as_ref().ok() != Some(config)
-                    || self.backup.as_ref().ok() != Some(config);
-                if repair {
-                    tracing::warn!(vault = %self.root.display(), "a config copy was damaged or stale; rewriting both");
-                    vault.save()?;
-                }
-                return Ok(vault);
             }
         }
         Err(if tampered {
@@ -187,6 +178,40 @@ impl LockedVault {
         } else {
             VaultError::WrongKey
         })
+    }
+
+    /// Opens the vault from the newest copy `master` authenticates, and
+    /// rewrites both copies from it if they are not already identical.
+    fn select(&self, master: SecretKey) -> Result<Vault, VaultError> {
+        let verified = [&self.primary, &self.backup]
+            .into_iter()
+            .flatten()
+            .filter(|c| c.verify(&config_mac(&master, &c.vault_id)).is_ok())
+            // The primary wins a tie: it is written first.
+            .reduce(|best, c| {
+                if c.generation > best.generation {
+                    c
+                } else {
+                    best
+                }
+            })
+            .ok_or(VaultError::Tampered)?;
+        let in_sync = self.primary.as_ref().ok() == Some(verified)
+            && self.backup.as_ref().ok() == Some(verified);
+        let mut vault = Vault {
+            root: self.root.clone(),
+            keys: VaultKeys::derive(&master, verified),
+            config: verified.clone(),
+            master,
+        };
+        if !in_sync {
+            tracing::warn!(vault = %self.root.display(), "a config copy was damaged or stale; rewriting both");
+            // Best effort: a read-only backing store still opens.
+            if let Err(e) = vault.save() {
+                tracing::warn!(vault = %self.root.display(), "could not repair the config: {e}");
+            }
+        }
+        Ok(vault)
     }
 }
 
@@ -222,7 +247,12 @@ impl Vault {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(root).map_err(VaultError::io(root))?;
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(VaultError::io(root))?;
             }
             Err(e) => return Err(VaultError::io(root)(e)),
         }
@@ -286,18 +316,12 @@ impl Vault {
     /// Opens a vault with its master key directly (a mount process that
     /// received the key from the parent that unlocked it).
     pub fn from_master_key(locked: LockedVault, master: SecretKey) -> Result<Vault, VaultError> {
-        let config = locked.config().clone();
-        config.verify(&config_mac(&master, &config.vault_id))?;
-        Ok(Vault {
-            root: locked.root,
-            keys: VaultKeys::derive(&master, &config),
-            config,
-            master,
-        })
+        locked.select(master)
     }
 
     /// Signs and writes both config copies, primary first.
     fn save(&mut self) -> Result<(), VaultError> {
+        self.config.generation += 1;
         let mac = config_mac(&self.master, &self.config.vault_id);
         let bytes = self.config.encode(&mac);
         write_atomic(&self.root, CONFIG_FILE, &bytes, 0o400)?;
@@ -467,7 +491,54 @@ mod tests {
         .unwrap();
         fs::write(&primary, &bad).unwrap();
         LockedVault::open(&root).unwrap().unlock(&pw("p")).unwrap();
-        assert_eq!(fs::read(&primary).unwrap(), good);
+        let repaired = fs::read(&primary).unwrap();
+        assert_eq!(repaired, fs::read(root.join(BACKUP_FILE)).unwrap());
+        let repaired = VaultConfig::decode(&repaired).unwrap();
+        assert_eq!(
+            repaired.generation,
+            VaultConfig::decode(&good).unwrap().generation + 1
+        );
+        assert!(
+            LockedVault::open(&root)
+                .unwrap()
+                .config_problems()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn interrupted_passphrase_change_is_not_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let (mut vault, _) = Vault::create(&root, fast(), &pw("old"), "").unwrap();
+        let before = fs::read(root.join(CONFIG_FILE)).unwrap();
+        vault
+            .replace_slot(0, &pw("new"), Argon2Params::INSECURE_FAST)
+            .unwrap();
+        // A crash after the primary was written: the backup is the old config.
+        fs::set_permissions(
+            root.join(BACKUP_FILE),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        fs::write(root.join(BACKUP_FILE), &before).unwrap();
+        // The old passphrase still opens the stale backup's slot, but the
+        // newer primary (same master key) is what the vault is opened from.
+        let v = LockedVault::open(&root)
+            .unwrap()
+            .unlock(&pw("old"))
+            .unwrap();
+        assert!(v.slot_for(&pw("new")).is_some());
+        assert!(
+            LockedVault::open(&root)
+                .unwrap()
+                .unlock(&pw("old"))
+                .is_err()
+        );
+        LockedVault::open(&root)
+            .unwrap()
+            .unlock(&pw("new"))
+            .unwrap();
     }
 
     #[test]

@@ -53,8 +53,12 @@ fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
     for option in &args.options {
         match option.as_str() {
             "allow_other" => config.allow_other = true,
+            "suid" => config.suid = true,
+            "dev" => config.dev = true,
+            "nosuid" => config.suid = false,
+            "nodev" => config.dev = false,
             "" => {}
-            other => bail!("unknown mount option '{other}' (known: allow_other)"),
+            other => bail!("unknown mount option '{other}' (known: allow_other, suid, dev)"),
         }
     }
     Ok(config)
@@ -166,7 +170,8 @@ fn serve_from_parent(
             })
         });
     if let Err(e) = &result {
-        println!("error: {e:#}");
+        // The parent may be gone; never panic on the closed pipe.
+        let _ = writeln!(std::io::stdout(), "error: {e:#}");
     }
     result
 }
