@@ -25,7 +25,7 @@ use atrest_core::{
 use atrest_vault::names::{BackingName, classify, parse_dir_id};
 use atrest_vault::{
     BACKUP_FILE, BLOCK_SIZE, CONFIG_FILE, ContentError, ContentKey, EncryptedName, LockedVault,
-    NameTransform, RecoveryKey, RecoveryKeyError, Unlocker, VaultError, parse_header,
+    NameTransform, RecoveryKey, RecoveryKeyError, Unlocker, VaultConfig, VaultError, parse_header,
 };
 
 /// `ATREST_VECTORS_DIR` points the harness elsewhere (to check that a
