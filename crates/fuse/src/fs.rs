@@ -216,8 +216,7 @@ impl VaultFs {
                 .vault
                 .keys()
                 .names
-                .read_symlink(&self.root, path)
-                .map(|t| t.len() as u64)
+                .symlink_target_len(&self.root, path, meta.size())
                 .unwrap_or(0),
             _ => meta.size(),
         };
@@ -393,10 +392,10 @@ impl VaultFs {
     /// file (file-id poisoning) never makes two files share a key. Callers
     /// hold the inode's write lock.
     fn write_cipher(&self, ino: u64, file: &File) -> Result<Arc<FileCipher>, ContentError> {
-        if file.metadata()?.len() > atrest_vault::layout::HEADER_LEN {
-            if let Some(c) = self.read_cipher(ino, file)? {
-                return Ok(c);
-            }
+        if file.metadata()?.len() > atrest_vault::layout::HEADER_LEN
+            && let Some(c) = self.read_cipher(ino, file)?
+        {
+            return Ok(c);
         }
         let c = Arc::new(self.vault.keys().content.write_header(file)?);
         if let Some(state) = self.inodes.lock().get_mut(&ino) {
@@ -699,19 +698,21 @@ impl Filesystem for VaultFs {
                 .mode(0o700)
                 .create(&path)
                 .map_err(errno)?;
-            let id = match names::create_dir_id(&path) {
-                Ok(id) => id,
-                Err(e) => {
-                    let _ = fs::remove_dir(&path);
-                    return Err(self.content_error(&path, e));
-                }
+            let finish = || -> Result<FileAttr, Errno> {
+                let id = names::create_dir_id(&path).map_err(|e| self.content_error(&path, e))?;
+                rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(perm), AtFlags::empty())
+                    .map_err(rerrno)?;
+                self.write_side_file(&dir, &enc)?;
+                let attr = self.finish_create(req, parent, &dir, &enc, Some(perm))?;
+                self.dir_ids.write().insert(attr.ino.0, id);
+                Ok(attr)
             };
-            rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(perm), AtFlags::empty())
-                .map_err(rerrno)?;
-            self.write_side_file(&dir, &enc)?;
-            let attr = self.finish_create(req, parent, &dir, &enc, Some(perm))?;
-            self.dir_ids.write().insert(attr.ino.0, id);
-            Ok(attr)
+            finish().inspect_err(|_| {
+                // ENOSPC half way: leave no directory without its id.
+                let _ = fs::remove_file(path.join(names::DIRID_FILE));
+                let _ = fs::remove_dir(&path);
+                self.remove_side_file(&dir, &enc);
+            })
         };
         match run() {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -1285,15 +1286,26 @@ impl Filesystem for VaultFs {
                 .open(&path);
             let (file, cipher) = match created {
                 Ok(file) => {
-                    let c = self
-                        .vault
-                        .keys()
-                        .content
-                        .write_header(&file)
-                        .map_err(|e| self.content_error(&path, e))?;
-                    self.write_side_file(&dir, &enc)?;
-                    self.set_owner(req, &dir, &path, Some(perm))?;
-                    (file, Some(c))
+                    let finish = || -> Result<FileCipher, Errno> {
+                        let c = self
+                            .vault
+                            .keys()
+                            .content
+                            .write_header(&file)
+                            .map_err(|e| self.content_error(&path, e))?;
+                        self.write_side_file(&dir, &enc)?;
+                        self.set_owner(req, &dir, &path, Some(perm))?;
+                        Ok(c)
+                    };
+                    match finish() {
+                        Ok(c) => (file, Some(c)),
+                        Err(e) => {
+                            // ENOSPC half way: leave no nameless or headerless entry.
+                            let _ = fs::remove_file(&path);
+                            self.remove_side_file(&dir, &enc);
+                            return Err(e);
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
                     let file = Self::open_backing(&path, flags).map_err(errno)?;

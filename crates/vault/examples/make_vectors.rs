@@ -781,7 +781,7 @@ fn metadata(out: &mut Out) {
 
         // The longest target whose stored form fits a symlink (4,095 bytes),
         // and one byte more: stored in atrest.links/<hash>, the backing
-        // symlink pointing to atrest.longlink.<hash>.
+        // symlink pointing to atrest.symlink.v1.<hash>.
         let longest = 4095 * 3 / 4 - alg.overhead();
         let fits: Vec<u8> = (0..longest).map(|i| b"abcdefghij/"[i % 11]).collect();
         let stored_fits = k.transform.encrypt_symlink(OsStr::from_bytes(&fits));
@@ -813,7 +813,7 @@ fn metadata(out: &mut Out) {
         f.push(("stored", stored_long.clone()));
         f.push(("target", hex(&long)));
         out.write(&format!("symlink-{short}-long"), "symlink", "success",
-            &format!("a {}-byte target: the backing symlink says atrest.longlink.<B64(SHA-256(stored))>, atrest.links/<same> in the vault root holds the stored form", longest + 1), &f);
+            &format!("a {}-byte target: the backing symlink says atrest.symlink.v1.<B64(SHA-256(stored))>, atrest.links/<same> in the vault root holds the stored form", longest + 1), &f);
         let mut f = base(&k);
         f.push(("link", link));
         f.push(("stored", stored.clone()));

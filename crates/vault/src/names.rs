@@ -37,7 +37,11 @@ pub const XATTR_PREFIX: &str = "user.atrest.";
 /// the encrypted target; the backing symlink points to
 /// `LONG_LINK_PREFIX + hash`.
 pub const LONG_LINK_DIR: &str = "atrest.links";
-pub const LONG_LINK_PREFIX: &str = "atrest.longlink.";
+pub const LONG_LINK_PREFIX: &str = "atrest.symlink.v1.";
+/// Length of a long-link marker: 61 is 1 mod 4, a length unpadded base64
+/// never has, so the backing `lstat` size alone tells a long link from a
+/// short one.
+pub const LONG_LINK_MARKER_LEN: u64 = 18 + 43;
 /// Longest symlink target the backing file system stores (PATH_MAX - 1).
 pub const MAX_BACKING_LINK: usize = 4095;
 
@@ -244,6 +248,30 @@ impl NameTransform {
         Some(root.join(LONG_LINK_DIR).join(hash))
     }
 
+    /// The plaintext target length of a backing symlink whose own length
+    /// (from lstat) is `stored_len`, without reading it: a readlink would
+    /// update the link's atime on every stat through the mount. Long links
+    /// (rare) are read.
+    pub fn symlink_target_len(
+        &self,
+        root: &Path,
+        link: &Path,
+        stored_len: u64,
+    ) -> Result<u64, ContentError> {
+        let stored_len = if stored_len == LONG_LINK_MARKER_LEN {
+            let stored = fs::read_link(link)?.into_os_string();
+            let side = Self::long_link_side_file(root, &stored)
+                .ok_or_else(|| corrupt("bad long symlink"))?;
+            fs::metadata(side)?.len()
+        } else {
+            stored_len
+        };
+        // Unpadded base64 of n bytes is ceil(4n/3) characters.
+        (stored_len * 3 / 4)
+            .checked_sub(self.metadata.overhead() as u64)
+            .ok_or_else(|| corrupt("symlink target too short"))
+    }
+
     /// Reads and decrypts the target of the backing symlink `link`.
     pub fn read_symlink(&self, root: &Path, link: &Path) -> Result<OsString, ContentError> {
         let stored = fs::read_link(link)?.into_os_string();
@@ -324,13 +352,16 @@ pub fn create_dir_id(dir: &Path) -> Result<[u8; 16], ContentError> {
     let id: [u8; 16] = atrest_core::random_array();
     let mut data = DIRID_VERSION.to_be_bytes().to_vec();
     data.extend_from_slice(&id);
+    let path = dir.join(DIRID_FILE);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o444)
-        .open(dir.join(DIRID_FILE))?;
-    f.write_all(&data)?;
-    f.sync_all()?;
+        .open(&path)?;
+    if let Err(e) = f.write_all(&data).and_then(|()| f.sync_all()) {
+        let _ = fs::remove_file(&path);
+        return Err(e.into());
+    }
     Ok(id)
 }
 

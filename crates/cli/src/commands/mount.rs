@@ -65,12 +65,21 @@ fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
 }
 
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
-    let meta = fs::metadata(path).with_context(|| {
-        format!(
-            "mount point {} does not exist; create it with mkdir",
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.raw_os_error() == Some(libc_enotconn()) => bail!(
+            "{} is a dead mount (its mount process is gone); clean it up with `atrest unmount --lazy {}`",
+            path.display(),
             path.display()
-        )
-    })?;
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "mount point {} does not exist; create it with mkdir",
+                path.display()
+            )
+        }
+        Err(e) => bail!("mount point {}: {e}", path.display()),
+    };
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", path.display());
     }
@@ -88,6 +97,10 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+fn libc_enotconn() -> i32 {
+    rustix::io::Errno::NOTCONN.raw_os_error()
 }
 
 fn spawn_background(

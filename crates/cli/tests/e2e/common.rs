@@ -172,3 +172,244 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The raw errno of a failed call, or the value (for `assert_eq!` against
+/// what the host file system does).
+pub fn errno<T>(r: std::io::Result<T>) -> Result<T, i32> {
+    r.map_err(|e| {
+        e.raw_os_error()
+            .unwrap_or_else(|| panic!("not an OS error: {e}"))
+    })
+}
+
+/// Runs `f` on a thread of its own whose umask is `mask`. The umask belongs
+/// to the process (all threads share it), so setting it on a test thread
+/// would leak into the tests running in parallel; `unshare(CLONE_FS)` gives
+/// this one thread its own umask (and cwd), which dies with the thread.
+pub fn with_umask<T: Send>(mask: u32, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // `unshare_unsafe` needs unsafe code, which the workspace forbids;
+            // the deprecated safe wrapper is sound for CLONE_FS alone.
+            #[allow(deprecated)]
+            rustix::thread::unshare(rustix::thread::UnshareFlags::FS).expect("unshare(CLONE_FS)");
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// Undoes the octal escapes of /proc/self/mountinfo (`\040` for a space).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && let Some(v) = field
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// Whether `path` (absolute, canonical) is a mount point now.
+pub fn is_mount_point(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|f| unescape_mountinfo(f) == path)
+    })
+}
+
+/// Detaches whatever is mounted at `path` (umount -l), even a FUSE mount
+/// whose process is dead. Ok if nothing is mounted there.
+pub fn detach(path: &Path) -> std::io::Result<()> {
+    match rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn require_root(what: &str) {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "{what} needs root (run the e2e tests as root, as CI does)"
+    );
+}
+
+/// Polls `cond` until it holds; panics with `what` after `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `atrest mount --foreground` as a child process of the test, so the test
+/// knows the PID of the process serving the mount (and can kill it).
+pub struct Foreground {
+    pub child: std::process::Child,
+    pub mnt: PathBuf,
+}
+
+impl Foreground {
+    /// Starts serving `vault` at `mnt` and returns once the kernel lists
+    /// the mount.
+    pub fn start(vault: &Path, mnt: &Path, pass: &Path, log: &Path) -> Self {
+        require_fuse();
+        let mnt = fs::canonicalize(mnt).expect("mount point");
+        let child = atrest()
+            .arg("mount")
+            .arg(vault)
+            .arg(&mnt)
+            .arg("--passphrase-file")
+            .arg(pass)
+            .arg("--log-file")
+            .arg(log)
+            .arg("--foreground")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start atrest mount --foreground");
+        let mut fg = Self { child, mnt };
+        let mnt = fg.mnt.clone();
+        wait_for(
+            30,
+            "the foreground mount to appear in /proc/self/mountinfo",
+            || {
+                if let Some(status) = fg.child.try_wait().expect("try_wait") {
+                    panic!(
+                        "atrest mount --foreground exited early ({status}): {}",
+                        fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+                is_mount_point(&mnt)
+            },
+        );
+        fg
+    }
+
+    /// SIGKILL, and reap it. The mount stays, dead ("not connected").
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the mount process");
+        self.child.wait().expect("reap the mount process");
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = detach(&self.mnt);
+    }
+}
+
+/// A small file system of its own, mounted on a temporary directory, to
+/// fill up: tmpfs, or ext4 in a loop-mounted image. Detached on drop (even
+/// when the test fails); declare it before the `Mounted` that lives on it,
+/// so that is dropped first.
+pub struct SmallFs {
+    pub mnt: PathBuf,
+    _holder: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn tmpfs(size_mib: u32) -> Self {
+        require_root("mounting a small tmpfs");
+        let holder = tempfile::Builder::new()
+            .prefix("atrest-smallfs-")
+            .tempdir()
+            .expect("tempdir");
+        let mnt = holder.path().join("fs");
+        fs::create_dir(&mnt).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mib}m,mode=0755"),
+                "atrest-e2e-tmpfs",
+            ])
+            .arg(&mnt)
+            .output()
+            .expect("the mount command is missing: apt install mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            mnt,
+            _holder: holder,
+        }
+    }
+
+    pub fn ext4(size_mib: u32) -> Self {
+        require_root("loop-mounting a small ext4 image");
+        let holder = tempfile::Builder::new()
+            .prefix("atrest-smallfs-")
+            .tempdir()
+            .expect("tempdir");
+        let image = holder.path().join("ext4.img");
+        let mnt = holder.path().join("fs");
+        fs::create_dir(&mnt).unwrap();
+        fs::File::create(&image)
+            .unwrap()
+            .set_len(u64::from(size_mib) << 20)
+            .unwrap();
+        // No blocks reserved for root: the tests run as root and must hit ENOSPC.
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&image)
+            .output()
+            .expect("mkfs.ext4 is missing: apt install e2fsprogs");
+        assert!(
+            mkfs.status.success(),
+            "mkfs.ext4: {}",
+            String::from_utf8_lossy(&mkfs.stderr)
+        );
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mnt)
+            .output()
+            .expect("the mount command is missing: apt install mount");
+        assert!(
+            out.status.success(),
+            "mount -o loop (needs /dev/loop-control and loop devices): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            mnt,
+            _holder: holder,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Lazily: a mount process may still hold files open here for a moment.
+        let _ = detach(&self.mnt);
+    }
+}

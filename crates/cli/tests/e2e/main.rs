@@ -6,4 +6,6 @@
 
 mod basic;
 mod common;
+mod faults;
+mod posix;
 mod tamper;
