@@ -19,7 +19,11 @@ pub enum Command {
     /// Unmount a vault and wait for its mount process to finish.
     #[command(alias = "umount")]
     Unmount(UnmountArgs),
-    /// Show a vault's format, keyslots and where it is mounted.
+    /// Unlock an fscrypt vault: give the kernel its key.
+    Unlock(UnlockCmdArgs),
+    /// Lock an fscrypt vault: remove its key from the kernel.
+    Lock(LockArgs),
+    /// Show a vault's format, keyslots and where it is mounted or whether it is unlocked.
     Status(StatusArgs),
     /// List, add or remove keyslots.
     #[command(subcommand)]
@@ -65,10 +69,33 @@ pub struct KdfArgs {
     pub argon2_iterations: u32,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Encrypted by atrest, mounted through FUSE (works anywhere).
+    Fuse,
+    /// Encrypted by the kernel (fscrypt v2) on ext4/f2fs: native speed.
+    Fscrypt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FscryptModeArg {
+    /// AES-256-XTS contents, AES-256-CTS names.
+    Aes,
+    /// Adiantum, for CPUs without AES instructions.
+    Adiantum,
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Directory to hold the encrypted files.
+    /// Directory to hold the encrypted files (fuse: the ciphertext; fscrypt:
+    /// an empty directory on ext4/f2fs that the kernel encrypts).
     pub vault: PathBuf,
+    /// Who encrypts: atrest through FUSE, or the kernel's fscrypt.
+    #[arg(long, value_enum, default_value = "fuse")]
+    pub backend: BackendArg,
+    /// fscrypt modes.
+    #[arg(long, value_enum, default_value = "aes")]
+    pub fscrypt_mode: FscryptModeArg,
     /// Read the new passphrase from this file instead of asking twice.
     #[arg(long, value_name = "FILE", conflicts_with = "key_file")]
     pub passphrase_file: Option<PathBuf>,
@@ -113,6 +140,21 @@ pub struct MountArgs {
     /// Internal: read the unlocked master key from standard input.
     #[arg(long, hide = true)]
     pub master_key_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockCmdArgs {
+    pub vault: PathBuf,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    pub vault: PathBuf,
+    /// Remove the key for every user who added it (needs root).
+    #[arg(long)]
+    pub all_users: bool,
 }
 
 #[derive(Debug, Args)]

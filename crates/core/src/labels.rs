@@ -16,6 +16,9 @@ pub const NAME_KEY: &[u8] = b"atrest v1 name key";
 /// Key for small metadata (symlink targets, xattr values), from the vault
 /// master key.
 pub const METADATA_KEY: &[u8] = b"atrest v1 metadata key";
+/// The 64-byte master key of an fscrypt-backend vault, given to the kernel.
+/// Salt: the vault id.
+pub const FSCRYPT_KEY: &[u8] = b"atrest v1 fscrypt key";
 /// Reserved for the backup repository key (a later issue).
 pub const BACKUP_KEY: &[u8] = b"atrest v1 backup key";
 /// Reserved for scoped application keys (a later issue).
@@ -44,6 +47,7 @@ mod tests {
             super::FILE_KEY,
             super::NAME_KEY,
             super::METADATA_KEY,
+            super::FSCRYPT_KEY,
             super::BACKUP_KEY,
             super::RECORDS_KEY,
         ];

@@ -28,20 +28,26 @@ pub const MAX_CONFIG_LEN: usize = 64 * 1024;
 /// Which backend serves the vault's plaintext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// Contents and names encrypted by atrest, served through FUSE; the
+    /// config lives in the vault directory itself.
     Fuse,
+    /// Contents and names encrypted by the kernel (fscrypt v2 policy on the
+    /// directory); the config lives beside it, in `.NAME.atrest/`.
+    Fscrypt,
 }
 
 impl Backend {
     fn id(self) -> u8 {
         match self {
             Self::Fuse => 1,
+            Self::Fscrypt => 2,
         }
     }
 
     fn from_id(id: u8) -> Result<Self, String> {
         match id {
             1 => Ok(Self::Fuse),
-            2 => Err("this vault uses the fscrypt backend, which needs a newer atrest".into()),
+            2 => Ok(Self::Fscrypt),
             other => Err(format!("unknown backend {other}")),
         }
     }
@@ -49,6 +55,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Self::Fuse => "fuse",
+            Self::Fscrypt => "fscrypt",
         }
     }
 }
@@ -72,14 +79,14 @@ pub struct VaultConfig {
 }
 
 impl VaultConfig {
-    pub(crate) fn new(algorithm: ContentAlgorithm, created_unix: u64) -> Self {
+    pub(crate) fn new(algorithm: ContentAlgorithm, backend: Backend, created_unix: u64) -> Self {
         Self {
             vault_id: atrest_core::random_array(),
             created_unix,
             generation: 0,
             algorithm,
             block_size: BLOCK_SIZE,
-            backend: Backend::Fuse,
+            backend,
             keyslots: Vec::new(),
             mac: [0; MAC_LEN],
         }
@@ -245,7 +252,7 @@ mod tests {
 
     fn sample() -> (VaultConfig, HeaderMac, Vec<u8>) {
         let master = SecretKey::random();
-        let mut cfg = VaultConfig::new(ContentAlgorithm::Aes256Gcm, 1_700_000_000);
+        let mut cfg = VaultConfig::new(ContentAlgorithm::Aes256Gcm, Backend::Fuse, 1_700_000_000);
         let unlocker = Unlocker::KeyFile(SecretKey::random());
         cfg.keyslots.push(
             Keyslot::wrap(

@@ -27,6 +27,7 @@ mod error;
 pub mod fsck;
 mod keyslot;
 pub mod layout;
+mod location;
 mod lock;
 pub mod names;
 mod recovery;
@@ -40,6 +41,7 @@ pub use config::{
 pub use content::{ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, parse_header};
 pub use error::{ContentError, VaultError};
 pub use keyslot::{Keyslot, SlotKind, Unlocker};
+pub use location::{Location, fscrypt_config_dir, locate};
 pub use lock::{LOCK_FILE, MountLock};
 pub use names::{EncryptedName, NameTransform};
 pub use recovery::{RecoveryKey, RecoveryKeyError};

@@ -13,7 +13,7 @@ use atrest_core::{
 
 use crate::VaultError;
 use crate::config::{
-    BACKUP_FILE, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VaultConfig, write_atomic,
+    BACKUP_FILE, Backend, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VaultConfig, write_atomic,
 };
 use crate::content::ContentKey;
 use crate::keyslot::{Keyslot, Unlocker};
@@ -24,6 +24,7 @@ use crate::recovery::RecoveryKey;
 #[derive(Debug, Clone, Copy)]
 pub struct CreateOptions {
     pub algorithm: ContentAlgorithm,
+    pub backend: Backend,
     pub argon2: Argon2Params,
     /// Add a recovery-key slot and return the key (shown once).
     pub recovery_key: bool,
@@ -33,6 +34,7 @@ impl Default for CreateOptions {
     fn default() -> Self {
         Self {
             algorithm: ContentAlgorithm::Aes256Gcm,
+            backend: Backend::Fuse,
             argon2: Argon2Params::DEFAULT,
             recovery_key: true,
         }
@@ -260,7 +262,7 @@ impl Vault {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut config = VaultConfig::new(options.algorithm, now);
+        let mut config = VaultConfig::new(options.algorithm, options.backend, now);
         let master = SecretKey::random();
         config.keyslots.push(Keyslot::wrap(
             &config.vault_id,
@@ -285,7 +287,10 @@ impl Vault {
         } else {
             None
         };
-        create_dir_id(root).map_err(|e| VaultError::Invalid(format!("{}: {e}", root.display())))?;
+        if options.backend == Backend::Fuse {
+            create_dir_id(root)
+                .map_err(|e| VaultError::Invalid(format!("{}: {e}", root.display())))?;
+        }
         let mut vault = Vault {
             root: root.to_path_buf(),
             keys: VaultKeys::derive(&master, &config),
@@ -306,6 +311,13 @@ impl Vault {
 
     pub fn keys(&self) -> &VaultKeys {
         &self.keys
+    }
+
+    /// The 64-byte key handed to the kernel for an fscrypt vault (the
+    /// kernel derives per-file keys from it).
+    pub fn fscrypt_key(&self) -> atrest_core::SecretBytes {
+        self.master
+            .derive_bytes(&self.config.vault_id, labels::FSCRYPT_KEY, 64)
     }
 
     /// The raw master key, for handing to a mount process over a pipe.

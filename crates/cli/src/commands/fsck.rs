@@ -7,6 +7,12 @@ use crate::{EXIT_CORRUPT, hygiene, secrets};
 
 pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
+    if super::open_locked(&args.vault)?.1.config().backend == atrest_vault::Backend::Fscrypt {
+        anyhow::bail!(
+            "{} is an fscrypt vault: the kernel encrypts it and ext4/f2fs check it (e2fsck); atrest fsck checks FUSE vaults",
+            args.vault.display()
+        );
+    }
     let vault = super::unlock(&args.vault, &secrets::unlocker(&args.unlock)?)?;
     let report = fsck(&vault);
     if args.json {

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use atrest_vault::{LockedVault, RecoveryKey, Unlocker};
+use atrest_vault::{RecoveryKey, Unlocker};
 
 use crate::cli::{KeyslotCommand, SlotKindArg};
 use crate::{hygiene, secrets};
@@ -9,7 +9,7 @@ use crate::{hygiene, secrets};
 pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyslotCommand::List { vault, json } => {
-            let locked = LockedVault::open(&vault)?;
+            let (_, locked) = super::open_locked(&vault)?;
             let slots = super::status::slot_infos(&locked);
             if json {
                 println!("{}", serde_json::to_string_pretty(&slots)?);

@@ -1,5 +1,6 @@
 mod demo;
 mod fsck;
+mod fscrypt;
 mod init;
 mod keyslot;
 mod mount;
@@ -21,6 +22,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args),
         Command::Mount(args) => mount::run(args),
         Command::Unmount(args) => unmount::run(args),
+        Command::Unlock(args) => fscrypt::unlock(args),
+        Command::Lock(args) => fscrypt::lock(args),
         Command::Status(args) => status::run(args),
         Command::Keyslot(cmd) => keyslot::run(cmd),
         Command::Passwd(args) => passwd::run(args),
@@ -41,7 +44,23 @@ pub(crate) fn argon2_params(kdf: &KdfArgs) -> anyhow::Result<Argon2Params> {
     Ok(params)
 }
 
+/// Opens the vault named by `vault` (its directory; for an fscrypt vault
+/// the config is found beside it).
 pub(crate) fn unlock(vault: &Path, unlocker: &Unlocker) -> anyhow::Result<Vault> {
-    let locked = LockedVault::open(vault)?;
+    let location = atrest_vault::locate(vault)?;
+    let locked = LockedVault::open(&location.config_dir)?;
     Ok(locked.unlock(unlocker)?)
+}
+
+pub(crate) fn open_locked(vault: &Path) -> anyhow::Result<(atrest_vault::Location, LockedVault)> {
+    let location = atrest_vault::locate(vault)?;
+    let locked = LockedVault::open(&location.config_dir)?;
+    anyhow::ensure!(
+        locked.config().backend == location.backend,
+        "{}: the config says backend {} but it was found where a {} vault keeps it; the config was moved or tampered with",
+        vault.display(),
+        locked.config().backend.name(),
+        location.backend.name()
+    );
+    Ok((location, locked))
 }

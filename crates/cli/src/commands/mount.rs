@@ -29,7 +29,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     if args.master_key_stdin {
         return serve_from_parent(&vault_path, &mountpoint, &config, &args.log_file);
     }
-    let locked = LockedVault::open(&vault_path)?;
+    let (_, locked) = super::open_locked(&vault_path)?;
+    if locked.config().backend != atrest_vault::Backend::Fuse {
+        bail!(
+            "{} is an fscrypt vault: the kernel serves it in place; open it with `atrest unlock {}`",
+            vault_path.display(),
+            vault_path.display()
+        );
+    }
     if let Some(holder) = MountLock::holder(&vault_path) {
         bail!(
             "{} is already mounted ({holder}); unmount it first with `atrest unmount`",

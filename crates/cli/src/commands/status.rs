@@ -27,6 +27,8 @@ struct Status {
     mounted_at: Vec<String>,
     mount_process: Option<String>,
     config_problems: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fscrypt: Option<super::fscrypt::FscryptStatus>,
 }
 
 pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
@@ -52,9 +54,11 @@ pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let locked = LockedVault::open(&args.vault)?;
-    let root = std::fs::canonicalize(&args.vault)?;
+    let (location, locked) = super::open_locked(&args.vault)?;
+    let root = std::fs::canonicalize(&location.data)?;
     let config = locked.config();
+    let fscrypt = (config.backend == atrest_vault::Backend::Fscrypt)
+        .then(|| super::fscrypt::status(&location.data));
     let status = Status {
         vault: root.display().to_string(),
         format_version: atrest_vault::VERSION,
@@ -71,6 +75,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         mount_process: MountLock::holder(&root),
         config_problems: locked.config_problems(),
+        fscrypt,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -82,10 +87,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         status.format_version, status.backend
     );
     println!("vault id:   {}", status.vault_id);
-    println!(
-        "cipher:     {}, {}-byte blocks; names AES-SIV",
-        status.cipher, status.block_size
-    );
+    match &status.fscrypt {
+        None => println!(
+            "cipher:     {}, {}-byte blocks; names AES-SIV",
+            status.cipher, status.block_size
+        ),
+        Some(f) => f.print(),
+    }
     println!("keyslots:");
     for slot in &status.keyslots {
         let extra = slot
@@ -99,6 +107,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     match (&status.mounted_at[..], &status.mount_process) {
+        _ if status.fscrypt.is_some() => {}
         ([], None) => println!("mounted:    no"),
         ([], Some(p)) => {
             println!("mounted:    held by a mount process ({p}), mount point not visible here")

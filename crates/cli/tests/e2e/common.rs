@@ -327,6 +327,8 @@ impl Drop for Foreground {
 /// so that is dropped first.
 pub struct SmallFs {
     pub mnt: PathBuf,
+    /// The image file of a loop-mounted ext4.
+    pub image: Option<PathBuf>,
     _holder: tempfile::TempDir,
 }
 
@@ -357,11 +359,17 @@ impl SmallFs {
         );
         Self {
             mnt,
+            image: None,
             _holder: holder,
         }
     }
 
     pub fn ext4(size_mib: u32) -> Self {
+        Self::ext4_with(size_mib, &[])
+    }
+
+    /// ext4 with extra `mkfs.ext4` options (e.g. `-O encrypt`).
+    pub fn ext4_with(size_mib: u32, mkfs_options: &[&str]) -> Self {
         require_root("loop-mounting a small ext4 image");
         let holder = tempfile::Builder::new()
             .prefix("atrest-smallfs-")
@@ -377,6 +385,7 @@ impl SmallFs {
         // No blocks reserved for root: the tests run as root and must hit ENOSPC.
         let mkfs = Command::new("mkfs.ext4")
             .args(["-q", "-F", "-m", "0"])
+            .args(mkfs_options)
             .arg(&image)
             .output()
             .expect("mkfs.ext4 is missing: apt install e2fsprogs");
@@ -398,12 +407,46 @@ impl SmallFs {
         );
         Self {
             mnt,
+            image: Some(image),
             _holder: holder,
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.mnt
+    }
+}
+
+impl SmallFs {
+    /// Unmounts now (to read the image file at rest).
+    pub fn unmount(&self) {
+        let out = Command::new("umount")
+            .arg(&self.mnt)
+            .output()
+            .expect("umount");
+        assert!(
+            out.status.success(),
+            "umount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn mount_again(&self) {
+        let image = self
+            .image
+            .as_ref()
+            .expect("only an ext4 image can be mounted again");
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(&self.mnt)
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mount -o loop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -7,5 +7,6 @@
 mod basic;
 mod common;
 mod faults;
+mod fscrypt;
 mod posix;
 mod tamper;
