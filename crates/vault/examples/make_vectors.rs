@@ -1245,6 +1245,7 @@ fn keyslots(out: &mut Out) {
         algorithm: ContentAlgorithm::XChaCha20Poly1305,
         argon2: Argon2Params::INSECURE_FAST,
         recovery_key: false,
+        ..Default::default()
     };
     let (x, _) = Vault::create(&tmp.join("x"), opts_x, &pw(pass_x), "laptop").expect("create x");
     let cfg_x = fs::read(tmp.join("x").join(CONFIG_FILE)).expect("read config");
