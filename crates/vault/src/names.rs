@@ -266,8 +266,9 @@ impl NameTransform {
         } else {
             stored_len
         };
-        // Unpadded base64 of n bytes is ceil(4n/3) characters.
-        (stored_len * 3 / 4)
+        // Unpadded base64 of n bytes is ceil(4n/3) characters. (Written so
+        // it cannot overflow: the side file's size is attacker-controlled.)
+        (stored_len / 4 * 3 + stored_len % 4 * 3 / 4)
             .checked_sub(self.metadata.overhead() as u64)
             .ok_or_else(|| corrupt("symlink target too short"))
     }
