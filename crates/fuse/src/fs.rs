@@ -268,6 +268,20 @@ impl VaultFs {
         Ok(())
     }
 
+    /// Takes back a new non-directory entry whose creation failed half way
+    /// (ENOSPC writing its header or side file), long-link side file too.
+    fn undo_entry(&self, dir: &Path, name: &EncryptedName) {
+        let path = dir.join(name.entry());
+        let long_link = fs::read_link(&path).ok().and_then(|t| {
+            atrest_vault::NameTransform::long_link_side_file(&self.root, t.as_os_str())
+        });
+        let _ = fs::remove_file(&path);
+        if let Some(side) = long_link {
+            let _ = fs::remove_file(side);
+        }
+        self.remove_side_file(dir, name);
+    }
+
     fn remove_side_file(&self, dir: &Path, name: &EncryptedName) {
         if let Some(side) = name.side_file() {
             let _ = fs::remove_file(dir.join(side));
@@ -652,11 +666,10 @@ impl Filesystem for VaultFs {
                     .mode(perm)
                     .open(&path)
                     .map_err(errno)?;
-                self.vault
-                    .keys()
-                    .content
-                    .write_header(&file)
-                    .map_err(|e| self.content_error(&path, e))?;
+                if let Err(e) = self.vault.keys().content.write_header(&file) {
+                    self.undo_entry(&dir, &enc);
+                    return Err(self.content_error(&path, e));
+                }
             } else {
                 rustix::fs::mknodat(
                     CWD,
@@ -667,8 +680,9 @@ impl Filesystem for VaultFs {
                 )
                 .map_err(rerrno)?;
             }
-            self.write_side_file(&dir, &enc)?;
-            self.finish_create(req, parent, &dir, &enc, Some(perm))
+            self.write_side_file(&dir, &enc)
+                .and_then(|()| self.finish_create(req, parent, &dir, &enc, Some(perm)))
+                .inspect_err(|_| self.undo_entry(&dir, &enc))
         };
         match run() {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -801,8 +815,9 @@ impl Filesystem for VaultFs {
                 .names
                 .create_symlink(&self.root, target.as_os_str(), &link)
                 .map_err(|e| self.content_error(&link, e))?;
-            self.write_side_file(&dir, &enc)?;
-            self.finish_create(req, parent, &dir, &enc, None)
+            self.write_side_file(&dir, &enc)
+                .and_then(|()| self.finish_create(req, parent, &dir, &enc, None))
+                .inspect_err(|_| self.undo_entry(&dir, &enc))
         };
         match run() {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -883,8 +898,13 @@ impl Filesystem for VaultFs {
             let from = self.path(ino)?;
             let (dir, enc) = self.child(newparent, newname)?;
             fs::hard_link(&from, dir.join(enc.entry())).map_err(errno)?;
-            self.write_side_file(&dir, &enc)?;
-            self.enter(newparent, &dir, &enc)
+            self.write_side_file(&dir, &enc)
+                .and_then(|()| self.enter(newparent, &dir, &enc))
+                .inspect_err(|_| {
+                    // Only this new name: the link target is another entry.
+                    let _ = fs::remove_file(dir.join(enc.entry()));
+                    self.remove_side_file(&dir, &enc);
+                })
         };
         match run() {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),

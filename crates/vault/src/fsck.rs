@@ -35,13 +35,13 @@ impl FsckReport {
     }
 }
 
-pub fn fsck(vault: &Vault) -> FsckReport {
+/// Checks every name, block, symlink and xattr of `vault`. `config_problems`
+/// are what [`crate::LockedVault::config_problems`] said *before* the unlock
+/// (which repairs a damaged or stale copy, and would hide it).
+pub fn fsck(vault: &Vault, config_problems: Vec<String>) -> FsckReport {
     let mut report = FsckReport::default();
     let root = vault.root().to_path_buf();
-    for problem in crate::LockedVault::open(&root)
-        .map(|l| l.config_problems())
-        .unwrap_or_default()
-    {
+    for problem in config_problems {
         report.problems.push(Problem {
             backing: PathBuf::from("."),
             plain: None,

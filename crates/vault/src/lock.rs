@@ -38,9 +38,14 @@ impl MountLock {
                 describe(&who)
             )));
         }
-        file.set_len(0).map_err(VaultError::io(&path))?;
-        file.write_all(holder.as_bytes())
-            .map_err(VaultError::io(&path))?;
+        // Who holds it is for messages only; the flock is what excludes a
+        // second mount, so a full disk must not stop the mount here.
+        if let Err(e) = file
+            .set_len(0)
+            .and_then(|()| file.write_all(holder.as_bytes()))
+        {
+            tracing::warn!("cannot record the mount in {}: {e}", path.display());
+        }
         Ok(Self { _file: file })
     }
 

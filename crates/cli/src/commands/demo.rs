@@ -155,7 +155,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     );
 
     let vault = LockedVault::open(&backing)?.unlock(&pass)?;
-    let report = atrest_vault::fsck::fsck(&vault);
+    let report = atrest_vault::fsck::fsck(&vault, Vec::new());
     println!(
         "5. atrest fsck: {} files, {} bytes authenticated, {} problems",
         report.files,

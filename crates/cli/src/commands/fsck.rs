@@ -7,14 +7,16 @@ use crate::{EXIT_CORRUPT, hygiene, secrets};
 
 pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
-    if super::open_locked(&args.vault)?.1.config().backend == atrest_vault::Backend::Fscrypt {
+    let (_, locked) = super::open_locked(&args.vault)?;
+    if locked.config().backend == atrest_vault::Backend::Fscrypt {
         anyhow::bail!(
             "{} is an fscrypt vault: the kernel encrypts it and ext4/f2fs check it (e2fsck); atrest fsck checks FUSE vaults",
             args.vault.display()
         );
     }
-    let vault = super::unlock(&args.vault, &secrets::unlocker(&args.unlock)?)?;
-    let report = fsck(&vault);
+    let config_problems = locked.config_problems();
+    let vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
+    let report = fsck(&vault, config_problems);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

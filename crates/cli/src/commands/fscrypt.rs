@@ -37,6 +37,17 @@ pub fn setup(vault: &Vault, data: &Path, mode: FscryptModeArg) -> anyhow::Result
         .and_then(|()| probe(data));
     if result.is_err() {
         let _ = atrest_fscrypt::remove_key(&outside(data), identifier, false);
+        // A policy cannot be taken off a directory; an empty one can be
+        // made again, so a retry starts from a plain directory.
+        if let Ok(meta) = fs::metadata(data)
+            && fs::remove_dir(data).is_ok()
+        {
+            use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+            let _ = fs::DirBuilder::new()
+                .mode(meta.mode() & 0o7777)
+                .create(data);
+            let _ = std::os::unix::fs::chown(data, Some(meta.uid()), Some(meta.gid()));
+        }
     }
     result
 }
