@@ -23,6 +23,12 @@ pub const FSCRYPT_KEY: &[u8] = b"atrest v1 fscrypt key";
 pub const BACKUP_KEY: &[u8] = b"atrest v1 backup key";
 /// Reserved for scoped application keys (a later issue).
 pub const RECORDS_KEY: &[u8] = b"atrest v1 records key";
+/// Wrap key of a remote keyslot, from the blinded exchange's shared point
+/// `K`. Salt: `C ‖ S` (the keyslot's point and the authority's public key).
+pub const REMOTE_WRAP: &[u8] = b"atrest v1 remote wrap";
+/// MAC key that authenticates the shares of one threshold split, from the
+/// split secret. Salt: the split id.
+pub const SHARE_MAC: &[u8] = b"atrest v1 share mac";
 
 /// Associated-data domain tags, so a ciphertext made for one purpose never
 /// authenticates as another.
@@ -34,6 +40,17 @@ pub mod domain {
     pub const SYMLINK: &[u8] = b"atrest symlink v1";
     /// Prefix of the SHA-256 input whose first 16 bits check a recovery key.
     pub const RECOVERY_CHECKSUM: &[u8] = b"atrest recovery key checksum v1";
+    /// Prefix of the SHA-256 input whose first 16 bytes name an authority's
+    /// exchange public key (the key id a host sends with its request).
+    pub const EXCHANGE_KEY_ID: &[u8] = b"atrest exchange key id v1";
+    /// Prefix of the bytes a host signs in an unlock request.
+    pub const UNLOCK_REQUEST: &[u8] = b"atrest unlock request v1";
+    /// Prefix of the bytes a threshold share's MAC covers.
+    pub const THRESHOLD_SHARE: &[u8] = b"atrest threshold share v1";
+    /// Prefix of the SHA-256 input that hashes one audit log entry.
+    pub const AUDIT_ENTRY: &[u8] = b"atrest audit entry v1";
+    /// Prefix of the bytes the authority signs in an audit checkpoint.
+    pub const AUDIT_CHECKPOINT: &[u8] = b"atrest audit checkpoint v1";
 }
 
 #[cfg(test)]
@@ -50,6 +67,31 @@ mod tests {
             super::FSCRYPT_KEY,
             super::BACKUP_KEY,
             super::RECORDS_KEY,
+            super::REMOTE_WRAP,
+            super::SHARE_MAC,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn domain_tags_are_distinct() {
+        use super::domain::*;
+        let all = [
+            KEYSLOT,
+            FILE_NAME,
+            XATTR_NAME,
+            XATTR_VALUE,
+            SYMLINK,
+            RECOVERY_CHECKSUM,
+            EXCHANGE_KEY_ID,
+            UNLOCK_REQUEST,
+            THRESHOLD_SHARE,
+            AUDIT_ENTRY,
+            AUDIT_CHECKPOINT,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

@@ -1,0 +1,356 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
+//! so a committed transaction is on disk (fsync of the WAL) before
+//! [`AuditStore::append`] returns.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+
+use crate::checkpoint::Checkpoint;
+use crate::entry::{Entry, EntryHash};
+use crate::store::{AuditStore, ChainHead, StoreError};
+
+/// `PRAGMA user_version` of the schema below.
+const SCHEMA_VERSION: i64 = 1;
+
+/// STRICT tables refuse values of the wrong type; the triggers make the
+/// log append-only for everything that goes through SQLite's own checks
+/// (a bug or a careless `UPDATE`). Someone with the file can still drop
+/// them: that is what the hash chain and checkpoints are for.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS audit_entries (
+        seq INTEGER PRIMARY KEY CHECK (seq >= 1),
+        timestamp_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        subject TEXT,
+        details TEXT NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash BLOB NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS audit_checkpoints (
+        seq INTEGER PRIMARY KEY CHECK (seq >= 1),
+        head_hash BLOB NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        signature BLOB NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS audit_entries_no_update BEFORE UPDATE ON audit_entries
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_entries_no_delete BEFORE DELETE ON audit_entries
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+];
+
+/// Tuning for [`SqliteStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// How long a write waits for another writer's lock before failing
+    /// (and so refusing the releases in that batch).
+    pub busy_timeout: Duration,
+    /// Connections for concurrent readers (`verify`, `tail`); the log's
+    /// writer uses one at a time.
+    pub max_connections: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        }
+    }
+}
+
+/// The audit log in a SQLite database file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+    /// Device and inode of the file when opened.
+    file_id: (u64, u64),
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    pub async fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
+            .await
+            .map_err(backend)?;
+        let file_id = file_id(path).ok_or_else(|| {
+            StoreError::Backend(format!("{} vanished while being opened", path.display()).into())
+        })?;
+        let store = Self {
+            pool,
+            path: path.to_path_buf(),
+            file_id,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// SQLite keeps writing to a database file that was deleted (or whose
+    /// directory was) through its open descriptors, and would acknowledge
+    /// commits that vanish when it closes. So each append first and last
+    /// checks that the path still names the file that was opened.
+    fn check_file(&self) -> Result<(), StoreError> {
+        if file_id(&self.path) == Some(self.file_id) {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(
+                format!(
+                    "the database file {} was removed or replaced since it was opened; \
+                     restart with the right file",
+                    self.path.display()
+                )
+                .into(),
+            ))
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if found != 0 && found != SCHEMA_VERSION {
+            return Err(StoreError::SchemaVersion {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for statement in SCHEMA {
+            sqlx::query(*statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        sqlx::query("PRAGMA user_version = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    /// Closes every connection (so the file can be moved or checked).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pool, for a server that keeps its other tables in the same file.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// SQLite integers are signed; sequence numbers and times stay far below
+/// 2^63, and a negative value read back is damage.
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_sql(value: i64, seq: u64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        seq,
+        reason: format!("negative {what}"),
+    })
+}
+
+fn hash_column(row: &SqliteRow, column: &str, seq: u64) -> Result<EntryHash, StoreError> {
+    let bytes: Vec<u8> = row.try_get(column).map_err(backend)?;
+    bytes
+        .try_into()
+        .map(EntryHash)
+        .map_err(|_| StoreError::Corrupt {
+            seq,
+            reason: format!("{column} is not 32 bytes"),
+        })
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<Entry, StoreError> {
+    let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
+    let kind: String = row.try_get("kind").map_err(backend)?;
+    Ok(Entry {
+        seq,
+        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
+        kind: kind.parse().map_err(|e| StoreError::Corrupt {
+            seq,
+            reason: format!("{e}"),
+        })?,
+        actor: row.try_get("actor").map_err(backend)?,
+        subject: row.try_get("subject").map_err(backend)?,
+        details: row.try_get("details").map_err(backend)?,
+        prev_hash: hash_column(row, "prev_hash", seq)?,
+        hash: hash_column(row, "hash", seq)?,
+    })
+}
+
+/// One transaction with every entry and checkpoint of a batch. IMMEDIATE
+/// takes the write lock up front, so a busy database fails at BEGIN rather
+/// than half-way through the batch.
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    entries: &[Entry],
+    checkpoints: &[Checkpoint],
+) -> Result<(), StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+    for e in entries {
+        sqlx::query(
+            "INSERT INTO audit_entries
+             (seq, timestamp_ms, kind, actor, subject, details, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(to_sql(e.seq))
+        .bind(to_sql(e.timestamp_ms))
+        .bind(e.kind.as_str())
+        .bind(e.actor.as_str())
+        .bind(e.subject.as_deref())
+        .bind(e.details.as_str())
+        .bind(&e.prev_hash.0[..])
+        .bind(&e.hash.0[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    for c in checkpoints {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, head_hash, timestamp_ms, signature)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(to_sql(c.seq))
+        .bind(&c.head_hash.0[..])
+        .bind(to_sql(c.timestamp_ms))
+        .bind(&c.signature[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)
+}
+
+fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
+    let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
+    let signature: Vec<u8> = row.try_get("signature").map_err(backend)?;
+    Ok(Checkpoint {
+        seq,
+        head_hash: hash_column(row, "head_hash", seq)?,
+        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
+        signature: signature.try_into().map_err(|_| StoreError::Corrupt {
+            seq,
+            reason: "checkpoint signature is not 64 bytes".into(),
+        })?,
+    })
+}
+
+impl AuditStore for SqliteStore {
+    async fn append(
+        &self,
+        entries: &[Entry],
+        checkpoints: &[Checkpoint],
+    ) -> Result<(), StoreError> {
+        self.check_file()?;
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let written = write_batch(&mut conn, entries, checkpoints).await;
+        if written.is_err() {
+            // After a failed COMMIT (an I/O error, a full disk) sqlx may
+            // still count the connection as inside a transaction, and every
+            // later BEGIN on it would fail: drop it rather than pool it.
+            conn.close_on_drop();
+        }
+        written?;
+        self.check_file()
+    }
+
+    async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, timestamp_ms, kind, actor, subject, details, prev_hash, hash
+             FROM audit_entries WHERE seq >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(to_sql(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, head_hash, timestamp_ms, signature
+             FROM audit_checkpoints WHERE seq >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(to_sql(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn head(&self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, hash, timestamp_ms FROM audit_entries ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(ChainHead::EMPTY);
+        };
+        let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
+        Ok(ChainHead {
+            seq,
+            hash: hash_column(&row, "hash", seq)?,
+            timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
+        })
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, head_hash, timestamp_ms, signature
+             FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+}

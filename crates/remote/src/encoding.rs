@@ -1,0 +1,99 @@
+//! Byte encodings shared by the wire types: unpadded base64url in JSON, and
+//! the length-prefixed canonical form that signatures and MACs cover.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Unpadded base64url (RFC 4648 §5), the one text form of bytes on the wire.
+pub fn to_base64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes unpadded base64url into exactly `N` bytes. The `base64` engine
+/// rejects padding and non-zero trailing bits, so each value has one text
+/// form and a signature cannot be replayed under a second spelling.
+pub fn from_base64url<const N: usize>(text: &str) -> Option<[u8; N]> {
+    // Bound the work before decoding: N bytes take at most 4N/3 + 3 chars.
+    if text.len() > N * 4 / 3 + 3 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Builds the canonical byte string of a signed or MAC'd structure: a
+/// domain tag, a version byte, then each field with a 4-byte big-endian
+/// length. Length prefixes make the encoding injective, so two different
+/// structures never sign the same bytes.
+pub struct Canonical(Vec<u8>);
+
+impl Canonical {
+    pub fn new(domain: &[u8], version: u8) -> Self {
+        let mut out = Canonical(Vec::with_capacity(256));
+        out.field(domain);
+        out.0.push(version);
+        out
+    }
+
+    pub fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        // Every field is bounded by its type (at most a few hundred bytes),
+        // far below 4 GiB, so the length always fits.
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Serde support for fixed-size byte arrays as base64url strings.
+pub mod base64url_array {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer, const N: usize>(
+        bytes: &[u8; N],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::to_base64url(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        deserializer: D,
+    ) -> Result<[u8; N], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        super::from_base64url(&text)
+            .ok_or_else(|| D::Error::custom(format!("expected {N} bytes in unpadded base64url")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_has_one_spelling() {
+        assert_eq!(to_base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(from_base64url::<2>("-_8"), Some([0xfb, 0xff]));
+        // Padding, the standard alphabet, non-zero trailing bits and wrong
+        // lengths are all refused.
+        assert_eq!(from_base64url::<2>("-_8="), None);
+        assert_eq!(from_base64url::<2>("+/8"), None);
+        assert_eq!(from_base64url::<2>("-_9"), None);
+        assert_eq!(from_base64url::<3>("-_8"), None);
+    }
+
+    #[test]
+    fn canonical_is_length_prefixed() {
+        let mut a = Canonical::new(b"tag", 1);
+        a.field(b"ab").field(b"c");
+        let mut b = Canonical::new(b"tag", 1);
+        b.field(b"a").field(b"bc");
+        assert_ne!(a.into_bytes(), b.into_bytes());
+        let mut c = Canonical::new(b"t", 1);
+        c.field(b"");
+        assert_eq!(c.into_bytes(), [0, 0, 0, 1, b't', 1, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,295 @@
+//! Signed unlock requests and their verification.
+//!
+//! A host asks for `Y = s·X` with an [`UnlockRequest`] signed by its
+//! [`HostIdentity`](crate::HostIdentity). The authority turns a
+//! [`SignedUnlockRequest`] into a [`VerifiedRequest`] with [`verify`], the
+//! only way to build one, and only a `VerifiedRequest` can be answered
+//! ([`HostSecret::respond`](crate::HostSecret::respond)). Checking freshness
+//! of the nonce (replay) needs state and is the server's job: `verify`
+//! checks the signature and that the timestamp is within the skew window,
+//! which bounds how long the server must remember nonces.
+//!
+//! A captured request is of no use for the key itself (its `X` can only be
+//! unblinded with the host's `e`); replay protection keeps the audit log
+//! and approval prompts honest.
+
+use std::fmt;
+
+use ed25519_dalek::Signature;
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::{Canonical, to_base64url};
+use crate::exchange::{BlindedRequest, KeyId};
+use crate::identity::{HostPublicKey, RequestSignature};
+
+/// The version byte in [`UnlockRequest::signed_bytes`]; a change of
+/// encoding is a new version, refused by older authorities.
+pub const REQUEST_VERSION: u8 = 1;
+
+/// Builds a string newtype that only holds values matching `$valid`.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $max:expr, $valid:expr, $what:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_LEN: usize = $max;
+
+            pub fn new(value: impl Into<String>) -> Result<Self, InvalidField> {
+                let value = value.into();
+                let valid: fn(u8) -> bool = $valid;
+                if value.is_empty() || value.len() > $max || !value.bytes().all(valid) {
+                    return Err(InvalidField {
+                        field: stringify!($name),
+                        rule: $what,
+                    });
+                }
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidField;
+            fn try_from(value: String) -> Result<Self, InvalidField> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+    };
+}
+
+/// A string field outside its allowed form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: must be {rule}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub rule: &'static str,
+}
+
+checked_string!(
+    /// The name the authority knows a host by. Restricted to characters that
+    /// are safe in logs, URLs and file names.
+    HostId,
+    128,
+    |b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b),
+    "1 to 128 characters from A-Z a-z 0-9 . _ : @ -"
+);
+
+checked_string!(
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`, a UUID),
+    /// which tells the authority whether this boot was announced.
+    BootId,
+    64,
+    |b| b.is_ascii_alphanumeric() || b == b'-',
+    "1 to 64 characters from A-Z a-z 0-9 -"
+);
+
+/// 16 random bytes that make each request unique.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestNonce(#[serde(with = "crate::encoding::base64url_array")] pub [u8; 16]);
+
+impl RequestNonce {
+    pub fn random() -> Self {
+        Self(atrest_core::random_array())
+    }
+}
+
+impl fmt::Debug for RequestNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestNonce({})", to_base64url(&self.0))
+    }
+}
+
+/// What a host asks the authority for, and everything its policy looks at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockRequest {
+    pub host_id: HostId,
+    /// The vault's 16-byte id (from its config).
+    #[serde(with = "crate::encoding::base64url_array")]
+    pub vault_id: [u8; 16],
+    /// The remote keyslot's number in that vault.
+    pub keyslot: u8,
+    /// Which of the host's exchange keys answers ([`RemoteBinding::key_id`](crate::RemoteBinding::key_id)).
+    pub key_id: KeyId,
+    /// `X = C + e·G`.
+    pub blinded: BlindedRequest,
+    pub nonce: RequestNonce,
+    /// Unix time in seconds when the host made the request.
+    pub timestamp: u64,
+    pub boot_id: BootId,
+}
+
+impl UnlockRequest {
+    /// The bytes the host signs:
+    ///
+    /// ```text
+    /// lp(domain::UNLOCK_REQUEST) ‖ version (1 byte) ‖ lp(host_id) ‖ lp(vault_id)
+    ///   ‖ lp(keyslot, 1 byte) ‖ lp(key_id) ‖ lp(X) ‖ lp(nonce)
+    ///   ‖ lp(timestamp, u64 big-endian) ‖ lp(boot_id)
+    /// ```
+    ///
+    /// where `lp(x)` is `x`'s length as a big-endian u32 followed by `x`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Canonical::new(atrest_core::labels::domain::UNLOCK_REQUEST, REQUEST_VERSION);
+        out.field(self.host_id.as_str().as_bytes())
+            .field(&self.vault_id)
+            .field(&[self.keyslot])
+            .field(&self.key_id.0)
+            .field(&self.blinded.to_bytes())
+            .field(&self.nonce.0)
+            .field(&self.timestamp.to_be_bytes())
+            .field(self.boot_id.as_str().as_bytes());
+        out.into_bytes()
+    }
+}
+
+/// An unlock request with the host's signature, as sent on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedUnlockRequest {
+    pub request: UnlockRequest,
+    pub signature: RequestSignature,
+}
+
+/// Why a request was refused. Each has a stable [`code`](Self::code) for
+/// the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("the request's signature does not verify under the host's public key")]
+    BadSignature,
+    #[error(
+        "the request was made at {timestamp}, more than {max_skew} s before the authority's \
+         time {now}; check the host's clock (NTP) and retry"
+    )]
+    Stale {
+        timestamp: u64,
+        now: u64,
+        max_skew: u64,
+    },
+    #[error(
+        "the request claims time {timestamp}, more than {max_skew} s after the authority's \
+         time {now}; check the host's clock (NTP) and retry"
+    )]
+    FromTheFuture {
+        timestamp: u64,
+        now: u64,
+        max_skew: u64,
+    },
+}
+
+impl RequestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::Stale { .. } => "stale_request",
+            Self::FromTheFuture { .. } => "future_request",
+        }
+    }
+}
+
+/// Proof that a request's signature and timestamp were checked: only
+/// [`verify`] builds one (its field is private and it has no `Deserialize`).
+///
+/// ```compile_fail
+/// # fn forge(request: atrest_remote::UnlockRequest) {
+/// let forged = atrest_remote::VerifiedRequest { request };
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// fn from_the_wire<T: serde::de::DeserializeOwned>() {}
+/// from_the_wire::<atrest_remote::VerifiedRequest>();
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedRequest {
+    request: UnlockRequest,
+}
+
+impl VerifiedRequest {
+    pub fn request(&self) -> &UnlockRequest {
+        &self.request
+    }
+
+    pub fn into_request(self) -> UnlockRequest {
+        self.request
+    }
+}
+
+/// Checks `signed` against the host's key and the authority's clock.
+///
+/// The signature is checked first, so a forger only ever learns
+/// `BadSignature`; then the timestamp must lie within `max_skew` seconds of
+/// `now` in either direction. Verification is strict (RFC 8032 with
+/// canonical `S` and no small-order `R`), so a signature has one valid form
+/// and cannot be mauled into a second "fresh" request.
+pub fn verify(
+    signed: &SignedUnlockRequest,
+    key: &HostPublicKey,
+    now: u64,
+    max_skew: u64,
+) -> Result<VerifiedRequest, RequestError> {
+    let signature = Signature::from_bytes(&signed.signature.0);
+    key.0
+        .verify_strict(&signed.request.signed_bytes(), &signature)
+        .map_err(|_| RequestError::BadSignature)?;
+    let timestamp = signed.request.timestamp;
+    if now.saturating_sub(timestamp) > max_skew {
+        return Err(RequestError::Stale {
+            timestamp,
+            now,
+            max_skew,
+        });
+    }
+    if timestamp.saturating_sub(now) > max_skew {
+        return Err(RequestError::FromTheFuture {
+            timestamp,
+            now,
+            max_skew,
+        });
+    }
+    Ok(VerifiedRequest {
+        request: signed.request.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_boot_ids_are_checked() {
+        assert!(HostId::new("web-1.example.com").is_ok());
+        assert!(HostId::new("").is_err());
+        assert!(HostId::new("a b").is_err());
+        assert!(HostId::new("x".repeat(129)).is_err());
+        assert!(HostId::new("é").is_err());
+        assert!(BootId::new("6f1b9c6e-4a0e-4d3c-9a55-0f6e0a4b2f10").is_ok());
+        assert!(BootId::new("6f1b\n").is_err());
+        let err = serde_json::from_str::<HostId>("\"a/b\"").unwrap_err();
+        assert!(err.to_string().contains("invalid HostId"), "{err}");
+    }
+}
