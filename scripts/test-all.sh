@@ -25,6 +25,9 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
 fi
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: load the fuse module (modprobe fuse)" >&2; exit 1; }
+# What fuse3's udev rule does on an ordinary machine; containers and minimal
+# VMs without udev leave it 0600, and the unprivileged-mount test needs it.
+chmod 0666 /dev/fuse
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -24,6 +24,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let vault_path =
         fs::canonicalize(&args.vault).with_context(|| format!("vault {}", args.vault.display()))?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
+    check_dev_fuse()?;
     let config = mount_config(&args, &vault_path)?;
 
     if args.master_key_stdin {
@@ -69,6 +70,26 @@ fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
         }
     }
     Ok(config)
+}
+
+/// A normal user mounts through the set-user-id fusermount3, but fuser
+/// opens /dev/fuse first and gives up if it may not; say what fixes it.
+fn check_dev_fuse() -> anyhow::Result<()> {
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) and install fuse3")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "/dev/fuse is not accessible to this user; install fuse3 (its udev rule makes /dev/fuse mode 0666) \
+             or run `chmod 0666 /dev/fuse` as root"
+        ),
+        Err(e) => bail!("cannot open /dev/fuse: {e}"),
+    }
 }
 
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {

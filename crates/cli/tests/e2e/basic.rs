@@ -348,3 +348,62 @@ fn keyslots_recovery_and_passwd() {
     let mut f = fs::File::create(m.path("still-works")).unwrap();
     f.write_all(b"yes").unwrap();
 }
+
+/// A normal user mounts through fusermount3 (no root), as on any machine
+/// with the fuse3 package (whose udev rule makes /dev/fuse 0666; CI's
+/// scripts/test-all.sh does the same).
+#[test]
+fn an_unprivileged_user_mounts_through_fusermount3() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata("/dev/fuse").unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o006,
+        0o006,
+        "/dev/fuse must be usable by other users (chmod 0666 /dev/fuse, as fuse3's udev rule does)"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("atrest-user-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    // A copy: the build directory may sit under a directory only root may enter.
+    let bin = dir.path().join("atrest");
+    fs::copy(env!("CARGO_BIN_EXE_atrest"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        r#"set -e
+cd {dir}
+printf 'user passphrase\n' > pass
+{bin} init v --passphrase-file pass --no-recovery-key --argon2-memory 8 --argon2-iterations 1
+mkdir m
+{bin} mount v m --passphrase-file pass
+grep -q " {dir}/m .* fuse.atrest " /proc/self/mountinfo
+echo "written by nobody" > m/note
+cat m/note
+{bin} unmount m
+{bin} mount v m --passphrase-file pass
+cat m/note
+{bin} unmount m
+"#,
+        dir = dir.path().display(),
+        bin = bin.display()
+    );
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "sh", "-c", &script])
+        .output()
+        .expect("runuser (util-linux)");
+    assert!(
+        out.status.success(),
+        "as nobody: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "written by nobody\nwritten by nobody\n"
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &fs::metadata(dir.path().join("v/atrest.conf")).unwrap(),
+    );
+    assert_eq!(owner, 65534, "the vault belongs to the user who made it");
+}
