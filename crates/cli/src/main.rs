@@ -16,7 +16,10 @@ pub const EXIT_CORRUPT: u8 = 4;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        // Whatever ATREST_LOG says: fuser's own request logging (debug and
+        // info) prints plaintext file names, symlink targets and xattr names.
+        .add_directive("fuser=error".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
