@@ -1,6 +1,6 @@
-//! Byte encodings: unpadded base64url in JSON, and the length-prefixed
-//! canonical form that hashes and signatures cover (the same construction
-//! as atrest-remote's, so one description in `docs/format.md` serves both).
+//! Byte encodings: unpadded base64url in JSON, and (re-exported from
+//! atrest-core, shared with atrest-remote) the length-prefixed canonical
+//! form that hashes and signatures cover.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,31 +9,7 @@ pub fn to_base64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A domain tag, a version byte, then each field as a big-endian u32
-/// length and the bytes: injective, so two different records never hash
-/// or sign the same.
-pub struct Canonical(Vec<u8>);
-
-impl Canonical {
-    pub fn new(domain: &[u8], version: u8) -> Self {
-        let mut out = Canonical(Vec::with_capacity(256));
-        out.field(domain);
-        out.0.push(version);
-        out
-    }
-
-    pub fn field(&mut self, bytes: &[u8]) -> &mut Self {
-        // Fields are bounded (details at 64 KiB), far below 4 GiB.
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        self.0.extend_from_slice(&len.to_be_bytes());
-        self.0.extend_from_slice(bytes);
-        self
-    }
-
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
+pub use atrest_core::Canonical;
 
 /// Serde for fixed-size byte arrays as unpadded base64url strings.
 pub mod base64url_array {

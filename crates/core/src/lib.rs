@@ -21,6 +21,7 @@
 //! ```
 
 mod aead;
+mod canonical;
 mod kdf;
 pub mod labels;
 mod mac;
@@ -28,6 +29,7 @@ mod names;
 mod secret;
 
 pub use aead::{BlockCipher, ContentAlgorithm};
+pub use canonical::Canonical;
 pub use kdf::{Argon2Params, ParamsError, derive_from_passphrase};
 pub use mac::{HeaderMac, MAC_LEN};
 pub use names::{NAME_KEY_LEN, NameCipher};

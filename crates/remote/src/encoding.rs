@@ -21,33 +21,7 @@ pub fn from_base64url<const N: usize>(text: &str) -> Option<[u8; N]> {
     bytes.try_into().ok()
 }
 
-/// Builds the canonical byte string of a signed or MAC'd structure: a
-/// domain tag, a version byte, then each field with a 4-byte big-endian
-/// length. Length prefixes make the encoding injective, so two different
-/// structures never sign the same bytes.
-pub struct Canonical(Vec<u8>);
-
-impl Canonical {
-    pub fn new(domain: &[u8], version: u8) -> Self {
-        let mut out = Canonical(Vec::with_capacity(256));
-        out.field(domain);
-        out.0.push(version);
-        out
-    }
-
-    pub fn field(&mut self, bytes: &[u8]) -> &mut Self {
-        // Every field is bounded by its type (at most a few hundred bytes),
-        // far below 4 GiB, so the length always fits.
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        self.0.extend_from_slice(&len.to_be_bytes());
-        self.0.extend_from_slice(bytes);
-        self
-    }
-
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
+pub use atrest_core::Canonical;
 
 /// Serde support for fixed-size byte arrays as base64url strings.
 pub mod base64url_array {
