@@ -45,6 +45,8 @@ pub mod domain {
     pub const EXCHANGE_KEY_ID: &[u8] = b"atrest exchange key id v1";
     /// Prefix of the bytes a host signs in an unlock request.
     pub const UNLOCK_REQUEST: &[u8] = b"atrest unlock request v1";
+    /// Prefix of the bytes a host signs to announce a planned reboot.
+    pub const REBOOT_NOTICE: &[u8] = b"atrest reboot notice v1";
     /// Prefix of the bytes a threshold share's MAC covers.
     pub const THRESHOLD_SHARE: &[u8] = b"atrest threshold share v1";
     /// Prefix of the SHA-256 input that hashes one audit log entry.
@@ -89,6 +91,7 @@ mod tests {
             RECOVERY_CHECKSUM,
             EXCHANGE_KEY_ID,
             UNLOCK_REQUEST,
+            REBOOT_NOTICE,
             THRESHOLD_SHARE,
             AUDIT_ENTRY,
             AUDIT_CHECKPOINT,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::encoding::{from_base64url, to_base64url};
-use crate::request::{SignedUnlockRequest, UnlockRequest};
+use crate::request::{RebootNotice, SignedRebootNotice, SignedUnlockRequest, UnlockRequest};
 
 /// A host's Ed25519 signing key. Zeroized on drop (ed25519-dalek's
 /// `zeroize` feature), never printed.
@@ -39,6 +39,16 @@ impl HostIdentity {
         let signature = self.0.sign(&request.signed_bytes());
         SignedUnlockRequest {
             request,
+            signature: RequestSignature(signature.to_bytes()),
+        }
+    }
+
+    /// Signs a reboot notice's canonical encoding
+    /// ([`RebootNotice::signed_bytes`]).
+    pub fn sign_reboot(&self, notice: RebootNotice) -> SignedRebootNotice {
+        let signature = self.0.sign(&notice.signed_bytes());
+        SignedRebootNotice {
+            notice,
             signature: RequestSignature(signature.to_bytes()),
         }
     }
@@ -105,7 +115,7 @@ impl From<HostPublicKey> for String {
     }
 }
 
-/// An Ed25519 signature over an unlock request (64 bytes).
+/// An Ed25519 signature over an unlock request or reboot notice (64 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestSignature(#[serde(with = "crate::encoding::base64url_array")] pub [u8; 64]);
 

@@ -8,7 +8,8 @@
 //!   public points; the authority never sees the keyslot's key.
 //! - **Signed requests** ([`HostIdentity`], [`UnlockRequest`], [`verify`],
 //!   [`VerifiedRequest`]): every request is signed by the host's Ed25519
-//!   key, and only a verified request can be answered.
+//!   key, and only a verified request can be answered. A planned reboot is
+//!   announced with a [`SignedRebootNotice`] ([`verify_reboot`]).
 //! - **Threshold** ([`split`], [`combine`], [`Share`]): k-of-n authorities,
 //!   with authenticated Shamir shares.
 //!
@@ -64,8 +65,8 @@ pub use exchange::{
 };
 pub use identity::{HostIdentity, HostPublicKey, PublicKeyError, RequestSignature};
 pub use request::{
-    BootId, HostId, InvalidField, REQUEST_VERSION, RequestError, RequestNonce, SignedUnlockRequest,
-    UnlockRequest, VerifiedRequest, verify,
+    BootId, HostId, InvalidField, REQUEST_VERSION, RebootNotice, RequestError, RequestNonce,
+    SignedRebootNotice, SignedUnlockRequest, UnlockRequest, VerifiedRequest, verify, verify_reboot,
 };
 pub use rng::SystemRng;
 pub use threshold::{SHARE_LEN, SHARE_VERSION, Share, ThresholdError, combine, split};

@@ -252,11 +252,91 @@ pub fn verify(
     now: u64,
     max_skew: u64,
 ) -> Result<VerifiedRequest, RequestError> {
-    let signature = Signature::from_bytes(&signed.signature.0);
+    check_signed(
+        &signed.request.signed_bytes(),
+        &signed.signature,
+        signed.request.timestamp,
+        key,
+        now,
+        max_skew,
+    )?;
+    Ok(VerifiedRequest {
+        request: signed.request.clone(),
+    })
+}
+
+/// A host's announcement that it is about to reboot on purpose
+/// (`atrest reboot --planned`), so the authority counts the next boot as
+/// accounted for. Signed under its own domain tag: a signed notice can never
+/// pass as an unlock request, nor the other way round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootNotice {
+    pub host_id: HostId,
+    /// The boot id of the boot that is ending: the next one differs.
+    pub boot_id: BootId,
+    pub nonce: RequestNonce,
+    /// Unix time in seconds when the host made the notice.
+    pub timestamp: u64,
+}
+
+impl RebootNotice {
+    /// The bytes the host signs:
+    ///
+    /// ```text
+    /// lp(domain::REBOOT_NOTICE) ‖ version (1 byte) ‖ lp(host_id) ‖ lp(boot_id)
+    ///   ‖ lp(nonce) ‖ lp(timestamp, u64 big-endian)
+    /// ```
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Canonical::new(atrest_core::labels::domain::REBOOT_NOTICE, REQUEST_VERSION);
+        out.field(self.host_id.as_str().as_bytes())
+            .field(self.boot_id.as_str().as_bytes())
+            .field(&self.nonce.0)
+            .field(&self.timestamp.to_be_bytes());
+        out.into_bytes()
+    }
+}
+
+/// A reboot notice with the host's signature, as sent to `POST /v1/reboot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRebootNotice {
+    pub notice: RebootNotice,
+    pub signature: RequestSignature,
+}
+
+/// Checks a reboot notice as [`verify`] checks an unlock request: strict
+/// signature first, then the clock window. Nonce freshness is the server's
+/// job, as for requests.
+pub fn verify_reboot(
+    signed: &SignedRebootNotice,
+    key: &HostPublicKey,
+    now: u64,
+    max_skew: u64,
+) -> Result<RebootNotice, RequestError> {
+    check_signed(
+        &signed.notice.signed_bytes(),
+        &signed.signature,
+        signed.notice.timestamp,
+        key,
+        now,
+        max_skew,
+    )?;
+    Ok(signed.notice.clone())
+}
+
+/// The checks [`verify`] and [`verify_reboot`] share.
+fn check_signed(
+    message: &[u8],
+    signature: &RequestSignature,
+    timestamp: u64,
+    key: &HostPublicKey,
+    now: u64,
+    max_skew: u64,
+) -> Result<(), RequestError> {
     key.0
-        .verify_strict(&signed.request.signed_bytes(), &signature)
+        .verify_strict(message, &Signature::from_bytes(&signature.0))
         .map_err(|_| RequestError::BadSignature)?;
-    let timestamp = signed.request.timestamp;
     if now.saturating_sub(timestamp) > max_skew {
         return Err(RequestError::Stale {
             timestamp,
@@ -271,9 +351,7 @@ pub fn verify(
             max_skew,
         });
     }
-    Ok(VerifiedRequest {
-        request: signed.request.clone(),
-    })
+    Ok(())
 }
 
 #[cfg(test)]

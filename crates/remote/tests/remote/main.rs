@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod exchange;
+mod reboot;
 mod replay_rng;
 mod request;
 mod support;
