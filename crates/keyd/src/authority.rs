@@ -1,34 +1,70 @@
 //! The authority's rules, with no HTTP: tokens, enrollment, unlock,
-//! revoke, shred. Every decision is audited; a key is released only after
-//! its audit entry is durable.
+//! reboot announcements, rotation, revoke, shred. Every decision is
+//! audited; a key is released only after its audit entry is durable.
+//! Approvals of held requests are in [`crate::approval`].
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use atrest_audit::{AuditLog, AuditStore, Checkpoint, Clock, EntryKind, NewEntry};
+use atrest_audit::{AuditLog, AuditPublicKey, AuditStore, Checkpoint, Clock, EntryKind, NewEntry};
 use atrest_remote::{
     BlindedResponse, ExchangePublicKey, HostId, HostPublicKey, HostSecret, KeyId, RequestError,
-    SignedUnlockRequest, VerifiedRequest, to_base64url,
+    SignedRebootNotice, SignedUnlockRequest, VerifiedRequest, to_base64url,
 };
 use serde::Serialize;
 use serde_json::json;
 
-use crate::storage::{HostRecord, HostState, Policy, PolicyScope, Storage, StorageError};
+use crate::approval::{PendingRequests, PendingView};
+use crate::metrics::Metrics;
+use crate::state::{Boots, HostEntry, Hosts, Nonces, Policies, RefusalBudget};
+use crate::storage::{
+    BootState, HostRecord, HostState, Policy, PolicyRule, PolicyScope, Storage, StorageError,
+};
+
+/// Called with each request that starts waiting for an approver (the
+/// webhook). Must not block.
+pub type PendingNotifier = Arc<dyn Fn(&PendingView) + Send + Sync>;
 
 /// Tuning for [`Authority`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuthorityOptions {
     /// Largest difference, in seconds, between a request's time and ours.
     pub max_skew: u64,
-    /// Policy when neither the host nor its group has one.
-    pub default_policy: Policy,
+    /// Rules when neither the host, its group nor the stored default has one.
+    pub default_rule: PolicyRule,
+    /// How long a held request waits for an approver before it is denied.
+    pub approval_timeout: u64,
+    /// How long after `atrest reboot --planned` the next boot counts as
+    /// accounted for.
+    pub planned_reboot_window: u64,
+    /// Audit entries about refusals per second before they are summarized.
+    pub refusal_entries_per_second: u32,
+    pub on_pending: Option<PendingNotifier>,
 }
 
 impl Default for AuthorityOptions {
     fn default() -> Self {
         Self {
             max_skew: 300,
-            default_policy: Policy::Auto,
+            default_rule: PolicyRule::default(),
+            approval_timeout: 600,
+            planned_reboot_window: 3600,
+            refusal_entries_per_second: 50,
+            on_pending: None,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthorityOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorityOptions")
+            .field("max_skew", &self.max_skew)
+            .field("default_rule", &self.default_rule)
+            .field("approval_timeout", &self.approval_timeout)
+            .field("planned_reboot_window", &self.planned_reboot_window)
+            .field("on_pending", &self.on_pending.is_some())
+            .finish()
     }
 }
 
@@ -47,17 +83,25 @@ pub enum AuthorityError {
     Request(#[from] RequestError),
     #[error("this request's nonce was already used: a replay is refused")]
     ReplayedNonce,
-    #[error("host {0} is revoked")]
+    #[error("host {0} is revoked; an operator can reinstate it")]
     Revoked(HostId),
     #[error("host {0} was shredded: its keyslots can never open again")]
     Shredded(HostId),
     #[error("the request names key {0}, which is not this host's exchange key; re-enroll")]
     UnknownKey(KeyId),
-    #[error("the policy for host {0} denies unlocking")]
-    Denied(HostId),
+    #[error("host {host} is denied: {reason}")]
+    Denied { host: HostId, reason: String },
+    #[error("the request waited for an approver until it expired; ask again")]
+    Expired,
+    #[error("no pending request {0}: it expired long ago, was never made, or keyd restarted")]
+    UnknownRequest(String),
+    #[error("request {id} is already {state}")]
+    AlreadyDecided { id: String, state: &'static str },
+    #[error("unknown approver or wrong or reused TOTP code")]
+    BadApproverCode,
     #[error("a host named {0} is already enrolled; pick another name or shred the old one")]
     HostExists(HostId),
-    #[error("{0}")]
+    #[error("the audit log cannot record this, so nothing is released: {0}")]
     Audit(#[from] atrest_audit::AppendError),
     #[error(transparent)]
     Storage(StorageError),
@@ -86,7 +130,11 @@ impl AuthorityError {
             Self::Revoked(_) => "revoked",
             Self::Shredded(_) => "shredded",
             Self::UnknownKey(_) => "unknown_key",
-            Self::Denied(_) => "denied",
+            Self::Denied { .. } => "denied",
+            Self::Expired => "expired",
+            Self::UnknownRequest(_) => "unknown_request",
+            Self::AlreadyDecided { .. } => "already_decided",
+            Self::BadApproverCode => "bad_code",
             Self::HostExists(_) => "host_exists",
             Self::Audit(_) => "audit_unavailable",
             Self::Storage(_) => "storage_error",
@@ -112,16 +160,43 @@ pub struct Enrollment {
     /// `S`, the public half of the host's exchange secret.
     pub exchange_key: ExchangePublicKey,
     pub key_id: KeyId,
+    /// The key that signs audit checkpoints; the host keeps it to check
+    /// the checkpoints it receives.
+    #[serde(with = "audit_key")]
+    pub audit_public_key: AuditPublicKey,
+}
+
+mod audit_key {
+    use atrest_audit::AuditPublicKey;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(key: &AuditPublicKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&atrest_remote::to_base64url(&key.to_bytes()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuditPublicKey, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes: [u8; 32] = atrest_remote::from_base64url(&text)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| serde::de::Error::custom("an audit public key is 32 bytes"))?;
+        AuditPublicKey::from_bytes(&bytes)
+            .map_err(|_| serde::de::Error::custom("not an Ed25519 public key"))
+    }
 }
 
 /// The outcome of an unlock request that was not refused.
 #[derive(Clone, Debug)]
 pub enum UnlockOutcome {
     Granted(Box<Grant>),
-    /// Held for an approver (approval itself is not implemented yet).
-    Pending {
-        request_id: String,
-    },
+    /// Held for an approver.
+    Pending(Box<PendingView>),
+}
+
+/// After a rotation: the key the host should re-bind its keyslot to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Rebind {
+    pub exchange_key: ExchangePublicKey,
+    pub key_id: KeyId,
 }
 
 /// A released answer, with the audit proof the host keeps.
@@ -130,64 +205,243 @@ pub struct Grant {
     pub response: BlindedResponse,
     pub audit_seq: u64,
     pub checkpoint: Option<Checkpoint>,
+    pub rebind: Option<Rebind>,
 }
 
-/// The key authority. Cheap to clone.
+/// Where a request came from, for the log and the approver.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestContext {
+    pub source: Option<IpAddr>,
+}
+
+impl RequestContext {
+    pub(crate) fn source_text(&self) -> String {
+        self.source
+            .map_or_else(|| "unknown".into(), |s| s.to_string())
+    }
+}
+
+/// A host as an operator sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostView {
+    #[serde(flatten)]
+    pub record: HostRecord,
+    #[serde(flatten)]
+    pub boot: BootState,
+}
+
+/// How this boot relates to the last one the authority released to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BootStatus {
+    /// No release since enrollment.
+    First,
+    Same,
+    /// Announced with `atrest reboot --planned`.
+    Planned,
+    /// A new boot id nobody announced.
+    Unannounced {
+        previous: String,
+    },
+}
+
+impl BootStatus {
+    pub fn of(state: &BootState, boot_id: &str, now: u64) -> Self {
+        match &state.last_boot_id {
+            None => Self::First,
+            Some(last) if last == boot_id => Self::Same,
+            Some(last) => {
+                let planned = state.planned_until.is_some_and(|until| until >= now)
+                    && state.planned_from.as_deref() != Some(boot_id);
+                if planned {
+                    Self::Planned
+                } else {
+                    Self::Unannounced {
+                        previous: last.clone(),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Same => "same",
+            Self::Planned => "planned",
+            Self::Unannounced { .. } => "unannounced",
+        }
+    }
+}
+
+/// What the policy says about a verified request.
+pub(crate) enum Verdict {
+    Release,
+    Hold { reason: String },
+}
+
+pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
+    pub storage: S,
+    pub audit: AuditLog<A>,
+    pub clock: C,
+    pub options: AuthorityOptions,
+    pub hosts: Hosts,
+    pub policies: Policies,
+    pub boots: Boots,
+    pub nonces: Nonces,
+    pub refusals: RefusalBudget,
+    pub pending: PendingRequests,
+    pub metrics: Metrics,
+}
+
+/// The key authority. Cheap to clone; a background task (flushing boot
+/// states, expiring held requests) runs while any clone lives.
 pub struct Authority<S: Storage, A: AuditStore, C: Clock> {
-    storage: Arc<S>,
-    audit: AuditLog<A>,
-    clock: Arc<C>,
-    options: AuthorityOptions,
+    pub(crate) inner: Arc<Inner<S, A, C>>,
 }
 
 impl<S: Storage, A: AuditStore, C: Clock> Clone for Authority<S, A, C> {
     fn clone(&self) -> Self {
         Self {
-            storage: self.storage.clone(),
-            audit: self.audit.clone(),
-            clock: self.clock.clone(),
-            options: self.options.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
 
-const ACTOR: &str = "keyd";
+pub(crate) const ACTOR: &str = "keyd";
+
+/// How often the background task runs.
+const TICK: Duration = Duration::from_millis(250);
 
 impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
-    pub fn new(storage: S, audit: AuditLog<A>, clock: C, options: AuthorityOptions) -> Self {
-        Self {
-            storage: Arc::new(storage),
+    /// Loads hosts, policies and boot states from `storage`, recent nonces
+    /// from the audit log, and starts the background task on the current
+    /// tokio runtime.
+    pub async fn open(
+        storage: S,
+        audit: AuditLog<A>,
+        clock: C,
+        options: AuthorityOptions,
+    ) -> Result<Self, AuthorityError> {
+        let inner = Inner {
+            hosts: Hosts::default(),
+            policies: Policies::default(),
+            boots: Boots::default(),
+            nonces: Nonces::default(),
+            refusals: RefusalBudget::new(options.refusal_entries_per_second),
+            pending: PendingRequests::default(),
+            metrics: Metrics::default(),
+            storage,
             audit,
-            clock: Arc::new(clock),
+            clock,
             options,
+        };
+        for record in inner.storage.hosts().await? {
+            let secrets = inner
+                .storage
+                .host_secrets(&record.id)
+                .await?
+                .iter()
+                .map(|s| HostSecret::from_bytes(&s.secret))
+                .collect::<Result<Vec<_>, _>>()?;
+            inner.hosts.put(HostEntry { record, secrets });
         }
+        for (scope, rule) in inner.storage.policies().await? {
+            inner.policies.set(scope, rule);
+        }
+        inner.boots.load(inner.storage.boot_states().await?);
+        let authority = Self {
+            inner: Arc::new(inner),
+        };
+        authority.reload_nonces().await?;
+        let weak = Arc::downgrade(&authority.inner);
+        tokio::spawn(background(weak));
+        Ok(authority)
     }
 
     pub fn storage(&self) -> &S {
-        &self.storage
+        &self.inner.storage
     }
 
     pub fn audit(&self) -> &AuditLog<A> {
-        &self.audit
+        &self.inner.audit
     }
 
-    fn now(&self) -> u64 {
-        self.clock.now_ms() / 1000
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.inner.clock.now_ms() / 1000
+    }
+
+    /// Nonces are in the audit entries of answered requests; after a
+    /// restart those still inside the clock window are spent again, so a
+    /// captured request cannot be replayed against a fresh process.
+    async fn reload_nonces(&self) -> Result<(), AuthorityError> {
+        let window = self.inner.options.max_skew.saturating_mul(2);
+        let oldest_ms = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_sub(window.saturating_mul(1000));
+        let store = self.inner.audit.store();
+        let mut end = self.inner.audit.head().seq;
+        const CHUNK: u64 = 1000;
+        while end > 0 {
+            let from = end.saturating_sub(CHUNK - 1).max(1);
+            let entries = store
+                .read_entries(from, u32::try_from(end - from + 1).unwrap_or(u32::MAX))
+                .await
+                .map_err(|e| {
+                    AuthorityError::Audit(atrest_audit::AppendError::NotDurable(e.to_string()))
+                })?;
+            let mut older = false;
+            for entry in &entries {
+                if entry.timestamp_ms < oldest_ms {
+                    older = true;
+                    continue;
+                }
+                let nonce = entry
+                    .details_value()
+                    .ok()
+                    .and_then(|d| d.get("nonce")?.as_str().map(str::to_owned))
+                    .and_then(|n| atrest_remote::from_base64url(&n))
+                    .and_then(|n| <[u8; 16]>::try_from(n).ok());
+                if let Some(nonce) = nonce {
+                    self.inner
+                        .nonces
+                        .spend(nonce, entry.timestamp_ms / 1000 + window);
+                }
+            }
+            if older {
+                break;
+            }
+            end = from - 1;
+        }
+        Ok(())
     }
 
     /// Makes a one-time token for `group`, valid `lifetime` seconds.
-    pub async fn create_token(&self, group: &str, lifetime: u64) -> Result<Token, AuthorityError> {
+    pub async fn create_token(
+        &self,
+        group: &str,
+        lifetime: u64,
+        actor: &str,
+    ) -> Result<Token, AuthorityError> {
+        check_group(group)?;
         let bytes: [u8; 32] = atrest_core::random_array();
         let token = to_base64url(&bytes);
         let expires_at = self.now().saturating_add(lifetime);
-        self.audit
+        self.inner
+            .audit
             .append(
-                NewEntry::new(EntryKind::Token, ACTOR)
+                NewEntry::new(EntryKind::Token, actor)
                     .subject(group)
                     .details(json!({ "expires_at": expires_at })),
             )
             .await?;
-        self.storage
+        self.inner
+            .storage
             .insert_token(atrest_core::sha256(token.as_bytes()), group, expires_at)
             .await?;
         Ok(Token {
@@ -198,12 +452,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     /// Spends `token` to enroll a host under `name` with its Ed25519 key,
-    /// and makes the host's exchange secret.
+    /// and makes the host's exchange secret. The host exists only once its
+    /// audit entry is durable.
     pub async fn enroll(
         &self,
         token: &str,
         name: &str,
         public_key: HostPublicKey,
+        context: RequestContext,
     ) -> Result<Enrollment, AuthorityError> {
         let id = HostId::new(name)?;
         let secret = HostSecret::generate();
@@ -213,44 +469,57 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             group: String::new(),
             public_key,
             key_id: secret.key_id(),
+            previous_key_id: None,
             state: HostState::Active,
             enrolled_at: now,
         };
+        let token_hash = atrest_core::sha256(token.as_bytes());
         let group = self
+            .inner
             .storage
-            .enroll(
-                atrest_core::sha256(token.as_bytes()),
-                now,
-                &record,
-                &secret.expose_bytes(),
-            )
+            .enroll(token_hash, now, &record, &secret.expose_bytes())
             .await?
             .ok_or(AuthorityError::BadToken)?;
-        self.audit
+        let logged = self
+            .inner
+            .audit
             .append(
-                NewEntry::new(EntryKind::Enrollment, ACTOR)
+                NewEntry::new(EntryKind::Enrollment, id.as_str())
                     .subject(id.as_str())
                     .details(json!({
                         "group": group,
                         "public_key": public_key.to_string(),
                         "key_id": secret.key_id().to_string(),
+                        "source": context.source_text(),
                     })),
             )
-            .await?;
+            .await;
+        if let Err(e) = logged {
+            // Not logged, so not enrolled: the token can be used again.
+            self.inner.storage.undo_enroll(token_hash, &id).await?;
+            return Err(e.into());
+        }
+        let record = HostRecord { group, ..record };
+        self.inner.metrics.enrollments.inc();
+        self.inner.hosts.put(HostEntry {
+            record: record.clone(),
+            secrets: vec![secret.clone()],
+        });
         Ok(Enrollment {
             host_id: id,
-            group,
+            group: record.group,
             exchange_key: secret.public_key(),
             key_id: secret.key_id(),
+            audit_public_key: self.inner.audit.public_key(),
         })
     }
 
-    /// Answers a signed unlock request, or says why not.
+    /// Answers a signed unlock request: a grant, a held request, or why not.
     pub async fn unlock(
         &self,
         signed: &SignedUnlockRequest,
+        context: RequestContext,
     ) -> Result<UnlockOutcome, AuthorityError> {
-        let result = self.decide(signed).await;
         let request = &signed.request;
         let details = |outcome: &str| {
             json!({
@@ -258,160 +527,546 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 "boot_id": request.boot_id.as_str(),
                 "keyslot": request.keyslot,
                 "vault_id": to_base64url(&request.vault_id),
+                "key_id": request.key_id.to_string(),
                 "nonce": to_base64url(&request.nonce.0),
+                "source": context.source_text(),
             })
         };
-        let host = request.host_id.as_str();
-        match result {
+        let (entry, verified) = match self.verify_request(signed) {
+            Ok(pair) => pair,
             Err(e) => {
-                // The refusal is logged too; if that fails the refusal stands.
-                let _ = self
-                    .audit
-                    .append(
-                        NewEntry::new(EntryKind::Decision, ACTOR)
-                            .subject(host)
-                            .details(details(e.code())),
-                    )
+                self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
+                    details(e.code())
+                })
+                .await;
+                return Err(e);
+            }
+        };
+        let boot = BootStatus::of(
+            &self.inner.boots.get(&entry.record.id),
+            request.boot_id.as_str(),
+            self.now(),
+        );
+        match self.verdict(&entry.record, &boot) {
+            Err(e) => {
+                let mut d = details(e.code());
+                d["boot"] = boot.name().into();
+                self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || d)
                     .await;
                 Err(e)
             }
-            Ok((Policy::Approve, _)) => {
-                let request_id = to_base64url(&atrest_core::random_array::<16>());
-                self.audit
-                    .append(
-                        NewEntry::new(EntryKind::Decision, ACTOR)
-                            .subject(host)
-                            .details(details("pending")),
-                    )
-                    .await?;
-                Ok(UnlockOutcome::Pending { request_id })
+            Ok(Verdict::Hold { reason }) => {
+                let view = self.hold(&entry, verified, &boot, reason, context).await?;
+                Ok(UnlockOutcome::Pending(Box::new(view)))
             }
-            Ok((_, verified)) => {
-                // Fail closed: the entry is durable before the answer exists.
-                let receipt = self
-                    .audit
-                    .append(
-                        NewEntry::new(EntryKind::Decision, ACTOR)
-                            .subject(host)
-                            .details(details("released")),
-                    )
-                    .await?;
-                let secret = self
-                    .storage
-                    .host_secret(&request.host_id)
-                    .await?
-                    .ok_or_else(|| AuthorityError::Shredded(request.host_id.clone()))?;
-                let secret = HostSecret::from_bytes(&secret)?;
-                let response = secret.respond(&verified)?;
-                Ok(UnlockOutcome::Granted(Box::new(Grant {
-                    response,
-                    audit_seq: receipt.seq,
-                    checkpoint: receipt.checkpoint,
-                })))
+            Ok(Verdict::Release) => {
+                let mut d = details("released");
+                d["boot"] = boot.name().into();
+                let grant = self.release(&entry, &verified, d).await?;
+                Ok(UnlockOutcome::Granted(Box::new(grant)))
             }
         }
     }
 
-    /// Every check but the audit; returns the policy that applies.
-    async fn decide(
+    /// Every check of a request before policy: host, signature, clock,
+    /// state, key, nonce.
+    fn verify_request(
         &self,
         signed: &SignedUnlockRequest,
-    ) -> Result<(Policy, VerifiedRequest), AuthorityError> {
+    ) -> Result<(Arc<HostEntry>, VerifiedRequest), AuthorityError> {
         let request = &signed.request;
-        let record = self
-            .storage
-            .host(&request.host_id)
-            .await?
+        let entry = self
+            .inner
+            .hosts
+            .get(&request.host_id)
             .ok_or_else(|| AuthorityError::UnknownHost(request.host_id.clone()))?;
         let now = self.now();
-        let verified =
-            atrest_remote::verify(signed, &record.public_key, now, self.options.max_skew)?;
-        match record.state {
-            HostState::Active => {}
-            HostState::Revoked => return Err(AuthorityError::Revoked(record.id)),
-            HostState::Shredded => return Err(AuthorityError::Shredded(record.id)),
+        let verified = atrest_remote::verify(
+            signed,
+            &entry.record.public_key,
+            now,
+            self.inner.options.max_skew,
+        )?;
+        check_state(&entry.record)?;
+        if entry.secret(&request.key_id).is_none() {
+            return Err(AuthorityError::UnknownKey(request.key_id));
         }
-        if verified.request().key_id != record.key_id {
-            return Err(AuthorityError::UnknownKey(verified.request().key_id));
+        self.spend_nonce(request.nonce.0, request.timestamp)?;
+        Ok((entry, verified))
+    }
+
+    /// A nonce must be remembered for as long as its timestamp passes.
+    fn spend_nonce(&self, nonce: [u8; 16], timestamp: u64) -> Result<(), AuthorityError> {
+        let skew = self.inner.options.max_skew;
+        let keep_until = timestamp
+            .saturating_add(skew)
+            .max(self.now().saturating_add(skew));
+        if self.inner.nonces.spend(nonce, keep_until) {
+            Ok(())
+        } else {
+            Err(AuthorityError::ReplayedNonce)
         }
-        // A nonce must be remembered for as long as its timestamp passes.
-        let keep_until = request
-            .timestamp
-            .saturating_add(self.options.max_skew)
-            .max(now.saturating_add(self.options.max_skew));
-        if !self
-            .storage
-            .record_nonce(&record.id, &request.nonce.0, now, keep_until)
-            .await?
-        {
-            return Err(AuthorityError::ReplayedNonce);
-        }
-        let policy = match self
-            .storage
-            .policy(&PolicyScope::Host(record.id.clone()))
-            .await?
-        {
-            Some(p) => p,
-            None => self
-                .storage
-                .policy(&PolicyScope::Group(record.group.clone()))
-                .await?
-                .unwrap_or(self.options.default_policy),
+    }
+
+    /// The rule for a host: its own, its group's, the stored default, the
+    /// configured default.
+    pub fn rule_for(&self, record: &HostRecord) -> PolicyRule {
+        let policies = &self.inner.policies;
+        policies
+            .get(&PolicyScope::Host(record.id.clone()))
+            .or_else(|| policies.get(&PolicyScope::Group(record.group.clone())))
+            .or_else(|| policies.get(&PolicyScope::Default))
+            .unwrap_or(self.inner.options.default_rule)
+    }
+
+    fn verdict(&self, record: &HostRecord, boot: &BootStatus) -> Result<Verdict, AuthorityError> {
+        let rule = self.rule_for(record);
+        let deny = |reason: String| AuthorityError::Denied {
+            host: record.id.clone(),
+            reason,
         };
-        if policy == Policy::Deny {
-            return Err(AuthorityError::Denied(record.id));
+        let mut hold = None;
+        match rule.policy {
+            Policy::Deny => return Err(deny("its policy is deny".into())),
+            Policy::Approve => hold = Some("its policy requires an approver".to_owned()),
+            Policy::Auto => {}
         }
-        Ok((policy, verified))
+        if let BootStatus::Unannounced { previous } = boot {
+            let why = format!(
+                "unaccounted reboot: the boot id changed from {previous} without \
+                 `atrest reboot --planned`"
+            );
+            match rule.unannounced_reboot {
+                Policy::Deny => return Err(deny(why)),
+                Policy::Approve => hold = Some(hold.map_or(why.clone(), |h| format!("{h}; {why}"))),
+                Policy::Auto => {}
+            }
+        }
+        Ok(match hold {
+            Some(reason) => Verdict::Hold { reason },
+            None => Verdict::Release,
+        })
     }
 
-    /// Refuses `host` from now on.
-    pub async fn revoke(&self, host: &HostId) -> Result<(), AuthorityError> {
-        if self.storage.host(host).await?.is_none() {
-            return Err(AuthorityError::UnknownHost(host.clone()));
+    /// Writes the release entry, then (only then) computes the answer, and
+    /// records the boot.
+    pub(crate) async fn release(
+        &self,
+        entry: &HostEntry,
+        verified: &VerifiedRequest,
+        details: serde_json::Value,
+    ) -> Result<Grant, AuthorityError> {
+        let request = verified.request();
+        let host = &entry.record.id;
+        // Fail closed: the entry is durable before the answer exists.
+        let receipt = self
+            .inner
+            .audit
+            .append(
+                NewEntry::new(EntryKind::Decision, ACTOR)
+                    .subject(host.as_str())
+                    .details(details),
+            )
+            .await
+            .inspect_err(|_| self.inner.metrics.unlock("audit_unavailable"))?;
+        // Re-read: a shred or revoke may have landed while we waited.
+        let current = self
+            .inner
+            .hosts
+            .get(host)
+            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
+        check_state(&current.record)?;
+        let secret = current
+            .secret(&request.key_id)
+            .ok_or(AuthorityError::UnknownKey(request.key_id))?;
+        let response = secret.respond(verified)?;
+        let now = self.now();
+        let boot_id = request.boot_id.as_str().to_owned();
+        self.inner.boots.update(host, |state| {
+            if state.last_boot_id.as_deref() != Some(&boot_id) {
+                state.planned_until = None;
+                state.planned_from = None;
+            }
+            state.last_boot_id = Some(boot_id);
+            state.last_unlock_at = Some(now);
+        });
+        let rebind = self.after_release(&current, &request.key_id).await;
+        self.inner.metrics.unlock("released");
+        Ok(Grant {
+            response,
+            audit_seq: receipt.seq,
+            checkpoint: receipt
+                .checkpoint
+                .or_else(|| self.inner.audit.latest_checkpoint()),
+            rebind,
+        })
+    }
+
+    /// After a rotation: a host still on the previous key is told to
+    /// re-bind; a host on the current key has, so the previous goes.
+    async fn after_release(&self, entry: &HostEntry, used: &KeyId) -> Option<Rebind> {
+        let current = entry.secrets.first()?;
+        if current.key_id() != *used {
+            return Some(Rebind {
+                exchange_key: current.public_key(),
+                key_id: current.key_id(),
+            });
         }
-        self.audit
-            .append(NewEntry::new(EntryKind::Revoke, ACTOR).subject(host.as_str()))
+        if entry.secrets.len() > 1 {
+            let retired = self.retire_previous(entry).await;
+            if let Err(e) = retired {
+                tracing::warn!(host = %entry.record.id, error = %e, "could not retire the previous secret; will retry");
+            }
+        }
+        None
+    }
+
+    async fn retire_previous(&self, entry: &HostEntry) -> Result<(), AuthorityError> {
+        let host = &entry.record.id;
+        let previous: Vec<String> = entry.secrets[1..]
+            .iter()
+            .map(|s| s.key_id().to_string())
+            .collect();
+        self.inner
+            .audit
+            .append(
+                NewEntry::new(EntryKind::Rotation, ACTOR)
+                    .subject(host.as_str())
+                    .details(json!({ "retired": previous, "reason": "host re-bound" })),
+            )
+            .await?;
+        self.inner.storage.retire_previous_secret(host).await?;
+        if let Some(fresh) = self.inner.hosts.get(host) {
+            self.inner.hosts.put(HostEntry {
+                record: HostRecord {
+                    previous_key_id: None,
+                    ..fresh.record.clone()
+                },
+                secrets: fresh.secrets.iter().take(1).cloned().collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Audits a refusal, within the refusal budget (a flood is summarized).
+    /// If the entry cannot be written the refusal stands anyway.
+    pub(crate) async fn refused(
+        &self,
+        kind: EntryKind,
+        subject: &str,
+        error: &AuthorityError,
+        details: impl FnOnce() -> serde_json::Value,
+    ) {
+        let code = error.code();
+        self.inner.metrics.unlock(code);
+        if !self.inner.refusals.admit(code, self.now()) {
+            return;
+        }
+        let mut entry = NewEntry::new(kind, ACTOR).details(details());
+        if atrest_remote::HostId::new(subject).is_ok() {
+            entry = entry.subject(subject);
+        }
+        if let Err(e) = self.inner.audit.append(entry).await {
+            tracing::warn!(error = %e, code, "could not audit a refusal");
+        }
+    }
+
+    /// A refusal found before any host is known (malformed or oversized
+    /// body): audited within the same budget.
+    pub async fn refused_input(&self, code: &'static str, context: RequestContext) {
+        self.inner.metrics.unlock(code);
+        if !self.inner.refusals.admit(code, self.now()) {
+            return;
+        }
+        let entry = NewEntry::new(EntryKind::Request, ACTOR)
+            .details(json!({ "outcome": code, "source": context.source_text() }));
+        if let Err(e) = self.inner.audit.append(entry).await {
+            tracing::warn!(error = %e, code, "could not audit a refusal");
+        }
+    }
+
+    /// `atrest reboot --planned`: the host's next boot (a boot id other than
+    /// the notice's) is accounted for during the planned-reboot window.
+    pub async fn announce_reboot(
+        &self,
+        signed: &SignedRebootNotice,
+        context: RequestContext,
+    ) -> Result<(u64, u64), AuthorityError> {
+        let notice = &signed.notice;
+        let details = |outcome: &str| {
+            json!({
+                "outcome": outcome,
+                "boot_id": notice.boot_id.as_str(),
+                "nonce": to_base64url(&notice.nonce.0),
+                "source": context.source_text(),
+            })
+        };
+        let checked = (|| {
+            let entry = self
+                .inner
+                .hosts
+                .get(&notice.host_id)
+                .ok_or_else(|| AuthorityError::UnknownHost(notice.host_id.clone()))?;
+            atrest_remote::verify_reboot(
+                signed,
+                &entry.record.public_key,
+                self.now(),
+                self.inner.options.max_skew,
+            )?;
+            check_state(&entry.record)?;
+            self.spend_nonce(notice.nonce.0, notice.timestamp)?;
+            Ok::<_, AuthorityError>(entry)
+        })();
+        let entry = match checked {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.refused(
+                    EntryKind::RebootAnnounced,
+                    notice.host_id.as_str(),
+                    &e,
+                    || details(e.code()),
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        let until = self
+            .now()
+            .saturating_add(self.inner.options.planned_reboot_window);
+        let mut d = details("accepted");
+        d["valid_until"] = until.into();
+        let receipt = self
+            .inner
+            .audit
+            .append(
+                NewEntry::new(EntryKind::RebootAnnounced, entry.record.id.as_str())
+                    .subject(entry.record.id.as_str())
+                    .details(d),
+            )
+            .await?;
+        let from = notice.boot_id.as_str().to_owned();
+        self.inner.boots.update(&entry.record.id, |state| {
+            state.planned_until = Some(until);
+            state.planned_from = Some(from);
+        });
+        self.flush_boots().await?;
+        Ok((receipt.seq, until))
+    }
+
+    /// A new exchange secret for `host`. Its keyslots keep opening with the
+    /// previous one, and re-bind to the new one on their next unlock.
+    pub async fn rotate(&self, host: &HostId, actor: &str) -> Result<HostView, AuthorityError> {
+        let entry = self.host_entry(host)?;
+        check_state(&entry.record)?;
+        let secret = HostSecret::generate();
+        self.inner
+            .audit
+            .append(
+                NewEntry::new(EntryKind::Rotation, actor)
+                    .subject(host.as_str())
+                    .details(json!({
+                        "new_key_id": secret.key_id().to_string(),
+                        "previous_key_id": entry.record.key_id.to_string(),
+                    })),
+            )
             .await?;
         if !self
+            .inner
             .storage
-            .set_host_state(host, HostState::Revoked)
+            .rotate_secret(host, secret.key_id(), &secret.expose_bytes())
             .await?
         {
-            return Err(AuthorityError::UnknownHost(host.clone()));
+            return Err(AuthorityError::Shredded(host.clone()));
         }
-        Ok(())
+        let mut secrets = vec![secret.clone()];
+        secrets.extend(entry.secrets.first().cloned());
+        self.inner.hosts.put(HostEntry {
+            record: HostRecord {
+                key_id: secret.key_id(),
+                previous_key_id: Some(entry.record.key_id),
+                ..entry.record.clone()
+            },
+            secrets,
+        });
+        self.host(host)
     }
 
-    /// Destroys `host`'s exchange secret for good.
-    pub async fn shred(&self, host: &HostId) -> Result<(), AuthorityError> {
-        if self.storage.host(host).await?.is_none() {
-            return Err(AuthorityError::UnknownHost(host.clone()));
+    /// Refuses `host` from now on (its secret is kept; see
+    /// [`reinstate`](Self::reinstate)).
+    pub async fn revoke(&self, host: &HostId, actor: &str) -> Result<HostView, AuthorityError> {
+        self.change_state(host, HostState::Revoked, EntryKind::Revoke, actor)
+            .await
+    }
+
+    /// Undoes a revoke.
+    pub async fn reinstate(&self, host: &HostId, actor: &str) -> Result<HostView, AuthorityError> {
+        self.change_state(host, HostState::Active, EntryKind::Revoke, actor)
+            .await
+    }
+
+    /// Destroys every exchange secret of `host`: the vault keys its
+    /// keyslots wrap can never be recovered through this authority.
+    pub async fn shred(&self, host: &HostId, actor: &str) -> Result<HostView, AuthorityError> {
+        self.change_state(host, HostState::Shredded, EntryKind::Shred, actor)
+            .await
+    }
+
+    async fn change_state(
+        &self,
+        host: &HostId,
+        state: HostState,
+        kind: EntryKind,
+        actor: &str,
+    ) -> Result<HostView, AuthorityError> {
+        let entry = self.host_entry(host)?;
+        if entry.record.state == HostState::Shredded {
+            return Err(AuthorityError::Shredded(host.clone()));
         }
-        self.audit
-            .append(NewEntry::new(EntryKind::Shred, ACTOR).subject(host.as_str()))
+        self.inner
+            .audit
+            .append(
+                NewEntry::new(kind, actor).subject(host.as_str()).details(
+                    json!({ "state": state.as_str(), "was": entry.record.state.as_str() }),
+                ),
+            )
             .await?;
-        self.storage
-            .set_host_state(host, HostState::Shredded)
-            .await?;
-        Ok(())
+        if !self.inner.storage.set_host_state(host, state).await? {
+            return Err(AuthorityError::Shredded(host.clone()));
+        }
+        let secrets = if state == HostState::Shredded {
+            Vec::new()
+        } else {
+            entry.secrets.clone()
+        };
+        self.inner.hosts.put(HostEntry {
+            record: HostRecord {
+                state,
+                ..entry.record.clone()
+            },
+            secrets,
+        });
+        // Held requests of a host refused from now on are refused too.
+        if state != HostState::Active {
+            self.deny_pending_of(host, actor).await;
+        }
+        self.host(host)
     }
 
     pub async fn set_policy(
         &self,
         scope: &PolicyScope,
-        policy: Policy,
+        rule: PolicyRule,
+        actor: &str,
     ) -> Result<(), AuthorityError> {
-        self.audit
+        if let PolicyScope::Group(g) = scope {
+            check_group(g)?;
+        }
+        self.inner
+            .audit
             .append(
-                NewEntry::new(EntryKind::PolicyChange, ACTOR)
-                    .details(json!({ "scope": scope, "policy": policy })),
+                NewEntry::new(EntryKind::PolicyChange, actor)
+                    .subject(scope.to_string())
+                    .details(json!({
+                        "policy": rule.policy.as_str(),
+                        "unannounced_reboot": rule.unannounced_reboot.as_str(),
+                    })),
             )
             .await?;
-        self.storage.set_policy(scope, policy).await?;
+        self.inner.storage.set_policy(scope, rule).await?;
+        self.inner.policies.set(scope.clone(), rule);
         Ok(())
+    }
+
+    pub fn policies(&self) -> Vec<(PolicyScope, PolicyRule)> {
+        self.inner.policies.all()
+    }
+
+    fn host_entry(&self, host: &HostId) -> Result<Arc<HostEntry>, AuthorityError> {
+        self.inner
+            .hosts
+            .get(host)
+            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))
+    }
+
+    pub fn host(&self, host: &HostId) -> Result<HostView, AuthorityError> {
+        let entry = self.host_entry(host)?;
+        Ok(HostView {
+            record: entry.record.clone(),
+            boot: self.inner.boots.get(host),
+        })
+    }
+
+    pub fn hosts(&self) -> Vec<HostView> {
+        self.inner
+            .hosts
+            .all()
+            .into_iter()
+            .map(|e| HostView {
+                boot: self.inner.boots.get(&e.record.id),
+                record: e.record.clone(),
+            })
+            .collect()
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.inner.hosts.len()
+    }
+
+    /// Writes changed boot states now (also done every tick).
+    pub async fn flush_boots(&self) -> Result<(), AuthorityError> {
+        let dirty = self.inner.boots.dirty();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        self.inner.storage.save_boot_states(&dirty).await?;
+        self.inner.boots.flushed(&dirty);
+        Ok(())
+    }
+
+    /// The periodic work: flush boot states, expire held requests, forget
+    /// old nonces, summarize suppressed refusals.
+    pub async fn maintain(&self) {
+        if let Err(e) = self.flush_boots().await {
+            tracing::warn!(error = %e, "could not save boot states; will retry");
+        }
+        self.expire_pending().await;
+        self.inner.nonces.prune(self.now());
+        let suppressed = self.inner.refusals.take_suppressed();
+        if !suppressed.is_empty() {
+            let entry = NewEntry::new(EntryKind::Request, ACTOR)
+                .details(json!({ "outcome": "refusals_summarized", "counts": suppressed }));
+            if let Err(e) = self.inner.audit.append(entry).await {
+                tracing::warn!(error = %e, "could not audit the refusal summary");
+            }
+        }
     }
 }
 
+fn check_state(record: &HostRecord) -> Result<(), AuthorityError> {
+    match record.state {
+        HostState::Active => Ok(()),
+        HostState::Revoked => Err(AuthorityError::Revoked(record.id.clone())),
+        HostState::Shredded => Err(AuthorityError::Shredded(record.id.clone())),
+    }
+}
+
+/// Group names follow host name rules (they appear in the log and URLs).
+fn check_group(group: &str) -> Result<(), AuthorityError> {
+    HostId::new(group)?;
+    Ok(())
+}
+
+async fn background<S: Storage, A: AuditStore, C: Clock>(weak: Weak<Inner<S, A, C>>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        Authority { inner }.maintain().await;
+    }
+}
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -473,10 +1128,18 @@ mod tests {
         authority: TestAuthority,
         clock: ManualClock,
         audit_fails: Arc<AtomicBool>,
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
     }
 
     const T0: u64 = 1_800_000_000;
+    const CTX: RequestContext = RequestContext { source: None };
+
+    fn rule(policy: Policy) -> PolicyRule {
+        PolicyRule {
+            policy,
+            unannounced_reboot: Policy::Approve,
+        }
+    }
 
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
@@ -501,10 +1164,12 @@ mod tests {
             .await
             .unwrap();
         Fixture {
-            authority: Authority::new(storage, audit, clock.clone(), AuthorityOptions::default()),
+            authority: Authority::open(storage, audit, clock.clone(), AuthorityOptions::default())
+                .await
+                .unwrap(),
             clock,
             audit_fails: fail,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -516,11 +1181,11 @@ mod tests {
     }
 
     async fn enroll_host(f: &Fixture, name: &str) -> Host {
-        let token = f.authority.create_token("web", 3600).await.unwrap();
+        let token = f.authority.create_token("web", 3600, "test").await.unwrap();
         let identity = HostIdentity::generate();
         let enrollment = f
             .authority
-            .enroll(&token.token, name, identity.public_key())
+            .enroll(&token.token, name, identity.public_key(), CTX)
             .await
             .unwrap();
         assert_eq!(enrollment.group, "web");
@@ -557,7 +1222,7 @@ mod tests {
     fn granted(outcome: UnlockOutcome) -> Grant {
         match outcome {
             UnlockOutcome::Granted(grant) => *grant,
-            UnlockOutcome::Pending { .. } => panic!("pending"),
+            UnlockOutcome::Pending(_) => panic!("pending"),
         }
     }
 
@@ -566,7 +1231,7 @@ mod tests {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
         let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
-        let grant = granted(f.authority.unlock(&signed).await.unwrap());
+        let grant = granted(f.authority.unlock(&signed, CTX).await.unwrap());
         assert!(grant.audit_seq > 0);
         let key = state.unblind(&grant.response).unwrap();
         assert_eq!(key.expose(), host.key.expose());
@@ -575,14 +1240,25 @@ mod tests {
     #[tokio::test]
     async fn a_token_works_once_and_not_after_expiry() {
         let f = fixture().await;
-        let token = f.authority.create_token("web", 60).await.unwrap();
+        let token = f.authority.create_token("web", 60, "test").await.unwrap();
         let id = HostIdentity::generate().public_key();
-        f.authority.enroll(&token.token, "a", id).await.unwrap();
-        let again = f.authority.enroll(&token.token, "b", id).await.unwrap_err();
+        f.authority
+            .enroll(&token.token, "a", id, CTX)
+            .await
+            .unwrap();
+        let again = f
+            .authority
+            .enroll(&token.token, "b", id, CTX)
+            .await
+            .unwrap_err();
         assert_eq!(again.code(), "bad_token");
-        let token = f.authority.create_token("web", 60).await.unwrap();
+        let token = f.authority.create_token("web", 60, "test").await.unwrap();
         f.clock.0.fetch_add(61_000, Ordering::SeqCst);
-        let late = f.authority.enroll(&token.token, "c", id).await.unwrap_err();
+        let late = f
+            .authority
+            .enroll(&token.token, "c", id, CTX)
+            .await
+            .unwrap_err();
         assert_eq!(late.code(), "bad_token");
     }
 
@@ -591,8 +1267,8 @@ mod tests {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        granted(f.authority.unlock(&signed).await.unwrap());
-        let replay = f.authority.unlock(&signed).await.unwrap_err();
+        granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        let replay = f.authority.unlock(&signed, CTX).await.unwrap_err();
         assert_eq!(replay.code(), "replayed_nonce");
     }
 
@@ -600,30 +1276,51 @@ mod tests {
     async fn revoked_and_shredded_hosts_are_refused() {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
-        f.authority.revoke(&host.id).await.unwrap();
+        f.authority.revoke(&host.id, "test").await.unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "revoked"
         );
-        f.authority.shred(&host.id).await.unwrap();
+        let secret = f.authority.storage().host_secrets(&host.id).await.unwrap();
+        let secret = secret[0].secret.clone();
+        f.authority.shred(&host.id, "test").await.unwrap();
         // Shredding is for good: no state change brings the secret back.
-        f.authority
-            .storage()
-            .set_host_state(&host.id, HostState::Active)
-            .await
-            .unwrap();
+        assert!(
+            !f.authority
+                .storage()
+                .set_host_state(&host.id, HostState::Active)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            f.authority
+                .reinstate(&host.id, "test")
+                .await
+                .unwrap_err()
+                .code(),
+            "shredded"
+        );
         assert!(
             f.authority
                 .storage()
-                .host_secret(&host.id)
+                .host_secrets(&host.id)
                 .await
                 .unwrap()
-                .is_none()
+                .is_empty()
         );
+        // Nor is it anywhere in the database files (secure_delete, WAL
+        // truncated).
+        for name in ["keyd.db", "keyd.db-wal"] {
+            let bytes = std::fs::read(f.dir.path().join(name)).unwrap_or_default();
+            assert!(
+                !bytes.windows(32).any(|w| w == &secret[..]),
+                "{name} still holds the shredded secret"
+            );
+        }
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "shredded"
         );
     }
@@ -636,13 +1333,13 @@ mod tests {
         // A signs a request naming B.
         let (signed, _) = request(&f, &a.identity, &b.id, &b.binding);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "bad_signature"
         );
         // A asks under its own name for B's keyslot.
         let (signed, _) = request(&f, &a.identity, &a.id, &b.binding);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "unknown_key"
         );
     }
@@ -654,13 +1351,13 @@ mod tests {
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         f.clock.0.fetch_add(301_000, Ordering::SeqCst);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "stale_request"
         );
         let stranger = HostId::new("nobody").unwrap();
         let (signed, _) = request(&f, &host.identity, &stranger, &host.binding);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "unknown_host"
         );
     }
@@ -670,22 +1367,30 @@ mod tests {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
         f.authority
-            .set_policy(&PolicyScope::Group("web".into()), Policy::Approve)
+            .set_policy(
+                &PolicyScope::Group("web".into()),
+                rule(Policy::Approve),
+                "test",
+            )
             .await
             .unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert!(matches!(
-            f.authority.unlock(&signed).await.unwrap(),
-            UnlockOutcome::Pending { .. }
+            f.authority.unlock(&signed, CTX).await.unwrap(),
+            UnlockOutcome::Pending(_)
         ));
         // The host's own policy wins over its group's.
         f.authority
-            .set_policy(&PolicyScope::Host(host.id.clone()), Policy::Deny)
+            .set_policy(
+                &PolicyScope::Host(host.id.clone()),
+                rule(Policy::Deny),
+                "test",
+            )
             .await
             .unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "denied"
         );
     }
@@ -697,7 +1402,7 @@ mod tests {
         f.audit_fails.store(true, Ordering::SeqCst);
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert_eq!(
-            f.authority.unlock(&signed).await.unwrap_err().code(),
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "audit_unavailable"
         );
     }

@@ -1,22 +1,40 @@
-//! The HTTP API under `/v1`, over [`Authority`]. One boundary,
-//! [`ApiError`], turns every refusal into a status and a stable code.
+//! The HTTP API under `/v1` (docs/keyd-api.md, docs/openapi.json), over
+//! [`Authority`]. One boundary, [`ApiError`], turns every refusal into a
+//! status and a stable code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use atrest_audit::{AuditStore, Clock};
-use atrest_remote::{HostPublicKey, SignedUnlockRequest};
+use atrest_remote::{HostId, HostPublicKey, SignedRebootNotice, SignedUnlockRequest};
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::authority::{Authority, AuthorityError, Enrollment, Grant, UnlockOutcome};
-use crate::storage::Storage;
+use crate::approval::{NewApprover, PendingView};
+use crate::authority::{
+    Authority, AuthorityError, Enrollment, Grant, HostView, Rebind, RequestContext, Token,
+    UnlockOutcome,
+};
+use crate::metrics::Snapshot;
+use crate::storage::{Policy, PolicyRule, PolicyScope, Storage};
 
 /// Largest request body accepted; an unlock request is well under 1 KiB.
 pub const MAX_BODY: usize = 16 * 1024;
+
+/// A request body must arrive within this time (slow clients).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest long poll.
+pub const MAX_WAIT: u64 = 60;
 
 /// `POST /v1/enroll`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,18 +45,29 @@ pub struct EnrollBody {
     pub public_key: HostPublicKey,
 }
 
-/// `POST /v1/unlock` answer when granted (200) or pending (202).
+/// `POST /v1/unlock` and `GET /v1/requests/{id}` answer when granted (200)
+/// or pending (202).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum UnlockReply {
     Granted {
         response: Box<atrest_remote::BlindedResponse>,
         audit_seq: u64,
-        checkpoint: Option<serde_json::Value>,
+        checkpoint: Option<atrest_audit::Checkpoint>,
+        rebind: Option<Rebind>,
     },
     Pending {
         request_id: String,
+        reason: String,
+        expires_at: u64,
     },
+}
+
+/// `POST /v1/reboot` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RebootReply {
+    pub audit_seq: u64,
+    pub valid_until: u64,
 }
 
 /// The error body: `{"error": code, "message": text}`.
@@ -52,6 +81,8 @@ pub struct ErrorBody {
 pub enum ApiError {
     Authority(AuthorityError),
     Body(JsonRejection),
+    Unauthorized,
+    NotFound(String),
 }
 
 impl From<AuthorityError> for ApiError {
@@ -66,9 +97,9 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = match self {
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
             Self::Body(rejection) => {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     (
@@ -84,31 +115,48 @@ impl IntoResponse for ApiError {
                     )
                 }
             }
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)"
+                    .into(),
+            ),
+            Self::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what.clone()),
             Self::Authority(e) => {
-                let status = match &e {
+                let status = match e {
                     AuthorityError::BadToken
                     | AuthorityError::Request(_)
-                    | AuthorityError::BadPublicKey(_) => StatusCode::UNAUTHORIZED,
+                    | AuthorityError::BadPublicKey(_)
+                    | AuthorityError::BadApproverCode => StatusCode::UNAUTHORIZED,
                     AuthorityError::InvalidField(_) => StatusCode::BAD_REQUEST,
-                    AuthorityError::UnknownHost(_) => StatusCode::NOT_FOUND,
+                    AuthorityError::UnknownHost(_) | AuthorityError::UnknownRequest(_) => {
+                        StatusCode::NOT_FOUND
+                    }
                     AuthorityError::ReplayedNonce
                     | AuthorityError::Revoked(_)
-                    | AuthorityError::Denied(_) => StatusCode::FORBIDDEN,
+                    | AuthorityError::Denied { .. }
+                    | AuthorityError::Expired => StatusCode::FORBIDDEN,
                     AuthorityError::Shredded(_) => StatusCode::GONE,
-                    AuthorityError::UnknownKey(_) | AuthorityError::HostExists(_) => {
-                        StatusCode::CONFLICT
-                    }
+                    AuthorityError::UnknownKey(_)
+                    | AuthorityError::HostExists(_)
+                    | AuthorityError::AlreadyDecided { .. } => StatusCode::CONFLICT,
                     AuthorityError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
                     AuthorityError::Storage(_) | AuthorityError::Exchange(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }
                 };
-                if status.is_server_error() {
-                    tracing::error!(error = %e, "request failed");
-                }
                 (status, e.code(), e.to_string())
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(code, %message, "request failed");
+        }
         let body = ErrorBody {
             error: code.to_owned(),
             message,
@@ -117,60 +165,472 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The router: `/healthz`, `POST /v1/enroll`, `POST /v1/unlock`.
-pub fn router<S: Storage, A: AuditStore, C: Clock>(authority: Authority<S, A, C>) -> Router {
+/// What the routes share.
+pub struct AppState<S: Storage, A: AuditStore, C: Clock> {
+    pub authority: Authority<S, A, C>,
+    /// SHA-256 of the admin token; `None` turns the admin API off.
+    pub admin_token_hash: Option<[u8; 32]>,
+}
+
+type Shared<S, A, C> = Arc<AppState<S, A, C>>;
+
+/// The router: host routes, admin routes, `/healthz`, `/metrics`, and the
+/// approval web page.
+pub fn router<S: Storage, A: AuditStore, C: Clock>(
+    authority: Authority<S, A, C>,
+    admin_token: Option<&str>,
+) -> Router {
+    let state = Arc::new(AppState {
+        authority,
+        admin_token_hash: admin_token.map(|t| atrest_core::sha256(t.as_bytes())),
+    });
+    let admin = Router::new()
+        .route("/tokens", post(create_token::<S, A, C>))
+        .route("/hosts", get(list_hosts::<S, A, C>))
+        .route("/hosts/{id}", get(show_host::<S, A, C>))
+        .route("/hosts/{id}/{action}", post(host_action::<S, A, C>))
+        .route(
+            "/policy",
+            put(set_policy::<S, A, C>).get(list_policies::<S, A, C>),
+        )
+        .route("/requests", get(list_pending::<S, A, C>))
+        .route("/requests/{id}/{action}", post(decide::<S, A, C>))
+        .route("/approvers", post(add_approver::<S, A, C>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin::<S, A, C>,
+        ));
     Router::new()
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
+        .route("/metrics", get(metrics::<S, A, C>))
+        .route("/v1/info", get(info::<S, A, C>))
         .route("/v1/enroll", post(enroll::<S, A, C>))
         .route("/v1/unlock", post(unlock::<S, A, C>))
+        .route("/v1/requests/{id}", get(poll::<S, A, C>))
+        .route("/v1/reboot", post(reboot::<S, A, C>))
+        .nest("/v1/admin", admin)
+        .merge(crate::web::routes(state.clone()))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/keyd-api.md".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(authority)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::<S, A, C>,
+        ))
+        .with_state(state)
+}
+
+/// Reads the whole body within [`BODY_TIMEOUT`] and times the request.
+async fn observe<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = route_name(request.uri().path());
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY.saturating_add(1)),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(ErrorBody {
+                    error: "body_too_large".into(),
+                    message: format!("request bodies are limited to {MAX_BODY} bytes"),
+                }),
+            )
+                .into_response();
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                Json(ErrorBody {
+                    error: "slow_request".into(),
+                    message: format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                }),
+            )
+                .into_response();
+        }
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    state
+        .authority
+        .metrics()
+        .observe(route, started.elapsed().as_secs_f64());
+    response
+}
+
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/v1/unlock" => "unlock",
+        "/v1/enroll" => "enroll",
+        "/v1/reboot" => "reboot",
+        "/healthz" => "healthz",
+        "/metrics" => "metrics",
+        "/v1/info" => "info",
+        p if p.starts_with("/v1/requests/") => "poll",
+        p if p.starts_with("/v1/admin/") => "admin",
+        p if p.starts_with("/approve") => "web",
+        _ => "other",
+    }
+}
+
+async fn require_admin<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| atrest_core::sha256(t.trim().as_bytes()));
+    match (state.admin_token_hash, presented) {
+        (Some(expected), Some(presented))
+            if atrest_core::constant_time_eq(&expected, &presented) =>
+        {
+            next.run(request).await
+        }
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// The client's address, when the listener provides it.
+pub struct Source(RequestContext);
+
+impl<T: Send + Sync> axum::extract::FromRequestParts<T> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &T,
+    ) -> Result<Self, Self::Rejection> {
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Ok(Self(RequestContext { source }))
+    }
+}
+
+/// Turns a bad body into an audited refusal.
+async fn body<T, S: Storage, A: AuditStore, C: Clock>(
+    state: &AppState<S, A, C>,
+    body: Result<Json<T>, JsonRejection>,
+    ctx: RequestContext,
+) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) => {
+            let error = ApiError::Body(rejection);
+            state.authority.refused_input(error.parts().1, ctx).await;
+            Err(error)
+        }
+    }
+}
+
+async fn metrics<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Response {
+    let authority = &state.authority;
+    let text = authority.metrics().render(Snapshot {
+        hosts: authority.host_count(),
+        pending: authority.pending().len(),
+        audit: authority.audit().stats(),
+        audit_queue: authority.audit().queue_len(),
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn info<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Json<serde_json::Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "audit_public_key": atrest_remote::to_base64url(
+            &state.authority.audit().public_key().to_bytes()
+        ),
+    }))
 }
 
 async fn enroll<S: Storage, A: AuditStore, C: Clock>(
-    State(authority): State<Authority<S, A, C>>,
-    body: Result<Json<EnrollBody>, JsonRejection>,
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    json: Result<Json<EnrollBody>, JsonRejection>,
 ) -> Result<Json<Enrollment>, ApiError> {
-    let Json(body) = body?;
-    let enrollment = authority
-        .enroll(&body.token, &body.host_name, body.public_key)
+    let request = body(&state, json, ctx).await?;
+    let enrollment = state
+        .authority
+        .enroll(&request.token, &request.host_name, request.public_key, ctx)
         .await?;
     Ok(Json(enrollment))
 }
 
-async fn unlock<S: Storage, A: AuditStore, C: Clock>(
-    State(authority): State<Authority<S, A, C>>,
-    body: Result<Json<SignedUnlockRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(signed) = body?;
-    Ok(match authority.unlock(&signed).await? {
+fn reply(outcome: UnlockOutcome) -> Response {
+    match outcome {
         UnlockOutcome::Granted(grant) => {
             let Grant {
                 response,
                 audit_seq,
                 checkpoint,
+                rebind,
             } = *grant;
-            let response = Box::new(response);
-            let checkpoint = checkpoint.and_then(|c| serde_json::to_value(c).ok());
             Json(UnlockReply::Granted {
-                response,
+                response: Box::new(response),
                 audit_seq,
                 checkpoint,
+                rebind,
             })
             .into_response()
         }
-        UnlockOutcome::Pending { request_id } => (
+        UnlockOutcome::Pending(view) => (
             StatusCode::ACCEPTED,
-            Json(UnlockReply::Pending { request_id }),
+            Json(UnlockReply::Pending {
+                request_id: view.id,
+                reason: view.reason,
+                expires_at: view.expires_at,
+            }),
         )
             .into_response(),
-    })
+    }
+}
+
+async fn unlock<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    json: Result<Json<SignedUnlockRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let signed = body(&state, json, ctx).await?;
+    Ok(reply(state.authority.unlock(&signed, ctx).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<u64>,
+}
+
+async fn poll<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT));
+    Ok(reply(state.authority.poll(&id, wait).await?))
+}
+
+async fn reboot<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    json: Result<Json<SignedRebootNotice>, JsonRejection>,
+) -> Result<Json<RebootReply>, ApiError> {
+    let notice = body(&state, json, ctx).await?;
+    let (audit_seq, valid_until) = state.authority.announce_reboot(&notice, ctx).await?;
+    Ok(Json(RebootReply {
+        audit_seq,
+        valid_until,
+    }))
+}
+
+/// Who did an admin action, for the log.
+const ADMIN: &str = "admin";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub group: String,
+    /// Seconds.
+    pub expires_in: u64,
+}
+
+async fn create_token<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<TokenBody>, JsonRejection>,
+) -> Result<Json<Token>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state
+            .authority
+            .create_token(&request.group, request.expires_in, ADMIN)
+            .await?,
+    ))
+}
+
+async fn list_hosts<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Json<Vec<HostView>> {
+    Json(state.authority.hosts())
+}
+
+fn host_id(id: &str) -> Result<HostId, ApiError> {
+    HostId::new(id).map_err(|e| ApiError::Authority(e.into()))
+}
+
+async fn show_host<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Path(id): Path<String>,
+) -> Result<Json<HostView>, ApiError> {
+    Ok(Json(state.authority.host(&host_id(&id)?)?))
+}
+
+async fn host_action<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<HostView>, ApiError> {
+    let id = host_id(&id)?;
+    let authority = &state.authority;
+    let view = match action.as_str() {
+        "revoke" => authority.revoke(&id, ADMIN).await?,
+        "reinstate" => authority.reinstate(&id, ADMIN).await?,
+        "shred" => authority.shred(&id, ADMIN).await?,
+        "rotate" => authority.rotate(&id, ADMIN).await?,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no host action {other:?}: revoke, reinstate, shred or rotate"
+            )));
+        }
+    };
+    Ok(Json(view))
+}
+
+/// `PUT /v1/admin/policy`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    /// `default`, `group` or `host`.
+    pub scope: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub policy: Policy,
+    #[serde(default)]
+    pub unannounced_reboot: Option<Policy>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub scope: PolicyScope,
+    #[serde(flatten)]
+    pub rule: PolicyRule,
+}
+
+async fn set_policy<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<PolicyBody>, JsonRejection>,
+) -> Result<Json<PolicyView>, ApiError> {
+    let Json(request) = json?;
+    let missing = || {
+        ApiError::Authority(AuthorityError::InvalidField(atrest_remote::InvalidField {
+            field: "name",
+            rule: "given for a group or host scope",
+        }))
+    };
+    let scope = match request.scope.as_str() {
+        "default" => PolicyScope::Default,
+        "group" => PolicyScope::Group(request.name.ok_or_else(missing)?),
+        "host" => PolicyScope::Host(host_id(&request.name.ok_or_else(missing)?)?),
+        _ => {
+            return Err(ApiError::Authority(AuthorityError::InvalidField(
+                atrest_remote::InvalidField {
+                    field: "scope",
+                    rule: "default, group or host",
+                },
+            )));
+        }
+    };
+    let rule = PolicyRule {
+        policy: request.policy,
+        unannounced_reboot: request
+            .unannounced_reboot
+            .unwrap_or(PolicyRule::default().unannounced_reboot),
+    };
+    state.authority.set_policy(&scope, rule, ADMIN).await?;
+    Ok(Json(PolicyView { scope, rule }))
+}
+
+async fn list_policies<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Json<Vec<PolicyView>> {
+    Json(
+        state
+            .authority
+            .policies()
+            .into_iter()
+            .map(|(scope, rule)| PolicyView { scope, rule })
+            .collect(),
+    )
+}
+
+async fn list_pending<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Json<Vec<PendingView>> {
+    Json(state.authority.pending())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    pub approver: String,
+}
+
+async fn decide<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Path((id, action)): Path<(String, String)>,
+    json: Result<Json<DecideBody>, JsonRejection>,
+) -> Result<Json<PendingView>, ApiError> {
+    let Json(request) = json?;
+    let approve = match action.as_str() {
+        "approve" => true,
+        "deny" => false,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no request action {other:?}: approve or deny"
+            )));
+        }
+    };
+    let actor = format!("cli:{}", request.approver);
+    Ok(Json(state.authority.decide(&id, approve, &actor).await?))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverBody {
+    pub name: String,
+}
+
+async fn add_approver<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<ApproverBody>, JsonRejection>,
+) -> Result<Json<NewApprover>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state.authority.add_approver(&request.name, ADMIN).await?,
+    ))
 }
 
 /// Serves `router` on `listener` (plain HTTP) until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }

@@ -1,14 +1,19 @@
 //! The atrest key authority (`atrest keyd`), as a library: the rules of
 //! enrollment and unlock with no HTTP ([`Authority`] over a [`Storage`]
-//! and an [`atrest_audit::AuditLog`]), and an axum [`router`] on top.
+//! and an [`atrest_audit::AuditLog`]), an axum [`router`] on top, and the
+//! data directory a running keyd keeps ([`DataDir`]).
 //!
 //! - [`Authority::create_token`] / [`Authority::enroll`]: one-time tokens
 //!   with a group and an expiry; a host enrolls with its Ed25519 key and
 //!   gets its own exchange key `S`.
 //! - [`Authority::unlock`]: checks the host's signature and clock, refuses
-//!   replays, revoked and shredded hosts, applies the policy, and releases
-//!   the blinded answer only once its audit entry is durable.
-//! - [`Authority::revoke`] / [`Authority::shred`].
+//!   replays, revoked and shredded hosts, applies the policy (auto,
+//!   approve, deny; an unannounced reboot can escalate), and releases the
+//!   blinded answer only once its audit entry is durable.
+//! - Held requests: [`Authority::pending`], [`Authority::decide`],
+//!   [`Authority::poll`], expiry; approvers with TOTP codes.
+//! - [`Authority::announce_reboot`], [`Authority::rotate`],
+//!   [`Authority::revoke`], [`Authority::shred`].
 //! - [`ServerCertificates`] / [`serve_tls`]: a CA and server certificate
 //!   made at init (hosts pin the CA's [`fingerprint`]), served with rustls.
 //! - [`SqliteStorage`]: the embedded [`Storage`] (WAL, `synchronous=FULL`).
@@ -16,18 +21,29 @@
 //! Time comes from an injected [`Clock`] (`atrest_audit`'s), so tests
 //! control it.
 
+mod approval;
 mod authority;
 mod http;
+mod metrics;
+mod state;
 mod storage;
 mod tls;
+mod web;
 
+pub use approval::{NewApprover, PendingState, PendingView, totp_code};
 pub use atrest_audit::{Clock, SystemClock};
 pub use authority::{
-    Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, Token, UnlockOutcome,
+    Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, PendingNotifier,
+    Rebind, RequestContext, Token, UnlockOutcome,
 };
-pub use http::{ApiError, EnrollBody, ErrorBody, MAX_BODY, UnlockReply, router, serve};
+pub use http::{
+    ApiError, AppState, ApproverBody, BODY_TIMEOUT, DecideBody, EnrollBody, ErrorBody, MAX_BODY,
+    MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router, serve,
+};
+pub use metrics::{Metrics, Snapshot};
 pub use storage::{
-    HostRecord, HostState, Policy, PolicyScope, SqliteStorage, Storage, StorageError,
+    BootState, HostRecord, HostState, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION,
+    SqliteStorage, Storage, StorageError,
 };
 pub use tls::{
     HANDSHAKE_TIMEOUT, ServerCertificates, TlsError, TlsListener, fingerprint, serve_tls,

@@ -1,6 +1,11 @@
 //! What the authority keeps besides its audit log: hosts, their exchange
-//! secrets, enrollment tokens, used nonces and policies. A store knows no
-//! protocol; [`crate::Authority`] holds the rules.
+//! secrets, enrollment tokens, policies, approvers and what it knows of
+//! each host's boots. A store knows no protocol; [`crate::Authority`]
+//! holds the rules.
+//!
+//! Used nonces are not stored here: every answered request's nonce is in
+//! its durable audit entry, and the authority reloads the recent ones
+//! from the audit log when it starts.
 
 use std::future::Future;
 use std::path::Path;
@@ -27,7 +32,7 @@ pub enum HostState {
 }
 
 impl HostState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Revoked => "revoked",
@@ -63,7 +68,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Auto => "auto",
             Self::Approve => "approve",
@@ -84,10 +89,12 @@ impl FromStr for Policy {
     }
 }
 
-/// What a policy applies to; a host's own policy wins over its group's.
+/// What a policy applies to; a host's own policy wins over its group's,
+/// and a group's over the default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "scope", content = "name")]
 pub enum PolicyScope {
+    Default,
     Group(String),
     Host(HostId),
 }
@@ -95,8 +102,33 @@ pub enum PolicyScope {
 impl PolicyScope {
     fn key(&self) -> String {
         match self {
+            Self::Default => "default".to_owned(),
             Self::Group(g) => format!("group:{g}"),
             Self::Host(h) => format!("host:{h}"),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// A scope's rules: what to do with a request, and what to do when the
+/// host booted without announcing it (`atrest reboot --planned`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    pub policy: Policy,
+    pub unannounced_reboot: Policy,
+}
+
+impl Default for PolicyRule {
+    /// Release at once, but hold an unaccounted reboot for an approver.
+    fn default() -> Self {
+        Self {
+            policy: Policy::Auto,
+            unannounced_reboot: Policy::Approve,
         }
     }
 }
@@ -109,9 +141,40 @@ pub struct HostRecord {
     pub public_key: HostPublicKey,
     /// The key id of the host's current exchange secret.
     pub key_id: KeyId,
+    /// After a rotation, the previous secret's key id until the host has
+    /// re-bound its keyslot.
+    pub previous_key_id: Option<KeyId>,
     pub state: HostState,
     /// Unix seconds.
     pub enrolled_at: u64,
+}
+
+/// What the authority knows of a host's boots. Written in batches (a lost
+/// update makes the next boot look unannounced: the safe side).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BootState {
+    /// The boot id of the last release.
+    pub last_boot_id: Option<String>,
+    pub last_unlock_at: Option<u64>,
+    /// `atrest reboot --planned`: a boot id other than `planned_from`
+    /// is accounted for until this time.
+    pub planned_until: Option<u64>,
+    pub planned_from: Option<String>,
+}
+
+/// An exchange secret of a host, by its key id.
+pub struct StoredSecret {
+    pub key_id: KeyId,
+    pub secret: Zeroizing<[u8; 32]>,
+    pub current: bool,
+}
+
+/// A person who may approve or deny held requests, with a TOTP secret.
+pub struct StoredApprover {
+    pub name: String,
+    pub totp_secret: Zeroizing<Vec<u8>>,
+    /// The last TOTP time step accepted, so a code is used once.
+    pub last_step: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +185,11 @@ pub enum StorageError {
     Corrupt(String),
     #[error("a host named {0} is already enrolled")]
     HostExists(HostId),
+    #[error(
+        "the key authority database has schema version {found}, this keyd knows up to {known}; \
+         run the newer atrest keyd that wrote it"
+    )]
+    NewerSchema { found: i64, known: i64 },
 }
 
 fn backend(e: sqlx::Error) -> StorageError {
@@ -137,7 +205,7 @@ fn to_u64(v: i64) -> u64 {
 }
 
 /// Where the authority's state lives. Every method is one atomic,
-/// durable operation.
+/// durable operation unless it says otherwise.
 pub trait Storage: Send + Sync + 'static {
     /// Stores a token by the SHA-256 of its text, so a stolen database
     /// holds no usable token.
@@ -149,7 +217,7 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Spends an unexpired, unused token and enrolls `host` with `secret`
-    /// in one transaction. `Ok(false)`: no such token, used, or expired.
+    /// in one transaction. `Ok(None)`: no such token, used, or expired.
     fn enroll(
         &self,
         token_hash: [u8; 32],
@@ -158,48 +226,93 @@ pub trait Storage: Send + Sync + 'static {
         secret: &[u8; 32],
     ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send;
 
-    fn host(
+    /// Removes a host enrolled by [`enroll`](Self::enroll) whose audit
+    /// entry could not be written, and gives its token back.
+    fn undo_enroll(
         &self,
-        id: &HostId,
-    ) -> impl Future<Output = Result<Option<HostRecord>, StorageError>> + Send;
+        token_hash: [u8; 32],
+        host: &HostId,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     fn hosts(&self) -> impl Future<Output = Result<Vec<HostRecord>, StorageError>> + Send;
 
-    /// The host's exchange secret; `None` once shredded.
-    fn host_secret(
+    /// A host's exchange secrets (current, and previous after a rotation);
+    /// empty once shredded.
+    fn host_secrets(
         &self,
         id: &HostId,
-    ) -> impl Future<Output = Result<Option<Zeroizing<[u8; 32]>>, StorageError>> + Send;
+    ) -> impl Future<Output = Result<Vec<StoredSecret>, StorageError>> + Send;
 
-    /// Sets the state; `Shredded` also deletes the secret, in the same
-    /// transaction. `Ok(false)`: no such host.
+    /// Sets the state; `Shredded` also deletes every secret of the host,
+    /// in the same transaction. A shredded host stays shredded.
+    /// `Ok(false)`: no such host, or it is shredded.
     fn set_host_state(
         &self,
         id: &HostId,
         state: HostState,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
-    /// Records a nonce until `keep_until`; `Ok(false)` if it was already
-    /// seen (a replay). Also forgets nonces past their time.
-    fn record_nonce(
+    /// Makes `secret` the host's current secret and keeps the current one
+    /// as previous (dropping an older previous one).
+    fn rotate_secret(
         &self,
-        host: &HostId,
-        nonce: &[u8; 16],
-        now: u64,
-        keep_until: u64,
+        id: &HostId,
+        key_id: KeyId,
+        secret: &[u8; 32],
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Deletes the host's previous secret (it has re-bound to the current).
+    fn retire_previous_secret(
+        &self,
+        id: &HostId,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     fn set_policy(
         &self,
         scope: &PolicyScope,
-        policy: Policy,
+        rule: PolicyRule,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
-    fn policy(
+    fn policies(
         &self,
-        scope: &PolicyScope,
-    ) -> impl Future<Output = Result<Option<Policy>, StorageError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(PolicyScope, PolicyRule)>, StorageError>> + Send;
+
+    /// Every host's boot state, for loading at start.
+    fn boot_states(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(HostId, BootState)>, StorageError>> + Send;
+
+    /// Saves several hosts' boot states in one transaction.
+    fn save_boot_states(
+        &self,
+        states: &[(HostId, BootState)],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Adds or replaces an approver.
+    fn put_approver(
+        &self,
+        name: &str,
+        totp_secret: &[u8],
+        now: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    fn approver(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StoredApprover>, StorageError>> + Send;
+
+    /// Records that `step` was used; `Ok(false)` if a step at or after it
+    /// already was (a replayed code).
+    fn use_approver_step(
+        &self,
+        name: &str,
+        step: u64,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 }
+
+/// The schema this keyd writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 1";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS tokens (
@@ -207,17 +320,22 @@ const SCHEMA: &[&str] = &[
         expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS hosts (
         id TEXT PRIMARY KEY, group_name TEXT NOT NULL, public_key BLOB NOT NULL,
-        key_id BLOB NOT NULL, state TEXT NOT NULL, enrolled_at INTEGER NOT NULL)",
+        state TEXT NOT NULL, enrolled_at INTEGER NOT NULL,
+        last_boot_id TEXT, last_unlock_at INTEGER,
+        planned_until INTEGER, planned_from TEXT)",
     "CREATE TABLE IF NOT EXISTS host_secrets (
-        host_id TEXT PRIMARY KEY REFERENCES hosts(id), secret BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS nonces (
-        host_id TEXT NOT NULL, nonce BLOB NOT NULL, keep_until INTEGER NOT NULL,
-        PRIMARY KEY (host_id, nonce))",
-    "CREATE INDEX IF NOT EXISTS nonces_keep_until ON nonces(keep_until)",
-    "CREATE TABLE IF NOT EXISTS policies (scope TEXT PRIMARY KEY, policy TEXT NOT NULL)",
+        host_id TEXT NOT NULL REFERENCES hosts(id), key_id BLOB NOT NULL,
+        secret BLOB NOT NULL, current INTEGER NOT NULL,
+        PRIMARY KEY (host_id, key_id))",
+    "CREATE TABLE IF NOT EXISTS policies (
+        scope TEXT PRIMARY KEY, policy TEXT NOT NULL, unannounced TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS approvers (
+        name TEXT PRIMARY KEY, totp_secret BLOB NOT NULL,
+        created_at INTEGER NOT NULL, last_step INTEGER NOT NULL DEFAULT 0)",
 ];
 
-/// The authority's state in a SQLite file (WAL, `synchronous=FULL`), kept
+/// The authority's state in a SQLite file (WAL, `synchronous=FULL`,
+/// `secure_delete` so a shredded secret is overwritten in the file), kept
 /// apart from the audit database so each has its own schema version.
 #[derive(Clone, Debug)]
 pub struct SqliteStorage {
@@ -232,42 +350,54 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(connect)
             .await
             .map_err(backend)?;
+        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await
+            .map_err(backend)?;
+        if found > SCHEMA_VERSION {
+            return Err(StorageError::NewerSchema {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let mut tx = pool.begin().await.map_err(backend)?;
         for statement in SCHEMA {
             sqlx::query(*statement)
-                .execute(&pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
         }
+        sqlx::query(SET_SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(Self { pool })
+    }
+
+    /// Moves the write-ahead log into the database and truncates it, so
+    /// deleted rows (a shredded secret) leave no copy in the WAL file.
+    async fn truncate_wal(&self) -> Result<(), StorageError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }
 
-fn host_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<HostRecord, StorageError> {
-    let id: String = row.try_get("id").map_err(backend)?;
-    let group: String = row.try_get("group_name").map_err(backend)?;
-    let public_key: Vec<u8> = row.try_get("public_key").map_err(backend)?;
-    let key_id: Vec<u8> = row.try_get("key_id").map_err(backend)?;
-    let state: String = row.try_get("state").map_err(backend)?;
-    let enrolled_at: i64 = row.try_get("enrolled_at").map_err(backend)?;
-    let corrupt = |what: &str| StorageError::Corrupt(format!("host {id}: {what}"));
-    let public_key: [u8; 32] = public_key
+fn key_id_from(bytes: Vec<u8>, what: &str) -> Result<KeyId, StorageError> {
+    let bytes: [u8; 16] = bytes
         .try_into()
-        .map_err(|_| corrupt("public key length"))?;
-    let key_id: [u8; 16] = key_id.try_into().map_err(|_| corrupt("key id length"))?;
-    Ok(HostRecord {
-        id: HostId::new(id.clone()).map_err(|_| corrupt("id"))?,
-        group,
-        public_key: HostPublicKey::from_bytes(&public_key).map_err(|_| corrupt("public key"))?,
-        key_id: KeyId(key_id),
-        state: state.parse()?,
-        enrolled_at: to_u64(enrolled_at),
-    })
+        .map_err(|_| StorageError::Corrupt(format!("{what}: key id length")))?;
+    Ok(KeyId(bytes))
 }
 
 impl Storage for SqliteStorage {
@@ -312,13 +442,12 @@ impl Storage for SqliteStorage {
             return Ok(None);
         };
         let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO hosts (id, group_name, public_key, key_id, state, enrolled_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO hosts (id, group_name, public_key, state, enrolled_at)
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(host.id.as_str())
         .bind(&group)
         .bind(&host.public_key.to_bytes()[..])
-        .bind(&host.key_id.0[..])
         .bind(HostState::Active.as_str())
         .bind(to_i64(host.enrolled_at))
         .execute(&mut *tx)
@@ -328,51 +457,85 @@ impl Storage for SqliteStorage {
             // Dropping the transaction rolls back, so the token stays unused.
             return Err(StorageError::HostExists(host.id.clone()));
         }
-        sqlx::query("INSERT INTO host_secrets (host_id, secret) VALUES (?, ?)")
-            .bind(host.id.as_str())
-            .bind(&secret[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO host_secrets (host_id, key_id, secret, current) VALUES (?, ?, ?, 1)",
+        )
+        .bind(host.id.as_str())
+        .bind(&host.key_id.0[..])
+        .bind(&secret[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(group))
     }
 
-    async fn host(&self, id: &HostId) -> Result<Option<HostRecord>, StorageError> {
-        let row = sqlx::query("SELECT * FROM hosts WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
+    async fn undo_enroll(&self, token_hash: [u8; 32], host: &HostId) -> Result<(), StorageError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        row.as_ref().map(host_from_row).transpose()
+        sqlx::query("DELETE FROM host_secrets WHERE host_id = ?")
+            .bind(host.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM hosts WHERE id = ?")
+            .bind(host.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("UPDATE tokens SET used = 0 WHERE hash = ?")
+            .bind(&token_hash[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
-        let rows = sqlx::query("SELECT * FROM hosts ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        let rows = sqlx::query(
+            "SELECT h.id, h.group_name, h.public_key, h.state, h.enrolled_at,
+                    (SELECT key_id FROM host_secrets s WHERE s.host_id = h.id AND s.current = 1)
+                        AS key_id,
+                    (SELECT key_id FROM host_secrets s WHERE s.host_id = h.id AND s.current = 0)
+                        AS previous_key_id
+             FROM hosts h ORDER BY h.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
         rows.iter().map(host_from_row).collect()
     }
 
-    async fn host_secret(&self, id: &HostId) -> Result<Option<Zeroizing<[u8; 32]>>, StorageError> {
-        let secret: Option<Zeroizing<Vec<u8>>> =
-            sqlx::query_scalar::<_, Vec<u8>>("SELECT secret FROM host_secrets WHERE host_id = ?")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?
-                .map(Zeroizing::new);
-        secret
-            .map(|s| {
+    async fn host_secrets(&self, id: &HostId) -> Result<Vec<StoredSecret>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT key_id, secret, current FROM host_secrets WHERE host_id = ?
+             ORDER BY current DESC",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let key_id = key_id_from(row.try_get("key_id").map_err(backend)?, id.as_str())?;
+                let secret = Zeroizing::new(row.try_get::<Vec<u8>, _>("secret").map_err(backend)?);
                 let mut out = Zeroizing::new([0u8; 32]);
-                if s.len() != 32 {
+                if secret.len() != 32 {
                     return Err(StorageError::Corrupt(format!("host {id}: secret length")));
                 }
-                out.copy_from_slice(&s);
-                Ok(out)
+                out.copy_from_slice(&secret);
+                let current: i64 = row.try_get("current").map_err(backend)?;
+                Ok(StoredSecret {
+                    key_id,
+                    secret: out,
+                    current: current == 1,
+                })
             })
-            .transpose()
+            .collect()
     }
 
     async fn set_host_state(&self, id: &HostId, state: HostState) -> Result<bool, StorageError> {
@@ -381,7 +544,6 @@ impl Storage for SqliteStorage {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        // A shredded host stays shredded: its secret is gone.
         let updated =
             sqlx::query("UPDATE hosts SET state = ? WHERE id = ? AND state != 'shredded'")
                 .bind(state.as_str())
@@ -397,56 +559,238 @@ impl Storage for SqliteStorage {
                 .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
+        if state == HostState::Shredded {
+            self.truncate_wal().await?;
+        }
         Ok(updated.rows_affected() > 0)
     }
 
-    async fn record_nonce(
+    async fn rotate_secret(
         &self,
-        host: &HostId,
-        nonce: &[u8; 16],
-        now: u64,
-        keep_until: u64,
+        id: &HostId,
+        key_id: KeyId,
+        secret: &[u8; 32],
     ) -> Result<bool, StorageError> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        sqlx::query("DELETE FROM nonces WHERE keep_until < ?")
-            .bind(to_i64(now))
+        let active: Option<String> =
+            sqlx::query_scalar("SELECT state FROM hosts WHERE id = ? AND state != 'shredded'")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if active.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM host_secrets WHERE host_id = ? AND current = 0")
+            .bind(id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO nonces (host_id, nonce, keep_until) VALUES (?, ?, ?)",
+        sqlx::query("UPDATE host_secrets SET current = 0 WHERE host_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO host_secrets (host_id, key_id, secret, current) VALUES (?, ?, ?, 1)",
         )
-        .bind(host.as_str())
-        .bind(&nonce[..])
-        .bind(to_i64(keep_until))
+        .bind(id.as_str())
+        .bind(&key_id.0[..])
+        .bind(&secret[..])
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(inserted.rows_affected() == 1)
+        Ok(true)
     }
 
-    async fn set_policy(&self, scope: &PolicyScope, policy: Policy) -> Result<(), StorageError> {
-        sqlx::query("INSERT OR REPLACE INTO policies (scope, policy) VALUES (?, ?)")
-            .bind(scope.key())
-            .bind(policy.as_str())
+    async fn retire_previous_secret(&self, id: &HostId) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM host_secrets WHERE host_id = ? AND current = 0")
+            .bind(id.as_str())
             .execute(&self.pool)
             .await
             .map_err(backend)?;
         Ok(())
     }
 
-    async fn policy(&self, scope: &PolicyScope) -> Result<Option<Policy>, StorageError> {
-        let policy: Option<String> =
-            sqlx::query_scalar("SELECT policy FROM policies WHERE scope = ?")
-                .bind(scope.key())
-                .fetch_optional(&self.pool)
+    async fn set_policy(&self, scope: &PolicyScope, rule: PolicyRule) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO policies (scope, policy, unannounced) VALUES (?, ?, ?)",
+        )
+        .bind(scope.key())
+        .bind(rule.policy.as_str())
+        .bind(rule.unannounced_reboot.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn policies(&self) -> Result<Vec<(PolicyScope, PolicyRule)>, StorageError> {
+        let rows = sqlx::query("SELECT scope, policy, unannounced FROM policies ORDER BY scope")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let scope: String = row.try_get("scope").map_err(backend)?;
+                let policy: String = row.try_get("policy").map_err(backend)?;
+                let unannounced: String = row.try_get("unannounced").map_err(backend)?;
+                let scope = if scope == "default" {
+                    PolicyScope::Default
+                } else if let Some(group) = scope.strip_prefix("group:") {
+                    PolicyScope::Group(group.to_owned())
+                } else if let Some(host) = scope.strip_prefix("host:") {
+                    PolicyScope::Host(HostId::new(host).map_err(|e| {
+                        StorageError::Corrupt(format!("policy scope {scope:?}: {e}"))
+                    })?)
+                } else {
+                    return Err(StorageError::Corrupt(format!("policy scope {scope:?}")));
+                };
+                Ok((
+                    scope,
+                    PolicyRule {
+                        policy: policy.parse()?,
+                        unannounced_reboot: unannounced.parse()?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn boot_states(&self) -> Result<Vec<(HostId, BootState)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, last_boot_id, last_unlock_at, planned_until, planned_from FROM hosts",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(backend)?;
+                let id = HostId::new(id.clone())
+                    .map_err(|_| StorageError::Corrupt(format!("host id {id:?}")))?;
+                let opt_u64 = |name: &str| -> Result<Option<u64>, StorageError> {
+                    Ok(row
+                        .try_get::<Option<i64>, _>(name)
+                        .map_err(backend)?
+                        .map(to_u64))
+                };
+                Ok((
+                    id,
+                    BootState {
+                        last_boot_id: row.try_get("last_boot_id").map_err(backend)?,
+                        last_unlock_at: opt_u64("last_unlock_at")?,
+                        planned_until: opt_u64("planned_until")?,
+                        planned_from: row.try_get("planned_from").map_err(backend)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn save_boot_states(&self, states: &[(HostId, BootState)]) -> Result<(), StorageError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        for (id, state) in states {
+            sqlx::query(
+                "UPDATE hosts SET last_boot_id = ?, last_unlock_at = ?, planned_until = ?,
+                    planned_from = ? WHERE id = ?",
+            )
+            .bind(state.last_boot_id.as_deref())
+            .bind(state.last_unlock_at.map(to_i64))
+            .bind(state.planned_until.map(to_i64))
+            .bind(state.planned_from.as_deref())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_approver(
+        &self,
+        name: &str,
+        totp_secret: &[u8],
+        now: u64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO approvers (name, totp_secret, created_at, last_step)
+             VALUES (?, ?, ?, 0)",
+        )
+        .bind(name)
+        .bind(totp_secret)
+        .bind(to_i64(now))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn approver(&self, name: &str) -> Result<Option<StoredApprover>, StorageError> {
+        let row = sqlx::query("SELECT name, totp_secret, last_step FROM approvers WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            Ok(StoredApprover {
+                name: row.try_get("name").map_err(backend)?,
+                totp_secret: Zeroizing::new(row.try_get("totp_secret").map_err(backend)?),
+                last_step: to_u64(row.try_get("last_step").map_err(backend)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn use_approver_step(&self, name: &str, step: u64) -> Result<bool, StorageError> {
+        let updated =
+            sqlx::query("UPDATE approvers SET last_step = ? WHERE name = ? AND last_step < ?")
+                .bind(to_i64(step))
+                .bind(name)
+                .bind(to_i64(step))
+                .execute(&self.pool)
                 .await
                 .map_err(backend)?;
-        policy.map(|p| p.parse()).transpose()
+        Ok(updated.rows_affected() == 1)
     }
+}
+
+fn host_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<HostRecord, StorageError> {
+    let id: String = row.try_get("id").map_err(backend)?;
+    let group: String = row.try_get("group_name").map_err(backend)?;
+    let public_key: Vec<u8> = row.try_get("public_key").map_err(backend)?;
+    let key_id: Option<Vec<u8>> = row.try_get("key_id").map_err(backend)?;
+    let previous: Option<Vec<u8>> = row.try_get("previous_key_id").map_err(backend)?;
+    let state: String = row.try_get("state").map_err(backend)?;
+    let enrolled_at: i64 = row.try_get("enrolled_at").map_err(backend)?;
+    let corrupt = |what: &str| StorageError::Corrupt(format!("host {id}: {what}"));
+    let public_key: [u8; 32] = public_key
+        .try_into()
+        .map_err(|_| corrupt("public key length"))?;
+    let state: HostState = state.parse()?;
+    // A shredded host has no secrets left; its key id is all zero.
+    let key_id = match key_id {
+        Some(k) => key_id_from(k, &id)?,
+        None if state == HostState::Shredded => KeyId([0; 16]),
+        None => return Err(corrupt("no current secret")),
+    };
+    Ok(HostRecord {
+        id: HostId::new(id.clone()).map_err(|_| corrupt("id"))?,
+        group,
+        public_key: HostPublicKey::from_bytes(&public_key).map_err(|_| corrupt("public key"))?,
+        key_id,
+        previous_key_id: previous.map(|p| key_id_from(p, &id)).transpose()?,
+        state,
+        enrolled_at: to_u64(enrolled_at),
+    })
 }

@@ -31,12 +31,14 @@ async fn enroll_and_unlock_over_http() {
     let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
         .await
         .unwrap();
-    let authority = Authority::new(storage, audit, SystemClock, AuthorityOptions::default());
-    let token = authority.create_token("web", 600).await.unwrap();
+    let authority = Authority::open(storage, audit, SystemClock, AuthorityOptions::default())
+        .await
+        .unwrap();
+    let token = authority.create_token("web", 600, "test").await.unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(serve(listener, router(authority)));
+    let server = tokio::spawn(serve(listener, router(authority, None)));
     let client = reqwest::Client::new();
 
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
