@@ -100,6 +100,39 @@ fn main() {
     Vault::create(&root, options, &key_file, "fscrypt").expect("create");
     configs.push(("fscrypt", fs::read(root.join(CONFIG_FILE)).expect("config")));
 
+    // A remote slot and a 2-of-3 threshold slot beside a passphrase.
+    let root = scratch.join("remote-threshold");
+    let options = CreateOptions {
+        algorithm: ContentAlgorithm::Aes256Gcm,
+        backend: Backend::Fuse,
+        argon2: fast,
+        recovery_key: false,
+    };
+    let (mut vault, _) = Vault::create(&root, options, &pass, "").expect("create");
+    let member = |n: u8| {
+        let secret = atrest_remote::HostSecret::generate();
+        let (binding, key) = atrest_remote::enroll(&secret.public_key());
+        atrest_vault::RemoteMember {
+            authority: atrest_vault::AuthorityRef {
+                url: format!("https://keys{n}.example:7443"),
+                ca_fingerprint: [n; 32],
+                host_id: atrest_remote::HostId::new("web-1").expect("host id"),
+                audit_public_key: [n; 32],
+            },
+            binding,
+            key,
+        }
+    };
+    vault.add_remote_slot(&member(0), "keys0").expect("remote");
+    let members: Vec<_> = (1..=3).map(member).collect();
+    vault
+        .add_threshold_slot(2, &members, "quorum")
+        .expect("threshold");
+    configs.push((
+        "remote-threshold",
+        fs::read(root.join(CONFIG_FILE)).expect("config"),
+    ));
+
     for (name, bytes) in &configs {
         write(&seeds.join("fuzz_config"), &format!("{name}.conf"), bytes);
         // The keyslot section: count byte and records, without the MAC.

@@ -79,7 +79,32 @@ pub fn kind_params(kind: &SlotKind) -> Vec<u8> {
             out
         }
         SlotKind::RecoveryKey | SlotKind::KeyFile => Vec::new(),
+        SlotKind::Remote(slot) => {
+            let mut out = vec![1];
+            authority_bytes(&mut out, &slot.authority);
+            out.extend_from_slice(&slot.binding.to_bytes());
+            out
+        }
+        SlotKind::Threshold(slot) => {
+            let mut out = vec![1, slot.threshold, slot.members.len() as u8];
+            for m in &slot.members {
+                authority_bytes(&mut out, &m.authority);
+                out.extend_from_slice(&m.binding.to_bytes());
+                out.extend_from_slice(m.sealed_share());
+            }
+            out
+        }
     }
+}
+
+/// The authority record of remote and threshold parameters.
+fn authority_bytes(out: &mut Vec<u8>, a: &atrest_vault::AuthorityRef) {
+    out.push(a.url.len() as u8);
+    out.extend_from_slice(a.url.as_bytes());
+    out.extend_from_slice(&a.ca_fingerprint);
+    out.push(a.host_id.as_str().len() as u8);
+    out.extend_from_slice(a.host_id.as_str().as_bytes());
+    out.extend_from_slice(&a.audit_public_key);
 }
 
 /// One keyslot record with every length field explicit, so callers can
@@ -189,7 +214,7 @@ pub fn check_config(cfg: &VaultConfig, original: &[u8]) {
             "label of {} bytes accepted",
             a.label.len()
         );
-        assert!((1..=3).contains(&a.kind.id()));
+        assert!((1..=5).contains(&a.kind.id()));
         if let SlotKind::Passphrase { params, .. } = &a.kind {
             assert!(
                 params.validate().is_ok(),

@@ -20,6 +20,7 @@ ChaCha20-Poly1305.
 import base64
 import hashlib
 import hmac
+import itertools
 import os
 import re
 import struct
@@ -48,6 +49,10 @@ DOMAIN_FILE_NAME = b"atrest name v1"
 DOMAIN_XATTR_NAME = b"atrest xattr name v1"
 DOMAIN_XATTR_VALUE = b"atrest xattr value v1"
 DOMAIN_SYMLINK = b"atrest symlink v1"
+SHARE_MAC = b"atrest v1 share mac"
+THRESHOLD_SHARE_KEY = b"atrest v1 threshold share"
+DOMAIN_THRESHOLD_SHARE = b"atrest threshold share v1"
+DOMAIN_THRESHOLD_MEMBER = b"atrest threshold member v1"
 
 MAGIC = b"ATRESTVC"
 BLOCK_SIZE = 4096
@@ -269,6 +274,8 @@ def parse_config(data):
         elif kind in (2, 3):
             if params:
                 raise Failure("parse-error")
+        elif kind in (4, 5):
+            parse_remote_params(kind, params)
         else:
             raise Failure("parse-error")
         label = b.take(b.u8())
@@ -292,10 +299,179 @@ def parse_config(data):
     return cfg
 
 
-def slot_secret(slot, unlocker):
+# ------------------------------------------------- remote and threshold slots
+
+P25519 = 2**255 - 19
+EDWARDS_D = (-121665 * pow(121666, P25519 - 2, P25519)) % P25519
+SQRT_M1 = pow(2, (P25519 - 1) // 4, P25519)
+
+
+def _is_negative(x):
+    return (x % P25519) & 1
+
+
+def _sqrt_ratio_m1(u, v):
+    p = P25519
+    v3 = v * v * v % p
+    v7 = v3 * v3 * v % p
+    r = u * v3 * pow(u * v7, (p - 5) // 8, p) % p
+    check = v * r * r % p
+    correct = check == u % p
+    flipped = check == (-u) % p
+    flipped_i = check == (-u * SQRT_M1) % p
+    if flipped or flipped_i:
+        r = SQRT_M1 * r % p
+    if _is_negative(r):
+        r = (-r) % p
+    return correct or flipped, r
+
+
+def ristretto_point_valid(b):
+    """RFC 9496 §4.3.1 decoding, and not the identity (atrest refuses it)."""
+    p = P25519
+    s = int.from_bytes(b, "little")
+    if s >= p or _is_negative(s) or s == 0:
+        return False
+    ss = s * s % p
+    u1, u2 = (1 - ss) % p, (1 + ss) % p
+    u2_sqr = u2 * u2 % p
+    v = (-(EDWARDS_D * u1 * u1) - u2_sqr) % p
+    was_square, invsqrt = _sqrt_ratio_m1(1, v * u2_sqr % p)
+    den_x = invsqrt * u2 % p
+    den_y = invsqrt * den_x * v % p
+    x = 2 * s * den_x % p
+    if _is_negative(x):
+        x = (-x) % p
+    y = u1 * den_y % p
+    return was_square and not _is_negative(x * y) and y != 0
+
+
+HOST_ID_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-")
+SHARE_LEN = 1 + 16 + 1 + 1 + 1 + 32 + 32
+SEALED_SHARE_LEN = 12 + SHARE_LEN + 16
+
+
+def parse_authority(r):
+    url = r.take(r.u8())
+    try:
+        url.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Failure("parse-error") from None
+    if not url or any(c < 0x20 or c == 0x7F for c in url):
+        raise Failure("parse-error")
+    r.take(32)  # CA certificate fingerprint
+    host = r.take(r.u8())
+    if not 1 <= len(host) <= 128 or not set(host) <= HOST_ID_CHARS:
+        raise Failure("parse-error")
+    r.take(32)  # audit public key
+
+
+def parse_binding(r):
+    binding = r.take(64)
+    if not (ristretto_point_valid(binding[:32]) and ristretto_point_valid(binding[32:])):
+        raise Failure("parse-error")
+
+
+def parse_remote_params(kind, params):
+    """Kind 4: version ‖ authority ‖ binding. Kind 5: version ‖ k ‖ n ‖
+    n × (authority ‖ binding ‖ sealed share). Returns the sealed shares."""
+    r = Reader(params)
+    if r.u8() != 1:
+        raise Failure("parse-error")
+    sealed = []
+    if kind == 4:
+        parse_authority(r)
+        parse_binding(r)
+    else:
+        k, n = r.u8(), r.u8()
+        if not 2 <= k <= n <= 16:
+            raise Failure("parse-error")
+        for _ in range(n):
+            parse_authority(r)
+            parse_binding(r)
+            sealed.append(r.take(SEALED_SHARE_LEN))
+    if not r.done():
+        raise Failure("parse-error")
+    return sealed
+
+
+def lp(x):
+    return struct.pack(">I", len(x)) + x
+
+
+def gf_mul(a, b):
+    """GF(2^8) with the AES polynomial x^8 + x^4 + x^3 + x + 1."""
+    out = 0
+    while b:
+        if b & 1:
+            out ^= a
+        a = (a << 1) ^ (0x11B if a & 0x80 else 0)
+        b >>= 1
+    return out
+
+
+def gf_inv(a):
+    out = 1
+    for _ in range(254):
+        out = gf_mul(out, a)
+    return out
+
+
+def shamir_at_zero(points):
+    """Lagrange interpolation at x = 0 of byte-wise polynomials."""
+    secret = bytearray(32)
+    for i, (xi, yi) in enumerate(points):
+        basis = 1
+        for j, (xj, _) in enumerate(points):
+            if i != j:
+                basis = gf_mul(basis, gf_mul(xj, gf_inv(xj ^ xi)))
+        for n in range(32):
+            secret[n] ^= gf_mul(yi[n], basis)
+    return bytes(secret)
+
+
+def share_tag_ok(secret, share):
+    split_id, header, value, tag = share[1:17], share[17:20], share[20:52], share[52:]
+    mac_key = hkdf(secret, split_id, SHARE_MAC)
+    msg = lp(DOMAIN_THRESHOLD_SHARE) + b"\x01" + lp(split_id) + lp(header) + lp(value)
+    return hmac.compare_digest(hmac.new(mac_key, msg, hashlib.sha256).digest(), tag)
+
+
+def threshold_secret(slot, vault_id, member_keys):
+    """Opens the members' shares and combines k of them, as
+    ThresholdSlot::open_share and atrest_remote::combine; None if too few."""
+    params = slot["params"]
+    k, n = params[1], params[2]
+    sealed = parse_remote_params(5, params)
+    shares = []
+    for index, key in member_keys:
+        if not 1 <= index <= n:
+            continue
+        share_key = hkdf(key, vault_id, THRESHOLD_SHARE_KEY + bytes([index]))
+        ad = DOMAIN_THRESHOLD_MEMBER + vault_id + bytes([slot["id"], index])
+        try:
+            share = aead_open(1, share_key, ad, sealed[index - 1])
+        except Failure:
+            continue
+        if len(share) != SHARE_LEN or share[0] != 1 or tuple(share[17:20]) != (k, n, index):
+            continue
+        if all(s[19] != index for s in shares):
+            shares.append(share)
+    if len(shares) < k or len({s[1:17] for s in shares}) != 1:
+        return None
+    for subset in itertools.combinations(shares, k):
+        secret = shamir_at_zero([(s[19], s[20:52]) for s in subset])
+        if all(share_tag_ok(secret, s) for s in subset):
+            return secret if all(share_tag_ok(secret, s) for s in shares) else None
+    return None
+
+
+def slot_secret(slot, unlocker, vault_id):
     kind, value = unlocker
     if kind != slot["kind"]:
         return None
+    if kind == 5:
+        return threshold_secret(slot, vault_id, value)
     if kind == 1:
         memory, passes, lanes = struct.unpack(">III", slot["params"][:12])
         salt = slot["params"][12:]
@@ -326,7 +502,7 @@ def unlock(primary_bytes, backup_bytes, unlocker):
     for cfg in candidates:
         vault_id = cfg["vault_id"]
         for slot in cfg["slots"]:
-            secret = slot_secret(slot, unlocker)
+            secret = slot_secret(slot, unlocker, vault_id)
             if secret is None:
                 continue
             kek = hkdf(secret, vault_id, KEYSLOT_WRAP + bytes([slot["kind"]]))
@@ -495,6 +671,14 @@ def check_keyslot(v):
         unlocker = (1, v.hex("passphrase_hex"))
     elif v.get("recovery_key") is not None:
         unlocker = (2, parse_recovery_key(v["recovery_key"]))
+    elif v.get("remote_key") is not None:
+        unlocker = (4, v.hex("remote_key"))
+    elif v.get("member_keys") is not None:
+        members = []
+        for item in v["member_keys"].split(","):
+            index, key = item.split(":")
+            members.append((int(index), bytes.fromhex(key)))
+        unlocker = (5, members)
     else:
         unlocker = (3, v.hex("key_file"))
     vault_id, master = unlock(config, backup if backup is not None else config, unlocker)

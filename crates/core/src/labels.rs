@@ -29,6 +29,10 @@ pub const REMOTE_WRAP: &[u8] = b"atrest v1 remote wrap";
 /// MAC key that authenticates the shares of one threshold split, from the
 /// split secret. Salt: the split id.
 pub const SHARE_MAC: &[u8] = b"atrest v1 share mac";
+/// Key that seals member `i`'s share in a threshold keyslot, from that
+/// member's exchange key `K_i`; `info` is this label ‖ u8 i. Salt: the
+/// vault id.
+pub const THRESHOLD_SHARE_KEY: &[u8] = b"atrest v1 threshold share";
 
 /// Associated-data domain tags, so a ciphertext made for one purpose never
 /// authenticates as another.
@@ -49,6 +53,8 @@ pub mod domain {
     pub const REBOOT_NOTICE: &[u8] = b"atrest reboot notice v1";
     /// Prefix of the bytes a threshold share's MAC covers.
     pub const THRESHOLD_SHARE: &[u8] = b"atrest threshold share v1";
+    /// First bytes of the AAD of a threshold keyslot's sealed share.
+    pub const THRESHOLD_MEMBER: &[u8] = b"atrest threshold member v1";
     /// Prefix of the SHA-256 input that hashes one audit log entry.
     pub const AUDIT_ENTRY: &[u8] = b"atrest audit entry v1";
     /// Prefix of the bytes the authority signs in an audit checkpoint.
@@ -71,6 +77,7 @@ mod tests {
             super::RECORDS_KEY,
             super::REMOTE_WRAP,
             super::SHARE_MAC,
+            super::THRESHOLD_SHARE_KEY,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -93,6 +100,7 @@ mod tests {
             UNLOCK_REQUEST,
             REBOOT_NOTICE,
             THRESHOLD_SHARE,
+            THRESHOLD_MEMBER,
             AUDIT_ENTRY,
             AUDIT_CHECKPOINT,
         ];

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use atrest_core::{Argon2Params, ContentAlgorithm, SecretBytes, SecretKey, labels};
 use atrest_vault::{
-    BLOCK_SIZE, CONFIG_FILE, ContentKey, CreateOptions, EncryptedName, FileCipher, NameTransform,
-    RecoveryKey, Unlocker, Vault,
+    AuthorityRef, BLOCK_SIZE, CONFIG_FILE, ContentKey, CreateOptions, EncryptedName, FileCipher,
+    NameTransform, RecoveryKey, RemoteMember, Unlocker, Vault,
 };
 
 fn hex(b: &[u8]) -> String {
@@ -1255,6 +1255,8 @@ fn keyslots(out: &mut Out) {
         PassHex(&'a [u8]),
         Recovery(String),
         KeyFile([u8; 32]),
+        Remote([u8; 32]),
+        Members(Vec<(u8, [u8; 32])>),
     }
     let write = |out: &mut Out,
                  id: &str,
@@ -1273,6 +1275,14 @@ fn keyslots(out: &mut Out) {
             U::PassHex(p) => f.push(("passphrase_hex", hex(p))),
             U::Recovery(t) => f.push(("recovery_key", t)),
             U::KeyFile(k) => f.push(("key_file", hex(&k))),
+            U::Remote(k) => f.push(("remote_key", hex(&k))),
+            U::Members(keys) => f.push((
+                "member_keys",
+                keys.iter()
+                    .map(|(i, k)| format!("{i}:{}", hex(k)))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )),
         }
         if let Some((vault_id, master)) = success {
             f.push(("vault_id", vault_id.to_string()));
@@ -1615,7 +1625,7 @@ fn keyslots(out: &mut Out) {
         out,
         "reserved-slot-kind",
         "parse-error",
-        "vault A, slot 2's kind changed to 4 (reserved: remote authority)",
+        "vault A, slot 2 (a key file, no parameters) relabelled kind 4 (remote): its empty parameters do not parse",
         &c,
         U::KeyFile(key_file),
     );
@@ -1638,6 +1648,166 @@ fn keyslots(out: &mut Out) {
         "vault A, block size 8192: only 4096 exists",
         &c,
         U::Pass(pass_a),
+    );
+
+    // Vault R: passphrase (slot 0), a remote slot (1) and a 2-of-3
+    // threshold slot (2). The exchange keys K are what the authorities'
+    // answers unblind to (testdata/remote/ checks that step).
+    let opts_r = CreateOptions {
+        recovery_key: false,
+        ..fast
+    };
+    let (mut r, _) =
+        Vault::create(&tmp.join("r"), opts_r, &pw("remote"), "admin").expect("create r");
+    let member = |n: u8| -> RemoteMember {
+        let secret = atrest_remote::HostSecret::generate();
+        let (binding, key) = atrest_remote::enroll(&secret.public_key());
+        RemoteMember {
+            authority: AuthorityRef {
+                url: format!("https://keys{n}.example:7443"),
+                ca_fingerprint: fixed::<32>(&format!("authority {n} ca")),
+                host_id: atrest_remote::HostId::new("web-1").expect("host id"),
+                audit_public_key: fixed::<32>(&format!("authority {n} audit key")),
+            },
+            binding,
+            key,
+        }
+    };
+    let remote = member(0);
+    r.add_remote_slot(&remote, "keys0").expect("remote slot");
+    let members: Vec<RemoteMember> = (1..=3).map(member).collect();
+    r.add_threshold_slot(2, &members, "quorum")
+        .expect("threshold slot");
+    let cfg_r = fs::read(tmp.join("r").join(CONFIG_FILE)).expect("read config");
+    let spans_r = slot_spans(&cfg_r);
+    assert_eq!(spans_r.len(), 3);
+    let ok_r_ids = (hex(&r.config().vault_id), hex(r.master_key().expose()));
+    let ok_r = Some((ok_r_ids.0.as_str(), ok_r_ids.1.as_str()));
+    let k0 = *remote.key.expose();
+    let k = |i: usize| *members[i - 1].key.expose();
+    write(
+        out,
+        "remote",
+        "success",
+        "vault R: remote slot 1 (authority https://keys0.example:7443), opened with the exchange key K its authority's answer unblinds to",
+        &cfg_r,
+        None,
+        U::Remote(k0),
+        ok_r,
+    );
+    both(
+        out,
+        "remote-wrong-key",
+        "wrong-key",
+        "vault R: remote slot opened with another exchange key",
+        &cfg_r,
+        U::Remote(fixed::<32>("wrong exchange key")),
+    );
+    both(
+        out,
+        "remote-key-as-key-file",
+        "wrong-key",
+        "vault R: the remote slot's K given as a key file: the kind byte in the KEK label and AAD differs",
+        &cfg_r,
+        U::KeyFile(k0),
+    );
+    let url_at = spans_r[1].params + 2;
+    let mut c = cfg_r.clone();
+    c[url_at + 8] = b'x'; // https://keys0 -> https://xeys0
+    both(
+        out,
+        "remote-changed-url",
+        "wrong-key",
+        "vault R: one character of the remote slot's authority URL changed: the parameters are in the AAD, so the unwrap fails",
+        &c,
+        U::Remote(k0),
+    );
+    let audit_at = spans_r[1].params + 2 + 28 + 32 + 1 + 5;
+    let mut c = cfg_r.clone();
+    c[audit_at] ^= 0x01;
+    both(
+        out,
+        "remote-changed-audit-key",
+        "wrong-key",
+        "vault R: a bit of the remote slot's audit public key flipped: in the AAD, so the unwrap fails",
+        &c,
+        U::Remote(k0),
+    );
+    let mut c = cfg_r.clone();
+    c[spans_r[1].label - 32..spans_r[1].label].fill(0);
+    both(
+        out,
+        "remote-invalid-binding",
+        "parse-error",
+        "vault R: the remote slot's point C zeroed: the identity is not a valid binding point",
+        &c,
+        U::Remote(k0),
+    );
+    let mut c = cfg_r.clone();
+    c[spans_r[1].params] = 2;
+    both(
+        out,
+        "remote-params-version-2",
+        "parse-error",
+        "vault R: remote parameters with version byte 2",
+        &c,
+        U::Remote(k0),
+    );
+    write(
+        out,
+        "threshold-members-1-3",
+        "success",
+        "vault R: 2-of-3 threshold slot 2, opened with members 1 and 3: their shares unseal and combine to the slot secret",
+        &cfg_r,
+        None,
+        U::Members(vec![(1, k(1)), (3, k(3))]),
+        ok_r,
+    );
+    write(
+        out,
+        "threshold-all-members",
+        "success",
+        "vault R: threshold slot 2 with all three members' keys",
+        &cfg_r,
+        None,
+        U::Members(vec![(1, k(1)), (2, k(2)), (3, k(3))]),
+        ok_r,
+    );
+    both(
+        out,
+        "threshold-one-member",
+        "wrong-key",
+        "vault R: threshold slot 2 with only member 2: one share of a 2-of-3 split",
+        &cfg_r,
+        U::Members(vec![(2, k(2))]),
+    );
+    both(
+        out,
+        "threshold-swapped-member-keys",
+        "wrong-key",
+        "vault R: members 1 and 2's keys given for each other: the share keys are derived with the member index",
+        &cfg_r,
+        U::Members(vec![(1, k(2)), (2, k(1))]),
+    );
+    let mut c = cfg_r.clone();
+    c[spans_r[2].label - 1] ^= 0x01;
+    both(
+        out,
+        "threshold-flipped-sealed-share",
+        "wrong-key",
+        "vault R: last bit of member 3's sealed share flipped, all three keys given: members 1 and 2 combine, but the parameters are in the AAD",
+        &c,
+        U::Members(vec![(1, k(1)), (2, k(2)), (3, k(3))]),
+    );
+    let mut c = cfg_r.clone();
+    c[spans_r[2].params + 1] = 4;
+    both(
+        out,
+        "threshold-k-above-n",
+        "parse-error",
+        "vault R: threshold k changed to 4 with 3 members",
+        &c,
+        U::Members(vec![(1, k(1)), (2, k(2)), (3, k(3))]),
     );
     let _ = fs::remove_dir_all(&tmp);
 }

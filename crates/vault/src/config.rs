@@ -292,6 +292,75 @@ mod tests {
         }
     }
 
+    /// A config with a remote and a 2-of-3 threshold slot: every bit of
+    /// their parameters is parsed strictly or covered by the MAC.
+    fn remote_sample() -> (HeaderMac, Vec<u8>) {
+        let master = SecretKey::random();
+        let mut cfg = VaultConfig::new(ContentAlgorithm::Aes256Gcm, Backend::Fuse, 1_700_000_000);
+        let members: Vec<crate::RemoteMember> = (1..=3u8)
+            .map(|n| {
+                let (binding, key) =
+                    atrest_remote::enroll(&atrest_remote::HostSecret::generate().public_key());
+                crate::RemoteMember {
+                    authority: crate::AuthorityRef {
+                        url: format!("https://k{n}.example"),
+                        ca_fingerprint: [n; 32],
+                        host_id: atrest_remote::HostId::new("h").unwrap(),
+                        audit_public_key: [n; 32],
+                    },
+                    binding,
+                    key,
+                }
+            })
+            .collect();
+        let remote = SlotKind::Remote(Box::new(crate::RemoteSlot {
+            authority: members[0].authority.clone(),
+            binding: members[0].binding,
+        }));
+        cfg.keyslots.push(
+            Keyslot::wrap(
+                &cfg.vault_id,
+                0,
+                remote,
+                String::new(),
+                &Unlocker::Remote(members[0].key.clone()),
+                &master,
+            )
+            .unwrap(),
+        );
+        let (slot, secret) = crate::ThresholdSlot::create(&cfg.vault_id, 1, 2, &members).unwrap();
+        cfg.keyslots.push(
+            Keyslot::wrap(
+                &cfg.vault_id,
+                1,
+                SlotKind::Threshold(slot),
+                "q".into(),
+                &Unlocker::Threshold(secret),
+                &master,
+            )
+            .unwrap(),
+        );
+        let mac = HeaderMac::new(&master.derive(&cfg.vault_id, atrest_core::labels::CONFIG_MAC));
+        let bytes = cfg.encode(&mac);
+        assert_eq!(VaultConfig::decode(&bytes).unwrap(), cfg);
+        (mac, bytes)
+    }
+
+    #[test]
+    fn remote_slots_flipped_bits_and_truncations_are_refused() {
+        let (mac, bytes) = remote_sample();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            if let Ok(cfg) = VaultConfig::decode(&bad) {
+                assert!(cfg.verify(&mac).is_err(), "byte {i} accepted");
+            }
+        }
+        for n in 0..bytes.len() {
+            assert!(VaultConfig::decode(&bytes[..n]).is_err());
+        }
+    }
+
     #[test]
     fn truncations_never_panic() {
         let (_, _, bytes) = sample();

@@ -1,5 +1,6 @@
 //! Keyslots: the vault master key wrapped under a key-encryption key that
-//! one kind of secret (a passphrase, a recovery key, a key file) yields.
+//! one kind of secret (a passphrase, a recovery key, a key file, a key
+//! authority's answer, `k` of `n` authorities' answers) yields.
 //!
 //! A wrapped key is AES-256-GCM (`nonce ‖ ciphertext ‖ tag`) under
 //! `HKDF-SHA256(slot secret, salt = vault id, info = "atrest v1 keyslot wrap" ‖ kind)`,
@@ -12,6 +13,7 @@ use atrest_core::{
     labels,
 };
 
+use crate::remote::{RemoteSlot, ThresholdSlot};
 use crate::wire::{Reader, Truncated};
 
 /// What kind of secret opens a slot. The numbers are the on-disk kind byte.
@@ -23,11 +25,10 @@ pub enum SlotKind {
     },
     RecoveryKey,
     KeyFile,
+    // Boxed: an authority record is some 200 bytes, the other kinds a few.
+    Remote(Box<RemoteSlot>),
+    Threshold(ThresholdSlot),
 }
-
-/// Kind bytes this version reserves for later slot kinds, refused with a
-/// clear message rather than parsed as garbage.
-pub const RESERVED_KINDS: &[(u8, &str)] = &[(4, "remote authority"), (5, "k-of-n threshold")];
 
 impl SlotKind {
     pub fn id(&self) -> u8 {
@@ -35,6 +36,8 @@ impl SlotKind {
             Self::Passphrase { .. } => 1,
             Self::RecoveryKey => 2,
             Self::KeyFile => 3,
+            Self::Remote(_) => 4,
+            Self::Threshold(_) => 5,
         }
     }
 
@@ -43,6 +46,8 @@ impl SlotKind {
             Self::Passphrase { .. } => "passphrase",
             Self::RecoveryKey => "recovery-key",
             Self::KeyFile => "key-file",
+            Self::Remote(_) => "remote",
+            Self::Threshold(_) => "threshold",
         }
     }
 
@@ -57,6 +62,8 @@ impl SlotKind {
                 out
             }
             Self::RecoveryKey | Self::KeyFile => Vec::new(),
+            Self::Remote(slot) => slot.encode(),
+            Self::Threshold(slot) => slot.encode(),
         }
     }
 
@@ -77,13 +84,13 @@ impl SlotKind {
             }
             2 => Self::RecoveryKey,
             3 => Self::KeyFile,
+            // These parse their whole parameters themselves.
+            4 => return RemoteSlot::decode(params).map(|r| Self::Remote(Box::new(r))),
+            5 => return ThresholdSlot::decode(params).map(Self::Threshold),
             other => {
-                return Err(match RESERVED_KINDS.iter().find(|(k, _)| *k == other) {
-                    Some((_, name)) => format!(
-                        "keyslot kind {other} ({name}) needs a newer atrest; upgrade atrest"
-                    ),
-                    None => format!("unknown keyslot kind {other}"),
-                });
+                return Err(format!(
+                    "unknown keyslot kind {other}; a newer atrest may know it"
+                ));
             }
         };
         if !r.is_empty() {
@@ -102,6 +109,11 @@ pub enum Unlocker {
     Passphrase(SecretBytes),
     RecoveryKey(SecretKey),
     KeyFile(SecretKey),
+    /// The exchange key `K` a key authority's answer unblinded to.
+    Remote(SecretKey),
+    /// A threshold slot's secret, combined from `k` opened shares
+    /// ([`ThresholdSlot::open_share`], [`atrest_remote::combine`]).
+    Threshold(SecretKey),
 }
 
 impl Unlocker {
@@ -111,19 +123,31 @@ impl Unlocker {
             (Unlocker::Passphrase(_), SlotKind::Passphrase { .. })
                 | (Unlocker::RecoveryKey(_), SlotKind::RecoveryKey)
                 | (Unlocker::KeyFile(_), SlotKind::KeyFile)
+                | (Unlocker::Remote(_), SlotKind::Remote(_))
+                | (Unlocker::Threshold(_), SlotKind::Threshold(_))
         )
     }
 
-    /// The kind a new slot for this secret gets.
-    pub fn new_slot_kind(&self, params: Argon2Params) -> SlotKind {
-        match self {
+    /// The kind a new slot for this secret gets. Remote and threshold
+    /// slots are made from their authorities instead
+    /// ([`Vault::add_remote_slot`](crate::Vault::add_remote_slot),
+    /// [`Vault::add_threshold_slot`](crate::Vault::add_threshold_slot)).
+    pub fn new_slot_kind(&self, params: Argon2Params) -> Result<SlotKind, crate::VaultError> {
+        Ok(match self {
             Unlocker::Passphrase(_) => SlotKind::Passphrase {
                 params,
                 salt: atrest_core::random_array(),
             },
             Unlocker::RecoveryKey(_) => SlotKind::RecoveryKey,
             Unlocker::KeyFile(_) => SlotKind::KeyFile,
-        }
+            Unlocker::Remote(_) | Unlocker::Threshold(_) => {
+                return Err(crate::VaultError::Invalid(
+                    "remote and threshold keyslots are made by enrolling with a key authority \
+                     (`atrest enroll`)"
+                        .into(),
+                ));
+            }
+        })
     }
 }
 
@@ -161,7 +185,9 @@ impl Keyslot {
                     .map_err(|e| crate::VaultError::Corrupt(e.to_string()))?
             }
             (Unlocker::RecoveryKey(k), SlotKind::RecoveryKey)
-            | (Unlocker::KeyFile(k), SlotKind::KeyFile) => k.clone(),
+            | (Unlocker::KeyFile(k), SlotKind::KeyFile)
+            | (Unlocker::Remote(k), SlotKind::Remote(_))
+            | (Unlocker::Threshold(k), SlotKind::Threshold(_)) => k.clone(),
             _ => return Err(crate::VaultError::WrongKey),
         };
         let mut info = labels::KEYSLOT_WRAP.to_vec();

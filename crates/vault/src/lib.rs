@@ -31,6 +31,7 @@ mod location;
 mod lock;
 pub mod names;
 mod recovery;
+mod remote;
 mod vault;
 mod wire;
 pub mod xattr;
@@ -45,4 +46,8 @@ pub use location::{Location, fscrypt_config_dir, locate};
 pub use lock::{LOCK_FILE, MountLock};
 pub use names::{EncryptedName, NameTransform};
 pub use recovery::{RecoveryKey, RecoveryKeyError};
+pub use remote::{
+    AuthorityRef, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION, RemoteMember,
+    RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot,
+};
 pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys};

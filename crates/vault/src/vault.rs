@@ -16,9 +16,10 @@ use crate::config::{
     BACKUP_FILE, Backend, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VaultConfig, write_atomic,
 };
 use crate::content::ContentKey;
-use crate::keyslot::{Keyslot, Unlocker};
+use crate::keyslot::{Keyslot, SlotKind, Unlocker};
 use crate::names::{NameTransform, create_dir_id};
 use crate::recovery::RecoveryKey;
+use crate::remote::{RemoteMember, RemoteSlot, ThresholdSlot, seal_share};
 
 /// Choices made once, at `atrest init`.
 #[derive(Debug, Clone, Copy)]
@@ -267,7 +268,7 @@ impl Vault {
         config.keyslots.push(Keyslot::wrap(
             &config.vault_id,
             0,
-            first.new_slot_kind(options.argon2),
+            first.new_slot_kind(options.argon2)?,
             label.to_string(),
             first,
             &master,
@@ -278,7 +279,7 @@ impl Vault {
             config.keyslots.push(Keyslot::wrap(
                 &config.vault_id,
                 1,
-                unlocker.new_slot_kind(options.argon2),
+                unlocker.new_slot_kind(options.argon2)?,
                 "recovery".into(),
                 &unlocker,
                 &master,
@@ -360,7 +361,7 @@ impl Vault {
         let slot = Keyslot::wrap(
             &self.config.vault_id,
             id,
-            unlocker.new_slot_kind(argon2),
+            unlocker.new_slot_kind(argon2)?,
             label.to_string(),
             unlocker,
             &self.master,
@@ -403,9 +404,157 @@ impl Vault {
         self.config.keyslots[index] = Keyslot::wrap(
             &self.config.vault_id,
             id,
-            unlocker.new_slot_kind(argon2),
+            unlocker.new_slot_kind(argon2)?,
             label,
             unlocker,
+            &self.master,
+        )?;
+        self.save()
+    }
+
+    /// Adds a remote slot (kind 4) for one authority; `member.key` is the
+    /// exchange key [`atrest_remote::enroll`] gave with `member.binding`.
+    /// Returns the slot id.
+    pub fn add_remote_slot(
+        &mut self,
+        member: &RemoteMember,
+        label: &str,
+    ) -> Result<u8, VaultError> {
+        member.authority.validate().map_err(VaultError::Invalid)?;
+        let id = self.next_slot_id()?;
+        let kind = SlotKind::Remote(Box::new(RemoteSlot {
+            authority: member.authority.clone(),
+            binding: member.binding,
+        }));
+        let unlocker = Unlocker::Remote(member.key.clone());
+        self.push_slot(id, kind, label, &unlocker)?;
+        Ok(id)
+    }
+
+    /// Adds a threshold slot (kind 5) that any `threshold` of `members`
+    /// open. Returns the slot id.
+    pub fn add_threshold_slot(
+        &mut self,
+        threshold: u8,
+        members: &[RemoteMember],
+        label: &str,
+    ) -> Result<u8, VaultError> {
+        let id = self.next_slot_id()?;
+        let (slot, secret) = ThresholdSlot::create(&self.config.vault_id, id, threshold, members)
+            .map_err(VaultError::Invalid)?;
+        self.push_slot(
+            id,
+            SlotKind::Threshold(slot),
+            label,
+            &Unlocker::Threshold(secret),
+        )?;
+        Ok(id)
+    }
+
+    fn push_slot(
+        &mut self,
+        id: u8,
+        kind: SlotKind,
+        label: &str,
+        unlocker: &Unlocker,
+    ) -> Result<(), VaultError> {
+        let slot = Keyslot::wrap(
+            &self.config.vault_id,
+            id,
+            kind,
+            label.to_string(),
+            unlocker,
+            &self.master,
+        )?;
+        self.config.keyslots.push(slot);
+        self.save()
+    }
+
+    fn slot_index(&self, id: u8) -> Result<usize, VaultError> {
+        self.config
+            .keyslots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(VaultError::NoSuchSlot(id))
+    }
+
+    /// Re-binds remote slot `id` to an authority's new exchange key (after
+    /// the authority rotated this host's secret): same authority and label,
+    /// new binding, the VMK wrapped again; one config write.
+    pub fn rebind_remote_slot(
+        &mut self,
+        id: u8,
+        binding: atrest_remote::RemoteBinding,
+        key: &SecretKey,
+    ) -> Result<(), VaultError> {
+        let index = self.slot_index(id)?;
+        let old = &self.config.keyslots[index];
+        let SlotKind::Remote(slot) = &old.kind else {
+            return Err(VaultError::Invalid(format!(
+                "keyslot {id} is not a remote slot"
+            )));
+        };
+        let kind = SlotKind::Remote(Box::new(RemoteSlot {
+            authority: slot.authority.clone(),
+            binding,
+        }));
+        self.config.keyslots[index] = Keyslot::wrap(
+            &self.config.vault_id,
+            id,
+            kind,
+            old.label.clone(),
+            &Unlocker::Remote(key.clone()),
+            &self.master,
+        )?;
+        self.save()
+    }
+
+    /// Re-binds member `member` (1-based) of threshold slot `id` to its
+    /// authority's new exchange key: its share (as opened at this unlock) is
+    /// sealed again under `key`, and the VMK wrapped again under the slot's
+    /// `combined` secret, which must be the one this slot was made with.
+    pub fn rebind_threshold_member(
+        &mut self,
+        id: u8,
+        member: u8,
+        binding: atrest_remote::RemoteBinding,
+        key: &SecretKey,
+        share: &atrest_remote::Share,
+        combined: &SecretKey,
+    ) -> Result<(), VaultError> {
+        let index = self.slot_index(id)?;
+        let vault_id = self.config.vault_id;
+        let old = &self.config.keyslots[index];
+        let combined = Unlocker::Threshold(combined.clone());
+        let SlotKind::Threshold(slot) = &old.kind else {
+            return Err(VaultError::Invalid(format!(
+                "keyslot {id} is not a threshold slot"
+            )));
+        };
+        if old.unwrap(&vault_id, &combined).is_none() {
+            return Err(VaultError::WrongKey);
+        }
+        let position = usize::from(member)
+            .checked_sub(1)
+            .filter(|p| *p < slot.members.len())
+            .ok_or_else(|| VaultError::Invalid(format!("keyslot {id} has no member {member}")))?;
+        if share.index() != member
+            || share.threshold() != slot.threshold
+            || usize::from(share.count()) != slot.members.len()
+        {
+            return Err(VaultError::Invalid(format!(
+                "that share is not member {member}'s share of keyslot {id}"
+            )));
+        }
+        let mut slot = slot.clone();
+        slot.members[position].binding = binding;
+        slot.members[position].sealed_share = seal_share(&vault_id, id, key, share);
+        self.config.keyslots[index] = Keyslot::wrap(
+            &vault_id,
+            id,
+            SlotKind::Threshold(slot),
+            old.label.clone(),
+            &combined,
             &self.master,
         )?;
         self.save()
@@ -586,6 +735,147 @@ mod tests {
             LockedVault::open(&a).unwrap().unlock(&pw("p")),
             Err(VaultError::Tampered)
         ));
+    }
+
+    fn authority(n: u8) -> crate::AuthorityRef {
+        crate::AuthorityRef {
+            url: format!("https://127.0.0.1:{}", 7000 + u16::from(n)),
+            ca_fingerprint: [n; 32],
+            host_id: atrest_remote::HostId::new("web-1").unwrap(),
+            audit_public_key: [n; 32],
+        }
+    }
+
+    fn member(n: u8) -> (RemoteMember, atrest_remote::HostSecret) {
+        let secret = atrest_remote::HostSecret::generate();
+        let (binding, key) = atrest_remote::enroll(&secret.public_key());
+        let member = RemoteMember {
+            authority: authority(n),
+            binding,
+            key,
+        };
+        (member, secret)
+    }
+
+    #[test]
+    fn remote_slot_opens_with_its_exchange_key_and_rebinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let (mut vault, _) = Vault::create(&root, fast(), &pw("p"), "").unwrap();
+        let (m, _) = member(1);
+        let id = vault.add_remote_slot(&m, "keys").unwrap();
+        assert!(
+            vault
+                .add_slot(
+                    &Unlocker::Remote(SecretKey::random()),
+                    "",
+                    Argon2Params::INSECURE_FAST
+                )
+                .is_err()
+        );
+        let locked = LockedVault::open(&root).unwrap();
+        let slot = locked
+            .config()
+            .keyslots
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap();
+        let SlotKind::Remote(remote) = &slot.kind else {
+            panic!("not remote")
+        };
+        assert_eq!(remote.authority, m.authority);
+        assert_eq!(remote.binding, m.binding);
+        let opened = locked.unlock(&Unlocker::Remote(m.key.clone())).unwrap();
+        assert_eq!(opened.master_key().expose(), vault.master_key().expose());
+        assert!(matches!(
+            LockedVault::open(&root)
+                .unwrap()
+                .unlock(&Unlocker::Remote(SecretKey::random())),
+            Err(VaultError::WrongKey)
+        ));
+        // The same key does not open it as a key file (another kind byte).
+        assert!(
+            LockedVault::open(&root)
+                .unwrap()
+                .unlock(&Unlocker::KeyFile(m.key.clone()))
+                .is_err()
+        );
+
+        let (new, _) = member(1);
+        vault.rebind_remote_slot(id, new.binding, &new.key).unwrap();
+        assert!(
+            LockedVault::open(&root)
+                .unwrap()
+                .unlock(&Unlocker::Remote(m.key.clone()))
+                .is_err()
+        );
+        LockedVault::open(&root)
+            .unwrap()
+            .unlock(&Unlocker::Remote(new.key.clone()))
+            .unwrap();
+        assert!(vault.rebind_remote_slot(0, new.binding, &new.key).is_err());
+    }
+
+    #[test]
+    fn threshold_slot_opens_with_any_k_shares_and_rebinds_a_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let (mut vault, _) = Vault::create(&root, fast(), &pw("p"), "").unwrap();
+        let members: Vec<RemoteMember> = (1..=3).map(|n| member(n).0).collect();
+        let id = vault.add_threshold_slot(2, &members, "quorum").unwrap();
+        assert!(vault.add_threshold_slot(4, &members, "").is_err());
+        let open = |keys: &[(u8, &SecretKey)]| -> Result<(Vault, Vec<atrest_remote::Share>, SecretKey), VaultError> {
+            let locked = LockedVault::open(&root)?;
+            let config = locked.config().clone();
+            let slot = config.keyslots.iter().find(|s| s.id == id).unwrap();
+            let SlotKind::Threshold(t) = &slot.kind else { panic!("not threshold") };
+            let shares: Vec<_> = keys
+                .iter()
+                .filter_map(|(i, k)| t.open_share(&config.vault_id, id, *i, k))
+                .collect();
+            let combined = atrest_remote::combine(&shares).map_err(|e| VaultError::Invalid(e.to_string()))?;
+            let vault = locked.unlock(&Unlocker::Threshold(combined.clone()))?;
+            Ok((vault, shares, combined))
+        };
+        for pair in [[1u8, 2], [1, 3], [2, 3]] {
+            let keys: Vec<_> = pair
+                .iter()
+                .map(|i| (*i, &members[usize::from(*i) - 1].key))
+                .collect();
+            let (v, _, _) = open(&keys).unwrap();
+            assert_eq!(v.master_key().expose(), vault.master_key().expose());
+        }
+        assert!(open(&[(1, &members[0].key)]).is_err());
+        // Member 2's key given as member 1's: its share does not open.
+        assert!(open(&[(1, &members[1].key), (3, &members[2].key)]).is_err());
+
+        // Member 2's authority rotated: re-bind it, keep the others.
+        let (_, shares, combined) = open(&[(2, &members[1].key), (3, &members[2].key)]).unwrap();
+        let (new, _) = member(2);
+        assert!(
+            vault
+                .rebind_threshold_member(
+                    id,
+                    2,
+                    new.binding,
+                    &new.key,
+                    &shares[0],
+                    &SecretKey::random()
+                )
+                .is_err()
+        );
+        assert!(
+            vault
+                .rebind_threshold_member(id, 3, new.binding, &new.key, &shares[0], &combined)
+                .is_err()
+        );
+        vault
+            .rebind_threshold_member(id, 2, new.binding, &new.key, &shares[0], &combined)
+            .unwrap();
+        assert!(open(&[(2, &members[1].key), (3, &members[2].key)]).is_err());
+        open(&[(2, &new.key), (3, &members[2].key)]).unwrap();
+        open(&[(1, &members[0].key), (2, &new.key)]).unwrap();
+        open(&[(1, &members[0].key), (3, &members[2].key)]).unwrap();
     }
 
     #[test]

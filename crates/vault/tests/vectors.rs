@@ -25,7 +25,8 @@ use atrest_core::{
 use atrest_vault::names::{BackingName, classify, parse_dir_id};
 use atrest_vault::{
     BACKUP_FILE, BLOCK_SIZE, CONFIG_FILE, ContentError, ContentKey, EncryptedName, LockedVault,
-    NameTransform, RecoveryKey, RecoveryKeyError, Unlocker, VaultConfig, VaultError, parse_header,
+    NameTransform, RecoveryKey, RecoveryKeyError, SlotKind, Unlocker, VaultConfig, VaultError,
+    parse_header,
 };
 
 /// `ATREST_VECTORS_DIR` points the harness elsewhere (to check that a
@@ -38,6 +39,16 @@ fn vectors_dir() -> PathBuf {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+        .collect()
 }
 
 type Check = Result<(), String>;
@@ -479,31 +490,80 @@ fn check_key_schedule(v: &Vector) -> Check {
     v.outcome(Ok(()))
 }
 
+/// `member_keys: 1:HEX,3:HEX`: member index and its exchange key.
+fn parse_member_keys(text: &str) -> Result<Vec<(u8, SecretKey)>, String> {
+    text.split(',')
+        .map(|item| {
+            let (index, key) = item
+                .split_once(':')
+                .ok_or("member_keys: expected INDEX:HEX")?;
+            let index = index
+                .parse()
+                .map_err(|_| format!("member_keys: bad index {index}"))?;
+            let bytes = unhex(key).ok_or("member_keys: bad hex")?;
+            let key = SecretKey::from_slice(&bytes).ok_or("member_keys: not 32 bytes")?;
+            Ok((index, key))
+        })
+        .collect()
+}
+
+/// Opens the shares of the (first) threshold slot with the members' keys
+/// and combines them; too few shares is a wrong key, as for any slot.
+fn threshold_unlocker(
+    locked: &LockedVault,
+    keys: &[(u8, SecretKey)],
+) -> Result<Unlocker, VaultError> {
+    let config = locked.config();
+    let (slot_id, slot) = config
+        .keyslots
+        .iter()
+        .find_map(|s| match &s.kind {
+            SlotKind::Threshold(t) => Some((s.id, t)),
+            _ => None,
+        })
+        .ok_or(VaultError::WrongKey)?;
+    let shares: Vec<_> = keys
+        .iter()
+        .filter_map(|(i, k)| slot.open_share(&config.vault_id, slot_id, *i, k))
+        .collect();
+    let combined = atrest_remote::combine(&shares).map_err(|_| VaultError::WrongKey)?;
+    Ok(Unlocker::Threshold(combined))
+}
+
 fn check_keyslot(v: &Vector) -> Check {
     let config = v.hex("config")?;
     let backup = v.opt_hex("config_bak")?;
+    let remote_key = v.opt_hex("remote_key")?;
+    let member_keys = v.opt("member_keys").map(parse_member_keys).transpose()?;
     let unlocker = match (
         v.opt("passphrase"),
         v.opt_hex("passphrase_hex")?,
         v.opt("recovery_key"),
         v.opt_hex("key_file")?,
+        remote_key,
     ) {
-        (Some(p), None, None, None) => {
-            Unlocker::Passphrase(SecretBytes::new(p.as_bytes().to_vec()))
-        }
-        (None, Some(p), None, None) => Unlocker::Passphrase(SecretBytes::new(p)),
-        (None, None, Some(text), None) => Unlocker::RecoveryKey(
+        _ if member_keys.is_some() => None,
+        (Some(p), None, None, None, None) => Some(Unlocker::Passphrase(SecretBytes::new(
+            p.as_bytes().to_vec(),
+        ))),
+        (None, Some(p), None, None, None) => Some(Unlocker::Passphrase(SecretBytes::new(p))),
+        (None, None, Some(text), None, None) => Some(Unlocker::RecoveryKey(
             RecoveryKey::parse(text)
                 .map_err(|e| format!("recovery_key: {e}"))?
                 .secret()
                 .clone(),
-        ),
-        (None, None, None, Some(k)) => {
-            Unlocker::KeyFile(SecretKey::from_slice(&k).ok_or("key_file: not 32 bytes")?)
-        }
+        )),
+        (None, None, None, Some(k), None) => Some(Unlocker::KeyFile(
+            SecretKey::from_slice(&k).ok_or("key_file: not 32 bytes")?,
+        )),
+        (None, None, None, None, Some(k)) => Some(Unlocker::Remote(
+            SecretKey::from_slice(&k).ok_or("remote_key: not 32 bytes")?,
+        )),
         _ => {
             return Err(
-                "give exactly one of passphrase, passphrase_hex, recovery_key, key_file".into(),
+                "give exactly one of passphrase, passphrase_hex, recovery_key, \
+                 key_file, remote_key, member_keys"
+                    .into(),
             );
         }
     };
@@ -512,7 +572,14 @@ fn check_keyslot(v: &Vector) -> Check {
     fs::write(root.join(CONFIG_FILE), &config).map_err(|e| e.to_string())?;
     fs::write(root.join(BACKUP_FILE), backup.as_deref().unwrap_or(&config))
         .map_err(|e| e.to_string())?;
-    let got = LockedVault::open(root).and_then(|locked| locked.unlock(&unlocker));
+    let got = LockedVault::open(root).and_then(|locked| {
+        let unlocker = match (unlocker, &member_keys) {
+            (Some(u), _) => u,
+            (None, Some(keys)) => threshold_unlocker(&locked, keys)?,
+            (None, None) => unreachable!("one of them is set"),
+        };
+        locked.unlock(&unlocker)
+    });
     if v.success() {
         let vault = got.map_err(|e| format!("expected success, got {e}"))?;
         ensure!(
