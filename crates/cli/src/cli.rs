@@ -34,6 +34,10 @@ pub enum Command {
     Fsck(FsckArgs),
     /// Show what atrest does, on a temporary vault, with embedded defaults.
     Demo,
+    /// The key authority: serve it, and administer hosts, policies,
+    /// approvals and its audit log.
+    #[command(subcommand)]
+    Keyd(crate::commands::keyd::KeydCommand),
 }
 
 /// How to open an existing vault. With none given, the passphrase is asked

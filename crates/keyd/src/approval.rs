@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
 use atrest_remote::{HostId, VerifiedRequest, to_base64url};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 use totp_rs::{Algorithm, Builder, Secret, Totp};
@@ -23,7 +23,7 @@ use crate::state::HostEntry;
 use crate::storage::Storage;
 
 /// Where a held request stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PendingState {
     Pending,
@@ -44,14 +44,14 @@ impl PendingState {
 }
 
 /// A held request as approvers, operators and the host see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PendingView {
     pub id: String,
     pub host_id: HostId,
     pub group: String,
     pub boot_id: String,
     /// `first`, `same`, `planned` or `unannounced`.
-    pub boot: &'static str,
+    pub boot: String,
     pub source: String,
     pub reason: String,
     pub created_at: u64,
@@ -85,7 +85,7 @@ impl PendingRequests {
 }
 
 /// A new approver's TOTP secret, shown once.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewApprover {
     pub name: String,
     /// Base32, for typing into an authenticator app.
@@ -129,7 +129,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             host_id: entry.record.id.clone(),
             group: entry.record.group.clone(),
             boot_id: request.boot_id.as_str().to_owned(),
-            boot: boot.name(),
+            boot: boot.name().to_owned(),
             source: context.source_text(),
             reason,
             created_at: now,

@@ -145,7 +145,7 @@ impl AuthorityError {
 
 /// A freshly made enrollment token. Its text is shown once; the authority
 /// keeps only its hash.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Token {
     pub token: String,
     pub group: String,
@@ -222,7 +222,7 @@ impl RequestContext {
 }
 
 /// A host as an operator sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct HostView {
     #[serde(flatten)]
     pub record: HostRecord,

@@ -2,7 +2,6 @@
 //! [`Authority`]. One boundary, [`ApiError`], turns every refusal into a
 //! status and a stable code.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -320,8 +319,8 @@ impl<T: Send + Sync> axum::extract::FromRequestParts<T> for Source {
     ) -> Result<Self, Self::Rejection> {
         let source = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+            .get::<ConnectInfo<crate::tls::Peer>>()
+            .map(|ConnectInfo(peer)| peer.0.ip());
         Ok(Self(RequestContext { source }))
     }
 }
@@ -532,6 +531,13 @@ pub struct PolicyView {
     pub rule: PolicyRule,
 }
 
+impl PolicyView {
+    /// `default`, `group:NAME` or `host:NAME`.
+    pub fn scope_text(&self) -> String {
+        self.scope.to_string()
+    }
+}
+
 async fn set_policy<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
     json: Result<Json<PolicyBody>, JsonRejection>,
@@ -630,7 +636,7 @@ async fn add_approver<S: Storage, A: AuditStore, C: Clock>(
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<crate::tls::Peer>(),
     )
     .await
 }

@@ -23,18 +23,26 @@
 
 mod approval;
 mod authority;
+mod client;
+mod datadir;
 mod http;
 mod metrics;
 mod state;
 mod storage;
 mod tls;
 mod web;
+mod webhook;
 
 pub use approval::{NewApprover, PendingState, PendingView, totp_code};
 pub use atrest_audit::{Clock, SystemClock};
 pub use authority::{
     Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, PendingNotifier,
     Rebind, RequestContext, Token, UnlockOutcome,
+};
+pub use client::{AdminClient, ClientError};
+pub use datadir::{
+    DataDir, DataDirError, InitOptions, Initialized, KeydAuthority, SETTINGS_VERSION, Settings,
+    serve as serve_data_dir,
 };
 pub use http::{
     ApiError, AppState, ApproverBody, BODY_TIMEOUT, DecideBody, EnrollBody, ErrorBody, MAX_BODY,
@@ -46,5 +54,8 @@ pub use storage::{
     SqliteStorage, Storage, StorageError,
 };
 pub use tls::{
-    HANDSHAKE_TIMEOUT, ServerCertificates, TlsError, TlsListener, fingerprint, serve_tls,
+    CA_FILE, CERT_FILE, HANDSHAKE_TIMEOUT, KEY_FILE, Peer, ServerCertificates, TlsError,
+    TlsListener, fingerprint, serve_tls, serve_tls_until,
 };
+pub use web::{FAILURE_WINDOW, MAX_FAILURES, SESSION_LIFETIME};
+pub use webhook::{WebhookError, webhook_notifier};

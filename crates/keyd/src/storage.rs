@@ -134,7 +134,7 @@ impl Default for PolicyRule {
 }
 
 /// An enrolled host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
     pub id: HostId,
     pub group: String,
@@ -151,7 +151,7 @@ pub struct HostRecord {
 
 /// What the authority knows of a host's boots. Written in batches (a lost
 /// update makes the next boot look unannounced: the safe side).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootState {
     /// The boot id of the last release.
     pub last_boot_id: Option<String>,

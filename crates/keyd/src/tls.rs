@@ -2,10 +2,12 @@
 //! and a TLS listener for [`axum::serve`].
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -23,15 +25,25 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
 }
 
-/// A CA made for this authority and a server certificate it signed.
+/// A CA made for this authority and a server certificate it signed (or
+/// certificates an operator gave).
 pub struct ServerCertificates {
     /// The CA certificate hosts pin (by [`ca_fingerprint`](Self::ca_fingerprint)).
     pub ca: CertificateDer<'static>,
     pub server: CertificateDer<'static>,
-    server_key: PrivatePkcs8KeyDer<'static>,
+    /// Intermediates between `server` and `ca`, if any.
+    pub intermediates: Vec<CertificateDer<'static>>,
+    server_key: PrivateKeyDer<'static>,
 }
+
+/// File names inside the TLS directory of a data dir.
+pub const CA_FILE: &str = "ca.pem";
+pub const CERT_FILE: &str = "server.pem";
+pub const KEY_FILE: &str = "server.key";
 
 impl std::fmt::Debug for ServerCertificates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,8 +75,77 @@ impl ServerCertificates {
         Ok(Self {
             ca: ca.der().clone(),
             server: server.der().clone(),
-            server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+            intermediates: Vec::new(),
+            server_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
         })
+    }
+
+    /// Reads an operator's certificates: `chain` is the server certificate
+    /// then any intermediates (PEM), `key` its private key (PEM), `ca` the
+    /// root hosts pin (PEM; the last certificate of `chain` when absent).
+    pub fn from_pem_files(chain: &Path, key: &Path, ca: Option<&Path>) -> Result<Self, TlsError> {
+        let read_certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| file_error(path, &e.to_string()))?;
+            if certs.is_empty() {
+                return Err(file_error(path, "holds no PEM certificate"));
+            }
+            Ok(certs)
+        };
+        let mut certs = read_certs(chain)?;
+        let server = certs.remove(0);
+        let ca = match ca {
+            Some(path) => read_certs(path)?.remove(0),
+            None => certs.pop().ok_or_else(|| {
+                file_error(chain, "give the CA with --ca, or append it to the chain")
+            })?,
+        };
+        let server_key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| file_error(key, &format!("not a PEM private key: {e}")))?;
+        let certificates = Self {
+            ca,
+            server,
+            intermediates: certs,
+            server_key,
+        };
+        // Fail now rather than at the first handshake.
+        certificates.acceptor()?;
+        Ok(certificates)
+    }
+
+    /// Writes `ca.pem`, `server.pem` (server and intermediates) and
+    /// `server.key` (mode 0600) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        let pem_of = |ders: &[&CertificateDer<'_>]| -> String {
+            ders.iter()
+                .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.as_ref().to_vec())))
+                .collect()
+        };
+        let mut chain = vec![&self.server];
+        chain.extend(self.intermediates.iter());
+        write_file(&dir.join(CA_FILE), pem_of(&[&self.ca]).as_bytes(), 0o644)?;
+        write_file(&dir.join(CERT_FILE), pem_of(&chain).as_bytes(), 0o644)?;
+        let tag = match &self.server_key {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        };
+        let key = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new(
+            tag,
+            self.server_key.secret_der().to_vec(),
+        )));
+        write_file(&dir.join(KEY_FILE), key.as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    /// Reads what [`save`](Self::save) wrote.
+    pub fn load(dir: &Path) -> Result<Self, TlsError> {
+        Self::from_pem_files(
+            &dir.join(CERT_FILE),
+            &dir.join(KEY_FILE),
+            Some(&dir.join(CA_FILE)),
+        )
     }
 
     /// `SHA256:` and the CA certificate's hash in hex, as hosts are told.
@@ -79,11 +160,36 @@ impl ServerCertificates {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(
-            vec![self.server.clone(), self.ca.clone()],
-            PrivateKeyDer::Pkcs8(self.server_key.clone_key()),
+            std::iter::once(self.server.clone())
+                .chain(self.intermediates.iter().cloned())
+                .chain(std::iter::once(self.ca.clone()))
+                .collect(),
+            self.server_key.clone_key(),
         )?;
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+}
+
+fn file_error(path: &Path, message: &str) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        message: message.to_owned(),
+    }
+}
+
+/// Creates `path` with `mode` (never more open, whatever the umask).
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| file_error(path, &e.to_string()))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| file_error(path, &e.to_string()))
 }
 
 /// `SHA256:` and the hex SHA-256 of a DER certificate.
@@ -162,7 +268,38 @@ pub async fn serve_tls(
     certificates: &ServerCertificates,
     router: axum::Router,
 ) -> Result<(), TlsError> {
+    serve_tls_until(listener, certificates, router, std::future::pending()).await
+}
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve_tls_until(
+    listener: TcpListener,
+    certificates: &ServerCertificates,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), TlsError> {
     let listener = TlsListener::new(listener, certificates.acceptor()?)?;
-    axum::serve(listener, router).await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
+}
+
+/// The client's address, as `ConnectInfo` for both listeners.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
 }

@@ -2,6 +2,7 @@ mod demo;
 mod fsck;
 mod fscrypt;
 mod init;
+pub(crate) mod keyd;
 mod keyslot;
 mod mount;
 mod passwd;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Passwd(args) => passwd::run(args),
         Command::Fsck(args) => fsck::run(args),
         Command::Demo => demo::run(),
+        Command::Keyd(cmd) => keyd::run(cmd),
     }
 }
 

@@ -1,0 +1,622 @@
+//! `atrest keyd ...`: run the key authority, and administer it.
+//!
+//! `init`, `serve` and `audit` work on the data directory itself; the
+//! rest talk to the running keyd over HTTPS with the admin token (the
+//! audit chain has a single writer: the serving process).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use atrest_keyd::{
+    AdminClient, AuthorityOptions, DataDir, HostView, InitOptions, NewApprover, PendingView,
+    Policy, PolicyRule, PolicyView, Settings, Token,
+};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+
+#[derive(Debug, Args, Clone)]
+pub struct DataDirArg {
+    /// The authority's data directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "ATREST_KEYD_DIR",
+        default_value = "/var/lib/atrest/keyd"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Release at once.
+    Auto,
+    /// Hold for an approver (CLI or web page).
+    Approve,
+    /// Refuse.
+    Deny,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Auto => Policy::Auto,
+            PolicyArg::Approve => Policy::Approve,
+            PolicyArg::Deny => Policy::Deny,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeydCommand {
+    /// Create the authority's keys, CA, server certificate and databases.
+    Init(InitArgs),
+    /// Serve the authority over HTTPS.
+    Serve(ServeArgs),
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Enrolled hosts: list, show, revoke, reinstate, shred, rotate.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Per-group, per-host and default policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// List the requests waiting for an approver.
+    Requests(ListArgs),
+    /// Approve a waiting request.
+    Approve(DecideArgs),
+    /// Deny a waiting request.
+    Deny(DecideArgs),
+    /// People who approve on the web page with a TOTP code.
+    #[command(subcommand)]
+    Approver(ApproverCommand),
+    /// Check or read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Where `serve` listens.
+    #[arg(long, default_value = "127.0.0.1:7443", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// DNS names and IP addresses hosts use to reach this authority (put in
+    /// the generated certificate). Repeat for several.
+    #[arg(long = "name", value_name = "NAME", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    pub names: Vec<String>,
+    /// Use this server certificate chain (PEM) instead of generating a CA.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The CA hosts pin, with --cert (default: the last certificate of the chain).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub ca: Option<PathBuf>,
+    /// Default policy for hosts with no group or host policy.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub policy: PolicyArg,
+    /// What an unaccounted reboot (a new boot id without
+    /// `atrest reboot --planned`) escalates to.
+    #[arg(long, value_enum, default_value = "approve")]
+    pub unannounced_reboot: PolicyArg,
+    /// Seconds a held request waits for an approver; then it is denied.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub approval_timeout: u64,
+    /// POST a JSON notice here when a request is held (chat, paging).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// The URL approvers open (for the link in the webhook notice).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Listen here instead of the address given at init.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a one-time enrollment token (printed once).
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The group the enrolled host joins (its policy applies).
+        #[arg(long, default_value = "default")]
+        group: String,
+        /// How long the token stays valid: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        expires: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List enrolled hosts.
+    List(ListArgs),
+    /// Show one host.
+    Show(HostArgs),
+    /// Refuse a host from now on (reversible with `reinstate`).
+    Revoke(HostArgs),
+    /// Undo a revoke.
+    Reinstate(HostArgs),
+    /// Destroy a host's secrets: its vaults' remote keyslots never open again.
+    Shred {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Give a host a new exchange secret; its keyslots re-bind on their next unlock.
+    Rotate(HostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    pub host: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set the policy of a group, a host, or the default.
+    Set {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, group = "scope")]
+        group: Option<String>,
+        #[arg(long, group = "scope")]
+        host: Option<String>,
+        #[arg(long, group = "scope")]
+        default: bool,
+        #[arg(value_enum)]
+        policy: PolicyArg,
+        /// What an unaccounted reboot escalates to for this scope.
+        #[arg(long, value_enum, default_value = "approve")]
+        unannounced_reboot: PolicyArg,
+    },
+    /// List the policies.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// The request id (from `atrest keyd requests`).
+    pub request: String,
+    /// Who decides, for the audit log.
+    #[arg(
+        long = "as",
+        value_name = "NAME",
+        env = "SUDO_USER",
+        default_value = "root"
+    )]
+    pub approver: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApproverCommand {
+    /// Add an approver (or give one a new TOTP secret); prints the secret once.
+    Add {
+        #[command(flatten)]
+        dir: DataDirArg,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every entry's hash, the chain and the signed checkpoints.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Print the last entries.
+    Tail {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `90s`, `30m`, `1h`, `7d`, or plain seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and s, m, h or d (e.g. 1h)"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(factor)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("{text:?}: must be positive and reasonable"))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn run(command: KeydCommand) -> anyhow::Result<ExitCode> {
+    // Databases and keys the authority writes are for root's eyes only.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let rt = runtime()?;
+    rt.block_on(run_async(command))
+}
+
+async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeydCommand::Init(args) => init(args).await,
+        KeydCommand::Serve(args) => serve(args).await,
+        KeydCommand::Token(TokenCommand::Create {
+            dir,
+            group,
+            expires,
+            json,
+        }) => {
+            let token: Token = client(&dir)?
+                .post(
+                    "/v1/admin/tokens",
+                    &json!({ "group": group, "expires_in": expires }),
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&token)?);
+            } else {
+                println!("{}", token.token);
+                eprintln!(
+                    "one-time token for group {:?}, valid until {} (unix time)",
+                    token.group, token.expires_at
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeydCommand::Host(command) => host(command).await,
+        KeydCommand::Policy(PolicyCommand::Set {
+            dir,
+            group,
+            host,
+            default,
+            policy,
+            unannounced_reboot,
+        }) => {
+            let (scope, name) = match (group, host, default) {
+                (Some(g), _, _) => ("group", Some(g)),
+                (_, Some(h), _) => ("host", Some(h)),
+                (_, _, true) => ("default", None),
+                _ => anyhow::bail!("say which policy: --group NAME, --host NAME or --default"),
+            };
+            let view: PolicyView = client(&dir)?
+                .put(
+                    "/v1/admin/policy",
+                    &json!({
+                        "scope": scope,
+                        "name": name,
+                        "policy": Policy::from(policy),
+                        "unannounced_reboot": Policy::from(unannounced_reboot),
+                    }),
+                )
+                .await?;
+            print_policy(&view);
+            Ok(ExitCode::SUCCESS)
+        }
+        KeydCommand::Policy(PolicyCommand::List(args)) => {
+            let views: Vec<PolicyView> = client(&args.dir)?.get("/v1/admin/policy").await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                views.iter().for_each(print_policy);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeydCommand::Requests(args) => {
+            let pending: Vec<PendingView> = client(&args.dir)?.get("/v1/admin/requests").await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&pending)?);
+            } else if pending.is_empty() {
+                println!("no requests are waiting");
+            } else {
+                for p in &pending {
+                    println!(
+                        "{}  host {} (group {}) boot {} from {}, expires at {}\n    {}",
+                        p.id, p.host_id, p.group, p.boot_id, p.source, p.expires_at, p.reason
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeydCommand::Approve(args) => decide(args, "approve").await,
+        KeydCommand::Deny(args) => decide(args, "deny").await,
+        KeydCommand::Approver(ApproverCommand::Add { dir, name }) => {
+            let approver: NewApprover = client(&dir)?
+                .post("/v1/admin/approvers", &json!({ "name": name }))
+                .await?;
+            println!("approver:    {}", approver.name);
+            println!("TOTP secret: {}", approver.secret);
+            println!("otpauth URI: {}", approver.otpauth_uri);
+            eprintln!(
+                "add the secret to an authenticator app now; it is not shown again. \
+                 The approval page is /approve on this keyd."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeydCommand::Audit(AuditCommand::Verify { dir }) => audit_verify(&dir.data_dir).await,
+        KeydCommand::Audit(AuditCommand::Tail { dir, lines, json }) => {
+            audit_tail(&dir.data_dir, lines, json).await
+        }
+    }
+}
+
+fn client(dir: &DataDirArg) -> anyhow::Result<AdminClient> {
+    let data = DataDir::open(&dir.data_dir)?;
+    Ok(AdminClient::for_data_dir(&data)?)
+}
+
+fn print_policy(view: &PolicyView) {
+    println!(
+        "{:<24} {:<8} unannounced reboot: {}",
+        view.scope_text(),
+        view.rule.policy.as_str(),
+        view.rule.unannounced_reboot.as_str()
+    );
+}
+
+async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings {
+        listen: args.listen,
+        names: args.names,
+        approval_timeout: args.approval_timeout,
+        webhook: args.webhook,
+        public_url: args.public_url,
+        ..Settings::default()
+    };
+    let certificates = args.cert.zip(args.key).map(|(c, k)| (c, k, args.ca));
+    let made = DataDir::init(
+        &args.dir.data_dir,
+        InitOptions {
+            settings,
+            certificates,
+            default_rule: PolicyRule {
+                policy: args.policy.into(),
+                unannounced_reboot: args.unannounced_reboot.into(),
+            },
+        },
+    )
+    .await?;
+    println!("{}", made.ca_fingerprint);
+    eprintln!(
+        "keyd initialized in {}. Hosts pin the CA fingerprint above \
+         (`atrest enroll ... --ca-fingerprint {}`); the admin token is in {}. \
+         Next: `atrest keyd serve --data-dir {}`",
+        args.dir.data_dir.display(),
+        made.ca_fingerprint,
+        made.admin_token_file.display(),
+        args.dir.data_dir.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // The process holds every host secret.
+    crate::hygiene::harden()?;
+    crate::hygiene::lock_memory();
+    let dir = DataDir::open_exclusive(&args.dir.data_dir)?;
+    let settings = dir.settings()?;
+    let options = AuthorityOptions {
+        approval_timeout: settings.approval_timeout,
+        planned_reboot_window: settings.planned_reboot_window,
+        max_skew: settings.max_skew,
+        on_pending: None,
+        ..AuthorityOptions::default()
+    };
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("atrest keyd: stopping");
+    };
+    atrest_keyd::serve_data_dir(
+        &dir,
+        args.listen.as_deref(),
+        options,
+        shutdown,
+        |address, fingerprint| {
+            // One line scripts and systemd can wait for.
+            println!("listening on https://{address} (CA {fingerprint})");
+        },
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn host(command: HostCommand) -> anyhow::Result<ExitCode> {
+    let (args, action) = match command {
+        HostCommand::List(args) => {
+            let hosts: Vec<HostView> = client(&args.dir)?.get("/v1/admin/hosts").await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&hosts)?);
+            } else if hosts.is_empty() {
+                println!("no hosts are enrolled; make a token with `atrest keyd token create`");
+            } else {
+                println!(
+                    "{:<24} {:<12} {:<9} {:<38} LAST UNLOCK",
+                    "HOST", "GROUP", "STATE", "LAST BOOT"
+                );
+                for h in &hosts {
+                    println!(
+                        "{:<24} {:<12} {:<9} {:<38} {}",
+                        h.record.id,
+                        h.record.group,
+                        h.record.state.as_str(),
+                        h.boot.last_boot_id.as_deref().unwrap_or("-"),
+                        h.boot
+                            .last_unlock_at
+                            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        HostCommand::Show(args) => (args, None),
+        HostCommand::Revoke(args) => (args, Some("revoke")),
+        HostCommand::Reinstate(args) => (args, Some("reinstate")),
+        HostCommand::Rotate(args) => (args, Some("rotate")),
+        HostCommand::Shred { host, yes } => {
+            anyhow::ensure!(
+                yes,
+                "shredding {} destroys its secrets for good: its vaults' remote keyslots can \
+                 never open again. Add --yes to do it.",
+                host.host
+            );
+            (host, Some("shred"))
+        }
+    };
+    let client = client(&args.dir)?;
+    let view: HostView = match action {
+        None => {
+            client
+                .get(&format!("/v1/admin/hosts/{}", args.host))
+                .await?
+        }
+        Some(action) => {
+            client
+                .post(
+                    &format!("/v1/admin/hosts/{}/{action}", args.host),
+                    &json!({}),
+                )
+                .await?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        println!("host:        {}", view.record.id);
+        println!("group:       {}", view.record.group);
+        println!("state:       {}", view.record.state.as_str());
+        println!("public key:  {}", view.record.public_key);
+        println!("key id:      {}", view.record.key_id);
+        if let Some(previous) = view.record.previous_key_id {
+            println!("previous key id: {previous} (until the host re-binds)");
+        }
+        println!("enrolled at: {}", view.record.enrolled_at);
+        if let Some(boot) = &view.boot.last_boot_id {
+            println!("last boot:   {boot}");
+        }
+        if let Some(until) = view.boot.planned_until {
+            println!("planned reboot accounted for until {until}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn decide(args: DecideArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let view: PendingView = client(&args.dir)?
+        .post(
+            &format!("/v1/admin/requests/{}/{action}", args.request),
+            &json!({ "approver": args.approver }),
+        )
+        .await?;
+    println!(
+        "request {} of host {}: {}",
+        view.id,
+        view.host_id,
+        view.state.as_str()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(dir: &Path) -> anyhow::Result<ExitCode> {
+    let data = DataDir::open(dir)?;
+    let store = data.audit_store().await?;
+    let key = data.audit_public_key()?;
+    match atrest_audit::verify(&store, &key).await {
+        Ok(report) => {
+            println!(
+                "audit log intact: {} entries, {} signed checkpoints, {} entries after the latest checkpoint",
+                report.head.seq, report.checkpoints, report.unsealed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("atrest: the audit log does not verify: {e}");
+            Ok(ExitCode::from(crate::EXIT_CORRUPT))
+        }
+    }
+}
+
+async fn audit_tail(dir: &Path, lines: u64, json: bool) -> anyhow::Result<ExitCode> {
+    use atrest_audit::AuditStore;
+    let data = DataDir::open(dir)?;
+    let store = data.audit_store().await?;
+    let head = store.head().await?.seq;
+    let from = head.saturating_sub(lines.saturating_sub(1)).max(1);
+    let count = u32::try_from(head.saturating_sub(from) + 1).unwrap_or(u32::MAX);
+    let entries = if head == 0 {
+        Vec::new()
+    } else {
+        store.read_entries(from, count).await?
+    };
+    for entry in &entries {
+        if json {
+            println!("{}", serde_json::to_string(entry)?);
+        } else {
+            println!(
+                "{:>6} {} {:<16} {:<12} {:<20} {}",
+                entry.seq,
+                entry.timestamp_ms / 1000,
+                entry.kind.as_str(),
+                entry.actor,
+                entry.subject.as_deref().unwrap_or("-"),
+                entry.details
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,389 @@
+//! A keyd's data directory: what `atrest keyd init` writes and
+//! `atrest keyd serve` reads.
+//!
+//! ```text
+//! DATA_DIR/            0700
+//!   keyd.json          settings (listen address, names, timeouts, webhook)
+//!   admin.token        0600  bearer token of the admin API
+//!   audit.key          0600  Ed25519 seed that signs audit checkpoints
+//!   tls/ca.pem               the CA hosts pin (its fingerprint)
+//!   tls/server.pem           server certificate (+ intermediates)
+//!   tls/server.key     0600  its private key
+//!   keyd.db                  hosts, secrets, tokens, policies (SQLite)
+//!   audit.db                 the hash-chained audit log (SQLite)
+//!   keyd.lock                held by the one keyd serving this directory
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use atrest_audit::{
+    AuditLog, AuditSigningKey, EntryKind, LogOptions, NewEntry, SqliteStore, SystemClock,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::authority::{Authority, AuthorityOptions};
+use crate::storage::{PolicyRule, SqliteStorage};
+use crate::tls::ServerCertificates;
+
+/// The authority as `atrest keyd serve` runs it.
+pub type KeydAuthority = Authority<SqliteStorage, SqliteStore, SystemClock>;
+
+/// `keyd.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Format version of this file.
+    pub version: u32,
+    /// `ADDRESS:PORT` to serve HTTPS on.
+    pub listen: String,
+    /// Names and addresses in the generated server certificate.
+    pub names: Vec<String>,
+    /// Seconds a held request waits for an approver (then denied).
+    pub approval_timeout: u64,
+    /// Seconds after `atrest reboot --planned` that a new boot is accounted for.
+    pub planned_reboot_window: u64,
+    /// Largest clock difference accepted from a host, in seconds.
+    pub max_skew: u64,
+    /// POSTed a JSON notice when a request is held.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// How approvers reach this keyd (`https://keys.example:7443`), for the
+    /// link in the webhook notice.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+pub const SETTINGS_VERSION: u32 = 1;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            version: SETTINGS_VERSION,
+            listen: "127.0.0.1:7443".into(),
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+            approval_timeout: 600,
+            planned_reboot_window: 3600,
+            max_skew: 300,
+            webhook: None,
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(
+        "{0} is not a keyd data directory (no keyd.json); run `atrest keyd init --data-dir {0}` first"
+    )]
+    NotInitialized(PathBuf),
+    #[error("{0} already holds a keyd (keyd.json exists); pick an empty directory")]
+    AlreadyInitialized(PathBuf),
+    #[error(
+        "another keyd is serving {0} (keyd.lock is held); stop it first, or use another data dir"
+    )]
+    Busy(PathBuf),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("audit log: {0}")]
+    AuditStore(#[from] atrest_audit::StoreError),
+    #[error("audit log: {0}")]
+    AuditOpen(#[from] atrest_audit::OpenError),
+    #[error(transparent)]
+    Authority(#[from] crate::authority::AuthorityError),
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> DataDirError {
+    DataDirError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// How to set up a new data directory.
+#[derive(Debug, Default)]
+pub struct InitOptions {
+    pub settings: Settings,
+    /// An operator's `(chain, key, ca)` PEM files instead of a generated CA.
+    pub certificates: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// The default rule written as the `default` policy.
+    pub default_rule: PolicyRule,
+}
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct Initialized {
+    pub ca_fingerprint: String,
+    pub admin_token_file: PathBuf,
+}
+
+pub struct DataDir {
+    path: PathBuf,
+    _lock: Option<File>,
+}
+
+impl DataDir {
+    pub const SETTINGS: &'static str = "keyd.json";
+    pub const ADMIN_TOKEN: &'static str = "admin.token";
+    pub const AUDIT_KEY: &'static str = "audit.key";
+    pub const TLS_DIR: &'static str = "tls";
+    pub const STATE_DB: &'static str = "keyd.db";
+    pub const AUDIT_DB: &'static str = "audit.db";
+    pub const LOCK: &'static str = "keyd.lock";
+
+    /// A data directory made by `init`, for reading (not locked).
+    pub fn open(path: &Path) -> Result<Self, DataDirError> {
+        if !path.join(Self::SETTINGS).exists() {
+            return Err(DataDirError::NotInitialized(path.to_owned()));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: None,
+        })
+    }
+
+    /// Opens and takes the directory's lock: one keyd per data directory
+    /// (the audit chain has one writer).
+    pub fn open_exclusive(path: &Path) -> Result<Self, DataDirError> {
+        let mut dir = Self::open(path)?;
+        let lock_path = path.join(Self::LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| file_error(&lock_path, e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| DataDirError::Busy(path.to_owned()))?;
+        dir._lock = Some(file);
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates keys, certificates and databases in `path` (created 0700 if
+    /// absent; must not already hold a keyd).
+    pub async fn init(path: &Path, options: InitOptions) -> Result<Initialized, DataDirError> {
+        if path.join(Self::SETTINGS).exists() {
+            return Err(DataDirError::AlreadyInitialized(path.to_owned()));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| file_error(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| file_error(path, e))?;
+        let tls = path.join(Self::TLS_DIR);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tls)
+            .map_err(|e| file_error(&tls, e))?;
+        let certificates = match &options.certificates {
+            Some((chain, key, ca)) => {
+                ServerCertificates::from_pem_files(chain, key, ca.as_deref())?
+            }
+            None => ServerCertificates::generate(&options.settings.names)?,
+        };
+        certificates.save(&tls)?;
+        let signing = AuditSigningKey::generate();
+        write_secret(&path.join(Self::AUDIT_KEY), &signing.expose_seed()[..])?;
+        let token = Zeroizing::new(atrest_remote::to_base64url(
+            &atrest_core::random_array::<32>(),
+        ));
+        write_secret(
+            &path.join(Self::ADMIN_TOKEN),
+            format!("{}\n", token.as_str()).as_bytes(),
+        )?;
+        // The databases and the first entries: who made this authority and
+        // its default policy are the start of the chain.
+        let authority = Self::authority_at(path, signing, AuthorityOptions::default()).await?;
+        authority
+            .audit()
+            .append(
+                NewEntry::new(EntryKind::Authority, "init").details(serde_json::json!({
+                    "change": "initialized",
+                    "ca_fingerprint": certificates.ca_fingerprint(),
+                })),
+            )
+            .await
+            .map_err(crate::authority::AuthorityError::from)?;
+        authority
+            .set_policy(
+                &crate::storage::PolicyScope::Default,
+                options.default_rule,
+                "init",
+            )
+            .await?;
+        // Settings last: their presence marks a complete data directory.
+        let settings_path = path.join(Self::SETTINGS);
+        let text = serde_json::to_string_pretty(&options.settings)
+            .map_err(|e| file_error(&settings_path, e))?;
+        write_file(&settings_path, format!("{text}\n").as_bytes(), 0o644)?;
+        Ok(Initialized {
+            ca_fingerprint: certificates.ca_fingerprint(),
+            admin_token_file: path.join(Self::ADMIN_TOKEN),
+        })
+    }
+
+    pub fn settings(&self) -> Result<Settings, DataDirError> {
+        let path = self.path.join(Self::SETTINGS);
+        let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
+        let settings: Settings = serde_json::from_str(&text).map_err(|e| file_error(&path, e))?;
+        if settings.version != SETTINGS_VERSION {
+            return Err(file_error(
+                &path,
+                format!(
+                    "settings version {} is not {SETTINGS_VERSION}; use the atrest that wrote it",
+                    settings.version
+                ),
+            ));
+        }
+        Ok(settings)
+    }
+
+    pub fn admin_token(&self) -> Result<Zeroizing<String>, DataDirError> {
+        let path = self.path.join(Self::ADMIN_TOKEN);
+        let text =
+            Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?);
+        Ok(Zeroizing::new(text.trim().to_owned()))
+    }
+
+    pub fn certificates(&self) -> Result<ServerCertificates, DataDirError> {
+        Ok(ServerCertificates::load(&self.path.join(Self::TLS_DIR))?)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.path.join(Self::TLS_DIR).join(crate::tls::CA_FILE)
+    }
+
+    fn signing_key(path: &Path) -> Result<AuditSigningKey, DataDirError> {
+        let key_path = path.join(Self::AUDIT_KEY);
+        check_private(&key_path)?;
+        let bytes = Zeroizing::new(std::fs::read(&key_path).map_err(|e| file_error(&key_path, e))?);
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| file_error(&key_path, "an audit key is 32 bytes"))?,
+        );
+        Ok(AuditSigningKey::from_seed(&seed))
+    }
+
+    /// The audit store, for reading (`audit verify`, `audit tail`).
+    pub async fn audit_store(&self) -> Result<SqliteStore, DataDirError> {
+        Ok(SqliteStore::open(&self.path.join(Self::AUDIT_DB)).await?)
+    }
+
+    /// The public key that checkpoints verify under.
+    pub fn audit_public_key(&self) -> Result<atrest_audit::AuditPublicKey, DataDirError> {
+        Ok(Self::signing_key(&self.path)?.public_key())
+    }
+
+    async fn authority_at(
+        path: &Path,
+        signing: AuditSigningKey,
+        options: AuthorityOptions,
+    ) -> Result<KeydAuthority, DataDirError> {
+        let store = SqliteStore::open(&path.join(Self::AUDIT_DB)).await?;
+        // A checkpoint with every batch: each host gets one with its key.
+        let log_options = LogOptions {
+            checkpoint_every: 1,
+            ..LogOptions::default()
+        };
+        let audit = AuditLog::open(store, signing, log_options, SystemClock).await?;
+        let storage = SqliteStorage::open(&path.join(Self::STATE_DB)).await?;
+        Ok(Authority::open(storage, audit, SystemClock, options).await?)
+    }
+
+    /// The running authority over this directory's databases.
+    pub async fn authority(
+        &self,
+        options: AuthorityOptions,
+    ) -> Result<KeydAuthority, DataDirError> {
+        let signing = Self::signing_key(&self.path)?;
+        Self::authority_at(&self.path, signing, options).await
+    }
+}
+
+/// Refuses a key file others can read.
+fn check_private(path: &Path) -> Result<(), DataDirError> {
+    let meta = std::fs::metadata(path).map_err(|e| file_error(path, e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(file_error(
+            path,
+            format!(
+                "is readable by others (mode {:o}); run `chmod 600 {}`",
+                meta.permissions().mode() & 0o777,
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn write_secret(path: &Path, data: &[u8]) -> Result<(), DataDirError> {
+    write_file(path, data, 0o600)
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), DataDirError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| file_error(path, e))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| file_error(path, e))
+}
+
+/// Serves the authority of `dir` over HTTPS until `shutdown` resolves,
+/// then writes what is still in memory (boot states). `on_listening` gets
+/// the bound address (for `--listen 127.0.0.1:0`).
+pub async fn serve(
+    dir: &DataDir,
+    listen: Option<&str>,
+    options: AuthorityOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(std::net::SocketAddr, &str),
+) -> Result<(), DataDirError> {
+    let settings = dir.settings()?;
+    let certificates = dir.certificates()?;
+    let token = dir.admin_token()?;
+    let authority = dir.authority(options).await?;
+    let address = listen.unwrap_or(&settings.listen);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| file_error(Path::new(address), format!("cannot listen there: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| file_error(Path::new(address), e))?;
+    authority
+        .audit()
+        .append(
+            NewEntry::new(EntryKind::Authority, "keyd").details(serde_json::json!({
+                "change": "started",
+                "listen": local.to_string(),
+            })),
+        )
+        .await
+        .map_err(crate::authority::AuthorityError::from)?;
+    on_listening(local, &certificates.ca_fingerprint());
+    let router = crate::http::router(authority.clone(), Some(token.as_str()));
+    drop(token);
+    let served = crate::tls::serve_tls_until(listener, &certificates, router, shutdown).await;
+    authority.flush_boots().await?;
+    served?;
+    Ok(())
+}
