@@ -1080,6 +1080,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::approval::{PendingState, PendingView};
     use crate::storage::SqliteStorage;
 
     #[derive(Clone, Default)]
@@ -1128,11 +1129,13 @@ mod tests {
         authority: TestAuthority,
         clock: ManualClock,
         audit_fails: Arc<AtomicBool>,
+        audit_seed: [u8; 32],
         dir: tempfile::TempDir,
     }
 
     const T0: u64 = 1_800_000_000;
     const CTX: RequestContext = RequestContext { source: None };
+    const BOOT_A: &str = "0b5c5e4e-8a8d-4f43-9a4b-4d7c3f2a1b00";
 
     fn rule(policy: Policy) -> PolicyRule {
         PolicyRule {
@@ -1142,10 +1145,32 @@ mod tests {
     }
 
     async fn fixture() -> Fixture {
+        fixture_with(AuthorityOptions::default()).await
+    }
+
+    async fn fixture_with(options: AuthorityOptions) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::default();
         clock.0.store(T0 * 1000, Ordering::SeqCst);
         let fail = Arc::new(AtomicBool::new(false));
+        let audit_seed = atrest_core::random_array();
+        let authority = open_at(&dir, &clock, &fail, &audit_seed, options).await;
+        Fixture {
+            authority,
+            clock,
+            audit_fails: fail,
+            audit_seed,
+            dir,
+        }
+    }
+
+    async fn open_at(
+        dir: &tempfile::TempDir,
+        clock: &ManualClock,
+        fail: &Arc<AtomicBool>,
+        seed: &[u8; 32],
+        options: AuthorityOptions,
+    ) -> TestAuthority {
         let store = FlakyStore {
             inner: SqliteStore::open(&dir.path().join("audit.db"))
                 .await
@@ -1154,7 +1179,7 @@ mod tests {
         };
         let audit = AuditLog::open(
             store,
-            AuditSigningKey::generate(),
+            AuditSigningKey::from_seed(seed),
             LogOptions::default(),
             clock.clone(),
         )
@@ -1163,14 +1188,48 @@ mod tests {
         let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
             .await
             .unwrap();
-        Fixture {
-            authority: Authority::open(storage, audit, clock.clone(), AuthorityOptions::default())
-                .await
-                .unwrap(),
+        Authority::open(storage, audit, clock.clone(), options)
+            .await
+            .unwrap()
+    }
+
+    /// Stops the authority (as a restart would) and opens its files again.
+    async fn restart(f: Fixture) -> Fixture {
+        f.authority.flush_boots().await.unwrap();
+        let Fixture {
+            authority,
             clock,
-            audit_fails: fail,
+            audit_fails,
+            audit_seed,
+            dir,
+        } = f;
+        drop(authority);
+        // Let the writer task see the channel close and finish.
+        tokio::task::yield_now().await;
+        let authority = open_at(
+            &dir,
+            &clock,
+            &audit_fails,
+            &audit_seed,
+            AuthorityOptions::default(),
+        )
+        .await;
+        Fixture {
+            authority,
+            clock,
+            audit_fails,
+            audit_seed,
             dir,
         }
+    }
+
+    async fn entries(f: &Fixture) -> Vec<Entry> {
+        f.authority
+            .audit()
+            .store()
+            .read_entries(1, 100_000)
+            .await
+            .unwrap()
     }
 
     struct Host {
@@ -1205,6 +1264,16 @@ mod tests {
         id: &HostId,
         binding: &RemoteBinding,
     ) -> (SignedUnlockRequest, UnblindingState) {
+        request_at_boot(f, signer, id, binding, BOOT_A)
+    }
+
+    fn request_at_boot(
+        f: &Fixture,
+        signer: &HostIdentity,
+        id: &HostId,
+        binding: &RemoteBinding,
+        boot: &str,
+    ) -> (SignedUnlockRequest, UnblindingState) {
         let (blinded, state) = binding.blind();
         let signed = signer.sign(UnlockRequest {
             host_id: id.clone(),
@@ -1214,7 +1283,7 @@ mod tests {
             blinded,
             nonce: RequestNonce::random(),
             timestamp: f.clock.now_ms() / 1000,
-            boot_id: BootId::new("0b5c5e4e-8a8d-4f43-9a4b-4d7c3f2a1b00").unwrap(),
+            boot_id: BootId::new(boot).unwrap(),
         });
         (signed, state)
     }
@@ -1404,6 +1473,392 @@ mod tests {
         assert_eq!(
             f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
             "audit_unavailable"
+        );
+    }
+
+    fn pending(outcome: UnlockOutcome) -> PendingView {
+        match outcome {
+            UnlockOutcome::Pending(view) => *view,
+            UnlockOutcome::Granted(_) => panic!("granted"),
+        }
+    }
+
+    async fn unlock_boot(
+        f: &Fixture,
+        host: &Host,
+        boot: &str,
+    ) -> (Result<UnlockOutcome, AuthorityError>, UnblindingState) {
+        let (signed, state) = request_at_boot(f, &host.identity, &host.id, &host.binding, boot);
+        (f.authority.unlock(&signed, CTX).await, state)
+    }
+
+    async fn poll_now(f: &Fixture, id: &str) -> Result<UnlockOutcome, AuthorityError> {
+        f.authority.poll(id, Duration::ZERO).await
+    }
+
+    #[tokio::test]
+    async fn a_held_request_is_released_once_approved() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        f.authority
+            .set_policy(
+                &PolicyScope::Host(host.id.clone()),
+                rule(Policy::Approve),
+                "test",
+            )
+            .await
+            .unwrap();
+        let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+        let view = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        assert_eq!(view.state, PendingState::Pending);
+        assert!(
+            view.reason.contains("requires an approver"),
+            "{}",
+            view.reason
+        );
+        assert_eq!(f.authority.pending().len(), 1);
+        // Still pending when polled.
+        pending(poll_now(&f, &view.id).await.unwrap());
+        // A waiting poll is woken by the decision.
+        let waiter = {
+            let authority = f.authority.clone();
+            let id = view.id.clone();
+            tokio::spawn(async move { authority.poll(&id, Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        let decided = f.authority.decide(&view.id, true, "alice").await.unwrap();
+        assert_eq!(decided.state, PendingState::Approved);
+        let grant = granted(waiter.await.unwrap().unwrap());
+        assert_eq!(
+            state.unblind(&grant.response).unwrap().expose(),
+            host.key.expose()
+        );
+        // Polling again gives the same answer, and one release in the log.
+        let again = granted(poll_now(&f, &view.id).await.unwrap());
+        assert_eq!(again.audit_seq, grant.audit_seq);
+        let log = entries(&f).await;
+        let released = log
+            .iter()
+            .filter(|e| e.details.contains("\"released\"") && e.details.contains(&view.id))
+            .count();
+        assert_eq!(released, 1);
+        assert!(
+            log.iter()
+                .any(|e| e.kind == EntryKind::Approval && e.actor == "alice")
+        );
+        // Deciding twice is refused.
+        assert_eq!(
+            f.authority
+                .decide(&view.id, false, "bob")
+                .await
+                .unwrap_err()
+                .code(),
+            "already_decided"
+        );
+    }
+
+    #[tokio::test]
+    async fn held_requests_can_be_denied_and_expire_to_deny() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        f.authority
+            .set_policy(
+                &PolicyScope::Group("web".into()),
+                rule(Policy::Approve),
+                "test",
+            )
+            .await
+            .unwrap();
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        let denied = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        f.authority
+            .decide(&denied.id, false, "alice")
+            .await
+            .unwrap();
+        assert_eq!(poll_now(&f, &denied.id).await.unwrap_err().code(), "denied");
+
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        let waiting = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        f.clock.0.fetch_add(601_000, Ordering::SeqCst);
+        f.authority.maintain().await;
+        assert_eq!(
+            poll_now(&f, &waiting.id).await.unwrap_err().code(),
+            "expired"
+        );
+        assert_eq!(
+            f.authority
+                .decide(&waiting.id, true, "alice")
+                .await
+                .unwrap_err()
+                .code(),
+            "already_decided"
+        );
+        assert!(f.authority.pending().is_empty());
+        assert!(
+            entries(&f)
+                .await
+                .iter()
+                .any(|e| e.details.contains("\"expired\""))
+        );
+        assert_eq!(
+            poll_now(&f, "no-such-request").await.unwrap_err().code(),
+            "unknown_request"
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_a_host_denies_its_held_requests() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        f.authority
+            .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+            .await
+            .unwrap();
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        let view = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        f.authority.revoke(&host.id, "test").await.unwrap();
+        assert_eq!(poll_now(&f, &view.id).await.unwrap_err().code(), "denied");
+    }
+
+    #[tokio::test]
+    async fn an_unannounced_reboot_is_held_and_a_planned_one_is_not() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        // First boot after enrollment, then the same boot again: released.
+        granted(unlock_boot(&f, &host, BOOT_A).await.0.unwrap());
+        granted(unlock_boot(&f, &host, BOOT_A).await.0.unwrap());
+        // A new boot nobody announced: held, and the reason says why.
+        let view = pending(unlock_boot(&f, &host, "b00b").await.0.unwrap());
+        assert!(
+            view.reason.contains("unaccounted reboot"),
+            "{}",
+            view.reason
+        );
+        assert_eq!(view.boot, "unannounced");
+        f.authority.decide(&view.id, true, "alice").await.unwrap();
+        granted(poll_now(&f, &view.id).await.unwrap());
+        // Announced from boot b00b: the next boot is released at once...
+        let notice = host.identity.sign_reboot(atrest_remote::RebootNotice {
+            host_id: host.id.clone(),
+            boot_id: BootId::new("b00b").unwrap(),
+            nonce: RequestNonce::random(),
+            timestamp: T0,
+        });
+        f.authority.announce_reboot(&notice, CTX).await.unwrap();
+        // ...and the same notice cannot be replayed.
+        assert_eq!(
+            f.authority
+                .announce_reboot(&notice, CTX)
+                .await
+                .unwrap_err()
+                .code(),
+            "replayed_nonce"
+        );
+        let (outcome, state) = unlock_boot(&f, &host, "c0ffee").await;
+        let grant = granted(outcome.unwrap());
+        assert_eq!(
+            state.unblind(&grant.response).unwrap().expose(),
+            host.key.expose()
+        );
+        // The announcement is used up by that boot.
+        pending(unlock_boot(&f, &host, "d00d").await.0.unwrap());
+        // A host whose rule denies unannounced reboots is refused outright.
+        f.authority
+            .set_policy(
+                &PolicyScope::Host(host.id.clone()),
+                PolicyRule {
+                    policy: Policy::Auto,
+                    unannounced_reboot: Policy::Deny,
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            unlock_boot(&f, &host, "e0e0").await.0.unwrap_err().code(),
+            "denied"
+        );
+        // An announcement older than the window no longer counts.
+        let notice = host.identity.sign_reboot(atrest_remote::RebootNotice {
+            host_id: host.id.clone(),
+            boot_id: BootId::new("c0ffee").unwrap(),
+            nonce: RequestNonce::random(),
+            timestamp: T0,
+        });
+        f.authority.announce_reboot(&notice, CTX).await.unwrap();
+        f.clock.0.fetch_add(3_601_000, Ordering::SeqCst);
+        assert_eq!(
+            unlock_boot(&f, &host, "f0f0").await.0.unwrap_err().code(),
+            "denied"
+        );
+    }
+
+    #[tokio::test]
+    async fn boot_states_survive_a_restart() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        let f = restart(f).await;
+        assert_eq!(
+            f.authority
+                .host(&host.id)
+                .unwrap()
+                .boot
+                .last_boot_id
+                .as_deref(),
+            Some(BOOT_A)
+        );
+        let (signed, _) =
+            request_at_boot(&f, &host.identity, &host.id, &host.binding, "another-boot");
+        pending(f.authority.unlock(&signed, CTX).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_captured_request_cannot_be_replayed_after_a_restart() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        let f = restart(f).await;
+        assert_eq!(
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            "replayed_nonce"
+        );
+        // A fresh request works.
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        granted(f.authority.unlock(&signed, CTX).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_rotated_host_rebinds_and_the_old_secret_goes() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        let view = f.authority.rotate(&host.id, "test").await.unwrap();
+        assert_eq!(view.record.previous_key_id, Some(host.binding.key_id()));
+        // The old keyslot still opens, and is told the new key.
+        let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+        let grant = granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        assert_eq!(
+            state.unblind(&grant.response).unwrap().expose(),
+            host.key.expose()
+        );
+        let rebind = grant.rebind.expect("a rebind after rotation");
+        assert_eq!(rebind.key_id, view.record.key_id);
+        // The host re-binds to the new key; its first unlock retires the old.
+        let (binding, key) = enroll(&rebind.exchange_key);
+        let (signed, state) = request(&f, &host.identity, &host.id, &binding);
+        let grant = granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        assert!(grant.rebind.is_none());
+        assert_eq!(
+            state.unblind(&grant.response).unwrap().expose(),
+            key.expose()
+        );
+        assert_eq!(
+            f.authority.host(&host.id).unwrap().record.previous_key_id,
+            None
+        );
+        assert_eq!(
+            f.authority
+                .storage()
+                .host_secrets(&host.id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        assert_eq!(
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            "unknown_key"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_the_log_cannot_record_does_not_happen() {
+        let f = fixture().await;
+        let token = f.authority.create_token("web", 3600, "test").await.unwrap();
+        let identity = HostIdentity::generate();
+        f.audit_fails.store(true, Ordering::SeqCst);
+        let err = f
+            .authority
+            .enroll(&token.token, "web-1", identity.public_key(), CTX)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "audit_unavailable");
+        assert!(f.authority.host(&HostId::new("web-1").unwrap()).is_err());
+        f.audit_fails.store(false, Ordering::SeqCst);
+        // The token was given back; the name is free.
+        f.authority
+            .enroll(&token.token, "web-1", identity.public_key(), CTX)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_refusals_is_summarized() {
+        let f = fixture_with(AuthorityOptions {
+            refusal_entries_per_second: 3,
+            ..AuthorityOptions::default()
+        })
+        .await;
+        let host = enroll_host(&f, "web-1").await;
+        let stranger = HostId::new("stranger").unwrap();
+        for _ in 0..10 {
+            let (signed, _) = request(&f, &host.identity, &stranger, &host.binding);
+            assert_eq!(
+                f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+                "unknown_host"
+            );
+        }
+        f.authority.maintain().await;
+        let log = entries(&f).await;
+        let single = log
+            .iter()
+            .filter(|e| e.details.contains("\"outcome\":\"unknown_host\""))
+            .count();
+        assert_eq!(single, 3);
+        let summary = log
+            .iter()
+            .find(|e| e.details.contains("refusals_summarized"))
+            .expect("a summary entry");
+        assert!(
+            summary.details.contains("\"unknown_host\":7"),
+            "{}",
+            summary.details
+        );
+    }
+
+    #[tokio::test]
+    async fn approvers_log_in_with_a_totp_code_once() {
+        let f = fixture().await;
+        let approver = f.authority.add_approver("alice", "test").await.unwrap();
+        assert!(approver.otpauth_uri.starts_with("otpauth://totp/"));
+        let code = crate::approval::totp_code(&approver.secret, "alice", T0).unwrap();
+        assert_eq!(
+            f.authority
+                .check_approver("alice", "000000x")
+                .await
+                .unwrap_err()
+                .code(),
+            "bad_code"
+        );
+        f.authority.check_approver("alice", &code).await.unwrap();
+        assert_eq!(
+            f.authority
+                .check_approver("alice", &code)
+                .await
+                .unwrap_err()
+                .code(),
+            "bad_code"
+        );
+        assert_eq!(
+            f.authority
+                .check_approver("mallory", &code)
+                .await
+                .unwrap_err()
+                .code(),
+            "bad_code"
         );
     }
 }
