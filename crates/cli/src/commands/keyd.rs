@@ -447,7 +447,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         approval_timeout: settings.approval_timeout,
         planned_reboot_window: settings.planned_reboot_window,
         max_skew: settings.max_skew,
-        on_pending: None,
+        on_pending: settings
+            .webhook
+            .clone()
+            .map(|url| atrest_keyd::webhook_notifier(url, settings.public_url.clone()))
+            .transpose()
+            .context("the webhook URL in keyd.json")?,
         ..AuthorityOptions::default()
     };
     let shutdown = async {
