@@ -1,0 +1,253 @@
+//! One key authority's `/v1` host API over pinned HTTPS
+//! (`docs/keyd-api.md`): enroll, unlock, poll, reboot. Wire types are
+//! declared here from the API description, so the host does not link the
+//! server.
+
+use std::time::Duration;
+
+use atrest_audit::Checkpoint;
+use atrest_remote::{
+    BlindedResponse, ExchangePublicKey, HostId, HostPublicKey, KeyId, SignedRebootNotice,
+    SignedUnlockRequest,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::AgentError;
+use crate::tls::{error_chain, format_fingerprint, is_pin_mismatch, is_tls_failure, pinned_client};
+
+/// Largest answer read from an authority.
+const MAX_ANSWER: usize = 64 * 1024;
+
+#[derive(Serialize)]
+struct EnrollBody<'a> {
+    token: &'a str,
+    host_name: &'a str,
+    public_key: HostPublicKey,
+}
+
+/// What enrollment gives the host.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnrollReply {
+    pub host_id: HostId,
+    pub group: String,
+    pub exchange_key: ExchangePublicKey,
+    pub key_id: KeyId,
+    /// Unpadded base64url of the 32-byte audit key.
+    pub audit_public_key: String,
+}
+
+/// Set in a grant when the authority rotated this host's exchange secret.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rebind {
+    pub exchange_key: ExchangePublicKey,
+    pub key_id: KeyId,
+}
+
+/// `POST /v1/unlock` and `GET /v1/requests/{id}`.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived reply per request; boxing buys nothing"
+)]
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum UnlockReply {
+    Granted {
+        response: BlindedResponse,
+        audit_seq: u64,
+        checkpoint: Option<Checkpoint>,
+        #[serde(default)]
+        rebind: Option<Rebind>,
+    },
+    Pending {
+        request_id: String,
+        #[serde(default)]
+        reason: String,
+        #[serde(default)]
+        expires_at: u64,
+    },
+}
+
+/// `POST /v1/reboot`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RebootReply {
+    pub audit_seq: u64,
+    pub valid_until: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A client for one authority.
+#[derive(Clone, Debug)]
+pub struct AuthorityClient {
+    url: String,
+    pin: [u8; 32],
+    http: reqwest::Client,
+}
+
+impl AuthorityClient {
+    /// `url` is `https://HOST[:PORT]`; `pin` the SHA-256 of its CA's DER.
+    pub fn new(url: &str, pin: [u8; 32]) -> Result<Self, AgentError> {
+        let trimmed = url.trim_end_matches('/');
+        let rest = trimmed
+            .strip_prefix("https://")
+            .ok_or_else(|| AgentError::BadUrl(url.to_string()))?;
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || trimmed.len() > 255 {
+            return Err(AgentError::BadUrl(url.to_string()));
+        }
+        Ok(Self {
+            url: trimmed.to_string(),
+            pin,
+            http: pinned_client(pin)?,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn enroll(
+        &self,
+        token: &str,
+        host_name: &str,
+        public_key: HostPublicKey,
+    ) -> Result<EnrollReply, AgentError> {
+        let body = EnrollBody {
+            token,
+            host_name,
+            public_key,
+        };
+        let request = self
+            .http
+            .post(format!("{}/v1/enroll", self.url))
+            .json(&body);
+        self.send(request, Duration::from_secs(30))
+            .await
+            .map(|(_, r)| r)
+    }
+
+    /// One unlock request; 200 granted or 202 pending.
+    pub async fn unlock(
+        &self,
+        signed: &SignedUnlockRequest,
+        timeout: Duration,
+    ) -> Result<UnlockReply, AgentError> {
+        let request = self
+            .http
+            .post(format!("{}/v1/unlock", self.url))
+            .json(signed);
+        self.send(request, timeout).await.map(|(_, r)| r)
+    }
+
+    /// Long poll of a held request: waits up to `wait` at the authority.
+    pub async fn poll(&self, request_id: &str, wait: Duration) -> Result<UnlockReply, AgentError> {
+        // The id is the authority's (base64url); anything else is refused
+        // rather than spliced into a path.
+        if request_id.is_empty()
+            || !request_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(AgentError::BadAnswer {
+                url: self.url.clone(),
+                reason: "a request id that is not base64url".into(),
+            });
+        }
+        let request = self.http.get(format!(
+            "{}/v1/requests/{request_id}?wait={}",
+            self.url,
+            wait.as_secs()
+        ));
+        self.send(request, wait + Duration::from_secs(15))
+            .await
+            .map(|(_, r)| r)
+    }
+
+    pub async fn reboot(&self, signed: &SignedRebootNotice) -> Result<RebootReply, AgentError> {
+        let request = self
+            .http
+            .post(format!("{}/v1/reboot", self.url))
+            .json(signed);
+        self.send(request, Duration::from_secs(30))
+            .await
+            .map(|(_, r)| r)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<(u16, T), AgentError> {
+        let response = request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status().as_u16();
+        let bytes = read_limited(response)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes)
+                .map(|v| (status, v))
+                .map_err(|e| AgentError::BadAnswer {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                });
+        }
+        let Ok(body) = serde_json::from_slice::<ErrorBody>(&bytes) else {
+            return Err(AgentError::Refused {
+                url: self.url.clone(),
+                status,
+                code: format!("http_{status}"),
+                message: "no error body".into(),
+            });
+        };
+        let (url, message) = (self.url.clone(), body.message);
+        Err(match body.error.as_str() {
+            "denied" => AgentError::Denied { url, message },
+            "expired" => AgentError::Expired { url, message },
+            "revoked" => AgentError::Revoked { url, message },
+            "shredded" => AgentError::Shredded { url, message },
+            _ => AgentError::Refused {
+                url,
+                status,
+                code: body.error,
+                message,
+            },
+        })
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> AgentError {
+        let reason = error_chain(error);
+        if is_pin_mismatch(error) || is_tls_failure(error) {
+            return AgentError::UntrustedServer {
+                url: self.url.clone(),
+                pin: format_fingerprint(&self.pin),
+                reason,
+            };
+        }
+        AgentError::Unreachable {
+            url: self.url.clone(),
+            attempts: 1,
+            reason,
+        }
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        out.extend_from_slice(&chunk);
+        if out.len() > MAX_ANSWER {
+            out.truncate(MAX_ANSWER);
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,55 @@
+//! The host side of atrest's key authority: what `atrest enroll`,
+//! `atrest unlock` and `atrest reboot --planned` do, without the command
+//! line.
+//!
+//! - [`StateDir`]: the host's Ed25519 identity (`identity`, mode 0600) and
+//!   the newest audit checkpoint seen from each authority.
+//! - [`AuthorityClient`]: one authority's `/v1` API over HTTPS that trusts
+//!   only the CA pinned by fingerprint ([`PinnedVerifier`]).
+//! - [`enroll`]: registers the host with one authority (a remote keyslot)
+//!   or several (a k-of-n threshold keyslot) and adds the slot to an
+//!   unlocked vault. The authority never sees the vault key.
+//! - [`unlock`]: opens a [`LockedVault`] through its remote or threshold
+//!   slot: signed, blinded requests, bounded retries with backoff while an
+//!   authority is unreachable, long polls while a request waits for
+//!   approval, audit checkpoints checked against rollback, and re-binding
+//!   after the authority rotated this host's secret.
+//! - [`announce_reboot`]: tells every authority of a vault that the next
+//!   boot is planned.
+//!
+//! ```no_run
+//! # async fn demo(vault: &mut atrest_vault::Vault) -> Result<(), atrest_agent::AgentError> {
+//! use atrest_agent::{AuthoritySpec, StateDir, UnlockOptions, parse_fingerprint};
+//!
+//! let state = StateDir::from_env();
+//! let keys = AuthoritySpec {
+//!     url: "https://keys.example:7443".into(),
+//!     token: "one-time token".into(),
+//!     ca_fingerprint: parse_fingerprint(&format!("SHA256:{}", "ab".repeat(32)))?,
+//! };
+//! atrest_agent::enroll(vault, &state, &[keys], None, "web-1", "keys").await?;
+//!
+//! // At boot:
+//! let locked = atrest_vault::LockedVault::open(vault.root())?;
+//! let unlocked = atrest_agent::unlock(locked, &state, &UnlockOptions::default()).await?;
+//! # drop(unlocked);
+//! # Ok(()) }
+//! ```
+//!
+//! Secrets (exchange keys, shares, the slot secret, the identity seed) are
+//! zeroizing types and are never logged.
+
+mod client;
+mod error;
+mod remote;
+mod state;
+mod tls;
+
+pub use client::{AuthorityClient, EnrollReply, Rebind, RebootReply, UnlockReply};
+pub use error::AgentError;
+pub use remote::{
+    AuthoritySpec, Enrolled, RebootAnnounced, UnlockOptions, Unlocked, announce_reboot, enroll,
+    remote_authorities, unlock,
+};
+pub use state::{BOOT_ID_ENV, DEFAULT_STATE_DIR, STATE_DIR_ENV, StateDir, boot_id};
+pub use tls::{PinMismatch, PinnedVerifier, format_fingerprint, parse_fingerprint, pinned_client};

@@ -1,0 +1,662 @@
+//! Enroll, unlock and announce reboots for a vault's remote and threshold
+//! keyslots.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atrest_audit::Checkpoint;
+use atrest_core::SecretKey;
+use atrest_remote::{
+    BootId, HostIdentity, RebootNotice, RemoteBinding, RequestNonce, Share, UnlockRequest,
+};
+use atrest_vault::{
+    AuthorityRef, LockedVault, RemoteMember, SlotKind, ThresholdSlot, Unlocker, Vault, VaultConfig,
+    VaultError,
+};
+use tokio::task::JoinSet;
+use zeroize::Zeroizing;
+
+use crate::client::{AuthorityClient, Rebind, RebootReply, UnlockReply};
+use crate::{AgentError, StateDir, boot_id};
+
+/// One authority to enroll with.
+pub struct AuthoritySpec {
+    /// `https://HOST[:PORT]`.
+    pub url: String,
+    /// The one-time enrollment token (`atrest keyd token create`).
+    pub token: Zeroizing<String>,
+    /// SHA-256 of the authority's CA certificate (DER).
+    pub ca_fingerprint: [u8; 32],
+}
+
+/// What [`enroll`] did.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub slot_id: u8,
+    /// k of a threshold slot; `None` for a remote slot.
+    pub threshold: Option<u8>,
+    /// Per authority: URL, the host id it gave, the group it put the host in.
+    pub authorities: Vec<(String, String, String)>,
+}
+
+/// Enrolls this host with `authorities` and adds one slot to `vault`: a
+/// remote slot for one authority, or a `threshold`-of-n slot for several.
+/// The host identity in `state` is created if there is none.
+///
+/// Enrollment spends each token; if a later authority fails, the earlier
+/// ones already know the host (run again with new tokens for all).
+pub async fn enroll(
+    vault: &mut Vault,
+    state: &StateDir,
+    authorities: &[AuthoritySpec],
+    threshold: Option<u8>,
+    host_name: &str,
+    label: &str,
+) -> Result<Enrolled, AgentError> {
+    match (authorities.len(), threshold) {
+        (0, _) => return Err(AgentError::Invalid("give at least one authority".into())),
+        (1, Some(_)) => {
+            return Err(AgentError::Invalid(
+                "a threshold needs at least two authorities".into(),
+            ));
+        }
+        (n, Some(k)) if k < 2 || usize::from(k) > n => {
+            return Err(AgentError::Invalid(format!(
+                "the threshold must be between 2 and the number of authorities ({n}), not {k}"
+            )));
+        }
+        (n, None) if n > 1 => {
+            return Err(AgentError::Invalid(format!(
+                "{n} authorities need a threshold: how many of them must answer (--threshold K)"
+            )));
+        }
+        (n, _) if n > atrest_vault::MAX_THRESHOLD_MEMBERS => {
+            return Err(AgentError::Invalid(format!(
+                "at most {} authorities per keyslot",
+                atrest_vault::MAX_THRESHOLD_MEMBERS
+            )));
+        }
+        _ => {}
+    }
+    let identity = state.load_or_create_identity()?;
+    let mut members = Vec::with_capacity(authorities.len());
+    let mut summary = Vec::with_capacity(authorities.len());
+    for spec in authorities {
+        let client = AuthorityClient::new(&spec.url, spec.ca_fingerprint)?;
+        let reply = client
+            .enroll(&spec.token, host_name, identity.public_key())
+            .await?;
+        let bad = |reason: &str| AgentError::BadAnswer {
+            url: client.url().to_string(),
+            reason: reason.to_string(),
+        };
+        let audit_public_key: [u8; 32] = atrest_remote::from_base64url(&reply.audit_public_key)
+            .ok_or_else(|| bad("audit_public_key is not 32 bytes of base64url"))?;
+        atrest_audit::AuditPublicKey::from_bytes(&audit_public_key)
+            .map_err(|_| bad("audit_public_key is not an Ed25519 key"))?;
+        let (binding, key) = atrest_remote::enroll(&reply.exchange_key);
+        if binding.key_id() != reply.key_id {
+            return Err(bad("key_id does not name exchange_key"));
+        }
+        summary.push((
+            client.url().to_string(),
+            reply.host_id.to_string(),
+            reply.group.clone(),
+        ));
+        members.push(RemoteMember {
+            authority: AuthorityRef {
+                url: client.url().to_string(),
+                ca_fingerprint: spec.ca_fingerprint,
+                host_id: reply.host_id,
+                audit_public_key,
+            },
+            binding,
+            key,
+        });
+    }
+    let slot_id = match threshold {
+        None => vault.add_remote_slot(&members[0], label)?,
+        Some(k) => vault.add_threshold_slot(k, &members, label)?,
+    };
+    Ok(Enrolled {
+        slot_id,
+        threshold,
+        authorities: summary,
+    })
+}
+
+/// How hard [`unlock`] and [`announce_reboot`] try.
+#[derive(Debug, Clone)]
+pub struct UnlockOptions {
+    /// Further attempts per authority after a connection failure or a
+    /// server error (5xx), with exponential backoff.
+    pub retries: u32,
+    /// Overall limit, including time spent waiting for approval.
+    pub timeout: Duration,
+    /// First backoff delay; doubled per attempt up to 5 s.
+    pub backoff: Duration,
+    /// How long each long poll of a held request waits at the authority.
+    pub poll_wait: Duration,
+    /// The boot id sent; `None` reads it ([`boot_id`]).
+    pub boot_id: Option<BootId>,
+}
+
+impl Default for UnlockOptions {
+    fn default() -> Self {
+        Self {
+            retries: 5,
+            timeout: Duration::from_secs(120),
+            backoff: Duration::from_millis(250),
+            poll_wait: Duration::from_secs(25),
+            boot_id: None,
+        }
+    }
+}
+
+/// An unlocked vault and how it was opened.
+#[derive(Debug)]
+pub struct Unlocked {
+    pub vault: Vault,
+    pub slot_id: u8,
+    /// Authorities the slot was re-bound to after a secret rotation.
+    pub rebound: Vec<String>,
+    /// Re-binds that failed (the vault is open; the next unlock retries).
+    pub warnings: Vec<String>,
+}
+
+/// Opens `locked` through its first remote or threshold keyslot that
+/// answers (slots in config order). An audit rollback or a bad checkpoint
+/// stops at once: the host fails closed.
+pub async fn unlock(
+    locked: LockedVault,
+    state: &StateDir,
+    options: &UnlockOptions,
+) -> Result<Unlocked, AgentError> {
+    let config = locked.config().clone();
+    let root = locked.root().to_path_buf();
+    let slots: Vec<(u8, &SlotKind)> = config
+        .keyslots
+        .iter()
+        .filter(|s| matches!(s.kind, SlotKind::Remote(_) | SlotKind::Threshold(_)))
+        .map(|s| (s.id, &s.kind))
+        .collect();
+    if slots.is_empty() {
+        return Err(AgentError::NoRemoteSlot);
+    }
+    let identity = Arc::new(state.load_identity()?);
+    let boot = match &options.boot_id {
+        Some(b) => b.clone(),
+        None => boot_id()?,
+    };
+    let ctx = Context {
+        identity,
+        vault_id: config.vault_id,
+        boot,
+        options: options.clone(),
+        deadline: Instant::now() + options.timeout,
+        state: state.clone(),
+    };
+    let mut locked = Some(locked);
+    let mut first_error = None;
+    for (slot_id, kind) in slots {
+        let locked = match locked.take() {
+            Some(l) => l,
+            None => LockedVault::open(&root)?,
+        };
+        let result = match kind {
+            SlotKind::Remote(slot) => {
+                unlock_remote(&ctx, locked, slot_id, &slot.authority, &slot.binding).await
+            }
+            SlotKind::Threshold(slot) => unlock_threshold(&ctx, locked, slot_id, slot).await,
+            _ => continue,
+        };
+        match result {
+            Ok(unlocked) => return Ok(unlocked),
+            Err(e @ (AgentError::AuditRollback { .. } | AgentError::BadCheckpoint { .. })) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::debug!(slot = slot_id, error = %e, "remote keyslot did not open");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(AgentError::NoRemoteSlot))
+}
+
+/// What every request of one unlock shares.
+#[derive(Clone)]
+struct Context {
+    identity: Arc<HostIdentity>,
+    vault_id: [u8; 16],
+    boot: BootId,
+    options: UnlockOptions,
+    deadline: Instant,
+    state: StateDir,
+}
+
+/// An authority's released key, and what to do once the vault is open.
+struct Released {
+    key: SecretKey,
+    url: String,
+    ca_fingerprint: [u8; 32],
+    keep: Option<Checkpoint>,
+    rebind: Option<Rebind>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+fn granted_parts(
+    reply: UnlockReply,
+) -> Option<(
+    atrest_remote::BlindedResponse,
+    u64,
+    Option<Checkpoint>,
+    Option<Rebind>,
+)> {
+    match reply {
+        UnlockReply::Granted {
+            response,
+            audit_seq,
+            checkpoint,
+            rebind,
+        } => Some((response, audit_seq, checkpoint, rebind)),
+        UnlockReply::Pending { .. } => None,
+    }
+}
+
+/// Asks one authority for the key of `binding`, retrying transient
+/// failures with backoff and waiting out approval, all within the deadline.
+async fn request_key(
+    ctx: &Context,
+    authority: &AuthorityRef,
+    binding: &RemoteBinding,
+    slot_id: u8,
+) -> Result<Released, AgentError> {
+    let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
+    let url = client.url().to_string();
+    let mut delay = ctx.options.backoff;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        // A fresh blinding, nonce and time per attempt: a request that did
+        // reach the authority before the connection broke is never replayed.
+        let (blinded, unblinding) = binding.blind();
+        let signed = ctx.identity.sign(UnlockRequest {
+            host_id: authority.host_id.clone(),
+            vault_id: ctx.vault_id,
+            keyslot: slot_id,
+            key_id: binding.key_id(),
+            blinded,
+            nonce: RequestNonce::random(),
+            timestamp: unix_now(),
+            boot_id: ctx.boot.clone(),
+        });
+        let left = remaining(ctx.deadline);
+        let result = if left.is_zero() {
+            Err(AgentError::Unreachable {
+                url: url.clone(),
+                attempts: attempt - 1,
+                reason: "the timeout passed".into(),
+            })
+        } else {
+            match client
+                .unlock(&signed, left.min(Duration::from_secs(30)))
+                .await
+            {
+                Ok(UnlockReply::Pending {
+                    request_id, reason, ..
+                }) => {
+                    tracing::info!(authority = %url, %reason, "unlock request held for approval");
+                    wait_for_decision(ctx, &client, &request_id, reason).await
+                }
+                other => other,
+            }
+        };
+        match result.map(granted_parts) {
+            Ok(Some((response, audit_seq, checkpoint, rebind))) => {
+                let keep = ctx.state.check_checkpoint(
+                    &url,
+                    &authority.ca_fingerprint,
+                    &authority.audit_public_key,
+                    audit_seq,
+                    checkpoint.as_ref(),
+                )?;
+                let key = unblinding
+                    .unblind(&response)
+                    .map_err(|e| AgentError::BadAnswer {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })?;
+                return Ok(Released {
+                    key,
+                    url,
+                    ca_fingerprint: authority.ca_fingerprint,
+                    keep,
+                    rebind,
+                });
+            }
+            Ok(None) => {
+                return Err(AgentError::BadAnswer {
+                    url,
+                    reason: "pending after the wait ended".into(),
+                });
+            }
+            Err(e) if e.is_transient() && attempt <= ctx.options.retries => {
+                let left = remaining(ctx.deadline);
+                if left.is_zero() {
+                    return Err(with_attempts(e, attempt));
+                }
+                tracing::info!(authority = %url, attempt, error = %e, "retrying");
+                tokio::time::sleep(delay.min(left)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(with_attempts(e, attempt)),
+        }
+    }
+}
+
+fn with_attempts(error: AgentError, attempts: u32) -> AgentError {
+    match error {
+        AgentError::Unreachable { url, reason, .. } => AgentError::Unreachable {
+            url,
+            attempts,
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Long-polls a held request until it is decided or the deadline passes.
+/// Connection failures while waiting are retried: the request stays held.
+async fn wait_for_decision(
+    ctx: &Context,
+    client: &AuthorityClient,
+    request_id: &str,
+    mut reason: String,
+) -> Result<UnlockReply, AgentError> {
+    let started = Instant::now();
+    let mut delay = ctx.options.backoff;
+    loop {
+        let left = remaining(ctx.deadline);
+        if left < Duration::from_secs(1) {
+            return Err(AgentError::StillPending {
+                url: client.url().to_string(),
+                reason,
+                waited_secs: started.elapsed().as_secs(),
+            });
+        }
+        let wait = ctx
+            .options
+            .poll_wait
+            .min(left - Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        match client.poll(request_id, wait).await {
+            Ok(reply @ UnlockReply::Granted { .. }) => return Ok(reply),
+            Ok(UnlockReply::Pending { reason: r, .. }) => {
+                reason = r;
+                delay = ctx.options.backoff;
+            }
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(delay.min(remaining(ctx.deadline))).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn wrong_answer(url: &str) -> impl FnOnce(VaultError) -> AgentError + '_ {
+    move |e| match e {
+        VaultError::WrongKey => AgentError::WrongAnswer {
+            url: url.to_string(),
+        },
+        other => AgentError::Vault(other),
+    }
+}
+
+async fn unlock_remote(
+    ctx: &Context,
+    locked: LockedVault,
+    slot_id: u8,
+    authority: &AuthorityRef,
+    binding: &RemoteBinding,
+) -> Result<Unlocked, AgentError> {
+    let released = request_key(ctx, authority, binding, slot_id).await?;
+    let mut vault = locked
+        .unlock(&Unlocker::Remote(released.key.clone()))
+        .map_err(wrong_answer(&released.url))?;
+    // The slot's parameters (audit key included) are authentic now.
+    if let Some(cp) = &released.keep {
+        ctx.state.keep_checkpoint(&released.ca_fingerprint, cp)?;
+    }
+    let mut rebound = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(rebind) = &released.rebind {
+        let result = rebind_binding(rebind, &released.url)
+            .and_then(|(b, k)| vault.rebind_remote_slot(slot_id, b, &k).map_err(Into::into));
+        note_rebind(&mut rebound, &mut warnings, &released.url, result);
+    }
+    Ok(Unlocked {
+        vault,
+        slot_id,
+        rebound,
+        warnings,
+    })
+}
+
+fn rebind_binding(rebind: &Rebind, url: &str) -> Result<(RemoteBinding, SecretKey), AgentError> {
+    let (binding, key) = atrest_remote::enroll(&rebind.exchange_key);
+    if binding.key_id() != rebind.key_id {
+        return Err(AgentError::BadAnswer {
+            url: url.to_string(),
+            reason: "rebind key_id does not name its exchange_key".into(),
+        });
+    }
+    Ok((binding, key))
+}
+
+fn note_rebind(
+    rebound: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+    url: &str,
+    result: Result<(), AgentError>,
+) {
+    match result {
+        Ok(()) => rebound.push(url.to_string()),
+        Err(e) => {
+            tracing::warn!(authority = %url, error = %e, "could not re-bind the keyslot");
+            warnings.push(format!(
+                "could not re-bind the keyslot to {url}'s new key ({e}); the next unlock tries again"
+            ));
+        }
+    }
+}
+
+async fn unlock_threshold(
+    ctx: &Context,
+    locked: LockedVault,
+    slot_id: u8,
+    slot: &ThresholdSlot,
+) -> Result<Unlocked, AgentError> {
+    let needed = usize::from(slot.threshold);
+    let mut tasks = JoinSet::new();
+    for (position, member) in slot.members.iter().enumerate() {
+        let ctx = ctx.clone();
+        let authority = member.authority.clone();
+        let binding = member.binding;
+        let index = (position + 1) as u8;
+        tasks.spawn(async move {
+            (
+                index,
+                request_key(&ctx, &authority, &binding, slot_id).await,
+            )
+        });
+    }
+    let mut opened: Vec<(u8, Share, Released)> = Vec::new();
+    let mut errors = Vec::new();
+    let mut combined = None;
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((index, result)) = joined else {
+            errors.push("a request task failed".to_string());
+            continue;
+        };
+        match result {
+            Ok(released) => match slot.open_share(&ctx.vault_id, slot_id, index, &released.key) {
+                Some(share) => opened.push((index, share, released)),
+                None => errors.push(
+                    AgentError::WrongAnswer {
+                        url: released.url.clone(),
+                    }
+                    .to_string(),
+                ),
+            },
+            // Fail closed: one authority's rolled-back log stops the unlock.
+            Err(e @ (AgentError::AuditRollback { .. } | AgentError::BadCheckpoint { .. })) => {
+                return Err(e);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        if opened.len() >= needed {
+            let shares: Vec<Share> = opened.iter().map(|(_, s, _)| s.clone()).collect();
+            match atrest_remote::combine(&shares) {
+                Ok(secret) => {
+                    combined = Some(secret);
+                    break;
+                }
+                Err(e) => errors.push(format!("shares do not combine: {e}")),
+            }
+        }
+    }
+    // Stop asking the others.
+    tasks.abort_all();
+    let Some(secret) = combined else {
+        return Err(AgentError::NotEnough {
+            needed,
+            got: opened.len(),
+            errors,
+        });
+    };
+    let mut vault = locked
+        .unlock(&Unlocker::Threshold(secret.clone()))
+        .map_err(|e| match e {
+            VaultError::WrongKey => AgentError::NotEnough {
+                needed,
+                got: 0,
+                errors: vec!["the combined shares do not open the keyslot".into()],
+            },
+            other => AgentError::Vault(other),
+        })?;
+    let mut rebound = Vec::new();
+    let mut warnings = Vec::new();
+    for (index, share, released) in &opened {
+        if let Some(cp) = &released.keep {
+            ctx.state.keep_checkpoint(&released.ca_fingerprint, cp)?;
+        }
+        if let Some(rebind) = &released.rebind {
+            let result = rebind_binding(rebind, &released.url).and_then(|(b, k)| {
+                vault
+                    .rebind_threshold_member(slot_id, *index, b, &k, share, &secret)
+                    .map_err(Into::into)
+            });
+            note_rebind(&mut rebound, &mut warnings, &released.url, result);
+        }
+    }
+    Ok(Unlocked {
+        vault,
+        slot_id,
+        rebound,
+        warnings,
+    })
+}
+
+/// Every authority a vault's remote and threshold slots name, once each
+/// (by URL and host id). Read from the unauthenticated config: fine for
+/// announcing a reboot, which releases nothing.
+pub fn remote_authorities(config: &VaultConfig) -> Vec<AuthorityRef> {
+    let mut out: Vec<AuthorityRef> = Vec::new();
+    let mut add = |a: &AuthorityRef| {
+        if !out.iter().any(|o| o.url == a.url && o.host_id == a.host_id) {
+            out.push(a.clone());
+        }
+    };
+    for slot in &config.keyslots {
+        match &slot.kind {
+            SlotKind::Remote(r) => add(&r.authority),
+            SlotKind::Threshold(t) => t.members.iter().for_each(|m| add(&m.authority)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One authority's answer to a reboot notice.
+#[derive(Debug)]
+pub struct RebootAnnounced {
+    pub url: String,
+    pub result: Result<RebootReply, AgentError>,
+}
+
+/// Tells every authority of `config` that this boot will end on purpose,
+/// so the next boot counts as announced. Each gets its own signed notice,
+/// with the same retries as [`unlock`].
+pub async fn announce_reboot(
+    config: &VaultConfig,
+    state: &StateDir,
+    options: &UnlockOptions,
+) -> Result<Vec<RebootAnnounced>, AgentError> {
+    let authorities = remote_authorities(config);
+    if authorities.is_empty() {
+        return Err(AgentError::NoRemoteSlot);
+    }
+    let identity = state.load_identity()?;
+    let boot = match &options.boot_id {
+        Some(b) => b.clone(),
+        None => boot_id()?,
+    };
+    let deadline = Instant::now() + options.timeout;
+    let mut out = Vec::with_capacity(authorities.len());
+    for authority in authorities {
+        let result = async {
+            let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
+            let mut delay = options.backoff;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let signed = identity.sign_reboot(RebootNotice {
+                    host_id: authority.host_id.clone(),
+                    boot_id: boot.clone(),
+                    nonce: RequestNonce::random(),
+                    timestamp: unix_now(),
+                });
+                match client.reboot(&signed).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(e) if e.is_transient() && attempt <= options.retries => {
+                        let left = remaining(deadline);
+                        if left.is_zero() {
+                            return Err(with_attempts(e, attempt));
+                        }
+                        tokio::time::sleep(delay.min(left)).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(with_attempts(e, attempt)),
+                }
+            }
+        }
+        .await;
+        out.push(RebootAnnounced {
+            url: authority.url.clone(),
+            result,
+        });
+    }
+    Ok(out)
+}

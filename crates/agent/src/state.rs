@@ -1,0 +1,328 @@
+//! The host's state directory: its Ed25519 identity and the newest audit
+//! checkpoint it has seen from each authority.
+//!
+//! ```text
+//! /var/lib/atrest/host/            0700   (ATREST_STATE_DIR overrides)
+//!   identity                       0600   the 32-byte Ed25519 seed
+//!   checkpoints/<ca sha256 hex>.json      newest checkpoint per authority
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use atrest_audit::{AuditPublicKey, Checkpoint};
+use atrest_remote::{BootId, HostIdentity};
+use zeroize::Zeroizing;
+
+use crate::AgentError;
+
+/// Where the host keeps its state unless `ATREST_STATE_DIR` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/atrest/host";
+/// Overrides [`DEFAULT_STATE_DIR`] (tests, several hosts on one machine).
+pub const STATE_DIR_ENV: &str = "ATREST_STATE_DIR";
+/// Overrides the kernel's boot id (tests that simulate a reboot).
+pub const BOOT_ID_ENV: &str = "ATREST_BOOT_ID";
+const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+const IDENTITY_FILE: &str = "identity";
+const CHECKPOINTS: &str = "checkpoints";
+
+/// The host's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// `ATREST_STATE_DIR`, else [`DEFAULT_STATE_DIR`].
+    pub fn from_env() -> Self {
+        Self::new(
+            std::env::var_os(STATE_DIR_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn identity_path(&self) -> PathBuf {
+        self.path.join(IDENTITY_FILE)
+    }
+
+    fn create_dir(path: &Path) -> Result<(), AgentError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(AgentError::io(path))
+    }
+
+    /// The host identity, made (atomically, mode 0600) if there is none.
+    pub fn load_or_create_identity(&self) -> Result<HostIdentity, AgentError> {
+        match self.load_identity() {
+            Err(AgentError::NoIdentity(_)) => {}
+            other => return other,
+        }
+        Self::create_dir(&self.path)?;
+        let identity = HostIdentity::generate();
+        let target = self.identity_path();
+        let tmp = self
+            .path
+            .join(format!(".{IDENTITY_FILE}.{}.tmp", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&identity.expose_seed()[..])?;
+            f.sync_all()?;
+            // A link, not a rename: if another process made an identity
+            // meanwhile, keep theirs rather than replace it.
+            fs::hard_link(&tmp, &target)?;
+            File::open(&self.path)?.sync_all()
+        };
+        let result = write();
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => Ok(identity),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.load_identity(),
+            Err(e) => Err(AgentError::io(&target)(e)),
+        }
+    }
+
+    /// The host identity; refuses one that others can read.
+    pub fn load_identity(&self) -> Result<HostIdentity, AgentError> {
+        let path = self.identity_path();
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AgentError::NoIdentity(self.path.clone()));
+            }
+            Err(e) => return Err(AgentError::io(&path)(e)),
+        };
+        let meta = file.metadata().map_err(AgentError::io(&path))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AgentError::InsecureIdentity { path, mode });
+        }
+        if !meta.is_file() {
+            return Err(AgentError::BadIdentity {
+                path,
+                reason: "not a regular file".into(),
+            });
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        let mut extra = [0u8; 1];
+        file.read_exact(&mut seed[..])
+            .map_err(|e| AgentError::BadIdentity {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if file.read(&mut extra).map_err(AgentError::io(&path))? != 0 || meta.size() != 32 {
+            return Err(AgentError::BadIdentity {
+                path,
+                reason: "longer than 32 bytes".into(),
+            });
+        }
+        Ok(HostIdentity::from_seed(&seed))
+    }
+
+    fn checkpoint_path(&self, ca_fingerprint: &[u8; 32]) -> PathBuf {
+        self.path
+            .join(CHECKPOINTS)
+            .join(format!("{}.json", hex(ca_fingerprint)))
+    }
+
+    /// The newest checkpoint kept for the authority with this CA.
+    pub fn kept_checkpoint(
+        &self,
+        ca_fingerprint: &[u8; 32],
+    ) -> Result<Option<Checkpoint>, AgentError> {
+        let path = self.checkpoint_path(ca_fingerprint);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AgentError::io(&path)(e)),
+        }
+    }
+
+    /// Checks an authority's answer against what this host saw before:
+    /// the checkpoint must be signed by `audit_key`, and neither it nor the
+    /// answer's own entry (`audit_seq`) may lie before the kept checkpoint
+    /// (a rolled-back log); the same entry must have the same hash (a
+    /// forked log). Returns the checkpoint to keep once the unlock has
+    /// succeeded.
+    pub fn check_checkpoint(
+        &self,
+        url: &str,
+        ca_fingerprint: &[u8; 32],
+        audit_key: &[u8; 32],
+        audit_seq: u64,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Option<Checkpoint>, AgentError> {
+        let bad = || AgentError::BadCheckpoint {
+            url: url.to_string(),
+        };
+        let kept = self.kept_checkpoint(ca_fingerprint)?;
+        if let Some(kept) = &kept
+            && audit_seq < kept.seq
+        {
+            return Err(AgentError::AuditRollback {
+                url: url.to_string(),
+                kept: kept.seq,
+                got: audit_seq,
+            });
+        }
+        let Some(checkpoint) = checkpoint else {
+            return Ok(None);
+        };
+        let key = AuditPublicKey::from_bytes(audit_key).map_err(|_| bad())?;
+        checkpoint.verify(&key).map_err(|_| bad())?;
+        match &kept {
+            Some(kept) if checkpoint.seq < kept.seq => Err(AgentError::AuditRollback {
+                url: url.to_string(),
+                kept: kept.seq,
+                got: checkpoint.seq,
+            }),
+            Some(kept) if checkpoint.seq == kept.seq && checkpoint.head_hash != kept.head_hash => {
+                Err(AgentError::AuditRollback {
+                    url: url.to_string(),
+                    kept: kept.seq,
+                    got: checkpoint.seq,
+                })
+            }
+            Some(kept) if checkpoint.seq == kept.seq => Ok(None),
+            _ => Ok(Some(*checkpoint)),
+        }
+    }
+
+    /// Keeps `checkpoint` as the newest seen from this authority.
+    pub fn keep_checkpoint(
+        &self,
+        ca_fingerprint: &[u8; 32],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), AgentError> {
+        let dir = self.path.join(CHECKPOINTS);
+        Self::create_dir(&dir)?;
+        let path = self.checkpoint_path(ca_fingerprint);
+        let bytes = serde_json::to_vec(checkpoint)
+            .map_err(|e| AgentError::Invalid(format!("checkpoint: {e}")))?;
+        atrest_vault::write_atomic(
+            &dir,
+            &format!("{}.json", hex(ca_fingerprint)),
+            &bytes,
+            0o600,
+        )
+        .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display())))
+    }
+}
+
+/// The boot id: `ATREST_BOOT_ID` if set (tests), else the kernel's.
+pub fn boot_id() -> Result<BootId, AgentError> {
+    let text = match std::env::var(BOOT_ID_ENV) {
+        Ok(text) => text,
+        Err(_) => fs::read_to_string(BOOT_ID_FILE)
+            .map_err(|e| AgentError::BootId(format!("{BOOT_ID_FILE}: {e}")))?,
+    };
+    BootId::new(text.trim()).map_err(|e| AgentError::BootId(e.to_string()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use atrest_audit::{AuditSigningKey, EntryHash};
+
+    #[test]
+    fn identity_is_made_once_private_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("host"));
+        assert!(matches!(
+            state.load_identity(),
+            Err(AgentError::NoIdentity(_))
+        ));
+        let id = state.load_or_create_identity().unwrap();
+        let again = state.load_or_create_identity().unwrap();
+        assert_eq!(id.public_key(), again.public_key());
+        let path = state.identity_path();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(state.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = state.load_identity().unwrap_err();
+        assert!(matches!(
+            err,
+            AgentError::InsecureIdentity { mode: 0o640, .. }
+        ));
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, [1u8; 33]).unwrap();
+        assert!(matches!(
+            state.load_identity(),
+            Err(AgentError::BadIdentity { .. })
+        ));
+    }
+
+    #[test]
+    fn checkpoints_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let key = AuditSigningKey::generate();
+        let audit = key.public_key().to_bytes();
+        let ca = [7u8; 32];
+        let at = |seq, h| key.sign_checkpoint(seq, EntryHash([h; 32]), 1000);
+        let url = "https://k";
+        let first = state
+            .check_checkpoint(url, &ca, &audit, 10, Some(&at(10, 1)))
+            .unwrap()
+            .unwrap();
+        state.keep_checkpoint(&ca, &first).unwrap();
+        assert_eq!(state.kept_checkpoint(&ca).unwrap(), Some(first));
+        // Newer: kept next. Same: nothing new.
+        assert!(
+            state
+                .check_checkpoint(url, &ca, &audit, 12, Some(&at(11, 2)))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            state
+                .check_checkpoint(url, &ca, &audit, 12, Some(&at(10, 1)))
+                .unwrap()
+                .is_none()
+        );
+        // Older, forked, or an entry before the checkpoint: rollback.
+        for (seq, cp) in [(12, at(9, 1)), (12, at(10, 9)), (9, at(10, 1))] {
+            assert!(matches!(
+                state.check_checkpoint(url, &ca, &audit, seq, Some(&cp)),
+                Err(AgentError::AuditRollback { kept: 10, .. })
+            ));
+        }
+        // Signed by another key.
+        let other = AuditSigningKey::generate().sign_checkpoint(20, EntryHash([1; 32]), 1);
+        assert!(matches!(
+            state.check_checkpoint(url, &ca, &audit, 20, Some(&other)),
+            Err(AgentError::BadCheckpoint { .. })
+        ));
+    }
+}
