@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# keyd's approval page is driven in headless Chromium
+# (crates/keyd/tests/web.rs): here a missing browser fails, never skips.
+export ATREST_REQUIRE_BROWSER=1
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
@@ -21,7 +24,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
         fuse3 attr e2fsprogs util-linux psmisc procps \
-        fio stress-ng gocryptfs postgresql postgresql-contrib >/dev/null
+        fio stress-ng gocryptfs postgresql postgresql-contrib \
+        chromium chromium-driver python3-selenium >/dev/null
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
 fi
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: load the fuse module (modprobe fuse)" >&2; exit 1; }

@@ -1,17 +1,594 @@
-//! The approval web page (see [`routes`]).
+//! The approval web page: approvers log in with a TOTP code and approve or
+//! deny held requests from a phone.
+//!
+//! - `GET /approve`: the login form, or with a session the pending list.
+//! - `POST /approve/login`: name + code ([`Authority::check_approver`]) →
+//!   a session cookie; failures per name are rate limited.
+//! - `POST /approve/{id}/approve|deny`: needs the session's CSRF token;
+//!   decides as `web:<approver>` and redirects back with a message.
+//! - `POST /approve/logout`.
+//!
+//! Server-rendered HTML without script: every value printed is escaped,
+//! and the Content-Security-Policy allows nothing but inline style and
+//! forms posting back here. Sessions and failure counts live in memory (a
+//! restart logs everyone out) and run on the authority's clock.
+//!
+//! [`Authority::check_approver`]: crate::Authority::check_approver
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest_audit::{AuditStore, Clock};
+use atrest_remote::HostId;
 use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
 
+use crate::approval::PendingView;
+use crate::authority::AuthorityError;
 use crate::http::AppState;
 use crate::storage::Storage;
 
-/// `/approve`: approvers log in with a TOTP code and approve or deny held
-/// requests from a phone.
+/// Seconds a login lasts, whatever the approver does meanwhile.
+pub const SESSION_LIFETIME: u64 = 15 * 60;
+
+/// Wrong codes allowed per approver name in [`FAILURE_WINDOW`]: at 5 a
+/// minute, guessing a 6-digit code (3 valid at a time) takes ~46 days on
+/// average.
+pub const MAX_FAILURES: u32 = 5;
+/// Seconds; the count starts at an approver's first wrong code.
+pub const FAILURE_WINDOW: u64 = 60;
+
+const COOKIE: &str = "atrest_approve";
+
+/// `/approve`, on the router's state (see the module docs).
 pub fn routes<S: Storage, A: AuditStore, C: Clock>(
-    _state: Arc<AppState<S, A, C>>,
+    state: Arc<AppState<S, A, C>>,
 ) -> Router<Arc<AppState<S, A, C>>> {
+    let web = Arc::new(Web {
+        app: state,
+        sessions: Mutex::default(),
+        failures: Mutex::default(),
+    });
     Router::new()
+        .route("/approve", get(show::<S, A, C>))
+        .route("/approve/login", post(login::<S, A, C>))
+        .route("/approve/logout", post(logout::<S, A, C>))
+        .route("/approve/{id}/{action}", post(decide::<S, A, C>))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(web)
+}
+
+struct Web<S: Storage, A: AuditStore, C: Clock> {
+    app: Arc<AppState<S, A, C>>,
+    /// By session id (the cookie).
+    sessions: Mutex<HashMap<String, Session>>,
+    /// By approver name: wrong codes in the current window.
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+#[derive(Clone)]
+struct Session {
+    approver: String,
+    /// Sent back with every decision form; a page from another origin
+    /// cannot read it.
+    csrf: String,
+    expires_at: u64,
+    /// Shown once by the next `GET /approve`.
+    flash: Option<Flash>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Flash {
+    Done(String),
+    Failed(String),
+}
+
+struct Failures {
+    window_start: u64,
+    count: u32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S: Storage, A: AuditStore, C: Clock> Web<S, A, C> {
+    fn now(&self) -> u64 {
+        self.app.authority.now()
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let id = session_cookie(headers)?;
+        let now = self.now();
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, s| s.expires_at > now);
+        sessions.get(id).map(|s| (id.to_owned(), s.clone()))
+    }
+
+    fn start_session(&self, approver: &str) -> String {
+        let id = atrest_remote::to_base64url(&atrest_core::random_array::<32>());
+        let session = Session {
+            approver: approver.to_owned(),
+            csrf: atrest_remote::to_base64url(&atrest_core::random_array::<32>()),
+            expires_at: self.now().saturating_add(SESSION_LIFETIME),
+            flash: None,
+        };
+        lock(&self.sessions).insert(id.clone(), session);
+        id
+    }
+
+    fn take_flash(&self, id: &str) -> Option<Flash> {
+        lock(&self.sessions).get_mut(id)?.flash.take()
+    }
+
+    fn set_flash(&self, id: &str, flash: Flash) {
+        if let Some(session) = lock(&self.sessions).get_mut(id) {
+            session.flash = Some(flash);
+        }
+    }
+
+    fn rate_limited(&self, name: &str) -> bool {
+        let now = self.now();
+        lock(&self.failures).get(name).is_some_and(|f| {
+            now < f.window_start.saturating_add(FAILURE_WINDOW) && f.count >= MAX_FAILURES
+        })
+    }
+
+    fn record_failure(&self, name: &str) {
+        let now = self.now();
+        let mut failures = lock(&self.failures);
+        // Only the current windows are kept, so the map is bounded by the
+        // failures of the last minute.
+        failures.retain(|_, f| now < f.window_start.saturating_add(FAILURE_WINDOW));
+        let entry = failures.entry(name.to_owned()).or_insert(Failures {
+            window_start: now,
+            count: 0,
+        });
+        entry.count = entry.count.saturating_add(1);
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn show<S: Storage, A: AuditStore, C: Clock>(
+    State(web): State<Arc<Web<S, A, C>>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((id, session)) = web.session(&headers) else {
+        return Html(login_page(None, "")).into_response();
+    };
+    let flash = web.take_flash(&id);
+    let pending = web.app.authority.pending();
+    Html(list_page(&session, flash.as_ref(), &pending, web.now())).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    code: String,
+}
+
+async fn login<S: Storage, A: AuditStore, C: Clock>(
+    State(web): State<Arc<Web<S, A, C>>>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let refuse = |status: StatusCode, message: &str, name: &str| {
+        (status, Html(login_page(Some(message), name))).into_response()
+    };
+    let Ok(Form(form)) = form else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Enter your approver name and the 6-digit code.",
+            "",
+        );
+    };
+    let name = form.name.trim();
+    let code = form.code.trim();
+    if name.is_empty() || code.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Enter your approver name and the 6-digit code.",
+            name,
+        );
+    }
+    let wrong = "That code is wrong or was already used. Wait for the next code in your \
+                 authenticator app and try again.";
+    // No approver can have a name outside this form; those need no count.
+    if HostId::new(name).is_err() {
+        return refuse(StatusCode::UNAUTHORIZED, wrong, name);
+    }
+    if web.rate_limited(name) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many wrong codes for this name. Wait a minute and try again.",
+            name,
+        );
+    }
+    match web.app.authority.check_approver(name, code).await {
+        Ok(()) => {
+            lock(&web.failures).remove(name);
+            let id = web.start_session(name);
+            tracing::info!(approver = name, "approver logged in on the web page");
+            let cookie = format!(
+                "{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/approve; \
+                 Max-Age={SESSION_LIFETIME}"
+            );
+            let mut response = redirect();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(AuthorityError::BadApproverCode) => {
+            web.record_failure(name);
+            tracing::warn!(approver = name, "wrong approver code on the web page");
+            refuse(StatusCode::UNAUTHORIZED, wrong, name)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not check an approver code");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyd could not check the code right now (see its log). Try again shortly.",
+                name,
+            )
+        }
+    }
+}
+
+async fn logout<S: Storage, A: AuditStore, C: Clock>(
+    State(web): State<Arc<Web<S, A, C>>>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    if let Some((id, session)) = web.session(&headers) {
+        if let Some(refused) = check_csrf(&session, form) {
+            return refused;
+        }
+        lock(&web.sessions).remove(&id);
+    }
+    let mut response = redirect();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "atrest_approve=; HttpOnly; Secure; SameSite=Strict; Path=/approve; Max-Age=0",
+        ),
+    );
+    response
+}
+
+/// Every form a session posts carries its token.
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The refusal, unless the form carries the session's token.
+fn check_csrf(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> Option<Response> {
+    let presented = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    if atrest_core::constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            Html(message_page(
+                "This form is out of date or did not come from this page. \
+                 Open the list again and decide from there.",
+            )),
+        )
+            .into_response(),
+    )
+}
+
+async fn decide<S: Storage, A: AuditStore, C: Clock>(
+    State(web): State<Arc<Web<S, A, C>>>,
+    headers: HeaderMap,
+    Path((request, action)): Path<(String, String)>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let Some((id, session)) = web.session(&headers) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(login_page(
+                Some("Your session has ended. Log in again."),
+                "",
+            )),
+        )
+            .into_response();
+    };
+    if let Some(refused) = check_csrf(&session, form) {
+        return refused;
+    }
+    let approve = match action.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(message_page("No such action: approve or deny.")),
+            )
+                .into_response();
+        }
+    };
+    let actor = format!("web:{}", session.approver);
+    let flash = match web.app.authority.decide(&request, approve, &actor).await {
+        Ok(view) => Flash::Done(format!(
+            "{} {} (boot {}).",
+            if approve { "Approved" } else { "Denied" },
+            view.host_id,
+            view.boot_id
+        )),
+        Err(e) => {
+            if matches!(e, AuthorityError::Audit(_) | AuthorityError::Storage(_)) {
+                tracing::error!(error = %e, "could not record a decision from the web page");
+            }
+            Flash::Failed(format!("Not recorded: {e}"))
+        }
+    };
+    web.set_flash(&id, flash);
+    redirect()
+}
+
+/// 303 to the list, so a reload does not post again.
+fn redirect() -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/approve")]).into_response()
+}
+
+/// Text safe inside HTML elements and quoted attributes.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "\
+body{font:17px/1.4 system-ui,sans-serif;margin:0;padding:16px;max-width:40em;\
+margin-inline:auto;background:#f6f6f4;color:#111}\
+h1{font-size:1.4em;margin:.2em 0 .6em}\
+label{display:block;margin:.8em 0 .2em;font-weight:600}\
+input{box-sizing:border-box;width:100%;font-size:1.2em;padding:12px;border:1px solid #888;\
+border-radius:8px}\
+button{font-size:1.15em;font-weight:600;padding:14px;border:0;border-radius:10px;width:100%;\
+min-height:52px;margin-top:12px;color:#fff;background:#334}\
+.row{display:flex;gap:10px}.row form{flex:1}\
+.approve{background:#1a7f37}.deny{background:#b3261e}\
+.card{background:#fff;border:1px solid #ccc;border-radius:12px;padding:14px;margin:14px 0}\
+dl{display:grid;grid-template-columns:auto 1fr;gap:4px 12px;margin:0}\
+dt{color:#555}dd{margin:0;overflow-wrap:anywhere}\
+.msg{padding:12px;border-radius:8px;margin:12px 0}\
+.ok{background:#dff3e3}.err{background:#fbe3e1}\
+.top{display:flex;justify-content:space-between;align-items:center;gap:10px}\
+.top form button{width:auto;min-height:0;padding:8px 12px;margin:0;font-size:.9em;background:#667}\
+a{color:#334}";
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
+        escape(title)
+    )
+}
+
+fn login_page(message: Option<&str>, name: &str) -> String {
+    let message = message.map_or_else(String::new, |m| {
+        format!("<p class=\"msg err\" role=\"alert\">{}</p>", escape(m))
+    });
+    page(
+        "atrest keyd: log in",
+        &format!(
+            "<h1>atrest keyd approvals</h1>{message}\
+             <form method=\"post\" action=\"/approve/login\">\
+             <label for=\"name\">Approver name</label>\
+             <input id=\"name\" name=\"name\" value=\"{}\" autocomplete=\"username\" \
+             autocapitalize=\"none\" required>\
+             <label for=\"code\">Code from your authenticator app</label>\
+             <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" \
+             maxlength=\"6\" autocomplete=\"one-time-code\" required>\
+             <button type=\"submit\">Log in</button></form>",
+            escape(name)
+        ),
+    )
+}
+
+fn message_page(message: &str) -> String {
+    page(
+        "atrest keyd",
+        &format!(
+            "<h1>atrest keyd approvals</h1><p class=\"msg err\" role=\"alert\">{}</p>\
+             <p><a href=\"/approve\">Back to the list</a></p>",
+            escape(message)
+        ),
+    )
+}
+
+fn expires_in(seconds: u64) -> String {
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+fn list_page(
+    session: &Session,
+    flash: Option<&Flash>,
+    pending: &[PendingView],
+    now: u64,
+) -> String {
+    let csrf = escape(&session.csrf);
+    let mut body = format!(
+        "<div class=\"top\"><h1>Unlock requests</h1>\
+         <form method=\"post\" action=\"/approve/logout\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\">Log out</button></form></div>\
+         <p>Logged in as <b>{}</b>. <a href=\"/approve\">Refresh</a></p>",
+        escape(&session.approver)
+    );
+    match flash {
+        Some(Flash::Done(text)) => {
+            let _ = write!(
+                body,
+                "<p class=\"msg ok\" role=\"status\">{}</p>",
+                escape(text)
+            );
+        }
+        Some(Flash::Failed(text)) => {
+            let _ = write!(
+                body,
+                "<p class=\"msg err\" role=\"alert\">{}</p>",
+                escape(text)
+            );
+        }
+        None => {}
+    }
+    if pending.is_empty() {
+        body.push_str("<p>No request is waiting for an approver.</p>");
+    }
+    for view in pending {
+        let id = escape(&view.id);
+        let _ = write!(
+            body,
+            "<section class=\"card\"><dl>\
+             <dt>Host</dt><dd class=\"host\">{}</dd>\
+             <dt>Group</dt><dd>{}</dd>\
+             <dt>Boot id</dt><dd class=\"boot-id\">{}</dd>\
+             <dt>Boot</dt><dd>{}</dd>\
+             <dt>From</dt><dd>{}</dd>\
+             <dt>Why</dt><dd class=\"reason\">{}</dd>\
+             <dt>Expires in</dt><dd>{}</dd></dl>\
+             <div class=\"row\">\
+             <form method=\"post\" action=\"/approve/{id}/approve\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button class=\"approve\" type=\"submit\">Approve</button></form>\
+             <form method=\"post\" action=\"/approve/{id}/deny\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button class=\"deny\" type=\"submit\">Deny</button></form>\
+             </div></section>",
+            escape(view.host_id.as_str()),
+            escape(&view.group),
+            escape(&view.boot_id),
+            escape(&view.boot),
+            escape(&view.source),
+            escape(&view.reason),
+            expires_in(view.expires_at.saturating_sub(now)),
+        );
+    }
+    page("atrest keyd: unlock requests", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::approval::PendingState;
+
+    fn session() -> Session {
+        Session {
+            approver: "alice".into(),
+            csrf: "token".into(),
+            expires_at: 0,
+            flash: None,
+        }
+    }
+
+    #[test]
+    fn every_printed_value_is_escaped() {
+        let hostile = "<script>alert('x')</script>\"&";
+        let view = PendingView {
+            id: hostile.into(),
+            host_id: HostId::new("web-1").unwrap(),
+            group: hostile.into(),
+            boot_id: hostile.into(),
+            boot: "first".into(),
+            source: hostile.into(),
+            reason: hostile.into(),
+            created_at: 0,
+            expires_at: 90,
+            state: PendingState::Pending,
+            decided_by: None,
+        };
+        let mut session = session();
+        session.approver = hostile.into();
+        session.csrf = hostile.into();
+        let html = list_page(&session, Some(&Flash::Failed(hostile.into())), &[view], 0);
+        let login = login_page(Some(hostile), hostile);
+        for html in [html, login, message_page(hostile)] {
+            assert!(!html.contains("<script"), "{html}");
+            assert!(!html.contains("'x'"), "{html}");
+            assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"));
+        }
+    }
+
+    #[test]
+    fn expiry_reads_as_minutes_and_seconds() {
+        assert_eq!(expires_in(45), "45 s");
+        assert_eq!(expires_in(120), "2 min");
+        assert_eq!(expires_in(599), "9 min 59 s");
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; atrest_approve=xyz"),
+        );
+        assert_eq!(session_cookie(&headers), Some("xyz"));
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("atrest_approvex=1"),
+        );
+        assert_eq!(session_cookie(&headers), None);
+    }
 }
