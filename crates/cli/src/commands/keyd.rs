@@ -455,15 +455,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("the webhook URL in keyd.json")?,
         ..AuthorityOptions::default()
     };
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+    // Registered before the "listening" line, so a SIGTERM right after it
+    // is a clean stop.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot handle SIGINT")?;
+    let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
         }
         eprintln!("atrest keyd: stopping");
     };

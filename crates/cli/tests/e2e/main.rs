@@ -8,5 +8,6 @@ mod basic;
 mod common;
 mod faults;
 mod fscrypt;
+mod keyd;
 mod posix;
 mod tamper;

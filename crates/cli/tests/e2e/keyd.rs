@@ -1,0 +1,681 @@
+//! `atrest keyd` as operators run it: the real binary serving HTTPS on
+//! 127.0.0.1, administered through the CLI, with hosts speaking the wire
+//! protocol. Also the faults the issue names: SIGKILL under load, and an
+//! audit store on a full disk.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_remote::{
+    BootId, HostId, HostIdentity, RemoteBinding, RequestNonce, UnblindingState, UnlockRequest,
+};
+use serde_json::{Value, json};
+
+use crate::common::{atrest, ok, run};
+
+/// A keyd data directory and its serving process (killed on drop).
+pub struct Keyd {
+    pub data: PathBuf,
+    pub base: String,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Keyd {
+    /// `keyd init` in a fresh temporary directory, then `serve`.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("keyd");
+        let mut keyd = Self::init_at(&data, &[]);
+        keyd._dir = Some(dir);
+        keyd
+    }
+
+    pub fn init_at(data: &Path, extra: &[&str]) -> Self {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"keyd",
+            &"init",
+            &"--data-dir",
+            &data,
+            &"--listen",
+            &"127.0.0.1:0",
+        ];
+        for e in extra {
+            args.push(e);
+        }
+        let out = ok(&args);
+        let fingerprint = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
+        let mut keyd = Self {
+            data: data.to_owned(),
+            base: String::new(),
+            child: None,
+            _dir: None,
+        };
+        keyd.serve();
+        keyd
+    }
+
+    /// Starts `keyd serve` and waits for its "listening on" line.
+    pub fn serve(&mut self) {
+        let mut child = atrest()
+            .args(["keyd", "serve", "--data-dir"])
+            .arg(&self.data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("keyd serve said {line:?}"))
+            .to_owned();
+        self.base = address;
+        // Admin commands find the server through keyd.json's listen
+        // address; with port 0 the real port is only known now.
+        let settings_path = self.data.join("keyd.json");
+        let mut settings: Value =
+            serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
+        settings["listen"] = self.base.trim_start_matches("https://").into();
+        std::fs::write(&settings_path, settings.to_string()).unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_child(&child);
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+            let status = child.wait().unwrap();
+            assert!(status.success(), "keyd exited with {status}");
+        }
+    }
+
+    /// Runs `atrest keyd ARGS --data-dir DATA`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = atrest();
+        cmd.arg("keyd")
+            .args(args)
+            .env("ATREST_KEYD_DIR", &self.data);
+        cmd.output().unwrap()
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "atrest keyd {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn token(&self, group: &str) -> String {
+        self.cli_ok(&["token", "create", "--group", group])
+            .trim()
+            .to_owned()
+    }
+
+    pub fn client(&self) -> HostClient {
+        HostClient::new(&self.base, &self.data.join("tls/ca.pem"))
+    }
+}
+
+impl Drop for Keyd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A host speaking the wire protocol (what `atrest unlock` does inside).
+#[derive(Clone)]
+pub struct HostClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+pub struct TestHost {
+    pub identity: Arc<HostIdentity>,
+    pub id: HostId,
+    pub binding: RemoteBinding,
+    pub key: atrest_core::SecretKey,
+}
+
+impl HostClient {
+    pub fn new(base: &str, ca: &Path) -> Self {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            base: base.to_owned(),
+            http,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), reqwest::Error> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn enroll(&self, token: &str, name: &str) -> Result<TestHost, (u16, Value)> {
+        let identity = HostIdentity::generate();
+        let (status, body) = self
+            .post(
+                "/v1/enroll",
+                &json!({
+                    "token": token,
+                    "host_name": name,
+                    "public_key": identity.public_key(),
+                }),
+            )
+            .await
+            .map_err(|e| (0, json!(e.to_string())))?;
+        if status != 200 {
+            return Err((status, body));
+        }
+        let exchange: atrest_remote::ExchangePublicKey =
+            serde_json::from_value(body["exchange_key"].clone()).unwrap();
+        let (binding, key) = atrest_remote::enroll(&exchange);
+        Ok(TestHost {
+            identity: Arc::new(identity),
+            id: HostId::new(name).unwrap(),
+            binding,
+            key,
+        })
+    }
+
+    /// One unlock request; the status, body and the state to unblind.
+    pub async fn unlock(
+        &self,
+        host: &TestHost,
+        boot: &str,
+    ) -> Result<(u16, Value, UnblindingState), reqwest::Error> {
+        let (blinded, state) = host.binding.blind();
+        let signed = host.identity.sign(UnlockRequest {
+            host_id: host.id.clone(),
+            vault_id: [1; 16],
+            keyslot: 1,
+            key_id: host.binding.key_id(),
+            blinded,
+            nonce: RequestNonce::random(),
+            timestamp: now(),
+            boot_id: BootId::new(boot).unwrap(),
+        });
+        let (status, body) = self
+            .post("/v1/unlock", &serde_json::to_value(&signed).unwrap())
+            .await?;
+        Ok((status, body, state))
+    }
+
+    /// Unlocks and checks the answer unblinds to the host's key.
+    pub async fn unlock_ok(&self, host: &TestHost, boot: &str) {
+        let (status, body, state) = self.unlock(host, boot).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let response: atrest_remote::BlindedResponse =
+            serde_json::from_value(body["response"].clone()).unwrap();
+        assert_eq!(
+            state.unblind(&response).unwrap().expose(),
+            host.key.expose()
+        );
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const BOOT: &str = "5d1f3a52-9e1c-4c1e-8f57-0c0e3b1b2a11";
+
+#[test]
+fn operators_administer_keyd_from_the_cli() {
+    let keyd = Keyd::start();
+    let rt = runtime();
+    let client = keyd.client();
+    assert!(
+        keyd.cli_ok(&["host", "list"])
+            .contains("no hosts are enrolled")
+    );
+
+    let host = rt
+        .block_on(client.enroll(&keyd.token("web"), "web-1"))
+        .unwrap();
+    rt.block_on(client.unlock_ok(&host, BOOT));
+    let hosts: Value = serde_json::from_str(&keyd.cli_ok(&["host", "list", "--json"])).unwrap();
+    assert_eq!(hosts[0]["id"], "web-1");
+    assert_eq!(hosts[0]["group"], "web");
+    assert_eq!(hosts[0]["last_boot_id"], BOOT);
+
+    // A held request, approved from the CLI.
+    keyd.cli_ok(&["policy", "set", "--group", "web", "approve"]);
+    let (status, body, state) = rt.block_on(client.unlock(&host, BOOT)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let listed = keyd.cli_ok(&["requests"]);
+    assert!(listed.contains(&id) && listed.contains("web-1"), "{listed}");
+    keyd.cli_ok(&["approve", &id, "--as", "alice"]);
+    let reply = rt.block_on(async {
+        client
+            .http
+            .get(format!("{}/v1/requests/{id}?wait=5", client.base))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    assert_eq!(reply["status"], "granted", "{reply}");
+    let response: atrest_remote::BlindedResponse =
+        serde_json::from_value(reply["response"].clone()).unwrap();
+    assert_eq!(
+        state.unblind(&response).unwrap().expose(),
+        host.key.expose()
+    );
+    keyd.cli_ok(&["policy", "set", "--group", "web", "auto"]);
+
+    // Revoke refuses; reinstate restores; shred needs --yes and is final.
+    keyd.cli_ok(&["host", "revoke", "web-1"]);
+    let (status, body, _) = rt.block_on(client.unlock(&host, BOOT)).unwrap();
+    assert_eq!((status, body["error"].as_str()), (403, Some("revoked")));
+    keyd.cli_ok(&["host", "reinstate", "web-1"]);
+    rt.block_on(client.unlock_ok(&host, BOOT));
+    let refused = keyd.cli(&["host", "shred", "web-1"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    keyd.cli_ok(&["host", "shred", "web-1", "--yes"]);
+    let (status, body, _) = rt.block_on(client.unlock(&host, BOOT)).unwrap();
+    assert_eq!((status, body["error"].as_str()), (410, Some("shredded")));
+    let again = keyd.cli(&["host", "reinstate", "web-1"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("shredded"));
+
+    // Errors name what to do and exit non-zero.
+    let unknown = keyd.cli(&["host", "show", "nobody"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown_host"));
+
+    // The log has every step, and verifies.
+    let tail = keyd.cli_ok(&["audit", "tail", "-n", "1000", "--json"]);
+    let kinds: Vec<String> = tail
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for kind in [
+        "token",
+        "enrollment",
+        "decision",
+        "approval",
+        "revoke",
+        "shred",
+        "policy_change",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} entry in {kinds:?}"
+        );
+    }
+    assert!(keyd.cli_ok(&["audit", "verify"]).contains("intact"));
+
+    // A second keyd on the same data directory is refused.
+    let second = run(&[&"keyd", &"serve", &"--data-dir", &keyd.data]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another keyd"));
+}
+
+#[test]
+fn admin_commands_say_when_keyd_is_down() {
+    let mut keyd = Keyd::start();
+    keyd.stop();
+    let out = keyd.cli(&["host", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach keyd") && err.contains("keyd serve"),
+        "{err}"
+    );
+    let out = run(&[
+        &"keyd",
+        &"host",
+        &"list",
+        &"--data-dir",
+        &"/nonexistent/keyd",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("atrest keyd init"));
+}
+
+/// Edits the audit database as an attacker with file access would
+/// (dropping the append-only triggers first).
+fn tamper(db: &Path, sql: &str) {
+    let script = format!(
+        "import sqlite3,sys\n\
+         c=sqlite3.connect(sys.argv[1])\n\
+         c.executescript('''DROP TRIGGER IF EXISTS audit_entries_no_update;\n\
+         DROP TRIGGER IF EXISTS audit_entries_no_delete;\n{sql}''')\n\
+         c.commit()\n"
+    );
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(db)
+        .status()
+        .expect("python3 (with its sqlite3 module) edits the audit database in this test");
+    assert!(status.success());
+}
+
+#[test]
+fn audit_verify_catches_an_edited_deleted_or_reordered_entry() {
+    let mut keyd = Keyd::start();
+    let rt = runtime();
+    let client = keyd.client();
+    let host = rt
+        .block_on(client.enroll(&keyd.token("web"), "web-1"))
+        .unwrap();
+    for _ in 0..3 {
+        rt.block_on(client.unlock_ok(&host, BOOT));
+    }
+    keyd.stop();
+    assert!(keyd.cli_ok(&["audit", "verify"]).contains("intact"));
+    let db = keyd.data.join("audit.db");
+    let pristine = tempfile::tempdir().unwrap();
+    let copy = |to: &Path| {
+        for suffix in ["", "-wal", "-shm"] {
+            let from = keyd.data.join(format!("audit.db{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, to.join(format!("audit.db{suffix}"))).unwrap();
+            }
+        }
+    };
+    copy(pristine.path());
+    let restore = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(keyd.data.join(format!("audit.db{suffix}")));
+            let from = pristine.path().join(format!("audit.db{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, keyd.data.join(format!("audit.db{suffix}"))).unwrap();
+            }
+        }
+    };
+    let cases = [
+        (
+            "edited",
+            "UPDATE audit_entries SET details = replace(details, 'released', 'refused') \
+             WHERE details LIKE '%released%';",
+        ),
+        ("deleted", "DELETE FROM audit_entries WHERE seq = 4;"),
+        (
+            "reordered",
+            "UPDATE audit_entries SET seq = 1000 WHERE seq = 5; \
+             UPDATE audit_entries SET seq = 5 WHERE seq = 6; \
+             UPDATE audit_entries SET seq = 6 WHERE seq = 1000;",
+        ),
+    ];
+    for (what, sql) in cases {
+        tamper(&db, sql);
+        let out = keyd.cli(&["audit", "verify"]);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("does not verify"),
+            "{what}"
+        );
+        restore();
+        assert!(keyd.cli_ok(&["audit", "verify"]).contains("intact"));
+    }
+}
+
+/// What a load client saw acknowledged before the kill.
+#[derive(Default)]
+struct Acknowledged {
+    enrolled: Vec<String>,
+    revoked: Vec<String>,
+    shredded: Vec<String>,
+    released: usize,
+}
+
+#[test]
+fn sigkill_under_load_loses_nothing_acknowledged() {
+    let mut keyd = Keyd::start();
+    let rt = runtime();
+    let client = keyd.client();
+    let tokens: Vec<String> = (0..60).map(|_| keyd.token("load")).collect();
+    let admin =
+        atrest_keyd::AdminClient::for_data_dir(&atrest_keyd::DataDir::open(&keyd.data).unwrap())
+            .unwrap();
+    let admin = Arc::new(admin);
+    let acked = Arc::new(std::sync::Mutex::new(Acknowledged::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Workers: enroll, unlock, and revoke or shred every third host, until
+    // the server dies under them.
+    let workers: Vec<_> = tokens
+        .chunks(15)
+        .enumerate()
+        .map(|(w, chunk)| {
+            let (client, admin, acked, stop) =
+                (client.clone(), admin.clone(), acked.clone(), stop.clone());
+            let chunk = chunk.to_vec();
+            rt.spawn(async move {
+                for (i, token) in chunk.iter().enumerate() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let name = format!("load-{w}-{i}");
+                    let Ok(host) = client.enroll(token, &name).await else {
+                        return;
+                    };
+                    acked.lock().unwrap().enrolled.push(name.clone());
+                    for _ in 0..5 {
+                        match client.unlock(&host, BOOT).await {
+                            Ok((200, _, _)) => acked.lock().unwrap().released += 1,
+                            _ => return,
+                        }
+                    }
+                    let action = match i % 3 {
+                        0 => "revoke",
+                        1 => "shred",
+                        _ => continue,
+                    };
+                    let done: Result<Value, _> = admin
+                        .post(&format!("/v1/admin/hosts/{name}/{action}"), &json!({}))
+                        .await;
+                    if done.is_err() {
+                        return;
+                    }
+                    let mut a = acked.lock().unwrap();
+                    if action == "revoke" {
+                        a.revoked.push(name);
+                    } else {
+                        a.shredded.push(name);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill once a good amount of work was acknowledged.
+    rt.block_on(async {
+        for _ in 0..600 {
+            if acked.lock().unwrap().enrolled.len() >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    keyd.kill();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        let _ = rt.block_on(w);
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(
+        acked.enrolled.len() >= 20,
+        "the load did too little before the kill"
+    );
+
+    keyd.serve();
+    assert!(keyd.cli_ok(&["audit", "verify"]).contains("intact"));
+    let hosts: Vec<Value> =
+        serde_json::from_str(&keyd.cli_ok(&["host", "list", "--json"])).unwrap();
+    let state_of = |name: &str| {
+        hosts
+            .iter()
+            .find(|h| h["id"] == name)
+            .map(|h| h["state"].as_str().unwrap().to_owned())
+    };
+    for name in &acked.enrolled {
+        assert!(state_of(name).is_some(), "enrolled host {name} was lost");
+    }
+    for name in &acked.revoked {
+        assert_eq!(state_of(name).as_deref(), Some("revoked"), "{name}");
+    }
+    for name in &acked.shredded {
+        assert_eq!(state_of(name).as_deref(), Some("shredded"), "{name}");
+    }
+    let tail = keyd.cli_ok(&["audit", "tail", "-n", "100000", "--json"]);
+    let entries: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |kind: &str, subject: &str| {
+        entries
+            .iter()
+            .filter(|e| e["kind"] == kind && e["subject"] == subject)
+            .count()
+    };
+    for name in &acked.enrolled {
+        assert_eq!(count("enrollment", name), 1, "{name}");
+    }
+    for name in &acked.revoked {
+        assert!(count("revoke", name) >= 1, "{name}");
+    }
+    for name in &acked.shredded {
+        assert!(count("shred", name) >= 1, "{name}");
+    }
+    let released = entries
+        .iter()
+        .filter(|e| e["details"]["outcome"] == "released")
+        .count();
+    assert!(
+        released >= acked.released,
+        "{} releases acknowledged, {released} in the log",
+        acked.released
+    );
+}
+
+#[test]
+fn a_full_disk_refuses_releases_until_space_returns() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test mounts a small tmpfs for the audit store: run it as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+
+    let data = small.join("keyd");
+    let keyd = Keyd::init_at(&data, &[]);
+    let rt = runtime();
+    let client = keyd.client();
+    let host = rt
+        .block_on(client.enroll(&keyd.token("web"), "web-1"))
+        .unwrap();
+    rt.block_on(client.unlock_ok(&host, BOOT));
+
+    // Fill the file system.
+    let filler = small.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    // Every answer now is either a release whose entry still fit (durable
+    // by definition) or the refusal; within a few requests the log needs
+    // new space and every release stops.
+    let mut refused = 0;
+    for _ in 0..200 {
+        let (status, body, _) = rt.block_on(client.unlock(&host, BOOT)).unwrap();
+        match status {
+            200 => assert_eq!(refused, 0, "a release after a refusal on a full disk"),
+            503 => {
+                assert_eq!(body["error"], "audit_unavailable", "{body}");
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("nothing is released")
+                );
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    assert_eq!(refused, 5, "a full disk never refused a release");
+
+    std::fs::remove_file(&filler).unwrap();
+    rt.block_on(client.unlock_ok(&host, BOOT));
+    drop(keyd);
+    let out = run(&[&"keyd", &"audit", &"verify", &"--data-dir", &data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
