@@ -1,0 +1,298 @@
+//! A real keyd on 127.0.0.1:0 and hosts that talk to it over HTTP, shared
+//! by the contract tests (`openapi.rs`) and the hostile-input tests
+//! (`bad_input.rs`).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use atrest_audit::{AuditLog, AuditSigningKey, AuditStore, LogOptions, SqliteStore};
+use atrest_keyd::{
+    Authority, AuthorityOptions, EnrollBody, Enrollment, SqliteStorage, SystemClock, router, serve,
+};
+use atrest_remote::{
+    BootId, HostIdentity, RebootNotice, RemoteBinding, RequestNonce, SignedRebootNotice,
+    SignedUnlockRequest, UnblindingState, UnlockRequest,
+};
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const BOOT_ID: &str = "6f1b9c6e-4a0e-4d3c-9a55-0f6e0a4b2f10";
+
+pub type TestAuthority = Authority<SqliteStorage, SqliteStore, SystemClock>;
+
+/// A keyd serving plain HTTP on a loopback port, with the admin API on.
+pub struct Server {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub authority: TestAuthority,
+    pub client: reqwest::Client,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An answer: its status, content type and body (JSON when it parses).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            content_type,
+            text,
+            json,
+        }
+    }
+
+    /// The stable error code, if this is an error body.
+    pub fn code(&self) -> Option<&str> {
+        self.json.get("error")?.as_str()
+    }
+
+    /// A refusal: exactly `status` and `code`, and nothing that could carry
+    /// a key.
+    pub fn assert_refused(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, Some(code)),
+            "expected {status} {code}, got {} {}",
+            self.status,
+            self.text
+        );
+        assert!(
+            self.json.get("message").is_some_and(Value::is_string),
+            "{}",
+            self.text
+        );
+        assert!(self.json.get("response").is_none(), "{}", self.text);
+        assert!(!self.text.contains("granted"), "{}", self.text);
+    }
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with(AuthorityOptions {
+            // Tests count refusal entries one by one.
+            refusal_entries_per_second: 100_000,
+            ..AuthorityOptions::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: AuthorityOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = AuditLog::open(
+            SqliteStore::open(&dir.path().join("audit.db"))
+                .await
+                .unwrap(),
+            AuditSigningKey::generate(),
+            // A checkpoint with every batch, so every grant carries one.
+            LogOptions {
+                checkpoint_every: 1,
+                ..LogOptions::default()
+            },
+            SystemClock,
+        )
+        .await
+        .unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
+            .await
+            .unwrap();
+        let authority = Authority::open(storage, audit, SystemClock, options)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve(
+            listener,
+            router(authority.clone(), Some(ADMIN_TOKEN)),
+        ));
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            authority,
+            client: reqwest::Client::new(),
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::read(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> Reply {
+        Reply::read(
+            self.client
+                .post(self.url(path))
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Posts raw bytes as `application/json`.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        Reply::read(
+            self.client
+                .post(self.url(path))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// An admin call with the right token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Reply {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Reply::read(request.send().await.unwrap()).await
+    }
+
+    /// Enrolls `name` in group `web` over HTTP.
+    pub async fn enroll(&self, name: &str) -> Host {
+        let token = self
+            .authority
+            .create_token("web", 600, "test")
+            .await
+            .unwrap();
+        let identity = HostIdentity::generate();
+        let reply = self
+            .post(
+                "/v1/enroll",
+                &EnrollBody {
+                    token: token.token,
+                    host_name: name.into(),
+                    public_key: identity.public_key(),
+                },
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let enrollment: Enrollment = serde_json::from_value(reply.json).unwrap();
+        let (binding, key) = atrest_remote::enroll(&enrollment.exchange_key);
+        Host {
+            identity,
+            enrollment,
+            binding,
+            key,
+        }
+    }
+
+    /// The details of every audit entry about `subject`, oldest first.
+    pub async fn audit_details(&self, subject: &str) -> Vec<Value> {
+        self.authority
+            .audit()
+            .store()
+            .read_entries(1, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.subject.as_deref() == Some(subject))
+            .map(|e| e.details_value().unwrap())
+            .collect()
+    }
+
+    /// How many audit entries (about anyone) have `outcome`.
+    pub async fn audited_outcomes(&self, outcome: &str) -> usize {
+        self.authority
+            .audit()
+            .store()
+            .read_entries(1, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e.details_value()
+                    .is_ok_and(|d| d.get("outcome").and_then(Value::as_str) == Some(outcome))
+            })
+            .count()
+    }
+}
+
+/// An enrolled host: its signing identity and its remote keyslot binding.
+pub struct Host {
+    pub identity: HostIdentity,
+    pub enrollment: Enrollment,
+    pub binding: RemoteBinding,
+    /// The key the keyslot wraps; a granted answer must unblind to it.
+    pub key: atrest_core::SecretKey,
+}
+
+impl Host {
+    pub fn id(&self) -> &str {
+        self.enrollment.host_id.as_str()
+    }
+
+    /// An unlock request as the host would make it now, unsigned.
+    pub fn request(&self, timestamp: u64) -> (UnlockRequest, UnblindingState) {
+        let (blinded, state) = self.binding.blind();
+        let request = UnlockRequest {
+            host_id: self.enrollment.host_id.clone(),
+            vault_id: [1; 16],
+            keyslot: 0,
+            key_id: self.binding.key_id(),
+            blinded,
+            nonce: RequestNonce::random(),
+            timestamp,
+            boot_id: BootId::new(BOOT_ID).unwrap(),
+        };
+        (request, state)
+    }
+
+    /// A signed unlock request made now, from boot [`BOOT_ID`].
+    pub fn unlock(&self) -> (SignedUnlockRequest, UnblindingState) {
+        let (request, state) = self.request(now());
+        (self.identity.sign(request), state)
+    }
+
+    pub fn reboot_notice(&self, timestamp: u64) -> SignedRebootNotice {
+        self.identity.sign_reboot(RebootNotice {
+            host_id: self.enrollment.host_id.clone(),
+            boot_id: BootId::new(BOOT_ID).unwrap(),
+            nonce: RequestNonce::random(),
+            timestamp,
+        })
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -1,0 +1,629 @@
+//! Holds the server to `docs/openapi.json`: a real keyd on 127.0.0.1:0 is
+//! driven through every documented operation (real enrollment, blinded
+//! unlocks, a planned reboot, a held request, admin calls), and every
+//! answer must have a documented status, content type and a body that
+//! validates against the documented schema. Every documented path must
+//! exist on the server.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use atrest_keyd::UnlockReply;
+use common::{ADMIN_TOKEN, Host, Reply, Server, now};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The base URI the document is registered under, so that schemas can
+/// `$ref` into it by JSON pointer.
+const DOCUMENT_URI: &str = "https://atrest.invalid/openapi.json";
+
+/// `docs/openapi.json`, and which operations answered with which status.
+struct Contract {
+    document: Value,
+    registry: jsonschema::Registry<'static>,
+    seen: Mutex<BTreeMap<(String, String), BTreeSet<u16>>>,
+}
+
+fn load_document() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A path template as one segment of a JSON pointer inside a URI fragment.
+fn pointer_segment(text: &str) -> String {
+    text.replace('~', "~0")
+        .replace('/', "~1")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+}
+
+/// Every (path template, method) the document lists.
+fn operations(document: &Value) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            all.push((path.clone(), method.clone()));
+        }
+    }
+    all
+}
+
+impl Contract {
+    fn load() -> Self {
+        let document = load_document();
+        assert_eq!(document["openapi"], "3.1.0");
+        let registry = jsonschema::Registry::new()
+            .draft(jsonschema::Draft::Draft202012)
+            .add(DOCUMENT_URI, document.clone())
+            .unwrap()
+            .prepare()
+            .unwrap();
+        Self {
+            document,
+            registry,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Checks `reply` to `method template` against the document, and notes
+    /// that the operation was exercised.
+    fn check(&self, method: &Method, template: &str, reply: &Reply) {
+        if let Err(violation) = self.violation(method, template, reply) {
+            panic!("{violation}");
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .entry((template.to_owned(), method.as_str().to_lowercase()))
+            .or_default()
+            .insert(reply.status);
+    }
+
+    /// How `reply` breaks the document, if it does: an undocumented status
+    /// or content type, or a body outside the documented schema.
+    fn violation(&self, method: &Method, template: &str, reply: &Reply) -> Result<(), String> {
+        let method = method.as_str().to_lowercase();
+        let operation = self.document["paths"]
+            .get(template)
+            .and_then(|item| item.get(&method))
+            .ok_or_else(|| format!("{method} {template} is not in docs/openapi.json"))?;
+        let status = reply.status.to_string();
+        let mut pointer = format!(
+            "/paths/{}/{method}/responses/{status}",
+            pointer_segment(template)
+        );
+        let mut response = operation["responses"].get(&status).ok_or_else(|| {
+            format!(
+                "{method} {template} answered {status}, which docs/openapi.json does not \
+                 document: {}",
+                reply.text
+            )
+        })?;
+        if let Some(target) = response.get("$ref").and_then(Value::as_str) {
+            pointer = target.trim_start_matches('#').to_owned();
+            response = self
+                .document
+                .pointer(&pointer)
+                .ok_or_else(|| format!("dangling $ref {target}"))?;
+        }
+        let media = reply.content_type.split(';').next().unwrap_or_default();
+        let content = response["content"].as_object().cloned().unwrap_or_default();
+        if !content.contains_key(media) {
+            return Err(format!(
+                "{method} {template} {status} answered as {media:?}; documented: {:?}",
+                content.keys().collect::<Vec<_>>()
+            ));
+        }
+        if media != "application/json" {
+            return Ok(());
+        }
+        let schema = json!({
+            "$ref": format!("{DOCUMENT_URI}#{pointer}/content/application~1json/schema")
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .with_registry(&self.registry)
+            .build(&schema)
+            .map_err(|e| format!("the schema at {pointer} does not compile: {e}"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(&reply.json)
+            .map(|e| format!("{e} (at {})", e.instance_path()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{method} {template} {status}: the body does not match the documented \
+                 schema:\n  {}\nbody: {}",
+                errors.join("\n  "),
+                reply.text
+            ))
+        }
+    }
+}
+
+/// A server and the contract it is held to.
+struct Api {
+    server: Server,
+    contract: Contract,
+}
+
+enum Auth {
+    None,
+    Admin,
+    Wrong,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        template: &str,
+        path: &str,
+        auth: Auth,
+        body: Option<Value>,
+    ) -> Reply {
+        let server = &self.server;
+        let mut request = server.client.request(method.clone(), server.url(path));
+        match auth {
+            Auth::None => {}
+            Auth::Admin => request = request.bearer_auth(ADMIN_TOKEN),
+            Auth::Wrong => request = request.bearer_auth("not-the-token"),
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let reply = Reply::read(request.send().await.unwrap()).await;
+        self.contract.check(&method, template, &reply);
+        reply
+    }
+
+    /// A host route without path parameters.
+    async fn host_call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call(method, path, path, Auth::None, body).await
+    }
+
+    async fn admin(
+        &self,
+        method: Method,
+        template: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call(method, template, path, Auth::Admin, body).await
+    }
+
+    async fn poll(&self, id: &str) -> Reply {
+        let path = format!("/v1/requests/{id}?wait=0");
+        let template = "/v1/requests/{id}";
+        self.call(Method::GET, template, &path, Auth::None, None)
+            .await
+    }
+
+    async fn unlock(&self, host: &Host) -> Reply {
+        let (signed, state) = host.unlock();
+        let reply = self
+            .host_call(
+                Method::POST,
+                "/v1/unlock",
+                Some(serde_json::to_value(&signed).unwrap()),
+            )
+            .await;
+        if reply.status == 200 {
+            assert_unblinds(&reply, state, host);
+        }
+        reply
+    }
+}
+
+/// A granted answer opens the host's keyslot.
+fn assert_unblinds(reply: &Reply, state: atrest_remote::UnblindingState, host: &Host) {
+    let UnlockReply::Granted { response, .. } = serde_json::from_value(reply.json.clone()).unwrap()
+    else {
+        panic!("not granted: {}", reply.text);
+    };
+    assert_eq!(
+        state.unblind(&response).unwrap().expose(),
+        host.key.expose()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_answers_as_documented() {
+    let api = Api {
+        server: Server::start().await,
+        contract: Contract::load(),
+    };
+    let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
+
+    // Health, metrics, the approval page, info.
+    assert_eq!(
+        api.host_call(get.clone(), "/healthz", None).await.status,
+        200
+    );
+    let metrics = api.host_call(get.clone(), "/metrics", None).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text.contains("# EOF"), "{}", metrics.text);
+    let page = api.host_call(get.clone(), "/approve", None).await;
+    assert_eq!(page.status, 200);
+    let info = api.host_call(get.clone(), "/v1/info", None).await;
+    assert_eq!(info.status, 200);
+
+    // Tokens: refused without the admin token, then made.
+    let tokens = "/v1/admin/tokens";
+    let token_body = json!({ "group": "web", "expires_in": 600 });
+    for auth in [Auth::None, Auth::Wrong] {
+        let reply = api
+            .call(post.clone(), tokens, tokens, auth, Some(token_body.clone()))
+            .await;
+        reply.assert_refused(401, "unauthorized");
+    }
+    let bad_group = json!({ "group": "no spaces", "expires_in": 600 });
+    api.admin(post.clone(), tokens, tokens, Some(bad_group))
+        .await
+        .assert_refused(400, "invalid_field");
+    let token = api
+        .admin(post.clone(), tokens, tokens, Some(token_body.clone()))
+        .await;
+    assert_eq!(token.status, 200);
+
+    // Enrollment, a spent token, a taken name, a bad name.
+    let identity = atrest_remote::HostIdentity::generate();
+    let enroll_body = |token: &Value, name: &str| {
+        json!({
+            "token": token["token"],
+            "host_name": name,
+            "public_key": identity.public_key().to_string(),
+        })
+    };
+    let enrolled = api
+        .host_call(
+            post.clone(),
+            "/v1/enroll",
+            Some(enroll_body(&token.json, "web-1")),
+        )
+        .await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.text);
+    api.host_call(
+        post.clone(),
+        "/v1/enroll",
+        Some(enroll_body(&token.json, "web-2")),
+    )
+    .await
+    .assert_refused(401, "bad_token");
+    let token = api
+        .admin(post.clone(), tokens, tokens, Some(token_body.clone()))
+        .await;
+    api.host_call(
+        post.clone(),
+        "/v1/enroll",
+        Some(enroll_body(&token.json, "web-1")),
+    )
+    .await
+    .assert_refused(409, "host_exists");
+    let token = api
+        .admin(post.clone(), tokens, tokens, Some(token_body.clone()))
+        .await;
+    api.host_call(
+        post.clone(),
+        "/v1/enroll",
+        Some(enroll_body(&token.json, "web 1")),
+    )
+    .await
+    .assert_refused(400, "invalid_field");
+    let enrollment: atrest_keyd::Enrollment = serde_json::from_value(enrolled.json).unwrap();
+    let (binding, key) = atrest_remote::enroll(&enrollment.exchange_key);
+    let host = Host {
+        identity,
+        enrollment,
+        binding,
+        key,
+    };
+
+    // A real blinded unlock, then its replay.
+    let (signed, state) = host.unlock();
+    let signed = serde_json::to_value(&signed).unwrap();
+    let granted = api
+        .host_call(post.clone(), "/v1/unlock", Some(signed.clone()))
+        .await;
+    assert_eq!(granted.status, 200, "{}", granted.text);
+    assert_unblinds(&granted, state, &host);
+    // The checkpoint verifies under the audit key /v1/info and enrollment gave.
+    let checkpoint: atrest_audit::Checkpoint =
+        serde_json::from_value(granted.json["checkpoint"].clone()).unwrap();
+    assert_eq!(
+        info.json["audit_public_key"],
+        host.enrollment.audit_public_key.to_string()
+    );
+    checkpoint
+        .verify(&host.enrollment.audit_public_key)
+        .unwrap();
+    api.host_call(post.clone(), "/v1/unlock", Some(signed))
+        .await
+        .assert_refused(403, "replayed_nonce");
+
+    // A planned reboot: the next boot id is accounted for.
+    let notice = serde_json::to_value(host.reboot_notice(now())).unwrap();
+    let reboot = api
+        .host_call(post.clone(), "/v1/reboot", Some(notice.clone()))
+        .await;
+    assert_eq!(reboot.status, 200, "{}", reboot.text);
+    api.host_call(post.clone(), "/v1/reboot", Some(notice))
+        .await
+        .assert_refused(403, "replayed_nonce");
+    let (mut request, state) = host.request(now());
+    request.boot_id = atrest_remote::BootId::new("next-boot").unwrap();
+    let after_reboot = api
+        .host_call(
+            post.clone(),
+            "/v1/unlock",
+            Some(serde_json::to_value(host.identity.sign(request)).unwrap()),
+        )
+        .await;
+    assert_eq!(after_reboot.status, 200, "{}", after_reboot.text);
+    assert_unblinds(&after_reboot, state, &host);
+
+    // Policies: hold web's requests for an approver.
+    let policy = "/v1/admin/policy";
+    let approve = json!({ "scope": "group", "name": "web", "policy": "approve" });
+    assert_eq!(
+        api.admin(put.clone(), policy, policy, Some(approve))
+            .await
+            .status,
+        200
+    );
+    let default = json!({ "scope": "default", "policy": "auto", "unannounced_reboot": "deny" });
+    assert_eq!(
+        api.admin(put.clone(), policy, policy, Some(default))
+            .await
+            .status,
+        200
+    );
+    let host_scope = json!({ "scope": "host", "name": "web-1", "policy": "auto" });
+    assert_eq!(
+        api.admin(put.clone(), policy, policy, Some(host_scope.clone()))
+            .await
+            .status,
+        200
+    );
+    let nameless = json!({ "scope": "group", "policy": "auto" });
+    api.admin(put.clone(), policy, policy, Some(nameless))
+        .await
+        .assert_refused(400, "invalid_field");
+    let listed = api.admin(get.clone(), policy, policy, None).await;
+    assert_eq!(
+        listed.json.as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        listed.text
+    );
+    let host_rule = json!({ "scope": "host", "name": "web-1", "policy": "approve" });
+    api.admin(put.clone(), policy, policy, Some(host_rule))
+        .await;
+
+    // A held request: pending, listed, polled, approved, released.
+    let (signed, state) = host.unlock();
+    let held = api
+        .host_call(
+            post.clone(),
+            "/v1/unlock",
+            Some(serde_json::to_value(&signed).unwrap()),
+        )
+        .await;
+    assert_eq!(held.status, 202, "{}", held.text);
+    let id = held.json["request_id"].as_str().unwrap().to_owned();
+    let requests = "/v1/admin/requests";
+    let pending = api.admin(get.clone(), requests, requests, None).await;
+    assert_eq!(pending.json[0]["id"], id.as_str(), "{}", pending.text);
+    let still = api.poll(&id).await;
+    assert_eq!(still.status, 202);
+    let decide = "/v1/admin/requests/{id}/{action}";
+    let approver = Some(json!({ "approver": "alice" }));
+    let approved = api
+        .admin(
+            post.clone(),
+            decide,
+            &format!("/v1/admin/requests/{id}/approve"),
+            approver.clone(),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    assert_eq!(approved.json["state"], "approved");
+    let released = api.poll(&id).await;
+    assert_eq!(released.status, 200, "{}", released.text);
+    assert_unblinds(&released, state, &host);
+    api.admin(
+        post.clone(),
+        decide,
+        &format!("/v1/admin/requests/{id}/deny"),
+        approver.clone(),
+    )
+    .await
+    .assert_refused(409, "already_decided");
+    api.admin(
+        post.clone(),
+        decide,
+        "/v1/admin/requests/nope/approve",
+        approver.clone(),
+    )
+    .await
+    .assert_refused(404, "unknown_request");
+
+    // Another, denied: the host's poll says so.
+    let held = api.unlock(&host).await;
+    assert_eq!(held.status, 202, "{}", held.text);
+    let id = held.json["request_id"].as_str().unwrap().to_owned();
+    api.admin(
+        post.clone(),
+        decide,
+        &format!("/v1/admin/requests/{id}/deny"),
+        approver.clone(),
+    )
+    .await;
+    api.poll(&id).await.assert_refused(403, "denied");
+    api.poll("never-made")
+        .await
+        .assert_refused(404, "unknown_request");
+    api.admin(put.clone(), policy, policy, Some(host_scope))
+        .await;
+
+    // Hosts: listed, shown, rotated (the next unlock is told to re-bind),
+    // revoked, reinstated, shredded.
+    let hosts = "/v1/admin/hosts";
+    let listed = api.admin(get.clone(), hosts, hosts, None).await;
+    assert_eq!(listed.json[0]["id"], "web-1", "{}", listed.text);
+    let show = "/v1/admin/hosts/{id}";
+    assert_eq!(
+        api.admin(get.clone(), show, "/v1/admin/hosts/web-1", None)
+            .await
+            .status,
+        200
+    );
+    api.admin(get.clone(), show, "/v1/admin/hosts/nobody", None)
+        .await
+        .assert_refused(404, "unknown_host");
+    api.admin(get.clone(), show, "/v1/admin/hosts/a%20b", None)
+        .await
+        .assert_refused(400, "invalid_field");
+    let action = "/v1/admin/hosts/{id}/{action}";
+    let rotated = api
+        .admin(post.clone(), action, "/v1/admin/hosts/web-1/rotate", None)
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    assert_eq!(
+        rotated.json["previous_key_id"],
+        host.binding.key_id().to_string()
+    );
+    let rebind = api.unlock(&host).await;
+    assert_eq!(rebind.status, 200, "{}", rebind.text);
+    assert_eq!(rebind.json["rebind"]["key_id"], rotated.json["key_id"]);
+    for (step, state) in [
+        ("revoke", "revoked"),
+        ("reinstate", "active"),
+        ("shred", "shredded"),
+    ] {
+        let path = format!("/v1/admin/hosts/web-1/{step}");
+        let reply = api.admin(post.clone(), action, &path, None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json["state"], state);
+    }
+    api.admin(
+        post.clone(),
+        action,
+        "/v1/admin/hosts/web-1/reinstate",
+        None,
+    )
+    .await
+    .assert_refused(410, "shredded");
+    api.admin(post.clone(), action, "/v1/admin/hosts/nobody/revoke", None)
+        .await
+        .assert_refused(404, "unknown_host");
+    api.unlock(&host).await.assert_refused(410, "shredded");
+
+    // Approvers.
+    let approvers = "/v1/admin/approvers";
+    let added = api
+        .admin(
+            post.clone(),
+            approvers,
+            approvers,
+            Some(json!({ "name": "alice" })),
+        )
+        .await;
+    assert_eq!(added.status, 200, "{}", added.text);
+    let code = atrest_keyd::totp_code(added.json["secret"].as_str().unwrap(), "alice", now());
+    assert!(code.is_some_and(|c| c.len() == 6));
+
+    // Every documented operation was exercised.
+    let seen = api.contract.seen.lock().unwrap();
+    let missing: Vec<_> = operations(&api.contract.document)
+        .into_iter()
+        .filter(|op| !seen.contains_key(op))
+        .collect();
+    assert!(missing.is_empty(), "never exercised: {missing:?}");
+}
+
+/// Every path the document lists is routed (no `not_found` fallback, no
+/// 405), and a path it does not list gets the JSON 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_path_exists_and_nothing_else_does() {
+    let server = Server::start().await;
+    let contract = Contract::load();
+    for (template, method) in operations(&contract.document) {
+        let operation = &contract.document["paths"][&template][&method];
+        let mut path = template.clone();
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            let name = parameter["name"].as_str().unwrap();
+            let value = parameter["schema"]["enum"][0].as_str().unwrap_or("web-1");
+            path = path.replace(&format!("{{{name}}}"), value);
+        }
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let mut request = server
+            .client
+            .request(method.clone(), server.url(&path))
+            .bearer_auth(ADMIN_TOKEN);
+        if operation.get("requestBody").is_some() {
+            request = request.json(&json!({}));
+        }
+        let reply = Reply::read(request.send().await.unwrap()).await;
+        contract.check(&method, &template, &reply);
+        assert_ne!(
+            reply.code(),
+            Some("not_found"),
+            "{method} {path}: {}",
+            reply.text
+        );
+    }
+    for path in ["/v1/nothing", "/v2/unlock", "/v1/admin/nothing", "/"] {
+        let reply = server.get(path).await;
+        reply.assert_refused(404, "not_found");
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .with_registry(&contract.registry)
+            .build(&json!({ "$ref": format!("{DOCUMENT_URI}#/components/schemas/Error") }))
+            .unwrap();
+        assert!(validator.is_valid(&reply.json), "{}", reply.text);
+    }
+}
+
+/// The checks above are only as good as the schemas: a body the server
+/// must never send fails them.
+#[test]
+fn the_contract_rejects_wrong_bodies() {
+    let contract = Contract::load();
+    let reply = |status: u16, json: Value| Reply {
+        status,
+        content_type: "application/json".into(),
+        text: json.to_string(),
+        json,
+    };
+    let wrong = [
+        (200, json!({ "status": "granted" })),
+        (
+            200,
+            json!({ "status": "pending", "request_id": "x", "reason": "r", "expires_at": 1 }),
+        ),
+        (
+            202,
+            json!({ "status": "granted", "response": "A".repeat(43), "audit_seq": 1,
+                      "checkpoint": null, "rebind": null, "key": "leaked" }),
+        ),
+        (
+            401,
+            json!({ "error": "replayed_nonce", "message": "wrong status for this code" }),
+        ),
+        (403, json!({ "error": "no_such_code", "message": "" })),
+    ];
+    for (status, body) in wrong {
+        let checked = contract.violation(&Method::POST, "/v1/unlock", &reply(status, body.clone()));
+        assert!(checked.is_err(), "{status} {body} passed the contract");
+    }
+    let right = json!({ "status": "pending", "request_id": "A".repeat(22),
+                        "reason": "r", "expires_at": 1 });
+    contract.check(&Method::POST, "/v1/unlock", &reply(202, right));
+}
