@@ -19,7 +19,9 @@ pub enum Command {
     /// Unmount a vault and wait for its mount process to finish.
     #[command(alias = "umount")]
     Unmount(UnmountArgs),
-    /// Unlock an fscrypt vault: give the kernel its key.
+    /// Unlock a vault: an fscrypt vault's key goes to the kernel; a FUSE
+    /// vault is mounted (--mount). With no passphrase, recovery key or key
+    /// file given, a remote or threshold keyslot asks its key authority.
     Unlock(UnlockCmdArgs),
     /// Lock an fscrypt vault: remove its key from the kernel.
     Lock(LockArgs),
@@ -38,6 +40,61 @@ pub enum Command {
     /// approvals and its audit log.
     #[command(subcommand)]
     Keyd(crate::commands::keyd::KeydCommand),
+    /// Enroll this host with one key authority (a remote keyslot) or
+    /// several (a k-of-n threshold keyslot).
+    Enroll(EnrollArgs),
+    /// Tell the key authorities of vaults that the next boot is planned.
+    Reboot(RebootArgs),
+}
+
+/// How hard to try a key authority.
+#[derive(Debug, Args, Clone)]
+pub struct AuthorityRetryArgs {
+    /// Further attempts per authority while it is unreachable or failing (5xx).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
+    /// Give up after this many seconds, including time waiting for approval.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    pub vault: PathBuf,
+    /// Key authority URL (https://HOST:PORT); repeat for k-of-n.
+    #[arg(long = "authority", value_name = "URL", required = true)]
+    pub authorities: Vec<String>,
+    /// One-time enrollment token, one per --authority, in the same order.
+    #[arg(long = "token", value_name = "TOKEN", required = true)]
+    pub tokens: Vec<String>,
+    /// The authority's CA fingerprint (SHA256:HEX, from `atrest keyd init`),
+    /// one per --authority, in the same order.
+    #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX", required = true)]
+    pub ca_fingerprints: Vec<String>,
+    /// With several authorities: how many must answer to unlock.
+    #[arg(long, value_name = "K")]
+    pub threshold: Option<u8>,
+    /// The name this host enrolls under (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+    /// Label of the new keyslot.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub label: String,
+    /// How to open the vault to add the slot.
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    /// Announce the reboot as planned (required: the only kind there is).
+    #[arg(long, required = true)]
+    pub planned: bool,
+    /// Vaults whose authorities to tell (default: those listed in
+    /// /etc/atrest/vaults, one path per line).
+    pub vaults: Vec<PathBuf>,
+    #[command(flatten)]
+    pub retry: AuthorityRetryArgs,
 }
 
 /// How to open an existing vault. With none given, the passphrase is asked
@@ -151,6 +208,11 @@ pub struct UnlockCmdArgs {
     pub vault: PathBuf,
     #[command(flatten)]
     pub unlock: UnlockArgs,
+    /// A FUSE vault: mount its plaintext view here.
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    #[command(flatten)]
+    pub retry: AuthorityRetryArgs,
 }
 
 #[derive(Debug, Args)]

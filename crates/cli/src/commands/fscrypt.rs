@@ -99,6 +99,32 @@ pub fn unlock(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let vault = super::unlock(&args.vault, &secrets::unlocker(&args.unlock)?)?;
+    give_key(&vault, &location, &policy)
+}
+
+/// Whether the kernel already holds this fscrypt vault's key (added by us).
+pub fn is_unlocked(path: &Path) -> anyhow::Result<bool> {
+    let (location, policy) = fscrypt_vault(path)?;
+    Ok(matches!(
+        atrest_fscrypt::key_status(&outside(&location.data), policy.identifier)?,
+        KeyStatus::Present {
+            added_by_self: true,
+            ..
+        }
+    ))
+}
+
+/// Gives the kernel the key of `vault`, an unlocked fscrypt vault at `path`.
+pub fn unlock_with(vault: &Vault, path: &Path) -> anyhow::Result<ExitCode> {
+    let (location, policy) = fscrypt_vault(path)?;
+    give_key(vault, &location, &policy)
+}
+
+fn give_key(
+    vault: &Vault,
+    location: &atrest_vault::Location,
+    policy: &Policy,
+) -> anyhow::Result<ExitCode> {
     let key = vault.fscrypt_key();
     let identifier = atrest_fscrypt::add_key(&outside(&location.data), &key)?;
     if identifier != policy.identifier {

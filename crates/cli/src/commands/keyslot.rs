@@ -15,7 +15,16 @@ pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&slots)?);
             } else {
                 for s in slots {
-                    let extra = s.argon2.map(|a| format!(" ({a})")).unwrap_or_default();
+                    let extra = s
+                        .argon2
+                        .clone()
+                        .or_else(|| {
+                            s.authorities
+                                .as_ref()
+                                .map(super::status::AuthoritiesInfo::describe)
+                        })
+                        .map(|a| format!(" ({a})"))
+                        .unwrap_or_default();
                     println!("{:>3}  {:<13} {}{}", s.id, s.kind, s.label, extra);
                 }
             }

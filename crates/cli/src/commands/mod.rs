@@ -6,6 +6,7 @@ pub(crate) mod keyd;
 mod keyslot;
 mod mount;
 mod passwd;
+mod remote;
 mod status;
 mod unmount;
 
@@ -23,7 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args),
         Command::Mount(args) => mount::run(args),
         Command::Unmount(args) => unmount::run(args),
-        Command::Unlock(args) => fscrypt::unlock(args),
+        Command::Unlock(args) => remote::unlock(args),
         Command::Lock(args) => fscrypt::lock(args),
         Command::Status(args) => status::run(args),
         Command::Keyslot(cmd) => keyslot::run(cmd),
@@ -31,6 +32,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fsck(args) => fsck::run(args),
         Command::Demo => demo::run(),
         Command::Keyd(cmd) => keyd::run(cmd),
+        Command::Enroll(args) => remote::enroll(args),
+        Command::Reboot(args) => remote::reboot(args),
     }
 }
 

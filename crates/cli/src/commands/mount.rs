@@ -51,6 +51,33 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
 }
 
+/// `atrest unlock VAULT --mount DIR`: mounts a FUSE vault that was already
+/// unlocked (by its key authority), with the default mount options, through
+/// the same background mount process as `atrest mount`.
+pub(crate) fn mount_unlocked(vault: &Vault, mountpoint: &Path) -> anyhow::Result<ExitCode> {
+    let vault_path = fs::canonicalize(vault.root())?;
+    let mountpoint = check_mountpoint(mountpoint)?;
+    check_dev_fuse()?;
+    if let Some(holder) = MountLock::holder(&vault_path) {
+        bail!(
+            "{} is already mounted ({holder}); unmount it first with `atrest unmount`",
+            vault_path.display()
+        );
+    }
+    let args = MountArgs {
+        vault: vault_path.clone(),
+        mountpoint: mountpoint.clone(),
+        unlock: Default::default(),
+        foreground: false,
+        options: Vec::new(),
+        threads: 4,
+        cache_seconds: 1.0,
+        log_file: None,
+        master_key_stdin: false,
+    };
+    spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
+}
+
 fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
     let mut config = MountConfig {
         threads: args.threads,

@@ -12,6 +12,49 @@ pub struct SlotInfo {
     pub label: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub argon2: Option<String>,
+    /// Remote and threshold slots: the authorities they ask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorities: Option<AuthoritiesInfo>,
+}
+
+#[derive(Serialize)]
+pub struct AuthoritiesInfo {
+    /// k of a threshold slot (1 for a remote slot).
+    pub threshold: u8,
+    pub members: Vec<AuthorityInfo>,
+}
+
+#[derive(Serialize)]
+pub struct AuthorityInfo {
+    pub url: String,
+    pub host_id: String,
+    pub ca_fingerprint: String,
+}
+
+impl AuthorityInfo {
+    fn new(a: &atrest_vault::AuthorityRef) -> Self {
+        Self {
+            url: a.url.clone(),
+            host_id: a.host_id.to_string(),
+            ca_fingerprint: atrest_agent::format_fingerprint(&a.ca_fingerprint),
+        }
+    }
+}
+
+impl AuthoritiesInfo {
+    /// `https://k:7443 as web-1`, or `2 of: https://a as web-1, https://b as web-1`.
+    pub fn describe(&self) -> String {
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{} as {}", m.url, m.host_id))
+            .collect();
+        if self.members.len() == 1 {
+            members.join("")
+        } else {
+            format!("{} of: {}", self.threshold, members.join(", "))
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -47,6 +90,21 @@ pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
                     params.iterations,
                     params.parallelism
                 )),
+                _ => None,
+            },
+            authorities: match &s.kind {
+                SlotKind::Remote(r) => Some(AuthoritiesInfo {
+                    threshold: 1,
+                    members: vec![AuthorityInfo::new(&r.authority)],
+                }),
+                SlotKind::Threshold(t) => Some(AuthoritiesInfo {
+                    threshold: t.threshold,
+                    members: t
+                        .members
+                        .iter()
+                        .map(|m| AuthorityInfo::new(&m.authority))
+                        .collect(),
+                }),
                 _ => None,
             },
         })
@@ -98,7 +156,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     for slot in &status.keyslots {
         let extra = slot
             .argon2
-            .as_deref()
+            .clone()
+            .or_else(|| slot.authorities.as_ref().map(AuthoritiesInfo::describe))
             .map(|a| format!(" ({a})"))
             .unwrap_or_default();
         println!(

@@ -1,0 +1,242 @@
+//! `atrest enroll`, `atrest unlock` (through a key authority, or with a
+//! secret) and `atrest reboot --planned`. The work is in `atrest-agent`;
+//! this file turns flags into its calls and its results into lines.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use atrest_agent::{AuthoritySpec, StateDir, UnlockOptions, parse_fingerprint};
+use atrest_vault::{Backend, LockedVault, SlotKind, Vault};
+use zeroize::Zeroizing;
+
+use crate::cli::{AuthorityRetryArgs, EnrollArgs, RebootArgs, UnlockArgs, UnlockCmdArgs};
+use crate::{hygiene, secrets};
+
+/// Vaults `atrest reboot --planned` announces when none are named.
+const VAULTS_FILE: &str = "/etc/atrest/vaults";
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn options(retry: &AuthorityRetryArgs) -> UnlockOptions {
+    UnlockOptions {
+        retries: retry.retries,
+        timeout: Duration::from_secs(retry.timeout),
+        ..UnlockOptions::default()
+    }
+}
+
+fn has_secret(args: &UnlockArgs) -> bool {
+    args.passphrase_file.is_some() || args.recovery_key_file.is_some() || args.key_file.is_some()
+}
+
+fn has_remote_slot(locked: &LockedVault) -> bool {
+    locked
+        .config()
+        .keyslots
+        .iter()
+        .any(|s| matches!(s.kind, SlotKind::Remote(_) | SlotKind::Threshold(_)))
+}
+
+fn host_name() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("cannot read the host name; give one with --host-name")?
+        .trim()
+        .to_string();
+    if name.is_empty() {
+        bail!("this machine has no host name; give one with --host-name");
+    }
+    Ok(name)
+}
+
+pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let n = args.authorities.len();
+    if args.tokens.len() != n || args.ca_fingerprints.len() != n {
+        bail!(
+            "give one --token and one --ca-fingerprint per --authority ({n} authorities, {} tokens, {} fingerprints)",
+            args.tokens.len(),
+            args.ca_fingerprints.len()
+        );
+    }
+    let mut specs = Vec::with_capacity(n);
+    for ((url, token), fingerprint) in args
+        .authorities
+        .iter()
+        .zip(&args.tokens)
+        .zip(&args.ca_fingerprints)
+    {
+        specs.push(AuthoritySpec {
+            url: url.clone(),
+            token: Zeroizing::new(token.clone()),
+            ca_fingerprint: parse_fingerprint(fingerprint)?,
+        });
+    }
+    let host_name = match &args.host_name {
+        Some(name) => name.clone(),
+        None => host_name()?,
+    };
+    let mut vault = super::unlock(&args.vault, &secrets::unlocker(&args.unlock)?)?;
+    let state = StateDir::from_env();
+    let enrolled = runtime()?.block_on(atrest_agent::enroll(
+        &mut vault,
+        &state,
+        &specs,
+        args.threshold,
+        &host_name,
+        &args.label,
+    ))?;
+    for (url, host, group) in &enrolled.authorities {
+        eprintln!("atrest: enrolled at {url} as {host} (group {group:?})");
+    }
+    match enrolled.threshold {
+        None => eprintln!(
+            "atrest: added remote keyslot {} to {}",
+            enrolled.slot_id,
+            args.vault.display()
+        ),
+        Some(k) => eprintln!(
+            "atrest: added {k}-of-{n} threshold keyslot {} to {}",
+            enrolled.slot_id,
+            args.vault.display()
+        ),
+    }
+    eprintln!(
+        "atrest: host identity in {} (keep it, and its directory, root-only)",
+        state.path().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `atrest unlock VAULT [--mount DIR]`: with a passphrase, recovery key or
+/// key file given (or no remote slot), as before; otherwise through the
+/// vault's remote or threshold keyslot.
+pub fn unlock(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let (location, locked) = super::open_locked(&args.vault)?;
+    let remote = !has_secret(&args.unlock) && has_remote_slot(&locked);
+    match location.backend {
+        Backend::Fscrypt => {
+            if args.mount.is_some() {
+                bail!(
+                    "{} is an fscrypt vault: the kernel serves it in place, there is nothing to mount",
+                    args.vault.display()
+                );
+            }
+            if !remote {
+                drop(locked);
+                return super::fscrypt::unlock(args);
+            }
+            if super::fscrypt::is_unlocked(&args.vault)? {
+                eprintln!("atrest: {} is already unlocked", location.data.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let vault = unlock_remote(locked, &args.retry)?;
+            super::fscrypt::unlock_with(&vault, &args.vault)
+        }
+        Backend::Fuse => {
+            let Some(mountpoint) = &args.mount else {
+                bail!(
+                    "{} is a FUSE vault: give a mount point (`atrest unlock {} --mount DIR`), or use `atrest mount`",
+                    args.vault.display(),
+                    args.vault.display()
+                );
+            };
+            let vault = if remote {
+                unlock_remote(locked, &args.retry)?
+            } else {
+                locked.unlock(&secrets::unlocker(&args.unlock)?)?
+            };
+            super::mount::mount_unlocked(&vault, mountpoint)
+        }
+    }
+}
+
+fn unlock_remote(locked: LockedVault, retry: &AuthorityRetryArgs) -> anyhow::Result<Vault> {
+    let state = StateDir::from_env();
+    let unlocked = runtime()?.block_on(atrest_agent::unlock(locked, &state, &options(retry)))?;
+    for url in &unlocked.rebound {
+        eprintln!(
+            "atrest: re-bound keyslot {} to {url}'s new key",
+            unlocked.slot_id
+        );
+    }
+    for warning in &unlocked.warnings {
+        eprintln!("atrest: warning: {warning}");
+    }
+    Ok(unlocked.vault)
+}
+
+fn listed_vaults() -> anyhow::Result<Vec<PathBuf>> {
+    let text = match std::fs::read_to_string(VAULTS_FILE) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "name the vaults to announce (`atrest reboot --planned VAULT...`), or list them in {VAULTS_FILE}"
+        ),
+        Err(e) => return Err(e).context(VAULTS_FILE),
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(PathBuf::from)
+        .collect())
+}
+
+pub fn reboot(args: RebootArgs) -> anyhow::Result<ExitCode> {
+    let vaults = if args.vaults.is_empty() {
+        listed_vaults()?
+    } else {
+        args.vaults.clone()
+    };
+    let state = StateDir::from_env();
+    let rt = runtime()?;
+    let mut failed = 0;
+    for vault in &vaults {
+        if let Err(e) = announce(&rt, vault, &state, &args.retry) {
+            eprintln!("atrest: error: {}: {e:#}", vault.display());
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} vault(s) not announced", vaults.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn announce(
+    rt: &tokio::runtime::Runtime,
+    vault: &Path,
+    state: &StateDir,
+    retry: &AuthorityRetryArgs,
+) -> anyhow::Result<()> {
+    let (_, locked) = super::open_locked(vault)?;
+    let results = rt.block_on(atrest_agent::announce_reboot(
+        locked.config(),
+        state,
+        &options(retry),
+    ))?;
+    let mut errors = Vec::new();
+    for r in results {
+        match r.result {
+            Ok(reply) => eprintln!(
+                "atrest: {}: reboot announced to {} (valid until {}, audit entry {})",
+                vault.display(),
+                r.url,
+                reply.valid_until,
+                reply.audit_seq
+            ),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    Ok(())
+}
