@@ -10,4 +10,5 @@ mod faults;
 mod fscrypt;
 mod keyd;
 mod posix;
+mod remote;
 mod tamper;
