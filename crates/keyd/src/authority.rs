@@ -177,7 +177,6 @@ mod audit_key {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuditPublicKey, D::Error> {
         let text = String::deserialize(d)?;
         let bytes: [u8; 32] = atrest_remote::from_base64url(&text)
-            .and_then(|b| b.try_into().ok())
             .ok_or_else(|| serde::de::Error::custom("an audit public key is 32 bytes"))?;
         AuditPublicKey::from_bytes(&bytes)
             .map_err(|_| serde::de::Error::custom("not an Ed25519 public key"))
@@ -405,8 +404,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     .details_value()
                     .ok()
                     .and_then(|d| d.get("nonce")?.as_str().map(str::to_owned))
-                    .and_then(|n| atrest_remote::from_base64url(&n))
-                    .and_then(|n| <[u8; 16]>::try_from(n).ok());
+                    .and_then(|n| atrest_remote::from_base64url::<16>(&n));
                 if let Some(nonce) = nonce {
                     self.inner
                         .nonces

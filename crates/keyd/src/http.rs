@@ -46,6 +46,9 @@ pub struct EnrollBody {
 
 /// `POST /v1/unlock` and `GET /v1/requests/{id}` answer when granted (200)
 /// or pending (202).
+// Built once per answer and serialized at once: boxing the checkpoint would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum UnlockReply {
@@ -221,54 +224,97 @@ pub fn router<S: Storage, A: AuditStore, C: Clock>(
         .with_state(state)
 }
 
-/// Reads the whole body within [`BODY_TIMEOUT`] and times the request.
+/// Reads the whole body within [`BODY_TIMEOUT`], times the request, and
+/// makes every error a JSON [`ErrorBody`] (axum's own rejections of a bad
+/// path, query or method are plain text).
 async fn observe<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     let route = route_name(request.uri().path());
     let (parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(
+    let read = tokio::time::timeout(
         BODY_TIMEOUT,
         axum::body::to_bytes(body, MAX_BODY.saturating_add(1)),
     )
-    .await
-    {
-        Ok(Ok(bytes)) => bytes,
+    .await;
+    let response = match read {
+        Ok(Ok(bytes)) => {
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            if route == "web" {
+                response
+            } else {
+                json_errors(response).await
+            }
+        }
         Ok(Err(_)) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(ErrorBody {
-                    error: "body_too_large".into(),
-                    message: format!("request bodies are limited to {MAX_BODY} bytes"),
-                }),
-            )
-                .into_response();
+            let error = ErrorBody {
+                error: "body_too_large".into(),
+                message: format!("request bodies are limited to {MAX_BODY} bytes"),
+            };
+            state.authority.refused_input("body_too_large", ctx).await;
+            (StatusCode::PAYLOAD_TOO_LARGE, Json(error)).into_response()
         }
         Err(_) => {
-            return (
-                StatusCode::REQUEST_TIMEOUT,
-                Json(ErrorBody {
-                    error: "slow_request".into(),
-                    message: format!(
-                        "the request body did not arrive within {} s",
-                        BODY_TIMEOUT.as_secs()
-                    ),
-                }),
-            )
-                .into_response();
+            let error = ErrorBody {
+                error: "slow_request".into(),
+                message: format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            };
+            state.authority.refused_input("slow_request", ctx).await;
+            (StatusCode::REQUEST_TIMEOUT, Json(error)).into_response()
         }
     };
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
     state
         .authority
         .metrics()
         .observe(route, started.elapsed().as_secs_f64());
     response
+}
+
+/// An error response that is not JSON (an extractor's rejection, a wrong
+/// method) becomes `{"error", "message"}` with a code for its status.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        s if s.is_server_error() => "internal_error",
+        _ => "malformed_request",
+    };
+    let text = axum::body::to_bytes(response.into_body(), MAX_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    } else {
+        text
+    };
+    let body = ErrorBody {
+        error: code.to_owned(),
+        message,
+    };
+    (status, Json(body)).into_response()
 }
 
 fn route_name(path: &str) -> &'static str {

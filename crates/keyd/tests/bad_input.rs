@@ -229,7 +229,6 @@ async fn raw_exchange(server: &Server, request: &[u8]) -> String {
 
 /// The issue asks that an oversized body be audited like other bad input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: the body-reading middleware (http.rs `observe`) answers 413 for bodies over MAX_BODY + 1 before any handler runs, without `refused_input`"]
 async fn oversized_bodies_are_audited() {
     let server = Server::start().await;
     let before = server.audited_outcomes("body_too_large").await;
@@ -273,7 +272,6 @@ async fn a_slow_body_gets_408() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: `observe` answers 408 slow_request without `refused_input`, so a slow client leaves no audit entry"]
 async fn a_slow_body_is_audited() {
     let server = Server::start().await;
     let answer = slow_request(&server).await;
@@ -512,7 +510,6 @@ async fn polls_of_unknown_requests_are_refused() {
 
 /// docs/keyd-api.md: "Every error is {"error": CODE, "message": TEXT}".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: axum's own rejections bypass ApiError: a bad `wait` query, a path that is not UTF-8 and a wrong method (405) answer without a JSON error body"]
 async fn every_error_is_a_json_error_body() {
     let server = Server::start().await;
     let probes = [

@@ -168,10 +168,39 @@ pub fn run() -> anyhow::Result<ExitCode> {
         "6. a wrong passphrase: {}",
         wrong.err().map(|e| e.to_string()).unwrap_or_default()
     );
+
+    let vault = LockedVault::open(&backing)?.unlock(&pass)?;
+    let mountpoint = mnt.clone();
+    let authority_ok = super::demo_authority::run(tmp.path(), &backing, vault, move |vault| {
+        read_through_mount(vault, &mountpoint)
+    })?;
     drop(tmp);
-    println!("7. removed the temporary vault. Done.");
-    if leaked || !report.is_clean() {
+    println!("16. removed the temporary vault and authority. Done.");
+    if leaked || !report.is_clean() || !authority_ok {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Mounts `vault` at `mnt`, reads the first line of `hello.txt`, unmounts.
+fn read_through_mount(vault: Vault, mnt: &Path) -> anyhow::Result<String> {
+    let (tx, rx) = mpsc::channel();
+    let mountpoint = mnt.to_owned();
+    let server = std::thread::spawn(move || {
+        atrest_fuse::mount(vault, &mountpoint, &MountConfig::default(), || {
+            let _ = tx.send(());
+        })
+    });
+    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let err = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("mount thread panicked"))?;
+        bail!("could not mount ({err:?})");
+    }
+    let text = fs::read_to_string(mnt.join("hello.txt"));
+    unmount(mnt)?;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("mount thread panicked"))??;
+    Ok(text?.lines().next().unwrap_or_default().to_owned())
 }

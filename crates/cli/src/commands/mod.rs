@@ -1,4 +1,5 @@
 mod demo;
+mod demo_authority;
 mod fsck;
 mod fscrypt;
 mod init;
