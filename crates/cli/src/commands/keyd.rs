@@ -74,6 +74,11 @@ pub enum KeydCommand {
     /// Check or read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print the CA fingerprint hosts pin (`atrest enroll --ca-fingerprint`).
+    Fingerprint {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -379,6 +384,11 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
                 "add the secret to an authenticator app now; it is not shown again. \
                  The approval page is /approve on this keyd."
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeydCommand::Fingerprint { dir } => {
+            let data = DataDir::open(&dir.data_dir)?;
+            println!("{}", data.certificates()?.ca_fingerprint());
             Ok(ExitCode::SUCCESS)
         }
         KeydCommand::Audit(AuditCommand::Verify { dir }) => audit_verify(&dir.data_dir).await,

@@ -9,6 +9,7 @@ mod common;
 mod faults;
 mod fscrypt;
 mod keyd;
+mod netns;
 mod posix;
 mod remote;
 mod tamper;
