@@ -25,7 +25,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     apt-get install -y -qq --no-install-recommends \
         fuse3 attr e2fsprogs util-linux psmisc procps \
         fio stress-ng gocryptfs postgresql postgresql-contrib \
-        chromium chromium-driver python3-selenium >/dev/null
+        chromium chromium-driver python3-selenium iproute2 >/dev/null
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
 fi
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: load the fuse module (modprobe fuse)" >&2; exit 1; }
