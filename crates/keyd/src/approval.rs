@@ -122,7 +122,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         context: RequestContext,
     ) -> Result<PendingView, AuthorityError> {
         let request = verified.request();
-        let id = to_base64url(&atrest_core::random_array::<16>());
+        // Never starts with `-`, so `atrest keyd approve ID` parses.
+        let id = format!("req_{}", to_base64url(&atrest_core::random_array::<16>()));
         let now = self.now();
         let view = PendingView {
             id: id.clone(),

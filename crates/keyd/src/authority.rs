@@ -428,7 +428,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     ) -> Result<Token, AuthorityError> {
         check_group(group)?;
         let bytes: [u8; 32] = atrest_core::random_array();
-        let token = to_base64url(&bytes);
+        // A fixed prefix: never starts with `-` (which a command line would
+        // take for an option), and secret scanners can recognize it.
+        let token = format!("atrest_tok_{}", to_base64url(&bytes));
         let expires_at = self.now().saturating_add(lifetime);
         self.inner
             .audit
@@ -1302,6 +1304,23 @@ mod tests {
         assert!(grant.audit_seq > 0);
         let key = state.unblind(&grant.response).unwrap();
         assert_eq!(key.expose(), host.key.expose());
+    }
+
+    #[tokio::test]
+    async fn ids_never_look_like_options() {
+        let f = fixture().await;
+        f.authority
+            .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+            .await
+            .unwrap();
+        let host = enroll_host(&f, "web-1").await;
+        for _ in 0..64 {
+            let token = f.authority.create_token("web", 60, "test").await.unwrap();
+            assert!(token.token.starts_with("atrest_tok_"), "{}", token.token);
+            let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+            let view = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+            assert!(view.id.starts_with("req_"), "{}", view.id);
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,30 @@
+//! The key authority's wire formats, as both sides parse them from the
+//! network: a signed unlock request and a reboot notice (keyd), a threshold
+//! share (host), and an audit checkpoint (host). Invariants: no panic; a
+//! parsed request re-serializes to JSON that parses to the same request;
+//! verification of a parsed request under an unrelated key always fails.
+#![no_main]
+
+use atrest_remote::{HostIdentity, SignedRebootNotice, SignedUnlockRequest};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let stranger = HostIdentity::from_seed(&[7; 32]).public_key();
+    if let Ok(signed) = serde_json::from_slice::<SignedUnlockRequest>(data) {
+        let again = serde_json::to_vec(&signed).expect("serializes");
+        let back: SignedUnlockRequest = serde_json::from_slice(&again).expect("round trip");
+        assert_eq!(back, signed);
+        let _ = signed.request.signed_bytes();
+        assert!(atrest_remote::verify(&signed, &stranger, signed.request.timestamp, 300).is_err());
+    }
+    if let Ok(signed) = serde_json::from_slice::<SignedRebootNotice>(data) {
+        assert!(
+            atrest_remote::verify_reboot(&signed, &stranger, signed.notice.timestamp, 300).is_err()
+        );
+    }
+    let _ = atrest_remote::Share::from_bytes(data);
+    if let Ok(checkpoint) = serde_json::from_slice::<atrest_audit::Checkpoint>(data) {
+        let key = atrest_audit::AuditSigningKey::from_seed(&[9; 32]).public_key();
+        let _ = checkpoint.verify(&key);
+    }
+});
