@@ -177,6 +177,13 @@ impl DataDir {
         if path.join(Self::SETTINGS).exists() {
             return Err(DataDirError::AlreadyInitialized(path.to_owned()));
         }
+        // Checked before anything is written, so a bad --cert leaves nothing.
+        let certificates = match &options.certificates {
+            Some((chain, key, ca)) => {
+                ServerCertificates::from_pem_files(chain, key, ca.as_deref())?
+            }
+            None => ServerCertificates::generate(&options.settings.names)?,
+        };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -189,12 +196,6 @@ impl DataDir {
             .mode(0o700)
             .create(&tls)
             .map_err(|e| file_error(&tls, e))?;
-        let certificates = match &options.certificates {
-            Some((chain, key, ca)) => {
-                ServerCertificates::from_pem_files(chain, key, ca.as_deref())?
-            }
-            None => ServerCertificates::generate(&options.settings.names)?,
-        };
         certificates.save(&tls)?;
         let signing = AuditSigningKey::generate();
         write_secret(&path.join(Self::AUDIT_KEY), &signing.expose_seed()[..])?;
