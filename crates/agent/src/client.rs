@@ -168,6 +168,18 @@ impl AuthorityClient {
             .map(|(_, r)| r)
     }
 
+    /// `POST /v1/bind`: an enrolled host's current exchange key, for
+    /// another vault, without a token.
+    pub async fn bind(
+        &self,
+        signed: &atrest_remote::SignedBindRequest,
+    ) -> Result<EnrollReply, AgentError> {
+        let request = self.http.post(format!("{}/v1/bind", self.url)).json(signed);
+        self.send(request, Duration::from_secs(30))
+            .await
+            .map(|(_, r)| r)
+    }
+
     pub async fn reboot(&self, signed: &SignedRebootNotice) -> Result<RebootReply, AgentError> {
         let request = self
             .http

@@ -23,8 +23,10 @@ use crate::{AgentError, StateDir, boot_id};
 pub struct AuthoritySpec {
     /// `https://HOST[:PORT]`.
     pub url: String,
-    /// The one-time enrollment token (`atrest keyd token create`).
-    pub token: Zeroizing<String>,
+    /// The one-time enrollment token (`atrest keyd token create`); `None`
+    /// binds another vault of a host already enrolled there (no token
+    /// spent: the host signs a bind request with its identity).
+    pub token: Option<Zeroizing<String>>,
     /// SHA-256 of the authority's CA certificate (DER).
     pub ca_fingerprint: [u8; 32],
 }
@@ -83,9 +85,33 @@ pub async fn enroll(
     let mut summary = Vec::with_capacity(authorities.len());
     for spec in authorities {
         let client = AuthorityClient::new(&spec.url, spec.ca_fingerprint)?;
-        let reply = client
-            .enroll(&spec.token, host_name, identity.public_key())
-            .await?;
+        let reply = match &spec.token {
+            Some(token) => {
+                client
+                    .enroll(token, host_name, identity.public_key())
+                    .await?
+            }
+            None => {
+                let signed = identity.sign_bind(atrest_remote::BindRequest {
+                    host_id: atrest_remote::HostId::new(host_name)
+                        .map_err(|e| AgentError::Invalid(e.to_string()))?,
+                    nonce: atrest_remote::RequestNonce::random(),
+                    timestamp: unix_now(),
+                });
+                client.bind(&signed).await.map_err(|e| match e {
+                    AgentError::Refused { code, url, .. }
+                        if code == "unknown_host" || code == "bad_signature" =>
+                    {
+                        AgentError::Invalid(format!(
+                            "this host is not enrolled at {url} as {host_name:?} (with this \
+                             identity): enroll it once with a token (`--token`), or give the \
+                             name it enrolled under (`--host-name`)"
+                        ))
+                    }
+                    other => other,
+                })?
+            }
+        };
         let bad = |reason: &str| AgentError::BadAnswer {
             url: client.url().to_string(),
             reason: reason.to_string(),

@@ -99,7 +99,7 @@ impl TestAuthority {
     async fn spec(&self) -> AuthoritySpec {
         AuthoritySpec {
             url: self.url(),
-            token: self.token().await.into(),
+            token: Some(self.token().await.into()),
             ca_fingerprint: self.fingerprint(),
         }
     }

@@ -65,7 +65,9 @@ pub struct EnrollArgs {
     #[arg(long = "authority", value_name = "URL", required = true)]
     pub authorities: Vec<String>,
     /// One-time enrollment token, one per --authority, in the same order.
-    #[arg(long = "token", value_name = "TOKEN", required = true)]
+    /// Without any, this host must already be enrolled at each authority
+    /// (another vault binds to its existing enrollment; no token spent).
+    #[arg(long = "token", value_name = "TOKEN")]
     pub tokens: Vec<String>,
     /// The authority's CA fingerprint (SHA256:HEX, from `atrest keyd init`),
     /// one per --authority, in the same order.

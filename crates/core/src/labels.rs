@@ -51,6 +51,8 @@ pub mod domain {
     pub const UNLOCK_REQUEST: &[u8] = b"atrest unlock request v1";
     /// Prefix of the bytes a host signs to announce a planned reboot.
     pub const REBOOT_NOTICE: &[u8] = b"atrest reboot notice v1";
+    /// Signed bind requests (`POST /v1/bind`).
+    pub const BIND_REQUEST: &[u8] = b"atrest bind request v1";
     /// Prefix of the bytes a threshold share's MAC covers.
     pub const THRESHOLD_SHARE: &[u8] = b"atrest threshold share v1";
     /// First bytes of the AAD of a threshold keyslot's sealed share.
@@ -99,6 +101,7 @@ mod tests {
             EXCHANGE_KEY_ID,
             UNLOCK_REQUEST,
             REBOOT_NOTICE,
+            BIND_REQUEST,
             THRESHOLD_SHARE,
             THRESHOLD_MEMBER,
             AUDIT_ENTRY,

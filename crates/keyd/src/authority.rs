@@ -514,6 +514,66 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         })
     }
 
+    /// An enrolled host binding another vault: it proves it is the host
+    /// and gets its current exchange key (public), so no token is spent.
+    pub async fn bind(
+        &self,
+        signed: &atrest_remote::SignedBindRequest,
+        context: RequestContext,
+    ) -> Result<Enrollment, AuthorityError> {
+        let bind = &signed.bind;
+        let details = |outcome: &str| {
+            json!({
+                "outcome": outcome,
+                "nonce": to_base64url(&bind.nonce.0),
+                "source": context.source_text(),
+            })
+        };
+        let checked = (|| {
+            let entry = self.host_entry(&bind.host_id)?;
+            atrest_remote::verify_bind(
+                signed,
+                &entry.record.public_key,
+                self.now(),
+                self.inner.options.max_skew,
+            )?;
+            check_state(&entry.record)?;
+            self.spend_nonce(bind.nonce.0, bind.timestamp)?;
+            Ok::<_, AuthorityError>(entry)
+        })();
+        let entry = match checked {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.refused(EntryKind::Enrollment, bind.host_id.as_str(), &e, || {
+                    details(e.code())
+                })
+                .await;
+                return Err(e);
+            }
+        };
+        let current = entry
+            .secrets
+            .first()
+            .ok_or_else(|| AuthorityError::Shredded(entry.record.id.clone()))?;
+        let mut d = details("bound");
+        d["key_id"] = current.key_id().to_string().into();
+        self.inner
+            .audit
+            .append(
+                NewEntry::new(EntryKind::Enrollment, entry.record.id.as_str())
+                    .subject(entry.record.id.as_str())
+                    .details(d),
+            )
+            .await?;
+        Ok(Enrollment {
+            host_id: entry.record.id.clone(),
+            group: entry.record.group.clone(),
+            exchange_key: current.public_key(),
+            key_id: current.key_id(),
+            audit_public_key: self.inner.audit.public_key(),
+        })
+    }
+
     /// Answers a signed unlock request: a grant, a held request, or why not.
     pub async fn unlock(
         &self,
@@ -1304,6 +1364,56 @@ mod tests {
         assert!(grant.audit_seq > 0);
         let key = state.unblind(&grant.response).unwrap();
         assert_eq!(key.expose(), host.key.expose());
+    }
+
+    #[tokio::test]
+    async fn an_enrolled_host_binds_another_vault_without_a_token() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        let bind = |identity: &HostIdentity| {
+            identity.sign_bind(atrest_remote::BindRequest {
+                host_id: host.id.clone(),
+                nonce: RequestNonce::random(),
+                timestamp: T0,
+            })
+        };
+        let signed = bind(&host.identity);
+        let bound = f.authority.bind(&signed, CTX).await.unwrap();
+        assert_eq!(bound.key_id, host.binding.key_id());
+        // A second vault on the same exchange key opens on its own.
+        let (second, key) = enroll(&bound.exchange_key);
+        let (request, state) = request(&f, &host.identity, &host.id, &second);
+        let grant = granted(f.authority.unlock(&request, CTX).await.unwrap());
+        assert_eq!(
+            state.unblind(&grant.response).unwrap().expose(),
+            key.expose()
+        );
+        // Replayed, or signed by someone else: refused.
+        assert_eq!(
+            f.authority.bind(&signed, CTX).await.unwrap_err().code(),
+            "replayed_nonce"
+        );
+        assert_eq!(
+            f.authority
+                .bind(&bind(&HostIdentity::generate()), CTX)
+                .await
+                .unwrap_err()
+                .code(),
+            "bad_signature"
+        );
+        // After a rotation it binds to the new key; a revoked host cannot bind.
+        let rotated = f.authority.rotate(&host.id, "test").await.unwrap();
+        let bound = f.authority.bind(&bind(&host.identity), CTX).await.unwrap();
+        assert_eq!(bound.key_id, rotated.record.key_id);
+        f.authority.revoke(&host.id, "test").await.unwrap();
+        assert_eq!(
+            f.authority
+                .bind(&bind(&host.identity), CTX)
+                .await
+                .unwrap_err()
+                .code(),
+            "revoked"
+        );
     }
 
     #[tokio::test]

@@ -213,6 +213,7 @@ pub fn router<S: Storage, A: AuditStore, C: Clock>(
         .route("/v1/unlock", post(unlock::<S, A, C>))
         .route("/v1/requests/{id}", get(poll::<S, A, C>))
         .route("/v1/reboot", post(reboot::<S, A, C>))
+        .route("/v1/bind", post(bind::<S, A, C>))
         .nest("/v1/admin", admin)
         .merge(crate::web::routes(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/keyd-api.md".into()) })
@@ -322,6 +323,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/unlock" => "unlock",
         "/v1/enroll" => "enroll",
         "/v1/reboot" => "reboot",
+        "/v1/bind" => "bind",
         "/healthz" => "healthz",
         "/metrics" => "metrics",
         "/v1/info" => "info",
@@ -481,6 +483,15 @@ async fn poll<S: Storage, A: AuditStore, C: Clock>(
 ) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT));
     Ok(reply(state.authority.poll(&id, wait).await?))
+}
+
+async fn bind<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    json: Result<Json<atrest_remote::SignedBindRequest>, JsonRejection>,
+) -> Result<Json<Enrollment>, ApiError> {
+    let signed = body(&state, json, ctx).await?;
+    Ok(Json(state.authority.bind(&signed, ctx).await?))
 }
 
 async fn reboot<S: Storage, A: AuditStore, C: Clock>(

@@ -347,6 +347,22 @@ async fn every_documented_operation_answers_as_documented() {
         .await
         .assert_refused(403, "replayed_nonce");
 
+    // Another vault bound without a token: the same exchange key.
+    let bind = serde_json::to_value(host.identity.sign_bind(atrest_remote::BindRequest {
+        host_id: host.enrollment.host_id.clone(),
+        nonce: atrest_remote::RequestNonce::random(),
+        timestamp: now(),
+    }))
+    .unwrap();
+    let bound = api
+        .host_call(post.clone(), "/v1/bind", Some(bind.clone()))
+        .await;
+    assert_eq!(bound.status, 200, "{}", bound.text);
+    assert_eq!(bound.json["key_id"], json!(host.enrollment.key_id));
+    api.host_call(post.clone(), "/v1/bind", Some(bind))
+        .await
+        .assert_refused(403, "replayed_nonce");
+
     // A planned reboot: the next boot id is accounted for.
     let notice = serde_json::to_value(host.reboot_notice(now())).unwrap();
     let reboot = api

@@ -43,6 +43,16 @@ impl HostIdentity {
         }
     }
 
+    /// Signs a bind request's canonical encoding
+    /// ([`crate::BindRequest::signed_bytes`]).
+    pub fn sign_bind(&self, bind: crate::BindRequest) -> crate::SignedBindRequest {
+        let signature = self.0.sign(&bind.signed_bytes());
+        crate::SignedBindRequest {
+            bind,
+            signature: RequestSignature(signature.to_bytes()),
+        }
+    }
+
     /// Signs a reboot notice's canonical encoding
     /// ([`RebootNotice::signed_bytes`]).
     pub fn sign_reboot(&self, notice: RebootNotice) -> SignedRebootNotice {

@@ -325,6 +325,61 @@ pub fn verify_reboot(
     Ok(signed.notice.clone())
 }
 
+/// An enrolled host asking for its current exchange key to bind another
+/// vault (`atrest enroll` without a token). Signed under its own domain
+/// tag; the answer is public (`S`), so it needs no more than proof that the
+/// asker is the enrolled host, for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindRequest {
+    pub host_id: HostId,
+    pub nonce: RequestNonce,
+    /// Unix time in seconds when the host made the request.
+    pub timestamp: u64,
+}
+
+impl BindRequest {
+    /// The bytes the host signs:
+    ///
+    /// ```text
+    /// lp(domain::BIND_REQUEST) ‖ version (1 byte) ‖ lp(host_id) ‖ lp(nonce)
+    ///   ‖ lp(timestamp, u64 big-endian)
+    /// ```
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Canonical::new(atrest_core::labels::domain::BIND_REQUEST, REQUEST_VERSION);
+        out.field(self.host_id.as_str().as_bytes())
+            .field(&self.nonce.0)
+            .field(&self.timestamp.to_be_bytes());
+        out.into_bytes()
+    }
+}
+
+/// A bind request with the host's signature, as sent to `POST /v1/bind`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedBindRequest {
+    pub bind: BindRequest,
+    pub signature: RequestSignature,
+}
+
+/// Checks a bind request as [`verify`] checks an unlock request.
+pub fn verify_bind(
+    signed: &SignedBindRequest,
+    key: &HostPublicKey,
+    now: u64,
+    max_skew: u64,
+) -> Result<BindRequest, RequestError> {
+    check_signed(
+        &signed.bind.signed_bytes(),
+        &signed.signature,
+        signed.bind.timestamp,
+        key,
+        now,
+        max_skew,
+    )?;
+    Ok(signed.bind.clone())
+}
+
 /// The checks [`verify`] and [`verify_reboot`] share.
 fn check_signed(
     message: &[u8],

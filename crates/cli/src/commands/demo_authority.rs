@@ -96,7 +96,7 @@ async fn story(
         &state,
         &[AuthoritySpec {
             url: url.clone(),
-            token: Zeroizing::new(token.token),
+            token: Some(Zeroizing::new(token.token)),
             ca_fingerprint: atrest_agent::parse_fingerprint(&made.ca_fingerprint)?,
         }],
         None,

@@ -58,23 +58,24 @@ fn host_name() -> anyhow::Result<String> {
 pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
     let n = args.authorities.len();
-    if args.tokens.len() != n || args.ca_fingerprints.len() != n {
+    if (!args.tokens.is_empty() && args.tokens.len() != n) || args.ca_fingerprints.len() != n {
         bail!(
-            "give one --token and one --ca-fingerprint per --authority ({n} authorities, {} tokens, {} fingerprints)",
+            "give one --ca-fingerprint per --authority, and one --token per --authority or none \
+             (none: this host is already enrolled there) ({n} authorities, {} tokens, {} fingerprints)",
             args.tokens.len(),
             args.ca_fingerprints.len()
         );
     }
     let mut specs = Vec::with_capacity(n);
-    for ((url, token), fingerprint) in args
+    for (i, (url, fingerprint)) in args
         .authorities
         .iter()
-        .zip(&args.tokens)
         .zip(&args.ca_fingerprints)
+        .enumerate()
     {
         specs.push(AuthoritySpec {
             url: url.clone(),
-            token: Zeroizing::new(token.clone()),
+            token: args.tokens.get(i).map(|t| Zeroizing::new(t.clone())),
             ca_fingerprint: parse_fingerprint(fingerprint)?,
         });
     }

@@ -263,6 +263,42 @@ fn a_host_and_its_authority_in_two_network_namespaces() {
     std::fs::write(mnt.join("ledger.csv"), b"account,balance\n").unwrap();
     unmount(&mnt);
 
+    // A second vault of the same host binds to its enrollment: no token.
+    let (uploads, uploads_mnt, uploads_pass) = new_vault(dir.path(), "uploads");
+    let bind = |state: &Path| {
+        on_host(
+            &net,
+            state,
+            BOOT_1,
+            &[
+                &"enroll",
+                &uploads,
+                &"--authority",
+                &authority.url,
+                &"--ca-fingerprint",
+                &authority.fingerprint,
+                &"--host-name",
+                &"web-1",
+                &"--passphrase-file",
+                &uploads_pass,
+            ],
+        )
+    };
+    success(bind(&state));
+    success(on_host(
+        &net,
+        &state,
+        BOOT_1,
+        &[&"unlock", &uploads, &"--mount", &uploads_mnt],
+    ));
+    unmount(&uploads_mnt);
+    // Without the host's identity, no token means no enrollment.
+    let err = failure(bind(&dir.path().join("stranger-state")));
+    assert!(
+        err.contains("not enrolled") && err.contains("--token"),
+        "{err}"
+    );
+
     // A simulated reboot, announced: the new boot id unlocks at once and
     // the data is there.
     success(on_host(

@@ -156,3 +156,51 @@ fn the_signed_bytes_are_canonical() {
     }
     assert_eq!(n.signed_bytes(), expected);
 }
+
+fn bind(timestamp: u64) -> atrest_remote::BindRequest {
+    atrest_remote::BindRequest {
+        host_id: HostId::new("web-1").unwrap(),
+        nonce: RequestNonce::random(),
+        timestamp,
+    }
+}
+
+#[test]
+fn a_bind_request_verifies_and_nothing_else_passes_as_one() {
+    use atrest_remote::{SignedBindRequest, verify_bind};
+    let host = HostIdentity::generate();
+    let signed = host.sign_bind(bind(NOW));
+    assert_eq!(
+        verify_bind(&signed, &host.public_key(), NOW, SKEW).unwrap(),
+        signed.bind
+    );
+    // Any changed field, another key, a stale time: refused.
+    let mut tampered = signed.clone();
+    tampered.bind.host_id = HostId::new("db-3").unwrap();
+    assert_eq!(
+        verify_bind(&tampered, &host.public_key(), NOW, SKEW).unwrap_err(),
+        RequestError::BadSignature
+    );
+    let mut tampered = signed.clone();
+    tampered.bind.timestamp += 1;
+    assert!(verify_bind(&tampered, &host.public_key(), NOW, SKEW).is_err());
+    let other = HostIdentity::generate();
+    assert!(verify_bind(&signed, &other.public_key(), NOW, SKEW).is_err());
+    assert!(verify_bind(&signed, &host.public_key(), NOW + SKEW + 1, SKEW).is_err());
+    // A reboot notice's signature over the same host, nonce and time is not
+    // a bind request's (domain separation).
+    let notice = host.sign_reboot(RebootNotice {
+        host_id: signed.bind.host_id.clone(),
+        boot_id: BootId::new("0").unwrap(),
+        nonce: signed.bind.nonce,
+        timestamp: NOW,
+    });
+    let forged = SignedBindRequest {
+        bind: signed.bind.clone(),
+        signature: notice.signature,
+    };
+    assert_eq!(
+        verify_bind(&forged, &host.public_key(), NOW, SKEW).unwrap_err(),
+        RequestError::BadSignature
+    );
+}
