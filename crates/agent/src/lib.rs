@@ -24,7 +24,7 @@
 //! let state = StateDir::from_env();
 //! let keys = AuthoritySpec {
 //!     url: "https://keys.example:7443".into(),
-//!     token: String::from("one-time token").into(),
+//!     token: Some(String::from("one-time token").into()),
 //!     ca_fingerprint: parse_fingerprint(&format!("SHA256:{}", "ab".repeat(32)))?,
 //! };
 //! atrest_agent::enroll(vault, &state, &[keys], None, "web-1", "keys").await?;
