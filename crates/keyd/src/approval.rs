@@ -72,6 +72,9 @@ struct PendingEntry {
 #[derive(Default)]
 pub(crate) struct PendingRequests(Mutex<HashMap<String, PendingEntry>>);
 
+/// Held requests one host may have waiting at once.
+pub const MAX_PENDING_PER_HOST: usize = 8;
+
 /// How long decided requests stay answerable to the host's poll.
 const KEEP_DECIDED: u64 = 600;
 
@@ -122,6 +125,22 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         context: RequestContext,
     ) -> Result<PendingView, AuthorityError> {
         let request = verified.request();
+        let waiting = self.inner.pending.with(|map| {
+            map.values()
+                .filter(|e| {
+                    e.view.host_id == entry.record.id && e.view.state == PendingState::Pending
+                })
+                .count()
+        });
+        if waiting >= MAX_PENDING_PER_HOST {
+            // A host cannot fill the approvers' page, the log or memory.
+            return Err(AuthorityError::Denied {
+                host: entry.record.id.clone(),
+                reason: format!(
+                    "{waiting} of its requests already wait for an approver; decide those first"
+                ),
+            });
+        }
         // Never starts with `-`, so `atrest keyd approve ID` parses.
         let id = format!("req_{}", to_base64url(&atrest_core::random_array::<16>()));
         let now = self.now();

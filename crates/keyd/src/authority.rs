@@ -616,8 +616,16 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 Err(e)
             }
             Ok(Verdict::Hold { reason }) => {
-                let view = self.hold(&entry, verified, &boot, reason, context).await?;
-                Ok(UnlockOutcome::Pending(Box::new(view)))
+                match self.hold(&entry, verified, &boot, reason, context).await {
+                    Ok(view) => Ok(UnlockOutcome::Pending(Box::new(view))),
+                    Err(e) => {
+                        let mut d = details(e.code());
+                        d["boot"] = boot.name().into();
+                        self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || d)
+                            .await;
+                        Err(e)
+                    }
+                }
             }
             Ok(Verdict::Release) => {
                 let mut d = details("released");
@@ -1430,6 +1438,7 @@ mod tests {
             let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
             let view = pending(f.authority.unlock(&signed, CTX).await.unwrap());
             assert!(view.id.starts_with("req_"), "{}", view.id);
+            f.authority.decide(&view.id, false, "test").await.unwrap();
         }
     }
 
@@ -1672,6 +1681,16 @@ mod tests {
         assert!(
             log.iter()
                 .any(|e| e.kind == EntryKind::Approval && e.actor == "alice")
+        );
+        // A host cannot pile up held requests.
+        for _ in 0..crate::approval::MAX_PENDING_PER_HOST {
+            let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+            pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        }
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        assert_eq!(
+            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            "denied"
         );
         // Deciding twice is refused.
         assert_eq!(
