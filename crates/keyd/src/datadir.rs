@@ -364,7 +364,7 @@ pub async fn serve(
     let token = dir.admin_token()?;
     let authority = dir.authority(options).await?;
     let address = listen.unwrap_or(&settings.listen);
-    let listener = tokio::net::TcpListener::bind(address)
+    let listener = bind_listener(address)
         .await
         .map_err(|e| file_error(Path::new(address), format!("cannot listen there: {e}")))?;
     let local = listener
@@ -387,4 +387,34 @@ pub async fn serve(
     authority.flush_boots().await?;
     served?;
     Ok(())
+}
+
+/// Connections the kernel queues before keyd accepts them: a fleet booting
+/// at once arrives in one burst (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default).
+pub const LISTEN_BACKLOG: u32 = 8192;
+
+async fn bind_listener(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolves to nothing",
+        )
+    }))
 }

@@ -225,6 +225,12 @@ impl TlsListener {
                 if sender.is_closed() {
                     return;
                 }
+                // Answers are written as several TLS records; without this,
+                // Nagle's algorithm meets the client's delayed ACK and a
+                // request waits 40 ms.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY");
+                }
                 let acceptor = acceptor.clone();
                 let sender = sender.clone();
                 tokio::spawn(async move {
