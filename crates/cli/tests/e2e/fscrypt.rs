@@ -182,3 +182,60 @@ fn clear_errors_for_unusable_directories() {
     let out = run(&[&"lock", &fs_.path().join("nothing-here")]);
     assert!(!out.status.success());
 }
+
+/// An fscrypt vault opened at boot by the key authority alone.
+#[test]
+fn the_key_authority_unlocks_an_fscrypt_vault() {
+    let keyd = crate::keyd::Keyd::start();
+    let fs_ = SmallFs::ext4_with(64, &["-O", "encrypt"]);
+    let data = fs_.path().join("data");
+    let pass = fs_.path().join("pass");
+    let state = fs_.path().join("host-state");
+    fs::write(&pass, "fscrypt passphrase\n").unwrap();
+    init(&data, &pass);
+    ok(&[&"unlock", &data, &"--passphrase-file", &pass]);
+    fs::write(data.join("secret.txt"), CANARY).unwrap();
+    ok(&[&"lock", &data]);
+    assert!(fs::read(data.join("secret.txt")).is_err());
+
+    let token = keyd.token("db");
+    let fingerprint = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
+    let host = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = crate::common::atrest();
+        cmd.env("ATREST_STATE_DIR", &state)
+            .env("ATREST_BOOT_ID", "f5c1a0de-0000-4000-8000-000000000001");
+        for a in args {
+            cmd.arg(a);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    host(&[
+        &"enroll",
+        &data,
+        &"--authority",
+        &keyd.base,
+        &"--token",
+        &token,
+        &"--ca-fingerprint",
+        &fingerprint,
+        &"--host-name",
+        &"db-1",
+        &"--passphrase-file",
+        &pass,
+    ]);
+    // No passphrase: the authority answers, the kernel gets the key.
+    host(&[&"unlock", &data]);
+    assert_eq!(fs::read_to_string(data.join("secret.txt")).unwrap(), CANARY);
+    ok(&[&"lock", &data]);
+    keyd.cli_ok(&["host", "revoke", "db-1"]);
+    let out = crate::common::atrest()
+        .env("ATREST_STATE_DIR", &state)
+        .args(["unlock"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    assert!(fs::read(data.join("secret.txt")).is_err());
+}
