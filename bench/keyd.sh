@@ -36,7 +36,8 @@
 # /dev/fuse (root) for the `atrest unlock --mount` row. Installs nothing:
 #   apt-get install -y tang socat jose clevis
 # Builds `atrest` and the `keyd_load` example in release mode (set
-# NO_BUILD=1 to use what is in target/release).
+# NO_BUILD=1 to use what is in target/release, or ATREST=/path/atrest and
+# KEYD_LOAD=/path/keyd_load to run other builds).
 #
 # Env: REPS (default 3), HOSTS (default 10000), REQUESTS (per keep-alive
 #      phase, default 20000), DURATION (cap per phase in s, default 10),
@@ -76,14 +77,14 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
     (cd "$REPO_ROOT" && cargo build --release -q -p atrest &&
         cargo build --release -q -p atrest-keyd --example keyd_load) || die "build failed"
 fi
-for b in atrest examples/keyd_load; do
-    [[ -x $REPO_ROOT/target/release/$b ]] || die "target/release/$b missing"
-done
+ATREST_BIN=${ATREST:-$REPO_ROOT/target/release/atrest}
+LOAD_BIN=${KEYD_LOAD:-$REPO_ROOT/target/release/examples/keyd_load}
+for b in "$ATREST_BIN" "$LOAD_BIN"; do [[ -x $b ]] || die "$b missing"; done
 
 BASE=$(mktemp -d "${BENCH_DIR:-/var/tmp}/atrest-keyd-bench.XXXXXX")
 # private copies: the shared target dir may be rebuilt while this runs
-cp "$REPO_ROOT/target/release/atrest" "$BASE/atrest"
-cp "$REPO_ROOT/target/release/examples/keyd_load" "$BASE/keyd_load"
+cp "$ATREST_BIN" "$BASE/atrest"
+cp "$LOAD_BIN" "$BASE/keyd_load"
 ATREST=$BASE/atrest LOAD=$BASE/keyd_load
 ATREST_SHA=$(sha256sum "$ATREST" | cut -c1-12)
 KEYD_PID= TANG_PID=
