@@ -387,6 +387,7 @@ fn is_granted(body: &[u8]) -> bool {
 
 /// C workers take the next prepared body until all are sent or `deadline`
 /// passes.
+#[allow(clippy::too_many_arguments)] // a bench driver: one call site per mode
 async fn fire(
     client: &reqwest::Client,
     url: &str,
