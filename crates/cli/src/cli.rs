@@ -213,6 +213,15 @@ pub struct UnlockCmdArgs {
     /// A FUSE vault: mount its plaintext view here.
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+    /// With --mount: mount options, as for `atrest mount -o` (allow_other so
+    /// that service users such as postgres can use the mount).
+    #[arg(
+        short = 'o',
+        value_name = "OPTIONS",
+        value_delimiter = ',',
+        requires = "mount"
+    )]
+    pub options: Vec<String>,
     #[command(flatten)]
     pub retry: AuthorityRetryArgs,
 }

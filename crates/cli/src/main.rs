@@ -13,6 +13,10 @@ use clap::Parser;
 /// Exit code when `fsck` found problems (as e2fsck: errors left uncorrected).
 pub const EXIT_CORRUPT: u8 = 4;
 
+/// Exit code when a key authority refused an unlock for good (denied,
+/// revoked, shredded); other failures (unreachable, timed out) exit 1.
+pub const EXIT_REFUSED: u8 = 5;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")

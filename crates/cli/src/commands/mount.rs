@@ -51,10 +51,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
 }
 
-/// `atrest unlock VAULT --mount DIR`: mounts a FUSE vault that was already
-/// unlocked (by its key authority), with the default mount options, through
-/// the same background mount process as `atrest mount`.
-pub(crate) fn mount_unlocked(vault: &Vault, mountpoint: &Path) -> anyhow::Result<ExitCode> {
+/// `atrest unlock VAULT --mount DIR [-o OPTIONS]`: mounts a FUSE vault that
+/// was already unlocked (by its key authority), through the same background
+/// mount process as `atrest mount`.
+pub(crate) fn mount_unlocked(
+    vault: &Vault,
+    mountpoint: &Path,
+    options: &[String],
+) -> anyhow::Result<ExitCode> {
     let vault_path = fs::canonicalize(vault.root())?;
     let mountpoint = check_mountpoint(mountpoint)?;
     check_dev_fuse()?;
@@ -69,12 +73,13 @@ pub(crate) fn mount_unlocked(vault: &Vault, mountpoint: &Path) -> anyhow::Result
         mountpoint: mountpoint.clone(),
         unlock: Default::default(),
         foreground: false,
-        options: Vec::new(),
+        options: options.to_vec(),
         threads: 4,
         cache_seconds: 1.0,
         log_file: None,
         master_key_stdin: false,
     };
+    mount_config(&args, &vault_path)?;
     spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
 }
 

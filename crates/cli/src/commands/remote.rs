@@ -119,6 +119,26 @@ pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
 /// key file given (or no remote slot), as before; otherwise through the
 /// vault's remote or threshold keyslot.
 pub fn unlock(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
+    match unlock_vault(args) {
+        Err(e) if is_final_refusal(&e) => {
+            eprintln!("atrest: error: {e:#}");
+            Ok(ExitCode::from(crate::EXIT_REFUSED))
+        }
+        other => other,
+    }
+}
+
+/// The authority said no for good (denied, revoked, shredded): retrying
+/// cannot help, so the exit code says so (systemd: `RestartPreventExitStatus`).
+fn is_final_refusal(error: &anyhow::Error) -> bool {
+    use atrest_agent::AgentError;
+    matches!(
+        error.downcast_ref::<AgentError>(),
+        Some(AgentError::Denied { .. } | AgentError::Revoked { .. } | AgentError::Shredded { .. })
+    )
+}
+
+fn unlock_vault(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
     let (location, locked) = super::open_locked(&args.vault)?;
     let remote = !has_secret(&args.unlock) && has_remote_slot(&locked);
@@ -154,7 +174,7 @@ pub fn unlock(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
             } else {
                 locked.unlock(&secrets::unlocker(&args.unlock)?)?
             };
-            super::mount::mount_unlocked(&vault, mountpoint)
+            super::mount::mount_unlocked(&vault, mountpoint, &args.options)
         }
     }
 }

@@ -311,8 +311,14 @@ fn a_host_and_its_authority_in_two_network_namespaces() {
         &net,
         &state,
         BOOT_2,
-        &[&"unlock", &vault, &"--mount", &mnt],
+        &[&"unlock", &vault, &"--mount", &mnt, &"-o", &"allow_other"],
     ));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(mnt.to_str().unwrap()))
+        .expect("the vault is mounted");
+    assert!(line.contains("allow_other"), "{line}");
     assert_eq!(
         std::fs::read(mnt.join("ledger.csv")).unwrap(),
         b"account,balance\n"
@@ -401,13 +407,11 @@ fn a_host_and_its_authority_in_two_network_namespaces() {
 
     // Revoked: refused. Shredded: refused for good.
     authority.admin(&["host", "revoke", "web-1"]);
-    let err = failure(on_host(
-        &net,
-        &state,
-        BOOT_3,
-        &[&"unlock", &vault, &"--mount", &mnt],
-    ));
-    assert!(err.contains("revoked"), "{err}");
+    let out = on_host(&net, &state, BOOT_3, &[&"unlock", &vault, &"--mount", &mnt])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "a final refusal exits 5");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
     authority.admin(&["host", "shred", "web-1", "--yes"]);
     let err = failure(on_host(
         &net,
