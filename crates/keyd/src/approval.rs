@@ -63,6 +63,7 @@ pub struct PendingView {
 struct PendingEntry {
     view: PendingView,
     verified: VerifiedRequest,
+    ticket: Option<atrest_remote::BootTicket>,
     /// The grant, once made: a second poll gets the same answer and the
     /// log one release.
     grant: Option<Grant>,
@@ -120,6 +121,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         &self,
         entry: &HostEntry,
         verified: VerifiedRequest,
+        ticket: Option<atrest_remote::BootTicket>,
         boot: &BootStatus,
         reason: String,
         context: RequestContext,
@@ -184,6 +186,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 PendingEntry {
                     view: view.clone(),
                     verified,
+                    ticket,
                     grant: None,
                     changed,
                 },
@@ -315,12 +318,18 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     async fn grant_approved(&self, id: &str) -> Result<UnlockOutcome, AuthorityError> {
-        let (view, verified, grant) = self
+        let (view, verified, ticket, grant) = self
             .inner
             .pending
             .with(|map| {
-                map.get(id)
-                    .map(|e| (e.view.clone(), e.verified.clone(), e.grant.clone()))
+                map.get(id).map(|e| {
+                    (
+                        e.view.clone(),
+                        e.verified.clone(),
+                        e.ticket.clone(),
+                        e.grant.clone(),
+                    )
+                })
             })
             .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?;
         if let Some(grant) = grant {
@@ -343,7 +352,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             "key_id": request.key_id.to_string(),
             "source": view.source,
         });
-        let grant = self.release(&entry, &verified, details).await?;
+        let grant = self
+            .release(&entry, &verified, ticket.as_ref(), details)
+            .await?;
         self.inner.pending.with(|map| {
             if let Some(e) = map.get_mut(id) {
                 e.grant = Some(grant.clone());

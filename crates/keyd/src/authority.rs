@@ -99,6 +99,11 @@ pub enum AuthorityError {
     AlreadyDecided { id: String, state: &'static str },
     #[error("unknown approver or wrong or reused TOTP code")]
     BadApproverCode,
+    #[error(
+        "host {0}: only the boot the authority last released to can announce its end, with its \
+         boot ticket; this notice has neither (a copy of the host's disk?)"
+    )]
+    UnprovenBoot(HostId),
     #[error("a host named {0} is already enrolled; pick another name or shred the old one")]
     HostExists(HostId),
     #[error("the audit log cannot record this, so nothing is released: {0}")]
@@ -135,6 +140,7 @@ impl AuthorityError {
             Self::UnknownRequest(_) => "unknown_request",
             Self::AlreadyDecided { .. } => "already_decided",
             Self::BadApproverCode => "bad_code",
+            Self::UnprovenBoot(_) => "unproven_boot",
             Self::HostExists(_) => "host_exists",
             Self::Audit(_) => "audit_unavailable",
             Self::Storage(_) => "storage_error",
@@ -205,6 +211,8 @@ pub struct Grant {
     pub audit_seq: u64,
     pub checkpoint: Option<Checkpoint>,
     pub rebind: Option<Rebind>,
+    /// A new boot's ticket (its first release); the host keeps it in RAM.
+    pub boot_ticket: Option<atrest_remote::BootTicket>,
 }
 
 /// Where a request came from, for the log and the approver.
@@ -234,20 +242,33 @@ pub struct HostView {
 pub(crate) enum BootStatus {
     /// No release since enrollment.
     First,
+    /// The boot last released to, proven by its ticket.
     Same,
     /// Announced with `atrest reboot --planned`.
     Planned,
     /// A new boot id nobody announced.
-    Unannounced {
-        previous: String,
-    },
+    Unannounced { previous: String },
+    /// The last boot's id without its ticket: a copy of the disk claiming
+    /// to be the running host, or a host that lost `/run`.
+    Unproven,
 }
 
 impl BootStatus {
-    pub fn of(state: &BootState, boot_id: &str, now: u64) -> Self {
+    pub fn of(
+        state: &BootState,
+        boot_id: &str,
+        ticket: Option<&atrest_remote::BootTicket>,
+        now: u64,
+    ) -> Self {
         match &state.last_boot_id {
             None => Self::First,
-            Some(last) if last == boot_id => Self::Same,
+            Some(last) if last == boot_id => {
+                let proven = matches!(
+                    (ticket, &state.ticket_hash),
+                    (Some(t), Some(h)) if atrest_core::constant_time_eq(&t.hash(), h)
+                );
+                if proven { Self::Same } else { Self::Unproven }
+            }
             Some(last) => {
                 let planned = state.planned_until.is_some_and(|until| until >= now)
                     && state.planned_from.as_deref() != Some(boot_id);
@@ -268,6 +289,7 @@ impl BootStatus {
             Self::Same => "same",
             Self::Planned => "planned",
             Self::Unannounced { .. } => "unannounced",
+            Self::Unproven => "unproven",
         }
     }
 }
@@ -605,6 +627,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let boot = BootStatus::of(
             &self.inner.boots.get(&entry.record.id),
             request.boot_id.as_str(),
+            signed.boot_ticket.as_ref(),
             self.now(),
         );
         match self.verdict(&entry.record, &boot) {
@@ -616,7 +639,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 Err(e)
             }
             Ok(Verdict::Hold { reason }) => {
-                match self.hold(&entry, verified, &boot, reason, context).await {
+                match self
+                    .hold(
+                        &entry,
+                        verified,
+                        signed.boot_ticket.clone(),
+                        &boot,
+                        reason,
+                        context,
+                    )
+                    .await
+                {
                     Ok(view) => Ok(UnlockOutcome::Pending(Box::new(view))),
                     Err(e) => {
                         let mut d = details(e.code());
@@ -630,7 +663,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             Ok(Verdict::Release) => {
                 let mut d = details("released");
                 d["boot"] = boot.name().into();
-                let grant = self.release(&entry, &verified, d).await?;
+                let grant = self
+                    .release(&entry, &verified, signed.boot_ticket.as_ref(), d)
+                    .await?;
                 Ok(UnlockOutcome::Granted(Box::new(grant)))
             }
         }
@@ -699,11 +734,19 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             Policy::Approve => hold = Some("its policy requires an approver".to_owned()),
             Policy::Auto => {}
         }
-        if let BootStatus::Unannounced { previous } = boot {
-            let why = format!(
+        let why = match boot {
+            BootStatus::Unannounced { previous } => Some(format!(
                 "unaccounted reboot: the boot id changed from {previous} without \
                  `atrest reboot --planned`"
-            );
+            )),
+            BootStatus::Unproven => Some(
+                "the running boot's id without its boot ticket: a copy of this host's disk, \
+                 or a host that lost /run"
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        if let Some(why) = why {
             match rule.unannounced_reboot {
                 Policy::Deny => return Err(deny(why)),
                 Policy::Approve => hold = Some(hold.map_or(why.clone(), |h| format!("{h}; {why}"))),
@@ -722,6 +765,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         &self,
         entry: &HostEntry,
         verified: &VerifiedRequest,
+        ticket: Option<&atrest_remote::BootTicket>,
         details: serde_json::Value,
     ) -> Result<Grant, AuthorityError> {
         let request = verified.request();
@@ -750,10 +794,20 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let response = secret.respond(verified)?;
         let now = self.now();
         let boot_id = request.boot_id.as_str().to_owned();
+        let proven =
+            BootStatus::of(&self.inner.boots.get(host), &boot_id, ticket, now) == BootStatus::Same;
+        // A boot that has not proven itself (new, or unproven but released
+        // by policy or an approver) gets a fresh ticket; the previous one
+        // stops working.
+        let boot_ticket = (!proven).then(atrest_remote::BootTicket::random);
+        let ticket_hash = boot_ticket.as_ref().map(atrest_remote::BootTicket::hash);
         self.inner.boots.update(host, |state| {
             if state.last_boot_id.as_deref() != Some(&boot_id) {
                 state.planned_until = None;
                 state.planned_from = None;
+            }
+            if let Some(hash) = ticket_hash {
+                state.ticket_hash = Some(hash);
             }
             state.last_boot_id = Some(boot_id);
             state.last_unlock_at = Some(now);
@@ -767,6 +821,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 .checkpoint
                 .or_else(|| self.inner.audit.latest_checkpoint()),
             rebind,
+            boot_ticket,
         })
     }
 
@@ -883,6 +938,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             )?;
             check_state(&entry.record)?;
             self.spend_nonce(notice.nonce.0, notice.timestamp)?;
+            let boot = BootStatus::of(
+                &self.inner.boots.get(&entry.record.id),
+                notice.boot_id.as_str(),
+                signed.boot_ticket.as_ref(),
+                self.now(),
+            );
+            if boot != BootStatus::Same {
+                return Err(AuthorityError::UnprovenBoot(entry.record.id.clone()));
+            }
             Ok::<_, AuthorityError>(entry)
         })();
         let entry = match checked {
@@ -1144,7 +1208,8 @@ mod tests {
 
     use atrest_audit::{AuditSigningKey, ChainHead, Entry, LogOptions, SqliteStore, StoreError};
     use atrest_remote::{
-        BootId, HostIdentity, RemoteBinding, RequestNonce, UnblindingState, UnlockRequest, enroll,
+        BootId, BootTicket, HostIdentity, RemoteBinding, RequestNonce, UnblindingState,
+        UnlockRequest, enroll,
     };
 
     use super::*;
@@ -1199,6 +1264,37 @@ mod tests {
         audit_fails: Arc<AtomicBool>,
         audit_seed: [u8; 32],
         dir: tempfile::TempDir,
+        /// Boot tickets the hosts got, by (host, boot id): what a host keeps
+        /// in /run.
+        tickets: std::sync::Mutex<std::collections::HashMap<(String, String), BootTicket>>,
+    }
+
+    /// Unlocks as a host does: keeps the boot ticket of a grant.
+    async fn unlock(
+        f: &Fixture,
+        signed: &SignedUnlockRequest,
+    ) -> Result<UnlockOutcome, AuthorityError> {
+        let outcome = f.authority.unlock(signed, CTX).await;
+        if let Ok(UnlockOutcome::Granted(grant)) = &outcome
+            && let Some(ticket) = &grant.boot_ticket
+        {
+            f.tickets.lock().unwrap().insert(
+                (
+                    signed.request.host_id.to_string(),
+                    signed.request.boot_id.to_string(),
+                ),
+                ticket.clone(),
+            );
+        }
+        outcome
+    }
+
+    fn ticket(f: &Fixture, host: &HostId, boot: &str) -> Option<BootTicket> {
+        f.tickets
+            .lock()
+            .unwrap()
+            .get(&(host.to_string(), boot.to_owned()))
+            .cloned()
     }
 
     const T0: u64 = 1_800_000_000;
@@ -1229,6 +1325,7 @@ mod tests {
             audit_fails: fail,
             audit_seed,
             dir,
+            tickets: Default::default(),
         }
     }
 
@@ -1270,6 +1367,7 @@ mod tests {
             audit_fails,
             audit_seed,
             dir,
+            tickets,
         } = f;
         drop(authority);
         // Let the writer task see the channel close and finish.
@@ -1288,6 +1386,7 @@ mod tests {
             audit_fails,
             audit_seed,
             dir,
+            tickets,
         }
     }
 
@@ -1353,6 +1452,10 @@ mod tests {
             timestamp: f.clock.now_ms() / 1000,
             boot_id: BootId::new(boot).unwrap(),
         });
+        let signed = SignedUnlockRequest {
+            boot_ticket: ticket(f, id, boot),
+            ..signed
+        };
         (signed, state)
     }
 
@@ -1368,7 +1471,7 @@ mod tests {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
         let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
-        let grant = granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        let grant = granted(unlock(&f, &signed).await.unwrap());
         assert!(grant.audit_seq > 0);
         let key = state.unblind(&grant.response).unwrap();
         assert_eq!(key.expose(), host.key.expose());
@@ -1391,7 +1494,7 @@ mod tests {
         // A second vault on the same exchange key opens on its own.
         let (second, key) = enroll(&bound.exchange_key);
         let (request, state) = request(&f, &host.identity, &host.id, &second);
-        let grant = granted(f.authority.unlock(&request, CTX).await.unwrap());
+        let grant = granted(unlock(&f, &request).await.unwrap());
         assert_eq!(
             state.unblind(&grant.response).unwrap().expose(),
             key.expose()
@@ -1436,7 +1539,7 @@ mod tests {
             let token = f.authority.create_token("web", 60, "test").await.unwrap();
             assert!(token.token.starts_with("atrest_tok_"), "{}", token.token);
             let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-            let view = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+            let view = pending(unlock(&f, &signed).await.unwrap());
             assert!(view.id.starts_with("req_"), "{}", view.id);
             f.authority.decide(&view.id, false, "test").await.unwrap();
         }
@@ -1472,8 +1575,8 @@ mod tests {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        granted(f.authority.unlock(&signed, CTX).await.unwrap());
-        let replay = f.authority.unlock(&signed, CTX).await.unwrap_err();
+        granted(unlock(&f, &signed).await.unwrap());
+        let replay = unlock(&f, &signed).await.unwrap_err();
         assert_eq!(replay.code(), "replayed_nonce");
     }
 
@@ -1483,10 +1586,7 @@ mod tests {
         let host = enroll_host(&f, "web-1").await;
         f.authority.revoke(&host.id, "test").await.unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
-            "revoked"
-        );
+        assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "revoked");
         let secret = f.authority.storage().host_secrets(&host.id).await.unwrap();
         let secret = secret[0].secret.clone();
         f.authority.shred(&host.id, "test").await.unwrap();
@@ -1524,10 +1624,7 @@ mod tests {
             );
         }
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
-            "shredded"
-        );
+        assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "shredded");
     }
 
     #[tokio::test]
@@ -1538,15 +1635,12 @@ mod tests {
         // A signs a request naming B.
         let (signed, _) = request(&f, &a.identity, &b.id, &b.binding);
         assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            unlock(&f, &signed).await.unwrap_err().code(),
             "bad_signature"
         );
         // A asks under its own name for B's keyslot.
         let (signed, _) = request(&f, &a.identity, &a.id, &b.binding);
-        assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
-            "unknown_key"
-        );
+        assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "unknown_key");
     }
 
     #[tokio::test]
@@ -1556,13 +1650,13 @@ mod tests {
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         f.clock.0.fetch_add(301_000, Ordering::SeqCst);
         assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            unlock(&f, &signed).await.unwrap_err().code(),
             "stale_request"
         );
         let stranger = HostId::new("nobody").unwrap();
         let (signed, _) = request(&f, &host.identity, &stranger, &host.binding);
         assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            unlock(&f, &signed).await.unwrap_err().code(),
             "unknown_host"
         );
     }
@@ -1581,7 +1675,7 @@ mod tests {
             .unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert!(matches!(
-            f.authority.unlock(&signed, CTX).await.unwrap(),
+            unlock(&f, &signed).await.unwrap(),
             UnlockOutcome::Pending(_)
         ));
         // The host's own policy wins over its group's.
@@ -1594,10 +1688,7 @@ mod tests {
             .await
             .unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
-            "denied"
-        );
+        assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "denied");
     }
 
     #[tokio::test]
@@ -1607,7 +1698,7 @@ mod tests {
         f.audit_fails.store(true, Ordering::SeqCst);
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            unlock(&f, &signed).await.unwrap_err().code(),
             "audit_unavailable"
         );
     }
@@ -1625,7 +1716,7 @@ mod tests {
         boot: &str,
     ) -> (Result<UnlockOutcome, AuthorityError>, UnblindingState) {
         let (signed, state) = request_at_boot(f, &host.identity, &host.id, &host.binding, boot);
-        (f.authority.unlock(&signed, CTX).await, state)
+        (unlock(&f, &signed).await, state)
     }
 
     async fn poll_now(f: &Fixture, id: &str) -> Result<UnlockOutcome, AuthorityError> {
@@ -1645,7 +1736,7 @@ mod tests {
             .await
             .unwrap();
         let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
-        let view = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        let view = pending(unlock(&f, &signed).await.unwrap());
         assert_eq!(view.state, PendingState::Pending);
         assert!(
             view.reason.contains("requires an approver"),
@@ -1685,13 +1776,10 @@ mod tests {
         // A host cannot pile up held requests.
         for _ in 0..crate::approval::MAX_PENDING_PER_HOST {
             let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-            pending(f.authority.unlock(&signed, CTX).await.unwrap());
+            pending(unlock(&f, &signed).await.unwrap());
         }
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
-            "denied"
-        );
+        assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "denied");
         // Deciding twice is refused.
         assert_eq!(
             f.authority
@@ -1716,7 +1804,7 @@ mod tests {
             .await
             .unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        let denied = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        let denied = pending(unlock(&f, &signed).await.unwrap());
         f.authority
             .decide(&denied.id, false, "alice")
             .await
@@ -1724,7 +1812,7 @@ mod tests {
         assert_eq!(poll_now(&f, &denied.id).await.unwrap_err().code(), "denied");
 
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        let waiting = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        let waiting = pending(unlock(&f, &signed).await.unwrap());
         f.clock.0.fetch_add(601_000, Ordering::SeqCst);
         f.authority.maintain().await;
         assert_eq!(
@@ -1761,7 +1849,7 @@ mod tests {
             .await
             .unwrap();
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        let view = pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        let view = pending(unlock(&f, &signed).await.unwrap());
         f.authority.revoke(&host.id, "test").await.unwrap();
         assert_eq!(poll_now(&f, &view.id).await.unwrap_err().code(), "denied");
     }
@@ -1782,14 +1870,56 @@ mod tests {
         );
         assert_eq!(view.boot, "unannounced");
         f.authority.decide(&view.id, true, "alice").await.unwrap();
-        granted(poll_now(&f, &view.id).await.unwrap());
+        let approved = granted(poll_now(&f, &view.id).await.unwrap());
+        let b00b_ticket = approved.boot_ticket.expect("a new boot gets a ticket");
+        let notice_from = |boot: &str, ticket: Option<BootTicket>| {
+            let signed = host.identity.sign_reboot(atrest_remote::RebootNotice {
+                host_id: host.id.clone(),
+                boot_id: BootId::new(boot).unwrap(),
+                nonce: RequestNonce::random(),
+                timestamp: T0,
+            });
+            atrest_remote::SignedRebootNotice {
+                boot_ticket: ticket,
+                ..signed
+            }
+        };
+        // A copy of the disk has the identity but not the running boot's
+        // ticket: it cannot announce a reboot, under any boot id...
+        for (boot, ticket) in [
+            ("b00b", None),
+            ("made-up", None),
+            ("made-up", Some(b00b_ticket.clone())),
+            ("b00b", Some(BootTicket::random())),
+        ] {
+            assert_eq!(
+                f.authority
+                    .announce_reboot(&notice_from(boot, ticket), CTX)
+                    .await
+                    .unwrap_err()
+                    .code(),
+                "unproven_boot"
+            );
+        }
+        // ...nor pass for the running boot: held, with the reason.
+        let (signed, _) = request_at_boot(&f, &host.identity, &host.id, &host.binding, "b00b");
+        let clone = SignedUnlockRequest {
+            boot_ticket: None,
+            ..signed
+        };
+        let held = pending(unlock(&f, &clone).await.unwrap());
+        assert_eq!(held.boot, "unproven");
+        assert!(held.reason.contains("boot ticket"), "{}", held.reason);
+        // The running boot, with its ticket, is itself.
+        let (signed, _) = request_at_boot(&f, &host.identity, &host.id, &host.binding, "b00b");
+        let signed = SignedUnlockRequest {
+            boot_ticket: Some(b00b_ticket.clone()),
+            ..signed
+        };
+        let same = granted(unlock(&f, &signed).await.unwrap());
+        assert!(same.boot_ticket.is_none(), "a proven boot keeps its ticket");
         // Announced from boot b00b: the next boot is released at once...
-        let notice = host.identity.sign_reboot(atrest_remote::RebootNotice {
-            host_id: host.id.clone(),
-            boot_id: BootId::new("b00b").unwrap(),
-            nonce: RequestNonce::random(),
-            timestamp: T0,
-        });
+        let notice = notice_from("b00b", Some(b00b_ticket));
         f.authority.announce_reboot(&notice, CTX).await.unwrap();
         // ...and the same notice cannot be replayed.
         assert_eq!(
@@ -1825,12 +1955,7 @@ mod tests {
             "denied"
         );
         // An announcement older than the window no longer counts.
-        let notice = host.identity.sign_reboot(atrest_remote::RebootNotice {
-            host_id: host.id.clone(),
-            boot_id: BootId::new("c0ffee").unwrap(),
-            nonce: RequestNonce::random(),
-            timestamp: T0,
-        });
+        let notice = notice_from("c0ffee", ticket(&f, &host.id, "c0ffee"));
         f.authority.announce_reboot(&notice, CTX).await.unwrap();
         f.clock.0.fetch_add(3_601_000, Ordering::SeqCst);
         assert_eq!(
@@ -1844,7 +1969,7 @@ mod tests {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        granted(unlock(&f, &signed).await.unwrap());
         let f = restart(f).await;
         assert_eq!(
             f.authority
@@ -1857,7 +1982,7 @@ mod tests {
         );
         let (signed, _) =
             request_at_boot(&f, &host.identity, &host.id, &host.binding, "another-boot");
-        pending(f.authority.unlock(&signed, CTX).await.unwrap());
+        pending(unlock(&f, &signed).await.unwrap());
     }
 
     #[tokio::test]
@@ -1865,15 +1990,15 @@ mod tests {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        granted(unlock(&f, &signed).await.unwrap());
         let f = restart(f).await;
         assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+            unlock(&f, &signed).await.unwrap_err().code(),
             "replayed_nonce"
         );
         // A fresh request works.
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        granted(unlock(&f, &signed).await.unwrap());
     }
 
     #[tokio::test]
@@ -1884,7 +2009,7 @@ mod tests {
         assert_eq!(view.record.previous_key_id, Some(host.binding.key_id()));
         // The old keyslot still opens, and is told the new key.
         let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
-        let grant = granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        let grant = granted(unlock(&f, &signed).await.unwrap());
         assert_eq!(
             state.unblind(&grant.response).unwrap().expose(),
             host.key.expose()
@@ -1894,7 +2019,7 @@ mod tests {
         // The host re-binds to the new key; its first unlock retires the old.
         let (binding, key) = enroll(&rebind.exchange_key);
         let (signed, state) = request(&f, &host.identity, &host.id, &binding);
-        let grant = granted(f.authority.unlock(&signed, CTX).await.unwrap());
+        let grant = granted(unlock(&f, &signed).await.unwrap());
         assert!(grant.rebind.is_none());
         assert_eq!(
             state.unblind(&grant.response).unwrap().expose(),
@@ -1914,10 +2039,7 @@ mod tests {
             1
         );
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        assert_eq!(
-            f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
-            "unknown_key"
-        );
+        assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "unknown_key");
     }
 
     #[tokio::test]
@@ -1953,7 +2075,7 @@ mod tests {
         for _ in 0..10 {
             let (signed, _) = request(&f, &host.identity, &stranger, &host.binding);
             assert_eq!(
-                f.authority.unlock(&signed, CTX).await.unwrap_err().code(),
+                unlock(&f, &signed).await.unwrap_err().code(),
                 "unknown_host"
             );
         }

@@ -57,6 +57,10 @@ pub enum UnlockReply {
         audit_seq: u64,
         checkpoint: Option<atrest_audit::Checkpoint>,
         rebind: Option<Rebind>,
+        /// Set on a boot's first release: the host keeps it in RAM and
+        /// sends it with later requests and its reboot notice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot_ticket: Option<atrest_remote::BootTicket>,
     },
     Pending {
         request_id: String,
@@ -137,6 +141,7 @@ impl ApiError {
                     AuthorityError::ReplayedNonce
                     | AuthorityError::Revoked(_)
                     | AuthorityError::Denied { .. }
+                    | AuthorityError::UnprovenBoot(_)
                     | AuthorityError::Expired => StatusCode::FORBIDDEN,
                     AuthorityError::Shredded(_) => StatusCode::GONE,
                     AuthorityError::UnknownKey(_)
@@ -441,12 +446,14 @@ fn reply(outcome: UnlockOutcome) -> Response {
                 audit_seq,
                 checkpoint,
                 rebind,
+                boot_ticket,
             } = *grant;
             Json(UnlockReply::Granted {
                 response: Box::new(response),
                 audit_seq,
                 checkpoint,
                 rebind,
+                boot_ticket,
             })
             .into_response()
         }

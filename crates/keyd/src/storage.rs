@@ -160,6 +160,10 @@ pub struct BootState {
     /// is accounted for until this time.
     pub planned_until: Option<u64>,
     pub planned_from: Option<String>,
+    /// SHA-256 of the ticket given to the boot `last_boot_id`; only that
+    /// boot can prove it is still itself (not a copy of its disk).
+    #[serde(skip_serializing, default)]
+    pub ticket_hash: Option<[u8; 32]>,
 }
 
 /// An exchange secret of a host, by its key id.
@@ -311,8 +315,10 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// The schema this keyd writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
-const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 1";
+pub const SCHEMA_VERSION: i64 = 2;
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 2";
+/// From version 1: the boot ticket.
+const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS tokens (
@@ -322,7 +328,7 @@ const SCHEMA: &[&str] = &[
         id TEXT PRIMARY KEY, group_name TEXT NOT NULL, public_key BLOB NOT NULL,
         state TEXT NOT NULL, enrolled_at INTEGER NOT NULL,
         last_boot_id TEXT, last_unlock_at INTEGER,
-        planned_until INTEGER, planned_from TEXT)",
+        planned_until INTEGER, planned_from TEXT, ticket_hash BLOB)",
     "CREATE TABLE IF NOT EXISTS host_secrets (
         host_id TEXT NOT NULL REFERENCES hosts(id), key_id BLOB NOT NULL,
         secret BLOB NOT NULL, current INTEGER NOT NULL,
@@ -368,6 +374,12 @@ impl SqliteStorage {
             });
         }
         let mut tx = pool.begin().await.map_err(backend)?;
+        if found == 1 {
+            sqlx::query(MIGRATE_1_TO_2)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         for statement in SCHEMA {
             sqlx::query(*statement)
                 .execute(&mut *tx)
@@ -664,7 +676,8 @@ impl Storage for SqliteStorage {
 
     async fn boot_states(&self) -> Result<Vec<(HostId, BootState)>, StorageError> {
         let rows = sqlx::query(
-            "SELECT id, last_boot_id, last_unlock_at, planned_until, planned_from FROM hosts",
+            "SELECT id, last_boot_id, last_unlock_at, planned_until, planned_from, ticket_hash
+             FROM hosts",
         )
         .fetch_all(&self.pool)
         .await
@@ -687,6 +700,10 @@ impl Storage for SqliteStorage {
                         last_unlock_at: opt_u64("last_unlock_at")?,
                         planned_until: opt_u64("planned_until")?,
                         planned_from: row.try_get("planned_from").map_err(backend)?,
+                        ticket_hash: row
+                            .try_get::<Option<Vec<u8>>, _>("ticket_hash")
+                            .map_err(backend)?
+                            .and_then(|h| h.try_into().ok()),
                     },
                 ))
             })
@@ -702,12 +719,13 @@ impl Storage for SqliteStorage {
         for (id, state) in states {
             sqlx::query(
                 "UPDATE hosts SET last_boot_id = ?, last_unlock_at = ?, planned_until = ?,
-                    planned_from = ? WHERE id = ?",
+                    planned_from = ?, ticket_hash = ? WHERE id = ?",
             )
             .bind(state.last_boot_id.as_deref())
             .bind(state.last_unlock_at.map(to_i64))
             .bind(state.planned_until.map(to_i64))
             .bind(state.planned_from.as_deref())
+            .bind(state.ticket_hash.as_ref().map(|h| &h[..]))
             .bind(id.as_str())
             .execute(&mut *tx)
             .await

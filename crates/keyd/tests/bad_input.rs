@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use atrest_keyd::{BODY_TIMEOUT, MAX_BODY};
-use atrest_remote::{HostIdentity, SignedUnlockRequest};
+use atrest_remote::{HostIdentity, SignedRebootNotice, SignedUnlockRequest};
 use common::{Host, Reply, Server, now};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -414,7 +414,20 @@ async fn bad_reboot_notices_are_refused_and_audited() {
     let server = Server::start().await;
     let host = server.enroll("web-1").await;
     let id = host.id().to_owned();
-    let notice = host.reboot_notice(now());
+    // Only the boot that got a key (and its ticket) may announce its end.
+    server
+        .post("/v1/reboot", &host.reboot_notice(now()))
+        .await
+        .assert_refused(403, "unproven_boot");
+    assert_audited(&server, &id, "unproven_boot").await;
+    let granted = server.post("/v1/unlock", &host.unlock().0).await;
+    assert_eq!(granted.status, 200, "{}", granted.text);
+    let ticket: atrest_remote::BootTicket =
+        serde_json::from_value(granted.json["boot_ticket"].clone()).unwrap();
+    let notice = SignedRebootNotice {
+        boot_ticket: Some(ticket),
+        ..host.reboot_notice(now())
+    };
     let mut forged = notice.clone();
     forged.signature.0[0] ^= 0x80;
     server

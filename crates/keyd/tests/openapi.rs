@@ -151,6 +151,8 @@ impl Contract {
 struct Api {
     server: Server,
     contract: Contract,
+    /// The newest boot ticket a grant carried: what the host keeps in /run.
+    ticket: std::sync::Mutex<Value>,
 }
 
 enum Auth {
@@ -180,6 +182,9 @@ impl Api {
         }
         let reply = Reply::read(request.send().await.unwrap()).await;
         self.contract.check(&method, template, &reply);
+        if reply.status == 200 && reply.json["boot_ticket"].is_string() {
+            *self.ticket.lock().unwrap() = reply.json["boot_ticket"].clone();
+        }
         reply
     }
 
@@ -207,12 +212,13 @@ impl Api {
 
     async fn unlock(&self, host: &Host) -> Reply {
         let (signed, state) = host.unlock();
+        let mut signed = serde_json::to_value(&signed).unwrap();
+        let ticket = self.ticket.lock().unwrap().clone();
+        if ticket.is_string() {
+            signed["boot_ticket"] = ticket;
+        }
         let reply = self
-            .host_call(
-                Method::POST,
-                "/v1/unlock",
-                Some(serde_json::to_value(&signed).unwrap()),
-            )
+            .host_call(Method::POST, "/v1/unlock", Some(signed))
             .await;
         if reply.status == 200 {
             assert_unblinds(&reply, state, host);
@@ -238,6 +244,7 @@ async fn every_documented_operation_answers_as_documented() {
     let api = Api {
         server: Server::start().await,
         contract: Contract::load(),
+        ticket: std::sync::Mutex::new(Value::Null),
     };
     let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
 
@@ -364,7 +371,12 @@ async fn every_documented_operation_answers_as_documented() {
         .assert_refused(403, "replayed_nonce");
 
     // A planned reboot: the next boot id is accounted for.
-    let notice = serde_json::to_value(host.reboot_notice(now())).unwrap();
+    let mut notice = serde_json::to_value(host.reboot_notice(now())).unwrap();
+    notice["boot_ticket"] = granted.json["boot_ticket"].clone();
+    assert!(
+        notice["boot_ticket"].is_string(),
+        "the first grant carries a ticket"
+    );
     let reboot = api
         .host_call(post.clone(), "/v1/reboot", Some(notice.clone()))
         .await;

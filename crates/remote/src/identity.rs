@@ -40,6 +40,7 @@ impl HostIdentity {
         SignedUnlockRequest {
             request,
             signature: RequestSignature(signature.to_bytes()),
+            boot_ticket: None,
         }
     }
 
@@ -60,6 +61,7 @@ impl HostIdentity {
         SignedRebootNotice {
             notice,
             signature: RequestSignature(signature.to_bytes()),
+            boot_ticket: None,
         }
     }
 }

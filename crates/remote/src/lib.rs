@@ -65,9 +65,9 @@ pub use exchange::{
 };
 pub use identity::{HostIdentity, HostPublicKey, PublicKeyError, RequestSignature};
 pub use request::{
-    BindRequest, BootId, HostId, InvalidField, REQUEST_VERSION, RebootNotice, RequestError,
-    RequestNonce, SignedBindRequest, SignedRebootNotice, SignedUnlockRequest, UnlockRequest,
-    VerifiedRequest, verify, verify_bind, verify_reboot,
+    BindRequest, BootId, BootTicket, HostId, InvalidField, REQUEST_VERSION, RebootNotice,
+    RequestError, RequestNonce, SignedBindRequest, SignedRebootNotice, SignedUnlockRequest,
+    UnlockRequest, VerifiedRequest, verify, verify_bind, verify_reboot,
 };
 pub use rng::SystemRng;
 pub use threshold::{SHARE_LEN, SHARE_VERSION, Share, ThresholdError, combine, split};

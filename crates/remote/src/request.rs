@@ -17,6 +17,7 @@ use std::fmt;
 
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::encoding::{Canonical, to_base64url};
 use crate::exchange::{BlindedRequest, KeyId};
@@ -173,6 +174,35 @@ impl UnlockRequest {
 pub struct SignedUnlockRequest {
     pub request: UnlockRequest,
     pub signature: RequestSignature,
+    /// The ticket the authority gave this boot with its first key, kept by
+    /// the host in RAM (`/run`): proof that the sender is the boot it
+    /// claims, not a copy of the disk. Not signed: it is a bearer secret
+    /// sent over TLS, and the signature already binds everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ticket: Option<BootTicket>,
+}
+
+/// 32 random bytes the authority hands a boot with its first released key;
+/// the host keeps it in RAM only, so it dies with the boot and is on no disk.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct BootTicket(#[serde(with = "crate::encoding::base64url_array")] pub [u8; 32]);
+
+impl BootTicket {
+    pub fn random() -> Self {
+        Self(atrest_core::random_array())
+    }
+
+    /// What the authority stores: a hash, so a copy of its database holds
+    /// no usable ticket.
+    pub fn hash(&self) -> [u8; 32] {
+        atrest_core::sha256(&self.0)
+    }
+}
+
+impl fmt::Debug for BootTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BootTicket([redacted])")
+    }
 }
 
 /// Why a request was refused. Each has a stable [`code`](Self::code) for
@@ -303,6 +333,10 @@ impl RebootNotice {
 pub struct SignedRebootNotice {
     pub notice: RebootNotice,
     pub signature: RequestSignature,
+    /// The ending boot's ticket ([`BootTicket`]): only the boot the
+    /// authority released to may announce its own end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ticket: Option<BootTicket>,
 }
 
 /// Checks a reboot notice as [`verify`] checks an unlock request: strict
