@@ -58,6 +58,10 @@ pub enum UnlockReply {
         checkpoint: Option<Checkpoint>,
         #[serde(default)]
         rebind: Option<Rebind>,
+        /// A new boot's ticket, to keep in RAM and send with later
+        /// requests of this boot and its reboot notice.
+        #[serde(default)]
+        boot_ticket: Option<atrest_remote::BootTicket>,
     },
     Pending {
         request_id: String,

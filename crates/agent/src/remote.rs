@@ -281,21 +281,23 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-fn granted_parts(
-    reply: UnlockReply,
-) -> Option<(
+type GrantedParts = (
     atrest_remote::BlindedResponse,
     u64,
     Option<Checkpoint>,
     Option<Rebind>,
-)> {
+    Option<atrest_remote::BootTicket>,
+);
+
+fn granted_parts(reply: UnlockReply) -> Option<GrantedParts> {
     match reply {
         UnlockReply::Granted {
             response,
             audit_seq,
             checkpoint,
             rebind,
-        } => Some((response, audit_seq, checkpoint, rebind)),
+            boot_ticket,
+        } => Some((response, audit_seq, checkpoint, rebind, boot_ticket)),
         UnlockReply::Pending { .. } => None,
     }
 }
@@ -310,6 +312,8 @@ async fn request_key(
 ) -> Result<Released, AgentError> {
     let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
     let url = client.url().to_string();
+    let (fingerprint, host) = (&authority.ca_fingerprint, &authority.host_id);
+    let _one_at_a_time = ctx.state.lock_authority(fingerprint, host).await?;
     let mut delay = ctx.options.backoff;
     let mut attempt = 0u32;
     loop {
@@ -317,7 +321,7 @@ async fn request_key(
         // A fresh blinding, nonce and time per attempt: a request that did
         // reach the authority before the connection broke is never replayed.
         let (blinded, unblinding) = binding.blind();
-        let signed = ctx.identity.sign(UnlockRequest {
+        let mut signed = ctx.identity.sign(UnlockRequest {
             host_id: authority.host_id.clone(),
             vault_id: ctx.vault_id,
             keyslot: slot_id,
@@ -327,6 +331,7 @@ async fn request_key(
             timestamp: unix_now(),
             boot_id: ctx.boot.clone(),
         });
+        signed.boot_ticket = ctx.state.boot_ticket(fingerprint, host, &ctx.boot);
         let left = remaining(ctx.deadline);
         let result = if left.is_zero() {
             Err(AgentError::Unreachable {
@@ -349,7 +354,11 @@ async fn request_key(
             }
         };
         match result.map(granted_parts) {
-            Ok(Some((response, audit_seq, checkpoint, rebind))) => {
+            Ok(Some((response, audit_seq, checkpoint, rebind, boot_ticket))) => {
+                if let Some(ticket) = &boot_ticket {
+                    ctx.state
+                        .keep_boot_ticket(fingerprint, host, &ctx.boot, ticket)?;
+                }
                 let keep = ctx.state.check_checkpoint(
                     &url,
                     &authority.ca_fingerprint,
@@ -508,6 +517,10 @@ fn note_rebind(
     }
 }
 
+/// How long a threshold unlock waits, once it has enough shares, for the
+/// other members' answers already in flight.
+const THRESHOLD_GRACE: Duration = Duration::from_millis(500);
+
 async fn unlock_threshold(
     ctx: &Context,
     locked: LockedVault,
@@ -563,7 +576,15 @@ async fn unlock_threshold(
             }
         }
     }
-    // Stop asking the others.
+    // The others: answers already on their way still arrive (each keeps
+    // its boot ticket, or the next unlock of this boot would look like a
+    // copy of the host to that authority); then stop asking.
+    if combined.is_some() {
+        let _ = tokio::time::timeout(THRESHOLD_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
     tasks.abort_all();
     let Some(secret) = combined else {
         return Err(AgentError::NotEnough {
@@ -658,12 +679,14 @@ pub async fn announce_reboot(
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let signed = identity.sign_reboot(RebootNotice {
+                let mut signed = identity.sign_reboot(RebootNotice {
                     host_id: authority.host_id.clone(),
                     boot_id: boot.clone(),
                     nonce: RequestNonce::random(),
                     timestamp: unix_now(),
                 });
+                signed.boot_ticket =
+                    state.boot_ticket(&authority.ca_fingerprint, &authority.host_id, &boot);
                 match client.reboot(&signed).await {
                     Ok(reply) => return Ok(reply),
                     Err(e) if e.is_transient() && attempt <= options.retries => {

@@ -28,24 +28,122 @@ const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 const IDENTITY_FILE: &str = "identity";
 const CHECKPOINTS: &str = "checkpoints";
 
-/// The host's state directory.
+/// Where boot tickets live: RAM only, gone with the boot.
+pub const RUN_DIR_ENV: &str = "ATREST_RUN_DIR";
+pub const DEFAULT_RUN_DIR: &str = "/run/atrest";
+const TICKETS: &str = "tickets";
+
+/// The host's state directory, and the runtime directory (tmpfs) for what
+/// must not outlive a boot.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    run: PathBuf,
+}
+
+/// A boot ticket as kept in the runtime directory.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptTicket {
+    boot_id: BootId,
+    ticket: atrest_remote::BootTicket,
 }
 
 impl StateDir {
+    /// State in `path`, runtime files in `path/run` (tests, the demo).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        let path = path.into();
+        Self {
+            run: path.join("run"),
+            path,
+        }
     }
 
-    /// `ATREST_STATE_DIR`, else [`DEFAULT_STATE_DIR`].
+    /// `ATREST_STATE_DIR`, else [`DEFAULT_STATE_DIR`]; runtime files in
+    /// `ATREST_RUN_DIR`, else [`DEFAULT_RUN_DIR`] (`/run` is a tmpfs).
     pub fn from_env() -> Self {
-        Self::new(
-            std::env::var_os(STATE_DIR_ENV)
+        Self {
+            path: std::env::var_os(STATE_DIR_ENV)
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-        )
+            run: std::env::var_os(RUN_DIR_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR)),
+        }
+    }
+
+    fn ticket_path(&self, fingerprint: &[u8; 32], host: &atrest_remote::HostId) -> PathBuf {
+        self.run
+            .join(TICKETS)
+            .join(format!("{}-{host}", hex(fingerprint)))
+    }
+
+    /// The ticket this boot got from an authority, if it got one.
+    pub fn boot_ticket(
+        &self,
+        fingerprint: &[u8; 32],
+        host: &atrest_remote::HostId,
+        boot: &BootId,
+    ) -> Option<atrest_remote::BootTicket> {
+        let text = zeroize::Zeroizing::new(fs::read(self.ticket_path(fingerprint, host)).ok()?);
+        let kept: KeptTicket = serde_json::from_slice(&text).ok()?;
+        (kept.boot_id == *boot).then(|| kept.ticket.clone())
+    }
+
+    /// Keeps the ticket an authority gave this boot (mode 0600, replaced
+    /// atomically).
+    pub fn keep_boot_ticket(
+        &self,
+        fingerprint: &[u8; 32],
+        host: &atrest_remote::HostId,
+        boot: &BootId,
+        ticket: &atrest_remote::BootTicket,
+    ) -> Result<(), AgentError> {
+        let dir = self.run.join(TICKETS);
+        Self::create_dir(&dir)?;
+        let path = self.ticket_path(fingerprint, host);
+        let text = zeroize::Zeroizing::new(
+            serde_json::to_vec(&KeptTicket {
+                boot_id: boot.clone(),
+                ticket: ticket.clone(),
+            })
+            .map_err(|e| AgentError::Invalid(e.to_string()))?,
+        );
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut file, &text)?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(AgentError::io(&path))
+    }
+
+    /// One exchange at a time with an authority, per host, across
+    /// processes (several vaults unlocking at boot): the second waits for
+    /// the first's ticket instead of looking like a copy of this host.
+    pub async fn lock_authority(
+        &self,
+        fingerprint: &[u8; 32],
+        host: &atrest_remote::HostId,
+    ) -> Result<fs::File, AgentError> {
+        let dir = self.run.join(TICKETS);
+        Self::create_dir(&dir)?;
+        let path = self.ticket_path(fingerprint, host).with_extension("lock");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(AgentError::io(&path))?;
+        tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| AgentError::Invalid(format!("lock task: {e}")))?
+            .map_err(AgentError::io(&path))
     }
 
     pub fn path(&self) -> &Path {

@@ -154,6 +154,8 @@ pub struct TestHost {
     pub id: HostId,
     pub binding: RemoteBinding,
     pub key: atrest_core::SecretKey,
+    /// The boot ticket of the last grant, as a host keeps it in /run.
+    pub ticket: Arc<std::sync::Mutex<Option<Value>>>,
 }
 
 impl HostClient {
@@ -205,6 +207,7 @@ impl HostClient {
             id: HostId::new(name).unwrap(),
             binding,
             key,
+            ticket: Arc::default(),
         })
     }
 
@@ -225,9 +228,14 @@ impl HostClient {
             timestamp: now(),
             boot_id: BootId::new(boot).unwrap(),
         });
-        let (status, body) = self
-            .post("/v1/unlock", &serde_json::to_value(&signed).unwrap())
-            .await?;
+        let mut body = serde_json::to_value(&signed).unwrap();
+        if let Some(ticket) = host.ticket.lock().unwrap().clone() {
+            body["boot_ticket"] = ticket;
+        }
+        let (status, body) = self.post("/v1/unlock", &body).await?;
+        if status == 200 && body["boot_ticket"].is_string() {
+            *host.ticket.lock().unwrap() = Some(body["boot_ticket"].clone());
+        }
         Ok((status, body, state))
     }
 
