@@ -1716,7 +1716,7 @@ mod tests {
         boot: &str,
     ) -> (Result<UnlockOutcome, AuthorityError>, UnblindingState) {
         let (signed, state) = request_at_boot(f, &host.identity, &host.id, &host.binding, boot);
-        (unlock(&f, &signed).await, state)
+        (unlock(f, &signed).await, state)
     }
 
     async fn poll_now(f: &Fixture, id: &str) -> Result<UnlockOutcome, AuthorityError> {
