@@ -67,6 +67,9 @@ struct PendingEntry {
     /// The grant, once made: a second poll gets the same answer and the
     /// log one release.
     grant: Option<Grant>,
+    /// A decision is being written to the log: a second decider is told
+    /// it was already decided, and the host still sees "pending".
+    deciding: bool,
     changed: watch::Sender<PendingState>,
 }
 
@@ -188,6 +191,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     verified,
                     ticket,
                     grant: None,
+                    deciding: false,
                     changed,
                 },
             )
@@ -226,14 +230,34 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         approve: bool,
         approver: &str,
     ) -> Result<PendingView, AuthorityError> {
-        let view = self.pending_request(id)?;
-        if view.state != PendingState::Pending {
-            return Err(AuthorityError::AlreadyDecided {
-                id: id.to_owned(),
-                state: view.state.as_str(),
+        // Claim the decision first, so two deciders cannot both be logged.
+        let view = self.inner.pending.with(|map| {
+            let entry = map
+                .get_mut(id)
+                .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?;
+            if entry.view.state != PendingState::Pending || entry.deciding {
+                let state = if entry.deciding {
+                    "being decided"
+                } else {
+                    entry.view.state.as_str()
+                };
+                return Err(AuthorityError::AlreadyDecided {
+                    id: id.to_owned(),
+                    state,
+                });
+            }
+            entry.deciding = true;
+            Ok(entry.view.clone())
+        })?;
+        let unclaim = || {
+            self.inner.pending.with(|map| {
+                if let Some(entry) = map.get_mut(id) {
+                    entry.deciding = false;
+                }
             });
-        }
+        };
         if view.expires_at <= self.now() {
+            unclaim();
             self.expire_pending().await;
             return Err(AuthorityError::Expired);
         }
@@ -242,7 +266,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         } else {
             PendingState::Denied
         };
-        self.inner
+        let logged = self
+            .inner
             .audit
             .append(
                 NewEntry::new(EntryKind::Approval, approver)
@@ -254,7 +279,11 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                         "boot_id": view.boot_id,
                     })),
             )
-            .await?;
+            .await;
+        if let Err(e) = logged {
+            unclaim();
+            return Err(e.into());
+        }
         self.set_pending_state(id, state, Some(approver))
             .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))
     }
@@ -268,6 +297,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         self.inner.pending.with(|map| {
             let entry = map.get_mut(id)?;
             if entry.view.state == PendingState::Pending {
+                entry.deciding = false;
                 entry.view.state = state;
                 entry.view.decided_by = by.map(str::to_owned);
                 entry.changed.send_replace(state);

@@ -104,8 +104,13 @@ pub enum AuthorityError {
          boot ticket; this notice has neither (a copy of the host's disk?)"
     )]
     UnprovenBoot(HostId),
-    #[error("a host named {0} is already enrolled; pick another name or shred the old one")]
+    #[error("a host named {0} is already enrolled; pick another name")]
     HostExists(HostId),
+    #[error(
+        "host {host} still has keyslots bound to its previous key {previous}: it re-binds at its \
+         next unlock; rotate again after that (`atrest keyd host show {host}`)"
+    )]
+    RebindPending { host: HostId, previous: KeyId },
     #[error("the audit log cannot record this, so nothing is released: {0}")]
     Audit(#[from] atrest_audit::AppendError),
     #[error(transparent)]
@@ -142,6 +147,7 @@ impl AuthorityError {
             Self::BadApproverCode => "bad_code",
             Self::UnprovenBoot(_) => "unproven_boot",
             Self::HostExists(_) => "host_exists",
+            Self::RebindPending { .. } => "rebind_pending",
             Self::Audit(_) => "audit_unavailable",
             Self::Storage(_) => "storage_error",
             Self::Exchange(_) => "internal_error",
@@ -312,6 +318,10 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     pub refusals: RefusalBudget,
     pub pending: PendingRequests,
     pub metrics: Metrics,
+    /// Held across snapshot → audit → storage → memory by every change to
+    /// a host or a policy, so two changes never interleave (a rotate could
+    /// otherwise write back a state a revoke had just replaced).
+    pub changes: tokio::sync::Mutex<()>,
 }
 
 /// The key authority. Cheap to clone; a background task (flushing boot
@@ -351,6 +361,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             refusals: RefusalBudget::new(options.refusal_entries_per_second),
             pending: PendingRequests::default(),
             metrics: Metrics::default(),
+            changes: tokio::sync::Mutex::new(()),
             storage,
             audit,
             clock,
@@ -845,11 +856,12 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     async fn retire_previous(&self, entry: &HostEntry) -> Result<(), AuthorityError> {
+        let _changing = self.inner.changes.lock().await;
         let host = &entry.record.id;
-        let previous: Vec<String> = entry.secrets[1..]
-            .iter()
-            .map(|s| s.key_id().to_string())
-            .collect();
+        // Exactly the secrets that were previous when the host proved it
+        // re-bound; a rotation since then made others previous.
+        let retired: Vec<KeyId> = entry.secrets[1..].iter().map(HostSecret::key_id).collect();
+        let previous: Vec<String> = retired.iter().map(ToString::to_string).collect();
         self.inner
             .audit
             .append(
@@ -858,14 +870,21 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     .details(json!({ "retired": previous, "reason": "host re-bound" })),
             )
             .await?;
-        self.inner.storage.retire_previous_secret(host).await?;
+        self.inner.storage.retire_secrets(host, &retired).await?;
         if let Some(fresh) = self.inner.hosts.get(host) {
+            let secrets: Vec<HostSecret> = fresh
+                .secrets
+                .iter()
+                .filter(|s| !retired.contains(&s.key_id()))
+                .cloned()
+                .collect();
+            let previous_key_id = secrets.get(1).map(HostSecret::key_id);
             self.inner.hosts.put(HostEntry {
                 record: HostRecord {
-                    previous_key_id: None,
+                    previous_key_id,
                     ..fresh.record.clone()
                 },
-                secrets: fresh.secrets.iter().take(1).cloned().collect(),
+                secrets,
             });
         }
         Ok(())
@@ -988,8 +1007,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// A new exchange secret for `host`. Its keyslots keep opening with the
     /// previous one, and re-bind to the new one on their next unlock.
     pub async fn rotate(&self, host: &HostId, actor: &str) -> Result<HostView, AuthorityError> {
+        let _changing = self.inner.changes.lock().await;
         let entry = self.host_entry(host)?;
         check_state(&entry.record)?;
+        if let Some(previous) = entry.record.previous_key_id {
+            // A second rotation would delete the key the host's keyslots
+            // are still bound to.
+            return Err(AuthorityError::RebindPending {
+                host: host.clone(),
+                previous,
+            });
+        }
         let secret = HostSecret::generate();
         self.inner
             .audit
@@ -1050,6 +1078,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         kind: EntryKind,
         actor: &str,
     ) -> Result<HostView, AuthorityError> {
+        let _changing = self.inner.changes.lock().await;
         let entry = self.host_entry(host)?;
         if entry.record.state == HostState::Shredded {
             return Err(AuthorityError::Shredded(host.clone()));
@@ -1093,6 +1122,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if let PolicyScope::Group(g) = scope {
             check_group(g)?;
         }
+        let _changing = self.inner.changes.lock().await;
         self.inner
             .audit
             .append(
@@ -2007,6 +2037,15 @@ mod tests {
         let host = enroll_host(&f, "web-1").await;
         let view = f.authority.rotate(&host.id, "test").await.unwrap();
         assert_eq!(view.record.previous_key_id, Some(host.binding.key_id()));
+        // Not again before the host re-bound: its keyslots use the old key.
+        assert_eq!(
+            f.authority
+                .rotate(&host.id, "test")
+                .await
+                .unwrap_err()
+                .code(),
+            "rebind_pending"
+        );
         // The old keyslot still opens, and is told the new key.
         let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
         let grant = granted(unlock(&f, &signed).await.unwrap());

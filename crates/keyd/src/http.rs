@@ -145,6 +145,7 @@ impl ApiError {
                     | AuthorityError::Expired => StatusCode::FORBIDDEN,
                     AuthorityError::Shredded(_) => StatusCode::GONE,
                     AuthorityError::UnknownKey(_)
+                    | AuthorityError::RebindPending { .. }
                     | AuthorityError::HostExists(_)
                     | AuthorityError::AlreadyDecided { .. } => StatusCode::CONFLICT,
                     AuthorityError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,

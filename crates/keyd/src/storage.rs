@@ -265,10 +265,12 @@ pub trait Storage: Send + Sync + 'static {
         secret: &[u8; 32],
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
-    /// Deletes the host's previous secret (it has re-bound to the current).
-    fn retire_previous_secret(
+    /// Deletes these non-current secrets of the host (it has re-bound to
+    /// the current one).
+    fn retire_secrets(
         &self,
         id: &HostId,
+        key_ids: &[KeyId],
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     fn set_policy(
@@ -620,12 +622,23 @@ impl Storage for SqliteStorage {
         Ok(true)
     }
 
-    async fn retire_previous_secret(&self, id: &HostId) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM host_secrets WHERE host_id = ? AND current = 0")
-            .bind(id.as_str())
-            .execute(&self.pool)
+    async fn retire_secrets(&self, id: &HostId, key_ids: &[KeyId]) -> Result<(), StorageError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
+        for key_id in key_ids {
+            sqlx::query(
+                "DELETE FROM host_secrets WHERE host_id = ? AND key_id = ? AND current = 0",
+            )
+            .bind(id.as_str())
+            .bind(&key_id.0[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 

@@ -37,10 +37,14 @@ use crate::storage::Storage;
 /// Seconds a login lasts, whatever the approver does meanwhile.
 pub const SESSION_LIFETIME: u64 = 15 * 60;
 
-/// Wrong codes allowed per approver name in [`FAILURE_WINDOW`]: at 5 a
-/// minute, guessing a 6-digit code (3 valid at a time) takes ~46 days on
-/// average.
+/// Login attempts allowed per approver name in [`FAILURE_WINDOW`] (a
+/// success gives them back): at 5 a minute, guessing a 6-digit code (3 valid
+/// at a time) takes ~46 days on average.
 pub const MAX_FAILURES: u32 = 5;
+/// Login attempts for all names together per window, so guessing across
+/// names (or flooding the counter map) is bounded too. A flood can lock the
+/// page for a minute; `atrest keyd approve` still works.
+pub const MAX_ATTEMPTS_ALL: u32 = 30;
 /// Seconds; the count starts at an approver's first wrong code.
 pub const FAILURE_WINDOW: u64 = 60;
 
@@ -133,24 +137,30 @@ impl<S: Storage, A: AuditStore, C: Clock> Web<S, A, C> {
         }
     }
 
-    fn rate_limited(&self, name: &str) -> bool {
-        let now = self.now();
-        lock(&self.failures).get(name).is_some_and(|f| {
-            now < f.window_start.saturating_add(FAILURE_WINDOW) && f.count >= MAX_FAILURES
-        })
-    }
-
-    fn record_failure(&self, name: &str) {
+    /// Takes one login attempt for `name`, or refuses: at most
+    /// [`MAX_FAILURES`] per name and [`MAX_ATTEMPTS_ALL`] in all per window.
+    /// Attempts are counted before the code is checked (which waits on the
+    /// database), so guesses sent in parallel count too; a success gives
+    /// the name's attempts back.
+    fn take_attempt(&self, name: &str) -> bool {
         let now = self.now();
         let mut failures = lock(&self.failures);
-        // Only the current windows are kept, so the map is bounded by the
-        // failures of the last minute.
+        // Only the current windows are kept; with the global cap the map
+        // holds at most MAX_ATTEMPTS_ALL names.
         failures.retain(|_, f| now < f.window_start.saturating_add(FAILURE_WINDOW));
+        let total: u32 = failures.values().map(|f| f.count).sum();
+        if total >= MAX_ATTEMPTS_ALL {
+            return false;
+        }
         let entry = failures.entry(name.to_owned()).or_insert(Failures {
             window_start: now,
             count: 0,
         });
+        if entry.count >= MAX_FAILURES {
+            return false;
+        }
         entry.count = entry.count.saturating_add(1);
+        true
     }
 }
 
@@ -235,7 +245,7 @@ async fn login<S: Storage, A: AuditStore, C: Clock>(
     if HostId::new(name).is_err() {
         return refuse(StatusCode::UNAUTHORIZED, wrong, name);
     }
-    if web.rate_limited(name) {
+    if !web.take_attempt(name) {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many wrong codes for this name. Wait a minute and try again.",
@@ -258,7 +268,6 @@ async fn login<S: Storage, A: AuditStore, C: Clock>(
             response
         }
         Err(AuthorityError::BadApproverCode) => {
-            web.record_failure(name);
             tracing::warn!(approver = name, "wrong approver code on the web page");
             refuse(StatusCode::UNAUTHORIZED, wrong, name)
         }
