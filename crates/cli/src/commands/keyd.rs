@@ -534,6 +534,8 @@ async fn host(command: HostCommand) -> anyhow::Result<ExitCode> {
             (host, Some("shred"))
         }
     };
+    atrest_remote::HostId::new(args.host.as_str())
+        .map_err(|e| anyhow::anyhow!("{:?} is not a host name: {e}", args.host))?;
     let client = client(&args.dir)?;
     let view: HostView = match action {
         None => {
@@ -572,7 +574,21 @@ async fn host(command: HostCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Request ids and host names go into URL paths: only their own forms.
+fn check_request_id(id: &str) -> anyhow::Result<()> {
+    let body = id.strip_prefix("req_").unwrap_or("");
+    anyhow::ensure!(
+        !body.is_empty()
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{id:?} is not a request id (req_ and base64url, from `atrest keyd requests`)"
+    );
+    Ok(())
+}
+
 async fn decide(args: DecideArgs, action: &str) -> anyhow::Result<ExitCode> {
+    check_request_id(&args.request)?;
     let view: PendingView = client(&args.dir)?
         .post(
             &format!("/v1/admin/requests/{}/{action}", args.request),
