@@ -140,6 +140,9 @@ struct Host {
     binding: RemoteBinding,
     key: [u8; 32],
     boot_id: BootId,
+    /// The boot ticket of this host's (simulated) boot, from its first
+    /// release: sent with every later request, as a host does.
+    ticket: Option<atrest_remote::BootTicket>,
 }
 
 fn boot_id_for(i: usize) -> BootId {
@@ -148,12 +151,15 @@ fn boot_id_for(i: usize) -> BootId {
 
 fn host_line(h: &Host) -> String {
     format!(
-        "{} {} {} {} {}\n",
+        "{} {} {} {} {} {}\n",
         h.id,
         to_base64url(&*h.identity.expose_seed()),
         to_base64url(&h.binding.to_bytes()),
         to_base64url(&h.key),
-        h.boot_id
+        h.boot_id,
+        h.ticket
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |t| to_base64url(&t.0)),
     )
 }
 
@@ -165,8 +171,10 @@ fn load_hosts(opts: &Opts) -> Res<Vec<Host>> {
     let mut hosts = Vec::new();
     for (n, line) in text.lines().enumerate().take(limit) {
         let f: Vec<&str> = line.split(' ').collect();
-        let [id, seed, binding, key, boot] = f.as_slice() else {
-            return Err(bad(n));
+        let (id, seed, binding, key, boot, ticket) = match f.as_slice() {
+            [id, seed, binding, key, boot] => (id, seed, binding, key, boot, None),
+            [id, seed, binding, key, boot, ticket] => (id, seed, binding, key, boot, Some(*ticket)),
+            _ => return Err(bad(n)),
         };
         hosts.push(Host {
             id: HostId::new(*id).map_err(|_| bad(n))?,
@@ -177,6 +185,11 @@ fn load_hosts(opts: &Opts) -> Res<Vec<Host>> {
             .map_err(|_| bad(n))?,
             key: from_base64url::<32>(key).ok_or_else(|| bad(n))?,
             boot_id: BootId::new(*boot).map_err(|_| bad(n))?,
+            ticket: ticket
+                .filter(|t| *t != "-")
+                .map(|t| from_base64url::<32>(t).map(atrest_remote::BootTicket))
+                .map(|t| t.ok_or_else(|| bad(n)))
+                .transpose()?,
         });
     }
     if hosts.is_empty() {
@@ -296,16 +309,41 @@ async fn enroll_hosts(opts: &Opts) -> Res<()> {
                 let enrollment: Enrollment =
                     reply.json().await.map_err(|e| format!("enroll: {e}"))?;
                 let (binding, key) = atrest_remote::enroll(&enrollment.exchange_key);
-                out.push((
-                    i,
-                    Host {
-                        id: enrollment.host_id,
-                        identity,
-                        binding,
-                        key: *key.expose(),
-                        boot_id: boot_id_for(i),
-                    },
-                ));
+                let mut host = Host {
+                    id: enrollment.host_id,
+                    identity,
+                    binding,
+                    key: *key.expose(),
+                    boot_id: boot_id_for(i),
+                    ticket: None,
+                };
+                // The host's first unlock of its boot: its ticket, which
+                // every later request of that boot carries.
+                let (blinded, _) = host.binding.blind();
+                let signed = host.identity.sign(UnlockRequest {
+                    host_id: host.id.clone(),
+                    vault_id: [7; 16],
+                    keyslot: 1,
+                    key_id: host.binding.key_id(),
+                    blinded,
+                    nonce: RequestNonce::random(),
+                    timestamp: now_secs(),
+                    boot_id: host.boot_id.clone(),
+                });
+                let first: UnlockReply = client
+                    .post(format!("{url}/v1/unlock"))
+                    .json(&signed)
+                    .send()
+                    .await
+                    .map_err(|e| format!("first unlock: {e}"))?
+                    .json()
+                    .await
+                    .map_err(|e| format!("first unlock: {e}"))?;
+                let UnlockReply::Granted { boot_ticket, .. } = first else {
+                    return Err("first unlock: not granted".into());
+                };
+                host.ticket = boot_ticket;
+                out.push((i, host));
                 if (i + 1) % 1000 == 0 {
                     eprintln!("keyd_load: enrolled {} hosts", i + 1);
                 }
@@ -360,6 +398,10 @@ fn prepare(hosts: &[Host], count: usize, offset: usize, sample: usize) -> Prepar
             timestamp,
             boot_id: h.boot_id.clone(),
         });
+        let signed = atrest_remote::SignedUnlockRequest {
+            boot_ticket: h.ticket.clone(),
+            ..signed
+        };
         bodies.push(serde_json::to_vec(&signed).unwrap());
         if sample > 0 && j % every == 0 && kept.len() < sample {
             kept.push((j, hi, state));
@@ -635,6 +677,10 @@ async fn once(opts: &Opts) -> Res<()> {
         timestamp: now_secs(),
         boot_id: h.boot_id.clone(),
     });
+    let signed = atrest_remote::SignedUnlockRequest {
+        boot_ticket: h.ticket.clone(),
+        ..signed
+    };
     let reply = client
         .post(&url)
         .json(&signed)
