@@ -315,7 +315,11 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     pub policies: Policies,
     pub boots: Boots,
     pub nonces: Nonces,
+    /// Refusals anyone can cause (unknown host, bad signature, a replay of
+    /// a captured request): budgeted apart from those of authenticated
+    /// hosts, so a flood of the first cannot hide the second.
     pub refusals: RefusalBudget,
+    pub refusals_authenticated: RefusalBudget,
     pub pending: PendingRequests,
     pub metrics: Metrics,
     /// Held across snapshot → audit → storage → memory by every change to
@@ -359,6 +363,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             boots: Boots::default(),
             nonces: Nonces::default(),
             refusals: RefusalBudget::new(options.refusal_entries_per_second),
+            refusals_authenticated: RefusalBudget::new(options.refusal_entries_per_second),
             pending: PendingRequests::default(),
             metrics: Metrics::default(),
             changes: tokio::sync::Mutex::new(()),
@@ -488,6 +493,30 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// and makes the host's exchange secret. The host exists only once its
     /// audit entry is durable.
     pub async fn enroll(
+        &self,
+        token: &str,
+        name: &str,
+        public_key: HostPublicKey,
+        context: RequestContext,
+    ) -> Result<Enrollment, AuthorityError> {
+        let result = self.enroll_host(token, name, public_key, context).await;
+        if let Err(e) = &result
+            && !matches!(e, AuthorityError::Audit(_))
+        {
+            // A spent or stolen token tried again leaves a trace.
+            self.refused(EntryKind::Enrollment, name, e, || {
+                json!({
+                    "outcome": e.code(),
+                    "public_key": public_key.to_string(),
+                    "source": context.source_text(),
+                })
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn enroll_host(
         &self,
         token: &str,
         name: &str,
@@ -901,7 +930,21 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     ) {
         let code = error.code();
         self.inner.metrics.unlock(code);
-        if !self.inner.refusals.admit(code, self.now()) {
+        let anyone = matches!(
+            error,
+            AuthorityError::UnknownHost(_)
+                | AuthorityError::Request(_)
+                | AuthorityError::InvalidField(_)
+                | AuthorityError::BadPublicKey(_)
+                | AuthorityError::BadToken
+                | AuthorityError::ReplayedNonce
+        );
+        let budget = if anyone {
+            &self.inner.refusals
+        } else {
+            &self.inner.refusals_authenticated
+        };
+        if !budget.admit(code, self.now()) {
             return;
         }
         let mut entry = NewEntry::new(kind, ACTOR).details(details());
@@ -1193,7 +1236,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
         self.expire_pending().await;
         self.inner.nonces.prune(self.now());
-        let suppressed = self.inner.refusals.take_suppressed();
+        let mut suppressed = self.inner.refusals.take_suppressed();
+        for (code, n) in self.inner.refusals_authenticated.take_suppressed() {
+            *suppressed.entry(code).or_default() += n;
+        }
         if !suppressed.is_empty() {
             let entry = NewEntry::new(EntryKind::Request, ACTOR)
                 .details(json!({ "outcome": "refusals_summarized", "counts": suppressed }));
