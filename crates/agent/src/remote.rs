@@ -265,7 +265,8 @@ struct Context {
 struct Released {
     key: SecretKey,
     url: String,
-    ca_fingerprint: [u8; 32],
+    /// The audit log the kept checkpoint belongs to.
+    audit_key: [u8; 32],
     keep: Option<Checkpoint>,
     rebind: Option<Rebind>,
 }
@@ -354,16 +355,14 @@ async fn request_key(
             }
         };
         match result.map(granted_parts) {
-            Ok(Some((response, audit_seq, checkpoint, rebind, boot_ticket))) => {
+            Ok(Some((response, _audit_seq, checkpoint, rebind, boot_ticket))) => {
                 if let Some(ticket) = &boot_ticket {
                     ctx.state
                         .keep_boot_ticket(fingerprint, host, &ctx.boot, ticket)?;
                 }
                 let keep = ctx.state.check_checkpoint(
                     &url,
-                    &authority.ca_fingerprint,
                     &authority.audit_public_key,
-                    audit_seq,
                     checkpoint.as_ref(),
                 )?;
                 let key = unblinding
@@ -375,7 +374,7 @@ async fn request_key(
                 return Ok(Released {
                     key,
                     url,
-                    ca_fingerprint: authority.ca_fingerprint,
+                    audit_key: authority.audit_public_key,
                     keep,
                     rebind,
                 });
@@ -472,7 +471,7 @@ async fn unlock_remote(
         .map_err(wrong_answer(&released.url))?;
     // The slot's parameters (audit key included) are authentic now.
     if let Some(cp) = &released.keep {
-        ctx.state.keep_checkpoint(&released.ca_fingerprint, cp)?;
+        ctx.state.keep_checkpoint(&released.audit_key, cp)?;
     }
     let mut rebound = Vec::new();
     let mut warnings = Vec::new();
@@ -607,7 +606,7 @@ async fn unlock_threshold(
     let mut warnings = Vec::new();
     for (index, share, released) in &opened {
         if let Some(cp) = &released.keep {
-            ctx.state.keep_checkpoint(&released.ca_fingerprint, cp)?;
+            ctx.state.keep_checkpoint(&released.audit_key, cp)?;
         }
         if let Some(rebind) = &released.rebind {
             let result = rebind_binding(rebind, &released.url).and_then(|(b, k)| {

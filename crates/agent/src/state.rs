@@ -233,18 +233,17 @@ impl StateDir {
         Ok(HostIdentity::from_seed(&seed))
     }
 
-    fn checkpoint_path(&self, ca_fingerprint: &[u8; 32]) -> PathBuf {
+    /// Kept per audit log (its public key): several authorities may share
+    /// one CA, never one log.
+    fn checkpoint_path(&self, audit_key: &[u8; 32]) -> PathBuf {
         self.path
             .join(CHECKPOINTS)
-            .join(format!("{}.json", hex(ca_fingerprint)))
+            .join(format!("{}.json", hex(audit_key)))
     }
 
     /// The newest checkpoint kept for the authority with this CA.
-    pub fn kept_checkpoint(
-        &self,
-        ca_fingerprint: &[u8; 32],
-    ) -> Result<Option<Checkpoint>, AgentError> {
-        let path = self.checkpoint_path(ca_fingerprint);
+    pub fn kept_checkpoint(&self, audit_key: &[u8; 32]) -> Result<Option<Checkpoint>, AgentError> {
+        let path = self.checkpoint_path(audit_key);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -255,34 +254,29 @@ impl StateDir {
     }
 
     /// Checks an authority's answer against what this host saw before:
-    /// the checkpoint must be signed by `audit_key`, and neither it nor the
-    /// answer's own entry (`audit_seq`) may lie before the kept checkpoint
-    /// (a rolled-back log); the same entry must have the same hash (a
-    /// forked log). Returns the checkpoint to keep once the unlock has
-    /// succeeded.
+    /// the checkpoint must be signed by `audit_key` and may not lie before
+    /// the kept checkpoint (a rolled-back log); the same entry must have the
+    /// same hash (a forked log); once checkpoints came, one must come.
+    /// Returns the checkpoint to keep once the unlock has succeeded.
     pub fn check_checkpoint(
         &self,
         url: &str,
-        ca_fingerprint: &[u8; 32],
         audit_key: &[u8; 32],
-        audit_seq: u64,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Option<Checkpoint>, AgentError> {
         let bad = || AgentError::BadCheckpoint {
             url: url.to_string(),
         };
-        let kept = self.kept_checkpoint(ca_fingerprint)?;
-        if let Some(kept) = &kept
-            && audit_seq < kept.seq
-        {
-            return Err(AgentError::AuditRollback {
-                url: url.to_string(),
-                kept: kept.seq,
-                got: audit_seq,
-            });
-        }
+        let kept = self.kept_checkpoint(audit_key)?;
+        // Only the signed checkpoint is compared: entry numbers of answers
+        // to several vaults unlocking at once arrive in any order.
         let Some(checkpoint) = checkpoint else {
-            return Ok(None);
+            // An authority that sent checkpoints before must keep sending
+            // them: leaving it out would skip the rollback check.
+            return match kept {
+                Some(_) => Err(bad()),
+                None => Ok(None),
+            };
         };
         let key = AuditPublicKey::from_bytes(audit_key).map_err(|_| bad())?;
         checkpoint.verify(&key).map_err(|_| bad())?;
@@ -304,24 +298,26 @@ impl StateDir {
         }
     }
 
-    /// Keeps `checkpoint` as the newest seen from this authority.
+    /// Keeps `checkpoint` as the newest seen from this audit log (never
+    /// replacing a newer one another unlock kept meanwhile).
     pub fn keep_checkpoint(
         &self,
-        ca_fingerprint: &[u8; 32],
+        audit_key: &[u8; 32],
         checkpoint: &Checkpoint,
     ) -> Result<(), AgentError> {
+        if self
+            .kept_checkpoint(audit_key)?
+            .is_some_and(|kept| kept.seq >= checkpoint.seq)
+        {
+            return Ok(());
+        }
         let dir = self.path.join(CHECKPOINTS);
         Self::create_dir(&dir)?;
-        let path = self.checkpoint_path(ca_fingerprint);
+        let path = self.checkpoint_path(audit_key);
         let bytes = serde_json::to_vec(checkpoint)
             .map_err(|e| AgentError::Invalid(format!("checkpoint: {e}")))?;
-        atrest_vault::write_atomic(
-            &dir,
-            &format!("{}.json", hex(ca_fingerprint)),
-            &bytes,
-            0o600,
-        )
-        .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display())))
+        atrest_vault::write_atomic(&dir, &format!("{}.json", hex(audit_key)), &bytes, 0o600)
+            .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display())))
     }
 }
 
@@ -387,39 +383,53 @@ mod tests {
         let state = StateDir::new(dir.path());
         let key = AuditSigningKey::generate();
         let audit = key.public_key().to_bytes();
-        let ca = [7u8; 32];
         let at = |seq, h| key.sign_checkpoint(seq, EntryHash([h; 32]), 1000);
         let url = "https://k";
         let first = state
-            .check_checkpoint(url, &ca, &audit, 10, Some(&at(10, 1)))
+            .check_checkpoint(url, &audit, Some(&at(10, 1)))
             .unwrap()
             .unwrap();
-        state.keep_checkpoint(&ca, &first).unwrap();
-        assert_eq!(state.kept_checkpoint(&ca).unwrap(), Some(first));
+        state.keep_checkpoint(&audit, &first).unwrap();
+        assert_eq!(state.kept_checkpoint(&audit).unwrap(), Some(first));
         // Newer: kept next. Same: nothing new.
         assert!(
             state
-                .check_checkpoint(url, &ca, &audit, 12, Some(&at(11, 2)))
+                .check_checkpoint(url, &audit, Some(&at(11, 2)))
                 .unwrap()
                 .is_some()
         );
         assert!(
             state
-                .check_checkpoint(url, &ca, &audit, 12, Some(&at(10, 1)))
+                .check_checkpoint(url, &audit, Some(&at(10, 1)))
                 .unwrap()
                 .is_none()
         );
-        // Older, forked, or an entry before the checkpoint: rollback.
-        for (seq, cp) in [(12, at(9, 1)), (12, at(10, 9)), (9, at(10, 1))] {
+        // Older or forked: rollback. (An answer's entry number alone may lie
+        // before the kept checkpoint: vaults unlocking at once.)
+        for cp in [at(9, 1), at(10, 9)] {
             assert!(matches!(
-                state.check_checkpoint(url, &ca, &audit, seq, Some(&cp)),
+                state.check_checkpoint(url, &audit, Some(&cp)),
                 Err(AgentError::AuditRollback { kept: 10, .. })
             ));
         }
+        assert!(
+            state
+                .check_checkpoint(url, &audit, Some(&at(10, 1)))
+                .is_ok()
+        );
+        // Once checkpoints came, one must come with every answer.
+        assert!(matches!(
+            state.check_checkpoint(url, &audit, None),
+            Err(AgentError::BadCheckpoint { .. })
+        ));
+        // Keeping never goes backwards.
+        state.keep_checkpoint(&audit, &at(11, 2)).unwrap();
+        state.keep_checkpoint(&audit, &first).unwrap();
+        assert_eq!(state.kept_checkpoint(&audit).unwrap().unwrap().seq, 11);
         // Signed by another key.
         let other = AuditSigningKey::generate().sign_checkpoint(20, EntryHash([1; 32]), 1);
         assert!(matches!(
-            state.check_checkpoint(url, &ca, &audit, 20, Some(&other)),
+            state.check_checkpoint(url, &audit, Some(&other)),
             Err(AgentError::BadCheckpoint { .. })
         ));
     }

@@ -96,6 +96,12 @@ impl TestAuthority {
             .token
     }
 
+    fn audit_key(&self) -> [u8; 32] {
+        AuditSigningKey::from_seed(&self.audit_seed)
+            .public_key()
+            .to_bytes()
+    }
+
     async fn spec(&self) -> AuthoritySpec {
         AuthoritySpec {
             url: self.url(),
@@ -207,13 +213,13 @@ async fn enroll_then_unlock_with_the_authority_alone() {
     // The newest checkpoint is kept, and only moves forward.
     let first = host
         .state
-        .kept_checkpoint(&keyd.fingerprint())
+        .kept_checkpoint(&keyd.audit_key())
         .unwrap()
         .unwrap();
     host.unlock(&options(10)).await.unwrap();
     let second = host
         .state
-        .kept_checkpoint(&keyd.fingerprint())
+        .kept_checkpoint(&keyd.audit_key())
         .unwrap()
         .unwrap();
     assert!(second.seq > first.seq);
@@ -349,7 +355,7 @@ async fn a_rolled_back_audit_log_fails_closed() {
     // answers: its log was restored from an old backup.
     let kept = host
         .state
-        .kept_checkpoint(&keyd.fingerprint())
+        .kept_checkpoint(&keyd.audit_key())
         .unwrap()
         .unwrap();
     let later = AuditSigningKey::from_seed(&keyd.audit_seed).sign_checkpoint(
@@ -358,7 +364,7 @@ async fn a_rolled_back_audit_log_fails_closed() {
         kept.timestamp_ms + 1,
     );
     host.state
-        .keep_checkpoint(&keyd.fingerprint(), &later)
+        .keep_checkpoint(&keyd.audit_key(), &later)
         .unwrap();
     let err = host.unlock(&options(10)).await.unwrap_err();
     assert!(matches!(err, AgentError::AuditRollback { .. }), "{err:?}");
