@@ -54,8 +54,8 @@ pub use storage::{
     SqliteStorage, Storage, StorageError,
 };
 pub use tls::{
-    CA_FILE, CERT_FILE, HANDSHAKE_TIMEOUT, KEY_FILE, Peer, ServerCertificates, TlsError,
-    TlsListener, fingerprint, serve_tls, serve_tls_until,
+    CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,
+    Peer, ServerCertificates, TlsError, TlsListener, fingerprint, serve_tls, serve_tls_until,
 };
 pub use web::{FAILURE_WINDOW, MAX_FAILURES, SESSION_LIFETIME};
 pub use webhook::{WebhookError, webhook_notifier};

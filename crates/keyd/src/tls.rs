@@ -199,10 +199,59 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     format!("SHA256:{hex}")
 }
 
+/// Connections open at once; past this, new ones wait in the kernel's
+/// backlog. A fleet booting at once (10,000 hosts) fits.
+pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// A connection that neither sends nor receives for this long is closed
+/// (a client that never sends its headers; longer than the longest poll).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// An accepted connection: TLS, an idle timeout, and its place among the
+/// [`MAX_CONNECTIONS`].
+pub struct Connection {
+    stream: std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<TlsStream<TcpStream>>>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.stream.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream.as_mut().poll_shutdown(cx)
+    }
+}
+
 /// A TCP listener whose connections have finished a TLS handshake. The
 /// handshakes run in their own tasks, so a slow client holds up no one.
 pub struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepted: mpsc::Receiver<(Connection, SocketAddr)>,
     local_addr: SocketAddr,
 }
 
@@ -211,8 +260,13 @@ impl TlsListener {
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (sender, accepted) = mpsc::channel(256);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
+                // At the cap, stop accepting until a connection closes.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, addr) = match listener.accept().await {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -236,7 +290,14 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
-                            let _ = sender.send((tls, addr)).await;
+                            let mut stream = tokio_io_timeout::TimeoutStream::new(tls);
+                            stream.set_read_timeout(Some(IDLE_TIMEOUT));
+                            stream.set_write_timeout(Some(IDLE_TIMEOUT));
+                            let connection = Connection {
+                                stream: Box::pin(stream),
+                                _slot: slot,
+                            };
+                            let _ = sender.send((connection, addr)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
@@ -252,7 +313,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Connection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
