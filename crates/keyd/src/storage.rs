@@ -399,10 +399,23 @@ impl SqliteStorage {
     /// Moves the write-ahead log into the database and truncates it, so
     /// deleted rows (a shredded secret) leave no copy in the WAL file.
     async fn truncate_wal(&self) -> Result<(), StorageError> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+        // A reader holding an old snapshot blocks the truncation (reported
+        // in the result row, not as an error): retry a little, then say so.
+        for attempt in 0..20u32 {
+            let (busy,): (i64,) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt + 1))).await;
+        }
+        tracing::warn!(
+            "the write-ahead log could not be truncated after a shred (a reader is busy); \
+             the shredded secret is overwritten in the database but a copy may remain in \
+             keyd.db-wal until the next checkpoint"
+        );
         Ok(())
     }
 }
