@@ -63,7 +63,8 @@ pub struct PendingView {
 struct PendingEntry {
     view: PendingView,
     verified: VerifiedRequest,
-    ticket: Option<atrest_remote::BootTicket>,
+    /// How the request's boot was judged when it was held.
+    boot: BootStatus,
     /// The grant, once made: a second poll gets the same answer and the
     /// log one release.
     grant: Option<Grant>,
@@ -124,7 +125,6 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         &self,
         entry: &HostEntry,
         verified: VerifiedRequest,
-        ticket: Option<atrest_remote::BootTicket>,
         boot: &BootStatus,
         reason: String,
         context: RequestContext,
@@ -189,7 +189,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 PendingEntry {
                     view: view.clone(),
                     verified,
-                    ticket,
+                    boot: boot.clone(),
                     grant: None,
                     deciding: false,
                     changed,
@@ -348,7 +348,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     async fn grant_approved(&self, id: &str) -> Result<UnlockOutcome, AuthorityError> {
-        let (view, verified, ticket, grant) = self
+        let (view, verified, boot, grant) = self
             .inner
             .pending
             .with(|map| {
@@ -356,7 +356,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     (
                         e.view.clone(),
                         e.verified.clone(),
-                        e.ticket.clone(),
+                        e.boot.clone(),
                         e.grant.clone(),
                     )
                 })
@@ -382,9 +382,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             "key_id": request.key_id.to_string(),
             "source": view.source,
         });
-        let grant = self
-            .release(&entry, &verified, ticket.as_ref(), details)
-            .await?;
+        let grant = self.release(&entry, &verified, &boot, details).await?;
         self.inner.pending.with(|map| {
             if let Some(e) = map.get_mut(id) {
                 e.grant = Some(grant.clone());

@@ -679,17 +679,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 Err(e)
             }
             Ok(Verdict::Hold { reason }) => {
-                match self
-                    .hold(
-                        &entry,
-                        verified,
-                        signed.boot_ticket.clone(),
-                        &boot,
-                        reason,
-                        context,
-                    )
-                    .await
-                {
+                match self.hold(&entry, verified, &boot, reason, context).await {
                     Ok(view) => Ok(UnlockOutcome::Pending(Box::new(view))),
                     Err(e) => {
                         let mut d = details(e.code());
@@ -703,9 +693,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             Ok(Verdict::Release) => {
                 let mut d = details("released");
                 d["boot"] = boot.name().into();
-                let grant = self
-                    .release(&entry, &verified, signed.boot_ticket.as_ref(), d)
-                    .await?;
+                let grant = self.release(&entry, &verified, &boot, d).await?;
                 Ok(UnlockOutcome::Granted(Box::new(grant)))
             }
         }
@@ -800,12 +788,12 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     /// Writes the release entry, then (only then) computes the answer, and
-    /// records the boot.
+    /// records the boot. `boot` is how the request's boot was judged.
     pub(crate) async fn release(
         &self,
         entry: &HostEntry,
         verified: &VerifiedRequest,
-        ticket: Option<&atrest_remote::BootTicket>,
+        boot: &BootStatus,
         details: serde_json::Value,
     ) -> Result<Grant, AuthorityError> {
         let request = verified.request();
@@ -834,12 +822,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let response = secret.respond(verified)?;
         let now = self.now();
         let boot_id = request.boot_id.as_str().to_owned();
-        let proven =
-            BootStatus::of(&self.inner.boots.get(host), &boot_id, ticket, now) == BootStatus::Same;
         // A boot that has not proven itself (new, or unproven but released
         // by policy or an approver) gets a fresh ticket; the previous one
         // stops working.
-        let boot_ticket = (!proven).then(atrest_remote::BootTicket::random);
+        let boot_ticket = (*boot != BootStatus::Same).then(atrest_remote::BootTicket::random);
         let ticket_hash = boot_ticket.as_ref().map(atrest_remote::BootTicket::hash);
         self.inner.boots.update(host, |state| {
             if state.last_boot_id.as_deref() != Some(&boot_id) {
