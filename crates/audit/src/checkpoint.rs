@@ -95,11 +95,7 @@ impl fmt::Debug for AuditPublicKey {
 impl TryFrom<String> for AuditPublicKey {
     type Error = InvalidPublicKey;
     fn try_from(text: String) -> Result<Self, InvalidPublicKey> {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text.as_bytes())
-            .map_err(|_| InvalidPublicKey)?;
-        Self::from_bytes(&bytes.try_into().map_err(|_| InvalidPublicKey)?)
+        Self::from_bytes(&atrest_core::from_base64url(&text).ok_or(InvalidPublicKey)?)
     }
 }
 

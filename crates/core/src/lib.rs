@@ -22,6 +22,7 @@
 
 mod aead;
 mod canonical;
+mod encoding;
 mod kdf;
 pub mod labels;
 mod mac;
@@ -30,6 +31,7 @@ mod secret;
 
 pub use aead::{BlockCipher, ContentAlgorithm};
 pub use canonical::Canonical;
+pub use encoding::{base64url_array, from_base64url, to_base64url};
 pub use kdf::{Argon2Params, ParamsError, derive_from_passphrase};
 pub use mac::{HeaderMac, MAC_LEN};
 pub use names::{NAME_KEY_LEN, NameCipher};

@@ -174,25 +174,7 @@ pub struct Enrollment {
     pub key_id: KeyId,
     /// The key that signs audit checkpoints; the host keeps it to check
     /// the checkpoints it receives.
-    #[serde(with = "audit_key")]
     pub audit_public_key: AuditPublicKey,
-}
-
-mod audit_key {
-    use atrest_audit::AuditPublicKey;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(key: &AuditPublicKey, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&atrest_remote::to_base64url(&key.to_bytes()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuditPublicKey, D::Error> {
-        let text = String::deserialize(d)?;
-        let bytes: [u8; 32] = atrest_remote::from_base64url(&text)
-            .ok_or_else(|| serde::de::Error::custom("an audit public key is 32 bytes"))?;
-        AuditPublicKey::from_bytes(&bytes)
-            .map_err(|_| serde::de::Error::custom("not an Ed25519 public key"))
-    }
 }
 
 /// The outcome of an unlock request that was not refused.

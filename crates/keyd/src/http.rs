@@ -420,9 +420,7 @@ async fn info<S: Storage, A: AuditStore, C: Clock>(
 ) -> Json<serde_json::Value> {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "audit_public_key": atrest_remote::to_base64url(
-            &state.authority.audit().public_key().to_bytes()
-        ),
+        "audit_public_key": state.authority.audit().public_key().to_string(),
     }))
 }
 

@@ -1,0 +1,60 @@
+//! Unpadded base64url (RFC 4648 §5), the one text form of bytes on the
+//! wire and in the audit log, shared by atrest-remote and atrest-audit.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Encodes `bytes` as unpadded base64url.
+pub fn to_base64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes unpadded base64url into exactly `N` bytes. The `base64` engine
+/// rejects padding and non-zero trailing bits, so each value has one text
+/// form and a signature cannot be replayed under a second spelling.
+pub fn from_base64url<const N: usize>(text: &str) -> Option<[u8; N]> {
+    // Bound the work before decoding: N bytes take at most 4N/3 + 3 chars.
+    if text.len() > N * 4 / 3 + 3 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Serde for fixed-size byte arrays as unpadded base64url strings
+/// (`#[serde(with = "base64url_array")]`).
+pub mod base64url_array {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer, const N: usize>(
+        bytes: &[u8; N],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::to_base64url(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        deserializer: D,
+    ) -> Result<[u8; N], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        super::from_base64url(&text)
+            .ok_or_else(|| D::Error::custom(format!("expected {N} bytes in unpadded base64url")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_has_one_spelling() {
+        assert_eq!(to_base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(from_base64url::<2>("-_8"), Some([0xfb, 0xff]));
+        // Padding, the standard alphabet, non-zero trailing bits and wrong
+        // lengths are all refused.
+        assert_eq!(from_base64url::<2>("-_8="), None);
+        assert_eq!(from_base64url::<2>("+/8"), None);
+        assert_eq!(from_base64url::<2>("-_9"), None);
+        assert_eq!(from_base64url::<3>("-_8"), None);
+    }
+}
