@@ -18,6 +18,25 @@ pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     cmd.output().expect("run atrest")
 }
 
+/// Runs `cmd` and asserts success; the output.
+pub fn success(mut cmd: Command) -> Output {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// Runs `cmd` and asserts failure; its stderr.
+pub fn failure(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs atrest and asserts success.
 pub fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let out = run(args);

@@ -5,9 +5,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
-use crate::common::FAST_KDF;
+use crate::common::{FAST_KDF, failure, success};
 
 const BOOT_1: &str = "11111111-aaaa-4bbb-8ccc-000000000001";
 const BOOT_2: &str = "11111111-aaaa-4bbb-8ccc-000000000002";
@@ -81,23 +81,6 @@ impl Drop for Network {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn success(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
-fn failure(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "{cmd:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A keyd serving inside the authority namespace.

@@ -3,9 +3,9 @@
 //! then back, and a revoked host, against a real `atrest keyd serve`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::common::{FAST_KDF, atrest, ok};
+use crate::common::{FAST_KDF, atrest, ok, success};
 use crate::keyd::Keyd;
 
 const BOOT_A: &str = "aaaaaaaa-1111-2222-3333-444444444444";
@@ -20,41 +20,6 @@ fn host(state: &Path, boot: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Comma
         cmd.arg(a);
     }
     cmd
-}
-
-fn success(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
-/// `SHA256:` and the hex SHA-256 of the DER in `tls/ca.pem`, as
-/// `atrest keyd init` prints it.
-fn ca_fingerprint(keyd: &Keyd) -> String {
-    let pem = std::fs::read_to_string(keyd.data.join("tls/ca.pem")).unwrap();
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut der, mut acc, mut bits) = (Vec::new(), 0u32, 0);
-    for c in body.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            der.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    let hash = atrest_core::sha256(&der);
-    format!(
-        "SHA256:{}",
-        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
 }
 
 #[test]
@@ -80,7 +45,7 @@ fn enroll_reboot_unlock_retry_and_revoke() {
     ok(&init);
 
     let token = keyd.token("web");
-    let fingerprint = ca_fingerprint(&keyd);
+    let fingerprint = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
     success(host(
         &state,
         BOOT_A,
