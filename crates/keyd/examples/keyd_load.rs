@@ -149,6 +149,30 @@ fn boot_id_for(i: usize) -> BootId {
     BootId::new(format!("00000000-0000-4000-8000-{i:012}")).unwrap()
 }
 
+/// A signed unlock request of `h` with a fresh blinding and nonce, and its
+/// boot ticket once it has one.
+fn unlock_request(
+    h: &Host,
+    timestamp: u64,
+) -> (atrest_remote::SignedUnlockRequest, UnblindingState) {
+    let (blinded, state) = h.binding.blind();
+    let signed = h.identity.sign(UnlockRequest {
+        host_id: h.id.clone(),
+        vault_id: [7; 16],
+        keyslot: 1,
+        key_id: h.binding.key_id(),
+        blinded,
+        nonce: RequestNonce::random(),
+        timestamp,
+        boot_id: h.boot_id.clone(),
+    });
+    let signed = atrest_remote::SignedUnlockRequest {
+        boot_ticket: h.ticket.clone(),
+        ..signed
+    };
+    (signed, state)
+}
+
 fn host_line(h: &Host) -> String {
     format!(
         "{} {} {} {} {} {}\n",
@@ -319,17 +343,7 @@ async fn enroll_hosts(opts: &Opts) -> Res<()> {
                 };
                 // The host's first unlock of its boot: its ticket, which
                 // every later request of that boot carries.
-                let (blinded, _) = host.binding.blind();
-                let signed = host.identity.sign(UnlockRequest {
-                    host_id: host.id.clone(),
-                    vault_id: [7; 16],
-                    keyslot: 1,
-                    key_id: host.binding.key_id(),
-                    blinded,
-                    nonce: RequestNonce::random(),
-                    timestamp: now_secs(),
-                    boot_id: host.boot_id.clone(),
-                });
+                let (signed, _) = unlock_request(&host, now_secs());
                 let first: UnlockReply = client
                     .post(format!("{url}/v1/unlock"))
                     .json(&signed)
@@ -387,21 +401,7 @@ fn prepare(hosts: &[Host], count: usize, offset: usize, sample: usize) -> Prepar
     for j in 0..count {
         let hi = (offset + j) % hosts.len();
         let h = &hosts[hi];
-        let (blinded, state) = h.binding.blind();
-        let signed = h.identity.sign(UnlockRequest {
-            host_id: h.id.clone(),
-            vault_id: [7; 16],
-            keyslot: 1,
-            key_id: h.binding.key_id(),
-            blinded,
-            nonce: RequestNonce::random(),
-            timestamp,
-            boot_id: h.boot_id.clone(),
-        });
-        let signed = atrest_remote::SignedUnlockRequest {
-            boot_ticket: h.ticket.clone(),
-            ..signed
-        };
+        let (signed, state) = unlock_request(h, timestamp);
         bodies.push(serde_json::to_vec(&signed).unwrap());
         if sample > 0 && j % every == 0 && kept.len() < sample {
             kept.push((j, hi, state));
@@ -666,21 +666,7 @@ async fn once(opts: &Opts) -> Res<()> {
     let h = &hosts[0];
     let url = format!("{}/v1/unlock", opts.get("url")?.trim_end_matches('/'));
     let client = keyd_client(opts, false)?;
-    let (blinded, state) = h.binding.blind();
-    let signed = h.identity.sign(UnlockRequest {
-        host_id: h.id.clone(),
-        vault_id: [7; 16],
-        keyslot: 1,
-        key_id: h.binding.key_id(),
-        blinded,
-        nonce: RequestNonce::random(),
-        timestamp: now_secs(),
-        boot_id: h.boot_id.clone(),
-    });
-    let signed = atrest_remote::SignedUnlockRequest {
-        boot_ticket: h.ticket.clone(),
-        ..signed
-    };
+    let (signed, state) = unlock_request(h, now_secs());
     let reply = client
         .post(&url)
         .json(&signed)
