@@ -15,7 +15,6 @@
 //! ```
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -338,15 +337,7 @@ fn write_secret(path: &Path, data: &[u8]) -> Result<(), DataDirError> {
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), DataDirError> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| file_error(path, e))?;
-    file.write_all(data)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| file_error(path, e))
+    crate::tls::write_new_file(path, data, mode).map_err(|e| file_error(path, e))
 }
 
 /// Serves the authority of `dir` over HTTPS until `shutdown` resolves,

@@ -179,17 +179,20 @@ fn file_error(path: &Path, message: &str) -> TlsError {
 
 /// Creates `path` with `mode` (never more open, whatever the umask).
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    write_new_file(path, data, mode).map_err(|e| file_error(path, &e.to_string()))
+}
+
+/// Writes a file that must not exist yet, with `mode` (never more open,
+/// whatever the umask), and syncs it: every file of a data directory.
+pub(crate) fn write_new_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .map_err(|e| file_error(path, &e.to_string()))?;
-    file.write_all(data)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| file_error(path, &e.to_string()))
+        .open(path)?;
+    file.write_all(data).and_then(|()| file.sync_all())
 }
 
 /// `SHA256:` and the hex SHA-256 of a DER certificate.
