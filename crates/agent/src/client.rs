@@ -1,17 +1,12 @@
 //! One key authority's `/v1` host API over pinned HTTPS
-//! (`docs/keyd-api.md`): enroll, unlock, poll, reboot. Wire types are
-//! declared here from the API description, so the host does not link the
-//! server.
+//! (`docs/keyd-api.md`): enroll, unlock, poll, reboot. The bodies are
+//! atrest-wire's, shared with the server, so the two cannot drift.
 
 use std::time::Duration;
 
-use atrest_audit::Checkpoint;
-use atrest_remote::{
-    BlindedResponse, ExchangePublicKey, HostId, HostPublicKey, KeyId, SignedRebootNotice,
-    SignedUnlockRequest,
-};
+use atrest_remote::{HostPublicKey, SignedRebootNotice, SignedUnlockRequest};
+use atrest_wire::ErrorCode;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::tls::{error_chain, format_fingerprint, is_pin_mismatch, is_tls_failure, pinned_client};
@@ -19,72 +14,7 @@ use crate::tls::{error_chain, format_fingerprint, is_pin_mismatch, is_tls_failur
 /// Largest answer read from an authority.
 const MAX_ANSWER: usize = 64 * 1024;
 
-#[derive(Serialize)]
-struct EnrollBody<'a> {
-    token: &'a str,
-    host_name: &'a str,
-    public_key: HostPublicKey,
-}
-
-/// What enrollment gives the host.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EnrollReply {
-    pub host_id: HostId,
-    pub group: String,
-    pub exchange_key: ExchangePublicKey,
-    pub key_id: KeyId,
-    /// Unpadded base64url of the 32-byte audit key.
-    pub audit_public_key: String,
-}
-
-/// Set in a grant when the authority rotated this host's exchange secret.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Rebind {
-    pub exchange_key: ExchangePublicKey,
-    pub key_id: KeyId,
-}
-
-/// `POST /v1/unlock` and `GET /v1/requests/{id}`.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one short-lived reply per request; boxing buys nothing"
-)]
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum UnlockReply {
-    Granted {
-        response: BlindedResponse,
-        audit_seq: u64,
-        checkpoint: Option<Checkpoint>,
-        #[serde(default)]
-        rebind: Option<Rebind>,
-        /// A new boot's ticket, to keep in RAM and send with later
-        /// requests of this boot and its reboot notice.
-        #[serde(default)]
-        boot_ticket: Option<atrest_remote::BootTicket>,
-    },
-    Pending {
-        request_id: String,
-        #[serde(default)]
-        reason: String,
-        #[serde(default)]
-        expires_at: u64,
-    },
-}
-
-/// `POST /v1/reboot`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RebootReply {
-    pub audit_seq: u64,
-    pub valid_until: u64,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    message: String,
-}
+pub use atrest_wire::{Enrollment as EnrollReply, Rebind, RebootReply, UnlockReply};
 
 /// A client for one authority.
 #[derive(Clone, Debug)]
@@ -121,9 +51,9 @@ impl AuthorityClient {
         host_name: &str,
         public_key: HostPublicKey,
     ) -> Result<EnrollReply, AgentError> {
-        let body = EnrollBody {
-            token,
-            host_name,
+        let body = atrest_wire::EnrollRequest {
+            token: token.to_owned(),
+            host_name: host_name.to_owned(),
             public_key,
         };
         let request = self
@@ -149,7 +79,13 @@ impl AuthorityClient {
     }
 
     /// Long poll of a held request: waits up to `wait` at the authority.
-    pub async fn poll(&self, request_id: &str, wait: Duration) -> Result<UnlockReply, AgentError> {
+    /// `poll_token` is the one the held request's answer carried.
+    pub async fn poll(
+        &self,
+        request_id: &str,
+        poll_token: &str,
+        wait: Duration,
+    ) -> Result<UnlockReply, AgentError> {
         // The id is the authority's (base64url); anything else is refused
         // rather than spliced into a path.
         if request_id.is_empty()
@@ -162,11 +98,14 @@ impl AuthorityClient {
                 reason: "a request id that is not base64url".into(),
             });
         }
-        let request = self.http.get(format!(
-            "{}/v1/requests/{request_id}?wait={}",
-            self.url,
-            wait.as_secs()
-        ));
+        let request = self
+            .http
+            .get(format!(
+                "{}/v1/requests/{request_id}?wait={}",
+                self.url,
+                wait.as_secs()
+            ))
+            .header(atrest_wire::POLL_TOKEN_HEADER, poll_token);
         self.send(request, wait + Duration::from_secs(15))
             .await
             .map(|(_, r)| r)
@@ -216,7 +155,7 @@ impl AuthorityClient {
                     reason: e.to_string(),
                 });
         }
-        let Ok(body) = serde_json::from_slice::<ErrorBody>(&bytes) else {
+        let Ok(body) = serde_json::from_slice::<atrest_wire::ErrorBody>(&bytes) else {
             return Err(AgentError::Refused {
                 url: self.url.clone(),
                 status,
@@ -224,12 +163,13 @@ impl AuthorityClient {
                 message: "no error body".into(),
             });
         };
+        let code = body.code();
         let (url, message) = (self.url.clone(), body.message);
-        Err(match body.error.as_str() {
-            "denied" => AgentError::Denied { url, message },
-            "expired" => AgentError::Expired { url, message },
-            "revoked" => AgentError::Revoked { url, message },
-            "shredded" => AgentError::Shredded { url, message },
+        Err(match code {
+            ErrorCode::Denied => AgentError::Denied { url, message },
+            ErrorCode::Expired => AgentError::Expired { url, message },
+            ErrorCode::Revoked => AgentError::Revoked { url, message },
+            ErrorCode::Shredded => AgentError::Shredded { url, message },
             _ => AgentError::Refused {
                 url,
                 status,

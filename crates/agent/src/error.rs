@@ -104,6 +104,13 @@ pub enum AgentError {
         got: usize,
         errors: Vec<String>,
     },
+    #[error(
+        "nothing announced to {url}: this boot has not unlocked a vault through it, so it holds \
+         no boot ticket, and only the boot the authority released to can announce its end. The \
+         next boot will count as unannounced (its policy may hold it for an approver); to avoid \
+         that, unlock once now (`atrest unlock VAULT`), then run `atrest reboot --planned` again"
+    )]
+    NoBootTicket { url: String },
     #[error(transparent)]
     Vault(#[from] atrest_vault::VaultError),
 }

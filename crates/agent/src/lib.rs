@@ -51,5 +51,7 @@ pub use remote::{
     AuthoritySpec, Enrolled, RebootAnnounced, UnlockOptions, Unlocked, announce_reboot, enroll,
     remote_authorities, unlock,
 };
-pub use state::{BOOT_ID_ENV, DEFAULT_STATE_DIR, STATE_DIR_ENV, StateDir, boot_id};
+#[cfg(feature = "test-hooks")]
+pub use state::BOOT_ID_ENV;
+pub use state::{DEFAULT_STATE_DIR, STATE_DIR_ENV, StateDir, boot_id};
 pub use tls::{PinMismatch, PinnedVerifier, format_fingerprint, parse_fingerprint, pinned_client};

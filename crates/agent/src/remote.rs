@@ -116,10 +116,7 @@ pub async fn enroll(
             url: client.url().to_string(),
             reason: reason.to_string(),
         };
-        let audit_public_key: [u8; 32] = atrest_remote::from_base64url(&reply.audit_public_key)
-            .ok_or_else(|| bad("audit_public_key is not 32 bytes of base64url"))?;
-        atrest_audit::AuditPublicKey::from_bytes(&audit_public_key)
-            .map_err(|_| bad("audit_public_key is not an Ed25519 key"))?;
+        let audit_public_key = reply.audit_public_key.to_bytes();
         let (binding, key) = atrest_remote::enroll(&reply.exchange_key);
         if binding.key_id() != reply.key_id {
             return Err(bad("key_id does not name exchange_key"));
@@ -346,20 +343,28 @@ async fn request_key(
                 .await
             {
                 Ok(UnlockReply::Pending {
-                    request_id, reason, ..
+                    request_id,
+                    poll_token: Some(poll_token),
+                    reason,
+                    ..
                 }) => {
                     tracing::info!(authority = %url, %reason, "unlock request held for approval");
-                    wait_for_decision(ctx, &client, &request_id, reason).await
+                    let poll_token = Zeroizing::new(poll_token);
+                    wait_for_decision(ctx, &client, &request_id, &poll_token, reason).await
                 }
+                Ok(UnlockReply::Pending {
+                    poll_token: None, ..
+                }) => Err(AgentError::BadAnswer {
+                    url: url.clone(),
+                    reason: "a held request without the token to poll it".into(),
+                }),
                 other => other,
             }
         };
         match result.map(granted_parts) {
             Ok(Some((response, _audit_seq, checkpoint, rebind, boot_ticket))) => {
-                if let Some(ticket) = &boot_ticket {
-                    ctx.state
-                        .keep_boot_ticket(fingerprint, host, &ctx.boot, ticket)?;
-                }
+                // Nothing of the answer is kept before it checks out: the
+                // log's head, then the key itself.
                 let keep = ctx.state.check_checkpoint(
                     &url,
                     &authority.audit_public_key,
@@ -371,6 +376,10 @@ async fn request_key(
                         url: url.clone(),
                         reason: e.to_string(),
                     })?;
+                if let Some(ticket) = &boot_ticket {
+                    ctx.state
+                        .keep_boot_ticket(fingerprint, host, &ctx.boot, ticket)?;
+                }
                 return Ok(Released {
                     key,
                     url,
@@ -416,6 +425,7 @@ async fn wait_for_decision(
     ctx: &Context,
     client: &AuthorityClient,
     request_id: &str,
+    poll_token: &str,
     mut reason: String,
 ) -> Result<UnlockReply, AgentError> {
     let started = Instant::now();
@@ -434,7 +444,7 @@ async fn wait_for_decision(
             .poll_wait
             .min(left - Duration::from_secs(1))
             .max(Duration::from_secs(1));
-        match client.poll(request_id, wait).await {
+        match client.poll(request_id, poll_token, wait).await {
             Ok(reply @ UnlockReply::Granted { .. }) => return Ok(reply),
             Ok(UnlockReply::Pending { reason: r, .. }) => {
                 reason = r;
@@ -672,7 +682,16 @@ pub async fn announce_reboot(
     let deadline = Instant::now() + options.timeout;
     let mut out = Vec::with_capacity(authorities.len());
     for authority in authorities {
+        let ticket = state.boot_ticket(&authority.ca_fingerprint, &authority.host_id, &boot);
         let result = async {
+            // Only the boot the authority released to can announce its end,
+            // with the ticket it got; without one the notice would only be
+            // refused (and logged as a refusal), so it is not sent.
+            let Some(ticket) = ticket else {
+                return Err(AgentError::NoBootTicket {
+                    url: authority.url.clone(),
+                });
+            };
             let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
             let mut delay = options.backoff;
             let mut attempt = 0;
@@ -684,8 +703,7 @@ pub async fn announce_reboot(
                     nonce: RequestNonce::random(),
                     timestamp: unix_now(),
                 });
-                signed.boot_ticket =
-                    state.boot_ticket(&authority.ca_fingerprint, &authority.host_id, &boot);
+                signed.boot_ticket = Some(ticket.clone());
                 match client.reboot(&signed).await {
                     Ok(reply) => return Ok(reply),
                     Err(e) if e.is_transient() && attempt <= options.retries => {

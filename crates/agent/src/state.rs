@@ -22,7 +22,9 @@ use crate::AgentError;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/atrest/host";
 /// Overrides [`DEFAULT_STATE_DIR`] (tests, several hosts on one machine).
 pub const STATE_DIR_ENV: &str = "ATREST_STATE_DIR";
-/// Overrides the kernel's boot id (tests that simulate a reboot).
+/// Overrides the kernel's boot id in test builds (they simulate reboots);
+/// a release build has no such hook.
+#[cfg(feature = "test-hooks")]
 pub const BOOT_ID_ENV: &str = "ATREST_BOOT_ID";
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 const IDENTITY_FILE: &str = "identity";
@@ -321,13 +323,14 @@ impl StateDir {
     }
 }
 
-/// The boot id: `ATREST_BOOT_ID` if set (tests), else the kernel's.
+/// The kernel's boot id (in test builds, `ATREST_BOOT_ID` if set).
 pub fn boot_id() -> Result<BootId, AgentError> {
-    let text = match std::env::var(BOOT_ID_ENV) {
-        Ok(text) => text,
-        Err(_) => fs::read_to_string(BOOT_ID_FILE)
-            .map_err(|e| AgentError::BootId(format!("{BOOT_ID_FILE}: {e}")))?,
-    };
+    #[cfg(feature = "test-hooks")]
+    if let Ok(text) = std::env::var(BOOT_ID_ENV) {
+        return BootId::new(text.trim()).map_err(|e| AgentError::BootId(e.to_string()));
+    }
+    let text = fs::read_to_string(BOOT_ID_FILE)
+        .map_err(|e| AgentError::BootId(format!("{BOOT_ID_FILE}: {e}")))?;
     BootId::new(text.trim()).map_err(|e| AgentError::BootId(e.to_string()))
 }
 

@@ -6,7 +6,8 @@
 //! asks again (its poll gets `unknown_request`) and a new request is held.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
@@ -65,9 +66,12 @@ struct PendingEntry {
     verified: VerifiedRequest,
     /// How the request's boot was judged when it was held.
     boot: BootStatus,
-    /// The grant, once made: a second poll gets the same answer and the
-    /// log one release.
-    grant: Option<Grant>,
+    /// SHA-256 of the poll token only the requester was given.
+    poll_token_hash: [u8; 32],
+    /// The grant, made once: concurrent polls wait for the one that makes
+    /// it, then all get that answer; the log gets one release and the boot
+    /// one ticket.
+    grant: Arc<tokio::sync::OnceCell<Grant>>,
     /// A decision is being written to the log: a second decider is told
     /// it was already decided, and the host still sees "pending".
     deciding: bool,
@@ -89,6 +93,40 @@ impl PendingRequests {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// The secret a held request's answer gives its requester, which its polls
+/// must carry. Request ids are shown to approvers, operators and webhooks;
+/// this is not, so nobody else can collect the grant (and its boot ticket).
+#[derive(Clone)]
+pub struct PollToken([u8; 32]);
+
+impl PollToken {
+    fn random() -> Self {
+        Self(atrest_core::random_array())
+    }
+
+    fn hash(&self) -> [u8; 32] {
+        atrest_core::sha256(&self.0)
+    }
+}
+
+impl fmt::Display for PollToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&to_base64url(&self.0))
+    }
+}
+
+impl fmt::Debug for PollToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PollToken([redacted])")
+    }
+}
+
+impl Drop for PollToken {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -128,7 +166,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         boot: &BootStatus,
         reason: String,
         context: RequestContext,
-    ) -> Result<PendingView, AuthorityError> {
+    ) -> Result<(PendingView, PollToken), AuthorityError> {
         let request = verified.request();
         let waiting = self.inner.pending.with(|map| {
             map.values()
@@ -138,12 +176,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 .count()
         });
         if waiting >= MAX_PENDING_PER_HOST {
-            // A host cannot fill the approvers' page, the log or memory.
-            return Err(AuthorityError::Denied {
+            // A host cannot fill the approvers' page, the log or memory. Not
+            // a denial: whoever holds a copy of the host's identity can fill
+            // these slots, and the real host must keep asking (429) rather
+            // than give up for good.
+            return Err(AuthorityError::TooManyPending {
                 host: entry.record.id.clone(),
-                reason: format!(
-                    "{waiting} of its requests already wait for an approver; decide those first"
-                ),
+                waiting,
             });
         }
         // Never starts with `-`, so `atrest keyd approve ID` parses.
@@ -183,6 +222,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             )
             .await?;
         let (changed, _) = watch::channel(PendingState::Pending);
+        let poll_token = PollToken::random();
         self.inner.pending.with(|map| {
             map.insert(
                 id,
@@ -190,7 +230,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     view: view.clone(),
                     verified,
                     boot: boot.clone(),
-                    grant: None,
+                    poll_token_hash: poll_token.hash(),
+                    grant: Arc::default(),
                     deciding: false,
                     changed,
                 },
@@ -200,7 +241,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if let Some(notify) = &self.inner.options.on_pending {
             notify(&view);
         }
-        Ok(view)
+        Ok((view, poll_token))
     }
 
     /// Requests still waiting, oldest first.
@@ -307,13 +348,28 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     /// The host's poll: waits up to `wait` for a decision, then answers as
-    /// `unlock` would.
-    pub async fn poll(&self, id: &str, wait: Duration) -> Result<UnlockOutcome, AuthorityError> {
+    /// `unlock` would. `poll_token` is the one the held request's answer
+    /// gave (base64url); without it nothing is answered.
+    pub async fn poll(
+        &self,
+        id: &str,
+        poll_token: &str,
+        wait: Duration,
+    ) -> Result<UnlockOutcome, AuthorityError> {
+        let presented = atrest_remote::from_base64url::<32>(poll_token)
+            .map(|t| atrest_core::sha256(&t))
+            .unwrap_or_default();
         let mut changed = self
             .inner
             .pending
-            .with(|map| map.get(id).map(|e| e.changed.subscribe()))
-            .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?;
+            .with(|map| {
+                map.get(id).map(|e| {
+                    atrest_core::constant_time_eq(&presented, &e.poll_token_hash)
+                        .then(|| e.changed.subscribe())
+                })
+            })
+            .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?
+            .ok_or(AuthorityError::BadPollToken)?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let view = self.pending_request(id)?;
@@ -340,7 +396,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 .saturating_duration_since(tokio::time::Instant::now())
                 .min(until_expiry.max(Duration::from_millis(100)));
             if step.is_zero() {
-                return Ok(UnlockOutcome::Pending(Box::new(view)));
+                return Ok(UnlockOutcome::Pending {
+                    view: Box::new(view),
+                    poll_token: None,
+                });
             }
             // Woken by a decision, or at the deadline to answer "pending".
             let _ = tokio::time::timeout(step, changed.changed()).await;
@@ -362,33 +421,32 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 })
             })
             .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?;
-        if let Some(grant) = grant {
-            return Ok(UnlockOutcome::Granted(Box::new(grant)));
-        }
-        let entry = self
-            .inner
-            .hosts
-            .get(&view.host_id)
-            .ok_or_else(|| AuthorityError::UnknownHost(view.host_id.clone()))?;
-        let request = verified.request();
-        let details = json!({
-            "outcome": "released",
-            "request_id": id,
-            "approved_by": view.decided_by,
-            "boot": view.boot,
-            "boot_id": view.boot_id,
-            "keyslot": request.keyslot,
-            "vault_id": to_base64url(&request.vault_id),
-            "key_id": request.key_id.to_string(),
-            "source": view.source,
-        });
-        let grant = self.release(&entry, &verified, &boot, details).await?;
-        self.inner.pending.with(|map| {
-            if let Some(e) = map.get_mut(id) {
-                e.grant = Some(grant.clone());
-            }
-        });
-        Ok(UnlockOutcome::Granted(Box::new(grant)))
+        // One release per approved request, however many polls race here:
+        // the first makes the grant, the others wait for it and share it
+        // (a failed attempt leaves the cell empty for the next poll).
+        let grant = grant
+            .get_or_try_init(|| async {
+                let entry = self
+                    .inner
+                    .hosts
+                    .get(&view.host_id)
+                    .ok_or_else(|| AuthorityError::UnknownHost(view.host_id.clone()))?;
+                let request = verified.request();
+                let details = json!({
+                    "outcome": "released",
+                    "request_id": id,
+                    "approved_by": view.decided_by,
+                    "boot": view.boot,
+                    "boot_id": view.boot_id,
+                    "keyslot": request.keyslot,
+                    "vault_id": to_base64url(&request.vault_id),
+                    "key_id": request.key_id.to_string(),
+                    "source": view.source,
+                });
+                self.release(&entry, &verified, &boot, details).await
+            })
+            .await?;
+        Ok(UnlockOutcome::Granted(Box::new(grant.clone())))
     }
 
     /// Denies, by expiry, every request that waited too long, and forgets

@@ -7,15 +7,16 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use atrest_audit::{AuditLog, AuditPublicKey, AuditStore, Checkpoint, Clock, EntryKind, NewEntry};
+use atrest_audit::{AuditLog, AuditStore, Checkpoint, Clock, EntryKind, NewEntry};
 use atrest_remote::{
-    BlindedResponse, ExchangePublicKey, HostId, HostPublicKey, HostSecret, KeyId, RequestError,
-    SignedRebootNotice, SignedUnlockRequest, VerifiedRequest, to_base64url,
+    BlindedResponse, HostId, HostPublicKey, HostSecret, KeyId, RequestError, SignedRebootNotice,
+    SignedUnlockRequest, VerifiedRequest, to_base64url,
 };
+use atrest_wire::ErrorCode;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::approval::{PendingRequests, PendingView};
+use crate::approval::{PendingRequests, PendingView, PollToken};
 use crate::metrics::Metrics;
 use crate::state::{Boots, HostEntry, Hosts, Nonces, Policies, RefusalBudget};
 use crate::storage::{
@@ -95,6 +96,16 @@ pub enum AuthorityError {
     Expired,
     #[error("no pending request {0}: it expired long ago, was never made, or keyd restarted")]
     UnknownRequest(String),
+    #[error(
+        "this poll does not carry the poll token the held request's answer gave: only the \
+         process that made the request can collect its answer"
+    )]
+    BadPollToken,
+    #[error(
+        "host {host} already has {waiting} requests waiting for an approver; retry later \
+         (an approver can deny the ones that are not this host's: `atrest keyd requests`)"
+    )]
+    TooManyPending { host: HostId, waiting: usize },
     #[error("request {id} is already {state}")]
     AlreadyDecided { id: String, state: &'static str },
     #[error("unknown approver or wrong or reused TOTP code")]
@@ -129,29 +140,38 @@ impl From<StorageError> for AuthorityError {
 }
 
 impl AuthorityError {
-    pub fn code(&self) -> &'static str {
+    /// The stable code of this refusal (docs/keyd-api.md).
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Self::BadToken => "bad_token",
-            Self::InvalidField(_) => "invalid_field",
-            Self::BadPublicKey(_) => "bad_public_key",
-            Self::UnknownHost(_) => "unknown_host",
-            Self::Request(e) => e.code(),
-            Self::ReplayedNonce => "replayed_nonce",
-            Self::Revoked(_) => "revoked",
-            Self::Shredded(_) => "shredded",
-            Self::UnknownKey(_) => "unknown_key",
-            Self::Denied { .. } => "denied",
-            Self::Expired => "expired",
-            Self::UnknownRequest(_) => "unknown_request",
-            Self::AlreadyDecided { .. } => "already_decided",
-            Self::BadApproverCode => "bad_code",
-            Self::UnprovenBoot(_) => "unproven_boot",
-            Self::HostExists(_) => "host_exists",
-            Self::RebindPending { .. } => "rebind_pending",
-            Self::Audit(_) => "audit_unavailable",
-            Self::Storage(_) => "storage_error",
-            Self::Exchange(_) => "internal_error",
+            Self::BadToken => ErrorCode::BadToken,
+            Self::InvalidField(_) => ErrorCode::InvalidField,
+            Self::BadPublicKey(_) => ErrorCode::BadPublicKey,
+            Self::UnknownHost(_) => ErrorCode::UnknownHost,
+            Self::Request(RequestError::BadSignature) => ErrorCode::BadSignature,
+            Self::Request(RequestError::Stale { .. }) => ErrorCode::StaleRequest,
+            Self::Request(RequestError::FromTheFuture { .. }) => ErrorCode::FutureRequest,
+            Self::ReplayedNonce => ErrorCode::ReplayedNonce,
+            Self::Revoked(_) => ErrorCode::Revoked,
+            Self::Shredded(_) => ErrorCode::Shredded,
+            Self::UnknownKey(_) => ErrorCode::UnknownKey,
+            Self::Denied { .. } => ErrorCode::Denied,
+            Self::Expired => ErrorCode::Expired,
+            Self::UnknownRequest(_) => ErrorCode::UnknownRequest,
+            Self::BadPollToken => ErrorCode::BadPollToken,
+            Self::TooManyPending { .. } => ErrorCode::TooManyPending,
+            Self::AlreadyDecided { .. } => ErrorCode::AlreadyDecided,
+            Self::BadApproverCode => ErrorCode::BadCode,
+            Self::UnprovenBoot(_) => ErrorCode::UnprovenBoot,
+            Self::HostExists(_) => ErrorCode::HostExists,
+            Self::RebindPending { .. } => ErrorCode::RebindPending,
+            Self::Audit(_) => ErrorCode::AuditUnavailable,
+            Self::Storage(_) => ErrorCode::StorageError,
+            Self::Exchange(_) => ErrorCode::InternalError,
         }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
@@ -164,32 +184,18 @@ pub struct Token {
     pub expires_at: u64,
 }
 
-/// What a host gets back from enrollment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Enrollment {
-    pub host_id: HostId,
-    pub group: String,
-    /// `S`, the public half of the host's exchange secret.
-    pub exchange_key: ExchangePublicKey,
-    pub key_id: KeyId,
-    /// The key that signs audit checkpoints; the host keeps it to check
-    /// the checkpoints it receives.
-    pub audit_public_key: AuditPublicKey,
-}
+pub use atrest_wire::{Enrollment, Rebind};
 
 /// The outcome of an unlock request that was not refused.
 #[derive(Clone, Debug)]
 pub enum UnlockOutcome {
     Granted(Box<Grant>),
-    /// Held for an approver.
-    Pending(Box<PendingView>),
-}
-
-/// After a rotation: the key the host should re-bind its keyslot to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Rebind {
-    pub exchange_key: ExchangePublicKey,
-    pub key_id: KeyId,
+    /// Held for an approver. The poll token goes only to the request that
+    /// was held (a poll's "still pending" carries none).
+    Pending {
+        view: Box<PendingView>,
+        poll_token: Option<PollToken>,
+    },
 }
 
 /// A released answer, with the audit proof the host keeps.
@@ -304,10 +310,12 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     pub refusals_authenticated: RefusalBudget,
     pub pending: PendingRequests,
     pub metrics: Metrics,
-    /// Held across snapshot → audit → storage → memory by every change to
-    /// a host or a policy, so two changes never interleave (a rotate could
-    /// otherwise write back a state a revoke had just replaced).
-    pub changes: tokio::sync::Mutex<()>,
+    /// Held exclusively across snapshot → audit → storage → memory by
+    /// every change to a host or a policy, so two changes never interleave
+    /// (a rotate could otherwise write back a state a revoke had just
+    /// replaced); held shared by a release from its state check to its
+    /// answer, so no change lands between the two.
+    pub changes: tokio::sync::RwLock<()>,
 }
 
 /// The key authority. Cheap to clone; a background task (flushing boot
@@ -348,7 +356,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             refusals_authenticated: RefusalBudget::new(options.refusal_entries_per_second),
             pending: PendingRequests::default(),
             metrics: Metrics::default(),
-            changes: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::RwLock::new(()),
             storage,
             audit,
             clock,
@@ -518,14 +526,20 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             enrolled_at: now,
         };
         let token_hash = atrest_core::sha256(token.as_bytes());
+        if self.inner.hosts.get(&id).is_some() {
+            return Err(AuthorityError::HostExists(id));
+        }
+        // Log first, then enroll: a host never exists without its entry. A
+        // crash or a lost race between the two leaves an entry for an
+        // enrollment that did not happen (followed by a `not_enrolled`
+        // entry when the process lives to write it), never the reverse.
         let group = self
             .inner
             .storage
-            .enroll(token_hash, now, &record, &secret.expose_bytes())
+            .token_group(token_hash, now)
             .await?
             .ok_or(AuthorityError::BadToken)?;
-        let logged = self
-            .inner
+        self.inner
             .audit
             .append(
                 NewEntry::new(EntryKind::Enrollment, id.as_str())
@@ -537,12 +551,29 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                         "source": context.source_text(),
                     })),
             )
-            .await;
-        if let Err(e) = logged {
-            // Not logged, so not enrolled: the token can be used again.
-            self.inner.storage.undo_enroll(token_hash, &id).await?;
-            return Err(e.into());
-        }
+            .await?;
+        let enrolled = match self
+            .inner
+            .storage
+            .enroll(token_hash, now, &record, &secret.expose_bytes())
+            .await
+        {
+            Ok(Some(group)) => Ok(group),
+            Ok(None) => Err(AuthorityError::BadToken),
+            Err(e) => Err(e.into()),
+        };
+        let group = match enrolled {
+            Ok(group) => group,
+            Err(e) => {
+                let undone = NewEntry::new(EntryKind::Enrollment, ACTOR)
+                    .subject(id.as_str())
+                    .details(json!({ "outcome": "not_enrolled", "reason": e.code() }));
+                if let Err(log) = self.inner.audit.append(undone).await {
+                    tracing::warn!(host = %id, error = %log, "could not log a failed enrollment");
+                }
+                return Err(e);
+            }
+        };
         let record = HostRecord { group, ..record };
         self.inner.metrics.enrollments.inc();
         self.inner.hosts.put(HostEntry {
@@ -662,7 +693,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             }
             Ok(Verdict::Hold { reason }) => {
                 match self.hold(&entry, verified, &boot, reason, context).await {
-                    Ok(view) => Ok(UnlockOutcome::Pending(Box::new(view))),
+                    Ok((view, poll_token)) => Ok(UnlockOutcome::Pending {
+                        view: Box::new(view),
+                        poll_token: Some(poll_token),
+                    }),
                     Err(e) => {
                         let mut d = details(e.code());
                         d["boot"] = boot.name().into();
@@ -780,6 +814,20 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     ) -> Result<Grant, AuthorityError> {
         let request = verified.request();
         let host = &entry.record.id;
+        // Revoke, shred and rotate take this lock exclusively: from the
+        // state check below to the answer, none can land in between, so a
+        // "released" entry is never followed by a refusal of the same
+        // release (nor a release by a shred that logged first).
+        let changing = self.inner.changes.read().await;
+        let current = self
+            .inner
+            .hosts
+            .get(host)
+            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
+        check_state(&current.record)?;
+        let secret = current
+            .secret(&request.key_id)
+            .ok_or(AuthorityError::UnknownKey(request.key_id))?;
         // Fail closed: the entry is durable before the answer exists.
         let receipt = self
             .inner
@@ -791,16 +839,6 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             )
             .await
             .inspect_err(|_| self.inner.metrics.unlock("audit_unavailable"))?;
-        // Re-read: a shred or revoke may have landed while we waited.
-        let current = self
-            .inner
-            .hosts
-            .get(host)
-            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
-        check_state(&current.record)?;
-        let secret = current
-            .secret(&request.key_id)
-            .ok_or(AuthorityError::UnknownKey(request.key_id))?;
         let response = secret.respond(verified)?;
         let now = self.now();
         let boot_id = request.boot_id.as_str().to_owned();
@@ -820,6 +858,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             state.last_boot_id = Some(boot_id);
             state.last_unlock_at = Some(now);
         });
+        drop(changing);
         let rebind = self.after_release(&current, &request.key_id).await;
         self.inner.metrics.unlock("released");
         Ok(Grant {
@@ -853,7 +892,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     async fn retire_previous(&self, entry: &HostEntry) -> Result<(), AuthorityError> {
-        let _changing = self.inner.changes.lock().await;
+        let _changing = self.inner.changes.write().await;
         let host = &entry.record.id;
         // Exactly the secrets that were previous when the host proved it
         // re-bound; a rotation since then made others previous.
@@ -1018,7 +1057,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// A new exchange secret for `host`. Its keyslots keep opening with the
     /// previous one, and re-bind to the new one on their next unlock.
     pub async fn rotate(&self, host: &HostId, actor: &str) -> Result<HostView, AuthorityError> {
-        let _changing = self.inner.changes.lock().await;
+        let _changing = self.inner.changes.write().await;
         let entry = self.host_entry(host)?;
         check_state(&entry.record)?;
         if let Some(previous) = entry.record.previous_key_id {
@@ -1089,7 +1128,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         kind: EntryKind,
         actor: &str,
     ) -> Result<HostView, AuthorityError> {
-        let _changing = self.inner.changes.lock().await;
+        let _changing = self.inner.changes.write().await;
         let entry = self.host_entry(host)?;
         if entry.record.state == HostState::Shredded {
             return Err(AuthorityError::Shredded(host.clone()));
@@ -1133,7 +1172,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if let PolicyScope::Group(g) = scope {
             check_group(g)?;
         }
-        let _changing = self.inner.changes.lock().await;
+        let _changing = self.inner.changes.write().await;
         self.inner
             .audit
             .append(
@@ -1269,14 +1308,27 @@ mod tests {
         }
     }
 
-    /// An audit store that can be made to refuse writes (disk full).
+    /// An audit store that can be made to refuse writes (disk full), or
+    /// to stop inside a commit until the test lets it go on.
     struct FlakyStore {
         inner: SqliteStore,
         fail: Arc<AtomicBool>,
+        /// Each commit takes a permit; a test holding them all stops it.
+        gate: Arc<tokio::sync::Semaphore>,
+        /// Signalled when a commit starts.
+        entered: Arc<tokio::sync::Notify>,
     }
+
+    const GATE_PERMITS: u32 = 1 << 20;
 
     impl AuditStore for FlakyStore {
         async fn append(&self, entries: &[Entry], cps: &[Checkpoint]) -> Result<(), StoreError> {
+            self.entered.notify_one();
+            let _permit = self
+                .gate
+                .acquire()
+                .await
+                .map_err(|e| StoreError::Backend(e.into()))?;
             if self.fail.load(Ordering::SeqCst) {
                 return Err(StoreError::Backend("disk full".into()));
             }
@@ -1306,11 +1358,16 @@ mod tests {
         authority: TestAuthority,
         clock: ManualClock,
         audit_fails: Arc<AtomicBool>,
+        audit_gate: Arc<tokio::sync::Semaphore>,
+        audit_entered: Arc<tokio::sync::Notify>,
         audit_seed: [u8; 32],
         dir: tempfile::TempDir,
         /// Boot tickets the hosts got, by (host, boot id): what a host keeps
         /// in /run.
         tickets: std::sync::Mutex<std::collections::HashMap<(String, String), BootTicket>>,
+        /// Poll tokens of held requests, by request id: what the process
+        /// that made the request holds.
+        poll_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
     }
 
     /// Unlocks as a host does: keeps the boot ticket of a grant.
@@ -1319,6 +1376,16 @@ mod tests {
         signed: &SignedUnlockRequest,
     ) -> Result<UnlockOutcome, AuthorityError> {
         let outcome = f.authority.unlock(signed, CTX).await;
+        if let Ok(UnlockOutcome::Pending {
+            view,
+            poll_token: Some(token),
+        }) = &outcome
+        {
+            f.poll_tokens
+                .lock()
+                .unwrap()
+                .insert(view.id.clone(), token.to_string());
+        }
         if let Ok(UnlockOutcome::Granted(grant)) = &outcome
             && let Some(ticket) = &grant.boot_ticket
         {
@@ -1361,15 +1428,20 @@ mod tests {
         let clock = ManualClock::default();
         clock.0.store(T0 * 1000, Ordering::SeqCst);
         let fail = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(tokio::sync::Semaphore::new(GATE_PERMITS as usize));
+        let entered = Arc::new(tokio::sync::Notify::new());
         let audit_seed = atrest_core::random_array();
-        let authority = open_at(&dir, &clock, &fail, &audit_seed, options).await;
+        let authority = open_at(&dir, &clock, &fail, &gate, &entered, &audit_seed, options).await;
         Fixture {
             authority,
             clock,
             audit_fails: fail,
+            audit_gate: gate,
+            audit_entered: entered,
             audit_seed,
             dir,
             tickets: Default::default(),
+            poll_tokens: Default::default(),
         }
     }
 
@@ -1377,6 +1449,8 @@ mod tests {
         dir: &tempfile::TempDir,
         clock: &ManualClock,
         fail: &Arc<AtomicBool>,
+        gate: &Arc<tokio::sync::Semaphore>,
+        entered: &Arc<tokio::sync::Notify>,
         seed: &[u8; 32],
         options: AuthorityOptions,
     ) -> TestAuthority {
@@ -1385,6 +1459,8 @@ mod tests {
                 .await
                 .unwrap(),
             fail: fail.clone(),
+            gate: gate.clone(),
+            entered: entered.clone(),
         };
         let audit = AuditLog::open(
             store,
@@ -1409,9 +1485,12 @@ mod tests {
             authority,
             clock,
             audit_fails,
+            audit_gate,
+            audit_entered,
             audit_seed,
             dir,
             tickets,
+            poll_tokens,
         } = f;
         drop(authority);
         // Let the writer task see the channel close and finish.
@@ -1420,6 +1499,8 @@ mod tests {
             &dir,
             &clock,
             &audit_fails,
+            &audit_gate,
+            &audit_entered,
             &audit_seed,
             AuthorityOptions::default(),
         )
@@ -1428,9 +1509,12 @@ mod tests {
             authority,
             clock,
             audit_fails,
+            audit_gate,
+            audit_entered,
             audit_seed,
             dir,
             tickets,
+            poll_tokens,
         }
     }
 
@@ -1506,7 +1590,7 @@ mod tests {
     fn granted(outcome: UnlockOutcome) -> Grant {
         match outcome {
             UnlockOutcome::Granted(grant) => *grant,
-            UnlockOutcome::Pending(_) => panic!("pending"),
+            UnlockOutcome::Pending { .. } => panic!("pending"),
         }
     }
 
@@ -1720,7 +1804,7 @@ mod tests {
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert!(matches!(
             unlock(&f, &signed).await.unwrap(),
-            UnlockOutcome::Pending(_)
+            UnlockOutcome::Pending { .. }
         ));
         // The host's own policy wins over its group's.
         f.authority
@@ -1749,7 +1833,7 @@ mod tests {
 
     fn pending(outcome: UnlockOutcome) -> PendingView {
         match outcome {
-            UnlockOutcome::Pending(view) => *view,
+            UnlockOutcome::Pending { view, .. } => *view,
             UnlockOutcome::Granted(_) => panic!("granted"),
         }
     }
@@ -1763,8 +1847,19 @@ mod tests {
         (unlock(f, &signed).await, state)
     }
 
+    fn poll_token(f: &Fixture, id: &str) -> String {
+        f.poll_tokens
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     async fn poll_now(f: &Fixture, id: &str) -> Result<UnlockOutcome, AuthorityError> {
-        f.authority.poll(id, Duration::ZERO).await
+        f.authority
+            .poll(id, &poll_token(f, id), Duration::ZERO)
+            .await
     }
 
     #[tokio::test]
@@ -1794,7 +1889,8 @@ mod tests {
         let waiter = {
             let authority = f.authority.clone();
             let id = view.id.clone();
-            tokio::spawn(async move { authority.poll(&id, Duration::from_secs(30)).await })
+            let token = poll_token(&f, &id);
+            tokio::spawn(async move { authority.poll(&id, &token, Duration::from_secs(30)).await })
         };
         tokio::task::yield_now().await;
         let decided = f.authority.decide(&view.id, true, "alice").await.unwrap();
@@ -1822,8 +1918,14 @@ mod tests {
             let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
             pending(unlock(&f, &signed).await.unwrap());
         }
+        // Asking again is "busy, retry" (429), not a denial: a copy of the
+        // host's identity can fill these slots, and the real host must
+        // keep asking.
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-        assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "denied");
+        assert_eq!(
+            unlock(&f, &signed).await.unwrap_err().code(),
+            "too_many_pending"
+        );
         // Deciding twice is refused.
         assert_eq!(
             f.authority
@@ -2049,6 +2151,9 @@ mod tests {
     async fn a_rotated_host_rebinds_and_the_old_secret_goes() {
         let f = fixture().await;
         let host = enroll_host(&f, "web-1").await;
+        let old_secret = f.authority.storage().host_secrets(&host.id).await.unwrap()[0]
+            .secret
+            .clone();
         let view = f.authority.rotate(&host.id, "test").await.unwrap();
         assert_eq!(view.record.previous_key_id, Some(host.binding.key_id()));
         // Not again before the host re-bound: its keyslots use the old key.
@@ -2093,6 +2198,146 @@ mod tests {
         );
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "unknown_key");
+        // Retired as a shred is: no copy in the database or its WAL.
+        for name in ["keyd.db", "keyd.db-wal"] {
+            let bytes = std::fs::read(f.dir.path().join(name)).unwrap_or_default();
+            assert!(
+                !bytes.windows(32).any(|w| w == &old_secret[..]),
+                "{name} still holds the retired secret"
+            );
+        }
+    }
+
+    /// Review finding 1: request ids are public (audit log, webhook,
+    /// `keyd requests`, the approval page), so a poll by id alone handed
+    /// the approved grant and the running boot's ticket to anyone.
+    #[tokio::test]
+    async fn only_the_requester_collects_a_held_requests_grant() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        f.authority
+            .set_policy(
+                &PolicyScope::Host(host.id.clone()),
+                rule(Policy::Approve),
+                "test",
+            )
+            .await
+            .unwrap();
+        let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+        let view = pending(unlock(&f, &signed).await.unwrap());
+        // The id is in the log for anyone who reads it.
+        assert!(
+            entries(&f)
+                .await
+                .iter()
+                .any(|e| e.details.contains(&view.id))
+        );
+        f.authority.decide(&view.id, true, "alice").await.unwrap();
+        let other = atrest_core::to_base64url(&atrest_core::random_array::<32>());
+        for token in ["", "not-base64url!", other.as_str()] {
+            let refused = f
+                .authority
+                .poll(&view.id, token, Duration::ZERO)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), "bad_poll_token", "token {token:?}");
+        }
+        // Nothing was released to those polls.
+        assert!(
+            !entries(&f)
+                .await
+                .iter()
+                .any(|e| e.details.contains("\"released\""))
+        );
+        let grant = granted(poll_now(&f, &view.id).await.unwrap());
+        assert!(grant.boot_ticket.is_some());
+        assert_eq!(
+            state.unblind(&grant.response).unwrap().expose(),
+            host.key.expose()
+        );
+        // The token did not leak into any view of the request.
+        let token = poll_token(&f, &view.id);
+        let shown = serde_json::to_string(&f.authority.pending_request(&view.id).unwrap()).unwrap();
+        assert!(!shown.contains(&token));
+        assert!(!entries(&f).await.iter().any(|e| e.details.contains(&token)));
+    }
+
+    /// Review finding 4: two polls of one approved request released twice,
+    /// and the second ticket replaced the first.
+    #[tokio::test]
+    async fn concurrent_polls_of_an_approved_request_release_once() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        f.authority
+            .set_policy(
+                &PolicyScope::Host(host.id.clone()),
+                rule(Policy::Approve),
+                "test",
+            )
+            .await
+            .unwrap();
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        let view = pending(unlock(&f, &signed).await.unwrap());
+        f.authority.decide(&view.id, true, "alice").await.unwrap();
+        let token = poll_token(&f, &view.id);
+        let polls: Vec<_> = (0..8)
+            .map(|_| {
+                let authority = f.authority.clone();
+                let (id, token) = (view.id.clone(), token.clone());
+                tokio::spawn(async move { authority.poll(&id, &token, Duration::ZERO).await })
+            })
+            .collect();
+        let mut grants = Vec::new();
+        for poll in polls {
+            grants.push(granted(poll.await.unwrap().unwrap()));
+        }
+        let first = &grants[0];
+        for grant in &grants {
+            assert_eq!(grant.audit_seq, first.audit_seq);
+            assert_eq!(grant.boot_ticket, first.boot_ticket);
+        }
+        let released = entries(&f)
+            .await
+            .iter()
+            .filter(|e| e.details.contains("\"released\"") && e.details.contains(&view.id))
+            .count();
+        assert_eq!(released, 1);
+        // The ticket every poll got is the one the authority holds.
+        let boot = f.authority.inner.boots.get(&host.id);
+        assert_eq!(
+            boot.ticket_hash,
+            first.boot_ticket.as_ref().map(BootTicket::hash)
+        );
+    }
+
+    /// Review finding 5: the host was committed before its enrollment was
+    /// logged, so a crash in between left a host the log never mentions.
+    #[tokio::test]
+    async fn no_host_exists_before_its_enrollment_is_logged() {
+        let f = fixture().await;
+        let token = f.authority.create_token("web", 3600, "test").await.unwrap();
+        let identity = HostIdentity::generate();
+        let gate = f.audit_gate.clone();
+        let permits = gate.acquire_many(GATE_PERMITS).await.unwrap();
+        let enrolling = {
+            let authority = f.authority.clone();
+            let public_key = identity.public_key();
+            tokio::spawn(async move {
+                authority
+                    .enroll(&token.token, "web-1", public_key, CTX)
+                    .await
+            })
+        };
+        // The audit writer is inside its commit of the enrollment entry.
+        f.audit_entered.notified().await;
+        let stored = f.authority.storage().hosts().await.unwrap();
+        assert!(
+            stored.is_empty(),
+            "the host is stored before its entry is durable: {stored:?}"
+        );
+        drop(permits);
+        enrolling.await.unwrap().unwrap();
+        assert_eq!(f.authority.storage().hosts().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

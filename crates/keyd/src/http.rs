@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atrest_audit::{AuditStore, Clock};
-use atrest_remote::{HostId, HostPublicKey, SignedRebootNotice, SignedUnlockRequest};
+use atrest_remote::{HostId, SignedRebootNotice, SignedUnlockRequest};
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
@@ -20,8 +20,7 @@ use serde_json::json;
 
 use crate::approval::{NewApprover, PendingView};
 use crate::authority::{
-    Authority, AuthorityError, Enrollment, Grant, HostView, Rebind, RequestContext, Token,
-    UnlockOutcome,
+    Authority, AuthorityError, Enrollment, Grant, HostView, RequestContext, Token, UnlockOutcome,
 };
 use crate::metrics::Snapshot;
 use crate::storage::{Policy, PolicyRule, PolicyScope, Storage};
@@ -35,53 +34,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest long poll.
 pub const MAX_WAIT: u64 = 60;
 
-/// `POST /v1/enroll`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollBody {
-    pub token: String,
-    pub host_name: String,
-    pub public_key: HostPublicKey,
-}
-
-/// `POST /v1/unlock` and `GET /v1/requests/{id}` answer when granted (200)
-/// or pending (202).
-// Built once per answer and serialized at once: boxing the checkpoint would
-// only add an allocation.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum UnlockReply {
-    Granted {
-        response: Box<atrest_remote::BlindedResponse>,
-        audit_seq: u64,
-        checkpoint: Option<atrest_audit::Checkpoint>,
-        rebind: Option<Rebind>,
-        /// Set on a boot's first release: the host keeps it in RAM and
-        /// sends it with later requests and its reboot notice.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        boot_ticket: Option<atrest_remote::BootTicket>,
-    },
-    Pending {
-        request_id: String,
-        reason: String,
-        expires_at: u64,
-    },
-}
-
-/// `POST /v1/reboot` answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RebootReply {
-    pub audit_seq: u64,
-    pub valid_until: u64,
-}
-
-/// The error body: `{"error": code, "message": text}`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-    pub message: String,
-}
+pub use atrest_wire::{
+    EnrollRequest as EnrollBody, ErrorBody, POLL_TOKEN_HEADER, RebootReply, UnlockReply,
+};
 
 /// The one error-to-response boundary.
 pub enum ApiError {
@@ -133,7 +88,9 @@ impl ApiError {
                     AuthorityError::BadToken
                     | AuthorityError::Request(_)
                     | AuthorityError::BadPublicKey(_)
-                    | AuthorityError::BadApproverCode => StatusCode::UNAUTHORIZED,
+                    | AuthorityError::BadApproverCode
+                    | AuthorityError::BadPollToken => StatusCode::UNAUTHORIZED,
+                    AuthorityError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
                     AuthorityError::InvalidField(_) => StatusCode::BAD_REQUEST,
                     AuthorityError::UnknownHost(_) | AuthorityError::UnknownRequest(_) => {
                         StatusCode::NOT_FOUND
@@ -169,6 +126,9 @@ impl IntoResponse for ApiError {
             error: code.to_owned(),
             message,
         };
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, [(header::RETRY_AFTER, "15")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }
@@ -448,7 +408,7 @@ fn reply(outcome: UnlockOutcome) -> Response {
                 boot_ticket,
             } = *grant;
             Json(UnlockReply::Granted {
-                response: Box::new(response),
+                response,
                 audit_seq,
                 checkpoint,
                 rebind,
@@ -456,10 +416,11 @@ fn reply(outcome: UnlockOutcome) -> Response {
             })
             .into_response()
         }
-        UnlockOutcome::Pending(view) => (
+        UnlockOutcome::Pending { view, poll_token } => (
             StatusCode::ACCEPTED,
             Json(UnlockReply::Pending {
                 request_id: view.id,
+                poll_token: poll_token.map(|t| t.to_string()),
                 reason: view.reason,
                 expires_at: view.expires_at,
             }),
@@ -484,11 +445,24 @@ struct WaitQuery {
 
 async fn poll<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT));
-    Ok(reply(state.authority.poll(&id, wait).await?))
+    let token = headers
+        .get(POLL_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match state.authority.poll(&id, token, wait).await {
+        Ok(outcome) => Ok(reply(outcome)),
+        Err(e @ AuthorityError::BadPollToken) => {
+            state.authority.refused_input(e.code(), ctx).await;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn bind<S: Storage, A: AuditStore, C: Clock>(
@@ -695,7 +669,9 @@ async fn add_approver<S: Storage, A: AuditStore, C: Clock>(
     ))
 }
 
-/// Serves `router` on `listener` (plain HTTP) until the task is dropped.
+/// Serves `router` on `listener` in plain HTTP until the task is dropped:
+/// for tests only (feature `test-hooks`); keyd serves TLS alone.
+#[cfg(feature = "test-hooks")]
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(
         listener,

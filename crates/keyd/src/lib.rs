@@ -33,8 +33,9 @@ mod tls;
 mod web;
 mod webhook;
 
-pub use approval::{NewApprover, PendingState, PendingView, totp_code};
+pub use approval::{NewApprover, PendingState, PendingView, PollToken, totp_code};
 pub use atrest_audit::{Clock, SystemClock};
+pub use atrest_wire::ErrorCode;
 pub use authority::{
     Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, PendingNotifier,
     Rebind, RequestContext, Token, UnlockOutcome,
@@ -44,9 +45,11 @@ pub use datadir::{
     DataDir, DataDirError, InitOptions, Initialized, KeydAuthority, SETTINGS_VERSION, Settings,
     serve as serve_data_dir,
 };
+#[cfg(feature = "test-hooks")]
+pub use http::serve;
 pub use http::{
     ApiError, AppState, ApproverBody, BODY_TIMEOUT, DecideBody, EnrollBody, ErrorBody, MAX_BODY,
-    MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router, serve,
+    MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router,
 };
 pub use metrics::{Metrics, Snapshot};
 pub use storage::{

@@ -230,13 +230,14 @@ pub trait Storage: Send + Sync + 'static {
         secret: &[u8; 32],
     ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send;
 
-    /// Removes a host enrolled by [`enroll`](Self::enroll) whose audit
-    /// entry could not be written, and gives its token back.
-    fn undo_enroll(
+    /// The group of an unexpired, unused token, without spending it:
+    /// enrollment checks the token before it logs the enrollment, and
+    /// spends it (with [`enroll`](Self::enroll)) only after.
+    fn token_group(
         &self,
         token_hash: [u8; 32],
-        host: &HostId,
-    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+        now: u64,
+    ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send;
 
     fn hosts(&self) -> impl Future<Output = Result<Vec<HostRecord>, StorageError>> + Send;
 
@@ -412,8 +413,8 @@ impl SqliteStorage {
             tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt + 1))).await;
         }
         tracing::warn!(
-            "the write-ahead log could not be truncated after a shred (a reader is busy); \
-             the shredded secret is overwritten in the database but a copy may remain in \
+            "the write-ahead log could not be truncated after a secret was deleted (a reader \
+             is busy); the secret is overwritten in the database but a copy may remain in \
              keyd.db-wal until the next checkpoint"
         );
         Ok(())
@@ -497,29 +498,19 @@ impl Storage for SqliteStorage {
         Ok(Some(group))
     }
 
-    async fn undo_enroll(&self, token_hash: [u8; 32], host: &HostId) -> Result<(), StorageError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend)?;
-        sqlx::query("DELETE FROM host_secrets WHERE host_id = ?")
-            .bind(host.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query("DELETE FROM hosts WHERE id = ?")
-            .bind(host.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query("UPDATE tokens SET used = 0 WHERE hash = ?")
-            .bind(&token_hash[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(())
+    async fn token_group(
+        &self,
+        token_hash: [u8; 32],
+        now: u64,
+    ) -> Result<Option<String>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT group_name FROM tokens WHERE hash = ? AND used = 0 AND expires_at > ?",
+        )
+        .bind(&token_hash[..])
+        .bind(to_i64(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
@@ -632,6 +623,9 @@ impl Storage for SqliteStorage {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
+        // The secret before the previous one was deleted: as for a shred,
+        // no copy may stay behind in the write-ahead log.
+        self.truncate_wal().await?;
         Ok(true)
     }
 
@@ -652,6 +646,7 @@ impl Storage for SqliteStorage {
             .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
+        self.truncate_wal().await?;
         Ok(())
     }
 

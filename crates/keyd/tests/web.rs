@@ -719,7 +719,11 @@ async fn an_approver_approves_in_headless_chromium() {
     let source = RequestContext {
         source: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))),
     };
-    let UnlockOutcome::Pending(view) = keyd.authority.unlock(&signed, source).await.unwrap() else {
+    let UnlockOutcome::Pending {
+        view,
+        poll_token: Some(poll_token),
+    } = keyd.authority.unlock(&signed, source).await.unwrap()
+    else {
         panic!("not held");
     };
     let code = totp_code(&secret, "frank", keyd.clock.secs()).unwrap();
@@ -753,7 +757,7 @@ async fn an_approver_approves_in_headless_chromium() {
     // Approved in the browser: the host's poll is granted.
     let UnlockOutcome::Granted(grant) = keyd
         .authority
-        .poll(&view.id, Duration::from_secs(5))
+        .poll(&view.id, &poll_token.to_string(), Duration::from_secs(5))
         .await
         .unwrap()
     else {

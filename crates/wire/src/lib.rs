@@ -1,0 +1,26 @@
+//! The key authority's `/v1` host API as types: what a host sends, what
+//! `atrest keyd` answers, and the stable error codes (docs/keyd-api.md,
+//! docs/openapi.json). One home for both sides, so the server and the host
+//! cannot drift apart (they once did: the audit key was a string on one
+//! side and a key on the other).
+//!
+//! - [`UnlockReply`]: `POST /v1/unlock` and `GET /v1/requests/{id}`:
+//!   granted (200) or held for an approver (202, with the poll token only
+//!   the requester has).
+//! - [`Enrollment`]: `POST /v1/enroll` and `POST /v1/bind`.
+//! - [`ErrorBody`] and [`ErrorCode`]: every refusal.
+//!
+//! ```
+//! use atrest_wire::{ErrorBody, ErrorCode};
+//! let body: ErrorBody = serde_json::from_str(r#"{"error":"revoked","message":"..."}"#).unwrap();
+//! assert_eq!(body.code(), ErrorCode::Revoked);
+//! assert!(body.code().is_final());
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod host;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use host::{EnrollRequest, Enrollment, POLL_TOKEN_HEADER, Rebind, RebootReply, UnlockReply};
