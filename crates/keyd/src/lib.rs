@@ -36,8 +36,8 @@ mod webhook;
 pub use approval::{NewApprover, PendingState, PendingView, totp_code};
 pub use atrest_audit::{Clock, SystemClock};
 pub use authority::{
-    Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, PendingNotifier,
-    Rebind, RequestContext, Token, UnlockOutcome,
+    Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, MAX_TOKEN_LIFETIME,
+    MIN_TOKEN_LIFETIME, PendingNotifier, Rebind, RequestContext, Token, UnlockOutcome,
 };
 pub use client::{AdminClient, ClientError};
 pub use datadir::{

@@ -274,6 +274,20 @@ async fn every_documented_operation_answers_as_documented() {
     api.admin(post.clone(), tokens, tokens, Some(bad_group))
         .await
         .assert_refused(400, "invalid_field");
+    // Lifetimes from a minute to a week, nothing else.
+    for refused in [0, 59, 7 * 86_400 + 1, 1_000_000_000_000, u64::MAX] {
+        let body = json!({ "group": "web", "expires_in": refused });
+        let reply = api.admin(post.clone(), tokens, tokens, Some(body)).await;
+        reply.assert_refused(400, "invalid_field");
+        assert!(reply.text.contains("7 days"), "{refused}: {}", reply.text);
+    }
+    for accepted in [60, 7 * 86_400] {
+        let body = json!({ "group": "web", "expires_in": accepted });
+        let reply = api.admin(post.clone(), tokens, tokens, Some(body)).await;
+        assert_eq!(reply.status, 200, "{accepted}: {}", reply.text);
+        let expires_at = reply.json["expires_at"].as_u64().unwrap();
+        assert!(expires_at.abs_diff(now() + accepted) <= 1, "{}", reply.text);
+    }
     let token = api
         .admin(post.clone(), tokens, tokens, Some(token_body.clone()))
         .await;
