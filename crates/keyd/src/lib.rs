@@ -57,5 +57,8 @@ pub use tls::{
     CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,
     Peer, ServerCertificates, TlsError, TlsListener, fingerprint, serve_tls, serve_tls_until,
 };
-pub use web::{FAILURE_WINDOW, MAX_FAILURES, SESSION_LIFETIME};
+pub use web::{
+    FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_UNTRUSTED,
+    SESSION_LIFETIME, TRUSTED_FOR,
+};
 pub use webhook::{WebhookError, webhook_notifier};

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use atrest_audit::{AuditLog, AuditSigningKey, LogOptions, SqliteStore};
 use atrest_keyd::{
-    Authority, AuthorityOptions, Clock, ErrorBody, FAILURE_WINDOW, MAX_FAILURES, Policy,
-    PolicyRule, PolicyScope, RequestContext, SESSION_LIFETIME, ServerCertificates, SqliteStorage,
-    UnlockOutcome, UnlockReply, router, serve, serve_tls, totp_code, webhook_notifier,
+    Authority, AuthorityOptions, Clock, ErrorBody, FAILURE_WINDOW, MAX_FAILURES,
+    MAX_FAILURES_PER_ADDRESS, Policy, PolicyRule, PolicyScope, RequestContext, SESSION_LIFETIME,
+    ServerCertificates, SqliteStorage, UnlockOutcome, UnlockReply, router, serve, serve_tls,
+    totp_code, webhook_notifier,
 };
 use atrest_remote::{
     BootId, HostId, HostIdentity, RemoteBinding, RequestNonce, SignedUnlockRequest,
@@ -239,10 +240,17 @@ struct Phone {
 
 impl Phone {
     fn new(keyd: &Keyd) -> Self {
+        Self::from_address(keyd, Ipv4Addr::LOCALHOST)
+    }
+
+    /// A phone on another network: its connections come from `address`
+    /// (any of 127.0.0.0/8 reaches keyd's 127.0.0.1 on Linux).
+    fn from_address(keyd: &Keyd, address: Ipv4Addr) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
+                .local_address(IpAddr::V4(address))
                 .build()
                 .unwrap(),
             base: keyd.base.clone(),
@@ -503,6 +511,59 @@ async fn wrong_and_reused_codes_are_refused_and_guessing_is_limited() {
     keyd.clock.advance(FAILURE_WINDOW + 1);
     let code = totp_code(&secret, "carol", keyd.clock.secs()).unwrap();
     phone.logged_in("carol", &code).await;
+}
+
+/// The review's attack: 30 bogus logins a minute used to lock every
+/// approver out. Now they use up only the attacker's own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_from_one_address_do_not_lock_out_an_approver_elsewhere() {
+    let keyd = start(AuthorityOptions::default()).await;
+    let secret = approver(&keyd, "alice").await;
+    let now = keyd.clock.secs();
+    let attacker = Phone::from_address(&keyd, Ipv4Addr::new(127, 0, 0, 66));
+    let wrong = wrong_code(&secret, "alice", now);
+    let mut refused = 0;
+    for attempt in 0..40 {
+        let status = attacker.login("alice", &wrong).await.status();
+        if attempt < MAX_FAILURES {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "attempt {attempt}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 40 - MAX_FAILURES);
+    // Other names from the same address: only a few more guesses.
+    let mut other_names = 0;
+    for n in 0..20 {
+        let status = attacker
+            .login(&format!("user-{n}"), "123456")
+            .await
+            .status();
+        if status == StatusCode::UNAUTHORIZED {
+            other_names += 1;
+        }
+    }
+    assert_eq!(other_names, MAX_FAILURES_PER_ADDRESS - MAX_FAILURES);
+
+    // The real approver, elsewhere, logs in with the right code...
+    let phone = Phone::from_address(&keyd, Ipv4Addr::new(127, 0, 0, 2));
+    phone
+        .logged_in("alice", &totp_code(&secret, "alice", now).unwrap())
+        .await;
+    // ... while the attacker's address, over its budget, is refused even
+    // the right code (the next one, as each code works once).
+    let next = totp_code(&secret, "alice", now + 30).unwrap();
+    let reply = attacker.login("alice", &next).await;
+    assert_eq!(reply.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(reply.headers().get(SET_COOKIE).is_none());
+    assert!(
+        reply
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many wrong codes for this name from your address")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
