@@ -27,6 +27,7 @@ mod client;
 mod datadir;
 mod http;
 mod metrics;
+mod socket;
 mod state;
 mod storage;
 mod tls;
@@ -49,6 +50,7 @@ pub use http::{
     MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router, serve,
 };
 pub use metrics::{Metrics, Snapshot};
+pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use storage::{
     BootState, HostRecord, HostState, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION,
     SqliteStorage, Storage, StorageError,

@@ -1,8 +1,8 @@
 //! `atrest keyd ...`: run the key authority, and administer it.
 //!
 //! `init`, `serve` and `audit` work on the data directory itself; the
-//! rest talk to the running keyd over HTTPS with the admin token (the
-//! audit chain has a single writer: the serving process).
+//! rest talk to the running keyd over its local admin socket with the
+//! admin token (the audit chain has a single writer: the serving process).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,7 +51,7 @@ impl From<PolicyArg> for Policy {
 pub enum KeydCommand {
     /// Create the authority's keys, CA, server certificate and databases.
     Init(InitArgs),
-    /// Serve the authority over HTTPS.
+    /// Serve the authority over HTTPS, and to this machine's admin CLI on DIR/admin.sock.
     Serve(ServeArgs),
     /// Enrollment tokens.
     #[command(subcommand)]
@@ -117,6 +117,10 @@ pub struct InitArgs {
     /// The URL approvers open (for the link in the webhook notice).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// Serve the admin API for this machine's CLI on this Unix socket
+    /// (mode 0600) instead of DIR/admin.sock, e.g. under /run.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +488,7 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         approval_timeout: args.approval_timeout,
         webhook: args.webhook,
         public_url: args.public_url,
+        admin_socket: args.admin_socket,
         ..Settings::default()
     };
     let certificates = args.cert.zip(args.key).map(|(c, k)| (c, k, args.ca));
