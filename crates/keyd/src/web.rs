@@ -1,17 +1,23 @@
 //! The approval web page: approvers log in with a TOTP code and approve or
 //! deny held requests from a phone.
 //!
-//! - `GET /approve`: the login form, or with a session the pending list.
+//! - `GET /approve`: the login form, or with a session the pending list:
+//!   for each request its host, vault and keyslot, boot, the boot last
+//!   released to, when it was made and a countdown to its expiry.
 //! - `POST /approve/login`: name + code ([`Authority::check_approver`]) →
 //!   a session cookie; wrong codes are rate limited per client address
 //!   (see [`LoginLimits`]).
 //! - `POST /approve/{id}/approve|deny`: needs the session's CSRF token;
-//!   decides as `web:<approver>` and redirects back with a message.
+//!   decides as `web:<approver>` and redirects back with a message. An
+//!   approval of an `unproven` boot first answers a confirmation page whose
+//!   form (with the token again) says `confirm=unproven`.
 //! - `POST /approve/logout`.
+//! - `GET /approve/countdown.js`: the one script, counting expiries down.
 //!
-//! Server-rendered HTML without script: every value printed is escaped,
-//! and the Content-Security-Policy allows nothing but inline style and
-//! forms posting back here. Sessions and failure counts live in memory (a
+//! Server-rendered HTML: every value printed is escaped, and the
+//! Content-Security-Policy allows nothing but inline style, this origin's
+//! script file (no inline script) and forms posting back here. The page
+//! works without the script. Sessions and failure counts live in memory (a
 //! restart logs everyone out) and run on the authority's clock.
 //!
 //! [`Authority::check_approver`]: crate::Authority::check_approver
@@ -70,6 +76,7 @@ pub fn routes<S: Storage, A: AuditStore, C: Clock>(
         .route("/approve", get(show::<S, A, C>))
         .route("/approve/login", post(login::<S, A, C>))
         .route("/approve/logout", post(logout::<S, A, C>))
+        .route("/approve/countdown.js", get(countdown))
         .route("/approve/{id}/{action}", post(decide::<S, A, C>))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
@@ -291,8 +298,8 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; \
+             form-action 'self'; frame-ancestors 'none'",
         ),
     );
     headers.insert(
@@ -428,7 +435,7 @@ async fn logout<S: Storage, A: AuditStore, C: Clock>(
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
     if let Some((id, session)) = web.session(&headers) {
-        if let Some(refused) = check_csrf(&session, form) {
+        if let Err(refused) = check_csrf(&session, form) {
             return refused;
         }
         lock(&web.sessions).remove(&id);
@@ -444,28 +451,36 @@ async fn logout<S: Storage, A: AuditStore, C: Clock>(
 }
 
 /// Every form a session posts carries its token.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+    /// [`CONFIRM_UNPROVEN`] on the confirmation page's approve form.
+    #[serde(default)]
+    confirm: String,
 }
 
-/// The refusal, unless the form carries the session's token.
-fn check_csrf(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> Option<Response> {
-    let presented = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    if atrest_core::constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
-        return None;
+/// What the confirmation page's form says, so that an approval of an
+/// unproven boot is never a single tap (nor a forged single post).
+const CONFIRM_UNPROVEN: &str = "unproven";
+
+/// The form, if it carries the session's token; else the refusal.
+fn check_csrf(
+    session: &Session,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<CsrfForm, Response> {
+    let form = form.map(|Form(f)| f).unwrap_or_default();
+    if atrest_core::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
+        return Ok(form);
     }
-    Some(
-        (
-            StatusCode::FORBIDDEN,
-            Html(message_page(
-                "This form is out of date or did not come from this page. \
+    Err((
+        StatusCode::FORBIDDEN,
+        Html(message_page(
+            "This form is out of date or did not come from this page. \
                  Open the list again and decide from there.",
-            )),
-        )
-            .into_response(),
+        )),
     )
+        .into_response())
 }
 
 async fn decide<S: Storage, A: AuditStore, C: Clock>(
@@ -484,9 +499,10 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
         )
             .into_response();
     };
-    if let Some(refused) = check_csrf(&session, form) {
-        return refused;
-    }
+    let form = match check_csrf(&session, form) {
+        Ok(form) => form,
+        Err(refused) => return refused,
+    };
     let approve = match action.as_str() {
         "approve" => true,
         "deny" => false,
@@ -498,6 +514,13 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
                 .into_response();
         }
     };
+    if approve && form.confirm != CONFIRM_UNPROVEN {
+        if let Ok(view) = web.app.authority.pending_request(&request) {
+            if view.boot == "unproven" && view.state == crate::approval::PendingState::Pending {
+                return Html(confirm_page(&session, &view, web.now())).into_response();
+            }
+        }
+    }
     let actor = format!("web:{}", session.approver);
     let flash = match web.app.authority.decide(&request, approve, &actor).await {
         Ok(view) => Flash::Done(format!(
@@ -553,7 +576,7 @@ min-height:52px;margin-top:12px;color:#fff;background:#334}\
 dl{display:grid;grid-template-columns:auto 1fr;gap:4px 12px;margin:0}\
 dt{color:#555}dd{margin:0;overflow-wrap:anywhere}\
 .msg{padding:12px;border-radius:8px;margin:12px 0}\
-.ok{background:#dff3e3}.err{background:#fbe3e1}\
+.ok{background:#dff3e3}.err{background:#fbe3e1}.expired{opacity:.5}\
 .top{display:flex;justify-content:space-between;align-items:center;gap:10px}\
 .top form button{width:auto;min-height:0;padding:8px 12px;margin:0;font-size:.9em;background:#667}\
 a{color:#334}";
@@ -562,7 +585,8 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
+         <title>{}</title><style>{STYLE}</style>\
+         <script src=\"/approve/countdown.js\" defer></script></head><body>{body}</body></html>\n",
         escape(title)
     )
 }
@@ -600,6 +624,15 @@ fn message_page(message: &str) -> String {
 }
 
 fn expires_in(seconds: u64) -> String {
+    if seconds >= 2 * 86_400 {
+        return format!("{} d", seconds / 86_400);
+    }
+    if seconds >= 3600 {
+        return match (seconds / 3600, seconds % 3600 / 60) {
+            (h, 0) => format!("{h} h"),
+            (h, m) => format!("{h} h {m} min"),
+        };
+    }
     match (seconds / 60, seconds % 60) {
         (0, s) => format!("{s} s"),
         (m, 0) => format!("{m} min"),
@@ -615,7 +648,7 @@ fn list_page(
 ) -> String {
     let csrf = escape(&session.csrf);
     let mut body = format!(
-        "<div class=\"top\"><h1>Unlock requests</h1>\
+        "<div class=\"top\" data-now=\"{now}\"><h1>Unlock requests</h1>\
          <form method=\"post\" action=\"/approve/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\">Log out</button></form></div>\
@@ -644,34 +677,150 @@ fn list_page(
     }
     for view in pending {
         let id = escape(&view.id);
+        let unproven = view.boot == "unproven";
         let _ = write!(
             body,
-            "<section class=\"card\"><dl>\
-             <dt>Host</dt><dd class=\"host\">{}</dd>\
-             <dt>Group</dt><dd>{}</dd>\
-             <dt>Boot id</dt><dd class=\"boot-id\">{}</dd>\
-             <dt>Boot</dt><dd>{}</dd>\
-             <dt>From</dt><dd>{}</dd>\
-             <dt>Why</dt><dd class=\"reason\">{}</dd>\
-             <dt>Expires in</dt><dd>{}</dd></dl>\
-             <div class=\"row\">\
+            "<section class=\"card\">{}{}<div class=\"row\">\
              <form method=\"post\" action=\"/approve/{id}/approve\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <button class=\"approve\" type=\"submit\">Approve</button></form>\
+             <button class=\"approve\" type=\"submit\">{}</button></form>\
              <form method=\"post\" action=\"/approve/{id}/deny\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <button class=\"deny\" type=\"submit\">Deny</button></form>\
              </div></section>",
-            escape(view.host_id.as_str()),
-            escape(&view.group),
-            escape(&view.boot_id),
-            escape(&view.boot),
-            escape(&view.source),
-            escape(&view.reason),
-            expires_in(view.expires_at.saturating_sub(now)),
+            if unproven { UNPROVEN_WARNING } else { "" },
+            request_details(view, now),
+            // A second step follows: the confirmation page.
+            if unproven { "Approve…" } else { "Approve" },
         );
     }
     page("atrest keyd: unlock requests", &body)
+}
+
+const UNPROVEN_WARNING: &str = "<p class=\"msg err unproven\" role=\"alert\"><b>Unproven \
+    boot.</b> This request has the boot id of the boot that already unlocked, but not that \
+    boot's ticket: it may come from a copy of the host's disk rather than the running host (or \
+    the host lost /run). Approving hands the running boot's ticket to the requester.</p>";
+
+/// What an approver judges a request by, as a `<dl>`.
+fn request_details(view: &PendingView, now: u64) -> String {
+    let last_boot = match (&view.last_boot_id, view.last_unlock_at) {
+        (Some(boot), Some(at)) => format!("{} (last unlocked {})", escape(boot), when(at, now)),
+        (Some(boot), None) => escape(boot),
+        (None, _) => "none yet (first unlock)".to_owned(),
+    };
+    format!(
+        "<dl>\
+         <dt>Host</dt><dd class=\"host\">{}</dd>\
+         <dt>Group</dt><dd>{}</dd>\
+         <dt>Vault</dt><dd class=\"vault\">{}, keyslot {}</dd>\
+         <dt>Host key</dt><dd class=\"key-id\">{}</dd>\
+         <dt>Boot id</dt><dd class=\"boot-id\">{}</dd>\
+         <dt>Boot</dt><dd>{}</dd>\
+         <dt>Last boot</dt><dd class=\"last-boot\">{last_boot}</dd>\
+         <dt>From</dt><dd>{}</dd>\
+         <dt>Why</dt><dd class=\"reason\">{}</dd>\
+         <dt>Made</dt><dd class=\"made\">{}</dd>\
+         <dt>Expires in</dt><dd class=\"expires\" data-expires-at=\"{}\">{}</dd></dl>",
+        escape(view.host_id.as_str()),
+        escape(&view.group),
+        escape(&view.vault_id),
+        view.keyslot,
+        escape(&view.key_id),
+        escape(&view.boot_id),
+        escape(&view.boot),
+        escape(&view.source),
+        escape(&view.reason),
+        when(view.created_at, now),
+        view.expires_at,
+        expires_in(view.expires_at.saturating_sub(now)),
+    )
+}
+
+/// The second step before approving an unproven boot.
+fn confirm_page(session: &Session, view: &PendingView, now: u64) -> String {
+    let csrf = escape(&session.csrf);
+    let id = escape(&view.id);
+    page(
+        "atrest keyd: confirm",
+        &format!(
+            "<div data-now=\"{now}\"><h1>Approve an unproven boot?</h1></div>{UNPROVEN_WARNING}\
+             <p>Approve only if you know the host itself asks (for example, its unlock \
+             service was restarted after /run was cleared).</p>\
+             <section class=\"card\">{}<div class=\"row\">\
+             <form method=\"post\" action=\"/approve/{id}/approve\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"confirm\" value=\"{CONFIRM_UNPROVEN}\">\
+             <button class=\"approve confirm\" type=\"submit\">Approve anyway</button></form>\
+             <form method=\"post\" action=\"/approve/{id}/deny\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button class=\"deny\" type=\"submit\">Deny</button></form>\
+             </div></section><p><a href=\"/approve\">Back to the list</a></p>",
+            request_details(view, now)
+        ),
+    )
+}
+
+/// `2026-12-05T09:10:14Z (3 min ago)`: UTC, so approvers in several zones
+/// and keyd's log agree.
+fn when(unix: u64, now: u64) -> String {
+    let utc = i64::try_from(unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string());
+    let distance = expires_in(unix.abs_diff(now));
+    if unix == now {
+        format!("{utc} (now)")
+    } else if unix > now {
+        format!("{utc} (in {distance})")
+    } else {
+        format!("{utc} ({distance} ago)")
+    }
+}
+
+/// Counts each `data-expires-at` down from the server's `data-now` (so a
+/// phone's wrong clock does not matter), and disables the buttons of an
+/// expired request. Served as a file: the CSP allows no inline script.
+const COUNTDOWN_JS: &str = r#"(function () {
+  "use strict";
+  var clock = document.querySelector("[data-now]");
+  if (!clock) { return; }
+  var skew = Number(clock.getAttribute("data-now")) - Date.now() / 1000;
+  function text(seconds) {
+    if (seconds <= 0) { return "expired"; }
+    var m = Math.floor(seconds / 60), s = seconds % 60;
+    if (m === 0) { return s + " s"; }
+    return s === 0 ? m + " min" : m + " min " + s + " s";
+  }
+  function tick() {
+    var now = Date.now() / 1000 + skew;
+    document.querySelectorAll("[data-expires-at]").forEach(function (el) {
+      var left = Math.floor(Number(el.getAttribute("data-expires-at")) - now);
+      el.textContent = text(left);
+      if (left <= 0) {
+        var card = el.closest("section");
+        if (card) {
+          card.classList.add("expired");
+          card.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+        }
+      }
+    });
+  }
+  tick();
+  setInterval(tick, 1000);
+})();
+"#;
+
+async fn countdown() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        COUNTDOWN_JS,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -705,14 +854,25 @@ mod tests {
             expires_at: 90,
             state: PendingState::Pending,
             decided_by: None,
+            vault_id: hostile.into(),
+            keyslot: 0,
+            key_id: hostile.into(),
+            last_boot_id: Some(hostile.into()),
+            last_unlock_at: Some(0),
         };
         let mut session = session();
         session.approver = hostile.into();
         session.csrf = hostile.into();
-        let html = list_page(&session, Some(&Flash::Failed(hostile.into())), &[view], 0);
+        let html = list_page(
+            &session,
+            Some(&Flash::Failed(hostile.into())),
+            std::slice::from_ref(&view),
+            0,
+        );
         let login = login_page(Some(hostile), hostile);
-        for html in [html, login, message_page(hostile)] {
-            assert!(!html.contains("<script"), "{html}");
+        let confirm = confirm_page(&session, &view, 0);
+        for html in [html, login, message_page(hostile), confirm] {
+            assert!(!html.contains("<script>"), "{html}");
             assert!(!html.contains("'x'"), "{html}");
             assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"));
         }
@@ -790,6 +950,12 @@ mod tests {
         assert_eq!(expires_in(45), "45 s");
         assert_eq!(expires_in(120), "2 min");
         assert_eq!(expires_in(599), "9 min 59 s");
+        assert_eq!(expires_in(3 * 3600 + 60), "3 h 1 min");
+        assert_eq!(expires_in(3 * 86_400), "3 d");
+        assert_eq!(
+            when(1_796_461_814, 1_796_461_814 + 180),
+            "2026-12-05T09:10:14Z (3 min ago)"
+        );
     }
 
     #[test]

@@ -326,7 +326,8 @@ async fn an_approver_logs_in_approves_and_the_host_gets_its_key() {
     assert!(html.contains("<meta name=\"viewport\" content=\"width=device-width"));
     assert_eq!(
         headers["content-security-policy"],
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; form-action 'self'; \
+         frame-ancestors 'none'"
     );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
@@ -359,18 +360,42 @@ async fn an_approver_logs_in_approves_and_the_host_gets_its_key() {
     let (status, headers, html) = phone.page().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["cache-control"], "no-store");
+    let view = keyd.authority.pending_request(&id).unwrap();
+    let made = format!("<dd class=\"made\">{}", rfc3339(view.created_at));
+    let countdown = format!("data-expires-at=\"{}\">10 min<", view.expires_at);
+    let key_id = format!("<dd class=\"key-id\">{}</dd>", host.binding.key_id());
     for shown in [
         "web-1",
         "<dd>web</dd>",
+        // The vault ([3; 16]) and keyslot the request is for.
+        "<dd class=\"vault\">AwMDAwMDAwMDAwMDAwMDAw, keyslot 0</dd>",
+        &key_id,
         BOOT_ID,
         "<dd>first</dd>",
+        "none yet (first unlock)",
         "127.0.0.1",
         REASON,
-        "10 min",
+        &made,
+        &countdown,
+        "<script src=\"/approve/countdown.js\" defer></script>",
         "Logged in as <b>alice</b>",
     ] {
         assert!(html.contains(shown), "{shown} missing from {html}");
     }
+    assert!(!html.contains("Unproven boot"), "{html}");
+    // The countdown's script, from this origin (the CSP allows no other).
+    let script = phone
+        .client
+        .get(format!("{}/approve/countdown.js", keyd.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.text().await.unwrap().contains("data-expires-at"));
     assert!(html.contains(&format!("action=\"/approve/{id}/approve\"")));
     assert!(html.contains(&format!("action=\"/approve/{id}/deny\"")));
 
@@ -564,6 +589,92 @@ async fn wrong_codes_from_one_address_do_not_lock_out_an_approver_elsewhere() {
             .unwrap()
             .contains("Too many wrong codes for this name from your address")
     );
+}
+
+/// `2026-12-05T09:10:14Z`, as the page prints times.
+fn rfc3339(unix: u64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A host whose boot `BOOT_ID` got its key (approved by the test), and
+/// which now asks again from that boot without its ticket: held as
+/// `unproven`. Returns the second request's id.
+async fn unproven_request(keyd: &Keyd, host: &Host) -> String {
+    let (first, _) = held_request(keyd, host).await;
+    keyd.authority.decide(&first, true, "test").await.unwrap();
+    assert_eq!(poll(keyd, &first).await.status(), StatusCode::OK);
+    let (signed, _) = unlock_request(keyd, host);
+    let held = keyd
+        .authority
+        .unlock(&signed, RequestContext { source: None })
+        .await
+        .unwrap();
+    let UnlockOutcome::Pending(view) = held else {
+        panic!("not held");
+    };
+    assert_eq!(view.boot, "unproven");
+    view.id
+}
+
+/// Approving an unproven boot hands the running boot's ticket to whoever
+/// asked: the page says so and asks again, on its own CSRF-protected form;
+/// a single post does not approve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unproven_boot_is_approved_only_after_a_confirmation() {
+    let keyd = start(AuthorityOptions::default()).await;
+    let host = enroll_host(&keyd, "web-5").await;
+    let id = unproven_request(&keyd, &host).await;
+    let secret = approver(&keyd, "alice").await;
+    let phone = Phone::new(&keyd);
+    let token = phone
+        .logged_in(
+            "alice",
+            &totp_code(&secret, "alice", keyd.clock.secs()).unwrap(),
+        )
+        .await;
+    let (_, _, html) = phone.page().await;
+    for shown in [
+        "Unproven boot",
+        "hands the running boot's ticket to the requester",
+        "Approve…",
+        &format!("<dd class=\"last-boot\">{BOOT_ID} (last unlocked "),
+    ] {
+        assert!(html.contains(shown), "{shown} missing from {html}");
+    }
+
+    // The list's Approve asks first, and decides nothing.
+    let reply = phone.decide(&id, "approve", Some(&token)).await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    let confirm = reply.text().await.unwrap();
+    assert!(confirm.contains("Approve an unproven boot?"), "{confirm}");
+    assert!(
+        confirm.contains("name=\"confirm\" value=\"unproven\""),
+        "{confirm}"
+    );
+    assert_eq!(csrf(&confirm), token);
+    let pending = || keyd.authority.pending_request(&id).unwrap().state;
+    assert_eq!(pending(), atrest_keyd::PendingState::Pending);
+    // The confirmation without the session's token is refused.
+    let post = |csrf: &str| {
+        phone
+            .client
+            .post(format!("{}/approve/{id}/approve", keyd.base))
+            .form(&[("csrf", csrf), ("confirm", "unproven")])
+            .send()
+    };
+    assert_eq!(
+        post("forged").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(pending(), atrest_keyd::PendingState::Pending);
+    // Confirmed: approved.
+    let reply = post(&token).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(pending(), atrest_keyd::PendingState::Approved);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
