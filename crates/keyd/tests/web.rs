@@ -604,20 +604,29 @@ fn rfc3339(unix: u64) -> String {
 /// which now asks again from that boot without its ticket: held as
 /// `unproven`. Returns the second request's id.
 async fn unproven_request(keyd: &Keyd, host: &Host) -> String {
-    let (first, _) = held_request(keyd, host).await;
-    keyd.authority.decide(&first, true, "test").await.unwrap();
-    assert_eq!(poll(keyd, &first).await.status(), StatusCode::OK);
-    let (signed, _) = unlock_request(keyd, host);
-    let held = keyd
-        .authority
-        .unlock(&signed, RequestContext { source: None })
+    let hold = || async {
+        let (signed, _) = unlock_request(keyd, host);
+        let held = keyd
+            .authority
+            .unlock(&signed, RequestContext { source: None })
+            .await
+            .unwrap();
+        let UnlockOutcome::Pending(view) = held else {
+            panic!("not held");
+        };
+        view
+    };
+    let first = hold().await;
+    assert_eq!(first.boot, "first");
+    keyd.authority
+        .decide(&first.id, true, "test")
         .await
         .unwrap();
-    let UnlockOutcome::Pending(view) = held else {
-        panic!("not held");
-    };
-    assert_eq!(view.boot, "unproven");
-    view.id
+    let granted = keyd.authority.poll(&first.id, Duration::ZERO).await;
+    assert!(matches!(granted, Ok(UnlockOutcome::Granted(_))));
+    let second = hold().await;
+    assert_eq!(second.boot, "unproven");
+    second.id
 }
 
 /// Approving an unproven boot hands the running boot's ticket to whoever
@@ -894,6 +903,10 @@ async fn an_approver_approves_in_headless_chromium() {
     let UnlockOutcome::Pending(view) = keyd.authority.unlock(&signed, source).await.unwrap() else {
         panic!("not held");
     };
+    // A second host asks again from the boot that already unlocked, without
+    // its ticket: approved only through the confirmation page.
+    let copied = enroll_host(&keyd, "db-8.example").await;
+    let unproven = unproven_request(&keyd, &copied).await;
     let code = totp_code(&secret, "frank", keyd.clock.secs()).unwrap();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/approve.py");
@@ -907,6 +920,8 @@ async fn an_approver_approves_in_headless_chromium() {
             "db-7.example",
             BOOT_ID,
             REASON,
+            "--unproven-host",
+            "db-8.example",
         ]);
         if let Some(dir) = screenshots {
             command.arg("--screenshot").arg(dir);
@@ -943,6 +958,9 @@ async fn an_approver_approves_in_headless_chromium() {
             .as_deref(),
         Some("web:frank")
     );
+    let confirmed = keyd.authority.pending_request(&unproven).unwrap();
+    assert_eq!(confirmed.state, atrest_keyd::PendingState::Approved);
+    assert_eq!(confirmed.decided_by.as_deref(), Some("web:frank"));
 }
 
 /// Runs `command`, killing it if it takes longer than `limit` (a hung
