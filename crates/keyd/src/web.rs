@@ -435,8 +435,8 @@ async fn logout<S: Storage, A: AuditStore, C: Clock>(
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
     if let Some((id, session)) = web.session(&headers) {
-        if let Err(refused) = check_csrf(&session, form) {
-            return refused;
+        if check_csrf(&session, form).is_none() {
+            return csrf_refused();
         }
         lock(&web.sessions).remove(&id);
     }
@@ -464,23 +464,21 @@ struct CsrfForm {
 /// unproven boot is never a single tap (nor a forged single post).
 const CONFIRM_UNPROVEN: &str = "unproven";
 
-/// The form, if it carries the session's token; else the refusal.
-fn check_csrf(
-    session: &Session,
-    form: Result<Form<CsrfForm>, FormRejection>,
-) -> Result<CsrfForm, Response> {
+/// The form, if it carries the session's token.
+fn check_csrf(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> Option<CsrfForm> {
     let form = form.map(|Form(f)| f).unwrap_or_default();
-    if atrest_core::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
-        return Ok(form);
-    }
-    Err((
+    atrest_core::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()).then_some(form)
+}
+
+fn csrf_refused() -> Response {
+    (
         StatusCode::FORBIDDEN,
         Html(message_page(
             "This form is out of date or did not come from this page. \
-                 Open the list again and decide from there.",
+             Open the list again and decide from there.",
         )),
     )
-        .into_response())
+        .into_response()
 }
 
 async fn decide<S: Storage, A: AuditStore, C: Clock>(
@@ -499,9 +497,8 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
         )
             .into_response();
     };
-    let form = match check_csrf(&session, form) {
-        Ok(form) => form,
-        Err(refused) => return refused,
+    let Some(form) = check_csrf(&session, form) else {
+        return csrf_refused();
     };
     let approve = match action.as_str() {
         "approve" => true,
@@ -514,12 +511,13 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
                 .into_response();
         }
     };
-    if approve && form.confirm != CONFIRM_UNPROVEN {
-        if let Ok(view) = web.app.authority.pending_request(&request) {
-            if view.boot == "unproven" && view.state == crate::approval::PendingState::Pending {
-                return Html(confirm_page(&session, &view, web.now())).into_response();
-            }
-        }
+    if approve
+        && form.confirm != CONFIRM_UNPROVEN
+        && let Ok(view) = web.app.authority.pending_request(&request)
+        && view.boot == "unproven"
+        && view.state == crate::approval::PendingState::Pending
+    {
+        return Html(confirm_page(&session, &view, web.now())).into_response();
     }
     let actor = format!("web:{}", session.approver);
     let flash = match web.app.authority.decide(&request, approve, &actor).await {
