@@ -28,12 +28,24 @@ pub struct AdminSocket {
 }
 
 impl AdminSocket {
-    /// Binds `path` with mode 0600. A file left there by a keyd that did
-    /// not stop cleanly is removed first; anything that is not a socket is
-    /// left alone and refused.
+    /// Binds `path` with mode 0600. A socket left there by a keyd that did
+    /// not stop cleanly (nothing answers it) is removed first; a live one,
+    /// or anything that is not a socket, is left alone and refused.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         match std::fs::symlink_metadata(path) {
+            // Answered: a keyd of another data directory given the same
+            // path. Its socket is not stale; taking it would strand its CLI.
+            Ok(meta)
+                if meta.file_type().is_socket()
+                    && std::os::unix::net::UnixStream::connect(path).is_ok() =>
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another keyd serves this socket; give each data directory its own \
+                     admin socket (keyd.json \"admin_socket\")",
+                ));
+            }
             Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
             Ok(_) => {
                 return Err(std::io::Error::new(

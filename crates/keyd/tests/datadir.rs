@@ -231,6 +231,12 @@ async fn admin_commands_work_whatever_names_the_certificate_carries() {
         "{refused}"
     );
 
+    // A live socket is not taken over (a second data directory given the
+    // same path).
+    let taken = atrest_keyd::AdminSocket::bind(&socket).err().unwrap();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse, "{taken}");
+    let _: Vec<HostView> = admin.get("/v1/admin/hosts").await.unwrap();
+
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     assert!(!socket.exists(), "the socket outlived keyd");
