@@ -171,7 +171,7 @@ pub struct InitArgs {
     /// Do not create a recovery-key slot.
     #[arg(long)]
     pub no_recovery_key: bool,
-    /// Write the recovery key to this new file (mode 0600) instead of the terminal.
+    /// Write the recovery key to this new file (read-only, mode 0400) instead of the terminal.
     #[arg(long, value_name = "FILE")]
     pub recovery_key_out: Option<PathBuf>,
     #[command(flatten)]

@@ -59,6 +59,20 @@ pub struct PendingView {
     pub expires_at: u64,
     pub state: PendingState,
     pub decided_by: Option<String>,
+    /// The vault (base64url of its id), keyslot and host key id the request
+    /// is for, so an approver sees what would open.
+    #[serde(default)]
+    pub vault_id: String,
+    #[serde(default)]
+    pub keyslot: u8,
+    #[serde(default)]
+    pub key_id: String,
+    /// The boot the authority last released to, and when, as the request
+    /// was held: what this boot claims to follow.
+    #[serde(default)]
+    pub last_boot_id: Option<String>,
+    #[serde(default)]
+    pub last_unlock_at: Option<u64>,
 }
 
 struct PendingEntry {
@@ -188,6 +202,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         // Never starts with `-`, so `atrest keyd approve ID` parses.
         let id = format!("req_{}", to_base64url(&atrest_core::random_array::<16>()));
         let now = self.now();
+        let last_boot = self.inner.boots.get(&entry.record.id);
         let view = PendingView {
             id: id.clone(),
             host_id: entry.record.id.clone(),
@@ -200,6 +215,11 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             expires_at: now.saturating_add(self.inner.options.approval_timeout),
             state: PendingState::Pending,
             decided_by: None,
+            vault_id: to_base64url(&request.vault_id),
+            keyslot: request.keyslot,
+            key_id: request.key_id.to_string(),
+            last_boot_id: last_boot.last_boot_id,
+            last_unlock_at: last_boot.last_unlock_at,
         };
         self.inner
             .audit

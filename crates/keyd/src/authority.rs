@@ -447,7 +447,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         Ok(())
     }
 
-    /// Makes a one-time token for `group`, valid `lifetime` seconds.
+    /// Makes a one-time token for `group`, valid `lifetime` seconds
+    /// ([`MIN_TOKEN_LIFETIME`] to [`MAX_TOKEN_LIFETIME`]).
     pub async fn create_token(
         &self,
         group: &str,
@@ -455,6 +456,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         actor: &str,
     ) -> Result<Token, AuthorityError> {
         check_group(group)?;
+        check_token_lifetime(lifetime)?;
         let bytes: [u8; 32] = atrest_core::random_array();
         // A fixed prefix: never starts with `-` (which a command line would
         // take for an option), and secret scanners can recognize it.
@@ -1269,6 +1271,24 @@ fn check_state(record: &HostRecord) -> Result<(), AuthorityError> {
 fn check_group(group: &str) -> Result<(), AuthorityError> {
     HostId::new(group)?;
     Ok(())
+}
+
+/// The shortest token lifetime: less cannot outlast a boot's enrollment.
+pub const MIN_TOKEN_LIFETIME: u64 = 60;
+/// The longest: a token is a bearer credential for a fleet's group, so a
+/// leaked one (user-data, a ticket, a shell history) stops working within a
+/// week at most.
+pub const MAX_TOKEN_LIFETIME: u64 = 7 * 86_400;
+
+fn check_token_lifetime(lifetime: u64) -> Result<(), AuthorityError> {
+    if (MIN_TOKEN_LIFETIME..=MAX_TOKEN_LIFETIME).contains(&lifetime) {
+        return Ok(());
+    }
+    Err(AuthorityError::InvalidField(atrest_remote::InvalidField {
+        field: "expires_in",
+        rule: "from 60 to 604800 seconds (1 minute to 7 days); \
+               make the token for one enrollment and a new one for the next",
+    }))
 }
 
 async fn background<S: Storage, A: AuditStore, C: Clock>(weak: Weak<Inner<S, A, C>>) {

@@ -1,11 +1,18 @@
-//! The admin client `atrest keyd token|host|policy|approve|...` uses: HTTPS
-//! to a running keyd, trusting only its CA, with the admin bearer token.
+//! The admin client `atrest keyd token|host|policy|approve|...` uses, with
+//! the admin bearer token: on the authority's own machine over its admin
+//! socket ([`AdminClient::for_data_dir`], see `crate::socket`), elsewhere
+//! over HTTPS trusting only its CA ([`AdminClient::new`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode, header};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
 use crate::datadir::{DataDir, DataDirError};
@@ -13,10 +20,13 @@ use crate::http::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach keyd at {url}: {reason}; is it running? (`atrest keyd serve --data-dir DIR`)"
-    )]
-    Unreachable { url: String, reason: String },
+    #[error("cannot reach keyd at {url}: {reason}; {hint}")]
+    Unreachable {
+        url: String,
+        reason: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// The authority refused, with its stable code.
     #[error("keyd refused ({code}): {message}")]
     Refused {
@@ -32,26 +42,34 @@ pub enum ClientError {
     Setup(String),
 }
 
+/// The whole exchange, connection to last byte.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct AdminClient {
-    base: String,
+    transport: Transport,
     token: Zeroizing<String>,
-    http: reqwest::Client,
+}
+
+enum Transport {
+    /// The local admin socket of a keyd on this machine.
+    Socket(PathBuf),
+    /// A keyd at `base` (`https://host:port`), trusted by its CA.
+    Https { base: String, http: reqwest::Client },
 }
 
 impl AdminClient {
-    /// For the keyd serving `dir` on this machine: its listen address, CA
-    /// and admin token.
+    /// For the keyd serving `dir` on this machine: its admin socket
+    /// (whatever names its certificate carries) and admin token.
     pub fn for_data_dir(dir: &DataDir) -> Result<Self, ClientError> {
-        let settings = dir.settings()?;
-        let host = match settings.listen.rsplit_once(':') {
-            Some(("0.0.0.0" | "[::]", port)) => format!("127.0.0.1:{port}"),
-            _ => settings.listen.clone(),
-        };
-        Self::new(
-            &format!("https://{host}"),
-            &dir.ca_file(),
-            dir.admin_token()?,
-        )
+        Ok(Self::unix(dir.admin_socket()?, dir.admin_token()?))
+    }
+
+    /// Over the admin socket at `path`.
+    pub fn unix(path: PathBuf, token: Zeroizing<String>) -> Self {
+        Self {
+            transport: Transport::Socket(path),
+            token,
+        }
     }
 
     /// For a keyd at `base` (`https://host:port`) whose CA is in `ca_file`.
@@ -63,37 +81,63 @@ impl AdminClient {
         let http = reqwest::Client::builder()
             .tls_certs_only([ca])
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .timeout(TIMEOUT)
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            transport: Transport::Https {
+                base: base.trim_end_matches('/').to_owned(),
+                http,
+            },
             token,
-            http,
         })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    /// `https://host:port`, or `unix:PATH` for the admin socket.
+    pub fn base(&self) -> String {
+        match &self.transport {
+            Transport::Socket(path) => format!("unix:{}", path.display()),
+            Transport::Https { base, .. } => base.clone(),
+        }
     }
 
-    async fn send<T: DeserializeOwned>(
+    async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let response = request
-            .bearer_auth(self.token.as_str())
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                reason: error_chain(&e),
-            })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let (status, bytes) = match &self.transport {
+            Transport::Socket(socket) => self.send_socket(socket, method, path, body).await?,
+            Transport::Https { base, http } => {
+                let mut request = http
+                    .request(method, format!("{base}{path}"))
+                    .bearer_auth(self.token.as_str());
+                if let Some(body) = body {
+                    request = request
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                }
+                let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+                    url: base.clone(),
+                    reason: error_chain(&e),
+                    hint: "check that keyd is running there and that its certificate names \
+                           that host"
+                        .into(),
+                };
+                let response = request.send().await.map_err(unreachable)?;
+                let status = response.status();
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+                (status, bytes)
+            }
+        };
         if !status.is_success() {
             let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
                 ClientError::BadAnswer(format!(
@@ -110,9 +154,78 @@ impl AdminClient {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
+    /// One HTTP/1 request on a new connection to the admin socket.
+    async fn send_socket(
+        &self,
+        socket: &Path,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let unreachable = |reason: String, hint: &str| ClientError::Unreachable {
+            url: format!("unix:{}", socket.display()),
+            reason,
+            hint: hint.to_owned(),
+        };
+        let not_serving = "start keyd (`atrest keyd serve --data-dir DIR`); the admin socket \
+                           exists while it serves";
+        let exchange = async {
+            let stream = UnixStream::connect(socket).await.map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        "run this as the user keyd runs as, or as root (the socket is mode 0600)"
+                    }
+                    _ => not_serving,
+                };
+                unreachable(e.to_string(), hint)
+            })?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| unreachable(error_chain(&e), not_serving))?;
+            tokio::spawn(connection);
+            let request = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::HOST, "localhost")
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", self.token.as_str()),
+                );
+            let request = match body {
+                Some(body) => request
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(body))),
+                None => request.body(Full::new(Bytes::new())),
+            }
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+            let response = sender.send_request(request).await.map_err(|e| {
+                // keyd closes connections from users other than its own
+                // and root before answering.
+                unreachable(
+                    error_chain(&e),
+                    "keyd answers only its own user and root here; run this as one of them",
+                )
+            })?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::BadAnswer(e.to_string()))?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| {
+            unreachable(
+                format!("no answer within {} s", TIMEOUT.as_secs()),
+                "check keyd's log (journalctl -u atrest-keyd)",
+            )
+        })?
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send::<(), T>(Method::GET, path, None).await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(
@@ -120,8 +233,7 @@ impl AdminClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
+        self.send(Method::POST, path, Some(body)).await
     }
 
     pub async fn put<B: Serialize, T: DeserializeOwned>(
@@ -129,8 +241,7 @@ impl AdminClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
-            .await
+        self.send(Method::PUT, path, Some(body)).await
     }
 }
 

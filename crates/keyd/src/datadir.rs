@@ -12,9 +12,12 @@
 //!   keyd.db                  hosts, secrets, tokens, policies (SQLite)
 //!   audit.db                 the hash-chained audit log (SQLite)
 //!   keyd.lock                held by the one keyd serving this directory
+//!   admin.sock         0600  the admin API for the CLI on this machine,
+//!                            while keyd serves (keyd.json can move it)
 //! ```
 
 use std::fs::File;
+use std::future::IntoFuture;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -54,6 +57,9 @@ pub struct Settings {
     /// link in the webhook notice.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// The admin socket, if not `DATA_DIR/admin.sock` (a path under /run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 pub const SETTINGS_VERSION: u32 = 1;
@@ -69,6 +75,7 @@ impl Default for Settings {
             max_skew: 300,
             webhook: None,
             public_url: None,
+            admin_socket: None,
         }
     }
 }
@@ -267,6 +274,14 @@ impl DataDir {
         self.path.join(Self::TLS_DIR).join(crate::tls::CA_FILE)
     }
 
+    /// Where `serve` puts the admin socket and the CLI looks for it.
+    pub fn admin_socket(&self) -> Result<PathBuf, DataDirError> {
+        Ok(self
+            .settings()?
+            .admin_socket
+            .unwrap_or_else(|| self.path.join(crate::socket::ADMIN_SOCKET)))
+    }
+
     fn signing_key(path: &Path) -> Result<AuditSigningKey, DataDirError> {
         let key_path = path.join(Self::AUDIT_KEY);
         check_private(&key_path)?;
@@ -340,9 +355,10 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), DataDirError> {
     crate::tls::write_new_file(path, data, mode).map_err(|e| file_error(path, e))
 }
 
-/// Serves the authority of `dir` over HTTPS until `shutdown` resolves,
-/// then writes what is still in memory (boot states). `on_listening` gets
-/// the bound address (for `--listen 127.0.0.1:0`).
+/// Serves the authority of `dir` over HTTPS, and to this machine's admin
+/// CLI on [`DataDir::admin_socket`], until `shutdown` resolves, then writes
+/// what is still in memory (boot states). `on_listening` gets the bound
+/// address (for `--listen 127.0.0.1:0`).
 pub async fn serve(
     dir: &DataDir,
     listen: Option<&str>,
@@ -361,6 +377,14 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| file_error(Path::new(address), e))?;
+    let socket_path = dir.admin_socket()?;
+    let socket = crate::socket::AdminSocket::bind(&socket_path).map_err(|e| {
+        file_error(
+            &socket_path,
+            format!("cannot serve the admin socket there: {e}"),
+        )
+    })?;
+    tracing::info!(socket = %socket_path.display(), "admin API for this machine's CLI");
     authority
         .audit()
         .append(
@@ -374,7 +398,28 @@ pub async fn serve(
     on_listening(local, &certificates.ca_fingerprint());
     let router = crate::http::router(authority.clone(), Some(token.as_str()));
     drop(token);
-    let served = crate::tls::serve_tls_until(listener, &certificates, router, shutdown).await;
+    // One shutdown for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let local_admin = tokio::spawn(
+        axum::serve(socket, router.clone().into_make_service())
+            .with_graceful_shutdown(until_stopped(stopped.clone()))
+            .into_future(),
+    );
+    let served =
+        crate::tls::serve_tls_until(listener, &certificates, router, until_stopped(stopped)).await;
+    if served.is_err() {
+        local_admin.abort();
+    }
+    // Its requests in flight finish; its file goes with it.
+    let _ = local_admin.await;
+    stopper.abort();
     authority.flush_boots().await?;
     served?;
     Ok(())

@@ -27,6 +27,7 @@ mod client;
 mod datadir;
 mod http;
 mod metrics;
+mod socket;
 mod state;
 mod storage;
 mod tls;
@@ -37,8 +38,8 @@ pub use approval::{NewApprover, PendingState, PendingView, PollToken, totp_code}
 pub use atrest_audit::{Clock, SystemClock};
 pub use atrest_wire::ErrorCode;
 pub use authority::{
-    Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, PendingNotifier,
-    Rebind, RequestContext, Token, UnlockOutcome,
+    Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, MAX_TOKEN_LIFETIME,
+    MIN_TOKEN_LIFETIME, PendingNotifier, Rebind, RequestContext, Token, UnlockOutcome,
 };
 pub use client::{AdminClient, ClientError};
 pub use datadir::{
@@ -52,6 +53,7 @@ pub use http::{
     MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router,
 };
 pub use metrics::{Metrics, Snapshot};
+pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use storage::{
     BootState, HostRecord, HostState, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION,
     SqliteStorage, Storage, StorageError,
@@ -60,5 +62,8 @@ pub use tls::{
     CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,
     Peer, ServerCertificates, TlsError, TlsListener, fingerprint, serve_tls, serve_tls_until,
 };
-pub use web::{FAILURE_WINDOW, MAX_FAILURES, SESSION_LIFETIME};
+pub use web::{
+    FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_UNTRUSTED,
+    SESSION_LIFETIME, TRUSTED_FOR,
+};
 pub use webhook::{WebhookError, webhook_notifier};

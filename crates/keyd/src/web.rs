@@ -1,30 +1,38 @@
 //! The approval web page: approvers log in with a TOTP code and approve or
 //! deny held requests from a phone.
 //!
-//! - `GET /approve`: the login form, or with a session the pending list.
+//! - `GET /approve`: the login form, or with a session the pending list:
+//!   for each request its host, vault and keyslot, boot, the boot last
+//!   released to, when it was made and a countdown to its expiry.
 //! - `POST /approve/login`: name + code ([`Authority::check_approver`]) →
-//!   a session cookie; failures per name are rate limited.
+//!   a session cookie; wrong codes are rate limited per client address
+//!   (see [`LoginLimits`]).
 //! - `POST /approve/{id}/approve|deny`: needs the session's CSRF token;
-//!   decides as `web:<approver>` and redirects back with a message.
+//!   decides as `web:<approver>` and redirects back with a message. An
+//!   approval of an `unproven` boot first answers a confirmation page whose
+//!   form (with the token again) says `confirm=unproven`.
 //! - `POST /approve/logout`.
+//! - `GET /approve/countdown.js`: the one script, counting expiries down.
 //!
-//! Server-rendered HTML without script: every value printed is escaped,
-//! and the Content-Security-Policy allows nothing but inline style and
-//! forms posting back here. Sessions and failure counts live in memory (a
+//! Server-rendered HTML: every value printed is escaped, and the
+//! Content-Security-Policy allows nothing but inline style, this origin's
+//! script file (no inline script) and forms posting back here. The page
+//! works without the script. Sessions and failure counts live in memory (a
 //! restart logs everyone out) and run on the authority's clock.
 //!
 //! [`Authority::check_approver`]: crate::Authority::check_approver
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest_audit::{AuditStore, Clock};
 use atrest_remote::HostId;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -33,20 +41,25 @@ use crate::approval::PendingView;
 use crate::authority::AuthorityError;
 use crate::http::AppState;
 use crate::storage::Storage;
+use crate::tls::Peer;
 
 /// Seconds a login lasts, whatever the approver does meanwhile.
 pub const SESSION_LIFETIME: u64 = 15 * 60;
 
-/// Login attempts allowed per approver name in [`FAILURE_WINDOW`] (a
-/// success gives them back): at 5 a minute, guessing a 6-digit code (3 valid
-/// at a time) takes ~46 days on average.
+/// Wrong codes one client address may send for one approver name in a
+/// [`FAILURE_WINDOW`] (a success gives them back).
 pub const MAX_FAILURES: u32 = 5;
-/// Login attempts for all names together per window, so guessing across
-/// names (or flooding the counter map) is bounded too. A flood can lock the
-/// page for a minute; `atrest keyd approve` still works.
-pub const MAX_ATTEMPTS_ALL: u32 = 30;
-/// Seconds; the count starts at an approver's first wrong code.
+/// Wrong codes one client address may send for all names together per
+/// window, so one address cannot guess across names.
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 10;
+/// Wrong codes per window from all addresses that have no recent good
+/// login, together: what bounds guessing from many addresses at once.
+pub const MAX_FAILURES_UNTRUSTED: u32 = 60;
+/// Seconds a counting window lasts from its first attempt.
 pub const FAILURE_WINDOW: u64 = 60;
+/// Seconds an address stays trusted after an approver logged in from it:
+/// its attempts skip the [`MAX_FAILURES_UNTRUSTED`] cap.
+pub const TRUSTED_FOR: u64 = 86_400;
 
 const COOKIE: &str = "atrest_approve";
 
@@ -57,12 +70,13 @@ pub fn routes<S: Storage, A: AuditStore, C: Clock>(
     let web = Arc::new(Web {
         app: state,
         sessions: Mutex::default(),
-        failures: Mutex::default(),
+        limits: Mutex::default(),
     });
     Router::new()
         .route("/approve", get(show::<S, A, C>))
         .route("/approve/login", post(login::<S, A, C>))
         .route("/approve/logout", post(logout::<S, A, C>))
+        .route("/approve/countdown.js", get(countdown))
         .route("/approve/{id}/{action}", post(decide::<S, A, C>))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
@@ -72,8 +86,7 @@ struct Web<S: Storage, A: AuditStore, C: Clock> {
     app: Arc<AppState<S, A, C>>,
     /// By session id (the cookie).
     sessions: Mutex<HashMap<String, Session>>,
-    /// By approver name: wrong codes in the current window.
-    failures: Mutex<HashMap<String, Failures>>,
+    limits: Mutex<LoginLimits>,
 }
 
 #[derive(Clone)]
@@ -93,9 +106,140 @@ enum Flash {
     Failed(String),
 }
 
-struct Failures {
-    window_start: u64,
+/// Who a login attempt comes from: its IP address, an IPv6 one cut to its
+/// /64 (one client usually holds a whole /64). `None` when the listener
+/// gives no address; those share one budget.
+type Client = Option<IpAddr>;
+
+fn client_of(peer: Option<IpAddr>) -> Client {
+    peer.map(|ip| match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    })
+}
+
+/// A count that starts at its first attempt and lasts [`FAILURE_WINDOW`].
+#[derive(Clone, Copy, Default)]
+struct Window {
+    start: u64,
     count: u32,
+}
+
+impl Window {
+    fn current(&mut self, now: u64) -> &mut Self {
+        if now >= self.start.saturating_add(FAILURE_WINDOW) {
+            *self = Self {
+                start: now,
+                count: 0,
+            };
+        }
+        self
+    }
+
+    fn live(&self, now: u64) -> bool {
+        now < self.start.saturating_add(FAILURE_WINDOW)
+    }
+}
+
+/// Why a login attempt was not even checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    NameFromAddress,
+    Address,
+    Untrusted,
+}
+
+/// An attempt taken: what to give back if its code is right.
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+struct Attempt {
+    untrusted: bool,
+}
+
+/// Login attempt budgets of the approval page.
+///
+/// The old rule (5 failures per name, 30 for everyone) let anyone lock
+/// every approver out with 30 bogus logins a minute. What an attacker
+/// without the TOTP secret must not do is (a) guess a code, or (b) stop the
+/// real approver from logging in; a budget keyed only by the name, or one
+/// global budget, serves (a) at the cost of (b). So budgets are kept per
+/// client address, where the attacker's guesses are:
+///
+/// - per (name, address), [`MAX_FAILURES`] a window: one address guesses a
+///   name at 5 a minute, ~46 days on average for a 6-digit code of which 3
+///   are valid at a time;
+/// - per address, [`MAX_FAILURES_PER_ADDRESS`], so spreading guesses over
+///   names from one address gains little;
+/// - for addresses with no good login in [`TRUSTED_FOR`], together,
+///   [`MAX_FAILURES_UNTRUSTED`]: an attacker with many addresses still
+///   guesses at most 60 a minute in all (~4 days per valid code on average,
+///   and every failure is in keyd's log as a warning).
+///
+/// Attempts are counted before the code is checked (which waits on the
+/// database), so guesses sent in parallel count too; a right code gives its
+/// attempt back. An approver on another address is never refused for the
+/// attacker's failures. Only an attacker with many addresses can fill the
+/// untrusted cap, and then only for addresses no approver used within a
+/// day: one's usual phone still logs in, and `atrest keyd approve` works.
+/// The maps hold only live windows, at most [`MAX_FAILURES_UNTRUSTED`]
+/// untrusted addresses' worth, plus trusted addresses (each made by a good
+/// login).
+#[derive(Default)]
+struct LoginLimits {
+    by_name: HashMap<(String, Client), Window>,
+    by_address: HashMap<Client, Window>,
+    untrusted: Window,
+    /// Last good login from each address.
+    trusted: HashMap<Client, u64>,
+}
+
+impl LoginLimits {
+    fn take(&mut self, name: &str, client: Client, now: u64) -> Result<Attempt, Refusal> {
+        self.by_name.retain(|_, w| w.live(now));
+        self.by_address.retain(|_, w| w.live(now));
+        self.trusted
+            .retain(|_, at| now < at.saturating_add(TRUSTED_FOR));
+        let untrusted = !self.trusted.contains_key(&client);
+        let key = (name.to_owned(), client);
+        let by_name = self.by_name.get(&key).map_or(0, |w| w.count);
+        let by_address = self.by_address.get(&client).map_or(0, |w| w.count);
+        if by_name >= MAX_FAILURES {
+            return Err(Refusal::NameFromAddress);
+        }
+        if by_address >= MAX_FAILURES_PER_ADDRESS {
+            return Err(Refusal::Address);
+        }
+        if untrusted && self.untrusted.current(now).count >= MAX_FAILURES_UNTRUSTED {
+            return Err(Refusal::Untrusted);
+        }
+        for window in [
+            self.by_name.entry(key).or_default(),
+            self.by_address.entry(client).or_default(),
+        ] {
+            let window = window.current(now);
+            window.count = window.count.saturating_add(1);
+        }
+        if untrusted {
+            self.untrusted.count = self.untrusted.count.saturating_add(1);
+        }
+        Ok(Attempt { untrusted })
+    }
+
+    /// A right code: the name's failures from this address are forgiven,
+    /// the attempt given back, and the address trusted.
+    fn succeeded(&mut self, name: &str, client: Client, attempt: Attempt, now: u64) {
+        self.by_name.remove(&(name.to_owned(), client));
+        if let Some(window) = self.by_address.get_mut(&client) {
+            window.count = window.count.saturating_sub(1);
+        }
+        if attempt.untrusted {
+            self.untrusted.count = self.untrusted.count.saturating_sub(1);
+        }
+        self.trusted.insert(client, now);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -136,32 +280,6 @@ impl<S: Storage, A: AuditStore, C: Clock> Web<S, A, C> {
             session.flash = Some(flash);
         }
     }
-
-    /// Takes one login attempt for `name`, or refuses: at most
-    /// [`MAX_FAILURES`] per name and [`MAX_ATTEMPTS_ALL`] in all per window.
-    /// Attempts are counted before the code is checked (which waits on the
-    /// database), so guesses sent in parallel count too; a success gives
-    /// the name's attempts back.
-    fn take_attempt(&self, name: &str) -> bool {
-        let now = self.now();
-        let mut failures = lock(&self.failures);
-        // Only the current windows are kept; with the global cap the map
-        // holds at most MAX_ATTEMPTS_ALL names.
-        failures.retain(|_, f| now < f.window_start.saturating_add(FAILURE_WINDOW));
-        let total: u32 = failures.values().map(|f| f.count).sum();
-        if total >= MAX_ATTEMPTS_ALL {
-            return false;
-        }
-        let entry = failures.entry(name.to_owned()).or_insert(Failures {
-            window_start: now,
-            count: 0,
-        });
-        if entry.count >= MAX_FAILURES {
-            return false;
-        }
-        entry.count = entry.count.saturating_add(1);
-        true
-    }
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
@@ -180,8 +298,8 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; \
+             form-action 'self'; frame-ancestors 'none'",
         ),
     );
     headers.insert(
@@ -216,8 +334,16 @@ struct LoginForm {
     code: String,
 }
 
+/// The client's address, when the listener gives one.
+fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer.0.ip())
+}
+
 async fn login<S: Storage, A: AuditStore, C: Clock>(
     State(web): State<Arc<Web<S, A, C>>>,
+    extensions: Extensions,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let refuse = |status: StatusCode, message: &str, name: &str| {
@@ -245,16 +371,37 @@ async fn login<S: Storage, A: AuditStore, C: Clock>(
     if HostId::new(name).is_err() {
         return refuse(StatusCode::UNAUTHORIZED, wrong, name);
     }
-    if !web.take_attempt(name) {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many wrong codes for this name. Wait a minute and try again.",
-            name,
-        );
-    }
+    let client = client_of(peer_ip(&extensions));
+    let attempt = lock(&web.limits).take(name, client, web.now());
+    let attempt = match attempt {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            tracing::warn!(
+                approver = name,
+                ?client,
+                ?refusal,
+                "approver login refused: too many wrong codes"
+            );
+            let message = match refusal {
+                Refusal::NameFromAddress => {
+                    "Too many wrong codes for this name from your address. Wait a minute and \
+                     try again."
+                }
+                Refusal::Address => {
+                    "Too many wrong codes from your address. Wait a minute and try again."
+                }
+                Refusal::Untrusted => {
+                    "Too many wrong codes from new addresses right now. Wait a minute and try \
+                     again, from a network you logged in from before, or decide on the \
+                     authority with `atrest keyd approve`."
+                }
+            };
+            return refuse(StatusCode::TOO_MANY_REQUESTS, message, name);
+        }
+    };
     match web.app.authority.check_approver(name, code).await {
         Ok(()) => {
-            lock(&web.failures).remove(name);
+            lock(&web.limits).succeeded(name, client, attempt, web.now());
             let id = web.start_session(name);
             tracing::info!(approver = name, "approver logged in on the web page");
             let cookie = format!(
@@ -288,8 +435,8 @@ async fn logout<S: Storage, A: AuditStore, C: Clock>(
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
     if let Some((id, session)) = web.session(&headers) {
-        if let Some(refused) = check_csrf(&session, form) {
-            return refused;
+        if check_csrf(&session, form).is_none() {
+            return csrf_refused();
         }
         lock(&web.sessions).remove(&id);
     }
@@ -304,28 +451,34 @@ async fn logout<S: Storage, A: AuditStore, C: Clock>(
 }
 
 /// Every form a session posts carries its token.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+    /// [`CONFIRM_UNPROVEN`] on the confirmation page's approve form.
+    #[serde(default)]
+    confirm: String,
 }
 
-/// The refusal, unless the form carries the session's token.
-fn check_csrf(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> Option<Response> {
-    let presented = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    if atrest_core::constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
-        return None;
-    }
-    Some(
-        (
-            StatusCode::FORBIDDEN,
-            Html(message_page(
-                "This form is out of date or did not come from this page. \
-                 Open the list again and decide from there.",
-            )),
-        )
-            .into_response(),
+/// What the confirmation page's form says, so that an approval of an
+/// unproven boot is never a single tap (nor a forged single post).
+const CONFIRM_UNPROVEN: &str = "unproven";
+
+/// The form, if it carries the session's token.
+fn check_csrf(session: &Session, form: Result<Form<CsrfForm>, FormRejection>) -> Option<CsrfForm> {
+    let form = form.map(|Form(f)| f).unwrap_or_default();
+    atrest_core::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()).then_some(form)
+}
+
+fn csrf_refused() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(message_page(
+            "This form is out of date or did not come from this page. \
+             Open the list again and decide from there.",
+        )),
     )
+        .into_response()
 }
 
 async fn decide<S: Storage, A: AuditStore, C: Clock>(
@@ -344,9 +497,9 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
         )
             .into_response();
     };
-    if let Some(refused) = check_csrf(&session, form) {
-        return refused;
-    }
+    let Some(form) = check_csrf(&session, form) else {
+        return csrf_refused();
+    };
     let approve = match action.as_str() {
         "approve" => true,
         "deny" => false,
@@ -358,6 +511,14 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
                 .into_response();
         }
     };
+    if approve
+        && form.confirm != CONFIRM_UNPROVEN
+        && let Ok(view) = web.app.authority.pending_request(&request)
+        && view.boot == "unproven"
+        && view.state == crate::approval::PendingState::Pending
+    {
+        return Html(confirm_page(&session, &view, web.now())).into_response();
+    }
     let actor = format!("web:{}", session.approver);
     let flash = match web.app.authority.decide(&request, approve, &actor).await {
         Ok(view) => Flash::Done(format!(
@@ -413,7 +574,7 @@ min-height:52px;margin-top:12px;color:#fff;background:#334}\
 dl{display:grid;grid-template-columns:auto 1fr;gap:4px 12px;margin:0}\
 dt{color:#555}dd{margin:0;overflow-wrap:anywhere}\
 .msg{padding:12px;border-radius:8px;margin:12px 0}\
-.ok{background:#dff3e3}.err{background:#fbe3e1}\
+.ok{background:#dff3e3}.err{background:#fbe3e1}.expired{opacity:.5}\
 .top{display:flex;justify-content:space-between;align-items:center;gap:10px}\
 .top form button{width:auto;min-height:0;padding:8px 12px;margin:0;font-size:.9em;background:#667}\
 a{color:#334}";
@@ -422,7 +583,8 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
+         <title>{}</title><style>{STYLE}</style>\
+         <script src=\"/approve/countdown.js\" defer></script></head><body>{body}</body></html>\n",
         escape(title)
     )
 }
@@ -460,6 +622,15 @@ fn message_page(message: &str) -> String {
 }
 
 fn expires_in(seconds: u64) -> String {
+    if seconds >= 2 * 86_400 {
+        return format!("{} d", seconds / 86_400);
+    }
+    if seconds >= 3600 {
+        return match (seconds / 3600, seconds % 3600 / 60) {
+            (h, 0) => format!("{h} h"),
+            (h, m) => format!("{h} h {m} min"),
+        };
+    }
     match (seconds / 60, seconds % 60) {
         (0, s) => format!("{s} s"),
         (m, 0) => format!("{m} min"),
@@ -475,7 +646,7 @@ fn list_page(
 ) -> String {
     let csrf = escape(&session.csrf);
     let mut body = format!(
-        "<div class=\"top\"><h1>Unlock requests</h1>\
+        "<div class=\"top\" data-now=\"{now}\"><h1>Unlock requests</h1>\
          <form method=\"post\" action=\"/approve/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\">Log out</button></form></div>\
@@ -504,34 +675,150 @@ fn list_page(
     }
     for view in pending {
         let id = escape(&view.id);
+        let unproven = view.boot == "unproven";
         let _ = write!(
             body,
-            "<section class=\"card\"><dl>\
-             <dt>Host</dt><dd class=\"host\">{}</dd>\
-             <dt>Group</dt><dd>{}</dd>\
-             <dt>Boot id</dt><dd class=\"boot-id\">{}</dd>\
-             <dt>Boot</dt><dd>{}</dd>\
-             <dt>From</dt><dd>{}</dd>\
-             <dt>Why</dt><dd class=\"reason\">{}</dd>\
-             <dt>Expires in</dt><dd>{}</dd></dl>\
-             <div class=\"row\">\
+            "<section class=\"card\">{}{}<div class=\"row\">\
              <form method=\"post\" action=\"/approve/{id}/approve\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <button class=\"approve\" type=\"submit\">Approve</button></form>\
+             <button class=\"approve\" type=\"submit\">{}</button></form>\
              <form method=\"post\" action=\"/approve/{id}/deny\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <button class=\"deny\" type=\"submit\">Deny</button></form>\
              </div></section>",
-            escape(view.host_id.as_str()),
-            escape(&view.group),
-            escape(&view.boot_id),
-            escape(&view.boot),
-            escape(&view.source),
-            escape(&view.reason),
-            expires_in(view.expires_at.saturating_sub(now)),
+            if unproven { UNPROVEN_WARNING } else { "" },
+            request_details(view, now),
+            // A second step follows: the confirmation page.
+            if unproven { "Approve…" } else { "Approve" },
         );
     }
     page("atrest keyd: unlock requests", &body)
+}
+
+const UNPROVEN_WARNING: &str = "<p class=\"msg err unproven\" role=\"alert\"><b>Unproven \
+    boot.</b> This request has the boot id of the boot that already unlocked, but not that \
+    boot's ticket: it may come from a copy of the host's disk rather than the running host (or \
+    the host lost /run). Approving hands the running boot's ticket to the requester.</p>";
+
+/// What an approver judges a request by, as a `<dl>`.
+fn request_details(view: &PendingView, now: u64) -> String {
+    let last_boot = match (&view.last_boot_id, view.last_unlock_at) {
+        (Some(boot), Some(at)) => format!("{} (last unlocked {})", escape(boot), when(at, now)),
+        (Some(boot), None) => escape(boot),
+        (None, _) => "none yet (first unlock)".to_owned(),
+    };
+    format!(
+        "<dl>\
+         <dt>Host</dt><dd class=\"host\">{}</dd>\
+         <dt>Group</dt><dd>{}</dd>\
+         <dt>Vault</dt><dd class=\"vault\">{}, keyslot {}</dd>\
+         <dt>Host key</dt><dd class=\"key-id\">{}</dd>\
+         <dt>Boot id</dt><dd class=\"boot-id\">{}</dd>\
+         <dt>Boot</dt><dd>{}</dd>\
+         <dt>Last boot</dt><dd class=\"last-boot\">{last_boot}</dd>\
+         <dt>From</dt><dd>{}</dd>\
+         <dt>Why</dt><dd class=\"reason\">{}</dd>\
+         <dt>Made</dt><dd class=\"made\">{}</dd>\
+         <dt>Expires in</dt><dd class=\"expires\" data-expires-at=\"{}\">{}</dd></dl>",
+        escape(view.host_id.as_str()),
+        escape(&view.group),
+        escape(&view.vault_id),
+        view.keyslot,
+        escape(&view.key_id),
+        escape(&view.boot_id),
+        escape(&view.boot),
+        escape(&view.source),
+        escape(&view.reason),
+        when(view.created_at, now),
+        view.expires_at,
+        expires_in(view.expires_at.saturating_sub(now)),
+    )
+}
+
+/// The second step before approving an unproven boot.
+fn confirm_page(session: &Session, view: &PendingView, now: u64) -> String {
+    let csrf = escape(&session.csrf);
+    let id = escape(&view.id);
+    page(
+        "atrest keyd: confirm",
+        &format!(
+            "<div data-now=\"{now}\"><h1>Approve an unproven boot?</h1></div>{UNPROVEN_WARNING}\
+             <p>Approve only if you know the host itself asks (for example, its unlock \
+             service was restarted after /run was cleared).</p>\
+             <section class=\"card\">{}<div class=\"row\">\
+             <form method=\"post\" action=\"/approve/{id}/approve\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"confirm\" value=\"{CONFIRM_UNPROVEN}\">\
+             <button class=\"approve confirm\" type=\"submit\">Approve anyway</button></form>\
+             <form method=\"post\" action=\"/approve/{id}/deny\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button class=\"deny\" type=\"submit\">Deny</button></form>\
+             </div></section><p><a href=\"/approve\">Back to the list</a></p>",
+            request_details(view, now)
+        ),
+    )
+}
+
+/// `2026-12-05T09:10:14Z (3 min ago)`: UTC, so approvers in several zones
+/// and keyd's log agree.
+fn when(unix: u64, now: u64) -> String {
+    let utc = i64::try_from(unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string());
+    let distance = expires_in(unix.abs_diff(now));
+    if unix == now {
+        format!("{utc} (now)")
+    } else if unix > now {
+        format!("{utc} (in {distance})")
+    } else {
+        format!("{utc} ({distance} ago)")
+    }
+}
+
+/// Counts each `data-expires-at` down from the server's `data-now` (so a
+/// phone's wrong clock does not matter), and disables the buttons of an
+/// expired request. Served as a file: the CSP allows no inline script.
+const COUNTDOWN_JS: &str = r#"(function () {
+  "use strict";
+  var clock = document.querySelector("[data-now]");
+  if (!clock) { return; }
+  var skew = Number(clock.getAttribute("data-now")) - Date.now() / 1000;
+  function text(seconds) {
+    if (seconds <= 0) { return "expired"; }
+    var m = Math.floor(seconds / 60), s = seconds % 60;
+    if (m === 0) { return s + " s"; }
+    return s === 0 ? m + " min" : m + " min " + s + " s";
+  }
+  function tick() {
+    var now = Date.now() / 1000 + skew;
+    document.querySelectorAll("[data-expires-at]").forEach(function (el) {
+      var left = Math.floor(Number(el.getAttribute("data-expires-at")) - now);
+      el.textContent = text(left);
+      if (left <= 0) {
+        var card = el.closest("section");
+        if (card) {
+          card.classList.add("expired");
+          card.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+        }
+      }
+    });
+  }
+  tick();
+  setInterval(tick, 1000);
+})();
+"#;
+
+async fn countdown() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        COUNTDOWN_JS,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -565,17 +852,95 @@ mod tests {
             expires_at: 90,
             state: PendingState::Pending,
             decided_by: None,
+            vault_id: hostile.into(),
+            keyslot: 0,
+            key_id: hostile.into(),
+            last_boot_id: Some(hostile.into()),
+            last_unlock_at: Some(0),
         };
         let mut session = session();
         session.approver = hostile.into();
         session.csrf = hostile.into();
-        let html = list_page(&session, Some(&Flash::Failed(hostile.into())), &[view], 0);
+        let html = list_page(
+            &session,
+            Some(&Flash::Failed(hostile.into())),
+            std::slice::from_ref(&view),
+            0,
+        );
         let login = login_page(Some(hostile), hostile);
-        for html in [html, login, message_page(hostile)] {
-            assert!(!html.contains("<script"), "{html}");
+        let confirm = confirm_page(&session, &view, 0);
+        for html in [html, login, message_page(hostile), confirm] {
+            assert!(!html.contains("<script>"), "{html}");
             assert!(!html.contains("'x'"), "{html}");
             assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"));
         }
+    }
+
+    #[test]
+    fn one_address_cannot_lock_out_another() {
+        let mut limits = LoginLimits::default();
+        let attacker = client_of(Some("198.51.100.7".parse().unwrap()));
+        let approver = client_of(Some("203.0.113.9".parse().unwrap()));
+        for _ in 0..MAX_FAILURES {
+            let _ = limits.take("alice", attacker, 1000).unwrap();
+        }
+        for _ in 0..30 {
+            assert_eq!(
+                limits.take("alice", attacker, 1000).unwrap_err(),
+                Refusal::NameFromAddress
+            );
+        }
+        for name in ["bob", "carol", "dave", "erin", "frank"] {
+            let _ = limits.take(name, attacker, 1000).unwrap();
+        }
+        assert_eq!(
+            limits.take("grace", attacker, 1000).unwrap_err(),
+            Refusal::Address
+        );
+        let attempt = limits.take("alice", approver, 1000).unwrap();
+        limits.succeeded("alice", approver, attempt, 1000);
+        // The windows pass.
+        let _ = limits
+            .take("alice", attacker, 1000 + FAILURE_WINDOW)
+            .unwrap();
+    }
+
+    #[test]
+    fn many_addresses_share_one_cap_that_trusted_addresses_skip() {
+        let mut limits = LoginLimits::default();
+        let trusted = client_of(Some("203.0.113.9".parse().unwrap()));
+        let attempt = limits.take("alice", trusted, 0).unwrap();
+        limits.succeeded("alice", trusted, attempt, 0);
+        let mut guesses = 0;
+        for host in 0..=255u8 {
+            let client = client_of(Some(IpAddr::from([198, 51, 100, host])));
+            while limits.take("alice", client, 10).is_ok() {
+                guesses += 1;
+            }
+        }
+        assert_eq!(guesses, MAX_FAILURES_UNTRUSTED);
+        let fresh = client_of(Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            limits.take("alice", fresh, 10).unwrap_err(),
+            Refusal::Untrusted
+        );
+        let _ = limits.take("alice", trusted, 10).unwrap();
+        // Trust lapses.
+        let later = TRUSTED_FOR + 1;
+        let _ = limits.take("alice", fresh, later).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let a = client_of(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        let b = client_of(Some("2001:db8:1:2:bbbb::2".parse().unwrap()));
+        let c = client_of(Some("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            client_of(Some("::ffff:192.0.2.1".parse().unwrap())),
+            Some("192.0.2.1".parse().unwrap())
+        );
     }
 
     #[test]
@@ -583,6 +948,12 @@ mod tests {
         assert_eq!(expires_in(45), "45 s");
         assert_eq!(expires_in(120), "2 min");
         assert_eq!(expires_in(599), "9 min 59 s");
+        assert_eq!(expires_in(3 * 3600 + 60), "3 h 1 min");
+        assert_eq!(expires_in(3 * 86_400), "3 d");
+        assert_eq!(
+            when(1_796_461_814, 1_796_461_814 + 180),
+            "2026-12-05T09:10:14Z (3 min ago)"
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The data directory as `atrest keyd init` and `serve` use it: generated
-//! or given certificates, one server per directory, refused key files.
+//! or given certificates, one server per directory, refused key files, and
+//! the admin socket the CLI on the same machine uses.
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use atrest_keyd::{AuthorityOptions, DataDir, InitOptions, serve_data_dir};
+use atrest_keyd::{
+    AdminClient, AuthorityOptions, ClientError, DataDir, HostView, InitOptions, Settings, Token,
+    serve_data_dir,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// A CA and a server certificate for 127.0.0.1, as PEM files an operator
@@ -145,4 +149,180 @@ async fn a_chain_without_a_ca_is_refused_with_a_hint() {
     // Nothing was made: init can simply be run again.
     assert!(!data.exists());
     DataDir::init(&data, InitOptions::default()).await.unwrap();
+}
+
+/// `serve` on `data` in the background: its HTTPS address, and what stops it.
+async fn serve_in_background(
+    data: &std::path::Path,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), atrest_keyd::DataDirError>>,
+) {
+    let dir_handle = DataDir::open_exclusive(data).unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        serve_data_dir(
+            &dir_handle,
+            None,
+            AuthorityOptions::default(),
+            async {
+                let _ = stop_rx.await;
+            },
+            |address, _| {
+                let _ = ready_tx.send(address);
+            },
+        )
+        .await
+    });
+    (ready_rx.await.unwrap(), stop_tx, server)
+}
+
+/// The README's set-up: a certificate for `keys.example` only, listening on
+/// every address. Admin commands used to go to https://127.0.0.1, which the
+/// certificate does not name; now they use the admin socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_work_whatever_names_the_certificate_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("keyd");
+    DataDir::init(
+        &data,
+        InitOptions {
+            settings: Settings {
+                listen: "0.0.0.0:0".into(),
+                names: vec!["keys.example".into()],
+                ..Settings::default()
+            },
+            ..InitOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A socket left by a keyd that was killed.
+    drop(std::os::unix::net::UnixListener::bind(data.join("admin.sock")).unwrap());
+
+    let (_, stop, server) = serve_in_background(&data).await;
+    let socket = data.join("admin.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+
+    let admin = AdminClient::for_data_dir(&DataDir::open(&data).unwrap()).unwrap();
+    assert_eq!(admin.base(), format!("unix:{}", socket.display()));
+    let token: Token = admin
+        .post(
+            "/v1/admin/tokens",
+            &serde_json::json!({ "group": "web", "expires_in": 600 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(token.group, "web");
+    let hosts: Vec<HostView> = admin.get("/v1/admin/hosts").await.unwrap();
+    assert!(hosts.is_empty());
+    // The token is still asked for.
+    let wrong = AdminClient::unix(socket.clone(), zeroize::Zeroizing::new("wrong".into()));
+    let refused = wrong
+        .get::<Vec<HostView>>("/v1/admin/hosts")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Refused { status: 401, .. }),
+        "{refused}"
+    );
+
+    // A live socket is not taken over (a second data directory given the
+    // same path).
+    let taken = atrest_keyd::AdminSocket::bind(&socket).err().unwrap();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse, "{taken}");
+    let _: Vec<HostView> = admin.get("/v1/admin/hosts").await.unwrap();
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(!socket.exists(), "the socket outlived keyd");
+    // Stopped: the error says which socket and what to do.
+    let down = admin
+        .get::<Vec<HostView>>("/v1/admin/hosts")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(down.contains(&socket.display().to_string()), "{down}");
+    assert!(down.contains("atrest keyd serve"), "{down}");
+}
+
+/// Only keyd's user and root may use the admin socket: the file is 0600,
+/// and a connection from another user is closed unanswered (`SO_PEERCRED`)
+/// even when the file is opened to everyone. The second needs root (to act
+/// as another user); as another user only the mode is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_answers_only_keyds_user_and_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("keyd");
+    // Given elsewhere than the data directory (0700), as under /run.
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    for open in [dir.path(), run.as_path()] {
+        std::fs::set_permissions(open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let socket = run.join("keyd-admin.sock");
+    DataDir::init(
+        &data,
+        InitOptions {
+            settings: Settings {
+                admin_socket: Some(socket.clone()),
+                ..Settings::default()
+            },
+            ..InitOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_, stop, server) = serve_in_background(&data).await;
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let admin = AdminClient::for_data_dir(&DataDir::open(&data).unwrap()).unwrap();
+    let _: Vec<HostView> = admin.get("/v1/admin/hosts").await.unwrap();
+
+    let python = std::path::Path::new("/usr/bin/python3");
+    if rustix::process::geteuid().is_root() && python.exists() {
+        // What `nobody` gets: the answer's first bytes, or the error.
+        let as_nobody = |socket: &std::path::Path| {
+            use std::os::unix::process::CommandExt;
+            let output = std::process::Command::new(python)
+                .uid(65534)
+                .gid(65534)
+                .args([
+                    "-c",
+                    "import socket, sys\n\
+                     s = socket.socket(socket.AF_UNIX)\n\
+                     try:\n    s.connect(sys.argv[1])\n\
+                     except OSError as e:\n    print(type(e).__name__); sys.exit()\n\
+                     try:\n    s.sendall(b'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n    \
+                     answer = s.recv(100)\n\
+                     except (BrokenPipeError, ConnectionResetError):\n    answer = b''\n\
+                     print(repr(answer))",
+                ])
+                .arg(socket)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            assert!(
+                output.status.success(),
+                "{stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+        };
+        assert_eq!(as_nobody(&socket), "PermissionError");
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(as_nobody(&socket), "b''", "another user was answered");
+        // Root still is.
+        let _: Vec<HostView> = admin.get("/v1/admin/hosts").await.unwrap();
+    } else {
+        eprintln!("not root: only the socket's mode is checked");
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use atrest_audit::{AuditLog, AuditSigningKey, LogOptions, SqliteStore};
 use atrest_keyd::{
-    Authority, AuthorityOptions, Clock, ErrorBody, FAILURE_WINDOW, MAX_FAILURES, Policy,
-    PolicyRule, PolicyScope, RequestContext, SESSION_LIFETIME, ServerCertificates, SqliteStorage,
-    UnlockOutcome, UnlockReply, router, serve, serve_tls, totp_code, webhook_notifier,
+    Authority, AuthorityOptions, Clock, ErrorBody, FAILURE_WINDOW, MAX_FAILURES,
+    MAX_FAILURES_PER_ADDRESS, Policy, PolicyRule, PolicyScope, RequestContext, SESSION_LIFETIME,
+    ServerCertificates, SqliteStorage, UnlockOutcome, UnlockReply, router, serve, serve_tls,
+    totp_code, webhook_notifier,
 };
 use atrest_remote::{
     BootId, HostId, HostIdentity, RemoteBinding, RequestNonce, SignedUnlockRequest,
@@ -239,10 +240,17 @@ struct Phone {
 
 impl Phone {
     fn new(keyd: &Keyd) -> Self {
+        Self::from_address(keyd, Ipv4Addr::LOCALHOST)
+    }
+
+    /// A phone on another network: its connections come from `address`
+    /// (any of 127.0.0.0/8 reaches keyd's 127.0.0.1 on Linux).
+    fn from_address(keyd: &Keyd, address: Ipv4Addr) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
+                .local_address(IpAddr::V4(address))
                 .build()
                 .unwrap(),
             base: keyd.base.clone(),
@@ -318,7 +326,8 @@ async fn an_approver_logs_in_approves_and_the_host_gets_its_key() {
     assert!(html.contains("<meta name=\"viewport\" content=\"width=device-width"));
     assert_eq!(
         headers["content-security-policy"],
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; form-action 'self'; \
+         frame-ancestors 'none'"
     );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "no-referrer");
@@ -351,18 +360,42 @@ async fn an_approver_logs_in_approves_and_the_host_gets_its_key() {
     let (status, headers, html) = phone.page().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["cache-control"], "no-store");
+    let view = keyd.authority.pending_request(&id).unwrap();
+    let made = format!("<dd class=\"made\">{}", rfc3339(view.created_at));
+    let countdown = format!("data-expires-at=\"{}\">10 min<", view.expires_at);
+    let key_id = format!("<dd class=\"key-id\">{}</dd>", host.binding.key_id());
     for shown in [
         "web-1",
         "<dd>web</dd>",
+        // The vault ([3; 16]) and keyslot the request is for.
+        "<dd class=\"vault\">AwMDAwMDAwMDAwMDAwMDAw, keyslot 0</dd>",
+        &key_id,
         BOOT_ID,
         "<dd>first</dd>",
+        "none yet (first unlock)",
         "127.0.0.1",
         REASON,
-        "10 min",
+        &made,
+        &countdown,
+        "<script src=\"/approve/countdown.js\" defer></script>",
         "Logged in as <b>alice</b>",
     ] {
         assert!(html.contains(shown), "{shown} missing from {html}");
     }
+    assert!(!html.contains("Unproven boot"), "{html}");
+    // The countdown's script, from this origin (the CSP allows no other).
+    let script = phone
+        .client
+        .get(format!("{}/approve/countdown.js", keyd.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.text().await.unwrap().contains("data-expires-at"));
     assert!(html.contains(&format!("action=\"/approve/{id}/approve\"")));
     assert!(html.contains(&format!("action=\"/approve/{id}/deny\"")));
 
@@ -503,6 +536,154 @@ async fn wrong_and_reused_codes_are_refused_and_guessing_is_limited() {
     keyd.clock.advance(FAILURE_WINDOW + 1);
     let code = totp_code(&secret, "carol", keyd.clock.secs()).unwrap();
     phone.logged_in("carol", &code).await;
+}
+
+/// The review's attack: 30 bogus logins a minute used to lock every
+/// approver out. Now they use up only the attacker's own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_from_one_address_do_not_lock_out_an_approver_elsewhere() {
+    let keyd = start(AuthorityOptions::default()).await;
+    let secret = approver(&keyd, "alice").await;
+    let now = keyd.clock.secs();
+    let attacker = Phone::from_address(&keyd, Ipv4Addr::new(127, 0, 0, 66));
+    let wrong = wrong_code(&secret, "alice", now);
+    let mut refused = 0;
+    for attempt in 0..40 {
+        let status = attacker.login("alice", &wrong).await.status();
+        if attempt < MAX_FAILURES {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "attempt {attempt}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 40 - MAX_FAILURES);
+    // Other names from the same address: only a few more guesses.
+    let mut other_names = 0;
+    for n in 0..20 {
+        let status = attacker
+            .login(&format!("user-{n}"), "123456")
+            .await
+            .status();
+        if status == StatusCode::UNAUTHORIZED {
+            other_names += 1;
+        }
+    }
+    assert_eq!(other_names, MAX_FAILURES_PER_ADDRESS - MAX_FAILURES);
+
+    // The real approver, elsewhere, logs in with the right code...
+    let phone = Phone::from_address(&keyd, Ipv4Addr::new(127, 0, 0, 2));
+    phone
+        .logged_in("alice", &totp_code(&secret, "alice", now).unwrap())
+        .await;
+    // ... while the attacker's address, over its budget, is refused even
+    // the right code (the next one, as each code works once).
+    let next = totp_code(&secret, "alice", now + 30).unwrap();
+    let reply = attacker.login("alice", &next).await;
+    assert_eq!(reply.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(reply.headers().get(SET_COOKIE).is_none());
+    assert!(
+        reply
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many wrong codes for this name from your address")
+    );
+}
+
+/// `2026-12-05T09:10:14Z`, as the page prints times.
+fn rfc3339(unix: u64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A host whose boot `BOOT_ID` got its key (approved by the test), and
+/// which now asks again from that boot without its ticket: held as
+/// `unproven`. Returns the second request's id.
+async fn unproven_request(keyd: &Keyd, host: &Host) -> String {
+    let hold = || async {
+        let (signed, _) = unlock_request(keyd, host);
+        let held = keyd
+            .authority
+            .unlock(&signed, RequestContext { source: None })
+            .await
+            .unwrap();
+        let UnlockOutcome::Pending(view) = held else {
+            panic!("not held");
+        };
+        view
+    };
+    let first = hold().await;
+    assert_eq!(first.boot, "first");
+    keyd.authority
+        .decide(&first.id, true, "test")
+        .await
+        .unwrap();
+    let granted = keyd.authority.poll(&first.id, Duration::ZERO).await;
+    assert!(matches!(granted, Ok(UnlockOutcome::Granted(_))));
+    let second = hold().await;
+    assert_eq!(second.boot, "unproven");
+    second.id
+}
+
+/// Approving an unproven boot hands the running boot's ticket to whoever
+/// asked: the page says so and asks again, on its own CSRF-protected form;
+/// a single post does not approve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unproven_boot_is_approved_only_after_a_confirmation() {
+    let keyd = start(AuthorityOptions::default()).await;
+    let host = enroll_host(&keyd, "web-5").await;
+    let id = unproven_request(&keyd, &host).await;
+    let secret = approver(&keyd, "alice").await;
+    let phone = Phone::new(&keyd);
+    let token = phone
+        .logged_in(
+            "alice",
+            &totp_code(&secret, "alice", keyd.clock.secs()).unwrap(),
+        )
+        .await;
+    let (_, _, html) = phone.page().await;
+    for shown in [
+        "Unproven boot",
+        "hands the running boot's ticket to the requester",
+        "Approve…",
+        &format!("<dd class=\"last-boot\">{BOOT_ID} (last unlocked "),
+    ] {
+        assert!(html.contains(shown), "{shown} missing from {html}");
+    }
+
+    // The list's Approve asks first, and decides nothing.
+    let reply = phone.decide(&id, "approve", Some(&token)).await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    let confirm = reply.text().await.unwrap();
+    assert!(confirm.contains("Approve an unproven boot?"), "{confirm}");
+    assert!(
+        confirm.contains("name=\"confirm\" value=\"unproven\""),
+        "{confirm}"
+    );
+    assert_eq!(csrf(&confirm), token);
+    let pending = || keyd.authority.pending_request(&id).unwrap().state;
+    assert_eq!(pending(), atrest_keyd::PendingState::Pending);
+    // The confirmation without the session's token is refused.
+    let post = |csrf: &str| {
+        phone
+            .client
+            .post(format!("{}/approve/{id}/approve", keyd.base))
+            .form(&[("csrf", csrf), ("confirm", "unproven")])
+            .send()
+    };
+    assert_eq!(
+        post("forged").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(pending(), atrest_keyd::PendingState::Pending);
+    // Confirmed: approved.
+    let reply = post(&token).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(pending(), atrest_keyd::PendingState::Approved);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,6 +907,10 @@ async fn an_approver_approves_in_headless_chromium() {
     else {
         panic!("not held");
     };
+    // A second host asks again from the boot that already unlocked, without
+    // its ticket: approved only through the confirmation page.
+    let copied = enroll_host(&keyd, "db-8.example").await;
+    let unproven = unproven_request(&keyd, &copied).await;
     let code = totp_code(&secret, "frank", keyd.clock.secs()).unwrap();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/approve.py");
@@ -739,6 +924,8 @@ async fn an_approver_approves_in_headless_chromium() {
             "db-7.example",
             BOOT_ID,
             REASON,
+            "--unproven-host",
+            "db-8.example",
         ]);
         if let Some(dir) = screenshots {
             command.arg("--screenshot").arg(dir);
@@ -775,6 +962,9 @@ async fn an_approver_approves_in_headless_chromium() {
             .as_deref(),
         Some("web:frank")
     );
+    let confirmed = keyd.authority.pending_request(&unproven).unwrap();
+    assert_eq!(confirmed.state, atrest_keyd::PendingState::Approved);
+    assert_eq!(confirmed.decided_by.as_deref(), Some("web:frank"));
 }
 
 /// Runs `command`, killing it if it takes longer than `limit` (a hung

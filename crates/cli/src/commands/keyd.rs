@@ -1,16 +1,16 @@
 //! `atrest keyd ...`: run the key authority, and administer it.
 //!
 //! `init`, `serve` and `audit` work on the data directory itself; the
-//! rest talk to the running keyd over HTTPS with the admin token (the
-//! audit chain has a single writer: the serving process).
+//! rest talk to the running keyd over its local admin socket with the
+//! admin token (the audit chain has a single writer: the serving process).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use atrest_keyd::{
-    AdminClient, AuthorityOptions, DataDir, HostView, InitOptions, NewApprover, PendingView,
-    Policy, PolicyRule, PolicyView, Settings, Token,
+    AdminClient, AuthorityOptions, DataDir, HostView, InitOptions, MAX_TOKEN_LIFETIME,
+    MIN_TOKEN_LIFETIME, NewApprover, PendingView, Policy, PolicyRule, PolicyView, Settings, Token,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
@@ -51,7 +51,7 @@ impl From<PolicyArg> for Policy {
 pub enum KeydCommand {
     /// Create the authority's keys, CA, server certificate and databases.
     Init(InitArgs),
-    /// Serve the authority over HTTPS.
+    /// Serve the authority over HTTPS, and to this machine's admin CLI on DIR/admin.sock.
     Serve(ServeArgs),
     /// Enrollment tokens.
     #[command(subcommand)]
@@ -117,6 +117,10 @@ pub struct InitArgs {
     /// The URL approvers open (for the link in the webhook notice).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// Serve the admin API for this machine's CLI on this Unix socket
+    /// (mode 0600) instead of DIR/admin.sock, e.g. under /run.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,8 +150,8 @@ pub enum TokenCommand {
         /// The group the enrolled host joins (its policy applies).
         #[arg(long, default_value = "default")]
         group: String,
-        /// How long the token stays valid: 90s, 30m, 1h, 7d.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        /// How long the token stays valid: 60s to 7d (90s, 30m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = parse_token_lifetime)]
         expires: u64,
         /// Print JSON.
         #[arg(long)]
@@ -276,6 +280,61 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?}: must be positive and reasonable"))
 }
 
+/// A token lifetime keyd accepts, refused here before anything is sent.
+fn parse_token_lifetime(text: &str) -> Result<u64, String> {
+    let seconds = parse_duration(text)?;
+    if (MIN_TOKEN_LIFETIME..=MAX_TOKEN_LIFETIME).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "{text:?}: a token lasts from 60s to 7d; make one per enrollment, \
+             with an expiry just longer than the enrollment takes"
+        ))
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `2026-12-05T09:10:14Z`, in UTC whatever the machine's zone, so lines
+/// from several machines compare; the raw number if out of range.
+fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// `in 59 min`, `3 h ago`: rounded down to the largest unit.
+fn relative(unix: u64, now: u64) -> String {
+    let distance = unix.abs_diff(now);
+    let amount = match distance {
+        0 => return "now".to_owned(),
+        d if d < 60 => format!("{d} s"),
+        d if d < 3600 => format!("{} min", d / 60),
+        d if d < 2 * 86_400 => format!("{} h", d / 3600),
+        d => format!("{} d", d / 86_400),
+    };
+    if unix > now {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// A time for people: RFC 3339 UTC and how far from now (`--json` keeps
+/// the Unix seconds).
+fn when(unix: u64, now: u64) -> String {
+    format!("{} ({})", rfc3339(unix), relative(unix, now))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -311,8 +370,9 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{}", token.token);
                 eprintln!(
-                    "one-time token for group {:?}, valid until {} (unix time)",
-                    token.group, token.expires_at
+                    "one-time token for group {:?}, valid until {}",
+                    token.group,
+                    when(token.expires_at, unix_now())
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -362,10 +422,19 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
             } else if pending.is_empty() {
                 println!("no requests are waiting");
             } else {
+                let now = unix_now();
                 for p in &pending {
                     println!(
-                        "{}  host {} (group {}) boot {} from {}, expires at {}\n    {}",
-                        p.id, p.host_id, p.group, p.boot_id, p.source, p.expires_at, p.reason
+                        "{}  host {} (group {}) boot {} ({}) from {}\n    made {}, expires {}\n    {}",
+                        p.id,
+                        p.host_id,
+                        p.group,
+                        p.boot_id,
+                        p.boot,
+                        p.source,
+                        when(p.created_at, now),
+                        when(p.expires_at, now),
+                        p.reason
                     );
                 }
             }
@@ -419,6 +488,7 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         approval_timeout: args.approval_timeout,
         webhook: args.webhook,
         public_url: args.public_url,
+        admin_socket: args.admin_socket,
         ..Settings::default()
     };
     let certificates = args.cert.zip(args.key).map(|(c, k)| (c, k, args.ca));
@@ -505,6 +575,7 @@ async fn host(command: HostCommand) -> anyhow::Result<ExitCode> {
                     "{:<24} {:<12} {:<9} {:<38} LAST UNLOCK",
                     "HOST", "GROUP", "STATE", "LAST BOOT"
                 );
+                let now = unix_now();
                 for h in &hosts {
                     println!(
                         "{:<24} {:<12} {:<9} {:<38} {}",
@@ -514,7 +585,7 @@ async fn host(command: HostCommand) -> anyhow::Result<ExitCode> {
                         h.boot.last_boot_id.as_deref().unwrap_or("-"),
                         h.boot
                             .last_unlock_at
-                            .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                            .map_or_else(|| "-".to_owned(), |t| when(t, now)),
                     );
                 }
             }
@@ -563,12 +634,16 @@ async fn host(command: HostCommand) -> anyhow::Result<ExitCode> {
         if let Some(previous) = view.record.previous_key_id {
             println!("previous key id: {previous} (until the host re-binds)");
         }
-        println!("enrolled at: {}", view.record.enrolled_at);
+        let now = unix_now();
+        println!("enrolled:    {}", when(view.record.enrolled_at, now));
         if let Some(boot) = &view.boot.last_boot_id {
             println!("last boot:   {boot}");
         }
+        if let Some(at) = view.boot.last_unlock_at {
+            println!("last unlock: {}", when(at, now));
+        }
         if let Some(until) = view.boot.planned_until {
-            println!("planned reboot accounted for until {until}");
+            println!("planned reboot accounted for until {}", when(until, now));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -642,7 +717,7 @@ async fn audit_tail(dir: &Path, lines: u64, json: bool) -> anyhow::Result<ExitCo
             println!(
                 "{:>6} {} {:<16} {:<12} {:<20} {}",
                 entry.seq,
-                entry.timestamp_ms / 1000,
+                rfc3339(entry.timestamp_ms / 1000),
                 entry.kind.as_str(),
                 entry.actor,
                 entry.subject.as_deref().unwrap_or("-"),
@@ -651,4 +726,42 @@ async fn audit_tail(dir: &Path, lines: u64, json: bool) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lifetimes_outside_a_minute_to_a_week_are_refused() {
+        for refused in [
+            "0",
+            "59s",
+            "59",
+            "604801",
+            "7d1",
+            "8d",
+            "1000000000000",
+            "213503982334601d",
+        ] {
+            let error = parse_token_lifetime(refused).unwrap_err();
+            assert!(error.contains(refused), "{error}");
+        }
+        assert_eq!(parse_token_lifetime("60s"), Ok(60));
+        assert_eq!(parse_token_lifetime("1m"), Ok(60));
+        assert_eq!(parse_token_lifetime("7d"), Ok(7 * 86_400));
+        assert_eq!(parse_token_lifetime("604800"), Ok(604_800));
+    }
+
+    #[test]
+    fn times_read_as_utc_and_distance_from_now() {
+        let now = 1_796_461_814; // 2026-12-05T09:10:14Z
+        assert_eq!(rfc3339(now), "2026-12-05T09:10:14Z");
+        assert_eq!(when(now + 3599, now), "2026-12-05T10:10:13Z (in 59 min)");
+        assert_eq!(when(now - 3 * 3600, now), "2026-12-05T06:10:14Z (3 h ago)");
+        assert_eq!(relative(now, now), "now");
+        assert_eq!(relative(now + 45, now), "in 45 s");
+        assert_eq!(relative(now - 3 * 86_400, now), "3 d ago");
+        assert_eq!(rfc3339(u64::MAX), u64::MAX.to_string());
+    }
 }
