@@ -38,8 +38,10 @@ mod checkpoint;
 mod encoding;
 mod entry;
 mod log;
+pub mod merkle;
 mod sqlite;
 mod store;
+mod tree_head;
 mod verify;
 
 pub use checkpoint::{
@@ -51,8 +53,14 @@ pub use entry::{
     UnknownKind,
 };
 pub use log::{
-    AppendError, AuditLog, Clock, LogOptions, LogStats, OpenError, Receipt, SystemClock,
+    AppendError, AuditLog, Clock, LogOptions, LogStats, OpenError, ProofRequestError, Receipt,
+    SystemClock,
 };
+pub use merkle::{ConsistencyProof, InclusionProof, MerkleHash, MerkleTree, PathError};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{AuditStore, ChainHead, StoreError};
-pub use verify::{VerifyError, VerifyReport, verify, verify_against};
+pub use tree_head::{
+    BadTreeHeadSignature, ConsistencyError, InclusionError, TREE_HEAD_VERSION, TreeHead,
+    entry_leaf_hash, verify_consistency, verify_inclusion,
+};
+pub use verify::{VerifyError, VerifyReport, verify, verify_against, verify_with_witnesses};

@@ -97,6 +97,8 @@ pub async fn tamper(path: &Path) -> SqliteConnection {
         "audit_entries_no_delete",
         "audit_checkpoints_no_update",
         "audit_checkpoints_no_delete",
+        "audit_tree_heads_no_update",
+        "audit_tree_heads_no_delete",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP TRIGGER IF EXISTS {trigger}"
@@ -153,6 +155,7 @@ impl AuditStore for ScriptedStore {
         &self,
         entries: &[Entry],
         checkpoints: &[Checkpoint],
+        tree_heads: &[TreeHead],
     ) -> Result<(), StoreError> {
         let call = self.appends.fetch_add(1, Ordering::SeqCst);
         self.entered.notify_one();
@@ -166,7 +169,7 @@ impl AuditStore for ScriptedStore {
                 "No space left on device (simulated)".into(),
             ));
         }
-        self.inner.append(entries, checkpoints).await
+        self.inner.append(entries, checkpoints, tree_heads).await
     }
 
     async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
@@ -175,6 +178,14 @@ impl AuditStore for ScriptedStore {
 
     async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
         self.inner.read_checkpoints(from, limit).await
+    }
+
+    async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
+        self.inner.read_tree_heads(from, limit).await
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
+        self.inner.latest_tree_head().await
     }
 
     async fn head(&self) -> Result<ChainHead, StoreError> {

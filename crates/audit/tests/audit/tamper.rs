@@ -276,5 +276,11 @@ async fn a_log_with_a_tampered_head_is_not_reopened() {
     .await
     .err()
     .unwrap();
-    assert!(matches!(err, OpenError::CorruptHead { seq: 30 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            OpenError::DoesNotMatchSignedHead(VerifyError::HashMismatch { seq: 30 })
+        ),
+        "{err}"
+    );
 }
