@@ -6,5 +6,6 @@
 
 mod chain;
 mod faults;
+mod heads;
 mod support;
 mod tamper;

@@ -35,6 +35,8 @@ pub struct TestLog<S: AuditStore = SqliteStore> {
     pub dir: tempfile::TempDir,
     pub log: AuditLog<S>,
     pub public: AuditPublicKey,
+    /// The audit key's seed, to reopen the log as the server would.
+    pub seed: [u8; 32],
     pub clock: ManualClock,
 }
 
@@ -61,6 +63,7 @@ pub async fn with_store<S: AuditStore>(
 ) -> TestLog<S> {
     let key = AuditSigningKey::generate();
     let public = key.public_key();
+    let seed = *key.expose_seed();
     let clock = ManualClock::at(1_800_000_000_000);
     let log = AuditLog::open(store, key, options, clock.clone())
         .await
@@ -69,6 +72,7 @@ pub async fn with_store<S: AuditStore>(
         dir,
         log,
         public,
+        seed,
         clock,
     }
 }
@@ -108,6 +112,18 @@ pub async fn tamper(path: &Path) -> SqliteConnection {
         .unwrap();
     }
     conn
+}
+
+/// Reopens the log's file with its own key, as a restarted server does.
+pub async fn reopen(t: &TestLog) -> Result<AuditLog<SqliteStore>, OpenError> {
+    let store = SqliteStore::open(&t.path()).await.unwrap();
+    AuditLog::open(
+        store,
+        AuditSigningKey::from_seed(&t.seed),
+        LogOptions::default(),
+        t.clock.clone(),
+    )
+    .await
 }
 
 pub async fn exec(conn: &mut SqliteConnection, sql: &'static str) {
