@@ -9,3 +9,4 @@ mod faults;
 mod heads;
 mod support;
 mod tamper;
+mod vectors;
