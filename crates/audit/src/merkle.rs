@@ -139,7 +139,7 @@ impl MerkleTree {
             }
             let nodes = &mut self.levels[level];
             nodes.push(node);
-            if nodes.len() % 2 == 1 {
+            if !nodes.len().is_multiple_of(2) {
                 break;
             }
             node = node_hash(&nodes[nodes.len() - 2], &nodes[nodes.len() - 1]);
@@ -176,7 +176,7 @@ impl MerkleTree {
         if n == 0 {
             return empty_root();
         }
-        if n.is_power_of_two() && lo % n == 0 {
+        if n.is_power_of_two() && lo.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
             // In range: a complete aligned subtree inside the first
             // size() leaves is always cached.
