@@ -1,6 +1,7 @@
-//! Signed checkpoints: the authority's Ed25519 signature over the chain's
-//! head. A host keeps the latest one it was given; a log that no longer
-//! contains that head was rolled back or rewritten.
+//! The audit signing key, and format 1 checkpoints: the authority's Ed25519
+//! signature over the chain's head. Tree heads ([`crate::TreeHead`]) now
+//! cover every batch; checkpoints stay readable because existing databases
+//! hold them, and are still signed on request for hosts that only know them.
 
 use std::fmt;
 
@@ -17,7 +18,7 @@ pub const CHECKPOINT_VERSION: u8 = 1;
 
 /// The authority's audit signing key. Zeroized on drop, never printed. Kept
 /// apart from TLS and host secrets so it can live elsewhere (an HSM later).
-pub struct AuditSigningKey(SigningKey);
+pub struct AuditSigningKey(pub(crate) SigningKey);
 
 impl AuditSigningKey {
     pub fn generate() -> Self {
@@ -59,7 +60,7 @@ impl fmt::Debug for AuditSigningKey {
 /// The key hosts and auditors check checkpoints against.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct AuditPublicKey(VerifyingKey);
+pub struct AuditPublicKey(pub(crate) VerifyingKey);
 
 /// Not an Ed25519 public key fit for checking signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use atrest_core::labels;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::encoding::{Canonical, base64url_array, to_base64url};
 
@@ -158,8 +159,14 @@ impl NewEntry {
 
 /// One entry of the log, as stored. Its fields are plain data: read from a
 /// store, nothing about them is trusted until [`crate::verify`] has walked
-/// the chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// the chain, or a host has checked it with [`crate::verify_inclusion`].
+///
+/// As JSON, `details` is embedded as the exact JSON text that was hashed
+/// (not re-encoded), and read back byte for byte, so an entry sent to a
+/// host still hashes the same there. Deserialize it from the JSON text
+/// itself, not through a `serde_json::Value`, which would re-encode it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     /// 1, 2, 3... with no gaps.
     pub seq: u64,
@@ -170,7 +177,10 @@ pub struct Entry {
     pub subject: Option<String>,
     /// The details as JSON text, exactly the bytes that were hashed (so
     /// no JSON canonicalization is ever needed).
-    #[serde(serialize_with = "details_as_json")]
+    #[serde(
+        serialize_with = "details_as_json",
+        deserialize_with = "details_from_json"
+    )]
     pub details: String,
     pub prev_hash: EntryHash,
     pub hash: EntryHash,
@@ -204,13 +214,22 @@ impl Entry {
     }
 }
 
-/// Shows the details as a JSON value in `tail --json`, or as the raw
-/// string if the stored text is not JSON (a damaged row stays visible).
+/// Writes the details as their own JSON text, verbatim, so they show as a
+/// JSON value in `tail --json` and a reader gets the hashed bytes back. Text
+/// that is not JSON (a damaged row) is written as a JSON string so it stays
+/// visible; it does not read back identically, and did not hash right
+/// anyway.
 fn details_as_json<S: Serializer>(details: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    match serde_json::from_str::<serde_json::Value>(details) {
-        Ok(value) => value.serialize(serializer),
-        Err(_) => serializer.serialize_str(details),
+    match RawValue::from_string(details.to_owned()) {
+        Ok(raw) if raw.get() == details => raw.serialize(serializer),
+        _ => serializer.serialize_str(details),
     }
+}
+
+/// The exact JSON text of `details`, as [`details_as_json`] wrote it.
+fn details_from_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let raw = Box::<RawValue>::deserialize(deserializer)?;
+    Ok(raw.get().to_owned())
 }
 
 #[cfg(test)]
@@ -267,5 +286,21 @@ mod tests {
         let json = serde_json::to_value(entry()).unwrap();
         assert_eq!(json["details"]["released"], true);
         assert_eq!(json["kind"], "decision");
+    }
+
+    #[test]
+    fn an_entry_reads_back_from_json_with_the_hashed_details() {
+        let mut e = entry();
+        // Not what serde_json would write: spacing, key order, escapes.
+        e.details = r#"{ "z": 1,  "a": "\u00e9t\u00e9", "n": 1.50 }"#.into();
+        e.hash = e.compute_hash();
+        for json in [
+            serde_json::to_string(&e).unwrap(),
+            serde_json::to_string_pretty(&e).unwrap(),
+        ] {
+            let back: Entry = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, e);
+            assert_eq!(back.compute_hash(), e.hash);
+        }
     }
 }

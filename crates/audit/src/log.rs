@@ -2,21 +2,29 @@
 //!
 //! Every [`AuditLog::append`] goes through a channel to one writer task.
 //! The writer takes whatever is queued (up to `max_batch`), chains it onto
-//! the head, adds a signed checkpoint when one is due, and commits it all
-//! in one transaction: one fsync for the batch rather than one per entry,
-//! so durability does not cap the release rate. Each caller's future
-//! resolves only after its batch committed; if the commit fails, every
-//! caller in the batch gets the error, and the server must then refuse the
-//! release it was about to make.
+//! the head, adds the entries to the Merkle tree, signs a [`TreeHead`] over
+//! the new root, and commits entries and head in one transaction: one fsync
+//! and one signature for the batch rather than one per entry, so durability
+//! does not cap the release rate, and no entry is ever durable without a
+//! signed head that covers it. Each caller's future resolves only after its
+//! batch committed; if the commit fails, every caller in the batch gets the
+//! error, and the server must then refuse the release it was about to make.
+//!
+//! The tree lives in memory behind a lock that request handlers share for
+//! proofs ([`AuditLog::consistency_proof`], [`AuditLog::inclusion_proof`]);
+//! the writer holds it for writing only to push a batch's leaves.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{AuditPublicKey, AuditSigningKey, BadCheckpointSignature, Checkpoint};
 use crate::entry::{Entry, MAX_DETAILS_LEN, MAX_NAME_LEN, NewEntry};
+use crate::merkle::{ConsistencyProof, InclusionProof, MerkleTree, PathError};
 use crate::store::{AuditStore, ChainHead, StoreError};
+use crate::tree_head::{BadTreeHeadSignature, TreeHead, entry_leaf_hash};
+use crate::verify::{Checks, VerifyError, walk};
 
 /// Where the log gets the time. Injected so tests control it; the server
 /// passes [`SystemClock`].
@@ -41,8 +49,11 @@ impl Clock for SystemClock {
 /// Tuning for [`AuditLog::open`].
 #[derive(Clone, Debug)]
 pub struct LogOptions {
-    /// Sign a checkpoint once this many entries have been added since the
-    /// last one (at the end of the batch that crosses the mark).
+    /// Also sign a format 1 [`Checkpoint`] once this many entries have been
+    /// added since the last one (at the end of the batch that crosses the
+    /// mark), for hosts that do not check tree heads yet. Every batch gets
+    /// a [`TreeHead`] regardless; `u64::MAX` signs no checkpoints unless
+    /// asked ([`AuditLog::checkpoint`]).
     pub checkpoint_every: u64,
     /// Most entries committed in one transaction.
     pub max_batch: usize,
@@ -75,28 +86,53 @@ pub enum AppendError {
 }
 
 /// Why [`AuditLog::open`] refused a store.
+///
+/// Opening reads every entry (to rebuild the Merkle tree), so it takes time
+/// in proportion to the log: about a second per million entries.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(
-        "the last entry (seq {seq}) does not match its own hash: the audit log was changed; \
-         run `atrest keyd audit verify`"
-    )]
-    CorruptHead { seq: u64 },
     #[error("{0}: the audit key is not the one that signed this log, or the log was changed")]
     ForeignCheckpoint(BadCheckpointSignature),
+    #[error("{0}: the audit key is not the one that signed this log, or the log was changed")]
+    ForeignTreeHead(BadTreeHeadSignature),
+    /// The stored entries do not hash to what the authority signed, or go
+    /// past it: someone changed the database. The server must not serve
+    /// (nor sign anything over) such a log.
+    #[error(
+        "the stored audit log does not match its latest signed tree head ({0}); \
+         run `atrest keyd audit verify` and restore the database from a backup"
+    )]
+    DoesNotMatchSignedHead(VerifyError),
 }
 
-/// Proof that an entry is durably in the log.
+/// Proof that an entry is durably in the log, and what a host needs to
+/// check it: the signed head of the entry's batch and the entry's
+/// inclusion proof under it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
     pub seq: u64,
     pub hash: crate::EntryHash,
     pub timestamp_ms: u64,
-    /// The latest checkpoint once the entry's batch committed (it may
-    /// precede the entry). The server hands it to the host with its key.
+    /// The latest format 1 checkpoint once the entry's batch committed (it
+    /// may precede the entry), for hosts that only know checkpoints.
     pub checkpoint: Option<Checkpoint>,
+    /// The head signed at the end of the entry's batch: it covers the
+    /// entry.
+    pub tree_head: TreeHead,
+    /// Leaf `seq - 1` in the tree of `tree_head.tree_size` leaves.
+    pub inclusion: InclusionProof,
+}
+
+/// Why [`AuditLog::consistency_proof`] or [`AuditLog::inclusion_proof`]
+/// gave no proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProofRequestError {
+    #[error("the log has no signed tree head of size {size} or more (the latest is {latest})")]
+    NotSigned { size: u64, latest: u64 },
+    #[error(transparent)]
+    Invalid(#[from] PathError),
 }
 
 /// Counters of the writer, for metrics and tests.
@@ -106,6 +142,7 @@ pub struct LogStats {
     pub batches: u64,
     pub entries: u64,
     pub checkpoints: u64,
+    pub tree_heads: u64,
     /// Transactions that failed (each failed every append in it).
     pub failed_batches: u64,
 }
@@ -115,6 +152,7 @@ struct Counters {
     batches: AtomicU64,
     entries: AtomicU64,
     checkpoints: AtomicU64,
+    tree_heads: AtomicU64,
     failed_batches: AtomicU64,
 }
 
@@ -122,6 +160,21 @@ struct Counters {
 struct Committed {
     head: ChainHead,
     checkpoint: Option<Checkpoint>,
+    tree_head: Option<TreeHead>,
+}
+
+/// The in-memory tree, shared by the writer and proof requests.
+type SharedTree = Arc<RwLock<MerkleTree>>;
+
+/// A panic while the lock was held cannot leave the tree half-pushed in a
+/// way a later batch would not repair (the writer reloads after failures),
+/// so a poisoned lock is used as is rather than taking the server down.
+fn read(tree: &RwLock<MerkleTree>) -> RwLockReadGuard<'_, MerkleTree> {
+    tree.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(tree: &RwLock<MerkleTree>) -> RwLockWriteGuard<'_, MerkleTree> {
+    tree.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A prepared entry: validated, with its details serialized once.
@@ -145,6 +198,7 @@ pub struct AuditLog<S: AuditStore> {
     counters: Arc<Counters>,
     committed: watch::Receiver<Committed>,
     public_key: AuditPublicKey,
+    tree: SharedTree,
 }
 
 impl<S: AuditStore> Clone for AuditLog<S> {
@@ -155,39 +209,74 @@ impl<S: AuditStore> Clone for AuditLog<S> {
             counters: self.counters.clone(),
             committed: self.committed.clone(),
             public_key: self.public_key,
+            tree: self.tree.clone(),
         }
     }
 }
 
 impl<S: AuditStore> AuditLog<S> {
     /// Resumes the log in `store` and starts its writer on the current
-    /// tokio runtime. Checks the tail cheaply (the head entry's own hash,
-    /// the latest checkpoint's signature) so a tampered or foreign log is
-    /// not silently extended; a full check is [`crate::verify`].
+    /// tokio runtime.
+    ///
+    /// Rebuilds the Merkle tree from every stored entry, checking each
+    /// entry's hash and link, and refuses a log whose root at the latest
+    /// signed tree head's size is not that head's root, or that goes past
+    /// it ([`OpenError::DoesNotMatchSignedHead`]), so a rewritten log is
+    /// never extended or signed over. A log without tree heads (written
+    /// before they existed, with format 1 checkpoints only) is verified in
+    /// full the old way, every checkpoint included, and then gets its first
+    /// tree head, signed over all of it.
     pub async fn open(
         store: S,
         key: AuditSigningKey,
         options: LogOptions,
         clock: impl Clock,
     ) -> Result<Self, OpenError> {
-        let head = store.head().await?;
-        if head.seq > 0 {
-            let last = store.read_entries(head.seq, 1).await?;
-            match last.first() {
-                Some(entry) if entry.compute_hash() == entry.hash => {}
-                _ => return Err(OpenError::CorruptHead { seq: head.seq }),
-            }
+        let public_key = key.public_key();
+        let mut tree_head = store.latest_tree_head().await?;
+        if let Some(th) = &tree_head {
+            th.verify(&public_key).map_err(OpenError::ForeignTreeHead)?;
         }
         let checkpoint = store.latest_checkpoint().await?;
         if let Some(cp) = &checkpoint {
-            cp.verify(&key.public_key())
+            cp.verify(&public_key)
                 .map_err(OpenError::ForeignCheckpoint)?;
+        }
+        let checks = Checks {
+            // Every head was checked when it was written and by `verify`;
+            // at each start the latest one decides.
+            every_tree_head: false,
+            // The old way, only for a log that has no tree head yet.
+            every_checkpoint: tree_head.is_none(),
+            require_covered: tree_head.is_some(),
+            ..Checks::default()
+        };
+        let walked = walk(&store, &public_key, &checks)
+            .await
+            .map_err(|e| match e {
+                VerifyError::Store(e) => OpenError::Store(e),
+                other => OpenError::DoesNotMatchSignedHead(other),
+            })?;
+        let head = walked.report.head;
+        if tree_head.is_none() && head.seq > 0 {
+            let timestamp_ms = clock.now_ms().max(head.timestamp_ms);
+            let first = key.sign_tree_head(head.seq, walked.tree.root(), timestamp_ms);
+            store.append(&[], &[], &[first]).await?;
+            tracing::info!(
+                tree_size = head.seq,
+                "audit log from before tree heads verified; signed its first tree head"
+            );
+            tree_head = Some(first);
         }
         let store = Arc::new(store);
         let counters = Arc::new(Counters::default());
+        let tree = Arc::new(RwLock::new(walked.tree));
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
-        let (committed_tx, committed) = watch::channel(Committed { head, checkpoint });
-        let public_key = key.public_key();
+        let (committed_tx, committed) = watch::channel(Committed {
+            head,
+            checkpoint,
+            tree_head,
+        });
         let writer = Writer {
             store: store.clone(),
             key,
@@ -197,6 +286,8 @@ impl<S: AuditStore> AuditLog<S> {
             committed: committed_tx,
             head,
             checkpoint,
+            tree_head,
+            tree: tree.clone(),
             reload: false,
         };
         tokio::spawn(writer.run(receiver));
@@ -206,6 +297,7 @@ impl<S: AuditStore> AuditLog<S> {
             counters,
             committed,
             public_key,
+            tree,
         })
     }
 
@@ -237,8 +329,53 @@ impl<S: AuditStore> AuditLog<S> {
         self.committed.borrow().head
     }
 
+    /// The latest format 1 checkpoint.
     pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
         self.committed.borrow().checkpoint
+    }
+
+    /// The latest signed tree head: it covers every committed entry. `None`
+    /// only for an empty log.
+    pub fn tree_head(&self) -> Option<TreeHead> {
+        self.committed.borrow().tree_head
+    }
+
+    /// The proof that the log of `old_size` entries is a prefix of the log
+    /// of `new_size` entries, for a host that kept a head of `old_size` and
+    /// is given one of `new_size` (at most the latest signed size). Reads
+    /// the in-memory tree in O(log n) under a shared lock.
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, ProofRequestError> {
+        self.check_signed(new_size)?;
+        Ok(read(&self.tree).consistency_proof(old_size, new_size)?)
+    }
+
+    /// The proof that entry `seq` is in the log of `tree_size` entries (at
+    /// most the latest signed size).
+    pub fn inclusion_proof(
+        &self,
+        seq: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, ProofRequestError> {
+        self.check_signed(tree_size)?;
+        let index = seq.checked_sub(1).ok_or(PathError::IndexOutOfRange {
+            index: 0,
+            size: tree_size,
+        })?;
+        Ok(read(&self.tree).inclusion_proof(index, tree_size)?)
+    }
+
+    /// Only committed, signed sizes are answered: the tree may briefly hold
+    /// the leaves of a batch whose commit is still under way.
+    fn check_signed(&self, size: u64) -> Result<(), ProofRequestError> {
+        let latest = self.tree_head().map_or(0, |h| h.tree_size);
+        if size > latest {
+            return Err(ProofRequestError::NotSigned { size, latest });
+        }
+        Ok(())
     }
 
     pub fn public_key(&self) -> AuditPublicKey {
@@ -250,6 +387,7 @@ impl<S: AuditStore> AuditLog<S> {
             batches: self.counters.batches.load(Ordering::Relaxed),
             entries: self.counters.entries.load(Ordering::Relaxed),
             checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
+            tree_heads: self.counters.tree_heads.load(Ordering::Relaxed),
             failed_batches: self.counters.failed_batches.load(Ordering::Relaxed),
         }
     }
@@ -306,10 +444,22 @@ struct Writer<S> {
     /// once they committed.
     head: ChainHead,
     checkpoint: Option<Checkpoint>,
+    tree_head: Option<TreeHead>,
+    /// Holds exactly `head.seq` leaves between batches.
+    tree: SharedTree,
     /// After a failed commit the outcome is uncertain (a commit can fail
-    /// after reaching the disk), so the head is read back from the store
-    /// before the next batch.
+    /// after reaching the disk), so the head (and the tree) are read back
+    /// from the store before the next batch.
     reload: bool,
+}
+
+/// A batch ready to commit.
+struct Prepared {
+    entries: Vec<Entry>,
+    head: ChainHead,
+    checkpoint: Option<Checkpoint>,
+    tree_head: Option<TreeHead>,
+    inclusions: Vec<InclusionProof>,
 }
 
 impl<S: AuditStore> Writer<S> {
@@ -334,6 +484,62 @@ impl<S: AuditStore> Writer<S> {
                 Err(e) => return self.fail(batch, &e),
             }
         }
+        let prepared = match self.prepare(batch) {
+            Ok(prepared) => prepared,
+            Err(e) => return self.fail(batch, &e),
+        };
+        if prepared.entries.is_empty() && prepared.checkpoint.is_none() {
+            // Only checkpoint requests, and nothing new to sign.
+            return self.succeed(batch, &prepared);
+        }
+        let written = self
+            .store
+            .append(
+                &prepared.entries,
+                prepared.checkpoint.as_slice(),
+                prepared.tree_head.as_slice(),
+            )
+            .await;
+        match written {
+            Ok(()) => {
+                self.head = prepared.head;
+                if prepared.checkpoint.is_some() {
+                    self.checkpoint = prepared.checkpoint;
+                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                if prepared.tree_head.is_some() {
+                    self.tree_head = prepared.tree_head;
+                    self.counters.tree_heads.fetch_add(1, Ordering::Relaxed);
+                }
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .entries
+                    .fetch_add(prepared.entries.len() as u64, Ordering::Relaxed);
+                self.committed.send_replace(Committed {
+                    head: self.head,
+                    checkpoint: self.checkpoint,
+                    tree_head: self.tree_head,
+                });
+                self.succeed(batch, &prepared);
+            }
+            Err(e) => {
+                write(&self.tree).truncate(self.head.seq);
+                self.reload = true;
+                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    error = %e,
+                    entries = prepared.entries.len(),
+                    "audit batch not committed"
+                );
+                self.fail(batch, &e);
+            }
+        }
+    }
+
+    /// Chains the batch's entries onto the head, adds them to the tree, and
+    /// signs what is due. The proofs are made here, before the commit, so
+    /// that nothing can fail once the batch is durable.
+    fn prepare(&self, batch: &mut [Command]) -> Result<Prepared, StoreError> {
         let mut head = self.head;
         let timestamp_ms = self.clock.now_ms().max(head.timestamp_ms);
         let mut entries = Vec::new();
@@ -367,56 +573,89 @@ impl<S: AuditStore> Writer<S> {
         let checkpoint = ((due || wants_checkpoint) && head.seq > last_sealed)
             .then(|| self.key.sign_checkpoint(head.seq, head.hash, timestamp_ms));
 
-        if entries.is_empty() && checkpoint.is_none() {
-            // Only checkpoint requests, and nothing new to sign.
-            return self.succeed(batch, &entries);
-        }
-        match self.store.append(&entries, checkpoint.as_slice()).await {
-            Ok(()) => {
-                self.head = head;
-                if checkpoint.is_some() {
-                    self.checkpoint = checkpoint;
-                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        let mut tree_head = None;
+        let mut inclusions = Vec::with_capacity(entries.len());
+        if !entries.is_empty() {
+            {
+                let mut tree = write(&self.tree);
+                tree.truncate(self.head.seq);
+                for entry in &entries {
+                    tree.push(entry_leaf_hash(entry));
                 }
-                self.counters.batches.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .entries
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                self.committed.send_replace(Committed {
-                    head,
-                    checkpoint: self.checkpoint,
-                });
-                self.succeed(batch, &entries);
             }
-            Err(e) => {
-                self.reload = true;
-                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, entries = entries.len(), "audit batch not committed");
-                self.fail(batch, &e);
+            let tree = read(&self.tree);
+            let root = tree.root_at(head.seq).map_err(unexpected)?;
+            tree_head = Some(self.key.sign_tree_head(head.seq, root, timestamp_ms));
+            for entry in &entries {
+                inclusions.push(
+                    tree.inclusion_proof(entry.seq - 1, head.seq)
+                        .map_err(unexpected)?,
+                );
             }
         }
+        Ok(Prepared {
+            entries,
+            head,
+            checkpoint,
+            tree_head,
+            inclusions,
+        })
     }
 
+    /// Reads the head back, and brings the tree to it: the leaves of a
+    /// commit that reported failure but reached the disk are added.
     async fn reload_head(&mut self) -> Result<(), StoreError> {
-        self.head = self.store.head().await?;
-        self.checkpoint = self.store.latest_checkpoint().await?;
+        let head = self.store.head().await?;
+        let checkpoint = self.store.latest_checkpoint().await?;
+        let tree_head = self.store.latest_tree_head().await?;
+        let mut size = read(&self.tree).size();
+        if size > head.seq {
+            write(&self.tree).truncate(head.seq);
+            size = head.seq;
+        }
+        while size < head.seq {
+            let page = self.store.read_entries(size + 1, 1000).await?;
+            if page.is_empty() {
+                return Err(StoreError::Corrupt {
+                    seq: size + 1,
+                    reason: "missing while reloading the audit tree".into(),
+                });
+            }
+            let mut tree = write(&self.tree);
+            for entry in page.iter().filter(|e| e.seq <= head.seq) {
+                if entry.seq != size + 1 {
+                    return Err(StoreError::Corrupt {
+                        seq: size + 1,
+                        reason: "missing while reloading the audit tree".into(),
+                    });
+                }
+                tree.push(entry_leaf_hash(entry));
+                size += 1;
+            }
+        }
+        self.head = head;
+        self.checkpoint = checkpoint;
+        self.tree_head = tree_head;
         Ok(())
     }
 
-    fn succeed(&self, batch: &mut Vec<Command>, entries: &[Entry]) {
-        let mut entries = entries.iter();
+    fn succeed(&self, batch: &mut Vec<Command>, prepared: &Prepared) {
+        let mut receipts = prepared.entries.iter().zip(&prepared.inclusions);
         for command in batch.drain(..) {
             // A caller that gave up (its future dropped) has no receiver;
             // its entry is in the log all the same.
             match command {
                 Command::Append(_, reply) => {
-                    let result = entries
+                    let result = receipts
                         .next()
-                        .map(|e| Receipt {
+                        .zip(self.tree_head)
+                        .map(|((e, inclusion), tree_head)| Receipt {
                             seq: e.seq,
                             hash: e.hash,
                             timestamp_ms: e.timestamp_ms,
                             checkpoint: self.checkpoint,
+                            tree_head,
+                            inclusion: inclusion.clone(),
                         })
                         .ok_or(AppendError::Closed);
                     let _ = reply.send(result);
@@ -441,4 +680,11 @@ impl<S: AuditStore> Writer<S> {
             }
         }
     }
+}
+
+/// The tree always holds the leaves just pushed, so a proof request over
+/// them cannot fail; if it ever did, the batch is refused, not logged
+/// without its proof.
+fn unexpected(e: PathError) -> StoreError {
+    StoreError::Backend(format!("audit tree out of step with the log: {e}").into())
 }

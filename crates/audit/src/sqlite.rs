@@ -14,10 +14,15 @@ use sqlx::{Connection, Row};
 
 use crate::checkpoint::Checkpoint;
 use crate::entry::{Entry, EntryHash};
+use crate::merkle::MerkleHash;
 use crate::store::{AuditStore, ChainHead, StoreError};
+use crate::tree_head::TreeHead;
 
-/// `PRAGMA user_version` of the schema below.
-const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version` of the schema below. Version 1 had entries and
+/// checkpoints; version 2 adds `audit_tree_heads`. A version 1 database is
+/// migrated in place by creating the new table (no existing row changes);
+/// [`crate::AuditLog::open`] then signs the first tree head over it.
+const SCHEMA_VERSION: i64 = 2;
 
 /// STRICT tables refuse values of the wrong type; the triggers make the
 /// log append-only for everything that goes through SQLite's own checks
@@ -47,6 +52,17 @@ const SCHEMA: &[&str] = &[
     "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    // Version 2.
+    "CREATE TABLE IF NOT EXISTS audit_tree_heads (
+        tree_size INTEGER PRIMARY KEY CHECK (tree_size >= 1),
+        root_hash BLOB NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        signature BLOB NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS audit_tree_heads_no_update BEFORE UPDATE ON audit_tree_heads
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_tree_heads_no_delete BEFORE DELETE ON audit_tree_heads
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
 ];
 
@@ -147,7 +163,9 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        if found != 0 && found != SCHEMA_VERSION {
+        // 0 is a new file, 1 the schema before tree heads: both are brought
+        // to the current version by the idempotent statements below.
+        if !(0..=SCHEMA_VERSION).contains(&found) {
             return Err(StoreError::SchemaVersion {
                 found,
                 known: SCHEMA_VERSION,
@@ -159,7 +177,7 @@ impl SqliteStore {
                 .await
                 .map_err(backend)?;
         }
-        sqlx::query("PRAGMA user_version = 1")
+        sqlx::query("PRAGMA user_version = 2")
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
@@ -223,13 +241,14 @@ fn entry_from_row(row: &SqliteRow) -> Result<Entry, StoreError> {
     })
 }
 
-/// One transaction with every entry and checkpoint of a batch. IMMEDIATE
+/// One transaction with every entry, checkpoint and tree head of a batch. IMMEDIATE
 /// takes the write lock up front, so a busy database fails at BEGIN rather
 /// than half-way through the batch.
 async fn write_batch(
     conn: &mut SqliteConnection,
     entries: &[Entry],
     checkpoints: &[Checkpoint],
+    tree_heads: &[TreeHead],
 ) -> Result<(), StoreError> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
     for e in entries {
@@ -263,7 +282,34 @@ async fn write_batch(
         .await
         .map_err(backend)?;
     }
+    for h in tree_heads {
+        sqlx::query(
+            "INSERT INTO audit_tree_heads (tree_size, root_hash, timestamp_ms, signature)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(to_sql(h.tree_size))
+        .bind(&h.root_hash.0[..])
+        .bind(to_sql(h.timestamp_ms))
+        .bind(&h.signature[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    }
     tx.commit().await.map_err(backend)
+}
+
+fn tree_head_from_row(row: &SqliteRow) -> Result<TreeHead, StoreError> {
+    let size = from_sql(row.try_get("tree_size").map_err(backend)?, 0, "tree size")?;
+    let signature: Vec<u8> = row.try_get("signature").map_err(backend)?;
+    Ok(TreeHead {
+        tree_size: size,
+        root_hash: MerkleHash(hash_column(row, "root_hash", size)?.0),
+        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, size, "time")?,
+        signature: signature.try_into().map_err(|_| StoreError::Corrupt {
+            seq: size,
+            reason: "tree head signature is not 64 bytes".into(),
+        })?,
+    })
 }
 
 fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
@@ -285,10 +331,11 @@ impl AuditStore for SqliteStore {
         &self,
         entries: &[Entry],
         checkpoints: &[Checkpoint],
+        tree_heads: &[TreeHead],
     ) -> Result<(), StoreError> {
         self.check_file()?;
         let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let written = write_batch(&mut conn, entries, checkpoints).await;
+        let written = write_batch(&mut conn, entries, checkpoints, tree_heads).await;
         if written.is_err() {
             // After a failed COMMIT (an I/O error, a full disk) sqlx may
             // still count the connection as inside a transaction, and every
@@ -323,6 +370,30 @@ impl AuditStore for SqliteStore {
         .await
         .map_err(backend)?;
         rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tree_size, root_hash, timestamp_ms, signature
+             FROM audit_tree_heads WHERE tree_size >= ? ORDER BY tree_size LIMIT ?",
+        )
+        .bind(to_sql(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(tree_head_from_row).collect()
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
+        let row = sqlx::query(
+            "SELECT tree_size, root_hash, timestamp_ms, signature
+             FROM audit_tree_heads ORDER BY tree_size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(tree_head_from_row).transpose()
     }
 
     async fn head(&self) -> Result<ChainHead, StoreError> {

@@ -6,6 +6,7 @@ use std::future::Future;
 
 use crate::checkpoint::Checkpoint;
 use crate::entry::{Entry, EntryHash};
+use crate::tree_head::TreeHead;
 
 /// The last entry of the chain, or the empty chain's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,21 +42,24 @@ pub enum StoreError {
     SchemaVersion { found: i64, known: i64 },
 }
 
-/// An append-only store of entries and checkpoints.
+/// An append-only store of entries, signed tree heads and (format 1)
+/// checkpoints.
 ///
 /// The methods return `Send` futures so the log's writer can run on any
 /// tokio worker; implementations may simply write `async fn`.
 pub trait AuditStore: Send + Sync + 'static {
-    /// Writes `entries` (consecutive, continuing the chain) and
-    /// `checkpoints` in one atomic, durable transaction: when this returns
-    /// `Ok` all of them survive a crash or power loss. `Err` means they must
-    /// not be counted on; usually nothing was written, but a failure after
-    /// the commit reached the disk is possible, so the caller reads the
-    /// head back before building on it.
+    /// Writes `entries` (consecutive, continuing the chain), `checkpoints`
+    /// and `tree_heads` in one atomic, durable transaction: when this
+    /// returns `Ok` all of them survive a crash or power loss, and no entry
+    /// is ever durable without the head that covers it. `Err` means they
+    /// must not be counted on; usually nothing was written, but a failure
+    /// after the commit reached the disk is possible, so the caller reads
+    /// the head back before building on it.
     fn append(
         &self,
         entries: &[Entry],
         checkpoints: &[Checkpoint],
+        tree_heads: &[TreeHead],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Up to `limit` entries with `seq >= from`, in `seq` order.
@@ -71,6 +75,17 @@ pub trait AuditStore: Send + Sync + 'static {
         from: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
+
+    /// Up to `limit` tree heads with `tree_size >= from`, in size order.
+    fn read_tree_heads(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TreeHead>, StoreError>> + Send;
+
+    /// The tree head with the highest `tree_size`.
+    fn latest_tree_head(&self)
+    -> impl Future<Output = Result<Option<TreeHead>, StoreError>> + Send;
 
     /// The entry with the highest `seq`, or [`ChainHead::EMPTY`].
     fn head(&self) -> impl Future<Output = Result<ChainHead, StoreError>> + Send;

@@ -1,6 +1,7 @@
-//! Walks the whole log and proves it unaltered: every entry's hash, every
-//! link, every checkpoint's signature and head, and (given one) a
-//! checkpoint held outside the log.
+//! Walks the whole log and proves it unaltered: every entry's hash and
+//! link, the Merkle root at every signed tree head, every format 1
+//! checkpoint, and (given them) heads held outside the log by hosts or
+//! witnesses.
 //!
 //! What each check catches:
 //!
@@ -8,22 +9,27 @@
 //! |---|---|
 //! | an entry's content edited | `HashMismatch` at that entry |
 //! | an entry edited and its hash recomputed | `BrokenLink` at the next entry |
-//! | the whole tail rewritten with recomputed hashes | `CheckpointMismatch` at the first checkpoint covering it |
+//! | the tail rewritten with recomputed hashes | `TreeHeadMismatch` at the first head covering it |
+//! | … and the heads over it deleted | `Unsigned` at the first entry no head covers |
+//! | … and new heads signed over it by a restarted server | refused at start: `OpenError::DoesNotMatchSignedHead` |
 //! | an entry deleted | `MissingEntry` at its seq |
 //! | entries swapped or moved | `HashMismatch` (the seq is hashed) |
-//! | a checkpoint forged or edited | `BadCheckpointSignature` |
-//! | the tail truncated | `CheckpointBeyondHead` if a checkpoint covered it |
-//! | tail and its checkpoints truncated (rollback) | `RolledBack`, against a checkpoint the caller held |
+//! | a tree head or checkpoint forged or edited | `BadTreeHeadSignature`, `BadCheckpointSignature` |
+//! | the tail truncated | `TreeHeadBeyondHead` if a head covered it |
+//! | tail and its heads truncated (rollback) | `RolledBack`, against a head a host or witness kept |
+//! | the whole log rewritten, heads and all, by someone with the key | `Forked`, against a head a host or witness kept |
 //!
-//! Entries after the last checkpoint are only as good as the hash chain:
-//! someone who can write the database could rewrite them undetected, which
-//! is why checkpoints are frequent and hosts keep the latest.
+//! Since the writer signs a head in the same transaction as every batch,
+//! no entry is ever legitimately uncovered: one that is was appended
+//! without the audit key, or its heads were removed.
 
 use std::collections::BTreeMap;
 
 use crate::checkpoint::{AuditPublicKey, Checkpoint};
 use crate::entry::EntryHash;
+use crate::merkle::MerkleTree;
 use crate::store::{AuditStore, ChainHead, StoreError};
+use crate::tree_head::{TreeHead, entry_leaf_hash};
 
 /// Entries read per query while walking.
 const PAGE: u32 = 1000;
@@ -32,10 +38,16 @@ const PAGE: u32 = 1000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
     pub head: ChainHead,
+    /// Format 1 checkpoints checked.
     pub checkpoints: u64,
     pub latest_checkpoint: Option<Checkpoint>,
-    /// Entries after the latest checkpoint: protected by the chain only.
+    /// Entries after the latest format 1 checkpoint. They are covered by
+    /// tree heads; kept for callers that print it.
     pub unsealed: u64,
+    /// Signed tree heads checked.
+    pub tree_heads: u64,
+    /// It covers every entry (`None` only for an empty log).
+    pub latest_tree_head: Option<TreeHead>,
 }
 
 /// The first problem found, in sequence order.
@@ -68,10 +80,27 @@ pub enum VerifyError {
     )]
     RolledBack { held: u64, head: u64 },
     #[error(
-        "entry {seq} differs from the checkpoint you hold for it: \
-         the log was rewritten since that checkpoint"
+        "entry {seq} differs from the checkpoint or tree head you hold for it: \
+         the log was rewritten since"
     )]
     Forked { seq: u64 },
+    #[error("the tree head of size {tree_size} is not signed by the audit key")]
+    BadTreeHeadSignature { tree_size: u64 },
+    #[error(
+        "the signed tree head of size {tree_size} names another root: \
+         the log up to entry {tree_size} was rewritten"
+    )]
+    TreeHeadMismatch { tree_size: u64 },
+    #[error(
+        "a signed tree head covers {tree_size} entries, but the log ends at {head}: \
+         it was truncated"
+    )]
+    TreeHeadBeyondHead { tree_size: u64, head: u64 },
+    #[error(
+        "entry {seq} and those after it are covered by no signed tree head: \
+         they were added without the audit key, or the heads over them deleted"
+    )]
+    Unsigned { seq: u64 },
 }
 
 impl VerifyError {
@@ -88,7 +117,11 @@ impl VerifyError {
             | Self::BadCheckpointSignature { seq }
             | Self::CheckpointMismatch { seq }
             | Self::CheckpointBeyondHead { seq, .. }
-            | Self::Forked { seq } => Some(*seq),
+            | Self::Forked { seq }
+            | Self::Unsigned { seq } => Some(*seq),
+            Self::BadTreeHeadSignature { tree_size }
+            | Self::TreeHeadMismatch { tree_size }
+            | Self::TreeHeadBeyondHead { tree_size, .. } => Some(*tree_size),
             Self::RolledBack { head, .. } => Some(head.saturating_add(1)),
         }
     }
@@ -108,7 +141,7 @@ pub async fn verify<S: AuditStore>(
     store: &S,
     key: &AuditPublicKey,
 ) -> Result<VerifyReport, VerifyError> {
-    walk(store, key, None).await
+    Ok(walk(store, key, &Checks::full()).await?.report)
 }
 
 /// [`verify`], and also that the log still contains `held`, a checkpoint
@@ -122,29 +155,114 @@ pub async fn verify_against<S: AuditStore>(
 ) -> Result<VerifyReport, VerifyError> {
     held.verify(key)
         .map_err(|e| VerifyError::BadCheckpointSignature { seq: e.seq })?;
-    walk(store, key, Some(held)).await
+    let checks = Checks {
+        held: Some(held),
+        ..Checks::full()
+    };
+    Ok(walk(store, key, &checks).await?.report)
 }
 
-async fn walk<S: AuditStore>(
+/// [`verify`], and also that the stored log is consistent with every one
+/// of `heads`, tree heads kept by hosts or witnesses: the stored root at
+/// each head's size must be that head's root (else `Forked` at that size),
+/// and no head may be larger than the log (else `RolledBack`). Each head's
+/// signature is checked first. This is what catches a log rewritten by
+/// someone holding the audit key, whose own heads would all agree.
+pub async fn verify_with_witnesses<S: AuditStore>(
     store: &S,
     key: &AuditPublicKey,
-    held: Option<&Checkpoint>,
+    heads: &[TreeHead],
 ) -> Result<VerifyReport, VerifyError> {
-    // Checkpoints are read first: one committed after this read cannot be
-    // missed for an entry read later, since entries commit no later than
-    // the checkpoints over them.
-    let mut checkpoints = BTreeMap::new();
+    for head in heads {
+        head.verify(key)
+            .map_err(|e| VerifyError::BadTreeHeadSignature {
+                tree_size: e.tree_size,
+            })?;
+    }
+    let checks = Checks {
+        witnesses: heads,
+        ..Checks::full()
+    };
+    Ok(walk(store, key, &checks).await?.report)
+}
+
+/// What [`walk`] checks besides the chain itself.
+#[derive(Default)]
+pub(crate) struct Checks<'a> {
+    /// Every tree head's signature and root; otherwise only the latest.
+    pub every_tree_head: bool,
+    /// Every checkpoint's signature and head; otherwise none.
+    pub every_checkpoint: bool,
+    /// The latest tree head must cover the last entry.
+    pub require_covered: bool,
+    pub held: Option<&'a Checkpoint>,
+    /// Signature-checked heads from outside the log.
+    pub witnesses: &'a [TreeHead],
+}
+
+impl Checks<'_> {
+    fn full() -> Self {
+        Self {
+            every_tree_head: true,
+            every_checkpoint: true,
+            require_covered: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// A walked log: the report, and the Merkle tree rebuilt from it (which
+/// [`crate::AuditLog::open`] keeps).
+pub(crate) struct Walked {
+    pub report: VerifyReport,
+    pub tree: MerkleTree,
+}
+
+async fn read_all<T>(
+    mut read: impl AsyncFnMut(u64) -> Result<Vec<T>, StoreError>,
+    key: impl Fn(&T) -> u64,
+) -> Result<BTreeMap<u64, T>, StoreError> {
+    let mut all = BTreeMap::new();
     loop {
-        let from = checkpoints.keys().next_back().map_or(1, |s| s + 1);
-        let page = store.read_checkpoints(from, PAGE).await?;
+        let from = all.keys().next_back().map_or(1, |s| s + 1);
+        let page = read(from).await?;
         let full = page.len() == PAGE as usize;
-        checkpoints.extend(page.into_iter().map(|c| (c.seq, c)));
+        all.extend(page.into_iter().map(|t| (key(&t), t)));
         if !full {
             break;
         }
     }
+    Ok(all)
+}
+
+pub(crate) async fn walk<S: AuditStore>(
+    store: &S,
+    key: &AuditPublicKey,
+    checks: &Checks<'_>,
+) -> Result<Walked, VerifyError> {
+    // Heads and checkpoints are read first: one committed after this read
+    // cannot be missed for an entry read later, since entries commit no
+    // later than what is signed over them.
+    let checkpoints = read_all(|from| store.read_checkpoints(from, PAGE), |c| c.seq).await?;
+    let tree_heads = if checks.every_tree_head {
+        read_all(|from| store.read_tree_heads(from, PAGE), |h| h.tree_size).await?
+    } else {
+        store
+            .latest_tree_head()
+            .await?
+            .map(|h| (h.tree_size, h))
+            .into_iter()
+            .collect()
+    };
+    let latest_tree_head = tree_heads.values().next_back().copied();
+    let latest_checkpoint = checkpoints.values().next_back().copied();
+    let mut witnesses: BTreeMap<u64, Vec<&TreeHead>> = BTreeMap::new();
+    for w in checks.witnesses {
+        witnesses.entry(w.tree_size).or_default().push(w);
+    }
 
     let mut head = ChainHead::EMPTY;
+    let mut tree = MerkleTree::new();
     loop {
         let page = store.read_entries(head.seq + 1, PAGE).await?;
         let full = page.len() == PAGE as usize;
@@ -162,10 +280,28 @@ async fn walk<S: AuditStore>(
             if entry.timestamp_ms < head.timestamp_ms {
                 return Err(VerifyError::TimeWentBackwards { seq });
             }
-            if let Some(cp) = checkpoints.get(&seq) {
+            tree.push(entry_leaf_hash(&entry));
+            if let Some(th) = tree_heads.get(&seq) {
+                th.verify(key)
+                    .map_err(|e| VerifyError::BadTreeHeadSignature {
+                        tree_size: e.tree_size,
+                    })?;
+                if th.root_hash != tree.root() {
+                    return Err(VerifyError::TreeHeadMismatch { tree_size: seq });
+                }
+            }
+            if let Some(held) = witnesses.get(&seq) {
+                let root = tree.root();
+                if held.iter().any(|w| w.root_hash != root) {
+                    return Err(VerifyError::Forked { seq });
+                }
+            }
+            if checks.every_checkpoint
+                && let Some(cp) = checkpoints.get(&seq)
+            {
                 check_checkpoint(cp, key, &entry.hash)?;
             }
-            if let Some(held) = held.filter(|h| h.seq == seq)
+            if let Some(held) = checks.held.filter(|h| h.seq == seq)
                 && held.head_hash != entry.hash
             {
                 return Err(VerifyError::Forked { seq });
@@ -181,24 +317,44 @@ async fn walk<S: AuditStore>(
         }
     }
 
+    if let Some((&tree_size, _)) = tree_heads.range(head.seq + 1..).next() {
+        return Err(VerifyError::TreeHeadBeyondHead {
+            tree_size,
+            head: head.seq,
+        });
+    }
     if let Some((&seq, _)) = checkpoints.range(head.seq + 1..).next() {
         return Err(VerifyError::CheckpointBeyondHead {
             seq,
             head: head.seq,
         });
     }
-    if let Some(held) = held.filter(|h| h.seq > head.seq) {
+    if let Some((&held, _)) = witnesses.range(head.seq + 1..).next_back() {
+        return Err(VerifyError::RolledBack {
+            held,
+            head: head.seq,
+        });
+    }
+    if let Some(held) = checks.held.filter(|h| h.seq > head.seq) {
         return Err(VerifyError::RolledBack {
             held: held.seq,
             head: head.seq,
         });
     }
-    let latest_checkpoint = checkpoints.values().next_back().copied();
-    Ok(VerifyReport {
-        head,
-        checkpoints: checkpoints.len() as u64,
-        unsealed: head.seq - latest_checkpoint.map_or(0, |c| c.seq),
-        latest_checkpoint,
+    let covered = latest_tree_head.map_or(0, |h| h.tree_size);
+    if checks.require_covered && covered < head.seq {
+        return Err(VerifyError::Unsigned { seq: covered + 1 });
+    }
+    Ok(Walked {
+        report: VerifyReport {
+            head,
+            checkpoints: checkpoints.len() as u64,
+            unsealed: head.seq - latest_checkpoint.map_or(0, |c| c.seq),
+            latest_checkpoint,
+            tree_heads: tree_heads.len() as u64,
+            latest_tree_head,
+        },
+        tree,
     })
 }
 

@@ -61,6 +61,9 @@ pub mod domain {
     pub const AUDIT_ENTRY: &[u8] = b"atrest audit entry v1";
     /// Prefix of the bytes the authority signs in an audit checkpoint.
     pub const AUDIT_CHECKPOINT: &[u8] = b"atrest audit checkpoint v1";
+    /// Prefix of the bytes the authority signs in an audit tree head (the
+    /// Merkle root over the whole log, signed at every committed batch).
+    pub const AUDIT_TREE_HEAD: &[u8] = b"atrest audit tree head v1";
 }
 
 #[cfg(test)]
@@ -106,6 +109,7 @@ mod tests {
             THRESHOLD_MEMBER,
             AUDIT_ENTRY,
             AUDIT_CHECKPOINT,
+            AUDIT_TREE_HEAD,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

@@ -45,6 +45,10 @@ async fn appended_entries_read_back_and_verify() {
     assert_eq!(report.checkpoints, 2, "checkpoints at 10 and 20");
     assert_eq!(report.latest_checkpoint.unwrap().seq, 20);
     assert_eq!(report.unsealed, 5);
+    // ...but every entry is under a signed tree head, one per batch.
+    assert_eq!(report.tree_heads, 25);
+    assert_eq!(report.latest_tree_head, t.log.tree_head());
+    assert_eq!(report.latest_tree_head.unwrap().tree_size, 25);
     // Each receipt carries the checkpoint current when it committed.
     assert_eq!(receipts[9].checkpoint.unwrap().seq, 10);
     assert_eq!(receipts[24].checkpoint.unwrap().seq, 20);
@@ -112,7 +116,7 @@ async fn a_log_signed_by_another_key_is_not_extended() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, OpenError::ForeignCheckpoint(_)), "{err}");
+    assert!(matches!(err, OpenError::ForeignTreeHead(_)), "{err}");
 }
 
 #[tokio::test]
@@ -158,6 +162,8 @@ async fn the_database_refuses_updates_and_deletes() {
         "DELETE FROM audit_entries WHERE seq = 2",
         "UPDATE audit_checkpoints SET timestamp_ms = 0",
         "DELETE FROM audit_checkpoints",
+        "UPDATE audit_tree_heads SET timestamp_ms = 0",
+        "DELETE FROM audit_tree_heads",
     ] {
         let err = sqlx::query(sql).execute(pool).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");

@@ -6,5 +6,7 @@
 
 mod chain;
 mod faults;
+mod heads;
 mod support;
 mod tamper;
+mod vectors;

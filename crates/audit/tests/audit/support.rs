@@ -35,6 +35,8 @@ pub struct TestLog<S: AuditStore = SqliteStore> {
     pub dir: tempfile::TempDir,
     pub log: AuditLog<S>,
     pub public: AuditPublicKey,
+    /// The audit key's seed, to reopen the log as the server would.
+    pub seed: [u8; 32],
     pub clock: ManualClock,
 }
 
@@ -61,6 +63,7 @@ pub async fn with_store<S: AuditStore>(
 ) -> TestLog<S> {
     let key = AuditSigningKey::generate();
     let public = key.public_key();
+    let seed = *key.expose_seed();
     let clock = ManualClock::at(1_800_000_000_000);
     let log = AuditLog::open(store, key, options, clock.clone())
         .await
@@ -69,6 +72,7 @@ pub async fn with_store<S: AuditStore>(
         dir,
         log,
         public,
+        seed,
         clock,
     }
 }
@@ -97,6 +101,8 @@ pub async fn tamper(path: &Path) -> SqliteConnection {
         "audit_entries_no_delete",
         "audit_checkpoints_no_update",
         "audit_checkpoints_no_delete",
+        "audit_tree_heads_no_update",
+        "audit_tree_heads_no_delete",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP TRIGGER IF EXISTS {trigger}"
@@ -106,6 +112,18 @@ pub async fn tamper(path: &Path) -> SqliteConnection {
         .unwrap();
     }
     conn
+}
+
+/// Reopens the log's file with its own key, as a restarted server does.
+pub async fn reopen(t: &TestLog) -> Result<AuditLog<SqliteStore>, OpenError> {
+    let store = SqliteStore::open(&t.path()).await.unwrap();
+    AuditLog::open(
+        store,
+        AuditSigningKey::from_seed(&t.seed),
+        LogOptions::default(),
+        t.clock.clone(),
+    )
+    .await
 }
 
 pub async fn exec(conn: &mut SqliteConnection, sql: &'static str) {
@@ -153,6 +171,7 @@ impl AuditStore for ScriptedStore {
         &self,
         entries: &[Entry],
         checkpoints: &[Checkpoint],
+        tree_heads: &[TreeHead],
     ) -> Result<(), StoreError> {
         let call = self.appends.fetch_add(1, Ordering::SeqCst);
         self.entered.notify_one();
@@ -166,7 +185,7 @@ impl AuditStore for ScriptedStore {
                 "No space left on device (simulated)".into(),
             ));
         }
-        self.inner.append(entries, checkpoints).await
+        self.inner.append(entries, checkpoints, tree_heads).await
     }
 
     async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
@@ -175,6 +194,14 @@ impl AuditStore for ScriptedStore {
 
     async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
         self.inner.read_checkpoints(from, limit).await
+    }
+
+    async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
+        self.inner.read_tree_heads(from, limit).await
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
+        self.inner.latest_tree_head().await
     }
 
     async fn head(&self) -> Result<ChainHead, StoreError> {

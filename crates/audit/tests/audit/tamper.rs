@@ -1,12 +1,14 @@
 //! Changes made directly in the SQLite file: `verify` names the first bad
-//! entry, and a held checkpoint catches what the log alone cannot.
+//! entry or head, a restarted server refuses the log, and a held checkpoint
+//! or tree head catches what the log alone cannot.
 
 use atrest_audit::*;
 use sqlx::sqlite::SqliteConnection;
 
 use crate::support::*;
 
-/// 30 entries with checkpoints at 10, 20 and 30.
+/// 30 entries, one batch each (so tree heads at every size), with
+/// checkpoints at 10, 20 and 30.
 async fn log30() -> TestLog {
     let t = sqlite_log(LogOptions {
         checkpoint_every: 10,
@@ -75,6 +77,19 @@ async fn an_edited_and_rehashed_entry_breaks_the_next_link() {
         .execute(&mut conn)
         .await
         .unwrap();
+    // The head over entry 12 names the old root...
+    let (seq, err) = first_bad(&t).await;
+    assert!(
+        matches!(err, VerifyError::TreeHeadMismatch { tree_size: 12 }),
+        "{err}"
+    );
+    assert_eq!(seq, 12);
+    // ...and without the heads, the chain still breaks at the next entry.
+    exec(
+        &mut conn,
+        "DELETE FROM audit_tree_heads WHERE tree_size >= 12",
+    )
+    .await;
     let (seq, err) = first_bad(&t).await;
     assert!(matches!(err, VerifyError::BrokenLink { seq: 13 }), "{err}");
     assert_eq!(seq, 13);
@@ -82,7 +97,7 @@ async fn an_edited_and_rehashed_entry_breaks_the_next_link() {
 }
 
 #[tokio::test]
-async fn a_rewritten_chain_contradicts_the_next_checkpoint() {
+async fn a_rewritten_chain_contradicts_its_signed_head() {
     let t = log30().await;
     let mut conn = tamper(&t.path()).await;
     exec(
@@ -91,6 +106,29 @@ async fn a_rewritten_chain_contradicts_the_next_checkpoint() {
     )
     .await;
     rehash_from(&t, &mut conn, 12).await;
+    let (seq, err) = first_bad(&t).await;
+    assert!(
+        matches!(err, VerifyError::TreeHeadMismatch { tree_size: 12 }),
+        "{err}"
+    );
+    assert_eq!(seq, 12);
+}
+
+#[tokio::test]
+async fn a_rewritten_chain_without_heads_contradicts_the_next_checkpoint() {
+    let t = log30().await;
+    let mut conn = tamper(&t.path()).await;
+    exec(
+        &mut conn,
+        "UPDATE audit_entries SET actor = 'nobody' WHERE seq = 12",
+    )
+    .await;
+    rehash_from(&t, &mut conn, 12).await;
+    exec(
+        &mut conn,
+        "DELETE FROM audit_tree_heads WHERE tree_size >= 12",
+    )
+    .await;
     let (seq, err) = first_bad(&t).await;
     assert!(
         matches!(err, VerifyError::CheckpointMismatch { seq: 20 }),
@@ -163,14 +201,31 @@ async fn a_forged_checkpoint_is_named() {
 }
 
 #[tokio::test]
-async fn another_audit_key_fails_at_the_first_checkpoint() {
+async fn another_audit_key_fails_at_the_first_head() {
     let t = log30().await;
     let other = AuditSigningKey::generate().public_key();
     let err = verify(t.log.store(), &other).await.unwrap_err();
     assert!(
-        matches!(err, VerifyError::BadCheckpointSignature { seq: 10 }),
+        matches!(err, VerifyError::BadTreeHeadSignature { tree_size: 1 }),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_forged_tree_head_is_named() {
+    let t = log30().await;
+    let mut conn = tamper(&t.path()).await;
+    exec(
+        &mut conn,
+        "UPDATE audit_tree_heads SET timestamp_ms = timestamp_ms + 1 WHERE tree_size = 17",
+    )
+    .await;
+    let (seq, err) = first_bad(&t).await;
+    assert!(
+        matches!(err, VerifyError::BadTreeHeadSignature { tree_size: 17 }),
+        "{err}"
+    );
+    assert_eq!(seq, 17);
 }
 
 #[tokio::test]
@@ -178,6 +233,23 @@ async fn a_truncated_tail_under_a_checkpoint_is_caught() {
     let t = log30().await;
     let mut conn = tamper(&t.path()).await;
     exec(&mut conn, "DELETE FROM audit_entries WHERE seq > 25").await;
+    let (seq, err) = first_bad(&t).await;
+    assert!(
+        matches!(
+            err,
+            VerifyError::TreeHeadBeyondHead {
+                tree_size: 26,
+                head: 25
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(seq, 26);
+    exec(
+        &mut conn,
+        "DELETE FROM audit_tree_heads WHERE tree_size > 25",
+    )
+    .await;
     let (seq, err) = first_bad(&t).await;
     assert!(
         matches!(err, VerifyError::CheckpointBeyondHead { seq: 30, head: 25 }),
@@ -193,6 +265,11 @@ async fn a_rollback_passes_alone_but_not_against_a_held_checkpoint() {
     let mut conn = tamper(&t.path()).await;
     exec(&mut conn, "DELETE FROM audit_entries WHERE seq > 15").await;
     exec(&mut conn, "DELETE FROM audit_checkpoints WHERE seq > 10").await;
+    exec(
+        &mut conn,
+        "DELETE FROM audit_tree_heads WHERE tree_size > 15",
+    )
+    .await;
     // The rolled-back log is self-consistent...
     let report = verify(t.log.store(), &t.public).await.unwrap();
     assert_eq!(report.head.seq, 15);
@@ -219,7 +296,15 @@ async fn a_rewritten_log_without_checkpoints_forks_from_a_held_one() {
     )
     .await;
     rehash_from(&t, &mut conn, 4).await;
-    verify(t.log.store(), &t.public).await.unwrap();
+    exec(
+        &mut conn,
+        "DELETE FROM audit_tree_heads WHERE tree_size >= 4",
+    )
+    .await;
+    // Alone, the log shows entries no head covers...
+    let err = verify(t.log.store(), &t.public).await.unwrap_err();
+    assert!(matches!(err, VerifyError::Unsigned { seq: 4 }), "{err}");
+    // ...and against the held checkpoint, where it forked.
     let err = verify_against(t.log.store(), &t.public, &held)
         .await
         .unwrap_err();
@@ -266,15 +351,12 @@ async fn a_log_with_a_tampered_head_is_not_reopened() {
         "UPDATE audit_entries SET actor = 'x' WHERE seq = 30",
     )
     .await;
-    let store = SqliteStore::open(&t.path()).await.unwrap();
-    let err = AuditLog::open(
-        store,
-        AuditSigningKey::generate(),
-        LogOptions::default(),
-        SystemClock,
-    )
-    .await
-    .err()
-    .unwrap();
-    assert!(matches!(err, OpenError::CorruptHead { seq: 30 }), "{err}");
+    let err = reopen(&t).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            OpenError::DoesNotMatchSignedHead(VerifyError::HashMismatch { seq: 30 })
+        ),
+        "{err}"
+    );
 }
