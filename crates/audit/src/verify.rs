@@ -218,21 +218,35 @@ pub(crate) struct Walked {
     pub tree: MerkleTree,
 }
 
-async fn read_all<T>(
-    mut read: impl AsyncFnMut(u64) -> Result<Vec<T>, StoreError>,
-    key: impl Fn(&T) -> u64,
-) -> Result<BTreeMap<u64, T>, StoreError> {
+// Two plain loops rather than one helper taking an async closure: such a
+// closure's future is not provably `Send` for every lifetime, which keeps
+// callers from spawning the server that opens a log.
+async fn read_checkpoints<S: AuditStore>(
+    store: &S,
+) -> Result<BTreeMap<u64, Checkpoint>, StoreError> {
     let mut all = BTreeMap::new();
     loop {
         let from = all.keys().next_back().map_or(1, |s| s + 1);
-        let page = read(from).await?;
+        let page = store.read_checkpoints(from, PAGE).await?;
         let full = page.len() == PAGE as usize;
-        all.extend(page.into_iter().map(|t| (key(&t), t)));
+        all.extend(page.into_iter().map(|c| (c.seq, c)));
         if !full {
-            break;
+            return Ok(all);
         }
     }
-    Ok(all)
+}
+
+async fn read_tree_heads<S: AuditStore>(store: &S) -> Result<BTreeMap<u64, TreeHead>, StoreError> {
+    let mut all = BTreeMap::new();
+    loop {
+        let from = all.keys().next_back().map_or(1, |s| s + 1);
+        let page = store.read_tree_heads(from, PAGE).await?;
+        let full = page.len() == PAGE as usize;
+        all.extend(page.into_iter().map(|h| (h.tree_size, h)));
+        if !full {
+            return Ok(all);
+        }
+    }
 }
 
 pub(crate) async fn walk<S: AuditStore>(
@@ -243,9 +257,9 @@ pub(crate) async fn walk<S: AuditStore>(
     // Heads and checkpoints are read first: one committed after this read
     // cannot be missed for an entry read later, since entries commit no
     // later than what is signed over them.
-    let checkpoints = read_all(|from| store.read_checkpoints(from, PAGE), |c| c.seq).await?;
+    let checkpoints = read_checkpoints(store).await?;
     let tree_heads = if checks.every_tree_head {
-        read_all(|from| store.read_tree_heads(from, PAGE), |h| h.tree_size).await?
+        read_tree_heads(store).await?
     } else {
         store
             .latest_tree_head()

@@ -85,7 +85,7 @@ struct PendingEntry {
     /// The grant, made once: concurrent polls wait for the one that makes
     /// it, then all get that answer; the log gets one release and the boot
     /// one ticket.
-    grant: Arc<tokio::sync::OnceCell<Grant>>,
+    grant: Arc<tokio::sync::Mutex<Option<Grant>>>,
     /// A decision is being written to the log: a second decider is told
     /// it was already decided, and the host still sees "pending".
     deciding: bool,
@@ -442,31 +442,32 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             })
             .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?;
         // One release per approved request, however many polls race here:
-        // the first makes the grant, the others wait for it and share it
-        // (a failed attempt leaves the cell empty for the next poll).
-        let grant = grant
-            .get_or_try_init(|| async {
-                let entry = self
-                    .inner
-                    .hosts
-                    .get(&view.host_id)
-                    .ok_or_else(|| AuthorityError::UnknownHost(view.host_id.clone()))?;
-                let request = verified.request();
-                let details = json!({
-                    "outcome": "released",
-                    "request_id": id,
-                    "approved_by": view.decided_by,
-                    "boot": view.boot,
-                    "boot_id": view.boot_id,
-                    "keyslot": request.keyslot,
-                    "vault_id": to_base64url(&request.vault_id),
-                    "key_id": request.key_id.to_string(),
-                    "source": view.source,
-                });
-                self.release(&entry, &verified, &boot, details).await
-            })
-            .await?;
-        Ok(UnlockOutcome::Granted(Box::new(grant.clone())))
+        // the first makes the grant while holding the slot, the others wait
+        // for it and share it (a failed attempt leaves it empty).
+        let mut slot = grant.lock().await;
+        if let Some(grant) = slot.as_ref() {
+            return Ok(UnlockOutcome::Granted(Box::new(grant.clone())));
+        }
+        let entry = self
+            .inner
+            .hosts
+            .get(&view.host_id)
+            .ok_or_else(|| AuthorityError::UnknownHost(view.host_id.clone()))?;
+        let request = verified.request();
+        let details = json!({
+            "outcome": "released",
+            "request_id": id,
+            "approved_by": view.decided_by,
+            "boot": view.boot,
+            "boot_id": view.boot_id,
+            "keyslot": request.keyslot,
+            "vault_id": to_base64url(&request.vault_id),
+            "key_id": request.key_id.to_string(),
+            "source": view.source,
+        });
+        let grant = self.release(&entry, &verified, &boot, details).await?;
+        *slot = Some(grant.clone());
+        Ok(UnlockOutcome::Granted(Box::new(grant)))
     }
 
     /// Denies, by expiry, every request that waited too long, and forgets

@@ -1309,7 +1309,9 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    use atrest_audit::{AuditSigningKey, ChainHead, Entry, LogOptions, SqliteStore, StoreError};
+    use atrest_audit::{
+        AuditSigningKey, ChainHead, Entry, LogOptions, SqliteStore, StoreError, TreeHead,
+    };
     use atrest_remote::{
         BootId, BootTicket, HostIdentity, RemoteBinding, RequestNonce, UnblindingState,
         UnlockRequest, enroll,
@@ -1342,7 +1344,12 @@ mod tests {
     const GATE_PERMITS: u32 = 1 << 20;
 
     impl AuditStore for FlakyStore {
-        async fn append(&self, entries: &[Entry], cps: &[Checkpoint]) -> Result<(), StoreError> {
+        async fn append(
+            &self,
+            entries: &[Entry],
+            cps: &[Checkpoint],
+            heads: &[TreeHead],
+        ) -> Result<(), StoreError> {
             self.entered.notify_one();
             let _permit = self
                 .gate
@@ -1352,7 +1359,7 @@ mod tests {
             if self.fail.load(Ordering::SeqCst) {
                 return Err(StoreError::Backend("disk full".into()));
             }
-            self.inner.append(entries, cps).await
+            self.inner.append(entries, cps, heads).await
         }
         async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
             self.inner.read_entries(from, limit).await
@@ -1369,6 +1376,16 @@ mod tests {
         }
         async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
             self.inner.latest_checkpoint().await
+        }
+        async fn read_tree_heads(
+            &self,
+            from: u64,
+            limit: u32,
+        ) -> Result<Vec<TreeHead>, StoreError> {
+            self.inner.read_tree_heads(from, limit).await
+        }
+        async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
+            self.inner.latest_tree_head().await
         }
     }
 

@@ -611,20 +611,24 @@ async fn unproven_request(keyd: &Keyd, host: &Host) -> String {
             .unlock(&signed, RequestContext { source: None })
             .await
             .unwrap();
-        let UnlockOutcome::Pending(view) = held else {
+        let UnlockOutcome::Pending {
+            view,
+            poll_token: Some(token),
+        } = held
+        else {
             panic!("not held");
         };
-        view
+        (*view, token.to_string())
     };
-    let first = hold().await;
+    let (first, token) = hold().await;
     assert_eq!(first.boot, "first");
     keyd.authority
         .decide(&first.id, true, "test")
         .await
         .unwrap();
-    let granted = keyd.authority.poll(&first.id, Duration::ZERO).await;
+    let granted = keyd.authority.poll(&first.id, &token, Duration::ZERO).await;
     assert!(matches!(granted, Ok(UnlockOutcome::Granted(_))));
-    let second = hold().await;
+    let (second, _) = hold().await;
     assert_eq!(second.boot, "unproven");
     second.id
 }
