@@ -46,6 +46,14 @@ python3 tests/differential/check_vectors.py
 step "release build"
 cargo build --release --quiet -p atrest
 
+step "the release binary carries no test hooks"
+# ATREST_BOOT_ID (a faked boot id) exists only in test builds (feature
+# test-hooks of atrest-agent, enabled by the CLI's dev-dependency).
+if grep -aq ATREST_BOOT_ID target/release/atrest; then
+    echo "target/release/atrest honours ATREST_BOOT_ID: a test hook leaked into the release build" >&2
+    exit 1
+fi
+
 step "real workloads on a mount: fio, stress-ng, PostgreSQL, leak check"
 ATREST="$PWD/target/release/atrest" bash tests/workloads/run-all.sh
 

@@ -4,7 +4,7 @@
 //! ```text
 //! /var/lib/atrest/host/            0700   (ATREST_STATE_DIR overrides)
 //!   identity                       0600   the 32-byte Ed25519 seed
-//!   checkpoints/<ca sha256 hex>.json      newest checkpoint per authority
+//!   checkpoints/<audit key hex>.json      newest checkpoint per audit log
 //! ```
 
 use std::fs::{self, File, OpenOptions};

@@ -36,7 +36,7 @@ mod webhook;
 
 pub use approval::{NewApprover, PendingState, PendingView, PollToken, totp_code};
 pub use atrest_audit::{Clock, SystemClock};
-pub use atrest_wire::ErrorCode;
+pub use atrest_wire::{ErrorCode, POLL_TOKEN_HEADER};
 pub use authority::{
     Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, MAX_TOKEN_LIFETIME,
     MIN_TOKEN_LIFETIME, PendingNotifier, Rebind, RequestContext, Token, UnlockOutcome,

@@ -157,6 +157,8 @@ struct Api {
     contract: Contract,
     /// The newest boot ticket a grant carried: what the host keeps in /run.
     ticket: std::sync::Mutex<Value>,
+    /// Poll tokens from 202 answers, by request id: what the host keeps.
+    poll_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 enum Auth {
@@ -184,8 +186,27 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        if template == "/v1/requests/{id}"
+            && let Some(id) = path
+                .strip_prefix("/v1/requests/")
+                .and_then(|p| p.split('?').next())
+            && let Some(token) = self.poll_tokens.lock().unwrap().get(id)
+        {
+            request = request.header(atrest_keyd::POLL_TOKEN_HEADER, token.as_str());
+        }
         let reply = Reply::read(request.send().await.unwrap()).await;
         self.contract.check(&method, template, &reply);
+        if reply.status == 202
+            && let (Some(id), Some(token)) = (
+                reply.json["request_id"].as_str(),
+                reply.json["poll_token"].as_str(),
+            )
+        {
+            self.poll_tokens
+                .lock()
+                .unwrap()
+                .insert(id.to_owned(), token.to_owned());
+        }
         if reply.status == 200 && reply.json["boot_ticket"].is_string() {
             *self.ticket.lock().unwrap() = reply.json["boot_ticket"].clone();
         }
@@ -249,6 +270,7 @@ async fn every_documented_operation_answers_as_documented() {
         server: Server::start().await,
         contract: Contract::load(),
         ticket: std::sync::Mutex::new(Value::Null),
+        poll_tokens: Default::default(),
     };
     let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
 

@@ -65,6 +65,9 @@ struct Keyd {
     clock: ManualClock,
     base: String,
     server: tokio::task::JoinHandle<()>,
+    /// Poll tokens of the held requests made through HTTP, by request id:
+    /// what the requesting host keeps.
+    poll_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -129,6 +132,7 @@ async fn start_with(options: AuthorityOptions, tls: Option<ServerCertificates>) 
         clock,
         base,
         server,
+        poll_tokens: Default::default(),
         _dir: dir,
     }
 }
@@ -192,19 +196,28 @@ async fn held_request(keyd: &Keyd, host: &Host) -> (String, UnblindingState) {
         .unwrap();
     assert_eq!(reply.status(), StatusCode::ACCEPTED);
     let UnlockReply::Pending {
-        request_id, reason, ..
+        request_id,
+        poll_token: Some(poll_token),
+        reason,
+        ..
     } = reply.json().await.unwrap()
     else {
         panic!("not held");
     };
     assert_eq!(reason, REASON);
+    keyd.poll_tokens
+        .lock()
+        .unwrap()
+        .insert(request_id.clone(), poll_token);
     (request_id, state)
 }
 
 /// The host's long poll.
 async fn poll(keyd: &Keyd, id: &str) -> reqwest::Response {
+    let token = keyd.poll_tokens.lock().unwrap().get(id).cloned();
     reqwest::Client::new()
         .get(format!("{}/v1/requests/{id}?wait=5", keyd.base))
+        .header(atrest_keyd::POLL_TOKEN_HEADER, token.unwrap_or_default())
         .send()
         .await
         .unwrap()

@@ -52,7 +52,7 @@ pub enum UnlockReply {
         response: BlindedResponse,
         audit_seq: u64,
         checkpoint: Option<Checkpoint>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         rebind: Option<Rebind>,
         /// Set on a boot's first release: the host keeps it in RAM and
         /// sends it with later requests and its reboot notice.

@@ -293,13 +293,25 @@ fn operators_administer_keyd_from_the_cli() {
     let (status, body, state) = rt.block_on(client.unlock(&host, BOOT)).unwrap();
     assert_eq!(status, 202, "{body}");
     let id = body["request_id"].as_str().unwrap().to_owned();
+    let poll_token = body["poll_token"].as_str().unwrap().to_owned();
     let listed = keyd.cli_ok(&["requests"]);
     assert!(listed.contains(&id) && listed.contains("web-1"), "{listed}");
     keyd.cli_ok(&["approve", &id, "--as", "alice"]);
+    // Whoever read the id (the log, the list) cannot collect the grant.
+    let stranger = rt.block_on(async {
+        client
+            .http
+            .get(format!("{}/v1/requests/{id}?wait=0", client.base))
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(stranger.status().as_u16(), 401);
     let reply = rt.block_on(async {
         client
             .http
             .get(format!("{}/v1/requests/{id}?wait=5", client.base))
+            .header("x-atrest-poll-token", &poll_token)
             .send()
             .await
             .unwrap()
