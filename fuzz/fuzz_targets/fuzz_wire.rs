@@ -1,6 +1,8 @@
 //! The key authority's wire formats, as both sides parse them from the
 //! network: a signed unlock request and a reboot notice (keyd), a threshold
-//! share (host), and an audit checkpoint (host). Invariants: no panic; a
+//! share (host), an audit checkpoint and a grant with its audit proof
+//! (host: inclusion and consistency checked against a key that signed
+//! nothing, which must always fail). Invariants: no panic; a
 //! parsed request re-serializes to JSON that parses to the same request;
 //! verification of a parsed request under an unrelated key always fails.
 #![no_main]
@@ -26,5 +28,21 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(checkpoint) = serde_json::from_slice::<atrest_audit::Checkpoint>(data) {
         let key = atrest_audit::AuditSigningKey::from_seed(&[9; 32]).public_key();
         let _ = checkpoint.verify(&key);
+    }
+    if let Ok(atrest_wire::UnlockReply::Granted {
+        audit: Some(proof), ..
+    }) = serde_json::from_slice::<atrest_wire::UnlockReply>(data)
+    {
+        let key = atrest_audit::AuditSigningKey::from_seed(&[0x5a; 32]).public_key();
+        let included =
+            atrest_audit::verify_inclusion(&key, &proof.entry, &proof.inclusion, &proof.tree_head);
+        assert!(included.is_err(), "a head nobody signed");
+        if let Some(consistency) = &proof.consistency {
+            let _ = atrest_audit::merkle::verify_consistency_path(
+                consistency,
+                &proof.tree_head.root_hash,
+                &proof.tree_head.root_hash,
+            );
+        }
     }
 });

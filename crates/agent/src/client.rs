@@ -65,15 +65,19 @@ impl AuthorityClient {
             .map(|(_, r)| r)
     }
 
-    /// One unlock request; 200 granted or 202 pending.
+    /// One unlock request; 200 granted or 202 pending. `known_tree_size`
+    /// is the size of the audit tree head this host kept (0: none), so that
+    /// a grant carries the proof that the log only grew since.
     pub async fn unlock(
         &self,
         signed: &SignedUnlockRequest,
+        known_tree_size: u64,
         timeout: Duration,
     ) -> Result<UnlockReply, AgentError> {
         let request = self
             .http
             .post(format!("{}/v1/unlock", self.url))
+            .header(atrest_wire::KNOWN_TREE_SIZE_HEADER, known_tree_size)
             .json(signed);
         self.send(request, timeout).await.map(|(_, r)| r)
     }
@@ -84,6 +88,7 @@ impl AuthorityClient {
         &self,
         request_id: &str,
         poll_token: &str,
+        known_tree_size: u64,
         wait: Duration,
     ) -> Result<UnlockReply, AgentError> {
         // The id is the authority's (base64url); anything else is refused
@@ -105,7 +110,8 @@ impl AuthorityClient {
                 self.url,
                 wait.as_secs()
             ))
-            .header(atrest_wire::POLL_TOKEN_HEADER, poll_token);
+            .header(atrest_wire::POLL_TOKEN_HEADER, poll_token)
+            .header(atrest_wire::KNOWN_TREE_SIZE_HEADER, known_tree_size);
         self.send(request, wait + Duration::from_secs(15))
             .await
             .map(|(_, r)| r)

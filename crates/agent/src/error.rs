@@ -89,6 +89,22 @@ pub enum AgentError {
     )]
     AuditRollback { url: String, kept: u64, got: u64 },
     #[error(
+        "AUDIT LOG ALARM for the key authority at {url}: {reason}. This host refuses to unlock \
+         through that log until an operator has investigated the authority and acknowledged the \
+         alarm (`atrest alarm acknowledge {audit_key}`); the evidence is in {path}"
+    )]
+    AuditAlarm {
+        url: String,
+        reason: String,
+        path: PathBuf,
+        audit_key: String,
+    },
+    #[error(
+        "the key authority at {url} sent an audit proof that does not check out ({reason}); \
+         refusing to unlock. Check that the URL and CA fingerprint are the authority's"
+    )]
+    BadAuditProof { url: String, reason: String },
+    #[error(
         "the key authority at {url} sent an audit checkpoint that its audit key (pinned in the \
          keyslot) did not sign; refusing to unlock"
     )]
@@ -116,6 +132,19 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The authority's audit log did not check out (rolled back, forked,
+    /// a bad proof or checkpoint): the unlock stops at once, whatever other
+    /// keyslots or authorities could answer.
+    pub fn is_audit_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::AuditAlarm { .. }
+                | Self::AuditRollback { .. }
+                | Self::BadCheckpoint { .. }
+                | Self::BadAuditProof { .. }
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AgentError {
         let path = path.into();
         move |source| AgentError::Io { path, source }

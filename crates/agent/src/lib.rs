@@ -44,6 +44,7 @@ mod error;
 mod remote;
 mod state;
 mod tls;
+mod witness;
 
 pub use client::{AuthorityClient, EnrollReply, Rebind, RebootReply, UnlockReply};
 pub use error::AgentError;
@@ -55,3 +56,4 @@ pub use remote::{
 pub use state::BOOT_ID_ENV;
 pub use state::{DEFAULT_STATE_DIR, STATE_DIR_ENV, StateDir, boot_id};
 pub use tls::{PinMismatch, PinnedVerifier, format_fingerprint, parse_fingerprint, pinned_client};
+pub use witness::{Alarm, KeptAlarm};

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
 use crate::client::{AuthorityClient, Rebind, RebootReply, UnlockReply};
+use crate::witness::Expected;
 use crate::{AgentError, StateDir, boot_id};
 
 /// One authority to enroll with.
@@ -235,9 +236,7 @@ pub async fn unlock(
         };
         match result {
             Ok(unlocked) => return Ok(unlocked),
-            Err(e @ (AgentError::AuditRollback { .. } | AgentError::BadCheckpoint { .. })) => {
-                return Err(e);
-            }
+            Err(e) if e.is_audit_failure() => return Err(e),
             Err(e) => {
                 tracing::debug!(slot = slot_id, error = %e, "remote keyslot did not open");
                 first_error.get_or_insert(e);
@@ -268,7 +267,7 @@ struct Released {
     rebind: Option<Rebind>,
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -279,25 +278,62 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-type GrantedParts = (
-    atrest_remote::BlindedResponse,
-    u64,
-    Option<Checkpoint>,
-    Option<Rebind>,
-    Option<atrest_remote::BootTicket>,
-);
+/// A grant's fields.
+struct GrantedParts {
+    response: atrest_remote::BlindedResponse,
+    checkpoint: Option<Checkpoint>,
+    rebind: Option<Rebind>,
+    boot_ticket: Option<atrest_remote::BootTicket>,
+    audit: Option<Box<atrest_wire::AuditProof>>,
+}
 
 fn granted_parts(reply: UnlockReply) -> Option<GrantedParts> {
     match reply {
         UnlockReply::Granted {
             response,
-            audit_seq,
+            audit_seq: _,
             checkpoint,
             rebind,
             boot_ticket,
-        } => Some((response, audit_seq, checkpoint, rebind, boot_ticket)),
+            audit,
+        } => Some(GrantedParts {
+            response,
+            checkpoint,
+            rebind,
+            boot_ticket,
+            audit,
+        }),
         UnlockReply::Pending { .. } => None,
     }
+}
+
+/// The format-1 checkpoint check, kept while authorities still send
+/// checkpoints: a rollback it catches is an alarm too.
+fn check_checkpoint(
+    ctx: &Context,
+    url: &str,
+    authority: &AuthorityRef,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<Option<Checkpoint>, AgentError> {
+    let audit_key = &authority.audit_public_key;
+    match ctx.state.check_checkpoint(url, audit_key, checkpoint) {
+        Err(e @ AgentError::AuditRollback { .. }) => {
+            let key = atrest_audit::AuditPublicKey::from_bytes(audit_key).map_err(|_| {
+                AgentError::BadCheckpoint {
+                    url: url.to_owned(),
+                }
+            })?;
+            Err(ctx.state.raise_alarm(url, &key, None, None, e.to_string()))
+        }
+        other => other,
+    }
+}
+
+/// A held request as its requester polls it.
+struct Poll<'a> {
+    id: &'a str,
+    token: &'a str,
+    known_tree_size: u64,
 }
 
 /// Asks one authority for the key of `binding`, retrying transient
@@ -312,6 +348,13 @@ async fn request_key(
     let url = client.url().to_string();
     let (fingerprint, host) = (&authority.ca_fingerprint, &authority.host_id);
     let _one_at_a_time = ctx.state.lock_authority(fingerprint, host).await?;
+    // Nothing goes to an authority whose log this host caught misbehaving.
+    ctx.state
+        .refuse_if_alarmed(&url, &authority.audit_public_key)?;
+    let known_tree_size = ctx
+        .state
+        .kept_head(&authority.audit_public_key)?
+        .map_or(0, |h| h.tree_size);
     let mut delay = ctx.options.backoff;
     let mut attempt = 0u32;
     loop {
@@ -339,7 +382,7 @@ async fn request_key(
             })
         } else {
             match client
-                .unlock(&signed, left.min(Duration::from_secs(30)))
+                .unlock(&signed, known_tree_size, left.min(Duration::from_secs(30)))
                 .await
             {
                 Ok(UnlockReply::Pending {
@@ -350,7 +393,12 @@ async fn request_key(
                 }) => {
                     tracing::info!(authority = %url, %reason, "unlock request held for approval");
                     let poll_token = Zeroizing::new(poll_token);
-                    wait_for_decision(ctx, &client, &request_id, &poll_token, reason).await
+                    let poll = Poll {
+                        id: &request_id,
+                        token: &poll_token,
+                        known_tree_size,
+                    };
+                    wait_for_decision(ctx, &client, &poll, reason).await
                 }
                 Ok(UnlockReply::Pending {
                     poll_token: None, ..
@@ -362,14 +410,23 @@ async fn request_key(
             }
         };
         match result.map(granted_parts) {
-            Ok(Some((response, _audit_seq, checkpoint, rebind, boot_ticket))) => {
+            Ok(Some(granted)) => {
                 // Nothing of the answer is kept before it checks out: the
-                // log's head, then the key itself.
-                let keep = ctx.state.check_checkpoint(
-                    &url,
-                    &authority.audit_public_key,
-                    checkpoint.as_ref(),
-                )?;
+                // release in the log and the log's heads, then the key.
+                let expected = Expected {
+                    url: &url,
+                    audit_key: &authority.audit_public_key,
+                    host,
+                    nonce: &signed.request.nonce,
+                };
+                ctx.state.witness(&expected, granted.audit.as_deref())?;
+                let keep = check_checkpoint(ctx, &url, authority, granted.checkpoint.as_ref())?;
+                let GrantedParts {
+                    response,
+                    rebind,
+                    boot_ticket,
+                    ..
+                } = granted;
                 let key = unblinding
                     .unblind(&response)
                     .map_err(|e| AgentError::BadAnswer {
@@ -424,8 +481,7 @@ fn with_attempts(error: AgentError, attempts: u32) -> AgentError {
 async fn wait_for_decision(
     ctx: &Context,
     client: &AuthorityClient,
-    request_id: &str,
-    poll_token: &str,
+    poll: &Poll<'_>,
     mut reason: String,
 ) -> Result<UnlockReply, AgentError> {
     let started = Instant::now();
@@ -444,7 +500,10 @@ async fn wait_for_decision(
             .poll_wait
             .min(left - Duration::from_secs(1))
             .max(Duration::from_secs(1));
-        match client.poll(request_id, poll_token, wait).await {
+        match client
+            .poll(poll.id, poll.token, poll.known_tree_size, wait)
+            .await
+        {
             Ok(reply @ UnlockReply::Granted { .. }) => return Ok(reply),
             Ok(UnlockReply::Pending { reason: r, .. }) => {
                 reason = r;
@@ -569,9 +628,7 @@ async fn unlock_threshold(
                 ),
             },
             // Fail closed: one authority's rolled-back log stops the unlock.
-            Err(e @ (AgentError::AuditRollback { .. } | AgentError::BadCheckpoint { .. })) => {
-                return Err(e);
-            }
+            Err(e) if e.is_audit_failure() => return Err(e),
             Err(e) => errors.push(e.to_string()),
         }
         if opened.len() >= needed {

@@ -156,7 +156,7 @@ impl StateDir {
         self.path.join(IDENTITY_FILE)
     }
 
-    fn create_dir(path: &Path) -> Result<(), AgentError> {
+    pub(crate) fn create_dir(path: &Path) -> Result<(), AgentError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -297,6 +297,16 @@ impl StateDir {
             }
             Some(kept) if checkpoint.seq == kept.seq => Ok(None),
             _ => Ok(Some(*checkpoint)),
+        }
+    }
+
+    /// Drops the kept format-1 checkpoint (an operator acknowledged an
+    /// alarm about this log).
+    pub(crate) fn forget_checkpoint(&self, audit_key: &[u8; 32]) -> Result<(), AgentError> {
+        let path = self.checkpoint_path(audit_key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AgentError::io(&path)(e)),
+            _ => Ok(()),
         }
     }
 

@@ -36,7 +36,10 @@ struct TestAuthority {
 impl TestAuthority {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let audit_seed = [9u8; 32];
+        // Each authority its own audit log and key, as `keyd init` makes:
+        // a host keeps one head per audit key.
+        static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+        let audit_seed = [NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed); 32];
         let audit = AuditLog::open(
             SqliteStore::open(&dir.path().join("audit.db"))
                 .await
@@ -351,6 +354,12 @@ async fn a_rolled_back_audit_log_fails_closed() {
     .await
     .unwrap();
     host.unlock(&options(10)).await.unwrap();
+    // The grant carried its entry and proofs; the host keeps the head, and
+    // the next grant proves the log grew from it.
+    let first = host.state.kept_head(&keyd.audit_key()).unwrap().unwrap();
+    host.unlock(&options(10)).await.unwrap();
+    let second = host.state.kept_head(&keyd.audit_key()).unwrap().unwrap();
+    assert!(second.tree_size > first.tree_size, "{first:?} {second:?}");
     // The host once saw the log much further along than the authority now
     // answers: its log was restored from an old backup.
     let kept = host
@@ -367,8 +376,12 @@ async fn a_rolled_back_audit_log_fails_closed() {
         .keep_checkpoint(&keyd.audit_key(), &later)
         .unwrap();
     let err = host.unlock(&options(10)).await.unwrap_err();
-    assert!(matches!(err, AgentError::AuditRollback { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::AuditAlarm { .. }), "{err:?}");
     assert!(err.to_string().contains("ROLLBACK"), "{err}");
+    // Kept: the next unlock is refused before anything is sent.
+    assert_eq!(host.state.alarms().unwrap().len(), 1);
+    let again = host.unlock(&options(10)).await.unwrap_err();
+    assert!(matches!(again, AgentError::AuditAlarm { .. }), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,9 @@ pub struct Receipt {
     pub tree_head: TreeHead,
     /// Leaf `seq - 1` in the tree of `tree_head.tree_size` leaves.
     pub inclusion: InclusionProof,
+    /// The entry as stored: a host is sent it to check that the proof is
+    /// about its own release ([`crate::verify_inclusion`]).
+    pub entry: crate::Entry,
 }
 
 /// Why [`AuditLog::consistency_proof`] or [`AuditLog::inclusion_proof`]
@@ -656,6 +659,7 @@ impl<S: AuditStore> Writer<S> {
                             checkpoint: self.checkpoint,
                             tree_head,
                             inclusion: inclusion.clone(),
+                            entry: e.clone(),
                         })
                         .ok_or(AppendError::Closed);
                     let _ = reply.send(result);

@@ -45,6 +45,28 @@ pub enum Command {
     Enroll(EnrollArgs),
     /// Tell the key authorities of vaults that the next boot is planned.
     Reboot(RebootArgs),
+    /// Audit-log alarms this host raised: a key authority's log caught
+    /// rolled back or forked. Unlocks through that log stop until an
+    /// operator acknowledges the alarm.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// Show every raised alarm (exit 6 if there is one).
+    List {
+        /// One JSON object per alarm, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the alarm of one audit log after investigating the authority:
+    /// the evidence moves to alarms/acknowledged/ and the next unlock
+    /// trusts the log as the authority serves it now.
+    Acknowledge {
+        /// The audit key, as `atrest alarm list` shows it.
+        audit_key: String,
+    },
 }
 
 /// How hard to try a key authority.

@@ -17,6 +17,11 @@ pub const EXIT_CORRUPT: u8 = 4;
 /// revoked, shredded); other failures (unreachable, timed out) exit 1.
 pub const EXIT_REFUSED: u8 = 5;
 
+/// Exit code when this host caught an authority's audit log rolled back or
+/// forked, now or before (`atrest alarm list`): nothing is unlocked through
+/// it until an operator acknowledges the alarm; retrying cannot help.
+pub const EXIT_AUDIT_ALARM: u8 = 6;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")

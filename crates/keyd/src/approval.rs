@@ -463,6 +463,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             "keyslot": request.keyslot,
             "vault_id": to_base64url(&request.vault_id),
             "key_id": request.key_id.to_string(),
+            "nonce": to_base64url(&request.nonce.0),
             "source": view.source,
         });
         let grant = self.release(&entry, &verified, &boot, details).await?;

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use atrest_audit::{AuditLog, AuditStore, Checkpoint, Clock, EntryKind, NewEntry};
+use atrest_audit::{
+    AuditLog, AuditStore, Checkpoint, Clock, ConsistencyProof, EntryKind, NewEntry, TreeHead,
+};
 use atrest_remote::{
     BlindedResponse, HostId, HostPublicKey, HostSecret, KeyId, RequestError, SignedRebootNotice,
     SignedUnlockRequest, VerifiedRequest, to_base64url,
@@ -184,7 +186,7 @@ pub struct Token {
     pub expires_at: u64,
 }
 
-pub use atrest_wire::{Enrollment, Rebind};
+pub use atrest_wire::{AuditProof, Enrollment, Rebind};
 
 /// The outcome of an unlock request that was not refused.
 #[derive(Clone, Debug)]
@@ -207,6 +209,10 @@ pub struct Grant {
     pub rebind: Option<Rebind>,
     /// A new boot's ticket (its first release); the host keeps it in RAM.
     pub boot_ticket: Option<atrest_remote::BootTicket>,
+    /// The release entry, its batch's signed head and its inclusion proof.
+    /// The consistency proof depends on what the asking host kept, so it is
+    /// added per answer ([`Authority::consistency_since`]).
+    pub audit: AuditProof,
 }
 
 /// Where a request came from, for the log and the approver.
@@ -871,7 +877,28 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 .or_else(|| self.inner.audit.latest_checkpoint()),
             rebind,
             boot_ticket,
+            audit: AuditProof {
+                entry: receipt.entry,
+                tree_head: receipt.tree_head,
+                inclusion: receipt.inclusion,
+                consistency: None,
+            },
         })
+    }
+
+    /// The proof that the log of `known` entries (the head a host kept)
+    /// is a prefix of the one `head` signs. `None` when the host kept
+    /// nothing, or when the log no longer has `known` entries: the host
+    /// then finds its head larger than this one and raises a rollback.
+    pub fn consistency_since(&self, known: u64, head: &TreeHead) -> Option<ConsistencyProof> {
+        if known == 0 || known > head.tree_size {
+            return None;
+        }
+        self.inner
+            .audit
+            .consistency_proof(known, head.tree_size)
+            .inspect_err(|e| tracing::warn!(known, error = %e, "no consistency proof"))
+            .ok()
     }
 
     /// After a rotation: a host still on the previous key is told to

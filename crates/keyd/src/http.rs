@@ -35,7 +35,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_WAIT: u64 = 60;
 
 pub use atrest_wire::{
-    EnrollRequest as EnrollBody, ErrorBody, POLL_TOKEN_HEADER, RebootReply, UnlockReply,
+    EnrollRequest as EnrollBody, ErrorBody, KNOWN_TREE_SIZE_HEADER, POLL_TOKEN_HEADER, RebootReply,
+    UnlockReply,
 };
 
 /// The one error-to-response boundary.
@@ -397,7 +398,19 @@ async fn enroll<S: Storage, A: AuditStore, C: Clock>(
     Ok(Json(enrollment))
 }
 
-fn reply(outcome: UnlockOutcome) -> Response {
+/// The size of the tree head the host kept ([`KNOWN_TREE_SIZE_HEADER`]).
+fn known_tree_size(headers: &HeaderMap) -> u64 {
+    headers
+        .get(KNOWN_TREE_SIZE_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn reply<S: Storage, A: AuditStore, C: Clock>(
+    authority: &Authority<S, A, C>,
+    outcome: UnlockOutcome,
+    known_tree_size: u64,
+) -> Response {
     match outcome {
         UnlockOutcome::Granted(grant) => {
             let Grant {
@@ -406,13 +419,16 @@ fn reply(outcome: UnlockOutcome) -> Response {
                 checkpoint,
                 rebind,
                 boot_ticket,
+                mut audit,
             } = *grant;
+            audit.consistency = authority.consistency_since(known_tree_size, &audit.tree_head);
             Json(UnlockReply::Granted {
                 response,
                 audit_seq,
                 checkpoint,
                 rebind,
                 boot_ticket,
+                audit: Some(Box::new(audit)),
             })
             .into_response()
         }
@@ -432,10 +448,12 @@ fn reply(outcome: UnlockOutcome) -> Response {
 async fn unlock<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
     Source(ctx): Source,
+    headers: HeaderMap,
     json: Result<Json<SignedUnlockRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let signed = body(&state, json, ctx).await?;
-    Ok(reply(state.authority.unlock(&signed, ctx).await?))
+    let outcome = state.authority.unlock(&signed, ctx).await?;
+    Ok(reply(&state.authority, outcome, known_tree_size(&headers)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,7 +474,7 @@ async fn poll<S: Storage, A: AuditStore, C: Clock>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     match state.authority.poll(&id, token, wait).await {
-        Ok(outcome) => Ok(reply(outcome)),
+        Ok(outcome) => Ok(reply(&state.authority, outcome, known_tree_size(&headers))),
         Err(e @ AuthorityError::BadPollToken) => {
             state.authority.refused_input(e.code(), ctx).await;
             Err(e.into())

@@ -1,6 +1,6 @@
 //! Bodies of the host routes under `/v1`.
 
-use atrest_audit::{AuditPublicKey, Checkpoint};
+use atrest_audit::{AuditPublicKey, Checkpoint, ConsistencyProof, Entry, InclusionProof, TreeHead};
 use atrest_remote::{BlindedResponse, BootTicket, ExchangePublicKey, HostId, HostPublicKey, KeyId};
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +9,49 @@ use serde::{Deserialize, Serialize};
 /// approval page); the token is not, so only the requester gets the grant
 /// and the boot ticket that comes with it.
 pub const POLL_TOKEN_HEADER: &str = "x-atrest-poll-token";
+
+/// The header a host's unlock request and poll carry: the size of the
+/// audit tree head it kept from this authority (absent or 0: none yet).
+/// The grant then carries the proof that the log only grew since. It is
+/// not signed: a changed value only makes the proof fail at the host.
+pub const KNOWN_TREE_SIZE_HEADER: &str = "x-atrest-audit-tree-size";
+
+/// With every grant: the proof that the release is in the authority's
+/// audit log, and that the log extends the one the host saw before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditProof {
+    /// The release's own entry (its details name the request's nonce), as
+    /// its JSON text in a string: the entry's details must reach the host
+    /// byte for byte to hash the same, and a JSON value nested in a tagged
+    /// reply would be re-encoded on the way.
+    #[serde(with = "entry_text")]
+    pub entry: Entry,
+    /// The head signed at the end of the entry's batch.
+    pub tree_head: TreeHead,
+    /// The entry's leaf under `tree_head`.
+    pub inclusion: InclusionProof,
+    /// From the size the host sent ([`KNOWN_TREE_SIZE_HEADER`]) to
+    /// `tree_head`; absent when the host sent none (or the authority cannot
+    /// prove it: the log no longer has that many entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<ConsistencyProof>,
+}
+
+mod entry_text {
+    use atrest_audit::Entry;
+    use serde::{Deserialize, Deserializer, Serializer, de, ser};
+
+    pub fn serialize<S: Serializer>(entry: &Entry, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(entry).map_err(ser::Error::custom)?;
+        serializer.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Entry, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text).map_err(de::Error::custom)
+    }
+}
 
 /// `POST /v1/enroll`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +101,10 @@ pub enum UnlockReply {
         /// sends it with later requests and its reboot notice.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         boot_ticket: Option<BootTicket>,
+        /// The release's place in the verifiable log. A host that once
+        /// received one refuses a grant without it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit: Option<Box<AuditProof>>,
     },
     Pending {
         request_id: String,
@@ -77,4 +124,60 @@ pub enum UnlockReply {
 pub struct RebootReply {
     pub audit_seq: u64,
     pub valid_until: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use atrest_audit::{AuditSigningKey, EntryHash, EntryKind, MerkleTree, entry_leaf_hash};
+
+    use super::*;
+
+    /// The entry travels inside the tagged reply and still hashes the same
+    /// at the host: its details are not re-encoded on the way.
+    #[test]
+    fn a_grants_audit_entry_reaches_the_host_byte_for_byte() {
+        let mut entry = Entry {
+            seq: 1,
+            timestamp_ms: 1_800_000_000_000,
+            kind: EntryKind::Decision,
+            actor: "keyd".into(),
+            subject: Some("h-web-1".into()),
+            // Not how serde_json would write it: spaces, key order, escapes.
+            details: r#"{ "z": 1, "outcome" : "released", "s": "\u00e9" }"#.into(),
+            prev_hash: EntryHash::GENESIS,
+            hash: EntryHash::GENESIS,
+        };
+        entry.hash = entry.compute_hash();
+        let mut tree = MerkleTree::new();
+        tree.push(entry_leaf_hash(&entry));
+        let key = AuditSigningKey::from_seed(&[3; 32]);
+        let head = key.sign_tree_head(1, tree.root(), 1);
+        let reply = UnlockReply::Granted {
+            // The ristretto255 base point.
+            response: serde_json::from_value(serde_json::json!(
+                "4vKuCmq8TnGohKlhxQBRX1jjC2qlgt2NtqZZReCNLXY"
+            ))
+            .unwrap(),
+            audit_seq: 1,
+            checkpoint: None,
+            rebind: None,
+            boot_ticket: None,
+            audit: Some(Box::new(AuditProof {
+                entry: entry.clone(),
+                tree_head: head,
+                inclusion: tree.inclusion_proof(0, 1).unwrap(),
+                consistency: None,
+            })),
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        let UnlockReply::Granted {
+            audit: Some(proof), ..
+        } = serde_json::from_str(&text).unwrap()
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(proof.entry, entry);
+        atrest_audit::verify_inclusion(&key.public_key(), &proof.entry, &proof.inclusion, &head)
+            .unwrap();
+    }
 }

@@ -23,4 +23,7 @@ mod error;
 mod host;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use host::{EnrollRequest, Enrollment, POLL_TOKEN_HEADER, Rebind, RebootReply, UnlockReply};
+pub use host::{
+    AuditProof, EnrollRequest, Enrollment, KNOWN_TREE_SIZE_HEADER, POLL_TOKEN_HEADER, Rebind,
+    RebootReply, UnlockReply,
+};

@@ -301,7 +301,7 @@ fn unix_now() -> u64 {
 
 /// `2026-12-05T09:10:14Z`, in UTC whatever the machine's zone, so lines
 /// from several machines compare; the raw number if out of range.
-fn rfc3339(unix: u64) -> String {
+pub(crate) fn rfc3339(unix: u64) -> String {
     i64::try_from(unix)
         .ok()
         .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())

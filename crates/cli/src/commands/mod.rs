@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keyd(cmd) => keyd::run(cmd),
         Command::Enroll(args) => remote::enroll(args),
         Command::Reboot(args) => remote::reboot(args),
+        Command::Alarm(cmd) => remote::alarm(cmd),
     }
 }
 

@@ -11,7 +11,9 @@ use atrest_agent::{AuthoritySpec, StateDir, UnlockOptions, parse_fingerprint};
 use atrest_vault::{Backend, LockedVault, SlotKind, Vault};
 use zeroize::Zeroizing;
 
-use crate::cli::{AuthorityRetryArgs, EnrollArgs, RebootArgs, UnlockArgs, UnlockCmdArgs};
+use crate::cli::{
+    AlarmCommand, AuthorityRetryArgs, EnrollArgs, RebootArgs, UnlockArgs, UnlockCmdArgs,
+};
 use crate::{hygiene, secrets};
 
 /// Vaults `atrest reboot --planned` announces when none are named.
@@ -124,7 +126,70 @@ pub fn unlock(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
             eprintln!("atrest: error: {e:#}");
             Ok(ExitCode::from(crate::EXIT_REFUSED))
         }
+        Err(e) if is_audit_alarm(&e) => {
+            eprintln!("atrest: error: {e:#}");
+            Ok(ExitCode::from(crate::EXIT_AUDIT_ALARM))
+        }
         other => other,
+    }
+}
+
+fn is_audit_alarm(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<atrest_agent::AgentError>(),
+        Some(atrest_agent::AgentError::AuditAlarm { .. })
+    )
+}
+
+/// `atrest alarm list|acknowledge`.
+pub fn alarm(command: AlarmCommand) -> anyhow::Result<ExitCode> {
+    let state = StateDir::from_env();
+    match command {
+        AlarmCommand::List { json } => {
+            let alarms = state.alarms()?;
+            for kept in &alarms {
+                let alarm = &kept.alarm;
+                if json {
+                    println!("{}", serde_json::to_string(alarm)?);
+                    continue;
+                }
+                println!("audit key   {}", alarm.audit_key);
+                println!("authority   {}", alarm.url);
+                println!("detected    {}", super::keyd::rfc3339(alarm.detected_at));
+                println!("reason      {}", alarm.reason);
+                for (what, head) in [("kept head", &alarm.kept), ("given head", &alarm.given)] {
+                    if let Some(h) = head {
+                        println!("{what:<11} size {} root {}", h.tree_size, h.root_hash);
+                    }
+                }
+                println!("evidence    {}", kept.path.display());
+                println!();
+            }
+            if alarms.is_empty() {
+                if !json {
+                    eprintln!("atrest: no audit alarm raised");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !json {
+                eprintln!(
+                    "atrest: {} alarm(s); after investigating, `atrest alarm acknowledge AUDIT_KEY`",
+                    alarms.len()
+                );
+            }
+            Ok(ExitCode::from(crate::EXIT_AUDIT_ALARM))
+        }
+        AlarmCommand::Acknowledge { audit_key } => {
+            let kept = state.acknowledge_alarm(&audit_key)?;
+            eprintln!(
+                "atrest: alarm for {} ({}) acknowledged; evidence kept in {}. The next unlock \
+                 trusts the log as the authority serves it now",
+                kept.alarm.audit_key,
+                kept.alarm.url,
+                kept.path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -155,3 +155,176 @@ fn enroll_reboot_unlock_retry_and_revoke() {
     ]);
     ok(&[&"unmount", &mnt]);
 }
+
+/// The number of entries in the authority's audit log.
+fn audit_size(keyd: &Keyd) -> u64 {
+    let tail = keyd.cli_ok(&["audit", "tail", "-n", "1", "--json"]);
+    let last: serde_json::Value = serde_json::from_str(tail.lines().last().unwrap()).unwrap();
+    last["seq"].as_u64().unwrap()
+}
+
+/// The size of the audit tree head the host kept.
+fn kept_tree_size(state: &Path) -> u64 {
+    let heads: Vec<_> = std::fs::read_dir(state.join("heads"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&heads[0]).unwrap()).unwrap();
+    head["tree_size"].as_u64().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The review's attack on the log: the authority's disk is put back to an
+/// earlier copy, and the log grows again past what the host had seen. The
+/// host catches the fork, and refuses from then on, however many entries
+/// are appended, until an operator acknowledges.
+#[test]
+fn a_host_never_unlocks_from_a_rolled_back_log_until_acknowledged() {
+    let mut keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, mnt, pass, state) = (
+        dir.path().join("data.enc"),
+        dir.path().join("mnt"),
+        dir.path().join("pass"),
+        dir.path().join("host"),
+    );
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    let mut init: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    FAST_KDF.iter().for_each(|a| init.push(a));
+    ok(&init);
+    let token = keyd.token("web");
+    let fingerprint = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
+    success(host(
+        &state,
+        BOOT_A,
+        &[
+            &"enroll",
+            &vault,
+            &"--authority",
+            &keyd.base,
+            &"--token",
+            &token,
+            &"--ca-fingerprint",
+            &fingerprint,
+            &"--host-name",
+            &"web-1",
+            &"--passphrase-file",
+            &pass,
+        ],
+    ));
+    keyd.stop();
+    let snapshot = dir.path().join("keyd-snapshot");
+    copy_dir(&keyd.data, &snapshot);
+    keyd.serve();
+    let unlock = || {
+        host(
+            &state,
+            BOOT_A,
+            &[&"unlock", &vault, &"--mount", &mnt, &"--timeout", &"20"],
+        )
+        .output()
+        .unwrap()
+    };
+    for _ in 0..3 {
+        let out = unlock();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ok(&[&"unmount", &mnt]);
+    }
+    let seen = kept_tree_size(&state);
+
+    // The authority's disk goes back to the copy; its log grows again
+    // past what the host saw (the host's boot there is unproven: let it be
+    // released, so that only the log can stop the host).
+    keyd.stop();
+    copy_dir(&snapshot, &keyd.data);
+    keyd.serve();
+    keyd.cli_ok(&[
+        "policy",
+        "set",
+        "--group",
+        "web",
+        "auto",
+        "--unannounced-reboot",
+        "auto",
+    ]);
+    while audit_size(&keyd) <= seen + 2 {
+        keyd.token("web");
+    }
+    let out = unlock();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("AUDIT LOG ALARM"), "{stderr}");
+    assert!(stderr.contains("rewritten or forked"), "{stderr}");
+    assert!(!mnt.join("note").exists());
+
+    // More entries change nothing, and nothing more is sent.
+    for _ in 0..5 {
+        keyd.token("web");
+    }
+    let before = audit_size(&keyd);
+    let out = unlock();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        audit_size(&keyd),
+        before,
+        "a caught authority is not asked again"
+    );
+
+    // The operator looks, and acknowledges.
+    let listed = host(&state, BOOT_A, &[&"alarm", &"list", &"--json"])
+        .output()
+        .unwrap();
+    assert_eq!(listed.status.code(), Some(6));
+    let alarm: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(alarm["kept"]["tree_size"].as_u64(), Some(seen));
+    assert!(alarm["given"]["tree_size"].as_u64().unwrap() > seen);
+    let key = alarm["audit_key"].as_str().unwrap();
+    success(host(&state, BOOT_A, &[&"alarm", &"acknowledge", &key]));
+    success(host(&state, BOOT_A, &[&"alarm", &"list"]));
+    let out = unlock();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&[&"unmount", &mnt]);
+    assert!(kept_tree_size(&state) > seen);
+    let evidence = std::fs::read_dir(state.join("alarms/acknowledged"))
+        .unwrap()
+        .count();
+    assert_eq!(evidence, 2, "the alarm and the head kept before it");
+}
