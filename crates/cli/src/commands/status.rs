@@ -29,14 +29,23 @@ pub struct AuthorityInfo {
     pub url: String,
     pub host_id: String,
     pub ca_fingerprint: String,
+    /// The alarm this host keeps for the authority's audit log (a rollback
+    /// or fork it caught): unlocks through it are refused until acknowledged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_alarm: Option<String>,
 }
 
 impl AuthorityInfo {
     fn new(a: &atrest_vault::AuthorityRef) -> Self {
+        let alarm = atrest_agent::StateDir::from_env()
+            .alarm(&a.audit_public_key)
+            .ok()
+            .flatten();
         Self {
             url: a.url.clone(),
             host_id: a.host_id.to_string(),
             ca_fingerprint: atrest_agent::format_fingerprint(&a.ca_fingerprint),
+            audit_alarm: alarm.map(|k| k.alarm.reason),
         }
     }
 }
@@ -175,6 +184,19 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     for problem in &status.config_problems {
         println!("warning:    {problem} (unlocking repairs it)");
+    }
+    let members = status
+        .keyslots
+        .iter()
+        .filter_map(|s| s.authorities.as_ref())
+        .flat_map(|a| &a.members);
+    for member in members {
+        if let Some(reason) = &member.audit_alarm {
+            println!(
+                "ALARM:      {}: {reason}; unlocks through it are refused (`atrest alarm list`)",
+                member.url
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -298,6 +298,15 @@ fn a_host_never_unlocks_from_a_rolled_back_log_until_acknowledged() {
         "a caught authority is not asked again"
     );
 
+    let status = String::from_utf8(
+        host(&state, BOOT_A, &[&"status", &vault])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(status.contains("ALARM:"), "{status}");
+
     // The operator looks, and acknowledges.
     let listed = host(&state, BOOT_A, &[&"alarm", &"list", &"--json"])
         .output()
