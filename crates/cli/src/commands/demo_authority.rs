@@ -121,6 +121,14 @@ async fn story(
         unlocked.slot_id
     );
     drop(unlocked);
+    let audit_key = data_dir_audit_key(&data)?;
+    if let Some(head) = state.kept_head(&audit_key)? {
+        println!(
+            "   the grant proved its release is in the audit log; the host keeps the signed\n   \
+             tree head (size {}) and will refuse a log that does not extend it",
+            head.tree_size
+        );
+    }
 
     // A planned reboot: announced, so the next boot is released at once.
     let config = LockedVault::open(backing)?.config().clone();
@@ -228,11 +236,16 @@ async fn story(
         "15. atrest keyd audit verify: {}",
         match &report {
             Ok(r) => format!(
-                "intact ({} entries, {} signed checkpoints)",
-                r.head.seq, r.checkpoints
+                "intact ({} entries, {} signed tree heads)",
+                r.head.seq, r.tree_heads
             ),
             Err(e) => format!("FAILED: {e}"),
         }
     );
     Ok(refused && intact)
+}
+
+/// The authority's audit key, as hosts keep it (raw bytes).
+fn data_dir_audit_key(data: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    Ok(DataDir::open(data)?.audit_public_key()?.to_bytes())
 }
