@@ -13,13 +13,13 @@ use std::time::Duration;
 use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
 use atrest_remote::{HostId, VerifiedRequest, to_base64url};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::watch;
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 
 use crate::authority::{
     ACTOR, Authority, AuthorityError, BootStatus, Grant, RequestContext, UnlockOutcome,
 };
+use crate::events::{ApprovedReleaseEvent, AuditEvent, HeldEvent};
 use crate::state::HostEntry;
 use crate::storage::Storage;
 
@@ -226,19 +226,22 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::Decision, ACTOR)
                     .subject(entry.record.id.as_str())
-                    .details(json!({
-                        "outcome": "pending",
-                        "request_id": id,
-                        "reason": view.reason,
-                        "boot": view.boot,
-                        "boot_id": view.boot_id,
-                        "keyslot": request.keyslot,
-                        "vault_id": to_base64url(&request.vault_id),
-                        "key_id": request.key_id.to_string(),
-                        "nonce": to_base64url(&request.nonce.0),
-                        "source": view.source,
-                        "expires_at": view.expires_at,
-                    })),
+                    .details(
+                        AuditEvent::Held(HeldEvent {
+                            outcome: "pending".into(),
+                            request_id: id.clone(),
+                            reason: view.reason.clone(),
+                            boot: view.boot.clone(),
+                            boot_id: view.boot_id.clone(),
+                            keyslot: request.keyslot,
+                            vault_id: to_base64url(&request.vault_id),
+                            key_id: request.key_id.to_string(),
+                            nonce: to_base64url(&request.nonce.0),
+                            source: view.source.clone(),
+                            expires_at: view.expires_at,
+                        })
+                        .details(),
+                    ),
             )
             .await?;
         let (changed, _) = watch::channel(PendingState::Pending);
@@ -333,12 +336,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::Approval, approver)
                     .subject(view.host_id.as_str())
-                    .details(json!({
-                        "request_id": id,
-                        "decision": state.as_str(),
-                        "reason": view.reason,
-                        "boot_id": view.boot_id,
-                    })),
+                    .details(
+                        AuditEvent::Decided {
+                            request_id: id.to_owned(),
+                            decision: state.as_str().into(),
+                            reason: view.reason.clone(),
+                            boot_id: view.boot_id.clone(),
+                        }
+                        .details(),
+                    ),
             )
             .await;
         if let Err(e) = logged {
@@ -454,17 +460,18 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .get(&view.host_id)
             .ok_or_else(|| AuthorityError::UnknownHost(view.host_id.clone()))?;
         let request = verified.request();
-        let details = json!({
-            "outcome": "released",
-            "request_id": id,
-            "approved_by": view.decided_by,
-            "boot": view.boot,
-            "boot_id": view.boot_id,
-            "keyslot": request.keyslot,
-            "vault_id": to_base64url(&request.vault_id),
-            "key_id": request.key_id.to_string(),
-            "source": view.source,
-        });
+        let details = AuditEvent::ApprovedRelease(ApprovedReleaseEvent {
+            outcome: "released".into(),
+            request_id: id.to_owned(),
+            approved_by: view.decided_by,
+            boot: view.boot,
+            boot_id: view.boot_id,
+            keyslot: request.keyslot,
+            vault_id: to_base64url(&request.vault_id),
+            key_id: request.key_id.to_string(),
+            source: view.source,
+        })
+        .details();
         let grant = self.release(&entry, &verified, &boot, details).await?;
         *slot = Some(grant.clone());
         Ok(UnlockOutcome::Granted(Box::new(grant)))
@@ -491,11 +498,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 .append(
                     NewEntry::new(EntryKind::Decision, ACTOR)
                         .subject(view.host_id.as_str())
-                        .details(json!({
-                            "outcome": "expired",
-                            "request_id": view.id,
-                            "reason": view.reason,
-                        })),
+                        .details(
+                            AuditEvent::expired(view.id.clone(), view.reason.clone()).details(),
+                        ),
                 )
                 .await;
             if let Err(e) = logged {
@@ -536,7 +541,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::Authority, actor)
                     .subject(name)
-                    .details(json!({ "change": "approver_added" })),
+                    .details(AuditEvent::approver_added().details()),
             )
             .await?;
         self.inner

@@ -14,9 +14,9 @@ use atrest_remote::{
 };
 use atrest_wire::ErrorCode;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::approval::{PendingRequests, PendingView, PollToken};
+use crate::events::{AuditEvent, BindEvent, RebootEvent, UnlockEvent};
 use crate::metrics::Metrics;
 use crate::state::{Boots, HostEntry, Hosts, Nonces, Policies, RefusalBudget};
 use crate::storage::{
@@ -428,12 +428,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     older = true;
                     continue;
                 }
-                let nonce = entry
-                    .details_value()
-                    .ok()
-                    .and_then(|d| d.get("nonce")?.as_str().map(str::to_owned))
-                    .and_then(|n| atrest_remote::from_base64url::<16>(&n));
-                if let Some(nonce) = nonce {
+                if let Some(nonce) = AuditEvent::parse(&entry.details).nonce() {
                     self.inner
                         .nonces
                         .spend(nonce, entry.timestamp_ms / 1000 + window);
@@ -467,7 +462,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::Token, actor)
                     .subject(group)
-                    .details(json!({ "expires_at": expires_at })),
+                    .details(AuditEvent::Token { expires_at }.details()),
             )
             .await?;
         self.inner
@@ -497,11 +492,11 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         {
             // A spent or stolen token tried again leaves a trace.
             self.refused(EntryKind::Enrollment, name, e, || {
-                json!({
-                    "outcome": e.code(),
-                    "public_key": public_key.to_string(),
-                    "source": context.source_text(),
-                })
+                AuditEvent::EnrollRefused {
+                    outcome: e.code().into(),
+                    public_key: public_key.to_string(),
+                    source: context.source_text(),
+                }
             })
             .await;
         }
@@ -546,12 +541,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::Enrollment, id.as_str())
                     .subject(id.as_str())
-                    .details(json!({
-                        "group": group,
-                        "public_key": public_key.to_string(),
-                        "key_id": secret.key_id().to_string(),
-                        "source": context.source_text(),
-                    })),
+                    .details(
+                        AuditEvent::Enrolled {
+                            group: group.clone(),
+                            public_key: public_key.to_string(),
+                            key_id: secret.key_id().to_string(),
+                            source: context.source_text(),
+                        }
+                        .details(),
+                    ),
             )
             .await?;
         let enrolled = match self
@@ -569,7 +567,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             Err(e) => {
                 let undone = NewEntry::new(EntryKind::Enrollment, ACTOR)
                     .subject(id.as_str())
-                    .details(json!({ "outcome": "not_enrolled", "reason": e.code() }));
+                    .details(AuditEvent::not_enrolled(e.code()).details());
                 if let Err(log) = self.inner.audit.append(undone).await {
                     tracing::warn!(host = %id, error = %log, "could not log a failed enrollment");
                 }
@@ -599,12 +597,11 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         context: RequestContext,
     ) -> Result<Enrollment, AuthorityError> {
         let bind = &signed.bind;
-        let details = |outcome: &str| {
-            json!({
-                "outcome": outcome,
-                "nonce": to_base64url(&bind.nonce.0),
-                "source": context.source_text(),
-            })
+        let details = |outcome: &str| BindEvent {
+            outcome: outcome.into(),
+            nonce: to_base64url(&bind.nonce.0),
+            source: context.source_text(),
+            key_id: None,
         };
         let checked = (|| {
             let entry = self.host_entry(&bind.host_id)?;
@@ -622,7 +619,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             Ok(entry) => entry,
             Err(e) => {
                 self.refused(EntryKind::Enrollment, bind.host_id.as_str(), &e, || {
-                    details(e.code())
+                    AuditEvent::Bind(details(e.code()))
                 })
                 .await;
                 return Err(e);
@@ -632,14 +629,16 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .secrets
             .first()
             .ok_or_else(|| AuthorityError::Shredded(entry.record.id.clone()))?;
-        let mut d = details("bound");
-        d["key_id"] = current.key_id().to_string().into();
+        let bound = BindEvent {
+            key_id: Some(current.key_id().to_string()),
+            ..details("bound")
+        };
         self.inner
             .audit
             .append(
                 NewEntry::new(EntryKind::Enrollment, entry.record.id.as_str())
                     .subject(entry.record.id.as_str())
-                    .details(d),
+                    .details(AuditEvent::Bind(bound).details()),
             )
             .await?;
         Ok(Enrollment {
@@ -658,22 +657,28 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         context: RequestContext,
     ) -> Result<UnlockOutcome, AuthorityError> {
         let request = &signed.request;
-        let details = |outcome: &str| {
-            json!({
-                "outcome": outcome,
-                "boot_id": request.boot_id.as_str(),
-                "keyslot": request.keyslot,
-                "vault_id": to_base64url(&request.vault_id),
-                "key_id": request.key_id.to_string(),
-                "nonce": to_base64url(&request.nonce.0),
-                "source": context.source_text(),
+        let details = |outcome: &str| UnlockEvent {
+            outcome: outcome.into(),
+            boot_id: request.boot_id.as_str().to_owned(),
+            keyslot: request.keyslot,
+            vault_id: to_base64url(&request.vault_id),
+            key_id: request.key_id.to_string(),
+            nonce: to_base64url(&request.nonce.0),
+            source: context.source_text(),
+            boot: None,
+        };
+        // Once the boot is judged, the entry says how.
+        let judged = |outcome: &str, boot: &BootStatus| {
+            AuditEvent::Unlock(UnlockEvent {
+                boot: Some(boot.name().into()),
+                ..details(outcome)
             })
         };
         let (entry, verified) = match self.verify_request(signed) {
             Ok(pair) => pair,
             Err(e) => {
                 self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
-                    details(e.code())
+                    AuditEvent::Unlock(details(e.code()))
                 })
                 .await;
                 return Err(e);
@@ -687,10 +692,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         );
         match self.verdict(&entry.record, &boot) {
             Err(e) => {
-                let mut d = details(e.code());
-                d["boot"] = boot.name().into();
-                self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || d)
-                    .await;
+                self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
+                    judged(e.code(), &boot)
+                })
+                .await;
                 Err(e)
             }
             Ok(Verdict::Hold { reason }) => {
@@ -700,18 +705,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                         poll_token: Some(poll_token),
                     }),
                     Err(e) => {
-                        let mut d = details(e.code());
-                        d["boot"] = boot.name().into();
-                        self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || d)
-                            .await;
+                        self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
+                            judged(e.code(), &boot)
+                        })
+                        .await;
                         Err(e)
                     }
                 }
             }
             Ok(Verdict::Release) => {
-                let mut d = details("released");
-                d["boot"] = boot.name().into();
-                let grant = self.release(&entry, &verified, &boot, d).await?;
+                let released = judged("released", &boot).details();
+                let grant = self.release(&entry, &verified, &boot, released).await?;
                 Ok(UnlockOutcome::Granted(Box::new(grant)))
             }
         }
@@ -905,7 +909,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::Rotation, ACTOR)
                     .subject(host.as_str())
-                    .details(json!({ "retired": previous, "reason": "host re-bound" })),
+                    .details(
+                        AuditEvent::Retired {
+                            retired: previous,
+                            reason: "host re-bound".into(),
+                        }
+                        .details(),
+                    ),
             )
             .await?;
         self.inner.storage.retire_secrets(host, &retired).await?;
@@ -935,7 +945,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         kind: EntryKind,
         subject: &str,
         error: &AuthorityError,
-        details: impl FnOnce() -> serde_json::Value,
+        details: impl FnOnce() -> AuditEvent,
     ) {
         let code = error.code();
         self.inner.metrics.unlock(code);
@@ -956,7 +966,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if !budget.admit(code, self.now()) {
             return;
         }
-        let mut entry = NewEntry::new(kind, ACTOR).details(details());
+        let mut entry = NewEntry::new(kind, ACTOR).details(details().details());
         if atrest_remote::HostId::new(subject).is_ok() {
             entry = entry.subject(subject);
         }
@@ -972,8 +982,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if !self.inner.refusals.admit(code, self.now()) {
             return;
         }
-        let entry = NewEntry::new(EntryKind::Request, ACTOR)
-            .details(json!({ "outcome": code, "source": context.source_text() }));
+        let entry = NewEntry::new(EntryKind::Request, ACTOR).details(
+            AuditEvent::RequestRefused {
+                outcome: code.into(),
+                source: context.source_text(),
+            }
+            .details(),
+        );
         if let Err(e) = self.inner.audit.append(entry).await {
             tracing::warn!(error = %e, code, "could not audit a refusal");
         }
@@ -987,13 +1002,12 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         context: RequestContext,
     ) -> Result<(u64, u64), AuthorityError> {
         let notice = &signed.notice;
-        let details = |outcome: &str| {
-            json!({
-                "outcome": outcome,
-                "boot_id": notice.boot_id.as_str(),
-                "nonce": to_base64url(&notice.nonce.0),
-                "source": context.source_text(),
-            })
+        let details = |outcome: &str| RebootEvent {
+            outcome: outcome.into(),
+            boot_id: notice.boot_id.as_str().to_owned(),
+            nonce: to_base64url(&notice.nonce.0),
+            source: context.source_text(),
+            valid_until: None,
         };
         let checked = (|| {
             let entry = self
@@ -1027,7 +1041,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     EntryKind::RebootAnnounced,
                     notice.host_id.as_str(),
                     &e,
-                    || details(e.code()),
+                    || AuditEvent::Reboot(details(e.code())),
                 )
                 .await;
                 return Err(e);
@@ -1036,15 +1050,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let until = self
             .now()
             .saturating_add(self.inner.options.planned_reboot_window);
-        let mut d = details("accepted");
-        d["valid_until"] = until.into();
+        let accepted = RebootEvent {
+            valid_until: Some(until),
+            ..details("accepted")
+        };
         let receipt = self
             .inner
             .audit
             .append(
                 NewEntry::new(EntryKind::RebootAnnounced, entry.record.id.as_str())
                     .subject(entry.record.id.as_str())
-                    .details(d),
+                    .details(AuditEvent::Reboot(accepted).details()),
             )
             .await?;
         let from = notice.boot_id.as_str().to_owned();
@@ -1076,10 +1092,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::Rotation, actor)
                     .subject(host.as_str())
-                    .details(json!({
-                        "new_key_id": secret.key_id().to_string(),
-                        "previous_key_id": entry.record.key_id.to_string(),
-                    })),
+                    .details(
+                        AuditEvent::Rotated {
+                            new_key_id: secret.key_id().to_string(),
+                            previous_key_id: entry.record.key_id.to_string(),
+                        }
+                        .details(),
+                    ),
             )
             .await?;
         if !self
@@ -1139,7 +1158,11 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .audit
             .append(
                 NewEntry::new(kind, actor).subject(host.as_str()).details(
-                    json!({ "state": state.as_str(), "was": entry.record.state.as_str() }),
+                    AuditEvent::StateChanged {
+                        state: state.as_str().into(),
+                        was: entry.record.state.as_str().into(),
+                    }
+                    .details(),
                 ),
             )
             .await?;
@@ -1180,10 +1203,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .append(
                 NewEntry::new(EntryKind::PolicyChange, actor)
                     .subject(scope.to_string())
-                    .details(json!({
-                        "policy": rule.policy.as_str(),
-                        "unannounced_reboot": rule.unannounced_reboot.as_str(),
-                    })),
+                    .details(
+                        AuditEvent::PolicyChanged {
+                            policy: rule.policy.as_str().into(),
+                            unannounced_reboot: rule.unannounced_reboot.as_str().into(),
+                        }
+                        .details(),
+                    ),
             )
             .await?;
         self.inner.storage.set_policy(scope, rule).await?;
@@ -1251,7 +1277,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
         if !suppressed.is_empty() {
             let entry = NewEntry::new(EntryKind::Request, ACTOR)
-                .details(json!({ "outcome": "refusals_summarized", "counts": suppressed }));
+                .details(AuditEvent::refusals_summarized(suppressed).details());
             if let Err(e) = self.inner.audit.append(entry).await {
                 tracing::warn!(error = %e, "could not audit the refusal summary");
             }
@@ -2182,6 +2208,45 @@ mod tests {
         // A fresh request works.
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         granted(unlock(&f, &signed).await.unwrap());
+    }
+
+    /// The nonces of bind requests and reboot notices are read back from
+    /// the log too.
+    #[tokio::test]
+    async fn captured_binds_and_notices_cannot_be_replayed_after_a_restart() {
+        let f = fixture().await;
+        let host = enroll_host(&f, "web-1").await;
+        let (outcome, _) = unlock_boot(&f, &host, BOOT_A).await;
+        let ticket = granted(outcome.unwrap()).boot_ticket;
+        let bind = host.identity.sign_bind(atrest_remote::BindRequest {
+            host_id: host.id.clone(),
+            nonce: RequestNonce::random(),
+            timestamp: T0,
+        });
+        f.authority.bind(&bind, CTX).await.unwrap();
+        let notice = atrest_remote::SignedRebootNotice {
+            boot_ticket: ticket,
+            ..host.identity.sign_reboot(atrest_remote::RebootNotice {
+                host_id: host.id.clone(),
+                boot_id: BootId::new(BOOT_A).unwrap(),
+                nonce: RequestNonce::random(),
+                timestamp: T0,
+            })
+        };
+        f.authority.announce_reboot(&notice, CTX).await.unwrap();
+        let f = restart(f).await;
+        assert_eq!(
+            f.authority.bind(&bind, CTX).await.unwrap_err().code(),
+            "replayed_nonce"
+        );
+        assert_eq!(
+            f.authority
+                .announce_reboot(&notice, CTX)
+                .await
+                .unwrap_err()
+                .code(),
+            "replayed_nonce"
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ mod approval;
 mod authority;
 mod client;
 mod datadir;
+mod events;
 mod http;
 mod metrics;
 mod socket;
