@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::authority::{Authority, AuthorityOptions};
+use crate::events::AuditEvent;
 use crate::storage::{PolicyRule, SqliteStorage};
 use crate::tls::ServerCertificates;
 
@@ -218,10 +219,8 @@ impl DataDir {
         authority
             .audit()
             .append(
-                NewEntry::new(EntryKind::Authority, "init").details(serde_json::json!({
-                    "change": "initialized",
-                    "ca_fingerprint": certificates.ca_fingerprint(),
-                })),
+                NewEntry::new(EntryKind::Authority, "init")
+                    .details(AuditEvent::initialized(certificates.ca_fingerprint()).details()),
             )
             .await
             .map_err(crate::authority::AuthorityError::from)?;
@@ -388,10 +387,8 @@ pub async fn serve(
     authority
         .audit()
         .append(
-            NewEntry::new(EntryKind::Authority, "keyd").details(serde_json::json!({
-                "change": "started",
-                "listen": local.to_string(),
-            })),
+            NewEntry::new(EntryKind::Authority, "keyd")
+                .details(AuditEvent::started(local.to_string()).details()),
         )
         .await
         .map_err(crate::authority::AuthorityError::from)?;

@@ -18,10 +18,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::approval::{NewApprover, PendingView};
+use crate::approvers::NewApprover;
 use crate::authority::{
     Authority, AuthorityError, Enrollment, Grant, HostView, RequestContext, Token, UnlockOutcome,
 };
+use crate::held::PendingView;
 use crate::metrics::Snapshot;
 use crate::storage::{Policy, PolicyRule, PolicyScope, Storage};
 

@@ -22,19 +22,30 @@
 //! control it.
 
 mod approval;
+mod approvers;
 mod authority;
 mod client;
 mod datadir;
+mod enroll;
+mod error;
+mod events;
+mod held;
 mod http;
 mod metrics;
+mod operator;
+mod policy;
 mod socket;
 mod state;
 mod storage;
 mod tls;
+mod unlock;
 mod web;
 mod webhook;
 
-pub use approval::{NewApprover, PendingState, PendingView, PollToken, totp_code};
+pub use approvers::{
+    FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_UNTRUSTED, NewApprover,
+    TRUSTED_FOR, totp_code,
+};
 pub use atrest_audit::{Clock, SystemClock};
 pub use atrest_wire::{ErrorCode, POLL_TOKEN_HEADER};
 pub use authority::{
@@ -46,6 +57,7 @@ pub use datadir::{
     DataDir, DataDirError, InitOptions, Initialized, KeydAuthority, SETTINGS_VERSION, Settings,
     serve as serve_data_dir,
 };
+pub use held::{PendingState, PendingView, PollToken};
 #[cfg(feature = "test-hooks")]
 pub use http::serve;
 pub use http::{
@@ -62,8 +74,5 @@ pub use tls::{
     CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,
     Peer, ServerCertificates, TlsError, TlsListener, fingerprint, serve_tls, serve_tls_until,
 };
-pub use web::{
-    FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_UNTRUSTED,
-    SESSION_LIFETIME, TRUSTED_FOR,
-};
+pub use web::SESSION_LIFETIME;
 pub use webhook::{WebhookError, webhook_notifier};

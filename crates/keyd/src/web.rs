@@ -6,7 +6,7 @@
 //!   released to, when it was made and a countdown to its expiry.
 //! - `POST /approve/login`: name + code ([`Authority::check_approver`]) →
 //!   a session cookie; wrong codes are rate limited per client address
-//!   (see [`LoginLimits`]).
+//!   (see [`LoginLimits`](crate::approvers::LoginLimits)).
 //! - `POST /approve/{id}/approve|deny`: needs the session's CSRF token;
 //!   decides as `web:<approver>` and redirects back with a message. An
 //!   approval of an `unproven` boot first answers a confirmation page whose
@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest_audit::{AuditStore, Clock};
@@ -37,29 +37,15 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::approval::PendingView;
+use crate::approvers::{LoginLimits, Refusal, client_of};
 use crate::authority::AuthorityError;
+use crate::held::PendingView;
 use crate::http::AppState;
 use crate::storage::Storage;
 use crate::tls::Peer;
 
 /// Seconds a login lasts, whatever the approver does meanwhile.
 pub const SESSION_LIFETIME: u64 = 15 * 60;
-
-/// Wrong codes one client address may send for one approver name in a
-/// [`FAILURE_WINDOW`] (a success gives them back).
-pub const MAX_FAILURES: u32 = 5;
-/// Wrong codes one client address may send for all names together per
-/// window, so one address cannot guess across names.
-pub const MAX_FAILURES_PER_ADDRESS: u32 = 10;
-/// Wrong codes per window from all addresses that have no recent good
-/// login, together: what bounds guessing from many addresses at once.
-pub const MAX_FAILURES_UNTRUSTED: u32 = 60;
-/// Seconds a counting window lasts from its first attempt.
-pub const FAILURE_WINDOW: u64 = 60;
-/// Seconds an address stays trusted after an approver logged in from it:
-/// its attempts skip the [`MAX_FAILURES_UNTRUSTED`] cap.
-pub const TRUSTED_FOR: u64 = 86_400;
 
 const COOKIE: &str = "atrest_approve";
 
@@ -104,142 +90,6 @@ struct Session {
 enum Flash {
     Done(String),
     Failed(String),
-}
-
-/// Who a login attempt comes from: its IP address, an IPv6 one cut to its
-/// /64 (one client usually holds a whole /64). `None` when the listener
-/// gives no address; those share one budget.
-type Client = Option<IpAddr>;
-
-fn client_of(peer: Option<IpAddr>) -> Client {
-    peer.map(|ip| match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
-        v4 => v4,
-    })
-}
-
-/// A count that starts at its first attempt and lasts [`FAILURE_WINDOW`].
-#[derive(Clone, Copy, Default)]
-struct Window {
-    start: u64,
-    count: u32,
-}
-
-impl Window {
-    fn current(&mut self, now: u64) -> &mut Self {
-        if now >= self.start.saturating_add(FAILURE_WINDOW) {
-            *self = Self {
-                start: now,
-                count: 0,
-            };
-        }
-        self
-    }
-
-    fn live(&self, now: u64) -> bool {
-        now < self.start.saturating_add(FAILURE_WINDOW)
-    }
-}
-
-/// Why a login attempt was not even checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
-    NameFromAddress,
-    Address,
-    Untrusted,
-}
-
-/// An attempt taken: what to give back if its code is right.
-#[derive(Clone, Copy, Debug)]
-#[must_use]
-struct Attempt {
-    untrusted: bool,
-}
-
-/// Login attempt budgets of the approval page.
-///
-/// The old rule (5 failures per name, 30 for everyone) let anyone lock
-/// every approver out with 30 bogus logins a minute. What an attacker
-/// without the TOTP secret must not do is (a) guess a code, or (b) stop the
-/// real approver from logging in; a budget keyed only by the name, or one
-/// global budget, serves (a) at the cost of (b). So budgets are kept per
-/// client address, where the attacker's guesses are:
-///
-/// - per (name, address), [`MAX_FAILURES`] a window: one address guesses a
-///   name at 5 a minute, ~46 days on average for a 6-digit code of which 3
-///   are valid at a time;
-/// - per address, [`MAX_FAILURES_PER_ADDRESS`], so spreading guesses over
-///   names from one address gains little;
-/// - for addresses with no good login in [`TRUSTED_FOR`], together,
-///   [`MAX_FAILURES_UNTRUSTED`]: an attacker with many addresses still
-///   guesses at most 60 a minute in all (~4 days per valid code on average,
-///   and every failure is in keyd's log as a warning).
-///
-/// Attempts are counted before the code is checked (which waits on the
-/// database), so guesses sent in parallel count too; a right code gives its
-/// attempt back. An approver on another address is never refused for the
-/// attacker's failures. Only an attacker with many addresses can fill the
-/// untrusted cap, and then only for addresses no approver used within a
-/// day: one's usual phone still logs in, and `atrest keyd approve` works.
-/// The maps hold only live windows, at most [`MAX_FAILURES_UNTRUSTED`]
-/// untrusted addresses' worth, plus trusted addresses (each made by a good
-/// login).
-#[derive(Default)]
-struct LoginLimits {
-    by_name: HashMap<(String, Client), Window>,
-    by_address: HashMap<Client, Window>,
-    untrusted: Window,
-    /// Last good login from each address.
-    trusted: HashMap<Client, u64>,
-}
-
-impl LoginLimits {
-    fn take(&mut self, name: &str, client: Client, now: u64) -> Result<Attempt, Refusal> {
-        self.by_name.retain(|_, w| w.live(now));
-        self.by_address.retain(|_, w| w.live(now));
-        self.trusted
-            .retain(|_, at| now < at.saturating_add(TRUSTED_FOR));
-        let untrusted = !self.trusted.contains_key(&client);
-        let key = (name.to_owned(), client);
-        let by_name = self.by_name.get(&key).map_or(0, |w| w.count);
-        let by_address = self.by_address.get(&client).map_or(0, |w| w.count);
-        if by_name >= MAX_FAILURES {
-            return Err(Refusal::NameFromAddress);
-        }
-        if by_address >= MAX_FAILURES_PER_ADDRESS {
-            return Err(Refusal::Address);
-        }
-        if untrusted && self.untrusted.current(now).count >= MAX_FAILURES_UNTRUSTED {
-            return Err(Refusal::Untrusted);
-        }
-        for window in [
-            self.by_name.entry(key).or_default(),
-            self.by_address.entry(client).or_default(),
-        ] {
-            let window = window.current(now);
-            window.count = window.count.saturating_add(1);
-        }
-        if untrusted {
-            self.untrusted.count = self.untrusted.count.saturating_add(1);
-        }
-        Ok(Attempt { untrusted })
-    }
-
-    /// A right code: the name's failures from this address are forgiven,
-    /// the attempt given back, and the address trusted.
-    fn succeeded(&mut self, name: &str, client: Client, attempt: Attempt, now: u64) {
-        self.by_name.remove(&(name.to_owned(), client));
-        if let Some(window) = self.by_address.get_mut(&client) {
-            window.count = window.count.saturating_sub(1);
-        }
-        if attempt.untrusted {
-            self.untrusted.count = self.untrusted.count.saturating_sub(1);
-        }
-        self.trusted.insert(client, now);
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -515,7 +365,7 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
         && form.confirm != CONFIRM_UNPROVEN
         && let Ok(view) = web.app.authority.pending_request(&request)
         && view.boot == "unproven"
-        && view.state == crate::approval::PendingState::Pending
+        && view.state == crate::held::PendingState::Pending
     {
         return Html(confirm_page(&session, &view, web.now())).into_response();
     }
@@ -826,7 +676,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::approval::PendingState;
+    use crate::held::PendingState;
 
     fn session() -> Session {
         Session {
@@ -874,73 +724,6 @@ mod tests {
             assert!(!html.contains("'x'"), "{html}");
             assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"));
         }
-    }
-
-    #[test]
-    fn one_address_cannot_lock_out_another() {
-        let mut limits = LoginLimits::default();
-        let attacker = client_of(Some("198.51.100.7".parse().unwrap()));
-        let approver = client_of(Some("203.0.113.9".parse().unwrap()));
-        for _ in 0..MAX_FAILURES {
-            let _ = limits.take("alice", attacker, 1000).unwrap();
-        }
-        for _ in 0..30 {
-            assert_eq!(
-                limits.take("alice", attacker, 1000).unwrap_err(),
-                Refusal::NameFromAddress
-            );
-        }
-        for name in ["bob", "carol", "dave", "erin", "frank"] {
-            let _ = limits.take(name, attacker, 1000).unwrap();
-        }
-        assert_eq!(
-            limits.take("grace", attacker, 1000).unwrap_err(),
-            Refusal::Address
-        );
-        let attempt = limits.take("alice", approver, 1000).unwrap();
-        limits.succeeded("alice", approver, attempt, 1000);
-        // The windows pass.
-        let _ = limits
-            .take("alice", attacker, 1000 + FAILURE_WINDOW)
-            .unwrap();
-    }
-
-    #[test]
-    fn many_addresses_share_one_cap_that_trusted_addresses_skip() {
-        let mut limits = LoginLimits::default();
-        let trusted = client_of(Some("203.0.113.9".parse().unwrap()));
-        let attempt = limits.take("alice", trusted, 0).unwrap();
-        limits.succeeded("alice", trusted, attempt, 0);
-        let mut guesses = 0;
-        for host in 0..=255u8 {
-            let client = client_of(Some(IpAddr::from([198, 51, 100, host])));
-            while limits.take("alice", client, 10).is_ok() {
-                guesses += 1;
-            }
-        }
-        assert_eq!(guesses, MAX_FAILURES_UNTRUSTED);
-        let fresh = client_of(Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(
-            limits.take("alice", fresh, 10).unwrap_err(),
-            Refusal::Untrusted
-        );
-        let _ = limits.take("alice", trusted, 10).unwrap();
-        // Trust lapses.
-        let later = TRUSTED_FOR + 1;
-        let _ = limits.take("alice", fresh, later).unwrap();
-    }
-
-    #[test]
-    fn an_ipv6_client_is_its_slash_64() {
-        let a = client_of(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
-        let b = client_of(Some("2001:db8:1:2:bbbb::2".parse().unwrap()));
-        let c = client_of(Some("2001:db8:1:3::1".parse().unwrap()));
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(
-            client_of(Some("::ffff:192.0.2.1".parse().unwrap())),
-            Some("192.0.2.1".parse().unwrap())
-        );
     }
 
     #[test]

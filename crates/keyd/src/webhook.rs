@@ -25,8 +25,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::approval::PendingView;
 use crate::authority::PendingNotifier;
+use crate::held::PendingView;
 
 /// Per attempt, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(5);

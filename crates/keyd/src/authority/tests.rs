@@ -1,0 +1,1195 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use atrest_audit::{
+    AuditSigningKey, ChainHead, Entry, LogOptions, SqliteStore, StoreError, TreeHead,
+};
+use atrest_remote::{
+    BootId, BootTicket, HostIdentity, RemoteBinding, RequestNonce, UnblindingState, UnlockRequest,
+    enroll,
+};
+
+use std::time::Duration;
+
+use atrest_audit::{AuditLog, AuditStore, Checkpoint, Clock, EntryKind};
+use atrest_remote::{HostId, SignedUnlockRequest};
+
+use super::*;
+use crate::held::{PendingState, PendingView};
+use crate::storage::{HostState, Policy, PolicyRule, PolicyScope, SqliteStorage};
+
+#[derive(Clone, Default)]
+struct ManualClock(Arc<AtomicU64>);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An audit store that can be made to refuse writes (disk full), or
+/// to stop inside a commit until the test lets it go on.
+struct FlakyStore {
+    inner: SqliteStore,
+    fail: Arc<AtomicBool>,
+    /// Each commit takes a permit; a test holding them all stops it.
+    gate: Arc<tokio::sync::Semaphore>,
+    /// Signalled when a commit starts.
+    entered: Arc<tokio::sync::Notify>,
+}
+
+const GATE_PERMITS: u32 = 1 << 20;
+
+impl AuditStore for FlakyStore {
+    async fn append(
+        &self,
+        entries: &[Entry],
+        cps: &[Checkpoint],
+        heads: &[TreeHead],
+    ) -> Result<(), StoreError> {
+        self.entered.notify_one();
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("disk full".into()));
+        }
+        self.inner.append(entries, cps, heads).await
+    }
+    async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        self.inner.read_entries(from, limit).await
+    }
+    async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.read_checkpoints(from, limit).await
+    }
+    async fn head(&self) -> Result<ChainHead, StoreError> {
+        self.inner.head().await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
+        self.inner.read_tree_heads(from, limit).await
+    }
+    async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
+        self.inner.latest_tree_head().await
+    }
+}
+
+type TestAuthority = Authority<SqliteStorage, FlakyStore, ManualClock>;
+
+struct Fixture {
+    authority: TestAuthority,
+    clock: ManualClock,
+    audit_fails: Arc<AtomicBool>,
+    audit_gate: Arc<tokio::sync::Semaphore>,
+    audit_entered: Arc<tokio::sync::Notify>,
+    audit_seed: [u8; 32],
+    dir: tempfile::TempDir,
+    /// Boot tickets the hosts got, by (host, boot id): what a host keeps
+    /// in /run.
+    tickets: std::sync::Mutex<std::collections::HashMap<(String, String), BootTicket>>,
+    /// Poll tokens of held requests, by request id: what the process
+    /// that made the request holds.
+    poll_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// Unlocks as a host does: keeps the boot ticket of a grant.
+async fn unlock(
+    f: &Fixture,
+    signed: &SignedUnlockRequest,
+) -> Result<UnlockOutcome, AuthorityError> {
+    let outcome = f.authority.unlock(signed, CTX).await;
+    if let Ok(UnlockOutcome::Pending {
+        view,
+        poll_token: Some(token),
+    }) = &outcome
+    {
+        f.poll_tokens
+            .lock()
+            .unwrap()
+            .insert(view.id.clone(), token.to_string());
+    }
+    if let Ok(UnlockOutcome::Granted(grant)) = &outcome
+        && let Some(ticket) = &grant.boot_ticket
+    {
+        f.tickets.lock().unwrap().insert(
+            (
+                signed.request.host_id.to_string(),
+                signed.request.boot_id.to_string(),
+            ),
+            ticket.clone(),
+        );
+    }
+    outcome
+}
+
+fn ticket(f: &Fixture, host: &HostId, boot: &str) -> Option<BootTicket> {
+    f.tickets
+        .lock()
+        .unwrap()
+        .get(&(host.to_string(), boot.to_owned()))
+        .cloned()
+}
+
+const T0: u64 = 1_800_000_000;
+const CTX: RequestContext = RequestContext { source: None };
+const BOOT_A: &str = "0b5c5e4e-8a8d-4f43-9a4b-4d7c3f2a1b00";
+
+fn rule(policy: Policy) -> PolicyRule {
+    PolicyRule {
+        policy,
+        unannounced_reboot: Policy::Approve,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(AuthorityOptions::default()).await
+}
+
+async fn fixture_with(options: AuthorityOptions) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    clock.0.store(T0 * 1000, Ordering::SeqCst);
+    let fail = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(tokio::sync::Semaphore::new(GATE_PERMITS as usize));
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let audit_seed = atrest_core::random_array();
+    let authority = open_at(&dir, &clock, &fail, &gate, &entered, &audit_seed, options).await;
+    Fixture {
+        authority,
+        clock,
+        audit_fails: fail,
+        audit_gate: gate,
+        audit_entered: entered,
+        audit_seed,
+        dir,
+        tickets: Default::default(),
+        poll_tokens: Default::default(),
+    }
+}
+
+async fn open_at(
+    dir: &tempfile::TempDir,
+    clock: &ManualClock,
+    fail: &Arc<AtomicBool>,
+    gate: &Arc<tokio::sync::Semaphore>,
+    entered: &Arc<tokio::sync::Notify>,
+    seed: &[u8; 32],
+    options: AuthorityOptions,
+) -> TestAuthority {
+    let store = FlakyStore {
+        inner: SqliteStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap(),
+        fail: fail.clone(),
+        gate: gate.clone(),
+        entered: entered.clone(),
+    };
+    let audit = AuditLog::open(
+        store,
+        AuditSigningKey::from_seed(seed),
+        LogOptions::default(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
+        .await
+        .unwrap();
+    Authority::open(storage, audit, clock.clone(), options)
+        .await
+        .unwrap()
+}
+
+/// Stops the authority (as a restart would) and opens its files again.
+async fn restart(f: Fixture) -> Fixture {
+    f.authority.flush_boots().await.unwrap();
+    let Fixture {
+        authority,
+        clock,
+        audit_fails,
+        audit_gate,
+        audit_entered,
+        audit_seed,
+        dir,
+        tickets,
+        poll_tokens,
+    } = f;
+    drop(authority);
+    // Let the writer task see the channel close and finish.
+    tokio::task::yield_now().await;
+    let authority = open_at(
+        &dir,
+        &clock,
+        &audit_fails,
+        &audit_gate,
+        &audit_entered,
+        &audit_seed,
+        AuthorityOptions::default(),
+    )
+    .await;
+    Fixture {
+        authority,
+        clock,
+        audit_fails,
+        audit_gate,
+        audit_entered,
+        audit_seed,
+        dir,
+        tickets,
+        poll_tokens,
+    }
+}
+
+async fn entries(f: &Fixture) -> Vec<Entry> {
+    f.authority
+        .audit()
+        .store()
+        .read_entries(1, 100_000)
+        .await
+        .unwrap()
+}
+
+struct Host {
+    identity: HostIdentity,
+    id: HostId,
+    binding: RemoteBinding,
+    key: atrest_core::SecretKey,
+}
+
+async fn enroll_host(f: &Fixture, name: &str) -> Host {
+    let token = f.authority.create_token("web", 3600, "test").await.unwrap();
+    let identity = HostIdentity::generate();
+    let enrollment = f
+        .authority
+        .enroll(&token.token, name, identity.public_key(), CTX)
+        .await
+        .unwrap();
+    assert_eq!(enrollment.group, "web");
+    let (binding, key) = enroll(&enrollment.exchange_key);
+    assert_eq!(binding.key_id(), enrollment.key_id);
+    Host {
+        identity,
+        id: enrollment.host_id,
+        binding,
+        key,
+    }
+}
+
+fn request(
+    f: &Fixture,
+    signer: &HostIdentity,
+    id: &HostId,
+    binding: &RemoteBinding,
+) -> (SignedUnlockRequest, UnblindingState) {
+    request_at_boot(f, signer, id, binding, BOOT_A)
+}
+
+fn request_at_boot(
+    f: &Fixture,
+    signer: &HostIdentity,
+    id: &HostId,
+    binding: &RemoteBinding,
+    boot: &str,
+) -> (SignedUnlockRequest, UnblindingState) {
+    let (blinded, state) = binding.blind();
+    let signed = signer.sign(UnlockRequest {
+        host_id: id.clone(),
+        vault_id: [7; 16],
+        keyslot: 1,
+        key_id: binding.key_id(),
+        blinded,
+        nonce: RequestNonce::random(),
+        timestamp: f.clock.now_ms() / 1000,
+        boot_id: BootId::new(boot).unwrap(),
+    });
+    let signed = SignedUnlockRequest {
+        boot_ticket: ticket(f, id, boot),
+        ..signed
+    };
+    (signed, state)
+}
+
+fn granted(outcome: UnlockOutcome) -> Grant {
+    match outcome {
+        UnlockOutcome::Granted(grant) => *grant,
+        UnlockOutcome::Pending { .. } => panic!("pending"),
+    }
+}
+
+#[tokio::test]
+async fn enroll_then_unlock_gives_the_enrollment_key() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+    let grant = granted(unlock(&f, &signed).await.unwrap());
+    assert!(grant.audit_seq > 0);
+    let key = state.unblind(&grant.response).unwrap();
+    assert_eq!(key.expose(), host.key.expose());
+}
+
+#[tokio::test]
+async fn an_enrolled_host_binds_another_vault_without_a_token() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let bind = |identity: &HostIdentity| {
+        identity.sign_bind(atrest_remote::BindRequest {
+            host_id: host.id.clone(),
+            nonce: RequestNonce::random(),
+            timestamp: T0,
+        })
+    };
+    let signed = bind(&host.identity);
+    let bound = f.authority.bind(&signed, CTX).await.unwrap();
+    assert_eq!(bound.key_id, host.binding.key_id());
+    // A second vault on the same exchange key opens on its own.
+    let (second, key) = enroll(&bound.exchange_key);
+    let (request, state) = request(&f, &host.identity, &host.id, &second);
+    let grant = granted(unlock(&f, &request).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        key.expose()
+    );
+    // Replayed, or signed by someone else: refused.
+    assert_eq!(
+        f.authority.bind(&signed, CTX).await.unwrap_err().code(),
+        "replayed_nonce"
+    );
+    assert_eq!(
+        f.authority
+            .bind(&bind(&HostIdentity::generate()), CTX)
+            .await
+            .unwrap_err()
+            .code(),
+        "bad_signature"
+    );
+    // After a rotation it binds to the new key; a revoked host cannot bind.
+    let rotated = f.authority.rotate(&host.id, "test").await.unwrap();
+    let bound = f.authority.bind(&bind(&host.identity), CTX).await.unwrap();
+    assert_eq!(bound.key_id, rotated.record.key_id);
+    f.authority.revoke(&host.id, "test").await.unwrap();
+    assert_eq!(
+        f.authority
+            .bind(&bind(&host.identity), CTX)
+            .await
+            .unwrap_err()
+            .code(),
+        "revoked"
+    );
+}
+
+#[tokio::test]
+async fn ids_never_look_like_options() {
+    let f = fixture().await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let host = enroll_host(&f, "web-1").await;
+    for _ in 0..64 {
+        let token = f.authority.create_token("web", 60, "test").await.unwrap();
+        assert!(token.token.starts_with("atrest_tok_"), "{}", token.token);
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        let view = pending(unlock(&f, &signed).await.unwrap());
+        assert!(view.id.starts_with("req_"), "{}", view.id);
+        f.authority.decide(&view.id, false, "test").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_token_works_once_and_not_after_expiry() {
+    let f = fixture().await;
+    let token = f.authority.create_token("web", 60, "test").await.unwrap();
+    let id = HostIdentity::generate().public_key();
+    f.authority
+        .enroll(&token.token, "a", id, CTX)
+        .await
+        .unwrap();
+    let again = f
+        .authority
+        .enroll(&token.token, "b", id, CTX)
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), "bad_token");
+    let token = f.authority.create_token("web", 60, "test").await.unwrap();
+    f.clock.0.fetch_add(61_000, Ordering::SeqCst);
+    let late = f
+        .authority
+        .enroll(&token.token, "c", id, CTX)
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), "bad_token");
+}
+
+#[tokio::test]
+async fn a_replayed_request_is_refused() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    granted(unlock(&f, &signed).await.unwrap());
+    let replay = unlock(&f, &signed).await.unwrap_err();
+    assert_eq!(replay.code(), "replayed_nonce");
+}
+
+#[tokio::test]
+async fn revoked_and_shredded_hosts_are_refused() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.authority.revoke(&host.id, "test").await.unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "revoked");
+    let secret = f.authority.storage().host_secrets(&host.id).await.unwrap();
+    let secret = secret[0].secret.clone();
+    f.authority.shred(&host.id, "test").await.unwrap();
+    // Shredding is for good: no state change brings the secret back.
+    assert!(
+        !f.authority
+            .storage()
+            .set_host_state(&host.id, HostState::Active)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.authority
+            .reinstate(&host.id, "test")
+            .await
+            .unwrap_err()
+            .code(),
+        "shredded"
+    );
+    assert!(
+        f.authority
+            .storage()
+            .host_secrets(&host.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Nor is it anywhere in the database files (secure_delete, WAL
+    // truncated).
+    for name in ["keyd.db", "keyd.db-wal"] {
+        let bytes = std::fs::read(f.dir.path().join(name)).unwrap_or_default();
+        assert!(
+            !bytes.windows(32).any(|w| w == &secret[..]),
+            "{name} still holds the shredded secret"
+        );
+    }
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "shredded");
+}
+
+#[tokio::test]
+async fn host_a_cannot_get_host_b_answer() {
+    let f = fixture().await;
+    let a = enroll_host(&f, "a").await;
+    let b = enroll_host(&f, "b").await;
+    // A signs a request naming B.
+    let (signed, _) = request(&f, &a.identity, &b.id, &b.binding);
+    assert_eq!(
+        unlock(&f, &signed).await.unwrap_err().code(),
+        "bad_signature"
+    );
+    // A asks under its own name for B's keyslot.
+    let (signed, _) = request(&f, &a.identity, &a.id, &b.binding);
+    assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "unknown_key");
+}
+
+#[tokio::test]
+async fn stale_requests_and_unknown_hosts_are_refused() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    f.clock.0.fetch_add(301_000, Ordering::SeqCst);
+    assert_eq!(
+        unlock(&f, &signed).await.unwrap_err().code(),
+        "stale_request"
+    );
+    let stranger = HostId::new("nobody").unwrap();
+    let (signed, _) = request(&f, &host.identity, &stranger, &host.binding);
+    assert_eq!(
+        unlock(&f, &signed).await.unwrap_err().code(),
+        "unknown_host"
+    );
+}
+
+#[tokio::test]
+async fn policies_deny_and_hold() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(
+            &PolicyScope::Group("web".into()),
+            rule(Policy::Approve),
+            "test",
+        )
+        .await
+        .unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert!(matches!(
+        unlock(&f, &signed).await.unwrap(),
+        UnlockOutcome::Pending { .. }
+    ));
+    // The host's own policy wins over its group's.
+    f.authority
+        .set_policy(
+            &PolicyScope::Host(host.id.clone()),
+            rule(Policy::Deny),
+            "test",
+        )
+        .await
+        .unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "denied");
+}
+
+#[tokio::test]
+async fn no_release_when_the_audit_cannot_be_written() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.audit_fails.store(true, Ordering::SeqCst);
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert_eq!(
+        unlock(&f, &signed).await.unwrap_err().code(),
+        "audit_unavailable"
+    );
+}
+
+fn pending(outcome: UnlockOutcome) -> PendingView {
+    match outcome {
+        UnlockOutcome::Pending { view, .. } => *view,
+        UnlockOutcome::Granted(_) => panic!("granted"),
+    }
+}
+
+async fn unlock_boot(
+    f: &Fixture,
+    host: &Host,
+    boot: &str,
+) -> (Result<UnlockOutcome, AuthorityError>, UnblindingState) {
+    let (signed, state) = request_at_boot(f, &host.identity, &host.id, &host.binding, boot);
+    (unlock(f, &signed).await, state)
+}
+
+fn poll_token(f: &Fixture, id: &str) -> String {
+    f.poll_tokens
+        .lock()
+        .unwrap()
+        .get(id)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn poll_now(f: &Fixture, id: &str) -> Result<UnlockOutcome, AuthorityError> {
+    f.authority
+        .poll(id, &poll_token(f, id), Duration::ZERO)
+        .await
+}
+
+#[tokio::test]
+async fn a_held_request_is_released_once_approved() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(
+            &PolicyScope::Host(host.id.clone()),
+            rule(Policy::Approve),
+            "test",
+        )
+        .await
+        .unwrap();
+    let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    assert_eq!(view.state, PendingState::Pending);
+    assert!(
+        view.reason.contains("requires an approver"),
+        "{}",
+        view.reason
+    );
+    assert_eq!(f.authority.pending().len(), 1);
+    // Still pending when polled.
+    pending(poll_now(&f, &view.id).await.unwrap());
+    // A waiting poll is woken by the decision.
+    let waiter = {
+        let authority = f.authority.clone();
+        let id = view.id.clone();
+        let token = poll_token(&f, &id);
+        tokio::spawn(async move { authority.poll(&id, &token, Duration::from_secs(30)).await })
+    };
+    tokio::task::yield_now().await;
+    let decided = f.authority.decide(&view.id, true, "alice").await.unwrap();
+    assert_eq!(decided.state, PendingState::Approved);
+    let grant = granted(waiter.await.unwrap().unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    // Polling again gives the same answer, and one release in the log.
+    let again = granted(poll_now(&f, &view.id).await.unwrap());
+    assert_eq!(again.audit_seq, grant.audit_seq);
+    let log = entries(&f).await;
+    let released = log
+        .iter()
+        .filter(|e| e.details.contains("\"released\"") && e.details.contains(&view.id))
+        .count();
+    assert_eq!(released, 1);
+    assert!(
+        log.iter()
+            .any(|e| e.kind == EntryKind::Approval && e.actor == "alice")
+    );
+    // A host cannot pile up held requests.
+    for _ in 0..crate::held::MAX_PENDING_PER_HOST {
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        pending(unlock(&f, &signed).await.unwrap());
+    }
+    // Asking again is "busy, retry" (429), not a denial: a copy of the
+    // host's identity can fill these slots, and the real host must
+    // keep asking.
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert_eq!(
+        unlock(&f, &signed).await.unwrap_err().code(),
+        "too_many_pending"
+    );
+    // Deciding twice is refused.
+    assert_eq!(
+        f.authority
+            .decide(&view.id, false, "bob")
+            .await
+            .unwrap_err()
+            .code(),
+        "already_decided"
+    );
+}
+
+#[tokio::test]
+async fn held_requests_can_be_denied_and_expire_to_deny() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(
+            &PolicyScope::Group("web".into()),
+            rule(Policy::Approve),
+            "test",
+        )
+        .await
+        .unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let denied = pending(unlock(&f, &signed).await.unwrap());
+    f.authority
+        .decide(&denied.id, false, "alice")
+        .await
+        .unwrap();
+    assert_eq!(poll_now(&f, &denied.id).await.unwrap_err().code(), "denied");
+
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let waiting = pending(unlock(&f, &signed).await.unwrap());
+    f.clock.0.fetch_add(601_000, Ordering::SeqCst);
+    f.authority.maintain().await;
+    assert_eq!(
+        poll_now(&f, &waiting.id).await.unwrap_err().code(),
+        "expired"
+    );
+    assert_eq!(
+        f.authority
+            .decide(&waiting.id, true, "alice")
+            .await
+            .unwrap_err()
+            .code(),
+        "already_decided"
+    );
+    assert!(f.authority.pending().is_empty());
+    assert!(
+        entries(&f)
+            .await
+            .iter()
+            .any(|e| e.details.contains("\"expired\""))
+    );
+    assert_eq!(
+        poll_now(&f, "no-such-request").await.unwrap_err().code(),
+        "unknown_request"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_host_denies_its_held_requests() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    f.authority.revoke(&host.id, "test").await.unwrap();
+    assert_eq!(poll_now(&f, &view.id).await.unwrap_err().code(), "denied");
+}
+
+#[tokio::test]
+async fn an_unannounced_reboot_is_held_and_a_planned_one_is_not() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    // First boot after enrollment, then the same boot again: released.
+    granted(unlock_boot(&f, &host, BOOT_A).await.0.unwrap());
+    granted(unlock_boot(&f, &host, BOOT_A).await.0.unwrap());
+    // A new boot nobody announced: held, and the reason says why.
+    let view = pending(unlock_boot(&f, &host, "b00b").await.0.unwrap());
+    assert!(
+        view.reason.contains("unaccounted reboot"),
+        "{}",
+        view.reason
+    );
+    assert_eq!(view.boot, "unannounced");
+    f.authority.decide(&view.id, true, "alice").await.unwrap();
+    let approved = granted(poll_now(&f, &view.id).await.unwrap());
+    let b00b_ticket = approved.boot_ticket.expect("a new boot gets a ticket");
+    let notice_from = |boot: &str, ticket: Option<BootTicket>| {
+        let signed = host.identity.sign_reboot(atrest_remote::RebootNotice {
+            host_id: host.id.clone(),
+            boot_id: BootId::new(boot).unwrap(),
+            nonce: RequestNonce::random(),
+            timestamp: T0,
+        });
+        atrest_remote::SignedRebootNotice {
+            boot_ticket: ticket,
+            ..signed
+        }
+    };
+    // A copy of the disk has the identity but not the running boot's
+    // ticket: it cannot announce a reboot, under any boot id...
+    for (boot, ticket) in [
+        ("b00b", None),
+        ("made-up", None),
+        ("made-up", Some(b00b_ticket.clone())),
+        ("b00b", Some(BootTicket::random())),
+    ] {
+        assert_eq!(
+            f.authority
+                .announce_reboot(&notice_from(boot, ticket), CTX)
+                .await
+                .unwrap_err()
+                .code(),
+            "unproven_boot"
+        );
+    }
+    // ...nor pass for the running boot: held, with the reason.
+    let (signed, _) = request_at_boot(&f, &host.identity, &host.id, &host.binding, "b00b");
+    let clone = SignedUnlockRequest {
+        boot_ticket: None,
+        ..signed
+    };
+    let held = pending(unlock(&f, &clone).await.unwrap());
+    assert_eq!(held.boot, "unproven");
+    assert!(held.reason.contains("boot ticket"), "{}", held.reason);
+    // The running boot, with its ticket, is itself.
+    let (signed, _) = request_at_boot(&f, &host.identity, &host.id, &host.binding, "b00b");
+    let signed = SignedUnlockRequest {
+        boot_ticket: Some(b00b_ticket.clone()),
+        ..signed
+    };
+    let same = granted(unlock(&f, &signed).await.unwrap());
+    assert!(same.boot_ticket.is_none(), "a proven boot keeps its ticket");
+    // Announced from boot b00b: the next boot is released at once...
+    let notice = notice_from("b00b", Some(b00b_ticket));
+    f.authority.announce_reboot(&notice, CTX).await.unwrap();
+    // ...and the same notice cannot be replayed.
+    assert_eq!(
+        f.authority
+            .announce_reboot(&notice, CTX)
+            .await
+            .unwrap_err()
+            .code(),
+        "replayed_nonce"
+    );
+    let (outcome, state) = unlock_boot(&f, &host, "c0ffee").await;
+    let grant = granted(outcome.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    // The announcement is used up by that boot.
+    pending(unlock_boot(&f, &host, "d00d").await.0.unwrap());
+    // A host whose rule denies unannounced reboots is refused outright.
+    f.authority
+        .set_policy(
+            &PolicyScope::Host(host.id.clone()),
+            PolicyRule {
+                policy: Policy::Auto,
+                unannounced_reboot: Policy::Deny,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        unlock_boot(&f, &host, "e0e0").await.0.unwrap_err().code(),
+        "denied"
+    );
+    // An announcement older than the window no longer counts.
+    let notice = notice_from("c0ffee", ticket(&f, &host.id, "c0ffee"));
+    f.authority.announce_reboot(&notice, CTX).await.unwrap();
+    f.clock.0.fetch_add(3_601_000, Ordering::SeqCst);
+    assert_eq!(
+        unlock_boot(&f, &host, "f0f0").await.0.unwrap_err().code(),
+        "denied"
+    );
+}
+
+#[tokio::test]
+async fn boot_states_survive_a_restart() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    granted(unlock(&f, &signed).await.unwrap());
+    let f = restart(f).await;
+    assert_eq!(
+        f.authority
+            .host(&host.id)
+            .unwrap()
+            .boot
+            .last_boot_id
+            .as_deref(),
+        Some(BOOT_A)
+    );
+    let (signed, _) = request_at_boot(&f, &host.identity, &host.id, &host.binding, "another-boot");
+    pending(unlock(&f, &signed).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_captured_request_cannot_be_replayed_after_a_restart() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    granted(unlock(&f, &signed).await.unwrap());
+    let f = restart(f).await;
+    assert_eq!(
+        unlock(&f, &signed).await.unwrap_err().code(),
+        "replayed_nonce"
+    );
+    // A fresh request works.
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    granted(unlock(&f, &signed).await.unwrap());
+}
+
+/// The nonces of bind requests and reboot notices are read back from
+/// the log too.
+#[tokio::test]
+async fn captured_binds_and_notices_cannot_be_replayed_after_a_restart() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (outcome, _) = unlock_boot(&f, &host, BOOT_A).await;
+    let ticket = granted(outcome.unwrap()).boot_ticket;
+    let bind = host.identity.sign_bind(atrest_remote::BindRequest {
+        host_id: host.id.clone(),
+        nonce: RequestNonce::random(),
+        timestamp: T0,
+    });
+    f.authority.bind(&bind, CTX).await.unwrap();
+    let notice = atrest_remote::SignedRebootNotice {
+        boot_ticket: ticket,
+        ..host.identity.sign_reboot(atrest_remote::RebootNotice {
+            host_id: host.id.clone(),
+            boot_id: BootId::new(BOOT_A).unwrap(),
+            nonce: RequestNonce::random(),
+            timestamp: T0,
+        })
+    };
+    f.authority.announce_reboot(&notice, CTX).await.unwrap();
+    let f = restart(f).await;
+    assert_eq!(
+        f.authority.bind(&bind, CTX).await.unwrap_err().code(),
+        "replayed_nonce"
+    );
+    assert_eq!(
+        f.authority
+            .announce_reboot(&notice, CTX)
+            .await
+            .unwrap_err()
+            .code(),
+        "replayed_nonce"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_host_rebinds_and_the_old_secret_goes() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let old_secret = f.authority.storage().host_secrets(&host.id).await.unwrap()[0]
+        .secret
+        .clone();
+    let view = f.authority.rotate(&host.id, "test").await.unwrap();
+    assert_eq!(view.record.previous_key_id, Some(host.binding.key_id()));
+    // Not again before the host re-bound: its keyslots use the old key.
+    assert_eq!(
+        f.authority
+            .rotate(&host.id, "test")
+            .await
+            .unwrap_err()
+            .code(),
+        "rebind_pending"
+    );
+    // The old keyslot still opens, and is told the new key.
+    let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+    let grant = granted(unlock(&f, &signed).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    let rebind = grant.rebind.expect("a rebind after rotation");
+    assert_eq!(rebind.key_id, view.record.key_id);
+    // The host re-binds to the new key; its first unlock retires the old.
+    let (binding, key) = enroll(&rebind.exchange_key);
+    let (signed, state) = request(&f, &host.identity, &host.id, &binding);
+    let grant = granted(unlock(&f, &signed).await.unwrap());
+    assert!(grant.rebind.is_none());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        key.expose()
+    );
+    assert_eq!(
+        f.authority.host(&host.id).unwrap().record.previous_key_id,
+        None
+    );
+    assert_eq!(
+        f.authority
+            .storage()
+            .host_secrets(&host.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "unknown_key");
+    // Retired as a shred is: no copy in the database or its WAL.
+    for name in ["keyd.db", "keyd.db-wal"] {
+        let bytes = std::fs::read(f.dir.path().join(name)).unwrap_or_default();
+        assert!(
+            !bytes.windows(32).any(|w| w == &old_secret[..]),
+            "{name} still holds the retired secret"
+        );
+    }
+}
+
+/// Review finding 1: request ids are public (audit log, webhook,
+/// `keyd requests`, the approval page), so a poll by id alone handed
+/// the approved grant and the running boot's ticket to anyone.
+#[tokio::test]
+async fn only_the_requester_collects_a_held_requests_grant() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(
+            &PolicyScope::Host(host.id.clone()),
+            rule(Policy::Approve),
+            "test",
+        )
+        .await
+        .unwrap();
+    let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    // The id is in the log for anyone who reads it.
+    assert!(
+        entries(&f)
+            .await
+            .iter()
+            .any(|e| e.details.contains(&view.id))
+    );
+    f.authority.decide(&view.id, true, "alice").await.unwrap();
+    let other = atrest_core::to_base64url(&atrest_core::random_array::<32>());
+    for token in ["", "not-base64url!", other.as_str()] {
+        let refused = f
+            .authority
+            .poll(&view.id, token, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), "bad_poll_token", "token {token:?}");
+    }
+    // Nothing was released to those polls.
+    assert!(
+        !entries(&f)
+            .await
+            .iter()
+            .any(|e| e.details.contains("\"released\""))
+    );
+    let grant = granted(poll_now(&f, &view.id).await.unwrap());
+    assert!(grant.boot_ticket.is_some());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    // The token did not leak into any view of the request.
+    let token = poll_token(&f, &view.id);
+    let shown = serde_json::to_string(&f.authority.pending_request(&view.id).unwrap()).unwrap();
+    assert!(!shown.contains(&token));
+    assert!(!entries(&f).await.iter().any(|e| e.details.contains(&token)));
+}
+
+/// Review finding 4: two polls of one approved request released twice,
+/// and the second ticket replaced the first.
+#[tokio::test]
+async fn concurrent_polls_of_an_approved_request_release_once() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(
+            &PolicyScope::Host(host.id.clone()),
+            rule(Policy::Approve),
+            "test",
+        )
+        .await
+        .unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    f.authority.decide(&view.id, true, "alice").await.unwrap();
+    let token = poll_token(&f, &view.id);
+    let polls: Vec<_> = (0..8)
+        .map(|_| {
+            let authority = f.authority.clone();
+            let (id, token) = (view.id.clone(), token.clone());
+            tokio::spawn(async move { authority.poll(&id, &token, Duration::ZERO).await })
+        })
+        .collect();
+    let mut grants = Vec::new();
+    for poll in polls {
+        grants.push(granted(poll.await.unwrap().unwrap()));
+    }
+    let first = &grants[0];
+    for grant in &grants {
+        assert_eq!(grant.audit_seq, first.audit_seq);
+        assert_eq!(grant.boot_ticket, first.boot_ticket);
+    }
+    let released = entries(&f)
+        .await
+        .iter()
+        .filter(|e| e.details.contains("\"released\"") && e.details.contains(&view.id))
+        .count();
+    assert_eq!(released, 1);
+    // The ticket every poll got is the one the authority holds.
+    let boot = f.authority.boots().get(&host.id);
+    assert_eq!(
+        boot.ticket_hash,
+        first.boot_ticket.as_ref().map(BootTicket::hash)
+    );
+}
+
+/// Review finding 5: the host was committed before its enrollment was
+/// logged, so a crash in between left a host the log never mentions.
+#[tokio::test]
+async fn no_host_exists_before_its_enrollment_is_logged() {
+    let f = fixture().await;
+    let token = f.authority.create_token("web", 3600, "test").await.unwrap();
+    let identity = HostIdentity::generate();
+    let gate = f.audit_gate.clone();
+    let permits = gate.acquire_many(GATE_PERMITS).await.unwrap();
+    let enrolling = {
+        let authority = f.authority.clone();
+        let public_key = identity.public_key();
+        tokio::spawn(async move {
+            authority
+                .enroll(&token.token, "web-1", public_key, CTX)
+                .await
+        })
+    };
+    // The audit writer is inside its commit of the enrollment entry.
+    f.audit_entered.notified().await;
+    let stored = f.authority.storage().hosts().await.unwrap();
+    assert!(
+        stored.is_empty(),
+        "the host is stored before its entry is durable: {stored:?}"
+    );
+    drop(permits);
+    enrolling.await.unwrap().unwrap();
+    assert_eq!(f.authority.storage().hosts().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_enrollment_the_log_cannot_record_does_not_happen() {
+    let f = fixture().await;
+    let token = f.authority.create_token("web", 3600, "test").await.unwrap();
+    let identity = HostIdentity::generate();
+    f.audit_fails.store(true, Ordering::SeqCst);
+    let err = f
+        .authority
+        .enroll(&token.token, "web-1", identity.public_key(), CTX)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "audit_unavailable");
+    assert!(f.authority.host(&HostId::new("web-1").unwrap()).is_err());
+    f.audit_fails.store(false, Ordering::SeqCst);
+    // The token was given back; the name is free.
+    f.authority
+        .enroll(&token.token, "web-1", identity.public_key(), CTX)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_flood_of_refusals_is_summarized() {
+    let f = fixture_with(AuthorityOptions {
+        refusal_entries_per_second: 3,
+        ..AuthorityOptions::default()
+    })
+    .await;
+    let host = enroll_host(&f, "web-1").await;
+    let stranger = HostId::new("stranger").unwrap();
+    for _ in 0..10 {
+        let (signed, _) = request(&f, &host.identity, &stranger, &host.binding);
+        assert_eq!(
+            unlock(&f, &signed).await.unwrap_err().code(),
+            "unknown_host"
+        );
+    }
+    f.authority.maintain().await;
+    let log = entries(&f).await;
+    let single = log
+        .iter()
+        .filter(|e| e.details.contains("\"outcome\":\"unknown_host\""))
+        .count();
+    assert_eq!(single, 3);
+    let summary = log
+        .iter()
+        .find(|e| e.details.contains("refusals_summarized"))
+        .expect("a summary entry");
+    assert!(
+        summary.details.contains("\"unknown_host\":7"),
+        "{}",
+        summary.details
+    );
+}
+
+#[tokio::test]
+async fn approvers_log_in_with_a_totp_code_once() {
+    let f = fixture().await;
+    let approver = f.authority.add_approver("alice", "test").await.unwrap();
+    assert!(approver.otpauth_uri.starts_with("otpauth://totp/"));
+    let code = crate::approvers::totp_code(&approver.secret, "alice", T0).unwrap();
+    assert_eq!(
+        f.authority
+            .check_approver("alice", "000000x")
+            .await
+            .unwrap_err()
+            .code(),
+        "bad_code"
+    );
+    f.authority.check_approver("alice", &code).await.unwrap();
+    assert_eq!(
+        f.authority
+            .check_approver("alice", &code)
+            .await
+            .unwrap_err()
+            .code(),
+        "bad_code"
+    );
+    assert_eq!(
+        f.authority
+            .check_approver("mallory", &code)
+            .await
+            .unwrap_err()
+            .code(),
+        "bad_code"
+    );
+}

@@ -1,0 +1,362 @@
+//! Unlock: every check of a signed request before policy, the verdict
+//! applied, the release (audit entry first, then the answer), rebinding
+//! after a rotation, and reboot notices.
+
+use std::sync::Arc;
+
+use atrest_audit::{
+    AuditStore, Checkpoint, Clock, ConsistencyProof, EntryKind, NewEntry, TreeHead,
+};
+use atrest_remote::{
+    BlindedResponse, HostSecret, KeyId, SignedRebootNotice, SignedUnlockRequest, VerifiedRequest,
+    to_base64url,
+};
+use atrest_wire::{AuditProof, Rebind};
+use serde::Serialize;
+
+use crate::authority::{ACTOR, Authority, RequestContext, UnlockOutcome, check_state};
+use crate::error::AuthorityError;
+use crate::events::{AuditEvent, RebootEvent, UnlockEvent};
+use crate::policy::{BootStatus, Verdict, verdict};
+use crate::state::HostEntry;
+use crate::storage::{HostRecord, Storage};
+
+/// A released answer, with the audit proof the host keeps.
+#[derive(Clone, Debug, Serialize)]
+pub struct Grant {
+    pub response: BlindedResponse,
+    pub audit_seq: u64,
+    pub checkpoint: Option<Checkpoint>,
+    pub rebind: Option<Rebind>,
+    /// A new boot's ticket (its first release); the host keeps it in RAM.
+    pub boot_ticket: Option<atrest_remote::BootTicket>,
+    /// The release entry, its batch's signed head and its inclusion proof.
+    /// The consistency proof depends on what the asking host kept, so it is
+    /// added per answer ([`Authority::consistency_since`]).
+    pub audit: AuditProof,
+}
+
+impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
+    /// Answers a signed unlock request: a grant, a held request, or why not.
+    pub async fn unlock(
+        &self,
+        signed: &SignedUnlockRequest,
+        context: RequestContext,
+    ) -> Result<UnlockOutcome, AuthorityError> {
+        let request = &signed.request;
+        let details = |outcome: &str| UnlockEvent {
+            outcome: outcome.into(),
+            boot_id: request.boot_id.as_str().to_owned(),
+            keyslot: request.keyslot,
+            vault_id: to_base64url(&request.vault_id),
+            key_id: request.key_id.to_string(),
+            nonce: to_base64url(&request.nonce.0),
+            source: context.source_text(),
+            boot: None,
+        };
+        // Once the boot is judged, the entry says how.
+        let judged = |outcome: &str, boot: &BootStatus| {
+            AuditEvent::Unlock(UnlockEvent {
+                boot: Some(boot.name().into()),
+                ..details(outcome)
+            })
+        };
+        let (entry, verified) = match self.verify_request(signed) {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
+                    AuditEvent::Unlock(details(e.code()))
+                })
+                .await;
+                return Err(e);
+            }
+        };
+        let boot = BootStatus::of(
+            &self.boots().get(&entry.record.id),
+            request.boot_id.as_str(),
+            signed.boot_ticket.as_ref(),
+            self.now(),
+        );
+        match verdict(self.rule_for(&entry.record), &boot) {
+            Verdict::Deny { reason } => {
+                let e = AuthorityError::Denied {
+                    host: entry.record.id.clone(),
+                    reason,
+                };
+                self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
+                    judged(e.code(), &boot)
+                })
+                .await;
+                Err(e)
+            }
+            Verdict::Hold { reason } => {
+                match self.hold(&entry, verified, &boot, reason, context).await {
+                    Ok((view, poll_token)) => Ok(UnlockOutcome::Pending {
+                        view: Box::new(view),
+                        poll_token: Some(poll_token),
+                    }),
+                    Err(e) => {
+                        self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
+                            judged(e.code(), &boot)
+                        })
+                        .await;
+                        Err(e)
+                    }
+                }
+            }
+            Verdict::Release => {
+                let released = judged("released", &boot).details();
+                let grant = self.release(&entry, &verified, &boot, released).await?;
+                Ok(UnlockOutcome::Granted(Box::new(grant)))
+            }
+        }
+    }
+
+    /// Every check of a request before policy: host, signature, clock,
+    /// state, key, nonce.
+    fn verify_request(
+        &self,
+        signed: &SignedUnlockRequest,
+    ) -> Result<(Arc<HostEntry>, VerifiedRequest), AuthorityError> {
+        let request = &signed.request;
+        let entry = self
+            .host_table()
+            .get(&request.host_id)
+            .ok_or_else(|| AuthorityError::UnknownHost(request.host_id.clone()))?;
+        let now = self.now();
+        let verified = atrest_remote::verify(
+            signed,
+            &entry.record.public_key,
+            now,
+            self.options().max_skew,
+        )?;
+        check_state(&entry.record)?;
+        if entry.secret(&request.key_id).is_none() {
+            return Err(AuthorityError::UnknownKey(request.key_id));
+        }
+        self.spend_nonce(request.nonce.0, request.timestamp)?;
+        Ok((entry, verified))
+    }
+
+    /// Writes the release entry, then (only then) computes the answer, and
+    /// records the boot. `boot` is how the request's boot was judged.
+    pub(crate) async fn release(
+        &self,
+        entry: &HostEntry,
+        verified: &VerifiedRequest,
+        boot: &BootStatus,
+        details: serde_json::Value,
+    ) -> Result<Grant, AuthorityError> {
+        let request = verified.request();
+        let host = &entry.record.id;
+        // Revoke, shred and rotate take this lock exclusively: from the
+        // state check below to the answer, none can land in between, so a
+        // "released" entry is never followed by a refusal of the same
+        // release (nor a release by a shred that logged first).
+        let changing = self.changes().read().await;
+        let current = self
+            .host_table()
+            .get(host)
+            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
+        check_state(&current.record)?;
+        let secret = current
+            .secret(&request.key_id)
+            .ok_or(AuthorityError::UnknownKey(request.key_id))?;
+        // Fail closed: the entry is durable before the answer exists.
+        let receipt = self
+            .audit()
+            .append(
+                NewEntry::new(EntryKind::Decision, ACTOR)
+                    .subject(host.as_str())
+                    .details(details),
+            )
+            .await
+            .inspect_err(|_| self.metrics().unlock("audit_unavailable"))?;
+        let response = secret.respond(verified)?;
+        let now = self.now();
+        let boot_id = request.boot_id.as_str().to_owned();
+        // A boot that has not proven itself (new, or unproven but released
+        // by policy or an approver) gets a fresh ticket; the previous one
+        // stops working.
+        let boot_ticket = (*boot != BootStatus::Same).then(atrest_remote::BootTicket::random);
+        let ticket_hash = boot_ticket.as_ref().map(atrest_remote::BootTicket::hash);
+        self.boots().update(host, |state| {
+            if state.last_boot_id.as_deref() != Some(&boot_id) {
+                state.planned_until = None;
+                state.planned_from = None;
+            }
+            if let Some(hash) = ticket_hash {
+                state.ticket_hash = Some(hash);
+            }
+            state.last_boot_id = Some(boot_id);
+            state.last_unlock_at = Some(now);
+        });
+        drop(changing);
+        let rebind = self.after_release(&current, &request.key_id).await;
+        self.metrics().unlock("released");
+        Ok(Grant {
+            response,
+            audit_seq: receipt.seq,
+            checkpoint: receipt
+                .checkpoint
+                .or_else(|| self.audit().latest_checkpoint()),
+            rebind,
+            boot_ticket,
+            audit: AuditProof {
+                entry: receipt.entry,
+                tree_head: receipt.tree_head,
+                inclusion: receipt.inclusion,
+                consistency: None,
+            },
+        })
+    }
+
+    /// The proof that the log of `known` entries (the head a host kept)
+    /// is a prefix of the one `head` signs. `None` when the host kept
+    /// nothing, or when the log no longer has `known` entries: the host
+    /// then finds its head larger than this one and raises a rollback.
+    pub fn consistency_since(&self, known: u64, head: &TreeHead) -> Option<ConsistencyProof> {
+        if known == 0 || known > head.tree_size {
+            return None;
+        }
+        self.audit()
+            .consistency_proof(known, head.tree_size)
+            .inspect_err(|e| tracing::warn!(known, error = %e, "no consistency proof"))
+            .ok()
+    }
+
+    /// After a rotation: a host still on the previous key is told to
+    /// re-bind; a host on the current key has, so the previous goes.
+    async fn after_release(&self, entry: &HostEntry, used: &KeyId) -> Option<Rebind> {
+        let current = entry.secrets.first()?;
+        if current.key_id() != *used {
+            return Some(Rebind {
+                exchange_key: current.public_key(),
+                key_id: current.key_id(),
+            });
+        }
+        if entry.secrets.len() > 1 {
+            let retired = self.retire_previous(entry).await;
+            if let Err(e) = retired {
+                tracing::warn!(host = %entry.record.id, error = %e, "could not retire the previous secret; will retry");
+            }
+        }
+        None
+    }
+
+    async fn retire_previous(&self, entry: &HostEntry) -> Result<(), AuthorityError> {
+        let _changing = self.changes().write().await;
+        let host = &entry.record.id;
+        // Exactly the secrets that were previous when the host proved it
+        // re-bound; a rotation since then made others previous.
+        let retired: Vec<KeyId> = entry.secrets[1..].iter().map(HostSecret::key_id).collect();
+        let previous: Vec<String> = retired.iter().map(ToString::to_string).collect();
+        self.audit()
+            .append(
+                NewEntry::new(EntryKind::Rotation, ACTOR)
+                    .subject(host.as_str())
+                    .details(
+                        AuditEvent::Retired {
+                            retired: previous,
+                            reason: "host re-bound".into(),
+                        }
+                        .details(),
+                    ),
+            )
+            .await?;
+        self.storage().retire_secrets(host, &retired).await?;
+        if let Some(fresh) = self.host_table().get(host) {
+            let secrets: Vec<HostSecret> = fresh
+                .secrets
+                .iter()
+                .filter(|s| !retired.contains(&s.key_id()))
+                .cloned()
+                .collect();
+            let previous_key_id = secrets.get(1).map(HostSecret::key_id);
+            self.host_table().put(HostEntry {
+                record: HostRecord {
+                    previous_key_id,
+                    ..fresh.record.clone()
+                },
+                secrets,
+            });
+        }
+        Ok(())
+    }
+
+    /// `atrest reboot --planned`: the host's next boot (a boot id other than
+    /// the notice's) is accounted for during the planned-reboot window.
+    pub async fn announce_reboot(
+        &self,
+        signed: &SignedRebootNotice,
+        context: RequestContext,
+    ) -> Result<(u64, u64), AuthorityError> {
+        let notice = &signed.notice;
+        let details = |outcome: &str| RebootEvent {
+            outcome: outcome.into(),
+            boot_id: notice.boot_id.as_str().to_owned(),
+            nonce: to_base64url(&notice.nonce.0),
+            source: context.source_text(),
+            valid_until: None,
+        };
+        let checked = (|| {
+            let entry = self
+                .host_table()
+                .get(&notice.host_id)
+                .ok_or_else(|| AuthorityError::UnknownHost(notice.host_id.clone()))?;
+            atrest_remote::verify_reboot(
+                signed,
+                &entry.record.public_key,
+                self.now(),
+                self.options().max_skew,
+            )?;
+            check_state(&entry.record)?;
+            self.spend_nonce(notice.nonce.0, notice.timestamp)?;
+            let boot = BootStatus::of(
+                &self.boots().get(&entry.record.id),
+                notice.boot_id.as_str(),
+                signed.boot_ticket.as_ref(),
+                self.now(),
+            );
+            if boot != BootStatus::Same {
+                return Err(AuthorityError::UnprovenBoot(entry.record.id.clone()));
+            }
+            Ok::<_, AuthorityError>(entry)
+        })();
+        let entry = match checked {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.refused(
+                    EntryKind::RebootAnnounced,
+                    notice.host_id.as_str(),
+                    &e,
+                    || AuditEvent::Reboot(details(e.code())),
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        let until = self
+            .now()
+            .saturating_add(self.options().planned_reboot_window);
+        let accepted = RebootEvent {
+            valid_until: Some(until),
+            ..details("accepted")
+        };
+        let receipt = self
+            .audit()
+            .append(
+                NewEntry::new(EntryKind::RebootAnnounced, entry.record.id.as_str())
+                    .subject(entry.record.id.as_str())
+                    .details(AuditEvent::Reboot(accepted).details()),
+            )
+            .await?;
+        let from = notice.boot_id.as_str().to_owned();
+        self.boots().update(&entry.record.id, |state| {
+            state.planned_until = Some(until);
+            state.planned_from = Some(from);
+        });
+        self.flush_boots().await?;
+        Ok((receipt.seq, until))
+    }
+}
