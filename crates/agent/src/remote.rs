@@ -268,6 +268,7 @@ struct Released {
     rebind: Option<Rebind>,
 }
 
+#[allow(clippy::disallowed_methods, reason = "this is the host's clock")]
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use atrest_audit::LogOptions;
 use atrest_keyd::testing::TestKeyd;
 use atrest_keyd::{
-    AuthorityOptions, EnrollBody, Enrollment, ErrorBody, ServerCertificates, SystemClock,
+    AuthorityOptions, Clock, EnrollBody, Enrollment, ErrorBody, ServerCertificates, SystemClock,
     UnlockReply, serve_tls,
 };
 use atrest_remote::{BootId, HostIdentity, RequestNonce, UnlockRequest, enroll};
@@ -69,10 +69,7 @@ async fn enroll_and_unlock_over_http() {
 
     // Unlock.
     let (blinded, state) = binding.blind();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = keyd.clock.now_ms() / 1000;
     let signed = identity.sign(UnlockRequest {
         host_id: enrollment.host_id.clone(),
         vault_id: [1; 16],
