@@ -267,6 +267,7 @@ struct Released {
     rebind: Option<Rebind>,
 }
 
+#[allow(clippy::disallowed_methods, reason = "this is the host's clock")]
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -40,9 +40,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use atrest_keyd::{EnrollBody, Enrollment, UnlockReply};
+use atrest_keyd::{Clock, EnrollBody, Enrollment, SystemClock, UnlockReply};
 use atrest_remote::{
     BootId, HostId, HostIdentity, RemoteBinding, RequestNonce, UnblindingState, UnlockRequest,
     from_base64url, to_base64url,
@@ -259,10 +259,7 @@ fn keyd_client(opts: &Opts, keep_alive: bool) -> Res<reqwest::Client> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemClock.now_ms() / 1000
 }
 
 // --- enroll ------------------------------------------------------------------

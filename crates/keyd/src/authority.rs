@@ -10,7 +10,8 @@
 //! - [`crate::approval`]: holding requests for a person, decisions, polls,
 //!   over the table in [`crate::held`];
 //! - [`crate::approvers`]: approvers, their TOTP codes and login budgets;
-//! - [`crate::operator`]: revoke, reinstate, shred, rotate, policies.
+//! - [`crate::operator`]: revoke, reinstate, shred, rotate and retire,
+//!   policies.
 //!
 //! Every decision is audited; a key is released only after its audit entry
 //! is durable.

@@ -37,6 +37,8 @@ mod policy;
 mod socket;
 mod state;
 mod storage;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod testing;
 mod tls;
 mod unlock;
 mod web;

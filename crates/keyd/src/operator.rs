@@ -1,10 +1,11 @@
 //! What operators do to hosts and policies: revoke, reinstate, shred,
-//! rotate a host's exchange secret, set and read policies.
+//! rotate a host's exchange secret (and retire the previous one once the
+//! host re-bound), set and read policies.
 
 use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
-use atrest_remote::{HostId, HostSecret};
+use atrest_remote::{HostId, HostSecret, KeyId};
 
-use crate::authority::{Authority, HostView, check_state};
+use crate::authority::{ACTOR, Authority, HostView, check_state};
 use crate::enroll::check_group;
 use crate::error::AuthorityError;
 use crate::events::AuditEvent;
@@ -58,6 +59,49 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             secrets,
         });
         self.host(host)
+    }
+
+    /// The second half of a rotation: once the host proved it re-bound
+    /// (an unlock with the new key), the secrets that were previous then
+    /// are deleted.
+    pub(crate) async fn retire_previous(&self, entry: &HostEntry) -> Result<(), AuthorityError> {
+        let _changing = self.changes().write().await;
+        let host = &entry.record.id;
+        // Exactly the secrets that were previous when the host proved it
+        // re-bound; a rotation since then made others previous.
+        let retired: Vec<KeyId> = entry.secrets[1..].iter().map(HostSecret::key_id).collect();
+        let previous: Vec<String> = retired.iter().map(ToString::to_string).collect();
+        self.audit()
+            .append(
+                NewEntry::new(EntryKind::Rotation, ACTOR)
+                    .subject(host.as_str())
+                    .details(
+                        AuditEvent::Retired {
+                            retired: previous,
+                            reason: "host re-bound".into(),
+                        }
+                        .details(),
+                    ),
+            )
+            .await?;
+        self.storage().retire_secrets(host, &retired).await?;
+        if let Some(fresh) = self.host_table().get(host) {
+            let secrets: Vec<HostSecret> = fresh
+                .secrets
+                .iter()
+                .filter(|s| !retired.contains(&s.key_id()))
+                .cloned()
+                .collect();
+            let previous_key_id = secrets.get(1).map(HostSecret::key_id);
+            self.host_table().put(HostEntry {
+                record: HostRecord {
+                    previous_key_id,
+                    ..fresh.record.clone()
+                },
+                secrets,
+            });
+        }
+        Ok(())
     }
 
     /// Refuses `host` from now on (its secret is kept; see

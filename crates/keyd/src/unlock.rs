@@ -8,8 +8,7 @@ use atrest_audit::{
     AuditStore, Checkpoint, Clock, ConsistencyProof, EntryKind, NewEntry, TreeHead,
 };
 use atrest_remote::{
-    BlindedResponse, HostSecret, KeyId, SignedRebootNotice, SignedUnlockRequest, VerifiedRequest,
-    to_base64url,
+    BlindedResponse, KeyId, SignedRebootNotice, SignedUnlockRequest, VerifiedRequest, to_base64url,
 };
 use atrest_wire::{AuditProof, Rebind};
 use serde::Serialize;
@@ -19,7 +18,7 @@ use crate::error::AuthorityError;
 use crate::events::{AuditEvent, RebootEvent, UnlockEvent};
 use crate::policy::{BootStatus, Verdict, verdict};
 use crate::state::HostEntry;
-use crate::storage::{HostRecord, Storage};
+use crate::storage::Storage;
 
 /// A released answer, with the audit proof the host keeps.
 #[derive(Clone, Debug, Serialize)]
@@ -242,46 +241,6 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             }
         }
         None
-    }
-
-    async fn retire_previous(&self, entry: &HostEntry) -> Result<(), AuthorityError> {
-        let _changing = self.changes().write().await;
-        let host = &entry.record.id;
-        // Exactly the secrets that were previous when the host proved it
-        // re-bound; a rotation since then made others previous.
-        let retired: Vec<KeyId> = entry.secrets[1..].iter().map(HostSecret::key_id).collect();
-        let previous: Vec<String> = retired.iter().map(ToString::to_string).collect();
-        self.audit()
-            .append(
-                NewEntry::new(EntryKind::Rotation, ACTOR)
-                    .subject(host.as_str())
-                    .details(
-                        AuditEvent::Retired {
-                            retired: previous,
-                            reason: "host re-bound".into(),
-                        }
-                        .details(),
-                    ),
-            )
-            .await?;
-        self.storage().retire_secrets(host, &retired).await?;
-        if let Some(fresh) = self.host_table().get(host) {
-            let secrets: Vec<HostSecret> = fresh
-                .secrets
-                .iter()
-                .filter(|s| !retired.contains(&s.key_id()))
-                .cloned()
-                .collect();
-            let previous_key_id = secrets.get(1).map(HostSecret::key_id);
-            self.host_table().put(HostEntry {
-                record: HostRecord {
-                    previous_key_id,
-                    ..fresh.record.clone()
-                },
-                secrets,
-            });
-        }
-        Ok(())
     }
 
     /// `atrest reboot --planned`: the host's next boot (a boot id other than

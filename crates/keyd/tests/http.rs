@@ -8,37 +8,30 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use atrest_audit::{AuditLog, AuditSigningKey, LogOptions, SqliteStore};
+use atrest_audit::LogOptions;
+use atrest_keyd::testing::TestKeyd;
 use atrest_keyd::{
-    Authority, AuthorityOptions, EnrollBody, Enrollment, ErrorBody, ServerCertificates,
-    SqliteStorage, SystemClock, UnlockReply, router, serve, serve_tls,
+    AuthorityOptions, Clock, EnrollBody, Enrollment, ErrorBody, ServerCertificates, SystemClock,
+    UnlockReply, serve_tls,
 };
 use atrest_remote::{BootId, HostIdentity, RequestNonce, UnlockRequest, enroll};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_and_unlock_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = AuditLog::open(
-        SqliteStore::open(&dir.path().join("audit.db"))
-            .await
-            .unwrap(),
-        AuditSigningKey::generate(),
-        LogOptions::default(),
+    let keyd = TestKeyd::open(
         SystemClock,
+        AuthorityOptions::default(),
+        LogOptions::default(),
     )
-    .await
-    .unwrap();
-    let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
+    .await;
+    let token = keyd
+        .authority
+        .create_token("web", 600, "test")
         .await
         .unwrap();
-    let authority = Authority::open(storage, audit, SystemClock, AuthorityOptions::default())
-        .await
-        .unwrap();
-    let token = authority.create_token("web", 600, "test").await.unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(serve(listener, router(authority, None)));
+    let server = keyd.serve(None).await;
+    let base = server.base.clone();
     let client = reqwest::Client::new();
 
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
@@ -76,10 +69,7 @@ async fn enroll_and_unlock_over_http() {
 
     // Unlock.
     let (blinded, state) = binding.blind();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = keyd.clock.now_ms() / 1000;
     let signed = identity.sign(UnlockRequest {
         host_id: enrollment.host_id.clone(),
         vault_id: [1; 16],
@@ -141,7 +131,7 @@ async fn enroll_and_unlock_over_http() {
         "body_too_large"
     );
 
-    server.abort();
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

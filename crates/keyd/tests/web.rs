@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use atrest_audit::{AuditLog, AuditSigningKey, LogOptions, SqliteStore};
+use atrest_audit::LogOptions;
+use atrest_keyd::testing::{ManualClock, Served, TestAuthority, TestKeyd};
 use atrest_keyd::{
-    Authority, AuthorityOptions, Clock, ErrorBody, FAILURE_WINDOW, MAX_FAILURES,
-    MAX_FAILURES_PER_ADDRESS, Policy, PolicyRule, PolicyScope, RequestContext, SESSION_LIFETIME,
-    ServerCertificates, SqliteStorage, UnlockOutcome, UnlockReply, router, serve, serve_tls,
-    totp_code, webhook_notifier,
+    AuthorityOptions, ErrorBody, FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS, Policy,
+    PolicyRule, PolicyScope, RequestContext, SESSION_LIFETIME, ServerCertificates, UnlockOutcome,
+    UnlockReply, totp_code, webhook_notifier,
 };
 use atrest_remote::{
     BootId, HostId, HostIdentity, RemoteBinding, RequestNonce, SignedUnlockRequest,
@@ -30,67 +30,28 @@ use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 const BOOT_ID: &str = "3d3f3b5e-0c1a-4b8e-9f3a-6c2d1e0f9a77";
 const REASON: &str = "its policy requires an approver";
 
-/// Time the test moves by hand (session expiry, failure windows, codes).
-#[derive(Clone)]
-struct ManualClock(Arc<AtomicU64>);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl ManualClock {
-    fn now() -> Self {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis();
-        Self(Arc::new(AtomicU64::new(u64::try_from(ms).unwrap())))
-    }
-
-    fn secs(&self) -> u64 {
-        self.now_ms() / 1000
-    }
-
-    fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
-    }
-}
-
-type TestAuthority = Authority<SqliteStorage, SqliteStore, ManualClock>;
-
 struct Keyd {
     authority: TestAuthority,
     clock: ManualClock,
     base: String,
-    server: tokio::task::JoinHandle<()>,
     /// Poll tokens of the held requests made through HTTP, by request id:
     /// what the requesting host keeps.
     poll_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    _dir: tempfile::TempDir,
+    _served: Served,
+    _keyd: TestKeyd,
 }
 
-impl Drop for Keyd {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+/// keyd over plain HTTP (the cookie store counts loopback as secure).
+async fn start(options: AuthorityOptions) -> Keyd {
+    start_with(options, None).await
 }
 
-async fn authority(dir: &Path, clock: &ManualClock, options: AuthorityOptions) -> TestAuthority {
-    let audit = AuditLog::open(
-        SqliteStore::open(&dir.join("audit.db")).await.unwrap(),
-        AuditSigningKey::generate(),
-        LogOptions::default(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let storage = SqliteStorage::open(&dir.join("keyd.db")).await.unwrap();
-    let authority = Authority::open(storage, audit, clock.clone(), options)
-        .await
-        .unwrap();
-    authority
+/// keyd over HTTPS when given certificates, as approvers reach it. Its
+/// clock starts at the real time (session expiry, failure windows and
+/// codes are then moved by hand); group `web` needs an approver.
+async fn start_with(options: AuthorityOptions, tls: Option<ServerCertificates>) -> Keyd {
+    let keyd = TestKeyd::open(ManualClock::now(), options, LogOptions::default()).await;
+    keyd.authority
         .set_policy(
             &PolicyScope::Group("web".into()),
             PolicyRule {
@@ -101,39 +62,17 @@ async fn authority(dir: &Path, clock: &ManualClock, options: AuthorityOptions) -
         )
         .await
         .unwrap();
-    authority
-}
-
-/// keyd over plain HTTP (the cookie store counts loopback as secure).
-async fn start(options: AuthorityOptions) -> Keyd {
-    start_with(options, None).await
-}
-
-/// keyd over HTTPS when given certificates, as approvers reach it.
-async fn start_with(options: AuthorityOptions, tls: Option<ServerCertificates>) -> Keyd {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::now();
-    let authority = authority(dir.path(), &clock, options).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(authority.clone(), None);
-    let (base, server) = match tls {
-        None => (
-            format!("http://{addr}"),
-            tokio::spawn(async move { serve(listener, app).await.unwrap() }),
-        ),
-        Some(certificates) => (
-            format!("https://{addr}"),
-            tokio::spawn(async move { serve_tls(listener, &certificates, app).await.unwrap() }),
-        ),
+    let served = match tls {
+        None => keyd.serve(None).await,
+        Some(certificates) => keyd.serve_tls(certificates, None).await,
     };
     Keyd {
-        authority,
-        clock,
-        base,
-        server,
+        authority: keyd.authority.clone(),
+        clock: keyd.clock.clone(),
+        base: served.base.clone(),
         poll_tokens: Default::default(),
-        _dir: dir,
+        _served: served,
+        _keyd: keyd,
     }
 }
 

@@ -259,6 +259,7 @@ impl Vault {
             }
             Err(e) => return Err(VaultError::io(root)(e)),
         }
+        #[allow(clippy::disallowed_methods, reason = "the vault's creation time, once")]
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -293,6 +293,7 @@ fn parse_token_lifetime(text: &str) -> Result<u64, String> {
     }
 }
 
+#[allow(clippy::disallowed_methods, reason = "this is the CLI's clock")]
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,101 +1,36 @@
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use atrest_audit::{
-    AuditSigningKey, ChainHead, Entry, LogOptions, SqliteStore, StoreError, TreeHead,
-};
-use atrest_remote::{
-    BootId, BootTicket, HostIdentity, RemoteBinding, RequestNonce, UnblindingState, UnlockRequest,
-    enroll,
-};
-
 use std::time::Duration;
 
-use atrest_audit::{AuditLog, AuditStore, Checkpoint, Clock, EntryKind};
-use atrest_remote::{HostId, SignedUnlockRequest};
+use atrest_audit::{Entry, EntryKind};
+use atrest_remote::{
+    BootId, BootTicket, HostId, HostIdentity, RemoteBinding, RequestNonce, SignedUnlockRequest,
+    UnblindingState, UnlockRequest, enroll,
+};
 
 use super::*;
 use crate::held::{PendingState, PendingView};
-use crate::storage::{HostState, Policy, PolicyRule, PolicyScope, SqliteStorage};
+use crate::storage::{HostState, Policy, PolicyRule, PolicyScope};
+use crate::testing::TestKeyd;
 
-#[derive(Clone, Default)]
-struct ManualClock(Arc<AtomicU64>);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// An audit store that can be made to refuse writes (disk full), or
-/// to stop inside a commit until the test lets it go on.
-struct FlakyStore {
-    inner: SqliteStore,
-    fail: Arc<AtomicBool>,
-    /// Each commit takes a permit; a test holding them all stops it.
-    gate: Arc<tokio::sync::Semaphore>,
-    /// Signalled when a commit starts.
-    entered: Arc<tokio::sync::Notify>,
-}
-
-const GATE_PERMITS: u32 = 1 << 20;
-
-impl AuditStore for FlakyStore {
-    async fn append(
-        &self,
-        entries: &[Entry],
-        cps: &[Checkpoint],
-        heads: &[TreeHead],
-    ) -> Result<(), StoreError> {
-        self.entered.notify_one();
-        let _permit = self
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Backend(e.into()))?;
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend("disk full".into()));
-        }
-        self.inner.append(entries, cps, heads).await
-    }
-    async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
-        self.inner.read_entries(from, limit).await
-    }
-    async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
-        self.inner.read_checkpoints(from, limit).await
-    }
-    async fn head(&self) -> Result<ChainHead, StoreError> {
-        self.inner.head().await
-    }
-    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.inner.latest_checkpoint().await
-    }
-    async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
-        self.inner.read_tree_heads(from, limit).await
-    }
-    async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
-        self.inner.latest_tree_head().await
-    }
-}
-
-type TestAuthority = Authority<SqliteStorage, FlakyStore, ManualClock>;
-
+/// A [`TestKeyd`] and what its hosts keep: each unlock goes through
+/// [`unlock`], which keeps them.
 struct Fixture {
-    authority: TestAuthority,
-    clock: ManualClock,
-    audit_fails: Arc<AtomicBool>,
-    audit_gate: Arc<tokio::sync::Semaphore>,
-    audit_entered: Arc<tokio::sync::Notify>,
-    audit_seed: [u8; 32],
-    dir: tempfile::TempDir,
+    keyd: TestKeyd,
     /// Boot tickets the hosts got, by (host, boot id): what a host keeps
     /// in /run.
     tickets: std::sync::Mutex<std::collections::HashMap<(String, String), BootTicket>>,
     /// Poll tokens of held requests, by request id: what the process
     /// that made the request holds.
     poll_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = TestKeyd;
+
+    fn deref(&self) -> &TestKeyd {
+        &self.keyd
+    }
 }
 
 /// Unlocks as a host does: keeps the boot ticket of a grant.
@@ -136,7 +71,7 @@ fn ticket(f: &Fixture, host: &HostId, boot: &str) -> Option<BootTicket> {
         .cloned()
 }
 
-const T0: u64 = 1_800_000_000;
+const T0: u64 = TestKeyd::T0;
 const CTX: RequestContext = RequestContext { source: None };
 const BOOT_A: &str = "0b5c5e4e-8a8d-4f43-9a4b-4d7c3f2a1b00";
 
@@ -152,107 +87,23 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_with(options: AuthorityOptions) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::default();
-    clock.0.store(T0 * 1000, Ordering::SeqCst);
-    let fail = Arc::new(AtomicBool::new(false));
-    let gate = Arc::new(tokio::sync::Semaphore::new(GATE_PERMITS as usize));
-    let entered = Arc::new(tokio::sync::Notify::new());
-    let audit_seed = atrest_core::random_array();
-    let authority = open_at(&dir, &clock, &fail, &gate, &entered, &audit_seed, options).await;
     Fixture {
-        authority,
-        clock,
-        audit_fails: fail,
-        audit_gate: gate,
-        audit_entered: entered,
-        audit_seed,
-        dir,
+        keyd: TestKeyd::start_with(options).await,
         tickets: Default::default(),
         poll_tokens: Default::default(),
     }
 }
 
-async fn open_at(
-    dir: &tempfile::TempDir,
-    clock: &ManualClock,
-    fail: &Arc<AtomicBool>,
-    gate: &Arc<tokio::sync::Semaphore>,
-    entered: &Arc<tokio::sync::Notify>,
-    seed: &[u8; 32],
-    options: AuthorityOptions,
-) -> TestAuthority {
-    let store = FlakyStore {
-        inner: SqliteStore::open(&dir.path().join("audit.db"))
-            .await
-            .unwrap(),
-        fail: fail.clone(),
-        gate: gate.clone(),
-        entered: entered.clone(),
-    };
-    let audit = AuditLog::open(
-        store,
-        AuditSigningKey::from_seed(seed),
-        LogOptions::default(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
-        .await
-        .unwrap();
-    Authority::open(storage, audit, clock.clone(), options)
-        .await
-        .unwrap()
-}
-
 /// Stops the authority (as a restart would) and opens its files again.
 async fn restart(f: Fixture) -> Fixture {
-    f.authority.flush_boots().await.unwrap();
-    let Fixture {
-        authority,
-        clock,
-        audit_fails,
-        audit_gate,
-        audit_entered,
-        audit_seed,
-        dir,
-        tickets,
-        poll_tokens,
-    } = f;
-    drop(authority);
-    // Let the writer task see the channel close and finish.
-    tokio::task::yield_now().await;
-    let authority = open_at(
-        &dir,
-        &clock,
-        &audit_fails,
-        &audit_gate,
-        &audit_entered,
-        &audit_seed,
-        AuthorityOptions::default(),
-    )
-    .await;
     Fixture {
-        authority,
-        clock,
-        audit_fails,
-        audit_gate,
-        audit_entered,
-        audit_seed,
-        dir,
-        tickets,
-        poll_tokens,
+        keyd: f.keyd.restart().await,
+        ..f
     }
 }
 
 async fn entries(f: &Fixture) -> Vec<Entry> {
-    f.authority
-        .audit()
-        .store()
-        .read_entries(1, 100_000)
-        .await
-        .unwrap()
+    f.keyd.entries().await
 }
 
 struct Host {
@@ -417,7 +268,7 @@ async fn a_token_works_once_and_not_after_expiry() {
         .unwrap_err();
     assert_eq!(again.code(), "bad_token");
     let token = f.authority.create_token("web", 60, "test").await.unwrap();
-    f.clock.0.fetch_add(61_000, Ordering::SeqCst);
+    f.clock.advance_ms(61_000);
     let late = f
         .authority
         .enroll(&token.token, "c", id, CTX)
@@ -473,7 +324,7 @@ async fn revoked_and_shredded_hosts_are_refused() {
     // Nor is it anywhere in the database files (secure_delete, WAL
     // truncated).
     for name in ["keyd.db", "keyd.db-wal"] {
-        let bytes = std::fs::read(f.dir.path().join(name)).unwrap_or_default();
+        let bytes = std::fs::read(f.path().join(name)).unwrap_or_default();
         assert!(
             !bytes.windows(32).any(|w| w == &secret[..]),
             "{name} still holds the shredded secret"
@@ -504,7 +355,7 @@ async fn stale_requests_and_unknown_hosts_are_refused() {
     let f = fixture().await;
     let host = enroll_host(&f, "web-1").await;
     let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
-    f.clock.0.fetch_add(301_000, Ordering::SeqCst);
+    f.clock.advance_ms(301_000);
     assert_eq!(
         unlock(&f, &signed).await.unwrap_err().code(),
         "stale_request"
@@ -551,7 +402,7 @@ async fn policies_deny_and_hold() {
 async fn no_release_when_the_audit_cannot_be_written() {
     let f = fixture().await;
     let host = enroll_host(&f, "web-1").await;
-    f.audit_fails.store(true, Ordering::SeqCst);
+    f.faults.fail(true);
     let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
     assert_eq!(
         unlock(&f, &signed).await.unwrap_err().code(),
@@ -687,7 +538,7 @@ async fn held_requests_can_be_denied_and_expire_to_deny() {
 
     let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
     let waiting = pending(unlock(&f, &signed).await.unwrap());
-    f.clock.0.fetch_add(601_000, Ordering::SeqCst);
+    f.clock.advance_ms(601_000);
     f.authority.maintain().await;
     assert_eq!(
         poll_now(&f, &waiting.id).await.unwrap_err().code(),
@@ -831,7 +682,7 @@ async fn an_unannounced_reboot_is_held_and_a_planned_one_is_not() {
     // An announcement older than the window no longer counts.
     let notice = notice_from("c0ffee", ticket(&f, &host.id, "c0ffee"));
     f.authority.announce_reboot(&notice, CTX).await.unwrap();
-    f.clock.0.fetch_add(3_601_000, Ordering::SeqCst);
+    f.clock.advance_ms(3_601_000);
     assert_eq!(
         unlock_boot(&f, &host, "f0f0").await.0.unwrap_err().code(),
         "denied"
@@ -966,7 +817,7 @@ async fn a_rotated_host_rebinds_and_the_old_secret_goes() {
     assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "unknown_key");
     // Retired as a shred is: no copy in the database or its WAL.
     for name in ["keyd.db", "keyd.db-wal"] {
-        let bytes = std::fs::read(f.dir.path().join(name)).unwrap_or_default();
+        let bytes = std::fs::read(f.path().join(name)).unwrap_or_default();
         assert!(
             !bytes.windows(32).any(|w| w == &old_secret[..]),
             "{name} still holds the retired secret"
@@ -1083,8 +934,7 @@ async fn no_host_exists_before_its_enrollment_is_logged() {
     let f = fixture().await;
     let token = f.authority.create_token("web", 3600, "test").await.unwrap();
     let identity = HostIdentity::generate();
-    let gate = f.audit_gate.clone();
-    let permits = gate.acquire_many(GATE_PERMITS).await.unwrap();
+    let permits = f.faults.hold_commits().await;
     let enrolling = {
         let authority = f.authority.clone();
         let public_key = identity.public_key();
@@ -1095,7 +945,7 @@ async fn no_host_exists_before_its_enrollment_is_logged() {
         })
     };
     // The audit writer is inside its commit of the enrollment entry.
-    f.audit_entered.notified().await;
+    f.faults.commit_started().await;
     let stored = f.authority.storage().hosts().await.unwrap();
     assert!(
         stored.is_empty(),
@@ -1111,7 +961,7 @@ async fn an_enrollment_the_log_cannot_record_does_not_happen() {
     let f = fixture().await;
     let token = f.authority.create_token("web", 3600, "test").await.unwrap();
     let identity = HostIdentity::generate();
-    f.audit_fails.store(true, Ordering::SeqCst);
+    f.faults.fail(true);
     let err = f
         .authority
         .enroll(&token.token, "web-1", identity.public_key(), CTX)
@@ -1119,7 +969,7 @@ async fn an_enrollment_the_log_cannot_record_does_not_happen() {
         .unwrap_err();
     assert_eq!(err.code(), "audit_unavailable");
     assert!(f.authority.host(&HostId::new("web-1").unwrap()).is_err());
-    f.audit_fails.store(false, Ordering::SeqCst);
+    f.faults.fail(false);
     // The token was given back; the name is free.
     f.authority
         .enroll(&token.token, "web-1", identity.public_key(), CTX)

@@ -4,12 +4,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use atrest_audit::{AuditLog, AuditSigningKey, AuditStore, LogOptions, SqliteStore};
-use atrest_keyd::{
-    Authority, AuthorityOptions, EnrollBody, Enrollment, SqliteStorage, SystemClock, router, serve,
-};
+use atrest_audit::{AuditStore, LogOptions};
+use atrest_keyd::testing::{Served, TestKeyd};
+use atrest_keyd::{AuthorityOptions, Clock, EnrollBody, Enrollment, SystemClock};
 use atrest_remote::{
     BootId, HostIdentity, RebootNotice, RemoteBinding, RequestNonce, SignedRebootNotice,
     SignedUnlockRequest, UnblindingState, UnlockRequest,
@@ -19,22 +16,17 @@ use serde_json::Value;
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const BOOT_ID: &str = "6f1b9c6e-4a0e-4d3c-9a55-0f6e0a4b2f10";
 
-pub type TestAuthority = Authority<SqliteStorage, SqliteStore, SystemClock>;
+pub type TestAuthority = atrest_keyd::testing::TestAuthority<SystemClock>;
 
-/// A keyd serving plain HTTP on a loopback port, with the admin API on.
+/// A keyd serving plain HTTP on a loopback port, with the admin API on,
+/// on the real clock (the hosts here sign with it).
 pub struct Server {
     pub base: String,
     pub addr: std::net::SocketAddr,
     pub authority: TestAuthority,
     pub client: reqwest::Client,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _served: Served,
+    _keyd: TestKeyd<SystemClock>,
 }
 
 /// An answer: its status, content type and body (JSON when it parses).
@@ -101,40 +93,24 @@ impl Server {
     }
 
     pub async fn start_with(options: AuthorityOptions) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = AuditLog::open(
-            SqliteStore::open(&dir.path().join("audit.db"))
-                .await
-                .unwrap(),
-            AuditSigningKey::generate(),
+        let keyd = TestKeyd::open(
+            SystemClock,
+            options,
             // A checkpoint with every batch, so every grant carries one.
             LogOptions {
                 checkpoint_every: 1,
                 ..LogOptions::default()
             },
-            SystemClock,
         )
-        .await
-        .unwrap();
-        let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
-            .await
-            .unwrap();
-        let authority = Authority::open(storage, audit, SystemClock, options)
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(
-            listener,
-            router(authority.clone(), Some(ADMIN_TOKEN)),
-        ));
+        .await;
+        let served = keyd.serve(Some(ADMIN_TOKEN)).await;
         Self {
-            base: format!("http://{addr}"),
-            addr,
-            authority,
+            base: served.base.clone(),
+            addr: served.addr,
+            authority: keyd.authority.clone(),
             client: reqwest::Client::new(),
-            task,
-            _dir: dir,
+            _served: served,
+            _keyd: keyd,
         }
     }
 
@@ -290,9 +266,7 @@ impl Host {
     }
 }
 
+/// The real time, in seconds: the server's clock.
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemClock.now_ms() / 1000
 }
