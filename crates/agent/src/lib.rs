@@ -3,7 +3,8 @@
 //! line.
 //!
 //! - [`StateDir`]: the host's Ed25519 identity (`identity`, mode 0600) and
-//!   the newest audit checkpoint seen from each authority.
+//!   the newest signed tree head (and format-1 checkpoint) seen from each
+//!   authority's audit log, and any alarm raised about it.
 //! - [`AuthorityClient`]: one authority's `/v1` API over HTTPS that trusts
 //!   only the CA pinned by fingerprint ([`PinnedVerifier`]).
 //! - [`enroll`]: registers the host with one authority (a remote keyslot)
@@ -12,7 +13,9 @@
 //! - [`unlock`]: opens a [`LockedVault`] through its remote or threshold
 //!   slot: signed, blinded requests, bounded retries with backoff while an
 //!   authority is unreachable, long polls while a request waits for
-//!   approval, audit checkpoints checked against rollback, and re-binding
+//!   approval, each release checked to be in the authority's audit log and the
+//!   log checked to extend the one seen before (a rollback or fork raises an
+//!   alarm kept until an operator acknowledges it), and re-binding
 //!   after the authority rotated this host's secret.
 //! - [`announce_reboot`]: tells every authority of a vault that the next
 //!   boot is planned.

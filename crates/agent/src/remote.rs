@@ -352,10 +352,8 @@ async fn request_key(
     // Nothing goes to an authority whose log this host caught misbehaving.
     ctx.state
         .refuse_if_alarmed(&url, &authority.audit_public_key)?;
-    let known_tree_size = ctx
-        .state
-        .kept_head(&authority.audit_public_key)?
-        .map_or(0, |h| h.tree_size);
+    let kept_head = ctx.state.kept_head(&authority.audit_public_key)?;
+    let known_tree_size = kept_head.map_or(0, |h| h.tree_size);
     let mut delay = ctx.options.backoff;
     let mut attempt = 0u32;
     loop {
@@ -420,7 +418,8 @@ async fn request_key(
                     host,
                     nonce: &signed.request.nonce,
                 };
-                ctx.state.witness(&expected, granted.audit.as_deref())?;
+                ctx.state
+                    .witness(&expected, kept_head, granted.audit.as_deref())?;
                 let keep = check_checkpoint(ctx, &url, authority, granted.checkpoint.as_ref())?;
                 let GrantedParts {
                     response,

@@ -1,10 +1,12 @@
-//! The host's state directory: its Ed25519 identity and the newest audit
-//! checkpoint it has seen from each authority.
+//! The host's state directory: its Ed25519 identity and what it witnessed
+//! of each authority's audit log.
 //!
 //! ```text
 //! /var/lib/atrest/host/            0700   (ATREST_STATE_DIR overrides)
 //!   identity                       0600   the 32-byte Ed25519 seed
-//!   checkpoints/<audit key hex>.json      newest checkpoint per audit log
+//!   checkpoints/<audit key hex>.json      newest format-1 checkpoint per audit log
+//!   heads/<audit key hex>.json            newest signed tree head (witness.rs)
+//!   alarms/<audit key hex>.json           a rollback or fork caught (witness.rs)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -245,14 +247,7 @@ impl StateDir {
 
     /// The newest checkpoint kept for the authority with this CA.
     pub fn kept_checkpoint(&self, audit_key: &[u8; 32]) -> Result<Option<Checkpoint>, AgentError> {
-        let path = self.checkpoint_path(audit_key);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(AgentError::io(&path)(e)),
-        }
+        read_json(&self.checkpoint_path(audit_key))
     }
 
     /// Checks an authority's answer against what this host saw before:
@@ -323,14 +318,36 @@ impl StateDir {
         {
             return Ok(());
         }
-        let dir = self.path.join(CHECKPOINTS);
-        Self::create_dir(&dir)?;
-        let path = self.checkpoint_path(audit_key);
-        let bytes = serde_json::to_vec(checkpoint)
-            .map_err(|e| AgentError::Invalid(format!("checkpoint: {e}")))?;
-        atrest_vault::write_atomic(&dir, &format!("{}.json", hex(audit_key)), &bytes, 0o600)
-            .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display())))
+        write_json(&self.checkpoint_path(audit_key), checkpoint)
     }
+}
+
+/// A kept JSON file: `None` if it does not exist.
+pub(crate) fn read_json<T: for<'de> serde::Deserialize<'de>>(
+    path: &Path,
+) -> Result<Option<T>, AgentError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AgentError::io(path)(e)),
+    }
+}
+
+/// Writes a kept JSON file atomically (mode 0600, fsynced with its
+/// directory), making the directory first.
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(AgentError::Invalid(format!(
+            "{}: not a file path",
+            path.display()
+        )));
+    };
+    StateDir::create_dir(dir)?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::Invalid(e.to_string()))?;
+    atrest_vault::write_atomic(dir, name, &bytes, 0o600)
+        .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// The kernel's boot id (in test builds, `ATREST_BOOT_ID` if set).

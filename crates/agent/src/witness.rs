@@ -20,7 +20,7 @@
 //! signed head, so they prove nothing about the authority.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use atrest_audit::{
     AuditPublicKey, ConsistencyError, EntryKind, TreeHead, verify_consistency, verify_inclusion,
@@ -29,7 +29,7 @@ use atrest_remote::{HostId, RequestNonce};
 use atrest_wire::AuditProof;
 use serde::{Deserialize, Serialize};
 
-use crate::state::hex;
+use crate::state::{hex, read_json, write_json};
 use crate::{AgentError, StateDir};
 
 const HEADS: &str = "heads";
@@ -161,18 +161,17 @@ impl StateDir {
     }
 
     /// Checks a grant's audit proof (inclusion of this host's own release,
-    /// consistency with the head kept before) and keeps its head. Called
+    /// consistency with `kept`, the head this host kept, read with the
+    /// alarm check before the request was sent) and keeps its head. Called
     /// under the per-authority lock, so the check and the keep are one
-    /// step for this host. Returns whether a tree head is now kept (the
-    /// caller then needs no format-1 checkpoint).
+    /// step for this host. Returns whether a tree head is now kept.
     pub(crate) fn witness(
         &self,
         expected: &Expected<'_>,
+        kept: Option<TreeHead>,
         proof: Option<&AuditProof>,
     ) -> Result<bool, AgentError> {
         let url = expected.url;
-        self.refuse_if_alarmed(url, expected.audit_key)?;
-        let kept = self.kept_head(expected.audit_key)?;
         let Some(proof) = proof else {
             return match kept {
                 // Leaving the proof out would skip every check below.
@@ -247,9 +246,7 @@ impl StateDir {
         };
         let path = self.alarm_path(&raw);
         tracing::error!(authority = %url, reason = %alarm.reason, "audit log alarm raised");
-        let written = StateDir::create_dir(&self.path().join(ALARMS))
-            .and_then(|()| write_json(&self.path().join(ALARMS), &path, &alarm));
-        if let Err(e) = written {
+        if let Err(e) = write_json(&path, &alarm) {
             // Still refused now; the next attempt checks again and finds
             // the same misbehaviour.
             tracing::error!(error = %e, "could not keep the audit alarm");
@@ -258,9 +255,7 @@ impl StateDir {
     }
 
     fn keep_head(&self, audit_key: &[u8; 32], head: &TreeHead) -> Result<(), AgentError> {
-        let dir = self.path().join(HEADS);
-        StateDir::create_dir(&dir)?;
-        write_json(&dir, &self.head_path(audit_key), head)
+        write_json(&self.head_path(audit_key), head)
     }
 }
 
@@ -306,26 +301,6 @@ fn alarm_error(url: &str, kept: &KeptAlarm) -> AgentError {
         path: kept.path.clone(),
         audit_key: kept.alarm.audit_key.clone(),
     }
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, AgentError> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(AgentError::io(path)(e)),
-    }
-}
-
-fn write_json<T: Serialize>(dir: &Path, path: &Path, value: &T) -> Result<(), AgentError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::Invalid(e.to_string()))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| AgentError::Invalid(format!("{}: not a file name", path.display())))?;
-    atrest_vault::write_atomic(dir, name, &bytes, 0o600)
-        .map_err(|e| AgentError::Invalid(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -439,8 +414,10 @@ mod tests {
         fn unlock(&self, log: &mut Log) -> Result<bool, AgentError> {
             let nonce = RequestNonce::random();
             self.state.refuse_if_alarmed(URL, &self.audit_key)?;
+            let kept = self.state.kept_head(&self.audit_key).unwrap();
             let proof = log.release(&self.id, &nonce, self.known());
-            self.state.witness(&self.expected(&nonce), Some(&proof))
+            self.state
+                .witness(&self.expected(&nonce), kept, Some(&proof))
         }
 
         fn expected<'a>(&'a self, nonce: &'a RequestNonce) -> Expected<'a> {
@@ -541,9 +518,10 @@ mod tests {
         host.unlock(&mut log).unwrap();
         let nonce = RequestNonce::random();
         let refused = |proof: Option<&AuditProof>, nonce: &RequestNonce| {
+            let kept = host.state.kept_head(&host.audit_key).unwrap();
             let err = host
                 .state
-                .witness(&host.expected(nonce), proof)
+                .witness(&host.expected(nonce), kept, proof)
                 .unwrap_err();
             assert!(matches!(err, AgentError::BadAuditProof { .. }), "{err:?}");
         };
@@ -576,6 +554,11 @@ mod tests {
     fn a_host_that_never_saw_a_head_accepts_a_grant_without_one() {
         let host = Host::new();
         let nonce = RequestNonce::random();
-        assert!(!host.state.witness(&host.expected(&nonce), None).unwrap());
+        assert!(
+            !host
+                .state
+                .witness(&host.expected(&nonce), None, None)
+                .unwrap()
+        );
     }
 }

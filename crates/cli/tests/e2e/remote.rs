@@ -2,7 +2,7 @@
 //! the key authority alone, `atrest reboot --planned`, the authority down
 //! then back, and a revoked host, against a real `atrest keyd serve`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{FAST_KDF, atrest, ok, success};
@@ -22,15 +22,21 @@ fn host(state: &Path, boot: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Comma
     cmd
 }
 
-#[test]
-fn enroll_reboot_unlock_retry_and_revoke() {
-    let mut keyd = Keyd::start();
-    let dir = tempfile::tempdir().unwrap();
+/// A vault in `dir` with a passphrase slot and a remote slot at `keyd`, the
+/// host enrolled as web-1 (state dir `dir/host`, boot A).
+struct Enrolled {
+    vault: PathBuf,
+    mnt: PathBuf,
+    pass: PathBuf,
+    state: PathBuf,
+}
+
+fn enrolled_vault(keyd: &Keyd, dir: &Path) -> Enrolled {
     let (vault, mnt, pass, state) = (
-        dir.path().join("data.enc"),
-        dir.path().join("mnt"),
-        dir.path().join("pass"),
-        dir.path().join("host"),
+        dir.join("data.enc"),
+        dir.join("mnt"),
+        dir.join("pass"),
+        dir.join("host"),
     );
     std::fs::create_dir(&mnt).unwrap();
     std::fs::write(&pass, "correct horse\n").unwrap();
@@ -64,6 +70,24 @@ fn enroll_reboot_unlock_retry_and_revoke() {
             &pass,
         ],
     ));
+    Enrolled {
+        vault,
+        mnt,
+        pass,
+        state,
+    }
+}
+
+#[test]
+fn enroll_reboot_unlock_retry_and_revoke() {
+    let mut keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let Enrolled {
+        vault,
+        mnt,
+        pass,
+        state,
+    } = enrolled_vault(&keyd, dir.path());
     let status = String::from_utf8(ok(&[&"status", &vault]).stdout).unwrap();
     assert!(status.contains("remote"), "{status}");
     assert!(
@@ -194,43 +218,12 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_host_never_unlocks_from_a_rolled_back_log_until_acknowledged() {
     let mut keyd = Keyd::start();
     let dir = tempfile::tempdir().unwrap();
-    let (vault, mnt, pass, state) = (
-        dir.path().join("data.enc"),
-        dir.path().join("mnt"),
-        dir.path().join("pass"),
-        dir.path().join("host"),
-    );
-    std::fs::create_dir(&mnt).unwrap();
-    std::fs::write(&pass, "correct horse\n").unwrap();
-    let mut init: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-        &"init",
-        &vault,
-        &"--passphrase-file",
-        &pass,
-        &"--no-recovery-key",
-    ];
-    FAST_KDF.iter().for_each(|a| init.push(a));
-    ok(&init);
-    let token = keyd.token("web");
-    let fingerprint = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
-    success(host(
-        &state,
-        BOOT_A,
-        &[
-            &"enroll",
-            &vault,
-            &"--authority",
-            &keyd.base,
-            &"--token",
-            &token,
-            &"--ca-fingerprint",
-            &fingerprint,
-            &"--host-name",
-            &"web-1",
-            &"--passphrase-file",
-            &pass,
-        ],
-    ));
+    let Enrolled {
+        vault,
+        mnt,
+        pass: _,
+        state,
+    } = enrolled_vault(&keyd, dir.path());
     keyd.stop();
     let snapshot = dir.path().join("keyd-snapshot");
     copy_dir(&keyd.data, &snapshot);
