@@ -956,6 +956,97 @@ async fn no_host_exists_before_its_enrollment_is_logged() {
     assert_eq!(f.authority.storage().hosts().await.unwrap().len(), 1);
 }
 
+/// Review finding 5: "released" was logged before the host's state was
+/// checked again, so a shred landing in between left a release in the log
+/// that never happened (or a key handed out after the shred's entry). A
+/// release caught inside its audit commit must finish before a shred can
+/// start: the log then reads "released" before "shredded", the host got
+/// its answer, and nothing is released after.
+#[tokio::test]
+async fn a_shred_during_a_release_lands_after_it() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let permits = f.faults.hold_commits().await;
+    let releasing = {
+        let authority = f.authority.clone();
+        tokio::spawn(async move { authority.unlock(&signed, CTX).await })
+    };
+    // The release's entry is inside the audit commit.
+    f.faults.commit_started().await;
+    let shredding = {
+        let authority = f.authority.clone();
+        let id = host.id.clone();
+        tokio::spawn(async move { authority.shred(&id, "test").await })
+    };
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+    drop(permits);
+    let grant = granted(releasing.await.unwrap().unwrap());
+    shredding.await.unwrap().unwrap();
+    let log = entries(&f).await;
+    let position = |needle: &str| {
+        log.iter()
+            .position(|e| e.details.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} entry in {log:?}"))
+    };
+    let released = position("\"released\"");
+    let shredded = position("\"state\":\"shredded\"");
+    assert!(
+        released < shredded,
+        "the shred was logged before the release it raced"
+    );
+    assert_eq!(log[released].seq, grant.audit_seq);
+    // After the shred, the same host is refused and nothing more is
+    // released.
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "shredded");
+    let releases = entries(&f)
+        .await
+        .iter()
+        .filter(|e| e.details.contains("\"released\""))
+        .count();
+    assert_eq!(releases, 1);
+}
+
+/// Review finding 5, the other order: a shred caught inside its audit
+/// commit has not yet changed the host's state. A release that checked
+/// the state then would log "released" after "shredded" and hand out the
+/// key the shred destroys. It must wait for the shred and be refused.
+#[tokio::test]
+async fn a_release_racing_a_logged_shred_is_refused() {
+    let f = fixture().await;
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let permits = f.faults.hold_commits().await;
+    let shredding = {
+        let authority = f.authority.clone();
+        let id = host.id.clone();
+        tokio::spawn(async move { authority.shred(&id, "test").await })
+    };
+    // The shred's entry is inside the audit commit.
+    f.faults.commit_started().await;
+    let releasing = {
+        let authority = f.authority.clone();
+        tokio::spawn(async move { authority.unlock(&signed, CTX).await })
+    };
+    // Give the release every chance to pass its state check.
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+    drop(permits);
+    shredding.await.unwrap().unwrap();
+    let refused = releasing.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), "shredded");
+    let released = entries(&f)
+        .await
+        .iter()
+        .filter(|e| e.details.contains("\"released\""))
+        .count();
+    assert_eq!(released, 0, "a release was logged after the shred");
+}
+
 #[tokio::test]
 async fn an_enrollment_the_log_cannot_record_does_not_happen() {
     let f = fixture().await;
