@@ -34,6 +34,24 @@ pub const SHARE_MAC: &[u8] = b"atrest v1 share mac";
 /// vault id.
 pub const THRESHOLD_SHARE_KEY: &[u8] = b"atrest v1 threshold share";
 
+/// Format 2 (docs/format.md §16.2). Salt: the vault id, except
+/// [`FILE_KEY_V2`] (the file id).
+///
+/// Content key of format 2, from the vault master key; never seals.
+pub const CONTENT_KEY_V2: &[u8] = b"atrest v2 content key";
+/// Per-file block key of format 2, from [`CONTENT_KEY_V2`]'s key.
+pub const FILE_KEY_V2: &[u8] = b"atrest v2 file key";
+/// Seals format 2 metadata pages.
+pub const META_PAGE_KEY: &[u8] = b"atrest v2 metadata page key";
+/// Seals the bodies of format 2 log records.
+pub const LOG_KEY: &[u8] = b"atrest v2 log key";
+/// HMAC-SHA256 key of the format 2 superblock.
+pub const SUPERBLOCK_MAC: &[u8] = b"atrest v2 superblock mac";
+/// HMAC-SHA256 key of format 2 directory entry hashes.
+pub const ENTRY_HASH_KEY: &[u8] = b"atrest v2 entry hash key";
+/// HMAC-SHA256 key of the local witness file.
+pub const WITNESS_MAC: &[u8] = b"atrest v2 witness mac";
+
 /// Associated-data domain tags, so a ciphertext made for one purpose never
 /// authenticates as another.
 pub mod domain {
@@ -64,6 +82,20 @@ pub mod domain {
     /// Prefix of the bytes the authority signs in an audit tree head (the
     /// Merkle root over the whole log, signed at every committed batch).
     pub const AUDIT_TREE_HEAD: &[u8] = b"atrest audit tree head v1";
+    /// First bytes of a format 2 metadata page's AAD.
+    pub const META_PAGE: &[u8] = b"atrest meta page v2";
+    /// First bytes of a format 2 log record's AAD.
+    pub const LOG_RECORD: &[u8] = b"atrest log record v2";
+    /// First bytes of every format 2 log chain hash input (not an AAD).
+    pub const LOG_CHAIN: &[u8] = b"atrest log chain v2";
+    /// First bytes of the format 2 superblock's MAC input.
+    pub const SUPERBLOCK: &[u8] = b"atrest superblock v2";
+    /// First field of a host's signed generation report.
+    pub const GENERATION_REPORT: &[u8] = b"atrest generation report v1";
+    /// First bytes of the local witness file's MAC input.
+    pub const LOCAL_WITNESS: &[u8] = b"atrest local witness v1";
+    /// Prefix of the hash naming a format 1 path in migration records.
+    pub const MIGRATE: &[u8] = b"atrest migrate v2";
 }
 
 #[cfg(test)]
@@ -83,6 +115,13 @@ mod tests {
             super::REMOTE_WRAP,
             super::SHARE_MAC,
             super::THRESHOLD_SHARE_KEY,
+            super::CONTENT_KEY_V2,
+            super::FILE_KEY_V2,
+            super::META_PAGE_KEY,
+            super::LOG_KEY,
+            super::SUPERBLOCK_MAC,
+            super::ENTRY_HASH_KEY,
+            super::WITNESS_MAC,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -110,6 +149,13 @@ mod tests {
             AUDIT_ENTRY,
             AUDIT_CHECKPOINT,
             AUDIT_TREE_HEAD,
+            META_PAGE,
+            LOG_RECORD,
+            LOG_CHAIN,
+            SUPERBLOCK,
+            GENERATION_REPORT,
+            LOCAL_WITNESS,
+            MIGRATE,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

@@ -1,0 +1,32 @@
+//! The metadata of a format 2 vault (docs/format.md §16): everything but
+//! the block contents of regular files.
+//!
+//! Every structure is reached from a MAC'd [`superblock`] through SHA-256
+//! [`page`] references, so a change to any byte, or an older copy of any
+//! page, is an authentication failure naming that page; every change is
+//! first a record in the hash-chained [`log`]. The crate knows nothing of
+//! FUSE or of file contents, and names no algorithm: it seals and MACs
+//! through atrest-core with the keys of [`MetaKeys`].
+//!
+//! Everything reads and writes through a [`Backing`], so all of it runs
+//! against an in-memory [`MemBacking`] in tests.
+
+pub mod backing;
+mod bitmap;
+mod bytes;
+pub mod directory;
+mod error;
+mod keys;
+mod objects;
+pub mod page;
+pub mod pager;
+pub mod radix;
+pub mod record;
+pub mod sim;
+mod store;
+pub mod superblock;
+
+pub use backing::{Backing, MemBacking};
+pub use error::{Location, MetaError};
+pub use keys::MetaKeys;
+pub use store::{ConfigBinding, FsError, NewObject, RenameMode, SetAttr, Store};

@@ -1,0 +1,847 @@
+//! An open format 2 metadata store: the object table, directories and
+//! symlink blobs of one vault, changed by namespace operations in memory
+//! and made durable by copy-on-write checkpoints (docs/format.md §16.13).
+//!
+//! Stage 1 of docs/plans/format-2.md: the log, recovery, block maps and
+//! xattrs join in the next stages; until then a change is durable at the
+//! next [`Store::checkpoint`], and `changed_at` counts operations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::backing::Backing;
+use crate::bitmap;
+use crate::bytes::{Put, Reader};
+use crate::directory::{DirEntry, Directory, MAX_NAME, valid_name};
+use crate::error::MetaError;
+use crate::keys::MetaKeys;
+use crate::objects::ObjectTable;
+use crate::page::{Expect, PAGE_SIZE, PageHeader, PageKind, PageRef, REF_LEN, item_space};
+use crate::pager::{Allocator, META_FILE, Pager};
+use crate::record::{
+    Content, INLINE_TARGET, MAX_TARGET, ObjectHead, ObjectKind, ObjectRecord, ROOT_ID, Timestamp,
+};
+use crate::superblock::{Generation, MAX_RECENT, Root, State, Superblock};
+
+/// What a namespace operation refused, as the file system reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// The config a checkpoint records (§16.3): its generation and the
+/// SHA-256 of its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigBinding {
+    pub generation: u64,
+    pub hash: [u8; 32],
+}
+
+/// A new object's kind and attributes.
+#[derive(Debug, Clone)]
+pub struct NewObject {
+    pub kind: ObjectKind,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number of a character or block device.
+    pub rdev: u64,
+    /// A symlink's target.
+    pub target: Vec<u8>,
+}
+
+/// Attribute changes of `setattr` (sizes are the content layer's).
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+}
+
+/// How `rename` treats an existing destination (`renameat2` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RenameMode {
+    #[default]
+    Replace,
+    NoReplace,
+    Exchange,
+}
+
+pub struct Store {
+    keys: MetaKeys,
+    backing: Arc<dyn Backing>,
+    /// The last durable superblock.
+    superblock: Superblock,
+    alloc: Allocator,
+    bitmap_pages: Vec<u64>,
+    objects: ObjectTable,
+    dirs: HashMap<u64, Directory>,
+    /// Symlink targets longer than a record holds, until a checkpoint
+    /// writes their blob pages.
+    unwritten_blobs: HashMap<u64, Vec<u8>>,
+    next_id: u64,
+    /// Changes since the store was opened; stands in for the log's
+    /// sequence numbers until the log is wired in.
+    sequence: u64,
+}
+
+impl Store {
+    /// Makes the metadata of a new vault: an empty root directory with the
+    /// given mode and owner, checkpoint 1.
+    pub fn create(
+        keys: MetaKeys,
+        backing: Arc<dyn Backing>,
+        config: ConfigBinding,
+        root: (u16, u32, u32),
+        now: Timestamp,
+    ) -> Result<Self, MetaError> {
+        if backing.len(META_FILE).map_err(MetaError::io("reading atrest.meta"))?.is_some() {
+            return Err(MetaError::Inconsistent("atrest.meta already exists".into()));
+        }
+        let algorithm = keys.algorithm();
+        let superblock = Superblock {
+            algorithm,
+            state: State::Open,
+            vault_id: *keys.vault_id(),
+            generation: Generation {
+                checkpoint: 0,
+                sequence: 0,
+                chain: [0; 32],
+            },
+            replay_segment: 0,
+            replay_offset: 0,
+            config_generation: config.generation,
+            config_hash: config.hash,
+            object_table: empty_root(),
+            bitmap: empty_root(),
+            page_count: 2,
+            next_object_id: ROOT_ID + 1,
+            pending: PageRef::NULL,
+            time_ms: 0,
+            recent: Vec::new(),
+            acknowledged: Vec::new(),
+        };
+        // Both superblock pages exist from the start (zero until written).
+        backing
+            .write_at(META_FILE, 0, &[0u8; 2 * PAGE_SIZE])
+            .map_err(MetaError::io("writing atrest.meta"))?;
+        let mut store = Self {
+            keys,
+            backing,
+            superblock,
+            alloc: Allocator::new(),
+            bitmap_pages: Vec::new(),
+            objects: ObjectTable::empty(algorithm),
+            dirs: HashMap::new(),
+            unwritten_blobs: HashMap::new(),
+            next_id: ROOT_ID + 1,
+            sequence: 0,
+        };
+        let (mode, uid, gid) = root;
+        let head = ObjectHead {
+            id: ROOT_ID,
+            kind: ObjectKind::Directory,
+            inline: false,
+            orphan: false,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            nlink: 2,
+            size: 0,
+            mtime: now,
+            ctime: now,
+            atime: now,
+            btime: now,
+            rdev: 0,
+            parent: ROOT_ID,
+            file_id: [0; 16],
+        };
+        let pager = Pager::new(&store.keys, store.backing.as_ref());
+        store.objects.set(
+            &pager,
+            ObjectRecord {
+                head,
+                content: Content::Tree(empty_root()),
+                xattrs: PageRef::NULL,
+                changed_at: 0,
+            },
+        )?;
+        store.dirs.insert(ROOT_ID, Directory::empty(ROOT_ID));
+        store.checkpoint(now)?;
+        Ok(store)
+    }
+
+    /// Opens the metadata of a vault: the newer valid superblock, its
+    /// config binding checked against the config just opened, its bitmap.
+    pub fn open(keys: MetaKeys, backing: Arc<dyn Backing>, config: ConfigBinding) -> Result<Self, MetaError> {
+        let mut pages = [[0u8; PAGE_SIZE]; 2];
+        for (i, page) in pages.iter_mut().enumerate() {
+            backing
+                .read_exact_at(META_FILE, (i * PAGE_SIZE) as u64, page)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound => {
+                        MetaError::NoSuperblock("atrest.meta is missing or shorter than two pages".into())
+                    }
+                    _ => MetaError::io("reading atrest.meta")(e),
+                })?;
+        }
+        let (superblock, _other) = Superblock::choose(&keys, &pages[0], &pages[1])?;
+        if superblock.config_generation > config.generation {
+            return Err(MetaError::Inconsistent(format!(
+                "the config (generation {}) is older than the vault's metadata (generation {}): a restored copy?",
+                config.generation, superblock.config_generation
+            )));
+        }
+        if superblock.config_generation == config.generation && superblock.config_hash != config.hash {
+            return Err(MetaError::Inconsistent(
+                "the config is not the one the vault's metadata was written with".into(),
+            ));
+        }
+        let pager = Pager::new(&keys, backing.as_ref());
+        let loaded = bitmap::read(&pager, superblock.bitmap, superblock.page_count)?;
+        let alloc = Allocator::from_used(loaded.used, superblock.page_count);
+        let objects = ObjectTable::open(keys.algorithm(), superblock.object_table);
+        let next_id = superblock.next_object_id;
+        let sequence = superblock.generation.sequence;
+        Ok(Self {
+            keys,
+            backing,
+            superblock,
+            alloc,
+            bitmap_pages: loaded.pages,
+            objects,
+            dirs: HashMap::new(),
+            unwritten_blobs: HashMap::new(),
+            next_id,
+            sequence,
+        })
+    }
+
+    pub fn keys(&self) -> &MetaKeys {
+        &self.keys
+    }
+
+    /// The last durable superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    fn pager(&self) -> Pager<'_> {
+        Pager::new(&self.keys, self.backing.as_ref())
+    }
+
+    /// The record of a live object.
+    pub fn record(&mut self, id: u64) -> Result<ObjectRecord, FsError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        self.objects.get(&pager, id)?.ok_or(FsError::NotFound)
+    }
+
+    pub fn getattr(&mut self, id: u64) -> Result<ObjectHead, FsError> {
+        Ok(self.record(id)?.head)
+    }
+
+    /// The entry tree of directory `id`, loaded on first use.
+    fn dir(&mut self, id: u64) -> Result<&mut Directory, FsError> {
+        if !self.dirs.contains_key(&id) {
+            let record = self.record(id)?;
+            let Content::Tree(root) = record.content else {
+                return Err(FsError::NotDir);
+            };
+            if record.head.kind != ObjectKind::Directory {
+                return Err(FsError::NotDir);
+            }
+            self.dirs.insert(id, Directory::open(id, root));
+        }
+        Ok(self.dirs.get_mut(&id).expect("inserted above"))
+    }
+
+    fn put(&mut self, mut record: ObjectRecord) -> Result<(), FsError> {
+        self.sequence += 1;
+        record.changed_at = self.sequence;
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        self.objects.set(&pager, record)?;
+        Ok(())
+    }
+
+    /// The entry `name` in directory `parent`.
+    pub fn lookup_entry(&mut self, parent: u64, name: &[u8]) -> Result<Option<DirEntry>, FsError> {
+        check_name(name)?;
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?;
+        Ok(dir.lookup(&pager, name)?)
+    }
+
+    pub fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<ObjectHead, FsError> {
+        let entry = self.lookup_entry(parent, name)?.ok_or(FsError::NotFound)?;
+        let head = self.getattr(entry.id)?;
+        if head.kind != entry.kind {
+            return Err(MetaError::Inconsistent(format!(
+                "entry {:?} names object {} of another kind",
+                String::from_utf8_lossy(name),
+                entry.id
+            ))
+            .into());
+        }
+        Ok(head)
+    }
+
+    /// `dir` without borrowing the whole store (the pager borrows keys
+    /// and backing at the same time).
+    fn dir_of<'s>(
+        dirs: &'s mut HashMap<u64, Directory>,
+        objects: &mut ObjectTable,
+        pager: &Pager<'_>,
+        id: u64,
+    ) -> Result<&'s mut Directory, FsError> {
+        if !dirs.contains_key(&id) {
+            let record = objects.get(pager, id)?.ok_or(FsError::NotFound)?;
+            let (ObjectKind::Directory, Content::Tree(root)) = (record.head.kind, record.content) else {
+                return Err(FsError::NotDir);
+            };
+            dirs.insert(id, Directory::open(id, root));
+        }
+        Ok(dirs.get_mut(&id).expect("inserted above"))
+    }
+
+    /// Entries of `dir` after offset `after` (0 from the start), at most
+    /// `limit` unless a run of equal hashes needs more.
+    pub fn readdir(&mut self, dir: u64, after: u64, limit: usize) -> Result<Vec<DirEntry>, FsError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let d = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, dir)?;
+        Ok(d.read_from(&pager, after, limit)?)
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&mut self, id: u64) -> Result<Vec<u8>, FsError> {
+        let record = self.record(id)?;
+        match record.content {
+            Content::InlineTarget(target) => Ok(target),
+            Content::Blob(reference) if reference.is_null() => Ok(self
+                .unwritten_blobs
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| MetaError::Inconsistent(format!("symlink {id} has no target")))?),
+            Content::Blob(reference) => {
+                let pager = self.pager();
+                Ok(read_blob(&pager, id, reference, record.head.size)?)
+            }
+            _ => Err(FsError::Invalid("not a symlink")),
+        }
+    }
+
+    /// Creates `name` in `parent`.
+    pub fn create(&mut self, parent: u64, name: &[u8], new: NewObject, now: Timestamp) -> Result<ObjectHead, FsError> {
+        check_name(name)?;
+        let mut parent_record = self.record(parent)?;
+        if parent_record.head.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if self.lookup_entry(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        if new.kind == ObjectKind::Symlink && !(1..=MAX_TARGET).contains(&new.target.len()) {
+            return Err(if new.target.is_empty() {
+                FsError::NotFound
+            } else {
+                FsError::NameTooLong
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut head = ObjectHead {
+            id,
+            kind: new.kind,
+            inline: false,
+            orphan: false,
+            mode: new.mode & 0o7777,
+            uid: new.uid,
+            gid: new.gid,
+            nlink: 1,
+            size: 0,
+            mtime: now,
+            ctime: now,
+            atime: now,
+            btime: now,
+            rdev: if new.kind.is_device() { new.rdev } else { 0 },
+            parent: 0,
+            file_id: [0; 16],
+        };
+        let content = match new.kind {
+            ObjectKind::Regular => {
+                head.inline = true;
+                head.file_id = random_file_id();
+                Content::InlineMap(Vec::new())
+            }
+            ObjectKind::Directory => {
+                head.nlink = 2;
+                head.parent = parent;
+                self.dirs.insert(id, Directory::empty(id));
+                Content::Tree(empty_root())
+            }
+            ObjectKind::Symlink => {
+                head.size = new.target.len() as u64;
+                if new.target.len() <= INLINE_TARGET {
+                    head.inline = true;
+                    Content::InlineTarget(new.target)
+                } else {
+                    self.unwritten_blobs.insert(id, new.target);
+                    Content::Blob(PageRef::NULL)
+                }
+            }
+            _ => Content::None,
+        };
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(&pager, id, new.kind, name)?;
+        parent_record.head.size += 1;
+        if new.kind == ObjectKind::Directory {
+            parent_record.head.nlink += 1;
+        }
+        touch(&mut parent_record.head, now);
+        self.put(parent_record)?;
+        self.put(ObjectRecord {
+            head: head.clone(),
+            content,
+            xattrs: PageRef::NULL,
+            changed_at: 0,
+        })?;
+        Ok(head)
+    }
+
+    /// A new name for an existing non-directory.
+    pub fn link(&mut self, id: u64, parent: u64, name: &[u8], now: Timestamp) -> Result<ObjectHead, FsError> {
+        check_name(name)?;
+        let mut record = self.record(id)?;
+        if record.head.kind == ObjectKind::Directory {
+            return Err(FsError::NotPermitted("hard links to directories"));
+        }
+        let mut parent_record = self.record(parent)?;
+        if parent_record.head.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if self.lookup_entry(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        if record.head.nlink == u32::MAX {
+            return Err(FsError::NotPermitted("too many links"));
+        }
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(&pager, id, record.head.kind, name)?;
+        record.head.nlink += 1;
+        record.head.ctime = now;
+        parent_record.head.size += 1;
+        touch(&mut parent_record.head, now);
+        let head = record.head.clone();
+        self.put(parent_record)?;
+        self.put(record)?;
+        Ok(head)
+    }
+
+    /// Removes a non-directory's name; frees the object with its last
+    /// name. Returns the object's id and whether it was freed.
+    pub fn unlink(&mut self, parent: u64, name: &[u8], now: Timestamp) -> Result<(u64, bool), FsError> {
+        let entry = self.lookup_entry(parent, name)?.ok_or(FsError::NotFound)?;
+        if entry.kind == ObjectKind::Directory {
+            return Err(FsError::IsDir);
+        }
+        self.remove_entry(parent, name, now)?;
+        let freed = self.drop_link(entry.id, now)?;
+        Ok((entry.id, freed))
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, parent: u64, name: &[u8], now: Timestamp) -> Result<u64, FsError> {
+        let entry = self.lookup_entry(parent, name)?.ok_or(FsError::NotFound)?;
+        if entry.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if !self.dir(entry.id)?.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        self.remove_entry(parent, name, now)?;
+        self.free_directory(entry.id)?;
+        Ok(entry.id)
+    }
+
+    /// Takes `name` out of `parent` and updates the parent's size, times
+    /// and (for a directory entry) link count.
+    fn remove_entry(&mut self, parent: u64, name: &[u8], now: Timestamp) -> Result<DirEntry, FsError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?;
+        let entry = dir.remove(&pager, &mut self.alloc, name)?.ok_or(FsError::NotFound)?;
+        let mut parent_record = self.record(parent)?;
+        parent_record.head.size -= 1;
+        if entry.kind == ObjectKind::Directory {
+            parent_record.head.nlink -= 1;
+        }
+        touch(&mut parent_record.head, now);
+        self.put(parent_record)?;
+        Ok(entry)
+    }
+
+    fn insert_entry(&mut self, parent: u64, id: u64, kind: ObjectKind, name: &[u8], now: Timestamp) -> Result<(), FsError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(&pager, id, kind, name)?;
+        let mut parent_record = self.record(parent)?;
+        parent_record.head.size += 1;
+        if kind == ObjectKind::Directory {
+            parent_record.head.nlink += 1;
+        }
+        touch(&mut parent_record.head, now);
+        self.put(parent_record)
+    }
+
+    /// One name of a non-directory gone: nlink − 1, freed at 0.
+    fn drop_link(&mut self, id: u64, now: Timestamp) -> Result<bool, FsError> {
+        let mut record = self.record(id)?;
+        record.head.nlink -= 1;
+        record.head.ctime = now;
+        if record.head.nlink > 0 {
+            self.put(record)?;
+            return Ok(false);
+        }
+        self.free_object(&record)?;
+        Ok(true)
+    }
+
+    fn free_object(&mut self, record: &ObjectRecord) -> Result<(), FsError> {
+        let id = record.head.id;
+        self.unwritten_blobs.remove(&id);
+        if let Content::Blob(reference) = record.content
+            && !reference.is_null()
+        {
+            let pager = Pager::new(&self.keys, self.backing.as_ref());
+            for page in blob_pages(&pager, id, reference)? {
+                self.alloc.release(page);
+            }
+        }
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        self.objects.free(&pager, id)?;
+        self.sequence += 1;
+        Ok(())
+    }
+
+    fn free_directory(&mut self, id: u64) -> Result<(), FsError> {
+        let record = self.record(id)?;
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        if let Some(mut dir) = self.dirs.remove(&id) {
+            dir.release_all(&pager, &mut self.alloc)?;
+        }
+        self.free_object(&record)
+    }
+
+    /// Whether `ancestor` is `id` or one of its parents.
+    fn is_ancestor(&mut self, ancestor: u64, mut id: u64) -> Result<bool, FsError> {
+        loop {
+            if id == ancestor {
+                return Ok(true);
+            }
+            if id == ROOT_ID {
+                return Ok(false);
+            }
+            id = self.record(id)?.head.parent;
+        }
+    }
+
+    /// `rename(2)` / `renameat2(2)`.
+    pub fn rename(
+        &mut self,
+        from_parent: u64,
+        from_name: &[u8],
+        to_parent: u64,
+        to_name: &[u8],
+        mode: RenameMode,
+        now: Timestamp,
+    ) -> Result<(), FsError> {
+        check_name(to_name)?;
+        let source = self.lookup_entry(from_parent, from_name)?.ok_or(FsError::NotFound)?;
+        let target = self.lookup_entry(to_parent, to_name)?;
+        if self.record(to_parent)?.head.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if source.kind == ObjectKind::Directory && self.is_ancestor(source.id, to_parent)? {
+            return Err(FsError::Invalid("a directory cannot move into itself"));
+        }
+        match (mode, &target) {
+            (RenameMode::NoReplace, Some(_)) => return Err(FsError::Exists),
+            (RenameMode::Exchange, None) => return Err(FsError::NotFound),
+            (RenameMode::Exchange, Some(target)) => {
+                if target.kind == ObjectKind::Directory && self.is_ancestor(target.id, from_parent)? {
+                    return Err(FsError::Invalid("a directory cannot move into itself"));
+                }
+                return self.exchange(from_parent, &source, to_parent, target, now);
+            }
+            _ => {}
+        }
+        if let Some(target) = &target {
+            if target.id == source.id {
+                // Two names of one object: POSIX says do nothing.
+                return Ok(());
+            }
+            match (source.kind == ObjectKind::Directory, target.kind == ObjectKind::Directory) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) if !self.dir(target.id)?.is_empty() => return Err(FsError::NotEmpty),
+                _ => {}
+            }
+            self.remove_entry(to_parent, to_name, now)?;
+            if target.kind == ObjectKind::Directory {
+                self.free_directory(target.id)?;
+            } else {
+                self.drop_link(target.id, now)?;
+            }
+        }
+        self.remove_entry(from_parent, from_name, now)?;
+        self.insert_entry(to_parent, source.id, source.kind, to_name, now)?;
+        let mut moved = self.record(source.id)?;
+        moved.head.ctime = now;
+        if source.kind == ObjectKind::Directory {
+            moved.head.parent = to_parent;
+        }
+        self.put(moved)
+    }
+
+    fn exchange(&mut self, a_parent: u64, a: &DirEntry, b_parent: u64, b: &DirEntry, now: Timestamp) -> Result<(), FsError> {
+        if a.id == b.id {
+            return Ok(());
+        }
+        self.remove_entry(a_parent, &a.name, now)?;
+        self.remove_entry(b_parent, &b.name, now)?;
+        self.insert_entry(a_parent, b.id, b.kind, &a.name, now)?;
+        self.insert_entry(b_parent, a.id, a.kind, &b.name, now)?;
+        for (entry, new_parent) in [(a, b_parent), (b, a_parent)] {
+            let mut record = self.record(entry.id)?;
+            record.head.ctime = now;
+            if entry.kind == ObjectKind::Directory {
+                record.head.parent = new_parent;
+            }
+            self.put(record)?;
+        }
+        Ok(())
+    }
+
+    /// Mode, owner and times; ctime becomes `now`.
+    pub fn setattr(&mut self, id: u64, change: &SetAttr, now: Timestamp) -> Result<ObjectHead, FsError> {
+        let mut record = self.record(id)?;
+        let head = &mut record.head;
+        if let Some(mode) = change.mode {
+            head.mode = mode & 0o7777;
+        }
+        if let Some(uid) = change.uid {
+            head.uid = uid;
+        }
+        if let Some(gid) = change.gid {
+            head.gid = gid;
+        }
+        if let Some(atime) = change.atime {
+            head.atime = atime;
+        }
+        if let Some(mtime) = change.mtime {
+            head.mtime = mtime;
+        }
+        head.ctime = now;
+        let head = head.clone();
+        self.put(record)?;
+        Ok(head)
+    }
+
+    /// Writes every change since the last checkpoint to pages no durable
+    /// structure uses, then the superblock of checkpoint `k + 1` into the
+    /// other superblock page (§16.13 steps 4 to 6).
+    pub fn checkpoint(&mut self, now: Timestamp) -> Result<Generation, MetaError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        // Blobs first: their records change.
+        let mut blobs: Vec<_> = self.unwritten_blobs.drain().collect();
+        blobs.sort_by_key(|(id, _)| *id);
+        for (id, target) in blobs {
+            let reference = write_blob(&pager, &mut self.alloc, id, &target)?;
+            let mut record = self
+                .objects
+                .get(&pager, id)?
+                .ok_or_else(|| MetaError::Inconsistent(format!("blob of a freed object {id}")))?;
+            record.content = Content::Blob(reference);
+            self.objects.set(&pager, record)?;
+        }
+        // Then directories, whose records hold their roots.
+        let mut ids: Vec<u64> = self.dirs.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let dir = self.dirs.get_mut(&id).expect("listed");
+            let root = dir.flush(&pager, &mut self.alloc)?;
+            let mut record = self
+                .objects
+                .get(&pager, id)?
+                .ok_or_else(|| MetaError::Inconsistent(format!("directory {id} has no record")))?;
+            if record.content != Content::Tree(root) {
+                record.content = Content::Tree(root);
+                self.objects.set(&pager, record)?;
+            }
+        }
+        let object_table = self.objects.flush(&pager, &mut self.alloc)?;
+        let (bitmap_root, bitmap_pages) = bitmap::write(&pager, &mut self.alloc, &self.bitmap_pages)?;
+        self.backing.sync(META_FILE).map_err(MetaError::io("syncing atrest.meta"))?;
+        let previous = &self.superblock;
+        let generation = Generation {
+            checkpoint: previous.generation.checkpoint + 1,
+            sequence: self.sequence,
+            // The log's chain hash once the log is wired in.
+            chain: [0; 32],
+        };
+        let recent = if previous.generation.checkpoint == 0 {
+            Vec::new()
+        } else {
+            std::iter::once(previous.generation)
+                .chain(previous.recent.iter().copied())
+                .take(MAX_RECENT - 1)
+                .collect()
+        };
+        let superblock = Superblock {
+            generation,
+            object_table,
+            bitmap: bitmap_root,
+            page_count: self.alloc.page_count(),
+            next_object_id: self.next_id,
+            time_ms: u64::try_from(now.secs).unwrap_or(0) * 1000 + u64::from(now.nanos / 1_000_000),
+            recent,
+            ..previous.clone()
+        };
+        let bytes = superblock.encode(&self.keys);
+        let index = Superblock::page_of(generation.checkpoint);
+        self.backing
+            .write_at(META_FILE, index * PAGE_SIZE as u64, &bytes[..])
+            .map_err(MetaError::io("writing the superblock"))?;
+        self.backing.sync(META_FILE).map_err(MetaError::io("syncing atrest.meta"))?;
+        self.alloc.commit();
+        self.bitmap_pages = bitmap_pages;
+        self.superblock = superblock;
+        Ok(generation)
+    }
+}
+
+fn empty_root() -> Root {
+    Root {
+        reference: PageRef::NULL,
+        depth: 0,
+    }
+}
+
+fn touch(head: &mut ObjectHead, now: Timestamp) {
+    head.mtime = now;
+    head.ctime = now;
+}
+
+fn check_name(name: &[u8]) -> Result<(), FsError> {
+    if name.len() > MAX_NAME {
+        return Err(FsError::NameTooLong);
+    }
+    if !valid_name(name) {
+        return Err(FsError::Invalid("a name must not be empty, '.', '..' or hold '/' or NUL"));
+    }
+    Ok(())
+}
+
+fn random_file_id() -> [u8; 16] {
+    loop {
+        let id = atrest_core::random_array::<16>();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+/// Data bytes per blob page: the items less `next` and the length.
+fn blob_capacity(pager: &Pager<'_>) -> usize {
+    item_space(pager.keys) - REF_LEN - 2
+}
+
+/// Writes `data` as a chain of blob pages, last page first so each page
+/// knows the reference of the next.
+fn write_blob(pager: &Pager<'_>, alloc: &mut Allocator, owner: u64, data: &[u8]) -> Result<PageRef, MetaError> {
+    let capacity = blob_capacity(pager);
+    let mut next = PageRef::NULL;
+    for chunk in data.chunks(capacity).rev() {
+        let mut items = Vec::with_capacity(REF_LEN + 2 + chunk.len());
+        items
+            .put(&next.encode())
+            .put_u16(u16::try_from(chunk.len()).expect("≤ 4,010 bytes"))
+            .put(chunk);
+        let number = alloc.allocate();
+        next = pager.write(
+            number,
+            &PageHeader {
+                kind: PageKind::Blob,
+                level: 0,
+                count: 1,
+                owner,
+            },
+            &items,
+        )?;
+    }
+    Ok(next)
+}
+
+fn blob_expect(owner: u64) -> Expect {
+    Expect {
+        kind: PageKind::Blob,
+        owner,
+        level: Some(0),
+    }
+}
+
+/// Reads a blob chain of `len` bytes.
+fn read_blob(pager: &Pager<'_>, owner: u64, first: PageRef, len: u64) -> Result<Vec<u8>, MetaError> {
+    let mut out = Vec::new();
+    let mut reference = first;
+    while !reference.is_null() {
+        let page = pager.read(&reference, blob_expect(owner))?;
+        let mut r = Reader::new(&page.items);
+        let next = PageRef::read(&mut r).ok_or_else(|| page.corrupt("bad next reference"))?;
+        let n = r.u16().ok_or_else(|| page.corrupt("short blob page"))?;
+        let data = r
+            .take(usize::from(n))
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| page.corrupt("blob length past the page"))?;
+        page.check_zero_after(r.position())?;
+        out.extend_from_slice(data);
+        if out.len() as u64 > len {
+            return Err(page.corrupt("blob longer than its record says"));
+        }
+        reference = next;
+    }
+    if out.len() as u64 != len {
+        return Err(MetaError::Inconsistent(format!(
+            "blob of object {owner} holds {} bytes, its record says {len}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn blob_pages(pager: &Pager<'_>, owner: u64, first: PageRef) -> Result<Vec<u64>, MetaError> {
+    let mut pages = Vec::new();
+    let mut reference = first;
+    while let Some(number) = reference.page() {
+        let page = pager.read(&reference, blob_expect(owner))?;
+        pages.push(number);
+        reference = PageRef::read(&mut Reader::new(&page.items)).ok_or_else(|| page.corrupt("bad next reference"))?;
+    }
+    Ok(pages)
+}
