@@ -29,15 +29,26 @@ pub fn read(pager: &Pager<'_>, root: Root, page_count: u64) -> Result<Loaded, Me
         used: BTreeSet::new(),
         pages: Vec::new(),
     };
-    read_node(pager, &root.reference, root.depth, 0, page_count, &mut loaded)?;
+    read_node(
+        pager,
+        &root.reference,
+        root.depth,
+        0,
+        page_count,
+        &mut loaded,
+    )?;
     for p in [0, 1] {
         if !loaded.used.contains(&p) {
-            return Err(MetaError::NoSuperblock("the bitmap marks a superblock page free".into()));
+            return Err(MetaError::NoSuperblock(
+                "the bitmap marks a superblock page free".into(),
+            ));
         }
     }
     for p in &loaded.pages {
         if !loaded.used.contains(p) {
-            return Err(MetaError::NoSuperblock(format!("the bitmap marks its own page {p} free")));
+            return Err(MetaError::NoSuperblock(format!(
+                "the bitmap marks its own page {p} free"
+            )));
         }
     }
     Ok(loaded)
@@ -55,7 +66,11 @@ fn read_node(
         return Ok(());
     }
     let expect = Expect {
-        kind: if level == 0 { PageKind::BitmapLeaf } else { PageKind::BitmapIndex },
+        kind: if level == 0 {
+            PageKind::BitmapLeaf
+        } else {
+            PageKind::BitmapIndex
+        },
         owner: 0,
         level: Some(level),
     };
@@ -73,7 +88,8 @@ fn read_node(
                 if b & (0x80 >> bit) != 0 {
                     let p = first + byte * 8 + bit;
                     if p >= page_count {
-                        return Err(page.corrupt(format!("page {p} marked used past the end of atrest.meta")));
+                        return Err(page
+                            .corrupt(format!("page {p} marked used past the end of atrest.meta")));
                     }
                     loaded.used.insert(p);
                 }
@@ -88,7 +104,14 @@ fn read_node(
     let mut r = crate::bytes::Reader::new(&page.items);
     for slot in 0..FANOUT {
         let child = PageRef::read(&mut r).ok_or_else(|| page.corrupt("bad reference"))?;
-        read_node(pager, &child, level - 1, first + slot * child_span, page_count, loaded)?;
+        read_node(
+            pager,
+            &child,
+            level - 1,
+            first + slot * child_span,
+            page_count,
+            loaded,
+        )?;
     }
     page.check_zero_after(r.position())
 }
@@ -100,7 +123,11 @@ fn span(per_leaf: u64, level: u8) -> u64 {
 /// Writes a new bitmap of what is in use once this checkpoint is durable,
 /// after releasing the old bitmap's pages. Every other structure must be
 /// flushed first: nothing may allocate after this.
-pub fn write(pager: &Pager<'_>, alloc: &mut Allocator, old_pages: &[u64]) -> Result<(Root, Vec<u64>), MetaError> {
+pub fn write(
+    pager: &Pager<'_>,
+    alloc: &mut Allocator,
+    old_pages: &[u64],
+) -> Result<(Root, Vec<u64>), MetaError> {
     for p in old_pages {
         alloc.release(*p);
     }
@@ -131,7 +158,9 @@ fn shape(per_leaf: u64, page_count: u64) -> Result<(u8, usize), MetaError> {
     while span(per_leaf, depth) < page_count {
         depth += 1;
         if depth > MAX_BITMAP_DEPTH {
-            return Err(MetaError::TooLarge("atrest.meta has more pages than a bitmap covers".into()));
+            return Err(MetaError::TooLarge(
+                "atrest.meta has more pages than a bitmap covers".into(),
+            ));
         }
     }
     let mut pages = 0u64;
@@ -166,7 +195,15 @@ fn write_node(
     } else {
         let child_span = span(per_leaf, level - 1);
         for slot in 0..FANOUT {
-            let child = write_node(pager, used, page_count, level - 1, first + slot * child_span, per_leaf, next)?;
+            let child = write_node(
+                pager,
+                used,
+                page_count,
+                level - 1,
+                first + slot * child_span,
+                per_leaf,
+                next,
+            )?;
             items.put(&child.encode());
         }
         FANOUT as u16
@@ -175,7 +212,11 @@ fn write_node(
     pager.write(
         number,
         &PageHeader {
-            kind: if level == 0 { PageKind::BitmapLeaf } else { PageKind::BitmapIndex },
+            kind: if level == 0 {
+                PageKind::BitmapLeaf
+            } else {
+                PageKind::BitmapIndex
+            },
             level,
             count,
             owner: 0,

@@ -118,14 +118,24 @@ impl Directory {
         self.id
     }
 
-    fn load(&mut self, pager: &Pager<'_>, link: Link, level: u8, range: Range) -> Result<Option<usize>, MetaError> {
+    fn load(
+        &mut self,
+        pager: &Pager<'_>,
+        link: Link,
+        level: u8,
+        range: Range,
+    ) -> Result<Option<usize>, MetaError> {
         let reference = match link {
             Link::Null => return Ok(None),
             Link::Mem(id) => return Ok(Some(id)),
             Link::Disk(reference) => reference,
         };
         let expect = Expect {
-            kind: if level == 0 { PageKind::DirLeaf } else { PageKind::DirIndex },
+            kind: if level == 0 {
+                PageKind::DirLeaf
+            } else {
+                PageKind::DirIndex
+            },
             owner: self.id,
             level: Some(level),
         };
@@ -145,7 +155,11 @@ impl Directory {
 
     /// Walks to the leaf that holds `hash`, loading pages on the way.
     /// `None` for an empty directory.
-    fn descend(&mut self, pager: &Pager<'_>, hash: u64) -> Result<Option<(usize, Path)>, MetaError> {
+    fn descend(
+        &mut self,
+        pager: &Pager<'_>,
+        hash: u64,
+    ) -> Result<Option<(usize, Path)>, MetaError> {
         let Some(mut id) = self.load(pager, self.root, self.depth, ALL)? else {
             return Ok(None);
         };
@@ -173,7 +187,11 @@ impl Directory {
         Ok(Some((id, path)))
     }
 
-    pub fn lookup(&mut self, pager: &Pager<'_>, name: &[u8]) -> Result<Option<DirEntry>, MetaError> {
+    pub fn lookup(
+        &mut self,
+        pager: &Pager<'_>,
+        name: &[u8],
+    ) -> Result<Option<DirEntry>, MetaError> {
         let hash = pager.keys.entry_hash(self.id, name);
         let Some((leaf, _)) = self.descend(pager, hash)? else {
             return Ok(None);
@@ -188,7 +206,13 @@ impl Directory {
     }
 
     /// Adds an entry; the caller has checked that the name is free.
-    pub fn insert(&mut self, pager: &Pager<'_>, id: u64, kind: ObjectKind, name: &[u8]) -> Result<DirEntry, MetaError> {
+    pub fn insert(
+        &mut self,
+        pager: &Pager<'_>,
+        id: u64,
+        kind: ObjectKind,
+        name: &[u8],
+    ) -> Result<DirEntry, MetaError> {
         debug_assert!(valid_name(name));
         let entry = DirEntry {
             hash: pager.keys.entry_hash(self.id, name),
@@ -229,7 +253,12 @@ impl Directory {
 
     /// Splits an overfull node, then its parent if that overflows, up to
     /// a new root level.
-    fn split_if_full(&mut self, pager: &Pager<'_>, mut node: usize, mut path: Path) -> Result<(), MetaError> {
+    fn split_if_full(
+        &mut self,
+        pager: &Pager<'_>,
+        mut node: usize,
+        mut path: Path,
+    ) -> Result<(), MetaError> {
         let space = item_space(pager.keys);
         loop {
             let split = match &mut self.nodes[node].body {
@@ -239,7 +268,9 @@ impl Directory {
                         return Ok(());
                     }
                     let at = leaf_split_point(entries).ok_or_else(|| {
-                        MetaError::TooLarge("one directory leaf cannot hold all names of one hash".into())
+                        MetaError::TooLarge(
+                            "one directory leaf cannot hold all names of one hash".into(),
+                        )
                     })?;
                     let right = entries.split_off(at);
                     (right[0].hash, Body::Leaf(right))
@@ -269,7 +300,9 @@ impl Directory {
                 }
                 None => {
                     if self.depth >= MAX_TREE_DEPTH {
-                        return Err(MetaError::TooLarge("directory tree deeper than 6 levels".into()));
+                        return Err(MetaError::TooLarge(
+                            "directory tree deeper than 6 levels".into(),
+                        ));
                     }
                     self.nodes.push(Node {
                         body: Body::Index(vec![(0, Link::Mem(node)), (low, Link::Mem(right))]),
@@ -285,7 +318,12 @@ impl Directory {
     }
 
     /// Removes the entry `name`; returns it, or `None` if there is none.
-    pub fn remove(&mut self, pager: &Pager<'_>, alloc: &mut Allocator, name: &[u8]) -> Result<Option<DirEntry>, MetaError> {
+    pub fn remove(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        name: &[u8],
+    ) -> Result<Option<DirEntry>, MetaError> {
         let hash = pager.keys.entry_hash(self.id, name);
         let Some((leaf, mut path)) = self.descend(pager, hash)? else {
             return Ok(None);
@@ -293,7 +331,10 @@ impl Directory {
         let Body::Leaf(entries) = &mut self.nodes[leaf].body else {
             unreachable!("level 0 is a leaf");
         };
-        let Some(at) = entries.iter().position(|e| e.hash == hash && e.name == name) else {
+        let Some(at) = entries
+            .iter()
+            .position(|e| e.hash == hash && e.name == name)
+        else {
             return Ok(None);
         };
         let removed = entries.remove(at);
@@ -336,7 +377,12 @@ impl Directory {
     /// Entries with a hash greater than `after`, in hash order, until
     /// `limit` entries; a run of equal hashes is never cut (so the last
     /// hash returned is a valid offset to resume from).
-    pub fn read_from(&mut self, pager: &Pager<'_>, after: u64, limit: usize) -> Result<Vec<DirEntry>, MetaError> {
+    pub fn read_from(
+        &mut self,
+        pager: &Pager<'_>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, MetaError> {
         let mut out = Vec::new();
         if let Some(root) = self.load(pager, self.root, self.depth, ALL)? {
             self.root = Link::Mem(root);
@@ -394,7 +440,11 @@ impl Directory {
     }
 
     /// Releases every page of the tree (the directory was removed).
-    pub fn release_all(&mut self, pager: &Pager<'_>, alloc: &mut Allocator) -> Result<(), MetaError> {
+    pub fn release_all(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+    ) -> Result<(), MetaError> {
         let root = self.root;
         self.release_subtree(pager, alloc, root, self.depth, ALL)?;
         self.root = Link::Null;
@@ -402,7 +452,14 @@ impl Directory {
         Ok(())
     }
 
-    fn release_subtree(&mut self, pager: &Pager<'_>, alloc: &mut Allocator, link: Link, level: u8, range: Range) -> Result<(), MetaError> {
+    fn release_subtree(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        link: Link,
+        level: u8,
+        range: Range,
+    ) -> Result<(), MetaError> {
         let Some(id) = self.load(pager, link, level, range)? else {
             return Ok(());
         };
@@ -427,14 +484,22 @@ impl Directory {
         })
     }
 
-    fn flush_link(&mut self, pager: &Pager<'_>, alloc: &mut Allocator, link: Link, level: u8) -> Result<PageRef, MetaError> {
+    fn flush_link(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        link: Link,
+        level: u8,
+    ) -> Result<PageRef, MetaError> {
         let id = match link {
             Link::Null => return Ok(PageRef::NULL),
             Link::Disk(reference) => return Ok(reference),
             Link::Mem(id) => id,
         };
         if !self.nodes[id].dirty {
-            return Ok(self.nodes[id].reference.expect("a clean node was read or written"));
+            return Ok(self.nodes[id]
+                .reference
+                .expect("a clean node was read or written"));
         }
         let mut bytes = Vec::with_capacity(item_space(pager.keys));
         let count = match &self.nodes[id].body {
@@ -463,7 +528,11 @@ impl Directory {
         }
         let number = alloc.allocate();
         let header = PageHeader {
-            kind: if level == 0 { PageKind::DirLeaf } else { PageKind::DirIndex },
+            kind: if level == 0 {
+                PageKind::DirLeaf
+            } else {
+                PageKind::DirIndex
+            },
             level,
             count: u16::try_from(count).expect("items per page fit u16"),
             owner: self.id,
@@ -494,7 +563,12 @@ fn leaf_split_point(entries: &[DirEntry]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-fn decode_leaf(keys: &MetaKeys, dir: u64, page: &OpenPage, range: Range) -> Result<Vec<DirEntry>, MetaError> {
+fn decode_leaf(
+    keys: &MetaKeys,
+    dir: u64,
+    page: &OpenPage,
+    range: Range,
+) -> Result<Vec<DirEntry>, MetaError> {
     let mut r = Reader::new(&page.items);
     let mut entries: Vec<DirEntry> = Vec::with_capacity(usize::from(page.header.count));
     for _ in 0..page.header.count {
@@ -504,7 +578,8 @@ fn decode_leaf(keys: &MetaKeys, dir: u64, page: &OpenPage, range: Range) -> Resu
         let kind = r.u8().ok_or_else(bad)?;
         let len = r.u8().ok_or_else(bad)?;
         let name = r.take(usize::from(len)).ok_or_else(bad)?.to_vec();
-        let kind = ObjectKind::from_id(kind).ok_or_else(|| page.corrupt("entry of unknown kind"))?;
+        let kind =
+            ObjectKind::from_id(kind).ok_or_else(|| page.corrupt("entry of unknown kind"))?;
         if !valid_name(&name) || id < 1 {
             return Err(page.corrupt("invalid entry name or object id"));
         }
@@ -514,8 +589,16 @@ fn decode_leaf(keys: &MetaKeys, dir: u64, page: &OpenPage, range: Range) -> Resu
         if hash < range.0 || u128::from(hash) >= range.1 {
             return Err(page.corrupt("an entry outside its leaf's hash range"));
         }
-        let entry = DirEntry { hash, id, kind, name };
-        if entries.last().is_some_and(|last| last.order() >= entry.order()) {
+        let entry = DirEntry {
+            hash,
+            id,
+            kind,
+            name,
+        };
+        if entries
+            .last()
+            .is_some_and(|last| last.order() >= entry.order())
+        {
             return Err(page.corrupt("entries out of order or repeated"));
         }
         entries.push(entry);

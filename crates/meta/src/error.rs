@@ -10,7 +10,11 @@ pub enum Location {
     Superblock(u64),
     /// A sealed page of `atrest.meta`, as the structure referring to it
     /// expected it.
-    Page { page: u64, kind: PageKind, owner: u64 },
+    Page {
+        page: u64,
+        kind: PageKind,
+        owner: u64,
+    },
     /// The header of log segment `segment`.
     Segment { segment: u64 },
     /// A log record.

@@ -36,7 +36,8 @@ impl MetaKeys {
         &self.page
     }
 
-    pub(crate) fn log(&self) -> &BlockCipher {
+    /// The cipher of the log's records (§16.12).
+    pub fn log(&self) -> &BlockCipher {
         &self.log
     }
 

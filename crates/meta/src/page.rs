@@ -203,12 +203,7 @@ fn aad(keys: &MetaKeys, page: u64, kind: PageKind, owner: u64) -> Vec<u8> {
 
 /// Seals a page to be written at page number `page`. `items` must fit the
 /// body after the header; the rest of the body is zero.
-pub fn seal(
-    keys: &MetaKeys,
-    page: u64,
-    header: &PageHeader,
-    items: &[u8],
-) -> Box<[u8; PAGE_SIZE]> {
+pub fn seal(keys: &MetaKeys, page: u64, header: &PageHeader, items: &[u8]) -> Box<[u8; PAGE_SIZE]> {
     assert!(page >= FIRST_SEALED_PAGE, "pages 0 and 1 are superblocks");
     assert!(items.len() <= item_space(keys), "page items overflow");
     let mut body = Vec::with_capacity(body_len(keys));

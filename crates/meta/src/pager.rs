@@ -54,7 +54,9 @@ impl<'a> Pager<'a> {
         let sealed = page::seal(self.keys, number, header, items);
         self.backing
             .write_at(META_FILE, number * PAGE_SIZE as u64, &sealed[..])
-            .map_err(MetaError::io(format!("writing page {number} of {META_FILE}")))?;
+            .map_err(MetaError::io(format!(
+                "writing page {number} of {META_FILE}"
+            )))?;
         Ok(PageRef::to_sealed(number, &sealed))
     }
 }
@@ -113,7 +115,10 @@ impl Allocator {
     /// A page the next checkpoint no longer references.
     pub fn release(&mut self, page: u64) {
         if !self.allocated.remove(&page) {
-            debug_assert!(self.durable.contains(&page), "release of a free page {page}");
+            debug_assert!(
+                self.durable.contains(&page),
+                "release of a free page {page}"
+            );
             self.released.insert(page);
         }
     }
@@ -157,7 +162,10 @@ mod tests {
         a.commit();
         a.release(p);
         let r = a.allocate();
-        assert_ne!(r, p, "page {p} is still referenced by the durable checkpoint");
+        assert_ne!(
+            r, p,
+            "page {p} is still referenced by the durable checkpoint"
+        );
         a.commit();
         assert_eq!(a.allocate(), p);
         assert!(a.in_use_after().contains(&r));

@@ -110,7 +110,12 @@ impl<I: RadixItem> Radix<I> {
     }
 
     /// Turns a disk link into a node in memory.
-    fn load(&mut self, pager: &Pager<'_>, link: Link, level: u8) -> Result<Option<usize>, MetaError> {
+    fn load(
+        &mut self,
+        pager: &Pager<'_>,
+        link: Link,
+        level: u8,
+    ) -> Result<Option<usize>, MetaError> {
         let reference = match link {
             Link::Null => return Ok(None),
             Link::Mem(id) => return Ok(Some(id)),
@@ -127,7 +132,9 @@ impl<I: RadixItem> Radix<I> {
             let len = I::item_len(self.algorithm);
             let mut items = Vec::with_capacity(count);
             for _ in 0..count {
-                let bytes = r.take(len).ok_or_else(|| page.corrupt("items overflow the page"))?;
+                let bytes = r
+                    .take(len)
+                    .ok_or_else(|| page.corrupt("items overflow the page"))?;
                 items.push(I::decode(self.algorithm, bytes).map_err(|e| page.corrupt(e))?);
             }
             Body::Leaf(items)
@@ -137,7 +144,8 @@ impl<I: RadixItem> Radix<I> {
             }
             let mut children = Vec::with_capacity(count);
             for _ in 0..count {
-                let reference = PageRef::read(&mut r).ok_or_else(|| page.corrupt("bad reference"))?;
+                let reference =
+                    PageRef::read(&mut r).ok_or_else(|| page.corrupt("bad reference"))?;
                 children.push(if reference.is_null() {
                     Link::Null
                 } else {
@@ -211,7 +219,9 @@ impl<I: RadixItem> Radix<I> {
         }
         while key >= self.capacity() {
             if self.depth >= self.max_depth {
-                return Err(MetaError::TooLarge(format!("key {key} beyond the deepest tree")));
+                return Err(MetaError::TooLarge(format!(
+                    "key {key} beyond the deepest tree"
+                )));
             }
             let root = self.new_node(self.depth + 1);
             if let Body::Index(children) = &mut self.nodes[root].body {
@@ -258,7 +268,12 @@ impl<I: RadixItem> Radix<I> {
 
     /// Empties every key from `from` on, releasing the pages of subtrees
     /// that held only such keys (a shrinking truncate; 0 frees the tree).
-    pub fn clear_from(&mut self, pager: &Pager<'_>, alloc: &mut Allocator, from: u64) -> Result<(), MetaError> {
+    pub fn clear_from(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        from: u64,
+    ) -> Result<(), MetaError> {
         let root = self.root;
         let depth = self.depth;
         self.root = self.clear_link(pager, alloc, root, depth, 0, from)?;
@@ -311,7 +326,13 @@ impl<I: RadixItem> Radix<I> {
     }
 
     /// Releases every page under `link`, reading disk pages to find them.
-    fn release_subtree(&mut self, pager: &Pager<'_>, alloc: &mut Allocator, link: Link, level: u8) -> Result<(), MetaError> {
+    fn release_subtree(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        link: Link,
+        level: u8,
+    ) -> Result<(), MetaError> {
         let Some(id) = self.load(pager, link, level)? else {
             return Ok(());
         };
@@ -345,14 +366,22 @@ impl<I: RadixItem> Radix<I> {
         })
     }
 
-    fn flush_link(&mut self, pager: &Pager<'_>, alloc: &mut Allocator, link: Link, level: u8) -> Result<PageRef, MetaError> {
+    fn flush_link(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        link: Link,
+        level: u8,
+    ) -> Result<PageRef, MetaError> {
         let id = match link {
             Link::Null => return Ok(PageRef::NULL),
             Link::Disk(reference) => return Ok(reference),
             Link::Mem(id) => id,
         };
         if !self.nodes[id].dirty {
-            return Ok(self.nodes[id].reference.expect("a clean node was read or written"));
+            return Ok(self.nodes[id]
+                .reference
+                .expect("a clean node was read or written"));
         }
         let mut items = Vec::with_capacity(item_space(pager.keys));
         let (count, empty) = match &self.nodes[id].body {

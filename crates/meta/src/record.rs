@@ -117,7 +117,9 @@ impl MapEntry {
             }
             Self::Sealed(nonce_tag) => {
                 let used = algorithm.overhead();
-                out.put(&nonce_tag[..used]).put_u8(1).put_zeros(len - used - 1);
+                out.put(&nonce_tag[..used])
+                    .put_u8(1)
+                    .put_zeros(len - used - 1);
             }
         }
     }
@@ -223,7 +225,8 @@ impl HeadChange {
 impl ObjectHead {
     pub fn encode(&self) -> [u8; HEAD_LEN] {
         let mut out = Vec::with_capacity(HEAD_LEN);
-        let flags = if self.inline { FLAG_INLINE } else { 0 } | if self.orphan { FLAG_ORPHAN } else { 0 };
+        let flags =
+            if self.inline { FLAG_INLINE } else { 0 } | if self.orphan { FLAG_ORPHAN } else { 0 };
         out.put_u64(self.id)
             .put_u8(self.kind.id())
             .put_u8(flags)
@@ -235,7 +238,9 @@ impl ObjectHead {
         for t in [self.mtime, self.ctime, self.atime, self.btime] {
             t.put(&mut out);
         }
-        out.put_u64(self.rdev).put_u64(self.parent).put(&self.file_id);
+        out.put_u64(self.rdev)
+            .put_u64(self.parent)
+            .put(&self.file_id);
         out.try_into().expect("112 bytes")
     }
 
@@ -299,13 +304,18 @@ impl ObjectHead {
             _ => {}
         }
         if (kind == ObjectKind::Regular) == is_zero(&file_id) {
-            return Err(format!("object {id}: file id set on the wrong kind, or missing"));
+            return Err(format!(
+                "object {id}: file id set on the wrong kind, or missing"
+            ));
         }
         match kind {
             ObjectKind::Symlink if !(1..=MAX_TARGET as u64).contains(&size) => {
                 return Err(format!("symlink {id}: target of {size} bytes"));
             }
-            ObjectKind::Fifo | ObjectKind::Socket | ObjectKind::CharDevice | ObjectKind::BlockDevice
+            ObjectKind::Fifo
+            | ObjectKind::Socket
+            | ObjectKind::CharDevice
+            | ObjectKind::BlockDevice
                 if size != 0 =>
             {
                 return Err(format!("special file {id} with a size"));
@@ -376,18 +386,24 @@ impl ObjectRecord {
     }
 
     /// Decodes one slot: `None` for a free one (256 zero bytes).
-    pub fn decode(algorithm: ContentAlgorithm, bytes: &[u8; RECORD_LEN]) -> Result<Option<Self>, String> {
+    pub fn decode(
+        algorithm: ContentAlgorithm,
+        bytes: &[u8; RECORD_LEN],
+    ) -> Result<Option<Self>, String> {
         if is_zero(bytes) {
             return Ok(None);
         }
         let head_bytes: &[u8; HEAD_LEN] = bytes[..HEAD_LEN].try_into().expect("112 bytes");
         let head = match HeadChange::decode(head_bytes)? {
             HeadChange::Set(head) => head,
-            HeadChange::Freed(id) => return Err(format!("slot of object {id}: kind 0 with fields set")),
+            HeadChange::Freed(id) => {
+                return Err(format!("slot of object {id}: kind 0 with fields set"));
+            }
         };
         let content_bytes = &bytes[HEAD_LEN..HEAD_LEN + CONTENT_LEN];
         let mut r = Reader::new(&bytes[HEAD_LEN + CONTENT_LEN..]);
-        let xattrs = PageRef::read(&mut r).ok_or_else(|| format!("object {}: bad xattr reference", head.id))?;
+        let xattrs = PageRef::read(&mut r)
+            .ok_or_else(|| format!("object {}: bad xattr reference", head.id))?;
         let changed_at = r.u64().expect("in record");
         let content = decode_content(algorithm, &head, content_bytes)?;
         let record = Self {
@@ -415,7 +431,9 @@ impl ObjectRecord {
                     && root.depth <= MAX_TREE_DEPTH
             }
             (ObjectKind::Directory, Content::Tree(root)) => {
-                !inline && root.depth <= MAX_TREE_DEPTH && (root.depth == 0 || !root.reference.is_null())
+                !inline
+                    && root.depth <= MAX_TREE_DEPTH
+                    && (root.depth == 0 || !root.reference.is_null())
             }
             (ObjectKind::Symlink, Content::InlineTarget(t)) => {
                 inline && t.len() <= INLINE_TARGET && t.len() as u64 == self.head.size
@@ -424,7 +442,10 @@ impl ObjectRecord {
                 !inline && self.head.size > INLINE_TARGET as u64 && !r.is_null()
             }
             (
-                ObjectKind::Fifo | ObjectKind::Socket | ObjectKind::CharDevice | ObjectKind::BlockDevice,
+                ObjectKind::Fifo
+                | ObjectKind::Socket
+                | ObjectKind::CharDevice
+                | ObjectKind::BlockDevice,
                 Content::None,
             ) => !inline,
             _ => false,
@@ -437,11 +458,16 @@ impl ObjectRecord {
     }
 }
 
-fn decode_content(algorithm: ContentAlgorithm, head: &ObjectHead, bytes: &[u8]) -> Result<Content, String> {
+fn decode_content(
+    algorithm: ContentAlgorithm,
+    head: &ObjectHead,
+    bytes: &[u8],
+) -> Result<Content, String> {
     let id = head.id;
     let bad = || format!("object {id}: bad content bytes");
     let tree = |bytes: &[u8]| -> Result<Content, String> {
-        let reference = PageRef::decode(bytes[..REF_LEN].try_into().expect("40 bytes")).ok_or_else(bad)?;
+        let reference =
+            PageRef::decode(bytes[..REF_LEN].try_into().expect("40 bytes")).ok_or_else(bad)?;
         let depth = bytes[REF_LEN];
         if !is_zero(&bytes[REF_LEN + 1..]) {
             return Err(bad());
@@ -456,7 +482,9 @@ fn decode_content(algorithm: ContentAlgorithm, head: &ObjectHead, bytes: &[u8]) 
                 return Err(bad());
             }
             let entries = (0..blocks)
-                .map(|i| MapEntry::decode(algorithm, &bytes[i * len..(i + 1) * len]).ok_or_else(bad))
+                .map(|i| {
+                    MapEntry::decode(algorithm, &bytes[i * len..(i + 1) * len]).ok_or_else(bad)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             if !is_zero(&bytes[blocks * len..]) {
                 return Err(bad());
@@ -472,7 +500,8 @@ fn decode_content(algorithm: ContentAlgorithm, head: &ObjectHead, bytes: &[u8]) 
             Content::InlineTarget(bytes[..len].to_vec())
         }
         ObjectKind::Symlink => {
-            let reference = PageRef::decode(bytes[..REF_LEN].try_into().expect("40 bytes")).ok_or_else(bad)?;
+            let reference =
+                PageRef::decode(bytes[..REF_LEN].try_into().expect("40 bytes")).ok_or_else(bad)?;
             if !is_zero(&bytes[REF_LEN..]) {
                 return Err(bad());
             }
@@ -507,13 +536,26 @@ mod tests {
             gid: 1000,
             nlink: 1,
             size: 0,
-            mtime: Timestamp { secs: 1_700_000_000, nanos: 5 },
-            ctime: Timestamp { secs: 1_700_000_001, nanos: 6 },
-            atime: Timestamp { secs: -1, nanos: 999_999_999 },
+            mtime: Timestamp {
+                secs: 1_700_000_000,
+                nanos: 5,
+            },
+            ctime: Timestamp {
+                secs: 1_700_000_001,
+                nanos: 6,
+            },
+            atime: Timestamp {
+                secs: -1,
+                nanos: 999_999_999,
+            },
             btime: Timestamp { secs: 0, nanos: 0 },
             rdev: 0,
             parent: if kind == ObjectKind::Directory { 1 } else { 0 },
-            file_id: if kind == ObjectKind::Regular { [0x11; 16] } else { [0; 16] },
+            file_id: if kind == ObjectKind::Regular {
+                [0x11; 16]
+            } else {
+                [0; 16]
+            },
         }
     }
 
@@ -546,19 +588,57 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_in_its_canonical_form() {
-        let regular_inline = ObjectHead { inline: true, size: 9000, ..head(5, ObjectKind::Regular) };
-        round_trip(GCM, &record(regular_inline.clone(), Content::InlineMap(vec![sealed(1), MapEntry::Hole, sealed(3)])));
-        let empty = ObjectHead { inline: true, ..head(5, ObjectKind::Regular) };
+        let regular_inline = ObjectHead {
+            inline: true,
+            size: 9000,
+            ..head(5, ObjectKind::Regular)
+        };
+        round_trip(
+            GCM,
+            &record(
+                regular_inline.clone(),
+                Content::InlineMap(vec![sealed(1), MapEntry::Hole, sealed(3)]),
+            ),
+        );
+        let empty = ObjectHead {
+            inline: true,
+            ..head(5, ObjectKind::Regular)
+        };
         round_trip(XCHACHA, &record(empty, Content::InlineMap(vec![])));
-        let big = ObjectHead { size: 3 * 4096 + 1, ..head(6, ObjectKind::Regular) };
-        let root = Root { reference: PageRef::to_sealed(9, &[1; 4096]), depth: 1 };
+        let big = ObjectHead {
+            size: 3 * 4096 + 1,
+            ..head(6, ObjectKind::Regular)
+        };
+        let root = Root {
+            reference: PageRef::to_sealed(9, &[1; 4096]),
+            depth: 1,
+        };
         round_trip(GCM, &record(big, Content::Tree(root)));
-        round_trip(GCM, &record(head(7, ObjectKind::Directory), Content::Tree(Root { reference: PageRef::NULL, depth: 0 })));
-        let link = ObjectHead { inline: true, size: 96, ..head(8, ObjectKind::Symlink) };
+        round_trip(
+            GCM,
+            &record(
+                head(7, ObjectKind::Directory),
+                Content::Tree(Root {
+                    reference: PageRef::NULL,
+                    depth: 0,
+                }),
+            ),
+        );
+        let link = ObjectHead {
+            inline: true,
+            size: 96,
+            ..head(8, ObjectKind::Symlink)
+        };
         round_trip(GCM, &record(link, Content::InlineTarget(vec![b'x'; 96])));
-        let long = ObjectHead { size: 97, ..head(8, ObjectKind::Symlink) };
+        let long = ObjectHead {
+            size: 97,
+            ..head(8, ObjectKind::Symlink)
+        };
         round_trip(GCM, &record(long, Content::Blob(root.reference)));
-        let dev = ObjectHead { rdev: 0x0801, ..head(10, ObjectKind::BlockDevice) };
+        let dev = ObjectHead {
+            rdev: 0x0801,
+            ..head(10, ObjectKind::BlockDevice)
+        };
         round_trip(GCM, &record(dev, Content::None));
         round_trip(GCM, &record(head(11, ObjectKind::Fifo), Content::None));
     }
@@ -566,30 +646,90 @@ mod tests {
     #[test]
     fn non_canonical_forms_are_refused() {
         // Four blocks cannot be inline with GCM; three cannot with XChaCha.
-        let four = ObjectHead { inline: true, size: 3 * 4096 + 1, ..head(5, ObjectKind::Regular) };
+        let four = ObjectHead {
+            inline: true,
+            size: 3 * 4096 + 1,
+            ..head(5, ObjectKind::Regular)
+        };
         let r = record(four, Content::InlineMap(vec![MapEntry::Hole; 4]));
         assert!(r.check(GCM).is_err());
-        let three = ObjectHead { inline: true, size: 3 * 4096, ..head(5, ObjectKind::Regular) };
-        assert!(record(three.clone(), Content::InlineMap(vec![MapEntry::Hole; 3])).check(XCHACHA).is_err());
-        assert!(record(three, Content::InlineMap(vec![MapEntry::Hole; 3])).check(GCM).is_ok());
+        let three = ObjectHead {
+            inline: true,
+            size: 3 * 4096,
+            ..head(5, ObjectKind::Regular)
+        };
+        assert!(
+            record(three.clone(), Content::InlineMap(vec![MapEntry::Hole; 3]))
+                .check(XCHACHA)
+                .is_err()
+        );
+        assert!(
+            record(three, Content::InlineMap(vec![MapEntry::Hole; 3]))
+                .check(GCM)
+                .is_ok()
+        );
         // A small file with a tree, a short target in a blob.
-        let small = ObjectHead { size: 10, ..head(5, ObjectKind::Regular) };
-        assert!(record(small, Content::Tree(Root { reference: PageRef::NULL, depth: 0 })).check(GCM).is_err());
-        let short = ObjectHead { size: 5, ..head(8, ObjectKind::Symlink) };
-        assert!(record(short, Content::Blob(PageRef::to_sealed(2, &[0; 4096]))).check(GCM).is_err());
+        let small = ObjectHead {
+            size: 10,
+            ..head(5, ObjectKind::Regular)
+        };
+        assert!(
+            record(
+                small,
+                Content::Tree(Root {
+                    reference: PageRef::NULL,
+                    depth: 0
+                })
+            )
+            .check(GCM)
+            .is_err()
+        );
+        let short = ObjectHead {
+            size: 5,
+            ..head(8, ObjectKind::Symlink)
+        };
+        assert!(
+            record(short, Content::Blob(PageRef::to_sealed(2, &[0; 4096])))
+                .check(GCM)
+                .is_err()
+        );
     }
 
     #[test]
     fn head_rules_are_checked() {
         let bad_heads = [
-            ObjectHead { mode: 0o100644, ..head(5, ObjectKind::Regular) },
-            ObjectHead { file_id: [0; 16], ..head(5, ObjectKind::Regular) },
-            ObjectHead { parent: 0, ..head(5, ObjectKind::Directory) },
-            ObjectHead { parent: 3, ..head(5, ObjectKind::Fifo) },
-            ObjectHead { rdev: 1, ..head(5, ObjectKind::Fifo) },
-            ObjectHead { size: 0, ..head(5, ObjectKind::Symlink) },
-            ObjectHead { size: 4096, ..head(5, ObjectKind::Symlink) },
-            ObjectHead { size: 1, ..head(5, ObjectKind::Socket) },
+            ObjectHead {
+                mode: 0o100644,
+                ..head(5, ObjectKind::Regular)
+            },
+            ObjectHead {
+                file_id: [0; 16],
+                ..head(5, ObjectKind::Regular)
+            },
+            ObjectHead {
+                parent: 0,
+                ..head(5, ObjectKind::Directory)
+            },
+            ObjectHead {
+                parent: 3,
+                ..head(5, ObjectKind::Fifo)
+            },
+            ObjectHead {
+                rdev: 1,
+                ..head(5, ObjectKind::Fifo)
+            },
+            ObjectHead {
+                size: 0,
+                ..head(5, ObjectKind::Symlink)
+            },
+            ObjectHead {
+                size: 4096,
+                ..head(5, ObjectKind::Symlink)
+            },
+            ObjectHead {
+                size: 1,
+                ..head(5, ObjectKind::Socket)
+            },
         ];
         for h in bad_heads {
             assert!(ObjectHead::decode(&h.encode()).is_err(), "{h:?}");

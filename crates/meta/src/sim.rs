@@ -40,7 +40,7 @@ impl Rng {
         Self(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -51,7 +51,7 @@ impl Rng {
 
     /// A number below `n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -195,8 +195,8 @@ fn mix(rng: &mut Rng, old: &[u8], new: &[u8], dirty: &BTreeSet<usize>) -> Vec<u8
 }
 
 fn copy_from(out: &mut [u8], new: &[u8], start: usize, end: usize) {
-    for i in start..end {
-        out[i] = new.get(i).copied().unwrap_or(0);
+    for (i, byte) in out.iter_mut().enumerate().take(end).skip(start) {
+        *byte = new.get(i).copied().unwrap_or(0);
     }
 }
 

@@ -7,6 +7,7 @@
 //! next [`Store::checkpoint`], and `changed_at` counts operations.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::backing::Backing;
@@ -105,16 +106,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Makes the metadata of a new vault: an empty root directory with the
+    /// Formats the metadata of a new vault: an empty root directory with the
     /// given mode and owner, checkpoint 1.
-    pub fn create(
+    pub fn format(
         keys: MetaKeys,
         backing: Arc<dyn Backing>,
         config: ConfigBinding,
         root: (u16, u32, u32),
         now: Timestamp,
     ) -> Result<Self, MetaError> {
-        if backing.len(META_FILE).map_err(MetaError::io("reading atrest.meta"))?.is_some() {
+        if backing
+            .len(META_FILE)
+            .map_err(MetaError::io("reading atrest.meta"))?
+            .is_some()
+        {
             return Err(MetaError::Inconsistent("atrest.meta already exists".into()));
         }
         let algorithm = keys.algorithm();
@@ -187,19 +192,30 @@ impl Store {
         )?;
         store.dirs.insert(ROOT_ID, Directory::empty(ROOT_ID));
         store.checkpoint(now)?;
+        // The file's directory entry, so that the vault exists after a crash.
+        store
+            .backing
+            .sync_dir("")
+            .map_err(MetaError::io("syncing the vault directory"))?;
         Ok(store)
     }
 
     /// Opens the metadata of a vault: the newer valid superblock, its
     /// config binding checked against the config just opened, its bitmap.
-    pub fn open(keys: MetaKeys, backing: Arc<dyn Backing>, config: ConfigBinding) -> Result<Self, MetaError> {
+    pub fn open(
+        keys: MetaKeys,
+        backing: Arc<dyn Backing>,
+        config: ConfigBinding,
+    ) -> Result<Self, MetaError> {
         let mut pages = [[0u8; PAGE_SIZE]; 2];
         for (i, page) in pages.iter_mut().enumerate() {
             backing
                 .read_exact_at(META_FILE, (i * PAGE_SIZE) as u64, page)
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound => {
-                        MetaError::NoSuperblock("atrest.meta is missing or shorter than two pages".into())
+                        MetaError::NoSuperblock(
+                            "atrest.meta is missing or shorter than two pages".into(),
+                        )
                     }
                     _ => MetaError::io("reading atrest.meta")(e),
                 })?;
@@ -211,7 +227,9 @@ impl Store {
                 config.generation, superblock.config_generation
             )));
         }
-        if superblock.config_generation == config.generation && superblock.config_hash != config.hash {
+        if superblock.config_generation == config.generation
+            && superblock.config_hash != config.hash
+        {
             return Err(MetaError::Inconsistent(
                 "the config is not the one the vault's metadata was written with".into(),
             ));
@@ -312,19 +330,28 @@ impl Store {
         pager: &Pager<'_>,
         id: u64,
     ) -> Result<&'s mut Directory, FsError> {
-        if !dirs.contains_key(&id) {
-            let record = objects.get(pager, id)?.ok_or(FsError::NotFound)?;
-            let (ObjectKind::Directory, Content::Tree(root)) = (record.head.kind, record.content) else {
-                return Err(FsError::NotDir);
-            };
-            dirs.insert(id, Directory::open(id, root));
+        match dirs.entry(id) {
+            Entry::Occupied(dir) => Ok(dir.into_mut()),
+            Entry::Vacant(slot) => {
+                let record = objects.get(pager, id)?.ok_or(FsError::NotFound)?;
+                let (ObjectKind::Directory, Content::Tree(root)) =
+                    (record.head.kind, record.content)
+                else {
+                    return Err(FsError::NotDir);
+                };
+                Ok(slot.insert(Directory::open(id, root)))
+            }
         }
-        Ok(dirs.get_mut(&id).expect("inserted above"))
     }
 
     /// Entries of `dir` after offset `after` (0 from the start), at most
     /// `limit` unless a run of equal hashes needs more.
-    pub fn readdir(&mut self, dir: u64, after: u64, limit: usize) -> Result<Vec<DirEntry>, FsError> {
+    pub fn readdir(
+        &mut self,
+        dir: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, FsError> {
         let pager = Pager::new(&self.keys, self.backing.as_ref());
         let d = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, dir)?;
         Ok(d.read_from(&pager, after, limit)?)
@@ -335,11 +362,11 @@ impl Store {
         let record = self.record(id)?;
         match record.content {
             Content::InlineTarget(target) => Ok(target),
-            Content::Blob(reference) if reference.is_null() => Ok(self
-                .unwritten_blobs
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| MetaError::Inconsistent(format!("symlink {id} has no target")))?),
+            Content::Blob(reference) if reference.is_null() => {
+                Ok(self.unwritten_blobs.get(&id).cloned().ok_or_else(|| {
+                    MetaError::Inconsistent(format!("symlink {id} has no target"))
+                })?)
+            }
             Content::Blob(reference) => {
                 let pager = self.pager();
                 Ok(read_blob(&pager, id, reference, record.head.size)?)
@@ -349,7 +376,13 @@ impl Store {
     }
 
     /// Creates `name` in `parent`.
-    pub fn create(&mut self, parent: u64, name: &[u8], new: NewObject, now: Timestamp) -> Result<ObjectHead, FsError> {
+    pub fn create(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        new: NewObject,
+        now: Timestamp,
+    ) -> Result<ObjectHead, FsError> {
         check_name(name)?;
         let mut parent_record = self.record(parent)?;
         if parent_record.head.kind != ObjectKind::Directory {
@@ -410,7 +443,8 @@ impl Store {
             _ => Content::None,
         };
         let pager = Pager::new(&self.keys, self.backing.as_ref());
-        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(&pager, id, new.kind, name)?;
+        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?
+            .insert(&pager, id, new.kind, name)?;
         parent_record.head.size += 1;
         if new.kind == ObjectKind::Directory {
             parent_record.head.nlink += 1;
@@ -427,7 +461,13 @@ impl Store {
     }
 
     /// A new name for an existing non-directory.
-    pub fn link(&mut self, id: u64, parent: u64, name: &[u8], now: Timestamp) -> Result<ObjectHead, FsError> {
+    pub fn link(
+        &mut self,
+        id: u64,
+        parent: u64,
+        name: &[u8],
+        now: Timestamp,
+    ) -> Result<ObjectHead, FsError> {
         check_name(name)?;
         let mut record = self.record(id)?;
         if record.head.kind == ObjectKind::Directory {
@@ -444,7 +484,12 @@ impl Store {
             return Err(FsError::NotPermitted("too many links"));
         }
         let pager = Pager::new(&self.keys, self.backing.as_ref());
-        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(&pager, id, record.head.kind, name)?;
+        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(
+            &pager,
+            id,
+            record.head.kind,
+            name,
+        )?;
         record.head.nlink += 1;
         record.head.ctime = now;
         parent_record.head.size += 1;
@@ -457,7 +502,12 @@ impl Store {
 
     /// Removes a non-directory's name; frees the object with its last
     /// name. Returns the object's id and whether it was freed.
-    pub fn unlink(&mut self, parent: u64, name: &[u8], now: Timestamp) -> Result<(u64, bool), FsError> {
+    pub fn unlink(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        now: Timestamp,
+    ) -> Result<(u64, bool), FsError> {
         let entry = self.lookup_entry(parent, name)?.ok_or(FsError::NotFound)?;
         if entry.kind == ObjectKind::Directory {
             return Err(FsError::IsDir);
@@ -483,10 +533,17 @@ impl Store {
 
     /// Takes `name` out of `parent` and updates the parent's size, times
     /// and (for a directory entry) link count.
-    fn remove_entry(&mut self, parent: u64, name: &[u8], now: Timestamp) -> Result<DirEntry, FsError> {
+    fn remove_entry(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        now: Timestamp,
+    ) -> Result<DirEntry, FsError> {
         let pager = Pager::new(&self.keys, self.backing.as_ref());
         let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?;
-        let entry = dir.remove(&pager, &mut self.alloc, name)?.ok_or(FsError::NotFound)?;
+        let entry = dir
+            .remove(&pager, &mut self.alloc, name)?
+            .ok_or(FsError::NotFound)?;
         let mut parent_record = self.record(parent)?;
         parent_record.head.size -= 1;
         if entry.kind == ObjectKind::Directory {
@@ -497,9 +554,17 @@ impl Store {
         Ok(entry)
     }
 
-    fn insert_entry(&mut self, parent: u64, id: u64, kind: ObjectKind, name: &[u8], now: Timestamp) -> Result<(), FsError> {
+    fn insert_entry(
+        &mut self,
+        parent: u64,
+        id: u64,
+        kind: ObjectKind,
+        name: &[u8],
+        now: Timestamp,
+    ) -> Result<(), FsError> {
         let pager = Pager::new(&self.keys, self.backing.as_ref());
-        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(&pager, id, kind, name)?;
+        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?
+            .insert(&pager, id, kind, name)?;
         let mut parent_record = self.record(parent)?;
         parent_record.head.size += 1;
         if kind == ObjectKind::Directory {
@@ -572,7 +637,9 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), FsError> {
         check_name(to_name)?;
-        let source = self.lookup_entry(from_parent, from_name)?.ok_or(FsError::NotFound)?;
+        let source = self
+            .lookup_entry(from_parent, from_name)?
+            .ok_or(FsError::NotFound)?;
         let target = self.lookup_entry(to_parent, to_name)?;
         if self.record(to_parent)?.head.kind != ObjectKind::Directory {
             return Err(FsError::NotDir);
@@ -584,7 +651,9 @@ impl Store {
             (RenameMode::NoReplace, Some(_)) => return Err(FsError::Exists),
             (RenameMode::Exchange, None) => return Err(FsError::NotFound),
             (RenameMode::Exchange, Some(target)) => {
-                if target.kind == ObjectKind::Directory && self.is_ancestor(target.id, from_parent)? {
+                if target.kind == ObjectKind::Directory
+                    && self.is_ancestor(target.id, from_parent)?
+                {
                     return Err(FsError::Invalid("a directory cannot move into itself"));
                 }
                 return self.exchange(from_parent, &source, to_parent, target, now);
@@ -596,7 +665,10 @@ impl Store {
                 // Two names of one object: POSIX says do nothing.
                 return Ok(());
             }
-            match (source.kind == ObjectKind::Directory, target.kind == ObjectKind::Directory) {
+            match (
+                source.kind == ObjectKind::Directory,
+                target.kind == ObjectKind::Directory,
+            ) {
                 (true, false) => return Err(FsError::NotDir),
                 (false, true) => return Err(FsError::IsDir),
                 (true, true) if !self.dir(target.id)?.is_empty() => return Err(FsError::NotEmpty),
@@ -619,7 +691,14 @@ impl Store {
         self.put(moved)
     }
 
-    fn exchange(&mut self, a_parent: u64, a: &DirEntry, b_parent: u64, b: &DirEntry, now: Timestamp) -> Result<(), FsError> {
+    fn exchange(
+        &mut self,
+        a_parent: u64,
+        a: &DirEntry,
+        b_parent: u64,
+        b: &DirEntry,
+        now: Timestamp,
+    ) -> Result<(), FsError> {
         if a.id == b.id {
             return Ok(());
         }
@@ -639,7 +718,12 @@ impl Store {
     }
 
     /// Mode, owner and times; ctime becomes `now`.
-    pub fn setattr(&mut self, id: u64, change: &SetAttr, now: Timestamp) -> Result<ObjectHead, FsError> {
+    pub fn setattr(
+        &mut self,
+        id: u64,
+        change: &SetAttr,
+        now: Timestamp,
+    ) -> Result<ObjectHead, FsError> {
         let mut record = self.record(id)?;
         let head = &mut record.head;
         if let Some(mode) = change.mode {
@@ -696,8 +780,11 @@ impl Store {
             }
         }
         let object_table = self.objects.flush(&pager, &mut self.alloc)?;
-        let (bitmap_root, bitmap_pages) = bitmap::write(&pager, &mut self.alloc, &self.bitmap_pages)?;
-        self.backing.sync(META_FILE).map_err(MetaError::io("syncing atrest.meta"))?;
+        let (bitmap_root, bitmap_pages) =
+            bitmap::write(&pager, &mut self.alloc, &self.bitmap_pages)?;
+        self.backing
+            .sync(META_FILE)
+            .map_err(MetaError::io("syncing atrest.meta"))?;
         let previous = &self.superblock;
         let generation = Generation {
             checkpoint: previous.generation.checkpoint + 1,
@@ -728,7 +815,9 @@ impl Store {
         self.backing
             .write_at(META_FILE, index * PAGE_SIZE as u64, &bytes[..])
             .map_err(MetaError::io("writing the superblock"))?;
-        self.backing.sync(META_FILE).map_err(MetaError::io("syncing atrest.meta"))?;
+        self.backing
+            .sync(META_FILE)
+            .map_err(MetaError::io("syncing atrest.meta"))?;
         self.alloc.commit();
         self.bitmap_pages = bitmap_pages;
         self.superblock = superblock;
@@ -753,7 +842,9 @@ fn check_name(name: &[u8]) -> Result<(), FsError> {
         return Err(FsError::NameTooLong);
     }
     if !valid_name(name) {
-        return Err(FsError::Invalid("a name must not be empty, '.', '..' or hold '/' or NUL"));
+        return Err(FsError::Invalid(
+            "a name must not be empty, '.', '..' or hold '/' or NUL",
+        ));
     }
     Ok(())
 }
@@ -774,7 +865,12 @@ fn blob_capacity(pager: &Pager<'_>) -> usize {
 
 /// Writes `data` as a chain of blob pages, last page first so each page
 /// knows the reference of the next.
-fn write_blob(pager: &Pager<'_>, alloc: &mut Allocator, owner: u64, data: &[u8]) -> Result<PageRef, MetaError> {
+fn write_blob(
+    pager: &Pager<'_>,
+    alloc: &mut Allocator,
+    owner: u64,
+    data: &[u8],
+) -> Result<PageRef, MetaError> {
     let capacity = blob_capacity(pager);
     let mut next = PageRef::NULL;
     for chunk in data.chunks(capacity).rev() {
@@ -807,7 +903,12 @@ fn blob_expect(owner: u64) -> Expect {
 }
 
 /// Reads a blob chain of `len` bytes.
-fn read_blob(pager: &Pager<'_>, owner: u64, first: PageRef, len: u64) -> Result<Vec<u8>, MetaError> {
+fn read_blob(
+    pager: &Pager<'_>,
+    owner: u64,
+    first: PageRef,
+    len: u64,
+) -> Result<Vec<u8>, MetaError> {
     let mut out = Vec::new();
     let mut reference = first;
     while !reference.is_null() {
@@ -841,7 +942,8 @@ fn blob_pages(pager: &Pager<'_>, owner: u64, first: PageRef) -> Result<Vec<u64>,
     while let Some(number) = reference.page() {
         let page = pager.read(&reference, blob_expect(owner))?;
         pages.push(number);
-        reference = PageRef::read(&mut Reader::new(&page.items)).ok_or_else(|| page.corrupt("bad next reference"))?;
+        reference = PageRef::read(&mut Reader::new(&page.items))
+            .ok_or_else(|| page.corrupt("bad next reference"))?;
     }
     Ok(pages)
 }

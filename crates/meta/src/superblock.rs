@@ -175,8 +175,8 @@ impl Superblock {
         if vault_id != *keys.vault_id() {
             return Err(MetaError::Auth(location.clone()));
         }
-        let Some(algorithm) = ContentAlgorithm::from_id(algorithm)
-            .filter(|a| *a == keys.algorithm())
+        let Some(algorithm) =
+            ContentAlgorithm::from_id(algorithm).filter(|a| *a == keys.algorithm())
         else {
             return Err(MetaError::Auth(location.clone()));
         };
@@ -189,7 +189,10 @@ impl Superblock {
         }
         let mac_at = FIXED_LEN + GENERATION_LEN * (recent_count + ack_count);
         keys.superblock()
-            .verify(&mac_input(&bytes[..mac_at]), &bytes[mac_at..mac_at + MAC_LEN])
+            .verify(
+                &mac_input(&bytes[..mac_at]),
+                &bytes[mac_at..mac_at + MAC_LEN],
+            )
             .map_err(|_| MetaError::Auth(location.clone()))?;
         if !is_zero(&bytes[mac_at + MAC_LEN..]) {
             return Err(bad("bytes after the MAC are not zero"));
@@ -218,7 +221,8 @@ impl Superblock {
         if bitmap_reference.is_null() || page_count < 2 || next_object_id < 2 {
             return Err(bad("no bitmap, or counts below the minimum"));
         }
-        let mut lists = (0..recent_count + ack_count).map(|_| Generation::read(&mut r).expect("in page"));
+        let mut lists =
+            (0..recent_count + ack_count).map(|_| Generation::read(&mut r).expect("in page"));
         let first = lists.next().expect("at least one");
         if first != generation {
             return Err(bad("the newest recent generation is not this checkpoint's"));

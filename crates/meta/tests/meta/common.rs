@@ -20,7 +20,14 @@ pub fn at(secs: i64) -> Timestamp {
 /// A new store on a fresh in-memory backing.
 pub fn new_store(algorithm: ContentAlgorithm) -> (Store, Arc<MemBacking>) {
     let backing = Arc::new(MemBacking::new());
-    let store = Store::create(keys(algorithm), backing.clone(), CONFIG, (0o755, 0, 0), at(1)).unwrap();
+    let store = Store::format(
+        keys(algorithm),
+        backing.clone(),
+        CONFIG,
+        (0o755, 0, 0),
+        at(1),
+    )
+    .unwrap();
     (store, backing)
 }
 

@@ -33,11 +33,26 @@ fn tree(store: &mut Store) -> BTreeMap<Vec<u8>, u8> {
 }
 
 fn change(store: &mut Store, round: u32, rng: &mut Rng) {
-    let kinds = [ObjectKind::Regular, ObjectKind::Directory, ObjectKind::Symlink];
+    let kinds = [
+        ObjectKind::Regular,
+        ObjectKind::Directory,
+        ObjectKind::Symlink,
+    ];
     for i in 0..(20 + rng.below(200) as u32) {
         let kind = kinds[rng.below(3) as usize];
-        let target = if rng.below(4) == 0 { vec![b'z'; 300] } else { b"t".to_vec() };
-        let new = NewObject { kind, mode: 0o600, uid: 0, gid: 0, rdev: 0, target };
+        let target = if rng.below(4) == 0 {
+            vec![b'z'; 300]
+        } else {
+            b"t".to_vec()
+        };
+        let new = NewObject {
+            kind,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            target,
+        };
         let name = format!("r{round}-{i}");
         store.create(ROOT_ID, name.as_bytes(), new, at(5)).unwrap();
         if rng.below(3) == 0 {
@@ -52,7 +67,8 @@ fn a_power_cut_anywhere_in_a_checkpoint_leaves_the_old_or_the_new_state() {
     let mut rng = Rng::new(0x5eed);
     for trial in 0..200u32 {
         let disk = Arc::new(SimDisk::new());
-        let mut store = Store::create(keys(GCM), disk.clone(), CONFIG, (0o700, 0, 0), at(1)).unwrap();
+        let mut store =
+            Store::format(keys(GCM), disk.clone(), CONFIG, (0o700, 0, 0), at(1)).unwrap();
         let mut before = tree(&mut store);
         for round in 0..(1 + rng.below(4) as u32) {
             change(&mut store, round, &mut rng);
@@ -65,13 +81,20 @@ fn a_power_cut_anywhere_in_a_checkpoint_leaves_the_old_or_the_new_state() {
         let completed = store.checkpoint(at(7)).is_ok();
         drop(store);
         disk.crash(&mut rng);
-        let mut reopened = Store::open(keys(GCM), disk.clone(), CONFIG)
-            .unwrap_or_else(|e| panic!("trial {trial}: the store does not open after the crash: {e}"));
+        let mut reopened = Store::open(keys(GCM), disk.clone(), CONFIG).unwrap_or_else(|e| {
+            panic!("trial {trial}: the store does not open after the crash: {e}")
+        });
         let found = tree(&mut reopened);
         if completed {
-            assert_eq!(found, after, "trial {trial}: a completed checkpoint was lost");
+            assert_eq!(
+                found, after,
+                "trial {trial}: a completed checkpoint was lost"
+            );
         } else {
-            assert!(found == before || found == after, "trial {trial}: a state that never was");
+            assert!(
+                found == before || found == after,
+                "trial {trial}: a state that never was"
+            );
         }
         // And the store goes on from there.
         change(&mut reopened, 100, &mut rng);

@@ -1,5 +1,9 @@
 //! Integration tests of atrest-meta: one binary, one module per concern.
 
+// Helpers outside #[test] functions panic on failure too: that is the
+// failure report in a test binary.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod crash;
 mod model;

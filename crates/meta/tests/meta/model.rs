@@ -60,13 +60,40 @@ fn outcome(result: Result<(), FsError>) -> Outcome {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { dir: usize, name: Vec<u8>, kind: u8 },
-    Symlink { dir: usize, name: Vec<u8>, long: bool },
-    Link { object: usize, dir: usize, name: Vec<u8> },
-    Unlink { dir: usize, name: Vec<u8> },
-    Rmdir { dir: usize, name: Vec<u8> },
-    Rename { from: usize, from_name: Vec<u8>, to: usize, to_name: Vec<u8>, mode: u8 },
-    Chmod { object: usize, mode: u16 },
+    Create {
+        dir: usize,
+        name: Vec<u8>,
+        kind: u8,
+    },
+    Symlink {
+        dir: usize,
+        name: Vec<u8>,
+        long: bool,
+    },
+    Link {
+        object: usize,
+        dir: usize,
+        name: Vec<u8>,
+    },
+    Unlink {
+        dir: usize,
+        name: Vec<u8>,
+    },
+    Rmdir {
+        dir: usize,
+        name: Vec<u8>,
+    },
+    Rename {
+        from: usize,
+        from_name: Vec<u8>,
+        to: usize,
+        to_name: Vec<u8>,
+        mode: u8,
+    },
+    Chmod {
+        object: usize,
+        mode: u16,
+    },
     Checkpoint,
     Reopen,
 }
@@ -97,12 +124,25 @@ fn op() -> impl Strategy<Value = Op> {
 impl Model {
     fn new() -> Self {
         let mut nodes = BTreeMap::new();
-        nodes.insert(ROOT_ID, (Node::Dir { entries: BTreeMap::new(), parent: ROOT_ID }, 0o755));
+        nodes.insert(
+            ROOT_ID,
+            (
+                Node::Dir {
+                    entries: BTreeMap::new(),
+                    parent: ROOT_ID,
+                },
+                0o755,
+            ),
+        );
         Self { nodes, next_id: 2 }
     }
 
     fn dirs(&self) -> Vec<u64> {
-        self.nodes.iter().filter(|(_, (n, _))| matches!(n, Node::Dir { .. })).map(|(id, _)| *id).collect()
+        self.nodes
+            .iter()
+            .filter(|(_, (n, _))| matches!(n, Node::Dir { .. }))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn pick_dir(&self, i: usize) -> u64 {
@@ -138,7 +178,9 @@ impl Model {
             if id == ROOT_ID {
                 return false;
             }
-            let Node::Dir { parent, .. } = &self.nodes[&id].0 else { unreachable!() };
+            let Node::Dir { parent, .. } = &self.nodes[&id].0 else {
+                unreachable!()
+            };
             id = *parent;
         }
     }
@@ -163,7 +205,14 @@ impl Model {
         Outcome::Ok
     }
 
-    fn rename(&mut self, from: u64, from_name: &[u8], to: u64, to_name: &[u8], mode: RenameMode) -> Outcome {
+    fn rename(
+        &mut self,
+        from: u64,
+        from_name: &[u8],
+        to: u64,
+        to_name: &[u8],
+        mode: RenameMode,
+    ) -> Outcome {
         let Some(&source) = self.entries(from).get(from_name) else {
             return Outcome::NotFound;
         };
@@ -220,11 +269,22 @@ fn apply(store: &mut Store, model: &mut Model, op: &Op, t: i64) -> Outcome {
     match op {
         Op::Create { dir, name, kind } => {
             let dir = model.pick_dir(*dir);
-            let kind = [ObjectKind::Regular, ObjectKind::Directory, ObjectKind::Fifo][usize::from(*kind)];
-            let new = NewObject { kind, mode: 0o644, uid: 1, gid: 2, rdev: 0, target: Vec::new() };
+            let kind =
+                [ObjectKind::Regular, ObjectKind::Directory, ObjectKind::Fifo][usize::from(*kind)];
+            let new = NewObject {
+                kind,
+                mode: 0o644,
+                uid: 1,
+                gid: 2,
+                rdev: 0,
+                target: Vec::new(),
+            };
             let got = outcome(store.create(dir, name, new, now).map(drop));
             let node = match kind {
-                ObjectKind::Directory => Node::Dir { entries: BTreeMap::new(), parent: dir },
+                ObjectKind::Directory => Node::Dir {
+                    entries: BTreeMap::new(),
+                    parent: dir,
+                },
                 _ => Node::File { nlink: 1 },
             };
             assert_eq!(got, model.create(dir, name, node), "{op:?}");
@@ -232,10 +292,25 @@ fn apply(store: &mut Store, model: &mut Model, op: &Op, t: i64) -> Outcome {
         }
         Op::Symlink { dir, name, long } => {
             let dir = model.pick_dir(*dir);
-            let target = if *long { vec![b't'; 4095] } else { b"../x".to_vec() };
-            let new = NewObject { kind: ObjectKind::Symlink, mode: 0o644, uid: 0, gid: 0, rdev: 0, target: target.clone() };
+            let target = if *long {
+                vec![b't'; 4095]
+            } else {
+                b"../x".to_vec()
+            };
+            let new = NewObject {
+                kind: ObjectKind::Symlink,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                target: target.clone(),
+            };
             let got = outcome(store.create(dir, name, new, now).map(drop));
-            assert_eq!(got, model.create(dir, name, Node::Symlink { target }), "{op:?}");
+            assert_eq!(
+                got,
+                model.create(dir, name, Node::Symlink { target }),
+                "{op:?}"
+            );
             got
         }
         Op::Link { object, dir, name } => {
@@ -290,16 +365,33 @@ fn apply(store: &mut Store, model: &mut Model, op: &Op, t: i64) -> Outcome {
             assert_eq!(got, want, "{op:?}");
             got
         }
-        Op::Rename { from, from_name, to, to_name, mode } => {
+        Op::Rename {
+            from,
+            from_name,
+            to,
+            to_name,
+            mode,
+        } => {
             let (from, to) = (model.pick_dir(*from), model.pick_dir(*to));
-            let mode = [RenameMode::Replace, RenameMode::NoReplace, RenameMode::Exchange][usize::from(*mode)];
+            let mode = [
+                RenameMode::Replace,
+                RenameMode::NoReplace,
+                RenameMode::Exchange,
+            ][usize::from(*mode)];
             let got = outcome(store.rename(from, from_name, to, to_name, mode, now));
-            assert_eq!(got, model.rename(from, from_name, to, to_name, mode), "{op:?}");
+            assert_eq!(
+                got,
+                model.rename(from, from_name, to, to_name, mode),
+                "{op:?}"
+            );
             got
         }
         Op::Chmod { object, mode } => {
             let id = model.pick_object(*object);
-            let change = SetAttr { mode: Some(*mode), ..SetAttr::default() };
+            let change = SetAttr {
+                mode: Some(*mode),
+                ..SetAttr::default()
+            };
             let got = outcome(store.setattr(id, &change, now).map(drop));
             model.nodes.get_mut(&id).expect("live").1 = *mode;
             got
@@ -320,10 +412,23 @@ fn check(store: &mut Store, model: &Model) {
             let Some(last) = batch.last() else { break };
             after = last.hash;
             for e in batch {
-                assert!(entries.insert(e.name.clone(), e.id).is_none(), "{:?} listed twice", e.name);
+                assert!(
+                    entries.insert(e.name.clone(), e.id).is_none(),
+                    "{:?} listed twice",
+                    e.name
+                );
             }
         }
-        let (Node::Dir { entries: want, parent }, _) = &model.nodes[&dir] else { unreachable!() };
+        let (
+            Node::Dir {
+                entries: want,
+                parent,
+            },
+            _,
+        ) = &model.nodes[&dir]
+        else {
+            unreachable!()
+        };
         assert_eq!(&entries, want, "entries of directory {dir}");
         let head = store.getattr(dir).unwrap();
         assert_eq!(head.parent, *parent, "parent of {dir}");
@@ -368,7 +473,14 @@ fn run(algorithm: ContentAlgorithm, ops: &[Op]) {
             }
             // Hard links of symlinks are legal but the model keeps
             // symlinks single-named.
-            Op::Link { object, .. } if matches!(model.nodes[&model.pick_object(*object)].0, Node::Symlink { .. }) => continue,
+            Op::Link { object, .. }
+                if matches!(
+                    model.nodes[&model.pick_object(*object)].0,
+                    Node::Symlink { .. }
+                ) =>
+            {
+                continue;
+            }
             op => {
                 apply(&mut store, &mut model, op, t);
             }
@@ -403,14 +515,25 @@ fn a_large_directory_splits_and_shrinks() {
     let n = 20_000u32;
     let name = |i: u32| format!("file-{i:06}-with-a-longer-name").into_bytes();
     for i in 0..n {
-        let new = NewObject { kind: ObjectKind::Regular, mode: 0o600, uid: 0, gid: 0, rdev: 0, target: vec![] };
+        let new = NewObject {
+            kind: ObjectKind::Regular,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            target: vec![],
+        };
         store.create(ROOT_ID, &name(i), new, at(2)).unwrap();
     }
     store.checkpoint(at(3)).unwrap();
     let mut store = reopen(&backing, algorithm);
     let listed = store.readdir(ROOT_ID, 0, usize::MAX).unwrap();
     assert_eq!(listed.len(), n as usize);
-    assert!(listed.windows(2).all(|w| w[0].hash < w[1].hash || (w[0].hash == w[1].hash && w[0].name < w[1].name)));
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].hash < w[1].hash || (w[0].hash == w[1].hash && w[0].name < w[1].name))
+    );
     for i in (0..n).filter(|i| i % 10 != 0) {
         store.unlink(ROOT_ID, &name(i), at(4)).unwrap();
     }

@@ -24,31 +24,69 @@ fn listing(store: &mut Store) -> Result<Listing, FsError> {
             let mut full = path.clone();
             full.push(b'/');
             full.extend_from_slice(&e.name);
-            let target = if head.kind == ObjectKind::Symlink { store.readlink(head.id)? } else { vec![] };
+            let target = if head.kind == ObjectKind::Symlink {
+                store.readlink(head.id)?
+            } else {
+                vec![]
+            };
             if head.kind == ObjectKind::Directory {
                 stack.push((head.id, full.clone()));
             }
-            out.insert(full, (head.kind.id(), head.mode, head.nlink, head.size, target));
+            out.insert(
+                full,
+                (head.kind.id(), head.mode, head.nlink, head.size, target),
+            );
         }
     }
     Ok(out)
 }
 
 fn object(kind: ObjectKind, target: &[u8]) -> NewObject {
-    NewObject { kind, mode: 0o640, uid: 7, gid: 8, rdev: 0, target: target.to_vec() }
+    NewObject {
+        kind,
+        mode: 0o640,
+        uid: 7,
+        gid: 8,
+        rdev: 0,
+        target: target.to_vec(),
+    }
 }
 
 /// A small tree with every page kind stage 1 writes: object table leaves
 /// and an index, directory leaves and an index, blobs, the bitmap.
 fn populated() -> (Arc<MemBacking>, Listing) {
     let (mut store, backing) = new_store(GCM);
-    let sub = store.create(ROOT_ID, b"sub", object(ObjectKind::Directory, b""), at(2)).unwrap().id;
+    let sub = store
+        .create(ROOT_ID, b"sub", object(ObjectKind::Directory, b""), at(2))
+        .unwrap()
+        .id;
     for i in 0..400 {
         let name = format!("entry-number-{i:04}");
-        store.create(sub, name.as_bytes(), object(ObjectKind::Regular, b""), at(2)).unwrap();
+        store
+            .create(
+                sub,
+                name.as_bytes(),
+                object(ObjectKind::Regular, b""),
+                at(2),
+            )
+            .unwrap();
     }
-    store.create(ROOT_ID, b"long-link", object(ObjectKind::Symlink, &[b'L'; 5000]), at(2)).unwrap();
-    store.create(ROOT_ID, b"short-link", object(ObjectKind::Symlink, b"sub"), at(2)).unwrap();
+    store
+        .create(
+            ROOT_ID,
+            b"long-link",
+            object(ObjectKind::Symlink, &[b'L'; 4095]),
+            at(2),
+        )
+        .unwrap();
+    store
+        .create(
+            ROOT_ID,
+            b"short-link",
+            object(ObjectKind::Symlink, b"sub"),
+            at(2),
+        )
+        .unwrap();
     store.checkpoint(at(3)).unwrap();
     let expected = listing(&mut store).unwrap();
     (backing, expected)
@@ -62,7 +100,9 @@ fn open_and_list(backing: &Arc<MemBacking>) -> Result<Listing, FsError> {
 fn is_detected(result: &Result<Listing, FsError>) -> bool {
     matches!(
         result,
-        Err(FsError::Meta(MetaError::Auth(_) | MetaError::NoSuperblock(_)))
+        Err(FsError::Meta(
+            MetaError::Auth(_) | MetaError::NoSuperblock(_)
+        ))
     )
 }
 
@@ -79,7 +119,10 @@ fn every_changed_byte_of_a_used_page_is_detected() {
             let result = open_and_list(&backing);
             backing.restore(clean);
             match &result {
-                Ok(listing) => assert_eq!(listing, &expected, "page {page} byte {offset}: a wrong answer"),
+                Ok(listing) => assert_eq!(
+                    listing, &expected,
+                    "page {page} byte {offset}: a wrong answer"
+                ),
                 _ if is_detected(&result) => detected += 1,
                 Err(e) => panic!("page {page} byte {offset}: not an authentication error: {e}"),
             }
@@ -87,7 +130,10 @@ fn every_changed_byte_of_a_used_page_is_detected() {
     }
     // Every used page is read by the walk, so each is caught at least at
     // one offset; free pages are never read.
-    assert!(detected >= 4 * 20, "only {detected} changes detected over {pages} pages");
+    assert!(
+        detected >= 4 * 20,
+        "only {detected} changes detected over {pages} pages"
+    );
 }
 
 #[test]
@@ -116,13 +162,25 @@ fn pages_swapped_with_each_other_are_detected() {
 #[test]
 fn an_older_page_under_a_newer_tree_is_detected() {
     let (mut store, backing) = new_store(GCM);
-    let sub = store.create(ROOT_ID, b"sub", object(ObjectKind::Directory, b""), at(2)).unwrap().id;
-    store.create(sub, b"one", object(ObjectKind::Regular, b""), at(2)).unwrap();
+    let sub = store
+        .create(ROOT_ID, b"sub", object(ObjectKind::Directory, b""), at(2))
+        .unwrap()
+        .id;
+    store
+        .create(sub, b"one", object(ObjectKind::Regular, b""), at(2))
+        .unwrap();
     store.checkpoint(at(3)).unwrap();
     let older = backing.snapshot();
     // Enough checkpoints that page numbers are reused.
     for i in 0..4 {
-        store.create(sub, format!("more-{i}").as_bytes(), object(ObjectKind::Regular, b""), at(4)).unwrap();
+        store
+            .create(
+                sub,
+                format!("more-{i}").as_bytes(),
+                object(ObjectKind::Regular, b""),
+                at(4),
+            )
+            .unwrap();
         store.checkpoint(at(5)).unwrap();
     }
     let expected = listing(&mut store).unwrap();
@@ -135,7 +193,9 @@ fn an_older_page_under_a_newer_tree_is_detected() {
         if meta_old[range.clone()] == meta_new[range.clone()] {
             continue;
         }
-        backing.with_file("atrest.meta", |f| f[range.clone()].copy_from_slice(&meta_old[range.clone()]));
+        backing.with_file("atrest.meta", |f| {
+            f[range.clone()].copy_from_slice(&meta_old[range.clone()])
+        });
         let result = open_and_list(&backing);
         backing.restore(newer.clone());
         assert!(
