@@ -73,6 +73,9 @@ pub struct Allocator {
     allocated: BTreeSet<u64>,
     /// Released since (still in `durable`).
     released: BTreeSet<u64>,
+    /// Below `page_count`, in neither `durable` nor `allocated`: what
+    /// `allocate` hands out, lowest first.
+    free: BTreeSet<u64>,
     /// Pages in the file: one past the highest page ever allocated.
     page_count: u64,
 }
@@ -85,36 +88,36 @@ impl Allocator {
 
     /// The state a checkpoint's bitmap describes.
     pub fn from_used(used: BTreeSet<u64>, page_count: u64) -> Self {
+        let free = (FIRST_SEALED_PAGE..page_count)
+            .filter(|page| !used.contains(page))
+            .collect();
         Self {
             durable: used,
             allocated: BTreeSet::new(),
             released: BTreeSet::new(),
+            free,
             page_count,
         }
     }
 
-    /// A page no durable structure uses and nothing allocated since holds.
+    /// A page no durable structure uses and nothing allocated since holds:
+    /// the lowest such page, which keeps the file compact.
     pub fn allocate(&mut self) -> u64 {
-        let mut candidate = FIRST_SEALED_PAGE;
-        // Lowest free page first keeps the file compact; the sets are
-        // small next to the pages of a checkpoint.
-        loop {
-            if candidate >= self.page_count {
-                self.page_count = candidate + 1;
-                break;
-            }
-            if !self.durable.contains(&candidate) && !self.allocated.contains(&candidate) {
-                break;
-            }
-            candidate += 1;
-        }
-        self.allocated.insert(candidate);
-        candidate
+        let page = self.free.pop_first().unwrap_or_else(|| {
+            self.page_count += 1;
+            self.page_count - 1
+        });
+        self.allocated.insert(page);
+        page
     }
 
-    /// A page the next checkpoint no longer references.
+    /// A page the next checkpoint no longer references. One allocated
+    /// since the last checkpoint is free again at once; one the durable
+    /// checkpoint uses only once the next checkpoint is durable.
     pub fn release(&mut self, page: u64) {
-        if !self.allocated.remove(&page) {
+        if self.allocated.remove(&page) {
+            self.free.insert(page);
+        } else {
             debug_assert!(
                 self.durable.contains(&page),
                 "release of a free page {page}"
@@ -136,11 +139,12 @@ impl Allocator {
         self.page_count
     }
 
-    /// The checkpoint is durable: its pages are now the durable set.
+    /// The checkpoint is durable: its pages are now the durable set, and
+    /// the pages it released are free.
     pub fn commit(&mut self) {
         self.durable = self.in_use_after();
+        self.free.append(&mut self.released);
         self.allocated.clear();
-        self.released.clear();
     }
 }
 
