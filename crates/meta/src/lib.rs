@@ -14,6 +14,7 @@
 pub mod backing;
 mod bitmap;
 mod bytes;
+mod dir;
 pub mod directory;
 mod error;
 mod keys;
@@ -27,6 +28,7 @@ mod store;
 pub mod superblock;
 
 pub use backing::{Backing, MemBacking};
+pub use dir::DirBacking;
 pub use error::{Location, MetaError};
 pub use keys::MetaKeys;
 pub use store::{ConfigBinding, FsError, NewObject, RenameMode, SetAttr, Store};

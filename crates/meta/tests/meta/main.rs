@@ -6,5 +6,6 @@
 
 mod common;
 mod crash;
+mod disk;
 mod model;
 mod tamper;

@@ -13,9 +13,9 @@ use crate::common::{CONFIG, at, keys, new_store};
 const GCM: ContentAlgorithm = ContentAlgorithm::Aes256Gcm;
 
 /// Everything the store shows: path → (kind, mode, nlink, size, target).
-type Listing = BTreeMap<Vec<u8>, (u8, u16, u32, u64, Vec<u8>)>;
+pub(crate) type Listing = BTreeMap<Vec<u8>, (u8, u16, u32, u64, Vec<u8>)>;
 
-fn listing(store: &mut Store) -> Result<Listing, FsError> {
+pub(crate) fn listing(store: &mut Store) -> Result<Listing, FsError> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(ROOT_ID, b"".to_vec())];
     while let Some((dir, path)) = stack.pop() {
@@ -41,7 +41,7 @@ fn listing(store: &mut Store) -> Result<Listing, FsError> {
     Ok(out)
 }
 
-fn object(kind: ObjectKind, target: &[u8]) -> NewObject {
+pub(crate) fn object(kind: ObjectKind, target: &[u8]) -> NewObject {
     NewObject {
         kind,
         mode: 0o640,
@@ -97,7 +97,7 @@ fn open_and_list(backing: &Arc<MemBacking>) -> Result<Listing, FsError> {
     listing(&mut store)
 }
 
-fn is_detected(result: &Result<Listing, FsError>) -> bool {
+pub(crate) fn is_detected(result: &Result<Listing, FsError>) -> bool {
     matches!(
         result,
         Err(FsError::Meta(

@@ -1,0 +1,301 @@
+//! The [`Backing`] of a real vault: files under one backing directory,
+//! every one opened relative to that directory's descriptor with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a symlink or a `..`
+//! planted in the backing directory by whoever controls the disk can never
+//! send a read or a write outside it (the open fails with `ELOOP`/`EXDEV`).
+//! Descriptors are kept open per name; `remove` drops them.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+
+use crate::backing::Backing;
+
+/// Files of the backing directory, opened beneath it.
+pub struct DirBacking {
+    root: OwnedFd,
+    open: Mutex<HashMap<String, Arc<OwnedFd>>>,
+}
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+fn invalid(name: &str, why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?}: {why}"))
+}
+
+/// A name the store may use: relative, `/`-separated, no empty, `.` or
+/// `..` component.
+fn check(name: &str) -> io::Result<()> {
+    if name.is_empty()
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(invalid(name, "not a plain relative name"));
+    }
+    Ok(())
+}
+
+fn with_name(name: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{name}: {e}"))
+}
+
+impl DirBacking {
+    /// Opens the backing directory `path` (which must exist and be a
+    /// directory, not a symlink to one).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let root = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        Ok(Self {
+            root,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<String, Arc<OwnedFd>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open descriptor of `name`; with `create`, the file (mode 0600)
+    /// and its missing parent directories (0700) are made first.
+    fn file(&self, name: &str, create: bool) -> io::Result<Arc<OwnedFd>> {
+        check(name)?;
+        if let Some(fd) = self.table().get(name) {
+            return Ok(fd.clone());
+        }
+        let flags = OFlags::RDWR | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat2(&self.root, name, flags, Mode::empty(), RESOLVE) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) if create => {
+                if let Some((parent, _)) = name.rsplit_once('/') {
+                    self.make_dirs(parent)?;
+                }
+                rustix::fs::openat2(
+                    &self.root,
+                    name,
+                    flags | OFlags::CREATE,
+                    Mode::from_raw_mode(0o600),
+                    RESOLVE,
+                )
+                .map_err(io::Error::from)
+                .map_err(with_name(name))?
+            }
+            Err(e) => return Err(with_name(name)(e.into())),
+        };
+        let fd = Arc::new(fd);
+        self.table().insert(name.to_owned(), fd.clone());
+        Ok(fd)
+    }
+
+    fn make_dirs(&self, dir: &str) -> io::Result<()> {
+        let mut path = String::new();
+        for component in dir.split('/') {
+            let parent = self.dir_fd(&path)?;
+            match rustix::fs::mkdirat(&parent, component, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(with_name(dir)(e.into())),
+            }
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(component);
+        }
+        Ok(())
+    }
+
+    /// A descriptor of directory `dir` beneath the root ("" is the root).
+    fn dir_fd(&self, dir: &str) -> io::Result<OwnedFd> {
+        let name = if dir.is_empty() {
+            "."
+        } else {
+            check(dir).map(|()| dir)?
+        };
+        rustix::fs::openat2(
+            &self.root,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .map_err(io::Error::from)
+        .map_err(with_name(dir))
+    }
+}
+
+impl Backing for DirBacking {
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.file(name, false)?;
+        loop {
+            match rustix::io::pread(fd.as_fd(), &mut *buf, offset) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => return other.map_err(io::Error::from).map_err(with_name(name)),
+            }
+        }
+    }
+
+    fn write_at(&self, name: &str, mut offset: u64, mut data: &[u8]) -> io::Result<()> {
+        let fd = self.file(name, true)?;
+        while !data.is_empty() {
+            match rustix::io::pwrite(fd.as_fd(), data, offset) {
+                Ok(0) => return Err(with_name(name)(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    data = &data[n..];
+                    offset += n as u64;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(with_name(name)(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self, name: &str) -> io::Result<Option<u64>> {
+        match self.file(name, false) {
+            Ok(fd) => {
+                let stat = rustix::fs::fstat(fd.as_fd()).map_err(io::Error::from)?;
+                Ok(Some(u64::try_from(stat.st_size).unwrap_or(0)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_len(&self, name: &str, len: u64) -> io::Result<()> {
+        let fd = self.file(name, false)?;
+        rustix::fs::ftruncate(fd.as_fd(), len)
+            .map_err(io::Error::from)
+            .map_err(with_name(name))
+    }
+
+    fn sync(&self, name: &str) -> io::Result<()> {
+        let fd = self.file(name, false)?;
+        rustix::fs::fdatasync(fd.as_fd())
+            .map_err(io::Error::from)
+            .map_err(with_name(name))
+    }
+
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        let fd = self.dir_fd(dir)?;
+        rustix::fs::fsync(&fd)
+            .map_err(io::Error::from)
+            .map_err(with_name(dir))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        check(name)?;
+        let (parent, base) = name.rsplit_once('/').unwrap_or(("", name));
+        let dir = self.dir_fd(parent)?;
+        self.table().remove(name);
+        rustix::fs::unlinkat(&dir, base, AtFlags::empty())
+            .map_err(io::Error::from)
+            .map_err(with_name(name))
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let fd = self.dir_fd(dir)?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(io::Error::from)? {
+            let entry = entry.map_err(io::Error::from)?;
+            let name = entry.file_name().to_string_lossy();
+            if name != "." && name != ".." {
+                names.push(name.into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backing() -> (tempfile::TempDir, DirBacking) {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = DirBacking::open(dir.path()).unwrap();
+        (dir, backing)
+    }
+
+    #[test]
+    fn files_round_trip_with_parents_made_on_first_write() {
+        let (dir, b) = backing();
+        assert_eq!(b.len("objects/2a/000000000000002a").unwrap(), None);
+        b.write_at("objects/2a/000000000000002a", 4096, b"block")
+            .unwrap();
+        assert_eq!(b.len("objects/2a/000000000000002a").unwrap(), Some(4101));
+        let mut buf = [1u8; 4101];
+        b.read_exact_at("objects/2a/000000000000002a", 0, &mut buf)
+            .unwrap();
+        assert!(buf[..4096].iter().all(|&x| x == 0));
+        assert_eq!(&buf[4096..], b"block");
+        b.sync("objects/2a/000000000000002a").unwrap();
+        b.sync_dir("objects/2a").unwrap();
+        b.set_len("objects/2a/000000000000002a", 10).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("objects/2a/000000000000002a"))
+                .unwrap()
+                .len(),
+            10
+        );
+        b.write_at("objects/2a/b", 0, b"x").unwrap();
+        assert_eq!(b.list("objects/2a").unwrap(), ["000000000000002a", "b"]);
+        b.remove("objects/2a/b").unwrap();
+        assert_eq!(b.list("objects/2a").unwrap(), ["000000000000002a"]);
+        assert_eq!(
+            b.remove("objects/2a/b").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("objects/2a/000000000000002a"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn symlinks_and_dot_dot_never_lead_outside_the_backing_directory() {
+        let (dir, b) = backing();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+        // A planted symlink, as a file and as a directory on the way.
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join("atrest.meta"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("objects")).unwrap();
+        let mut buf = [0u8; 7];
+        assert!(b.read_at("atrest.meta", 0, &mut buf).is_err());
+        assert!(b.write_at("atrest.meta", 0, b"clobber").is_err());
+        assert!(b.write_at("objects/secret", 0, b"clobber").is_err());
+        assert!(b.remove("objects/secret").is_err());
+        assert!(b.list("objects").is_err());
+        for bad in ["../x", "a/../../x", "/etc/passwd", "", "a//b", "./a"] {
+            assert_eq!(
+                b.write_at(bad, 0, b"x").unwrap_err().kind(),
+                io::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(outside.path().join("secret")).unwrap(),
+            b"outside"
+        );
+    }
+}
