@@ -18,6 +18,7 @@ mod dir;
 pub mod directory;
 mod error;
 mod keys;
+pub mod log;
 mod objects;
 pub mod page;
 pub mod pager;

@@ -1,0 +1,23 @@
+//! The log of a format 2 vault (docs/format.md §16.12): segments of
+//! records, each body sealed with the log key and every record chained to
+//! the one before it by a keyless SHA-256 hash.
+//!
+//! [`frame`] encodes and parses the fixed record header and the segment
+//! header, [`body`] the record bodies, [`writer`] appends (group commit)
+//! and rotates segments, [`reader`] replays the durable prefix.
+
+pub mod body;
+pub mod frame;
+pub mod reader;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use body::{Body, EntryChange, Kind};
+pub use frame::{
+    FrameHeader, MAX_BODY, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, aad,
+    chain_genesis, chain_next,
+};
+pub use reader::{Replay, ReplayEnd, Replayed, Start, replay};
+pub use writer::{LogWriter, MemSegments, SEGMENT_SIZE, SegmentStore};

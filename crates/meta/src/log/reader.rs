@@ -1,0 +1,260 @@
+//! Replaying the durable prefix of the log (§16.12): every record in
+//! order from the superblock's replay position, each checked for its
+//! sequence number, its chain hash (through the AAD) and its AEAD.
+//!
+//! The prefix ends at the first record that is short, badly framed, out
+//! of sequence or not authentic. That is a clean end (a torn tail) only
+//! when nothing well-framed follows it: a later complete record frame in
+//! the same segment, or a later segment, means the failure is in the
+//! middle of the log, and that is reported as an error naming the segment
+//! and offset, never silently cut off.
+
+use crate::error::{Location, MetaError};
+use crate::keys::MetaKeys;
+use crate::record::MapEntry;
+
+use super::body::{Body, Kind};
+use super::frame::{
+    FrameError, FrameHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, aad, chain_next,
+};
+use super::writer::SegmentStore;
+
+/// Where replay starts: the superblock's replay position, its `S + 1`
+/// and `h_S`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub segment: u64,
+    pub offset: u64,
+    pub next_seq: u64,
+    pub chain: [u8; 32],
+}
+
+/// One record of the durable prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub segment: u64,
+    pub offset: u64,
+    pub seq: u64,
+    pub time: u64,
+    pub body: Body,
+    pub payload: Vec<u8>,
+}
+
+/// Where the durable prefix ends: recovery cuts segment `segment` to
+/// `offset` bytes and appends from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayEnd {
+    pub segment: u64,
+    pub offset: u64,
+    pub next_seq: u64,
+    pub chain: [u8; 32],
+    /// Why the prefix ended before the end of the segment (a torn tail),
+    /// `None` when it ended exactly there.
+    pub torn: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub records: Vec<Replayed>,
+    pub end: ReplayEnd,
+}
+
+/// Whether a complete, well-framed record whose sequence number is not
+/// below `min_seq` starts anywhere in `bytes` after `from`.
+fn framed_record_after(bytes: &[u8], from: usize, min_seq: u64, overhead: usize) -> bool {
+    (from + 1..bytes.len()).any(|q| {
+        bytes[q..].starts_with(super::frame::RECORD_MAGIC)
+            && FrameHeader::decode(&bytes[q..], overhead)
+                .is_ok_and(|h| h.seq >= min_seq && q + h.record_len() <= bytes.len())
+    })
+}
+
+/// Replays the log in `store` from `start`.
+pub fn replay(
+    keys: &MetaKeys,
+    store: &dyn SegmentStore,
+    start: Start,
+) -> Result<Replay, MetaError> {
+    let overhead = keys.log().overhead();
+    let entry_len = MapEntry::len(keys.algorithm());
+    let vault_id = *keys.vault_id();
+    let segments: Vec<u64> = store
+        .list()?
+        .into_iter()
+        .filter(|&s| s >= start.segment)
+        .collect();
+    if segments.first() != Some(&start.segment) {
+        return Err(MetaError::corrupt(
+            Location::Segment {
+                segment: start.segment,
+            },
+            "the segment of the replay position is missing",
+        ));
+    }
+    let mut records = Vec::new();
+    let mut next_seq = start.next_seq;
+    let mut chain = start.chain;
+    for (i, &segment) in segments.iter().enumerate() {
+        let seg_loc = Location::Segment { segment };
+        let last_segment = i + 1 == segments.len();
+        if segment != start.segment + i as u64 {
+            return Err(MetaError::corrupt(
+                Location::Segment {
+                    segment: start.segment + i as u64,
+                },
+                "segment missing (the next one present is later)",
+            ));
+        }
+        let bytes = store.read(segment)?;
+        if bytes.len() < SEGMENT_HEADER_LEN {
+            // A segment whose creation did not become durable: only the
+            // newest may be such, and only if it is a prefix of a header.
+            if last_segment && i > 0 {
+                return Ok(Replay {
+                    records,
+                    end: ReplayEnd {
+                        segment,
+                        offset: 0,
+                        next_seq,
+                        chain,
+                        torn: Some("short segment header"),
+                    },
+                });
+            }
+            return Err(MetaError::corrupt(seg_loc, "short segment header"));
+        }
+        let header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN])
+            .map_err(|e| MetaError::corrupt(seg_loc.clone(), e))?;
+        if header.vault_id != vault_id {
+            return Err(MetaError::corrupt(seg_loc, "segment of another vault"));
+        }
+        if header.segment != segment {
+            return Err(MetaError::corrupt(
+                seg_loc,
+                "segment number differs from its name",
+            ));
+        }
+        let mut pos = if i == 0 {
+            start.offset
+        } else {
+            SEGMENT_HEADER_LEN as u64
+        };
+        if pos == SEGMENT_HEADER_LEN as u64
+            && (header.first_seq != next_seq || header.chain != chain)
+        {
+            return Err(MetaError::corrupt(
+                seg_loc,
+                format!(
+                    "segment starts at sequence {} where {next_seq} is next, or with another chain hash \
+                     (a segment dropped, swapped or repeated)",
+                    header.first_seq
+                ),
+            ));
+        }
+        if pos < SEGMENT_HEADER_LEN as u64 || pos > bytes.len() as u64 {
+            return Err(MetaError::corrupt(
+                seg_loc,
+                format!("replay offset {pos} outside the segment"),
+            ));
+        }
+        loop {
+            let at = pos as usize;
+            if at == bytes.len() {
+                break;
+            }
+            let location = |seq| Location::LogRecord {
+                segment,
+                offset: pos,
+                seq,
+            };
+            // Why the record at `pos` is not the next one, if it is not.
+            let failure: (&'static str, bool) = match FrameHeader::decode(&bytes[at..], overhead) {
+                Err(FrameError::Short) => ("short record header", false),
+                Err(FrameError::BadMagic) => ("bad record magic", false),
+                Err(FrameError::Invalid(why)) => (why, false),
+                Ok(h) if at + h.record_len() > bytes.len() => ("short record", false),
+                Ok(h)
+                    if h.seq != next_seq
+                        && !(h.kind == Kind::RollbackAccepted as u8 && h.seq > next_seq) =>
+                {
+                    ("unexpected sequence number", false)
+                }
+                Ok(h) => {
+                    let record = &bytes[at..at + h.record_len()];
+                    let sealed_end = RECORD_HEADER_LEN + h.sealed_len as usize;
+                    let aad = aad(&vault_id, h.seq, h.kind, h.payload_len, &chain);
+                    match keys
+                        .log()
+                        .open(&aad, &record[RECORD_HEADER_LEN..sealed_end])
+                    {
+                        Err(_) => ("authentication failed", true),
+                        Ok(plain) => {
+                            let kind = Kind::from_u8(h.kind).expect("checked by the frame");
+                            let (time, body) = Body::decode(kind, &plain, entry_len)
+                                .map_err(|e| MetaError::corrupt(location(h.seq), e))?;
+                            if body.payload_len() != h.payload_len as usize {
+                                return Err(MetaError::corrupt(
+                                    location(h.seq),
+                                    "payload length differs from what the body requires",
+                                ));
+                            }
+                            records.push(Replayed {
+                                segment,
+                                offset: pos,
+                                seq: h.seq,
+                                time,
+                                body,
+                                payload: record[sealed_end..].to_vec(),
+                            });
+                            chain = chain_next(&chain, record);
+                            next_seq = h.seq + 1;
+                            pos += h.record_len() as u64;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let (why, auth) = failure;
+            let followed = framed_record_after(&bytes, at, next_seq, overhead)
+                || segments[i + 1..]
+                    .iter()
+                    .any(|&s| store.read(s).is_ok_and(|b| b.len() > SEGMENT_HEADER_LEN));
+            if followed || !last_segment {
+                let location = location(next_seq);
+                return Err(if auth {
+                    MetaError::Auth(location)
+                } else {
+                    MetaError::corrupt(
+                        location,
+                        format!(
+                            "{why}, and records follow it (changed, dropped or reordered on the disk)"
+                        ),
+                    )
+                });
+            }
+            return Ok(Replay {
+                records,
+                end: ReplayEnd {
+                    segment,
+                    offset: pos,
+                    next_seq,
+                    chain,
+                    torn: Some(why),
+                },
+            });
+        }
+        if last_segment {
+            return Ok(Replay {
+                records,
+                end: ReplayEnd {
+                    segment,
+                    offset: pos,
+                    next_seq,
+                    chain,
+                    torn: None,
+                },
+            });
+        }
+    }
+    unreachable!("the replay segment is in the list")
+}
