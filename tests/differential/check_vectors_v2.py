@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Re-checks atrest's format 2 log vectors (testdata/vectors-v2/log-*) without
+any atrest code: segment header, record frames, AAD, chain hash and record
+bodies are rebuilt here from the byte tables of docs/format.md §16.12 on top
+of the `cryptography` package (OpenSSL), like check_vectors.py does for
+format 1.
+
+    pip install cryptography
+    python3 tests/differential/check_vectors_v2.py [VECTORS_DIR] [-v]
+
+VECTORS_DIR defaults to $ATREST_VECTORS_V2_DIR, then to testdata/vectors-v2/
+of this checkout. Exits non-zero if any vector fails, and ends with a line
+`N passed, M failed`.
+"""
+
+import hashlib
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_vectors import ALGORITHMS, Failure, _self_test_hchacha20, aead_open, hkdf  # noqa: E402
+
+LOG_KEY = b"atrest v2 log key"
+DOMAIN_LOG_RECORD = b"atrest log record v2"
+DOMAIN_LOG_CHAIN = b"atrest log chain v2"
+SEGMENT_MAGIC = b"ATRESTLG"
+RECORD_MAGIC = b"ATLR"
+SEGMENT_HEADER_LEN = 80
+RECORD_HEADER_LEN = 24
+MAX_BODY = 131072
+MAX_PAYLOAD = 1048576
+HEAD_LEN = 112
+ENTRY_LEN = {1: 32, 2: 48}
+OVERHEAD = {1: 12 + 16, 2: 24 + 16}
+
+
+class Torn(Exception):
+    """The record at this position ends the durable prefix."""
+
+
+class Body:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, n):
+        if self.pos + n > len(self.data):
+            raise Failure("corrupt")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self):
+        return self.take(1)[0]
+
+    def u32(self):
+        return struct.unpack(">I", self.take(4))[0]
+
+    def u64(self):
+        return struct.unpack(">Q", self.take(8))[0]
+
+
+def need(cond):
+    if not cond:
+        raise Failure("corrupt")
+
+
+def payload_len_of_body(kind, plain, alg):
+    """Parses a body by the §16.12 table; returns the payload length it
+    requires. Raises Failure("corrupt") for anything out of range."""
+    e = ENTRY_LEN[alg]
+    b = Body(plain)
+    b.u64()  # time
+    payload = 0
+    if kind == 1:  # META
+        need(1 <= b.u8() <= 12)
+        h = b.u8()
+        need(1 <= h <= 4)
+        b.take(HEAD_LEN * h)
+        n = b.u8()
+        need(n <= 4)
+        for _ in range(n):
+            need(b.u8() in (1, 2))
+            b.take(8 + 8 + 1)
+            ln = b.u8()
+            need(ln >= 1)
+            b.take(ln)
+        b.take(b.u32())
+    elif kind == 2:  # WRITE
+        b.take(HEAD_LEN + 8)
+        c = b.u32()
+        need(1 <= c <= 256)
+        mode = b.u8()
+        need(mode in (1, 2))
+        b.take(8 + c * e)
+        payload = c * 4096 if mode == 2 else 0
+    elif kind == 3:  # TRUNCATE
+        b.take(HEAD_LEN + 8)
+        tail = b.u8()
+        need(tail in (0, 1, 2))
+        if tail:
+            b.take(e)
+        payload = 4096 if tail == 2 else 0
+    elif kind == 4:
+        b.take(16)
+    elif kind == 5:
+        b.take(8)
+    elif kind == 6:  # MOUNT
+        need(b.u8() in (1, 2, 3))
+        b.take(b.u8())
+        b.take(b.u8())
+    elif kind == 7:
+        b.take(40)
+    elif kind == 8:
+        b.take(40)
+    elif kind == 9:  # WITNESSED
+        b.take(48)
+        w = b.u8()
+        need(w in (1, 2))
+        key = b.take(32)
+        need(w == 1 or key == bytes(32))
+    elif kind == 10:
+        b.take(48 + 16)
+    elif kind == 11:
+        need(1 <= b.u8() <= 4)
+        b.take(48)
+    elif kind == 12:
+        need(1 <= b.u8() <= 5)
+        b.take(16)
+    else:
+        raise Failure("corrupt")
+    need(b.pos == len(plain))
+    return payload
+
+
+def frame_at(data, pos, overhead):
+    """The record header at `pos`, or Torn if short/badly framed."""
+    h = data[pos:pos + RECORD_HEADER_LEN]
+    if len(h) < 4 or len(h) < RECORD_HEADER_LEN and h[:4] == RECORD_MAGIC:
+        raise Torn("short record header")
+    if h[:4] != RECORD_MAGIC:
+        raise Torn("bad record magic")
+    if len(h) < RECORD_HEADER_LEN:
+        raise Torn("short record header")
+    sealed_len, payload_len, seq, kind = struct.unpack(">IIQB", h[4:21])
+    if not (overhead <= sealed_len <= MAX_BODY) or payload_len % 4096 or payload_len > MAX_PAYLOAD:
+        raise Torn("lengths out of range")
+    if not 1 <= kind <= 12 or h[21:24] != b"\0\0\0":
+        raise Torn("kind or reserved bytes")
+    return sealed_len, payload_len, seq, kind
+
+
+def framed_record_after(data, pos, min_seq, overhead):
+    q = data.find(RECORD_MAGIC, pos + 1)
+    while q != -1:
+        try:
+            sl, pl, seq, _ = frame_at(data, q, overhead)
+            if seq >= min_seq and q + RECORD_HEADER_LEN + sl + pl <= len(data):
+                return True
+        except Torn:
+            pass
+        q = data.find(RECORD_MAGIC, q + 1)
+    return False
+
+
+def replay(v, data):
+    alg = ALGORITHMS[v["algorithm"]]
+    master = bytes.fromhex(v["master_key"])
+    vault_id = bytes.fromhex(v["vault_id"])
+    key = hkdf(master, vault_id, LOG_KEY)
+    overhead = OVERHEAD[alg]
+    need(len(data) >= SEGMENT_HEADER_LEN)
+    need(data[:8] == SEGMENT_MAGIC)
+    need(struct.unpack(">H", data[8:10])[0] == 2 and data[10:16] == bytes(6))
+    need(data[16:32] == vault_id)
+    need(struct.unpack(">Q", data[32:40])[0] == v["segment"])
+    chain = bytes.fromhex(v["start"]["chain"])
+    next_seq = v["start"]["next_seq"]
+    pos = v["start"]["offset"]
+    if pos == SEGMENT_HEADER_LEN:
+        need(struct.unpack(">Q", data[40:48])[0] == next_seq and data[48:80] == chain)
+    assert chain == hashlib.sha256(DOMAIN_LOG_CHAIN + vault_id).digest() or next_seq != 1
+    records = []
+    while pos < len(data):
+        try:
+            sl, pl, seq, kind = frame_at(data, pos, overhead)
+            end = pos + RECORD_HEADER_LEN + sl + pl
+            if end > len(data):
+                raise Torn("short record")
+            if seq != next_seq and not (kind == 10 and seq > next_seq):
+                raise Torn("unexpected sequence number")
+            aad = DOMAIN_LOG_RECORD + vault_id + struct.pack(">QBI", seq, kind, pl) + chain
+            assert len(aad) == 81
+            try:
+                plain = aead_open(alg, key, aad, data[pos + RECORD_HEADER_LEN:pos + RECORD_HEADER_LEN + sl])
+            except Failure:
+                raise Torn("auth") from None
+        except Torn as t:
+            if framed_record_after(data, pos, next_seq, overhead):
+                if str(t) == "auth":
+                    raise Failure("auth-failure", pos) from None
+                raise Failure("corrupt", pos) from None
+            return records, (pos, next_seq, chain, True)
+        if payload_len_of_body(kind, plain, alg) != pl:
+            raise Failure("corrupt", pos)
+        records.append({"seq": seq, "kind": kind, "offset": pos,
+                        "time": struct.unpack(">Q", plain[:8])[0], "body": plain.hex(), "payload_len": pl})
+        chain = hashlib.sha256(DOMAIN_LOG_CHAIN + chain + data[pos:end]).digest()
+        next_seq = seq + 1
+        pos = end
+    return records, (pos, next_seq, chain, False)
+
+
+def check(v, data):
+    try:
+        records, (offset, next_seq, chain, torn) = replay(v, data)
+    except Failure as f:
+        want = v["expect"]
+        if f.args[0] != want:
+            raise AssertionError(f"{f.args[0]} where {want} was expected") from None
+        if f.args[1:] != (v["error_offset"],):
+            raise AssertionError(f"failure at {f.args[1:]} where {v['error_offset']} expected") from None
+        return
+    if v["expect"] != "success":
+        raise AssertionError(f"success where {v['expect']} was expected")
+    if records != v["records"]:
+        raise AssertionError(f"records differ: {records} vs {v['records']}")
+    want = v["end"]
+    got = {"offset": offset, "next_seq": next_seq, "chain": chain.hex(), "torn": torn}
+    if got != want:
+        raise AssertionError(f"end {got} where {want} was expected")
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a != "-v"]
+    verbose = "-v" in sys.argv[1:]
+    default = Path(__file__).resolve().parents[2] / "testdata" / "vectors-v2"
+    root = Path(args[0] if args else os.environ.get("ATREST_VECTORS_V2_DIR", default))
+    _self_test_hchacha20()
+    passed = failed = 0
+    for path in sorted(root.glob("log-*.json")):
+        v = json.loads(path.read_text())
+        try:
+            if v.get("kind") != "log-segment":
+                raise AssertionError(f"unknown kind {v.get('kind')}")
+            check(v, path.with_suffix(".bin").read_bytes())
+            passed += 1
+            if verbose:
+                print(f"ok    {path.name}")
+        except AssertionError as e:
+            failed += 1
+            print(f"FAIL  {path.name}: {e}")
+    if passed == 0:
+        failed += 1
+        print(f"no log vectors in {root}")
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
