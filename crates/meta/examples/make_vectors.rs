@@ -9,7 +9,7 @@
 //!     cargo run -p atrest-meta --example make_vectors
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use atrest_core::{ContentAlgorithm, SecretKey};
 use atrest_meta::MetaKeys;
@@ -177,7 +177,7 @@ fn start() -> Start {
 }
 
 fn write_vector(
-    dir: &PathBuf,
+    dir: &Path,
     name: &str,
     comment: &str,
     algorithm: ContentAlgorithm,
@@ -204,9 +204,9 @@ fn write_vector(
             json.push_str("  \"expect\": \"success\",\n  \"records\": [\n");
             let n = r.records.len();
             for (i, rec) in r.records.iter().enumerate() {
-                let _ = write!(
+                let _ = writeln!(
                     json,
-                    "    {{\"seq\": {}, \"kind\": {}, \"offset\": {}, \"time\": {}, \"body\": \"{}\", \"payload_len\": {}}}{}\n",
+                    "    {{\"seq\": {}, \"kind\": {}, \"offset\": {}, \"time\": {}, \"body\": \"{}\", \"payload_len\": {}}}{}",
                     rec.seq,
                     rec.body.kind() as u8,
                     rec.offset,
