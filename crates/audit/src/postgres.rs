@@ -236,13 +236,13 @@ async fn lock_head(
         .map_err(backend)?;
     let head_seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "head seq")?;
     let head_hash = hash_column(&row, "hash", head_seq)?;
-    if let Some(first) = entries.first() {
-        if first.seq != head_seq.saturating_add(1) || first.prev_hash != head_hash {
-            return Err(StoreError::Conflict {
-                batch_seq: first.seq,
-                head_seq,
-            });
-        }
+    if let Some(first) = entries.first()
+        && (first.seq != head_seq.saturating_add(1) || first.prev_hash != head_hash)
+    {
+        return Err(StoreError::Conflict {
+            batch_seq: first.seq,
+            head_seq,
+        });
     }
     Ok(())
 }
