@@ -33,6 +33,16 @@ fi
 # VMs without udev leave it 0600, and the unprivileged-mount test needs it.
 chmod 0666 /dev/fuse
 
+step "a private PostgreSQL cluster for the tests"
+# The audit log's PostgreSQL store (crates/audit/tests/audit/postgres.rs,
+# issue 10) is tested against a real server; with ATREST_REQUIRE_POSTGRES=1
+# those tests fail, never skip, when it is missing.
+pg_dir=$(mktemp -d /tmp/atrest-test-pg.XXXXXX)
+chmod 0755 "$pg_dir"
+ATREST_TEST_POSTGRES=$(bash scripts/test-postgres.sh start "$pg_dir/cluster")
+export ATREST_TEST_POSTGRES ATREST_REQUIRE_POSTGRES=1
+trap 'bash scripts/test-postgres.sh stop "$pg_dir/cluster" || true; rm -rf "$pg_dir"' EXIT
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -57,6 +57,7 @@ mod encoding;
 mod entry;
 mod log;
 pub mod merkle;
+mod postgres;
 mod sqlite;
 mod store;
 mod tree_head;
@@ -75,6 +76,7 @@ pub use log::{
     SystemClock,
 };
 pub use merkle::{ConsistencyProof, InclusionProof, MerkleHash, MerkleTree, PathError};
+pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{AuditStore, ChainHead, StoreError};
 pub use tree_head::{

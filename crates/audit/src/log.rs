@@ -149,6 +149,9 @@ pub struct LogStats {
     pub tree_heads: u64,
     /// Transactions that failed (each failed every append in it).
     pub failed_batches: u64,
+    /// Batches prepared again because another writer on the same database
+    /// (a replica on PostgreSQL) moved the chain head first.
+    pub rechained_batches: u64,
 }
 
 #[derive(Default)]
@@ -158,6 +161,7 @@ struct Counters {
     checkpoints: AtomicU64,
     tree_heads: AtomicU64,
     failed_batches: AtomicU64,
+    rechained_batches: AtomicU64,
 }
 
 #[derive(Clone, Copy)]
@@ -393,6 +397,7 @@ impl<S: AuditStore> AuditLog<S> {
             checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
             tree_heads: self.counters.tree_heads.load(Ordering::Relaxed),
             failed_batches: self.counters.failed_batches.load(Ordering::Relaxed),
+            rechained_batches: self.counters.rechained_batches.load(Ordering::Relaxed),
         }
     }
 
@@ -488,22 +493,43 @@ impl<S: AuditStore> Writer<S> {
                 Err(e) => return self.fail(batch, &e),
             }
         }
-        let prepared = match self.prepare(batch) {
-            Ok(prepared) => prepared,
-            Err(e) => return self.fail(batch, &e),
+        let mut attempts = 0;
+        let (prepared, written) = loop {
+            let prepared = match self.prepare(batch) {
+                Ok(prepared) => prepared,
+                Err(e) => return self.fail(batch, &e),
+            };
+            if prepared.entries.is_empty() && prepared.checkpoint.is_none() {
+                // Only checkpoint requests, and nothing new to sign.
+                return self.succeed(batch, &prepared);
+            }
+            let written = self
+                .store
+                .append(
+                    &prepared.entries,
+                    prepared.checkpoint.as_slice(),
+                    prepared.tree_head.as_slice(),
+                )
+                .await;
+            attempts += 1;
+            match written {
+                // Another writer on the same database (a replica on
+                // PostgreSQL) appended first and nothing of this batch was
+                // written: re-chain it on the new head, never fork.
+                Err(StoreError::Conflict { .. }) if attempts < MAX_RECHAIN => {
+                    self.counters
+                        .rechained_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                    restore(batch, prepared.entries);
+                    write(&self.tree).truncate(self.head.seq);
+                    if let Err(e) = self.reload_head().await {
+                        self.reload = true;
+                        return self.fail(batch, &e);
+                    }
+                }
+                written => break (prepared, written),
+            }
         };
-        if prepared.entries.is_empty() && prepared.checkpoint.is_none() {
-            // Only checkpoint requests, and nothing new to sign.
-            return self.succeed(batch, &prepared);
-        }
-        let written = self
-            .store
-            .append(
-                &prepared.entries,
-                prepared.checkpoint.as_slice(),
-                prepared.tree_head.as_slice(),
-            )
-            .await;
         match written {
             Ok(()) => {
                 self.head = prepared.head;
@@ -683,6 +709,25 @@ impl<S: AuditStore> Writer<S> {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
+        }
+    }
+}
+
+/// How many times a batch is re-chained on a head another writer moved
+/// before it is refused (the callers' requests fail, nothing is lost).
+const MAX_RECHAIN: u32 = 16;
+
+/// Gives the batch's pending entries back what [`Writer::prepare`] took
+/// from them, so that the batch can be prepared again on a new head.
+fn restore(batch: &mut [Command], entries: Vec<Entry>) {
+    let mut entries = entries.into_iter();
+    for command in batch.iter_mut() {
+        if let Command::Append(pending, _) = command
+            && let Some(entry) = entries.next()
+        {
+            pending.actor = entry.actor;
+            pending.subject = entry.subject;
+            pending.details = entry.details;
         }
     }
 }

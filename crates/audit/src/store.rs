@@ -40,6 +40,16 @@ pub enum StoreError {
          use the atrest release that wrote it"
     )]
     SchemaVersion { found: i64, known: i64 },
+    /// Another writer (a second `atrest keyd` replica on the same
+    /// PostgreSQL database) appended first: the batch does not continue
+    /// the chain head any more and nothing of it was written. The caller
+    /// re-chains the batch on the new head and retries; the chain never
+    /// forks.
+    #[error(
+        "audit store: the batch starts at seq {batch_seq} but the chain head is seq {head_seq} \
+         (another replica appended first); nothing was written, re-chain and retry"
+    )]
+    Conflict { batch_seq: u64, head_seq: u64 },
 }
 
 /// An append-only store of entries, signed tree heads and (format 1)

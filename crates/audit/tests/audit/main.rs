@@ -7,6 +7,7 @@
 mod chain;
 mod faults;
 mod heads;
+mod postgres;
 mod support;
 mod tamper;
 mod vectors;
