@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enroll(args) => remote::enroll(args),
         Command::Reboot(args) => remote::reboot(args),
         Command::Alarm(cmd) => remote::alarm(cmd),
+        Command::Doctor(args) => crate::doctor::run(args),
     }
 }
 
