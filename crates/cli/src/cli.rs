@@ -54,6 +54,11 @@ pub enum Command {
     /// the vaults (swap, core dumps, /tmp, services' data, key file modes,
     /// ...); each finding names its fix. Exit 0 none, 1 warnings, 2 critical.
     Doctor(DoctorArgs),
+    /// Write man pages (DIR/man/man1, one per subcommand) and bash, zsh and
+    /// fish completions (DIR/completions) generated from these definitions;
+    /// scripts/build-deb.sh packages them.
+    #[command(hide = true)]
+    GenerateFiles { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]

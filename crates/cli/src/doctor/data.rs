@@ -22,7 +22,8 @@ pub fn check(f: &Facts) -> Vec<Finding> {
                 id: "service-data-outside-vault",
                 severity: Severity::Warning,
                 found: format!("{service} data in {} on {dev}", dir.display()),
-                why: "this service's data lies on disk in the clear, whatever the vaults hold".into(),
+                why: "this service's data lies on disk in the clear, whatever the vaults hold"
+                    .into(),
                 fix: move_fix(dir),
             });
         }
@@ -63,15 +64,27 @@ mod tests {
     fn service_dirs_outside_vaults_are_reported_inside_are_not() {
         let mut f = plain();
         f.service_dirs = vec![
-            ("PostgreSQL (/etc/postgresql/15/main/postgresql.conf)".into(), "/var/lib/postgresql/15/main".into()),
+            (
+                "PostgreSQL (/etc/postgresql/15/main/postgresql.conf)".into(),
+                "/var/lib/postgresql/15/main".into(),
+            ),
             ("/srv".into(), "/srv/data".into()),
         ];
-        f.mounts.push(mount("/srv/data.enc", "/srv/data", "fuse.atrest", "rw"));
+        f.mounts
+            .push(mount("/srv/data.enc", "/srv/data", "fuse.atrest", "rw"));
         let found = check(&f);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].id, "service-data-outside-vault");
-        assert!(found[0].found.contains("/var/lib/postgresql/15/main on /dev/vda1"));
-        assert!(found[0].fix.contains("atrest mount /var/lib/postgresql/15/main.enc /var/lib/postgresql/15/main"));
+        assert!(
+            found[0]
+                .found
+                .contains("/var/lib/postgresql/15/main on /dev/vda1")
+        );
+        assert!(
+            found[0].fix.contains(
+                "atrest mount /var/lib/postgresql/15/main.enc /var/lib/postgresql/15/main"
+            )
+        );
     }
 
     #[test]

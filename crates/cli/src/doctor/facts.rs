@@ -12,6 +12,8 @@ pub struct Mount {
     pub source: String,
     pub target: PathBuf,
     pub fstype: String,
+    /// `fuse.atrest` for every atrest vault mount (root's direct mounts,
+    /// type `fuse` in mountinfo, are renamed so by [`gather`]).
     /// Mount and super-block options, comma-separated.
     pub options: String,
 }
@@ -101,7 +103,18 @@ impl Facts {
 /// Reads the machine. `vaults` are the `--vault` arguments; the vaults in
 /// /etc/atrest/vaults and the mounted ones are added.
 pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
-    let mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?);
+    let mut mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?);
+    // A vault mounted by root directly shows as type `fuse` (through
+    // fusermount3, `fuse.atrest`); its source is the vault, config inside.
+    for m in &mut mounts {
+        if m.fstype == "fuse"
+            && Path::new(&m.source)
+                .join(atrest_vault::CONFIG_FILE)
+                .exists()
+        {
+            m.fstype = "fuse.atrest".into();
+        }
+    }
     let mut f = Facts {
         is_root: rustix::process::geteuid().is_root(),
         ..Facts::default()
@@ -145,7 +158,10 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
     for v in &all {
         let Ok(loc) = atrest_vault::locate(v) else {
             if vaults.contains(v) {
-                anyhow::bail!("{}: not a vault (no atrest.conf in it or beside it)", v.display());
+                anyhow::bail!(
+                    "{}: not a vault (no atrest.conf in it or beside it)",
+                    v.display()
+                );
             }
             continue;
         };
@@ -159,19 +175,29 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
             }
         }
     }
-    walk_modes(Path::new("/etc/atrest"), SecretKind::EtcAtrest, &mut f.secrets);
+    walk_modes(
+        Path::new("/etc/atrest"),
+        SecretKind::EtcAtrest,
+        &mut f.secrets,
+    );
     let host = std::env::var_os(atrest_agent::STATE_DIR_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(atrest_agent::DEFAULT_STATE_DIR));
     walk_modes(&host, SecretKind::HostState, &mut f.secrets);
-    walk_modes(Path::new("/var/lib/atrest/keyd"), SecretKind::AuthorityData, &mut f.secrets);
+    walk_modes(
+        Path::new("/var/lib/atrest/keyd"),
+        SecretKind::AuthorityData,
+        &mut f.secrets,
+    );
     f.config_copies = config_copies(&f);
     f.xts_aes_driver = xts_aes_driver(&fs::read_to_string("/proc/crypto").unwrap_or_default());
     Ok(f)
 }
 
 fn read_trim(path: &str) -> String {
-    fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -180,7 +206,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -195,7 +224,9 @@ fn unescape(s: &str) -> String {
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
         if l.len() < 6 || r.len() < 3 {
@@ -223,8 +254,12 @@ pub fn parse_swaps(text: &str) -> Vec<(String, String)> {
 
 /// Whether a device path is (a symlink to) a dm-crypt mapping.
 fn is_dm_crypt(dev: &str) -> bool {
-    let Ok(real) = fs::canonicalize(dev) else { return false };
-    let Some(name) = real.file_name().and_then(|n| n.to_str()) else { return false };
+    let Ok(real) = fs::canonicalize(dev) else {
+        return false;
+    };
+    let Some(name) = real.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     if !name.starts_with("dm-") {
         return false;
     }
@@ -252,7 +287,11 @@ fn systemd_setting(name: &str, key: &str) -> Option<String> {
     let mut files = vec![PathBuf::from(format!("/etc/systemd/{name}"))];
     let dropins = PathBuf::from(format!("/etc/systemd/{name}.d"));
     if let Ok(rd) = fs::read_dir(&dropins) {
-        let mut d: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "conf")).collect();
+        let mut d: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
         d.sort();
         files.extend(d);
     }
@@ -287,9 +326,13 @@ pub fn ini_value(text: &str, key: &str) -> Option<String> {
 fn atrest_processes_with_core() -> Vec<(u32, String)> {
     let mut out = Vec::new();
     let me = std::process::id();
-    let Ok(rd) = fs::read_dir("/proc") else { return out };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me || read_trim(&format!("/proc/{pid}/comm")) != "atrest" {
             continue;
         }
@@ -305,12 +348,19 @@ fn atrest_processes_with_core() -> Vec<(u32, String)> {
 
 /// The soft "Max core file size" of a /proc/PID/limits text.
 pub fn core_limit(limits: &str) -> Option<String> {
-    let line = limits.lines().find(|l| l.starts_with("Max core file size"))?;
-    line["Max core file size".len()..].split_whitespace().next().map(str::to_string)
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))?;
+    line["Max core file size".len()..]
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
 }
 
 fn non_empty_dir(p: &Path) -> bool {
-    fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false)
+    fs::read_dir(p)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
 }
 
 fn service_dirs() -> Vec<(String, PathBuf)> {
@@ -330,7 +380,12 @@ fn service_dirs() -> Vec<(String, PathBuf)> {
     }
     // MySQL/MariaDB: datadir in any my.cnf fragment, else the default.
     let mut mysql = None;
-    for dir in ["/etc/mysql", "/etc/mysql/conf.d", "/etc/mysql/mariadb.conf.d", "/etc/mysql/mysql.conf.d"] {
+    for dir in [
+        "/etc/mysql",
+        "/etc/mysql/conf.d",
+        "/etc/mysql/mariadb.conf.d",
+        "/etc/mysql/mysql.conf.d",
+    ] {
         for e in fs::read_dir(dir).into_iter().flatten().flatten() {
             if let Ok(text) = fs::read_to_string(e.path()) {
                 if let Some(d) = ini_value(&text, "datadir") {
@@ -339,7 +394,10 @@ fn service_dirs() -> Vec<(String, PathBuf)> {
             }
         }
     }
-    out.push(("MySQL/MariaDB".into(), mysql.unwrap_or_else(|| "/var/lib/mysql".into())));
+    out.push((
+        "MySQL/MariaDB".into(),
+        mysql.unwrap_or_else(|| "/var/lib/mysql".into()),
+    ));
     for (name, dir) in [
         ("mail spool", "/var/mail"),
         ("virtual mail", "/var/vmail"),
@@ -356,11 +414,13 @@ fn service_dirs() -> Vec<(String, PathBuf)> {
 
 /// `data_directory = '...'` of a postgresql.conf.
 pub fn pg_data_directory(text: &str) -> Option<String> {
-    text.lines().filter_map(|l| {
-        let l = l.split('#').next()?.trim();
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == "data_directory").then(|| v.trim().trim_matches('\'').to_string())
-    }).last()
+    text.lines()
+        .filter_map(|l| {
+            let l = l.split('#').next()?.trim();
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "data_directory").then(|| v.trim().trim_matches('\'').to_string())
+        })
+        .last()
 }
 
 /// ReadWritePaths= and WorkingDirectory= of the units in `dir` (local
@@ -374,7 +434,11 @@ fn unit_paths(dir: &Path) -> Vec<(String, PathBuf)> {
         }
         let unit = e.file_name().to_string_lossy().into_owned();
         if let Ok(text) = fs::read_to_string(&path) {
-            out.extend(parse_unit_paths(&text).into_iter().map(|p| (unit.clone(), p)));
+            out.extend(
+                parse_unit_paths(&text)
+                    .into_iter()
+                    .map(|p| (unit.clone(), p)),
+            );
         }
     }
     out
@@ -384,9 +448,14 @@ pub fn parse_unit_paths(text: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for l in text.lines() {
         let l = l.trim();
-        let Some((k, v)) = l.split_once('=') else { continue };
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
         match k.trim() {
-            "ReadWritePaths" => out.extend(v.split_whitespace().map(|p| PathBuf::from(p.trim_start_matches(['-', '+'])))),
+            "ReadWritePaths" => out.extend(
+                v.split_whitespace()
+                    .map(|p| PathBuf::from(p.trim_start_matches(['-', '+']))),
+            ),
             "WorkingDirectory" => {
                 let p = v.trim().trim_start_matches('-');
                 if p.starts_with('/') {
@@ -468,7 +537,12 @@ pub fn xts_aes_driver(text: &str) -> Option<String> {
         if field("name").as_deref() != Some("xts(aes)") {
             continue;
         }
-        let (Some(driver), Some(prio)) = (field("driver"), field("priority").and_then(|p| p.parse().ok())) else { continue };
+        let (Some(driver), Some(prio)) = (
+            field("driver"),
+            field("priority").and_then(|p| p.parse().ok()),
+        ) else {
+            continue;
+        };
         if best.as_ref().is_none_or(|(p, _)| prio > *p) {
             best = Some((prio, driver));
         }
@@ -494,19 +568,39 @@ mod tests {
 
     #[test]
     fn swaps_ini_limits_and_pg_parse() {
-        let s = parse_swaps("Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n/dev/zram0 partition 10 0 100\n");
-        assert_eq!(s, vec![("/swapfile".into(), "file".into()), ("/dev/zram0".into(), "partition".into())]);
-        assert_eq!(ini_value("[Journal]\n#Storage=auto\nStorage=persistent\n", "Storage").as_deref(), Some("persistent"));
+        let s = parse_swaps(
+            "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n/dev/zram0 partition 10 0 100\n",
+        );
+        assert_eq!(
+            s,
+            vec![
+                ("/swapfile".into(), "file".into()),
+                ("/dev/zram0".into(), "partition".into())
+            ]
+        );
+        assert_eq!(
+            ini_value("[Journal]\n#Storage=auto\nStorage=persistent\n", "Storage").as_deref(),
+            Some("persistent")
+        );
         assert_eq!(ini_value("#Storage=none\n", "Storage"), None);
         let limits = "Limit Soft Hard Units\nMax core file size        0                    unlimited            bytes\n";
         assert_eq!(core_limit(limits).as_deref(), Some("0"));
         assert_eq!(
-            pg_data_directory("data_directory = '/var/lib/postgresql/15/main'  # use data in another directory\n").as_deref(),
+            pg_data_directory(
+                "data_directory = '/var/lib/postgresql/15/main'  # use data in another directory\n"
+            )
+            .as_deref(),
             Some("/var/lib/postgresql/15/main")
         );
         assert_eq!(
-            parse_unit_paths("[Service]\nWorkingDirectory=-/opt/app\nReadWritePaths=/var/lib/app -/data\nWorkingDirectory=~\n"),
-            vec![PathBuf::from("/opt/app"), "/var/lib/app".into(), "/data".into()]
+            parse_unit_paths(
+                "[Service]\nWorkingDirectory=-/opt/app\nReadWritePaths=/var/lib/app -/data\nWorkingDirectory=~\n"
+            ),
+            vec![
+                PathBuf::from("/opt/app"),
+                "/var/lib/app".into(),
+                "/data".into()
+            ]
         );
     }
 
@@ -516,6 +610,9 @@ mod tests {
                     name         : xts(aes)\ndriver       : xts-aes-aesni\npriority     : 401\n\n\
                     name         : aes\ndriver       : aes-generic\npriority     : 100\n";
         assert_eq!(xts_aes_driver(text).as_deref(), Some("xts-aes-aesni"));
-        assert_eq!(xts_aes_driver("name : aes\ndriver : aes-generic\npriority : 1\n"), None);
+        assert_eq!(
+            xts_aes_driver("name : aes\ndriver : aes-generic\npriority : 1\n"),
+            None
+        );
     }
 }

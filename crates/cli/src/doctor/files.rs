@@ -49,12 +49,20 @@ fn loose(f: &Facts, kind: SecretKind, m: &FileMode, out: &mut Vec<Finding>) {
     };
     // Directories: others may not add or replace files; the authority's and
     // the host's directories are not to be listed either.
-    let bad_bits = if m.is_dir && kind != SecretKind::EtcAtrest { 0o077 } else { bad_bits };
+    let bad_bits = if m.is_dir && kind != SecretKind::EtcAtrest {
+        0o077
+    } else {
+        bad_bits
+    };
     if m.mode & bad_bits != 0 {
         let readable_by_others = m.mode & 0o004 != 0 && !m.is_dir;
         out.push(Finding {
             id: "secret-mode",
-            severity: if readable_by_others { Severity::Critical } else { Severity::Warning },
+            severity: if readable_by_others {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             found: format!("{what} {p} has mode {:04o}", m.mode),
             why: "other users of this machine can read or replace what unlocks the vaults".into(),
             fix: format!("chmod {want} {p}"),
@@ -78,15 +86,24 @@ mod tests {
     use std::path::PathBuf;
 
     fn fm(path: &str, mode: u32, uid: u32, is_dir: bool) -> FileMode {
-        FileMode { path: PathBuf::from(path), mode, uid, is_dir }
+        FileMode {
+            path: PathBuf::from(path),
+            mode,
+            uid,
+            is_dir,
+        }
     }
 
     #[test]
     fn world_readable_key_file_is_critical_and_fixed_by_chmod_600() {
         let mut f = plain();
         f.is_root = true;
-        f.secrets.push((SecretKind::EtcAtrest, fm("/etc/atrest", 0o755, 0, true)));
-        f.secrets.push((SecretKind::EtcAtrest, fm("/etc/atrest/boot.key", 0o644, 0, false)));
+        f.secrets
+            .push((SecretKind::EtcAtrest, fm("/etc/atrest", 0o755, 0, true)));
+        f.secrets.push((
+            SecretKind::EtcAtrest,
+            fm("/etc/atrest/boot.key", 0o644, 0, false),
+        ));
         let found = check(&f);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].severity, Severity::Critical);
@@ -100,19 +117,36 @@ mod tests {
     #[test]
     fn owners_matter_only_as_root_and_state_dirs_are_private() {
         let mut f = plain();
-        f.secrets.push((SecretKind::HostState, fm("/var/lib/atrest/host", 0o755, 1000, true)));
-        assert_eq!(check(&f).iter().map(|x| x.id).collect::<Vec<_>>(), ["secret-mode"]);
+        f.secrets.push((
+            SecretKind::HostState,
+            fm("/var/lib/atrest/host", 0o755, 1000, true),
+        ));
+        assert_eq!(
+            check(&f).iter().map(|x| x.id).collect::<Vec<_>>(),
+            ["secret-mode"]
+        );
         f.is_root = true;
-        assert_eq!(check(&f).iter().map(|x| x.id).collect::<Vec<_>>(), ["secret-mode", "secret-owner"]);
+        assert_eq!(
+            check(&f).iter().map(|x| x.id).collect::<Vec<_>>(),
+            ["secret-mode", "secret-owner"]
+        );
     }
 
     #[test]
     fn readable_config_copies_and_allow_other_mounts() {
         let mut f = plain();
-        f.config_copies.push(fm("/root/backup/atrest.conf", 0o644, 0, false));
-        f.config_copies.push(fm("/root/backup2/atrest.conf.bak", 0o600, 0, false));
-        f.mounts.push(mount("/srv/d.enc", "/srv/d", "fuse.atrest", "rw,nosuid,rw,user_id=0,allow_other"));
-        f.mounts.push(mount("/srv/e.enc", "/srv/e", "fuse.atrest", "rw,user_id=0"));
+        f.config_copies
+            .push(fm("/root/backup/atrest.conf", 0o644, 0, false));
+        f.config_copies
+            .push(fm("/root/backup2/atrest.conf.bak", 0o600, 0, false));
+        f.mounts.push(mount(
+            "/srv/d.enc",
+            "/srv/d",
+            "fuse.atrest",
+            "rw,nosuid,rw,user_id=0,allow_other",
+        ));
+        f.mounts
+            .push(mount("/srv/e.enc", "/srv/e", "fuse.atrest", "rw,user_id=0"));
         let ids: Vec<_> = check(&f).into_iter().map(|x| (x.id, x.found)).collect();
         assert_eq!(ids.len(), 2);
         assert_eq!(ids[0].0, "config-copy-readable");

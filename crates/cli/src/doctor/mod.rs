@@ -123,7 +123,12 @@ pub fn storage_of(facts: &facts::Facts, path: &Path) -> Storage {
     match facts.mount_of(path) {
         Some(m) if m.fstype == "fuse.atrest" => Storage::Vault(m.target.clone()),
         Some(m) if facts.is_encrypted_fs(m) => Storage::Encrypted(m.source.clone()),
-        Some(m) => Storage::Clear(format!("{} ({}, mounted on {})", m.source, m.fstype, m.target.display())),
+        Some(m) => Storage::Clear(format!(
+            "{} ({}, mounted on {})",
+            m.source,
+            m.fstype,
+            m.target.display()
+        )),
         None => Storage::Clear("an unknown device".into()),
     }
 }
@@ -169,22 +174,50 @@ mod tests {
     fn exit_code_is_the_worst_severity() {
         assert_eq!(exit_code(&[]), 0);
         assert_eq!(exit_code(&[finding(Severity::Info)]), 0);
-        assert_eq!(exit_code(&[finding(Severity::Info), finding(Severity::Warning)]), 1);
-        assert_eq!(exit_code(&[finding(Severity::Critical), finding(Severity::Warning)]), 2);
+        assert_eq!(
+            exit_code(&[finding(Severity::Info), finding(Severity::Warning)]),
+            1
+        );
+        assert_eq!(
+            exit_code(&[finding(Severity::Critical), finding(Severity::Warning)]),
+            2
+        );
     }
 
     #[test]
     fn storage_follows_the_longest_mount_and_vaults() {
         let mut f = testutil::plain();
-        f.mounts.push(testutil::mount("/srv/data.enc", "/srv/data", "fuse.atrest", "rw"));
-        f.mounts.push(testutil::mount("tmpfs", "/tmp", "tmpfs", "rw"));
-        f.mounts.push(testutil::mount("/dev/mapper/c", "/secure", "ext4", "rw"));
+        f.mounts.push(testutil::mount(
+            "/srv/data.enc",
+            "/srv/data",
+            "fuse.atrest",
+            "rw",
+        ));
+        f.mounts
+            .push(testutil::mount("tmpfs", "/tmp", "tmpfs", "rw"));
+        f.mounts
+            .push(testutil::mount("/dev/mapper/c", "/secure", "ext4", "rw"));
         f.encrypted_devices.insert("/dev/mapper/c".into());
         f.vault_roots.push(PathBuf::from("/home/k"));
-        assert_eq!(storage_of(&f, Path::new("/srv/data/pg")), Storage::Vault("/srv/data".into()));
-        assert!(matches!(storage_of(&f, Path::new("/srv/database")), Storage::Clear(_)));
-        assert!(matches!(storage_of(&f, Path::new("/tmp/x")), Storage::Encrypted(_)));
-        assert!(matches!(storage_of(&f, Path::new("/secure/a")), Storage::Encrypted(_)));
-        assert_eq!(storage_of(&f, Path::new("/home/k/x")), Storage::Vault("/home/k".into()));
+        assert_eq!(
+            storage_of(&f, Path::new("/srv/data/pg")),
+            Storage::Vault("/srv/data".into())
+        );
+        assert!(matches!(
+            storage_of(&f, Path::new("/srv/database")),
+            Storage::Clear(_)
+        ));
+        assert!(matches!(
+            storage_of(&f, Path::new("/tmp/x")),
+            Storage::Encrypted(_)
+        ));
+        assert!(matches!(
+            storage_of(&f, Path::new("/secure/a")),
+            Storage::Encrypted(_)
+        ));
+        assert_eq!(
+            storage_of(&f, Path::new("/home/k/x")),
+            Storage::Vault("/home/k".into())
+        );
     }
 }

@@ -85,7 +85,7 @@ fn core_dumps(f: &Facts, out: &mut Vec<Finding>) {
         } else {
             (
                 format!("kernel.core_pattern = {pattern:?} and RLIMIT_CORE is {}", rlimit(f.core_rlimit)),
-                "sysctl -w kernel.core_pattern='|/bin/false' && echo \"kernel.core_pattern=|/bin/false\" > /etc/sysctl.d/50-atrest-coredump.conf"
+                "sysctl -q -w kernel.core_pattern='|/bin/false' && echo \"kernel.core_pattern=|/bin/false\" > /etc/sysctl.d/50-atrest-coredump.conf"
                     .to_string(),
             )
         };
@@ -103,7 +103,7 @@ fn core_dumps(f: &Facts, out: &mut Vec<Finding>) {
             severity: Severity::Warning,
             found: format!("fs.suid_dumpable = {}", f.suid_dumpable),
             why: "processes that changed credentials (and so hold others' secrets) dump core too".into(),
-            fix: "sysctl -w fs.suid_dumpable=0 && echo fs.suid_dumpable=0 > /etc/sysctl.d/50-atrest-suid-dumpable.conf".into(),
+            fix: "sysctl -q -w fs.suid_dumpable=0 && echo fs.suid_dumpable=0 > /etc/sysctl.d/50-atrest-suid-dumpable.conf".into(),
         });
     }
     for (pid, limit) in &f.dumpable_atrest {
@@ -158,7 +158,9 @@ fn journald(f: &Facts, out: &mut Vec<Finding>) {
 }
 
 fn crypto(f: &Facts, out: &mut Vec<Finding>) {
-    let Some(driver) = &f.xts_aes_driver else { return };
+    let Some(driver) = &f.xts_aes_driver else {
+        return;
+    };
     if driver.contains("generic") {
         out.push(Finding {
             id: "fscrypt-generic-aes",
@@ -201,7 +203,10 @@ mod tests {
         assert_eq!(found[0].id, "swap-unencrypted");
         assert_eq!(found[0].severity, Severity::Critical);
         assert!(found[0].found.contains("/dev/vda1"));
-        f.swaps = vec![("/dev/zram0".into(), "partition".into()), ("/dev/mapper/swap".into(), "partition".into())];
+        f.swaps = vec![
+            ("/dev/zram0".into(), "partition".into()),
+            ("/dev/mapper/swap".into(), "partition".into()),
+        ];
         f.encrypted_devices.insert("/dev/mapper/swap".into());
         assert!(ids(&f).is_empty());
         f.swaps.push(("/dev/vda2".into(), "partition".into()));
@@ -224,7 +229,11 @@ mod tests {
         assert!(ids(&f).is_empty(), "limit 0: nothing is dumped");
         f.core_rlimit = None;
         assert_eq!(ids(&f), ["core-dumps-enabled"]);
-        assert!(check(&f)[0].fix.contains("kernel.core_pattern='|/bin/false'"));
+        assert!(
+            check(&f)[0]
+                .fix
+                .contains("kernel.core_pattern='|/bin/false'")
+        );
         f.core_pattern = "|/lib/systemd/systemd-coredump %P %u %g %s %t %c %h".into();
         assert_eq!(ids(&f), ["core-dumps-enabled"]);
         assert!(check(&f)[0].fix.contains("Storage=none"));
@@ -254,14 +263,18 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert!(found[0].found.starts_with("/tmp is on /dev/vda1"));
         assert!(found[1].found.starts_with("/var/tmp is on"));
-        f.mounts.push(mount("/srv/t.enc", "/var/tmp", "fuse.atrest", "rw"));
+        f.mounts
+            .push(mount("/srv/t.enc", "/var/tmp", "fuse.atrest", "rw"));
         assert_eq!(check(&f).len(), 1);
     }
 
     #[test]
     fn persistent_journal_on_clear_disk() {
         let mut f = safe();
-        assert!(ids(&f).is_empty(), "auto without /var/log/journal is volatile");
+        assert!(
+            ids(&f).is_empty(),
+            "auto without /var/log/journal is volatile"
+        );
         f.var_log_journal_exists = true;
         assert_eq!(ids(&f), ["journal-persistent-clear"]);
         f.journald_storage = Some("volatile".into());

@@ -19,7 +19,11 @@ fn findings(shell_prefix: &str) -> Vec<serde_json::Value> {
         .output()
         .expect("run atrest doctor");
     let code = out.status.code().expect("doctor exited");
-    assert!(code <= 2, "doctor failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        code <= 2,
+        "doctor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -72,11 +76,15 @@ fn doctor_world_readable_key_file_is_critical_and_its_chmod_fixes_it() {
     fs::write(&key, [7u8; 32]).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let list = findings("");
-    let f = finding(&list, "secret-mode", &key.display().to_string()).expect("loose key file reported");
+    let f =
+        finding(&list, "secret-mode", &key.display().to_string()).expect("loose key file reported");
     assert_eq!(f["severity"], "critical");
     assert!(f["found"].as_str().unwrap().contains("0644"));
     sh(f["fix"].as_str().unwrap());
-    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(finding(&findings(""), "secret-mode", &key.display().to_string()).is_none());
 }
 
@@ -94,9 +102,17 @@ fn doctor_core_pattern_with_open_limit_is_reported_and_the_sysctl_fix_removes_it
     });
     fs::write(PATTERN, "core").unwrap();
     let list = findings("ulimit -c unlimited;");
-    let f = finding(&list, "core-dumps-enabled", "kernel.core_pattern = \"core\"").expect("core dumps reported");
+    let f = finding(
+        &list,
+        "core-dumps-enabled",
+        "kernel.core_pattern = \"core\"",
+    )
+    .expect("core dumps reported");
     assert_eq!(f["severity"], "warning");
-    assert!(finding(&findings("ulimit -c 0;"), "core-dumps-enabled", "").is_none(), "limit 0 dumps nothing");
+    assert!(
+        finding(&findings("ulimit -c 0;"), "core-dumps-enabled", "").is_none(),
+        "limit 0 dumps nothing"
+    );
     sh(f["fix"].as_str().unwrap());
     assert_eq!(fs::read_to_string(PATTERN).unwrap().trim(), "|/bin/false");
     assert!(finding(&findings("ulimit -c unlimited;"), "core-dumps-enabled", "").is_none());
@@ -105,31 +121,56 @@ fn doctor_core_pattern_with_open_limit_is_reported_and_the_sysctl_fix_removes_it
 #[test]
 fn doctor_local_unit_data_outside_a_vault_is_reported_until_a_vault_holds_it() {
     // A PostgreSQL-like data dir written by a local unit, on the clear root disk.
-    let base = tempfile::Builder::new().prefix("atrest-doctor-e2e-").tempdir_in("/var/lib").unwrap();
+    let base = tempfile::Builder::new()
+        .prefix("atrest-doctor-e2e-")
+        .tempdir_in("/var/lib")
+        .unwrap();
     let data = base.path().join("pgdata");
     fs::create_dir(&data).unwrap();
     fs::write(data.join("PG_VERSION"), "15\n").unwrap();
-    let unit = PathBuf::from(format!("/etc/systemd/system/atrest-doctor-e2e-{}.service", std::process::id()));
+    let unit = PathBuf::from(format!(
+        "/etc/systemd/system/atrest-doctor-e2e-{}.service",
+        std::process::id()
+    ));
     let _restore = Restore(|| {
         let _ = fs::remove_file(&unit);
     });
     fs::create_dir_all("/etc/systemd/system").unwrap();
     fs::write(
         &unit,
-        format!("[Service]\nExecStart=/bin/true\nWorkingDirectory={}\n", data.display()),
+        format!(
+            "[Service]\nExecStart=/bin/true\nWorkingDirectory={}\n",
+            data.display()
+        ),
     )
     .unwrap();
-    let f = finding(&findings(""), "unit-path-outside-vault", &data.display().to_string()).expect("unit data reported");
+    let f = finding(
+        &findings(""),
+        "unit-path-outside-vault",
+        &data.display().to_string(),
+    )
+    .expect("unit data reported");
     assert!(f["fix"].as_str().unwrap().contains("atrest init"));
     // The fix's effect (its `atrest init` asks for a passphrase): a vault
-    // mounted on the directory.
-    let vault = Mounted::new();
+    // mounted on the directory (on the same clear disk as before, not in
+    // /tmp, which the unit check leaves to the /tmp check).
+    let vault = Mounted::new_in(base.path());
     fs::write(
         &unit,
-        format!("[Service]\nExecStart=/bin/true\nWorkingDirectory={}\n", vault.mnt.display()),
+        format!(
+            "[Service]\nExecStart=/bin/true\nWorkingDirectory={}\n",
+            vault.mnt.display()
+        ),
     )
     .unwrap();
-    assert!(finding(&findings(""), "unit-path-outside-vault", &unit.file_name().unwrap().to_string_lossy()).is_none());
+    assert!(
+        finding(
+            &findings(""),
+            "unit-path-outside-vault",
+            &unit.file_name().unwrap().to_string_lossy()
+        )
+        .is_none()
+    );
 }
 
 #[test]
@@ -137,9 +178,21 @@ fn doctor_vault_mounted_with_allow_other_is_reported() {
     let mut m = Mounted::new();
     m.unmount();
     m.mount_with_options("allow_other");
-    let f = finding(&findings(""), "vault-allow-other", &m.vault.display().to_string()).expect("allow_other reported");
+    let f = finding(
+        &findings(""),
+        "vault-allow-other",
+        &m.vault.display().to_string(),
+    )
+    .expect("allow_other reported");
     assert_eq!(f["severity"], "info");
     m.unmount();
     m.mount();
-    assert!(finding(&findings(""), "vault-allow-other", &m.vault.display().to_string()).is_none());
+    assert!(
+        finding(
+            &findings(""),
+            "vault-allow-other",
+            &m.vault.display().to_string()
+        )
+        .is_none()
+    );
 }
