@@ -270,10 +270,10 @@ fn resume_device() -> Option<String> {
     let sys = read_trim("/sys/power/resume");
     if !sys.is_empty() && sys != "0:0" {
         let link = format!("/sys/dev/block/{sys}");
-        if let Ok(real) = fs::canonicalize(&link) {
-            if let Some(name) = real.file_name() {
-                return Some(format!("/dev/{}", name.to_string_lossy()));
-            }
+        if let Ok(real) = fs::canonicalize(&link)
+            && let Some(name) = real.file_name()
+        {
+            return Some(format!("/dev/{}", name.to_string_lossy()));
         }
         return Some(sys);
     }
@@ -297,10 +297,10 @@ fn systemd_setting(name: &str, key: &str) -> Option<String> {
     }
     let mut value = None;
     for f in files {
-        if let Ok(text) = fs::read_to_string(&f) {
-            if let Some(v) = ini_value(&text, key) {
-                value = Some(v);
-            }
+        if let Ok(text) = fs::read_to_string(&f)
+            && let Some(v) = ini_value(&text, key)
+        {
+            value = Some(v);
         }
     }
     value
@@ -317,7 +317,7 @@ pub fn ini_value(text: &str, key: &str) -> Option<String> {
             let (k, v) = l.split_once('=')?;
             (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
         })
-        .last()
+        .next_back()
 }
 
 /// atrest processes (comm "atrest") whose core limit is not 0: a mount
@@ -337,10 +337,10 @@ fn atrest_processes_with_core() -> Vec<(u32, String)> {
             continue;
         }
         let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
-        if let Some(soft) = core_limit(&limits) {
-            if soft != "0" {
-                out.push((pid, soft));
-            }
+        if let Some(soft) = core_limit(&limits)
+            && soft != "0"
+        {
+            out.push((pid, soft));
         }
     }
     out
@@ -370,10 +370,10 @@ fn service_dirs() -> Vec<(String, PathBuf)> {
         for v in versions.flatten() {
             for c in fs::read_dir(v.path()).into_iter().flatten().flatten() {
                 let conf = c.path().join("postgresql.conf");
-                if let Ok(text) = fs::read_to_string(&conf) {
-                    if let Some(d) = pg_data_directory(&text) {
-                        out.push((format!("PostgreSQL ({})", conf.display()), PathBuf::from(d)));
-                    }
+                if let Ok(text) = fs::read_to_string(&conf)
+                    && let Some(d) = pg_data_directory(&text)
+                {
+                    out.push((format!("PostgreSQL ({})", conf.display()), PathBuf::from(d)));
                 }
             }
         }
@@ -387,10 +387,10 @@ fn service_dirs() -> Vec<(String, PathBuf)> {
         "/etc/mysql/mysql.conf.d",
     ] {
         for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Ok(text) = fs::read_to_string(e.path()) {
-                if let Some(d) = ini_value(&text, "datadir") {
-                    mysql = Some(PathBuf::from(d));
-                }
+            if let Ok(text) = fs::read_to_string(e.path())
+                && let Some(d) = ini_value(&text, "datadir")
+            {
+                mysql = Some(PathBuf::from(d));
             }
         }
     }
@@ -420,7 +420,7 @@ pub fn pg_data_directory(text: &str) -> Option<String> {
             let (k, v) = l.split_once('=')?;
             (k.trim() == "data_directory").then(|| v.trim().trim_matches('\'').to_string())
         })
-        .last()
+        .next_back()
 }
 
 /// ReadWritePaths= and WorkingDirectory= of the units in `dir` (local
@@ -429,7 +429,7 @@ fn unit_paths(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = e.path();
-        if !path.extension().is_some_and(|x| x == "service") || !path.is_file() {
+        if path.extension().is_none_or(|x| x != "service") || !path.is_file() {
             continue;
         }
         let unit = e.file_name().to_string_lossy().into_owned();

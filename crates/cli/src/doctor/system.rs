@@ -45,9 +45,11 @@ fn swap(f: &Facts, out: &mut Vec<Finding>) {
             });
         }
     }
-    if let Some(dev) = &f.resume {
-        if !f.encrypted_devices.contains(dev) && !dev.starts_with("/dev/zram") {
-            out.push(Finding {
+    if let Some(dev) = &f.resume
+        && !f.encrypted_devices.contains(dev)
+        && !dev.starts_with("/dev/zram")
+    {
+        out.push(Finding {
                 id: "hibernation-unencrypted",
                 severity: Severity::Critical,
                 found: format!("hibernation resume target {dev}"),
@@ -56,7 +58,6 @@ fn swap(f: &Facts, out: &mut Vec<Finding>) {
                       then update-initramfs -u; systemctl mask hibernate.target hybrid-sleep.target"
                     .into(),
             });
-        }
     }
 }
 
