@@ -64,5 +64,8 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-short.sh
 step "the README's demo"
 ./target/release/atrest demo >/dev/null
 
+step "the Debian package: build, dpkg -i, man, completion, doctor, demo, dpkg -P"
+bash scripts/test-deb.sh
+
 echo
 echo "all test stages passed"
