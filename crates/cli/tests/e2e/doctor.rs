@@ -196,3 +196,32 @@ fn doctor_vault_mounted_with_allow_other_is_reported() {
         .is_none()
     );
 }
+
+#[test]
+fn doctor_swap_file_on_clear_disk_is_critical_until_swapoff() {
+    let dir = tempfile::Builder::new()
+        .prefix("atrest-doctor-e2e-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    let swap = dir.path().join("swapfile");
+    let _restore = Restore(|| {
+        // Already off when the test got that far.
+        let _ = Command::new("swapoff")
+            .arg(&swap)
+            .stderr(std::process::Stdio::null())
+            .status();
+    });
+    sh(&format!(
+        "fallocate -l 16M {s} && chmod 600 {s} && mkswap {s} >/dev/null && swapon {s}",
+        s = swap.display()
+    ));
+    let name = swap.display().to_string();
+    let f = finding(&findings(""), "swap-unencrypted", &name).expect("swap file reported");
+    assert_eq!(f["severity"], "critical");
+    let fix = f["fix"].as_str().unwrap();
+    // The fix's first command (the rest is /etc/fstab and crypttab advice).
+    let first = format!("swapoff {name}");
+    assert!(fix.starts_with(&first), "{fix}");
+    sh(&first);
+    assert!(finding(&findings(""), "swap-unencrypted", &name).is_none());
+}
