@@ -25,7 +25,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     apt-get install -y -qq --no-install-recommends \
         fuse3 attr e2fsprogs util-linux psmisc procps \
         fio stress-ng gocryptfs postgresql postgresql-contrib \
-        chromium chromium-driver python3-selenium iproute2 >/dev/null
+        chromium chromium-driver python3-selenium iproute2 \
+        ansible-core cloud-init >/dev/null
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
 fi
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: load the fuse module (modprobe fuse)" >&2; exit 1; }
@@ -74,6 +75,12 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-short.sh
 
 step "the README's demo"
 ./target/release/atrest demo >/dev/null
+
+step "the Debian package: build, dpkg -i, man, completion, doctor, demo, dpkg -P"
+bash scripts/test-deb.sh
+
+step "fleet examples: cloud-init schema, the Ansible role (syntax, check mode)"
+python3 tests/deploy/check_deploy.py target/deb/atrest_*.deb
 
 echo
 echo "all test stages passed"

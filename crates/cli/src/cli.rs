@@ -50,6 +50,26 @@ pub enum Command {
     /// operator acknowledges the alarm.
     #[command(subcommand)]
     Alarm(AlarmCommand),
+    /// Check this machine for data and secrets left in the clear around
+    /// the vaults (swap, core dumps, /tmp, services' data, key file modes,
+    /// ...); each finding names its fix. Exit 0 none, 1 warnings, 2 critical.
+    Doctor(DoctorArgs),
+    /// Write man pages (DIR/man/man1, one per subcommand) and bash, zsh and
+    /// fish completions (DIR/completions) generated from these definitions;
+    /// scripts/build-deb.sh packages them.
+    #[command(hide = true)]
+    GenerateFiles { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object per finding, one per line.
+    #[arg(long)]
+    pub json: bool,
+    /// A vault to check besides those in /etc/atrest/vaults and the
+    /// mounted ones; repeat for several.
+    #[arg(long = "vault", value_name = "V")]
+    pub vaults: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@ mod demo;
 mod demo_authority;
 mod fsck;
 mod fscrypt;
+mod generate;
 mod init;
 pub(crate) mod keyd;
 mod keyslot;
@@ -36,6 +37,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enroll(args) => remote::enroll(args),
         Command::Reboot(args) => remote::reboot(args),
         Command::Alarm(cmd) => remote::alarm(cmd),
+        Command::Doctor(args) => crate::doctor::run(args),
+        Command::GenerateFiles { dir } => generate::run(&dir),
     }
 }
 

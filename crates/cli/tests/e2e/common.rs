@@ -140,6 +140,22 @@ impl Mounted {
         self.mounted = false;
     }
 
+    /// Mounts with `atrest mount -o OPTIONS`.
+    pub fn mount_with_options(&mut self, options: &str) {
+        ok(&[
+            &"mount",
+            &"-o",
+            &options,
+            &self.vault,
+            &self.mnt,
+            &"--passphrase-file",
+            &self.pass,
+            &"--log-file",
+            &self.log,
+        ]);
+        self.mounted = true;
+    }
+
     pub fn remount(&mut self) {
         self.unmount();
         self.mount();

@@ -6,6 +6,7 @@
 
 mod basic;
 mod common;
+mod doctor;
 mod faults;
 mod fscrypt;
 mod keyd;

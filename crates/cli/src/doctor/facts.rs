@@ -1,0 +1,618 @@
+//! Gathering: everything the checks read from the machine, in one struct.
+//! Nothing here decides anything.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mount {
+    pub source: String,
+    pub target: PathBuf,
+    pub fstype: String,
+    /// `fuse.atrest` for every atrest vault mount (root's direct mounts,
+    /// type `fuse` in mountinfo, are renamed so by [`gather`]).
+    /// Mount and super-block options, comma-separated.
+    pub options: String,
+}
+
+/// A file's mode and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMode {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub is_dir: bool,
+}
+
+/// What a sensitive file is, for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// A vault config (keyslots) or its backup.
+    VaultConfig,
+    /// A file under /etc/atrest (key files, the vault list).
+    EtcAtrest,
+    /// The host identity and state (/var/lib/atrest/host).
+    HostState,
+    /// The key authority's data dir.
+    AuthorityData,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub mounts: Vec<Mount>,
+    /// Block devices (as mount sources and swap names) backed by dm-crypt.
+    pub encrypted_devices: BTreeSet<String>,
+    /// Directories protected by a vault although no FUSE mount shows it:
+    /// fscrypt vault directories.
+    pub vault_roots: Vec<PathBuf>,
+    /// Swap areas from /proc/swaps: (name, type).
+    pub swaps: Vec<(String, String)>,
+    /// The hibernation image device: /sys/power/resume (MAJ:MIN, "0:0" none)
+    /// resolved to a device path when possible, or resume= on the command line.
+    pub resume: Option<String>,
+    pub core_pattern: String,
+    /// fs.suid_dumpable.
+    pub suid_dumpable: u32,
+    /// RLIMIT_CORE soft limit of PID 1's children by default: systemd's
+    /// DefaultLimitCORE, read as this process's own limit (None = unlimited).
+    pub core_rlimit: Option<u64>,
+    /// Storage= of systemd-coredump (coredump.conf and drop-ins), if set.
+    pub coredump_storage: Option<String>,
+    /// atrest processes (mount processes) whose core limit is not 0: (pid, limit).
+    pub dumpable_atrest: Vec<(u32, String)>,
+    /// Storage= of journald, if set; and whether /var/log/journal exists.
+    pub journald_storage: Option<String>,
+    pub var_log_journal_exists: bool,
+    /// Data directories of known services that exist and are not empty:
+    /// (service, path).
+    pub service_dirs: Vec<(String, PathBuf)>,
+    /// Local units' ReadWritePaths/WorkingDirectory: (unit, path).
+    pub unit_paths: Vec<(String, PathBuf)>,
+    /// Sensitive files and directories with their modes.
+    pub secrets: Vec<(SecretKind, FileMode)>,
+    /// Copies of a vault config found outside the vault (backups).
+    pub config_copies: Vec<FileMode>,
+    /// The driver the kernel picks for xts(aes) (/proc/crypto), if any.
+    pub xts_aes_driver: Option<String>,
+    /// Whether a vault on this machine uses the fscrypt backend.
+    pub has_fscrypt_vault: bool,
+    /// Whether doctor runs as root (owner checks only mean something then).
+    pub is_root: bool,
+}
+
+impl Facts {
+    /// The mount holding `path`: the longest mount point it is under.
+    pub fn mount_of(&self, path: &Path) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .filter(|m| path.starts_with(&m.target))
+            .max_by_key(|m| m.target.components().count())
+    }
+
+    /// Whether a file system keeps nothing in the clear on disk.
+    pub fn is_encrypted_fs(&self, m: &Mount) -> bool {
+        matches!(m.fstype.as_str(), "tmpfs" | "ramfs")
+            || self.encrypted_devices.contains(&m.source)
+            || m.source.starts_with("/dev/zram")
+    }
+}
+
+/// Reads the machine. `vaults` are the `--vault` arguments; the vaults in
+/// /etc/atrest/vaults and the mounted ones are added.
+pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
+    let mut mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?);
+    // A vault mounted by root directly shows as type `fuse` (through
+    // fusermount3, `fuse.atrest`); its source is the vault, config inside.
+    for m in &mut mounts {
+        if m.fstype == "fuse"
+            && Path::new(&m.source)
+                .join(atrest_vault::CONFIG_FILE)
+                .exists()
+        {
+            m.fstype = "fuse.atrest".into();
+        }
+    }
+    let mut f = Facts {
+        is_root: rustix::process::geteuid().is_root(),
+        ..Facts::default()
+    };
+    let mut devices: BTreeSet<String> = mounts.iter().map(|m| m.source.clone()).collect();
+    f.swaps = parse_swaps(&fs::read_to_string("/proc/swaps").unwrap_or_default());
+    devices.extend(f.swaps.iter().map(|s| s.0.clone()));
+    f.resume = resume_device();
+    devices.extend(f.resume.clone());
+    f.encrypted_devices = devices.into_iter().filter(|d| is_dm_crypt(d)).collect();
+    f.mounts = mounts;
+
+    f.core_pattern = read_trim("/proc/sys/kernel/core_pattern");
+    f.suid_dumpable = read_trim("/proc/sys/fs/suid_dumpable").parse().unwrap_or(0);
+    f.core_rlimit = rustix::process::getrlimit(rustix::process::Resource::Core).current;
+    f.coredump_storage = systemd_setting("coredump.conf", "Storage");
+    f.dumpable_atrest = atrest_processes_with_core();
+    f.journald_storage = systemd_setting("journald.conf", "Storage");
+    f.var_log_journal_exists = Path::new("/var/log/journal").is_dir();
+
+    f.service_dirs = service_dirs();
+    f.unit_paths = unit_paths(Path::new("/etc/systemd/system"));
+
+    // Vaults: named, listed, mounted.
+    let mut all: Vec<PathBuf> = vaults.to_vec();
+    all.extend(
+        read_trim("/etc/atrest/vaults")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(PathBuf::from),
+    );
+    all.extend(
+        f.mounts
+            .iter()
+            .filter(|m| m.fstype == "fuse.atrest")
+            .map(|m| PathBuf::from(&m.source)),
+    );
+    all.sort();
+    all.dedup();
+    for v in &all {
+        let Ok(loc) = atrest_vault::locate(v) else {
+            if vaults.contains(v) {
+                anyhow::bail!(
+                    "{}: not a vault (no atrest.conf in it or beside it)",
+                    v.display()
+                );
+            }
+            continue;
+        };
+        if loc.backend == atrest_vault::Backend::Fscrypt {
+            f.has_fscrypt_vault = true;
+            f.vault_roots.push(loc.data.clone());
+        }
+        for name in [atrest_vault::CONFIG_FILE, atrest_vault::BACKUP_FILE] {
+            if let Some(m) = file_mode(&loc.config_dir.join(name)) {
+                f.secrets.push((SecretKind::VaultConfig, m));
+            }
+        }
+    }
+    walk_modes(
+        Path::new("/etc/atrest"),
+        SecretKind::EtcAtrest,
+        &mut f.secrets,
+    );
+    let host = std::env::var_os(atrest_agent::STATE_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(atrest_agent::DEFAULT_STATE_DIR));
+    walk_modes(&host, SecretKind::HostState, &mut f.secrets);
+    walk_modes(
+        Path::new("/var/lib/atrest/keyd"),
+        SecretKind::AuthorityData,
+        &mut f.secrets,
+    );
+    f.config_copies = config_copies(&f);
+    f.xts_aes_driver = xts_aes_driver(&fs::read_to_string("/proc/crypto").unwrap_or_default());
+    Ok(f)
+}
+
+fn read_trim(path: &str) -> String {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if l.len() < 6 || r.len() < 3 {
+            continue;
+        }
+        out.push(Mount {
+            source: unescape(r[1]),
+            target: PathBuf::from(unescape(l[4])),
+            fstype: r[0].to_string(),
+            options: format!("{},{}", l[5], r[2]),
+        });
+    }
+    out
+}
+
+pub fn parse_swaps(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((unescape(it.next()?), it.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Whether a device path is (a symlink to) a dm-crypt mapping.
+fn is_dm_crypt(dev: &str) -> bool {
+    let Ok(real) = fs::canonicalize(dev) else {
+        return false;
+    };
+    let Some(name) = real.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if !name.starts_with("dm-") {
+        return false;
+    }
+    read_trim(&format!("/sys/block/{name}/dm/uuid")).starts_with("CRYPT-")
+}
+
+fn resume_device() -> Option<String> {
+    let sys = read_trim("/sys/power/resume");
+    if !sys.is_empty() && sys != "0:0" {
+        let link = format!("/sys/dev/block/{sys}");
+        if let Ok(real) = fs::canonicalize(&link)
+            && let Some(name) = real.file_name()
+        {
+            return Some(format!("/dev/{}", name.to_string_lossy()));
+        }
+        return Some(sys);
+    }
+    read_trim("/proc/cmdline")
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("resume=").map(str::to_string))
+}
+
+/// The last value of `key` in /etc/systemd/NAME, then its drop-ins in order.
+fn systemd_setting(name: &str, key: &str) -> Option<String> {
+    let mut files = vec![PathBuf::from(format!("/etc/systemd/{name}"))];
+    let dropins = PathBuf::from(format!("/etc/systemd/{name}.d"));
+    if let Ok(rd) = fs::read_dir(&dropins) {
+        let mut d: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        d.sort();
+        files.extend(d);
+    }
+    let mut value = None;
+    for f in files {
+        if let Ok(text) = fs::read_to_string(&f)
+            && let Some(v) = ini_value(&text, key)
+        {
+            value = Some(v);
+        }
+    }
+    value
+}
+
+/// The last uncommented `key=value` in an INI-like text.
+pub fn ini_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.starts_with('#') || l.starts_with(';') {
+                return None;
+            }
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+        .next_back()
+}
+
+/// atrest processes (comm "atrest") whose core limit is not 0: a mount
+/// process always sets it to 0, so another value means an old binary or
+/// a process that never hardened itself.
+fn atrest_processes_with_core() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let me = std::process::id();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || read_trim(&format!("/proc/{pid}/comm")) != "atrest" {
+            continue;
+        }
+        let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+        if let Some(soft) = core_limit(&limits)
+            && soft != "0"
+        {
+            out.push((pid, soft));
+        }
+    }
+    out
+}
+
+/// The soft "Max core file size" of a /proc/PID/limits text.
+pub fn core_limit(limits: &str) -> Option<String> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))?;
+    line["Max core file size".len()..]
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
+
+fn non_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+fn service_dirs() -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    // PostgreSQL: data_directory of every cluster's postgresql.conf.
+    if let Ok(versions) = fs::read_dir("/etc/postgresql") {
+        for v in versions.flatten() {
+            for c in fs::read_dir(v.path()).into_iter().flatten().flatten() {
+                let conf = c.path().join("postgresql.conf");
+                if let Ok(text) = fs::read_to_string(&conf)
+                    && let Some(d) = pg_data_directory(&text)
+                {
+                    out.push((format!("PostgreSQL ({})", conf.display()), PathBuf::from(d)));
+                }
+            }
+        }
+    }
+    // MySQL/MariaDB: datadir in any my.cnf fragment, else the default.
+    let mut mysql = None;
+    for dir in [
+        "/etc/mysql",
+        "/etc/mysql/conf.d",
+        "/etc/mysql/mariadb.conf.d",
+        "/etc/mysql/mysql.conf.d",
+    ] {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(text) = fs::read_to_string(e.path())
+                && let Some(d) = ini_value(&text, "datadir")
+            {
+                mysql = Some(PathBuf::from(d));
+            }
+        }
+    }
+    out.push((
+        "MySQL/MariaDB".into(),
+        mysql.unwrap_or_else(|| "/var/lib/mysql".into()),
+    ));
+    for (name, dir) in [
+        ("mail spool", "/var/mail"),
+        ("virtual mail", "/var/vmail"),
+        ("Docker", "/var/lib/docker"),
+        ("containerd", "/var/lib/containerd"),
+        ("Redis", "/var/lib/redis"),
+        ("/srv", "/srv"),
+    ] {
+        out.push((name.into(), dir.into()));
+    }
+    out.retain(|(_, p)| non_empty_dir(p));
+    out
+}
+
+/// `data_directory = '...'` of a postgresql.conf.
+pub fn pg_data_directory(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.split('#').next()?.trim();
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "data_directory").then(|| v.trim().trim_matches('\'').to_string())
+        })
+        .next_back()
+}
+
+/// ReadWritePaths= and WorkingDirectory= of the units in `dir` (local
+/// units: the ones an operator wrote for their own services).
+fn unit_paths(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "service") || !path.is_file() {
+            continue;
+        }
+        let unit = e.file_name().to_string_lossy().into_owned();
+        if let Ok(text) = fs::read_to_string(&path) {
+            out.extend(
+                parse_unit_paths(&text)
+                    .into_iter()
+                    .map(|p| (unit.clone(), p)),
+            );
+        }
+    }
+    out
+}
+
+pub fn parse_unit_paths(text: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let l = l.trim();
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        match k.trim() {
+            "ReadWritePaths" => out.extend(
+                v.split_whitespace()
+                    .map(|p| PathBuf::from(p.trim_start_matches(['-', '+']))),
+            ),
+            "WorkingDirectory" => {
+                let p = v.trim().trim_start_matches('-');
+                if p.starts_with('/') {
+                    out.push(PathBuf::from(p));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|p| p.is_absolute());
+    out
+}
+
+fn file_mode(p: &Path) -> Option<FileMode> {
+    let m = fs::symlink_metadata(p).ok()?;
+    Some(FileMode {
+        path: p.to_path_buf(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        is_dir: m.is_dir(),
+    })
+}
+
+/// `root` and everything under it (not following symlinks), up to a depth.
+fn walk_modes(root: &Path, kind: SecretKind, out: &mut Vec<(SecretKind, FileMode)>) {
+    fn go(p: &Path, depth: u32, kind: SecretKind, out: &mut Vec<(SecretKind, FileMode)>) {
+        let Some(m) = file_mode(p) else { return };
+        let is_dir = m.is_dir;
+        out.push((kind, m));
+        if is_dir && depth < 6 {
+            for e in fs::read_dir(p).into_iter().flatten().flatten() {
+                go(&e.path(), depth + 1, kind, out);
+            }
+        }
+    }
+    go(root, 0, kind, out);
+}
+
+/// Files named like a vault config (atrest.conf*) in the usual backup
+/// places, other than the vaults' own.
+fn config_copies(f: &Facts) -> Vec<FileMode> {
+    let own: BTreeSet<PathBuf> = f
+        .secrets
+        .iter()
+        .filter(|(k, _)| *k == SecretKind::VaultConfig)
+        .map(|(_, m)| m.path.clone())
+        .collect();
+    let mut out = Vec::new();
+    fn go(p: &Path, depth: u32, own: &BTreeSet<PathBuf>, out: &mut Vec<FileMode>) {
+        for e in fs::read_dir(p).into_iter().flatten().flatten() {
+            let path = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && depth < 4 {
+                go(&path, depth + 1, own, out);
+            } else if ft.is_file()
+                && e.file_name().to_string_lossy().starts_with("atrest.conf")
+                && !own.contains(&path)
+            {
+                out.extend(file_mode(&path));
+            }
+        }
+    }
+    for dir in ["/root", "/var/backups", "/home", "/srv", "/tmp", "/var/tmp"] {
+        go(Path::new(dir), 0, &own, &mut out);
+    }
+    out
+}
+
+/// The highest-priority driver for xts(aes) in a /proc/crypto text.
+pub fn xts_aes_driver(text: &str) -> Option<String> {
+    let mut best: Option<(i64, String)> = None;
+    for block in text.split("\n\n") {
+        let field = |k: &str| {
+            block.lines().find_map(|l| {
+                let (a, b) = l.split_once(':')?;
+                (a.trim() == k).then(|| b.trim().to_string())
+            })
+        };
+        if field("name").as_deref() != Some("xts(aes)") {
+            continue;
+        }
+        let (Some(driver), Some(prio)) = (
+            field("driver"),
+            field("priority").and_then(|p| p.parse().ok()),
+        ) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(p, _)| prio > *p) {
+            best = Some((prio, driver));
+        }
+    }
+    best.map(|b| b.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_parse_with_escapes() {
+        let text = "22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro\n\
+                    40 22 0:40 / /srv/my\\040data rw,nosuid,nodev shared:5 - fuse.atrest /srv/d.enc rw,user_id=0,group_id=0,allow_other\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].target, PathBuf::from("/srv/my data"));
+        assert_eq!(m[1].fstype, "fuse.atrest");
+        assert_eq!(m[1].source, "/srv/d.enc");
+        assert!(m[1].options.contains("allow_other"));
+    }
+
+    #[test]
+    fn swaps_ini_limits_and_pg_parse() {
+        let s = parse_swaps(
+            "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n/dev/zram0 partition 10 0 100\n",
+        );
+        assert_eq!(
+            s,
+            vec![
+                ("/swapfile".into(), "file".into()),
+                ("/dev/zram0".into(), "partition".into())
+            ]
+        );
+        assert_eq!(
+            ini_value("[Journal]\n#Storage=auto\nStorage=persistent\n", "Storage").as_deref(),
+            Some("persistent")
+        );
+        assert_eq!(ini_value("#Storage=none\n", "Storage"), None);
+        let limits = "Limit Soft Hard Units\nMax core file size        0                    unlimited            bytes\n";
+        assert_eq!(core_limit(limits).as_deref(), Some("0"));
+        assert_eq!(
+            pg_data_directory(
+                "data_directory = '/var/lib/postgresql/15/main'  # use data in another directory\n"
+            )
+            .as_deref(),
+            Some("/var/lib/postgresql/15/main")
+        );
+        assert_eq!(
+            parse_unit_paths(
+                "[Service]\nWorkingDirectory=-/opt/app\nReadWritePaths=/var/lib/app -/data\nWorkingDirectory=~\n"
+            ),
+            vec![
+                PathBuf::from("/opt/app"),
+                "/var/lib/app".into(),
+                "/data".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn crypto_picks_the_highest_priority_xts_driver() {
+        let text = "name         : xts(aes)\ndriver       : xts(ecb(aes-generic))\npriority     : 100\n\n\
+                    name         : xts(aes)\ndriver       : xts-aes-aesni\npriority     : 401\n\n\
+                    name         : aes\ndriver       : aes-generic\npriority     : 100\n";
+        assert_eq!(xts_aes_driver(text).as_deref(), Some("xts-aes-aesni"));
+        assert_eq!(
+            xts_aes_driver("name : aes\ndriver : aes-generic\npriority : 1\n"),
+            None
+        );
+    }
+}
