@@ -526,6 +526,10 @@ impl<S: AuditStore> Writer<S> {
                         self.reload = true;
                         return self.fail(batch, &e);
                     }
+                    // Each conflict means another writer made progress;
+                    // a random wait, growing with the streak, keeps two
+                    // replicas from re-chaining in lock step.
+                    tokio::time::sleep(rechain_backoff(attempts)).await;
                 }
                 written => break (prepared, written),
             }
@@ -715,7 +719,16 @@ impl<S: AuditStore> Writer<S> {
 
 /// How many times a batch is re-chained on a head another writer moved
 /// before it is refused (the callers' requests fail, nothing is lost).
-const MAX_RECHAIN: u32 = 16;
+const MAX_RECHAIN: u32 = 64;
+
+/// A random wait before re-chaining after `attempts` conflicts in a row:
+/// up to 0.1 ms doubled per attempt, capped at 25.6 ms.
+fn rechain_backoff(attempts: u32) -> std::time::Duration {
+    let mut r = [0u8; 4];
+    atrest_core::fill_random(&mut r);
+    let cap_us = 100u64 << attempts.min(8);
+    std::time::Duration::from_micros(u64::from(u32::from_le_bytes(r)) % cap_us)
+}
 
 /// Gives the batch's pending entries back what [`Writer::prepare`] took
 /// from them, so that the batch can be prepared again on a new head.
