@@ -58,6 +58,7 @@ mod entry;
 mod log;
 pub mod merkle;
 mod postgres;
+mod rows;
 mod sqlite;
 mod store;
 mod tree_head;

@@ -11,12 +11,12 @@
 //! the new head. A commit is durable once PostgreSQL acknowledges it
 //! (`synchronous_commit` as the server is configured; `on` by default).
 
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::checkpoint::Checkpoint;
 use crate::entry::{Entry, EntryHash};
-use crate::merkle::MerkleHash;
+use crate::rows::{AuditRow, backend, from_sql, to_sql};
 use crate::store::{AuditStore, ChainHead, StoreError};
 use crate::tree_head::TreeHead;
 
@@ -80,10 +80,6 @@ const SCHEMA: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
-}
-
-fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(Box::new(e))
 }
 
 impl PgStore {
@@ -157,74 +153,6 @@ impl PgStore {
     }
 }
 
-fn to_sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn from_sql(value: i64, seq: u64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt {
-        seq,
-        reason: format!("negative {what}"),
-    })
-}
-
-fn hash_column(row: &PgRow, column: &str, seq: u64) -> Result<EntryHash, StoreError> {
-    let bytes: Vec<u8> = row.try_get(column).map_err(backend)?;
-    bytes
-        .try_into()
-        .map(EntryHash)
-        .map_err(|_| StoreError::Corrupt {
-            seq,
-            reason: format!("{column} is not 32 bytes"),
-        })
-}
-
-fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
-    let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
-    let kind: String = row.try_get("kind").map_err(backend)?;
-    Ok(Entry {
-        seq,
-        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
-        kind: kind.parse().map_err(|e| StoreError::Corrupt {
-            seq,
-            reason: format!("{e}"),
-        })?,
-        actor: row.try_get("actor").map_err(backend)?,
-        subject: row.try_get("subject").map_err(backend)?,
-        details: row.try_get("details").map_err(backend)?,
-        prev_hash: hash_column(row, "prev_hash", seq)?,
-        hash: hash_column(row, "hash", seq)?,
-    })
-}
-
-fn tree_head_from_row(row: &PgRow) -> Result<TreeHead, StoreError> {
-    let size = from_sql(row.try_get("tree_size").map_err(backend)?, 0, "tree size")?;
-    let signature: Vec<u8> = row.try_get("signature").map_err(backend)?;
-    Ok(TreeHead {
-        tree_size: size,
-        root_hash: MerkleHash(hash_column(row, "root_hash", size)?.0),
-        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, size, "time")?,
-        signature: signature.try_into().map_err(|_| StoreError::Corrupt {
-            seq: size,
-            reason: "tree head signature is not 64 bytes".into(),
-        })?,
-    })
-}
-
-fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, StoreError> {
-    let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
-    let signature: Vec<u8> = row.try_get("signature").map_err(backend)?;
-    Ok(Checkpoint {
-        seq,
-        head_hash: hash_column(row, "head_hash", seq)?,
-        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
-        signature: signature.try_into().map_err(|_| StoreError::Corrupt {
-            seq,
-            reason: "checkpoint signature is not 64 bytes".into(),
-        })?,
-    })
-}
-
 /// Under the chain-head row lock: does the batch continue the head?
 async fn lock_head(
     tx: &mut Transaction<'_, Postgres>,
@@ -235,7 +163,7 @@ async fn lock_head(
         .await
         .map_err(backend)?;
     let head_seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "head seq")?;
-    let head_hash = hash_column(&row, "hash", head_seq)?;
+    let head_hash = row.hash("hash", head_seq)?;
     if let Some(first) = entries.first()
         && (first.seq != head_seq.saturating_add(1) || first.prev_hash != head_hash)
     {
@@ -332,7 +260,7 @@ impl AuditStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(entry_from_row).collect()
+        rows.iter().map(AuditRow::entry).collect()
     }
 
     async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
@@ -345,7 +273,7 @@ impl AuditStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(checkpoint_from_row).collect()
+        rows.iter().map(AuditRow::checkpoint).collect()
     }
 
     async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
@@ -358,7 +286,7 @@ impl AuditStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(tree_head_from_row).collect()
+        rows.iter().map(AuditRow::tree_head).collect()
     }
 
     async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
@@ -369,7 +297,7 @@ impl AuditStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        row.as_ref().map(tree_head_from_row).transpose()
+        row.as_ref().map(AuditRow::tree_head).transpose()
     }
 
     async fn head(&self) -> Result<ChainHead, StoreError> {
@@ -385,7 +313,7 @@ impl AuditStore for PgStore {
         let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
         Ok(ChainHead {
             seq,
-            hash: hash_column(&row, "hash", seq)?,
+            hash: row.hash("hash", seq)?,
             timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
         })
     }
@@ -398,6 +326,6 @@ impl AuditStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        row.as_ref().map(checkpoint_from_row).transpose()
+        row.as_ref().map(AuditRow::checkpoint).transpose()
     }
 }

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
 use sqlx::{Connection, Row};
 
 use crate::checkpoint::Checkpoint;
-use crate::entry::{Entry, EntryHash};
-use crate::merkle::MerkleHash;
+use crate::entry::Entry;
+use crate::rows::{AuditRow, backend, from_sql, to_sql};
 use crate::store::{AuditStore, ChainHead, StoreError};
 use crate::tree_head::TreeHead;
 
@@ -93,10 +93,6 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Device and inode of the file when opened.
     file_id: (u64, u64),
-}
-
-fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(Box::new(e))
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -199,48 +195,6 @@ impl SqliteStore {
     }
 }
 
-/// SQLite integers are signed; sequence numbers and times stay far below
-/// 2^63, and a negative value read back is damage.
-fn to_sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn from_sql(value: i64, seq: u64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt {
-        seq,
-        reason: format!("negative {what}"),
-    })
-}
-
-fn hash_column(row: &SqliteRow, column: &str, seq: u64) -> Result<EntryHash, StoreError> {
-    let bytes: Vec<u8> = row.try_get(column).map_err(backend)?;
-    bytes
-        .try_into()
-        .map(EntryHash)
-        .map_err(|_| StoreError::Corrupt {
-            seq,
-            reason: format!("{column} is not 32 bytes"),
-        })
-}
-
-fn entry_from_row(row: &SqliteRow) -> Result<Entry, StoreError> {
-    let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
-    let kind: String = row.try_get("kind").map_err(backend)?;
-    Ok(Entry {
-        seq,
-        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
-        kind: kind.parse().map_err(|e| StoreError::Corrupt {
-            seq,
-            reason: format!("{e}"),
-        })?,
-        actor: row.try_get("actor").map_err(backend)?,
-        subject: row.try_get("subject").map_err(backend)?,
-        details: row.try_get("details").map_err(backend)?,
-        prev_hash: hash_column(row, "prev_hash", seq)?,
-        hash: hash_column(row, "hash", seq)?,
-    })
-}
-
 /// One transaction with every entry, checkpoint and tree head of a batch. IMMEDIATE
 /// takes the write lock up front, so a busy database fails at BEGIN rather
 /// than half-way through the batch.
@@ -298,34 +252,6 @@ async fn write_batch(
     tx.commit().await.map_err(backend)
 }
 
-fn tree_head_from_row(row: &SqliteRow) -> Result<TreeHead, StoreError> {
-    let size = from_sql(row.try_get("tree_size").map_err(backend)?, 0, "tree size")?;
-    let signature: Vec<u8> = row.try_get("signature").map_err(backend)?;
-    Ok(TreeHead {
-        tree_size: size,
-        root_hash: MerkleHash(hash_column(row, "root_hash", size)?.0),
-        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, size, "time")?,
-        signature: signature.try_into().map_err(|_| StoreError::Corrupt {
-            seq: size,
-            reason: "tree head signature is not 64 bytes".into(),
-        })?,
-    })
-}
-
-fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
-    let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
-    let signature: Vec<u8> = row.try_get("signature").map_err(backend)?;
-    Ok(Checkpoint {
-        seq,
-        head_hash: hash_column(row, "head_hash", seq)?,
-        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
-        signature: signature.try_into().map_err(|_| StoreError::Corrupt {
-            seq,
-            reason: "checkpoint signature is not 64 bytes".into(),
-        })?,
-    })
-}
-
 impl AuditStore for SqliteStore {
     async fn append(
         &self,
@@ -356,7 +282,7 @@ impl AuditStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(entry_from_row).collect()
+        rows.iter().map(AuditRow::entry).collect()
     }
 
     async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
@@ -369,7 +295,7 @@ impl AuditStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(checkpoint_from_row).collect()
+        rows.iter().map(AuditRow::checkpoint).collect()
     }
 
     async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
@@ -382,7 +308,7 @@ impl AuditStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(tree_head_from_row).collect()
+        rows.iter().map(AuditRow::tree_head).collect()
     }
 
     async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
@@ -393,7 +319,7 @@ impl AuditStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        row.as_ref().map(tree_head_from_row).transpose()
+        row.as_ref().map(AuditRow::tree_head).transpose()
     }
 
     async fn head(&self) -> Result<ChainHead, StoreError> {
@@ -409,7 +335,7 @@ impl AuditStore for SqliteStore {
         let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "seq")?;
         Ok(ChainHead {
             seq,
-            hash: hash_column(&row, "hash", seq)?,
+            hash: row.hash("hash", seq)?,
             timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
         })
     }
@@ -422,6 +348,6 @@ impl AuditStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        row.as_ref().map(checkpoint_from_row).transpose()
+        row.as_ref().map(AuditRow::checkpoint).transpose()
     }
 }
