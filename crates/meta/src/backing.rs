@@ -83,7 +83,19 @@ impl MemBacking {
     }
 }
 
-fn not_found(name: &str) -> io::Error {
+/// `read_at` on a file held in memory: what of `file` lies at `offset`,
+/// copied into `buf`; 0 at or past the end.
+pub(crate) fn read_from(file: &[u8], offset: u64, buf: &mut [u8]) -> usize {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let Some(rest) = file.get(start..) else {
+        return 0;
+    };
+    let n = buf.len().min(rest.len());
+    buf[..n].copy_from_slice(&rest[..n]);
+    n
+}
+
+pub(crate) fn not_found(name: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file"))
 }
 
@@ -91,15 +103,7 @@ impl Backing for MemBacking {
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let files = self.files();
         let file = files.get(name).ok_or_else(|| not_found(name))?;
-        let Ok(start) = usize::try_from(offset) else {
-            return Ok(0);
-        };
-        if start >= file.len() {
-            return Ok(0);
-        }
-        let n = buf.len().min(file.len() - start);
-        buf[..n].copy_from_slice(&file[start..start + n]);
-        Ok(n)
+        Ok(read_from(file, offset, buf))
     }
 
     fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {

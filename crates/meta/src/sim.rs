@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Mutex;
 
-use crate::backing::Backing;
+use crate::backing::{Backing, not_found, read_from};
 
 const PAGE: usize = 4096;
 const SECTOR: usize = 512;
@@ -63,10 +63,6 @@ pub struct SimDisk {
     syncs: Mutex<u64>,
     /// Changing calls left before the power goes (`None`: no cut set).
     budget: Mutex<Option<u64>>,
-}
-
-fn not_found(name: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file"))
 }
 
 fn parent(name: &str) -> &str {
@@ -207,15 +203,7 @@ impl Backing for SimDisk {
             .get(name)
             .and_then(|f| f.current.as_ref())
             .ok_or_else(|| not_found(name))?;
-        let Ok(start) = usize::try_from(offset) else {
-            return Ok(0);
-        };
-        if start >= file.len() {
-            return Ok(0);
-        }
-        let n = buf.len().min(file.len() - start);
-        buf[..n].copy_from_slice(&file[start..start + n]);
-        Ok(n)
+        Ok(read_from(file, offset, buf))
     }
 
     fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
