@@ -54,6 +54,7 @@ cargo test --workspace --quiet
 step "independent check of the known-answer vectors (Python cryptography)"
 python3 tests/differential/check_vectors.py
 python3 tests/differential/check_vectors_v2.py
+python3 tests/differential/check_scoped.py
 python3 tests/differential/check_audit.py
 
 step "release build"

@@ -52,6 +52,24 @@ pub const ENTRY_HASH_KEY: &[u8] = b"atrest v2 entry hash key";
 /// HMAC-SHA256 key of the local witness file.
 pub const WITNESS_MAC: &[u8] = b"atrest v2 witness mac";
 
+/// Scoped application encryption (docs/format.md §17). Salts as noted.
+///
+/// Key-encryption key that wraps one scope's key, from the records key
+/// (salt: the scope id).
+pub const SCOPE_WRAP: &[u8] = b"atrest v1 scope wrap";
+/// A scope key combined with a client share (IKM: scope key ‖ share; salt:
+/// the canonical scope id and key version).
+pub const SCOPE_SESSION: &[u8] = b"atrest v1 scope session";
+/// Field-encryption key of one scope key version (salt: the scope id).
+pub const SCOPE_FIELD_KEY: &[u8] = b"atrest v1 scope field key";
+/// HMAC-SHA256 key of one blind index (salt: the index definition).
+pub const BLIND_INDEX_KEY: &[u8] = b"atrest v1 blind index key";
+/// Per-file key of an encrypted stream (salt: the stream's random salt).
+pub const STREAM_KEY: &[u8] = b"atrest v1 stream key";
+/// Key-encryption key that wraps a group scope's key for one member (salt:
+/// the group's scope id).
+pub const GROUP_WRAP: &[u8] = b"atrest v1 group wrap";
+
 /// Associated-data domain tags, so a ciphertext made for one purpose never
 /// authenticates as another.
 pub mod domain {
@@ -96,6 +114,20 @@ pub mod domain {
     pub const LOCAL_WITNESS: &[u8] = b"atrest local witness v1";
     /// Prefix of the hash naming a format 1 path in migration records.
     pub const MIGRATE: &[u8] = b"atrest migrate v2";
+    /// First field of an encrypted application field's AAD.
+    pub const SCOPED_FIELD: &[u8] = b"atrest scoped field v1";
+    /// First field of a blind index's MAC input.
+    pub const BLIND_INDEX: &[u8] = b"atrest blind index v1";
+    /// First field of a blind index key's salt (the index definition).
+    pub const BLIND_INDEX_DEFINITION: &[u8] = b"atrest blind index definition v1";
+    /// First field of an encrypted stream chunk's AAD.
+    pub const SCOPED_STREAM: &[u8] = b"atrest scoped stream v1";
+    /// First field of a wrapped scope key's AAD.
+    pub const SCOPE_KEY_WRAP: &[u8] = b"atrest scope key wrap v1";
+    /// First field of a group key wrapped for a member: its AAD.
+    pub const GROUP_KEY_WRAP: &[u8] = b"atrest group key wrap v1";
+    /// First field of the salt that combines a scope key with a client share.
+    pub const SCOPE_SESSION: &[u8] = b"atrest scope session v1";
 }
 
 #[cfg(test)]
@@ -122,6 +154,12 @@ mod tests {
             super::SUPERBLOCK_MAC,
             super::ENTRY_HASH_KEY,
             super::WITNESS_MAC,
+            super::SCOPE_WRAP,
+            super::SCOPE_SESSION,
+            super::SCOPE_FIELD_KEY,
+            super::BLIND_INDEX_KEY,
+            super::STREAM_KEY,
+            super::GROUP_WRAP,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -156,6 +194,13 @@ mod tests {
             GENERATION_REPORT,
             LOCAL_WITNESS,
             MIGRATE,
+            SCOPED_FIELD,
+            BLIND_INDEX,
+            BLIND_INDEX_DEFINITION,
+            SCOPED_STREAM,
+            SCOPE_KEY_WRAP,
+            GROUP_KEY_WRAP,
+            SCOPE_SESSION,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

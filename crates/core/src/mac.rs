@@ -4,9 +4,10 @@ use crate::{AuthError, SecretKey};
 
 pub const MAC_LEN: usize = 32;
 
-/// HMAC-SHA256 over the vault config, keyed from the vault master key, so
-/// nobody without the master key can splice in a keyslot or change a
-/// parameter.
+/// HMAC-SHA256 with a 256-bit key. Signs the vault config (keyed from the
+/// vault master key, so nobody without it can splice in a keyslot or change
+/// a parameter), and computes blind indexes. The key's pads are computed
+/// once, so each `sign` costs two SHA-256 compressions for short inputs.
 pub struct HeaderMac(hmac::Key);
 
 impl HeaderMac {

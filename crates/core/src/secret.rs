@@ -49,6 +49,18 @@ impl SecretKey {
         SecretKey(out)
     }
 
+    /// HKDF-SHA256 subkey of this key and a second secret together (IKM:
+    /// `self ‖ other`): neither alone gives the result. Used to combine a
+    /// server-held scope key with a client's share.
+    pub fn combine(&self, other: &SecretKey, salt: &[u8], label: &[u8]) -> SecretKey {
+        let mut ikm = zeroize::Zeroizing::new([0u8; 64]);
+        ikm[..32].copy_from_slice(&self.0[..]);
+        ikm[32..].copy_from_slice(&other.0[..]);
+        let mut out = Box::new([0u8; 32]);
+        kdf::hkdf_sha256(&ikm[..], salt, label, &mut out[..]);
+        SecretKey(out)
+    }
+
     /// HKDF-SHA256 output of arbitrary length (for example the 64-byte
     /// AES-SIV key).
     pub fn derive_bytes(&self, salt: &[u8], label: &[u8], len: usize) -> SecretBytes {
