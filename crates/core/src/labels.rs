@@ -70,6 +70,18 @@ pub const STREAM_KEY: &[u8] = b"atrest v1 stream key";
 /// the group's scope id).
 pub const GROUP_WRAP: &[u8] = b"atrest v1 group wrap";
 
+/// Backup repositories (docs/format.md §18). Salt: the repository id,
+/// except [`BACKUP_PACK_KEY`] (the pack's random salt).
+///
+/// BLAKE3 key of blob ids.
+pub const BACKUP_ID_KEY: &[u8] = b"atrest v1 backup id key";
+/// Seed of the chunker's gear table.
+pub const BACKUP_CHUNKER_KEY: &[u8] = b"atrest v1 backup chunker key";
+/// Parent of every pack key; also seals the repository's other objects.
+pub const BACKUP_OBJECT_KEY: &[u8] = b"atrest v1 backup object key";
+/// A pack's own key, from [`BACKUP_OBJECT_KEY`]'s key.
+pub const BACKUP_PACK_KEY: &[u8] = b"atrest v1 backup pack key";
+
 /// Associated-data domain tags, so a ciphertext made for one purpose never
 /// authenticates as another.
 pub mod domain {
@@ -128,6 +140,11 @@ pub mod domain {
     pub const GROUP_KEY_WRAP: &[u8] = b"atrest group key wrap v1";
     /// First field of the salt that combines a scope key with a client share.
     pub const SCOPE_SESSION: &[u8] = b"atrest scope session v1";
+    /// First field of a backup blob's AAD.
+    pub const BACKUP_BLOB: &[u8] = b"atrest backup blob v1";
+    /// First field of the AAD of a backup repository file (config, pack
+    /// header and trailer, index, snapshot).
+    pub const BACKUP_FILE: &[u8] = b"atrest backup file v1";
 }
 
 #[cfg(test)]
@@ -160,6 +177,10 @@ mod tests {
             super::BLIND_INDEX_KEY,
             super::STREAM_KEY,
             super::GROUP_WRAP,
+            super::BACKUP_ID_KEY,
+            super::BACKUP_CHUNKER_KEY,
+            super::BACKUP_OBJECT_KEY,
+            super::BACKUP_PACK_KEY,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -201,6 +222,8 @@ mod tests {
             SCOPE_KEY_WRAP,
             GROUP_KEY_WRAP,
             SCOPE_SESSION,
+            BACKUP_BLOB,
+            BACKUP_FILE,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

@@ -33,7 +33,7 @@ pub use aead::{BlockCipher, ContentAlgorithm};
 pub use canonical::Canonical;
 pub use encoding::{base64url_array, from_base64url, to_base64url};
 pub use kdf::{Argon2Params, ParamsError, derive_from_passphrase};
-pub use mac::{HeaderMac, MAC_LEN};
+pub use mac::{HeaderMac, KeyedHash, MAC_LEN};
 pub use names::{NAME_KEY_LEN, NameCipher};
 pub use secret::{SecretBytes, SecretKey};
 

@@ -1,0 +1,130 @@
+//! Where a repository's files live. Every file is written once under a
+//! name derived from its content (or random), and never changed: `put`
+//! writes to a temporary name and renames, so a crash leaves either the
+//! whole file or none.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{BackupError, Result};
+
+/// The operations a repository needs from its storage.
+pub trait Backend: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Stores `data` under `name` (`dir/file`), atomically. A file already
+    /// there is kept (names are content-derived).
+    fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+    fn get(&self, name: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Names of the files under `dir` (`data` lists `data/xx/...`), sorted.
+    fn list(&self, dir: &str) -> Result<Vec<String>>;
+    fn exists(&self, name: &str) -> Result<bool>;
+    fn delete(&self, name: &str) -> Result<()>;
+}
+
+/// A repository in a local directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn err(&self, name: &str) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+        let path = self.root.join(name).display().to_string();
+        move |source| BackupError::Storage { path, source }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(name);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(self.err(name))?;
+        let tmp = dir.join(format!(".tmp-{}", hex(&atrest_core::random_array::<8>())));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(dir)?.sync_all()
+        };
+        write()
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
+            .map_err(self.err(name))
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        fs::read(self.path(name)).map_err(self.err(name))
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut f = fs::File::open(self.path(name))?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = vec![0u8; len];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        read().map_err(self.err(name))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_string()];
+        while let Some(d) = stack.pop() {
+            let entries = match fs::read_dir(self.path(&d)) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err(&d)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(self.err(&d))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let full = format!("{d}/{name}");
+                if entry.file_type().map_err(self.err(&full))?.is_dir() {
+                    stack.push(full);
+                } else {
+                    out.push(full);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        Ok(self.path(name).exists())
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        fs::remove_file(self.path(name)).map_err(self.err(name))
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

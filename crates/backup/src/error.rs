@@ -1,0 +1,61 @@
+//! Errors of backup repositories. Every variant names the object it is
+//! about, so `check` and `restore` can say what is damaged.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The directory or bucket prefix holds no repository.
+    #[error(
+        "{0} is not an atrest backup repository (no config); create one with `atrest backup init`"
+    )]
+    NotARepository(String),
+    /// A repository already exists where `init` was asked to make one.
+    #[error("{0} already holds a backup repository")]
+    AlreadyExists(String),
+    /// The key does not open the repository's config.
+    #[error("wrong key for this backup repository")]
+    WrongKey,
+    /// The repository was written by a newer atrest.
+    #[error(
+        "backup repository format version {0} is newer than this atrest reads (1); upgrade atrest"
+    )]
+    UnsupportedVersion(u8),
+    /// An object failed authentication, is cut, or does not parse.
+    #[error("damaged repository object {object}: {why}")]
+    Damaged { object: String, why: String },
+    /// A blob the snapshot needs is in no index.
+    #[error("blob {0} is missing from the repository")]
+    MissingBlob(String),
+    /// No snapshot matches.
+    #[error("no snapshot {0} in this repository (list them with `atrest backup snapshots`)")]
+    NoSuchSnapshot(String),
+    /// Reading or writing the repository's storage failed.
+    #[error("repository storage: {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Reading a source file or writing a restored one failed.
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl BackupError {
+    pub(crate) fn damaged(object: impl Into<String>, why: impl Into<String>) -> Self {
+        Self::Damaged {
+            object: object.into(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn file(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::File { path, source }
+    }
+}
+
+pub type Result<T, E = BackupError> = std::result::Result<T, E>;

@@ -1,0 +1,21 @@
+//! Encrypted, deduplicated backups under a vault's keys (issue 11, first
+//! slice): a repository on a [`Backend`] (a local directory; S3 next),
+//! content-defined chunking keyed by the repository key, keyed BLAKE3 blob
+//! ids, zstd, sealed packs with sealed trailers, index files, trees and
+//! snapshots, `backup`, `restore` and `check`. Formats: docs/format.md §18.
+
+mod backend;
+mod chunker;
+mod error;
+mod keys;
+mod pack;
+mod repo;
+mod tree;
+
+pub use backend::{Backend, LocalBackend};
+pub use chunker::{ChunkSizes, Chunker};
+pub use error::{BackupError, Result};
+pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
+pub use pack::{Location, PACK_TARGET};
+pub use repo::{CheckReport, REPO_VERSION, Repository, RestoreReport, SnapshotMeta};
+pub use tree::{Node, NodeKind, Snapshot, Summary, Tree};

@@ -1,0 +1,349 @@
+//! Repository round trips on a real directory tree: contents, modes,
+//! owners, nanosecond mtimes, symlinks, fifos, empty directories, long and
+//! non-UTF-8 names; dedup across runs; tampered objects named by `check`
+//! and never restored as wrong data; wrong key, not a repository, newer
+//! version refused.
+#![allow(clippy::unwrap_used)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use atrest_backup::{BackupError, ChunkSizes, LocalBackend, Repository, SnapshotMeta};
+use atrest_core::SecretKey;
+
+const SIZES: ChunkSizes = ChunkSizes {
+    min: 16 << 10,
+    avg: 64 << 10,
+    max: 256 << 10,
+};
+
+fn pseudo(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn meta(t: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        time_ms: t,
+        hostname: "test".into(),
+        tags: vec![],
+    }
+}
+
+/// Builds the source tree; returns its root.
+fn build(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    fs::create_dir(src.join("empty")).unwrap();
+    fs::write(src.join("small.txt"), b"hello backup\n").unwrap();
+    fs::write(src.join("empty-file"), b"").unwrap();
+    fs::write(src.join("sub/big.bin"), pseudo(3 << 20, 1)).unwrap();
+    fs::write(src.join("sub/deeper/copy.bin"), pseudo(3 << 20, 1)).unwrap();
+    fs::write(
+        src.join(OsStr::from_bytes(b"non-utf8-\xff\xfe")),
+        b"bytes name",
+    )
+    .unwrap();
+    fs::write(src.join("n".repeat(255)), b"long name").unwrap();
+    std::os::unix::fs::symlink("sub/big.bin", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/dangling", src.join("dangling")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    fs::set_permissions(src.join("small.txt"), fs::Permissions::from_mode(0o4751)).unwrap();
+    fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
+    let t = rustix::fs::Timespec {
+        tv_sec: 1_700_000_000,
+        tv_nsec: 123_456_789,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        src.join("small.txt"),
+        &times,
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(src.join("empty-file"), Some(1234), Some(5678)).unwrap();
+    }
+    src
+}
+
+/// Every entry under `a` equals the one under `b`: kind, bytes, mode,
+/// owner, mtime (ns), symlink target.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut stack = vec![PathBuf::new()];
+    let mut seen = 0;
+    while let Some(rel) = stack.pop() {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
+        seen += 1;
+        assert_eq!(ma.file_type(), mb.file_type(), "{rel:?}");
+        assert_eq!(ma.mode(), mb.mode(), "mode of {rel:?}");
+        assert_eq!(
+            (ma.uid(), ma.gid()),
+            (mb.uid(), mb.gid()),
+            "owner of {rel:?}"
+        );
+        if !ma.is_dir() || rel.as_os_str().is_empty() {
+            // (directory mtimes are checked too, except the root's)
+        }
+        if !rel.as_os_str().is_empty() {
+            assert_eq!(
+                (ma.mtime(), ma.mtime_nsec()),
+                (mb.mtime(), mb.mtime_nsec()),
+                "mtime of {rel:?}"
+            );
+        }
+        if ma.is_file() {
+            assert_eq!(
+                fs::read(&pa).unwrap(),
+                fs::read(&pb).unwrap(),
+                "content of {rel:?}"
+            );
+        } else if ma.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
+        } else if ma.is_dir() {
+            let mut names: Vec<_> = fs::read_dir(&pa)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            let mut other: Vec<_> = fs::read_dir(&pb)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            other.sort();
+            assert_eq!(names, other, "entries of {rel:?}");
+            stack.extend(names.into_iter().map(|n| rel.join(n)));
+        }
+    }
+    assert!(seen > 10);
+}
+
+fn restored_root(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn round_trip_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = build(dir.path());
+    let key = SecretKey::random();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
+    let (id, snap) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    assert!(snap.summary.errors.is_empty(), "{:?}", snap.summary.errors);
+    assert_eq!(snap.summary.files, 6);
+    // The second copy of big.bin is deduplicated: new bytes are about one copy.
+    assert!(
+        snap.summary.new_bytes < (3 << 20) + (256 << 10),
+        "{}",
+        snap.summary.new_bytes
+    );
+
+    // Reopen from storage, then restore.
+    let repo = Repository::open(LocalBackend::new(dir.path().join("repo")), &key).unwrap();
+    let target = dir.path().join("restore");
+    let report = repo.restore(&id[..8], &target).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_same_tree(&src, &restored_root(&target, &src));
+    let check = repo.check(true).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert!(check.blobs_read > 0 && check.trees >= 4);
+}
+
+#[test]
+fn second_run_stores_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let big = pseudo(16 << 20, 5);
+    fs::write(src.join("big"), &big).unwrap();
+    // A fixed key: the cut points (keyed) and so the figures are the same
+    // at every run.
+    let key = SecretKey::from_bytes([0x5c; 32]);
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
+    repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    // Unchanged: nothing new but the (identical) trees.
+    let (_, again) = repo.backup(std::slice::from_ref(&src), &meta(2)).unwrap();
+    assert_eq!(again.summary.new_bytes, 0);
+    // One byte inserted at the start, and the file moved: < 1% new (the
+    // first chunk or two, and the trees).
+    let mut shifted = vec![0x7f];
+    shifted.extend_from_slice(&big);
+    fs::remove_file(src.join("big")).unwrap();
+    fs::create_dir(src.join("moved")).unwrap();
+    fs::write(src.join("moved/big"), &shifted).unwrap();
+    let (_, third) = repo.backup(std::slice::from_ref(&src), &meta(3)).unwrap();
+    assert!(
+        third.summary.new_bytes * 100 < shifted.len() as u64,
+        "{} new bytes",
+        third.summary.new_bytes
+    );
+    assert_eq!(repo.snapshots().unwrap().len(), 3);
+}
+
+#[test]
+fn tampered_objects_are_named_and_never_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), pseudo(300 << 10, 1)).unwrap();
+    fs::write(src.join("b"), b"the other file").unwrap();
+    let key = SecretKey::random();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    let packs = LocalBackend::new(&root);
+    let pack = atrest_backup::Backend::list(&packs, "data")
+        .unwrap()
+        .remove(0);
+    let path = root.join(&pack);
+    let mut bytes = fs::read(&path).unwrap();
+    // Flip a byte inside the first blob (a's first chunk).
+    bytes[100] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+
+    let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    let check = repo.check(true).unwrap();
+    assert!(
+        check
+            .problems
+            .iter()
+            .any(|p| p.contains(&pack[pack.len() - 64..])),
+        "{:?}",
+        check.problems
+    );
+    let target = dir.path().join("restore");
+    let report = repo.restore(&id, &target).unwrap();
+    let out = restored_root(&target, &src);
+    assert_eq!(fs::read(out.join("b")).unwrap(), b"the other file");
+    assert!(
+        !out.join("a").exists(),
+        "a damaged file must not be written"
+    );
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(report.failed[0].contains("damaged"), "{}", report.failed[0]);
+    assert!(fs::read_dir(&out).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".atrest")
+    }));
+}
+
+#[test]
+fn tampered_index_and_snapshot_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), b"x").unwrap();
+    let key = SecretKey::random();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    let backend = LocalBackend::new(&root);
+    let snap = atrest_backup::Backend::list(&backend, "snapshots")
+        .unwrap()
+        .remove(0);
+    let mut bytes = fs::read(root.join(&snap)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    fs::write(root.join(&snap), &bytes).unwrap();
+    let report = repo.check(false).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains(&snap)),
+        "{:?}",
+        report.problems
+    );
+
+    let index = atrest_backup::Backend::list(&backend, "index")
+        .unwrap()
+        .remove(0);
+    fs::write(root.join(&index), b"garbage").unwrap();
+    match Repository::open(LocalBackend::new(&root), &key) {
+        Err(BackupError::Damaged { object, .. }) => assert_eq!(object, index),
+        other => panic!("expected a damaged index, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn wrong_key_missing_repo_and_newer_version_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    assert!(matches!(
+        Repository::open(LocalBackend::new(&root), &SecretKey::random()),
+        Err(BackupError::NotARepository(_))
+    ));
+    let key = SecretKey::random();
+    Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    assert!(matches!(
+        Repository::init(LocalBackend::new(&root), &key, SIZES),
+        Err(BackupError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        Repository::open(LocalBackend::new(&root), &SecretKey::random()),
+        Err(BackupError::WrongKey)
+    ));
+    let mut config = fs::read(root.join("config")).unwrap();
+    config[4] = 2;
+    fs::write(root.join("config"), &config).unwrap();
+    assert!(matches!(
+        Repository::open(LocalBackend::new(&root), &key),
+        Err(BackupError::UnsupportedVersion(2))
+    ));
+}
+
+#[test]
+fn nothing_of_the_source_appears_in_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("canary-dir-7f3a");
+    fs::create_dir(&src).unwrap();
+    let canary = b"CANARY-4b1d-secret-content";
+    fs::write(src.join("canary-name-91c2.txt"), canary.repeat(100)).unwrap();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &SecretKey::random(), SIZES).unwrap();
+    repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    let backend = LocalBackend::new(&root);
+    for dirname in ["data", "index", "snapshots"] {
+        for name in atrest_backup::Backend::list(&backend, dirname).unwrap() {
+            let bytes = fs::read(root.join(&name)).unwrap();
+            for needle in [
+                &canary[..],
+                b"canary-name-91c2",
+                b"canary-dir-7f3a",
+                b"CANARY",
+            ] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{needle:?} in {name}"
+                );
+            }
+            assert!(!name.contains("canary"));
+        }
+    }
+}
