@@ -37,14 +37,15 @@ def b64(text, prefix):
     if not text.startswith(prefix):
         raise Failure("malformed")
     body = text[len(prefix):]
+    if not set(body) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"):
+        raise Failure("malformed")
     return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
 
 
 def root_key(scope, version, secret, share):
-    if share is None:
-        return secret
-    salt = canonical(b"atrest scope session v1", 1, scope, struct.pack(">I", version))
-    return hkdf(secret + share, salt, b"atrest v1 scope session")
+    salt = canonical(b"atrest scope session v1", 1, scope, struct.pack(">I", version),
+                     bytes([share is not None]))
+    return hkdf(secret + (share or b""), salt, b"atrest v1 scope session")
 
 
 def open_field(v):
@@ -76,22 +77,52 @@ def check_field(v):
     raise Failure("a moved envelope opened")
 
 
+# Unicode's White_Space property (what Rust's char::is_whitespace uses);
+# Python's str.split() also splits at U+001C..U+001F, so it is not used.
+WHITE_SPACE = set("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+                  "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def _words(s):
+    out, word = [], ""
+    for c in s:
+        if c in WHITE_SPACE:
+            if word:
+                out.append(word)
+            word = ""
+        else:
+            word += c
+    return out + ([word] if word else [])
+
+
+def _trim(s):
+    a, b = 0, len(s)
+    while a < b and s[a] in WHITE_SPACE:
+        a += 1
+    while b > a and s[b - 1] in WHITE_SPACE:
+        b -= 1
+    return s[a:b]
+
+
 NORMALIZE = {
-    "trim": lambda s: s.strip(),
+    "trim": _trim,
     "lowercase": lambda s: s.lower(),
-    "collapse-whitespace": lambda s: " ".join(s.split()),
-    "remove-whitespace": lambda s: "".join(s.split()),
+    "collapse-whitespace": lambda s: " ".join(_words(s)),
+    "remove-whitespace": lambda s: "".join(c for c in s if c not in WHITE_SPACE),
     "digits-only": lambda s: "".join(c for c in s if c in "0123456789"),
 }
+# The ids that enter the index key (docs/format.md §17.4), mapped here, not
+# read from the vectors.
+NORMALIZE_IDS = {"trim": 1, "lowercase": 2, "collapse-whitespace": 3, "remove-whitespace": 4, "digits-only": 5}
 
 
 def check_index(v):
     scope = v["scope"].encode()
-    root = bytes.fromhex(v["scope_secret"])
+    root = root_key(scope, v["key_version"], bytes.fromhex(v["scope_secret"]), None)
     bits = v["bits"]
     salt = canonical(b"atrest blind index definition v1", 1, scope, struct.pack(">I", v["key_version"]),
                      v["table"].encode(), v["name"].encode(), struct.pack(">H", bits),
-                     bytes(v["normalize_ids"]), *[c.encode() for c in v["columns"]])
+                     bytes(NORMALIZE_IDS[n] for n in v["normalize"]), *[c.encode() for c in v["columns"]])
     key = hkdf(root, salt, b"atrest v1 blind index key")
     values = []
     for value in v["values"]:
@@ -110,13 +141,15 @@ def check_index(v):
 
 def check_stream(v):
     scope = v["scope"].encode()
-    root = bytes.fromhex(v["scope_secret"])
+    root = root_key(scope, v["key_version"], bytes.fromhex(v["scope_secret"]), None)
     data = bytes.fromhex(v["stream"])
     header, body = data[:44], data[44:]
     if header[:4] != b"ATRS" or header[4] != 1 or header[5] != AES_GCM or header[11] != 0:
         raise Failure("header")
     if struct.unpack(">I", header[6:10])[0] != v["key_version"]:
         raise Failure("key version")
+    if not 12 <= header[10] <= 24:
+        raise Failure("chunk size")
     chunk = 1 << header[10]
     key = hkdf(root, header[12:44], b"atrest v1 stream key")
     prefix = canonical(b"atrest scoped stream v1", 1, scope, v["table"].encode(), v["object"].encode(), header)

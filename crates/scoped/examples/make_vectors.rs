@@ -12,7 +12,7 @@ use std::io::Write;
 use atrest_core::SecretKey;
 use atrest_scoped::{
     ClientShare, Column, FieldContext, IndexDefinition, KeyVersion, Normalize, RecordsKey, ScopeId,
-    ScopeKey, ScopeSecret, StreamContext, StreamWriter, Table,
+    ScopeKey, ScopeSecret, StreamContext, StreamWriter, Table, UnwrappedScope,
 };
 use serde_json::{Value, json};
 
@@ -98,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut indexes = Vec::new();
-    let index_cases: [IndexCase; 5] = [
+    let index_cases: [IndexCase; 6] = [
         (
             "app:users",
             32,
@@ -126,6 +126,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["phone"],
             &["digits-only"],
             &["+49 (30) 1234-567"],
+        ),
+        (
+            "org:\u{e9}t\u{e9}",
+            40,
+            &["name"],
+            &["remove-whitespace", "lowercase"],
+            &["\u{c9}MILE\u{a0}Zola \u{2003}\u{c0}"],
         ),
         (
             "user:\u{e9}",
@@ -212,11 +219,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &ScopeSecret::from_bytes(member_secret),
         Some(&ClientShare::from_bytes(share)),
     );
-    let gw = member.wrap_group(
-        &ScopeId::new("group:finance")?,
+    let gw = member.wrap_group(&UnwrappedScope::from_secret(
+        ScopeId::new("group:finance")?,
         KeyVersion::new(5)?,
-        &ScopeSecret::from_bytes(group_secret),
-    );
+        false,
+        ScopeSecret::from_bytes(group_secret),
+    ));
     let groups = vec![json!({
         "member": "user:alice", "member_key_version": 2, "member_secret": hex(&member_secret),
         "member_client_share": hex(&share), "group": "group:finance", "group_key_version": 5,

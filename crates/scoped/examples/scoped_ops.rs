@@ -147,20 +147,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let records = RecordsKey::from_master(&SecretKey::random());
-    let wrapped = records.wrap_scope(&scope, KeyVersion::FIRST, true, &secret);
+    let plain_wrap = records.wrap_scope(&scope, KeyVersion::FIRST, false, &secret);
+    let share_wrap = records.wrap_scope(&scope, KeyVersion::FIRST, true, &secret);
     let share = ClientShare::random();
     let unwrap = rate(rounds, 50_000, |_| {
-        let s = records.unwrap_scope(&scope, &wrapped).expect("unwrap");
-        black_box(ScopeKey::new(scope.clone(), KeyVersion::FIRST, &s, None));
+        let s = records.unwrap_scope(&scope, &plain_wrap).expect("unwrap");
+        black_box(ScopeKey::open(&s, None).expect("open"));
     });
     let unwrap_share = rate(rounds, 50_000, |_| {
-        let s = records.unwrap_scope(&scope, &wrapped).expect("unwrap");
-        black_box(ScopeKey::new(
-            scope.clone(),
-            KeyVersion::FIRST,
-            &s,
-            Some(&share),
-        ));
+        let s = records.unwrap_scope(&scope, &share_wrap).expect("unwrap");
+        black_box(ScopeKey::open(&s, Some(&share)).expect("open"));
     });
     println!(
         "open a scope (unwrap + derive)               {:>12.0} /s   ({:.2} µs)",

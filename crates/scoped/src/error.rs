@@ -31,6 +31,12 @@ pub enum ScopedError {
     /// Wrong key, wrong context (row, column, table, scope), or tampered.
     #[error("authentication failed: wrong key or context, or the data was changed")]
     Authentication,
+    /// The scope was created with a client share and none was given.
+    #[error("scope {0:?} needs the client's share; the request did not carry it")]
+    ClientShareRequired(String),
+    /// A share was given for a scope created without one.
+    #[error("scope {0:?} takes no client share")]
+    ClientShareUnexpected(String),
     /// A stream ends before its final chunk: it was cut.
     #[error("encrypted stream is truncated: its final chunk is missing")]
     Truncated,
@@ -62,6 +68,8 @@ impl ScopedError {
             Self::UnknownKeyVersion { .. } => "unknown_key_version",
             Self::KeyVersionRetired { .. } => "key_version_retired",
             Self::Authentication => "authentication_failed",
+            Self::ClientShareRequired(_) => "client_share_required",
+            Self::ClientShareUnexpected(_) => "client_share_unexpected",
             Self::Truncated => "truncated",
             Self::InvalidName { .. } => "invalid_name",
             Self::TooLarge { .. } => "too_large",

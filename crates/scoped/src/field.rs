@@ -59,6 +59,9 @@ fn parse_header(bytes: &[u8]) -> Result<Header> {
         return Err(ScopedError::UnknownAlgorithm(bytes[1]));
     }
     let key_version = u32::from_be_bytes(bytes[2..6].try_into().expect("4 bytes"));
+    if key_version == 0 {
+        return Err(ScopedError::malformed(WHAT, "key version 0"));
+    }
     Ok(Header { key_version })
 }
 
@@ -315,7 +318,7 @@ mod tests {
         assert_eq!(field_key_version(&text).unwrap(), 1);
         assert_eq!(field_key_version(&new).unwrap(), 2);
         assert_eq!(ring.rewrap_field(&ctx("r1"), &new).unwrap(), new);
-        ring.set_minimum(KeyVersion::new(2).unwrap());
+        ring.set_minimum(KeyVersion::new(2).unwrap()).unwrap();
         assert_eq!(
             ring.decrypt_field(&ctx("r1"), &text).unwrap_err().code(),
             "key_version_retired"

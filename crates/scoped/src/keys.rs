@@ -88,25 +88,48 @@ pub struct ScopeKey {
 }
 
 impl ScopeKey {
-    /// The effective key of `scope` at `version`. With a client share, the
-    /// key is HKDF over the secret and the share together; without the
-    /// share the result is a different, useless key.
+    /// Opens an unwrapped scope for this request. A scope created with a
+    /// client share refuses to open without one (`client_share_required`),
+    /// and one created without refuses a share (`client_share_unexpected`),
+    /// so no caller can seal a share scope's data under the server's half
+    /// alone.
+    pub fn open(unwrapped: &UnwrappedScope, share: Option<&ClientShare>) -> Result<Self> {
+        match (unwrapped.needs_share, share) {
+            (true, None) => Err(ScopedError::ClientShareRequired(
+                unwrapped.scope.to_string(),
+            )),
+            (false, Some(_)) => Err(ScopedError::ClientShareUnexpected(
+                unwrapped.scope.to_string(),
+            )),
+            _ => Ok(Self::new(
+                unwrapped.scope.clone(),
+                unwrapped.version,
+                &unwrapped.secret,
+                share,
+            )),
+        }
+    }
+
+    /// The effective key of `scope` at `version` from a raw secret: for
+    /// known-answer tests and callers that keep secrets themselves;
+    /// applications go through [`ScopeKey::open`]. Always HKDF of the
+    /// secret (and the share, when given) with the scope, the version and
+    /// whether a share is used, so neither a version nor the share flag can
+    /// be changed without changing every key.
     pub fn new(
         scope: ScopeId,
         version: KeyVersion,
         secret: &ScopeSecret,
         share: Option<&ClientShare>,
     ) -> Self {
+        let mut salt = Canonical::new(labels::domain::SCOPE_SESSION, 1);
+        salt.field(scope.as_bytes())
+            .field(&version.get().to_be_bytes())
+            .field(&[u8::from(share.is_some())]);
+        let salt = salt.into_bytes();
         let root = match share {
-            None => secret.0.clone(),
-            Some(share) => {
-                let mut salt = Canonical::new(labels::domain::SCOPE_SESSION, 1);
-                salt.field(scope.as_bytes())
-                    .field(&version.get().to_be_bytes());
-                secret
-                    .0
-                    .combine(&share.0, &salt.into_bytes(), labels::SCOPE_SESSION)
-            }
+            None => secret.0.derive(&salt, labels::SCOPE_SESSION),
+            Some(share) => secret.0.combine(&share.0, &salt, labels::SCOPE_SESSION),
         };
         let field_key = root.derive(scope.as_bytes(), labels::SCOPE_FIELD_KEY);
         let field = BlockCipher::new(ContentAlgorithm::Aes256Gcm, &field_key);
@@ -144,6 +167,57 @@ impl fmt::Debug for ScopeKey {
     }
 }
 
+/// A scope's secret as unwrapped from storage, with what its wrap says
+/// about it (authenticated): its version and whether it needs a client
+/// share. Only [`ScopeKey::open`] turns it into a key.
+pub struct UnwrappedScope {
+    pub(crate) scope: ScopeId,
+    pub(crate) version: KeyVersion,
+    pub(crate) needs_share: bool,
+    pub(crate) secret: ScopeSecret,
+}
+
+impl UnwrappedScope {
+    /// From a raw secret: for known-answer vectors and callers that keep
+    /// secrets themselves. Applications get it from
+    /// [`crate::RecordsKey::unwrap_scope`].
+    pub fn from_secret(
+        scope: ScopeId,
+        version: KeyVersion,
+        needs_share: bool,
+        secret: ScopeSecret,
+    ) -> Self {
+        Self {
+            scope,
+            version,
+            needs_share,
+            secret,
+        }
+    }
+
+    pub fn scope(&self) -> &ScopeId {
+        &self.scope
+    }
+
+    pub fn version(&self) -> KeyVersion {
+        self.version
+    }
+
+    pub fn needs_client_share(&self) -> bool {
+        self.needs_share
+    }
+}
+
+impl fmt::Debug for UnwrappedScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnwrappedScope")
+            .field("scope", &self.scope)
+            .field("version", &self.version)
+            .field("needs_share", &self.needs_share)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Every loaded version of one scope's key, the current one (which seals),
 /// and the minimum version that may still be opened (older data must be
 /// rewrapped first; raising the minimum is how a rotation completes).
@@ -177,13 +251,32 @@ impl Keyring {
                 ),
             });
         }
+        if self.keys.contains_key(&key.version) {
+            return Err(ScopedError::InvalidName {
+                what: "key version",
+                why: format!(
+                    "{} of {} is already in the keyring",
+                    key.version, self.scope
+                ),
+            });
+        }
         self.keys.insert(key.version, key);
         Ok(())
     }
 
-    /// Versions below `minimum` are refused from now on.
-    pub fn set_minimum(&mut self, minimum: KeyVersion) {
+    /// Versions below `minimum` are refused from now on. The minimum only
+    /// rises, and never above the current version (whose data would then
+    /// be unreadable).
+    pub fn set_minimum(&mut self, minimum: KeyVersion) -> Result<()> {
+        let current = self.current().version();
+        if minimum > current || minimum < self.minimum {
+            return Err(ScopedError::InvalidName {
+                what: "minimum key version",
+                why: format!("{minimum} is outside {}..={current}", self.minimum),
+            });
+        }
         self.minimum = minimum;
+        Ok(())
     }
 
     pub fn minimum(&self) -> KeyVersion {
@@ -292,7 +385,9 @@ mod tests {
         .unwrap();
         assert_eq!(ring.current().version(), v(2));
         assert!(ring.get(1).is_ok());
-        ring.set_minimum(v(2));
+        ring.set_minimum(v(2)).unwrap();
+        assert!(ring.set_minimum(v(1)).is_err());
+        assert!(ring.set_minimum(v(3)).is_err());
         assert_eq!(ring.get(1).unwrap_err().code(), "key_version_retired");
         assert_eq!(ring.get(3).unwrap_err().code(), "unknown_key_version");
         let stranger = ScopeKey::new(
@@ -302,5 +397,7 @@ mod tests {
             None,
         );
         assert_eq!(ring.insert(stranger).unwrap_err().code(), "invalid_name");
+        let again = ScopeKey::new(scope, v(2), &ScopeSecret::random(), None);
+        assert_eq!(ring.insert(again).unwrap_err().code(), "invalid_name");
     }
 }

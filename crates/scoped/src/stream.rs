@@ -74,6 +74,9 @@ impl Header {
             return Err(ScopedError::UnknownAlgorithm(bytes[5]));
         }
         let key_version = u32::from_be_bytes(bytes[6..10].try_into().expect("4 bytes"));
+        if key_version == 0 {
+            return Err(ScopedError::malformed(WHAT, "key version 0"));
+        }
         if !CHUNK_LOG2_RANGE.contains(&bytes[10]) || bytes[11] != 0 {
             return Err(ScopedError::malformed(
                 WHAT,

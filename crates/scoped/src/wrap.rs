@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::encoding;
 use crate::error::{Result, ScopedError};
-use crate::keys::{ScopeKey, ScopeSecret};
+use crate::keys::{ClientShare, ScopeKey, ScopeSecret, UnwrappedScope};
 use crate::name::{KeyVersion, ScopeId};
 
 pub const WRAP_VERSION: u8 = 1;
@@ -183,34 +183,64 @@ impl RecordsKey {
 
     /// Unwraps `scope`'s secret. A wrap made for another scope, or changed,
     /// fails to authenticate.
-    pub fn unwrap_scope(&self, scope: &ScopeId, wrapped: &Wrapped) -> Result<ScopeSecret> {
-        wrapped.open(&self.kek(scope), scope_aad(scope))
+    pub fn unwrap_scope(&self, scope: &ScopeId, wrapped: &Wrapped) -> Result<UnwrappedScope> {
+        let secret = wrapped.open(&self.kek(scope), scope_aad(scope))?;
+        Ok(UnwrappedScope {
+            scope: scope.clone(),
+            version: wrapped.key_version(),
+            needs_share: wrapped.needs_client_share(),
+            secret,
+        })
+    }
+
+    /// Creates a scope: a fresh secret, wrapped, and the client's share
+    /// when the scope takes one (hand it to the client; it is not kept).
+    pub fn create_scope(
+        &self,
+        scope: &ScopeId,
+        needs_client_share: bool,
+    ) -> (Wrapped, Option<ClientShare>) {
+        let wrapped = self.wrap_scope(
+            scope,
+            KeyVersion::FIRST,
+            needs_client_share,
+            &ScopeSecret::random(),
+        );
+        (wrapped, needs_client_share.then(ClientShare::random))
     }
 }
 
 impl ScopeKey {
     /// Wraps a group scope's secret for this member.
-    pub fn wrap_group(
-        &self,
-        group: &ScopeId,
-        version: KeyVersion,
-        secret: &ScopeSecret,
-    ) -> Wrapped {
-        let kek = self.derive(group.as_bytes(), labels::GROUP_WRAP);
-        Wrapped::seal(&kek, group_aad(group, self), version, 0, secret)
+    pub fn wrap_group(&self, group: &UnwrappedScope) -> Wrapped {
+        let kek = self.derive(group.scope.as_bytes(), labels::GROUP_WRAP);
+        Wrapped::seal(
+            &kek,
+            group_aad(&group.scope, self),
+            group.version,
+            0,
+            &group.secret,
+        )
     }
 
-    /// Opens a group scope's secret wrapped for this member.
-    pub fn unwrap_group(&self, group: &ScopeId, wrapped: &Wrapped) -> Result<ScopeSecret> {
+    /// Opens a group scope's secret wrapped for this member (open it with
+    /// [`ScopeKey::open`] and no share: the member's share already gated it).
+    pub fn unwrap_group(&self, group: &ScopeId, wrapped: &Wrapped) -> Result<UnwrappedScope> {
         let kek = self.derive(group.as_bytes(), labels::GROUP_WRAP);
-        wrapped.open(&kek, group_aad(group, self))
+        let secret = wrapped.open(&kek, group_aad(group, self))?;
+        Ok(UnwrappedScope {
+            scope: group.clone(),
+            version: wrapped.key_version(),
+            needs_share: false,
+            secret,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{ClientShare, Keyring};
+    use crate::keys::Keyring;
     use crate::name::FieldContext;
 
     fn id(s: &str) -> ScopeId {
@@ -229,6 +259,7 @@ mod tests {
             records
                 .unwrap_scope(&id("user:1"), &back)
                 .unwrap()
+                .secret
                 .0
                 .expose(),
             secret.0.expose()
@@ -280,47 +311,73 @@ mod tests {
 
     #[test]
     fn group_members_open_the_group_and_others_do_not() {
-        let group = id("group:finance");
-        let group_secret = ScopeSecret::random();
-        let share = ClientShare::random();
-        let alice_secret = ScopeSecret::random();
-        let alice = ScopeKey::new(
-            id("user:alice"),
-            KeyVersion::FIRST,
-            &alice_secret,
-            Some(&share),
-        );
-        let bob = ScopeKey::new(
-            id("user:bob"),
-            KeyVersion::FIRST,
-            &ScopeSecret::random(),
-            None,
-        );
-        let for_alice = alice.wrap_group(&group, KeyVersion::FIRST, &group_secret);
-        let opened = alice.unwrap_group(&group, &for_alice).unwrap();
-        // What alice's request seals in the group, bob's opens with his wrap.
-        let for_bob = bob.wrap_group(&group, KeyVersion::FIRST, &opened);
-        let ctx = FieldContext::new("ledger", "amount", "row-9").unwrap();
-        let sealed = ScopeKey::new(group.clone(), KeyVersion::FIRST, &opened, None)
-            .encrypt_field(&ctx, b"42")
+        let records = RecordsKey::from_master(&SecretKey::random());
+        let (group_wrap, none) = records.create_scope(&id("group:finance"), false);
+        assert!(none.is_none());
+        let group = records
+            .unwrap_scope(&id("group:finance"), &group_wrap)
             .unwrap();
-        let bob_view = Keyring::new(ScopeKey::new(
-            group.clone(),
-            KeyVersion::FIRST,
-            &bob.unwrap_group(&group, &for_bob).unwrap(),
-            None,
-        ));
-        assert_eq!(&bob_view.decrypt_field(&ctx, &sealed).unwrap()[..], b"42");
-        // Bob's wrap does not open for alice, and without her share alice's
-        // scope key cannot open hers.
+        let (alice_wrap, share) = records.create_scope(&id("user:alice"), true);
+        let share = share.unwrap();
+        let alice_scope = records
+            .unwrap_scope(&id("user:alice"), &alice_wrap)
+            .unwrap();
+        assert!(alice_scope.needs_client_share());
         assert_eq!(
-            alice.unwrap_group(&group, &for_bob).unwrap_err(),
+            ScopeKey::open(&alice_scope, None).unwrap_err().code(),
+            "client_share_required"
+        );
+        let alice = ScopeKey::open(&alice_scope, Some(&share)).unwrap();
+        let (bob_wrap, _) = records.create_scope(&id("user:bob"), false);
+        let bob_scope = records.unwrap_scope(&id("user:bob"), &bob_wrap).unwrap();
+        assert_eq!(
+            ScopeKey::open(&bob_scope, Some(&share)).unwrap_err().code(),
+            "client_share_unexpected"
+        );
+        let bob = ScopeKey::open(&bob_scope, None).unwrap();
+
+        let for_alice = alice.wrap_group(&group);
+        let for_bob = bob.wrap_group(
+            &alice
+                .unwrap_group(&id("group:finance"), &for_alice)
+                .unwrap(),
+        );
+        let ctx = FieldContext::new("ledger", "amount", "row-9").unwrap();
+        let as_alice = ScopeKey::open(
+            &alice
+                .unwrap_group(&id("group:finance"), &for_alice)
+                .unwrap(),
+            None,
+        )
+        .unwrap();
+        let sealed = as_alice.encrypt_field(&ctx, b"42").unwrap();
+        let bob_view = Keyring::new(
+            ScopeKey::open(
+                &bob.unwrap_group(&id("group:finance"), &for_bob).unwrap(),
+                None,
+            )
+            .unwrap(),
+        );
+        assert_eq!(&bob_view.decrypt_field(&ctx, &sealed).unwrap()[..], b"42");
+        // Bob's wrap does not open for alice; without her share alice's key
+        // (built by hand, bypassing `open`) does not open hers; another
+        // group id does not open it.
+        assert_eq!(
+            alice
+                .unwrap_group(&id("group:finance"), &for_bob)
+                .unwrap_err(),
             ScopedError::Authentication
         );
-        let alice_no_share =
-            ScopeKey::new(id("user:alice"), KeyVersion::FIRST, &alice_secret, None);
+        let alice_no_share = ScopeKey::new(
+            id("user:alice"),
+            KeyVersion::FIRST,
+            &alice_scope.secret,
+            None,
+        );
         assert_eq!(
-            alice_no_share.unwrap_group(&group, &for_alice).unwrap_err(),
+            alice_no_share
+                .unwrap_group(&id("group:finance"), &for_alice)
+                .unwrap_err(),
             ScopedError::Authentication
         );
         assert_eq!(

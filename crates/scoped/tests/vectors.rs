@@ -171,17 +171,20 @@ fn wrap_vectors_unwrap() {
             wrapped.needs_client_share(),
             v["client_share_flag"].as_bool().unwrap()
         );
-        let secret = records.unwrap_scope(&scope, &wrapped).unwrap();
+        let unwrapped = records.unwrap_scope(&scope, &wrapped).unwrap();
         // Equal secrets give equal keys: compare through a field round trip.
+        let share = wrapped
+            .needs_client_share()
+            .then(|| ClientShare::from_bytes([0x11; 32]));
         let ctx = FieldContext::new("t", "c", "r").unwrap();
         let from_vector = ScopeKey::new(
             scope.clone(),
-            KeyVersion::FIRST,
+            wrapped.key_version(),
             &ScopeSecret::from_bytes(key32(&v["scope_secret"])),
-            None,
+            share.as_ref(),
         );
         let text = from_vector.encrypt_field(&ctx, b"x").unwrap();
-        let unwrapped = Keyring::new(ScopeKey::new(scope, KeyVersion::FIRST, &secret, None));
+        let unwrapped = Keyring::new(ScopeKey::open(&unwrapped, share.as_ref()).unwrap());
         assert_eq!(&unwrapped.decrypt_field(&ctx, &text).unwrap()[..], b"x");
     }
     for v in doc["groups"].as_array().unwrap() {
