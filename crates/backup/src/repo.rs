@@ -26,7 +26,8 @@ use crate::tree::{Node, NodeKind, Snapshot, Summary, Tree};
 
 pub const REPO_MAGIC: &[u8; 4] = b"ATRB";
 pub const REPO_VERSION: u8 = 1;
-const CONFIG_HEADER_LEN: usize = 4 + 1 + REPO_ID_LEN;
+/// Magic, version, repository id, the vault id it is bound to (zero: none).
+const CONFIG_HEADER_LEN: usize = 4 + 1 + REPO_ID_LEN + 16;
 const INDEX_ENTRY_LEN: usize = 32 + 32 + 1 + 8 + 4 + 4 + 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,11 +71,18 @@ pub struct Repository<B: Backend> {
     keys: RepoKeys,
     chunker: Chunker,
     index: BTreeMap<BlobId, Location>,
+    binding: Option<[u8; 16]>,
 }
 
 impl<B: Backend> Repository<B> {
-    /// Creates a repository keyed by `master`.
-    pub fn init(backend: B, master: &SecretKey, sizes: ChunkSizes) -> Result<Self> {
+    /// Creates a repository keyed by `master`, bound to the vault whose id
+    /// is `binding` when `master` derives from that vault's key.
+    pub fn init(
+        backend: B,
+        master: &SecretKey,
+        sizes: ChunkSizes,
+        binding: Option<[u8; 16]>,
+    ) -> Result<Self> {
         if backend.exists("config")? {
             return Err(BackupError::AlreadyExists(backend.location()));
         }
@@ -90,6 +98,7 @@ impl<B: Backend> Repository<B> {
         bytes.extend_from_slice(REPO_MAGIC);
         bytes.push(REPO_VERSION);
         bytes.extend_from_slice(&repo_id);
+        bytes.extend_from_slice(&binding.unwrap_or([0; 16]));
         let sealed = keys.seal_file(
             "config",
             &[&bytes[..], &serde_json::to_vec(&config).expect("json")].concat(),
@@ -101,7 +110,36 @@ impl<B: Backend> Repository<B> {
             chunker: Chunker::new(&keys, sizes),
             keys,
             index: BTreeMap::new(),
+            binding,
         })
+    }
+
+    /// Reads, without any key, which vault a repository is bound to (so a
+    /// caller can say "bound to vault X" instead of "wrong key").
+    pub fn binding_of(backend: &B) -> Result<Option<[u8; 16]>> {
+        if !backend.exists("config")? {
+            return Err(BackupError::NotARepository(backend.location()));
+        }
+        let bytes = backend.get("config")?;
+        if bytes.len() < CONFIG_HEADER_LEN || &bytes[..4] != REPO_MAGIC {
+            return Err(BackupError::NotARepository(backend.location()));
+        }
+        if bytes[4] != REPO_VERSION {
+            return Err(BackupError::UnsupportedVersion(bytes[4]));
+        }
+        let id: [u8; 16] = bytes[5 + REPO_ID_LEN..CONFIG_HEADER_LEN]
+            .try_into()
+            .expect("16 bytes");
+        Ok((id != [0; 16]).then_some(id))
+    }
+
+    /// The vault this repository is bound to, if any (authenticated).
+    pub fn binding(&self) -> Option<[u8; 16]> {
+        self.binding
+    }
+
+    pub fn repo_id(&self) -> [u8; REPO_ID_LEN] {
+        self.keys.repo_id
     }
 
     /// Opens a repository; loads its index.
@@ -116,7 +154,10 @@ impl<B: Backend> Repository<B> {
         if bytes[4] != REPO_VERSION {
             return Err(BackupError::UnsupportedVersion(bytes[4]));
         }
-        let repo_id: [u8; REPO_ID_LEN] = bytes[5..CONFIG_HEADER_LEN].try_into().expect("16 bytes");
+        let repo_id: [u8; REPO_ID_LEN] = bytes[5..5 + REPO_ID_LEN].try_into().expect("16 bytes");
+        let bound: [u8; 16] = bytes[5 + REPO_ID_LEN..CONFIG_HEADER_LEN]
+            .try_into()
+            .expect("16 bytes");
         let keys = RepoKeys::new(master, repo_id);
         let plain = keys
             .open_file("config", "config", &bytes[CONFIG_HEADER_LEN..])
@@ -144,6 +185,7 @@ impl<B: Backend> Repository<B> {
             chunker: Chunker::new(&keys, sizes),
             keys,
             index: BTreeMap::new(),
+            binding: (bound != [0; 16]).then_some(bound),
         };
         for name in repo.backend.list("index")? {
             for (id, loc) in repo.read_index(&name)? {

@@ -152,8 +152,13 @@ fn round_trip_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let src = build(dir.path());
     let key = SecretKey::random();
-    let mut repo =
-        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
+    let mut repo = Repository::init(
+        LocalBackend::new(dir.path().join("repo")),
+        &key,
+        SIZES,
+        None,
+    )
+    .unwrap();
     let (id, snap) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     assert!(snap.summary.errors.is_empty(), "{:?}", snap.summary.errors);
     assert_eq!(snap.summary.files, 6);
@@ -185,8 +190,13 @@ fn second_run_stores_only_what_changed() {
     // A fixed key: the cut points (keyed) and so the figures are the same
     // at every run.
     let key = SecretKey::from_bytes([0x5c; 32]);
-    let mut repo =
-        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
+    let mut repo = Repository::init(
+        LocalBackend::new(dir.path().join("repo")),
+        &key,
+        SIZES,
+        None,
+    )
+    .unwrap();
     repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     // Unchanged: nothing new but the (identical) trees.
     let (_, again) = repo.backup(std::slice::from_ref(&src), &meta(2)).unwrap();
@@ -216,7 +226,7 @@ fn tampered_objects_are_named_and_never_restored() {
     fs::write(src.join("b"), b"the other file").unwrap();
     let key = SecretKey::random();
     let root = dir.path().join("repo");
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
     let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let packs = LocalBackend::new(&root);
     let pack = atrest_backup::Backend::list(&packs, "data")
@@ -264,7 +274,7 @@ fn tampered_index_and_snapshot_files_are_reported() {
     fs::write(src.join("a"), b"x").unwrap();
     let key = SecretKey::random();
     let root = dir.path().join("repo");
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
     repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let backend = LocalBackend::new(&root);
     let snap = atrest_backup::Backend::list(&backend, "snapshots")
@@ -300,9 +310,19 @@ fn wrong_key_missing_repo_and_newer_version_are_refused() {
         Err(BackupError::NotARepository(_))
     ));
     let key = SecretKey::random();
-    Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    Repository::init(LocalBackend::new(&root), &key, SIZES, Some([7; 16])).unwrap();
+    assert_eq!(
+        Repository::binding_of(&LocalBackend::new(&root)).unwrap(),
+        Some([7; 16])
+    );
+    assert_eq!(
+        Repository::open(LocalBackend::new(&root), &key)
+            .unwrap()
+            .binding(),
+        Some([7; 16])
+    );
     assert!(matches!(
-        Repository::init(LocalBackend::new(&root), &key, SIZES),
+        Repository::init(LocalBackend::new(&root), &key, SIZES, None),
         Err(BackupError::AlreadyExists(_))
     ));
     assert!(matches!(
@@ -326,7 +346,8 @@ fn nothing_of_the_source_appears_in_the_repository() {
     let canary = b"CANARY-4b1d-secret-content";
     fs::write(src.join("canary-name-91c2.txt"), canary.repeat(100)).unwrap();
     let root = dir.path().join("repo");
-    let mut repo = Repository::init(LocalBackend::new(&root), &SecretKey::random(), SIZES).unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(&root), &SecretKey::random(), SIZES, None).unwrap();
     repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let backend = LocalBackend::new(&root);
     for dirname in ["data", "index", "snapshots"] {
