@@ -54,6 +54,13 @@ pub enum Command {
     /// the vaults (swap, core dumps, /tmp, services' data, key file modes,
     /// ...); each finding names its fix. Exit 0 none, 1 warnings, 2 critical.
     Doctor(DoctorArgs),
+    /// Encrypted, deduplicated backups bound to a vault: whoever unlocks
+    /// the vault (passphrase, key file, recovery key, or its key authority)
+    /// can back up and restore, and destroying the vault's keys (its
+    /// keyslots, or its host at the key authority) makes every snapshot
+    /// unreadable.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Write man pages (DIR/man/man1, one per subcommand) and bash, zsh and
     /// fish completions (DIR/completions) generated from these definitions;
     /// scripts/build-deb.sh packages them.
@@ -358,4 +365,83 @@ pub struct FsckArgs {
     pub json: bool,
     #[command(flatten)]
     pub unlock: UnlockArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Create a repository in an empty or new directory, bound to a vault.
+    Init(BackupKeyArgs),
+    /// Back up files and directories into a new snapshot. Exit 3 when some
+    /// source entries could not be read (the snapshot holds the rest).
+    Run(BackupRunArgs),
+    /// List the repository's snapshots, oldest first.
+    Snapshots(BackupListArgs),
+    /// Restore a snapshot (id, unique id prefix, or `latest`) under TARGET.
+    /// Exit 3 when some entries could not be restored; damaged data is
+    /// never written.
+    Restore(BackupRestoreArgs),
+    /// Check every snapshot, tree and index (and with --read-data every
+    /// pack and blob). Exit 4 naming each damaged or missing object.
+    Check(BackupCheckArgs),
+    /// Which vault the repository is bound to, and its snapshots and size.
+    Status(BackupListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupKeyArgs {
+    /// The repository: a local directory.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// The vault whose keys hold the repository's key.
+    #[arg(long, value_name = "VAULT")]
+    pub vault: PathBuf,
+    /// Without any of --passphrase-file, --recovery-key-file, --key-file,
+    /// a vault with a remote keyslot asks its key authority.
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    #[command(flatten)]
+    pub retry: AuthorityRetryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRunArgs {
+    /// Files and directories to back up (absolute paths are stored as given).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// A tag for the snapshot; repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRestoreArgs {
+    /// Snapshot id, a unique prefix of one, or `latest`.
+    pub snapshot: String,
+    /// Directory to restore into (each backed-up path lands below it).
+    pub target: PathBuf,
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCheckArgs {
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// Also read every pack and open every blob.
+    #[arg(long)]
+    pub read_data: bool,
 }

@@ -1,3 +1,4 @@
+mod backup;
 mod demo;
 mod demo_authority;
 mod fsck;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reboot(args) => remote::reboot(args),
         Command::Alarm(cmd) => remote::alarm(cmd),
         Command::Doctor(args) => crate::doctor::run(args),
+        Command::Backup(cmd) => backup::run(cmd),
         Command::GenerateFiles { dir } => generate::run(&dir),
     }
 }

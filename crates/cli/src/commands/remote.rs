@@ -244,6 +244,27 @@ fn unlock_vault(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Unlocks a vault for a command that needs its keys but no mount
+/// (`atrest backup`): with a secret when one is given, else through its
+/// key authority when it has a remote keyslot.
+pub(crate) fn unlock_keys(
+    vault: &Path,
+    unlock: &UnlockArgs,
+    retry: &AuthorityRetryArgs,
+) -> anyhow::Result<Vault> {
+    let (_, locked) = super::open_locked(vault)?;
+    if !has_secret(unlock) && has_remote_slot(&locked) {
+        return unlock_remote(locked, retry);
+    }
+    if !has_secret(unlock) {
+        bail!(
+            "{} has no remote keyslot: give --passphrase-file, --recovery-key-file or --key-file",
+            vault.display()
+        );
+    }
+    Ok(locked.unlock(&secrets::unlocker(unlock)?)?)
+}
+
 fn unlock_remote(locked: LockedVault, retry: &AuthorityRetryArgs) -> anyhow::Result<Vault> {
     let state = StateDir::from_env();
     let unlocked = runtime()?.block_on(atrest_agent::unlock(locked, &state, &options(retry)))?;

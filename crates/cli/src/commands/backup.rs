@@ -1,0 +1,311 @@
+//! `atrest backup`: encrypted, deduplicated backups bound to a vault. The
+//! repository's key is HKDF of the vault's master key (`atrest v1 backup
+//! key`, salted with the vault id), so every way of unlocking the vault
+//! (its keyslots, its key authority) opens the repository too, and
+//! destroying the vault's keys makes every snapshot unreadable.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use atrest_backup::{ChunkSizes, LocalBackend, Repository, Snapshot, SnapshotMeta};
+use atrest_core::{SecretKey, labels};
+use atrest_vault::Vault;
+
+use crate::cli::{
+    BackupCheckArgs, BackupCommand, BackupKeyArgs, BackupListArgs, BackupRestoreArgs, BackupRunArgs,
+};
+use crate::hygiene;
+
+/// Exit code of `run` and `restore` when some entries were skipped.
+const PARTIAL: u8 = 3;
+/// Exit code of `check` when it found damage.
+const DAMAGED: u8 = 4;
+
+pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
+    // This process holds the vault's master key: no core dumps.
+    hygiene::harden()?;
+    match cmd {
+        BackupCommand::Init(args) => init(&args),
+        BackupCommand::Run(args) => backup(&args),
+        BackupCommand::Snapshots(args) => snapshots(&args),
+        BackupCommand::Restore(args) => restore(&args),
+        BackupCommand::Check(args) => check(&args),
+        BackupCommand::Status(args) => status(&args),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn repo_key(vault: &Vault) -> SecretKey {
+    vault
+        .master_key()
+        .derive(&vault.config().vault_id, labels::BACKUP_KEY)
+}
+
+fn unlock(args: &BackupKeyArgs) -> anyhow::Result<Vault> {
+    super::remote::unlock_keys(&args.vault, &args.unlock, &args.retry)
+}
+
+fn open(args: &BackupKeyArgs) -> anyhow::Result<Repository<LocalBackend>> {
+    let backend = LocalBackend::new(&args.repo);
+    // Before any key: not a repository, a newer format, and which vault.
+    let binding = Repository::binding_of(&backend)?;
+    let vault = unlock(args)?;
+    let id = vault.config().vault_id;
+    match binding {
+        Some(bound) if bound != id => bail!(
+            "{} is bound to vault {}, but {} is vault {}; give the vault the repository was created with",
+            args.repo.display(),
+            hex(&bound),
+            args.vault.display(),
+            hex(&id)
+        ),
+        None => bail!(
+            "{} is not bound to a vault; this version of atrest opens only vault-bound repositories",
+            args.repo.display()
+        ),
+        Some(_) => {}
+    }
+    Repository::open(backend, &repo_key(&vault)).with_context(|| format!("{}", args.repo.display()))
+}
+
+fn init(args: &BackupKeyArgs) -> anyhow::Result<ExitCode> {
+    match std::fs::read_dir(&args.repo) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "{} is not empty; give an empty or new directory for the repository",
+                    args.repo.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("{}", args.repo.display())),
+    }
+    let vault = unlock(args)?;
+    let id = vault.config().vault_id;
+    let repo = Repository::init(
+        LocalBackend::new(&args.repo),
+        &repo_key(&vault),
+        ChunkSizes::DEFAULT,
+        Some(id),
+    )?;
+    println!(
+        "created backup repository {} (id {}), bound to vault {} ({})",
+        args.repo.display(),
+        hex(&repo.repo_id()),
+        args.vault.display(),
+        hex(&id)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a snapshot's wall-clock time, once"
+    )]
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
+    let paths = args
+        .paths
+        .iter()
+        .map(|p| {
+            std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
+            std::path::absolute(p).with_context(|| format!("{}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<PathBuf>>>()?;
+    let mut repo = open(&args.key)?;
+    let meta = SnapshotMeta {
+        time_ms: now_ms(),
+        hostname: hostname(),
+        tags: args.tags.clone(),
+    };
+    let (id, snap) = repo.backup(&paths, &meta)?;
+    let s = &snap.summary;
+    for e in &s.errors {
+        eprintln!("atrest: skipped: {e}");
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "snapshot": id, "summary": s }));
+    } else {
+        println!(
+            "snapshot {} saved: {} files, {} directories, {} other, {} bytes ({} new bytes in {} blobs, {} packs)",
+            &id[..8],
+            s.files,
+            s.dirs,
+            s.others,
+            s.bytes,
+            s.new_bytes,
+            s.new_blobs,
+            s.packs
+        );
+    }
+    if s.errors.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "atrest: {} entries could not be read; the snapshot holds everything else",
+            s.errors.len()
+        );
+        Ok(ExitCode::from(PARTIAL))
+    }
+}
+
+fn time_text(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn snapshots(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
+    let repo = open(&args.key)?;
+    let all = repo.snapshots()?;
+    if args.json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|(id, s)| serde_json::json!({ "id": id, "snapshot": s }))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<10} {:<21} {:<16} {:>9} {:>14}  paths",
+        "id", "time", "host", "files", "bytes"
+    );
+    for (id, s) in &all {
+        println!(
+            "{:<10} {:<21} {:<16} {:>9} {:>14}  {}{}",
+            &id[..8],
+            time_text(s.time_ms),
+            s.hostname,
+            s.summary.files,
+            s.summary.bytes,
+            s.paths.join(" "),
+            if s.tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", s.tags.join(","))
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
+    let repo = open(&args.key)?;
+    let report = repo.restore(&args.snapshot, &args.target)?;
+    for f in &report.failed {
+        eprintln!("atrest: not restored: {f}");
+    }
+    println!(
+        "restored {} files, {} bytes under {}",
+        report.files,
+        report.bytes,
+        args.target.display()
+    );
+    if report.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "atrest: {} entries were not restored (run `atrest backup check --read-data` to see what is damaged)",
+            report.failed.len()
+        );
+        Ok(ExitCode::from(PARTIAL))
+    }
+}
+
+fn check(args: &BackupCheckArgs) -> anyhow::Result<ExitCode> {
+    let repo = open(&args.key)?;
+    let report = repo.check(args.read_data)?;
+    for p in &report.problems {
+        println!("damaged: {p}");
+    }
+    println!(
+        "{} snapshots, {} trees{}: {}",
+        report.snapshots,
+        report.trees,
+        if args.read_data {
+            format!(
+                ", {} packs and {} blobs read",
+                report.packs_read, report.blobs_read
+            )
+        } else {
+            String::new()
+        },
+        if report.problems.is_empty() {
+            "no errors".to_string()
+        } else {
+            format!("{} problems", report.problems.len())
+        }
+    );
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(DAMAGED)
+    })
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+fn status(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
+    let repo = open(&args.key)?;
+    let all: Vec<(String, Snapshot)> = repo.snapshots()?;
+    let size = dir_size(&args.key.repo);
+    let bound = repo.binding().map(|b| hex(&b)).unwrap_or_default();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "repository": args.key.repo, "id": hex(&repo.repo_id()), "bound_vault": bound,
+                "snapshots": all.len(), "bytes": size,
+                "latest": all.last().map(|(id, s)| serde_json::json!({ "id": id, "time_ms": s.time_ms })),
+            })
+        );
+    } else {
+        println!(
+            "repository: {} (id {})",
+            args.key.repo.display(),
+            hex(&repo.repo_id())
+        );
+        println!(
+            "bound to:   vault {} ({bound}): its keys open this repository",
+            args.key.vault.display()
+        );
+        println!("snapshots:  {}", all.len());
+        if let Some((id, s)) = all.last() {
+            println!("latest:     {} at {}", &id[..8], time_text(s.time_ms));
+        }
+        println!("size:       {size} bytes");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,278 @@
+//! `atrest backup` through the real binary: a repository bound to a vault,
+//! run / snapshots / restore / check / status, a tampered pack caught by
+//! `check` (exit 4) and never restored (exit 3), a wrong vault, a wrong
+//! passphrase and a directory that is no repository refused with messages
+//! that say what to do, and nothing of the source in the repository.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::common::{FAST_KDF, atrest, failure, ok, pattern, run, success};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    vault: PathBuf,
+    pass: PathBuf,
+    repo: PathBuf,
+}
+
+fn vault_in(dir: &Path, name: &str, pass: &Path) -> PathBuf {
+    let vault = dir.join(name);
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    for a in &FAST_KDF {
+        args.push(a);
+    }
+    ok(&args);
+    vault
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    fs::write(&pass, "backup passphrase\n").unwrap();
+    let vault = vault_in(dir.path(), "vault", &pass);
+    let repo = dir.path().join("repo");
+    Setup {
+        dir,
+        vault,
+        pass,
+        repo,
+    }
+}
+
+impl Setup {
+    fn backup(&self, sub: &str) -> std::process::Command {
+        let mut cmd = atrest();
+        cmd.args(["backup", sub, "--repo"])
+            .arg(&self.repo)
+            .arg("--vault")
+            .arg(&self.vault);
+        cmd.arg("--passphrase-file").arg(&self.pass);
+        cmd
+    }
+}
+
+fn source(dir: &Path) -> PathBuf {
+    let src = dir.join("data-7c1e");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::write(
+        src.join("docs/report-9f.txt"),
+        b"CANARY-e2e-5521 quarterly numbers",
+    )
+    .unwrap();
+    fs::write(src.join("big.bin"), pattern(3, 3 << 20)).unwrap();
+    fs::set_permissions(src.join("big.bin"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("docs/report-9f.txt", src.join("latest")).unwrap();
+    src
+}
+
+#[test]
+fn run_restore_check_round_trip() {
+    let s = setup();
+    let src = source(s.dir.path());
+    let out = success(s.backup("init"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bound to vault"));
+
+    let mut cmd = s.backup("run");
+    cmd.arg(&src).args(["--tag", "nightly", "--json"]);
+    let out = success(cmd);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["summary"]["files"], 2);
+    let id = summary["snapshot"].as_str().unwrap().to_string();
+
+    // A second run stores nothing new.
+    let mut cmd = s.backup("run");
+    cmd.arg(&src).arg("--json");
+    let again: serde_json::Value = serde_json::from_slice(&success(cmd).stdout).unwrap();
+    assert_eq!(again["summary"]["new_bytes"], 0);
+
+    let mut cmd = s.backup("snapshots");
+    cmd.arg("--json");
+    let list: serde_json::Value = serde_json::from_slice(&success(cmd).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["snapshot"]["tags"][0], "nightly");
+
+    let target = s.dir.path().join("restored");
+    let mut cmd = atrest();
+    cmd.args(["backup", "restore", &id[..10]]).arg(&target);
+    cmd.arg("--repo")
+        .arg(&s.repo)
+        .arg("--vault")
+        .arg(&s.vault)
+        .arg("--passphrase-file")
+        .arg(&s.pass);
+    success(cmd);
+    let back = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(back.join("big.bin")).unwrap(), pattern(3, 3 << 20));
+    assert_eq!(
+        fs::metadata(back.join("big.bin")).unwrap().mode() & 0o7777,
+        0o640
+    );
+    assert_eq!(
+        fs::read_link(back.join("latest")).unwrap(),
+        Path::new("docs/report-9f.txt")
+    );
+    assert_eq!(
+        fs::metadata(back.join("big.bin")).unwrap().mtime_nsec(),
+        fs::metadata(src.join("big.bin")).unwrap().mtime_nsec()
+    );
+
+    let mut cmd = s.backup("check");
+    cmd.arg("--read-data");
+    let out = success(cmd);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors"));
+    let out = success(s.backup("status"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("snapshots:  2"));
+
+    // Nothing of the source in the repository, by name or content.
+    let mut stack = vec![s.repo.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            assert!(
+                !p.to_string_lossy().contains("report-9f")
+                    && !p.to_string_lossy().contains("data-7c1e")
+            );
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = fs::read(&p).unwrap();
+                for needle in [&b"CANARY-e2e-5521"[..], b"report-9f", b"data-7c1e"] {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle),
+                        "{needle:?} in {p:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn damage_is_reported_and_never_restored() {
+    let s = setup();
+    let src = s.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("only"), pattern(9, 100_000)).unwrap();
+    success(s.backup("init"));
+    let mut cmd = s.backup("run");
+    cmd.arg(&src);
+    success(cmd);
+    let pack = fs::read_dir(s.repo.join("data"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let pack = fs::read_dir(pack).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[60] ^= 0x01;
+    fs::write(&pack, &bytes).unwrap();
+
+    let mut cmd = s.backup("check");
+    cmd.arg("--read-data");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(text.contains("damaged") && text.contains(&name), "{text}");
+
+    let target = s.dir.path().join("restored");
+    let mut cmd = atrest();
+    cmd.args(["backup", "restore", "latest"]).arg(&target);
+    cmd.arg("--repo")
+        .arg(&s.repo)
+        .arg("--vault")
+        .arg(&s.vault)
+        .arg("--passphrase-file")
+        .arg(&s.pass);
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not restored"));
+    assert!(
+        !target
+            .join(src.strip_prefix("/").unwrap())
+            .join("only")
+            .exists()
+    );
+}
+
+#[test]
+fn wrong_vault_wrong_passphrase_and_no_repository_are_refused_clearly() {
+    let s = setup();
+    success(s.backup("init"));
+    // Another vault: named as the wrong one, not "wrong key".
+    let other = vault_in(s.dir.path(), "other", &s.pass);
+    let mut cmd = atrest();
+    cmd.args(["backup", "snapshots", "--repo"])
+        .arg(&s.repo)
+        .arg("--vault")
+        .arg(&other);
+    cmd.arg("--passphrase-file").arg(&s.pass);
+    let err = failure(cmd);
+    assert!(
+        err.contains("is bound to vault") && err.contains("give the vault"),
+        "{err}"
+    );
+    // The right vault with a wrong passphrase.
+    let bad = s.dir.path().join("bad");
+    fs::write(&bad, "not it\n").unwrap();
+    let mut cmd = atrest();
+    cmd.args(["backup", "snapshots", "--repo"])
+        .arg(&s.repo)
+        .arg("--vault")
+        .arg(&s.vault);
+    cmd.arg("--passphrase-file").arg(&bad);
+    let err = failure(cmd);
+    assert!(
+        err.to_lowercase().contains("passphrase") || err.contains("keyslot"),
+        "{err}"
+    );
+    // Not a repository.
+    let empty = s.dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let out = run(&[
+        &"backup",
+        &"snapshots",
+        &"--repo",
+        &empty,
+        &"--vault",
+        &s.vault,
+        &"--passphrase-file",
+        &s.pass,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("atrest backup init"));
+    // init refuses a non-empty directory.
+    fs::write(empty.join("file"), b"x").unwrap();
+    let out = run(&[
+        &"backup",
+        &"init",
+        &"--repo",
+        &empty,
+        &"--vault",
+        &s.vault,
+        &"--passphrase-file",
+        &s.pass,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+}
