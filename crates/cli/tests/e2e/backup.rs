@@ -276,3 +276,64 @@ fn wrong_vault_wrong_passphrase_and_no_repository_are_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
+
+/// The mission's crypto-erase, end to end: a repository bound to a vault
+/// whose only keyslot left is at the key authority is backed up and
+/// restored through the authority; once the authority shreds the host, the
+/// repository does not open with anything that remains on the host.
+#[test]
+fn shredding_the_host_at_the_authority_makes_every_snapshot_unreadable() {
+    use crate::keyd::Keyd;
+    use crate::remote::{BOOT_A, enrolled_vault, host};
+
+    let keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault(&keyd, dir.path());
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("customer.db"), pattern(4, 200_000)).unwrap();
+
+    // No secret given: the vault's remote keyslot asks the authority.
+    let by_authority = |sub: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = host(&e.state, BOOT_A, &[&"backup", &sub]);
+        for a in extra {
+            cmd.arg(a);
+        }
+        cmd.arg("--repo").arg(&repo).arg("--vault").arg(&e.vault);
+        cmd
+    };
+    success(by_authority("init", &[]));
+    success(by_authority("run", &[&src]));
+    let target = dir.path().join("restored");
+    success(by_authority("restore", &[&"latest", &target]));
+    assert_eq!(
+        fs::read(
+            target
+                .join(src.strip_prefix("/").unwrap())
+                .join("customer.db")
+        )
+        .unwrap(),
+        pattern(4, 200_000)
+    );
+
+    // Leave the authority as the vault's only keyslot, then shred the host.
+    ok(&[
+        &"keyslot",
+        &"remove",
+        &e.vault,
+        &"0",
+        &"--passphrase-file",
+        &e.pass,
+    ]);
+    keyd.cli_ok(&["host", "shred", "web-1", "--yes"]);
+
+    let again = dir.path().join("again");
+    let err = failure(by_authority("restore", &[&"latest", &again]));
+    assert!(err.contains("shred"), "{err}");
+    let mut cmd = by_authority("restore", &[&"latest", &again]);
+    cmd.arg("--passphrase-file").arg(&e.pass);
+    let err = failure(cmd);
+    assert!(!err.is_empty());
+    assert!(!again.exists() || fs::read_dir(&again).unwrap().next().is_none());
+}
