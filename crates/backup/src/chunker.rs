@@ -43,10 +43,13 @@ pub struct Chunker {
     mask_l: u64,
 }
 
-/// `n` one bits at the top of a word: a gear hash's top bits depend on the
-/// last 64 bytes.
+/// `n` one bits just below the top bit (a gear hash's high bits depend on
+/// its last 63 bytes). Not the top bit itself: the two-bytes-per-step loop
+/// tests even positions with the mask shifted left by one, which must not
+/// lose a bit, or even and odd positions would test different masks and a
+/// one-byte insert would move cut points far beyond it.
 fn mask(n: u32) -> u64 {
-    !0u64 << (64 - n)
+    (!0u64 << (64 - n)) >> 1
 }
 
 impl Chunker {
@@ -189,8 +192,11 @@ mod tests {
         let a = ends(chunks(&c, &d), 0);
         let b = ends(chunks(&c, &shifted), 1);
         let shared = a.intersection(&b).count();
+        // Only the first cut point may move: the hash at a cut point depends
+        // on the 63 bytes before it, and the first candidate is past the
+        // minimum size.
         assert!(
-            shared + 3 >= a.len(),
+            shared + 1 >= a.len(),
             "{shared} of {} cut points kept",
             a.len()
         );

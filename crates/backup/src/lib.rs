@@ -7,6 +7,7 @@
 mod backend;
 mod chunker;
 mod error;
+mod forget;
 mod keys;
 mod pack;
 mod repo;
@@ -15,6 +16,7 @@ mod tree;
 pub use backend::{Backend, LocalBackend};
 pub use chunker::{ChunkSizes, Chunker};
 pub use error::{BackupError, Result};
+pub use forget::{KeepPolicy, PruneReport, keep};
 pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 pub use pack::{Location, PACK_TARGET};
 pub use repo::{CheckReport, REPO_VERSION, Repository, RestoreReport, SnapshotMeta};

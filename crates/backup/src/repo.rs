@@ -199,6 +199,56 @@ impl<B: Backend> Repository<B> {
         &self.backend
     }
 
+    pub(crate) fn index_entries(&self) -> impl Iterator<Item = (&BlobId, &Location)> {
+        self.index.iter()
+    }
+
+    /// Copies `blobs` into new packs, drops every entry of `dropped` packs
+    /// from the index, and writes one index file of everything left.
+    pub(crate) fn rewrite(
+        &mut self,
+        blobs: &[BlobId],
+        dropped: &std::collections::BTreeSet<[u8; 32]>,
+    ) -> Result<()> {
+        let mut salts = HashMap::new();
+        let copies = blobs
+            .iter()
+            .map(|id| Ok((self.index[id].kind, self.read_blob(id, &mut salts)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.index.retain(|_, loc| !dropped.contains(&loc.pack));
+        let mut run = Run {
+            repo: self,
+            pack: None,
+            new_index: Vec::new(),
+            summary: Summary::default(),
+        };
+        for (kind, data) in copies {
+            run.store(kind, data)?;
+        }
+        run.flush()?;
+        let all: Vec<(BlobId, Location)> = self.index.iter().map(|(i, l)| (*i, *l)).collect();
+        self.write_index(&all)
+    }
+
+    fn write_index(&self, entries: &[(BlobId, Location)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut plain = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
+        for (id, loc) in entries {
+            plain.extend_from_slice(id);
+            plain.extend_from_slice(&loc.pack);
+            plain.push(loc.kind as u8);
+            plain.extend_from_slice(&loc.offset.to_be_bytes());
+            plain.extend_from_slice(&loc.sealed_len.to_be_bytes());
+            plain.extend_from_slice(&loc.raw_len.to_be_bytes());
+            plain.push(u8::from(loc.compressed));
+        }
+        let sealed = self.keys.seal_file("index", &plain);
+        self.backend
+            .put(&format!("index/{}", self.keys.file_name(&sealed)), &sealed)
+    }
+
     fn read_index(&self, name: &str) -> Result<Vec<(BlobId, Location)>> {
         let sealed = self.backend.get(name)?;
         if self.keys.file_name(&sealed) != name.rsplit('/').next().unwrap_or("") {
@@ -234,7 +284,7 @@ impl<B: Backend> Repository<B> {
             .collect()
     }
 
-    fn pack_name(pack: &[u8; 32]) -> String {
+    pub(crate) fn pack_name(pack: &[u8; 32]) -> String {
         let h = hex(pack);
         format!("data/{}/{h}", &h[..2])
     }
@@ -285,21 +335,7 @@ impl<B: Backend> Repository<B> {
         let Run {
             new_index, summary, ..
         } = run;
-        if !new_index.is_empty() {
-            let mut plain = Vec::with_capacity(new_index.len() * INDEX_ENTRY_LEN);
-            for (id, loc) in &new_index {
-                plain.extend_from_slice(id);
-                plain.extend_from_slice(&loc.pack);
-                plain.push(loc.kind as u8);
-                plain.extend_from_slice(&loc.offset.to_be_bytes());
-                plain.extend_from_slice(&loc.sealed_len.to_be_bytes());
-                plain.extend_from_slice(&loc.raw_len.to_be_bytes());
-                plain.push(u8::from(loc.compressed));
-            }
-            let sealed = self.keys.seal_file("index", &plain);
-            self.backend
-                .put(&format!("index/{}", self.keys.file_name(&sealed)), &sealed)?;
-        }
+        self.write_index(&new_index)?;
         let snapshot = Snapshot {
             version: 1,
             time_ms: meta.time_ms,
@@ -356,7 +392,11 @@ impl<B: Backend> Repository<B> {
         }
     }
 
-    fn load_tree(&self, id_hex: &str, salts: &mut HashMap<[u8; 32], [u8; 32]>) -> Result<Tree> {
+    pub(crate) fn load_tree(
+        &self,
+        id_hex: &str,
+        salts: &mut HashMap<[u8; 32], [u8; 32]>,
+    ) -> Result<Tree> {
         let id = parse_id(id_hex)?;
         let bytes = self.read_blob(&id, salts)?;
         serde_json::from_slice(&bytes)
@@ -735,7 +775,7 @@ impl<B: Backend> Run<'_, B> {
     }
 }
 
-fn parse_id(text: &str) -> Result<BlobId> {
+pub(crate) fn parse_id(text: &str) -> Result<BlobId> {
     let bad = || BackupError::damaged(format!("id {text}"), "not 64 hex digits");
     if text.len() != 64 {
         return Err(bad());

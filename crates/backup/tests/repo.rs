@@ -185,11 +185,11 @@ fn second_run_stores_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
-    let big = pseudo(16 << 20, 5);
+    // 32 MiB: 1% of it exceeds the largest chunk (256 KiB) plus the trees,
+    // so the bound below holds for every key, not only on average.
+    let big = pseudo(32 << 20, 5);
     fs::write(src.join("big"), &big).unwrap();
-    // A fixed key: the cut points (keyed) and so the figures are the same
-    // at every run.
-    let key = SecretKey::from_bytes([0x5c; 32]);
+    let key = SecretKey::random();
     let mut repo = Repository::init(
         LocalBackend::new(dir.path().join("repo")),
         &key,
@@ -209,6 +209,10 @@ fn second_run_stores_only_what_changed() {
     fs::create_dir(src.join("moved")).unwrap();
     fs::write(src.join("moved/big"), &shifted).unwrap();
     let (_, third) = repo.backup(std::slice::from_ref(&src), &meta(3)).unwrap();
+    eprintln!(
+        "one-byte insert: {} new bytes in {} blobs",
+        third.summary.new_bytes, third.summary.new_blobs
+    );
     assert!(
         third.summary.new_bytes * 100 < shifted.len() as u64,
         "{} new bytes",
@@ -367,4 +371,64 @@ fn nothing_of_the_source_appears_in_the_repository() {
             assert!(!name.contains("canary"));
         }
     }
+}
+
+#[test]
+fn forget_and_prune_free_space_and_keep_what_snapshots_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let root = dir.path().join("repo");
+    let key = SecretKey::random();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    // Snapshot 1: a (big, unique to it) and b and c (small, sharing a pack).
+    fs::write(src.join("a"), pseudo(2 << 20, 11)).unwrap();
+    fs::write(src.join("b"), b"kept small file").unwrap();
+    fs::write(src.join("c"), b"dropped small file").unwrap();
+    let (first, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    // Snapshot 2: only b.
+    fs::remove_file(src.join("a")).unwrap();
+    fs::remove_file(src.join("c")).unwrap();
+    let (second, _) = repo.backup(std::slice::from_ref(&src), &meta(2)).unwrap();
+    let size = |root: &Path| -> u64 {
+        let backend = LocalBackend::new(root);
+        atrest_backup::Backend::list(&backend, "data")
+            .unwrap()
+            .iter()
+            .map(|n| fs::metadata(root.join(n)).unwrap().len())
+            .sum()
+    };
+    let before = size(&root);
+
+    // Nothing to prune while both snapshots live.
+    assert_eq!(repo.prune().unwrap().blobs_dropped, 0);
+    let policy = atrest_backup::KeepPolicy {
+        last: 1,
+        ..Default::default()
+    };
+    let snaps = repo.snapshots().unwrap();
+    let kept = atrest_backup::keep(&policy, &snaps);
+    assert_eq!(kept.iter().collect::<Vec<_>>(), [&second]);
+    repo.forget(&[first.clone()]).unwrap();
+    let report = repo.prune().unwrap();
+    assert!(report.blobs_dropped >= 3, "{report:?}");
+    assert!(
+        size(&root) < before / 4,
+        "{} of {before} bytes left",
+        size(&root)
+    );
+
+    // Reopened: check reads everything, the kept snapshot restores whole.
+    let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    let check = repo.check(true).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    let target = dir.path().join("restore");
+    assert!(repo.restore(&second, &target).unwrap().failed.is_empty());
+    let out = restored_root(&target, &src);
+    assert_eq!(fs::read(out.join("b")).unwrap(), b"kept small file");
+    assert!(!out.join("a").exists() && !out.join("c").exists());
+    assert!(matches!(
+        repo.restore(&first, &target),
+        Err(BackupError::NoSuchSnapshot(_))
+    ));
 }

@@ -385,6 +385,43 @@ pub enum BackupCommand {
     Check(BackupCheckArgs),
     /// Which vault the repository is bound to, and its snapshots and size.
     Status(BackupListArgs),
+    /// Delete snapshots: those named, or all but those a --keep-* policy
+    /// keeps; with --prune, also the data no remaining snapshot uses.
+    Forget(BackupForgetArgs),
+    /// Delete the data no snapshot uses (packs rewritten or removed).
+    Prune(BackupListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupForgetArgs {
+    /// Snapshot ids (or unique prefixes) to delete.
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: usize,
+    /// Keep the newest snapshot of each of the newest N hours (UTC).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: usize,
+    /// ... of each of the newest N days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: usize,
+    /// ... of each of the newest N weeks (Monday to Sunday).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: usize,
+    /// ... of each of the newest N months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: usize,
+    /// ... of each of the newest N years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: usize,
+    /// Then prune.
+    #[arg(long)]
+    pub prune: bool,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,8 @@ use atrest_core::{SecretKey, labels};
 use atrest_vault::Vault;
 
 use crate::cli::{
-    BackupCheckArgs, BackupCommand, BackupKeyArgs, BackupListArgs, BackupRestoreArgs, BackupRunArgs,
+    BackupCheckArgs, BackupCommand, BackupForgetArgs, BackupKeyArgs, BackupListArgs,
+    BackupRestoreArgs, BackupRunArgs,
 };
 use crate::hygiene;
 
@@ -32,6 +33,11 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         BackupCommand::Restore(args) => restore(&args),
         BackupCommand::Check(args) => check(&args),
         BackupCommand::Status(args) => status(&args),
+        BackupCommand::Forget(args) => forget(&args),
+        BackupCommand::Prune(args) => {
+            let mut repo = open(&args.key)?;
+            prune(&mut repo)
+        }
     }
 }
 
@@ -307,5 +313,72 @@ fn status(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
         }
         println!("size:       {size} bytes");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forget(args: &BackupForgetArgs) -> anyhow::Result<ExitCode> {
+    let policy = atrest_backup::KeepPolicy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+    };
+    if policy.is_empty() == args.snapshots.is_empty() {
+        bail!("name the snapshots to forget, or give a --keep-* policy (not both)");
+    }
+    let mut repo = open(&args.key)?;
+    let all = repo.snapshots()?;
+    let doomed: Vec<String> = if policy.is_empty() {
+        args.snapshots
+            .iter()
+            .map(|p| repo.snapshot(p).map(|(id, _)| id))
+            .collect::<Result<_, _>>()?
+    } else {
+        let kept = atrest_backup::keep(&policy, &all);
+        all.iter()
+            .filter(|(id, _)| !kept.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    for id in &doomed {
+        println!(
+            "{} {}",
+            if args.dry_run {
+                "would forget"
+            } else {
+                "forget"
+            },
+            &id[..8]
+        );
+    }
+    println!(
+        "{} of {} snapshots {}",
+        doomed.len(),
+        all.len(),
+        if args.dry_run {
+            "would be forgotten"
+        } else {
+            "forgotten"
+        }
+    );
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    repo.forget(&doomed)?;
+    if args.prune {
+        prune(&mut repo)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn prune(repo: &mut Repository<LocalBackend>) -> anyhow::Result<ExitCode> {
+    let r = repo.prune()?;
+    println!(
+        "pruned: {} blobs dropped, {} kept; {} packs deleted, {} rewritten; {} bytes freed",
+        r.blobs_dropped, r.blobs_kept, r.packs_deleted, r.packs_repacked, r.bytes_freed
+    );
     Ok(ExitCode::SUCCESS)
 }

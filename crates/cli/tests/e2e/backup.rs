@@ -132,6 +132,29 @@ fn run_restore_check_round_trip() {
     let out = success(s.backup("status"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("snapshots:  2"));
 
+    // forget --keep-last 1 --prune: one snapshot left, still whole.
+    let mut cmd = s.backup("forget");
+    cmd.args(["--keep-last", "1", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&success(cmd).stdout)
+            .contains("1 of 2 snapshots would be forgotten")
+    );
+    let mut cmd = s.backup("forget");
+    cmd.args(["--keep-last", "1", "--prune"]);
+    let out = success(cmd);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pruned:"));
+    let mut cmd = s.backup("snapshots");
+    cmd.arg("--json");
+    let list: serde_json::Value = serde_json::from_slice(&success(cmd).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_ne!(list[0]["id"], id.as_str());
+    let mut cmd = s.backup("check");
+    cmd.arg("--read-data");
+    assert!(String::from_utf8_lossy(&success(cmd).stdout).contains("no errors"));
+    let cmd = s.backup("forget");
+    let err = failure(cmd);
+    assert!(err.contains("--keep-"), "{err}");
+
     // Nothing of the source in the repository, by name or content.
     let mut stack = vec![s.repo.clone()];
     while let Some(d) = stack.pop() {
