@@ -42,6 +42,9 @@ fn year_month(days: i64) -> (i64, u32) {
     (y, m)
 }
 
+/// Maps a time (ms since the epoch) to its hour, day, week, month or year.
+type Bucket = fn(i64) -> i64;
+
 /// The ids of `snapshots` (id, snapshot) that `policy` keeps.
 pub fn keep(policy: &KeepPolicy, snapshots: &[(String, Snapshot)]) -> BTreeSet<String> {
     let mut newest_first: Vec<&(String, Snapshot)> = snapshots.iter().collect();
@@ -50,7 +53,7 @@ pub fn keep(policy: &KeepPolicy, snapshots: &[(String, Snapshot)]) -> BTreeSet<S
     for (id, _) in newest_first.iter().take(policy.last) {
         kept.insert(id.clone());
     }
-    let buckets: [(usize, fn(i64) -> i64); 5] = [
+    let buckets: [(usize, Bucket); 5] = [
         (policy.hourly, |ms| ms.div_euclid(3_600_000)),
         (policy.daily, |ms| ms.div_euclid(86_400_000)),
         // Weeks start on Monday; 1970-01-01 was a Thursday.
