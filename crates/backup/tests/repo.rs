@@ -409,7 +409,7 @@ fn forget_and_prune_free_space_and_keep_what_snapshots_use() {
     let snaps = repo.snapshots().unwrap();
     let kept = atrest_backup::keep(&policy, &snaps);
     assert_eq!(kept.iter().collect::<Vec<_>>(), [&second]);
-    repo.forget(&[first.clone()]).unwrap();
+    repo.forget(std::slice::from_ref(&first)).unwrap();
     let report = repo.prune().unwrap();
     assert!(report.blobs_dropped >= 3, "{report:?}");
     assert!(
