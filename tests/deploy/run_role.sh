@@ -99,8 +99,12 @@ for unit in atrest-unlock@data.service atrest-reboot-planned.service; do
 done
 step "package installed; vault enrolled (one remote keyslot); key file shredded; listed; units enabled"
 
-in_root env ATREST_STATE_DIR=/var/lib/atrest/host atrest unlock /srv/data.enc \
+mkdir -p "$root/srv/data"
+in_root atrest unlock /srv/data.enc --mount /srv/data \
     || fail "the vault does not unlock through the authority"
+echo kept >"$root/srv/data/note"
+in_root atrest unmount /srv/data
+[ ! -e "$root/srv/data/note" ] || fail "the note is visible without the mount"
 set +e
 in_root atrest doctor --json --vault /srv/data.enc >"$work/doctor.json"
 set -e

@@ -38,7 +38,7 @@ fn reachable(a: &AuthorityFact, out: &mut Vec<Finding>) {
             id: "remote-keyslot-unreachable",
             severity: Severity::Warning,
             found: format!(
-                "the key authority {url} of {vault} ({slot}) did not answer within {} s: {reason}",
+                "the key authority {url} of {vault} ({slot}) did not answer (waited up to {} s): {reason}",
                 PROBE_TIMEOUT.as_secs()
             ),
             why: "an unattended boot cannot unlock this vault through it, and stays locked".into(),

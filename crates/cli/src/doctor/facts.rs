@@ -421,6 +421,12 @@ fn dumpable_user_processes() -> Vec<(u32, u32)> {
         ) else {
             continue;
         };
+        // A zombie has no memory left, and the kernel then shows its files
+        // as its user's whatever its flag was.
+        let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if is_zombie(&text) {
+            continue;
+        }
         let same_namespace = my_namespace.is_some()
             && fs::read_link(format!("/proc/{pid}/ns/user")).ok() == my_namespace;
         if is_dumpable_by_owner(dir.uid(), status.uid(), same_namespace) == Some(true) {
@@ -429,6 +435,14 @@ fn dumpable_user_processes() -> Vec<(u32, u32)> {
     }
     out.sort_unstable();
     out
+}
+
+/// Whether a /proc/PID/status text is a zombie's (or a dying process's).
+pub fn is_zombie(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|v| matches!(v.trim().chars().next(), Some('Z' | 'X')))
 }
 
 /// A process's dumpable flag from the owners of /proc/PID (its effective
@@ -793,6 +807,9 @@ mod tests {
         assert_eq!(is_dumpable_by_owner(0, 0, true), None);
         // Another user namespace: its root may be uid 1000 out here.
         assert_eq!(is_dumpable_by_owner(1000, 1000, false), None);
+        assert!(is_zombie("Name:\tatrest\nState:\tZ (zombie)\n"));
+        assert!(!is_zombie("Name:\tatrest\nState:\tS (sleeping)\n"));
+        assert!(!is_zombie(""));
     }
 
     #[test]

@@ -353,14 +353,18 @@ fn doctor_unaccounted_reboot_is_reported_until_a_planned_reboot() {
         "--unannounced-reboot",
         "auto",
     ]);
-    success(host(&e.state, BOOT_A, &[&"unlock", &e.vault]));
+    let unlock = |boot: &str| {
+        success(host(&e.state, boot, &[&"unlock", &e.vault, &"--mount", &e.mnt]));
+        ok(&[&"unmount", &e.mnt]);
+    };
+    unlock(BOOT_A);
     let list = findings_of_host(&e.vault, &e.state, BOOT_A);
     assert!(
         finding(&list, "unaccounted-reboots", "").is_none(),
         "a first boot is accounted for: {list:?}"
     );
 
-    success(host(&e.state, BOOT_B, &[&"unlock", &e.vault]));
+    unlock(BOOT_B);
     let list = findings_of_host(&e.vault, &e.state, BOOT_B);
     let f = finding(&list, "unaccounted-reboots", BOOT_B).expect("the unannounced boot");
     assert_eq!(f["severity"], "warning");
@@ -377,7 +381,7 @@ fn doctor_unaccounted_reboot_is_reported_until_a_planned_reboot() {
         BOOT_B,
         &[&"reboot", &"--planned", &e.vault],
     ));
-    success(host(&e.state, BOOT_C, &[&"unlock", &e.vault]));
+    unlock(BOOT_C);
     let list = findings_of_host(&e.vault, &e.state, BOOT_C);
     let f = finding(&list, "unaccounted-reboots", BOOT_B).expect("still listed");
     assert_eq!(f["severity"], "info", "{f}");
