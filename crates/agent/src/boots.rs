@@ -192,15 +192,15 @@ mod tests {
         assert_eq!(boot.seq, 7);
         assert_eq!(boot.approved_by.as_deref(), Some("alice"));
         assert!(boot.is_unaccounted());
-        let same = entry(
-            8,
-            r#"{"outcome":"released","boot":"same","boot_id":"b2"}"#,
-        );
+        let same = entry(8, r#"{"outcome":"released","boot":"same","boot_id":"b2"}"#);
         assert_eq!(ReleasedBoot::from_entry("https://k", &host, &same), None);
         // Entries from before the boot status was logged.
         let old = entry(9, r#"{"outcome":"released","nonce":"n"}"#);
         assert_eq!(ReleasedBoot::from_entry("https://k", &host, &old), None);
-        let planned = entry(10, r#"{"outcome":"released","boot":"planned","boot_id":"b3"}"#);
+        let planned = entry(
+            10,
+            r#"{"outcome":"released","boot":"planned","boot_id":"b3"}"#,
+        );
         assert!(
             !ReleasedBoot::from_entry("https://k", &host, &planned)
                 .unwrap()

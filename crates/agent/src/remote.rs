@@ -16,8 +16,8 @@ use atrest_vault::{
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
-use crate::client::{AuthorityClient, Rebind, RebootReply, UnlockReply};
 use crate::boots::ReleasedBoot;
+use crate::client::{AuthorityClient, Rebind, RebootReply, UnlockReply};
 use crate::witness::Expected;
 use crate::{AgentError, StateDir, boot_id};
 

@@ -184,12 +184,14 @@ fn any_cause(
 pub(crate) fn pin_mismatch(error: &(dyn std::error::Error + 'static)) -> Option<PinMismatch> {
     let found = std::cell::RefCell::new(None);
     any_cause(error, &|e| {
-        let mismatch = e.downcast_ref::<PinMismatch>().or_else(|| match e.downcast_ref::<Error>() {
-            Some(Error::InvalidCertificate(CertificateError::Other(other))) => {
-                other.0.downcast_ref::<PinMismatch>()
-            }
-            _ => None,
-        });
+        let mismatch =
+            e.downcast_ref::<PinMismatch>()
+                .or_else(|| match e.downcast_ref::<Error>() {
+                    Some(Error::InvalidCertificate(CertificateError::Other(other))) => {
+                        other.0.downcast_ref::<PinMismatch>()
+                    }
+                    _ => None,
+                });
         if let Some(m) = mismatch {
             *found.borrow_mut() = Some(PinMismatch {
                 presented: m.presented.clone(),

@@ -205,7 +205,8 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
             }
         }
         if let Ok(locked) = atrest_vault::LockedVault::open(&loc.config_dir) {
-            f.authorities.extend(keyslot_authorities(v, locked.config()));
+            f.authorities
+                .extend(keyslot_authorities(v, locked.config()));
         }
     }
     probe_authorities(&mut f.authorities);
@@ -468,13 +469,11 @@ fn keyslot_authorities(vault: &Path, config: &atrest_vault::VaultConfig) -> Vec<
     for s in &config.keyslots {
         match &s.kind {
             atrest_vault::SlotKind::Remote(r) => out.push(fact(s.id, None, &r.authority)),
-            atrest_vault::SlotKind::Threshold(t) => out.extend(t.members.iter().map(|m| {
-                fact(
-                    s.id,
-                    Some((t.threshold, t.members.len())),
-                    &m.authority,
-                )
-            })),
+            atrest_vault::SlotKind::Threshold(t) => out.extend(
+                t.members
+                    .iter()
+                    .map(|m| fact(s.id, Some((t.threshold, t.members.len())), &m.authority)),
+            ),
             _ => {}
         }
     }

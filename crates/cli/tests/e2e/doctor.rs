@@ -291,7 +291,10 @@ fn doctor_remote_keyslot_authority_down_or_replaced_is_reported_until_fixed() {
     // The fix, for a CA replaced on purpose: enroll with the new pin, then
     // remove the keyslot it names.
     let fix = f["fix"].as_str().unwrap();
-    assert!(fix.contains(&format!("--ca-fingerprint {new_pin}")), "{fix}");
+    assert!(
+        fix.contains(&format!("--ca-fingerprint {new_pin}")),
+        "{fix}"
+    );
     let remove: Vec<&str> = fix
         .split("atrest keyslot remove ")
         .nth(1)
@@ -354,7 +357,11 @@ fn doctor_unaccounted_reboot_is_reported_until_a_planned_reboot() {
         "auto",
     ]);
     let unlock = |boot: &str| {
-        success(host(&e.state, boot, &[&"unlock", &e.vault, &"--mount", &e.mnt]));
+        success(host(
+            &e.state,
+            boot,
+            &[&"unlock", &e.vault, &"--mount", &e.mnt],
+        ));
         ok(&[&"unmount", &e.mnt]);
     };
     unlock(BOOT_A);
@@ -376,11 +383,7 @@ fn doctor_unaccounted_reboot_is_reported_until_a_planned_reboot() {
     assert!(fix.contains("atrest reboot --planned"), "{fix}");
 
     // The fix: announce, reboot (boot C), unlock.
-    success(host(
-        &e.state,
-        BOOT_B,
-        &[&"reboot", &"--planned", &e.vault],
-    ));
+    success(host(&e.state, BOOT_B, &[&"reboot", &"--planned", &e.vault]));
     unlock(BOOT_C);
     let list = findings_of_host(&e.vault, &e.state, BOOT_C);
     let f = finding(&list, "unaccounted-reboots", BOOT_B).expect("still listed");

@@ -40,14 +40,8 @@ impl Keyd {
 
     /// `keyd init` listening on `listen`, then `serve`.
     pub fn init_listening(data: &Path, listen: &str, extra: &[&str]) -> Self {
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-            &"keyd",
-            &"init",
-            &"--data-dir",
-            &data,
-            &"--listen",
-            &listen,
-        ];
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"keyd", &"init", &"--data-dir", &data, &"--listen", &listen];
         for e in extra {
             args.push(e);
         }
