@@ -50,7 +50,12 @@ mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 cp "$deb" "$root/tmp/atrest.deb"
 cp -r "$repo/deploy" "$root/tmp/deploy"
-in_root() { chroot "$root" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+# SYSTEMD_OFFLINE=1: systemctl edits unit symlinks and skips what needs a
+# running systemd (daemon-reload), as in an image build.
+in_root() {
+    chroot "$root" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        SYSTEMD_OFFLINE=1 "$@"
+}
 step "a throw-away root (overlay of / on tmpfs) in its own mount and network namespace"
 
 # The authority, from the package's own binary, outside the chroot.
