@@ -10,7 +10,7 @@ use std::process::Command;
 
 use crate::common::{Mounted, ok, success};
 use crate::keyd::Keyd;
-use crate::remote::{BOOT_A, BOOT_B, enrolled_vault, host};
+use crate::remote::{BOOT_A, BOOT_B, audit_size, enrolled_vault, host};
 
 /// Doctor's findings, as JSON objects.
 fn findings(shell_prefix: &str) -> Vec<serde_json::Value> {
@@ -256,10 +256,16 @@ fn doctor_remote_keyslot_authority_down_or_replaced_is_reported_until_fixed() {
     let e = enrolled_vault(&keyd, dir.path());
     let vault = e.vault.display().to_string();
     let check = || findings_of_host(&e.vault, &e.state, BOOT_A);
+    let logged = audit_size(&keyd);
     let list = check();
     for id in ["remote-keyslot-unreachable", "remote-keyslot-ca-changed"] {
         assert!(finding(&list, id, &vault).is_none(), "{list:?}");
     }
+    assert_eq!(
+        audit_size(&keyd),
+        logged,
+        "doctor's probe leaves nothing in the authority's log"
+    );
 
     keyd.stop();
     let list = check();

@@ -181,7 +181,7 @@ fn enroll_reboot_unlock_retry_and_revoke() {
 }
 
 /// The number of entries in the authority's audit log.
-fn audit_size(keyd: &Keyd) -> u64 {
+pub fn audit_size(keyd: &Keyd) -> u64 {
     let tail = keyd.cli_ok(&["audit", "tail", "-n", "1", "--json"]);
     let last: serde_json::Value = serde_json::from_str(tail.lines().last().unwrap()).unwrap();
     last["seq"].as_u64().unwrap()
