@@ -80,7 +80,7 @@ step "the README's demo"
 step "the Debian package: build, dpkg -i, man, completion, doctor, demo, dpkg -P"
 bash scripts/test-deb.sh
 
-step "fleet examples: cloud-init schema, the Ansible role (syntax, check mode)"
+step "fleet examples: cloud-init schema, the Ansible role (syntax, check mode, a real run in a namespace)"
 python3 tests/deploy/check_deploy.py target/deb/atrest_*.deb
 
 echo

@@ -12,6 +12,15 @@ if dpkg-query -W -f='${Status}' atrest 2>/dev/null | grep -q installed; then
 fi
 deb=$(bash scripts/build-deb.sh)
 step "built $deb ($(du -h "$deb" | cut -f1))"
+
+step "lintian"
+# Debian's package checker; errors fail the build, and the few tags that
+# do not apply are overridden in the package with a reason each
+# (docs/decisions/0013-debian-package.md).
+if ! command -v lintian >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null
+fi
+lintian --fail-on error --info --display-level '>=warning' "$deb"
 purged=0
 cleanup() { [ "$purged" = 1 ] || dpkg -P atrest >/dev/null 2>&1 || true; }
 trap cleanup EXIT

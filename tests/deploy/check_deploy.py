@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Validates the fleet examples: deploy/cloud-init/enroll.yaml with
-`cloud-init schema`, and the Ansible role with --syntax-check and a
---check run against localhost. Usage: check_deploy.py DEB (a built package;
-the check run reads it). Needs Debian's cloud-init and ansible-core."""
+`cloud-init schema`, and the Ansible role with --syntax-check, a --check
+run against localhost, and a real run against a throw-away copy of this
+machine with a real key authority (tests/deploy/run_role.sh: an overlay
+chroot in its own mount and network namespace). Usage: check_deploy.py DEB
+(a built package). Needs root, Debian's cloud-init and ansible-core."""
 import subprocess
 import sys
 from pathlib import Path
@@ -24,4 +26,5 @@ run(*play, "--syntax-check")
 run(*play, "--check", "-e", f"atrest_deb={Path(deb).resolve()}",
     "-e", "atrest_authority=https://keys.invalid:7443",
     "-e", "atrest_ca_fingerprint=SHA256:" + "00" * 32, "-e", "atrest_token=T")
-print("check_deploy: cloud-init schema valid; ansible syntax and check mode pass")
+run("bash", "tests/deploy/run_role.sh", str(Path(deb).resolve()))
+print("check_deploy: cloud-init schema valid; ansible syntax, check mode and a real run pass")

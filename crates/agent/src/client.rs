@@ -9,12 +9,30 @@ use atrest_wire::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use crate::AgentError;
-use crate::tls::{error_chain, format_fingerprint, is_pin_mismatch, is_tls_failure, pinned_client};
+use crate::tls::{
+    error_chain, format_fingerprint, is_pin_mismatch, is_tls_failure, pin_mismatch, pinned_client,
+};
 
 /// Largest answer read from an authority.
 const MAX_ANSWER: usize = 64 * 1024;
 
 pub use atrest_wire::{Enrollment as EnrollReply, Rebind, RebootReply, UnlockReply};
+
+/// What one short request to an authority found ([`AuthorityClient::probe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered over TLS that chains to the pinned CA.
+    Reachable,
+    /// Nothing answered within the timeout, or the connection failed.
+    Unreachable { reason: String },
+    /// Something answered with certificates none of which is the pinned
+    /// CA: the authority's CA was replaced, or another server holds the
+    /// address. `presented`: the SHA-256 of each certificate, leaf first.
+    CaChanged { presented: Vec<[u8; 32]> },
+    /// The chain holds the pinned CA but does not verify (an expired or
+    /// misnamed server certificate), or the TLS handshake failed otherwise.
+    TlsFailure { reason: String },
+}
 
 /// A client for one authority.
 #[derive(Clone, Debug)]
@@ -137,6 +155,34 @@ impl AuthorityClient {
         self.send(request, Duration::from_secs(30))
             .await
             .map(|(_, r)| r)
+    }
+
+    /// `GET /v1/info` within `timeout`: whether the authority answers and
+    /// presents the pinned CA. Sends nothing signed and changes nothing.
+    pub async fn probe(&self, timeout: Duration) -> Probe {
+        let request = self
+            .http
+            .get(format!("{}/v1/info", self.url))
+            .timeout(timeout);
+        match request.send().await {
+            // Any HTTP answer came over TLS the pin checked.
+            Ok(_) => Probe::Reachable,
+            Err(e) => {
+                if let Some(mismatch) = pin_mismatch(&e) {
+                    Probe::CaChanged {
+                        presented: mismatch.presented,
+                    }
+                } else if is_tls_failure(&e) {
+                    Probe::TlsFailure {
+                        reason: error_chain(&e),
+                    }
+                } else {
+                    Probe::Unreachable {
+                        reason: error_chain(&e),
+                    }
+                }
+            }
+        }
     }
 
     async fn send<T: DeserializeOwned>(

@@ -19,6 +19,11 @@
 //!   after the authority rotated this host's secret.
 //! - [`announce_reboot`]: tells every authority of a vault that the next
 //!   boot is planned.
+//! - [`ReleasedBoot`]: how an authority accounted for each boot it released
+//!   to (planned, unannounced, ...), kept from the checked release entries
+//!   for `atrest doctor`.
+//! - [`AuthorityClient::probe`]: whether an authority answers and presents
+//!   the pinned CA, for `atrest doctor`.
 //!
 //! ```no_run
 //! # async fn demo(vault: &mut atrest_vault::Vault) -> Result<(), atrest_agent::AgentError> {
@@ -42,6 +47,7 @@
 //! Secrets (exchange keys, shares, the slot secret, the identity seed) are
 //! zeroizing types and are never logged.
 
+mod boots;
 mod client;
 mod error;
 mod remote;
@@ -49,7 +55,8 @@ mod state;
 mod tls;
 mod witness;
 
-pub use client::{AuthorityClient, EnrollReply, Rebind, RebootReply, UnlockReply};
+pub use boots::{KEPT_BOOTS, ReleasedBoot};
+pub use client::{AuthorityClient, EnrollReply, Probe, Rebind, RebootReply, UnlockReply};
 pub use error::AgentError;
 pub use remote::{
     AuthoritySpec, Enrolled, RebootAnnounced, UnlockOptions, Unlocked, announce_reboot, enroll,

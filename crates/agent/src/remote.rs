@@ -16,6 +16,7 @@ use atrest_vault::{
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
+use crate::boots::ReleasedBoot;
 use crate::client::{AuthorityClient, Rebind, RebootReply, UnlockReply};
 use crate::witness::Expected;
 use crate::{AgentError, StateDir, boot_id};
@@ -425,6 +426,7 @@ async fn request_key(
                     response,
                     rebind,
                     boot_ticket,
+                    audit,
                     ..
                 } = granted;
                 let key = unblinding
@@ -436,6 +438,16 @@ async fn request_key(
                 if let Some(ticket) = &boot_ticket {
                     ctx.state
                         .keep_boot_ticket(fingerprint, host, &ctx.boot, ticket)?;
+                }
+                // How the authority accounted for this boot, from the entry
+                // just checked (`atrest doctor` reads it). A note: failing
+                // to keep it does not undo the unlock.
+                if let Some(boot) = audit
+                    .as_deref()
+                    .and_then(|a| ReleasedBoot::from_entry(&url, host, &a.entry))
+                    && let Err(e) = ctx.state.record_boot(&authority.audit_public_key, boot)
+                {
+                    tracing::warn!(authority = %url, error = %e, "could not keep the boot record");
                 }
                 return Ok(Released {
                     key,

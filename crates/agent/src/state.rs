@@ -7,6 +7,7 @@
 //!   checkpoints/<audit key hex>.json      newest format-1 checkpoint per audit log
 //!   heads/<audit key hex>.json            newest signed tree head (witness.rs)
 //!   alarms/<audit key hex>.json           a rollback or fork caught (witness.rs)
+//!   boots/<audit key hex>-<host>.json      how each boot was accounted for (boots.rs)
 //! ```
 
 use std::fs::{self, File, OpenOptions};

@@ -47,7 +47,12 @@ pub fn format_fingerprint(fingerprint: &[u8; 32]) -> String {
 /// The pinned certificate was not among those the server presented.
 #[derive(Debug, thiserror::Error)]
 #[error("none of the server's certificates has the pinned SHA-256 fingerprint")]
-pub struct PinMismatch;
+pub struct PinMismatch {
+    /// The SHA-256 of each certificate the server presented, leaf first
+    /// (the last is usually its CA): what an operator compares with
+    /// `atrest keyd fingerprint` on the authority.
+    pub presented: Vec<[u8; 32]>,
+}
 
 /// Verifies a server's chain against one pinned CA certificate.
 #[derive(Debug)]
@@ -75,8 +80,12 @@ impl ServerCertVerifier for PinnedVerifier {
             .iter()
             .find(|c| atrest_core::constant_time_eq(&atrest_core::sha256(c.as_ref()), &self.pin))
             .ok_or_else(|| {
+                let presented = std::iter::once(end_entity)
+                    .chain(intermediates)
+                    .map(|c| atrest_core::sha256(c.as_ref()))
+                    .collect();
                 Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                    PinMismatch,
+                    PinMismatch { presented },
                 ))))
             })?;
         let mut roots = RootCertStore::empty();
@@ -171,16 +180,31 @@ fn any_cause(
     false
 }
 
+/// The pin check's failure, if `error` (or anything it wraps) is one.
+pub(crate) fn pin_mismatch(error: &(dyn std::error::Error + 'static)) -> Option<PinMismatch> {
+    let found = std::cell::RefCell::new(None);
+    any_cause(error, &|e| {
+        let mismatch =
+            e.downcast_ref::<PinMismatch>()
+                .or_else(|| match e.downcast_ref::<Error>() {
+                    Some(Error::InvalidCertificate(CertificateError::Other(other))) => {
+                        other.0.downcast_ref::<PinMismatch>()
+                    }
+                    _ => None,
+                });
+        if let Some(m) = mismatch {
+            *found.borrow_mut() = Some(PinMismatch {
+                presented: m.presented.clone(),
+            });
+        }
+        mismatch.is_some()
+    });
+    found.into_inner()
+}
+
 /// True if `error` (or anything it wraps) is the pin check failing.
 pub(crate) fn is_pin_mismatch(error: &(dyn std::error::Error + 'static)) -> bool {
-    any_cause(error, &|e| {
-        e.is::<PinMismatch>()
-            || matches!(
-                e.downcast_ref::<Error>(),
-                Some(Error::InvalidCertificate(CertificateError::Other(other)))
-                    if other.0.is::<PinMismatch>()
-            )
-    })
+    pin_mismatch(error).is_some()
 }
 
 /// True if the TLS handshake itself failed (certificate, protocol), which

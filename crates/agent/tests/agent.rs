@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_agent::{
-    AgentError, AuthoritySpec, StateDir, UnlockOptions, announce_reboot, enroll, unlock,
+    AgentError, AuthorityClient, AuthoritySpec, Probe, StateDir, UnlockOptions, announce_reboot,
+    enroll, unlock,
 };
 use atrest_audit::{AuditLog, AuditSigningKey, EntryHash, LogOptions, SqliteStore};
 use atrest_core::{Argon2Params, SecretBytes};
@@ -517,4 +518,109 @@ async fn after_a_rotation_the_slot_is_rebound() {
     let again = host.unlock(&options(10)).await.unwrap();
     assert!(again.rebound.is_empty());
     assert_eq!(again.vault.master_key().expose(), &host.master);
+}
+
+/// `atrest doctor`'s probe: answered with the pinned CA, answered by a
+/// server with another CA, nothing listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_tells_reachable_from_another_ca_from_down() {
+    let mut keyd = TestAuthority::start().await;
+    let timeout = Duration::from_secs(5);
+    let pinned = AuthorityClient::new(&keyd.url(), keyd.fingerprint()).unwrap();
+    assert_eq!(pinned.probe(timeout).await, Probe::Reachable);
+
+    let other = ServerCertificates::generate(&["127.0.0.1".into()]).unwrap();
+    let wrong = AuthorityClient::new(&keyd.url(), atrest_core::sha256(other.ca.as_ref())).unwrap();
+    match wrong.probe(timeout).await {
+        Probe::CaChanged { presented } => {
+            assert_eq!(presented.last(), Some(&keyd.fingerprint()), "{presented:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    keyd.stop().await;
+    // A new client, as each `atrest doctor` run is: the first one's pooled
+    // connection outlives the listener.
+    let fresh = AuthorityClient::new(&keyd.url(), keyd.fingerprint()).unwrap();
+    let probe = fresh.probe(timeout).await;
+    assert!(
+        matches!(probe, Probe::Unreachable { .. }),
+        "nothing listens: {probe:?}"
+    );
+}
+
+/// Each boot's first release is kept with the authority's word for it: a
+/// first boot, an unannounced reboot a person approved, a planned one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_keeps_how_each_boot_was_accounted_for() {
+    let keyd = TestAuthority::start().await;
+    let (host, mut vault) = new_host();
+    enroll(
+        &mut vault,
+        &host.state,
+        &[keyd.spec().await],
+        None,
+        "web-1",
+        "",
+    )
+    .await
+    .unwrap();
+    drop(vault);
+    let boot = |id: &str| {
+        let mut o = options(20);
+        o.boot_id = Some(BootId::new(id).unwrap());
+        o
+    };
+    host.unlock(&boot("b1")).await.unwrap();
+    host.unlock(&boot("b1")).await.unwrap();
+    let kept = host.state.released_boots().unwrap();
+    assert_eq!(kept.len(), 1, "the same boot once: {kept:?}");
+    assert_eq!(
+        (kept[0].boot_id.as_str(), kept[0].boot.as_str()),
+        ("b1", "first")
+    );
+    assert_eq!(kept[0].url, keyd.url());
+    assert!(!kept[0].is_unaccounted());
+
+    // Boot b2 nobody announced: held (the default policy) until alice
+    // approves.
+    let state = host.state.clone();
+    let root = host.root.clone();
+    let b2 = boot("b2");
+    let waiting =
+        tokio::spawn(async move { unlock(LockedVault::open(&root).unwrap(), &state, &b2).await });
+    let request = loop {
+        if let Some(p) = keyd.authority.pending().into_iter().next() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    keyd.authority
+        .decide(&request.id, true, "alice")
+        .await
+        .unwrap();
+    waiting.await.unwrap().unwrap();
+    let kept = host.state.released_boots().unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[1].boot_id, "b2");
+    assert_eq!(kept[1].boot, "unannounced");
+    assert_eq!(kept[1].approved_by.as_deref(), Some("alice"));
+    assert!(kept[1].is_unaccounted());
+
+    // Announced, then b3: planned.
+    announce_reboot(
+        LockedVault::open(&host.root).unwrap().config(),
+        &host.state,
+        &boot("b2"),
+    )
+    .await
+    .unwrap();
+    host.unlock(&boot("b3")).await.unwrap();
+    let kept = host.state.released_boots().unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|b| (b.boot_id.as_str(), b.boot.as_str()))
+            .collect::<Vec<_>>(),
+        [("b1", "first"), ("b2", "unannounced"), ("b3", "planned")]
+    );
 }

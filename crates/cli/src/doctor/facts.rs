@@ -63,6 +63,9 @@ pub struct Facts {
     pub coredump_storage: Option<String>,
     /// atrest processes (mount processes) whose core limit is not 0: (pid, limit).
     pub dumpable_atrest: Vec<(u32, String)>,
+    /// atrest processes of users other than root that are dumpable (their
+    /// /proc/PID files belong to their user, not root): (pid, uid).
+    pub dumpable_user_atrest: Vec<(u32, u32)>,
     /// Storage= of journald, if set; and whether /var/log/journal exists.
     pub journald_storage: Option<String>,
     pub var_log_journal_exists: bool,
@@ -81,6 +84,32 @@ pub struct Facts {
     pub has_fscrypt_vault: bool,
     /// Whether doctor runs as root (owner checks only mean something then).
     pub is_root: bool,
+    /// Every authority of the vaults' remote and threshold keyslots, with
+    /// what a short request to it found.
+    pub authorities: Vec<AuthorityFact>,
+    /// This boot's id (/proc/sys/kernel/random/boot_id).
+    pub boot_id: Option<String>,
+    /// How the authorities accounted for the boots they released keys to,
+    /// as this host kept it (oldest first).
+    pub released_boots: Vec<atrest_agent::ReleasedBoot>,
+    /// The host state directory those are kept in.
+    pub host_state: PathBuf,
+}
+
+/// How long doctor waits for each key authority (all are asked at once).
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// One authority of one keyslot of one vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityFact {
+    pub vault: PathBuf,
+    pub slot: u8,
+    /// A threshold slot's (k, n); `None` for a remote slot.
+    pub threshold: Option<(u8, usize)>,
+    pub url: String,
+    /// The CA fingerprint the keyslot pins.
+    pub pinned: [u8; 32],
+    pub probe: atrest_agent::Probe,
 }
 
 impl Facts {
@@ -132,6 +161,7 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
     f.core_rlimit = rustix::process::getrlimit(rustix::process::Resource::Core).current;
     f.coredump_storage = systemd_setting("coredump.conf", "Storage");
     f.dumpable_atrest = atrest_processes_with_core();
+    f.dumpable_user_atrest = dumpable_user_processes();
     f.journald_storage = systemd_setting("journald.conf", "Storage");
     f.var_log_journal_exists = Path::new("/var/log/journal").is_dir();
 
@@ -174,7 +204,12 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
                 f.secrets.push((SecretKind::VaultConfig, m));
             }
         }
+        if let Ok(locked) = atrest_vault::LockedVault::open(&loc.config_dir) {
+            f.authorities
+                .extend(keyslot_authorities(v, locked.config()));
+        }
     }
+    probe_authorities(&mut f.authorities);
     walk_modes(
         Path::new("/etc/atrest"),
         SecretKind::EtcAtrest,
@@ -184,6 +219,14 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(atrest_agent::DEFAULT_STATE_DIR));
     walk_modes(&host, SecretKind::HostState, &mut f.secrets);
+    f.boot_id = atrest_agent::boot_id().ok().map(|b| b.as_str().to_owned());
+    f.released_boots = atrest_agent::StateDir::new(&host)
+        .released_boots()
+        .unwrap_or_else(|e| {
+            eprintln!("atrest doctor: cannot read the boot records: {e}");
+            Vec::new()
+        });
+    f.host_state = host;
     walk_modes(
         Path::new("/var/lib/atrest/keyd"),
         SecretKind::AuthorityData,
@@ -344,6 +387,156 @@ fn atrest_processes_with_core() -> Vec<(u32, String)> {
         }
     }
     out
+}
+
+/// atrest processes of other users than root that are dumpable.
+///
+/// Linux has no field that shows another process's dumpable flag, but
+/// proc(5) documents its effect on /proc: the files under /proc/PID of a
+/// process whose dumpable attribute is not 1 belong to root (the root of
+/// its user namespace), while /proc/PID itself keeps the process's
+/// effective uid (kernel: task_dump_owner). So a process of user U whose
+/// /proc/PID/status belongs to U is dumpable: U's other processes may
+/// ptrace it and read /proc/PID/mem. Root's own processes cannot be told
+/// apart this way (both owners are 0); a mount by root is the root-owned
+/// atrest, which always marks itself non-dumpable. Nor can a process in
+/// another user namespace, whose "root" may map to its own user (a
+/// rootless container): it is left out.
+fn dumpable_user_processes() -> Vec<(u32, u32)> {
+    let my_namespace = fs::read_link("/proc/self/ns/user").ok();
+    let mut out = Vec::new();
+    let me = std::process::id();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || read_trim(&format!("/proc/{pid}/comm")) != "atrest" {
+            continue;
+        }
+        let (Ok(dir), Ok(status)) = (
+            fs::metadata(format!("/proc/{pid}")),
+            fs::metadata(format!("/proc/{pid}/status")),
+        ) else {
+            continue;
+        };
+        // A zombie has no memory left, and the kernel then shows its files
+        // as its user's whatever its flag was.
+        let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if is_zombie(&text) {
+            continue;
+        }
+        let same_namespace = my_namespace.is_some()
+            && fs::read_link(format!("/proc/{pid}/ns/user")).ok() == my_namespace;
+        if is_dumpable_by_owner(dir.uid(), status.uid(), same_namespace) == Some(true) {
+            out.push((pid, dir.uid()));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether a /proc/PID/status text is a zombie's (or a dying process's).
+pub fn is_zombie(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|v| matches!(v.trim().chars().next(), Some('Z' | 'X')))
+}
+
+/// A process's dumpable flag from the owners of /proc/PID (its effective
+/// uid) and of /proc/PID/status (root when not dumpable): `None` for
+/// root's processes, where both are 0 either way, and for processes in
+/// another user namespace (or whose namespace could not be read).
+pub fn is_dumpable_by_owner(dir_uid: u32, status_uid: u32, same_namespace: bool) -> Option<bool> {
+    (dir_uid != 0 && same_namespace).then_some(status_uid == dir_uid)
+}
+
+/// The authorities of `config`'s remote and threshold keyslots, not yet
+/// asked.
+fn keyslot_authorities(vault: &Path, config: &atrest_vault::VaultConfig) -> Vec<AuthorityFact> {
+    let fact = |slot: u8, threshold, a: &atrest_vault::AuthorityRef| AuthorityFact {
+        vault: vault.to_path_buf(),
+        slot,
+        threshold,
+        url: a.url.clone(),
+        pinned: a.ca_fingerprint,
+        probe: atrest_agent::Probe::Reachable,
+    };
+    let mut out = Vec::new();
+    for s in &config.keyslots {
+        match &s.kind {
+            atrest_vault::SlotKind::Remote(r) => out.push(fact(s.id, None, &r.authority)),
+            atrest_vault::SlotKind::Threshold(t) => out.extend(
+                t.members
+                    .iter()
+                    .map(|m| fact(s.id, Some((t.threshold, t.members.len())), &m.authority)),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Asks every distinct (URL, pinned CA) at once, each within
+/// [`PROBE_TIMEOUT`], and fills in each fact's answer.
+fn probe_authorities(facts: &mut [AuthorityFact]) {
+    let mut distinct: Vec<(String, [u8; 32])> =
+        facts.iter().map(|a| (a.url.clone(), a.pinned)).collect();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.is_empty() {
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = format!("cannot start the async runtime: {e}");
+            for a in facts.iter_mut() {
+                a.probe = atrest_agent::Probe::Unreachable {
+                    reason: reason.clone(),
+                };
+            }
+            return;
+        }
+    };
+    let answers: Vec<atrest_agent::Probe> = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (url, pin)) in distinct.iter().enumerate() {
+            let (url, pin) = (url.clone(), *pin);
+            tasks.spawn(async move {
+                let probe = match atrest_agent::AuthorityClient::new(&url, pin) {
+                    Ok(client) => client.probe(PROBE_TIMEOUT).await,
+                    Err(e) => atrest_agent::Probe::Unreachable {
+                        reason: e.to_string(),
+                    },
+                };
+                (i, probe)
+            });
+        }
+        let mut answers = vec![
+            atrest_agent::Probe::Unreachable {
+                reason: "not asked".into()
+            };
+            distinct.len()
+        ];
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, probe)) = joined {
+                answers[i] = probe;
+            }
+        }
+        answers
+    });
+    for a in facts.iter_mut() {
+        if let Ok(i) = distinct.binary_search(&(a.url.clone(), a.pinned)) {
+            a.probe = answers[i].clone();
+        }
+    }
 }
 
 /// The soft "Max core file size" of a /proc/PID/limits text.
@@ -602,6 +795,20 @@ mod tests {
                 "/data".into()
             ]
         );
+    }
+
+    #[test]
+    fn dumpable_state_follows_the_owner_of_proc_pid_files() {
+        // A user's process: its files are the user's when dumpable, root's
+        // when not; root's processes cannot be told apart.
+        assert_eq!(is_dumpable_by_owner(1000, 1000, true), Some(true));
+        assert_eq!(is_dumpable_by_owner(1000, 0, true), Some(false));
+        assert_eq!(is_dumpable_by_owner(0, 0, true), None);
+        // Another user namespace: its root may be uid 1000 out here.
+        assert_eq!(is_dumpable_by_owner(1000, 1000, false), None);
+        assert!(is_zombie("Name:\tatrest\nState:\tZ (zombie)\n"));
+        assert!(!is_zombie("Name:\tatrest\nState:\tS (sleeping)\n"));
+        assert!(!is_zombie(""));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! machine, and how to fix it.
 //!
 //! Two layers. [`facts`] gathers what the checks need from /proc, /sys,
-//! /etc and the vaults (the only part that reads the machine); the check
-//! families ([`system`], [`data`], [`files`]) are pure functions of those
-//! facts, so each check is unit-tested without root.
+//! /etc, the vaults, the host state dir and the vaults' key authorities
+//! (one short request to each, all at once); it is the only part that
+//! reads the machine or the network. The check families ([`system`],
+//! [`data`], [`files`], [`authority`]) are pure functions of those facts,
+//! so each check is unit-tested without root.
 
+pub mod authority;
 pub mod data;
 pub mod facts;
 pub mod files;
@@ -57,6 +60,7 @@ pub fn evaluate(facts: &facts::Facts) -> Vec<Finding> {
     out.extend(system::check(facts));
     out.extend(data::check(facts));
     out.extend(files::check(facts));
+    out.extend(authority::check(facts));
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(b.id)));
     out
 }

@@ -116,6 +116,21 @@ fn core_dumps(f: &Facts, out: &mut Vec<Finding>) {
             fix: format!("unmount its vault and mount it again with the installed atrest (kill {pid} if it serves no mount)"),
         });
     }
+    for (pid, uid) in &f.dumpable_user_atrest {
+        out.push(Finding {
+            id: "atrest-process-dumpable",
+            severity: Severity::Critical,
+            found: format!(
+                "atrest process {pid} of uid {uid} is dumpable (/proc/{pid}/status belongs to uid {uid}, not root)"
+            ),
+            why: "any other process of that user may ptrace it or read /proc/PID/mem, and so the vault key it holds; \
+                  every current atrest marks itself non-dumpable"
+                .into(),
+            fix: format!(
+                "as uid {uid}: unmount its vault and mount it again with the installed atrest (kill {pid} if it serves no mount)"
+            ),
+        });
+    }
 }
 
 fn rlimit(v: Option<u64>) -> String {
@@ -254,6 +269,18 @@ mod tests {
         assert_eq!(found[0].id, "atrest-process-dumpable");
         assert_eq!(found[0].severity, Severity::Critical);
         assert!(found[0].found.contains("4242"));
+    }
+
+    #[test]
+    fn a_dumpable_atrest_process_of_another_user_is_critical() {
+        let mut f = safe();
+        f.dumpable_user_atrest.push((4243, 1000));
+        let found = check(&f);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, "atrest-process-dumpable");
+        assert_eq!(found[0].severity, Severity::Critical);
+        assert!(found[0].found.contains("4243 of uid 1000 is dumpable"));
+        assert!(found[0].fix.contains("kill 4243"));
     }
 
     #[test]

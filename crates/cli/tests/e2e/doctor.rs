@@ -8,16 +8,34 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::Mounted;
+use crate::common::{Mounted, ok, success};
+use crate::keyd::Keyd;
+use crate::remote::{BOOT_A, BOOT_B, audit_size, enrolled_vault, host};
 
 /// Doctor's findings, as JSON objects.
 fn findings(shell_prefix: &str) -> Vec<serde_json::Value> {
-    let out = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!("{shell_prefix} exec \"$0\" doctor --json"))
-        .arg(env!("CARGO_BIN_EXE_atrest"))
-        .output()
-        .expect("run atrest doctor");
+        .arg(env!("CARGO_BIN_EXE_atrest"));
+    doctor_json(cmd)
+}
+
+/// The findings of `atrest doctor --json --vault VAULT` as host `state`
+/// at boot `boot` (the e2e hosts' state dirs and simulated boot ids).
+fn findings_of_host(vault: &Path, state: &Path, boot: &str) -> Vec<serde_json::Value> {
+    let mut cmd = crate::common::atrest();
+    cmd.args(["doctor", "--json", "--vault"])
+        .arg(vault)
+        .env("ATREST_STATE_DIR", state)
+        .env("ATREST_BOOT_ID", boot);
+    doctor_json(cmd)
+}
+
+/// Runs a doctor command; its findings, checked to be one JSON object per
+/// line and to match the exit code.
+fn doctor_json(mut cmd: Command) -> Vec<serde_json::Value> {
+    let out = cmd.output().expect("run atrest doctor");
     let code = out.status.code().expect("doctor exited");
     assert!(
         code <= 2,
@@ -224,4 +242,265 @@ fn doctor_swap_file_on_clear_disk_is_critical_until_swapoff() {
     assert!(fix.starts_with(&first), "{fix}");
     sh(&first);
     assert!(finding(&findings(""), "swap-unencrypted", &name).is_none());
+}
+
+/// A vault's remote keyslot against a real `atrest keyd serve`: nothing
+/// while it answers with the pinned CA; a warning while it is down, gone
+/// once it serves again; critical when another authority (its own CA)
+/// holds the address, gone once the vault is enrolled there with the new
+/// pin and the old keyslot removed, as the fix says.
+#[test]
+fn doctor_remote_keyslot_authority_down_or_replaced_is_reported_until_fixed() {
+    let mut keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault(&keyd, dir.path());
+    let vault = e.vault.display().to_string();
+    let check = || findings_of_host(&e.vault, &e.state, BOOT_A);
+    let logged = audit_size(&keyd);
+    let list = check();
+    for id in ["remote-keyslot-unreachable", "remote-keyslot-ca-changed"] {
+        assert!(finding(&list, id, &vault).is_none(), "{list:?}");
+    }
+    assert_eq!(
+        audit_size(&keyd),
+        logged,
+        "doctor's probe leaves nothing in the authority's log"
+    );
+
+    keyd.stop();
+    let list = check();
+    let f = finding(&list, "remote-keyslot-unreachable", &vault).expect("a stopped authority");
+    assert_eq!(f["severity"], "warning");
+    assert!(f["found"].as_str().unwrap().contains(&keyd.base), "{f}");
+    assert!(
+        f["fix"].as_str().unwrap().contains("start the authority"),
+        "{f}"
+    );
+    keyd.serve();
+    assert!(finding(&check(), "remote-keyslot-unreachable", &vault).is_none());
+
+    // Another authority, with a CA of its own, on the same address.
+    keyd.stop();
+    let address = keyd.base.trim_start_matches("https://").to_owned();
+    let other = Keyd::init_listening(&dir.path().join("other-keyd"), &address, &[]);
+    assert_eq!(other.base, keyd.base);
+    let new_pin = other.cli_ok(&["fingerprint"]).trim().to_owned();
+    let list = check();
+    let f = finding(&list, "remote-keyslot-ca-changed", &vault).expect("a replaced CA");
+    assert_eq!(f["severity"], "critical");
+    assert!(f["found"].as_str().unwrap().contains(&new_pin), "{f}");
+    assert!(
+        finding(&list, "remote-keyslot-unreachable", &vault).is_none(),
+        "it does answer"
+    );
+
+    // The fix, for a CA replaced on purpose: enroll with the new pin, then
+    // remove the keyslot it names.
+    let fix = f["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("--ca-fingerprint {new_pin}")),
+        "{fix}"
+    );
+    let remove: Vec<&str> = fix
+        .split("atrest keyslot remove ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the fix names the keyslot to remove")
+        .split_whitespace()
+        .collect();
+    assert_eq!(remove.len(), 2, "{fix}");
+    assert_eq!(remove[0], vault);
+    let token = other.token("web");
+    success(host(
+        &e.state,
+        BOOT_A,
+        &[
+            &"enroll",
+            &e.vault,
+            &"--authority",
+            &other.base,
+            &"--token",
+            &token,
+            &"--ca-fingerprint",
+            &new_pin,
+            &"--host-name",
+            &"web-1",
+            &"--passphrase-file",
+            &e.pass,
+        ],
+    ));
+    ok(&[
+        &"keyslot",
+        &"remove",
+        &e.vault,
+        &remove[1],
+        &"--passphrase-file",
+        &e.pass,
+    ]);
+    let list = check();
+    for id in ["remote-keyslot-unreachable", "remote-keyslot-ca-changed"] {
+        assert!(finding(&list, id, &vault).is_none(), "{list:?}");
+    }
+}
+
+/// A reboot nobody announced, let through by the authority's policy, is
+/// what the host kept from the release entry: doctor warns about it while
+/// that boot runs. The fix (announce the next reboot) makes the next boot
+/// planned; the old one is then listed as info.
+#[test]
+fn doctor_unaccounted_reboot_is_reported_until_a_planned_reboot() {
+    const BOOT_C: &str = "cccccccc-1111-2222-3333-444444444444";
+    let keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault(&keyd, dir.path());
+    keyd.cli_ok(&[
+        "policy",
+        "set",
+        "--group",
+        "web",
+        "auto",
+        "--unannounced-reboot",
+        "auto",
+    ]);
+    let unlock = |boot: &str| {
+        success(host(
+            &e.state,
+            boot,
+            &[&"unlock", &e.vault, &"--mount", &e.mnt],
+        ));
+        ok(&[&"unmount", &e.mnt]);
+    };
+    unlock(BOOT_A);
+    let list = findings_of_host(&e.vault, &e.state, BOOT_A);
+    assert!(
+        finding(&list, "unaccounted-reboots", "").is_none(),
+        "a first boot is accounted for: {list:?}"
+    );
+
+    unlock(BOOT_B);
+    let list = findings_of_host(&e.vault, &e.state, BOOT_B);
+    let f = finding(&list, "unaccounted-reboots", BOOT_B).expect("the unannounced boot");
+    assert_eq!(f["severity"], "warning");
+    let found = f["found"].as_str().unwrap();
+    assert!(found.starts_with("this boot"), "{found}");
+    assert!(found.contains("unannounced reboot"), "{found}");
+    assert!(found.contains(&keyd.base), "{found}");
+    let fix = f["fix"].as_str().unwrap();
+    assert!(fix.contains("atrest reboot --planned"), "{fix}");
+
+    // The fix: announce, reboot (boot C), unlock.
+    success(host(&e.state, BOOT_B, &[&"reboot", &"--planned", &e.vault]));
+    unlock(BOOT_C);
+    let list = findings_of_host(&e.vault, &e.state, BOOT_C);
+    let f = finding(&list, "unaccounted-reboots", BOOT_B).expect("still listed");
+    assert_eq!(f["severity"], "info", "{f}");
+    assert!(
+        f["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 earlier boot(s)"),
+        "{f}"
+    );
+}
+
+/// A vault mounted by another user: its real mount process is not
+/// dumpable, and /proc shows that the way doctor reads it (its files
+/// belong to root, the directory to the user). A dumpable process of
+/// that user named atrest (as an old binary would be) is critical until
+/// the printed `kill` ends it.
+#[test]
+fn doctor_dumpable_atrest_process_of_another_user_is_critical_until_killed() {
+    use std::os::unix::fs::MetadataExt;
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::Builder::new()
+        .prefix("atrest-doctor-user-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let (real, fake) = (dir.path().join("real"), dir.path().join("fake"));
+    for d in [&real, &fake] {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bin = real.join("atrest");
+    fs::copy(env!("CARGO_BIN_EXE_atrest"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |script: &str| {
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--", "sh", "-c", script])
+            .output()
+            .expect("runuser (util-linux)");
+        assert!(
+            out.status.success(),
+            "as nobody: {script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (d, b) = (dir.path().display(), bin.display());
+    as_nobody(&format!(
+        "set -e; cd {d}; printf 'pw\\n' > pass; \
+         {b} init v --passphrase-file pass --no-recovery-key --argon2-memory 8 --argon2-iterations 1; \
+         mkdir m; {b} mount v m --passphrase-file pass"
+    ));
+    let _unmount = Restore(|| {
+        let _ = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(&bin)
+            .arg("unmount")
+            .arg(dir.path().join("m"))
+            .status();
+    });
+    let holder = fs::read_to_string(dir.path().join("v").join(atrest_vault::LOCK_FILE)).unwrap();
+    let mount_pid: u32 = holder.split_whitespace().next().unwrap().parse().unwrap();
+    let proc_dir = format!("/proc/{mount_pid}");
+    assert_eq!(fs::metadata(&proc_dir).unwrap().uid(), NOBODY);
+    assert_eq!(
+        fs::metadata(format!("{proc_dir}/status")).unwrap().uid(),
+        0,
+        "a non-dumpable process's /proc files belong to root"
+    );
+    let list = findings("");
+    assert!(
+        finding(&list, "atrest-process-dumpable", &mount_pid.to_string()).is_none(),
+        "{list:?}"
+    );
+
+    // A dumpable process of nobody named atrest (a copy of sleep), its
+    // core limit 0 so that only its dumpable state can be reported.
+    let sleep = fake.join("atrest");
+    fs::copy("/bin/sleep", &sleep).unwrap();
+    fs::set_permissions(&sleep, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            "ulimit -c 0; exec \"$0\" 600",
+        ])
+        .arg(&sleep)
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let pid = child.id();
+    let _kill = Restore(|| {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    // Until sh has exec'd it, the process is not yet named atrest.
+    while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "atrest\n" {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the process as nobody ended: {status}");
+        }
+        std::thread::yield_now();
+    }
+    let what = format!("{pid} of uid {NOBODY} is dumpable");
+    let list = findings("");
+    let f = finding(&list, "atrest-process-dumpable", &what).expect("the dumpable process");
+    assert_eq!(f["severity"], "critical");
+    let fix = f["fix"].as_str().unwrap();
+    let kill = format!("kill {pid}");
+    assert!(fix.contains(&kill), "{fix}");
+    sh(&kill);
+    child.wait().unwrap();
+    assert!(finding(&findings(""), "atrest-process-dumpable", &what).is_none());
 }

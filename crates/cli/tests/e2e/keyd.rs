@@ -35,14 +35,13 @@ impl Keyd {
     }
 
     pub fn init_at(data: &Path, extra: &[&str]) -> Self {
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-            &"keyd",
-            &"init",
-            &"--data-dir",
-            &data,
-            &"--listen",
-            &"127.0.0.1:0",
-        ];
+        Self::init_listening(data, "127.0.0.1:0", extra)
+    }
+
+    /// `keyd init` listening on `listen`, then `serve`.
+    pub fn init_listening(data: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"keyd", &"init", &"--data-dir", &data, &"--listen", &listen];
         for e in extra {
             args.push(e);
         }

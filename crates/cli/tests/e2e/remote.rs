@@ -8,11 +8,11 @@ use std::process::Command;
 use crate::common::{FAST_KDF, atrest, ok, success};
 use crate::keyd::Keyd;
 
-pub(crate) const BOOT_A: &str = "aaaaaaaa-1111-2222-3333-444444444444";
-const BOOT_B: &str = "bbbbbbbb-1111-2222-3333-444444444444";
+pub const BOOT_A: &str = "aaaaaaaa-1111-2222-3333-444444444444";
+pub const BOOT_B: &str = "bbbbbbbb-1111-2222-3333-444444444444";
 
 /// `atrest ARGS` as this host: its own state directory and boot id.
-pub(crate) fn host(state: &Path, boot: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+pub fn host(state: &Path, boot: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
     let mut cmd = atrest();
     cmd.env("ATREST_STATE_DIR", state)
         .env("ATREST_BOOT_ID", boot);
@@ -24,14 +24,14 @@ pub(crate) fn host(state: &Path, boot: &str, args: &[&dyn AsRef<std::ffi::OsStr>
 
 /// A vault in `dir` with a passphrase slot and a remote slot at `keyd`, the
 /// host enrolled as web-1 (state dir `dir/host`, boot A).
-pub(crate) struct Enrolled {
-    pub(crate) vault: PathBuf,
-    pub(crate) mnt: PathBuf,
-    pub(crate) pass: PathBuf,
-    pub(crate) state: PathBuf,
+pub struct Enrolled {
+    pub vault: PathBuf,
+    pub mnt: PathBuf,
+    pub pass: PathBuf,
+    pub state: PathBuf,
 }
 
-pub(crate) fn enrolled_vault(keyd: &Keyd, dir: &Path) -> Enrolled {
+pub fn enrolled_vault(keyd: &Keyd, dir: &Path) -> Enrolled {
     let (vault, mnt, pass, state) = (
         dir.join("data.enc"),
         dir.join("mnt"),
@@ -181,7 +181,7 @@ fn enroll_reboot_unlock_retry_and_revoke() {
 }
 
 /// The number of entries in the authority's audit log.
-fn audit_size(keyd: &Keyd) -> u64 {
+pub fn audit_size(keyd: &Keyd) -> u64 {
     let tail = keyd.cli_ok(&["audit", "tail", "-n", "1", "--json"]);
     let last: serde_json::Value = serde_json::from_str(tail.lines().last().unwrap()).unwrap();
     last["seq"].as_u64().unwrap()
