@@ -26,8 +26,11 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
         fuse3 attr e2fsprogs util-linux psmisc procps \
         fio stress-ng gocryptfs postgresql postgresql-contrib \
         chromium chromium-driver python3-selenium iproute2 \
-        ansible-core cloud-init >/dev/null
+        ansible-core cloud-init python3-venv curl >/dev/null
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+    # An S3-compatible server for the backup tests (moto's, from PyPI).
+    [ -x /opt/moto/bin/moto_server ] ||
+        { python3 -m venv /opt/moto && /opt/moto/bin/pip install -q 'moto[server]'; }
 fi
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: load the fuse module (modprobe fuse)" >&2; exit 1; }
 # What fuse3's udev rule does on an ordinary machine; containers and minimal
@@ -43,6 +46,12 @@ chmod 0755 "$pg_dir"
 ATREST_TEST_POSTGRES=$(bash scripts/test-postgres.sh start "$pg_dir/cluster")
 export ATREST_TEST_POSTGRES ATREST_REQUIRE_POSTGRES=1
 trap 'bash scripts/test-postgres.sh stop "$pg_dir/cluster" || true; rm -rf "$pg_dir"' EXIT
+
+# Backups to S3 (crates/backup/tests/s3.rs, the e2e backup tests) start
+# their own moto_server on 127.0.0.1; with ATREST_REQUIRE_S3=1 they fail,
+# never skip, when it is missing.
+export ATREST_TEST_MOTO=/opt/moto/bin/moto_server ATREST_REQUIRE_S3=1
+[ -x "$ATREST_TEST_MOTO" ] || { echo "no $ATREST_TEST_MOTO: run without SKIP_INSTALL" >&2; exit 1; }
 
 step "format and lints"
 cargo fmt --all -- --check

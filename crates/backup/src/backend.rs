@@ -24,6 +24,30 @@ pub trait Backend: Send + Sync {
     fn delete(&self, name: &str) -> Result<()>;
 }
 
+impl Backend for Box<dyn Backend> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        (**self).put(name, data)
+    }
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        (**self).get(name)
+    }
+    fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        (**self).get_range(name, offset, len)
+    }
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        (**self).list(dir)
+    }
+    fn exists(&self, name: &str) -> Result<bool> {
+        (**self).exists(name)
+    }
+    fn delete(&self, name: &str) -> Result<()> {
+        (**self).delete(name)
+    }
+}
+
 /// A repository in a local directory.
 pub struct LocalBackend {
     root: PathBuf,

@@ -11,6 +11,7 @@ mod forget;
 mod keys;
 mod pack;
 mod repo;
+mod s3;
 mod tree;
 
 pub use backend::{Backend, LocalBackend};
@@ -20,4 +21,5 @@ pub use forget::{KeepPolicy, PruneReport, keep};
 pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 pub use pack::{Location, PACK_TARGET};
 pub use repo::{CheckReport, REPO_VERSION, Repository, RestoreReport, SnapshotMeta};
+pub use s3::{S3Backend, S3Options};
 pub use tree::{Node, NodeKind, Snapshot, Summary, Tree};

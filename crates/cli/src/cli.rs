@@ -426,9 +426,14 @@ pub struct BackupForgetArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupKeyArgs {
-    /// The repository: a local directory.
-    #[arg(long, value_name = "DIR")]
+    /// The repository: a local directory, or s3://BUCKET/PREFIX on AWS or
+    /// any S3-compatible store (credentials from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, as the AWS tools read them).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub repo: PathBuf,
+    /// Endpoint of an S3-compatible store (path-style; http:// allowed).
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
     /// The vault whose keys hold the repository's key.
     #[arg(long, value_name = "VAULT")]
     pub vault: PathBuf,

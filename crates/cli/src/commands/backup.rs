@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use atrest_backup::{ChunkSizes, LocalBackend, Repository, Snapshot, SnapshotMeta};
+use atrest_backup::{
+    Backend, ChunkSizes, LocalBackend, Repository, S3Backend, S3Options, Snapshot, SnapshotMeta,
+};
 use atrest_core::{SecretKey, labels};
 use atrest_vault::Vault;
 
@@ -55,8 +57,27 @@ fn unlock(args: &BackupKeyArgs) -> anyhow::Result<Vault> {
     super::remote::unlock_keys(&args.vault, &args.unlock, &args.retry)
 }
 
-fn open(args: &BackupKeyArgs) -> anyhow::Result<Repository<LocalBackend>> {
-    let backend = LocalBackend::new(&args.repo);
+type Repo = Repository<Box<dyn Backend>>;
+
+fn is_s3(args: &BackupKeyArgs) -> bool {
+    args.repo.to_str().is_some_and(|r| r.starts_with("s3://"))
+}
+
+fn backend(args: &BackupKeyArgs) -> anyhow::Result<Box<dyn Backend>> {
+    if is_s3(args) {
+        let url = args.repo.to_str().unwrap_or_default();
+        let options = S3Options {
+            endpoint: args.s3_endpoint.clone(),
+            ..S3Options::default()
+        };
+        Ok(Box::new(S3Backend::new(url, &options)?))
+    } else {
+        Ok(Box::new(LocalBackend::new(&args.repo)))
+    }
+}
+
+fn open(args: &BackupKeyArgs) -> anyhow::Result<Repo> {
+    let backend = backend(args)?;
     // Before any key: not a repository, a newer format, and which vault.
     let binding = Repository::binding_of(&backend)?;
     let vault = unlock(args)?;
@@ -80,6 +101,7 @@ fn open(args: &BackupKeyArgs) -> anyhow::Result<Repository<LocalBackend>> {
 
 fn init(args: &BackupKeyArgs) -> anyhow::Result<ExitCode> {
     match std::fs::read_dir(&args.repo) {
+        _ if is_s3(args) => {}
         Ok(mut entries) => {
             if entries.next().is_some() {
                 bail!(
@@ -94,7 +116,7 @@ fn init(args: &BackupKeyArgs) -> anyhow::Result<ExitCode> {
     let vault = unlock(args)?;
     let id = vault.config().vault_id;
     let repo = Repository::init(
-        LocalBackend::new(&args.repo),
+        backend(args)?,
         &repo_key(&vault),
         ChunkSizes::DEFAULT,
         Some(id),
@@ -286,7 +308,11 @@ fn dir_size(path: &Path) -> u64 {
 fn status(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
     let repo = open(&args.key)?;
     let all: Vec<(String, Snapshot)> = repo.snapshots()?;
-    let size = dir_size(&args.key.repo);
+    let size = if is_s3(&args.key) {
+        None
+    } else {
+        Some(dir_size(&args.key.repo))
+    };
     let bound = repo.binding().map(|b| hex(&b)).unwrap_or_default();
     if args.json {
         println!(
@@ -311,7 +337,9 @@ fn status(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
         if let Some((id, s)) = all.last() {
             println!("latest:     {} at {}", &id[..8], time_text(s.time_ms));
         }
-        println!("size:       {size} bytes");
+        if let Some(size) = size {
+            println!("size:       {size} bytes");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -374,7 +402,7 @@ fn forget(args: &BackupForgetArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn prune(repo: &mut Repository<LocalBackend>) -> anyhow::Result<ExitCode> {
+fn prune(repo: &mut Repo) -> anyhow::Result<ExitCode> {
     let r = repo.prune()?;
     println!(
         "pruned: {} blobs dropped, {} kept; {} packs deleted, {} rewritten; {} bytes freed",

@@ -360,3 +360,89 @@ fn shredding_the_host_at_the_authority_makes_every_snapshot_unreadable() {
     assert!(!err.is_empty());
     assert!(!again.exists() || fs::read_dir(&again).unwrap().next().is_none());
 }
+
+/// The same commands against a real S3-compatible server (moto's, started
+/// here on 127.0.0.1; CI sets ATREST_TEST_MOTO and ATREST_REQUIRE_S3=1).
+#[test]
+fn an_s3_repository_round_trips_through_the_cli() {
+    let bin = match std::env::var("ATREST_TEST_MOTO") {
+        Ok(b) => b,
+        Err(_) if Path::new("/opt/moto/bin/moto_server").exists() => {
+            "/opt/moto/bin/moto_server".into()
+        }
+        Err(_) => {
+            assert!(
+                std::env::var_os("ATREST_REQUIRE_S3").is_none(),
+                "ATREST_REQUIRE_S3 set but no moto_server"
+            );
+            eprintln!("skipping: no moto_server");
+            return;
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut server);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    crate::common::wait_for(30, "moto_server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        std::process::Command::new("curl")
+            .args(["-sf", "-X", "PUT", &format!("{endpoint}/nightly")])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let s = setup();
+    let src = source(s.dir.path());
+    let s3 = |sub: &str| {
+        let mut cmd = atrest();
+        cmd.args([
+            "backup",
+            sub,
+            "--repo",
+            "s3://nightly/web-1",
+            "--s3-endpoint",
+            &endpoint,
+            "--vault",
+        ]);
+        cmd.arg(&s.vault).arg("--passphrase-file").arg(&s.pass);
+        cmd.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1");
+        cmd
+    };
+    success(s3("init"));
+    let mut cmd = s3("run");
+    cmd.arg(&src);
+    success(cmd);
+    let target = s.dir.path().join("from-s3");
+    let mut cmd = s3("restore");
+    cmd.arg("latest").arg(&target);
+    success(cmd);
+    let back = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(back.join("big.bin")).unwrap(), pattern(3, 3 << 20));
+    let mut cmd = s3("check");
+    cmd.arg("--read-data");
+    assert!(String::from_utf8_lossy(&success(cmd).stdout).contains("no errors"));
+    // A second init on the same prefix is refused.
+    let err = failure(s3("init"));
+    assert!(err.contains("already holds a backup repository"), "{err}");
+}
