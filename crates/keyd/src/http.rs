@@ -378,6 +378,7 @@ async fn metrics<S: Storage, A: AuditStore, C: Clock>(
         pending: authority.pending().len(),
         audit: authority.audit().stats(),
         audit_queue: authority.audit().queue_len(),
+        database_up: authority.health().await.is_ok(),
     });
     (
         [(

@@ -337,6 +337,12 @@ impl<C: Clock + Clone> TestKeyd<C> {
     /// options.
     pub async fn restart(self) -> Self {
         self.authority.flush_boots().await.unwrap();
+        self.crash().await
+    }
+
+    /// Drops the authority with nothing written on its way out (what a
+    /// `kill -9` leaves) and opens its database again.
+    pub async fn crash(self) -> Self {
         let Self {
             authority,
             clock,

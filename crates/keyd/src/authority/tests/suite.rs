@@ -695,6 +695,25 @@ async fn an_unannounced_reboot_is_held_and_a_planned_one_is_not() {
     );
 }
 
+/// Issue 10: the boot state a release depends on (the new boot's ticket)
+/// is durable before the answer, so a crash right after the answer (no
+/// flush) still knows the boot: its next request is the same boot, not a
+/// first one.
+#[tokio::test]
+async fn a_released_boot_is_durable_before_the_answer() {
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert!(granted(unlock(&f, &signed).await.unwrap()).boot_ticket.is_some());
+    let f = Fixture {
+        keyd: f.keyd.crash().await,
+        ..f
+    };
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let again = granted(unlock(&f, &signed).await.unwrap());
+    assert!(again.boot_ticket.is_none(), "the boot looked new after a crash");
+}
+
 #[tokio::test]
 async fn boot_states_survive_a_restart() {
     let Some(f) = fixture().await else { return };
