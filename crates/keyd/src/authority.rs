@@ -428,8 +428,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// Every enrolled host, as stored now.
     pub async fn hosts(&self) -> Result<Vec<HostView>, AuthorityError> {
         let records = self.inner.storage.hosts().await?;
-        let mut boots: std::collections::HashMap<HostId, BootState> =
-            self.inner.storage.boot_states().await?.into_iter().collect();
+        let mut boots: std::collections::HashMap<HostId, BootState> = self
+            .inner
+            .storage
+            .boot_states()
+            .await?
+            .into_iter()
+            .collect();
         Ok(records
             .into_iter()
             .map(|record| HostView {

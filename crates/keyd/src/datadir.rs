@@ -25,7 +25,9 @@ use std::future::IntoFuture;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use atrest_audit::{AuditLog, AuditSigningKey, AuditStore, EntryKind, LogOptions, NewEntry, SystemClock};
+use atrest_audit::{
+    AuditLog, AuditSigningKey, AuditStore, EntryKind, LogOptions, NewEntry, SystemClock,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -279,8 +281,7 @@ impl DataDir {
         )?;
         // The databases and the first entries: who made this authority and
         // its default policy are the start of the chain.
-        let authority =
-            Self::authority_at(&database, signing, AuthorityOptions::default()).await?;
+        let authority = Self::authority_at(&database, signing, AuthorityOptions::default()).await?;
         authority
             .audit()
             .append(
@@ -302,8 +303,8 @@ impl DataDir {
             ..options.settings
         };
         let settings_path = path.join(Self::SETTINGS);
-        let text = serde_json::to_string_pretty(&settings)
-            .map_err(|e| file_error(&settings_path, e))?;
+        let text =
+            serde_json::to_string_pretty(&settings).map_err(|e| file_error(&settings_path, e))?;
         write_file(&settings_path, format!("{text}\n").as_bytes(), 0o644)?;
         Ok(Initialized {
             ca_fingerprint: certificates.ca_fingerprint(),

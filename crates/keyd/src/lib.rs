@@ -71,9 +71,9 @@ pub use http::{
 pub use metrics::{Metrics, Snapshot};
 pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use storage::{
-    BootState, Cached, Database, DatabaseError, HostRecord, HostState, KeydAuditStore,
-    KeydStorage, PG_SCHEMA_VERSION, PgStorage, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION,
-    SqliteStorage, Storage, StorageError,
+    BootState, Cached, Database, DatabaseError, HostRecord, HostState, KeydAuditStore, KeydStorage,
+    PG_SCHEMA_VERSION, PgStorage, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION, SqliteStorage,
+    Storage, StorageError,
 };
 pub use tls::{
     CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,

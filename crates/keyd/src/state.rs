@@ -51,18 +51,6 @@ impl Hosts {
         self.0.write().unwrap_or_else(lock_poisoned).remove(id);
     }
 
-    pub fn all(&self) -> Vec<Arc<HostEntry>> {
-        let mut all: Vec<_> = self
-            .0
-            .read()
-            .unwrap_or_else(lock_poisoned)
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| a.record.id.as_str().cmp(b.record.id.as_str()));
-        all
-    }
-
     pub fn len(&self) -> usize {
         self.0.read().unwrap_or_else(lock_poisoned).len()
     }

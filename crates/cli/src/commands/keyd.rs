@@ -38,7 +38,8 @@ pub struct DatabaseArg {
 }
 
 fn parse_database(text: &str) -> Result<Database, String> {
-    text.parse().map_err(|e: atrest_keyd::DatabaseError| e.to_string())
+    text.parse()
+        .map_err(|e: atrest_keyd::DatabaseError| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -761,15 +761,17 @@ fn two_replicas_on_postgresql_are_one_authority() {
     let (via_a, via_b) = (a.client(), b.client());
 
     // Enrolled through A, unlocked through B.
-    let host = rt
-        .block_on(via_a.enroll(&a.token("web"), "web-1"))
-        .unwrap();
+    let host = rt.block_on(via_a.enroll(&a.token("web"), "web-1")).unwrap();
     rt.block_on(via_b.unlock_ok(&host, BOOT));
 
     // Revoked through A: B refuses at once; reinstated through B: A answers.
     a.cli_ok(&["host", "revoke", "web-1"]);
     let (status, body, _) = rt.block_on(via_b.unlock(&host, BOOT)).unwrap();
-    assert_eq!((status, body["error"].as_str()), (403, Some("revoked")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("revoked")),
+        "{body}"
+    );
     b.cli_ok(&["host", "reinstate", "web-1"]);
     rt.block_on(via_a.unlock_ok(&host, BOOT));
 
@@ -796,7 +798,11 @@ fn two_replicas_on_postgresql_are_one_authority() {
     // Shredded through B: A refuses for good.
     b.cli_ok(&["host", "shred", "web-1", "--yes"]);
     let (status, body, _) = rt.block_on(via_a.unlock(&host, BOOT)).unwrap();
-    assert_eq!((status, body["error"].as_str()), (410, Some("shredded")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (410, Some("shredded")),
+        "{body}"
+    );
 
     // One chain, written by both, verifies from either data directory.
     for keyd in [&a, &b] {
@@ -841,12 +847,18 @@ fn database_urls_that_cannot_work_are_refused_clearly() {
         ])
     };
     for (database, says) in [
-        ("mysql://keyd@db/atrest", "postgres://USER@HOST:PORT/DATABASE or sqlite:DIR"),
+        (
+            "mysql://keyd@db/atrest",
+            "postgres://USER@HOST:PORT/DATABASE or sqlite:DIR",
+        ),
         (
             "postgres://keyd:hunter2@127.0.0.1:1/atrest",
             "give it in PGPASSWORD or ~/.pgpass",
         ),
-        ("postgres://keyd@127.0.0.1:1/atrest", "cannot reach the PostgreSQL database"),
+        (
+            "postgres://keyd@127.0.0.1:1/atrest",
+            "cannot reach the PostgreSQL database",
+        ),
     ] {
         let out = init(database);
         assert!(!out.status.success(), "{database}");

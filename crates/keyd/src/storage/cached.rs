@@ -69,7 +69,9 @@ impl<S: Storage> Cached<S> {
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Cached<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cached").field("inner", &self.inner).finish()
+        f.debug_struct("Cached")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 

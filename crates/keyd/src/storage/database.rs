@@ -14,8 +14,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use atrest_audit::{AuditStore, ChainHead, Checkpoint, Entry, PgStore, SqliteStore, StoreError};
 use atrest_audit::TreeHead;
+use atrest_audit::{AuditStore, ChainHead, Checkpoint, Entry, PgStore, SqliteStore, StoreError};
 use atrest_remote::{HostId, KeyId};
 
 use super::{
@@ -151,21 +151,19 @@ impl Database {
                     target: dir.join(STATE_DB).display().to_string(),
                     source,
                 }),
-            Self::Postgres(url) => {
-                PgStorage::open(url)
-                    .await
-                    .map(KeydStorage::Postgres)
-                    .map_err(|source| {
-                        let target = Self::redact(url);
-                        match source {
-                            StorageError::Unavailable(e) => DatabaseError::Unreachable {
-                                target,
-                                reason: e.to_string(),
-                            },
-                            source => DatabaseError::Storage { target, source },
-                        }
-                    })
-            }
+            Self::Postgres(url) => PgStorage::open(url)
+                .await
+                .map(KeydStorage::Postgres)
+                .map_err(|source| {
+                    let target = Self::redact(url);
+                    match source {
+                        StorageError::Unavailable(e) => DatabaseError::Unreachable {
+                            target,
+                            reason: e.to_string(),
+                        },
+                        source => DatabaseError::Storage { target, source },
+                    }
+                }),
         }
     }
 
@@ -401,7 +399,10 @@ mod tests {
         assert!(pg.is_shared() && !pg.has_password());
         for bad in ["mysql://x/y", "/var/lib/keyd", "sqlite:", "postgres://[::1"] {
             let error = bad.parse::<Database>().unwrap_err().to_string();
-            assert!(error.contains("postgres://") && error.contains("sqlite:"), "{error}");
+            assert!(
+                error.contains("postgres://") && error.contains("sqlite:"),
+                "{error}"
+            );
         }
     }
 

@@ -504,7 +504,6 @@ impl Storage for SqliteStorage {
                 .map_err(backend)?;
         Ok(updated.rows_affected() == 1)
     }
-}
 
     async fn spend_nonce(&self, nonce: [u8; 16], keep_until: u64) -> Result<bool, StorageError> {
         match self.nonces().entry(nonce) {

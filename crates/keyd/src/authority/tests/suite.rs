@@ -949,7 +949,7 @@ async fn concurrent_polls_of_an_approved_request_release_once() {
         .count();
     assert_eq!(released, 1);
     // The ticket every poll got is the one the authority holds.
-    let boot = f.authority.boots().get(&host.id);
+    let boot = f.authority.boot_state(&host.id).await.unwrap();
     assert_eq!(
         boot.ticket_hash,
         first.boot_ticket.as_ref().map(BootTicket::hash)
