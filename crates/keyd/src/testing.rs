@@ -129,7 +129,8 @@ pub struct StoreFaults {
     fail: Arc<AtomicBool>,
     /// Each commit takes a permit; a test holding them all stops it.
     gate: Arc<tokio::sync::Semaphore>,
-    /// Signalled when a commit starts.
+    /// Commits waiting at the gate, and a signal when one arrives.
+    waiting: Arc<AtomicU64>,
     entered: Arc<tokio::sync::Notify>,
 }
 
@@ -138,6 +139,7 @@ impl Default for StoreFaults {
         Self {
             fail: Arc::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(GATE_PERMITS as usize)),
+            waiting: Arc::default(),
             entered: Arc::default(),
         }
     }
@@ -155,8 +157,18 @@ impl StoreFaults {
     }
 
     /// Waits until a commit has started.
+    /// Waits until a commit is stopped at the gate (while the test holds
+    /// the commits): one that started after
+    /// [`hold_commits`](Self::hold_commits), not an earlier one.
     pub async fn commit_started(&self) {
-        self.entered.notified().await;
+        loop {
+            let mut arrived = std::pin::pin!(self.entered.notified());
+            arrived.as_mut().enable();
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            arrived.await;
+        }
     }
 }
 
@@ -183,13 +195,11 @@ impl AuditStore for FlakyStore {
         cps: &[Checkpoint],
         heads: &[TreeHead],
     ) -> Result<(), StoreError> {
-        self.faults.entered.notify_one();
-        let _permit = self
-            .faults
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Backend(e.into()))?;
+        self.faults.waiting.fetch_add(1, Ordering::SeqCst);
+        self.faults.entered.notify_waiters();
+        let permit = self.faults.gate.acquire().await;
+        self.faults.waiting.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.map_err(|e| StoreError::Backend(e.into()))?;
         if self.faults.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("disk full".into()));
         }
