@@ -59,7 +59,10 @@ impl Hosts {
 /// The policies, with a version that moves on every change made here, so
 /// a re-read that started before the change cannot put the old rule back.
 #[derive(Default)]
-pub(crate) struct Policies(RwLock<(HashMap<String, (PolicyScope, PolicyRule)>, u64)>);
+pub(crate) struct Policies(RwLock<(PolicyMap, u64)>);
+
+/// Each policy by its scope's text.
+type PolicyMap = HashMap<String, (PolicyScope, PolicyRule)>;
 
 impl Policies {
     pub fn set(&self, scope: PolicyScope, rule: PolicyRule) {
