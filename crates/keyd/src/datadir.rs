@@ -117,6 +117,11 @@ pub enum DataDirError {
          tls/) to this machine and run `atrest keyd serve` there"
     )]
     DatabaseInUse { database: String, entries: u64 },
+    #[error(
+        "{0} holds no key authority (its audit log is empty): check --database (or keyd.json's \
+         database), or make one with `atrest keyd init --database URL`"
+    )]
+    NoAuthority(String),
     #[error("audit log: {0}")]
     AuditStore(#[from] atrest_audit::StoreError),
     #[error("audit log: {0}")]
@@ -390,13 +395,20 @@ impl DataDir {
         Ok(Authority::open(storage, audit, SystemClock, options).await?)
     }
 
-    /// The running authority over this directory's databases.
+    /// The running authority over this directory's databases. A database
+    /// with no audit entry was never initialized (an empty database, a
+    /// typo in its name): refused, rather than served with no policies.
     pub async fn authority(
         &self,
         options: AuthorityOptions,
     ) -> Result<KeydAuthority, DataDirError> {
         let signing = Self::signing_key(&self.path)?;
-        Self::authority_at(&self.database()?, signing, options).await
+        let database = self.database()?;
+        let authority = Self::authority_at(&database, signing, options).await?;
+        if authority.audit().head().seq == 0 {
+            return Err(DataDirError::NoAuthority(database.to_string()));
+        }
+        Ok(authority)
     }
 }
 

@@ -753,7 +753,7 @@ fn two_replicas_on_postgresql_are_one_authority() {
     };
     let dir = tempfile::tempdir().unwrap();
     let a = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
-    let b = replica_of(&a.data, &dir.path().join("b"));
+    let mut b = replica_of(&a.data, &dir.path().join("b"));
     let settings: Value =
         serde_json::from_str(&std::fs::read_to_string(b.data.join("keyd.json")).unwrap()).unwrap();
     assert_eq!(settings["database"], url.as_str());
@@ -828,6 +828,22 @@ fn two_replicas_on_postgresql_are_one_authority() {
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("already holds a key authority"), "{err}");
     assert!(!dir.path().join("c").exists());
+
+    // A replica pointed at an empty database (a typo in its name) refuses
+    // to serve rather than start an authority with no hosts or policies.
+    let empty = rt.block_on(atrest_keyd::testing::fresh_postgres()).unwrap();
+    b.stop();
+    let wrong = run(&[
+        &"keyd",
+        &"serve",
+        &"--data-dir",
+        &b.data,
+        &"--database",
+        &empty,
+    ]);
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("holds no key authority"), "{err}");
 }
 
 /// `--database` values that cannot work are refused before anything is
