@@ -491,7 +491,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .map_err(AuthorityError::from)
     }
 
-    /// Writes the boot states not yet written (also done every tick).
+    /// Writes the boot states a failed write left (also done every tick
+    /// and when `serve` stops).
     pub async fn flush_boots(&self) -> Result<(), AuthorityError> {
         self.write_boots(None).await
     }

@@ -158,8 +158,9 @@ pub struct HostRecord {
     pub enrolled_at: u64,
 }
 
-/// What the authority knows of a host's boots. Written in batches (a lost
-/// update makes the next boot look unannounced: the safe side).
+/// What the authority knows of a host's boots. A release writes it before
+/// it answers (several releases' states in one transaction), so another
+/// replica, or this one after a crash, judges the next boot by it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootState {
     /// The boot id of the last release.
