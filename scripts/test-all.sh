@@ -38,9 +38,11 @@ fi
 chmod 0666 /dev/fuse
 
 step "a private PostgreSQL cluster for the tests"
-# The audit log's PostgreSQL store (crates/audit/tests/audit/postgres.rs,
-# issue 10) is tested against a real server; with ATREST_REQUIRE_POSTGRES=1
-# those tests fail, never skip, when it is missing.
+# Issue 10 is tested against a real server: the audit log's PostgreSQL
+# store (crates/audit/tests/audit/postgres.rs), the keyd authority suite on
+# PostgreSQL and its replica tests (crates/keyd/src/authority/tests/), and
+# two `keyd serve` replicas end to end (crates/cli/tests/e2e/keyd.rs). With
+# ATREST_REQUIRE_POSTGRES=1 those tests fail, never skip, when it is missing.
 pg_dir=$(mktemp -d /tmp/atrest-test-pg.XXXXXX)
 chmod 0755 "$pg_dir"
 ATREST_TEST_POSTGRES=$(bash scripts/test-postgres.sh start "$pg_dir/cluster")

@@ -41,7 +41,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         // Never starts with `-`, so `atrest keyd approve ID` parses.
         let id = format!("req_{}", to_base64url(&atrest_core::random_array::<16>()));
         let now = self.now();
-        let last_boot = self.boots().get(&entry.record.id);
+        let last_boot = self.boot_state(&entry.record.id).await?;
         let view = PendingView {
             id: id.clone(),
             host_id: entry.record.id.clone(),
@@ -204,10 +204,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if let Some(grant) = slot.as_ref() {
             return Ok(UnlockOutcome::Granted(Box::new(grant.clone())));
         }
-        let entry = self
-            .host_table()
-            .get(&view.host_id)
-            .ok_or_else(|| AuthorityError::UnknownHost(view.host_id.clone()))?;
+        let entry = self.known_host(&view.host_id).await?;
         let request = verified.request();
         let details = AuditEvent::ApprovedRelease(ApprovedReleaseEvent {
             outcome: "released".into(),

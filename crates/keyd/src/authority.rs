@@ -29,7 +29,7 @@ pub use crate::error::AuthorityError;
 use crate::events::AuditEvent;
 use crate::held::{HeldRequests, PendingView, PollToken};
 use crate::metrics::Metrics;
-use crate::state::{Boots, HostEntry, Hosts, Nonces, Policies, RefusalBudget};
+use crate::state::{Boots, HostEntry, Hosts, Policies, RefusalBudget};
 use crate::storage::{BootState, HostRecord, HostState, PolicyRule, Storage};
 pub use crate::unlock::Grant;
 
@@ -125,7 +125,9 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     hosts: Hosts,
     policies: Policies,
     boots: Boots,
-    nonces: Nonces,
+    /// One boot-state write at a time; the releases waiting for it are
+    /// written together by the next (group commit).
+    boot_writer: tokio::sync::Mutex<()>,
     /// Refusals anyone can cause (unknown host, bad signature, a replay of
     /// a captured request): budgeted apart from those of authenticated
     /// hosts, so a flood of the first cannot hide the second.
@@ -137,7 +139,9 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     /// every change to a host or a policy, so two changes never interleave
     /// (a rotate could otherwise write back a state a revoke had just
     /// replaced); held shared by a release from its state check to its
-    /// answer, so no change lands between the two.
+    /// answer, so no change lands between the two. It orders the changes
+    /// and releases of this process only: on a shared database a release
+    /// re-reads the host's state (see [`Authority::current_host`]).
     changes: tokio::sync::RwLock<()>,
 }
 
@@ -174,7 +178,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             hosts: Hosts::default(),
             policies: Policies::default(),
             boots: Boots::default(),
-            nonces: Nonces::default(),
+            boot_writer: tokio::sync::Mutex::default(),
             refusals: RefusalBudget::new(options.refusal_entries_per_second),
             refusals_authenticated: RefusalBudget::new(options.refusal_entries_per_second),
             held: HeldRequests::default(),
@@ -193,12 +197,12 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 .iter()
                 .map(|s| HostSecret::from_bytes(&s.secret))
                 .collect::<Result<Vec<_>, _>>()?;
-            inner.hosts.put(HostEntry { record, secrets });
+            inner.hosts.put(Arc::new(HostEntry { record, secrets }));
         }
-        for (scope, rule) in inner.storage.policies().await? {
-            inner.policies.set(scope, rule);
-        }
-        inner.boots.load(inner.storage.boot_states().await?);
+        let version = inner.policies.version();
+        inner
+            .policies
+            .replace(inner.storage.policies().await?, version);
         let authority = Self {
             inner: Arc::new(inner),
         };
@@ -228,17 +232,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         &self.inner.options
     }
 
-    /// Hosts and their secrets, in memory (written through to storage).
+    /// Hosts and their parsed secrets, as this process last read them.
     pub(crate) fn host_table(&self) -> &Hosts {
         &self.inner.hosts
     }
 
     pub(crate) fn policy_table(&self) -> &Policies {
         &self.inner.policies
-    }
-
-    pub(crate) fn boots(&self) -> &Boots {
-        &self.inner.boots
     }
 
     pub(crate) fn held(&self) -> &HeldRequests {
@@ -263,6 +263,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .saturating_sub(window.saturating_mul(1000));
         let store = self.inner.audit.store();
         let mut end = self.inner.audit.head().seq;
+        let mut spent = Vec::new();
         const CHUNK: u64 = 1000;
         while end > 0 {
             let from = end.saturating_sub(CHUNK - 1).max(1);
@@ -279,9 +280,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     continue;
                 }
                 if let Some(nonce) = AuditEvent::parse(&entry.details).nonce() {
-                    self.inner
-                        .nonces
-                        .spend(nonce, entry.timestamp_ms / 1000 + window);
+                    spent.push((nonce, entry.timestamp_ms / 1000 + window));
                 }
             }
             if older {
@@ -289,11 +288,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             }
             end = from - 1;
         }
+        self.inner.storage.remember_nonces(&spent).await?;
         Ok(())
     }
 
-    /// A nonce must be remembered for as long as its timestamp passes.
-    pub(crate) fn spend_nonce(
+    /// A nonce must be remembered for as long as its timestamp passes; the
+    /// store refuses it on every replica that shares it.
+    pub(crate) async fn spend_nonce(
         &self,
         nonce: [u8; 16],
         timestamp: u64,
@@ -302,7 +303,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let keep_until = timestamp
             .saturating_add(skew)
             .max(self.now().saturating_add(skew));
-        if self.inner.nonces.spend(nonce, keep_until) {
+        if self.inner.storage.spend_nonce(nonce, keep_until).await? {
             Ok(())
         } else {
             Err(AuthorityError::ReplayedNonce)
@@ -365,56 +366,172 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
     }
 
-    pub(crate) fn host_entry(&self, host: &HostId) -> Result<Arc<HostEntry>, AuthorityError> {
-        self.inner
-            .hosts
-            .get(host)
-            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))
+    /// The host as stored now, with its secrets parsed: what a release and
+    /// every change to a host check, so a revoke, shred or rotation made
+    /// by another replica is honoured at once. The parsed secrets are kept
+    /// while the stored record stays the same (on SQLite the record itself
+    /// comes from memory: see [`crate::storage::Cached`]).
+    pub(crate) async fn current_host(
+        &self,
+        host: &HostId,
+    ) -> Result<Arc<HostEntry>, AuthorityError> {
+        let record = self
+            .inner
+            .storage
+            .host(host)
+            .await?
+            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
+        if let Some(entry) = self.inner.hosts.get(host)
+            && entry.record == record
+        {
+            return Ok(entry);
+        }
+        let secrets = if record.state == HostState::Shredded {
+            Vec::new()
+        } else {
+            self.inner
+                .storage
+                .host_secrets(host)
+                .await?
+                .iter()
+                .map(|s| HostSecret::from_bytes(&s.secret))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let entry = Arc::new(HostEntry { record, secrets });
+        self.inner.hosts.put(entry.clone());
+        Ok(entry)
     }
 
-    pub fn host(&self, host: &HostId) -> Result<HostView, AuthorityError> {
-        let entry = self.host_entry(host)?;
+    /// The host as this process last read it, read now if it never did
+    /// (enrolled through another replica): enough for the checks before a
+    /// release, which reads the host again.
+    pub(crate) async fn known_host(&self, host: &HostId) -> Result<Arc<HostEntry>, AuthorityError> {
+        match self.inner.hosts.get(host) {
+            Some(entry) => Ok(entry),
+            None => self.current_host(host).await,
+        }
+    }
+
+    pub async fn host(&self, host: &HostId) -> Result<HostView, AuthorityError> {
+        let record = self
+            .inner
+            .storage
+            .host(host)
+            .await?
+            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
         Ok(HostView {
-            record: entry.record.clone(),
-            boot: self.inner.boots.get(host),
+            record,
+            boot: self.boot_state(host).await?,
         })
     }
 
-    pub fn hosts(&self) -> Vec<HostView> {
-        self.inner
-            .hosts
-            .all()
+    /// Every enrolled host, as stored now.
+    pub async fn hosts(&self) -> Result<Vec<HostView>, AuthorityError> {
+        let records = self.inner.storage.hosts().await?;
+        let mut boots: std::collections::HashMap<HostId, BootState> = self
+            .inner
+            .storage
+            .boot_states()
+            .await?
             .into_iter()
-            .map(|e| HostView {
-                boot: self.inner.boots.get(&e.record.id),
-                record: e.record.clone(),
+            .collect();
+        Ok(records
+            .into_iter()
+            .map(|record| HostView {
+                boot: self
+                    .inner
+                    .boots
+                    .pending(&record.id)
+                    .or_else(|| boots.remove(&record.id))
+                    .unwrap_or_default(),
+                record,
             })
-            .collect()
+            .collect())
     }
 
+    /// Hosts this process has read (a metric; other replicas' new hosts
+    /// count once they are used here).
     pub fn host_count(&self) -> usize {
         self.inner.hosts.len()
     }
 
-    /// Writes changed boot states now (also done every tick).
+    /// The host's boot state: one not yet written here, else the stored one.
+    pub(crate) async fn boot_state(&self, host: &HostId) -> Result<BootState, AuthorityError> {
+        if let Some(pending) = self.inner.boots.pending(host) {
+            return Ok(pending);
+        }
+        Ok(self
+            .inner
+            .storage
+            .boot_state(host)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Changes the host's boot state and returns once it is durable: a
+    /// release answers only after the state it depends on (the new boot's
+    /// ticket) would survive a crash.
+    pub(crate) async fn record_boot(
+        &self,
+        host: &HostId,
+        change: impl FnOnce(&mut BootState),
+    ) -> Result<(), AuthorityError> {
+        let stored = self.boot_state(host).await?;
+        self.inner.boots.update(host, stored, change);
+        self.write_boots(Some(host)).await
+    }
+
+    /// Whether this authority can release now: its database answers and
+    /// takes writes (`/healthz`).
+    pub async fn health(&self) -> Result<(), AuthorityError> {
+        self.inner
+            .storage
+            .check_writable()
+            .await
+            .map_err(AuthorityError::from)
+    }
+
+    /// Writes the boot states a failed write left (also done every tick
+    /// and when `serve` stops).
     pub async fn flush_boots(&self) -> Result<(), AuthorityError> {
-        let dirty = self.inner.boots.dirty();
-        if dirty.is_empty() {
+        self.write_boots(None).await
+    }
+
+    /// One writer at a time writes every pending state in one transaction;
+    /// a release whose state a previous writer's batch already took
+    /// returns as soon as it may.
+    async fn write_boots(&self, host: Option<&HostId>) -> Result<(), AuthorityError> {
+        let _writer = self.inner.boot_writer.lock().await;
+        if let Some(host) = host
+            && self.inner.boots.pending(host).is_none()
+        {
             return Ok(());
         }
-        self.inner.storage.save_boot_states(&dirty).await?;
-        self.inner.boots.flushed(&dirty);
+        let batch = self.inner.boots.all_pending();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.inner.storage.save_boot_states(&batch).await?;
+        self.inner.boots.written(&batch);
         Ok(())
     }
 
-    /// The periodic work: flush boot states, expire held requests, forget
-    /// old nonces, summarize suppressed refusals.
+    /// The periodic work: write boot states a failed write left, re-read
+    /// the policies (another replica may have changed them), expire held
+    /// requests, forget old nonces, summarize suppressed refusals.
     pub async fn maintain(&self) {
         if let Err(e) = self.flush_boots().await {
             tracing::warn!(error = %e, "could not save boot states; will retry");
         }
+        let version = self.inner.policies.version();
+        match self.inner.storage.policies().await {
+            Ok(all) => self.inner.policies.replace(all, version),
+            Err(e) => tracing::warn!(error = %e, "could not re-read the policies; will retry"),
+        }
         self.expire_pending().await;
-        self.inner.nonces.prune(self.now());
+        if let Err(e) = self.inner.storage.prune_nonces(self.now()).await {
+            tracing::warn!(error = %e, "could not forget old nonces; will retry");
+        }
         let mut suppressed = self.inner.refusals.take_suppressed();
         for (code, n) in self.inner.refusals_authenticated.take_suppressed() {
             *suppressed.entry(code).or_default() += n;

@@ -15,6 +15,10 @@
 //!   admin.sock         0600  the admin API for the CLI on this machine,
 //!                            while keyd serves (keyd.json can move it)
 //! ```
+//!
+//! With `--database postgres://…` (kept in keyd.json) the two databases
+//! are tables of one PostgreSQL database instead, and several replicas,
+//! each with a copy of this directory, serve one authority.
 
 use std::fs::File;
 use std::future::IntoFuture;
@@ -22,18 +26,18 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use atrest_audit::{
-    AuditLog, AuditSigningKey, EntryKind, LogOptions, NewEntry, SqliteStore, SystemClock,
+    AuditLog, AuditSigningKey, AuditStore, EntryKind, LogOptions, NewEntry, SystemClock,
 };
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::authority::{Authority, AuthorityOptions};
 use crate::events::AuditEvent;
-use crate::storage::{PolicyRule, SqliteStorage};
+use crate::storage::{Database, DatabaseError, KeydAuditStore, KeydStorage, PolicyRule};
 use crate::tls::ServerCertificates;
 
-/// The authority as `atrest keyd serve` runs it.
-pub type KeydAuthority = Authority<SqliteStorage, SqliteStore, SystemClock>;
+/// The authority as `atrest keyd serve` runs it, on SQLite or PostgreSQL.
+pub type KeydAuthority = Authority<KeydStorage, KeydAuditStore, SystemClock>;
 
 /// `keyd.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,6 +65,11 @@ pub struct Settings {
     /// The admin socket, if not `DATA_DIR/admin.sock` (a path under /run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_socket: Option<PathBuf>,
+    /// Where hosts, secrets and the audit log are (`postgres://…` or
+    /// `sqlite:DIR`, never with a password); absent: SQLite files in the
+    /// data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 pub const SETTINGS_VERSION: u32 = 1;
@@ -77,6 +86,7 @@ impl Default for Settings {
             webhook: None,
             public_url: None,
             admin_socket: None,
+            database: None,
         }
     }
 }
@@ -99,6 +109,19 @@ pub enum DataDirError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(
+        "{database} already holds a key authority ({entries} audit entries): a replica does not \
+         run init; copy the first replica's data directory (keyd.json, audit.key, admin.token, \
+         tls/) to this machine and run `atrest keyd serve` there"
+    )]
+    DatabaseInUse { database: String, entries: u64 },
+    #[error(
+        "{0} holds no key authority (its audit log is empty): check --database (or keyd.json's \
+         database), or make one with `atrest keyd init --database URL`"
+    )]
+    NoAuthority(String),
     #[error("audit log: {0}")]
     AuditStore(#[from] atrest_audit::StoreError),
     #[error("audit log: {0}")]
@@ -122,6 +145,9 @@ pub struct InitOptions {
     pub certificates: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     /// The default rule written as the `default` policy.
     pub default_rule: PolicyRule,
+    /// Where the databases go (kept in keyd.json); `None`: SQLite files
+    /// in the data directory.
+    pub database: Option<Database>,
 }
 
 /// What `init` made.
@@ -133,6 +159,8 @@ pub struct Initialized {
 
 pub struct DataDir {
     path: PathBuf,
+    /// `--database`, over keyd.json's.
+    database: Option<Database>,
     _lock: Option<File>,
 }
 
@@ -152,12 +180,34 @@ impl DataDir {
         }
         Ok(Self {
             path: path.to_owned(),
+            database: None,
             _lock: None,
         })
     }
 
+    /// Uses `database` (`--database`) instead of the one keyd.json names.
+    #[must_use]
+    pub fn with_database(mut self, database: Option<Database>) -> Self {
+        if database.is_some() {
+            self.database = database;
+        }
+        self
+    }
+
+    /// Where this keyd's databases are: `--database`, else keyd.json's,
+    /// else SQLite files in the directory.
+    pub fn database(&self) -> Result<Database, DataDirError> {
+        if let Some(database) = &self.database {
+            return Ok(database.clone());
+        }
+        Ok(match self.settings()?.database {
+            Some(url) => url.parse()?,
+            None => Database::in_data_dir(&self.path),
+        })
+    }
+
     /// Opens and takes the directory's lock: one keyd per data directory
-    /// (the audit chain has one writer).
+    /// (its admin socket; on SQLite, the audit chain's one writer).
     pub fn open_exclusive(path: &Path) -> Result<Self, DataDirError> {
         let mut dir = Self::open(path)?;
         let lock_path = path.join(Self::LOCK);
@@ -183,6 +233,27 @@ impl DataDir {
     pub async fn init(path: &Path, options: InitOptions) -> Result<Initialized, DataDirError> {
         if path.join(Self::SETTINGS).exists() {
             return Err(DataDirError::AlreadyInitialized(path.to_owned()));
+        }
+        let database = options
+            .database
+            .clone()
+            .unwrap_or_else(|| Database::in_data_dir(path));
+        if database.has_password() {
+            return Err(DatabaseError::PasswordInUrl(database.to_string()).into());
+        }
+        if database.is_shared() {
+            // Refused before anything is written: a second init on a
+            // shared database would sign its entries with another key.
+            // (The state store first: it gives up on an unreachable
+            // server sooner.)
+            database.open_storage().await?;
+            let entries = database.open_audit().await?.head().await?.seq;
+            if entries > 0 {
+                return Err(DataDirError::DatabaseInUse {
+                    database: database.to_string(),
+                    entries,
+                });
+            }
         }
         // Checked before anything is written, so a bad --cert leaves nothing.
         let certificates = match &options.certificates {
@@ -215,7 +286,7 @@ impl DataDir {
         )?;
         // The databases and the first entries: who made this authority and
         // its default policy are the start of the chain.
-        let authority = Self::authority_at(path, signing, AuthorityOptions::default()).await?;
+        let authority = Self::authority_at(&database, signing, AuthorityOptions::default()).await?;
         authority
             .audit()
             .append(
@@ -232,9 +303,13 @@ impl DataDir {
             )
             .await?;
         // Settings last: their presence marks a complete data directory.
+        let settings = Settings {
+            database: options.database.as_ref().map(ToString::to_string),
+            ..options.settings
+        };
         let settings_path = path.join(Self::SETTINGS);
-        let text = serde_json::to_string_pretty(&options.settings)
-            .map_err(|e| file_error(&settings_path, e))?;
+        let text =
+            serde_json::to_string_pretty(&settings).map_err(|e| file_error(&settings_path, e))?;
         write_file(&settings_path, format!("{text}\n").as_bytes(), 0o644)?;
         Ok(Initialized {
             ca_fingerprint: certificates.ca_fingerprint(),
@@ -295,8 +370,8 @@ impl DataDir {
     }
 
     /// The audit store, for reading (`audit verify`, `audit tail`).
-    pub async fn audit_store(&self) -> Result<SqliteStore, DataDirError> {
-        Ok(SqliteStore::open(&self.path.join(Self::AUDIT_DB)).await?)
+    pub async fn audit_store(&self) -> Result<KeydAuditStore, DataDirError> {
+        Ok(self.database()?.open_audit().await?)
     }
 
     /// The public key that checkpoints verify under.
@@ -305,27 +380,35 @@ impl DataDir {
     }
 
     async fn authority_at(
-        path: &Path,
+        database: &Database,
         signing: AuditSigningKey,
         options: AuthorityOptions,
     ) -> Result<KeydAuthority, DataDirError> {
-        let store = SqliteStore::open(&path.join(Self::AUDIT_DB)).await?;
+        // The state store first: it gives up on an unreachable server sooner.
+        let storage = database.open_storage().await?;
+        let store = database.open_audit().await?;
         // Every batch gets a signed tree head, which hosts check. Format-1
         // checkpoints are only for hosts from before tree heads: they are
         // sent the latest one (never older than one they kept), so one per
         // 1,000 entries is enough and saves a signature per batch.
         let audit = AuditLog::open(store, signing, LogOptions::default(), SystemClock).await?;
-        let storage = SqliteStorage::open(&path.join(Self::STATE_DB)).await?;
         Ok(Authority::open(storage, audit, SystemClock, options).await?)
     }
 
-    /// The running authority over this directory's databases.
+    /// The running authority over this directory's databases. A database
+    /// with no audit entry was never initialized (an empty database, a
+    /// typo in its name): refused, rather than served with no policies.
     pub async fn authority(
         &self,
         options: AuthorityOptions,
     ) -> Result<KeydAuthority, DataDirError> {
         let signing = Self::signing_key(&self.path)?;
-        Self::authority_at(&self.path, signing, options).await
+        let database = self.database()?;
+        let authority = Self::authority_at(&database, signing, options).await?;
+        if authority.audit().head().seq == 0 {
+            return Err(DataDirError::NoAuthority(database.to_string()));
+        }
+        Ok(authority)
     }
 }
 

@@ -101,7 +101,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             enrolled_at: now,
         };
         let token_hash = atrest_core::sha256(token.as_bytes());
-        if self.host_table().get(&id).is_some() {
+        if self.storage().host(&id).await?.is_some() {
             return Err(AuthorityError::HostExists(id));
         }
         // Log first, then enroll: a host never exists without its entry. A
@@ -151,10 +151,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         };
         let record = HostRecord { group, ..record };
         self.metrics().enrollments.inc();
-        self.host_table().put(HostEntry {
+        self.host_table().put(std::sync::Arc::new(HostEntry {
             record: record.clone(),
             secrets: vec![secret.clone()],
-        });
+        }));
         Ok(Enrollment {
             host_id: id,
             group: record.group,
@@ -178,8 +178,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             source: context.source_text(),
             key_id: None,
         };
-        let checked = (|| {
-            let entry = self.host_entry(&bind.host_id)?;
+        let checked = async {
+            let entry = self.current_host(&bind.host_id).await?;
             atrest_remote::verify_bind(
                 signed,
                 &entry.record.public_key,
@@ -187,9 +187,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 self.options().max_skew,
             )?;
             check_state(&entry.record)?;
-            self.spend_nonce(bind.nonce.0, bind.timestamp)?;
+            self.spend_nonce(bind.nonce.0, bind.timestamp).await?;
             Ok::<_, AuthorityError>(entry)
-        })();
+        }
+        .await;
         let entry = match checked {
             Ok(entry) => entry,
             Err(e) => {

@@ -102,6 +102,7 @@ impl AuthorityError {
             Self::HostExists(_) => ErrorCode::HostExists,
             Self::RebindPending { .. } => ErrorCode::RebindPending,
             Self::Audit(_) => ErrorCode::AuditUnavailable,
+            Self::Storage(e) if e.is_unavailable() => ErrorCode::DatabaseUnavailable,
             Self::Storage(_) => ErrorCode::StorageError,
             Self::Exchange(_) => ErrorCode::InternalError,
         }

@@ -108,6 +108,9 @@ impl ApiError {
                     | AuthorityError::HostExists(_)
                     | AuthorityError::AlreadyDecided { .. } => StatusCode::CONFLICT,
                     AuthorityError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    AuthorityError::Storage(e) if e.is_unavailable() => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
                     AuthorityError::Storage(_) | AuthorityError::Exchange(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }
@@ -171,10 +174,7 @@ pub fn router<S: Storage, A: AuditStore, C: Clock>(
             require_admin::<S, A, C>,
         ));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(health::<S, A, C>))
         .route("/metrics", get(metrics::<S, A, C>))
         .route("/v1/info", get(info::<S, A, C>))
         .route("/v1/enroll", post(enroll::<S, A, C>))
@@ -357,6 +357,18 @@ async fn body<T, S: Storage, A: AuditStore, C: Clock>(
     }
 }
 
+/// 200 while the database answers and takes writes; else 503 with
+/// `database_unavailable`, so a load balancer sends hosts to another
+/// replica (this one refuses releases meanwhile, and recovers by itself).
+async fn health<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Response {
+    match state.authority.health().await {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => ApiError::Authority(e).into_response(),
+    }
+}
+
 async fn metrics<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
 ) -> Response {
@@ -366,6 +378,7 @@ async fn metrics<S: Storage, A: AuditStore, C: Clock>(
         pending: authority.pending().len(),
         audit: authority.audit().stats(),
         audit_queue: authority.audit().queue_len(),
+        database_up: authority.health().await.is_ok(),
     });
     (
         [(
@@ -532,8 +545,8 @@ async fn create_token<S: Storage, A: AuditStore, C: Clock>(
 
 async fn list_hosts<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
-) -> Json<Vec<HostView>> {
-    Json(state.authority.hosts())
+) -> Result<Json<Vec<HostView>>, ApiError> {
+    Ok(Json(state.authority.hosts().await?))
 }
 
 fn host_id(id: &str) -> Result<HostId, ApiError> {
@@ -544,7 +557,7 @@ async fn show_host<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
     Path(id): Path<String>,
 ) -> Result<Json<HostView>, ApiError> {
-    Ok(Json(state.authority.host(&host_id(&id)?)?))
+    Ok(Json(state.authority.host(&host_id(&id)?).await?))
 }
 
 async fn host_action<S: Storage, A: AuditStore, C: Clock>(

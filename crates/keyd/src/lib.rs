@@ -16,7 +16,9 @@
 //!   [`Authority::revoke`], [`Authority::shred`].
 //! - [`ServerCertificates`] / [`serve_tls`]: a CA and server certificate
 //!   made at init (hosts pin the CA's [`fingerprint`]), served with rustls.
-//! - [`SqliteStorage`]: the embedded [`Storage`] (WAL, `synchronous=FULL`).
+//! - [`Database`]: where the state and the audit log are (`--database`):
+//!   [`SqliteStorage`], the embedded [`Storage`] (WAL, `synchronous=FULL`),
+//!   or [`PgStorage`] on PostgreSQL, which several replicas share.
 //!
 //! Time comes from an injected [`Clock`] (`atrest_audit`'s), so tests
 //! control it.
@@ -69,8 +71,9 @@ pub use http::{
 pub use metrics::{Metrics, Snapshot};
 pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use storage::{
-    BootState, HostRecord, HostState, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION,
-    SqliteStorage, Storage, StorageError,
+    BootState, Cached, Database, DatabaseError, HostRecord, HostState, KeydAuditStore, KeydStorage,
+    PG_SCHEMA_VERSION, PgStorage, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION, SqliteStorage,
+    Storage, StorageError,
 };
 pub use tls::{
     CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,

@@ -31,6 +31,7 @@ pub struct Metrics {
     audit_batches: Gauge,
     audit_failed_batches: Gauge,
     audit_queue: Gauge,
+    database_up: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -48,6 +49,7 @@ impl Default for Metrics {
         let (hosts, pending) = (Gauge::default(), Gauge::default());
         let (audit_entries, audit_batches) = (Gauge::default(), Gauge::default());
         let (audit_failed_batches, audit_queue) = (Gauge::default(), Gauge::default());
+        let database_up = Gauge::default();
         registry.register("enrollments", "Hosts enrolled", enrollments.clone());
         registry.register(
             "unlock_outcomes",
@@ -85,6 +87,11 @@ impl Default for Metrics {
             "Audit appends waiting for the writer",
             audit_queue.clone(),
         );
+        registry.register(
+            "database_up",
+            "1 while the database answers and takes writes (else releases are refused)",
+            database_up.clone(),
+        );
         Self {
             registry,
             enrollments,
@@ -96,6 +103,7 @@ impl Default for Metrics {
             audit_batches,
             audit_failed_batches,
             audit_queue,
+            database_up,
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct Snapshot {
     pub pending: usize,
     pub audit: atrest_audit::LogStats,
     pub audit_queue: usize,
+    /// The database answered and took writes just now.
+    pub database_up: bool,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -133,6 +143,7 @@ impl Metrics {
             .set(gauge_value(snapshot.audit.failed_batches));
         self.audit_queue
             .set(gauge_value(snapshot.audit_queue as u64));
+        self.database_up.set(i64::from(snapshot.database_up));
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -2,6 +2,8 @@
 //! rotate a host's exchange secret (and retire the previous one once the
 //! host re-bound), set and read policies.
 
+use std::sync::Arc;
+
 use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
 use atrest_remote::{HostId, HostSecret, KeyId};
 
@@ -17,7 +19,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// previous one, and re-bind to the new one on their next unlock.
     pub async fn rotate(&self, host: &HostId, actor: &str) -> Result<HostView, AuthorityError> {
         let _changing = self.changes().write().await;
-        let entry = self.host_entry(host)?;
+        let entry = self.current_host(host).await?;
         check_state(&entry.record)?;
         if let Some(previous) = entry.record.previous_key_id {
             // A second rotation would delete the key the host's keyslots
@@ -50,15 +52,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
         let mut secrets = vec![secret.clone()];
         secrets.extend(entry.secrets.first().cloned());
-        self.host_table().put(HostEntry {
+        self.host_table().put(Arc::new(HostEntry {
             record: HostRecord {
                 key_id: secret.key_id(),
                 previous_key_id: Some(entry.record.key_id),
                 ..entry.record.clone()
             },
             secrets,
-        });
-        self.host(host)
+        }));
+        self.host(host).await
     }
 
     /// The second half of a rotation: once the host proved it re-bound
@@ -85,22 +87,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             )
             .await?;
         self.storage().retire_secrets(host, &retired).await?;
-        if let Some(fresh) = self.host_table().get(host) {
-            let secrets: Vec<HostSecret> = fresh
-                .secrets
-                .iter()
-                .filter(|s| !retired.contains(&s.key_id()))
-                .cloned()
-                .collect();
-            let previous_key_id = secrets.get(1).map(HostSecret::key_id);
-            self.host_table().put(HostEntry {
-                record: HostRecord {
-                    previous_key_id,
-                    ..fresh.record.clone()
-                },
-                secrets,
-            });
-        }
+        // Read again on next use.
+        self.host_table().remove(host);
         Ok(())
     }
 
@@ -132,7 +120,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         actor: &str,
     ) -> Result<HostView, AuthorityError> {
         let _changing = self.changes().write().await;
-        let entry = self.host_entry(host)?;
+        let entry = self.current_host(host).await?;
         if entry.record.state == HostState::Shredded {
             return Err(AuthorityError::Shredded(host.clone()));
         }
@@ -150,23 +138,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if !self.storage().set_host_state(host, state).await? {
             return Err(AuthorityError::Shredded(host.clone()));
         }
-        let secrets = if state == HostState::Shredded {
-            Vec::new()
-        } else {
-            entry.secrets.clone()
-        };
-        self.host_table().put(HostEntry {
-            record: HostRecord {
-                state,
-                ..entry.record.clone()
-            },
-            secrets,
-        });
+        // Read again on next use (a shredded host's secrets go now).
+        self.host_table().remove(host);
         // Held requests of a host refused from now on are refused too.
         if state != HostState::Active {
             self.deny_pending_of(host, actor).await;
         }
-        self.host(host)
+        self.host(host).await
     }
 
     pub async fn set_policy(

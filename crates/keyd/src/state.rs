@@ -1,9 +1,10 @@
-//! What the authority keeps in memory while it runs: a write-through copy
-//! of the hosts and policies (the hot path reads no database), the boot
-//! state (flushed in batches), recently used nonces, and a budget for
-//! audit entries about refusals.
+//! What the authority keeps in memory while it runs: each host's parsed
+//! exchange secrets (checked against the stored record on every release,
+//! so a change made by another replica is seen at once), the policies
+//! (re-read every tick), boot states not yet written, and a budget for
+//! audit entries about refusals. Nonces live behind the storage seam.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use atrest_remote::{HostId, HostSecret, KeyId};
@@ -38,23 +39,16 @@ impl Hosts {
         self.0.read().unwrap_or_else(lock_poisoned).get(id).cloned()
     }
 
-    pub fn put(&self, entry: HostEntry) {
+    pub fn put(&self, entry: Arc<HostEntry>) {
         self.0
             .write()
             .unwrap_or_else(lock_poisoned)
-            .insert(entry.record.id.clone(), Arc::new(entry));
+            .insert(entry.record.id.clone(), entry);
     }
 
-    pub fn all(&self) -> Vec<Arc<HostEntry>> {
-        let mut all: Vec<_> = self
-            .0
-            .read()
-            .unwrap_or_else(lock_poisoned)
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| a.record.id.as_str().cmp(b.record.id.as_str()));
-        all
+    /// Forgets a host changed here: the next use reads it again.
+    pub fn remove(&self, id: &HostId) {
+        self.0.write().unwrap_or_else(lock_poisoned).remove(id);
     }
 
     pub fn len(&self) -> usize {
@@ -62,21 +56,42 @@ impl Hosts {
     }
 }
 
+/// The policies, with a version that moves on every change made here, so
+/// a re-read that started before the change cannot put the old rule back.
 #[derive(Default)]
-pub(crate) struct Policies(RwLock<HashMap<String, (PolicyScope, PolicyRule)>>);
+pub(crate) struct Policies(RwLock<(PolicyMap, u64)>);
+
+/// Each policy by its scope's text.
+type PolicyMap = HashMap<String, (PolicyScope, PolicyRule)>;
 
 impl Policies {
     pub fn set(&self, scope: PolicyScope, rule: PolicyRule) {
-        self.0
-            .write()
-            .unwrap_or_else(lock_poisoned)
-            .insert(scope.to_string(), (scope, rule));
+        let mut policies = self.0.write().unwrap_or_else(lock_poisoned);
+        policies.0.insert(scope.to_string(), (scope, rule));
+        policies.1 += 1;
+    }
+
+    pub fn version(&self) -> u64 {
+        self.0.read().unwrap_or_else(lock_poisoned).1
+    }
+
+    /// Replaces every policy with those read from storage since `version`,
+    /// unless a change was made here meanwhile (the next re-read has it).
+    pub fn replace(&self, all: Vec<(PolicyScope, PolicyRule)>, version: u64) {
+        let mut policies = self.0.write().unwrap_or_else(lock_poisoned);
+        if policies.1 == version {
+            policies.0 = all
+                .into_iter()
+                .map(|(scope, rule)| (scope.to_string(), (scope, rule)))
+                .collect();
+        }
     }
 
     pub fn get(&self, scope: &PolicyScope) -> Option<PolicyRule> {
         self.0
             .read()
             .unwrap_or_else(lock_poisoned)
+            .0
             .get(&scope.to_string())
             .map(|(_, rule)| *rule)
     }
@@ -86,6 +101,7 @@ impl Policies {
             .0
             .read()
             .unwrap_or_else(lock_poisoned)
+            .0
             .values()
             .cloned()
             .collect();
@@ -94,78 +110,43 @@ impl Policies {
     }
 }
 
-/// Boot states, and which changed since the last flush.
+/// Boot states changed here and not yet written. A release writes its
+/// host's state before it answers (see `Authority::record_boot`); one
+/// whose write failed stays here, is read from here, and is written again
+/// by the next writer or tick.
 #[derive(Default)]
-pub(crate) struct Boots {
-    inner: Mutex<(HashMap<HostId, BootState>, HashSet<HostId>)>,
-}
+pub(crate) struct Boots(Mutex<HashMap<HostId, BootState>>);
 
 impl Boots {
-    pub fn load(&self, states: Vec<(HostId, BootState)>) {
-        let mut inner = self.inner.lock().unwrap_or_else(lock_poisoned);
-        inner.0.extend(states);
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<HostId, BootState>> {
+        self.0.lock().unwrap_or_else(lock_poisoned)
     }
 
-    pub fn get(&self, id: &HostId) -> BootState {
-        self.inner
-            .lock()
-            .unwrap_or_else(lock_poisoned)
-            .0
-            .get(id)
-            .cloned()
-            .unwrap_or_default()
+    pub fn pending(&self, id: &HostId) -> Option<BootState> {
+        self.map().get(id).cloned()
     }
 
-    pub fn update(&self, id: &HostId, change: impl FnOnce(&mut BootState)) {
-        let mut inner = self.inner.lock().unwrap_or_else(lock_poisoned);
-        change(inner.0.entry(id.clone()).or_default());
-        inner.1.insert(id.clone());
+    /// Changes the host's state: the one pending here, else `stored`.
+    pub fn update(&self, id: &HostId, stored: BootState, change: impl FnOnce(&mut BootState)) {
+        change(self.map().entry(id.clone()).or_insert(stored));
     }
 
-    /// The changed states, to write; they stay marked until
-    /// [`flushed`](Self::flushed) or are taken again after a failure.
-    pub fn dirty(&self) -> Vec<(HostId, BootState)> {
-        let inner = self.inner.lock().unwrap_or_else(lock_poisoned);
-        inner
-            .1
+    /// Every pending state, to write in one transaction.
+    pub fn all_pending(&self) -> Vec<(HostId, BootState)> {
+        self.map()
             .iter()
-            .filter_map(|id| inner.0.get(id).map(|s| (id.clone(), s.clone())))
+            .map(|(id, state)| (id.clone(), state.clone()))
             .collect()
     }
 
-    pub fn flushed(&self, written: &[(HostId, BootState)]) {
-        let mut inner = self.inner.lock().unwrap_or_else(lock_poisoned);
+    /// These were written; those changed again since stay pending.
+    pub fn written(&self, written: &[(HostId, BootState)]) {
+        let mut map = self.map();
         for (id, state) in written {
-            // Changed again since it was taken: keep it dirty.
-            if inner.0.get(id) == Some(state) {
-                inner.1.remove(id);
+            if map.get(id) == Some(state) {
+                map.remove(id);
             }
         }
-    }
-}
-
-/// Nonces of recent requests, until their timestamps can no longer pass.
-#[derive(Default)]
-pub(crate) struct Nonces(Mutex<HashMap<[u8; 16], u64>>);
-
-impl Nonces {
-    /// `false` if the nonce was already seen: a replay.
-    pub fn spend(&self, nonce: [u8; 16], keep_until: u64) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(lock_poisoned);
-        match map.entry(nonce) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(keep_until);
-                true
-            }
-        }
-    }
-
-    pub fn prune(&self, now: u64) {
-        self.0
-            .lock()
-            .unwrap_or_else(lock_poisoned)
-            .retain(|_, until| *until >= now);
     }
 }
 

@@ -1,8 +1,15 @@
 //! The one test harness of keyd's tests (its unit tests and those in
 //! `tests/`): a [`TestKeyd`] in a temporary data directory, on a
 //! [`ManualClock`] the test moves, over a [`FlakyStore`] audit store the
-//! test can make fail or stall. Built only for tests (feature
-//! `test-hooks`, which keyd's dev-dependency on itself turns on).
+//! test can make fail or stall, on either [`Backend`]. Built only for
+//! tests (feature `test-hooks`, which keyd's dev-dependency on itself
+//! turns on).
+//!
+//! PostgreSQL tests need a server: `ATREST_TEST_POSTGRES=postgres://…`
+//! (scripts/test-postgres.sh starts a private one; scripts/test-all.sh
+//! sets it). Each test gets a database of its own on it. Without the
+//! variable they are skipped, unless `ATREST_REQUIRE_POSTGRES=1`, when
+//! they fail.
 
 #![allow(clippy::unwrap_used, reason = "test set-up: a panic is the report")]
 
@@ -12,11 +19,61 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use atrest_audit::{
     AuditLog, AuditSigningKey, AuditStore, ChainHead, Checkpoint, Clock, Entry, LogOptions,
-    SqliteStore, StoreError, TreeHead,
+    StoreError, TreeHead,
 };
 
 use crate::authority::{Authority, AuthorityOptions};
-use crate::storage::SqliteStorage;
+use crate::storage::{Database, KeydAuditStore, KeydStorage};
+
+/// The database a [`TestKeyd`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `keyd.db` and `audit.db` in the test's directory.
+    Sqlite,
+    /// A database of its own on the `ATREST_TEST_POSTGRES` server.
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh, empty database of this backend, or `None` to skip the
+    /// test (PostgreSQL with no server named and none required).
+    pub async fn fresh_database(self, dir: &Path) -> Option<Database> {
+        match self {
+            Self::Sqlite => Some(Database::in_data_dir(dir)),
+            Self::Postgres => fresh_postgres().await.map(Database::Postgres),
+        }
+    }
+}
+
+/// A new database on the `ATREST_TEST_POSTGRES` server, or `None` to skip.
+pub async fn fresh_postgres() -> Option<String> {
+    use sqlx::Connection;
+    let Ok(url) = std::env::var("ATREST_TEST_POSTGRES") else {
+        assert!(
+            std::env::var("ATREST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "ATREST_REQUIRE_POSTGRES=1 but ATREST_TEST_POSTGRES is not set: start a PostgreSQL \
+             server (scripts/test-postgres.sh start DIR) and export its URL"
+        );
+        eprintln!("ATREST_TEST_POSTGRES not set: skipping a PostgreSQL test");
+        return None;
+    };
+    let mut admin = sqlx::postgres::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to ATREST_TEST_POSTGRES={url}: {e}"));
+    let name = format!(
+        "atrest_keyd_{}",
+        atrest_core::random_array::<8>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+    Some(format!("{base}/{name}"))
+}
 
 /// Time the test moves by hand (token and request expiry, sessions,
 /// failure windows, TOTP codes), in milliseconds since the epoch.
@@ -72,7 +129,8 @@ pub struct StoreFaults {
     fail: Arc<AtomicBool>,
     /// Each commit takes a permit; a test holding them all stops it.
     gate: Arc<tokio::sync::Semaphore>,
-    /// Signalled when a commit starts.
+    /// Commits waiting at the gate, and a signal when one arrives.
+    waiting: Arc<AtomicU64>,
     entered: Arc<tokio::sync::Notify>,
 }
 
@@ -81,6 +139,7 @@ impl Default for StoreFaults {
         Self {
             fail: Arc::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(GATE_PERMITS as usize)),
+            waiting: Arc::default(),
             entered: Arc::default(),
         }
     }
@@ -98,22 +157,32 @@ impl StoreFaults {
     }
 
     /// Waits until a commit has started.
+    /// Waits until a commit is stopped at the gate (while the test holds
+    /// the commits): one that started after
+    /// [`hold_commits`](Self::hold_commits), not an earlier one.
     pub async fn commit_started(&self) {
-        self.entered.notified().await;
+        loop {
+            let mut arrived = std::pin::pin!(self.entered.notified());
+            arrived.as_mut().enable();
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            arrived.await;
+        }
     }
 }
 
-/// An audit store (SQLite) that can be made to refuse writes (disk full),
-/// or to stop inside a commit until the test lets it go on.
+/// An audit store (either backend) that can be made to refuse writes
+/// (disk full), or to stop inside a commit until the test lets it go on.
 pub struct FlakyStore {
-    inner: SqliteStore,
+    inner: KeydAuditStore,
     faults: StoreFaults,
 }
 
 impl FlakyStore {
-    pub async fn open(path: &Path, faults: StoreFaults) -> Self {
+    pub async fn open(database: &Database, faults: StoreFaults) -> Self {
         Self {
-            inner: SqliteStore::open(path).await.unwrap(),
+            inner: database.open_audit().await.unwrap(),
             faults,
         }
     }
@@ -126,13 +195,11 @@ impl AuditStore for FlakyStore {
         cps: &[Checkpoint],
         heads: &[TreeHead],
     ) -> Result<(), StoreError> {
-        self.faults.entered.notify_one();
-        let _permit = self
-            .faults
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Backend(e.into()))?;
+        self.faults.waiting.fetch_add(1, Ordering::SeqCst);
+        self.faults.entered.notify_waiters();
+        let permit = self.faults.gate.acquire().await;
+        self.faults.waiting.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.map_err(|e| StoreError::Backend(e.into()))?;
         if self.faults.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("disk full".into()));
         }
@@ -159,18 +226,20 @@ impl AuditStore for FlakyStore {
 }
 
 /// The authority of a [`TestKeyd`].
-pub type TestAuthority<C = ManualClock> = Authority<SqliteStorage, FlakyStore, C>;
+pub type TestAuthority<C = ManualClock> = Authority<KeydStorage, FlakyStore, C>;
 
 /// A keyd for a test: its authority over `keyd.db` and `audit.db` in a
-/// temporary directory (gone with it), on clock `C`.
+/// temporary directory (gone with it), or over a PostgreSQL database of
+/// its own, on clock `C`.
 pub struct TestKeyd<C: Clock + Clone = ManualClock> {
     pub authority: TestAuthority<C>,
     pub clock: C,
     pub faults: StoreFaults,
+    pub database: Database,
     options: AuthorityOptions,
     log_options: LogOptions,
     audit_seed: [u8; 32],
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 impl TestKeyd<ManualClock> {
@@ -185,16 +254,40 @@ impl TestKeyd<ManualClock> {
     pub async fn start_with(options: AuthorityOptions) -> Self {
         Self::open(ManualClock::at(Self::T0), options, LogOptions::default()).await
     }
+
+    /// The same on `backend`; `None` to skip (see [`Backend::fresh_database`]).
+    pub async fn start_on(backend: Backend, options: AuthorityOptions) -> Option<Self> {
+        Self::open_on(
+            backend,
+            ManualClock::at(Self::T0),
+            options,
+            LogOptions::default(),
+        )
+        .await
+    }
 }
 
 impl<C: Clock + Clone> TestKeyd<C> {
-    /// A keyd on `clock` with these options, in a fresh directory.
+    /// A keyd on `clock` with these options, in a fresh directory (SQLite).
     pub async fn open(clock: C, options: AuthorityOptions, log_options: LogOptions) -> Self {
+        Self::open_on(Backend::Sqlite, clock, options, log_options)
+            .await
+            .unwrap()
+    }
+
+    /// A keyd on a fresh database of `backend`; `None` to skip.
+    pub async fn open_on(
+        backend: Backend,
+        clock: C,
+        options: AuthorityOptions,
+        log_options: LogOptions,
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
+        let database = backend.fresh_database(dir.path()).await?;
         let faults = StoreFaults::default();
         let audit_seed = atrest_core::random_array();
         let authority = open_authority(
-            dir.path(),
+            &database,
             &clock,
             &faults,
             &audit_seed,
@@ -202,14 +295,45 @@ impl<C: Clock + Clone> TestKeyd<C> {
             log_options.clone(),
         )
         .await;
-        Self {
+        Some(Self {
             authority,
             clock,
             faults,
+            database,
             options,
             log_options,
             audit_seed,
-            dir,
+            dir: Arc::new(dir),
+        })
+    }
+
+    /// A second authority on the same (PostgreSQL) database, as another
+    /// `keyd serve` replica would be: same audit key, clock and options,
+    /// its own memory and faults.
+    pub async fn replica(&self) -> Self {
+        assert!(
+            self.database.is_shared(),
+            "replicas share a PostgreSQL database; SQLite has one keyd per file"
+        );
+        let faults = StoreFaults::default();
+        let authority = open_authority(
+            &self.database,
+            &self.clock,
+            &faults,
+            &self.audit_seed,
+            self.options.clone(),
+            self.log_options.clone(),
+        )
+        .await;
+        Self {
+            authority,
+            clock: self.clock.clone(),
+            faults,
+            database: self.database.clone(),
+            options: self.options.clone(),
+            log_options: self.log_options.clone(),
+            audit_seed: self.audit_seed,
+            dir: self.dir.clone(),
         }
     }
 
@@ -223,10 +347,17 @@ impl<C: Clock + Clone> TestKeyd<C> {
     /// options.
     pub async fn restart(self) -> Self {
         self.authority.flush_boots().await.unwrap();
+        self.crash().await
+    }
+
+    /// Drops the authority with nothing written on its way out (what a
+    /// `kill -9` leaves) and opens its database again.
+    pub async fn crash(self) -> Self {
         let Self {
             authority,
             clock,
             faults,
+            database,
             options,
             log_options,
             audit_seed,
@@ -236,7 +367,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
         // Let the writer task see the channel close and finish.
         tokio::task::yield_now().await;
         let authority = open_authority(
-            dir.path(),
+            &database,
             &clock,
             &faults,
             &audit_seed,
@@ -248,6 +379,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             authority,
             clock,
             faults,
+            database,
             options,
             log_options,
             audit_seed,
@@ -302,14 +434,14 @@ impl<C: Clock + Clone> TestKeyd<C> {
 }
 
 async fn open_authority<C: Clock + Clone>(
-    dir: &Path,
+    database: &Database,
     clock: &C,
     faults: &StoreFaults,
     audit_seed: &[u8; 32],
     options: AuthorityOptions,
     log_options: LogOptions,
 ) -> TestAuthority<C> {
-    let store = FlakyStore::open(&dir.join("audit.db"), faults.clone()).await;
+    let store = FlakyStore::open(database, faults.clone()).await;
     let audit = AuditLog::open(
         store,
         AuditSigningKey::from_seed(audit_seed),
@@ -318,7 +450,7 @@ async fn open_authority<C: Clock + Clone>(
     )
     .await
     .unwrap();
-    let storage = SqliteStorage::open(&dir.join("keyd.db")).await.unwrap();
+    let storage = database.open_storage().await.unwrap();
     Authority::open(storage, audit, clock.clone(), options)
         .await
         .unwrap()

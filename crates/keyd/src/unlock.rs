@@ -60,7 +60,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 ..details(outcome)
             })
         };
-        let (entry, verified) = match self.verify_request(signed) {
+        let (entry, verified) = match self.verify_request(signed).await {
             Ok(pair) => pair,
             Err(e) => {
                 self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
@@ -71,7 +71,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             }
         };
         let boot = BootStatus::of(
-            &self.boots().get(&entry.record.id),
+            &self.boot_state(&entry.record.id).await?,
             request.boot_id.as_str(),
             signed.boot_ticket.as_ref(),
             self.now(),
@@ -113,15 +113,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
 
     /// Every check of a request before policy: host, signature, clock,
     /// state, key, nonce.
-    fn verify_request(
+    async fn verify_request(
         &self,
         signed: &SignedUnlockRequest,
     ) -> Result<(Arc<HostEntry>, VerifiedRequest), AuthorityError> {
         let request = &signed.request;
-        let entry = self
-            .host_table()
-            .get(&request.host_id)
-            .ok_or_else(|| AuthorityError::UnknownHost(request.host_id.clone()))?;
+        // Read from storage: a revoke or shred on another replica counts
+        // before the policy (a revoked host's request is never held).
+        let entry = self.current_host(&request.host_id).await?;
         let now = self.now();
         let verified = atrest_remote::verify(
             signed,
@@ -133,7 +132,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if entry.secret(&request.key_id).is_none() {
             return Err(AuthorityError::UnknownKey(request.key_id));
         }
-        self.spend_nonce(request.nonce.0, request.timestamp)?;
+        self.spend_nonce(request.nonce.0, request.timestamp).await?;
         Ok((entry, verified))
     }
 
@@ -151,12 +150,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         // Revoke, shred and rotate take this lock exclusively: from the
         // state check below to the answer, none can land in between, so a
         // "released" entry is never followed by a refusal of the same
-        // release (nor a release by a shred that logged first).
+        // release (nor a release by a shred that logged first). The host is
+        // read from storage: another replica's revoke or shred counts.
         let changing = self.changes().read().await;
-        let current = self
-            .host_table()
-            .get(host)
-            .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
+        let current = self.current_host(host).await?;
         check_state(&current.record)?;
         let secret = current
             .secret(&request.key_id)
@@ -179,7 +176,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         // stops working.
         let boot_ticket = (*boot != BootStatus::Same).then(atrest_remote::BootTicket::random);
         let ticket_hash = boot_ticket.as_ref().map(atrest_remote::BootTicket::hash);
-        self.boots().update(host, |state| {
+        // Durable before the answer: a crash after it must not make this
+        // boot's next request look like a first (or unproven) one.
+        self.record_boot(host, |state| {
             if state.last_boot_id.as_deref() != Some(&boot_id) {
                 state.planned_until = None;
                 state.planned_from = None;
@@ -189,7 +188,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             }
             state.last_boot_id = Some(boot_id);
             state.last_unlock_at = Some(now);
-        });
+        })
+        .await?;
         drop(changing);
         let rebind = self.after_release(&current, &request.key_id).await;
         self.metrics().unlock("released");
@@ -258,11 +258,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             source: context.source_text(),
             valid_until: None,
         };
-        let checked = (|| {
-            let entry = self
-                .host_table()
-                .get(&notice.host_id)
-                .ok_or_else(|| AuthorityError::UnknownHost(notice.host_id.clone()))?;
+        let checked = async {
+            let entry = self.current_host(&notice.host_id).await?;
             atrest_remote::verify_reboot(
                 signed,
                 &entry.record.public_key,
@@ -270,9 +267,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 self.options().max_skew,
             )?;
             check_state(&entry.record)?;
-            self.spend_nonce(notice.nonce.0, notice.timestamp)?;
+            self.spend_nonce(notice.nonce.0, notice.timestamp).await?;
             let boot = BootStatus::of(
-                &self.boots().get(&entry.record.id),
+                &self.boot_state(&entry.record.id).await?,
                 notice.boot_id.as_str(),
                 signed.boot_ticket.as_ref(),
                 self.now(),
@@ -281,7 +278,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 return Err(AuthorityError::UnprovenBoot(entry.record.id.clone()));
             }
             Ok::<_, AuthorityError>(entry)
-        })();
+        }
+        .await;
         let entry = match checked {
             Ok(entry) => entry,
             Err(e) => {
@@ -311,11 +309,11 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             )
             .await?;
         let from = notice.boot_id.as_str().to_owned();
-        self.boots().update(&entry.record.id, |state| {
+        self.record_boot(&entry.record.id, |state| {
             state.planned_until = Some(until);
             state.planned_from = Some(from);
-        });
-        self.flush_boots().await?;
+        })
+        .await?;
         Ok((receipt.seq, until))
     }
 }

@@ -81,6 +81,9 @@ codes! {
     HostExists = "host_exists",
     RebindPending = "rebind_pending",
     AuditUnavailable = "audit_unavailable",
+    /// The authority's database is unreachable or read-only: nothing is
+    /// released until it is back (503; ask again, or another replica).
+    DatabaseUnavailable = "database_unavailable",
     StorageError = "storage_error",
     InternalError = "internal_error",
     MalformedRequest = "malformed_request",

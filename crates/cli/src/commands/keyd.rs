@@ -1,15 +1,15 @@
 //! `atrest keyd ...`: run the key authority, and administer it.
 //!
-//! `init`, `serve` and `audit` work on the data directory itself; the
-//! rest talk to the running keyd over its local admin socket with the
-//! admin token (the audit chain has a single writer: the serving process).
+//! `init`, `serve` and `audit` work on the data directory and the
+//! database (`--database`) themselves; the rest talk to the running keyd
+//! over its local admin socket with the admin token.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use atrest_keyd::{
-    AdminClient, AuthorityOptions, DataDir, HostView, InitOptions, MAX_TOKEN_LIFETIME,
+    AdminClient, AuthorityOptions, DataDir, Database, HostView, InitOptions, MAX_TOKEN_LIFETIME,
     MIN_TOKEN_LIFETIME, NewApprover, PendingView, Policy, PolicyRule, PolicyView, Settings, Token,
 };
 use clap::{Args, Subcommand, ValueEnum};
@@ -25,6 +25,21 @@ pub struct DataDirArg {
         default_value = "/var/lib/atrest/keyd"
     )]
     pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DatabaseArg {
+    /// Where hosts, secrets and the audit log are: postgres://USER@HOST:PORT/DB
+    /// (one database that several `keyd serve` replicas share; the password
+    /// comes from PGPASSWORD or ~/.pgpass) or sqlite:DIR. Default: the one
+    /// given at init (keyd.json), else SQLite files in the data directory.
+    #[arg(long, value_name = "URL", env = "ATREST_KEYD_DATABASE", value_parser = parse_database)]
+    pub database: Option<Database>,
+}
+
+fn parse_database(text: &str) -> Result<Database, String> {
+    text.parse()
+        .map_err(|e: atrest_keyd::DatabaseError| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +100,8 @@ pub enum KeydCommand {
 pub struct InitArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
+    #[command(flatten)]
+    pub database: DatabaseArg,
     /// Where `serve` listens.
     #[arg(long, default_value = "127.0.0.1:7443", value_name = "ADDR:PORT")]
     pub listen: String,
@@ -127,6 +144,8 @@ pub struct InitArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
+    #[command(flatten)]
+    pub database: DatabaseArg,
     /// Listen here instead of the address given at init.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
@@ -245,11 +264,15 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        database: DatabaseArg,
     },
     /// Print the last entries.
     Tail {
         #[command(flatten)]
         dir: DataDirArg,
+        #[command(flatten)]
+        database: DatabaseArg,
         /// How many.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u64,
@@ -461,10 +484,15 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
             println!("{}", data.certificates()?.ca_fingerprint());
             Ok(ExitCode::SUCCESS)
         }
-        KeydCommand::Audit(AuditCommand::Verify { dir }) => audit_verify(&dir.data_dir).await,
-        KeydCommand::Audit(AuditCommand::Tail { dir, lines, json }) => {
-            audit_tail(&dir.data_dir, lines, json).await
+        KeydCommand::Audit(AuditCommand::Verify { dir, database }) => {
+            audit_verify(&dir.data_dir, database.database).await
         }
+        KeydCommand::Audit(AuditCommand::Tail {
+            dir,
+            database,
+            lines,
+            json,
+        }) => audit_tail(&dir.data_dir, database.database, lines, json).await,
     }
 }
 
@@ -502,6 +530,7 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
                 policy: args.policy.into(),
                 unannounced_reboot: args.unannounced_reboot.into(),
             },
+            database: args.database.database,
         },
     )
     .await?;
@@ -522,7 +551,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The process holds every host secret.
     crate::hygiene::harden()?;
     crate::hygiene::lock_memory();
-    let dir = DataDir::open_exclusive(&args.dir.data_dir)?;
+    let dir = DataDir::open_exclusive(&args.dir.data_dir)?.with_database(args.database.database);
     let settings = dir.settings()?;
     let options = AuthorityOptions {
         approval_timeout: settings.approval_timeout,
@@ -680,8 +709,8 @@ async fn decide(args: DecideArgs, action: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audit_verify(dir: &Path) -> anyhow::Result<ExitCode> {
-    let data = DataDir::open(dir)?;
+async fn audit_verify(dir: &Path, database: Option<Database>) -> anyhow::Result<ExitCode> {
+    let data = DataDir::open(dir)?.with_database(database);
     let store = data.audit_store().await?;
     let key = data.audit_public_key()?;
     match atrest_audit::verify(&store, &key).await {
@@ -699,9 +728,14 @@ async fn audit_verify(dir: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn audit_tail(dir: &Path, lines: u64, json: bool) -> anyhow::Result<ExitCode> {
+async fn audit_tail(
+    dir: &Path,
+    database: Option<Database>,
+    lines: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     use atrest_audit::AuditStore;
-    let data = DataDir::open(dir)?;
+    let data = DataDir::open(dir)?.with_database(database);
     let store = data.audit_store().await?;
     let head = store.head().await?.seq;
     let from = head.saturating_sub(lines.saturating_sub(1)).max(1);

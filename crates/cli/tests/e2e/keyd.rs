@@ -713,3 +713,173 @@ fn a_full_disk_refuses_releases_until_space_returns() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A copy of a keyd data directory for another replica: its keys, CA and
+/// settings, listening on a port of its own.
+fn replica_of(data: &Path, at: &Path) -> Keyd {
+    std::fs::create_dir_all(at.join("tls")).unwrap();
+    for file in ["keyd.json", "audit.key", "admin.token"] {
+        std::fs::copy(data.join(file), at.join(file)).unwrap();
+    }
+    for entry in std::fs::read_dir(data.join("tls")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), at.join("tls").join(entry.file_name())).unwrap();
+    }
+    let settings_path = at.join("keyd.json");
+    let mut settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
+    settings["listen"] = "127.0.0.1:0".into();
+    std::fs::write(&settings_path, settings.to_string()).unwrap();
+    let mut keyd = Keyd {
+        data: at.to_owned(),
+        base: String::new(),
+        child: None,
+        _dir: None,
+    };
+    keyd.serve();
+    keyd
+}
+
+/// Issue 10: two `keyd serve` processes on one PostgreSQL database are one
+/// authority. A revoke through one is refused through the other, a nonce
+/// answered by one is a replay at the other, and their one audit chain
+/// verifies from either.
+#[test]
+fn two_replicas_on_postgresql_are_one_authority() {
+    let rt = runtime();
+    let Some(url) = rt.block_on(atrest_keyd::testing::fresh_postgres()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
+    let mut b = replica_of(&a.data, &dir.path().join("b"));
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(b.data.join("keyd.json")).unwrap()).unwrap();
+    assert_eq!(settings["database"], url.as_str());
+    assert!(!b.data.join("keyd.db").exists() && !a.data.join("audit.db").exists());
+    let (via_a, via_b) = (a.client(), b.client());
+
+    // Enrolled through A, unlocked through B.
+    let host = rt.block_on(via_a.enroll(&a.token("web"), "web-1")).unwrap();
+    rt.block_on(via_b.unlock_ok(&host, BOOT));
+
+    // Revoked through A: B refuses at once; reinstated through B: A answers.
+    a.cli_ok(&["host", "revoke", "web-1"]);
+    let (status, body, _) = rt.block_on(via_b.unlock(&host, BOOT)).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("revoked")),
+        "{body}"
+    );
+    b.cli_ok(&["host", "reinstate", "web-1"]);
+    rt.block_on(via_a.unlock_ok(&host, BOOT));
+
+    // A request answered by A, replayed at B.
+    let (blinded, _) = host.binding.blind();
+    let signed = host.identity.sign(UnlockRequest {
+        host_id: host.id.clone(),
+        vault_id: [1; 16],
+        keyslot: 1,
+        key_id: host.binding.key_id(),
+        blinded,
+        nonce: RequestNonce::random(),
+        timestamp: now(),
+        boot_id: BootId::new(BOOT).unwrap(),
+    });
+    let mut request = serde_json::to_value(&signed).unwrap();
+    request["boot_ticket"] = host.ticket.lock().unwrap().clone().unwrap();
+    let (status, body) = rt.block_on(via_a.post("/v1/unlock", &request)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rt.block_on(via_b.post("/v1/unlock", &request)).unwrap();
+    assert_ne!(status, 200, "{body}");
+    assert_eq!(body["error"], "replayed_nonce", "{body}");
+
+    // Shredded through B: A refuses for good.
+    b.cli_ok(&["host", "shred", "web-1", "--yes"]);
+    let (status, body, _) = rt.block_on(via_a.unlock(&host, BOOT)).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (410, Some("shredded")),
+        "{body}"
+    );
+
+    // One chain, written by both, verifies from either data directory.
+    for keyd in [&a, &b] {
+        assert!(keyd.cli_ok(&["audit", "verify"]).contains("intact"));
+    }
+    let tail = b.cli_ok(&["audit", "tail", "-n", "1000", "--json"]);
+    let started = tail
+        .lines()
+        .filter(|l| l.contains("\"authority\"") && l.contains("started"))
+        .count();
+    assert_eq!(started, 2, "both replicas log their start: {tail}");
+
+    // A second `init` on the same database would sign with another key.
+    let again = run(&[
+        &"keyd",
+        &"init",
+        &"--data-dir",
+        &dir.path().join("c"),
+        &"--database",
+        &url,
+    ]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already holds a key authority"), "{err}");
+    assert!(!dir.path().join("c").exists());
+
+    // A replica pointed at an empty database (a typo in its name) refuses
+    // to serve rather than start an authority with no hosts or policies.
+    let empty = rt.block_on(atrest_keyd::testing::fresh_postgres()).unwrap();
+    b.stop();
+    let wrong = run(&[
+        &"keyd",
+        &"serve",
+        &"--data-dir",
+        &b.data,
+        &"--database",
+        &empty,
+    ]);
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("holds no key authority"), "{err}");
+}
+
+/// `--database` values that cannot work are refused before anything is
+/// written, each with what to do.
+#[test]
+fn database_urls_that_cannot_work_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("keyd");
+    let init = |database: &str| {
+        run(&[
+            &"keyd",
+            &"init",
+            &"--data-dir",
+            &data,
+            &"--database",
+            &database,
+        ])
+    };
+    for (database, says) in [
+        (
+            "mysql://keyd@db/atrest",
+            "postgres://USER@HOST:PORT/DATABASE or sqlite:DIR",
+        ),
+        (
+            "postgres://keyd:hunter2@127.0.0.1:1/atrest",
+            "give it in PGPASSWORD or ~/.pgpass",
+        ),
+        (
+            "postgres://keyd@127.0.0.1:1/atrest",
+            "cannot reach the PostgreSQL database",
+        ),
+    ] {
+        let out = init(database);
+        assert!(!out.status.success(), "{database}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{database}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!data.exists(), "{database} left a data directory behind");
+    }
+}

@@ -1,0 +1,286 @@
+// Two authorities on one PostgreSQL database, as two `atrest keyd serve`
+// replicas behind one name are (issue 10): what one replica does, the
+// other honours at once. Included in `mod postgres` after the suite, whose
+// helpers it uses.
+
+/// Another replica of `f`'s authority; the hosts' memory (boot tickets,
+/// poll tokens) is shared, as a host talks to either.
+async fn replica(f: &Fixture) -> Fixture {
+    Fixture {
+        keyd: f.keyd.replica().await,
+        tickets: f.tickets.clone(),
+        poll_tokens: f.poll_tokens.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_host_enrolled_on_one_replica_unlocks_on_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    let (signed, state) = request(&b, &host.identity, &host.id, &host.binding);
+    let grant = granted(unlock(&b, &signed).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    assert_eq!(b.authority.hosts().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_revoke_or_shred_on_one_replica_is_refused_on_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    // B has read the host (and parsed its secret) before the revoke.
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    granted(unlock(&b, &signed).await.unwrap());
+
+    a.authority.revoke(&host.id, "test").await.unwrap();
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&b, &signed).await.unwrap_err().code(), "revoked");
+    a.authority.reinstate(&host.id, "test").await.unwrap();
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    granted(unlock(&b, &signed).await.unwrap());
+
+    b.authority.shred(&host.id, "test").await.unwrap();
+    let (signed, _) = request(&a, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&a, &signed).await.unwrap_err().code(), "shredded");
+    assert_eq!(
+        a.authority
+            .reinstate(&host.id, "test")
+            .await
+            .unwrap_err()
+            .code(),
+        "shredded"
+    );
+    // The database itself keeps it shredded, whatever writes to it.
+    let PgStorageRef(pool) = pg_pool(&a);
+    let revived = sqlx::query("UPDATE keyd_hosts SET state = 'active' WHERE id = $1")
+        .bind(host.id.as_str())
+        .execute(&pool)
+        .await;
+    assert!(revived.is_err(), "a shredded host was made active again");
+}
+
+#[tokio::test]
+async fn a_nonce_spent_on_one_replica_is_a_replay_on_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    let (signed, _) = request(&a, &host.identity, &host.id, &host.binding);
+    granted(unlock(&a, &signed).await.unwrap());
+    assert_eq!(
+        unlock(&b, &signed).await.unwrap_err().code(),
+        "replayed_nonce"
+    );
+    // Also when both see it at once: exactly one is answered.
+    let (signed, _) = request(&a, &host.identity, &host.id, &host.binding);
+    let (first, second) = tokio::join!(
+        a.authority.unlock(&signed, CTX),
+        b.authority.unlock(&signed, CTX)
+    );
+    let codes: Vec<&str> = [&first, &second]
+        .iter()
+        .map(|r| r.as_ref().map_or_else(AuthorityError::code, |_| "released"))
+        .collect();
+    assert!(
+        codes == ["released", "replayed_nonce"] || codes == ["replayed_nonce", "released"],
+        "{codes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_boot_released_by_one_replica_is_the_same_boot_on_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    let (signed, _) = request(&a, &host.identity, &host.id, &host.binding);
+    let first = granted(unlock(&a, &signed).await.unwrap());
+    assert!(first.boot_ticket.is_some());
+    // B judges the boot from the stored state A wrote before answering:
+    // the same boot, proven by its ticket, so no new ticket and no hold.
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    assert!(signed.boot_ticket.is_some());
+    let again = granted(unlock(&b, &signed).await.unwrap());
+    assert!(again.boot_ticket.is_none(), "B took the boot for a new one");
+    // Another boot, unannounced, is held on either.
+    let (signed, _) = request_at_boot(&b, &host.identity, &host.id, &host.binding, "boot-2");
+    pending(unlock(&b, &signed).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_policy_set_on_one_replica_applies_on_the_other_after_a_tick() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    a.authority
+        .set_policy(&PolicyScope::Group("web".into()), rule(Policy::Deny), "test")
+        .await
+        .unwrap();
+    // What every tick (250 ms) does, run now.
+    b.authority.maintain().await;
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&b, &signed).await.unwrap_err().code(), "denied");
+}
+
+#[tokio::test]
+async fn two_replicas_releasing_at_once_write_one_chain_that_verifies() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    // Every request releases, whatever the boot: this is about the log.
+    let always = PolicyRule {
+        policy: Policy::Auto,
+        unannounced_reboot: Policy::Auto,
+    };
+    a.authority
+        .set_policy(&PolicyScope::Group("web".into()), always, "test")
+        .await
+        .unwrap();
+    b.authority.maintain().await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let f = if i % 2 == 0 { &a } else { &b };
+        let (signed, _) = request(f, &host.identity, &host.id, &host.binding);
+        let authority = f.authority.clone();
+        tasks.push(tokio::spawn(async move {
+            authority.unlock(&signed, CTX).await.map(|_| ())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let log = entries(&a).await;
+    for (n, entry) in log.iter().enumerate() {
+        assert_eq!(entry.seq, n as u64 + 1, "a gap or a fork in the chain");
+    }
+    let released = log
+        .iter()
+        .filter(|e| e.details.contains("\"released\""))
+        .count();
+    assert_eq!(released, 40);
+    let public = a.authority.audit().public_key();
+    atrest_audit::verify(b.authority.audit().store(), &public)
+        .await
+        .unwrap();
+}
+
+struct PgStorageRef(sqlx::PgPool);
+
+/// The pool of a PostgreSQL fixture's storage, to write to the database
+/// behind the authority's back.
+fn pg_pool(f: &Fixture) -> PgStorageRef {
+    match f.authority.storage() {
+        crate::storage::KeydStorage::Postgres(pg) => PgStorageRef(pg.pool().clone()),
+        crate::storage::KeydStorage::Sqlite(_) => panic!("not a PostgreSQL fixture"),
+    }
+}
+
+/// Ends every other session on the fixture's database, as a restart of
+/// PostgreSQL does: pooled connections find out at their next query.
+async fn drop_sessions(admin: &mut sqlx::PgConnection) {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(admin)
+    .await
+    .unwrap();
+}
+
+/// Asks until the authority reports healthy: each failed ask discards one
+/// dead pooled connection, so a bounded number of asks is enough.
+async fn until_healthy(f: &Fixture) {
+    for _ in 0..64 {
+        if f.authority.health().await.is_ok() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!(
+        "still unhealthy: {}",
+        f.authority.health().await.unwrap_err()
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_database_refuses_releases_until_it_takes_writes_again() {
+    use sqlx::Connection;
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    let crate::storage::Database::Postgres(url) = &f.keyd.database else {
+        unreachable!()
+    };
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let set = |on: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {}",
+            if on { "on" } else { "off" }
+        ))
+    };
+    let count = "SELECT count(*) FROM audit_entries";
+    let before: i64 = sqlx::query_scalar(count).fetch_one(&mut admin).await.unwrap();
+    sqlx::query(set(true)).execute(&mut admin).await.unwrap();
+    drop_sessions(&mut admin).await;
+
+    // Refused with the stable code, health says so, nothing released.
+    for _ in 0..3 {
+        let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+        let refused = unlock(&f, &signed).await.unwrap_err();
+        assert_eq!(refused.code(), "database_unavailable", "{refused}");
+    }
+    let health = f.authority.health().await.unwrap_err();
+    assert_eq!(health.code(), "database_unavailable", "{health}");
+    let after: i64 = sqlx::query_scalar(count).fetch_one(&mut admin).await.unwrap();
+    assert_eq!(after, before, "an entry was written read-only");
+
+    // Writable again: the same authority answers, with no restart.
+    sqlx::query(set(false)).execute(&mut admin).await.unwrap();
+    drop_sessions(&mut admin).await;
+    until_healthy(&f).await;
+    // The audit writer's pooled connections were ended too: its first
+    // batches may fail (audit_unavailable) until it has reconnected.
+    let mut answered = None;
+    for _ in 0..16 {
+        let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+        match unlock(&f, &signed).await {
+            Ok(outcome) => {
+                answered = Some((granted(outcome), state));
+                break;
+            }
+            Err(e) if e.code() == "audit_unavailable" || e.code() == "database_unavailable" => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (grant, state) = answered.expect("no release after the database took writes again");
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    let public = f.authority.audit().public_key();
+    atrest_audit::verify(f.authority.audit().store(), &public)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_database_of_another_schema_version_is_refused() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let storage = crate::storage::PgStorage::open(&url).await.unwrap();
+    for (version, says) in [(99, "run the newer atrest keyd"), (0, "run the atrest keyd release")] {
+        sqlx::query("UPDATE keyd_schema SET version = $1")
+            .bind(version)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        let error = crate::storage::PgStorage::open(&url).await.unwrap_err();
+        assert!(error.to_string().contains(says), "{version}: {error}");
+    }
+}

@@ -1,0 +1,227 @@
+//! [`Cached`]: a store's host records and boot states answered from
+//! memory, for a store that only this process writes (SQLite, one keyd per
+//! data directory). The authority reads a host and its boot state on every
+//! release so that, on a shared store, another replica's revoke or shred
+//! is honoured at once; on a store of its own those reads need not reach
+//! the disk. A shared store (PostgreSQL) is used bare.
+//!
+//! Every write goes to the store first; the entries it touched are then
+//! forgotten (or, for boot states, replaced by what was written), so the
+//! next read fetches them again.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use atrest_remote::{HostId, KeyId};
+
+use super::{
+    BootState, HostRecord, HostState, PolicyRule, PolicyScope, Storage, StorageError,
+    StoredApprover, StoredSecret,
+};
+
+#[derive(Default)]
+struct Memory {
+    hosts: HashMap<HostId, HostRecord>,
+    boots: HashMap<HostId, BootState>,
+    /// Moves on every write: a read that started before a write must not
+    /// put what it read (possibly from before the write) in memory after
+    /// the write forgot it.
+    epoch: u64,
+}
+
+/// A [`Storage`] whose host and boot-state reads are served from memory.
+/// Correct only while no other process writes the same store.
+pub struct Cached<S> {
+    inner: S,
+    memory: Mutex<Memory>,
+}
+
+impl<S: Storage> Cached<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            memory: Mutex::default(),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn memory(&self) -> MutexGuard<'_, Memory> {
+        // Plain maps: a panic elsewhere leaves nothing half-done here.
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.memory().epoch
+    }
+
+    fn forget(&self, id: &HostId) {
+        let mut memory = self.memory();
+        memory.hosts.remove(id);
+        memory.boots.remove(id);
+        memory.epoch += 1;
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Cached<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S: Storage> Storage for Cached<S> {
+    async fn insert_token(
+        &self,
+        token_hash: [u8; 32],
+        group: &str,
+        expires_at: u64,
+    ) -> Result<(), StorageError> {
+        self.inner.insert_token(token_hash, group, expires_at).await
+    }
+
+    async fn enroll(
+        &self,
+        token_hash: [u8; 32],
+        now: u64,
+        host: &HostRecord,
+        secret: &[u8; 32],
+    ) -> Result<Option<String>, StorageError> {
+        let enrolled = self.inner.enroll(token_hash, now, host, secret).await;
+        self.forget(&host.id);
+        enrolled
+    }
+
+    async fn token_group(
+        &self,
+        token_hash: [u8; 32],
+        now: u64,
+    ) -> Result<Option<String>, StorageError> {
+        self.inner.token_group(token_hash, now).await
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
+        self.inner.hosts().await
+    }
+
+    async fn host(&self, id: &HostId) -> Result<Option<HostRecord>, StorageError> {
+        if let Some(record) = self.memory().hosts.get(id) {
+            return Ok(Some(record.clone()));
+        }
+        let epoch = self.epoch();
+        let record = self.inner.host(id).await?;
+        let mut memory = self.memory();
+        if let Some(record) = &record
+            && memory.epoch == epoch
+        {
+            memory.hosts.insert(id.clone(), record.clone());
+        }
+        Ok(record)
+    }
+
+    async fn host_secrets(&self, id: &HostId) -> Result<Vec<StoredSecret>, StorageError> {
+        self.inner.host_secrets(id).await
+    }
+
+    async fn set_host_state(&self, id: &HostId, state: HostState) -> Result<bool, StorageError> {
+        let changed = self.inner.set_host_state(id, state).await;
+        self.forget(id);
+        changed
+    }
+
+    async fn rotate_secret(
+        &self,
+        id: &HostId,
+        key_id: KeyId,
+        secret: &[u8; 32],
+    ) -> Result<bool, StorageError> {
+        let rotated = self.inner.rotate_secret(id, key_id, secret).await;
+        self.forget(id);
+        rotated
+    }
+
+    async fn retire_secrets(&self, id: &HostId, key_ids: &[KeyId]) -> Result<(), StorageError> {
+        let retired = self.inner.retire_secrets(id, key_ids).await;
+        self.forget(id);
+        retired
+    }
+
+    async fn set_policy(&self, scope: &PolicyScope, rule: PolicyRule) -> Result<(), StorageError> {
+        self.inner.set_policy(scope, rule).await
+    }
+
+    async fn policies(&self) -> Result<Vec<(PolicyScope, PolicyRule)>, StorageError> {
+        self.inner.policies().await
+    }
+
+    async fn boot_states(&self) -> Result<Vec<(HostId, BootState)>, StorageError> {
+        self.inner.boot_states().await
+    }
+
+    async fn boot_state(&self, id: &HostId) -> Result<Option<BootState>, StorageError> {
+        if let Some(state) = self.memory().boots.get(id) {
+            return Ok(Some(state.clone()));
+        }
+        let epoch = self.epoch();
+        let state = self.inner.boot_state(id).await?;
+        let mut memory = self.memory();
+        if let Some(state) = &state
+            && memory.epoch == epoch
+        {
+            memory.boots.insert(id.clone(), state.clone());
+        }
+        Ok(state)
+    }
+
+    async fn save_boot_states(&self, states: &[(HostId, BootState)]) -> Result<(), StorageError> {
+        let saved = self.inner.save_boot_states(states).await;
+        let mut memory = self.memory();
+        memory.epoch += 1;
+        for (id, state) in states {
+            if saved.is_ok() {
+                memory.boots.insert(id.clone(), state.clone());
+            } else {
+                memory.boots.remove(id);
+            }
+        }
+        saved
+    }
+
+    async fn put_approver(
+        &self,
+        name: &str,
+        totp_secret: &[u8],
+        now: u64,
+    ) -> Result<(), StorageError> {
+        self.inner.put_approver(name, totp_secret, now).await
+    }
+
+    async fn approver(&self, name: &str) -> Result<Option<StoredApprover>, StorageError> {
+        self.inner.approver(name).await
+    }
+
+    async fn use_approver_step(&self, name: &str, step: u64) -> Result<bool, StorageError> {
+        self.inner.use_approver_step(name, step).await
+    }
+
+    async fn spend_nonce(&self, nonce: [u8; 16], keep_until: u64) -> Result<bool, StorageError> {
+        self.inner.spend_nonce(nonce, keep_until).await
+    }
+
+    async fn remember_nonces(&self, nonces: &[([u8; 16], u64)]) -> Result<(), StorageError> {
+        self.inner.remember_nonces(nonces).await
+    }
+
+    async fn prune_nonces(&self, now: u64) -> Result<(), StorageError> {
+        self.inner.prune_nonces(now).await
+    }
+
+    async fn check_writable(&self) -> Result<(), StorageError> {
+        self.inner.check_writable().await
+    }
+}

@@ -1,0 +1,516 @@
+//! What the authority keeps besides its audit log: hosts, their exchange
+//! secrets, enrollment tokens, policies, approvers, what it knows of each
+//! host's boots and the nonces of recent requests. A store knows no
+//! protocol; [`crate::Authority`] holds the rules and does not know which
+//! database it runs on.
+//!
+//! - [`Storage`]: the seam; [`SqliteStorage`] (one keyd per file) and
+//!   [`PgStorage`] (several replicas on one PostgreSQL database).
+//! - [`Cached`]: the decorator that answers the hot path's reads from
+//!   memory for a store only this process writes (SQLite).
+//! - [`Database`]: where `atrest keyd` keeps its state and audit log,
+//!   parsed from `--database` (`sqlite:DIR` or `postgres://…`), and the
+//!   [`KeydStorage`] / [`KeydAuditStore`] it opens.
+
+use std::future::Future;
+use std::str::FromStr;
+
+use atrest_remote::{HostId, HostPublicKey, KeyId};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+mod cached;
+mod database;
+mod postgres;
+mod sqlite;
+
+pub use cached::Cached;
+pub use database::{Database, DatabaseError, KeydAuditStore, KeydStorage};
+pub use postgres::{PG_SCHEMA_VERSION, PgStorage};
+pub use sqlite::{SCHEMA_VERSION, SqliteStorage};
+
+/// Whether a host may still be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    Active,
+    /// Refused from now on; the secret is kept (an operator may reinstate).
+    Revoked,
+    /// The secret is destroyed: the host's remote keyslots never open again.
+    Shredded,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Shredded => "shredded",
+        }
+    }
+}
+
+impl FromStr for HostState {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self, StorageError> {
+        match s {
+            "active" => Ok(Self::Active),
+            "revoked" => Ok(Self::Revoked),
+            "shredded" => Ok(Self::Shredded),
+            other => Err(StorageError::Corrupt(format!(
+                "unknown host state {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What the authority does with an unlock request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Release at once.
+    Auto,
+    /// Hold until an approver decides.
+    Approve,
+    /// Refuse.
+    Deny,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self, StorageError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "approve" => Ok(Self::Approve),
+            "deny" => Ok(Self::Deny),
+            other => Err(StorageError::Corrupt(format!("unknown policy {other:?}"))),
+        }
+    }
+}
+
+/// What a policy applies to; a host's own policy wins over its group's,
+/// and a group's over the default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "scope", content = "name")]
+pub enum PolicyScope {
+    Default,
+    Group(String),
+    Host(HostId),
+}
+
+impl PolicyScope {
+    pub(crate) fn key(&self) -> String {
+        match self {
+            Self::Default => "default".to_owned(),
+            Self::Group(g) => format!("group:{g}"),
+            Self::Host(h) => format!("host:{h}"),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// A scope's rules: what to do with a request, and what to do when the
+/// host booted without announcing it (`atrest reboot --planned`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    pub policy: Policy,
+    pub unannounced_reboot: Policy,
+}
+
+impl Default for PolicyRule {
+    /// Release at once, but hold an unaccounted reboot for an approver.
+    fn default() -> Self {
+        Self {
+            policy: Policy::Auto,
+            unannounced_reboot: Policy::Approve,
+        }
+    }
+}
+
+/// An enrolled host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub id: HostId,
+    pub group: String,
+    pub public_key: HostPublicKey,
+    /// The key id of the host's current exchange secret.
+    pub key_id: KeyId,
+    /// After a rotation, the previous secret's key id until the host has
+    /// re-bound its keyslot.
+    pub previous_key_id: Option<KeyId>,
+    pub state: HostState,
+    /// Unix seconds.
+    pub enrolled_at: u64,
+}
+
+/// What the authority knows of a host's boots. A release writes it before
+/// it answers (several releases' states in one transaction), so another
+/// replica, or this one after a crash, judges the next boot by it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootState {
+    /// The boot id of the last release.
+    pub last_boot_id: Option<String>,
+    pub last_unlock_at: Option<u64>,
+    /// `atrest reboot --planned`: a boot id other than `planned_from`
+    /// is accounted for until this time.
+    pub planned_until: Option<u64>,
+    pub planned_from: Option<String>,
+    /// SHA-256 of the ticket given to the boot `last_boot_id`; only that
+    /// boot can prove it is still itself (not a copy of its disk).
+    #[serde(skip_serializing, default)]
+    pub ticket_hash: Option<[u8; 32]>,
+}
+
+/// An exchange secret of a host, by its key id.
+pub struct StoredSecret {
+    pub key_id: KeyId,
+    pub secret: Zeroizing<[u8; 32]>,
+    pub current: bool,
+}
+
+/// A person who may approve or deny held requests, with a TOTP secret.
+pub struct StoredApprover {
+    pub name: String,
+    pub totp_secret: Zeroizing<Vec<u8>>,
+    /// The last TOTP time step accepted, so a code is used once.
+    pub last_step: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("key authority storage: {0}")]
+    Backend(#[source] sqlx::Error),
+    /// The database cannot be reached or refuses writes (down, restarting,
+    /// read-only standby): a state that passes, unlike a bad row.
+    #[error(
+        "the key authority database is unavailable ({0}); nothing is released until it is back"
+    )]
+    Unavailable(#[source] sqlx::Error),
+    /// The database answers but takes no writes (a standby, or
+    /// `default_transaction_read_only`).
+    #[error("the key authority database is read-only; nothing is released until it takes writes")]
+    ReadOnly,
+    #[error("key authority storage holds a bad row: {0}")]
+    Corrupt(String),
+    #[error("a host named {0} is already enrolled")]
+    HostExists(HostId),
+    #[error(
+        "the key authority database has schema version {found}, this keyd knows up to {known}; \
+         run the newer atrest keyd that wrote it"
+    )]
+    NewerSchema { found: i64, known: i64 },
+    #[error(
+        "the key authority database has schema version {found}, this keyd writes {known}; \
+         run the atrest keyd release that wrote it (or migrate with a newer one)"
+    )]
+    SchemaVersion { found: i64, known: i64 },
+}
+
+impl StorageError {
+    /// Whether the database is unreachable or read-only, rather than the
+    /// request or a row being wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::ReadOnly)
+    }
+}
+
+/// Sorts a driver error: connection loss and read-only refusals become
+/// [`StorageError::Unavailable`].
+pub(crate) fn backend(e: sqlx::Error) -> StorageError {
+    if unavailable(&e) {
+        StorageError::Unavailable(e)
+    } else {
+        StorageError::Backend(e)
+    }
+}
+
+pub(crate) fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 25006 read_only_sql_transaction; class 08 connection
+            // exceptions; 57P01-57P03 admin shutdown, crash shutdown,
+            // cannot connect now (starting up); 53300 too many connections.
+            code == "25006" || code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn key_id_from(bytes: Vec<u8>, what: &str) -> Result<KeyId, StorageError> {
+    let bytes: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StorageError::Corrupt(format!("{what}: key id length")))?;
+    Ok(KeyId(bytes))
+}
+
+/// The stored text of a policy scope (`default`, `group:G`, `host:H`).
+pub(crate) fn scope_from_key(scope: &str) -> Result<PolicyScope, StorageError> {
+    if scope == "default" {
+        Ok(PolicyScope::Default)
+    } else if let Some(group) = scope.strip_prefix("group:") {
+        Ok(PolicyScope::Group(group.to_owned()))
+    } else if let Some(host) = scope.strip_prefix("host:") {
+        Ok(PolicyScope::Host(HostId::new(host).map_err(|e| {
+            StorageError::Corrupt(format!("policy scope {scope:?}: {e}"))
+        })?))
+    } else {
+        Err(StorageError::Corrupt(format!("policy scope {scope:?}")))
+    }
+}
+
+/// A host row as both backends read it (the key ids come from its
+/// secrets: current, and previous after a rotation).
+pub(crate) struct HostRow {
+    pub id: String,
+    pub group: String,
+    pub public_key: Vec<u8>,
+    pub key_id: Option<Vec<u8>>,
+    pub previous_key_id: Option<Vec<u8>>,
+    pub state: String,
+    pub enrolled_at: i64,
+}
+
+impl HostRow {
+    pub fn record(self) -> Result<HostRecord, StorageError> {
+        let id = self.id;
+        let corrupt = |what: &str| StorageError::Corrupt(format!("host {id}: {what}"));
+        let public_key: [u8; 32] = self
+            .public_key
+            .try_into()
+            .map_err(|_| corrupt("public key length"))?;
+        let state: HostState = self.state.parse()?;
+        // A shredded host has no secrets left; its key id is all zero.
+        let key_id = match self.key_id {
+            Some(k) => key_id_from(k, &id)?,
+            None if state == HostState::Shredded => KeyId([0; 16]),
+            None => return Err(corrupt("no current secret")),
+        };
+        Ok(HostRecord {
+            id: HostId::new(id.clone()).map_err(|_| corrupt("id"))?,
+            group: self.group,
+            public_key: HostPublicKey::from_bytes(&public_key)
+                .map_err(|_| corrupt("public key"))?,
+            key_id,
+            previous_key_id: self
+                .previous_key_id
+                .map(|p| key_id_from(p, &id))
+                .transpose()?,
+            state,
+            enrolled_at: to_u64(self.enrolled_at),
+        })
+    }
+}
+
+/// A boot-state row as both backends read it.
+pub(crate) struct BootRow {
+    pub last_boot_id: Option<String>,
+    pub last_unlock_at: Option<i64>,
+    pub planned_until: Option<i64>,
+    pub planned_from: Option<String>,
+    pub ticket_hash: Option<Vec<u8>>,
+}
+
+impl BootRow {
+    pub fn state(self) -> BootState {
+        BootState {
+            last_boot_id: self.last_boot_id,
+            last_unlock_at: self.last_unlock_at.map(to_u64),
+            planned_until: self.planned_until.map(to_u64),
+            planned_from: self.planned_from,
+            ticket_hash: self.ticket_hash.and_then(|h| h.try_into().ok()),
+        }
+    }
+}
+
+/// A stored secret's row as both backends read it.
+pub(crate) fn stored_secret(
+    id: &HostId,
+    key_id: Vec<u8>,
+    secret: Zeroizing<Vec<u8>>,
+    current: bool,
+) -> Result<StoredSecret, StorageError> {
+    let key_id = key_id_from(key_id, id.as_str())?;
+    if secret.len() != 32 {
+        return Err(StorageError::Corrupt(format!("host {id}: secret length")));
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&secret);
+    Ok(StoredSecret {
+        key_id,
+        secret: out,
+        current,
+    })
+}
+
+/// Where the authority's state lives. Every method is one atomic,
+/// durable operation unless it says otherwise.
+pub trait Storage: Send + Sync + 'static {
+    /// Stores a token by the SHA-256 of its text, so a stolen database
+    /// holds no usable token.
+    fn insert_token(
+        &self,
+        token_hash: [u8; 32],
+        group: &str,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Spends an unexpired, unused token and enrolls `host` with `secret`
+    /// in one transaction. `Ok(None)`: no such token, used, or expired.
+    fn enroll(
+        &self,
+        token_hash: [u8; 32],
+        now: u64,
+        host: &HostRecord,
+        secret: &[u8; 32],
+    ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send;
+
+    /// The group of an unexpired, unused token, without spending it:
+    /// enrollment checks the token before it logs the enrollment, and
+    /// spends it (with [`enroll`](Self::enroll)) only after.
+    fn token_group(
+        &self,
+        token_hash: [u8; 32],
+        now: u64,
+    ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send;
+
+    fn hosts(&self) -> impl Future<Output = Result<Vec<HostRecord>, StorageError>> + Send;
+
+    /// One host as stored now: what the release path checks, so a revoke,
+    /// shred or rotation made by another replica is honoured at once.
+    fn host(
+        &self,
+        id: &HostId,
+    ) -> impl Future<Output = Result<Option<HostRecord>, StorageError>> + Send;
+
+    /// A host's exchange secrets (current, and previous after a rotation);
+    /// empty once shredded.
+    fn host_secrets(
+        &self,
+        id: &HostId,
+    ) -> impl Future<Output = Result<Vec<StoredSecret>, StorageError>> + Send;
+
+    /// Sets the state; `Shredded` also deletes every secret of the host,
+    /// in the same transaction. A shredded host stays shredded.
+    /// `Ok(false)`: no such host, or it is shredded.
+    fn set_host_state(
+        &self,
+        id: &HostId,
+        state: HostState,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Makes `secret` the host's current secret and keeps the current one
+    /// as previous (dropping an older previous one).
+    fn rotate_secret(
+        &self,
+        id: &HostId,
+        key_id: KeyId,
+        secret: &[u8; 32],
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Deletes these non-current secrets of the host (it has re-bound to
+    /// the current one).
+    fn retire_secrets(
+        &self,
+        id: &HostId,
+        key_ids: &[KeyId],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    fn set_policy(
+        &self,
+        scope: &PolicyScope,
+        rule: PolicyRule,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    fn policies(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(PolicyScope, PolicyRule)>, StorageError>> + Send;
+
+    /// Every host's boot state, for loading at start.
+    fn boot_states(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(HostId, BootState)>, StorageError>> + Send;
+
+    /// One host's boot state as stored now (`None`: no such host).
+    fn boot_state(
+        &self,
+        id: &HostId,
+    ) -> impl Future<Output = Result<Option<BootState>, StorageError>> + Send;
+
+    /// Saves several hosts' boot states in one transaction.
+    fn save_boot_states(
+        &self,
+        states: &[(HostId, BootState)],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Adds or replaces an approver.
+    fn put_approver(
+        &self,
+        name: &str,
+        totp_secret: &[u8],
+        now: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    fn approver(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StoredApprover>, StorageError>> + Send;
+
+    /// Records that `step` was used; `Ok(false)` if a step at or after it
+    /// already was (a replayed code).
+    fn use_approver_step(
+        &self,
+        name: &str,
+        step: u64,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Spends a request's nonce until `keep_until` (Unix seconds), for
+    /// every process that serves this store. `Ok(false)`: it was already
+    /// spent (a replay).
+    fn spend_nonce(
+        &self,
+        nonce: [u8; 16],
+        keep_until: u64,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Spends nonces already answered (reloaded from the audit log at
+    /// start); those already spent are left as they are.
+    fn remember_nonces(
+        &self,
+        nonces: &[([u8; 16], u64)],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Forgets nonces kept until before `now`.
+    fn prune_nonces(&self, now: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Whether the database answers and takes writes: what `/healthz`
+    /// reports. `Err` says why not.
+    fn check_writable(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
+}

@@ -1,0 +1,616 @@
+//! The shared store: the authority's state in a PostgreSQL database that
+//! several `atrest keyd` replicas serve at once (issue 10, decision 0012).
+//! Nothing here is kept in the process: a revoke, shred, rotation or spent
+//! nonce written by one replica is what every other reads next.
+//!
+//! Tables are prefixed `keyd_` (the audit log's, on the same database, are
+//! `audit_`). The version is a row in `keyd_schema`; replicas starting at
+//! once migrate one after the other under a transaction-scoped advisory
+//! lock, as the audit store does.
+
+use std::time::Duration;
+
+use atrest_remote::{HostId, KeyId};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use zeroize::Zeroizing;
+
+use super::{
+    BootRow, BootState, HostRecord, HostRow, HostState, PolicyRule, PolicyScope, Storage,
+    StorageError, StoredApprover, StoredSecret, backend, scope_from_key, stored_secret, to_i64,
+    to_u64,
+};
+
+/// `version` in `keyd_schema`.
+pub const PG_SCHEMA_VERSION: i64 = 1;
+
+/// Arbitrary constant for `pg_advisory_xact_lock` (the audit store's is
+/// `…0001`).
+const MIGRATION_LOCK: i64 = 0x6174_7265_7374_0002;
+
+/// Connections per replica: releases read a host and spend a nonce, and
+/// the boot-state writer and maintenance take one each.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// How long a query waits for a connection before the database counts as
+/// unreachable (the release is refused rather than left hanging).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS keyd_schema (
+        only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        version BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_tokens (
+        hash BYTEA PRIMARY KEY CHECK (length(hash) = 32),
+        group_name TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used BOOLEAN NOT NULL DEFAULT FALSE
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_hosts (
+        id TEXT PRIMARY KEY,
+        group_name TEXT NOT NULL,
+        public_key BYTEA NOT NULL CHECK (length(public_key) = 32),
+        state TEXT NOT NULL CHECK (state IN ('active', 'revoked', 'shredded')),
+        enrolled_at BIGINT NOT NULL,
+        last_boot_id TEXT,
+        last_unlock_at BIGINT,
+        planned_until BIGINT,
+        planned_from TEXT,
+        ticket_hash BYTEA
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_host_secrets (
+        host_id TEXT NOT NULL REFERENCES keyd_hosts (id),
+        key_id BYTEA NOT NULL CHECK (length(key_id) = 16),
+        secret BYTEA NOT NULL CHECK (length(secret) = 32),
+        current BOOLEAN NOT NULL,
+        PRIMARY KEY (host_id, key_id)
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_policies (
+        scope TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        unannounced TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_approvers (
+        name TEXT PRIMARY KEY,
+        totp_secret BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_step BIGINT NOT NULL DEFAULT 0
+    )",
+    // The nonces of recent requests, for every replica: the primary key
+    // refuses a replay whichever replica saw the nonce first.
+    "CREATE TABLE IF NOT EXISTS keyd_nonces (
+        nonce BYTEA PRIMARY KEY CHECK (length(nonce) = 16),
+        keep_until BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS keyd_nonces_keep_until ON keyd_nonces (keep_until)",
+    // A shredded host stays shredded, and gets no secret again, whatever
+    // writes to the table (a second line of defence behind the queries).
+    "CREATE OR REPLACE FUNCTION keyd_shredded_is_final() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_TABLE_NAME = 'keyd_hosts' THEN
+                IF OLD.state = 'shredded' AND NEW.state <> 'shredded' THEN
+                    RAISE EXCEPTION 'host % is shredded: it stays shredded', OLD.id;
+                END IF;
+            ELSIF EXISTS (SELECT 1 FROM keyd_hosts WHERE id = NEW.host_id AND state = 'shredded') THEN
+                RAISE EXCEPTION 'host % is shredded: it gets no secret', NEW.host_id;
+            END IF;
+            RETURN NEW;
+        END $$",
+    "CREATE OR REPLACE TRIGGER keyd_hosts_shredded_is_final BEFORE UPDATE ON keyd_hosts
+        FOR EACH ROW EXECUTE FUNCTION keyd_shredded_is_final()",
+    "CREATE OR REPLACE TRIGGER keyd_host_secrets_shredded_is_final BEFORE INSERT OR UPDATE
+        ON keyd_host_secrets FOR EACH ROW EXECUTE FUNCTION keyd_shredded_is_final()",
+];
+
+/// A host and the key ids of its secrets (`concat!`ed with a condition).
+macro_rules! select_hosts {
+    () => {
+        "SELECT h.id, h.group_name, h.public_key, h.state, h.enrolled_at,
+            (SELECT key_id FROM keyd_host_secrets s WHERE s.host_id = h.id AND s.current)
+                AS key_id,
+            (SELECT key_id FROM keyd_host_secrets s WHERE s.host_id = h.id AND NOT s.current)
+                AS previous_key_id
+         FROM keyd_hosts h"
+    };
+}
+
+macro_rules! select_boots {
+    () => {
+        "SELECT id, last_boot_id, last_unlock_at, planned_until, planned_from, ticket_hash
+         FROM keyd_hosts"
+    };
+}
+
+/// The authority's state in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PgStorage {
+    pool: PgPool,
+}
+
+impl PgStorage {
+    /// Connects to `url` (`postgres://…`; a password comes from
+    /// `PGPASSWORD` or `~/.pgpass` if the URL has none) and creates or
+    /// migrates the schema. Several replicas may do this at once.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        let connect: PgConnectOptions = url.parse().map_err(StorageError::Backend)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection the server dropped (a restart) fails its next
+            // query, which the pool then discards: one refused request
+            // instead of a round trip before every query.
+            .test_before_acquire(false)
+            .connect_with(connect)
+            .await
+            .map_err(backend)?;
+        let storage = Self { pool };
+        storage.migrate().await?;
+        Ok(storage)
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('keyd_schema') IS NOT NULL")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if exists {
+            let found: Option<i64> = sqlx::query_scalar("SELECT version FROM keyd_schema")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if let Some(found) = found {
+                if found > PG_SCHEMA_VERSION {
+                    return Err(StorageError::NewerSchema {
+                        found,
+                        known: PG_SCHEMA_VERSION,
+                    });
+                }
+                if found != PG_SCHEMA_VERSION {
+                    return Err(StorageError::SchemaVersion {
+                        found,
+                        known: PG_SCHEMA_VERSION,
+                    });
+                }
+                return tx.commit().await.map_err(backend);
+            }
+        }
+        for statement in SCHEMA {
+            sqlx::query(*statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        sqlx::query("INSERT INTO keyd_schema (version) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(PG_SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Storage for PgStorage {
+    async fn insert_token(
+        &self,
+        token_hash: [u8; 32],
+        group: &str,
+        expires_at: u64,
+    ) -> Result<(), StorageError> {
+        sqlx::query("INSERT INTO keyd_tokens (hash, group_name, expires_at) VALUES ($1, $2, $3)")
+            .bind(&token_hash[..])
+            .bind(group)
+            .bind(to_i64(expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn enroll(
+        &self,
+        token_hash: [u8; 32],
+        now: u64,
+        host: &HostRecord,
+        secret: &[u8; 32],
+    ) -> Result<Option<String>, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The row lock of the UPDATE makes a second replica spending the
+        // same token wait, then find it used.
+        let group: Option<String> = sqlx::query_scalar(
+            "UPDATE keyd_tokens SET used = TRUE WHERE hash = $1 AND NOT used AND expires_at > $2
+             RETURNING group_name",
+        )
+        .bind(&token_hash[..])
+        .bind(to_i64(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(group) = group else {
+            return Ok(None);
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO keyd_hosts (id, group_name, public_key, state, enrolled_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(host.id.as_str())
+        .bind(&group)
+        .bind(&host.public_key.to_bytes()[..])
+        .bind(HostState::Active.as_str())
+        .bind(to_i64(host.enrolled_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if inserted.rows_affected() == 0 {
+            // Dropping the transaction rolls back, so the token stays unused.
+            return Err(StorageError::HostExists(host.id.clone()));
+        }
+        sqlx::query(
+            "INSERT INTO keyd_host_secrets (host_id, key_id, secret, current)
+             VALUES ($1, $2, $3, TRUE)",
+        )
+        .bind(host.id.as_str())
+        .bind(&host.key_id.0[..])
+        .bind(&secret[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(group))
+    }
+
+    async fn token_group(
+        &self,
+        token_hash: [u8; 32],
+        now: u64,
+    ) -> Result<Option<String>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT group_name FROM keyd_tokens WHERE hash = $1 AND NOT used AND expires_at > $2",
+        )
+        .bind(&token_hash[..])
+        .bind(to_i64(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
+        let rows = sqlx::query(concat!(select_hosts!(), " ORDER BY h.id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(host_from_row).collect()
+    }
+
+    async fn host(&self, id: &HostId) -> Result<Option<HostRecord>, StorageError> {
+        let row = sqlx::query(concat!(select_hosts!(), " WHERE h.id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(host_from_row).transpose()
+    }
+
+    async fn host_secrets(&self, id: &HostId) -> Result<Vec<StoredSecret>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT key_id, secret, current FROM keyd_host_secrets WHERE host_id = $1
+             ORDER BY current DESC",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                stored_secret(
+                    id,
+                    row.try_get("key_id").map_err(backend)?,
+                    Zeroizing::new(row.try_get("secret").map_err(backend)?),
+                    row.try_get("current").map_err(backend)?,
+                )
+            })
+            .collect()
+    }
+
+    async fn set_host_state(&self, id: &HostId, state: HostState) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let updated =
+            sqlx::query("UPDATE keyd_hosts SET state = $1 WHERE id = $2 AND state <> 'shredded'")
+                .bind(state.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if state == HostState::Shredded {
+            sqlx::query("DELETE FROM keyd_host_secrets WHERE host_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn rotate_secret(
+        &self,
+        id: &HostId,
+        key_id: KeyId,
+        secret: &[u8; 32],
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Locks the host: a shred on another replica waits for this
+        // rotation, then deletes its secret too.
+        let active: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM keyd_hosts WHERE id = $1 AND state <> 'shredded' FOR UPDATE",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if active.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM keyd_host_secrets WHERE host_id = $1 AND NOT current")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("UPDATE keyd_host_secrets SET current = FALSE WHERE host_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO keyd_host_secrets (host_id, key_id, secret, current)
+             VALUES ($1, $2, $3, TRUE)",
+        )
+        .bind(id.as_str())
+        .bind(&key_id.0[..])
+        .bind(&secret[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn retire_secrets(&self, id: &HostId, key_ids: &[KeyId]) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for key_id in key_ids {
+            sqlx::query(
+                "DELETE FROM keyd_host_secrets WHERE host_id = $1 AND key_id = $2 AND NOT current",
+            )
+            .bind(id.as_str())
+            .bind(&key_id.0[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn set_policy(&self, scope: &PolicyScope, rule: PolicyRule) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO keyd_policies (scope, policy, unannounced) VALUES ($1, $2, $3)
+             ON CONFLICT (scope) DO UPDATE
+             SET policy = EXCLUDED.policy, unannounced = EXCLUDED.unannounced",
+        )
+        .bind(scope.key())
+        .bind(rule.policy.as_str())
+        .bind(rule.unannounced_reboot.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn policies(&self) -> Result<Vec<(PolicyScope, PolicyRule)>, StorageError> {
+        let rows =
+            sqlx::query("SELECT scope, policy, unannounced FROM keyd_policies ORDER BY scope")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let scope: String = row.try_get("scope").map_err(backend)?;
+                let policy: String = row.try_get("policy").map_err(backend)?;
+                let unannounced: String = row.try_get("unannounced").map_err(backend)?;
+                Ok((
+                    scope_from_key(&scope)?,
+                    PolicyRule {
+                        policy: policy.parse()?,
+                        unannounced_reboot: unannounced.parse()?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn boot_states(&self) -> Result<Vec<(HostId, BootState)>, StorageError> {
+        let rows = sqlx::query(select_boots!())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(backend)?;
+                let id = HostId::new(id.clone())
+                    .map_err(|_| StorageError::Corrupt(format!("host id {id:?}")))?;
+                Ok((id, boot_from_row(row)?))
+            })
+            .collect()
+    }
+
+    async fn boot_state(&self, id: &HostId) -> Result<Option<BootState>, StorageError> {
+        let row = sqlx::query(concat!(select_boots!(), " WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(boot_from_row).transpose()
+    }
+
+    async fn save_boot_states(&self, states: &[(HostId, BootState)]) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for (id, state) in states {
+            sqlx::query(
+                "UPDATE keyd_hosts SET last_boot_id = $1, last_unlock_at = $2, planned_until = $3,
+                    planned_from = $4, ticket_hash = $5 WHERE id = $6",
+            )
+            .bind(state.last_boot_id.as_deref())
+            .bind(state.last_unlock_at.map(to_i64))
+            .bind(state.planned_until.map(to_i64))
+            .bind(state.planned_from.as_deref())
+            .bind(state.ticket_hash.as_ref().map(|h| &h[..]))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn put_approver(
+        &self,
+        name: &str,
+        totp_secret: &[u8],
+        now: u64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO keyd_approvers (name, totp_secret, created_at, last_step)
+             VALUES ($1, $2, $3, 0)
+             ON CONFLICT (name) DO UPDATE SET totp_secret = EXCLUDED.totp_secret,
+                created_at = EXCLUDED.created_at, last_step = 0",
+        )
+        .bind(name)
+        .bind(totp_secret)
+        .bind(to_i64(now))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn approver(&self, name: &str) -> Result<Option<StoredApprover>, StorageError> {
+        let row =
+            sqlx::query("SELECT name, totp_secret, last_step FROM keyd_approvers WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.map(|row| {
+            Ok(StoredApprover {
+                name: row.try_get("name").map_err(backend)?,
+                totp_secret: Zeroizing::new(row.try_get("totp_secret").map_err(backend)?),
+                last_step: to_u64(row.try_get("last_step").map_err(backend)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn use_approver_step(&self, name: &str, step: u64) -> Result<bool, StorageError> {
+        let updated = sqlx::query(
+            "UPDATE keyd_approvers SET last_step = $1 WHERE name = $2 AND last_step < $1",
+        )
+        .bind(to_i64(step))
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn spend_nonce(&self, nonce: [u8; 16], keep_until: u64) -> Result<bool, StorageError> {
+        let inserted = sqlx::query(
+            "INSERT INTO keyd_nonces (nonce, keep_until) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&nonce[..])
+        .bind(to_i64(keep_until))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn remember_nonces(&self, nonces: &[([u8; 16], u64)]) -> Result<(), StorageError> {
+        if nonces.is_empty() {
+            return Ok(());
+        }
+        let (keys, until): (Vec<Vec<u8>>, Vec<i64>) = nonces
+            .iter()
+            .map(|(nonce, until)| (nonce.to_vec(), to_i64(*until)))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO keyd_nonces (nonce, keep_until)
+             SELECT * FROM UNNEST($1::bytea[], $2::bigint[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(keys)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn prune_nonces(&self, now: u64) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM keyd_nonces WHERE keep_until < $1")
+            .bind(to_i64(now))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn check_writable(&self) -> Result<(), StorageError> {
+        let writable: bool = sqlx::query_scalar(
+            "SELECT current_setting('transaction_read_only') = 'off' AND NOT pg_is_in_recovery()",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        if writable {
+            Ok(())
+        } else {
+            Err(StorageError::ReadOnly)
+        }
+    }
+}
+
+fn host_from_row(row: &PgRow) -> Result<HostRecord, StorageError> {
+    HostRow {
+        id: row.try_get("id").map_err(backend)?,
+        group: row.try_get("group_name").map_err(backend)?,
+        public_key: row.try_get("public_key").map_err(backend)?,
+        key_id: row.try_get("key_id").map_err(backend)?,
+        previous_key_id: row.try_get("previous_key_id").map_err(backend)?,
+        state: row.try_get("state").map_err(backend)?,
+        enrolled_at: row.try_get("enrolled_at").map_err(backend)?,
+    }
+    .record()
+}
+
+fn boot_from_row(row: &PgRow) -> Result<BootState, StorageError> {
+    Ok(BootRow {
+        last_boot_id: row.try_get("last_boot_id").map_err(backend)?,
+        last_unlock_at: row.try_get("last_unlock_at").map_err(backend)?,
+        planned_until: row.try_get("planned_until").map_err(backend)?,
+        planned_from: row.try_get("planned_from").map_err(backend)?,
+        ticket_hash: row.try_get("ticket_hash").map_err(backend)?,
+    }
+    .state())
+}
