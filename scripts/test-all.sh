@@ -28,6 +28,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
         chromium chromium-driver python3-selenium iproute2 \
         ansible-core cloud-init python3-venv curl >/dev/null
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+    # The independent backup checker reads keyed BLAKE3 and zstd.
+    python3 -c 'import blake3, zstandard' 2>/dev/null || python3 -m pip install -q blake3 zstandard
     # An S3-compatible server for the backup tests (moto's, from PyPI).
     [ -x /opt/moto/bin/moto_server ] ||
         { python3 -m venv /opt/moto && /opt/moto/bin/pip install -q 'moto[server]'; }
@@ -66,6 +68,7 @@ step "independent check of the known-answer vectors (Python cryptography)"
 python3 tests/differential/check_vectors.py
 python3 tests/differential/check_vectors_v2.py
 python3 tests/differential/check_scoped.py
+python3 tests/differential/check_backup.py
 python3 tests/differential/check_audit.py
 
 step "release build"

@@ -1,0 +1,144 @@
+//! Writes testdata/backup-v1/: a small repository of format 1 made with a
+//! fixed key from a fixed source tree, and vectors.json naming the key and
+//! what the snapshot holds (paths, kinds, modes, mtimes, SHA-256 of
+//! contents, symlink targets). Checked by `cargo test -p atrest-backup
+//! --test vectors` and by tests/differential/check_backup.py, without atrest
+//! code. Nonces, salts and the repository id are random, so a new run
+//! writes another (equally valid) repository: regenerate only for a new
+//! format version, and keep the old one.
+//!
+//! cargo run -p atrest-backup --example make_vectors -- testdata/backup-v1
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use atrest_backup::{ChunkSizes, LocalBackend, Repository, SnapshotMeta};
+use atrest_core::SecretKey;
+use serde_json::json;
+
+const MASTER: [u8; 32] = [0x42; 32];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: make_vectors OUT_DIR")?;
+    let out = Path::new(&out);
+    if out.exists() {
+        return Err(format!("{} exists; remove it first", out.display()).into());
+    }
+    let tmp = tempfile::tempdir()?;
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("docs/empty"))?;
+    let mut x = 7u64;
+    let noise: Vec<u8> = (0..40_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(src.join("noise.bin"), &noise)?;
+    fs::write(
+        src.join("docs/readme.txt"),
+        "a small text file\n".repeat(50),
+    )?;
+    fs::write(src.join("docs/copy.bin"), &noise)?;
+    fs::write(src.join("empty"), b"")?;
+    std::os::unix::fs::symlink("docs/readme.txt", src.join("link"))?;
+    fs::set_permissions(src.join("noise.bin"), fs::Permissions::from_mode(0o600))?;
+    let mut files = Vec::new();
+    for rel in [
+        "noise.bin",
+        "docs/readme.txt",
+        "docs/copy.bin",
+        "empty",
+        "link",
+        "docs/empty",
+        "docs",
+    ] {
+        let p = src.join(rel);
+        let t = rustix::fs::Timespec {
+            tv_sec: 1_767_225_600,
+            tv_nsec: 250_000_000,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &p,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    for rel in [
+        "noise.bin",
+        "docs/readme.txt",
+        "docs/copy.bin",
+        "empty",
+        "link",
+        "docs/empty",
+        "docs",
+    ] {
+        let p = src.join(rel);
+        let md = fs::symlink_metadata(&p)?;
+        let (kind, content, target) = if md.file_type().is_symlink() {
+            (
+                "symlink",
+                None,
+                Some(fs::read_link(&p)?.display().to_string()),
+            )
+        } else if md.is_dir() {
+            ("dir", None, None)
+        } else {
+            (
+                "file",
+                Some(hex(&atrest_core::sha256(&fs::read(&p)?))),
+                None,
+            )
+        };
+        files.push(json!({
+            "path": rel, "kind": kind, "mode": md.mode() & 0o7777, "mtime_sec": md.mtime(),
+            "mtime_nsec": md.mtime_nsec(), "sha256": content, "target": target,
+        }));
+    }
+    let sizes = ChunkSizes {
+        min: 1024,
+        avg: 4096,
+        max: 16384,
+    };
+    let repo_dir = std::path::absolute(out.join("repo"))?;
+    let mut repo = Repository::init(
+        LocalBackend::new(&repo_dir),
+        &SecretKey::from_bytes(MASTER),
+        sizes,
+        Some([0x24; 16]),
+    )?;
+    let meta = SnapshotMeta {
+        time_ms: 1_767_225_600_000,
+        hostname: "vectors".into(),
+        tags: vec!["v1".into()],
+    };
+    // Stored under the relative name "src", so the vectors do not depend on
+    // where they were made.
+    std::env::set_current_dir(tmp.path())?;
+    let (id, _) = repo.backup(&[Path::new("src").to_path_buf()], &meta)?;
+    fs::write(
+        out.join("vectors.json"),
+        serde_json::to_string_pretty(&json!({
+            "format": "atrest backup repository", "version": 1,
+            "master_key": hex(&MASTER), "bound_vault": hex(&[0x24; 16]),
+            "chunk": { "min": sizes.min, "avg": sizes.avg, "max": sizes.max },
+            "snapshot": id, "root": "src", "entries": files,
+        }))?,
+    )?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
