@@ -22,4 +22,4 @@ pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 pub use pack::{Location, PACK_TARGET};
 pub use repo::{CheckReport, REPO_VERSION, Repository, RestoreReport, SnapshotMeta};
 pub use s3::{S3Backend, S3Options};
-pub use tree::{Node, NodeKind, Snapshot, Summary, Tree};
+pub use tree::{Node, NodeKind, Snapshot, Summary, Tree, Xattr};

@@ -22,7 +22,7 @@ use crate::chunker::{ChunkSizes, Chunker};
 use crate::error::{BackupError, Result};
 use crate::keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 use crate::pack::{Location, PACK_HEADER_LEN, PACK_TARGET, PackWriter, read_trailer};
-use crate::tree::{Node, NodeKind, Snapshot, Summary, Tree};
+use crate::tree::{Node, NodeKind, Snapshot, Summary, Tree, Xattr};
 
 pub const REPO_MAGIC: &[u8; 4] = b"ATRB";
 pub const REPO_VERSION: u8 = 1;
@@ -221,6 +221,7 @@ impl<B: Backend> Repository<B> {
             pack: None,
             new_index: Vec::new(),
             summary: Summary::default(),
+            links: HashMap::new(),
         };
         for (kind, data) in copies {
             run.store(kind, data)?;
@@ -323,6 +324,7 @@ impl<B: Backend> Repository<B> {
             pack: None,
             new_index: Vec::new(),
             summary: Summary::default(),
+            links: HashMap::new(),
         };
         let mut root = Tree::default();
         for path in paths {
@@ -413,6 +415,7 @@ impl<B: Backend> Repository<B> {
         let mut report = RestoreReport::default();
         fs::create_dir_all(target).map_err(BackupError::file(target))?;
         let mut dirs = Vec::new();
+        let mut links = HashMap::new();
         for node in &root.nodes {
             let rel = Path::new(std::ffi::OsStr::from_bytes(&node.name));
             let rel = rel.strip_prefix("/").unwrap_or(rel);
@@ -420,7 +423,7 @@ impl<B: Backend> Repository<B> {
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(BackupError::file(parent))?;
             }
-            self.restore_node(node, &dest, &mut salts, &mut report, &mut dirs);
+            self.restore_node(node, &dest, &mut salts, &mut report, &mut dirs, &mut links);
         }
         // Directory times last, deepest first: restoring their entries
         // changed them.
@@ -437,6 +440,7 @@ impl<B: Backend> Repository<B> {
         salts: &mut HashMap<[u8; 32], [u8; 32]>,
         report: &mut RestoreReport,
         dirs: &mut Vec<(PathBuf, Node)>,
+        links: &mut HashMap<u64, PathBuf>,
     ) {
         let result = (|| -> Result<()> {
             match node.kind {
@@ -451,10 +455,16 @@ impl<B: Backend> Repository<B> {
                         let tree = self.load_tree(sub, salts)?;
                         for child in &tree.nodes {
                             let name = std::ffi::OsStr::from_bytes(&child.name);
-                            self.restore_node(child, &dest.join(name), salts, report, dirs);
+                            self.restore_node(child, &dest.join(name), salts, report, dirs, links);
                         }
                     }
                     set_owner_mode(dest, node)
+                }
+                NodeKind::File if node.hardlink.is_some_and(|g| links.contains_key(&g)) => {
+                    let first = &links[&node.hardlink.expect("checked")];
+                    fs::hard_link(first, dest).map_err(BackupError::file(dest))?;
+                    report.files += 1;
+                    Ok(())
                 }
                 NodeKind::File => {
                     // Write to a temporary name; rename only once every blob
@@ -468,10 +478,20 @@ impl<B: Backend> Repository<B> {
                         let mut n = 0u64;
                         for id in &node.content {
                             let data = self.read_blob(&parse_id(id)?, salts)?;
-                            std::io::Write::write_all(&mut f, &data)
+                            // Zero chunks become holes: sparse files stay sparse.
+                            if data.len() >= 4096 && data.iter().all(|b| *b == 0) {
+                                std::io::Seek::seek(
+                                    &mut f,
+                                    std::io::SeekFrom::Current(data.len() as i64),
+                                )
                                 .map_err(BackupError::file(&tmp))?;
+                            } else {
+                                std::io::Write::write_all(&mut f, &data)
+                                    .map_err(BackupError::file(&tmp))?;
+                            }
                             n += data.len() as u64;
                         }
+                        f.set_len(n).map_err(BackupError::file(&tmp))?;
                         f.sync_all().map_err(BackupError::file(&tmp))?;
                         Ok(n)
                     };
@@ -480,6 +500,9 @@ impl<B: Backend> Repository<B> {
                             fs::rename(&tmp, dest).map_err(BackupError::file(dest))?;
                             report.files += 1;
                             report.bytes += n;
+                            if let Some(g) = node.hardlink {
+                                links.insert(g, dest.to_path_buf());
+                            }
                         }
                         Err(e) => {
                             let _ = fs::remove_file(&tmp);
@@ -610,6 +633,8 @@ struct Run<'r, B: Backend> {
     pack: Option<Vec<(BlobKind, BlobId, Vec<u8>)>>,
     new_index: Vec<(BlobId, Location)>,
     summary: Summary,
+    /// Inodes with several names seen so far: (dev, ino) → group, size, content.
+    links: HashMap<(u64, u64), (u64, u64, Vec<String>)>,
 }
 
 impl<B: Backend> Run<'_, B> {
@@ -697,13 +722,31 @@ impl<B: Backend> Run<'_, B> {
             subtree: None,
             target: Vec::new(),
             rdev: 0,
+            hardlink: None,
+            xattrs: read_xattrs(path),
         };
         match kind {
             NodeKind::File => {
                 self.summary.files += 1;
-                let (size, content) = self.file(path)?;
-                node.size = size;
-                node.content = content;
+                if md.nlink() > 1 {
+                    let next = self.links.len() as u64 + 1;
+                    if let Some((group, size, content)) = self.links.get(&(md.dev(), md.ino())) {
+                        node.hardlink = Some(*group);
+                        node.size = *size;
+                        node.content = content.clone();
+                        return Ok(node);
+                    }
+                    let (size, content) = self.file(path)?;
+                    self.links
+                        .insert((md.dev(), md.ino()), (next, size, content.clone()));
+                    node.hardlink = Some(next);
+                    node.size = size;
+                    node.content = content;
+                } else {
+                    let (size, content) = self.file(path)?;
+                    node.size = size;
+                    node.content = content;
+                }
             }
             NodeKind::Dir => {
                 self.summary.dirs += 1;
@@ -788,6 +831,7 @@ pub(crate) fn parse_id(text: &str) -> Result<BlobId> {
 }
 
 fn set_owner_mode(path: &Path, node: &Node) -> Result<()> {
+    set_xattrs(path, node)?;
     // Owners only as root; elsewhere the restoring user owns everything.
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
@@ -812,4 +856,47 @@ fn set_times(path: &Path, node: &Node) {
         &times,
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     );
+}
+
+/// The extended attributes of `path` (not following a symlink); none when
+/// the file system has none or refuses to list them.
+fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let mut names = vec![0u8; 64 << 10];
+    let Ok(len) = rustix::fs::llistxattr(path, &mut names[..]) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut value = vec![0u8; 64 << 10];
+    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let os = std::ffi::OsStr::from_bytes(name);
+        if let Ok(n) = rustix::fs::lgetxattr(path, os, &mut value[..]) {
+            out.push(Xattr {
+                name: name.to_vec(),
+                value: value[..n].to_vec(),
+            });
+        }
+    }
+    out
+}
+
+fn set_xattrs(path: &Path, node: &Node) -> Result<()> {
+    for x in &node.xattrs {
+        rustix::fs::lsetxattr(
+            path,
+            std::ffi::OsStr::from_bytes(&x.name),
+            &x.value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| BackupError::File {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::Error::from(e).kind(),
+                format!(
+                    "extended attribute {} not restored: {e}",
+                    String::from_utf8_lossy(&x.name)
+                ),
+            ),
+        })?;
+    }
+    Ok(())
 }

@@ -58,6 +58,22 @@ pub struct Node {
     pub target: Vec<u8>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u64,
+    /// Files with several names: the same number for every name of one
+    /// inode in a snapshot; restore makes them hard links again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+/// One extended attribute, name and value as raw bytes (base64url).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xattr {
+    #[serde(with = "b64")]
+    pub name: Vec<u8>,
+    #[serde(with = "b64")]
+    pub value: Vec<u8>,
 }
 
 fn is_zero(v: &u64) -> bool {

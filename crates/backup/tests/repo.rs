@@ -65,6 +65,21 @@ fn build(dir: &Path) -> PathBuf {
         0,
     )
     .unwrap();
+    // Two names of one inode; an extended attribute; a sparse file.
+    fs::write(src.join("linked-a"), b"one inode, two names").unwrap();
+    fs::hard_link(src.join("linked-a"), src.join("sub/linked-b")).unwrap();
+    rustix::fs::setxattr(
+        src.join("small.txt"),
+        "user.comment",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let sparse = fs::File::create(src.join("sparse")).unwrap();
+    sparse.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"head", 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"tail", (8 << 20) - 4).unwrap();
+    drop(sparse);
     fs::set_permissions(src.join("small.txt"), fs::Permissions::from_mode(0o4751)).unwrap();
     fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
     let t = rustix::fs::Timespec {
@@ -117,12 +132,28 @@ fn assert_same_tree(a: &Path, b: &Path) {
                 "mtime of {rel:?}"
             );
         }
+        let xattrs = |p: &Path| -> Vec<(String, Vec<u8>)> {
+            let mut names = vec![0u8; 4096];
+            let n = rustix::fs::llistxattr(p, &mut names[..]).unwrap_or(0);
+            names[..n]
+                .split(|b| *b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    let name = String::from_utf8_lossy(n).into_owned();
+                    let mut v = vec![0u8; 4096];
+                    let len = rustix::fs::lgetxattr(p, name.as_str(), &mut v[..]).unwrap();
+                    (name, v[..len].to_vec())
+                })
+                .collect()
+        };
+        assert_eq!(xattrs(&pa), xattrs(&pb), "xattrs of {rel:?}");
         if ma.is_file() {
             assert_eq!(
                 fs::read(&pa).unwrap(),
                 fs::read(&pb).unwrap(),
                 "content of {rel:?}"
             );
+            assert_eq!(ma.nlink(), mb.nlink(), "links of {rel:?}");
         } else if ma.file_type().is_symlink() {
             assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
         } else if ma.is_dir() {
@@ -161,10 +192,13 @@ fn round_trip_keeps_everything() {
     .unwrap();
     let (id, snap) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     assert!(snap.summary.errors.is_empty(), "{:?}", snap.summary.errors);
-    assert_eq!(snap.summary.files, 6);
-    // The second copy of big.bin is deduplicated: new bytes are about one copy.
+    assert_eq!(snap.summary.files, 9);
+    // The second copy of big.bin is deduplicated (one 3 MiB copy stored),
+    // and the sparse file's 8 MiB of zeros are one repeated chunk: at most
+    // one copy, three chunks of the sparse file (head, zeros, tail) and
+    // the small files are new.
     assert!(
-        snap.summary.new_bytes < (3 << 20) + (256 << 10),
+        snap.summary.new_bytes < (3 << 20) + 3 * (256 << 10) + (64 << 10),
         "{}",
         snap.summary.new_bytes
     );
@@ -174,7 +208,19 @@ fn round_trip_keeps_everything() {
     let target = dir.path().join("restore");
     let report = repo.restore(&id[..8], &target).unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert_same_tree(&src, &restored_root(&target, &src));
+    let out = restored_root(&target, &src);
+    assert_same_tree(&src, &out);
+    assert_eq!(
+        fs::metadata(out.join("linked-a")).unwrap().ino(),
+        fs::metadata(out.join("sub/linked-b")).unwrap().ino(),
+        "hard links restored as one inode"
+    );
+    let sparse = fs::metadata(out.join("sparse")).unwrap();
+    assert!(
+        sparse.blocks() * 512 < sparse.len() / 4,
+        "sparse file restored dense: {} blocks",
+        sparse.blocks()
+    );
     let check = repo.check(true).unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
     assert!(check.blobs_read > 0 && check.trees >= 4);
