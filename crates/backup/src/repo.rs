@@ -319,10 +319,11 @@ impl<B: Backend> Repository<B> {
     /// Backs up `paths` into a new snapshot; returns its id and summary.
     /// Unreadable source entries are reported in the summary and skipped.
     pub fn backup(&mut self, paths: &[PathBuf], meta: &SnapshotMeta) -> Result<(String, Snapshot)> {
+        let adopted = self.adopt_orphan_packs()?;
         let mut run = Run {
             repo: self,
             pack: None,
-            new_index: Vec::new(),
+            new_index: adopted,
             summary: Summary::default(),
             links: HashMap::new(),
         };
@@ -353,6 +354,42 @@ impl<B: Backend> Repository<B> {
         let id = self.keys.file_name(&sealed);
         self.backend.put(&format!("snapshots/{id}"), &sealed)?;
         Ok((id, snapshot))
+    }
+
+    /// Packs that no index names (uploaded by a run that was killed or lost
+    /// its connection before writing its index): their trailers are checked
+    /// and their blobs join the index, so this run reuses them instead of
+    /// uploading them again. A pack that does not authenticate is left for
+    /// `check` to report and `prune` to remove.
+    fn adopt_orphan_packs(&mut self) -> Result<Vec<(BlobId, Location)>> {
+        let known: std::collections::BTreeSet<[u8; 32]> =
+            self.index.values().map(|l| l.pack).collect();
+        let mut adopted = Vec::new();
+        for name in self.backend.list("data")? {
+            let Some(pack) = name.rsplit('/').next().and_then(|h| parse_id(h).ok()) else {
+                continue;
+            };
+            if known.contains(&pack) {
+                continue;
+            }
+            let bytes = self.backend.get(&name)?;
+            let Ok(entries) = read_trailer(&self.keys, &name, &pack, &bytes) else {
+                continue;
+            };
+            for e in entries {
+                let loc = Location {
+                    pack,
+                    kind: e.kind,
+                    offset: e.offset,
+                    sealed_len: e.sealed_len,
+                    raw_len: e.raw_len,
+                    compressed: e.compressed,
+                };
+                self.index.entry(e.id).or_insert(loc);
+                adopted.push((e.id, loc));
+            }
+        }
+        Ok(adopted)
     }
 
     /// Every snapshot, oldest first.

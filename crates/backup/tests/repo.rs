@@ -478,3 +478,38 @@ fn forget_and_prune_free_space_and_keep_what_snapshots_use() {
         Err(BackupError::NoSuchSnapshot(_))
     ));
 }
+
+#[test]
+fn packs_of_a_run_that_never_wrote_its_index_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("big"), pseudo(4 << 20, 21)).unwrap();
+    let root = dir.path().join("repo");
+    let key = SecretKey::random();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    // As if the run had died after its packs and before its index and
+    // snapshot: remove both.
+    let backend = LocalBackend::new(&root);
+    for dir in ["index", "snapshots"] {
+        for name in atrest_backup::Backend::list(&backend, dir).unwrap() {
+            fs::remove_file(root.join(name)).unwrap();
+        }
+    }
+    let mut repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    let (id, snap) = repo.backup(std::slice::from_ref(&src), &meta(2)).unwrap();
+    assert!(
+        snap.summary.new_bytes < 64 << 10,
+        "{} bytes uploaded again",
+        snap.summary.new_bytes
+    );
+    let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    assert!(repo.check(true).unwrap().problems.is_empty());
+    let target = dir.path().join("restore");
+    assert!(repo.restore(&id, &target).unwrap().failed.is_empty());
+    assert_eq!(
+        fs::read(restored_root(&target, &src).join("big")).unwrap(),
+        pseudo(4 << 20, 21)
+    );
+}
