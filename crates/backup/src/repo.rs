@@ -38,6 +38,36 @@ struct Config {
     chunk_max: usize,
 }
 
+/// Choices for one `backup`.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Entries to leave out: a pattern without `/` matches an entry's name,
+    /// one with `/` its whole path (`*` does not cross `/`, `**` does).
+    pub excludes: Vec<glob::Pattern>,
+    /// Do not descend into directories on another file system than the
+    /// path given (the mount point itself is kept, empty).
+    pub one_file_system: bool,
+    /// Read and chunk everything, say what would be stored, store nothing.
+    pub dry_run: bool,
+}
+
+impl BackupOptions {
+    fn excluded(&self, path: &Path) -> bool {
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        let name = path.file_name().map(Path::new).unwrap_or(path);
+        self.excludes.iter().any(|p| {
+            if p.as_str().contains('/') {
+                p.matches_path_with(path, options)
+            } else {
+                p.matches_path_with(name, options)
+            }
+        })
+    }
+}
+
 /// Who took a snapshot and what to call it.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotMeta {
@@ -222,6 +252,8 @@ impl<B: Backend> Repository<B> {
             new_index: Vec::new(),
             summary: Summary::default(),
             links: HashMap::new(),
+            options: BackupOptions::default(),
+            root_dev: 0,
         };
         for (kind, data) in copies {
             run.store(kind, data)?;
@@ -319,17 +351,37 @@ impl<B: Backend> Repository<B> {
     /// Backs up `paths` into a new snapshot; returns its id and summary.
     /// Unreadable source entries are reported in the summary and skipped.
     pub fn backup(&mut self, paths: &[PathBuf], meta: &SnapshotMeta) -> Result<(String, Snapshot)> {
-        let adopted = self.adopt_orphan_packs()?;
+        self.backup_with(paths, meta, &BackupOptions::default())
+    }
+
+    /// [`Repository::backup`] with excludes, `--one-file-system` or a dry
+    /// run (which returns an empty id and stores nothing).
+    pub fn backup_with(
+        &mut self,
+        paths: &[PathBuf],
+        meta: &SnapshotMeta,
+        options: &BackupOptions,
+    ) -> Result<(String, Snapshot)> {
+        let adopted = if options.dry_run {
+            Vec::new()
+        } else {
+            self.adopt_orphan_packs()?
+        };
+        // A dry run marks what it would store in the index; put it back after.
+        let saved_index = options.dry_run.then(|| self.index.clone());
         let mut run = Run {
             repo: self,
             pack: None,
             new_index: adopted,
             summary: Summary::default(),
             links: HashMap::new(),
+            options: options.clone(),
+            root_dev: 0,
         };
         let mut root = Tree::default();
         for path in paths {
             let md = fs::symlink_metadata(path).map_err(BackupError::file(path))?;
+            run.root_dev = md.dev();
             let node = run.node(path, path.as_os_str().as_bytes().to_vec(), &md)?;
             root.nodes.push(node);
         }
@@ -338,7 +390,11 @@ impl<B: Backend> Repository<B> {
         let Run {
             new_index, summary, ..
         } = run;
-        self.write_index(&new_index)?;
+        if let Some(index) = saved_index {
+            self.index = index;
+        } else {
+            self.write_index(&new_index)?;
+        }
         let snapshot = Snapshot {
             version: 1,
             time_ms: meta.time_ms,
@@ -348,6 +404,9 @@ impl<B: Backend> Repository<B> {
             tree: hex(&tree),
             summary,
         };
+        if options.dry_run {
+            return Ok((String::new(), snapshot));
+        }
         let sealed = self
             .keys
             .seal_file("snapshot", &serde_json::to_vec(&snapshot).expect("json"));
@@ -672,6 +731,9 @@ struct Run<'r, B: Backend> {
     summary: Summary,
     /// Inodes with several names seen so far: (dev, ino) → group, size, content.
     links: HashMap<(u64, u64), (u64, u64, Vec<String>)>,
+    options: BackupOptions,
+    /// The device of the path being backed up (for --one-file-system).
+    root_dev: u64,
 }
 
 impl<B: Backend> Run<'_, B> {
@@ -688,6 +750,21 @@ impl<B: Backend> Run<'_, B> {
         }
         self.summary.new_blobs += 1;
         self.summary.new_bytes += data.len() as u64;
+        if self.options.dry_run {
+            // Remember the id so a second copy is not counted again.
+            self.repo.index.insert(
+                id,
+                Location {
+                    pack: [0; 32],
+                    kind,
+                    offset: 0,
+                    sealed_len: 0,
+                    raw_len: 0,
+                    compressed: false,
+                },
+            );
+            return Ok(id);
+        }
         let pack = self.pack.get_or_insert_with(Vec::new);
         pack.push((kind, id, data));
         if pack.iter().map(|(_, _, d)| d.len()).sum::<usize>() >= PACK_TARGET {
@@ -793,8 +870,12 @@ impl<B: Backend> Run<'_, B> {
                     .map_err(BackupError::file(path))?;
                 entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
                 let mut tree = Tree::default();
-                for entry in entries {
+                let descend = !(self.options.one_file_system && md.dev() != self.root_dev);
+                for entry in entries.into_iter().filter(|_| descend) {
                     let child = entry.path();
+                    if self.options.excluded(&child) {
+                        continue;
+                    }
                     let result = fs::symlink_metadata(&child)
                         .map_err(BackupError::file(&child))
                         .and_then(|md| {

@@ -513,3 +513,89 @@ fn packs_of_a_run_that_never_wrote_its_index_are_reused() {
         pseudo(4 << 20, 21)
     );
 }
+
+#[test]
+fn excludes_one_file_system_and_dry_run() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test mounts a tmpfs: run it as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::create_dir_all(src.join("keep/tmp")).unwrap();
+    fs::create_dir(src.join("other-fs")).unwrap();
+    fs::write(src.join("a.txt"), b"kept").unwrap();
+    fs::write(src.join("b.tmp"), b"excluded by name").unwrap();
+    fs::write(src.join("cache/x"), b"excluded with its directory").unwrap();
+    fs::write(src.join("keep/tmp/y"), b"excluded by path").unwrap();
+    fs::write(src.join("keep/z"), b"kept").unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        src.join("other-fs"),
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(src.join("other-fs"));
+    fs::write(src.join("other-fs/on-tmpfs"), b"another file system").unwrap();
+
+    let root = dir.path().join("repo");
+    let key = SecretKey::random();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    let options = atrest_backup::BackupOptions {
+        excludes: ["*.tmp", "cache", &format!("{}/keep/tmp", src.display())]
+            .iter()
+            .map(|p| glob::Pattern::new(p).unwrap())
+            .collect(),
+        one_file_system: true,
+        dry_run: true,
+    };
+    let (id, dry) = repo
+        .backup_with(std::slice::from_ref(&src), &meta(1), &options)
+        .unwrap();
+    assert!(id.is_empty());
+    assert!(dry.summary.new_bytes > 0);
+    assert!(
+        repo.snapshots().unwrap().is_empty(),
+        "a dry run stores no snapshot"
+    );
+    let backend = LocalBackend::new(&root);
+    assert!(
+        atrest_backup::Backend::list(&backend, "data")
+            .unwrap()
+            .is_empty(),
+        "a dry run stores no pack"
+    );
+
+    let options = atrest_backup::BackupOptions {
+        dry_run: false,
+        ..options
+    };
+    let (id, snap) = repo
+        .backup_with(std::slice::from_ref(&src), &meta(2), &options)
+        .unwrap();
+    assert_eq!(
+        snap.summary.new_bytes, dry.summary.new_bytes,
+        "the dry run counted what the run stored"
+    );
+    let target = dir.path().join("restore");
+    assert!(repo.restore(&id, &target).unwrap().failed.is_empty());
+    let out = restored_root(&target, &src);
+    assert!(out.join("a.txt").exists() && out.join("keep/z").exists());
+    for gone in ["b.tmp", "cache", "keep/tmp"] {
+        assert!(!out.join(gone).exists(), "{gone} should be excluded");
+    }
+    assert!(out.join("other-fs").is_dir(), "the mount point is kept");
+    assert!(
+        !out.join("other-fs/on-tmpfs").exists(),
+        "--one-file-system did not descend"
+    );
+}

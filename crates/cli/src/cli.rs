@@ -455,6 +455,17 @@ pub struct BackupRunArgs {
     /// A tag for the snapshot; repeat for several.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Leave out entries matching PATTERN: without a `/` it matches names
+    /// (`*.tmp`, `cache`), with one whole paths (`/srv/data/**/tmp`);
+    /// repeat for several.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Do not cross into other file systems below each path.
+    #[arg(long)]
+    pub one_file_system: bool,
+    /// Read everything and say what would be stored; store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -163,13 +163,30 @@ fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
         hostname: hostname(),
         tags: args.tags.clone(),
     };
-    let (id, snap) = repo.backup(&paths, &meta)?;
+    let options = atrest_backup::BackupOptions {
+        excludes: args
+            .excludes
+            .iter()
+            .map(|p| glob::Pattern::new(p).with_context(|| format!("--exclude {p}")))
+            .collect::<anyhow::Result<_>>()?,
+        one_file_system: args.one_file_system,
+        dry_run: args.dry_run,
+    };
+    let (id, snap) = repo.backup_with(&paths, &meta, &options)?;
     let s = &snap.summary;
     for e in &s.errors {
         eprintln!("atrest: skipped: {e}");
     }
     if args.json {
-        println!("{}", serde_json::json!({ "snapshot": id, "summary": s }));
+        println!(
+            "{}",
+            serde_json::json!({ "snapshot": id, "dry_run": args.dry_run, "summary": s })
+        );
+    } else if args.dry_run {
+        println!(
+            "dry run: {} files, {} directories, {} bytes read; would store {} new bytes in {} blobs",
+            s.files, s.dirs, s.bytes, s.new_bytes, s.new_blobs
+        );
     } else {
         println!(
             "snapshot {} saved: {} files, {} directories, {} other, {} bytes ({} new bytes in {} blobs, {} packs)",
