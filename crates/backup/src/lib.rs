@@ -20,6 +20,9 @@ pub use error::{BackupError, Result};
 pub use forget::{KeepPolicy, PruneReport, keep};
 pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 pub use pack::{Location, PACK_TARGET};
-pub use repo::{BackupOptions, CheckReport, REPO_VERSION, Repository, RestoreReport, SnapshotMeta};
+pub use repo::{
+    BackupOptions, Change, CheckReport, ListedNode, REPO_VERSION, Repository, RestoreReport,
+    SnapshotMeta,
+};
 pub use s3::{S3Backend, S3Options};
 pub use tree::{Node, NodeKind, Snapshot, Summary, Tree, Xattr};

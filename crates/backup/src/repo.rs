@@ -1018,3 +1018,81 @@ fn set_xattrs(path: &Path, node: &Node) -> Result<()> {
     }
     Ok(())
 }
+
+/// One entry of a snapshot, with its path inside the snapshot.
+#[derive(Debug, Clone)]
+pub struct ListedNode {
+    /// Slash-separated, starting with the backed-up path as stored.
+    pub path: Vec<u8>,
+    pub node: Node,
+}
+
+/// How an entry differs between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Removed,
+    /// Contents or kind differ.
+    Modified,
+    /// Only mode, owner, times or xattrs differ.
+    Metadata,
+}
+
+impl<B: Backend> Repository<B> {
+    /// Every entry of a snapshot, depth first, names sorted.
+    pub fn list(&self, snapshot: &str) -> Result<Vec<ListedNode>> {
+        let (_, snap) = self.snapshot(snapshot)?;
+        let mut salts = HashMap::new();
+        let mut out = Vec::new();
+        let mut stack = vec![(Vec::new(), snap.tree.clone())];
+        while let Some((prefix, tree)) = stack.pop() {
+            let tree = self.load_tree(&tree, &mut salts)?;
+            let mut subdirs = Vec::new();
+            for node in tree.nodes {
+                let mut path = prefix.clone();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&node.name);
+                if let Some(sub) = &node.subtree {
+                    subdirs.push((path.clone(), sub.clone()));
+                }
+                out.push(ListedNode { path, node });
+            }
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(out)
+    }
+
+    /// What changed from snapshot `a` to snapshot `b`, sorted by path.
+    pub fn diff(&self, a: &str, b: &str) -> Result<Vec<(Change, Vec<u8>)>> {
+        let map = |list: Vec<ListedNode>| -> BTreeMap<Vec<u8>, Node> {
+            list.into_iter().map(|l| (l.path, l.node)).collect()
+        };
+        let (old, new) = (map(self.list(a)?), map(self.list(b)?));
+        let mut out = Vec::new();
+        for (path, n) in &new {
+            match old.get(path) {
+                None => out.push((Change::Added, path.clone())),
+                Some(o) if o.kind != n.kind || o.content != n.content || o.target != n.target => {
+                    out.push((Change::Modified, path.clone()))
+                }
+                Some(o)
+                    if (o.mode, o.uid, o.gid, o.mtime_sec, o.mtime_nsec)
+                        != (n.mode, n.uid, n.gid, n.mtime_sec, n.mtime_nsec)
+                        || o.xattrs != n.xattrs =>
+                {
+                    out.push((Change::Metadata, path.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        for path in old.keys() {
+            if !new.contains_key(path) {
+                out.push((Change::Removed, path.clone()));
+            }
+        }
+        out.sort_by(|x, y| x.1.cmp(&y.1));
+        Ok(out)
+    }
+}

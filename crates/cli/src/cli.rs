@@ -390,6 +390,33 @@ pub enum BackupCommand {
     Forget(BackupForgetArgs),
     /// Delete the data no snapshot uses (packs rewritten or removed).
     Prune(BackupListArgs),
+    /// List a snapshot's entries (mode, owner, size, time, path).
+    Ls(BackupLsArgs),
+    /// What changed between two snapshots: + added, - removed, M contents,
+    /// U metadata only.
+    Diff(BackupDiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupLsArgs {
+    /// Snapshot id, a unique prefix of one, or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// One JSON object per entry, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupDiffArgs {
+    pub from: String,
+    pub to: String,
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// One JSON object per change, one per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,8 +15,8 @@ use atrest_core::{SecretKey, labels};
 use atrest_vault::Vault;
 
 use crate::cli::{
-    BackupCheckArgs, BackupCommand, BackupForgetArgs, BackupKeyArgs, BackupListArgs,
-    BackupRestoreArgs, BackupRunArgs,
+    BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupForgetArgs, BackupKeyArgs,
+    BackupListArgs, BackupLsArgs, BackupRestoreArgs, BackupRunArgs,
 };
 use crate::hygiene;
 
@@ -36,6 +36,8 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         BackupCommand::Check(args) => check(&args),
         BackupCommand::Status(args) => status(&args),
         BackupCommand::Forget(args) => forget(&args),
+        BackupCommand::Ls(args) => ls(&args),
+        BackupCommand::Diff(args) => diff(&args),
         BackupCommand::Prune(args) => {
             let mut repo = open(&args.key)?;
             prune(&mut repo)
@@ -425,5 +427,52 @@ fn prune(repo: &mut Repo) -> anyhow::Result<ExitCode> {
         "pruned: {} blobs dropped, {} kept; {} packs deleted, {} rewritten; {} bytes freed",
         r.blobs_dropped, r.blobs_kept, r.packs_deleted, r.packs_repacked, r.bytes_freed
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls(args: &BackupLsArgs) -> anyhow::Result<ExitCode> {
+    let repo = open(&args.key)?;
+    for entry in repo.list(&args.snapshot)? {
+        let n = &entry.node;
+        let path = String::from_utf8_lossy(&entry.path);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "path": path, "kind": n.kind, "mode": n.mode, "uid": n.uid, "gid": n.gid,
+                    "size": n.size, "mtime_sec": n.mtime_sec, "mtime_nsec": n.mtime_nsec,
+                })
+            );
+        } else {
+            println!(
+                "{:?} {:04o} {:>6} {:>6} {:>12} {} {path}",
+                n.kind,
+                n.mode,
+                n.uid,
+                n.gid,
+                n.size,
+                time_text(n.mtime_sec.max(0) as u64 * 1000)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff(args: &BackupDiffArgs) -> anyhow::Result<ExitCode> {
+    let repo = open(&args.key)?;
+    for (change, path) in repo.diff(&args.from, &args.to)? {
+        let path = String::from_utf8_lossy(&path);
+        let mark = match change {
+            atrest_backup::Change::Added => "+",
+            atrest_backup::Change::Removed => "-",
+            atrest_backup::Change::Modified => "M",
+            atrest_backup::Change::Metadata => "U",
+        };
+        if args.json {
+            println!("{}", serde_json::json!({ "change": mark, "path": path }));
+        } else {
+            println!("{mark}  {path}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
