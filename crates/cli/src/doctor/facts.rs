@@ -74,6 +74,9 @@ pub struct Facts {
     pub service_dirs: Vec<(String, PathBuf)>,
     /// Local units' ReadWritePaths/WorkingDirectory: (unit, path).
     pub unit_paths: Vec<(String, PathBuf)>,
+    /// The owner uid of each of those directories that exists (a service
+    /// running as its own user needs its vault mounted with allow_other).
+    pub dir_owners: std::collections::BTreeMap<PathBuf, u32>,
     /// Sensitive files and directories with their modes.
     pub secrets: Vec<(SecretKind, FileMode)>,
     /// Copies of a vault config found outside the vault (backups).
@@ -167,6 +170,12 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
 
     f.service_dirs = service_dirs();
     f.unit_paths = unit_paths(Path::new("/etc/systemd/system"));
+    f.dir_owners = f
+        .service_dirs
+        .iter()
+        .chain(&f.unit_paths)
+        .filter_map(|(_, p)| Some((p.clone(), fs::metadata(p).ok()?.uid())))
+        .collect();
 
     // Vaults: named, listed, mounted.
     let mut all: Vec<PathBuf> = vaults.to_vec();

@@ -16,7 +16,10 @@ pub fn check(f: &Facts) -> Vec<Finding> {
                 severity: Severity::Warning,
                 found: format!("{} (mode {:04o})", m.path.display(), m.mode),
                 why: "a copy of a vault config holds its wrapped keyslots: whoever reads it can guess passphrases offline".into(),
-                fix: format!("chmod 600 {}  (or remove the copy)", m.path.display()),
+                fix: format!(
+                    "chmod 600 {p}  # or remove the copy: rm {p}",
+                    p = m.path.display()
+                ),
             });
         }
     }

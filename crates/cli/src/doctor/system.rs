@@ -168,7 +168,7 @@ fn journald(f: &Facts, out: &mut Vec<Finding>) {
             severity: Severity::Warning,
             found: format!("journald keeps logs (Storage={storage}) in /var/log/journal on {dev}"),
             why: "services log queries, mail headers and file names from the vault; the journal keeps them on disk in the clear".into(),
-            fix: "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nStorage=volatile\\n' > /etc/systemd/journald.conf.d/atrest.conf && systemctl restart systemd-journald (or keep /var/log in a vault)".into(),
+            fix: "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nStorage=volatile\\n' > /etc/systemd/journald.conf.d/atrest.conf && systemctl restart systemd-journald  # then remove the old logs (rm -r /var/log/journal/*), or keep /var/log in a vault".into(),
         });
     }
 }

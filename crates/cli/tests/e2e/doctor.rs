@@ -106,10 +106,19 @@ fn doctor_world_readable_key_file_is_critical_and_its_chmod_fixes_it() {
     assert!(finding(&findings(""), "secret-mode", &key.display().to_string()).is_none());
 }
 
+/// The core-dump settings (kernel.core_pattern, fs.suid_dumpable) are the
+/// machine's: the tests that change them take turns.
+static CORE_SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn core_settings() -> std::sync::MutexGuard<'static, ()> {
+    CORE_SETTINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn doctor_core_pattern_with_open_limit_is_reported_and_the_sysctl_fix_removes_it() {
     const PATTERN: &str = "/proc/sys/kernel/core_pattern";
     const DROPIN: &str = "/etc/sysctl.d/50-atrest-coredump.conf";
+    let _turn = core_settings();
     let before = fs::read_to_string(PATTERN).unwrap();
     let dropin_existed = Path::new(DROPIN).exists();
     let _restore = Restore(|| {
@@ -503,4 +512,332 @@ fn doctor_dumpable_atrest_process_of_another_user_is_critical_until_killed() {
     sh(&kill);
     child.wait().unwrap();
     assert!(finding(&findings(""), "atrest-process-dumpable", &what).is_none());
+}
+
+#[test]
+fn doctor_suid_dumpable_is_reported_while_dumps_are_stored_and_its_sysctl_fixes_it() {
+    const PATTERN: &str = "/proc/sys/kernel/core_pattern";
+    const SUID: &str = "/proc/sys/fs/suid_dumpable";
+    const DROPIN: &str = "/etc/sysctl.d/50-atrest-suid-dumpable.conf";
+    let _turn = core_settings();
+    let (pattern, suid) = (
+        fs::read_to_string(PATTERN).unwrap(),
+        fs::read_to_string(SUID).unwrap(),
+    );
+    let dropin_existed = Path::new(DROPIN).exists();
+    let _restore = Restore(|| {
+        fs::write(PATTERN, pattern.trim_end()).expect("restore kernel.core_pattern");
+        fs::write(SUID, suid.trim_end()).expect("restore fs.suid_dumpable");
+        if !dropin_existed {
+            let _ = fs::remove_file(DROPIN);
+        }
+    });
+    // Dumps stored as files (an absolute pattern, as fs.suid_dumpable=2
+    // wants), and credential-changing processes allowed to dump.
+    fs::write(PATTERN, "/var/crash/core.%p").unwrap();
+    fs::write(SUID, "2").unwrap();
+    let f = finding(&findings(""), "suid-dumpable", "fs.suid_dumpable = 2")
+        .expect("suid_dumpable reported");
+    assert_eq!(f["severity"], "warning");
+    // Nothing stored (dumps piped to /bin/false): nothing to report.
+    fs::write(PATTERN, "|/bin/false").unwrap();
+    assert!(finding(&findings(""), "suid-dumpable", "").is_none());
+    fs::write(PATTERN, "/var/crash/core.%p").unwrap();
+    sh(f["fix"].as_str().unwrap());
+    assert_eq!(fs::read_to_string(SUID).unwrap().trim(), "0");
+    assert_eq!(
+        fs::read_to_string(DROPIN).unwrap().trim(),
+        "fs.suid_dumpable=0",
+        "the setting survives a reboot"
+    );
+    assert!(finding(&findings(""), "suid-dumpable", "").is_none());
+}
+
+#[test]
+fn doctor_key_file_owned_by_another_user_is_reported_until_the_printed_chown() {
+    const NOBODY: u32 = 65534;
+    let dir = Path::new("/etc/atrest");
+    let made_dir = !dir.exists();
+    fs::create_dir_all(dir).unwrap();
+    let key = dir.join(format!("doctor-e2e-owner-{}.key", std::process::id()));
+    let _restore = Restore(|| {
+        let _ = fs::remove_file(&key);
+        if made_dir {
+            let _ = fs::remove_dir(dir);
+        }
+    });
+    fs::write(&key, [7u8; 32]).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).unwrap();
+    let name = key.display().to_string();
+    let list = findings("");
+    let f = finding(&list, "secret-owner", &name).expect("a key file owned by nobody");
+    assert_eq!(f["severity"], "warning");
+    assert!(
+        f["found"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("is owned by uid {NOBODY}")),
+        "{f}"
+    );
+    assert!(
+        finding(&list, "secret-mode", &name).is_none(),
+        "its mode is fine"
+    );
+    sh(f["fix"].as_str().unwrap());
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(&key).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0));
+    }
+    assert!(finding(&findings(""), "secret-owner", &name).is_none());
+}
+
+#[test]
+fn doctor_readable_copy_of_a_vault_config_is_reported_until_the_printed_chmod() {
+    // A real vault's config, copied as an operator would before an edit.
+    let vault_dir = tempfile::tempdir().unwrap();
+    let vault = vault_dir.path().join("v");
+    let pass = vault_dir.path().join("pass");
+    fs::write(&pass, "pw\n").unwrap();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    for a in &crate::common::FAST_KDF {
+        args.push(a);
+    }
+    ok(&args);
+    let copies = tempfile::Builder::new()
+        .prefix("atrest-doctor-e2e-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let copy = copies.path().join("atrest.conf.bak");
+    fs::copy(vault.join(atrest_vault::CONFIG_FILE), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).unwrap();
+    let name = copy.display().to_string();
+    let f = finding(&findings(""), "config-copy-readable", &name).expect("the readable copy");
+    assert_eq!(f["severity"], "warning");
+    assert!(f["found"].as_str().unwrap().contains("(mode 0644)"), "{f}");
+    sh(f["fix"].as_str().unwrap());
+    assert_eq!(
+        fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(finding(&findings(""), "config-copy-readable", &name).is_none());
+}
+
+/// journald's Storage=auto keeps the journal on disk when /var/log/journal
+/// exists; this machine's /var/log is on its clear root disk. The printed
+/// fix's drop-in makes it volatile; its `systemctl restart` goes to a
+/// stand-in that records the call (PID 1 here is not systemd).
+#[test]
+fn doctor_persistent_journal_on_clear_disk_is_reported_until_the_volatile_dropin() {
+    const JOURNAL: &str = "/var/log/journal";
+    const DROPINS: &str = "/etc/systemd/journald.conf.d";
+    const DROPIN: &str = "/etc/systemd/journald.conf.d/atrest.conf";
+    let made_journal = !Path::new(JOURNAL).exists();
+    let made_dropins = !Path::new(DROPINS).exists();
+    let old_dropin = fs::read(DROPIN).ok();
+    let _restore = Restore(|| {
+        match &old_dropin {
+            Some(text) => fs::write(DROPIN, text).expect("restore the journald drop-in"),
+            None => {
+                let _ = fs::remove_file(DROPIN);
+            }
+        }
+        if made_dropins {
+            let _ = fs::remove_dir(DROPINS);
+        }
+        if made_journal {
+            let _ = fs::remove_dir(JOURNAL);
+        }
+    });
+    let _ = fs::remove_file(DROPIN);
+    fs::create_dir_all(JOURNAL).unwrap();
+    let list = findings("");
+    let Some(f) = finding(&list, "journal-persistent-clear", JOURNAL) else {
+        // Another drop-in or journald.conf already says volatile/none.
+        panic!("this machine's journald settings hide the condition: {list:?}");
+    };
+    assert_eq!(f["severity"], "warning");
+    assert!(f["found"].as_str().unwrap().contains("/dev/"), "{f}");
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    fs::write(
+        bin.path().join("systemctl"),
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    fs::set_permissions(
+        bin.path().join("systemctl"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    sh(&format!(
+        "PATH={}:$PATH; {}",
+        bin.path().display(),
+        f["fix"].as_str().unwrap()
+    ));
+    assert_eq!(
+        fs::read_to_string(&calls).unwrap(),
+        "restart systemd-journald\n"
+    );
+    assert!(finding(&findings(""), "journal-persistent-clear", "").is_none());
+}
+
+/// A real PostgreSQL cluster (Debian's binaries, run as nobody) whose
+/// postgresql.conf, in a cluster directory of its own under
+/// /etc/postgresql/VERSION/ (removed by a guard), names a data directory on
+/// the clear root disk. Doctor reports it; the printed fix, run as printed
+/// but for the passphrase file its `atrest init` and `atrest mount` are
+/// given, moves the data into a vault mounted in its place, and the server
+/// then starts from the vault.
+#[test]
+fn doctor_postgresql_data_directory_outside_a_vault_is_reported_until_the_printed_move() {
+    const NOBODY: u32 = 65534;
+    let Some(bin) = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .max_by_key(|b| {
+            let v = b.parent().unwrap().file_name().unwrap().to_string_lossy();
+            v.parse::<u32>().unwrap_or(0)
+        })
+    else {
+        panic!("no PostgreSQL server under /usr/lib/postgresql: apt-get install postgresql");
+    };
+    let version = bin.parent().unwrap().file_name().unwrap().to_owned();
+    let base = tempfile::Builder::new()
+        .prefix("atrest-doctor-pg-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (data, run) = (base.path().join("pgdata"), base.path().join("run"));
+    for d in [&data, &run] {
+        fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    let as_nobody = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .args(args)
+            .output()
+            .expect("runuser (util-linux)");
+        assert!(
+            out.status.success(),
+            "as nobody: {}: {}{}",
+            Path::new(args[0].as_ref()).display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    as_nobody(&[
+        &bin.join("initdb"),
+        &"-D",
+        &data,
+        &"-U",
+        &"atrest",
+        &"--auth=trust",
+        &"-E",
+        &"UTF8",
+        &"--no-sync",
+    ]);
+
+    let etc = Path::new("/etc/postgresql").join(&version);
+    let made_etc = !etc.exists();
+    let cluster = etc.join(format!("atrest-doctor-e2e-{}", std::process::id()));
+    let _cluster = Restore(|| {
+        let _ = fs::remove_dir_all(&cluster);
+        if made_etc {
+            let _ = fs::remove_dir(&etc);
+            let _ = fs::remove_dir("/etc/postgresql");
+        }
+    });
+    fs::create_dir_all(&cluster).unwrap();
+    let conf = cluster.join("postgresql.conf");
+    fs::write(
+        &conf,
+        format!(
+            "data_directory = '{}'\t\t# use data in another directory\nport = 5432\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+
+    let name = data.display().to_string();
+    let f = finding(&findings(""), "service-data-outside-vault", &name)
+        .expect("the cluster's data directory");
+    assert_eq!(f["severity"], "warning");
+    let found = f["found"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!("PostgreSQL ({})", conf.display())),
+        "{found}"
+    );
+    assert!(found.contains(" on /dev/"), "{found}");
+    let fix = f["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("atrest mount -o allow_other {name}.enc {name}")),
+        "the data belongs to the server's user, who must reach the mount: {fix}"
+    );
+
+    // The fix's commands, between "stop the service;" and "; start the
+    // service", with a passphrase file instead of the terminal.
+    let commands = fix
+        .strip_prefix("stop the service; ")
+        .and_then(|rest| rest.split(" ; start the service").next())
+        .unwrap_or_else(|| panic!("the fix's shape changed: {fix}"));
+    let pass = base.path().join("pass");
+    fs::write(&pass, "pg vault passphrase\n").unwrap();
+    let with_pass = format!("--passphrase-file {}", pass.display());
+    let commands = commands
+        .replace(
+            "atrest init ",
+            &format!(
+                "\"$ATREST\" init {with_pass} --no-recovery-key {} ",
+                crate::common::FAST_KDF.join(" ")
+            ),
+        )
+        .replace("atrest mount ", &format!("\"$ATREST\" mount {with_pass} "));
+    let _unmount = Restore(|| {
+        let _ = crate::common::run(&[&"unmount", &"--lazy", &data]);
+    });
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&commands)
+        .env("ATREST", env!("CARGO_BIN_EXE_atrest"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "the printed fix failed: {commands}");
+    assert!(crate::common::is_mount_point(&data));
+    assert!(data.join("PG_VERSION").exists());
+
+    // "start the service": the cluster runs from the vault.
+    let _stop = Restore(|| {
+        let _ = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    });
+    as_nobody(&[
+        &bin.join("pg_ctl"),
+        &"-D",
+        &data,
+        &"-l",
+        &run.join("server.log"),
+        &"-w",
+        &"-o",
+        &format!("-c listen_addresses='' -k {}", run.display()),
+        &"start",
+    ]);
+    assert!(finding(&findings(""), "service-data-outside-vault", &name).is_none());
 }
