@@ -841,3 +841,107 @@ fn doctor_postgresql_data_directory_outside_a_vault_is_reported_until_the_printe
     ]);
     assert!(finding(&findings(""), "service-data-outside-vault", &name).is_none());
 }
+
+/// Runs `script` (with `$0` the atrest binary and `env`) in a mount
+/// namespace of its own, where /tmp and /var/tmp are first taken back to
+/// the disk below them; its last command is `exec "$0" doctor --json`.
+fn findings_in_own_mount_namespace(script: &str, env: &[(&str, &Path)]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "set -e; for d in /tmp /var/tmp; do while mountpoint -q $d; do umount -l $d; done; done; {script}"
+        ))
+        .arg(env!("CARGO_BIN_EXE_atrest"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    doctor_json(cmd)
+}
+
+/// /tmp and /var/tmp on the clear root disk (this machine's own layout,
+/// built in a private mount namespace if they are tmpfs here). The printed
+/// fixes run as printed in that namespace, /etc/fstab bind-mounted from a
+/// copy so that the machine's stays as it was, and nothing else on the
+/// machine sees the new mounts.
+#[test]
+fn doctor_tmp_on_clear_disk_is_reported_until_the_printed_tmpfs_mounts() {
+    let list = findings_in_own_mount_namespace("exec \"$0\" doctor --json", &[]);
+    let tmp = finding(&list, "tmp-persistent", "/tmp is on /dev/").expect("/tmp on disk");
+    let var_tmp =
+        finding(&list, "tmp-persistent", "/var/tmp is on /dev/").expect("/var/tmp on disk");
+    assert_eq!(tmp["severity"], "warning");
+    let dir = tempfile::Builder::new()
+        .prefix("atrest-doctor-e2e-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    let fstab = dir.path().join("fstab");
+    fs::copy("/etc/fstab", &fstab).unwrap();
+    let (fix_tmp, fix_var_tmp) = (dir.path().join("fix-tmp"), dir.path().join("fix-var-tmp"));
+    fs::write(&fix_tmp, tmp["fix"].as_str().unwrap()).unwrap();
+    fs::write(&fix_var_tmp, var_tmp["fix"].as_str().unwrap()).unwrap();
+    let list = findings_in_own_mount_namespace(
+        "mount --bind \"$FSTAB\" /etc/fstab; sh \"$FIX_TMP\"; sh \"$FIX_VAR_TMP\"; \
+         exec \"$0\" doctor --json",
+        &[
+            ("FSTAB", &fstab),
+            ("FIX_TMP", &fix_tmp),
+            ("FIX_VAR_TMP", &fix_var_tmp),
+        ],
+    );
+    assert!(finding(&list, "tmp-persistent", "").is_none(), "{list:?}");
+    let kept = fs::read_to_string(&fstab).unwrap();
+    assert!(
+        kept.ends_with(
+            "tmpfs /tmp tmpfs nosuid,nodev,size=20% 0 0\ntmpfs /var/tmp tmpfs nosuid,nodev 0 0\n"
+        ),
+        "{kept}"
+    );
+}
+
+/// An atrest process of root whose core limit is not 0 (as an old binary
+/// would run: here a copy of sleep named atrest) is critical until the
+/// printed `kill` ends it; a real mount process (limit 0) is not reported.
+#[test]
+fn doctor_atrest_process_with_a_core_limit_is_critical_until_killed() {
+    let m = Mounted::new();
+    let holder = fs::read_to_string(m.vault.join(atrest_vault::LOCK_FILE)).unwrap();
+    let mount_pid = holder.split_whitespace().next().unwrap().to_owned();
+    let list = findings("");
+    assert!(
+        finding(
+            &list,
+            "atrest-process-dumpable",
+            &format!("process {mount_pid} ")
+        )
+        .is_none(),
+        "{list:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("atrest");
+    fs::copy("/bin/sleep", &fake).unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -c unlimited; exec \"$0\" 600"])
+        .arg(&fake)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _kill = Restore(|| {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "atrest\n" {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the process ended: {status}");
+        }
+        std::thread::yield_now();
+    }
+    let what = format!("atrest process {pid} has a core file size limit of unlimited");
+    let f = finding(&findings(""), "atrest-process-dumpable", &what).expect("the process");
+    assert_eq!(f["severity"], "critical");
+    let fix = f["fix"].as_str().unwrap();
+    let kill = format!("kill {pid}");
+    assert!(fix.contains(&kill), "{fix}");
+    sh(&kill);
+    child.wait().unwrap();
+    assert!(finding(&findings(""), "atrest-process-dumpable", &what).is_none());
+}
