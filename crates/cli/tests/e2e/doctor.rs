@@ -945,3 +945,45 @@ fn doctor_atrest_process_with_a_core_limit_is_critical_until_killed() {
     child.wait().unwrap();
     assert!(finding(&findings(""), "atrest-process-dumpable", &what).is_none());
 }
+
+/// Dumps piped to systemd-coredump, which stores them by default: reported
+/// while the core limit is open; the printed drop-in (Storage=none) ends it.
+#[test]
+fn doctor_systemd_coredump_storing_dumps_is_reported_until_the_storage_none_dropin() {
+    const PATTERN: &str = "/proc/sys/kernel/core_pattern";
+    const DROPINS: &str = "/etc/systemd/coredump.conf.d";
+    const DROPIN: &str = "/etc/systemd/coredump.conf.d/atrest.conf";
+    let _turn = core_settings();
+    let before = fs::read_to_string(PATTERN).unwrap();
+    let made_dropins = !Path::new(DROPINS).exists();
+    let old_dropin = fs::read(DROPIN).ok();
+    let _restore = Restore(|| {
+        fs::write(PATTERN, before.trim_end()).expect("restore kernel.core_pattern");
+        match &old_dropin {
+            Some(text) => fs::write(DROPIN, text).expect("restore the coredump drop-in"),
+            None => {
+                let _ = fs::remove_file(DROPIN);
+            }
+        }
+        if made_dropins {
+            let _ = fs::remove_dir(DROPINS);
+        }
+    });
+    let _ = fs::remove_file(DROPIN);
+    fs::write(
+        PATTERN,
+        "|/lib/systemd/systemd-coredump %P %u %g %s %t 9223372036854775808 %h",
+    )
+    .unwrap();
+    let list = findings("ulimit -c unlimited;");
+    let f = finding(&list, "core-dumps-enabled", "systemd-coredump stores dumps")
+        .unwrap_or_else(|| panic!("this machine's coredump.conf hides the condition: {list:?}"));
+    assert_eq!(f["severity"], "warning");
+    sh(f["fix"].as_str().unwrap());
+    assert!(
+        fs::read_to_string(DROPIN)
+            .unwrap()
+            .contains("Storage=none\n")
+    );
+    assert!(finding(&findings("ulimit -c unlimited;"), "core-dumps-enabled", "").is_none());
+}
