@@ -112,6 +112,9 @@ pub struct AuthorityFact {
     pub url: String,
     /// The CA fingerprint the keyslot pins.
     pub pinned: [u8; 32],
+    /// The audit public key the keyslot pinned at enrollment (its release
+    /// checkpoints must verify under it).
+    pub pinned_audit_key: [u8; 32],
     pub probe: atrest_agent::Probe,
 }
 
@@ -472,7 +475,8 @@ fn keyslot_authorities(vault: &Path, config: &atrest_vault::VaultConfig) -> Vec<
         threshold,
         url: a.url.clone(),
         pinned: a.ca_fingerprint,
-        probe: atrest_agent::Probe::Reachable,
+        pinned_audit_key: a.audit_public_key,
+        probe: atrest_agent::Probe::Reachable { audit_key: None },
     };
     let mut out = Vec::new();
     for s in &config.keyslots {

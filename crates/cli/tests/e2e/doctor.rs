@@ -987,3 +987,113 @@ fn doctor_systemd_coredump_storing_dumps_is_reported_until_the_storage_none_drop
     );
     assert!(finding(&findings("ulimit -c unlimited;"), "core-dumps-enabled", "").is_none());
 }
+
+/// The authority at the keyslot's address, with the CA pinned, but a new
+/// audit key (its data dir's audit key and log replaced, as a data dir
+/// initialised again would have them): critical, with both keys named,
+/// until the vault is enrolled again there and the old keyslot removed,
+/// as the fix says.
+#[test]
+fn doctor_remote_keyslot_audit_key_changed_is_critical_until_enrolled_again() {
+    let mut keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault(&keyd, dir.path());
+    let vault = e.vault.display().to_string();
+    let check = || findings_of_host(&e.vault, &e.state, BOOT_A);
+    let id = "remote-keyslot-audit-key-changed";
+    assert!(finding(&check(), id, &vault).is_none());
+    let pinned = atrest_audit::AuditSigningKey::from_seed(
+        fs::read(keyd.data.join("audit.key"))
+            .unwrap()
+            .as_slice()
+            .try_into()
+            .unwrap(),
+    )
+    .public_key()
+    .to_string();
+
+    keyd.stop();
+    let seed = [0x5a; 32];
+    fs::write(keyd.data.join("audit.key"), seed).unwrap();
+    for e in fs::read_dir(&keyd.data).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("audit.db") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    keyd.serve();
+    let now = atrest_audit::AuditSigningKey::from_seed(&seed)
+        .public_key()
+        .to_string();
+    let list = check();
+    let f = finding(&list, id, &vault).expect("a changed audit key");
+    assert_eq!(f["severity"], "critical");
+    let found = f["found"].as_str().unwrap();
+    assert!(
+        found.contains(&format!("names the audit key {now}")),
+        "{found}"
+    );
+    assert!(found.contains(&format!("pinned {pinned}")), "{found}");
+    for other in ["remote-keyslot-unreachable", "remote-keyslot-ca-changed"] {
+        assert!(finding(&list, other, &vault).is_none(), "{list:?}");
+    }
+
+    // What the finding warns of: the keyslot does not unlock through it.
+    let refused = crate::common::failure(host(
+        &e.state,
+        BOOT_A,
+        &[&"unlock", &e.vault, &"--mount", &e.mnt],
+    ));
+    assert!(
+        refused.contains("is not signed by this audit key"),
+        "{refused}"
+    );
+
+    // The fix, for a change made on purpose.
+    let fix = f["fix"].as_str().unwrap();
+    let pin = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
+    assert!(fix.contains(&format!("--ca-fingerprint {pin}")), "{fix}");
+    let remove: Vec<&str> = fix
+        .split("atrest keyslot remove ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the fix names the keyslot to remove")
+        .split_whitespace()
+        .collect();
+    assert_eq!(remove.len(), 2, "{fix}");
+    assert_eq!(remove[0], vault);
+    let token = keyd.token("web");
+    success(host(
+        &e.state,
+        BOOT_A,
+        &[
+            &"enroll",
+            &e.vault,
+            &"--authority",
+            &keyd.base,
+            &"--token",
+            &token,
+            &"--ca-fingerprint",
+            &pin,
+            &"--host-name",
+            &"web-2",
+            &"--passphrase-file",
+            &e.pass,
+        ],
+    ));
+    ok(&[
+        &"keyslot",
+        &"remove",
+        &e.vault,
+        &remove[1],
+        &"--passphrase-file",
+        &e.pass,
+    ]);
+    assert!(finding(&check(), id, &vault).is_none());
+    // And the vault unlocks through the authority again.
+    success(host(
+        &e.state,
+        BOOT_A,
+        &[&"unlock", &e.vault, &"--mount", &e.mnt],
+    ));
+    ok(&[&"unmount", &e.mnt]);
+}
