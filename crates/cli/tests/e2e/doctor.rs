@@ -71,6 +71,34 @@ fn sh(cmd: &str) {
     assert!(st.success(), "the printed fix failed: {cmd}");
 }
 
+/// Runs a data move as printed ("stop the service; COMMANDS ; start the
+/// service, ..."): its COMMANDS, with `pass` given to the `atrest init`
+/// and `atrest mount` in them instead of the terminal they would ask on.
+/// The caller unmounts `dir` (the vault is mounted there).
+fn run_move_fix(fix: &str, pass: &Path) {
+    let commands = fix
+        .strip_prefix("stop the service; ")
+        .and_then(|rest| rest.split(" ; start the service").next())
+        .unwrap_or_else(|| panic!("the fix's shape changed: {fix}"));
+    let with_pass = format!("--passphrase-file {}", pass.display());
+    let commands = commands
+        .replace(
+            "atrest init ",
+            &format!(
+                "\"$ATREST\" init {with_pass} --no-recovery-key {} ",
+                crate::common::FAST_KDF.join(" ")
+            ),
+        )
+        .replace("atrest mount ", &format!("\"$ATREST\" mount {with_pass} "));
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&commands)
+        .env("ATREST", env!("CARGO_BIN_EXE_atrest"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "the printed fix failed: {commands}");
+}
+
 /// Runs `undo` on drop.
 struct Restore<F: FnMut()>(F);
 impl<F: FnMut()> Drop for Restore<F> {
@@ -146,7 +174,7 @@ fn doctor_core_pattern_with_open_limit_is_reported_and_the_sysctl_fix_removes_it
 }
 
 #[test]
-fn doctor_local_unit_data_outside_a_vault_is_reported_until_a_vault_holds_it() {
+fn doctor_local_unit_data_outside_a_vault_is_reported_until_the_printed_move() {
     // A PostgreSQL-like data dir written by a local unit, on the clear root disk.
     let base = tempfile::Builder::new()
         .prefix("atrest-doctor-e2e-")
@@ -177,19 +205,18 @@ fn doctor_local_unit_data_outside_a_vault_is_reported_until_a_vault_holds_it() {
         &data.display().to_string(),
     )
     .expect("unit data reported");
-    assert!(f["fix"].as_str().unwrap().contains("atrest init"));
-    // The fix's effect (its `atrest init` asks for a passphrase): a vault
-    // mounted on the directory (on the same clear disk as before, not in
-    // /tmp, which the unit check leaves to the /tmp check).
-    let vault = Mounted::new_in(base.path());
-    fs::write(
-        &unit,
-        format!(
-            "[Service]\nExecStart=/bin/true\nWorkingDirectory={}\n",
-            vault.mnt.display()
-        ),
-    )
-    .unwrap();
+    let fix = f["fix"].as_str().unwrap();
+    assert!(!fix.contains("allow_other"), "root's directory: {fix}");
+    // The printed move, on the same clear disk as before (not in /tmp,
+    // which the unit check leaves to the /tmp check).
+    let pass = base.path().join("pass");
+    fs::write(&pass, "unit vault passphrase\n").unwrap();
+    let _unmount = Restore(|| {
+        let _ = crate::common::run(&[&"unmount", &"--lazy", &data]);
+    });
+    run_move_fix(fix, &pass);
+    assert!(crate::common::is_mount_point(&data));
+    assert_eq!(fs::read_to_string(data.join("PG_VERSION")).unwrap(), "15\n");
     assert!(
         finding(
             &findings(""),
@@ -493,7 +520,11 @@ fn doctor_dumpable_atrest_process_of_another_user_is_critical_until_killed() {
         .expect("setpriv (util-linux)");
     let pid = child.id();
     let _kill = Restore(|| {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
+        // Already gone when the test got that far.
+        let _ = Command::new("kill")
+            .arg(pid.to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
     });
     // Until sh has exec'd it, the process is not yet named atrest.
     while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "atrest\n" {
@@ -787,34 +818,12 @@ fn doctor_postgresql_data_directory_outside_a_vault_is_reported_until_the_printe
         "the data belongs to the server's user, who must reach the mount: {fix}"
     );
 
-    // The fix's commands, between "stop the service;" and "; start the
-    // service", with a passphrase file instead of the terminal.
-    let commands = fix
-        .strip_prefix("stop the service; ")
-        .and_then(|rest| rest.split(" ; start the service").next())
-        .unwrap_or_else(|| panic!("the fix's shape changed: {fix}"));
     let pass = base.path().join("pass");
     fs::write(&pass, "pg vault passphrase\n").unwrap();
-    let with_pass = format!("--passphrase-file {}", pass.display());
-    let commands = commands
-        .replace(
-            "atrest init ",
-            &format!(
-                "\"$ATREST\" init {with_pass} --no-recovery-key {} ",
-                crate::common::FAST_KDF.join(" ")
-            ),
-        )
-        .replace("atrest mount ", &format!("\"$ATREST\" mount {with_pass} "));
     let _unmount = Restore(|| {
         let _ = crate::common::run(&[&"unmount", &"--lazy", &data]);
     });
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(&commands)
-        .env("ATREST", env!("CARGO_BIN_EXE_atrest"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "the printed fix failed: {commands}");
+    run_move_fix(fix, &pass);
     assert!(crate::common::is_mount_point(&data));
     assert!(data.join("PG_VERSION").exists());
 
@@ -927,7 +936,11 @@ fn doctor_atrest_process_with_a_core_limit_is_critical_until_killed() {
         .unwrap();
     let pid = child.id();
     let _kill = Restore(|| {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
+        // Already gone when the test got that far.
+        let _ = Command::new("kill")
+            .arg(pid.to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
     });
     while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "atrest\n" {
         if let Some(status) = child.try_wait().unwrap() {
