@@ -39,7 +39,7 @@ fn swap(f: &Facts, out: &mut Vec<Finding>) {
                 found,
                 why: "pages of a mounted vault's plaintext and of its keys' processes can be written there and stay on disk".into(),
                 fix: format!(
-                    "swapoff {name} and remove it from /etc/fstab; for swap, use a dm-crypt mapping with a random key \
+                    "swapoff {name}  # then remove it from /etc/fstab; for swap, use a dm-crypt mapping with a random key \
                      (/etc/crypttab: `swap {name} /dev/urandom swap,cipher=aes-xts-plain64,size=512`) or zram (apt install systemd-zram-generator)"
                 ),
             });

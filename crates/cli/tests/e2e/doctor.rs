@@ -80,6 +80,12 @@ fn run_move_fix(fix: &str, pass: &Path) {
         .strip_prefix("stop the service; ")
         .and_then(|rest| rest.split(" ; start the service").next())
         .unwrap_or_else(|| panic!("the fix's shape changed: {fix}"));
+    run_with_passphrase(commands, pass);
+}
+
+/// Runs printed `commands` with `pass` given to each `atrest init` and
+/// `atrest mount` in them.
+fn run_with_passphrase(commands: &str, pass: &Path) {
     let with_pass = format!("--passphrase-file {}", pass.display());
     let commands = commands
         .replace(
@@ -89,7 +95,8 @@ fn run_move_fix(fix: &str, pass: &Path) {
                 crate::common::FAST_KDF.join(" ")
             ),
         )
-        .replace("atrest mount ", &format!("\"$ATREST\" mount {with_pass} "));
+        .replace("atrest mount ", &format!("\"$ATREST\" mount {with_pass} "))
+        .replace("atrest unmount ", "\"$ATREST\" unmount ");
     let st = Command::new("sh")
         .arg("-c")
         .arg(&commands)
@@ -228,7 +235,7 @@ fn doctor_local_unit_data_outside_a_vault_is_reported_until_the_printed_move() {
 }
 
 #[test]
-fn doctor_vault_mounted_with_allow_other_is_reported() {
+fn doctor_vault_mounted_with_allow_other_is_reported_until_the_printed_remount() {
     let mut m = Mounted::new();
     m.unmount();
     m.mount_with_options("allow_other");
@@ -239,8 +246,16 @@ fn doctor_vault_mounted_with_allow_other_is_reported() {
     )
     .expect("allow_other reported");
     assert_eq!(f["severity"], "info");
-    m.unmount();
-    m.mount();
+    let fix = f["fix"].as_str().unwrap();
+    assert!(fix.starts_with("atrest unmount "), "{fix}");
+    run_with_passphrase(fix, &m.pass);
+    assert!(
+        !fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!(" {} ", m.mnt.display())) && l.contains("allow_other")),
+        "mounted again without allow_other"
+    );
     assert!(
         finding(
             &findings(""),
@@ -273,10 +288,9 @@ fn doctor_swap_file_on_clear_disk_is_critical_until_swapoff() {
     let f = finding(&findings(""), "swap-unencrypted", &name).expect("swap file reported");
     assert_eq!(f["severity"], "critical");
     let fix = f["fix"].as_str().unwrap();
-    // The fix's first command (the rest is /etc/fstab and crypttab advice).
-    let first = format!("swapoff {name}");
-    assert!(fix.starts_with(&first), "{fix}");
-    sh(&first);
+    // The fix as printed: swapoff, the /etc/fstab and crypttab advice a comment.
+    assert!(fix.starts_with(&format!("swapoff {name}  # ")), "{fix}");
+    sh(fix);
     assert!(finding(&findings(""), "swap-unencrypted", &name).is_none());
 }
 
