@@ -571,20 +571,28 @@ fn non_empty_dir(p: &Path) -> bool {
 
 fn service_dirs() -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
-    // PostgreSQL: data_directory of every cluster's postgresql.conf.
+    // PostgreSQL: data_directory of every cluster's postgresql.conf, or
+    // where Debian's pg_ctlcluster looks without one.
     if let Ok(versions) = fs::read_dir("/etc/postgresql") {
         for v in versions.flatten() {
             for c in fs::read_dir(v.path()).into_iter().flatten().flatten() {
                 let conf = c.path().join("postgresql.conf");
-                if let Ok(text) = fs::read_to_string(&conf)
-                    && let Some(d) = pg_data_directory(&text)
-                {
-                    out.push((format!("PostgreSQL ({})", conf.display()), PathBuf::from(d)));
+                if let Ok(text) = fs::read_to_string(&conf) {
+                    let dir = pg_data_directory(&text)
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| {
+                            Path::new("/var/lib/postgresql")
+                                .join(v.file_name())
+                                .join(c.file_name())
+                        });
+                    out.push((format!("PostgreSQL ({})", conf.display()), dir));
                 }
             }
         }
     }
-    // MySQL/MariaDB: datadir in any my.cnf fragment, else the default.
+    // MySQL/MariaDB: datadir in any my.cnf fragment (the last one read,
+    // each directory in name order as !includedir reads it), else the
+    // default.
     let mut mysql = None;
     for dir in [
         "/etc/mysql",
@@ -592,8 +600,15 @@ fn service_dirs() -> Vec<(String, PathBuf)> {
         "/etc/mysql/mariadb.conf.d",
         "/etc/mysql/mysql.conf.d",
     ] {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Ok(text) = fs::read_to_string(e.path())
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for path in files {
+            if let Ok(text) = fs::read_to_string(&path)
                 && let Some(d) = ini_value(&text, "datadir")
             {
                 mysql = Some(PathBuf::from(d));

@@ -1124,3 +1124,80 @@ fn doctor_remote_keyslot_audit_key_changed_is_critical_until_enrolled_again() {
     ));
     ok(&[&"unmount", &e.mnt]);
 }
+
+/// The other services' data directories: MySQL/MariaDB's datadir named
+/// by a my.cnf fragment (in /etc/mysql/conf.d, removed by a guard), and
+/// the fixed directories this machine does not have (Redis, Docker,
+/// containerd, virtual mail: made for the test and removed after). Each,
+/// with a file in it on the clear root disk, is reported, and the printed
+/// move puts it into a vault. Directories the machine has are left alone.
+#[test]
+fn doctor_other_service_data_dirs_are_reported_until_the_printed_move() {
+    let base = tempfile::Builder::new()
+        .prefix("atrest-doctor-svc-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    let mysql_data = base.path().join("mysql");
+    let mysql_conf = Path::new("/etc/mysql/conf.d")
+        .join(format!("zz-atrest-doctor-e2e-{}.cnf", std::process::id()));
+    let made_etc_mysql = !Path::new("/etc/mysql").exists();
+    let mut dirs: Vec<(&str, PathBuf)> = vec![("MySQL/MariaDB", mysql_data.clone())];
+    for (service, dir) in [
+        ("Redis", "/var/lib/redis"),
+        ("Docker", "/var/lib/docker"),
+        ("containerd", "/var/lib/containerd"),
+        ("virtual mail", "/var/vmail"),
+    ] {
+        let made = [dir.to_owned(), format!("{dir}.old"), format!("{dir}.enc")];
+        if made.iter().all(|p| !Path::new(p).exists()) {
+            dirs.push((service, PathBuf::from(dir)));
+        }
+    }
+    let _restore = Restore(|| {
+        for (_, dir) in &dirs {
+            let _ = crate::common::run(&[&"unmount", &"--lazy", dir]);
+            if !dir.starts_with(base.path()) {
+                for suffix in ["", ".old", ".enc"] {
+                    let _ = fs::remove_dir_all(format!("{}{suffix}", dir.display()));
+                }
+            }
+        }
+        let _ = fs::remove_file(&mysql_conf);
+        if made_etc_mysql {
+            let _ = fs::remove_dir_all("/etc/mysql");
+        }
+    });
+    fs::create_dir_all(mysql_conf.parent().unwrap()).unwrap();
+    fs::write(
+        &mysql_conf,
+        format!("[mysqld]\ndatadir = {}\n", mysql_data.display()),
+    )
+    .unwrap();
+    for (_, dir) in &dirs {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join("data"), "rows in the clear\n").unwrap();
+    }
+    let list = findings("");
+    let pass = base.path().join("pass");
+    fs::write(&pass, "service vault passphrase\n").unwrap();
+    for (service, dir) in &dirs {
+        let what = format!("{service} data in {} on /dev/", dir.display());
+        let f = finding(&list, "service-data-outside-vault", &what)
+            .unwrap_or_else(|| panic!("{what}: {list:?}"));
+        assert_eq!(f["severity"], "warning");
+        run_move_fix(f["fix"].as_str().unwrap(), &pass);
+        assert!(crate::common::is_mount_point(dir));
+        assert_eq!(
+            fs::read_to_string(dir.join("data")).unwrap(),
+            "rows in the clear\n"
+        );
+    }
+    let list = findings("");
+    for (service, dir) in &dirs {
+        let what = format!("{service} data in {} ", dir.display());
+        assert!(
+            finding(&list, "service-data-outside-vault", &what).is_none(),
+            "{what}"
+        );
+    }
+}
