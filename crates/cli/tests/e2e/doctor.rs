@@ -1201,3 +1201,79 @@ fn doctor_other_service_data_dirs_are_reported_until_the_printed_move() {
         );
     }
 }
+
+/// The other secrets doctor reads: a vault's config (given with --vault),
+/// the host state dir (ATREST_STATE_DIR) and a file in the key authority's
+/// data dir, each left readable by others, until the printed chmod.
+#[test]
+fn doctor_readable_vault_config_host_state_and_authority_file_are_reported_until_the_printed_chmod()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, pass, state) = (
+        dir.path().join("v"),
+        dir.path().join("pass"),
+        dir.path().join("host"),
+    );
+    fs::write(&pass, "pw\n").unwrap();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    for a in &crate::common::FAST_KDF {
+        args.push(a);
+    }
+    ok(&args);
+    let config = vault.join(atrest_vault::CONFIG_FILE);
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o755)).unwrap();
+    let identity = state.join("identity");
+    fs::write(&identity, [1u8; 32]).unwrap();
+    fs::set_permissions(&identity, fs::Permissions::from_mode(0o640)).unwrap();
+    // The key authority's data dir: made private for the test where the
+    // machine has none (removed after), a file of the test's own in it.
+    let keyd = Path::new("/var/lib/atrest/keyd");
+    let made: Vec<&Path> = [Path::new("/var/lib/atrest"), keyd]
+        .into_iter()
+        .filter(|d| !d.exists())
+        .collect();
+    let seed = keyd.join(format!("doctor-e2e-{}.key", std::process::id()));
+    let _restore = Restore(|| {
+        let _ = fs::remove_file(&seed);
+        for d in made.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    });
+    for d in &made {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    fs::write(&seed, [2u8; 32]).unwrap();
+    fs::set_permissions(&seed, fs::Permissions::from_mode(0o644)).unwrap();
+    let list = findings_of_host(&vault, &state, BOOT_A);
+    for (path, severity, mode) in [
+        (&config, "critical", "0644"),
+        (&state, "warning", "0755"),
+        (&identity, "warning", "0640"),
+        (&seed, "critical", "0644"),
+    ] {
+        let name = format!("{} has mode {mode}", path.display());
+        let f = finding(&list, "secret-mode", &name).unwrap_or_else(|| panic!("{name}: {list:?}"));
+        assert_eq!(f["severity"], severity, "{f}");
+        sh(f["fix"].as_str().unwrap());
+    }
+    assert_eq!(
+        fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let list = findings_of_host(&vault, &state, BOOT_A);
+    for path in [&config, &state, &identity, &seed] {
+        assert!(
+            finding(&list, "secret-mode", &format!("{} ", path.display())).is_none(),
+            "{list:?}"
+        );
+    }
+}
