@@ -1,6 +1,6 @@
 //! The key authority's wire formats, as both sides parse them from the
 //! network: a signed unlock request and a reboot notice (keyd), a threshold
-//! share (host), an audit checkpoint and a grant with its audit proof
+//! share (host), `/v1/info` (doctor), an audit checkpoint and a grant with its audit proof
 //! (host: inclusion and consistency checked against a key that signed
 //! nothing, which must always fail). Invariants: no panic; a
 //! parsed request re-serializes to JSON that parses to the same request;
@@ -25,6 +25,12 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let _ = atrest_remote::Share::from_bytes(data);
+    // `GET /v1/info` (atrest doctor reads its audit key).
+    if let Ok(info) = serde_json::from_slice::<atrest_wire::Info>(data) {
+        let again = serde_json::to_vec(&info).expect("serializes");
+        let back: atrest_wire::Info = serde_json::from_slice(&again).expect("round trip");
+        assert_eq!(back, info);
+    }
     if let Ok(checkpoint) = serde_json::from_slice::<atrest_audit::Checkpoint>(data) {
         let key = atrest_audit::AuditSigningKey::from_seed(&[9; 32]).public_key();
         let _ = checkpoint.verify(&key);

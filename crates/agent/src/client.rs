@@ -21,8 +21,9 @@ pub use atrest_wire::{Enrollment as EnrollReply, Rebind, RebootReply, UnlockRepl
 /// What one short request to an authority found ([`AuthorityClient::probe`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
-    /// It answered over TLS that chains to the pinned CA.
-    Reachable,
+    /// It answered over TLS that chains to the pinned CA. `audit_key`:
+    /// the audit public key its `/v1/info` names, if the answer held one.
+    Reachable { audit_key: Option<[u8; 32]> },
     /// Nothing answered within the timeout, or the connection failed.
     Unreachable { reason: String },
     /// Something answered with certificates none of which is the pinned
@@ -158,7 +159,8 @@ impl AuthorityClient {
     }
 
     /// `GET /v1/info` within `timeout`: whether the authority answers and
-    /// presents the pinned CA. Sends nothing signed and changes nothing.
+    /// presents the pinned CA, and the audit key it names. Sends nothing
+    /// signed and changes nothing.
     pub async fn probe(&self, timeout: Duration) -> Probe {
         let request = self
             .http
@@ -166,7 +168,12 @@ impl AuthorityClient {
             .timeout(timeout);
         match request.send().await {
             // Any HTTP answer came over TLS the pin checked.
-            Ok(_) => Probe::Reachable,
+            Ok(response) => Probe::Reachable {
+                audit_key: read_limited(response)
+                    .await
+                    .ok()
+                    .and_then(|body| info_audit_key(&body)),
+            },
             Err(e) => {
                 if let Some(mismatch) = pin_mismatch(&e) {
                     Probe::CaChanged {
@@ -248,6 +255,13 @@ impl AuthorityClient {
     }
 }
 
+/// The `audit_public_key` of a `/v1/info` answer (docs/keyd-api.md).
+fn info_audit_key(body: &[u8]) -> Option<[u8; 32]> {
+    serde_json::from_slice::<atrest_wire::Info>(body)
+        .ok()
+        .map(|info| info.audit_public_key.to_bytes())
+}
+
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = response.chunk().await? {
@@ -258,4 +272,25 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwes
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_info_answer_names_an_audit_key_or_nothing() {
+        let key = atrest_audit::AuditSigningKey::from_seed(&[3; 32]).public_key();
+        let body = format!(r#"{{"version":"0.1.0","audit_public_key":"{key}"}}"#);
+        assert_eq!(info_audit_key(body.as_bytes()), Some(key.to_bytes()));
+        for bad in [
+            &b"not json"[..],
+            br#"{"version":"0.1.0"}"#,
+            br#"{"version":"0.1.0","audit_public_key":"AAAA"}"#,
+            // The identity point: small-order, never a signing key.
+            br#"{"version":"0.1.0","audit_public_key":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+        ] {
+            assert_eq!(info_audit_key(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

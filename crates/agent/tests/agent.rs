@@ -527,7 +527,17 @@ async fn a_probe_tells_reachable_from_another_ca_from_down() {
     let mut keyd = TestAuthority::start().await;
     let timeout = Duration::from_secs(5);
     let pinned = AuthorityClient::new(&keyd.url(), keyd.fingerprint()).unwrap();
-    assert_eq!(pinned.probe(timeout).await, Probe::Reachable);
+    assert_eq!(
+        pinned.probe(timeout).await,
+        Probe::Reachable {
+            audit_key: Some(
+                AuditSigningKey::from_seed(&keyd.audit_seed)
+                    .public_key()
+                    .to_bytes()
+            )
+        },
+        "it answers with the CA pinned and names its audit key"
+    );
 
     let other = ServerCertificates::generate(&["127.0.0.1".into()]).unwrap();
     let wrong = AuthorityClient::new(&keyd.url(), atrest_core::sha256(other.ca.as_ref())).unwrap();

@@ -392,11 +392,11 @@ async fn metrics<S: Storage, A: AuditStore, C: Clock>(
 
 async fn info<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
-) -> Json<serde_json::Value> {
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "audit_public_key": state.authority.audit().public_key().to_string(),
-    }))
+) -> Json<atrest_wire::Info> {
+    Json(atrest_wire::Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        audit_public_key: state.authority.audit().public_key(),
+    })
 }
 
 async fn enroll<S: Storage, A: AuditStore, C: Clock>(

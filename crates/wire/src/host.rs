@@ -62,6 +62,15 @@ pub struct EnrollRequest {
     pub public_key: HostPublicKey,
 }
 
+/// `GET /v1/info`: the authority's version and the key its audit log's
+/// heads are signed with. Unauthenticated beyond the pinned-CA TLS;
+/// `atrest doctor` compares the key with the one a keyslot pinned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    pub version: String,
+    pub audit_public_key: AuditPublicKey,
+}
+
 /// What a host gets back from enrollment (and from `POST /v1/bind`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {

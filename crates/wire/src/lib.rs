@@ -24,6 +24,6 @@ mod host;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use host::{
-    AuditProof, EnrollRequest, Enrollment, KNOWN_TREE_SIZE_HEADER, POLL_TOKEN_HEADER, Rebind,
+    AuditProof, EnrollRequest, Enrollment, Info, KNOWN_TREE_SIZE_HEADER, POLL_TOKEN_HEADER, Rebind,
     RebootReply, UnlockReply,
 };

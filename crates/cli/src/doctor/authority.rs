@@ -33,7 +33,32 @@ fn reachable(a: &AuthorityFact, out: &mut Vec<Finding>) {
         "until then, unlock with another keyslot: atrest unlock {vault} --passphrase-file FILE (or --recovery-key-file)"
     );
     match &a.probe {
-        Probe::Reachable => {}
+        Probe::Reachable { audit_key: None } => {}
+        Probe::Reachable {
+            audit_key: Some(key),
+        } => {
+            if *key != a.pinned_audit_key {
+                let (now, pinned) = (audit_key_text(key), audit_key_text(&a.pinned_audit_key));
+                out.push(Finding {
+                    id: "remote-keyslot-audit-key-changed",
+                    severity: Severity::Critical,
+                    found: format!(
+                        "the key authority {url} of {vault} ({slot}) names the audit key {now}, but the keyslot pinned {pinned} at enrollment"
+                    ),
+                    why: "its audit log is no longer the one this host checks: unlock refuses its checkpoints, and releases \
+                          logged under the old key can no longer be proven to the host"
+                        .into(),
+                    fix: format!(
+                        "on the authority, find out why its audit key changed (a data dir initialised again, or restored \
+                         from another authority). If on purpose, re-enroll: atrest enroll {vault} --authority {url} \
+                         --ca-fingerprint {} --token TOKEN (TOKEN from `atrest keyd token create` there), then \
+                         atrest keyslot remove {vault} {}; if not, enroll nothing against it and treat the authority as compromised",
+                        format_fingerprint(&a.pinned),
+                        a.slot
+                    ),
+                });
+            }
+        }
         Probe::Unreachable { reason } => out.push(Finding {
             id: "remote-keyslot-unreachable",
             severity: Severity::Warning,
@@ -85,6 +110,13 @@ fn reachable(a: &AuthorityFact, out: &mut Vec<Finding>) {
             });
         }
     }
+}
+
+/// An audit public key as the authority writes it (base64url).
+fn audit_key_text(key: &[u8; 32]) -> String {
+    atrest_audit::AuditPublicKey::from_bytes(key)
+        .map(|k| k.to_string())
+        .unwrap_or_else(|_| format!("(invalid) {}", atrest_core::to_base64url(key)))
 }
 
 fn describe(b: &ReleasedBoot) -> String {
@@ -165,8 +197,15 @@ mod tests {
             threshold: None,
             url: "https://keys.example:7443".into(),
             pinned: [0xaa; 32],
+            pinned_audit_key: audit_key(1),
             probe,
         }
+    }
+
+    fn audit_key(seed: u8) -> [u8; 32] {
+        atrest_audit::AuditSigningKey::from_seed(&[seed; 32])
+            .public_key()
+            .to_bytes()
     }
 
     fn ids(f: &Facts) -> Vec<(&'static str, Severity)> {
@@ -176,8 +215,13 @@ mod tests {
     #[test]
     fn a_reachable_authority_with_its_pin_is_fine_else_warned_or_critical() {
         let mut f = plain();
-        f.authorities.push(authority(Probe::Reachable));
-        assert!(check(&f).is_empty());
+        f.authorities
+            .push(authority(Probe::Reachable { audit_key: None }));
+        assert!(check(&f).is_empty(), "an answer without an audit key");
+        f.authorities[0] = authority(Probe::Reachable {
+            audit_key: Some(audit_key(1)),
+        });
+        assert!(check(&f).is_empty(), "the pinned audit key");
 
         f.authorities[0] = authority(Probe::Unreachable {
             reason: "connection refused".into(),
@@ -209,6 +253,41 @@ mod tests {
         assert_eq!(ids(&f), [("remote-keyslot-unreachable", Severity::Warning)]);
         f.authorities[0].threshold = Some((2, 3));
         assert!(check(&f)[0].found.contains("needs 2 of"));
+    }
+
+    #[test]
+    fn another_audit_key_than_the_pinned_one_is_critical() {
+        let mut f = plain();
+        f.authorities.push(authority(Probe::Reachable {
+            audit_key: Some(audit_key(2)),
+        }));
+        let found = check(&f);
+        assert_eq!(
+            ids(&f),
+            [("remote-keyslot-audit-key-changed", Severity::Critical)]
+        );
+        let (now, pinned) = (
+            atrest_audit::AuditPublicKey::from_bytes(&audit_key(2))
+                .unwrap()
+                .to_string(),
+            atrest_audit::AuditPublicKey::from_bytes(&audit_key(1))
+                .unwrap()
+                .to_string(),
+        );
+        assert!(found[0].found.contains(&now), "{}", found[0].found);
+        assert!(found[0].found.contains(&pinned), "{}", found[0].found);
+        let fix = &found[0].fix;
+        assert!(
+            fix.contains(&format!(
+                "--ca-fingerprint {}",
+                format_fingerprint(&[0xaa; 32])
+            )),
+            "{fix}"
+        );
+        assert!(
+            fix.contains("atrest keyslot remove /srv/data.enc 2"),
+            "{fix}"
+        );
     }
 
     fn boot(id: &str, status: &str, seq: u64) -> ReleasedBoot {

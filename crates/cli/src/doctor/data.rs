@@ -24,7 +24,7 @@ pub fn check(f: &Facts) -> Vec<Finding> {
                 found: format!("{service} data in {} on {dev}", dir.display()),
                 why: "this service's data lies on disk in the clear, whatever the vaults hold"
                     .into(),
-                fix: move_fix(dir),
+                fix: move_fix(dir, f.dir_owners.get(dir).copied()),
             });
         }
     }
@@ -38,18 +38,26 @@ pub fn check(f: &Facts) -> Vec<Finding> {
                 severity: Severity::Warning,
                 found: format!("{unit} writes to {} on {dev}", dir.display()),
                 why: "a local service's ReadWritePaths/WorkingDirectory is where it keeps data, and it is not in a vault".into(),
-                fix: move_fix(dir),
+                fix: move_fix(dir, f.dir_owners.get(dir).copied()),
             });
         }
     }
     out
 }
 
-/// Moving a directory into a new vault mounted in its place.
-fn move_fix(dir: &Path) -> String {
+/// Moving a directory into a new vault mounted in its place. A directory
+/// owned by another user than root belongs to a service running as that
+/// user: root's mount must then let other users in (`-o allow_other`; the
+/// files' own modes and owners still apply, default_permissions).
+fn move_fix(dir: &Path, owner: Option<u32>) -> String {
     let d = dir.display();
+    let options = if owner.is_some_and(|u| u != 0) {
+        "-o allow_other "
+    } else {
+        ""
+    };
     format!(
-        "stop the service; mv {d} {d}.old && atrest init {d}.enc && atrest mount {d}.enc {d} && cp -a {d}.old/. {d}/ ; \
+        "stop the service; mv {d} {d}.old && mkdir {d} && atrest init {d}.enc && atrest mount {options}{d}.enc {d} && cp -a {d}.old/. {d}/ ; \
          start the service, then shred and remove {d}.old"
     )
 }
@@ -82,9 +90,21 @@ mod tests {
         );
         assert!(
             found[0].fix.contains(
-                "atrest mount /var/lib/postgresql/15/main.enc /var/lib/postgresql/15/main"
-            )
+                "mkdir /var/lib/postgresql/15/main && atrest init /var/lib/postgresql/15/main.enc \
+                 && atrest mount /var/lib/postgresql/15/main.enc /var/lib/postgresql/15/main"
+            ),
+            "{}",
+            found[0].fix
         );
+        // Owned by the postgres user: the service runs as that user, and
+        // root's mount must let it in.
+        f.dir_owners
+            .insert("/var/lib/postgresql/15/main".into(), 108);
+        assert!(check(&f)[0].fix.contains(
+            "atrest mount -o allow_other /var/lib/postgresql/15/main.enc /var/lib/postgresql/15/main"
+        ));
+        f.dir_owners.insert("/var/lib/postgresql/15/main".into(), 0);
+        assert!(!check(&f)[0].fix.contains("allow_other"));
     }
 
     #[test]

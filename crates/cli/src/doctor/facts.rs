@@ -74,6 +74,9 @@ pub struct Facts {
     pub service_dirs: Vec<(String, PathBuf)>,
     /// Local units' ReadWritePaths/WorkingDirectory: (unit, path).
     pub unit_paths: Vec<(String, PathBuf)>,
+    /// The owner uid of each of those directories that exists (a service
+    /// running as its own user needs its vault mounted with allow_other).
+    pub dir_owners: std::collections::BTreeMap<PathBuf, u32>,
     /// Sensitive files and directories with their modes.
     pub secrets: Vec<(SecretKind, FileMode)>,
     /// Copies of a vault config found outside the vault (backups).
@@ -109,6 +112,9 @@ pub struct AuthorityFact {
     pub url: String,
     /// The CA fingerprint the keyslot pins.
     pub pinned: [u8; 32],
+    /// The audit public key the keyslot pinned at enrollment (its release
+    /// checkpoints must verify under it).
+    pub pinned_audit_key: [u8; 32],
     pub probe: atrest_agent::Probe,
 }
 
@@ -167,6 +173,12 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
 
     f.service_dirs = service_dirs();
     f.unit_paths = unit_paths(Path::new("/etc/systemd/system"));
+    f.dir_owners = f
+        .service_dirs
+        .iter()
+        .chain(&f.unit_paths)
+        .filter_map(|(_, p)| Some((p.clone(), fs::metadata(p).ok()?.uid())))
+        .collect();
 
     // Vaults: named, listed, mounted.
     let mut all: Vec<PathBuf> = vaults.to_vec();
@@ -463,7 +475,8 @@ fn keyslot_authorities(vault: &Path, config: &atrest_vault::VaultConfig) -> Vec<
         threshold,
         url: a.url.clone(),
         pinned: a.ca_fingerprint,
-        probe: atrest_agent::Probe::Reachable,
+        pinned_audit_key: a.audit_public_key,
+        probe: atrest_agent::Probe::Reachable { audit_key: None },
     };
     let mut out = Vec::new();
     for s in &config.keyslots {
@@ -558,20 +571,28 @@ fn non_empty_dir(p: &Path) -> bool {
 
 fn service_dirs() -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
-    // PostgreSQL: data_directory of every cluster's postgresql.conf.
+    // PostgreSQL: data_directory of every cluster's postgresql.conf, or
+    // where Debian's pg_ctlcluster looks without one.
     if let Ok(versions) = fs::read_dir("/etc/postgresql") {
         for v in versions.flatten() {
             for c in fs::read_dir(v.path()).into_iter().flatten().flatten() {
                 let conf = c.path().join("postgresql.conf");
-                if let Ok(text) = fs::read_to_string(&conf)
-                    && let Some(d) = pg_data_directory(&text)
-                {
-                    out.push((format!("PostgreSQL ({})", conf.display()), PathBuf::from(d)));
+                if let Ok(text) = fs::read_to_string(&conf) {
+                    let dir = pg_data_directory(&text)
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| {
+                            Path::new("/var/lib/postgresql")
+                                .join(v.file_name())
+                                .join(c.file_name())
+                        });
+                    out.push((format!("PostgreSQL ({})", conf.display()), dir));
                 }
             }
         }
     }
-    // MySQL/MariaDB: datadir in any my.cnf fragment, else the default.
+    // MySQL/MariaDB: datadir in any my.cnf fragment (the last one read,
+    // each directory in name order as !includedir reads it), else the
+    // default.
     let mut mysql = None;
     for dir in [
         "/etc/mysql",
@@ -579,8 +600,15 @@ fn service_dirs() -> Vec<(String, PathBuf)> {
         "/etc/mysql/mariadb.conf.d",
         "/etc/mysql/mysql.conf.d",
     ] {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Ok(text) = fs::read_to_string(e.path())
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for path in files {
+            if let Ok(text) = fs::read_to_string(&path)
                 && let Some(d) = ini_value(&text, "datadir")
             {
                 mysql = Some(PathBuf::from(d));

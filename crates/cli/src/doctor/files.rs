@@ -16,7 +16,10 @@ pub fn check(f: &Facts) -> Vec<Finding> {
                 severity: Severity::Warning,
                 found: format!("{} (mode {:04o})", m.path.display(), m.mode),
                 why: "a copy of a vault config holds its wrapped keyslots: whoever reads it can guess passphrases offline".into(),
-                fix: format!("chmod 600 {}  (or remove the copy)", m.path.display()),
+                fix: format!(
+                    "chmod 600 {p}  # or remove the copy: rm {p}",
+                    p = m.path.display()
+                ),
             });
         }
     }
@@ -28,7 +31,7 @@ pub fn check(f: &Facts) -> Vec<Finding> {
                 found: format!("{} is mounted on {} with allow_other", m.source, m.target.display()),
                 why: "every user may enter the mount; only the files' own modes and owners (default_permissions) keep them out".into(),
                 fix: format!(
-                    "check the modes and owners under {t} (find {t} -perm -o+r), or remount without -o allow_other: atrest unmount {t} && atrest mount {s} {t}",
+                    "atrest unmount {t} && atrest mount {s} {t}  # remounts without allow_other; or keep it after checking the modes and owners under {t}: find {t} -perm -o+r",
                     t = m.target.display(),
                     s = m.source
                 ),
@@ -153,5 +156,10 @@ mod tests {
         assert!(ids[0].1.contains("/root/backup/atrest.conf (mode 0644)"));
         assert_eq!(ids[1].0, "vault-allow-other");
         assert!(ids[1].1.starts_with("/srv/d.enc"));
+        assert!(
+            check(&f)[1]
+                .fix
+                .starts_with("atrest unmount /srv/d && atrest mount /srv/d.enc /srv/d  #")
+        );
     }
 }

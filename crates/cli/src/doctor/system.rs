@@ -39,7 +39,7 @@ fn swap(f: &Facts, out: &mut Vec<Finding>) {
                 found,
                 why: "pages of a mounted vault's plaintext and of its keys' processes can be written there and stay on disk".into(),
                 fix: format!(
-                    "swapoff {name} and remove it from /etc/fstab; for swap, use a dm-crypt mapping with a random key \
+                    "swapoff {name}  # then remove it from /etc/fstab; for swap, use a dm-crypt mapping with a random key \
                      (/etc/crypttab: `swap {name} /dev/urandom swap,cipher=aes-xts-plain64,size=512`) or zram (apt install systemd-zram-generator)"
                 ),
             });
@@ -140,10 +140,15 @@ fn rlimit(v: Option<u64>) -> String {
 fn tmp(f: &Facts, out: &mut Vec<Finding>) {
     for dir in ["/tmp", "/var/tmp"] {
         if let Storage::Clear(dev) = storage_of(f, Path::new(dir)) {
+            // One runnable line: mount now, and keep it so in /etc/fstab.
             let fix = if dir == "/tmp" {
-                "systemctl enable --now tmp.mount (or add `tmpfs /tmp tmpfs nosuid,nodev,size=20% 0 0` to /etc/fstab and mount /tmp)".to_string()
+                "mount -t tmpfs -o nosuid,nodev,size=20% tmpfs /tmp && echo 'tmpfs /tmp tmpfs nosuid,nodev,size=20% 0 0' >> /etc/fstab  \
+                 # or, under systemd: systemctl enable --now tmp.mount"
+                    .to_string()
             } else {
-                "keep /var/tmp in a vault or on an encrypted device: a vault mounted on /var/tmp, or `tmpfs /var/tmp tmpfs nosuid,nodev 0 0` in /etc/fstab if nothing needs it across reboots".to_string()
+                "mount -t tmpfs -o nosuid,nodev tmpfs /var/tmp && echo 'tmpfs /var/tmp tmpfs nosuid,nodev 0 0' >> /etc/fstab  \
+                 # if nothing needs /var/tmp across reboots; else mount a vault on /var/tmp"
+                    .to_string()
             };
             out.push(Finding {
                 id: "tmp-persistent",
@@ -168,7 +173,7 @@ fn journald(f: &Facts, out: &mut Vec<Finding>) {
             severity: Severity::Warning,
             found: format!("journald keeps logs (Storage={storage}) in /var/log/journal on {dev}"),
             why: "services log queries, mail headers and file names from the vault; the journal keeps them on disk in the clear".into(),
-            fix: "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nStorage=volatile\\n' > /etc/systemd/journald.conf.d/atrest.conf && systemctl restart systemd-journald (or keep /var/log in a vault)".into(),
+            fix: "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nStorage=volatile\\n' > /etc/systemd/journald.conf.d/atrest.conf && systemctl restart systemd-journald  # then remove the old logs (rm -r /var/log/journal/*), or keep /var/log in a vault".into(),
         });
     }
 }
@@ -291,6 +296,16 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert!(found[0].found.starts_with("/tmp is on /dev/vda1"));
         assert!(found[1].found.starts_with("/var/tmp is on"));
+        assert!(
+            found[0]
+                .fix
+                .starts_with("mount -t tmpfs -o nosuid,nodev,size=20% tmpfs /tmp && ")
+        );
+        assert!(
+            found[1]
+                .fix
+                .starts_with("mount -t tmpfs -o nosuid,nodev tmpfs /var/tmp && ")
+        );
         f.mounts
             .push(mount("/srv/t.enc", "/var/tmp", "fuse.atrest", "rw"));
         assert_eq!(check(&f).len(), 1);

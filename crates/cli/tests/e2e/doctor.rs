@@ -71,6 +71,41 @@ fn sh(cmd: &str) {
     assert!(st.success(), "the printed fix failed: {cmd}");
 }
 
+/// Runs a data move as printed ("stop the service; COMMANDS ; start the
+/// service, ..."): its COMMANDS, with `pass` given to the `atrest init`
+/// and `atrest mount` in them instead of the terminal they would ask on.
+/// The caller unmounts `dir` (the vault is mounted there).
+fn run_move_fix(fix: &str, pass: &Path) {
+    let commands = fix
+        .strip_prefix("stop the service; ")
+        .and_then(|rest| rest.split(" ; start the service").next())
+        .unwrap_or_else(|| panic!("the fix's shape changed: {fix}"));
+    run_with_passphrase(commands, pass);
+}
+
+/// Runs printed `commands` with `pass` given to each `atrest init` and
+/// `atrest mount` in them.
+fn run_with_passphrase(commands: &str, pass: &Path) {
+    let with_pass = format!("--passphrase-file {}", pass.display());
+    let commands = commands
+        .replace(
+            "atrest init ",
+            &format!(
+                "\"$ATREST\" init {with_pass} --no-recovery-key {} ",
+                crate::common::FAST_KDF.join(" ")
+            ),
+        )
+        .replace("atrest mount ", &format!("\"$ATREST\" mount {with_pass} "))
+        .replace("atrest unmount ", "\"$ATREST\" unmount ");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&commands)
+        .env("ATREST", env!("CARGO_BIN_EXE_atrest"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "the printed fix failed: {commands}");
+}
+
 /// Runs `undo` on drop.
 struct Restore<F: FnMut()>(F);
 impl<F: FnMut()> Drop for Restore<F> {
@@ -106,10 +141,19 @@ fn doctor_world_readable_key_file_is_critical_and_its_chmod_fixes_it() {
     assert!(finding(&findings(""), "secret-mode", &key.display().to_string()).is_none());
 }
 
+/// The core-dump settings (kernel.core_pattern, fs.suid_dumpable) are the
+/// machine's: the tests that change them take turns.
+static CORE_SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn core_settings() -> std::sync::MutexGuard<'static, ()> {
+    CORE_SETTINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn doctor_core_pattern_with_open_limit_is_reported_and_the_sysctl_fix_removes_it() {
     const PATTERN: &str = "/proc/sys/kernel/core_pattern";
     const DROPIN: &str = "/etc/sysctl.d/50-atrest-coredump.conf";
+    let _turn = core_settings();
     let before = fs::read_to_string(PATTERN).unwrap();
     let dropin_existed = Path::new(DROPIN).exists();
     let _restore = Restore(|| {
@@ -137,7 +181,7 @@ fn doctor_core_pattern_with_open_limit_is_reported_and_the_sysctl_fix_removes_it
 }
 
 #[test]
-fn doctor_local_unit_data_outside_a_vault_is_reported_until_a_vault_holds_it() {
+fn doctor_local_unit_data_outside_a_vault_is_reported_until_the_printed_move() {
     // A PostgreSQL-like data dir written by a local unit, on the clear root disk.
     let base = tempfile::Builder::new()
         .prefix("atrest-doctor-e2e-")
@@ -168,19 +212,18 @@ fn doctor_local_unit_data_outside_a_vault_is_reported_until_a_vault_holds_it() {
         &data.display().to_string(),
     )
     .expect("unit data reported");
-    assert!(f["fix"].as_str().unwrap().contains("atrest init"));
-    // The fix's effect (its `atrest init` asks for a passphrase): a vault
-    // mounted on the directory (on the same clear disk as before, not in
-    // /tmp, which the unit check leaves to the /tmp check).
-    let vault = Mounted::new_in(base.path());
-    fs::write(
-        &unit,
-        format!(
-            "[Service]\nExecStart=/bin/true\nWorkingDirectory={}\n",
-            vault.mnt.display()
-        ),
-    )
-    .unwrap();
+    let fix = f["fix"].as_str().unwrap();
+    assert!(!fix.contains("allow_other"), "root's directory: {fix}");
+    // The printed move, on the same clear disk as before (not in /tmp,
+    // which the unit check leaves to the /tmp check).
+    let pass = base.path().join("pass");
+    fs::write(&pass, "unit vault passphrase\n").unwrap();
+    let _unmount = Restore(|| {
+        let _ = crate::common::run(&[&"unmount", &"--lazy", &data]);
+    });
+    run_move_fix(fix, &pass);
+    assert!(crate::common::is_mount_point(&data));
+    assert_eq!(fs::read_to_string(data.join("PG_VERSION")).unwrap(), "15\n");
     assert!(
         finding(
             &findings(""),
@@ -192,7 +235,7 @@ fn doctor_local_unit_data_outside_a_vault_is_reported_until_a_vault_holds_it() {
 }
 
 #[test]
-fn doctor_vault_mounted_with_allow_other_is_reported() {
+fn doctor_vault_mounted_with_allow_other_is_reported_until_the_printed_remount() {
     let mut m = Mounted::new();
     m.unmount();
     m.mount_with_options("allow_other");
@@ -203,8 +246,16 @@ fn doctor_vault_mounted_with_allow_other_is_reported() {
     )
     .expect("allow_other reported");
     assert_eq!(f["severity"], "info");
-    m.unmount();
-    m.mount();
+    let fix = f["fix"].as_str().unwrap();
+    assert!(fix.starts_with("atrest unmount "), "{fix}");
+    run_with_passphrase(fix, &m.pass);
+    assert!(
+        !fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!(" {} ", m.mnt.display())) && l.contains("allow_other")),
+        "mounted again without allow_other"
+    );
     assert!(
         finding(
             &findings(""),
@@ -237,10 +288,9 @@ fn doctor_swap_file_on_clear_disk_is_critical_until_swapoff() {
     let f = finding(&findings(""), "swap-unencrypted", &name).expect("swap file reported");
     assert_eq!(f["severity"], "critical");
     let fix = f["fix"].as_str().unwrap();
-    // The fix's first command (the rest is /etc/fstab and crypttab advice).
-    let first = format!("swapoff {name}");
-    assert!(fix.starts_with(&first), "{fix}");
-    sh(&first);
+    // The fix as printed: swapoff, the /etc/fstab and crypttab advice a comment.
+    assert!(fix.starts_with(&format!("swapoff {name}  # ")), "{fix}");
+    sh(fix);
     assert!(finding(&findings(""), "swap-unencrypted", &name).is_none());
 }
 
@@ -484,7 +534,11 @@ fn doctor_dumpable_atrest_process_of_another_user_is_critical_until_killed() {
         .expect("setpriv (util-linux)");
     let pid = child.id();
     let _kill = Restore(|| {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
+        // Already gone when the test got that far.
+        let _ = Command::new("kill")
+            .arg(pid.to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
     });
     // Until sh has exec'd it, the process is not yet named atrest.
     while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "atrest\n" {
@@ -503,4 +557,723 @@ fn doctor_dumpable_atrest_process_of_another_user_is_critical_until_killed() {
     sh(&kill);
     child.wait().unwrap();
     assert!(finding(&findings(""), "atrest-process-dumpable", &what).is_none());
+}
+
+#[test]
+fn doctor_suid_dumpable_is_reported_while_dumps_are_stored_and_its_sysctl_fixes_it() {
+    const PATTERN: &str = "/proc/sys/kernel/core_pattern";
+    const SUID: &str = "/proc/sys/fs/suid_dumpable";
+    const DROPIN: &str = "/etc/sysctl.d/50-atrest-suid-dumpable.conf";
+    let _turn = core_settings();
+    let (pattern, suid) = (
+        fs::read_to_string(PATTERN).unwrap(),
+        fs::read_to_string(SUID).unwrap(),
+    );
+    let dropin_existed = Path::new(DROPIN).exists();
+    let _restore = Restore(|| {
+        fs::write(PATTERN, pattern.trim_end()).expect("restore kernel.core_pattern");
+        fs::write(SUID, suid.trim_end()).expect("restore fs.suid_dumpable");
+        if !dropin_existed {
+            let _ = fs::remove_file(DROPIN);
+        }
+    });
+    // Dumps stored as files (an absolute pattern, as fs.suid_dumpable=2
+    // wants), and credential-changing processes allowed to dump.
+    fs::write(PATTERN, "/var/crash/core.%p").unwrap();
+    fs::write(SUID, "2").unwrap();
+    let f = finding(&findings(""), "suid-dumpable", "fs.suid_dumpable = 2")
+        .expect("suid_dumpable reported");
+    assert_eq!(f["severity"], "warning");
+    // Nothing stored (dumps piped to /bin/false): nothing to report.
+    fs::write(PATTERN, "|/bin/false").unwrap();
+    assert!(finding(&findings(""), "suid-dumpable", "").is_none());
+    fs::write(PATTERN, "/var/crash/core.%p").unwrap();
+    sh(f["fix"].as_str().unwrap());
+    assert_eq!(fs::read_to_string(SUID).unwrap().trim(), "0");
+    assert_eq!(
+        fs::read_to_string(DROPIN).unwrap().trim(),
+        "fs.suid_dumpable=0",
+        "the setting survives a reboot"
+    );
+    assert!(finding(&findings(""), "suid-dumpable", "").is_none());
+}
+
+#[test]
+fn doctor_key_file_owned_by_another_user_is_reported_until_the_printed_chown() {
+    const NOBODY: u32 = 65534;
+    let dir = Path::new("/etc/atrest");
+    let made_dir = !dir.exists();
+    fs::create_dir_all(dir).unwrap();
+    let key = dir.join(format!("doctor-e2e-owner-{}.key", std::process::id()));
+    let _restore = Restore(|| {
+        let _ = fs::remove_file(&key);
+        if made_dir {
+            let _ = fs::remove_dir(dir);
+        }
+    });
+    fs::write(&key, [7u8; 32]).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).unwrap();
+    let name = key.display().to_string();
+    let list = findings("");
+    let f = finding(&list, "secret-owner", &name).expect("a key file owned by nobody");
+    assert_eq!(f["severity"], "warning");
+    assert!(
+        f["found"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("is owned by uid {NOBODY}")),
+        "{f}"
+    );
+    assert!(
+        finding(&list, "secret-mode", &name).is_none(),
+        "its mode is fine"
+    );
+    sh(f["fix"].as_str().unwrap());
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(&key).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0));
+    }
+    assert!(finding(&findings(""), "secret-owner", &name).is_none());
+}
+
+#[test]
+fn doctor_readable_copy_of_a_vault_config_is_reported_until_the_printed_chmod() {
+    // A real vault's config, copied as an operator would before an edit.
+    let vault_dir = tempfile::tempdir().unwrap();
+    let vault = vault_dir.path().join("v");
+    let pass = vault_dir.path().join("pass");
+    fs::write(&pass, "pw\n").unwrap();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    for a in &crate::common::FAST_KDF {
+        args.push(a);
+    }
+    ok(&args);
+    let copies = tempfile::Builder::new()
+        .prefix("atrest-doctor-e2e-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let copy = copies.path().join("atrest.conf.bak");
+    fs::copy(vault.join(atrest_vault::CONFIG_FILE), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).unwrap();
+    let name = copy.display().to_string();
+    let f = finding(&findings(""), "config-copy-readable", &name).expect("the readable copy");
+    assert_eq!(f["severity"], "warning");
+    assert!(f["found"].as_str().unwrap().contains("(mode 0644)"), "{f}");
+    sh(f["fix"].as_str().unwrap());
+    assert_eq!(
+        fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(finding(&findings(""), "config-copy-readable", &name).is_none());
+}
+
+/// journald's Storage=auto keeps the journal on disk when /var/log/journal
+/// exists; this machine's /var/log is on its clear root disk. The printed
+/// fix's drop-in makes it volatile; its `systemctl restart` goes to a
+/// stand-in that records the call (PID 1 here is not systemd).
+#[test]
+fn doctor_persistent_journal_on_clear_disk_is_reported_until_the_volatile_dropin() {
+    const JOURNAL: &str = "/var/log/journal";
+    const DROPINS: &str = "/etc/systemd/journald.conf.d";
+    const DROPIN: &str = "/etc/systemd/journald.conf.d/atrest.conf";
+    let made_journal = !Path::new(JOURNAL).exists();
+    let made_dropins = !Path::new(DROPINS).exists();
+    let old_dropin = fs::read(DROPIN).ok();
+    let _restore = Restore(|| {
+        match &old_dropin {
+            Some(text) => fs::write(DROPIN, text).expect("restore the journald drop-in"),
+            None => {
+                let _ = fs::remove_file(DROPIN);
+            }
+        }
+        if made_dropins {
+            let _ = fs::remove_dir(DROPINS);
+        }
+        if made_journal {
+            let _ = fs::remove_dir(JOURNAL);
+        }
+    });
+    let _ = fs::remove_file(DROPIN);
+    fs::create_dir_all(JOURNAL).unwrap();
+    let list = findings("");
+    let Some(f) = finding(&list, "journal-persistent-clear", JOURNAL) else {
+        // Another drop-in or journald.conf already says volatile/none.
+        panic!("this machine's journald settings hide the condition: {list:?}");
+    };
+    assert_eq!(f["severity"], "warning");
+    assert!(f["found"].as_str().unwrap().contains("/dev/"), "{f}");
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    fs::write(
+        bin.path().join("systemctl"),
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    fs::set_permissions(
+        bin.path().join("systemctl"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    sh(&format!(
+        "PATH={}:$PATH; {}",
+        bin.path().display(),
+        f["fix"].as_str().unwrap()
+    ));
+    assert_eq!(
+        fs::read_to_string(&calls).unwrap(),
+        "restart systemd-journald\n"
+    );
+    assert!(finding(&findings(""), "journal-persistent-clear", "").is_none());
+}
+
+/// A real PostgreSQL cluster (Debian's binaries, run as nobody) whose
+/// postgresql.conf, in a cluster directory of its own under
+/// /etc/postgresql/VERSION/ (removed by a guard), names a data directory on
+/// the clear root disk. Doctor reports it; the printed fix, run as printed
+/// but for the passphrase file its `atrest init` and `atrest mount` are
+/// given, moves the data into a vault mounted in its place, and the server
+/// then starts from the vault.
+#[test]
+fn doctor_postgresql_data_directory_outside_a_vault_is_reported_until_the_printed_move() {
+    const NOBODY: u32 = 65534;
+    let Some(bin) = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .max_by_key(|b| {
+            let v = b.parent().unwrap().file_name().unwrap().to_string_lossy();
+            v.parse::<u32>().unwrap_or(0)
+        })
+    else {
+        panic!("no PostgreSQL server under /usr/lib/postgresql: apt-get install postgresql");
+    };
+    let version = bin.parent().unwrap().file_name().unwrap().to_owned();
+    let base = tempfile::Builder::new()
+        .prefix("atrest-doctor-pg-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (data, run) = (base.path().join("pgdata"), base.path().join("run"));
+    for d in [&data, &run] {
+        fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    let as_nobody = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .args(args)
+            .output()
+            .expect("runuser (util-linux)");
+        assert!(
+            out.status.success(),
+            "as nobody: {}: {}{}",
+            Path::new(args[0].as_ref()).display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    as_nobody(&[
+        &bin.join("initdb"),
+        &"-D",
+        &data,
+        &"-U",
+        &"atrest",
+        &"--auth=trust",
+        &"-E",
+        &"UTF8",
+        &"--no-sync",
+    ]);
+
+    let etc = Path::new("/etc/postgresql").join(&version);
+    let made_etc = !etc.exists();
+    let cluster = etc.join(format!("atrest-doctor-e2e-{}", std::process::id()));
+    let _cluster = Restore(|| {
+        let _ = fs::remove_dir_all(&cluster);
+        if made_etc {
+            let _ = fs::remove_dir(&etc);
+            let _ = fs::remove_dir("/etc/postgresql");
+        }
+    });
+    fs::create_dir_all(&cluster).unwrap();
+    let conf = cluster.join("postgresql.conf");
+    fs::write(
+        &conf,
+        format!(
+            "data_directory = '{}'\t\t# use data in another directory\nport = 5432\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+
+    let name = data.display().to_string();
+    let f = finding(&findings(""), "service-data-outside-vault", &name)
+        .expect("the cluster's data directory");
+    assert_eq!(f["severity"], "warning");
+    let found = f["found"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!("PostgreSQL ({})", conf.display())),
+        "{found}"
+    );
+    assert!(found.contains(" on /dev/"), "{found}");
+    let fix = f["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("atrest mount -o allow_other {name}.enc {name}")),
+        "the data belongs to the server's user, who must reach the mount: {fix}"
+    );
+
+    let pass = base.path().join("pass");
+    fs::write(&pass, "pg vault passphrase\n").unwrap();
+    let _unmount = Restore(|| {
+        let _ = crate::common::run(&[&"unmount", &"--lazy", &data]);
+    });
+    run_move_fix(fix, &pass);
+    assert!(crate::common::is_mount_point(&data));
+    assert!(data.join("PG_VERSION").exists());
+
+    // "start the service": the cluster runs from the vault.
+    let _stop = Restore(|| {
+        let _ = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    });
+    as_nobody(&[
+        &bin.join("pg_ctl"),
+        &"-D",
+        &data,
+        &"-l",
+        &run.join("server.log"),
+        &"-w",
+        &"-o",
+        &format!("-c listen_addresses='' -k {}", run.display()),
+        &"start",
+    ]);
+    assert!(finding(&findings(""), "service-data-outside-vault", &name).is_none());
+}
+
+/// Runs `script` (with `$0` the atrest binary and `env`) in a mount
+/// namespace of its own, where /tmp and /var/tmp are first taken back to
+/// the disk below them; its last command is `exec "$0" doctor --json`.
+fn findings_in_own_mount_namespace(script: &str, env: &[(&str, &Path)]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "set -e; for d in /tmp /var/tmp; do while mountpoint -q $d; do umount -l $d; done; done; {script}"
+        ))
+        .arg(env!("CARGO_BIN_EXE_atrest"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    doctor_json(cmd)
+}
+
+/// /tmp and /var/tmp on the clear root disk (this machine's own layout,
+/// built in a private mount namespace if they are tmpfs here). The printed
+/// fixes run as printed in that namespace, /etc/fstab bind-mounted from a
+/// copy so that the machine's stays as it was, and nothing else on the
+/// machine sees the new mounts.
+#[test]
+fn doctor_tmp_on_clear_disk_is_reported_until_the_printed_tmpfs_mounts() {
+    let list = findings_in_own_mount_namespace("exec \"$0\" doctor --json", &[]);
+    let tmp = finding(&list, "tmp-persistent", "/tmp is on /dev/").expect("/tmp on disk");
+    let var_tmp =
+        finding(&list, "tmp-persistent", "/var/tmp is on /dev/").expect("/var/tmp on disk");
+    assert_eq!(tmp["severity"], "warning");
+    let dir = tempfile::Builder::new()
+        .prefix("atrest-doctor-e2e-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    let fstab = dir.path().join("fstab");
+    fs::copy("/etc/fstab", &fstab).unwrap();
+    let (fix_tmp, fix_var_tmp) = (dir.path().join("fix-tmp"), dir.path().join("fix-var-tmp"));
+    fs::write(&fix_tmp, tmp["fix"].as_str().unwrap()).unwrap();
+    fs::write(&fix_var_tmp, var_tmp["fix"].as_str().unwrap()).unwrap();
+    let list = findings_in_own_mount_namespace(
+        "mount --bind \"$FSTAB\" /etc/fstab; sh \"$FIX_TMP\"; sh \"$FIX_VAR_TMP\"; \
+         exec \"$0\" doctor --json",
+        &[
+            ("FSTAB", &fstab),
+            ("FIX_TMP", &fix_tmp),
+            ("FIX_VAR_TMP", &fix_var_tmp),
+        ],
+    );
+    assert!(finding(&list, "tmp-persistent", "").is_none(), "{list:?}");
+    let kept = fs::read_to_string(&fstab).unwrap();
+    assert!(
+        kept.ends_with(
+            "tmpfs /tmp tmpfs nosuid,nodev,size=20% 0 0\ntmpfs /var/tmp tmpfs nosuid,nodev 0 0\n"
+        ),
+        "{kept}"
+    );
+}
+
+/// An atrest process of root whose core limit is not 0 (as an old binary
+/// would run: here a copy of sleep named atrest) is critical until the
+/// printed `kill` ends it; a real mount process (limit 0) is not reported.
+#[test]
+fn doctor_atrest_process_with_a_core_limit_is_critical_until_killed() {
+    let m = Mounted::new();
+    let holder = fs::read_to_string(m.vault.join(atrest_vault::LOCK_FILE)).unwrap();
+    let mount_pid = holder.split_whitespace().next().unwrap().to_owned();
+    let list = findings("");
+    assert!(
+        finding(
+            &list,
+            "atrest-process-dumpable",
+            &format!("process {mount_pid} ")
+        )
+        .is_none(),
+        "{list:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("atrest");
+    fs::copy("/bin/sleep", &fake).unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -c unlimited; exec \"$0\" 600"])
+        .arg(&fake)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _kill = Restore(|| {
+        // Already gone when the test got that far.
+        let _ = Command::new("kill")
+            .arg(pid.to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
+    });
+    while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "atrest\n" {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the process ended: {status}");
+        }
+        std::thread::yield_now();
+    }
+    let what = format!("atrest process {pid} has a core file size limit of unlimited");
+    let f = finding(&findings(""), "atrest-process-dumpable", &what).expect("the process");
+    assert_eq!(f["severity"], "critical");
+    let fix = f["fix"].as_str().unwrap();
+    let kill = format!("kill {pid}");
+    assert!(fix.contains(&kill), "{fix}");
+    sh(&kill);
+    child.wait().unwrap();
+    assert!(finding(&findings(""), "atrest-process-dumpable", &what).is_none());
+}
+
+/// Dumps piped to systemd-coredump, which stores them by default: reported
+/// while the core limit is open; the printed drop-in (Storage=none) ends it.
+#[test]
+fn doctor_systemd_coredump_storing_dumps_is_reported_until_the_storage_none_dropin() {
+    const PATTERN: &str = "/proc/sys/kernel/core_pattern";
+    const DROPINS: &str = "/etc/systemd/coredump.conf.d";
+    const DROPIN: &str = "/etc/systemd/coredump.conf.d/atrest.conf";
+    let _turn = core_settings();
+    let before = fs::read_to_string(PATTERN).unwrap();
+    let made_dropins = !Path::new(DROPINS).exists();
+    let old_dropin = fs::read(DROPIN).ok();
+    let _restore = Restore(|| {
+        fs::write(PATTERN, before.trim_end()).expect("restore kernel.core_pattern");
+        match &old_dropin {
+            Some(text) => fs::write(DROPIN, text).expect("restore the coredump drop-in"),
+            None => {
+                let _ = fs::remove_file(DROPIN);
+            }
+        }
+        if made_dropins {
+            let _ = fs::remove_dir(DROPINS);
+        }
+    });
+    let _ = fs::remove_file(DROPIN);
+    fs::write(
+        PATTERN,
+        "|/lib/systemd/systemd-coredump %P %u %g %s %t 9223372036854775808 %h",
+    )
+    .unwrap();
+    let list = findings("ulimit -c unlimited;");
+    let f = finding(&list, "core-dumps-enabled", "systemd-coredump stores dumps")
+        .unwrap_or_else(|| panic!("this machine's coredump.conf hides the condition: {list:?}"));
+    assert_eq!(f["severity"], "warning");
+    sh(f["fix"].as_str().unwrap());
+    assert!(
+        fs::read_to_string(DROPIN)
+            .unwrap()
+            .contains("Storage=none\n")
+    );
+    assert!(finding(&findings("ulimit -c unlimited;"), "core-dumps-enabled", "").is_none());
+}
+
+/// The authority at the keyslot's address, with the CA pinned, but a new
+/// audit key (its data dir's audit key and log replaced, as a data dir
+/// initialised again would have them): critical, with both keys named,
+/// until the vault is enrolled again there and the old keyslot removed,
+/// as the fix says.
+#[test]
+fn doctor_remote_keyslot_audit_key_changed_is_critical_until_enrolled_again() {
+    let mut keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault(&keyd, dir.path());
+    let vault = e.vault.display().to_string();
+    let check = || findings_of_host(&e.vault, &e.state, BOOT_A);
+    let id = "remote-keyslot-audit-key-changed";
+    assert!(finding(&check(), id, &vault).is_none());
+    let pinned = atrest_audit::AuditSigningKey::from_seed(
+        fs::read(keyd.data.join("audit.key"))
+            .unwrap()
+            .as_slice()
+            .try_into()
+            .unwrap(),
+    )
+    .public_key()
+    .to_string();
+
+    keyd.stop();
+    let seed = [0x5a; 32];
+    fs::write(keyd.data.join("audit.key"), seed).unwrap();
+    for e in fs::read_dir(&keyd.data).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("audit.db") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    keyd.serve();
+    let now = atrest_audit::AuditSigningKey::from_seed(&seed)
+        .public_key()
+        .to_string();
+    let list = check();
+    let f = finding(&list, id, &vault).expect("a changed audit key");
+    assert_eq!(f["severity"], "critical");
+    let found = f["found"].as_str().unwrap();
+    assert!(
+        found.contains(&format!("names the audit key {now}")),
+        "{found}"
+    );
+    assert!(found.contains(&format!("pinned {pinned}")), "{found}");
+    for other in ["remote-keyslot-unreachable", "remote-keyslot-ca-changed"] {
+        assert!(finding(&list, other, &vault).is_none(), "{list:?}");
+    }
+
+    // What the finding warns of: the keyslot does not unlock through it.
+    let refused = crate::common::failure(host(
+        &e.state,
+        BOOT_A,
+        &[&"unlock", &e.vault, &"--mount", &e.mnt],
+    ));
+    assert!(
+        refused.contains("is not signed by this audit key"),
+        "{refused}"
+    );
+
+    // The fix, for a change made on purpose.
+    let fix = f["fix"].as_str().unwrap();
+    let pin = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
+    assert!(fix.contains(&format!("--ca-fingerprint {pin}")), "{fix}");
+    let remove: Vec<&str> = fix
+        .split("atrest keyslot remove ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the fix names the keyslot to remove")
+        .split_whitespace()
+        .collect();
+    assert_eq!(remove.len(), 2, "{fix}");
+    assert_eq!(remove[0], vault);
+    let token = keyd.token("web");
+    success(host(
+        &e.state,
+        BOOT_A,
+        &[
+            &"enroll",
+            &e.vault,
+            &"--authority",
+            &keyd.base,
+            &"--token",
+            &token,
+            &"--ca-fingerprint",
+            &pin,
+            &"--host-name",
+            &"web-2",
+            &"--passphrase-file",
+            &e.pass,
+        ],
+    ));
+    ok(&[
+        &"keyslot",
+        &"remove",
+        &e.vault,
+        &remove[1],
+        &"--passphrase-file",
+        &e.pass,
+    ]);
+    assert!(finding(&check(), id, &vault).is_none());
+    // And the vault unlocks through the authority again.
+    success(host(
+        &e.state,
+        BOOT_A,
+        &[&"unlock", &e.vault, &"--mount", &e.mnt],
+    ));
+    ok(&[&"unmount", &e.mnt]);
+}
+
+/// The other services' data directories: MySQL/MariaDB's datadir named
+/// by a my.cnf fragment (in /etc/mysql/conf.d, removed by a guard), and
+/// the fixed directories this machine does not have (Redis, Docker,
+/// containerd, virtual mail: made for the test and removed after). Each,
+/// with a file in it on the clear root disk, is reported, and the printed
+/// move puts it into a vault. Directories the machine has are left alone.
+#[test]
+fn doctor_other_service_data_dirs_are_reported_until_the_printed_move() {
+    let base = tempfile::Builder::new()
+        .prefix("atrest-doctor-svc-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    let mysql_data = base.path().join("mysql");
+    let mysql_conf = Path::new("/etc/mysql/conf.d")
+        .join(format!("zz-atrest-doctor-e2e-{}.cnf", std::process::id()));
+    let made_etc_mysql = !Path::new("/etc/mysql").exists();
+    let mut dirs: Vec<(&str, PathBuf)> = vec![("MySQL/MariaDB", mysql_data.clone())];
+    for (service, dir) in [
+        ("Redis", "/var/lib/redis"),
+        ("Docker", "/var/lib/docker"),
+        ("containerd", "/var/lib/containerd"),
+        ("virtual mail", "/var/vmail"),
+    ] {
+        let made = [dir.to_owned(), format!("{dir}.old"), format!("{dir}.enc")];
+        if made.iter().all(|p| !Path::new(p).exists()) {
+            dirs.push((service, PathBuf::from(dir)));
+        }
+    }
+    let _restore = Restore(|| {
+        for (_, dir) in &dirs {
+            let _ = crate::common::run(&[&"unmount", &"--lazy", dir]);
+            if !dir.starts_with(base.path()) {
+                for suffix in ["", ".old", ".enc"] {
+                    let _ = fs::remove_dir_all(format!("{}{suffix}", dir.display()));
+                }
+            }
+        }
+        let _ = fs::remove_file(&mysql_conf);
+        if made_etc_mysql {
+            let _ = fs::remove_dir_all("/etc/mysql");
+        }
+    });
+    fs::create_dir_all(mysql_conf.parent().unwrap()).unwrap();
+    fs::write(
+        &mysql_conf,
+        format!("[mysqld]\ndatadir = {}\n", mysql_data.display()),
+    )
+    .unwrap();
+    for (_, dir) in &dirs {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join("data"), "rows in the clear\n").unwrap();
+    }
+    let list = findings("");
+    let pass = base.path().join("pass");
+    fs::write(&pass, "service vault passphrase\n").unwrap();
+    for (service, dir) in &dirs {
+        let what = format!("{service} data in {} on /dev/", dir.display());
+        let f = finding(&list, "service-data-outside-vault", &what)
+            .unwrap_or_else(|| panic!("{what}: {list:?}"));
+        assert_eq!(f["severity"], "warning");
+        run_move_fix(f["fix"].as_str().unwrap(), &pass);
+        assert!(crate::common::is_mount_point(dir));
+        assert_eq!(
+            fs::read_to_string(dir.join("data")).unwrap(),
+            "rows in the clear\n"
+        );
+    }
+    let list = findings("");
+    for (service, dir) in &dirs {
+        let what = format!("{service} data in {} ", dir.display());
+        assert!(
+            finding(&list, "service-data-outside-vault", &what).is_none(),
+            "{what}"
+        );
+    }
+}
+
+/// The other secrets doctor reads: a vault's config (given with --vault),
+/// the host state dir (ATREST_STATE_DIR) and a file in the key authority's
+/// data dir, each left readable by others, until the printed chmod.
+#[test]
+fn doctor_readable_vault_config_host_state_and_authority_file_are_reported_until_the_printed_chmod()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, pass, state) = (
+        dir.path().join("v"),
+        dir.path().join("pass"),
+        dir.path().join("host"),
+    );
+    fs::write(&pass, "pw\n").unwrap();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    for a in &crate::common::FAST_KDF {
+        args.push(a);
+    }
+    ok(&args);
+    let config = vault.join(atrest_vault::CONFIG_FILE);
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::create_dir(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o755)).unwrap();
+    let identity = state.join("identity");
+    fs::write(&identity, [1u8; 32]).unwrap();
+    fs::set_permissions(&identity, fs::Permissions::from_mode(0o640)).unwrap();
+    // The key authority's data dir: made private for the test where the
+    // machine has none (removed after), a file of the test's own in it.
+    let keyd = Path::new("/var/lib/atrest/keyd");
+    let made: Vec<&Path> = [Path::new("/var/lib/atrest"), keyd]
+        .into_iter()
+        .filter(|d| !d.exists())
+        .collect();
+    let seed = keyd.join(format!("doctor-e2e-{}.key", std::process::id()));
+    let _restore = Restore(|| {
+        let _ = fs::remove_file(&seed);
+        for d in made.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    });
+    for d in &made {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    fs::write(&seed, [2u8; 32]).unwrap();
+    fs::set_permissions(&seed, fs::Permissions::from_mode(0o644)).unwrap();
+    let list = findings_of_host(&vault, &state, BOOT_A);
+    for (path, severity, mode) in [
+        (&config, "critical", "0644"),
+        (&state, "warning", "0755"),
+        (&identity, "warning", "0640"),
+        (&seed, "critical", "0644"),
+    ] {
+        let name = format!("{} has mode {mode}", path.display());
+        let f = finding(&list, "secret-mode", &name).unwrap_or_else(|| panic!("{name}: {list:?}"));
+        assert_eq!(f["severity"], severity, "{f}");
+        sh(f["fix"].as_str().unwrap());
+    }
+    assert_eq!(
+        fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let list = findings_of_host(&vault, &state, BOOT_A);
+    for path in [&config, &state, &identity, &seed] {
+        assert!(
+            finding(&list, "secret-mode", &format!("{} ", path.display())).is_none(),
+            "{list:?}"
+        );
+    }
 }
