@@ -136,7 +136,10 @@ fn run_restore_check_round_trip() {
     let mut cmd = s.backup("ls");
     cmd.arg(&id[..8]);
     let listing = String::from_utf8_lossy(&success(cmd).stdout).into_owned();
-    assert!(listing.contains("docs/report-9f.txt") && listing.contains("big.bin"), "{listing}");
+    assert!(
+        listing.contains("docs/report-9f.txt") && listing.contains("big.bin"),
+        "{listing}"
+    );
     fs::write(src.join("docs/report-9f.txt"), b"changed").unwrap();
     fs::write(src.join("new.txt"), b"new").unwrap();
     let mut cmd = s.backup("run");
@@ -145,8 +148,18 @@ fn run_restore_check_round_trip() {
     let mut cmd = s.backup("diff");
     cmd.arg(&id[..8]).arg("latest");
     let changes = String::from_utf8_lossy(&success(cmd).stdout).into_owned();
-    assert!(changes.lines().any(|l| l.starts_with("M") && l.ends_with("docs/report-9f.txt")), "{changes}");
-    assert!(changes.lines().any(|l| l.starts_with("+") && l.ends_with("new.txt")), "{changes}");
+    assert!(
+        changes
+            .lines()
+            .any(|l| l.starts_with("M") && l.ends_with("docs/report-9f.txt")),
+        "{changes}"
+    );
+    assert!(
+        changes
+            .lines()
+            .any(|l| l.starts_with("+") && l.ends_with("new.txt")),
+        "{changes}"
+    );
     assert!(!changes.contains("big.bin"), "{changes}");
 
     // forget --keep-last 1 --prune: one snapshot left, still whole.
