@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atrest_core::{ContentAlgorithm, SecretKey};
+use atrest_meta::log::{
+    Body, EntryChange, LogWriter, MemSegments, SEGMENT_HEADER_LEN, Start, chain_genesis, replay,
+};
 use atrest_meta::page::{self, Expect, PAGE_SIZE, PageKind, PageRef};
 use atrest_meta::record::{ObjectKind, ROOT_ID, Timestamp};
 use atrest_meta::superblock::Superblock;
 use atrest_meta::{ConfigBinding, MemBacking, MetaKeys, NewObject, Store};
-use atrest_meta::log::{
-    Body, EntryChange, LogWriter, MemSegments, SEGMENT_HEADER_LEN, Start, chain_genesis, replay,
-};
 
 const MASTER: [u8; 32] = [0x4d; 32];
 const VAULT: [u8; 16] = [
@@ -393,15 +393,25 @@ fn meta_vector(dir: &Path, algorithm: ContentAlgorithm, tag: &str, keys: &MetaKe
             .expect("create");
     }
     let link = store
-        .create(ROOT_ID, b"link", object(ObjectKind::Symlink, &[b'L'; 300]), now)
+        .create(
+            ROOT_ID,
+            b"link",
+            object(ObjectKind::Symlink, &[b'L'; 300]),
+            now,
+        )
         .expect("symlink")
         .id;
     store.checkpoint(now).expect("checkpoint");
     store.unlink(docs, b"report-03.txt", now).expect("unlink");
     store.checkpoint(now).expect("checkpoint");
-    let meta = backing.snapshot().remove("atrest.meta").expect("atrest.meta");
+    let meta = backing
+        .snapshot()
+        .remove("atrest.meta")
+        .expect("atrest.meta");
     let page_at = |p: usize| -> [u8; PAGE_SIZE] {
-        meta[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].try_into().expect("a page")
+        meta[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]
+            .try_into()
+            .expect("a page")
     };
     let sb = store.superblock().clone();
     let index = Superblock::page_of(sb.generation.checkpoint);
@@ -416,7 +426,17 @@ fn meta_vector(dir: &Path, algorithm: ContentAlgorithm, tag: &str, keys: &MetaKe
         let reference = PageRef::to_sealed(p as u64, &sealed);
         let opened = PageKind::ALL.iter().find_map(|&kind| {
             owners.iter().find_map(|&owner| {
-                page::open(keys, &reference, &sealed, Expect { kind, owner, level: None }).ok()
+                page::open(
+                    keys,
+                    &reference,
+                    &sealed,
+                    Expect {
+                        kind,
+                        owner,
+                        level: None,
+                    },
+                )
+                .ok()
             })
         });
         // Pages an older checkpoint left free still open, and are listed

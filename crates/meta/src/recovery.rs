@@ -8,15 +8,15 @@
 //! its record, so the state a replay rebuilds is the state the records
 //! were written from.
 
+use crate::backing::Backing;
 use crate::change::{Change, Entry};
+use crate::directory::Directory;
 use crate::error::{Location, MetaError};
 use crate::keys::MetaKeys;
 use crate::log::{self, BackingSegments, Body, Replay, Replayed, SegmentStore, Start};
+use crate::page::{PAGE_SIZE, PageRef};
 use crate::pager::Pager;
 use crate::record::{Content, HeadChange, ObjectHead, ObjectKind, ObjectRecord, Timestamp};
-use crate::backing::Backing;
-use crate::directory::Directory;
-use crate::page::{PAGE_SIZE, PageRef};
 use crate::store::{FsError, Store, blob_pages};
 use crate::superblock::{State, Superblock};
 
@@ -128,8 +128,8 @@ impl Store {
     fn replay_record(&mut self, record: &Replayed) -> Result<bool, MetaError> {
         match &record.body {
             Body::Meta { .. } => {
-                let change = Change::from_body(&record.body)
-                    .map_err(|why| inconsistent(record.seq, why))?;
+                let change =
+                    Change::from_body(&record.body).map_err(|why| inconsistent(record.seq, why))?;
                 self.apply(&change, record.seq)?;
                 Ok(true)
             }
@@ -222,7 +222,10 @@ impl Store {
                 let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, id)
                     .map_err(applying(seq))?;
                 if !dir.is_empty() {
-                    return Err(inconsistent(seq, format!("frees directory {id}, not empty")));
+                    return Err(inconsistent(
+                        seq,
+                        format!("frees directory {id}, not empty"),
+                    ));
                 }
                 dir.release_all(&pager, &mut self.alloc)?;
                 self.dirs.remove(&id);
@@ -241,7 +244,12 @@ impl Store {
         Ok(())
     }
 
-    fn apply_head(&mut self, head: &ObjectHead, change: &Change, seq: u64) -> Result<(), MetaError> {
+    fn apply_head(
+        &mut self,
+        head: &ObjectHead,
+        change: &Change,
+        seq: u64,
+    ) -> Result<(), MetaError> {
         let algorithm = self.keys.algorithm();
         let pager = Pager::new(&self.keys, self.backing.as_ref());
         let record = match self.objects.get(&pager, head.id)? {
@@ -261,7 +269,10 @@ impl Store {
                 if head.id < self.next_id {
                     return Err(inconsistent(
                         seq,
-                        format!("creates object {} below the next id {}", head.id, self.next_id),
+                        format!(
+                            "creates object {} below the next id {}",
+                            head.id, self.next_id
+                        ),
                     ));
                 }
                 let content = match head.kind {
@@ -307,7 +318,10 @@ impl Store {
 
 /// [`ObjectRecord::check`], with a long symlink target not yet in blob
 /// pages (it is, from the next checkpoint on) taken as written.
-fn canonical(record: &ObjectRecord, algorithm: atrest_core::ContentAlgorithm) -> Result<(), String> {
+fn canonical(
+    record: &ObjectRecord,
+    algorithm: atrest_core::ContentAlgorithm,
+) -> Result<(), String> {
     static UNWRITTEN: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
     match record.content {
         Content::Blob(reference) if reference.is_null() => {

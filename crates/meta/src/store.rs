@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use crate::backing::Backing;
 use crate::bitmap;
-use crate::change::{self, Change};
 use crate::bytes::{Put, Reader};
+use crate::change::{self, Change};
 use crate::directory::{DirEntry, Directory, MAX_NAME, valid_name};
 use crate::error::MetaError;
 use crate::keys::MetaKeys;
@@ -1036,7 +1036,11 @@ fn read_blob(
     Ok(out)
 }
 
-pub(crate) fn blob_pages(pager: &Pager<'_>, owner: u64, first: PageRef) -> Result<Vec<u64>, MetaError> {
+pub(crate) fn blob_pages(
+    pager: &Pager<'_>,
+    owner: u64,
+    first: PageRef,
+) -> Result<Vec<u64>, MetaError> {
     let mut pages = Vec::new();
     let mut reference = first;
     while let Some(number) = reference.page() {

@@ -116,7 +116,7 @@ fn hexs(b: &[u8]) -> String {
 }
 
 fn algorithm_of(v: &Value) -> ContentAlgorithm {
-    match v["algorithm"].as_str().unwrap() {
+    match v["algorithm"].as_str().expect("an algorithm name") {
         "aes-256-gcm" => ContentAlgorithm::Aes256Gcm,
         "xchacha20-poly1305" => ContentAlgorithm::XChaCha20Poly1305,
         other => panic!("algorithm {other}"),
@@ -154,9 +154,18 @@ fn meta_vectors() {
         assert_eq!(sb.replay_offset, u(&want["replay_offset"]), "{name}");
         assert_eq!(sb.config_generation, u(&want["config_generation"]));
         assert_eq!(hexs(&sb.config_hash), want["config_hash"].as_str().unwrap());
-        assert_eq!(sb.object_table.reference.page(), Some(u(&want["object_table"]["page"])));
-        assert_eq!(hexs(sb.object_table.reference.hash()), want["object_table"]["hash"].as_str().unwrap());
-        assert_eq!(u64::from(sb.object_table.depth), u(&want["object_table_depth"]));
+        assert_eq!(
+            sb.object_table.reference.page(),
+            Some(u(&want["object_table"]["page"]))
+        );
+        assert_eq!(
+            hexs(sb.object_table.reference.hash()),
+            want["object_table"]["hash"].as_str().unwrap()
+        );
+        assert_eq!(
+            u64::from(sb.object_table.depth),
+            u(&want["object_table_depth"])
+        );
         assert_eq!(sb.bitmap.reference.page(), Some(u(&want["bitmap"]["page"])));
         assert_eq!(u64::from(sb.bitmap.depth), u(&want["bitmap_depth"]));
         assert_eq!(sb.page_count, u(&want["page_count"]));
@@ -167,7 +176,10 @@ fn meta_vectors() {
         for i in (0..used).step_by(7) {
             let mut bad = page_at(index);
             bad[i] ^= 0x02;
-            assert!(Superblock::open(&keys, index, &bad).is_err(), "{name}: byte {i}");
+            assert!(
+                Superblock::open(&keys, index, &bad).is_err(),
+                "{name}: byte {i}"
+            );
         }
         let pages = v["pages"].as_array().unwrap();
         assert!(pages.len() >= 4, "{name}: {} pages", pages.len());
@@ -189,10 +201,17 @@ fn meta_vectors() {
             // The same bytes as another page, or of another owner: never.
             let moved = PageRef::to_sealed(number + 1, &sealed);
             assert!(page::open(&keys, &moved, &sealed, expect).is_err());
-            let other = Expect { owner: expect.owner + 1, ..expect };
+            let other = Expect {
+                owner: expect.owner + 1,
+                ..expect
+            };
             assert!(page::open(&keys, &reference, &sealed, other).is_err());
         }
         checked += 1;
     }
-    assert!(checked >= 2, "only {checked} meta vectors in {}", dir.display());
+    assert!(
+        checked >= 2,
+        "only {checked} meta vectors in {}",
+        dir.display()
+    );
 }

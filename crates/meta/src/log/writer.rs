@@ -140,7 +140,13 @@ impl LogWriter {
         Ok(w)
     }
 
-    fn new(keys: &MetaKeys, segment: u64, segment_len: u64, next_seq: u64, chain: [u8; 32]) -> Self {
+    fn new(
+        keys: &MetaKeys,
+        segment: u64,
+        segment_len: u64,
+        next_seq: u64,
+        chain: [u8; 32],
+    ) -> Self {
         Self {
             vault_id: *keys.vault_id(),
             segment,
@@ -370,13 +376,7 @@ impl LogWriter {
         }
         self.commit(store)?;
         let through = self.durable_through;
-        let (_, _, seq) = self.append(
-            keys,
-            store,
-            time,
-            &Body::Sync { object, through },
-            &[],
-        )?;
+        let (_, _, seq) = self.append(keys, store, time, &Body::Sync { object, through }, &[])?;
         self.write_out(store)?;
         self.sync_mark = Some(seq);
         Ok(through)

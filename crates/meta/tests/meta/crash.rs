@@ -41,17 +41,22 @@ fn operate(store: &mut Store, rng: &mut Rng, dirs: &mut Vec<u64>, t: i64) -> Res
             } else {
                 b"t".to_vec()
             };
-            store.create(dir, name, object(kind, &target), at(t)).map(|h| {
-                if h.kind == ObjectKind::Directory {
-                    dirs.push(h.id);
-                }
-            })
+            store
+                .create(dir, name, object(kind, &target), at(t))
+                .map(|h| {
+                    if h.kind == ObjectKind::Directory {
+                        dirs.push(h.id);
+                    }
+                })
         }
         3 => store.unlink(dir, name, at(t)).map(drop),
         4 => store.rmdir(dir, name, at(t)).map(drop),
         5 | 6 => {
-            let mode = [RenameMode::Replace, RenameMode::NoReplace, RenameMode::Exchange]
-                [rng.below(3) as usize];
+            let mode = [
+                RenameMode::Replace,
+                RenameMode::NoReplace,
+                RenameMode::Exchange,
+            ][rng.below(3) as usize];
             store.rename(dir, name, to, other, mode, at(t))
         }
         7 => match store.lookup(dir, name) {
@@ -130,8 +135,8 @@ fn crash_and_check(disk: &Arc<SimDisk>, w: &Workload, rng: &mut Rng, trial: Stri
         drop(open(disk));
         disk.crash(rng);
     }
-    let mut store =
-        open(disk).unwrap_or_else(|e| panic!("{trial}: the store does not open after the crash: {e}"));
+    let mut store = open(disk)
+        .unwrap_or_else(|e| panic!("{trial}: the store does not open after the crash: {e}"));
     let found = listing(&mut store).unwrap();
     let position = w.states[w.acknowledged..].iter().position(|s| *s == found);
     assert!(
@@ -147,12 +152,16 @@ fn crash_and_check(disk: &Arc<SimDisk>, w: &Workload, rng: &mut Rng, trial: Stri
     drop(store);
     disk.crash(rng);
     let mut again = open(disk).unwrap_or_else(|e| panic!("{trial}: second open: {e}"));
-    assert_eq!(listing(&mut again).unwrap(), expected, "{trial}: synced changes lost");
+    assert_eq!(
+        listing(&mut again).unwrap(),
+        expected,
+        "{trial}: synced changes lost"
+    );
 }
 
 #[test]
 fn a_power_cut_anywhere_recovers_a_prefix_holding_every_synced_operation() {
-    let mut rng = Rng::new(0x5eed_10c);
+    let mut rng = Rng::new(0x05ee_d10c);
     for trial in 0..300u32 {
         let disk = Arc::new(SimDisk::new());
         let mut store =
@@ -182,17 +191,26 @@ fn a_power_cut_at_every_disk_call_of_one_workload() {
         if let Some(cut) = cut {
             disk.cut_power_after(cut);
         }
-        let w = run(&mut store, &mut Rng::new(SEED), 40);
+        let w = run(&mut store, &mut Rng::new(SEED), 80);
         (w, disk.calls() - start)
     };
     let (full, calls) = workload(&Arc::new(SimDisk::new()), None);
-    assert!(full.states.len() > 10 && calls > 20, "{calls} calls");
+    assert!(
+        full.states.len() > 10 && calls > 40,
+        "{} states, {calls} calls",
+        full.states.len()
+    );
     let mut rng = Rng::new(7);
     for cut in 0..=calls {
         for round in 0..3 {
             let disk = Arc::new(SimDisk::new());
             let (w, _) = workload(&disk, Some(cut));
-            crash_and_check(&disk, &w, &mut rng, format!("cut after {cut} calls, round {round}"));
+            crash_and_check(
+                &disk,
+                &w,
+                &mut rng,
+                format!("cut after {cut} calls, round {round}"),
+            );
         }
     }
 }

@@ -67,7 +67,8 @@ impl Backing for Recording {
 /// its log record.
 fn one_create(entries: usize) -> (BTreeMap<PageKind, usize>, usize) {
     let backing = Arc::new(Recording::default());
-    let mut store = Store::format(keys(GCM), backing.clone(), CONFIG, (0o755, 0, 0), at(1)).unwrap();
+    let mut store =
+        Store::format(keys(GCM), backing.clone(), CONFIG, (0o755, 0, 0), at(1)).unwrap();
     let dir = store
         .create(ROOT_ID, b"dir", object(ObjectKind::Directory, b""), at(2))
         .unwrap()
@@ -75,13 +76,23 @@ fn one_create(entries: usize) -> (BTreeMap<PageKind, usize>, usize) {
     for i in 0..entries {
         let name = format!("existing-file-{i:08}");
         store
-            .create(dir, name.as_bytes(), object(ObjectKind::Regular, b""), at(2))
+            .create(
+                dir,
+                name.as_bytes(),
+                object(ObjectKind::Regular, b""),
+                at(2),
+            )
             .unwrap();
     }
     store.checkpoint(at(3)).unwrap();
     backing.take();
     store
-        .create(dir, b"the-new-file-name.txt", object(ObjectKind::Regular, b""), at(4))
+        .create(
+            dir,
+            b"the-new-file-name.txt",
+            object(ObjectKind::Regular, b""),
+            at(4),
+        )
         .unwrap();
     let record: Vec<usize> = backing
         .take()
@@ -100,7 +111,9 @@ fn one_create(entries: usize) -> (BTreeMap<PageKind, usize>, usize) {
         assert_eq!((offset % PAGE_SIZE as u64, len), (0, PAGE_SIZE));
         let number = offset / PAGE_SIZE as u64;
         let mut sealed = [0u8; PAGE_SIZE];
-        backing.read_exact_at("atrest.meta", offset, &mut sealed).unwrap();
+        backing
+            .read_exact_at("atrest.meta", offset, &mut sealed)
+            .unwrap();
         let reference = PageRef::to_sealed(number, &sealed);
         let kind = [
             (PageKind::DirLeaf, dir),
@@ -112,7 +125,17 @@ fn one_create(entries: usize) -> (BTreeMap<PageKind, usize>, usize) {
         ]
         .into_iter()
         .find(|&(kind, owner)| {
-            page::open(&keys, &reference, &sealed, Expect { kind, owner, level: None }).is_ok()
+            page::open(
+                &keys,
+                &reference,
+                &sealed,
+                Expect {
+                    kind,
+                    owner,
+                    level: None,
+                },
+            )
+            .is_ok()
         })
         .map(|(kind, _)| kind)
         .unwrap_or_else(|| panic!("page {number} of no expected kind"));
@@ -141,6 +164,9 @@ fn a_create_among_100000_entries_costs_what_it_costs_among_100() {
     };
     assert_eq!(small.get(&PageKind::ObjectLeaf), Some(&2), "{small:?}");
     assert_eq!(large.get(&PageKind::ObjectLeaf), Some(&2), "{large:?}");
-    assert!(object_pages(&large) <= object_pages(&small) + 3, "{small:?} {large:?}");
+    assert!(
+        object_pages(&large) <= object_pages(&small) + 3,
+        "{small:?} {large:?}"
+    );
     assert_eq!(small_record, large_record, "log record sizes");
 }

@@ -573,16 +573,48 @@ fn a_reopen_after_changes_replays_them_from_the_log() {
     let (mut store, backing) = new_store(algorithm);
     let mut model = Model::new();
     let ops = [
-        Op::Create { dir: 0, name: b"d".to_vec(), kind: 1 },
-        Op::Create { dir: 1, name: b"a".to_vec(), kind: 0 },
-        Op::Symlink { dir: 1, name: b"e.txt".to_vec(), long: true },
-        Op::Link { object: 2, dir: 0, name: b"b".to_vec() },
-        Op::Rename { from: 1, from_name: b"a".to_vec(), to: 0, to_name: b"c".to_vec(), mode: 0 },
-        Op::Chmod { object: 1, mode: 0o700 },
-        Op::Unlink { dir: 0, name: b"b".to_vec() },
+        Op::Create {
+            dir: 0,
+            name: b"d".to_vec(),
+            kind: 1,
+        },
+        Op::Create {
+            dir: 1,
+            name: b"a".to_vec(),
+            kind: 0,
+        },
+        Op::Symlink {
+            dir: 1,
+            name: b"e.txt".to_vec(),
+            long: true,
+        },
+        Op::Link {
+            object: 2,
+            dir: 0,
+            name: b"b".to_vec(),
+        },
+        Op::Rename {
+            from: 1,
+            from_name: b"a".to_vec(),
+            to: 0,
+            to_name: b"c".to_vec(),
+            mode: 0,
+        },
+        Op::Chmod {
+            object: 1,
+            mode: 0o700,
+        },
+        Op::Unlink {
+            dir: 0,
+            name: b"b".to_vec(),
+        },
     ];
     for (t, op) in ops.iter().enumerate() {
-        assert_eq!(apply(&mut store, &mut model, op, 10 + t as i64), Outcome::Ok, "{op:?}");
+        assert_eq!(
+            apply(&mut store, &mut model, op, 10 + t as i64),
+            Outcome::Ok,
+            "{op:?}"
+        );
     }
     let checkpoint = store.superblock().generation.checkpoint;
     let sequence = store.sequence();

@@ -75,7 +75,14 @@ fn logged() -> (Arc<MemBacking>, u64, Vec<Listing>, usize) {
             states.push(listing(&mut store).unwrap());
         }
         store
-            .rename(ROOT_ID, format!("f{batch}-0").as_bytes(), sub, b"moved", Default::default(), at(4))
+            .rename(
+                ROOT_ID,
+                format!("f{batch}-0").as_bytes(),
+                sub,
+                b"moved",
+                Default::default(),
+                at(4),
+            )
             .unwrap();
         states.push(listing(&mut store).unwrap());
         if batch < 2 {
@@ -99,7 +106,9 @@ fn open_tampered(
     tamper: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Listing, MetaError> {
     let clean = backing.snapshot();
-    backing.with_file(&segment_name(segment), tamper).expect("segment");
+    backing
+        .with_file(&segment_name(segment), tamper)
+        .expect("segment");
     let result = open(backing);
     backing.restore(clean);
     result
@@ -110,9 +119,7 @@ fn open_tampered(
 fn assert_names(result: &Result<Listing, MetaError>, segment: u64, seq: u64, what: &str) {
     match result {
         Err(MetaError::Auth(Location::LogRecord {
-            segment: s,
-            seq: q,
-            ..
+            segment: s, seq: q, ..
         })) if *s == segment && *q == seq => {
             let message = result.as_ref().unwrap_err().to_string();
             assert!(
@@ -120,7 +127,9 @@ fn assert_names(result: &Result<Listing, MetaError>, segment: u64, seq: u64, wha
                 "{what}: {message}"
             );
         }
-        other => panic!("{what}: expected an authentication error at record {seq} of segment {segment}, got {other:?}"),
+        other => panic!(
+            "{what}: expected an authentication error at record {seq} of segment {segment}, got {other:?}"
+        ),
     }
 }
 
@@ -146,7 +155,12 @@ fn every_changed_byte_of_an_acknowledged_record_is_an_authentication_error() {
     for r in acked {
         for at in [0, 4, 9, 15, 20, 22, 24, 40, r.len / 2, r.len - 1] {
             let result = open_tampered(&backing, segment, |f| f[r.offset + at] ^= 0x20);
-            assert_names(&result, segment, r.seq, &format!("record {} byte {at}", r.seq));
+            assert_names(
+                &result,
+                segment,
+                r.seq,
+                &format!("record {} byte {at}", r.seq),
+            );
         }
     }
 }
@@ -162,7 +176,12 @@ fn zeroed_dropped_swapped_and_reordered_acknowledged_records_are_authentication_
         let dropped = open_tampered(&backing, segment, |f| {
             f.drain(r.offset..r.offset + r.len).for_each(drop);
         });
-        assert_names(&dropped, segment, r.seq, &format!("record {} dropped", r.seq));
+        assert_names(
+            &dropped,
+            segment,
+            r.seq,
+            &format!("record {} dropped", r.seq),
+        );
         let Some(next) = acked.get(i + 1) else {
             continue;
         };
@@ -172,13 +191,23 @@ fn zeroed_dropped_swapped_and_reordered_acknowledged_records_are_authentication_
             f.splice(r.offset..next.offset + next.len, b.into_iter().chain(a))
                 .for_each(drop);
         });
-        assert_names(&swapped, segment, r.seq, &format!("records {} and {} swapped", r.seq, next.seq));
+        assert_names(
+            &swapped,
+            segment,
+            r.seq,
+            &format!("records {} and {} swapped", r.seq, next.seq),
+        );
         // Moved to the end of the log, after everything else.
         let moved = open_tampered(&backing, segment, |f| {
             let a: Vec<u8> = f.drain(r.offset..r.offset + r.len).collect();
             f.extend_from_slice(&a);
         });
-        assert_names(&moved, segment, r.seq, &format!("record {} moved to the end", r.seq));
+        assert_names(
+            &moved,
+            segment,
+            r.seq,
+            &format!("record {} moved to the end", r.seq),
+        );
     }
 }
 
@@ -205,8 +234,8 @@ fn a_changed_record_in_the_unacknowledged_tail_ends_the_log_there() {
                 .unwrap_or_else(|e| panic!("record {} byte {at}: {e}", r.seq));
             assert_eq!(&found, want, "record {} byte {at}", r.seq);
         }
-        let zeroed = open_tampered(&backing, segment, |f| f[r.offset..r.offset + r.len].fill(0))
-            .unwrap();
+        let zeroed =
+            open_tampered(&backing, segment, |f| f[r.offset..r.offset + r.len].fill(0)).unwrap();
         assert_eq!(&zeroed, want, "record {} zeroed", r.seq);
     }
     // The SYNC record itself changed: every operation it acknowledged is
@@ -255,7 +284,11 @@ fn a_missing_or_older_log_is_refused() {
     // newer metadata: the superblock's CHECKPOINT record is not there.
     let mut mixed = clean.clone();
     mixed.retain(|name, _| !name.starts_with(LOG_DIR));
-    mixed.extend(before.into_iter().filter(|(name, _)| name.starts_with(LOG_DIR)));
+    mixed.extend(
+        before
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(LOG_DIR)),
+    );
     backing.restore(mixed);
     assert!(is_refused(open(&backing)));
     backing.restore(clean);
