@@ -1,8 +1,11 @@
-//! Writes the format 2 log vectors, `testdata/vectors-v2/log-*.{bin,json}`
-//! (replacing those files): each `.bin` is one segment file, its `.json`
-//! the key, the replay start and what replay must find. Checked by
-//! `cargo test -p atrest-meta --test log_vectors` and, from the byte
-//! tables of docs/format.md §16.12 alone, by
+//! Writes the format 2 vectors (replacing those files):
+//! `testdata/vectors-v2/log-*.{bin,json}`, each `.bin` one segment file,
+//! its `.json` the key, the replay start and what replay must find; and
+//! `meta-*.{bin,json}`, each `.bin` the `atrest.meta` of a small store
+//! after its first checkpoints, its `.json` the superblock's fields and
+//! every used page's kind, owner, level, count and items. Checked by
+//! `cargo test -p atrest-meta --test log_vectors` (both kinds) and, from
+//! the byte tables of docs/format.md §16.4, §16.5 and §16.12 alone, by
 //! `tests/differential/check_vectors_v2.py`. Nonces are random, so the
 //! files change on every run: regenerate only when the format changes.
 //!
@@ -11,11 +14,16 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use atrest_core::{ContentAlgorithm, SecretKey};
-use atrest_meta::MetaKeys;
 use atrest_meta::log::{
     Body, EntryChange, LogWriter, MemSegments, SEGMENT_HEADER_LEN, Start, chain_genesis, replay,
 };
+use atrest_meta::page::{self, Expect, PAGE_SIZE, PageKind, PageRef};
+use atrest_meta::record::{ObjectKind, ROOT_ID, Timestamp};
+use atrest_meta::superblock::Superblock;
+use atrest_meta::{ConfigBinding, MemBacking, MetaKeys, NewObject, Store};
 
 const MASTER: [u8; 32] = [0x4d; 32];
 const VAULT: [u8; 16] = [
@@ -250,7 +258,8 @@ fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors-v2");
     std::fs::create_dir_all(&dir).expect("create testdata/vectors-v2");
     for old in std::fs::read_dir(&dir).expect("read dir").flatten() {
-        if old.file_name().to_string_lossy().starts_with("log-") {
+        let name = old.file_name().to_string_lossy().into_owned();
+        if name.starts_with("log-") || name.starts_with("meta-") {
             std::fs::remove_file(old.path()).expect("remove old vector");
         }
     }
@@ -259,6 +268,7 @@ fn main() {
         (ContentAlgorithm::XChaCha20Poly1305, "xchacha"),
     ] {
         let keys = MetaKeys::derive(&SecretKey::from_bytes(MASTER), VAULT, algorithm);
+        meta_vector(&dir, algorithm, tag, &keys);
         let e = atrest_meta::record::MapEntry::len(algorithm);
         let mut store = MemSegments::default();
         let mut w =
@@ -310,10 +320,170 @@ fn main() {
         write_vector(
             &dir,
             &format!("log-{tag}-swapped"),
-            "records 3 and 4 swapped: an unexpected sequence number followed by records",
+            "records 3 and 4 swapped before the SYNC record 8: an unexpected sequence number in the acknowledged part, an authentication failure",
             algorithm,
             &swapped,
             &keys,
         );
+        let mut torn_group = full.clone();
+        torn_group[offsets[9]..offsets[10]].fill(0);
+        write_vector(
+            &dir,
+            &format!("log-{tag}-torn-group"),
+            "record 10 zeroed (its pages lost in a crash), later records intact, no SYNC record after it: a torn tail, replay keeps records 1-9",
+            algorithm,
+            &torn_group,
+            &keys,
+        );
+        let mut dropped = full[..offsets[6]].to_vec();
+        dropped.extend_from_slice(&full[offsets[7]..]);
+        write_vector(
+            &dir,
+            &format!("log-{tag}-dropped-before-sync"),
+            "record 7 dropped, so the SYNC record 8 stands where it was: record 7 was acknowledged, an authentication failure at its offset",
+            algorithm,
+            &dropped,
+            &keys,
+        );
     }
+}
+
+fn object(kind: ObjectKind, target: &[u8]) -> NewObject {
+    NewObject {
+        kind,
+        mode: 0o640,
+        uid: 1000,
+        gid: 1000,
+        rdev: 0,
+        target: target.to_vec(),
+    }
+}
+
+fn alg_name(algorithm: ContentAlgorithm) -> &'static str {
+    match algorithm {
+        ContentAlgorithm::Aes256Gcm => "aes-256-gcm",
+        ContentAlgorithm::XChaCha20Poly1305 => "xchacha20-poly1305",
+    }
+}
+
+/// `meta-{tag}-tree`: a store with a directory of entries, a long symlink
+/// (blob pages) and enough objects for an object table index, after two
+/// checkpoints.
+fn meta_vector(dir: &Path, algorithm: ContentAlgorithm, tag: &str, keys: &MetaKeys) {
+    let backing = Arc::new(MemBacking::new());
+    let now = Timestamp {
+        secs: 1_765_000_000,
+        nanos: 0,
+    };
+    let config = ConfigBinding {
+        generation: 3,
+        hash: [0x3c; 32],
+    };
+    let keys_again = MetaKeys::derive(&SecretKey::from_bytes(MASTER), VAULT, algorithm);
+    let mut store =
+        Store::format(keys_again, backing.clone(), config, (0o755, 0, 0), now).expect("format");
+    let docs = store
+        .create(ROOT_ID, b"docs", object(ObjectKind::Directory, b""), now)
+        .expect("mkdir")
+        .id;
+    for i in 0..20 {
+        let name = format!("report-{i:02}.txt");
+        store
+            .create(docs, name.as_bytes(), object(ObjectKind::Regular, b""), now)
+            .expect("create");
+    }
+    let link = store
+        .create(
+            ROOT_ID,
+            b"link",
+            object(ObjectKind::Symlink, &[b'L'; 300]),
+            now,
+        )
+        .expect("symlink")
+        .id;
+    store.checkpoint(now).expect("checkpoint");
+    store.unlink(docs, b"report-03.txt", now).expect("unlink");
+    store.checkpoint(now).expect("checkpoint");
+    let meta = backing
+        .snapshot()
+        .remove("atrest.meta")
+        .expect("atrest.meta");
+    let page_at = |p: usize| -> [u8; PAGE_SIZE] {
+        meta[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]
+            .try_into()
+            .expect("a page")
+    };
+    let sb = store.superblock().clone();
+    let index = Superblock::page_of(sb.generation.checkpoint);
+    assert_eq!(
+        Superblock::open(keys, index, &page_at(index as usize)).expect("superblock"),
+        sb
+    );
+    let owners = [0, ROOT_ID, docs, link];
+    let mut pages = String::new();
+    for p in 2..meta.len() / PAGE_SIZE {
+        let sealed = page_at(p);
+        let reference = PageRef::to_sealed(p as u64, &sealed);
+        let opened = PageKind::ALL.iter().find_map(|&kind| {
+            owners.iter().find_map(|&owner| {
+                page::open(
+                    keys,
+                    &reference,
+                    &sealed,
+                    Expect {
+                        kind,
+                        owner,
+                        level: None,
+                    },
+                )
+                .ok()
+            })
+        });
+        // Pages an older checkpoint left free still open, and are listed
+        // too; the superblock's references say which are the tree's.
+        let Some(open) = opened else { continue };
+        let _ = writeln!(
+            pages,
+            "    {{\"page\": {p}, \"hash\": \"{}\", \"kind\": {}, \"level\": {}, \"count\": {}, \"owner\": {}, \"items\": \"{}\"}},",
+            hex(reference.hash()),
+            open.header.kind.id(),
+            open.header.level,
+            open.header.count,
+            open.header.owner,
+            hex(&open.items)
+        );
+    }
+    let pages = pages.trim_end_matches(",\n").to_owned() + "\n";
+    let reference = |r: &PageRef| {
+        format!(
+            "{{\"page\": {}, \"hash\": \"{}\"}}",
+            r.page().unwrap_or(0),
+            hex(r.hash())
+        )
+    };
+    let json = format!(
+        "{{\n  \"kind\": \"meta-file\",\n  \"comment\": \"atrest.meta after checkpoint 3 of a small store: the superblock's fields, and every page that opens (the tree's and older checkpoints' free ones) with its header and items; a changed byte in the superblock's MAC'd range must fail\",\n  \"algorithm\": \"{}\",\n  \"master_key\": \"{}\",\n  \"vault_id\": \"{}\",\n  \"superblock\": {{\"page\": {index}, \"state\": {}, \"checkpoint\": {}, \"sequence\": {}, \"chain\": \"{}\", \"replay_segment\": {}, \"replay_offset\": {}, \"config_generation\": {}, \"config_hash\": \"{}\", \"object_table\": {}, \"object_table_depth\": {}, \"bitmap\": {}, \"bitmap_depth\": {}, \"page_count\": {}, \"next_object_id\": {}, \"recent\": {}, \"acknowledged\": {}}},\n  \"pages\": [\n{pages}  ]\n}}\n",
+        alg_name(algorithm),
+        hex(&MASTER),
+        hex(&VAULT),
+        sb.state as u8,
+        sb.generation.checkpoint,
+        sb.generation.sequence,
+        hex(&sb.generation.chain),
+        sb.replay_segment,
+        sb.replay_offset,
+        sb.config_generation,
+        hex(&sb.config_hash),
+        reference(&sb.object_table.reference),
+        sb.object_table.depth,
+        reference(&sb.bitmap.reference),
+        sb.bitmap.depth,
+        sb.page_count,
+        sb.next_object_id,
+        sb.recent.len(),
+        sb.acknowledged.len(),
+    );
+    let name = format!("meta-{tag}-tree");
+    std::fs::write(dir.join(format!("{name}.bin")), &meta).expect("write .bin");
+    std::fs::write(dir.join(format!("{name}.json")), json).expect("write .json");
 }

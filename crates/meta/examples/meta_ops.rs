@@ -8,8 +8,10 @@
 //! checkpointed, then OPS new files created in it (timed), one checkpoint
 //! (timed), OPS lookups of existing names (timed). Prints the median of REPS
 //! (default 5) repetitions and the 1-minute load average at the start.
-//! No disk, no FUSE, no log yet (stage 1 wires it in): this is the cost of
-//! the trees, the records and the sealing of dirty pages at a checkpoint.
+//! No disk, no FUSE: this is the cost of the trees, the records, each
+//! create's log record (sealed, chained and written to the in-memory
+//! segment, no sync: a sync is one flush for any number of them) and the
+//! sealing of dirty pages at a checkpoint.
 
 use std::sync::Arc;
 use std::time::Instant;

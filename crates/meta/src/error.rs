@@ -62,6 +62,10 @@ pub enum MetaError {
     /// A tree or list would grow past what the format allows.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// An earlier write of this store failed, so memory may be ahead of
+    /// the disk: it writes nothing more.
+    #[error("an earlier write to the vault's metadata failed: open the vault again to recover it")]
+    Stopped,
     #[error("no valid superblock in atrest.meta: {0}")]
     NoSuperblock(String),
     #[error("{what}: {source}")]

@@ -14,6 +14,7 @@
 pub mod backing;
 mod bitmap;
 mod bytes;
+mod change;
 mod dir;
 pub mod directory;
 mod error;
@@ -24,6 +25,7 @@ pub mod page;
 pub mod pager;
 pub mod radix;
 pub mod record;
+mod recovery;
 pub mod sim;
 mod store;
 pub mod superblock;

@@ -63,6 +63,8 @@ pub struct SimDisk {
     syncs: Mutex<u64>,
     /// Changing calls left before the power goes (`None`: no cut set).
     budget: Mutex<Option<u64>>,
+    /// Changing calls made so far (writes, syncs, truncates, removes).
+    calls: Mutex<u64>,
 }
 
 fn parent(name: &str) -> &str {
@@ -85,7 +87,14 @@ impl SimDisk {
         *self.budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(calls);
     }
 
+    /// How many changing calls were made (a test sizes its power cuts
+    /// with it).
+    pub fn calls(&self) -> u64 {
+        *self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn spend(&self) -> io::Result<()> {
+        *self.calls.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
         match budget.as_mut() {
             None => Ok(()),

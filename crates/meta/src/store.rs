@@ -1,10 +1,13 @@
 //! An open format 2 metadata store: the object table, directories and
-//! symlink blobs of one vault, changed by namespace operations in memory
-//! and made durable by copy-on-write checkpoints (docs/format.md §16.13).
+//! symlink blobs of one vault. Every namespace operation is first a
+//! `META` record in the log (docs/format.md §16.12), written before the
+//! call returns and durable at the next [`Store::sync`]; then it changes
+//! the in-memory pages, which copy-on-write checkpoints (§16.13) write
+//! out. [`Store::open`] recovers (§16.16): the last checkpoint plus the
+//! durable prefix of the log.
 //!
-//! Stage 1 of docs/plans/format-2.md: the log, recovery, block maps and
-//! xattrs join in the next stages; until then a change is durable at the
-//! next [`Store::checkpoint`], and `changed_at` counts operations.
+//! Stage 1 of docs/plans/format-2.md: block maps, xattrs, file contents
+//! and the witness join in the next stages.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -13,15 +16,18 @@ use std::sync::Arc;
 use crate::backing::Backing;
 use crate::bitmap;
 use crate::bytes::{Put, Reader};
+use crate::change::{self, Change};
 use crate::directory::{DirEntry, Directory, MAX_NAME, valid_name};
 use crate::error::MetaError;
 use crate::keys::MetaKeys;
+use crate::log::{self, BackingSegments, LogWriter, SegmentStore};
 use crate::objects::ObjectTable;
 use crate::page::{Expect, PAGE_SIZE, PageHeader, PageKind, PageRef, REF_LEN, item_space};
 use crate::pager::{Allocator, META_FILE, Pager};
 use crate::record::{
     Content, INLINE_TARGET, MAX_TARGET, ObjectHead, ObjectKind, ObjectRecord, ROOT_ID, Timestamp,
 };
+use crate::recovery;
 use crate::superblock::{Generation, MAX_RECENT, Root, State, Superblock};
 
 /// What a namespace operation refused, as the file system reports it.
@@ -88,26 +94,31 @@ pub enum RenameMode {
 }
 
 pub struct Store {
-    keys: MetaKeys,
-    backing: Arc<dyn Backing>,
+    pub(crate) keys: MetaKeys,
+    pub(crate) backing: Arc<dyn Backing>,
     /// The last durable superblock.
-    superblock: Superblock,
-    alloc: Allocator,
-    bitmap_pages: Vec<u64>,
-    objects: ObjectTable,
-    dirs: HashMap<u64, Directory>,
+    pub(crate) superblock: Superblock,
+    pub(crate) alloc: Allocator,
+    pub(crate) bitmap_pages: Vec<u64>,
+    pub(crate) objects: ObjectTable,
+    pub(crate) dirs: HashMap<u64, Directory>,
     /// Symlink targets longer than a record holds, until a checkpoint
     /// writes their blob pages.
-    unwritten_blobs: HashMap<u64, Vec<u8>>,
-    next_id: u64,
-    /// Changes since the store was opened; stands in for the log's
-    /// sequence numbers until the log is wired in.
-    sequence: u64,
+    pub(crate) unwritten_blobs: HashMap<u64, Vec<u8>>,
+    pub(crate) next_id: u64,
+    pub(crate) log: LogWriter,
+    /// Time of the last record, for the records of calls that take none
+    /// (`SYNC`): informational only.
+    pub(crate) last_time: u64,
+    /// A write to the log or a checkpoint failed: what is in memory may be
+    /// ahead of what the disk holds, so nothing more is written until the
+    /// vault is opened again (and recovered from the disk).
+    pub(crate) failed: bool,
 }
 
 impl Store {
     /// Formats the metadata of a new vault: an empty root directory with the
-    /// given mode and owner, checkpoint 1.
+    /// given mode and owner, checkpoint 1 and the log segment it starts.
     pub fn format(
         keys: MetaKeys,
         backing: Arc<dyn Backing>,
@@ -122,6 +133,21 @@ impl Store {
         {
             return Err(MetaError::Inconsistent("atrest.meta already exists".into()));
         }
+        let mut segments = BackingSegments::new(backing.as_ref());
+        if !segments.list()?.is_empty() {
+            return Err(MetaError::Inconsistent(
+                "atrest.log/ already holds log segments".into(),
+            ));
+        }
+        // Segment 0 holds nothing: the first checkpoint's cut starts
+        // segment 1 with CHECKPOINT(1) at sequence 1, and retires it.
+        let log = LogWriter::create(
+            &keys,
+            &mut segments,
+            0,
+            1,
+            log::chain_genesis(keys.vault_id()),
+        )?;
         let algorithm = keys.algorithm();
         let superblock = Superblock {
             algorithm,
@@ -159,7 +185,9 @@ impl Store {
             dirs: HashMap::new(),
             unwritten_blobs: HashMap::new(),
             next_id: ROOT_ID + 1,
-            sequence: 0,
+            log,
+            last_time: nanos(now),
+            failed: false,
         };
         let (mode, uid, gid) = root;
         let head = ObjectHead {
@@ -192,7 +220,8 @@ impl Store {
         )?;
         store.dirs.insert(ROOT_ID, Directory::empty(ROOT_ID));
         store.checkpoint(now)?;
-        // The file's directory entry, so that the vault exists after a crash.
+        // The entries of atrest.meta and atrest.log/, so that the vault
+        // exists after a crash.
         store
             .backing
             .sync_dir("")
@@ -200,8 +229,11 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the metadata of a vault: the newer valid superblock, its
-    /// config binding checked against the config just opened, its bitmap.
+    /// Opens the metadata of a vault and recovers it (§16.16 steps 1–2,
+    /// 5–6): the newer valid superblock, its config binding checked
+    /// against the config just opened, then every record of the durable
+    /// prefix of the log after its checkpoint applied; a torn tail is cut,
+    /// and a vault that needed recovery is checkpointed at once.
     pub fn open(
         keys: MetaKeys,
         backing: Arc<dyn Backing>,
@@ -238,9 +270,11 @@ impl Store {
         let loaded = bitmap::read(&pager, superblock.bitmap, superblock.page_count)?;
         let alloc = Allocator::from_used(loaded.used, superblock.page_count);
         let objects = ObjectTable::open(keys.algorithm(), superblock.object_table);
+        let replay = recovery::read_log(&keys, backing.as_ref(), &superblock)?;
         let next_id = superblock.next_object_id;
-        let sequence = superblock.generation.sequence;
-        Ok(Self {
+        let last_time = superblock.time_ms.saturating_mul(1_000_000);
+        let store = Self {
+            log: LogWriter::continuing(&keys, &replay.end),
             keys,
             backing,
             superblock,
@@ -250,8 +284,10 @@ impl Store {
             dirs: HashMap::new(),
             unwritten_blobs: HashMap::new(),
             next_id,
-            sequence,
-        })
+            last_time,
+            failed: false,
+        };
+        store.recover(replay)
     }
 
     pub fn keys(&self) -> &MetaKeys {
@@ -261,6 +297,17 @@ impl Store {
     /// The last durable superblock.
     pub fn superblock(&self) -> &Superblock {
         &self.superblock
+    }
+
+    /// The sequence number of the last log record written.
+    pub fn sequence(&self) -> u64 {
+        self.log.next_seq() - 1
+    }
+
+    /// The last log record a completed [`Self::sync`] or checkpoint made
+    /// durable.
+    pub fn durable_through(&self) -> u64 {
+        self.log.durable_through()
     }
 
     fn pager(&self) -> Pager<'_> {
@@ -279,25 +326,8 @@ impl Store {
 
     /// The entry tree of directory `id`, loaded on first use.
     fn dir(&mut self, id: u64) -> Result<&mut Directory, FsError> {
-        if !self.dirs.contains_key(&id) {
-            let record = self.record(id)?;
-            let Content::Tree(root) = record.content else {
-                return Err(FsError::NotDir);
-            };
-            if record.head.kind != ObjectKind::Directory {
-                return Err(FsError::NotDir);
-            }
-            self.dirs.insert(id, Directory::open(id, root));
-        }
-        Ok(self.dirs.get_mut(&id).expect("inserted above"))
-    }
-
-    fn put(&mut self, mut record: ObjectRecord) -> Result<(), FsError> {
-        self.sequence += 1;
-        record.changed_at = self.sequence;
         let pager = Pager::new(&self.keys, self.backing.as_ref());
-        self.objects.set(&pager, record)?;
-        Ok(())
+        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, id)
     }
 
     /// The entry `name` in directory `parent`.
@@ -324,7 +354,7 @@ impl Store {
 
     /// `dir` without borrowing the whole store (the pager borrows keys
     /// and backing at the same time).
-    fn dir_of<'s>(
+    pub(crate) fn dir_of<'s>(
         dirs: &'s mut HashMap<u64, Directory>,
         objects: &mut ObjectTable,
         pager: &Pager<'_>,
@@ -375,6 +405,48 @@ impl Store {
         }
     }
 
+    fn usable(&self) -> Result<(), MetaError> {
+        if self.failed {
+            return Err(MetaError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Logs `change` (sealed, chained and written to the log segment, no
+    /// sync) and then applies it in memory; returns its sequence number.
+    /// A failed write stops the store: memory would run ahead of the disk.
+    fn log_and_apply(&mut self, change: &Change, now: Timestamp) -> Result<u64, FsError> {
+        self.usable()?;
+        let time = nanos(now);
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        let logged = self
+            .log
+            .append(&self.keys, &mut segments, time, &change.to_body(), &[])
+            .and_then(|(_, _, seq)| self.log.write_out(&mut segments).map(|()| seq));
+        let seq = match logged {
+            Ok(seq) => seq,
+            Err(e) => {
+                self.failed = true;
+                return Err(e.into());
+            }
+        };
+        self.last_time = time;
+        if let Err(e) = self.apply(change, seq) {
+            // Checked before logging: a bug. Memory is half-changed.
+            self.failed = true;
+            return Err(e.into());
+        }
+        Ok(seq)
+    }
+
+    /// The head of `id` as `change` leaves it so far.
+    fn head_in(&mut self, change: &Change, id: u64) -> Result<ObjectHead, FsError> {
+        match change.head(id) {
+            Some(head) => Ok(head.clone()),
+            None => self.getattr(id),
+        }
+    }
+
     /// Creates `name` in `parent`.
     pub fn create(
         &mut self,
@@ -384,7 +456,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<ObjectHead, FsError> {
         check_name(name)?;
-        let mut parent_record = self.record(parent)?;
+        let parent_record = self.record(parent)?;
         if parent_record.head.kind != ObjectKind::Directory {
             return Err(FsError::NotDir);
         }
@@ -399,7 +471,6 @@ impl Store {
             });
         }
         let id = self.next_id;
-        self.next_id += 1;
         let mut head = ObjectHead {
             id,
             kind: new.kind,
@@ -418,45 +489,33 @@ impl Store {
             parent: 0,
             file_id: [0; 16],
         };
-        let content = match new.kind {
+        let mut change = Change::new(change::create_op(new.kind));
+        match new.kind {
             ObjectKind::Regular => {
                 head.inline = true;
                 head.file_id = random_file_id();
-                Content::InlineMap(Vec::new())
             }
             ObjectKind::Directory => {
                 head.nlink = 2;
                 head.parent = parent;
-                self.dirs.insert(id, Directory::empty(id));
-                Content::Tree(empty_root())
             }
             ObjectKind::Symlink => {
                 head.size = new.target.len() as u64;
-                if new.target.len() <= INLINE_TARGET {
-                    head.inline = true;
-                    Content::InlineTarget(new.target)
-                } else {
-                    self.unwritten_blobs.insert(id, new.target);
-                    Content::Blob(PageRef::NULL)
-                }
+                head.inline = new.target.len() <= INLINE_TARGET;
+                change.extra = new.target;
             }
-            _ => Content::None,
-        };
-        let pager = Pager::new(&self.keys, self.backing.as_ref());
-        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?
-            .insert(&pager, id, new.kind, name)?;
-        parent_record.head.size += 1;
-        if new.kind == ObjectKind::Directory {
-            parent_record.head.nlink += 1;
+            _ => {}
         }
-        touch(&mut parent_record.head, now);
-        self.put(parent_record)?;
-        self.put(ObjectRecord {
-            head: head.clone(),
-            content,
-            xattrs: PageRef::NULL,
-            changed_at: 0,
-        })?;
+        let mut parent_head = parent_record.head;
+        parent_head.size += 1;
+        if new.kind == ObjectKind::Directory {
+            parent_head.nlink += 1;
+        }
+        touch(&mut parent_head, now);
+        change.set(head.clone());
+        change.set(parent_head);
+        change.insert(parent, id, new.kind, name);
+        self.log_and_apply(&change, now)?;
         Ok(head)
     }
 
@@ -469,34 +528,29 @@ impl Store {
         now: Timestamp,
     ) -> Result<ObjectHead, FsError> {
         check_name(name)?;
-        let mut record = self.record(id)?;
-        if record.head.kind == ObjectKind::Directory {
+        let mut head = self.getattr(id)?;
+        if head.kind == ObjectKind::Directory {
             return Err(FsError::NotPermitted("hard links to directories"));
         }
-        let mut parent_record = self.record(parent)?;
-        if parent_record.head.kind != ObjectKind::Directory {
+        let mut parent_head = self.getattr(parent)?;
+        if parent_head.kind != ObjectKind::Directory {
             return Err(FsError::NotDir);
         }
         if self.lookup_entry(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
-        if record.head.nlink == u32::MAX {
+        if head.nlink == u32::MAX {
             return Err(FsError::NotPermitted("too many links"));
         }
-        let pager = Pager::new(&self.keys, self.backing.as_ref());
-        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?.insert(
-            &pager,
-            id,
-            record.head.kind,
-            name,
-        )?;
-        record.head.nlink += 1;
-        record.head.ctime = now;
-        parent_record.head.size += 1;
-        touch(&mut parent_record.head, now);
-        let head = record.head.clone();
-        self.put(parent_record)?;
-        self.put(record)?;
+        head.nlink += 1;
+        head.ctime = now;
+        parent_head.size += 1;
+        touch(&mut parent_head, now);
+        let mut change = Change::new(change::op::LINK);
+        change.set(head.clone());
+        change.set(parent_head);
+        change.insert(parent, id, head.kind, name);
+        self.log_and_apply(&change, now)?;
         Ok(head)
     }
 
@@ -512,8 +566,9 @@ impl Store {
         if entry.kind == ObjectKind::Directory {
             return Err(FsError::IsDir);
         }
-        self.remove_entry(parent, name, now)?;
-        let freed = self.drop_link(entry.id, now)?;
+        let mut change = Change::new(change::op::UNLINK);
+        let freed = self.drop_name(&mut change, parent, &entry, now)?;
+        self.log_and_apply(&change, now)?;
         Ok((entry.id, freed))
     }
 
@@ -526,91 +581,66 @@ impl Store {
         if !self.dir(entry.id)?.is_empty() {
             return Err(FsError::NotEmpty);
         }
-        self.remove_entry(parent, name, now)?;
-        self.free_directory(entry.id)?;
+        let mut change = Change::new(change::op::RMDIR);
+        self.drop_name(&mut change, parent, &entry, now)?;
+        self.log_and_apply(&change, now)?;
         Ok(entry.id)
     }
 
-    /// Takes `name` out of `parent` and updates the parent's size, times
-    /// and (for a directory entry) link count.
-    fn remove_entry(
+    /// Adds to `change` the removal of `entry` from `parent`: the entry,
+    /// the parent's size, link count and times, and the object's link
+    /// count, or its slot freed with its last name (a directory: always).
+    /// Returns whether the object is freed.
+    fn drop_name(
         &mut self,
+        change: &mut Change,
         parent: u64,
-        name: &[u8],
+        entry: &DirEntry,
         now: Timestamp,
-    ) -> Result<DirEntry, FsError> {
-        let pager = Pager::new(&self.keys, self.backing.as_ref());
-        let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?;
-        let entry = dir
-            .remove(&pager, &mut self.alloc, name)?
-            .ok_or(FsError::NotFound)?;
-        let mut parent_record = self.record(parent)?;
-        parent_record.head.size -= 1;
+    ) -> Result<bool, FsError> {
+        let mut parent_head = self.head_in(change, parent)?;
+        parent_head.size -= 1;
         if entry.kind == ObjectKind::Directory {
-            parent_record.head.nlink -= 1;
+            parent_head.nlink -= 1;
         }
-        touch(&mut parent_record.head, now);
-        self.put(parent_record)?;
-        Ok(entry)
+        touch(&mut parent_head, now);
+        change.set(parent_head);
+        change.remove(parent, entry.id, entry.kind, &entry.name);
+        if entry.kind == ObjectKind::Directory {
+            change.free(entry.id);
+            return Ok(true);
+        }
+        let mut head = self.head_in(change, entry.id)?;
+        head.nlink -= 1;
+        head.ctime = now;
+        if head.nlink == 0 {
+            change.free(entry.id);
+            Ok(true)
+        } else {
+            change.set(head);
+            Ok(false)
+        }
     }
 
-    fn insert_entry(
+    /// Adds to `change` the insertion of `id` as `name` into `parent`.
+    fn add_name(
         &mut self,
+        change: &mut Change,
         parent: u64,
         id: u64,
         kind: ObjectKind,
         name: &[u8],
         now: Timestamp,
     ) -> Result<(), FsError> {
-        let pager = Pager::new(&self.keys, self.backing.as_ref());
-        Self::dir_of(&mut self.dirs, &mut self.objects, &pager, parent)?
-            .insert(&pager, id, kind, name)?;
-        let mut parent_record = self.record(parent)?;
-        parent_record.head.size += 1;
+        let mut parent_head = self.head_in(change, parent)?;
+        parent_head.size += 1;
         if kind == ObjectKind::Directory {
-            parent_record.head.nlink += 1;
+            parent_head.nlink += 1;
         }
-        touch(&mut parent_record.head, now);
-        self.put(parent_record)
-    }
-
-    /// One name of a non-directory gone: nlink − 1, freed at 0.
-    fn drop_link(&mut self, id: u64, now: Timestamp) -> Result<bool, FsError> {
-        let mut record = self.record(id)?;
-        record.head.nlink -= 1;
-        record.head.ctime = now;
-        if record.head.nlink > 0 {
-            self.put(record)?;
-            return Ok(false);
-        }
-        self.free_object(&record)?;
-        Ok(true)
-    }
-
-    fn free_object(&mut self, record: &ObjectRecord) -> Result<(), FsError> {
-        let id = record.head.id;
-        self.unwritten_blobs.remove(&id);
-        if let Content::Blob(reference) = record.content
-            && !reference.is_null()
-        {
-            let pager = Pager::new(&self.keys, self.backing.as_ref());
-            for page in blob_pages(&pager, id, reference)? {
-                self.alloc.release(page);
-            }
-        }
-        let pager = Pager::new(&self.keys, self.backing.as_ref());
-        self.objects.free(&pager, id)?;
-        self.sequence += 1;
+        touch(&mut parent_head, now);
+        change.set(parent_head);
+        change.insert(parent, id, kind, name);
         Ok(())
-    }
-
-    fn free_directory(&mut self, id: u64) -> Result<(), FsError> {
-        let record = self.record(id)?;
-        let pager = Pager::new(&self.keys, self.backing.as_ref());
-        if let Some(mut dir) = self.dirs.remove(&id) {
-            dir.release_all(&pager, &mut self.alloc)?;
-        }
-        self.free_object(&record)
     }
 
     /// Whether `ancestor` is `id` or one of its parents.
@@ -660,6 +690,7 @@ impl Store {
             }
             _ => {}
         }
+        let mut change = Change::new(change::op::RENAME);
         if let Some(target) = &target {
             if target.id == source.id {
                 // Two names of one object: POSIX says do nothing.
@@ -674,21 +705,25 @@ impl Store {
                 (true, true) if !self.dir(target.id)?.is_empty() => return Err(FsError::NotEmpty),
                 _ => {}
             }
-            self.remove_entry(to_parent, to_name, now)?;
-            if target.kind == ObjectKind::Directory {
-                self.free_directory(target.id)?;
-            } else {
-                self.drop_link(target.id, now)?;
-            }
+            self.drop_name(&mut change, to_parent, target, now)?;
         }
-        self.remove_entry(from_parent, from_name, now)?;
-        self.insert_entry(to_parent, source.id, source.kind, to_name, now)?;
-        let mut moved = self.record(source.id)?;
-        moved.head.ctime = now;
+        let mut moved = self.head_in(&change, source.id)?;
+        moved.ctime = now;
         if source.kind == ObjectKind::Directory {
-            moved.head.parent = to_parent;
+            moved.parent = to_parent;
         }
-        self.put(moved)
+        change.set(moved);
+        let mut from = self.head_in(&change, from_parent)?;
+        from.size -= 1;
+        if source.kind == ObjectKind::Directory {
+            from.nlink -= 1;
+        }
+        touch(&mut from, now);
+        change.set(from);
+        change.remove(from_parent, source.id, source.kind, from_name);
+        self.add_name(&mut change, to_parent, source.id, source.kind, to_name, now)?;
+        self.log_and_apply(&change, now)?;
+        Ok(())
     }
 
     fn exchange(
@@ -702,18 +737,26 @@ impl Store {
         if a.id == b.id {
             return Ok(());
         }
-        self.remove_entry(a_parent, &a.name, now)?;
-        self.remove_entry(b_parent, &b.name, now)?;
-        self.insert_entry(a_parent, b.id, b.kind, &a.name, now)?;
-        self.insert_entry(b_parent, a.id, a.kind, &b.name, now)?;
-        for (entry, new_parent) in [(a, b_parent), (b, a_parent)] {
-            let mut record = self.record(entry.id)?;
-            record.head.ctime = now;
+        let mut change = Change::new(change::op::EXCHANGE);
+        for (entry, old_parent, new_parent) in [(a, a_parent, b_parent), (b, b_parent, a_parent)] {
+            let mut head = self.head_in(&change, entry.id)?;
+            head.ctime = now;
             if entry.kind == ObjectKind::Directory {
-                record.head.parent = new_parent;
+                head.parent = new_parent;
             }
-            self.put(record)?;
+            change.set(head);
+            let mut from = self.head_in(&change, old_parent)?;
+            from.size -= 1;
+            if entry.kind == ObjectKind::Directory {
+                from.nlink -= 1;
+            }
+            touch(&mut from, now);
+            change.set(from);
+            change.remove(old_parent, entry.id, entry.kind, &entry.name);
         }
+        self.add_name(&mut change, a_parent, b.id, b.kind, &a.name, now)?;
+        self.add_name(&mut change, b_parent, a.id, a.kind, &b.name, now)?;
+        self.log_and_apply(&change, now)?;
         Ok(())
     }
 
@@ -721,36 +764,75 @@ impl Store {
     pub fn setattr(
         &mut self,
         id: u64,
-        change: &SetAttr,
+        attrs: &SetAttr,
         now: Timestamp,
     ) -> Result<ObjectHead, FsError> {
-        let mut record = self.record(id)?;
-        let head = &mut record.head;
-        if let Some(mode) = change.mode {
+        let mut head = self.getattr(id)?;
+        if let Some(mode) = attrs.mode {
             head.mode = mode & 0o7777;
         }
-        if let Some(uid) = change.uid {
+        if let Some(uid) = attrs.uid {
             head.uid = uid;
         }
-        if let Some(gid) = change.gid {
+        if let Some(gid) = attrs.gid {
             head.gid = gid;
         }
-        if let Some(atime) = change.atime {
+        if let Some(atime) = attrs.atime {
             head.atime = atime;
         }
-        if let Some(mtime) = change.mtime {
+        if let Some(mtime) = attrs.mtime {
             head.mtime = mtime;
         }
         head.ctime = now;
-        let head = head.clone();
-        self.put(record)?;
+        let mut change = Change::new(change::op::SETATTR);
+        change.set(head.clone());
+        self.log_and_apply(&change, now)?;
         Ok(head)
     }
 
-    /// Writes every change since the last checkpoint to pages no durable
-    /// structure uses, then the superblock of checkpoint `k + 1` into the
-    /// other superblock page (§16.13 steps 4 to 6).
+    /// `fsync` through the mount (§16.15): when it returns, every
+    /// operation before it is durable and survives any crash. One sync of
+    /// the log covers every record written since the last (group commit),
+    /// and is followed by a `SYNC` record, the on-disk proof that these
+    /// records were acknowledged (§16.12). Nothing new since the last
+    /// sync: no I/O.
+    pub fn sync(&mut self) -> Result<(), MetaError> {
+        self.usable()?;
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        let result = self
+            .log
+            .sync(&self.keys, &mut segments, self.last_time, 0)
+            .map(drop);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    /// Checkpoint `k + 1` (§16.13): cuts the log (a new segment starting
+    /// with `CHECKPOINT(k + 1)`, made durable), writes every change since
+    /// checkpoint `k` to pages no durable structure uses, then the
+    /// superblock into the other superblock page, pointing at that record;
+    /// then retires the segments before it. A failure stops the store
+    /// (open it again: recovery replays from checkpoint `k`).
     pub fn checkpoint(&mut self, now: Timestamp) -> Result<Generation, MetaError> {
+        self.usable()?;
+        let result = self.write_checkpoint(now);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn write_checkpoint(&mut self, now: Timestamp) -> Result<Generation, MetaError> {
+        let k = self.superblock.generation.checkpoint + 1;
+        let sequence = self.log.next_seq() - 1;
+        let chain = self.log.chain();
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        // Step 1–2: the cut, durable before any page is written.
+        let (replay_segment, replay_offset, _) =
+            self.log
+                .cut_checkpoint(&self.keys, &mut segments, nanos(now), k)?;
         let pager = Pager::new(&self.keys, self.backing.as_ref());
         // Blobs first: their records change.
         let mut blobs: Vec<_> = self.unwritten_blobs.drain().collect();
@@ -787,10 +869,9 @@ impl Store {
             .map_err(MetaError::io("syncing atrest.meta"))?;
         let previous = &self.superblock;
         let generation = Generation {
-            checkpoint: previous.generation.checkpoint + 1,
-            sequence: self.sequence,
-            // The log's chain hash once the log is wired in.
-            chain: [0; 32],
+            checkpoint: k,
+            sequence,
+            chain,
         };
         let recent = if previous.generation.checkpoint == 0 {
             Vec::new()
@@ -802,6 +883,8 @@ impl Store {
         };
         let superblock = Superblock {
             generation,
+            replay_segment,
+            replay_offset,
             object_table,
             bitmap: bitmap_root,
             page_count: self.alloc.page_count(),
@@ -821,8 +904,25 @@ impl Store {
         self.alloc.commit();
         self.bitmap_pages = bitmap_pages;
         self.superblock = superblock;
+        // Step 7: segments wholly before the replay position are covered
+        // by the checkpoint. Removals lost in a crash are redone by the
+        // next checkpoint; replay never reads segments before its start.
+        for segment in segments.list()? {
+            if segment >= replay_segment {
+                break;
+            }
+            segments.remove(segment)?;
+        }
         Ok(generation)
     }
+}
+
+/// Unix nanoseconds of `t` (a record's informational `time`).
+pub(crate) fn nanos(t: Timestamp) -> u64 {
+    u64::try_from(t.secs)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(t.nanos))
 }
 
 fn empty_root() -> Root {
@@ -936,7 +1036,11 @@ fn read_blob(
     Ok(out)
 }
 
-fn blob_pages(pager: &Pager<'_>, owner: u64, first: PageRef) -> Result<Vec<u64>, MetaError> {
+pub(crate) fn blob_pages(
+    pager: &Pager<'_>,
+    owner: u64,
+    first: PageRef,
+) -> Result<Vec<u64>, MetaError> {
     let mut pages = Vec::new();
     let mut reference = first;
     while let Some(number) = reference.page() {

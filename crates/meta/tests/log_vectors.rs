@@ -1,11 +1,14 @@
-//! Walks testdata/vectors-v2/log-*.json (written by
-//! `cargo run -p atrest-meta --example make_vectors`) and replays each
-//! segment file through the public log API.
+//! Walks testdata/vectors-v2/log-*.json and meta-*.json (written by
+//! `cargo run -p atrest-meta --example make_vectors`): replays each
+//! segment file through the public log API, and opens each metadata
+//! file's superblock and pages through the public page API.
 
 use std::path::PathBuf;
 
 use atrest_core::{ContentAlgorithm, SecretKey};
 use atrest_meta::log::{MemSegments, Start, replay};
+use atrest_meta::page::{self, Expect, PAGE_SIZE, PageKind, PageRef};
+use atrest_meta::superblock::Superblock;
 use atrest_meta::{Location, MetaError, MetaKeys};
 use serde_json::Value;
 
@@ -110,4 +113,105 @@ fn log_vectors() {
 
 fn hexs(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn algorithm_of(v: &Value) -> ContentAlgorithm {
+    match v["algorithm"].as_str().expect("an algorithm name") {
+        "aes-256-gcm" => ContentAlgorithm::Aes256Gcm,
+        "xchacha20-poly1305" => ContentAlgorithm::XChaCha20Poly1305,
+        other => panic!("algorithm {other}"),
+    }
+}
+
+#[test]
+fn meta_vectors() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors-v2");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("testdata/vectors-v2") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("meta-") && name.ends_with(".json")) {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["kind"], "meta-file", "{name}");
+        let master: [u8; 32] = unhex(v["master_key"].as_str().unwrap()).try_into().unwrap();
+        let vault: [u8; 16] = unhex(v["vault_id"].as_str().unwrap()).try_into().unwrap();
+        let keys = MetaKeys::derive(&SecretKey::from_bytes(master), vault, algorithm_of(&v));
+        let meta = std::fs::read(path.with_extension("bin")).unwrap();
+        let page_at = |p: u64| -> [u8; PAGE_SIZE] {
+            let p = p as usize;
+            meta[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].try_into().unwrap()
+        };
+        let want = &v["superblock"];
+        let index = u(&want["page"]);
+        let sb = Superblock::open(&keys, index, &page_at(index)).unwrap();
+        assert_eq!(sb.state as u64, u(&want["state"]), "{name}");
+        assert_eq!(sb.generation.checkpoint, u(&want["checkpoint"]), "{name}");
+        assert_eq!(sb.generation.sequence, u(&want["sequence"]), "{name}");
+        assert_eq!(hexs(&sb.generation.chain), want["chain"].as_str().unwrap());
+        assert_eq!(sb.replay_segment, u(&want["replay_segment"]), "{name}");
+        assert_eq!(sb.replay_offset, u(&want["replay_offset"]), "{name}");
+        assert_eq!(sb.config_generation, u(&want["config_generation"]));
+        assert_eq!(hexs(&sb.config_hash), want["config_hash"].as_str().unwrap());
+        assert_eq!(
+            sb.object_table.reference.page(),
+            Some(u(&want["object_table"]["page"]))
+        );
+        assert_eq!(
+            hexs(sb.object_table.reference.hash()),
+            want["object_table"]["hash"].as_str().unwrap()
+        );
+        assert_eq!(
+            u64::from(sb.object_table.depth),
+            u(&want["object_table_depth"])
+        );
+        assert_eq!(sb.bitmap.reference.page(), Some(u(&want["bitmap"]["page"])));
+        assert_eq!(u64::from(sb.bitmap.depth), u(&want["bitmap_depth"]));
+        assert_eq!(sb.page_count, u(&want["page_count"]));
+        assert_eq!(sb.next_object_id, u(&want["next_object_id"]));
+        assert_eq!(sb.recent.len() as u64, u(&want["recent"]));
+        // Every byte of the MAC'd range matters.
+        let used = 284 + 48 * (sb.recent.len() + 1 + sb.acknowledged.len()) + 32;
+        for i in (0..used).step_by(7) {
+            let mut bad = page_at(index);
+            bad[i] ^= 0x02;
+            assert!(
+                Superblock::open(&keys, index, &bad).is_err(),
+                "{name}: byte {i}"
+            );
+        }
+        let pages = v["pages"].as_array().unwrap();
+        assert!(pages.len() >= 4, "{name}: {} pages", pages.len());
+        for p in pages {
+            let number = u(&p["page"]);
+            let sealed = page_at(number);
+            let reference = PageRef::to_sealed(number, &sealed);
+            assert_eq!(hexs(reference.hash()), p["hash"].as_str().unwrap());
+            let kind = PageKind::from_id(u(&p["kind"]) as u8).unwrap();
+            let expect = Expect {
+                kind,
+                owner: u(&p["owner"]),
+                level: Some(u(&p["level"]) as u8),
+            };
+            let open = page::open(&keys, &reference, &sealed, expect)
+                .unwrap_or_else(|e| panic!("{name}: page {number}: {e}"));
+            assert_eq!(u64::from(open.header.count), u(&p["count"]));
+            assert_eq!(hexs(&open.items), p["items"].as_str().unwrap());
+            // The same bytes as another page, or of another owner: never.
+            let moved = PageRef::to_sealed(number + 1, &sealed);
+            assert!(page::open(&keys, &moved, &sealed, expect).is_err());
+            let other = Expect {
+                owner: expect.owner + 1,
+                ..expect
+            };
+            assert!(page::open(&keys, &reference, &sealed, other).is_err());
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "only {checked} meta vectors in {}",
+        dir.display()
+    );
 }

@@ -4,11 +4,13 @@
 //!
 //! [`frame`] encodes and parses the fixed record header and the segment
 //! header, [`body`] the record bodies, [`writer`] appends (group commit)
-//! and rotates segments, [`reader`] replays the durable prefix.
+//! and rotates segments, [`reader`] replays the durable prefix,
+//! [`segments`] keeps them as files of the backing directory.
 
 pub mod body;
 pub mod frame;
 pub mod reader;
+pub mod segments;
 pub mod writer;
 
 #[cfg(test)]
@@ -20,4 +22,5 @@ pub use frame::{
     chain_genesis, chain_next,
 };
 pub use reader::{Replay, ReplayEnd, Replayed, Start, replay};
+pub use segments::{BackingSegments, LOG_DIR, segment_name};
 pub use writer::{LogWriter, MemSegments, SEGMENT_SIZE, SegmentStore};

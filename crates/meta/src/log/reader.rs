@@ -3,11 +3,17 @@
 //! sequence number, its chain hash (through the AAD) and its AEAD.
 //!
 //! The prefix ends at the first record that is short, badly framed, out
-//! of sequence or not authentic. That is a clean end (a torn tail) only
-//! when nothing well-framed follows it: a later complete record frame in
-//! the same segment, or a later segment, means the failure is in the
-//! middle of the log, and that is reported as an error naming the segment
-//! and offset, never silently cut off.
+//! of sequence or not authentic. That is a clean end (a torn tail) unless
+//! the disk proves the record was acknowledged: a segment after it (the
+//! writer syncs a segment before it starts the next), or a `SYNC` record
+//! frame after it in the same segment whose sequence number is higher
+//! (the writer puts a `SYNC` frame on the disk only after the flush of
+//! every record before it completed, docs/format.md §16.12). Then the
+//! failure is tampering, reported as an authentication error naming the
+//! segment, offset and sequence number, never silently cut off. A crash
+//! cannot produce that proof, so it never raises a false alarm; an
+//! attacker who removes the proof as well gains only what cutting the log
+//! there gives him anyway.
 
 use crate::error::{Location, MetaError};
 use crate::keys::MetaKeys;
@@ -59,13 +65,16 @@ pub struct Replay {
     pub end: ReplayEnd,
 }
 
-/// Whether a complete, well-framed record whose sequence number is not
-/// below `min_seq` starts anywhere in `bytes` after `from`.
-fn framed_record_after(bytes: &[u8], from: usize, min_seq: u64, overhead: usize) -> bool {
-    (from + 1..bytes.len()).any(|q| {
+/// Whether a well-framed `SYNC` record header with a sequence number
+/// above `seq` starts anywhere in `bytes` at or after `from`: the proof
+/// that the record `seq` was durable (and so not torn by a crash) before
+/// it. At `from` itself too: a record dropped just before a `SYNC` leaves
+/// that `SYNC` where the record should be.
+fn sync_frame_after(bytes: &[u8], from: usize, seq: u64, overhead: usize) -> bool {
+    (from..bytes.len()).any(|q| {
         bytes[q..].starts_with(super::frame::RECORD_MAGIC)
             && FrameHeader::decode(&bytes[q..], overhead)
-                .is_ok_and(|h| h.seq >= min_seq && q + h.record_len() <= bytes.len())
+                .is_ok_and(|h| h.kind == Kind::Sync as u8 && h.seq > seq)
     })
 }
 
@@ -106,25 +115,30 @@ pub fn replay(
             ));
         }
         let bytes = store.read(segment)?;
-        if bytes.len() < SEGMENT_HEADER_LEN {
-            // A segment whose creation did not become durable: only the
-            // newest may be such, and only if it is a prefix of a header.
-            if last_segment && i > 0 {
-                return Ok(Replay {
-                    records,
-                    end: ReplayEnd {
-                        segment,
-                        offset: 0,
-                        next_seq,
-                        chain,
-                        torn: Some("short segment header"),
-                    },
-                });
-            }
-            return Err(MetaError::corrupt(seg_loc, "short segment header"));
+        let header = bytes
+            .get(..SEGMENT_HEADER_LEN)
+            .ok_or("short segment header")
+            .and_then(SegmentHeader::decode);
+        if let Err(why) = header
+            && last_segment
+            && i > 0
+            && bytes.len() <= SEGMENT_HEADER_LEN
+        {
+            // A segment whose creation was not durable (its header is
+            // synced before any record goes into it, so it holds none):
+            // only the newest may be such.
+            return Ok(Replay {
+                records,
+                end: ReplayEnd {
+                    segment,
+                    offset: 0,
+                    next_seq,
+                    chain,
+                    torn: Some(why),
+                },
+            });
         }
-        let header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN])
-            .map_err(|e| MetaError::corrupt(seg_loc.clone(), e))?;
+        let header = header.map_err(|e| MetaError::corrupt(seg_loc.clone(), e))?;
         if header.vault_id != vault_id {
             return Err(MetaError::corrupt(seg_loc, "segment of another vault"));
         }
@@ -168,16 +182,16 @@ pub fn replay(
                 seq,
             };
             // Why the record at `pos` is not the next one, if it is not.
-            let failure: (&'static str, bool) = match FrameHeader::decode(&bytes[at..], overhead) {
-                Err(FrameError::Short) => ("short record header", false),
-                Err(FrameError::BadMagic) => ("bad record magic", false),
-                Err(FrameError::Invalid(why)) => (why, false),
-                Ok(h) if at + h.record_len() > bytes.len() => ("short record", false),
+            let why: &'static str = match FrameHeader::decode(&bytes[at..], overhead) {
+                Err(FrameError::Short) => "short record header",
+                Err(FrameError::BadMagic) => "bad record magic",
+                Err(FrameError::Invalid(why)) => why,
+                Ok(h) if at + h.record_len() > bytes.len() => "short record",
                 Ok(h)
                     if h.seq != next_seq
                         && !(h.kind == Kind::RollbackAccepted as u8 && h.seq > next_seq) =>
                 {
-                    ("unexpected sequence number", false)
+                    "unexpected sequence number"
                 }
                 Ok(h) => {
                     let record = &bytes[at..at + h.record_len()];
@@ -187,7 +201,7 @@ pub fn replay(
                         .log()
                         .open(&aad, &record[RECORD_HEADER_LEN..sealed_end])
                     {
-                        Err(_) => ("authentication failed", true),
+                        Err(_) => "authentication failed",
                         Ok(plain) => {
                             let kind = Kind::from_u8(h.kind).expect("checked by the frame");
                             let (time, body) = Body::decode(kind, &plain, entry_len)
@@ -214,23 +228,10 @@ pub fn replay(
                     }
                 }
             };
-            let (why, auth) = failure;
-            let followed = framed_record_after(&bytes, at, next_seq, overhead)
-                || segments[i + 1..]
-                    .iter()
-                    .any(|&s| store.read(s).is_ok_and(|b| b.len() > SEGMENT_HEADER_LEN));
-            if followed || !last_segment {
-                let location = location(next_seq);
-                return Err(if auth {
-                    MetaError::Auth(location)
-                } else {
-                    MetaError::corrupt(
-                        location,
-                        format!(
-                            "{why}, and records follow it (changed, dropped or reordered on the disk)"
-                        ),
-                    )
-                });
+            if !last_segment || sync_frame_after(&bytes, at, next_seq, overhead) {
+                // Acknowledged, so not torn by a crash: changed, dropped,
+                // swapped or reordered on the disk, whatever the failure.
+                return Err(MetaError::Auth(location(next_seq)));
             }
             return Ok(Replay {
                 records,

@@ -155,13 +155,17 @@ fn start() -> Start {
     }
 }
 
-/// A log of every kind, committed in small groups; returns the records'
-/// `(segment, offset)` and the expected bodies.
+/// A log of every kind, committed in small groups and ending with the
+/// `SYNC` record a completed sync writes (so every record before it is
+/// acknowledged); returns the records' `(segment, offset)` and the
+/// expected bodies.
 type Sample = (MemSegments, Vec<(u64, u64)>, Vec<(Body, Vec<u8>)>);
 
 fn sample(keys: &MetaKeys) -> Sample {
     let (mut store, mut w) = new_log(keys);
-    let bodies = every_kind(MapEntry::len(keys.algorithm()));
+    let mut bodies = every_kind(MapEntry::len(keys.algorithm()));
+    let through = bodies.len() as u64;
+    bodies.push((Body::Sync { object: 0, through }, vec![]));
     let mut at = Vec::new();
     for (i, (body, payload)) in bodies.iter().enumerate() {
         let (s, o, seq) = w
@@ -408,13 +412,7 @@ fn reordered_dropped_or_repeated_records_are_detected() {
     for order in [swapped, dropped, repeated] {
         let err = replay(&keys, &rebuild(&store, &at, &order), start()).unwrap_err();
         assert!(
-            matches!(
-                err,
-                MetaError::Corrupt {
-                    location: Location::LogRecord { segment: 0, .. },
-                    ..
-                }
-            ),
+            matches!(err, MetaError::Auth(Location::LogRecord { segment: 0, .. })),
             "{order:?}: {err}"
         );
     }
@@ -545,14 +543,82 @@ fn a_torn_middle_segment_is_an_error() {
     seg.truncate(seg.len() - 3);
     let err = replay(&keys, &store, start()).unwrap_err();
     assert!(
-        matches!(
-            err,
-            MetaError::Corrupt {
-                location: Location::LogRecord { segment: 1, .. },
-                ..
-            }
-        ),
+        matches!(err, MetaError::Auth(Location::LogRecord { segment: 1, .. })),
         "{err}"
+    );
+}
+
+/// A group commit torn out of order by a crash (§16.12, question a): an
+/// earlier record's pages lost, later ones durable, and no `SYNC` frame
+/// after the hole. None of those records was acknowledged, so the prefix
+/// ends cleanly at the hole, whatever follows it.
+#[test]
+fn a_group_torn_out_of_order_is_a_torn_tail() {
+    let keys = keys(ContentAlgorithm::Aes256Gcm);
+    let (mut store, mut w) = new_log(&keys);
+    let bodies = every_kind(MapEntry::len(keys.algorithm()));
+    let bodies: Vec<_> = bodies
+        .into_iter()
+        .filter(|(b, _)| !matches!(b, Body::Sync { .. }))
+        .collect();
+    let mut at = Vec::new();
+    for (i, (body, payload)) in bodies.iter().enumerate() {
+        at.push(
+            w.append(&keys, &mut store, i as u64, body, payload)
+                .unwrap(),
+        );
+    }
+    // Written, not yet synced: a crash may tear any of it.
+    w.write_out(&mut store).unwrap();
+    let full = store.segments[&0].clone();
+    for hole in 0..bodies.len() - 1 {
+        let mut torn = store.clone();
+        let start_at = at[hole].1 as usize;
+        let end_at = at[hole + 1].1 as usize;
+        torn.segments.get_mut(&0).unwrap()[start_at..end_at].fill(0);
+        let r = replay(&keys, &torn, start()).unwrap();
+        assert_eq!(r.records.len(), hole, "hole at record {hole}");
+        assert_eq!(r.end.offset, start_at as u64);
+        assert!(r.end.torn.is_some());
+    }
+    // The same holes before a SYNC frame: those records were acknowledged.
+    assert_eq!(
+        w.sync(&keys, &mut store, 99, 0).unwrap(),
+        bodies.len() as u64
+    );
+    assert_eq!(w.next_seq(), bodies.len() as u64 + 2);
+    for hole in 0..bodies.len() {
+        let mut bad = store.clone();
+        let start_at = at[hole].1 as usize;
+        let end_at = at.get(hole + 1).map_or(full.len(), |a| a.1 as usize);
+        bad.segments.get_mut(&0).unwrap()[start_at..end_at].fill(0);
+        let err = replay(&keys, &bad, start()).unwrap_err();
+        assert!(
+            matches!(err, MetaError::Auth(Location::LogRecord { segment: 0, seq, .. }) if seq == hole as u64 + 1),
+            "hole at record {hole}: {err}"
+        );
+    }
+}
+
+/// A sync with nothing new does no I/O and writes no second SYNC record.
+#[test]
+fn a_sync_with_nothing_new_writes_nothing() {
+    let keys = keys(ContentAlgorithm::Aes256Gcm);
+    let (mut store, mut w) = new_log(&keys);
+    w.append(&keys, &mut store, 1, &Body::Checkpoint { k: 1 }, &[])
+        .unwrap();
+    assert_eq!(w.durable_through(), 0);
+    assert_eq!(w.sync(&keys, &mut store, 2, 0).unwrap(), 1);
+    let len = store.segments[&0].len();
+    assert_eq!(w.sync(&keys, &mut store, 3, 0).unwrap(), 1);
+    assert_eq!(store.segments[&0].len(), len);
+    let r = replay(&keys, &store, start()).unwrap();
+    assert_eq!(
+        r.records.last().unwrap().body,
+        Body::Sync {
+            object: 0,
+            through: 1
+        }
     );
 }
 

@@ -18,16 +18,25 @@ use super::frame::{
 /// A segment passes this size and the next record starts a new one.
 pub const SEGMENT_SIZE: u64 = 64 << 20;
 
-/// Where segments live: `atrest.log/` on a vault, a map in tests.
+/// Where segments live: `atrest.log/` on a vault ([`super::BackingSegments`]),
+/// a map in tests.
 pub trait SegmentStore {
     /// Segment numbers present, ascending.
     fn list(&self) -> Result<Vec<u64>, MetaError>;
     fn read(&self, segment: u64) -> Result<Vec<u8>, MetaError>;
-    /// Creates segment `segment` holding `header` (fails if it exists).
+    /// Creates segment `segment` holding `header` and makes it and its
+    /// directory entry durable (an existing file of that number is
+    /// replaced).
     fn create(&mut self, segment: u64, header: &[u8]) -> Result<(), MetaError>;
-    fn append(&mut self, segment: u64, bytes: &[u8]) -> Result<(), MetaError>;
-    /// Makes what was appended to `segment` durable.
+    /// Writes `bytes` at `offset` of `segment` (no sync).
+    fn write(&mut self, segment: u64, offset: u64, bytes: &[u8]) -> Result<(), MetaError>;
+    /// Makes what was written to `segment` durable.
     fn sync(&mut self, segment: u64) -> Result<(), MetaError>;
+    /// Cuts `segment` to `len` bytes, durably (recovery's cut of a torn
+    /// tail: nothing of it may come back after a later crash).
+    fn cut(&mut self, segment: u64, len: u64) -> Result<(), MetaError>;
+    /// Deletes a segment; one already gone is fine.
+    fn remove(&mut self, segment: u64) -> Result<(), MetaError>;
 }
 
 /// Segments in memory (tests, and the crash simulator later).
@@ -49,29 +58,53 @@ impl SegmentStore for MemSegments {
     }
 
     fn create(&mut self, segment: u64, header: &[u8]) -> Result<(), MetaError> {
-        if self.segments.contains_key(&segment) {
-            return Err(MetaError::Inconsistent(format!(
-                "log segment {segment:016x} already exists"
-            )));
-        }
         self.segments.insert(segment, header.to_vec());
         Ok(())
     }
 
-    fn append(&mut self, segment: u64, bytes: &[u8]) -> Result<(), MetaError> {
-        self.segments
+    fn write(&mut self, segment: u64, offset: u64, bytes: &[u8]) -> Result<(), MetaError> {
+        let seg = self
+            .segments
             .get_mut(&segment)
-            .ok_or_else(|| MetaError::corrupt(Location::Segment { segment }, "segment missing"))?
-            .extend_from_slice(bytes);
+            .ok_or_else(|| MetaError::corrupt(Location::Segment { segment }, "segment missing"))?;
+        let start = usize::try_from(offset).map_err(|_| {
+            MetaError::TooLarge(format!("offset {offset} of log segment {segment:016x}"))
+        })?;
+        let end = start + bytes.len();
+        if seg.len() < end {
+            seg.resize(end, 0);
+        }
+        seg[start..end].copy_from_slice(bytes);
         Ok(())
     }
 
     fn sync(&mut self, _segment: u64) -> Result<(), MetaError> {
         Ok(())
     }
+
+    fn cut(&mut self, segment: u64, len: u64) -> Result<(), MetaError> {
+        if let Some(seg) = self.segments.get_mut(&segment) {
+            seg.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, segment: u64) -> Result<(), MetaError> {
+        self.segments.remove(&segment);
+        Ok(())
+    }
 }
 
 /// The appending end of the log.
+///
+/// Records are sealed and chained by [`Self::append`] and queued;
+/// [`Self::write_out`] writes the queue with one `pwrite` (what every
+/// operation does before it returns, so `kill -9` loses nothing), and
+/// [`Self::commit`] also makes it durable with one sync: however many
+/// records were queued or written since the last sync share that flush
+/// (group commit). [`Self::sync`] is the `fsync` of §16.15: commit, then
+/// a `SYNC` record stating what the flush covered, the proof on the disk
+/// that those records were acknowledged (§16.12, torn tail or tampering).
 #[derive(Debug)]
 pub struct LogWriter {
     vault_id: [u8; 16],
@@ -80,8 +113,15 @@ pub struct LogWriter {
     segment_len: u64,
     next_seq: u64,
     chain: [u8; 32],
+    /// Sealed records not yet written; they start at
+    /// `segment_len - pending.len()`.
     pending: Vec<u8>,
     segment_size: u64,
+    /// The last record a completed sync covered (0: none yet).
+    durable_through: u64,
+    /// The sequence number of the last record if it is a `SYNC` written
+    /// after its flush (nothing new to make durable then).
+    sync_mark: Option<u64>,
 }
 
 impl LogWriter {
@@ -95,17 +135,29 @@ impl LogWriter {
         next_seq: u64,
         chain: [u8; 32],
     ) -> Result<Self, MetaError> {
-        let mut w = Self {
+        let mut w = Self::new(keys, segment, 0, next_seq, chain);
+        w.start_segment(store, segment)?;
+        Ok(w)
+    }
+
+    fn new(
+        keys: &MetaKeys,
+        segment: u64,
+        segment_len: u64,
+        next_seq: u64,
+        chain: [u8; 32],
+    ) -> Self {
+        Self {
             vault_id: *keys.vault_id(),
             segment,
-            segment_len: 0,
+            segment_len,
             next_seq,
             chain,
             pending: Vec::new(),
             segment_size: SEGMENT_SIZE,
-        };
-        w.start_segment(store, segment)?;
-        Ok(w)
+            durable_through: next_seq - 1,
+            sync_mark: None,
+        }
     }
 
     /// Continues at the end of a replay (whose tail the caller cut off:
@@ -116,19 +168,30 @@ impl LogWriter {
         store: &mut dyn SegmentStore,
         end: &super::ReplayEnd,
     ) -> Result<Self, MetaError> {
-        let mut w = Self {
-            vault_id: *keys.vault_id(),
-            segment: end.segment,
-            segment_len: end.offset,
-            next_seq: end.next_seq,
-            chain: end.chain,
-            pending: Vec::new(),
-            segment_size: SEGMENT_SIZE,
-        };
-        if end.offset < SEGMENT_HEADER_LEN as u64 {
-            w.start_segment(store, end.segment)?;
-        }
+        let mut w = Self::continuing(keys, end);
+        w.ensure_segment(store)?;
         Ok(w)
+    }
+
+    /// [`Self::resume`] without touching the disk yet: recovery applies
+    /// the replayed records first and cuts the tail after
+    /// ([`Self::ensure_segment`]).
+    pub fn continuing(keys: &MetaKeys, end: &super::ReplayEnd) -> Self {
+        let mut w = Self::new(keys, end.segment, end.offset, end.next_seq, end.chain);
+        // What replay read may still be only in the page cache (a killed
+        // mount, no power loss): the next commit syncs it before any
+        // `SYNC` record may claim it.
+        w.durable_through = 0;
+        w
+    }
+
+    /// Writes the current segment's header again if it has none (its
+    /// creation was not durable before a crash).
+    pub fn ensure_segment(&mut self, store: &mut dyn SegmentStore) -> Result<(), MetaError> {
+        if self.segment_len < SEGMENT_HEADER_LEN as u64 {
+            self.start_segment(store, self.segment)?;
+        }
+        Ok(())
     }
 
     /// Sets the size past which a new segment is started (tests).
@@ -155,11 +218,17 @@ impl LogWriter {
         self.segment_len
     }
 
+    /// The last record a completed sync made durable.
+    pub fn durable_through(&self) -> u64 {
+        self.durable_through
+    }
+
     fn start_segment(
         &mut self,
         store: &mut dyn SegmentStore,
         segment: u64,
     ) -> Result<(), MetaError> {
+        debug_assert!(self.pending.is_empty());
         let header = SegmentHeader {
             vault_id: self.vault_id,
             segment,
@@ -167,14 +236,13 @@ impl LogWriter {
             chain: self.chain,
         };
         store.create(segment, &header.encode())?;
-        store.sync(segment)?;
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
 
     /// Seals, chains and queues one record; returns `(segment, offset,
-    /// seq)` of it. Nothing is written before [`Self::commit`].
+    /// seq)` of it. Nothing is written before [`Self::write_out`].
     pub fn append(
         &mut self,
         keys: &MetaKeys,
@@ -232,6 +300,8 @@ impl LogWriter {
         if self.segment_len > SEGMENT_HEADER_LEN as u64
             && self.segment_len + len > self.segment_size
         {
+            // The old segment is made durable before the next exists, so
+            // a failure in any segment but the newest is never a crash.
             let next = self.segment + 1;
             self.commit(store)?;
             self.start_segment(store, next)?;
@@ -257,18 +327,59 @@ impl LogWriter {
         let offset = self.segment_len;
         self.segment_len += len;
         self.next_seq = seq + 1;
+        self.sync_mark = None;
         Ok((self.segment, offset, seq))
     }
 
-    /// Writes every queued record with one append and syncs it.
-    pub fn commit(&mut self, store: &mut dyn SegmentStore) -> Result<(), MetaError> {
+    /// Writes every queued record with one write, no sync.
+    pub fn write_out(&mut self, store: &mut dyn SegmentStore) -> Result<(), MetaError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        store.append(self.segment, &self.pending)?;
-        store.sync(self.segment)?;
+        let offset = self.segment_len - self.pending.len() as u64;
+        store.write(self.segment, offset, &self.pending)?;
         self.pending.clear();
         Ok(())
+    }
+
+    /// Writes every queued record and makes everything written durable
+    /// with one sync.
+    pub fn commit(&mut self, store: &mut dyn SegmentStore) -> Result<(), MetaError> {
+        self.write_out(store)?;
+        if self.durable_through + 1 < self.next_seq {
+            store.sync(self.segment)?;
+            self.durable_through = self.next_seq - 1;
+        }
+        Ok(())
+    }
+
+    /// `fsync` of the log (§16.15): every record appended so far becomes
+    /// durable with one sync, then a `SYNC(object, through)` record is
+    /// written (not synced) right after the last of them. Its sequence
+    /// number is `through + 1`, which is what lets replay tell a torn
+    /// tail from a changed record (§16.12): a `SYNC` frame is only ever
+    /// on the disk after the flush it states completed. Returns the
+    /// sequence number the flush covered; a call with nothing new to make
+    /// durable does no I/O.
+    pub fn sync(
+        &mut self,
+        keys: &MetaKeys,
+        store: &mut dyn SegmentStore,
+        time: u64,
+        object: u64,
+    ) -> Result<u64, MetaError> {
+        let last = self.next_seq - 1;
+        if self.durable_through == last
+            || (self.sync_mark == Some(last) && self.durable_through + 1 == last)
+        {
+            return Ok(self.durable_through);
+        }
+        self.commit(store)?;
+        let through = self.durable_through;
+        let (_, _, seq) = self.append(keys, store, time, &Body::Sync { object, through }, &[])?;
+        self.write_out(store)?;
+        self.sync_mark = Some(seq);
+        Ok(through)
     }
 
     /// The cut of a checkpoint (§16.13 step 1–2): commits what is queued,

@@ -88,3 +88,51 @@ fn a_store_on_a_directory_reopens_and_detects_a_changed_byte() {
     );
     assert_eq!(reopen().unwrap(), expected);
 }
+
+/// The log on a real directory: operations synced but never
+/// checkpointed come back from `atrest.log/` after a reopen, and a
+/// checkpoint retires the segments it covers.
+#[test]
+fn a_store_on_a_directory_replays_its_log() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let backing = Arc::new(DirBacking::open(dir.path()).unwrap());
+        Store::open(keys(GCM), backing, CONFIG).unwrap()
+    };
+    let backing = Arc::new(DirBacking::open(dir.path()).unwrap());
+    let mut store = Store::format(keys(GCM), backing, CONFIG, (0o700, 0, 0), at(1)).unwrap();
+    for i in 0..50 {
+        store
+            .create(
+                ROOT_ID,
+                format!("f{i}").as_bytes(),
+                object(ObjectKind::Regular, b""),
+                at(2),
+            )
+            .unwrap();
+    }
+    store.sync().unwrap();
+    let expected = listing(&mut store).unwrap();
+    drop(store);
+    let segments = |dir: &tempfile::TempDir| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("atrest.log"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(segments(&dir), ["0000000000000001"]);
+    let log_dir = std::fs::metadata(dir.path().join("atrest.log")).unwrap();
+    assert_eq!(log_dir.permissions().mode() & 0o777, 0o700);
+    let mut store = open();
+    assert_eq!(listing(&mut store).unwrap(), expected);
+    // The recovery checkpointed: segment 1 is retired.
+    assert_eq!(segments(&dir), ["0000000000000002"]);
+    let segment = std::fs::metadata(dir.path().join("atrest.log/0000000000000002")).unwrap();
+    assert_eq!(segment.permissions().mode() & 0o777, 0o600);
+    drop(store);
+    assert_eq!(listing(&mut open()).unwrap(), expected);
+}

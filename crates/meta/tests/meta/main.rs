@@ -6,6 +6,8 @@
 
 mod common;
 mod crash;
+mod dirsize;
 mod disk;
 mod model;
 mod tamper;
+mod tamper_log;

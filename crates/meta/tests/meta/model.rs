@@ -96,6 +96,9 @@ enum Op {
     },
     Checkpoint,
     Reopen,
+    Sync,
+    /// Reopen without a checkpoint: recovery replays the log.
+    Replay,
 }
 
 fn name() -> impl Strategy<Value = Vec<u8>> {
@@ -118,6 +121,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (idx(), 0u16..0o7777).prop_map(|(object, mode)| Op::Chmod { object, mode }),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Sync),
+        1 => Just(Op::Replay),
     ]
 }
 
@@ -396,7 +401,9 @@ fn apply(store: &mut Store, model: &mut Model, op: &Op, t: i64) -> Outcome {
             model.nodes.get_mut(&id).expect("live").1 = *mode;
             got
         }
-        Op::Checkpoint | Op::Reopen => unreachable!("handled by the runner"),
+        Op::Checkpoint | Op::Reopen | Op::Sync | Op::Replay => {
+            unreachable!("handled by the runner")
+        }
     }
 }
 
@@ -471,6 +478,14 @@ fn run(algorithm: ContentAlgorithm, ops: &[Op]) {
                 store.checkpoint(at(t)).unwrap();
                 store = reopen(&backing, algorithm);
             }
+            Op::Sync => store.sync().unwrap(),
+            Op::Replay => {
+                // The in-memory backing loses nothing: every operation
+                // comes back from the log.
+                drop(store);
+                store = reopen(&backing, algorithm);
+                check(&mut store, &model);
+            }
             // Hard links of symlinks are legal but the model keeps
             // symlinks single-named.
             Op::Link { object, .. }
@@ -487,7 +502,10 @@ fn run(algorithm: ContentAlgorithm, ops: &[Op]) {
         }
     }
     check(&mut store, &model);
-    store.checkpoint(at(1_000_000)).unwrap();
+    drop(store);
+    let mut replayed = reopen(&backing, algorithm);
+    check(&mut replayed, &model);
+    replayed.checkpoint(at(1_000_000)).unwrap();
     let mut reopened = reopen(&backing, algorithm);
     check(&mut reopened, &model);
 }
@@ -544,4 +562,81 @@ fn a_large_directory_splits_and_shrinks() {
         assert_eq!(found.is_ok(), i % 10 == 0, "{i}");
     }
     assert_eq!(store.getattr(ROOT_ID).unwrap().size, u64::from(n / 10));
+}
+
+/// Reopening without a checkpoint replays the log: the same tree, a
+/// checkpoint made by the recovery (state *recovered*), and the log of the
+/// earlier checkpoint retired.
+#[test]
+fn a_reopen_after_changes_replays_them_from_the_log() {
+    let algorithm = ContentAlgorithm::Aes256Gcm;
+    let (mut store, backing) = new_store(algorithm);
+    let mut model = Model::new();
+    let ops = [
+        Op::Create {
+            dir: 0,
+            name: b"d".to_vec(),
+            kind: 1,
+        },
+        Op::Create {
+            dir: 1,
+            name: b"a".to_vec(),
+            kind: 0,
+        },
+        Op::Symlink {
+            dir: 1,
+            name: b"e.txt".to_vec(),
+            long: true,
+        },
+        Op::Link {
+            object: 2,
+            dir: 0,
+            name: b"b".to_vec(),
+        },
+        Op::Rename {
+            from: 1,
+            from_name: b"a".to_vec(),
+            to: 0,
+            to_name: b"c".to_vec(),
+            mode: 0,
+        },
+        Op::Chmod {
+            object: 1,
+            mode: 0o700,
+        },
+        Op::Unlink {
+            dir: 0,
+            name: b"b".to_vec(),
+        },
+    ];
+    for (t, op) in ops.iter().enumerate() {
+        assert_eq!(
+            apply(&mut store, &mut model, op, 10 + t as i64),
+            Outcome::Ok,
+            "{op:?}"
+        );
+    }
+    let checkpoint = store.superblock().generation.checkpoint;
+    let sequence = store.sequence();
+    drop(store);
+    let mut store = reopen(&backing, algorithm);
+    check(&mut store, &model);
+    let superblock = store.superblock();
+    assert_eq!(superblock.generation.checkpoint, checkpoint + 1);
+    assert_eq!(superblock.state, atrest_meta::superblock::State::Recovered);
+    // The ops, RECOVERY and MOUNT, then the new checkpoint's cut.
+    assert_eq!(superblock.generation.sequence, sequence + 2);
+    let segments: Vec<String> = backing
+        .snapshot()
+        .into_keys()
+        .filter(|n| n.starts_with("atrest.log/"))
+        .collect();
+    assert_eq!(
+        segments,
+        [atrest_meta::log::segment_name(superblock.replay_segment)]
+    );
+    // Nothing replayed the second time: no new checkpoint.
+    drop(store);
+    let store = reopen(&backing, algorithm);
+    assert_eq!(store.superblock().generation.checkpoint, checkpoint + 1);
 }

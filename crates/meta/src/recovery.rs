@@ -1,0 +1,334 @@
+//! Recovery at open (docs/format.md §16.16, steps 1–2 and 5–6 for the
+//! metadata; block checks are stage 2): the log from the superblock's
+//! replay position, every record of its durable prefix applied to the
+//! checkpoint's state, the torn tail cut, then `RECOVERY` and `MOUNT`
+//! records and a checkpoint if the log held changes.
+//!
+//! [`Store::apply`] is also what every live operation runs after logging
+//! its record, so the state a replay rebuilds is the state the records
+//! were written from.
+
+use crate::backing::Backing;
+use crate::change::{Change, Entry};
+use crate::directory::Directory;
+use crate::error::{Location, MetaError};
+use crate::keys::MetaKeys;
+use crate::log::{self, BackingSegments, Body, Replay, Replayed, SegmentStore, Start};
+use crate::page::{PAGE_SIZE, PageRef};
+use crate::pager::Pager;
+use crate::record::{Content, HeadChange, ObjectHead, ObjectKind, ObjectRecord, Timestamp};
+use crate::store::{FsError, Store, blob_pages};
+use crate::superblock::{State, Superblock};
+
+/// Step 1–2: the durable prefix of the log from `superblock`'s replay
+/// position, which must start with the superblock's own `CHECKPOINT(k)`
+/// record at `S + 1` (§16.5 "Choosing"): anything else means the metadata
+/// and the log come from different moments.
+pub(crate) fn read_log(
+    keys: &MetaKeys,
+    backing: &dyn Backing,
+    superblock: &Superblock,
+) -> Result<Replay, MetaError> {
+    let k = superblock.generation.checkpoint;
+    let start = Start {
+        segment: superblock.replay_segment,
+        offset: superblock.replay_offset,
+        next_seq: superblock.generation.sequence + 1,
+        chain: superblock.generation.chain,
+    };
+    let replay = log::replay(keys, &BackingSegments::new(backing), start)?;
+    let continues = replay.records.first().is_some_and(|r| {
+        r.segment == start.segment
+            && r.offset == start.offset
+            && r.seq == start.next_seq
+            && r.body == Body::Checkpoint { k }
+    });
+    if !continues {
+        // Written and synced before the superblock that points at it, so
+        // never lost to a crash: an older or newer copy of one of them.
+        return Err(MetaError::Auth(Location::LogRecord {
+            segment: start.segment,
+            offset: start.offset,
+            seq: start.next_seq,
+        }));
+    }
+    Ok(replay)
+}
+
+fn inconsistent(seq: u64, why: impl std::fmt::Display) -> MetaError {
+    MetaError::Inconsistent(format!("log record {seq}: {why}"))
+}
+
+/// An error of a directory lookup while applying record `seq`.
+fn applying(seq: u64) -> impl Fn(FsError) -> MetaError {
+    move |e| match e {
+        FsError::Meta(m) => m,
+        other => inconsistent(seq, other),
+    }
+}
+
+impl Store {
+    /// Steps 2, 5 and 6 on a store opened at its checkpoint.
+    pub(crate) fn recover(mut self, replay: Replay) -> Result<Self, MetaError> {
+        let mut changes = 0u64;
+        let mut last_time = self.last_time;
+        // The first record is the checkpoint's own CHECKPOINT record.
+        for record in &replay.records[1..] {
+            if self.replay_record(record)? {
+                changes += 1;
+            }
+            last_time = last_time.max(record.time);
+        }
+        self.last_time = last_time;
+        let end = &replay.end;
+        let torn = end.torn.is_some();
+        // Step 5: cut the torn tail, durably, so that nothing of it can
+        // come back after a later crash and be taken for a record.
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        if end.offset < log::SEGMENT_HEADER_LEN as u64 {
+            segments.remove(end.segment)?;
+            self.log.ensure_segment(&mut segments)?;
+        } else if torn {
+            segments.cut(end.segment, end.offset)?;
+        }
+        // Step 6.
+        let recovered = changes > 0 || torn;
+        if recovered {
+            let body = Body::Recovery {
+                replayed: (replay.records.len() - 1) as u64,
+                reverted: 0,
+                cut_back: 0,
+                trimmed: 0,
+                removed: 0,
+            };
+            self.log
+                .append(&self.keys, &mut segments, last_time, &body, &[])?;
+        }
+        // Host and boot ids come with the mount (stage 3).
+        let mount = Body::Mount {
+            reason: 1,
+            host_id: Vec::new(),
+            boot_id: Vec::new(),
+        };
+        self.log
+            .append(&self.keys, &mut segments, last_time, &mount, &[])?;
+        self.log.write_out(&mut segments)?;
+        if recovered {
+            self.superblock.state = State::Recovered;
+            let now = Timestamp {
+                secs: i64::try_from(last_time / 1_000_000_000).unwrap_or(0),
+                nanos: (last_time % 1_000_000_000) as u32,
+            };
+            self.checkpoint(now)?;
+        }
+        Ok(self)
+    }
+
+    /// Applies one replayed record; returns whether it changed the state.
+    fn replay_record(&mut self, record: &Replayed) -> Result<bool, MetaError> {
+        match &record.body {
+            Body::Meta { .. } => {
+                let change =
+                    Change::from_body(&record.body).map_err(|why| inconsistent(record.seq, why))?;
+                self.apply(&change, record.seq)?;
+                Ok(true)
+            }
+            // No state of the metadata store in stage 1.
+            Body::Sync { .. }
+            | Body::Checkpoint { .. }
+            | Body::Mount { .. }
+            | Body::Recovery { .. }
+            | Body::Config { .. }
+            | Body::Witnessed { .. }
+            | Body::RollbackAccepted { .. }
+            | Body::Migrate { .. } => Ok(false),
+            Body::Write { .. } | Body::Truncate { .. } | Body::Repair { .. } => {
+                Err(MetaError::corrupt(
+                    Location::LogRecord {
+                        segment: record.segment,
+                        offset: record.offset,
+                        seq: record.seq,
+                    },
+                    "a record of file contents or of a repair, which this version of atrest cannot apply",
+                ))
+            }
+        }
+    }
+
+    /// Applies a logged change in memory: entries removed, heads set or
+    /// slots freed, entries inserted. Checks what a genuine record always
+    /// satisfies, so a bad one is an error, never a panic or a silently
+    /// wrong tree.
+    pub(crate) fn apply(&mut self, change: &Change, seq: u64) -> Result<(), MetaError> {
+        for e in change.entries.iter().filter(|e| !e.insert) {
+            self.apply_remove(e, seq)?;
+        }
+        for head in &change.heads {
+            match head {
+                HeadChange::Freed(id) => self.apply_free(*id, seq)?,
+                HeadChange::Set(head) => self.apply_head(head, change, seq)?,
+            }
+        }
+        for e in change.entries.iter().filter(|e| e.insert) {
+            self.apply_insert(e, seq)?;
+        }
+        Ok(())
+    }
+
+    fn apply_remove(&mut self, e: &Entry, seq: u64) -> Result<(), MetaError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, e.dir)
+            .map_err(applying(seq))?;
+        match dir.remove(&pager, &mut self.alloc, &e.name)? {
+            Some(removed) if removed.id == e.id && removed.kind == e.kind => Ok(()),
+            _ => Err(inconsistent(
+                seq,
+                format!("removes an entry of directory {} that is not there", e.dir),
+            )),
+        }
+    }
+
+    fn apply_insert(&mut self, e: &Entry, seq: u64) -> Result<(), MetaError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        match self.objects.get(&pager, e.id)? {
+            Some(record) if record.head.kind == e.kind => {}
+            _ => {
+                return Err(inconsistent(
+                    seq,
+                    format!("names object {} that is not live or of another kind", e.id),
+                ));
+            }
+        }
+        let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, e.dir)
+            .map_err(applying(seq))?;
+        if dir.lookup(&pager, &e.name)?.is_some() {
+            return Err(inconsistent(
+                seq,
+                format!("inserts a name directory {} already holds", e.dir),
+            ));
+        }
+        dir.insert(&pager, e.id, e.kind, &e.name)?;
+        Ok(())
+    }
+
+    fn apply_free(&mut self, id: u64, seq: u64) -> Result<(), MetaError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let record = self
+            .objects
+            .get(&pager, id)?
+            .ok_or_else(|| inconsistent(seq, format!("frees object {id}, which is not live")))?;
+        match (&record.head.kind, &record.content) {
+            (ObjectKind::Directory, _) => {
+                let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, id)
+                    .map_err(applying(seq))?;
+                if !dir.is_empty() {
+                    return Err(inconsistent(
+                        seq,
+                        format!("frees directory {id}, not empty"),
+                    ));
+                }
+                dir.release_all(&pager, &mut self.alloc)?;
+                self.dirs.remove(&id);
+            }
+            (ObjectKind::Symlink, Content::Blob(reference)) => {
+                self.unwritten_blobs.remove(&id);
+                if !reference.is_null() {
+                    for page in blob_pages(&pager, id, *reference)? {
+                        self.alloc.release(page);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.objects.free(&pager, id)?;
+        Ok(())
+    }
+
+    fn apply_head(
+        &mut self,
+        head: &ObjectHead,
+        change: &Change,
+        seq: u64,
+    ) -> Result<(), MetaError> {
+        let algorithm = self.keys.algorithm();
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let record = match self.objects.get(&pager, head.id)? {
+            Some(mut record) => {
+                if record.head.kind != head.kind || record.head.file_id != head.file_id {
+                    return Err(inconsistent(
+                        seq,
+                        format!("changes the kind or file id of object {}", head.id),
+                    ));
+                }
+                record.head = head.clone();
+                record.changed_at = seq;
+                record
+            }
+            None => {
+                // A new object: ids are handed out in order, never reused.
+                if head.id < self.next_id {
+                    return Err(inconsistent(
+                        seq,
+                        format!(
+                            "creates object {} below the next id {}",
+                            head.id, self.next_id
+                        ),
+                    ));
+                }
+                let content = match head.kind {
+                    ObjectKind::Regular => Content::InlineMap(Vec::new()),
+                    ObjectKind::Directory => Content::Tree(crate::superblock::Root {
+                        reference: PageRef::NULL,
+                        depth: 0,
+                    }),
+                    ObjectKind::Symlink if head.inline => {
+                        Content::InlineTarget(change.extra.clone())
+                    }
+                    ObjectKind::Symlink => Content::Blob(PageRef::NULL),
+                    _ => Content::None,
+                };
+                ObjectRecord {
+                    head: head.clone(),
+                    content,
+                    xattrs: PageRef::NULL,
+                    changed_at: seq,
+                }
+            }
+        };
+        canonical(&record, algorithm).map_err(|why| inconsistent(seq, why))?;
+        let new = head.id >= self.next_id;
+        if new && head.kind == ObjectKind::Symlink {
+            if change.extra.len() as u64 != head.size {
+                return Err(inconsistent(seq, "a symlink whose target is not its size"));
+            }
+            if !head.inline {
+                self.unwritten_blobs.insert(head.id, change.extra.clone());
+            }
+        }
+        if new && head.kind == ObjectKind::Directory {
+            self.dirs.insert(head.id, Directory::empty(head.id));
+        }
+        self.objects.set(&pager, record)?;
+        if new {
+            self.next_id = head.id + 1;
+        }
+        Ok(())
+    }
+}
+
+/// [`ObjectRecord::check`], with a long symlink target not yet in blob
+/// pages (it is, from the next checkpoint on) taken as written.
+fn canonical(
+    record: &ObjectRecord,
+    algorithm: atrest_core::ContentAlgorithm,
+) -> Result<(), String> {
+    static UNWRITTEN: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+    match record.content {
+        Content::Blob(reference) if reference.is_null() => {
+            let mut probe = record.clone();
+            probe.content = Content::Blob(PageRef::to_sealed(2, &UNWRITTEN));
+            probe.check(algorithm)
+        }
+        _ => record.check(algorithm),
+    }
+}
