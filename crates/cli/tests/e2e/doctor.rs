@@ -869,12 +869,20 @@ fn doctor_postgresql_data_directory_outside_a_vault_is_reported_until_the_printe
 /// namespace of its own, where /tmp and /var/tmp are first taken back to
 /// the disk below them; its last command is `exec "$0" doctor --json`.
 fn findings_in_own_mount_namespace(script: &str, env: &[(&str, &Path)]) -> Vec<serde_json::Value> {
+    // The binary may live under /tmp (a checkout there), which the printed
+    // fixes cover with a tmpfs: run a copy kept under /var/lib instead.
+    let bin_dir = tempfile::Builder::new()
+        .prefix("atrest-doctor-e2e-bin-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    let bin = bin_dir.path().join("atrest");
+    fs::copy(env!("CARGO_BIN_EXE_atrest"), &bin).unwrap();
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!(
             "set -e; for d in /tmp /var/tmp; do while mountpoint -q $d; do umount -l $d; done; done; {script}"
         ))
-        .arg(env!("CARGO_BIN_EXE_atrest"));
+        .arg(&bin);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -1039,15 +1047,36 @@ fn doctor_remote_keyslot_audit_key_changed_is_critical_until_enrolled_again() {
     .public_key()
     .to_string();
 
+    // The same CA and hosts, another audit key and log: the audit key and
+    // log of a second authority (serve refuses an empty audit log, so the
+    // new one must have its genesis entry).
     keyd.stop();
-    let seed = [0x5a; 32];
-    fs::write(keyd.data.join("audit.key"), seed).unwrap();
+    let other = dir.path().join("other-keyd");
+    ok(&[
+        &"keyd",
+        &"init",
+        &"--data-dir",
+        &other,
+        &"--listen",
+        &"127.0.0.1:0",
+    ]);
     for e in fs::read_dir(&keyd.data).unwrap().flatten() {
         if e.file_name().to_string_lossy().starts_with("audit.db") {
             fs::remove_file(e.path()).unwrap();
         }
     }
+    for e in fs::read_dir(&other).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit.db") || name == "audit.key" {
+            fs::copy(e.path(), keyd.data.join(&name)).unwrap();
+        }
+    }
     keyd.serve();
+    let seed: [u8; 32] = fs::read(other.join("audit.key"))
+        .unwrap()
+        .as_slice()
+        .try_into()
+        .unwrap();
     let now = atrest_audit::AuditSigningKey::from_seed(&seed)
         .public_key()
         .to_string();
