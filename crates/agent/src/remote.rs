@@ -140,7 +140,7 @@ pub async fn enroll(
         });
     }
     let slot_id = match threshold {
-        None => vault.add_remote_slot(&members[0], label)?,
+        None => vault.add_remote_slot(&members[0], &[], label)?,
         Some(k) => vault.add_threshold_slot(k, &members, label)?,
     };
     Ok(Enrolled {
