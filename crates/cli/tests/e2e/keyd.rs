@@ -883,3 +883,125 @@ fn database_urls_that_cannot_work_are_refused_clearly() {
         assert!(!data.exists(), "{database} left a data directory behind");
     }
 }
+
+/// Issue 10, host side: a vault enrolled with `--authority A --replica B`
+/// (two `keyd serve` on one PostgreSQL) unlocks through B once A is killed
+/// (-9), and a definitive refusal from A is final: B is not asked.
+#[test]
+fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
+    use crate::common::{FAST_KDF, success};
+    use crate::remote::{BOOT_A, host};
+
+    let rt = runtime();
+    let Some(url) = rt.block_on(atrest_keyd::testing::fresh_postgres()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
+    let mut b = replica_of(&a.data, &dir.path().join("b"));
+    let (vault, mnt, pass, state) = (
+        dir.path().join("data.enc"),
+        dir.path().join("mnt"),
+        dir.path().join("pass"),
+        dir.path().join("host"),
+    );
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    let mut init: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    FAST_KDF.iter().for_each(|x| init.push(x));
+    ok(&init);
+    let token = a.token("web");
+    let fingerprint = a.cli_ok(&["fingerprint"]).trim().to_owned();
+    let enroll = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = host(
+            &state,
+            BOOT_A,
+            &[
+                &"enroll",
+                &vault,
+                &"--authority",
+                &a.base,
+                &"--token",
+                &token,
+                &"--ca-fingerprint",
+                &fingerprint,
+                &"--host-name",
+                &"web-1",
+                &"--passphrase-file",
+                &pass,
+            ],
+        );
+        for x in extra {
+            cmd.arg(x);
+        }
+        cmd
+    };
+    // A replica repeating the authority's URL is refused before enrolling.
+    let out = enroll(&[&"--replica", &a.base]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listed twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    success(enroll(&[&"--replica", &b.base]));
+    let status = String::from_utf8(ok(&[&"status", &vault]).stdout).unwrap();
+    assert!(status.contains(&b.base), "the replica is shown: {status}");
+
+    // Both up: A answers.
+    success(host(&state, BOOT_A, &[&"unlock", &vault, &"--mount", &mnt]));
+    std::fs::write(mnt.join("note"), b"kept at rest").unwrap();
+    ok(&[&"unmount", &mnt]);
+
+    // A killed: the host (same boot, so no approval) moves on to B after
+    // A's retries.
+    a.kill();
+    success(host(
+        &state,
+        BOOT_A,
+        &[
+            &"unlock",
+            &vault,
+            &"--mount",
+            &mnt,
+            &"--retries",
+            &"1",
+            &"--timeout",
+            &"30",
+        ],
+    ));
+    assert_eq!(std::fs::read(mnt.join("note")).unwrap(), b"kept at rest");
+    ok(&[&"unmount", &mnt]);
+
+    // Revoked (through B); A back, B killed. A's refusal is final: the
+    // host says "revoked", not that it cannot reach B.
+    b.cli_ok(&["host", "revoke", "web-1"]);
+    a.serve();
+    b.kill();
+    let out = host(
+        &state,
+        BOOT_A,
+        &[
+            &"unlock",
+            &vault,
+            &"--mount",
+            &mnt,
+            &"--retries",
+            &"1",
+            &"--timeout",
+            &"30",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("revoked"), "{stderr}");
+    assert!(!stderr.contains(&b.base), "B was not asked: {stderr}");
+}
