@@ -1005,3 +1005,66 @@ fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     assert!(stderr.contains("revoked"), "{stderr}");
     assert!(!stderr.contains(&b.base), "B was not asked: {stderr}");
 }
+
+/// `atrest keyd status` reads one database's state: run against SQLite
+/// (the default) and PostgreSQL, with a host enrolled then revoked; and a
+/// database that cannot be reached is said so, with a non-zero exit.
+#[test]
+fn keyd_status_reports_the_database_on_sqlite_and_postgresql() {
+    let rt = runtime();
+    let check = |keyd: &Keyd, kind: &str| {
+        let via = keyd.client();
+        let host = rt
+            .block_on(via.enroll(&keyd.token("web"), "web-1"))
+            .unwrap();
+        rt.block_on(via.unlock_ok(&host, BOOT));
+        let report: Value = serde_json::from_str(&keyd.cli_ok(&["status", "--json"])).unwrap();
+        assert_eq!(report["kind"], kind, "{report}");
+        assert_eq!(report["reachable"], true, "{report}");
+        assert!(report.get("error").is_none(), "{report}");
+        assert!(report["schema_version"].as_i64().unwrap() >= 1, "{report}");
+        assert_eq!(report["hosts"]["active"], 1, "{report}");
+        let entries = keyd
+            .cli_ok(&["audit", "tail", "-n", "100000", "--json"])
+            .lines()
+            .count() as u64;
+        assert_eq!(report["audit_entries"], entries, "{report}");
+        assert!(report["audit_last_ms"].as_u64().unwrap() > 0, "{report}");
+        keyd.cli_ok(&["host", "revoke", "web-1"]);
+        let report: Value = serde_json::from_str(&keyd.cli_ok(&["status", "--json"])).unwrap();
+        assert_eq!(report["hosts"]["revoked"], 1, "{report}");
+        assert!(report["hosts"].get("active").is_none(), "{report}");
+        assert!(
+            report["audit_entries"].as_u64().unwrap() > entries,
+            "{report}"
+        );
+        let text = keyd.cli_ok(&["status"]);
+        assert!(text.contains("reachable       yes"), "{text}");
+        assert!(text.contains("0 active, 1 revoked, 0 shredded"), "{text}");
+        report
+    };
+    let sqlite = Keyd::start();
+    let report = check(&sqlite, "sqlite");
+    assert!(report["standby"].is_null(), "{report}");
+
+    // Unreachable: said so, non-zero.
+    let out = sqlite.cli(&["status", "--database", "postgres://atrest@127.0.0.1:1/none"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the key authority's database"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reachable       no"));
+
+    let Some(url) = rt.block_on(atrest_keyd::testing::fresh_postgres()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
+    let report = check(&pg, "postgresql");
+    assert_eq!(report["standby"], false, "{report}");
+    assert!(report["replay_lag_seconds"].is_null(), "{report}");
+    let text = pg.cli_ok(&["status"]);
+    assert!(text.contains("standby         no (primary)"), "{text}");
+}
