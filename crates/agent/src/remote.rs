@@ -796,46 +796,97 @@ pub async fn announce_reboot(
     let mut out = Vec::with_capacity(authorities.len());
     for authority in authorities {
         let ticket = state.boot_ticket(&authority.ca_fingerprint, &authority.host_id, &boot);
-        let result = async {
-            // Only the boot the authority released to can announce its end,
-            // with the ticket it got; without one the notice would only be
-            // refused (and logged as a refusal), so it is not sent.
-            let Some(ticket) = ticket else {
-                return Err(AgentError::NoBootTicket {
-                    url: authority.url.clone(),
-                });
+        // The authority's URL, then its replicas (remote slots that list
+        // them), moving on only after a transient failure, as unlock does.
+        let urls = replica_urls(config, &authority);
+        let mut result = Err(AgentError::NoRemoteSlot);
+        for (i, url) in urls.iter().enumerate() {
+            let authority = AuthorityRef {
+                url: url.clone(),
+                ..authority.clone()
             };
-            let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
-            let mut delay = options.backoff;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut signed = identity.sign_reboot(RebootNotice {
-                    host_id: authority.host_id.clone(),
-                    boot_id: boot.clone(),
-                    nonce: RequestNonce::random(),
-                    timestamp: unix_now(),
-                });
-                signed.boot_ticket = Some(ticket.clone());
-                match client.reboot(&signed).await {
-                    Ok(reply) => return Ok(reply),
-                    Err(e) if e.is_transient() && attempt <= options.retries => {
-                        let left = remaining(deadline);
-                        if left.is_zero() {
-                            return Err(with_attempts(e, attempt));
-                        }
-                        tokio::time::sleep(delay.min(left)).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) => return Err(with_attempts(e, attempt)),
+            result = announce_one(
+                &identity,
+                &authority,
+                ticket.clone(),
+                &boot,
+                options,
+                deadline,
+            )
+            .await;
+            match &result {
+                Err(e) if e.is_transient() && i + 1 < urls.len() => {
+                    tracing::warn!(authority = %url, error = %e, "key authority replica failed; trying the next one");
                 }
+                _ => break,
             }
         }
-        .await;
         out.push(RebootAnnounced {
             url: authority.url.clone(),
             result,
         });
     }
     Ok(out)
+}
+
+/// `authority`'s URL and the replicas a remote slot of `config` lists for it.
+fn replica_urls(config: &VaultConfig, authority: &AuthorityRef) -> Vec<String> {
+    let mut urls = vec![authority.url.clone()];
+    for slot in &config.keyslots {
+        if let SlotKind::Remote(r) = &slot.kind
+            && r.authority.url == authority.url
+            && r.authority.host_id == authority.host_id
+        {
+            for url in &r.replicas {
+                if !urls.contains(url) {
+                    urls.push(url.clone());
+                }
+            }
+        }
+    }
+    urls
+}
+
+/// One reboot notice to one URL, with retries.
+async fn announce_one(
+    identity: &HostIdentity,
+    authority: &AuthorityRef,
+    ticket: Option<atrest_remote::BootTicket>,
+    boot: &BootId,
+    options: &UnlockOptions,
+    deadline: Instant,
+) -> Result<RebootReply, AgentError> {
+    // Only the boot the authority released to can announce its end,
+    // with the ticket it got; without one the notice would only be
+    // refused (and logged as a refusal), so it is not sent.
+    let Some(ticket) = ticket else {
+        return Err(AgentError::NoBootTicket {
+            url: authority.url.clone(),
+        });
+    };
+    let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
+    let mut delay = options.backoff;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut signed = identity.sign_reboot(RebootNotice {
+            host_id: authority.host_id.clone(),
+            boot_id: boot.clone(),
+            nonce: RequestNonce::random(),
+            timestamp: unix_now(),
+        });
+        signed.boot_ticket = Some(ticket.clone());
+        match client.reboot(&signed).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if e.is_transient() && attempt <= options.retries => {
+                let left = remaining(deadline);
+                if left.is_zero() {
+                    return Err(with_attempts(e, attempt));
+                }
+                tokio::time::sleep(delay.min(left)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(with_attempts(e, attempt)),
+        }
+    }
 }

@@ -890,7 +890,7 @@ fn database_urls_that_cannot_work_are_refused_clearly() {
 #[test]
 fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     use crate::common::{FAST_KDF, success};
-    use crate::remote::{BOOT_A, host};
+    use crate::remote::{BOOT_A, BOOT_B, host};
 
     let rt = runtime();
     let Some(url) = rt.block_on(atrest_keyd::testing::fresh_postgres()) else {
@@ -979,6 +979,29 @@ fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     assert_eq!(std::fs::read(mnt.join("note")).unwrap(), b"kept at rest");
     ok(&[&"unmount", &mnt]);
 
+    // A planned reboot is announced through B too: the next boot opens
+    // (through B) without waiting for approval.
+    success(host(
+        &state,
+        BOOT_A,
+        &[&"reboot", &"--planned", &vault, &"--retries", &"1"],
+    ));
+    success(host(
+        &state,
+        BOOT_B,
+        &[
+            &"unlock",
+            &vault,
+            &"--mount",
+            &mnt,
+            &"--retries",
+            &"1",
+            &"--timeout",
+            &"30",
+        ],
+    ));
+    ok(&[&"unmount", &mnt]);
+
     // Revoked (through B); A back, B killed. A's refusal is final: the
     // host says "revoked", not that it cannot reach B.
     b.cli_ok(&["host", "revoke", "web-1"]);
@@ -986,7 +1009,7 @@ fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     b.kill();
     let out = host(
         &state,
-        BOOT_A,
+        BOOT_B,
         &[
             &"unlock",
             &vault,
