@@ -351,7 +351,7 @@ SHARE_LEN = 1 + 16 + 1 + 1 + 1 + 32 + 32
 SEALED_SHARE_LEN = 12 + SHARE_LEN + 16
 
 
-def parse_authority(r):
+def parse_url(r):
     url = r.take(r.u8())
     try:
         url.decode("utf-8")
@@ -359,11 +359,17 @@ def parse_authority(r):
         raise Failure("parse-error") from None
     if not url or any(c < 0x20 or c == 0x7F for c in url):
         raise Failure("parse-error")
+    return url
+
+
+def parse_authority(r):
+    url = parse_url(r)
     r.take(32)  # CA certificate fingerprint
     host = r.take(r.u8())
     if not 1 <= len(host) <= 128 or not set(host) <= HOST_ID_CHARS:
         raise Failure("parse-error")
     r.take(32)  # audit public key
+    return url
 
 
 def parse_binding(r):
@@ -372,15 +378,30 @@ def parse_binding(r):
         raise Failure("parse-error")
 
 
+MAX_REPLICAS = 8
+
+
 def parse_remote_params(kind, params):
-    """Kind 4: version ‖ authority ‖ binding. Kind 5: version ‖ k ‖ n ‖
-    n × (authority ‖ binding ‖ sealed share). Returns the sealed shares."""
+    """Kind 4: 1 ‖ authority ‖ binding, or 2 ‖ authority ‖ R ‖ R × URL ‖
+    binding (1 <= R <= 8 distinct replica URLs, none the authority's).
+    Kind 5: 1 ‖ k ‖ n ‖ n × (authority ‖ binding ‖ sealed share). Returns
+    the sealed shares."""
     r = Reader(params)
-    if r.u8() != 1:
+    version = r.u8()
+    if version != 1 and not (kind == 4 and version == 2):
         raise Failure("parse-error")
     sealed = []
     if kind == 4:
-        parse_authority(r)
+        urls = [parse_authority(r)]
+        if version == 2:
+            count = r.u8()
+            if not 1 <= count <= MAX_REPLICAS:
+                raise Failure("parse-error")
+            for _ in range(count):
+                url = parse_url(r)
+                if url in urls:
+                    raise Failure("parse-error")
+                urls.append(url)
         parse_binding(r)
     else:
         k, n = r.u8(), r.u8()

@@ -34,6 +34,8 @@
 //!     url: "https://keys.example:7443".into(),
 //!     token: Some(String::from("one-time token").into()),
 //!     ca_fingerprint: parse_fingerprint(&format!("SHA256:{}", "ab".repeat(32)))?,
+//!     // Other replicas of the same authority, tried in order at unlock.
+//!     replicas: vec!["https://keys-b.example:7443".into()],
 //! };
 //! atrest_agent::enroll(vault, &state, &[keys], None, "web-1", "keys").await?;
 //!

@@ -10,8 +10,8 @@ use atrest_remote::{
     BootId, HostIdentity, RebootNotice, RemoteBinding, RequestNonce, Share, UnlockRequest,
 };
 use atrest_vault::{
-    AuthorityRef, LockedVault, RemoteMember, SlotKind, ThresholdSlot, Unlocker, Vault, VaultConfig,
-    VaultError,
+    AuthorityRef, LockedVault, RemoteMember, RemoteSlot, SlotKind, ThresholdSlot, Unlocker, Vault,
+    VaultConfig, VaultError,
 };
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
@@ -31,6 +31,11 @@ pub struct AuthoritySpec {
     pub token: Option<Zeroizing<String>>,
     /// SHA-256 of the authority's CA certificate (DER).
     pub ca_fingerprint: [u8; 32],
+    /// Other URLs of the same authority (replicas on one database), stored
+    /// in the remote slot and tried in order at unlock when `url` cannot be
+    /// reached. Enrollment itself goes to `url` only (a token is spent
+    /// once). Only for a single authority, not a threshold member.
+    pub replicas: Vec<String>,
 }
 
 /// What [`enroll`] did.
@@ -81,6 +86,16 @@ pub async fn enroll(
             )));
         }
         _ => {}
+    }
+    if threshold.is_some() && authorities.iter().any(|a| !a.replicas.is_empty()) {
+        return Err(AgentError::Invalid(
+            "replica URLs are for a single authority's remote slot, not a threshold slot's members"
+                .into(),
+        ));
+    }
+    if let Some(first) = authorities.first() {
+        atrest_vault::validate_replicas(&first.url, &first.replicas)
+            .map_err(AgentError::Invalid)?;
     }
     let identity = state.load_or_create_identity()?;
     let mut members = Vec::with_capacity(authorities.len());
@@ -140,7 +155,7 @@ pub async fn enroll(
         });
     }
     let slot_id = match threshold {
-        None => vault.add_remote_slot(&members[0], label)?,
+        None => vault.add_remote_slot(&members[0], &authorities[0].replicas, label)?,
         Some(k) => vault.add_threshold_slot(k, &members, label)?,
     };
     Ok(Enrolled {
@@ -229,9 +244,7 @@ pub async fn unlock(
             None => LockedVault::open(&root)?,
         };
         let result = match kind {
-            SlotKind::Remote(slot) => {
-                unlock_remote(&ctx, locked, slot_id, &slot.authority, &slot.binding).await
-            }
+            SlotKind::Remote(slot) => unlock_remote(&ctx, locked, slot_id, slot).await,
             SlotKind::Threshold(slot) => unlock_threshold(&ctx, locked, slot_id, slot).await,
             _ => continue,
         };
@@ -539,14 +552,45 @@ fn wrong_answer(url: &str) -> impl FnOnce(VaultError) -> AgentError + '_ {
     }
 }
 
+/// Asks the slot's authority at its URL, then at each replica in order: a
+/// replica is tried only when the one before could not be reached or
+/// failed with a server error (5xx) after its retries. A definitive answer
+/// (denied, revoked, shredded, a bad answer, an audit alarm) ends it.
+async fn request_key_from_replicas(
+    ctx: &Context,
+    slot: &RemoteSlot,
+    slot_id: u8,
+) -> Result<Released, AgentError> {
+    let urls: Vec<&str> = slot.urls().collect();
+    let mut last = None;
+    for (i, url) in urls.iter().enumerate() {
+        let authority = AuthorityRef {
+            url: (*url).to_string(),
+            ..slot.authority.clone()
+        };
+        match request_key(ctx, &authority, &slot.binding, slot_id).await {
+            Err(e) if e.is_transient() && i + 1 < urls.len() => {
+                tracing::warn!(
+                    authority = %url,
+                    next = %urls[i + 1],
+                    error = %e,
+                    "key authority replica failed; trying the next one"
+                );
+                last = Some(e);
+            }
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or(AgentError::NoRemoteSlot))
+}
+
 async fn unlock_remote(
     ctx: &Context,
     locked: LockedVault,
     slot_id: u8,
-    authority: &AuthorityRef,
-    binding: &RemoteBinding,
+    slot: &RemoteSlot,
 ) -> Result<Unlocked, AgentError> {
-    let released = request_key(ctx, authority, binding, slot_id).await?;
+    let released = request_key_from_replicas(ctx, slot, slot_id).await?;
     let mut vault = locked
         .unlock(&Unlocker::Remote(released.key.clone()))
         .map_err(wrong_answer(&released.url))?;
@@ -752,46 +796,97 @@ pub async fn announce_reboot(
     let mut out = Vec::with_capacity(authorities.len());
     for authority in authorities {
         let ticket = state.boot_ticket(&authority.ca_fingerprint, &authority.host_id, &boot);
-        let result = async {
-            // Only the boot the authority released to can announce its end,
-            // with the ticket it got; without one the notice would only be
-            // refused (and logged as a refusal), so it is not sent.
-            let Some(ticket) = ticket else {
-                return Err(AgentError::NoBootTicket {
-                    url: authority.url.clone(),
-                });
+        // The authority's URL, then its replicas (remote slots that list
+        // them), moving on only after a transient failure, as unlock does.
+        let urls = replica_urls(config, &authority);
+        let mut result = Err(AgentError::NoRemoteSlot);
+        for (i, url) in urls.iter().enumerate() {
+            let authority = AuthorityRef {
+                url: url.clone(),
+                ..authority.clone()
             };
-            let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
-            let mut delay = options.backoff;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut signed = identity.sign_reboot(RebootNotice {
-                    host_id: authority.host_id.clone(),
-                    boot_id: boot.clone(),
-                    nonce: RequestNonce::random(),
-                    timestamp: unix_now(),
-                });
-                signed.boot_ticket = Some(ticket.clone());
-                match client.reboot(&signed).await {
-                    Ok(reply) => return Ok(reply),
-                    Err(e) if e.is_transient() && attempt <= options.retries => {
-                        let left = remaining(deadline);
-                        if left.is_zero() {
-                            return Err(with_attempts(e, attempt));
-                        }
-                        tokio::time::sleep(delay.min(left)).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) => return Err(with_attempts(e, attempt)),
+            result = announce_one(
+                &identity,
+                &authority,
+                ticket.clone(),
+                &boot,
+                options,
+                deadline,
+            )
+            .await;
+            match &result {
+                Err(e) if e.is_transient() && i + 1 < urls.len() => {
+                    tracing::warn!(authority = %url, error = %e, "key authority replica failed; trying the next one");
                 }
+                _ => break,
             }
         }
-        .await;
         out.push(RebootAnnounced {
             url: authority.url.clone(),
             result,
         });
     }
     Ok(out)
+}
+
+/// `authority`'s URL and the replicas a remote slot of `config` lists for it.
+fn replica_urls(config: &VaultConfig, authority: &AuthorityRef) -> Vec<String> {
+    let mut urls = vec![authority.url.clone()];
+    for slot in &config.keyslots {
+        if let SlotKind::Remote(r) = &slot.kind
+            && r.authority.url == authority.url
+            && r.authority.host_id == authority.host_id
+        {
+            for url in &r.replicas {
+                if !urls.contains(url) {
+                    urls.push(url.clone());
+                }
+            }
+        }
+    }
+    urls
+}
+
+/// One reboot notice to one URL, with retries.
+async fn announce_one(
+    identity: &HostIdentity,
+    authority: &AuthorityRef,
+    ticket: Option<atrest_remote::BootTicket>,
+    boot: &BootId,
+    options: &UnlockOptions,
+    deadline: Instant,
+) -> Result<RebootReply, AgentError> {
+    // Only the boot the authority released to can announce its end,
+    // with the ticket it got; without one the notice would only be
+    // refused (and logged as a refusal), so it is not sent.
+    let Some(ticket) = ticket else {
+        return Err(AgentError::NoBootTicket {
+            url: authority.url.clone(),
+        });
+    };
+    let client = AuthorityClient::new(&authority.url, authority.ca_fingerprint)?;
+    let mut delay = options.backoff;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut signed = identity.sign_reboot(RebootNotice {
+            host_id: authority.host_id.clone(),
+            boot_id: boot.clone(),
+            nonce: RequestNonce::random(),
+            timestamp: unix_now(),
+        });
+        signed.boot_ticket = Some(ticket.clone());
+        match client.reboot(&signed).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if e.is_transient() && attempt <= options.retries => {
+                let left = remaining(deadline);
+                if left.is_zero() {
+                    return Err(with_attempts(e, attempt));
+                }
+                tokio::time::sleep(delay.min(left)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(with_attempts(e, attempt)),
+        }
+    }
 }

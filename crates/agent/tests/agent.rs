@@ -111,6 +111,7 @@ impl TestAuthority {
             url: self.url(),
             token: Some(self.token().await.into()),
             ca_fingerprint: self.fingerprint(),
+            replicas: Vec::new(),
         }
     }
 

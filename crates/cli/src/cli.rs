@@ -122,6 +122,12 @@ pub struct EnrollArgs {
     /// one per --authority, in the same order.
     #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX", required = true)]
     pub ca_fingerprints: Vec<String>,
+    /// Another URL of the same (single) authority: a replica sharing its
+    /// database (`keyd serve --database postgres://...`). Repeat for more
+    /// (up to 8), in the order unlock tries them after --authority when it
+    /// cannot be reached or answers 5xx. Enrollment goes to --authority.
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// With several authorities: how many must answer to unlock.
     #[arg(long, value_name = "K")]
     pub threshold: Option<u8>,

@@ -38,6 +38,7 @@ mod operator;
 mod policy;
 mod socket;
 mod state;
+mod status;
 mod storage;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod testing;
@@ -70,6 +71,7 @@ pub use http::{
 };
 pub use metrics::{Metrics, Snapshot};
 pub use socket::{ADMIN_SOCKET, AdminSocket};
+pub use status::{DatabaseStatus, database_status};
 pub use storage::{
     BootState, Cached, Database, DatabaseError, HostRecord, HostState, KeydAuditStore, KeydStorage,
     PG_SCHEMA_VERSION, PgStorage, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION, SqliteStorage,

@@ -1674,8 +1674,54 @@ fn keyslots(out: &mut Out) {
         }
     };
     let remote = member(0);
-    r.add_remote_slot(&remote, "keys0").expect("remote slot");
+    r.add_remote_slot(&remote, &[], "keys0")
+        .expect("remote slot");
     let members: Vec<RemoteMember> = (1..=3).map(member).collect();
+    // Vault RR: passphrase (slot 0) and a remote slot (1) whose authority
+    // has two replicas (remote parameters version 2).
+    let (mut rr, _) = Vault::create(
+        &tmp.join("rr"),
+        CreateOptions {
+            recovery_key: false,
+            ..fast
+        },
+        &pw("replicas"),
+        "admin",
+    )
+    .expect("create rr");
+    let replicated = member(9);
+    let replica_urls = [
+        "https://keys9b.example:7443".to_string(),
+        "https://keys9c.example".to_string(),
+    ];
+    rr.add_remote_slot(&replicated, &replica_urls, "keys9")
+        .expect("remote slot with replicas");
+    let cfg_rr = fs::read(tmp.join("rr").join(CONFIG_FILE)).expect("read config");
+    let spans_rr = slot_spans(&cfg_rr);
+    let ok_rr_ids = (hex(&rr.config().vault_id), hex(rr.master_key().expose()));
+    let ok_rr = Some((ok_rr_ids.0.as_str(), ok_rr_ids.1.as_str()));
+    write(
+        out,
+        "remote-replicas",
+        "success",
+        "vault RR: remote slot 1, parameters version 2 (authority https://keys9.example:7443 and replicas https://keys9b.example:7443, https://keys9c.example), opened with its exchange key K",
+        &cfg_rr,
+        None,
+        U::Remote(*replicated.key.expose()),
+        ok_rr,
+    );
+    // The replica list is in the AAD like every parameter byte.
+    let replica_at = spans_rr[1].params + 1 + (66 + replicated.authority.url.len() + 5) + 1 + 1 + 8;
+    let mut c = cfg_rr.clone();
+    c[replica_at] = b'x'; // https://keys9b -> https://xeys9b
+    both(
+        out,
+        "remote-replicas-changed-url",
+        "wrong-key",
+        "vault RR: one character of the remote slot's first replica URL changed: in the AAD, so the unwrap fails",
+        &c,
+        U::Remote(*replicated.key.expose()),
+    );
     r.add_threshold_slot(2, &members, "quorum")
         .expect("threshold slot");
     let cfg_r = fs::read(tmp.join("r").join(CONFIG_FILE)).expect("read config");
@@ -1744,12 +1790,12 @@ fn keyslots(out: &mut Out) {
         U::Remote(k0),
     );
     let mut c = cfg_r.clone();
-    c[spans_r[1].params] = 2;
+    c[spans_r[1].params] = 3;
     both(
         out,
-        "remote-params-version-2",
+        "remote-params-version-3",
         "parse-error",
-        "vault R: remote parameters with version byte 2",
+        "vault R: remote parameters with version byte 3",
         &c,
         U::Remote(k0),
     );

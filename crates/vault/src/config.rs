@@ -315,6 +315,7 @@ mod tests {
             .collect();
         let remote = SlotKind::Remote(Box::new(crate::RemoteSlot {
             authority: members[0].authority.clone(),
+            replicas: vec!["https://k1b.example".into()],
             binding: members[0].binding,
         }));
         cfg.keyslots.push(

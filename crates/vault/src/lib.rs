@@ -47,7 +47,7 @@ pub use lock::{LOCK_FILE, MountLock};
 pub use names::{EncryptedName, NameTransform};
 pub use recovery::{RecoveryKey, RecoveryKeyError};
 pub use remote::{
-    AuthorityRef, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION, RemoteMember,
-    RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot,
+    AuthorityRef, MAX_REPLICAS, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION,
+    RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
 pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys};

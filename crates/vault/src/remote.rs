@@ -30,6 +30,11 @@ use crate::wire::{Reader, Truncated};
 
 /// The version byte that starts remote and threshold parameters.
 pub const REMOTE_PARAMS_VERSION: u8 = 1;
+/// The version byte of remote parameters that list the authority's
+/// replicas (other URLs of the same authority, tried in order).
+pub const REMOTE_PARAMS_VERSION_REPLICAS: u8 = 2;
+/// Most replica URLs a remote slot lists besides its authority's URL.
+pub const MAX_REPLICAS: usize = 8;
 /// Longest authority URL, in bytes.
 pub const MAX_URL_LEN: usize = 255;
 /// Most members of a threshold slot: keeps the parameters far below the
@@ -56,21 +61,11 @@ pub struct AuthorityRef {
 impl AuthorityRef {
     /// Checks what the parser would refuse, so nothing unreadable is written.
     pub fn validate(&self) -> Result<(), String> {
-        if self.url.is_empty() || self.url.len() > MAX_URL_LEN {
-            return Err(format!(
-                "authority URL must be 1 to {MAX_URL_LEN} bytes, not {}",
-                self.url.len()
-            ));
-        }
-        if self.url.bytes().any(|b| b.is_ascii_control()) {
-            return Err("authority URL contains control characters".into());
-        }
-        Ok(())
+        validate_url(&self.url)
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.url.len() as u8);
-        out.extend_from_slice(self.url.as_bytes());
+        encode_url(&self.url, out);
         out.extend_from_slice(&self.ca_fingerprint);
         let host = self.host_id.as_str().as_bytes();
         out.push(host.len() as u8);
@@ -79,10 +74,7 @@ impl AuthorityRef {
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, String> {
-        let url_len = usize::from(r.u8().map_err(trunc)?);
-        let url = std::str::from_utf8(r.bytes(url_len).map_err(trunc)?)
-            .map_err(|_| "authority URL is not UTF-8".to_string())?
-            .to_string();
+        let url = decode_url(r)?;
         let ca_fingerprint = r.array().map_err(trunc)?;
         let host_len = usize::from(r.u8().map_err(trunc)?);
         let host = std::str::from_utf8(r.bytes(host_len).map_err(trunc)?)
@@ -100,6 +92,32 @@ impl AuthorityRef {
     }
 }
 
+/// Checks a URL as the parser would (authority or replica).
+pub fn validate_url(url: &str) -> Result<(), String> {
+    if url.is_empty() || url.len() > MAX_URL_LEN {
+        return Err(format!(
+            "authority URL must be 1 to {MAX_URL_LEN} bytes, not {}",
+            url.len()
+        ));
+    }
+    if url.bytes().any(|b| b.is_ascii_control()) {
+        return Err("authority URL contains control characters".into());
+    }
+    Ok(())
+}
+
+fn encode_url(url: &str, out: &mut Vec<u8>) {
+    out.push(url.len() as u8);
+    out.extend_from_slice(url.as_bytes());
+}
+
+fn decode_url(r: &mut Reader<'_>) -> Result<String, String> {
+    let url_len = usize::from(r.u8().map_err(trunc)?);
+    Ok(std::str::from_utf8(r.bytes(url_len).map_err(trunc)?)
+        .map_err(|_| "authority URL is not UTF-8".to_string())?
+        .to_string())
+}
+
 fn trunc(t: Truncated) -> String {
     format!("{} truncated", t.0)
 }
@@ -113,27 +131,99 @@ fn decode_binding(r: &mut Reader<'_>) -> Result<RemoteBinding, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSlot {
     pub authority: AuthorityRef,
+    /// Other URLs of the same authority (replicas sharing its database,
+    /// CA, host records and audit log), tried in order after
+    /// `authority.url` when it cannot be reached. Empty: version 1.
+    pub replicas: Vec<String>,
     pub binding: RemoteBinding,
 }
 
 impl RemoteSlot {
-    /// `version ‖ AuthorityRef ‖ binding (64)`.
+    /// Checks what the parser would refuse, so nothing unreadable is written.
+    pub fn validate(&self) -> Result<(), String> {
+        self.authority.validate()?;
+        validate_replicas(&self.authority.url, &self.replicas)
+    }
+
+    /// Every URL of the authority, in the order a host tries them.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.authority.url.as_str()).chain(self.replicas.iter().map(String::as_str))
+    }
+
+    /// Version 1: `1 ‖ AuthorityRef ‖ binding (64)`; with replicas,
+    /// version 2: `2 ‖ AuthorityRef ‖ u8 R ‖ R × (u8 len ‖ URL) ‖ binding (64)`.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + 1 + self.authority.url.len() + 64 + 160);
-        out.push(REMOTE_PARAMS_VERSION);
-        self.authority.encode(&mut out);
+        if self.replicas.is_empty() {
+            out.push(REMOTE_PARAMS_VERSION);
+            self.authority.encode(&mut out);
+        } else {
+            out.push(REMOTE_PARAMS_VERSION_REPLICAS);
+            self.authority.encode(&mut out);
+            out.push(self.replicas.len() as u8);
+            for url in &self.replicas {
+                encode_url(url, &mut out);
+            }
+        }
         out.extend_from_slice(&self.binding.to_bytes());
         out
     }
 
     pub(crate) fn decode(params: &[u8]) -> Result<Self, String> {
         let mut r = Reader::new(params, "remote keyslot parameters");
-        check_version(&mut r)?;
+        let version = r.u8().map_err(trunc)?;
+        let with_replicas = match version {
+            REMOTE_PARAMS_VERSION => false,
+            REMOTE_PARAMS_VERSION_REPLICAS => true,
+            other => {
+                return Err(format!(
+                    "remote keyslot parameters have version {other}; upgrade atrest"
+                ));
+            }
+        };
         let authority = AuthorityRef::decode(&mut r)?;
+        let mut replicas = Vec::new();
+        if with_replicas {
+            let count = usize::from(r.u8().map_err(trunc)?);
+            if count == 0 {
+                return Err("remote keyslot version 2 lists no replica".into());
+            }
+            if count > MAX_REPLICAS {
+                return Err(format!(
+                    "remote keyslot lists {count} replicas, at most {MAX_REPLICAS}"
+                ));
+            }
+            for _ in 0..count {
+                replicas.push(decode_url(&mut r)?);
+            }
+            validate_replicas(&authority.url, &replicas)?;
+        }
         let binding = decode_binding(&mut r)?;
         no_trailing(&r)?;
-        Ok(Self { authority, binding })
+        Ok(Self {
+            authority,
+            replicas,
+            binding,
+        })
     }
+}
+
+/// Replica URLs: each a valid URL, at most [`MAX_REPLICAS`], none repeated
+/// (nor the authority's own URL).
+pub fn validate_replicas(primary: &str, replicas: &[String]) -> Result<(), String> {
+    if replicas.len() > MAX_REPLICAS {
+        return Err(format!(
+            "at most {MAX_REPLICAS} replica URLs per authority, not {}",
+            replicas.len()
+        ));
+    }
+    for (i, url) in replicas.iter().enumerate() {
+        validate_url(url)?;
+        if url == primary || replicas[..i].contains(url) {
+            return Err(format!("replica URL {url} is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 fn check_version(r: &mut Reader<'_>) -> Result<(), String> {
@@ -345,6 +435,7 @@ mod tests {
         let (binding, _) = enroll(&HostSecret::generate().public_key());
         let slot = RemoteSlot {
             authority: authority(1),
+            replicas: Vec::new(),
             binding,
         };
         let bytes = slot.encode();
@@ -360,7 +451,7 @@ mod tests {
         long.push(0);
         assert!(RemoteSlot::decode(&long).is_err());
         let mut version = bytes.clone();
-        version[0] = 2;
+        version[0] = 3;
         assert!(
             RemoteSlot::decode(&version)
                 .unwrap_err()
@@ -378,6 +469,51 @@ mod tests {
         let mut empty_url = vec![1, 0];
         empty_url.extend_from_slice(&bytes[2 + slot.authority.url.len()..]);
         assert!(RemoteSlot::decode(&empty_url).is_err());
+    }
+
+    #[test]
+    fn remote_params_with_replicas_are_version_2_and_strict() {
+        let (binding, _) = enroll(&HostSecret::generate().public_key());
+        let mut slot = RemoteSlot {
+            authority: authority(1),
+            replicas: vec!["https://b.example:7443".into(), "https://c.example".into()],
+            binding,
+        };
+        let bytes = slot.encode();
+        assert_eq!(bytes[0], 2);
+        let decoded = RemoteSlot::decode(&bytes).unwrap();
+        assert_eq!(decoded, slot);
+        assert_eq!(
+            decoded.urls().collect::<Vec<_>>(),
+            [
+                "https://keys1.example:7443",
+                "https://b.example:7443",
+                "https://c.example"
+            ]
+        );
+        for n in 0..bytes.len() {
+            assert!(RemoteSlot::decode(&bytes[..n]).is_err(), "truncated to {n}");
+        }
+        // The replica count follows the authority record.
+        let count_at = 1 + 1 + slot.authority.url.len() + 32 + 1 + 5 + 32;
+        assert_eq!(bytes[count_at], 2);
+        for bad_count in [0u8, 9] {
+            let mut bad = bytes.clone();
+            bad[count_at] = bad_count;
+            assert!(RemoteSlot::decode(&bad).is_err(), "count {bad_count}");
+        }
+        // A version-1 reader's view: version 2 is refused with "upgrade".
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        assert!(RemoteSlot::decode(&v1).is_err());
+        // Duplicates are refused on both sides.
+        slot.replicas = vec![slot.authority.url.clone()];
+        assert!(slot.validate().is_err());
+        assert!(RemoteSlot::decode(&slot.encode()).is_err());
+        slot.replicas = vec!["https://b.example".into(), "https://b.example".into()];
+        assert!(slot.validate().is_err());
+        slot.replicas = vec![String::new()];
+        assert!(slot.validate().is_err());
     }
 
     #[test]

@@ -415,18 +415,23 @@ impl Vault {
 
     /// Adds a remote slot (kind 4) for one authority; `member.key` is the
     /// exchange key [`atrest_remote::enroll`] gave with `member.binding`.
-    /// Returns the slot id.
+    /// `replicas` are other URLs of the same authority, tried in order
+    /// when its URL cannot be reached (stored as remote parameters version
+    /// 2; none keeps version 1). Returns the slot id.
     pub fn add_remote_slot(
         &mut self,
         member: &RemoteMember,
+        replicas: &[String],
         label: &str,
     ) -> Result<u8, VaultError> {
-        member.authority.validate().map_err(VaultError::Invalid)?;
-        let id = self.next_slot_id()?;
-        let kind = SlotKind::Remote(Box::new(RemoteSlot {
+        let slot = RemoteSlot {
             authority: member.authority.clone(),
+            replicas: replicas.to_vec(),
             binding: member.binding,
-        }));
+        };
+        slot.validate().map_err(VaultError::Invalid)?;
+        let id = self.next_slot_id()?;
+        let kind = SlotKind::Remote(Box::new(slot));
         let unlocker = Unlocker::Remote(member.key.clone());
         self.push_slot(id, kind, label, &unlocker)?;
         Ok(id)
@@ -497,6 +502,7 @@ impl Vault {
         };
         let kind = SlotKind::Remote(Box::new(RemoteSlot {
             authority: slot.authority.clone(),
+            replicas: slot.replicas.clone(),
             binding,
         }));
         self.config.keyslots[index] = Keyslot::wrap(
@@ -764,7 +770,7 @@ mod tests {
         let root = dir.path().join("v");
         let (mut vault, _) = Vault::create(&root, fast(), &pw("p"), "").unwrap();
         let (m, _) = member(1);
-        let id = vault.add_remote_slot(&m, "keys").unwrap();
+        let id = vault.add_remote_slot(&m, &[], "keys").unwrap();
         assert!(
             vault
                 .add_slot(

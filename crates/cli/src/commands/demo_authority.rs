@@ -98,6 +98,7 @@ async fn story(
             url: url.clone(),
             token: Some(Zeroizing::new(token.token)),
             ca_fingerprint: atrest_agent::parse_fingerprint(&made.ca_fingerprint)?,
+            replicas: Vec::new(),
         }],
         None,
         "web-1",

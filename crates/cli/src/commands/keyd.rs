@@ -94,6 +94,18 @@ pub enum KeydCommand {
         #[command(flatten)]
         dir: DataDirArg,
     },
+    /// The database's state, read-only: kind and reachability, schema
+    /// version, audit chain head, standby and replay lag, hosts by state.
+    /// Exits non-zero when the database cannot be read.
+    Status {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +496,11 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
             println!("{}", data.certificates()?.ca_fingerprint());
             Ok(ExitCode::SUCCESS)
         }
+        KeydCommand::Status {
+            dir,
+            database,
+            json,
+        } => status(&dir.data_dir, database.database, json).await,
         KeydCommand::Audit(AuditCommand::Verify { dir, database }) => {
             audit_verify(&dir.data_dir, database.database).await
         }
@@ -707,6 +724,56 @@ async fn decide(args: DecideArgs, action: &str) -> anyhow::Result<ExitCode> {
         view.state.as_str()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn status(dir: &Path, database: Option<Database>, json: bool) -> anyhow::Result<ExitCode> {
+    let data = DataDir::open(dir)?.with_database(database);
+    let report = atrest_keyd::database_status(&data.database()?).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let now = unix_now();
+        println!("database        {} ({})", report.database, report.kind);
+        println!(
+            "reachable       {}",
+            if report.reachable { "yes" } else { "no" }
+        );
+        if let Some(v) = report.schema_version {
+            println!("schema version  {v}");
+        }
+        if let Some(standby) = report.standby {
+            match (standby, report.replay_lag_seconds) {
+                (false, _) => println!("standby         no (primary)"),
+                (true, Some(lag)) => println!("standby         yes, replay lag {lag:.1} s"),
+                (true, None) => println!("standby         yes, nothing replayed yet"),
+            }
+        }
+        match (report.audit_entries, report.audit_last_ms) {
+            (Some(n), Some(ms)) => {
+                println!("audit chain     {n} entries, last {}", when(ms / 1000, now))
+            }
+            (Some(n), None) => println!("audit chain     {n} entries"),
+            _ => {}
+        }
+        if report.reachable && report.error.is_none() {
+            let hosts: Vec<String> = ["active", "revoked", "shredded"]
+                .iter()
+                .map(|s| format!("{} {s}", report.hosts.get(*s).copied().unwrap_or(0)))
+                .collect();
+            println!("hosts           {}", hosts.join(", "));
+        }
+    }
+    match &report.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            eprintln!(
+                "atrest: cannot read the key authority's database {}: {e}; check that it runs \
+                 and that --database (or keyd.json's) names it",
+                report.database
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn audit_verify(dir: &Path, database: Option<Database>) -> anyhow::Result<ExitCode> {

@@ -79,7 +79,17 @@ pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
             url: url.clone(),
             token: args.tokens.get(i).map(|t| Zeroizing::new(t.clone())),
             ca_fingerprint: parse_fingerprint(fingerprint)?,
+            replicas: Vec::new(),
         });
+    }
+    if !args.replicas.is_empty() {
+        if n != 1 {
+            bail!(
+                "--replica names another URL of a single authority (replicas on one database); \
+                 with {n} authorities (a k-of-n threshold) give no --replica"
+            );
+        }
+        specs[0].replicas = args.replicas.clone();
     }
     let host_name = match &args.host_name {
         Some(name) => name.clone(),

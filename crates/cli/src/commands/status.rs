@@ -29,6 +29,9 @@ pub struct AuthorityInfo {
     pub url: String,
     pub host_id: String,
     pub ca_fingerprint: String,
+    /// Other URLs of the same authority (replicas), tried in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
     /// The alarm this host keeps for the authority's audit log (a rollback
     /// or fork it caught): unlocks through it are refused until acknowledged.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,6 +48,7 @@ impl AuthorityInfo {
             url: a.url.clone(),
             host_id: a.host_id.to_string(),
             ca_fingerprint: atrest_agent::format_fingerprint(&a.ca_fingerprint),
+            replicas: Vec::new(),
             audit_alarm: alarm.map(|k| k.alarm.reason),
         }
     }
@@ -56,7 +60,18 @@ impl AuthoritiesInfo {
         let members: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("{} as {}", m.url, m.host_id))
+            .map(|m| {
+                if m.replicas.is_empty() {
+                    format!("{} as {}", m.url, m.host_id)
+                } else {
+                    format!(
+                        "{} (replicas {}) as {}",
+                        m.url,
+                        m.replicas.join(", "),
+                        m.host_id
+                    )
+                }
+            })
             .collect();
         if self.members.len() == 1 {
             members.join("")
@@ -104,7 +119,10 @@ pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
             authorities: match &s.kind {
                 SlotKind::Remote(r) => Some(AuthoritiesInfo {
                     threshold: 1,
-                    members: vec![AuthorityInfo::new(&r.authority)],
+                    members: vec![AuthorityInfo {
+                        replicas: r.replicas.clone(),
+                        ..AuthorityInfo::new(&r.authority)
+                    }],
                 }),
                 SlotKind::Threshold(t) => Some(AuthoritiesInfo {
                     threshold: t.threshold,

@@ -883,3 +883,211 @@ fn database_urls_that_cannot_work_are_refused_clearly() {
         assert!(!data.exists(), "{database} left a data directory behind");
     }
 }
+
+/// Issue 10, host side: a vault enrolled with `--authority A --replica B`
+/// (two `keyd serve` on one PostgreSQL) unlocks through B once A is killed
+/// (-9), and a definitive refusal from A is final: B is not asked.
+#[test]
+fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
+    use crate::common::{FAST_KDF, success};
+    use crate::remote::{BOOT_A, BOOT_B, host};
+
+    let rt = runtime();
+    let Some(url) = rt.block_on(atrest_keyd::testing::fresh_postgres()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
+    let mut b = replica_of(&a.data, &dir.path().join("b"));
+    let (vault, mnt, pass, state) = (
+        dir.path().join("data.enc"),
+        dir.path().join("mnt"),
+        dir.path().join("pass"),
+        dir.path().join("host"),
+    );
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    let mut init: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"init",
+        &vault,
+        &"--passphrase-file",
+        &pass,
+        &"--no-recovery-key",
+    ];
+    FAST_KDF.iter().for_each(|x| init.push(x));
+    ok(&init);
+    let token = a.token("web");
+    let fingerprint = a.cli_ok(&["fingerprint"]).trim().to_owned();
+    let enroll = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = host(
+            &state,
+            BOOT_A,
+            &[
+                &"enroll",
+                &vault,
+                &"--authority",
+                &a.base,
+                &"--token",
+                &token,
+                &"--ca-fingerprint",
+                &fingerprint,
+                &"--host-name",
+                &"web-1",
+                &"--passphrase-file",
+                &pass,
+            ],
+        );
+        for x in extra {
+            cmd.arg(x);
+        }
+        cmd
+    };
+    // A replica repeating the authority's URL is refused before enrolling.
+    let out = enroll(&[&"--replica", &a.base]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listed twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    success(enroll(&[&"--replica", &b.base]));
+    let status = String::from_utf8(ok(&[&"status", &vault]).stdout).unwrap();
+    assert!(status.contains(&b.base), "the replica is shown: {status}");
+
+    // Both up: A answers.
+    success(host(&state, BOOT_A, &[&"unlock", &vault, &"--mount", &mnt]));
+    std::fs::write(mnt.join("note"), b"kept at rest").unwrap();
+    ok(&[&"unmount", &mnt]);
+
+    // A killed: the host (same boot, so no approval) moves on to B after
+    // A's retries.
+    a.kill();
+    success(host(
+        &state,
+        BOOT_A,
+        &[
+            &"unlock",
+            &vault,
+            &"--mount",
+            &mnt,
+            &"--retries",
+            &"1",
+            &"--timeout",
+            &"30",
+        ],
+    ));
+    assert_eq!(std::fs::read(mnt.join("note")).unwrap(), b"kept at rest");
+    ok(&[&"unmount", &mnt]);
+
+    // A planned reboot is announced through B too: the next boot opens
+    // (through B) without waiting for approval.
+    success(host(
+        &state,
+        BOOT_A,
+        &[&"reboot", &"--planned", &vault, &"--retries", &"1"],
+    ));
+    success(host(
+        &state,
+        BOOT_B,
+        &[
+            &"unlock",
+            &vault,
+            &"--mount",
+            &mnt,
+            &"--retries",
+            &"1",
+            &"--timeout",
+            &"30",
+        ],
+    ));
+    ok(&[&"unmount", &mnt]);
+
+    // Revoked (through B); A back, B killed. A's refusal is final: the
+    // host says "revoked", not that it cannot reach B.
+    b.cli_ok(&["host", "revoke", "web-1"]);
+    a.serve();
+    b.kill();
+    let out = host(
+        &state,
+        BOOT_B,
+        &[
+            &"unlock",
+            &vault,
+            &"--mount",
+            &mnt,
+            &"--retries",
+            &"1",
+            &"--timeout",
+            &"30",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("revoked"), "{stderr}");
+    assert!(!stderr.contains(&b.base), "B was not asked: {stderr}");
+}
+
+/// `atrest keyd status` reads one database's state: run against SQLite
+/// (the default) and PostgreSQL, with a host enrolled then revoked; and a
+/// database that cannot be reached is said so, with a non-zero exit.
+#[test]
+fn keyd_status_reports_the_database_on_sqlite_and_postgresql() {
+    let rt = runtime();
+    let check = |keyd: &Keyd, kind: &str| {
+        let via = keyd.client();
+        let host = rt
+            .block_on(via.enroll(&keyd.token("web"), "web-1"))
+            .unwrap();
+        rt.block_on(via.unlock_ok(&host, BOOT));
+        let report: Value = serde_json::from_str(&keyd.cli_ok(&["status", "--json"])).unwrap();
+        assert_eq!(report["kind"], kind, "{report}");
+        assert_eq!(report["reachable"], true, "{report}");
+        assert!(report.get("error").is_none(), "{report}");
+        assert!(report["schema_version"].as_i64().unwrap() >= 1, "{report}");
+        assert_eq!(report["hosts"]["active"], 1, "{report}");
+        let entries = keyd
+            .cli_ok(&["audit", "tail", "-n", "100000", "--json"])
+            .lines()
+            .count() as u64;
+        assert_eq!(report["audit_entries"], entries, "{report}");
+        assert!(report["audit_last_ms"].as_u64().unwrap() > 0, "{report}");
+        keyd.cli_ok(&["host", "revoke", "web-1"]);
+        let report: Value = serde_json::from_str(&keyd.cli_ok(&["status", "--json"])).unwrap();
+        assert_eq!(report["hosts"]["revoked"], 1, "{report}");
+        assert!(report["hosts"].get("active").is_none(), "{report}");
+        assert!(
+            report["audit_entries"].as_u64().unwrap() > entries,
+            "{report}"
+        );
+        let text = keyd.cli_ok(&["status"]);
+        assert!(text.contains("reachable       yes"), "{text}");
+        assert!(text.contains("0 active, 1 revoked, 0 shredded"), "{text}");
+        report
+    };
+    let sqlite = Keyd::start();
+    let report = check(&sqlite, "sqlite");
+    assert!(report["standby"].is_null(), "{report}");
+
+    // Unreachable: said so, non-zero.
+    let out = sqlite.cli(&["status", "--database", "postgres://atrest@127.0.0.1:1/none"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the key authority's database"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reachable       no"));
+
+    let Some(url) = rt.block_on(atrest_keyd::testing::fresh_postgres()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
+    let report = check(&pg, "postgresql");
+    assert_eq!(report["standby"], false, "{report}");
+    assert!(report["replay_lag_seconds"].is_null(), "{report}");
+    let text = pg.cli_ok(&["status"]);
+    assert!(text.contains("standby         no (primary)"), "{text}");
+}
