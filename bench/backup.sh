@@ -8,7 +8,9 @@
 #
 #   bench/backup.sh [WORK_DIR]      (default /var/tmp/atrest-bench-backup)
 #
-# Env: ATREST (default target/release/atrest, built if missing), MAX_LOAD
+# Env: ATREST (default target/release/atrest, built if missing), CORPUS_DIR
+# (a fresh `make-corpus.sh build` output to use, and mutate, instead of
+# building one in WORK_DIR), MAX_LOAD
 # (0.5: each tool's first step waits for the 1-minute load average below
 # it; the loads are recorded), KEEP=1 keeps WORK_DIR. Prints a table and
 # writes bench/results/backup-<date>.txt.
@@ -29,9 +31,14 @@ HAVE_RUSTIC=0; command -v rustic >/dev/null && HAVE_RUSTIC=1
 
 rm -rf "$WORK"; mkdir -p "$WORK"
 [[ ${KEEP:-0} == 1 ]] || trap 'rm -rf "$WORK"' EXIT
-CORPUS=$WORK/corpus
-log "building the corpus"
-bash "$CORPUS_SH" build "$CORPUS" >/dev/null
+if [[ -n ${CORPUS_DIR:-} ]]; then
+    # A corpus built beforehand (make-corpus.sh build DIR); it is mutated.
+    CORPUS=$CORPUS_DIR
+else
+    CORPUS=$WORK/corpus
+    log "building the corpus"
+    bash "$CORPUS_SH" build "$CORPUS" >/dev/null
+fi
 
 wait_idle() {
     until awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$MAX_LOAD" 'BEGIN { exit !(l < m) }'; do sleep 10; done
