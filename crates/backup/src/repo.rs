@@ -254,6 +254,8 @@ impl<B: Backend> Repository<B> {
             links: HashMap::new(),
             options: BackupOptions::default(),
             root_dev: 0,
+            pending: Default::default(),
+            pending_bytes: 0,
         };
         for (kind, data) in copies {
             run.store(kind, data)?;
@@ -377,6 +379,8 @@ impl<B: Backend> Repository<B> {
             links: HashMap::new(),
             options: options.clone(),
             root_dev: 0,
+            pending: Default::default(),
+            pending_bytes: 0,
         };
         let mut root = Tree::default();
         for path in paths {
@@ -734,18 +738,17 @@ struct Run<'r, B: Backend> {
     options: BackupOptions,
     /// The device of the path being backed up (for --one-file-system).
     root_dev: u64,
+    /// Ids and plaintext bytes in the open pack (dedup and the size check
+    /// without a walk over the pack at every blob).
+    pending: std::collections::HashSet<BlobId>,
+    pending_bytes: usize,
 }
 
 impl<B: Backend> Run<'_, B> {
     /// Stores a blob unless the repository already has it.
     fn store(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<BlobId> {
         let id = self.repo.keys.blob_id(&data);
-        if self.repo.index.contains_key(&id)
-            || self
-                .pack
-                .as_ref()
-                .is_some_and(|p| p.iter().any(|(_, i, _)| *i == id))
-        {
+        if self.repo.index.contains_key(&id) || self.pending.contains(&id) {
             return Ok(id);
         }
         self.summary.new_blobs += 1;
@@ -765,9 +768,12 @@ impl<B: Backend> Run<'_, B> {
             );
             return Ok(id);
         }
-        let pack = self.pack.get_or_insert_with(Vec::new);
-        pack.push((kind, id, data));
-        if pack.iter().map(|(_, _, d)| d.len()).sum::<usize>() >= PACK_TARGET {
+        self.pending.insert(id);
+        self.pending_bytes += data.len();
+        self.pack
+            .get_or_insert_with(Vec::new)
+            .push((kind, id, data));
+        if self.pending_bytes >= PACK_TARGET {
             self.flush()?;
         }
         Ok(id)
@@ -778,6 +784,9 @@ impl<B: Backend> Run<'_, B> {
         let Some(blobs) = self.pack.take() else {
             return Ok(());
         };
+        // Once written, the index holds them.
+        self.pending.clear();
+        self.pending_bytes = 0;
         let mut writer = PackWriter::new(&self.repo.keys);
         for (kind, id, data) in &blobs {
             writer.add(*kind, *id, data)?;
@@ -911,17 +920,20 @@ impl<B: Backend> Run<'_, B> {
     fn file(&mut self, path: &Path) -> Result<(u64, Vec<String>)> {
         let mut f = fs::File::open(path).map_err(BackupError::file(path))?;
         let max = self.repo.chunker.sizes().max;
-        let mut buf: Vec<u8> = Vec::with_capacity(2 * max);
+        // Grows with what is read (a small file allocates little); never
+        // zero-filled ahead of the read.
+        let mut buf: Vec<u8> = Vec::new();
         let mut eof = false;
         let mut ids = Vec::new();
         let mut size = 0u64;
         loop {
-            while !eof && buf.len() < max {
-                let start = buf.len();
-                buf.resize(start + max, 0);
-                let n = f.read(&mut buf[start..]).map_err(BackupError::file(path))?;
-                buf.truncate(start + n);
-                eof = n == 0;
+            if !eof && buf.len() < max {
+                let want = max - buf.len();
+                let n = (&mut f)
+                    .take(want as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(BackupError::file(path))?;
+                eof = n < want;
             }
             if buf.is_empty() {
                 break;
