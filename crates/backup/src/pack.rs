@@ -40,6 +40,18 @@ pub struct TrailerEntry {
 }
 
 impl TrailerEntry {
+    /// Where this entry's blob lives, in pack `pack`.
+    pub fn location(&self, pack: [u8; 32]) -> Location {
+        Location {
+            pack,
+            kind: self.kind,
+            offset: self.offset,
+            sealed_len: self.sealed_len,
+            raw_len: self.raw_len,
+            compressed: self.compressed,
+        }
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.kind as u8);
         out.extend_from_slice(&self.id);

@@ -369,8 +369,6 @@ impl<B: Backend> Repository<B> {
         } else {
             self.adopt_orphan_packs()?
         };
-        // A dry run marks what it would store in the index; put it back after.
-        let saved_index = options.dry_run.then(|| self.index.clone());
         let mut run = Run {
             repo: self,
             pack: None,
@@ -394,9 +392,7 @@ impl<B: Backend> Repository<B> {
         let Run {
             new_index, summary, ..
         } = run;
-        if let Some(index) = saved_index {
-            self.index = index;
-        } else {
+        if !options.dry_run {
             self.write_index(&new_index)?;
         }
         let snapshot = Snapshot {
@@ -440,14 +436,7 @@ impl<B: Backend> Repository<B> {
                 continue;
             };
             for e in entries {
-                let loc = Location {
-                    pack,
-                    kind: e.kind,
-                    offset: e.offset,
-                    sealed_len: e.sealed_len,
-                    raw_len: e.raw_len,
-                    compressed: e.compressed,
-                };
+                let loc = e.location(pack);
                 self.index.entry(e.id).or_insert(loc);
                 adopted.push((e.id, loc));
             }
@@ -697,14 +686,7 @@ impl<B: Backend> Repository<B> {
                     Ok(entries) => {
                         report.packs_read += 1;
                         for e in entries {
-                            let loc = Location {
-                                pack,
-                                kind: e.kind,
-                                offset: e.offset,
-                                sealed_len: e.sealed_len,
-                                raw_len: e.raw_len,
-                                compressed: e.compressed,
-                            };
+                            let loc = e.location(pack);
                             let sealed = &bytes
                                 [e.offset as usize..(e.offset + u64::from(e.sealed_len)) as usize];
                             match crate::pack::open_blob(
@@ -753,22 +735,12 @@ impl<B: Backend> Run<'_, B> {
         }
         self.summary.new_blobs += 1;
         self.summary.new_bytes += data.len() as u64;
+        self.pending.insert(id);
         if self.options.dry_run {
-            // Remember the id so a second copy is not counted again.
-            self.repo.index.insert(
-                id,
-                Location {
-                    pack: [0; 32],
-                    kind,
-                    offset: 0,
-                    sealed_len: 0,
-                    raw_len: 0,
-                    compressed: false,
-                },
-            );
+            // Counted once; a dry run never writes a pack, so `pending`
+            // keeps every id it would have stored.
             return Ok(id);
         }
-        self.pending.insert(id);
         self.pending_bytes += data.len();
         self.pack
             .get_or_insert_with(Vec::new)
@@ -797,14 +769,7 @@ impl<B: Backend> Run<'_, B> {
             .put(&Repository::<B>::pack_name(&name), &bytes)?;
         self.summary.packs += 1;
         for e in entries {
-            let loc = Location {
-                pack: name,
-                kind: e.kind,
-                offset: e.offset,
-                sealed_len: e.sealed_len,
-                raw_len: e.raw_len,
-                compressed: e.compressed,
-            };
+            let loc = e.location(name);
             self.repo.index.insert(e.id, loc);
             self.new_index.push((e.id, loc));
         }
