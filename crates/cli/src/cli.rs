@@ -375,7 +375,8 @@ pub struct FsckArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// Create a repository in an empty or new directory, bound to a vault.
+    /// Create a repository (an empty or new directory, or an unused
+    /// s3://BUCKET/PREFIX), bound to a vault.
     Init(BackupKeyArgs),
     /// Back up files and directories into a new snapshot. Exit 3 when some
     /// source entries could not be read (the snapshot holds the rest).
