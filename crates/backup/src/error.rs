@@ -21,6 +21,14 @@ pub enum BackupError {
         "backup repository format version {0} is newer than this atrest reads (1); upgrade atrest"
     )]
     UnsupportedVersion(u8),
+    /// A snapshot was written by a newer atrest.
+    #[error(
+        "snapshot {name} has version {version}, newer than this atrest reads (1 and 2); upgrade atrest"
+    )]
+    UnsupportedSnapshot { name: String, version: u64 },
+    /// A packer thread stopped (its own error is reported instead).
+    #[error("a worker thread stopped")]
+    WorkerStopped,
     /// An object failed authentication, is cut, or does not parse.
     #[error("damaged repository object {object}: {why}")]
     Damaged { object: String, why: String },

@@ -224,6 +224,7 @@ mod tests {
                         paths: vec![],
                         tags: vec![],
                         tree: String::new(),
+                        parent: None,
                         summary: Summary::default(),
                     },
                 )

@@ -11,6 +11,8 @@ mod forget;
 mod keys;
 mod pack;
 mod repo;
+mod restore;
+mod run;
 mod s3;
 mod tree;
 
@@ -21,8 +23,9 @@ pub use forget::{KeepPolicy, PruneReport, keep};
 pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 pub use pack::{Location, PACK_TARGET};
 pub use repo::{
-    BackupOptions, Change, CheckReport, ListedNode, REPO_VERSION, Repository, RestoreReport,
-    SnapshotMeta,
+    Change, CheckReport, ListedNode, REPO_VERSION, Repository, RestoreReport, SnapshotMeta,
 };
+pub use restore::RestoreOptions;
+pub use run::{BackupOptions, Parent, Patterns};
 pub use s3::{S3Backend, S3Options};
-pub use tree::{Node, NodeKind, Snapshot, Summary, Tree, Xattr};
+pub use tree::{Node, NodeKind, SNAPSHOT_VERSION, Snapshot, Summary, Tree, Xattr};

@@ -7,12 +7,10 @@
 //! whose blobs no snapshot uses; never a snapshot that names a missing
 //! blob.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 
 use atrest_core::SecretKey;
 use serde::{Deserialize, Serialize};
@@ -21,8 +19,9 @@ use crate::backend::{Backend, hex};
 use crate::chunker::{ChunkSizes, Chunker};
 use crate::error::{BackupError, Result};
 use crate::keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
-use crate::pack::{Location, PACK_HEADER_LEN, PACK_TARGET, PackWriter, read_trailer};
-use crate::tree::{Node, NodeKind, Snapshot, Summary, Tree, Xattr};
+use crate::pack::{Location, PACK_HEADER_LEN, read_trailer};
+use crate::run::{BackupOptions, Parent, Sink, Walk, walk_roots, with_packers};
+use crate::tree::{Node, SNAPSHOT_VERSION, Snapshot, Summary, Tree};
 
 pub const REPO_MAGIC: &[u8; 4] = b"ATRB";
 pub const REPO_VERSION: u8 = 1;
@@ -36,36 +35,6 @@ struct Config {
     chunk_min: usize,
     chunk_avg: usize,
     chunk_max: usize,
-}
-
-/// Choices for one `backup`.
-#[derive(Debug, Clone, Default)]
-pub struct BackupOptions {
-    /// Entries to leave out: a pattern without `/` matches an entry's name,
-    /// one with `/` its whole path (`*` does not cross `/`, `**` does).
-    pub excludes: Vec<glob::Pattern>,
-    /// Do not descend into directories on another file system than the
-    /// path given (the mount point itself is kept, empty).
-    pub one_file_system: bool,
-    /// Read and chunk everything, say what would be stored, store nothing.
-    pub dry_run: bool,
-}
-
-impl BackupOptions {
-    fn excluded(&self, path: &Path) -> bool {
-        let options = glob::MatchOptions {
-            require_literal_separator: true,
-            ..glob::MatchOptions::new()
-        };
-        let name = path.file_name().map(Path::new).unwrap_or(path);
-        self.excludes.iter().any(|p| {
-            if p.as_str().contains('/') {
-                p.matches_path_with(path, options)
-            } else {
-                p.matches_path_with(name, options)
-            }
-        })
-    }
 }
 
 /// Who took a snapshot and what to call it.
@@ -246,21 +215,13 @@ impl<B: Backend> Repository<B> {
             .map(|id| Ok((self.index[id].kind, self.read_blob(id, &mut salts)?)))
             .collect::<Result<Vec<_>>>()?;
         self.index.retain(|_, loc| !dropped.contains(&loc.pack));
-        let mut run = Run {
-            repo: self,
-            pack: None,
-            new_index: Vec::new(),
-            summary: Summary::default(),
-            links: HashMap::new(),
-            options: BackupOptions::default(),
-            root_dev: 0,
-            pending: Default::default(),
-            pending_bytes: 0,
-        };
-        for (kind, data) in copies {
-            run.store(kind, data)?;
-        }
-        run.flush()?;
+        let ((), (copied, _)) = with_packers(&self.keys, &self.backend, 1, |sink| {
+            for ((kind, data), id) in copies.into_iter().zip(blobs) {
+                sink.send((kind, *id, data))?;
+            }
+            Ok(())
+        })?;
+        self.index.extend(copied);
         let all: Vec<(BlobId, Location)> = self.index.iter().map(|(i, l)| (*i, *l)).collect();
         self.write_index(&all)
     }
@@ -320,8 +281,7 @@ impl<B: Backend> Repository<B> {
     }
 
     pub(crate) fn pack_name(pack: &[u8; 32]) -> String {
-        let h = hex(pack);
-        format!("data/{}/{h}", &h[..2])
+        pack_name(pack)
     }
 
     /// Reads one blob, checked against its id.
@@ -356,8 +316,31 @@ impl<B: Backend> Repository<B> {
         self.backup_with(paths, meta, &BackupOptions::default())
     }
 
-    /// [`Repository::backup`] with excludes, `--one-file-system` or a dry
-    /// run (which returns an empty id and stores nothing).
+    /// The snapshot a run compares files with (see [`Parent`]).
+    fn parent_of(
+        &self,
+        paths: &[PathBuf],
+        hostname: &str,
+        parent: &Parent,
+    ) -> Result<Option<(String, Snapshot)>> {
+        match parent {
+            Parent::None => Ok(None),
+            Parent::Snapshot(id) => self.snapshot(id).map(Some),
+            Parent::Latest => {
+                let mut want: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                want.sort();
+                Ok(self.snapshots()?.into_iter().rev().find(|(_, s)| {
+                    let mut have = s.paths.clone();
+                    have.sort();
+                    s.hostname == hostname && have == want
+                }))
+            }
+        }
+    }
+
+    /// [`Repository::backup`] with excludes, `--one-file-system`, a parent
+    /// snapshot choice or a dry run (which returns an empty id and stores
+    /// nothing).
     pub fn backup_with(
         &mut self,
         paths: &[PathBuf],
@@ -369,39 +352,50 @@ impl<B: Backend> Repository<B> {
         } else {
             self.adopt_orphan_packs()?
         };
-        let mut run = Run {
-            repo: self,
-            pack: None,
-            new_index: adopted,
-            summary: Summary::default(),
-            links: HashMap::new(),
-            options: options.clone(),
-            root_dev: 0,
-            pending: Default::default(),
-            pending_bytes: 0,
+        let parent = self.parent_of(paths, &meta.hostname, &options.parent)?;
+        let salts = Mutex::new(HashMap::new());
+        let load_tree = |id: &str| self.load_tree(id, &mut salts.lock().expect("salts"));
+        let parent_root = match &parent {
+            Some((_, snap)) => Some(load_tree(&snap.tree)?),
+            None => None,
         };
-        let mut root = Tree::default();
-        for path in paths {
-            let md = fs::symlink_metadata(path).map_err(BackupError::file(path))?;
-            run.root_dev = md.dev();
-            let node = run.node(path, path.as_os_str().as_bytes().to_vec(), &md)?;
-            root.nodes.push(node);
-        }
-        let tree = run.store_tree(&root)?;
-        run.flush()?;
-        let Run {
-            new_index, summary, ..
-        } = run;
+        let walk = |sink: Sink<'_>| -> Result<(BlobId, Summary)> {
+            let mut walk = Walk {
+                keys: &self.keys,
+                chunker: &self.chunker,
+                index: &self.index,
+                load_tree: &load_tree,
+                sink,
+                seen: HashSet::new(),
+                summary: Summary::default(),
+                links: HashMap::new(),
+                options,
+                root_dev: 0,
+            };
+            let tree = walk_roots(&mut walk, paths, parent_root.as_ref())?;
+            Ok((tree, walk.summary))
+        };
+        let ((tree, mut summary), (new_index, packs)) = if options.dry_run {
+            let failed = AtomicBool::new(false);
+            (walk(Sink::dry(&failed))?, (Vec::new(), 0))
+        } else {
+            with_packers(&self.keys, &self.backend, options.packers(), walk)?
+        };
+        summary.packs = packs;
         if !options.dry_run {
-            self.write_index(&new_index)?;
+            let mut all = adopted;
+            all.extend(new_index);
+            self.write_index(&all)?;
+            self.index.extend(all);
         }
         let snapshot = Snapshot {
-            version: 1,
+            version: SNAPSHOT_VERSION,
             time_ms: meta.time_ms,
             hostname: meta.hostname.clone(),
             paths: paths.iter().map(|p| p.display().to_string()).collect(),
             tags: meta.tags.clone(),
             tree: hex(&tree),
+            parent: parent.map(|(id, _)| id),
             summary,
         };
         if options.dry_run {
@@ -464,6 +458,16 @@ impl<B: Backend> Repository<B> {
             ));
         }
         let plain = self.keys.open_file("snapshot", name, &sealed)?;
+        // The version first: a newer snapshot gets "upgrade", not "damaged".
+        let version = serde_json::from_slice::<serde_json::Value>(&plain)
+            .ok()
+            .and_then(|v| v.get("version").and_then(|v| v.as_u64()));
+        if let Some(version) = version.filter(|v| *v > u64::from(SNAPSHOT_VERSION)) {
+            return Err(BackupError::UnsupportedSnapshot {
+                name: name.into(),
+                version,
+            });
+        }
         serde_json::from_slice(&plain).map_err(|e| BackupError::damaged(name, e.to_string()))
     }
 
@@ -492,147 +496,6 @@ impl<B: Backend> Repository<B> {
         let bytes = self.read_blob(&id, salts)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| BackupError::damaged(format!("tree {id_hex}"), e.to_string()))
-    }
-
-    /// Restores a snapshot under `target` (each backed-up path below it,
-    /// without its leading `/`). Files whose blobs fail are left out and
-    /// reported; nothing unauthenticated is ever written.
-    pub fn restore(&self, snapshot: &str, target: &Path) -> Result<RestoreReport> {
-        let (_, snap) = self.snapshot(snapshot)?;
-        let mut salts = HashMap::new();
-        let root = self.load_tree(&snap.tree, &mut salts)?;
-        let mut report = RestoreReport::default();
-        fs::create_dir_all(target).map_err(BackupError::file(target))?;
-        let mut dirs = Vec::new();
-        let mut links = HashMap::new();
-        for node in &root.nodes {
-            let rel = Path::new(std::ffi::OsStr::from_bytes(&node.name));
-            let rel = rel.strip_prefix("/").unwrap_or(rel);
-            let dest = target.join(rel);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(BackupError::file(parent))?;
-            }
-            self.restore_node(node, &dest, &mut salts, &mut report, &mut dirs, &mut links);
-        }
-        // Directory times last, deepest first: restoring their entries
-        // changed them.
-        for (path, node) in dirs.iter().rev() {
-            set_times(path, node);
-        }
-        Ok(report)
-    }
-
-    fn restore_node(
-        &self,
-        node: &Node,
-        dest: &Path,
-        salts: &mut HashMap<[u8; 32], [u8; 32]>,
-        report: &mut RestoreReport,
-        dirs: &mut Vec<(PathBuf, Node)>,
-        links: &mut HashMap<u64, PathBuf>,
-    ) {
-        let result = (|| -> Result<()> {
-            match node.kind {
-                NodeKind::Dir => {
-                    match fs::create_dir(dest) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(BackupError::file(dest)(e)),
-                    }
-                    dirs.push((dest.to_path_buf(), node.clone()));
-                    if let Some(sub) = &node.subtree {
-                        let tree = self.load_tree(sub, salts)?;
-                        for child in &tree.nodes {
-                            let name = std::ffi::OsStr::from_bytes(&child.name);
-                            self.restore_node(child, &dest.join(name), salts, report, dirs, links);
-                        }
-                    }
-                    set_owner_mode(dest, node)
-                }
-                NodeKind::File if node.hardlink.is_some_and(|g| links.contains_key(&g)) => {
-                    let first = &links[&node.hardlink.expect("checked")];
-                    fs::hard_link(first, dest).map_err(BackupError::file(dest))?;
-                    report.files += 1;
-                    Ok(())
-                }
-                NodeKind::File => {
-                    // Write to a temporary name; rename only once every blob
-                    // opened, so a damaged file never appears with wrong bytes.
-                    let tmp = dest.with_file_name(format!(
-                        ".atrest-restore-{}",
-                        hex(&atrest_core::random_array::<6>())
-                    ));
-                    let mut write = || -> Result<u64> {
-                        let mut f = fs::File::create(&tmp).map_err(BackupError::file(&tmp))?;
-                        let mut n = 0u64;
-                        for id in &node.content {
-                            let data = self.read_blob(&parse_id(id)?, salts)?;
-                            // Zero chunks become holes: sparse files stay sparse.
-                            if data.len() >= 4096 && data.iter().all(|b| *b == 0) {
-                                std::io::Seek::seek(
-                                    &mut f,
-                                    std::io::SeekFrom::Current(data.len() as i64),
-                                )
-                                .map_err(BackupError::file(&tmp))?;
-                            } else {
-                                std::io::Write::write_all(&mut f, &data)
-                                    .map_err(BackupError::file(&tmp))?;
-                            }
-                            n += data.len() as u64;
-                        }
-                        f.set_len(n).map_err(BackupError::file(&tmp))?;
-                        f.sync_all().map_err(BackupError::file(&tmp))?;
-                        Ok(n)
-                    };
-                    match write() {
-                        Ok(n) => {
-                            fs::rename(&tmp, dest).map_err(BackupError::file(dest))?;
-                            report.files += 1;
-                            report.bytes += n;
-                            if let Some(g) = node.hardlink {
-                                links.insert(g, dest.to_path_buf());
-                            }
-                        }
-                        Err(e) => {
-                            let _ = fs::remove_file(&tmp);
-                            return Err(e);
-                        }
-                    }
-                    set_owner_mode(dest, node)?;
-                    set_times(dest, node);
-                    Ok(())
-                }
-                NodeKind::Symlink => {
-                    let target = std::ffi::OsStr::from_bytes(&node.target);
-                    std::os::unix::fs::symlink(target, dest).map_err(BackupError::file(dest))?;
-                    let _ = std::os::unix::fs::lchown(dest, Some(node.uid), Some(node.gid));
-                    set_times(dest, node);
-                    Ok(())
-                }
-                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
-                    let kind = match node.kind {
-                        NodeKind::Fifo => rustix::fs::FileType::Fifo,
-                        NodeKind::Chardev => rustix::fs::FileType::CharacterDevice,
-                        NodeKind::Blockdev => rustix::fs::FileType::BlockDevice,
-                        _ => rustix::fs::FileType::Socket,
-                    };
-                    rustix::fs::mknodat(
-                        rustix::fs::CWD,
-                        dest,
-                        kind,
-                        rustix::fs::Mode::from_raw_mode(node.mode & 0o7777),
-                        node.rdev,
-                    )
-                    .map_err(|e| BackupError::file(dest)(e.into()))?;
-                    set_owner_mode(dest, node)?;
-                    set_times(dest, node);
-                    Ok(())
-                }
-            }
-        })();
-        if let Err(e) = result {
-            report.failed.push(format!("{}: {e}", dest.display()));
-        }
     }
 
     /// Checks every snapshot, tree and index entry; with `read_data`, reads
@@ -709,208 +572,10 @@ impl<B: Backend> Repository<B> {
     }
 }
 
-/// The state of one `backup`: the open pack and the new index entries.
-struct Run<'r, B: Backend> {
-    repo: &'r mut Repository<B>,
-    pack: Option<Vec<(BlobKind, BlobId, Vec<u8>)>>,
-    new_index: Vec<(BlobId, Location)>,
-    summary: Summary,
-    /// Inodes with several names seen so far: (dev, ino) → group, size, content.
-    links: HashMap<(u64, u64), (u64, u64, Vec<String>)>,
-    options: BackupOptions,
-    /// The device of the path being backed up (for --one-file-system).
-    root_dev: u64,
-    /// Ids and plaintext bytes in the open pack (dedup and the size check
-    /// without a walk over the pack at every blob).
-    pending: std::collections::HashSet<BlobId>,
-    pending_bytes: usize,
-}
-
-impl<B: Backend> Run<'_, B> {
-    /// Stores a blob unless the repository already has it.
-    fn store(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<BlobId> {
-        let id = self.repo.keys.blob_id(&data);
-        if self.repo.index.contains_key(&id) || self.pending.contains(&id) {
-            return Ok(id);
-        }
-        self.summary.new_blobs += 1;
-        self.summary.new_bytes += data.len() as u64;
-        self.pending.insert(id);
-        if self.options.dry_run {
-            // Counted once; a dry run never writes a pack, so `pending`
-            // keeps every id it would have stored.
-            return Ok(id);
-        }
-        self.pending_bytes += data.len();
-        self.pack
-            .get_or_insert_with(Vec::new)
-            .push((kind, id, data));
-        if self.pending_bytes >= PACK_TARGET {
-            self.flush()?;
-        }
-        Ok(id)
-    }
-
-    /// Seals and writes the open pack.
-    fn flush(&mut self) -> Result<()> {
-        let Some(blobs) = self.pack.take() else {
-            return Ok(());
-        };
-        // Once written, the index holds them.
-        self.pending.clear();
-        self.pending_bytes = 0;
-        let mut writer = PackWriter::new(&self.repo.keys);
-        for (kind, id, data) in &blobs {
-            writer.add(*kind, *id, data)?;
-        }
-        let (bytes, name, entries) = writer.finish();
-        self.repo
-            .backend
-            .put(&Repository::<B>::pack_name(&name), &bytes)?;
-        self.summary.packs += 1;
-        for e in entries {
-            let loc = e.location(name);
-            self.repo.index.insert(e.id, loc);
-            self.new_index.push((e.id, loc));
-        }
-        Ok(())
-    }
-
-    fn store_tree(&mut self, tree: &Tree) -> Result<BlobId> {
-        self.store(BlobKind::Tree, serde_json::to_vec(tree).expect("json"))
-    }
-
-    fn node(&mut self, path: &Path, name: Vec<u8>, md: &fs::Metadata) -> Result<Node> {
-        let ft = md.file_type();
-        let kind = if ft.is_file() {
-            NodeKind::File
-        } else if ft.is_dir() {
-            NodeKind::Dir
-        } else if ft.is_symlink() {
-            NodeKind::Symlink
-        } else if ft.is_fifo() {
-            NodeKind::Fifo
-        } else if ft.is_char_device() {
-            NodeKind::Chardev
-        } else if ft.is_block_device() {
-            NodeKind::Blockdev
-        } else {
-            NodeKind::Socket
-        };
-        let mut node = Node {
-            name,
-            kind,
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
-            mtime_sec: md.mtime(),
-            mtime_nsec: md.mtime_nsec() as u32,
-            size: 0,
-            content: Vec::new(),
-            subtree: None,
-            target: Vec::new(),
-            rdev: 0,
-            hardlink: None,
-            xattrs: read_xattrs(path),
-        };
-        match kind {
-            NodeKind::File => {
-                self.summary.files += 1;
-                if md.nlink() > 1 {
-                    let next = self.links.len() as u64 + 1;
-                    if let Some((group, size, content)) = self.links.get(&(md.dev(), md.ino())) {
-                        node.hardlink = Some(*group);
-                        node.size = *size;
-                        node.content = content.clone();
-                        return Ok(node);
-                    }
-                    let (size, content) = self.file(path)?;
-                    self.links
-                        .insert((md.dev(), md.ino()), (next, size, content.clone()));
-                    node.hardlink = Some(next);
-                    node.size = size;
-                    node.content = content;
-                } else {
-                    let (size, content) = self.file(path)?;
-                    node.size = size;
-                    node.content = content;
-                }
-            }
-            NodeKind::Dir => {
-                self.summary.dirs += 1;
-                let mut entries: Vec<_> = fs::read_dir(path)
-                    .map_err(BackupError::file(path))?
-                    .collect::<std::io::Result<_>>()
-                    .map_err(BackupError::file(path))?;
-                entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-                let mut tree = Tree::default();
-                let descend = !(self.options.one_file_system && md.dev() != self.root_dev);
-                for entry in entries.into_iter().filter(|_| descend) {
-                    let child = entry.path();
-                    if self.options.excluded(&child) {
-                        continue;
-                    }
-                    let result = fs::symlink_metadata(&child)
-                        .map_err(BackupError::file(&child))
-                        .and_then(|md| {
-                            self.node(&child, entry.file_name().as_bytes().to_vec(), &md)
-                        });
-                    match result {
-                        Ok(n) => tree.nodes.push(n),
-                        Err(e @ BackupError::File { .. }) => {
-                            self.summary.errors.push(e.to_string())
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                node.subtree = Some(hex(&self.store_tree(&tree)?));
-            }
-            NodeKind::Symlink => {
-                self.summary.others += 1;
-                node.target = fs::read_link(path)
-                    .map_err(BackupError::file(path))?
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec();
-            }
-            _ => {
-                self.summary.others += 1;
-                node.rdev = md.rdev();
-            }
-        }
-        Ok(node)
-    }
-
-    /// Chunks and stores one file; returns its size and blob ids.
-    fn file(&mut self, path: &Path) -> Result<(u64, Vec<String>)> {
-        let mut f = fs::File::open(path).map_err(BackupError::file(path))?;
-        let max = self.repo.chunker.sizes().max;
-        // Grows with what is read (a small file allocates little); never
-        // zero-filled ahead of the read.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut eof = false;
-        let mut ids = Vec::new();
-        let mut size = 0u64;
-        loop {
-            if !eof && buf.len() < max {
-                let want = max - buf.len();
-                let n = (&mut f)
-                    .take(want as u64)
-                    .read_to_end(&mut buf)
-                    .map_err(BackupError::file(path))?;
-                eof = n < want;
-            }
-            if buf.is_empty() {
-                break;
-            }
-            let cut = self.repo.chunker.cut(&buf);
-            let chunk: Vec<u8> = buf.drain(..cut).collect();
-            size += chunk.len() as u64;
-            self.summary.bytes += chunk.len() as u64;
-            ids.push(hex(&self.store(BlobKind::Data, chunk)?));
-        }
-        Ok((size, ids))
-    }
+/// A pack's file name.
+pub(crate) fn pack_name(pack: &[u8; 32]) -> String {
+    let h = hex(pack);
+    format!("data/{}/{h}", &h[..2])
 }
 
 pub(crate) fn parse_id(text: &str) -> Result<BlobId> {
@@ -923,77 +588,6 @@ pub(crate) fn parse_id(text: &str) -> Result<BlobId> {
         *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
     }
     Ok(id)
-}
-
-fn set_owner_mode(path: &Path, node: &Node) -> Result<()> {
-    set_xattrs(path, node)?;
-    // Owners only as root; elsewhere the restoring user owns everything.
-    if rustix::process::geteuid().is_root() {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
-            .map_err(BackupError::file(path))?;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(node.mode))
-        .map_err(BackupError::file(path))
-}
-
-fn set_times(path: &Path, node: &Node) {
-    let t = rustix::fs::Timespec {
-        tv_sec: node.mtime_sec,
-        tv_nsec: i64::from(node.mtime_nsec),
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    let _ = rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    );
-}
-
-/// The extended attributes of `path` (not following a symlink); none when
-/// the file system has none or refuses to list them.
-fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let mut names = vec![0u8; 64 << 10];
-    let Ok(len) = rustix::fs::llistxattr(path, &mut names[..]) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut value = vec![0u8; 64 << 10];
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let os = std::ffi::OsStr::from_bytes(name);
-        if let Ok(n) = rustix::fs::lgetxattr(path, os, &mut value[..]) {
-            out.push(Xattr {
-                name: name.to_vec(),
-                value: value[..n].to_vec(),
-            });
-        }
-    }
-    out
-}
-
-fn set_xattrs(path: &Path, node: &Node) -> Result<()> {
-    for x in &node.xattrs {
-        rustix::fs::lsetxattr(
-            path,
-            std::ffi::OsStr::from_bytes(&x.name),
-            &x.value,
-            rustix::fs::XattrFlags::empty(),
-        )
-        .map_err(|e| BackupError::File {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::Error::from(e).kind(),
-                format!(
-                    "extended attribute {} not restored: {e}",
-                    String::from_utf8_lossy(&x.name)
-                ),
-            ),
-        })?;
-    }
-    Ok(())
 }
 
 /// One entry of a snapshot, with its path inside the snapshot.
@@ -1071,5 +665,37 @@ impl<B: Backend> Repository<B> {
         }
         out.sort_by(|x, y| x.1.cmp(&y.1));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    #[test]
+    fn a_snapshot_of_a_newer_version_asks_for_an_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::random();
+        let sizes = ChunkSizes {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+        };
+        let repo = Repository::init(LocalBackend::new(dir.path()), &key, sizes, None).unwrap();
+        let sealed = repo
+            .keys
+            .seal_file("snapshot", br#"{"version": 3, "something": "new"}"#);
+        let name = repo.keys.file_name(&sealed);
+        repo.backend
+            .put(&format!("snapshots/{name}"), &sealed)
+            .unwrap();
+        match repo.snapshots() {
+            Err(e @ BackupError::UnsupportedSnapshot { version: 3, .. }) => {
+                assert!(e.to_string().contains("upgrade atrest"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -46,6 +46,15 @@ pub struct Node {
     pub gid: u32,
     pub mtime_sec: i64,
     pub mtime_nsec: u32,
+    /// Status change time and inode number (snapshot version 2): with size
+    /// and mtime, what tells the next run a file is unchanged without
+    /// reading it. Version 1 nodes have none (0).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub ctime_sec: i64,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub ctime_nsec: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inode: u64,
     #[serde(default)]
     pub size: u64,
     /// Data blob ids (hex), in order: files only.
@@ -80,6 +89,17 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// The snapshot version this build writes; it reads 1 and 2.
+pub const SNAPSHOT_VERSION: u32 = 2;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tree {
@@ -96,6 +116,9 @@ pub struct Summary {
     pub new_blobs: u64,
     pub new_bytes: u64,
     pub packs: u64,
+    /// Files whose blobs came from the parent snapshot without reading them.
+    #[serde(default)]
+    pub unchanged_files: u64,
     /// Source entries that could not be read (reported, skipped).
     #[serde(default)]
     pub errors: Vec<String>,
@@ -113,5 +136,8 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     /// Root tree id (hex): one node per backed-up path.
     pub tree: String,
+    /// The snapshot whose unchanged files this one reused (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     pub summary: Summary,
 }

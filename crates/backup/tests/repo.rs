@@ -557,6 +557,7 @@ fn excludes_one_file_system_and_dry_run() {
             .collect(),
         one_file_system: true,
         dry_run: true,
+        ..Default::default()
     };
     let (id, dry) = repo
         .backup_with(std::slice::from_ref(&src), &meta(1), &options)
@@ -598,4 +599,133 @@ fn excludes_one_file_system_and_dry_run() {
         !out.join("other-fs/on-tmpfs").exists(),
         "--one-file-system did not descend"
     );
+}
+
+#[test]
+fn unchanged_files_come_from_the_parent_and_changed_ones_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = build(dir.path());
+    let key = SecretKey::random();
+    let mut repo = Repository::init(
+        LocalBackend::new(dir.path().join("repo")),
+        &key,
+        SIZES,
+        None,
+    )
+    .unwrap();
+    let (first, snap1) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    assert_eq!(snap1.summary.unchanged_files, 0);
+    assert_eq!(snap1.parent, None);
+
+    // Nothing changed: every file (hard links count once: their second
+    // name reuses the first) comes from the parent, unread.
+    let (_, snap2) = repo.backup(std::slice::from_ref(&src), &meta(2)).unwrap();
+    assert_eq!(snap2.parent.as_deref(), Some(first.as_str()));
+    assert_eq!(snap2.summary.unchanged_files, snap2.summary.files - 1);
+    assert_eq!(snap2.summary.new_bytes, 0);
+
+    // Same size, mtime put back: the ctime still differs, so the new bytes
+    // are read and restored.
+    let path = src.join("small.txt");
+    let before = fs::symlink_metadata(&path).unwrap();
+    fs::write(&path, b"HELLO BACKUP\n").unwrap();
+    let t = rustix::fs::Timespec {
+        tv_sec: before.mtime(),
+        tv_nsec: before.mtime_nsec(),
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        &path,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    let (third, snap3) = repo.backup(std::slice::from_ref(&src), &meta(3)).unwrap();
+    assert_eq!(snap3.summary.unchanged_files, snap3.summary.files - 2);
+    let target = dir.path().join("restore");
+    repo.restore(&third, &target).unwrap();
+    assert_eq!(
+        fs::read(restored_root(&target, &src).join("small.txt")).unwrap(),
+        b"HELLO BACKUP\n"
+    );
+
+    // --force (no parent): every file is read.
+    let options = atrest_backup::BackupOptions {
+        parent: atrest_backup::Parent::None,
+        ..Default::default()
+    };
+    let (_, forced) = repo
+        .backup_with(std::slice::from_ref(&src), &meta(4), &options)
+        .unwrap();
+    assert_eq!(forced.summary.unchanged_files, 0);
+    assert_eq!(forced.parent, None);
+    // Another host's snapshots are not a parent.
+    let other = SnapshotMeta {
+        hostname: "other".into(),
+        ..meta(5)
+    };
+    let (_, elsewhere) = repo.backup(std::slice::from_ref(&src), &other).unwrap();
+    assert_eq!(elsewhere.summary.unchanged_files, 0);
+}
+
+#[test]
+fn restore_includes_and_excludes_select_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = build(dir.path());
+    let key = SecretKey::random();
+    let mut repo = Repository::init(
+        LocalBackend::new(dir.path().join("repo")),
+        &key,
+        SIZES,
+        None,
+    )
+    .unwrap();
+    let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    let patterns = |p: &[&str]| {
+        atrest_backup::Patterns(p.iter().map(|p| glob::Pattern::new(p).unwrap()).collect())
+    };
+
+    // Include a directory (by path): it and everything below, and the
+    // directories leading to it, nothing else.
+    let target = dir.path().join("only-sub");
+    let options = atrest_backup::RestoreOptions {
+        includes: patterns(&[&format!("{}/sub", src.display())]),
+        ..Default::default()
+    };
+    let report = repo.restore_with(&id, &target, &options).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let out = restored_root(&target, &src);
+    assert_eq!(
+        fs::read(out.join("sub/deeper/copy.bin")).unwrap(),
+        pseudo(3 << 20, 1)
+    );
+    let mut top: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    top.sort();
+    assert_eq!(top, vec![std::ffi::OsString::from("sub")]);
+    // The directory leading to it keeps its stored mode.
+    assert_eq!(
+        fs::metadata(&out).unwrap().mode() & 0o7777,
+        fs::metadata(&src).unwrap().mode() & 0o7777
+    );
+
+    // Exclude by name: every `*.bin` and the `empty` directory are left out.
+    let target = dir.path().join("no-bin");
+    let options = atrest_backup::RestoreOptions {
+        excludes: patterns(&["*.bin", "empty"]),
+        ..Default::default()
+    };
+    let report = repo.restore_with(&id, &target, &options).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let out = restored_root(&target, &src);
+    assert!(!out.join("sub/big.bin").exists());
+    assert!(!out.join("sub/deeper/copy.bin").exists());
+    assert!(!out.join("empty").exists());
+    assert_eq!(fs::read(out.join("small.txt")).unwrap(), b"hello backup\n");
+    assert!(out.join("sub/deeper").is_dir());
 }

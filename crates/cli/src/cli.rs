@@ -500,6 +500,14 @@ pub struct BackupRunArgs {
     /// Read everything and say what would be stored; store nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Compare files with this snapshot (id, prefix or `latest`) instead of
+    /// the latest one of this host and these paths; files whose size,
+    /// mtime, ctime and inode are unchanged are not read again.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot.
+    #[arg(long)]
+    pub force: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -522,6 +530,14 @@ pub struct BackupRestoreArgs {
     pub target: PathBuf,
     #[command(flatten)]
     pub key: BackupKeyArgs,
+    /// Restore only entries matching PATTERN (with everything below a
+    /// matching directory); patterns as for `run --exclude`, matched
+    /// against the paths as backed up; repeat for several.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Leave out entries matching PATTERN and everything below them.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
 }
 
 #[derive(Debug, Args)]

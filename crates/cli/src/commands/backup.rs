@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use atrest_backup::{
-    Backend, ChunkSizes, LocalBackend, Repository, S3Backend, S3Options, Snapshot, SnapshotMeta,
+    Backend, ChunkSizes, LocalBackend, Parent, Patterns, Repository, S3Backend, S3Options,
+    Snapshot, SnapshotMeta,
 };
 use atrest_core::{SecretKey, labels};
 use atrest_vault::Vault;
@@ -166,13 +167,15 @@ fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
         tags: args.tags.clone(),
     };
     let options = atrest_backup::BackupOptions {
-        excludes: args
-            .excludes
-            .iter()
-            .map(|p| glob::Pattern::new(p).with_context(|| format!("--exclude {p}")))
-            .collect::<anyhow::Result<_>>()?,
+        excludes: patterns("--exclude", &args.excludes)?.0,
         one_file_system: args.one_file_system,
         dry_run: args.dry_run,
+        parent: match (&args.parent, args.force) {
+            (_, true) => Parent::None,
+            (Some(id), false) => Parent::Snapshot(id.clone()),
+            (None, false) => Parent::Latest,
+        },
+        threads: 0,
     };
     let (id, snap) = repo.backup_with(&paths, &meta, &options)?;
     let s = &snap.summary;
@@ -191,9 +194,10 @@ fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!(
-            "snapshot {} saved: {} files, {} directories, {} other, {} bytes ({} new bytes in {} blobs, {} packs)",
+            "snapshot {} saved: {} files ({} unchanged, not read again), {} directories, {} other, {} bytes ({} new bytes in {} blobs, {} packs)",
             &id[..8],
             s.files,
+            s.unchanged_files,
             s.dirs,
             s.others,
             s.bytes,
@@ -257,9 +261,23 @@ fn snapshots(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Glob patterns of `flag`, each checked.
+fn patterns(flag: &str, texts: &[String]) -> anyhow::Result<Patterns> {
+    texts
+        .iter()
+        .map(|p| glob::Pattern::new(p).with_context(|| format!("{flag} {p}: not a valid pattern")))
+        .collect::<anyhow::Result<_>>()
+        .map(Patterns)
+}
+
 fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
+    let options = atrest_backup::RestoreOptions {
+        includes: patterns("--include", &args.includes)?,
+        excludes: patterns("--exclude", &args.excludes)?,
+        threads: 0,
+    };
     let repo = open(&args.key)?;
-    let report = repo.restore(&args.snapshot, &args.target)?;
+    let report = repo.restore_with(&args.snapshot, &args.target, &options)?;
     for f in &report.failed {
         eprintln!("atrest: not restored: {f}");
     }

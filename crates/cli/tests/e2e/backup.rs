@@ -92,6 +92,8 @@ fn run_restore_check_round_trip() {
     cmd.arg(&src).arg("--json");
     let again: serde_json::Value = serde_json::from_slice(&success(cmd).stdout).unwrap();
     assert_eq!(again["summary"]["new_bytes"], 0);
+    // ... and reads neither file again: both come from the parent.
+    assert_eq!(again["summary"]["unchanged_files"], 2);
 
     let mut cmd = s.backup("snapshots");
     cmd.arg("--json");
@@ -123,6 +125,32 @@ fn run_restore_check_round_trip() {
     assert_eq!(
         fs::metadata(back.join("big.bin")).unwrap().mtime_nsec(),
         fs::metadata(src.join("big.bin")).unwrap().mtime_nsec()
+    );
+
+    // --include: only the docs directory (and the directories to it).
+    let partial = s.dir.path().join("partial");
+    let mut cmd = atrest();
+    cmd.args(["backup", "restore", "latest"]).arg(&partial);
+    cmd.arg("--include")
+        .arg(src.join("docs"))
+        .arg("--repo")
+        .arg(&s.repo)
+        .arg("--vault")
+        .arg(&s.vault)
+        .arg("--passphrase-file")
+        .arg(&s.pass);
+    success(cmd);
+    let back = partial.join(src.strip_prefix("/").unwrap());
+    assert!(back.join("docs/report-9f.txt").is_file());
+    assert!(!back.join("big.bin").exists());
+    let mut cmd = atrest();
+    cmd.args(["backup", "restore", "latest"]).arg(&partial);
+    cmd.args(["--include", "[unclosed"]);
+    cmd.arg("--repo").arg(&s.repo).arg("--vault").arg(&s.vault);
+    let err = failure(cmd);
+    assert!(
+        err.contains("--include [unclosed: not a valid pattern"),
+        "{err}"
     );
 
     let mut cmd = s.backup("check");
