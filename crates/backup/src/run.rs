@@ -108,7 +108,7 @@ pub(crate) type Packed = (Vec<(BlobId, Location)>, u64);
 
 /// Blobs waiting for a packer, per packer thread: bounds the memory a run
 /// holds (at most ~chunk max × this × threads).
-const QUEUE_PER_PACKER: usize = 8;
+const QUEUE_PER_PACKER: usize = 2;
 
 /// The packer threads of one run, started in `scope`; `f` gets the sending
 /// end. Returns `f`'s result with every new index entry and the number of
