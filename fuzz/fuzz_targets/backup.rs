@@ -2,7 +2,7 @@
 //! a config (opened with and without a key), and a pack and an index file
 //! named correctly (by keyed hash, so the bytes reach the parsers behind
 //! the name check) in an otherwise valid repository, then `check
-//! --read-data`. Errors only, never a panic; nothing forged authenticates.
+//! --read-data`; a lock file and a snapshot file, then listing them. Errors only, never a panic; nothing forged authenticates.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -68,6 +68,15 @@ fuzz_target!(|data: &[u8]| {
     let name = hex(&keys.blob_id(rest));
     let mem = Mem::default();
     mem.put("config", &repo.backend().get("config").expect("config")).expect("put");
+    if selector % 4 == 3 {
+        // A forged lock file and snapshot: neither opens, neither panics.
+        mem.put(&format!("locks/{name}"), rest).expect("put");
+        mem.put(&format!("snapshots/{name}"), rest).expect("put");
+        let repo = Repository::open(mem, &master).expect("open");
+        assert!(repo.locks().expect("list").iter().all(|l| l.info.is_err()));
+        assert!(repo.snapshots().is_err());
+        return;
+    }
     let target = if selector % 4 == 1 { format!("data/{}/{name}", &name[..2]) } else { format!("index/{name}") };
     mem.put(&target, rest).expect("put");
     // A forged index fails to open; a forged pack opens (no index names

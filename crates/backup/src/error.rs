@@ -26,6 +26,11 @@ pub enum BackupError {
         "snapshot {name} has version {version}, newer than this atrest reads (1 and 2); upgrade atrest"
     )]
     UnsupportedSnapshot { name: String, version: u64 },
+    /// Another command holds a conflicting lock.
+    #[error(
+        "the repository is in use: {0}; wait for it to finish, or if that process is gone, remove stale locks with `atrest backup unlock`"
+    )]
+    Locked(String),
     /// A packer thread stopped (its own error is reported instead).
     #[error("a worker thread stopped")]
     WorkerStopped,

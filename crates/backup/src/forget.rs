@@ -106,6 +106,7 @@ impl<B: Backend> Repository<B> {
         for (_, snap) in self.snapshots()? {
             let mut stack = vec![snap.tree.clone()];
             while let Some(t) = stack.pop() {
+                self.keep_lock();
                 if !used.insert(parse_id(&t)?) {
                     continue;
                 }
@@ -127,8 +128,9 @@ impl<B: Backend> Repository<B> {
     /// safety: new packs, then one new index of everything kept, then the
     /// old index files, then the old packs. A crash leaves at most
     /// unreferenced packs or duplicate index entries, never a snapshot
-    /// without its data. Not safe against a concurrent `backup` into the
-    /// same repository (which could reference a blob being dropped).
+    /// without its data. Callers hold an exclusive lock
+    /// ([`Repository::lock`]): a concurrent `backup` could otherwise
+    /// reference a blob being dropped, or write an index this deletes.
     pub fn prune(&mut self) -> Result<PruneReport> {
         let used = self.used_blobs()?;
         let mut by_pack: BTreeMap<[u8; 32], Vec<BlobId>> = BTreeMap::new();
@@ -173,6 +175,7 @@ impl<B: Backend> Repository<B> {
             self.backend().delete(name)?;
         }
         for pack in &doomed {
+            self.keep_lock();
             let name = Self::pack_name(pack);
             report.bytes_freed += self
                 .backend()

@@ -9,6 +9,7 @@ mod chunker;
 mod error;
 mod forget;
 mod keys;
+mod lock;
 mod pack;
 mod repo;
 mod restore;
@@ -21,6 +22,7 @@ pub use chunker::{ChunkSizes, Chunker};
 pub use error::{BackupError, Result};
 pub use forget::{KeepPolicy, PruneReport, keep};
 pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
+pub use lock::{LOCK_REFRESH, LOCK_STALE, ListedLock, LockInfo};
 pub use pack::{Location, PACK_TARGET};
 pub use repo::{
     Change, CheckReport, ListedNode, REPO_VERSION, Repository, RestoreReport, SnapshotMeta,

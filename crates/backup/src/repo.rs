@@ -19,6 +19,7 @@ use crate::backend::{Backend, hex};
 use crate::chunker::{ChunkSizes, Chunker};
 use crate::error::{BackupError, Result};
 use crate::keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
+use crate::lock::LockSlot;
 use crate::pack::{Location, PACK_HEADER_LEN, read_trailer};
 use crate::run::{BackupOptions, Parent, Sink, Walk, walk_roots, with_packers};
 use crate::tree::{Node, SNAPSHOT_VERSION, Snapshot, Summary, Tree};
@@ -71,6 +72,15 @@ pub struct Repository<B: Backend> {
     chunker: Chunker,
     index: BTreeMap<BlobId, Location>,
     binding: Option<[u8; 16]>,
+    lock: LockSlot,
+}
+
+impl<B: Backend> Drop for Repository<B> {
+    /// A lock is never left behind by a command that ends, even by an
+    /// error (a killed process leaves it to go stale).
+    fn drop(&mut self) {
+        let _ = self.unlock();
+    }
 }
 
 impl<B: Backend> Repository<B> {
@@ -110,6 +120,7 @@ impl<B: Backend> Repository<B> {
             keys,
             index: BTreeMap::new(),
             binding,
+            lock: LockSlot::default(),
         })
     }
 
@@ -185,17 +196,34 @@ impl<B: Backend> Repository<B> {
             keys,
             index: BTreeMap::new(),
             binding: (bound != [0; 16]).then_some(bound),
+            lock: LockSlot::default(),
         };
-        for name in repo.backend.list("index")? {
-            for (id, loc) in repo.read_index(&name)? {
-                repo.index.insert(id, loc);
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    /// (Re)reads every index file.
+    pub(crate) fn load_index(&mut self) -> Result<()> {
+        let mut index = BTreeMap::new();
+        for name in self.backend.list("index")? {
+            for (id, loc) in self.read_index(&name)? {
+                index.insert(id, loc);
             }
         }
-        Ok(repo)
+        self.index = index;
+        Ok(())
     }
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    pub(crate) fn keys(&self) -> &RepoKeys {
+        &self.keys
+    }
+
+    pub(crate) fn lock_slot(&self) -> &LockSlot {
+        &self.lock
     }
 
     pub(crate) fn index_entries(&self) -> impl Iterator<Item = (&BlobId, &Location)> {
@@ -365,6 +393,7 @@ impl<B: Backend> Repository<B> {
                 chunker: &self.chunker,
                 index: &self.index,
                 load_tree: &load_tree,
+                keep_lock: &|| self.keep_lock(),
                 sink,
                 seen: HashSet::new(),
                 summary: Summary::default(),
@@ -514,6 +543,7 @@ impl<B: Backend> Repository<B> {
                     report.snapshots += 1;
                     let mut stack = vec![snap.tree.clone()];
                     while let Some(t) = stack.pop() {
+                        self.keep_lock();
                         match self.load_tree(&t, &mut salts) {
                             Ok(tree) => {
                                 report.trees += 1;
@@ -544,6 +574,7 @@ impl<B: Backend> Repository<B> {
                     report.problems.push(format!("{name}: not a pack name"));
                     continue;
                 };
+                self.keep_lock();
                 let bytes = self.backend.get(&name)?;
                 match read_trailer(&self.keys, &name, &pack, &bytes) {
                     Ok(entries) => {

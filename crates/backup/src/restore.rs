@@ -146,6 +146,7 @@ impl<B: Backend> Repository<B> {
         loop {
             let next = rx.lock().expect("restore queue").recv();
             let Ok((dest, node)) = next else { break };
+            self.keep_lock();
             match self.restore_file(&dest, &node, &mut salts) {
                 Ok(n) => {
                     report.files += 1;
@@ -231,6 +232,7 @@ impl<B: Backend> Walker<'_, B> {
         selected: bool,
     ) -> Result<()> {
         if node.kind == NodeKind::Dir {
+            self.repo.keep_lock();
             if selected {
                 make_dir(dest)?;
             }

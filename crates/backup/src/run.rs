@@ -223,6 +223,8 @@ pub(crate) struct Walk<'r, 's> {
     pub(crate) index: &'r BTreeMap<BlobId, Location>,
     /// Reads a tree of the parent snapshot.
     pub(crate) load_tree: &'r dyn Fn(&str) -> Result<Tree>,
+    /// Refreshes the repository lock when due.
+    pub(crate) keep_lock: &'r dyn Fn(),
     pub(crate) sink: Sink<'s>,
     /// Blobs sent to the packers by this run (deduplication before they are
     /// in the index).
@@ -330,6 +332,7 @@ impl Walk<'_, '_> {
             }
             NodeKind::Dir => {
                 self.summary.dirs += 1;
+                (self.keep_lock)();
                 let mut entries: Vec<_> = fs::read_dir(path)
                     .map_err(BackupError::file(path))?
                     .collect::<std::io::Result<_>>()

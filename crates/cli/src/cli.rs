@@ -402,6 +402,19 @@ pub enum BackupCommand {
     /// What changed between two snapshots: + added, - removed, M contents,
     /// U metadata only.
     Diff(BackupDiffArgs),
+    /// List the repository's locks and remove the stale ones (left by a
+    /// killed command: older than 30 minutes, or of this host with its
+    /// process gone); --remove-all removes every lock.
+    Unlock(BackupUnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupUnlockArgs {
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// Remove every lock, even those of running commands.
+    #[arg(long)]
+    pub remove_all: bool,
 }
 
 #[derive(Debug, Args)]

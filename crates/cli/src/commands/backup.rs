@@ -17,7 +17,7 @@ use atrest_vault::Vault;
 
 use crate::cli::{
     BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupForgetArgs, BackupKeyArgs,
-    BackupListArgs, BackupLsArgs, BackupRestoreArgs, BackupRunArgs,
+    BackupListArgs, BackupLsArgs, BackupRestoreArgs, BackupRunArgs, BackupUnlockArgs,
 };
 use crate::hygiene;
 
@@ -40,9 +40,10 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         BackupCommand::Ls(args) => ls(&args),
         BackupCommand::Diff(args) => diff(&args),
         BackupCommand::Prune(args) => {
-            let mut repo = open(&args.key)?;
+            let mut repo = open_locked(&args.key, true)?;
             prune(&mut repo)
         }
+        BackupCommand::Unlock(args) => unlock_repo(&args),
     }
 }
 
@@ -160,7 +161,11 @@ fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
             std::path::absolute(p).with_context(|| format!("{}", p.display()))
         })
         .collect::<anyhow::Result<Vec<PathBuf>>>()?;
-    let mut repo = open(&args.key)?;
+    let mut repo = if args.dry_run {
+        open(&args.key)?
+    } else {
+        open_locked(&args.key, false)?
+    };
     let meta = SnapshotMeta {
         time_ms: now_ms(),
         hostname: hostname(),
@@ -276,7 +281,7 @@ fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
         excludes: patterns("--exclude", &args.excludes)?,
         threads: 0,
     };
-    let repo = open(&args.key)?;
+    let repo = open_locked(&args.key, false)?;
     let report = repo.restore_with(&args.snapshot, &args.target, &options)?;
     for f in &report.failed {
         eprintln!("atrest: not restored: {f}");
@@ -299,7 +304,7 @@ fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: &BackupCheckArgs) -> anyhow::Result<ExitCode> {
-    let repo = open(&args.key)?;
+    let repo = open_locked(&args.key, false)?;
     let report = repo.check(args.read_data)?;
     for p in &report.problems {
         println!("damaged: {p}");
@@ -381,6 +386,49 @@ fn status(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// [`open`], then a shared (`run`, `restore`, `check`) or exclusive
+/// (`forget`, `prune`) lock held until the command ends.
+fn open_locked(args: &BackupKeyArgs, exclusive: bool) -> anyhow::Result<Repo> {
+    let mut repo = open(args)?;
+    repo.lock(exclusive, &hostname())?;
+    Ok(repo)
+}
+
+fn unlock_repo(args: &BackupUnlockArgs) -> anyhow::Result<ExitCode> {
+    let repo = open(&args.key)?;
+    let host = hostname();
+    let now = now_ms();
+    for lock in repo.locks()? {
+        match &lock.info {
+            Ok(info) => println!(
+                "{}: {} lock of process {} on {}, {} s old{}",
+                lock.name,
+                if info.exclusive {
+                    "exclusive"
+                } else {
+                    "shared"
+                },
+                info.pid,
+                info.hostname,
+                now.saturating_sub(info.time_ms) / 1000,
+                if info.is_stale(now, &host) {
+                    " (stale)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => println!("{}: unreadable: {e}", lock.name),
+        }
+    }
+    let n = repo.remove_locks(args.remove_all, &host)?;
+    println!(
+        "removed {n} {}lock{}",
+        if args.remove_all { "" } else { "stale " },
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn forget(args: &BackupForgetArgs) -> anyhow::Result<ExitCode> {
     let policy = atrest_backup::KeepPolicy {
         last: args.keep_last,
@@ -393,7 +441,7 @@ fn forget(args: &BackupForgetArgs) -> anyhow::Result<ExitCode> {
     if policy.is_empty() == args.snapshots.is_empty() {
         bail!("name the snapshots to forget, or give a --keep-* policy (not both)");
     }
-    let mut repo = open(&args.key)?;
+    let mut repo = open_locked(&args.key, !args.dry_run)?;
     let all = repo.snapshots()?;
     let doomed: Vec<String> = if policy.is_empty() {
         args.snapshots

@@ -576,3 +576,89 @@ fn kill_9_during_run_never_damages_the_repository() {
         assert!(got == pattern(100 + i, 9 << 20), "part{i} differs");
     }
 }
+
+#[test]
+fn kill_9_during_prune_never_loses_a_kept_snapshot() {
+    let s = setup();
+    let src = s.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("part{i}")), pattern(200 + i, 6 << 20)).unwrap();
+    }
+    success(s.backup("init"));
+    let mut seed = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let restore_matches = |round: usize| {
+        let target = s.dir.path().join(format!("restored-{round}"));
+        let mut cmd = atrest();
+        cmd.args(["backup", "restore", "latest"]).arg(&target);
+        cmd.arg("--repo")
+            .arg(&s.repo)
+            .arg("--vault")
+            .arg(&s.vault)
+            .arg("--passphrase-file")
+            .arg(&s.pass);
+        success(cmd);
+        for i in 0..4 {
+            let name = format!("part{i}");
+            let got = fs::read(target.join(src.strip_prefix("/").unwrap()).join(&name)).unwrap();
+            assert!(
+                got == fs::read(src.join(&name)).unwrap(),
+                "round {round}: {name} differs"
+            );
+        }
+        fs::remove_dir_all(&target).unwrap();
+    };
+    for round in 0..6 {
+        // A new snapshot with one file changed, the older ones forgotten:
+        // the next prune has packs to delete and packs to rewrite.
+        fs::write(
+            src.join(format!("part{}", round % 4)),
+            pattern(300 + round as u64, 6 << 20),
+        )
+        .unwrap();
+        let mut run = s.backup("run");
+        run.arg(&src);
+        success(run);
+        let mut forget = s.backup("forget");
+        forget.args(["--keep-last", "1"]);
+        success(forget);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut cmd = s.backup("prune");
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20 + seed % 900));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let mut check = s.backup("check");
+        check.arg("--read-data");
+        let out = check.output().unwrap();
+        assert!(
+            out.status.success(),
+            "round {round} (prune {status}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        restore_matches(round);
+    }
+    // The killed prunes' locks are stale (their processes are gone): a
+    // full prune runs, and `unlock` leaves no lock behind.
+    success(s.backup("prune"));
+    let out = success(s.backup("unlock"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stale lock"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fs::read_dir(s.repo.join("locks")).unwrap().count(), 0);
+    let mut check = s.backup("check");
+    check.arg("--read-data");
+    assert!(String::from_utf8_lossy(&success(check).stdout).contains("no errors"));
+    restore_matches(99);
+}
