@@ -28,6 +28,6 @@ pub use repo::{
     Change, CheckReport, ListedNode, REPO_VERSION, Repository, RestoreReport, SnapshotMeta,
 };
 pub use restore::RestoreOptions;
-pub use run::{BackupOptions, Parent, Patterns};
+pub use run::{BackupOptions, Parent, Patterns, Progress};
 pub use s3::{S3Backend, S3Options};
 pub use tree::{Node, NodeKind, SNAPSHOT_VERSION, Snapshot, Summary, Tree, Xattr};

@@ -530,6 +530,14 @@ impl<B: Backend> Repository<B> {
     /// Checks every snapshot, tree and index entry; with `read_data`, reads
     /// every pack and opens every blob.
     pub fn check(&self, read_data: bool) -> Result<CheckReport> {
+        self.check_packs(if read_data { 100 } else { 0 })
+    }
+
+    /// [`Repository::check`], reading a random `percent` of the packs
+    /// (rounded up to a whole pack; 0: none, 100: all), as restic's
+    /// `--read-data-subset N%`: run daily with a few percent, every pack is
+    /// read within a few months.
+    pub fn check_packs(&self, percent: u8) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let mut salts = HashMap::new();
         for name in self.backend.list("index")? {
@@ -568,8 +576,18 @@ impl<B: Backend> Repository<B> {
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
-        if read_data {
-            for name in self.backend.list("data")? {
+        if percent > 0 {
+            let mut packs = self.backend.list("data")?;
+            if percent < 100 {
+                let want = (packs.len() * usize::from(percent)).div_ceil(100);
+                let mut keyed: Vec<(u64, String)> = packs
+                    .into_iter()
+                    .map(|p| (u64::from_le_bytes(atrest_core::random_array::<8>()), p))
+                    .collect();
+                keyed.sort();
+                packs = keyed.into_iter().take(want).map(|(_, p)| p).collect();
+            }
+            for name in packs {
                 let Some(pack) = name.rsplit('/').next().and_then(|h| parse_id(h).ok()) else {
                     report.problems.push(format!("{name}: not a pack name"));
                     continue;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::{Backend, hex};
 use crate::error::{BackupError, Result};
 use crate::repo::{Repository, RestoreReport, parse_id};
-use crate::run::Patterns;
+use crate::run::{Patterns, Progress};
 use crate::tree::{Node, NodeKind};
 
 /// Which entries a restore writes, and with how many threads.
@@ -36,6 +36,8 @@ pub struct RestoreOptions {
     pub excludes: Patterns,
     /// File writer threads; 0 = one per CPU, at most 4.
     pub threads: usize,
+    /// Updated as files are written.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// One regular file for a worker: where, and its node.
@@ -87,7 +89,7 @@ impl<B: Backend> Repository<B> {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     let rx = Arc::clone(&rx);
-                    s.spawn(move || self.file_worker(&rx))
+                    s.spawn(move || self.file_worker(&rx, &options.progress))
                 })
                 .collect();
             drop(rx);
@@ -140,17 +142,22 @@ impl<B: Backend> Repository<B> {
     }
 
     /// Writes files until the queue closes; returns what it did.
-    fn file_worker(&self, rx: &Mutex<Receiver<Job>>) -> RestoreReport {
+    fn file_worker(
+        &self,
+        rx: &Mutex<Receiver<Job>>,
+        progress: &Option<Arc<Progress>>,
+    ) -> RestoreReport {
         let mut report = RestoreReport::default();
         let mut salts = HashMap::new();
         loop {
             let next = rx.lock().expect("restore queue").recv();
             let Ok((dest, node)) = next else { break };
             self.keep_lock();
-            match self.restore_file(&dest, &node, &mut salts) {
+            match self.restore_file(&dest, &node, &mut salts, progress) {
                 Ok(n) => {
                     report.files += 1;
                     report.bytes += n;
+                    Progress::add(progress, 1, 0);
                 }
                 Err(e) => report.failed.push(format!("{}: {e}", dest.display())),
             }
@@ -164,6 +171,7 @@ impl<B: Backend> Repository<B> {
         dest: &Path,
         node: &Node,
         salts: &mut HashMap<[u8; 32], [u8; 32]>,
+        progress: &Option<Arc<Progress>>,
     ) -> Result<u64> {
         let tmp = dest.with_file_name(format!(
             ".atrest-restore-{}",
@@ -182,6 +190,7 @@ impl<B: Backend> Repository<B> {
                     f.write_all(&data).map_err(BackupError::file(&tmp))?;
                 }
                 n += data.len() as u64;
+                Progress::add(progress, 0, data.len() as u64);
             }
             f.set_len(n).map_err(BackupError::file(&tmp))?;
             Ok(n)

@@ -60,6 +60,23 @@ impl Patterns {
     }
 }
 
+/// Counters a caller can watch from another thread while a `backup` or
+/// `restore` runs (for a progress bar): entries and bytes done so far.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn add(progress: &Option<Arc<Progress>>, files: u64, bytes: u64) {
+        if let Some(p) = progress {
+            p.files.fetch_add(files, Ordering::Relaxed);
+            p.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Which snapshot a run compares files with before reading them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Parent {
@@ -85,6 +102,8 @@ pub struct BackupOptions {
     pub parent: Parent,
     /// Packer threads; 0 = one per CPU, at most 4.
     pub threads: usize,
+    /// Updated as files are read (or found unchanged).
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl BackupOptions {
@@ -318,10 +337,20 @@ impl Walk<'_, '_> {
                     Some(p) => {
                         self.summary.unchanged_files += 1;
                         self.summary.bytes += p.size;
+                        Progress::add(&self.options.progress, 0, p.size);
                         (p.size, p.content.clone())
                     }
-                    None => self.file(path)?,
+                    None => {
+                        let (size, content) = self.file(path)?;
+                        if self.changed_while_read(path, md, size) {
+                            self.summary
+                                .changed_while_read
+                                .push(path.display().to_string());
+                        }
+                        (size, content)
+                    }
                 };
+                Progress::add(&self.options.progress, 1, 0);
                 if let Some(g) = group {
                     self.links
                         .insert((md.dev(), md.ino()), (g, size, content.clone()));
@@ -400,6 +429,28 @@ impl Walk<'_, '_> {
             })
     }
 
+    /// Whether the file at `path` (stat'ed as `before`) was changed while
+    /// it was read, or read to `read` bytes against another size.
+    fn changed_while_read(&self, path: &Path, before: &fs::Metadata, read: u64) -> bool {
+        let Ok(after) = fs::symlink_metadata(path) else {
+            return true;
+        };
+        read != before.len()
+            || (
+                after.len(),
+                after.mtime(),
+                after.mtime_nsec(),
+                after.ctime(),
+                after.ctime_nsec(),
+            ) != (
+                before.len(),
+                before.mtime(),
+                before.mtime_nsec(),
+                before.ctime(),
+                before.ctime_nsec(),
+            )
+    }
+
     /// Chunks and stores one file; returns its size and blob ids.
     fn file(&mut self, path: &Path) -> Result<(u64, Vec<String>)> {
         let mut f = fs::File::open(path).map_err(BackupError::file(path))?;
@@ -427,6 +478,7 @@ impl Walk<'_, '_> {
             let chunk = std::mem::replace(&mut buf, rest);
             size += chunk.len() as u64;
             self.summary.bytes += chunk.len() as u64;
+            Progress::add(&self.options.progress, 0, chunk.len() as u64);
             ids.push(hex(&self.store(BlobKind::Data, chunk)?));
         }
         Ok((size, ids))

@@ -119,6 +119,13 @@ pub struct Summary {
     /// Files whose blobs came from the parent snapshot without reading them.
     #[serde(default)]
     pub unchanged_files: u64,
+    /// Files whose size, mtime or ctime changed while they were read (or
+    /// that read to another length than their size): the snapshot holds
+    /// the bytes read, which may mix old and new contents. Reported as a
+    /// warning; the next run reads them again (their recorded times are
+    /// from before the read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_while_read: Vec<String>,
     /// Source entries that could not be read (reported, skipped).
     #[serde(default)]
     pub errors: Vec<String>,

@@ -729,3 +729,175 @@ fn restore_includes_and_excludes_select_entries() {
     assert_eq!(fs::read(out.join("small.txt")).unwrap(), b"hello backup\n");
     assert!(out.join("sub/deeper").is_dir());
 }
+
+#[test]
+fn read_data_subset_reads_that_share_of_the_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let key = SecretKey::random();
+    let mut repo = Repository::init(
+        LocalBackend::new(dir.path().join("repo")),
+        &key,
+        SIZES,
+        None,
+    )
+    .unwrap();
+    // Six runs, each of new data: at least six packs.
+    for i in 0..6 {
+        fs::write(src.join(format!("f{i}")), pseudo(300 << 10, 50 + i)).unwrap();
+        repo.backup(std::slice::from_ref(&src), &meta(i)).unwrap();
+    }
+    let packs = repo.check(true).unwrap().packs_read;
+    assert!(packs >= 6, "{packs}");
+    for (percent, want) in [(1, 1), (50, packs.div_ceil(2)), (100, packs)] {
+        let report = repo.check_packs(percent).unwrap();
+        assert_eq!(report.packs_read, want, "{percent}%");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+    assert_eq!(repo.check_packs(0).unwrap().packs_read, 0);
+}
+
+/// A file that reads to another length than its size (a /proc file, whose
+/// size is 0, stands for one appended to while read) is kept with the bytes
+/// read and named in the summary.
+#[test]
+fn a_file_changing_while_read_is_kept_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::random();
+    let mut repo = Repository::init(
+        LocalBackend::new(dir.path().join("repo")),
+        &key,
+        SIZES,
+        None,
+    )
+    .unwrap();
+    let file = PathBuf::from("/proc/self/mountinfo");
+    let (id, snap) = repo.backup(std::slice::from_ref(&file), &meta(1)).unwrap();
+    assert_eq!(
+        snap.summary.changed_while_read,
+        vec![file.display().to_string()]
+    );
+    assert!(snap.summary.errors.is_empty());
+    let listed = repo.list(&id).unwrap();
+    assert!(listed[0].node.size > 0, "the bytes read are kept");
+    // An ordinary file is not reported.
+    let plain = dir.path().join("plain");
+    fs::write(&plain, b"steady").unwrap();
+    let (_, snap) = repo.backup(&[plain], &meta(2)).unwrap();
+    assert!(snap.summary.changed_while_read.is_empty());
+}
+
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs of `bytes` at `path` (root only; CI runs tests as root).
+    fn mount(path: &Path, bytes: u64) -> Self {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts a tmpfs: run it as root (CI does)"
+        );
+        fs::create_dir_all(path).unwrap();
+        let options = std::ffi::CString::new(format!("size={bytes}")).unwrap();
+        rustix::mount::mount(
+            "tmpfs",
+            path,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(options.as_c_str()),
+        )
+        .unwrap();
+        Self(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_stops_a_run_cleanly_and_the_next_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), pseudo(3 << 20, 71)).unwrap();
+    fs::write(src.join("b"), pseudo(3 << 20, 72)).unwrap();
+    let small = dir.path().join("small");
+    let _fs = Tmpfs::mount(&small, 4 << 20);
+    let root = small.join("repo");
+    let key = SecretKey::random();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    match repo.backup(std::slice::from_ref(&src), &meta(1)) {
+        Err(BackupError::Storage { source, .. }) => {
+            assert_eq!(source.raw_os_error(), Some(libc_enospc()), "{source}")
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    // Nothing half-committed: no snapshot, and what was written checks.
+    let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    assert!(repo.snapshots().unwrap().is_empty());
+    let check = repo.check(true).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    // With room again, the next run completes (reusing the packs the
+    // failed run wrote) and restores.
+    let bigger = std::ffi::CString::new("size=32m").unwrap();
+    rustix::mount::mount_remount(
+        &small,
+        rustix::mount::MountFlags::empty(),
+        bigger.as_c_str(),
+    )
+    .unwrap();
+    drop(repo);
+    let mut repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(2)).unwrap();
+    let target = dir.path().join("restored");
+    let report = repo.restore(&id, &target).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    for (name, seed) in [("a", 71), ("b", 72)] {
+        assert_eq!(
+            fs::read(restored_root(&target, &src).join(name)).unwrap(),
+            pseudo(3 << 20, seed)
+        );
+    }
+}
+
+#[test]
+fn a_full_disk_during_restore_fails_those_files_and_writes_nothing_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("small"), b"fits").unwrap();
+    fs::write(src.join("large"), pseudo(2 << 20, 73)).unwrap();
+    let key = SecretKey::random();
+    let mut repo = Repository::init(
+        LocalBackend::new(dir.path().join("repo")),
+        &key,
+        SIZES,
+        None,
+    )
+    .unwrap();
+    let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
+    let target = dir.path().join("target");
+    let _fs = Tmpfs::mount(&target, 1 << 20);
+    let report = repo.restore(&id, &target).unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(report.failed[0].contains("large"), "{:?}", report.failed);
+    let out = restored_root(&target, &src);
+    assert_eq!(fs::read(out.join("small")).unwrap(), b"fits");
+    assert!(
+        !out.join("large").exists(),
+        "no partial file under its name"
+    );
+    let leftovers: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".atrest-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn libc_enospc() -> i32 {
+    rustix::io::Errno::NOSPC.raw_os_error()
+}

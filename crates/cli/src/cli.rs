@@ -560,4 +560,21 @@ pub struct BackupCheckArgs {
     /// Also read every pack and open every blob.
     #[arg(long)]
     pub read_data: bool,
+    /// Also read a random N% of the packs (e.g. `5%` daily reads every pack
+    /// within a few weeks).
+    #[arg(long, value_name = "N%", value_parser = parse_percent, conflicts_with = "read_data")]
+    pub read_data_subset: Option<u8>,
+}
+
+/// `N%` or `N`, 1 to 100.
+fn parse_percent(text: &str) -> Result<u8, String> {
+    let n: u8 = text
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{text}: give a percentage such as 5%"))?;
+    if (1..=100).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{text}: give a percentage from 1% to 100%"))
+    }
 }

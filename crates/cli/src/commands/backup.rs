@@ -6,11 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use atrest_backup::{
-    Backend, ChunkSizes, LocalBackend, Parent, Patterns, Repository, S3Backend, S3Options,
-    Snapshot, SnapshotMeta,
+    Backend, ChunkSizes, LocalBackend, Parent, Patterns, Progress, Repository, S3Backend,
+    S3Options, Snapshot, SnapshotMeta,
 };
 use atrest_core::{SecretKey, labels};
 use atrest_vault::Vault;
@@ -181,11 +182,29 @@ fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
             (None, false) => Parent::Latest,
         },
         threads: 0,
+        progress: Some(Arc::new(Progress::default())),
     };
-    let (id, snap) = repo.backup_with(&paths, &meta, &options)?;
+    let bar = super::progress::start(
+        "backup",
+        options.progress.clone().expect("set above"),
+        super::progress::Total::scan(
+            paths.clone(),
+            Patterns(options.excludes.clone()),
+            options.one_file_system,
+        ),
+        args.json,
+    );
+    let result = repo.backup_with(&paths, &meta, &options);
+    drop(bar);
+    let (id, snap) = result?;
     let s = &snap.summary;
     for e in &s.errors {
         eprintln!("atrest: skipped: {e}");
+    }
+    for f in &s.changed_while_read {
+        eprintln!(
+            "atrest: warning: {f} changed while it was read; the snapshot holds the bytes read (stop the writer, or back up a file system snapshot, for a consistent copy)"
+        );
     }
     if args.json {
         println!(
@@ -280,9 +299,19 @@ fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
         includes: patterns("--include", &args.includes)?,
         excludes: patterns("--exclude", &args.excludes)?,
         threads: 0,
+        progress: Some(Arc::new(Progress::default())),
     };
     let repo = open_locked(&args.key, false)?;
-    let report = repo.restore_with(&args.snapshot, &args.target, &options)?;
+    let (_, snap) = repo.snapshot(&args.snapshot)?;
+    let bar = super::progress::start(
+        "restore",
+        options.progress.clone().expect("set above"),
+        super::progress::Total::fixed(snap.summary.files, snap.summary.bytes),
+        false,
+    );
+    let result = repo.restore_with(&args.snapshot, &args.target, &options);
+    drop(bar);
+    let report = result?;
     for f in &report.failed {
         eprintln!("atrest: not restored: {f}");
     }
@@ -305,7 +334,12 @@ fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
 
 fn check(args: &BackupCheckArgs) -> anyhow::Result<ExitCode> {
     let repo = open_locked(&args.key, false)?;
-    let report = repo.check(args.read_data)?;
+    let percent = match (args.read_data, args.read_data_subset) {
+        (true, _) => 100,
+        (false, Some(n)) => n,
+        (false, None) => 0,
+    };
+    let report = repo.check_packs(percent)?;
     for p in &report.problems {
         println!("damaged: {p}");
     }
@@ -313,7 +347,7 @@ fn check(args: &BackupCheckArgs) -> anyhow::Result<ExitCode> {
         "{} snapshots, {} trees{}: {}",
         report.snapshots,
         report.trees,
-        if args.read_data {
+        if percent > 0 {
             format!(
                 ", {} packs and {} blobs read",
                 report.packs_read, report.blobs_read

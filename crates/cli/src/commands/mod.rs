@@ -9,6 +9,7 @@ pub(crate) mod keyd;
 mod keyslot;
 mod mount;
 mod passwd;
+mod progress;
 mod remote;
 mod status;
 mod unmount;

@@ -157,6 +157,17 @@ fn run_restore_check_round_trip() {
     cmd.arg("--read-data");
     let out = success(cmd);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no errors"));
+    let mut cmd = s.backup("check");
+    cmd.args(["--read-data-subset", "50%"]);
+    let out = success(cmd);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("packs and"),
+        "{out:?}"
+    );
+    let mut cmd = s.backup("check");
+    cmd.args(["--read-data-subset", "150%"]);
+    let err = failure(cmd);
+    assert!(err.contains("from 1% to 100%"), "{err}");
     let out = success(s.backup("status"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("snapshots:  2"));
 
@@ -661,4 +672,42 @@ fn kill_9_during_prune_never_loses_a_kept_snapshot() {
     check.arg("--read-data");
     assert!(String::from_utf8_lossy(&success(check).stdout).contains("no errors"));
     restore_matches(99);
+}
+
+/// A progress bar on a terminal (here a pseudo-terminal made by util-linux
+/// `script`), and none when standard error is a pipe.
+#[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    let s = setup();
+    let src = s.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..6 {
+        fs::write(src.join(format!("part{i}")), pattern(400 + i, 8 << 20)).unwrap();
+    }
+    success(s.backup("init"));
+    // Piped: no bar, no terminal escapes, only the summary.
+    let mut cmd = s.backup("run");
+    cmd.arg(&src);
+    let out = success(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains('\u{1b}') && !err.contains("files,"), "{err}");
+    // On a terminal: the bar names the files and the time left.
+    let line = format!(
+        "{} backup run --force {} --repo {} --vault {} --passphrase-file {}",
+        env!("CARGO_BIN_EXE_atrest"),
+        src.display(),
+        s.repo.display(),
+        s.vault.display(),
+        s.pass.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .output()
+        .expect("util-linux script (bsdutils) must be installed");
+    assert!(out.status.success(), "{out:?}");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tty.contains("backup") && tty.contains("/6 files") && tty.contains("snapshot"),
+        "{tty}"
+    );
 }
