@@ -13,6 +13,7 @@
 //! # }
 //! ```
 
+mod dirs;
 mod fs;
 mod nodes;
 
