@@ -25,6 +25,7 @@ use fuser::{
 use parking_lot::{Mutex, RwLock};
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
+use crate::ciphers::Ciphers;
 use crate::dirs::DirHandles;
 use crate::nodes::NodeTable;
 
@@ -35,15 +36,6 @@ const LOCK_STRIPES: usize = 256;
 struct OpenFile {
     file: File,
     ino: u64,
-}
-
-/// What all open handles of one inode share. The cipher is per inode, not
-/// per handle, because a write to a header-only file replaces the header
-/// (and so the key) for every handle and hard link at once.
-#[derive(Default)]
-struct InodeState {
-    handles: usize,
-    cipher: Option<Arc<FileCipher>>,
 }
 
 struct DirEntry {
@@ -72,7 +64,7 @@ pub struct VaultFs {
     dir_handles: DirHandles,
     dir_ids: RwLock<HashMap<u64, [u8; 16]>>,
     files: RwLock<HashMap<u64, Arc<OpenFile>>>,
-    inodes: Mutex<HashMap<u64, InodeState>>,
+    ciphers: Ciphers,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_handle: AtomicU64,
     locks: Vec<RwLock<()>>,
@@ -250,7 +242,7 @@ impl VaultFs {
             dir_handles: DirHandles::new(crate::dirs::capacity()),
             dir_ids: RwLock::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
-            inodes: Mutex::new(HashMap::new()),
+            ciphers: Ciphers::default(),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
@@ -557,59 +549,6 @@ impl VaultFs {
         .map_err(rerrno)
     }
 
-    /// Records a new open handle of `ino` and what its header says.
-    fn register_open(&self, ino: u64, cipher: Option<FileCipher>) {
-        let mut inodes = self.inodes.lock();
-        let state = inodes.entry(ino).or_default();
-        state.handles += 1;
-        if state.cipher.is_none() {
-            state.cipher = cipher.map(Arc::new);
-        }
-    }
-
-    fn register_release(&self, ino: u64) {
-        let mut inodes = self.inodes.lock();
-        if let Some(state) = inodes.get_mut(&ino) {
-            state.handles = state.handles.saturating_sub(1);
-            if state.handles == 0 {
-                inodes.remove(&ino);
-            }
-        }
-    }
-
-    /// The cipher to read `ino` with: `None` for a file without a header
-    /// (empty). Callers hold the inode's lock.
-    fn read_cipher(&self, ino: u64, file: &File) -> Result<Option<Arc<FileCipher>>, ContentError> {
-        if let Some(c) = self.inodes.lock().get(&ino).and_then(|s| s.cipher.clone()) {
-            return Ok(Some(c));
-        }
-        let Some(c) = self.vault.keys().content.read_header(file)? else {
-            return Ok(None);
-        };
-        let c = Arc::new(c);
-        if let Some(state) = self.inodes.lock().get_mut(&ino) {
-            state.cipher = Some(c.clone());
-        }
-        Ok(Some(c))
-    }
-
-    /// The cipher to write `ino` with. A file that holds no block yet gets
-    /// a fresh header and file id first, so a header copied from another
-    /// file (file-id poisoning) never makes two files share a key. Callers
-    /// hold the inode's write lock.
-    fn write_cipher(&self, ino: u64, file: &File) -> Result<Arc<FileCipher>, ContentError> {
-        if file.metadata()?.len() > atrest_vault::layout::HEADER_LEN
-            && let Some(c) = self.read_cipher(ino, file)?
-        {
-            return Ok(c);
-        }
-        let c = Arc::new(self.vault.keys().content.write_header(file)?);
-        if let Some(state) = self.inodes.lock().get_mut(&ino) {
-            state.cipher = Some(c.clone());
-        }
-        Ok(c)
-    }
-
     fn truncate(&self, ino: INodeNo, fh: Option<FileHandle>, size: u64) -> Result<(), Errno> {
         let _guard = self.lock(ino.0).write();
         let opened;
@@ -625,12 +564,12 @@ impl VaultFs {
         };
         let fail = |e| self.content_error(&self.backing(ino.0, None), e);
         let cipher = if size == 0 {
-            match self.read_cipher(ino.0, file).map_err(fail)? {
+            match self.ciphers.for_read(&self.vault.keys().content, ino.0, file).map_err(fail)? {
                 Some(c) => c,
                 None => return Ok(()),
             }
         } else {
-            self.write_cipher(ino.0, file).map_err(fail)?
+            self.ciphers.for_write(&self.vault.keys().content, ino.0, file).map_err(fail)?
         };
         ContentFile {
             file,
@@ -1160,7 +1099,7 @@ impl Filesystem for VaultFs {
                 .content
                 .read_header(&file)
                 .map_err(|e| self.content_error(&self.backing(ino.0, None), e))?;
-            self.register_open(ino.0, header);
+            self.ciphers.opened(ino.0, header);
             let fh = self.new_handle();
             self.files
                 .write()
@@ -1192,7 +1131,7 @@ impl Filesystem for VaultFs {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).read();
             let fail = |e| self.content_error(&self.backing(ino.0, None), e);
-            match self.read_cipher(ino.0, &open.file).map_err(fail)? {
+            match self.ciphers.for_read(&self.vault.keys().content, ino.0, &open.file).map_err(fail)? {
                 None => Ok(Vec::new()),
                 Some(cipher) => ContentFile {
                     file: &open.file,
@@ -1224,7 +1163,7 @@ impl Filesystem for VaultFs {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).write();
             let fail = |e| self.content_error(&self.backing(ino.0, None), e);
-            let cipher = self.write_cipher(ino.0, &open.file).map_err(fail)?;
+            let cipher = self.ciphers.for_write(&self.vault.keys().content, ino.0, &open.file).map_err(fail)?;
             ContentFile {
                 file: &open.file,
                 cipher: &cipher,
@@ -1260,7 +1199,7 @@ impl Filesystem for VaultFs {
         reply: ReplyEmpty,
     ) {
         if let Some(open) = self.files.write().remove(&fh.0) {
-            self.register_release(open.ino);
+            self.ciphers.released(open.ino);
         }
         reply.ok();
     }
@@ -1588,7 +1527,7 @@ impl Filesystem for VaultFs {
                 Err(e) => return Err(rerrno(e)),
             };
             let attr = self.enter(parent, &dir, &enc)?;
-            self.register_open(attr.ino.0, cipher);
+            self.ciphers.opened(attr.ino.0, cipher);
             let fh = self.new_handle();
             self.files.write().insert(
                 fh,

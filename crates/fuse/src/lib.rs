@@ -13,6 +13,7 @@
 //! # }
 //! ```
 
+mod ciphers;
 mod dirs;
 mod fs;
 mod nodes;
