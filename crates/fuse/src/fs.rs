@@ -229,7 +229,13 @@ impl VaultFs {
             .keys()
             .names
             .read_root_attr(&root)
-            .map_err(|e| io::Error::other(format!("{}: {e}", root.display())))?;
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "{}: {e}; restore it from a backup, or delete it to show the backing \
+                     root's own mode and owner at the mount root",
+                    root.join(atrest_vault::root_attr::ROOT_ATTR_FILE).display()
+                ))
+            })?;
         Ok(Self {
             root,
             root_at,
