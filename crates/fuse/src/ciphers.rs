@@ -145,16 +145,31 @@ mod tests {
         poisoned.write_all_at(&header, 0).unwrap();
         ciphers.opened(2, key.read_header(&poisoned).unwrap());
         assert_eq!(
-            ciphers.for_read(&key, 2, &poisoned).unwrap().unwrap().file_id(),
+            ciphers
+                .for_read(&key, 2, &poisoned)
+                .unwrap()
+                .unwrap()
+                .file_id(),
             c.file_id(),
             "reading trusts the header"
         );
         let w = ciphers.for_write(&key, 2, &poisoned).unwrap();
-        assert_ne!(w.file_id(), c.file_id(), "writing must not reuse the copied id");
-        assert_eq!(key.read_header(&poisoned).unwrap().unwrap().file_id(), w.file_id());
+        assert_ne!(
+            w.file_id(),
+            c.file_id(),
+            "writing must not reuse the copied id"
+        );
+        assert_eq!(
+            key.read_header(&poisoned).unwrap().unwrap().file_id(),
+            w.file_id()
+        );
         // Every handle of the inode now sees the new id.
         assert_eq!(
-            ciphers.for_read(&key, 2, &poisoned).unwrap().unwrap().file_id(),
+            ciphers
+                .for_read(&key, 2, &poisoned)
+                .unwrap()
+                .unwrap()
+                .file_id(),
             w.file_id()
         );
     }
@@ -185,8 +200,14 @@ mod tests {
         ciphers.opened(3, key.read_header(&f).unwrap());
         assert!(ciphers.for_read(&key, 3, &f).unwrap().is_none());
         let w = ciphers.for_write(&key, 3, &f).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), atrest_vault::layout::HEADER_LEN);
-        assert!(Arc::ptr_eq(&w, &ciphers.for_read(&key, 3, &f).unwrap().unwrap()));
+        assert_eq!(
+            f.metadata().unwrap().len(),
+            atrest_vault::layout::HEADER_LEN
+        );
+        assert!(Arc::ptr_eq(
+            &w,
+            &ciphers.for_read(&key, 3, &f).unwrap().unwrap()
+        ));
     }
 
     #[test]

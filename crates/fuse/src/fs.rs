@@ -225,17 +225,13 @@ impl VaultFs {
             ),
             _ => (root_fd.clone(), OsString::from(".")),
         };
-        let root_attr = vault
-            .keys()
-            .names
-            .read_root_attr(&root)
-            .map_err(|e| {
-                io::Error::other(format!(
-                    "{}: {e}; restore it from a backup, or delete it to show the backing \
+        let root_attr = vault.keys().names.read_root_attr(&root).map_err(|e| {
+            io::Error::other(format!(
+                "{}: {e}; restore it from a backup, or delete it to show the backing \
                      root's own mode and owner at the mount root",
-                    root.join(atrest_vault::root_attr::ROOT_ATTR_FILE).display()
-                ))
-            })?;
+                root.join(atrest_vault::root_attr::ROOT_ATTR_FILE).display()
+            ))
+        })?;
         Ok(Self {
             root,
             root_at,
@@ -374,8 +370,13 @@ impl VaultFs {
             FileType::RegularFile => {
                 let layout = self.vault.keys().content.layout();
                 layout.plaintext_size(meta.size).unwrap_or_else(|| {
-                    tracing::warn!(backing_ino = meta.ino, "impossible backing size; file is truncated");
-                    layout.plaintext_size(meta.size - meta.size % layout.sealed_block()).unwrap_or(0)
+                    tracing::warn!(
+                        backing_ino = meta.ino,
+                        "impossible backing size; file is truncated"
+                    );
+                    layout
+                        .plaintext_size(meta.size - meta.size % layout.sealed_block())
+                        .unwrap_or(0)
                 })
             }
             FileType::Symlink => link
@@ -432,12 +433,22 @@ impl VaultFs {
     }
 
     /// Stats a new or found child and records the kernel's reference to it.
-    fn enter(&self, parent: INodeNo, dir: &OwnedFd, name: &EncryptedName) -> Result<FileAttr, Errno> {
+    fn enter(
+        &self,
+        parent: INodeNo,
+        dir: &OwnedFd,
+        name: &EncryptedName,
+    ) -> Result<FileAttr, Errno> {
         let attr = self.stat(dir, OsStr::new(name.entry()))?;
         self.remember(parent, name, attr)
     }
 
-    fn remember(&self, parent: INodeNo, name: &EncryptedName, attr: FileAttr) -> Result<FileAttr, Errno> {
+    fn remember(
+        &self,
+        parent: INodeNo,
+        name: &EncryptedName,
+        attr: FileAttr,
+    ) -> Result<FileAttr, Errno> {
         self.nodes
             .write()
             .remember(attr.ino.0, (parent.0, OsString::from(name.entry())));
@@ -449,7 +460,11 @@ impl VaultFs {
             let fd = rustix::fs::openat(
                 dir,
                 side.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::TRUNC
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )
             .map_err(rerrno)?;
@@ -570,12 +585,18 @@ impl VaultFs {
         };
         let fail = |e| self.content_error(&self.backing(ino.0, None), e);
         let cipher = if size == 0 {
-            match self.ciphers.for_read(&self.vault.keys().content, ino.0, file).map_err(fail)? {
+            match self
+                .ciphers
+                .for_read(&self.vault.keys().content, ino.0, file)
+                .map_err(fail)?
+            {
                 Some(c) => c,
                 None => return Ok(()),
             }
         } else {
-            self.ciphers.for_write(&self.vault.keys().content, ino.0, file).map_err(fail)?
+            self.ciphers
+                .for_write(&self.vault.keys().content, ino.0, file)
+                .map_err(fail)?
         };
         ContentFile {
             file,
@@ -592,21 +613,22 @@ impl VaultFs {
         for entry in open_dir_listing(&*dir, OsStr::new("."))? {
             let entry = entry.map_err(rerrno)?;
             let backing = OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string();
-            let name = match self
-                .vault
-                .keys()
-                .names
-                .decrypt_entry_at(&*dir, Path::new("."), &id, &backing)
-            {
-                Ok(Some(name)) => name,
-                Ok(None) => continue,
-                Err(e) => {
-                    // Shown nowhere, reported by fsck; the rest of the
-                    // directory stays usable.
-                    let _ = self.content_error(&self.backing(ino.0, Some(&backing)), e);
-                    continue;
-                }
-            };
+            let name =
+                match self
+                    .vault
+                    .keys()
+                    .names
+                    .decrypt_entry_at(&*dir, Path::new("."), &id, &backing)
+                {
+                    Ok(Some(name)) => name,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        // Shown nowhere, reported by fsck; the rest of the
+                        // directory stays usable.
+                        let _ = self.content_error(&self.backing(ino.0, Some(&backing)), e);
+                        continue;
+                    }
+                };
             let kind = match entry.file_type() {
                 rustix::fs::FileType::Unknown => match stat_at(&*dir, &backing) {
                     Ok(meta) => kind_of(meta.mode),
@@ -638,7 +660,12 @@ impl VaultFs {
 
     /// chmod/chown of the mount root: kept in the vault's sealed record,
     /// never on the backing root (which stays private).
-    fn set_root_attr(&self, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+    fn set_root_attr(
+        &self,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<(), Errno> {
         let mut current = self.root_attr.lock();
         let mut attr = match *current {
             Some(attr) => attr,
@@ -994,7 +1021,12 @@ impl Filesystem for VaultFs {
             self.vault
                 .keys()
                 .names
-                .create_symlink_at(&self.root, target.as_os_str(), &*dir, Path::new(enc.entry()))
+                .create_symlink_at(
+                    &self.root,
+                    target.as_os_str(),
+                    &*dir,
+                    Path::new(enc.entry()),
+                )
                 .map_err(|e| {
                     self.content_error(&self.backing(parent.0, Some(OsStr::new(enc.entry()))), e)
                 })?;
@@ -1137,7 +1169,11 @@ impl Filesystem for VaultFs {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).read();
             let fail = |e| self.content_error(&self.backing(ino.0, None), e);
-            match self.ciphers.for_read(&self.vault.keys().content, ino.0, &open.file).map_err(fail)? {
+            match self
+                .ciphers
+                .for_read(&self.vault.keys().content, ino.0, &open.file)
+                .map_err(fail)?
+            {
                 None => Ok(Vec::new()),
                 Some(cipher) => ContentFile {
                     file: &open.file,
@@ -1169,7 +1205,10 @@ impl Filesystem for VaultFs {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).write();
             let fail = |e| self.content_error(&self.backing(ino.0, None), e);
-            let cipher = self.ciphers.for_write(&self.vault.keys().content, ino.0, &open.file).map_err(fail)?;
+            let cipher = self
+                .ciphers
+                .for_write(&self.vault.keys().content, ino.0, &open.file)
+                .map_err(fail)?;
             ContentFile {
                 file: &open.file,
                 cipher: &cipher,

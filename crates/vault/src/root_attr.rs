@@ -145,7 +145,10 @@ mod tests {
         }
         assert!(t.decrypt_root_attr(&stored[..stored.len() - 1]).is_err());
         assert!(t.decrypt_root_attr(&[]).is_err());
-        assert!(transform().decrypt_root_attr(&stored).is_err(), "another vault's key");
+        assert!(
+            transform().decrypt_root_attr(&stored).is_err(),
+            "another vault's key"
+        );
     }
 
     #[test]

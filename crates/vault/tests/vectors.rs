@@ -692,7 +692,10 @@ const KINDS: &[(&str, &[&str])] = &[
     ("key-schedule", &[]),
     ("symlink", &["auth-failure", "parse-error"]),
     ("xattr", &["auth-failure", "parse-error", "not-ours"]),
-    ("root-attr", &["auth-failure", "parse-error", "unknown-version"]),
+    (
+        "root-attr",
+        &["auth-failure", "parse-error", "unknown-version"],
+    ),
     ("aead", &["auth-failure"]),
     ("aes-siv", &["auth-failure"]),
 ];

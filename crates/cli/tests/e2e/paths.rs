@@ -73,7 +73,8 @@ fn exercise(root: &Path) {
     let mut dir = root.to_path_buf();
     for (i, len) in chain(root.as_os_str().len()).into_iter().enumerate() {
         dir.push(name(char::from(b'a' + (i % 26) as u8), len));
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir at {} bytes: {e}", dir.as_os_str().len()));
+        fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("mkdir at {} bytes: {e}", dir.as_os_str().len()));
     }
     let at = |tag: char| dir.join(name(tag, 255));
     let file = at('f');
@@ -89,7 +90,12 @@ fn exercise(root: &Path) {
     std::os::unix::fs::lchown(&file, Some(1234), Some(4321)).unwrap();
     let meta = fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (1234, 4321));
-    File::options().write(true).open(&file).unwrap().set_len(10_000).unwrap();
+    File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(10_000)
+        .unwrap();
     assert_eq!(fs::metadata(&file).unwrap().len(), 10_000);
     // link, rename, unlink
     fs::hard_link(&file, at('h')).unwrap();
@@ -104,16 +110,27 @@ fn exercise(root: &Path) {
     fs::remove_dir(at('d')).unwrap();
     // mkfifo, mknod
     rustix::fs::mknodat(CWD, at('p'), FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
-    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(at('p')).unwrap().file_type()));
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(at('p')).unwrap().file_type()
+    ));
     let null = rustix::fs::makedev(1, 3);
-    rustix::fs::mknodat(CWD, at('c'), FileType::CharacterDevice, Mode::from_raw_mode(0o600), null)
-        .unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        at('c'),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o600),
+        null,
+    )
+    .unwrap();
     assert_eq!(fs::symlink_metadata(at('c')).unwrap().rdev(), null);
     // symlink (its target as long as a target may be), readlink
     let target = PathBuf::from(OsString::from_vec(vec![b't'; PATH_MAX - 1]));
     std::os::unix::fs::symlink(&target, at('s')).unwrap();
     assert_eq!(fs::read_link(at('s')).unwrap(), target);
-    assert_eq!(fs::symlink_metadata(at('s')).unwrap().len(), PATH_MAX as u64 - 1);
+    assert_eq!(
+        fs::symlink_metadata(at('s')).unwrap().len(),
+        PATH_MAX as u64 - 1
+    );
     // xattr
     rustix::fs::lsetxattr(&file, "user.k", b"v", XattrFlags::empty()).unwrap();
     let mut buf = [0u8; 16];
@@ -128,7 +145,10 @@ fn exercise(root: &Path) {
         .map(|e| e.unwrap().file_name())
         .collect();
     listed.sort();
-    let mut want: Vec<_> = "cfps".chars().map(|t| OsString::from(name(t, 255))).collect();
+    let mut want: Vec<_> = "cfps"
+        .chars()
+        .map(|t| OsString::from(name(t, 255)))
+        .collect();
     want.sort();
     assert_eq!(listed, want);
 
@@ -138,15 +158,23 @@ fn exercise(root: &Path) {
     assert_eq!(over.len(), PATH_MAX);
     assert_eq!(errno(File::create(&over).map(drop)), Err(ENAMETOOLONG));
     assert_eq!(errno(fs::create_dir(&over)), Err(ENAMETOOLONG));
-    assert_eq!(errno(fs::symlink_metadata(&over).map(drop)), Err(ENAMETOOLONG));
+    assert_eq!(
+        errno(fs::symlink_metadata(&over).map(drop)),
+        Err(ENAMETOOLONG)
+    );
 
     // Deeper than any path can name: through directory handles.
     let mut handle = open_dir(&dir);
     for i in 0..3 {
         let sub = name(char::from(b'k' + i), 255);
         rustix::fs::mkdirat(&handle, sub.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-        handle = rustix::fs::openat(&handle, sub.as_str(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        handle = rustix::fs::openat(
+            &handle,
+            sub.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
     }
     let deep = name('z', 255);
     let fd = rustix::fs::openat(
@@ -163,7 +191,12 @@ fn exercise(root: &Path) {
         .read_to_string(&mut text)
         .unwrap();
     assert_eq!(text, "deeper");
-    assert_eq!(rustix::fs::statat(&handle, "moved", AtFlags::empty()).unwrap().st_size, 6);
+    assert_eq!(
+        rustix::fs::statat(&handle, "moved", AtFlags::empty())
+            .unwrap()
+            .st_size,
+        6
+    );
     rustix::fs::unlinkat(&handle, "moved", AtFlags::empty()).unwrap();
 }
 
@@ -180,18 +213,31 @@ fn check_again(root: &Path) {
     let mut handle = open_dir(&dir);
     for i in 0..3 {
         let sub = name(char::from(b'k' + i), 255);
-        handle = rustix::fs::openat(&handle, sub.as_str(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        handle = rustix::fs::openat(
+            &handle,
+            sub.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
     }
-    assert!(fs::read_dir(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle)))
+    assert!(
+        fs::read_dir(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&handle)
+        ))
         .unwrap()
         .next()
-        .is_none());
+        .is_none()
+    );
 }
 
 #[test]
 fn every_path_up_to_path_max_works_on_a_long_backing_path() {
-    assert!(rustix::process::geteuid().is_root(), "this test needs root (chown, mknod)");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (chown, mknod)"
+    );
     let (_host_guard, host) = long_dir(200);
     exercise(&host);
     check_again(&host);
@@ -211,7 +257,10 @@ fn stat_mode(path: &Path) -> u32 {
 
 #[test]
 fn a_service_user_uses_an_allow_other_mount_whose_backing_root_stays_private() {
-    assert!(rustix::process::geteuid().is_root(), "this test needs root (allow_other, setpriv)");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (allow_other, setpriv)"
+    );
     let mut m = Mounted::new();
     // Others must reach the mount point; the vault beside it stays 0700.
     fs::set_permissions(m.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
@@ -223,7 +272,14 @@ fn a_service_user_uses_an_allow_other_mount_whose_backing_root_stays_private() {
 
     let nobody = |script: &str| {
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script]);
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ]);
         cmd
     };
     let attempt = nobody(&format!("ls {}", m.mnt.display())).output().unwrap();
@@ -232,7 +288,10 @@ fn a_service_user_uses_an_allow_other_mount_whose_backing_root_stays_private() {
     fs::set_permissions(&m.mnt, fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(&m.mnt, Some(0), Some(65534)).unwrap();
     let meta = fs::metadata(&m.mnt).unwrap();
-    assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o755, 0, 65534));
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o755, 0, 65534)
+    );
     assert_eq!(stat_mode(&m.vault), 0o700, "the backing root is untouched");
     assert_eq!(fs::metadata(&m.vault).unwrap().uid(), 0);
 
@@ -248,13 +307,22 @@ fn a_service_user_uses_an_allow_other_mount_whose_backing_root_stays_private() {
     assert_eq!(fs::metadata(svc.join("data")).unwrap().uid(), 65534);
     // The root itself is root's: nobody may list it, not write to it.
     success(nobody(&format!("ls {}", m.mnt.display())));
-    assert!(!nobody(&format!("touch {}/x", m.mnt.display())).output().unwrap().status.success());
+    assert!(
+        !nobody(&format!("touch {}/x", m.mnt.display()))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
 
     // Kept across mounts, in the vault.
     m.unmount();
     m.mount_with_options("allow_other");
     let meta = fs::metadata(&m.mnt).unwrap();
-    assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o755, 0, 65534));
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o755, 0, 65534)
+    );
     assert_eq!(stat_mode(&m.vault), 0o700);
 
     // A record that fails authentication stops the mount (fail closed).
