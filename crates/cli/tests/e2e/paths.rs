@@ -43,40 +43,51 @@ fn name(tag: char, len: usize) -> String {
 }
 
 /// Lengths of the directory names that lead from a root of `root_len`
-/// bytes to a directory in which a 255-byte name makes a path of exactly
-/// PATH_MAX - 1 bytes; all 255 bytes long except the first one or two.
-fn chain(root_len: usize) -> Vec<usize> {
-    let mut budget = PATH_MAX - 1 - root_len - 256;
+/// bytes to a directory in which a `len`-byte name makes a path of exactly
+/// PATH_MAX - 1 bytes; all `len` bytes long except the first one or two.
+fn chain(root_len: usize, len: usize) -> Vec<usize> {
+    let step = len + 1;
+    let mut budget = PATH_MAX - 1 - root_len - step;
     let mut out = Vec::new();
-    match budget % 256 {
+    match budget % step {
         0 => {}
         1 => {
-            out.extend([100, 155]);
-            budget -= 257;
+            out.extend([len / 2, len - len / 2]);
+            budget -= step + 1;
         }
         r => {
             out.push(r - 1);
             budget -= r;
         }
     }
-    out.extend(std::iter::repeat_n(255, budget / 256));
+    out.extend(std::iter::repeat_n(len, budget / step));
     out
+}
+
+/// The directory at the end of the chain below `root`.
+fn chain_dir(root: &Path, len: usize) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    for (i, l) in chain(root.as_os_str().len(), len).into_iter().enumerate() {
+        dir.push(name(char::from(b'a' + (i % 26) as u8), l));
+    }
+    dir
 }
 
 fn open_dir(path: &Path) -> OwnedFd {
     rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
 }
 
-/// Builds the tree under `root` and runs every operation at PATH_MAX - 1;
-/// then one byte more, and deeper through directory handles.
-fn exercise(root: &Path) {
-    let mut dir = root.to_path_buf();
-    for (i, len) in chain(root.as_os_str().len()).into_iter().enumerate() {
-        dir.push(name(char::from(b'a' + (i % 26) as u8), len));
-        fs::create_dir(&dir)
-            .unwrap_or_else(|e| panic!("mkdir at {} bytes: {e}", dir.as_os_str().len()));
-    }
-    let at = |tag: char| dir.join(name(tag, 255));
+/// Builds a tree of `len`-byte names under `root` and runs every operation
+/// at PATH_MAX - 1; then one byte more, and deeper through directory
+/// handles. 255-byte names are stored hashed (format §7.2); 175-byte ones
+/// are the longest stored as they are, which makes the longest backing
+/// paths (1.46 times the plaintext).
+fn exercise(root: &Path, len: usize) {
+    fs::create_dir(root).unwrap();
+    let dir = chain_dir(root, len);
+    fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("mkdir -p at {} bytes: {e}", dir.as_os_str().len()));
+    let at = |tag: char| dir.join(name(tag, len));
     let file = at('f');
     assert_eq!(file.as_os_str().len(), PATH_MAX - 1);
 
@@ -147,7 +158,7 @@ fn exercise(root: &Path) {
     listed.sort();
     let mut want: Vec<_> = "cfps"
         .chars()
-        .map(|t| OsString::from(name(t, 255)))
+        .map(|t| OsString::from(name(t, len)))
         .collect();
     want.sort();
     assert_eq!(listed, want);
@@ -202,12 +213,9 @@ fn exercise(root: &Path) {
 
 /// Reads back what `exercise` left, from a fresh start (after a remount:
 /// no directory handle cached).
-fn check_again(root: &Path) {
-    let mut dir = root.to_path_buf();
-    for (i, len) in chain(root.as_os_str().len()).into_iter().enumerate() {
-        dir.push(name(char::from(b'a' + (i % 26) as u8), len));
-    }
-    let file = dir.join(name('f', 255));
+fn check_again(root: &Path, len: usize) {
+    let dir = chain_dir(root, len);
+    let file = dir.join(name('f', len));
     assert_eq!(fs::metadata(&file).unwrap().len(), 10_000);
     assert_eq!(fs::read(&file).unwrap()[..4], *b"deep");
     let mut handle = open_dir(&dir);
@@ -239,16 +247,23 @@ fn every_path_up_to_path_max_works_on_a_long_backing_path() {
         "this test needs root (chown, mknod)"
     );
     let (_host_guard, host) = long_dir(200);
-    exercise(&host);
-    check_again(&host);
+    for len in [255, 175] {
+        let root = host.join(len.to_string());
+        exercise(&root, len);
+        check_again(&root, len);
+    }
 
     // Declared before the mount, so dropped after it is unmounted.
     let (_base_guard, base) = long_dir(200);
     let mut m = Mounted::new_in(&base);
     assert!(m.vault.as_os_str().len() > 200);
-    exercise(&m.mnt);
+    for len in [255, 175] {
+        exercise(&m.mnt.join(len.to_string()), len);
+    }
     m.remount();
-    check_again(&m.mnt);
+    for len in [255, 175] {
+        check_again(&m.mnt.join(len.to_string()), len);
+    }
 }
 
 fn stat_mode(path: &Path) -> u32 {
