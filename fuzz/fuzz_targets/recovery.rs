@@ -70,7 +70,12 @@ fn base() -> &'static BTreeMap<String, Vec<u8>> {
                 .expect("create");
         }
         store
-            .create(ROOT_ID, b"link", object(ObjectKind::Symlink, &[b'l'; 300]), NOW)
+            .create(
+                ROOT_ID,
+                b"link",
+                object(ObjectKind::Symlink, &[b'l'; 300]),
+                NOW,
+            )
             .expect("symlink");
         store.checkpoint(NOW).expect("checkpoint");
         store
