@@ -123,13 +123,7 @@ fn main() {
             key,
         }
     };
-    vault
-        .add_remote_slot(
-            &member(0),
-            &["https://keys0b.example:7443".to_string()],
-            "keys0",
-        )
-        .expect("remote");
+    vault.add_remote_slot(&member(0), &["https://keys0b.example:7443".to_string()], "keys0").expect("remote");
     let members: Vec<_> = (1..=3).map(member).collect();
     vault
         .add_threshold_slot(2, &members, "quorum")

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use atrest_backup::{Backend, ChunkSizes, RepoKeys, Repository, Result};
+use atrest_backup::{Backend, ChunkSizes, Repository, RepoKeys, Result};
 use atrest_core::SecretKey;
 use libfuzzer_sys::fuzz_target;
 
@@ -20,23 +20,14 @@ impl Backend for Mem {
         "mem".into()
     }
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.0
-            .lock()
-            .expect("lock")
-            .entry(name.into())
-            .or_insert_with(|| data.to_vec());
+        self.0.lock().expect("lock").entry(name.into()).or_insert_with(|| data.to_vec());
         Ok(())
     }
     fn get(&self, name: &str) -> Result<Vec<u8>> {
-        self.0
-            .lock()
-            .expect("lock")
-            .get(name)
-            .cloned()
-            .ok_or_else(|| atrest_backup::BackupError::Storage {
-                path: name.into(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })
+        self.0.lock().expect("lock").get(name).cloned().ok_or_else(|| atrest_backup::BackupError::Storage {
+            path: name.into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
     }
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let all = self.get(name)?;
@@ -45,14 +36,7 @@ impl Backend for Mem {
     }
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         let prefix = format!("{dir}/");
-        Ok(self
-            .0
-            .lock()
-            .expect("lock")
-            .keys()
-            .filter(|k| k.starts_with(&prefix))
-            .cloned()
-            .collect())
+        Ok(self.0.lock().expect("lock").keys().filter(|k| k.starts_with(&prefix)).cloned().collect())
     }
     fn exists(&self, name: &str) -> Result<bool> {
         Ok(self.0.lock().expect("lock").contains_key(name))
@@ -68,9 +52,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else {
-        return;
-    };
+    let Some((&selector, rest)) = data.split_first() else { return };
     // Not the key of testdata/backup-v1 (whose config is a corpus seed).
     let master = SecretKey::from_bytes([0x17; 32]);
     if selector % 2 == 0 {
@@ -80,22 +62,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(Repository::open(mem, &master).is_err());
         return;
     }
-    let sizes = ChunkSizes {
-        min: 1024,
-        avg: 4096,
-        max: 16384,
-    };
+    let sizes = ChunkSizes { min: 1024, avg: 4096, max: 16384 };
     let repo = Repository::init(Mem::default(), &master, sizes, None).expect("init");
     let keys = RepoKeys::new(&master, repo.repo_id());
     let name = hex(&keys.blob_id(rest));
     let mem = Mem::default();
-    mem.put("config", &repo.backend().get("config").expect("config"))
-        .expect("put");
-    let target = if selector % 4 == 1 {
-        format!("data/{}/{name}", &name[..2])
-    } else {
-        format!("index/{name}")
-    };
+    mem.put("config", &repo.backend().get("config").expect("config")).expect("put");
+    let target = if selector % 4 == 1 { format!("data/{}/{name}", &name[..2]) } else { format!("index/{name}") };
     mem.put(&target, rest).expect("put");
     // A forged index fails to open; a forged pack opens (no index names
     // it) and `check` must report it.

@@ -50,9 +50,6 @@ fuzz_target!(|data: &[u8]| {
         chain: chain_genesis(&VAULT),
     };
     if let Ok(r) = replay(&keys, &store, start) {
-        assert!(
-            r.records.is_empty(),
-            "a record authenticated without the key"
-        );
+        assert!(r.records.is_empty(), "a record authenticated without the key");
     }
 });

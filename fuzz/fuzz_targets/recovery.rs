@@ -70,12 +70,7 @@ fn base() -> &'static BTreeMap<String, Vec<u8>> {
                 .expect("create");
         }
         store
-            .create(
-                ROOT_ID,
-                b"link",
-                object(ObjectKind::Symlink, &[b'l'; 300]),
-                NOW,
-            )
+            .create(ROOT_ID, b"link", object(ObjectKind::Symlink, &[b'l'; 300]), NOW)
             .expect("symlink");
         store.checkpoint(NOW).expect("checkpoint");
         store

@@ -9,8 +9,8 @@ use std::io::Cursor;
 
 use atrest_core::SecretKey;
 use atrest_scoped::{
-    ClientShare, FieldContext, KeyVersion, Keyring, RecordsKey, ScopeId, ScopeKey, ScopeSecret,
-    StreamContext, StreamReader, Wrapped, field_key_version,
+    ClientShare, FieldContext, KeyVersion, Keyring, RecordsKey, ScopeId, ScopeKey, ScopeSecret, StreamContext,
+    StreamReader, Wrapped, field_key_version,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -19,12 +19,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let scope = ScopeId::new("user:fuzz").expect("valid");
-    let key = ScopeKey::new(
-        scope.clone(),
-        KeyVersion::FIRST,
-        &ScopeSecret::from_bytes([9; 32]),
-        None,
-    );
+    let key = ScopeKey::new(scope.clone(), KeyVersion::FIRST, &ScopeSecret::from_bytes([9; 32]), None);
     let ring = Keyring::new(key);
     let ctx = FieldContext::new("t", "c", "r").expect("valid");
     let text = String::from_utf8_lossy(rest);
