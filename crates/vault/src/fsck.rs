@@ -55,6 +55,13 @@ pub fn fsck(vault: &Vault, config_problems: Vec<String>) -> FsckReport {
             what: problem,
         });
     }
+    if let Err(e) = vault.keys().names.read_root_attr(&root) {
+        report.problems.push(Problem {
+            backing: PathBuf::from(crate::root_attr::ROOT_ATTR_FILE),
+            plain: None,
+            what: format!("mount root's mode and owner: {e}"),
+        });
+    }
     match open_dir(rustix::fs::CWD, root.as_os_str()) {
         Ok(handle) => walk(
             vault,

@@ -365,4 +365,11 @@ fn a_service_user_uses_an_allow_other_mount_whose_backing_root_stays_private() {
         cmd
     });
     assert!(err.contains("atrest.root"), "{err}");
+    let out = crate::common::run(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass]);
+    assert_eq!(out.status.code(), Some(4), "fsck reports the record");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("atrest.root"));
+    // Deleting it falls back to the backing root's mode and owner.
+    fs::remove_file(&record).unwrap();
+    m.mount_with_options("allow_other");
+    assert_eq!(stat_mode(&m.mnt), 0o700);
 }
