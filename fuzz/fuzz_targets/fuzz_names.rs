@@ -4,7 +4,8 @@
 //!
 //! - `classify` on arbitrary OsStr agrees with its documented rules.
 //! - `decrypt_name`, `decrypt_symlink`, `decrypt_xattr_name`,
-//!   `decrypt_xattr_value` on the payload return Ok or Err, never panic;
+//!   `decrypt_xattr_value`, `decrypt_root_attr` on the payload return Ok or
+//!   Err, never panic;
 //!   whatever decrypts re-encrypts to the same stored form (names) or
 //!   round-trips (symlinks, xattrs), and a decrypted name is a valid name.
 //! - `long_link_side_file` recognizes exactly the long-link form, and no
@@ -26,6 +27,7 @@ use atrest_vault::names::{
     BackingName, LONG_LINK_DIR, LONG_LINK_MARKER_LEN, LONG_LINK_PREFIX, LONG_PREFIX, LONG_SUFFIX,
     MAX_BACKING_NAME, NameTransform, XATTR_PREFIX, classify,
 };
+use atrest_vault::root_attr::RootAttr;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use libfuzzer_sys::fuzz_target;
@@ -120,6 +122,11 @@ fn check_decrypts(t: &NameTransform, dir_id: &[u8; 16], payload: &[u8]) {
         ),
         Err(_) => assert!(stored.to_str().is_some_and(|s| s.starts_with(XATTR_PREFIX))),
     }
+    if let Ok(attr) = t.decrypt_root_attr(payload) {
+        assert!(attr.mode <= 0o7777, "a root mode beyond permission bits");
+        let again = t.encrypt_root_attr(&attr);
+        assert_eq!(t.decrypt_root_attr(&again).expect("own record"), attr);
+    }
     // Any backing symlink length (the first 8 payload bytes, LE).
     if let Some(word) = payload.get(..8) {
         let len = u64::from_le_bytes(word.try_into().expect("8 bytes"));
@@ -143,6 +150,22 @@ fn check_decrypts(t: &NameTransform, dir_id: &[u8; 16], payload: &[u8]) {
 }
 
 fn check_round_trips(t: &NameTransform, dir_id: &[u8; 16], payload: &[u8]) {
+    if let Some(words) = payload.get(..12) {
+        let word = |i: usize| u32::from_le_bytes(words[i * 4..i * 4 + 4].try_into().expect("4"));
+        let attr = RootAttr {
+            mode: word(0) & 0o7777,
+            uid: word(1),
+            gid: word(2),
+        };
+        let stored = t.encrypt_root_attr(&attr);
+        assert_eq!(t.decrypt_root_attr(&stored).expect("own record"), attr);
+        let mut flipped = stored.clone();
+        flipped[usize::from(words[0]) % stored.len()] ^= 1 << (words[1] % 8);
+        assert!(
+            t.decrypt_root_attr(&flipped).is_err(),
+            "a flipped bit went unnoticed"
+        );
+    }
     if let Some(name) = make_valid_name(payload) {
         let name = os(&name);
         let enc = t.encrypt_name(dir_id, name);

@@ -48,6 +48,7 @@ DOMAIN_KEYSLOT = b"atrest keyslot v1"
 DOMAIN_FILE_NAME = b"atrest name v1"
 DOMAIN_XATTR_NAME = b"atrest xattr name v1"
 DOMAIN_XATTR_VALUE = b"atrest xattr value v1"
+DOMAIN_ROOT_ATTR = b"atrest root attributes v1"
 DOMAIN_SYMLINK = b"atrest symlink v1"
 SHARE_MAC = b"atrest v1 share mac"
 THRESHOLD_SHARE_KEY = b"atrest v1 threshold share"
@@ -651,6 +652,26 @@ def check_xattr(v):
     expect_equal("value", value, v.hex("value"))
 
 
+def check_root_attr(v):
+    """docs/format.md §10.1: version u16 BE, then the sealed mode, uid, gid."""
+    alg = ALGORITHMS[v["algorithm"]]
+    stored = v.hex("record")
+    if len(stored) < 2:
+        raise Failure("parse-error")
+    version = struct.unpack(">H", stored[:2])[0]
+    if version != 1:
+        raise Failure("unknown-version")
+    body = aead_open(alg, metadata_key(v), DOMAIN_ROOT_ATTR + stored[:2], stored[2:])
+    if len(body) != 12:
+        raise Failure("parse-error")
+    mode, uid, gid = struct.unpack(">III", body)
+    if mode & ~0o7777:
+        raise Failure("parse-error")
+    expect_equal("mode", mode, int(v["mode"], 8))
+    expect_equal("uid", uid, int(v["uid"]))
+    expect_equal("gid", gid, int(v["gid"]))
+
+
 def check_header(v):
     data = v.hex("data")
     if len(data) != 18:
@@ -734,6 +755,7 @@ CHECKS = {
     "key-schedule": check_key_schedule,
     "symlink": check_symlink,
     "xattr": check_xattr,
+    "root-attr": check_root_attr,
     "aead": check_aead,
     "aes-siv": check_aes_siv,
 }

@@ -33,6 +33,7 @@ FAILURES = {
     "key-schedule": [],
     "symlink": ["auth-failure", "parse-error"],
     "xattr": ["auth-failure", "parse-error", "not-ours"],
+    "root-attr": ["auth-failure", "parse-error", "unknown-version"],
     "aead": ["auth-failure"],
     "aes-siv": ["auth-failure"],
 }

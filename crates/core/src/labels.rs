@@ -90,6 +90,8 @@ pub mod domain {
     pub const XATTR_NAME: &[u8] = b"atrest xattr name v1";
     pub const XATTR_VALUE: &[u8] = b"atrest xattr value v1";
     pub const SYMLINK: &[u8] = b"atrest symlink v1";
+    /// First bytes of the AAD of a FUSE vault's sealed root attributes.
+    pub const ROOT_ATTR: &[u8] = b"atrest root attributes v1";
     /// Prefix of the SHA-256 input whose first 16 bits check a recovery key.
     pub const RECOVERY_CHECKSUM: &[u8] = b"atrest recovery key checksum v1";
     /// Prefix of the SHA-256 input whose first 16 bytes name an authority's
@@ -197,6 +199,7 @@ mod tests {
             FILE_NAME,
             XATTR_NAME,
             XATTR_VALUE,
+            ROOT_ATTR,
             SYMLINK,
             RECOVERY_CHECKSUM,
             EXCHANGE_KEY_ID,

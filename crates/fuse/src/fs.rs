@@ -1,19 +1,20 @@
-//! The FUSE operations: each one resolves the inode to a backing path,
-//! transforms names and contents through the vault's keys, and does the
-//! same operation on the backing directory.
+//! The FUSE operations: each one finds the backing directory handle of
+//! the inode (see `dirs`), transforms names and contents through the
+//! vault's keys, and does the same operation relative to that handle.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_vault::names::{self, EncryptedName};
+use atrest_vault::root_attr::RootAttr;
 use atrest_vault::{ContentError, ContentFile, FileCipher, Vault, xattr};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -22,8 +23,10 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
-use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
+use crate::ciphers::Ciphers;
+use crate::dirs::DirHandles;
 use crate::nodes::NodeTable;
 
 /// Striped per-inode locks: writers to one file are serialized (a partial
@@ -35,15 +38,6 @@ struct OpenFile {
     ino: u64,
 }
 
-/// What all open handles of one inode share. The cipher is per inode, not
-/// per handle, because a write to a header-only file replaces the header
-/// (and so the key) for every handle and hard link at once.
-#[derive(Default)]
-struct InodeState {
-    handles: usize,
-    cipher: Option<Arc<FileCipher>>,
-}
-
 struct DirEntry {
     name: OsString,
     backing: OsString,
@@ -51,16 +45,26 @@ struct DirEntry {
     kind: FileType,
 }
 
+/// A backing entry: its directory's handle and its backing name.
+type At = (Arc<OwnedFd>, OsString);
+
 pub struct VaultFs {
     root: PathBuf,
+    /// The backing root's parent and the root's name in it: the root is
+    /// reached like every other entry.
+    root_at: At,
+    root_fd: Arc<OwnedFd>,
+    /// Mode and owner of the plaintext root (`None`: the backing root's).
+    root_attr: Mutex<Option<RootAttr>>,
     vault: Vault,
     ttl: Duration,
     /// Root may create files for other users; a normal user may not.
     as_root: bool,
     nodes: RwLock<NodeTable>,
+    dir_handles: DirHandles,
     dir_ids: RwLock<HashMap<u64, [u8; 16]>>,
     files: RwLock<HashMap<u64, Arc<OpenFile>>>,
-    inodes: Mutex<HashMap<u64, InodeState>>,
+    ciphers: Ciphers,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_handle: AtomicU64,
     locks: Vec<RwLock<()>>,
@@ -94,22 +98,91 @@ fn kind_of(mode: u32) -> FileType {
     }
 }
 
-fn kind_of_entry(t: fs::FileType) -> FileType {
-    if t.is_dir() {
-        FileType::Directory
-    } else if t.is_symlink() {
-        FileType::Symlink
-    } else if t.is_fifo() {
-        FileType::NamedPipe
-    } else if t.is_socket() {
-        FileType::Socket
-    } else if t.is_char_device() {
-        FileType::CharDevice
-    } else if t.is_block_device() {
-        FileType::BlockDevice
-    } else {
-        FileType::RegularFile
+/// What we use of a backing `stat`, in one width on every architecture.
+struct Meta {
+    ino: u64,
+    mode: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u32,
+    size: u64,
+    blocks: u64,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Meta {
+    // The field types of `struct stat` differ between architectures.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn from_stat(st: &rustix::fs::Stat) -> Self {
+        Self {
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            rdev: st.st_rdev as u32,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: (st.st_atime as i64, st.st_atime_nsec as i64),
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
     }
+}
+
+fn stat_at(dir: impl AsFd, name: &OsStr) -> Result<Meta, Errno> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| Meta::from_stat(&st))
+        .map_err(rerrno)
+}
+
+fn fstat(fd: impl AsFd) -> Result<Meta, Errno> {
+    rustix::fs::fstat(fd)
+        .map(|st| Meta::from_stat(&st))
+        .map_err(rerrno)
+}
+
+/// Opens `path` relative to `dir` as a directory handle that only names
+/// it (no read permission needed).
+fn open_dir_handle(dir: impl AsFd, path: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens the directory `path` relative to `dir` for listing.
+fn open_dir_listing(dir: impl AsFd, path: &OsStr) -> Result<rustix::fs::Dir, Errno> {
+    let fd = rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(rerrno)?;
+    rustix::fs::Dir::new(fd).map_err(rerrno)
+}
+
+/// Whether the backing directory `path` (relative to `dir`) holds nothing
+/// but its directory id.
+fn is_empty_dir(dir: impl AsFd, path: &OsStr) -> Result<bool, Errno> {
+    for entry in open_dir_listing(dir, path)? {
+        let entry = entry.map_err(rerrno)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." && name != names::DIRID_FILE.as_bytes() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn dirid_of(entry: &OsStr) -> PathBuf {
+    Path::new(entry).join(names::DIRID_FILE)
 }
 
 fn timespec(t: Option<TimeOrNow>) -> Timespec {
@@ -142,17 +215,36 @@ fn timespec(t: Option<TimeOrNow>) -> Timespec {
 
 impl VaultFs {
     pub fn new(vault: Vault, ttl: Duration) -> io::Result<Self> {
-        let root = vault.root().to_path_buf();
-        let root_ino = fs::metadata(&root)?.ino();
+        let root = std::fs::canonicalize(vault.root())?;
+        let root_fd = Arc::new(open_dir_handle(rustix::fs::CWD, &root)?);
+        let root_ino = Meta::from_stat(&rustix::fs::fstat(&*root_fd)?).ino;
+        let root_at = match (root.parent(), root.file_name()) {
+            (Some(parent), Some(name)) => (
+                Arc::new(open_dir_handle(rustix::fs::CWD, parent)?),
+                name.to_os_string(),
+            ),
+            _ => (root_fd.clone(), OsString::from(".")),
+        };
+        let root_attr = vault.keys().names.read_root_attr(&root).map_err(|e| {
+            io::Error::other(format!(
+                "{}: {e}; restore it from a backup, or delete it to show the backing \
+                     root's own mode and owner at the mount root",
+                root.join(atrest_vault::root_attr::ROOT_ATTR_FILE).display()
+            ))
+        })?;
         Ok(Self {
             root,
+            root_at,
+            root_fd,
+            root_attr: Mutex::new(root_attr),
             vault,
             ttl,
             as_root: rustix::process::geteuid().is_root(),
             nodes: RwLock::new(NodeTable::new(root_ino)),
+            dir_handles: DirHandles::new(crate::dirs::capacity()),
             dir_ids: RwLock::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
-            inodes: Mutex::new(HashMap::new()),
+            ciphers: Ciphers::default(),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
@@ -163,38 +255,107 @@ impl VaultFs {
         &self.locks[(ino % LOCK_STRIPES as u64) as usize]
     }
 
-    fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
-        self.nodes.read().path(&self.root, ino.0)
+    /// The handle of directory `ino`: cached, or opened from the nearest
+    /// cached ancestor down, one component at a time.
+    fn dir_fd(&self, ino: u64) -> Result<Arc<OwnedFd>, Errno> {
+        if ino == INodeNo::ROOT.0 {
+            return Ok(self.root_fd.clone());
+        }
+        if let Some(fd) = self.dir_handles.get(ino) {
+            return Ok(fd);
+        }
+        // A rename between reading the chain and opening it could hand us
+        // another directory; the inode check catches that, and we retry.
+        for _ in 0..3 {
+            let (mut base, chain) = {
+                let nodes = self.nodes.read();
+                let mut chain = Vec::new();
+                let mut cur = ino;
+                let base = loop {
+                    let (parent, name) = nodes.link(cur)?;
+                    chain.push((cur, name.clone()));
+                    cur = *parent;
+                    if cur == INodeNo::ROOT.0 {
+                        break self.root_fd.clone();
+                    }
+                    if let Some(fd) = self.dir_handles.get(cur) {
+                        break fd;
+                    }
+                    if chain.len() > 4096 {
+                        return Err(Errno::ELOOP);
+                    }
+                };
+                (base, chain)
+            };
+            let mut moved = false;
+            for (want, name) in chain.into_iter().rev() {
+                let fd = Arc::new(open_dir_handle(&*base, &name).map_err(rerrno)?);
+                let got = self.nodes.read().fuse_ino(fstat(&*fd)?.ino);
+                if got != want {
+                    moved = true;
+                    break;
+                }
+                self.dir_handles.insert(want, fd.clone());
+                base = fd;
+            }
+            if !moved {
+                return Ok(base);
+            }
+        }
+        Err(Errno::ESTALE)
     }
 
-    fn dir_id(&self, ino: u64, dir: &Path) -> Result<[u8; 16], Errno> {
+    /// Where `ino` is: its directory's handle and its backing name.
+    fn at(&self, ino: u64) -> Result<At, Errno> {
+        if ino == INodeNo::ROOT.0 {
+            return Ok(self.root_at.clone());
+        }
+        let (parent, name) = self.nodes.read().link(ino)?.clone();
+        Ok((self.dir_fd(parent)?, name))
+    }
+
+    /// The backing path of `name` in `ino` relative to the vault, for
+    /// messages.
+    fn backing(&self, ino: u64, name: Option<&OsStr>) -> PathBuf {
+        let mut path = self
+            .nodes
+            .read()
+            .path(Path::new(""), ino)
+            .unwrap_or_default();
+        if let Some(name) = name {
+            path.push(name);
+        }
+        path
+    }
+
+    fn dir_id(&self, ino: u64, dir: &OwnedFd) -> Result<[u8; 16], Errno> {
         if let Some(id) = self.dir_ids.read().get(&ino) {
             return Ok(*id);
         }
-        let id = names::read_dir_id(dir).map_err(|e| self.content_error(dir, e))?;
+        let id = names::read_dir_id_at(dir, Path::new("."))
+            .map_err(|e| self.content_error(&self.backing(ino, None), e))?;
         self.dir_ids.write().insert(ino, id);
         Ok(id)
     }
 
-    /// Backing directory, its id and the encrypted form of `name` in it.
-    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<(PathBuf, EncryptedName), Errno> {
+    /// Backing directory handle and the encrypted form of `name` in it.
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<OwnedFd>, EncryptedName), Errno> {
         if name.len() > 255 {
             return Err(Errno::ENAMETOOLONG);
         }
-        let dir = self.path(parent)?;
+        let dir = self.dir_fd(parent.0)?;
         let id = self.dir_id(parent.0, &dir)?;
         Ok((dir, self.vault.keys().names.encrypt_name(&id, name)))
     }
 
-    /// Logs corruption (naming the backing file, never plaintext) and
-    /// turns it into EIO.
-    fn content_error(&self, path: &Path, e: ContentError) -> Errno {
+    /// Logs corruption (naming the backing file relative to the vault,
+    /// never plaintext) and turns it into EIO.
+    fn content_error(&self, backing: &Path, e: ContentError) -> Errno {
         match e {
             ContentError::Io(e) => errno(e),
             ContentError::Corrupt(what) => {
-                let rel = path.strip_prefix(&self.root).unwrap_or(path);
                 tracing::error!(
-                    backing = %rel.display(),
+                    backing = %backing.display(),
                     "{what}; returning EIO (run `atrest fsck` for the plaintext path)"
                 );
                 Errno::EIO
@@ -202,89 +363,132 @@ impl VaultFs {
         }
     }
 
-    fn attr(&self, path: &Path, meta: &Metadata) -> FileAttr {
-        let kind = kind_of(meta.mode());
+    /// `link`: where the entry is, to read a long symlink's length.
+    fn attr(&self, link: Option<(&OwnedFd, &OsStr)>, meta: &Meta) -> FileAttr {
+        let kind = kind_of(meta.mode);
         let size = match kind {
             FileType::RegularFile => {
                 let layout = self.vault.keys().content.layout();
-                layout.plaintext_size(meta.size()).unwrap_or_else(|| {
-                    tracing::warn!(backing = %path.display(), "impossible backing size; file is truncated");
-                    layout.plaintext_size(meta.size() - meta.size() % layout.sealed_block()).unwrap_or(0)
+                layout.plaintext_size(meta.size).unwrap_or_else(|| {
+                    tracing::warn!(
+                        backing_ino = meta.ino,
+                        "impossible backing size; file is truncated"
+                    );
+                    layout
+                        .plaintext_size(meta.size - meta.size % layout.sealed_block())
+                        .unwrap_or(0)
                 })
             }
-            FileType::Symlink => self
-                .vault
-                .keys()
-                .names
-                .symlink_target_len(&self.root, path, meta.size())
+            FileType::Symlink => link
+                .and_then(|(dir, name)| {
+                    self.vault
+                        .keys()
+                        .names
+                        .symlink_target_len_at(&self.root, dir, Path::new(name), meta.size)
+                        .ok()
+                })
                 .unwrap_or(0),
-            _ => meta.size(),
+            _ => meta.size,
         };
+        let ino = self.nodes.read().fuse_ino(meta.ino);
+        let (mut perm, mut uid, mut gid) = ((meta.mode & 0o7777) as u16, meta.uid, meta.gid);
+        if ino == INodeNo::ROOT.0
+            && let Some(root) = *self.root_attr.lock()
+        {
+            (perm, uid, gid) = (root.mode as u16, root.uid, root.gid);
+        }
         FileAttr {
-            ino: INodeNo(self.nodes.read().fuse_ino(meta.ino())),
+            ino: INodeNo(ino),
             size,
-            blocks: meta.blocks(),
-            atime: system_time(meta.atime(), meta.atime_nsec()),
-            mtime: system_time(meta.mtime(), meta.mtime_nsec()),
-            ctime: system_time(meta.ctime(), meta.ctime_nsec()),
+            blocks: meta.blocks,
+            atime: system_time(meta.atime.0, meta.atime.1),
+            mtime: system_time(meta.mtime.0, meta.mtime.1),
+            ctime: system_time(meta.ctime.0, meta.ctime.1),
             crtime: UNIX_EPOCH,
             kind,
-            perm: (meta.mode() & 0o7777) as u16,
-            nlink: meta.nlink() as u32,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            rdev: meta.rdev() as u32,
+            perm,
+            nlink: meta.nlink,
+            uid,
+            gid,
+            rdev: meta.rdev,
             blksize: 4096,
             flags: 0,
         }
     }
 
-    fn stat(&self, path: &Path) -> Result<FileAttr, Errno> {
-        let meta = fs::symlink_metadata(path).map_err(errno)?;
-        Ok(self.attr(path, &meta))
+    fn stat(&self, dir: &OwnedFd, name: &OsStr) -> Result<FileAttr, Errno> {
+        let meta = stat_at(dir, name)?;
+        Ok(self.attr(Some((dir, name)), &meta))
+    }
+
+    /// Mode and group of directory `ino` as the mount shows them.
+    fn dir_mode_gid(&self, ino: u64, dir: &OwnedFd) -> Result<(u32, u32), Errno> {
+        let meta = fstat(dir)?;
+        if ino == INodeNo::ROOT.0
+            && let Some(root) = *self.root_attr.lock()
+        {
+            return Ok((root.mode, root.gid));
+        }
+        Ok((meta.mode, meta.gid))
     }
 
     /// Stats a new or found child and records the kernel's reference to it.
-    fn enter(&self, parent: INodeNo, dir: &Path, name: &EncryptedName) -> Result<FileAttr, Errno> {
-        let path = dir.join(name.entry());
-        let attr = self.stat(&path)?;
+    fn enter(
+        &self,
+        parent: INodeNo,
+        dir: &OwnedFd,
+        name: &EncryptedName,
+    ) -> Result<FileAttr, Errno> {
+        let attr = self.stat(dir, OsStr::new(name.entry()))?;
+        self.remember(parent, name, attr)
+    }
+
+    fn remember(
+        &self,
+        parent: INodeNo,
+        name: &EncryptedName,
+        attr: FileAttr,
+    ) -> Result<FileAttr, Errno> {
         self.nodes
             .write()
             .remember(attr.ino.0, (parent.0, OsString::from(name.entry())));
         Ok(attr)
     }
 
-    fn write_side_file(&self, dir: &Path, name: &EncryptedName) -> Result<(), Errno> {
+    fn write_side_file(&self, dir: &OwnedFd, name: &EncryptedName) -> Result<(), Errno> {
         if let (Some(side), EncryptedName::Long { full, .. }) = (name.side_file(), name) {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(dir.join(side))
-                .map_err(errno)?;
-            std::io::Write::write_all(&mut f, full.as_bytes()).map_err(errno)?;
+            let fd = rustix::fs::openat(
+                dir,
+                side.as_str(),
+                OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::TRUNC
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(rerrno)?;
+            std::io::Write::write_all(&mut File::from(fd), full.as_bytes()).map_err(errno)?;
         }
         Ok(())
     }
 
     /// Takes back a new non-directory entry whose creation failed half way
     /// (ENOSPC writing its header or side file), long-link side file too.
-    fn undo_entry(&self, dir: &Path, name: &EncryptedName) {
-        let path = dir.join(name.entry());
-        let long_link = fs::read_link(&path).ok().and_then(|t| {
-            atrest_vault::NameTransform::long_link_side_file(&self.root, t.as_os_str())
-        });
-        let _ = fs::remove_file(&path);
+    fn undo_entry(&self, dir: &OwnedFd, name: &EncryptedName) {
+        let long_link = names::read_link_at(dir, Path::new(name.entry()))
+            .ok()
+            .and_then(|t| atrest_vault::NameTransform::long_link_side_file(&self.root, &t));
+        let _ = rustix::fs::unlinkat(dir, name.entry(), AtFlags::empty());
         if let Some(side) = long_link {
-            let _ = fs::remove_file(side);
+            let _ = std::fs::remove_file(side);
         }
         self.remove_side_file(dir, name);
     }
 
-    fn remove_side_file(&self, dir: &Path, name: &EncryptedName) {
+    fn remove_side_file(&self, dir: &OwnedFd, name: &EncryptedName) {
         if let Some(side) = name.side_file() {
-            let _ = fs::remove_file(dir.join(side));
+            let _ = rustix::fs::unlinkat(dir, side.as_str(), AtFlags::empty());
         }
     }
 
@@ -295,22 +499,23 @@ impl VaultFs {
     fn set_owner(
         &self,
         req: &Request,
-        dir: &Path,
-        path: &Path,
+        parent: INodeNo,
+        dir: &OwnedFd,
+        name: &OsStr,
         perm: Option<u32>,
     ) -> Result<(), Errno> {
         if !self.as_root {
             return Ok(());
         }
-        let parent = fs::metadata(dir).map_err(errno)?;
-        let gid = if parent.mode() & libc::S_ISGID != 0 {
-            parent.gid()
+        let (parent_mode, parent_gid) = self.dir_mode_gid(parent.0, dir)?;
+        let gid = if parent_mode & libc::S_ISGID != 0 {
+            parent_gid
         } else {
             req.gid()
         };
         rustix::fs::chownat(
-            CWD,
-            path,
+            dir,
+            name,
             Some(rustix::fs::Uid::from_raw(req.uid())),
             Some(rustix::fs::Gid::from_raw(gid)),
             AtFlags::SYMLINK_NOFOLLOW,
@@ -318,7 +523,7 @@ impl VaultFs {
         .map_err(rerrno)?;
         match perm {
             Some(perm) if perm & (libc::S_ISUID | libc::S_ISGID) != 0 => {
-                rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(perm), AtFlags::empty())
+                rustix::fs::chmodat(dir, name, Mode::from_raw_mode(perm), AtFlags::empty())
                     .map_err(rerrno)
             }
             _ => Ok(()),
@@ -347,84 +552,25 @@ impl VaultFs {
         self.files.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    fn open_backing(path: &Path, flags: i32) -> io::Result<File> {
+    fn open_backing(dir: &OwnedFd, name: &OsStr, flags: i32) -> Result<File, Errno> {
         // We always need to read (partial blocks are read, modified,
         // resealed); O_APPEND would make pwrite ignore our offsets.
-        let custom = flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME);
+        let custom = OFlags::from_bits_truncate(
+            (flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME)) as u32,
+        ) | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let open = |write: bool| {
-            OpenOptions::new()
-                .read(true)
-                .write(write)
-                .custom_flags(custom)
-                .open(path)
+        let open = |access: OFlags| {
+            rustix::fs::openat(dir, name, access | custom, Mode::empty()).map(File::from)
         };
-        match open(true) {
-            Err(e) if !writable && e.raw_os_error() == Some(libc::EACCES) => open(false),
+        match open(OFlags::RDWR) {
+            Err(rustix::io::Errno::ACCESS) if !writable => open(OFlags::RDONLY),
             other => other,
         }
+        .map_err(rerrno)
     }
 
-    /// Records a new open handle of `ino` and what its header says.
-    fn register_open(&self, ino: u64, cipher: Option<FileCipher>) {
-        let mut inodes = self.inodes.lock();
-        let state = inodes.entry(ino).or_default();
-        state.handles += 1;
-        if state.cipher.is_none() {
-            state.cipher = cipher.map(Arc::new);
-        }
-    }
-
-    fn register_release(&self, ino: u64) {
-        let mut inodes = self.inodes.lock();
-        if let Some(state) = inodes.get_mut(&ino) {
-            state.handles = state.handles.saturating_sub(1);
-            if state.handles == 0 {
-                inodes.remove(&ino);
-            }
-        }
-    }
-
-    /// The cipher to read `ino` with: `None` for a file without a header
-    /// (empty). Callers hold the inode's lock.
-    fn read_cipher(&self, ino: u64, file: &File) -> Result<Option<Arc<FileCipher>>, ContentError> {
-        if let Some(c) = self.inodes.lock().get(&ino).and_then(|s| s.cipher.clone()) {
-            return Ok(Some(c));
-        }
-        let Some(c) = self.vault.keys().content.read_header(file)? else {
-            return Ok(None);
-        };
-        let c = Arc::new(c);
-        if let Some(state) = self.inodes.lock().get_mut(&ino) {
-            state.cipher = Some(c.clone());
-        }
-        Ok(Some(c))
-    }
-
-    /// The cipher to write `ino` with. A file that holds no block yet gets
-    /// a fresh header and file id first, so a header copied from another
-    /// file (file-id poisoning) never makes two files share a key. Callers
-    /// hold the inode's write lock.
-    fn write_cipher(&self, ino: u64, file: &File) -> Result<Arc<FileCipher>, ContentError> {
-        if file.metadata()?.len() > atrest_vault::layout::HEADER_LEN
-            && let Some(c) = self.read_cipher(ino, file)?
-        {
-            return Ok(c);
-        }
-        let c = Arc::new(self.vault.keys().content.write_header(file)?);
-        if let Some(state) = self.inodes.lock().get_mut(&ino) {
-            state.cipher = Some(c.clone());
-        }
-        Ok(c)
-    }
-
-    fn truncate(
-        &self,
-        ino: INodeNo,
-        fh: Option<FileHandle>,
-        path: &Path,
-        size: u64,
-    ) -> Result<(), Errno> {
+    fn truncate(&self, ino: INodeNo, fh: Option<FileHandle>, size: u64) -> Result<(), Errno> {
         let _guard = self.lock(ino.0).write();
         let opened;
         let file = match fh.and_then(|fh| self.files.read().get(&fh.0).cloned()) {
@@ -432,53 +578,69 @@ impl VaultFs {
                 opened = h;
                 &opened.file
             }
-            None => &Self::open_backing(path, libc::O_RDWR).map_err(errno)?,
+            None => {
+                let (dir, name) = self.at(ino.0)?;
+                &Self::open_backing(&dir, &name, libc::O_RDWR)?
+            }
         };
+        let fail = |e| self.content_error(&self.backing(ino.0, None), e);
         let cipher = if size == 0 {
             match self
-                .read_cipher(ino.0, file)
-                .map_err(|e| self.content_error(path, e))?
+                .ciphers
+                .for_read(&self.vault.keys().content, ino.0, file)
+                .map_err(fail)?
             {
                 Some(c) => c,
                 None => return Ok(()),
             }
         } else {
-            self.write_cipher(ino.0, file)
-                .map_err(|e| self.content_error(path, e))?
+            self.ciphers
+                .for_write(&self.vault.keys().content, ino.0, file)
+                .map_err(fail)?
         };
         ContentFile {
             file,
             cipher: &cipher,
         }
         .set_len(size)
-        .map_err(|e| self.content_error(path, e))
+        .map_err(fail)
     }
 
     fn list_dir(&self, ino: INodeNo) -> Result<Vec<DirEntry>, Errno> {
-        let dir = self.path(ino)?;
+        let dir = self.dir_fd(ino.0)?;
         let id = self.dir_id(ino.0, &dir)?;
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(errno)? {
-            let entry = entry.map_err(errno)?;
-            let backing = entry.file_name();
-            let name = match self.vault.keys().names.decrypt_entry(&dir, &id, &backing) {
-                Ok(Some(name)) => name,
-                Ok(None) => continue,
-                Err(e) => {
-                    // Shown nowhere, reported by fsck; the rest of the
-                    // directory stays usable.
-                    let _ = self.content_error(&dir.join(&backing), e);
-                    continue;
-                }
-            };
-            let Ok(file_type) = entry.file_type() else {
-                continue;
+        for entry in open_dir_listing(&*dir, OsStr::new("."))? {
+            let entry = entry.map_err(rerrno)?;
+            let backing = OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string();
+            let name =
+                match self
+                    .vault
+                    .keys()
+                    .names
+                    .decrypt_entry_at(&*dir, Path::new("."), &id, &backing)
+                {
+                    Ok(Some(name)) => name,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        // Shown nowhere, reported by fsck; the rest of the
+                        // directory stays usable.
+                        let _ = self.content_error(&self.backing(ino.0, Some(&backing)), e);
+                        continue;
+                    }
+                };
+            let kind = match entry.file_type() {
+                rustix::fs::FileType::Unknown => match stat_at(&*dir, &backing) {
+                    Ok(meta) => kind_of(meta.mode),
+                    Err(_) => continue,
+                },
+                t => kind_of(t.as_raw_mode()),
             };
             out.push(DirEntry {
                 name,
                 backing,
-                backing_ino: std::os::unix::fs::DirEntryExt::ino(&entry),
-                kind: kind_of_entry(file_type),
+                backing_ino: entry.ino(),
+                kind,
             });
         }
         Ok(out)
@@ -488,13 +650,53 @@ impl VaultFs {
         &self,
         req: &Request,
         parent: INodeNo,
-        dir: &Path,
+        dir: &OwnedFd,
         name: &EncryptedName,
         perm: Option<u32>,
     ) -> Result<FileAttr, Errno> {
-        let path = dir.join(name.entry());
-        self.set_owner(req, dir, &path, perm)?;
+        self.set_owner(req, parent, dir, OsStr::new(name.entry()), perm)?;
         self.enter(parent, dir, name)
+    }
+
+    /// chmod/chown of the mount root: kept in the vault's sealed record,
+    /// never on the backing root (which stays private).
+    fn set_root_attr(
+        &self,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<(), Errno> {
+        let mut current = self.root_attr.lock();
+        let mut attr = match *current {
+            Some(attr) => attr,
+            None => {
+                let meta = fstat(&*self.root_fd)?;
+                RootAttr {
+                    mode: meta.mode & 0o7777,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                }
+            }
+        };
+        if let Some(mode) = mode {
+            attr.mode = mode & 0o7777;
+        }
+        if let Some(uid) = uid {
+            attr.uid = uid;
+        }
+        if let Some(gid) = gid {
+            attr.gid = gid;
+        }
+        self.vault
+            .keys()
+            .names
+            .write_root_attr(&self.root, &attr)
+            .map_err(|e| {
+                tracing::error!("writing the root attributes: {e}");
+                Errno::EIO
+            })?;
+        *current = Some(attr);
+        Ok(())
     }
 }
 
@@ -523,23 +725,21 @@ impl Filesystem for VaultFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.nodes.write().forget(ino.0, nlookup);
+        if self.nodes.write().forget(ino.0, nlookup) {
+            self.dir_handles.remove(ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let open = fh.and_then(|fh| self.files.read().get(&fh.0).cloned());
-        let result = match (open, self.path(ino)) {
-            (None, Ok(path)) => self.stat(&path),
-            (open, path) => {
+        let result = match (open, self.at(ino.0)) {
+            (None, Ok((dir, name))) => self.stat(&dir, &name),
+            (open, at) => {
                 // By descriptor: the kernel gave one, or the file has no
                 // name any more but is still open.
                 match open.or_else(|| self.any_open_file(ino.0)) {
-                    Some(open) => open
-                        .file
-                        .metadata()
-                        .map_err(errno)
-                        .map(|meta| self.attr(&path.unwrap_or_default(), &meta)),
-                    None => path.and_then(|p| self.stat(&p)),
+                    Some(open) => fstat(&open.file).map(|meta| self.attr(None, &meta)),
+                    None => at.and_then(|(dir, name)| self.stat(&dir, &name)),
                 }
             }
         };
@@ -568,7 +768,7 @@ impl Filesystem for VaultFs {
         reply: ReplyAttr,
     ) {
         let run = || -> Result<FileAttr, Errno> {
-            let path = self.path(ino);
+            let path = self.at(ino.0);
             // A file without a name (unlinked while open) is changed through
             // one of its descriptors.
             let open = match (&path, fh) {
@@ -576,10 +776,18 @@ impl Filesystem for VaultFs {
                 (Err(_), Some(fh)) => Some(self.open_file(fh)?),
                 (Err(e), None) => Some(self.any_open_file(ino.0).ok_or(*e)?),
             };
+            if ino == INodeNo::ROOT && (mode.is_some() || uid.is_some() || gid.is_some()) {
+                self.set_root_attr(mode, uid, gid)?;
+            }
+            let (mode, uid, gid) = if ino == INodeNo::ROOT {
+                (None, None, None)
+            } else {
+                (mode, uid, gid)
+            };
             if let Some(mode) = mode {
                 let mode = Mode::from_raw_mode(mode & 0o7777);
                 match (&path, &open) {
-                    (Ok(p), _) => rustix::fs::chmodat(CWD, p, mode, AtFlags::empty()),
+                    (Ok((d, n)), _) => rustix::fs::chmodat(d, n, mode, AtFlags::empty()),
                     (_, Some(f)) => rustix::fs::fchmod(&f.file, mode),
                     _ => unreachable!("either a path or an open file"),
                 }
@@ -591,7 +799,9 @@ impl Filesystem for VaultFs {
                     gid.map(rustix::fs::Gid::from_raw),
                 );
                 match (&path, &open) {
-                    (Ok(p), _) => rustix::fs::chownat(CWD, p, uid, gid, AtFlags::SYMLINK_NOFOLLOW),
+                    (Ok((d, n)), _) => {
+                        rustix::fs::chownat(d, n, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+                    }
                     (_, Some(f)) => rustix::fs::fchown(&f.file, uid, gid),
                     _ => unreachable!("either a path or an open file"),
                 }
@@ -599,7 +809,7 @@ impl Filesystem for VaultFs {
             }
             if let Some(size) = size {
                 let fh = fh.or_else(|| open.as_ref().and_then(|o| self.handle_of(o)));
-                self.truncate(ino, fh, &path.clone().unwrap_or_default(), size)?;
+                self.truncate(ino, fh, size)?;
             }
             if atime.is_some() || mtime.is_some() {
                 let times = Timestamps {
@@ -607,19 +817,17 @@ impl Filesystem for VaultFs {
                     last_modification: timespec(mtime),
                 };
                 match (&path, &open) {
-                    (Ok(p), _) => rustix::fs::utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW),
+                    (Ok((d, n)), _) => {
+                        rustix::fs::utimensat(d, n, &times, AtFlags::SYMLINK_NOFOLLOW)
+                    }
                     (_, Some(f)) => rustix::fs::futimens(&f.file, &times),
                     _ => unreachable!("either a path or an open file"),
                 }
                 .map_err(rerrno)?;
             }
             match (&path, &open) {
-                (Ok(p), _) => self.stat(p),
-                (_, Some(f)) => f
-                    .file
-                    .metadata()
-                    .map_err(errno)
-                    .map(|m| self.attr(Path::new(""), &m)),
+                (Ok((d, n)), _) => self.stat(d, n),
+                (_, Some(f)) => fstat(&f.file).map(|m| self.attr(None, &m)),
                 _ => unreachable!("either a path or an open file"),
             }
         };
@@ -631,12 +839,12 @@ impl Filesystem for VaultFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let run = || -> Result<OsString, Errno> {
-            let path = self.path(ino)?;
+            let (dir, name) = self.at(ino.0)?;
             self.vault
                 .keys()
                 .names
-                .read_symlink(&self.root, &path)
-                .map_err(|e| self.content_error(&path, e))
+                .read_symlink_at(&self.root, &*dir, Path::new(&name))
+                .map_err(|e| self.content_error(&self.backing(ino.0, None), e))
         };
         match run() {
             Ok(target) => reply.data(target.as_bytes()),
@@ -656,24 +864,25 @@ impl Filesystem for VaultFs {
     ) {
         let run = || -> Result<FileAttr, Errno> {
             let (dir, enc) = self.child(parent, name)?;
-            let path = dir.join(enc.entry());
             let perm = mode & !umask & 0o7777;
             if mode & libc::S_IFMT == libc::S_IFREG {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(perm)
-                    .open(&path)
-                    .map_err(errno)?;
+                let file = rustix::fs::openat(
+                    &*dir,
+                    enc.entry(),
+                    OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(perm),
+                )
+                .map(File::from)
+                .map_err(rerrno)?;
                 if let Err(e) = self.vault.keys().content.write_header(&file) {
                     self.undo_entry(&dir, &enc);
-                    return Err(self.content_error(&path, e));
+                    let backing = self.backing(parent.0, Some(OsStr::new(enc.entry())));
+                    return Err(self.content_error(&backing, e));
                 }
             } else {
                 rustix::fs::mknodat(
-                    CWD,
-                    &path,
+                    &*dir,
+                    enc.entry(),
                     rustix::fs::FileType::from_raw_mode(mode),
                     Mode::from_raw_mode(perm),
                     u64::from(rdev),
@@ -701,30 +910,33 @@ impl Filesystem for VaultFs {
     ) {
         let run = || -> Result<FileAttr, Errno> {
             let (dir, enc) = self.child(parent, name)?;
-            let path = dir.join(enc.entry());
+            let entry = OsStr::new(enc.entry());
             let mut perm = mode & !umask & 0o7777;
-            if fs::metadata(&dir).map_err(errno)?.mode() & libc::S_ISGID != 0 {
+            if self.dir_mode_gid(parent.0, &dir)?.0 & libc::S_ISGID != 0 {
                 perm |= libc::S_ISGID;
             }
             // Created private so the directory id can be written even when
             // the requested mode forbids it; then set to the exact mode.
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&path)
-                .map_err(errno)?;
+            rustix::fs::mkdirat(&*dir, entry, Mode::from_raw_mode(0o700)).map_err(rerrno)?;
             let finish = || -> Result<FileAttr, Errno> {
-                let id = names::create_dir_id(&path).map_err(|e| self.content_error(&path, e))?;
-                rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(perm), AtFlags::empty())
+                // Its handle now saves opening it again at the first entry
+                // made in it.
+                let handle = Arc::new(open_dir_handle(&*dir, entry).map_err(rerrno)?);
+                let id = names::create_dir_id_at(&*handle, Path::new("."))
+                    .map_err(|e| self.content_error(&self.backing(parent.0, Some(entry)), e))?;
+                rustix::fs::chmodat(&*dir, entry, Mode::from_raw_mode(perm), AtFlags::empty())
                     .map_err(rerrno)?;
                 self.write_side_file(&dir, &enc)?;
-                let attr = self.finish_create(req, parent, &dir, &enc, Some(perm))?;
+                self.set_owner(req, parent, &dir, entry, Some(perm))?;
+                let attr = self.attr(None, &fstat(&*handle)?);
                 self.dir_ids.write().insert(attr.ino.0, id);
-                Ok(attr)
+                self.dir_handles.insert(attr.ino.0, handle);
+                self.remember(parent, &enc, attr)
             };
             finish().inspect_err(|_| {
                 // ENOSPC half way: leave no directory without its id.
-                let _ = fs::remove_file(path.join(names::DIRID_FILE));
-                let _ = fs::remove_dir(&path);
+                let _ = rustix::fs::unlinkat(&*dir, dirid_of(entry), AtFlags::empty());
+                let _ = rustix::fs::unlinkat(&*dir, entry, AtFlags::REMOVEDIR);
                 self.remove_side_file(&dir, &enc);
             })
         };
@@ -737,21 +949,19 @@ impl Filesystem for VaultFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let run = || -> Result<(), Errno> {
             let (dir, enc) = self.child(parent, name)?;
-            let path = dir.join(enc.entry());
-            let meta = fs::symlink_metadata(&path).map_err(errno)?;
-            let long_link = (meta.file_type().is_symlink() && meta.nlink() == 1)
-                .then(|| fs::read_link(&path).ok())
+            let entry = OsStr::new(enc.entry());
+            let meta = stat_at(&*dir, entry)?;
+            let long_link = (meta.mode & libc::S_IFMT == libc::S_IFLNK && meta.nlink == 1)
+                .then(|| names::read_link_at(&*dir, Path::new(entry)).ok())
                 .flatten()
-                .and_then(|t| {
-                    atrest_vault::NameTransform::long_link_side_file(&self.root, t.as_os_str())
-                });
-            fs::remove_file(&path).map_err(errno)?;
+                .and_then(|t| atrest_vault::NameTransform::long_link_side_file(&self.root, &t));
+            rustix::fs::unlinkat(&*dir, entry, AtFlags::empty()).map_err(rerrno)?;
             self.remove_side_file(&dir, &enc);
             if let Some(side) = long_link {
-                let _ = fs::remove_file(side);
+                let _ = std::fs::remove_file(side);
             }
             let mut nodes = self.nodes.write();
-            let ino = nodes.fuse_ino(meta.ino());
+            let ino = nodes.fuse_ino(meta.ino);
             nodes.unlink(ino, &(parent.0, OsString::from(enc.entry())));
             Ok(())
         };
@@ -764,30 +974,29 @@ impl Filesystem for VaultFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let run = || -> Result<(), Errno> {
             let (dir, enc) = self.child(parent, name)?;
-            let path = dir.join(enc.entry());
-            let meta = fs::symlink_metadata(&path).map_err(errno)?;
-            if !meta.is_dir() {
+            let entry = OsStr::new(enc.entry());
+            let meta = stat_at(&*dir, entry)?;
+            if meta.mode & libc::S_IFMT != libc::S_IFDIR {
                 return Err(Errno::ENOTDIR);
             }
-            for entry in fs::read_dir(&path).map_err(errno)? {
-                if entry.map_err(errno)?.file_name() != names::DIRID_FILE {
-                    return Err(Errno::ENOTEMPTY);
-                }
+            if !is_empty_dir(&*dir, entry)? {
+                return Err(Errno::ENOTEMPTY);
             }
-            let id_file = path.join(names::DIRID_FILE);
-            let saved = fs::read(&id_file).ok();
-            let _ = fs::remove_file(&id_file);
-            if let Err(e) = fs::remove_dir(&path) {
+            let id_file = dirid_of(entry);
+            let saved = names::read_at(&*dir, &id_file).ok();
+            let _ = rustix::fs::unlinkat(&*dir, &id_file, AtFlags::empty());
+            if let Err(e) = rustix::fs::unlinkat(&*dir, entry, AtFlags::REMOVEDIR) {
                 if let Some(saved) = saved {
-                    let _ = fs::write(&id_file, saved);
+                    let _ = names::write_new_at(&*dir, &id_file, &saved, 0o444);
                 }
-                return Err(errno(e));
+                return Err(rerrno(e));
             }
             self.remove_side_file(&dir, &enc);
             let mut nodes = self.nodes.write();
-            let ino = nodes.fuse_ino(meta.ino());
+            let ino = nodes.fuse_ino(meta.ino);
             nodes.unlink(ino, &(parent.0, OsString::from(enc.entry())));
             self.dir_ids.write().remove(&ino);
+            self.dir_handles.remove(ino);
             Ok(())
         };
         match run() {
@@ -809,12 +1018,18 @@ impl Filesystem for VaultFs {
             if target.as_os_str().len() > names::MAX_BACKING_LINK {
                 return Err(Errno::ENAMETOOLONG);
             }
-            let link = dir.join(enc.entry());
             self.vault
                 .keys()
                 .names
-                .create_symlink(&self.root, target.as_os_str(), &link)
-                .map_err(|e| self.content_error(&link, e))?;
+                .create_symlink_at(
+                    &self.root,
+                    target.as_os_str(),
+                    &*dir,
+                    Path::new(enc.entry()),
+                )
+                .map_err(|e| {
+                    self.content_error(&self.backing(parent.0, Some(OsStr::new(enc.entry()))), e)
+                })?;
             self.write_side_file(&dir, &enc)
                 .and_then(|()| self.finish_create(req, parent, &dir, &enc, None))
                 .inspect_err(|_| self.undo_entry(&dir, &enc))
@@ -838,42 +1053,41 @@ impl Filesystem for VaultFs {
         let run = || -> Result<(), Errno> {
             let (dir, enc) = self.child(parent, name)?;
             let (newdir, newenc) = self.child(newparent, newname)?;
-            let from = dir.join(enc.entry());
-            let to = newdir.join(newenc.entry());
-            let moved = fs::symlink_metadata(&from).map_err(errno)?;
-            let victim = fs::symlink_metadata(&to).ok();
+            let (from, to) = (OsStr::new(enc.entry()), OsStr::new(newenc.entry()));
+            let moved = stat_at(&*dir, from)?;
+            let victim = stat_at(&*newdir, to).ok();
+            let is_dir = |m: &Meta| m.mode & libc::S_IFMT == libc::S_IFDIR;
             let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
             if !exchange
                 && let Some(v) = &victim
-                && v.is_dir()
-                && moved.is_dir()
+                && is_dir(v)
+                && is_dir(&moved)
             {
                 // rename(2) over an empty directory: ours holds its dir id.
-                for entry in fs::read_dir(&to).map_err(errno)? {
-                    if entry.map_err(errno)?.file_name() != names::DIRID_FILE {
-                        return Err(Errno::ENOTEMPTY);
-                    }
+                if !is_empty_dir(&*newdir, to)? {
+                    return Err(Errno::ENOTEMPTY);
                 }
-                let _ = fs::remove_file(to.join(names::DIRID_FILE));
+                let _ = rustix::fs::unlinkat(&*newdir, dirid_of(to), AtFlags::empty());
             }
             self.write_side_file(&newdir, &newenc)?;
             let rflags = rustix::fs::RenameFlags::from_bits_truncate(flags.bits());
-            rustix::fs::renameat_with(CWD, &from, CWD, &to, rflags).map_err(rerrno)?;
+            rustix::fs::renameat_with(&*dir, from, &*newdir, to, rflags).map_err(rerrno)?;
             if !exchange {
                 self.remove_side_file(&dir, &enc);
             }
             let mut nodes = self.nodes.write();
             let old_link = (parent.0, OsString::from(enc.entry()));
             let new_link = (newparent.0, OsString::from(newenc.entry()));
-            let moved_ino = nodes.fuse_ino(moved.ino());
-            let victim_ino = victim.as_ref().map(|v| nodes.fuse_ino(v.ino()));
+            let moved_ino = nodes.fuse_ino(moved.ino);
+            let victim_ino = victim.as_ref().map(|v| nodes.fuse_ino(v.ino));
             if let Some(v) = victim_ino.filter(|v| *v != moved_ino) {
                 if exchange {
                     nodes.relink(v, &new_link, old_link.clone());
                 } else {
                     nodes.unlink(v, &new_link);
-                    if victim.as_ref().is_some_and(|m| m.is_dir()) {
+                    if victim.as_ref().is_some_and(is_dir) {
                         self.dir_ids.write().remove(&v);
+                        self.dir_handles.remove(v);
                     }
                 }
             }
@@ -895,14 +1109,15 @@ impl Filesystem for VaultFs {
         reply: ReplyEntry,
     ) {
         let run = || -> Result<FileAttr, Errno> {
-            let from = self.path(ino)?;
+            let (fromdir, from) = self.at(ino.0)?;
             let (dir, enc) = self.child(newparent, newname)?;
-            fs::hard_link(&from, dir.join(enc.entry())).map_err(errno)?;
+            rustix::fs::linkat(&*fromdir, &from, &*dir, enc.entry(), AtFlags::empty())
+                .map_err(rerrno)?;
             self.write_side_file(&dir, &enc)
                 .and_then(|()| self.enter(newparent, &dir, &enc))
                 .inspect_err(|_| {
                     // Only this new name: the link target is another entry.
-                    let _ = fs::remove_file(dir.join(enc.entry()));
+                    let _ = rustix::fs::unlinkat(&*dir, enc.entry(), AtFlags::empty());
                     self.remove_side_file(&dir, &enc);
                 })
         };
@@ -914,22 +1129,22 @@ impl Filesystem for VaultFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let run = || -> Result<u64, Errno> {
-            let path = self.path(ino)?;
-            let file = Self::open_backing(&path, flags.0).map_err(errno)?;
+            let (dir, name) = self.at(ino.0)?;
+            let file = Self::open_backing(&dir, &name, flags.0)?;
             let header = self
                 .vault
                 .keys()
                 .content
                 .read_header(&file)
-                .map_err(|e| self.content_error(&path, e))?;
-            self.register_open(ino.0, header);
+                .map_err(|e| self.content_error(&self.backing(ino.0, None), e))?;
+            self.ciphers.opened(ino.0, header);
             let fh = self.new_handle();
             self.files
                 .write()
                 .insert(fh, Arc::new(OpenFile { file, ino: ino.0 }));
             if flags.0 & libc::O_TRUNC != 0 {
                 // FUSE_ATOMIC_O_TRUNC: the truncation comes with the open.
-                self.truncate(ino, Some(FileHandle(fh)), &path, 0)?;
+                self.truncate(ino, Some(FileHandle(fh)), 0)?;
             }
             Ok(fh)
         };
@@ -953,8 +1168,12 @@ impl Filesystem for VaultFs {
         let run = || -> Result<Vec<u8>, Errno> {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).read();
-            let fail = |e| self.content_error(&self.path(ino).unwrap_or_default(), e);
-            match self.read_cipher(ino.0, &open.file).map_err(fail)? {
+            let fail = |e| self.content_error(&self.backing(ino.0, None), e);
+            match self
+                .ciphers
+                .for_read(&self.vault.keys().content, ino.0, &open.file)
+                .map_err(fail)?
+            {
                 None => Ok(Vec::new()),
                 Some(cipher) => ContentFile {
                     file: &open.file,
@@ -985,16 +1204,17 @@ impl Filesystem for VaultFs {
         let run = || -> Result<(), Errno> {
             let open = self.open_file(fh)?;
             let _guard = self.lock(ino.0).write();
-            let path = || self.path(ino).unwrap_or_default();
+            let fail = |e| self.content_error(&self.backing(ino.0, None), e);
             let cipher = self
-                .write_cipher(ino.0, &open.file)
-                .map_err(|e| self.content_error(&path(), e))?;
+                .ciphers
+                .for_write(&self.vault.keys().content, ino.0, &open.file)
+                .map_err(fail)?;
             ContentFile {
                 file: &open.file,
                 cipher: &cipher,
             }
             .write_at(offset, data)
-            .map_err(|e| self.content_error(&path(), e))
+            .map_err(fail)
         };
         match run() {
             Ok(()) => reply.written(data.len() as u32),
@@ -1024,7 +1244,7 @@ impl Filesystem for VaultFs {
         reply: ReplyEmpty,
     ) {
         if let Some(open) = self.files.write().remove(&fh.0) {
-            self.register_release(open.ino);
+            self.ciphers.released(open.ino);
         }
         reply.ok();
     }
@@ -1107,11 +1327,11 @@ impl Filesystem for VaultFs {
         let Some(entries) = self.dirs.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
-        let Ok(dir) = self.path(ino) else {
+        let Ok(dir) = self.dir_fd(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
         if offset < 2
-            && let Ok(attr) = self.stat(&dir)
+            && let Ok(attr) = fstat(&*dir).map(|meta| self.attr(None, &meta))
         {
             if offset == 0 && reply.add(ino, 1, ".", &self.ttl, &attr, Generation(0)) {
                 return reply.ok();
@@ -1122,7 +1342,7 @@ impl Filesystem for VaultFs {
         }
         let i = offset.max(2);
         for (n, entry) in entries.iter().enumerate().skip((i - 2) as usize) {
-            let Ok(attr) = self.stat(&dir.join(&entry.backing)) else {
+            let Ok(attr) = self.stat(&dir, &entry.backing) else {
                 continue; // removed since opendir
             };
             if reply.add(
@@ -1164,9 +1384,15 @@ impl Filesystem for VaultFs {
         reply: ReplyEmpty,
     ) {
         let run = || -> Result<(), Errno> {
-            File::open(self.path(ino)?)
-                .and_then(|d| d.sync_all())
-                .map_err(errno)
+            let dir = self.dir_fd(ino.0)?;
+            let fd = rustix::fs::openat(
+                &*dir,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(rerrno)?;
+            File::from(fd).sync_all().map_err(errno)
         };
         match run() {
             Ok(()) => reply.ok(),
@@ -1204,7 +1430,8 @@ impl Filesystem for VaultFs {
             if !name.as_bytes().starts_with(b"user.") {
                 return Err(Errno::EOPNOTSUPP);
             }
-            let path = self.path(ino)?;
+            let (dir, entry) = self.at(ino.0)?;
+            let path = xattr::path_at(&*dir, &entry);
             let names = &self.vault.keys().names;
             let stored = names.encrypt_xattr_name(name);
             let sealed = names.encrypt_xattr_value(&stored, value);
@@ -1227,13 +1454,14 @@ impl Filesystem for VaultFs {
             if !name.as_bytes().starts_with(b"user.") {
                 return Err(Errno::NO_XATTR);
             }
-            let path = self.path(ino)?;
+            let (dir, entry) = self.at(ino.0)?;
+            let path = xattr::path_at(&*dir, &entry);
             let names = &self.vault.keys().names;
             let stored = names.encrypt_xattr_name(name);
             let sealed = xattr::get(&path, &stored).map_err(errno)?;
             names
                 .decrypt_xattr_value(&stored, &sealed)
-                .map_err(|e| self.content_error(&path, e))
+                .map_err(|e| self.content_error(&self.backing(ino.0, None), e))
         };
         match run() {
             Ok(value) if size == 0 => reply.size(value.len() as u32),
@@ -1245,7 +1473,8 @@ impl Filesystem for VaultFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let run = || -> Result<Vec<u8>, Errno> {
-            let path = self.path(ino)?;
+            let (dir, entry) = self.at(ino.0)?;
+            let path = xattr::path_at(&*dir, &entry);
             let mut out = Vec::new();
             for stored in xattr::list(&path).map_err(errno)? {
                 if let Ok(Some(name)) = self.vault.keys().names.decrypt_xattr_name(&stored) {
@@ -1268,7 +1497,8 @@ impl Filesystem for VaultFs {
             if !name.as_bytes().starts_with(b"user.") {
                 return Err(Errno::NO_XATTR);
             }
-            let path = self.path(ino)?;
+            let (dir, entry) = self.at(ino.0)?;
+            let path = xattr::path_at(&*dir, &entry);
             let stored = self.vault.keys().names.encrypt_xattr_name(name);
             xattr::remove(&path, &stored).map_err(errno)
         };
@@ -1295,52 +1525,54 @@ impl Filesystem for VaultFs {
     ) {
         let run = || -> Result<(FileAttr, u64), Errno> {
             let (dir, enc) = self.child(parent, name)?;
-            let path = dir.join(enc.entry());
+            let entry = OsStr::new(enc.entry());
+            let backing = || self.backing(parent.0, Some(entry));
             let perm = mode & !umask & 0o7777;
-            let created = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(perm)
-                .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC))
-                .open(&path);
+            let sync = OFlags::from_bits_truncate((flags & (libc::O_SYNC | libc::O_DSYNC)) as u32);
+            let created = rustix::fs::openat(
+                &*dir,
+                entry,
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | sync,
+                Mode::from_raw_mode(perm),
+            );
             let (file, cipher) = match created {
-                Ok(file) => {
+                Ok(fd) => {
+                    let file = File::from(fd);
                     let finish = || -> Result<FileCipher, Errno> {
                         let c = self
                             .vault
                             .keys()
                             .content
                             .write_header(&file)
-                            .map_err(|e| self.content_error(&path, e))?;
+                            .map_err(|e| self.content_error(&backing(), e))?;
                         self.write_side_file(&dir, &enc)?;
-                        self.set_owner(req, &dir, &path, Some(perm))?;
+                        self.set_owner(req, parent, &dir, entry, Some(perm))?;
                         Ok(c)
                     };
                     match finish() {
                         Ok(c) => (file, Some(c)),
                         Err(e) => {
                             // ENOSPC half way: leave no nameless or headerless entry.
-                            let _ = fs::remove_file(&path);
+                            let _ = rustix::fs::unlinkat(&*dir, entry, AtFlags::empty());
                             self.remove_side_file(&dir, &enc);
                             return Err(e);
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
-                    let file = Self::open_backing(&path, flags).map_err(errno)?;
+                Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
+                    let file = Self::open_backing(&dir, entry, flags)?;
                     let c = self
                         .vault
                         .keys()
                         .content
                         .read_header(&file)
-                        .map_err(|e| self.content_error(&path, e))?;
+                        .map_err(|e| self.content_error(&backing(), e))?;
                     (file, c)
                 }
-                Err(e) => return Err(errno(e)),
+                Err(e) => return Err(rerrno(e)),
             };
             let attr = self.enter(parent, &dir, &enc)?;
-            self.register_open(attr.ino.0, cipher);
+            self.ciphers.opened(attr.ino.0, cipher);
             let fh = self.new_handle();
             self.files.write().insert(
                 fh,
@@ -1379,15 +1611,13 @@ impl Filesystem for VaultFs {
         }
         let run = || -> Result<(), Errno> {
             let open = self.open_file(fh)?;
-            let path = self.path(ino).unwrap_or_default();
             let size = {
                 let _guard = self.lock(ino.0).read();
-                let meta = open.file.metadata().map_err(errno)?;
-                self.attr(&path, &meta).size
+                self.attr(None, &fstat(&open.file)?).size
             };
             let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
             if end > size {
-                self.truncate(ino, Some(fh), &path, end)?;
+                self.truncate(ino, Some(fh), end)?;
             }
             Ok(())
         };

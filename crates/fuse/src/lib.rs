@@ -13,6 +13,8 @@
 //! # }
 //! ```
 
+mod ciphers;
+mod dirs;
 mod fs;
 mod nodes;
 

@@ -64,13 +64,16 @@ impl NodeTable {
         }
     }
 
-    pub fn forget(&mut self, ino: u64, count: u64) {
+    /// Drops `count` kernel references; true if none is left.
+    pub fn forget(&mut self, ino: u64, count: u64) -> bool {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.lookups = node.lookups.saturating_sub(count);
             if node.lookups == 0 {
                 self.nodes.remove(&ino);
+                return true;
             }
         }
+        false
     }
 
     /// A name went away (unlink, rmdir, rename source or victim).
@@ -88,7 +91,16 @@ impl NodeTable {
         }
     }
 
-    /// Absolute backing path of `ino`.
+    /// The parent and backing name through which `ino` is reached now
+    /// (not for the root, which has none in the vault).
+    pub fn link(&self, ino: u64) -> Result<&Link, Errno> {
+        let node = self.nodes.get(&ino).ok_or(Errno::ESTALE)?;
+        // An inode all of whose names were removed while still open.
+        node.links.first().ok_or(Errno::ENOENT)
+    }
+
+    /// Backing path of `ino` below `root`: for messages only, since a
+    /// joined path may exceed PATH_MAX (see `dirs`).
     pub fn path(&self, root: &Path, ino: u64) -> Result<PathBuf, Errno> {
         let mut names: Vec<&OsString> = Vec::new();
         let mut cur = ino;
@@ -127,7 +139,13 @@ mod tests {
         t.remember(11, (1, "hard".into()));
         t.unlink(11, &(1, "hard".into()));
         assert_eq!(t.path(Path::new("/r"), 11).unwrap(), Path::new("/r/c/b"));
-        t.forget(11, 2);
+        assert_eq!(t.link(11).unwrap(), &(10, "b".into()));
+        assert!(!t.forget(11, 1));
+        assert!(t.forget(11, 1));
         assert_eq!(t.path(Path::new("/r"), 11), Err(Errno::ESTALE));
+        assert_eq!(t.link(11), Err(Errno::ESTALE));
+        t.remember(12, (1, "gone".into()));
+        t.unlink(12, &(1, "gone".into()));
+        assert_eq!(t.link(12), Err(Errno::ENOENT));
     }
 }

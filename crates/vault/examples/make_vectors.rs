@@ -904,6 +904,115 @@ fn metadata(out: &mut Out) {
             "user.mime_type",
             &sealed,
         );
+
+        // The mount root's mode and owner (atrest.root): version u16 BE in
+        // the clear, then Seal_{K_meta}("atrest root attributes v1" ‖
+        // version, mode ‖ uid ‖ gid), each u32 BE.
+        let (mode, uid, gid) = if alg == ContentAlgorithm::Aes256Gcm {
+            (0o755, 0, 0)
+        } else {
+            (0o2775, 1000, 70)
+        };
+        let attr = atrest_vault::root_attr::RootAttr { mode, uid, gid };
+        let stored = k.transform.encrypt_root_attr(&attr);
+        let root =
+            |out: &mut Out, id: &str, expect: &str, comment: &str, k: &NameKeys, stored: &[u8]| {
+                let mut f = base(k);
+                f.push(("record", hex(stored)));
+                if expect == "success" {
+                    f.push(("mode", format!("{mode:o}")));
+                    f.push(("uid", uid.to_string()));
+                    f.push(("gid", gid.to_string()));
+                }
+                let name = if id.is_empty() {
+                    format!("root-attr-{short}")
+                } else {
+                    format!("root-attr-{short}-{id}")
+                };
+                out.write(&name, "root-attr", expect, comment, &f);
+            };
+        root(
+            out,
+            "",
+            "success",
+            "the mount root's mode (octal text), uid and gid (decimal text)",
+            &k,
+            &stored,
+        );
+        let mut flipped = stored.clone();
+        flipped[2 + alg.nonce_len() + 1] ^= 0x01;
+        root(
+            out,
+            "flipped-body-bit",
+            "auth-failure",
+            "one bit of the sealed body flipped",
+            &k,
+            &flipped,
+        );
+        root(
+            out,
+            "other-vault",
+            "auth-failure",
+            "read with another vault's metadata key",
+            &other,
+            &stored,
+        );
+        let mut version = stored.clone();
+        version[1] = 2;
+        root(
+            out,
+            "version-2",
+            "unknown-version",
+            "a version this build does not know",
+            &k,
+            &version,
+        );
+        root(
+            out,
+            "truncated",
+            "auth-failure",
+            "the last byte of the tag cut off",
+            &k,
+            &stored[..stored.len() - 1],
+        );
+        root(
+            out,
+            "only-version",
+            "auth-failure",
+            "the version and nothing sealed",
+            &k,
+            &stored[..2],
+        );
+        root(out, "empty", "parse-error", "no bytes at all", &k, &[]);
+        // A body that authenticates but holds an impossible mode.
+        let meta = atrest_core::BlockCipher::new(
+            alg,
+            &SecretKey::from_bytes(k.master).derive(&k.vault_id, labels::METADATA_KEY),
+        );
+        let mut body = (0o10755u32).to_be_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        let mut aad = labels::domain::ROOT_ATTR.to_vec();
+        aad.extend_from_slice(&[0, 1]);
+        let mut bad_mode = vec![0, 1];
+        bad_mode.extend_from_slice(&meta.seal(&aad, &body));
+        root(
+            out,
+            "file-type-in-mode",
+            "parse-error",
+            "an authentic record whose mode holds more than permission bits (0o10755)",
+            &k,
+            &bad_mode,
+        );
+        let mut short_body = vec![0, 1];
+        short_body.extend_from_slice(&meta.seal(&aad, &body[..8]));
+        root(
+            out,
+            "short-body",
+            "parse-error",
+            "an authentic record with an 8-byte body (no gid)",
+            &k,
+            &short_body,
+        );
     }
 }
 

@@ -1,9 +1,16 @@
 //! Authenticates every name, block, symlink target and xattr of a vault and
 //! lists what fails, without changing anything.
+//!
+//! Each directory is reached through a handle opened from its parent's, and
+//! named by the short path `/proc/self/fd/N/.`, so a backing path longer
+//! than PATH_MAX (encrypted names are ~1.5x the plaintext) is checked too.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 use serde::Serialize;
 
@@ -48,19 +55,51 @@ pub fn fsck(vault: &Vault, config_problems: Vec<String>) -> FsckReport {
             what: problem,
         });
     }
-    walk(
-        vault,
-        &root,
-        Path::new(""),
-        Some(PathBuf::from("/")),
-        &mut report,
-    );
+    if let Err(e) = vault.keys().names.read_root_attr(&root) {
+        report.problems.push(Problem {
+            backing: PathBuf::from(crate::root_attr::ROOT_ATTR_FILE),
+            plain: None,
+            what: format!("mount root's mode and owner: {e}"),
+        });
+    }
+    match open_dir(rustix::fs::CWD, root.as_os_str()) {
+        Ok(handle) => walk(
+            vault,
+            &root,
+            &handle,
+            Path::new(""),
+            Some(PathBuf::from("/")),
+            &mut report,
+        ),
+        Err(e) => report.problems.push(Problem {
+            backing: PathBuf::from("."),
+            plain: Some(PathBuf::from("/")),
+            what: format!("cannot list: {e}"),
+        }),
+    }
     report
 }
 
-fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: &mut FsckReport) {
+fn open_dir(parent: impl AsFd, name: &OsStr) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        parent,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// `handle` is the backing directory `rel`.
+fn walk(
+    vault: &Vault,
+    root: &Path,
+    handle: &OwnedFd,
+    rel: &Path,
+    plain: Option<PathBuf>,
+    report: &mut FsckReport,
+) {
     report.directories += 1;
-    let dir = root.join(rel);
+    let dir = crate::xattr::path_at(handle, OsStr::new("."));
     let mut found: Vec<Problem> = Vec::new();
     let mut problem = |backing: PathBuf, plain: Option<PathBuf>, what: String| {
         found.push(Problem {
@@ -88,7 +127,7 @@ fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: 
             return;
         }
     };
-    let mut subdirs: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    let mut subdirs: Vec<(OsString, PathBuf, Option<PathBuf>)> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let backing_rel = rel.join(&name);
@@ -121,25 +160,22 @@ fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: 
         let report_err = |what: String| (backing_rel.clone(), plain_path.clone(), what);
         let mut errs: Vec<(PathBuf, Option<PathBuf>, String)> = Vec::new();
         if file_type.is_dir() {
-            subdirs.push((backing_rel.clone(), plain_path.clone()));
+            subdirs.push((name.clone(), backing_rel.clone(), plain_path.clone()));
         } else if file_type.is_file() {
             report.files += 1;
-            match check_file(vault, &root.join(&backing_rel)) {
+            match check_file(vault, &dir.join(&name)) {
                 Ok(bytes) => report.bytes += bytes,
                 Err(e) => errs.push(report_err(format!("contents: {e}"))),
             }
         } else if file_type.is_symlink() {
             report.symlinks += 1;
-            let check = vault
-                .keys()
-                .names
-                .read_symlink(root, &root.join(&backing_rel));
+            let check = vault.keys().names.read_symlink(root, &dir.join(&name));
             if let Err(e) = check {
                 errs.push(report_err(format!("symlink target: {e}")));
             }
         }
         if !file_type.is_symlink() {
-            for e in check_xattrs(vault, &root.join(&backing_rel)) {
+            for e in check_xattrs(vault, &dir.join(&name)) {
                 errs.push(report_err(e));
             }
         }
@@ -148,8 +184,15 @@ fn walk(vault: &Vault, root: &Path, rel: &Path, plain: Option<PathBuf>, report: 
         }
     }
     report.problems.extend(found);
-    for (sub, plain) in subdirs {
-        walk(vault, root, &sub, plain, report);
+    for (name, sub, plain) in subdirs {
+        match open_dir(handle, &name) {
+            Ok(sub_handle) => walk(vault, root, &sub_handle, &sub, plain, report),
+            Err(e) => report.problems.push(Problem {
+                backing: sub,
+                plain,
+                what: format!("cannot list: {e}"),
+            }),
+        }
     }
 }
 

@@ -32,6 +32,7 @@ mod lock;
 pub mod names;
 mod recovery;
 mod remote;
+pub mod root_attr;
 mod vault;
 mod wire;
 pub mod xattr;

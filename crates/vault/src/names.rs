@@ -13,10 +13,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 
 use atrest_core::{BlockCipher, NameCipher, labels::domain};
 use base64::Engine;
@@ -112,7 +115,7 @@ impl EncryptedName {
 /// The keyed name, symlink and xattr transforms of a vault.
 pub struct NameTransform {
     names: NameCipher,
-    metadata: BlockCipher,
+    pub(crate) metadata: BlockCipher,
 }
 
 fn corrupt(what: &str) -> ContentError {
@@ -171,10 +174,23 @@ impl NameTransform {
         dir_id: &[u8; 16],
         backing: &OsStr,
     ) -> Result<Option<OsString>, ContentError> {
+        self.decrypt_entry_at(CWD, dir, dir_id, backing)
+    }
+
+    /// [`Self::decrypt_entry`] for the directory `dir` relative to `base`
+    /// (a directory handle; `dir` may be `.`), so that no path grows with
+    /// the depth of the tree.
+    pub fn decrypt_entry_at(
+        &self,
+        base: impl AsFd,
+        dir: &Path,
+        dir_id: &[u8; 16],
+        backing: &OsStr,
+    ) -> Result<Option<OsString>, ContentError> {
         match classify(backing) {
             BackingName::Short(s) => self.decrypt_name(dir_id, s).map(Some),
             BackingName::Long(entry) => {
-                let side = fs::read(dir.join(format!("{entry}{LONG_SUFFIX}")))?;
+                let side = read_at(base, &dir.join(format!("{entry}{LONG_SUFFIX}")))?;
                 let full = std::str::from_utf8(&side)
                     .map_err(|_| corrupt("long name side file is not text"))?;
                 if B64.encode(atrest_core::sha256(full.as_bytes())) != entry[LONG_PREFIX.len()..] {
@@ -209,9 +225,21 @@ impl NameTransform {
         target: &OsStr,
         link: &Path,
     ) -> Result<(), ContentError> {
+        self.create_symlink_at(root, target, CWD, link)
+    }
+
+    /// [`Self::create_symlink`] with `link` relative to the directory
+    /// handle `base`.
+    pub fn create_symlink_at(
+        &self,
+        root: &Path,
+        target: &OsStr,
+        base: impl AsFd,
+        link: &Path,
+    ) -> Result<(), ContentError> {
         let stored = self.encrypt_symlink(target);
         if stored.len() <= MAX_BACKING_LINK {
-            std::os::unix::fs::symlink(&stored, link)?;
+            rustix::fs::symlinkat(stored.as_os_str(), base, link).map_err(std::io::Error::from)?;
             return Ok(());
         }
         let hash = B64.encode(atrest_core::sha256(stored.as_bytes()));
@@ -228,9 +256,9 @@ impl NameTransform {
             .mode(0o600)
             .open(&side)?
             .write_all(stored.as_bytes())?;
-        if let Err(e) = std::os::unix::fs::symlink(format!("{LONG_LINK_PREFIX}{hash}"), link) {
+        if let Err(e) = rustix::fs::symlinkat(format!("{LONG_LINK_PREFIX}{hash}"), base, link) {
             let _ = fs::remove_file(&side);
-            return Err(e.into());
+            return Err(std::io::Error::from(e).into());
         }
         Ok(())
     }
@@ -258,8 +286,19 @@ impl NameTransform {
         link: &Path,
         stored_len: u64,
     ) -> Result<u64, ContentError> {
+        self.symlink_target_len_at(root, CWD, link, stored_len)
+    }
+
+    /// [`Self::symlink_target_len`] with `link` relative to `base`.
+    pub fn symlink_target_len_at(
+        &self,
+        root: &Path,
+        base: impl AsFd,
+        link: &Path,
+        stored_len: u64,
+    ) -> Result<u64, ContentError> {
         let stored_len = if stored_len == LONG_LINK_MARKER_LEN {
-            let stored = fs::read_link(link)?.into_os_string();
+            let stored = read_link_at(base, link)?;
             let side = Self::long_link_side_file(root, &stored)
                 .ok_or_else(|| corrupt("bad long symlink"))?;
             fs::metadata(side)?.len()
@@ -275,7 +314,17 @@ impl NameTransform {
 
     /// Reads and decrypts the target of the backing symlink `link`.
     pub fn read_symlink(&self, root: &Path, link: &Path) -> Result<OsString, ContentError> {
-        let stored = fs::read_link(link)?.into_os_string();
+        self.read_symlink_at(root, CWD, link)
+    }
+
+    /// [`Self::read_symlink`] with `link` relative to `base`.
+    pub fn read_symlink_at(
+        &self,
+        root: &Path,
+        base: impl AsFd,
+        link: &Path,
+    ) -> Result<OsString, ContentError> {
+        let stored = read_link_at(base, link)?;
         match Self::long_link_side_file(root, &stored) {
             Some(side) => {
                 let full = fs::read(&side)?;
@@ -344,26 +393,64 @@ pub fn parse_dir_id(data: &[u8]) -> Result<[u8; 16], ContentError> {
 }
 
 pub fn read_dir_id(dir: &Path) -> Result<[u8; 16], ContentError> {
-    parse_dir_id(&fs::read(dir.join(DIRID_FILE))?)
+    read_dir_id_at(CWD, dir)
+}
+
+/// [`read_dir_id`] of the directory `dir` relative to the handle `base`.
+pub fn read_dir_id_at(base: impl AsFd, dir: &Path) -> Result<[u8; 16], ContentError> {
+    parse_dir_id(&read_at(base, &dir.join(DIRID_FILE))?)
 }
 
 /// Gives a new backing directory its id (written and synced before any
 /// name in it is created).
 pub fn create_dir_id(dir: &Path) -> Result<[u8; 16], ContentError> {
+    create_dir_id_at(CWD, dir)
+}
+
+/// [`create_dir_id`] of the directory `dir` relative to the handle `base`.
+pub fn create_dir_id_at(base: impl AsFd, dir: &Path) -> Result<[u8; 16], ContentError> {
     let id: [u8; 16] = atrest_core::random_array();
     let mut data = DIRID_VERSION.to_be_bytes().to_vec();
     data.extend_from_slice(&id);
-    let path = dir.join(DIRID_FILE);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(&path)?;
-    if let Err(e) = f.write_all(&data).and_then(|()| f.sync_all()) {
-        let _ = fs::remove_file(&path);
-        return Err(e.into());
-    }
+    write_new_at(base, &dir.join(DIRID_FILE), &data, 0o444)?;
     Ok(id)
+}
+
+/// Creates the file `path` (relative to `base`) with `data`, synced; takes
+/// it back if that fails half way.
+pub fn write_new_at(base: impl AsFd, path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let fd = rustix::fs::openat(
+        base.as_fd(),
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(mode),
+    )?;
+    let mut f = fs::File::from(fd);
+    if let Err(e) = f.write_all(data).and_then(|()| f.sync_all()) {
+        let _ = rustix::fs::unlinkat(base, path, AtFlags::empty());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The whole of the file `path` relative to `base` (never through a
+/// symlink).
+pub fn read_at(base: impl AsFd, path: &Path) -> std::io::Result<Vec<u8>> {
+    let fd = rustix::fs::openat(
+        base,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    fs::File::from(fd).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The target of the symlink `path` relative to `base`.
+pub fn read_link_at(base: impl AsFd, path: &Path) -> std::io::Result<OsString> {
+    let target = rustix::fs::readlinkat(base, path, Vec::new())?;
+    Ok(OsString::from_vec(target.into_bytes()))
 }
 
 #[cfg(test)]

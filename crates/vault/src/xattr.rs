@@ -1,10 +1,23 @@
 //! Extended attributes of backing files, by path, without following
 //! symlinks (the `l*xattr` calls).
+//!
+//! Linux has no `*xattrat` call before 6.13, so an entry reached through a
+//! directory handle is named by [`path_at`]: `/proc/self/fd/N/name`, a
+//! short path however deep the directory lies.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStringExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A path to the entry `name` of the directory handle `dir` that stays
+/// short at any depth. Valid while `dir` is open.
+pub fn path_at(dir: impl AsFd, name: &OsStr) -> PathBuf {
+    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
+    path.push(name);
+    path
+}
 
 fn errno(e: rustix::io::Errno) -> io::Error {
     e.into()

@@ -192,6 +192,7 @@ fn content_class(e: &ContentError) -> String {
             "unknown-version".into()
         }
         ContentError::Corrupt(m) if m.contains("impossible file name") => "invalid-name".into(),
+        ContentError::Corrupt(m) if m.contains("impossible mode") => "parse-error".into(),
         ContentError::Corrupt(m)
             if m.contains("not base64url")
                 || m.contains("does not match its")
@@ -335,6 +336,30 @@ fn check_xattr(v: &Vector) -> Check {
         return Ok(());
     }
     v.outcome(value.map(drop).map_err(|e| content_class(&e)))
+}
+
+fn check_root_attr(v: &Vector) -> Check {
+    let t = name_transform(v)?;
+    let got = t.decrypt_root_attr(&v.hex("record")?);
+    if v.success() {
+        let got = got.map_err(|e| format!("expected success, got {e}"))?;
+        let number = |key: &str, radix: u32| -> Result<u32, String> {
+            u32::from_str_radix(v.text(key)?, radix).map_err(|e| format!("{key}: {e}"))
+        };
+        let want = atrest_vault::root_attr::RootAttr {
+            mode: number("mode", 8)?,
+            uid: number("uid", 10)?,
+            gid: number("gid", 10)?,
+        };
+        ensure!(got == want, "attributes differ: {got:?}");
+        let again = t.encrypt_root_attr(&got);
+        ensure!(
+            t.decrypt_root_attr(&again).ok() == Some(want),
+            "a record written now does not read back"
+        );
+        return Ok(());
+    }
+    v.outcome(got.map(drop).map_err(|e| content_class(&e)))
 }
 
 /// Reads a long entry through its side file in a scratch directory.
@@ -667,6 +692,10 @@ const KINDS: &[(&str, &[&str])] = &[
     ("key-schedule", &[]),
     ("symlink", &["auth-failure", "parse-error"]),
     ("xattr", &["auth-failure", "parse-error", "not-ours"]),
+    (
+        "root-attr",
+        &["auth-failure", "parse-error", "unknown-version"],
+    ),
     ("aead", &["auth-failure"]),
     ("aes-siv", &["auth-failure"]),
 ];
@@ -691,6 +720,7 @@ fn check(v: &Vector) -> Check {
         "key-schedule" => check_key_schedule(v),
         "symlink" => check_symlink(v),
         "xattr" => check_xattr(v),
+        "root-attr" => check_root_attr(v),
         "aead" => check_aead(v),
         "aes-siv" => check_aes_siv(v),
         _ => unreachable!(),

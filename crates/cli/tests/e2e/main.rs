@@ -12,6 +12,7 @@ mod faults;
 mod fscrypt;
 mod keyd;
 mod netns;
+mod paths;
 mod posix;
 mod remote;
 mod tamper;
