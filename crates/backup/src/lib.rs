@@ -10,6 +10,7 @@ mod error;
 mod forget;
 mod keys;
 mod lock;
+mod mount;
 mod pack;
 mod repo;
 mod restore;
@@ -23,6 +24,7 @@ pub use error::{BackupError, Result};
 pub use forget::{KeepPolicy, PruneReport, keep};
 pub use keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 pub use lock::{LOCK_REFRESH, LOCK_STALE, ListedLock, LockInfo};
+pub use mount::SnapshotFs;
 pub use pack::{Location, PACK_TARGET};
 pub use repo::{
     Change, CheckReport, ListedNode, REPO_VERSION, Repository, RestoreReport, SnapshotMeta,

@@ -218,6 +218,11 @@ impl<B: Backend> Repository<B> {
         &self.backend
     }
 
+    /// The plaintext length of a blob, from the index.
+    pub(crate) fn blob_len(&self, id: &BlobId) -> Option<u32> {
+        self.index.get(id).map(|l| l.raw_len)
+    }
+
     pub(crate) fn keys(&self) -> &RepoKeys {
         &self.keys
     }

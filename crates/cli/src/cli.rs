@@ -406,6 +406,21 @@ pub enum BackupCommand {
     /// killed command: older than 30 minutes, or of this host with its
     /// process gone); --remove-all removes every lock.
     Unlock(BackupUnlockArgs),
+    /// Serve every snapshot read-only under DIR (snapshots/<time>/,
+    /// snapshots/latest, ids/<id>) until unmounted (`umount DIR`) or
+    /// interrupted.
+    Mount(BackupMountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupMountArgs {
+    /// An empty directory to mount on.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// Let other users read the mount (as their modes allow).
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 #[derive(Debug, Args)]

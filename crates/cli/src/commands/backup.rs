@@ -18,7 +18,8 @@ use atrest_vault::Vault;
 
 use crate::cli::{
     BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupForgetArgs, BackupKeyArgs,
-    BackupListArgs, BackupLsArgs, BackupRestoreArgs, BackupRunArgs, BackupUnlockArgs,
+    BackupListArgs, BackupLsArgs, BackupMountArgs, BackupRestoreArgs, BackupRunArgs,
+    BackupUnlockArgs,
 };
 use crate::hygiene;
 
@@ -45,6 +46,7 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             prune(&mut repo)
         }
         BackupCommand::Unlock(args) => unlock_repo(&args),
+        BackupCommand::Mount(args) => mount(&args),
     }
 }
 
@@ -282,6 +284,62 @@ fn snapshots(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mount(args: &BackupMountArgs) -> anyhow::Result<ExitCode> {
+    use fuser::{Config, MountOption, SessionACL};
+    if !args.dir.is_dir() {
+        bail!(
+            "{}: not a directory; create an empty directory to mount on",
+            args.dir.display()
+        );
+    }
+    let repo = open_locked(&args.key, false)?;
+    let fs = atrest_backup::SnapshotFs::new(repo)?;
+    let mut options = Config::default();
+    options.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("atrest-backup".into()),
+        MountOption::Subtype("atrest-backup".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    options.acl = if args.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    options.n_threads = Some(2);
+    let mut session = fuser::Session::new(fs, &args.dir, &options)
+        .with_context(|| format!("mounting on {}", args.dir.display()))?;
+    let mut unmounter = session.unmount_callable();
+    // Ctrl-C or SIGTERM unmounts; `umount DIR` ends the session too.
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        });
+        let _ = unmounter.unmount();
+    });
+    eprintln!(
+        "serving the snapshots of {} read-only at {}; unmount with `umount {}` or Ctrl-C",
+        args.key.repo.display(),
+        args.dir.display(),
+        args.dir.display()
+    );
+    session.run()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,7 +8,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::common::{FAST_KDF, atrest, failure, ok, pattern, run, success};
+use crate::common::{
+    FAST_KDF, atrest, detach, failure, is_mount_point, ok, pattern, run, success, wait_for,
+};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -710,4 +712,116 @@ fn progress_is_drawn_on_a_terminal_only() {
         tty.contains("backup") && tty.contains("/6 files") && tty.contains("snapshot"),
         "{tty}"
     );
+}
+
+/// `backup mount`: every snapshot read-only, by time and by id, contents,
+/// modes, symlinks and xattrs as saved; writes refused; `umount` and
+/// SIGTERM both end it cleanly.
+#[test]
+fn mount_shows_every_snapshot_read_only() {
+    let s = setup();
+    let src = source(s.dir.path());
+    rustix::fs::setxattr(
+        src.join("big.bin"),
+        "user.origin",
+        b"e2e",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    success(s.backup("init"));
+    let mut cmd = s.backup("run");
+    cmd.arg(&src).arg("--json");
+    let first: serde_json::Value = serde_json::from_slice(&success(cmd).stdout).unwrap();
+    let first = first["snapshot"].as_str().unwrap().to_string();
+    fs::write(src.join("docs/report-9f.txt"), b"second version").unwrap();
+    let mut cmd = s.backup("run");
+    cmd.arg(&src);
+    success(cmd);
+
+    let mnt = fs::canonicalize(s.dir.path()).unwrap().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let start = || {
+        let mut cmd = s.backup("mount");
+        cmd.arg(&mnt)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        wait_for(30, "the backup mount", || is_mount_point(&mnt));
+        child
+    };
+    let mut child = start();
+    let result = std::panic::catch_unwind(|| {
+        let mut times: Vec<_> = fs::read_dir(mnt.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        times.sort();
+        assert_eq!(times.len(), 3, "{times:?}"); // two snapshots and latest
+        assert!(times.contains(&"latest".to_string()));
+        let base = src.file_name().unwrap();
+        let latest = mnt.join("snapshots/latest").join(base);
+        assert_eq!(
+            fs::read(latest.join("docs/report-9f.txt")).unwrap(),
+            b"second version"
+        );
+        let old = mnt.join("ids").join(&first[..8]).join(base);
+        assert_eq!(
+            fs::read(old.join("docs/report-9f.txt")).unwrap(),
+            b"CANARY-e2e-5521 quarterly numbers"
+        );
+        assert_eq!(
+            fs::read(latest.join("big.bin")).unwrap(),
+            pattern(3, 3 << 20)
+        );
+        let md = fs::metadata(latest.join("big.bin")).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o640);
+        assert_eq!(
+            md.mtime_nsec(),
+            fs::metadata(src.join("big.bin")).unwrap().mtime_nsec()
+        );
+        assert_eq!(
+            fs::read_link(latest.join("latest")).unwrap(),
+            Path::new("docs/report-9f.txt")
+        );
+        let mut value = [0u8; 16];
+        let n = rustix::fs::getxattr(latest.join("big.bin"), "user.origin", &mut value).unwrap();
+        assert_eq!(&value[..n], b"e2e");
+        // A range in the middle of the file (crossing chunk boundaries).
+        let f = fs::File::open(latest.join("big.bin")).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 1_234_567).unwrap();
+        assert_eq!(buf, pattern(3, 3 << 20)[1_234_567..1_234_567 + (1 << 20)]);
+        // Read-only.
+        let err = fs::write(latest.join("new"), b"x").unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::ROFS.raw_os_error())
+        );
+        assert!(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(latest.join("big.bin"))
+                .is_err()
+        );
+    });
+    // `umount` ends the command with exit 0.
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    let status = child.wait().unwrap();
+    if let Err(panic) = result {
+        let _ = detach(&mnt);
+        std::panic::resume_unwind(panic);
+    }
+    assert!(status.success(), "{status}");
+    assert!(!is_mount_point(&mnt));
+    // SIGTERM unmounts too.
+    let mut child = start();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let _ = detach(&mnt);
+    assert!(status.success(), "{status}");
+    assert!(!is_mount_point(&mnt));
 }
