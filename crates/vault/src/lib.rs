@@ -41,7 +41,8 @@ mod wire;
 pub mod xattr;
 
 pub use config::{
-    BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VaultConfig, write_atomic,
+    BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VERSION_2, VaultConfig,
+    write_atomic,
 };
 pub use content::{ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, parse_header};
 pub use content2::{ContentFile2, ContentKey2, FileCipher2};
@@ -55,4 +56,4 @@ pub use remote::{
     AuthorityRef, MAX_REPLICAS, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION,
     RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
-pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys};
+pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};
