@@ -288,6 +288,10 @@ impl Store {
         size: u64,
         now: Timestamp,
     ) -> Result<ObjectHead, FsError> {
+        // Nothing reaches a data file once the store stopped.
+        if self.failed {
+            return Err(MetaError::Stopped.into());
+        }
         let mut record = self.regular(id)?;
         if blocks.is_empty() {
             return Ok(record.head);
@@ -376,6 +380,9 @@ impl Store {
         tail: Option<SealedBlock>,
         now: Timestamp,
     ) -> Result<ObjectHead, FsError> {
+        if self.failed {
+            return Err(MetaError::Stopped.into());
+        }
         let record = self.regular(id)?;
         let old = record.head.size;
         let t = size / BLOCK;
