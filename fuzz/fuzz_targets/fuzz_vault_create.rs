@@ -105,6 +105,7 @@ fuzz_target!(|input: Input| {
         backend,
         argon2: Argon2Params::INSECURE_FAST,
         recovery_key: input.recovery_key,
+        format: atrest_vault::VERSION,
     };
     let first = unlocker(input.first.recovery, input.first.key);
     let created = Vault::create(&root, options, &first, &input.first.label);

@@ -1,13 +1,18 @@
 //! Recovery at open (docs/format.md §16.16) over arbitrary contents of
-//! `atrest.meta` and `atrest.log/`: `Store::open` returns an error, or a
-//! store whose whole tree can be walked and changed, never a panic.
+//! `atrest.meta`, `atrest.log/` and data files: `Store::open` returns an
+//! error, or a store whose whole tree, file contents included, can be
+//! walked and changed, never a panic. The genuine vault holds files with
+//! inline and tree block maps, fresh and journaled writes (`WRITE`
+//! payloads), a truncate with a resealed tail and a synced file, so the
+//! map pages, `WRITE`/`TRUNCATE` bodies, payload checks and recovery's
+//! block checks (step 3) all parse edited bytes.
 //!
 //! Input: a first byte choosing the shape, then either
 //! - (even) edits of a small genuine vault made once per process (a
 //!   checkpoint, a synced batch of operations, an unsynced tail): 7-byte
 //!   items `file (1) ‖ offset (u32be) ‖ action (1) ‖ value (1)`, each
-//!   flipping, setting, cutting at or inserting a byte of `atrest.meta`
-//!   or a log segment; or
+//!   flipping, setting, cutting at or inserting a byte of `atrest.meta`,
+//!   a log segment or a data file; or
 //! - (odd) raw file contents: `meta length (u16be) ‖ atrest.meta ‖
 //!   segment 1`.
 //!
@@ -22,6 +27,7 @@ use atrest_core::{ContentAlgorithm, SecretKey};
 use atrest_meta::log::segment_name;
 use atrest_meta::record::{ObjectKind, ROOT_ID, Timestamp};
 use atrest_meta::{ConfigBinding, MemBacking, MetaKeys, NewObject, RenameMode, Store};
+use atrest_vault::{ContentFile2, ContentKey2};
 use libfuzzer_sys::fuzz_target;
 
 const CONFIG: ConfigBinding = ConfigBinding {
@@ -39,6 +45,17 @@ fn keys() -> MetaKeys {
         [0x24; 16],
         ContentAlgorithm::Aes256Gcm,
     )
+}
+
+fn content() -> &'static ContentKey2 {
+    static CONTENT: OnceLock<ContentKey2> = OnceLock::new();
+    CONTENT.get_or_init(|| {
+        ContentKey2::derive(
+            &SecretKey::from_bytes([0x42; 32]),
+            &[0x24; 16],
+            ContentAlgorithm::Aes256Gcm,
+        )
+    })
 }
 
 fn object(kind: ObjectKind, target: &[u8]) -> NewObject {
@@ -72,7 +89,27 @@ fn base() -> &'static BTreeMap<String, Vec<u8>> {
         store
             .create(ROOT_ID, b"link", object(ObjectKind::Symlink, &[b'l'; 300]), NOW)
             .expect("symlink");
+        let small = store
+            .create(ROOT_ID, b"small", object(ObjectKind::Regular, b""), NOW)
+            .expect("create")
+            .id;
+        let big = store
+            .create(ROOT_ID, b"big", object(ObjectKind::Regular, b""), NOW)
+            .expect("create")
+            .id;
+        let mut file = ContentFile2::new(&mut store, content(), small);
+        file.write_at(0, &[1; 9000], NOW).expect("write");
+        let mut file = ContentFile2::new(&mut store, content(), big);
+        file.write_at(0, &[2; 8192], NOW).expect("write");
+        file.write_at(130 * 4096, b"far", NOW).expect("write");
         store.checkpoint(NOW).expect("checkpoint");
+        // Journaled (blocks of the checkpoint), fresh, a tail resealed.
+        let mut file = ContentFile2::new(&mut store, content(), small);
+        file.write_at(100, &[3; 5000], NOW).expect("write");
+        file.set_len(6000, NOW).expect("truncate");
+        file.sync().expect("fsync");
+        let mut file = ContentFile2::new(&mut store, content(), big);
+        file.write_at(20 * 4096, &[4; 4096], NOW).expect("write");
         store
             .rename(dir, b"file-1", ROOT_ID, b"moved", RenameMode::Replace, NOW)
             .expect("rename");
@@ -122,6 +159,11 @@ fn walk(store: &mut Store) {
                 ObjectKind::Symlink => {
                     let _ = store.readlink(head.id);
                 }
+                ObjectKind::Regular => {
+                    let mut file = ContentFile2::new(store, content(), head.id);
+                    let _ = file.read_at(0, 1 << 20);
+                    let _ = file.write_at(4000, b"fuzz", NOW);
+                }
                 _ => {}
             }
         }
@@ -148,7 +190,7 @@ fuzz_target!(|data: &[u8]| {
         files.insert(segment_name(1), segment.to_vec());
         backing.restore(files);
     }
-    if let Ok(mut store) = Store::open(keys(), backing, CONFIG) {
+    if let Ok(mut store) = Store::open(keys(), backing, CONFIG, content()) {
         walk(&mut store);
         // An opened store takes changes and checkpoints.
         let _ = store.create(ROOT_ID, b"fuzz", object(ObjectKind::Regular, b""), NOW);

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Re-checks atrest's format 2 vectors (testdata/vectors-v2/log-* and meta-*)
-without any atrest code: segment header, record frames, AAD, chain hash and
-record bodies (§16.12), and the superblock, its MAC, page references and
-sealed metadata pages (§16.4, §16.5) are rebuilt here from the byte tables of
+"""Re-checks atrest's format 2 vectors (testdata/vectors-v2/log-*, meta-*,
+block-* and map-*) without any atrest code: segment header, record frames,
+AAD, chain hash and record bodies (§16.12); the superblock, its MAC, page
+references and sealed metadata pages (§16.4, §16.5); the content key
+schedule and sealed blocks (§16.2, §16.9); and block maps, inline in object
+records or in trees of map pages, walked from the superblock through the
+object table (§16.6, §16.7, §16.9). All rebuilt here from the byte tables of
 docs/format.md on top of the `cryptography` package (OpenSSL), like
 check_vectors.py does for format 1.
 
@@ -320,6 +323,150 @@ def check_meta(v, data):
             raise AssertionError(f"page {n} opens as page {n + 1}")
 
 
+CONTENT_KEY_V2 = b"atrest v2 content key"
+FILE_KEY_V2 = b"atrest v2 file key"
+BLOCK = 4096
+OBJECTS_PER_LEAF = 15
+FANOUT = 101
+KIND_OBJECT_LEAF, KIND_OBJECT_INDEX, KIND_MAP_LEAF, KIND_MAP_INDEX = 1, 2, 5, 6
+
+
+def entries_per_leaf(alg):
+    """Block map entries per leaf page: (4,096 − o − 16) // e."""
+    return (PAGE_SIZE - OVERHEAD[alg] - 16) // ENTRY_LEN[alg]
+
+
+def open_block(alg, master, vault_id, file_id, n, entry, ciphertext):
+    """§16.9: the block's nonce and tag from its map entry around its
+    4,096 data file bytes, opened under K_file2 with AAD file_id ‖ n."""
+    e, o = ENTRY_LEN[alg], OVERHEAD[alg]
+    nonce_len = o - 16
+    assert len(entry) == e and len(ciphertext) == BLOCK
+    assert entry[o] == 1 and not any(entry[o + 1:]), "a sealed entry: state 1, then zeros"
+    content_key = hkdf(master, vault_id, CONTENT_KEY_V2)
+    file_key = hkdf(content_key, file_id, FILE_KEY_V2)
+    aad = file_id + struct.pack(">Q", n)
+    return aead_open(alg, file_key, aad, entry[:nonce_len] + ciphertext + entry[nonce_len:o])
+
+
+def check_block(v):
+    alg = ALGORITHMS[v["algorithm"]]
+    master, vault_id = bytes.fromhex(v["master_key"]), bytes.fromhex(v["vault_id"])
+    file_id = bytes.fromhex(v["file_id"])
+    content_key = hkdf(master, vault_id, CONTENT_KEY_V2)
+    assert content_key.hex() == v["content_key"], "K_content2"
+    assert hkdf(content_key, file_id, FILE_KEY_V2).hex() == v["file_key"], "K_file2"
+    assert (file_id + struct.pack(">Q", v["block"])).hex() == v["aad"], "AAD"
+    try:
+        plain = open_block(alg, master, vault_id, file_id, v["block"],
+                           bytes.fromhex(v["entry"]), bytes.fromhex(v["ciphertext"]))
+    except Failure as e:
+        assert v["expect"] == "auth-failure", f"{e} where {v['expect']} was expected"
+        return
+    assert v["expect"] == "success", "opened where it must fail"
+    assert plain.hex() == v["plaintext"], "plaintext"
+
+
+def check_map(v, meta):
+    """Walks from the superblock to each listed file's record and its map:
+    the record's size, INLINE flag and form, every sealed entry (each
+    opening its data file block), every other block a hole."""
+    alg = ALGORITHMS[v["algorithm"]]
+    master, vault_id = bytes.fromhex(v["master_key"]), bytes.fromhex(v["vault_id"])
+    page_key = hkdf(master, vault_id, META_PAGE_KEY)
+    e, o = ENTRY_LEN[alg], OVERHEAD[alg]
+
+    def page_bytes(n):
+        b = meta[n * PAGE_SIZE:(n + 1) * PAGE_SIZE]
+        assert len(b) == PAGE_SIZE, f"page {n} past the end"
+        return b
+
+    def read(reference, kind, owner, level):
+        n, digest = struct.unpack(">Q", reference[:8])[0], reference[8:40]
+        sealed = page_bytes(n)
+        assert hashlib.sha256(sealed).digest() == digest, f"page {n} hash"
+        aad = DOMAIN_META_PAGE + vault_id + struct.pack(">QBQ", n, kind, owner)
+        try:
+            body = aead_open(alg, page_key, aad, sealed)
+        except Failure:
+            raise AssertionError(f"page {n} does not open") from None
+        assert (body[0], body[1], body[4:8], struct.unpack(">Q", body[8:16])[0]) == (kind, level, bytes(4), owner)
+        return struct.unpack(">H", body[2:4])[0], body[16:]
+
+    def null(reference):
+        return not any(reference)
+
+    sb = page_bytes(v["superblock_page"])
+    assert sb[:8] == b"ATRESTSB"
+    recent, acked = sb[282], sb[283]
+    mac_at = 284 + 48 * (recent + acked)
+    mac_key = hkdf(master, vault_id, SUPERBLOCK_MAC)
+    mac = hmac.new(mac_key, DOMAIN_SUPERBLOCK + sb[:mac_at], hashlib.sha256).digest()
+    assert hmac.compare_digest(mac, sb[mac_at:mac_at + 32]), "superblock MAC"
+
+    def item(root, depth, key, per_leaf, leaf_kind, index_kind, owner, item_len):
+        """Item `key` of a radix tree (§16.7, §16.9); None inside a null subtree."""
+        span = per_leaf * FANOUT ** depth
+        if key >= span or null(root):
+            return None
+        reference, level = root, depth
+        while level > 0:
+            child = per_leaf * FANOUT ** (level - 1)
+            count, items = read(reference, index_kind, owner, level)
+            assert count == FANOUT
+            slot, key = divmod(key, child)
+            reference = items[slot * 40:(slot + 1) * 40]
+            if null(reference):
+                return None
+            level -= 1
+        count, items = read(reference, leaf_kind, owner, 0)
+        assert count == per_leaf
+        assert not any(items[per_leaf * item_len:]), "bytes after the items"
+        return items[key * item_len:(key + 1) * item_len]
+
+    for f in v["files"]:
+        record = item(sb[136:176], sb[176], f["id"], OBJECTS_PER_LEAF, KIND_OBJECT_LEAF,
+                      KIND_OBJECT_INDEX, 0, 256)
+        assert record is not None, f"object {f['id']} not in the object table"
+        assert struct.unpack(">Q", record[:8])[0] == f["id"] and record[8] == 1, "a regular file"
+        size = struct.unpack(">Q", record[24:32])[0]
+        assert size == f["size"], "size"
+        assert record[96:112].hex() == f["file_id"], "file id"
+        blocks = -(-size // BLOCK)
+        inline = bool(record[9] & 1)
+        assert inline == f["inline"] == (blocks <= 96 // e), "INLINE flag and form"
+        content = record[112:208]
+        if inline:
+            assert not any(content[blocks * e:]), "zeros after the inline entries"
+            entries = {n: content[n * e:(n + 1) * e] for n in range(blocks)}
+
+            def entry(n):
+                return entries[n]
+        else:
+            root, depth = content[:40], content[40]
+            assert not any(content[41:]), "zeros after the map root"
+            assert depth == f["depth"] and struct.unpack(">Q", root[:8])[0] == f["root"]["page"]
+            assert root[8:40].hex() == f["root"]["hash"], "map root hash"
+
+            def entry(n):
+                found = item(root, depth, n, entries_per_leaf(alg), KIND_MAP_LEAF,
+                             KIND_MAP_INDEX, f["id"], e)
+                return found if found is not None else bytes(e)
+        sealed = {s["block"]: s for s in f["sealed"]}
+        checks = set(sealed) | {0, blocks - 1} | set(range(0, blocks, 97))
+        for n in sorted(x for x in checks if 0 <= x < blocks):
+            got = entry(n)
+            if n not in sealed:
+                assert not any(got), f"block {n} is a hole"
+                continue
+            assert got.hex() == sealed[n]["entry"], f"entry of block {n}"
+            try:
+                open_block(alg, master, vault_id, bytes.fromhex(f["file_id"]), n, got,
+                           bytes.fromhex(sealed[n]["ciphertext"]))
+            except Failure:
+                raise AssertionError(f"block {n} does not open with its entry") from None
+
+
 def main():
     args = [a for a in sys.argv[1:] if a != "-v"]
     verbose = "-v" in sys.argv[1:]
@@ -327,13 +474,18 @@ def main():
     root = Path(args[0] if args else os.environ.get("ATREST_VECTORS_V2_DIR", default))
     _self_test_hchacha20()
     passed = failed = 0
-    for path in sorted([*root.glob("log-*.json"), *root.glob("meta-*.json")]):
+    for path in sorted([*root.glob("log-*.json"), *root.glob("meta-*.json"),
+                        *root.glob("block-*.json"), *root.glob("map-*.json")]):
         v = json.loads(path.read_text())
         try:
             if v.get("kind") == "log-segment":
                 check(v, path.with_suffix(".bin").read_bytes())
             elif v.get("kind") == "meta-file":
                 check_meta(v, path.with_suffix(".bin").read_bytes())
+            elif v.get("kind") == "block":
+                check_block(v)
+            elif v.get("kind") == "block-map":
+                check_map(v, path.with_suffix(".bin").read_bytes())
             else:
                 raise AssertionError(f"unknown kind {v.get('kind')}")
             passed += 1

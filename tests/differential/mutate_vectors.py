@@ -43,7 +43,7 @@ SURVIVORS = [
     # A hole reads as zeros whatever the key, file and block number.
     (re.compile(r"^content-block-.*-hole-(full|partial)$"), {"content_key", "file_id", "block"}),
     # The primary copy is already unusable; the backup answers.
-    (re.compile(r"^keyslot-(damaged-primary|garbage-primary|version-2-primary-only)$"), {"config"}),
+    (re.compile(r"^keyslot-(damaged-primary|garbage-primary|version-3-primary-only)$"), {"config"}),
 ]
 
 HEX = re.compile(r"^(?:[0-9a-f]{2})*$")

@@ -19,6 +19,8 @@ pub enum Location {
     Segment { segment: u64 },
     /// A log record.
     LogRecord { segment: u64, offset: u64, seq: u64 },
+    /// Block `block` of the data file of regular file `object`.
+    DataFile { object: u64, block: u64 },
 }
 
 impl fmt::Display for Location {
@@ -40,6 +42,11 @@ impl fmt::Display for Location {
             } => write!(
                 f,
                 "log record {seq} (atrest.log/{segment:016x} at byte {offset})"
+            ),
+            Self::DataFile { object, block } => write!(
+                f,
+                "block {block} of object {object} ({})",
+                crate::blocks::data_file_name(*object)
             ),
         }
     }

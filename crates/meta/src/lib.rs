@@ -1,5 +1,6 @@
 //! The metadata of a format 2 vault (docs/format.md §16): everything but
-//! the block contents of regular files.
+//! the block contents of regular files, whose map entries (nonce and tag
+//! of each block) it keeps and whose ciphertext it places (§16.9, §16.14).
 //!
 //! Every structure is reached from a MAC'd [`superblock`] through SHA-256
 //! [`page`] references, so a change to any byte, or an older copy of any
@@ -13,11 +14,13 @@
 
 pub mod backing;
 mod bitmap;
+pub mod blocks;
 mod bytes;
 mod change;
 mod dir;
 pub mod directory;
 mod error;
+mod file;
 mod keys;
 pub mod log;
 mod objects;
@@ -31,6 +34,7 @@ mod store;
 pub mod superblock;
 
 pub use backing::{Backing, MemBacking};
+pub use blocks::{BlockVerifier, NoContents, SealedBlock, data_file_name};
 pub use dir::DirBacking;
 pub use error::{Location, MetaError};
 pub use keys::MetaKeys;

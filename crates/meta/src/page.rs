@@ -188,7 +188,12 @@ pub fn body_len(keys: &MetaKeys) -> usize {
 
 /// Bytes for items after the header.
 pub fn item_space(keys: &MetaKeys) -> usize {
-    body_len(keys) - HEADER_LEN
+    item_space_for(keys.algorithm())
+}
+
+/// [`item_space`] of `algorithm`'s pages: 4,052 (GCM) or 4,040 bytes.
+pub fn item_space_for(algorithm: atrest_core::ContentAlgorithm) -> usize {
+    PAGE_SIZE - algorithm.overhead() - HEADER_LEN
 }
 
 fn aad(keys: &MetaKeys, page: u64, kind: PageKind, owner: u64) -> Vec<u8> {

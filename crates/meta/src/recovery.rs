@@ -1,14 +1,16 @@
-//! Recovery at open (docs/format.md §16.16, steps 1–2 and 5–6 for the
-//! metadata; block checks are stage 2): the log from the superblock's
-//! replay position, every record of its durable prefix applied to the
-//! checkpoint's state, the torn tail cut, then `RECOVERY` and `MOUNT`
-//! records and a checkpoint if the log held changes.
+//! Recovery at open (docs/format.md §16.16, steps 1–3 and 5–6): the log
+//! from the superblock's replay position, every record of its durable
+//! prefix applied to the checkpoint's state (journaled blocks checked as
+//! they are read), fresh blocks no `SYNC` covered checked and lost ones
+//! reverted to holes (`file.rs`), the torn tail cut, then `RECOVERY` and
+//! `MOUNT` records and a checkpoint if the log held changes.
 //!
 //! [`Store::apply`] is also what every live operation runs after logging
 //! its record, so the state a replay rebuilds is the state the records
 //! were written from.
 
 use crate::backing::Backing;
+use crate::blocks::BlockVerifier;
 use crate::change::{Change, Entry};
 use crate::directory::Directory;
 use crate::error::{Location, MetaError};
@@ -28,6 +30,7 @@ pub(crate) fn read_log(
     keys: &MetaKeys,
     backing: &dyn Backing,
     superblock: &Superblock,
+    verifier: &dyn BlockVerifier,
 ) -> Result<Replay, MetaError> {
     let k = superblock.generation.checkpoint;
     let start = Start {
@@ -36,7 +39,7 @@ pub(crate) fn read_log(
         next_seq: superblock.generation.sequence + 1,
         chain: superblock.generation.chain,
     };
-    let replay = log::replay(keys, &BackingSegments::new(backing), start)?;
+    let replay = log::replay_with(keys, &BackingSegments::new(backing), start, verifier)?;
     let continues = replay.records.first().is_some_and(|r| {
         r.segment == start.segment
             && r.offset == start.offset
@@ -68,8 +71,12 @@ fn applying(seq: u64) -> impl Fn(FsError) -> MetaError {
 }
 
 impl Store {
-    /// Steps 2, 5 and 6 on a store opened at its checkpoint.
-    pub(crate) fn recover(mut self, replay: Replay) -> Result<Self, MetaError> {
+    /// Steps 2, 3, 5 and 6 on a store opened at its checkpoint.
+    pub(crate) fn recover(
+        mut self,
+        replay: Replay,
+        verifier: &dyn BlockVerifier,
+    ) -> Result<Self, MetaError> {
         let mut changes = 0u64;
         let mut last_time = self.last_time;
         // The first record is the checkpoint's own CHECKPOINT record.
@@ -80,6 +87,8 @@ impl Store {
             last_time = last_time.max(record.time);
         }
         self.last_time = last_time;
+        // Step 3.
+        let blocks = self.check_fresh_blocks(verifier)?;
         let end = &replay.end;
         let torn = end.torn.is_some();
         // Step 5: cut the torn tail, durably, so that nothing of it can
@@ -96,10 +105,10 @@ impl Store {
         if recovered {
             let body = Body::Recovery {
                 replayed: (replay.records.len() - 1) as u64,
-                reverted: 0,
-                cut_back: 0,
-                trimmed: 0,
-                removed: 0,
+                reverted: blocks.reverted,
+                cut_back: blocks.cut_back,
+                trimmed: blocks.trimmed,
+                removed: self.freed_data.len() as u64,
             };
             self.log
                 .append(&self.keys, &mut segments, last_time, &body, &[])?;
@@ -133,25 +142,31 @@ impl Store {
                 self.apply(&change, record.seq)?;
                 Ok(true)
             }
-            // No state of the metadata store in stage 1.
-            Body::Sync { .. }
-            | Body::Checkpoint { .. }
+            Body::Write { .. } | Body::Truncate { .. } => {
+                self.apply_file_record(&record.body, &record.payload, record.seq)?;
+                Ok(true)
+            }
+            Body::Sync { object, .. } => {
+                if *object != 0 {
+                    self.replay_sync(*object)?;
+                }
+                Ok(false)
+            }
+            Body::Checkpoint { .. }
             | Body::Mount { .. }
             | Body::Recovery { .. }
             | Body::Config { .. }
             | Body::Witnessed { .. }
             | Body::RollbackAccepted { .. }
             | Body::Migrate { .. } => Ok(false),
-            Body::Write { .. } | Body::Truncate { .. } | Body::Repair { .. } => {
-                Err(MetaError::corrupt(
-                    Location::LogRecord {
-                        segment: record.segment,
-                        offset: record.offset,
-                        seq: record.seq,
-                    },
-                    "a record of file contents or of a repair, which this version of atrest cannot apply",
-                ))
-            }
+            Body::Repair { .. } => Err(MetaError::corrupt(
+                Location::LogRecord {
+                    segment: record.segment,
+                    offset: record.offset,
+                    seq: record.seq,
+                },
+                "a record of a repair, which this version of atrest cannot apply",
+            )),
         }
     }
 
@@ -238,8 +253,10 @@ impl Store {
                     }
                 }
             }
+            (ObjectKind::Regular, _) => self.free_file(&record)?,
             _ => {}
         }
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
         self.objects.free(&pager, id)?;
         Ok(())
     }

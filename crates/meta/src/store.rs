@@ -9,23 +9,27 @@
 //! Stage 1 of docs/plans/format-2.md: block maps, xattrs, file contents
 //! and the witness join in the next stages.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::backing::Backing;
 use crate::bitmap;
+use crate::blocks::BlockVerifier;
 use crate::bytes::{Put, Reader};
 use crate::change::{self, Change};
 use crate::directory::{DirEntry, Directory, MAX_NAME, valid_name};
 use crate::error::MetaError;
+use crate::file::FileState;
 use crate::keys::MetaKeys;
 use crate::log::{self, BackingSegments, LogWriter, SegmentStore};
 use crate::objects::ObjectTable;
 use crate::page::{Expect, PAGE_SIZE, PageHeader, PageKind, PageRef, REF_LEN, item_space};
 use crate::pager::{Allocator, META_FILE, Pager};
+use crate::radix::Radix;
 use crate::record::{
-    Content, INLINE_TARGET, MAX_TARGET, ObjectHead, ObjectKind, ObjectRecord, ROOT_ID, Timestamp,
+    Content, INLINE_TARGET, MAX_TARGET, MapEntry, ObjectHead, ObjectKind, ObjectRecord, ROOT_ID,
+    Timestamp,
 };
 use crate::recovery;
 use crate::superblock::{Generation, MAX_RECENT, Root, State, Superblock};
@@ -105,6 +109,16 @@ pub struct Store {
     /// Symlink targets longer than a record holds, until a checkpoint
     /// writes their blob pages.
     pub(crate) unwritten_blobs: HashMap<u64, Vec<u8>>,
+    /// Block maps of regular files not inline, loaded on first use.
+    pub(crate) maps: HashMap<u64, Radix<MapEntry>>,
+    /// Ciphertext of journaled blocks, by (object, block), served from
+    /// here until the next checkpoint writes it in place (§16.13 step 3).
+    pub(crate) journaled: HashMap<(u64, u64), Vec<u8>>,
+    /// Regular files written or truncated since the last checkpoint.
+    pub(crate) files: HashMap<u64, FileState>,
+    /// Objects freed since the last checkpoint whose data files it
+    /// removes once it is durable.
+    pub(crate) freed_data: BTreeSet<u64>,
     pub(crate) next_id: u64,
     pub(crate) log: LogWriter,
     /// Time of the last record, for the records of calls that take none
@@ -184,6 +198,10 @@ impl Store {
             objects: ObjectTable::empty(algorithm),
             dirs: HashMap::new(),
             unwritten_blobs: HashMap::new(),
+            maps: HashMap::new(),
+            journaled: HashMap::new(),
+            files: HashMap::new(),
+            freed_data: BTreeSet::new(),
             next_id: ROOT_ID + 1,
             log,
             last_time: nanos(now),
@@ -229,15 +247,18 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the metadata of a vault and recovers it (§16.16 steps 1–2,
+    /// Opens the metadata of a vault and recovers it (§16.16 steps 1–3,
     /// 5–6): the newer valid superblock, its config binding checked
     /// against the config just opened, then every record of the durable
-    /// prefix of the log after its checkpoint applied; a torn tail is cut,
-    /// and a vault that needed recovery is checkpointed at once.
+    /// prefix of the log after its checkpoint applied (journaled blocks
+    /// checked by `verifier` as they are read), fresh blocks no `SYNC`
+    /// covered checked and lost ones reverted to holes; a torn tail is
+    /// cut, and a vault that needed recovery is checkpointed at once.
     pub fn open(
         keys: MetaKeys,
         backing: Arc<dyn Backing>,
         config: ConfigBinding,
+        verifier: &dyn BlockVerifier,
     ) -> Result<Self, MetaError> {
         let mut pages = [[0u8; PAGE_SIZE]; 2];
         for (i, page) in pages.iter_mut().enumerate() {
@@ -270,7 +291,7 @@ impl Store {
         let loaded = bitmap::read(&pager, superblock.bitmap, superblock.page_count)?;
         let alloc = Allocator::from_used(loaded.used, superblock.page_count);
         let objects = ObjectTable::open(keys.algorithm(), superblock.object_table);
-        let replay = recovery::read_log(&keys, backing.as_ref(), &superblock)?;
+        let replay = recovery::read_log(&keys, backing.as_ref(), &superblock, verifier)?;
         let next_id = superblock.next_object_id;
         let last_time = superblock.time_ms.saturating_mul(1_000_000);
         let store = Self {
@@ -283,11 +304,15 @@ impl Store {
             objects,
             dirs: HashMap::new(),
             unwritten_blobs: HashMap::new(),
+            maps: HashMap::new(),
+            journaled: HashMap::new(),
+            files: HashMap::new(),
+            freed_data: BTreeSet::new(),
             next_id,
             last_time,
             failed: false,
         };
-        store.recover(replay)
+        store.recover(replay, verifier)
     }
 
     pub fn keys(&self) -> &MetaKeys {
@@ -846,6 +871,9 @@ impl Store {
             record.content = Content::Blob(reference);
             self.objects.set(&pager, record)?;
         }
+        // Step 3, and block maps, whose records hold their roots.
+        let data_to_sync = self.checkpoint_files()?;
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
         // Then directories, whose records hold their roots.
         let mut ids: Vec<u64> = self.dirs.keys().copied().collect();
         ids.sort_unstable();
@@ -864,6 +892,7 @@ impl Store {
         let object_table = self.objects.flush(&pager, &mut self.alloc)?;
         let (bitmap_root, bitmap_pages) =
             bitmap::write(&pager, &mut self.alloc, &self.bitmap_pages)?;
+        self.sync_data_files(&data_to_sync)?;
         self.backing
             .sync(META_FILE)
             .map_err(MetaError::io("syncing atrest.meta"))?;
@@ -907,12 +936,15 @@ impl Store {
         // Step 7: segments wholly before the replay position are covered
         // by the checkpoint. Removals lost in a crash are redone by the
         // next checkpoint; replay never reads segments before its start.
+        let mut segments = BackingSegments::new(self.backing.as_ref());
         for segment in segments.list()? {
             if segment >= replay_segment {
                 break;
             }
             segments.remove(segment)?;
         }
+        // Then data files of freed objects and trims.
+        self.after_checkpoint_files()?;
         Ok(generation)
     }
 }

@@ -1622,22 +1622,23 @@ fn keyslots(out: &mut Out) {
     );
 
     // Parse errors and versions.
-    let mut v2 = cfg_a.clone();
-    v2[9] = 2;
+    // Version 2 is format 2 (its own tests); 3 is a newer atrest's.
+    let mut v3 = cfg_a.clone();
+    v3[9] = 3;
     both(
         out,
-        "version-2",
+        "version-3",
         "unknown-version",
-        "vault A with format version 2 in both copies",
-        &v2,
+        "vault A with format version 3 (unknown to this atrest) in both copies",
+        &v3,
         U::Pass(pass_a),
     );
     write(
         out,
-        "version-2-primary-only",
+        "version-3-primary-only",
         "unknown-version",
-        "atrest.conf says version 2 (an interrupted upgrade), atrest.conf.bak is a valid version 1 copy: refused, never repaired back to the old format",
-        &v2,
+        "atrest.conf says version 3 (an interrupted upgrade by a newer atrest), atrest.conf.bak is a valid version 1 copy: refused, never repaired back to the old format",
+        &v3,
         Some(&cfg_a),
         U::Pass(pass_a),
         None,

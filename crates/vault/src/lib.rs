@@ -4,7 +4,9 @@
 //! Key types: [`LockedVault`] (a vault read from disk, not yet opened),
 //! [`Vault`] (unlocked: holds the master key and [`VaultKeys`]),
 //! [`ContentFile`] (random-access plaintext I/O on one backing file), and
-//! [`NameTransform`] (names, symlinks, xattrs). Backends (FUSE, fscrypt)
+//! [`NameTransform`] (names, symlinks, xattrs); for format 2 vaults
+//! (docs/format.md §16, in progress), [`ContentFile2`] on an
+//! `atrest_meta::Store`. Backends (FUSE, fscrypt)
 //! build on these and never see an algorithm.
 //!
 //! ```
@@ -23,10 +25,12 @@
 
 mod config;
 mod content;
+mod content2;
 mod error;
 pub mod fsck;
 mod keyslot;
 pub mod layout;
+pub mod layout2;
 mod location;
 mod lock;
 pub mod names;
@@ -38,9 +42,11 @@ mod wire;
 pub mod xattr;
 
 pub use config::{
-    BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VaultConfig, write_atomic,
+    BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VERSION_2, VaultConfig,
+    write_atomic,
 };
 pub use content::{ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, parse_header};
+pub use content2::{ContentFile2, ContentKey2, FileCipher2};
 pub use error::{ContentError, VaultError};
 pub use keyslot::{Keyslot, SlotKind, Unlocker};
 pub use location::{Location, fscrypt_config_dir, locate};
@@ -51,4 +57,4 @@ pub use remote::{
     AuthorityRef, MAX_REPLICAS, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION,
     RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
-pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys};
+pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};

@@ -13,9 +13,11 @@ use atrest_core::{
 
 use crate::VaultError;
 use crate::config::{
-    BACKUP_FILE, Backend, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VaultConfig, write_atomic,
+    BACKUP_FILE, Backend, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VERSION, VERSION_2, VaultConfig,
+    write_atomic,
 };
 use crate::content::ContentKey;
+use crate::content2::ContentKey2;
 use crate::keyslot::{Keyslot, SlotKind, Unlocker};
 use crate::names::{NameTransform, create_dir_id};
 use crate::recovery::RecoveryKey;
@@ -29,6 +31,9 @@ pub struct CreateOptions {
     pub argon2: Argon2Params,
     /// Add a recovery-key slot and return the key (shown once).
     pub recovery_key: bool,
+    /// The vault format: [`VERSION`] 1, or 2 (docs/format.md §16,
+    /// experimental: no build mounts it yet; FUSE only).
+    pub format: u16,
 }
 
 impl Default for CreateOptions {
@@ -38,9 +43,21 @@ impl Default for CreateOptions {
             backend: Backend::Fuse,
             argon2: Argon2Params::DEFAULT,
             recovery_key: true,
+            format: VERSION,
         }
     }
 }
+
+/// The keys of a format 2 vault (§16.2), derived when asked for: the
+/// metadata store's and the content key its files' keys derive from.
+pub struct VaultKeys2 {
+    pub meta: atrest_meta::MetaKeys,
+    pub content: ContentKey2,
+}
+
+/// Subdirectories of `objects/` in a format 2 vault: one per last two hex
+/// digits of an object id (§16.1).
+const OBJECT_DIRS: u16 = 256;
 
 /// The subkeys a backend needs; derived once at unlock.
 pub struct VaultKeys {
@@ -199,6 +216,23 @@ impl LockedVault {
                 }
             })
             .ok_or(VaultError::Tampered)?;
+        // A copy of a later format that does not authenticate is never
+        // "repaired" back to the older format from the other copy: once a
+        // vault is format 2 (or migrating to it), format 1 would read a
+        // tree that is no longer there.
+        let newest = [&self.primary, &self.backup]
+            .into_iter()
+            .flatten()
+            .map(|c| c.format)
+            .max()
+            .unwrap_or(verified.format);
+        if newest > verified.format {
+            return Err(VaultError::Corrupt(format!(
+                "one config copy says vault format {newest}, but only the format {} copy authenticates; \
+                 refusing to go back to the older format (restore the newer copy from a backup)",
+                verified.format
+            )));
+        }
         let in_sync = self.primary.as_ref().ok() == Some(verified)
             && self.backup.as_ref().ok() == Some(verified);
         let mut vault = Vault {
@@ -243,6 +277,20 @@ impl Vault {
         first: &Unlocker,
         label: &str,
     ) -> Result<(Vault, Option<RecoveryKey>), VaultError> {
+        match options.format {
+            VERSION => {}
+            VERSION_2 if options.backend == Backend::Fuse => {}
+            VERSION_2 => {
+                return Err(VaultError::Invalid(
+                    "format 2 is for FUSE vaults only; fscrypt vaults keep format 1".into(),
+                ));
+            }
+            other => {
+                return Err(VaultError::Invalid(format!(
+                    "there is no vault format {other}: choose 1 or 2"
+                )));
+            }
+        }
         match fs::read_dir(root) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
@@ -265,6 +313,7 @@ impl Vault {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let mut config = VaultConfig::new(options.algorithm, options.backend, now);
+        config.format = options.format;
         let master = SecretKey::random();
         config.keyslots.push(Keyslot::wrap(
             &config.vault_id,
@@ -289,7 +338,7 @@ impl Vault {
         } else {
             None
         };
-        if options.backend == Backend::Fuse {
+        if options.backend == Backend::Fuse && options.format == VERSION {
             create_dir_id(root)
                 .map_err(|e| VaultError::Invalid(format!("{}: {e}", root.display())))?;
         }
@@ -300,7 +349,68 @@ impl Vault {
             master,
         };
         vault.save()?;
+        if options.format == VERSION_2 {
+            vault.create_format_2(now)?;
+        }
         Ok((vault, recovery))
+    }
+
+    /// The skeleton of a format 2 vault after its config (§16.1):
+    /// `objects/` and its 256 subdirectories, `atrest.meta` with
+    /// checkpoint 1 of an empty root directory (owned by whoever creates
+    /// the vault, mode 0755) bound to the config just written, and
+    /// `atrest.log/`.
+    fn create_format_2(&self, now: u64) -> Result<(), VaultError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let objects = self.root.join("objects");
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o700);
+        builder.create(&objects).map_err(VaultError::io(&objects))?;
+        for hh in 0..OBJECT_DIRS {
+            let dir = objects.join(format!("{hh:02x}"));
+            builder.create(&dir).map_err(VaultError::io(&dir))?;
+        }
+        fs::File::open(&objects)
+            .and_then(|d| d.sync_all())
+            .map_err(VaultError::io(&objects))?;
+        let backing =
+            atrest_meta::DirBacking::open(&self.root).map_err(VaultError::io(&self.root))?;
+        let owner = (
+            0o755,
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
+        let time = atrest_meta::record::Timestamp {
+            secs: i64::try_from(now).unwrap_or(0),
+            nanos: 0,
+        };
+        atrest_meta::Store::format(
+            self.keys2().meta,
+            std::sync::Arc::new(backing),
+            self.config_binding(),
+            owner,
+            time,
+        )
+        .map_err(|e| VaultError::Invalid(format!("{}: {e}", self.root.display())))?;
+        Ok(())
+    }
+
+    /// The keys of a format 2 vault (§16.2).
+    pub fn keys2(&self) -> VaultKeys2 {
+        let id = self.config.vault_id;
+        VaultKeys2 {
+            meta: atrest_meta::MetaKeys::derive(&self.master, id, self.config.algorithm),
+            content: ContentKey2::derive(&self.master, &id, self.config.algorithm),
+        }
+    }
+
+    /// What the checkpoints of a format 2 vault record of its config
+    /// (§16.3): its generation and the SHA-256 of its body.
+    pub fn config_binding(&self) -> atrest_meta::ConfigBinding {
+        atrest_meta::ConfigBinding {
+            generation: self.config.generation,
+            hash: self.config.body_hash(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -581,6 +691,7 @@ impl Vault {
 mod tests {
     use super::*;
     use atrest_core::SecretBytes;
+    use std::sync::Arc;
 
     fn fast() -> CreateOptions {
         CreateOptions {
@@ -591,6 +702,107 @@ mod tests {
 
     fn pw(s: &str) -> Unlocker {
         Unlocker::Passphrase(SecretBytes::new(s.as_bytes().to_vec()))
+    }
+
+    /// `Vault::create` of format 2: a version 2 config, the skeleton of
+    /// §16.1 and checkpoint 1 bound to the config; the store opens after
+    /// unlock, holds an empty root, takes a file, and still opens after a
+    /// keyslot change raised the config's generation.
+    #[test]
+    fn format_2_vaults_are_created_with_their_skeleton() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v2");
+        let options = CreateOptions {
+            format: VERSION_2,
+            ..fast()
+        };
+        let (mut vault, _) = Vault::create(&root, options, &pw("p"), "admin").unwrap();
+        assert_eq!(vault.config().format, VERSION_2);
+        assert!(root.join("atrest.meta").is_file());
+        assert!(root.join("atrest.log").is_dir());
+        assert!(root.join("objects/00").is_dir() && root.join("objects/ff").is_dir());
+        assert!(!root.join("atrest.dirid").exists(), "no format 1 files");
+        vault
+            .add_slot(&pw("q"), "second", Argon2Params::INSECURE_FAST)
+            .unwrap();
+        drop(vault);
+        let vault = LockedVault::open(&root).unwrap().unlock(&pw("q")).unwrap();
+        assert_eq!(vault.config().format, VERSION_2);
+        let keys = vault.keys2();
+        let backing = Arc::new(atrest_meta::DirBacking::open(&root).unwrap());
+        let mut store =
+            atrest_meta::Store::open(keys.meta, backing, vault.config_binding(), &keys.content)
+                .unwrap();
+        assert!(
+            store
+                .readdir(atrest_meta::record::ROOT_ID, 0, 10)
+                .unwrap()
+                .is_empty()
+        );
+        let new = atrest_meta::NewObject {
+            kind: atrest_meta::record::ObjectKind::Regular,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            target: Vec::new(),
+        };
+        let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
+        let id = store
+            .create(atrest_meta::record::ROOT_ID, b"f", new, now)
+            .unwrap()
+            .id;
+        let mut file = crate::ContentFile2::new(&mut store, &keys.content, id);
+        file.write_at(0, b"format 2", now).unwrap();
+        file.sync().unwrap();
+        assert!(root.join(atrest_meta::data_file_name(id)).is_file());
+    }
+
+    /// A format 2 copy of the config that does not authenticate beside a
+    /// valid format 1 copy (the format-1 build's `version-2-primary-only`
+    /// vector, now that this build reads version 2): refused, and
+    /// neither copy rewritten.
+    #[test]
+    fn an_unauthentic_format_2_copy_is_never_repaired_back_to_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let (vault, _) = Vault::create(&root, fast(), &pw("p"), "").unwrap();
+        drop(vault);
+        let mut primary = fs::read(root.join(CONFIG_FILE)).unwrap();
+        primary[9] = 2;
+        let write = |name: &str, bytes: &[u8]| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = root.join(name);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            fs::write(&path, bytes).unwrap();
+        };
+        write(CONFIG_FILE, &primary);
+        let backup = fs::read(root.join(BACKUP_FILE)).unwrap();
+        let err = LockedVault::open(&root)
+            .unwrap()
+            .unlock(&pw("p"))
+            .unwrap_err();
+        assert!(
+            matches!(err, VaultError::Corrupt(ref m) if m.contains("older format")),
+            "{err}"
+        );
+        assert_eq!(fs::read(root.join(CONFIG_FILE)).unwrap(), primary);
+        assert_eq!(fs::read(root.join(BACKUP_FILE)).unwrap(), backup);
+    }
+
+    #[test]
+    fn format_2_is_for_fuse_only_and_other_formats_do_not_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        for (backend, format) in [(Backend::Fscrypt, VERSION_2), (Backend::Fuse, 3)] {
+            let options = CreateOptions {
+                backend,
+                format,
+                ..fast()
+            };
+            let result = Vault::create(&dir.path().join("v"), options, &pw("p"), "");
+            assert!(matches!(result, Err(VaultError::Invalid(_))));
+            assert!(!dir.path().join("v").exists(), "nothing made");
+        }
     }
 
     #[test]

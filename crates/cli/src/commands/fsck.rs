@@ -14,6 +14,12 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
             args.vault.display()
         );
     }
+    if locked.config().format == atrest_vault::VERSION_2 {
+        anyhow::bail!(
+            "{}: format 2 vaults cannot be checked by this build yet (it is experimental)",
+            args.vault.display()
+        );
+    }
     let config_problems = locked.config_problems();
     let vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
     let report = fsck(&vault, config_problems);

@@ -43,6 +43,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         },
         argon2: super::argon2_params(&args.kdf)?,
         recovery_key: !args.no_recovery_key,
+        format: args.format,
     };
     let label = if args.key_file.is_some() {
         "key file"
@@ -61,8 +62,13 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         BackendArg::Fuse => vault.config().algorithm.name(),
         BackendArg::Fscrypt => "kernel fscrypt v2",
     };
+    let format = if vault.config().format == atrest_vault::VERSION_2 {
+        ", format 2 (experimental: this build cannot mount it yet)"
+    } else {
+        ""
+    };
     eprintln!(
-        "atrest: created vault {} ({cipher}, {} keyslots)",
+        "atrest: created vault {} ({cipher}, {} keyslots{format})",
         args.vault.display(),
         vault.config().keyslots.len()
     );

@@ -146,7 +146,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .then(|| super::fscrypt::status(&location.data));
     let status = Status {
         vault: root.display().to_string(),
-        format_version: atrest_vault::VERSION,
+        format_version: config.format,
         vault_id: config.vault_id.iter().map(|b| format!("{b:02x}")).collect(),
         backend: config.backend.name(),
         cipher: config.algorithm.name(),

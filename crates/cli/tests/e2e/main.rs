@@ -9,6 +9,7 @@ mod basic;
 mod common;
 mod doctor;
 mod faults;
+mod format2;
 mod fscrypt;
 mod keyd;
 mod netns;

@@ -21,6 +21,6 @@ pub use frame::{
     FrameHeader, MAX_BODY, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, aad,
     chain_genesis, chain_next,
 };
-pub use reader::{Replay, ReplayEnd, Replayed, Start, replay};
+pub use reader::{Replay, ReplayEnd, Replayed, Start, replay, replay_with};
 pub use segments::{BackingSegments, LOG_DIR, segment_name};
 pub use writer::{LogWriter, MemSegments, SEGMENT_SIZE, SegmentStore};

@@ -7,6 +7,7 @@
 //! operations that contains every operation a completed sync (or
 //! checkpoint) covered; and it must go on from there.
 
+use atrest_meta::NoContents;
 use std::sync::Arc;
 
 use atrest_core::ContentAlgorithm;
@@ -122,7 +123,7 @@ fn run(store: &mut Store, rng: &mut Rng, ops: u32) -> Workload {
 }
 
 fn open(disk: &Arc<SimDisk>) -> Result<Store, atrest_meta::MetaError> {
-    Store::open(keys(GCM), disk.clone(), CONFIG)
+    Store::open(keys(GCM), disk.clone(), CONFIG, &NoContents)
 }
 
 /// Crashes `disk`, sometimes a second time in the middle of the recovery

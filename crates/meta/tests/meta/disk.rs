@@ -2,6 +2,7 @@
 //! reopens from a fresh descriptor, and a byte changed in the file on disk
 //! is detected as on the in-memory backing.
 
+use atrest_meta::NoContents;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -47,7 +48,7 @@ fn a_store_on_a_directory_reopens_and_detects_a_changed_byte() {
 
     let reopen = || {
         let backing = Arc::new(DirBacking::open(dir.path()).unwrap());
-        Store::open(keys(GCM), backing, CONFIG)
+        Store::open(keys(GCM), backing, CONFIG, &NoContents)
             .map_err(Into::into)
             .and_then(|mut s| listing(&mut s))
     };
@@ -99,7 +100,7 @@ fn a_store_on_a_directory_replays_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let open = || {
         let backing = Arc::new(DirBacking::open(dir.path()).unwrap());
-        Store::open(keys(GCM), backing, CONFIG).unwrap()
+        Store::open(keys(GCM), backing, CONFIG, &NoContents).unwrap()
     };
     let backing = Arc::new(DirBacking::open(dir.path()).unwrap());
     let mut store = Store::format(keys(GCM), backing, CONFIG, (0o700, 0, 0), at(1)).unwrap();

@@ -6,6 +6,7 @@
 
 mod common;
 mod crash;
+mod data;
 mod dirsize;
 mod disk;
 mod model;

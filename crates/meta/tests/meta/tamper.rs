@@ -1,6 +1,7 @@
 //! Changed, swapped and rolled-back pages of `atrest.meta`: every one is
 //! an authentication error naming the page, never a wrong answer.
 
+use atrest_meta::NoContents;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -93,7 +94,7 @@ fn populated() -> (Arc<MemBacking>, Listing) {
 }
 
 fn open_and_list(backing: &Arc<MemBacking>) -> Result<Listing, FsError> {
-    let mut store = Store::open(keys(GCM), backing.clone(), CONFIG)?;
+    let mut store = Store::open(keys(GCM), backing.clone(), CONFIG, &NoContents)?;
     listing(&mut store)
 }
 

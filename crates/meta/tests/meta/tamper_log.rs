@@ -5,6 +5,7 @@
 //! tail that a crash may have torn, so a change there ends the log
 //! before it, keeping every acknowledged operation.
 
+use atrest_meta::NoContents;
 use std::sync::Arc;
 
 use atrest_core::ContentAlgorithm;
@@ -95,7 +96,7 @@ fn logged() -> (Arc<MemBacking>, u64, Vec<Listing>, usize) {
 }
 
 fn open(backing: &Arc<MemBacking>) -> Result<Listing, MetaError> {
-    let mut store = Store::open(keys(GCM), backing.clone(), CONFIG)?;
+    let mut store = Store::open(keys(GCM), backing.clone(), CONFIG, &NoContents)?;
     listing(&mut store).map_err(|e| MetaError::Inconsistent(e.to_string()))
 }
 

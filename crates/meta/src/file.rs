@@ -1,0 +1,917 @@
+//! Regular files in the store: block maps (docs/format.md §16.9), the
+//! `WRITE` and `TRUNCATE` records (§16.12) with the write ordering of
+//! §16.14, `fsync` of a file (§16.15), and step 3 of recovery (§16.16).
+//!
+//! A block is **fresh** when it was a hole (or past the end) at the last
+//! checkpoint and no `SYNC` of its file was logged since it was written:
+//! its ciphertext goes straight to the data file, before its record, and
+//! a crash can only lose it (recovery turns it back into a hole). Every
+//! other block is **journaled**: its ciphertext travels in the record's
+//! payload and reaches the data file at the next checkpoint, so nothing a
+//! durable state references is ever overwritten in place.
+//!
+//! The store seals nothing here: the content layer hands over sealed
+//! blocks ([`SealedBlock`]) and answers [`BlockVerifier`] questions.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::blocks::{BLOCK, BlockVerifier, SealedBlock, data_dir_name, data_file_name};
+use crate::error::{Location, MetaError};
+use crate::log::{BackingSegments, Body};
+use crate::page::PageRef;
+use crate::pager::Pager;
+use crate::radix::Radix;
+use crate::record::{
+    Content, HEAD_LEN, MAX_TREE_DEPTH, MapEntry, ObjectHead, ObjectKind, ObjectRecord, Timestamp,
+    blocks_for, inline_blocks,
+};
+use crate::store::{FsError, Store, nanos};
+use crate::superblock::Root;
+
+/// Blocks one `WRITE` record carries at most (§16.12).
+pub const MAX_WRITE_BLOCKS: usize = 256;
+const FRESH: u8 = 1;
+const JOURNALED: u8 = 2;
+
+/// What the store remembers of one block written since the last
+/// checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockState {
+    /// A hole or past the end in the checkpoint: its data file bytes
+    /// belong to no durable state until written and synced.
+    hole_at_checkpoint: bool,
+    /// A `SYNC` of its file followed a write of it: from now on it is
+    /// durable data, journaled until the next checkpoint.
+    synced: bool,
+}
+
+/// A regular file changed since the last checkpoint.
+#[derive(Debug, Default)]
+pub(crate) struct FileState {
+    blocks: HashMap<u64, BlockState>,
+    /// The fewest blocks a shrinking truncate left since the checkpoint:
+    /// a hole at or past it may have been sealed in the checkpoint.
+    shrunk_to: Option<u64>,
+    /// The size at the last checkpoint, `SYNC` or `TRUNCATE`: recovery
+    /// never cuts the file below it.
+    settled: u64,
+    /// Blocks written fresh and not yet covered by a `SYNC` of the file.
+    unsynced_fresh: BTreeSet<u64>,
+    /// Fresh ciphertext went to the data file since the checkpoint.
+    fresh_written: bool,
+    /// The data file was created since the checkpoint (its directory
+    /// entry is synced with its first `fsync`).
+    created: bool,
+    /// A truncate shrank it: the checkpoint trims the data file.
+    trim: bool,
+}
+
+impl FileState {
+    fn new(settled: u64) -> Self {
+        Self {
+            settled,
+            ..Self::default()
+        }
+    }
+
+    /// Whether block `n`, whose current entry is `current`, may be
+    /// written fresh.
+    fn fresh(&self, n: u64, current: &MapEntry) -> bool {
+        match self.blocks.get(&n) {
+            Some(b) => b.hole_at_checkpoint && !b.synced,
+            None => *current == MapEntry::Hole && self.shrunk_to.is_none_or(|s| n < s),
+        }
+    }
+
+    /// Remembers a write of block `n` (entry `current` before it).
+    fn note_write(&mut self, n: u64, current: &MapEntry, fresh: bool) {
+        let hole = self.fresh_as_untracked(n, current);
+        self.blocks.entry(n).or_insert(BlockState {
+            hole_at_checkpoint: hole,
+            synced: false,
+        });
+        if fresh {
+            self.unsynced_fresh.insert(n);
+            self.fresh_written = true;
+        } else {
+            self.unsynced_fresh.remove(&n);
+        }
+    }
+
+    fn fresh_as_untracked(&self, n: u64, current: &MapEntry) -> bool {
+        *current == MapEntry::Hole && self.shrunk_to.is_none_or(|s| n < s)
+    }
+
+    /// A `SYNC` of the file: what was written is durable data now.
+    fn note_sync(&mut self, size: u64) {
+        for n in std::mem::take(&mut self.unsynced_fresh) {
+            if let Some(b) = self.blocks.get_mut(&n) {
+                b.synced = true;
+            }
+        }
+        self.settled = size;
+    }
+}
+
+/// Recovery's step 3 in numbers, for its `RECOVERY` record.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockCheck {
+    pub reverted: u64,
+    pub cut_back: u64,
+    pub trimmed: u64,
+}
+
+fn inconsistent(seq: u64, why: impl std::fmt::Display) -> MetaError {
+    MetaError::Inconsistent(format!("log record {seq}: {why}"))
+}
+
+fn io_data(id: u64) -> impl FnOnce(std::io::Error) -> MetaError {
+    MetaError::io(format!("data file {}", data_file_name(id)))
+}
+
+impl Store {
+    /// The tree map of file `id` whose record names `root`, loaded on
+    /// first use (the record's root is stale once loaded: the loaded map
+    /// is what the next checkpoint writes).
+    fn map_of(
+        maps: &mut HashMap<u64, Radix<MapEntry>>,
+        algorithm: atrest_core::ContentAlgorithm,
+        id: u64,
+        root: Root,
+    ) -> &mut Radix<MapEntry> {
+        maps.entry(id)
+            .or_insert_with(|| Radix::open(id, algorithm, root, MAX_TREE_DEPTH))
+    }
+
+    /// The entry of block `n` in `record`'s map (a hole past the end).
+    fn entry_in(&mut self, record: &ObjectRecord, n: u64) -> Result<MapEntry, MetaError> {
+        if n >= blocks_for(record.head.size) {
+            return Ok(MapEntry::Hole);
+        }
+        match &record.content {
+            Content::InlineMap(entries) => Ok(entries[n as usize]),
+            Content::Tree(root) => {
+                let pager = Pager::new(&self.keys, self.backing.as_ref());
+                Self::map_of(&mut self.maps, self.keys.algorithm(), record.head.id, *root)
+                    .get(&pager, n)
+            }
+            _ => Err(MetaError::Inconsistent(format!(
+                "object {} is not a regular file",
+                record.head.id
+            ))),
+        }
+    }
+
+    fn regular(&mut self, id: u64) -> Result<ObjectRecord, FsError> {
+        let record = self.record(id)?;
+        match record.head.kind {
+            ObjectKind::Regular => Ok(record),
+            ObjectKind::Directory => Err(FsError::IsDir),
+            _ => Err(FsError::Invalid("not a regular file")),
+        }
+    }
+
+    /// The map entry of block `n` of file `id`.
+    pub fn map_entry(&mut self, id: u64, n: u64) -> Result<MapEntry, FsError> {
+        let record = self.regular(id)?;
+        Ok(self.entry_in(&record, n)?)
+    }
+
+    /// Block `n` of file `id` as sealed: `None` for a hole. A journaled
+    /// block not yet written in place is served from its log record
+    /// (§16.14); any other from the data file, where a missing or short
+    /// block is an authentication failure of that block.
+    pub fn read_block(&mut self, id: u64, n: u64) -> Result<Option<SealedBlock>, FsError> {
+        let record = self.regular(id)?;
+        let MapEntry::Sealed(nonce_tag) = self.entry_in(&record, n)? else {
+            return Ok(None);
+        };
+        if let Some(ciphertext) = self.journaled.get(&(id, n)) {
+            return Ok(Some(SealedBlock {
+                nonce_tag,
+                ciphertext: ciphertext.clone(),
+            }));
+        }
+        let mut ciphertext = vec![0u8; BLOCK as usize];
+        match self
+            .backing
+            .read_exact_at(&data_file_name(id), n * BLOCK, &mut ciphertext)
+        {
+            Ok(()) => Ok(Some(SealedBlock {
+                nonce_tag,
+                ciphertext,
+            })),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Err(MetaError::Auth(Location::DataFile {
+                    object: id,
+                    block: n,
+                })
+                .into())
+            }
+            Err(e) => Err(io_data(id)(e).into()),
+        }
+    }
+
+    /// Whether block `n` (entry `current`) of file `id` may be written
+    /// fresh.
+    fn fresh(&self, id: u64, n: u64, current: &MapEntry) -> bool {
+        match self.files.get(&id) {
+            Some(f) => f.fresh(n, current),
+            None => *current == MapEntry::Hole,
+        }
+    }
+
+    /// Writes the ciphertext of fresh blocks `first ..` to the data file
+    /// (before their record, §16.14).
+    fn write_fresh(&mut self, id: u64, first: u64, blocks: &[SealedBlock]) -> Result<(), FsError> {
+        let name = data_file_name(id);
+        let exists = self.backing.len(&name).map_err(io_data(id))?.is_some();
+        let state = self.files.get(&id);
+        if exists && id >= self.superblock.next_object_id && !state.is_some_and(|f| f.fresh_written)
+        {
+            // An id a crash forgot, handed out again: whatever a lost
+            // write left under it belongs to nothing (§16.7, O_TRUNC).
+            self.backing.set_len(&name, 0).map_err(io_data(id))?;
+        }
+        let mut bytes = Vec::with_capacity(blocks.len() * BLOCK as usize);
+        for b in blocks {
+            bytes.extend_from_slice(&b.ciphertext);
+        }
+        if let Err(e) = self.backing.write_at(&name, first * BLOCK, &bytes) {
+            self.failed = true;
+            return Err(io_data(id)(e).into());
+        }
+        if !exists {
+            self.files.entry(id).or_default().created = true;
+        }
+        Ok(())
+    }
+
+    /// Logs `body` with `payload` (written, not synced); a failure stops
+    /// the store.
+    fn log_body(&mut self, body: &Body, payload: &[u8], now: Timestamp) -> Result<u64, FsError> {
+        if self.failed {
+            return Err(MetaError::Stopped.into());
+        }
+        let time = nanos(now);
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        let logged = self
+            .log
+            .append(&self.keys, &mut segments, time, body, payload)
+            .and_then(|(_, _, seq)| self.log.write_out(&mut segments).map(|()| seq));
+        match logged {
+            Ok(seq) => {
+                self.last_time = time;
+                Ok(seq)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Writes sealed blocks `first ..` of file `id` and sets its size to
+    /// at least `size` (a write never shrinks a file); mtime and ctime
+    /// become `now`. Fresh and journaled blocks go in separate `WRITE`
+    /// records of at most 256 blocks each.
+    pub fn write_blocks(
+        &mut self,
+        id: u64,
+        first: u64,
+        blocks: &[SealedBlock],
+        size: u64,
+        now: Timestamp,
+    ) -> Result<ObjectHead, FsError> {
+        // Nothing reaches a data file once the store stopped.
+        if self.failed {
+            return Err(MetaError::Stopped.into());
+        }
+        let mut record = self.regular(id)?;
+        if blocks.is_empty() {
+            return Ok(record.head);
+        }
+        let end = first
+            .checked_add(blocks.len() as u64)
+            .ok_or(FsError::Invalid("block number overflows"))?;
+        let size = size.max(record.head.size);
+        if end > blocks_for(size) {
+            return Err(FsError::Invalid("blocks written past the size"));
+        }
+        if blocks.iter().any(|b| b.ciphertext.len() != BLOCK as usize) {
+            return Err(FsError::Invalid("a block's ciphertext is not 4,096 bytes"));
+        }
+        let mut at = 0usize;
+        while at < blocks.len() {
+            let n = first + at as u64;
+            let current = self.entry_in(&record, n)?;
+            let fresh = self.fresh(id, n, &current);
+            let mut run = 1;
+            while at + run < blocks.len() && run < MAX_WRITE_BLOCKS {
+                let m = first + (at + run) as u64;
+                let current = self.entry_in(&record, m)?;
+                if self.fresh(id, m, &current) != fresh {
+                    break;
+                }
+                run += 1;
+            }
+            let run_blocks = &blocks[at..at + run];
+            let run_end = n + run as u64;
+            let run_size = if at + run == blocks.len() {
+                size
+            } else {
+                record.head.size.max(run_end * BLOCK)
+            };
+            if fresh {
+                self.write_fresh(id, n, run_blocks)?;
+            }
+            let mut head = record.head.clone();
+            head.size = run_size;
+            head.inline = blocks_for(run_size) <= inline_blocks(self.keys.algorithm());
+            head.mtime = now;
+            head.ctime = now;
+            let settled = self.files.get(&id).map_or(record.head.size, |f| f.settled);
+            let algorithm = self.keys.algorithm();
+            let body = Body::Write {
+                head: head.encode(),
+                first_block: n,
+                mode: if fresh { FRESH } else { JOURNALED },
+                settled_size: settled,
+                entries: run_blocks
+                    .iter()
+                    .map(|b| {
+                        let mut out = Vec::new();
+                        b.entry().encode(algorithm, &mut out);
+                        out
+                    })
+                    .collect(),
+            };
+            let payload: Vec<u8> = if fresh {
+                Vec::new()
+            } else {
+                run_blocks
+                    .iter()
+                    .flat_map(|b| b.ciphertext.clone())
+                    .collect()
+            };
+            let seq = self.log_body(&body, &payload, now)?;
+            if let Err(e) = self.apply_file_record(&body, &payload, seq) {
+                self.failed = true;
+                return Err(e.into());
+            }
+            record = self.regular(id)?;
+            at += run;
+        }
+        Ok(record.head)
+    }
+
+    /// `truncate(2)` of file `id` to `size`. A shrink inside a sealed
+    /// block needs that block resealed with its bytes past `size` zeroed
+    /// (`tail`, from the content layer); anything else takes none.
+    pub fn truncate(
+        &mut self,
+        id: u64,
+        size: u64,
+        tail: Option<SealedBlock>,
+        now: Timestamp,
+    ) -> Result<ObjectHead, FsError> {
+        if self.failed {
+            return Err(MetaError::Stopped.into());
+        }
+        let record = self.regular(id)?;
+        let old = record.head.size;
+        let t = size / BLOCK;
+        let needs_tail = size < old
+            && !size.is_multiple_of(BLOCK)
+            && self.entry_in(&record, t)? != MapEntry::Hole;
+        if needs_tail != tail.is_some() {
+            return Err(FsError::Invalid(
+                "a shrink inside a sealed block, and only that, takes its resealed tail",
+            ));
+        }
+        if tail
+            .as_ref()
+            .is_some_and(|b| b.ciphertext.len() != BLOCK as usize)
+        {
+            return Err(FsError::Invalid("a block's ciphertext is not 4,096 bytes"));
+        }
+        let algorithm = self.keys.algorithm();
+        let mut mode = 0;
+        let mut payload = Vec::new();
+        if let Some(block) = &tail {
+            let current = self.entry_in(&record, t)?;
+            if self.fresh(id, t, &current) {
+                mode = FRESH;
+                self.write_fresh(id, t, std::slice::from_ref(block))?;
+            } else {
+                mode = JOURNALED;
+                payload = block.ciphertext.clone();
+            }
+        }
+        let mut head = record.head.clone();
+        head.size = size;
+        head.inline = blocks_for(size) <= inline_blocks(algorithm);
+        head.mtime = now;
+        head.ctime = now;
+        let body = Body::Truncate {
+            head: head.encode(),
+            old_size: old,
+            tail: mode,
+            tail_entry: tail.as_ref().map(|b| {
+                let mut out = Vec::new();
+                b.entry().encode(algorithm, &mut out);
+                out
+            }),
+        };
+        let seq = self.log_body(&body, &payload, now)?;
+        if let Err(e) = self.apply_file_record(&body, &payload, seq) {
+            self.failed = true;
+            return Err(e.into());
+        }
+        Ok(head)
+    }
+
+    /// `fsync` of file `id` (§16.15): its data file if it holds fresh
+    /// blocks not yet synced (and its directory entry if new), then the
+    /// log, then a `SYNC(id)` record. When it returns, every write to the
+    /// file before it, and every operation logged before it, survives
+    /// any crash.
+    pub fn sync_file(&mut self, id: u64) -> Result<(), MetaError> {
+        if self.failed {
+            return Err(MetaError::Stopped);
+        }
+        let result = self.sync_file_inner(id);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn sync_file_inner(&mut self, id: u64) -> Result<(), MetaError> {
+        let mut entry_synced = false;
+        if let Some(f) = self.files.get(&id)
+            && !f.unsynced_fresh.is_empty()
+        {
+            self.backing
+                .sync(&data_file_name(id))
+                .map_err(io_data(id))?;
+            if f.created {
+                self.backing
+                    .sync_dir(&data_dir_name(id))
+                    .map_err(MetaError::io(format!("syncing {}", data_dir_name(id))))?;
+                entry_synced = true;
+            }
+        }
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        self.log
+            .sync(&self.keys, &mut segments, self.last_time, id)?;
+        let size = {
+            let pager = Pager::new(&self.keys, self.backing.as_ref());
+            self.objects.get(&pager, id)?.map(|r| r.head.size)
+        };
+        if let (Some(f), Some(size)) = (self.files.get_mut(&id), size) {
+            f.note_sync(size);
+            // Until its directory is synced, a new data file may vanish
+            // in a crash: the next sync with fresh blocks, or the
+            // checkpoint, syncs it.
+            f.created &= !entry_synced;
+        }
+        Ok(())
+    }
+
+    /// A replayed `SYNC` of a file.
+    pub(crate) fn replay_sync(&mut self, id: u64) -> Result<(), MetaError> {
+        let size = {
+            let pager = Pager::new(&self.keys, self.backing.as_ref());
+            self.objects.get(&pager, id)?.map(|r| r.head.size)
+        };
+        if let (Some(f), Some(size)) = (self.files.get_mut(&id), size) {
+            f.note_sync(size);
+        }
+        Ok(())
+    }
+
+    /// Applies a `WRITE` or `TRUNCATE` record, live or replayed. Checks
+    /// what a genuine record always satisfies.
+    pub(crate) fn apply_file_record(
+        &mut self,
+        body: &Body,
+        payload: &[u8],
+        seq: u64,
+    ) -> Result<(), MetaError> {
+        let algorithm = self.keys.algorithm();
+        let decode_head = |bytes: &[u8; HEAD_LEN]| {
+            ObjectHead::decode(bytes).map_err(|why| inconsistent(seq, why))
+        };
+        let entry = |bytes: &[u8]| match MapEntry::decode(algorithm, bytes) {
+            Some(e @ MapEntry::Sealed(_)) => Ok(e),
+            _ => Err(inconsistent(seq, "a block entry that is not sealed")),
+        };
+        let (head, sets) = match body {
+            Body::Write {
+                head,
+                first_block,
+                mode,
+                settled_size,
+                entries,
+            } => {
+                let head = decode_head(head)?;
+                let record = self.file_record(&head, seq)?;
+                if head.size < record.head.size {
+                    return Err(inconsistent(seq, "a WRITE that shrinks its file"));
+                }
+                let end = first_block
+                    .checked_add(entries.len() as u64)
+                    .ok_or_else(|| inconsistent(seq, "block number overflows"))?;
+                if end > blocks_for(head.size) {
+                    return Err(inconsistent(seq, "a WRITE past its file's size"));
+                }
+                self.files
+                    .entry(head.id)
+                    .or_insert_with(|| FileState::new(*settled_size));
+                let mut sets = Vec::with_capacity(entries.len());
+                for (i, bytes) in entries.iter().enumerate() {
+                    let n = first_block + i as u64;
+                    let current = self.entry_in(&record, n)?;
+                    let fresh = *mode == FRESH;
+                    self.files
+                        .get_mut(&head.id)
+                        .expect("inserted above")
+                        .note_write(n, &current, fresh);
+                    if fresh {
+                        self.journaled.remove(&(head.id, n));
+                    } else {
+                        let at = i * BLOCK as usize;
+                        self.journaled
+                            .insert((head.id, n), payload[at..at + BLOCK as usize].to_vec());
+                    }
+                    sets.push((n, entry(bytes)?));
+                }
+                (head, sets)
+            }
+            Body::Truncate {
+                head,
+                old_size,
+                tail,
+                tail_entry,
+            } => {
+                let head = decode_head(head)?;
+                let record = self.file_record(&head, seq)?;
+                if record.head.size != *old_size {
+                    return Err(inconsistent(seq, "a TRUNCATE from a size the file has not"));
+                }
+                let new_blocks = blocks_for(head.size);
+                let mut sets = Vec::new();
+                if let Some(bytes) = tail_entry {
+                    let t = head.size / BLOCK;
+                    if head.size >= *old_size || head.size.is_multiple_of(BLOCK) {
+                        return Err(inconsistent(seq, "a tail on a truncate that cuts no block"));
+                    }
+                    let current = self.entry_in(&record, t)?;
+                    let state = self
+                        .files
+                        .entry(head.id)
+                        .or_insert_with(|| FileState::new(record.head.size));
+                    state.note_write(t, &current, *tail == FRESH);
+                    if *tail == FRESH {
+                        self.journaled.remove(&(head.id, t));
+                    } else {
+                        self.journaled.insert((head.id, t), payload.to_vec());
+                    }
+                    sets.push((t, entry(bytes)?));
+                }
+                let state = self
+                    .files
+                    .entry(head.id)
+                    .or_insert_with(|| FileState::new(record.head.size));
+                state.settled = head.size;
+                if new_blocks < blocks_for(*old_size) {
+                    state.shrunk_to =
+                        Some(state.shrunk_to.map_or(new_blocks, |s| s.min(new_blocks)));
+                    state.trim = true;
+                    state.unsynced_fresh.retain(|&n| n < new_blocks);
+                    let id = head.id;
+                    self.journaled
+                        .retain(|&(i, n), _| i != id || n < new_blocks);
+                }
+                (head, sets)
+            }
+            _ => return Err(inconsistent(seq, "not a record of file contents")),
+        };
+        self.reshape(head, &sets, seq)
+    }
+
+    /// The live record of the regular file `head` names, checked against
+    /// it.
+    fn file_record(&mut self, head: &ObjectHead, seq: u64) -> Result<ObjectRecord, MetaError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        match self.objects.get(&pager, head.id)? {
+            Some(r)
+                if r.head.kind == ObjectKind::Regular
+                    && head.kind == ObjectKind::Regular
+                    && r.head.file_id == head.file_id =>
+            {
+                Ok(r)
+            }
+            _ => Err(inconsistent(
+                seq,
+                format!(
+                    "changes the contents of object {}, not a live regular file",
+                    head.id
+                ),
+            )),
+        }
+    }
+
+    /// Gives file `head.id` its new head and sets `sets` in its map,
+    /// moving the map between the record (`INLINE`) and a tree as its
+    /// new size requires (§16.6: one canonical form) and emptying every
+    /// entry past the new end.
+    fn reshape(
+        &mut self,
+        head: ObjectHead,
+        sets: &[(u64, MapEntry)],
+        seq: u64,
+    ) -> Result<(), MetaError> {
+        let algorithm = self.keys.algorithm();
+        let id = head.id;
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let mut record = self
+            .objects
+            .get(&pager, id)?
+            .ok_or_else(|| inconsistent(seq, format!("object {id} is not live")))?;
+        let old_blocks = blocks_for(record.head.size);
+        let new_blocks = blocks_for(head.size);
+        let inline = new_blocks <= inline_blocks(algorithm);
+        if head.inline != inline {
+            return Err(inconsistent(
+                seq,
+                format!("object {id}: INLINE flag not canonical"),
+            ));
+        }
+        if sets.iter().any(|(n, _)| *n >= new_blocks) {
+            return Err(inconsistent(seq, "an entry past the end of its file"));
+        }
+        let content = match (&record.content, inline) {
+            (Content::InlineMap(entries), true) => {
+                let mut entries = entries.clone();
+                entries.resize(new_blocks as usize, MapEntry::Hole);
+                for (n, e) in sets {
+                    entries[*n as usize] = *e;
+                }
+                Content::InlineMap(entries)
+            }
+            (Content::InlineMap(entries), false) => {
+                let mut map = Radix::empty(id, algorithm, MAX_TREE_DEPTH);
+                for (n, e) in entries.iter().enumerate() {
+                    map.set(&pager, n as u64, *e)?;
+                }
+                for (n, e) in sets {
+                    map.set(&pager, *n, *e)?;
+                }
+                self.maps.insert(id, map);
+                Content::Tree(Root {
+                    reference: PageRef::NULL,
+                    depth: 0,
+                })
+            }
+            (Content::Tree(root), true) => {
+                let map = Self::map_of(&mut self.maps, algorithm, id, *root);
+                let mut entries = Vec::with_capacity(new_blocks as usize);
+                for n in 0..new_blocks {
+                    entries.push(map.get(&pager, n)?);
+                }
+                map.clear_from(&pager, &mut self.alloc, 0)?;
+                // Flushed empty, it releases its root too.
+                map.flush(&pager, &mut self.alloc)?;
+                self.maps.remove(&id);
+                for (n, e) in sets {
+                    entries[*n as usize] = *e;
+                }
+                Content::InlineMap(entries)
+            }
+            (Content::Tree(root), false) => {
+                let map = Self::map_of(&mut self.maps, algorithm, id, *root);
+                if new_blocks < old_blocks {
+                    map.clear_from(&pager, &mut self.alloc, new_blocks)?;
+                }
+                for (n, e) in sets {
+                    map.set(&pager, *n, *e)?;
+                }
+                record.content.clone()
+            }
+            _ => return Err(inconsistent(seq, format!("object {id} has no block map"))),
+        };
+        record.head = head;
+        record.content = content;
+        record.changed_at = seq;
+        record
+            .check(algorithm)
+            .map_err(|why| inconsistent(seq, why))?;
+        self.objects.set(&pager, record)?;
+        Ok(())
+    }
+
+    /// Frees the map pages of a regular file being freed, forgets its
+    /// blocks, and lists its data file for removal after the next
+    /// checkpoint.
+    pub(crate) fn free_file(&mut self, record: &ObjectRecord) -> Result<(), MetaError> {
+        let id = record.head.id;
+        if let Content::Tree(root) = record.content {
+            let pager = Pager::new(&self.keys, self.backing.as_ref());
+            let map = Self::map_of(&mut self.maps, self.keys.algorithm(), id, root);
+            map.clear_from(&pager, &mut self.alloc, 0)?;
+            map.flush(&pager, &mut self.alloc)?;
+        }
+        self.maps.remove(&id);
+        self.files.remove(&id);
+        self.journaled.retain(|&(i, _), _| i != id);
+        self.freed_data.insert(id);
+        Ok(())
+    }
+
+    /// Checkpoint step 3 and the map part of step 4: journaled blocks
+    /// written in place, every loaded map flushed into its record.
+    /// Returns the data files to sync before the superblock.
+    pub(crate) fn checkpoint_files(&mut self) -> Result<BTreeSet<u64>, MetaError> {
+        let mut to_sync: BTreeSet<u64> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.fresh_written)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut journaled: Vec<_> = self.journaled.iter().collect();
+        journaled.sort_by_key(|(k, _)| **k);
+        for (&(id, n), ciphertext) in journaled {
+            self.backing
+                .write_at(&data_file_name(id), n * BLOCK, ciphertext)
+                .map_err(io_data(id))?;
+            to_sync.insert(id);
+        }
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let mut ids: Vec<u64> = self.maps.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let map = self.maps.get_mut(&id).expect("listed");
+            let root = map.flush(&pager, &mut self.alloc)?;
+            let mut record = self.objects.get(&pager, id)?.ok_or_else(|| {
+                MetaError::Inconsistent(format!("block map of a freed object {id}"))
+            })?;
+            if record.content != Content::Tree(root) {
+                record.content = Content::Tree(root);
+                self.objects.set(&pager, record)?;
+            }
+        }
+        Ok(to_sync)
+    }
+
+    /// Checkpoint step 5 for data files: `to_sync` and the directory
+    /// entries of data files created since the last checkpoint.
+    pub(crate) fn sync_data_files(&self, to_sync: &BTreeSet<u64>) -> Result<(), MetaError> {
+        for &id in to_sync {
+            self.backing
+                .sync(&data_file_name(id))
+                .map_err(io_data(id))?;
+        }
+        let dirs: BTreeSet<String> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.created)
+            .map(|(id, _)| data_dir_name(*id))
+            .collect();
+        for dir in dirs {
+            self.backing
+                .sync_dir(&dir)
+                .map_err(MetaError::io(format!("syncing {dir}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint step 7 for data files, once the superblock is durable:
+    /// data files of freed objects removed, shrunk ones trimmed to their
+    /// size. Returns how many were removed. A crash before this leaves
+    /// longer or unreferenced data files, which nothing reads.
+    pub(crate) fn after_checkpoint_files(&mut self) -> Result<u64, MetaError> {
+        let mut removed = 0;
+        for id in std::mem::take(&mut self.freed_data) {
+            match self.backing.remove(&data_file_name(id)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_data(id)(e)),
+            }
+        }
+        let trims: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.trim)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in trims {
+            let pager = Pager::new(&self.keys, self.backing.as_ref());
+            let Some(record) = self.objects.get(&pager, id)? else {
+                continue;
+            };
+            let len = blocks_for(record.head.size) * BLOCK;
+            let name = data_file_name(id);
+            if self
+                .backing
+                .len(&name)
+                .map_err(io_data(id))?
+                .is_some_and(|l| l > len)
+            {
+                self.backing.set_len(&name, len).map_err(io_data(id))?;
+            }
+        }
+        self.files.clear();
+        self.journaled.clear();
+        Ok(removed)
+    }
+
+    /// Recovery step 3 (§16.16): every fresh block the replay left
+    /// without a `SYNC` of its file is read and checked; one that does
+    /// not open was lost with the power and becomes a hole, and a file
+    /// whose last blocks are such holes is cut back to the end of its
+    /// last sealed block, never below its settled size. Every replayed
+    /// file's data file is trimmed by the checkpoint that follows.
+    pub(crate) fn check_fresh_blocks(
+        &mut self,
+        verifier: &dyn BlockVerifier,
+    ) -> Result<BlockCheck, MetaError> {
+        let mut check = BlockCheck::default();
+        let mut ids: Vec<u64> = self.files.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            // What the crash left of the data file is what the checkpoint
+            // after recovery makes durable, its directory entry included
+            // (after a `kill -9` it may still sit in the page cache only);
+            // a data file that vanished holds no block left sealed.
+            let exists = self
+                .backing
+                .len(&data_file_name(id))
+                .map_err(io_data(id))?
+                .is_some();
+            let state = self.files.get_mut(&id).expect("listed");
+            state.trim = true;
+            state.fresh_written &= exists;
+            state.created = state.fresh_written;
+            let fresh: Vec<u64> = state.unsynced_fresh.iter().copied().collect();
+            let settled = state.settled;
+            if fresh.is_empty() {
+                continue;
+            }
+            let pager = Pager::new(&self.keys, self.backing.as_ref());
+            let Some(record) = self.objects.get(&pager, id)? else {
+                continue;
+            };
+            let mut reverted = Vec::new();
+            for n in fresh {
+                let MapEntry::Sealed(nonce_tag) = self.entry_in(&record, n)? else {
+                    continue;
+                };
+                if self.journaled.contains_key(&(id, n)) {
+                    continue;
+                }
+                let mut ciphertext = vec![0u8; BLOCK as usize];
+                let ok = self
+                    .backing
+                    .read_exact_at(&data_file_name(id), n * BLOCK, &mut ciphertext)
+                    .is_ok()
+                    && verifier.verify(&record.head.file_id, n, &nonce_tag, &ciphertext);
+                if !ok {
+                    reverted.push((n, MapEntry::Hole));
+                }
+            }
+            if reverted.is_empty() {
+                continue;
+            }
+            check.reverted += reverted.len() as u64;
+            let seq = record.changed_at;
+            self.reshape(record.head.clone(), &reverted, seq)?;
+            let blocks = blocks_for(record.head.size);
+            if !reverted.iter().any(|(n, _)| *n + 1 == blocks) {
+                continue;
+            }
+            let pager = Pager::new(&self.keys, self.backing.as_ref());
+            let record = self.objects.get(&pager, id)?.expect("just set");
+            let mut end = blocks;
+            while end > 0 && self.entry_in(&record, end - 1)? == MapEntry::Hole {
+                end -= 1;
+            }
+            let size = (end * BLOCK).max(settled).min(record.head.size);
+            if size < record.head.size {
+                check.cut_back += 1;
+                check.trimmed += record.head.size - size;
+                let mut head = record.head.clone();
+                head.size = size;
+                head.inline = blocks_for(size) <= inline_blocks(self.keys.algorithm());
+                self.reshape(head, &[], seq)?;
+            }
+        }
+        Ok(check)
+    }
+}
