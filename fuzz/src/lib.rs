@@ -161,7 +161,7 @@ pub fn reencode(cfg: &VaultConfig, original: &[u8]) -> Vec<u8> {
         algorithm: cfg.algorithm.id(),
         block_size: cfg.block_size,
         backend: backend_id(cfg.backend),
-        flags: 0,
+        flags: u16::from(cfg.migrating),
     }
     .encode(&mut body);
     body.push(cfg.keyslots.len() as u8);
@@ -182,7 +182,7 @@ pub fn reencode(cfg: &VaultConfig, original: &[u8]) -> Vec<u8> {
     let mac = original
         .get(original.len().saturating_sub(MAC_LEN)..)
         .unwrap_or(&[]);
-    frame(VERSION, &body, mac)
+    frame(cfg.format, &body, mac)
 }
 
 /// The on-disk backend byte (an exhaustive match: a new backend is a
@@ -223,6 +223,20 @@ pub fn check_config(cfg: &VaultConfig, original: &[u8]) {
         }
     }
     assert_eq!(cfg.block_size, BLOCK_SIZE);
+    assert!(
+        cfg.format == VERSION || cfg.format == atrest_vault::VERSION_2,
+        "unknown format {} accepted",
+        cfg.format
+    );
+    assert!(
+        !cfg.migrating || cfg.format == atrest_vault::VERSION_2,
+        "the migrating flag accepted on format {}",
+        cfg.format
+    );
+    assert!(
+        cfg.format == VERSION || cfg.backend == atrest_vault::Backend::Fuse,
+        "a format 2 config of another backend accepted"
+    );
     assert!(ContentAlgorithm::from_id(cfg.algorithm.id()) == Some(cfg.algorithm));
     let again = reencode(cfg, original);
     assert!(

@@ -279,12 +279,18 @@ fn tampered_objects_are_named_and_never_restored() {
     let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
     let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let packs = LocalBackend::new(&root);
+    // Packers run in parallel, so which pack holds what depends on the
+    // run; the largest holds chunks of a (b and the trees are tiny).
     let pack = atrest_backup::Backend::list(&packs, "data")
         .unwrap()
-        .remove(0);
+        .into_iter()
+        .max_by_key(|p| fs::metadata(root.join(p)).unwrap().len())
+        .unwrap();
     let path = root.join(&pack);
     let mut bytes = fs::read(&path).unwrap();
-    // Flip a byte inside the first blob (a's first chunk).
+    assert!(bytes.len() > 16 << 10, "no pack holds a chunk of a");
+    // Flip a byte inside the pack's first blob (a chunk of a: b's blob is
+    // shorter than 100 bytes if it comes first).
     bytes[100] ^= 1;
     fs::write(&path, &bytes).unwrap();
 
