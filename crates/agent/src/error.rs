@@ -153,7 +153,7 @@ impl AgentError {
     /// True for failures a later attempt may not have: the authority is
     /// down, or answered with a server error (5xx: its audit store or
     /// storage briefly unusable, or a proxy in front of it).
-    pub(crate) fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             AgentError::Unreachable { .. } => true,
             AgentError::Refused { status, .. } => {

@@ -61,8 +61,8 @@ pub use boots::{KEPT_BOOTS, ReleasedBoot};
 pub use client::{AuthorityClient, EnrollReply, Probe, Rebind, RebootReply, UnlockReply};
 pub use error::AgentError;
 pub use remote::{
-    AuthoritySpec, Enrolled, RebootAnnounced, UnlockOptions, Unlocked, announce_reboot, enroll,
-    remote_authorities, unlock,
+    AuthoritySpec, Enrolled, EnrolledAt, RebootAnnounced, RemoteRelease, UnlockOptions, Unlocked,
+    announce_reboot, enroll, enroll_members, release_remote, remote_authorities, unlock,
 };
 #[cfg(feature = "test-hooks")]
 pub use state::BOOT_ID_ENV;

@@ -62,6 +62,31 @@ pub async fn enroll(
     host_name: &str,
     label: &str,
 ) -> Result<Enrolled, AgentError> {
+    let (members, summary) = enroll_members(state, authorities, threshold, host_name).await?;
+    let slot_id = match threshold {
+        None => vault.add_remote_slot(&members[0], &authorities[0].replicas, label)?,
+        Some(k) => vault.add_threshold_slot(k, &members, label)?,
+    };
+    Ok(Enrolled {
+        slot_id,
+        threshold,
+        authorities: summary,
+    })
+}
+
+/// Per authority: URL, the host id it gave, the group it put the host in.
+pub type EnrolledAt = Vec<(String, String, String)>;
+
+/// Enrolls (or binds) this host with each of `authorities` and returns one
+/// fresh binding and exchange key per authority, in order, for whatever the
+/// caller protects with them (a vault keyslot, a LUKS volume's token). The
+/// host identity in `state` is created if there is none.
+pub async fn enroll_members(
+    state: &StateDir,
+    authorities: &[AuthoritySpec],
+    threshold: Option<u8>,
+    host_name: &str,
+) -> Result<(Vec<RemoteMember>, EnrolledAt), AgentError> {
     match (authorities.len(), threshold) {
         (0, _) => return Err(AgentError::Invalid("give at least one authority".into())),
         (1, Some(_)) => {
@@ -154,15 +179,7 @@ pub async fn enroll(
             key,
         });
     }
-    let slot_id = match threshold {
-        None => vault.add_remote_slot(&members[0], &authorities[0].replicas, label)?,
-        Some(k) => vault.add_threshold_slot(k, &members, label)?,
-    };
-    Ok(Enrolled {
-        slot_id,
-        threshold,
-        authorities: summary,
-    })
+    Ok((members, summary))
 }
 
 /// How hard [`unlock`] and [`announce_reboot`] try.
@@ -223,19 +240,7 @@ pub async fn unlock(
     if slots.is_empty() {
         return Err(AgentError::NoRemoteSlot);
     }
-    let identity = Arc::new(state.load_identity()?);
-    let boot = match &options.boot_id {
-        Some(b) => b.clone(),
-        None => boot_id()?,
-    };
-    let ctx = Context {
-        identity,
-        vault_id: config.vault_id,
-        boot,
-        options: options.clone(),
-        deadline: Instant::now() + options.timeout,
-        state: state.clone(),
-    };
+    let ctx = Context::new(state, options, config.vault_id)?;
     let mut locked = Some(locked);
     let mut first_error = None;
     for (slot_id, kind) in slots {
@@ -269,6 +274,75 @@ struct Context {
     options: UnlockOptions,
     deadline: Instant,
     state: StateDir,
+}
+
+impl Context {
+    fn new(
+        state: &StateDir,
+        options: &UnlockOptions,
+        vault_id: [u8; 16],
+    ) -> Result<Self, AgentError> {
+        let identity = Arc::new(state.load_identity()?);
+        let boot = match &options.boot_id {
+            Some(b) => b.clone(),
+            None => boot_id()?,
+        };
+        Ok(Self {
+            identity,
+            vault_id,
+            boot,
+            options: options.clone(),
+            deadline: Instant::now() + options.timeout,
+            state: state.clone(),
+        })
+    }
+}
+
+/// A key one remote slot's authority released, checked against its audit
+/// log, for a caller that protects something other than a vault with it
+/// (a LUKS volume). Call [`RemoteRelease::confirm`] once the key has opened
+/// what it protects: only then is the authority's checkpoint kept.
+pub struct RemoteRelease {
+    /// The exchange key `K` the answer unblinded to.
+    pub key: SecretKey,
+    /// The URL that answered (the slot's or a replica's).
+    pub url: String,
+    /// The authority rotated this host's secret: the caller should bind
+    /// again (this release still opens what the old key protects).
+    pub rotated: bool,
+    audit_key: [u8; 32],
+    keep: Option<Checkpoint>,
+}
+
+impl RemoteRelease {
+    /// Keeps the authority's checkpoint now that `key` proved right.
+    pub fn confirm(self, state: &StateDir) -> Result<(), AgentError> {
+        if let Some(cp) = &self.keep {
+            state.keep_checkpoint(&self.audit_key, cp)?;
+        }
+        Ok(())
+    }
+}
+
+/// Asks `slot`'s authority (then its replicas) for the key of `slot`, as
+/// [`unlock`] does for a vault: `target_id` and `slot_id` name what is
+/// being opened in the signed request and the audit entry.
+pub async fn release_remote(
+    state: &StateDir,
+    options: &UnlockOptions,
+    target_id: [u8; 16],
+    slot_id: u8,
+    slot: &RemoteSlot,
+) -> Result<RemoteRelease, AgentError> {
+    let ctx = Context::new(state, options, target_id)?;
+    let released = request_key_from_replicas(&ctx, slot, slot_id).await?;
+    Ok(RemoteRelease {
+        key: released.key,
+        url: released.url,
+        rotated: released.rebind.is_some(),
+        audit_key: released.audit_key,
+        keep: released.keep,
+    })
 }
 
 /// An authority's released key, and what to do once the vault is open.

@@ -61,6 +61,11 @@ pub enum Command {
     /// unreadable.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// LUKS2 volumes opened by a key authority: a keyslot whose passphrase
+    /// only the authority releases, its binding kept as an `atrest` token
+    /// in the volume's header (as clevis keeps its own).
+    #[command(subcommand)]
+    Luks(LuksCommand),
     /// Write man pages (DIR/man/man1, one per subcommand) and bash, zsh and
     /// fish completions (DIR/completions) generated from these definitions;
     /// scripts/build-deb.sh packages them.
@@ -596,4 +601,97 @@ fn parse_percent(text: &str) -> Result<u8, String> {
     } else {
         Err(format!("{text}: give a percentage from 1% to 100%"))
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LuksCommand {
+    /// Add a keyslot the key authority releases, and store the binding as
+    /// an `atrest` token in the header. Enrolls this host (with --token)
+    /// or binds to its existing enrollment (without).
+    Bind(LuksBindArgs),
+    /// Ask the key authority for the volume's key (policy, approval, boot
+    /// accounting and audit as for a vault), check it against the header,
+    /// and open /dev/mapper/NAME. Exit 5 when the authority refused for
+    /// good, 6 on an audit-log alarm.
+    Open(LuksOpenArgs),
+    /// Close /dev/mapper/NAME.
+    Close { name: String },
+    /// List the volume's keyslots and which are bound to an authority.
+    List(LuksListArgs),
+    /// Remove atrest bindings: each one's keyslot is destroyed, then its
+    /// token removed.
+    Unbind(LuksUnbindArgs),
+    /// Wipe every keyslot of the header (as `cryptsetup erase`): nothing
+    /// opens the volume any more, with any passphrase, key file or token.
+    Erase(LuksEraseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LuksBindArgs {
+    /// The LUKS2 device or image file.
+    pub device: PathBuf,
+    /// Key authority URL (https://HOST:PORT).
+    #[arg(long = "authority", value_name = "URL")]
+    pub authority: String,
+    /// One-time enrollment token; without it this host must already be
+    /// enrolled at the authority (no token spent).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The authority's CA fingerprint (SHA256:HEX, from `atrest keyd init`).
+    #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX")]
+    pub ca_fingerprint: String,
+    /// Another URL of the same authority (a replica on its database);
+    /// repeat for more, in the order unlock tries them.
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
+    /// A passphrase or key file that opens an existing keyslot (its exact
+    /// bytes, as `cryptsetup --key-file` reads them), to authorise the new
+    /// keyslot.
+    #[arg(long, value_name = "FILE")]
+    pub existing_key_file: PathBuf,
+    /// The name this host enrolls under (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LuksOpenArgs {
+    /// The LUKS2 device or image file.
+    pub device: PathBuf,
+    /// Open the mapping /dev/mapper/NAME.
+    #[arg(long, value_name = "NAME", required_unless_present = "check_only")]
+    pub name: Option<String>,
+    /// Only fetch the key and check it opens the atrest keyslot; map nothing.
+    #[arg(long, conflicts_with = "name")]
+    pub check_only: bool,
+    #[command(flatten)]
+    pub retry: AuthorityRetryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LuksListArgs {
+    /// The LUKS2 device or image file.
+    pub device: PathBuf,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LuksUnbindArgs {
+    /// The LUKS2 device or image file.
+    pub device: PathBuf,
+    /// Only this token (`atrest luks list` shows them); default: every
+    /// atrest binding.
+    #[arg(long = "token", value_name = "ID")]
+    pub token_id: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct LuksEraseArgs {
+    /// The LUKS2 device or image file.
+    pub device: PathBuf,
+    /// Really erase: without it, say what would be lost and do nothing.
+    #[arg(long)]
+    pub yes: bool,
 }

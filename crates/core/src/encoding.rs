@@ -21,6 +21,16 @@ pub fn from_base64url<const N: usize>(text: &str) -> Option<[u8; N]> {
     bytes.try_into().ok()
 }
 
+/// Decodes unpadded base64url of at most `max` bytes (bounded before any
+/// decoding work), with the same one-spelling rule as [`from_base64url`].
+pub fn from_base64url_bounded(text: &str, max: usize) -> Option<Vec<u8>> {
+    if text.len() > max.saturating_mul(4) / 3 + 3 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    (bytes.len() <= max).then_some(bytes)
+}
+
 /// Serde for fixed-size byte arrays as unpadded base64url strings
 /// (`#[serde(with = "base64url_array")]`).
 pub mod base64url_array {

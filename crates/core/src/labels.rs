@@ -70,6 +70,15 @@ pub const STREAM_KEY: &[u8] = b"atrest v1 stream key";
 /// the group's scope id).
 pub const GROUP_WRAP: &[u8] = b"atrest v1 group wrap";
 
+/// LUKS2 volumes bound to a key authority (docs/format.md §19). Salt: the
+/// binding id kept in the volume's `atrest` token. IKM: the exchange key
+/// the authority's answer unblinded to.
+///
+/// The passphrase of the LUKS keyslot the binding added.
+pub const LUKS_PASSPHRASE: &[u8] = b"atrest v1 luks passphrase";
+/// HMAC-SHA256 key of the token's parameters.
+pub const LUKS_TOKEN_MAC: &[u8] = b"atrest v1 luks token mac";
+
 /// Backup repositories (docs/format.md §18). Salt: the repository id,
 /// except [`BACKUP_PACK_KEY`] (the pack's random salt).
 ///
@@ -97,6 +106,8 @@ pub mod domain {
     /// Prefix of the SHA-256 input whose first 16 bytes name an authority's
     /// exchange public key (the key id a host sends with its request).
     pub const EXCHANGE_KEY_ID: &[u8] = b"atrest exchange key id v1";
+    /// Prefix of the bytes a LUKS volume's `atrest` token MAC covers.
+    pub const LUKS_TOKEN: &[u8] = b"atrest luks token v1";
     /// Prefix of the bytes a host signs in an unlock request.
     pub const UNLOCK_REQUEST: &[u8] = b"atrest unlock request v1";
     /// Prefix of the bytes a host signs to announce a planned reboot.
@@ -183,6 +194,8 @@ mod tests {
             super::BACKUP_CHUNKER_KEY,
             super::BACKUP_OBJECT_KEY,
             super::BACKUP_PACK_KEY,
+            super::LUKS_PASSPHRASE,
+            super::LUKS_TOKEN_MAC,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -206,6 +219,7 @@ mod tests {
             UNLOCK_REQUEST,
             REBOOT_NOTICE,
             BIND_REQUEST,
+            LUKS_TOKEN,
             THRESHOLD_SHARE,
             THRESHOLD_MEMBER,
             AUDIT_ENTRY,

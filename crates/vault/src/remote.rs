@@ -152,7 +152,8 @@ impl RemoteSlot {
 
     /// Version 1: `1 ‖ AuthorityRef ‖ binding (64)`; with replicas,
     /// version 2: `2 ‖ AuthorityRef ‖ u8 R ‖ R × (u8 len ‖ URL) ‖ binding (64)`.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The same bytes are a LUKS volume's binding in its `atrest` token.
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + 1 + self.authority.url.len() + 64 + 160);
         if self.replicas.is_empty() {
             out.push(REMOTE_PARAMS_VERSION);
@@ -169,7 +170,8 @@ impl RemoteSlot {
         out
     }
 
-    pub(crate) fn decode(params: &[u8]) -> Result<Self, String> {
+    /// Parses [`RemoteSlot::encode`]'s bytes, refusing anything else.
+    pub fn decode(params: &[u8]) -> Result<Self, String> {
         let mut r = Reader::new(params, "remote keyslot parameters");
         let version = r.u8().map_err(trunc)?;
         let with_replicas = match version {

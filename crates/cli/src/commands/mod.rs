@@ -7,6 +7,7 @@ mod generate;
 mod init;
 pub(crate) mod keyd;
 mod keyslot;
+mod luks;
 mod mount;
 mod passwd;
 mod progress;
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alarm(cmd) => remote::alarm(cmd),
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Backup(cmd) => backup::run(cmd),
+        Command::Luks(cmd) => luks::run(cmd),
         Command::GenerateFiles { dir } => generate::run(&dir),
     }
 }

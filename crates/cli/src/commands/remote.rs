@@ -19,14 +19,14 @@ use crate::{hygiene, secrets};
 /// Vaults `atrest reboot --planned` announces when none are named.
 const VAULTS_FILE: &str = "/etc/atrest/vaults";
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-fn options(retry: &AuthorityRetryArgs) -> UnlockOptions {
+pub(super) fn options(retry: &AuthorityRetryArgs) -> UnlockOptions {
     UnlockOptions {
         retries: retry.retries,
         timeout: Duration::from_secs(retry.timeout),
@@ -46,7 +46,7 @@ fn has_remote_slot(locked: &LockedVault) -> bool {
         .any(|s| matches!(s.kind, SlotKind::Remote(_) | SlotKind::Threshold(_)))
 }
 
-fn host_name() -> anyhow::Result<String> {
+pub(super) fn host_name() -> anyhow::Result<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .context("cannot read the host name; give one with --host-name")?
         .trim()

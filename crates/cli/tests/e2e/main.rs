@@ -12,6 +12,7 @@ mod faults;
 mod format2;
 mod fscrypt;
 mod keyd;
+mod luks;
 mod netns;
 mod paths;
 mod posix;

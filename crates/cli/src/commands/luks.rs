@@ -1,0 +1,225 @@
+//! `atrest luks bind|open|close|list|unbind|erase`. The work is in
+//! `atrest-luks`; this file turns flags into its calls and its results
+//! into lines and exit codes.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use atrest_agent::{AgentError, AuthoritySpec, StateDir, parse_fingerprint};
+use atrest_luks::{Device, LuksError};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::remote::{host_name, options, runtime};
+use crate::cli::{LuksBindArgs, LuksCommand, LuksEraseArgs, LuksListArgs, LuksOpenArgs};
+use crate::hygiene;
+
+pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        LuksCommand::Bind(args) => bind(args),
+        LuksCommand::Open(args) => open(args),
+        LuksCommand::Close { name } => {
+            atrest_luks::cryptsetup::close(&name)?;
+            eprintln!("atrest: closed /dev/mapper/{name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LuksCommand::List(args) => list(args),
+        LuksCommand::Unbind(args) => {
+            let device = Device::new(&args.device);
+            for (token, keyslot) in atrest_luks::unbind(&device, args.token_id)? {
+                match keyslot {
+                    u32::MAX => eprintln!("atrest: removed atrest token {token}"),
+                    slot => eprintln!(
+                        "atrest: destroyed keyslot {slot} and removed atrest token {token}"
+                    ),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LuksCommand::Erase(args) => erase(args),
+    }
+}
+
+fn bind(args: LuksBindArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let spec = AuthoritySpec {
+        url: args.authority.clone(),
+        token: args.token.map(Zeroizing::new),
+        ca_fingerprint: parse_fingerprint(&args.ca_fingerprint)?,
+        replicas: args.replicas,
+    };
+    let host_name = match args.host_name {
+        Some(name) => name,
+        None => host_name()?,
+    };
+    let device = Device::new(&args.device);
+    let state = StateDir::from_env();
+    let bound = runtime()?.block_on(atrest_luks::bind(
+        &device,
+        &args.existing_key_file,
+        &state,
+        spec,
+        &host_name,
+    ))?;
+    for (url, host, group) in &bound.enrolled {
+        eprintln!("atrest: enrolled at {url} as {host} (group {group:?})");
+    }
+    eprintln!(
+        "atrest: added keyslot {} to {}, bound through atrest token {}",
+        bound.keyslot,
+        args.device.display(),
+        bound.token_id
+    );
+    eprintln!(
+        "atrest: host identity in {} (keep it, and its directory, root-only)",
+        state.path().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(args: LuksOpenArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let device = Device::new(&args.device);
+    let state = StateDir::from_env();
+    let result = runtime()?.block_on(atrest_luks::unlock(
+        &device,
+        &state,
+        &options(&args.retry),
+        args.name.as_deref(),
+    ));
+    let opened = match result {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("atrest: error: {e}");
+            return Ok(ExitCode::from(exit_code(&e)));
+        }
+    };
+    match &opened.mapped {
+        Some(mapped) => eprintln!(
+            "atrest: opened {} as {mapped} (keyslot {}, key from {})",
+            args.device.display(),
+            opened.keyslot,
+            opened.url
+        ),
+        None => eprintln!(
+            "atrest: the key from {} opens keyslot {} of {} (checked only; nothing mapped)",
+            opened.url,
+            opened.keyslot,
+            args.device.display()
+        ),
+    }
+    if opened.rotated {
+        eprintln!(
+            "atrest: warning: the authority rotated this host's secret; run `atrest luks bind` \
+             again and unbind token {} to follow it",
+            opened.token_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refusals for good and audit alarms get the exit codes `atrest unlock`
+/// gives them, so one systemd unit setting covers vaults and volumes.
+fn exit_code(error: &LuksError) -> u8 {
+    match error {
+        LuksError::Agent(
+            AgentError::Denied { .. } | AgentError::Revoked { .. } | AgentError::Shredded { .. },
+        ) => crate::EXIT_REFUSED,
+        LuksError::Agent(AgentError::AuditAlarm { .. }) => crate::EXIT_AUDIT_ALARM,
+        _ => 1,
+    }
+}
+
+fn list(args: LuksListArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::new(&args.device);
+    let (header, bindings) = atrest_luks::bindings(&device)?;
+    let mut bound = Vec::new();
+    let mut broken = Vec::new();
+    for binding in &bindings {
+        match binding {
+            Ok(b) => bound.push(b),
+            Err(e) => broken.push(e.to_string()),
+        }
+    }
+    let bound_slots: Vec<u32> = bound.iter().map(|b| b.keyslot).collect();
+    let others: Vec<u32> = header
+        .keyslots
+        .iter()
+        .copied()
+        .filter(|s| !bound_slots.contains(s))
+        .collect();
+    if args.json {
+        let json = json!({
+            "device": args.device,
+            "uuid": header.uuid,
+            "keyslots": header.keyslots,
+            "bindings": bound.iter().map(|b| json!({
+                "token": b.token_id,
+                "keyslot": b.keyslot,
+                "authority": b.remote.authority.url,
+                "replicas": b.remote.replicas,
+                "host_id": b.remote.authority.host_id.as_str(),
+            })).collect::<Vec<_>>(),
+            "other_keyslots": others,
+            "unreadable_tokens": broken,
+        });
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}  (LUKS2, UUID {})", args.device.display(), header.uuid);
+    for b in &bound {
+        let replicas = if b.remote.replicas.is_empty() {
+            String::new()
+        } else {
+            format!(" (replicas: {})", b.remote.replicas.join(", "))
+        };
+        println!(
+            "  keyslot {:>2}  atrest token {}: {} as {}{replicas}",
+            b.keyslot,
+            b.token_id,
+            b.remote.authority.url,
+            b.remote.authority.host_id.as_str()
+        );
+    }
+    for slot in &others {
+        println!("  keyslot {slot:>2}  passphrase or key file (not bound to an authority)");
+    }
+    for e in &broken {
+        println!("  {e}");
+    }
+    if bound.is_empty() {
+        println!("  no atrest binding: `atrest luks bind` adds one");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn erase(args: LuksEraseArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::new(&args.device);
+    let header = device.header()?;
+    if !args.yes {
+        bail!(
+            "erasing {} destroys all {} keyslots ({:?}): no passphrase, key file, recovery \
+             copy of them or key authority can open it afterwards, and its data is lost for \
+             good unless you hold a header backup (`cryptsetup luksHeaderBackup`). Run again \
+             with --yes to erase",
+            args.device.display(),
+            header.keyslots.len(),
+            header.keyslots
+        );
+    }
+    device.erase()?;
+    let after = device.header()?;
+    if !after.keyslots.is_empty() {
+        bail!(
+            "{} still has keyslots {:?} after erase",
+            args.device.display(),
+            after.keyslots
+        );
+    }
+    eprintln!(
+        "atrest: erased every keyslot of {} ({} destroyed); its data cannot be decrypted any more",
+        args.device.display(),
+        header.keyslots.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
