@@ -99,6 +99,7 @@ Maintainer: atrest developers <atrest@example.invalid>
 Installed-Size: $size
 Depends: libc6
 Recommends: fuse3
+Suggests: cryptsetup-bin
 Section: admin
 Priority: optional
 Homepage: https://example.invalid/atrest

@@ -23,7 +23,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
-        fuse3 attr e2fsprogs util-linux psmisc procps \
+        fuse3 attr e2fsprogs util-linux psmisc procps cryptsetup-bin \
         fio stress-ng gocryptfs postgresql postgresql-contrib \
         chromium chromium-driver python3-selenium iproute2 \
         ansible-core cloud-init python3-venv curl >/dev/null

@@ -2,7 +2,7 @@
 //! input (`--key-file=-`), never in argv or a file. Debian's cryptsetup is
 //! the one implementation of LUKS2 every operator already trusts and
 //! audits; calling it keeps atrest's build free of libcryptsetup and
-//! bindgen (docs/decisions/0016-luks-through-cryptsetup.md).
+//! bindgen (docs/decisions/0017-luks-through-cryptsetup.md).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
