@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Validates the fleet examples: deploy/cloud-init/enroll.yaml with
+"""Validates the fleet examples: deploy/cloud-init/{enroll,scratch}.yaml with
 `cloud-init schema`, and the Ansible role with --syntax-check, a --check
 run against localhost, and a real run against a throw-away copy of this
 machine with a real key authority (tests/deploy/run_role.sh: an overlay
@@ -20,7 +20,8 @@ def run(*cmd):
 
 
 deb = sys.argv[1] if len(sys.argv) > 1 else sys.exit("usage: check_deploy.py DEB")
-run("cloud-init", "schema", "--config-file", "deploy/cloud-init/enroll.yaml")
+for example in ("enroll.yaml", "scratch.yaml"):
+    run("cloud-init", "schema", "--config-file", f"deploy/cloud-init/{example}")
 play = ["ansible-playbook", "-i", "localhost,", "-c", "local", "deploy/ansible/site.yml"]
 run(*play, "--syntax-check")
 run(*play, "--check", "-e", f"atrest_deb={Path(deb).resolve()}",

@@ -616,6 +616,11 @@ pub enum LuksCommand {
     Open(LuksOpenArgs),
     /// Close /dev/mapper/NAME.
     Close { name: String },
+    /// A scratch disk (an instance store) at every boot: a blank device is
+    /// formatted as LUKS2 bound to the authority, opened, given a file
+    /// system and mounted; a device already bound is opened and mounted.
+    /// Never formats a device that holds anything.
+    Scratch(LuksScratchArgs),
     /// List the volume's keyslots and which are bound to an authority.
     List(LuksListArgs),
     /// Remove atrest bindings: each one's keyslot is destroyed, then its
@@ -652,6 +657,39 @@ pub struct LuksBindArgs {
     /// The name this host enrolls under (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub host_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LuksScratchArgs {
+    /// The block device (e.g. /dev/nvme1n1).
+    pub device: PathBuf,
+    /// Where to mount its file system (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub mount: PathBuf,
+    /// The file system made on a freshly formatted device.
+    #[arg(long = "fs", default_value = "ext4", value_parser = ["ext4", "xfs"])]
+    pub fs: String,
+    /// The mapping's name (/dev/mapper/NAME).
+    #[arg(long, default_value = "atrest-scratch", value_name = "NAME")]
+    pub name: String,
+    /// Key authority URL (https://HOST:PORT), used when the device is blank.
+    #[arg(long = "authority", value_name = "URL")]
+    pub authority: String,
+    /// One-time enrollment token; without it this host must already be
+    /// enrolled. Not spent when the device is already bound.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The authority's CA fingerprint (SHA256:HEX).
+    #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX")]
+    pub ca_fingerprint: String,
+    /// Another URL of the same authority; repeat for more.
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
+    /// The name this host enrolls under (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+    #[command(flatten)]
+    pub retry: AuthorityRetryArgs,
 }
 
 #[derive(Debug, Args)]

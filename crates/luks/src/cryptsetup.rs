@@ -185,6 +185,51 @@ impl Device {
         }
     }
 
+    /// Formats the device as LUKS2 with `key` as the passphrase of keyslot
+    /// `slot` (cryptsetup's default cipher, aes-xts-plain64 with a 512-bit
+    /// key, and 4 KiB sectors where the device allows).
+    pub fn format(&self, slot: u32, key: &[u8]) -> Result<(), LuksError> {
+        let slot = slot.to_string();
+        let mut args = vec!["luksFormat", "--type", "luks2", "--batch-mode"];
+        args.extend(FAST_PBKDF);
+        args.extend(["--key-file=-", "--key-slot", &slot, self.path_arg()?]);
+        self.run_ok("formatting", &args, key).map(drop)
+    }
+
+    /// What is on the device, as `blkid -p` sees it: `None` when it carries
+    /// no signature (a blank instance store), else the type found
+    /// (`crypto_LUKS`, `ext4`, a partition table, ...).
+    pub fn signature(&self) -> Result<Option<String>, LuksError> {
+        let out = Command::new("blkid")
+            .args(["-p", "-o", "export"])
+            .arg(&self.path)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                LuksError::Cryptsetup(format!("cannot run blkid ({e}): install util-linux"))
+            })?;
+        match out.status.code() {
+            // blkid(8): 2 = nothing identified.
+            Some(2) => Ok(None),
+            Some(0) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let kind = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("TYPE=")
+                            .or_else(|| l.strip_prefix("PTTYPE="))
+                    })
+                    .unwrap_or("an unknown signature");
+                Ok(Some(kind.to_owned()))
+            }
+            _ => Err(LuksError::Cryptsetup(format!(
+                "blkid cannot probe {}: {}",
+                self.path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    }
+
     /// Whether `key` opens keyslot `slot` (`open --test-passphrase`: no
     /// device-mapper needed).
     pub fn test_key(&self, slot: u32, key: &[u8]) -> Result<bool, LuksError> {

@@ -38,6 +38,11 @@ pub enum LuksError {
          (`--existing-key-file`)", .0.display()
     )]
     WrongExistingKey(PathBuf),
+    #[error(
+        "{}: holds {kind}, not a blank device: refusing to format over it (if its contents are \
+         yours to lose, `wipefs -a` it first)", path.display()
+    )]
+    NotBlank { path: PathBuf, kind: String },
     #[error("{}: no atrest binding (`atrest luks bind` adds one)", .0.display())]
     NotBound(PathBuf),
     #[error("{}: no free LUKS keyslot (LUKS2 has 32); remove one with `cryptsetup luksKillSlot`", .0.display())]
@@ -121,6 +126,56 @@ pub async fn bind(
             tracing::error!(keyslot, error = %undo, "could not remove the keyslot just added");
         }
         return Err(e);
+    }
+    Ok(Bound {
+        token_id,
+        keyslot,
+        enrolled,
+    })
+}
+
+/// Formats a blank `device` as LUKS2 bound to one key authority, its only
+/// keyslot (0) opened by the authority's key: what `atrest luks scratch`
+/// does to a fresh instance store. Refuses a device that carries any
+/// signature (a file system, a partition table, LUKS): nothing is ever
+/// formatted over data. With `open_as`, the volume is then opened as
+/// `/dev/mapper/NAME` with the key just made (no second request).
+pub async fn format_bound(
+    device: &Device,
+    state: &StateDir,
+    spec: AuthoritySpec,
+    host_name: &str,
+    open_as: Option<&str>,
+) -> Result<Bound, LuksError> {
+    if let Some(kind) = device.signature()? {
+        return Err(LuksError::NotBlank {
+            path: device.path().to_path_buf(),
+            kind,
+        });
+    }
+    let replicas = spec.replicas.clone();
+    let (mut members, enrolled) =
+        atrest_agent::enroll_members(state, std::slice::from_ref(&spec), None, host_name).await?;
+    let member = members.remove(0);
+    let remote = RemoteSlot {
+        authority: member.authority.clone(),
+        replicas,
+        binding: member.binding,
+    };
+    remote.validate().map_err(LuksError::Invalid)?;
+    let (token_id, keyslot) = (0, 0);
+    let mut binding = Binding::new(token_id, keyslot, remote);
+    let passphrase = binding.passphrase(&member.key);
+    device.format(keyslot, passphrase.as_slice())?;
+    let header = device.header()?;
+    device.import_token(token_id, &binding.to_json(&header.uuid, &member.key))?;
+    if !device.test_key(keyslot, passphrase.as_slice())? {
+        return Err(LuksError::Cryptsetup(format!(
+            "keyslot {keyslot} does not open with the key just set"
+        )));
+    }
+    if let Some(name) = open_as {
+        device.open(name, keyslot, passphrase.as_slice())?;
     }
     Ok(Bound {
         token_id,

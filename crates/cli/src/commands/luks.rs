@@ -2,16 +2,19 @@
 //! `atrest-luks`; this file turns flags into its calls and its results
 //! into lines and exit codes.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use atrest_agent::{AgentError, AuthoritySpec, StateDir, parse_fingerprint};
 use atrest_luks::{Device, LuksError};
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::remote::{host_name, options, runtime};
-use crate::cli::{LuksBindArgs, LuksCommand, LuksEraseArgs, LuksListArgs, LuksOpenArgs};
+use crate::cli::{
+    LuksBindArgs, LuksCommand, LuksEraseArgs, LuksListArgs, LuksOpenArgs, LuksScratchArgs,
+};
 use crate::hygiene;
 
 pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
@@ -23,6 +26,7 @@ pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
             eprintln!("atrest: closed /dev/mapper/{name}");
             Ok(ExitCode::SUCCESS)
         }
+        LuksCommand::Scratch(args) => scratch(args),
         LuksCommand::List(args) => list(args),
         LuksCommand::Unbind(args) => {
             let device = Device::new(&args.device);
@@ -40,18 +44,35 @@ pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn bind(args: LuksBindArgs) -> anyhow::Result<ExitCode> {
-    hygiene::harden()?;
+fn authority(
+    url: &str,
+    token: Option<String>,
+    fingerprint: &str,
+    replicas: Vec<String>,
+    name: Option<String>,
+) -> anyhow::Result<(AuthoritySpec, String)> {
     let spec = AuthoritySpec {
-        url: args.authority.clone(),
-        token: args.token.map(Zeroizing::new),
-        ca_fingerprint: parse_fingerprint(&args.ca_fingerprint)?,
-        replicas: args.replicas,
+        url: url.to_owned(),
+        token: token.map(Zeroizing::new),
+        ca_fingerprint: parse_fingerprint(fingerprint)?,
+        replicas,
     };
-    let host_name = match args.host_name {
+    let host_name = match name {
         Some(name) => name,
         None => host_name()?,
     };
+    Ok((spec, host_name))
+}
+
+fn bind(args: LuksBindArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let (spec, host_name) = authority(
+        &args.authority,
+        args.token,
+        &args.ca_fingerprint,
+        args.replicas,
+        args.host_name,
+    )?;
     let device = Device::new(&args.device);
     let state = StateDir::from_env();
     let bound = runtime()?.block_on(atrest_luks::bind(
@@ -116,6 +137,123 @@ fn open(args: LuksOpenArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `atrest luks scratch`: idempotent at every boot.
+fn scratch(args: LuksScratchArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let device = Device::new(&args.device);
+    let state = StateDir::from_env();
+    let mapped = PathBuf::from(format!("/dev/mapper/{}", args.name));
+    if is_mounted_at(&mapped, &args.mount)? {
+        eprintln!(
+            "atrest: {} is already open and mounted at {}",
+            args.device.display(),
+            args.mount.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bound = device.is_luks2()? && {
+        let (_, bindings) = atrest_luks::bindings(&device)?;
+        !bindings.is_empty()
+    };
+    let runtime = runtime()?;
+    let fresh = if bound {
+        eprintln!(
+            "atrest: {} is bound to a key authority: unlocking",
+            args.device.display()
+        );
+        let result = runtime.block_on(atrest_luks::unlock(
+            &device,
+            &state,
+            &options(&args.retry),
+            Some(&args.name),
+        ));
+        if let Err(e) = result {
+            eprintln!("atrest: error: {e}");
+            return Ok(ExitCode::from(exit_code(&e)));
+        }
+        false
+    } else {
+        let (spec, host_name) = authority(
+            &args.authority,
+            args.token,
+            &args.ca_fingerprint,
+            args.replicas,
+            args.host_name,
+        )?;
+        let done = runtime.block_on(atrest_luks::format_bound(
+            &device,
+            &state,
+            spec,
+            &host_name,
+            Some(&args.name),
+        ));
+        match done {
+            Ok(bound) => eprintln!(
+                "atrest: formatted {} as LUKS2 bound to {} (keyslot {}, atrest token {})",
+                args.device.display(),
+                args.authority,
+                bound.keyslot,
+                bound.token_id
+            ),
+            Err(e @ atrest_luks::LuksError::NoDeviceMapper) => {
+                eprintln!(
+                    "atrest: formatted {} as LUKS2 bound to {}",
+                    args.device.display(),
+                    args.authority
+                );
+                eprintln!("atrest: error: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        true
+    };
+    // A crash between format and mkfs leaves a mapping without a file
+    // system: make one then too, never over one that exists.
+    if fresh || Device::new(&mapped).signature()?.is_none() {
+        let mkfs = format!("mkfs.{}", args.fs);
+        let status = std::process::Command::new(&mkfs)
+            .arg("-q")
+            .arg(&mapped)
+            .status()
+            .with_context(|| format!("cannot run {mkfs}"))?;
+        if !status.success() {
+            bail!("{mkfs} {} failed ({status})", mapped.display());
+        }
+    }
+    std::fs::create_dir_all(&args.mount)
+        .with_context(|| format!("cannot create {}", args.mount.display()))?;
+    let status = std::process::Command::new("mount")
+        .arg(&mapped)
+        .arg(&args.mount)
+        .status()
+        .context("cannot run mount")?;
+    if !status.success() {
+        bail!(
+            "mount {} {} failed ({status})",
+            mapped.display(),
+            args.mount.display()
+        );
+    }
+    eprintln!(
+        "atrest: {} mounted at {}",
+        mapped.display(),
+        args.mount.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `source` is mounted at `target` (/proc/self/mounts).
+fn is_mounted_at(source: &Path, target: &Path) -> anyhow::Result<bool> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("cannot read /proc/self/mounts")?;
+    let (source, target) = (source.to_string_lossy(), target.to_string_lossy());
+    Ok(mounts.lines().any(|l| {
+        let mut fields = l.split_whitespace();
+        fields.next() == Some(&*source) && fields.next() == Some(&*target)
+    }))
 }
 
 /// Refusals for good and audit alarms get the exit codes `atrest unlock`

@@ -321,3 +321,113 @@ fn luks_releases_follow_the_authority_policy_revoke_and_shred() {
         .success()
     );
 }
+
+#[test]
+fn scratch_formats_a_blank_device_once_then_only_unlocks_it() {
+    let keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("host");
+    let image = dir.path().join("nvme.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let fingerprint = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
+    let mnt = dir.path().join("scratch");
+    let token = keyd.token("db");
+    let scratch = |token: Option<&str>| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"luks",
+            &"scratch",
+            &image,
+            &"--mount",
+            &mnt,
+            &"--authority",
+            &keyd.base,
+            &"--ca-fingerprint",
+            &fingerprint,
+            &"--host-name",
+            &"db-1",
+            &"--name",
+            &"atrest-e2e-scratch",
+        ];
+        if let Some(token) = &token {
+            args.push(&"--token");
+            args.push(token);
+        }
+        host(&state, BOOT_A, &args).output().unwrap()
+    };
+    let dm = atrest_luks::device_mapper_available();
+
+    // Blank: formatted as LUKS2, bound (keyslot 0, the only one).
+    let out = scratch(Some(&token));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("formatted"), "{said}");
+    if !dm {
+        assert!(!out.status.success());
+        assert!(said.contains("no device-mapper"), "{said}");
+    }
+    let listed = list(&image);
+    assert_eq!(listed["keyslots"], serde_json::json!([0]), "{listed}");
+    assert_eq!(listed["bindings"][0]["keyslot"], 0, "{listed}");
+    let released_before = crate::remote::audit_size(&keyd);
+
+    // Bound: straight to unlock, nothing formatted, no token needed.
+    let uuid = listed["uuid"].clone();
+    let out = scratch(None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("bound to a key authority: unlocking"),
+        "{said}"
+    );
+    assert!(!said.contains("formatted"), "{said}");
+    if !dm {
+        assert!(!out.status.success());
+        assert!(said.contains("no device-mapper"), "{said}");
+    }
+    assert_eq!(
+        list(&image)["uuid"],
+        uuid,
+        "the device was not formatted again"
+    );
+    assert!(
+        crate::remote::audit_size(&keyd) > released_before,
+        "a release was logged"
+    );
+
+    // A device holding anything else is never formatted.
+    let other = dir.path().join("ext4.img");
+    std::fs::File::create(&other)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let mkfs = Command::new("mkfs.ext4")
+        .arg("-q")
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let out = host(
+        &state,
+        BOOT_A,
+        &[
+            &"luks",
+            &"scratch",
+            &other,
+            &"--mount",
+            &mnt,
+            &"--authority",
+            &keyd.base,
+            &"--ca-fingerprint",
+            &fingerprint,
+            &"--host-name",
+            &"db-1",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("holds ext4"), "{said}");
+    assert!(said.contains("wipefs"), "{said}");
+}
