@@ -308,6 +308,7 @@ pub struct UnmountArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// A vault, or a LUKS2 volume (its keyslots and atrest bindings).
     pub vault: PathBuf,
     #[arg(long)]
     pub json: bool,

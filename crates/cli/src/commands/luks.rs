@@ -268,7 +268,7 @@ fn exit_code(error: &LuksError) -> u8 {
     }
 }
 
-fn list(args: LuksListArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn list(args: LuksListArgs) -> anyhow::Result<ExitCode> {
     let device = Device::new(&args.device);
     let (header, bindings) = atrest_luks::bindings(&device)?;
     let mut bound = Vec::new();

@@ -139,6 +139,18 @@ pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    // A LUKS2 volume (a block device, or an image file): its keyslots and
+    // atrest bindings, as `atrest luks list` shows them.
+    if !args.vault.is_dir()
+        && atrest_luks::Device::new(&args.vault)
+            .is_luks2()
+            .unwrap_or(false)
+    {
+        return super::luks::list(crate::cli::LuksListArgs {
+            device: args.vault,
+            json: args.json,
+        });
+    }
     let (location, locked) = super::open_locked(&args.vault)?;
     let root = std::fs::canonicalize(&location.data)?;
     let config = locked.config();

@@ -40,8 +40,21 @@ pub enum SecretKind {
     AuthorityData,
 }
 
+/// A LUKS volume among the block devices (`lsblk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuksVolume {
+    pub device: String,
+    /// Opened: a dm-crypt mapping sits on it.
+    pub open: bool,
+    /// Authority URLs of its atrest bindings (none: passphrase or key
+    /// file only; LUKS1 volumes cannot carry one).
+    pub bound_to: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
+    /// LUKS volumes found among the block devices.
+    pub luks_volumes: Vec<LuksVolume>,
     pub mounts: Vec<Mount>,
     /// Block devices (as mount sources and swap names) backed by dm-crypt.
     pub encrypted_devices: BTreeSet<String>,
@@ -161,6 +174,7 @@ pub fn gather(vaults: &[PathBuf]) -> anyhow::Result<Facts> {
     devices.extend(f.resume.clone());
     f.encrypted_devices = devices.into_iter().filter(|d| is_dm_crypt(d)).collect();
     f.mounts = mounts;
+    f.luks_volumes = luks_volumes();
 
     f.core_pattern = read_trim("/proc/sys/kernel/core_pattern");
     f.suid_dumpable = read_trim("/proc/sys/fs/suid_dumpable").parse().unwrap_or(0);
@@ -850,4 +864,56 @@ mod tests {
             None
         );
     }
+}
+
+/// LUKS volumes among the block devices: `blkid` probing every device
+/// (no cache, so it works without udev); none when blkid is missing.
+fn luks_volumes() -> Vec<LuksVolume> {
+    let Ok(out) = std::process::Command::new("blkid")
+        .args(["-c", "/dev/null", "-o", "device", "-t", "TYPE=crypto_LUKS"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<LuksVolume> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|device| LuksVolume {
+            device: device.to_owned(),
+            open: has_crypt_holder(device),
+            bound_to: atrest_luks::bindings(&atrest_luks::Device::new(device))
+                .map(|(_, list)| {
+                    list.into_iter()
+                        .filter_map(Result::ok)
+                        .map(|b| b.remote.authority.url)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    found.sort_by(|a, b| a.device.cmp(&b.device));
+    found
+}
+
+/// Whether a dm-crypt mapping sits on `device` (a holder whose dm uuid
+/// starts with `CRYPT-`).
+fn has_crypt_holder(device: &str) -> bool {
+    let Some(name) = Path::new(device).file_name() else {
+        return false;
+    };
+    let holders = Path::new("/sys/class/block").join(name).join("holders");
+    fs::read_dir(holders)
+        .map(|entries| {
+            entries.flatten().any(|h| {
+                read_trim(&format!(
+                    "/sys/class/block/{}/dm/uuid",
+                    h.file_name().to_string_lossy()
+                ))
+                .starts_with("CRYPT-")
+            })
+        })
+        .unwrap_or(false)
 }

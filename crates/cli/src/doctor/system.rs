@@ -13,7 +13,33 @@ pub fn check(f: &Facts) -> Vec<Finding> {
     tmp(f, &mut out);
     journald(f, &mut out);
     crypto(f, &mut out);
+    luks(f, &mut out);
     out
+}
+
+/// LUKS volumes only a passphrase or key file opens: whoever boots the
+/// machine types it, or it sits in a file (often on the same disk).
+fn luks(f: &Facts, out: &mut Vec<Finding>) {
+    for v in f.luks_volumes.iter().filter(|v| v.bound_to.is_empty()) {
+        out.push(Finding {
+            id: "luks-passphrase-only",
+            severity: Severity::Info,
+            found: format!(
+                "LUKS volume {} ({}) opens with a passphrase or key file only",
+                v.device,
+                if v.open { "open" } else { "closed" }
+            ),
+            why: "its key is typed at each boot or kept in a key file, often on the same machine; \
+                  no authority policy, approval or audit log covers it, and shredding a host does not reach it"
+                .into(),
+            fix: format!(
+                "atrest luks bind {} --authority URL --token T --ca-fingerprint SHA256:... \
+                 --existing-key-file KEY  # then remove the key file (and the passphrase slot, \
+                 if you keep a recovery copy elsewhere)",
+                v.device
+            ),
+        });
+    }
 }
 
 /// Whether a swap area or resume device keeps its pages in the clear.
@@ -336,5 +362,40 @@ mod tests {
         assert_eq!(check(&f)[0].severity, Severity::Info);
         f.has_fscrypt_vault = true;
         assert_eq!(check(&f)[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn luks_volumes_without_an_atrest_binding_are_named() {
+        use super::super::facts::LuksVolume;
+        let mut f = safe();
+        assert!(!ids(&f).contains(&"luks-passphrase-only"));
+        f.luks_volumes = vec![
+            LuksVolume {
+                device: "/dev/nvme1n1".into(),
+                open: true,
+                bound_to: Vec::new(),
+            },
+            LuksVolume {
+                device: "/dev/vdb".into(),
+                open: true,
+                bound_to: vec!["https://keys.example:7443".into()],
+            },
+        ];
+        let found: Vec<Finding> = check(&f)
+            .into_iter()
+            .filter(|x| x.id == "luks-passphrase-only")
+            .collect();
+        assert_eq!(found.len(), 1, "only the unbound volume");
+        assert!(
+            found[0].found.contains("/dev/nvme1n1 (open)"),
+            "{}",
+            found[0].found
+        );
+        assert!(
+            found[0].fix.starts_with("atrest luks bind /dev/nvme1n1"),
+            "{}",
+            found[0].fix
+        );
+        assert_eq!(found[0].severity, Severity::Info);
     }
 }

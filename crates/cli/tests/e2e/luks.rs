@@ -104,6 +104,12 @@ fn bind_check_unbind_and_erase_a_luks_image() {
     assert_eq!(listed["bindings"][0]["authority"], keyd.base.as_str());
     assert_eq!(listed["bindings"][0]["host_id"], "db-1");
     assert_eq!(listed["other_keyslots"], serde_json::json!([0]));
+    let status = String::from_utf8(ok(&[&"status", &image]).stdout).unwrap();
+    assert!(status.contains("keyslot  1  atrest token 0"), "{status}");
+    assert!(
+        status.contains("keyslot  0  passphrase or key file"),
+        "{status}"
+    );
     let exported = cryptsetup(&[&"token", &"export", &"--token-id", &"0", &image], b"");
     assert!(exported.status.success());
     let exported: Value = serde_json::from_slice(&exported.stdout).unwrap();
@@ -430,4 +436,70 @@ fn scratch_formats_a_blank_device_once_then_only_unlocks_it() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("holds ext4"), "{said}");
     assert!(said.contains("wipefs"), "{said}");
+}
+
+/// A loop device over an image, detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(image: &Path) -> Self {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// `atrest doctor --json`'s luks-passphrase-only findings naming `device`.
+fn passphrase_only(state: &Path, device: &str) -> Vec<Value> {
+    let out = host(state, BOOT_A, &[&"doctor", &"--json"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|f| {
+            f["id"] == "luks-passphrase-only"
+                && f["found"].as_str().unwrap().contains(&format!("{device} "))
+        })
+        .collect()
+}
+
+#[test]
+fn doctor_names_a_luks_volume_opened_by_passphrase_only_until_bound() {
+    let keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("host");
+    let (image, pass) = luks_image(dir.path());
+    let device = Loop::attach(&image);
+    let found = passphrase_only(&state, &device.0);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let fix = found[0]["fix"].as_str().unwrap();
+    assert!(
+        fix.starts_with(&format!("atrest luks bind {}", device.0)),
+        "{fix}"
+    );
+
+    // The fix, with this authority's values: the finding is gone.
+    bind(
+        &keyd,
+        &state,
+        Path::new(&device.0),
+        &pass,
+        Some(&keyd.token("db")),
+    );
+    assert_eq!(passphrase_only(&state, &device.0), Vec::<Value>::new());
 }
