@@ -785,6 +785,58 @@ pub fn xts_aes_driver(text: &str) -> Option<String> {
     best.map(|b| b.1)
 }
 
+/// LUKS volumes among the block devices: `blkid` probing every device
+/// (no cache, so it works without udev); none when blkid is missing.
+fn luks_volumes() -> Vec<LuksVolume> {
+    let Ok(out) = std::process::Command::new("blkid")
+        .args(["-c", "/dev/null", "-o", "device", "-t", "TYPE=crypto_LUKS"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<LuksVolume> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|device| LuksVolume {
+            device: device.to_owned(),
+            open: has_crypt_holder(device),
+            bound_to: atrest_luks::bindings(&atrest_luks::Device::new(device))
+                .map(|(_, list)| {
+                    list.into_iter()
+                        .filter_map(Result::ok)
+                        .map(|b| b.remote.authority.url)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    found.sort_by(|a, b| a.device.cmp(&b.device));
+    found
+}
+
+/// Whether a dm-crypt mapping sits on `device` (a holder whose dm uuid
+/// starts with `CRYPT-`).
+fn has_crypt_holder(device: &str) -> bool {
+    let Some(name) = Path::new(device).file_name() else {
+        return false;
+    };
+    let holders = Path::new("/sys/class/block").join(name).join("holders");
+    fs::read_dir(holders)
+        .map(|entries| {
+            entries.flatten().any(|h| {
+                read_trim(&format!(
+                    "/sys/class/block/{}/dm/uuid",
+                    h.file_name().to_string_lossy()
+                ))
+                .starts_with("CRYPT-")
+            })
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,56 +916,4 @@ mod tests {
             None
         );
     }
-}
-
-/// LUKS volumes among the block devices: `blkid` probing every device
-/// (no cache, so it works without udev); none when blkid is missing.
-fn luks_volumes() -> Vec<LuksVolume> {
-    let Ok(out) = std::process::Command::new("blkid")
-        .args(["-c", "/dev/null", "-o", "device", "-t", "TYPE=crypto_LUKS"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-    else {
-        return Vec::new();
-    };
-    let mut found: Vec<LuksVolume> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|device| LuksVolume {
-            device: device.to_owned(),
-            open: has_crypt_holder(device),
-            bound_to: atrest_luks::bindings(&atrest_luks::Device::new(device))
-                .map(|(_, list)| {
-                    list.into_iter()
-                        .filter_map(Result::ok)
-                        .map(|b| b.remote.authority.url)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-        .collect();
-    found.sort_by(|a, b| a.device.cmp(&b.device));
-    found
-}
-
-/// Whether a dm-crypt mapping sits on `device` (a holder whose dm uuid
-/// starts with `CRYPT-`).
-fn has_crypt_holder(device: &str) -> bool {
-    let Some(name) = Path::new(device).file_name() else {
-        return false;
-    };
-    let holders = Path::new("/sys/class/block").join(name).join("holders");
-    fs::read_dir(holders)
-        .map(|entries| {
-            entries.flatten().any(|h| {
-                read_trim(&format!(
-                    "/sys/class/block/{}/dm/uuid",
-                    h.file_name().to_string_lossy()
-                ))
-                .starts_with("CRYPT-")
-            })
-        })
-        .unwrap_or(false)
 }
