@@ -61,8 +61,9 @@ pub use boots::{KEPT_BOOTS, ReleasedBoot};
 pub use client::{AuthorityClient, EnrollReply, Probe, Rebind, RebootReply, UnlockReply};
 pub use error::AgentError;
 pub use remote::{
-    AuthoritySpec, Enrolled, EnrolledAt, RebootAnnounced, RemoteRelease, UnlockOptions, Unlocked,
-    announce_reboot, enroll, enroll_members, release_remote, remote_authorities, unlock,
+    AuthoritySpec, Enrolled, EnrolledAt, RebootAnnounced, Release, UnlockOptions, Unlocked,
+    announce_reboot, enroll, enroll_members, release_remote, release_threshold, remote_authorities,
+    unlock,
 };
 #[cfg(feature = "test-hooks")]
 pub use state::BOOT_ID_ENV;

@@ -298,27 +298,40 @@ impl Context {
     }
 }
 
-/// A key one remote slot's authority released, checked against its audit
-/// log, for a caller that protects something other than a vault with it
-/// (a LUKS volume). Call [`RemoteRelease::confirm`] once the key has opened
-/// what it protects: only then is the authority's checkpoint kept.
-pub struct RemoteRelease {
-    /// The exchange key `K` the answer unblinded to.
+/// The secret a remote or threshold slot's authorities released, each
+/// answer checked against its audit log, for a caller that protects
+/// something other than a vault with it (a LUKS volume). Call
+/// [`Release::confirm`] once the secret has opened what it protects: only
+/// then are the authorities' checkpoints kept.
+pub struct Release {
+    /// A remote slot: the exchange key `K` the answer unblinded to. A
+    /// threshold slot: the secret its opened shares combine to.
     pub key: SecretKey,
-    /// The URL that answered (the slot's or a replica's).
-    pub url: String,
-    /// The authority rotated this host's secret: the caller should bind
+    /// The URLs that answered.
+    pub urls: Vec<String>,
+    /// An authority rotated this host's secret: the caller should bind
     /// again (this release still opens what the old key protects).
     pub rotated: bool,
-    audit_key: [u8; 32],
-    keep: Option<Checkpoint>,
+    keep: Vec<([u8; 32], Checkpoint)>,
 }
 
-impl RemoteRelease {
-    /// Keeps the authority's checkpoint now that `key` proved right.
+impl Release {
+    fn new(key: SecretKey, released: Vec<Released>) -> Self {
+        Self {
+            key,
+            urls: released.iter().map(|r| r.url.clone()).collect(),
+            rotated: released.iter().any(|r| r.rebind.is_some()),
+            keep: released
+                .into_iter()
+                .filter_map(|r| Some((r.audit_key, r.keep?)))
+                .collect(),
+        }
+    }
+
+    /// Keeps the authorities' checkpoints now that the secret proved right.
     pub fn confirm(self, state: &StateDir) -> Result<(), AgentError> {
-        if let Some(cp) = &self.keep {
-            state.keep_checkpoint(&self.audit_key, cp)?;
+        for (audit_key, cp) in &self.keep {
+            state.keep_checkpoint(audit_key, cp)?;
         }
         Ok(())
     }
@@ -333,16 +346,30 @@ pub async fn release_remote(
     target_id: [u8; 16],
     slot_id: u8,
     slot: &RemoteSlot,
-) -> Result<RemoteRelease, AgentError> {
+) -> Result<Release, AgentError> {
     let ctx = Context::new(state, options, target_id)?;
     let released = request_key_from_replicas(&ctx, slot, slot_id).await?;
-    Ok(RemoteRelease {
-        key: released.key,
-        url: released.url,
-        rotated: released.rebind.is_some(),
-        audit_key: released.audit_key,
-        keep: released.keep,
-    })
+    Ok(Release::new(released.key.clone(), vec![released]))
+}
+
+/// Asks every authority of a threshold `slot` at once and combines the
+/// first `k` shares that open, as [`unlock`] does for a vault.
+pub async fn release_threshold(
+    state: &StateDir,
+    options: &UnlockOptions,
+    target_id: [u8; 16],
+    slot_id: u8,
+    slot: &ThresholdSlot,
+) -> Result<Release, AgentError> {
+    let ctx = Context::new(state, options, target_id)?;
+    let (secret, opened) = collect_threshold(&ctx, slot_id, slot).await?;
+    Ok(Release::new(
+        secret,
+        opened
+            .into_iter()
+            .map(|(_, _, released)| released)
+            .collect(),
+    ))
 }
 
 /// An authority's released key, and what to do once the vault is open.
@@ -719,12 +746,16 @@ fn note_rebind(
 /// other members' answers already in flight.
 const THRESHOLD_GRACE: Duration = Duration::from_millis(500);
 
-async fn unlock_threshold(
+/// Each opened share with the answer that opened it.
+type OpenedShares = Vec<(u8, Share, Released)>;
+
+/// Asks every member of `slot` at once; the secret the first `k` shares
+/// that open combine to, and those shares.
+async fn collect_threshold(
     ctx: &Context,
-    locked: LockedVault,
     slot_id: u8,
     slot: &ThresholdSlot,
-) -> Result<Unlocked, AgentError> {
+) -> Result<(SecretKey, OpenedShares), AgentError> {
     let needed = usize::from(slot.threshold);
     let mut tasks = JoinSet::new();
     for (position, member) in slot.members.iter().enumerate() {
@@ -789,6 +820,17 @@ async fn unlock_threshold(
             errors,
         });
     };
+    Ok((secret, opened))
+}
+
+async fn unlock_threshold(
+    ctx: &Context,
+    locked: LockedVault,
+    slot_id: u8,
+    slot: &ThresholdSlot,
+) -> Result<Unlocked, AgentError> {
+    let needed = usize::from(slot.threshold);
+    let (secret, opened) = collect_threshold(ctx, slot_id, slot).await?;
     let mut vault = locked
         .unlock(&Unlocker::Threshold(secret.clone()))
         .map_err(|e| match e {

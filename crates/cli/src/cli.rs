@@ -632,32 +632,43 @@ pub enum LuksCommand {
     Erase(LuksEraseArgs),
 }
 
+/// The authority (or k of n) a LUKS binding asks.
+#[derive(Debug, Args)]
+pub struct LuksAuthorityArgs {
+    /// Key authority URL (https://HOST:PORT); repeat for k-of-n.
+    #[arg(long = "authority", value_name = "URL", required = true)]
+    pub authorities: Vec<String>,
+    /// One-time enrollment token, one per --authority in the same order;
+    /// none: this host is already enrolled at each (no token spent).
+    #[arg(long = "token", value_name = "TOKEN")]
+    pub tokens: Vec<String>,
+    /// The authority's CA fingerprint (SHA256:HEX, from `atrest keyd
+    /// init`), one per --authority in the same order.
+    #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX", required = true)]
+    pub ca_fingerprints: Vec<String>,
+    /// Another URL of the same (single) authority, a replica on its
+    /// database; repeat for more, in the order unlock tries them.
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
+    /// With several authorities: how many must answer.
+    #[arg(long, value_name = "K")]
+    pub threshold: Option<u8>,
+    /// The name this host enrolls under (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct LuksBindArgs {
     /// The LUKS2 device or image file.
     pub device: PathBuf,
-    /// Key authority URL (https://HOST:PORT).
-    #[arg(long = "authority", value_name = "URL")]
-    pub authority: String,
-    /// One-time enrollment token; without it this host must already be
-    /// enrolled at the authority (no token spent).
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// The authority's CA fingerprint (SHA256:HEX, from `atrest keyd init`).
-    #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX")]
-    pub ca_fingerprint: String,
-    /// Another URL of the same authority (a replica on its database);
-    /// repeat for more, in the order unlock tries them.
-    #[arg(long = "replica", value_name = "URL")]
-    pub replicas: Vec<String>,
+    #[command(flatten)]
+    pub authority: LuksAuthorityArgs,
     /// A passphrase or key file that opens an existing keyslot (its exact
     /// bytes, as `cryptsetup --key-file` reads them), to authorise the new
     /// keyslot.
     #[arg(long, value_name = "FILE")]
     pub existing_key_file: PathBuf,
-    /// The name this host enrolls under (default: the host name).
-    #[arg(long, value_name = "NAME")]
-    pub host_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -673,22 +684,10 @@ pub struct LuksScratchArgs {
     /// The mapping's name (/dev/mapper/NAME).
     #[arg(long, default_value = "atrest-scratch", value_name = "NAME")]
     pub name: String,
-    /// Key authority URL (https://HOST:PORT), used when the device is blank.
-    #[arg(long = "authority", value_name = "URL")]
-    pub authority: String,
-    /// One-time enrollment token; without it this host must already be
-    /// enrolled. Not spent when the device is already bound.
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// The authority's CA fingerprint (SHA256:HEX).
-    #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX")]
-    pub ca_fingerprint: String,
-    /// Another URL of the same authority; repeat for more.
-    #[arg(long = "replica", value_name = "URL")]
-    pub replicas: Vec<String>,
-    /// The name this host enrolls under (default: the host name).
-    #[arg(long, value_name = "NAME")]
-    pub host_name: Option<String>,
+    /// The authority a blank device is bound to (a token, if given, is
+    /// not spent when the device is already bound).
+    #[command(flatten)]
+    pub authority: LuksAuthorityArgs,
     #[command(flatten)]
     pub retry: AuthorityRetryArgs,
 }

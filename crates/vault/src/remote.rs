@@ -307,8 +307,9 @@ pub(crate) fn seal_share(
 
 impl ThresholdSlot {
     /// Splits a fresh slot secret among `members` for slot `slot_id`;
-    /// returns the slot and the secret the VMK is wrapped under.
-    pub(crate) fn create(
+    /// returns the slot and the secret the VMK is wrapped under (or, for a
+    /// LUKS binding, the secret its passphrase is derived from).
+    pub fn create(
         vault_id: &[u8; 16],
         slot_id: u8,
         threshold: u8,
@@ -364,7 +365,8 @@ impl ThresholdSlot {
     }
 
     /// `version ‖ k ‖ n ‖ n × (AuthorityRef ‖ binding (64) ‖ sealed share (112))`.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The same bytes are a LUKS volume's threshold binding.
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(3 + self.members.len() * 400);
         out.push(REMOTE_PARAMS_VERSION);
         out.push(self.threshold);
@@ -377,7 +379,8 @@ impl ThresholdSlot {
         out
     }
 
-    pub(crate) fn decode(params: &[u8]) -> Result<Self, String> {
+    /// Parses [`ThresholdSlot::encode`]'s bytes, refusing anything else.
+    pub fn decode(params: &[u8]) -> Result<Self, String> {
         let mut r = Reader::new(params, "threshold keyslot parameters");
         check_version(&mut r)?;
         let threshold = r.u8().map_err(trunc)?;

@@ -7,13 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use atrest_agent::{AgentError, AuthoritySpec, StateDir, parse_fingerprint};
-use atrest_luks::{Device, LuksError};
+use atrest_luks::{Authorities, Device, LuksError};
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::remote::{host_name, options, runtime};
 use crate::cli::{
-    LuksBindArgs, LuksCommand, LuksEraseArgs, LuksListArgs, LuksOpenArgs, LuksScratchArgs,
+    LuksAuthorityArgs, LuksBindArgs, LuksCommand, LuksEraseArgs, LuksListArgs, LuksOpenArgs,
+    LuksScratchArgs,
 };
 use crate::hygiene;
 
@@ -44,42 +45,60 @@ pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn authority(
-    url: &str,
-    token: Option<String>,
-    fingerprint: &str,
-    replicas: Vec<String>,
-    name: Option<String>,
-) -> anyhow::Result<(AuthoritySpec, String)> {
-    let spec = AuthoritySpec {
-        url: url.to_owned(),
-        token: token.map(Zeroizing::new),
-        ca_fingerprint: parse_fingerprint(fingerprint)?,
-        replicas,
-    };
-    let host_name = match name {
+/// The authorities a binding asks, and the host name to enroll under.
+fn authorities(args: LuksAuthorityArgs) -> anyhow::Result<(Vec<AuthoritySpec>, String)> {
+    let n = args.authorities.len();
+    if (!args.tokens.is_empty() && args.tokens.len() != n) || args.ca_fingerprints.len() != n {
+        bail!(
+            "give one --ca-fingerprint per --authority, and one --token per --authority or none \
+             (none: this host is already enrolled there) ({n} authorities, {} tokens, {} fingerprints)",
+            args.tokens.len(),
+            args.ca_fingerprints.len()
+        );
+    }
+    if !args.replicas.is_empty() && n != 1 {
+        bail!(
+            "--replica names another URL of a single authority; with {n} authorities (a k-of-n \
+             threshold) give no --replica"
+        );
+    }
+    let mut specs = Vec::with_capacity(n);
+    for (i, (url, fingerprint)) in args
+        .authorities
+        .iter()
+        .zip(&args.ca_fingerprints)
+        .enumerate()
+    {
+        specs.push(AuthoritySpec {
+            url: url.clone(),
+            token: args.tokens.get(i).map(|t| Zeroizing::new(t.clone())),
+            ca_fingerprint: parse_fingerprint(fingerprint)?,
+            replicas: if i == 0 {
+                args.replicas.clone()
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    let host_name = match args.host_name {
         Some(name) => name,
         None => host_name()?,
     };
-    Ok((spec, host_name))
+    Ok((specs, host_name))
 }
 
 fn bind(args: LuksBindArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
-    let (spec, host_name) = authority(
-        &args.authority,
-        args.token,
-        &args.ca_fingerprint,
-        args.replicas,
-        args.host_name,
-    )?;
+    let threshold = args.authority.threshold;
+    let (specs, host_name) = authorities(args.authority)?;
     let device = Device::new(&args.device);
     let state = StateDir::from_env();
     let bound = runtime()?.block_on(atrest_luks::bind(
         &device,
         &args.existing_key_file,
         &state,
-        spec,
+        &specs,
+        threshold,
         &host_name,
     ))?;
     for (url, host, group) in &bound.enrolled {
@@ -175,33 +194,32 @@ fn scratch(args: LuksScratchArgs) -> anyhow::Result<ExitCode> {
         }
         false
     } else {
-        let (spec, host_name) = authority(
-            &args.authority,
-            args.token,
-            &args.ca_fingerprint,
-            args.replicas,
-            args.host_name,
-        )?;
+        let threshold = args.authority.threshold;
+        let (specs, host_name) = authorities(args.authority)?;
+        let urls = specs
+            .iter()
+            .map(|s| s.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let done = runtime.block_on(atrest_luks::format_bound(
             &device,
             &state,
-            spec,
+            &specs,
+            threshold,
             &host_name,
             Some(&args.name),
         ));
         match done {
             Ok(bound) => eprintln!(
-                "atrest: formatted {} as LUKS2 bound to {} (keyslot {}, atrest token {})",
+                "atrest: formatted {} as LUKS2 bound to {urls} (keyslot {}, atrest token {})",
                 args.device.display(),
-                args.authority,
                 bound.keyslot,
                 bound.token_id
             ),
             Err(e @ atrest_luks::LuksError::NoDeviceMapper) => {
                 eprintln!(
-                    "atrest: formatted {} as LUKS2 bound to {}",
+                    "atrest: formatted {} as LUKS2 bound to {urls}",
                     args.device.display(),
-                    args.authority
                 );
                 eprintln!("atrest: error: {e}");
                 return Ok(ExitCode::FAILURE);
@@ -291,13 +309,23 @@ pub(super) fn list(args: LuksListArgs) -> anyhow::Result<ExitCode> {
             "device": args.device,
             "uuid": header.uuid,
             "keyslots": header.keyslots,
-            "bindings": bound.iter().map(|b| json!({
-                "token": b.token_id,
-                "keyslot": b.keyslot,
-                "authority": b.remote.authority.url,
-                "replicas": b.remote.replicas,
-                "host_id": b.remote.authority.host_id.as_str(),
-            })).collect::<Vec<_>>(),
+            "bindings": bound.iter().map(|b| {
+                let hosts = b.authorities.hosts();
+                let mut j = json!({
+                    "token": b.token_id,
+                    "keyslot": b.keyslot,
+                    "authority": hosts[0].0,
+                    "host_id": hosts[0].1,
+                });
+                match &b.authorities {
+                    Authorities::Remote(slot) => j["replicas"] = json!(slot.replicas),
+                    Authorities::Threshold(slot) => {
+                        j["threshold"] = json!(slot.threshold);
+                        j["authorities"] = json!(hosts.iter().map(|(u, h)| json!({"url": u, "host_id": h})).collect::<Vec<_>>());
+                    }
+                }
+                j
+            }).collect::<Vec<_>>(),
             "other_keyslots": others,
             "unreadable_tokens": broken,
         });
@@ -306,17 +334,34 @@ pub(super) fn list(args: LuksListArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}  (LUKS2, UUID {})", args.device.display(), header.uuid);
     for b in &bound {
-        let replicas = if b.remote.replicas.is_empty() {
-            String::new()
-        } else {
-            format!(" (replicas: {})", b.remote.replicas.join(", "))
+        let who = match &b.authorities {
+            Authorities::Remote(slot) => {
+                let replicas = if slot.replicas.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (replicas: {})", slot.replicas.join(", "))
+                };
+                format!(
+                    "{} as {}{replicas}",
+                    slot.authority.url,
+                    slot.authority.host_id.as_str()
+                )
+            }
+            Authorities::Threshold(slot) => format!(
+                "{}-of-{}: {}",
+                slot.threshold,
+                slot.members.len(),
+                b.authorities
+                    .hosts()
+                    .iter()
+                    .map(|(u, h)| format!("{u} as {h}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
         println!(
-            "  keyslot {:>2}  atrest token {}: {} as {}{replicas}",
-            b.keyslot,
-            b.token_id,
-            b.remote.authority.url,
-            b.remote.authority.host_id.as_str()
+            "  keyslot {:>2}  atrest token {}: {who}",
+            b.keyslot, b.token_id
         );
     }
     for slot in &others {

@@ -807,7 +807,13 @@ fn luks_volumes() -> Vec<LuksVolume> {
                 .map(|(_, list)| {
                     list.into_iter()
                         .filter_map(Result::ok)
-                        .map(|b| b.remote.authority.url)
+                        .flat_map(|b| {
+                            b.authorities
+                                .urls()
+                                .into_iter()
+                                .map(str::to_owned)
+                                .collect::<Vec<_>>()
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -503,3 +503,91 @@ fn doctor_names_a_luks_volume_opened_by_passphrase_only_until_bound() {
     );
     assert_eq!(passphrase_only(&state, &device.0), Vec::<Value>::new());
 }
+
+#[test]
+fn a_two_of_three_binding_opens_with_one_authority_down() {
+    let keyds = [Keyd::start(), Keyd::start(), Keyd::start()];
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("host");
+    let (image, pass) = luks_image(dir.path());
+    let fingerprints: Vec<String> = keyds
+        .iter()
+        .map(|k| k.cli_ok(&["fingerprint"]).trim().to_owned())
+        .collect();
+    let tokens: Vec<String> = keyds.iter().map(|k| k.token("db")).collect();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"luks",
+        &"bind",
+        &image,
+        &"--existing-key-file",
+        &pass,
+        &"--host-name",
+        &"db-1",
+        &"--threshold",
+        &"2",
+    ];
+    for ((k, fp), t) in keyds.iter().zip(&fingerprints).zip(&tokens) {
+        args.extend([
+            &"--authority" as &dyn AsRef<std::ffi::OsStr>,
+            &k.base,
+            &"--ca-fingerprint",
+            fp,
+            &"--token",
+            t,
+        ]);
+    }
+    success(host(&state, BOOT_A, &args));
+    let listed = list(&image);
+    assert_eq!(listed["bindings"][0]["threshold"], 2, "{listed}");
+    assert_eq!(
+        listed["bindings"][0]["authorities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let status = String::from_utf8(ok(&[&"status", &image]).stdout).unwrap();
+    assert!(status.contains("2-of-3"), "{status}");
+
+    success(host(
+        &state,
+        BOOT_A,
+        &[&"luks", &"open", &image, &"--check-only"],
+    ));
+    let [mut a, b, c] = keyds;
+    a.kill();
+    let out = success(host(
+        &state,
+        BOOT_A,
+        &[
+            &"luks",
+            &"open",
+            &image,
+            &"--check-only",
+            &"--retries",
+            &"0",
+        ],
+    ));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("opens keyslot 1"), "{said}");
+    assert!(said.contains(&b.base) && said.contains(&c.base), "{said}");
+
+    // Two of three down: not enough shares, exit 1 naming the shortfall.
+    drop(b);
+    let err = failure(host(
+        &state,
+        BOOT_A,
+        &[
+            &"luks",
+            &"open",
+            &image,
+            &"--check-only",
+            &"--retries",
+            &"0",
+            &"--timeout",
+            &"10",
+        ],
+    ));
+    assert!(err.contains("only 1 of the 2 authorities"), "{err}");
+    drop(c);
+}
