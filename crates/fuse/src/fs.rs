@@ -363,6 +363,52 @@ impl VaultFs {
         }
     }
 
+    /// Reads the header of the file `ino`, and cuts a last block that a
+    /// crash tore (format §6.5) back to the last complete block, so the
+    /// file reads to there instead of failing with `EIO` at its end.
+    ///
+    /// [`Self::stat`] does this before the kernel first learns a file's
+    /// size (at lookup), and every open again. A read-only open or lookup
+    /// cuts too: the torn bytes can never be read (they authenticate as
+    /// nothing), the cut removes only what a crash of a mount process left,
+    /// and leaving it would make every later append fail, or land past a
+    /// size the kernel still believes. Under the inode's write lock,
+    /// because a file being appended to looks torn for a moment. A cut that
+    /// fails (a backing file we may only read) is logged; the file then
+    /// reads as before, its end failing with `EIO`.
+    fn open_header(&self, ino: u64, file: &File) -> Result<Option<FileCipher>, Errno> {
+        let _guard = self.lock(ino).write();
+        let cipher = self
+            .vault
+            .keys()
+            .content
+            .read_header(file)
+            .map_err(|e| self.content_error(&self.backing(ino, None), e))?;
+        if let Some(cipher) = &cipher {
+            self.cut_torn_tail(ino, file, cipher);
+        }
+        Ok(cipher)
+    }
+
+    /// See [`Self::open_header`]; callers hold the inode's write lock.
+    fn cut_torn_tail(&self, ino: u64, file: &File, cipher: &FileCipher) {
+        match (ContentFile { file, cipher }).cut_torn_tail() {
+            Ok(None) => {}
+            Ok(Some(tear)) => tracing::warn!(
+                backing = %self.backing(ino, None).display(),
+                "the last block was torn by a crash during a write: cut back to the last \
+                 complete block, {} backing bytes dropped (the file now ends at {} bytes)",
+                tear.dropped(),
+                tear.plaintext_len
+            ),
+            Err(e) => tracing::warn!(
+                backing = %self.backing(ino, None).display(),
+                "the last block was torn by a crash during a write, and cutting it failed \
+                 ({e}); its end reads as EIO until `atrest fsck --repair` cuts it"
+            ),
+        }
+    }
+
     /// `link`: where the entry is, to read a long symlink's length.
     fn attr(&self, link: Option<(&OwnedFd, &OsStr)>, meta: &Meta) -> FileAttr {
         let kind = kind_of(meta.mode);
@@ -417,7 +463,21 @@ impl VaultFs {
     }
 
     fn stat(&self, dir: &OwnedFd, name: &OsStr) -> Result<FileAttr, Errno> {
-        let meta = stat_at(dir, name)?;
+        let mut meta = stat_at(dir, name)?;
+        if kind_of(meta.mode) == FileType::RegularFile
+            && self.vault.keys().content.layout().may_end_torn(meta.size)
+        {
+            // Before the kernel learns the size: an append through a
+            // handle opened later starts at the size the kernel holds. A
+            // failure here is the open's to report (and logged): a lookup
+            // must work, or the file could not even be removed.
+            let ino = self.nodes.read().fuse_ino(meta.ino);
+            if let Ok(file) = Self::open_backing(dir, name, libc::O_RDONLY)
+                && self.open_header(ino, &file).is_ok()
+            {
+                meta = fstat(&file)?;
+            }
+        }
         Ok(self.attr(Some((dir, name)), &meta))
     }
 
@@ -598,6 +658,8 @@ impl VaultFs {
                 .for_write(&self.vault.keys().content, ino.0, file)
                 .map_err(fail)?
         };
+        // A path truncate reaches a file no open has repaired.
+        self.cut_torn_tail(ino.0, file, &cipher);
         ContentFile {
             file,
             cipher: &cipher,
@@ -1131,12 +1193,7 @@ impl Filesystem for VaultFs {
         let run = || -> Result<u64, Errno> {
             let (dir, name) = self.at(ino.0)?;
             let file = Self::open_backing(&dir, &name, flags.0)?;
-            let header = self
-                .vault
-                .keys()
-                .content
-                .read_header(&file)
-                .map_err(|e| self.content_error(&self.backing(ino.0, None), e))?;
+            let header = self.open_header(ino.0, &file)?;
             self.ciphers.opened(ino.0, header);
             let fh = self.new_handle();
             self.files
@@ -1535,7 +1592,9 @@ impl Filesystem for VaultFs {
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | sync,
                 Mode::from_raw_mode(perm),
             );
-            let (file, cipher) = match created {
+            // The cipher of a file we created; one that existed is read
+            // (and repaired) once it has an inode number.
+            let (file, created_cipher) = match created {
                 Ok(fd) => {
                     let file = File::from(fd);
                     let finish = || -> Result<FileCipher, Errno> {
@@ -1560,18 +1619,15 @@ impl Filesystem for VaultFs {
                     }
                 }
                 Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
-                    let file = Self::open_backing(&dir, entry, flags)?;
-                    let c = self
-                        .vault
-                        .keys()
-                        .content
-                        .read_header(&file)
-                        .map_err(|e| self.content_error(&backing(), e))?;
-                    (file, c)
+                    (Self::open_backing(&dir, entry, flags)?, None)
                 }
                 Err(e) => return Err(rerrno(e)),
             };
             let attr = self.enter(parent, &dir, &enc)?;
+            let cipher = match created_cipher {
+                Some(c) => Some(c),
+                None => self.open_header(attr.ino.0, &file)?,
+            };
             self.ciphers.opened(attr.ino.0, cipher);
             let fh = self.new_handle();
             self.files.write().insert(
