@@ -32,7 +32,9 @@ pub enum Command {
     Keyslot(KeyslotCommand),
     /// Change the passphrase of a passphrase keyslot.
     Passwd(PasswdArgs),
-    /// Authenticate every block and name of a vault; list what is corrupt.
+    /// Authenticate every block and name of a vault; list what is corrupt
+    /// (`corrupt:`) and what a crash tore (`torn:`). Exit 0 when nothing
+    /// is wrong (after --repair: nothing left), 4 when something is.
     Fsck(FsckArgs),
     /// Show what atrest does, on a temporary vault, with embedded defaults.
     Demo,
@@ -373,6 +375,11 @@ pub struct FsckArgs {
     pub vault: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Cut every last block that a crash tore back to the last complete
+    /// block (each printed as `repaired:`); nothing else is changed. Needs
+    /// the vault unmounted.
+    #[arg(long)]
+    pub repair: bool,
     #[command(flatten)]
     pub unlock: UnlockArgs,
 }
