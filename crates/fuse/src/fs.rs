@@ -376,33 +376,40 @@ impl VaultFs {
     /// because a file being appended to looks torn for a moment. A cut that
     /// fails (a backing file we may only read) is logged; the file then
     /// reads as before, its end failing with `EIO`.
-    fn open_header(&self, ino: u64, file: &File) -> Result<Option<FileCipher>, Errno> {
+    ///
+    /// `backing` names the file in messages.
+    fn open_header(
+        &self,
+        ino: u64,
+        file: &File,
+        backing: &dyn Fn() -> PathBuf,
+    ) -> Result<Option<FileCipher>, Errno> {
         let _guard = self.lock(ino).write();
         let cipher = self
             .vault
             .keys()
             .content
             .read_header(file)
-            .map_err(|e| self.content_error(&self.backing(ino, None), e))?;
+            .map_err(|e| self.content_error(&backing(), e))?;
         if let Some(cipher) = &cipher {
-            self.cut_torn_tail(ino, file, cipher);
+            self.cut_torn_tail(file, cipher, backing);
         }
         Ok(cipher)
     }
 
     /// See [`Self::open_header`]; callers hold the inode's write lock.
-    fn cut_torn_tail(&self, ino: u64, file: &File, cipher: &FileCipher) {
+    fn cut_torn_tail(&self, file: &File, cipher: &FileCipher, backing: &dyn Fn() -> PathBuf) {
         match (ContentFile { file, cipher }).cut_torn_tail() {
             Ok(None) => {}
             Ok(Some(tear)) => tracing::warn!(
-                backing = %self.backing(ino, None).display(),
+                backing = %backing().display(),
                 "the last block was torn by a crash during a write: cut back to the last \
                  complete block, {} backing bytes dropped (the file now ends at {} bytes)",
                 tear.dropped(),
                 tear.plaintext_len
             ),
             Err(e) => tracing::warn!(
-                backing = %self.backing(ino, None).display(),
+                backing = %backing().display(),
                 "the last block was torn by a crash during a write, and cutting it failed \
                  ({e}); its end reads as EIO until `atrest fsck --repair` cuts it"
             ),
@@ -472,8 +479,14 @@ impl VaultFs {
             // failure here is the open's to report (and logged): a lookup
             // must work, or the file could not even be removed.
             let ino = self.nodes.read().fuse_ino(meta.ino);
+            // Not yet in the node table at its first lookup: named through
+            // its directory.
+            let backing = || match fstat(dir) {
+                Ok(d) => self.backing(self.nodes.read().fuse_ino(d.ino), Some(name)),
+                Err(_) => PathBuf::from(name),
+            };
             if let Ok(file) = Self::open_backing(dir, name, libc::O_RDONLY)
-                && self.open_header(ino, &file).is_ok()
+                && self.open_header(ino, &file, &backing).is_ok()
             {
                 meta = fstat(&file)?;
             }
@@ -659,7 +672,7 @@ impl VaultFs {
                 .map_err(fail)?
         };
         // A path truncate reaches a file no open has repaired.
-        self.cut_torn_tail(ino.0, file, &cipher);
+        self.cut_torn_tail(file, &cipher, &|| self.backing(ino.0, None));
         ContentFile {
             file,
             cipher: &cipher,
@@ -1193,7 +1206,7 @@ impl Filesystem for VaultFs {
         let run = || -> Result<u64, Errno> {
             let (dir, name) = self.at(ino.0)?;
             let file = Self::open_backing(&dir, &name, flags.0)?;
-            let header = self.open_header(ino.0, &file)?;
+            let header = self.open_header(ino.0, &file, &|| self.backing(ino.0, None))?;
             self.ciphers.opened(ino.0, header);
             let fh = self.new_handle();
             self.files
@@ -1626,7 +1639,7 @@ impl Filesystem for VaultFs {
             let attr = self.enter(parent, &dir, &enc)?;
             let cipher = match created_cipher {
                 Some(c) => Some(c),
-                None => self.open_header(attr.ino.0, &file)?,
+                None => self.open_header(attr.ino.0, &file, &|| self.backing(attr.ino.0, None))?,
             };
             self.ciphers.opened(attr.ino.0, cipher);
             let fh = self.new_handle();

@@ -17,3 +17,4 @@ mod paths;
 mod posix;
 mod remote;
 mod tamper;
+mod torn;
