@@ -1605,9 +1605,7 @@ impl Filesystem for VaultFs {
                 OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | sync,
                 Mode::from_raw_mode(perm),
             );
-            // The cipher of a file we created; one that existed is read
-            // (and repaired) once it has an inode number.
-            let (file, created_cipher) = match created {
+            let (file, cipher) = match created {
                 Ok(fd) => {
                     let file = File::from(fd);
                     let finish = || -> Result<FileCipher, Errno> {
@@ -1632,15 +1630,14 @@ impl Filesystem for VaultFs {
                     }
                 }
                 Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
-                    (Self::open_backing(&dir, entry, flags)?, None)
+                    let file = Self::open_backing(&dir, entry, flags)?;
+                    let ino = self.nodes.read().fuse_ino(fstat(&file)?.ino);
+                    let c = self.open_header(ino, &file, &backing)?;
+                    (file, c)
                 }
                 Err(e) => return Err(rerrno(e)),
             };
             let attr = self.enter(parent, &dir, &enc)?;
-            let cipher = match created_cipher {
-                Some(c) => Some(c),
-                None => self.open_header(attr.ino.0, &file, &|| self.backing(attr.ino.0, None))?,
-            };
             self.ciphers.opened(attr.ino.0, cipher);
             let fh = self.new_handle();
             self.files.write().insert(
