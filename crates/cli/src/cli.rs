@@ -33,6 +33,11 @@ pub enum Command {
     /// Change the passphrase of a passphrase keyslot.
     Passwd(PasswdArgs),
     /// Authenticate every block and name of a vault; list what is corrupt.
+    ///
+    /// Each finding is a line: `corrupt:` (damage or tampering) or `torn:`
+    /// (a last block torn by a crash, which --repair cuts). Exit 0 when
+    /// nothing is wrong (after --repair: nothing left), 4 when something
+    /// is, 1 when the check could not run.
     Fsck(FsckArgs),
     /// Show what atrest does, on a temporary vault, with embedded defaults.
     Demo,
@@ -377,8 +382,15 @@ pub struct PasswdArgs {
 #[derive(Debug, Args)]
 pub struct FsckArgs {
     pub vault: PathBuf,
+    /// Print the report as JSON: `problems` and `repaired`, each finding
+    /// with `backing`, `plain`, `kind` (`corrupt` or `torn`) and `what`.
     #[arg(long)]
     pub json: bool,
+    /// Cut every last block that a crash tore back to the last complete
+    /// block (each printed as `repaired:`); nothing else is changed. Needs
+    /// the vault unmounted.
+    #[arg(long)]
+    pub repair: bool,
     #[command(flatten)]
     pub unlock: UnlockArgs,
 }

@@ -363,6 +363,59 @@ impl VaultFs {
         }
     }
 
+    /// Reads the header of the file `ino`, and cuts a last block that a
+    /// crash tore (format §6.5) back to the last complete block, so the
+    /// file reads to there instead of failing with `EIO` at its end.
+    ///
+    /// [`Self::stat`] does this before the kernel first learns a file's
+    /// size (at lookup), and every open again. A read-only open or lookup
+    /// cuts too: the torn bytes can never be read (they authenticate as
+    /// nothing), the cut removes only what a crash of a mount process left,
+    /// and leaving it would make every later append fail, or land past a
+    /// size the kernel still believes. Under the inode's write lock,
+    /// because a file being appended to looks torn for a moment. A cut that
+    /// fails (a backing file we may only read) is logged; the file then
+    /// reads as before, its end failing with `EIO`.
+    ///
+    /// `backing` names the file in messages.
+    fn open_header(
+        &self,
+        ino: u64,
+        file: &File,
+        backing: &dyn Fn() -> PathBuf,
+    ) -> Result<Option<FileCipher>, Errno> {
+        let _guard = self.lock(ino).write();
+        let cipher = self
+            .vault
+            .keys()
+            .content
+            .read_header(file)
+            .map_err(|e| self.content_error(&backing(), e))?;
+        if let Some(cipher) = &cipher {
+            self.cut_torn_tail(file, cipher, backing);
+        }
+        Ok(cipher)
+    }
+
+    /// See [`Self::open_header`]; callers hold the inode's write lock.
+    fn cut_torn_tail(&self, file: &File, cipher: &FileCipher, backing: &dyn Fn() -> PathBuf) {
+        match (ContentFile { file, cipher }).cut_torn_tail() {
+            Ok(None) => {}
+            Ok(Some(tear)) => tracing::warn!(
+                backing = %backing().display(),
+                "the last block was torn by a crash during a write: cut back to the last \
+                 complete block, {} backing bytes dropped (the file now ends at {} bytes)",
+                tear.dropped(),
+                tear.plaintext_len
+            ),
+            Err(e) => tracing::warn!(
+                backing = %backing().display(),
+                "the last block was torn by a crash during a write, and cutting it failed \
+                 ({e}); its end reads as EIO until `atrest fsck --repair` cuts it"
+            ),
+        }
+    }
+
     /// `link`: where the entry is, to read a long symlink's length.
     fn attr(&self, link: Option<(&OwnedFd, &OsStr)>, meta: &Meta) -> FileAttr {
         let kind = kind_of(meta.mode);
@@ -417,7 +470,27 @@ impl VaultFs {
     }
 
     fn stat(&self, dir: &OwnedFd, name: &OsStr) -> Result<FileAttr, Errno> {
-        let meta = stat_at(dir, name)?;
+        let mut meta = stat_at(dir, name)?;
+        if kind_of(meta.mode) == FileType::RegularFile
+            && self.vault.keys().content.layout().may_end_torn(meta.size)
+        {
+            // Before the kernel learns the size: an append through a
+            // handle opened later starts at the size the kernel holds. A
+            // failure here is the open's to report (and logged): a lookup
+            // must work, or the file could not even be removed.
+            let ino = self.nodes.read().fuse_ino(meta.ino);
+            // Not yet in the node table at its first lookup: named through
+            // its directory.
+            let backing = || match fstat(dir) {
+                Ok(d) => self.backing(self.nodes.read().fuse_ino(d.ino), Some(name)),
+                Err(_) => PathBuf::from(name),
+            };
+            if let Ok(file) = Self::open_backing(dir, name, libc::O_RDONLY)
+                && self.open_header(ino, &file, &backing).is_ok()
+            {
+                meta = fstat(&file)?;
+            }
+        }
         Ok(self.attr(Some((dir, name)), &meta))
     }
 
@@ -598,6 +671,8 @@ impl VaultFs {
                 .for_write(&self.vault.keys().content, ino.0, file)
                 .map_err(fail)?
         };
+        // A path truncate reaches a file no open has repaired.
+        self.cut_torn_tail(file, &cipher, &|| self.backing(ino.0, None));
         ContentFile {
             file,
             cipher: &cipher,
@@ -1131,12 +1206,7 @@ impl Filesystem for VaultFs {
         let run = || -> Result<u64, Errno> {
             let (dir, name) = self.at(ino.0)?;
             let file = Self::open_backing(&dir, &name, flags.0)?;
-            let header = self
-                .vault
-                .keys()
-                .content
-                .read_header(&file)
-                .map_err(|e| self.content_error(&self.backing(ino.0, None), e))?;
+            let header = self.open_header(ino.0, &file, &|| self.backing(ino.0, None))?;
             self.ciphers.opened(ino.0, header);
             let fh = self.new_handle();
             self.files
@@ -1561,12 +1631,8 @@ impl Filesystem for VaultFs {
                 }
                 Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
                     let file = Self::open_backing(&dir, entry, flags)?;
-                    let c = self
-                        .vault
-                        .keys()
-                        .content
-                        .read_header(&file)
-                        .map_err(|e| self.content_error(&backing(), e))?;
+                    let ino = self.nodes.read().fuse_ino(fstat(&file)?.ino);
+                    let c = self.open_header(ino, &file, &backing)?;
                     (file, c)
                 }
                 Err(e) => return Err(rerrno(e)),

@@ -157,6 +157,25 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(done)
 }
 
+/// A torn last block found by [`ContentFile::torn_tail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// The backing size now.
+    pub backing_len: u64,
+    /// The backing size after the cut: the end of the last block that
+    /// authenticates (the header alone when block 0 is torn).
+    pub cut_to: u64,
+    /// The plaintext size after the cut.
+    pub plaintext_len: u64,
+}
+
+impl TornTail {
+    /// Backing bytes the cut drops.
+    pub fn dropped(&self) -> u64 {
+        self.backing_len - self.cut_to
+    }
+}
+
 /// Random-access plaintext I/O on one open backing file.
 pub struct ContentFile<'a> {
     pub file: &'a File,
@@ -336,6 +355,58 @@ impl ContentFile<'_> {
         }
     }
 
+    /// Whether the file ends in a block that a crash tore (format §6.5), and
+    /// if so where to cut it. A crash in the middle of a write to the page
+    /// cache leaves the backing file ending at a page boundary, inside the
+    /// block being written; that block can then never authenticate. The
+    /// tail counts as torn only when all of these hold:
+    ///
+    /// - the backing size is a multiple of
+    ///   [`TEAR_ALIGNMENT`](crate::layout::TEAR_ALIGNMENT) and falls inside
+    ///   a block, not at a block boundary ([`Layout::may_end_torn`]);
+    /// - those last bytes do not open as a (shorter) block;
+    /// - the block before them authenticates (or is a hole), or they are
+    ///   block 0 (behind a header that parsed).
+    ///
+    /// Anything else that fails is corruption, and stays so: `Ok(None)`,
+    /// and reading the end fails as before.
+    pub fn torn_tail(&self) -> Result<Option<TornTail>, ContentError> {
+        let layout = self.layout();
+        let backing_len = self.ciphertext_len()?;
+        if !layout.may_end_torn(backing_len) {
+            return Ok(None);
+        }
+        let body = backing_len - HEADER_LEN;
+        let last = body / layout.sealed_block();
+        let rest = body % layout.sealed_block();
+        if rest > layout.overhead && self.read_block(last, rest - layout.overhead).is_ok() {
+            // A complete short block: the size is page-aligned by chance.
+            return Ok(None);
+        }
+        if last > 0 {
+            match self.read_block(last - 1, layout.block) {
+                Ok(_) => {}
+                Err(ContentError::Corrupt(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(TornTail {
+            backing_len,
+            cut_to: layout.block_offset(last),
+            plaintext_len: last * layout.block,
+        }))
+    }
+
+    /// Cuts a torn tail ([`Self::torn_tail`]) off, durably; what was cut.
+    pub fn cut_torn_tail(&self) -> Result<Option<TornTail>, ContentError> {
+        let Some(tear) = self.torn_tail()? else {
+            return Ok(None);
+        };
+        self.file.set_len(tear.cut_to)?;
+        self.file.sync_all()?;
+        Ok(Some(tear))
+    }
+
     /// Truncates or extends (with a hole) to `new_size` plaintext bytes.
     pub fn set_len(&self, new_size: u64) -> Result<(), ContentError> {
         let layout = self.layout();
@@ -377,6 +448,7 @@ fn libc_efbig() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::TEAR_ALIGNMENT;
     use proptest::prelude::*;
 
     fn setup(alg: ContentAlgorithm) -> (ContentKey, File) {
@@ -480,6 +552,184 @@ mod tests {
         assert!(f.read_at(4096, 100).is_err());
         file.set_len(len - 1910).unwrap(); // leaves 22 bytes of a block: impossible size
         assert!(f.plaintext_len().is_err());
+    }
+
+    /// A file of `len` plaintext bytes (a pattern), its key and cipher.
+    fn written(alg: ContentAlgorithm, len: usize) -> (ContentKey, File, FileCipher, Vec<u8>) {
+        let (key, file) = setup(alg);
+        let cipher = key.write_header(&file).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 + i / 4096) as u8).collect();
+        ContentFile {
+            file: &file,
+            cipher: &cipher,
+        }
+        .write_at(0, &data)
+        .unwrap();
+        (key, file, cipher, data)
+    }
+
+    /// A copy of `file`'s first `len` backing bytes, as a crash that cut
+    /// the write there leaves it.
+    fn cut_copy(file: &File, len: u64) -> File {
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0).unwrap();
+        let copy = tempfile::tempfile().unwrap();
+        copy.write_all_at(&bytes, 0).unwrap();
+        copy
+    }
+
+    fn flip(file: &File, pos: u64) {
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, pos).unwrap();
+        file.write_all_at(&[b[0] ^ 0x20], pos).unwrap();
+    }
+
+    #[test]
+    fn a_write_cut_at_any_page_boundary_inside_a_block_is_a_torn_tail() {
+        for alg in [
+            ContentAlgorithm::Aes256Gcm,
+            ContentAlgorithm::XChaCha20Poly1305,
+        ] {
+            let (key, file, cipher, data) = written(alg, 70_000);
+            let layout = key.layout();
+            let full = file.metadata().unwrap().len();
+            let mut tears = 0;
+            for len in (TEAR_ALIGNMENT..full).step_by(TEAR_ALIGNMENT as usize) {
+                let torn = cut_copy(&file, len);
+                let f = ContentFile {
+                    file: &torn,
+                    cipher: &cipher,
+                };
+                let last = (len - HEADER_LEN) / layout.sealed_block();
+                if (len - HEADER_LEN).is_multiple_of(layout.sealed_block()) {
+                    assert_eq!(f.torn_tail().unwrap(), None, "{alg:?} {len}");
+                    continue;
+                }
+                tears += 1;
+                assert!(f.read_at(0, data.len()).is_err(), "{alg:?} {len}");
+                let expected = TornTail {
+                    backing_len: len,
+                    cut_to: layout.block_offset(last),
+                    plaintext_len: last * layout.block,
+                };
+                assert_eq!(f.torn_tail().unwrap(), Some(expected), "{alg:?} {len}");
+                assert_eq!(f.cut_torn_tail().unwrap(), Some(expected));
+                assert_eq!(torn.metadata().unwrap().len(), expected.cut_to);
+                assert_eq!(f.torn_tail().unwrap(), None);
+                let kept = expected.plaintext_len as usize;
+                assert_eq!(f.read_at(0, data.len()).unwrap(), data[..kept]);
+                // And the file takes writes at its new end again.
+                f.write_at(kept as u64, b"after the repair").unwrap();
+                assert_eq!(f.read_at(kept as u64, 100).unwrap(), b"after the repair");
+            }
+            assert!(tears >= 16, "{alg:?}: only {tears} tears tried");
+        }
+    }
+
+    #[test]
+    fn a_tear_in_block_0_cuts_back_to_the_header() {
+        let (_, file, cipher, _) = written(ContentAlgorithm::Aes256Gcm, 10_000);
+        let torn = cut_copy(&file, TEAR_ALIGNMENT);
+        let f = ContentFile {
+            file: &torn,
+            cipher: &cipher,
+        };
+        let tear = f.cut_torn_tail().unwrap().unwrap();
+        assert_eq!((tear.cut_to, tear.dropped()), (HEADER_LEN, 4096 - 18));
+        assert_eq!(f.plaintext_len().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_tear_that_leaves_less_than_the_overhead_is_a_torn_tail() {
+        // 18 + k·4124 + r with 1 <= r <= 28 is no valid size at all; find a
+        // page boundary there.
+        let (key, file, cipher, _) = written(ContentAlgorithm::Aes256Gcm, 4_200_000);
+        let layout = key.layout();
+        let len = (1..)
+            .map(|p| p * TEAR_ALIGNMENT)
+            .find(|&p| {
+                let rest = (p - HEADER_LEN) % layout.sealed_block();
+                (1..=layout.overhead).contains(&rest)
+            })
+            .unwrap();
+        let torn = cut_copy(&file, len);
+        let f = ContentFile {
+            file: &torn,
+            cipher: &cipher,
+        };
+        assert!(f.plaintext_len().is_err());
+        let tear = f.torn_tail().unwrap().unwrap();
+        assert!(tear.dropped() <= layout.overhead);
+        f.cut_torn_tail().unwrap();
+        assert!(f.plaintext_len().is_ok());
+    }
+
+    #[test]
+    fn failures_a_crash_cannot_explain_are_not_torn_tails() {
+        let (key, file, cipher, _) = written(ContentAlgorithm::Aes256Gcm, 70_000);
+        let layout = key.layout();
+        // A page boundary inside a block, not in block 0.
+        let len = 3 * TEAR_ALIGNMENT;
+        let last = (len - HEADER_LEN) / layout.sealed_block();
+        assert!(last > 0 && !(len - HEADER_LEN).is_multiple_of(layout.sealed_block()));
+        let not_torn = |f: &File, what: &str| {
+            let content = ContentFile {
+                file: f,
+                cipher: &cipher,
+            };
+            assert_eq!(content.torn_tail().unwrap(), None, "{what}");
+            assert_eq!(content.cut_torn_tail().unwrap(), None, "{what}");
+            assert!(
+                matches!(content.read_at(0, 1 << 20), Err(ContentError::Corrupt(_))),
+                "{what}"
+            );
+        };
+
+        // Cut one byte before or after the page boundary.
+        not_torn(&cut_copy(&file, len - 1), "size not page-aligned (-1)");
+        not_torn(&cut_copy(&file, len + 1), "size not page-aligned (+1)");
+
+        // The block before the cut fails too: tampering, not a crash.
+        let torn = cut_copy(&file, len);
+        flip(&torn, layout.block_offset(last - 1) + 100);
+        not_torn(&torn, "previous block damaged");
+
+        // A tag flipped in a complete last block: at a block boundary, and
+        // in a short last block.
+        let whole = cut_copy(&file, layout.block_offset(last));
+        flip(&whole, layout.block_offset(last) - 1);
+        not_torn(&whole, "full last block, tag flipped");
+        let (_, short, short_cipher, _) = written(ContentAlgorithm::Aes256Gcm, 9_000);
+        let end = short.metadata().unwrap().len();
+        assert_ne!(end % TEAR_ALIGNMENT, 0);
+        flip(&short, end - 1);
+        let content = ContentFile {
+            file: &short,
+            cipher: &short_cipher,
+        };
+        assert_eq!(content.torn_tail().unwrap(), None);
+        assert!(content.read_at(0, 9_000).is_err());
+    }
+
+    #[test]
+    fn intact_files_have_no_torn_tail() {
+        // Including every size below 40,000 whose backing size is
+        // page-aligned by chance (4,050: 18 + 4,050 + 28 = 4,096).
+        let layout = Layout::new(4096, ContentAlgorithm::Aes256Gcm.overhead());
+        let aligned: Vec<usize> = (1..40_000u64)
+            .filter(|&p| layout.ciphertext_size(p).is_multiple_of(TEAR_ALIGNMENT))
+            .map(|p| p as usize)
+            .collect();
+        assert!(aligned.contains(&4050));
+        for len in aligned.into_iter().chain([0, 1, 4096, 8192, 10_000]) {
+            let (_, file, cipher, data) = written(ContentAlgorithm::Aes256Gcm, len);
+            let f = ContentFile {
+                file: &file,
+                cipher: &cipher,
+            };
+            assert_eq!(f.torn_tail().unwrap(), None, "{len}");
+            assert_eq!(f.read_at(0, len).unwrap(), data);
+        }
     }
 
     #[derive(Debug, Clone)]

@@ -1,12 +1,14 @@
 //! Authenticates every name, block, symlink target and xattr of a vault and
-//! lists what fails, without changing anything.
+//! lists what fails. [`fsck`] changes nothing; [`repair`] also cuts the last
+//! blocks that a crash tore (format §6.5), and nothing else.
 //!
 //! Each directory is reached through a handle opened from its parent's, and
 //! named by the short path `/proc/self/fd/N/.`, so a backing path longer
 //! than PATH_MAX (encrypted names are ~1.5x the plaintext) is checked too.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -14,9 +16,9 @@ use rustix::fs::{Mode, OFlags};
 
 use serde::Serialize;
 
-use crate::content::ContentFile;
+use crate::content::{ContentFile, TornTail};
 use crate::names::{BackingName, classify};
-use crate::{ContentError, Vault};
+use crate::{ContentError, MountLock, Vault};
 
 #[derive(Debug, Default, Serialize)]
 pub struct FsckReport {
@@ -25,6 +27,8 @@ pub struct FsckReport {
     pub symlinks: u64,
     pub bytes: u64,
     pub problems: Vec<Problem>,
+    /// What [`repair`] changed: torn tails it cut. Not problems any more.
+    pub repaired: Vec<Problem>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,7 +37,25 @@ pub struct Problem {
     pub backing: PathBuf,
     /// Plaintext path, where the names above it could be decrypted.
     pub plain: Option<PathBuf>,
+    pub kind: ProblemKind,
     pub what: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProblemKind {
+    /// Fails authentication or has an impossible form: damage or tampering.
+    Corrupt,
+    /// A last block that a crash tore in the middle of a write (format
+    /// §6.5); [`repair`] cuts it back to the last complete block.
+    Torn,
+}
+
+/// Whether torn tails are only reported, or cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Check,
+    Repair,
 }
 
 impl FsckReport {
@@ -42,25 +64,42 @@ impl FsckReport {
     }
 }
 
-/// Checks every name, block, symlink and xattr of `vault`. `config_problems`
-/// are what [`crate::LockedVault::config_problems`] said *before* the unlock
-/// (which repairs a damaged or stale copy, and would hide it).
+/// Checks every name, block, symlink and xattr of `vault`, changing
+/// nothing. `config_problems` are what
+/// [`crate::LockedVault::config_problems`] said *before* the unlock (which
+/// repairs a damaged or stale copy, and would hide it).
 pub fn fsck(vault: &Vault, config_problems: Vec<String>) -> FsckReport {
+    run(vault, config_problems, Pass::Check)
+}
+
+/// As [`fsck`], and cuts every torn tail it finds back to the last complete
+/// block, listing each in [`FsckReport::repaired`]. The mount lock proves
+/// that no mount process writes the files meanwhile (a file being appended
+/// to looks torn for a moment).
+pub fn repair(vault: &Vault, _unmounted: &MountLock, config_problems: Vec<String>) -> FsckReport {
+    run(vault, config_problems, Pass::Repair)
+}
+
+fn run(vault: &Vault, config_problems: Vec<String>, pass: Pass) -> FsckReport {
     let mut report = FsckReport::default();
     let root = vault.root().to_path_buf();
+    let corrupt = |backing: PathBuf, plain: Option<PathBuf>, what: String| Problem {
+        backing,
+        plain,
+        kind: ProblemKind::Corrupt,
+        what,
+    };
     for problem in config_problems {
-        report.problems.push(Problem {
-            backing: PathBuf::from("."),
-            plain: None,
-            what: problem,
-        });
+        report
+            .problems
+            .push(corrupt(PathBuf::from("."), None, problem));
     }
     if let Err(e) = vault.keys().names.read_root_attr(&root) {
-        report.problems.push(Problem {
-            backing: PathBuf::from(crate::root_attr::ROOT_ATTR_FILE),
-            plain: None,
-            what: format!("mount root's mode and owner: {e}"),
-        });
+        report.problems.push(corrupt(
+            PathBuf::from(crate::root_attr::ROOT_ATTR_FILE),
+            None,
+            format!("mount root's mode and owner: {e}"),
+        ));
     }
     match open_dir(rustix::fs::CWD, root.as_os_str()) {
         Ok(handle) => walk(
@@ -69,13 +108,14 @@ pub fn fsck(vault: &Vault, config_problems: Vec<String>) -> FsckReport {
             &handle,
             Path::new(""),
             Some(PathBuf::from("/")),
+            pass,
             &mut report,
         ),
-        Err(e) => report.problems.push(Problem {
-            backing: PathBuf::from("."),
-            plain: Some(PathBuf::from("/")),
-            what: format!("cannot list: {e}"),
-        }),
+        Err(e) => report.problems.push(corrupt(
+            PathBuf::from("."),
+            Some(PathBuf::from("/")),
+            format!("cannot list: {e}"),
+        )),
     }
     report
 }
@@ -96,22 +136,27 @@ fn walk(
     handle: &OwnedFd,
     rel: &Path,
     plain: Option<PathBuf>,
+    pass: Pass,
     report: &mut FsckReport,
 ) {
     report.directories += 1;
     let dir = crate::xattr::path_at(handle, OsStr::new("."));
     let mut found: Vec<Problem> = Vec::new();
-    let mut problem = |backing: PathBuf, plain: Option<PathBuf>, what: String| {
-        found.push(Problem {
-            backing,
-            plain,
-            what,
-        });
-    };
+    let mut problem =
+        |kind: ProblemKind, backing: PathBuf, plain: Option<PathBuf>, what: String| {
+            found.push(Problem {
+                backing,
+                plain,
+                kind,
+                what,
+            });
+        };
+    let corrupt = ProblemKind::Corrupt;
     let dir_id = match crate::names::read_dir_id(&dir) {
         Ok(id) => Some(id),
         Err(e) => {
             problem(
+                corrupt,
                 rel.to_path_buf(),
                 plain.clone(),
                 format!("directory id: {e}"),
@@ -122,7 +167,12 @@ fn walk(
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) => {
-            problem(rel.to_path_buf(), plain, format!("cannot list: {e}"));
+            problem(
+                corrupt,
+                rel.to_path_buf(),
+                plain,
+                format!("cannot list: {e}"),
+            );
             report.problems.extend(found);
             return;
         }
@@ -137,6 +187,7 @@ fn walk(
         }
         if matches!(kind, BackingName::Foreign) {
             problem(
+                corrupt,
                 backing_rel,
                 None,
                 "not a name atrest wrote (a foreign file in the vault)".into(),
@@ -147,7 +198,7 @@ fn walk(
             Some(id) => match vault.keys().names.decrypt_entry(&dir, &id, &name) {
                 Ok(n) => n,
                 Err(e) => {
-                    problem(backing_rel.clone(), None, format!("name: {e}"));
+                    problem(corrupt, backing_rel.clone(), None, format!("name: {e}"));
                     None
                 }
             },
@@ -157,63 +208,126 @@ fn walk(
         let Ok(file_type) = entry.file_type() else {
             continue;
         };
-        let report_err = |what: String| (backing_rel.clone(), plain_path.clone(), what);
-        let mut errs: Vec<(PathBuf, Option<PathBuf>, String)> = Vec::new();
+        let mut errs: Vec<(ProblemKind, String)> = Vec::new();
         if file_type.is_dir() {
             subdirs.push((name.clone(), backing_rel.clone(), plain_path.clone()));
         } else if file_type.is_file() {
             report.files += 1;
-            match check_file(vault, &dir.join(&name)) {
-                Ok(bytes) => report.bytes += bytes,
-                Err(e) => errs.push(report_err(format!("contents: {e}"))),
+            match check_file(vault, &dir.join(&name), pass) {
+                Ok((bytes, Tail::Intact)) => report.bytes += bytes,
+                Ok((bytes, Tail::Torn(tear))) => {
+                    report.bytes += bytes;
+                    errs.push((
+                        ProblemKind::Torn,
+                        format!(
+                            "the last block was torn by a crash during a write (the backing \
+                             file ends {} bytes into it); `atrest fsck --repair` cuts it back \
+                             to the last complete block, at {bytes} plaintext bytes",
+                            tear.dropped()
+                        ),
+                    ));
+                }
+                Ok((bytes, Tail::Cut(tear))) => {
+                    report.bytes += bytes;
+                    report.repaired.push(Problem {
+                        backing: backing_rel.clone(),
+                        plain: plain_path.clone(),
+                        kind: ProblemKind::Torn,
+                        what: format!(
+                            "cut the last block, torn by a crash: {} backing bytes dropped, \
+                             the file now ends at {bytes} plaintext bytes",
+                            tear.dropped()
+                        ),
+                    });
+                }
+                Err(e) => errs.push((corrupt, format!("contents: {e}"))),
             }
         } else if file_type.is_symlink() {
             report.symlinks += 1;
             let check = vault.keys().names.read_symlink(root, &dir.join(&name));
             if let Err(e) = check {
-                errs.push(report_err(format!("symlink target: {e}")));
+                errs.push((corrupt, format!("symlink target: {e}")));
             }
         }
         if !file_type.is_symlink() {
             for e in check_xattrs(vault, &dir.join(&name)) {
-                errs.push(report_err(e));
+                errs.push((corrupt, e));
             }
         }
-        for (backing, plain, what) in errs {
-            problem(backing, plain, what);
+        for (kind, what) in errs {
+            problem(kind, backing_rel.clone(), plain_path.clone(), what);
         }
     }
     report.problems.extend(found);
     for (name, sub, plain) in subdirs {
         match open_dir(handle, &name) {
-            Ok(sub_handle) => walk(vault, root, &sub_handle, &sub, plain, report),
+            Ok(sub_handle) => walk(vault, root, &sub_handle, &sub, plain, pass, report),
             Err(e) => report.problems.push(Problem {
                 backing: sub,
                 plain,
+                kind: ProblemKind::Corrupt,
                 what: format!("cannot list: {e}"),
             }),
         }
     }
 }
 
-/// Authenticates every block; returns the plaintext size.
-fn check_file(vault: &Vault, path: &Path) -> Result<u64, ContentError> {
+/// How a file ends.
+enum Tail {
+    Intact,
+    /// Torn by a crash, left as it is.
+    Torn(TornTail),
+    /// Torn by a crash, and cut back to the last complete block.
+    Cut(TornTail),
+}
+
+/// Authenticates every block (up to a torn tail); returns the plaintext
+/// size (without a torn tail) and how the file ends.
+fn check_file(vault: &Vault, path: &Path, pass: Pass) -> Result<(u64, Tail), ContentError> {
     let file = File::open(path)?;
     let Some(cipher) = vault.keys().content.read_header(&file)? else {
-        return Ok(0);
+        return Ok((0, Tail::Intact));
     };
     let content = ContentFile {
         file: &file,
         cipher: &cipher,
     };
-    let size = content.plaintext_len()?;
+    let tail = match content.torn_tail()? {
+        None => Tail::Intact,
+        Some(tear) if pass == Pass::Check => Tail::Torn(tear),
+        Some(_) => {
+            let cut = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(ContentError::from)
+                .and_then(|writable| {
+                    ContentFile {
+                        file: &writable,
+                        cipher: &cipher,
+                    }
+                    .cut_torn_tail()
+                })
+                .map_err(|e| {
+                    ContentError::Io(io::Error::other(format!(
+                        "the last block was torn by a crash, and cutting it failed: {e}"
+                    )))
+                })?;
+            cut.map_or(Tail::Intact, Tail::Cut)
+        }
+    };
+    let size = match &tail {
+        Tail::Torn(tear) => tear.plaintext_len,
+        Tail::Intact | Tail::Cut(_) => content.plaintext_len()?,
+    };
     let chunk = 256 * cipher.layout().block;
     let mut offset = 0;
     while offset < size {
-        content.read_at(offset, chunk as usize)?;
+        let len = chunk.min(size - offset);
+        content.read_at(offset, len as usize)?;
         offset += chunk;
     }
-    Ok(size)
+    Ok((size, tail))
 }
 
 fn check_xattrs(vault: &Vault, path: &Path) -> Vec<String> {

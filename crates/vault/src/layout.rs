@@ -8,6 +8,11 @@
 /// `version (2) ‖ file id (16)`.
 pub const HEADER_LEN: u64 = 18;
 
+/// The backing sizes at which a crash can cut a write: page boundaries. A
+/// write interrupted by `SIGKILL` stops between pages of the page cache;
+/// 4,096 divides every page size Linux has (4, 16 and 64 KiB).
+pub const TEAR_ALIGNMENT: u64 = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     /// Plaintext bytes per block.
@@ -56,6 +61,16 @@ impl Layout {
         }
     }
 
+    /// Whether a backing file of `cipher` bytes may end in a block that a
+    /// crash tore: its size is page-aligned and falls inside a block (format
+    /// §6.5). Only then does `ContentFile::torn_tail` read anything.
+    pub fn may_end_torn(&self, cipher: u64) -> bool {
+        cipher.is_multiple_of(TEAR_ALIGNMENT)
+            && cipher
+                .checked_sub(HEADER_LEN)
+                .is_some_and(|body| !body.is_multiple_of(self.sealed_block()))
+    }
+
     /// Number of blocks holding `plain` bytes.
     pub fn block_count(&self, plain: u64) -> u64 {
         plain.div_ceil(self.block)
@@ -98,6 +113,38 @@ mod tests {
                 assert_eq!(layout.plaintext_size(c), Some(plain), "{layout:?} {plain}");
             }
         }
+    }
+
+    #[test]
+    fn only_page_aligned_sizes_inside_a_block_may_end_torn() {
+        for layout in [
+            GCM,
+            Layout {
+                block: 4096,
+                overhead: 40,
+            },
+        ] {
+            assert!(!layout.may_end_torn(0));
+            for c in (1..5 * 1024 * 1024)
+                .filter(|c: &u64| !c.is_multiple_of(4096))
+                .step_by(997)
+            {
+                assert!(!layout.may_end_torn(c), "{layout:?} {c}");
+            }
+            // No block of these layouts ends on a page boundary, so every
+            // other page boundary falls inside a block.
+            for c in (4096..5 * 1024 * 1024).step_by(4096) {
+                assert!(layout.may_end_torn(c), "{layout:?} {c}");
+            }
+        }
+        // A layout whose block 0 ends on a page boundary: not torn there.
+        let aligned = Layout {
+            block: 4078 - 28,
+            overhead: 28,
+        };
+        assert_eq!(aligned.block_offset(1), 4096);
+        assert!(!aligned.may_end_torn(4096));
+        assert!(aligned.may_end_torn(8192));
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub use config::{
     BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VERSION_2, VaultConfig,
     write_atomic,
 };
-pub use content::{ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, parse_header};
+pub use content::{
+    ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, TornTail, parse_header,
+};
 pub use content2::{ContentFile2, ContentKey2, FileCipher2};
 pub use error::{ContentError, VaultError};
 pub use keyslot::{Keyslot, SlotKind, Unlocker};

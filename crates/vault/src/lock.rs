@@ -1,5 +1,6 @@
 //! One mount at a time: the mount process holds an exclusive `flock` on
 //! `atrest.lock` in the vault root for as long as it serves the vault.
+//! `atrest fsck --repair` holds the same lock while it changes files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -68,6 +69,8 @@ impl MountLock {
 fn describe(holder: &str) -> String {
     let mut parts = holder.trim().splitn(2, ' ');
     match (parts.next(), parts.next()) {
+        // `atrest fsck --repair` holds it as `pid (atrest fsck --repair)`.
+        (Some(pid), Some(what)) if what.starts_with('(') => format!("by process {pid} {what}"),
         (Some(pid), Some(mnt)) => format!("by process {pid} at {mnt}"),
         _ => "by another process".to_string(),
     }

@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
-use atrest_vault::fsck::fsck;
+use anyhow::Context;
+use atrest_vault::MountLock;
+use atrest_vault::fsck::{FsckReport, Problem, ProblemKind};
 
 use crate::cli::FsckArgs;
 use crate::{EXIT_CORRUPT, hygiene, secrets};
@@ -20,36 +22,67 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
             args.vault.display()
         );
     }
+    // Taken before the unlock, so a passphrase is not asked for in vain;
+    // held to the end, so no mount starts writing while files are cut.
+    let lock = if args.repair {
+        let holder = format!("{} (atrest fsck --repair)", std::process::id());
+        Some(
+            MountLock::acquire(locked.root(), &holder).with_context(|| {
+                format!(
+                    "fsck --repair changes files, so it needs {} unmounted (fsck without --repair only checks, also while mounted)",
+                    args.vault.display()
+                )
+            })?,
+        )
+    } else {
+        None
+    };
     let config_problems = locked.config_problems();
     let vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
-    let report = fsck(&vault, config_problems);
+    let report = match &lock {
+        Some(lock) => atrest_vault::fsck::repair(&vault, lock, config_problems),
+        None => atrest_vault::fsck::fsck(&vault, config_problems),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for p in &report.problems {
-            let plain = p
-                .plain
-                .as_ref()
-                .map(|p| format!(" ({})", p.display()))
-                .unwrap_or_default();
-            println!("corrupt: {}{}: {}", p.backing.display(), plain, p.what);
-        }
-        println!(
-            "checked {} directories, {} files ({} bytes), {} symlinks: {}",
-            report.directories,
-            report.files,
-            report.bytes,
-            report.symlinks,
-            if report.is_clean() {
-                "no problems".to_string()
-            } else {
-                format!("{} problems", report.problems.len())
-            }
-        );
+        print(&report);
     }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CORRUPT)
     })
+}
+
+fn print(report: &FsckReport) {
+    let line = |label: &str, p: &Problem| {
+        let plain = p
+            .plain
+            .as_ref()
+            .map(|p| format!(" ({})", p.display()))
+            .unwrap_or_default();
+        println!("{label}: {}{}: {}", p.backing.display(), plain, p.what);
+    };
+    for p in &report.repaired {
+        line("repaired", p);
+    }
+    for p in &report.problems {
+        match p.kind {
+            ProblemKind::Corrupt => line("corrupt", p),
+            ProblemKind::Torn => line("torn", p),
+        }
+    }
+    let mut outcome = if report.is_clean() {
+        "no problems".to_string()
+    } else {
+        format!("{} problems", report.problems.len())
+    };
+    if !report.repaired.is_empty() {
+        outcome.push_str(&format!(", {} repaired", report.repaired.len()));
+    }
+    println!(
+        "checked {} directories, {} files ({} bytes), {} symlinks: {}",
+        report.directories, report.files, report.bytes, report.symlinks, outcome
+    );
 }

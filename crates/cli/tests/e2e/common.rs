@@ -185,6 +185,70 @@ impl Mounted {
         walk(&self.vault, &mut out);
         out
     }
+
+    /// The backing file that is `len` bytes long (tests choose distinct
+    /// plaintext sizes to tell the backing files apart).
+    pub fn backing_file_of_len(&self, len: u64) -> PathBuf {
+        self.backing_files()
+            .into_iter()
+            .find(|p| fs::metadata(p).unwrap().len() == len)
+            .unwrap_or_else(|| panic!("no backing file of {len} bytes"))
+    }
+}
+
+/// One finding of `atrest fsck --json`.
+#[derive(Debug)]
+pub struct FsckProblem {
+    pub backing: String,
+    pub plain: Option<String>,
+    /// `corrupt` or `torn`.
+    pub kind: String,
+    pub what: String,
+}
+
+/// What `atrest fsck --json` (with `--repair`) said.
+#[derive(Debug)]
+pub struct Fsck {
+    pub code: Option<i32>,
+    pub problems: Vec<FsckProblem>,
+    pub repaired: Vec<FsckProblem>,
+    /// Stdout and stderr, for messages.
+    pub text: String,
+}
+
+pub fn fsck(m: &Mounted, repair: bool) -> Fsck {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"fsck", &m.vault, &"--passphrase-file", &m.pass, &"--json"];
+    if repair {
+        args.push(&"--repair");
+    }
+    let out = run(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("fsck --json output ({e}): {text}"));
+    let list = |key: &str| -> Vec<FsckProblem> {
+        report[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .iter()
+            .map(|p| FsckProblem {
+                backing: p["backing"].as_str().unwrap_or_default().to_string(),
+                plain: p["plain"].as_str().map(str::to_string),
+                kind: p["kind"].as_str().unwrap_or_default().to_string(),
+                what: p["what"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    };
+    Fsck {
+        code: out.status.code(),
+        problems: list("problems"),
+        repaired: list("repaired"),
+        text,
+    }
 }
 
 impl Drop for Mounted {

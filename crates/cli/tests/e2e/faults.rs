@@ -8,40 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::common::{
-    Foreground, Mounted, SmallFs, detach, errno, is_mount_point, pattern, run, wait_for,
+    Foreground, Mounted, SmallFs, detach, errno, fsck, is_mount_point, pattern, run, wait_for,
 };
 
 const ENOSPC: i32 = 28;
 const ENOTCONN: i32 = 107;
 const ECONNABORTED: i32 = 103;
-
-/// `atrest fsck --json`: (exit code, problems as (backing, plain, what)).
-/// An fsck problem: backing path, plaintext path, what is wrong.
-type Problem = (String, Option<String>, String);
-
-fn fsck(m: &Mounted) -> (Option<i32>, Vec<Problem>, String) {
-    let out = run(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass, &"--json"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("fsck --json output ({e}): {text}"));
-    let problems = report["problems"]
-        .as_array()
-        .expect("problems")
-        .iter()
-        .map(|p| {
-            (
-                p["backing"].as_str().unwrap_or_default().to_string(),
-                p["plain"].as_str().map(str::to_string),
-                p["what"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    (out.status.code(), problems, text)
-}
 
 /// Fills the file system the vault lives on through the mount, and checks
 /// that nothing acknowledged is lost and the failure is ENOSPC.
@@ -163,7 +135,8 @@ fn fill_up_and_check(small: &SmallFs, what: &str) {
     check(&m, "after remount");
 
     m.unmount();
-    let (code, problems, text) = fsck(&m);
+    let checked = fsck(&m, false);
+    let (code, problems, text) = (checked.code, checked.problems, checked.text);
 
     // With space freed, writes work again.
     m.mount();
@@ -311,9 +284,11 @@ fn sigkill_of_the_mount_process_loses_no_fsynced_data() {
         );
     }
     m.unmount();
-    let (code, problems, text) = fsck(&m);
-    for (backing, plain, what) in &problems {
-        let plain = plain.as_deref().unwrap_or("<no plaintext path>");
+    let checked = fsck(&m, false);
+    let (code, problems, text) = (checked.code, checked.problems, checked.text);
+    for p in &problems {
+        let (backing, what) = (&p.backing, &p.what);
+        let plain = p.plain.as_deref().unwrap_or("<no plaintext path>");
         assert!(
             in_flight.iter().any(|w| plain == format!("/{w}")),
             "fsck reports {plain} ({backing}: {what}), which was not being written at the kill (in flight: {in_flight:?})\n{text}"

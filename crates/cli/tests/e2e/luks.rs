@@ -2,7 +2,7 @@
 //! serve` on 127.0.0.1. This machine has no device-mapper, so the tests
 //! stop at the key check (`cryptsetup open --test-passphrase`), which is
 //! the step before the mapping; `atrest luks open --name` is tested to say
-//! so and exit non-zero after checking the key (docs/operations.md §10
+//! so and exit non-zero after checking the key (docs/operations.md §11
 //! says which test covers which step).
 
 use std::path::{Path, PathBuf};

@@ -18,3 +18,4 @@ mod paths;
 mod posix;
 mod remote;
 mod tamper;
+mod torn;

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use crate::common::{Mounted, ok, pattern, run};
 
@@ -14,13 +13,6 @@ fn eio(result: std::io::Result<Vec<u8>>) -> bool {
 
 fn libc_eio() -> i32 {
     5
-}
-
-fn backing_of(m: &Mounted, marker_len: u64) -> PathBuf {
-    m.backing_files()
-        .into_iter()
-        .find(|p| fs::metadata(p).unwrap().len() == marker_len)
-        .expect("backing file with the expected size")
 }
 
 #[test]
@@ -39,7 +31,7 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
     m.unmount();
 
     // 1. A flipped bit in the middle block.
-    let flip = backing_of(&m, 18 + 3 * 4124);
+    let flip = m.backing_file_of_len(18 + 3 * 4124);
     let mut byte = [0u8; 1];
     let pos = 18 + 4124 + 2000;
     let f = fs::OpenOptions::new()
@@ -50,7 +42,7 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
     f.read_exact_at(&mut byte, pos).unwrap();
     f.write_all_at(&[byte[0] ^ 0x10], pos).unwrap();
     // 2. Two blocks swapped.
-    let swap = backing_of(&m, 18 + 2 * 4124 + 5 + 28);
+    let swap = m.backing_file_of_len(18 + 2 * 4124 + 5 + 28);
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -63,7 +55,7 @@ fn tampering_reads_as_eio_and_fsck_finds_it() {
     f.write_all_at(&b1, 18).unwrap();
     f.write_all_at(&b0, 18 + 4124).unwrap();
     // 3. A truncated last block.
-    let trunc = backing_of(&m, 18 + 100 + 28);
+    let trunc = m.backing_file_of_len(18 + 100 + 28);
     fs::OpenOptions::new()
         .write(true)
         .open(&trunc)
