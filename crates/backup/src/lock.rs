@@ -45,8 +45,7 @@ impl LockInfo {
     /// process gone.
     pub fn is_stale(&self, now_ms: u64, hostname: &str) -> bool {
         now_ms.saturating_sub(self.time_ms) > LOCK_STALE.as_millis() as u64
-            || (self.hostname == hostname
-                && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists())
+            || (self.hostname == hostname && !owner_may_live(self.pid, self.time_ms))
     }
 
     fn describe(&self) -> String {
@@ -62,6 +61,50 @@ impl LockInfo {
             now_ms().saturating_sub(self.time_ms) / 1000
         )
     }
+}
+
+/// Whether process `pid` of this host can still be the one that wrote a
+/// lock at `time_ms`: a process (not a thread: /proc/TID exists for every
+/// thread too) with that id, started no later than the lock was written.
+/// Process ids are reused (32,768 of them by default, shared with thread
+/// ids), so a bare existence check would keep a dead command's lock alive
+/// whenever its id is taken again. Unknown: assume it lives (fail closed).
+fn owner_may_live(pid: u32, time_ms: u64) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if tgid != Some(pid) {
+        return false;
+    }
+    match process_start_ms(pid) {
+        // btime has a resolution of one second.
+        Some(started) => started <= time_ms + 1000,
+        None => true,
+    }
+}
+
+/// When process `pid` started (ms since the epoch), from its start time in
+/// clock ticks since boot (/proc/PID/stat field 22) and the boot time
+/// (/proc/stat `btime`).
+fn process_start_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // after the last ')' are numbered from 3.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    Some(btime * 1000 + ticks * 1000 / hz.max(1))
 }
 
 fn now_ms() -> u64 {
@@ -300,6 +343,30 @@ mod tests {
             time_ms: now,
         };
         assert!(old.is_stale(now, "here") && dead.is_stale(now, "here"));
+        // A live process that started after the lock was written (its id
+        // reused), and a thread id: neither is the owner.
+        let reused = LockInfo {
+            exclusive: true,
+            hostname: "here".into(),
+            pid: std::process::id(),
+            time_ms: process_start_ms(std::process::id()).unwrap() - 5_000,
+        };
+        assert!(reused.is_stale(now, "here"));
+        let mine = LockInfo {
+            time_ms: now,
+            ..reused.clone()
+        };
+        assert!(!mine.is_stale(now, "here"), "this process wrote it now");
+        // This test runs on a thread of its own: its id is a thread id.
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        if tid != std::process::id() {
+            let thread = LockInfo { pid: tid, ..mine };
+            assert!(
+                thread.is_stale(now, "here"),
+                "a thread id is never a lock's owner"
+            );
+        }
         assert!(!live.is_stale(now, "here") && !dead.is_stale(now, "elsewhere"));
         repo.write_lock(&old).unwrap();
         repo.write_lock(&dead).unwrap();

@@ -312,23 +312,29 @@ fn mount(args: &BackupMountArgs) -> anyhow::Result<ExitCode> {
         SessionACL::Owner
     };
     options.n_threads = Some(2);
+    // Ctrl-C or SIGTERM unmounts; `umount DIR` ends the session too. The
+    // handlers are in place before the mount appears: a SIGTERM the moment
+    // it is there must unmount, not kill the process with the default action.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    let (mut term, mut int) = {
+        let _guard = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        )
+    };
     let mut session = fuser::Session::new(fs, &args.dir, &options)
         .with_context(|| format!("mounting on {}", args.dir.display()))?;
     let mut unmounter = session.unmount_callable();
-    // Ctrl-C or SIGTERM unmounts; `umount DIR` ends the session too.
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
         rt.block_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
         });
         let _ = unmounter.unmount();
