@@ -467,7 +467,7 @@ async fn a_held_request_is_released_once_approved() {
         "{}",
         view.reason
     );
-    assert_eq!(f.authority.pending().len(), 1);
+    assert_eq!(f.authority.pending().await.unwrap().len(), 1);
     // Still pending when polled.
     pending(poll_now(&f, &view.id).await.unwrap());
     // A waiting poll is woken by the decision.
@@ -499,7 +499,7 @@ async fn a_held_request_is_released_once_approved() {
             .any(|e| e.kind == EntryKind::Approval && e.actor == "alice")
     );
     // A host cannot pile up held requests.
-    for _ in 0..crate::held::MAX_PENDING_PER_HOST {
+    for _ in 0..crate::storage::MAX_HELD_PER_HOST {
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         pending(unlock(&f, &signed).await.unwrap());
     }
@@ -558,7 +558,7 @@ async fn held_requests_can_be_denied_and_expire_to_deny() {
             .code(),
         "already_decided"
     );
-    assert!(f.authority.pending().is_empty());
+    assert!(f.authority.pending().await.unwrap().is_empty());
     assert!(
         entries(&f)
             .await
@@ -903,7 +903,7 @@ async fn only_the_requester_collects_a_held_requests_grant() {
     );
     // The token did not leak into any view of the request.
     let token = poll_token(&f, &view.id);
-    let shown = serde_json::to_string(&f.authority.pending_request(&view.id).unwrap()).unwrap();
+    let shown = serde_json::to_string(&f.authority.pending_request(&view.id).await.unwrap()).unwrap();
     assert!(!shown.contains(&token));
     assert!(!entries(&f).await.iter().any(|e| e.details.contains(&token)));
 }
