@@ -774,6 +774,47 @@ fn two_replicas_on_postgresql_are_one_authority() {
     b.cli_ok(&["host", "reinstate", "web-1"]);
     rt.block_on(via_a.unlock_ok(&host, BOOT));
 
+    // Held through A, listed and approved through B, collected through B;
+    // A gives the same answer to a poll (one release in the log).
+    a.cli_ok(&["policy", "set", "--group", "web", "approve"]);
+    let (status, body, state) = rt.block_on(via_a.unlock(&host, BOOT)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let poll_token = body["poll_token"].as_str().unwrap().to_owned();
+    let listed = b.cli_ok(&["requests"]);
+    assert!(listed.contains(&id) && listed.contains("web-1"), "{listed}");
+    b.cli_ok(&["approve", &id, "--as", "alice"]);
+    let poll = |client: &HostClient| {
+        rt.block_on(async {
+            client
+                .http
+                .get(format!("{}/v1/requests/{id}?wait=5", client.base))
+                .header("x-atrest-poll-token", &poll_token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let (from_b, from_a) = (poll(&via_b), poll(&via_a));
+    assert_eq!(from_b["status"], "granted", "{from_b}");
+    assert_eq!(from_a["audit_seq"], from_b["audit_seq"], "{from_a}");
+    let response: atrest_remote::BlindedResponse =
+        serde_json::from_value(from_b["response"].clone()).unwrap();
+    assert_eq!(
+        state.unblind(&response).unwrap().expose(),
+        host.key.expose()
+    );
+    let released = b
+        .cli_ok(&["audit", "tail", "-n", "1000", "--json"])
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("\"released\""))
+        .count();
+    assert_eq!(released, 1);
+    a.cli_ok(&["policy", "set", "--group", "web", "auto"]);
+
     // A request answered by A, replayed at B.
     let (blinded, _) = host.binding.blind();
     let signed = host.identity.sign(UnlockRequest {
