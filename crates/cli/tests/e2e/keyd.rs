@@ -927,7 +927,8 @@ fn database_urls_that_cannot_work_are_refused_clearly() {
 
 /// Issue 10, host side: a vault enrolled with `--authority A --replica B`
 /// (two `keyd serve` on one PostgreSQL) unlocks through B once A is killed
-/// (-9), and a definitive refusal from A is final: B is not asked.
+/// (-9), also when its request was held by A and approved through B, and a
+/// definitive refusal from A is final: B is not asked.
 #[test]
 fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     use crate::common::{FAST_KDF, success};
@@ -1000,9 +1001,42 @@ fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     std::fs::write(mnt.join("note"), b"kept at rest").unwrap();
     ok(&[&"unmount", &mnt]);
 
-    // A killed: the host (same boot, so no approval) moves on to B after
-    // A's retries.
+    // Held by A for an approver; A dies while the host waits; approved
+    // through B, and the host's poll moves on to B, which answers it.
+    a.cli_ok(&["policy", "set", "--group", "web", "approve"]);
+    let waiting = host(
+        &state,
+        BOOT_A,
+        &[&"unlock", &vault, &"--mount", &mnt, &"--timeout", &"60"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let held = (0..600)
+        .find_map(|_| {
+            let listed: Value = serde_json::from_str(&b.cli_ok(&["requests", "--json"])).unwrap();
+            let id = listed[0]["id"].as_str().map(str::to_owned);
+            if id.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            id
+        })
+        .expect("the host's request was never held");
     a.kill();
+    b.cli_ok(&["approve", &held, "--as", "alice"]);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(mnt.join("note")).unwrap(), b"kept at rest");
+    ok(&[&"unmount", &mnt]);
+    b.cli_ok(&["policy", "set", "--group", "web", "auto"]);
+
+    // A still down: the host (same boot, so no approval) moves on to B
+    // after A's retries.
     success(host(
         &state,
         BOOT_A,
