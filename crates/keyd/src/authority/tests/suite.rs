@@ -1049,6 +1049,35 @@ async fn a_burst_of_requests_holds_exactly_the_per_host_limit() {
     pending(unlock(&f, &signed).await.unwrap());
 }
 
+/// Nobody may approve what the log lacks: a hold whose `pending` entry
+/// cannot be written leaves no request behind, and a decision that cannot
+/// be written leaves the request waiting.
+#[tokio::test]
+async fn a_hold_or_decision_the_log_cannot_take_changes_nothing() {
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    f.faults.fail(true);
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let refused = unlock(&f, &signed).await.unwrap_err();
+    assert_eq!(refused.code(), "audit_unavailable");
+    f.faults.fail(false);
+    assert!(f.authority.pending().await.unwrap().is_empty());
+
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    f.faults.fail(true);
+    let refused = f.authority.decide(&view.id, true, "alice").await.unwrap_err();
+    assert_eq!(refused.code(), "audit_unavailable");
+    f.faults.fail(false);
+    pending(poll_now(&f, &view.id).await.unwrap());
+    f.authority.decide(&view.id, true, "alice").await.unwrap();
+    granted(poll_now(&f, &view.id).await.unwrap());
+}
+
 /// A released request is claimed once in the store: it cannot be released
 /// again, and its later polls get the first answer.
 #[tokio::test]
