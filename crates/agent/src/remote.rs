@@ -454,9 +454,13 @@ struct Poll<'a> {
 
 /// Asks one authority for the key of `binding`, retrying transient
 /// failures with backoff and waiting out approval, all within the deadline.
+/// `replicas`: the other URLs of the same authority, which a held
+/// request's polls move to when this one cannot be reached (every replica
+/// answers for every held request).
 async fn request_key(
     ctx: &Context,
     authority: &AuthorityRef,
+    replicas: &[&str],
     binding: &RemoteBinding,
     slot_id: u8,
 ) -> Result<Released, AgentError> {
@@ -512,7 +516,11 @@ async fn request_key(
                         token: &poll_token,
                         known_tree_size,
                     };
-                    wait_for_decision(ctx, &client, &poll, reason).await
+                    let mut pollers = vec![client.clone()];
+                    for replica in replicas {
+                        pollers.push(AuthorityClient::new(replica, authority.ca_fingerprint)?);
+                    }
+                    wait_for_decision(ctx, &pollers, &poll, reason).await
                 }
                 Ok(UnlockReply::Pending {
                     poll_token: None, ..
@@ -603,16 +611,21 @@ fn with_attempts(error: AgentError, attempts: u32) -> AgentError {
 }
 
 /// Long-polls a held request until it is decided or the deadline passes.
-/// Connection failures while waiting are retried: the request stays held.
+/// Connection failures while waiting are retried, on the next of
+/// `clients` (the replica that held the request, then the authority's
+/// other replicas, in turn): the request stays held, in the authority's
+/// database.
 async fn wait_for_decision(
     ctx: &Context,
-    client: &AuthorityClient,
+    clients: &[AuthorityClient],
     poll: &Poll<'_>,
     mut reason: String,
 ) -> Result<UnlockReply, AgentError> {
     let started = Instant::now();
     let mut delay = ctx.options.backoff;
+    let mut turn = 0;
     loop {
+        let client = &clients[turn % clients.len()];
         let left = remaining(ctx.deadline);
         if left < Duration::from_secs(1) {
             return Err(AgentError::StillPending {
@@ -636,6 +649,11 @@ async fn wait_for_decision(
                 delay = ctx.options.backoff;
             }
             Err(e) if e.is_transient() => {
+                turn += 1;
+                if clients.len() > 1 {
+                    let next = clients[turn % clients.len()].url();
+                    tracing::warn!(authority = %client.url(), %next, error = %e, "polling the held request through the next replica");
+                }
                 tokio::time::sleep(delay.min(remaining(ctx.deadline))).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -669,7 +687,8 @@ async fn request_key_from_replicas(
             url: (*url).to_string(),
             ..slot.authority.clone()
         };
-        match request_key(ctx, &authority, &slot.binding, slot_id).await {
+        let others: Vec<&str> = urls.iter().copied().filter(|other| other != url).collect();
+        match request_key(ctx, &authority, &others, &slot.binding, slot_id).await {
             Err(e) if e.is_transient() && i + 1 < urls.len() => {
                 tracing::warn!(
                     authority = %url,
@@ -766,7 +785,7 @@ async fn collect_threshold(
         tasks.spawn(async move {
             (
                 index,
-                request_key(&ctx, &authority, &binding, slot_id).await,
+                request_key(&ctx, &authority, &[], &binding, slot_id).await,
             )
         });
     }

@@ -418,18 +418,32 @@ async fn revoked_shredded_and_held_requests_say_so() {
     assert!(matches!(err, AgentError::StillPending { .. }), "{err:?}");
 
     // Approved while the host waits.
-    let earlier: Vec<String> = keyd.authority.pending().into_iter().map(|p| p.id).collect();
+    let earlier: Vec<String> = keyd
+        .authority
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     let state = host.state.clone();
     let root = host.root.clone();
     let waiting = tokio::spawn(async move {
         unlock(LockedVault::open(&root).unwrap(), &state, &options(20)).await
     });
     let request = loop {
-        if let Some(p) = keyd.authority.pending().into_iter().find(|p| {
-            p.state == atrest_keyd::PendingState::Pending
-                && p.host_id == id
-                && !earlier.contains(&p.id)
-        }) {
+        if let Some(p) = keyd
+            .authority
+            .pending()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| {
+                p.state == atrest_keyd::PendingState::Pending
+                    && p.host_id == id
+                    && !earlier.contains(&p.id)
+            })
+        {
             break p;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -601,7 +615,7 @@ async fn the_host_keeps_how_each_boot_was_accounted_for() {
     let waiting =
         tokio::spawn(async move { unlock(LockedVault::open(&root).unwrap(), &state, &b2).await });
     let request = loop {
-        if let Some(p) = keyd.authority.pending().into_iter().next() {
+        if let Some(p) = keyd.authority.pending().await.unwrap().into_iter().next() {
             break p;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -34,6 +34,11 @@ pub const SHARE_MAC: &[u8] = b"atrest v1 share mac";
 /// vault id.
 pub const THRESHOLD_SHARE_KEY: &[u8] = b"atrest v1 threshold share";
 
+/// Seals the answer to a request `atrest keyd` held for an approver, kept
+/// in its database for the request's later polls, from the request's poll
+/// token. Salt: the request id.
+pub const HELD_GRANT: &[u8] = b"atrest v1 held grant";
+
 /// Format 2 (docs/format.md §16.2). Salt: the vault id, except
 /// [`FILE_KEY_V2`] (the file id).
 ///
@@ -112,6 +117,8 @@ pub mod domain {
     pub const UNLOCK_REQUEST: &[u8] = b"atrest unlock request v1";
     /// Prefix of the bytes a host signs to announce a planned reboot.
     pub const REBOOT_NOTICE: &[u8] = b"atrest reboot notice v1";
+    /// The AAD of a held request's sealed answer, followed by the request id.
+    pub const HELD_GRANT: &[u8] = b"atrest held grant v1";
     /// Signed bind requests (`POST /v1/bind`).
     pub const BIND_REQUEST: &[u8] = b"atrest bind request v1";
     /// Prefix of the bytes a threshold share's MAC covers.

@@ -27,7 +27,7 @@ use serde::Serialize;
 pub use crate::enroll::{MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, Token};
 pub use crate::error::AuthorityError;
 use crate::events::AuditEvent;
-use crate::held::{HeldRequests, PendingView, PollToken};
+use crate::held::{PendingView, PollToken};
 use crate::metrics::Metrics;
 use crate::state::{Boots, HostEntry, Hosts, Policies, RefusalBudget};
 use crate::storage::{BootState, HostRecord, HostState, PolicyRule, Storage};
@@ -133,7 +133,9 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     /// hosts, so a flood of the first cannot hide the second.
     refusals: RefusalBudget,
     refusals_authenticated: RefusalBudget,
-    held: HeldRequests,
+    /// Woken when this process changes a held request, so its waiting
+    /// polls look at once (those on other replicas look every 250 ms).
+    held_changed: tokio::sync::Notify,
     metrics: Metrics,
     /// Held exclusively across snapshot → audit → storage → memory by
     /// every change to a host or a policy, so two changes never interleave
@@ -181,7 +183,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             boot_writer: tokio::sync::Mutex::default(),
             refusals: RefusalBudget::new(options.refusal_entries_per_second),
             refusals_authenticated: RefusalBudget::new(options.refusal_entries_per_second),
-            held: HeldRequests::default(),
+            held_changed: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             changes: tokio::sync::RwLock::new(()),
             storage,
@@ -241,8 +243,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         &self.inner.policies
     }
 
-    pub(crate) fn held(&self) -> &HeldRequests {
-        &self.inner.held
+    pub(crate) fn held_changed(&self) -> &tokio::sync::Notify {
+        &self.inner.held_changed
     }
 
     /// See `Inner::changes`: exclusive for a change to a host or a policy,

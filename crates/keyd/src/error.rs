@@ -31,7 +31,7 @@ pub enum AuthorityError {
     Denied { host: HostId, reason: String },
     #[error("the request waited for an approver until it expired; ask again")]
     Expired,
-    #[error("no pending request {0}: it expired long ago, was never made, or keyd restarted")]
+    #[error("no held request {0}: it was never made, or was decided or expired long ago")]
     UnknownRequest(String),
     #[error(
         "this poll does not carry the poll token the held request's answer gave: only the \

@@ -1,25 +1,28 @@
-//! The table of requests held for a person, in memory: each request's
-//! view, its verified request, the poll token's hash, the grant made once
-//! it is approved, and a channel that wakes its polls. Claiming a decision,
-//! settling it, expiry and the per-host limit are methods here; writing the
-//! audit entries around them is [`crate::approval`]'s job.
-//!
-//! Held requests live in memory: after a restart a waiting host simply
-//! asks again (its poll gets `unknown_request`) and a new request is held.
+//! Requests held for a person, as the authority stores them: the view
+//! approvers, operators and the host see ([`PendingView`]), the encoding of
+//! what a later release needs ([`HeldRecord`]: the signed request, never a
+//! key), the poll token only the requester holds and the answer sealed
+//! under it. The rows live behind [`crate::storage::Storage`], so every
+//! replica shows, decides and releases the same requests and a restart
+//! forgets none; the transitions are claimed in the database
+//! ([`crate::approval`] drives them).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
 
-use atrest_remote::{HostId, VerifiedRequest, to_base64url};
+use atrest_core::{BlockCipher, ContentAlgorithm, SecretKey};
+use atrest_remote::{
+    HostId, HostPublicKey, RequestSignature, SignedUnlockRequest, UnlockRequest, VerifiedRequest,
+    to_base64url,
+};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use zeroize::Zeroizing;
 
 use crate::error::AuthorityError;
 use crate::policy::BootStatus;
+use crate::storage::{HeldState, StorageError, StoredHeld};
 use crate::unlock::Grant;
 
-/// Where a held request stands.
+/// Where a held request stands, as it is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PendingState {
@@ -27,6 +30,8 @@ pub enum PendingState {
     Approved,
     Denied,
     Expired,
+    /// Approved, and its answer given to the host.
+    Released,
 }
 
 impl PendingState {
@@ -36,6 +41,18 @@ impl PendingState {
             Self::Approved => "approved",
             Self::Denied => "denied",
             Self::Expired => "expired",
+            Self::Released => "released",
+        }
+    }
+
+    /// A decision being written still waits, as far as anyone can see.
+    pub(crate) fn of(state: HeldState) -> Self {
+        match state {
+            HeldState::Pending | HeldState::Deciding => Self::Pending,
+            HeldState::Approved => Self::Approved,
+            HeldState::Denied => Self::Denied,
+            HeldState::Expired => Self::Expired,
+            HeldState::Released => Self::Released,
         }
     }
 }
@@ -71,213 +88,127 @@ pub struct PendingView {
     pub last_unlock_at: Option<u64>,
 }
 
-struct PendingEntry {
+/// The version of [`HeldRecord`]'s encoding in the `request` column.
+const RECORD_VERSION: u8 = 1;
+
+/// What the authority stores of a held request besides the columns the
+/// store decides on: the view as held, the host's signed request (so a
+/// release re-checks its signature and no row written behind the
+/// authority's back can be answered) and how its boot was judged. JSON,
+/// versioned.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeldRecord {
+    version: u8,
     view: PendingView,
-    verified: VerifiedRequest,
-    /// How the request's boot was judged when it was held.
+    request: UnlockRequest,
+    signature: RequestSignature,
     boot: BootStatus,
-    /// SHA-256 of the poll token only the requester was given.
-    poll_token_hash: [u8; 32],
-    /// The grant, made once: concurrent polls wait for the one that makes
-    /// it, then all get that answer; the log gets one release and the boot
-    /// one ticket.
-    grant: Arc<tokio::sync::Mutex<Option<Grant>>>,
-    /// A decision is being written to the log: a second decider is told
-    /// it was already decided, and the host still sees "pending".
-    deciding: bool,
-    changed: watch::Sender<PendingState>,
 }
 
-/// The held requests, by request id.
-#[derive(Default)]
-pub(crate) struct HeldRequests(Mutex<HashMap<String, PendingEntry>>);
-
-/// Held requests one host may have waiting at once.
-pub const MAX_PENDING_PER_HOST: usize = 8;
-
-/// How long decided requests stay answerable to the host's poll.
-const KEEP_DECIDED: u64 = 600;
-
-/// What a poll of an approved request needs to release it.
-pub(crate) struct Approved {
+/// A stored held request, decoded.
+pub(crate) struct Held {
     pub view: PendingView,
-    pub verified: VerifiedRequest,
+    pub state: HeldState,
+    poll_token_hash: [u8; 32],
+    signed: SignedUnlockRequest,
     pub boot: BootStatus,
-    /// The one grant of this request, made by the first poll that gets it.
-    pub grant: Arc<tokio::sync::Mutex<Option<Grant>>>,
+    pub sealed_grant: Option<Vec<u8>>,
 }
 
-impl HeldRequests {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, PendingEntry>) -> T) -> T {
-        f(&mut self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
-    /// How many of `host`'s requests are waiting.
-    pub fn waiting_for(&self, host: &HostId) -> usize {
-        self.with(|map| {
-            map.values()
-                .filter(|e| &e.view.host_id == host && e.view.state == PendingState::Pending)
-                .count()
-        })
-    }
-
-    /// Holds a request (its view's state is `pending`); returns the poll
+impl Held {
+    /// A new held request (state `Pending`), as stored, and the poll
     /// token only its requester gets.
-    pub fn insert(
-        &self,
+    pub fn create(
         view: PendingView,
-        verified: VerifiedRequest,
-        boot: BootStatus,
-    ) -> PollToken {
-        let (changed, _) = watch::channel(PendingState::Pending);
+        verified: &VerifiedRequest,
+        signature: &RequestSignature,
+        boot: &BootStatus,
+    ) -> Result<(StoredHeld, PollToken), AuthorityError> {
         let poll_token = PollToken::random();
-        self.with(|map| {
-            map.insert(
-                view.id.clone(),
-                PendingEntry {
-                    view,
-                    verified,
-                    boot,
-                    poll_token_hash: poll_token.hash(),
-                    grant: Arc::default(),
-                    deciding: false,
-                    changed,
-                },
-            )
-        });
-        poll_token
+        let record = HeldRecord {
+            version: RECORD_VERSION,
+            view: view.clone(),
+            request: verified.request().clone(),
+            signature: *signature,
+            boot: boot.clone(),
+        };
+        let request = serde_json::to_vec(&record)
+            .map_err(|e| StorageError::Corrupt(format!("held request {}: {e}", view.id)))?;
+        let stored = StoredHeld {
+            id: view.id,
+            host_id: view.host_id,
+            state: HeldState::Pending,
+            decided_by: None,
+            created_at: view.created_at,
+            expires_at: view.expires_at,
+            poll_token_hash: poll_token.hash(),
+            request,
+            sealed_grant: None,
+        };
+        Ok((stored, poll_token))
     }
 
-    /// Requests still waiting at `now`, oldest first.
-    pub fn waiting(&self, now: u64) -> Vec<PendingView> {
-        let mut all: Vec<_> = self.with(|map| {
-            map.values()
-                .filter(|e| e.view.state == PendingState::Pending && e.view.expires_at > now)
-                .map(|e| e.view.clone())
-                .collect()
-        });
-        all.sort_by_key(|v| v.created_at);
-        all
-    }
-
-    pub fn view(&self, id: &str) -> Result<PendingView, AuthorityError> {
-        self.with(|map| map.get(id).map(|e| e.view.clone()))
-            .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))
-    }
-
-    /// Claims the decision of a waiting request, so two deciders cannot
-    /// both be logged; [`settle`](Self::settle) or
-    /// [`unclaim`](Self::unclaim) ends the claim.
-    pub fn claim(&self, id: &str) -> Result<PendingView, AuthorityError> {
-        self.with(|map| {
-            let entry = map
-                .get_mut(id)
-                .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?;
-            if entry.view.state != PendingState::Pending || entry.deciding {
-                let state = if entry.deciding {
-                    "being decided"
-                } else {
-                    entry.view.state.as_str()
-                };
-                return Err(AuthorityError::AlreadyDecided {
-                    id: id.to_owned(),
-                    state,
-                });
-            }
-            entry.deciding = true;
-            Ok(entry.view.clone())
+    pub fn decode(stored: StoredHeld) -> Result<Self, AuthorityError> {
+        let corrupt =
+            |what: String| StorageError::Corrupt(format!("held request {}: {what}", stored.id));
+        let record: HeldRecord =
+            serde_json::from_slice(&stored.request).map_err(|e| corrupt(e.to_string()))?;
+        if record.version != RECORD_VERSION {
+            return Err(corrupt(format!("record version {}", record.version)).into());
+        }
+        if record.view.id != stored.id || record.request.host_id != stored.host_id {
+            return Err(corrupt("its record is another request's".into()).into());
+        }
+        let mut view = record.view;
+        view.state = PendingState::of(stored.state);
+        view.decided_by = stored.decided_by;
+        Ok(Self {
+            view,
+            state: stored.state,
+            poll_token_hash: stored.poll_token_hash,
+            signed: SignedUnlockRequest {
+                request: record.request,
+                signature: record.signature,
+                boot_ticket: None,
+            },
+            boot: record.boot,
+            sealed_grant: stored.sealed_grant,
         })
     }
 
-    /// Gives a claimed decision up (its entry could not be written).
-    pub fn unclaim(&self, id: &str) {
-        self.with(|map| {
-            if let Some(entry) = map.get_mut(id) {
-                entry.deciding = false;
-            }
-        });
+    /// The poll token a poll presented (base64url), if it is this
+    /// request's.
+    pub fn check_poll_token(&self, presented: &str) -> Result<PollToken, AuthorityError> {
+        let token = PollToken::parse(presented).ok_or(AuthorityError::BadPollToken)?;
+        if atrest_core::constant_time_eq(&token.hash(), &self.poll_token_hash) {
+            Ok(token)
+        } else {
+            Err(AuthorityError::BadPollToken)
+        }
     }
 
-    /// Moves a waiting request to `state` and wakes its polls; a request
-    /// already decided keeps its state.
-    pub fn settle(&self, id: &str, state: PendingState, by: Option<&str>) -> Option<PendingView> {
-        self.with(|map| {
-            let entry = map.get_mut(id)?;
-            if entry.view.state == PendingState::Pending {
-                entry.deciding = false;
-                entry.view.state = state;
-                entry.view.decided_by = by.map(str::to_owned);
-                entry.changed.send_replace(state);
-            }
-            Some(entry.view.clone())
-        })
-    }
-
-    /// A channel of the request's state changes, for a poll that carries
-    /// the request's poll token (base64url).
-    pub fn subscribe(
+    /// The request verified again, against the host's key and the time it
+    /// was held (it has waited for an approver since).
+    pub fn verified(
         &self,
-        id: &str,
-        poll_token: &str,
-    ) -> Result<watch::Receiver<PendingState>, AuthorityError> {
-        let presented = atrest_remote::from_base64url::<32>(poll_token)
-            .map(|t| atrest_core::sha256(&t))
-            .unwrap_or_default();
-        self.with(|map| {
-            map.get(id).map(|e| {
-                atrest_core::constant_time_eq(&presented, &e.poll_token_hash)
-                    .then(|| e.changed.subscribe())
-            })
-        })
-        .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))?
-        .ok_or(AuthorityError::BadPollToken)
-    }
-
-    /// What releasing request `id` needs.
-    pub fn approved(&self, id: &str) -> Result<Approved, AuthorityError> {
-        self.with(|map| {
-            map.get(id).map(|e| Approved {
-                view: e.view.clone(),
-                verified: e.verified.clone(),
-                boot: e.boot.clone(),
-                grant: e.grant.clone(),
-            })
-        })
-        .ok_or_else(|| AuthorityError::UnknownRequest(id.to_owned()))
-    }
-
-    /// Forgets requests decided long enough ago, and returns the waiting
-    /// ones whose time is up at `now` (still waiting until settled).
-    pub fn sweep(&self, now: u64) -> Vec<PendingView> {
-        self.with(|map| {
-            map.retain(|_, e| {
-                e.view.state == PendingState::Pending
-                    || e.view.expires_at.saturating_add(KEEP_DECIDED) > now
-            });
-            map.values()
-                .filter(|e| e.view.state == PendingState::Pending && e.view.expires_at <= now)
-                .map(|e| e.view.clone())
-                .collect()
-        })
-    }
-
-    /// The ids of `host`'s waiting requests.
-    pub fn waiting_ids_of(&self, host: &HostId) -> Vec<String> {
-        self.with(|map| {
-            map.values()
-                .filter(|e| &e.view.host_id == host && e.view.state == PendingState::Pending)
-                .map(|e| e.view.id.clone())
-                .collect()
-        })
+        key: &HostPublicKey,
+        max_skew: u64,
+    ) -> Result<VerifiedRequest, AuthorityError> {
+        Ok(atrest_remote::verify(
+            &self.signed,
+            key,
+            self.view.created_at,
+            max_skew,
+        )?)
     }
 }
 
 /// The secret a held request's answer gives its requester, which its polls
 /// must carry. Request ids are shown to approvers, operators and webhooks;
 /// this is not, so nobody else can collect the grant (and its boot ticket).
+/// The database keeps only its hash, and the answer sealed under a key
+/// derived from it.
 #[derive(Clone)]
 pub struct PollToken([u8; 32]);
 
@@ -286,8 +217,44 @@ impl PollToken {
         Self(atrest_core::random_array())
     }
 
+    fn parse(text: &str) -> Option<Self> {
+        atrest_remote::from_base64url::<32>(text).map(Self)
+    }
+
     fn hash(&self) -> [u8; 32] {
         atrest_core::sha256(&self.0)
+    }
+
+    fn grant_cipher(&self, id: &str) -> (BlockCipher, Vec<u8>) {
+        let key =
+            SecretKey::from_bytes(self.0).derive(id.as_bytes(), atrest_core::labels::HELD_GRANT);
+        let aad = [atrest_core::labels::domain::HELD_GRANT, id.as_bytes()].concat();
+        (
+            BlockCipher::new(ContentAlgorithm::XChaCha20Poly1305, &key),
+            aad,
+        )
+    }
+
+    /// The answer to request `id`, sealed for the database.
+    pub(crate) fn seal_grant(&self, id: &str, grant: &Grant) -> Result<Vec<u8>, AuthorityError> {
+        let plain = Zeroizing::new(
+            serde_json::to_vec(grant)
+                .map_err(|e| StorageError::Corrupt(format!("held request {id}: {e}")))?,
+        );
+        let (cipher, aad) = self.grant_cipher(id);
+        Ok(cipher.seal(&aad, &plain))
+    }
+
+    /// The answer to request `id` kept by whichever replica released it.
+    pub(crate) fn open_grant(&self, id: &str, sealed: &[u8]) -> Result<Grant, AuthorityError> {
+        let corrupt = |what: &str| StorageError::Corrupt(format!("held request {id}: {what}"));
+        let (cipher, aad) = self.grant_cipher(id);
+        let plain = Zeroizing::new(
+            cipher
+                .open(&aad, sealed)
+                .map_err(|_| corrupt("its sealed answer does not open"))?,
+        );
+        Ok(serde_json::from_slice(&plain).map_err(|_| corrupt("its answer does not parse"))?)
     }
 }
 

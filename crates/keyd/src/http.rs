@@ -375,7 +375,8 @@ async fn metrics<S: Storage, A: AuditStore, C: Clock>(
     let authority = &state.authority;
     let text = authority.metrics().render(Snapshot {
         hosts: authority.host_count(),
-        pending: authority.pending().len(),
+        // A database that cannot be read shows in `database_up`.
+        pending: authority.pending().await.map_or(0, |p| p.len()),
         audit: authority.audit().stats(),
         audit_queue: authority.audit().queue_len(),
         database_up: authority.health().await.is_ok(),
@@ -656,8 +657,8 @@ async fn list_policies<S: Storage, A: AuditStore, C: Clock>(
 
 async fn list_pending<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
-) -> Json<Vec<PendingView>> {
-    Json(state.authority.pending())
+) -> Result<Json<Vec<PendingView>>, ApiError> {
+    Ok(Json(state.authority.pending().await?))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

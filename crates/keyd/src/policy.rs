@@ -2,10 +2,13 @@
 //! its boot relates to the last one released to. Pure (no clock, no
 //! state), so every combination is tested below.
 
+use serde::{Deserialize, Serialize};
+
 use crate::storage::{BootState, Policy, PolicyRule};
 
 /// How this boot relates to the last one the authority released to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
 pub(crate) enum BootStatus {
     /// No release since enrollment.
     First,

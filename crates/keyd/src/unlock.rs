@@ -11,7 +11,7 @@ use atrest_remote::{
     BlindedResponse, KeyId, SignedRebootNotice, SignedUnlockRequest, VerifiedRequest, to_base64url,
 };
 use atrest_wire::{AuditProof, Rebind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::authority::{ACTOR, Authority, RequestContext, UnlockOutcome, check_state};
 use crate::error::AuthorityError;
@@ -21,7 +21,7 @@ use crate::state::HostEntry;
 use crate::storage::Storage;
 
 /// A released answer, with the audit proof the host keeps.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Grant {
     pub response: BlindedResponse,
     pub audit_seq: u64,
@@ -89,7 +89,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 Err(e)
             }
             Verdict::Hold { reason } => {
-                match self.hold(&entry, verified, &boot, reason, context).await {
+                match self
+                    .hold(&entry, &verified, &signed.signature, &boot, reason, context)
+                    .await
+                {
                     Ok((view, poll_token)) => Ok(UnlockOutcome::Pending {
                         view: Box::new(view),
                         poll_token: Some(poll_token),

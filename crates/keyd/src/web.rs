@@ -172,7 +172,18 @@ async fn show<S: Storage, A: AuditStore, C: Clock>(
         return Html(login_page(None, "")).into_response();
     };
     let flash = web.take_flash(&id);
-    let pending = web.app.authority.pending();
+    let pending = match web.app.authority.pending().await {
+        Ok(pending) => pending,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Html(message_page(&format!(
+                    "The held requests cannot be read now ({e}); reload in a moment."
+                ))),
+            )
+                .into_response();
+        }
+    };
     Html(list_page(&session, flash.as_ref(), &pending, web.now())).into_response()
 }
 
@@ -363,7 +374,7 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
     };
     if approve
         && form.confirm != CONFIRM_UNPROVEN
-        && let Ok(view) = web.app.authority.pending_request(&request)
+        && let Ok(view) = web.app.authority.pending_request(&request).await
         && view.boot == "unproven"
         && view.state == crate::held::PendingState::Pending
     {

@@ -312,7 +312,7 @@ async fn an_approver_logs_in_approves_and_the_host_gets_its_key() {
     let (status, headers, html) = phone.page().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["cache-control"], "no-store");
-    let view = keyd.authority.pending_request(&id).unwrap();
+    let view = keyd.authority.pending_request(&id).await.unwrap();
     let made = format!("<dd class=\"made\">{}", rfc3339(view.created_at));
     let countdown = format!("data-expires-at=\"{}\">10 min<", view.expires_at);
     let key_id = format!("<dd class=\"key-id\">{}</dd>", host.binding.key_id());
@@ -375,7 +375,7 @@ async fn an_approver_logs_in_approves_and_the_host_gets_its_key() {
         state.unblind(&response).unwrap().expose(),
         host.key.expose()
     );
-    let view = keyd.authority.pending_request(&id).unwrap();
+    let view = keyd.authority.pending_request(&id).await.unwrap();
     assert_eq!(view.decided_by.as_deref(), Some("web:alice"));
 
     // Deciding again is refused, with a reason.
@@ -621,8 +621,8 @@ async fn an_unproven_boot_is_approved_only_after_a_confirmation() {
         "{confirm}"
     );
     assert_eq!(csrf(&confirm), token);
-    let pending = || keyd.authority.pending_request(&id).unwrap().state;
-    assert_eq!(pending(), atrest_keyd::PendingState::Pending);
+    let pending = async || keyd.authority.pending_request(&id).await.unwrap().state;
+    assert_eq!(pending().await, atrest_keyd::PendingState::Pending);
     // The confirmation without the session's token is refused.
     let post = |csrf: &str| {
         phone
@@ -635,11 +635,11 @@ async fn an_unproven_boot_is_approved_only_after_a_confirmation() {
         post("forged").await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
-    assert_eq!(pending(), atrest_keyd::PendingState::Pending);
+    assert_eq!(pending().await, atrest_keyd::PendingState::Pending);
     // Confirmed: approved.
     let reply = post(&token).await.unwrap();
     assert_eq!(reply.status(), StatusCode::SEE_OTHER);
-    assert_eq!(pending(), atrest_keyd::PendingState::Approved);
+    assert_eq!(pending().await, atrest_keyd::PendingState::Approved);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -675,7 +675,7 @@ async fn decisions_need_a_live_session_and_its_csrf_token() {
     let reply = phone.decide(&id, "launch", Some(&token)).await;
     assert_eq!(reply.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        keyd.authority.pending_request(&id).unwrap().state,
+        keyd.authority.pending_request(&id).await.unwrap().state,
         atrest_keyd::PendingState::Pending
     );
 
@@ -685,7 +685,7 @@ async fn decisions_need_a_live_session_and_its_csrf_token() {
     let reply = phone.decide(&id, "approve", Some(&token)).await;
     assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        keyd.authority.pending_request(&id).unwrap().state,
+        keyd.authority.pending_request(&id).await.unwrap().state,
         atrest_keyd::PendingState::Pending
     );
 }
@@ -913,12 +913,13 @@ async fn an_approver_approves_in_headless_chromium() {
     assert_eq!(
         keyd.authority
             .pending_request(&view.id)
+            .await
             .unwrap()
             .decided_by
             .as_deref(),
         Some("web:frank")
     );
-    let confirmed = keyd.authority.pending_request(&unproven).unwrap();
+    let confirmed = keyd.authority.pending_request(&unproven).await.unwrap();
     assert_eq!(confirmed.state, atrest_keyd::PendingState::Approved);
     assert_eq!(confirmed.decided_by.as_deref(), Some("web:frank"));
 }

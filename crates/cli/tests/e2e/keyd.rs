@@ -774,6 +774,47 @@ fn two_replicas_on_postgresql_are_one_authority() {
     b.cli_ok(&["host", "reinstate", "web-1"]);
     rt.block_on(via_a.unlock_ok(&host, BOOT));
 
+    // Held through A, listed and approved through B, collected through B;
+    // A gives the same answer to a poll (one release in the log).
+    a.cli_ok(&["policy", "set", "--group", "web", "approve"]);
+    let (status, body, state) = rt.block_on(via_a.unlock(&host, BOOT)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let poll_token = body["poll_token"].as_str().unwrap().to_owned();
+    let listed = b.cli_ok(&["requests"]);
+    assert!(listed.contains(&id) && listed.contains("web-1"), "{listed}");
+    b.cli_ok(&["approve", &id, "--as", "alice"]);
+    let poll = |client: &HostClient| {
+        rt.block_on(async {
+            client
+                .http
+                .get(format!("{}/v1/requests/{id}?wait=5", client.base))
+                .header("x-atrest-poll-token", &poll_token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let (from_b, from_a) = (poll(&via_b), poll(&via_a));
+    assert_eq!(from_b["status"], "granted", "{from_b}");
+    assert_eq!(from_a["audit_seq"], from_b["audit_seq"], "{from_a}");
+    let response: atrest_remote::BlindedResponse =
+        serde_json::from_value(from_b["response"].clone()).unwrap();
+    assert_eq!(
+        state.unblind(&response).unwrap().expose(),
+        host.key.expose()
+    );
+    let released = b
+        .cli_ok(&["audit", "tail", "-n", "1000", "--json"])
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("\"released\""))
+        .count();
+    assert_eq!(released, 1);
+    a.cli_ok(&["policy", "set", "--group", "web", "auto"]);
+
     // A request answered by A, replayed at B.
     let (blinded, _) = host.binding.blind();
     let signed = host.identity.sign(UnlockRequest {
@@ -886,7 +927,8 @@ fn database_urls_that_cannot_work_are_refused_clearly() {
 
 /// Issue 10, host side: a vault enrolled with `--authority A --replica B`
 /// (two `keyd serve` on one PostgreSQL) unlocks through B once A is killed
-/// (-9), and a definitive refusal from A is final: B is not asked.
+/// (-9), also when its request was held by A and approved through B, and a
+/// definitive refusal from A is final: B is not asked.
 #[test]
 fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     use crate::common::{FAST_KDF, success};
@@ -959,9 +1001,42 @@ fn hosts_fail_over_to_a_replica_but_not_past_a_refusal() {
     std::fs::write(mnt.join("note"), b"kept at rest").unwrap();
     ok(&[&"unmount", &mnt]);
 
-    // A killed: the host (same boot, so no approval) moves on to B after
-    // A's retries.
+    // Held by A for an approver; A dies while the host waits; approved
+    // through B, and the host's poll moves on to B, which answers it.
+    a.cli_ok(&["policy", "set", "--group", "web", "approve"]);
+    let waiting = host(
+        &state,
+        BOOT_A,
+        &[&"unlock", &vault, &"--mount", &mnt, &"--timeout", &"60"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let held = (0..600)
+        .find_map(|_| {
+            let listed: Value = serde_json::from_str(&b.cli_ok(&["requests", "--json"])).unwrap();
+            let id = listed[0]["id"].as_str().map(str::to_owned);
+            if id.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            id
+        })
+        .expect("the host's request was never held");
     a.kill();
+    b.cli_ok(&["approve", &held, "--as", "alice"]);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(mnt.join("note")).unwrap(), b"kept at rest");
+    ok(&[&"unmount", &mnt]);
+    b.cli_ok(&["policy", "set", "--group", "web", "auto"]);
+
+    // A still down: the host (same boot, so no approval) moves on to B
+    // after A's retries.
     success(host(
         &state,
         BOOT_A,

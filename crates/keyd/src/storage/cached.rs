@@ -15,8 +15,8 @@ use std::sync::{Mutex, MutexGuard};
 use atrest_remote::{HostId, KeyId};
 
 use super::{
-    BootState, HostRecord, HostState, PolicyRule, PolicyScope, Storage, StorageError,
-    StoredApprover, StoredSecret,
+    BootState, HeldState, HoldOutcome, HostRecord, HostState, PolicyRule, PolicyScope, Storage,
+    StorageError, StoredApprover, StoredHeld, StoredSecret,
 };
 
 #[derive(Default)]
@@ -219,6 +219,45 @@ impl<S: Storage> Storage for Cached<S> {
 
     async fn prune_nonces(&self, now: u64) -> Result<(), StorageError> {
         self.inner.prune_nonces(now).await
+    }
+
+    async fn insert_held(&self, held: &StoredHeld, now: u64) -> Result<HoldOutcome, StorageError> {
+        self.inner.insert_held(held, now).await
+    }
+
+    async fn held(&self, id: &str) -> Result<Option<StoredHeld>, StorageError> {
+        self.inner.held(id).await
+    }
+
+    async fn waiting_held(&self, now: u64) -> Result<Vec<StoredHeld>, StorageError> {
+        self.inner.waiting_held(now).await
+    }
+
+    async fn expired_held_ids(&self, now: u64) -> Result<Vec<String>, StorageError> {
+        self.inner.expired_held_ids(now).await
+    }
+
+    async fn move_held(
+        &self,
+        id: &str,
+        from: HeldState,
+        to: HeldState,
+        by: Option<&str>,
+        expired: Option<(u64, bool)>,
+    ) -> Result<bool, StorageError> {
+        self.inner.move_held(id, from, to, by, expired).await
+    }
+
+    async fn store_held_grant(&self, id: &str, sealed_grant: &[u8]) -> Result<(), StorageError> {
+        self.inner.store_held_grant(id, sealed_grant).await
+    }
+
+    async fn delete_pending_held(&self, id: &str) -> Result<(), StorageError> {
+        self.inner.delete_pending_held(id).await
+    }
+
+    async fn prune_held(&self, before: u64) -> Result<(), StorageError> {
+        self.inner.prune_held(before).await
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

@@ -19,8 +19,8 @@ use atrest_audit::{AuditStore, ChainHead, Checkpoint, Entry, PgStore, SqliteStor
 use atrest_remote::{HostId, KeyId};
 
 use super::{
-    BootState, Cached, HostRecord, HostState, PgStorage, PolicyRule, PolicyScope, SqliteStorage,
-    Storage, StorageError, StoredApprover, StoredSecret,
+    BootState, Cached, HeldState, HoldOutcome, HostRecord, HostState, PgStorage, PolicyRule,
+    PolicyScope, SqliteStorage, Storage, StorageError, StoredApprover, StoredHeld, StoredSecret,
 };
 
 const STATE_DB: &str = crate::DataDir::STATE_DB;
@@ -337,6 +337,45 @@ impl Storage for KeydStorage {
 
     async fn prune_nonces(&self, now: u64) -> Result<(), StorageError> {
         each!(self, s => s.prune_nonces(now).await)
+    }
+
+    async fn insert_held(&self, held: &StoredHeld, now: u64) -> Result<HoldOutcome, StorageError> {
+        each!(self, s => s.insert_held(held, now).await)
+    }
+
+    async fn held(&self, id: &str) -> Result<Option<StoredHeld>, StorageError> {
+        each!(self, s => s.held(id).await)
+    }
+
+    async fn waiting_held(&self, now: u64) -> Result<Vec<StoredHeld>, StorageError> {
+        each!(self, s => s.waiting_held(now).await)
+    }
+
+    async fn expired_held_ids(&self, now: u64) -> Result<Vec<String>, StorageError> {
+        each!(self, s => s.expired_held_ids(now).await)
+    }
+
+    async fn move_held(
+        &self,
+        id: &str,
+        from: HeldState,
+        to: HeldState,
+        by: Option<&str>,
+        expired: Option<(u64, bool)>,
+    ) -> Result<bool, StorageError> {
+        each!(self, s => s.move_held(id, from, to, by, expired).await)
+    }
+
+    async fn store_held_grant(&self, id: &str, sealed_grant: &[u8]) -> Result<(), StorageError> {
+        each!(self, s => s.store_held_grant(id, sealed_grant).await)
+    }
+
+    async fn delete_pending_held(&self, id: &str) -> Result<(), StorageError> {
+        each!(self, s => s.delete_pending_held(id).await)
+    }
+
+    async fn prune_held(&self, before: u64) -> Result<(), StorageError> {
+        each!(self, s => s.prune_held(before).await)
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

@@ -1,6 +1,7 @@
 //! What the authority keeps besides its audit log: hosts, their exchange
 //! secrets, enrollment tokens, policies, approvers, what it knows of each
-//! host's boots and the nonces of recent requests. A store knows no
+//! host's boots, the nonces of recent requests and the requests held for
+//! an approver. A store knows no
 //! protocol; [`crate::Authority`] holds the rules and does not know which
 //! database it runs on.
 //!
@@ -176,6 +177,82 @@ pub struct BootState {
     pub ticket_hash: Option<[u8; 32]>,
 }
 
+/// Where a held request stands. `Deciding` is a decision (or an expiry)
+/// being written to the audit log by one process: nobody else may decide
+/// it meanwhile, and the host still sees it waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldState {
+    Pending,
+    Deciding,
+    Approved,
+    Denied,
+    Expired,
+    /// Approved and claimed by the one poll that releases it.
+    Released,
+}
+
+impl HeldState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Deciding => "deciding",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Released => "released",
+        }
+    }
+}
+
+impl FromStr for HeldState {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self, StorageError> {
+        [
+            Self::Pending,
+            Self::Deciding,
+            Self::Approved,
+            Self::Denied,
+            Self::Expired,
+            Self::Released,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+        .ok_or_else(|| StorageError::Corrupt(format!("unknown held request state {s:?}")))
+    }
+}
+
+/// A request held for an approver, as stored. What the request was (the
+/// signed request, how its boot was judged, what approvers are shown) is
+/// the authority's own encoding in `request`; the store reads only the
+/// columns it decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredHeld {
+    pub id: String,
+    pub host_id: HostId,
+    pub state: HeldState,
+    pub decided_by: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub expires_at: u64,
+    /// SHA-256 of the poll token only the requester was given.
+    pub poll_token_hash: [u8; 32],
+    pub request: Vec<u8>,
+    /// The answer once released, sealed under a key derived from the poll
+    /// token: a copy of the database holds no usable boot ticket.
+    pub sealed_grant: Option<Vec<u8>>,
+}
+
+/// What [`Storage::insert_held`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldOutcome {
+    Held,
+    /// The host already has this many requests waiting: nothing stored.
+    Full {
+        waiting: usize,
+    },
+}
+
 /// An exchange secret of a host, by its key id.
 pub struct StoredSecret {
     pub key_id: KeyId,
@@ -328,6 +405,45 @@ impl HostRow {
         })
     }
 }
+
+/// A held request's row as both backends read it.
+pub(crate) struct HeldRow {
+    pub id: String,
+    pub host_id: String,
+    pub state: String,
+    pub decided_by: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub poll_token_hash: Vec<u8>,
+    pub request: Vec<u8>,
+    pub sealed_grant: Option<Vec<u8>>,
+}
+
+impl HeldRow {
+    pub fn held(self) -> Result<StoredHeld, StorageError> {
+        let corrupt =
+            |what: &str| StorageError::Corrupt(format!("held request {}: {what}", self.id));
+        Ok(StoredHeld {
+            host_id: HostId::new(self.host_id.clone()).map_err(|_| corrupt("host id"))?,
+            state: self.state.parse()?,
+            poll_token_hash: self
+                .poll_token_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("poll token hash length"))?,
+            decided_by: self.decided_by,
+            created_at: to_u64(self.created_at),
+            expires_at: to_u64(self.expires_at),
+            request: self.request,
+            sealed_grant: self.sealed_grant,
+            id: self.id,
+        })
+    }
+}
+
+/// Held requests one host may have waiting at once, across every process
+/// that serves the store.
+pub const MAX_HELD_PER_HOST: usize = 8;
 
 /// A boot-state row as both backends read it.
 pub(crate) struct BootRow {
@@ -510,7 +626,71 @@ pub trait Storage: Send + Sync + 'static {
     /// Forgets nonces kept until before `now`.
     fn prune_nonces(&self, now: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
 
+    /// Stores a held request (state `Pending`) unless its host already has
+    /// [`MAX_HELD_PER_HOST`] waiting (pending or deciding, unexpired at
+    /// `now`). The count and the insert are one transaction that holds the
+    /// host's row (or the database's write lock), so processes holding at
+    /// once cannot pass the limit together.
+    fn insert_held(
+        &self,
+        held: &StoredHeld,
+        now: u64,
+    ) -> impl Future<Output = Result<HoldOutcome, StorageError>> + Send;
+
+    fn held(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<StoredHeld>, StorageError>> + Send;
+
+    /// Requests pending or being decided and unexpired at `now`, oldest
+    /// first.
+    fn waiting_held(
+        &self,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<StoredHeld>, StorageError>> + Send;
+
+    /// The ids of pending requests whose time is up at `now`.
+    fn expired_held_ids(
+        &self,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
+
+    /// Moves request `id` from `from` to `to` (recording `by` if given),
+    /// only if it is in `from` and, with `expired` = `Some((now, e))`, only
+    /// if its time is up at `now` exactly when `e`. `Ok(false)`: it was
+    /// not, and nothing changed. This is how a decision is claimed once
+    /// (`Pending` → `Deciding`) and an approved request released once
+    /// (`Approved` → `Released`), whichever process asks.
+    fn move_held(
+        &self,
+        id: &str,
+        from: HeldState,
+        to: HeldState,
+        by: Option<&str>,
+        expired: Option<(u64, bool)>,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Keeps a released request's sealed answer for its later polls.
+    fn store_held_grant(
+        &self,
+        id: &str,
+        sealed_grant: &[u8],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Deletes a request still pending (its hold could not be audited).
+    fn delete_pending_held(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Forgets requests that are no longer waiting and expired before
+    /// `before`.
+    fn prune_held(&self, before: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
+
     /// Whether the database answers and takes writes: what `/healthz`
     /// reports. `Err` says why not.
     fn check_writable(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
 }
+
+#[cfg(test)]
+mod tests;

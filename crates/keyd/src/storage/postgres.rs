@@ -16,13 +16,17 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use zeroize::Zeroizing;
 
 use super::{
-    BootRow, BootState, HostRecord, HostRow, HostState, PolicyRule, PolicyScope, Storage,
-    StorageError, StoredApprover, StoredSecret, backend, scope_from_key, stored_secret, to_i64,
-    to_u64,
+    BootRow, BootState, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, Storage, StorageError, StoredApprover, StoredHeld,
+    StoredSecret, backend, scope_from_key, stored_secret, to_i64, to_u64,
 };
 
-/// `version` in `keyd_schema`.
-pub const PG_SCHEMA_VERSION: i64 = 1;
+/// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`;
+/// a version 1 database is migrated (its other tables are unchanged).
+pub const PG_SCHEMA_VERSION: i64 = 2;
+
+/// The oldest version this keyd migrates.
+const PG_OLDEST_MIGRATED: i64 = 1;
 
 /// Arbitrary constant for `pg_advisory_xact_lock` (the audit store's is
 /// `…0001`).
@@ -84,6 +88,23 @@ const SCHEMA: &[&str] = &[
         keep_until BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS keyd_nonces_keep_until ON keyd_nonces (keep_until)",
+    // Since version 2: requests held for an approver, for every replica.
+    // The host's row is locked while one is held, so the per-host limit
+    // holds under concurrent holds on several replicas.
+    "CREATE TABLE IF NOT EXISTS keyd_held_requests (
+        id TEXT PRIMARY KEY,
+        host_id TEXT NOT NULL REFERENCES keyd_hosts (id),
+        state TEXT NOT NULL CHECK (state IN
+            ('pending', 'deciding', 'approved', 'denied', 'expired', 'released')),
+        decided_by TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        poll_token_hash BYTEA NOT NULL CHECK (length(poll_token_hash) = 32),
+        request BYTEA NOT NULL,
+        sealed_grant BYTEA
+    )",
+    "CREATE INDEX IF NOT EXISTS keyd_held_requests_by_host
+        ON keyd_held_requests (host_id, state)",
     // A shredded host stays shredded, and gets no secret again, whatever
     // writes to the table (a second line of defence behind the queries).
     "CREATE OR REPLACE FUNCTION keyd_shredded_is_final() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -112,6 +133,14 @@ macro_rules! select_hosts {
             (SELECT key_id FROM keyd_host_secrets s WHERE s.host_id = h.id AND NOT s.current)
                 AS previous_key_id
          FROM keyd_hosts h"
+    };
+}
+
+macro_rules! select_held {
+    () => {
+        "SELECT id, host_id, state, decided_by, created_at, expires_at, poll_token_hash,
+            request, sealed_grant
+         FROM keyd_held_requests"
     };
 }
 
@@ -172,26 +201,33 @@ impl PgStorage {
                         known: PG_SCHEMA_VERSION,
                     });
                 }
-                if found != PG_SCHEMA_VERSION {
+                if found < PG_OLDEST_MIGRATED {
                     return Err(StorageError::SchemaVersion {
                         found,
                         known: PG_SCHEMA_VERSION,
                     });
                 }
-                return tx.commit().await.map_err(backend);
+                if found == PG_SCHEMA_VERSION {
+                    return tx.commit().await.map_err(backend);
+                }
             }
         }
+        // New, or an older version: every statement is idempotent and
+        // creates what the older version lacks.
         for statement in SCHEMA {
             sqlx::query(*statement)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
         }
-        sqlx::query("INSERT INTO keyd_schema (version) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(PG_SCHEMA_VERSION)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO keyd_schema (version) VALUES ($1)
+             ON CONFLICT (only_row) DO UPDATE SET version = EXCLUDED.version",
+        )
+        .bind(PG_SCHEMA_VERSION)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         tx.commit().await.map_err(backend)
     }
 
@@ -576,6 +612,140 @@ impl Storage for PgStorage {
         Ok(())
     }
 
+    async fn insert_held(&self, held: &StoredHeld, now: u64) -> Result<HoldOutcome, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The host's row lock: a hold on another replica waits here, and
+        // its count (a new snapshot per statement) then sees this insert.
+        sqlx::query("SELECT 1 FROM keyd_hosts WHERE id = $1 FOR UPDATE")
+            .bind(held.host_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM keyd_held_requests
+             WHERE host_id = $1 AND state IN ('pending', 'deciding') AND expires_at > $2",
+        )
+        .bind(held.host_id.as_str())
+        .bind(to_i64(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let waiting = usize::try_from(waiting).unwrap_or(usize::MAX);
+        if waiting >= MAX_HELD_PER_HOST {
+            return Ok(HoldOutcome::Full { waiting });
+        }
+        sqlx::query(
+            "INSERT INTO keyd_held_requests (id, host_id, state, decided_by, created_at,
+                expires_at, poll_token_hash, request, sealed_grant)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&held.id)
+        .bind(held.host_id.as_str())
+        .bind(held.state.as_str())
+        .bind(held.decided_by.as_deref())
+        .bind(to_i64(held.created_at))
+        .bind(to_i64(held.expires_at))
+        .bind(&held.poll_token_hash[..])
+        .bind(&held.request)
+        .bind(held.sealed_grant.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(HoldOutcome::Held)
+    }
+
+    async fn held(&self, id: &str) -> Result<Option<StoredHeld>, StorageError> {
+        let row = sqlx::query(concat!(select_held!(), " WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(held_from_row).transpose()
+    }
+
+    async fn waiting_held(&self, now: u64) -> Result<Vec<StoredHeld>, StorageError> {
+        let rows = sqlx::query(concat!(
+            select_held!(),
+            " WHERE state IN ('pending', 'deciding') AND expires_at > $1 ORDER BY created_at, id"
+        ))
+        .bind(to_i64(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(held_from_row).collect()
+    }
+
+    async fn expired_held_ids(&self, now: u64) -> Result<Vec<String>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT id FROM keyd_held_requests WHERE state = 'pending' AND expires_at <= $1
+             ORDER BY expires_at",
+        )
+        .bind(to_i64(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn move_held(
+        &self,
+        id: &str,
+        from: HeldState,
+        to: HeldState,
+        by: Option<&str>,
+        expired: Option<(u64, bool)>,
+    ) -> Result<bool, StorageError> {
+        let (now, expired) = expired.map_or((None, None), |(now, e)| (Some(to_i64(now)), Some(e)));
+        // One statement: the row lock of the UPDATE makes a second mover
+        // wait, re-check `state` on the committed row and find it moved.
+        let moved = sqlx::query(
+            "UPDATE keyd_held_requests SET state = $1, decided_by = coalesce($2, decided_by)
+             WHERE id = $3 AND state = $4
+                AND ($5::bigint IS NULL OR (expires_at <= $5) = $6)",
+        )
+        .bind(to.as_str())
+        .bind(by)
+        .bind(id)
+        .bind(from.as_str())
+        .bind(now)
+        .bind(expired)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn store_held_grant(&self, id: &str, sealed_grant: &[u8]) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE keyd_held_requests SET sealed_grant = $1
+             WHERE id = $2 AND state = 'released' AND sealed_grant IS NULL",
+        )
+        .bind(sealed_grant)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_pending_held(&self, id: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM keyd_held_requests WHERE id = $1 AND state = 'pending'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn prune_held(&self, before: u64) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM keyd_held_requests WHERE state <> 'pending' AND expires_at < $1")
+            .bind(to_i64(before))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn check_writable(&self) -> Result<(), StorageError> {
         let writable: bool = sqlx::query_scalar(
             "SELECT current_setting('transaction_read_only') = 'off' AND NOT pg_is_in_recovery()",
@@ -602,6 +772,21 @@ fn host_from_row(row: &PgRow) -> Result<HostRecord, StorageError> {
         enrolled_at: row.try_get("enrolled_at").map_err(backend)?,
     }
     .record()
+}
+
+fn held_from_row(row: &PgRow) -> Result<StoredHeld, StorageError> {
+    HeldRow {
+        id: row.try_get("id").map_err(backend)?,
+        host_id: row.try_get("host_id").map_err(backend)?,
+        state: row.try_get("state").map_err(backend)?,
+        decided_by: row.try_get("decided_by").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        poll_token_hash: row.try_get("poll_token_hash").map_err(backend)?,
+        request: row.try_get("request").map_err(backend)?,
+        sealed_grant: row.try_get("sealed_grant").map_err(backend)?,
+    }
+    .held()
 }
 
 fn boot_from_row(row: &PgRow) -> Result<BootState, StorageError> {

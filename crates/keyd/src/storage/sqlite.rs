@@ -15,15 +15,16 @@ use sqlx::sqlite::{
 use zeroize::Zeroizing;
 
 use super::{
-    BootRow, BootState, HostRecord, HostRow, HostState, PolicyRule, PolicyScope, Storage,
-    StorageError, StoredApprover, StoredSecret, backend, scope_from_key, stored_secret, to_i64,
-    to_u64,
+    BootRow, BootState, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, Storage, StorageError, StoredApprover, StoredHeld,
+    StoredSecret, backend, scope_from_key, stored_secret, to_i64, to_u64,
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
-const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 2";
-/// From version 1: the boot ticket.
+pub const SCHEMA_VERSION: i64 = 3;
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 3";
+/// From version 1: the boot ticket. (From version 2 to 3 a table is added:
+/// `held_requests`, created by [`SCHEMA`] like every table.)
 const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
 
 const SCHEMA: &[&str] = &[
@@ -44,6 +45,13 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS approvers (
         name TEXT PRIMARY KEY, totp_secret BLOB NOT NULL,
         created_at INTEGER NOT NULL, last_step INTEGER NOT NULL DEFAULT 0)",
+    // Since version 3: requests held for an approver, so a restart keeps them.
+    "CREATE TABLE IF NOT EXISTS held_requests (
+        id TEXT PRIMARY KEY, host_id TEXT NOT NULL REFERENCES hosts(id),
+        state TEXT NOT NULL, decided_by TEXT,
+        created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+        poll_token_hash BLOB NOT NULL, request BLOB NOT NULL, sealed_grant BLOB)",
+    "CREATE INDEX IF NOT EXISTS held_requests_by_host ON held_requests (host_id, state)",
 ];
 
 /// The authority's state in a SQLite file (WAL, `synchronous=FULL`,
@@ -106,6 +114,11 @@ impl SqliteStorage {
         })
     }
 
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     fn nonces(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], u64>> {
         // A panic while holding the lock leaves a plain map behind.
         self.nonces
@@ -146,6 +159,14 @@ macro_rules! select_hosts {
             (SELECT key_id FROM host_secrets s WHERE s.host_id = h.id AND s.current = 0)
                 AS previous_key_id
          FROM hosts h"
+    };
+}
+
+macro_rules! select_held {
+    () => {
+        "SELECT id, host_id, state, decided_by, created_at, expires_at, poll_token_hash,
+            request, sealed_grant
+         FROM held_requests"
     };
 }
 
@@ -528,6 +549,137 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    async fn insert_held(&self, held: &StoredHeld, now: u64) -> Result<HoldOutcome, StorageError> {
+        // BEGIN IMMEDIATE takes the write lock first: no other count and
+        // insert can run between this count and this insert.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM held_requests
+             WHERE host_id = ? AND state IN ('pending', 'deciding') AND expires_at > ?",
+        )
+        .bind(held.host_id.as_str())
+        .bind(to_i64(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let waiting = usize::try_from(waiting).unwrap_or(usize::MAX);
+        if waiting >= MAX_HELD_PER_HOST {
+            return Ok(HoldOutcome::Full { waiting });
+        }
+        sqlx::query(
+            "INSERT INTO held_requests (id, host_id, state, decided_by, created_at, expires_at,
+                poll_token_hash, request, sealed_grant)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&held.id)
+        .bind(held.host_id.as_str())
+        .bind(held.state.as_str())
+        .bind(held.decided_by.as_deref())
+        .bind(to_i64(held.created_at))
+        .bind(to_i64(held.expires_at))
+        .bind(&held.poll_token_hash[..])
+        .bind(&held.request)
+        .bind(held.sealed_grant.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(HoldOutcome::Held)
+    }
+
+    async fn held(&self, id: &str) -> Result<Option<StoredHeld>, StorageError> {
+        let row = sqlx::query(concat!(select_held!(), " WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(held_from_row).transpose()
+    }
+
+    async fn waiting_held(&self, now: u64) -> Result<Vec<StoredHeld>, StorageError> {
+        let rows = sqlx::query(concat!(
+            select_held!(),
+            " WHERE state IN ('pending', 'deciding') AND expires_at > ? ORDER BY created_at, id"
+        ))
+        .bind(to_i64(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(held_from_row).collect()
+    }
+
+    async fn expired_held_ids(&self, now: u64) -> Result<Vec<String>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT id FROM held_requests WHERE state = 'pending' AND expires_at <= ?
+             ORDER BY expires_at",
+        )
+        .bind(to_i64(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn move_held(
+        &self,
+        id: &str,
+        from: HeldState,
+        to: HeldState,
+        by: Option<&str>,
+        expired: Option<(u64, bool)>,
+    ) -> Result<bool, StorageError> {
+        let (now, expired) = expired.map_or((None, None), |(now, e)| (Some(to_i64(now)), Some(e)));
+        let moved = sqlx::query(
+            "UPDATE held_requests SET state = ?, decided_by = coalesce(?, decided_by)
+             WHERE id = ? AND state = ? AND (? IS NULL OR (expires_at <= ?) = ?)",
+        )
+        .bind(to.as_str())
+        .bind(by)
+        .bind(id)
+        .bind(from.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(expired)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn store_held_grant(&self, id: &str, sealed_grant: &[u8]) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE held_requests SET sealed_grant = ?
+             WHERE id = ? AND state = 'released' AND sealed_grant IS NULL",
+        )
+        .bind(sealed_grant)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_pending_held(&self, id: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM held_requests WHERE id = ? AND state = 'pending'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn prune_held(&self, before: u64) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM held_requests WHERE state <> 'pending' AND expires_at < ?")
+            .bind(to_i64(before))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn check_writable(&self) -> Result<(), StorageError> {
         // A write that changes nothing still needs the write lock and a
         // writable file.
@@ -550,6 +702,21 @@ fn host_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<HostRecord, StorageErr
         enrolled_at: row.try_get("enrolled_at").map_err(backend)?,
     }
     .record()
+}
+
+fn held_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredHeld, StorageError> {
+    HeldRow {
+        id: row.try_get("id").map_err(backend)?,
+        host_id: row.try_get("host_id").map_err(backend)?,
+        state: row.try_get("state").map_err(backend)?,
+        decided_by: row.try_get("decided_by").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        poll_token_hash: row.try_get("poll_token_hash").map_err(backend)?,
+        request: row.try_get("request").map_err(backend)?,
+        sealed_grant: row.try_get("sealed_grant").map_err(backend)?,
+    }
+    .held()
 }
 
 fn boot_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<BootState, StorageError> {

@@ -166,6 +166,155 @@ async fn two_replicas_releasing_at_once_write_one_chain_that_verifies() {
         .unwrap();
 }
 
+/// Issue 10: a request held by one replica could only be seen, approved
+/// and collected through that replica.
+#[tokio::test]
+async fn a_request_held_on_one_replica_is_approved_and_released_through_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    a.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    b.authority.maintain().await;
+    let (signed, state) = request(&a, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&a, &signed).await.unwrap());
+    // B lists and shows it; the host's poll through B sees it waiting.
+    let listed: Vec<String> = b
+        .authority
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&view.id));
+    assert_eq!(
+        b.authority.pending_request(&view.id).await.unwrap().reason,
+        view.reason
+    );
+    pending(poll_now(&b, &view.id).await.unwrap());
+    // A poll waiting on A is answered once B decides.
+    let waiting = {
+        let authority = a.authority.clone();
+        let (id, token) = (view.id.clone(), poll_token(&a, &view.id));
+        tokio::spawn(async move { authority.poll(&id, &token, Duration::from_secs(30)).await })
+    };
+    b.authority.decide(&view.id, true, "alice").await.unwrap();
+    // Deciding again on either replica is refused.
+    for f in [&a, &b] {
+        let again = f.authority.decide(&view.id, false, "bob").await.unwrap_err();
+        assert_eq!(again.code(), "already_decided");
+    }
+    // Polled on both at once: one release, one answer.
+    let through_b = poll_now(&b, &view.id);
+    let (from_a, from_b) = tokio::join!(waiting, through_b);
+    let (from_a, from_b) = (granted(from_a.unwrap().unwrap()), granted(from_b.unwrap()));
+    assert_eq!(from_a.audit_seq, from_b.audit_seq);
+    assert_eq!(from_a.boot_ticket, from_b.boot_ticket);
+    assert_eq!(
+        state.unblind(&from_b.response).unwrap().expose(),
+        host.key.expose()
+    );
+    let log = entries(&a).await;
+    let count = |needle: &str| {
+        log.iter()
+            .filter(|e| e.details.contains(needle) && e.details.contains(&view.id))
+            .count()
+    };
+    assert_eq!(count("\"released\""), 1);
+    assert_eq!(count("\"approved\""), 1);
+}
+
+#[tokio::test]
+async fn two_replicas_deciding_at_once_decide_once() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    a.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let (signed, _) = request(&a, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&a, &signed).await.unwrap());
+    let (approve, deny) = tokio::join!(
+        a.authority.decide(&view.id, true, "alice"),
+        b.authority.decide(&view.id, false, "bob")
+    );
+    let decided = [&approve, &deny]
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert_eq!(decided, 1, "{approve:?} {deny:?}");
+    let refused = approve.err().or(deny.err()).unwrap();
+    assert_eq!(refused.code(), "already_decided");
+    let decisions = entries(&a)
+        .await
+        .iter()
+        .filter(|e| e.kind == EntryKind::Approval)
+        .count();
+    assert_eq!(decisions, 1);
+}
+
+/// The per-host limit is the authority's, not each replica's: a burst
+/// across both holds exactly the limit.
+#[tokio::test]
+async fn a_burst_across_two_replicas_holds_exactly_the_per_host_limit() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    a.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    b.authority.maintain().await;
+    let limit = crate::storage::MAX_HELD_PER_HOST;
+    let burst: Vec<_> = (0..2 * limit)
+        .map(|i| {
+            let f = if i % 2 == 0 { &a } else { &b };
+            let (signed, _) = request(f, &host.identity, &host.id, &host.binding);
+            let authority = f.authority.clone();
+            tokio::spawn(async move { authority.unlock(&signed, CTX).await })
+        })
+        .collect();
+    let (mut held, mut refused) = (0, 0);
+    for answer in burst {
+        match answer.await.unwrap() {
+            Ok(UnlockOutcome::Pending { .. }) => held += 1,
+            Err(e) if e.code() == "too_many_pending" => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((held, refused), (limit, limit));
+    assert_eq!(a.authority.pending().await.unwrap().len(), limit);
+    assert_eq!(b.authority.pending().await.unwrap().len(), limit);
+}
+
+/// Expiry runs on every replica's tick; each request is expired (and
+/// logged) once.
+#[tokio::test]
+async fn a_request_expires_once_whichever_replica_sees_it_first() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    a.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let (signed, _) = request(&a, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&a, &signed).await.unwrap());
+    a.clock.advance_ms(601_000);
+    tokio::join!(a.authority.maintain(), b.authority.maintain());
+    assert_eq!(poll_now(&b, &view.id).await.unwrap_err().code(), "expired");
+    let expired = entries(&a)
+        .await
+        .iter()
+        .filter(|e| e.details.contains("\"expired\"") && e.details.contains(&view.id))
+        .count();
+    assert_eq!(expired, 1);
+}
+
 struct PgStorageRef(sqlx::PgPool);
 
 /// The pool of a PostgreSQL fixture's storage, to write to the database

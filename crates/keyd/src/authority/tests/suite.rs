@@ -467,7 +467,7 @@ async fn a_held_request_is_released_once_approved() {
         "{}",
         view.reason
     );
-    assert_eq!(f.authority.pending().len(), 1);
+    assert_eq!(f.authority.pending().await.unwrap().len(), 1);
     // Still pending when polled.
     pending(poll_now(&f, &view.id).await.unwrap());
     // A waiting poll is woken by the decision.
@@ -499,7 +499,7 @@ async fn a_held_request_is_released_once_approved() {
             .any(|e| e.kind == EntryKind::Approval && e.actor == "alice")
     );
     // A host cannot pile up held requests.
-    for _ in 0..crate::held::MAX_PENDING_PER_HOST {
+    for _ in 0..crate::storage::MAX_HELD_PER_HOST {
         let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
         pending(unlock(&f, &signed).await.unwrap());
     }
@@ -558,7 +558,7 @@ async fn held_requests_can_be_denied_and_expire_to_deny() {
             .code(),
         "already_decided"
     );
-    assert!(f.authority.pending().is_empty());
+    assert!(f.authority.pending().await.unwrap().is_empty());
     assert!(
         entries(&f)
             .await
@@ -903,7 +903,7 @@ async fn only_the_requester_collects_a_held_requests_grant() {
     );
     // The token did not leak into any view of the request.
     let token = poll_token(&f, &view.id);
-    let shown = serde_json::to_string(&f.authority.pending_request(&view.id).unwrap()).unwrap();
+    let shown = serde_json::to_string(&f.authority.pending_request(&view.id).await.unwrap()).unwrap();
     assert!(!shown.contains(&token));
     assert!(!entries(&f).await.iter().any(|e| e.details.contains(&token)));
 }
@@ -953,6 +953,197 @@ async fn concurrent_polls_of_an_approved_request_release_once() {
     assert_eq!(
         boot.ticket_hash,
         first.boot_ticket.as_ref().map(BootTicket::hash)
+    );
+}
+
+/// Issue 10: held requests lived in one process's memory, so a restart
+/// forgot them and the host's poll found `unknown_request`.
+#[tokio::test]
+async fn a_restart_keeps_held_requests_and_their_expiry() {
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+    let kept = pending(unlock(&f, &signed).await.unwrap());
+    // Listed oldest first.
+    f.clock.advance(1);
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let lapsing = pending(unlock(&f, &signed).await.unwrap());
+    let f = restart(f).await;
+    let ids: Vec<String> = f
+        .authority
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(ids, [kept.id.clone(), lapsing.id.clone()]);
+    // Still pending to the host's poll, then approved and released.
+    pending(poll_now(&f, &kept.id).await.unwrap());
+    f.authority.decide(&kept.id, true, "alice").await.unwrap();
+    let grant = granted(poll_now(&f, &kept.id).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    // Another restart: the answer is kept for a poll whose reply was lost.
+    let f = restart(f).await;
+    let again = granted(poll_now(&f, &kept.id).await.unwrap());
+    assert_eq!(again.audit_seq, grant.audit_seq);
+    assert_eq!(again.boot_ticket, grant.boot_ticket);
+    assert_eq!(
+        f.authority.pending_request(&kept.id).await.unwrap().state,
+        PendingState::Released
+    );
+    // The other still expires on time.
+    f.clock.advance_ms(601_000);
+    f.authority.maintain().await;
+    assert_eq!(
+        poll_now(&f, &lapsing.id).await.unwrap_err().code(),
+        "expired"
+    );
+    let log = entries(&f).await;
+    let released = log
+        .iter()
+        .filter(|e| e.details.contains("\"released\"") && e.details.contains(&kept.id))
+        .count();
+    assert_eq!(released, 1);
+}
+
+/// The per-host limit is counted by the store in the transaction that
+/// inserts: a burst of requests at once holds exactly the limit.
+#[tokio::test]
+async fn a_burst_of_requests_holds_exactly_the_per_host_limit() {
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let limit = crate::storage::MAX_HELD_PER_HOST;
+    let burst: Vec<_> = (0..limit + 6)
+        .map(|_| {
+            let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+            let authority = f.authority.clone();
+            tokio::spawn(async move { authority.unlock(&signed, CTX).await })
+        })
+        .collect();
+    let (mut held, mut refused) = (0, 0);
+    for answer in burst {
+        match answer.await.unwrap() {
+            Ok(UnlockOutcome::Pending { .. }) => held += 1,
+            Err(e) if e.code() == "too_many_pending" => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((held, refused), (limit, 6));
+    assert_eq!(f.authority.pending().await.unwrap().len(), limit);
+    // A decided request frees its slot.
+    let first = f.authority.pending().await.unwrap().remove(0);
+    f.authority.decide(&first.id, false, "alice").await.unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    pending(unlock(&f, &signed).await.unwrap());
+}
+
+/// Nobody may approve what the log lacks: a hold whose `pending` entry
+/// cannot be written leaves no request behind, and a decision that cannot
+/// be written leaves the request waiting.
+#[tokio::test]
+async fn a_hold_or_decision_the_log_cannot_take_changes_nothing() {
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    f.faults.fail(true);
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let refused = unlock(&f, &signed).await.unwrap_err();
+    assert_eq!(refused.code(), "audit_unavailable");
+    f.faults.fail(false);
+    assert!(f.authority.pending().await.unwrap().is_empty());
+
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    f.faults.fail(true);
+    let refused = f.authority.decide(&view.id, true, "alice").await.unwrap_err();
+    assert_eq!(refused.code(), "audit_unavailable");
+    f.faults.fail(false);
+    pending(poll_now(&f, &view.id).await.unwrap());
+    f.authority.decide(&view.id, true, "alice").await.unwrap();
+    granted(poll_now(&f, &view.id).await.unwrap());
+}
+
+/// A released request is claimed once in the store: it cannot be released
+/// again, and its later polls get the first answer.
+#[tokio::test]
+async fn a_released_request_is_never_released_again() {
+    use crate::storage::{HeldState, Storage};
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    // Approving twice, or approving once released, is refused.
+    f.authority.decide(&view.id, true, "alice").await.unwrap();
+    let grant = granted(poll_now(&f, &view.id).await.unwrap());
+    let claimed_again = f
+        .authority
+        .storage()
+        .move_held(&view.id, HeldState::Approved, HeldState::Released, None, None)
+        .await
+        .unwrap();
+    assert!(!claimed_again, "a released request was claimed again");
+    let refused = f.authority.decide(&view.id, true, "bob").await.unwrap_err();
+    assert_eq!(refused.code(), "already_decided");
+    assert!(refused.to_string().contains("released"), "{refused}");
+    let again = granted(poll_now(&f, &view.id).await.unwrap());
+    assert_eq!(again.audit_seq, grant.audit_seq);
+    let released = entries(&f)
+        .await
+        .iter()
+        .filter(|e| e.details.contains("\"released\"") && e.details.contains(&view.id))
+        .count();
+    assert_eq!(released, 1);
+}
+
+/// What the store keeps of a held request: the host's signed request
+/// (checked again at release), never a key, and the answer sealed under
+/// the poll token only the host holds.
+#[tokio::test]
+async fn the_store_keeps_the_signed_request_and_a_sealed_answer_only() {
+    use crate::storage::Storage;
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    f.authority
+        .set_policy(&PolicyScope::Default, rule(Policy::Approve), "test")
+        .await
+        .unwrap();
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let view = pending(unlock(&f, &signed).await.unwrap());
+    f.authority.decide(&view.id, true, "alice").await.unwrap();
+    let grant = granted(poll_now(&f, &view.id).await.unwrap());
+    let stored = f.authority.storage().held(&view.id).await.unwrap().unwrap();
+    let token = poll_token(&f, &view.id);
+    let ticket = atrest_core::to_base64url(&grant.boot_ticket.as_ref().unwrap().0);
+    let sealed = stored.sealed_grant.as_deref().unwrap();
+    for (what, bytes) in [("request", stored.request.as_slice()), ("answer", sealed)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(&token), "the poll token is in the stored {what}");
+        assert!(!text.contains(&ticket), "the boot ticket is in the stored {what}");
+    }
+    assert!(
+        !sealed
+            .windows(32)
+            .any(|w| w == grant.boot_ticket.as_ref().unwrap().0),
+        "the boot ticket is in the stored answer"
     );
 }
 

@@ -1,0 +1,125 @@
+//! The stores' schema migrations: a database written by the previous
+//! schema version opens, keeps its rows and gains the held requests.
+
+#![allow(clippy::unwrap_used)]
+
+use atrest_remote::{HostId, HostIdentity, KeyId};
+
+use super::*;
+
+/// A host enrolled in `storage`, as an older keyd would have left it.
+async fn enroll_host(storage: &impl Storage, name: &str) -> HostRecord {
+    let host = HostRecord {
+        id: HostId::new(name).unwrap(),
+        group: "web".into(),
+        public_key: HostIdentity::generate().public_key(),
+        key_id: KeyId([1; 16]),
+        previous_key_id: None,
+        state: HostState::Active,
+        enrolled_at: 1,
+    };
+    storage.insert_token([9; 32], "web", 100).await.unwrap();
+    assert!(
+        storage
+            .enroll([9; 32], 2, &host, &[3; 32])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    host
+}
+
+fn held(id: &str, host: &HostId) -> StoredHeld {
+    StoredHeld {
+        id: id.into(),
+        host_id: host.clone(),
+        state: HeldState::Pending,
+        decided_by: None,
+        created_at: 10,
+        expires_at: 610,
+        poll_token_hash: [4; 32],
+        request: b"{}".to_vec(),
+        sealed_grant: None,
+    }
+}
+
+/// The host is still there and a request can be held for it.
+async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
+    assert_eq!(storage.host(&host.id).await.unwrap().as_ref(), Some(host));
+    let stored = held("req_1", &host.id);
+    assert_eq!(
+        storage.insert_held(&stored, 10).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(storage.held("req_1").await.unwrap(), Some(stored));
+}
+
+#[tokio::test]
+async fn a_sqlite_database_of_schema_1_or_2_is_migrated() {
+    for from in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyd.db");
+        // Version 2 is version 3 without held requests; version 1 also
+        // lacks the boot ticket.
+        let (pool, host) = {
+            let storage = SqliteStorage::open(&path).await.unwrap();
+            let host = enroll_host(&storage, "web-1").await;
+            (storage.pool().clone(), host)
+        };
+        sqlx::query("DROP TABLE held_requests")
+            .execute(&pool)
+            .await
+            .unwrap();
+        if from == 1 {
+            sqlx::query("ALTER TABLE hosts DROP COLUMN ticket_hash")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {from}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let storage = SqliteStorage::open(&path).await.unwrap();
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(storage.pool())
+            .await
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION, "from {from}");
+        check_migrated(&storage, &host).await;
+    }
+}
+
+#[tokio::test]
+async fn a_postgresql_database_of_schema_1_is_migrated() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let host = {
+        let storage = PgStorage::open(&url).await.unwrap();
+        let host = enroll_host(&storage, "web-1").await;
+        // Version 1 is version 2 without held requests.
+        sqlx::query("DROP TABLE keyd_held_requests")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE keyd_schema SET version = 1")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        storage.close().await;
+        host
+    };
+    // Two replicas starting at once: one migrates, the other waits.
+    let (a, b) = tokio::join!(PgStorage::open(&url), PgStorage::open(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let version: i64 = sqlx::query_scalar("SELECT version FROM keyd_schema")
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, PG_SCHEMA_VERSION);
+    check_migrated(&a, &host).await;
+    assert!(b.held("req_1").await.unwrap().is_some());
+}
