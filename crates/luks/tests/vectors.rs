@@ -1,4 +1,4 @@
-//! Every file in testdata/luks/ (written by `examples/make_vectors.rs`),
+//! Every file in testdata/luks/ (written by `examples/make_luks_vectors.rs`),
 //! checked through the public API: parse, MAC, passphrase, re-encoding.
 //! tests/differential/check_luks.py checks the same files without atrest.
 

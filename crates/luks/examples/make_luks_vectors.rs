@@ -2,7 +2,7 @@
 //! testdata/luks/ (format.md §19), replacing what is there. Bindings,
 //! secrets and ids are random: regenerate only when the format changes.
 //!
-//!     cargo run -p atrest-luks --example make_vectors
+//!     cargo run -p atrest-luks --example make_luks_vectors
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
