@@ -81,6 +81,12 @@ pub const BACKUP_CHUNKER_KEY: &[u8] = b"atrest v1 backup chunker key";
 pub const BACKUP_OBJECT_KEY: &[u8] = b"atrest v1 backup object key";
 /// A pack's own key, from [`BACKUP_OBJECT_KEY`]'s key.
 pub const BACKUP_PACK_KEY: &[u8] = b"atrest v1 backup pack key";
+/// Key-encryption key of one repository keyslot, followed by the slot's
+/// kind byte (IKM: the slot secret).
+pub const BACKUP_KEYSLOT_WRAP: &[u8] = b"atrest v1 backup keyslot wrap";
+/// HMAC-SHA256 key over a repository's keyslot objects (IKM: the
+/// repository's master key).
+pub const BACKUP_KEYSLOT_MAC: &[u8] = b"atrest v1 backup keyslot mac";
 
 /// Associated-data domain tags, so a ciphertext made for one purpose never
 /// authenticates as another.
@@ -147,6 +153,8 @@ pub mod domain {
     /// First field of the AAD of a backup repository file (config, pack
     /// header and trailer, index, snapshot).
     pub const BACKUP_FILE: &[u8] = b"atrest backup file v1";
+    /// First bytes of a backup repository keyslot's AAD.
+    pub const BACKUP_KEYSLOT: &[u8] = b"atrest backup keyslot v1";
 }
 
 #[cfg(test)]
@@ -183,6 +191,8 @@ mod tests {
             super::BACKUP_CHUNKER_KEY,
             super::BACKUP_OBJECT_KEY,
             super::BACKUP_PACK_KEY,
+            super::BACKUP_KEYSLOT_WRAP,
+            super::BACKUP_KEYSLOT_MAC,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -227,6 +237,7 @@ mod tests {
             SCOPE_SESSION,
             BACKUP_BLOB,
             BACKUP_FILE,
+            BACKUP_KEYSLOT,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
