@@ -382,7 +382,8 @@ pub enum BackupCommand {
     /// Create a repository (an empty or new directory, or an unused
     /// s3://BUCKET/PREFIX) with a new random key in keyslots of its own:
     /// with --vault, one that the vault's keys open; else a passphrase
-    /// (--passphrase-file, or asked twice) or a key file (--key-file); and
+    /// (--passphrase-file, or asked twice) or a key file (--key-file,
+    /// created if missing); and
     /// a recovery key printed once (--no-recovery-key: none).
     Init(BackupInitArgs),
     /// Back up files and directories into a new snapshot. Exit 3 when some
