@@ -211,18 +211,19 @@ impl<B: Backend> LockedRepository<B> {
             .join(", ")
     }
 
+    /// Refuses a format 1 repository, which has no keyslots to list, add,
+    /// remove or destroy.
+    pub fn require_keyslots(&self) -> Result<()> {
+        require_keyslots(self.version, self.binding)
+    }
+
     /// Destroys every keyslot object (overwritten where the store allows,
     /// then deleted) and checks that none is left: afterwards no secret
     /// opens the repository, and its snapshots are unreadable although
     /// every pack, index and snapshot object is still there. Returns the
     /// objects destroyed.
     pub fn shred(&self) -> Result<Vec<String>> {
-        if self.version == REPO_VERSION_1 {
-            return Err(BackupError::Format1(format!(
-                "this repository (format 1) has no keyslots to destroy: its key is vault {}'s backup key. Destroy the vault's keys (`atrest keyd host shred`, or its keyslots) to make it unreadable, or delete the repository",
-                self.binding.map(|b| hex(&b)).unwrap_or_default()
-            )));
-        }
+        self.require_keyslots()?;
         let names = self.backend.list(KEYS_DIR)?;
         for name in &names {
             self.backend.destroy(name)?;
@@ -237,6 +238,16 @@ impl<B: Backend> LockedRepository<B> {
         }
         Ok(names)
     }
+}
+
+fn require_keyslots(version: u8, binding: Option<[u8; 16]>) -> Result<()> {
+    if version == REPO_VERSION_1 {
+        return Err(BackupError::Format1(format!(
+            "this repository (format 1) has no keyslots of its own: its key is the backup key of vault {}. Destroy that vault's keys (`atrest keyd host shred`, or its keyslots) to make it unreadable; make a new repository (`atrest backup init`) to have keyslots",
+            binding.map(|b| hex(&b)).unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 /// What kind of secret was offered, for messages.
@@ -360,12 +371,7 @@ impl<B: Backend> Repository<B> {
     }
 
     fn require_keyslots(&self) -> Result<()> {
-        if self.version == REPO_VERSION_1 {
-            return Err(BackupError::Format1(
-                "this repository (format 1) has no keyslots of its own: its key is its vault's backup key; make a new repository (`atrest backup init`) to have keyslots".into(),
-            ));
-        }
-        Ok(())
+        require_keyslots(self.version, self.binding())
     }
 
     /// Adds a keyslot for `secret` under the lowest free id.

@@ -645,13 +645,9 @@ fn keyslot(cmd: BackupKeyslotCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BackupKeyslotCommand::List { at, json } => {
             let locked = LockedRepository::read(backend(&at)?)?;
-            if let Some(bound) = locked.binding() {
-                bail!(
-                    "{} is a format 1 repository: no keyslots of its own; the backup key of vault {} is its key",
-                    at.repo.display(),
-                    hex(&bound)
-                );
-            }
+            locked
+                .require_keyslots()
+                .with_context(|| format!("{}", at.repo.display()))?;
             let mut list = Vec::new();
             for stored in locked.keyslots() {
                 match &stored.slot {
@@ -723,12 +719,7 @@ const NOT_CONFIRMED: u8 = 2;
 fn shred(args: &BackupShredArgs) -> anyhow::Result<ExitCode> {
     let repo_text = args.key.at.repo.display().to_string();
     let locked = LockedRepository::read(backend(&args.key.at)?)?;
-    if let Some(bound) = locked.binding() {
-        bail!(atrest_backup::BackupError::Format1(format!(
-            "{repo_text} (format 1) has no keyslots to destroy: its key is vault {}'s backup key. Destroy the vault's keys (`atrest keyd host shred`, or its keyslots) to make it unreadable, or delete the repository",
-            hex(&bound)
-        )));
-    }
+    locked.require_keyslots().context(repo_text.clone())?;
     let slots: Vec<String> = locked
         .keyslots()
         .iter()
