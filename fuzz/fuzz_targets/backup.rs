@@ -1,5 +1,6 @@
 //! The backup repository's parsers (docs/format.md §18) on arbitrary bytes:
-//! a config (opened with and without a key), and a pack and an index file
+//! a config (opened with and without a key), a keyslot object (read, then
+//! tried with a key file: it never opens), and a pack and an index file
 //! named correctly (by keyed hash, so the bytes reach the parsers behind
 //! the name check) in an otherwise valid repository, then `check
 //! --read-data`; a lock file and a snapshot file, then listing them. Errors only, never a panic; nothing forged authenticates.
@@ -8,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use atrest_backup::{Backend, ChunkSizes, Repository, RepoKeys, Result};
+use atrest_backup::{Backend, ChunkSizes, LockedRepository, Repository, RepoKeys, Result};
 use atrest_core::SecretKey;
+use atrest_vault::Unlocker;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Default)]
@@ -45,6 +47,9 @@ impl Backend for Mem {
         self.0.lock().expect("lock").remove(name);
         Ok(())
     }
+    fn destroy(&self, name: &str) -> Result<()> {
+        self.delete(name)
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -55,15 +60,28 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     // Not the key of testdata/backup-v1 (whose config is a corpus seed).
     let master = SecretKey::from_bytes([0x17; 32]);
-    if selector % 2 == 0 {
+    let sizes = ChunkSizes { min: 1024, avg: 4096, max: 16384 };
+    if selector % 4 == 0 {
         let mem = Mem::default();
         mem.put("config", rest).expect("put");
-        let _ = Repository::binding_of(&mem);
-        assert!(Repository::open(mem, &master).is_err());
+        if let Ok(locked) = LockedRepository::read(mem) {
+            let _ = locked.binding();
+            assert!(locked.open(&master).is_err());
+        }
         return;
     }
-    let sizes = ChunkSizes { min: 1024, avg: 4096, max: 16384 };
-    let repo = Repository::init(Mem::default(), &master, sizes, None).expect("init");
+    let repo = Repository::init(Mem::default(), &master, sizes).expect("init");
+    if selector % 4 == 2 {
+        // A forged keyslot object in a valid repository: parsed or
+        // refused, never opened by a key file it was not made for.
+        let mem = Mem::default();
+        mem.put("config", &repo.backend().get("config").expect("config")).expect("put");
+        mem.put("keys/00", rest).expect("put");
+        let locked = LockedRepository::read(mem).expect("read");
+        assert_eq!(locked.keyslots().len(), 1);
+        assert!(locked.unlock(&Unlocker::KeyFile(SecretKey::from_bytes([0x18; 32]))).is_err());
+        return;
+    }
     let keys = RepoKeys::new(&master, repo.repo_id());
     let name = hex(&keys.blob_id(rest));
     let mem = Mem::default();

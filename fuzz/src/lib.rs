@@ -79,6 +79,8 @@ pub fn kind_params(kind: &SlotKind) -> Vec<u8> {
             out
         }
         SlotKind::RecoveryKey | SlotKind::KeyFile => Vec::new(),
+        // A backup repository's kind; a vault config never decodes to it.
+        SlotKind::Vault { vault_id } => vault_id.to_vec(),
         SlotKind::Remote(slot) => {
             let mut out = vec![1];
             authority_bytes(&mut out, &slot.authority);

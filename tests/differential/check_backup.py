@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Reads atrest's format 1 backup repository (testdata/backup-v1/) without
-any atrest code, from docs/format.md §18 alone: derives the keys, opens the
-config, every index file, pack trailer, blob, tree and snapshot, checks
-every name and blob id (keyed BLAKE3), rebuilds each file from its blobs and
-compares kinds, modes, mtimes, contents and symlink targets with
-vectors.json. Then flips one byte of a pack and expects a failure.
+"""Reads atrest's backup repositories of format 1 (testdata/backup-v1/)
+and format 2 (testdata/backup-v2/) without any atrest code, from
+docs/format.md §18 alone: for format 2, unwraps the master key from its
+key-file and vault keyslots and checks their MACs (§18.6); derives the
+keys, opens the config, every index file, pack trailer, blob, tree and
+snapshot, checks every name and blob id (keyed BLAKE3), rebuilds each file
+from its blobs and compares kinds, modes, mtimes, contents and symlink
+targets with vectors.json. Then flips one byte of a pack and expects a
+failure.
 
     pip install cryptography blake3 zstandard
-    python3 tests/differential/check_backup.py [VECTORS_DIR]
+    python3 tests/differential/check_backup.py [VECTORS_DIR...]
+
+With no directory, both testdata/backup-v1 and testdata/backup-v2.
 
 Ends with `N passed, M failed`; exits non-zero on any failure.
 """
 
 import base64
 import hashlib
+import hmac
 import json
 import struct
 import sys
@@ -36,20 +42,47 @@ def canonical(domain, version, *fields):
     return out
 
 
+def unwrap_slot(path, rid, slot_id, kind, secret):
+    """The master key from keyslot object keys/<id> of a key-file (3) or
+    vault (6) slot, its MAC checked under the key it gave (§18.6)."""
+    data = (path / "keys" / f"{slot_id:02x}").read_bytes()
+    if data[:4] != b"ATRK" or data[4] != 1 or data[5:21] != rid:
+        raise Failure("keyslot header")
+    record, tag = data[21:-32], data[-32:]
+    if record[0] != slot_id or record[1] != kind:
+        raise Failure("keyslot id or kind")
+    (plen,) = struct.unpack(">H", record[2:4])
+    params = record[4:4 + plen]
+    tlen = record[4 + plen]
+    (wlen,) = struct.unpack(">H", record[5 + plen + tlen:7 + plen + tlen])
+    wrapped = record[7 + plen + tlen:]
+    if wlen != 60 or len(wrapped) != 60:
+        raise Failure("wrapped key length")
+    kek = hkdf(secret, rid, b"atrest v1 backup keyslot wrap" + bytes([kind]))
+    aad = b"atrest backup keyslot v1" + rid + bytes([slot_id, kind]) + params
+    master = aead_open(AES_GCM, kek, aad, wrapped)
+    mac_key = hkdf(master, rid, b"atrest v1 backup keyslot mac")
+    if not hmac.compare_digest(hmac.new(mac_key, data[:-32], hashlib.sha256).digest(), tag):
+        raise Failure("keyslot MAC")
+    return master, params
+
+
 class Repo:
     def __init__(self, path, master):
         self.path = path
         config = (path / "config").read_bytes()
-        if config[:4] != b"ATRB" or config[4] != 1:
+        if config[:4] != b"ATRB" or config[4] not in (1, 2):
             raise Failure("config header")
+        self.version = config[4]
+        header = 37 if self.version == 1 else 21
         self.rid = config[5:21]
-        self.bound = config[21:37]
+        self.bound = config[21:37] if self.version == 1 else None
         self.id_key = hkdf(master, self.rid, b"atrest v1 backup id key")
         self.object_key = hkdf(master, self.rid, b"atrest v1 backup object key")
-        plain = aead_open(AES_GCM, self.object_key, self.file_aad("config", b""), config[37:])
-        if plain[:37] != config[:37]:
+        plain = aead_open(AES_GCM, self.object_key, self.file_aad("config", b""), config[header:])
+        if plain[:header] != config[:header]:
             raise Failure("config header copy")
-        self.config = json.loads(plain[37:])
+        self.config = json.loads(plain[header:])
         self.index = {}
         for f in sorted((path / "index").iterdir()):
             self.read_index(f)
@@ -129,7 +162,16 @@ def walk(repo, tree_id, prefix, out):
 
 
 def main():
-    base = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "testdata/backup-v1"
+    bases = [Path(a) for a in sys.argv[1:]] or [ROOT / "testdata/backup-v1", ROOT / "testdata/backup-v2"]
+    passed = failed = 0
+    for base in bases:
+        p, f = check(base)
+        passed, failed = passed + p, failed + f
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
+
+
+def check(base):
     v = json.loads((base / "vectors.json").read_text())
     passed = failed = 0
 
@@ -140,13 +182,32 @@ def main():
             passed += 1
         except Exception as e:  # noqa: BLE001 -- report and go on
             failed += 1
-            print(f"FAIL {name}: {type(e).__name__}: {e}")
+            print(f"FAIL {base.name} {name}: {type(e).__name__}: {e}")
 
-    repo = Repo(base / "repo", bytes.fromhex(v["master_key"]))
+    master = bytes.fromhex(v["master_key"])
+    repo = Repo(base / "repo", master)
 
     def config():
-        if repo.bound.hex() != v["bound_vault"] or repo.config["chunk_avg"] != v["chunk"]["avg"]:
+        if repo.config["chunk_avg"] != v["chunk"]["avg"]:
             raise Failure("config values")
+        if repo.version == 1 and repo.bound.hex() != v["bound_vault"]:
+            raise Failure("bound vault")
+
+    def keyslots():
+        if repo.version == 1:
+            if (base / "repo" / "keys").exists():
+                raise Failure("format 1 has no keyslots")
+            return
+        by_file, _ = unwrap_slot(base / "repo", repo.rid, v["key_file_slot"], 3, bytes.fromhex(v["key_file"]))
+        by_vault, params = unwrap_slot(base / "repo", repo.rid, v["vault_slot"], 6,
+                                       bytes.fromhex(v["vault_backup_key"]))
+        if by_file != master or by_vault != master or params.hex() != v["bound_vault"]:
+            raise Failure("a keyslot gave another key")
+        try:
+            unwrap_slot(base / "repo", repo.rid, v["key_file_slot"], 3, bytes(32))
+        except Failure:
+            return
+        raise Failure("a wrong key file opened a keyslot")
 
     def packs():
         if repo.check_packs() != len(repo.index):
@@ -188,10 +249,10 @@ def main():
                 raise Failure("a flipped byte opened")
         raise Failure("no blob at offset 50")
 
-    for name, fn in [("config", config), ("packs", packs), ("snapshot", snapshot), ("tamper", tamper)]:
+    for name, fn in [("config", config), ("keyslots", keyslots), ("packs", packs), ("snapshot", snapshot),
+                     ("tamper", tamper)]:
         case(name, fn)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed or not passed else 0
+    return passed, failed
 
 
 if __name__ == "__main__":

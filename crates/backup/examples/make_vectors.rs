@@ -1,13 +1,15 @@
-//! Writes testdata/backup-v1/: a small repository of format 1 made with a
-//! fixed key from a fixed source tree, and vectors.json naming the key and
+//! Writes testdata/backup-v2/: a small repository of format 2 made with a
+//! fixed master key from a fixed source tree, with a key-file keyslot and
+//! a vault keyslot of fixed secrets, and vectors.json naming the keys and
 //! what the snapshot holds (paths, kinds, modes, mtimes, SHA-256 of
 //! contents, symlink targets). Checked by `cargo test -p atrest-backup
 //! --test vectors` and by tests/differential/check_backup.py, without atrest
 //! code. Nonces, salts and the repository id are random, so a new run
 //! writes another (equally valid) repository: regenerate only for a new
-//! format version, and keep the old one.
+//! format version, and keep the old one (testdata/backup-v1/, format 1,
+//! was written by the format 1 build of this program).
 //!
-//! cargo run -p atrest-backup --example make_vectors -- testdata/backup-v1
+//! cargo run -p atrest-backup --example make_vectors -- testdata/backup-v2
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,9 +17,13 @@ use std::path::Path;
 
 use atrest_backup::{ChunkSizes, LocalBackend, Repository, SnapshotMeta};
 use atrest_core::SecretKey;
+use atrest_vault::Unlocker;
 use serde_json::json;
 
 const MASTER: [u8; 32] = [0x42; 32];
+const KEY_FILE: [u8; 32] = [0x17; 32];
+const VAULT_ID: [u8; 16] = [0x24; 16];
+const VAULT_BACKUP_KEY: [u8; 32] = [0x33; 32];
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -27,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args()
         .nth(1)
         .ok_or("usage: make_vectors OUT_DIR")?;
-    let out = Path::new(&out);
+    let out = &std::path::absolute(Path::new(&out))?;
     if out.exists() {
         return Err(format!("{} exists; remove it first", out.display()).into());
     }
@@ -119,12 +125,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         LocalBackend::new(&repo_dir),
         &SecretKey::from_bytes(MASTER),
         sizes,
-        Some([0x24; 16]),
+    )?;
+    let fast = atrest_core::Argon2Params::INSECURE_FAST;
+    repo.add_slot(
+        &Unlocker::KeyFile(SecretKey::from_bytes(KEY_FILE)),
+        "vectors",
+        fast,
+    )?;
+    repo.add_slot(
+        &Unlocker::Vault {
+            vault_id: VAULT_ID,
+            key: SecretKey::from_bytes(VAULT_BACKUP_KEY),
+        },
+        "vault",
+        fast,
     )?;
     let meta = SnapshotMeta {
         time_ms: 1_767_225_600_000,
         hostname: "vectors".into(),
-        tags: vec!["v1".into()],
+        tags: vec!["v2".into()],
     };
     // Stored under the relative name "src", so the vectors do not depend on
     // where they were made.
@@ -133,8 +152,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(
         out.join("vectors.json"),
         serde_json::to_string_pretty(&json!({
-            "format": "atrest backup repository", "version": 1,
-            "master_key": hex(&MASTER), "bound_vault": hex(&[0x24; 16]),
+            "format": "atrest backup repository", "version": 2,
+            "master_key": hex(&MASTER), "key_file": hex(&KEY_FILE), "key_file_slot": 0,
+            "bound_vault": hex(&VAULT_ID), "vault_backup_key": hex(&VAULT_BACKUP_KEY),
+            "vault_slot": 1,
             "chunk": { "min": sizes.min, "avg": sizes.avg, "max": sizes.max },
             "snapshot": id, "root": "src", "entries": files,
         }))?,

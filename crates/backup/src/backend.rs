@@ -22,6 +22,12 @@ pub trait Backend: Send + Sync {
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     fn exists(&self, name: &str) -> Result<bool>;
     fn delete(&self, name: &str) -> Result<()>;
+    /// Overwrites `name`'s bytes where the store allows it, then deletes
+    /// it: for a key that must be gone (a keyslot removed or shredded).
+    /// What the store keeps beyond that (old object versions, file system
+    /// snapshots, flash blocks not yet erased) is outside atrest's reach;
+    /// docs/threat-model.md says what to do about it.
+    fn destroy(&self, name: &str) -> Result<()>;
 }
 
 impl Backend for Box<dyn Backend> {
@@ -45,6 +51,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn delete(&self, name: &str) -> Result<()> {
         (**self).delete(name)
+    }
+    fn destroy(&self, name: &str) -> Result<()> {
+        (**self).destroy(name)
     }
 }
 
@@ -146,6 +155,21 @@ impl Backend for LocalBackend {
 
     fn delete(&self, name: &str) -> Result<()> {
         fs::remove_file(self.path(name)).map_err(self.err(name))
+    }
+
+    /// Zeros over the file's bytes in place, fsync'ed, then unlink and
+    /// fsync the directory.
+    fn destroy(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        let overwrite = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new().write(true).open(&path)?;
+            let len = f.metadata()?.len();
+            f.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+            f.sync_all()?;
+            fs::remove_file(&path)?;
+            fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+        };
+        overwrite().map_err(self.err(name))
     }
 }
 

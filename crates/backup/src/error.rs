@@ -16,9 +16,25 @@ pub enum BackupError {
     /// The key does not open the repository's config.
     #[error("wrong key for this backup repository")]
     WrongKey,
+    /// No keyslot opens with the secret given.
+    #[error(
+        "no keyslot of this backup repository opens with the {offered} given (its keyslots: {slots}); check it, or give another secret"
+    )]
+    NoMatchingSlot { offered: String, slots: String },
+    /// Every keyslot is gone (`atrest backup shred`): nothing opens it.
+    #[error(
+        "{0} has no keyslot left (shredded?): no secret can open it, its snapshots are unreadable"
+    )]
+    NoKeyslots(String),
+    /// A format 1 repository is opened by its vault's key alone.
+    #[error("{0}")]
+    Format1(String),
+    /// A keyslot cannot be added, removed or read as asked.
+    #[error("keyslot: {0}")]
+    Keyslot(String),
     /// The repository was written by a newer atrest.
     #[error(
-        "backup repository format version {0} is newer than this atrest reads (1); upgrade atrest"
+        "backup repository format version {0} is newer than this atrest reads (1 and 2); upgrade atrest"
     )]
     UnsupportedVersion(u8),
     /// A snapshot was written by a newer atrest.

@@ -286,7 +286,7 @@ mod tests {
     fn shared_locks_coexist_and_exclusive_ones_coexist_with_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let key = SecretKey::random();
-        drop(Repository::init(LocalBackend::new(dir.path()), &key, SIZES, None).unwrap());
+        drop(Repository::init(LocalBackend::new(dir.path()), &key, SIZES).unwrap());
         let open = || Repository::open(LocalBackend::new(dir.path()), &key).unwrap();
         let (mut a, mut b, mut c) = (open(), open(), open());
         a.lock(false, "host-a").unwrap();
@@ -318,7 +318,7 @@ mod tests {
     fn stale_locks_are_ignored_and_removed_by_unlock() {
         let dir = tempfile::tempdir().unwrap();
         let key = SecretKey::random();
-        let mut repo = Repository::init(LocalBackend::new(dir.path()), &key, SIZES, None).unwrap();
+        let mut repo = Repository::init(LocalBackend::new(dir.path()), &key, SIZES).unwrap();
         let now = now_ms();
         // Killed 31 minutes ago on another host, without a refresh since.
         let old = LockInfo {
@@ -385,7 +385,7 @@ mod tests {
     fn a_lock_that_does_not_open_is_held_not_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let key = SecretKey::random();
-        let mut repo = Repository::init(LocalBackend::new(dir.path()), &key, SIZES, None).unwrap();
+        let mut repo = Repository::init(LocalBackend::new(dir.path()), &key, SIZES).unwrap();
         repo.backend()
             .put("locks/00ff", b"not a sealed lock")
             .unwrap();

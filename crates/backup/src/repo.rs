@@ -23,19 +23,22 @@ use crate::lock::LockSlot;
 use crate::pack::{Location, PACK_HEADER_LEN, read_trailer};
 use crate::run::{BackupOptions, Parent, Sink, Walk, walk_roots, with_packers};
 use crate::tree::{Node, SNAPSHOT_VERSION, Snapshot, Summary, Tree};
+use atrest_vault::Keyslot;
 
 pub const REPO_MAGIC: &[u8; 4] = b"ATRB";
-pub const REPO_VERSION: u8 = 1;
-/// Magic, version, repository id, the vault id it is bound to (zero: none).
-const CONFIG_HEADER_LEN: usize = 4 + 1 + REPO_ID_LEN + 16;
+/// The repository format this build writes: the master key in the
+/// repository's own keyslots (§18.6).
+pub const REPO_VERSION: u8 = 2;
+/// Format 1, still read: the master key is a vault's backup key.
+pub const REPO_VERSION_1: u8 = 1;
 const INDEX_ENTRY_LEN: usize = 32 + 32 + 1 + 8 + 4 + 4 + 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
-    chunk_min: usize,
-    chunk_avg: usize,
-    chunk_max: usize,
+pub(crate) struct Config {
+    pub(crate) chunk_min: usize,
+    pub(crate) chunk_avg: usize,
+    pub(crate) chunk_max: usize,
 }
 
 /// Who took a snapshot and what to call it.
@@ -68,10 +71,20 @@ pub struct RestoreReport {
 
 pub struct Repository<B: Backend> {
     backend: B,
+    /// Kept to wrap it for new keyslots.
+    pub(crate) master: SecretKey,
+    pub(crate) version: u8,
     keys: RepoKeys,
     chunker: Chunker,
     index: BTreeMap<BlobId, Location>,
+    /// Format 1: the vault whose backup key is the master key.
     binding: Option<[u8; 16]>,
+    /// Format 2: every keyslot whose MAC verified, by id.
+    pub(crate) keyslots: Vec<Keyslot>,
+    /// `keys/` objects that did not parse or verify, with why.
+    pub(crate) keyslot_problems: Vec<String>,
+    /// The slot that gave the master key (none: opened with the key itself).
+    pub(crate) opened_slot: Option<u8>,
     lock: LockSlot,
 }
 
@@ -84,66 +97,36 @@ impl<B: Backend> Drop for Repository<B> {
 }
 
 impl<B: Backend> Repository<B> {
-    /// Creates a repository keyed by `master`, bound to the vault whose id
-    /// is `binding` when `master` derives from that vault's key.
-    pub fn init(
+    /// A repository whose config has been opened with `master`; loads its
+    /// index.
+    pub(crate) fn assemble(
         backend: B,
         master: &SecretKey,
+        version: u8,
+        repo_id: [u8; REPO_ID_LEN],
         sizes: ChunkSizes,
         binding: Option<[u8; 16]>,
     ) -> Result<Self> {
-        if backend.exists("config")? {
-            return Err(BackupError::AlreadyExists(backend.location()));
-        }
-        assert!(sizes.valid(), "chunk sizes");
-        let repo_id = atrest_core::random_array::<REPO_ID_LEN>();
         let keys = RepoKeys::new(master, repo_id);
-        let config = Config {
-            chunk_min: sizes.min,
-            chunk_avg: sizes.avg,
-            chunk_max: sizes.max,
-        };
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(REPO_MAGIC);
-        bytes.push(REPO_VERSION);
-        bytes.extend_from_slice(&repo_id);
-        bytes.extend_from_slice(&binding.unwrap_or([0; 16]));
-        let sealed = keys.seal_file(
-            "config",
-            &[&bytes[..], &serde_json::to_vec(&config).expect("json")].concat(),
-        );
-        bytes.extend_from_slice(&sealed);
-        backend.put("config", &bytes)?;
-        Ok(Self {
+        let mut repo = Self {
             backend,
+            master: master.clone(),
+            version,
             chunker: Chunker::new(&keys, sizes),
             keys,
             index: BTreeMap::new(),
             binding,
+            keyslots: Vec::new(),
+            keyslot_problems: Vec::new(),
+            opened_slot: None,
             lock: LockSlot::default(),
-        })
+        };
+        repo.load_index()?;
+        Ok(repo)
     }
 
-    /// Reads, without any key, which vault a repository is bound to (so a
-    /// caller can say "bound to vault X" instead of "wrong key").
-    pub fn binding_of(backend: &B) -> Result<Option<[u8; 16]>> {
-        if !backend.exists("config")? {
-            return Err(BackupError::NotARepository(backend.location()));
-        }
-        let bytes = backend.get("config")?;
-        if bytes.len() < CONFIG_HEADER_LEN || &bytes[..4] != REPO_MAGIC {
-            return Err(BackupError::NotARepository(backend.location()));
-        }
-        if bytes[4] != REPO_VERSION {
-            return Err(BackupError::UnsupportedVersion(bytes[4]));
-        }
-        let id: [u8; 16] = bytes[5 + REPO_ID_LEN..CONFIG_HEADER_LEN]
-            .try_into()
-            .expect("16 bytes");
-        Ok((id != [0; 16]).then_some(id))
-    }
-
-    /// The vault this repository is bound to, if any (authenticated).
+    /// Format 1 only: the vault whose backup key is this repository's
+    /// key (authenticated by the config).
     pub fn binding(&self) -> Option<[u8; 16]> {
         self.binding
     }
@@ -152,54 +135,9 @@ impl<B: Backend> Repository<B> {
         self.keys.repo_id
     }
 
-    /// Opens a repository; loads its index.
-    pub fn open(backend: B, master: &SecretKey) -> Result<Self> {
-        if !backend.exists("config")? {
-            return Err(BackupError::NotARepository(backend.location()));
-        }
-        let bytes = backend.get("config")?;
-        if bytes.len() < CONFIG_HEADER_LEN || &bytes[..4] != REPO_MAGIC {
-            return Err(BackupError::NotARepository(backend.location()));
-        }
-        if bytes[4] != REPO_VERSION {
-            return Err(BackupError::UnsupportedVersion(bytes[4]));
-        }
-        let repo_id: [u8; REPO_ID_LEN] = bytes[5..5 + REPO_ID_LEN].try_into().expect("16 bytes");
-        let bound: [u8; 16] = bytes[5 + REPO_ID_LEN..CONFIG_HEADER_LEN]
-            .try_into()
-            .expect("16 bytes");
-        let keys = RepoKeys::new(master, repo_id);
-        let plain = keys
-            .open_file("config", "config", &bytes[CONFIG_HEADER_LEN..])
-            .map_err(|_| BackupError::WrongKey)?;
-        if plain.len() < CONFIG_HEADER_LEN
-            || plain[..CONFIG_HEADER_LEN] != bytes[..CONFIG_HEADER_LEN]
-        {
-            return Err(BackupError::damaged(
-                "config",
-                "header does not match its sealed copy",
-            ));
-        }
-        let config: Config = serde_json::from_slice(&plain[CONFIG_HEADER_LEN..])
-            .map_err(|e| BackupError::damaged("config", e.to_string()))?;
-        let sizes = ChunkSizes {
-            min: config.chunk_min,
-            avg: config.chunk_avg,
-            max: config.chunk_max,
-        };
-        if !sizes.valid() {
-            return Err(BackupError::damaged("config", "chunk sizes out of range"));
-        }
-        let mut repo = Self {
-            backend,
-            chunker: Chunker::new(&keys, sizes),
-            keys,
-            index: BTreeMap::new(),
-            binding: (bound != [0; 16]).then_some(bound),
-            lock: LockSlot::default(),
-        };
-        repo.load_index()?;
-        Ok(repo)
+    /// The repository format: [`REPO_VERSION`] or [`REPO_VERSION_1`].
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     /// (Re)reads every index file.
@@ -543,7 +481,10 @@ impl<B: Backend> Repository<B> {
     /// `--read-data-subset N%`: run daily with a few percent, every pack is
     /// read within a few months.
     pub fn check_packs(&self, percent: u8) -> Result<CheckReport> {
-        let mut report = CheckReport::default();
+        let mut report = CheckReport {
+            problems: self.keyslot_problems.clone(),
+            ..CheckReport::default()
+        };
         let mut salts = HashMap::new();
         for name in self.backend.list("index")? {
             if let Err(e) = self.read_index(&name) {
@@ -737,7 +678,7 @@ mod tests {
             avg: 4096,
             max: 16384,
         };
-        let repo = Repository::init(LocalBackend::new(dir.path()), &key, sizes, None).unwrap();
+        let repo = Repository::init(LocalBackend::new(dir.path()), &key, sizes).unwrap();
         let sealed = repo
             .keys
             .seal_file("snapshot", br#"{"version": 3, "something": "new"}"#);

@@ -202,4 +202,14 @@ impl Backend for S3Backend {
             .block_on(self.store.delete(&self.path(name)))
             .map_err(self.err(name))
     }
+
+    /// An empty object PUT over it, then a DELETE. On a bucket without
+    /// versioning the bytes are gone from the store's view; with
+    /// versioning (or object lock) both leave older versions behind.
+    fn destroy(&self, name: &str) -> Result<()> {
+        self.runtime
+            .block_on(self.store.put(&self.path(name), PutPayload::new()))
+            .map_err(self.err(name))?;
+        self.delete(name)
+    }
 }

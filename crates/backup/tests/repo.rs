@@ -183,13 +183,8 @@ fn round_trip_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let src = build(dir.path());
     let key = SecretKey::random();
-    let mut repo = Repository::init(
-        LocalBackend::new(dir.path().join("repo")),
-        &key,
-        SIZES,
-        None,
-    )
-    .unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
     let (id, snap) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     assert!(snap.summary.errors.is_empty(), "{:?}", snap.summary.errors);
     assert_eq!(snap.summary.files, 9);
@@ -236,13 +231,8 @@ fn second_run_stores_only_what_changed() {
     let big = pseudo(32 << 20, 5);
     fs::write(src.join("big"), &big).unwrap();
     let key = SecretKey::random();
-    let mut repo = Repository::init(
-        LocalBackend::new(dir.path().join("repo")),
-        &key,
-        SIZES,
-        None,
-    )
-    .unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
     repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     // Unchanged: nothing new but the (identical) trees.
     let (_, again) = repo.backup(std::slice::from_ref(&src), &meta(2)).unwrap();
@@ -276,7 +266,7 @@ fn tampered_objects_are_named_and_never_restored() {
     fs::write(src.join("b"), b"the other file").unwrap();
     let key = SecretKey::random();
     let root = dir.path().join("repo");
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let packs = LocalBackend::new(&root);
     // Packers run in parallel, so which pack holds what depends on the
@@ -330,7 +320,7 @@ fn tampered_index_and_snapshot_files_are_reported() {
     fs::write(src.join("a"), b"x").unwrap();
     let key = SecretKey::random();
     let root = dir.path().join("repo");
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let backend = LocalBackend::new(&root);
     let snap = atrest_backup::Backend::list(&backend, "snapshots")
@@ -366,19 +356,15 @@ fn wrong_key_missing_repo_and_newer_version_are_refused() {
         Err(BackupError::NotARepository(_))
     ));
     let key = SecretKey::random();
-    Repository::init(LocalBackend::new(&root), &key, SIZES, Some([7; 16])).unwrap();
-    assert_eq!(
-        Repository::binding_of(&LocalBackend::new(&root)).unwrap(),
-        Some([7; 16])
-    );
+    Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     assert_eq!(
         Repository::open(LocalBackend::new(&root), &key)
             .unwrap()
-            .binding(),
-        Some([7; 16])
+            .version(),
+        atrest_backup::REPO_VERSION
     );
     assert!(matches!(
-        Repository::init(LocalBackend::new(&root), &key, SIZES, None),
+        Repository::init(LocalBackend::new(&root), &key, SIZES),
         Err(BackupError::AlreadyExists(_))
     ));
     assert!(matches!(
@@ -386,12 +372,19 @@ fn wrong_key_missing_repo_and_newer_version_are_refused() {
         Err(BackupError::WrongKey)
     ));
     let mut config = fs::read(root.join("config")).unwrap();
-    config[4] = 2;
+    config[4] = 3;
     fs::write(root.join("config"), &config).unwrap();
-    assert!(matches!(
-        Repository::open(LocalBackend::new(&root), &key),
-        Err(BackupError::UnsupportedVersion(2))
-    ));
+    match Repository::open(LocalBackend::new(&root), &key) {
+        Err(e @ BackupError::UnsupportedVersion(3)) => {
+            assert!(e.to_string().contains("upgrade atrest"), "{e}")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // A format 2 config relabelled as format 1 no longer authenticates.
+    config[4] = 1;
+    config.splice(21..21, [0u8; 16]);
+    fs::write(root.join("config"), &config).unwrap();
+    assert!(Repository::open(LocalBackend::new(&root), &key).is_err());
 }
 
 #[test]
@@ -402,8 +395,7 @@ fn nothing_of_the_source_appears_in_the_repository() {
     let canary = b"CANARY-4b1d-secret-content";
     fs::write(src.join("canary-name-91c2.txt"), canary.repeat(100)).unwrap();
     let root = dir.path().join("repo");
-    let mut repo =
-        Repository::init(LocalBackend::new(&root), &SecretKey::random(), SIZES, None).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &SecretKey::random(), SIZES).unwrap();
     repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let backend = LocalBackend::new(&root);
     for dirname in ["data", "index", "snapshots"] {
@@ -432,7 +424,7 @@ fn forget_and_prune_free_space_and_keep_what_snapshots_use() {
     fs::create_dir(&src).unwrap();
     let root = dir.path().join("repo");
     let key = SecretKey::random();
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     // Snapshot 1: a (big, unique to it) and b and c (small, sharing a pack).
     fs::write(src.join("a"), pseudo(2 << 20, 11)).unwrap();
     fs::write(src.join("b"), b"kept small file").unwrap();
@@ -493,7 +485,7 @@ fn packs_of_a_run_that_never_wrote_its_index_are_reused() {
     fs::write(src.join("big"), pseudo(4 << 20, 21)).unwrap();
     let root = dir.path().join("repo");
     let key = SecretKey::random();
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     // As if the run had died after its packs and before its index and
     // snapshot: remove both.
@@ -555,7 +547,7 @@ fn excludes_one_file_system_and_dry_run() {
 
     let root = dir.path().join("repo");
     let key = SecretKey::random();
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     let options = atrest_backup::BackupOptions {
         excludes: ["*.tmp", "cache", &format!("{}/keep/tmp", src.display())]
             .iter()
@@ -612,13 +604,8 @@ fn unchanged_files_come_from_the_parent_and_changed_ones_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let src = build(dir.path());
     let key = SecretKey::random();
-    let mut repo = Repository::init(
-        LocalBackend::new(dir.path().join("repo")),
-        &key,
-        SIZES,
-        None,
-    )
-    .unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
     let (first, snap1) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     assert_eq!(snap1.summary.unchanged_files, 0);
     assert_eq!(snap1.parent, None);
@@ -682,13 +669,8 @@ fn restore_includes_and_excludes_select_entries() {
     let dir = tempfile::tempdir().unwrap();
     let src = build(dir.path());
     let key = SecretKey::random();
-    let mut repo = Repository::init(
-        LocalBackend::new(dir.path().join("repo")),
-        &key,
-        SIZES,
-        None,
-    )
-    .unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
     let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let patterns = |p: &[&str]| {
         atrest_backup::Patterns(p.iter().map(|p| glob::Pattern::new(p).unwrap()).collect())
@@ -742,13 +724,8 @@ fn read_data_subset_reads_that_share_of_the_packs() {
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
     let key = SecretKey::random();
-    let mut repo = Repository::init(
-        LocalBackend::new(dir.path().join("repo")),
-        &key,
-        SIZES,
-        None,
-    )
-    .unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
     // Six runs, each of new data: at least six packs.
     for i in 0..6 {
         fs::write(src.join(format!("f{i}")), pseudo(300 << 10, 50 + i)).unwrap();
@@ -771,13 +748,8 @@ fn read_data_subset_reads_that_share_of_the_packs() {
 fn a_file_changing_while_read_is_kept_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let key = SecretKey::random();
-    let mut repo = Repository::init(
-        LocalBackend::new(dir.path().join("repo")),
-        &key,
-        SIZES,
-        None,
-    )
-    .unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
     let file = PathBuf::from("/proc/self/mountinfo");
     let (id, snap) = repo.backup(std::slice::from_ref(&file), &meta(1)).unwrap();
     assert_eq!(
@@ -834,7 +806,7 @@ fn a_full_disk_stops_a_run_cleanly_and_the_next_run_completes() {
     let _fs = Tmpfs::mount(&small, 4 << 20);
     let root = small.join("repo");
     let key = SecretKey::random();
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES, None).unwrap();
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     match repo.backup(std::slice::from_ref(&src), &meta(1)) {
         Err(BackupError::Storage { source, .. }) => {
             assert_eq!(source.raw_os_error(), Some(libc_enospc()), "{source}")
@@ -877,13 +849,8 @@ fn a_full_disk_during_restore_fails_those_files_and_writes_nothing_wrong() {
     fs::write(src.join("small"), b"fits").unwrap();
     fs::write(src.join("large"), pseudo(2 << 20, 73)).unwrap();
     let key = SecretKey::random();
-    let mut repo = Repository::init(
-        LocalBackend::new(dir.path().join("repo")),
-        &key,
-        SIZES,
-        None,
-    )
-    .unwrap();
+    let mut repo =
+        Repository::init(LocalBackend::new(dir.path().join("repo")), &key, SIZES).unwrap();
     let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
     let target = dir.path().join("target");
     let _fs = Tmpfs::mount(&target, 1 << 20);

@@ -1,15 +1,17 @@
-//! The committed format 1 repository (testdata/backup-v1/) opens with its
-//! key, checks clean with every blob read, and restores exactly what
+//! The committed repositories of format 1 (testdata/backup-v1/) and
+//! format 2 (testdata/backup-v2/, with keyslots) open with their keys,
+//! check clean with every blob read, and restore exactly what
 //! vectors.json lists. tests/differential/check_backup.py reads the same
-//! repository without atrest code.
+//! repositories without atrest code.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use atrest_backup::{LocalBackend, Repository};
+use atrest_backup::{BackupError, LocalBackend, LockedRepository, Repository};
 use atrest_core::SecretKey;
+use atrest_vault::Unlocker;
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -18,20 +20,86 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+fn vectors(name: &str) -> (std::path::PathBuf, serde_json::Value) {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(name);
+    let v = serde_json::from_str(&fs::read_to_string(base.join("vectors.json")).unwrap()).unwrap();
+    (base, v)
+}
+
+fn key(v: &serde_json::Value, name: &str) -> SecretKey {
+    SecretKey::from_slice(&unhex(v[name].as_str().unwrap())).unwrap()
+}
+
+fn bound_vault(v: &serde_json::Value) -> [u8; 16] {
+    unhex(v["bound_vault"].as_str().unwrap())
+        .try_into()
+        .unwrap()
+}
+
 #[test]
 fn the_format_1_repository_restores_what_its_vectors_list() {
-    let base = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/backup-v1"
-    ));
-    let v: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(base.join("vectors.json")).unwrap()).unwrap();
-    let key = SecretKey::from_slice(&unhex(v["master_key"].as_str().unwrap())).unwrap();
-    let repo = Repository::open(LocalBackend::new(base.join("repo")), &key).unwrap();
+    let (base, v) = vectors("backup-v1");
+    let master = key(&v, "master_key");
+    let repo = Repository::open(LocalBackend::new(base.join("repo")), &master).unwrap();
+    assert_eq!(repo.version(), 1);
+    assert_eq!(repo.binding(), Some(bound_vault(&v)));
+    assert_eq!(repo.bound_vaults(), [bound_vault(&v)]);
+    restores_what_its_vectors_list(&repo, &v);
+    // The wrong key does not open it.
+    assert!(Repository::open(LocalBackend::new(base.join("repo")), &SecretKey::random()).is_err());
+    // Its vault's backup key opens it; another vault's, or any other
+    // kind of secret, is refused with a message saying what opens it.
+    let locked = || LockedRepository::read(LocalBackend::new(base.join("repo"))).unwrap();
+    let vault = |vault_id| Unlocker::Vault {
+        vault_id,
+        key: master.clone(),
+    };
     assert_eq!(
-        repo.binding().map(|b| b.to_vec()),
-        Some(unhex(v["bound_vault"].as_str().unwrap()))
+        locked().unlock(&vault(bound_vault(&v))).unwrap().version(),
+        1
     );
+    match locked().unlock(&vault([9; 16])) {
+        Err(e @ BackupError::Format1(_)) => assert!(e.to_string().contains("bound to vault 2424")),
+        other => panic!("{:?}", other.err()),
+    }
+    assert!(matches!(
+        locked().unlock(&Unlocker::KeyFile(master.clone())),
+        Err(BackupError::Format1(_))
+    ));
+    assert!(matches!(locked().shred(), Err(BackupError::Format1(_))));
+}
+
+#[test]
+fn the_format_2_repository_opens_by_each_slot_and_restores_its_vectors() {
+    let (base, v) = vectors("backup-v2");
+    let locked = || LockedRepository::read(LocalBackend::new(base.join("repo"))).unwrap();
+    let by_file = locked()
+        .unlock(&Unlocker::KeyFile(key(&v, "key_file")))
+        .unwrap();
+    assert_eq!(by_file.version(), 2);
+    assert_eq!(by_file.opened_slot(), Some(0));
+    assert_eq!(by_file.keyslots().len(), 2);
+    assert_eq!(by_file.bound_vaults(), [bound_vault(&v)]);
+    assert_eq!(by_file.binding(), None);
+    restores_what_its_vectors_list(&by_file, &v);
+    let by_vault = locked()
+        .unlock(&Unlocker::Vault {
+            vault_id: bound_vault(&v),
+            key: key(&v, "vault_backup_key"),
+        })
+        .unwrap();
+    assert_eq!(by_vault.opened_slot(), Some(1));
+    let by_master = Repository::open(LocalBackend::new(base.join("repo")), &key(&v, "master_key"));
+    assert_eq!(by_master.unwrap().opened_slot(), None);
+    assert!(matches!(
+        locked().unlock(&Unlocker::KeyFile(key(&v, "master_key"))),
+        Err(BackupError::NoMatchingSlot { .. })
+    ));
+}
+
+fn restores_what_its_vectors_list(repo: &Repository<LocalBackend>, v: &serde_json::Value) {
     let check = repo.check(true).unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
     let target = tempfile::tempdir().unwrap();
@@ -63,6 +131,4 @@ fn the_format_1_repository_restores_what_its_vectors_list() {
             other => panic!("kind {other}"),
         }
     }
-    // The wrong key does not open it.
-    assert!(Repository::open(LocalBackend::new(base.join("repo")), &SecretKey::random()).is_err());
 }

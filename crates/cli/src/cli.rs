@@ -59,11 +59,11 @@ pub enum Command {
     /// the vaults (swap, core dumps, /tmp, services' data, key file modes,
     /// ...); each finding names its fix. Exit 0 none, 1 warnings, 2 critical.
     Doctor(DoctorArgs),
-    /// Encrypted, deduplicated backups bound to a vault: whoever unlocks
-    /// the vault (passphrase, key file, recovery key, or its key authority)
-    /// can back up and restore, and destroying the vault's keys (its
-    /// keyslots, or its host at the key authority) makes every snapshot
-    /// unreadable.
+    /// Encrypted, deduplicated backups whose key is held in keyslots like a
+    /// vault's: a passphrase, a key file, a recovery key, or a vault
+    /// (whoever unlocks the vault, by any of its keyslots or its key
+    /// authority, can back up and restore). `backup shred` destroys every
+    /// keyslot: every snapshot becomes unreadable at once.
     #[command(subcommand)]
     Backup(BackupCommand),
     /// LUKS2 volumes opened by a key authority: a keyslot whose passphrase
@@ -398,8 +398,12 @@ pub struct FsckArgs {
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
     /// Create a repository (an empty or new directory, or an unused
-    /// s3://BUCKET/PREFIX), bound to a vault.
-    Init(BackupKeyArgs),
+    /// s3://BUCKET/PREFIX) with a new random key in keyslots of its own:
+    /// with --vault, one that the vault's keys open; else a passphrase
+    /// (--passphrase-file, or asked twice) or a key file (--key-file,
+    /// created if missing); and
+    /// a recovery key printed once (--no-recovery-key: none).
+    Init(BackupInitArgs),
     /// Back up files and directories into a new snapshot. Exit 3 when some
     /// source entries could not be read (the snapshot holds the rest).
     Run(BackupRunArgs),
@@ -412,7 +416,8 @@ pub enum BackupCommand {
     /// Check every snapshot, tree and index (and with --read-data every
     /// pack and blob). Exit 4 naming each damaged or missing object.
     Check(BackupCheckArgs),
-    /// Which vault the repository is bound to, and its snapshots and size.
+    /// The repository's format, keyslots (and so which vaults' keys open
+    /// it), snapshots and size.
     Status(BackupListArgs),
     /// Delete snapshots: those named, or all but those a --keep-* policy
     /// keeps; with --prune, also the data no remaining snapshot uses.
@@ -432,6 +437,82 @@ pub enum BackupCommand {
     /// snapshots/latest, ids/<id>) until unmounted (`umount DIR`) or
     /// interrupted.
     Mount(BackupMountArgs),
+    /// List, add or remove the repository's keyslots.
+    #[command(subcommand)]
+    Keyslot(BackupKeyslotCommand),
+    /// Crypto-erase the repository: destroy every keyslot (each key object
+    /// overwritten, then deleted), then check that the secret given no
+    /// longer opens it. Every snapshot becomes unreadable; no data object
+    /// is deleted. Without --yes, says what would be lost and exits 2.
+    Shred(BackupShredArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupInitArgs {
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// Make no recovery-key slot.
+    #[arg(long)]
+    pub no_recovery_key: bool,
+    /// Write the recovery key to this new file (mode 0400) instead of the
+    /// terminal.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_recovery_key")]
+    pub recovery_key_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupKeyslotCommand {
+    /// List the keyslots (no secret needed; their labels are authenticated
+    /// only once a secret opens the repository).
+    List {
+        #[command(flatten)]
+        at: BackupRepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a keyslot; open the repository with an existing one.
+    Add {
+        #[command(flatten)]
+        key: BackupKeyArgs,
+        /// Kind of the new slot.
+        #[arg(long, value_enum)]
+        kind: SlotKindArg,
+        /// New passphrase from this file (else asked twice).
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+        /// Key file for the new slot (created with a random key if missing).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+        /// Write a new recovery key to this new file instead of the terminal.
+        #[arg(long, value_name = "FILE")]
+        recovery_key_out: Option<PathBuf>,
+        /// A note for people, shown by `keyslot list`.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a keyslot (its object overwritten, then deleted); open the
+    /// repository with any slot. Refuses the last one (`backup shred`
+    /// destroys them all).
+    Remove {
+        slot: u8,
+        #[command(flatten)]
+        key: BackupKeyArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupShredArgs {
+    /// Optional: a secret that opens the repository now. It is checked
+    /// before anything is destroyed, and checked to fail afterwards.
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    /// Destroy the keyslots (without it, nothing is changed).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -508,8 +589,9 @@ pub struct BackupForgetArgs {
     pub dry_run: bool,
 }
 
+/// Where a repository is.
 #[derive(Debug, Args)]
-pub struct BackupKeyArgs {
+pub struct BackupRepoArgs {
     /// The repository: a local directory, or s3://BUCKET/PREFIX on AWS or
     /// any S3-compatible store (credentials from AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, AWS_REGION, as the AWS tools read them).
@@ -518,11 +600,21 @@ pub struct BackupKeyArgs {
     /// Endpoint of an S3-compatible store (path-style; http:// allowed).
     #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
     pub s3_endpoint: Option<String>,
-    /// The vault whose keys hold the repository's key.
+}
+
+/// Where a repository is, and the secret that opens it.
+#[derive(Debug, Args)]
+pub struct BackupKeyArgs {
+    #[command(flatten)]
+    pub at: BackupRepoArgs,
+    /// Open the repository through this vault: its vault keyslot opens
+    /// with the vault's keys. --passphrase-file, --recovery-key-file and
+    /// --key-file then unlock the vault; with none of them, a vault with a
+    /// remote keyslot asks its key authority.
     #[arg(long, value_name = "VAULT")]
-    pub vault: PathBuf,
-    /// Without any of --passphrase-file, --recovery-key-file, --key-file,
-    /// a vault with a remote keyslot asks its key authority.
+    pub vault: Option<PathBuf>,
+    /// Without --vault: a secret of one of the repository's own keyslots
+    /// (at `init`: the new passphrase or key file).
     #[command(flatten)]
     pub unlock: UnlockArgs,
     #[command(flatten)]

@@ -109,7 +109,8 @@ pub fn unlocker(args: &UnlockArgs) -> anyhow::Result<Unlocker> {
 }
 
 /// Shows a new recovery key once: on the terminal, or into a new file.
-pub fn show_recovery_key(key: &RecoveryKey, out: Option<&Path>) -> anyhow::Result<()> {
+/// `opens` says what it opens without the other secrets ("the vault").
+pub fn show_recovery_key(key: &RecoveryKey, out: Option<&Path>, opens: &str) -> anyhow::Result<()> {
     let text = Zeroizing::new(key.display());
     match out {
         Some(path) => {
@@ -129,7 +130,7 @@ pub fn show_recovery_key(key: &RecoveryKey, out: Option<&Path>) -> anyhow::Resul
         }
         None => {
             println!(
-                "Recovery key (shown once; store it offline, it opens the vault without the passphrase):"
+                "Recovery key (shown once; store it offline, it opens {opens} without the other secrets):"
             );
             println!();
             println!("    {}", text.as_str());

@@ -95,6 +95,12 @@ pub const BACKUP_CHUNKER_KEY: &[u8] = b"atrest v1 backup chunker key";
 pub const BACKUP_OBJECT_KEY: &[u8] = b"atrest v1 backup object key";
 /// A pack's own key, from [`BACKUP_OBJECT_KEY`]'s key.
 pub const BACKUP_PACK_KEY: &[u8] = b"atrest v1 backup pack key";
+/// Key-encryption key of one repository keyslot, followed by the slot's
+/// kind byte (IKM: the slot secret).
+pub const BACKUP_KEYSLOT_WRAP: &[u8] = b"atrest v1 backup keyslot wrap";
+/// HMAC-SHA256 key over a repository's keyslot objects (IKM: the
+/// repository's master key).
+pub const BACKUP_KEYSLOT_MAC: &[u8] = b"atrest v1 backup keyslot mac";
 
 /// Associated-data domain tags, so a ciphertext made for one purpose never
 /// authenticates as another.
@@ -165,6 +171,8 @@ pub mod domain {
     /// First field of the AAD of a backup repository file (config, pack
     /// header and trailer, index, snapshot).
     pub const BACKUP_FILE: &[u8] = b"atrest backup file v1";
+    /// First bytes of a backup repository keyslot's AAD.
+    pub const BACKUP_KEYSLOT: &[u8] = b"atrest backup keyslot v1";
 }
 
 #[cfg(test)]
@@ -203,6 +211,8 @@ mod tests {
             super::BACKUP_PACK_KEY,
             super::LUKS_PASSPHRASE,
             super::LUKS_TOKEN_MAC,
+            super::BACKUP_KEYSLOT_WRAP,
+            super::BACKUP_KEYSLOT_MAC,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -248,6 +258,7 @@ mod tests {
             SCOPE_SESSION,
             BACKUP_BLOB,
             BACKUP_FILE,
+            BACKUP_KEYSLOT,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

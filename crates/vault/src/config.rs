@@ -13,7 +13,7 @@ use std::path::Path;
 use atrest_core::{ContentAlgorithm, HeaderMac, MAC_LEN};
 
 use crate::VaultError;
-use crate::keyslot::{Keyslot, MAX_LABEL, SlotKind};
+use crate::keyslot::{Keyslot, SlotOwner};
 use crate::wire::Reader;
 
 pub const MAGIC: &[u8; 8] = b"ATRESTVC";
@@ -128,15 +128,7 @@ impl VaultConfig {
         body.extend_from_slice(&flags.to_be_bytes());
         body.push(self.keyslots.len() as u8);
         for slot in &self.keyslots {
-            body.push(slot.id);
-            body.push(slot.kind.id());
-            let params = slot.kind.encode_params();
-            body.extend_from_slice(&(params.len() as u16).to_be_bytes());
-            body.extend_from_slice(&params);
-            body.push(slot.label.len() as u8);
-            body.extend_from_slice(slot.label.as_bytes());
-            body.extend_from_slice(&(slot.wrapped.len() as u16).to_be_bytes());
-            body.extend_from_slice(&slot.wrapped);
+            slot.encode(&mut body);
         }
         let mut out = Vec::with_capacity(body.len() + HEADER_LEN + MAC_LEN);
         out.extend_from_slice(MAGIC);
@@ -209,33 +201,13 @@ impl VaultConfig {
             return Err(corrupt("keyslot count out of range"));
         }
         let mut keyslots: Vec<Keyslot> = Vec::with_capacity(count);
+        let owner = SlotOwner::Vault(vault_id);
         for _ in 0..count {
-            let id = b.u8().map_err(trunc)?;
-            let kind_id = b.u8().map_err(trunc)?;
-            let params_len = b.u16().map_err(trunc)? as usize;
-            let kind = SlotKind::decode(kind_id, b.bytes(params_len).map_err(trunc)?)
-                .map_err(VaultError::Corrupt)?;
-            let label_len = b.u8().map_err(trunc)? as usize;
-            if label_len > MAX_LABEL {
-                return Err(corrupt("keyslot label too long"));
-            }
-            let label = std::str::from_utf8(b.bytes(label_len).map_err(trunc)?)
-                .map_err(|_| corrupt("keyslot label is not UTF-8"))?
-                .to_string();
-            let wrapped_len = b.u16().map_err(trunc)? as usize;
-            if wrapped_len != crate::keyslot::WRAPPED_LEN {
-                return Err(corrupt("wrapped key has the wrong size"));
-            }
-            let wrapped = b.bytes(wrapped_len).map_err(trunc)?.to_vec();
-            if keyslots.iter().any(|s| s.id == id) {
+            let slot = Keyslot::read(&owner, &mut b).map_err(VaultError::Corrupt)?;
+            if keyslots.iter().any(|s| s.id == slot.id) {
                 return Err(corrupt("duplicate keyslot id"));
             }
-            keyslots.push(Keyslot {
-                id,
-                kind,
-                label,
-                wrapped,
-            });
+            keyslots.push(slot);
         }
         if !b.is_empty() {
             return Err(corrupt("trailing bytes in the config body"));
@@ -282,7 +254,7 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyslot::Unlocker;
+    use crate::keyslot::{SlotKind, Unlocker};
     use atrest_core::SecretKey;
 
     fn sample() -> (VaultConfig, HeaderMac, Vec<u8>) {

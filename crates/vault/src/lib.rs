@@ -50,7 +50,7 @@ pub use content::{
 };
 pub use content2::{ContentFile2, ContentKey2, FileCipher2};
 pub use error::{ContentError, VaultError};
-pub use keyslot::{Keyslot, SlotKind, Unlocker};
+pub use keyslot::{Keyslot, MAX_LABEL, SlotKind, SlotOwner, Unlocker};
 pub use location::{Location, fscrypt_config_dir, locate};
 pub use lock::{LOCK_FILE, MountLock};
 pub use names::{EncryptedName, NameTransform};

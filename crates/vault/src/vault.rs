@@ -437,6 +437,20 @@ impl Vault {
         &self.master
     }
 
+    /// What opens a backup repository bound to this vault: the slot secret
+    /// of the repository's vault slot (docs/format.md §18.6), and, for a
+    /// format 1 repository, its master key. `HKDF(VMK, vault id, "atrest
+    /// v1 backup key")`.
+    pub fn backup_key(&self) -> Unlocker {
+        let vault_id = self.config.vault_id;
+        Unlocker::Vault {
+            vault_id,
+            key: self
+                .master
+                .derive(&vault_id, atrest_core::labels::BACKUP_KEY),
+        }
+    }
+
     /// Opens a vault with its master key directly (a mount process that
     /// received the key from the parent that unlocked it).
     pub fn from_master_key(locked: LockedVault, master: SecretKey) -> Result<Vault, VaultError> {

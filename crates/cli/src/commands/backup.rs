@@ -1,8 +1,11 @@
-//! `atrest backup`: encrypted, deduplicated backups bound to a vault. The
-//! repository's key is HKDF of the vault's master key (`atrest v1 backup
-//! key`, salted with the vault id), so every way of unlocking the vault
-//! (its keyslots, its key authority) opens the repository too, and
-//! destroying the vault's keys makes every snapshot unreadable.
+//! `atrest backup`: encrypted, deduplicated backups. A repository's key is
+//! random and held in keyslots of its own (docs/format.md §18.6): a
+//! passphrase, a key file, a recovery key, or a vault, whose slot opens
+//! with the vault's backup key (`HKDF(VMK, vault id, "atrest v1 backup
+//! key")`), so every way of unlocking the vault (its keyslots, its key
+//! authority) opens the repository too. `shred` destroys every keyslot.
+//! Format 1 repositories (the vault's backup key is the repository key)
+//! still open with `--vault`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,18 +13,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use atrest_backup::{
-    Backend, ChunkSizes, LocalBackend, Parent, Patterns, Progress, Repository, S3Backend,
-    S3Options, Snapshot, SnapshotMeta,
+    Backend, ChunkSizes, LocalBackend, LockedRepository, Parent, Patterns, Progress, Repository,
+    S3Backend, S3Options, Snapshot, SnapshotMeta,
 };
-use atrest_core::{SecretKey, labels};
-use atrest_vault::Vault;
+use atrest_vault::{RecoveryKey, SlotKind, Unlocker};
 
 use crate::cli::{
-    BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupForgetArgs, BackupKeyArgs,
-    BackupListArgs, BackupLsArgs, BackupMountArgs, BackupRestoreArgs, BackupRunArgs,
-    BackupUnlockArgs,
+    BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupForgetArgs, BackupInitArgs,
+    BackupKeyArgs, BackupKeyslotCommand, BackupListArgs, BackupLsArgs, BackupMountArgs,
+    BackupRepoArgs, BackupRestoreArgs, BackupRunArgs, BackupShredArgs, BackupUnlockArgs,
+    SlotKindArg,
 };
-use crate::hygiene;
+use crate::{hygiene, secrets};
 
 /// Exit code of `run` and `restore` when some entries were skipped.
 const PARTIAL: u8 = 3;
@@ -47,6 +50,8 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         }
         BackupCommand::Unlock(args) => unlock_repo(&args),
         BackupCommand::Mount(args) => mount(&args),
+        BackupCommand::Keyslot(cmd) => keyslot(cmd),
+        BackupCommand::Shred(args) => shred(&args),
     }
 }
 
@@ -54,88 +59,197 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn repo_key(vault: &Vault) -> SecretKey {
-    vault
-        .master_key()
-        .derive(&vault.config().vault_id, labels::BACKUP_KEY)
-}
-
-fn unlock(args: &BackupKeyArgs) -> anyhow::Result<Vault> {
-    super::remote::unlock_keys(&args.vault, &args.unlock, &args.retry)
-}
-
 type Repo = Repository<Box<dyn Backend>>;
 
-fn is_s3(args: &BackupKeyArgs) -> bool {
-    args.repo.to_str().is_some_and(|r| r.starts_with("s3://"))
+fn is_s3(at: &BackupRepoArgs) -> bool {
+    at.repo.to_str().is_some_and(|r| r.starts_with("s3://"))
 }
 
-fn backend(args: &BackupKeyArgs) -> anyhow::Result<Box<dyn Backend>> {
-    if is_s3(args) {
-        let url = args.repo.to_str().unwrap_or_default();
+fn backend(at: &BackupRepoArgs) -> anyhow::Result<Box<dyn Backend>> {
+    if is_s3(at) {
+        let url = at.repo.to_str().unwrap_or_default();
         let options = S3Options {
-            endpoint: args.s3_endpoint.clone(),
+            endpoint: at.s3_endpoint.clone(),
             ..S3Options::default()
         };
         Ok(Box::new(S3Backend::new(url, &options)?))
     } else {
-        Ok(Box::new(LocalBackend::new(&args.repo)))
+        Ok(Box::new(LocalBackend::new(&at.repo)))
     }
+}
+
+fn has_secret(args: &BackupKeyArgs) -> bool {
+    let u = &args.unlock;
+    args.vault.is_some()
+        || u.passphrase_file.is_some()
+        || u.key_file.is_some()
+        || u.recovery_key_file.is_some()
+}
+
+/// The secret the options give: a vault's backup key (the vault unlocked
+/// by its own secret or key authority), or a keyslot's secret. With none
+/// given, a passphrase asked on a terminal when the repository has a
+/// passphrase slot; else an error naming what opens this repository.
+fn secret<B: Backend>(
+    args: &BackupKeyArgs,
+    locked: &LockedRepository<B>,
+) -> anyhow::Result<Unlocker> {
+    if let Some(vault) = &args.vault {
+        let vault = super::remote::unlock_keys(vault, &args.unlock, &args.retry)?;
+        return Ok(vault.backup_key());
+    }
+    let kinds: Vec<&SlotKind> = locked
+        .keyslots()
+        .iter()
+        .filter_map(|s| s.slot.as_ref().ok().map(|s| &s.kind))
+        .collect();
+    let passphrase_slot = kinds
+        .iter()
+        .any(|k| matches!(k, SlotKind::Passphrase { .. }));
+    if has_secret(args) || (passphrase_slot && std::io::IsTerminal::is_terminal(&std::io::stdin()))
+    {
+        return secrets::unlocker(&args.unlock);
+    }
+    let repo = args.at.repo.display();
+    if let Some(bound) = locked.binding() {
+        bail!(
+            "{repo} (format 1) opens with the keys of vault {}: give --vault PATH",
+            hex(&bound)
+        );
+    }
+    let mut ways: Vec<String> = Vec::new();
+    for kind in kinds {
+        let way = match kind {
+            SlotKind::Passphrase { .. } => "--passphrase-file FILE".to_string(),
+            SlotKind::KeyFile => "--key-file FILE".to_string(),
+            SlotKind::RecoveryKey => "--recovery-key-file FILE".to_string(),
+            SlotKind::Vault { vault_id } => {
+                format!("--vault PATH (the vault with id {})", hex(vault_id))
+            }
+            SlotKind::Remote(_) | SlotKind::Threshold(_) => continue,
+        };
+        if !ways.contains(&way) {
+            ways.push(way);
+        }
+    }
+    if ways.is_empty() {
+        bail!(atrest_backup::BackupError::NoKeyslots(repo.to_string()));
+    }
+    bail!(
+        "no secret given to open {repo}: give {}",
+        ways.join(", or ")
+    )
 }
 
 fn open(args: &BackupKeyArgs) -> anyhow::Result<Repo> {
-    let backend = backend(args)?;
-    // Before any key: not a repository, a newer format, and which vault.
-    let binding = Repository::binding_of(&backend)?;
-    let vault = unlock(args)?;
-    let id = vault.config().vault_id;
-    match binding {
-        Some(bound) if bound != id => bail!(
-            "{} is bound to vault {}, but {} is vault {}; give the vault the repository was created with",
-            args.repo.display(),
-            hex(&bound),
-            args.vault.display(),
-            hex(&id)
+    let locked = LockedRepository::read(backend(&args.at)?)?;
+    let secret = secret(args, &locked)?;
+    let bound: Vec<String> = locked
+        .keyslots()
+        .iter()
+        .filter_map(|s| match &s.slot {
+            Ok(atrest_vault::Keyslot {
+                kind: SlotKind::Vault { vault_id },
+                ..
+            }) => Some(hex(vault_id)),
+            _ => None,
+        })
+        .collect();
+    match (locked.unlock(&secret), &secret, &args.vault) {
+        (
+            Err(atrest_backup::BackupError::NoMatchingSlot { .. }),
+            Unlocker::Vault { vault_id, .. },
+            Some(path),
+        ) if !bound.is_empty() => bail!(
+            "{} is bound to vault {}, but {} is vault {}; give the vault the repository was created with, or a secret of another of its keyslots",
+            args.at.repo.display(),
+            bound.join(" and vault "),
+            path.display(),
+            hex(vault_id)
         ),
-        None => bail!(
-            "{} is not bound to a vault; this version of atrest opens only vault-bound repositories",
-            args.repo.display()
-        ),
-        Some(_) => {}
+        (result, _, _) => result.with_context(|| format!("{}", args.at.repo.display())),
     }
-    Repository::open(backend, &repo_key(&vault)).with_context(|| format!("{}", args.repo.display()))
 }
 
-fn init(args: &BackupKeyArgs) -> anyhow::Result<ExitCode> {
-    match std::fs::read_dir(&args.repo) {
-        _ if is_s3(args) => {}
+fn init(args: &BackupInitArgs) -> anyhow::Result<ExitCode> {
+    let key = &args.key;
+    match std::fs::read_dir(&key.at.repo) {
+        _ if is_s3(&key.at) => {}
         Ok(mut entries) => {
             if entries.next().is_some() {
                 bail!(
                     "{} is not empty; give an empty or new directory for the repository",
-                    args.repo.display()
+                    key.at.repo.display()
                 );
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("{}", args.repo.display())),
+        Err(e) => return Err(e).with_context(|| format!("{}", key.at.repo.display())),
     }
-    let vault = unlock(args)?;
-    let id = vault.config().vault_id;
-    let repo = Repository::init(
-        backend(args)?,
-        &repo_key(&vault),
-        ChunkSizes::DEFAULT,
-        Some(id),
-    )?;
+    let argon2 = super::argon2_params(&args.kdf)?;
+    let first = match &key.vault {
+        Some(vault) => super::remote::unlock_keys(vault, &key.unlock, &key.retry)?.backup_key(),
+        None if key.unlock.recovery_key_file.is_some() => bail!(
+            "a new repository's recovery key is made by init and printed once; give --passphrase-file or --key-file (or --vault) for its first keyslot"
+        ),
+        None => match &key.unlock.key_file {
+            Some(path) => Unlocker::KeyFile(secrets::read_or_create_key_file(path)?),
+            None => Unlocker::Passphrase(secrets::new_passphrase(
+                key.unlock.passphrase_file.as_deref(),
+            )?),
+        },
+    };
+    let label = match &first {
+        Unlocker::Vault { .. } => "vault",
+        Unlocker::KeyFile(_) => "key file",
+        _ => "passphrase",
+    };
+    let recovery = (!args.no_recovery_key).then(RecoveryKey::generate);
+    let recovery_secret = recovery
+        .as_ref()
+        .map(|k| Unlocker::RecoveryKey(k.secret().clone()));
+    let mut slots = vec![(&first, label)];
+    if let Some(secret) = &recovery_secret {
+        slots.push((secret, "recovery"));
+    }
+    let (repo, _) = Repository::create(backend(&key.at)?, ChunkSizes::DEFAULT, &slots, argon2)?;
     println!(
-        "created backup repository {} (id {}), bound to vault {} ({})",
-        args.repo.display(),
-        hex(&repo.repo_id()),
-        args.vault.display(),
-        hex(&id)
+        "created backup repository {} (id {}); keyslots:",
+        key.at.repo.display(),
+        hex(&repo.repo_id())
     );
+    for slot in repo.keyslots() {
+        println!("  {}", slot_line(slot, key.vault.as_deref()));
+    }
+    if let Some(recovery) = &recovery {
+        secrets::show_recovery_key(
+            recovery,
+            args.recovery_key_out.as_deref(),
+            "the backup repository",
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One keyslot as `status` and `init` show it; a vault slot says what it
+/// means.
+fn slot_line(slot: &atrest_vault::Keyslot, vault: Option<&Path>) -> String {
+    let label = if slot.label.is_empty() {
+        String::new()
+    } else {
+        format!(" \"{}\"", slot.label)
+    };
+    match &slot.kind {
+        SlotKind::Vault { vault_id } => format!(
+            "{} vault{label}: vault {}{}: whoever unlocks it can back up and restore",
+            slot.id,
+            hex(vault_id),
+            vault
+                .map(|v| format!(" ({})", v.display()))
+                .unwrap_or_default()
+        ),
+        kind => format!("{} {}{label}", slot.id, kind.name()),
+    }
 }
 
 fn hostname() -> String {
@@ -341,7 +455,7 @@ fn mount(args: &BackupMountArgs) -> anyhow::Result<ExitCode> {
     });
     eprintln!(
         "serving the snapshots of {} read-only at {}; unmount with `umount {}` or Ctrl-C",
-        args.key.repo.display(),
+        args.key.at.repo.display(),
         args.dir.display(),
         args.dir.display()
     );
@@ -448,39 +562,227 @@ fn dir_size(path: &Path) -> u64 {
 fn status(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
     let repo = open(&args.key)?;
     let all: Vec<(String, Snapshot)> = repo.snapshots()?;
-    let size = if is_s3(&args.key) {
+    let size = if is_s3(&args.key.at) {
         None
     } else {
-        Some(dir_size(&args.key.repo))
+        Some(dir_size(&args.key.at.repo))
     };
-    let bound = repo.binding().map(|b| hex(&b)).unwrap_or_default();
+    let vaults: Vec<String> = repo.bound_vaults().iter().map(|v| hex(v)).collect();
+    let vault = args.key.vault.as_deref();
     if args.json {
+        let slots: Vec<_> = repo.keyslots().iter().map(slot_json).collect();
         println!(
             "{}",
             serde_json::json!({
-                "repository": args.key.repo, "id": hex(&repo.repo_id()), "bound_vault": bound,
+                "repository": args.key.at.repo, "id": hex(&repo.repo_id()),
+                "format": repo.version(), "keyslots": slots, "opened_with_slot": repo.opened_slot(),
+                "bound_vaults": vaults, "damaged_keyslots": repo.keyslot_problems(),
                 "snapshots": all.len(), "bytes": size,
                 "latest": all.last().map(|(id, s)| serde_json::json!({ "id": id, "time_ms": s.time_ms })),
             })
         );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "repository: {} (id {}, format {})",
+        args.key.at.repo.display(),
+        hex(&repo.repo_id()),
+        repo.version()
+    );
+    if let Some(bound) = repo.binding() {
+        println!(
+            "bound to:   vault {}{} (format 1: its backup key is this repository's key; no keyslots of its own)",
+            hex(&bound),
+            vault
+                .map(|v| format!(" ({})", v.display()))
+                .unwrap_or_default()
+        );
     } else {
-        println!(
-            "repository: {} (id {})",
-            args.key.repo.display(),
-            hex(&repo.repo_id())
-        );
-        println!(
-            "bound to:   vault {} ({bound}): its keys open this repository",
-            args.key.vault.display()
-        );
-        println!("snapshots:  {}", all.len());
-        if let Some((id, s)) = all.last() {
-            println!("latest:     {} at {}", &id[..8], time_text(s.time_ms));
+        if vaults.is_empty() {
+            println!("bound to:   no vault (no vault keyslot)");
+        } else {
+            println!(
+                "bound to:   vault {}: whoever unlocks it can back up and restore",
+                vaults.join(", vault ")
+            );
         }
-        if let Some(size) = size {
-            println!("size:       {size} bytes");
+        println!("keyslots:");
+        for slot in repo.keyslots() {
+            let opened = if repo.opened_slot() == Some(slot.id) {
+                " (opened with)"
+            } else {
+                ""
+            };
+            println!("  {}{opened}", slot_line(slot, vault));
+        }
+        for problem in repo.keyslot_problems() {
+            println!("  damaged: {problem}");
         }
     }
+    println!("snapshots:  {}", all.len());
+    if let Some((id, s)) = all.last() {
+        println!("latest:     {} at {}", &id[..8], time_text(s.time_ms));
+    }
+    if let Some(size) = size {
+        println!("size:       {size} bytes");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn slot_json(slot: &atrest_vault::Keyslot) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "id": slot.id, "kind": slot.kind.name(), "label": slot.label,
+    });
+    match &slot.kind {
+        SlotKind::Vault { vault_id } => value["vault_id"] = hex(vault_id).into(),
+        SlotKind::Passphrase { params, .. } => {
+            value["argon2"] = format!(
+                "argon2id m={}KiB t={}",
+                params.memory_kib, params.iterations
+            )
+            .into()
+        }
+        _ => {}
+    }
+    value
+}
+
+fn keyslot(cmd: BackupKeyslotCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BackupKeyslotCommand::List { at, json } => {
+            let locked = LockedRepository::read(backend(&at)?)?;
+            locked
+                .require_keyslots()
+                .with_context(|| format!("{}", at.repo.display()))?;
+            let mut list = Vec::new();
+            for stored in locked.keyslots() {
+                match &stored.slot {
+                    Ok(slot) if json => list.push(slot_json(slot)),
+                    Ok(slot) => println!("{}", slot_line(slot, None)),
+                    Err(why) if json => list.push(serde_json::json!({
+                        "object": stored.name, "damaged": why,
+                    })),
+                    Err(why) => println!("{}: damaged: {why}", stored.name),
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(list));
+            } else if locked.keyslots().is_empty() {
+                println!("no keyslots: nothing opens this repository (shredded)");
+            }
+        }
+        BackupKeyslotCommand::Add {
+            key,
+            kind,
+            new_passphrase_file,
+            new_key_file,
+            recovery_key_out,
+            label,
+            kdf,
+        } => {
+            let argon2 = super::argon2_params(&kdf)?;
+            let mut repo = open(&key)?;
+            let mut recovery = None;
+            let new = match kind {
+                SlotKindArg::Passphrase => {
+                    Unlocker::Passphrase(secrets::new_passphrase(new_passphrase_file.as_deref())?)
+                }
+                SlotKindArg::KeyFile => {
+                    let Some(path) = new_key_file else {
+                        bail!("--kind key-file needs --new-key-file FILE (created if missing)");
+                    };
+                    Unlocker::KeyFile(secrets::read_or_create_key_file(&path)?)
+                }
+                SlotKindArg::RecoveryKey => {
+                    let key = RecoveryKey::generate();
+                    let unlocker = Unlocker::RecoveryKey(key.secret().clone());
+                    recovery = Some(key);
+                    unlocker
+                }
+            };
+            let id = repo.add_slot(&new, &label, argon2)?;
+            if let Some(key) = recovery {
+                secrets::show_recovery_key(
+                    &key,
+                    recovery_key_out.as_deref(),
+                    "the backup repository",
+                )?;
+            }
+            eprintln!("atrest: added keyslot {id}");
+        }
+        BackupKeyslotCommand::Remove { slot, key } => {
+            let mut repo = open(&key)?;
+            repo.remove_slot(slot)?;
+            eprintln!("atrest: removed keyslot {slot} (its object overwritten and deleted)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code of `shred` without `--yes`: nothing was changed.
+const NOT_CONFIRMED: u8 = 2;
+
+fn shred(args: &BackupShredArgs) -> anyhow::Result<ExitCode> {
+    let repo_text = args.key.at.repo.display().to_string();
+    let locked = LockedRepository::read(backend(&args.key.at)?)?;
+    locked.require_keyslots().context(repo_text.clone())?;
+    let slots: Vec<String> = locked
+        .keyslots()
+        .iter()
+        .map(|s| match &s.slot {
+            Ok(slot) => atrest_backup::describe_slot(slot),
+            Err(_) => s.name.clone(),
+        })
+        .collect();
+    // With a secret given: proven to open it now, so that its failing
+    // afterwards means something.
+    let secret = if has_secret(&args.key) {
+        let secret = secret(&args.key, &locked)?;
+        let repo = LockedRepository::read(backend(&args.key.at)?)?
+            .unlock(&secret)
+            .with_context(|| {
+                format!("{repo_text}: the secret given does not open it now; shred without any secret to destroy its keyslots anyway")
+            })?;
+        let snapshots = repo.snapshots()?.len();
+        println!(
+            "{repo_text}: opened with keyslot {}; {snapshots} snapshots",
+            repo.opened_slot().unwrap_or(0)
+        );
+        Some(secret)
+    } else {
+        None
+    };
+    if !args.yes {
+        eprintln!(
+            "atrest: shred destroys every keyslot of {repo_text} ({}): every snapshot in it becomes unreadable for good, by every secret, vault and recovery key. Its data objects are left in place, unreadable. On a bucket with versioning, delete the old versions of keys/ too (docs/operations.md). Nothing was changed; run again with --yes to shred.",
+            if slots.is_empty() {
+                "none left".to_string()
+            } else {
+                slots.join(", ")
+            }
+        );
+        return Ok(ExitCode::from(NOT_CONFIRMED));
+    }
+    let destroyed = locked.shred()?;
+    for name in &destroyed {
+        println!("destroyed {name}");
+    }
+    let after = LockedRepository::read(backend(&args.key.at)?)?;
+    anyhow::ensure!(
+        after.keyslots().is_empty(),
+        "{repo_text}: keyslots are still listed after shredding"
+    );
+    match secret {
+        Some(secret) => match after.unlock(&secret) {
+            Ok(_) => bail!("{repo_text}: the secret still opens the repository after shredding"),
+            Err(e) => println!("checked: the secret that opened it before no longer does ({e})"),
+        },
+        None => println!("checked: no keyslot is left, so no secret can open it"),
+    }
+    println!(
+        "shredded {repo_text}: {} keyslots destroyed; every snapshot is unreadable; its data objects were not deleted",
+        destroyed.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -73,7 +73,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         vault.config().keyslots.len()
     );
     if let Some(key) = recovery {
-        secrets::show_recovery_key(&key, args.recovery_key_out.as_deref())?;
+        secrets::show_recovery_key(&key, args.recovery_key_out.as_deref(), "the vault")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -62,7 +62,7 @@ pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
             };
             let id = opened.add_slot(&new, &label, params)?;
             if let Some(key) = recovery {
-                secrets::show_recovery_key(&key, recovery_key_out.as_deref())?;
+                secrets::show_recovery_key(&key, recovery_key_out.as_deref(), "the vault")?;
             }
             eprintln!("atrest: added keyslot {id}");
         }

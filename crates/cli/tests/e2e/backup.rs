@@ -2,7 +2,10 @@
 //! run / snapshots / restore / check / status, a tampered pack caught by
 //! `check` (exit 4) and never restored (exit 3), a wrong vault, a wrong
 //! passphrase and a directory that is no repository refused with messages
-//! that say what to do, and nothing of the source in the repository.
+//! that say what to do, and nothing of the source in the repository; a
+//! repository's own keyslots (passphrase, key file, recovery key) added and
+//! removed, and `shred` leaving every snapshot unreadable, locally and on
+//! S3.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -80,7 +83,18 @@ fn run_restore_check_round_trip() {
     let s = setup();
     let src = source(s.dir.path());
     let out = success(s.backup("init"));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("bound to vault"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("0 vault") && text.contains("whoever unlocks it can back up and restore"),
+        "{text}"
+    );
+    assert!(text.contains("Recovery key (shown once"), "{text}");
+    let out = success(s.backup("status"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bound to:   vault") && text.contains("(opened with)"),
+        "{text}"
+    );
 
     let mut cmd = s.backup("run");
     cmd.arg(&src).args(["--tag", "nightly", "--json"]);
@@ -397,7 +411,8 @@ fn shredding_the_host_at_the_authority_makes_every_snapshot_unreadable() {
         cmd.arg("--repo").arg(&repo).arg("--vault").arg(&e.vault);
         cmd
     };
-    success(by_authority("init", &[]));
+    // No recovery key: the vault's keys are the only way in.
+    success(by_authority("init", &[&"--no-recovery-key"]));
     success(by_authority("run", &[&src]));
     let target = dir.path().join("restored");
     success(by_authority("restore", &[&"latest", &target]));
@@ -483,11 +498,9 @@ fn an_s3_repository_round_trips_through_the_cli() {
 
     let s = setup();
     let src = source(s.dir.path());
-    let s3 = |sub: &str| {
+    let s3 = |sub: &[&str]| {
         let mut cmd = atrest();
-        cmd.args([
-            "backup",
-            sub,
+        cmd.arg("backup").args(sub).args([
             "--repo",
             "s3://nightly/web-1",
             "--s3-endpoint",
@@ -500,22 +513,221 @@ fn an_s3_repository_round_trips_through_the_cli() {
             .env("AWS_REGION", "us-east-1");
         cmd
     };
-    success(s3("init"));
-    let mut cmd = s3("run");
+    success(s3(&["init"]));
+    // A key-file slot of the repository's own, used from here on.
+    let key_file = s.dir.path().join("repo.key");
+    let key_path = key_file.to_str().unwrap();
+    success(s3(&[
+        "keyslot",
+        "add",
+        "--kind",
+        "key-file",
+        "--new-key-file",
+        key_path,
+    ]));
+    let by_file = |sub: &str| {
+        let mut cmd = atrest();
+        cmd.args([
+            "backup",
+            sub,
+            "--repo",
+            "s3://nightly/web-1",
+            "--s3-endpoint",
+            &endpoint,
+        ])
+        .arg("--key-file")
+        .arg(&key_file)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1");
+        cmd
+    };
+    let mut cmd = s3(&["run"]);
     cmd.arg(&src);
     success(cmd);
     let target = s.dir.path().join("from-s3");
-    let mut cmd = s3("restore");
+    let mut cmd = s3(&["restore"]);
     cmd.arg("latest").arg(&target);
     success(cmd);
     let back = target.join(src.strip_prefix("/").unwrap());
     assert_eq!(fs::read(back.join("big.bin")).unwrap(), pattern(3, 3 << 20));
-    let mut cmd = s3("check");
+    let mut cmd = s3(&["check"]);
     cmd.arg("--read-data");
     assert!(String::from_utf8_lossy(&success(cmd).stdout).contains("no errors"));
     // A second init on the same prefix is refused.
-    let err = failure(s3("init"));
+    let err = failure(s3(&["init"]));
     assert!(err.contains("already holds a backup repository"), "{err}");
+
+    // Shred: every key object gone from the bucket, every data object
+    // still there, and nothing opens the repository.
+    let list = |prefix: &str| -> String {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                &format!("{endpoint}/nightly?list-type=2&prefix=web-1/{prefix}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(list("keys/").contains("<Key>web-1/keys/01</Key>"));
+    let data_before = list("data/").matches("<Key>").count();
+    assert!(data_before > 0);
+    let mut cmd = by_file("shred");
+    cmd.arg("--yes");
+    let out = success(cmd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("destroyed keys/00") && text.contains("destroyed keys/01"),
+        "{text}"
+    );
+    assert!(!list("keys/").contains("<Key>"), "{}", list("keys/"));
+    assert_eq!(list("data/").matches("<Key>").count(), data_before);
+    let gone = s.dir.path().join("after-shred");
+    for mut cmd in [by_file("restore"), s3(&["restore"])] {
+        cmd.arg("latest").arg(&gone);
+        let err = failure(cmd);
+        assert!(err.contains("no keyslot left"), "{err}");
+    }
+    assert!(!gone.exists());
+}
+
+fn files_under(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                files_under(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// A repository with keyslots of its own: init with a passphrase, back up,
+/// add a key-file slot, remove the passphrase slot, restore with the key
+/// file, then shred: the recovery key and key file open nothing, every
+/// data object is still there.
+#[test]
+fn a_repository_of_its_own_keyslots_lives_until_shredded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    fs::write(&pass, "repository passphrase\n").unwrap();
+    let (repo, key_file, recovery) = (
+        dir.path().join("repo"),
+        dir.path().join("repo.key"),
+        dir.path().join("recovery.txt"),
+    );
+    let src = source(dir.path());
+    let backup = |sub: &[&str], secret: (&str, &Path)| {
+        let mut cmd = atrest();
+        cmd.arg("backup")
+            .args(sub)
+            .arg("--repo")
+            .arg(&repo)
+            .arg(secret.0)
+            .arg(secret.1);
+        cmd
+    };
+    let mut init = backup(&["init"], ("--passphrase-file", &pass));
+    init.arg("--recovery-key-out").arg(&recovery).args(FAST_KDF);
+    let out = success(init);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 passphrase"));
+
+    // No secret and no terminal: the error names what opens it.
+    let mut cmd = atrest();
+    cmd.args(["backup", "snapshots", "--repo"]).arg(&repo);
+    let err = failure(cmd);
+    assert!(
+        err.contains("--passphrase-file FILE, or --recovery-key-file FILE"),
+        "{err}"
+    );
+
+    let mut run = backup(&["run"], ("--passphrase-file", &pass));
+    run.arg(&src);
+    success(run);
+    let mut add = backup(
+        &["keyslot", "add", "--kind", "key-file"],
+        ("--passphrase-file", &pass),
+    );
+    add.arg("--new-key-file")
+        .arg(&key_file)
+        .args(["--label", "ops"]);
+    success(add);
+    let mut list = atrest();
+    list.args(["backup", "keyslot", "list", "--repo"])
+        .arg(&repo);
+    let text = String::from_utf8_lossy(&success(list).stdout).into_owned();
+    assert!(
+        text.contains("0 passphrase")
+            && text.contains("1 recovery-key")
+            && text.contains("2 key-file \"ops\""),
+        "{text}"
+    );
+    success(backup(
+        &["keyslot", "remove", "0"],
+        ("--key-file", &key_file),
+    ));
+    let err = failure(backup(&["snapshots"], ("--passphrase-file", &pass)));
+    assert!(
+        err.contains("no keyslot of this backup repository opens with the passphrase"),
+        "{err}"
+    );
+    let target = dir.path().join("restored");
+    let mut restore = backup(&["restore", "latest"], ("--key-file", &key_file));
+    restore.arg(&target);
+    success(restore);
+    let back = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(back.join("big.bin")).unwrap(), pattern(3, 3 << 20));
+    let out = success(backup(&["status"], ("--recovery-key-file", &recovery)));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 recovery-key") && text.contains("(opened with)"),
+        "{text}"
+    );
+    assert!(text.contains("no vault"), "{text}");
+
+    // Without --yes: what would be lost, exit 2, nothing changed.
+    let out = backup(&["shred"], ("--key-file", &key_file))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unreadable") && err.contains("--yes"), "{err}");
+    assert_eq!(fs::read_dir(repo.join("keys")).unwrap().count(), 2);
+
+    let count = |d: &str| files_under(&repo.join(d));
+    let (data, index, snapshots) = (count("data"), count("index"), count("snapshots"));
+    let out = success(backup(&["shred", "--yes"], ("--key-file", &key_file)));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("destroyed keys/01")
+            && text.contains("destroyed keys/02")
+            && text.contains("no longer does"),
+        "{text}"
+    );
+    assert_eq!(fs::read_dir(repo.join("keys")).unwrap().count(), 0);
+    assert_eq!(
+        (count("data"), count("index"), count("snapshots")),
+        (data, index, snapshots)
+    );
+    let gone = dir.path().join("gone");
+    for secret in [
+        ("--key-file", key_file.as_path()),
+        ("--recovery-key-file", &recovery),
+    ] {
+        let mut restore = backup(&["restore", "latest"], secret);
+        restore.arg(&gone);
+        let err = failure(restore);
+        assert!(
+            err.contains("no keyslot left") && err.contains("unreadable"),
+            "{err}"
+        );
+    }
+    assert!(!gone.exists());
 }
 
 /// kill -9 of `atrest backup run` at random points, many times: the
