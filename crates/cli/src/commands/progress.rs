@@ -106,7 +106,10 @@ pub fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
     let thread = std::thread::spawn(move || {
-        while !s.load(Ordering::Relaxed) {
+        loop {
+            // Read the flag first: the frame drawn after it is set shows the
+            // final counts (a short run may end before a second frame).
+            let last = s.load(Ordering::Relaxed);
             let known = total.known.load(Ordering::Relaxed);
             let (files, bytes) = (
                 total.files.load(Ordering::Relaxed),
@@ -119,7 +122,7 @@ pub fn start(
             bar.set_length(bytes.max(bytes_done));
             bar.set_position(bytes_done);
             let eta = bar.eta().as_secs();
-            bar.set_message(if known {
+            let message = if known {
                 format!(
                     "{files_done}/{files} files, {}:{:02} left",
                     eta / 60,
@@ -127,7 +130,13 @@ pub fn start(
                 )
             } else {
                 format!("{files_done}/{files}+ files (counting)")
-            });
+            };
+            if last {
+                // `finish_with_message` draws whatever the rate limit says.
+                bar.finish_with_message(message);
+                break;
+            }
+            bar.set_message(message);
             std::thread::sleep(Duration::from_millis(200));
         }
         bar.finish_and_clear();
