@@ -23,7 +23,8 @@ pub enum Command {
     /// vault is mounted (--mount). With no passphrase, recovery key or key
     /// file given, a remote or threshold keyslot asks its key authority.
     Unlock(UnlockCmdArgs),
-    /// Lock an fscrypt vault: remove its key from the kernel.
+    /// Lock an fscrypt vault: remove its key from the kernel. Given
+    /// /dev/mapper/NAME, close that LUKS mapping (`atrest luks close`).
     Lock(LockArgs),
     /// Show a vault's format, keyslots and where it is mounted or whether it is unlocked.
     Status(StatusArgs),
@@ -297,6 +298,8 @@ pub struct UnlockCmdArgs {
 
 #[derive(Debug, Args)]
 pub struct LockArgs {
+    /// An fscrypt vault, or /dev/mapper/NAME of a LUKS volume opened with
+    /// `atrest luks open` (closed as `atrest luks close NAME`).
     pub vault: PathBuf,
     /// Remove the key for every user who added it (needs root).
     #[arg(long)]

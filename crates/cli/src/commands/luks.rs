@@ -22,11 +22,7 @@ pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
     match command {
         LuksCommand::Bind(args) => bind(args),
         LuksCommand::Open(args) => open(args),
-        LuksCommand::Close { name } => {
-            atrest_luks::cryptsetup::close(&name)?;
-            eprintln!("atrest: closed /dev/mapper/{name}");
-            Ok(ExitCode::SUCCESS)
-        }
+        LuksCommand::Close { name } => close(&name),
         LuksCommand::Scratch(args) => scratch(args),
         LuksCommand::List(args) => list(args),
         LuksCommand::Unbind(args) => {
@@ -85,6 +81,20 @@ fn authorities(args: LuksAuthorityArgs) -> anyhow::Result<(Vec<AuthoritySpec>, S
         None => host_name()?,
     };
     Ok((specs, host_name))
+}
+
+/// `atrest lock /dev/mapper/NAME` closes a LUKS mapping, as `atrest luks
+/// close NAME` does: the name, when the path is a device-mapper mapping.
+pub(super) fn mapping_name(path: &Path) -> Option<String> {
+    let name = path.strip_prefix("/dev/mapper").ok()?.to_str()?;
+    (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
+}
+
+pub(super) fn close(name: &str) -> anyhow::Result<ExitCode> {
+    let name = name.strip_prefix("/dev/mapper/").unwrap_or(name);
+    atrest_luks::cryptsetup::close(name)?;
+    eprintln!("atrest: closed /dev/mapper/{name}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bind(args: LuksBindArgs) -> anyhow::Result<ExitCode> {
@@ -405,4 +415,21 @@ fn erase(args: LuksEraseArgs) -> anyhow::Result<ExitCode> {
         header.keyslots.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_device_mapper_paths_name_a_mapping() {
+        assert_eq!(
+            mapping_name(Path::new("/dev/mapper/data")).as_deref(),
+            Some("data")
+        );
+        assert_eq!(mapping_name(Path::new("/dev/mapper/")), None);
+        assert_eq!(mapping_name(Path::new("/dev/mapper/a/b")), None);
+        assert_eq!(mapping_name(Path::new("/srv/data")), None);
+        assert_eq!(mapping_name(Path::new("/dev/mapperx/data")), None);
+    }
 }

@@ -30,7 +30,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mount(args) => mount::run(args),
         Command::Unmount(args) => unmount::run(args),
         Command::Unlock(args) => remote::unlock(args),
-        Command::Lock(args) => fscrypt::lock(args),
+        Command::Lock(args) => match luks::mapping_name(&args.vault) {
+            Some(name) => luks::close(&name),
+            None => fscrypt::lock(args),
+        },
         Command::Status(args) => status::run(args),
         Command::Keyslot(cmd) => keyslot::run(cmd),
         Command::Passwd(args) => passwd::run(args),

@@ -137,6 +137,9 @@ fn bind_check_unbind_and_erase_a_luks_image() {
         ));
         assert!(err.contains("no device-mapper"), "{err}");
         assert!(err.contains("NOT open"), "{err}");
+        // `atrest lock /dev/mapper/NAME` is `luks close NAME`.
+        let err = failure(ok_cmd(&[&"lock", &"/dev/mapper/atrest-test"]));
+        assert!(err.contains("no device-mapper"), "{err}");
     }
 
     // A token changed in the header (here: its keyslot renamed to the
