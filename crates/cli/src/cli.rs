@@ -118,15 +118,15 @@ pub struct AuthorityRetryArgs {
     pub timeout: u64,
 }
 
+/// The key authority (or k of n) a new keyslot or binding asks.
 #[derive(Debug, Args)]
-pub struct EnrollArgs {
-    pub vault: PathBuf,
+pub struct AuthorityArgs {
     /// Key authority URL (https://HOST:PORT); repeat for k-of-n.
     #[arg(long = "authority", value_name = "URL", required = true)]
     pub authorities: Vec<String>,
     /// One-time enrollment token, one per --authority, in the same order.
     /// Without any, this host must already be enrolled at each authority
-    /// (another vault binds to its existing enrollment; no token spent).
+    /// (it binds to its existing enrollment; no token spent).
     #[arg(long = "token", value_name = "TOKEN")]
     pub tokens: Vec<String>,
     /// The authority's CA fingerprint (SHA256:HEX, from `atrest keyd init`),
@@ -145,6 +145,13 @@ pub struct EnrollArgs {
     /// The name this host enrolls under (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub host_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    pub vault: PathBuf,
+    #[command(flatten)]
+    pub authority: AuthorityArgs,
     /// Label of the new keyslot.
     #[arg(long, default_value = "", value_name = "TEXT")]
     pub label: String,
@@ -739,38 +746,12 @@ pub enum LuksCommand {
     Erase(LuksEraseArgs),
 }
 
-/// The authority (or k of n) a LUKS binding asks.
-#[derive(Debug, Args)]
-pub struct LuksAuthorityArgs {
-    /// Key authority URL (https://HOST:PORT); repeat for k-of-n.
-    #[arg(long = "authority", value_name = "URL", required = true)]
-    pub authorities: Vec<String>,
-    /// One-time enrollment token, one per --authority in the same order;
-    /// none: this host is already enrolled at each (no token spent).
-    #[arg(long = "token", value_name = "TOKEN")]
-    pub tokens: Vec<String>,
-    /// The authority's CA fingerprint (SHA256:HEX, from `atrest keyd
-    /// init`), one per --authority in the same order.
-    #[arg(long = "ca-fingerprint", value_name = "SHA256:HEX", required = true)]
-    pub ca_fingerprints: Vec<String>,
-    /// Another URL of the same (single) authority, a replica on its
-    /// database; repeat for more, in the order unlock tries them.
-    #[arg(long = "replica", value_name = "URL")]
-    pub replicas: Vec<String>,
-    /// With several authorities: how many must answer.
-    #[arg(long, value_name = "K")]
-    pub threshold: Option<u8>,
-    /// The name this host enrolls under (default: the host name).
-    #[arg(long, value_name = "NAME")]
-    pub host_name: Option<String>,
-}
-
 #[derive(Debug, Args)]
 pub struct LuksBindArgs {
     /// The LUKS2 device or image file.
     pub device: PathBuf,
     #[command(flatten)]
-    pub authority: LuksAuthorityArgs,
+    pub authority: AuthorityArgs,
     /// A passphrase or key file that opens an existing keyslot (its exact
     /// bytes, as `cryptsetup --key-file` reads them), to authorise the new
     /// keyslot.
@@ -794,7 +775,7 @@ pub struct LuksScratchArgs {
     /// The authority a blank device is bound to (a token, if given, is
     /// not spent when the device is already bound).
     #[command(flatten)]
-    pub authority: LuksAuthorityArgs,
+    pub authority: AuthorityArgs,
     #[command(flatten)]
     pub retry: AuthorityRetryArgs,
 }

@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use atrest_agent::{AgentError, AuthoritySpec, StateDir, parse_fingerprint};
+use atrest_agent::{AgentError, StateDir};
 use atrest_luks::{Authorities, Device, LuksError};
 use serde_json::json;
-use zeroize::Zeroizing;
 
-use super::remote::{host_name, options, runtime};
+use super::remote::{authority_specs, options, runtime};
 use crate::cli::{
-    LuksAuthorityArgs, LuksBindArgs, LuksCommand, LuksEraseArgs, LuksListArgs, LuksOpenArgs,
-    LuksScratchArgs,
+    LuksBindArgs, LuksCommand, LuksEraseArgs, LuksListArgs, LuksOpenArgs, LuksScratchArgs,
 };
 use crate::hygiene;
 
@@ -41,48 +39,6 @@ pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The authorities a binding asks, and the host name to enroll under.
-fn authorities(args: LuksAuthorityArgs) -> anyhow::Result<(Vec<AuthoritySpec>, String)> {
-    let n = args.authorities.len();
-    if (!args.tokens.is_empty() && args.tokens.len() != n) || args.ca_fingerprints.len() != n {
-        bail!(
-            "give one --ca-fingerprint per --authority, and one --token per --authority or none \
-             (none: this host is already enrolled there) ({n} authorities, {} tokens, {} fingerprints)",
-            args.tokens.len(),
-            args.ca_fingerprints.len()
-        );
-    }
-    if !args.replicas.is_empty() && n != 1 {
-        bail!(
-            "--replica names another URL of a single authority; with {n} authorities (a k-of-n \
-             threshold) give no --replica"
-        );
-    }
-    let mut specs = Vec::with_capacity(n);
-    for (i, (url, fingerprint)) in args
-        .authorities
-        .iter()
-        .zip(&args.ca_fingerprints)
-        .enumerate()
-    {
-        specs.push(AuthoritySpec {
-            url: url.clone(),
-            token: args.tokens.get(i).map(|t| Zeroizing::new(t.clone())),
-            ca_fingerprint: parse_fingerprint(fingerprint)?,
-            replicas: if i == 0 {
-                args.replicas.clone()
-            } else {
-                Vec::new()
-            },
-        });
-    }
-    let host_name = match args.host_name {
-        Some(name) => name,
-        None => host_name()?,
-    };
-    Ok((specs, host_name))
-}
-
 /// `atrest lock /dev/mapper/NAME` closes a LUKS mapping, as `atrest luks
 /// close NAME` does: the name, when the path is a device-mapper mapping.
 pub(super) fn mapping_name(path: &Path) -> Option<String> {
@@ -100,7 +56,7 @@ pub(super) fn close(name: &str) -> anyhow::Result<ExitCode> {
 fn bind(args: LuksBindArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
     let threshold = args.authority.threshold;
-    let (specs, host_name) = authorities(args.authority)?;
+    let (specs, host_name) = authority_specs(&args.authority)?;
     let device = Device::new(&args.device);
     let state = StateDir::from_env();
     let bound = runtime()?.block_on(atrest_luks::bind(
@@ -205,7 +161,7 @@ fn scratch(args: LuksScratchArgs) -> anyhow::Result<ExitCode> {
         false
     } else {
         let threshold = args.authority.threshold;
-        let (specs, host_name) = authorities(args.authority)?;
+        let (specs, host_name) = authority_specs(&args.authority)?;
         let urls = specs
             .iter()
             .map(|s| s.url.as_str())

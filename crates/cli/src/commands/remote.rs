@@ -12,7 +12,8 @@ use atrest_vault::{Backend, LockedVault, SlotKind, Vault};
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AlarmCommand, AuthorityRetryArgs, EnrollArgs, RebootArgs, UnlockArgs, UnlockCmdArgs,
+    AlarmCommand, AuthorityArgs, AuthorityRetryArgs, EnrollArgs, RebootArgs, UnlockArgs,
+    UnlockCmdArgs,
 };
 use crate::{hygiene, secrets};
 
@@ -46,7 +47,7 @@ fn has_remote_slot(locked: &LockedVault) -> bool {
         .any(|s| matches!(s.kind, SlotKind::Remote(_) | SlotKind::Threshold(_)))
 }
 
-pub(super) fn host_name() -> anyhow::Result<String> {
+fn host_name() -> anyhow::Result<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .context("cannot read the host name; give one with --host-name")?
         .trim()
@@ -57,8 +58,12 @@ pub(super) fn host_name() -> anyhow::Result<String> {
     Ok(name)
 }
 
-pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
-    hygiene::harden()?;
+/// The authorities a new keyslot or LUKS binding asks, checked as one set
+/// (a fingerprint per authority, a token per authority or none, replicas
+/// only for a single authority), and the host name to enroll under.
+pub(super) fn authority_specs(
+    args: &AuthorityArgs,
+) -> anyhow::Result<(Vec<AuthoritySpec>, String)> {
     let n = args.authorities.len();
     if (!args.tokens.is_empty() && args.tokens.len() != n) || args.ca_fingerprints.len() != n {
         bail!(
@@ -66,6 +71,12 @@ pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
              (none: this host is already enrolled there) ({n} authorities, {} tokens, {} fingerprints)",
             args.tokens.len(),
             args.ca_fingerprints.len()
+        );
+    }
+    if !args.replicas.is_empty() && n != 1 {
+        bail!(
+            "--replica names another URL of a single authority (replicas on one database); \
+             with {n} authorities (a k-of-n threshold) give no --replica"
         );
     }
     let mut specs = Vec::with_capacity(n);
@@ -79,29 +90,31 @@ pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
             url: url.clone(),
             token: args.tokens.get(i).map(|t| Zeroizing::new(t.clone())),
             ca_fingerprint: parse_fingerprint(fingerprint)?,
-            replicas: Vec::new(),
+            replicas: if i == 0 {
+                args.replicas.clone()
+            } else {
+                Vec::new()
+            },
         });
-    }
-    if !args.replicas.is_empty() {
-        if n != 1 {
-            bail!(
-                "--replica names another URL of a single authority (replicas on one database); \
-                 with {n} authorities (a k-of-n threshold) give no --replica"
-            );
-        }
-        specs[0].replicas = args.replicas.clone();
     }
     let host_name = match &args.host_name {
         Some(name) => name.clone(),
         None => host_name()?,
     };
+    Ok((specs, host_name))
+}
+
+pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    hygiene::harden()?;
+    let (specs, host_name) = authority_specs(&args.authority)?;
+    let n = specs.len();
     let mut vault = super::unlock(&args.vault, &secrets::unlocker(&args.unlock)?)?;
     let state = StateDir::from_env();
     let enrolled = runtime()?.block_on(atrest_agent::enroll(
         &mut vault,
         &state,
         &specs,
-        args.threshold,
+        args.authority.threshold,
         &host_name,
         &args.label,
     ))?;

@@ -344,7 +344,7 @@ fn scratch_formats_a_blank_device_once_then_only_unlocks_it() {
     let fingerprint = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
     let mnt = dir.path().join("scratch");
     let token = keyd.token("db");
-    let scratch = |token: Option<&str>| {
+    let scratch_of = |image: &Path, token: Option<&str>| {
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
             &"luks",
             &"scratch",
@@ -366,6 +366,7 @@ fn scratch_formats_a_blank_device_once_then_only_unlocks_it() {
         }
         host(&state, BOOT_A, &args).output().unwrap()
     };
+    let scratch = |token: Option<&str>| scratch_of(&image, token);
     let dm = atrest_luks::device_mapper_available();
 
     // Blank: formatted as LUKS2, bound (keyslot 0, the only one).
@@ -416,25 +417,7 @@ fn scratch_formats_a_blank_device_once_then_only_unlocks_it() {
         .status()
         .unwrap();
     assert!(mkfs.success());
-    let out = host(
-        &state,
-        BOOT_A,
-        &[
-            &"luks",
-            &"scratch",
-            &other,
-            &"--mount",
-            &mnt,
-            &"--authority",
-            &keyd.base,
-            &"--ca-fingerprint",
-            &fingerprint,
-            &"--host-name",
-            &"db-1",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = scratch_of(&other, None);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("holds ext4"), "{said}");
