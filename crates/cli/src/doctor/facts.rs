@@ -730,7 +730,10 @@ fn walk_modes(root: &Path, kind: SecretKind, out: &mut Vec<(SecretKind, FileMode
 }
 
 /// Files named like a vault config (atrest.conf*) in the usual backup
-/// places, other than the vaults' own.
+/// places, other than the vaults' own. The walk stays on each place's file
+/// system, as `find -xdev`: it never enters a mount below it (a mounted
+/// vault's plaintext view under /tmp, a backup mount), where an open
+/// directory would make that file system busy for `umount`.
 fn config_copies(f: &Facts) -> Vec<FileMode> {
     let own: BTreeSet<PathBuf> = f
         .secrets
@@ -738,25 +741,38 @@ fn config_copies(f: &Facts) -> Vec<FileMode> {
         .filter(|(k, _)| *k == SecretKind::VaultConfig)
         .map(|(_, m)| m.path.clone())
         .collect();
+    let mounts: BTreeSet<&Path> = f.mounts.iter().map(|m| m.target.as_path()).collect();
     let mut out = Vec::new();
-    fn go(p: &Path, depth: u32, own: &BTreeSet<PathBuf>, out: &mut Vec<FileMode>) {
+    let walk = Walk {
+        own: &own,
+        mounts: &mounts,
+    };
+    for dir in ["/root", "/var/backups", "/home", "/srv", "/tmp", "/var/tmp"] {
+        walk.go(Path::new(dir), 0, &mut out);
+    }
+    out
+}
+
+struct Walk<'a> {
+    own: &'a BTreeSet<PathBuf>,
+    mounts: &'a BTreeSet<&'a Path>,
+}
+
+impl Walk<'_> {
+    fn go(&self, p: &Path, depth: u32, out: &mut Vec<FileMode>) {
         for e in fs::read_dir(p).into_iter().flatten().flatten() {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() && depth < 4 {
-                go(&path, depth + 1, own, out);
+            if ft.is_dir() && depth < 4 && !self.mounts.contains(path.as_path()) {
+                self.go(&path, depth + 1, out);
             } else if ft.is_file()
                 && e.file_name().to_string_lossy().starts_with("atrest.conf")
-                && !own.contains(&path)
+                && !self.own.contains(&path)
             {
                 out.extend(file_mode(&path));
             }
         }
     }
-    for dir in ["/root", "/var/backups", "/home", "/srv", "/tmp", "/var/tmp"] {
-        go(Path::new(dir), 0, &own, &mut out);
-    }
-    out
 }
 
 /// The highest-priority driver for xts(aes) in a /proc/crypto text.
