@@ -265,8 +265,13 @@ async fn unlock_one(
 }
 
 /// Removes binding `token_id` (or every `atrest` binding): its keyslot is
-/// destroyed, then its token removed. Returns what was removed.
-pub fn unbind(device: &Device, token_id: Option<u32>) -> Result<Vec<(u32, u32)>, LuksError> {
+/// destroyed, then its token removed. Returns each token removed with the
+/// keyslot destroyed along (none for a token too damaged to name one, or
+/// whose keyslot was already gone).
+pub fn unbind(
+    device: &Device,
+    token_id: Option<u32>,
+) -> Result<Vec<(u32, Option<u32>)>, LuksError> {
     let header = device.header()?;
     let mut removed = Vec::new();
     for (id, token) in &header.tokens {
@@ -288,11 +293,12 @@ pub fn unbind(device: &Device, token_id: Option<u32>) -> Result<Vec<(u32, u32)>,
             Ok(Some(b)) => Some(b.keyslot),
             _ => None,
         };
-        if let Some(slot) = keyslot.filter(|s| header.keyslots.contains(s)) {
+        let destroyed = keyslot.filter(|s| header.keyslots.contains(s));
+        if let Some(slot) = destroyed {
             device.kill_slot(slot)?;
         }
         device.remove_token(*id)?;
-        removed.push((*id, keyslot.unwrap_or(u32::MAX)));
+        removed.push((*id, destroyed));
     }
     if removed.is_empty() {
         return Err(match token_id {

@@ -27,8 +27,8 @@ pub fn run(command: LuksCommand) -> anyhow::Result<ExitCode> {
             let device = Device::new(&args.device);
             for (token, keyslot) in atrest_luks::unbind(&device, args.token_id)? {
                 match keyslot {
-                    u32::MAX => eprintln!("atrest: removed atrest token {token}"),
-                    slot => eprintln!(
+                    None => eprintln!("atrest: removed atrest token {token}"),
+                    Some(slot) => eprintln!(
                         "atrest: destroyed keyslot {slot} and removed atrest token {token}"
                     ),
                 }

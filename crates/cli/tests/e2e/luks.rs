@@ -181,7 +181,12 @@ fn bind_check_unbind_and_erase_a_luks_image() {
     assert!(err.contains("was changed or copied"), "{err}");
 
     // Unbind: keyslot 1 and the token are gone; the passphrase still opens.
-    ok(&[&"luks", &"unbind", &image]);
+    let out = ok(&[&"luks", &"unbind", &image]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("destroyed keyslot 1 and removed atrest token 0"),
+        "{said}"
+    );
     let listed = list(&image);
     assert_eq!(listed["keyslots"], serde_json::json!([0]), "{listed}");
     assert_eq!(listed["bindings"], serde_json::json!([]));
