@@ -22,7 +22,6 @@ use crate::cli::{
     BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupForgetArgs, BackupInitArgs,
     BackupKeyArgs, BackupKeyslotCommand, BackupListArgs, BackupLsArgs, BackupMountArgs,
     BackupRepoArgs, BackupRestoreArgs, BackupRunArgs, BackupShredArgs, BackupUnlockArgs,
-    SlotKindArg,
 };
 use crate::{hygiene, secrets};
 
@@ -682,24 +681,11 @@ fn keyslot(cmd: BackupKeyslotCommand) -> anyhow::Result<ExitCode> {
         } => {
             let argon2 = super::argon2_params(&kdf)?;
             let mut repo = open(&key)?;
-            let mut recovery = None;
-            let new = match kind {
-                SlotKindArg::Passphrase => {
-                    Unlocker::Passphrase(secrets::new_passphrase(new_passphrase_file.as_deref())?)
-                }
-                SlotKindArg::KeyFile => {
-                    let Some(path) = new_key_file else {
-                        bail!("--kind key-file needs --new-key-file FILE (created if missing)");
-                    };
-                    Unlocker::KeyFile(secrets::read_or_create_key_file(&path)?)
-                }
-                SlotKindArg::RecoveryKey => {
-                    let key = RecoveryKey::generate();
-                    let unlocker = Unlocker::RecoveryKey(key.secret().clone());
-                    recovery = Some(key);
-                    unlocker
-                }
-            };
+            let (new, recovery) = secrets::new_slot_secret(
+                kind,
+                new_passphrase_file.as_deref(),
+                new_key_file.as_deref(),
+            )?;
             let id = repo.add_slot(&new, &label, argon2)?;
             if let Some(key) = recovery {
                 secrets::show_recovery_key(

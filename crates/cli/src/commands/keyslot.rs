@@ -1,9 +1,6 @@
 use std::process::ExitCode;
 
-use anyhow::bail;
-use atrest_vault::{RecoveryKey, Unlocker};
-
-use crate::cli::{KeyslotCommand, SlotKindArg};
+use crate::cli::KeyslotCommand;
 use crate::{hygiene, secrets};
 
 pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
@@ -42,24 +39,11 @@ pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
             hygiene::harden()?;
             let params = super::argon2_params(&kdf)?;
             let mut opened = super::unlock(&vault, &secrets::unlocker(&unlock)?)?;
-            let mut recovery = None;
-            let new = match kind {
-                SlotKindArg::Passphrase => {
-                    Unlocker::Passphrase(secrets::new_passphrase(new_passphrase_file.as_deref())?)
-                }
-                SlotKindArg::KeyFile => {
-                    let Some(path) = new_key_file else {
-                        bail!("--kind key-file needs --new-key-file FILE (created if missing)");
-                    };
-                    Unlocker::KeyFile(secrets::read_or_create_key_file(&path)?)
-                }
-                SlotKindArg::RecoveryKey => {
-                    let key = RecoveryKey::generate();
-                    let unlocker = Unlocker::RecoveryKey(key.secret().clone());
-                    recovery = Some(key);
-                    unlocker
-                }
-            };
+            let (new, recovery) = secrets::new_slot_secret(
+                kind,
+                new_passphrase_file.as_deref(),
+                new_key_file.as_deref(),
+            )?;
             let id = opened.add_slot(&new, &label, params)?;
             if let Some(key) = recovery {
                 secrets::show_recovery_key(&key, recovery_key_out.as_deref(), "the vault")?;
