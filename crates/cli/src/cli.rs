@@ -336,6 +336,26 @@ pub enum SlotKindArg {
     KeyFile,
 }
 
+/// The new slot of `keyslot add` and `backup keyslot add`.
+#[derive(Debug, Args)]
+pub struct NewSlotArgs {
+    /// Kind of the new slot.
+    #[arg(long, value_enum)]
+    pub kind: SlotKindArg,
+    /// New passphrase from this file (else asked twice).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Key file for the new slot (created with a random key if missing).
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// Write a new recovery key to this new file instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_key_out: Option<PathBuf>,
+    /// A note for people, shown by `keyslot list`.
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeyslotCommand {
     /// List the keyslots (no unlock needed).
@@ -347,21 +367,8 @@ pub enum KeyslotCommand {
     /// Add a keyslot; unlock with an existing one.
     Add {
         vault: PathBuf,
-        /// Kind of the new slot.
-        #[arg(long, value_enum)]
-        kind: SlotKindArg,
-        /// New passphrase from this file (else asked twice).
-        #[arg(long, value_name = "FILE")]
-        new_passphrase_file: Option<PathBuf>,
-        /// Key file for the new slot (created with a random key if missing).
-        #[arg(long, value_name = "FILE")]
-        new_key_file: Option<PathBuf>,
-        /// Write a new recovery key to this new file instead of the terminal.
-        #[arg(long, value_name = "FILE")]
-        recovery_key_out: Option<PathBuf>,
-        /// A note for people, shown by `keyslot list`.
-        #[arg(long, default_value = "")]
-        label: String,
+        #[command(flatten)]
+        new: NewSlotArgs,
         #[command(flatten)]
         unlock: UnlockArgs,
         #[command(flatten)]
@@ -486,21 +493,8 @@ pub enum BackupKeyslotCommand {
     Add {
         #[command(flatten)]
         key: BackupKeyArgs,
-        /// Kind of the new slot.
-        #[arg(long, value_enum)]
-        kind: SlotKindArg,
-        /// New passphrase from this file (else asked twice).
-        #[arg(long, value_name = "FILE")]
-        new_passphrase_file: Option<PathBuf>,
-        /// Key file for the new slot (created with a random key if missing).
-        #[arg(long, value_name = "FILE")]
-        new_key_file: Option<PathBuf>,
-        /// Write a new recovery key to this new file instead of the terminal.
-        #[arg(long, value_name = "FILE")]
-        recovery_key_out: Option<PathBuf>,
-        /// A note for people, shown by `keyslot list`.
-        #[arg(long, default_value = "")]
-        label: String,
+        #[command(flatten)]
+        new: NewSlotArgs,
         #[command(flatten)]
         kdf: KdfArgs,
     },

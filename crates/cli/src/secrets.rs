@@ -110,21 +110,19 @@ pub fn unlocker(args: &UnlockArgs) -> anyhow::Result<Unlocker> {
 
 /// Shows a new recovery key once: on the terminal, or into a new file.
 /// `opens` says what it opens without the other secrets ("the vault").
-/// The secret of a new keyslot of `kind` (`keyslot add`, `backup keyslot
-/// add`), and the recovery key to show once the slot is written.
+/// The secret of a new keyslot (`keyslot add`, `backup keyslot add`), and
+/// the recovery key to show once the slot is written.
 pub fn new_slot_secret(
-    kind: crate::cli::SlotKindArg,
-    new_passphrase_file: Option<&Path>,
-    new_key_file: Option<&Path>,
+    new: &crate::cli::NewSlotArgs,
 ) -> anyhow::Result<(Unlocker, Option<RecoveryKey>)> {
     use crate::cli::SlotKindArg;
-    Ok(match kind {
+    Ok(match new.kind {
         SlotKindArg::Passphrase => (
-            Unlocker::Passphrase(new_passphrase(new_passphrase_file)?),
+            Unlocker::Passphrase(new_passphrase(new.new_passphrase_file.as_deref())?),
             None,
         ),
         SlotKindArg::KeyFile => {
-            let Some(path) = new_key_file else {
+            let Some(path) = &new.new_key_file else {
                 bail!("--kind key-file needs --new-key-file FILE (created if missing)");
             };
             (Unlocker::KeyFile(read_or_create_key_file(path)?), None)

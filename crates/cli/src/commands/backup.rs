@@ -670,27 +670,15 @@ fn keyslot(cmd: BackupKeyslotCommand) -> anyhow::Result<ExitCode> {
                 println!("no keyslots: nothing opens this repository (shredded)");
             }
         }
-        BackupKeyslotCommand::Add {
-            key,
-            kind,
-            new_passphrase_file,
-            new_key_file,
-            recovery_key_out,
-            label,
-            kdf,
-        } => {
+        BackupKeyslotCommand::Add { key, new, kdf } => {
             let argon2 = super::argon2_params(&kdf)?;
             let mut repo = open(&key)?;
-            let (new, recovery) = secrets::new_slot_secret(
-                kind,
-                new_passphrase_file.as_deref(),
-                new_key_file.as_deref(),
-            )?;
-            let id = repo.add_slot(&new, &label, argon2)?;
+            let (secret, recovery) = secrets::new_slot_secret(&new)?;
+            let id = repo.add_slot(&secret, &new.label, argon2)?;
             if let Some(key) = recovery {
                 secrets::show_recovery_key(
                     &key,
-                    recovery_key_out.as_deref(),
+                    new.recovery_key_out.as_deref(),
                     "the backup repository",
                 )?;
             }

@@ -28,25 +28,17 @@ pub fn run(cmd: KeyslotCommand) -> anyhow::Result<ExitCode> {
         }
         KeyslotCommand::Add {
             vault,
-            kind,
-            new_passphrase_file,
-            new_key_file,
-            recovery_key_out,
-            label,
+            new,
             unlock,
             kdf,
         } => {
             hygiene::harden()?;
             let params = super::argon2_params(&kdf)?;
             let mut opened = super::unlock(&vault, &secrets::unlocker(&unlock)?)?;
-            let (new, recovery) = secrets::new_slot_secret(
-                kind,
-                new_passphrase_file.as_deref(),
-                new_key_file.as_deref(),
-            )?;
-            let id = opened.add_slot(&new, &label, params)?;
+            let (secret, recovery) = secrets::new_slot_secret(&new)?;
+            let id = opened.add_slot(&secret, &new.label, params)?;
             if let Some(key) = recovery {
-                secrets::show_recovery_key(&key, recovery_key_out.as_deref(), "the vault")?;
+                secrets::show_recovery_key(&key, new.recovery_key_out.as_deref(), "the vault")?;
             }
             eprintln!("atrest: added keyslot {id}");
         }
