@@ -138,9 +138,10 @@ fn scratch(args: LuksScratchArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let bound = device.is_luks2()? && {
-        let (_, bindings) = atrest_luks::bindings(&device)?;
-        !bindings.is_empty()
+    let bound = match atrest_luks::bindings(&device) {
+        Ok((_, bindings)) => !bindings.is_empty(),
+        Err(LuksError::NotLuks(_)) => false,
+        Err(e) => return Err(e.into()),
     };
     let runtime = runtime()?;
     let fresh = if bound {
