@@ -43,8 +43,9 @@ def canonical(domain, version, *fields):
 
 
 def unwrap_slot(path, rid, slot_id, kind, secret):
-    """The master key from keyslot object keys/<id> of a key-file (3) or
-    vault (6) slot, its MAC checked under the key it gave (§18.6)."""
+    """The master key from keyslot object keys/<id> of a key-file (3),
+    remote (4) or vault (6) slot, its MAC checked under the key it gave
+    (§18.6), and the slot's parameters."""
     data = (path / "keys" / f"{slot_id:02x}").read_bytes()
     if data[:4] != b"ATRK" or data[4] != 1 or data[5:21] != rid:
         raise Failure("keyslot header")
@@ -203,6 +204,16 @@ def check(base):
                                        bytes.fromhex(v["vault_backup_key"]))
         if by_file != master or by_vault != master or params.hex() != v["bound_vault"]:
             raise Failure("a keyslot gave another key")
+        # A remote slot (kind 4): its secret is the exchange key the
+        # authority's answer unblinds to; its parameters (§4.3.1) start
+        # with their version and the authority's URL.
+        by_authority, remote = unwrap_slot(base / "repo", repo.rid, v["remote_slot"], 4,
+                                           bytes.fromhex(v["remote_exchange_key"]))
+        if by_authority != master:
+            raise Failure("the remote keyslot gave another key")
+        url = b"https://keys.example:7443"
+        if remote[0] != 1 or remote[1] != len(url) or remote[2:2 + len(url)] != url:
+            raise Failure("remote keyslot parameters")
         try:
             unwrap_slot(base / "repo", repo.rid, v["key_file_slot"], 3, bytes(32))
         except Failure:

@@ -10,6 +10,12 @@
 //! was written by the format 1 build of this program).
 //!
 //! cargo run -p atrest-backup --example make_vectors -- testdata/backup-v2
+//!
+//! Slot 2 is a remote slot (kind 4) bound to a made-up authority, its
+//! exchange key in vectors.json. It was added to the existing vectors
+//! (repositories of format 2 made before could not hold one) with
+//! `make_vectors --add-remote-slot testdata/backup-v2`, which opens the
+//! repository with the master key and changes nothing else.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -29,10 +35,43 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Adds slot 2, a remote slot, to the repository under `out` and names its
+/// exchange key in `out/vectors.json`.
+fn add_remote_slot(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut repo = Repository::open(
+        LocalBackend::new(out.join("repo")),
+        &SecretKey::from_bytes(MASTER),
+    )?;
+    let host = atrest_remote::HostSecret::generate();
+    let (binding, key) = atrest_remote::enroll(&host.public_key());
+    let member = atrest_vault::RemoteMember {
+        authority: atrest_vault::AuthorityRef {
+            url: "https://keys.example:7443".into(),
+            ca_fingerprint: [0x5a; 32],
+            host_id: atrest_remote::HostId::new("backup-vectors")?,
+            audit_public_key: [0xa5; 32],
+        },
+        binding,
+        key,
+    };
+    let id = repo.add_remote_slot(&member, &[], "authority")?;
+    let path = out.join("vectors.json");
+    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
+    v["remote_slot"] = id.into();
+    v["remote_exchange_key"] = hex(member.key.expose()).into();
+    fs::write(&path, serde_json::to_string_pretty(&v)?)?;
+    println!("added remote keyslot {id} to {}", out.display());
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args()
-        .nth(1)
-        .ok_or("usage: make_vectors OUT_DIR")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, out] = &args[..]
+        && flag == "--add-remote-slot"
+    {
+        return add_remote_slot(Path::new(out));
+    }
+    let out = args.first().ok_or("usage: make_vectors OUT_DIR")?;
     let out = &std::path::absolute(Path::new(&out))?;
     if out.exists() {
         return Err(format!("{} exists; remove it first", out.display()).into());
@@ -160,6 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "snapshot": id, "root": "src", "entries": files,
         }))?,
     )?;
+    add_remote_slot(out)?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -26,7 +26,9 @@
 //! ```
 
 use atrest_core::{Argon2Params, SecretKey};
-use atrest_vault::{Keyslot, SlotKind, SlotOwner, Unlocker};
+use atrest_vault::{
+    Keyslot, RemoteMember, RemoteSlot, SlotKind, SlotOwner, ThresholdSlot, Unlocker,
+};
 
 use crate::backend::{Backend, hex};
 use crate::chunker::ChunkSizes;
@@ -311,7 +313,8 @@ impl<B: Backend> Repository<B> {
         let mac = keyslots::mac_key(master, &repo_id);
         let mut slots = Vec::with_capacity(secrets.len());
         for (id, (secret, label)) in (0u8..).zip(secrets) {
-            let slot = new_slot(repo_id, id, secret, label, master, argon2)?;
+            let kind = new_slot_kind(secret, argon2)?;
+            let slot = new_slot(repo_id, id, kind, secret, label, master)?;
             keyslots::write(&backend, &repo_id, &slot, &mac)?;
             slots.push(slot);
         }
@@ -376,18 +379,65 @@ impl<B: Backend> Repository<B> {
 
     /// Adds a keyslot for `secret` under the lowest free id.
     pub fn add_slot(&mut self, secret: &Unlocker, label: &str, argon2: Argon2Params) -> Result<u8> {
+        let kind = new_slot_kind(secret, argon2)?;
+        let id = self.free_slot_id()?;
+        self.push_slot(id, kind, label, secret)
+    }
+
+    /// Adds a remote slot (kind 4) that `member`'s key authority opens
+    /// (then its `replicas`), as a vault's
+    /// ([`atrest_vault::Vault::add_remote_slot`]): the repository's own
+    /// binding at the authority, so `atrest keyd host shred` there makes
+    /// this slot useless. Returns the slot id.
+    pub fn add_remote_slot(
+        &mut self,
+        member: &RemoteMember,
+        replicas: &[String],
+        label: &str,
+    ) -> Result<u8> {
+        let slot = RemoteSlot::for_member(member, replicas).map_err(BackupError::Keyslot)?;
+        let id = self.free_slot_id()?;
+        let unlocker = Unlocker::Remote(member.key.clone());
+        self.push_slot(id, SlotKind::Remote(Box::new(slot)), label, &unlocker)
+    }
+
+    /// Adds a threshold slot (kind 5) that any `threshold` of `members`
+    /// open, its shares bound to this repository's id. Returns the slot id.
+    pub fn add_threshold_slot(
+        &mut self,
+        threshold: u8,
+        members: &[RemoteMember],
+        label: &str,
+    ) -> Result<u8> {
+        let id = self.free_slot_id()?;
+        let (slot, secret) = ThresholdSlot::create(&self.repo_id(), id, threshold, members)
+            .map_err(BackupError::Keyslot)?;
+        self.push_slot(
+            id,
+            SlotKind::Threshold(slot),
+            label,
+            &Unlocker::Threshold(secret),
+        )
+    }
+
+    /// The lowest id no `keys/` object has (ids of unreadable objects are
+    /// taken too: never write over them).
+    fn free_slot_id(&self) -> Result<u8> {
         self.require_keyslots()?;
-        // Ids of unreadable objects are taken too: never write over them.
         let taken: Vec<String> = self.backend().list(KEYS_DIR)?;
-        let id = (0..MAX_KEYSLOTS as u8)
+        (0..MAX_KEYSLOTS as u8)
             .find(|id| !taken.contains(&keyslots::object_name(*id)))
             .ok_or_else(|| {
                 BackupError::Keyslot(format!(
                     "the repository has {MAX_KEYSLOTS} keyslots already; remove one first"
                 ))
-            })?;
+            })
+    }
+
+    /// Wraps the master key in a new slot `id` and writes its object.
+    fn push_slot(&mut self, id: u8, kind: SlotKind, label: &str, secret: &Unlocker) -> Result<u8> {
         let repo_id = self.repo_id();
-        let slot = new_slot(repo_id, id, secret, label, &self.master, argon2)?;
+        let slot = new_slot(repo_id, id, kind, secret, label, &self.master)?;
         let mac = keyslots::mac_key(&self.master, &repo_id);
         keyslots::write(self.backend(), &repo_id, &slot, &mac)?;
         self.keyslots.push(slot);
@@ -413,16 +463,20 @@ impl<B: Backend> Repository<B> {
     }
 }
 
+fn new_slot_kind(secret: &Unlocker, argon2: Argon2Params) -> Result<SlotKind> {
+    secret
+        .new_slot_kind(argon2)
+        .map_err(|e| BackupError::Keyslot(e.to_string()))
+}
+
 fn new_slot(
     repo_id: [u8; REPO_ID_LEN],
     id: u8,
+    kind: SlotKind,
     secret: &Unlocker,
     label: &str,
     master: &SecretKey,
-    argon2: Argon2Params,
 ) -> Result<Keyslot> {
-    let invalid = |e: atrest_vault::VaultError| BackupError::Keyslot(e.to_string());
-    let kind = secret.new_slot_kind(argon2).map_err(invalid)?;
     Keyslot::wrap_for(
         SlotOwner::BackupRepository(repo_id),
         id,
@@ -431,7 +485,7 @@ fn new_slot(
         secret,
         master,
     )
-    .map_err(invalid)
+    .map_err(|e| BackupError::Keyslot(e.to_string()))
 }
 
 #[cfg(test)]
@@ -470,6 +524,104 @@ mod tests {
         match result {
             Ok(_) => panic!("opened"),
             Err(e) => e,
+        }
+    }
+
+    fn members(n: u8) -> Vec<RemoteMember> {
+        (1..=n)
+            .map(|i| {
+                let host = atrest_remote::HostSecret::generate();
+                let (binding, key) = atrest_remote::enroll(&host.public_key());
+                RemoteMember {
+                    authority: atrest_vault::AuthorityRef {
+                        url: format!("https://keys{i}.example:7443"),
+                        ca_fingerprint: [i; 32],
+                        host_id: atrest_remote::HostId::new(format!("backup-{i}")).unwrap(),
+                        audit_public_key: [i ^ 0xff; 32],
+                    },
+                    binding,
+                    key,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn remote_and_threshold_slots_open_with_their_authorities_answers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Unlocker::KeyFile(SecretKey::random());
+        let (mut repo, _) = Repository::create(
+            LocalBackend::new(dir.path()),
+            SIZES,
+            &[(&file, "first")],
+            FAST,
+        )
+        .unwrap();
+        let one = members(1);
+        let remote = repo
+            .add_remote_slot(
+                &one[0],
+                &["https://keys1b.example:7443".into()],
+                "authority",
+            )
+            .unwrap();
+        let three = members(3);
+        let threshold = repo.add_threshold_slot(2, &three, "2 of 3").unwrap();
+        let repo_id = repo.repo_id();
+        drop(repo);
+
+        // The remote slot opens with the exchange key its authority's
+        // answer unblinds to, and reads back its parameters.
+        let opened = locked(dir.path())
+            .unlock(&Unlocker::Remote(one[0].key.clone()))
+            .unwrap();
+        assert_eq!(opened.opened_slot(), Some(remote));
+        assert!(matches!(
+            &opened.keyslots().iter().find(|s| s.id == remote).unwrap().kind,
+            SlotKind::Remote(slot) if slot.replicas == ["https://keys1b.example:7443"]
+        ));
+        // The threshold slot: any two shares, opened under this
+        // repository's id and the slot's id, combine to its secret.
+        let SlotKind::Threshold(slot) = &opened
+            .keyslots()
+            .iter()
+            .find(|s| s.id == threshold)
+            .unwrap()
+            .kind
+        else {
+            panic!("slot {threshold} is not a threshold slot");
+        };
+        let share = |i: u8| {
+            slot.open_share(&repo_id, threshold, i, &three[usize::from(i) - 1].key)
+                .unwrap()
+        };
+        let secret = atrest_remote::combine(&[share(1), share(3)]).unwrap();
+        assert_eq!(
+            locked(dir.path())
+                .unlock(&Unlocker::Threshold(secret))
+                .unwrap()
+                .opened_slot(),
+            Some(threshold)
+        );
+        // A share is bound to the repository: under another id it does
+        // not open.
+        assert!(
+            slot.open_share(&[0; 16], threshold, 1, &three[0].key)
+                .is_none()
+        );
+        // Another host's answer, or one share alone, opens nothing.
+        let other = members(1);
+        assert!(matches!(
+            refused(locked(dir.path()).unlock(&Unlocker::Remote(other[0].key.clone()))),
+            BackupError::NoMatchingSlot { .. }
+        ));
+        let lone = atrest_remote::combine(&[share(2)]);
+        if let Ok(lone) = lone {
+            assert!(
+                locked(dir.path())
+                    .unlock(&Unlocker::Threshold(lone))
+                    .is_err()
+            );
         }
     }
 

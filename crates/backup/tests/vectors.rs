@@ -80,7 +80,7 @@ fn the_format_2_repository_opens_by_each_slot_and_restores_its_vectors() {
         .unwrap();
     assert_eq!(by_file.version(), 2);
     assert_eq!(by_file.opened_slot(), Some(0));
-    assert_eq!(by_file.keyslots().len(), 2);
+    assert_eq!(by_file.keyslots().len(), 3);
     assert_eq!(by_file.bound_vaults(), [bound_vault(&v)]);
     assert_eq!(by_file.binding(), None);
     restores_what_its_vectors_list(&by_file, &v);
@@ -91,6 +91,27 @@ fn the_format_2_repository_opens_by_each_slot_and_restores_its_vectors() {
         })
         .unwrap();
     assert_eq!(by_vault.opened_slot(), Some(1));
+    // Slot 2: a remote slot, opened by the exchange key an authority's
+    // answer unblinds to; its parameters name the authority.
+    let by_authority = locked()
+        .unlock(&Unlocker::Remote(key(&v, "remote_exchange_key")))
+        .unwrap();
+    assert_eq!(
+        by_authority.opened_slot(),
+        v["remote_slot"].as_u64().and_then(|s| u8::try_from(s).ok())
+    );
+    let remote = by_authority
+        .keyslots()
+        .iter()
+        .find(|s| Some(s.id) == by_authority.opened_slot())
+        .unwrap();
+    match &remote.kind {
+        atrest_vault::SlotKind::Remote(slot) => {
+            assert_eq!(slot.authority.url, "https://keys.example:7443");
+            assert_eq!(slot.authority.host_id.as_str(), "backup-vectors");
+        }
+        other => panic!("slot 2 is {}", other.name()),
+    }
     let by_master = Repository::open(LocalBackend::new(base.join("repo")), &key(&v, "master_key"));
     assert_eq!(by_master.unwrap().opened_slot(), None);
     assert!(matches!(

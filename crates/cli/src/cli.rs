@@ -457,11 +457,31 @@ pub enum BackupCommand {
     /// List, add or remove the repository's keyslots.
     #[command(subcommand)]
     Keyslot(BackupKeyslotCommand),
+    /// Give the repository a keyslot of its own at a key authority (or
+    /// k-of-n of them): this host enrolls (or binds to its enrollment)
+    /// and the repository's key is wrapped under the key the authority
+    /// releases, as `atrest enroll` does for a vault. Open the repository
+    /// with an existing slot to add it. Afterwards commands given no
+    /// secret ask the authority; `atrest keyd host shred` there makes the
+    /// slot useless.
+    Enroll(BackupEnrollArgs),
     /// Crypto-erase the repository: destroy every keyslot (each key object
     /// overwritten, then deleted), then check that the secret given no
     /// longer opens it. Every snapshot becomes unreadable; no data object
     /// is deleted. Without --yes, says what would be lost and exits 2.
     Shred(BackupShredArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupEnrollArgs {
+    /// How to open the repository to add the slot.
+    #[command(flatten)]
+    pub key: BackupKeyArgs,
+    #[command(flatten)]
+    pub authority: AuthorityArgs,
+    /// Label of the new keyslot.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub label: String,
 }
 
 #[derive(Debug, Args)]

@@ -39,12 +39,8 @@ async fn new_binding(
                 .into_iter()
                 .next()
                 .ok_or_else(|| LuksError::Invalid("give at least one authority".into()))?;
-            let remote = RemoteSlot {
-                authority: member.authority,
-                replicas: authorities[0].replicas.clone(),
-                binding: member.binding,
-            };
-            remote.validate().map_err(LuksError::Invalid)?;
+            let remote = RemoteSlot::for_member(&member, &authorities[0].replicas)
+                .map_err(LuksError::Invalid)?;
             (Authorities::Remote(Box::new(remote)), member.key)
         }
         Some(k) => {

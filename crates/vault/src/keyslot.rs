@@ -72,17 +72,12 @@ impl SlotOwner {
     }
 
     /// Refuses a kind this owner cannot hold: a vault slot opened by a
-    /// vault, and (not built yet) a repository slot at a key authority.
+    /// vault.
     fn allows(&self, kind: &SlotKind) -> Result<(), String> {
         match (self, kind) {
             (Self::Vault(_), SlotKind::Vault { .. }) => {
                 Err("a vault's backup key opens backup repositories, not a vault".into())
             }
-            (Self::BackupRepository(_), SlotKind::Remote(_) | SlotKind::Threshold(_)) => Err(
-                "a backup repository cannot hold remote or threshold keyslots yet; bind it to a \
-                 vault that has one (`atrest backup init --vault`)"
-                    .into(),
-            ),
             _ => Ok(()),
         }
     }

@@ -139,6 +139,18 @@ pub struct RemoteSlot {
 }
 
 impl RemoteSlot {
+    /// The slot for `member`'s enrollment, asking `replicas` after its
+    /// authority; checked as the parser would check it.
+    pub fn for_member(member: &RemoteMember, replicas: &[String]) -> Result<Self, String> {
+        let slot = Self {
+            authority: member.authority.clone(),
+            replicas: replicas.to_vec(),
+            binding: member.binding,
+        };
+        slot.validate()?;
+        Ok(slot)
+    }
+
     /// Checks what the parser would refuse, so nothing unreadable is written.
     pub fn validate(&self) -> Result<(), String> {
         self.authority.validate()?;

@@ -548,12 +548,7 @@ impl Vault {
         replicas: &[String],
         label: &str,
     ) -> Result<u8, VaultError> {
-        let slot = RemoteSlot {
-            authority: member.authority.clone(),
-            replicas: replicas.to_vec(),
-            binding: member.binding,
-        };
-        slot.validate().map_err(VaultError::Invalid)?;
+        let slot = RemoteSlot::for_member(member, replicas).map_err(VaultError::Invalid)?;
         let id = self.next_slot_id()?;
         let kind = SlotKind::Remote(Box::new(slot));
         let unlocker = Unlocker::Remote(member.key.clone());

@@ -12,16 +12,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use atrest_agent::StateDir;
 use atrest_backup::{
     Backend, ChunkSizes, LocalBackend, LockedRepository, Parent, Patterns, Progress, Repository,
     S3Backend, S3Options, Snapshot, SnapshotMeta,
 };
-use atrest_vault::{RecoveryKey, SlotKind, Unlocker};
+use atrest_vault::{Keyslot, RecoveryKey, SlotKind, Unlocker};
 
 use crate::cli::{
-    BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupForgetArgs, BackupInitArgs,
-    BackupKeyArgs, BackupKeyslotCommand, BackupListArgs, BackupLsArgs, BackupMountArgs,
-    BackupRepoArgs, BackupRestoreArgs, BackupRunArgs, BackupShredArgs, BackupUnlockArgs,
+    BackupCheckArgs, BackupCommand, BackupDiffArgs, BackupEnrollArgs, BackupForgetArgs,
+    BackupInitArgs, BackupKeyArgs, BackupKeyslotCommand, BackupListArgs, BackupLsArgs,
+    BackupMountArgs, BackupRepoArgs, BackupRestoreArgs, BackupRunArgs, BackupShredArgs,
+    BackupUnlockArgs,
 };
 use crate::{hygiene, secrets};
 
@@ -50,6 +52,7 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         BackupCommand::Unlock(args) => unlock_repo(&args),
         BackupCommand::Mount(args) => mount(&args),
         BackupCommand::Keyslot(cmd) => keyslot(cmd),
+        BackupCommand::Enroll(args) => enroll(&args),
         BackupCommand::Shred(args) => shred(&args),
     }
 }
@@ -125,6 +128,7 @@ fn secret<B: Backend>(
             SlotKind::Vault { vault_id } => {
                 format!("--vault PATH (the vault with id {})", hex(vault_id))
             }
+            // Opened without a secret, by asking the authority (`open`).
             SlotKind::Remote(_) | SlotKind::Threshold(_) => continue,
         };
         if !ways.contains(&way) {
@@ -140,8 +144,24 @@ fn secret<B: Backend>(
     )
 }
 
+/// The repository's remote and threshold keyslots (unauthenticated until
+/// one opens it).
+fn authority_slots<B: Backend>(locked: &LockedRepository<B>) -> Vec<Keyslot> {
+    locked
+        .keyslots()
+        .iter()
+        .filter_map(|s| s.slot.as_ref().ok())
+        .filter(|s| matches!(s.kind, SlotKind::Remote(_) | SlotKind::Threshold(_)))
+        .cloned()
+        .collect()
+}
+
 fn open(args: &BackupKeyArgs) -> anyhow::Result<Repo> {
     let locked = LockedRepository::read(backend(&args.at)?)?;
+    let authority_slots = authority_slots(&locked);
+    if args.vault.is_none() && !has_secret(args) && !authority_slots.is_empty() {
+        return open_remote(args, &authority_slots);
+    }
     let secret = secret(args, &locked)?;
     let bound: Vec<String> = locked
         .keyslots()
@@ -168,6 +188,108 @@ fn open(args: &BackupKeyArgs) -> anyhow::Result<Repo> {
         ),
         (result, _, _) => result.with_context(|| format!("{}", args.at.repo.display())),
     }
+}
+
+/// Opens the repository through its own remote or threshold keyslots, as
+/// `atrest unlock` opens a vault: each slot's authorities are asked in
+/// turn (a refusal, such as a revoked or shredded host, ends the search;
+/// an unreachable authority moves on to the next slot), and the
+/// authorities' checkpoints are kept only once the key opened the
+/// repository.
+fn open_remote(args: &BackupKeyArgs, slots: &[Keyslot]) -> anyhow::Result<Repo> {
+    let repo_text = args.at.repo.display().to_string();
+    let locked = LockedRepository::read(backend(&args.at)?)?;
+    let repo_id = locked.repo_id();
+    let state = StateDir::from_env();
+    let options = super::remote::options(&args.retry);
+    let runtime = super::remote::runtime()?;
+    let mut first_error: Option<anyhow::Error> = None;
+    for slot in slots {
+        let released = runtime.block_on(async {
+            match &slot.kind {
+                SlotKind::Remote(remote) => {
+                    atrest_agent::release_remote(&state, &options, repo_id, slot.id, remote).await
+                }
+                SlotKind::Threshold(threshold) => {
+                    atrest_agent::release_threshold(&state, &options, repo_id, slot.id, threshold)
+                        .await
+                }
+                _ => unreachable!("only authority slots are asked"),
+            }
+        });
+        let released = match released {
+            Ok(released) => released,
+            Err(e) if !e.is_transient() => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("{repo_text}: keyslot {}", slot.id));
+            }
+            Err(e) => {
+                first_error.get_or_insert(
+                    anyhow::Error::new(e).context(format!("{repo_text}: keyslot {}", slot.id)),
+                );
+                continue;
+            }
+        };
+        let secret = match slot.kind {
+            SlotKind::Remote(_) => Unlocker::Remote(released.key.clone()),
+            _ => Unlocker::Threshold(released.key.clone()),
+        };
+        let urls = released.urls.join(", ");
+        let rotated = released.rotated;
+        match LockedRepository::read(backend(&args.at)?)?.unlock(&secret) {
+            Ok(repo) if repo.opened_slot() == Some(slot.id) => {
+                // The key proved right: only now are the checkpoints kept.
+                released.confirm(&state)?;
+                if rotated {
+                    eprintln!(
+                        "atrest: warning: {urls} rotated this host's secret; keyslot {} still opens until the old secret is retired: run `atrest backup enroll` again and remove keyslot {}",
+                        slot.id, slot.id
+                    );
+                }
+                return Ok(repo);
+            }
+            Ok(_) | Err(_) => {
+                first_error.get_or_insert(anyhow::anyhow!(
+                    "{repo_text}: the key {urls} released does not open keyslot {}: the slot was changed or belongs to another enrollment; open with another keyslot's secret",
+                    slot.id
+                ));
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| anyhow::anyhow!("{repo_text}: no key authority answered")))
+}
+
+/// `atrest backup enroll`: a remote (or k-of-n threshold) keyslot of the
+/// repository's own, bound at the authorities for this host.
+fn enroll(args: &BackupEnrollArgs) -> anyhow::Result<ExitCode> {
+    let (specs, host_name) = super::remote::authority_specs(&args.authority)?;
+    let mut repo = open(&args.key)?;
+    let state = StateDir::from_env();
+    let threshold = args.authority.threshold;
+    let (members, _) = super::remote::runtime()?.block_on(atrest_agent::enroll_members(
+        &state, &specs, threshold, &host_name,
+    ))?;
+    let id = match threshold {
+        None => {
+            let member = members
+                .first()
+                .context("the authority returned no enrollment")?;
+            repo.add_remote_slot(member, &specs[0].replicas, &args.label)?
+        }
+        Some(k) => repo.add_threshold_slot(k, &members, &args.label)?,
+    };
+    for member in &members {
+        eprintln!(
+            "atrest: enrolled at {} as {}",
+            member.authority.url,
+            member.authority.host_id.as_str()
+        );
+    }
+    eprintln!(
+        "atrest: added keyslot {id} to {}; commands given no secret now ask the key authority",
+        args.key.at.repo.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init(args: &BackupInitArgs) -> anyhow::Result<ExitCode> {
@@ -247,7 +369,15 @@ fn slot_line(slot: &atrest_vault::Keyslot, vault: Option<&Path>) -> String {
                 .map(|v| format!(" ({})", v.display()))
                 .unwrap_or_default()
         ),
-        kind => format!("{} {}{label}", slot.id, kind.name()),
+        kind => match super::status::AuthoritiesInfo::of(kind) {
+            Some(authorities) => format!(
+                "{} {}{label}: key authority {}",
+                slot.id,
+                kind.name(),
+                authorities.line()
+            ),
+            None => format!("{} {}{label}", slot.id, kind.name()),
+        },
     }
 }
 
@@ -641,7 +771,11 @@ fn slot_json(slot: &atrest_vault::Keyslot) -> serde_json::Value {
             )
             .into()
         }
-        _ => {}
+        kind => {
+            if let Some(authorities) = super::status::AuthoritiesInfo::of(kind) {
+                value["authorities"] = serde_json::to_value(authorities).expect("json");
+            }
+        }
     }
     value
 }

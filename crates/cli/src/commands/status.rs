@@ -116,26 +116,60 @@ pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
                 )),
                 _ => None,
             },
-            authorities: match &s.kind {
-                SlotKind::Remote(r) => Some(AuthoritiesInfo {
-                    threshold: 1,
-                    members: vec![AuthorityInfo {
-                        replicas: r.replicas.clone(),
-                        ..AuthorityInfo::new(&r.authority)
-                    }],
-                }),
-                SlotKind::Threshold(t) => Some(AuthoritiesInfo {
-                    threshold: t.threshold,
-                    members: t
-                        .members
-                        .iter()
-                        .map(|m| AuthorityInfo::new(&m.authority))
-                        .collect(),
-                }),
-                _ => None,
-            },
+            authorities: AuthoritiesInfo::of(&s.kind),
         })
         .collect()
+}
+
+impl AuthoritiesInfo {
+    /// The authorities a remote or threshold slot asks (of a vault or of a
+    /// backup repository); `None` for other kinds.
+    pub fn of(kind: &SlotKind) -> Option<Self> {
+        match kind {
+            SlotKind::Remote(r) => Some(Self {
+                threshold: 1,
+                members: vec![AuthorityInfo {
+                    replicas: r.replicas.clone(),
+                    ..AuthorityInfo::new(&r.authority)
+                }],
+            }),
+            SlotKind::Threshold(t) => Some(Self {
+                threshold: t.threshold,
+                members: t
+                    .members
+                    .iter()
+                    .map(|m| AuthorityInfo::new(&m.authority))
+                    .collect(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// `https://a:7443 as web-1` or `2-of-3: https://a as web-1, ...`.
+    pub fn line(&self) -> String {
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let replicas = if m.replicas.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (replicas: {})", m.replicas.join(", "))
+                };
+                format!("{} as {}{replicas}", m.url, m.host_id)
+            })
+            .collect();
+        if self.threshold == 1 && members.len() == 1 {
+            members.join("")
+        } else {
+            format!(
+                "{}-of-{}: {}",
+                self.threshold,
+                members.len(),
+                members.join(", ")
+            )
+        }
+    }
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {

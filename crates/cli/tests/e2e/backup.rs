@@ -447,6 +447,110 @@ fn shredding_the_host_at_the_authority_makes_every_snapshot_unreadable() {
     assert!(!again.exists() || fs::read_dir(&again).unwrap().next().is_none());
 }
 
+/// A repository's own keyslot at the key authority (`backup enroll`), with
+/// no vault involved: commands given no secret ask the authority, the
+/// slot shows where it points, and once the authority shreds the host and
+/// the key file's slot is gone, nothing on the host opens the repository.
+#[test]
+fn a_repository_enrolled_at_the_authority_opens_through_it_until_the_host_is_shredded() {
+    use crate::keyd::Keyd;
+    use crate::remote::{BOOT_A, host};
+
+    let keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key, state) = (
+        dir.path().join("repo"),
+        dir.path().join("repo.key"),
+        dir.path().join("host"),
+    );
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("ledger.db"), pattern(6, 300_000)).unwrap();
+    let on_host = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = host(&state, BOOT_A, &[&"backup"]);
+        for a in args {
+            cmd.arg(a);
+        }
+        cmd.arg("--repo").arg(&repo);
+        cmd
+    };
+    success(on_host(&[
+        &"init",
+        &"--key-file",
+        &key,
+        &"--no-recovery-key",
+    ]));
+
+    // Without a remote slot, no secret is an error naming the key file.
+    let err = failure(on_host(&[&"snapshots"]));
+    assert!(err.contains("--key-file"), "{err}");
+
+    let token = keyd.token("backups");
+    let fingerprint = keyd.cli_ok(&["fingerprint"]).trim().to_owned();
+    success(on_host(&[
+        &"enroll",
+        &"--key-file",
+        &key,
+        &"--authority",
+        &keyd.base,
+        &"--token",
+        &token,
+        &"--ca-fingerprint",
+        &fingerprint,
+        &"--host-name",
+        &"backup-1",
+        &"--label",
+        &"nightly",
+    ]));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&success(on_host(&[&"keyslot", &"list", &"--json"])).stdout)
+            .unwrap();
+    let remote = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "remote")
+        .unwrap_or_else(|| panic!("no remote slot in {listed}"));
+    assert_eq!(remote["label"], "nightly");
+    assert_eq!(
+        remote["authorities"]["members"][0]["url"],
+        keyd.base.as_str()
+    );
+    assert_eq!(remote["authorities"]["members"][0]["host_id"], "backup-1");
+
+    // No secret given: the authority releases the key.
+    success(on_host(&[&"run", &src]));
+    let target = dir.path().join("restored");
+    success(on_host(&[&"restore", &"latest", &target]));
+    let restored = target
+        .join(src.strip_prefix("/").unwrap())
+        .join("ledger.db");
+    assert_eq!(fs::read(&restored).unwrap(), pattern(6, 300_000));
+    // Every release is in the authority's audit log, naming the host.
+    let audit = keyd.cli_ok(&["audit", "tail", "-n", "1000", "--json"]);
+    assert!(
+        audit.contains("released") && audit.contains("backup-1"),
+        "{audit}"
+    );
+
+    // Leave the authority as the only way in (the key-file slot, 0, is
+    // removed through the authority), then shred the host there.
+    success(on_host(&[&"keyslot", &"remove", &"0"]));
+    keyd.cli_ok(&["host", "shred", "backup-1", "--yes"]);
+    let again = dir.path().join("again");
+    let err = failure(on_host(&[&"restore", &"latest", &again]));
+    assert!(err.contains("shred"), "{err}");
+    let err = failure(on_host(&[
+        &"restore",
+        &"latest",
+        &again,
+        &"--key-file",
+        &key,
+    ]));
+    assert!(err.contains("no keyslot"), "{err}");
+    assert!(!again.exists() || fs::read_dir(&again).unwrap().next().is_none());
+}
+
 /// The same commands against a real S3-compatible server (moto's, started
 /// here on 127.0.0.1; CI sets ATREST_TEST_MOTO and ATREST_REQUIRE_S3=1).
 #[test]
