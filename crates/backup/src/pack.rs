@@ -76,25 +76,31 @@ impl TrailerEntry {
     }
 }
 
+/// Builds one pack. Blobs are sealed as they come, each in a buffer of its
+/// own, and written out in a random order when the pack is finished, so
+/// the order of blobs in a pack says nothing of their order in the files
+/// they came from (restic 0.18's second mitigation against chunk-length
+/// fingerprinting). Each buffer is freed as soon as it is copied out, so
+/// a finished pack costs about its own size in memory, not twice.
 pub struct PackWriter<'k> {
     keys: &'k RepoKeys,
     cipher: atrest_core::BlockCipher,
-    bytes: Vec<u8>,
-    entries: Vec<TrailerEntry>,
+    header: Vec<u8>,
+    sealed: Vec<(TrailerEntry, Vec<u8>)>,
 }
 
 impl<'k> PackWriter<'k> {
     pub fn new(keys: &'k RepoKeys) -> Self {
         let salt = atrest_core::random_array::<32>();
-        let mut bytes = Vec::with_capacity(PACK_TARGET + (1 << 20));
-        bytes.extend_from_slice(PACK_MAGIC);
-        bytes.extend_from_slice(&[1, 0, 0, 0]);
-        bytes.extend_from_slice(&salt);
+        let mut header = Vec::with_capacity(PACK_HEADER_LEN);
+        header.extend_from_slice(PACK_MAGIC);
+        header.extend_from_slice(&[1, 0, 0, 0]);
+        header.extend_from_slice(&salt);
         Self {
             keys,
             cipher: keys.pack_cipher(&salt),
-            bytes,
-            entries: Vec::new(),
+            header,
+            sealed: Vec::new(),
         }
     }
 
@@ -108,36 +114,61 @@ impl<'k> PackWriter<'k> {
             (plaintext, false)
         };
         let aad = self.keys.blob_aad(kind, &id, compressed);
-        let offset = self.bytes.len();
-        let sealed_len = body.len() + self.cipher.overhead();
-        self.bytes.resize(offset + sealed_len, 0);
-        self.cipher.seal_to(&aad, body, &mut self.bytes[offset..]);
-        self.entries.push(TrailerEntry {
+        let mut sealed = vec![0; body.len() + self.cipher.overhead()];
+        self.cipher.seal_to(&aad, body, &mut sealed);
+        let entry = TrailerEntry {
             kind,
             id,
-            offset: offset as u64,
-            sealed_len: sealed_len as u32,
+            // Set when the pack is finished.
+            offset: 0,
+            sealed_len: sealed.len() as u32,
             raw_len: plaintext.len() as u32,
             compressed,
-        });
+        };
+        self.sealed.push((entry, sealed));
         Ok(())
     }
 
-    /// Seals the trailer; returns the pack's bytes, its name and entries.
+    /// Lays the blobs out in a random order after the header, seals the
+    /// trailer; returns the pack's bytes, its name and entries (in the
+    /// order they are in the pack).
     pub fn finish(mut self) -> (Vec<u8>, [u8; 32], Vec<TrailerEntry>) {
-        let mut trailer = Vec::with_capacity(self.entries.len() * TRAILER_ENTRY_LEN);
-        for e in &self.entries {
+        shuffle(&mut self.sealed);
+        let body: usize = self.sealed.iter().map(|(_, b)| b.len()).sum();
+        let trailer_len = self.sealed.len() * TRAILER_ENTRY_LEN;
+        let mut bytes =
+            Vec::with_capacity(PACK_HEADER_LEN + body + trailer_len + self.cipher.overhead() + 4);
+        bytes.extend_from_slice(&self.header);
+        let mut entries = Vec::with_capacity(self.sealed.len());
+        for (mut entry, sealed) in self.sealed {
+            entry.offset = bytes.len() as u64;
+            bytes.extend_from_slice(&sealed);
+            entries.push(entry);
+        }
+        let mut trailer = Vec::with_capacity(trailer_len);
+        for e in &entries {
             e.encode(&mut trailer);
         }
         let aad = self
             .keys
-            .file_aad("pack trailer", &self.bytes[..PACK_HEADER_LEN]);
+            .file_aad("pack trailer", &bytes[..PACK_HEADER_LEN]);
         let sealed = self.cipher.seal(&aad, &trailer);
-        self.bytes.extend_from_slice(&sealed);
-        self.bytes
-            .extend_from_slice(&(sealed.len() as u32).to_be_bytes());
-        let name = self.keys.blob_id(&self.bytes);
-        (self.bytes, name, self.entries)
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        let name = self.keys.blob_id(&bytes);
+        (bytes, name, entries)
+    }
+}
+
+/// Fisher-Yates with the system's random generator (a 64-bit draw per
+/// position; the modulo bias, below 2^-40 for any pack, does not matter
+/// for hiding an order).
+fn shuffle<T>(items: &mut [T]) {
+    let mut draws = vec![0u8; 8 * items.len()];
+    atrest_core::fill_random(&mut draws);
+    for (i, draw) in (1..items.len()).rev().zip(draws.chunks_exact(8)) {
+        let r = u64::from_le_bytes(draw.try_into().expect("8 bytes"));
+        items.swap(i, (r % (i as u64 + 1)) as usize);
     }
 }
 
@@ -218,4 +249,45 @@ pub fn open_blob(
         ));
     }
     Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn blobs_are_laid_out_in_a_random_order_and_each_opens_where_the_trailer_says() {
+        let keys = RepoKeys::new(&atrest_core::SecretKey::random(), [7; 16]);
+        let blobs: Vec<Vec<u8>> = (0..24u8)
+            .map(|i| vec![i; 100 + usize::from(i) * 37])
+            .collect();
+        let mut writer = PackWriter::new(&keys);
+        let ids: Vec<BlobId> = blobs.iter().map(|b| keys.blob_id(b)).collect();
+        for (blob, id) in blobs.iter().zip(&ids) {
+            writer.add(BlobKind::Data, *id, blob).unwrap();
+        }
+        let (bytes, name, written) = writer.finish();
+        let entries = read_trailer(&keys, "test", &name, &bytes).unwrap();
+        assert_eq!(entries, written);
+        // The same blobs, each once, in another order than they came (the
+        // chance that 24 shuffle to their own order is 1 in 24!).
+        let order: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
+        assert_ne!(order, ids);
+        let mut sorted = order.clone();
+        sorted.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(sorted, expected);
+        // Laid end to end after the header, each opening to its blob.
+        let mut at = PACK_HEADER_LEN as u64;
+        for e in &entries {
+            assert_eq!(e.offset, at);
+            at += u64::from(e.sealed_len);
+            let loc = e.location(name);
+            let sealed = &bytes[e.offset as usize..at as usize];
+            let plain = open_blob(&keys, &bytes[8..40], &loc, &e.id, sealed).unwrap();
+            assert_eq!(keys.blob_id(&plain), e.id);
+        }
+    }
 }

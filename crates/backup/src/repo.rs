@@ -156,6 +156,13 @@ impl<B: Backend> Repository<B> {
         &self.backend
     }
 
+    /// Where the blob with hex id `id` is (its pack's object name, and its
+    /// place in the pack), from the index; `None` if no pack holds it.
+    pub fn locate(&self, id: &str) -> Result<Option<(String, Location)>> {
+        let id = parse_id(id)?;
+        Ok(self.index.get(&id).map(|l| (pack_name(&l.pack), *l)))
+    }
+
     /// The plaintext length of a blob, from the index.
     pub(crate) fn blob_len(&self, id: &BlobId) -> Option<u32> {
         self.index.get(id).map(|l| l.raw_len)

@@ -268,20 +268,18 @@ fn tampered_objects_are_named_and_never_restored() {
     let root = dir.path().join("repo");
     let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
     let (id, _) = repo.backup(std::slice::from_ref(&src), &meta(1)).unwrap();
-    let packs = LocalBackend::new(&root);
-    // Packers run in parallel, so which pack holds what depends on the
-    // run; the largest holds chunks of a (b and the trees are tiny).
-    let pack = atrest_backup::Backend::list(&packs, "data")
+    // Packers run in parallel and lay blobs out in a random order: the
+    // index says where a's first chunk is.
+    let a = repo
+        .list(&id)
         .unwrap()
         .into_iter()
-        .max_by_key(|p| fs::metadata(root.join(p)).unwrap().len())
+        .find(|n| n.path.ends_with(b"/a"))
         .unwrap();
+    let (pack, at) = repo.locate(&a.node.content[0]).unwrap().unwrap();
     let path = root.join(&pack);
     let mut bytes = fs::read(&path).unwrap();
-    assert!(bytes.len() > 16 << 10, "no pack holds a chunk of a");
-    // Flip a byte inside the pack's first blob (a chunk of a: b's blob is
-    // shorter than 100 bytes if it comes first).
-    bytes[100] ^= 1;
+    bytes[at.offset as usize + 1] ^= 1;
     fs::write(&path, &bytes).unwrap();
 
     let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
