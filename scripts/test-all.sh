@@ -24,7 +24,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
         fuse3 attr e2fsprogs util-linux psmisc procps cryptsetup-bin \
-        fio stress-ng gocryptfs postgresql postgresql-contrib \
+        fio stress-ng gocryptfs postgresql postgresql-contrib perl \
         chromium chromium-driver python3-selenium iproute2 \
         ansible-core cloud-init python3-venv curl >/dev/null
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
