@@ -59,4 +59,4 @@ pub use remote::{
     AuthorityRef, MAX_REPLICAS, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION,
     RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
-pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};
+pub use vault::{Contents2, CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};
