@@ -4,11 +4,15 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 
-use crate::common::{Mounted, ok, pattern, run};
+use crate::common::{Format, Mounted, ok, on_both_formats, pattern, run};
 
-#[test]
-fn file_sizes_round_trip_and_survive_remount() {
-    let mut m = Mounted::new();
+on_both_formats!(
+    file_sizes_round_trip_and_survive_remount,
+    random_offset_writes_match_a_model
+);
+
+fn file_sizes_round_trip_and_survive_remount(format: Format) {
+    let mut m = Mounted::with_format(format);
     let sizes = [0usize, 1, 4095, 4096, 4097, (1 << 20) + 3];
     for (i, &len) in sizes.iter().enumerate() {
         fs::write(m.path(&format!("f{len}")), pattern(i as u64, len)).unwrap();
@@ -31,9 +35,8 @@ fn file_sizes_round_trip_and_survive_remount() {
     }
 }
 
-#[test]
-fn random_offset_writes_match_a_model() {
-    let m = Mounted::new();
+fn random_offset_writes_match_a_model(format: Format) {
+    let m = Mounted::with_format(format);
     let path = m.path("model");
     let mut file = OpenOptions::new()
         .read(true)
