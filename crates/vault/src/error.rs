@@ -43,7 +43,7 @@ pub enum VaultError {
     #[error(
         "the vault's metadata cannot be opened: {0}; restore the vault directory from a backup (format 2 vaults have no `atrest fsck` yet)"
     )]
-    Metadata(#[from] atrest_meta::MetaError),
+    Metadata(atrest_meta::MetaError),
 }
 
 impl VaultError {

@@ -432,7 +432,8 @@ impl Vault {
             std::sync::Arc::new(backing),
             self.config_binding(),
             &keys.content,
-        )?;
+        )
+        .map_err(VaultError::Metadata)?;
         Ok(Contents2 {
             store,
             content: keys.content,

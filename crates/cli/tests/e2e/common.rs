@@ -182,6 +182,21 @@ impl Mounted {
         self.mounted = true;
     }
 
+    /// `atrest mount`, whose failure the caller inspects.
+    pub fn try_mount(&mut self) -> Output {
+        let out = run(&[
+            &"mount",
+            &self.vault,
+            &self.mnt,
+            &"--passphrase-file",
+            &self.pass,
+            &"--log-file",
+            &self.log,
+        ]);
+        self.mounted = out.status.success();
+        out
+    }
+
     pub fn unmount(&mut self) {
         ok(&[&"unmount", &self.mnt]);
         self.mounted = false;

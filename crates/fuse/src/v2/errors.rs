@@ -53,7 +53,8 @@ pub fn content_errno(object: u64, e: ContentError) -> Errno {
         ContentError::Corrupt(what) => {
             tracing::error!(
                 object,
-                "{what}; returning EIO (the vault's files were changed on the disk)"
+                "{what} (object {object}, {}); returning EIO (the vault's files were changed on the disk)",
+                atrest_meta::data_file_name(object)
             );
             Errno::EIO
         }

@@ -1,0 +1,288 @@
+//! Attacks on the backing directory of an unmounted format 2 vault
+//! (docs/plans/format-2.md, stage 3; decision 0011's integrity table),
+//! each asserting what the user then sees through the mount: `EIO` on
+//! the object with a log line naming it, a refused mount with a message
+//! naming what failed, or, for what format 2 does not trust (backing
+//! modes and owners, files it never wrote), nothing at all. `fsck` joins
+//! these assertions in stage 4.
+
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::common::{Format, Mounted, pattern};
+
+const EIO: i32 = 5;
+
+fn vault() -> Mounted {
+    Mounted::with_format(Format::V2)
+}
+
+/// The data file of the plaintext file `rel`, relative to the vault
+/// (inode numbers are object ids; docs/format.md §16.9).
+fn data_name(m: &Mounted, rel: &str) -> String {
+    let id = fs::metadata(m.path(rel)).unwrap().ino();
+    format!("objects/{:02x}/{id:016x}", id & 0xff)
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// `rel` reads as EIO, and the mount log names the failure.
+fn assert_eio(m: &Mounted, rel: &str, logged: &str) {
+    assert_eq!(
+        errno_of(fs::read(m.path(rel))),
+        Some(EIO),
+        "{rel} must read as EIO"
+    );
+    let log = m.log_text();
+    assert!(
+        log.contains(logged) && log.contains("returning EIO"),
+        "the log names the failure ({logged}): {log}"
+    );
+}
+
+fn rewrite(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = fs::read(path).unwrap();
+    f(&mut bytes);
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn older_data_file() {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, 3 * 4096)).unwrap();
+    let name = data_name(&m, "f");
+    let data = m.vault.join(&name);
+    m.unmount();
+    let old = fs::read(&data).unwrap();
+    m.mount();
+    // Overwrites are journaled and land in place at the checkpoint.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap()
+        .write_all_at(&pattern(2, 4096), 4096)
+        .unwrap();
+    m.unmount();
+    assert_ne!(fs::read(&data).unwrap(), old);
+    fs::write(&data, &old).unwrap();
+    m.mount();
+    assert_eio(&m, "f", &name);
+}
+
+#[test]
+fn zeroed_block() {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, 3 * 4096)).unwrap();
+    let name = data_name(&m, "f");
+    m.unmount();
+    rewrite(&m.vault.join(&name), |b| b[4096..8192].fill(0));
+    m.mount();
+    assert_eio(
+        &m,
+        "f",
+        &format!(
+            "block 1 failed authentication (object {}",
+            fs::metadata(m.path("f")).unwrap().ino()
+        ),
+    );
+    assert_eio(&m, "f", &name);
+    // The other blocks still read.
+    let f = fs::File::open(m.path("f")).unwrap();
+    let mut first = vec![0u8; 4096];
+    f.read_exact_at(&mut first, 0).unwrap();
+    assert_eq!(first, pattern(1, 3 * 4096)[..4096]);
+}
+
+#[test]
+fn truncated_to_nothing() {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, 10_000)).unwrap();
+    let name = data_name(&m, "f");
+    m.unmount();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.vault.join(&name))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    m.mount();
+    assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 10_000);
+    assert_eio(
+        &m,
+        "f",
+        &format!(
+            "block 0 of object {}",
+            fs::metadata(m.path("f")).unwrap().ino()
+        ),
+    );
+    assert_eio(&m, "f", &name);
+}
+
+#[test]
+fn deleted_data_file() {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, 5000)).unwrap();
+    let name = data_name(&m, "f");
+    m.unmount();
+    fs::remove_file(m.vault.join(&name)).unwrap();
+    m.mount();
+    assert_eio(&m, "f", &name);
+}
+
+#[test]
+fn swapped_data_files() {
+    let mut m = vault();
+    fs::write(m.path("a"), pattern(1, 8192)).unwrap();
+    fs::write(m.path("b"), pattern(2, 8192)).unwrap();
+    let (name_a, name_b) = (data_name(&m, "a"), data_name(&m, "b"));
+    let (a, b) = (m.vault.join(&name_a), m.vault.join(&name_b));
+    m.unmount();
+    let (bytes_a, bytes_b) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    fs::write(&a, bytes_b).unwrap();
+    fs::write(&b, bytes_a).unwrap();
+    m.mount();
+    assert_eio(&m, "a", &name_a);
+    assert_eio(&m, "b", &name_b);
+}
+
+/// Every page of `atrest.meta` past the superblocks, one at a time, with
+/// a byte changed: the vault then refuses to mount naming the page, or a
+/// listing or read fails with EIO, or (a page no structure uses any
+/// more) everything reads as before. Never other contents. The page
+/// holding directory `d`'s entries is among them.
+#[test]
+fn changed_directory_page() {
+    let mut m = vault();
+    fs::create_dir(m.path("d")).unwrap();
+    for i in 0..20 {
+        fs::write(m.path(&format!("d/file-{i}")), i.to_string()).unwrap();
+    }
+    m.unmount();
+    let meta = m.vault.join("atrest.meta");
+    let pages = fs::metadata(&meta).unwrap().len() as usize / 4096;
+    assert!(pages > 2, "atrest.meta holds pages past its superblocks");
+    // Each mount checkpoints at unmount: every round starts from this copy.
+    let copy = m.dir.path().join("copy");
+    copy_dir(&m.vault, &copy);
+    let mut directory_page_found = false;
+    for page in 2..pages {
+        fs::remove_dir_all(&m.vault).unwrap();
+        copy_dir(&copy, &m.vault);
+        rewrite(&meta, |b| b[page * 4096 + 1000] ^= 0x01);
+        let _ = fs::remove_file(&m.log);
+        let out = m.try_mount();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("atrest.meta"), "page {page}: {err}");
+            continue;
+        }
+        let listing = fs::read_dir(m.path("d")).and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match listing {
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(EIO), "page {page}: {e}");
+                let log = m.log_text();
+                assert!(log.contains("of atrest.meta"), "page {page}: {log}");
+                directory_page_found |= log.contains("directory leaf page");
+            }
+            Ok(names) => {
+                // Entries whose records fail are left out, and logged.
+                if names.len() != 20 {
+                    let log = m.log_text();
+                    assert!(
+                        log.contains("of atrest.meta") && log.contains("returning EIO"),
+                        "page {page}: {} entries listed, and nothing logged: {log}",
+                        names.len()
+                    );
+                }
+                for i in 0..20 {
+                    match fs::read(m.path(&format!("d/file-{i}"))) {
+                        Ok(data) => assert_eq!(data, i.to_string().as_bytes(), "page {page}"),
+                        Err(e) => assert_eq!(e.raw_os_error(), Some(EIO), "page {page}"),
+                    }
+                }
+            }
+        }
+        m.unmount();
+    }
+    assert!(directory_page_found, "no page held the entries of d");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn older_meta_file() {
+    let mut m = vault();
+    fs::write(m.path("first"), b"1").unwrap();
+    m.unmount();
+    let meta = m.vault.join("atrest.meta");
+    let old = fs::read(&meta).unwrap();
+    m.mount();
+    fs::write(m.path("second"), b"2").unwrap();
+    m.unmount();
+    rewrite(&meta, |b| *b = old.clone());
+    let out = m.try_mount();
+    assert!(!out.status.success(), "an older atrest.meta must not mount");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metadata"), "{err}");
+}
+
+#[test]
+fn planted_data_file_ignored() {
+    let mut m = vault();
+    fs::write(m.path("f"), b"real").unwrap();
+    m.unmount();
+    // Under ids the vault has not handed out, and one it has not used.
+    for id in [0x2au64, 0x1_0000] {
+        let path = m.vault.join(format!("objects/{:02x}/{id:016x}", id & 0xff));
+        fs::write(path, pattern(9, 8192)).unwrap();
+    }
+    fs::write(m.vault.join("objects/zz"), b"planted").unwrap();
+    m.mount();
+    let names: Vec<_> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f"]);
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"real");
+    // New files are whole, even under an id a planted file sat on.
+    for i in 0..50 {
+        fs::write(m.path(&format!("n{i}")), pattern(i, 100)).unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(fs::read(m.path(&format!("n{i}"))).unwrap(), pattern(i, 100));
+    }
+}
+
+#[test]
+fn changed_backing_modes_and_owners_ignored() {
+    let mut m = vault();
+    fs::write(m.path("f"), b"contents").unwrap();
+    fs::set_permissions(m.path("f"), fs::Permissions::from_mode(0o640)).unwrap();
+    let data = m.vault.join(data_name(&m, "f"));
+    m.unmount();
+    for path in [&data, &m.vault.join("atrest.meta")] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o6777)).unwrap();
+        std::os::unix::fs::chown(path, Some(4321), Some(4321)).unwrap();
+    }
+    m.mount();
+    let meta = fs::metadata(m.path("f")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"contents");
+}
