@@ -124,6 +124,9 @@ pub struct Store {
     /// Time of the last record, for the records of calls that take none
     /// (`SYNC`): informational only.
     pub(crate) last_time: u64,
+    /// The config this store was opened with, which every checkpoint
+    /// records (§16.3): a config put back from before it is then refused.
+    pub(crate) config: ConfigBinding,
     /// A write to the log or a checkpoint failed: what is in memory may be
     /// ahead of what the disk holds, so nothing more is written until the
     /// vault is opened again (and recovered from the disk).
@@ -205,6 +208,7 @@ impl Store {
             next_id: ROOT_ID + 1,
             log,
             last_time: nanos(now),
+            config,
             failed: false,
         };
         let (mode, uid, gid) = root;
@@ -310,6 +314,7 @@ impl Store {
             freed_data: BTreeSet::new(),
             next_id,
             last_time,
+            config,
             failed: false,
         };
         store.recover(replay, verifier)
@@ -920,6 +925,8 @@ impl Store {
             next_object_id: self.next_id,
             time_ms: u64::try_from(now.secs).unwrap_or(0) * 1000 + u64::from(now.nanos / 1_000_000),
             recent,
+            config_generation: self.config.generation,
+            config_hash: self.config.hash,
             ..previous.clone()
         };
         let bytes = superblock.encode(&self.keys);

@@ -286,3 +286,155 @@ fn changed_backing_modes_and_owners_ignored() {
     assert_eq!((meta.uid(), meta.gid()), (0, 0));
     assert_eq!(fs::read(m.path("f")).unwrap(), b"contents");
 }
+
+#[test]
+fn copied_data_file() {
+    let mut m = vault();
+    fs::write(m.path("a"), pattern(1, 8192)).unwrap();
+    fs::write(m.path("b"), pattern(2, 8192)).unwrap();
+    let (name_a, name_b) = (data_name(&m, "a"), data_name(&m, "b"));
+    m.unmount();
+    fs::copy(m.vault.join(&name_a), m.vault.join(&name_b)).unwrap();
+    m.mount();
+    assert_eq!(fs::read(m.path("a")).unwrap(), pattern(1, 8192));
+    assert_eio(&m, "b", &name_b);
+}
+
+#[test]
+fn truncated_at_block_boundary() {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, 3 * 4096)).unwrap();
+    let name = data_name(&m, "f");
+    m.unmount();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.vault.join(&name))
+        .unwrap()
+        .set_len(2 * 4096)
+        .unwrap();
+    m.mount();
+    assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 3 * 4096);
+    assert_eio(&m, "f", &name);
+}
+
+/// Bytes appended to a data file are past every block the map seals: the
+/// size is the authenticated one and the contents are unchanged.
+#[test]
+fn appended_bytes() {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, 5000)).unwrap();
+    let name = data_name(&m, "f");
+    m.unmount();
+    let mut data = fs::OpenOptions::new()
+        .append(true)
+        .open(m.vault.join(&name))
+        .unwrap();
+    std::io::Write::write_all(&mut data, &[0u8; 3 * 4096]).unwrap();
+    drop(data);
+    m.mount();
+    assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 5000);
+    assert_eq!(fs::read(m.path("f")).unwrap(), pattern(1, 5000));
+}
+
+#[test]
+fn data_file_moved_to_another_subdirectory() {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, 5000)).unwrap();
+    let name = data_name(&m, "f");
+    m.unmount();
+    let from = m.vault.join(&name);
+    let to = m.vault.join("objects/ff").join(from.file_name().unwrap());
+    fs::rename(&from, &to).unwrap();
+    m.mount();
+    assert_eio(&m, "f", &name);
+}
+
+#[test]
+fn deleted_meta_file() {
+    let mut m = vault();
+    fs::write(m.path("f"), b"x").unwrap();
+    m.unmount();
+    fs::remove_file(m.vault.join("atrest.meta")).unwrap();
+    let out = m.try_mount();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("atrest.meta is missing"), "{err}");
+}
+
+#[test]
+fn deleted_log_segment() {
+    let mut m = vault();
+    fs::write(m.path("f"), b"x").unwrap();
+    m.unmount();
+    for segment in fs::read_dir(m.vault.join("atrest.log")).unwrap() {
+        fs::remove_file(segment.unwrap().path()).unwrap();
+    }
+    let out = m.try_mount();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("atrest.log/"), "{err}");
+}
+
+/// Device nodes, set-user-id files and symlinks planted in the backing
+/// directory are never listed: format 2 lists what its metadata names.
+#[test]
+fn planted_device_node_and_setuid_file_ignored() {
+    let mut m = vault();
+    fs::write(m.path("f"), b"real").unwrap();
+    m.unmount();
+    let objects = m.vault.join("objects/00");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &objects.join("0000000000000100"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let setuid = m.vault.join("objects/01/0000000000000101");
+    fs::write(&setuid, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&setuid, fs::Permissions::from_mode(0o4755)).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", m.vault.join("shadow")).unwrap();
+    m.mount();
+    let names: Vec<_> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f"]);
+    assert_eq!(errno_of(fs::metadata(m.path("shadow"))), Some(2));
+}
+
+/// The config put back from before a keyslot change (both copies, so it
+/// authenticates and neither copy repairs it): the checkpoint written
+/// since records the newer config's generation, so the mount is refused.
+#[test]
+fn config_rolled_back() {
+    let mut m = vault();
+    fs::write(m.path("f"), b"x").unwrap();
+    m.unmount();
+    let old: Vec<_> = ["atrest.conf", "atrest.conf.bak"]
+        .iter()
+        .map(|n| (n, fs::read(m.vault.join(n)).unwrap()))
+        .collect();
+    let key = m.dir.path().join("key.bin");
+    crate::common::ok(&[
+        &"keyslot",
+        &"add",
+        &m.vault,
+        &"--kind",
+        &"key-file",
+        &"--new-key-file",
+        &key,
+        &"--passphrase-file",
+        &m.pass,
+    ]);
+    m.mount();
+    m.unmount();
+    for (name, bytes) in &old {
+        rewrite(&m.vault.join(name), |b| *b = bytes.clone());
+    }
+    let out = m.try_mount();
+    assert!(!out.status.success(), "a rolled-back config must not mount");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("older than the vault's metadata"), "{err}");
+}
