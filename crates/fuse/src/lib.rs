@@ -83,7 +83,7 @@ pub fn mount(
 }
 
 fn serve(
-    fs: impl fuser::Filesystem + Send + Sync + 'static,
+    fs: impl fuser::Filesystem + 'static,
     mountpoint: &Path,
     config: &MountConfig,
     ready: impl FnOnce(),

@@ -102,7 +102,7 @@ fn namespace_operations_round_trip_and_survive_remount() {
         .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &m.path("fifo"),
+        m.path("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,

@@ -385,7 +385,7 @@ fn planted_device_node_and_setuid_file_ignored() {
     let objects = m.vault.join("objects/00");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &objects.join("0000000000000100"),
+        objects.join("0000000000000100"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),

@@ -37,6 +37,10 @@ use crate::fs::{system_time, timespec};
 /// (4 KiB to 128 KiB) takes fewer, and the rest are read again.
 const READDIR_BATCH: usize = 256;
 
+/// A directory and a batch of its entries, each with its object's head
+/// (`None`: the record failed, and was logged).
+type Listing = (ObjectHead, Vec<(DirEntry, Option<ObjectHead>)>);
+
 struct State {
     store: Store,
     content: ContentKey2,
@@ -50,6 +54,10 @@ pub struct VaultFs2 {
     ttl: Duration,
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "file times are the wall clock, as on any file system"
+)]
 fn now() -> Timestamp {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -95,6 +103,18 @@ fn kind_of_mode(mode: u32) -> Result<ObjectKind, Errno> {
         libc::S_IFBLK => ObjectKind::BlockDevice,
         _ => return Err(Errno::EINVAL),
     })
+}
+
+/// A new object of `kind`; its owner is set by [`VaultFs2::make`].
+fn new_object(kind: ObjectKind, mode: u32, rdev: u64, target: Vec<u8>) -> NewObject {
+    NewObject {
+        kind,
+        mode: (mode & 0o7777) as u16,
+        uid: 0,
+        gid: 0,
+        rdev,
+        target,
+    }
 }
 
 fn attr(head: &ObjectHead) -> FileAttr {
@@ -165,30 +185,23 @@ impl VaultFs2 {
         Ok((req.uid(), gid, setgid))
     }
 
+    /// Creates `name` in `parent` as `new` describes (its owner comes
+    /// from the request, or the group from a set-group-id parent, which
+    /// also hands its bit down to new directories).
     fn make(
         &self,
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        kind: ObjectKind,
-        mode: u32,
-        rdev: u64,
-        target: Vec<u8>,
+        mut new: NewObject,
     ) -> Result<FileAttr, Errno> {
         self.with(|s| {
             let (uid, gid, setgid) = Self::owner(req, &mut s.store, parent.0)?;
-            let mut mode = mode & 0o7777;
-            if setgid && kind == ObjectKind::Directory {
-                mode |= libc::S_ISGID;
+            new.mode &= 0o7777;
+            if setgid && new.kind == ObjectKind::Directory {
+                new.mode |= libc::S_ISGID as u16;
             }
-            let new = NewObject {
-                kind,
-                mode: mode as u16,
-                uid,
-                gid,
-                rdev,
-                target,
-            };
+            (new.uid, new.gid) = (uid, gid);
             s.store
                 .create(parent.0, name.as_bytes(), new, now())
                 .map(|h| attr(&h))
@@ -196,11 +209,7 @@ impl VaultFs2 {
         })
     }
 
-    fn entries(
-        &self,
-        ino: INodeNo,
-        offset: u64,
-    ) -> Result<(ObjectHead, Vec<(DirEntry, Option<ObjectHead>)>), Errno> {
+    fn entries(&self, ino: INodeNo, offset: u64) -> Result<Listing, Errno> {
         self.with(|s| {
             let dir = s.store.getattr(ino.0).map_err(|e| fs_errno(ino.0, e))?;
             // Offsets 1 and 2 are "." and ".."; entry hashes start at 3.
@@ -338,15 +347,8 @@ impl Filesystem for VaultFs2 {
         reply: ReplyEntry,
     ) {
         let result = kind_of_mode(mode).and_then(|kind| {
-            self.make(
-                req,
-                parent,
-                name,
-                kind,
-                mode & !umask,
-                u64::from(rdev),
-                Vec::new(),
-            )
+            let new = new_object(kind, mode & !umask, u64::from(rdev), Vec::new());
+            self.make(req, parent, name, new)
         });
         match result {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -363,15 +365,8 @@ impl Filesystem for VaultFs2 {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.make(
-            req,
-            parent,
-            name,
-            ObjectKind::Directory,
-            mode & !umask,
-            0,
-            Vec::new(),
-        ) {
+        let new = new_object(ObjectKind::Directory, mode & !umask, 0, Vec::new());
+        match self.make(req, parent, name, new) {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -410,15 +405,8 @@ impl Filesystem for VaultFs2 {
         reply: ReplyEntry,
     ) {
         let target = target.as_os_str().as_bytes().to_vec();
-        match self.make(
-            req,
-            parent,
-            link_name,
-            ObjectKind::Symlink,
-            0o777,
-            0,
-            target,
-        ) {
+        let new = new_object(ObjectKind::Symlink, 0o777, 0, target);
+        match self.make(req, parent, link_name, new) {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -766,15 +754,8 @@ impl Filesystem for VaultFs2 {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.make(
-            req,
-            parent,
-            name,
-            ObjectKind::Regular,
-            mode & !umask,
-            0,
-            Vec::new(),
-        ) {
+        let new = new_object(ObjectKind::Regular, mode & !umask, 0, Vec::new());
+        match self.make(req, parent, name, new) {
             Ok(attr) => reply.created(
                 &self.ttl,
                 &attr,
