@@ -170,16 +170,12 @@ impl Mounted {
     }
 
     pub fn mount(&mut self) {
-        ok(&[
-            &"mount",
-            &self.vault,
-            &self.mnt,
-            &"--passphrase-file",
-            &self.pass,
-            &"--log-file",
-            &self.log,
-        ]);
-        self.mounted = true;
+        let out = self.try_mount();
+        assert!(
+            out.status.success(),
+            "atrest mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `atrest mount`, whose failure the caller inspects.
@@ -319,6 +315,18 @@ impl Drop for Mounted {
             let _ = run(&[&"unmount", &"--lazy", &self.mnt]);
         }
     }
+}
+
+/// Replaces `to` with a copy of `from` (`cp -a`: modes, owners, times).
+pub fn copy_dir(from: &Path, to: &Path) {
+    let _ = fs::remove_dir_all(to);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// A deterministic pseudo-random byte stream (xorshift), so failures replay.

@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::common::{Format, Mounted, pattern};
+use crate::common::{Format, Mounted, copy_dir, pattern};
 
 const EIO: i32 = 5;
 
@@ -29,6 +29,16 @@ fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
     r.err().map(|e| e.raw_os_error().unwrap_or(-1))
 }
 
+/// A vault holding "f" (`pattern(1, len)`), unmounted, and the name of
+/// its data file.
+fn one_file(len: usize) -> (Mounted, String) {
+    let mut m = vault();
+    fs::write(m.path("f"), pattern(1, len)).unwrap();
+    let name = data_name(&m, "f");
+    m.unmount();
+    (m, name)
+}
+
 /// `rel` reads as EIO, and the mount log names the failure.
 fn assert_eio(m: &Mounted, rel: &str, logged: &str) {
     assert_eq!(
@@ -41,6 +51,17 @@ fn assert_eio(m: &Mounted, rel: &str, logged: &str) {
         log.contains(logged) && log.contains("returning EIO"),
         "the log names the failure ({logged}): {log}"
     );
+}
+
+/// The mount is refused, with a message containing `named`.
+fn assert_refused(m: &mut Mounted, named: &str) {
+    let out = m.try_mount();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "mounted, expected a refusal naming {named}"
+    );
+    assert!(err.contains(named), "{err}");
 }
 
 fn rewrite(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
@@ -75,10 +96,7 @@ fn older_data_file() {
 
 #[test]
 fn zeroed_block() {
-    let mut m = vault();
-    fs::write(m.path("f"), pattern(1, 3 * 4096)).unwrap();
-    let name = data_name(&m, "f");
-    m.unmount();
+    let (mut m, name) = one_file(3 * 4096);
     rewrite(&m.vault.join(&name), |b| b[4096..8192].fill(0));
     m.mount();
     assert_eio(
@@ -99,10 +117,7 @@ fn zeroed_block() {
 
 #[test]
 fn truncated_to_nothing() {
-    let mut m = vault();
-    fs::write(m.path("f"), pattern(1, 10_000)).unwrap();
-    let name = data_name(&m, "f");
-    m.unmount();
+    let (mut m, name) = one_file(10_000);
     fs::OpenOptions::new()
         .write(true)
         .open(m.vault.join(&name))
@@ -124,10 +139,7 @@ fn truncated_to_nothing() {
 
 #[test]
 fn deleted_data_file() {
-    let mut m = vault();
-    fs::write(m.path("f"), pattern(1, 5000)).unwrap();
-    let name = data_name(&m, "f");
-    m.unmount();
+    let (mut m, name) = one_file(5000);
     fs::remove_file(m.vault.join(&name)).unwrap();
     m.mount();
     assert_eio(&m, "f", &name);
@@ -170,7 +182,6 @@ fn changed_directory_page() {
     copy_dir(&m.vault, &copy);
     let mut directory_page_found = false;
     for page in 2..pages {
-        fs::remove_dir_all(&m.vault).unwrap();
         copy_dir(&copy, &m.vault);
         rewrite(&meta, |b| b[page * 4096 + 1000] ^= 0x01);
         let _ = fs::remove_file(&m.log);
@@ -215,16 +226,6 @@ fn changed_directory_page() {
     assert!(directory_page_found, "no page held the entries of d");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn older_meta_file() {
     let mut m = vault();
@@ -236,10 +237,7 @@ fn older_meta_file() {
     fs::write(m.path("second"), b"2").unwrap();
     m.unmount();
     rewrite(&meta, |b| *b = old.clone());
-    let out = m.try_mount();
-    assert!(!out.status.success(), "an older atrest.meta must not mount");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("metadata"), "{err}");
+    assert_refused(&mut m, "the vault's metadata cannot be opened");
 }
 
 #[test]
@@ -302,10 +300,7 @@ fn copied_data_file() {
 
 #[test]
 fn truncated_at_block_boundary() {
-    let mut m = vault();
-    fs::write(m.path("f"), pattern(1, 3 * 4096)).unwrap();
-    let name = data_name(&m, "f");
-    m.unmount();
+    let (mut m, name) = one_file(3 * 4096);
     fs::OpenOptions::new()
         .write(true)
         .open(m.vault.join(&name))
@@ -321,10 +316,7 @@ fn truncated_at_block_boundary() {
 /// size is the authenticated one and the contents are unchanged.
 #[test]
 fn appended_bytes() {
-    let mut m = vault();
-    fs::write(m.path("f"), pattern(1, 5000)).unwrap();
-    let name = data_name(&m, "f");
-    m.unmount();
+    let (mut m, name) = one_file(5000);
     let mut data = fs::OpenOptions::new()
         .append(true)
         .open(m.vault.join(&name))
@@ -338,10 +330,7 @@ fn appended_bytes() {
 
 #[test]
 fn data_file_moved_to_another_subdirectory() {
-    let mut m = vault();
-    fs::write(m.path("f"), pattern(1, 5000)).unwrap();
-    let name = data_name(&m, "f");
-    m.unmount();
+    let (mut m, name) = one_file(5000);
     let from = m.vault.join(&name);
     let to = m.vault.join("objects/ff").join(from.file_name().unwrap());
     fs::rename(&from, &to).unwrap();
@@ -355,10 +344,7 @@ fn deleted_meta_file() {
     fs::write(m.path("f"), b"x").unwrap();
     m.unmount();
     fs::remove_file(m.vault.join("atrest.meta")).unwrap();
-    let out = m.try_mount();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("atrest.meta is missing"), "{err}");
+    assert_refused(&mut m, "atrest.meta is missing");
 }
 
 #[test]
@@ -369,10 +355,7 @@ fn deleted_log_segment() {
     for segment in fs::read_dir(m.vault.join("atrest.log")).unwrap() {
         fs::remove_file(segment.unwrap().path()).unwrap();
     }
-    let out = m.try_mount();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("atrest.log/"), "{err}");
+    assert_refused(&mut m, "atrest.log/");
 }
 
 /// Device nodes, set-user-id files and symlinks planted in the backing
@@ -433,8 +416,5 @@ fn config_rolled_back() {
     for (name, bytes) in &old {
         rewrite(&m.vault.join(name), |b| *b = bytes.clone());
     }
-    let out = m.try_mount();
-    assert!(!out.status.success(), "a rolled-back config must not mount");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("older than the vault's metadata"), "{err}");
+    assert_refused(&mut m, "older than the vault's metadata");
 }
