@@ -29,6 +29,8 @@ const ENOTEMPTY: i32 = 39;
 const ENODATA: i32 = 61;
 
 on_both_formats!(
+    rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor,
+    an_unlinked_open_file_is_still_read_written_and_stat_ed,
     new_files_and_directories_get_exactly_the_requested_mode,
     setgid_directory_hands_down_its_group_and_the_setgid_bit,
     root_creates_entries_in_directories_without_write_permission,
@@ -562,10 +564,7 @@ fn utimensat_now_omit_and_exact_nanoseconds(format: Format) {
     );
 }
 
-/// Format 1 only: the format 2 store has no orphans yet: a file renamed over is freed at once.
-#[test]
-fn rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor() {
-    let format = Format::V1;
+fn rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor(format: Format) {
     let b = Both::new(format);
     let got = b.same("rename over an open file", |root| {
         let (a, n) = (root.join("a"), root.join("new"));
@@ -585,10 +584,7 @@ fn rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor() {
     assert_eq!(got, (true, Ok((10_000, 0)), true, Err(ENOENT)));
 }
 
-/// Format 1 only: the format 2 store has no orphans yet: an unlinked file is freed at once.
-#[test]
-fn an_unlinked_open_file_is_still_read_written_and_stat_ed() {
-    let format = Format::V1;
+fn an_unlinked_open_file_is_still_read_written_and_stat_ed(format: Format) {
     let b = Both::new(format);
     let got = b.same("an unlinked open file", |root| {
         let p = root.join("doomed");

@@ -1,16 +1,17 @@
 //! [`VaultFs2`]: the fuser `Filesystem` of a format 2 vault.
 //!
 //! Inode numbers are object ids (the root is object 1, FUSE's root), so
-//! there is no node table: `forget` has nothing to drop. Open files have
-//! no state of their own either (the handle is 0); reads and writes go
-//! to the object. Durability follows §16.15: `fsync` is
+//! there is no node table: `forget` has nothing to drop. Handles are 0;
+//! reads and writes go to the object, and only a count of open handles
+//! per object is kept, so that a file unlinked or renamed over while open
+//! lives on as an orphan until its last handle is released. Durability follows §16.15: `fsync` is
 //! [`Store::sync_file`], `fsyncdir` is [`Store::sync`]; everything else is
 //! logged before the reply and durable at the next of either.
 //!
-//! Not yet: extended attributes (the store has none: `ENOTSUP`), and a
-//! file unlinked while open loses its contents at once (the store has no
-//! orphans yet), so its open descriptors then fail with `ENOENT`.
+//! Not yet: extended attributes (the store has none: `ENOTSUP`); orphans
+//! left by a crash are not freed by recovery.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -45,6 +46,36 @@ struct State {
     store: Store,
     content: ContentKey2,
     trigger: Trigger,
+    /// Open handles per object: the store keeps an object whose last
+    /// name goes while it is open (an orphan) until the last is released.
+    open: HashMap<u64, u32>,
+}
+
+impl State {
+    fn opened(&mut self, id: u64) -> Result<(), Errno> {
+        let count = self.open.entry(id).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.store
+                .set_open(id, true, now())
+                .map_err(|e| fs_errno(id, e))?;
+        }
+        Ok(())
+    }
+
+    fn released(&mut self, id: u64) -> Result<(), Errno> {
+        let Some(count) = self.open.get_mut(&id) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(());
+        }
+        self.open.remove(&id);
+        self.store
+            .set_open(id, false, now())
+            .map_err(|e| fs_errno(id, e))
+    }
 }
 
 pub struct VaultFs2 {
@@ -150,6 +181,7 @@ impl VaultFs2 {
                 store,
                 content,
                 trigger,
+                open: HashMap::new(),
             }),
             root: root.to_path_buf(),
             ttl,
@@ -481,7 +513,7 @@ impl Filesystem for VaultFs2 {
                     .set_len(0, now())
                     .map_err(|e| content_errno(ino.0, e))?;
             }
-            Ok(())
+            s.opened(ino.0)
         });
         match result {
             Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
@@ -550,14 +582,17 @@ impl Filesystem for VaultFs2 {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        match self.with(|s| s.released(ino.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn fsync(
@@ -755,7 +790,10 @@ impl Filesystem for VaultFs2 {
         reply: ReplyCreate,
     ) {
         let new = new_object(ObjectKind::Regular, mode & !umask, 0, Vec::new());
-        match self.make(req, parent, name, new) {
+        let made = self
+            .make(req, parent, name, new)
+            .and_then(|attr| self.with(|s| s.opened(attr.ino.0)).map(|()| attr));
+        match made {
             Ok(attr) => reply.created(
                 &self.ttl,
                 &attr,
