@@ -161,69 +161,190 @@ fn swapped_data_files() {
     assert_eio(&m, "b", &name_b);
 }
 
-/// Every page of `atrest.meta` past the superblocks, one at a time, with
-/// a byte changed: the vault then refuses to mount naming the page, or a
-/// listing or read fails with EIO, or (a page no structure uses any
-/// more) everything reads as before. Never other contents. The page
-/// holding directory `d`'s entries is among them.
-#[test]
-fn changed_directory_page() {
+/// A vault holding directory `d` with 20 files and two symlinks with
+/// targets too long for their records (blob pages), unmounted.
+fn populated() -> Mounted {
     let mut m = vault();
     fs::create_dir(m.path("d")).unwrap();
     for i in 0..20 {
         fs::write(m.path(&format!("d/file-{i}")), i.to_string()).unwrap();
     }
+    for name in ["a", "b"] {
+        std::os::unix::fs::symlink(target_of(name), m.path(&format!("d/link-{name}"))).unwrap();
+    }
     m.unmount();
-    let meta = m.vault.join("atrest.meta");
-    let pages = fs::metadata(&meta).unwrap().len() as usize / 4096;
-    assert!(pages > 2, "atrest.meta holds pages past its superblocks");
-    // Each mount checkpoints at unmount: every round starts from this copy.
-    let copy = m.dir.path().join("copy");
-    copy_dir(&m.vault, &copy);
-    let mut directory_page_found = false;
-    for page in 2..pages {
-        copy_dir(&copy, &m.vault);
-        rewrite(&meta, |b| b[page * 4096 + 1000] ^= 0x01);
-        let _ = fs::remove_file(&m.log);
-        let out = m.try_mount();
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("atrest.meta"), "page {page}: {err}");
-            continue;
-        }
-        let listing = fs::read_dir(m.path("d")).and_then(|entries| {
+    m
+}
+
+fn target_of(link: &str) -> String {
+    format!("/{}", link.repeat(200))
+}
+
+/// Reads everything of [`populated`] through the mount: never other
+/// contents, and whatever fails is `EIO` with a log line naming a page of
+/// atrest.meta. Whether anything failed.
+fn read_populated(m: &Mounted, what: &str) -> bool {
+    // Entries whose records fail are left out, and logged.
+    let mut failed = fs::read_dir(m.path("d"))
+        .and_then(|entries| {
             entries
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<Result<Vec<_>, _>>()
+        })
+        .map(|names| names.len() != 22)
+        .unwrap_or_else(|e| {
+            assert_eq!(e.raw_os_error(), Some(EIO), "{what}: {e}");
+            true
         });
-        match listing {
-            Err(e) => {
-                assert_eq!(e.raw_os_error(), Some(EIO), "page {page}: {e}");
-                let log = m.log_text();
-                assert!(log.contains("of atrest.meta"), "page {page}: {log}");
-                directory_page_found |= log.contains("directory leaf page");
-            }
-            Ok(names) => {
-                // Entries whose records fail are left out, and logged.
-                if names.len() != 20 {
-                    let log = m.log_text();
-                    assert!(
-                        log.contains("of atrest.meta") && log.contains("returning EIO"),
-                        "page {page}: {} entries listed, and nothing logged: {log}",
-                        names.len()
-                    );
-                }
-                for i in 0..20 {
-                    match fs::read(m.path(&format!("d/file-{i}"))) {
-                        Ok(data) => assert_eq!(data, i.to_string().as_bytes(), "page {page}"),
-                        Err(e) => assert_eq!(e.raw_os_error(), Some(EIO), "page {page}"),
-                    }
-                }
-            }
+    let mut eio = |r: std::io::Error| {
+        assert_eq!(r.raw_os_error(), Some(EIO), "{what}: {r}");
+        failed = true;
+    };
+    for i in 0..20 {
+        match fs::read(m.path(&format!("d/file-{i}"))) {
+            Ok(data) => assert_eq!(data, i.to_string().as_bytes(), "{what}"),
+            Err(e) => eio(e),
+        }
+    }
+    for name in ["a", "b"] {
+        match fs::read_link(m.path(&format!("d/link-{name}"))) {
+            Ok(target) => assert_eq!(target.to_str(), Some(&*target_of(name)), "{what}"),
+            Err(e) => eio(e),
+        }
+    }
+    if failed {
+        let log = m.log_text();
+        assert!(
+            log.contains("of atrest.meta") && log.contains("returning EIO"),
+            "{what}: a failure, and nothing logged: {log}"
+        );
+    }
+    failed
+}
+
+/// Every page of [`populated`]'s atrest.meta past the superblocks, one at
+/// a time, with `change` applied (to a fresh copy each time: every mount
+/// checkpoints at unmount): a refused mount naming atrest.meta, or
+/// [`read_populated`]'s checks. What each detecting page's message said.
+fn change_each_page(m: &mut Mounted, change: impl Fn(&mut [u8], usize)) -> Vec<(usize, String)> {
+    let meta = m.vault.join("atrest.meta");
+    let pages = fs::metadata(&meta).unwrap().len() as usize / 4096;
+    assert!(pages > 2, "atrest.meta holds pages past its superblocks");
+    let copy = m.dir.path().join("copy");
+    copy_dir(&m.vault, &copy);
+    let mut detected = Vec::new();
+    for page in 2..pages {
+        copy_dir(&copy, &m.vault);
+        rewrite(&meta, |b| change(b, page));
+        let _ = fs::remove_file(&m.log);
+        let out = m.try_mount();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(err.contains("atrest.meta"), "page {page}: {err}");
+            detected.push((page, err));
+            continue;
+        }
+        if read_populated(m, &format!("page {page}")) {
+            detected.push((page, m.log_text()));
         }
         m.unmount();
     }
-    assert!(directory_page_found, "no page held the entries of d");
+    copy_dir(&copy, &m.vault);
+    detected
+}
+
+fn flip_a_byte(bytes: &mut [u8], page: usize) {
+    bytes[page * 4096 + 1000] ^= 0x01;
+}
+
+/// Never other contents; the page holding directory `d`'s entries is
+/// among those detected.
+#[test]
+fn changed_directory_page() {
+    let mut m = populated();
+    let detected = change_each_page(&mut m, flip_a_byte);
+    assert!(
+        detected
+            .iter()
+            .any(|(_, said)| said.contains("directory leaf page")),
+        "no page held the entries of d: {detected:?}"
+    );
+}
+
+#[test]
+fn changed_record_page() {
+    let mut m = populated();
+    let detected = change_each_page(&mut m, flip_a_byte);
+    assert!(
+        detected
+            .iter()
+            .any(|(_, said)| said.contains("object table leaf page")),
+        "no page held the object records: {detected:?}"
+    );
+}
+
+/// The two blob pages of the long symlink targets, found by changing each
+/// page in turn, swapped: both links fail, neither reads the other's
+/// target.
+#[test]
+fn swapped_symlink_blob_pages() {
+    let mut m = populated();
+    let blobs: Vec<usize> = change_each_page(&mut m, flip_a_byte)
+        .into_iter()
+        .filter(|(_, said)| said.contains("blob page"))
+        .map(|(page, _)| page)
+        .collect();
+    assert_eq!(blobs.len(), 2, "one blob page per long target: {blobs:?}");
+    let (x, y) = (blobs[0], blobs[1]);
+    rewrite(&m.vault.join("atrest.meta"), |b| {
+        let first = b[x * 4096..(x + 1) * 4096].to_vec();
+        b.copy_within(y * 4096..(y + 1) * 4096, x * 4096);
+        b[y * 4096..(y + 1) * 4096].copy_from_slice(&first);
+    });
+    m.mount();
+    for name in ["a", "b"] {
+        assert_eq!(
+            errno_of(fs::read_link(m.path(&format!("d/link-{name}")))),
+            Some(EIO),
+            "link-{name}"
+        );
+    }
+    assert!(m.log_text().contains("blob page"));
+}
+
+/// One block of a data file put back from before it was overwritten (the
+/// rest of the file current).
+#[test]
+fn older_block() {
+    let (mut m, name) = one_file(3 * 4096);
+    let data = m.vault.join(&name);
+    let old = fs::read(&data).unwrap();
+    m.mount();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap()
+        .write_all_at(&pattern(2, 3 * 4096), 0)
+        .unwrap();
+    m.unmount();
+    rewrite(&data, |b| b[4096..8192].copy_from_slice(&old[4096..8192]));
+    m.mount();
+    assert_eio(&m, "f", &name);
+    let f = fs::File::open(m.path("f")).unwrap();
+    let mut first = vec![0u8; 4096];
+    f.read_exact_at(&mut first, 0).unwrap();
+    assert_eq!(first, pattern(2, 3 * 4096)[..4096], "block 0 is current");
+}
+
+/// Zeros over part of a sealed block (format 1's hole rule would have
+/// read them as zeros): no block is ever all zeros on the disk, so this
+/// is a failed block.
+#[test]
+fn zero_region_where_map_says_sealed() {
+    let (mut m, name) = one_file(2 * 4096);
+    rewrite(&m.vault.join(&name), |b| b[100..3000].fill(0));
+    m.mount();
+    assert_eio(&m, "f", &name);
 }
 
 #[test]
