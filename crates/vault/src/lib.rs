@@ -5,8 +5,9 @@
 //! [`Vault`] (unlocked: holds the master key and [`VaultKeys`]),
 //! [`ContentFile`] (random-access plaintext I/O on one backing file), and
 //! [`NameTransform`] (names, symlinks, xattrs); for format 2 vaults
-//! (docs/format.md §16, in progress), [`ContentFile2`] on an
-//! `atrest_meta::Store`. Backends (FUSE, fscrypt)
+//! (docs/format.md §16, experimental), [`Vault::open_format_2`] opens and
+//! recovers the vault's `atrest_meta::Store` ([`Contents2`]), and
+//! [`ContentFile2`] reads and writes files through it. Backends (FUSE, fscrypt)
 //! build on these and never see an algorithm.
 //!
 //! ```
