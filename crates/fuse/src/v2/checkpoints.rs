@@ -1,8 +1,14 @@
 //! When a mounted format 2 vault writes a checkpoint (§16.13): the log
 //! and the journaled blocks served from memory grow until one, and
 //! recovery replays everything after the last. A checkpoint runs, under
-//! the store's lock, after the operation that crosses either bound, and
-//! once more when the file system is unmounted.
+//! the store's lock, after the operation that crosses either bound; every
+//! [`INTERVAL`] if anything was logged since the last (a timer thread);
+//! and once more when the file system is unmounted.
+
+use std::time::Duration;
+
+/// How long a logged change waits at most for its checkpoint.
+pub const INTERVAL: Duration = Duration::from_secs(30);
 
 /// Log records after which the next operation checkpoints.
 pub const MAX_RECORDS: u64 = 16_384;
@@ -36,6 +42,12 @@ impl Trigger {
         sequence.saturating_sub(self.at_sequence) >= MAX_RECORDS || self.bytes >= MAX_BYTES
     }
 
+    /// Whether anything was logged since the last checkpoint (the timer's
+    /// question).
+    pub fn pending(&self, sequence: u64) -> bool {
+        sequence > self.at_sequence
+    }
+
     pub fn done(&mut self, sequence: u64) {
         *self = Self::new(sequence);
     }
@@ -56,5 +68,7 @@ mod tests {
         assert!(t.due(11));
         t.done(11);
         assert!(!t.due(11 + MAX_RECORDS - 1));
+        assert!(!t.pending(11));
+        assert!(t.pending(12));
     }
 }

@@ -28,9 +28,12 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
 use parking_lot::Mutex;
 
-use super::checkpoints::Trigger;
+use super::checkpoints::{INTERVAL, Trigger};
 use super::errors::{content_errno, fs_errno, meta_errno};
 use crate::fs::{system_time, timespec};
 
@@ -52,6 +55,23 @@ struct State {
 }
 
 impl State {
+    /// A checkpoint; a failure is logged (the store then stops, §16.13,
+    /// and every later request fails with `EIO`).
+    fn checkpoint(&mut self) -> bool {
+        match self.store.checkpoint(now()) {
+            Ok(generation) => {
+                let sequence = self.store.sequence();
+                self.trigger.done(sequence);
+                tracing::debug!(checkpoint = generation.checkpoint, "checkpoint written");
+                true
+            }
+            Err(e) => {
+                meta_errno(0, e);
+                false
+            }
+        }
+    }
+
     fn opened(&mut self, id: u64) -> Result<(), Errno> {
         let count = self.open.entry(id).or_insert(0);
         *count += 1;
@@ -79,7 +99,9 @@ impl State {
 }
 
 pub struct VaultFs2 {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    /// The checkpoint timer: dropping the sender stops it.
+    timer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     /// The backing directory, for `statfs`.
     root: PathBuf,
     ttl: Duration,
@@ -176,13 +198,25 @@ impl VaultFs2 {
     pub fn new(contents: Contents2, root: &Path, ttl: Duration) -> Self {
         let Contents2 { store, content } = contents;
         let trigger = Trigger::new(store.sequence());
+        let state = Arc::new(Mutex::new(State {
+            store,
+            content,
+            trigger,
+            open: HashMap::new(),
+        }));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let timed = state.clone();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
+                let mut state = timed.lock();
+                if state.trigger.pending(state.store.sequence()) {
+                    state.checkpoint();
+                }
+            }
+        });
         Self {
-            state: Mutex::new(State {
-                store,
-                content,
-                trigger,
-                open: HashMap::new(),
-            }),
+            state,
+            timer: Some((stop, thread)),
             root: root.to_path_buf(),
             ttl,
         }
@@ -195,17 +229,8 @@ impl VaultFs2 {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Errno>) -> Result<T, Errno> {
         let mut state = self.state.lock();
         let result = f(&mut state);
-        let sequence = state.store.sequence();
-        if state.trigger.due(sequence) {
-            match state.store.checkpoint(now()) {
-                Ok(_) => {
-                    let sequence = state.store.sequence();
-                    state.trigger.done(sequence);
-                }
-                Err(e) => {
-                    meta_errno(0, e);
-                }
-            }
+        if state.trigger.due(state.store.sequence()) {
+            state.checkpoint();
         }
         result
     }
@@ -278,17 +303,15 @@ impl Filesystem for VaultFs2 {
         Ok(())
     }
 
-    /// Unmounting: a last checkpoint, so the next mount replays nothing.
+    /// Unmounting: the timer stopped, then a last checkpoint, so the next
+    /// mount replays nothing.
     fn destroy(&mut self) {
-        let state = self.state.get_mut();
-        match state.store.checkpoint(now()) {
-            Ok(generation) => tracing::info!(
-                checkpoint = generation.checkpoint,
-                "unmounted: checkpoint written"
-            ),
-            Err(e) => {
-                meta_errno(0, e);
-            }
+        if let Some((stop, thread)) = self.timer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+        if self.state.lock().checkpoint() {
+            tracing::info!("unmounted: checkpoint written");
         }
     }
 
