@@ -48,6 +48,12 @@ fn an_open_file_outlives_its_last_name_until_closed() {
     store.set_open(id, true, at(6)).unwrap();
     store.set_open(id, false, at(7)).unwrap();
     assert!(matches!(store.getattr(id), Err(FsError::NotFound)));
+    // The record that frees it replays.
+    store.sync().unwrap();
+    drop(store);
+    let mut store = reopen(&backing, GCM);
+    assert!(matches!(store.getattr(id), Err(FsError::NotFound)));
+    assert!(store.getattr(victim).unwrap().orphan);
     store.checkpoint(at(8)).unwrap();
     drop(store);
     let mut store = reopen(&backing, GCM);
