@@ -257,30 +257,27 @@ fn flip_a_byte(bytes: &mut [u8], page: usize) {
     bytes[page * 4096 + 1000] ^= 0x01;
 }
 
-/// Never other contents; the page holding directory `d`'s entries is
-/// among those detected.
-#[test]
-fn changed_directory_page() {
+/// Every page changed in turn: never other contents, and the page kind
+/// `kind` of atrest.meta is among those detected and named.
+fn a_changed_page_of_kind_is_detected(kind: &str) {
     let mut m = populated();
     let detected = change_each_page(&mut m, flip_a_byte);
     assert!(
-        detected
-            .iter()
-            .any(|(_, said)| said.contains("directory leaf page")),
-        "no page held the entries of d: {detected:?}"
+        detected.iter().any(|(_, said)| said.contains(kind)),
+        "no {kind} detected: {detected:?}"
     );
 }
 
+/// Directory `d`'s entries.
+#[test]
+fn changed_directory_page() {
+    a_changed_page_of_kind_is_detected("directory leaf page");
+}
+
+/// The records of the objects.
 #[test]
 fn changed_record_page() {
-    let mut m = populated();
-    let detected = change_each_page(&mut m, flip_a_byte);
-    assert!(
-        detected
-            .iter()
-            .any(|(_, said)| said.contains("object table leaf page")),
-        "no page held the object records: {detected:?}"
-    );
+    a_changed_page_of_kind_is_detected("object table leaf page");
 }
 
 /// The two blob pages of the long symlink targets, found by changing each
