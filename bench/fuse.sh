@@ -23,6 +23,10 @@
 #
 # Env: ATREST (binary; default target/release/atrest under the repo root)
 #      ATREST_MOUNT_ARGS (extra `atrest mount` args, e.g. "--threads 8")
+#      ATREST_FORMAT (1, default; 2: the atrest column is a format 2 vault,
+#      experimental, made by the hidden `init --format 2`; not yet measured,
+#      and not interleaved with a format 1 column: run the script once per
+#      format on an idle machine)
 #      REPS (default 3), QUICK=1 (256 MiB instead of 1 GiB, 1 rep, pgbench
 #      10 s, fio 10 s), BENCH_DIR (parent dir on the disk to test; default
 #      /var/tmp), RESULTS_DIR (default bench/results), PG_BIN.
@@ -141,7 +145,10 @@ TAR_MB=$(($(stat -c %s "$TAR") >> 20))
 
 # --- mounts -------------------------------------------------------------------
 log "creating and mounting the atrest vault and the gocryptfs dir in $BASE ($FSTYPE)"
-"$ATREST" init "$ATREST_VAULT" --passphrase-file "$PASS_FILE" --no-recovery-key >/dev/null 2>&1
+ATREST_FORMAT=${ATREST_FORMAT:-1}
+[[ $ATREST_FORMAT == 1 || $ATREST_FORMAT == 2 ]] || die "ATREST_FORMAT must be 1 or 2"
+"$ATREST" init "$ATREST_VAULT" --passphrase-file "$PASS_FILE" --no-recovery-key \
+    --format "$ATREST_FORMAT" >/dev/null 2>&1
 "$ATREST" mount "$ATREST_VAULT" "${DIR[atrest]}" --passphrase-file "$PASS_FILE" -o allow_other \
     --log-file "$BASE/atrest.log" "${EXTRA_MOUNT_ARGS[@]}" >/dev/null
 ATREST_PID=$(find_pid mount "$ATREST_VAULT" "${DIR[atrest]}") || die "atrest mount process not found"
@@ -350,12 +357,13 @@ STAMP=$(date +%F)
 mkdir -p "$RESULTS_DIR"
 SUFFIX=
 [[ $QUICK != 1 ]] || SUFFIX=-quick
+[[ $ATREST_FORMAT == 1 ]] || SUFFIX=$SUFFIX-format2
 OUT=$RESULTS_DIR/$STAMP-fuse$SUFFIX.md
 [[ ! -e $OUT ]] || OUT=${OUT%.md}-$(date +%H%M%S).md
 {
-    echo "# atrest vs gocryptfs — $(date '+%F %T %Z')${SUFFIX:+ (QUICK)}"
+    echo "# atrest vs gocryptfs — $(date '+%F %T %Z')$([[ $QUICK != 1 ]] || echo " (QUICK)")"
     echo
-    echo "- atrest: $("$ATREST" --version 2>/dev/null), git $GIT_REV, binary sha256 $ATREST_SHA… built $ATREST_MTIME, mount args:" \
+    echo "- atrest: $("$ATREST" --version 2>/dev/null), git $GIT_REV, binary sha256 $ATREST_SHA… built $ATREST_MTIME, vault format $ATREST_FORMAT, mount args:" \
         "\`-o allow_other${ATREST_MOUNT_ARGS:+ $ATREST_MOUNT_ARGS}\` (defaults otherwise)"
     echo "- gocryptfs: $(gocryptfs -version 2>/dev/null | head -n1), mount args: \`-allow_other\`"
     echo "- ext4 column: a plain directory on the same file system (reference)"

@@ -247,8 +247,8 @@ pub struct InitArgs {
     /// Write the recovery key to this new file (read-only, mode 0400) instead of the terminal.
     #[arg(long, value_name = "FILE")]
     pub recovery_key_out: Option<PathBuf>,
-    /// Vault format: 1, or 2 (experimental, docs/format.md §16: FUSE only,
-    /// and no build mounts it yet).
+    /// Vault format: 1, or 2 (experimental, docs/format.md §16: FUSE only;
+    /// it mounts, but has no fsck, witness or xattrs yet).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2), hide = true)]
     pub format: u16,
     #[command(flatten)]

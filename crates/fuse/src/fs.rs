@@ -78,7 +78,7 @@ fn rerrno(e: rustix::io::Errno) -> Errno {
     Errno::from_i32(e.raw_os_error())
 }
 
-fn system_time(secs: i64, nsecs: i64) -> SystemTime {
+pub(crate) fn system_time(secs: i64, nsecs: i64) -> SystemTime {
     if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
     } else {
@@ -185,7 +185,7 @@ fn dirid_of(entry: &OsStr) -> PathBuf {
     Path::new(entry).join(names::DIRID_FILE)
 }
 
-fn timespec(t: Option<TimeOrNow>) -> Timespec {
+pub(crate) fn timespec(t: Option<TimeOrNow>) -> Timespec {
     match t {
         None => Timespec {
             tv_sec: 0,

@@ -4,7 +4,9 @@
 //!
 //! Key types: [`MountConfig`] (options) and [`mount`], which runs the FUSE
 //! session on the calling thread until the file system is unmounted. The
-//! operations themselves live in [`VaultFs`].
+//! operations themselves live in [`VaultFs`] for format 1 vaults and in
+//! [`VaultFs2`] for format 2 (docs/format.md §16, experimental), chosen
+//! by the vault's config version.
 //!
 //! ```no_run
 //! # fn run(vault: atrest_vault::Vault) -> std::io::Result<()> {
@@ -17,6 +19,7 @@ mod ciphers;
 mod dirs;
 mod fs;
 mod nodes;
+mod v2;
 
 use std::io;
 use std::path::Path;
@@ -25,6 +28,7 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 
 pub use fs::VaultFs;
+pub use v2::VaultFs2;
 
 #[derive(Debug, Clone)]
 pub struct MountConfig {
@@ -59,14 +63,31 @@ impl Default for MountConfig {
 }
 
 /// Mounts `vault` at `mountpoint`, calls `ready` once the kernel has
-/// accepted the mount, and serves requests until it is unmounted.
+/// accepted the mount, and serves requests until it is unmounted. A
+/// format 2 vault is opened, and recovered if it needs it, before the
+/// mount: `ready` means it is consistent.
 pub fn mount(
     vault: atrest_vault::Vault,
     mountpoint: &Path,
     config: &MountConfig,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
+    if vault.config().format == atrest_vault::VERSION_2 {
+        let contents = vault.open_format_2().map_err(io::Error::other)?;
+        let fs = VaultFs2::new(contents, vault.root(), config.ttl);
+        drop(vault);
+        return serve(fs, mountpoint, config, ready);
+    }
     let fs = VaultFs::new(vault, config.ttl)?;
+    serve(fs, mountpoint, config, ready)
+}
+
+fn serve(
+    fs: impl fuser::Filesystem + 'static,
+    mountpoint: &Path,
+    config: &MountConfig,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
     let mut options = Config::default();
     options.mount_options = vec![
         MountOption::FSName(config.fsname.clone()),

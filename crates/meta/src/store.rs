@@ -10,7 +10,7 @@
 //! and the witness join in the next stages.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::backing::Backing;
@@ -124,6 +124,12 @@ pub struct Store {
     /// Time of the last record, for the records of calls that take none
     /// (`SYNC`): informational only.
     pub(crate) last_time: u64,
+    /// Objects open through the mount ([`Store::set_open`]): one whose
+    /// last name goes stays, as an `ORPHAN`, until it is closed.
+    pub(crate) open: HashSet<u64>,
+    /// The config this store was opened with, which every checkpoint
+    /// records (§16.3): a config put back from before it is then refused.
+    pub(crate) config: ConfigBinding,
     /// A write to the log or a checkpoint failed: what is in memory may be
     /// ahead of what the disk holds, so nothing more is written until the
     /// vault is opened again (and recovered from the disk).
@@ -205,6 +211,8 @@ impl Store {
             next_id: ROOT_ID + 1,
             log,
             last_time: nanos(now),
+            open: HashSet::new(),
+            config,
             failed: false,
         };
         let (mode, uid, gid) = root;
@@ -310,6 +318,8 @@ impl Store {
             freed_data: BTreeSet::new(),
             next_id,
             last_time,
+            open: HashSet::new(),
+            config,
             failed: false,
         };
         store.recover(replay, verifier)
@@ -638,10 +648,12 @@ impl Store {
         let mut head = self.head_in(change, entry.id)?;
         head.nlink -= 1;
         head.ctime = now;
-        if head.nlink == 0 {
+        if head.nlink == 0 && !self.open.contains(&entry.id) {
             change.free(entry.id);
             Ok(true)
         } else {
+            // Still open: an ORPHAN, freed when it is closed (§16.14).
+            head.orphan = head.nlink == 0;
             change.set(head);
             Ok(false)
         }
@@ -785,6 +797,30 @@ impl Store {
         Ok(())
     }
 
+    /// Marks object `id` open (through the mount) or closed. Removing the
+    /// last name of an open object leaves it an `ORPHAN` (§16.14), still
+    /// read, written and `fstat`ed through its descriptors; closing it
+    /// frees it, with a `META` record. Recovery does not free orphans a
+    /// crash left yet (§16.16 step 5): they stay unreachable.
+    pub fn set_open(&mut self, id: u64, open: bool, now: Timestamp) -> Result<(), FsError> {
+        if open {
+            self.open.insert(id);
+            return Ok(());
+        }
+        self.open.remove(&id);
+        let head = match self.getattr(id) {
+            Ok(head) => head,
+            Err(FsError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if head.orphan {
+            let mut change = Change::new(change::op::UNLINK);
+            change.free(id);
+            self.log_and_apply(&change, now)?;
+        }
+        Ok(())
+    }
+
     /// Mode, owner and times; ctime becomes `now`.
     pub fn setattr(
         &mut self,
@@ -920,6 +956,8 @@ impl Store {
             next_object_id: self.next_id,
             time_ms: u64::try_from(now.secs).unwrap_or(0) * 1000 + u64::from(now.nanos / 1_000_000),
             recent,
+            config_generation: self.config.generation,
+            config_hash: self.config.hash,
             ..previous.clone()
         };
         let bytes = superblock.encode(&self.keys);

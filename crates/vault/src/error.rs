@@ -37,6 +37,13 @@ pub enum VaultError {
     TooManySlots(usize),
     #[error("{0}")]
     Invalid(String),
+    /// The metadata of a format 2 vault (`atrest.meta`, `atrest.log/`)
+    /// could not be opened or recovered: changed, cut or rolled back on
+    /// the disk, or unreadable. Nothing was written.
+    #[error(
+        "the vault's metadata cannot be opened: {0}; restore the vault directory from a backup (format 2 vaults have no `atrest fsck` yet)"
+    )]
+    Metadata(atrest_meta::MetaError),
 }
 
 impl VaultError {

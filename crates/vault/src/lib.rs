@@ -5,8 +5,9 @@
 //! [`Vault`] (unlocked: holds the master key and [`VaultKeys`]),
 //! [`ContentFile`] (random-access plaintext I/O on one backing file), and
 //! [`NameTransform`] (names, symlinks, xattrs); for format 2 vaults
-//! (docs/format.md §16, in progress), [`ContentFile2`] on an
-//! `atrest_meta::Store`. Backends (FUSE, fscrypt)
+//! (docs/format.md §16, experimental), [`Vault::open_format_2`] opens and
+//! recovers the vault's `atrest_meta::Store` ([`Contents2`]), and
+//! [`ContentFile2`] reads and writes files through it. Backends (FUSE, fscrypt)
 //! build on these and never see an algorithm.
 //!
 //! ```
@@ -59,4 +60,4 @@ pub use remote::{
     AuthorityRef, MAX_REPLICAS, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION,
     RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
-pub use vault::{CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};
+pub use vault::{Contents2, CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};

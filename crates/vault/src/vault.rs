@@ -32,7 +32,7 @@ pub struct CreateOptions {
     /// Add a recovery-key slot and return the key (shown once).
     pub recovery_key: bool,
     /// The vault format: [`VERSION`] 1, or 2 (docs/format.md §16,
-    /// experimental: no build mounts it yet; FUSE only).
+    /// experimental, made by the hidden `atrest init --format 2`; FUSE only).
     pub format: u16,
 }
 
@@ -52,6 +52,14 @@ impl Default for CreateOptions {
 /// metadata store's and the content key its files' keys derive from.
 pub struct VaultKeys2 {
     pub meta: atrest_meta::MetaKeys,
+    pub content: ContentKey2,
+}
+
+/// An opened and recovered format 2 vault ([`Vault::open_format_2`]):
+/// the metadata store and the content key of its files
+/// ([`crate::ContentFile2`] reads and writes through both).
+pub struct Contents2 {
+    pub store: atrest_meta::Store,
     pub content: ContentKey2,
 }
 
@@ -404,6 +412,34 @@ impl Vault {
         }
     }
 
+    /// Opens the contents of a format 2 vault for serving: its metadata
+    /// store with recovery (§16.16) run to the end, so that a mount
+    /// reports ready only once the vault is consistent, and the content
+    /// key its files' keys derive from.
+    pub fn open_format_2(&self) -> Result<Contents2, VaultError> {
+        if self.config.format != VERSION_2 {
+            return Err(VaultError::Invalid(format!(
+                "{} is a format {} vault, not format 2",
+                self.root.display(),
+                self.config.format
+            )));
+        }
+        let keys = self.keys2();
+        let backing =
+            atrest_meta::DirBacking::open(&self.root).map_err(VaultError::io(&self.root))?;
+        let store = atrest_meta::Store::open(
+            keys.meta,
+            std::sync::Arc::new(backing),
+            self.config_binding(),
+            &keys.content,
+        )
+        .map_err(VaultError::Metadata)?;
+        Ok(Contents2 {
+            store,
+            content: keys.content,
+        })
+    }
+
     /// What the checkpoints of a format 2 vault record of its config
     /// (§16.3): its generation and the SHA-256 of its body.
     pub fn config_binding(&self) -> atrest_meta::ConfigBinding {
@@ -700,7 +736,6 @@ impl Vault {
 mod tests {
     use super::*;
     use atrest_core::SecretBytes;
-    use std::sync::Arc;
 
     fn fast() -> CreateOptions {
         CreateOptions {
@@ -737,11 +772,9 @@ mod tests {
         drop(vault);
         let vault = LockedVault::open(&root).unwrap().unlock(&pw("q")).unwrap();
         assert_eq!(vault.config().format, VERSION_2);
-        let keys = vault.keys2();
-        let backing = Arc::new(atrest_meta::DirBacking::open(&root).unwrap());
-        let mut store =
-            atrest_meta::Store::open(keys.meta, backing, vault.config_binding(), &keys.content)
-                .unwrap();
+        let Contents2 {
+            mut store, content, ..
+        } = vault.open_format_2().unwrap();
         assert!(
             store
                 .readdir(atrest_meta::record::ROOT_ID, 0, 10)
@@ -761,10 +794,35 @@ mod tests {
             .create(atrest_meta::record::ROOT_ID, b"f", new, now)
             .unwrap()
             .id;
-        let mut file = crate::ContentFile2::new(&mut store, &keys.content, id);
+        let mut file = crate::ContentFile2::new(&mut store, &content, id);
         file.write_at(0, b"format 2", now).unwrap();
         file.sync().unwrap();
         assert!(root.join(atrest_meta::data_file_name(id)).is_file());
+    }
+
+    /// `open_format_2` is for format 2 only, and a changed superblock of
+    /// `atrest.meta` is a metadata error naming it, never a store.
+    #[test]
+    fn open_format_2_refuses_format_1_and_changed_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = dir.path().join("v1");
+        let (vault, _) = Vault::create(&v1, fast(), &pw("p"), "").unwrap();
+        assert!(matches!(vault.open_format_2(), Err(VaultError::Invalid(_))));
+        let root = dir.path().join("v2");
+        let options = CreateOptions {
+            format: VERSION_2,
+            ..fast()
+        };
+        let (vault, _) = Vault::create(&root, options, &pw("p"), "").unwrap();
+        let meta = root.join("atrest.meta");
+        let mut bytes = fs::read(&meta).unwrap();
+        for b in &mut bytes[..2 * 4096] {
+            *b ^= 0x40;
+        }
+        fs::write(&meta, bytes).unwrap();
+        let err = vault.open_format_2().err().expect("refused");
+        assert!(matches!(err, VaultError::Metadata(_)), "{err}");
+        assert!(err.to_string().contains("superblock"), "{err}");
     }
 
     /// A format 2 copy of the config that does not authenticate beside a

@@ -23,11 +23,6 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
     let vault_path =
         fs::canonicalize(&args.vault).with_context(|| format!("vault {}", args.vault.display()))?;
-    // Before the mount point and /dev/fuse: the answer does not depend on them.
-    if !args.master_key_stdin {
-        let (_, locked) = super::open_locked(&vault_path)?;
-        refuse_format_2(locked.config(), &vault_path)?;
-    }
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_dev_fuse()?;
     let config = mount_config(&args, &vault_path)?;
@@ -65,7 +60,6 @@ pub(crate) fn mount_unlocked(
     options: &[String],
 ) -> anyhow::Result<ExitCode> {
     let vault_path = fs::canonicalize(vault.root())?;
-    refuse_format_2(vault.config(), &vault_path)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     check_dev_fuse()?;
     if let Some(holder) = MountLock::holder(&vault_path) {
@@ -87,19 +81,6 @@ pub(crate) fn mount_unlocked(
     };
     mount_config(&args, &vault_path)?;
     spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
-}
-
-/// Format 2 (docs/format.md §16) has no FUSE backend yet: its vaults are
-/// made by the hidden `atrest init --format 2` for testing only.
-fn refuse_format_2(config: &atrest_vault::VaultConfig, vault: &Path) -> anyhow::Result<()> {
-    if config.format == atrest_vault::VERSION_2 {
-        bail!(
-            "{}: format 2 vaults cannot be mounted by this build yet (it is experimental); \
-             use a vault made without --format 2",
-            vault.display()
-        );
-    }
-    Ok(())
 }
 
 fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
@@ -275,7 +256,6 @@ fn serve(
     log_file: &Option<PathBuf>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<ExitCode> {
-    refuse_format_2(vault.config(), vault.root())?;
     let holder = format!("{} {}", std::process::id(), mountpoint.display());
     let _lock = MountLock::acquire(vault.root(), &holder)?;
     hygiene::lock_memory();

@@ -72,6 +72,41 @@ fn which(program: &str) -> bool {
 /// Cheap Argon2 parameters: these tests are about the file system.
 pub const FAST_KDF: [&str; 4] = ["--argon2-memory", "8", "--argon2-iterations", "1"];
 
+/// The vault format a test runs on (format 2 is made by the hidden
+/// `init --format 2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    V1,
+    V2,
+}
+
+impl Format {
+    fn init_args(self) -> &'static [&'static str] {
+        match self {
+            Format::V1 => &[],
+            Format::V2 => &["--format", "2"],
+        }
+    }
+}
+
+/// `on_both_formats!(name);` turns `fn name(format: Format)` into the
+/// tests `name::format_1` and `name::format_2`.
+macro_rules! on_both_formats {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn format_1() {
+                super::$name($crate::common::Format::V1)
+            }
+            #[test]
+            fn format_2() {
+                super::$name($crate::common::Format::V2)
+            }
+        }
+    )+};
+}
+pub(crate) use on_both_formats;
+
 pub struct Mounted {
     pub dir: tempfile::TempDir,
     pub vault: PathBuf,
@@ -84,6 +119,15 @@ pub struct Mounted {
 impl Mounted {
     /// A new vault, mounted. `base` chooses the file system it lives on.
     pub fn new_in(base: &Path) -> Self {
+        Self::new_in_format(base, Format::V1)
+    }
+
+    /// A new vault of `format`, mounted.
+    pub fn with_format(format: Format) -> Self {
+        Self::new_in_format(&std::env::temp_dir(), format)
+    }
+
+    pub fn new_in_format(base: &Path, format: Format) -> Self {
         require_fuse();
         let dir = tempfile::Builder::new()
             .prefix("atrest-e2e-")
@@ -105,6 +149,9 @@ impl Mounted {
         for a in &FAST_KDF {
             args.push(a);
         }
+        for a in format.init_args() {
+            args.push(a);
+        }
         ok(&args);
         let mut m = Self {
             dir,
@@ -123,7 +170,17 @@ impl Mounted {
     }
 
     pub fn mount(&mut self) {
-        ok(&[
+        let out = self.try_mount();
+        assert!(
+            out.status.success(),
+            "atrest mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `atrest mount`, whose failure the caller inspects.
+    pub fn try_mount(&mut self) -> Output {
+        let out = run(&[
             &"mount",
             &self.vault,
             &self.mnt,
@@ -132,7 +189,8 @@ impl Mounted {
             &"--log-file",
             &self.log,
         ]);
-        self.mounted = true;
+        self.mounted = out.status.success();
+        out
     }
 
     pub fn unmount(&mut self) {
@@ -257,6 +315,18 @@ impl Drop for Mounted {
             let _ = run(&[&"unmount", &"--lazy", &self.mnt]);
         }
     }
+}
+
+/// Replaces `to` with a copy of `from` (`cp -a`: modes, owners, times).
+pub fn copy_dir(from: &Path, to: &Path) {
+    let _ = fs::remove_dir_all(to);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// A deterministic pseudo-random byte stream (xorshift), so failures replay.

@@ -18,4 +18,5 @@ mod paths;
 mod posix;
 mod remote;
 mod tamper;
+mod tamper2;
 mod torn;

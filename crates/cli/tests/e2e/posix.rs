@@ -16,7 +16,7 @@ use std::sync::{Arc, Barrier};
 
 use rustix::fs::{AtFlags, CWD, RenameFlags, Timespec, Timestamps, XattrFlags};
 
-use crate::common::{Mounted, errno, ok, pattern, run, with_umask};
+use crate::common::{Format, Mounted, errno, ok, on_both_formats, pattern, run, with_umask};
 
 const ENOENT: i32 = 2;
 const EINVAL: i32 = 22;
@@ -28,14 +28,38 @@ const ENAMETOOLONG: i32 = 36;
 const ENOTEMPTY: i32 = 39;
 const ENODATA: i32 = 61;
 
+on_both_formats!(
+    rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor,
+    an_unlinked_open_file_is_still_read_written_and_stat_ed,
+    new_files_and_directories_get_exactly_the_requested_mode,
+    setgid_directory_hands_down_its_group_and_the_setgid_bit,
+    root_creates_entries_in_directories_without_write_permission,
+    symlink_targets_of_every_length_up_to_4095_bytes,
+    utimensat_now_omit_and_exact_nanoseconds,
+    rename_a_directory_over_an_empty_one_but_not_over_a_full_one,
+    rename_a_directory_into_its_own_empty_subdirectory_fails_einval_and_changes_nothing,
+    renameat2_noreplace_refuses_existing_targets,
+    renameat2_exchange_swaps_files_and_directories,
+    hard_links_count_and_outlive_each_other,
+    truncate_up_and_down_by_descriptor_and_by_path,
+    o_append_writes_from_two_descriptors_all_land_at_the_end,
+    o_trunc_on_open_empties_the_file,
+    fifos_are_created_and_carry_data,
+    chmod_and_chown_read_back,
+    statfs_and_df_work_on_the_mount,
+    fsync_and_fdatasync_succeed,
+    concurrent_pwrites_to_disjoint_regions_of_one_file_all_land,
+);
+
 /// A mount and a plain directory of the host side by side.
 struct Both {
     m: Mounted,
     plain: tempfile::TempDir,
+    format: Format,
 }
 
 impl Both {
-    fn new() -> Self {
+    fn new(format: Format) -> Self {
         let plain = tempfile::Builder::new()
             .prefix("atrest-plain-")
             .tempdir()
@@ -48,8 +72,9 @@ impl Both {
              ext4 or tmpfs (f_type {kind:#x}); point TMPDIR at one"
         );
         Self {
-            m: Mounted::new(),
+            m: Mounted::with_format(format),
             plain,
+            format,
         }
     }
 
@@ -81,8 +106,14 @@ impl Both {
     }
 
     /// `atrest fsck` of the vault: must be clean. Unmounts for the check.
+    /// Format 2 has no fsck yet (stage 4 of docs/plans/format-2.md): its
+    /// vault is only mounted again, which checks what the mount reads.
     fn fsck_clean(&mut self) {
         self.m.unmount();
+        if self.format == Format::V2 {
+            self.m.mount();
+            return;
+        }
         let out = run(&[&"fsck", &self.m.vault, &"--passphrase-file", &self.m.pass]);
         assert!(
             out.status.success(),
@@ -148,9 +179,8 @@ const MODES: [u32; 13] = [
     0o000, 0o200, 0o400, 0o511, 0o600, 0o644, 0o700, 0o755, 0o777, 0o1777, 0o2775, 0o4755, 0o6711,
 ];
 
-#[test]
-fn new_files_and_directories_get_exactly_the_requested_mode() {
-    let b = Both::new();
+fn new_files_and_directories_get_exactly_the_requested_mode(format: Format) {
+    let b = Both::new(format);
     for umask in [0o000, 0o022] {
         let got = b.same(&format!("modes under umask {umask:03o}"), |root| {
             with_umask(umask, || {
@@ -208,9 +238,8 @@ fn new_files_and_directories_get_exactly_the_requested_mode() {
     }
 }
 
-#[test]
-fn setgid_directory_hands_down_its_group_and_the_setgid_bit() {
-    let b = Both::new();
+fn setgid_directory_hands_down_its_group_and_the_setgid_bit(format: Format) {
+    let b = Both::new(format);
     let got = b.same("setgid directory", |root| {
         let top = root.join("shared");
         with_umask(0o002, || DirBuilder::new().mode(0o2775).create(&top)).unwrap();
@@ -261,9 +290,8 @@ fn setgid_directory_hands_down_its_group_and_the_setgid_bit() {
     assert_eq!(link_gid, 4242);
 }
 
-#[test]
-fn root_creates_entries_in_directories_without_write_permission() {
-    let b = Both::new();
+fn root_creates_entries_in_directories_without_write_permission(format: Format) {
+    let b = Both::new(format);
     let got = b.same("entries in 0000 and 0511 directories", |root| {
         let mut out = Vec::new();
         for m in [0o000, 0o511, 0o555] {
@@ -290,9 +318,8 @@ fn root_creates_entries_in_directories_without_write_permission() {
     }
 }
 
-#[test]
-fn symlink_targets_of_every_length_up_to_4095_bytes() {
-    let mut b = Both::new();
+fn symlink_targets_of_every_length_up_to_4095_bytes(format: Format) {
+    let mut b = Both::new(format);
     let target = |len: usize| -> String {
         let mut t = String::new();
         let mut i = 0;
@@ -379,9 +406,8 @@ fn around(t: (i64, i64), before: (i64, i64), after: (i64, i64)) -> bool {
     t.0 >= before.0 - 1 && t.0 <= after.0 + 1
 }
 
-#[test]
-fn utimensat_now_omit_and_exact_nanoseconds() {
-    let mut b = Both::new();
+fn utimensat_now_omit_and_exact_nanoseconds(format: Format) {
+    let mut b = Both::new(format);
     let omit = ts(0, rustix::fs::UTIME_OMIT);
     let utime_now = ts(0, rustix::fs::UTIME_NOW);
     let set = |p: &Path, a: Timespec, m: Timespec, flags: AtFlags| {
@@ -538,9 +564,8 @@ fn utimensat_now_omit_and_exact_nanoseconds() {
     );
 }
 
-#[test]
-fn rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor() {
-    let b = Both::new();
+fn rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor(format: Format) {
+    let b = Both::new(format);
     let got = b.same("rename over an open file", |root| {
         let (a, n) = (root.join("a"), root.join("new"));
         let old = pattern(1, 10_000);
@@ -559,9 +584,8 @@ fn rename_over_an_open_file_keeps_the_old_content_behind_its_descriptor() {
     assert_eq!(got, (true, Ok((10_000, 0)), true, Err(ENOENT)));
 }
 
-#[test]
-fn an_unlinked_open_file_is_still_read_written_and_stat_ed() {
-    let b = Both::new();
+fn an_unlinked_open_file_is_still_read_written_and_stat_ed(format: Format) {
+    let b = Both::new(format);
     let got = b.same("an unlinked open file", |root| {
         let p = root.join("doomed");
         let mut f = OpenOptions::new()
@@ -614,9 +638,8 @@ fn an_unlinked_open_file_is_still_read_written_and_stat_ed() {
     );
 }
 
-#[test]
-fn rename_a_directory_over_an_empty_one_but_not_over_a_full_one() {
-    let mut b = Both::new();
+fn rename_a_directory_over_an_empty_one_but_not_over_a_full_one(format: Format) {
+    let mut b = Both::new(format);
     let run_it = |root: &Path| {
         let mut out = Vec::new();
         fs::create_dir_all(root.join("src/inner")).unwrap();
@@ -688,9 +711,10 @@ fn rename_a_directory_over_an_empty_one_but_not_over_a_full_one() {
     b.fsck_clean();
 }
 
-#[test]
-fn rename_a_directory_into_its_own_empty_subdirectory_fails_einval_and_changes_nothing() {
-    let mut b = Both::new();
+fn rename_a_directory_into_its_own_empty_subdirectory_fails_einval_and_changes_nothing(
+    format: Format,
+) {
+    let mut b = Both::new(format);
     let got = b.same("rename into own subdirectory", |root| {
         fs::create_dir_all(root.join("a/sub")).unwrap();
         let r = errno(fs::rename(root.join("a"), root.join("a/sub")));
@@ -716,9 +740,8 @@ fn rename2(from: &Path, to: &Path, flags: RenameFlags) -> Result<(), i32> {
     rustix::fs::renameat_with(CWD, from, CWD, to, flags).map_err(|e| e.raw_os_error())
 }
 
-#[test]
-fn renameat2_noreplace_refuses_existing_targets() {
-    let mut b = Both::new();
+fn renameat2_noreplace_refuses_existing_targets(format: Format) {
+    let mut b = Both::new(format);
     let got = b.same("RENAME_NOREPLACE", |root| {
         let mut out = Vec::new();
         fs::write(root.join("a"), b"a").unwrap();
@@ -774,9 +797,8 @@ fn renameat2_noreplace_refuses_existing_targets() {
     b.fsck_clean();
 }
 
-#[test]
-fn renameat2_exchange_swaps_files_and_directories() {
-    let mut b = Both::new();
+fn renameat2_exchange_swaps_files_and_directories(format: Format) {
+    let mut b = Both::new(format);
     let state = |root: &Path| {
         (
             fs::read(root.join("f1")).ok(),
@@ -835,9 +857,8 @@ fn renameat2_exchange_swaps_files_and_directories() {
     b.fsck_clean();
 }
 
-#[test]
-fn hard_links_count_and_outlive_each_other() {
-    let mut b = Both::new();
+fn hard_links_count_and_outlive_each_other(format: Format) {
+    let mut b = Both::new(format);
     b.same("hard links", |root| {
         let nlink = |p: &str| errno(fs::metadata(root.join(p))).map(|m| m.nlink());
         let mut out = Vec::new();
@@ -878,9 +899,8 @@ fn hard_links_count_and_outlive_each_other() {
     assert_eq!(fs::metadata(b.m.path("sub/c")).unwrap().nlink(), 1);
 }
 
-#[test]
-fn truncate_up_and_down_by_descriptor_and_by_path() {
-    let mut b = Both::new();
+fn truncate_up_and_down_by_descriptor_and_by_path(format: Format) {
+    let mut b = Both::new(format);
     let steps: [(&str, u64); 12] = [
         ("fd", 5000),
         ("path", 20_000),
@@ -926,9 +946,8 @@ fn truncate_up_and_down_by_descriptor_and_by_path() {
     b.fsck_clean();
 }
 
-#[test]
-fn o_append_writes_from_two_descriptors_all_land_at_the_end() {
-    let mut b = Both::new();
+fn o_append_writes_from_two_descriptors_all_land_at_the_end(format: Format) {
+    let mut b = Both::new(format);
     let got = b.same("O_APPEND", |root| {
         let p = root.join("log");
         fs::write(&p, b"start;").unwrap();
@@ -953,9 +972,8 @@ fn o_append_writes_from_two_descriptors_all_land_at_the_end() {
     assert!(fs::read(b.m.path("log")).unwrap() == got, "after remount");
 }
 
-#[test]
-fn o_trunc_on_open_empties_the_file() {
-    let b = Both::new();
+fn o_trunc_on_open_empties_the_file(format: Format) {
+    let b = Both::new(format);
     let got = b.same("O_TRUNC", |root| {
         let p = root.join("f");
         fs::write(&p, pattern(5, 10_000)).unwrap();
@@ -1003,9 +1021,8 @@ fn o_trunc_on_open_empties_the_file() {
     assert_eq!((got.3, got.4), (true, 0));
 }
 
-#[test]
-fn fifos_are_created_and_carry_data() {
-    let mut b = Both::new();
+fn fifos_are_created_and_carry_data(format: Format) {
+    let mut b = Both::new(format);
     b.same("mkfifo", |root| {
         let p = root.join("fifo");
         let made = with_umask(0o022, || {
@@ -1044,9 +1061,8 @@ fn fifos_are_created_and_carry_data() {
     );
 }
 
-#[test]
-fn chmod_and_chown_read_back() {
-    let mut b = Both::new();
+fn chmod_and_chown_read_back(format: Format) {
+    let mut b = Both::new(format);
     let got = b.same("chmod and chown", |root| {
         let mut out = Vec::new();
         let f = root.join("f");
@@ -1096,9 +1112,8 @@ fn chmod_and_chown_read_back() {
     );
 }
 
-#[test]
-fn statfs_and_df_work_on_the_mount() {
-    let m = Mounted::new();
+fn statfs_and_df_work_on_the_mount(format: Format) {
+    let m = Mounted::with_format(format);
     let ours = rustix::fs::statfs(&m.mnt).expect("statfs on the mount");
     let backing = rustix::fs::statfs(&m.vault).expect("statfs on the backing directory");
     assert_eq!(
@@ -1143,9 +1158,8 @@ fn statfs_and_df_work_on_the_mount() {
     assert_eq!(rustix::fs::fstatfs(&f).unwrap().f_type as i64, 0x6573_5546);
 }
 
-#[test]
-fn fsync_and_fdatasync_succeed() {
-    let b = Both::new();
+fn fsync_and_fdatasync_succeed(format: Format) {
+    let b = Both::new(format);
     let got = b.same("fsync", |root| {
         let mut out = Vec::new();
         let mut f = File::create(root.join("f")).unwrap();
@@ -1194,9 +1208,11 @@ fn listx(p: &Path) -> Result<Vec<String>, i32> {
     Ok(names)
 }
 
+/// Format 1 only: the format 2 store has no xattrs yet (ENOTSUP).
 #[test]
 fn xattrs_set_get_list_remove_and_flags() {
-    let mut b = Both::new();
+    let format = Format::V1;
+    let mut b = Both::new(format);
     let big = pattern(8, 3 * 1024);
     let got = b.same("xattrs", |root| {
         let mut out: Vec<(&str, Result<Vec<u8>, i32>)> = Vec::new();
@@ -1297,9 +1313,8 @@ fn xattrs_set_get_list_remove_and_flags() {
     b.fsck_clean();
 }
 
-#[test]
-fn concurrent_pwrites_to_disjoint_regions_of_one_file_all_land() {
-    let mut m = Mounted::new();
+fn concurrent_pwrites_to_disjoint_regions_of_one_file_all_land(format: Format) {
+    let mut m = Mounted::with_format(format);
     const THREADS: usize = 4;
     const ROUNDS: u64 = 3;
     let total: u64 = (1 << 20) + 12_345;
@@ -1364,7 +1379,9 @@ fn concurrent_pwrites_to_disjoint_regions_of_one_file_all_land() {
         (expected.len(), None),
         "after remount"
     );
-    m.unmount();
-    ok(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass]);
-    m.mount();
+    if format == Format::V1 {
+        m.unmount();
+        ok(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass]);
+        m.mount();
+    }
 }

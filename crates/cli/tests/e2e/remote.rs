@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{FAST_KDF, atrest, ok, success};
+use crate::common::{FAST_KDF, atrest, copy_dir, ok, success};
 use crate::keyd::Keyd;
 
 pub const BOOT_A: &str = "aaaaaaaa-1111-2222-3333-444444444444";
@@ -197,17 +197,6 @@ fn kept_tree_size(state: &Path) -> u64 {
     let head: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&heads[0]).unwrap()).unwrap();
     head["tree_size"].as_u64().unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let _ = std::fs::remove_dir_all(to);
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// The review's attack on the log: the authority's disk is put back to an

@@ -10,5 +10,6 @@ mod data;
 mod dirsize;
 mod disk;
 mod model;
+mod orphans;
 mod tamper;
 mod tamper_log;

@@ -217,3 +217,29 @@ fn a_cut_metadata_file_is_detected() {
     backing.with_file("atrest.meta", |f| f.truncate(4096));
     assert!(is_detected(&open_and_list(&backing)));
 }
+
+/// A store opened with a newer config records it at its next checkpoint
+/// (§16.3), so the older config put back is refused from then on, and a
+/// different config of the same generation too.
+#[test]
+fn a_config_older_than_the_last_checkpoint_is_refused() {
+    let (backing, _) = populated();
+    let newer = atrest_meta::ConfigBinding {
+        generation: CONFIG.generation + 1,
+        hash: [0xc1; 32],
+    };
+    let mut store = Store::open(keys(GCM), backing.clone(), newer, &NoContents).unwrap();
+    store.checkpoint(at(50)).unwrap();
+    drop(store);
+    let refused = Store::open(keys(GCM), backing.clone(), CONFIG, &NoContents).err();
+    assert!(
+        matches!(&refused, Some(atrest_meta::MetaError::Inconsistent(m)) if m.contains("older")),
+        "{refused:?}"
+    );
+    let other = atrest_meta::ConfigBinding {
+        hash: [0xc2; 32],
+        ..newer
+    };
+    assert!(Store::open(keys(GCM), backing.clone(), other, &NoContents).is_err());
+    Store::open(keys(GCM), backing, newer, &NoContents).unwrap();
+}

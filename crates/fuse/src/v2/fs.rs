@@ -1,0 +1,860 @@
+//! [`VaultFs2`]: the fuser `Filesystem` of a format 2 vault.
+//!
+//! Inode numbers are object ids (the root is object 1, FUSE's root), so
+//! there is no node table: `forget` has nothing to drop. Handles are 0;
+//! reads and writes go to the object, and only a count of open handles
+//! per object is kept, so that a file unlinked or renamed over while open
+//! lives on as an orphan until its last handle is released. Durability follows §16.15: `fsync` is
+//! [`Store::sync_file`], `fsyncdir` is [`Store::sync`]; everything else is
+//! logged before the reply and durable at the next of either.
+//!
+//! Not yet: extended attributes (the store has none: `ENOTSUP`); orphans
+//! left by a crash are not freed by recovery.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use atrest_meta::directory::DirEntry;
+use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp};
+use atrest_meta::{NewObject, RenameMode, SetAttr, Store};
+use atrest_vault::{ContentFile2, ContentKey2, Contents2};
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use super::checkpoints::{INTERVAL, Trigger};
+use super::errors::{content_errno, fs_errno, meta_errno};
+use crate::fs::{system_time, timespec};
+
+/// Entries read from the store per `readdir` call; the kernel's buffer
+/// (4 KiB to 128 KiB) takes fewer, and the rest are read again.
+const READDIR_BATCH: usize = 256;
+
+/// A directory and a batch of its entries, each with its object's head
+/// (`None`: the record failed, and was logged).
+type Listing = (ObjectHead, Vec<(DirEntry, Option<ObjectHead>)>);
+
+struct State {
+    store: Store,
+    content: ContentKey2,
+    trigger: Trigger,
+    /// Open handles per object: the store keeps an object whose last
+    /// name goes while it is open (an orphan) until the last is released.
+    open: HashMap<u64, u32>,
+}
+
+impl State {
+    /// A checkpoint; a failure is logged (the store then stops, §16.13,
+    /// and every later request fails with `EIO`).
+    fn checkpoint(&mut self) -> bool {
+        match self.store.checkpoint(now()) {
+            Ok(generation) => {
+                let sequence = self.store.sequence();
+                self.trigger.done(sequence);
+                tracing::debug!(checkpoint = generation.checkpoint, "checkpoint written");
+                true
+            }
+            Err(e) => {
+                meta_errno(0, e);
+                false
+            }
+        }
+    }
+
+    fn opened(&mut self, id: u64) -> Result<(), Errno> {
+        let count = self.open.entry(id).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.store
+                .set_open(id, true, now())
+                .map_err(|e| fs_errno(id, e))?;
+        }
+        Ok(())
+    }
+
+    fn released(&mut self, id: u64) -> Result<(), Errno> {
+        let Some(count) = self.open.get_mut(&id) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(());
+        }
+        self.open.remove(&id);
+        self.store
+            .set_open(id, false, now())
+            .map_err(|e| fs_errno(id, e))
+    }
+}
+
+pub struct VaultFs2 {
+    state: Arc<Mutex<State>>,
+    /// The checkpoint timer: dropping the sender stops it.
+    timer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// The backing directory, for `statfs`.
+    root: PathBuf,
+    ttl: Duration,
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "file times are the wall clock, as on any file system"
+)]
+fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// A time `setattr` was given; `None` when the kernel said to leave it.
+fn time_of(t: Option<TimeOrNow>, now: Timestamp) -> Option<Timestamp> {
+    let t = t?;
+    if matches!(t, TimeOrNow::Now) {
+        return Some(now);
+    }
+    let spec = timespec(Some(t));
+    Some(Timestamp {
+        secs: spec.tv_sec,
+        nanos: spec.tv_nsec as u32,
+    })
+}
+
+fn file_type(kind: ObjectKind) -> FileType {
+    match kind {
+        ObjectKind::Regular => FileType::RegularFile,
+        ObjectKind::Directory => FileType::Directory,
+        ObjectKind::Symlink => FileType::Symlink,
+        ObjectKind::Fifo => FileType::NamedPipe,
+        ObjectKind::Socket => FileType::Socket,
+        ObjectKind::CharDevice => FileType::CharDevice,
+        ObjectKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+/// The kind `mknod` was asked for.
+fn kind_of_mode(mode: u32) -> Result<ObjectKind, Errno> {
+    Ok(match mode & libc::S_IFMT {
+        libc::S_IFREG | 0 => ObjectKind::Regular,
+        libc::S_IFIFO => ObjectKind::Fifo,
+        libc::S_IFSOCK => ObjectKind::Socket,
+        libc::S_IFCHR => ObjectKind::CharDevice,
+        libc::S_IFBLK => ObjectKind::BlockDevice,
+        _ => return Err(Errno::EINVAL),
+    })
+}
+
+/// A new object of `kind`; its owner is set by [`VaultFs2::make`].
+fn new_object(kind: ObjectKind, mode: u32, rdev: u64, target: Vec<u8>) -> NewObject {
+    NewObject {
+        kind,
+        mode: (mode & 0o7777) as u16,
+        uid: 0,
+        gid: 0,
+        rdev,
+        target,
+    }
+}
+
+fn attr(head: &ObjectHead) -> FileAttr {
+    let time = |t: Timestamp| system_time(t.secs, i64::from(t.nanos));
+    FileAttr {
+        ino: INodeNo(head.id),
+        size: head.size,
+        blocks: head.size.div_ceil(512),
+        atime: time(head.atime),
+        mtime: time(head.mtime),
+        ctime: time(head.ctime),
+        crtime: time(head.btime),
+        kind: file_type(head.kind),
+        perm: head.mode,
+        nlink: head.nlink,
+        uid: head.uid,
+        gid: head.gid,
+        rdev: head.rdev as u32,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+impl VaultFs2 {
+    /// Serves `contents` (opened and recovered by
+    /// [`atrest_vault::Vault::open_format_2`]); `root` is the backing
+    /// directory.
+    pub fn new(contents: Contents2, root: &Path, ttl: Duration) -> Self {
+        let Contents2 { store, content } = contents;
+        let trigger = Trigger::new(store.sequence());
+        let state = Arc::new(Mutex::new(State {
+            store,
+            content,
+            trigger,
+            open: HashMap::new(),
+        }));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let timed = state.clone();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
+                let mut state = timed.lock();
+                if state.trigger.pending(state.store.sequence()) {
+                    state.checkpoint();
+                }
+            }
+        });
+        Self {
+            state,
+            timer: Some((stop, thread)),
+            root: root.to_path_buf(),
+            ttl,
+        }
+    }
+
+    /// Runs `f` on the store; then checkpoints if the log has grown past
+    /// its bounds. A failed checkpoint stops the store (it writes nothing
+    /// more; the next mount recovers from the last good one), so it is
+    /// logged here and every later operation fails with `EIO`.
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Errno>) -> Result<T, Errno> {
+        let mut state = self.state.lock();
+        let result = f(&mut state);
+        if state.trigger.due(state.store.sequence()) {
+            state.checkpoint();
+        }
+        result
+    }
+
+    fn owner(req: &Request, store: &mut Store, parent: u64) -> Result<(u32, u32, bool), Errno> {
+        let dir = store.getattr(parent).map_err(|e| fs_errno(parent, e))?;
+        let setgid = u32::from(dir.mode) & libc::S_ISGID != 0;
+        let gid = if setgid { dir.gid } else { req.gid() };
+        Ok((req.uid(), gid, setgid))
+    }
+
+    /// Creates `name` in `parent` as `new` describes (its owner comes
+    /// from the request, or the group from a set-group-id parent, which
+    /// also hands its bit down to new directories).
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mut new: NewObject,
+    ) -> Result<FileAttr, Errno> {
+        self.with(|s| {
+            let (uid, gid, setgid) = Self::owner(req, &mut s.store, parent.0)?;
+            new.mode &= 0o7777;
+            if setgid && new.kind == ObjectKind::Directory {
+                new.mode |= libc::S_ISGID as u16;
+            }
+            (new.uid, new.gid) = (uid, gid);
+            s.store
+                .create(parent.0, name.as_bytes(), new, now())
+                .map(|h| attr(&h))
+                .map_err(|e| fs_errno(parent.0, e))
+        })
+    }
+
+    fn entries(&self, ino: INodeNo, offset: u64) -> Result<Listing, Errno> {
+        self.with(|s| {
+            let dir = s.store.getattr(ino.0).map_err(|e| fs_errno(ino.0, e))?;
+            // Offsets 1 and 2 are "." and ".."; entry hashes start at 3.
+            let list = s
+                .store
+                .readdir(ino.0, offset.max(2), READDIR_BATCH)
+                .map_err(|e| fs_errno(ino.0, e))?;
+            let mut out = Vec::with_capacity(list.len());
+            for entry in list {
+                let head = match s.store.getattr(entry.id) {
+                    Ok(head) => Some(head),
+                    Err(e) => {
+                        // Logged, and left out of readdirplus.
+                        fs_errno(entry.id, e);
+                        None
+                    }
+                };
+                out.push((entry, head));
+            }
+            Ok((dir, out))
+        })
+    }
+}
+
+impl Filesystem for VaultFs2 {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_background(64);
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        Ok(())
+    }
+
+    /// Unmounting: the timer stopped, then a last checkpoint, so the next
+    /// mount replays nothing.
+    fn destroy(&mut self) {
+        if let Some((stop, thread)) = self.timer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+        if self.state.lock().checkpoint() {
+            tracing::info!("unmounted: checkpoint written");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let result = self.with(|s| {
+            s.store
+                .lookup(parent.0, name.as_bytes())
+                .map_err(|e| fs_errno(parent.0, e))
+        });
+        match result {
+            Ok(head) => reply.entry(&self.ttl, &attr(&head), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.with(|s| s.store.getattr(ino.0).map_err(|e| fs_errno(ino.0, e))) {
+            Ok(head) => reply.attr(&self.ttl, &attr(&head)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let result = self.with(|s| {
+            let now = now();
+            if let Some(size) = size {
+                let mut file = ContentFile2::new(&mut s.store, &s.content, ino.0);
+                file.set_len(size, now)
+                    .map_err(|e| content_errno(ino.0, e))?;
+            }
+            let attrs = SetAttr {
+                mode: mode.map(|m| (m & 0o7777) as u16),
+                uid,
+                gid,
+                atime: time_of(atime, now),
+                mtime: time_of(mtime, now),
+            };
+            let changes = attrs.mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || attrs.atime.is_some()
+                || attrs.mtime.is_some();
+            if changes {
+                s.store.setattr(ino.0, &attrs, now)
+            } else {
+                s.store.getattr(ino.0)
+            }
+            .map_err(|e| fs_errno(ino.0, e))
+        });
+        match result {
+            Ok(head) => reply.attr(&self.ttl, &attr(&head)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.with(|s| s.store.readlink(ino.0).map_err(|e| fs_errno(ino.0, e))) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = kind_of_mode(mode).and_then(|kind| {
+            let new = new_object(kind, mode & !umask, u64::from(rdev), Vec::new());
+            self.make(req, parent, name, new)
+        });
+        match result {
+            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let new = new_object(ObjectKind::Directory, mode & !umask, 0, Vec::new());
+        match self.make(req, parent, name, new) {
+            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.with(|s| {
+            s.store
+                .unlink(parent.0, name.as_bytes(), now())
+                .map_err(|e| fs_errno(parent.0, e))
+        });
+        match result {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.with(|s| {
+            s.store
+                .rmdir(parent.0, name.as_bytes(), now())
+                .map_err(|e| fs_errno(parent.0, e))
+        });
+        match result {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let target = target.as_os_str().as_bytes().to_vec();
+        let new = new_object(ObjectKind::Symlink, 0o777, 0, target);
+        match self.make(req, parent, link_name, new) {
+            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            // RENAME_WHITEOUT: overlayfs's, not ours.
+            return reply.error(Errno::EINVAL);
+        };
+        let result = self.with(|s| {
+            s.store
+                .rename(
+                    parent.0,
+                    name.as_bytes(),
+                    newparent.0,
+                    newname.as_bytes(),
+                    mode,
+                    now(),
+                )
+                .map_err(|e| fs_errno(parent.0, e))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = self.with(|s| {
+            s.store
+                .link(ino.0, newparent.0, newname.as_bytes(), now())
+                .map_err(|e| fs_errno(ino.0, e))
+        });
+        match result {
+            Ok(head) => reply.entry(&self.ttl, &attr(&head), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let result = self.with(|s| {
+            let head = s.store.getattr(ino.0).map_err(|e| fs_errno(ino.0, e))?;
+            if head.kind == ObjectKind::Directory {
+                return Err(Errno::EISDIR);
+            }
+            if flags.0 & libc::O_TRUNC != 0 && head.kind == ObjectKind::Regular && head.size > 0 {
+                // FUSE_ATOMIC_O_TRUNC: the truncation comes with the open.
+                ContentFile2::new(&mut s.store, &s.content, ino.0)
+                    .set_len(0, now())
+                    .map_err(|e| content_errno(ino.0, e))?;
+            }
+            s.opened(ino.0)
+        });
+        match result {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let result = self.with(|s| {
+            ContentFile2::new(&mut s.store, &s.content, ino.0)
+                .read_at(offset, size as usize)
+                .map_err(|e| content_errno(ino.0, e))
+        });
+        match result {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = self.with(|s| {
+            s.trigger.wrote(data.len());
+            ContentFile2::new(&mut s.store, &s.content, ino.0)
+                .write_at(offset, data, now())
+                .map_err(|e| content_errno(ino.0, e))
+        });
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close(2) promises no durability; fsync does.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.with(|s| s.released(ino.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.with(|s| s.store.sync_file(ino.0).map_err(|e| meta_errno(ino.0, e)));
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let result = self.with(|s| s.store.getattr(ino.0).map_err(|e| fs_errno(ino.0, e)));
+        match result {
+            Ok(head) if head.kind == ObjectKind::Directory => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Offsets are entry hashes (§16.7): a listing resumes after the last
+    /// hash returned, whatever was inserted or removed since. A run of
+    /// equal hashes cut by a full buffer would lose its rest; with 64-bit
+    /// keyed hashes that needs a collision in one directory.
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let (dir, entries) = match self.entries(ino, offset) {
+            Ok(listed) => listed,
+            Err(e) => return reply.error(e),
+        };
+        if offset == 0 && reply.add(ino, 1, FileType::Directory, ".") {
+            return reply.ok();
+        }
+        if offset <= 1 && reply.add(INodeNo(dir.parent), 2, FileType::Directory, "..") {
+            return reply.ok();
+        }
+        for (entry, _) in entries {
+            let name = OsStr::from_bytes(&entry.name);
+            if reply.add(INodeNo(entry.id), entry.hash, file_type(entry.kind), name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (dir, entries) = match self.entries(ino, offset) {
+            Ok(listed) => listed,
+            Err(e) => return reply.error(e),
+        };
+        let this = attr(&dir);
+        if offset == 0 && reply.add(ino, 1, ".", &self.ttl, &this, Generation(0)) {
+            return reply.ok();
+        }
+        if offset <= 1 {
+            let parent = if dir.id == ROOT_ID {
+                Ok(dir.clone())
+            } else {
+                self.with(|s| {
+                    s.store
+                        .getattr(dir.parent)
+                        .map_err(|e| fs_errno(dir.parent, e))
+                })
+            };
+            match parent {
+                Ok(parent) => {
+                    if reply.add(
+                        INodeNo(parent.id),
+                        2,
+                        "..",
+                        &self.ttl,
+                        &attr(&parent),
+                        Generation(0),
+                    ) {
+                        return reply.ok();
+                    }
+                }
+                Err(e) => return reply.error(e),
+            }
+        }
+        for (entry, head) in entries {
+            // An object whose record fails is logged and left out.
+            let Some(head) = head else { continue };
+            let name = OsStr::from_bytes(&entry.name);
+            if reply.add(
+                INodeNo(entry.id),
+                entry.hash,
+                name,
+                &self.ttl,
+                &attr(&head),
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.with(|s| s.store.sync().map_err(|e| meta_errno(ino.0, e))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match rustix::fs::statvfs(&self.root) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                atrest_meta::directory::MAX_NAME as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permissions are checked by the kernel (default_permissions).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let new = new_object(ObjectKind::Regular, mode & !umask, 0, Vec::new());
+        let made = self
+            .make(req, parent, name, new)
+            .and_then(|attr| self.with(|s| s.opened(attr.ino.0)).map(|()| attr));
+        match made {
+            Ok(attr) => reply.created(
+                &self.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Only plain allocation, which for us means: extend the size.
+        if mode != 0 {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        let result = self.with(|s| {
+            let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+            let mut file = ContentFile2::new(&mut s.store, &s.content, ino.0);
+            let size = file.len().map_err(|e| content_errno(ino.0, e))?;
+            if end > size {
+                file.set_len(end, now())
+                    .map_err(|e| content_errno(ino.0, e))?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
