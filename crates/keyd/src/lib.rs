@@ -36,6 +36,8 @@ mod http;
 mod metrics;
 mod operator;
 mod policy;
+mod scoped;
+mod scoped_routes;
 mod socket;
 mod state;
 mod status;
@@ -70,6 +72,10 @@ pub use http::{
     MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router,
 };
 pub use metrics::{Metrics, Snapshot};
+pub use scoped::{
+    APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FieldItem, IndexItem, MAX_ITEMS,
+    NewApp, ScopeView, ScopedApiError, WindowView,
+};
 pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use status::{DatabaseStatus, database_status};
 pub use storage::{
