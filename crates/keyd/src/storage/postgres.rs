@@ -853,7 +853,7 @@ impl Storage for PgStorage {
         let window = scope.window.as_ref();
         let done = sqlx::query(
             "INSERT INTO keyd_scopes (id, needs_share, minimum, shredded, created_at,
-                window_start, window_end, window_fields) VALUES ($1, $2, $3, 0, $4, $5, $6, $7)
+                window_start, window_end, window_fields) VALUES ($1, $2, $3, FALSE, $4, $5, $6, $7)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&scope.id)
