@@ -76,6 +76,9 @@ pub use scoped::{
     APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FieldItem, IndexItem, MAX_ITEMS,
     NewApp, ScopeView, ScopedApiError, WindowView,
 };
+pub use scoped_routes::{
+    AppBody, Batch, MAX_SCOPED_BODY, MinimumBody, Removed, ScopeBody, ScopeName, Values, WindowBody,
+};
 pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use status::{DatabaseStatus, database_status};
 pub use storage::{

@@ -328,7 +328,13 @@ async fn list_apps<S: Storage, A: AuditStore, C: Clock>(
 async fn remove_app<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     state.authority.remove_app(&name, ADMIN).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(Removed { removed: name }))
+}
+
+/// What `DELETE /v1/admin/apps/{name}` answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: String,
 }
