@@ -144,8 +144,9 @@ impl Drop for Keyd {
 /// A host speaking the wire protocol (what `atrest unlock` does inside).
 #[derive(Clone)]
 pub struct HostClient {
-    base: String,
-    http: reqwest::Client,
+    pub base: String,
+    /// Trusts only the keyd's CA.
+    pub http: reqwest::Client,
 }
 
 pub struct TestHost {

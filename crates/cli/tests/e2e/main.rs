@@ -17,5 +17,6 @@ mod netns;
 mod paths;
 mod posix;
 mod remote;
+mod scope;
 mod tamper;
 mod torn;
