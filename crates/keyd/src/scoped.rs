@@ -384,6 +384,17 @@ impl Use {
     }
 }
 
+/// Who asks for what, from where: what every refusal and decryption
+/// entry names.
+struct Call<'a> {
+    app: &'a App,
+    op: Use,
+    ctx: RequestContext,
+}
+
+/// A batch's items by (scope, share), with their indexes.
+type Groups<'a, T> = BTreeMap<(&'a str, Option<&'a str>), Vec<(usize, &'a T)>>;
+
 fn check_items<T>(items: &[T]) -> Result<()> {
     if items.is_empty() || items.len() > MAX_ITEMS {
         return Err(ScopedApiError::Invalid(format!(
@@ -460,19 +471,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// hands the refusal back.
     async fn deny(
         &self,
-        app: &App,
-        op: Use,
+        call: &Call<'_>,
         scope: &str,
         items: &[(String, String)],
-        ctx: RequestContext,
         error: ScopedApiError,
     ) -> ScopedApiError {
         let code = error.code();
         if !self.admit_authenticated_refusal(code) {
             return error;
         }
-        let mut entry = NewEntry::new(EntryKind::Decision, app.actor())
-            .details(event(op, code, &app.name, false, items, ctx).details());
+        let mut entry = NewEntry::new(EntryKind::Decision, call.app.actor())
+            .details(event(call.op, code, &call.app.name, false, items, call.ctx).details());
         if !scope.is_empty() {
             entry = entry.subject(scope);
         }
@@ -540,16 +549,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// are audited.
     async fn run_scope<T, R>(
         &self,
-        app: &App,
-        op: Use,
+        call: &Call<'_>,
         scope: &str,
         share: Option<&str>,
         items: &[(usize, &T)],
         field: impl Fn(&T) -> Vec<(String, String)>,
-        ctx: RequestContext,
         each: impl Fn(&Keyring, &T) -> Result<R, ScopedError>,
     ) -> Result<Vec<(usize, R)>> {
         let named: Vec<(String, String)> = items.iter().flat_map(|(_, item)| field(item)).collect();
+        let app = call.app;
         let checked = async {
             app.need_scope(scope)?;
             for (field, _) in &named {
@@ -559,16 +567,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             let id = scope_id(scope)?;
             let share = share_of(share)?;
             let (ring, stored) = self.keyring(&id, share.as_ref()).await?;
-            if op == Use::Decrypt && share.is_none() {
-                if let Some(window) = &stored.window {
-                    let (window, fields) = window_of(window)?;
-                    window.check(scope, self.now())?;
-                    if let Some((field, _)) = named.iter().find(|(f, _)| !fields.contains(f)) {
-                        return Err(ScopedApiError::NotAllowed {
-                            app: app.name.clone(),
-                            what: format!("field {field} outside the window's fields"),
-                        });
-                    }
+            if call.op == Use::Decrypt
+                && share.is_none()
+                && let Some(window) = &stored.window
+            {
+                let (window, fields) = window_of(window)?;
+                window.check(scope, self.now())?;
+                if let Some((field, _)) = named.iter().find(|(f, _)| !fields.contains(f)) {
+                    return Err(ScopedApiError::NotAllowed {
+                        app: app.name.clone(),
+                        what: format!("field {field} outside the window's fields"),
+                    });
                 }
             }
             let mut out = Vec::with_capacity(items.len());
@@ -584,25 +593,22 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         match checked {
             Ok(out) => Ok(out),
             Err(e @ ScopedApiError::Authority(_)) => Err(e),
-            Err(e) => Err(self.deny(app, op, scope, &named, ctx, e).await),
+            Err(e) => Err(self.deny(call, scope, &named, e).await),
         }
     }
 
     /// Runs `each` over a batch grouped by (scope, share), and audits the
     /// uses that [`Use::Decrypt`] makes before anything is answered.
-    #[allow(clippy::too_many_arguments)]
     async fn run_batch<T, R>(
         &self,
-        app: &App,
-        op: Use,
+        call: Call<'_>,
         items: &[T],
         key: impl Fn(&T) -> (&str, Option<&str>),
         field: impl Fn(&T) -> Vec<(String, String)> + Copy,
-        ctx: RequestContext,
         each: impl Fn(&Keyring, &T) -> Result<R, ScopedError> + Copy,
     ) -> Result<Vec<R>> {
         check_items(items)?;
-        let mut groups: BTreeMap<(&str, Option<&str>), Vec<(usize, &T)>> = BTreeMap::new();
+        let mut groups: Groups<'_, T> = BTreeMap::new();
         for (index, item) in items.iter().enumerate() {
             groups.entry(key(item)).or_default().push((index, item));
         }
@@ -610,18 +616,25 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let mut audits = Vec::new();
         for ((scope, share), group) in &groups {
             let done = self
-                .run_scope(app, op, scope, *share, group, field, ctx, each)
+                .run_scope(&call, scope, *share, group, field, each)
                 .await?;
-            if op == Use::Decrypt {
+            if call.op == Use::Decrypt {
                 let named: Vec<(String, String)> =
                     group.iter().flat_map(|(_, i)| field(i)).collect();
                 for chunk in named.chunks(ITEMS_PER_ENTRY) {
                     audits.push(
-                        NewEntry::new(EntryKind::Decision, app.actor())
+                        NewEntry::new(EntryKind::Decision, call.app.actor())
                             .subject(*scope)
                             .details(
-                                event(op, "decrypted", &app.name, share.is_some(), chunk, ctx)
-                                    .details(),
+                                event(
+                                    call.op,
+                                    "decrypted",
+                                    &call.app.name,
+                                    share.is_some(),
+                                    chunk,
+                                    call.ctx,
+                                )
+                                .details(),
                             ),
                     );
                 }
@@ -652,12 +665,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         ctx: RequestContext,
     ) -> Result<Vec<String>> {
         self.run_batch(
-            app,
-            Use::Encrypt,
+            Call {
+                app,
+                op: Use::Encrypt,
+                ctx,
+            },
             items,
             item_key,
             item_field,
-            ctx,
             |ring, item| {
                 let ctx = FieldContext::new(&item.table, &item.column, &item.row)?;
                 ring.current().encrypt_field(&ctx, item.value.as_bytes())
@@ -674,12 +689,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         ctx: RequestContext,
     ) -> Result<Vec<Zeroizing<String>>> {
         self.run_batch(
-            app,
-            Use::Decrypt,
+            Call {
+                app,
+                op: Use::Decrypt,
+                ctx,
+            },
             items,
             item_key,
             item_field,
-            ctx,
             |ring, item| {
                 let ctx = FieldContext::new(&item.table, &item.column, &item.row)?;
                 let plain = ring.decrypt_field(&ctx, &item.value)?;
@@ -704,12 +721,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         ctx: RequestContext,
     ) -> Result<Vec<String>> {
         self.run_batch(
-            app,
-            Use::Rewrap,
+            Call {
+                app,
+                op: Use::Rewrap,
+                ctx,
+            },
             items,
             item_key,
             item_field,
-            ctx,
             |ring, item| {
                 let ctx = FieldContext::new(&item.table, &item.column, &item.row)?;
                 ring.rewrap_field(&ctx, &item.value)
@@ -738,12 +757,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 .collect()
         };
         self.run_batch(
-            app,
-            Use::Index,
+            Call {
+                app,
+                op: Use::Index,
+                ctx,
+            },
             items,
             index_key,
             field,
-            ctx,
             |ring, item| {
                 let definition = IndexDefinition {
                     table: Table::new(item.table.as_str())?,
