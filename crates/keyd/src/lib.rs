@@ -73,8 +73,8 @@ pub use http::{
 };
 pub use metrics::{Metrics, Snapshot};
 pub use scoped::{
-    APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FieldItem, IndexItem, MAX_ITEMS,
-    NewApp, ScopeView, ScopedApiError, WindowView,
+    APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, IndexItem,
+    MAX_ITEMS, NewApp, ScopeView, ScopedApiError, WindowView,
 };
 pub use scoped_routes::{
     AppBody, Batch, MAX_SCOPED_BODY, MinimumBody, Removed, ScopeBody, ScopeName, Values, WindowBody,

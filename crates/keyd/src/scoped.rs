@@ -363,6 +363,15 @@ pub struct IndexItem {
     pub client_share: Option<String>,
 }
 
+/// What an app does with fields ([`Authority::scoped_fields`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldOperation {
+    Encrypt,
+    Decrypt,
+    Rewrap,
+}
+
 /// What kind of use a request makes of a scope: what the window and the
 /// audit log look at.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -657,83 +666,46 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .collect())
     }
 
-    /// Seals each item's value under its scope's current key version.
-    pub async fn scoped_encrypt(
+    /// Runs `operation` on every field of the batch: seal the value under
+    /// its scope's current key version (encrypt); open the envelope,
+    /// audited before it is answered (decrypt); or open and seal again
+    /// under the current version inside the authority, so the plaintext
+    /// never leaves it (rewrap; an envelope already current comes back as
+    /// it was).
+    pub async fn scoped_fields(
         &self,
         app: &App,
-        items: &[FieldItem],
-        ctx: RequestContext,
-    ) -> Result<Vec<String>> {
-        self.run_batch(
-            Call {
-                app,
-                op: Use::Encrypt,
-                ctx,
-            },
-            items,
-            item_key,
-            item_field,
-            |ring, item| {
-                let ctx = FieldContext::new(&item.table, &item.column, &item.row)?;
-                ring.current().encrypt_field(&ctx, item.value.as_bytes())
-            },
-        )
-        .await
-    }
-
-    /// Opens each item's envelope; audited before it is answered.
-    pub async fn scoped_decrypt(
-        &self,
-        app: &App,
+        operation: FieldOperation,
         items: &[FieldItem],
         ctx: RequestContext,
     ) -> Result<Vec<Zeroizing<String>>> {
-        self.run_batch(
-            Call {
-                app,
-                op: Use::Decrypt,
-                ctx,
-            },
-            items,
-            item_key,
-            item_field,
-            |ring, item| {
-                let ctx = FieldContext::new(&item.table, &item.column, &item.row)?;
-                let plain = ring.decrypt_field(&ctx, &item.value)?;
-                std::str::from_utf8(&plain)
-                    .map(|s| Zeroizing::new(s.to_owned()))
-                    .map_err(|_| ScopedError::Malformed {
-                        what: "field value",
-                        why: "it is not UTF-8 text; binary values go through the library's streams"
-                            .into(),
-                    })
-            },
-        )
-        .await
-    }
-
-    /// Opens each envelope and seals it again under the current version,
-    /// inside the authority: the plaintext never leaves it.
-    pub async fn scoped_rewrap(
-        &self,
-        app: &App,
-        items: &[FieldItem],
-        ctx: RequestContext,
-    ) -> Result<Vec<String>> {
-        self.run_batch(
-            Call {
-                app,
-                op: Use::Rewrap,
-                ctx,
-            },
-            items,
-            item_key,
-            item_field,
-            |ring, item| {
-                let ctx = FieldContext::new(&item.table, &item.column, &item.row)?;
-                ring.rewrap_field(&ctx, &item.value)
-            },
-        )
+        let op = match operation {
+            FieldOperation::Encrypt => Use::Encrypt,
+            FieldOperation::Decrypt => Use::Decrypt,
+            FieldOperation::Rewrap => Use::Rewrap,
+        };
+        let call = Call { app, op, ctx };
+        self.run_batch(call, items, item_key, item_field, move |ring, item| {
+            let field = FieldContext::new(&item.table, &item.column, &item.row)?;
+            let value = match operation {
+                FieldOperation::Encrypt => ring
+                    .current()
+                    .encrypt_field(&field, item.value.as_bytes())?,
+                FieldOperation::Decrypt => {
+                    let plain = ring.decrypt_field(&field, &item.value)?;
+                    std::str::from_utf8(&plain)
+                        .map_err(|_| ScopedError::Malformed {
+                            what: "field value",
+                            why: "it is not UTF-8 text; binary values go through the \
+                                  library's streams"
+                                .into(),
+                        })?
+                        .to_owned()
+                }
+                FieldOperation::Rewrap => ring.rewrap_field(&field, &item.value)?,
+            };
+            Ok(Zeroizing::new(value))
+        })
         .await
     }
 

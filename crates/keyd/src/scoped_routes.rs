@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::authority::RequestContext;
 use crate::http::{ADMIN, ApiError, AppState, Shared, Source, body};
 use crate::scoped::{
-    App, AppPolicy, AppView, CreatedScope, FieldItem, IndexItem, NewApp, ScopeView, ScopedApiError,
-    WindowView,
+    App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, IndexItem, NewApp, ScopeView,
+    ScopedApiError, WindowView,
 };
 use crate::storage::Storage;
 
@@ -103,9 +103,7 @@ pub struct AppBody {
 
 pub(crate) fn app_routes<S: Storage, A: AuditStore, C: Clock>() -> Router<Shared<S, A, C>> {
     Router::new()
-        .route("/v1/scoped/encrypt", post(encrypt::<S, A, C>))
-        .route("/v1/scoped/decrypt", post(decrypt::<S, A, C>))
-        .route("/v1/scoped/rewrap", post(rewrap::<S, A, C>))
+        .route("/v1/scoped/{operation}", post(fields::<S, A, C>))
         .route("/v1/scoped/index", post(index::<S, A, C>))
         .route("/v1/scoped/scopes", post(app_create_scope::<S, A, C>))
         .layer(DefaultBodyLimit::max(MAX_SCOPED_BODY))
@@ -156,48 +154,32 @@ async fn request<T, S: Storage, A: AuditStore, C: Clock>(
     Ok((app, value))
 }
 
-async fn encrypt<S: Storage, A: AuditStore, C: Clock>(
+/// `POST /v1/scoped/encrypt|decrypt|rewrap`.
+async fn fields<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
     Source(ctx): Source,
+    Path(operation): Path<String>,
     headers: HeaderMap,
     json: Result<Json<Batch<FieldItem>>, JsonRejection>,
 ) -> Result<Json<Values<String>>, ApiError> {
+    let operation = match operation.as_str() {
+        "encrypt" => FieldOperation::Encrypt,
+        "decrypt" => FieldOperation::Decrypt,
+        "rewrap" => FieldOperation::Rewrap,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no scoped operation {other:?}: encrypt, decrypt, rewrap, index or scopes"
+            )));
+        }
+    };
     let (app, batch) = request(&state, &headers, ctx, json).await?;
     let values = state
         .authority
-        .scoped_encrypt(&app, &batch.items, ctx)
-        .await?;
-    Ok(Json(Values { values }))
-}
-
-async fn decrypt<S: Storage, A: AuditStore, C: Clock>(
-    State(state): State<Shared<S, A, C>>,
-    Source(ctx): Source,
-    headers: HeaderMap,
-    json: Result<Json<Batch<FieldItem>>, JsonRejection>,
-) -> Result<Json<Values<String>>, ApiError> {
-    let (app, batch) = request(&state, &headers, ctx, json).await?;
-    let values = state
-        .authority
-        .scoped_decrypt(&app, &batch.items, ctx)
+        .scoped_fields(&app, operation, &batch.items, ctx)
         .await?;
     Ok(Json(Values {
         values: values.iter().map(|v| v.to_string()).collect(),
     }))
-}
-
-async fn rewrap<S: Storage, A: AuditStore, C: Clock>(
-    State(state): State<Shared<S, A, C>>,
-    Source(ctx): Source,
-    headers: HeaderMap,
-    json: Result<Json<Batch<FieldItem>>, JsonRejection>,
-) -> Result<Json<Values<String>>, ApiError> {
-    let (app, batch) = request(&state, &headers, ctx, json).await?;
-    let values = state
-        .authority
-        .scoped_rewrap(&app, &batch.items, ctx)
-        .await?;
-    Ok(Json(Values { values }))
 }
 
 async fn index<S: Storage, A: AuditStore, C: Clock>(
