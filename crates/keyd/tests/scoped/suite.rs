@@ -691,3 +691,38 @@ async fn sixteen_concurrent_clients_every_decryption_audited_and_the_log_verifie
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_large_batch_is_audited_item_by_item_across_several_entries() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    api.scope(&web, "user:big", false).await;
+    let rows: Vec<String> = (0..150).map(|i| format!("row-{i}")).collect();
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| item("user:big", "email", row, row, None))
+        .collect();
+    let sealed = api.values(&web, "encrypt", json!(items)).await;
+    let items: Vec<Value> = rows
+        .iter()
+        .zip(&sealed)
+        .map(|(row, s)| item("user:big", "email", row, s, None))
+        .collect();
+    assert_eq!(api.values(&web, "decrypt", json!(items)).await, rows);
+    let entries: Vec<Value> = api
+        .audit()
+        .await
+        .into_iter()
+        .filter(|(subject, d)| subject.as_deref() == Some("user:big") && d["outcome"] == "decrypted")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(entries.len(), 3, "64 items an entry at most");
+    let audited: Vec<&str> = entries
+        .iter()
+        .flat_map(|d| d["items"].as_array().unwrap())
+        .map(|i| i["row"].as_str().unwrap())
+        .collect();
+    assert_eq!(audited, rows.iter().map(String::as_str).collect::<Vec<_>>());
+}
