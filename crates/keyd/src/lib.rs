@@ -14,6 +14,13 @@
 //!   [`Authority::poll`], expiry; approvers with TOTP codes.
 //! - [`Authority::announce_reboot`], [`Authority::rotate`],
 //!   [`Authority::revoke`], [`Authority::shred`].
+//! - Scoped encryption for applications (issue 12): [`Authority::app`]
+//!   checks an app's token, [`Authority::scoped_fields`] and
+//!   [`Authority::scoped_index`] serve its batches under its
+//!   [`AppPolicy`], audited; scopes and apps are managed with
+//!   [`Authority::create_scope`], [`Authority::rotate_scope`],
+//!   [`Authority::shred_scope`], [`Authority::set_scope_window`] and
+//!   [`Authority::add_app`]. Scope keys are wrapped under `records.key`.
 //! - [`ServerCertificates`] / [`serve_tls`]: a CA and server certificate
 //!   made at init (hosts pin the CA's [`fingerprint`]), served with rustls.
 //! - [`Database`]: where the state and the audit log are (`--database`):

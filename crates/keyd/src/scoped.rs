@@ -5,7 +5,7 @@
 //! - [`App`]: an application authenticated by its token, with the
 //!   [`AppPolicy`] that names the scopes and fields it may use. Only
 //!   [`Authority::app`] makes one, so no operation runs unauthenticated.
-//! - [`Authority::scoped_decrypt`] and the other operations take a batch
+//! - [`Authority::scoped_fields`] and [`Authority::scoped_index`] take a batch
 //!   of items (one item is the single variant); the batch is refused as a
 //!   whole at the first item that fails, with that item's index.
 //! - A scope made with a client share opens only with the share the
