@@ -46,6 +46,14 @@ pub enum Command {
     /// approvals and its audit log.
     #[command(subcommand)]
     Keyd(crate::commands::keyd::KeydCommand),
+    /// Scopes of scoped encryption on the running key authority: create,
+    /// list, show, rotate, shred, and daily windows.
+    #[command(subcommand)]
+    Scope(crate::commands::scope::ScopeCommand),
+    /// Applications that may use scoped encryption, each with its token
+    /// and the scopes and fields it may use.
+    #[command(subcommand)]
+    App(crate::commands::scope::AppCommand),
     /// Enroll this host with one key authority (a remote keyslot) or
     /// several (a k-of-n threshold keyslot).
     Enroll(EnrollArgs),

@@ -52,6 +52,9 @@ pub struct AuthorityOptions {
     /// Audit entries about refusals per second before they are summarized.
     pub refusal_entries_per_second: u32,
     pub on_pending: Option<PendingNotifier>,
+    /// The master key of scoped encryption (`records.key`); `None` turns
+    /// the scoped API off (`scoped_disabled`).
+    pub records_master: Option<Arc<atrest_core::SecretKey>>,
 }
 
 impl Default for AuthorityOptions {
@@ -63,6 +66,7 @@ impl Default for AuthorityOptions {
             planned_reboot_window: 3600,
             refusal_entries_per_second: 50,
             on_pending: None,
+            records_master: None,
         }
     }
 }
@@ -75,6 +79,7 @@ impl std::fmt::Debug for AuthorityOptions {
             .field("approval_timeout", &self.approval_timeout)
             .field("planned_reboot_window", &self.planned_reboot_window)
             .field("on_pending", &self.on_pending.is_some())
+            .field("records_master", &self.records_master.is_some())
             .finish()
     }
 }
@@ -145,6 +150,8 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     /// and releases of this process only: on a shared database a release
     /// re-reads the host's state (see [`Authority::current_host`]).
     changes: tokio::sync::RwLock<()>,
+    /// The records key of scoped encryption, if configured.
+    scoped: Option<crate::scoped::ScopedKeys>,
 }
 
 /// The key authority. Cheap to clone; a background task (flushing boot
@@ -176,7 +183,18 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         clock: C,
         options: AuthorityOptions,
     ) -> Result<Self, AuthorityError> {
+        let scoped = match &options.records_master {
+            Some(master) => {
+                let fingerprint = crate::scoped::ScopedKeys::fingerprint(master);
+                if !storage.check_records_key(fingerprint).await? {
+                    return Err(AuthorityError::RecordsKeyMismatch);
+                }
+                Some(crate::scoped::ScopedKeys::new(master))
+            }
+            None => None,
+        };
         let inner = Inner {
+            scoped,
             hosts: Hosts::default(),
             policies: Policies::default(),
             boots: Boots::default(),
@@ -220,6 +238,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
 
     pub fn audit(&self) -> &AuditLog<A> {
         &self.inner.audit
+    }
+
+    pub(crate) fn scoped(&self) -> Option<&crate::scoped::ScopedKeys> {
+        self.inner.scoped.as_ref()
+    }
+
+    /// Whether a refusal of an authenticated caller gets its own entry.
+    pub(crate) fn admit_authenticated_refusal(&self, code: &'static str) -> bool {
+        self.inner.refusals_authenticated.admit(code, self.now())
     }
 
     pub fn metrics(&self) -> &Metrics {

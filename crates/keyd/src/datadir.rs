@@ -6,6 +6,8 @@
 //!   keyd.json          settings (listen address, names, timeouts, webhook)
 //!   admin.token        0600  bearer token of the admin API
 //!   audit.key          0600  Ed25519 seed that signs audit checkpoints
+//!   records.key        0600  master key of scoped encryption: every scope
+//!                            key is wrapped under a subkey of it
 //!   tls/ca.pem               the CA hosts pin (its fingerprint)
 //!   tls/server.pem           server certificate (+ intermediates)
 //!   tls/server.key     0600  its private key
@@ -113,8 +115,8 @@ pub enum DataDirError {
     Database(#[from] DatabaseError),
     #[error(
         "{database} already holds a key authority ({entries} audit entries): a replica does not \
-         run init; copy the first replica's data directory (keyd.json, audit.key, admin.token, \
-         tls/) to this machine and run `atrest keyd serve` there"
+         run init; copy the first replica's data directory (keyd.json, audit.key, records.key, \
+         admin.token, tls/) to this machine and run `atrest keyd serve` there"
     )]
     DatabaseInUse { database: String, entries: u64 },
     #[error(
@@ -168,6 +170,7 @@ impl DataDir {
     pub const SETTINGS: &'static str = "keyd.json";
     pub const ADMIN_TOKEN: &'static str = "admin.token";
     pub const AUDIT_KEY: &'static str = "audit.key";
+    pub const RECORDS_KEY: &'static str = "records.key";
     pub const TLS_DIR: &'static str = "tls";
     pub const STATE_DB: &'static str = "keyd.db";
     pub const AUDIT_DB: &'static str = "audit.db";
@@ -277,6 +280,7 @@ impl DataDir {
         certificates.save(&tls)?;
         let signing = AuditSigningKey::generate();
         write_secret(&path.join(Self::AUDIT_KEY), &signing.expose_seed()[..])?;
+        let records = Self::records_key(path)?;
         let token = Zeroizing::new(atrest_remote::to_base64url(
             &atrest_core::random_array::<32>(),
         ));
@@ -286,7 +290,15 @@ impl DataDir {
         )?;
         // The databases and the first entries: who made this authority and
         // its default policy are the start of the chain.
-        let authority = Self::authority_at(&database, signing, AuthorityOptions::default()).await?;
+        let authority = Self::authority_at(
+            &database,
+            signing,
+            AuthorityOptions {
+                records_master: Some(records),
+                ..AuthorityOptions::default()
+            },
+        )
+        .await?;
         authority
             .audit()
             .append(
@@ -369,6 +381,23 @@ impl DataDir {
         Ok(AuditSigningKey::from_seed(&seed))
     }
 
+    /// The records key (`records.key`), made if the directory has none: at
+    /// init, or on the first start of a directory made before scoped
+    /// encryption. Replicas must share one (copy it with the rest of the
+    /// directory); the database remembers which, so a replica with another
+    /// refuses to start.
+    fn records_key(path: &Path) -> Result<std::sync::Arc<atrest_core::SecretKey>, DataDirError> {
+        let key_path = path.join(Self::RECORDS_KEY);
+        if !key_path.exists() {
+            write_secret(&key_path, &atrest_core::SecretKey::random().expose()[..])?;
+        }
+        check_private(&key_path)?;
+        let bytes = Zeroizing::new(std::fs::read(&key_path).map_err(|e| file_error(&key_path, e))?);
+        atrest_core::SecretKey::from_slice(&bytes)
+            .map(std::sync::Arc::new)
+            .ok_or_else(|| file_error(&key_path, "a records key is 32 bytes"))
+    }
+
     /// The audit store, for reading (`audit verify`, `audit tail`).
     pub async fn audit_store(&self) -> Result<KeydAuditStore, DataDirError> {
         Ok(self.database()?.open_audit().await?)
@@ -404,6 +433,10 @@ impl DataDir {
     ) -> Result<KeydAuthority, DataDirError> {
         let signing = Self::signing_key(&self.path)?;
         let database = self.database()?;
+        let options = AuthorityOptions {
+            records_master: Some(Self::records_key(&self.path)?),
+            ..options
+        };
         let authority = Self::authority_at(&database, signing, options).await?;
         if authority.audit().head().seq == 0 {
             return Err(DataDirError::NoAuthority(database.to_string()));

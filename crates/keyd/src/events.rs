@@ -99,9 +99,36 @@ pub(crate) struct BindEvent {
 /// order and keeps the first whose fields are all there; the ones that
 /// carry a nonce come first, and anything else ends up in [`Self::Other`],
 /// so any JSON object reads.
+/// One field a scoped request named: `table.column` and the row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ScopedItem {
+    pub field: String,
+    pub row: String,
+}
+
+/// A scoped request of an app (issue 12): a decryption, or a refusal of
+/// any operation. The scope is the entry's subject; `app:NAME` its actor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ScopedEvent {
+    /// `encrypt`, `decrypt`, `rewrap` or `index`.
+    pub scoped: String,
+    /// `decrypted`, or the code of the refusal.
+    pub outcome: String,
+    pub app: String,
+    /// Whether the client's share came with the request.
+    pub client_share: bool,
+    pub items: Vec<ScopedItem>,
+    /// Where the request came from.
+    pub from: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum AuditEvent {
+    /// First: its `scoped` field is in no other event.
+    Scoped(ScopedEvent),
+    /// A scope or app changed by an operator (or an app creating a scope).
+    ScopedChange { scoped_change: String },
     /// `decision`: a request held for an approver.
     Held(HeldEvent),
     /// `decision`: a held request released after its approval (before

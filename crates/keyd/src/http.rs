@@ -46,6 +46,16 @@ pub enum ApiError {
     Body(JsonRejection),
     Unauthorized,
     NotFound(String),
+    Scoped(crate::scoped::ScopedApiError),
+}
+
+impl From<crate::scoped::ScopedApiError> for ApiError {
+    fn from(e: crate::scoped::ScopedApiError) -> Self {
+        match e {
+            crate::scoped::ScopedApiError::Authority(e) => Self::Authority(e),
+            other => Self::Scoped(other),
+        }
+    }
 }
 
 impl From<AuthorityError> for ApiError {
@@ -85,6 +95,7 @@ impl ApiError {
                     .into(),
             ),
             Self::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what.clone()),
+            Self::Scoped(e) => (crate::scoped_routes::status(e), e.code(), e.to_string()),
             Self::Authority(e) => {
                 let status = match e {
                     AuthorityError::BadToken
@@ -111,9 +122,9 @@ impl ApiError {
                     AuthorityError::Storage(e) if e.is_unavailable() => {
                         StatusCode::SERVICE_UNAVAILABLE
                     }
-                    AuthorityError::Storage(_) | AuthorityError::Exchange(_) => {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    }
+                    AuthorityError::Storage(_)
+                    | AuthorityError::Exchange(_)
+                    | AuthorityError::RecordsKeyMismatch => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 (status, e.code(), e.to_string())
             }
@@ -145,7 +156,7 @@ pub struct AppState<S: Storage, A: AuditStore, C: Clock> {
     pub admin_token_hash: Option<[u8; 32]>,
 }
 
-type Shared<S, A, C> = Arc<AppState<S, A, C>>;
+pub(crate) type Shared<S, A, C> = Arc<AppState<S, A, C>>;
 
 /// The router: host routes, admin routes, `/healthz`, `/metrics`, and the
 /// approval web page.
@@ -169,6 +180,7 @@ pub fn router<S: Storage, A: AuditStore, C: Clock>(
         .route("/requests", get(list_pending::<S, A, C>))
         .route("/requests/{id}/{action}", post(decide::<S, A, C>))
         .route("/approvers", post(add_approver::<S, A, C>))
+        .merge(crate::scoped_routes::admin_routes::<S, A, C>())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin::<S, A, C>,
@@ -184,6 +196,7 @@ pub fn router<S: Storage, A: AuditStore, C: Clock>(
         .route("/v1/bind", post(bind::<S, A, C>))
         .nest("/v1/admin", admin)
         .merge(crate::web::routes(state.clone()))
+        .merge(crate::scoped_routes::app_routes::<S, A, C>())
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/keyd-api.md".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -205,9 +218,10 @@ async fn observe<S: Storage, A: AuditStore, C: Clock>(
     let started = Instant::now();
     let route = route_name(request.uri().path());
     let (parts, body) = request.into_parts();
+    let limit = body_limit(parts.uri.path());
     let read = tokio::time::timeout(
         BODY_TIMEOUT,
-        axum::body::to_bytes(body, MAX_BODY.saturating_add(1)),
+        axum::body::to_bytes(body, limit.saturating_add(1)),
     )
     .await;
     let response = match read {
@@ -224,7 +238,7 @@ async fn observe<S: Storage, A: AuditStore, C: Clock>(
         Ok(Err(_)) => {
             let error = ErrorBody {
                 error: "body_too_large".into(),
-                message: format!("request bodies are limited to {MAX_BODY} bytes"),
+                message: format!("request bodies here are limited to {limit} bytes"),
             };
             state.authority.refused_input("body_too_large", ctx).await;
             (StatusCode::PAYLOAD_TOO_LARGE, Json(error)).into_response()
@@ -286,6 +300,16 @@ async fn json_errors(response: Response) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The largest body a path takes: scoped batches are larger than any
+/// other request.
+fn body_limit(path: &str) -> usize {
+    if path.starts_with(crate::scoped_routes::PREFIX) {
+        crate::scoped_routes::MAX_SCOPED_BODY
+    } else {
+        MAX_BODY
+    }
+}
+
 fn route_name(path: &str) -> &'static str {
     match path {
         "/v1/unlock" => "unlock",
@@ -296,6 +320,7 @@ fn route_name(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/v1/info" => "info",
         p if p.starts_with("/v1/requests/") => "poll",
+        p if p.starts_with(crate::scoped_routes::PREFIX) => "scoped",
         p if p.starts_with("/v1/admin/") => "admin",
         p if p.starts_with("/approve") => "web",
         _ => "other",
@@ -324,7 +349,7 @@ async fn require_admin<S: Storage, A: AuditStore, C: Clock>(
 }
 
 /// The client's address, when the listener provides it.
-pub struct Source(RequestContext);
+pub struct Source(pub(crate) RequestContext);
 
 impl<T: Send + Sync> axum::extract::FromRequestParts<T> for Source {
     type Rejection = std::convert::Infallible;
@@ -342,7 +367,7 @@ impl<T: Send + Sync> axum::extract::FromRequestParts<T> for Source {
 }
 
 /// Turns a bad body into an audited refusal.
-async fn body<T, S: Storage, A: AuditStore, C: Clock>(
+pub(crate) async fn body<T, S: Storage, A: AuditStore, C: Clock>(
     state: &AppState<S, A, C>,
     body: Result<Json<T>, JsonRejection>,
     ctx: RequestContext,
@@ -521,7 +546,7 @@ async fn reboot<S: Storage, A: AuditStore, C: Clock>(
 }
 
 /// Who did an admin action, for the log.
-const ADMIN: &str = "admin";
+pub(crate) const ADMIN: &str = "admin";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,6 +14,13 @@
 //!   [`Authority::poll`], expiry; approvers with TOTP codes.
 //! - [`Authority::announce_reboot`], [`Authority::rotate`],
 //!   [`Authority::revoke`], [`Authority::shred`].
+//! - Scoped encryption for applications (issue 12): [`Authority::app`]
+//!   checks an app's token, [`Authority::scoped_fields`] and
+//!   [`Authority::scoped_index`] serve its batches under its
+//!   [`AppPolicy`], audited; scopes and apps are managed with
+//!   [`Authority::create_scope`], [`Authority::rotate_scope`],
+//!   [`Authority::shred_scope`], [`Authority::set_scope_window`] and
+//!   [`Authority::add_app`]. Scope keys are wrapped under `records.key`.
 //! - [`ServerCertificates`] / [`serve_tls`]: a CA and server certificate
 //!   made at init (hosts pin the CA's [`fingerprint`]), served with rustls.
 //! - [`Database`]: where the state and the audit log are (`--database`):
@@ -36,6 +43,8 @@ mod http;
 mod metrics;
 mod operator;
 mod policy;
+mod scoped;
+mod scoped_routes;
 mod socket;
 mod state;
 mod status;
@@ -70,6 +79,13 @@ pub use http::{
     MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router,
 };
 pub use metrics::{Metrics, Snapshot};
+pub use scoped::{
+    APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, IndexItem,
+    MAX_ITEMS, NewApp, ScopeView, ScopedApiError, WindowView,
+};
+pub use scoped_routes::{
+    AppBody, Batch, MAX_SCOPED_BODY, MinimumBody, Removed, ScopeBody, ScopeName, Values, WindowBody,
+};
 pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use status::{DatabaseStatus, database_status};
 pub use storage::{

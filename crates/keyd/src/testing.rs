@@ -239,6 +239,8 @@ pub struct TestKeyd<C: Clock + Clone = ManualClock> {
     options: AuthorityOptions,
     log_options: LogOptions,
     audit_seed: [u8; 32],
+    /// The records key of scoped encryption, kept across restarts.
+    records_seed: [u8; 32],
     dir: Arc<tempfile::TempDir>,
 }
 
@@ -286,6 +288,8 @@ impl<C: Clock + Clone> TestKeyd<C> {
         let database = backend.fresh_database(dir.path()).await?;
         let faults = StoreFaults::default();
         let audit_seed = atrest_core::random_array();
+        let records_seed = atrest_core::random_array();
+        let options = with_records_key(options, &records_seed);
         let authority = open_authority(
             &database,
             &clock,
@@ -303,6 +307,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options,
             log_options,
             audit_seed,
+            records_seed,
             dir: Arc::new(dir),
         })
     }
@@ -333,6 +338,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options: self.options.clone(),
             log_options: self.log_options.clone(),
             audit_seed: self.audit_seed,
+            records_seed: self.records_seed,
             dir: self.dir.clone(),
         }
     }
@@ -361,6 +367,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options,
             log_options,
             audit_seed,
+            records_seed,
             dir,
         } = self;
         drop(authority);
@@ -383,6 +390,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options,
             log_options,
             audit_seed,
+            records_seed,
             dir,
         }
     }
@@ -431,6 +439,14 @@ impl<C: Clock + Clone> TestKeyd<C> {
             }),
         }
     }
+}
+
+/// `options` with the test's records key, unless the test set its own.
+fn with_records_key(mut options: AuthorityOptions, seed: &[u8; 32]) -> AuthorityOptions {
+    if options.records_master.is_none() {
+        options.records_master = Some(Arc::new(atrest_core::SecretKey::from_bytes(*seed)));
+    }
+    options
 }
 
 async fn open_authority<C: Clock + Clone>(

@@ -64,6 +64,7 @@ async fn given_certificates_are_served_and_pinned() {
     assert_eq!(mode(""), 0o700);
     assert_eq!(mode("admin.token"), 0o600);
     assert_eq!(mode("audit.key"), 0o600);
+    assert_eq!(mode("records.key"), 0o600);
     assert_eq!(mode("tls/server.key"), 0o600);
 
     let dir_handle = DataDir::open_exclusive(&data).unwrap();
@@ -325,4 +326,52 @@ async fn the_admin_socket_answers_only_keyds_user_and_root() {
     }
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
+}
+
+/// The records key: made at init, and a directory whose records key is not
+/// the one the database's scopes are wrapped under refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_key_other_than_the_databases_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("keyd");
+    DataDir::init(&data, InitOptions::default()).await.unwrap();
+    let records = data.join("records.key");
+    let first = std::fs::read(&records).unwrap();
+    assert_eq!(first.len(), 32);
+    let opened = DataDir::open(&data).unwrap();
+    drop(opened.authority(AuthorityOptions::default()).await.unwrap());
+
+    // Another key in its place (a replica given the wrong file).
+    std::fs::remove_file(&records).unwrap();
+    std::fs::write(&records, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let refused = DataDir::open(&data)
+        .unwrap()
+        .authority(AuthorityOptions::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("records.key"), "{refused}");
+
+    // Readable by others: refused, with what to do.
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = DataDir::open(&data)
+        .unwrap()
+        .authority(AuthorityOptions::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(loose.to_string().contains("chmod 600"), "{loose}");
+
+    // The right key back: it starts again.
+    std::fs::remove_file(&records).unwrap();
+    std::fs::write(&records, &first).unwrap();
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(
+        DataDir::open(&data)
+            .unwrap()
+            .authority(AuthorityOptions::default())
+            .await
+            .unwrap(),
+    );
 }

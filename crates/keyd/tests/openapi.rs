@@ -165,6 +165,8 @@ enum Auth {
     None,
     Admin,
     Wrong,
+    /// An app's token (the scoped API).
+    App(String),
 }
 
 impl Api {
@@ -182,6 +184,7 @@ impl Api {
             Auth::None => {}
             Auth::Admin => request = request.bearer_auth(ADMIN_TOKEN),
             Auth::Wrong => request = request.bearer_auth("not-the-token"),
+            Auth::App(token) => request = request.bearer_auth(token),
         }
         if let Some(body) = body {
             request = request.json(&body);
@@ -684,6 +687,8 @@ async fn every_documented_operation_answers_as_documented() {
         303
     );
 
+    scoped(&api).await;
+
     // Every documented operation was exercised.
     let seen = api.contract.seen.lock().unwrap();
     let missing: Vec<_> = operations(&api.contract.document)
@@ -691,6 +696,223 @@ async fn every_documented_operation_answers_as_documented() {
         .filter(|op| !seen.contains_key(op))
         .collect();
     assert!(missing.is_empty(), "never exercised: {missing:?}");
+}
+
+/// The scoped API (issue 12): apps, scopes, every operation and its
+/// refusals.
+async fn scoped(api: &Api) {
+    let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
+    let apps = "/v1/admin/apps";
+    let app = api
+        .admin(
+            post.clone(),
+            apps,
+            apps,
+            Some(
+                json!({ "name": "web", "scopes": ["user:*"], "fields": ["users.*"],
+                         "create_scopes": true }),
+            ),
+        )
+        .await;
+    assert_eq!(app.status, 200, "{}", app.text);
+    let token = app.json["token"].as_str().unwrap().to_owned();
+    api.admin(
+        post.clone(),
+        apps,
+        apps,
+        Some(json!({ "name": "web", "scopes": ["user:*"], "fields": ["users.*"] })),
+    )
+    .await
+    .assert_refused(409, "app_exists");
+    api.admin(
+        post.clone(),
+        apps,
+        apps,
+        Some(json!({ "name": "", "scopes": [], "fields": [] })),
+    )
+    .await
+    .assert_refused(400, "invalid_request");
+    assert_eq!(api.admin(get.clone(), apps, apps, None).await.status, 200);
+    let scoped = |path: &'static str, body: Value| {
+        let token = token.clone();
+        async move {
+            api.call(Method::POST, path, path, Auth::App(token), Some(body))
+                .await
+        }
+    };
+    let created = scoped(
+        "/v1/scoped/scopes",
+        json!({ "scope": "user:1", "client_share": true }),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let share = created.json["client_share_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    scoped(
+        "/v1/scoped/scopes",
+        json!({ "scope": "user:1", "client_share": true }),
+    )
+    .await
+    .assert_refused(409, "scope_exists");
+    scoped(
+        "/v1/scoped/scopes",
+        json!({ "scope": "org:1", "client_share": true }),
+    )
+    .await
+    .assert_refused(403, "not_allowed");
+    let item = |value: &str, share: Option<&str>| {
+        let mut item = json!({ "scope": "user:1", "table": "users", "column": "email",
+                               "row": "r1", "value": value });
+        if let Some(share) = share {
+            item["client_share"] = json!(share);
+        }
+        json!({ "items": [item] })
+    };
+    let sealed = scoped("/v1/scoped/encrypt", item("a@example.org", Some(&share))).await;
+    assert_eq!(sealed.status, 200, "{}", sealed.text);
+    let envelope = sealed.json["values"][0].as_str().unwrap().to_owned();
+    let opened = scoped("/v1/scoped/decrypt", item(&envelope, Some(&share))).await;
+    assert_eq!(opened.json["values"][0], "a@example.org", "{}", opened.text);
+    scoped("/v1/scoped/decrypt", item(&envelope, None))
+        .await
+        .assert_refused(403, "client_share_required");
+    scoped("/v1/scoped/decrypt", item("atrf:AAAA", Some(&share)))
+        .await
+        .assert_refused(400, "malformed");
+    api.call(
+        post.clone(),
+        "/v1/scoped/decrypt",
+        "/v1/scoped/decrypt",
+        Auth::Wrong,
+        Some(item(&envelope, None)),
+    )
+    .await
+    .assert_refused(401, "bad_app_token");
+    let big = Value::String("x".repeat(2 * 1024 * 1024));
+    scoped("/v1/scoped/decrypt", big)
+        .await
+        .assert_refused(413, "body_too_large");
+    let rewrapped = scoped("/v1/scoped/rewrap", item(&envelope, Some(&share))).await;
+    assert_eq!(rewrapped.status, 200, "{}", rewrapped.text);
+    let index = scoped(
+        "/v1/scoped/index",
+        json!({ "items": [{ "scope": "user:1", "table": "users", "index": "email_idx",
+                            "columns": ["email"], "bits": 16, "normalize": ["lowercase"],
+                            "values": ["A@example.org"], "client_share": share }] }),
+    )
+    .await;
+    assert_eq!(index.status, 200, "{}", index.text);
+    let nobody = json!({ "items": [{ "scope": "user:none", "table": "users", "column": "email",
+                                     "row": "r1", "value": "x" }] });
+    scoped("/v1/scoped/encrypt", nobody)
+        .await
+        .assert_refused(404, "unknown_scope");
+
+    // Admin: scopes, windows, rotation, minimum, shred.
+    let scopes = "/v1/admin/scopes";
+    let plain = api
+        .admin(
+            post.clone(),
+            scopes,
+            scopes,
+            Some(json!({ "scope": "user:2", "client_share": false })),
+        )
+        .await;
+    assert_eq!(plain.status, 200, "{}", plain.text);
+    assert_eq!(
+        api.admin(get.clone(), scopes, scopes, None).await.status,
+        200
+    );
+    let show = "/v1/admin/scope";
+    assert_eq!(
+        api.admin(get.clone(), show, "/v1/admin/scope?id=user%3A2", None)
+            .await
+            .status,
+        200
+    );
+    api.admin(get.clone(), show, "/v1/admin/scope?id=user%3A9", None)
+        .await
+        .assert_refused(404, "unknown_scope");
+    let window = "/v1/admin/scope/window";
+    let set = api
+        .admin(
+            put.clone(),
+            window,
+            window,
+            Some(json!({ "scope": "user:2",
+                         "window": { "start": "02:00", "end": "03:00", "fields": ["users.email"] } })),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text);
+    api.admin(
+        put.clone(),
+        window,
+        window,
+        Some(json!({ "scope": "user:2",
+                     "window": { "start": "02:00", "end": "02:00", "fields": ["users.email"] } })),
+    )
+    .await
+    .assert_refused(400, "invalid_window");
+    let rotate = "/v1/admin/scope/rotate";
+    let rotated = api
+        .admin(
+            post.clone(),
+            rotate,
+            rotate,
+            Some(json!({ "scope": "user:2" })),
+        )
+        .await;
+    assert_eq!(rotated.json["versions"], json!([1, 2]), "{}", rotated.text);
+    let minimum = "/v1/admin/scope/minimum";
+    assert_eq!(
+        api.admin(
+            post.clone(),
+            minimum,
+            minimum,
+            Some(json!({ "scope": "user:2", "minimum_version": 2 }))
+        )
+        .await
+        .status,
+        200
+    );
+    api.admin(
+        post.clone(),
+        minimum,
+        minimum,
+        Some(json!({ "scope": "user:2", "minimum_version": 3 })),
+    )
+    .await
+    .assert_refused(400, "invalid_request");
+    let shred = "/v1/admin/scope/shred";
+    let shredded = api
+        .admin(
+            post.clone(),
+            shred,
+            shred,
+            Some(json!({ "scope": "user:2" })),
+        )
+        .await;
+    assert_eq!(shredded.json["shredded"], json!(true), "{}", shredded.text);
+    api.admin(
+        post.clone(),
+        rotate,
+        rotate,
+        Some(json!({ "scope": "user:2" })),
+    )
+    .await
+    .assert_refused(410, "scope_shredded");
+    let remove = "/v1/admin/apps/{name}";
+    assert_eq!(
+        api.admin(Method::DELETE, remove, "/v1/admin/apps/web", None)
+            .await
+            .status,
+        200
+    );
+    api.admin(Method::DELETE, remove, "/v1/admin/apps/web", None)
+        .await
+        .assert_refused(404, "unknown_app");
 }
 
 /// Every path the document lists is routed (no `not_found` fallback, no

@@ -53,6 +53,12 @@ pub enum ScopedError {
     /// Index definition or normalisation that cannot work.
     #[error("invalid index: {0}")]
     InvalidIndex(String),
+    /// The scope's data may be opened only inside its daily window.
+    #[error("scope {scope:?} may be decrypted only inside its window {window}")]
+    OutsideWindow { scope: String, window: String },
+    /// A window that cannot be: a bad time, or start equal to end.
+    #[error("invalid window: {0}")]
+    InvalidWindow(String),
     /// Reading or writing a stream failed.
     #[error("i/o error: {0}")]
     Io(String),
@@ -74,6 +80,8 @@ impl ScopedError {
             Self::InvalidName { .. } => "invalid_name",
             Self::TooLarge { .. } => "too_large",
             Self::InvalidIndex(_) => "invalid_index",
+            Self::OutsideWindow { .. } => "outside_window",
+            Self::InvalidWindow(_) => "invalid_window",
             Self::Io(_) => "io",
         }
     }

@@ -38,6 +38,7 @@ mod index;
 mod keys;
 mod name;
 mod stream;
+mod window;
 mod wrap;
 
 pub use error::{Result, ScopedError};
@@ -49,4 +50,5 @@ pub use stream::{
     CHUNK_OVERHEAD, DEFAULT_CHUNK_LOG2, STREAM_HEADER_LEN, STREAM_VERSION, StreamContext,
     StreamReader, StreamWriter,
 };
+pub use window::{DailyWindow, TimeOfDay};
 pub use wrap::{RecordsKey, WRAP_PREFIX, WRAPPED_LEN, Wrapped};

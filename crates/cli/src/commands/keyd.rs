@@ -371,7 +371,7 @@ fn when(unix: u64, now: u64) -> String {
     format!("{} ({})", rfc3339(unix), relative(unix, now))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -513,7 +513,8 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn client(dir: &DataDirArg) -> anyhow::Result<AdminClient> {
+/// The admin client of the keyd serving `dir` on this machine.
+pub(crate) fn client(dir: &DataDirArg) -> anyhow::Result<AdminClient> {
     let data = DataDir::open(&dir.data_dir)?;
     Ok(AdminClient::for_data_dir(&data)?)
 }

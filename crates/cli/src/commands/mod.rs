@@ -12,6 +12,7 @@ mod mount;
 mod passwd;
 mod progress;
 mod remote;
+pub(crate) mod scope;
 mod status;
 mod unmount;
 
@@ -40,6 +41,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fsck(args) => fsck::run(args),
         Command::Demo => demo::run(),
         Command::Keyd(cmd) => keyd::run(cmd),
+        Command::Scope(cmd) => scope::run_scope(cmd),
+        Command::App(cmd) => scope::run_app(cmd),
         Command::Enroll(args) => remote::enroll(args),
         Command::Reboot(args) => remote::reboot(args),
         Command::Alarm(cmd) => remote::alarm(cmd),

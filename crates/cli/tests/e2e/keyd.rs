@@ -144,8 +144,9 @@ impl Drop for Keyd {
 /// A host speaking the wire protocol (what `atrest unlock` does inside).
 #[derive(Clone)]
 pub struct HostClient {
-    base: String,
-    http: reqwest::Client,
+    pub base: String,
+    /// Trusts only the keyd's CA.
+    pub http: reqwest::Client,
 }
 
 pub struct TestHost {
@@ -714,17 +715,26 @@ fn a_full_disk_refuses_releases_until_space_returns() {
     );
 }
 
-/// A copy of a keyd data directory for another replica: its keys, CA and
-/// settings, listening on a port of its own.
-fn replica_of(data: &Path, at: &Path) -> Keyd {
+/// Copies `files` and the CA and certificate (`tls/`) of a data directory.
+fn copy_data_dir(data: &Path, at: &Path, files: &[&str]) {
     std::fs::create_dir_all(at.join("tls")).unwrap();
-    for file in ["keyd.json", "audit.key", "admin.token"] {
+    for file in files {
         std::fs::copy(data.join(file), at.join(file)).unwrap();
     }
     for entry in std::fs::read_dir(data.join("tls")).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), at.join("tls").join(entry.file_name())).unwrap();
     }
+}
+
+/// A copy of a keyd data directory for another replica: its keys, CA and
+/// settings, listening on a port of its own.
+fn replica_of(data: &Path, at: &Path) -> Keyd {
+    copy_data_dir(
+        data,
+        at,
+        &["keyd.json", "audit.key", "records.key", "admin.token"],
+    );
     let settings_path = at.join("keyd.json");
     let mut settings: Value =
         serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
@@ -752,6 +762,24 @@ fn two_replicas_on_postgresql_are_one_authority() {
     };
     let dir = tempfile::tempdir().unwrap();
     let a = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
+    // A replica copied without records.key would wrap scopes under a key of
+    // its own: it refuses to start, naming the file.
+    let stray = dir.path().join("stray");
+    copy_data_dir(&a.data, &stray, &["keyd.json", "audit.key", "admin.token"]);
+    let refused = run(&[
+        &"keyd",
+        &"serve",
+        &"--data-dir",
+        &stray,
+        &"--listen",
+        &"127.0.0.1:0",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("records.key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let mut b = replica_of(&a.data, &dir.path().join("b"));
     let settings: Value =
         serde_json::from_str(&std::fs::read_to_string(b.data.join("keyd.json")).unwrap()).unwrap();

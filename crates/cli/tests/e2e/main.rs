@@ -17,6 +17,7 @@ mod netns;
 mod paths;
 mod posix;
 mod remote;
+mod scope;
 mod tamper;
 mod tamper2;
 mod torn;

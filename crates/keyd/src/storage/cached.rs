@@ -16,7 +16,7 @@ use atrest_remote::{HostId, KeyId};
 
 use super::{
     BootState, HeldState, HoldOutcome, HostRecord, HostState, PolicyRule, PolicyScope, Storage,
-    StorageError, StoredApprover, StoredHeld, StoredSecret,
+    StorageError, StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredWindow,
 };
 
 #[derive(Default)]
@@ -258,6 +258,63 @@ impl<S: Storage> Storage for Cached<S> {
 
     async fn prune_held(&self, before: u64) -> Result<(), StorageError> {
         self.inner.prune_held(before).await
+    }
+
+    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
+        self.inner.check_records_key(fingerprint).await
+    }
+
+    async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
+        self.inner.insert_app(app).await
+    }
+
+    async fn app_by_token(&self, token_hash: [u8; 32]) -> Result<Option<StoredApp>, StorageError> {
+        self.inner.app_by_token(token_hash).await
+    }
+
+    async fn apps(&self) -> Result<Vec<StoredApp>, StorageError> {
+        self.inner.apps().await
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, StorageError> {
+        self.inner.delete_app(name).await
+    }
+
+    async fn insert_scope(&self, scope: &StoredScope) -> Result<bool, StorageError> {
+        self.inner.insert_scope(scope).await
+    }
+
+    async fn scope(&self, id: &str) -> Result<Option<StoredScope>, StorageError> {
+        self.inner.scope(id).await
+    }
+
+    async fn scopes(&self) -> Result<Vec<StoredScope>, StorageError> {
+        self.inner.scopes().await
+    }
+
+    async fn add_scope_key(
+        &self,
+        id: &str,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<bool, StorageError> {
+        self.inner.add_scope_key(id, version, wrapped).await
+    }
+
+    async fn set_scope_minimum(&self, id: &str, minimum: u32) -> Result<bool, StorageError> {
+        self.inner.set_scope_minimum(id, minimum).await
+    }
+
+    async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
+        self.inner.shred_scope(id).await
+    }
+
+    async fn set_scope_window(
+        &self,
+        id: &str,
+        window: Option<&StoredWindow>,
+    ) -> Result<bool, StorageError> {
+        self.inner.set_scope_window(id, window).await
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

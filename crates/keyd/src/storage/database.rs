@@ -20,7 +20,8 @@ use atrest_remote::{HostId, KeyId};
 
 use super::{
     BootState, Cached, HeldState, HoldOutcome, HostRecord, HostState, PgStorage, PolicyRule,
-    PolicyScope, SqliteStorage, Storage, StorageError, StoredApprover, StoredHeld, StoredSecret,
+    PolicyScope, SqliteStorage, Storage, StorageError, StoredApp, StoredApprover, StoredHeld,
+    StoredScope, StoredSecret, StoredWindow,
 };
 
 const STATE_DB: &str = crate::DataDir::STATE_DB;
@@ -376,6 +377,63 @@ impl Storage for KeydStorage {
 
     async fn prune_held(&self, before: u64) -> Result<(), StorageError> {
         each!(self, s => s.prune_held(before).await)
+    }
+
+    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
+        each!(self, s => s.check_records_key(fingerprint).await)
+    }
+
+    async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
+        each!(self, s => s.insert_app(app).await)
+    }
+
+    async fn app_by_token(&self, token_hash: [u8; 32]) -> Result<Option<StoredApp>, StorageError> {
+        each!(self, s => s.app_by_token(token_hash).await)
+    }
+
+    async fn apps(&self) -> Result<Vec<StoredApp>, StorageError> {
+        each!(self, s => s.apps().await)
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, StorageError> {
+        each!(self, s => s.delete_app(name).await)
+    }
+
+    async fn insert_scope(&self, scope: &StoredScope) -> Result<bool, StorageError> {
+        each!(self, s => s.insert_scope(scope).await)
+    }
+
+    async fn scope(&self, id: &str) -> Result<Option<StoredScope>, StorageError> {
+        each!(self, s => s.scope(id).await)
+    }
+
+    async fn scopes(&self) -> Result<Vec<StoredScope>, StorageError> {
+        each!(self, s => s.scopes().await)
+    }
+
+    async fn add_scope_key(
+        &self,
+        id: &str,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<bool, StorageError> {
+        each!(self, s => s.add_scope_key(id, version, wrapped).await)
+    }
+
+    async fn set_scope_minimum(&self, id: &str, minimum: u32) -> Result<bool, StorageError> {
+        each!(self, s => s.set_scope_minimum(id, minimum).await)
+    }
+
+    async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
+        each!(self, s => s.shred_scope(id).await)
+    }
+
+    async fn set_scope_window(
+        &self,
+        id: &str,
+        window: Option<&StoredWindow>,
+    ) -> Result<bool, StorageError> {
+        each!(self, s => s.set_scope_window(id, window).await)
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

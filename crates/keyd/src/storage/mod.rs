@@ -23,11 +23,14 @@ use zeroize::Zeroizing;
 mod cached;
 mod database;
 mod postgres;
+mod scoped;
 mod sqlite;
 
 pub use cached::Cached;
 pub use database::{Database, DatabaseError, KeydAuditStore, KeydStorage};
 pub use postgres::{PG_SCHEMA_VERSION, PgStorage};
+pub(crate) use scoped::{ScopeRow, app_from};
+pub use scoped::{StoredApp, StoredScope, StoredWindow};
 pub use sqlite::{SCHEMA_VERSION, SqliteStorage};
 
 /// Whether a host may still be answered.
@@ -686,6 +689,72 @@ pub trait Storage: Send + Sync + 'static {
     /// Forgets requests that are no longer waiting and expired before
     /// `before`.
     fn prune_held(&self, before: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Records the fingerprint of the records key the first time, and
+    /// says whether `fingerprint` is the one recorded: replicas (or a data
+    /// directory restored beside another database) with different records
+    /// keys are refused at start instead of failing every scope.
+    fn check_records_key(
+        &self,
+        fingerprint: [u8; 32],
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// `Ok(false)`: an app of that name exists.
+    fn insert_app(
+        &self,
+        app: &StoredApp,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    fn app_by_token(
+        &self,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = Result<Option<StoredApp>, StorageError>> + Send;
+
+    fn apps(&self) -> impl Future<Output = Result<Vec<StoredApp>, StorageError>> + Send;
+
+    /// `Ok(false)`: no such app.
+    fn delete_app(&self, name: &str) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Stores a new scope with its keys. `Ok(false)`: the id is taken
+    /// (also by a shredded scope).
+    fn insert_scope(
+        &self,
+        scope: &StoredScope,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    fn scope(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<StoredScope>, StorageError>> + Send;
+
+    fn scopes(&self) -> impl Future<Output = Result<Vec<StoredScope>, StorageError>> + Send;
+
+    /// Adds a key version. `Ok(false)`: no such scope, it is shredded, or
+    /// it has that version already (another rotation won).
+    fn add_scope_key(
+        &self,
+        id: &str,
+        version: u32,
+        wrapped: &[u8],
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// `Ok(false)`: no such scope, or shredded.
+    fn set_scope_minimum(
+        &self,
+        id: &str,
+        minimum: u32,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Deletes every key of the scope and marks it shredded, in one
+    /// transaction. `Ok(false)`: no such scope, or already shredded.
+    fn shred_scope(&self, id: &str) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Sets or clears the window. `Ok(false)`: no such scope, or shredded.
+    fn set_scope_window(
+        &self,
+        id: &str,
+        window: Option<&StoredWindow>,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// Whether the database answers and takes writes: what `/healthz`
     /// reports. `Err` says why not.

@@ -8,6 +8,7 @@
 //! once migrate one after the other under a transaction-scoped advisory
 //! lock, as the audit store does.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use atrest_remote::{HostId, KeyId};
@@ -17,13 +18,15 @@ use zeroize::Zeroizing;
 
 use super::{
     BootRow, BootState, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, Storage, StorageError, StoredApprover, StoredHeld,
-    StoredSecret, backend, scope_from_key, stored_secret, to_i64, to_u64,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, Storage, StorageError, StoredApp,
+    StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredWindow, app_from, backend,
+    scope_from_key, stored_secret, to_i64, to_u64,
 };
 
-/// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`;
-/// a version 1 database is migrated (its other tables are unchanged).
-pub const PG_SCHEMA_VERSION: i64 = 2;
+/// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`,
+/// version 3 the scoped tables; older databases are migrated (their other
+/// tables are unchanged).
+pub const PG_SCHEMA_VERSION: i64 = 3;
 
 /// The oldest version this keyd migrates.
 const PG_OLDEST_MIGRATED: i64 = 1;
@@ -105,6 +108,34 @@ const SCHEMA: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS keyd_held_requests_by_host
         ON keyd_held_requests (host_id, state)",
+    // Since version 3: scoped encryption (apps, scopes and their wrapped
+    // keys, and the fingerprint of the records key that wraps them).
+    "CREATE TABLE IF NOT EXISTS keyd_scoped_records_key (
+        only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        fingerprint BYTEA NOT NULL CHECK (length(fingerprint) = 32)
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_scoped_apps (
+        name TEXT PRIMARY KEY,
+        token_hash BYTEA NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+        policy TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_scopes (
+        id TEXT PRIMARY KEY,
+        needs_share BOOLEAN NOT NULL,
+        minimum BIGINT NOT NULL,
+        shredded BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at BIGINT NOT NULL,
+        window_start BIGINT,
+        window_end BIGINT,
+        window_fields TEXT
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_scope_keys (
+        scope_id TEXT NOT NULL REFERENCES keyd_scopes (id),
+        version BIGINT NOT NULL,
+        wrapped BYTEA NOT NULL,
+        PRIMARY KEY (scope_id, version)
+    )",
     // A shredded host stays shredded, and gets no secret again, whatever
     // writes to the table (a second line of defence behind the queries).
     "CREATE OR REPLACE FUNCTION keyd_shredded_is_final() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -141,6 +172,14 @@ macro_rules! select_held {
         "SELECT id, host_id, state, decided_by, created_at, expires_at, poll_token_hash,
             request, sealed_grant
          FROM keyd_held_requests"
+    };
+}
+
+macro_rules! select_scopes {
+    () => {
+        "SELECT id, needs_share, minimum, shredded, created_at, window_start, window_end,
+            window_fields
+         FROM keyd_scopes"
     };
 }
 
@@ -746,6 +785,220 @@ impl Storage for PgStorage {
         Ok(())
     }
 
+    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
+        sqlx::query(
+            "INSERT INTO keyd_scoped_records_key (only_row, fingerprint) VALUES (TRUE, $1)
+             ON CONFLICT (only_row) DO NOTHING",
+        )
+        .bind(&fingerprint[..])
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT fingerprint FROM keyd_scoped_records_key")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(atrest_core::constant_time_eq(&stored, &fingerprint))
+    }
+
+    async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO keyd_scoped_apps (name, token_hash, policy, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&app.name)
+        .bind(&app.token_hash[..])
+        .bind(&app.policy)
+        .bind(to_i64(app.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn app_by_token(&self, token_hash: [u8; 32]) -> Result<Option<StoredApp>, StorageError> {
+        let row: Option<(String, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT name, token_hash, policy, created_at FROM keyd_scoped_apps WHERE token_hash = $1",
+        )
+        .bind(&token_hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|(n, t, p, c)| app_from(n, t, p, c)).transpose()
+    }
+
+    async fn apps(&self) -> Result<Vec<StoredApp>, StorageError> {
+        let rows: Vec<(String, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT name, token_hash, policy, created_at FROM keyd_scoped_apps ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|(n, t, p, c)| app_from(n, t, p, c))
+            .collect()
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM keyd_scoped_apps WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_scope(&self, scope: &StoredScope) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let window = scope.window.as_ref();
+        let done = sqlx::query(
+            "INSERT INTO keyd_scopes (id, needs_share, minimum, shredded, created_at,
+                window_start, window_end, window_fields) VALUES ($1, $2, $3, FALSE, $4, $5, $6, $7)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&scope.id)
+        .bind(scope.needs_client_share)
+        .bind(i64::from(scope.minimum_version))
+        .bind(to_i64(scope.created_at))
+        .bind(window.map(|w| i64::from(w.start)))
+        .bind(window.map(|w| i64::from(w.end)))
+        .bind(window.map(|w| w.fields.as_str()))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (version, wrapped) in &scope.keys {
+            sqlx::query(
+                "INSERT INTO keyd_scope_keys (scope_id, version, wrapped) VALUES ($1, $2, $3)",
+            )
+            .bind(&scope.id)
+            .bind(i64::from(*version))
+            .bind(wrapped.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn scope(&self, id: &str) -> Result<Option<StoredScope>, StorageError> {
+        let Some(row) = sqlx::query(concat!(select_scopes!(), " WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let keys: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, wrapped FROM keyd_scope_keys WHERE scope_id = $1 ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        scope_from_row(&row)?.scope(keys).map(Some)
+    }
+
+    async fn scopes(&self) -> Result<Vec<StoredScope>, StorageError> {
+        let rows = sqlx::query(concat!(select_scopes!(), " ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let keys: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT scope_id, version, wrapped FROM keyd_scope_keys ORDER BY scope_id, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut by_scope: HashMap<String, Vec<(i64, Vec<u8>)>> = HashMap::new();
+        for (scope, version, wrapped) in keys {
+            by_scope.entry(scope).or_default().push((version, wrapped));
+        }
+        rows.iter()
+            .map(|row| {
+                let row = scope_from_row(row)?;
+                let keys = by_scope.remove(&row.id).unwrap_or_default();
+                row.scope(keys)
+            })
+            .collect()
+    }
+
+    async fn add_scope_key(
+        &self,
+        id: &str,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO keyd_scope_keys (scope_id, version, wrapped)
+             SELECT id, $1, $2 FROM keyd_scopes WHERE id = $3 AND NOT shredded
+             ON CONFLICT (scope_id, version) DO NOTHING",
+        )
+        .bind(i64::from(version))
+        .bind(wrapped)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_scope_minimum(&self, id: &str, minimum: u32) -> Result<bool, StorageError> {
+        let done =
+            sqlx::query("UPDATE keyd_scopes SET minimum = $1 WHERE id = $2 AND NOT shredded")
+                .bind(i64::from(minimum))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = sqlx::query(
+            "UPDATE keyd_scopes SET shredded = TRUE, window_start = NULL, window_end = NULL,
+                window_fields = NULL WHERE id = $1 AND NOT shredded",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM keyd_scope_keys WHERE scope_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn set_scope_window(
+        &self,
+        id: &str,
+        window: Option<&StoredWindow>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE keyd_scopes SET window_start = $1, window_end = $2, window_fields = $3
+             WHERE id = $4 AND NOT shredded",
+        )
+        .bind(window.map(|w| i64::from(w.start)))
+        .bind(window.map(|w| i64::from(w.end)))
+        .bind(window.map(|w| w.fields.as_str()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn check_writable(&self) -> Result<(), StorageError> {
         let writable: bool = sqlx::query_scalar(
             "SELECT current_setting('transaction_read_only') = 'off' AND NOT pg_is_in_recovery()",
@@ -759,6 +1012,19 @@ impl Storage for PgStorage {
             Err(StorageError::ReadOnly)
         }
     }
+}
+
+fn scope_from_row(row: &PgRow) -> Result<ScopeRow, StorageError> {
+    Ok(ScopeRow {
+        id: row.try_get("id").map_err(backend)?,
+        needs_share: row.try_get("needs_share").map_err(backend)?,
+        minimum: row.try_get("minimum").map_err(backend)?,
+        shredded: row.try_get("shredded").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        window_start: row.try_get("window_start").map_err(backend)?,
+        window_end: row.try_get("window_end").map_err(backend)?,
+        window_fields: row.try_get("window_fields").map_err(backend)?,
+    })
 }
 
 fn host_from_row(row: &PgRow) -> Result<HostRecord, StorageError> {

@@ -16,15 +16,17 @@ use zeroize::Zeroizing;
 
 use super::{
     BootRow, BootState, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, Storage, StorageError, StoredApprover, StoredHeld,
-    StoredSecret, backend, scope_from_key, stored_secret, to_i64, to_u64,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, Storage, StorageError, StoredApp,
+    StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredWindow, app_from, backend,
+    scope_from_key, stored_secret, to_i64, to_u64,
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
-const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 3";
+pub const SCHEMA_VERSION: i64 = 4;
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 4";
 /// From version 1: the boot ticket. (From version 2 to 3 a table is added:
-/// `held_requests`, created by [`SCHEMA`] like every table.)
+/// `held_requests`; from 3 to 4 the scoped tables; both created by
+/// [`SCHEMA`] like every table.)
 const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
 
 const SCHEMA: &[&str] = &[
@@ -52,6 +54,20 @@ const SCHEMA: &[&str] = &[
         created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
         poll_token_hash BLOB NOT NULL, request BLOB NOT NULL, sealed_grant BLOB)",
     "CREATE INDEX IF NOT EXISTS held_requests_by_host ON held_requests (host_id, state)",
+    // Since version 4: scoped encryption (apps, scopes and their wrapped
+    // keys, and the fingerprint of the records key that wraps them).
+    "CREATE TABLE IF NOT EXISTS scoped_records_key (
+        only_row INTEGER PRIMARY KEY CHECK (only_row = 1), fingerprint BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS scoped_apps (
+        name TEXT PRIMARY KEY, token_hash BLOB NOT NULL UNIQUE, policy TEXT NOT NULL,
+        created_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS scopes (
+        id TEXT PRIMARY KEY, needs_share INTEGER NOT NULL, minimum INTEGER NOT NULL,
+        shredded INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+        window_start INTEGER, window_end INTEGER, window_fields TEXT)",
+    "CREATE TABLE IF NOT EXISTS scope_keys (
+        scope_id TEXT NOT NULL REFERENCES scopes(id), version INTEGER NOT NULL,
+        wrapped BLOB NOT NULL, PRIMARY KEY (scope_id, version))",
 ];
 
 /// The authority's state in a SQLite file (WAL, `synchronous=FULL`,
@@ -167,6 +183,14 @@ macro_rules! select_held {
         "SELECT id, host_id, state, decided_by, created_at, expires_at, poll_token_hash,
             request, sealed_grant
          FROM held_requests"
+    };
+}
+
+macro_rules! select_scopes {
+    () => {
+        "SELECT id, needs_share, minimum, shredded, created_at, window_start, window_end,
+            window_fields
+         FROM scopes"
     };
 }
 
@@ -680,6 +704,218 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
+        sqlx::query(
+            "INSERT INTO scoped_records_key (only_row, fingerprint) VALUES (1, ?)
+             ON CONFLICT (only_row) DO NOTHING",
+        )
+        .bind(&fingerprint[..])
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT fingerprint FROM scoped_records_key")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(atrest_core::constant_time_eq(&stored, &fingerprint))
+    }
+
+    async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO scoped_apps (name, token_hash, policy, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&app.name)
+        .bind(&app.token_hash[..])
+        .bind(&app.policy)
+        .bind(to_i64(app.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn app_by_token(&self, token_hash: [u8; 32]) -> Result<Option<StoredApp>, StorageError> {
+        let row: Option<(String, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT name, token_hash, policy, created_at FROM scoped_apps WHERE token_hash = ?",
+        )
+        .bind(&token_hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|(n, t, p, c)| app_from(n, t, p, c)).transpose()
+    }
+
+    async fn apps(&self) -> Result<Vec<StoredApp>, StorageError> {
+        let rows: Vec<(String, Vec<u8>, String, i64)> = sqlx::query_as(
+            "SELECT name, token_hash, policy, created_at FROM scoped_apps ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|(n, t, p, c)| app_from(n, t, p, c))
+            .collect()
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM scoped_apps WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_scope(&self, scope: &StoredScope) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let window = scope.window.as_ref();
+        let done = sqlx::query(
+            "INSERT INTO scopes (id, needs_share, minimum, shredded, created_at,
+                window_start, window_end, window_fields) VALUES (?, ?, ?, 0, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&scope.id)
+        .bind(scope.needs_client_share)
+        .bind(i64::from(scope.minimum_version))
+        .bind(to_i64(scope.created_at))
+        .bind(window.map(|w| i64::from(w.start)))
+        .bind(window.map(|w| i64::from(w.end)))
+        .bind(window.map(|w| w.fields.as_str()))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (version, wrapped) in &scope.keys {
+            sqlx::query("INSERT INTO scope_keys (scope_id, version, wrapped) VALUES (?, ?, ?)")
+                .bind(&scope.id)
+                .bind(i64::from(*version))
+                .bind(wrapped.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn scope(&self, id: &str) -> Result<Option<StoredScope>, StorageError> {
+        let Some(row) = sqlx::query(concat!(select_scopes!(), " WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let keys: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, wrapped FROM scope_keys WHERE scope_id = ? ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        scope_from_row(&row)?.scope(keys).map(Some)
+    }
+
+    async fn scopes(&self) -> Result<Vec<StoredScope>, StorageError> {
+        let rows = sqlx::query(concat!(select_scopes!(), " ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let keys: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT scope_id, version, wrapped FROM scope_keys ORDER BY scope_id, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut by_scope: HashMap<String, Vec<(i64, Vec<u8>)>> = HashMap::new();
+        for (scope, version, wrapped) in keys {
+            by_scope.entry(scope).or_default().push((version, wrapped));
+        }
+        rows.iter()
+            .map(|row| {
+                let row = scope_from_row(row)?;
+                let keys = by_scope.remove(&row.id).unwrap_or_default();
+                row.scope(keys)
+            })
+            .collect()
+    }
+
+    async fn add_scope_key(
+        &self,
+        id: &str,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO scope_keys (scope_id, version, wrapped)
+             SELECT id, ?, ? FROM scopes WHERE id = ? AND shredded = 0
+             ON CONFLICT (scope_id, version) DO NOTHING",
+        )
+        .bind(i64::from(version))
+        .bind(wrapped)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_scope_minimum(&self, id: &str, minimum: u32) -> Result<bool, StorageError> {
+        let done = sqlx::query("UPDATE scopes SET minimum = ? WHERE id = ? AND shredded = 0")
+            .bind(i64::from(minimum))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = sqlx::query(
+            "UPDATE scopes SET shredded = 1, window_start = NULL, window_end = NULL,
+                window_fields = NULL WHERE id = ? AND shredded = 0",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM scope_keys WHERE scope_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        self.truncate_wal().await?;
+        Ok(true)
+    }
+
+    async fn set_scope_window(
+        &self,
+        id: &str,
+        window: Option<&StoredWindow>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE scopes SET window_start = ?, window_end = ?, window_fields = ?
+             WHERE id = ? AND shredded = 0",
+        )
+        .bind(window.map(|w| i64::from(w.start)))
+        .bind(window.map(|w| i64::from(w.end)))
+        .bind(window.map(|w| w.fields.as_str()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn check_writable(&self) -> Result<(), StorageError> {
         // A write that changes nothing still needs the write lock and a
         // writable file.
@@ -689,6 +925,19 @@ impl Storage for SqliteStorage {
             .map_err(backend)?;
         Ok(())
     }
+}
+
+fn scope_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ScopeRow, StorageError> {
+    Ok(ScopeRow {
+        id: row.try_get("id").map_err(backend)?,
+        needs_share: row.try_get("needs_share").map_err(backend)?,
+        minimum: row.try_get("minimum").map_err(backend)?,
+        shredded: row.try_get("shredded").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        window_start: row.try_get("window_start").map_err(backend)?,
+        window_end: row.try_get("window_end").map_err(backend)?,
+        window_fields: row.try_get("window_fields").map_err(backend)?,
+    })
 }
 
 fn host_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<HostRecord, StorageError> {

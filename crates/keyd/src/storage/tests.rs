@@ -1,5 +1,6 @@
-//! The stores' schema migrations: a database written by the previous
-//! schema version opens, keeps its rows and gains the held requests.
+//! The stores' schema migrations: a database written by an earlier
+//! schema version opens, keeps its rows and gains the held requests and
+//! the scoped tables.
 
 #![allow(clippy::unwrap_used)]
 
@@ -43,6 +44,65 @@ fn held(id: &str, host: &HostId) -> StoredHeld {
     }
 }
 
+/// The scoped tables work: an app, a scope with a key, a rotation, a
+/// window, a shred, and the records-key check.
+async fn check_scoped(storage: &impl Storage) {
+    assert!(storage.check_records_key([1; 32]).await.unwrap());
+    assert!(storage.check_records_key([1; 32]).await.unwrap());
+    assert!(!storage.check_records_key([2; 32]).await.unwrap());
+    let app = StoredApp {
+        name: "web".into(),
+        token_hash: [5; 32],
+        policy: "{}".into(),
+        created_at: 7,
+    };
+    assert!(storage.insert_app(&app).await.unwrap());
+    assert!(!storage.insert_app(&app).await.unwrap());
+    assert_eq!(
+        storage.app_by_token([5; 32]).await.unwrap(),
+        Some(app.clone())
+    );
+    assert_eq!(storage.apps().await.unwrap(), vec![app]);
+    let scope = StoredScope {
+        id: "user:1".into(),
+        needs_client_share: true,
+        minimum_version: 1,
+        shredded: false,
+        created_at: 8,
+        keys: vec![(1, vec![1, 2, 3])],
+        window: None,
+    };
+    assert!(storage.insert_scope(&scope).await.unwrap());
+    assert!(!storage.insert_scope(&scope).await.unwrap());
+    assert!(storage.add_scope_key("user:1", 2, &[4, 5]).await.unwrap());
+    assert!(!storage.add_scope_key("user:1", 2, &[6]).await.unwrap());
+    assert!(!storage.add_scope_key("user:none", 1, &[6]).await.unwrap());
+    assert!(storage.set_scope_minimum("user:1", 2).await.unwrap());
+    let window = StoredWindow {
+        start: 120,
+        end: 180,
+        fields: "[\"users.email\"]".into(),
+    };
+    assert!(
+        storage
+            .set_scope_window("user:1", Some(&window))
+            .await
+            .unwrap()
+    );
+    let stored = storage.scope("user:1").await.unwrap().unwrap();
+    assert_eq!(stored.keys, vec![(1, vec![1, 2, 3]), (2, vec![4, 5])]);
+    assert_eq!(stored.minimum_version, 2);
+    assert_eq!(stored.window, Some(window));
+    assert_eq!(storage.scopes().await.unwrap(), vec![stored]);
+    assert!(storage.shred_scope("user:1").await.unwrap());
+    assert!(!storage.shred_scope("user:1").await.unwrap());
+    let shredded = storage.scope("user:1").await.unwrap().unwrap();
+    assert!(shredded.shredded && shredded.keys.is_empty() && shredded.window.is_none());
+    assert!(!storage.add_scope_key("user:1", 3, &[7]).await.unwrap());
+    assert!(storage.delete_app("web").await.unwrap());
+    assert_eq!(storage.app_by_token([5; 32]).await.unwrap(), None);
+}
+
 /// The host is still there and a request can be held for it.
 async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
     assert_eq!(storage.host(&host.id).await.unwrap().as_ref(), Some(host));
@@ -55,8 +115,8 @@ async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
 }
 
 #[tokio::test]
-async fn a_sqlite_database_of_schema_1_or_2_is_migrated() {
-    for from in [1, 2] {
+async fn a_sqlite_database_of_schema_1_2_or_3_is_migrated() {
+    for from in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyd.db");
         // Version 2 is version 3 without held requests; version 1 also
@@ -66,10 +126,19 @@ async fn a_sqlite_database_of_schema_1_or_2_is_migrated() {
             let host = enroll_host(&storage, "web-1").await;
             (storage.pool().clone(), host)
         };
-        sqlx::query("DROP TABLE held_requests")
-            .execute(&pool)
-            .await
-            .unwrap();
+        // Version 3 is version 4 without the scoped tables.
+        for table in ["scope_keys", "scopes", "scoped_apps", "scoped_records_key"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        if from < 3 {
+            sqlx::query("DROP TABLE held_requests")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
         if from == 1 {
             sqlx::query("ALTER TABLE hosts DROP COLUMN ticket_hash")
                 .execute(&pool)
@@ -89,23 +158,45 @@ async fn a_sqlite_database_of_schema_1_or_2_is_migrated() {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION, "from {from}");
         check_migrated(&storage, &host).await;
+        check_scoped(&storage).await;
     }
 }
 
 #[tokio::test]
-async fn a_postgresql_database_of_schema_1_is_migrated() {
+async fn a_postgresql_database_of_schema_1_or_2_is_migrated() {
+    for from in [1, 2] {
+        a_postgresql_database_is_migrated_from(from).await;
+    }
+}
+
+async fn a_postgresql_database_is_migrated_from(from: i64) {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
     let host = {
         let storage = PgStorage::open(&url).await.unwrap();
         let host = enroll_host(&storage, "web-1").await;
-        // Version 1 is version 2 without held requests.
-        sqlx::query("DROP TABLE keyd_held_requests")
-            .execute(storage.pool())
-            .await
-            .unwrap();
-        sqlx::query("UPDATE keyd_schema SET version = 1")
+        // Version 2 is version 3 without the scoped tables; version 1
+        // also lacks held requests.
+        for table in [
+            "keyd_scope_keys",
+            "keyd_scopes",
+            "keyd_scoped_apps",
+            "keyd_scoped_records_key",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        if from == 1 {
+            sqlx::query("DROP TABLE keyd_held_requests")
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        sqlx::query("UPDATE keyd_schema SET version = $1")
+            .bind(from)
             .execute(storage.pool())
             .await
             .unwrap();
@@ -122,4 +213,5 @@ async fn a_postgresql_database_of_schema_1_is_migrated() {
     assert_eq!(version, PG_SCHEMA_VERSION);
     check_migrated(&a, &host).await;
     assert!(b.held("req_1").await.unwrap().is_some());
+    check_scoped(&a).await;
 }

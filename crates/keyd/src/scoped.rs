@@ -1,0 +1,1081 @@
+//! Scoped encryption served by the authority (issue 12, decision 0014):
+//! applications with their own tokens seal, open, rewrap and index fields
+//! of scopes whose keys the authority keeps wrapped under its records key.
+//!
+//! - [`App`]: an application authenticated by its token, with the
+//!   [`AppPolicy`] that names the scopes and fields it may use. Only
+//!   [`Authority::app`] makes one, so no operation runs unauthenticated.
+//! - [`Authority::scoped_fields`] and [`Authority::scoped_index`] take a batch
+//!   of items (one item is the single variant); the batch is refused as a
+//!   whole at the first item that fails, with that item's index.
+//! - A scope made with a client share opens only with the share the
+//!   request carries; a scope without one that has a window opens only
+//!   inside it, for the window's fields.
+//! - Every decryption is in the audit log before its plaintext is
+//!   answered (one entry per scope and request, written in the log's
+//!   batches); every denial is too, within the refusal budget.
+//!
+//! HTTP is in [`crate::scoped_routes`].
+
+use std::collections::BTreeMap;
+
+use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
+use atrest_core::SecretKey;
+use atrest_scoped::{
+    ClientShare, Column, DailyWindow, FieldContext, IndexDefinition, KeyVersion, Keyring,
+    Normalize, RecordsKey, ScopeId, ScopeKey, ScopedError, Table, TimeOfDay, Wrapped,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::authority::{Authority, AuthorityError, RequestContext};
+use crate::events::AuditEvent;
+use crate::storage::{Storage, StorageError, StoredApp, StoredScope, StoredWindow};
+
+/// Most items in one request.
+pub const MAX_ITEMS: usize = 1000;
+
+/// Items named in one audit entry; a request with more writes several, so
+/// no entry passes the log's size limit.
+const ITEMS_PER_ENTRY: usize = 64;
+
+/// Text prefix of an app token.
+pub const APP_TOKEN_PREFIX: &str = "atrapp_";
+
+/// The records key and what it is checked by; absent, the scoped API
+/// answers `scoped_disabled`.
+pub(crate) struct ScopedKeys {
+    records: RecordsKey,
+}
+
+impl ScopedKeys {
+    pub fn new(master: &SecretKey) -> Self {
+        Self {
+            records: RecordsKey::from_master(master),
+        }
+    }
+
+    /// What the database keeps to tell records keys apart: a hash of a
+    /// key derived for nothing else, which reveals nothing of the key.
+    pub fn fingerprint(master: &SecretKey) -> [u8; 32] {
+        let check = master.derive(b"", b"atrest v1 records key check");
+        atrest_core::sha256(check.expose())
+    }
+}
+
+/// Why a scoped request was refused. Each has a stable [`code`](Self::code)
+/// (docs/keyd-api.md); the library's refusals keep the library's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopedApiError {
+    #[error(
+        "scoped encryption is not configured on this authority (no records key); \
+         run `atrest keyd serve` on a data directory made or migrated by this version"
+    )]
+    Disabled,
+    #[error("unknown or removed app token (Authorization: Bearer atrapp_…)")]
+    BadAppToken,
+    #[error("app {app} may not use {what}; an operator can widen its policy (`atrest app add`)")]
+    NotAllowed { app: String, what: String },
+    #[error("no scope {0}; create it first (`atrest scope create`)")]
+    UnknownScope(String),
+    #[error("scope {0} was shredded: its data can never be decrypted again")]
+    ScopeShredded(String),
+    #[error("a scope {0} exists already (a shredded scope's id stays taken)")]
+    ScopeExists(String),
+    #[error("an app named {0} exists already; remove it first or pick another name")]
+    AppExists(String),
+    #[error("no app named {0}")]
+    UnknownApp(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// A refusal of the envelope library, for item `index` of the batch.
+    #[error("{}{error}", index.map(|i| format!("item {i}: ")).unwrap_or_default())]
+    Library {
+        index: Option<usize>,
+        error: ScopedError,
+    },
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+}
+
+impl From<StorageError> for ScopedApiError {
+    fn from(e: StorageError) -> Self {
+        Self::Authority(e.into())
+    }
+}
+
+impl From<atrest_audit::AppendError> for ScopedApiError {
+    fn from(e: atrest_audit::AppendError) -> Self {
+        Self::Authority(e.into())
+    }
+}
+
+impl From<ScopedError> for ScopedApiError {
+    fn from(error: ScopedError) -> Self {
+        Self::Library { index: None, error }
+    }
+}
+
+impl ScopedApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Disabled => "scoped_disabled",
+            Self::BadAppToken => "bad_app_token",
+            Self::NotAllowed { .. } => "not_allowed",
+            Self::UnknownScope(_) => "unknown_scope",
+            Self::ScopeShredded(_) => "scope_shredded",
+            Self::ScopeExists(_) => "scope_exists",
+            Self::AppExists(_) => "app_exists",
+            Self::UnknownApp(_) => "unknown_app",
+            Self::Invalid(_) => "invalid_request",
+            Self::Library { error, .. } => error.code(),
+            Self::Authority(e) => e.code(),
+        }
+    }
+
+    fn at(self, index: usize) -> Self {
+        match self {
+            Self::Library { error, .. } => Self::Library {
+                index: Some(index),
+                error,
+            },
+            other => other,
+        }
+    }
+}
+
+type Result<T, E = ScopedApiError> = std::result::Result<T, E>;
+
+/// Which scopes and fields an app may use. A pattern is an exact name or
+/// a prefix followed by `*` (`user:*`); a field is `table.column`
+/// (`users.email`, `users.*`, or `*` for every field).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppPolicy {
+    pub scopes: Vec<String>,
+    pub fields: Vec<String>,
+    /// Whether the app may create scopes (a sign-up creates the user's).
+    #[serde(default)]
+    pub create_scopes: bool,
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+impl AppPolicy {
+    fn check(&self) -> Result<()> {
+        if self.scopes.is_empty() || self.fields.is_empty() {
+            return Err(ScopedApiError::Invalid(
+                "an app's policy names at least one scope pattern and one field pattern".into(),
+            ));
+        }
+        for pattern in self.scopes.iter().chain(&self.fields) {
+            if pattern.is_empty()
+                || pattern.len() > 255
+                || pattern.chars().any(char::is_control)
+                || pattern[..pattern.len() - 1].contains('*')
+            {
+                return Err(ScopedApiError::Invalid(format!(
+                    "bad pattern {pattern:?}: a name, or a prefix ending in one `*`"
+                )));
+            }
+        }
+        for field in &self.fields {
+            if field != "*" && !field.contains('.') {
+                return Err(ScopedApiError::Invalid(format!(
+                    "bad field pattern {field:?}: table.column, table.* or *"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn allows_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|p| matches(p, scope))
+    }
+
+    pub fn allows_field(&self, table: &str, column: &str) -> bool {
+        let field = format!("{table}.{column}");
+        self.fields.iter().any(|p| matches(p, &field))
+    }
+}
+
+/// An app whose token was checked.
+#[derive(Clone, Debug)]
+pub struct App {
+    name: String,
+    policy: AppPolicy,
+}
+
+impl App {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn actor(&self) -> String {
+        format!("app:{}", self.name)
+    }
+
+    fn need_scope(&self, scope: &str) -> Result<()> {
+        if self.policy.allows_scope(scope) {
+            Ok(())
+        } else {
+            Err(ScopedApiError::NotAllowed {
+                app: self.name.clone(),
+                what: format!("scope {scope}"),
+            })
+        }
+    }
+
+    fn need_field(&self, table: &str, column: &str) -> Result<()> {
+        if self.policy.allows_field(table, column) {
+            Ok(())
+        } else {
+            Err(ScopedApiError::NotAllowed {
+                app: self.name.clone(),
+                what: format!("field {table}.{column}"),
+            })
+        }
+    }
+}
+
+/// An app as an operator sees it (never its token).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    #[serde(flatten)]
+    pub policy: AppPolicy,
+    pub created_at: u64,
+}
+
+/// A new app and its token, shown once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewApp {
+    #[serde(flatten)]
+    pub app: AppView,
+    pub token: String,
+}
+
+/// A scope's daily window as an operator sets and sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowView {
+    /// `HH:MM`, UTC.
+    pub start: String,
+    pub end: String,
+    /// The fields it opens (`table.column`).
+    pub fields: Vec<String>,
+}
+
+/// A scope as an operator sees it (never a key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScopeView {
+    pub scope: String,
+    pub client_share: bool,
+    /// Key versions held, oldest first; empty once shredded.
+    pub versions: Vec<u32>,
+    pub minimum_version: u32,
+    pub shredded: bool,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowView>,
+}
+
+/// A created scope, with the client's share when it takes one: hand it to
+/// the client; the authority keeps no copy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreatedScope {
+    #[serde(flatten)]
+    pub scope: ScopeView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_share_secret: Option<String>,
+}
+
+fn window_of(stored: &StoredWindow) -> Result<(DailyWindow, Vec<String>), StorageError> {
+    let corrupt = |what: &str| StorageError::Corrupt(format!("window: {what}"));
+    let start = TimeOfDay::from_minutes(stored.start).map_err(|_| corrupt("start"))?;
+    let end = TimeOfDay::from_minutes(stored.end).map_err(|_| corrupt("end"))?;
+    let window = DailyWindow::new(start, end).map_err(|_| corrupt("empty"))?;
+    let fields = serde_json::from_str(&stored.fields).map_err(|_| corrupt("fields"))?;
+    Ok((window, fields))
+}
+
+impl ScopeView {
+    fn of(stored: &StoredScope) -> Result<Self, StorageError> {
+        let window = stored
+            .window
+            .as_ref()
+            .map(|w| {
+                window_of(w).map(|(window, fields)| WindowView {
+                    start: window.start().to_string(),
+                    end: window.end().to_string(),
+                    fields,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            scope: stored.id.clone(),
+            client_share: stored.needs_client_share,
+            versions: stored.keys.iter().map(|(v, _)| *v).collect(),
+            minimum_version: stored.minimum_version,
+            shredded: stored.shredded,
+            created_at: stored.created_at,
+            window,
+        })
+    }
+}
+
+/// One field of a batch: where it lives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldItem {
+    pub scope: String,
+    pub table: String,
+    pub column: String,
+    pub row: String,
+    /// `atrcs:…`, for a scope made with a client share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_share: Option<String>,
+    /// Encrypt: the value (UTF-8 text). Decrypt, rewrap: the envelope
+    /// (`atrf:…`).
+    pub value: String,
+}
+
+/// One blind-index computation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexItem {
+    pub scope: String,
+    pub table: String,
+    /// The index's name.
+    pub index: String,
+    pub columns: Vec<String>,
+    pub bits: u16,
+    #[serde(default)]
+    pub normalize: Vec<String>,
+    /// One value per column.
+    pub values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_share: Option<String>,
+}
+
+/// What an app does with fields ([`Authority::scoped_fields`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldOperation {
+    Encrypt,
+    Decrypt,
+    Rewrap,
+}
+
+/// What kind of use a request makes of a scope: what the window and the
+/// audit log look at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Encrypt,
+    Decrypt,
+    Rewrap,
+    Index,
+}
+
+impl Use {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Encrypt => "encrypt",
+            Self::Decrypt => "decrypt",
+            Self::Rewrap => "rewrap",
+            Self::Index => "index",
+        }
+    }
+}
+
+/// Who asks for what, from where: what every refusal and decryption
+/// entry names.
+struct Call<'a> {
+    app: &'a App,
+    op: Use,
+    ctx: RequestContext,
+}
+
+/// A batch's items by (scope, share), with their indexes.
+type Groups<'a, T> = BTreeMap<(&'a str, Option<&'a str>), Vec<(usize, &'a T)>>;
+
+fn check_items<T>(items: &[T]) -> Result<()> {
+    if items.is_empty() || items.len() > MAX_ITEMS {
+        return Err(ScopedApiError::Invalid(format!(
+            "{} items: a request carries 1 to {MAX_ITEMS}",
+            items.len()
+        )));
+    }
+    Ok(())
+}
+
+fn share_of(text: Option<&str>) -> Result<Option<ClientShare>> {
+    text.map(ClientShare::from_text)
+        .transpose()
+        .map_err(Into::into)
+}
+
+fn scope_id(text: &str) -> Result<ScopeId> {
+    Ok(ScopeId::new(text)?)
+}
+
+fn field_name(table: &str, column: &str) -> String {
+    format!("{table}.{column}")
+}
+
+/// The audit details of a scoped use or refusal.
+fn event(
+    op: Use,
+    outcome: &str,
+    app: &str,
+    share: bool,
+    items: &[(String, String)],
+    ctx: RequestContext,
+) -> AuditEvent {
+    AuditEvent::Scoped(crate::events::ScopedEvent {
+        scoped: op.as_str().into(),
+        outcome: outcome.into(),
+        app: app.into(),
+        client_share: share,
+        items: items
+            .iter()
+            .map(|(field, row)| crate::events::ScopedItem {
+                field: field.clone(),
+                row: row.clone(),
+            })
+            .collect(),
+        from: ctx.source_text(),
+    })
+}
+
+impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
+    fn scoped_keys(&self) -> Result<&ScopedKeys> {
+        self.scoped().ok_or(ScopedApiError::Disabled)
+    }
+
+    /// The app whose token this is. An unknown token is audited (within
+    /// the refusal budget) and refused.
+    pub async fn app(&self, token: &str, ctx: RequestContext) -> Result<App> {
+        self.scoped_keys()?;
+        let hash = atrest_core::sha256(token.trim().as_bytes());
+        let Some(stored) = self.storage().app_by_token(hash).await? else {
+            self.refused_input("bad_app_token", ctx).await;
+            return Err(ScopedApiError::BadAppToken);
+        };
+        let policy = serde_json::from_str(&stored.policy).map_err(|_| {
+            StorageError::Corrupt(format!("app {}: policy is not JSON", stored.name))
+        })?;
+        Ok(App {
+            name: stored.name,
+            policy,
+        })
+    }
+
+    /// Audits a refusal of an authenticated app (within its budget) and
+    /// hands the refusal back.
+    async fn deny(
+        &self,
+        call: &Call<'_>,
+        scope: &str,
+        items: &[(String, String)],
+        error: ScopedApiError,
+    ) -> ScopedApiError {
+        let code = error.code();
+        if !self.admit_authenticated_refusal(code) {
+            return error;
+        }
+        let mut entry = NewEntry::new(EntryKind::Decision, call.app.actor())
+            .details(event(call.op, code, &call.app.name, false, items, call.ctx).details());
+        if !scope.is_empty() {
+            entry = entry.subject(scope);
+        }
+        if let Err(e) = self.audit().append(entry).await {
+            tracing::warn!(error = %e, code, "could not audit a scoped refusal");
+        }
+        error
+    }
+
+    /// The keyring of a scope for this request: every version at or above
+    /// the minimum, opened with the request's share.
+    async fn keyring(
+        &self,
+        scope: &ScopeId,
+        share: Option<&ClientShare>,
+    ) -> Result<(Keyring, StoredScope)> {
+        let keys = self.scoped_keys()?;
+        let stored = self
+            .storage()
+            .scope(scope.as_str())
+            .await?
+            .ok_or_else(|| ScopedApiError::UnknownScope(scope.to_string()))?;
+        if stored.shredded {
+            return Err(ScopedApiError::ScopeShredded(scope.to_string()));
+        }
+        let mut ring: Option<Keyring> = None;
+        for (version, wrapped) in &stored.keys {
+            if *version < stored.minimum_version {
+                continue;
+            }
+            let wrapped = Wrapped::from_bytes(wrapped).map_err(|e| {
+                StorageError::Corrupt(format!("scope {scope} version {version}: {e}"))
+            })?;
+            if wrapped.key_version().get() != *version {
+                return Err(StorageError::Corrupt(format!(
+                    "scope {scope}: key stored as version {version} is {}",
+                    wrapped.key_version()
+                ))
+                .into());
+            }
+            let unwrapped = keys.records.unwrap_scope(scope, &wrapped).map_err(|_| {
+                StorageError::Corrupt(format!(
+                    "scope {scope} version {version} does not open under this records key"
+                ))
+            })?;
+            let key = ScopeKey::open(&unwrapped, share)?;
+            match &mut ring {
+                None => ring = Some(Keyring::new(key)),
+                Some(ring) => ring.insert(key)?,
+            }
+        }
+        let mut ring = ring.ok_or_else(|| {
+            StorageError::Corrupt(format!(
+                "scope {scope} holds no key at or above its minimum"
+            ))
+        })?;
+        if stored.minimum_version > 1 {
+            ring.set_minimum(KeyVersion::new(stored.minimum_version)?)?;
+        }
+        Ok((ring, stored))
+    }
+
+    /// Checks the app's policy and the scope's window for `items` of one
+    /// scope, opens the keyring, and runs `each` on every item; refusals
+    /// are audited.
+    async fn run_scope<T, R>(
+        &self,
+        call: &Call<'_>,
+        scope: &str,
+        share: Option<&str>,
+        items: &[(usize, &T)],
+        field: impl Fn(&T) -> Vec<(String, String)>,
+        each: impl Fn(&Keyring, &T) -> Result<R, ScopedError>,
+    ) -> Result<Vec<(usize, R)>> {
+        let named: Vec<(String, String)> = items.iter().flat_map(|(_, item)| field(item)).collect();
+        let app = call.app;
+        let checked = async {
+            app.need_scope(scope)?;
+            for (field, _) in &named {
+                let (table, column) = field.split_once('.').unwrap_or((field, ""));
+                app.need_field(table, column)?;
+            }
+            let id = scope_id(scope)?;
+            let share = share_of(share)?;
+            let (ring, stored) = self.keyring(&id, share.as_ref()).await?;
+            if call.op == Use::Decrypt
+                && share.is_none()
+                && let Some(window) = &stored.window
+            {
+                let (window, fields) = window_of(window)?;
+                window.check(scope, self.now())?;
+                if let Some((field, _)) = named.iter().find(|(f, _)| !fields.contains(f)) {
+                    return Err(ScopedApiError::NotAllowed {
+                        app: app.name.clone(),
+                        what: format!("field {field} outside the window's fields"),
+                    });
+                }
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (index, item) in items {
+                out.push((
+                    *index,
+                    each(&ring, item).map_err(|e| ScopedApiError::from(e).at(*index))?,
+                ));
+            }
+            Ok::<_, ScopedApiError>(out)
+        }
+        .await;
+        match checked {
+            Ok(out) => Ok(out),
+            Err(e @ ScopedApiError::Authority(_)) => Err(e),
+            Err(e) => Err(self.deny(call, scope, &named, e).await),
+        }
+    }
+
+    /// Runs `each` over a batch grouped by (scope, share), and audits the
+    /// uses that [`Use::Decrypt`] makes before anything is answered.
+    async fn run_batch<T, R>(
+        &self,
+        call: Call<'_>,
+        items: &[T],
+        key: impl Fn(&T) -> (&str, Option<&str>),
+        field: impl Fn(&T) -> Vec<(String, String)> + Copy,
+        each: impl Fn(&Keyring, &T) -> Result<R, ScopedError> + Copy,
+    ) -> Result<Vec<R>> {
+        check_items(items)?;
+        let mut groups: Groups<'_, T> = BTreeMap::new();
+        for (index, item) in items.iter().enumerate() {
+            groups.entry(key(item)).or_default().push((index, item));
+        }
+        let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+        let mut audits = Vec::new();
+        for ((scope, share), group) in &groups {
+            let done = self
+                .run_scope(&call, scope, *share, group, field, each)
+                .await?;
+            if call.op == Use::Decrypt {
+                let named: Vec<(String, String)> =
+                    group.iter().flat_map(|(_, i)| field(i)).collect();
+                for chunk in named.chunks(ITEMS_PER_ENTRY) {
+                    audits.push(
+                        NewEntry::new(EntryKind::Decision, call.app.actor())
+                            .subject(*scope)
+                            .details(
+                                event(
+                                    call.op,
+                                    "decrypted",
+                                    &call.app.name,
+                                    share.is_some(),
+                                    chunk,
+                                    call.ctx,
+                                )
+                                .details(),
+                            ),
+                    );
+                }
+            }
+            for (index, result) in done {
+                results[index] = Some(result);
+            }
+        }
+        // Fail closed: no plaintext leaves before its entries are durable.
+        // The entries go to the log at once, so they share its batches.
+        let receipts =
+            futures::future::join_all(audits.into_iter().map(|entry| self.audit().append(entry)))
+                .await;
+        for receipt in receipts {
+            receipt?;
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every item belongs to one group"))
+            .collect())
+    }
+
+    /// Runs `operation` on every field of the batch: seal the value under
+    /// its scope's current key version (encrypt); open the envelope,
+    /// audited before it is answered (decrypt); or open and seal again
+    /// under the current version inside the authority, so the plaintext
+    /// never leaves it (rewrap; an envelope already current comes back as
+    /// it was).
+    pub async fn scoped_fields(
+        &self,
+        app: &App,
+        operation: FieldOperation,
+        items: &[FieldItem],
+        ctx: RequestContext,
+    ) -> Result<Vec<Zeroizing<String>>> {
+        let op = match operation {
+            FieldOperation::Encrypt => Use::Encrypt,
+            FieldOperation::Decrypt => Use::Decrypt,
+            FieldOperation::Rewrap => Use::Rewrap,
+        };
+        let call = Call { app, op, ctx };
+        self.run_batch(call, items, item_key, item_field, move |ring, item| {
+            let field = FieldContext::new(&item.table, &item.column, &item.row)?;
+            let value = match operation {
+                FieldOperation::Encrypt => ring
+                    .current()
+                    .encrypt_field(&field, item.value.as_bytes())?,
+                FieldOperation::Decrypt => {
+                    let plain = ring.decrypt_field(&field, &item.value)?;
+                    std::str::from_utf8(&plain)
+                        .map_err(|_| ScopedError::Malformed {
+                            what: "field value",
+                            why: "it is not UTF-8 text; binary values go through the \
+                                  library's streams"
+                                .into(),
+                        })?
+                        .to_owned()
+                }
+                FieldOperation::Rewrap => ring.rewrap_field(&field, &item.value)?,
+            };
+            Ok(Zeroizing::new(value))
+        })
+        .await
+    }
+
+    /// Blind-index values (lowercase hex) under each scope's current key.
+    pub async fn scoped_index(
+        &self,
+        app: &App,
+        items: &[IndexItem],
+        ctx: RequestContext,
+    ) -> Result<Vec<String>> {
+        // The policy is checked on every column the index covers.
+        let field = |item: &IndexItem| {
+            item.columns
+                .iter()
+                .map(|column| {
+                    (
+                        field_name(&item.table, column),
+                        format!("index:{}", item.index),
+                    )
+                })
+                .collect()
+        };
+        self.run_batch(
+            Call {
+                app,
+                op: Use::Index,
+                ctx,
+            },
+            items,
+            index_key,
+            field,
+            |ring, item| {
+                let definition = IndexDefinition {
+                    table: Table::new(item.table.as_str())?,
+                    name: Column::new(item.index.as_str())?,
+                    columns: item
+                        .columns
+                        .iter()
+                        .map(|c| Column::new(c.as_str()))
+                        .collect::<Result<_, _>>()?,
+                    bits: item.bits,
+                    normalize: item
+                        .normalize
+                        .iter()
+                        .map(|n| Normalize::from_name(n))
+                        .collect::<Result<_, _>>()?,
+                };
+                let values: Vec<&str> = item.values.iter().map(String::as_str).collect();
+                Ok(ring
+                    .current()
+                    .blind_index(&definition)?
+                    .compute(&values)?
+                    .to_hex())
+            },
+        )
+        .await
+    }
+
+    /// Creates a scope; with `client_share`, the share is in the answer
+    /// and nowhere else.
+    pub async fn create_scope(
+        &self,
+        scope: &str,
+        client_share: bool,
+        actor: &str,
+    ) -> Result<CreatedScope> {
+        let keys = self.scoped_keys()?;
+        let id = scope_id(scope)?;
+        let (wrapped, share) = keys.records.create_scope(&id, client_share);
+        let stored = StoredScope {
+            id: id.to_string(),
+            needs_client_share: client_share,
+            minimum_version: 1,
+            shredded: false,
+            created_at: self.now(),
+            keys: vec![(wrapped.key_version().get(), wrapped.as_bytes().to_vec())],
+            window: None,
+        };
+        if self.storage().scope(scope).await?.is_some() {
+            return Err(ScopedApiError::ScopeExists(scope.into()));
+        }
+        self.audit_change(EntryKind::PolicyChange, actor, scope, "scope_created")
+            .await?;
+        if !self.storage().insert_scope(&stored).await? {
+            return Err(ScopedApiError::ScopeExists(scope.into()));
+        }
+        Ok(CreatedScope {
+            scope: ScopeView::of(&stored)?,
+            client_share_secret: share.map(|s| s.to_text().to_string()),
+        })
+    }
+
+    /// An app creates a scope its policy names, if it may create scopes.
+    pub async fn app_create_scope(
+        &self,
+        app: &App,
+        scope: &str,
+        client_share: bool,
+    ) -> Result<CreatedScope> {
+        app.need_scope(scope)?;
+        if !app.policy.create_scopes {
+            return Err(ScopedApiError::NotAllowed {
+                app: app.name.clone(),
+                what: "creating scopes".into(),
+            });
+        }
+        self.create_scope(scope, client_share, &app.actor()).await
+    }
+
+    pub async fn scope_view(&self, scope: &str) -> Result<ScopeView> {
+        self.scoped_keys()?;
+        let stored = self
+            .storage()
+            .scope(scope)
+            .await?
+            .ok_or_else(|| ScopedApiError::UnknownScope(scope.into()))?;
+        Ok(ScopeView::of(&stored)?)
+    }
+
+    pub async fn scope_views(&self) -> Result<Vec<ScopeView>> {
+        self.scoped_keys()?;
+        let scopes = self.storage().scopes().await?;
+        Ok(scopes.iter().map(ScopeView::of).collect::<Result<_, _>>()?)
+    }
+
+    async fn live_scope(&self, scope: &str) -> Result<StoredScope> {
+        let stored = self
+            .storage()
+            .scope(scope)
+            .await?
+            .ok_or_else(|| ScopedApiError::UnknownScope(scope.into()))?;
+        if stored.shredded {
+            return Err(ScopedApiError::ScopeShredded(scope.into()));
+        }
+        Ok(stored)
+    }
+
+    async fn audit_change(
+        &self,
+        kind: EntryKind,
+        actor: &str,
+        subject: &str,
+        change: &str,
+    ) -> Result<()> {
+        self.audit()
+            .append(
+                NewEntry::new(kind, actor).subject(subject).details(
+                    AuditEvent::ScopedChange {
+                        scoped_change: change.into(),
+                    }
+                    .details(),
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds a key version that seals from now on; older versions still
+    /// open (down to the minimum) until their data is rewrapped. The
+    /// client share, if any, stays the same.
+    pub async fn rotate_scope(&self, scope: &str, actor: &str) -> Result<ScopeView> {
+        let keys = self.scoped_keys()?;
+        let stored = self.live_scope(scope).await?;
+        let id = scope_id(scope)?;
+        let next = stored.keys.iter().map(|(v, _)| *v).max().unwrap_or(0) + 1;
+        let wrapped = keys.records.wrap_scope(
+            &id,
+            KeyVersion::new(next)?,
+            stored.needs_client_share,
+            &atrest_scoped::ScopeSecret::random(),
+        );
+        self.audit_change(
+            EntryKind::Rotation,
+            actor,
+            scope,
+            &format!("scope_rotated_to_{next}"),
+        )
+        .await?;
+        if !self
+            .storage()
+            .add_scope_key(scope, next, wrapped.as_bytes())
+            .await?
+        {
+            return Err(ScopedApiError::Invalid(format!(
+                "scope {scope} changed meanwhile (rotated or shredded); look and retry"
+            )));
+        }
+        self.scope_view(scope).await
+    }
+
+    /// Refuses versions below `minimum` from now on (after a rewrap).
+    pub async fn set_scope_minimum(
+        &self,
+        scope: &str,
+        minimum: u32,
+        actor: &str,
+    ) -> Result<ScopeView> {
+        self.scoped_keys()?;
+        let stored = self.live_scope(scope).await?;
+        let current = stored.keys.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        if minimum < stored.minimum_version || minimum > current {
+            return Err(ScopedApiError::Invalid(format!(
+                "minimum version {minimum} is outside {}..={current}: it only rises, and never \
+                 above the current version",
+                stored.minimum_version
+            )));
+        }
+        self.audit_change(
+            EntryKind::PolicyChange,
+            actor,
+            scope,
+            &format!("scope_minimum_{minimum}"),
+        )
+        .await?;
+        if !self.storage().set_scope_minimum(scope, minimum).await? {
+            return Err(ScopedApiError::ScopeShredded(scope.into()));
+        }
+        self.scope_view(scope).await
+    }
+
+    /// Destroys every key of the scope: its data, and every copy of it,
+    /// never decrypts again. Other scopes are untouched.
+    pub async fn shred_scope(&self, scope: &str, actor: &str) -> Result<ScopeView> {
+        self.scoped_keys()?;
+        self.live_scope(scope).await?;
+        self.audit_change(EntryKind::Shred, actor, scope, "scope_shredded")
+            .await?;
+        if !self.storage().shred_scope(scope).await? {
+            return Err(ScopedApiError::ScopeShredded(scope.into()));
+        }
+        self.scope_view(scope).await
+    }
+
+    /// Sets (or with `None` clears) the scope's daily window.
+    pub async fn set_scope_window(
+        &self,
+        scope: &str,
+        window: Option<&WindowView>,
+        actor: &str,
+    ) -> Result<ScopeView> {
+        self.scoped_keys()?;
+        let stored_scope = self.live_scope(scope).await?;
+        if stored_scope.needs_client_share && window.is_some() {
+            return Err(ScopedApiError::Invalid(format!(
+                "scope {scope} takes a client share, so nothing opens it without its owner's \
+                 request; a window is for scopes made without one"
+            )));
+        }
+        let stored = window
+            .map(|w| {
+                let daily = DailyWindow::new(w.start.parse()?, w.end.parse()?)?;
+                if w.fields.is_empty() {
+                    return Err(ScopedApiError::Invalid(
+                        "a window names the fields it opens (table.column)".into(),
+                    ));
+                }
+                for field in &w.fields {
+                    let (table, column) = field.split_once('.').ok_or_else(|| {
+                        ScopedApiError::Invalid(format!("bad field {field:?}: table.column"))
+                    })?;
+                    Table::new(table)?;
+                    Column::new(column)?;
+                }
+                Ok(StoredWindow {
+                    start: daily.start().minutes(),
+                    end: daily.end().minutes(),
+                    fields: serde_json::to_string(&w.fields).expect("strings serialize"),
+                })
+            })
+            .transpose()?;
+        let change = match window {
+            Some(w) => format!("window {}-{} UTC {}", w.start, w.end, w.fields.join(",")),
+            None => "window_cleared".into(),
+        };
+        self.audit_change(EntryKind::PolicyChange, actor, scope, &change)
+            .await?;
+        if !self
+            .storage()
+            .set_scope_window(scope, stored.as_ref())
+            .await?
+        {
+            return Err(ScopedApiError::ScopeShredded(scope.into()));
+        }
+        self.scope_view(scope).await
+    }
+
+    /// Adds an app; its token is in the answer and stored only as a hash.
+    pub async fn add_app(&self, name: &str, policy: AppPolicy, actor: &str) -> Result<NewApp> {
+        self.scoped_keys()?;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(ScopedApiError::Invalid(format!(
+                "bad app name {name:?}: 1 to 64 of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        policy.check()?;
+        let token = Zeroizing::new(format!(
+            "{APP_TOKEN_PREFIX}{}",
+            atrest_remote::to_base64url(&atrest_core::random_array::<32>())
+        ));
+        let stored = StoredApp {
+            name: name.into(),
+            token_hash: atrest_core::sha256(token.as_bytes()),
+            policy: serde_json::to_string(&policy).expect("policies serialize"),
+            created_at: self.now(),
+        };
+        if self.storage().apps().await?.iter().any(|a| a.name == name) {
+            return Err(ScopedApiError::AppExists(name.into()));
+        }
+        self.audit_change(EntryKind::Authority, actor, name, "app_added")
+            .await?;
+        if !self.storage().insert_app(&stored).await? {
+            return Err(ScopedApiError::AppExists(name.into()));
+        }
+        Ok(NewApp {
+            app: AppView {
+                name: stored.name,
+                policy,
+                created_at: stored.created_at,
+            },
+            token: token.to_string(),
+        })
+    }
+
+    pub async fn apps(&self) -> Result<Vec<AppView>> {
+        self.scoped_keys()?;
+        self.storage()
+            .apps()
+            .await?
+            .into_iter()
+            .map(|a| {
+                let policy = serde_json::from_str(&a.policy).map_err(|_| {
+                    StorageError::Corrupt(format!("app {}: policy is not JSON", a.name))
+                })?;
+                Ok(AppView {
+                    name: a.name,
+                    policy,
+                    created_at: a.created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes an app: its token is refused from now on.
+    pub async fn remove_app(&self, name: &str, actor: &str) -> Result<()> {
+        self.scoped_keys()?;
+        if !self.storage().apps().await?.iter().any(|a| a.name == name) {
+            return Err(ScopedApiError::UnknownApp(name.into()));
+        }
+        self.audit_change(EntryKind::Revoke, actor, name, "app_removed")
+            .await?;
+        if !self.storage().delete_app(name).await? {
+            return Err(ScopedApiError::UnknownApp(name.into()));
+        }
+        Ok(())
+    }
+}
+
+fn item_key(item: &FieldItem) -> (&str, Option<&str>) {
+    (item.scope.as_str(), item.client_share.as_deref())
+}
+
+fn index_key(item: &IndexItem) -> (&str, Option<&str>) {
+    (item.scope.as_str(), item.client_share.as_deref())
+}
+
+fn item_field(item: &FieldItem) -> Vec<(String, String)> {
+    vec![(field_name(&item.table, &item.column), item.row.clone())]
+}

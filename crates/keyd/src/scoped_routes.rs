@@ -1,0 +1,322 @@
+//! The scoped API over HTTP (docs/keyd-api.md, "Scoped encryption"):
+//! app routes under `/v1/scoped/` (`Authorization: Bearer atrapp_…`) and
+//! admin routes under `/v1/admin/` (the admin token). Each operation takes
+//! a batch of items; the answer's `values` are in the items' order.
+
+use atrest_audit::{AuditStore, Clock};
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{delete, get, post, put};
+use serde::{Deserialize, Serialize};
+
+use crate::authority::RequestContext;
+use crate::http::{ADMIN, ApiError, AppState, Shared, Source, body};
+use crate::scoped::{
+    App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, IndexItem, NewApp, ScopeView,
+    ScopedApiError, WindowView,
+};
+use crate::storage::Storage;
+
+/// Where the app routes are.
+pub const PREFIX: &str = "/v1/scoped/";
+
+/// Largest body of a scoped request (a batch of up to
+/// [`crate::MAX_ITEMS`] fields); larger values belong in the library's
+/// streams.
+pub const MAX_SCOPED_BODY: usize = 1024 * 1024;
+
+/// The HTTP status of a scoped refusal.
+pub(crate) fn status(error: &ScopedApiError) -> StatusCode {
+    match error {
+        ScopedApiError::Disabled => StatusCode::SERVICE_UNAVAILABLE,
+        ScopedApiError::BadAppToken => StatusCode::UNAUTHORIZED,
+        ScopedApiError::NotAllowed { .. } => StatusCode::FORBIDDEN,
+        ScopedApiError::UnknownScope(_) | ScopedApiError::UnknownApp(_) => StatusCode::NOT_FOUND,
+        ScopedApiError::ScopeShredded(_) => StatusCode::GONE,
+        ScopedApiError::ScopeExists(_) | ScopedApiError::AppExists(_) => StatusCode::CONFLICT,
+        ScopedApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ScopedApiError::Library { error, .. } => match error.code() {
+            "client_share_required" | "client_share_unexpected" | "outside_window" => {
+                StatusCode::FORBIDDEN
+            }
+            _ => StatusCode::BAD_REQUEST,
+        },
+        // Turned into `ApiError::Authority` before it gets here.
+        ScopedApiError::Authority(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `{"items": [...]}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch<T> {
+    pub items: Vec<T>,
+}
+
+/// `{"values": [...]}`, in the items' order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Values<T> {
+    pub values: Vec<T>,
+}
+
+/// Creating a scope.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeBody {
+    pub scope: String,
+    /// Whether the scope's key also needs the client's share.
+    pub client_share: bool,
+}
+
+/// Naming a scope (rotate, shred).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeName {
+    pub scope: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinimumBody {
+    pub scope: String,
+    pub minimum_version: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowBody {
+    pub scope: String,
+    /// `null` clears the window.
+    pub window: Option<WindowView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppBody {
+    pub name: String,
+    #[serde(flatten)]
+    pub policy: AppPolicy,
+}
+
+pub(crate) fn app_routes<S: Storage, A: AuditStore, C: Clock>() -> Router<Shared<S, A, C>> {
+    Router::new()
+        .route("/v1/scoped/{operation}", post(fields::<S, A, C>))
+        .route("/v1/scoped/index", post(index::<S, A, C>))
+        .route("/v1/scoped/scopes", post(app_create_scope::<S, A, C>))
+        .layer(DefaultBodyLimit::max(MAX_SCOPED_BODY))
+}
+
+pub(crate) fn admin_routes<S: Storage, A: AuditStore, C: Clock>() -> Router<Shared<S, A, C>> {
+    Router::new()
+        .route(
+            "/scopes",
+            post(create_scope::<S, A, C>).get(list_scopes::<S, A, C>),
+        )
+        .route("/scope", get(show_scope::<S, A, C>))
+        .route("/scope/rotate", post(rotate_scope::<S, A, C>))
+        .route("/scope/shred", post(shred_scope::<S, A, C>))
+        .route("/scope/minimum", post(set_minimum::<S, A, C>))
+        .route("/scope/window", put(set_window::<S, A, C>))
+        .route("/apps", post(add_app::<S, A, C>).get(list_apps::<S, A, C>))
+        .route("/apps/{name}", delete(remove_app::<S, A, C>))
+}
+
+/// The app named by the request's bearer token.
+async fn app<S: Storage, A: AuditStore, C: Clock>(
+    state: &AppState<S, A, C>,
+    headers: &HeaderMap,
+    ctx: RequestContext,
+) -> Result<App, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        state.authority.refused_input("bad_app_token", ctx).await;
+        return Err(ScopedApiError::BadAppToken.into());
+    };
+    Ok(state.authority.app(token, ctx).await?)
+}
+
+/// Authenticates the app, then reads its batch (a bad body from a known
+/// app is audited as the app's).
+async fn request<T, S: Storage, A: AuditStore, C: Clock>(
+    state: &AppState<S, A, C>,
+    headers: &HeaderMap,
+    ctx: RequestContext,
+    json: Result<Json<T>, JsonRejection>,
+) -> Result<(App, T), ApiError> {
+    let app = app(state, headers, ctx).await?;
+    let value = body(state, json, ctx).await?;
+    Ok((app, value))
+}
+
+/// `POST /v1/scoped/encrypt|decrypt|rewrap`.
+async fn fields<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    Path(operation): Path<String>,
+    headers: HeaderMap,
+    json: Result<Json<Batch<FieldItem>>, JsonRejection>,
+) -> Result<Json<Values<String>>, ApiError> {
+    let operation = match operation.as_str() {
+        "encrypt" => FieldOperation::Encrypt,
+        "decrypt" => FieldOperation::Decrypt,
+        "rewrap" => FieldOperation::Rewrap,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no scoped operation {other:?}: encrypt, decrypt, rewrap, index or scopes"
+            )));
+        }
+    };
+    let (app, batch) = request(&state, &headers, ctx, json).await?;
+    let values = state
+        .authority
+        .scoped_fields(&app, operation, &batch.items, ctx)
+        .await?;
+    Ok(Json(Values {
+        values: values.iter().map(|v| v.to_string()).collect(),
+    }))
+}
+
+async fn index<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    headers: HeaderMap,
+    json: Result<Json<Batch<IndexItem>>, JsonRejection>,
+) -> Result<Json<Values<String>>, ApiError> {
+    let (app, batch) = request(&state, &headers, ctx, json).await?;
+    let values = state
+        .authority
+        .scoped_index(&app, &batch.items, ctx)
+        .await?;
+    Ok(Json(Values { values }))
+}
+
+async fn app_create_scope<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    headers: HeaderMap,
+    json: Result<Json<ScopeBody>, JsonRejection>,
+) -> Result<Json<CreatedScope>, ApiError> {
+    let (app, request) = request(&state, &headers, ctx, json).await?;
+    Ok(Json(
+        state
+            .authority
+            .app_create_scope(&app, &request.scope, request.client_share)
+            .await?,
+    ))
+}
+
+async fn create_scope<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<ScopeBody>, JsonRejection>,
+) -> Result<Json<CreatedScope>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state
+            .authority
+            .create_scope(&request.scope, request.client_share, ADMIN)
+            .await?,
+    ))
+}
+
+async fn list_scopes<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Result<Json<Vec<ScopeView>>, ApiError> {
+    Ok(Json(state.authority.scope_views().await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct ScopeQuery {
+    id: String,
+}
+
+async fn show_scope<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Query(query): Query<ScopeQuery>,
+) -> Result<Json<ScopeView>, ApiError> {
+    Ok(Json(state.authority.scope_view(&query.id).await?))
+}
+
+async fn rotate_scope<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<ScopeName>, JsonRejection>,
+) -> Result<Json<ScopeView>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state.authority.rotate_scope(&request.scope, ADMIN).await?,
+    ))
+}
+
+async fn shred_scope<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<ScopeName>, JsonRejection>,
+) -> Result<Json<ScopeView>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state.authority.shred_scope(&request.scope, ADMIN).await?,
+    ))
+}
+
+async fn set_minimum<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<MinimumBody>, JsonRejection>,
+) -> Result<Json<ScopeView>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state
+            .authority
+            .set_scope_minimum(&request.scope, request.minimum_version, ADMIN)
+            .await?,
+    ))
+}
+
+async fn set_window<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<WindowBody>, JsonRejection>,
+) -> Result<Json<ScopeView>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state
+            .authority
+            .set_scope_window(&request.scope, request.window.as_ref(), ADMIN)
+            .await?,
+    ))
+}
+
+async fn add_app<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    json: Result<Json<AppBody>, JsonRejection>,
+) -> Result<Json<NewApp>, ApiError> {
+    let Json(request) = json?;
+    Ok(Json(
+        state
+            .authority
+            .add_app(&request.name, request.policy, ADMIN)
+            .await?,
+    ))
+}
+
+async fn list_apps<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+) -> Result<Json<Vec<AppView>>, ApiError> {
+    Ok(Json(state.authority.apps().await?))
+}
+
+async fn remove_app<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Path(name): Path<String>,
+) -> Result<Json<Removed>, ApiError> {
+    state.authority.remove_app(&name, ADMIN).await?;
+    Ok(Json(Removed { removed: name }))
+}
+
+/// What `DELETE /v1/admin/apps/{name}` answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: String,
+}

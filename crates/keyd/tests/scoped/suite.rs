@@ -1,0 +1,728 @@
+// The scoped API's suite, included once per backend by `scoped.rs`
+// (which defines `BACKEND`).
+
+use std::sync::Arc;
+
+use atrest_audit::{AuditStore, LogOptions};
+use atrest_keyd::{AuthorityOptions, Storage};
+use atrest_keyd::testing::{ManualClock, Served, TestKeyd};
+use atrest_scoped::{FieldContext, Keyring, RecordsKey, ScopeId, ScopeKey, Wrapped};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{ADMIN_TOKEN, Reply};
+
+/// A keyd serving the scoped API on a loopback port, on a clock the test
+/// moves, with a records key the test knows (to play the attacker who has
+/// the data directory).
+struct Api {
+    keyd: TestKeyd<ManualClock>,
+    served: Served,
+    client: reqwest::Client,
+    records_master: Arc<atrest_core::SecretKey>,
+}
+
+impl Api {
+    async fn start() -> Option<Self> {
+        let records_master = Arc::new(atrest_core::SecretKey::random());
+        let keyd = TestKeyd::open_on(
+            BACKEND,
+            ManualClock::now(),
+            AuthorityOptions {
+                refusal_entries_per_second: 100_000,
+                records_master: Some(records_master.clone()),
+                ..AuthorityOptions::default()
+            },
+            LogOptions::default(),
+        )
+        .await?;
+        let served = keyd.serve(Some(ADMIN_TOKEN)).await;
+        Some(Self {
+            keyd,
+            served,
+            client: reqwest::Client::new(),
+            records_master,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.served.base)
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::read(request.send().await.unwrap()).await
+    }
+
+    async fn call(&self, token: &str, path: &str, body: &Value) -> Reply {
+        Reply::read(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Adds an app with this policy; its token.
+    async fn app(&self, name: &str, scopes: &[&str], fields: &[&str]) -> String {
+        let reply = self
+            .admin(
+                Method::POST,
+                "/v1/admin/apps",
+                Some(json!({
+                    "name": name, "scopes": scopes, "fields": fields, "create_scopes": true
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let token = reply.json["token"].as_str().unwrap().to_owned();
+        assert!(token.starts_with("atrapp_"));
+        token
+    }
+
+    /// Creates a scope as the app; its client share if it takes one.
+    async fn scope(&self, token: &str, scope: &str, share: bool) -> Option<String> {
+        let reply = self
+            .call(
+                token,
+                "/v1/scoped/scopes",
+                &json!({ "scope": scope, "client_share": share }),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json["versions"], json!([1]));
+        reply.json["client_share_secret"].as_str().map(str::to_owned)
+    }
+
+    async fn values(&self, token: &str, op: &str, items: Value) -> Vec<String> {
+        let reply = self
+            .call(token, &format!("/v1/scoped/{op}"), &json!({ "items": items }))
+            .await;
+        assert_eq!(reply.status, 200, "{op}: {}", reply.text);
+        reply.json["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Every audit entry's details, with its subject.
+    async fn audit(&self) -> Vec<(Option<String>, Value)> {
+        self.keyd
+            .authority
+            .audit()
+            .store()
+            .read_entries(1, 1_000_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.subject.clone(), e.details_value().unwrap()))
+            .collect()
+    }
+
+    /// Items audited as decrypted, and refusals audited with `code`.
+    async fn audited(&self, code: &str) -> (usize, usize) {
+        let entries = self.audit().await;
+        let decrypted = entries
+            .iter()
+            .filter(|(_, d)| d["scoped"] == "decrypt" && d["outcome"] == "decrypted")
+            .map(|(_, d)| d["items"].as_array().unwrap().len())
+            .sum();
+        let refused = entries.iter().filter(|(_, d)| d["outcome"] == code).count();
+        (decrypted, refused)
+    }
+}
+
+fn item(scope: &str, column: &str, row: &str, value: &str, share: Option<&str>) -> Value {
+    let mut item = json!({
+        "scope": scope, "table": "users", "column": column, "row": row, "value": value
+    });
+    if let Some(share) = share {
+        item["client_share"] = json!(share);
+    }
+    item
+}
+
+#[tokio::test]
+async fn fields_round_trip_and_stay_bound_to_their_row_and_scope() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    let alice = api.scope(&web, "user:alice", true).await.unwrap();
+    let bob = api.scope(&web, "user:bob", true).await.unwrap();
+    assert!(alice.starts_with("atrcs:"));
+
+    let sealed = api
+        .values(
+            &web,
+            "encrypt",
+            json!([
+                item("user:alice", "email", "r1", "alice@example.org", Some(&alice)),
+                item("user:alice", "name", "r1", "Alice", Some(&alice)),
+            ]),
+        )
+        .await;
+    assert!(sealed.iter().all(|s| s.starts_with("atrf:")));
+    let opened = api
+        .values(
+            &web,
+            "decrypt",
+            json!([
+                item("user:alice", "email", "r1", &sealed[0], Some(&alice)),
+                item("user:alice", "name", "r1", &sealed[1], Some(&alice)),
+            ]),
+        )
+        .await;
+    assert_eq!(opened, ["alice@example.org", "Alice"]);
+
+    // Moved to another row, another column, another scope: refused.
+    for moved in [
+        item("user:alice", "email", "r2", &sealed[0], Some(&alice)),
+        item("user:alice", "name", "r1", &sealed[0], Some(&alice)),
+        item("user:bob", "email", "r1", &sealed[0], Some(&bob)),
+    ] {
+        api.call(&web, "/v1/scoped/decrypt", &json!({ "items": [moved] }))
+            .await
+            .assert_refused(400, "authentication_failed");
+    }
+    // Without the share, or with another's, the scope does not open.
+    api.call(
+        &web,
+        "/v1/scoped/decrypt",
+        &json!({ "items": [item("user:alice", "email", "r1", &sealed[0], None)] }),
+    )
+    .await
+    .assert_refused(403, "client_share_required");
+    api.call(
+        &web,
+        "/v1/scoped/decrypt",
+        &json!({ "items": [item("user:alice", "email", "r1", &sealed[0], Some(&bob))] }),
+    )
+    .await
+    .assert_refused(400, "authentication_failed");
+
+    // Blind indexes: equal after normalisation, different per scope.
+    let index = |scope: &str, share: &str, value: &str| {
+        json!({
+            "scope": scope, "table": "users", "index": "email_idx", "columns": ["email"],
+            "bits": 32, "normalize": ["trim", "lowercase"], "values": [value],
+            "client_share": share
+        })
+    };
+    let values = api
+        .values(
+            &web,
+            "index",
+            json!([
+                index("user:alice", &alice, "Alice@Example.org "),
+                index("user:alice", &alice, "alice@example.org"),
+                index("user:bob", &bob, "alice@example.org"),
+            ]),
+        )
+        .await;
+    assert_eq!(values[0], values[1]);
+    assert_ne!(values[0], values[2]);
+    assert_eq!(values[0].len(), 8);
+
+    let (decrypted, _) = api.audited("-").await;
+    assert_eq!(decrypted, 2, "every decrypted field is in the log");
+}
+
+#[tokio::test]
+async fn without_the_client_share_the_database_and_records_key_do_not_decrypt() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    let share = api.scope(&web, "user:carol", true).await.unwrap();
+    let sealed = api
+        .values(
+            &web,
+            "encrypt",
+            json!([item("user:carol", "email", "r9", "carol@example.org", Some(&share))]),
+        )
+        .await;
+
+    // The attacker holds the database and the data directory (records
+    // key): the wrapped secret opens, the scope key does not.
+    let stored = api
+        .keyd
+        .authority
+        .storage()
+        .scope("user:carol")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.needs_client_share);
+    let scope = ScopeId::new("user:carol").unwrap();
+    let records = RecordsKey::from_master(&api.records_master);
+    let unwrapped = records
+        .unwrap_scope(&scope, &Wrapped::from_bytes(&stored.keys[0].1).unwrap())
+        .unwrap();
+    assert_eq!(
+        ScopeKey::open(&unwrapped, None).unwrap_err().code(),
+        "client_share_required"
+    );
+    // With any share but the client's, the key is another: nothing opens.
+    let ctx = FieldContext::new("users", "email", "r9").unwrap();
+    let guess = atrest_scoped::ClientShare::random();
+    let ring = Keyring::new(ScopeKey::open(&unwrapped, Some(&guess)).unwrap());
+    assert_eq!(
+        ring.decrypt_field(&ctx, &sealed[0]).unwrap_err().code(),
+        "authentication_failed"
+    );
+    // The client's share, given back, opens it: the test is not vacuous.
+    let share = atrest_scoped::ClientShare::from_text(&share).unwrap();
+    let ring = Keyring::new(ScopeKey::open(&unwrapped, Some(&share)).unwrap());
+    assert_eq!(&ring.decrypt_field(&ctx, &sealed[0]).unwrap()[..], b"carol@example.org");
+}
+
+#[tokio::test]
+async fn a_window_opens_its_fields_only_inside_it_and_refusals_are_audited() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api
+        .app("web", &["user:*", "notify:*"], &["users.*"])
+        .await;
+    let nightly = api.app("nightly", &["notify:*"], &["users.email"]).await;
+    assert!(api.scope(&web, "notify:dave", false).await.is_none());
+    let sealed = api
+        .values(
+            &web,
+            "encrypt",
+            json!([
+                item("notify:dave", "email", "r1", "dave@example.org", None),
+                item("notify:dave", "phone", "r1", "+1 555 0100", None),
+            ]),
+        )
+        .await;
+    // A window that opens an hour from now, for an hour.
+    let minute = (api.keyd.clock.secs() / 60) % 1440;
+    let hhmm = |m: u64| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
+    let reply = api
+        .admin(
+            Method::PUT,
+            "/v1/admin/scope/window",
+            Some(json!({
+                "scope": "notify:dave",
+                "window": { "start": hhmm(minute + 60), "end": hhmm(minute + 120),
+                            "fields": ["users.email"] }
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["window"]["fields"], json!(["users.email"]));
+
+    let email = json!({ "items": [item("notify:dave", "email", "r1", &sealed[0], None)] });
+    api.call(&nightly, "/v1/scoped/decrypt", &email)
+        .await
+        .assert_refused(403, "outside_window");
+    let (_, refused) = api.audited("outside_window").await;
+    assert_eq!(refused, 1, "the refusal is in the log");
+
+    api.keyd.clock.advance(61 * 60);
+    let opened = api.values(&nightly, "decrypt", email["items"].clone()).await;
+    assert_eq!(opened, ["dave@example.org"]);
+    // A field the window does not name stays shut (also for an app whose
+    // policy would allow it).
+    api.call(
+        &web,
+        "/v1/scoped/decrypt",
+        &json!({ "items": [item("notify:dave", "phone", "r1", &sealed[1], None)] }),
+    )
+    .await
+    .assert_refused(403, "not_allowed");
+    // A share scope takes no window: its owner's request is what opens it.
+    api.scope(&web, "user:erin", true).await.unwrap();
+    api.admin(
+        Method::PUT,
+        "/v1/admin/scope/window",
+        Some(json!({ "scope": "user:erin",
+                     "window": { "start": "02:00", "end": "03:00", "fields": ["users.email"] } })),
+    )
+    .await
+    .assert_refused(400, "invalid_request");
+    let (decrypted, _) = api.audited("-").await;
+    assert_eq!(decrypted, 1);
+}
+
+#[tokio::test]
+async fn an_app_uses_only_what_its_policy_names() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let a = api.app("app-a", &["user:*"], &["users.*"]).await;
+    let b = api.app("app-b", &["org:*"], &["users.email"]).await;
+    api.scope(&b, "org:acme", false).await;
+    let sealed = api
+        .values(
+            &b,
+            "encrypt",
+            json!([item("org:acme", "email", "r1", "ceo@acme.example", None)]),
+        )
+        .await;
+    let theirs = json!({ "items": [item("org:acme", "email", "r1", &sealed[0], None)] });
+    api.call(&a, "/v1/scoped/decrypt", &theirs)
+        .await
+        .assert_refused(403, "not_allowed");
+    api.call(&a, "/v1/scoped/scopes", &json!({ "scope": "org:evil", "client_share": false }))
+        .await
+        .assert_refused(403, "not_allowed");
+    // A field outside b's policy.
+    api.call(
+        &b,
+        "/v1/scoped/encrypt",
+        &json!({ "items": [item("org:acme", "name", "r1", "x", None)] }),
+    )
+    .await
+    .assert_refused(403, "not_allowed");
+    let (_, refused) = api.audited("not_allowed").await;
+    assert!(refused >= 2, "refusals of known apps are audited");
+
+    // No token, a wrong one, a removed app's.
+    Reply::read(
+        api.client
+            .post(api.url("/v1/scoped/decrypt"))
+            .json(&theirs)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .assert_refused(401, "bad_app_token");
+    api.call("atrapp_nope", "/v1/scoped/decrypt", &theirs)
+        .await
+        .assert_refused(401, "bad_app_token");
+    let listed = api.admin(Method::GET, "/v1/admin/apps", None).await;
+    assert_eq!(listed.json.as_array().unwrap().len(), 2);
+    assert!(!listed.text.contains("atrapp_"), "tokens are never listed");
+    let removed = api.admin(Method::DELETE, "/v1/admin/apps/app-b", None).await;
+    assert_eq!(removed.status, 200, "{}", removed.text);
+    assert_eq!(removed.json["removed"], "app-b");
+    api.call(&b, "/v1/scoped/decrypt", &theirs)
+        .await
+        .assert_refused(401, "bad_app_token");
+    // App routes refuse the admin token, admin routes an app's.
+    api.call(ADMIN_TOKEN, "/v1/scoped/decrypt", &theirs)
+        .await
+        .assert_refused(401, "bad_app_token");
+    Reply::read(
+        api.client
+            .get(api.url("/v1/admin/scopes"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .assert_refused(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn hostile_inputs_get_stable_client_errors() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    api.scope(&web, "user:f", false).await;
+    let raw = |body: Vec<u8>| {
+        let request = api
+            .client
+            .post(api.url("/v1/scoped/decrypt"))
+            .bearer_auth(&web)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        async move { Reply::read(request.send().await.unwrap()).await }
+    };
+    raw(b"{not json".to_vec())
+        .await
+        .assert_refused(400, "malformed_request");
+    raw(br#"{"items": 7}"#.to_vec())
+        .await
+        .assert_refused(400, "malformed_request");
+    raw(br#"{"items": [{"scope": 1}]}"#.to_vec())
+        .await
+        .assert_refused(400, "malformed_request");
+    raw(br#"{"items": [], "extra": true}"#.to_vec())
+        .await
+        .assert_refused(400, "malformed_request");
+    raw(vec![b' '; 2 * 1024 * 1024])
+        .await
+        .assert_refused(413, "body_too_large");
+    let call = |items: Value| {
+        let body = json!({ "items": items });
+        let web = web.clone();
+        let api = &api;
+        async move { api.call(&web, "/v1/scoped/decrypt", &body).await }
+    };
+    call(json!([])).await.assert_refused(400, "invalid_request");
+    let many: Vec<Value> = (0..1001)
+        .map(|i| item("user:f", "email", &i.to_string(), "atrf:AAAA", None))
+        .collect();
+    call(json!(many)).await.assert_refused(400, "invalid_request");
+    call(json!([item("user:nobody", "email", "r", "atrf:AAAA", None)]))
+        .await
+        .assert_refused(404, "unknown_scope");
+    call(json!([item("user:f", "email", "r", "atrf:!!", None)]))
+        .await
+        .assert_refused(400, "malformed");
+    call(json!([item("user:f", "email", "r", "plain", None)]))
+        .await
+        .assert_refused(400, "malformed");
+    call(json!([item("user:f", "email", "", "atrf:AAAA", None)]))
+        .await
+        .assert_refused(400, "invalid_name");
+    call(json!([item("user:f", "email", "r", "atrf:AAAA", Some("atrcs:short"))]))
+        .await
+        .assert_refused(400, "malformed");
+    api.call(
+        &web,
+        "/v1/scoped/index",
+        &json!({ "items": [{ "scope": "user:f", "table": "users", "index": "i",
+                             "columns": ["email"], "bits": 0, "values": ["x"] }] }),
+    )
+    .await
+    .assert_refused(400, "invalid_index");
+    // Admin inputs too.
+    api.admin(
+        Method::POST,
+        "/v1/admin/apps",
+        Some(json!({ "name": "bad name", "scopes": ["x"], "fields": ["t.c"] })),
+    )
+    .await
+    .assert_refused(400, "invalid_request");
+    api.admin(
+        Method::POST,
+        "/v1/admin/apps",
+        Some(json!({ "name": "web", "scopes": ["x"], "fields": ["t.c"] })),
+    )
+    .await
+    .assert_refused(409, "app_exists");
+    api.admin(
+        Method::PUT,
+        "/v1/admin/scope/window",
+        Some(json!({ "scope": "user:f",
+                     "window": { "start": "25:00", "end": "03:00", "fields": ["users.email"] } })),
+    )
+    .await
+    .assert_refused(400, "invalid_window");
+    api.admin(
+        Method::POST,
+        "/v1/admin/scopes",
+        Some(json!({ "scope": "user:f", "client_share": false })),
+    )
+    .await
+    .assert_refused(409, "scope_exists");
+}
+
+#[tokio::test]
+async fn a_shredded_scope_never_decrypts_and_others_are_untouched() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    api.scope(&web, "user:gone", false).await;
+    api.scope(&web, "user:kept", false).await;
+    let sealed = api
+        .values(
+            &web,
+            "encrypt",
+            json!([
+                item("user:gone", "email", "r1", "gone@example.org", None),
+                item("user:kept", "email", "r2", "kept@example.org", None),
+            ]),
+        )
+        .await;
+    let reply = api
+        .admin(Method::POST, "/v1/admin/scope/shred", Some(json!({ "scope": "user:gone" })))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["shredded"], json!(true));
+    assert_eq!(reply.json["versions"], json!([]));
+    let stored = api
+        .keyd
+        .authority
+        .storage()
+        .scope("user:gone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.keys.is_empty(), "no wrapped key is left");
+    api.call(
+        &web,
+        "/v1/scoped/decrypt",
+        &json!({ "items": [item("user:gone", "email", "r1", &sealed[0], None)] }),
+    )
+    .await
+    .assert_refused(410, "scope_shredded");
+    api.call(
+        &web,
+        "/v1/scoped/encrypt",
+        &json!({ "items": [item("user:gone", "email", "r1", "again", None)] }),
+    )
+    .await
+    .assert_refused(410, "scope_shredded");
+    api.admin(
+        Method::POST,
+        "/v1/admin/scopes",
+        Some(json!({ "scope": "user:gone", "client_share": false })),
+    )
+    .await
+    .assert_refused(409, "scope_exists");
+    let kept = api
+        .values(
+            &web,
+            "decrypt",
+            json!([item("user:kept", "email", "r2", &sealed[1], None)]),
+        )
+        .await;
+    assert_eq!(kept, ["kept@example.org"]);
+}
+
+#[tokio::test]
+async fn rotation_rewrap_and_minimum_version() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    let share = api.scope(&web, "user:h", true).await.unwrap();
+    let v1 = api
+        .values(
+            &web,
+            "encrypt",
+            json!([item("user:h", "email", "r1", "h@example.org", Some(&share))]),
+        )
+        .await;
+    let rotated = api
+        .admin(Method::POST, "/v1/admin/scope/rotate", Some(json!({ "scope": "user:h" })))
+        .await;
+    assert_eq!(rotated.json["versions"], json!([1, 2]), "{}", rotated.text);
+    let v2 = api
+        .values(
+            &web,
+            "rewrap",
+            json!([item("user:h", "email", "r1", &v1[0], Some(&share))]),
+        )
+        .await;
+    assert_eq!(atrest_scoped::field_key_version(&v1[0]).unwrap(), 1);
+    assert_eq!(atrest_scoped::field_key_version(&v2[0]).unwrap(), 2);
+    let minimum = api
+        .admin(
+            Method::POST,
+            "/v1/admin/scope/minimum",
+            Some(json!({ "scope": "user:h", "minimum_version": 2 })),
+        )
+        .await;
+    assert_eq!(minimum.json["minimum_version"], json!(2), "{}", minimum.text);
+    api.call(
+        &web,
+        "/v1/scoped/decrypt",
+        &json!({ "items": [item("user:h", "email", "r1", &v1[0], Some(&share))] }),
+    )
+    .await
+    .assert_refused(400, "key_version_retired");
+    let opened = api
+        .values(
+            &web,
+            "decrypt",
+            json!([item("user:h", "email", "r1", &v2[0], Some(&share))]),
+        )
+        .await;
+    assert_eq!(opened, ["h@example.org"]);
+    let shown = api
+        .admin(Method::GET, "/v1/admin/scope?id=user:h", None)
+        .await;
+    assert_eq!(shown.json["client_share"], json!(true), "{}", shown.text);
+    assert!(!shown.text.contains("atrcs:"), "no share is kept or shown");
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_clients_every_decryption_audited_and_the_log_verifies() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let api = Arc::new(api);
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    const CLIENTS: usize = 16;
+    const REQUESTS: usize = 20;
+    const ITEMS: usize = 4;
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let api = api.clone();
+        let web = web.clone();
+        tasks.push(tokio::spawn(async move {
+            let scope = format!("user:load{client}");
+            let share = api.scope(&web, &scope, true).await.unwrap();
+            for request in 0..REQUESTS {
+                let items: Vec<Value> = (0..ITEMS)
+                    .map(|i| item(&scope, "email", &format!("{request}-{i}"), "x@example.org", Some(&share)))
+                    .collect();
+                let sealed = api.values(&web, "encrypt", json!(items)).await;
+                let items: Vec<Value> = sealed
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| item(&scope, "email", &format!("{request}-{i}"), s, Some(&share)))
+                    .collect();
+                let opened = api.values(&web, "decrypt", json!(items)).await;
+                assert!(opened.iter().all(|v| v == "x@example.org"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (decrypted, _) = api.audited("-").await;
+    assert_eq!(decrypted, CLIENTS * REQUESTS * ITEMS);
+    let audit = api.keyd.authority.audit();
+    atrest_audit::verify(audit.store(), &audit.public_key())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_large_batch_is_audited_item_by_item_across_several_entries() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["users.*"]).await;
+    api.scope(&web, "user:big", false).await;
+    let rows: Vec<String> = (0..150).map(|i| format!("row-{i}")).collect();
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| item("user:big", "email", row, row, None))
+        .collect();
+    let sealed = api.values(&web, "encrypt", json!(items)).await;
+    let items: Vec<Value> = rows
+        .iter()
+        .zip(&sealed)
+        .map(|(row, s)| item("user:big", "email", row, s, None))
+        .collect();
+    assert_eq!(api.values(&web, "decrypt", json!(items)).await, rows);
+    let entries: Vec<Value> = api
+        .audit()
+        .await
+        .into_iter()
+        .filter(|(subject, d)| subject.as_deref() == Some("user:big") && d["outcome"] == "decrypted")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(entries.len(), 3, "64 items an entry at most");
+    let audited: Vec<&str> = entries
+        .iter()
+        .flat_map(|d| d["items"].as_array().unwrap())
+        .map(|i| i["row"].as_str().unwrap())
+        .collect();
+    assert_eq!(audited, rows.iter().map(String::as_str).collect::<Vec<_>>());
+}
