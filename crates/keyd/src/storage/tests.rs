@@ -1,5 +1,6 @@
-//! The stores' schema migrations: a database written by the previous
-//! schema version opens, keeps its rows and gains the held requests.
+//! The stores' schema migrations: a database written by an older schema
+//! version opens, keeps its rows and gains the held requests and the web
+//! sessions.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,13 +20,12 @@ async fn enroll_host(storage: &impl Storage, name: &str) -> HostRecord {
         enrolled_at: 1,
     };
     storage.insert_token([9; 32], "web", 100).await.unwrap();
-    assert!(
-        storage
-            .enroll([9; 32], 2, &host, &[3; 32])
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let (_, held) = storage
+        .enroll([9; 32], 2, &host, &[3; 32])
+        .await
+        .unwrap()
+        .unwrap();
+    held.commit().await.unwrap();
     host
 }
 
@@ -43,8 +43,23 @@ fn held(id: &str, host: &HostId) -> StoredHeld {
     }
 }
 
-/// The host is still there and a request can be held for it.
+/// The host is still there, a request can be held for it and a web
+/// session kept.
 async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
+    let session = StoredSession {
+        id_hash: [5; 32],
+        approver: "alice".into(),
+        csrf: "c".into(),
+        expires_at: 100,
+        flash: None,
+    };
+    storage.insert_session(&session).await.unwrap();
+    assert_eq!(storage.session([5; 32], 99).await.unwrap(), Some(session));
+    assert_eq!(
+        storage.session([5; 32], 100).await.unwrap(),
+        None,
+        "expired"
+    );
     assert_eq!(storage.host(&host.id).await.unwrap().as_ref(), Some(host));
     let stored = held("req_1", &host.id);
     assert_eq!(
@@ -55,21 +70,27 @@ async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
 }
 
 #[tokio::test]
-async fn a_sqlite_database_of_schema_1_or_2_is_migrated() {
-    for from in [1, 2] {
+async fn a_sqlite_database_of_schema_1_2_or_3_is_migrated() {
+    for from in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyd.db");
-        // Version 2 is version 3 without held requests; version 1 also
-        // lacks the boot ticket.
+        // Version 3 is version 4 without web sessions, version 2 also
+        // without held requests; version 1 also lacks the boot ticket.
         let (pool, host) = {
             let storage = SqliteStorage::open(&path).await.unwrap();
             let host = enroll_host(&storage, "web-1").await;
             (storage.pool().clone(), host)
         };
-        sqlx::query("DROP TABLE held_requests")
+        sqlx::query("DROP TABLE web_sessions")
             .execute(&pool)
             .await
             .unwrap();
+        if from <= 2 {
+            sqlx::query("DROP TABLE held_requests")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
         if from == 1 {
             sqlx::query("ALTER TABLE hosts DROP COLUMN ticket_hash")
                 .execute(&pool)
@@ -93,33 +114,44 @@ async fn a_sqlite_database_of_schema_1_or_2_is_migrated() {
 }
 
 #[tokio::test]
-async fn a_postgresql_database_of_schema_1_is_migrated() {
-    let Some(url) = crate::testing::fresh_postgres().await else {
-        return;
-    };
-    let host = {
-        let storage = PgStorage::open(&url).await.unwrap();
-        let host = enroll_host(&storage, "web-1").await;
-        // Version 1 is version 2 without held requests.
-        sqlx::query("DROP TABLE keyd_held_requests")
-            .execute(storage.pool())
+async fn a_postgresql_database_of_schema_1_or_2_is_migrated() {
+    for from in [1, 2] {
+        let Some(url) = crate::testing::fresh_postgres().await else {
+            return;
+        };
+        let host = {
+            let storage = PgStorage::open(&url).await.unwrap();
+            let host = enroll_host(&storage, "web-1").await;
+            // Version 2 is version 3 without web sessions; version 1 also
+            // without held requests.
+            sqlx::query("DROP TABLE keyd_web_sessions")
+                .execute(storage.pool())
+                .await
+                .unwrap();
+            if from == 1 {
+                sqlx::query("DROP TABLE keyd_held_requests")
+                    .execute(storage.pool())
+                    .await
+                    .unwrap();
+            }
+            sqlx::query("UPDATE keyd_schema SET version = $1")
+                .bind(from)
+                .execute(storage.pool())
+                .await
+                .unwrap();
+            storage.close().await;
+            host
+        };
+        // Two replicas starting at once: one migrates, the other waits.
+        let (a, b) = tokio::join!(PgStorage::open(&url), PgStorage::open(&url));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let version: i64 = sqlx::query_scalar("SELECT version FROM keyd_schema")
+            .fetch_one(a.pool())
             .await
             .unwrap();
-        sqlx::query("UPDATE keyd_schema SET version = 1")
-            .execute(storage.pool())
-            .await
-            .unwrap();
-        storage.close().await;
-        host
-    };
-    // Two replicas starting at once: one migrates, the other waits.
-    let (a, b) = tokio::join!(PgStorage::open(&url), PgStorage::open(&url));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    let version: i64 = sqlx::query_scalar("SELECT version FROM keyd_schema")
-        .fetch_one(a.pool())
-        .await
-        .unwrap();
-    assert_eq!(version, PG_SCHEMA_VERSION);
-    check_migrated(&a, &host).await;
-    assert!(b.held("req_1").await.unwrap().is_some());
+        assert_eq!(version, PG_SCHEMA_VERSION, "from {from}");
+        check_migrated(&a, &host).await;
+        assert!(b.held("req_1").await.unwrap().is_some());
+        assert!(b.session([5; 32], 99).await.unwrap().is_some());
+    }
 }

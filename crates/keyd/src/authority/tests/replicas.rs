@@ -63,6 +63,116 @@ async fn a_revoke_or_shred_on_one_replica_is_refused_on_the_other() {
     assert!(revived.is_err(), "a shredded host was made active again");
 }
 
+/// Waits until `task` is done (`true`) or a session on `f`'s database
+/// waits for a row lock (`false`): whichever comes first, with no guess at
+/// how long either takes.
+async fn done_or_waiting_on_a_lock<T>(f: &Fixture, task: &tokio::task::JoinHandle<T>) -> bool {
+    let PgStorageRef(pool) = pg_pool(f);
+    loop {
+        if task.is_finished() {
+            return true;
+        }
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE NOT l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Issue 10: a release in flight on B (its state checked, its entry
+/// inside the audit commit) and a revoke on A at that moment. Either the
+/// revoke waits until B's release is logged, or B sees the revoke: B
+/// never answers after A acknowledged the revoke, and the log never
+/// shows a release after the revoke. Without the host's row held across
+/// the release's audit append, A acknowledged at once and B released.
+#[tokio::test]
+async fn a_release_in_flight_on_one_replica_is_never_answered_after_a_revoke_on_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    let permits = b.faults.hold_commits().await;
+    let releasing = {
+        let authority = b.authority.clone();
+        tokio::spawn(async move { authority.unlock(&signed, CTX).await })
+    };
+    b.faults.commit_started().await;
+    let revoking = {
+        let authority = a.authority.clone();
+        let id = host.id.clone();
+        tokio::spawn(async move { authority.revoke(&id, "test").await })
+    };
+    let acknowledged = done_or_waiting_on_a_lock(&a, &revoking).await;
+    drop(permits);
+    let released = releasing.await.unwrap();
+    revoking.await.unwrap().unwrap();
+    assert!(
+        !(acknowledged && released.is_ok()),
+        "B answered a release after A acknowledged the revoke"
+    );
+    let log = entries(&a).await;
+    let revoked_at = log.iter().find(|e| e.kind == EntryKind::Revoke).unwrap().seq;
+    let released_at = log
+        .iter()
+        .filter(|e| e.details.contains("\"released\""))
+        .map(|e| e.seq)
+        .collect::<Vec<_>>();
+    assert!(
+        released_at.iter().all(|&seq| seq < revoked_at),
+        "a release logged after the revoke: {released_at:?} after {revoked_at}"
+    );
+    // Once A has answered, B refuses at once (no wait, no tick).
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&b, &signed).await.unwrap_err().code(), "revoked");
+}
+
+/// Issue 10: enrollment is one transaction (token spent, host and secret
+/// written) that commits after its audit entry. B spending the same token
+/// while A's enrollment is being logged waits, then finds it spent: one
+/// host, one `enrolled` entry. Before, both logged `enrolled`, B stored
+/// its host, and A had to log a compensating `not_enrolled`.
+#[tokio::test]
+async fn a_token_spent_on_two_replicas_at_once_enrolls_one_host_and_logs_one() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let token = a.authority.create_token("web", 3600, "test").await.unwrap();
+    let enroll = |f: &Fixture, name: &'static str| {
+        let authority = f.authority.clone();
+        let token = token.token.clone();
+        let public_key = HostIdentity::generate().public_key();
+        tokio::spawn(async move { authority.enroll(&token, name, public_key, CTX).await })
+    };
+    let permits = a.faults.hold_commits().await;
+    let first = enroll(&a, "web-1");
+    a.faults.commit_started().await;
+    let second = enroll(&b, "web-2");
+    done_or_waiting_on_a_lock(&b, &second).await;
+    drop(permits);
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.unwrap().host_id.as_str(), "web-1");
+    assert_eq!(second.unwrap_err().code(), "bad_token");
+    let hosts = a.authority.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    let log = entries(&a).await;
+    let enrolled: Vec<_> = log
+        .iter()
+        .filter(|e| e.kind == EntryKind::Enrollment && e.details.contains("\"group\""))
+        .map(|e| e.subject.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(enrolled, ["web-1"], "{log:#?}");
+    assert!(
+        !log.iter().any(|e| e.details.contains("not_enrolled")),
+        "a compensating entry was logged"
+    );
+}
+
 #[tokio::test]
 async fn a_nonce_spent_on_one_replica_is_a_replay_on_the_other() {
     let Some(a) = fixture().await else { return };
