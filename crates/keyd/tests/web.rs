@@ -251,11 +251,19 @@ impl Phone {
 
     /// Logs in and returns the session's CSRF token from the list page.
     async fn logged_in(&self, name: &str, code: &str) -> String {
+        self.logged_in_with_cookie(name, code).await.1
+    }
+
+    /// Logs in: the session cookie's value and the CSRF token.
+    async fn logged_in_with_cookie(&self, name: &str, code: &str) -> (String, String) {
         let reply = self.login(name, code).await;
         assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+        let cookie = reply.headers()[SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.strip_prefix("atrest_approve=").unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
         let (status, _, html) = self.page().await;
         assert_eq!(status, StatusCode::OK);
-        csrf(&html)
+        (cookie, csrf(&html))
     }
 }
 
@@ -699,13 +707,6 @@ async fn decisions_need_a_live_session_and_its_csrf_token() {
     );
 }
 
-/// The session cookie's value in a login's answer.
-fn session_cookie(reply: &reqwest::Response) -> String {
-    let cookie = reply.headers()[SET_COOKIE].to_str().unwrap();
-    let value = cookie.strip_prefix("atrest_approve=").unwrap();
-    value.split(';').next().unwrap().to_owned()
-}
-
 /// Issue 10: a login is a row of the authority's database, kept by the
 /// SHA-256 of its cookie. It outlives a restart of keyd, and the database
 /// files never hold the cookie itself.
@@ -723,15 +724,12 @@ async fn a_login_survives_a_restart_and_the_database_keeps_only_its_hash() {
     let (id, _) = held_request(&keyd, &host).await;
     let alice = approver(&keyd, "alice").await;
     let phone = Phone::new(&keyd);
-    let reply = phone
-        .login(
+    let (cookie, token) = phone
+        .logged_in_with_cookie(
             "alice",
             &totp_code(&alice, "alice", keyd.clock.secs()).unwrap(),
         )
         .await;
-    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
-    let cookie = session_cookie(&reply);
-    let token = csrf(&phone.page().await.2);
 
     let Keyd {
         _keyd: test,
@@ -798,15 +796,12 @@ async fn a_login_on_one_replica_holds_on_the_other() {
     let (second, _) = held_request(&a, &host).await;
     let alice = approver(&a, "alice").await;
     let on_a = Phone::new(&a);
-    let reply = on_a
-        .login(
+    let (cookie, token) = on_a
+        .logged_in_with_cookie(
             "alice",
             &totp_code(&alice, "alice", a.clock.secs()).unwrap(),
         )
         .await;
-    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
-    let cookie = session_cookie(&reply);
-    let token = csrf(&on_a.page().await.2);
     // The same browser (cookies are per host name, not per port) on B.
     let on_b = Phone {
         client: on_a.client.clone(),

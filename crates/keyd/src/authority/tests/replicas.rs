@@ -543,3 +543,97 @@ async fn a_database_of_another_schema_version_is_refused() {
         assert!(error.to_string().contains(says), "{version}: {error}");
     }
 }
+
+/// Issue 10: the PostgreSQL server stopped and started again (a real
+/// restart, of a server of the test's own) while hosts ask for releases.
+/// While it is down every release is refused with a stable code; each
+/// release answered has its `released` entry in the log; the same
+/// authority answers again once the server is back, with no restart of
+/// keyd; the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_under_load_refuses_releases_then_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(server) = crate::testing::PostgresServer::start().await else {
+        return;
+    };
+    let keyd = crate::testing::TestKeyd::open_at(
+        crate::storage::Database::Postgres(server.url.clone()),
+        crate::testing::ManualClock::at(T0),
+        AuthorityOptions::default(),
+        atrest_audit::LogOptions::default(),
+    )
+    .await;
+    let f = Arc::new(Fixture {
+        keyd,
+        tickets: Default::default(),
+        poll_tokens: Default::default(),
+    });
+    let host = Arc::new(enroll_host(&f, "web-1").await);
+    // The boot's first release (its ticket), so that every release under
+    // load is of the same, proven boot.
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    granted(unlock(&f, &signed).await.unwrap());
+    let granted_seqs = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let refusals = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (f, host) = (f.clone(), host.clone());
+            let (granted_seqs, refusals, stop) =
+                (granted_seqs.clone(), refusals.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+                    match unlock(&f, &signed).await {
+                        Ok(outcome) => {
+                            let grant = granted(outcome);
+                            assert_eq!(
+                                state.unblind(&grant.response).unwrap().expose(),
+                                host.key.expose()
+                            );
+                            granted_seqs.lock().unwrap().push(grant.audit_seq);
+                        }
+                        Err(e) => refusals.lock().unwrap().push(e.code().to_owned()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let granted_count = || granted_seqs.lock().unwrap().len();
+    let refused_count = || refusals.lock().unwrap().len();
+    until(|| granted_count() >= 10).await;
+    server.stop();
+    let before_down = refused_count();
+    until(|| refused_count() >= before_down + 4).await;
+    let granted_while_down = granted_count();
+    server.start_again();
+    until(|| granted_count() >= granted_while_down + 10).await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let refusals = refusals.lock().unwrap().clone();
+    assert!(
+        refusals
+            .iter()
+            .all(|code| code == "database_unavailable" || code == "audit_unavailable"),
+        "{refusals:?}"
+    );
+    let log = entries(&f).await;
+    for seq in granted_seqs.lock().unwrap().iter() {
+        let entry = log.iter().find(|e| e.seq == *seq).unwrap();
+        assert!(entry.details.contains("\"released\""), "{entry:?}");
+    }
+    let public = f.authority.audit().public_key();
+    atrest_audit::verify(f.authority.audit().store(), &public)
+        .await
+        .unwrap();
+}
+
+/// Waits, polling (no guessed duration), until `done` holds.
+async fn until(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
