@@ -34,8 +34,9 @@ const PG_OLDEST_MIGRATED: i64 = 1;
 /// `…0001`).
 const MIGRATION_LOCK: i64 = 0x6174_7265_7374_0002;
 
-/// Connections per replica: releases read a host and spend a nonce, and
-/// the boot-state writer and maintenance take one each.
+/// Connections per replica: releases read a host and spend a nonce, a
+/// release holds one across its audit append (the host's row, shared),
+/// and the boot-state writer and maintenance take one each.
 const MAX_CONNECTIONS: u32 = 8;
 
 /// How long a query waits for a connection before the database counts as
