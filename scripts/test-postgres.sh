@@ -6,6 +6,9 @@
 #
 #   url=$(bash scripts/test-postgres.sh start DIR)   # DIR: an empty directory
 #   bash scripts/test-postgres.sh stop DIR
+#
+# `start` on a DIR whose cluster was stopped starts it again (no initdb), on
+# the same ATREST_TEST_POSTGRES_PORT: what a test restarting the server does.
 set -euo pipefail
 action="${1:?usage: test-postgres.sh start|stop DIR}"
 dir="${2:?usage: test-postgres.sh start|stop DIR}"
@@ -26,8 +29,10 @@ start)
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown nobody "$dir"
     port="${ATREST_TEST_POSTGRES_PORT:-55432}"
-    as_user "$bin/initdb" -D "$dir/data" -U atrest --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
-        { cat "$dir/initdb.log" >&2; exit 1; }
+    if [ ! -d "$dir/data" ]; then
+        as_user "$bin/initdb" -D "$dir/data" -U atrest --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
+            { cat "$dir/initdb.log" >&2; exit 1; }
+    fi
     as_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off" start >/dev/null ||
         { cat "$dir/server.log" >&2; exit 1; }

@@ -77,6 +77,9 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// The audit log in a PostgreSQL database.
+/// How long an append waits for a connection before it fails.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
@@ -88,6 +91,10 @@ impl PgStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(4)
+            // While the server is away a batch fails after this long
+            // (sqlx's default is 30 s): its callers are refused
+            // (`NotDurable`) rather than left waiting.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(backend)?;

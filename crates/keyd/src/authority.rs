@@ -30,7 +30,7 @@ use crate::events::AuditEvent;
 use crate::held::{PendingView, PollToken};
 use crate::metrics::Metrics;
 use crate::state::{Boots, HostEntry, Hosts, Policies, RefusalBudget};
-use crate::storage::{BootState, HostRecord, HostState, PolicyRule, Storage};
+use crate::storage::{BootState, HostRecord, HostState, PolicyRule, Storage, StorageError};
 pub use crate::unlock::Grant;
 
 /// Called with each request that starts waiting for an approver (the
@@ -169,6 +169,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Clone for Authority<S, A, C> {
 }
 
 pub(crate) const ACTOR: &str = "keyd";
+
+/// Reads of a host's row, by [`Authority::held_host`], before giving up
+/// on a row that changes at every read.
+const HOLD_ATTEMPTS: usize = 4;
 
 /// How often the background task runs.
 const TICK: Duration = Duration::from_millis(250);
@@ -431,6 +435,40 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         Ok(entry)
     }
 
+    /// The host as stored now, its row held by the store until the hold is
+    /// committed or dropped ([`Storage::hold_host`]): shared by a release
+    /// across its audit append, exclusive by a change of the host's state
+    /// across its own, so that on a shared database a release is logged
+    /// either before a revoke or shred on another replica commits, or sees
+    /// it. The parsed secrets are [`current_host`](Self::current_host)'s
+    /// for the same record.
+    pub(crate) async fn held_host(
+        &self,
+        host: &HostId,
+        exclusive: bool,
+    ) -> Result<(Arc<HostEntry>, S::Held), AuthorityError> {
+        let mut entry = match self.inner.hosts.get(host) {
+            Some(entry) => entry,
+            None => self.current_host(host).await?,
+        };
+        for _ in 0..HOLD_ATTEMPTS {
+            let (record, held) = self
+                .inner
+                .storage
+                .hold_host(host, exclusive)
+                .await?
+                .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
+            if record == entry.record {
+                return Ok((entry, held));
+            }
+            // Changed since its secrets were parsed: read them again, with
+            // the row let go meanwhile (the read takes another connection).
+            drop(held);
+            entry = self.current_host(host).await?;
+        }
+        Err(StorageError::Contended(host.clone()).into())
+    }
+
     /// The host as this process last read it, read now if it never did
     /// (enrolled through another replica): enough for the checks before a
     /// release, which reads the host again.
@@ -560,6 +598,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         self.expire_pending().await;
         if let Err(e) = self.inner.storage.prune_nonces(self.now()).await {
             tracing::warn!(error = %e, "could not forget old nonces; will retry");
+        }
+        if let Err(e) = self.inner.storage.prune_sessions(self.now()).await {
+            tracing::warn!(error = %e, "could not forget ended web sessions; will retry");
         }
         let mut suppressed = self.inner.refusals.take_suppressed();
         for (code, n) in self.inner.refusals_authenticated.take_suppressed() {

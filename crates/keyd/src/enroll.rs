@@ -6,11 +6,11 @@ use atrest_remote::{HostId, HostPublicKey, HostSecret, to_base64url};
 use atrest_wire::Enrollment;
 use serde::Serialize;
 
-use crate::authority::{ACTOR, Authority, RequestContext, check_state};
+use crate::authority::{Authority, RequestContext, check_state};
 use crate::error::AuthorityError;
 use crate::events::{AuditEvent, BindEvent};
 use crate::state::HostEntry;
-use crate::storage::{HostRecord, HostState, Storage};
+use crate::storage::{Held, HostRecord, HostState, Storage};
 
 /// A freshly made enrollment token. Its text is shown once; the authority
 /// keeps only its hash.
@@ -104,13 +104,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if self.storage().host(&id).await?.is_some() {
             return Err(AuthorityError::HostExists(id));
         }
-        // Log first, then enroll: a host never exists without its entry. A
-        // crash or a lost race between the two leaves an entry for an
-        // enrollment that did not happen (followed by a `not_enrolled`
-        // entry when the process lives to write it), never the reverse.
-        let group = self
+        // One transaction spends the token and writes the host; it commits
+        // only once the enrollment's entry is durable, so a host never
+        // exists without its entry, and an entry that cannot be written
+        // leaves no host (and the token unspent). Only a commit that fails
+        // after the entry leaves an entry for an enrollment that did not
+        // happen; the host then enrolls again with the same token.
+        let (group, held) = self
             .storage()
-            .token_group(token_hash, now)
+            .enroll(token_hash, now, &record, &secret.expose_bytes())
             .await?
             .ok_or(AuthorityError::BadToken)?;
         self.audit()
@@ -128,27 +130,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     ),
             )
             .await?;
-        let enrolled = match self
-            .storage()
-            .enroll(token_hash, now, &record, &secret.expose_bytes())
-            .await
-        {
-            Ok(Some(group)) => Ok(group),
-            Ok(None) => Err(AuthorityError::BadToken),
-            Err(e) => Err(e.into()),
-        };
-        let group = match enrolled {
-            Ok(group) => group,
-            Err(e) => {
-                let undone = NewEntry::new(EntryKind::Enrollment, ACTOR)
-                    .subject(id.as_str())
-                    .details(AuditEvent::not_enrolled(e.code()).details());
-                if let Err(log) = self.audit().append(undone).await {
-                    tracing::warn!(host = %id, error = %log, "could not log a failed enrollment");
-                }
-                return Err(e);
-            }
-        };
+        held.commit().await?;
         let record = HostRecord { group, ..record };
         self.metrics().enrollments.inc();
         self.host_table().put(std::sync::Arc::new(HostEntry {

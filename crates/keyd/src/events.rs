@@ -175,7 +175,8 @@ pub(crate) enum AuditEvent {
         counts: BTreeMap<String, u64>,
     },
     /// `enrollment`: logged, then not stored (the enrollment did not
-    /// happen).
+    /// happen). Written by keyd before enrollment became one transaction;
+    /// still read in older logs.
     NotEnrolled {
         /// Always `not_enrolled`.
         outcome: String,
@@ -230,13 +231,6 @@ impl AuditEvent {
             outcome: "expired".into(),
             request_id,
             reason,
-        }
-    }
-
-    pub fn not_enrolled(reason: &str) -> Self {
-        Self::NotEnrolled {
-            outcome: "not_enrolled".into(),
-            reason: reason.into(),
         }
     }
 
@@ -394,7 +388,10 @@ mod tests {
                 json!({ "group": "web", "public_key": "pk", "key_id": "k1", "source": "unknown" }),
             ),
             (
-                AuditEvent::not_enrolled("storage_error"),
+                AuditEvent::NotEnrolled {
+                    outcome: "not_enrolled".into(),
+                    reason: "storage_error".into(),
+                },
                 json!({ "outcome": "not_enrolled", "reason": "storage_error" }),
             ),
             (

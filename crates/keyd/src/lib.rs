@@ -89,9 +89,9 @@ pub use scoped_routes::{
 pub use socket::{ADMIN_SOCKET, AdminSocket};
 pub use status::{DatabaseStatus, database_status};
 pub use storage::{
-    BootState, Cached, Database, DatabaseError, HostRecord, HostState, KeydAuditStore, KeydStorage,
-    PG_SCHEMA_VERSION, PgStorage, Policy, PolicyRule, PolicyScope, SCHEMA_VERSION, SqliteStorage,
-    Storage, StorageError,
+    BootState, Cached, CachedHeld, Database, DatabaseError, Held, HostRecord, HostState,
+    KeydAuditStore, KeydHeld, KeydStorage, PG_SCHEMA_VERSION, PgHeld, PgStorage, Policy,
+    PolicyRule, PolicyScope, SCHEMA_VERSION, SqliteHeld, SqliteStorage, Storage, StorageError,
 };
 pub use tls::{
     CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,

@@ -12,7 +12,7 @@ use crate::enroll::check_group;
 use crate::error::AuthorityError;
 use crate::events::AuditEvent;
 use crate::state::HostEntry;
-use crate::storage::{HostRecord, HostState, PolicyRule, PolicyScope, Storage};
+use crate::storage::{Held, HostRecord, HostState, PolicyRule, PolicyScope, Storage};
 
 impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// A new exchange secret for `host`. Its keyslots keep opening with the
@@ -120,7 +120,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         actor: &str,
     ) -> Result<HostView, AuthorityError> {
         let _changing = self.changes().write().await;
-        let entry = self.current_host(host).await?;
+        // Held from the check to the commit: a release on another replica
+        // is logged before this change, or sees it (see `release`).
+        let (entry, mut held) = self.held_host(host, true).await?;
         if entry.record.state == HostState::Shredded {
             return Err(AuthorityError::Shredded(host.clone()));
         }
@@ -135,9 +137,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 ),
             )
             .await?;
-        if !self.storage().set_host_state(host, state).await? {
+        if !self
+            .storage()
+            .set_host_state(&mut held, host, state)
+            .await?
+        {
             return Err(AuthorityError::Shredded(host.clone()));
         }
+        held.commit().await?;
         // Read again on next use (a shredded host's secrets go now).
         self.host_table().remove(host);
         // Held requests of a host refused from now on are refused too.

@@ -45,6 +45,73 @@ impl Backend {
     }
 }
 
+/// A PostgreSQL server of the test's own (scripts/test-postgres.sh on a
+/// free port), for a test that stops and starts it: the shared
+/// `ATREST_TEST_POSTGRES` server must stay up for the others. Stopped when
+/// dropped.
+pub struct PostgresServer {
+    pub url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PostgresServer {
+    /// Starts one; `None` to skip, as for [`fresh_postgres`] (no
+    /// PostgreSQL named for the tests, and none required).
+    pub async fn start() -> Option<Self> {
+        if std::env::var("ATREST_TEST_POSTGRES").is_err() {
+            return fresh_postgres().await.map(|_| unreachable!());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self {
+            url: String::new(),
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.url = server.script("start");
+        Some(server)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: sessions are ended).
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn start_again(&self) {
+        self.script("start");
+    }
+
+    fn script(&self, action: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-postgres.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .arg(self.dir.path().join("cluster"))
+            .env("ATREST_TEST_POSTGRES_PORT", self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "test-postgres.sh {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if !self.url.is_empty() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop()));
+        }
+    }
+}
+
 /// A new database on the `ATREST_TEST_POSTGRES` server, or `None` to skip.
 pub async fn fresh_postgres() -> Option<String> {
     use sqlx::Connection;
@@ -286,6 +353,27 @@ impl<C: Clock + Clone> TestKeyd<C> {
     ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let database = backend.fresh_database(dir.path()).await?;
+        Some(Self::open_in(dir, database, clock, options, log_options).await)
+    }
+
+    /// A keyd on `database` (a PostgreSQL server the test runs itself).
+    pub async fn open_at(
+        database: Database,
+        clock: C,
+        options: AuthorityOptions,
+        log_options: LogOptions,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::open_in(dir, database, clock, options, log_options).await
+    }
+
+    async fn open_in(
+        dir: tempfile::TempDir,
+        database: Database,
+        clock: C,
+        options: AuthorityOptions,
+        log_options: LogOptions,
+    ) -> Self {
         let faults = StoreFaults::default();
         let audit_seed = atrest_core::random_array();
         let records_seed = atrest_core::random_array();
@@ -299,7 +387,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             log_options.clone(),
         )
         .await;
-        Some(Self {
+        Self {
             authority,
             clock,
             faults,
@@ -309,7 +397,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             audit_seed,
             records_seed,
             dir: Arc::new(dir),
-        })
+        }
     }
 
     /// A second authority on the same (PostgreSQL) database, as another

@@ -18,7 +18,7 @@ use crate::error::AuthorityError;
 use crate::events::{AuditEvent, RebootEvent, UnlockEvent};
 use crate::policy::{BootStatus, Verdict, verdict};
 use crate::state::HostEntry;
-use crate::storage::Storage;
+use crate::storage::{Held, Storage};
 
 /// A released answer, with the audit proof the host keeps.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -151,12 +151,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let request = verified.request();
         let host = &entry.record.id;
         // Revoke, shred and rotate take this lock exclusively: from the
-        // state check below to the answer, none can land in between, so a
-        // "released" entry is never followed by a refusal of the same
-        // release (nor a release by a shred that logged first). The host is
-        // read from storage: another replica's revoke or shred counts.
+        // state check below to the answer, none of this process can land in
+        // between, so a "released" entry is never followed by a refusal of
+        // the same release (nor a release by a shred that logged first).
+        // Another replica's revoke or shred is kept out by the host's row,
+        // held (shared) from the state check until the release entry is
+        // durable: it commits after this release is logged, or this release
+        // sees it.
         let changing = self.changes().read().await;
-        let current = self.current_host(host).await?;
+        let (current, held) = self.held_host(host, false).await?;
         check_state(&current.record)?;
         let secret = current
             .secret(&request.key_id)
@@ -171,6 +174,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             )
             .await
             .inspect_err(|_| self.metrics().unlock("audit_unavailable"))?;
+        held.commit().await?;
         let response = secret.respond(verified)?;
         let now = self.now();
         let boot_id = request.boot_id.as_str().to_owned();

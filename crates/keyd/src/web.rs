@@ -17,12 +17,13 @@
 //! Server-rendered HTML: every value printed is escaped, and the
 //! Content-Security-Policy allows nothing but inline style, this origin's
 //! script file (no inline script) and forms posting back here. The page
-//! works without the script. Sessions and failure counts live in memory (a
-//! restart logs everyone out) and run on the authority's clock.
+//! works without the script. Sessions are rows of the authority's
+//! database, by the SHA-256 of the cookie (a login on one replica holds on
+//! every replica and across a restart); the counts of wrong codes live in
+//! each process's memory. Both run on the authority's clock.
 //!
 //! [`Authority::check_approver`]: crate::Authority::check_approver
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,7 +42,7 @@ use crate::approvers::{LoginLimits, Refusal, client_of};
 use crate::authority::AuthorityError;
 use crate::held::PendingView;
 use crate::http::AppState;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError, StoredSession};
 use crate::tls::Peer;
 
 /// Seconds a login lasts, whatever the approver does meanwhile.
@@ -55,7 +56,6 @@ pub fn routes<S: Storage, A: AuditStore, C: Clock>(
 ) -> Router<Arc<AppState<S, A, C>>> {
     let web = Arc::new(Web {
         app: state,
-        sessions: Mutex::default(),
         limits: Mutex::default(),
     });
     Router::new()
@@ -70,26 +70,45 @@ pub fn routes<S: Storage, A: AuditStore, C: Clock>(
 
 struct Web<S: Storage, A: AuditStore, C: Clock> {
     app: Arc<AppState<S, A, C>>,
-    /// By session id (the cookie).
-    sessions: Mutex<HashMap<String, Session>>,
     limits: Mutex<LoginLimits>,
 }
 
+/// A logged-in approver's session, as the pages use it.
 #[derive(Clone)]
 struct Session {
+    /// The SHA-256 of the cookie's value: the session's key in the store.
+    id_hash: [u8; 32],
     approver: String,
     /// Sent back with every decision form; a page from another origin
     /// cannot read it.
     csrf: String,
-    expires_at: u64,
-    /// Shown once by the next `GET /approve`.
-    flash: Option<Flash>,
 }
 
+/// A message for the session's next page, shown once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Flash {
     Done(String),
     Failed(String),
+}
+
+impl Flash {
+    /// As the store keeps it: `done:` or `failed:`, then the text.
+    fn encode(&self) -> String {
+        match self {
+            Self::Done(text) => format!("done:{text}"),
+            Self::Failed(text) => format!("failed:{text}"),
+        }
+    }
+
+    fn decode(stored: &str) -> Option<Self> {
+        if let Some(text) = stored.strip_prefix("done:") {
+            Some(Self::Done(text.to_owned()))
+        } else {
+            stored
+                .strip_prefix("failed:")
+                .map(|text| Self::Failed(text.to_owned()))
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -101,35 +120,73 @@ impl<S: Storage, A: AuditStore, C: Clock> Web<S, A, C> {
         self.app.authority.now()
     }
 
-    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let id = session_cookie(headers)?;
-        let now = self.now();
-        let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, s| s.expires_at > now);
-        sessions.get(id).map(|s| (id.to_owned(), s.clone()))
+    /// The request's session, unless it has none, an unknown one or an
+    /// expired one; with the message waiting for its page, taken.
+    async fn session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(Session, Option<Flash>)>, StorageError> {
+        let Some(cookie) = session_cookie(headers) else {
+            return Ok(None);
+        };
+        let id_hash = atrest_core::sha256(cookie.as_bytes());
+        let storage = self.app.authority.storage();
+        let Some(stored) = storage.session(id_hash, self.now()).await? else {
+            return Ok(None);
+        };
+        let flash = stored.flash.as_deref().and_then(Flash::decode);
+        if flash.is_some() {
+            storage.set_session_flash(id_hash, None).await?;
+        }
+        let session = Session {
+            id_hash,
+            approver: stored.approver,
+            csrf: stored.csrf,
+        };
+        Ok(Some((session, flash)))
     }
 
-    fn start_session(&self, approver: &str) -> String {
-        let id = atrest_remote::to_base64url(&atrest_core::random_array::<32>());
-        let session = Session {
+    /// A new session for `approver`: the cookie's value (only its hash is
+    /// stored).
+    async fn start_session(&self, approver: &str) -> Result<String, StorageError> {
+        let cookie = atrest_remote::to_base64url(&atrest_core::random_array::<32>());
+        let session = StoredSession {
+            id_hash: atrest_core::sha256(cookie.as_bytes()),
             approver: approver.to_owned(),
             csrf: atrest_remote::to_base64url(&atrest_core::random_array::<32>()),
             expires_at: self.now().saturating_add(SESSION_LIFETIME),
             flash: None,
         };
-        lock(&self.sessions).insert(id.clone(), session);
-        id
+        self.app
+            .authority
+            .storage()
+            .insert_session(&session)
+            .await?;
+        Ok(cookie)
     }
 
-    fn take_flash(&self, id: &str) -> Option<Flash> {
-        lock(&self.sessions).get_mut(id)?.flash.take()
-    }
-
-    fn set_flash(&self, id: &str, flash: Flash) {
-        if let Some(session) = lock(&self.sessions).get_mut(id) {
-            session.flash = Some(flash);
+    async fn set_flash(&self, session: &Session, flash: &Flash) {
+        let stored = self
+            .app
+            .authority
+            .storage()
+            .set_session_flash(session.id_hash, Some(&flash.encode()))
+            .await;
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "could not keep a message for the approval page");
         }
     }
+}
+
+/// The page that says the database cannot be read now.
+fn unavailable(e: &StorageError) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(message_page(&format!(
+            "The key authority's database cannot be read now ({e}); reload in a moment."
+        ))),
+    )
+        .into_response()
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
@@ -168,10 +225,11 @@ async fn show<S: Storage, A: AuditStore, C: Clock>(
     State(web): State<Arc<Web<S, A, C>>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some((id, session)) = web.session(&headers) else {
-        return Html(login_page(None, "")).into_response();
+    let (session, flash) = match web.session(&headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Html(login_page(None, "")).into_response(),
+        Err(e) => return unavailable(&e),
     };
-    let flash = web.take_flash(&id);
     let pending = match web.app.authority.pending().await {
         Ok(pending) => pending,
         Err(e) => {
@@ -263,7 +321,18 @@ async fn login<S: Storage, A: AuditStore, C: Clock>(
     match web.app.authority.check_approver(name, code).await {
         Ok(()) => {
             lock(&web.limits).succeeded(name, client, attempt, web.now());
-            let id = web.start_session(name);
+            let id = match web.start_session(name).await {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store an approver's session");
+                    return refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "keyd could not log you in right now (its database, see its log). \
+                         Try again shortly with the next code.",
+                        name,
+                    );
+                }
+            };
             tracing::info!(approver = name, "approver logged in on the web page");
             let cookie = format!(
                 "{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/approve; \
@@ -295,11 +364,23 @@ async fn logout<S: Storage, A: AuditStore, C: Clock>(
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    if let Some((id, session)) = web.session(&headers) {
-        if check_csrf(&session, form).is_none() {
-            return csrf_refused();
+    match web.session(&headers).await {
+        Ok(Some((session, _))) => {
+            if check_csrf(&session, form).is_none() {
+                return csrf_refused();
+            }
+            if let Err(e) = web
+                .app
+                .authority
+                .storage()
+                .delete_session(session.id_hash)
+                .await
+            {
+                return unavailable(&e);
+            }
         }
-        lock(&web.sessions).remove(&id);
+        Ok(None) => {}
+        Err(e) => return unavailable(&e),
     }
     let mut response = redirect();
     response.headers_mut().insert(
@@ -348,15 +429,19 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
     Path((request, action)): Path<(String, String)>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    let Some((id, session)) = web.session(&headers) else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(login_page(
-                Some("Your session has ended. Log in again."),
-                "",
-            )),
-        )
-            .into_response();
+    let session = match web.session(&headers).await {
+        Ok(Some((session, _))) => session,
+        Ok(None) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Html(login_page(
+                    Some("Your session has ended. Log in again."),
+                    "",
+                )),
+            )
+                .into_response();
+        }
+        Err(e) => return unavailable(&e),
     };
     let Some(form) = check_csrf(&session, form) else {
         return csrf_refused();
@@ -395,7 +480,7 @@ async fn decide<S: Storage, A: AuditStore, C: Clock>(
             Flash::Failed(format!("Not recorded: {e}"))
         }
     };
-    web.set_flash(&id, flash);
+    web.set_flash(&session, &flash).await;
     redirect()
 }
 
@@ -691,10 +776,9 @@ mod tests {
 
     fn session() -> Session {
         Session {
+            id_hash: [0; 32],
             approver: "alice".into(),
             csrf: "token".into(),
-            expires_at: 0,
-            flash: None,
         }
     }
 

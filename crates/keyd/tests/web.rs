@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use atrest_audit::LogOptions;
-use atrest_keyd::testing::{ManualClock, Served, TestAuthority, TestKeyd};
+use atrest_keyd::testing::{Backend, ManualClock, Served, TestAuthority, TestKeyd};
 use atrest_keyd::{
     AuthorityOptions, ErrorBody, FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS, Policy,
     PolicyRule, PolicyScope, RequestContext, SESSION_LIFETIME, ServerCertificates, UnlockOutcome,
@@ -51,6 +51,16 @@ async fn start(options: AuthorityOptions) -> Keyd {
 /// codes are then moved by hand); group `web` needs an approver.
 async fn start_with(options: AuthorityOptions, tls: Option<ServerCertificates>) -> Keyd {
     let keyd = TestKeyd::open(ManualClock::now(), options, LogOptions::default()).await;
+    approve_group_web(&keyd).await;
+    let served = match tls {
+        None => keyd.serve(None).await,
+        Some(certificates) => keyd.serve_tls(certificates, None).await,
+    };
+    served_keyd(keyd, served)
+}
+
+/// Group `web` needs an approver.
+async fn approve_group_web(keyd: &TestKeyd) {
     keyd.authority
         .set_policy(
             &PolicyScope::Group("web".into()),
@@ -62,10 +72,9 @@ async fn start_with(options: AuthorityOptions, tls: Option<ServerCertificates>) 
         )
         .await
         .unwrap();
-    let served = match tls {
-        None => keyd.serve(None).await,
-        Some(certificates) => keyd.serve_tls(certificates, None).await,
-    };
+}
+
+fn served_keyd(keyd: TestKeyd, served: Served) -> Keyd {
     Keyd {
         authority: keyd.authority.clone(),
         clock: keyd.clock.clone(),
@@ -242,11 +251,19 @@ impl Phone {
 
     /// Logs in and returns the session's CSRF token from the list page.
     async fn logged_in(&self, name: &str, code: &str) -> String {
+        self.logged_in_with_cookie(name, code).await.1
+    }
+
+    /// Logs in: the session cookie's value and the CSRF token.
+    async fn logged_in_with_cookie(&self, name: &str, code: &str) -> (String, String) {
         let reply = self.login(name, code).await;
         assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+        let cookie = reply.headers()[SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.strip_prefix("atrest_approve=").unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
         let (status, _, html) = self.page().await;
         assert_eq!(status, StatusCode::OK);
-        csrf(&html)
+        (cookie, csrf(&html))
     }
 }
 
@@ -687,6 +704,155 @@ async fn decisions_need_a_live_session_and_its_csrf_token() {
     assert_eq!(
         keyd.authority.pending_request(&id).await.unwrap().state,
         atrest_keyd::PendingState::Pending
+    );
+}
+
+/// Issue 10: a login is a row of the authority's database, kept by the
+/// SHA-256 of its cookie. It outlives a restart of keyd, and the database
+/// files never hold the cookie itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_survives_a_restart_and_the_database_keeps_only_its_hash() {
+    let options = AuthorityOptions {
+        approval_timeout: 3600,
+        ..Default::default()
+    };
+    let test = TestKeyd::open(ManualClock::now(), options, LogOptions::default()).await;
+    approve_group_web(&test).await;
+    let served = test.serve(None).await;
+    let keyd = served_keyd(test, served);
+    let host = enroll_host(&keyd, "web-1").await;
+    let (id, _) = held_request(&keyd, &host).await;
+    let alice = approver(&keyd, "alice").await;
+    let phone = Phone::new(&keyd);
+    let (cookie, token) = phone
+        .logged_in_with_cookie(
+            "alice",
+            &totp_code(&alice, "alice", keyd.clock.secs()).unwrap(),
+        )
+        .await;
+
+    let Keyd {
+        _keyd: test,
+        _served: served,
+        poll_tokens,
+        ..
+    } = keyd;
+    drop(served);
+    let test = test.restart().await;
+    for file in ["keyd.db", "keyd.db-wal"] {
+        let bytes = std::fs::read(test.path().join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(cookie.len()).any(|w| w == cookie.as_bytes()),
+            "{file} holds the session cookie"
+        );
+    }
+    let served = test.serve(None).await;
+    let keyd = Keyd {
+        poll_tokens,
+        ..served_keyd(test, served)
+    };
+    let phone = Phone {
+        base: keyd.base.clone(),
+        ..phone
+    };
+    let (status, _, html) = phone.page().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!is_login_form(&html), "logged out by the restart");
+    assert_eq!(csrf(&html), token);
+    let reply = phone.decide(&id, "approve", Some(&token)).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        keyd.authority.pending_request(&id).await.unwrap().state,
+        atrest_keyd::PendingState::Approved
+    );
+}
+
+/// Issue 10: an approver logged in through replica A is logged in on
+/// replica B (a load balancer without sticky sessions) with the same form
+/// token; the session still ends when its time is up, and a logout on B
+/// ends it on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_on_one_replica_holds_on_the_other() {
+    let options = AuthorityOptions {
+        approval_timeout: 3600,
+        ..Default::default()
+    };
+    let Some(test) = TestKeyd::open_on(
+        Backend::Postgres,
+        ManualClock::now(),
+        options,
+        LogOptions::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    approve_group_web(&test).await;
+    let replica = test.replica().await;
+    let (served_a, served_b) = (test.serve(None).await, replica.serve(None).await);
+    let (a, b) = (served_keyd(test, served_a), served_keyd(replica, served_b));
+    let host = enroll_host(&a, "web-1").await;
+    let (first, _) = held_request(&a, &host).await;
+    let (second, _) = held_request(&a, &host).await;
+    let alice = approver(&a, "alice").await;
+    let on_a = Phone::new(&a);
+    let (cookie, token) = on_a
+        .logged_in_with_cookie(
+            "alice",
+            &totp_code(&alice, "alice", a.clock.secs()).unwrap(),
+        )
+        .await;
+    // The same browser (cookies are per host name, not per port) on B.
+    let on_b = Phone {
+        client: on_a.client.clone(),
+        base: b.base.clone(),
+    };
+    let (status, _, html) = on_b.page().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!is_login_form(&html), "B does not know A's login: {html}");
+    assert_eq!(csrf(&html), token);
+    let reply = on_b.decide(&first, "approve", Some(&token)).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    // The decision's message is the session's: shown by whichever
+    // replica serves the next page.
+    assert!(on_a.page().await.2.contains("Approved web-1"));
+    assert_eq!(
+        a.authority.pending_request(&first).await.unwrap().state,
+        atrest_keyd::PendingState::Approved
+    );
+
+    let reply = on_b
+        .client
+        .post(format!("{}/approve/logout", b.base))
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    // The browser dropped the cookie; a copy of it is refused on A too.
+    let reply = reqwest::Client::new()
+        .post(format!("{}/approve/{second}/approve", a.base))
+        .header(reqwest::header::COOKIE, format!("atrest_approve={cookie}"))
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
+
+    // A new login expires on every replica at once.
+    a.clock.advance(30);
+    let token = on_a
+        .logged_in(
+            "alice",
+            &totp_code(&alice, "alice", a.clock.secs()).unwrap(),
+        )
+        .await;
+    assert_eq!(csrf(&on_b.page().await.2), token);
+    a.clock.advance(SESSION_LIFETIME + 1);
+    assert!(is_login_form(&on_b.page().await.2));
+    assert_eq!(
+        on_b.decide(&second, "approve", Some(&token)).await.status(),
+        StatusCode::UNAUTHORIZED
     );
 }
 

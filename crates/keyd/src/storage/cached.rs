@@ -10,13 +10,14 @@
 //! next read fetches them again.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use atrest_remote::{HostId, KeyId};
 
 use super::{
-    BootState, HeldState, HoldOutcome, HostRecord, HostState, PolicyRule, PolicyScope, Storage,
-    StorageError, StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredWindow,
+    BootState, Held, HeldState, HoldOutcome, HostRecord, HostState, PolicyRule, PolicyScope,
+    Storage, StorageError, StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret,
+    StoredSession, StoredWindow,
 };
 
 #[derive(Default)]
@@ -33,14 +34,47 @@ struct Memory {
 /// Correct only while no other process writes the same store.
 pub struct Cached<S> {
     inner: S,
-    memory: Mutex<Memory>,
+    memory: Arc<Mutex<Memory>>,
+}
+
+/// A hold of the store under a [`Cached`]: the hosts written through it
+/// are forgotten again once it commits (a read between the write and the
+/// commit may have cached the row from before).
+#[derive(Default)]
+pub struct CachedHeld<H> {
+    inner: H,
+    written: Option<(Arc<Mutex<Memory>>, HostId)>,
+}
+
+impl<H: Held> Held for CachedHeld<H> {
+    async fn commit(self) -> Result<(), StorageError> {
+        let committed = self.inner.commit().await;
+        if let Some((memory, id)) = &self.written {
+            forget(memory, id);
+        }
+        committed
+    }
+}
+
+fn lock(memory: &Mutex<Memory>) -> MutexGuard<'_, Memory> {
+    // Plain maps: a panic elsewhere leaves nothing half-done here.
+    memory
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn forget(memory: &Mutex<Memory>, id: &HostId) {
+    let mut memory = lock(memory);
+    memory.hosts.remove(id);
+    memory.boots.remove(id);
+    memory.epoch += 1;
 }
 
 impl<S: Storage> Cached<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            memory: Mutex::default(),
+            memory: Arc::default(),
         }
     }
 
@@ -49,10 +83,7 @@ impl<S: Storage> Cached<S> {
     }
 
     fn memory(&self) -> MutexGuard<'_, Memory> {
-        // Plain maps: a panic elsewhere leaves nothing half-done here.
-        self.memory
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.memory)
     }
 
     fn epoch(&self) -> u64 {
@@ -60,10 +91,15 @@ impl<S: Storage> Cached<S> {
     }
 
     fn forget(&self, id: &HostId) {
-        let mut memory = self.memory();
-        memory.hosts.remove(id);
-        memory.boots.remove(id);
-        memory.epoch += 1;
+        forget(&self.memory, id);
+    }
+
+    /// `held` around a hold of the inner store that wrote host `id`.
+    fn written(&self, inner: S::Held, id: &HostId) -> CachedHeld<S::Held> {
+        CachedHeld {
+            inner,
+            written: Some((self.memory.clone(), id.clone())),
+        }
     }
 }
 
@@ -76,6 +112,8 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Cached<S> {
 }
 
 impl<S: Storage> Storage for Cached<S> {
+    type Held = CachedHeld<S::Held>;
+
     async fn insert_token(
         &self,
         token_hash: [u8; 32],
@@ -91,18 +129,10 @@ impl<S: Storage> Storage for Cached<S> {
         now: u64,
         host: &HostRecord,
         secret: &[u8; 32],
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Option<(String, CachedHeld<S::Held>)>, StorageError> {
         let enrolled = self.inner.enroll(token_hash, now, host, secret).await;
         self.forget(&host.id);
-        enrolled
-    }
-
-    async fn token_group(
-        &self,
-        token_hash: [u8; 32],
-        now: u64,
-    ) -> Result<Option<String>, StorageError> {
-        self.inner.token_group(token_hash, now).await
+        Ok(enrolled?.map(|(group, held)| (group, self.written(held, &host.id))))
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
@@ -128,9 +158,31 @@ impl<S: Storage> Storage for Cached<S> {
         self.inner.host_secrets(id).await
     }
 
-    async fn set_host_state(&self, id: &HostId, state: HostState) -> Result<bool, StorageError> {
-        let changed = self.inner.set_host_state(id, state).await;
+    /// A release's (shared) hold reads the host from memory and holds
+    /// nothing: only this process writes the store.
+    async fn hold_host(
+        &self,
+        id: &HostId,
+        exclusive: bool,
+    ) -> Result<Option<(HostRecord, CachedHeld<S::Held>)>, StorageError> {
+        if !exclusive {
+            return Ok(self.host(id).await?.map(|r| (r, CachedHeld::default())));
+        }
+        let held = self.inner.hold_host(id, exclusive).await?;
+        Ok(held.map(|(record, held)| (record, self.written(held, id))))
+    }
+
+    async fn set_host_state(
+        &self,
+        held: &mut CachedHeld<S::Held>,
+        id: &HostId,
+        state: HostState,
+    ) -> Result<bool, StorageError> {
+        let changed = self.inner.set_host_state(&mut held.inner, id, state).await;
         self.forget(id);
+        if held.written.is_none() {
+            held.written = Some((self.memory.clone(), id.clone()));
+        }
         changed
     }
 
@@ -315,6 +367,34 @@ impl<S: Storage> Storage for Cached<S> {
         window: Option<&StoredWindow>,
     ) -> Result<bool, StorageError> {
         self.inner.set_scope_window(id, window).await
+    }
+
+    async fn insert_session(&self, session: &StoredSession) -> Result<(), StorageError> {
+        self.inner.insert_session(session).await
+    }
+
+    async fn session(
+        &self,
+        id_hash: [u8; 32],
+        now: u64,
+    ) -> Result<Option<StoredSession>, StorageError> {
+        self.inner.session(id_hash, now).await
+    }
+
+    async fn set_session_flash(
+        &self,
+        id_hash: [u8; 32],
+        flash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        self.inner.set_session_flash(id_hash, flash).await
+    }
+
+    async fn delete_session(&self, id_hash: [u8; 32]) -> Result<(), StorageError> {
+        self.inner.delete_session(id_hash).await
+    }
+
+    async fn prune_sessions(&self, now: u64) -> Result<(), StorageError> {
+        self.inner.prune_sessions(now).await
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

@@ -19,9 +19,9 @@ use atrest_audit::{AuditStore, ChainHead, Checkpoint, Entry, PgStore, SqliteStor
 use atrest_remote::{HostId, KeyId};
 
 use super::{
-    BootState, Cached, HeldState, HoldOutcome, HostRecord, HostState, PgStorage, PolicyRule,
-    PolicyScope, SqliteStorage, Storage, StorageError, StoredApp, StoredApprover, StoredHeld,
-    StoredScope, StoredSecret, StoredWindow,
+    BootState, Cached, CachedHeld, Held, HeldState, HoldOutcome, HostRecord, HostState, PgHeld,
+    PgStorage, PolicyRule, PolicyScope, SqliteHeld, SqliteStorage, Storage, StorageError,
+    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
 };
 
 const STATE_DB: &str = crate::DataDir::STATE_DB;
@@ -217,6 +217,25 @@ pub enum KeydStorage {
     Postgres(PgStorage),
 }
 
+/// What a [`KeydStorage`] holds for its caller: its backend's hold.
+#[derive(Default)]
+pub enum KeydHeld {
+    #[default]
+    Nothing,
+    Sqlite(CachedHeld<SqliteHeld>),
+    Postgres(PgHeld),
+}
+
+impl Held for KeydHeld {
+    async fn commit(self) -> Result<(), StorageError> {
+        match self {
+            Self::Nothing => Ok(()),
+            Self::Sqlite(held) => held.commit().await,
+            Self::Postgres(held) => held.commit().await,
+        }
+    }
+}
+
 /// The audit store `atrest keyd` runs on.
 #[derive(Clone, Debug)]
 pub enum KeydAuditStore {
@@ -235,6 +254,8 @@ macro_rules! each {
 }
 
 impl Storage for KeydStorage {
+    type Held = KeydHeld;
+
     async fn insert_token(
         &self,
         token_hash: [u8; 32],
@@ -250,16 +271,17 @@ impl Storage for KeydStorage {
         now: u64,
         host: &HostRecord,
         secret: &[u8; 32],
-    ) -> Result<Option<String>, StorageError> {
-        each!(self, s => s.enroll(token_hash, now, host, secret).await)
-    }
-
-    async fn token_group(
-        &self,
-        token_hash: [u8; 32],
-        now: u64,
-    ) -> Result<Option<String>, StorageError> {
-        each!(self, s => s.token_group(token_hash, now).await)
+    ) -> Result<Option<(String, KeydHeld)>, StorageError> {
+        Ok(match self {
+            Self::Sqlite(s) => s
+                .enroll(token_hash, now, host, secret)
+                .await?
+                .map(|(group, held)| (group, KeydHeld::Sqlite(held))),
+            Self::Postgres(s) => s
+                .enroll(token_hash, now, host, secret)
+                .await?
+                .map(|(group, held)| (group, KeydHeld::Postgres(held))),
+        })
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
@@ -274,8 +296,39 @@ impl Storage for KeydStorage {
         each!(self, s => s.host_secrets(id).await)
     }
 
-    async fn set_host_state(&self, id: &HostId, state: HostState) -> Result<bool, StorageError> {
-        each!(self, s => s.set_host_state(id, state).await)
+    async fn hold_host(
+        &self,
+        id: &HostId,
+        exclusive: bool,
+    ) -> Result<Option<(HostRecord, KeydHeld)>, StorageError> {
+        Ok(match self {
+            Self::Sqlite(s) => s
+                .hold_host(id, exclusive)
+                .await?
+                .map(|(record, held)| (record, KeydHeld::Sqlite(held))),
+            Self::Postgres(s) => s
+                .hold_host(id, exclusive)
+                .await?
+                .map(|(record, held)| (record, KeydHeld::Postgres(held))),
+        })
+    }
+
+    async fn set_host_state(
+        &self,
+        held: &mut KeydHeld,
+        id: &HostId,
+        state: HostState,
+    ) -> Result<bool, StorageError> {
+        match (self, held) {
+            (Self::Sqlite(s), KeydHeld::Sqlite(held)) => s.set_host_state(held, id, state).await,
+            (Self::Postgres(s), KeydHeld::Postgres(held)) => {
+                s.set_host_state(held, id, state).await
+            }
+            // Nothing held (or, which never happens, another backend's
+            // hold): committed at once.
+            (Self::Sqlite(s), _) => s.set_host_state(&mut Default::default(), id, state).await,
+            (Self::Postgres(s), _) => s.set_host_state(&mut Default::default(), id, state).await,
+        }
     }
 
     async fn rotate_secret(
@@ -434,6 +487,34 @@ impl Storage for KeydStorage {
         window: Option<&StoredWindow>,
     ) -> Result<bool, StorageError> {
         each!(self, s => s.set_scope_window(id, window).await)
+    }
+
+    async fn insert_session(&self, session: &StoredSession) -> Result<(), StorageError> {
+        each!(self, s => s.insert_session(session).await)
+    }
+
+    async fn session(
+        &self,
+        id_hash: [u8; 32],
+        now: u64,
+    ) -> Result<Option<StoredSession>, StorageError> {
+        each!(self, s => s.session(id_hash, now).await)
+    }
+
+    async fn set_session_flash(
+        &self,
+        id_hash: [u8; 32],
+        flash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        each!(self, s => s.set_session_flash(id_hash, flash).await)
+    }
+
+    async fn delete_session(&self, id_hash: [u8; 32]) -> Result<(), StorageError> {
+        each!(self, s => s.delete_session(id_hash).await)
+    }
+
+    async fn prune_sessions(&self, now: u64) -> Result<(), StorageError> {
+        each!(self, s => s.prune_sessions(now).await)
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

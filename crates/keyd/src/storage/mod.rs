@@ -26,12 +26,12 @@ mod postgres;
 mod scoped;
 mod sqlite;
 
-pub use cached::Cached;
-pub use database::{Database, DatabaseError, KeydAuditStore, KeydStorage};
-pub use postgres::{PG_SCHEMA_VERSION, PgStorage};
+pub use cached::{Cached, CachedHeld};
+pub use database::{Database, DatabaseError, KeydAuditStore, KeydHeld, KeydStorage};
+pub use postgres::{PG_SCHEMA_VERSION, PgHeld, PgStorage};
 pub(crate) use scoped::{ScopeRow, app_from};
 pub use scoped::{StoredApp, StoredScope, StoredWindow};
-pub use sqlite::{SCHEMA_VERSION, SqliteStorage};
+pub use sqlite::{SCHEMA_VERSION, SqliteHeld, SqliteStorage};
 
 /// Whether a host may still be answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +256,46 @@ pub enum HoldOutcome {
     },
 }
 
+/// A login to the approval page. Stored by the SHA-256 of its cookie's
+/// value, so a copy of the database holds no usable session; any replica
+/// reading the row knows the login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSession {
+    pub id_hash: [u8; 32],
+    pub approver: String,
+    /// What every form of the session carries back (CSRF): useless
+    /// without the cookie.
+    pub csrf: String,
+    /// Unix seconds; the session is gone from then on.
+    pub expires_at: u64,
+    /// A message for the session's next page, shown once.
+    pub flash: Option<String>,
+}
+
+/// A session's row as both backends read it.
+pub(crate) struct SessionRow {
+    pub id_hash: Vec<u8>,
+    pub approver: String,
+    pub csrf: String,
+    pub expires_at: i64,
+    pub flash: Option<String>,
+}
+
+impl SessionRow {
+    pub fn session(self) -> Result<StoredSession, StorageError> {
+        Ok(StoredSession {
+            id_hash: self
+                .id_hash
+                .try_into()
+                .map_err(|_| StorageError::Corrupt("web session: id hash length".into()))?,
+            approver: self.approver,
+            csrf: self.csrf,
+            expires_at: to_u64(self.expires_at),
+            flash: self.flash,
+        })
+    }
+}
+
 /// An exchange secret of a host, by its key id.
 pub struct StoredSecret {
     pub key_id: KeyId,
@@ -285,6 +325,10 @@ pub enum StorageError {
     /// `default_transaction_read_only`).
     #[error("the key authority database is read-only; nothing is released until it takes writes")]
     ReadOnly,
+    /// A host's row changed on every read of a release or a change: others
+    /// keep changing it; try again.
+    #[error("host {0} changed on every read (other changes at the same time); try again")]
+    Contended(HostId),
     #[error("key authority storage holds a bad row: {0}")]
     Corrupt(String),
     #[error("a host named {0} is already enrolled")]
@@ -305,7 +349,10 @@ impl StorageError {
     /// Whether the database is unreachable or read-only, rather than the
     /// request or a row being wrong.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::ReadOnly)
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::ReadOnly | Self::Contended(_)
+        )
     }
 }
 
@@ -489,9 +536,20 @@ pub(crate) fn stored_secret(
     })
 }
 
+/// Rows a [`Storage`] holds for its caller (an open transaction, or
+/// nothing): committed by [`commit`](Held::commit); dropped, what was
+/// written through it is rolled back and the rows are let go.
+pub trait Held: Send {
+    fn commit(self) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
 /// Where the authority's state lives. Every method is one atomic,
 /// durable operation unless it says otherwise.
 pub trait Storage: Send + Sync + 'static {
+    /// What [`hold_host`](Self::hold_host) and [`enroll`](Self::enroll)
+    /// hold open; the default holds nothing.
+    type Held: Held + Default;
+
     /// Stores a token by the SHA-256 of its text, so a stolen database
     /// holds no usable token.
     fn insert_token(
@@ -502,23 +560,17 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Spends an unexpired, unused token and enrolls `host` with `secret`
-    /// in one transaction. `Ok(None)`: no such token, used, or expired.
+    /// in one transaction, left open: the enrollment exists once the
+    /// caller commits the returned hold (after the enrollment's audit
+    /// entry is durable); dropping it enrolls nothing and leaves the token
+    /// unspent. `Ok(None)`: no such token, used, or expired.
     fn enroll(
         &self,
         token_hash: [u8; 32],
         now: u64,
         host: &HostRecord,
         secret: &[u8; 32],
-    ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send;
-
-    /// The group of an unexpired, unused token, without spending it:
-    /// enrollment checks the token before it logs the enrollment, and
-    /// spends it (with [`enroll`](Self::enroll)) only after.
-    fn token_group(
-        &self,
-        token_hash: [u8; 32],
-        now: u64,
-    ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send;
+    ) -> impl Future<Output = Result<Option<(String, Self::Held)>, StorageError>> + Send;
 
     fn hosts(&self) -> impl Future<Output = Result<Vec<HostRecord>, StorageError>> + Send;
 
@@ -536,11 +588,28 @@ pub trait Storage: Send + Sync + 'static {
         id: &HostId,
     ) -> impl Future<Output = Result<Vec<StoredSecret>, StorageError>> + Send;
 
+    /// Reads host `id` and holds its row until the returned hold is
+    /// committed or dropped: shared by a release across its audit append,
+    /// exclusive by a change of the host's state across its own (written
+    /// with [`set_host_state`](Self::set_host_state) through the hold). So
+    /// on a store several processes share, a change waits for the releases
+    /// being logged, and a release that comes after the change commits sees
+    /// it. A store only this process writes may hold nothing (the authority
+    /// orders its own changes and releases). `Ok(None)`: no such host.
+    fn hold_host(
+        &self,
+        id: &HostId,
+        exclusive: bool,
+    ) -> impl Future<Output = Result<Option<(HostRecord, Self::Held)>, StorageError>> + Send;
+
     /// Sets the state; `Shredded` also deletes every secret of the host,
-    /// in the same transaction. A shredded host stays shredded.
-    /// `Ok(false)`: no such host, or it is shredded.
+    /// in the same transaction. A shredded host stays shredded. Written
+    /// through `held` (an exclusive [`hold_host`](Self::hold_host)) when it
+    /// holds a transaction, and then durable only once it commits; else
+    /// committed at once. `Ok(false)`: no such host, or it is shredded.
     fn set_host_state(
         &self,
+        held: &mut Self::Held,
         id: &HostId,
         state: HostState,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
@@ -755,6 +824,35 @@ pub trait Storage: Send + Sync + 'static {
         id: &str,
         window: Option<&StoredWindow>,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    fn insert_session(
+        &self,
+        session: &StoredSession,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The session whose cookie hashes to `id_hash`, unless it expired at
+    /// `now`.
+    fn session(
+        &self,
+        id_hash: [u8; 32],
+        now: u64,
+    ) -> impl Future<Output = Result<Option<StoredSession>, StorageError>> + Send;
+
+    /// Sets or clears the session's message for its next page.
+    fn set_session_flash(
+        &self,
+        id_hash: [u8; 32],
+        flash: Option<&str>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Ends a session (logout).
+    fn delete_session(
+        &self,
+        id_hash: [u8; 32],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Forgets sessions expired at `now`.
+    fn prune_sessions(&self, now: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Whether the database answers and takes writes: what `/healthz`
     /// reports. `Err` says why not.

@@ -17,15 +17,15 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use zeroize::Zeroizing;
 
 use super::{
-    BootRow, BootState, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, Storage, StorageError, StoredApp,
-    StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredWindow, app_from, backend,
-    scope_from_key, stored_secret, to_i64, to_u64,
+    BootRow, BootState, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage, StorageError,
+    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
+    app_from, backend, scope_from_key, stored_secret, to_i64, to_u64,
 };
 
 /// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`,
-/// version 3 the scoped tables; older databases are migrated (their other
-/// tables are unchanged).
+/// version 3 the scoped tables and `keyd_web_sessions`; older databases
+/// are migrated (their other tables are unchanged).
 pub const PG_SCHEMA_VERSION: i64 = 3;
 
 /// The oldest version this keyd migrates.
@@ -35,8 +35,9 @@ const PG_OLDEST_MIGRATED: i64 = 1;
 /// `…0001`).
 const MIGRATION_LOCK: i64 = 0x6174_7265_7374_0002;
 
-/// Connections per replica: releases read a host and spend a nonce, and
-/// the boot-state writer and maintenance take one each.
+/// Connections per replica: releases read a host and spend a nonce, a
+/// release holds one across its audit append (the host's row, shared),
+/// and the boot-state writer and maintenance take one each.
 const MAX_CONNECTIONS: u32 = 8;
 
 /// How long a query waits for a connection before the database counts as
@@ -135,6 +136,14 @@ const SCHEMA: &[&str] = &[
         version BIGINT NOT NULL,
         wrapped BYTEA NOT NULL,
         PRIMARY KEY (scope_id, version)
+    )",
+    // Since version 3: approval-page sessions, shared by the replicas.
+    "CREATE TABLE IF NOT EXISTS keyd_web_sessions (
+        id_hash BYTEA PRIMARY KEY CHECK (length(id_hash) = 32),
+        approver TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        flash TEXT
     )",
     // A shredded host stays shredded, and gets no secret again, whatever
     // writes to the table (a second line of defence behind the queries).
@@ -279,7 +288,23 @@ impl PgStorage {
     }
 }
 
+/// A transaction of a [`PgStorage`] holding host rows (`FOR SHARE` or
+/// `FOR UPDATE`) or an enrollment not yet committed; none by default.
+#[derive(Debug, Default)]
+pub struct PgHeld(Option<sqlx::Transaction<'static, sqlx::Postgres>>);
+
+impl Held for PgHeld {
+    async fn commit(self) -> Result<(), StorageError> {
+        match self.0 {
+            Some(tx) => tx.commit().await.map_err(backend),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Storage for PgStorage {
+    type Held = PgHeld;
+
     async fn insert_token(
         &self,
         token_hash: [u8; 32],
@@ -302,7 +327,7 @@ impl Storage for PgStorage {
         now: u64,
         host: &HostRecord,
         secret: &[u8; 32],
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Option<(String, PgHeld)>, StorageError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // The row lock of the UPDATE makes a second replica spending the
         // same token wait, then find it used.
@@ -344,23 +369,7 @@ impl Storage for PgStorage {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(group))
-    }
-
-    async fn token_group(
-        &self,
-        token_hash: [u8; 32],
-        now: u64,
-    ) -> Result<Option<String>, StorageError> {
-        sqlx::query_scalar(
-            "SELECT group_name FROM keyd_tokens WHERE hash = $1 AND NOT used AND expires_at > $2",
-        )
-        .bind(&token_hash[..])
-        .bind(to_i64(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)
+        Ok(Some((group, PgHeld(Some(tx)))))
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
@@ -401,23 +410,56 @@ impl Storage for PgStorage {
             .collect()
     }
 
-    async fn set_host_state(&self, id: &HostId, state: HostState) -> Result<bool, StorageError> {
+    async fn hold_host(
+        &self,
+        id: &HostId,
+        exclusive: bool,
+    ) -> Result<Option<(HostRecord, PgHeld)>, StorageError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Shared by releases (they do not wait for each other), exclusive
+        // by a change of state: each waits for the other's transaction.
+        let query = if exclusive {
+            concat!(select_hosts!(), " WHERE h.id = $1 FOR UPDATE OF h")
+        } else {
+            concat!(select_hosts!(), " WHERE h.id = $1 FOR SHARE OF h")
+        };
+        let row = sqlx::query(query)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((host_from_row(&row)?, PgHeld(Some(tx)))))
+    }
+
+    async fn set_host_state(
+        &self,
+        held: &mut PgHeld,
+        id: &HostId,
+        state: HostState,
+    ) -> Result<bool, StorageError> {
+        let mut own = None;
+        let tx = match &mut held.0 {
+            Some(tx) => tx,
+            None => own.insert(self.pool.begin().await.map_err(backend)?),
+        };
         let updated =
             sqlx::query("UPDATE keyd_hosts SET state = $1 WHERE id = $2 AND state <> 'shredded'")
                 .bind(state.as_str())
                 .bind(id.as_str())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(backend)?;
         if state == HostState::Shredded {
             sqlx::query("DELETE FROM keyd_host_secrets WHERE host_id = $1")
                 .bind(id.as_str())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(backend)?;
         }
-        tx.commit().await.map_err(backend)?;
+        if let Some(tx) = own {
+            tx.commit().await.map_err(backend)?;
+        }
         Ok(updated.rows_affected() > 0)
     }
 
@@ -999,6 +1041,71 @@ impl Storage for PgStorage {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn insert_session(&self, session: &StoredSession) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO keyd_web_sessions (id_hash, approver, csrf, expires_at, flash)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&session.id_hash[..])
+        .bind(&session.approver)
+        .bind(&session.csrf)
+        .bind(to_i64(session.expires_at))
+        .bind(&session.flash)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        id_hash: [u8; 32],
+        now: u64,
+    ) -> Result<Option<StoredSession>, StorageError> {
+        let row = sqlx::query(
+            "SELECT id_hash, approver, csrf, expires_at, flash FROM keyd_web_sessions
+             WHERE id_hash = $1 AND expires_at > $2",
+        )
+        .bind(&id_hash[..])
+        .bind(to_i64(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn set_session_flash(
+        &self,
+        id_hash: [u8; 32],
+        flash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE keyd_web_sessions SET flash = $1 WHERE id_hash = $2")
+            .bind(flash)
+            .bind(&id_hash[..])
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: [u8; 32]) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM keyd_web_sessions WHERE id_hash = $1")
+            .bind(&id_hash[..])
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn prune_sessions(&self, now: u64) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM keyd_web_sessions WHERE expires_at <= $1")
+            .bind(to_i64(now))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn check_writable(&self) -> Result<(), StorageError> {
         let writable: bool = sqlx::query_scalar(
             "SELECT current_setting('transaction_read_only') = 'off' AND NOT pg_is_in_recovery()",
@@ -1038,6 +1145,17 @@ fn host_from_row(row: &PgRow) -> Result<HostRecord, StorageError> {
         enrolled_at: row.try_get("enrolled_at").map_err(backend)?,
     }
     .record()
+}
+
+fn session_from_row(row: &PgRow) -> Result<StoredSession, StorageError> {
+    SessionRow {
+        id_hash: row.try_get("id_hash").map_err(backend)?,
+        approver: row.try_get("approver").map_err(backend)?,
+        csrf: row.try_get("csrf").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        flash: row.try_get("flash").map_err(backend)?,
+    }
+    .session()
 }
 
 fn held_from_row(row: &PgRow) -> Result<StoredHeld, StorageError> {

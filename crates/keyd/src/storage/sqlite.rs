@@ -15,17 +15,17 @@ use sqlx::sqlite::{
 use zeroize::Zeroizing;
 
 use super::{
-    BootRow, BootState, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, Storage, StorageError, StoredApp,
-    StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredWindow, app_from, backend,
-    scope_from_key, stored_secret, to_i64, to_u64,
+    BootRow, BootState, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage, StorageError,
+    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
+    app_from, backend, scope_from_key, stored_secret, to_i64, to_u64,
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 4;
 const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 4";
 /// From version 1: the boot ticket. (From version 2 to 3 a table is added:
-/// `held_requests`; from 3 to 4 the scoped tables; both created by
+/// `held_requests`; from 3 to 4 the scoped tables and `web_sessions`; all created by
 /// [`SCHEMA`] like every table.)
 const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
 
@@ -68,6 +68,10 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS scope_keys (
         scope_id TEXT NOT NULL REFERENCES scopes(id), version INTEGER NOT NULL,
         wrapped BLOB NOT NULL, PRIMARY KEY (scope_id, version))",
+    // Since version 4: approval-page sessions, so a restart keeps them.
+    "CREATE TABLE IF NOT EXISTS web_sessions (
+        id_hash BLOB PRIMARY KEY, approver TEXT NOT NULL, csrf TEXT NOT NULL,
+        expires_at INTEGER NOT NULL, flash TEXT)",
 ];
 
 /// The authority's state in a SQLite file (WAL, `synchronous=FULL`,
@@ -201,7 +205,23 @@ macro_rules! select_boots {
     };
 }
 
+/// An enrollment of a [`SqliteStorage`] not yet committed (its
+/// transaction holds the file's write lock); none by default.
+#[derive(Debug, Default)]
+pub struct SqliteHeld(Option<sqlx::Transaction<'static, sqlx::Sqlite>>);
+
+impl Held for SqliteHeld {
+    async fn commit(self) -> Result<(), StorageError> {
+        match self.0 {
+            Some(tx) => tx.commit().await.map_err(backend),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Storage for SqliteStorage {
+    type Held = SqliteHeld;
+
     async fn insert_token(
         &self,
         token_hash: [u8; 32],
@@ -224,7 +244,7 @@ impl Storage for SqliteStorage {
         now: u64,
         host: &HostRecord,
         secret: &[u8; 32],
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Option<(String, SqliteHeld)>, StorageError> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -267,23 +287,7 @@ impl Storage for SqliteStorage {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(group))
-    }
-
-    async fn token_group(
-        &self,
-        token_hash: [u8; 32],
-        now: u64,
-    ) -> Result<Option<String>, StorageError> {
-        sqlx::query_scalar(
-            "SELECT group_name FROM tokens WHERE hash = ? AND used = 0 AND expires_at > ?",
-        )
-        .bind(&token_hash[..])
-        .bind(to_i64(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)
+        Ok(Some((group, SqliteHeld(Some(tx)))))
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
@@ -325,7 +329,27 @@ impl Storage for SqliteStorage {
             .collect()
     }
 
-    async fn set_host_state(&self, id: &HostId, state: HostState) -> Result<bool, StorageError> {
+    async fn hold_host(
+        &self,
+        id: &HostId,
+        _exclusive: bool,
+    ) -> Result<Option<(HostRecord, SqliteHeld)>, StorageError> {
+        // One process per file: the authority orders its own changes and
+        // releases, so nothing is held.
+        Ok(self
+            .host(id)
+            .await?
+            .map(|record| (record, SqliteHeld::default())))
+    }
+
+    /// Committed at once, whatever `held` is: nothing else writes the file
+    /// to be made to wait (see [`hold_host`](Self::hold_host)).
+    async fn set_host_state(
+        &self,
+        _held: &mut SqliteHeld,
+        id: &HostId,
+        state: HostState,
+    ) -> Result<bool, StorageError> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -916,6 +940,71 @@ impl Storage for SqliteStorage {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn insert_session(&self, session: &StoredSession) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO web_sessions (id_hash, approver, csrf, expires_at, flash)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id_hash[..])
+        .bind(&session.approver)
+        .bind(&session.csrf)
+        .bind(to_i64(session.expires_at))
+        .bind(&session.flash)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        id_hash: [u8; 32],
+        now: u64,
+    ) -> Result<Option<StoredSession>, StorageError> {
+        let row = sqlx::query(
+            "SELECT id_hash, approver, csrf, expires_at, flash FROM web_sessions
+             WHERE id_hash = ? AND expires_at > ?",
+        )
+        .bind(&id_hash[..])
+        .bind(to_i64(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn set_session_flash(
+        &self,
+        id_hash: [u8; 32],
+        flash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE web_sessions SET flash = ? WHERE id_hash = ?")
+            .bind(flash)
+            .bind(&id_hash[..])
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: [u8; 32]) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM web_sessions WHERE id_hash = ?")
+            .bind(&id_hash[..])
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn prune_sessions(&self, now: u64) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM web_sessions WHERE expires_at <= ?")
+            .bind(to_i64(now))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn check_writable(&self) -> Result<(), StorageError> {
         // A write that changes nothing still needs the write lock and a
         // writable file.
@@ -951,6 +1040,17 @@ fn host_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<HostRecord, StorageErr
         enrolled_at: row.try_get("enrolled_at").map_err(backend)?,
     }
     .record()
+}
+
+fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredSession, StorageError> {
+    SessionRow {
+        id_hash: row.try_get("id_hash").map_err(backend)?,
+        approver: row.try_get("approver").map_err(backend)?,
+        csrf: row.try_get("csrf").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        flash: row.try_get("flash").map_err(backend)?,
+    }
+    .session()
 }
 
 fn held_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredHeld, StorageError> {

@@ -1,6 +1,6 @@
 //! The stores' schema migrations: a database written by an earlier
-//! schema version opens, keeps its rows and gains the held requests and
-//! the scoped tables.
+//! schema version opens, keeps its rows and gains the held requests, the
+//! scoped tables and the web sessions.
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,13 +20,12 @@ async fn enroll_host(storage: &impl Storage, name: &str) -> HostRecord {
         enrolled_at: 1,
     };
     storage.insert_token([9; 32], "web", 100).await.unwrap();
-    assert!(
-        storage
-            .enroll([9; 32], 2, &host, &[3; 32])
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let (_, held) = storage
+        .enroll([9; 32], 2, &host, &[3; 32])
+        .await
+        .unwrap()
+        .unwrap();
+    held.commit().await.unwrap();
     host
 }
 
@@ -103,8 +102,23 @@ async fn check_scoped(storage: &impl Storage) {
     assert_eq!(storage.app_by_token([5; 32]).await.unwrap(), None);
 }
 
-/// The host is still there and a request can be held for it.
+/// The host is still there, a request can be held for it and a web
+/// session kept.
 async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
+    let session = StoredSession {
+        id_hash: [5; 32],
+        approver: "alice".into(),
+        csrf: "c".into(),
+        expires_at: 100,
+        flash: None,
+    };
+    storage.insert_session(&session).await.unwrap();
+    assert_eq!(storage.session([5; 32], 99).await.unwrap(), Some(session));
+    assert_eq!(
+        storage.session([5; 32], 100).await.unwrap(),
+        None,
+        "expired"
+    );
     assert_eq!(storage.host(&host.id).await.unwrap().as_ref(), Some(host));
     let stored = held("req_1", &host.id);
     assert_eq!(
@@ -119,15 +133,21 @@ async fn a_sqlite_database_of_schema_1_2_or_3_is_migrated() {
     for from in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyd.db");
-        // Version 2 is version 3 without held requests; version 1 also
-        // lacks the boot ticket.
+        // Version 3 is version 4 without web sessions, version 2 also
+        // without held requests; version 1 also lacks the boot ticket.
         let (pool, host) = {
             let storage = SqliteStorage::open(&path).await.unwrap();
             let host = enroll_host(&storage, "web-1").await;
             (storage.pool().clone(), host)
         };
-        // Version 3 is version 4 without the scoped tables.
-        for table in ["scope_keys", "scopes", "scoped_apps", "scoped_records_key"] {
+        // Version 3 is version 4 without the scoped tables and web sessions.
+        for table in [
+            "scope_keys",
+            "scopes",
+            "scoped_apps",
+            "scoped_records_key",
+            "web_sessions",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
                 .execute(&pool)
                 .await
@@ -176,13 +196,14 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     let host = {
         let storage = PgStorage::open(&url).await.unwrap();
         let host = enroll_host(&storage, "web-1").await;
-        // Version 2 is version 3 without the scoped tables; version 1
-        // also lacks held requests.
+        // Version 2 is version 3 without the scoped tables and web sessions;
+        // version 1 also lacks held requests.
         for table in [
             "keyd_scope_keys",
             "keyd_scopes",
             "keyd_scoped_apps",
             "keyd_scoped_records_key",
+            "keyd_web_sessions",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
                 .execute(storage.pool())
@@ -210,8 +231,9 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
         .fetch_one(a.pool())
         .await
         .unwrap();
-    assert_eq!(version, PG_SCHEMA_VERSION);
+    assert_eq!(version, PG_SCHEMA_VERSION, "from {from}");
     check_migrated(&a, &host).await;
     assert!(b.held("req_1").await.unwrap().is_some());
+    assert!(b.session([5; 32], 99).await.unwrap().is_some());
     check_scoped(&a).await;
 }

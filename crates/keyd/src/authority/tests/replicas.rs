@@ -63,6 +63,116 @@ async fn a_revoke_or_shred_on_one_replica_is_refused_on_the_other() {
     assert!(revived.is_err(), "a shredded host was made active again");
 }
 
+/// Waits until `task` is done (`true`) or a session on `f`'s database
+/// waits for a row lock (`false`): whichever comes first, with no guess at
+/// how long either takes.
+async fn done_or_waiting_on_a_lock<T>(f: &Fixture, task: &tokio::task::JoinHandle<T>) -> bool {
+    let PgStorageRef(pool) = pg_pool(f);
+    loop {
+        if task.is_finished() {
+            return true;
+        }
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE NOT l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Issue 10: a release in flight on B (its state checked, its entry
+/// inside the audit commit) and a revoke on A at that moment. Either the
+/// revoke waits until B's release is logged, or B sees the revoke: B
+/// never answers after A acknowledged the revoke, and the log never
+/// shows a release after the revoke. Without the host's row held across
+/// the release's audit append, A acknowledged at once and B released.
+#[tokio::test]
+async fn a_release_in_flight_on_one_replica_is_never_answered_after_a_revoke_on_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    let permits = b.faults.hold_commits().await;
+    let releasing = {
+        let authority = b.authority.clone();
+        tokio::spawn(async move { authority.unlock(&signed, CTX).await })
+    };
+    b.faults.commit_started().await;
+    let revoking = {
+        let authority = a.authority.clone();
+        let id = host.id.clone();
+        tokio::spawn(async move { authority.revoke(&id, "test").await })
+    };
+    let acknowledged = done_or_waiting_on_a_lock(&a, &revoking).await;
+    drop(permits);
+    let released = releasing.await.unwrap();
+    revoking.await.unwrap().unwrap();
+    assert!(
+        !(acknowledged && released.is_ok()),
+        "B answered a release after A acknowledged the revoke"
+    );
+    let log = entries(&a).await;
+    let revoked_at = log.iter().find(|e| e.kind == EntryKind::Revoke).unwrap().seq;
+    let released_at = log
+        .iter()
+        .filter(|e| e.details.contains("\"released\""))
+        .map(|e| e.seq)
+        .collect::<Vec<_>>();
+    assert!(
+        released_at.iter().all(|&seq| seq < revoked_at),
+        "a release logged after the revoke: {released_at:?} after {revoked_at}"
+    );
+    // Once A has answered, B refuses at once (no wait, no tick).
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    assert_eq!(unlock(&b, &signed).await.unwrap_err().code(), "revoked");
+}
+
+/// Issue 10: enrollment is one transaction (token spent, host and secret
+/// written) that commits after its audit entry. B spending the same token
+/// while A's enrollment is being logged waits, then finds it spent: one
+/// host, one `enrolled` entry. Before, both logged `enrolled`, B stored
+/// its host, and A had to log a compensating `not_enrolled`.
+#[tokio::test]
+async fn a_token_spent_on_two_replicas_at_once_enrolls_one_host_and_logs_one() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let token = a.authority.create_token("web", 3600, "test").await.unwrap();
+    let enroll = |f: &Fixture, name: &'static str| {
+        let authority = f.authority.clone();
+        let token = token.token.clone();
+        let public_key = HostIdentity::generate().public_key();
+        tokio::spawn(async move { authority.enroll(&token, name, public_key, CTX).await })
+    };
+    let permits = a.faults.hold_commits().await;
+    let first = enroll(&a, "web-1");
+    a.faults.commit_started().await;
+    let second = enroll(&b, "web-2");
+    done_or_waiting_on_a_lock(&b, &second).await;
+    drop(permits);
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.unwrap().host_id.as_str(), "web-1");
+    assert_eq!(second.unwrap_err().code(), "bad_token");
+    let hosts = a.authority.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    let log = entries(&a).await;
+    let enrolled: Vec<_> = log
+        .iter()
+        .filter(|e| e.kind == EntryKind::Enrollment && e.details.contains("\"group\""))
+        .map(|e| e.subject.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(enrolled, ["web-1"], "{log:#?}");
+    assert!(
+        !log.iter().any(|e| e.details.contains("not_enrolled")),
+        "a compensating entry was logged"
+    );
+}
+
 #[tokio::test]
 async fn a_nonce_spent_on_one_replica_is_a_replay_on_the_other() {
     let Some(a) = fixture().await else { return };
@@ -431,5 +541,99 @@ async fn a_database_of_another_schema_version_is_refused() {
             .unwrap();
         let error = crate::storage::PgStorage::open(&url).await.unwrap_err();
         assert!(error.to_string().contains(says), "{version}: {error}");
+    }
+}
+
+/// Issue 10: the PostgreSQL server stopped and started again (a real
+/// restart, of a server of the test's own) while hosts ask for releases.
+/// While it is down every release is refused with a stable code; each
+/// release answered has its `released` entry in the log; the same
+/// authority answers again once the server is back, with no restart of
+/// keyd; the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_under_load_refuses_releases_then_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(server) = crate::testing::PostgresServer::start().await else {
+        return;
+    };
+    let keyd = crate::testing::TestKeyd::open_at(
+        crate::storage::Database::Postgres(server.url.clone()),
+        crate::testing::ManualClock::at(T0),
+        AuthorityOptions::default(),
+        atrest_audit::LogOptions::default(),
+    )
+    .await;
+    let f = Arc::new(Fixture {
+        keyd,
+        tickets: Default::default(),
+        poll_tokens: Default::default(),
+    });
+    let host = Arc::new(enroll_host(&f, "web-1").await);
+    // The boot's first release (its ticket), so that every release under
+    // load is of the same, proven boot.
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    granted(unlock(&f, &signed).await.unwrap());
+    let granted_seqs = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let refusals = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (f, host) = (f.clone(), host.clone());
+            let (granted_seqs, refusals, stop) =
+                (granted_seqs.clone(), refusals.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let (signed, state) = request(&f, &host.identity, &host.id, &host.binding);
+                    match unlock(&f, &signed).await {
+                        Ok(outcome) => {
+                            let grant = granted(outcome);
+                            assert_eq!(
+                                state.unblind(&grant.response).unwrap().expose(),
+                                host.key.expose()
+                            );
+                            granted_seqs.lock().unwrap().push(grant.audit_seq);
+                        }
+                        Err(e) => refusals.lock().unwrap().push(e.code().to_owned()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let granted_count = || granted_seqs.lock().unwrap().len();
+    let refused_count = || refusals.lock().unwrap().len();
+    until(|| granted_count() >= 10).await;
+    server.stop();
+    let before_down = refused_count();
+    until(|| refused_count() >= before_down + 4).await;
+    let granted_while_down = granted_count();
+    server.start_again();
+    until(|| granted_count() >= granted_while_down + 10).await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let refusals = refusals.lock().unwrap().clone();
+    assert!(
+        refusals
+            .iter()
+            .all(|code| code == "database_unavailable" || code == "audit_unavailable"),
+        "{refusals:?}"
+    );
+    let log = entries(&f).await;
+    for seq in granted_seqs.lock().unwrap().iter() {
+        let entry = log.iter().find(|e| e.seq == *seq).unwrap();
+        assert!(entry.details.contains("\"released\""), "{entry:?}");
+    }
+    let public = f.authority.audit().public_key();
+    atrest_audit::verify(f.authority.audit().store(), &public)
+        .await
+        .unwrap();
+}
+
+/// Waits, polling (no guessed duration), until `done` holds.
+async fn until(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

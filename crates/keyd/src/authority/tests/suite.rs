@@ -304,7 +304,7 @@ async fn revoked_and_shredded_hosts_are_refused() {
     assert!(
         !f.authority
             .storage()
-            .set_host_state(&host.id, HostState::Active)
+            .set_host_state(&mut Default::default(), &host.id, HostState::Active)
             .await
             .unwrap()
     );
