@@ -26,7 +26,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
         fuse3 attr e2fsprogs util-linux psmisc procps cryptsetup-bin \
         fio stress-ng gocryptfs postgresql postgresql-contrib perl \
         chromium chromium-driver python3-selenium iproute2 \
-        ansible-core cloud-init python3-venv curl >/dev/null
+        ansible-core cloud-init python3-venv curl \
+        php-cli php-curl php-sqlite3 >/dev/null
     python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
     # The independent backup checker reads keyed BLAKE3 and zstd.
     python3 -c 'import blake3, zstandard' 2>/dev/null || python3 -m pip install -q blake3 zstandard
@@ -85,6 +86,9 @@ fi
 
 step "real workloads on a mount: fio, stress-ng, PostgreSQL, leak check"
 ATREST="$PWD/target/release/atrest" bash tests/workloads/run-all.sh
+
+step "the PHP example against a real keyd: sign-up, log-in, blind index, window job, erasure"
+ATREST="$PWD/target/release/atrest" bash examples/php-app/test.sh
 
 step "fuzzing the parsers (short run)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-short.sh
