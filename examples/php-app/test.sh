@@ -26,7 +26,8 @@ trap cleanup EXIT
 
 # --- the authority: init, serve on a free port, and an app for the example
 export ATREST_KEYD_DIR="$work/keyd"
-"$ATREST" keyd init --data-dir "$ATREST_KEYD_DIR" --listen 127.0.0.1:0 >/dev/null
+"$ATREST" keyd init --data-dir "$ATREST_KEYD_DIR" --listen 127.0.0.1:0 >"$work/init.out" 2>&1 ||
+    { cat "$work/init.out" >&2; fail "keyd init failed"; }
 "$ATREST" keyd serve --data-dir "$ATREST_KEYD_DIR" >"$work/serve.out" 2>"$work/serve.err" &
 keyd_pid=$!
 for _ in $(seq 300); do
