@@ -143,7 +143,7 @@ final class Users
     public function nightlyRecipients(): array
     {
         $rows = $this->db->query('SELECT n.user_id, n.email FROM notify n JOIN users u ON u.id = n.user_id
-                                  WHERE u.erased_at IS NULL ORDER BY u.created_at, u.id')->fetchAll();
+                                  WHERE u.erased_at IS NULL ORDER BY u.rowid')->fetchAll();
         if ($rows === []) {
             return [];
         }
