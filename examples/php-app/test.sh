@@ -17,36 +17,16 @@ for ext in curl pdo_sqlite; do
 done
 
 work="$(mktemp -d)"
-keyd_pid=""
+# shellcheck source=../keyd-for-tests.sh
+source "$here/../keyd-for-tests.sh"
 cleanup() {
-    [ -n "$keyd_pid" ] && kill "$keyd_pid" 2>/dev/null && wait "$keyd_pid" 2>/dev/null
+    stop_keyd
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-# --- the authority: init, serve on a free port, and an app for the example
-export ATREST_KEYD_DIR="$work/keyd"
-"$ATREST" keyd init --data-dir "$ATREST_KEYD_DIR" --listen 127.0.0.1:0 >"$work/init.out" 2>&1 ||
-    { cat "$work/init.out" >&2; fail "keyd init failed"; }
-"$ATREST" keyd serve --data-dir "$ATREST_KEYD_DIR" >"$work/serve.out" 2>"$work/serve.err" &
-keyd_pid=$!
-for _ in $(seq 300); do
-    grep -q '^listening on ' "$work/serve.out" && break
-    kill -0 "$keyd_pid" 2>/dev/null || { cat "$work/serve.err" >&2; fail "keyd serve exited"; }
-    sleep 0.1
-done
-url="$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$work/serve.out")"
-[ -n "$url" ] || fail "keyd did not say where it listens: $(cat "$work/serve.out")"
-# The admin commands find keyd through keyd.json; port 0 was resolved only now.
-php -r '$f = $argv[1]; $s = json_decode(file_get_contents($f), true);
-        $s["listen"] = preg_replace("#^https://#", "", $argv[2]);
-        file_put_contents($f, json_encode($s, JSON_UNESCAPED_SLASHES));' "$ATREST_KEYD_DIR/keyd.json" "$url"
-
-app_json="$("$ATREST" app add shop --scope 'user:*,notify:*,directory:users' \
-    --field 'users.*,notify.email' --create-scopes --json)"
-export ATREST_URL="$url"
-export ATREST_APP_TOKEN="$(php -r 'echo json_decode($argv[1], true)["token"];' "$app_json")"
-export ATREST_CA="$ATREST_KEYD_DIR/tls/ca.pem"
+start_keyd_with_app shop --scope 'user:*,notify:*,directory:users' \
+    --field 'users.*,notify.email' --create-scopes
 export APP_DB="$work/app.sqlite"
 cd "$work"
 
