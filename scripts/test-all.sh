@@ -90,6 +90,9 @@ ATREST="$PWD/target/release/atrest" bash tests/workloads/run-all.sh
 step "the PHP example against a real keyd: sign-up, log-in, blind index, window job, erasure"
 ATREST="$PWD/target/release/atrest" bash examples/php-app/test.sh
 
+step "the Rust example on PostgreSQL (sqlx): sealed columns, blind-index lookups, a shred"
+ATREST="$PWD/target/release/atrest" bash examples/rust-service/test.sh
+
 step "fuzzing the parsers (short run)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-short.sh
 
