@@ -4,9 +4,15 @@
 #   start_keyd_with_app NAME [atrest app add OPTIONS...]
 #
 # exports ATREST_KEYD_DIR (for `atrest scope`/`atrest app`), ATREST_URL,
-# ATREST_APP_TOKEN and ATREST_CA; the caller defines fail() and $work, and
-# calls stop_keyd from its EXIT trap.
+# ATREST_APP_TOKEN and ATREST_CA. Sourcing it makes the temporary directory
+# $work, removed with keyd stopped on exit; the caller defines fail().
 keyd_pid=""
+work="$(mktemp -d)"
+cleanup() {
+    stop_keyd
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 start_keyd_with_app() {
     local name="$1"

@@ -16,14 +16,8 @@ for ext in curl pdo_sqlite; do
     php -r 'exit(extension_loaded($argv[1]) ? 0 : 1);' "$ext" || fail "PHP lacks the $ext extension (apt-get install php-curl php-sqlite3)"
 done
 
-work="$(mktemp -d)"
 # shellcheck source=../keyd-for-tests.sh
 source "$here/../keyd-for-tests.sh"
-cleanup() {
-    stop_keyd
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 start_keyd_with_app shop --scope 'user:*,notify:*,directory:users' \
     --field 'users.*,notify.email' --create-scopes

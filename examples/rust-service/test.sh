@@ -21,14 +21,8 @@ export DATABASE_URL="$ATREST_TEST_POSTGRES"
 service="$(cd "$here/../.." && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug/atrest-example-service"
 
-work="$(mktemp -d)"
 # shellcheck source=../keyd-for-tests.sh
 source "$here/../keyd-for-tests.sh"
-cleanup() {
-    stop_keyd
-    rm -rf "$work"
-}
-trap cleanup EXIT
 start_keyd_with_app billing --scope 'company:*' --field 'example_customers.*' --create-scopes
 
 echo "rust-service: customers sealed in PostgreSQL, found by blind index"

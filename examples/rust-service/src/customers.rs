@@ -77,32 +77,23 @@ impl Customers {
         self.keyd.ensure_scope(&scope(company)).await
     }
 
-    async fn email_index(&self, company: &str, email: &str) -> Result<String> {
+    /// The blind-index value of `value` for one of the lookups.
+    async fn index_value(&self, lookup: Lookup, company: &str, value: &str) -> Result<String> {
         let scope = scope(company);
-        let item = Index {
-            scope: &scope,
-            table: TABLE,
-            index: "email",
-            columns: &["email"],
-            bits: EMAIL_BITS,
-            normalize: &["trim", "lowercase"],
-            values: vec![email],
-        };
-        Ok(self.keyd.index(&[item]).await?.remove(0))
-    }
-
-    async fn number_index(&self, company: &str, number: &str) -> Result<String> {
-        let scope = scope(company);
-        let item = Index {
-            scope: &scope,
-            table: TABLE,
-            index: "number",
-            columns: &["number"],
-            bits: NUMBER_BITS,
+        let (index, bits, normalize): (&str, u16, &[&str]) = match lookup {
+            Lookup::Email => ("email", EMAIL_BITS, &["trim", "lowercase"]),
             // keyd accepts the hyphenated names (`digits-only`); docs/openapi.json
             // and docs/keyd-api.md still list `digits_only`, which it refuses.
-            normalize: &["digits-only"],
-            values: vec![number],
+            Lookup::Number => ("number", NUMBER_BITS, &["digits-only"]),
+        };
+        let item = Index {
+            scope: &scope,
+            table: TABLE,
+            index,
+            columns: &[index],
+            bits,
+            normalize,
+            values: vec![value],
         };
         Ok(self.keyd.index(&[item]).await?.remove(0))
     }
@@ -133,8 +124,8 @@ impl Customers {
             })
             .collect();
         let sealed = self.keyd.encrypt(&fields).await?;
-        let email_index = self.email_index(company, email).await?;
-        let number_index = self.number_index(company, number).await?;
+        let email_index = self.index_value(Lookup::Email, company, email).await?;
+        let number_index = self.index_value(Lookup::Number, company, number).await?;
         sqlx::query(
             "INSERT INTO example_customers
                 (id, company, email_index, number_index, email, name, number)
@@ -154,7 +145,7 @@ impl Customers {
 
     /// The customer of `company` with this email (case and spaces ignored).
     pub async fn find_by_email(&self, company: &str, email: &str) -> Result<Option<Customer>> {
-        let index = self.email_index(company, email).await?;
+        let index = self.index_value(Lookup::Email, company, email).await?;
         let rows = self.rows(Lookup::Email, company, &index).await?;
         let wanted = email.trim().to_lowercase();
         Ok(rows.into_iter().find(|c| c.email.to_lowercase() == wanted))
@@ -162,7 +153,7 @@ impl Customers {
 
     /// The customers of `company` with this number (digits compared).
     pub async fn find_by_number(&self, company: &str, number: &str) -> Result<Vec<Customer>> {
-        let index = self.number_index(company, number).await?;
+        let index = self.index_value(Lookup::Number, company, number).await?;
         let rows = self.rows(Lookup::Number, company, &index).await?;
         let wanted = digits(number);
         Ok(rows
