@@ -82,8 +82,6 @@ impl Customers {
         let scope = scope(company);
         let (index, bits, normalize): (&str, u16, &[&str]) = match lookup {
             Lookup::Email => ("email", EMAIL_BITS, &["trim", "lowercase"]),
-            // keyd accepts the hyphenated names (`digits-only`); docs/openapi.json
-            // and docs/keyd-api.md still list `digits_only`, which it refuses.
             Lookup::Number => ("number", NUMBER_BITS, &["digits-only"]),
         };
         let item = Index {
