@@ -408,12 +408,13 @@ pub struct PasswdArgs {
 pub struct FsckArgs {
     pub vault: PathBuf,
     /// Print the report as JSON: `problems` and `repaired`, each finding
-    /// with `backing`, `plain`, `kind` (`corrupt` or `torn`) and `what`.
+    /// with `backing`, `plain`, `kind` (`corrupt`, `torn`, or `note` for format 2
+    /// findings that are not damage) and `what`.
     #[arg(long)]
     pub json: bool,
     /// Cut every last block that a crash tore back to the last complete
     /// block (each printed as `repaired:`); nothing else is changed. Needs
-    /// the vault unmounted.
+    /// the vault unmounted. Format 2 vaults: refused (not built yet).
     #[arg(long)]
     pub repair: bool,
     #[command(flatten)]

@@ -49,6 +49,9 @@ pub enum ProblemKind {
     /// A last block that a crash tore in the middle of a write (format
     /// §6.5); [`repair`] cuts it back to the last complete block.
     Torn,
+    /// Worth a line, not damage: something the mount never reads that a
+    /// crash can leave (format 2 only, [`crate::fsck2`]).
+    Note,
 }
 
 /// Whether torn tails are only reported, or cut.
@@ -59,8 +62,17 @@ enum Pass {
 }
 
 impl FsckReport {
+    /// No problem but notes.
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
+        self.damage() == 0
+    }
+
+    /// Problems that are not notes.
+    pub fn damage(&self) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.kind != ProblemKind::Note)
+            .count()
     }
 }
 
