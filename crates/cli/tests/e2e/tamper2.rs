@@ -66,42 +66,29 @@ fn assert_refused(m: &mut Mounted, named: &str) {
     assert!(err.contains(named), "{err}");
 }
 
-/// `atrest fsck` of the unmounted vault exits 4 with a `corrupt` finding
-/// naming `named` (in its backing path or its text).
-fn assert_fsck_damage(m: &Mounted, named: &str) -> Fsck {
+/// `atrest fsck` of the unmounted vault exits `code` with a finding of
+/// `kind` naming `named` (in its backing path or its text), if given.
+fn assert_fsck(m: &Mounted, code: i32, kind: &str, named: Option<&str>) -> Fsck {
     let report = fsck(m, false);
-    assert_eq!(
-        report.code,
-        Some(4),
-        "fsck must find damage: {}",
-        report.text
-    );
-    assert!(
-        report
+    assert_eq!(report.code, Some(code), "fsck: {}", report.text);
+    if let Some(named) = named {
+        let found = report
             .problems
             .iter()
-            .any(|p| p.kind == "corrupt" && (p.backing.contains(named) || p.what.contains(named))),
-        "fsck must name {named}: {}",
-        report.text
-    );
+            .any(|p| p.kind == kind && (p.backing.contains(named) || p.what.contains(named)));
+        assert!(found, "fsck must say {kind} {named}: {}", report.text);
+    }
     report
 }
 
-/// `atrest fsck` of the unmounted vault exits 0, with a `note` naming
-/// `named` if given.
+/// Exit 4, a `corrupt` finding naming `named`.
+fn assert_fsck_damage(m: &Mounted, named: &str) -> Fsck {
+    assert_fsck(m, 4, "corrupt", Some(named))
+}
+
+/// Exit 0, with a `note` naming `named` if given.
 fn assert_fsck_clean(m: &Mounted, named: Option<&str>) {
-    let report = fsck(m, false);
-    assert_eq!(report.code, Some(0), "fsck must be clean: {}", report.text);
-    if let Some(named) = named {
-        assert!(
-            report
-                .problems
-                .iter()
-                .any(|p| p.kind == "note" && (p.backing.contains(named) || p.what.contains(named))),
-            "fsck must note {named}: {}",
-            report.text
-        );
-    }
+    assert_fsck(m, 0, "note", named);
 }
 
 fn rewrite(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
