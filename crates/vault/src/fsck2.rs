@@ -547,6 +547,31 @@ mod tests {
         );
     }
 
+    /// A file unlinked while open when its mount stopped stays an
+    /// unreachable `ORPHAN`: a note, not damage.
+    #[test]
+    fn an_orphan_left_by_a_stopped_mount_is_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        store.set_open(f, true, NOW).unwrap();
+        store.unlink(ROOT_ID, b"g", NOW).unwrap();
+        let d = store.lookup(ROOT_ID, b"d").unwrap().id;
+        store.unlink(d, b"f", NOW).unwrap();
+        store.checkpoint(NOW).unwrap();
+        drop(store);
+        let report = run(&vault);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        let notes = findings(&report, ProblemKind::Note);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains(&format!("object {f}: unlinked while open"))),
+            "{notes:?}"
+        );
+        assert_eq!(report.files, 1, "{notes:?}");
+    }
+
     /// A metadata file that does not open is the one finding, naming it.
     #[test]
     fn changed_metadata_is_damage_naming_atrest_meta() {
