@@ -294,13 +294,19 @@ impl Checker {
             match self.store.getattr(id) {
                 Err(FsError::NotFound) => {}
                 Err(e) => self.corrupt("atrest.meta", None, format!("object {id}: {e}")),
-                Ok(head) if head.orphan => self.note(
-                    "atrest.meta",
-                    None,
-                    format!(
-                        "object {id}: unlinked while open when its mount stopped; never listed"
-                    ),
-                ),
+                Ok(head) if head.orphan => {
+                    // Its data file is its own, not unreferenced.
+                    if head.kind == ObjectKind::Regular {
+                        self.sizes.insert(id, head.size);
+                    }
+                    self.note(
+                        "atrest.meta",
+                        None,
+                        format!(
+                            "object {id}: unlinked while open when its mount stopped; never listed"
+                        ),
+                    )
+                }
                 Ok(_) => self.corrupt(
                     "atrest.meta",
                     None,
@@ -569,6 +575,7 @@ mod tests {
                 .any(|n| n.contains(&format!("object {f}: unlinked while open"))),
             "{notes:?}"
         );
+        assert_eq!(notes.len(), 1, "its data file is its own: {notes:?}");
         assert_eq!(report.files, 1, "{notes:?}");
     }
 
