@@ -256,7 +256,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE")]
     pub recovery_key_out: Option<PathBuf>,
     /// Vault format: 1, or 2 (experimental, docs/format.md §16: FUSE only;
-    /// it mounts, but has no fsck, witness or xattrs yet).
+    /// it mounts and `fsck` checks it, but has no fsck repair, witness or
+    /// xattrs yet).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2), hide = true)]
     pub format: u16,
     #[command(flatten)]
@@ -408,12 +409,13 @@ pub struct PasswdArgs {
 pub struct FsckArgs {
     pub vault: PathBuf,
     /// Print the report as JSON: `problems` and `repaired`, each finding
-    /// with `backing`, `plain`, `kind` (`corrupt` or `torn`) and `what`.
+    /// with `backing`, `plain`, `kind` (`corrupt`, `torn`, or `note` for format 2
+    /// findings that are not damage) and `what`.
     #[arg(long)]
     pub json: bool,
     /// Cut every last block that a crash tore back to the last complete
     /// block (each printed as `repaired:`); nothing else is changed. Needs
-    /// the vault unmounted.
+    /// the vault unmounted. Format 2 vaults: refused (not built yet).
     #[arg(long)]
     pub repair: bool,
     #[command(flatten)]

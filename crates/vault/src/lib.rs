@@ -29,6 +29,7 @@ mod content;
 mod content2;
 mod error;
 pub mod fsck;
+pub mod fsck2;
 mod keyslot;
 pub mod layout;
 pub mod layout2;

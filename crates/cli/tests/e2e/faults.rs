@@ -12,8 +12,9 @@ use crate::common::{
     pattern, run, wait_for,
 };
 
-// Format 2 has no fsck yet (stage 4), which the ENOSPC and SIGKILL tests
-// here end with; format2.rs has its own kill -9 tests.
+// The ENOSPC and SIGKILL tests here (which end with fsck) make format 1
+// vaults only; format2.rs has its own kill -9 tests, which end with fsck
+// on format 2.
 on_both_formats!(
     atrest_unmount_cleans_up_a_dead_mount_and_mount_says_what_is_wrong,
     mount_refuses_bad_mount_points_and_non_vaults,

@@ -3,14 +3,16 @@
 //! each asserting what the user then sees through the mount: `EIO` on
 //! the object with a log line naming it, a refused mount with a message
 //! naming what failed, or, for what format 2 does not trust (backing
-//! modes and owners, files it never wrote), nothing at all. `fsck` joins
-//! these assertions in stage 4.
+//! modes and owners, files it never wrote), nothing at all; and, before
+//! the mount, what `atrest fsck` says of it (stage 4): exit 4 with a
+//! `corrupt` finding naming the object where it is damage, exit 0 where
+//! the mount never reads what was changed.
 
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::common::{Format, Mounted, copy_dir, pattern};
+use crate::common::{Format, Fsck, Mounted, copy_dir, fsck, pattern};
 
 const EIO: i32 = 5;
 
@@ -64,6 +66,31 @@ fn assert_refused(m: &mut Mounted, named: &str) {
     assert!(err.contains(named), "{err}");
 }
 
+/// `atrest fsck` of the unmounted vault exits `code` with a finding of
+/// `kind` naming `named` (in its backing path or its text), if given.
+fn assert_fsck(m: &Mounted, code: i32, kind: &str, named: Option<&str>) -> Fsck {
+    let report = fsck(m, false);
+    assert_eq!(report.code, Some(code), "fsck: {}", report.text);
+    if let Some(named) = named {
+        let found = report
+            .problems
+            .iter()
+            .any(|p| p.kind == kind && (p.backing.contains(named) || p.what.contains(named)));
+        assert!(found, "fsck must say {kind} {named}: {}", report.text);
+    }
+    report
+}
+
+/// Exit 4, a `corrupt` finding naming `named`.
+fn assert_fsck_damage(m: &Mounted, named: &str) -> Fsck {
+    assert_fsck(m, 4, "corrupt", Some(named))
+}
+
+/// Exit 0, with a `note` naming `named` if given.
+fn assert_fsck_clean(m: &Mounted, named: Option<&str>) {
+    assert_fsck(m, 0, "note", named);
+}
+
 fn rewrite(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = fs::read(path).unwrap();
     f(&mut bytes);
@@ -90,6 +117,7 @@ fn older_data_file() {
     m.unmount();
     assert_ne!(fs::read(&data).unwrap(), old);
     fs::write(&data, &old).unwrap();
+    assert_fsck_damage(&m, &name);
     m.mount();
     assert_eio(&m, "f", &name);
 }
@@ -98,6 +126,7 @@ fn older_data_file() {
 fn zeroed_block() {
     let (mut m, name) = one_file(3 * 4096);
     rewrite(&m.vault.join(&name), |b| b[4096..8192].fill(0));
+    assert!(assert_fsck_damage(&m, &name).text.contains("block 1:"));
     m.mount();
     assert_eio(
         &m,
@@ -124,6 +153,7 @@ fn truncated_to_nothing() {
         .unwrap()
         .set_len(0)
         .unwrap();
+    assert!(assert_fsck_damage(&m, &name).text.contains("block 0:"));
     m.mount();
     assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 10_000);
     assert_eio(
@@ -141,6 +171,7 @@ fn truncated_to_nothing() {
 fn deleted_data_file() {
     let (mut m, name) = one_file(5000);
     fs::remove_file(m.vault.join(&name)).unwrap();
+    assert_fsck_damage(&m, &name);
     m.mount();
     assert_eio(&m, "f", &name);
 }
@@ -156,6 +187,8 @@ fn swapped_data_files() {
     let (bytes_a, bytes_b) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
     fs::write(&a, bytes_b).unwrap();
     fs::write(&b, bytes_a).unwrap();
+    assert_fsck_damage(&m, &name_a);
+    assert_fsck_damage(&m, &name_b);
     m.mount();
     assert_eio(&m, "a", &name_a);
     assert_eio(&m, "b", &name_b);
@@ -237,14 +270,21 @@ fn change_each_page(m: &mut Mounted, change: impl Fn(&mut [u8], usize)) -> Vec<(
         copy_dir(&copy, &m.vault);
         rewrite(&meta, |b| change(b, page));
         let _ = fs::remove_file(&m.log);
+        // What fsck says, asserted below once the mount has shown whether
+        // the change matters (a page no longer in use is never read).
+        let checked = fsck(m, false);
         let out = m.try_mount();
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).into_owned();
             assert!(err.contains("atrest.meta"), "page {page}: {err}");
+            assert_eq!(checked.code, Some(4), "page {page}: {}", checked.text);
+            assert!(checked.text.contains("atrest.meta"), "{}", checked.text);
             detected.push((page, err));
             continue;
         }
         if read_populated(m, &format!("page {page}")) {
+            assert_eq!(checked.code, Some(4), "page {page}: {}", checked.text);
+            assert!(checked.text.contains("atrest.meta"), "{}", checked.text);
             detected.push((page, m.log_text()));
         }
         m.unmount();
@@ -298,6 +338,7 @@ fn swapped_symlink_blob_pages() {
         b.copy_within(y * 4096..(y + 1) * 4096, x * 4096);
         b[y * 4096..(y + 1) * 4096].copy_from_slice(&first);
     });
+    assert_fsck_damage(&m, "blob page");
     m.mount();
     for name in ["a", "b"] {
         assert_eq!(
@@ -325,6 +366,7 @@ fn older_block() {
         .unwrap();
     m.unmount();
     rewrite(&data, |b| b[4096..8192].copy_from_slice(&old[4096..8192]));
+    assert!(assert_fsck_damage(&m, &name).text.contains("block 1:"));
     m.mount();
     assert_eio(&m, "f", &name);
     let f = fs::File::open(m.path("f")).unwrap();
@@ -340,6 +382,7 @@ fn older_block() {
 fn zero_region_where_map_says_sealed() {
     let (mut m, name) = one_file(2 * 4096);
     rewrite(&m.vault.join(&name), |b| b[100..3000].fill(0));
+    assert_fsck_damage(&m, &name);
     m.mount();
     assert_eio(&m, "f", &name);
 }
@@ -355,6 +398,7 @@ fn older_meta_file() {
     fs::write(m.path("second"), b"2").unwrap();
     m.unmount();
     rewrite(&meta, |b| *b = old.clone());
+    assert_fsck_damage(&m, "the vault's metadata cannot be opened");
     assert_refused(&mut m, "the vault's metadata cannot be opened");
 }
 
@@ -368,7 +412,11 @@ fn planted_data_file_ignored() {
         let path = m.vault.join(format!("objects/{:02x}/{id:016x}", id & 0xff));
         fs::write(path, pattern(9, 8192)).unwrap();
     }
+    assert_fsck_clean(&m, Some("objects/2a/000000000000002a"));
+    assert_fsck_clean(&m, Some("objects/00/0000000000010000"));
+    // A name atrest never writes: no crash leaves it.
     fs::write(m.vault.join("objects/zz"), b"planted").unwrap();
+    assert_fsck_damage(&m, "objects/zz");
     m.mount();
     let names: Vec<_> = fs::read_dir(&m.mnt)
         .unwrap()
@@ -396,6 +444,7 @@ fn changed_backing_modes_and_owners_ignored() {
         fs::set_permissions(path, fs::Permissions::from_mode(0o6777)).unwrap();
         std::os::unix::fs::chown(path, Some(4321), Some(4321)).unwrap();
     }
+    assert_fsck_clean(&m, None);
     m.mount();
     let meta = fs::metadata(m.path("f")).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640);
@@ -411,6 +460,7 @@ fn copied_data_file() {
     let (name_a, name_b) = (data_name(&m, "a"), data_name(&m, "b"));
     m.unmount();
     fs::copy(m.vault.join(&name_a), m.vault.join(&name_b)).unwrap();
+    assert_fsck_damage(&m, &name_b);
     m.mount();
     assert_eq!(fs::read(m.path("a")).unwrap(), pattern(1, 8192));
     assert_eio(&m, "b", &name_b);
@@ -425,6 +475,7 @@ fn truncated_at_block_boundary() {
         .unwrap()
         .set_len(2 * 4096)
         .unwrap();
+    assert!(assert_fsck_damage(&m, &name).text.contains("block 2:"));
     m.mount();
     assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 3 * 4096);
     assert_eio(&m, "f", &name);
@@ -441,6 +492,7 @@ fn appended_bytes() {
         .unwrap();
     std::io::Write::write_all(&mut data, &[0u8; 3 * 4096]).unwrap();
     drop(data);
+    assert_fsck_clean(&m, Some(&name));
     m.mount();
     assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 5000);
     assert_eq!(fs::read(m.path("f")).unwrap(), pattern(1, 5000));
@@ -452,6 +504,7 @@ fn data_file_moved_to_another_subdirectory() {
     let from = m.vault.join(&name);
     let to = m.vault.join("objects/ff").join(from.file_name().unwrap());
     fs::rename(&from, &to).unwrap();
+    assert_fsck_damage(&m, &name);
     m.mount();
     assert_eio(&m, "f", &name);
 }
@@ -462,6 +515,7 @@ fn deleted_meta_file() {
     fs::write(m.path("f"), b"x").unwrap();
     m.unmount();
     fs::remove_file(m.vault.join("atrest.meta")).unwrap();
+    assert_fsck_damage(&m, "atrest.meta is missing");
     assert_refused(&mut m, "atrest.meta is missing");
 }
 
@@ -473,6 +527,7 @@ fn deleted_log_segment() {
     for segment in fs::read_dir(m.vault.join("atrest.log")).unwrap() {
         fs::remove_file(segment.unwrap().path()).unwrap();
     }
+    assert_fsck_damage(&m, "atrest.log/");
     assert_refused(&mut m, "atrest.log/");
 }
 
@@ -496,6 +551,17 @@ fn planted_device_node_and_setuid_file_ignored() {
     fs::write(&setuid, b"#!/bin/sh\n").unwrap();
     fs::set_permissions(&setuid, fs::Permissions::from_mode(0o4755)).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", m.vault.join("shadow")).unwrap();
+    // The device node is no regular file (damage: no crash leaves one);
+    // the set-user-id file is under a data file's name (a note).
+    let report = assert_fsck_damage(&m, "objects/00/0000000000000100");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == "note" && p.backing == "objects/01/0000000000000101"),
+        "{}",
+        report.text
+    );
     m.mount();
     let names: Vec<_> = fs::read_dir(&m.mnt)
         .unwrap()
@@ -534,5 +600,6 @@ fn config_rolled_back() {
     for (name, bytes) in &old {
         rewrite(&m.vault.join(name), |b| *b = bytes.clone());
     }
+    assert_fsck_damage(&m, "older than the vault's metadata");
     assert_refused(&mut m, "older than the vault's metadata");
 }

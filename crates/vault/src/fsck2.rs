@@ -1,0 +1,599 @@
+//! `atrest fsck` of a format 2 vault (docs/format.md §16.18): opens the
+//! metadata store as a mount does (recovery, §16.16: a store that does not
+//! open is the one finding, naming what failed), then walks every object
+//! from the root. Every record and page it reads authenticates on the way
+//! (the store refuses any other); every block of every regular file is
+//! read and opened against its map entry; kinds, directory parents and
+//! link counts are checked against the entries that name each object;
+//! objects no entry names, and the data files under `objects/`, are
+//! accounted for.
+//!
+//! What is damage ([`ProblemKind::Corrupt`], exit 4) and what is a note
+//! ([`ProblemKind::Note`], exit 0): anything the mount would return as
+//! `EIO` or refuse, a wrong count, an unreachable object that was not
+//! unlinked while open, and anything under `objects/` atrest never writes
+//! (another name, not a regular file) is damage. A data file of no live
+//! object, bytes past a data file's last mapped block, and an object
+//! unlinked while open when its mount stopped are notes: a crash can leave
+//! each of them, and the mount never reads them.
+//!
+//! It changes nothing beyond what opening the store as a mount does (its
+//! recovery after a crash, and a `MOUNT` log record), so it needs the
+//! vault unmounted: the [`MountLock`] proves it.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, blocks_for};
+use atrest_meta::superblock::State;
+use atrest_meta::{FsError, Store, data_file_name};
+
+use crate::fsck::{FsckReport, Problem, ProblemKind};
+use crate::layout2::BLOCK;
+use crate::{ContentKey2, Contents2, MountLock, Vault};
+
+/// Entries read from a directory at a time.
+const BATCH: usize = 1024;
+
+/// Checks the format 2 `vault`. `config_problems` are what
+/// [`crate::LockedVault::config_problems`] said before the unlock.
+pub fn check(vault: &Vault, _unmounted: &MountLock, config_problems: Vec<String>) -> FsckReport {
+    let mut report = FsckReport::default();
+    for problem in config_problems {
+        report.problems.push(Problem {
+            backing: PathBuf::from("."),
+            plain: None,
+            kind: ProblemKind::Corrupt,
+            what: problem,
+        });
+    }
+    let Contents2 { store, content } = match vault.open_format_2() {
+        Ok(contents) => contents,
+        Err(e) => {
+            report.problems.push(Problem {
+                backing: PathBuf::from("atrest.meta"),
+                plain: None,
+                kind: ProblemKind::Corrupt,
+                what: format!("the vault's metadata cannot be opened: {e}"),
+            });
+            return report;
+        }
+    };
+    let mut checker = Checker {
+        store,
+        content,
+        report,
+        names: HashMap::new(),
+        reached: HashMap::new(),
+        sizes: HashMap::new(),
+    };
+    if checker.store.superblock().state == State::Recovered {
+        checker.note(
+            "atrest.meta",
+            None,
+            "a crash was recovered (at this check or a mount since the last complete one): \
+             writes not fsync'ed before it may be lost"
+                .into(),
+        );
+    }
+    checker.walk();
+    checker.unreachable();
+    checker.data_files(&vault.root().join("objects"));
+    checker.report
+}
+
+struct Checker {
+    store: Store,
+    content: ContentKey2,
+    report: FsckReport,
+    /// Entries naming each object.
+    names: HashMap<u64, u32>,
+    /// Objects reached from the root, with a path that names them.
+    reached: HashMap<u64, PathBuf>,
+    /// Regular files reached: their authenticated size.
+    sizes: HashMap<u64, u64>,
+}
+
+impl Checker {
+    fn push(&mut self, kind: ProblemKind, backing: &str, plain: Option<&Path>, what: String) {
+        self.report.problems.push(Problem {
+            backing: PathBuf::from(backing),
+            plain: plain.map(Path::to_path_buf),
+            kind,
+            what,
+        });
+    }
+
+    fn corrupt(&mut self, backing: &str, plain: Option<&Path>, what: String) {
+        self.push(ProblemKind::Corrupt, backing, plain, what);
+    }
+
+    fn note(&mut self, backing: &str, plain: Option<&Path>, what: String) {
+        self.push(ProblemKind::Note, backing, plain, what);
+    }
+
+    /// Breadth first from the root: every directory listed, every entry's
+    /// object read and checked once, link counts compared at the end.
+    fn walk(&mut self) {
+        let root = PathBuf::from("/");
+        let head = match self.store.getattr(ROOT_ID) {
+            Ok(head) => head,
+            Err(e) => {
+                self.corrupt(
+                    "atrest.meta",
+                    Some(&root),
+                    format!("object {ROOT_ID} (the root): {e}"),
+                );
+                return;
+            }
+        };
+        self.reached.insert(ROOT_ID, root.clone());
+        let mut heads = vec![head];
+        let mut queue = VecDeque::from([(ROOT_ID, root)]);
+        let mut subdirs: HashMap<u64, u32> = HashMap::new();
+        while let Some((dir, path)) = queue.pop_front() {
+            self.report.directories += 1;
+            let mut after = 0;
+            loop {
+                let batch = match self.store.readdir(dir, after, BATCH) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        self.corrupt(
+                            "atrest.meta",
+                            Some(&path),
+                            format!("directory (object {dir}): cannot list: {e}"),
+                        );
+                        break;
+                    }
+                };
+                let Some(last) = batch.last() else { break };
+                after = last.hash;
+                for entry in batch {
+                    let plain = path.join(OsStr::from_bytes(&entry.name));
+                    *self.names.entry(entry.id).or_default() += 1;
+                    if entry.kind == ObjectKind::Directory {
+                        *subdirs.entry(dir).or_default() += 1;
+                    }
+                    if self.reached.contains_key(&entry.id) {
+                        if entry.kind == ObjectKind::Directory {
+                            self.corrupt(
+                                "atrest.meta",
+                                Some(&plain),
+                                format!("directory (object {}) named twice", entry.id),
+                            );
+                        }
+                        continue;
+                    }
+                    let head = match self.store.getattr(entry.id) {
+                        Ok(head) => head,
+                        Err(e) => {
+                            self.corrupt(
+                                "atrest.meta",
+                                Some(&plain),
+                                format!("object {}: {e}", entry.id),
+                            );
+                            continue;
+                        }
+                    };
+                    self.reached.insert(entry.id, plain.clone());
+                    if head.kind != entry.kind {
+                        self.corrupt(
+                            "atrest.meta",
+                            Some(&plain),
+                            format!(
+                                "object {}: the entry says {:?}, the object is {:?}",
+                                entry.id, entry.kind, head.kind
+                            ),
+                        );
+                        continue;
+                    }
+                    match head.kind {
+                        ObjectKind::Directory => {
+                            if head.parent != dir {
+                                self.corrupt(
+                                    "atrest.meta",
+                                    Some(&plain),
+                                    format!(
+                                        "directory (object {}): its parent is object {}, \
+                                         it is named in object {dir}",
+                                        entry.id, head.parent
+                                    ),
+                                );
+                            }
+                            queue.push_back((entry.id, plain));
+                        }
+                        ObjectKind::Regular => self.file(&head, &plain),
+                        ObjectKind::Symlink => {
+                            self.report.symlinks += 1;
+                            if let Err(e) = self.store.readlink(entry.id) {
+                                self.corrupt(
+                                    "atrest.meta",
+                                    Some(&plain),
+                                    format!("symlink (object {}): target: {e}", entry.id),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                    heads.push(head);
+                }
+            }
+        }
+        for head in heads {
+            let named = self.names.get(&head.id).copied().unwrap_or(0);
+            let expected = match head.kind {
+                ObjectKind::Directory => 2 + subdirs.get(&head.id).copied().unwrap_or(0),
+                _ => named,
+            };
+            if head.nlink != expected {
+                let plain = self.reached.get(&head.id).cloned();
+                let what = if head.kind == ObjectKind::Directory {
+                    "2 + its subdirectories"
+                } else {
+                    "entries naming it"
+                };
+                self.corrupt(
+                    "atrest.meta",
+                    plain.as_deref(),
+                    format!(
+                        "object {}: nlink {}, {what}: {expected}",
+                        head.id, head.nlink
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Every mapped block of regular file `head` read and opened against
+    /// its map entry; the first failure named, and how many failed.
+    fn file(&mut self, head: &ObjectHead, plain: &Path) {
+        self.report.files += 1;
+        self.report.bytes += head.size;
+        self.sizes.insert(head.id, head.size);
+        let cipher = self.content.file_cipher(head.file_id);
+        let mut failed = 0u64;
+        let mut first = None;
+        for n in 0..blocks_for(head.size) {
+            let outcome = match self.store.read_block(head.id, n) {
+                Ok(None) => Ok(()),
+                Ok(Some(sealed)) => cipher.open_block(n, &sealed).map(drop).map_err(|_| {
+                    "fails authentication (changed, zeroed, older or from another file)".to_string()
+                }),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = outcome {
+                failed += 1;
+                first.get_or_insert((n, e));
+            }
+        }
+        if let Some((n, e)) = first {
+            let more = if failed > 1 {
+                format!(" ({failed} blocks fail)")
+            } else {
+                String::new()
+            };
+            self.corrupt(
+                &data_file_name(head.id),
+                Some(plain),
+                format!("object {}, block {n}: {e}{more}", head.id),
+            );
+        }
+    }
+
+    /// Live objects no entry names: damage, unless unlinked while open
+    /// when the mount stopped (an `ORPHAN`, §16.14).
+    fn unreachable(&mut self) {
+        let next = self.store.superblock().next_object_id;
+        for id in ROOT_ID..next {
+            if self.reached.contains_key(&id) {
+                continue;
+            }
+            match self.store.getattr(id) {
+                Err(FsError::NotFound) => {}
+                Err(e) => self.corrupt("atrest.meta", None, format!("object {id}: {e}")),
+                Ok(head) if head.orphan => {
+                    // Its data file is its own, not unreferenced.
+                    if head.kind == ObjectKind::Regular {
+                        self.sizes.insert(id, head.size);
+                    }
+                    self.note(
+                        "atrest.meta",
+                        None,
+                        format!(
+                            "object {id}: unlinked while open when its mount stopped; never listed"
+                        ),
+                    )
+                }
+                Ok(_) => self.corrupt(
+                    "atrest.meta",
+                    None,
+                    format!("object {id}: no directory entry names it (unreachable)"),
+                ),
+            }
+        }
+    }
+
+    /// The backing directory's `objects/`: `hh/<16 hex digits>` regular
+    /// files only; one of no reached file, or longer than its file's
+    /// blocks, is a note.
+    fn data_files(&mut self, objects: &Path) {
+        let subdirs = match fs::read_dir(objects) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.corrupt("objects", None, format!("cannot list: {e}"));
+                return;
+            }
+        };
+        for subdir in subdirs.flatten() {
+            let name = subdir.file_name();
+            let rel = format!("objects/{}", name.to_string_lossy());
+            let hh = parse_hex(name.as_bytes(), 2);
+            let is_dir = subdir.file_type().is_ok_and(|t| t.is_dir());
+            let (Some(hh), true) = (hh, is_dir) else {
+                self.corrupt(&rel, None, "not something atrest wrote".into());
+                continue;
+            };
+            let files = match fs::read_dir(subdir.path()) {
+                Ok(files) => files,
+                Err(e) => {
+                    self.corrupt(&rel, None, format!("cannot list: {e}"));
+                    continue;
+                }
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let rel = format!("{rel}/{}", name.to_string_lossy());
+                let id = parse_hex(name.as_bytes(), 16).filter(|id| id & 0xff == hh);
+                let meta = file.metadata();
+                let (Some(id), Ok(meta)) = (id, meta) else {
+                    self.corrupt(&rel, None, "not something atrest wrote".into());
+                    continue;
+                };
+                if !meta.is_file() {
+                    self.corrupt(&rel, None, "not something atrest wrote".into());
+                    continue;
+                }
+                match self.sizes.get(&id) {
+                    None => self.note(
+                        &rel,
+                        None,
+                        "unreferenced: the data file of no object (planted, or left by a \
+                         crash); never read"
+                            .into(),
+                    ),
+                    Some(&size) if meta.len() > blocks_for(size) * BLOCK => {
+                        let past = meta.len() - blocks_for(size) * BLOCK;
+                        let plain = self.reached.get(&id).cloned();
+                        self.note(
+                            &rel,
+                            plain.as_deref(),
+                            format!(
+                                "object {id}: {past} bytes past its last block (appended, or \
+                                 left by a crash); never read"
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// `digits` lowercase hex digits, as atrest writes them.
+fn parse_hex(name: &[u8], digits: usize) -> Option<u64> {
+    if name.len() != digits || !name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(name).ok()?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use atrest_core::{Argon2Params, SecretBytes};
+    use atrest_meta::NewObject;
+    use atrest_meta::record::Timestamp;
+
+    use super::*;
+    use crate::{ContentFile2, CreateOptions, Unlocker, VERSION_2};
+
+    const NOW: Timestamp = Timestamp { secs: 5, nanos: 0 };
+
+    fn object(kind: ObjectKind, target: &[u8]) -> NewObject {
+        NewObject {
+            kind,
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            target: target.to_vec(),
+        }
+    }
+
+    /// A format 2 vault holding `/d/f` (3 blocks and a hole), its hard
+    /// link `/g`, a symlink `/l` and an empty `/d/e`, checkpointed; the
+    /// vault, and the id of `f`.
+    fn populated(dir: &Path) -> (Vault, u64) {
+        let options = CreateOptions {
+            format: VERSION_2,
+            argon2: Argon2Params::INSECURE_FAST,
+            ..Default::default()
+        };
+        let pass = Unlocker::Passphrase(SecretBytes::new(b"p".to_vec()));
+        let (vault, _) = Vault::create(&dir.join("v"), options, &pass, "").unwrap();
+        let Contents2 { mut store, content } = vault.open_format_2().unwrap();
+        let d = store
+            .create(ROOT_ID, b"d", object(ObjectKind::Directory, b""), NOW)
+            .unwrap()
+            .id;
+        let f = store
+            .create(d, b"f", object(ObjectKind::Regular, b""), NOW)
+            .unwrap()
+            .id;
+        store
+            .create(d, b"e", object(ObjectKind::Regular, b""), NOW)
+            .unwrap();
+        store.link(f, ROOT_ID, b"g", NOW).unwrap();
+        store
+            .create(ROOT_ID, b"l", object(ObjectKind::Symlink, b"d/f"), NOW)
+            .unwrap();
+        let mut file = ContentFile2::new(&mut store, &content, f);
+        file.write_at(0, &[7u8; 3 * 4096], NOW).unwrap();
+        file.write_at(5 * 4096, b"tail", NOW).unwrap();
+        file.sync().unwrap();
+        store.checkpoint(NOW).unwrap();
+        (vault, f)
+    }
+
+    fn run(vault: &Vault) -> FsckReport {
+        let lock = MountLock::acquire(vault.root(), "test").unwrap();
+        check(vault, &lock, Vec::new())
+    }
+
+    fn findings(report: &FsckReport, kind: ProblemKind) -> Vec<String> {
+        report
+            .problems
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| format!("{} {:?}: {}", p.backing.display(), p.plain, p.what))
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_vault_is_clean_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, _) = populated(dir.path());
+        let report = run(&vault);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.directories, 2);
+        assert_eq!(report.files, 2, "a hard link is one file");
+        assert_eq!(report.symlinks, 1);
+        assert_eq!(report.bytes, 5 * 4096 + 4);
+        // And again: the check leaves it as it found it.
+        assert!(run(&vault).problems.is_empty());
+    }
+
+    /// A changed block is damage naming the data file, the object, the
+    /// block and a plaintext path.
+    #[test]
+    fn a_changed_block_is_damage_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let data = vault.root().join(data_file_name(f));
+        let file = fs::OpenOptions::new().write(true).open(&data).unwrap();
+        file.write_all_at(b"X", 4096 + 10).unwrap();
+        let report = run(&vault);
+        assert!(!report.is_clean());
+        let corrupt = findings(&report, ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(corrupt[0].starts_with(&data_file_name(f)), "{corrupt:?}");
+        assert!(
+            corrupt[0].contains(&format!("object {f}, block 1:")),
+            "{corrupt:?}"
+        );
+        assert!(corrupt[0].contains("fails authentication"), "{corrupt:?}");
+        assert!(corrupt[0].contains("/d/f") || corrupt[0].contains("/g"));
+    }
+
+    /// A data file cut short: the blocks past its end fail.
+    #[test]
+    fn a_truncated_data_file_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let data = vault.root().join(data_file_name(f));
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let corrupt = findings(&run(&vault), ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(corrupt[0].contains("block 1:") && corrupt[0].contains("(3 blocks fail)"));
+    }
+
+    /// Unreferenced data files and appended bytes are notes (exit 0);
+    /// names and file types atrest never writes are damage.
+    #[test]
+    fn planted_files_are_notes_or_damage_by_what_a_crash_can_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let root = vault.root().to_path_buf();
+        fs::write(root.join(data_file_name(0x1_0000)), [1u8; 8192]).unwrap();
+        let data = fs::OpenOptions::new()
+            .append(true)
+            .open(root.join(data_file_name(f)))
+            .unwrap();
+        data.write_all_at(&[0; 100], 0).unwrap();
+        let report = run(&vault);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        let notes = findings(&report, ProblemKind::Note);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains("unreferenced")));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("bytes past its last block"))
+        );
+
+        fs::write(root.join("objects/zz"), b"x").unwrap();
+        fs::write(root.join("objects/00/evil"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", root.join(data_file_name(0x200))).unwrap();
+        let corrupt = findings(&run(&vault), ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 3, "{corrupt:?}");
+        assert!(
+            corrupt
+                .iter()
+                .all(|c| c.contains("not something atrest wrote"))
+        );
+    }
+
+    /// A file unlinked while open when its mount stopped stays an
+    /// unreachable `ORPHAN`: a note, not damage.
+    #[test]
+    fn an_orphan_left_by_a_stopped_mount_is_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        store.set_open(f, true, NOW).unwrap();
+        store.unlink(ROOT_ID, b"g", NOW).unwrap();
+        let d = store.lookup(ROOT_ID, b"d").unwrap().id;
+        store.unlink(d, b"f", NOW).unwrap();
+        store.checkpoint(NOW).unwrap();
+        drop(store);
+        let report = run(&vault);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        let notes = findings(&report, ProblemKind::Note);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains(&format!("object {f}: unlinked while open"))),
+            "{notes:?}"
+        );
+        assert_eq!(notes.len(), 1, "its data file is its own: {notes:?}");
+        assert_eq!(report.files, 1, "{notes:?}");
+    }
+
+    /// A metadata file that does not open is the one finding, naming it.
+    #[test]
+    fn changed_metadata_is_damage_naming_atrest_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, _) = populated(dir.path());
+        let meta = vault.root().join("atrest.meta");
+        let mut bytes = fs::read(&meta).unwrap();
+        for b in &mut bytes[..2 * 4096] {
+            *b ^= 0x40;
+        }
+        fs::write(&meta, bytes).unwrap();
+        let report = run(&vault);
+        let corrupt = findings(&report, ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(corrupt[0].starts_with("atrest.meta"), "{corrupt:?}");
+        assert!(corrupt[0].contains("cannot be opened"), "{corrupt:?}");
+    }
+}
