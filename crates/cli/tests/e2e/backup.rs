@@ -274,17 +274,18 @@ fn damage_is_reported_and_never_restored() {
     let mut cmd = s.backup("run");
     cmd.arg(&src);
     success(cmd);
+    // Packers run in parallel, so the file's one 100,000-byte blob and the
+    // two trees of a few hundred bytes may be in one pack or in several:
+    // the largest pack holds the file's blob, and whatever the (random)
+    // order of the blobs in it, its middle byte is the file's.
     let pack = fs::read_dir(s.repo.join("data"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let pack = fs::read_dir(pack).unwrap().next().unwrap().unwrap().path();
+        .flat_map(|dir| fs::read_dir(dir.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut bytes = fs::read(&pack).unwrap();
-    // The pack holds the file's one 100,000-byte blob and two trees of a
-    // few hundred bytes, in a random order: whatever the order, the
-    // middle byte is the file's.
+    assert!(bytes.len() > 100_000, "no pack holds the file's blob");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     fs::write(&pack, &bytes).unwrap();
