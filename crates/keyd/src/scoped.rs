@@ -39,6 +39,31 @@ pub const MAX_ITEMS: usize = 1000;
 /// no entry passes the log's size limit.
 const ITEMS_PER_ENTRY: usize = 64;
 
+/// Bytes of names (field and row) one audit entry holds at most: JSON can
+/// escape a byte to six, so this stays well inside
+/// [`atrest_audit::MAX_DETAILS_LEN`] whatever the names hold.
+const NAME_BYTES_PER_ENTRY: usize = 8 * 1024;
+
+/// `items` in runs that each fit one audit entry: at most
+/// [`ITEMS_PER_ENTRY`] items and [`NAME_BYTES_PER_ENTRY`] bytes of names
+/// (an item past the byte budget alone is a run of its own).
+fn audit_chunks(items: &[(String, String)]) -> Vec<&[(String, String)]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (field, row)) in items.iter().enumerate() {
+        let len = field.len() + row.len();
+        if i > start && (i - start == ITEMS_PER_ENTRY || bytes + len > NAME_BYTES_PER_ENTRY) {
+            chunks.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
+}
+
 /// Text prefix of an app token.
 pub const APP_TOKEN_PREFIX: &str = "atrapp_";
 
@@ -177,7 +202,7 @@ impl AppPolicy {
             if pattern.is_empty()
                 || pattern.len() > 255
                 || pattern.chars().any(char::is_control)
-                || pattern[..pattern.len() - 1].contains('*')
+                || pattern.strip_suffix('*').unwrap_or(pattern).contains('*')
             {
                 return Err(ScopedApiError::Invalid(format!(
                     "bad pattern {pattern:?}: a name, or a prefix ending in one `*`"
@@ -489,13 +514,22 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if !self.admit_authenticated_refusal(code) {
             return error;
         }
-        let mut entry = NewEntry::new(EntryKind::Decision, call.app.actor())
-            .details(event(call.op, code, &call.app.name, false, items, call.ctx).details());
-        if !scope.is_empty() {
-            entry = entry.subject(scope);
-        }
-        if let Err(e) = self.audit().append(entry).await {
-            tracing::warn!(error = %e, code, "could not audit a scoped refusal");
+        // Every refused item is named, in as many entries as it takes: one
+        // entry for a large batch would pass the log's size limit and name
+        // nothing.
+        let chunks = match audit_chunks(items) {
+            chunks if chunks.is_empty() => vec![&items[..0]],
+            chunks => chunks,
+        };
+        for chunk in chunks {
+            let mut entry = NewEntry::new(EntryKind::Decision, call.app.actor())
+                .details(event(call.op, code, &call.app.name, false, chunk, call.ctx).details());
+            if !scope.is_empty() {
+                entry = entry.subject(scope);
+            }
+            if let Err(e) = self.audit().append(entry).await {
+                tracing::warn!(error = %e, code, "could not audit a scoped refusal");
+            }
         }
         error
     }
@@ -630,7 +664,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             if call.op == Use::Decrypt {
                 let named: Vec<(String, String)> =
                     group.iter().flat_map(|(_, i)| field(i)).collect();
-                for chunk in named.chunks(ITEMS_PER_ENTRY) {
+                for chunk in audit_chunks(&named) {
                     audits.push(
                         NewEntry::new(EntryKind::Decision, call.app.actor())
                             .subject(*scope)
@@ -1078,4 +1112,52 @@ fn index_key(item: &IndexItem) -> (&str, Option<&str>) {
 
 fn item_field(item: &FieldItem) -> Vec<(String, String)> {
     vec![(field_name(&item.table, &item.column), item.row.clone())]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn items(n: usize, row_len: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| ("users.email".to_string(), format!("{i:0row_len$}")))
+            .collect()
+    }
+
+    #[test]
+    fn audit_chunks_bound_items_and_name_bytes_and_keep_every_item_once() {
+        for (n, row_len) in [
+            (0, 1),
+            (1, 1),
+            (64, 1),
+            (65, 1),
+            (1000, 8),
+            (200, 255),
+            (3, 20_000),
+        ] {
+            let all = items(n, row_len);
+            let chunks = audit_chunks(&all);
+            assert_eq!(chunks.concat(), all, "{n} items of {row_len}");
+            for chunk in &chunks {
+                assert!(!chunk.is_empty() && chunk.len() <= ITEMS_PER_ENTRY);
+                let bytes: usize = chunk.iter().map(|(f, r)| f.len() + r.len()).sum();
+                assert!(chunk.len() == 1 || bytes <= NAME_BYTES_PER_ENTRY, "{bytes}");
+            }
+        }
+        // 200 rows of 255 bytes: the byte budget splits before 64 items.
+        assert!(audit_chunks(&items(200, 255)).len() > 200 / ITEMS_PER_ENTRY + 1);
+    }
+
+    #[test]
+    fn a_pattern_ending_in_a_multibyte_character_is_checked_not_a_panic() {
+        let policy = |scope: &str| AppPolicy {
+            scopes: vec![scope.into()],
+            fields: vec!["users.*".into()],
+            create_scopes: false,
+        };
+        assert!(policy("é").check().is_ok());
+        assert!(policy("user:é*").check().is_ok());
+        assert!(policy("us*é").check().is_err());
+    }
 }

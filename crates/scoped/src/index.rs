@@ -106,6 +106,16 @@ impl IndexDefinition {
                 self.columns.len()
             )));
         }
+        // Each step at most once (five steps at most): a request repeating
+        // one step thousands of times over a large value would hold a core
+        // for seconds.
+        for (i, step) in self.normalize.iter().enumerate() {
+            if self.normalize[..i].contains(step) {
+                return Err(ScopedError::InvalidIndex(format!(
+                    "normalisation {step:?} given twice; give each step at most once"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -250,6 +260,28 @@ mod tests {
             bits,
             normalize,
         }
+    }
+
+    #[test]
+    fn a_step_given_twice_is_refused_and_every_step_once_is_accepted() {
+        let k = key(&ScopeSecret::random(), "app:users");
+        let err = k
+            .blind_index(&def(
+                32,
+                vec![Normalize::Trim, Normalize::Lowercase, Normalize::Trim],
+            ))
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), "invalid_index");
+        assert!(err.to_string().contains("twice"), "{err}");
+        let all = vec![
+            Normalize::Trim,
+            Normalize::Lowercase,
+            Normalize::CollapseWhitespace,
+            Normalize::RemoveWhitespace,
+            Normalize::DigitsOnly,
+        ];
+        assert!(k.blind_index(&def(32, all)).is_ok());
     }
 
     #[test]
