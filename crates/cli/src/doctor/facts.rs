@@ -733,7 +733,9 @@ fn walk_modes(root: &Path, kind: SecretKind, out: &mut Vec<(SecretKind, FileMode
 /// places, other than the vaults' own. The walk stays on each place's file
 /// system, as `find -xdev`: it never enters a mount below it (a mounted
 /// vault's plaintext view under /tmp, a backup mount), where an open
-/// directory would make that file system busy for `umount`.
+/// directory would make that file system busy for `umount`. Both the
+/// mount table read at the start and each directory's device are checked:
+/// a mount made while the walk runs is not in the table.
 fn config_copies(f: &Facts) -> Vec<FileMode> {
     let own: BTreeSet<PathBuf> = f
         .secrets
@@ -748,7 +750,10 @@ fn config_copies(f: &Facts) -> Vec<FileMode> {
         mounts: &mounts,
     };
     for dir in ["/root", "/var/backups", "/home", "/srv", "/tmp", "/var/tmp"] {
-        walk.go(Path::new(dir), 0, &mut out);
+        let Ok(root) = fs::symlink_metadata(dir) else {
+            continue;
+        };
+        walk.go(Path::new(dir), root.dev(), 0, &mut out);
     }
     out
 }
@@ -759,12 +764,16 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn go(&self, p: &Path, depth: u32, out: &mut Vec<FileMode>) {
+    fn go(&self, p: &Path, dev: u64, depth: u32, out: &mut Vec<FileMode>) {
         for e in fs::read_dir(p).into_iter().flatten().flatten() {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() && depth < 4 && !self.mounts.contains(path.as_path()) {
-                self.go(&path, depth + 1, out);
+            if ft.is_dir()
+                && depth < 4
+                && !self.mounts.contains(path.as_path())
+                && fs::symlink_metadata(&path).is_ok_and(|m| m.dev() == dev)
+            {
+                self.go(&path, dev, depth + 1, out);
             } else if ft.is_file()
                 && e.file_name().to_string_lossy().starts_with("atrest.conf")
                 && !self.own.contains(&path)
