@@ -648,7 +648,9 @@ pub struct BackupKeyArgs {
     #[arg(long, value_name = "VAULT")]
     pub vault: Option<PathBuf>,
     /// Without --vault: a secret of one of the repository's own keyslots
-    /// (at `init`: the new passphrase or key file).
+    /// (at `init`: the new passphrase or key file). With none given, a
+    /// repository with a keyslot at a key authority (`backup enroll`) asks
+    /// that authority.
     #[command(flatten)]
     pub unlock: UnlockArgs,
     #[command(flatten)]

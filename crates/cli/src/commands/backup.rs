@@ -62,6 +62,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 type Repo = Repository<Box<dyn Backend>>;
+type Locked = LockedRepository<Box<dyn Backend>>;
 
 fn is_s3(at: &BackupRepoArgs) -> bool {
     at.repo.to_str().is_some_and(|r| r.starts_with("s3://"))
@@ -160,7 +161,7 @@ fn open(args: &BackupKeyArgs) -> anyhow::Result<Repo> {
     let locked = LockedRepository::read(backend(&args.at)?)?;
     let authority_slots = authority_slots(&locked);
     if args.vault.is_none() && !has_secret(args) && !authority_slots.is_empty() {
-        return open_remote(args, &authority_slots);
+        return open_remote(args, locked, &authority_slots);
     }
     let secret = secret(args, &locked)?;
     let bound: Vec<String> = locked
@@ -196,10 +197,11 @@ fn open(args: &BackupKeyArgs) -> anyhow::Result<Repo> {
 /// an unreachable authority moves on to the next slot), and the
 /// authorities' checkpoints are kept only once the key opened the
 /// repository.
-fn open_remote(args: &BackupKeyArgs, slots: &[Keyslot]) -> anyhow::Result<Repo> {
+fn open_remote(args: &BackupKeyArgs, locked: Locked, slots: &[Keyslot]) -> anyhow::Result<Repo> {
     let repo_text = args.at.repo.display().to_string();
-    let locked = LockedRepository::read(backend(&args.at)?)?;
     let repo_id = locked.repo_id();
+    // Unlocking consumes what was read: read again only for a later slot.
+    let mut locked = Some(locked);
     let state = StateDir::from_env();
     let options = super::remote::options(&args.retry);
     let runtime = super::remote::runtime()?;
@@ -236,7 +238,11 @@ fn open_remote(args: &BackupKeyArgs, slots: &[Keyslot]) -> anyhow::Result<Repo> 
         };
         let urls = released.urls.join(", ");
         let rotated = released.rotated;
-        match LockedRepository::read(backend(&args.at)?)?.unlock(&secret) {
+        let this = match locked.take() {
+            Some(read) => read,
+            None => LockedRepository::read(backend(&args.at)?)?,
+        };
+        match this.unlock(&secret) {
             Ok(repo) if repo.opened_slot() == Some(slot.id) => {
                 // The key proved right: only now are the checkpoints kept.
                 released.confirm(&state)?;
