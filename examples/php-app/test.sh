@@ -20,7 +20,7 @@ done
 source "$here/../keyd-for-tests.sh"
 
 start_keyd_with_app shop --scope 'user:*,notify:*,directory:users' \
-    --field 'users.*,notify.email' --create-scopes
+    --field 'users.*,notify.email,uploads.#file' --create-scopes
 export APP_DB="$work/app.sqlite"
 cd "$work"
 
@@ -72,6 +72,24 @@ php -r '$c = json_decode(file_get_contents("alice.json"), true); $c["session"] =
         file_put_contents("mixed.json", json_encode($c));' "$bob"
 expect_fail 2 "keyd: authentication_failed" app --cookies mixed.json profile
 
+echo "php-app: an uploaded document, sealed on disk"
+head -c 300000 /dev/urandom >upload.bin
+printf 'alice-document-marker' >>upload.bin
+[ "$(app --cookies alice.json upload upload.bin)" = uploaded ] || fail "upload"
+stored="$(dirname "$APP_DB")/files/$alice.document"
+[ -f "$stored" ] || fail "no sealed document at $stored"
+grep -aqF alice-document-marker "$stored" && fail "$stored holds the document in clear"
+[ "$(app --cookies alice.json download out.bin)" = downloaded ] || fail "download"
+cmp -s upload.bin out.bin || fail "the downloaded document differs from the upload"
+cp "$stored" good.document
+printf 'X' | dd of="$stored" bs=1 seek=150000 conv=notrunc status=none
+rm -f out.bin
+expect_fail 4 "did not decrypt to its end" app --cookies alice.json download out.bin
+[ ! -s out.bin ] || fail "a damaged document was passed on ($(stat -c %s out.bin) bytes)"
+cp good.document "$stored"
+cp "$stored" "$(dirname "$APP_DB")/files/$bob.document" # alice's document under bob's name
+expect_fail 4 "did not decrypt to its end" app --cookies bob.json download bob.bin
+
 echo "php-app: the database holds no plaintext"
 for secret in alice@example.org bob@example.net Alice Liddell Dobbs '+44 20 7946' '555 0100' 'correct horse'; do
     if grep -aqF -- "$secret" "$APP_DB"; then fail "$APP_DB contains '$secret' in clear"; fi
@@ -105,6 +123,8 @@ done
 expect_fail 3 "wrong email or password" app --cookies alice.json login alice@example.org 'correct horse'
 expect_fail 2 "keyd: scope_shredded" env APP_DB="$work/backup.sqlite" \
     php "$here/bin/example.php" --cookies stolen-cookie.json profile
+expect_fail 2 "keyd: scope_shredded" env APP_DB="$work/backup.sqlite" APP_FILES="$(dirname "$APP_DB")/files" \
+    php "$here/bin/example.php" --cookies stolen-cookie.json download stolen.bin
 [ "$(app nightly)" = "notify $bob bob@example.net" ] || fail "nightly after erasure: $(app nightly)"
 contains "$(app --cookies bob.json profile)" '"name":"Bob Dobbs"'
 

@@ -12,6 +12,8 @@
 //! keyd_load once   --url URL --ca CA.pem --state FILE [--print 1]
 //! keyd_load raw    --raw-url URL --raw-body FILE [--content-type CT] --concurrency 1,16
 //!                  --requests R [--duration SECONDS] [--threads T]
+//! keyd_load scoped --url URL --ca CA.pem --app-token-file F --scope S --op decrypt|encrypt|index
+//!                  --batch B --concurrency 1,16 --requests R [--duration SECONDS] [--threads T]
 //! ```
 //!
 //! - `enroll`: one enrollment token per host from the admin API, then
@@ -32,6 +34,13 @@
 //!   hyperfine): read state, blind, sign, connect, handshake, ask, unblind.
 //! - `raw`: the same body POSTed R times, one new connection per request
 //!   (no keep-alive: Tang closes every connection), 200 counted as success.
+//! - `scoped`: an app's calls to the scoped API over keep-alive HTTPS
+//!   connections: B fields of 64 bytes (table `bench`, column `email`, rows
+//!   `r0`..) are sealed once, then every request carries all B of them
+//!   (`decrypt` the envelopes, `encrypt` the values, or `index` them);
+//!   every answer must be a 200; `items_per_s` is requests/s times B. keyd
+//!   audits each decryption before it answers (the suite's
+//!   `sixteen_concurrent_clients_...` test counts them).
 
 #![allow(clippy::unwrap_used)]
 
@@ -127,6 +136,7 @@ fn run(args: Vec<String>) -> Res<()> {
             "burst" => burst(&opts).await,
             "once" => once(&opts).await,
             "raw" => raw(&opts).await,
+            "scoped" => scoped(&opts).await,
             other => Err(format!("unknown mode {other}")),
         }
     })
@@ -729,6 +739,107 @@ async fn raw(opts: &Opts) -> Res<()> {
         )
         .await;
         println!("{}", report("raw", &format!("c={c}"), o));
+    }
+    Ok(())
+}
+
+// --- scoped ------------------------------------------------------------------
+
+async fn scoped(opts: &Opts) -> Res<()> {
+    let url = opts.get("url")?.trim_end_matches('/').to_owned();
+    let token_file = opts.get("app-token-file")?;
+    let token = std::fs::read_to_string(token_file).map_err(|e| format!("{token_file}: {e}"))?;
+    let scope = opts.get("scope")?.to_owned();
+    let op = opts.get("op")?.to_owned();
+    let batch: usize = opts.num("batch", 1)?;
+    let requests: usize = opts.num("requests", 20_000)?;
+    let deadline = opts
+        .flags
+        .get("duration")
+        .map(|d| Duration::from_secs_f64(d.parse().unwrap_or(10.0)));
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", token.trim());
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        bearer
+            .parse()
+            .map_err(|_| format!("{token_file}: not a token"))?,
+    );
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_config(opts)?)
+        .no_proxy()
+        .default_headers(headers)
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let field = |i: usize, value: &str| {
+        serde_json::json!({ "scope": scope, "table": "bench", "column": "email",
+                            "row": format!("r{i}"), "value": value })
+    };
+    let plain: Vec<String> = (0..batch).map(|i| format!("{i:064}")).collect();
+    let items: Vec<serde_json::Value> =
+        plain.iter().enumerate().map(|(i, v)| field(i, v)).collect();
+    let body = match op.as_str() {
+        "encrypt" => serde_json::json!({ "items": items }),
+        "decrypt" => {
+            let reply = client
+                .post(format!("{url}/v1/scoped/encrypt"))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap())
+                .send()
+                .await
+                .map_err(|e| format!("sealing the batch: {e}"))?;
+            let status = reply.status();
+            let bytes = reply.bytes().await.map_err(|e| e.to_string())?;
+            let sealed: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+                format!(
+                    "sealing the batch: {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })?;
+            let values = sealed["values"]
+                .as_array()
+                .ok_or_else(|| format!("sealing the batch: {status}: {sealed}"))?;
+            let items: Vec<serde_json::Value> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| field(i, v.as_str().unwrap_or_default()))
+                .collect();
+            serde_json::json!({ "items": items })
+        }
+        "index" => {
+            let items: Vec<serde_json::Value> = plain
+                .iter()
+                .map(|v| {
+                    serde_json::json!({ "scope": scope, "table": "bench", "index": "email",
+                        "columns": ["email"], "bits": 64, "normalize": ["trim", "lowercase"],
+                        "values": [v] })
+                })
+                .collect();
+            serde_json::json!({ "items": items })
+        }
+        other => return Err(format!("--op {other}: decrypt, encrypt or index")),
+    };
+    let path = if op == "index" { "index" } else { op.as_str() };
+    let target = format!("{url}/v1/scoped/{path}");
+    let bodies = Arc::new(vec![serde_json::to_vec(&body).unwrap(); requests]);
+    for c in opts.list("concurrency")? {
+        let o = fire(
+            &client,
+            &target,
+            "application/json",
+            bodies.clone(),
+            c,
+            deadline,
+            Arc::new(Default::default()),
+            false,
+        )
+        .await;
+        let items_per_s =
+            (o.latencies.len() - o.errors) as f64 * batch as f64 / o.elapsed.as_secs_f64();
+        let extra = format!("op={op} batch={batch} c={c} items_per_s={items_per_s:.1}");
+        println!("{}", report("scoped", &extra, o));
     }
     Ok(())
 }

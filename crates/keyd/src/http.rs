@@ -217,6 +217,17 @@ async fn observe<S: Storage, A: AuditStore, C: Clock>(
 ) -> Response {
     let started = Instant::now();
     let route = route_name(request.uri().path());
+    if crate::scoped_routes::is_stream(request.uri().path()) {
+        // A file's body streams through its handler in constant memory and
+        // is not read here; each read is bounded by the connection's idle
+        // timeout instead of BODY_TIMEOUT.
+        let response = json_errors(next.run(request).await).await;
+        state
+            .authority
+            .metrics()
+            .observe(route, started.elapsed().as_secs_f64());
+        return response;
+    }
     let (parts, body) = request.into_parts();
     let limit = body_limit(parts.uri.path());
     let read = tokio::time::timeout(

@@ -11,6 +11,10 @@
 //! - A scope made with a client share opens only with the share the
 //!   request carries; a scope without one that has a window opens only
 //!   inside it, for the window's fields.
+//! - Files (uploads) are streams (docs/format.md §17.5) sealed and opened
+//!   by [`Authority::scoped_file_sealer`] and [`Authority::scoped_file_opener`]
+//!   in constant memory; a file counts as the column [`FILE_COLUMN`] of its
+//!   table for the policy and the window.
 //! - Every decryption is in the audit log before its plaintext is
 //!   answered (one entry per scope and request, written in the log's
 //!   batches); every denial is too, within the refusal budget.
@@ -23,7 +27,8 @@ use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
 use atrest_core::SecretKey;
 use atrest_scoped::{
     ClientShare, Column, DailyWindow, FieldContext, IndexDefinition, KeyVersion, Keyring,
-    Normalize, RecordsKey, ScopeId, ScopeKey, ScopedError, Table, TimeOfDay, Wrapped,
+    Normalize, RecordsKey, STREAM_HEADER_LEN, ScopeId, ScopeKey, ScopedError, StreamContext,
+    StreamOpener, StreamWriter, Table, TimeOfDay, Wrapped,
 };
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -388,6 +393,33 @@ pub struct IndexItem {
     pub client_share: Option<String>,
 }
 
+/// The column a file (a stream) counts as in an app's policy, a window's
+/// fields and the audit log: `uploads.#file` (`uploads.*` covers it too).
+/// Field requests refuse a column of that name, so no field shares its
+/// policy entry or its audit name with a table's files.
+pub const FILE_COLUMN: &str = "#file";
+
+/// A file to seal or open: its scope, and the table and object its stream
+/// is bound to (part of every chunk's AAD, so a file copied to another
+/// object does not open).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileItem {
+    pub scope: String,
+    pub table: String,
+    pub object: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_share: Option<String>,
+}
+
+fn file_key(item: &FileItem) -> (&str, Option<&str>) {
+    (item.scope.as_str(), item.client_share.as_deref())
+}
+
+fn file_field(item: &FileItem) -> Vec<(String, String)> {
+    vec![(field_name(&item.table, FILE_COLUMN), item.object.clone())]
+}
+
 /// What an app does with fields ([`Authority::scoped_fields`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -720,6 +752,12 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         };
         let call = Call { app, op, ctx };
         self.run_batch(call, items, item_key, item_field, move |ring, item| {
+            if item.column == FILE_COLUMN {
+                return Err(ScopedError::InvalidName {
+                    what: "column",
+                    why: format!("{FILE_COLUMN} stands for a table's files (/v1/scoped/file/…)"),
+                });
+            }
             let field = FieldContext::new(&item.table, &item.column, &item.row)?;
             let value = match operation {
                 FieldOperation::Encrypt => ring
@@ -741,6 +779,66 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             Ok(Zeroizing::new(value))
         })
         .await
+    }
+
+    /// A sealer for a new file of `item`'s scope under its current key,
+    /// after the same checks as a field's encryption. What it has sealed
+    /// so far is taken with [`StreamWriter::take_sealed`] (the header
+    /// first); [`StreamWriter::finish`] seals the last chunk.
+    pub async fn scoped_file_sealer(
+        &self,
+        app: &App,
+        item: &FileItem,
+        ctx: RequestContext,
+    ) -> Result<StreamWriter<Vec<u8>>> {
+        let call = Call {
+            app,
+            op: Use::Encrypt,
+            ctx,
+        };
+        let mut sealers = self
+            .run_batch(
+                call,
+                std::slice::from_ref(item),
+                file_key,
+                file_field,
+                |ring, item| {
+                    let stream = StreamContext::new(&item.table, &item.object)?;
+                    StreamWriter::new(ring.current(), &stream, None, Vec::new())
+                },
+            )
+            .await?;
+        Ok(sealers.pop().expect("one item, one sealer"))
+    }
+
+    /// An opener for the file of `item` whose stream starts with `header`,
+    /// after the same checks as a field's decryption; the use is in the
+    /// audit log before this returns, so before any plaintext is answered.
+    pub async fn scoped_file_opener(
+        &self,
+        app: &App,
+        item: &FileItem,
+        header: &[u8; STREAM_HEADER_LEN],
+        ctx: RequestContext,
+    ) -> Result<StreamOpener> {
+        let call = Call {
+            app,
+            op: Use::Decrypt,
+            ctx,
+        };
+        let mut openers = self
+            .run_batch(
+                call,
+                std::slice::from_ref(item),
+                file_key,
+                file_field,
+                |ring, item| {
+                    let stream = StreamContext::new(&item.table, &item.object)?;
+                    StreamOpener::new(ring, &stream, header)
+                },
+            )
+            .await?;
+        Ok(openers.pop().expect("one item, one opener"))
     }
 
     /// Blind-index values (lowercase hex) under each scope's current key.

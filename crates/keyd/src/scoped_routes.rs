@@ -6,19 +6,25 @@
 use atrest_audit::{AuditStore, Clock};
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::authority::RequestContext;
 use crate::http::{ADMIN, ApiError, AppState, Shared, Source, body};
 use crate::scoped::{
-    App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, IndexItem, NewApp, ScopeView,
-    ScopedApiError, WindowView,
+    App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, FileItem, IndexItem, NewApp,
+    ScopeView, ScopedApiError, WindowView,
 };
 use crate::storage::Storage;
+use atrest_scoped::{STREAM_HEADER_LEN, ScopedError, StreamOpener, StreamWriter};
 
 /// Where the app routes are.
 pub const PREFIX: &str = "/v1/scoped/";
@@ -27,6 +33,19 @@ pub const PREFIX: &str = "/v1/scoped/";
 /// [`crate::MAX_ITEMS`] fields); larger values belong in the library's
 /// streams.
 pub const MAX_SCOPED_BODY: usize = 1024 * 1024;
+
+/// Where the file routes are (`encrypt`, `decrypt`): their bodies stream
+/// through in constant memory, of any size, and are not read ahead.
+pub const FILE_PREFIX: &str = "/v1/scoped/file/";
+
+/// The header a file request's client share travels in (a URL's query
+/// ends up in proxies' logs).
+pub const CLIENT_SHARE_HEADER: &str = "x-atrest-client-share";
+
+/// Whether `path` is a file route, whose body is a stream.
+pub(crate) fn is_stream(path: &str) -> bool {
+    path.starts_with(FILE_PREFIX)
+}
 
 /// The HTTP status of a scoped refusal.
 pub(crate) fn status(error: &ScopedApiError) -> StatusCode {
@@ -107,6 +126,8 @@ pub(crate) fn app_routes<S: Storage, A: AuditStore, C: Clock>() -> Router<Shared
         .route("/v1/scoped/index", post(index::<S, A, C>))
         .route("/v1/scoped/scopes", post(app_create_scope::<S, A, C>))
         .layer(DefaultBodyLimit::max(MAX_SCOPED_BODY))
+        // Read as a stream, never buffered: no body limit applies.
+        .route("/v1/scoped/file/{operation}", post(file::<S, A, C>))
 }
 
 pub(crate) fn admin_routes<S: Storage, A: AuditStore, C: Clock>() -> Router<Shared<S, A, C>> {
@@ -180,6 +201,174 @@ async fn fields<S: Storage, A: AuditStore, C: Clock>(
     Ok(Json(Values {
         values: values.iter().map(|v| v.to_string()).collect(),
     }))
+}
+
+/// `?scope=…&table=…&object=…` of a file route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    pub scope: String,
+    pub table: String,
+    pub object: String,
+}
+
+/// `POST /v1/scoped/file/encrypt|decrypt`: the body is the file (encrypt)
+/// or its stream (decrypt), the answer the other, both passed on chunk by
+/// chunk. A stream that fails to open part way (changed, cut, another
+/// object's) ends the answer without its last HTTP chunk: the client sees
+/// an incomplete transfer, never a clean end (curl: exit 18).
+async fn file<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    Path(operation): Path<String>,
+    query: Result<Query<FileQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let app = app(&state, &headers, ctx).await?;
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(e) => {
+            state.authority.refused_input("invalid_request", ctx).await;
+            return Err(ScopedApiError::Invalid(format!(
+                "a file route takes ?scope=…&table=…&object=… ({e})"
+            ))
+            .into());
+        }
+    };
+    let client_share = match headers.get(CLIENT_SHARE_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(text)) => Some(text.to_owned()),
+        Some(Err(_)) => {
+            return Err(
+                ScopedApiError::Invalid(format!("{CLIENT_SHARE_HEADER} is not text")).into(),
+            );
+        }
+    };
+    let item = FileItem {
+        scope: query.scope,
+        table: query.table,
+        object: query.object,
+        client_share,
+    };
+    let stream = match operation.as_str() {
+        "encrypt" => {
+            let sealer = state.authority.scoped_file_sealer(&app, &item, ctx).await?;
+            Body::from_stream(seal_stream(body, sealer))
+        }
+        "decrypt" => {
+            let (header, input) = stream_header(body).await?;
+            let opener = state
+                .authority
+                .scoped_file_opener(&app, &item, &header, ctx)
+                .await?;
+            Body::from_stream(open_stream(input, opener))
+        }
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no file operation {other:?}: encrypt or decrypt"
+            )));
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], stream).into_response())
+}
+
+type Input = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, axum::Error>> + Send>>;
+
+fn read_error(e: axum::Error) -> std::io::Error {
+    std::io::Error::other(format!("the request body could not be read: {e}"))
+}
+
+/// The sealed stream of `body`: the header, then each chunk as it fills.
+fn seal_stream(
+    body: Body,
+    mut sealer: StreamWriter<Vec<u8>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    let head = Bytes::from(sealer.take_sealed());
+    let input: Input = Box::pin(body.into_data_stream());
+    let chunks = futures::stream::unfold(Some((input, sealer)), |state| async move {
+        let (mut input, mut sealer) = state?;
+        loop {
+            match input.next().await {
+                Some(Ok(bytes)) => {
+                    sealer.write_all(&bytes).expect("writing to a Vec");
+                    let sealed = sealer.take_sealed();
+                    if !sealed.is_empty() {
+                        return Some((Ok(Bytes::from(sealed)), Some((input, sealer))));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(read_error(e)), None)),
+                None => {
+                    let last = sealer
+                        .finish()
+                        .map(Bytes::from)
+                        .map_err(std::io::Error::other);
+                    return Some((last, None));
+                }
+            }
+        }
+    });
+    futures::stream::once(async move { Ok(head) }).chain(chunks)
+}
+
+/// The first [`STREAM_HEADER_LEN`] bytes of `body`, and the rest of it.
+async fn stream_header(body: Body) -> Result<([u8; STREAM_HEADER_LEN], Input), ApiError> {
+    let mut input: Input = Box::pin(body.into_data_stream());
+    let mut header = Vec::with_capacity(STREAM_HEADER_LEN);
+    let mut rest = Bytes::new();
+    while header.len() < STREAM_HEADER_LEN {
+        match input.next().await {
+            Some(Ok(bytes)) => {
+                let take = (STREAM_HEADER_LEN - header.len()).min(bytes.len());
+                header.extend_from_slice(&bytes[..take]);
+                rest = bytes.slice(take..);
+            }
+            Some(Err(e)) => return Err(ScopedApiError::Invalid(read_error(e).to_string()).into()),
+            None => {
+                return Err(ScopedApiError::from(ScopedError::Malformed {
+                    what: "encrypted stream",
+                    why: format!("{} bytes, shorter than its header", header.len()),
+                })
+                .into());
+            }
+        }
+    }
+    let header = header.try_into().expect("exactly the header's length");
+    let input: Input = Box::pin(futures::stream::once(async move { Ok(rest) }).chain(input));
+    Ok((header, input))
+}
+
+/// The plaintext of a stream, chunk by chunk as each authenticates; an
+/// error ends the answer uncleanly.
+fn open_stream(
+    input: Input,
+    opener: StreamOpener,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    futures::stream::unfold(Some((input, opener)), |state| async move {
+        let (mut input, mut opener) = state?;
+        loop {
+            let mut plain = Vec::new();
+            match input.next().await {
+                Some(Ok(bytes)) => {
+                    if let Err(e) = opener.update(&bytes, &mut plain) {
+                        tracing::warn!(error = %e, "a file's stream failed part way; its answer is cut");
+                        return Some((Err(std::io::Error::other(e)), None));
+                    }
+                    if !plain.is_empty() {
+                        return Some((Ok(Bytes::from(plain)), Some((input, opener))));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(read_error(e)), None)),
+                None => {
+                    let last = opener.finish(&mut plain).map(|()| Bytes::from(plain));
+                    if let Err(e) = &last {
+                        tracing::warn!(error = %e, "a file's stream failed at its end; its answer is cut");
+                    }
+                    return Some((last.map_err(std::io::Error::other), None));
+                }
+            }
+        }
+    })
 }
 
 async fn index<S: Storage, A: AuditStore, C: Clock>(

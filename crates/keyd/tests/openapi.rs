@@ -796,6 +796,54 @@ async fn scoped(api: &Api) {
         .assert_refused(413, "body_too_large");
     let rewrapped = scoped("/v1/scoped/rewrap", item(&envelope, Some(&share))).await;
     assert_eq!(rewrapped.status, 200, "{}", rewrapped.text);
+    // Files: raw bodies both ways (`users.*` covers `users.#file`).
+    let file = |op: &'static str, body: Vec<u8>, share: Option<String>| {
+        let token = token.clone();
+        async move {
+            let server = &api.server;
+            let mut request = server
+                .client
+                .post(server.url(&format!(
+                    "/v1/scoped/file/{op}?scope=user:1&table=users&object=f1"
+                )))
+                .bearer_auth(token)
+                .body(body);
+            if let Some(share) = share {
+                request = request.header("x-atrest-client-share", share);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let bytes = response.bytes().await.unwrap().to_vec();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let reply = Reply {
+                status,
+                content_type,
+                json: serde_json::from_str(&text).unwrap_or(Value::Null),
+                text,
+            };
+            api.contract
+                .check(&Method::POST, "/v1/scoped/file/{operation}", &reply);
+            (reply, bytes)
+        }
+    };
+    let (sealed, stream) = file("encrypt", b"a file".to_vec(), Some(share.clone())).await;
+    assert_eq!(sealed.status, 200, "{}", sealed.text);
+    let (opened, plain) = file("decrypt", stream.clone(), Some(share.clone())).await;
+    assert_eq!((opened.status, &plain[..]), (200, &b"a file"[..]));
+    file("decrypt", stream, None)
+        .await
+        .0
+        .assert_refused(403, "client_share_required");
+    file("decrypt", b"short".to_vec(), Some(share.clone()))
+        .await
+        .0
+        .assert_refused(400, "malformed");
     // Every documented normalisation, in a body that must validate against
     // the documented request schema and be accepted: the document once
     // listed names the server refused.

@@ -48,7 +48,7 @@ pub use keys::{CLIENT_SHARE_PREFIX, ClientShare, Keyring, ScopeKey, ScopeSecret,
 pub use name::{Column, FieldContext, KeyVersion, MAX_NAME_LEN, RowId, ScopeId, Table};
 pub use stream::{
     CHUNK_OVERHEAD, DEFAULT_CHUNK_LOG2, STREAM_HEADER_LEN, STREAM_VERSION, StreamContext,
-    StreamReader, StreamWriter,
+    StreamOpener, StreamReader, StreamWriter,
 };
 pub use window::{DailyWindow, TimeOfDay};
 pub use wrap::{RecordsKey, WRAP_PREFIX, WRAPPED_LEN, Wrapped};

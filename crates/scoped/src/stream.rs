@@ -114,6 +114,32 @@ impl ChunkSealer {
         aad.push(u8::from(last));
         aad
     }
+
+    /// Opens one sealed chunk (`nonce ‖ ciphertext ‖ tag`) in place: the
+    /// plaintext is at `NONCE_LEN..` afterwards.
+    fn open(&self, index: u64, last: bool, sealed: &mut [u8]) -> Result<()> {
+        let copy = last.then(|| Zeroizing::new(sealed.to_vec()));
+        if self
+            .cipher
+            .open_in_place(&self.aad(index, last), sealed)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // The last chunk by length that opens as an inner chunk: the stream
+        // was cut at a chunk boundary. Anything else: changed, or not this
+        // object's stream.
+        let cut = copy.is_some_and(|mut c| {
+            self.cipher
+                .open_in_place(&self.aad(index, false), &mut c[..])
+                .is_ok()
+        });
+        Err(if cut {
+            ScopedError::Truncated
+        } else {
+            ScopedError::Authentication
+        })
+    }
 }
 
 /// `Canonical(SCOPED_STREAM, 1)` over scope, table, object and header; the
@@ -188,6 +214,15 @@ impl<W: Write> StreamWriter<W> {
         self.seal(true)?;
         self.out.flush()?;
         Ok(self.out)
+    }
+}
+
+impl StreamWriter<Vec<u8>> {
+    /// Takes what has been sealed so far (the header first), for callers
+    /// that pass a stream on piece by piece (an HTTP answer): constant
+    /// memory, one chunk at a time.
+    pub fn take_sealed(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
     }
 }
 
@@ -288,22 +323,7 @@ impl<R: Read + Seek> StreamReader<R> {
         self.inner.seek(SeekFrom::Start(offset))?;
         let buf = &mut self.plain[..len + CHUNK_OVERHEAD];
         self.inner.read_exact(buf)?;
-        let aad = self.sealer.aad(index, last);
-        let copy = last.then(|| Zeroizing::new(buf.to_vec()));
-        if self.sealer.cipher.open_in_place(&aad, buf).is_err() {
-            // The last chunk by length that opens as an inner chunk: the
-            // stream was cut at a chunk boundary. Anything else: changed,
-            // or not this object's stream.
-            let cut = copy.is_some_and(|mut c| {
-                let aad = self.sealer.aad(index, false);
-                self.sealer.cipher.open_in_place(&aad, &mut c[..]).is_ok()
-            });
-            return Err(if cut {
-                ScopedError::Truncated
-            } else {
-                ScopedError::Authentication
-            });
-        }
+        self.sealer.open(index, last, buf)?;
         self.plain.copy_within(NONCE_LEN..NONCE_LEN + len, 0);
         self.loaded = Some(index);
         Ok(())
@@ -361,6 +381,83 @@ impl<R: Read + Seek> Seek for StreamReader<R> {
         })?;
         self.pos = target;
         Ok(target)
+    }
+}
+
+/// Opens a stream that arrives in pieces, front to back, with no way to
+/// seek (an HTTP request body): feed it with [`StreamOpener::update`] and
+/// end with [`StreamOpener::finish`]. Plaintext is handed out chunk by
+/// chunk as each authenticates, so a caller that has passed some on must
+/// treat a later error as the failure of the whole stream (an HTTP answer
+/// is cut, never ended cleanly). One chunk is held back until more input
+/// shows it is not the last: the last chunk must say it is.
+pub struct StreamOpener {
+    sealer: ChunkSealer,
+    chunk: usize,
+    index: u64,
+    /// Sealed bytes not yet opened: less than two sealed chunks.
+    pending: Zeroizing<Vec<u8>>,
+}
+
+impl StreamOpener {
+    /// The key version a stream's header names (to pick the keyring before
+    /// the stream arrives). Checks the header as [`StreamOpener::new`] does.
+    pub fn key_version(header: &[u8; STREAM_HEADER_LEN]) -> Result<u32> {
+        Ok(Header::parse(*header)?.key_version)
+    }
+
+    /// Checks the header (the stream's first [`STREAM_HEADER_LEN`] bytes)
+    /// and takes its key version's key from the keyring.
+    pub fn new(
+        keyring: &Keyring,
+        ctx: &StreamContext,
+        header: &[u8; STREAM_HEADER_LEN],
+    ) -> Result<Self> {
+        let header = Header::parse(*header)?;
+        let key = keyring.get(header.key_version)?;
+        Ok(Self {
+            sealer: ChunkSealer::new(key, &header, ctx),
+            chunk: header.chunk,
+            index: 0,
+            pending: Zeroizing::new(Vec::with_capacity(2 * (header.chunk + CHUNK_OVERHEAD))),
+        })
+    }
+
+    fn sealed_chunk(&self) -> usize {
+        self.chunk + CHUNK_OVERHEAD
+    }
+
+    /// Takes the next bytes of the stream (after the header); appends to
+    /// `out` the plaintext of every chunk now known not to be the last.
+    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let sealed = self.sealed_chunk();
+        while !input.is_empty() {
+            let take = (2 * sealed - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            // More than one sealed chunk held: the first is not the last.
+            while self.pending.len() > sealed {
+                self.sealer
+                    .open(self.index, false, &mut self.pending[..sealed])?;
+                out.extend_from_slice(&self.pending[NONCE_LEN..NONCE_LEN + self.chunk]);
+                self.pending.drain(..sealed);
+                self.index += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream has ended: opens what is held as the last chunk and
+    /// appends its plaintext to `out`. A stream cut at a chunk boundary
+    /// ([`ScopedError::Truncated`]) or anywhere else fails here.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<()> {
+        let len = self.pending.len();
+        if len < CHUNK_OVERHEAD {
+            return Err(ScopedError::Truncated);
+        }
+        self.sealer.open(self.index, true, &mut self.pending[..])?;
+        out.extend_from_slice(&self.pending[NONCE_LEN..len - TAG_LEN]);
+        Ok(())
     }
 }
 
@@ -493,6 +590,87 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(open(&ring, bad).is_err(), "byte {i}");
         }
+    }
+
+    /// Opens `sealed` through [`StreamOpener`], fed in pieces of `piece`
+    /// bytes.
+    fn open_in_pieces(
+        ring: &Keyring,
+        ctx: &StreamContext,
+        sealed: &[u8],
+        piece: usize,
+    ) -> Result<Vec<u8>> {
+        let header: &[u8; STREAM_HEADER_LEN] = sealed
+            .get(..STREAM_HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(ScopedError::Truncated)?;
+        let mut opener = StreamOpener::new(ring, ctx, header)?;
+        let mut out = Vec::new();
+        for bytes in sealed[STREAM_HEADER_LEN..].chunks(piece) {
+            opener.update(bytes, &mut out)?;
+        }
+        opener.finish(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_stream_fed_in_pieces_opens_as_the_reader_opens_it() {
+        let ring = ring();
+        let chunk: usize = 4096;
+        for len in [0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk, 3 * chunk + 17] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 11 % 253) as u8).collect();
+            let sealed = seal(&ring, &data, 12);
+            for piece in [1, 7, chunk, chunk + CHUNK_OVERHEAD, 3 * chunk + 1, 1 << 20] {
+                assert_eq!(
+                    open_in_pieces(&ring, &ctx(), &sealed, piece).unwrap(),
+                    data,
+                    "len {len}, pieces of {piece}"
+                );
+            }
+        }
+        // The writer's output taken piece by piece is the same stream.
+        let data = vec![9u8; 3 * chunk + 5];
+        let mut w = StreamWriter::new(ring.current(), &ctx(), Some(12), Vec::new()).unwrap();
+        let mut sealed = w.take_sealed();
+        assert_eq!(sealed.len(), STREAM_HEADER_LEN);
+        for piece in data.chunks(1500) {
+            w.write_all(piece).unwrap();
+            sealed.extend(w.take_sealed());
+        }
+        sealed.extend(w.finish().unwrap());
+        assert_eq!(open(&ring, sealed.clone()).unwrap(), data);
+        assert_eq!(open_in_pieces(&ring, &ctx(), &sealed, 999).unwrap(), data);
+    }
+
+    #[test]
+    fn a_stream_fed_in_pieces_refuses_what_the_reader_refuses() {
+        let ring = ring();
+        let data = vec![5u8; 3 * 4096 + 10];
+        let sealed = seal(&ring, &data, 12);
+        let sealed_chunk = 4096 + CHUNK_OVERHEAD;
+        let feed = |bytes: &[u8]| open_in_pieces(&ring, &ctx(), bytes, 1000);
+        let cut = &sealed[..STREAM_HEADER_LEN + 2 * sealed_chunk];
+        assert_eq!(feed(cut).unwrap_err(), ScopedError::Truncated);
+        assert_eq!(
+            feed(&sealed[..STREAM_HEADER_LEN]).unwrap_err(),
+            ScopedError::Truncated
+        );
+        assert!(feed(&sealed[..sealed.len() - 5]).is_err());
+        let mut longer = sealed.clone();
+        longer.extend_from_slice(&sealed[STREAM_HEADER_LEN..STREAM_HEADER_LEN + sealed_chunk]);
+        assert!(feed(&longer).is_err());
+        let other = StreamContext::new("uploads", "f-2").unwrap();
+        assert_eq!(
+            open_in_pieces(&ring, &other, &sealed, 1000).unwrap_err(),
+            ScopedError::Authentication
+        );
+        for i in (0..sealed.len()).step_by(89) {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert!(feed(&bad).is_err(), "byte {i}");
+        }
+        let header: &[u8; STREAM_HEADER_LEN] = sealed[..STREAM_HEADER_LEN].try_into().unwrap();
+        assert_eq!(StreamOpener::key_version(header).unwrap(), 1);
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //   php bin/example.php COMMAND [ARGS]
 //
 // Commands: install | signup EMAIL PASSWORD NAME PHONE | login EMAIL PASSWORD
-//           | logout | profile | set name|phone VALUE | nightly | erase
+//           | logout | profile | set name|phone VALUE | upload FILE | download OUT
+//           | nightly | erase
 // Exit codes: 0 done, 1 usage or application error, 2 keyd refused (its
-// code is printed on stderr as "keyd: CODE"), 3 wrong email or password.
+// code is printed on stderr as "keyd: CODE"), 3 wrong email or password,
+// 4 keyd unreachable or a file that did not open to its end.
 
 declare(strict_types=1);
 
@@ -69,10 +71,11 @@ if (($args[0] ?? '') === '--cookies') {
 }
 $command = array_shift($args) ?? 'help';
 $arity = ['install' => 0, 'signup' => 4, 'login' => 2, 'logout' => 0, 'profile' => 0, 'set' => 2,
-          'nightly' => 0, 'erase' => 0];
+          'upload' => 1, 'download' => 1, 'nightly' => 0, 'erase' => 0];
 if (!isset($arity[$command]) || count($args) !== $arity[$command]) {
     fwrite(STDERR, "usage: example.php [--cookies FILE] install | signup EMAIL PASSWORD NAME PHONE"
-        . " | login EMAIL PASSWORD | logout | profile | set name|phone VALUE | nightly | erase\n");
+        . " | login EMAIL PASSWORD | logout | profile | set name|phone VALUE | upload FILE | download OUT"
+        . " | nightly | erase\n");
     exit(1);
 }
 
@@ -126,6 +129,19 @@ try {
             $users->updateProfile($cookies->need('session'), $cookies->need('atrest_share'), $column, $value);
             echo "updated $column\n";
             break;
+        case 'upload':
+            $users->uploadDocument($cookies->need('session'), $cookies->need('atrest_share'), $args[0]);
+            echo "uploaded\n";
+            break;
+        case 'download':
+            $out = fopen($args[0], 'wb') ?: throw new InvalidArgumentException("cannot write {$args[0]}");
+            try {
+                $users->document($cookies->need('session'), $cookies->need('atrest_share'), $out);
+            } finally {
+                fclose($out);
+            }
+            echo "downloaded\n";
+            break;
         case 'nightly':
             foreach ($users->nightlyRecipients() as $id => $email) {
                 echo "notify $id $email\n";
@@ -147,4 +163,7 @@ try {
 } catch (InvalidArgumentException $e) {
     fwrite(STDERR, $e->getMessage() . "\n");
     exit(1);
+} catch (RuntimeException $e) {
+    fwrite(STDERR, $e->getMessage() . "\n");
+    exit(4);
 }

@@ -71,6 +71,83 @@ final class Client
         return $this->post('/v1/scoped/index', ['items' => $items])['values'];
     }
 
+    /**
+     * Seals a file: reads $source (a readable stream: the upload's
+     * tmp_name, opened) and writes the sealed stream to $sink (a writable
+     * stream), in constant memory. The file is bound to scope, table and
+     * object: stored under another object's name, it does not open.
+     * @param resource $source
+     * @param resource $sink
+     */
+    public function encryptFile(string $scope, string $table, string $object, $source, $sink,
+                                #[\SensitiveParameter] ?string $clientShare = null): void
+    {
+        $this->stream('encrypt', $scope, $table, $object, $source, $sink, $clientShare);
+    }
+
+    /**
+     * Opens a sealed file into $sink. Audited by keyd. If this throws, $sink
+     * may hold the first part of the file (the chunks that authenticated
+     * before the damage): discard it; never serve a stream whose
+     * decryptFile did not return. Decrypt into a temporary stream, then
+     * pass it on.
+     * @param resource $source
+     * @param resource $sink
+     */
+    public function decryptFile(string $scope, string $table, string $object, $source, $sink,
+                                #[\SensitiveParameter] ?string $clientShare = null): void
+    {
+        $this->stream('decrypt', $scope, $table, $object, $source, $sink, $clientShare);
+    }
+
+    /** @param resource $source @param resource $sink */
+    private function stream(string $op, string $scope, string $table, string $object, $source, $sink,
+                            ?string $clientShare): void
+    {
+        $query = http_build_query(['scope' => $scope, 'table' => $table, 'object' => $object]);
+        $headers = ['Content-Type: application/octet-stream', 'Authorization: Bearer ' . $this->token];
+        if ($clientShare !== null) {
+            $headers[] = 'x-atrest-client-share: ' . $clientShare;
+        }
+        $curl = curl_init("{$this->baseUrl}/v1/scoped/file/$op?$query");
+        // A refusal's JSON body goes to $refusal, a 200's bytes to $sink.
+        $refusal = '';
+        curl_setopt_array($curl, [
+            CURLOPT_UPLOAD => true,
+            CURLOPT_CUSTOMREQUEST => 'POST',
+            CURLOPT_INFILE => $source,
+            CURLOPT_INFILESIZE => fstat($source)['size'],
+            CURLOPT_HTTPHEADER => $headers,
+            CURLOPT_WRITEFUNCTION => function ($curl, string $bytes) use ($sink, &$refusal): int {
+                if (curl_getinfo($curl, CURLINFO_RESPONSE_CODE) === 200) {
+                    return fwrite($sink, $bytes) === strlen($bytes) ? strlen($bytes) : 0;
+                }
+                $refusal .= $bytes;
+                return strlen($bytes);
+            },
+            CURLOPT_CAINFO => $this->caFile,
+            CURLOPT_SSL_VERIFYPEER => true,
+            CURLOPT_SSL_VERIFYHOST => 2,
+            CURLOPT_CONNECTTIMEOUT => 5,
+        ]);
+        $done = curl_exec($curl);
+        $status = (int) curl_getinfo($curl, CURLINFO_RESPONSE_CODE);
+        $why = curl_error($curl);
+        curl_close($curl);
+        if ($done === false && $status === 200) {
+            // The answer was cut: a chunk failed to authenticate part way.
+            throw new \RuntimeException("the file did not $op to its end ($why): it was changed, cut, "
+                . "or is another object's; discard what was written");
+        }
+        if ($done === false) {
+            throw new \RuntimeException("cannot reach keyd at {$this->baseUrl}: $why");
+        }
+        if ($status !== 200) {
+            $answer = json_decode($refusal, true);
+            throw new AtrestError($status, (string) ($answer['error'] ?? 'unknown'), (string) ($answer['message'] ?? $refusal));
+        }
+    }
+
     private function post(string $path, array $body): array
     {
         $curl = curl_init($this->baseUrl . $path);

@@ -5,8 +5,8 @@
 // envelope sealed by keyd; the database alone reveals none of them.
 //
 // Scopes (see README.md):
-//   user:<id>        the user's profile; made with a client share, which
-//                    lives only in the user's cookie
+//   user:<id>        the user's profile and uploaded document; made with a
+//                    client share, which lives only in the user's cookie
 //   notify:<id>      a copy of the email for the nightly mail; no share,
 //                    opened only inside the daily window the operator sets
 //   directory:users  the key of the email blind index (shared by all rows,
@@ -135,6 +135,49 @@ final class Users
     }
 
     /**
+     * Stores the user's document (an upload): sealed by keyd on the way in,
+     * written to the files directory, bound to the user's scope and to the
+     * object `<id>/document` (table `uploads`).
+     */
+    public function uploadDocument(string $id, string $share, string $path): void
+    {
+        $this->row($id);
+        $source = fopen($path, 'rb') ?: throw new \InvalidArgumentException("cannot read $path");
+        $target = $this->documentPath($id);
+        $partial = "$target.partial";
+        $sink = fopen($partial, 'wb') ?: throw new \RuntimeException("cannot write $partial");
+        try {
+            $this->keyd->encryptFile("user:$id", 'uploads', "$id/document", $source, $sink, $share);
+        } finally {
+            fclose($source);
+            fclose($sink);
+        }
+        rename($partial, $target);
+    }
+
+    /**
+     * The user's document, opened with the share from the user's cookie,
+     * written to $sink only once keyd has opened it to its end (nothing of
+     * a damaged file is passed on).
+     * @param resource $sink
+     */
+    public function document(string $id, string $share, $sink): void
+    {
+        $this->row($id);
+        $path = $this->documentPath($id);
+        $source = @fopen($path, 'rb') ?: throw new \InvalidArgumentException("user $id has no document");
+        $plain = fopen('php://temp/maxmemory:' . (8 << 20), 'w+b');
+        try {
+            $this->keyd->decryptFile("user:$id", 'uploads', "$id/document", $source, $plain, $share);
+            rewind($plain);
+            stream_copy_to_stream($plain, $sink);
+        } finally {
+            fclose($source);
+            fclose($plain);
+        }
+    }
+
+    /**
      * The nightly job: the email of every user, from the notify scopes,
      * which keyd opens only inside their window (`outside_window` else).
      * Erased users are left out.
@@ -176,6 +219,16 @@ final class Users
     public function idByEmail(string $email): ?string
     {
         return $this->rowByIndex($this->emailIndex($email))['id'] ?? null;
+    }
+
+    /** Where a user's sealed document lives: next to the database unless APP_FILES says. */
+    private function documentPath(string $id): string
+    {
+        $dir = getenv('APP_FILES') ?: dirname((string) getenv('APP_DB')) . '/files';
+        if (!is_dir($dir) && !mkdir($dir, 0700, true) && !is_dir($dir)) {
+            throw new \RuntimeException("cannot create $dir");
+        }
+        return "$dir/$id.document";
     }
 
     private function emailIndex(string $email): string

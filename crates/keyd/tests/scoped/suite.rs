@@ -726,3 +726,139 @@ async fn a_large_batch_is_audited_item_by_item_across_several_entries() {
         .collect();
     assert_eq!(audited, rows.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+impl Api {
+    /// `POST /v1/scoped/file/{op}` with `body`: the status and the whole
+    /// answer (`Err` when the answer was cut; status 0 if before its head).
+    async fn file(
+        &self,
+        token: &str,
+        op: &str,
+        object: &str,
+        share: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Result<Vec<u8>, String>) {
+        let mut request = self
+            .client
+            .post(self.url(&format!(
+                "/v1/scoped/file/{op}?scope=user:files&table=uploads&object={object}"
+            )))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(share) = share {
+            request = request.header("x-atrest-client-share", share);
+        }
+        // A stream that fails at once may cut the answer before its head.
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return (0, Err(e.to_string())),
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string());
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn files_stream_through_bound_to_their_object_and_audited() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api
+        .app("web", &["user:*"], &["users.*", "uploads.#file"])
+        .await;
+    let fields_only = api.app("fields", &["user:*"], &["users.*"]).await;
+    let share_text = api.scope(&web, "user:files", true).await.unwrap();
+    let share = Some(share_text.as_str());
+
+    // Several 64 KiB chunks and a short last one; and an empty file.
+    let data: Vec<u8> = (0..300_017u32).map(|i| (i * 31 % 251) as u8).collect();
+    let (status, sealed) = api.file(&web, "encrypt", "o1", share, data.clone()).await;
+    assert_eq!(status, 200);
+    let sealed = sealed.unwrap();
+    let chunks = data.len().div_ceil(1 << 16);
+    assert_eq!(sealed.len(), atrest_scoped::STREAM_HEADER_LEN + data.len() + chunks * 28);
+    assert!(!sealed.windows(64).any(|w| data.windows(64).next() == Some(w)));
+    let (status, opened) = api.file(&web, "decrypt", "o1", share, sealed.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(opened.unwrap(), data);
+    let (_, empty) = api.file(&web, "encrypt", "o3", share, Vec::new()).await;
+    let (_, opened) = api.file(&web, "decrypt", "o3", share, empty.unwrap()).await;
+    assert_eq!(opened.unwrap(), b"");
+
+    // The library opens what the API sealed, with the scope's key.
+    let stored = api.keyd.authority.storage().scope("user:files").await.unwrap().unwrap();
+    let records = RecordsKey::from_master(&api.records_master);
+    let unwrapped = records
+        .unwrap_scope(
+            &ScopeId::new("user:files").unwrap(),
+            &Wrapped::from_bytes(&stored.keys[0].1).unwrap(),
+        )
+        .unwrap();
+    let client = atrest_scoped::ClientShare::from_text(&share_text).unwrap();
+    let ring = Keyring::new(ScopeKey::open(&unwrapped, Some(&client)).unwrap());
+    let ctx = atrest_scoped::StreamContext::new("uploads", "o1").unwrap();
+    let mut reader =
+        atrest_scoped::StreamReader::new(&ring, &ctx, std::io::Cursor::new(sealed.clone()))
+            .unwrap();
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut read).unwrap();
+    assert_eq!(read, data);
+
+    // Another object's name, a changed byte, a cut at a chunk boundary:
+    // the answer never ends cleanly.
+    let (status, moved) = api.file(&web, "decrypt", "o2", share, sealed.clone()).await;
+    assert!(status == 200 || status == 0, "{status}");
+    assert!(moved.is_err(), "a stream opened as another object's is cut");
+    let mut changed = sealed.clone();
+    changed[200_000] ^= 1;
+    let (_, opened) = api.file(&web, "decrypt", "o1", share, changed).await;
+    assert!(opened.is_err(), "a changed chunk cuts the answer");
+    let cut = sealed[..atrest_scoped::STREAM_HEADER_LEN + 2 * ((1 << 16) + 28)].to_vec();
+    let (_, opened) = api.file(&web, "decrypt", "o1", share, cut).await;
+    assert!(opened.is_err(), "a stream cut at a chunk boundary is cut");
+
+    // Refused before anything streams, with stable codes.
+    let refused = |(status, body): (u16, Result<Vec<u8>, String>)| {
+        let json: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        (status, json["error"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        refused(api.file(&web, "decrypt", "o1", None, sealed.clone()).await),
+        (403, "client_share_required".into())
+    );
+    assert_eq!(
+        refused(api.file(&fields_only, "decrypt", "o1", share, sealed.clone()).await),
+        (403, "not_allowed".into())
+    );
+    assert_eq!(
+        refused(api.file(&web, "decrypt", "o1", share, sealed[..20].to_vec()).await),
+        (400, "malformed".into())
+    );
+    assert_eq!(
+        refused(api.file(&web, "shred", "o1", share, Vec::new()).await),
+        (404, "not_found".into())
+    );
+    api.call(
+        &web,
+        "/v1/scoped/encrypt",
+        &json!({ "items": [item("user:files", "#file", "o1", "x", share)] }),
+    )
+    .await
+    .assert_refused(400, "invalid_name");
+
+    // Every decryption is in the log, named as the table's files.
+    let entries = api.audit().await;
+    let files: Vec<&Value> = entries
+        .iter()
+        .filter(|(s, d)| s.as_deref() == Some("user:files") && d["outcome"] == "decrypted")
+        .flat_map(|(_, d)| d["items"].as_array().unwrap())
+        .collect();
+    assert!(files.len() >= 5, "{files:?}");
+    assert!(files.iter().all(|i| i["field"] == "uploads.#file"));
+    assert!(files.iter().any(|i| i["row"] == "o2"));
+}
