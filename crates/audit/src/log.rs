@@ -266,6 +266,9 @@ impl<S: AuditStore> AuditLog<S> {
                 other => OpenError::DoesNotMatchSignedHead(other),
             })?;
         let head = walked.report.head;
+        // The walk may have found heads newer than the one read above,
+        // written by another replica meanwhile.
+        tree_head = walked.report.latest_tree_head.or(tree_head);
         if tree_head.is_none() && head.seq > 0 {
             let timestamp_ms = clock.now_ms().max(head.timestamp_ms);
             let first = key.sign_tree_head(head.seq, walked.tree.root(), timestamp_ms);

@@ -355,9 +355,47 @@ pub(crate) async fn walk<S: AuditStore>(
             head: head.seq,
         });
     }
-    let covered = latest_tree_head.map_or(0, |h| h.tree_size);
+    let mut covered = latest_tree_head.map_or(0, |h| h.tree_size);
+    let mut latest_tree_head = latest_tree_head;
     if checks.require_covered && covered < head.seq {
-        return Err(VerifyError::Unsigned { seq: covered + 1 });
+        // Another writer (a replica on the same database) may have
+        // committed batches between the read of the heads above and the
+        // read of their entries: each batch commits its entries and their
+        // head in one transaction, so the heads read now cover every entry
+        // walked, unless one was added without the key. Each must be
+        // signed and name the walked tree's root at its size.
+        'pages: loop {
+            let page = store.read_tree_heads(covered + 1, PAGE).await?;
+            let last_page = page.len() < PAGE as usize;
+            for th in page {
+                if th.tree_size > head.seq {
+                    break 'pages;
+                }
+                th.verify(key)
+                    .map_err(|e| VerifyError::BadTreeHeadSignature {
+                        tree_size: e.tree_size,
+                    })?;
+                if tree
+                    .root_at(th.tree_size)
+                    .map_err(|_| VerifyError::TreeHeadMismatch {
+                        tree_size: th.tree_size,
+                    })?
+                    != th.root_hash
+                {
+                    return Err(VerifyError::TreeHeadMismatch {
+                        tree_size: th.tree_size,
+                    });
+                }
+                covered = th.tree_size;
+                latest_tree_head = Some(th);
+            }
+            if last_page || covered >= head.seq {
+                break;
+            }
+        }
+        if covered < head.seq {
+            return Err(VerifyError::Unsigned { seq: covered + 1 });
+        }
     }
     Ok(Walked {
         report: VerifyReport {

@@ -290,3 +290,91 @@ async fn entries_added_past_the_latest_head_are_refused_at_open() {
         "{err}"
     );
 }
+
+/// A store whose `latest_tree_head` answers what it held before another
+/// writer (a replica on the same database) committed more batches: what a
+/// replica starting while the other writes reads first.
+struct ReadBeforeAnotherWriter {
+    inner: SqliteStore,
+    stale: Option<TreeHead>,
+    /// Hide every head past the stale one (as if those batches' entries
+    /// had been added without the key).
+    hide_newer: bool,
+}
+
+impl AuditStore for ReadBeforeAnotherWriter {
+    async fn append(
+        &self,
+        entries: &[Entry],
+        checkpoints: &[Checkpoint],
+        tree_heads: &[TreeHead],
+    ) -> Result<(), StoreError> {
+        self.inner.append(entries, checkpoints, tree_heads).await
+    }
+
+    async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        self.inner.read_entries(from, limit).await
+    }
+
+    async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.read_checkpoints(from, limit).await
+    }
+
+    async fn read_tree_heads(&self, from: u64, limit: u32) -> Result<Vec<TreeHead>, StoreError> {
+        let stale = self.stale.map_or(0, |h| h.tree_size);
+        let mut heads = self.inner.read_tree_heads(from, limit).await?;
+        if self.hide_newer {
+            heads.retain(|h| h.tree_size <= stale);
+        }
+        Ok(heads)
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
+        Ok(self.stale)
+    }
+
+    async fn head(&self) -> Result<ChainHead, StoreError> {
+        self.inner.head().await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+}
+
+/// Found by killing replicas under load (crates/cli/tests/e2e/keyd.rs): a
+/// replica starting while the other commits read the latest head, then
+/// walked entries committed after that read, and refused to start
+/// ("covered by no signed tree head") although every batch was signed.
+#[tokio::test]
+async fn a_log_opened_while_another_writer_commits_checks_the_newer_heads() {
+    let t = sqlite_log(LogOptions::default()).await;
+    append_n(&t.log, 3).await;
+    let stale = t.log.store().latest_tree_head().await.unwrap();
+    append_n(&t.log, 4).await;
+    let (path, seed, clock) = (t.path(), t.seed, t.clock.clone());
+    let open = |hide_newer| {
+        let (path, clock) = (path.clone(), clock.clone());
+        async move {
+            let store = ReadBeforeAnotherWriter {
+                inner: SqliteStore::open(&path).await.unwrap(),
+                stale,
+                hide_newer,
+            };
+            let key = AuditSigningKey::from_seed(&seed);
+            AuditLog::open(store, key, LogOptions::default(), clock).await
+        }
+    };
+    let log = open(false).await.unwrap();
+    assert_eq!(log.head().seq, 7);
+    assert_eq!(log.tree_head().unwrap().tree_size, 7, "the newest head is served");
+    // Without the other writer's heads, its entries are unsigned.
+    let err = open(true).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            OpenError::DoesNotMatchSignedHead(VerifyError::Unsigned { seq: 4 })
+        ),
+        "{err}"
+    );
+}

@@ -575,6 +575,13 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     );
 
     keyd.serve();
+    assert_nothing_acknowledged_was_lost(&keyd, &acked);
+}
+
+/// After a crash: every host whose enrollment, revoke or shred was
+/// answered is there in that state, each with its audit entries, every
+/// answered release is in the log, and the chain verifies.
+fn assert_nothing_acknowledged_was_lost(keyd: &Keyd, acked: &Acknowledged) {
     assert!(keyd.cli_ok(&["audit", "verify"]).contains("intact"));
     let hosts: Vec<Value> =
         serde_json::from_str(&keyd.cli_ok(&["host", "list", "--json"])).unwrap();
@@ -1193,4 +1200,153 @@ fn keyd_status_reports_the_database_on_sqlite_and_postgresql() {
     assert!(report["replay_lag_seconds"].is_null(), "{report}");
     let text = pg.cli_ok(&["status"]);
     assert!(text.contains("standby         no (primary)"), "{text}");
+}
+
+/// Issue 10: two replicas on one PostgreSQL under load (enrollments,
+/// releases, revokes and shreds from four clients that fail over between
+/// them), and one or the other killed with SIGKILL at random points, round
+/// after round, each restarted right after: nothing either acknowledged is
+/// lost, every answered release is in the one chain, and the chain
+/// verifies from both. `KEYD_KILL_ROUNDS` (default 4) sets the rounds; the
+/// soak in bench/keyd-replica-soak.sh runs many more.
+#[test]
+fn killing_either_of_two_replicas_under_load_loses_nothing_acknowledged() {
+    let rt = runtime();
+    let Some(url) = rt.block_on(atrest_keyd::testing::fresh_postgres()) else {
+        return;
+    };
+    let rounds: usize = std::env::var("KEYD_KILL_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(4);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Keyd::init_at(&dir.path().join("a"), &["--database", url.as_str()]);
+    let b = replica_of(&a.data, &dir.path().join("b"));
+    let tokens: Vec<String> = (0..16 * (rounds + 2)).map(|_| a.token("load")).collect();
+    // The clients and admins of both replicas; a restarted replica keeps
+    // its port (its keyd.json names it), so they stay valid.
+    let replicas = std::sync::Mutex::new([a, b]);
+    let endpoints = |replicas: &[Keyd; 2]| -> Vec<(HostClient, Arc<atrest_keyd::AdminClient>)> {
+        replicas
+            .iter()
+            .map(|r| {
+                let admin = atrest_keyd::AdminClient::for_data_dir(
+                    &atrest_keyd::DataDir::open(&r.data).unwrap(),
+                )
+                .unwrap();
+                (r.client(), Arc::new(admin))
+            })
+            .collect()
+    };
+    let endpoints = Arc::new(endpoints(&replicas.lock().unwrap()));
+    let acked = Arc::new(std::sync::Mutex::new(Acknowledged::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = tokens
+        .chunks(tokens.len().div_ceil(4))
+        .enumerate()
+        .map(|(w, chunk)| {
+            let (endpoints, acked, stop) = (endpoints.clone(), acked.clone(), stop.clone());
+            let chunk = chunk.to_vec();
+            rt.spawn(async move {
+                for (i, token) in chunk.iter().enumerate() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let name = format!("load-{w}-{i}");
+                    // Each call goes to one replica, and to the other if it
+                    // cannot be reached (a refusal is final).
+                    let first = i % 2;
+                    let mut enrolled = None;
+                    for k in 0..2 {
+                        match endpoints[(first + k) % 2].0.enroll(token, &name).await {
+                            Ok(host) => {
+                                enrolled = Some(host);
+                                break;
+                            }
+                            Err((0, _)) => continue,
+                            Err(_) => break, // e.g. the token was spent by a killed replica
+                        }
+                    }
+                    let Some(host) = enrolled else {
+                        continue;
+                    };
+                    acked.lock().unwrap().enrolled.push(name.clone());
+                    'unlocks: for u in 0..4 {
+                        for k in 0..2 {
+                            match endpoints[(first + u + k) % 2].0.unlock(&host, BOOT).await {
+                                Ok((200, _, _)) => {
+                                    acked.lock().unwrap().released += 1;
+                                    continue 'unlocks;
+                                }
+                                Ok(_) => break 'unlocks,
+                                Err(_) => continue,
+                            }
+                        }
+                        break;
+                    }
+                    let action = match i % 3 {
+                        0 => "revoke",
+                        1 => "shred",
+                        _ => continue,
+                    };
+                    for k in 0..2 {
+                        let done: Result<Value, _> = endpoints[(first + k) % 2]
+                            .1
+                            .post(&format!("/v1/admin/hosts/{name}/{action}"), &json!({}))
+                            .await;
+                        if done.is_ok() {
+                            let mut a = acked.lock().unwrap();
+                            if action == "revoke" {
+                                a.revoked.push(name.clone());
+                            } else {
+                                a.shredded.push(name.clone());
+                            }
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Each round: wait for more acknowledged work, then SIGKILL a replica
+    // picked at random and serve it again.
+    let progress = || {
+        let a = acked.lock().unwrap();
+        a.enrolled.len() + a.released
+    };
+    for _ in 0..rounds {
+        let before = progress();
+        rt.block_on(async {
+            for _ in 0..1200 {
+                if progress() >= before + 8 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+        assert!(
+            progress() > before,
+            "the load stalled: nothing acknowledged in 30 s"
+        );
+        let victim = usize::from(atrest_core::random_array::<1>()[0] & 1);
+        let mut replicas = replicas.lock().unwrap();
+        replicas[victim].kill();
+        replicas[victim].serve();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        rt.block_on(w).unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(
+        acked.enrolled.len() >= 8 && !acked.revoked.is_empty() && !acked.shredded.is_empty(),
+        "the load did too little: {} enrolled, {} revoked, {} shredded",
+        acked.enrolled.len(),
+        acked.revoked.len(),
+        acked.shredded.len()
+    );
+    let replicas = replicas.into_inner().unwrap();
+    for replica in &replicas {
+        assert_nothing_acknowledged_was_lost(replica, &acked);
+    }
 }
