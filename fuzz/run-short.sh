@@ -5,7 +5,7 @@
 #   FUZZ_SECONDS=300 fuzz/run-short.sh fuzz_names fuzz_config
 #
 # Builds all targets (installing cargo-fuzz first if it is missing), runs
-# each for FUZZ_SECONDS seconds (default 20) starting from the checked-in
+# each (FUZZ_JOBS at a time) for FUZZ_SECONDS seconds (default 20) starting from the checked-in
 # seeds in fuzz/corpus-seed/<target>/ plus whatever earlier runs left in
 # fuzz/corpus/<target>/ (git-ignored, where new inputs go), and ends with
 # the line `N passed, M failed`. Exits non-zero if any target crashed,
@@ -16,6 +16,7 @@
 #
 # Environment:
 #   FUZZ_SECONDS    seconds per target (default 20)
+#   FUZZ_JOBS       targets fuzzed at once (default: the number of CPUs)
 #   FUZZ_SANITIZER  cargo-fuzz sanitizer (default none: the stable toolchain
 #                   has no -Zsanitizer; `address` sets RUSTC_BOOTSTRAP=1)
 # Build output goes to fuzz/target (git-ignored), apart from the main
@@ -78,24 +79,26 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir="$TARGET_DIR/$host/release"
 
 mkdir -p "$LOG_DIR"
-passed=0
-failed=0
-failed_names=()
-for target in "${targets[@]}"; do
-    corpus="$FUZZ_DIR/corpus/$target"
-    artifacts="$FUZZ_DIR/artifacts/$target"
+# Targets run FUZZ_JOBS at a time (default: the number of CPUs), each on
+# one core for its FUZZ_SECONDS, so the stage's wall time is about
+# targets x seconds / jobs. Each run's outcome goes to a status file and is
+# reported in the targets' order once all have finished.
+JOBS="${FUZZ_JOBS:-$(nproc)}"
+status_dir=$(mktemp -d)
+trap 'rm -rf "$status_dir"' EXIT
+
+run_one() {
+    local target=$1 corpus="$FUZZ_DIR/corpus/$1" artifacts="$FUZZ_DIR/artifacts/$1"
+    local log="$LOG_DIR/$1.log" dirs rc
     mkdir -p "$corpus" "$artifacts"
     dirs=("$corpus")
     if [ -d "$FUZZ_DIR/corpus-seed/$target" ]; then
         dirs+=("$FUZZ_DIR/corpus-seed/$target")
     fi
-    log="$LOG_DIR/$target.log"
-    echo "== $target: ${SECONDS_EACH}s"
     if [ ! -x "$bin_dir/$target" ]; then
-        failed=$((failed + 1))
-        failed_names+=("$target")
-        echo "   FAILED: no binary $bin_dir/$target"
-        continue
+        echo "no binary $bin_dir/$target" >"$log"
+        echo 127 >"$status_dir/$target"
+        return
     fi
     # The outer timeout only catches a run that libFuzzer itself fails to
     # stop (a hang outside an input); -timeout catches slow inputs.
@@ -104,19 +107,41 @@ for target in "${targets[@]}"; do
         -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=4096 \
         -print_final_stats=1 "${dirs[@]}" >"$log" 2>&1
     rc=$?
+    echo "$rc" >"$status_dir/$target"
+}
+
+echo "== ${#targets[@]} targets, ${SECONDS_EACH}s each, $JOBS at a time"
+running=0
+for target in "${targets[@]}"; do
+    if [ "$running" -ge "$JOBS" ]; then
+        wait -n
+        running=$((running - 1))
+    fi
+    run_one "$target" &
+    running=$((running + 1))
+done
+wait
+
+passed=0
+failed=0
+failed_names=()
+for target in "${targets[@]}"; do
+    corpus="$FUZZ_DIR/corpus/$target"
+    log="$LOG_DIR/$target.log"
+    rc=$(cat "$status_dir/$target" 2>/dev/null || echo 1)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n1)
-    if [ $rc -eq 0 ]; then
+    if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
-        echo "   ok: ${execs:-?} inputs (${speed:-?}/s), ${cov:-cov: ?}, corpus $(find "$corpus" -type f | wc -l) files"
+        echo "== $target: ok: ${execs:-?} inputs (${speed:-?}/s), ${cov:-cov: ?}, corpus $(find "$corpus" -type f | wc -l) files"
     else
         failed=$((failed + 1))
         failed_names+=("$target")
-        echo "   FAILED (exit $rc); log: $log"
+        echo "== $target: FAILED (exit $rc); log: $log"
         # The panic message and the first frames of its stack, then where
         # libFuzzer saved the input.
-        grep -m1 -A30 -E "panicked at|ERROR: libFuzzer" "$log" | sed 's/^/   | /'
+        grep -m1 -A30 -E "panicked at|ERROR: libFuzzer|no binary" "$log" | sed 's/^/   | /'
         grep -E "Test unit written to" "$log" | sed 's/^/   | /'
         artifact=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n1)
         if [ -n "$artifact" ]; then

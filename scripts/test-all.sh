@@ -11,7 +11,9 @@ export CARGO_TERM_COLOR=never
 # (crates/keyd/tests/web.rs): here a missing browser fails, never skips.
 export ATREST_REQUIRE_BROWSER=1
 
-step() { printf '\n=== %s ===\n' "$*"; }
+# Each stage's heading carries the minutes since the start, so a slow stage
+# shows in any CI log (the whole run has a 45-minute budget).
+step() { printf '\n=== [%d:%02d] %s ===\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 if [ "$(id -u)" != 0 ]; then
     echo "scripts/test-all.sh needs root: the tests mount FUSE file systems, loop devices and run PostgreSQL" >&2
@@ -106,4 +108,4 @@ step "fleet examples: cloud-init schema, the Ansible role (syntax, check mode, a
 python3 tests/deploy/check_deploy.py target/deb/atrest_*.deb
 
 echo
-echo "all test stages passed"
+echo "all test stages passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"
