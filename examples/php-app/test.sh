@@ -21,7 +21,8 @@ source "$here/../keyd-for-tests.sh"
 
 start_keyd_with_app shop --scope 'user:*,notify:*,directory:users' \
     --field 'users.*,notify.email,uploads.#file' --create-scopes
-export APP_DB="$work/app.sqlite"
+mkdir "$work/app" # the application's data: its database and its files/
+export APP_DB="$work/app/app.sqlite"
 cd "$work"
 
 app() { php "$here/bin/example.php" "$@"; }
@@ -113,6 +114,11 @@ notify $bob bob@example.net" ] || fail "nightly said: $out"
 
 echo "php-app: erasure of one user"
 cp "$APP_DB" backup.sqlite # a backup made before the erasure...
+# ...and a real one of the whole data directory, database and documents.
+"$ATREST" backup init --repo "$work/repo" --key-file "$work/repo.key" --no-recovery-key >/dev/null 2>&1 ||
+    fail "atrest backup init"
+"$ATREST" backup run "$work/app" --repo "$work/repo" --key-file "$work/repo.key" >/dev/null 2>&1 ||
+    fail "atrest backup run"
 cp alice.json stolen-cookie.json # ...and alice's cookie, in an attacker's hands
 out="$(app --cookies alice.json erase)"
 [ "$out" = "shred user:$alice
@@ -125,6 +131,15 @@ expect_fail 2 "keyd: scope_shredded" env APP_DB="$work/backup.sqlite" \
     php "$here/bin/example.php" --cookies stolen-cookie.json profile
 expect_fail 2 "keyd: scope_shredded" env APP_DB="$work/backup.sqlite" APP_FILES="$(dirname "$APP_DB")/files" \
     php "$here/bin/example.php" --cookies stolen-cookie.json download stolen.bin
+"$ATREST" backup restore latest "$work/restored" --repo "$work/repo" --key-file "$work/repo.key" >/dev/null 2>&1 ||
+    fail "atrest backup restore"
+restored_db="$(find "$work/restored" -name app.sqlite)"
+[ -f "$(dirname "$restored_db")/files/$alice.document" ] || fail "the backup lacks alice's document"
+for command in profile "download restored.bin"; do
+    # shellcheck disable=SC2086 # the command's words
+    expect_fail 2 "keyd: scope_shredded" env APP_DB="$restored_db" APP_FILES="$(dirname "$restored_db")/files" \
+        php "$here/bin/example.php" --cookies stolen-cookie.json $command
+done
 [ "$(app nightly)" = "notify $bob bob@example.net" ] || fail "nightly after erasure: $(app nightly)"
 contains "$(app --cookies bob.json profile)" '"name":"Bob Dobbs"'
 
