@@ -80,8 +80,9 @@ pub use http::{
 };
 pub use metrics::{Metrics, Snapshot};
 pub use scoped::{
-    APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, IndexItem,
-    MAX_ITEMS, NewApp, ScopeView, ScopedApiError, WindowView,
+    APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FILE_COLUMN, FieldItem,
+    FieldOperation, FileItem, IndexItem, MAX_ITEMS, NewApp, Operation, ScopeView, ScopedApiError,
+    WindowView,
 };
 pub use scoped_routes::{
     AppBody, Batch, MAX_SCOPED_BODY, MinimumBody, Removed, ScopeBody, ScopeName, Values, WindowBody,

@@ -176,9 +176,10 @@ impl ScopedApiError {
 
 type Result<T, E = ScopedApiError> = std::result::Result<T, E>;
 
-/// Which scopes and fields an app may use. A pattern is an exact name or
-/// a prefix followed by `*` (`user:*`); a field is `table.column`
-/// (`users.email`, `users.*`, or `*` for every field).
+/// Which scopes and fields an app may use, and what it may do with them.
+/// A pattern is an exact name or a prefix followed by `*` (`user:*`); a
+/// field is `table.column` (`users.email`, `users.*`, or `*` for every
+/// field).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppPolicy {
@@ -187,6 +188,37 @@ pub struct AppPolicy {
     /// Whether the app may create scopes (a sign-up creates the user's).
     #[serde(default)]
     pub create_scopes: bool,
+    /// What it may do: a sign-up form that only seals needs `encrypt` and
+    /// `index`, and then cannot read back what it sealed. Absent (policies
+    /// made before this existed): every operation.
+    #[serde(default = "Operation::all")]
+    pub operations: Vec<Operation>,
+}
+
+/// One kind of use of a scope, for [`AppPolicy::operations`]. A file's
+/// sealing is `encrypt` and its opening `decrypt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Encrypt,
+    Decrypt,
+    Rewrap,
+    Index,
+}
+
+impl Operation {
+    pub fn all() -> Vec<Self> {
+        vec![Self::Encrypt, Self::Decrypt, Self::Rewrap, Self::Index]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Encrypt => "encrypt",
+            Self::Decrypt => "decrypt",
+            Self::Rewrap => "rewrap",
+            Self::Index => "index",
+        }
+    }
 }
 
 fn matches(pattern: &str, name: &str) -> bool {
@@ -213,6 +245,16 @@ impl AppPolicy {
                     "bad pattern {pattern:?}: a name, or a prefix ending in one `*`"
                 )));
             }
+        }
+        let mut operations = self.operations.clone();
+        operations.sort();
+        operations.dedup();
+        if operations.is_empty() || operations.len() != self.operations.len() {
+            return Err(ScopedApiError::Invalid(
+                "an app's operations name each of encrypt, decrypt, rewrap, index at most once, \
+                 and at least one"
+                    .into(),
+            ));
         }
         for field in &self.fields {
             if field != "*" && !field.contains('.') {
@@ -257,6 +299,23 @@ impl App {
             Err(ScopedApiError::NotAllowed {
                 app: self.name.clone(),
                 what: format!("scope {scope}"),
+            })
+        }
+    }
+
+    fn need_operation(&self, op: Use) -> Result<()> {
+        let operation = match op {
+            Use::Encrypt => Operation::Encrypt,
+            Use::Decrypt => Operation::Decrypt,
+            Use::Rewrap => Operation::Rewrap,
+            Use::Index => Operation::Index,
+        };
+        if self.policy.operations.contains(&operation) {
+            Ok(())
+        } else {
+            Err(ScopedApiError::NotAllowed {
+                app: self.name.clone(),
+                what: format!("the operation {}", operation.as_str()),
             })
         }
     }
@@ -634,6 +693,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let named: Vec<(String, String)> = items.iter().flat_map(|(_, item)| field(item)).collect();
         let app = call.app;
         let checked = async {
+            app.need_operation(call.op)?;
             app.need_scope(scope)?;
             for (field, _) in &named {
                 let (table, column) = field.split_once('.').unwrap_or((field, ""));
@@ -1253,9 +1313,36 @@ mod tests {
             scopes: vec![scope.into()],
             fields: vec!["users.*".into()],
             create_scopes: false,
+            operations: Operation::all(),
         };
         assert!(policy("é").check().is_ok());
         assert!(policy("user:é*").check().is_ok());
         assert!(policy("us*é").check().is_err());
+    }
+
+    #[test]
+    fn operations_default_to_all_and_are_checked() {
+        // A policy stored before operations existed allows every one.
+        let old: AppPolicy =
+            serde_json::from_str(r#"{"scopes":["user:*"],"fields":["*"],"create_scopes":true}"#)
+                .unwrap();
+        assert_eq!(old.operations, Operation::all());
+        let with = |operations: Vec<Operation>| AppPolicy {
+            operations,
+            ..old.clone()
+        };
+        assert!(
+            with(vec![Operation::Encrypt, Operation::Index])
+                .check()
+                .is_ok()
+        );
+        assert!(with(vec![]).check().is_err());
+        assert!(
+            with(vec![Operation::Decrypt, Operation::Decrypt])
+                .check()
+                .is_err()
+        );
+        let text = serde_json::to_string(&with(vec![Operation::Encrypt])).unwrap();
+        assert!(text.contains(r#""operations":["encrypt"]"#), "{text}");
     }
 }

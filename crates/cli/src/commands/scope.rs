@@ -108,6 +108,12 @@ pub enum AppCommand {
         /// It may create scopes its policy names (a sign-up).
         #[arg(long)]
         create_scopes: bool,
+        /// What it may do (repeat or comma-separate): encrypt, decrypt,
+        /// rewrap, index; a file's sealing is encrypt, its opening decrypt.
+        /// Default: all four.
+        #[arg(long = "operation", value_delimiter = ',',
+              value_parser = ["encrypt", "decrypt", "rewrap", "index"])]
+        operations: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -272,17 +278,17 @@ async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
             scopes,
             fields,
             create_scopes,
+            operations,
             json,
         } => {
-            let app: NewApp = admin_client(&dir)?
-                .post(
-                    "/v1/admin/apps",
-                    &json!({
-                        "name": name, "scopes": scopes, "fields": fields,
-                        "create_scopes": create_scopes
-                    }),
-                )
-                .await?;
+            let mut body = json!({
+                "name": name, "scopes": scopes, "fields": fields,
+                "create_scopes": create_scopes
+            });
+            if !operations.is_empty() {
+                body["operations"] = json!(operations);
+            }
+            let app: NewApp = admin_client(&dir)?.post("/v1/admin/apps", &body).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&app)?);
             } else {
@@ -301,11 +307,14 @@ async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
                 println!("no apps yet; add one with `atrest app add NAME --scope ... --field ...`");
             } else {
                 for app in &apps {
+                    let operations: Vec<&str> =
+                        app.policy.operations.iter().map(|o| o.as_str()).collect();
                     println!(
-                        "{:<24} scopes: {}  fields: {}{}",
+                        "{:<24} scopes: {}  fields: {}  operations: {}{}",
                         app.name,
                         app.policy.scopes.join(","),
                         app.policy.fields.join(","),
+                        operations.join(","),
                         if app.policy.create_scopes {
                             "  (creates scopes)"
                         } else {

@@ -59,11 +59,31 @@ fn operators_manage_scopes_and_apps_from_the_cli() {
     ))
     .unwrap();
     let token = added["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        added["operations"],
+        serde_json::json!(["encrypt", "decrypt", "rewrap", "index"]),
+        "every operation unless limited"
+    );
+    cli_ok(
+        &keyd,
+        &[
+            "app",
+            "add",
+            "signup",
+            "--scope",
+            "user:*",
+            "--field",
+            "users.*",
+            "--operation",
+            "encrypt,index",
+        ],
+    );
     let listed = cli_ok(&keyd, &["app", "list"]);
     assert!(
         listed.contains("web") && !listed.contains(&token),
         "{listed}"
     );
+    assert!(listed.contains("operations: encrypt,index"), "{listed}");
 
     let created: Value = serde_json::from_str(&cli_ok(
         &keyd,

@@ -862,3 +862,67 @@ async fn files_stream_through_bound_to_their_object_and_audited() {
     assert!(files.iter().all(|i| i["field"] == "uploads.#file"));
     assert!(files.iter().any(|i| i["row"] == "o2"));
 }
+
+/// An app limited to some operations (a sign-up form that seals and
+/// indexes) cannot read back what it sealed; each refusal is audited.
+#[tokio::test]
+async fn an_app_does_only_the_operations_its_policy_names() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let reply = api
+        .admin(
+            Method::POST,
+            "/v1/admin/apps",
+            Some(json!({ "name": "signup", "scopes": ["user:*"],
+                         "fields": ["users.*", "uploads.#file"], "create_scopes": true,
+                         "operations": ["encrypt", "index"] })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["operations"], json!(["encrypt", "index"]));
+    let signup = reply.json["token"].as_str().unwrap().to_owned();
+    let reader = api.app("reader", &["user:*"], &["users.*"]).await;
+    api.scope(&signup, "user:ops", false).await;
+    let sealed = api
+        .values(
+            &signup,
+            "encrypt",
+            json!([item("user:ops", "email", "r1", "ops@example.org", None)]),
+        )
+        .await;
+    let index = json!({ "items": [{ "scope": "user:ops", "table": "users", "index": "email",
+                        "columns": ["email"], "bits": 32, "values": ["ops@example.org"] }] });
+    assert_eq!(api.call(&signup, "/v1/scoped/index", &index).await.status, 200);
+    let envelope = json!({ "items": [item("user:ops", "email", "r1", &sealed[0], None)] });
+    for op in ["decrypt", "rewrap"] {
+        let refused = api.call(&signup, &format!("/v1/scoped/{op}"), &envelope).await;
+        refused.assert_refused(403, "not_allowed");
+        assert!(refused.text.contains(&format!("operation {op}")), "{}", refused.text);
+    }
+    let (status, _) = api.file(&signup, "decrypt", "o1", None, vec![0; 100]).await;
+    assert_eq!(status, 403, "a file's opening is a decryption");
+    // The app with every operation (the default) reads it back.
+    assert_eq!(
+        api.values(&reader, "decrypt", envelope["items"].clone()).await,
+        ["ops@example.org"]
+    );
+    let entries = api.audit().await;
+    let refusals = entries
+        .iter()
+        .filter(|(_, d)| d["outcome"] == "not_allowed" && d["app"] == "signup")
+        .count();
+    assert!(refusals >= 3, "each refusal is audited: {refusals}");
+    // A policy naming an operation twice, or none, is refused.
+    for operations in [json!([]), json!(["encrypt", "encrypt"]), json!(["sign"])] {
+        let reply = api
+            .admin(
+                Method::POST,
+                "/v1/admin/apps",
+                Some(json!({ "name": "bad", "scopes": ["user:*"], "fields": ["*"],
+                             "operations": operations })),
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{operations}: {}", reply.text);
+    }
+}
