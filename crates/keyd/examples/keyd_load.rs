@@ -6,7 +6,7 @@
 //! ```text
 //! keyd_load enroll --url URL --ca CA.pem --admin-token-file F --hosts N --state FILE
 //!                  [--concurrency C] [--prefix NAME]
-//! keyd_load unlock --url URL --ca CA.pem --state FILE --concurrency 1,16,64 --requests R
+//! keyd_load unlock --url URL[,URL...] --ca CA.pem --state FILE --concurrency 1,16,64 --requests R
 //!                  [--duration SECONDS] [--sample K] [--threads T] [--keep-alive 0|1] [--offset I]
 //! keyd_load burst  --url URL --ca CA.pem --state FILE [--hosts N] [--threads T]
 //! keyd_load once   --url URL --ca CA.pem --state FILE [--print 1]
@@ -26,7 +26,8 @@
 //!   spends every nonce, makes its audit entry durable and computes the
 //!   answer. Every answer must be a 200 `granted`; K of them, spread over
 //!   the run, are unblinded and must give the host's key. `--keep-alive 0`:
-//!   a new TLS connection per request instead (as Tang is driven).
+//!   a new TLS connection per request instead (as Tang is driven). Several
+//!   `--url`s (replicas of one authority) share the workers round robin.
 //! - `burst`: every host sends one request, all started at once, each on
 //!   its own new TLS connection (no session resumption), as hosts booting
 //!   together would; reports the time until the last answer.
@@ -435,11 +436,11 @@ fn is_granted(body: &[u8]) -> bool {
 }
 
 /// C workers take the next prepared body until all are sent or `deadline`
-/// passes.
+/// passes; worker `w` sends to `urls[w % urls.len()]` (several replicas).
 #[allow(clippy::too_many_arguments)] // a bench driver: one call site per mode
 async fn fire(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     content_type: &'static str,
     bodies: Arc<Vec<Vec<u8>>>,
     concurrency: usize,
@@ -450,10 +451,10 @@ async fn fire(
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..concurrency {
+    for w in 0..concurrency {
         let (client, url, bodies, next, keep) = (
             client.clone(),
-            url.to_owned(),
+            urls[w % urls.len()].clone(),
             bodies.clone(),
             next.clone(),
             keep.clone(),
@@ -582,7 +583,12 @@ fn verify_sample(
 
 async fn unlock_phases(opts: &Opts) -> Res<()> {
     let hosts = load_hosts(opts)?;
-    let url = format!("{}/v1/unlock", opts.get("url")?.trim_end_matches('/'));
+    // `--url A,B`: replicas of one authority, the workers spread over them.
+    let urls: Vec<String> = opts
+        .get("url")?
+        .split(',')
+        .map(|u| format!("{}/v1/unlock", u.trim_end_matches('/')))
+        .collect();
     let requests: usize = opts.num("requests", 10_000)?;
     let sample: usize = opts.num("sample", 100)?;
     let deadline = opts
@@ -604,7 +610,10 @@ async fn unlock_phases(opts: &Opts) -> Res<()> {
         if keep_alive {
             // Open the connections (one health check per worker), untimed.
             let warm: Vec<_> = (0..c)
-                .map(|_| client.get(url.replace("/v1/unlock", "/healthz")).send())
+                .map(|w| {
+                    let url = &urls[w % urls.len()];
+                    client.get(url.replace("/v1/unlock", "/healthz")).send()
+                })
                 .collect();
             for w in warm {
                 w.await.map_err(|e| format!("warm-up: {e}"))?;
@@ -613,7 +622,7 @@ async fn unlock_phases(opts: &Opts) -> Res<()> {
         let keep = Arc::new(prepared.sample.iter().map(|(j, _, _)| *j).collect());
         let o = fire(
             &client,
-            &url,
+            &urls,
             "application/json",
             Arc::new(prepared.bodies),
             c,
@@ -650,7 +659,7 @@ async fn burst(opts: &Opts) -> Res<()> {
     // new connection.
     let o = fire(
         &client,
-        &url,
+        std::slice::from_ref(&url),
         "application/json",
         Arc::new(prepared.bodies),
         n,
@@ -729,7 +738,7 @@ async fn raw(opts: &Opts) -> Res<()> {
     for c in opts.list("concurrency")? {
         let o = fire(
             &client,
-            &url,
+            std::slice::from_ref(&url),
             content_type,
             bodies.clone(),
             c,
@@ -827,7 +836,7 @@ async fn scoped(opts: &Opts) -> Res<()> {
     for c in opts.list("concurrency")? {
         let o = fire(
             &client,
-            &target,
+            std::slice::from_ref(&target),
             "application/json",
             bodies.clone(),
             c,

@@ -367,7 +367,11 @@ async fn a_log_opened_while_another_writer_commits_checks_the_newer_heads() {
     };
     let log = open(false).await.unwrap();
     assert_eq!(log.head().seq, 7);
-    assert_eq!(log.tree_head().unwrap().tree_size, 7, "the newest head is served");
+    assert_eq!(
+        log.tree_head().unwrap().tree_size,
+        7,
+        "the newest head is served"
+    );
     // Without the other writer's heads, its entries are unsigned.
     let err = open(true).await.err().unwrap();
     assert!(

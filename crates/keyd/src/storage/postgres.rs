@@ -583,6 +583,11 @@ impl Storage for PgStorage {
     }
 
     async fn save_boot_states(&self, states: &[(HostId, BootState)]) -> Result<(), StorageError> {
+        // Rows are locked in one order, the hosts' ids: two replicas
+        // writing overlapping batches in their own orders deadlocked
+        // (PostgreSQL aborted one, and its release failed with a 500).
+        let mut states: Vec<&(HostId, BootState)> = states.iter().collect();
+        states.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut tx = self.pool.begin().await.map_err(backend)?;
         for (id, state) in states {
             sqlx::query(

@@ -10,6 +10,10 @@ use super::*;
 
 /// A host enrolled in `storage`, as an older keyd would have left it.
 async fn enroll_host(storage: &impl Storage, name: &str) -> HostRecord {
+    enroll_host_with_token(storage, name, [9; 32]).await
+}
+
+async fn enroll_host_with_token(storage: &impl Storage, name: &str, token: [u8; 32]) -> HostRecord {
     let host = HostRecord {
         id: HostId::new(name).unwrap(),
         group: "web".into(),
@@ -19,9 +23,9 @@ async fn enroll_host(storage: &impl Storage, name: &str) -> HostRecord {
         state: HostState::Active,
         enrolled_at: 1,
     };
-    storage.insert_token([9; 32], "web", 100).await.unwrap();
+    storage.insert_token(token, "web", 100).await.unwrap();
     let (_, held) = storage
-        .enroll([9; 32], 2, &host, &[3; 32])
+        .enroll(token, 2, &host, &[3; 32])
         .await
         .unwrap()
         .unwrap();
@@ -236,4 +240,50 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     assert!(b.held("req_1").await.unwrap().is_some());
     assert!(b.session([5; 32], 99).await.unwrap().is_some());
     check_scoped(&a).await;
+}
+
+/// Found by bench/keyd-pg.sh with two replicas: boot-state batches of the
+/// same hosts written at once, each listing them in its own order,
+/// deadlocked (PostgreSQL aborted one; its release answered 500). Rows are
+/// now locked in the hosts' order.
+#[tokio::test]
+async fn boot_state_batches_in_opposite_orders_do_not_deadlock() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let storage = std::sync::Arc::new(PgStorage::open(&url).await.unwrap());
+    let mut ids = Vec::new();
+    for i in 0..8u8 {
+        ids.push(
+            enroll_host_with_token(&*storage, &format!("web-{i}"), [i; 32])
+                .await
+                .id,
+        );
+    }
+    let writer = |reverse: bool| {
+        let (storage, mut ids) = (storage.clone(), ids.clone());
+        if reverse {
+            ids.reverse();
+        }
+        tokio::spawn(async move {
+            for round in 0..40u64 {
+                let batch: Vec<(HostId, BootState)> = ids
+                    .iter()
+                    .map(|id| {
+                        let state = BootState {
+                            last_boot_id: Some(format!("boot-{round}")),
+                            last_unlock_at: Some(round),
+                            ..BootState::default()
+                        };
+                        (id.clone(), state)
+                    })
+                    .collect();
+                storage.save_boot_states(&batch).await?;
+            }
+            Ok::<(), StorageError>(())
+        })
+    };
+    let (a, b) = (writer(false), writer(true));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
 }
