@@ -41,6 +41,7 @@ mod remote;
 pub mod root_attr;
 mod vault;
 mod wire;
+pub mod witness;
 pub mod xattr;
 
 pub use config::{
@@ -61,4 +62,5 @@ pub use remote::{
     AuthorityRef, MAX_REPLICAS, MAX_THRESHOLD_MEMBERS, MAX_URL_LEN, REMOTE_PARAMS_VERSION,
     RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
+pub use witness::{LocalWitnessFile, WitnessCheck};
 pub use vault::{Contents2, CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};

@@ -11,6 +11,7 @@ use atrest_core::{
     labels,
 };
 
+use crate::witness::{LocalWitnessFile, WitnessCheck};
 use crate::VaultError;
 use crate::config::{
     BACKUP_FILE, Backend, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VERSION, VERSION_2, VaultConfig,
@@ -417,6 +418,46 @@ impl Vault {
     /// reports ready only once the vault is consistent, and the content
     /// key its files' keys derive from.
     pub fn open_format_2(&self) -> Result<Contents2, VaultError> {
+        let (keys, backing) = self.format_2_parts()?;
+        let store =
+            atrest_meta::Store::open(keys.meta, backing, self.config_binding(), &keys.content)
+                .map_err(VaultError::Metadata)?;
+        Ok(Contents2 {
+            store,
+            content: keys.content,
+        })
+    }
+
+    /// [`Self::open_format_2`] with the host's local witness checked before
+    /// recovery writes anything and written again afterwards
+    /// (docs/format.md §16.17.5): a vault that does not descend from what
+    /// `witness` saw last is refused ([`VaultError::Witness`]) unless
+    /// `accept_rollback`.
+    pub fn open_format_2_witnessed(
+        &self,
+        witness: &LocalWitnessFile,
+        accept_rollback: bool,
+    ) -> Result<(Contents2, WitnessCheck), VaultError> {
+        let (keys, backing) = self.format_2_parts()?;
+        let (store, check) = crate::witness::open_store(
+            witness,
+            accept_rollback,
+            keys.meta,
+            backing,
+            self.config_binding(),
+            &keys.content,
+        )?;
+        let contents = Contents2 {
+            store,
+            content: keys.content,
+        };
+        Ok((contents, check))
+    }
+
+    /// The keys and backing directory of a format 2 vault.
+    fn format_2_parts(
+        &self,
+    ) -> Result<(VaultKeys2, std::sync::Arc<dyn atrest_meta::Backing>), VaultError> {
         if self.config.format != VERSION_2 {
             return Err(VaultError::Invalid(format!(
                 "{} is a format {} vault, not format 2",
@@ -424,20 +465,10 @@ impl Vault {
                 self.config.format
             )));
         }
-        let keys = self.keys2();
-        let backing =
-            atrest_meta::DirBacking::open(&self.root).map_err(VaultError::io(&self.root))?;
-        let store = atrest_meta::Store::open(
-            keys.meta,
-            std::sync::Arc::new(backing),
-            self.config_binding(),
-            &keys.content,
-        )
-        .map_err(VaultError::Metadata)?;
-        Ok(Contents2 {
-            store,
-            content: keys.content,
-        })
+        let backing: std::sync::Arc<dyn atrest_meta::Backing> = std::sync::Arc::new(
+            atrest_meta::DirBacking::open(&self.root).map_err(VaultError::io(&self.root))?,
+        );
+        Ok((self.keys2(), backing))
     }
 
     /// What the checkpoints of a format 2 vault record of its config
@@ -798,6 +829,142 @@ mod tests {
         file.write_at(0, b"format 2", now).unwrap();
         file.sync().unwrap();
         assert!(root.join(atrest_meta::data_file_name(id)).is_file());
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    /// Every file of the vault's metadata and log, with its bytes.
+    fn metadata_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = vec![(root.join("atrest.meta"), fs::read(root.join("atrest.meta")).unwrap())];
+        let mut log: Vec<_> = fs::read_dir(root.join("atrest.log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        log.sort();
+        out.extend(log.into_iter().map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        }));
+        out
+    }
+
+    /// The local witness (§16.17.5): the first open writes it, a later open
+    /// of the same vault is current; the backing directory put back from an
+    /// earlier copy is refused with nothing on the disk changed, as is a
+    /// copy that went on without this host (a fork) and a damaged witness
+    /// file; `accept_rollback` takes the copy, past the witnessed sequence,
+    /// and the witness follows it.
+    #[test]
+    fn the_local_witness_refuses_an_earlier_copy_until_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let options = CreateOptions {
+            format: VERSION_2,
+            ..fast()
+        };
+        let (vault, _) = Vault::create(&root, options, &pw("p"), "").unwrap();
+        let witness =
+            LocalWitnessFile::in_state_dir(&dir.path().join("state"), &vault.config().vault_id);
+        let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
+        let create = |store: &mut atrest_meta::Store, name: &[u8]| {
+            let new = atrest_meta::NewObject {
+                kind: atrest_meta::record::ObjectKind::Regular,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                target: Vec::new(),
+            };
+            store
+                .create(atrest_meta::record::ROOT_ID, name, new, now)
+                .unwrap();
+            store.checkpoint(now).unwrap();
+        };
+        let open = |accept| vault.open_format_2_witnessed(&witness, accept);
+        let (mut c, check) = open(false).unwrap();
+        assert_eq!(check, WitnessCheck::First);
+        assert!(witness.path().is_file());
+        create(&mut c.store, b"a");
+        witness.record(&c.store).unwrap();
+        drop(c);
+        let saved = dir.path().join("saved");
+        copy_dir(&root, &saved);
+        let (mut c, check) = open(false).unwrap();
+        assert_eq!(check, WitnessCheck::Current);
+        create(&mut c.store, b"b");
+        witness.record(&c.store).unwrap();
+        let witnessed = c.store.superblock().generation;
+        drop(c);
+
+        // The earlier copy put back: refused, and nothing written.
+        let newer = dir.path().join("newer");
+        fs::rename(&root, &newer).unwrap();
+        copy_dir(&saved, &root);
+        let before = metadata_files(&root);
+        let err = open(false).err().expect("refused");
+        assert!(matches!(err, VaultError::Witness(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("older") && text.contains("--accept-rollback"), "{text}");
+        assert!(
+            text.contains(&format!("witnessed: checkpoint {}", witnessed.checkpoint)),
+            "{text}"
+        );
+        assert!(metadata_files(&root) == before, "the disk was written");
+
+        // A copy that went on without this host: a fork.
+        let forked = vault.open_format_2().unwrap();
+        let mut store = forked.store;
+        for name in [&b"x"[..], b"y", b"z", b"w"] {
+            create(&mut store, name);
+        }
+        assert!(store.superblock().generation.sequence > witnessed.sequence);
+        drop(store);
+        let err = open(false).err().expect("refused");
+        assert!(err.to_string().contains("fork"), "{err}");
+
+        // Accepted: the log jumps past the witnessed sequence.
+        let (mut c, check) = open(true).unwrap();
+        let WitnessCheck::RollbackAccepted {
+            standing,
+            witnessed: Some(w),
+            ..
+        } = check
+        else {
+            panic!("{check:?}");
+        };
+        assert_eq!((standing, w), (atrest_meta::witness::Standing::Forked, witnessed));
+        assert!(c.store.superblock().generation.sequence > witnessed.sequence);
+        assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"b").is_err());
+        assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"x").is_ok());
+        drop(c);
+        assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
+
+        // A damaged witness file: refused, then replaced when accepted.
+        let mut bytes = fs::read(witness.path()).unwrap();
+        bytes[40] ^= 1;
+        fs::write(witness.path(), &bytes).unwrap();
+        let err = open(false).err().expect("refused");
+        assert!(err.to_string().contains("damaged"), "{err}");
+        let (_, check) = open(true).unwrap();
+        assert!(matches!(
+            check,
+            WitnessCheck::RollbackAccepted {
+                witnessed: None,
+                ..
+            }
+        ));
+        assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
     }
 
     /// `open_format_2` is for format 2 only, and a changed superblock of

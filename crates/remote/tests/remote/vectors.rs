@@ -248,11 +248,45 @@ fn check_request(v: &Vector) -> Check {
     v.outcome(got.map(drop).map_err(|e| e.code().replace('_', "-")))
 }
 
+fn check_report(v: &Vector) -> Check {
+    let text = v.text("signed_report")?;
+    let parsed = serde_json::from_str::<atrest_remote::SignedGenerationReport>(text);
+    if v.expect == "parse-error" {
+        return v.outcome(parsed.map(drop).map_err(|_| "parse-error".into()));
+    }
+    let signed = parsed.map_err(|e| format!("signed_report does not parse: {e}"))?;
+    ensure!(
+        serde_json::to_string(&signed).map_err(|e| e.to_string())? == text,
+        "the wire form does not round-trip byte for byte"
+    );
+    ensure!(
+        signed.report.signed_bytes() == v.bytes("signed_bytes")?,
+        "canonical encoding differs"
+    );
+    let identity = HostIdentity::from_seed(&v.array("identity_seed")?);
+    let public = HostPublicKey::from_bytes(&v.array("public_key")?)
+        .map_err(|e| format!("public_key: {e}"))?;
+    ensure!(
+        identity.public_key() == public,
+        "public key differs from seed's"
+    );
+    if v.expect == "success" {
+        ensure!(
+            identity.sign_report(signed.report.clone()) == signed,
+            "signature differs from a fresh one"
+        );
+    }
+    let got =
+        atrest_remote::verify_report(&signed, &public, v.number("now")?, v.number("max_skew")?);
+    v.outcome(got.map(drop).map_err(|e| e.code().replace('_', "-")))
+}
+
 fn check(v: &Vector) -> Check {
     match v.kind.as_str() {
         "ristretto-point" => check_point(v),
         "exchange" => check_exchange(v),
         "unlock-request" => check_request(v),
+        "generation-report" => check_report(v),
         other => Err(format!("unknown kind {other}")),
     }
 }
@@ -308,6 +342,9 @@ fn every_vector_checks() {
         "unlock-request stale-request",
         "unlock-request future-request",
         "unlock-request parse-error",
+        "generation-report success",
+        "generation-report bad-signature",
+        "generation-report parse-error",
     ] {
         assert!(
             kinds.contains_key(needed),
