@@ -58,7 +58,12 @@ fn main() {
     version[9] = 2;
     let cases: [(&str, &str, &[u8], &str); 5] = [
         ("valid", "the witness of checkpoint 815", &valid, "ok"),
-        ("flipped-mac", "the last byte of the MAC flipped", &flipped, "mac"),
+        (
+            "flipped-mac",
+            "the last byte of the MAC flipped",
+            &flipped,
+            "mac",
+        ),
         (
             "changed-sequence",
             "a sequence number edited without the key",

@@ -301,7 +301,6 @@ impl Superblock {
             Err(MetaError::Auth(Location::Superblock(index)))
         }
     }
-
 }
 
 fn mac_input(bytes: &[u8]) -> Vec<u8> {

@@ -240,8 +240,14 @@ mod tests {
     fn judges_current_older_and_forked() {
         let w = witness(5, 2);
         assert_eq!(judge(&superblock(5, &[4], &[], 2), &w), Standing::Current);
-        assert_eq!(judge(&superblock(7, &[6, 5], &[], 2), &w), Standing::Current);
-        assert_eq!(judge(&superblock(40, &[39], &[5], 3), &w), Standing::Current);
+        assert_eq!(
+            judge(&superblock(7, &[6, 5], &[], 2), &w),
+            Standing::Current
+        );
+        assert_eq!(
+            judge(&superblock(40, &[39], &[5], 3), &w),
+            Standing::Current
+        );
         // An earlier copy put back.
         assert_eq!(judge(&superblock(4, &[3], &[], 2), &w), Standing::Older);
         // The same metadata with an older config.

@@ -522,8 +522,12 @@ fn reports(out: &mut Out) {
         config_generation: 7,
         reason: ReportReason::Periodic,
         state: ReportedState::Open,
-        lineage: Lineage::new(vec![head, generation(814, "chain 814"), generation(812, "chain 812")])
-            .expect("3 generations"),
+        lineage: Lineage::new(vec![
+            head,
+            generation(814, "chain 814"),
+            generation(812, "chain 812"),
+        ])
+        .expect("3 generations"),
         boot_id: BootId::new("3f1c2b7e-5a4d-4e8f-9b6a-1c2d3e4f5a6b").expect("valid"),
         nonce: RequestNonce(fixed("report nonce", 16).try_into().expect("16 bytes")),
         timestamp: TIMESTAMP,

@@ -56,10 +56,7 @@ impl HostIdentity {
 
     /// Signs a generation report's canonical encoding
     /// ([`crate::GenerationReport::signed_bytes`]).
-    pub fn sign_report(
-        &self,
-        report: crate::GenerationReport,
-    ) -> crate::SignedGenerationReport {
+    pub fn sign_report(&self, report: crate::GenerationReport) -> crate::SignedGenerationReport {
         let signature = self.0.sign(&report.signed_bytes());
         crate::SignedGenerationReport {
             report,

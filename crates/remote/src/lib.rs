@@ -67,8 +67,8 @@ pub use exchange::{
     KeyId, RemoteBinding, UnblindingState, enroll, enroll_with_rng,
 };
 pub use generation::{
-    Generation, GenerationReport, Lineage, MAX_LINEAGE, REPORT_VERSION, ReportReason, ReportedState,
-    SignedGenerationReport, VerifiedReport, verify_report,
+    Generation, GenerationReport, Lineage, MAX_LINEAGE, REPORT_VERSION, ReportReason,
+    ReportedState, SignedGenerationReport, VerifiedReport, verify_report,
 };
 pub use identity::{HostIdentity, HostPublicKey, PublicKeyError, RequestSignature};
 pub use request::{

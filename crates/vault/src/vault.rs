@@ -11,7 +11,6 @@ use atrest_core::{
     labels,
 };
 
-use crate::witness::{LocalWitnessFile, WitnessCheck};
 use crate::VaultError;
 use crate::config::{
     BACKUP_FILE, Backend, CONFIG_FILE, MAX_CONFIG_LEN, MAX_SLOTS, VERSION, VERSION_2, VaultConfig,
@@ -23,6 +22,7 @@ use crate::keyslot::{Keyslot, SlotKind, Unlocker};
 use crate::names::{NameTransform, create_dir_id};
 use crate::recovery::RecoveryKey;
 use crate::remote::{RemoteMember, RemoteSlot, ThresholdSlot, seal_share};
+use crate::witness::{LocalWitnessFile, WitnessCheck};
 
 /// Choices made once, at `atrest init`.
 #[derive(Debug, Clone, Copy)]
@@ -846,7 +846,10 @@ mod tests {
 
     /// Every file of the vault's metadata and log, with its bytes.
     fn metadata_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-        let mut out = vec![(root.join("atrest.meta"), fs::read(root.join("atrest.meta")).unwrap())];
+        let mut out = vec![(
+            root.join("atrest.meta"),
+            fs::read(root.join("atrest.meta")).unwrap(),
+        )];
         let mut log: Vec<_> = fs::read_dir(root.join("atrest.log"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -915,7 +918,10 @@ mod tests {
         let err = open(false).err().expect("refused");
         assert!(matches!(err, VaultError::Witness(_)), "{err}");
         let text = err.to_string();
-        assert!(text.contains("older") && text.contains("--accept-rollback"), "{text}");
+        assert!(
+            text.contains("older") && text.contains("--accept-rollback"),
+            "{text}"
+        );
         assert!(
             text.contains(&format!("witnessed: checkpoint {}", witnessed.checkpoint)),
             "{text}"
@@ -943,7 +949,10 @@ mod tests {
         else {
             panic!("{check:?}");
         };
-        assert_eq!((standing, w), (atrest_meta::witness::Standing::Forked, witnessed));
+        assert_eq!(
+            (standing, w),
+            (atrest_meta::witness::Standing::Forked, witnessed)
+        );
         assert!(c.store.superblock().generation.sequence > witnessed.sequence);
         assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"b").is_err());
         assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"x").is_ok());

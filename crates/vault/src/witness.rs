@@ -180,12 +180,7 @@ pub(crate) fn open_store(
     Ok((store, check))
 }
 
-fn refusal(
-    standing: Standing,
-    disk: &Superblock,
-    witnessed: &LocalWitness,
-    path: &Path,
-) -> String {
+fn refusal(standing: Standing, disk: &Superblock, witnessed: &LocalWitness, path: &Path) -> String {
     let what = match standing {
         Standing::Older => {
             "the vault on disk is older than this host last saw it: an earlier copy of its \

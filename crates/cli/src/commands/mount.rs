@@ -59,7 +59,10 @@ fn witness_note(ready: &atrest_fuse::Ready) -> Option<String> {
         return None;
     };
     let witnessed = witnessed.map_or("a damaged witness file".to_string(), |w| {
-        format!("witnessed checkpoint {} (sequence {})", w.checkpoint, w.sequence)
+        format!(
+            "witnessed checkpoint {} (sequence {})",
+            w.checkpoint, w.sequence
+        )
     });
     Some(format!(
         "rollback accepted ({standing}): mounted checkpoint {} (sequence {}) against {witnessed}; \
@@ -354,7 +357,9 @@ fn serve(
         {
             return Err(WitnessRefusal(message.clone()).into());
         }
-        return Err(anyhow::Error::new(e).context(format!("cannot mount at {}", mountpoint.display())));
+        return Err(
+            anyhow::Error::new(e).context(format!("cannot mount at {}", mountpoint.display()))
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -336,7 +336,9 @@ impl Drop for Mounted {
 /// The host state directory of the test whose mount log is `log` (a
 /// format 2 mount keeps its local witness there).
 pub fn state_dir_beside(log: &Path) -> PathBuf {
-    log.parent().expect("a log file in the test's directory").join("state")
+    log.parent()
+        .expect("a log file in the test's directory")
+        .join("state")
 }
 
 /// Replaces `to` with a copy of `from` (`cp -a`: modes, owners, times).

@@ -393,7 +393,11 @@ fn a_restored_copy_is_refused_until_accepted_and_kill_9_is_no_false_alarm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("rollback accepted (older)"), "{err}");
-    assert!(m.log_text().contains("rollback accepted"), "{}", m.log_text());
+    assert!(
+        m.log_text().contains("rollback accepted"),
+        "{}",
+        m.log_text()
+    );
     assert_eq!(fs::read(m.path("kept")).unwrap(), b"before the copy");
     assert!(!m.path("later").exists());
     m.unmount();
