@@ -315,7 +315,7 @@ pub(crate) mod tests {
 
     use super::*;
 
-    fn keys() -> MetaKeys {
+    pub(crate) fn keys() -> MetaKeys {
         MetaKeys::derive(
             &SecretKey::from_bytes([1; 32]),
             [2; 16],
@@ -323,7 +323,7 @@ pub(crate) mod tests {
         )
     }
 
-    fn generation(k: u64) -> Generation {
+    pub(crate) fn generation(k: u64) -> Generation {
         Generation {
             checkpoint: k,
             sequence: 10 * k,

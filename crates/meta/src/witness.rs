@@ -170,27 +170,15 @@ pub fn judge(superblock: &Superblock, witnessed: &LocalWitness) -> Standing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::superblock::tests::{generation, keys, sample};
     use atrest_core::{ContentAlgorithm, SecretKey};
 
-    fn keys(vault: u8) -> MetaKeys {
-        MetaKeys::derive(
-            &SecretKey::from_bytes([7; 32]),
-            [vault; 16],
-            ContentAlgorithm::Aes256Gcm,
-        )
-    }
-
-    fn generation(k: u64) -> Generation {
-        Generation {
-            checkpoint: k,
-            sequence: 10 * k,
-            chain: [k as u8; 32],
-        }
-    }
+    /// The vault of `superblock::tests::keys` and `sample`.
+    const VAULT: [u8; 16] = [2; 16];
 
     fn witness(k: u64, config: u64) -> LocalWitness {
         LocalWitness {
-            vault_id: [1; 16],
+            vault_id: VAULT,
             generation: generation(k),
             config_generation: config,
             time_ms: 5,
@@ -199,7 +187,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_any_other_bytes() {
-        let ours = keys(1);
+        let ours = keys();
         let w = witness(4, 2);
         let bytes = w.encode(&ours);
         assert_eq!(bytes.len(), LEN);
@@ -215,8 +203,13 @@ mod tests {
             Err(WitnessError::Length(LEN - 1))
         );
         // Another vault's keys: the MAC fails first.
+        let theirs = MetaKeys::derive(
+            &SecretKey::from_bytes([1; 32]),
+            [3; 16],
+            ContentAlgorithm::Aes256Gcm,
+        );
         assert_eq!(
-            LocalWitness::decode(&bytes, &keys(2)),
+            LocalWitness::decode(&bytes, &theirs),
             Err(WitnessError::Mac)
         );
         let mut version = bytes;
@@ -228,8 +221,7 @@ mod tests {
     }
 
     fn superblock(k: u64, recent: &[u64], acknowledged: &[u64], config: u64) -> Superblock {
-        let mut sb = crate::superblock::tests::sample(k);
-        sb.vault_id = [1; 16];
+        let mut sb = sample(k);
         sb.recent = recent.iter().map(|&k| generation(k)).collect();
         sb.acknowledged = acknowledged.iter().map(|&k| generation(k)).collect();
         sb.config_generation = config;

@@ -779,6 +779,25 @@ mod tests {
         Unlocker::Passphrase(SecretBytes::new(s.as_bytes().to_vec()))
     }
 
+    fn fast_format_2() -> CreateOptions {
+        CreateOptions {
+            format: VERSION_2,
+            ..fast()
+        }
+    }
+
+    /// An empty regular file, mode 0600, owned by root.
+    fn regular_file() -> atrest_meta::NewObject {
+        atrest_meta::NewObject {
+            kind: atrest_meta::record::ObjectKind::Regular,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            target: Vec::new(),
+        }
+    }
+
     /// `Vault::create` of format 2: a version 2 config, the skeleton of
     /// §16.1 and checkpoint 1 bound to the config; the store opens after
     /// unlock, holds an empty root, takes a file, and still opens after a
@@ -787,11 +806,7 @@ mod tests {
     fn format_2_vaults_are_created_with_their_skeleton() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("v2");
-        let options = CreateOptions {
-            format: VERSION_2,
-            ..fast()
-        };
-        let (mut vault, _) = Vault::create(&root, options, &pw("p"), "admin").unwrap();
+        let (mut vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "admin").unwrap();
         assert_eq!(vault.config().format, VERSION_2);
         assert!(root.join("atrest.meta").is_file());
         assert!(root.join("atrest.log").is_dir());
@@ -812,17 +827,9 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        let new = atrest_meta::NewObject {
-            kind: atrest_meta::record::ObjectKind::Regular,
-            mode: 0o600,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            target: Vec::new(),
-        };
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
         let id = store
-            .create(atrest_meta::record::ROOT_ID, b"f", new, now)
+            .create(atrest_meta::record::ROOT_ID, b"f", regular_file(), now)
             .unwrap()
             .id;
         let mut file = crate::ContentFile2::new(&mut store, &content, id);
@@ -872,25 +879,13 @@ mod tests {
     fn the_local_witness_refuses_an_earlier_copy_until_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("v");
-        let options = CreateOptions {
-            format: VERSION_2,
-            ..fast()
-        };
-        let (vault, _) = Vault::create(&root, options, &pw("p"), "").unwrap();
+        let (vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "").unwrap();
         let witness =
             LocalWitnessFile::in_state_dir(&dir.path().join("state"), &vault.config().vault_id);
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
         let create = |store: &mut atrest_meta::Store, name: &[u8]| {
-            let new = atrest_meta::NewObject {
-                kind: atrest_meta::record::ObjectKind::Regular,
-                mode: 0o600,
-                uid: 0,
-                gid: 0,
-                rdev: 0,
-                target: Vec::new(),
-            };
             store
-                .create(atrest_meta::record::ROOT_ID, name, new, now)
+                .create(atrest_meta::record::ROOT_ID, name, regular_file(), now)
                 .unwrap();
             store.checkpoint(now).unwrap();
         };
@@ -985,11 +980,7 @@ mod tests {
         let (vault, _) = Vault::create(&v1, fast(), &pw("p"), "").unwrap();
         assert!(matches!(vault.open_format_2(), Err(VaultError::Invalid(_))));
         let root = dir.path().join("v2");
-        let options = CreateOptions {
-            format: VERSION_2,
-            ..fast()
-        };
-        let (vault, _) = Vault::create(&root, options, &pw("p"), "").unwrap();
+        let (vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "").unwrap();
         let meta = root.join("atrest.meta");
         let mut bytes = fs::read(&meta).unwrap();
         for b in &mut bytes[..2 * 4096] {
