@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Re-checks atrest's format 2 vectors (testdata/vectors-v2/log-*, meta-*,
-block-* and map-*) without any atrest code: segment header, record frames,
+block-*, map-* and witness-*, and the generation reports of
+testdata/remote/report-*) without any atrest code: segment header, record frames,
 AAD, chain hash and record bodies (§16.12); the superblock, its MAC, page
 references and sealed metadata pages (§16.4, §16.5); the content key
 schedule and sealed blocks (§16.2, §16.9); and block maps, inline in object
 records or in trees of map pages, walked from the superblock through the
-object table (§16.6, §16.7, §16.9). All rebuilt here from the byte tables of
+object table (§16.6, §16.7, §16.9); and the local witness file (§16.17.5). All rebuilt here from the byte tables of
 docs/format.md on top of the `cryptography` package (OpenSSL), like
 check_vectors.py does for format 1.
 
@@ -17,6 +18,7 @@ of this checkout. Exits non-zero if any vector fails, and ends with a line
 `N passed, M failed`.
 """
 
+import base64
 import hashlib
 import hmac
 import json
@@ -467,6 +469,95 @@ def check_map(v, meta):
                 raise AssertionError(f"block {n} does not open with its entry") from None
 
 
+def _b64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _lp(data):
+    return struct.pack(">I", len(data)) + data
+
+
+REASONS = {"mount": 1, "periodic": 2, "heartbeat": 3, "unmount": 4, "lock": 5, "repair": 6,
+           "migrate": 7, "rollback_accepted": 8}
+STATES = {"clean": 1, "open": 2}
+
+
+def report_signed_bytes(r):
+    """§16.17.1's byte table, rebuilt from the JSON wire form."""
+    lineage = b"".join(struct.pack(">QQ", g["checkpoint"], g["seq"]) + _b64url(g["chain"])
+                       for g in r["lineage"])
+    if not 1 <= len(r["lineage"]) <= 64:
+        raise AssertionError("lineage of 1 to 64 generations")
+    return (_lp(b"atrest generation report v1") + b"\x01" + _lp(r["host_id"].encode())
+            + _lp(_b64url(r["vault_id"])) + _lp(struct.pack(">Q", r["checkpoint"]))
+            + _lp(struct.pack(">Q", r["seq"])) + _lp(_b64url(r["chain"]))
+            + _lp(struct.pack(">Q", r["config_generation"]))
+            + _lp(bytes([REASONS[r["reason"]]])) + _lp(bytes([STATES[r["state"]]]))
+            + _lp(lineage) + _lp(r["boot_id"].encode()) + _lp(_b64url(r["nonce"]))
+            + _lp(struct.pack(">Q", r["timestamp"])))
+
+
+def check_report(fields):
+    """A generation-report vector of testdata/remote/ (`name: value` lines):
+    the signed bytes rebuilt from the wire form, and the Ed25519 signature
+    checked over them (RFC 8032; `cryptography` verifies strictly enough
+    for these vectors, whose failures are changed fields)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    try:
+        signed = json.loads(fields["signed_report"])
+        r = signed["report"]
+        message = report_signed_bytes(r)
+    except (KeyError, ValueError, AssertionError):
+        got = "parse-error"
+    else:
+        if message.hex() != fields["signed_bytes"]:
+            raise AssertionError("signed bytes differ from §16.17.1's table")
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(fields["public_key"])).verify(
+                _b64url(signed["signature"]), message)
+            got = "success"
+        except InvalidSignature:
+            got = "bad-signature"
+    if got != fields["expect"]:
+        raise AssertionError(f"checked as {got}, expected {fields['expect']}")
+
+
+WITNESS_MAC = b"atrest v2 witness mac"
+DOMAIN_LOCAL_WITNESS = b"atrest local witness v1"
+
+
+def check_witness(v):
+    """The local witness file (§16.17.5): 122 bytes, the last 32 an
+    HMAC-SHA256 under K_witness = HKDF(VMK, vault_id, "atrest v2 witness
+    mac") of the domain tag and the 90 bytes before it."""
+    master, vault_id = bytes.fromhex(v["master_key"]), bytes.fromhex(v["vault_id"])
+    data = bytes.fromhex(v["file"])
+    if len(data) != 122 or data[:8] != b"ATRESTWT":
+        raise AssertionError("not a 122-byte witness file")
+    version = struct.unpack(">H", data[8:10])[0]
+    if version != 1:
+        got = "version"
+    else:
+        key = hkdf(master, vault_id, WITNESS_MAC)
+        mac = hmac.new(key, DOMAIN_LOCAL_WITNESS + data[:90], hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, data[90:]):
+            got = "mac"
+        elif data[10:26] != vault_id:
+            got = "other-vault"
+        else:
+            got = "ok"
+            k, s = struct.unpack(">QQ", data[26:42])
+            chain = data[42:74]
+            config, time_ms = struct.unpack(">QQ", data[74:90])
+            fields = (k, s, chain.hex(), config, time_ms)
+            if fields != (v["checkpoint"], v["sequence"], v["chain"], v["config_generation"],
+                          v["time_ms"]):
+                raise AssertionError(f"fields {fields}")
+    if got != v["expect"]:
+        raise AssertionError(f"read as {got}, expected {v['expect']}")
+
+
 def main():
     args = [a for a in sys.argv[1:] if a != "-v"]
     verbose = "-v" in sys.argv[1:]
@@ -475,7 +566,8 @@ def main():
     _self_test_hchacha20()
     passed = failed = 0
     for path in sorted([*root.glob("log-*.json"), *root.glob("meta-*.json"),
-                        *root.glob("block-*.json"), *root.glob("map-*.json")]):
+                        *root.glob("block-*.json"), *root.glob("map-*.json"),
+                        *root.glob("witness-*.json")]):
         v = json.loads(path.read_text())
         try:
             if v.get("kind") == "log-segment":
@@ -486,6 +578,8 @@ def main():
                 check_block(v)
             elif v.get("kind") == "block-map":
                 check_map(v, path.with_suffix(".bin").read_bytes())
+            elif v.get("kind") == "local-witness":
+                check_witness(v)
             else:
                 raise AssertionError(f"unknown kind {v.get('kind')}")
             passed += 1
@@ -494,6 +588,19 @@ def main():
         except AssertionError as e:
             failed += 1
             print(f"FAIL  {path.name}: {e}")
+    remote = Path(__file__).resolve().parents[2] / "testdata" / "remote"
+    for path in sorted(remote.glob("report-*")):
+        fields = dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+        try:
+            if fields.get("kind") != "generation-report":
+                raise AssertionError(f"unknown kind {fields.get('kind')}")
+            check_report(fields)
+            passed += 1
+            if verbose:
+                print(f"ok    remote/{path.name}")
+        except AssertionError as e:
+            failed += 1
+            print(f"FAIL  remote/{path.name}: {e}")
     if passed == 0:
         failed += 1
         print(f"no vectors in {root}")

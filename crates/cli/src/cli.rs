@@ -289,6 +289,12 @@ pub struct MountArgs {
     /// Internal: read the unlocked master key from standard input.
     #[arg(long, hide = true)]
     pub master_key_stdin: bool,
+    /// Mount a format 2 vault although it does not descend from the state
+    /// this host last saw (an earlier copy put back, or another copy
+    /// written meanwhile); what was written after that state is lost. The
+    /// vault's log records it, and the host's witness follows this copy.
+    #[arg(long)]
+    pub accept_rollback: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@
 //! ```no_run
 //! # fn run(vault: atrest_vault::Vault) -> std::io::Result<()> {
 //! let config = atrest_fuse::MountConfig::default();
-//! atrest_fuse::mount(vault, std::path::Path::new("/srv/data"), &config, || println!("ready"))
+//! atrest_fuse::mount(vault, std::path::Path::new("/srv/data"), &config, |_| println!("ready"))
 //! # }
 //! ```
 
@@ -47,6 +47,21 @@ pub struct MountConfig {
     /// can write it offline could plant a set-user-id root shell.
     pub suid: bool,
     pub dev: bool,
+    /// The host's local witness of a format 2 vault (docs/format.md
+    /// §16.17.5): checked before the vault is recovered, written after
+    /// every checkpoint. `None` keeps no witness.
+    pub witness: Option<atrest_vault::LocalWitnessFile>,
+    /// Mount a format 2 vault that does not descend from its witness
+    /// (rolled back or forked), marking it so in its log.
+    pub accept_rollback: bool,
+}
+
+/// What [`mount`] found before it reported ready.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ready {
+    /// The local witness check of a format 2 vault (`None` without a
+    /// witness, and for format 1).
+    pub witness: Option<atrest_vault::WitnessCheck>,
 }
 
 impl Default for MountConfig {
@@ -58,6 +73,8 @@ impl Default for MountConfig {
             fsname: "atrest".into(),
             suid: false,
             dev: false,
+            witness: None,
+            accept_rollback: false,
         }
     }
 }
@@ -70,16 +87,39 @@ pub fn mount(
     vault: atrest_vault::Vault,
     mountpoint: &Path,
     config: &MountConfig,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(&Ready),
 ) -> io::Result<()> {
     if vault.config().format == atrest_vault::VERSION_2 {
-        let contents = vault.open_format_2().map_err(io::Error::other)?;
-        let fs = VaultFs2::new(contents, vault.root(), config.ttl);
+        let (contents, check) = match &config.witness {
+            Some(witness) => {
+                let (contents, check) = vault
+                    .open_format_2_witnessed(witness, config.accept_rollback)
+                    .map_err(io::Error::other)?;
+                (contents, Some(check))
+            }
+            None => (vault.open_format_2().map_err(io::Error::other)?, None),
+        };
+        if let Some(atrest_vault::WitnessCheck::RollbackAccepted {
+            standing,
+            witnessed,
+            disk,
+        }) = check
+        {
+            tracing::warn!(
+                %standing,
+                witnessed_checkpoint = witnessed.map(|g| g.checkpoint),
+                witnessed_sequence = witnessed.map(|g| g.sequence),
+                disk_checkpoint = disk.checkpoint,
+                disk_sequence = disk.sequence,
+                "rollback accepted (--accept-rollback): the vault did not descend from its witness"
+            );
+        }
+        let fs = VaultFs2::new(contents, vault.root(), config.ttl, config.witness.clone());
         drop(vault);
-        return serve(fs, mountpoint, config, ready);
+        return serve(fs, mountpoint, config, || ready(&Ready { witness: check }));
     }
     let fs = VaultFs::new(vault, config.ttl)?;
-    serve(fs, mountpoint, config, ready)
+    serve(fs, mountpoint, config, || ready(&Ready::default()))
 }
 
 fn serve(

@@ -9,6 +9,7 @@ pub struct MetaKeys {
     log: BlockCipher,
     superblock: HeaderMac,
     entry_hash: HeaderMac,
+    witness: HeaderMac,
 }
 
 impl MetaKeys {
@@ -21,6 +22,7 @@ impl MetaKeys {
             log: BlockCipher::new(algorithm, &key(labels::LOG_KEY)),
             superblock: HeaderMac::new(&key(labels::SUPERBLOCK_MAC)),
             entry_hash: HeaderMac::new(&key(labels::ENTRY_HASH_KEY)),
+            witness: HeaderMac::new(&key(labels::WITNESS_MAC)),
         }
     }
 
@@ -43,6 +45,11 @@ impl MetaKeys {
 
     pub(crate) fn superblock(&self) -> &HeaderMac {
         &self.superblock
+    }
+
+    /// `K_witness`, the MAC key of the host's local witness file (§16.17.5).
+    pub(crate) fn witness(&self) -> &HeaderMac {
+        &self.witness
     }
 
     /// The hash of `name` in directory `dir` (§16.8): the first 8 bytes of

@@ -32,6 +32,7 @@ mod recovery;
 pub mod sim;
 mod store;
 pub mod superblock;
+pub mod witness;
 
 pub use backing::{Backing, MemBacking};
 pub use blocks::{BlockVerifier, NoContents, SealedBlock, data_file_name};

@@ -22,7 +22,7 @@ use crate::directory::{DirEntry, Directory, MAX_NAME, valid_name};
 use crate::error::MetaError;
 use crate::file::FileState;
 use crate::keys::MetaKeys;
-use crate::log::{self, BackingSegments, LogWriter, SegmentStore};
+use crate::log::{self, BackingSegments, Body, LogWriter, SegmentStore};
 use crate::objects::ObjectTable;
 use crate::page::{Expect, PAGE_SIZE, PageHeader, PageKind, PageRef, REF_LEN, item_space};
 use crate::pager::{Allocator, META_FILE, Pager};
@@ -268,6 +268,20 @@ impl Store {
         config: ConfigBinding,
         verifier: &dyn BlockVerifier,
     ) -> Result<Self, MetaError> {
+        Self::open_witnessed(keys, backing, config, verifier, |_, _| Ok(()))
+    }
+
+    /// [`Self::open`] with the witness check (§16.16 step 4): `witness`
+    /// is shown the authenticated superblock once the log has been read
+    /// and before recovery writes anything, and its refusal ends the open
+    /// with the disk untouched.
+    pub fn open_witnessed<E: From<MetaError>>(
+        keys: MetaKeys,
+        backing: Arc<dyn Backing>,
+        config: ConfigBinding,
+        verifier: &dyn BlockVerifier,
+        witness: impl FnOnce(&Superblock, &MetaKeys) -> Result<(), E>,
+    ) -> Result<Self, E> {
         let mut pages = [[0u8; PAGE_SIZE]; 2];
         for (i, page) in pages.iter_mut().enumerate() {
             backing
@@ -286,20 +300,23 @@ impl Store {
             return Err(MetaError::Inconsistent(format!(
                 "the config (generation {}) is older than the vault's metadata (generation {}): a restored copy?",
                 config.generation, superblock.config_generation
-            )));
+            ))
+            .into());
         }
         if superblock.config_generation == config.generation
             && superblock.config_hash != config.hash
         {
             return Err(MetaError::Inconsistent(
                 "the config is not the one the vault's metadata was written with".into(),
-            ));
+            )
+            .into());
         }
         let pager = Pager::new(&keys, backing.as_ref());
         let loaded = bitmap::read(&pager, superblock.bitmap, superblock.page_count)?;
         let alloc = Allocator::from_used(loaded.used, superblock.page_count);
         let objects = ObjectTable::open(keys.algorithm(), superblock.object_table);
         let replay = recovery::read_log(&keys, backing.as_ref(), &superblock, verifier)?;
+        witness(&superblock, &keys)?;
         let next_id = superblock.next_object_id;
         let last_time = superblock.time_ms.saturating_mul(1_000_000);
         let store = Self {
@@ -322,7 +339,41 @@ impl Store {
             config,
             failed: false,
         };
-        store.recover(replay, verifier)
+        Ok(store.recover(replay, verifier)?)
+    }
+
+    /// Takes the vault as it is although a witness had seen `witnessed`,
+    /// which it does not descend from (§16.17.4): a `ROLLBACK_ACCEPTED`
+    /// record at a sequence number past both the vault's and `W`'s, so
+    /// that every later generation is ahead of `W`, then a checkpoint.
+    /// `approval` is the audit sequence of the authority's approval, 0
+    /// for a local `--accept-rollback`.
+    pub fn accept_rollback(
+        &mut self,
+        witnessed: Generation,
+        approval: u64,
+        now: Timestamp,
+    ) -> Result<Generation, MetaError> {
+        self.usable()?;
+        let disk_s = self.log.next_seq() - 1;
+        let body = Body::RollbackAccepted {
+            k: witnessed.checkpoint,
+            s: witnessed.sequence,
+            h: witnessed.chain,
+            disk_s,
+            audit_seq: approval,
+        };
+        let seq = disk_s.max(witnessed.sequence) + 1;
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        let appended = self
+            .log
+            .append_at(&self.keys, &mut segments, seq, nanos(now), &body, &[])
+            .and_then(|_| self.log.write_out(&mut segments));
+        if appended.is_err() {
+            self.failed = true;
+        }
+        appended?;
+        self.checkpoint(now)
     }
 
     pub fn keys(&self) -> &MetaKeys {

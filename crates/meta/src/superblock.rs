@@ -108,6 +108,15 @@ pub struct Superblock {
 }
 
 impl Superblock {
+    /// This checkpoint's generation, then its `recent` and `acknowledged`
+    /// lists (§16.17): every generation the vault descends from that it
+    /// can still show.
+    pub fn lineage(&self) -> impl Iterator<Item = &Generation> {
+        std::iter::once(&self.generation)
+            .chain(&self.recent)
+            .chain(&self.acknowledged)
+    }
+
     /// The page (0 or 1) checkpoint `k` is written to.
     pub fn page_of(checkpoint: u64) -> u64 {
         checkpoint % 2
@@ -292,11 +301,6 @@ impl Superblock {
             Err(MetaError::Auth(Location::Superblock(index)))
         }
     }
-
-    /// The lineage of this checkpoint: itself, then the older recent ones.
-    pub fn lineage(&self) -> impl Iterator<Item = &Generation> {
-        std::iter::once(&self.generation).chain(&self.recent)
-    }
 }
 
 fn mac_input(bytes: &[u8]) -> Vec<u8> {
@@ -306,12 +310,12 @@ fn mac_input(bytes: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use atrest_core::SecretKey;
 
     use super::*;
 
-    fn keys() -> MetaKeys {
+    pub(crate) fn keys() -> MetaKeys {
         MetaKeys::derive(
             &SecretKey::from_bytes([1; 32]),
             [2; 16],
@@ -319,7 +323,7 @@ mod tests {
         )
     }
 
-    fn generation(k: u64) -> Generation {
+    pub(crate) fn generation(k: u64) -> Generation {
         Generation {
             checkpoint: k,
             sequence: 10 * k,

@@ -307,3 +307,50 @@ fn map_vectors() {
         dir.display()
     );
 }
+
+/// testdata/vectors-v2/witness-* (written by `cargo run -p atrest-meta
+/// --example make_witness_vectors`): the local witness file (§16.17.5)
+/// reads back as its fields, and every other one is refused for its
+/// reason.
+#[test]
+fn witness_vectors() {
+    use atrest_meta::witness::{LocalWitness, WitnessError};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors-v2");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("testdata/vectors-v2") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("witness-") && name.ends_with(".json")) {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["kind"], "local-witness", "{name}");
+        let master: [u8; 32] = unhex(v["master_key"].as_str().unwrap()).try_into().unwrap();
+        let vault_id: [u8; 16] = unhex(v["vault_id"].as_str().unwrap()).try_into().unwrap();
+        let keys = MetaKeys::derive(
+            &SecretKey::from_bytes(master),
+            vault_id,
+            ContentAlgorithm::Aes256Gcm,
+        );
+        let file = unhex(v["file"].as_str().unwrap());
+        let read = LocalWitness::decode(&file, &keys);
+        match v["expect"].as_str().unwrap() {
+            "ok" => {
+                let w = read.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(w.vault_id, vault_id, "{name}");
+                assert_eq!(w.generation.checkpoint, u(&v["checkpoint"]), "{name}");
+                assert_eq!(w.generation.sequence, u(&v["sequence"]), "{name}");
+                assert_eq!(hexs(&w.generation.chain), v["chain"], "{name}");
+                assert_eq!(w.config_generation, u(&v["config_generation"]), "{name}");
+                assert_eq!(w.time_ms, u(&v["time_ms"]), "{name}");
+                assert_eq!(&w.encode(&keys)[..], &file[..], "{name}: encodes back");
+            }
+            "mac" => assert_eq!(read, Err(WitnessError::Mac), "{name}"),
+            "other-vault" => assert_eq!(read, Err(WitnessError::OtherVault), "{name}"),
+            "version" => assert!(matches!(read, Err(WitnessError::Version(_))), "{name}"),
+            other => panic!("{name}: expect {other}"),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "witness vectors in {}", dir.display());
+}

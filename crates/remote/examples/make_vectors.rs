@@ -185,6 +185,7 @@ fn main() {
     points(&mut out);
     exchanges(&mut out);
     requests(&mut out);
+    reports(&mut out);
     println!("wrote {} vectors to {}", out.names.len(), dir.display());
 }
 
@@ -496,4 +497,88 @@ fn requests(out: &mut Out) {
         assert_ne!(text, good, "{name}: the replacement did not apply");
         write(name, "parse-error", comment, vec![("signed_request", text)]);
     }
+}
+
+/// `generation-report`: a format 2 vault's newest generation, signed by the
+/// host (docs/format.md §16.17.1).
+fn reports(out: &mut Out) {
+    use atrest_remote::{
+        Generation, GenerationReport, Lineage, ReportReason, ReportedState, SignedGenerationReport,
+    };
+    let seed: [u8; 32] = fixed("host identity", 32).try_into().expect("32 bytes");
+    let host = HostIdentity::from_seed(&seed);
+    let generation = |k: u64, label: &str| Generation {
+        checkpoint: k,
+        seq: 1_204_000 + k,
+        chain: fixed(label, 32).try_into().expect("32 bytes"),
+    };
+    let head = generation(815, "chain 815");
+    let report = GenerationReport {
+        host_id: HostId::new("web-1.example.com").expect("valid"),
+        vault_id: fixed("vault id", 16).try_into().expect("16 bytes"),
+        checkpoint: head.checkpoint,
+        seq: head.seq,
+        chain: head.chain,
+        config_generation: 7,
+        reason: ReportReason::Periodic,
+        state: ReportedState::Open,
+        lineage: Lineage::new(vec![
+            head,
+            generation(814, "chain 814"),
+            generation(812, "chain 812"),
+        ])
+        .expect("3 generations"),
+        boot_id: BootId::new("3f1c2b7e-5a4d-4e8f-9b6a-1c2d3e4f5a6b").expect("valid"),
+        nonce: RequestNonce(fixed("report nonce", 16).try_into().expect("16 bytes")),
+        timestamp: TIMESTAMP,
+    };
+    let signed = host.sign_report(report.clone());
+    let json = |s: &SignedGenerationReport| serde_json::to_string(s).expect("serializes");
+    let common = |s: &SignedGenerationReport| {
+        vec![
+            ("identity_seed", hex(&seed)),
+            ("public_key", hex(&host.public_key().to_bytes())),
+            ("signed_bytes", hex(&s.report.signed_bytes())),
+            ("signed_report", json(s)),
+            ("now", TIMESTAMP.to_string()),
+            ("max_skew", MAX_SKEW.to_string()),
+        ]
+    };
+    let mut write = |name: &str, expect: &str, comment: &str, fields: Vec<(&str, String)>| {
+        out.write(name, "generation-report", expect, comment, &fields);
+    };
+    write(
+        "report-valid",
+        "success",
+        "a periodic report of checkpoint 815 with a lineage of three generations",
+        common(&signed),
+    );
+    let mut edited = signed.clone();
+    edited.report.seq += 1;
+    write(
+        "report-edited-sequence",
+        "bad-signature",
+        "the sequence number raised after signing",
+        common(&edited),
+    );
+    let mut cut = signed.clone();
+    cut.report.lineage = Lineage::new(vec![head]).expect("one generation");
+    write(
+        "report-lineage-cut",
+        "bad-signature",
+        "the lineage cut to its first generation after signing",
+        common(&cut),
+    );
+    let good = json(&signed);
+    let text = good.replace(
+        &serde_json::to_string(&signed.report.lineage).expect("serializes"),
+        "[]",
+    );
+    assert_ne!(text, good, "the replacement did not apply");
+    write(
+        "report-empty-lineage",
+        "parse-error",
+        "a lineage of no generation",
+        vec![("signed_report", text)],
+    );
 }

@@ -54,6 +54,17 @@ impl HostIdentity {
         }
     }
 
+    /// Signs a generation report's canonical encoding
+    /// ([`crate::GenerationReport::signed_bytes`]).
+    pub fn sign_report(&self, report: crate::GenerationReport) -> crate::SignedGenerationReport {
+        let signature = self.0.sign(&report.signed_bytes());
+        crate::SignedGenerationReport {
+            report,
+            signature: RequestSignature(signature.to_bytes()),
+            boot_ticket: None,
+        }
+    }
+
     /// Signs a reboot notice's canonical encoding
     /// ([`RebootNotice::signed_bytes`]).
     pub fn sign_reboot(&self, notice: RebootNotice) -> SignedRebootNotice {

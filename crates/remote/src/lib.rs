@@ -9,7 +9,9 @@
 //! - **Signed requests** ([`HostIdentity`], [`UnlockRequest`], [`verify`],
 //!   [`VerifiedRequest`]): every request is signed by the host's Ed25519
 //!   key, and only a verified request can be answered. A planned reboot is
-//!   announced with a [`SignedRebootNotice`] ([`verify_reboot`]).
+//!   announced with a [`SignedRebootNotice`] ([`verify_reboot`]); a
+//!   format 2 vault's newest generation with a [`SignedGenerationReport`]
+//!   ([`verify_report`]).
 //! - **Threshold** ([`split`], [`combine`], [`Share`]): k-of-n authorities,
 //!   with authenticated Shamir shares.
 //!
@@ -53,6 +55,7 @@
 
 mod encoding;
 mod exchange;
+mod generation;
 mod identity;
 mod request;
 mod rng;
@@ -62,6 +65,10 @@ pub use encoding::{from_base64url, to_base64url};
 pub use exchange::{
     BindingPoint, BlindedRequest, BlindedResponse, ExchangeError, ExchangePublicKey, HostSecret,
     KeyId, RemoteBinding, UnblindingState, enroll, enroll_with_rng,
+};
+pub use generation::{
+    Generation, GenerationReport, Lineage, MAX_LINEAGE, REPORT_VERSION, ReportReason,
+    ReportedState, SignedGenerationReport, VerifiedReport, verify_report,
 };
 pub use identity::{HostIdentity, HostPublicKey, PublicKeyError, RequestSignature};
 pub use request::{

@@ -415,7 +415,7 @@ pub fn verify_bind(
 }
 
 /// The checks [`verify`] and [`verify_reboot`] share.
-fn check_signed(
+pub(crate) fn check_signed(
     message: &[u8],
     signature: &RequestSignature,
     timestamp: u64,

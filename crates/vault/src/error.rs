@@ -43,7 +43,13 @@ pub enum VaultError {
     #[error(
         "the vault's metadata cannot be opened: {0}; restore the vault directory from a backup (format 2 vaults have no `atrest fsck` yet)"
     )]
-    Metadata(atrest_meta::MetaError),
+    Metadata(#[from] atrest_meta::MetaError),
+    /// A format 2 vault that does not descend from the generation its
+    /// witness saw last (rolled back or forked), or whose witness is
+    /// damaged: refused before anything on the disk changed. The message
+    /// names both generations and what to do.
+    #[error("{0}")]
+    Witness(String),
 }
 
 impl VaultError {

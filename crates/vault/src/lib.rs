@@ -41,6 +41,7 @@ mod remote;
 pub mod root_attr;
 mod vault;
 mod wire;
+pub mod witness;
 pub mod xattr;
 
 pub use config::{
@@ -62,3 +63,4 @@ pub use remote::{
     RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
 pub use vault::{Contents2, CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};
+pub use witness::{LocalWitnessFile, WitnessCheck};

@@ -22,6 +22,7 @@ use crate::keyslot::{Keyslot, SlotKind, Unlocker};
 use crate::names::{NameTransform, create_dir_id};
 use crate::recovery::RecoveryKey;
 use crate::remote::{RemoteMember, RemoteSlot, ThresholdSlot, seal_share};
+use crate::witness::{LocalWitnessFile, WitnessCheck};
 
 /// Choices made once, at `atrest init`.
 #[derive(Debug, Clone, Copy)]
@@ -417,6 +418,46 @@ impl Vault {
     /// reports ready only once the vault is consistent, and the content
     /// key its files' keys derive from.
     pub fn open_format_2(&self) -> Result<Contents2, VaultError> {
+        let (keys, backing) = self.format_2_parts()?;
+        let store =
+            atrest_meta::Store::open(keys.meta, backing, self.config_binding(), &keys.content)
+                .map_err(VaultError::Metadata)?;
+        Ok(Contents2 {
+            store,
+            content: keys.content,
+        })
+    }
+
+    /// [`Self::open_format_2`] with the host's local witness checked before
+    /// recovery writes anything and written again afterwards
+    /// (docs/format.md §16.17.5): a vault that does not descend from what
+    /// `witness` saw last is refused ([`VaultError::Witness`]) unless
+    /// `accept_rollback`.
+    pub fn open_format_2_witnessed(
+        &self,
+        witness: &LocalWitnessFile,
+        accept_rollback: bool,
+    ) -> Result<(Contents2, WitnessCheck), VaultError> {
+        let (keys, backing) = self.format_2_parts()?;
+        let (store, check) = crate::witness::open_store(
+            witness,
+            accept_rollback,
+            keys.meta,
+            backing,
+            self.config_binding(),
+            &keys.content,
+        )?;
+        let contents = Contents2 {
+            store,
+            content: keys.content,
+        };
+        Ok((contents, check))
+    }
+
+    /// The keys and backing directory of a format 2 vault.
+    fn format_2_parts(
+        &self,
+    ) -> Result<(VaultKeys2, std::sync::Arc<dyn atrest_meta::Backing>), VaultError> {
         if self.config.format != VERSION_2 {
             return Err(VaultError::Invalid(format!(
                 "{} is a format {} vault, not format 2",
@@ -424,20 +465,10 @@ impl Vault {
                 self.config.format
             )));
         }
-        let keys = self.keys2();
-        let backing =
-            atrest_meta::DirBacking::open(&self.root).map_err(VaultError::io(&self.root))?;
-        let store = atrest_meta::Store::open(
-            keys.meta,
-            std::sync::Arc::new(backing),
-            self.config_binding(),
-            &keys.content,
-        )
-        .map_err(VaultError::Metadata)?;
-        Ok(Contents2 {
-            store,
-            content: keys.content,
-        })
+        let backing: std::sync::Arc<dyn atrest_meta::Backing> = std::sync::Arc::new(
+            atrest_meta::DirBacking::open(&self.root).map_err(VaultError::io(&self.root))?,
+        );
+        Ok((self.keys2(), backing))
     }
 
     /// What the checkpoints of a format 2 vault record of its config
@@ -748,6 +779,25 @@ mod tests {
         Unlocker::Passphrase(SecretBytes::new(s.as_bytes().to_vec()))
     }
 
+    fn fast_format_2() -> CreateOptions {
+        CreateOptions {
+            format: VERSION_2,
+            ..fast()
+        }
+    }
+
+    /// An empty regular file, mode 0600, owned by root.
+    fn regular_file() -> atrest_meta::NewObject {
+        atrest_meta::NewObject {
+            kind: atrest_meta::record::ObjectKind::Regular,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            target: Vec::new(),
+        }
+    }
+
     /// `Vault::create` of format 2: a version 2 config, the skeleton of
     /// §16.1 and checkpoint 1 bound to the config; the store opens after
     /// unlock, holds an empty root, takes a file, and still opens after a
@@ -756,11 +806,7 @@ mod tests {
     fn format_2_vaults_are_created_with_their_skeleton() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("v2");
-        let options = CreateOptions {
-            format: VERSION_2,
-            ..fast()
-        };
-        let (mut vault, _) = Vault::create(&root, options, &pw("p"), "admin").unwrap();
+        let (mut vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "admin").unwrap();
         assert_eq!(vault.config().format, VERSION_2);
         assert!(root.join("atrest.meta").is_file());
         assert!(root.join("atrest.log").is_dir());
@@ -781,23 +827,148 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        let new = atrest_meta::NewObject {
-            kind: atrest_meta::record::ObjectKind::Regular,
-            mode: 0o600,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            target: Vec::new(),
-        };
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
         let id = store
-            .create(atrest_meta::record::ROOT_ID, b"f", new, now)
+            .create(atrest_meta::record::ROOT_ID, b"f", regular_file(), now)
             .unwrap()
             .id;
         let mut file = crate::ContentFile2::new(&mut store, &content, id);
         file.write_at(0, b"format 2", now).unwrap();
         file.sync().unwrap();
         assert!(root.join(atrest_meta::data_file_name(id)).is_file());
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+
+    /// Every file of the vault's metadata and log, with its bytes.
+    fn metadata_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = vec![(
+            root.join("atrest.meta"),
+            fs::read(root.join("atrest.meta")).unwrap(),
+        )];
+        let mut log: Vec<_> = fs::read_dir(root.join("atrest.log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        log.sort();
+        out.extend(log.into_iter().map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        }));
+        out
+    }
+
+    /// The local witness (§16.17.5): the first open writes it, a later open
+    /// of the same vault is current; the backing directory put back from an
+    /// earlier copy is refused with nothing on the disk changed, as is a
+    /// copy that went on without this host (a fork) and a damaged witness
+    /// file; `accept_rollback` takes the copy, past the witnessed sequence,
+    /// and the witness follows it.
+    #[test]
+    fn the_local_witness_refuses_an_earlier_copy_until_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let (vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "").unwrap();
+        let witness =
+            LocalWitnessFile::in_state_dir(&dir.path().join("state"), &vault.config().vault_id);
+        let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
+        let create = |store: &mut atrest_meta::Store, name: &[u8]| {
+            store
+                .create(atrest_meta::record::ROOT_ID, name, regular_file(), now)
+                .unwrap();
+            store.checkpoint(now).unwrap();
+        };
+        let open = |accept| vault.open_format_2_witnessed(&witness, accept);
+        let (mut c, check) = open(false).unwrap();
+        assert_eq!(check, WitnessCheck::First);
+        assert!(witness.path().is_file());
+        create(&mut c.store, b"a");
+        witness.record(&c.store).unwrap();
+        drop(c);
+        let saved = dir.path().join("saved");
+        copy_dir(&root, &saved);
+        let (mut c, check) = open(false).unwrap();
+        assert_eq!(check, WitnessCheck::Current);
+        create(&mut c.store, b"b");
+        witness.record(&c.store).unwrap();
+        let witnessed = c.store.superblock().generation;
+        drop(c);
+
+        // The earlier copy put back: refused, and nothing written.
+        let newer = dir.path().join("newer");
+        fs::rename(&root, &newer).unwrap();
+        copy_dir(&saved, &root);
+        let before = metadata_files(&root);
+        let err = open(false).err().expect("refused");
+        assert!(matches!(err, VaultError::Witness(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("older") && text.contains("--accept-rollback"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("witnessed: checkpoint {}", witnessed.checkpoint)),
+            "{text}"
+        );
+        assert!(metadata_files(&root) == before, "the disk was written");
+
+        // A copy that went on without this host: a fork.
+        let forked = vault.open_format_2().unwrap();
+        let mut store = forked.store;
+        for name in [&b"x"[..], b"y", b"z", b"w"] {
+            create(&mut store, name);
+        }
+        assert!(store.superblock().generation.sequence > witnessed.sequence);
+        drop(store);
+        let err = open(false).err().expect("refused");
+        assert!(err.to_string().contains("fork"), "{err}");
+
+        // Accepted: the log jumps past the witnessed sequence.
+        let (mut c, check) = open(true).unwrap();
+        let WitnessCheck::RollbackAccepted {
+            standing,
+            witnessed: Some(w),
+            ..
+        } = check
+        else {
+            panic!("{check:?}");
+        };
+        assert_eq!(
+            (standing, w),
+            (atrest_meta::witness::Standing::Forked, witnessed)
+        );
+        assert!(c.store.superblock().generation.sequence > witnessed.sequence);
+        assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"b").is_err());
+        assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"x").is_ok());
+        drop(c);
+        assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
+
+        // A damaged witness file: refused, then replaced when accepted.
+        let mut bytes = fs::read(witness.path()).unwrap();
+        bytes[40] ^= 1;
+        fs::write(witness.path(), &bytes).unwrap();
+        let err = open(false).err().expect("refused");
+        assert!(err.to_string().contains("damaged"), "{err}");
+        let (_, check) = open(true).unwrap();
+        assert!(matches!(
+            check,
+            WitnessCheck::RollbackAccepted {
+                witnessed: None,
+                ..
+            }
+        ));
+        assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
     }
 
     /// `open_format_2` is for format 2 only, and a changed superblock of
@@ -809,11 +980,7 @@ mod tests {
         let (vault, _) = Vault::create(&v1, fast(), &pw("p"), "").unwrap();
         assert!(matches!(vault.open_format_2(), Err(VaultError::Invalid(_))));
         let root = dir.path().join("v2");
-        let options = CreateOptions {
-            format: VERSION_2,
-            ..fast()
-        };
-        let (vault, _) = Vault::create(&root, options, &pw("p"), "").unwrap();
+        let (vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "").unwrap();
         let meta = root.join("atrest.meta");
         let mut bytes = fs::read(&meta).unwrap();
         for b in &mut bytes[..2 * 4096] {

@@ -107,7 +107,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::channel();
     let mountpoint = mnt.clone();
     let server = std::thread::spawn(move || {
-        atrest_fuse::mount(vault, &mountpoint, &MountConfig::default(), || {
+        atrest_fuse::mount(vault, &mountpoint, &MountConfig::default(), |_| {
             let _ = tx.send(());
         })
     });
@@ -187,7 +187,7 @@ fn read_through_mount(vault: Vault, mnt: &Path) -> anyhow::Result<String> {
     let (tx, rx) = mpsc::channel();
     let mountpoint = mnt.to_owned();
     let server = std::thread::spawn(move || {
-        atrest_fuse::mount(vault, &mountpoint, &MountConfig::default(), || {
+        atrest_fuse::mount(vault, &mountpoint, &MountConfig::default(), |_| {
             let _ = tx.send(());
         })
     });

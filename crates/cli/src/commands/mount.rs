@@ -13,13 +13,65 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use atrest_core::SecretKey;
 use atrest_fuse::MountConfig;
-use atrest_vault::{LockedVault, MountLock, Vault};
+use atrest_vault::{LocalWitnessFile, LockedVault, MountLock, Vault};
 use zeroize::Zeroizing;
 
 use crate::cli::MountArgs;
 use crate::{hygiene, secrets};
 
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
+    match mount_vault(args) {
+        Err(e) if is_witness_refusal(&e) => {
+            eprintln!("atrest: error: {e:#}");
+            Ok(ExitCode::from(crate::EXIT_REFUSED))
+        }
+        other => other,
+    }
+}
+
+/// A format 2 vault its witness refused (docs/format.md §16.17.5): rolled
+/// back, forked, or a damaged witness file. Exit 5: retrying cannot help.
+#[derive(Debug)]
+struct WitnessRefusal(String);
+
+impl std::fmt::Display for WitnessRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WitnessRefusal {}
+
+/// Whether `error` is a mount its witness refused (exit 5).
+pub(crate) fn is_witness_refusal(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<WitnessRefusal>().is_some()
+}
+
+/// What the mount process prints before "ready" when the witness check
+/// took a vault that did not descend from its witness.
+fn witness_note(ready: &atrest_fuse::Ready) -> Option<String> {
+    let Some(atrest_vault::WitnessCheck::RollbackAccepted {
+        standing,
+        witnessed,
+        disk,
+    }) = ready.witness
+    else {
+        return None;
+    };
+    let witnessed = witnessed.map_or("a damaged witness file".to_string(), |w| {
+        format!(
+            "witnessed checkpoint {} (sequence {})",
+            w.checkpoint, w.sequence
+        )
+    });
+    Some(format!(
+        "rollback accepted ({standing}): mounted checkpoint {} (sequence {}) against {witnessed}; \
+         recorded in the vault's log and the witness now follows this copy",
+        disk.checkpoint, disk.sequence
+    ))
+}
+
+fn mount_vault(args: MountArgs) -> anyhow::Result<ExitCode> {
     hygiene::harden()?;
     let vault_path =
         fs::canonicalize(&args.vault).with_context(|| format!("vault {}", args.vault.display()))?;
@@ -46,7 +98,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
     if args.foreground {
-        return serve(vault, &mountpoint, &config, &args.log_file, || {});
+        return serve(vault, &mountpoint, &config, &args.log_file, |ready| {
+            if let Some(note) = witness_note(ready) {
+                eprintln!("atrest: {note}");
+            }
+        });
     }
     spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
 }
@@ -78,6 +134,7 @@ pub(crate) fn mount_unlocked(
         cache_seconds: 1.0,
         log_file: None,
         master_key_stdin: false,
+        accept_rollback: false,
     };
     mount_config(&args, &vault_path)?;
     spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
@@ -88,6 +145,7 @@ fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
         threads: args.threads,
         ttl: Duration::from_secs_f64(args.cache_seconds.clamp(0.0, 3600.0)),
         fsname: vault.display().to_string(),
+        accept_rollback: args.accept_rollback,
         ..MountConfig::default()
     };
     for option in &args.options {
@@ -190,6 +248,9 @@ fn spawn_background(
     if let Some(log) = &args.log_file {
         cmd.arg("--log-file").arg(log);
     }
+    if args.accept_rollback {
+        cmd.arg("--accept-rollback");
+    }
     let mut child = cmd.spawn().context("cannot start the mount process")?;
     {
         let mut stdin = child.stdin.take().context("mount process stdin")?;
@@ -197,9 +258,21 @@ fn spawn_background(
             .write_all(master.expose())
             .context("cannot hand the key to the mount process")?;
     }
-    let mut line = String::new();
     let stdout = child.stdout.take().context("mount process stdout")?;
-    BufReader::new(stdout).read_line(&mut line)?;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        stdout.read_line(&mut line)?;
+        let Some(note) = line.trim_end().strip_prefix("note: ") else {
+            break;
+        };
+        eprintln!("atrest: {note}");
+    }
+    if let Some(message) = line.trim_end().strip_prefix("refused: ") {
+        let _ = child.wait();
+        return Err(WitnessRefusal(message.to_string()).into());
+    }
     match line.trim_end().strip_prefix("error: ") {
         None if line.trim_end() == "ready" => {
             eprintln!(
@@ -236,15 +309,23 @@ fn serve_from_parent(
         .and_then(|locked| Vault::from_master_key(locked, master))
         .map_err(anyhow::Error::from)
         .and_then(|vault| {
-            serve(vault, mountpoint, config, log_file, || {
+            serve(vault, mountpoint, config, log_file, |ready| {
                 let mut out = std::io::stdout();
+                if let Some(note) = witness_note(ready) {
+                    let _ = writeln!(out, "note: {note}");
+                }
                 let _ = writeln!(out, "ready");
                 let _ = out.flush();
             })
         });
     if let Err(e) = &result {
         // The parent may be gone; never panic on the closed pipe.
-        let _ = writeln!(std::io::stdout(), "error: {e:#}");
+        let kind = if is_witness_refusal(e) {
+            "refused"
+        } else {
+            "error"
+        };
+        let _ = writeln!(std::io::stdout(), "{kind}: {e:#}");
     }
     result
 }
@@ -254,7 +335,7 @@ fn serve(
     mountpoint: &Path,
     config: &MountConfig,
     log_file: &Option<PathBuf>,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(&atrest_fuse::Ready),
 ) -> anyhow::Result<ExitCode> {
     let holder = format!("{} {}", std::process::id(), mountpoint.display());
     let _lock = MountLock::acquire(vault.root(), &holder)?;
@@ -262,8 +343,24 @@ fn serve(
     if let Some(path) = log_file {
         redirect_log(path)?;
     }
-    atrest_fuse::mount(vault, mountpoint, config, ready)
-        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    let mut config = config.clone();
+    if vault.config().format == atrest_vault::VERSION_2 {
+        config.witness = Some(LocalWitnessFile::in_state_dir(
+            atrest_agent::StateDir::from_env().path(),
+            &vault.config().vault_id,
+        ));
+    }
+    if let Err(e) = atrest_fuse::mount(vault, mountpoint, &config, ready) {
+        if let Some(atrest_vault::VaultError::Witness(message)) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<atrest_vault::VaultError>())
+        {
+            return Err(WitnessRefusal(message.clone()).into());
+        }
+        return Err(
+            anyhow::Error::new(e).context(format!("cannot mount at {}", mountpoint.display()))
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -145,7 +145,7 @@ pub fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
 /// vault's remote or threshold keyslot.
 pub fn unlock(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
     match unlock_vault(args) {
-        Err(e) if is_final_refusal(&e) => {
+        Err(e) if is_final_refusal(&e) || super::mount::is_witness_refusal(&e) => {
             eprintln!("atrest: error: {e:#}");
             Ok(ExitCode::from(crate::EXIT_REFUSED))
         }

@@ -96,6 +96,68 @@ struct Status {
     config_problems: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fscrypt: Option<super::fscrypt::FscryptStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    witness: Option<WitnessStatus>,
+}
+
+/// Who witnesses a format 2 vault's latest state (docs/format.md §16.17):
+/// in this build, only the host's local witness file.
+#[derive(Serialize)]
+struct WitnessStatus {
+    /// "local": no authority witnesses the vault (yet).
+    kind: &'static str,
+    path: String,
+    /// Unix milliseconds of the file's last write; `None` before the
+    /// first mount on this host.
+    written_unix_ms: Option<u64>,
+    /// Whether the witness file is on the vault's file system (a snapshot
+    /// of it rolls both back).
+    same_file_system: Option<bool>,
+    /// A restored VM image or disk snapshot holding the state directory as
+    /// well goes unnoticed: only a key authority can see that.
+    detects_whole_disk_rollback: bool,
+}
+
+impl WitnessStatus {
+    fn of(config: &atrest_vault::VaultConfig, root: &std::path::Path) -> Option<Self> {
+        if config.format != atrest_vault::VERSION_2 {
+            return None;
+        }
+        let file = atrest_vault::LocalWitnessFile::in_state_dir(
+            atrest_agent::StateDir::from_env().path(),
+            &config.vault_id,
+        );
+        let written_unix_ms = std::fs::metadata(file.path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        Some(Self {
+            kind: "local",
+            path: file.path().display().to_string(),
+            written_unix_ms,
+            same_file_system: file.same_file_system(root),
+            detects_whole_disk_rollback: false,
+        })
+    }
+
+    fn print(&self) {
+        let written = match self.written_unix_ms {
+            Some(ms) => format!("last written {}", super::keyd::rfc3339(ms / 1000)),
+            None => "not written yet: the first mount on this host writes it".into(),
+        };
+        println!("witness:    local only, {} ({written})", self.path);
+        println!(
+            "            a copy of the backing directory put back is refused at mount; \
+             rollback of the whole disk cannot be detected"
+        );
+        if self.same_file_system == Some(true) {
+            println!(
+                "            (the witness is on the vault's file system: a restored VM image or \
+                 disk snapshot is not detected)"
+            );
+        }
+    }
 }
 
 pub fn slot_infos(locked: &LockedVault) -> Vec<SlotInfo> {
@@ -207,6 +269,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         mount_process: MountLock::holder(&root),
         config_problems: locked.config_problems(),
         fscrypt,
+        witness: WitnessStatus::of(config, &root),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -245,6 +308,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("mounted:    held by a mount process ({p}), mount point not visible here")
         }
         (mnts, _) => println!("mounted:    {}", mnts.join(", ")),
+    }
+    if let Some(witness) = &status.witness {
+        witness.print();
     }
     for problem in &status.config_problems {
         println!("warning:    {problem} (unlocking repairs it)");

@@ -180,17 +180,39 @@ impl Mounted {
 
     /// `atrest mount`, whose failure the caller inspects.
     pub fn try_mount(&mut self) -> Output {
-        let out = run(&[
-            &"mount",
-            &self.vault,
-            &self.mnt,
-            &"--passphrase-file",
-            &self.pass,
-            &"--log-file",
-            &self.log,
-        ]);
+        self.try_mount_with(&[])
+    }
+
+    /// `atrest mount` with `extra` arguments, whose failure the caller
+    /// inspects.
+    pub fn try_mount_with(&mut self, extra: &[&str]) -> Output {
+        let out = self
+            .command()
+            .arg("mount")
+            .arg(&self.vault)
+            .arg(&self.mnt)
+            .arg("--passphrase-file")
+            .arg(&self.pass)
+            .arg("--log-file")
+            .arg(&self.log)
+            .args(extra)
+            .output()
+            .expect("run atrest");
         self.mounted = out.status.success();
         out
+    }
+
+    /// The host state directory of this test's vault (its local witness of
+    /// a format 2 vault): one per test, never the machine's.
+    pub fn state(&self) -> PathBuf {
+        state_dir_beside(&self.log)
+    }
+
+    /// `atrest` with this test's host state directory.
+    pub fn command(&self) -> Command {
+        let mut cmd = atrest();
+        cmd.env("ATREST_STATE_DIR", self.state());
+        cmd
     }
 
     pub fn unmount(&mut self) {
@@ -200,18 +222,12 @@ impl Mounted {
 
     /// Mounts with `atrest mount -o OPTIONS`.
     pub fn mount_with_options(&mut self, options: &str) {
-        ok(&[
-            &"mount",
-            &"-o",
-            &options,
-            &self.vault,
-            &self.mnt,
-            &"--passphrase-file",
-            &self.pass,
-            &"--log-file",
-            &self.log,
-        ]);
-        self.mounted = true;
+        let out = self.try_mount_with(&["-o", options]);
+        assert!(
+            out.status.success(),
+            "atrest mount -o {options} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn remount(&mut self) {
@@ -315,6 +331,14 @@ impl Drop for Mounted {
             let _ = run(&[&"unmount", &"--lazy", &self.mnt]);
         }
     }
+}
+
+/// The host state directory of the test whose mount log is `log` (a
+/// format 2 mount keeps its local witness there).
+pub fn state_dir_beside(log: &Path) -> PathBuf {
+    log.parent()
+        .expect("a log file in the test's directory")
+        .join("state")
 }
 
 /// Replaces `to` with a copy of `from` (`cp -a`: modes, owners, times).
@@ -450,6 +474,7 @@ impl Foreground {
             .arg(pass)
             .arg("--log-file")
             .arg(log)
+            .env("ATREST_STATE_DIR", state_dir_beside(log))
             .arg("--foreground")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

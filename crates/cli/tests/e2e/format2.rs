@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::common::{
-    Foreground, Format, Mounted, atrest, detach, errno, failure, fsck, ok, pattern, run,
+    Foreground, Format, Mounted, atrest, copy_dir, detach, errno, failure, fsck, ok, pattern, run,
 };
 
 /// `atrest fsck` of the unmounted vault: exit 0, no damage.
@@ -338,4 +338,84 @@ fn kill_9_at_random_moments_loses_nothing_fsynced() {
         "the workload made progress: {}",
         durable.len()
     );
+}
+
+/// Whole-vault rollback without a key authority (docs/format.md §16.17.5):
+/// the backing directory put back from an earlier copy is refused at mount
+/// (exit 5, naming both generations and what to do) with nothing on the
+/// disk changed; `--accept-rollback` mounts it, says so and logs it;
+/// `status` says the local witness cannot see a rollback of the whole
+/// disk; kill -9 of the mount process is no false alarm.
+#[test]
+fn a_restored_copy_is_refused_until_accepted_and_kill_9_is_no_false_alarm() {
+    let mut m = vault();
+    fs::write(m.path("kept"), b"before the copy").unwrap();
+    m.unmount();
+    let saved = m.dir.path().join("saved");
+    copy_dir(&m.vault, &saved);
+    m.mount();
+    fs::write(m.path("later"), b"after the copy").unwrap();
+    m.unmount();
+    assert!(
+        fs::read_dir(m.state().join("witness")).unwrap().count() == 1,
+        "one witness file"
+    );
+
+    copy_dir(&saved, &m.vault);
+    let meta_before = fs::read(m.vault.join("atrest.meta")).unwrap();
+    let out = m.try_mount();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("older than this host last saw") && err.contains("--accept-rollback"),
+        "{err}"
+    );
+    assert!(err.contains("disk: checkpoint") && err.contains("witnessed: checkpoint"));
+    assert!(fs::read(m.vault.join("atrest.meta")).unwrap() == meta_before);
+
+    let status = m.command().arg("status").arg(&m.vault).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("witness:    local only")
+            && text.contains("rollback of the whole disk cannot be detected"),
+        "{text}"
+    );
+    let json = m
+        .command()
+        .args(["status", "--json"])
+        .arg(&m.vault)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["witness"]["detects_whole_disk_rollback"], false);
+
+    let out = m.try_mount_with(&["--accept-rollback"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rollback accepted (older)"), "{err}");
+    assert!(
+        m.log_text().contains("rollback accepted"),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(fs::read(m.path("kept")).unwrap(), b"before the copy");
+    assert!(!m.path("later").exists());
+    m.unmount();
+
+    // kill -9 of the mount, twice (the second time of a vault the first
+    // mount after a kill recovered and checkpointed): the next mount finds
+    // the witnessed generation in the vault's lineage.
+    for _ in 0..2 {
+        let mut fg = Foreground::start(&m.vault, &m.mnt, &m.pass, &m.log);
+        let mut file = fs::File::create(m.path("during")).unwrap();
+        file.write_all(b"fsynced").unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        fg.kill();
+        detach(&m.mnt).unwrap();
+        drop(fg);
+        m.mount();
+        assert_eq!(fs::read(m.path("during")).unwrap(), b"fsynced");
+        m.unmount();
+    }
 }

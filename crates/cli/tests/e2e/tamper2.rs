@@ -266,8 +266,15 @@ fn change_each_page(m: &mut Mounted, change: impl Fn(&mut [u8], usize)) -> Vec<(
     let copy = m.dir.path().join("copy");
     copy_dir(&m.vault, &copy);
     let mut detected = Vec::new();
+    // Each round starts from the copy as a host that never saw the vault
+    // would: this host's witness saw the last round's unmount, and would
+    // refuse the copy as a rollback before any page is read.
+    let forget = |m: &Mounted| {
+        let _ = fs::remove_dir_all(m.state().join("witness"));
+    };
     for page in 2..pages {
         copy_dir(&copy, &m.vault);
+        forget(m);
         rewrite(&meta, |b| change(b, page));
         let _ = fs::remove_file(&m.log);
         // What fsck says, asserted below once the mount has shown whether
@@ -290,6 +297,7 @@ fn change_each_page(m: &mut Mounted, change: impl Fn(&mut [u8], usize)) -> Vec<(
         m.unmount();
     }
     copy_dir(&copy, &m.vault);
+    forget(m);
     detected
 }
 

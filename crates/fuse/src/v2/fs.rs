@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use atrest_meta::directory::DirEntry;
 use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp};
 use atrest_meta::{NewObject, RenameMode, SetAttr, Store};
-use atrest_vault::{ContentFile2, ContentKey2, Contents2};
+use atrest_vault::{ContentFile2, ContentKey2, Contents2, LocalWitnessFile};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -52,6 +52,8 @@ struct State {
     /// Open handles per object: the store keeps an object whose last
     /// name goes while it is open (an orphan) until the last is released.
     open: HashMap<u64, u32>,
+    /// The host's local witness, written after every checkpoint.
+    witness: Option<LocalWitnessFile>,
 }
 
 impl State {
@@ -63,6 +65,15 @@ impl State {
                 let sequence = self.store.sequence();
                 self.trigger.done(sequence);
                 tracing::debug!(checkpoint = generation.checkpoint, "checkpoint written");
+                // After the superblock is durable (§16.17): the witness
+                // never names a generation the disk does not have. A
+                // failure leaves the witnessed generation in the lineage
+                // (§16.5 recent list) for the next checkpoints to catch up.
+                if let Some(witness) = &self.witness
+                    && let Err(e) = witness.record(&self.store)
+                {
+                    tracing::warn!("the local witness was not written: {e}");
+                }
                 true
             }
             Err(e) => {
@@ -194,8 +205,13 @@ fn attr(head: &ObjectHead) -> FileAttr {
 impl VaultFs2 {
     /// Serves `contents` (opened and recovered by
     /// [`atrest_vault::Vault::open_format_2`]); `root` is the backing
-    /// directory.
-    pub fn new(contents: Contents2, root: &Path, ttl: Duration) -> Self {
+    /// directory; `witness`, if any, is written after every checkpoint.
+    pub fn new(
+        contents: Contents2,
+        root: &Path,
+        ttl: Duration,
+        witness: Option<LocalWitnessFile>,
+    ) -> Self {
         let Contents2 { store, content } = contents;
         let trigger = Trigger::new(store.sequence());
         let state = Arc::new(Mutex::new(State {
@@ -203,6 +219,7 @@ impl VaultFs2 {
             content,
             trigger,
             open: HashMap::new(),
+            witness,
         }));
         let (stop, stopped) = mpsc::channel::<()>();
         let timed = state.clone();

@@ -215,19 +215,34 @@ fn check_exchange(v: &Vector) -> Check {
     })
 }
 
-fn check_request(v: &Vector) -> Check {
-    let text = v.text("signed_request")?;
-    let parsed = serde_json::from_str::<SignedUnlockRequest>(text);
+/// What a signed message's vector must show (`unlock-request`,
+/// `generation-report`): the wire form in `field` parses (or, for
+/// `parse-error`, does not) and re-serializes byte for byte, its canonical
+/// encoding is `signed_bytes`, the seed's key is `public_key`, a success
+/// signs again to the same bytes (Ed25519 is deterministic), and `verify`
+/// gives the expected outcome.
+fn check_signed<S>(
+    v: &Vector,
+    field: &str,
+    signed_bytes: impl Fn(&S) -> Vec<u8>,
+    sign_again: impl Fn(&HostIdentity, &S) -> S,
+    verify: impl Fn(&S, &HostPublicKey, u64, u64) -> Result<(), atrest_remote::RequestError>,
+) -> Check
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    let text = v.text(field)?;
+    let parsed = serde_json::from_str::<S>(text);
     if v.expect == "parse-error" {
         return v.outcome(parsed.map(drop).map_err(|_| "parse-error".into()));
     }
-    let signed = parsed.map_err(|e| format!("signed_request does not parse: {e}"))?;
+    let signed = parsed.map_err(|e| format!("{field} does not parse: {e}"))?;
     ensure!(
         serde_json::to_string(&signed).map_err(|e| e.to_string())? == text,
         "the wire form does not round-trip byte for byte"
     );
     ensure!(
-        signed.request.signed_bytes() == v.bytes("signed_bytes")?,
+        signed_bytes(&signed) == v.bytes("signed_bytes")?,
         "canonical encoding differs"
     );
     let identity = HostIdentity::from_seed(&v.array("identity_seed")?);
@@ -238,14 +253,33 @@ fn check_request(v: &Vector) -> Check {
         "public key differs from seed's"
     );
     if v.expect == "success" {
-        // Ed25519 is deterministic: the same request signs to the same bytes.
         ensure!(
-            identity.sign(signed.request.clone()) == signed,
+            sign_again(&identity, &signed) == signed,
             "signature differs from a fresh one"
         );
     }
-    let got = atrest_remote::verify(&signed, &public, v.number("now")?, v.number("max_skew")?);
-    v.outcome(got.map(drop).map_err(|e| e.code().replace('_', "-")))
+    let got = verify(&signed, &public, v.number("now")?, v.number("max_skew")?);
+    v.outcome(got.map_err(|e| e.code().replace('_', "-")))
+}
+
+fn check_request(v: &Vector) -> Check {
+    check_signed(
+        v,
+        "signed_request",
+        |s: &SignedUnlockRequest| s.request.signed_bytes(),
+        |identity, s| identity.sign(s.request.clone()),
+        |s, key, now, skew| atrest_remote::verify(s, key, now, skew).map(drop),
+    )
+}
+
+fn check_report(v: &Vector) -> Check {
+    check_signed(
+        v,
+        "signed_report",
+        |s: &atrest_remote::SignedGenerationReport| s.report.signed_bytes(),
+        |identity, s| identity.sign_report(s.report.clone()),
+        |s, key, now, skew| atrest_remote::verify_report(s, key, now, skew).map(drop),
+    )
 }
 
 fn check(v: &Vector) -> Check {
@@ -253,6 +287,7 @@ fn check(v: &Vector) -> Check {
         "ristretto-point" => check_point(v),
         "exchange" => check_exchange(v),
         "unlock-request" => check_request(v),
+        "generation-report" => check_report(v),
         other => Err(format!("unknown kind {other}")),
     }
 }
@@ -308,6 +343,9 @@ fn every_vector_checks() {
         "unlock-request stale-request",
         "unlock-request future-request",
         "unlock-request parse-error",
+        "generation-report success",
+        "generation-report bad-signature",
+        "generation-report parse-error",
     ] {
         assert!(
             kinds.contains_key(needed),

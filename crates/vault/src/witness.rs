@@ -1,0 +1,256 @@
+//! The host's local witness of a format 2 vault (docs/format.md §16.17.5):
+//! `<state dir>/witness/<vault id, 32 hex digits>`, the newest generation
+//! this host made durable, MAC'd ([`atrest_meta::witness::LocalWitness`]).
+//! A mount refuses a vault that does not descend from it (an earlier copy
+//! put back, or another copy written meanwhile) unless told to accept it,
+//! and writes it again after every checkpoint.
+//!
+//! It lives outside the vault, so it catches a backing directory restored
+//! on its own; a restored VM image or disk snapshot that holds the state
+//! directory as well rolls both back together, which only a key authority
+//! can witness.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use atrest_meta::superblock::{Generation, Superblock};
+use atrest_meta::witness::{LocalWitness, Standing, judge};
+use atrest_meta::{Backing, BlockVerifier, ConfigBinding, MetaKeys, Store};
+use std::sync::Arc;
+
+use crate::config::write_atomic;
+use crate::error::VaultError;
+
+/// The directory under the host's state directory that holds the files.
+pub const WITNESS_DIR: &str = "witness";
+
+/// One vault's local witness file.
+#[derive(Debug, Clone)]
+pub struct LocalWitnessFile {
+    dir: PathBuf,
+    name: String,
+}
+
+/// What the witness check at mount found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WitnessCheck {
+    /// No file yet: the first mount of this vault on this host.
+    First,
+    /// The vault descends from the witnessed generation.
+    Current,
+    /// The vault did not descend from `witnessed` (or the file was
+    /// damaged: `witnessed` is then `None`), and the mount took it as it
+    /// is because it was told to.
+    RollbackAccepted {
+        standing: Standing,
+        witnessed: Option<Generation>,
+        disk: Generation,
+    },
+}
+
+impl LocalWitnessFile {
+    /// The file of vault `vault_id` under the host's state directory.
+    pub fn in_state_dir(state_dir: &Path, vault_id: &[u8; 16]) -> Self {
+        Self {
+            dir: state_dir.join(WITNESS_DIR),
+            name: vault_id.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// The file's bytes, `None` if there is none.
+    fn read_bytes(&self) -> Result<Option<Vec<u8>>, VaultError> {
+        match fs::read(self.path()) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(VaultError::io(self.path())(e)),
+        }
+    }
+
+    /// Writes the witness of `superblock` (a durable checkpoint), atomically.
+    pub fn write(&self, superblock: &Superblock, keys: &MetaKeys) -> Result<(), VaultError> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(VaultError::io(&self.dir))?;
+        let bytes = LocalWitness::of(superblock).encode(keys);
+        write_atomic(&self.dir, &self.name, &bytes, 0o600)
+    }
+
+    /// Writes the witness of the store's last durable checkpoint.
+    pub fn record(&self, store: &Store) -> Result<(), VaultError> {
+        self.write(store.superblock(), store.keys())
+    }
+
+    /// Whether the file is on the file system at `path` (then a snapshot
+    /// of that file system rolls both back together).
+    pub fn same_file_system(&self, path: &Path) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = fs::metadata(&self.dir)
+            .ok()
+            .or_else(|| fs::metadata(self.dir.parent()?).ok())?;
+        Some(ours.dev() == fs::metadata(path).ok()?.dev())
+    }
+}
+
+/// Opens a format 2 vault's store through [`Store::open_witnessed`],
+/// checking the authenticated superblock against `file` before recovery
+/// writes anything (§16.16 step 4). A vault that does not descend from the
+/// witnessed generation is refused ([`VaultError::Witness`]) unless
+/// `accept` (then a `ROLLBACK_ACCEPTED` record and a checkpoint mark it).
+/// The file is then written for the checkpoint the store is at: a mount
+/// that cannot keep its witness is refused.
+pub(crate) fn open_store(
+    file: &LocalWitnessFile,
+    accept: bool,
+    keys: MetaKeys,
+    backing: Arc<dyn Backing>,
+    config: ConfigBinding,
+    verifier: &dyn BlockVerifier,
+) -> Result<(Store, WitnessCheck), VaultError> {
+    let kept = file.read_bytes()?;
+    let mut check = WitnessCheck::First;
+    let judge_disk = |superblock: &Superblock, keys: &MetaKeys| {
+        let Some(bytes) = &kept else {
+            return Ok(());
+        };
+        let witnessed = match LocalWitness::decode(bytes, keys) {
+            Ok(w) => w,
+            Err(_) if accept => {
+                check = WitnessCheck::RollbackAccepted {
+                    standing: Standing::Forked,
+                    witnessed: None,
+                    disk: superblock.generation,
+                };
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(VaultError::Witness(format!(
+                    "the local witness file {} of this vault is damaged ({e}), so whether the \
+                     vault was rolled back cannot be told; if you trust the vault as it is, \
+                     mount it with --accept-rollback to write a new one",
+                    file.path().display()
+                )));
+            }
+        };
+        match judge(superblock, &witnessed) {
+            Standing::Current => {
+                check = WitnessCheck::Current;
+                Ok(())
+            }
+            standing if accept => {
+                check = WitnessCheck::RollbackAccepted {
+                    standing,
+                    witnessed: Some(witnessed.generation),
+                    disk: superblock.generation,
+                };
+                Ok(())
+            }
+            standing => Err(VaultError::Witness(refusal(
+                standing,
+                superblock,
+                &witnessed,
+                &file.path(),
+            ))),
+        }
+    };
+    let mut store = Store::open_witnessed(keys, backing, config, verifier, judge_disk)?;
+    if let WitnessCheck::RollbackAccepted {
+        witnessed: Some(w), ..
+    } = check
+    {
+        store
+            .accept_rollback(w, 0, now())
+            .map_err(VaultError::Metadata)?;
+    }
+    file.record(&store).map_err(|e| {
+        VaultError::Invalid(format!(
+            "cannot keep the vault's local witness: {e}; a format 2 vault mounts only where \
+             its witness can be written: run as root, or set ATREST_STATE_DIR to a directory \
+             this user can write"
+        ))
+    })?;
+    Ok((store, check))
+}
+
+fn refusal(standing: Standing, disk: &Superblock, witnessed: &LocalWitness, path: &Path) -> String {
+    let what = match standing {
+        Standing::Older => {
+            "the vault on disk is older than this host last saw it: an earlier copy of its \
+             backing directory was put back"
+        }
+        _ => {
+            "the vault on disk does not continue the state this host last saw: another copy of \
+             it was written meanwhile (a fork)"
+        }
+    };
+    format!(
+        "{what} (disk: checkpoint {}, sequence {}, config generation {}; witnessed: checkpoint {}, \
+         sequence {}, config generation {}, {} ago, in {}). Put the newest copy back and mount \
+         again; or, to go on with this one and lose what was written since, mount with \
+         --accept-rollback",
+        disk.generation.checkpoint,
+        disk.generation.sequence,
+        disk.config_generation,
+        witnessed.generation.checkpoint,
+        witnessed.generation.sequence,
+        witnessed.config_generation,
+        ago(
+            witnessed.time_ms,
+            u64::try_from(wall_clock().as_millis()).unwrap_or(u64::MAX)
+        ),
+        path.display()
+    )
+}
+
+/// The wall clock, since the Unix epoch.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the time of a ROLLBACK_ACCEPTED record and the age in a refusal, as a checkpoint's"
+)]
+fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn now() -> atrest_meta::record::Timestamp {
+    let d = wall_clock();
+    atrest_meta::record::Timestamp {
+        secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// "3 min", "2 h", "5 days": how long before `now_ms` `time_ms` was.
+fn ago(time_ms: u64, now_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(time_ms) / 1000;
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        7200..172_800 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_in_sensible_units() {
+        let now_ms = 1_800_000_000_000;
+        assert_eq!(ago(now_ms - 5_000, now_ms), "5 s");
+        assert_eq!(ago(now_ms - 600_000, now_ms), "10 min");
+        assert_eq!(ago(now_ms - 3 * 3_600_000, now_ms), "3 h");
+        assert_eq!(ago(now_ms - 10 * 86_400_000, now_ms), "10 days");
+        assert_eq!(ago(now_ms + 5_000, now_ms), "0 s");
+    }
+}
