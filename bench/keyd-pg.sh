@@ -8,7 +8,8 @@
 #   pg        one `keyd serve` on PostgreSQL (a private cluster started here,
 #             scripts/test-postgres.sh, on this machine)
 #   pg x2     two `keyd serve` replicas on that database, the generator's
-#             workers spread over both (as hosts listing both replicas are)
+#             workers spread over both (as hosts listing both replicas are;
+#             at c=1 the one worker asks the first replica only)
 # Targets (issue 10): pg ≥ 0.7x sqlite at c=64; p99 ≤ 10 ms at c=16. Tang is
 # in bench/keyd.sh. Everything shares this machine's CPUs: the generator's
 # and PostgreSQL's CPU time are in the report beside keyd's.
@@ -119,7 +120,9 @@ log "pg: one keyd on PostgreSQL"
 PG=$(ATREST_TEST_POSTGRES_PORT=$(free_port) bash "$REPO_ROOT/scripts/test-postgres.sh" start "$BASE/pg")
 psql -q "$PG" -c 'CREATE DATABASE keyd_bench' || die "cannot create the database"
 DB=${PG%/*}/keyd_bench
-pg_pids() { pgrep -d ' ' -u nobody postgres; } # the private cluster runs as nobody
+# The private cluster's processes: the postmaster and its children (the
+# connection pools keep their backends for the whole phase).
+pg_pids() { local pm; pm=$(head -n1 "$BASE/pg/data/postmaster.pid" 2>/dev/null) && echo "$pm $(pgrep -d ' ' -P "$pm")"; }
 init "$BASE/a" --database "$DB"
 A_URL=$(serve "$BASE/a")
 PIDS+=("$(cat "$BASE/pid.a")")

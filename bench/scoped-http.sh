@@ -51,7 +51,7 @@ row() {
         line=$("$KEYD_LOAD" scoped --url "$ATREST_URL" --ca "$ATREST_CA" \
             --app-token-file "$work/token" --scope bench:1 --op "$op" --batch "$batch" \
             --concurrency "$c" --requests "$REQUESTS" --duration "$DURATION" \
-            --threads "$LOAD_THREADS" | grep '^RESULT')
+            --threads "$LOAD_THREADS" | grep '^RESULT') || fail "$name: keyd_load failed"
         after=$(keyd_cpu)
         grep -q ' errors=0 ' <<<"$line" || fail "$name: $line"
         echo "$line keyd_cpu_ticks=$((after - before))" >>"$work/$name"
@@ -68,7 +68,7 @@ row index-b1-c16 index 1 16
 
 mkdir -p "$RESULTS_DIR"
 out="$RESULTS_DIR/scoped-http-$(date +%F-%H%M).txt"
-python3 - "$work" "$REPS" >"$out" <<PY
+VERIFY=$(head -c 120 "$work/verify" | tr '\n' ' ') python3 - "$work" "$REPS" >"$out" <<PY
 import re, statistics, sys
 from pathlib import Path
 work, reps = Path(sys.argv[1]), int(sys.argv[2])
@@ -83,7 +83,8 @@ print("# atrest keyd, scoped API over HTTP — $(date -u '+%F %T') UTC\n")
 print("- atrest: $("$ATREST" --version), git $(git -C "$REPO_ROOT" rev-parse --short HEAD)")
 print("- keyd on SQLite, audit on; generator: keyd_load scoped, $LOAD_THREADS threads, keep-alive HTTPS")
 print("- $REPS repetitions of ${DURATION} s per row (medians); load average at the start: $load_at_start")
-print("- $(nproc) CPUs, kernel $(uname -r); \`atrest keyd audit verify\`: $(head -c 120 "$work/verify" | tr '\n' ' ')\n")
+import os
+print("- $(nproc) CPUs, kernel $(uname -r); \`atrest keyd audit verify\`: " + os.environ["VERIFY"] + "\n")
 print("| row | fields/s | requests/s | p50 ms | p99 ms | keyd CPU µs per request | target |")
 print("|---|---:|---:|---:|---:|---:|---|")
 rows = [

@@ -84,8 +84,15 @@ mkdir -p "$LOG_DIR"
 # targets x seconds / jobs. Each run's outcome goes to a status file and is
 # reported in the targets' order once all have finished.
 JOBS="${FUZZ_JOBS:-$(nproc)}"
+if ! [[ "$JOBS" =~ ^[0-9]+$ ]] || [ "$JOBS" -lt 1 ]; then
+    echo "FUZZ_JOBS must be a positive integer, not '$JOBS'" >&2
+    exit 2
+fi
+# Each target once, in the order given.
+mapfile -t targets < <(printf '%s\n' "${targets[@]}" | awk '!seen[$0]++')
 status_dir=$(mktemp -d)
-trap 'rm -rf "$status_dir"' EXIT
+# Interrupted: stop the fuzzers still running, then clean up.
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$status_dir"' EXIT
 
 run_one() {
     local target=$1 corpus="$FUZZ_DIR/corpus/$1" artifacts="$FUZZ_DIR/artifacts/$1"

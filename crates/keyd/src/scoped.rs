@@ -812,7 +812,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         };
         let call = Call { app, op, ctx };
         self.run_batch(call, items, item_key, item_field, move |ring, item| {
-            if item.column == FILE_COLUMN {
+            // Also `b.#file`: table `a`, column `b.#file` would be named
+            // `a.b.#file`, as the files of table `a.b` are.
+            if item.column.ends_with(FILE_COLUMN) {
                 return Err(ScopedError::InvalidName {
                     what: "column",
                     why: format!("{FILE_COLUMN} stands for a table's files (/v1/scoped/file/…)"),

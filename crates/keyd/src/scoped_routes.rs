@@ -42,6 +42,12 @@ pub const FILE_PREFIX: &str = "/v1/scoped/file/";
 /// ends up in proxies' logs).
 pub const CLIENT_SHARE_HEADER: &str = "x-atrest-client-share";
 
+/// The longest a file route streams: its policy, share and window were
+/// checked at its start, so a stream kept open past this is cut (a client
+/// trickling bytes would otherwise keep a scope open after a shred or the
+/// end of its window).
+pub const MAX_FILE_STREAM: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Whether `path` is a file route, whose body is a stream.
 pub(crate) fn is_stream(path: &str) -> bool {
     path.starts_with(FILE_PREFIX)
@@ -221,11 +227,24 @@ async fn file<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
     Source(ctx): Source,
     Path(operation): Path<String>,
+    version: axum::http::Version,
     query: Result<Query<FileQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let app = app(&state, &headers, ctx).await?;
+    // HTTP/1.0 ends a body of unknown length by closing the connection, so
+    // a stream cut part way would reach the client as a whole file: only
+    // chunked HTTP/1.1 and HTTP/2 can say "this answer did not end".
+    if version < axum::http::Version::HTTP_11 {
+        state.authority.refused_input("invalid_request", ctx).await;
+        return Err(ScopedApiError::Invalid(
+            "file routes need HTTP/1.1 or later (a proxy in front of keyd must speak HTTP/1.1 \
+             to it, e.g. nginx's proxy_http_version 1.1)"
+                .into(),
+        )
+        .into());
+    }
     let query = match query {
         Ok(Query(query)) => query,
         Err(e) => {
@@ -275,6 +294,25 @@ async fn file<S: Storage, A: AuditStore, C: Clock>(
 
 type Input = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, axum::Error>> + Send>>;
 
+/// The request body, failing once [`MAX_FILE_STREAM`] has passed.
+fn limited(body: Body) -> Input {
+    let deadline = tokio::time::Instant::now() + MAX_FILE_STREAM;
+    Box::pin(
+        body.into_data_stream()
+            .take_until(tokio::time::sleep_until(deadline))
+            .chain(futures::stream::once(async move {
+                if tokio::time::Instant::now() >= deadline {
+                    Err(axum::Error::new(format!(
+                        "the stream took longer than {} s",
+                        MAX_FILE_STREAM.as_secs()
+                    )))
+                } else {
+                    Ok(Bytes::new())
+                }
+            })),
+    )
+}
+
 fn read_error(e: axum::Error) -> std::io::Error {
     std::io::Error::other(format!("the request body could not be read: {e}"))
 }
@@ -285,7 +323,7 @@ fn seal_stream(
     mut sealer: StreamWriter<Vec<u8>>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
     let head = Bytes::from(sealer.take_sealed());
-    let input: Input = Box::pin(body.into_data_stream());
+    let input = limited(body);
     let chunks = futures::stream::unfold(Some((input, sealer)), |state| async move {
         let (mut input, mut sealer) = state?;
         loop {
@@ -313,7 +351,7 @@ fn seal_stream(
 
 /// The first [`STREAM_HEADER_LEN`] bytes of `body`, and the rest of it.
 async fn stream_header(body: Body) -> Result<([u8; STREAM_HEADER_LEN], Input), ApiError> {
-    let mut input: Input = Box::pin(body.into_data_stream());
+    let mut input = limited(body);
     let mut header = Vec::with_capacity(STREAM_HEADER_LEN);
     let mut rest = Bytes::new();
     while header.len() < STREAM_HEADER_LEN {
@@ -333,7 +371,20 @@ async fn stream_header(body: Body) -> Result<([u8; STREAM_HEADER_LEN], Input), A
             }
         }
     }
-    let header = header.try_into().expect("exactly the header's length");
+    let header: [u8; STREAM_HEADER_LEN] = header.try_into().expect("exactly the header's length");
+    // keyd seals 64 KiB chunks; larger ones (up to 16 MiB in the format)
+    // would only let a client make keyd hold more memory per stream.
+    if header[10] > atrest_scoped::DEFAULT_CHUNK_LOG2 {
+        return Err(ScopedApiError::from(ScopedError::Malformed {
+            what: "encrypted stream",
+            why: format!(
+                "chunks of 2^{} bytes; keyd opens streams of up to 64 KiB chunks (the \
+                 library's StreamReader opens larger ones)",
+                header[10]
+            ),
+        })
+        .into());
+    }
     let input: Input = Box::pin(futures::stream::once(async move { Ok(rest) }).chain(input));
     Ok((header, input))
 }

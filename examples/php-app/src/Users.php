@@ -166,7 +166,10 @@ final class Users
         $this->row($id);
         $path = $this->documentPath($id);
         $source = @fopen($path, 'rb') ?: throw new \InvalidArgumentException("user $id has no document");
-        $plain = fopen('php://temp/maxmemory:' . (8 << 20), 'w+b');
+        // In memory only: php://temp would spill a large document to an
+        // unencrypted temporary file. Documents larger than memory belong
+        // in a temporary file on an encrypted mount (an atrest vault).
+        $plain = fopen('php://memory', 'w+b');
         try {
             $this->keyd->decryptFile("user:$id", 'uploads', "$id/document", $source, $plain, $share);
             rewind($plain);

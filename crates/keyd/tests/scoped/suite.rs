@@ -843,13 +843,37 @@ async fn files_stream_through_bound_to_their_object_and_audited() {
         refused(api.file(&web, "shred", "o1", share, Vec::new()).await),
         (404, "not_found".into())
     );
-    api.call(
-        &web,
-        "/v1/scoped/encrypt",
-        &json!({ "items": [item("user:files", "#file", "o1", "x", share)] }),
+    for column in ["#file", "b.#file"] {
+        api.call(
+            &web,
+            "/v1/scoped/encrypt",
+            &json!({ "items": [item("user:files", column, "o1", "x", share)] }),
+        )
+        .await
+        .assert_refused(400, "invalid_name");
+    }
+    // Chunks larger than keyd seals: refused before any memory is taken.
+    let mut big_chunks = sealed.clone();
+    big_chunks[10] = 20;
+    assert_eq!(
+        refused(api.file(&web, "decrypt", "o1", share, big_chunks).await),
+        (400, "malformed".into())
+    );
+    // HTTP/1.0 cannot mark a cut answer: file routes refuse it.
+    let reply = Reply::read(
+        api.client
+            .post(api.url("/v1/scoped/file/decrypt?scope=user:files&table=uploads&object=o1"))
+            .version(reqwest::Version::HTTP_10)
+            .bearer_auth(&web)
+            .header("x-atrest-client-share", share_text.as_str())
+            .body(sealed.clone())
+            .send()
+            .await
+            .unwrap(),
     )
-    .await
-    .assert_refused(400, "invalid_name");
+    .await;
+    reply.assert_refused(400, "invalid_request");
+    assert!(reply.text.contains("HTTP/1.1"), "{}", reply.text);
 
     // Every decryption is in the log, named as the table's files.
     let entries = api.audit().await;
