@@ -256,8 +256,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE")]
     pub recovery_key_out: Option<PathBuf>,
     /// Vault format: 1, or 2 (experimental, docs/format.md §16: FUSE only;
-    /// it mounts and `fsck` checks it, but has no fsck repair, witness or
-    /// xattrs yet).
+    /// it mounts and `fsck` checks it, but has no fsck repair or witness
+    /// yet).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2), hide = true)]
     pub format: u16,
     #[command(flatten)]

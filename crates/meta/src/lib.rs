@@ -30,12 +30,15 @@ pub mod radix;
 pub mod record;
 mod recovery;
 pub mod sim;
+pub mod status;
 mod store;
 pub mod superblock;
+pub mod xattr;
 
 pub use backing::{Backing, MemBacking};
 pub use blocks::{BlockVerifier, NoContents, SealedBlock, data_file_name};
 pub use dir::DirBacking;
 pub use error::{Location, MetaError};
 pub use keys::MetaKeys;
-pub use store::{ConfigBinding, FsError, NewObject, RenameMode, SetAttr, Store};
+pub use store::{ConfigBinding, FsError, NewObject, Recovery, RenameMode, SetAttr, Store};
+pub use xattr::XattrMode;

@@ -2,7 +2,8 @@
 //! metadata store as a mount does (recovery, §16.16: a store that does not
 //! open is the one finding, naming what failed), then walks every object
 //! from the root. Every record and page it reads authenticates on the way
-//! (the store refuses any other); every block of every regular file is
+//! (the store refuses any other), xattr pages and their value blobs
+//! included; every block of every regular file is
 //! read and opened against its map entry; kinds, directory parents and
 //! link counts are checked against the entries that name each object;
 //! objects no entry names, and the data files under `objects/`, are
@@ -18,8 +19,10 @@
 //! each of them, and the mount never reads them.
 //!
 //! It changes nothing beyond what opening the store as a mount does (its
-//! recovery after a crash, and a `MOUNT` log record), so it needs the
-//! vault unmounted: the [`MountLock`] proves it.
+//! recovery after a crash, and a `MOUNT` log record) and, when it finds
+//! no damage after a recovered crash, the checkpoint that sets the
+//! superblock's state back from *recovered*; so it needs the vault
+//! unmounted: the [`MountLock`] proves it.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -27,7 +30,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, blocks_for};
+use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp, blocks_for};
 use atrest_meta::superblock::State;
 use atrest_meta::{FsError, Store, data_file_name};
 
@@ -70,6 +73,13 @@ pub fn check(vault: &Vault, _unmounted: &MountLock, config_problems: Vec<String>
         reached: HashMap::new(),
         sizes: HashMap::new(),
     };
+    if let Some(recovery) = checker.store.recovery() {
+        checker.note(
+            "atrest.log",
+            None,
+            format!("the vault was not unmounted cleanly; recovered at this check: {recovery}"),
+        );
+    }
     if checker.store.superblock().state == State::Recovered {
         checker.note(
             "atrest.meta",
@@ -82,7 +92,22 @@ pub fn check(vault: &Vault, _unmounted: &MountLock, config_problems: Vec<String>
     checker.walk();
     checker.unreachable();
     checker.data_files(&vault.root().join("objects"));
+    checker.close();
     checker.report
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the informational time of fsck's checkpoint, as a mount's"
+)]
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos(),
+    }
 }
 
 struct Checker {
@@ -115,6 +140,23 @@ impl Checker {
         self.push(ProblemKind::Note, backing, plain, what);
     }
 
+    /// A complete check that found no damage after a recovered crash
+    /// sets the superblock's state back (§16.18), with a checkpoint that
+    /// also marks the vault clean, as an unmount does.
+    fn close(&mut self) {
+        if !self.report.is_clean() || self.store.superblock().state != State::Recovered {
+            return;
+        }
+        self.store.mark_checked();
+        if let Err(e) = self.store.close(now()) {
+            self.corrupt(
+                "atrest.meta",
+                None,
+                format!("cannot write the checkpoint that ends the check: {e}"),
+            );
+        }
+    }
+
     /// Breadth first from the root: every directory listed, every entry's
     /// object read and checked once, link counts compared at the end.
     fn walk(&mut self) {
@@ -131,6 +173,7 @@ impl Checker {
             }
         };
         self.reached.insert(ROOT_ID, root.clone());
+        self.xattrs(ROOT_ID, &root);
         let mut heads = vec![head];
         let mut queue = VecDeque::from([(ROOT_ID, root)]);
         let mut subdirs: HashMap<u64, u32> = HashMap::new();
@@ -190,6 +233,7 @@ impl Checker {
                         );
                         continue;
                     }
+                    self.xattrs(entry.id, &plain);
                     match head.kind {
                         ObjectKind::Directory => {
                             if head.parent != dir {
@@ -244,6 +288,18 @@ impl Checker {
                     ),
                 );
             }
+        }
+    }
+
+    /// The extended attributes of object `id`: every xattr page and value
+    /// blob read and authenticated (§16.10).
+    fn xattrs(&mut self, id: u64, plain: &Path) {
+        if let Err(e) = self.store.list_xattrs(id) {
+            self.corrupt(
+                "atrest.meta",
+                Some(plain),
+                format!("object {id}: extended attributes: {e}"),
+            );
         }
     }
 
@@ -396,8 +452,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use atrest_core::{Argon2Params, SecretBytes};
-    use atrest_meta::NewObject;
-    use atrest_meta::record::Timestamp;
+    use atrest_meta::{NewObject, XattrMode};
 
     use super::*;
     use crate::{ContentFile2, CreateOptions, Unlocker, VERSION_2};
@@ -577,6 +632,40 @@ mod tests {
         );
         assert_eq!(notes.len(), 1, "its data file is its own: {notes:?}");
         assert_eq!(report.files, 1, "{notes:?}");
+    }
+
+    /// A changed xattr page is damage naming the page and its object;
+    /// the rest of the vault is still checked.
+    #[test]
+    fn a_changed_xattr_page_is_damage_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        store
+            .set_xattr(f, b"user.k", &[5u8; 3000], XattrMode::Any, NOW)
+            .unwrap();
+        store.checkpoint(NOW).unwrap();
+        let page = store.record(f).unwrap().xattrs.page().unwrap();
+        drop(store);
+        assert!(run(&vault).problems.is_empty());
+        let meta = fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(vault.root().join("atrest.meta"))
+            .unwrap();
+        let mut byte = [0u8];
+        meta.read_exact_at(&mut byte, page * 4096 + 100).unwrap();
+        meta.write_all_at(&[byte[0] ^ 1], page * 4096 + 100)
+            .unwrap();
+        let report = run(&vault);
+        let corrupt = findings(&report, ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(
+            corrupt[0].contains(&format!("xattr page {page} of atrest.meta (object {f})")),
+            "{corrupt:?}"
+        );
+        assert!(corrupt[0].contains("authentication failed"), "{corrupt:?}");
+        assert_eq!(report.files, 2);
     }
 
     /// A metadata file that does not open is the one finding, naming it.

@@ -350,6 +350,67 @@ fn swapped_symlink_blob_pages() {
     assert!(m.log_text().contains("blob page"));
 }
 
+/// An xattr page of one file changed on the disk, found by changing each
+/// page in turn until `fsck` names it (exit 4, the page and the object):
+/// through the mount that file's attributes are `EIO`, logged naming the
+/// page; its contents and every other object's attributes are unchanged.
+#[test]
+fn changed_xattr_page() {
+    use rustix::fs::{XattrFlags, getxattr, listxattr, setxattr};
+    let mut m = vault();
+    fs::write(m.path("f"), b"contents").unwrap();
+    fs::write(m.path("g"), b"other").unwrap();
+    setxattr(m.path("f"), "user.k", b"value", XattrFlags::empty()).unwrap();
+    setxattr(m.path("g"), "user.k", b"kept", XattrFlags::empty()).unwrap();
+    let id = fs::metadata(m.path("f")).unwrap().ino();
+    m.unmount();
+    let meta = m.vault.join("atrest.meta");
+    let pages = fs::metadata(&meta).unwrap().len() as usize / 4096;
+    let copy = m.dir.path().join("copy");
+    copy_dir(&m.vault, &copy);
+    let named = |page: usize| format!("xattr page {page} of atrest.meta (object {id})");
+    let found = (2..pages).find(|&page| {
+        copy_dir(&copy, &m.vault);
+        rewrite(&meta, |b| flip_a_byte(b, page));
+        let report = fsck(&m, false);
+        let hit = report
+            .problems
+            .iter()
+            .any(|p| p.what.contains(&named(page)));
+        if hit {
+            assert_eq!(report.code, Some(4), "{}", report.text);
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .all(|p| p.kind != "corrupt" || p.what.contains(&named(page))),
+                "only the xattr page is damage: {}",
+                report.text
+            );
+        }
+        hit
+    });
+    let page = found.unwrap_or_else(|| panic!("no page of {pages} named as f's xattr page"));
+    m.mount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"contents");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        getxattr(m.path("f"), "user.k", &mut buf[..]).map_err(|e| e.raw_os_error()),
+        Err(EIO)
+    );
+    assert_eq!(
+        listxattr(m.path("f"), &mut buf[..]).map_err(|e| e.raw_os_error()),
+        Err(EIO)
+    );
+    let n = getxattr(m.path("g"), "user.k", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"kept");
+    let log = m.log_text();
+    assert!(
+        log.contains(&format!("xattr page {page} of atrest.meta")) && log.contains("returning EIO"),
+        "{log}"
+    );
+}
+
 /// One block of a data file put back from before it was overwritten (the
 /// rest of the file current).
 #[test]

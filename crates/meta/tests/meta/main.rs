@@ -13,3 +13,4 @@ mod model;
 mod orphans;
 mod tamper;
 mod tamper_log;
+mod xattrs;
