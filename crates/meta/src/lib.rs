@@ -29,6 +29,7 @@ pub mod pager;
 pub mod radix;
 pub mod record;
 mod recovery;
+pub mod repair;
 pub mod sim;
 pub mod status;
 mod store;

@@ -168,14 +168,14 @@ impl Store {
             | Body::Witnessed { .. }
             | Body::RollbackAccepted { .. }
             | Body::Migrate { .. } => Ok(false),
-            Body::Repair { .. } => Err(MetaError::corrupt(
-                Location::LogRecord {
-                    segment: record.segment,
-                    offset: record.offset,
-                    seq: record.seq,
-                },
-                "a record of a repair, which this version of atrest cannot apply",
-            )),
+            Body::Repair {
+                action,
+                object,
+                detail,
+            } => {
+                self.apply_repair(*action, *object, *detail, record.seq)?;
+                Ok(true)
+            }
         }
     }
 
@@ -241,7 +241,7 @@ impl Store {
         Ok(())
     }
 
-    fn apply_free(&mut self, id: u64, seq: u64) -> Result<(), MetaError> {
+    pub(crate) fn apply_free(&mut self, id: u64, seq: u64) -> Result<(), MetaError> {
         let record = self
             .objects
             .get(&Pager::new(&self.keys, self.backing.as_ref()), id)?

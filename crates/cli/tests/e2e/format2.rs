@@ -47,8 +47,7 @@ fn init_format_2_then_status_shows_it_and_fsck_checks_it() {
     let text = ok(&[&"status", &m.vault]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("atrest vault v2"));
 
-    // fsck needs it unmounted (it opens the store as a mount does), and
-    // does not repair format 2 yet.
+    // fsck needs it unmounted (it opens the store as a mount does).
     let mut mounted = atrest();
     mounted
         .arg("fsck")
@@ -62,15 +61,20 @@ fn init_format_2_then_status_shows_it_and_fsck_checks_it() {
     let text = ok(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("checked 1 directories, 0 files"), "{text}");
-    let mut repair = atrest();
-    repair
-        .arg("fsck")
-        .arg(&m.vault)
-        .arg("--repair")
-        .arg("--passphrase-file")
-        .arg(&m.pass);
-    let err = failure(repair);
-    assert!(err.contains("does not repair format 2"), "{err}");
+    // --repair of a sound vault repairs nothing, and it is still sound.
+    let text = ok(&[
+        &"fsck",
+        &m.vault,
+        &"--repair",
+        &"--passphrase-file",
+        &m.pass,
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("no problems") && !text.contains("repaired"),
+        "{text}"
+    );
+    assert_fsck_clean(&m);
 
     // Format 1 stays the default, and --format is hidden from --help.
     let help = ok(&[&"init", &"--help"]);

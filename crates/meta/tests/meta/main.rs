@@ -11,6 +11,7 @@ mod dirsize;
 mod disk;
 mod model;
 mod orphans;
+mod repair;
 mod tamper;
 mod tamper_log;
 mod xattrs;
