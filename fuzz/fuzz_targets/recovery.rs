@@ -3,9 +3,11 @@
 //! error, or a store whose whole tree, file contents included, can be
 //! walked and changed, never a panic. The genuine vault holds files with
 //! inline and tree block maps, fresh and journaled writes (`WRITE`
-//! payloads), a truncate with a resealed tail and a synced file, so the
-//! map pages, `WRITE`/`TRUNCATE` bodies, payload checks and recovery's
-//! block checks (step 3) all parse edited bytes.
+//! payloads), a truncate with a resealed tail, a synced file and extended
+//! attributes (xattr pages, a value blob, `META` set and remove records),
+//! so the map and xattr pages, `WRITE`/`TRUNCATE` and xattr bodies,
+//! payload checks and recovery's block checks (step 3) all parse edited
+//! bytes.
 //!
 //! Input: a first byte choosing the shape, then either
 //! - (even) edits of a small genuine vault made once per process (a
@@ -26,7 +28,9 @@ use std::sync::{Arc, OnceLock};
 use atrest_core::{ContentAlgorithm, SecretKey};
 use atrest_meta::log::segment_name;
 use atrest_meta::record::{ObjectKind, ROOT_ID, Timestamp};
-use atrest_meta::{ConfigBinding, MemBacking, MetaKeys, NewObject, RenameMode, Store};
+use atrest_meta::{
+    ConfigBinding, MemBacking, MetaKeys, NewObject, RenameMode, Store, XattrMode,
+};
 use atrest_vault::{ContentFile2, ContentKey2};
 use libfuzzer_sys::fuzz_target;
 
@@ -102,6 +106,13 @@ fn base() -> &'static BTreeMap<String, Vec<u8>> {
         let mut file = ContentFile2::new(&mut store, content(), big);
         file.write_at(0, &[2; 8192], NOW).expect("write");
         file.write_at(130 * 4096, b"far", NOW).expect("write");
+        // Extended attributes in xattr pages: inline and in a blob.
+        store
+            .set_xattr(small, b"user.inline", b"value", XattrMode::Any, NOW)
+            .expect("setxattr");
+        store
+            .set_xattr(dir, b"user.blob", &[5; 2000], XattrMode::Any, NOW)
+            .expect("setxattr");
         store.checkpoint(NOW).expect("checkpoint");
         // Journaled (blocks of the checkpoint), fresh, a tail resealed.
         let mut file = ContentFile2::new(&mut store, content(), small);
@@ -114,6 +125,13 @@ fn base() -> &'static BTreeMap<String, Vec<u8>> {
             .rename(dir, b"file-1", ROOT_ID, b"moved", RenameMode::Replace, NOW)
             .expect("rename");
         store.unlink(dir, b"file-2", NOW).expect("unlink");
+        // And in the log: set and remove records.
+        store
+            .set_xattr(big, b"user.logged", &[6; 1500], XattrMode::Create, NOW)
+            .expect("setxattr");
+        store
+            .remove_xattr(small, b"user.inline", NOW)
+            .expect("removexattr");
         store.sync().expect("sync");
         store
             .create(ROOT_ID, b"tail", object(ObjectKind::Fifo, b""), NOW)
@@ -154,6 +172,12 @@ fn walk(store: &mut Store) {
             let Ok(head) = store.lookup(dir, &e.name) else {
                 continue;
             };
+            if let Ok(names) = store.list_xattrs(head.id) {
+                for name in names {
+                    let _ = store.get_xattr(head.id, &name);
+                }
+            }
+            let _ = store.set_xattr(head.id, b"user.fuzz", b"f", XattrMode::Any, NOW);
             match head.kind {
                 ObjectKind::Directory => stack.push(head.id),
                 ObjectKind::Symlink => {

@@ -317,12 +317,45 @@ def check_meta(v, data):
                   struct.unpack(">Q", body[8:16])[0])
         assert header == (p["kind"], p["level"], p["count"], bytes(4), p["owner"]), f"page {n} header"
         assert body[16:].hex() == p["items"], f"page {n} items"
+        if p["kind"] == KIND_XATTR:
+            check_xattr_items(body[16:], p["count"], n)
         try:
             aead_open(alg, key, aad(n + 1), sealed)
         except Failure:
             pass
         else:
             raise AssertionError(f"page {n} opens as page {n + 1}")
+
+
+KIND_XATTR = 7
+XATTR_INLINE_MAX = 1024
+
+
+def check_xattr_items(items, count, n):
+    """An xattr page's items (§16.10): `next` reference, then `count`
+    items sorted by name, each `n ‖ v ‖ form ‖ name ‖ value or blob
+    reference`, a value inline exactly when it is at most 1,024 bytes; zero
+    after the last item."""
+    assert count >= 1, f"xattr page {n} without items"
+    pos, last = 40, None
+    for _ in range(count):
+        name_len = items[pos]
+        value_len = struct.unpack(">I", items[pos + 1:pos + 5])[0]
+        form = items[pos + 5]
+        name = items[pos + 6:pos + 6 + name_len]
+        assert 1 <= name_len <= 255 and name.startswith(b"user.") and len(name) > 5, f"xattr page {n} name"
+        assert b"\0" not in name and (last is None or last < name), f"xattr page {n} name order"
+        assert value_len <= 65536, f"xattr page {n} value length"
+        pos += 6 + name_len
+        if form == 0:
+            assert value_len <= XATTR_INLINE_MAX, f"xattr page {n}: a long value inline"
+            pos += value_len
+        else:
+            assert form == 1 and value_len > XATTR_INLINE_MAX, f"xattr page {n}: value form"
+            assert struct.unpack(">Q", items[pos:pos + 8])[0] >= 2, f"xattr page {n}: blob reference"
+            pos += 40
+        last = name
+    assert not any(items[pos:]), f"xattr page {n}: bytes after the last item"
 
 
 CONTENT_KEY_V2 = b"atrest v2 content key"

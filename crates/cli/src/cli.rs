@@ -256,8 +256,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE")]
     pub recovery_key_out: Option<PathBuf>,
     /// Vault format: 1, or 2 (experimental, docs/format.md §16: FUSE only;
-    /// it mounts and `fsck` checks it, but has no fsck repair, witness or
-    /// xattrs yet).
+    /// it mounts and `fsck` checks and repairs it, but has no witness
+    /// yet).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2), hide = true)]
     pub format: u16,
     #[command(flatten)]
@@ -421,7 +421,10 @@ pub struct FsckArgs {
     pub json: bool,
     /// Cut every last block that a crash tore back to the last complete
     /// block (each printed as `repaired:`); nothing else is changed. Needs
-    /// the vault unmounted. Format 2 vaults: refused (not built yet).
+    /// the vault unmounted. Format 2 vaults (docs/format.md §16.18): blocks
+    /// that fail become holes, orphans of a crash are freed, data files of
+    /// no object removed and bytes past a file's last block cut; other
+    /// damage is left, and named.
     #[arg(long)]
     pub repair: bool,
     #[command(flatten)]

@@ -23,7 +23,7 @@ use atrest_meta::log::{
 use atrest_meta::page::{self, Expect, PAGE_SIZE, PageKind, PageRef};
 use atrest_meta::record::{ObjectKind, ROOT_ID, Timestamp};
 use atrest_meta::superblock::Superblock;
-use atrest_meta::{ConfigBinding, MemBacking, MetaKeys, NewObject, Store};
+use atrest_meta::{ConfigBinding, MemBacking, MetaKeys, NewObject, Store, XattrMode};
 
 const MASTER: [u8; 32] = [0x4d; 32];
 const VAULT: [u8; 16] = [
@@ -367,8 +367,8 @@ fn alg_name(algorithm: ContentAlgorithm) -> &'static str {
 }
 
 /// `meta-{tag}-tree`: a store with a directory of entries, a long symlink
-/// (blob pages) and enough objects for an object table index, after two
-/// checkpoints.
+/// (blob pages), xattrs (an inline value and one in a blob page) and
+/// enough objects for an object table index, after two checkpoints.
 fn meta_vector(dir: &Path, algorithm: ContentAlgorithm, tag: &str, keys: &MetaKeys) {
     let backing = Arc::new(MemBacking::new());
     let now = Timestamp {
@@ -401,6 +401,14 @@ fn meta_vector(dir: &Path, algorithm: ContentAlgorithm, tag: &str, keys: &MetaKe
         )
         .expect("symlink")
         .id;
+    // Extended attributes (§16.10): an xattr page of the link with an
+    // inline value, one of the directory whose value is in a blob page.
+    store
+        .set_xattr(link, b"user.mime", b"text/plain", XattrMode::Any, now)
+        .expect("setxattr");
+    store
+        .set_xattr(docs, b"user.checksum", &[0x5a; 1500], XattrMode::Any, now)
+        .expect("setxattr");
     store.checkpoint(now).expect("checkpoint");
     store.unlink(docs, b"report-03.txt", now).expect("unlink");
     store.checkpoint(now).expect("checkpoint");

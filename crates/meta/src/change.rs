@@ -21,6 +21,8 @@ pub mod op {
     pub const RMDIR: u8 = 7;
     pub const RENAME: u8 = 8;
     pub const EXCHANGE: u8 = 9;
+    pub const SETXATTR: u8 = 10;
+    pub const REMOVEXATTR: u8 = 11;
     pub const SETATTR: u8 = 12;
 }
 
@@ -135,7 +137,7 @@ impl Change {
         else {
             return Err("not a META record".into());
         };
-        if !matches!(*op, 1..=9 | 12) {
+        if !matches!(*op, 1..=12) {
             return Err(format!("META op {op} is not one this version applies"));
         }
         let mut change = Self::new(*op);
@@ -161,6 +163,14 @@ impl Change {
             });
         }
         change.extra = extra.clone();
+        if matches!(*op, op::SETXATTR | op::REMOVEXATTR) {
+            // One object's head, no entries, and extra bytes that state
+            // the attribute (checked again when applied).
+            if change.heads.len() != 1 || !change.entries.is_empty() {
+                return Err("an xattr change of other than one object".into());
+            }
+            crate::xattr::XattrChange::decode(*op, extra)?;
+        }
         Ok(change)
     }
 }

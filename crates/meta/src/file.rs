@@ -254,7 +254,12 @@ impl Store {
 
     /// Logs `body` with `payload` (written, not synced); a failure stops
     /// the store.
-    fn log_body(&mut self, body: &Body, payload: &[u8], now: Timestamp) -> Result<u64, FsError> {
+    pub(crate) fn log_body(
+        &mut self,
+        body: &Body,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> Result<u64, FsError> {
         if self.failed {
             return Err(MetaError::Stopped.into());
         }
@@ -632,7 +637,7 @@ impl Store {
     /// moving the map between the record (`INLINE`) and a tree as its
     /// new size requires (§16.6: one canonical form) and emptying every
     /// entry past the new end.
-    fn reshape(
+    pub(crate) fn reshape(
         &mut self,
         head: ObjectHead,
         sets: &[(u64, MapEntry)],

@@ -19,7 +19,7 @@ use crate::log::{self, BackingSegments, Body, Replay, Replayed, SegmentStore, St
 use crate::page::{PAGE_SIZE, PageRef};
 use crate::pager::Pager;
 use crate::record::{Content, HeadChange, ObjectHead, ObjectKind, ObjectRecord, Timestamp};
-use crate::store::{FsError, Store, blob_pages};
+use crate::store::{FsError, Recovery, Store, blob_pages};
 use crate::superblock::{State, Superblock};
 
 /// Step 1–2: the durable prefix of the log from `superblock`'s replay
@@ -103,12 +103,21 @@ impl Store {
         // Step 6.
         let recovered = changes > 0 || torn;
         if recovered {
-            let body = Body::Recovery {
+            let summary = Recovery {
                 replayed: (replay.records.len() - 1) as u64,
                 reverted: blocks.reverted,
                 cut_back: blocks.cut_back,
                 trimmed: blocks.trimmed,
                 removed: self.freed_data.len() as u64,
+                torn,
+            };
+            self.recovery = Some(summary);
+            let body = Body::Recovery {
+                replayed: summary.replayed,
+                reverted: summary.reverted,
+                cut_back: summary.cut_back,
+                trimmed: summary.trimmed,
+                removed: summary.removed,
             };
             self.log
                 .append(&self.keys, &mut segments, last_time, &body, &[])?;
@@ -159,14 +168,14 @@ impl Store {
             | Body::Witnessed { .. }
             | Body::RollbackAccepted { .. }
             | Body::Migrate { .. } => Ok(false),
-            Body::Repair { .. } => Err(MetaError::corrupt(
-                Location::LogRecord {
-                    segment: record.segment,
-                    offset: record.offset,
-                    seq: record.seq,
-                },
-                "a record of a repair, which this version of atrest cannot apply",
-            )),
+            Body::Repair {
+                action,
+                object,
+                detail,
+            } => {
+                self.apply_repair(*action, *object, *detail, record.seq)?;
+                Ok(true)
+            }
         }
     }
 
@@ -186,6 +195,12 @@ impl Store {
         }
         for e in change.entries.iter().filter(|e| e.insert) {
             self.apply_insert(e, seq)?;
+        }
+        if matches!(
+            change.op,
+            crate::change::op::SETXATTR | crate::change::op::REMOVEXATTR
+        ) {
+            self.apply_xattr(change, seq)?;
         }
         Ok(())
     }
@@ -226,12 +241,13 @@ impl Store {
         Ok(())
     }
 
-    fn apply_free(&mut self, id: u64, seq: u64) -> Result<(), MetaError> {
-        let pager = Pager::new(&self.keys, self.backing.as_ref());
+    pub(crate) fn apply_free(&mut self, id: u64, seq: u64) -> Result<(), MetaError> {
         let record = self
             .objects
-            .get(&pager, id)?
+            .get(&Pager::new(&self.keys, self.backing.as_ref()), id)?
             .ok_or_else(|| inconsistent(seq, format!("frees object {id}, which is not live")))?;
+        self.free_xattrs(id, record.xattrs)?;
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
         match (&record.head.kind, &record.content) {
             (ObjectKind::Directory, _) => {
                 let dir = Self::dir_of(&mut self.dirs, &mut self.objects, &pager, id)

@@ -6,8 +6,8 @@
 //! out. [`Store::open`] recovers (§16.16): the last checkpoint plus the
 //! durable prefix of the log.
 //!
-//! Stage 1 of docs/plans/format-2.md: block maps, xattrs, file contents
-//! and the witness join in the next stages.
+//! Block maps and file contents are `file.rs`'s, extended attributes
+//! `xattr.rs`'s; the witness joins in stage 5 of docs/plans/format-2.md.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -53,6 +53,21 @@ pub enum FsError {
     Invalid(&'static str),
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
+    /// No attribute of that name (`ENODATA`).
+    #[error("no such attribute")]
+    NoData,
+    /// An attribute name too long (`ERANGE`, as the kernel says it).
+    #[error("attribute name too long")]
+    Range,
+    /// An attribute value too long (`E2BIG`).
+    #[error("attribute value too long")]
+    TooBig,
+    /// A per-object bound reached (`ENOSPC`).
+    #[error("no space: {0}")]
+    NoSpace(&'static str),
+    /// Not something a vault stores (`EOPNOTSUPP`).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -63,6 +78,39 @@ pub enum FsError {
 pub struct ConfigBinding {
     pub generation: u64,
     pub hash: [u8; 32],
+}
+
+/// What recovery at open did (§16.16 step 6, the counts of its
+/// `RECOVERY` record): `None` when the log held nothing to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// Log records after the checkpoint, its own `CHECKPOINT` excluded.
+    pub replayed: u64,
+    /// Fresh blocks written without an fsync and lost: now holes.
+    pub reverted: u64,
+    /// Files whose size was cut back to their last sealed block.
+    pub cut_back: u64,
+    /// Bytes those files lost.
+    pub trimmed: u64,
+    /// Data files of objects freed in the replay, removed.
+    pub removed: u64,
+    /// A torn tail of the log was cut.
+    pub torn: bool,
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} log records replayed; {} blocks written without fsync lost (now holes), \
+             {} files cut back by {} bytes, {} data files of freed objects removed",
+            self.replayed, self.reverted, self.cut_back, self.trimmed, self.removed
+        )?;
+        if self.torn {
+            f.write_str("; a torn log tail cut")?;
+        }
+        Ok(())
+    }
 }
 
 /// A new object's kind and attributes.
@@ -127,6 +175,11 @@ pub struct Store {
     /// Objects open through the mount ([`Store::set_open`]): one whose
     /// last name goes stays, as an `ORPHAN`, until it is closed.
     pub(crate) open: HashSet<u64>,
+    /// Attributes of objects read or changed since the last checkpoint
+    /// (`xattr.rs`), which writes the changed ones and drops them all.
+    pub(crate) xattrs: HashMap<u64, crate::xattr::Xattrs>,
+    /// What recovery at open did, if anything.
+    pub(crate) recovery: Option<Recovery>,
     /// The config this store was opened with, which every checkpoint
     /// records (§16.3): a config put back from before it is then refused.
     pub(crate) config: ConfigBinding,
@@ -212,6 +265,8 @@ impl Store {
             log,
             last_time: nanos(now),
             open: HashSet::new(),
+            xattrs: HashMap::new(),
+            recovery: None,
             config,
             failed: false,
         };
@@ -295,7 +350,12 @@ impl Store {
                     _ => MetaError::io("reading atrest.meta")(e),
                 })?;
         }
-        let (superblock, _other) = Superblock::choose(&keys, &pages[0], &pages[1])?;
+        let (mut superblock, _other) = Superblock::choose(&keys, &pages[0], &pages[1])?;
+        // Open from now on, in every checkpoint, until `close` (a vault
+        // that recovered a crash stays so until a complete fsck).
+        if superblock.state == State::Clean {
+            superblock.state = State::Open;
+        }
         if superblock.config_generation > config.generation {
             return Err(MetaError::Inconsistent(format!(
                 "the config (generation {}) is older than the vault's metadata (generation {}): a restored copy?",
@@ -336,6 +396,8 @@ impl Store {
             next_id,
             last_time,
             open: HashSet::new(),
+            xattrs: HashMap::new(),
+            recovery: None,
             config,
             failed: false,
         };
@@ -383,6 +445,35 @@ impl Store {
     /// The last durable superblock.
     pub fn superblock(&self) -> &Superblock {
         &self.superblock
+    }
+
+    /// What recovery did when this store was opened; `None` if the log
+    /// held nothing to replay (the last close was clean).
+    pub fn recovery(&self) -> Option<Recovery> {
+        self.recovery
+    }
+
+    /// A complete check found the vault sound after a recovered crash:
+    /// the next checkpoint writes the superblock's state back from
+    /// *recovered* (§16.18).
+    pub fn mark_checked(&mut self) {
+        if self.superblock.state == State::Recovered {
+            self.superblock.state = State::Open;
+        }
+    }
+
+    /// The last checkpoint before the store is dropped (unmount, the end
+    /// of fsck): the superblock's state becomes *clean*, unless a crash
+    /// was recovered and no complete check has run since.
+    pub fn close(&mut self, now: Timestamp) -> Result<Generation, MetaError> {
+        if self.superblock.state == State::Open {
+            self.superblock.state = State::Clean;
+        }
+        let result = self.checkpoint(now);
+        if self.superblock.state == State::Clean {
+            self.superblock.state = State::Open;
+        }
+        result
     }
 
     /// The sequence number of the last log record written.
@@ -485,7 +576,7 @@ impl Store {
             }
             Content::Blob(reference) => {
                 let pager = self.pager();
-                Ok(read_blob(&pager, id, reference, record.head.size)?)
+                Ok(read_blob(&pager, id, reference, record.head.size)?.0)
             }
             _ => Err(FsError::Invalid("not a symlink")),
         }
@@ -501,7 +592,11 @@ impl Store {
     /// Logs `change` (sealed, chained and written to the log segment, no
     /// sync) and then applies it in memory; returns its sequence number.
     /// A failed write stops the store: memory would run ahead of the disk.
-    fn log_and_apply(&mut self, change: &Change, now: Timestamp) -> Result<u64, FsError> {
+    pub(crate) fn log_and_apply(
+        &mut self,
+        change: &Change,
+        now: Timestamp,
+    ) -> Result<u64, FsError> {
         self.usable()?;
         let time = nanos(now);
         let mut segments = BackingSegments::new(self.backing.as_ref());
@@ -958,6 +1053,8 @@ impl Store {
             record.content = Content::Blob(reference);
             self.objects.set(&pager, record)?;
         }
+        // Attribute chains, whose records hold their first pages.
+        self.checkpoint_xattrs()?;
         // Step 3, and block maps, whose records hold their roots.
         let data_to_sync = self.checkpoint_files()?;
         let pager = Pager::new(&self.keys, self.backing.as_ref());
@@ -1086,7 +1183,7 @@ fn blob_capacity(pager: &Pager<'_>) -> usize {
 
 /// Writes `data` as a chain of blob pages, last page first so each page
 /// knows the reference of the next.
-fn write_blob(
+pub(crate) fn write_blob(
     pager: &Pager<'_>,
     alloc: &mut Allocator,
     owner: u64,
@@ -1123,17 +1220,19 @@ fn blob_expect(owner: u64) -> Expect {
     }
 }
 
-/// Reads a blob chain of `len` bytes.
-fn read_blob(
+/// Reads a blob chain of `len` bytes; returns it and its pages.
+pub(crate) fn read_blob(
     pager: &Pager<'_>,
     owner: u64,
     first: PageRef,
     len: u64,
-) -> Result<Vec<u8>, MetaError> {
+) -> Result<(Vec<u8>, Vec<u64>), MetaError> {
     let mut out = Vec::new();
+    let mut pages = Vec::new();
     let mut reference = first;
-    while !reference.is_null() {
+    while let Some(number) = reference.page() {
         let page = pager.read(&reference, blob_expect(owner))?;
+        pages.push(number);
         let mut r = Reader::new(&page.items);
         let next = PageRef::read(&mut r).ok_or_else(|| page.corrupt("bad next reference"))?;
         let n = r.u16().ok_or_else(|| page.corrupt("short blob page"))?;
@@ -1154,7 +1253,7 @@ fn read_blob(
             out.len()
         )));
     }
-    Ok(out)
+    Ok((out, pages))
 }
 
 pub(crate) fn blob_pages(

@@ -2,7 +2,8 @@
 //! metadata store as a mount does (recovery, §16.16: a store that does not
 //! open is the one finding, naming what failed), then walks every object
 //! from the root. Every record and page it reads authenticates on the way
-//! (the store refuses any other); every block of every regular file is
+//! (the store refuses any other), xattr pages and their value blobs
+//! included; every block of every regular file is
 //! read and opened against its map entry; kinds, directory parents and
 //! link counts are checked against the entries that name each object;
 //! objects no entry names, and the data files under `objects/`, are
@@ -18,8 +19,10 @@
 //! each of them, and the mount never reads them.
 //!
 //! It changes nothing beyond what opening the store as a mount does (its
-//! recovery after a crash, and a `MOUNT` log record), so it needs the
-//! vault unmounted: the [`MountLock`] proves it.
+//! recovery after a crash, and a `MOUNT` log record) and, when it finds
+//! no damage after a recovered crash, the checkpoint that sets the
+//! superblock's state back from *recovered*; so it needs the vault
+//! unmounted: the [`MountLock`] proves it.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -27,9 +30,9 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, blocks_for};
+use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp, blocks_for};
 use atrest_meta::superblock::State;
-use atrest_meta::{FsError, Store, data_file_name};
+use atrest_meta::{FsError, Location, MetaError, Store, data_file_name};
 
 use crate::fsck::{FsckReport, Problem, ProblemKind};
 use crate::layout2::BLOCK;
@@ -40,7 +43,27 @@ const BATCH: usize = 1024;
 
 /// Checks the format 2 `vault`. `config_problems` are what
 /// [`crate::LockedVault::config_problems`] said before the unlock.
-pub fn check(vault: &Vault, _unmounted: &MountLock, config_problems: Vec<String>) -> FsckReport {
+pub fn check(vault: &Vault, unmounted: &MountLock, config_problems: Vec<String>) -> FsckReport {
+    run(vault, unmounted, config_problems, false)
+}
+
+/// `fsck --repair` of the format 2 `vault` (§16.18): checks it, then sets
+/// failed blocks of regular files to holes and frees orphans of a stopped
+/// mount (each a logged `REPAIR` record), removes data files of no object
+/// and cuts bytes past a data file's last block, and ends with a
+/// checkpoint, so the vault's sequence only grows. What it does not
+/// repair (pages of `atrest.meta`, names, counts) stays damage, and says
+/// so. The repaired findings move to [`FsckReport::repaired`].
+pub fn repair(vault: &Vault, unmounted: &MountLock, config_problems: Vec<String>) -> FsckReport {
+    run(vault, unmounted, config_problems, true)
+}
+
+fn run(
+    vault: &Vault,
+    _unmounted: &MountLock,
+    config_problems: Vec<String>,
+    repair: bool,
+) -> FsckReport {
     let mut report = FsckReport::default();
     for problem in config_problems {
         report.problems.push(Problem {
@@ -69,7 +92,15 @@ pub fn check(vault: &Vault, _unmounted: &MountLock, config_problems: Vec<String>
         names: HashMap::new(),
         reached: HashMap::new(),
         sizes: HashMap::new(),
+        fixes: Vec::new(),
     };
+    if let Some(recovery) = checker.store.recovery() {
+        checker.note(
+            "atrest.log",
+            None,
+            format!("the vault was not unmounted cleanly; recovered at this check: {recovery}"),
+        );
+    }
     if checker.store.superblock().state == State::Recovered {
         checker.note(
             "atrest.meta",
@@ -82,7 +113,37 @@ pub fn check(vault: &Vault, _unmounted: &MountLock, config_problems: Vec<String>
     checker.walk();
     checker.unreachable();
     checker.data_files(&vault.root().join("objects"));
+    if repair {
+        checker.repair();
+    }
+    checker.close(repair);
     checker.report
+}
+
+/// What `--repair` does about one finding.
+enum Fix {
+    /// Failed blocks of a regular file become holes.
+    Holes { id: u64, blocks: Vec<u64> },
+    /// An orphan of a stopped mount is freed.
+    FreeOrphan(u64),
+    /// The data file of no object is removed.
+    Remove { id: u64, path: PathBuf },
+    /// Bytes past a data file's last block are cut.
+    Trim { path: PathBuf, len: u64 },
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the informational time of fsck's checkpoint, as a mount's"
+)]
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos(),
+    }
 }
 
 struct Checker {
@@ -95,6 +156,8 @@ struct Checker {
     reached: HashMap<u64, PathBuf>,
     /// Regular files reached: their authenticated size.
     sizes: HashMap<u64, u64>,
+    /// What `--repair` may do, with the index of its finding.
+    fixes: Vec<(usize, Fix)>,
 }
 
 impl Checker {
@@ -115,6 +178,88 @@ impl Checker {
         self.push(ProblemKind::Note, backing, plain, what);
     }
 
+    /// `fix` repairs the finding just pushed.
+    fn fix(&mut self, fix: Fix) {
+        self.fixes.push((self.report.problems.len() - 1, fix));
+    }
+
+    /// Applies the fixes; each finding repaired moves to `repaired`.
+    fn repair(&mut self) {
+        let mut done = Vec::new();
+        for (problem, fix) in std::mem::take(&mut self.fixes) {
+            let result = match fix {
+                Fix::Holes { id, blocks } => blocks
+                    .into_iter()
+                    .try_for_each(|n| self.store.repair_block_hole(id, n, now()))
+                    .map_err(|e| e.to_string()),
+                Fix::FreeOrphan(id) => self
+                    .store
+                    .repair_free_orphan(id, now())
+                    .map_err(|e| e.to_string()),
+                Fix::Remove { id, path } => match self.store.getattr(id) {
+                    Err(FsError::NotFound) => fs::remove_file(&path).map_err(|e| e.to_string()),
+                    _ => Err(format!("object {id} may be live; left in place")),
+                },
+                Fix::Trim { path, len } => fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
+                    .map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(()) => done.push(problem),
+                Err(e) => {
+                    let backing = self.report.problems[problem].backing.clone();
+                    self.corrupt(
+                        &backing.to_string_lossy(),
+                        None,
+                        format!("--repair failed: {e}"),
+                    );
+                }
+            }
+        }
+        let problems = std::mem::take(&mut self.report.problems);
+        for (i, p) in problems.into_iter().enumerate() {
+            if done.contains(&i) {
+                self.report.repaired.push(p);
+            } else {
+                self.report.problems.push(p);
+            }
+        }
+        if !self.report.is_clean() {
+            self.note(
+                "atrest.meta",
+                None,
+                "fsck --repair does not repair the damage above (pages of atrest.meta, names, \
+                 counts): restore the objects it names from a backup, or remove them through \
+                 the mount"
+                    .into(),
+            );
+        }
+    }
+
+    /// A complete check that found no damage after a recovered crash
+    /// sets the superblock's state back (§16.18), with a checkpoint that
+    /// also marks the vault clean, as an unmount does; a repair always
+    /// ends with that checkpoint.
+    fn close(&mut self, repaired: bool) {
+        let clean = self.report.is_clean();
+        let recovered = self.store.superblock().state == State::Recovered;
+        if !(repaired || clean && recovered) {
+            return;
+        }
+        if clean {
+            self.store.mark_checked();
+        }
+        if let Err(e) = self.store.close(now()) {
+            self.corrupt(
+                "atrest.meta",
+                None,
+                format!("cannot write the checkpoint that ends the check: {e}"),
+            );
+        }
+    }
+
     /// Breadth first from the root: every directory listed, every entry's
     /// object read and checked once, link counts compared at the end.
     fn walk(&mut self) {
@@ -131,6 +276,7 @@ impl Checker {
             }
         };
         self.reached.insert(ROOT_ID, root.clone());
+        self.xattrs(ROOT_ID, &root);
         let mut heads = vec![head];
         let mut queue = VecDeque::from([(ROOT_ID, root)]);
         let mut subdirs: HashMap<u64, u32> = HashMap::new();
@@ -190,6 +336,7 @@ impl Checker {
                         );
                         continue;
                     }
+                    self.xattrs(entry.id, &plain);
                     match head.kind {
                         ObjectKind::Directory => {
                             if head.parent != dir {
@@ -247,6 +394,18 @@ impl Checker {
         }
     }
 
+    /// The extended attributes of object `id`: every xattr page and value
+    /// blob read and authenticated (§16.10).
+    fn xattrs(&mut self, id: u64, plain: &Path) {
+        if let Err(e) = self.store.list_xattrs(id) {
+            self.corrupt(
+                "atrest.meta",
+                Some(plain),
+                format!("object {id}: extended attributes: {e}"),
+            );
+        }
+    }
+
     /// Every mapped block of regular file `head` read and opened against
     /// its map entry; the first failure named, and how many failed.
     fn file(&mut self, head: &ObjectHead, plain: &Path) {
@@ -256,13 +415,22 @@ impl Checker {
         let cipher = self.content.file_cipher(head.file_id);
         let mut failed = 0u64;
         let mut first = None;
+        // Blocks --repair can set to holes: their map entry authenticated,
+        // the ciphertext did not.
+        let mut holes = Vec::new();
         for n in 0..blocks_for(head.size) {
             let outcome = match self.store.read_block(head.id, n) {
                 Ok(None) => Ok(()),
                 Ok(Some(sealed)) => cipher.open_block(n, &sealed).map(drop).map_err(|_| {
+                    holes.push(n);
                     "fails authentication (changed, zeroed, older or from another file)".to_string()
                 }),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    if matches!(e, FsError::Meta(MetaError::Auth(Location::DataFile { .. }))) {
+                        holes.push(n);
+                    }
+                    Err(e.to_string())
+                }
             };
             if let Err(e) = outcome {
                 failed += 1;
@@ -280,6 +448,12 @@ impl Checker {
                 Some(plain),
                 format!("object {}, block {n}: {e}{more}", head.id),
             );
+            if holes.len() as u64 == failed {
+                self.fix(Fix::Holes {
+                    id: head.id,
+                    blocks: holes,
+                });
+            }
         }
     }
 
@@ -305,7 +479,8 @@ impl Checker {
                         format!(
                             "object {id}: unlinked while open when its mount stopped; never listed"
                         ),
-                    )
+                    );
+                    self.fix(Fix::FreeOrphan(id));
                 }
                 Ok(_) => self.corrupt(
                     "atrest.meta",
@@ -357,13 +532,19 @@ impl Checker {
                     continue;
                 }
                 match self.sizes.get(&id) {
-                    None => self.note(
-                        &rel,
-                        None,
-                        "unreferenced: the data file of no object (planted, or left by a \
-                         crash); never read"
-                            .into(),
-                    ),
+                    None => {
+                        self.note(
+                            &rel,
+                            None,
+                            "unreferenced: the data file of no object (planted, or left by a \
+                             crash); never read"
+                                .into(),
+                        );
+                        self.fix(Fix::Remove {
+                            id,
+                            path: file.path(),
+                        });
+                    }
                     Some(&size) if meta.len() > blocks_for(size) * BLOCK => {
                         let past = meta.len() - blocks_for(size) * BLOCK;
                         let plain = self.reached.get(&id).cloned();
@@ -375,6 +556,10 @@ impl Checker {
                                  left by a crash); never read"
                             ),
                         );
+                        self.fix(Fix::Trim {
+                            path: file.path(),
+                            len: blocks_for(size) * BLOCK,
+                        });
                     }
                     Some(_) => {}
                 }
@@ -396,8 +581,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use atrest_core::{Argon2Params, SecretBytes};
-    use atrest_meta::NewObject;
-    use atrest_meta::record::Timestamp;
+    use atrest_meta::{NewObject, XattrMode};
 
     use super::*;
     use crate::{ContentFile2, CreateOptions, Unlocker, VERSION_2};
@@ -577,6 +761,110 @@ mod tests {
         );
         assert_eq!(notes.len(), 1, "its data file is its own: {notes:?}");
         assert_eq!(report.files, 1, "{notes:?}");
+    }
+
+    /// A changed xattr page is damage naming the page and its object;
+    /// the rest of the vault is still checked.
+    #[test]
+    fn a_changed_xattr_page_is_damage_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        store
+            .set_xattr(f, b"user.k", &[5u8; 3000], XattrMode::Any, NOW)
+            .unwrap();
+        store.checkpoint(NOW).unwrap();
+        let page = store.record(f).unwrap().xattrs.page().unwrap();
+        drop(store);
+        assert!(run(&vault).problems.is_empty());
+        let meta = fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(vault.root().join("atrest.meta"))
+            .unwrap();
+        let mut byte = [0u8];
+        meta.read_exact_at(&mut byte, page * 4096 + 100).unwrap();
+        meta.write_all_at(&[byte[0] ^ 1], page * 4096 + 100)
+            .unwrap();
+        let report = run(&vault);
+        let corrupt = findings(&report, ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(
+            corrupt[0].contains(&format!("xattr page {page} of atrest.meta (object {f})")),
+            "{corrupt:?}"
+        );
+        assert!(corrupt[0].contains("authentication failed"), "{corrupt:?}");
+        assert_eq!(report.files, 2);
+    }
+
+    /// --repair: a changed block becomes a hole, a planted data file goes,
+    /// an orphan of a stopped mount is freed; then nothing is left to
+    /// find, the rest of the file reads as before and the sequence grew.
+    #[test]
+    fn repair_leaves_a_clean_vault_whose_sequence_grew() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let root = vault.root().to_path_buf();
+        let data = fs::OpenOptions::new()
+            .write(true)
+            .open(root.join(data_file_name(f)))
+            .unwrap();
+        data.write_all_at(b"X", 4096 + 10).unwrap();
+        let planted = root.join(data_file_name(0x1_0000));
+        fs::write(&planted, [1u8; 8192]).unwrap();
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        let d = store.lookup(ROOT_ID, b"d").unwrap().id;
+        let e = store.lookup(d, b"e").unwrap().id;
+        store.set_open(e, true, NOW).unwrap();
+        store.unlink(d, b"e", NOW).unwrap();
+        store.checkpoint(NOW).unwrap();
+        let before = store.superblock().generation.sequence;
+        drop(store);
+        let lock = MountLock::acquire(vault.root(), "test").unwrap();
+        let report = repair(&vault, &lock, Vec::new());
+        drop(lock);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.repaired.len(), 3, "{:?}", report.repaired);
+        assert!(!planted.exists());
+        let again = run(&vault);
+        assert!(again.problems.is_empty(), "{:?}", again.problems);
+        let Contents2 { mut store, content } = vault.open_format_2().unwrap();
+        assert!(store.superblock().generation.sequence > before);
+        assert!(matches!(store.getattr(e), Err(FsError::NotFound)));
+        let mut file = ContentFile2::new(&mut store, &content, f);
+        let bytes = file.read_at(0, 3 * 4096).unwrap();
+        assert_eq!(&bytes[..4096], &[7u8; 4096][..]);
+        assert_eq!(&bytes[4096..8192], &[0u8; 4096][..], "block 1 is a hole");
+        assert_eq!(&bytes[8192..], &[7u8; 4096][..]);
+    }
+
+    /// What --repair cannot fix stays damage, and says so.
+    #[test]
+    fn repair_refuses_what_it_cannot_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        store
+            .set_xattr(f, b"user.k", b"v", XattrMode::Any, NOW)
+            .unwrap();
+        store.checkpoint(NOW).unwrap();
+        let page = store.record(f).unwrap().xattrs.page().unwrap();
+        drop(store);
+        let meta = fs::OpenOptions::new()
+            .write(true)
+            .open(vault.root().join("atrest.meta"))
+            .unwrap();
+        meta.write_all_at(&[0x55; 8], page * 4096 + 200).unwrap();
+        let lock = MountLock::acquire(vault.root(), "test").unwrap();
+        let report = repair(&vault, &lock, Vec::new());
+        drop(lock);
+        assert_eq!(report.damage(), 1, "{:?}", report.problems);
+        assert!(report.repaired.is_empty());
+        let notes = findings(&report, ProblemKind::Note);
+        assert!(
+            notes.iter().any(|n| n.contains("does not repair")),
+            "{notes:?}"
+        );
     }
 
     /// A metadata file that does not open is the one finding, naming it.

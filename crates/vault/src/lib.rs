@@ -44,6 +44,8 @@ mod wire;
 pub mod witness;
 pub mod xattr;
 
+pub use atrest_meta::status::Unverified as MetadataState;
+pub use atrest_meta::superblock::State as MetadataStateKind;
 pub use config::{
     BACKUP_FILE, BLOCK_SIZE, Backend, CONFIG_FILE, MAGIC, VERSION, VERSION_2, VaultConfig,
     write_atomic,

@@ -155,6 +155,18 @@ impl LockedVault {
         &self.root
     }
 
+    /// What a format 2 vault's metadata says before unlock, for `atrest
+    /// status` (unauthenticated, docs/format.md §16.5): `None` for format 1,
+    /// or when no superblock parses.
+    pub fn metadata_state(&self) -> Option<atrest_meta::status::Unverified> {
+        let config = self.config();
+        if config.format != VERSION_2 {
+            return None;
+        }
+        let backing = atrest_meta::DirBacking::open(&self.root).ok()?;
+        atrest_meta::status::read_unverified(&backing, config.algorithm.overhead())
+    }
+
     /// The config to describe the vault by (unauthenticated until unlock).
     pub fn config(&self) -> &VaultConfig {
         match (&self.primary, &self.backup) {

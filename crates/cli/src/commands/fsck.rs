@@ -44,16 +44,14 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Format 2 (docs/format.md §16.18): the check opens the store as a mount
-/// does (recovery after a crash), so the vault must be unmounted; repair
-/// is not built yet.
+/// does (recovery after a crash), so the vault must be unmounted, with or
+/// without --repair.
 fn run_format_2(args: &FsckArgs, locked: atrest_vault::LockedVault) -> anyhow::Result<ExitCode> {
-    if args.repair {
-        anyhow::bail!(
-            "{}: fsck --repair does not repair format 2 vaults yet; run `atrest fsck` without --repair to list the problems, and restore the objects it names from a backup",
-            args.vault.display()
-        );
-    }
-    let holder = format!("{} (atrest fsck)", std::process::id());
+    let holder = if args.repair {
+        format!("{} (atrest fsck --repair)", std::process::id())
+    } else {
+        format!("{} (atrest fsck)", std::process::id())
+    };
     let lock = MountLock::acquire(locked.root(), &holder).with_context(|| {
         format!(
             "fsck of a format 2 vault opens it as a mount does (recovery after a crash), so it needs {} unmounted",
@@ -62,7 +60,11 @@ fn run_format_2(args: &FsckArgs, locked: atrest_vault::LockedVault) -> anyhow::R
     })?;
     let config_problems = locked.config_problems();
     let vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
-    let report = atrest_vault::fsck2::check(&vault, &lock, config_problems);
+    let report = if args.repair {
+        atrest_vault::fsck2::repair(&vault, &lock, config_problems)
+    } else {
+        atrest_vault::fsck2::check(&vault, &lock, config_problems)
+    };
     finish(args, &report)
 }
 

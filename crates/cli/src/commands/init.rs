@@ -63,7 +63,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         BackendArg::Fscrypt => "kernel fscrypt v2",
     };
     let format = if vault.config().format == atrest_vault::VERSION_2 {
-        ", format 2 (experimental: no fsck repair, witness or xattrs yet)"
+        ", format 2 (experimental: no witness yet)"
     } else {
         ""
     };

@@ -97,6 +97,8 @@ struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     fscrypt: Option<super::fscrypt::FscryptStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<MetadataStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     witness: Option<WitnessStatus>,
 }
 
@@ -269,6 +271,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         mount_process: MountLock::holder(&root),
         config_problems: locked.config_problems(),
         fscrypt,
+        metadata: locked.metadata_state().map(MetadataStatus::from),
         witness: WitnessStatus::of(config, &root),
     };
     if args.json {
@@ -309,6 +312,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         (mnts, _) => println!("mounted:    {}", mnts.join(", ")),
     }
+    if let Some(metadata) = &status.metadata {
+        let mounted = !status.mounted_at.is_empty() || status.mount_process.is_some();
+        metadata.print(mounted);
+    } else if status.format_version == atrest_vault::VERSION_2 {
+        println!("metadata:   atrest.meta has no superblock that parses (`atrest fsck` says more)");
+    }
     if let Some(witness) = &status.witness {
         witness.print();
     }
@@ -329,4 +338,66 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a format 2 vault's superblock and log say (docs/format.md §16.5,
+/// §16.12), read before unlock: unauthenticated, a description of the
+/// disk (the mount and `fsck` verify it).
+#[derive(Serialize)]
+struct MetadataStatus {
+    checkpoint: u64,
+    sequence: u64,
+    checkpoint_unix_ms: u64,
+    /// `clean`, `open`, `migrating` or `recovered` (§16.5 byte 11).
+    state: &'static str,
+    /// Changes logged after the checkpoint, which the next open replays.
+    changes_after_checkpoint: u64,
+}
+
+impl From<atrest_vault::MetadataState> for MetadataStatus {
+    fn from(m: atrest_vault::MetadataState) -> Self {
+        use atrest_vault::MetadataStateKind as Kind;
+        Self {
+            checkpoint: m.checkpoint,
+            sequence: m.sequence,
+            checkpoint_unix_ms: m.time_ms,
+            state: match m.state {
+                Kind::Clean => "clean",
+                Kind::Open => "open",
+                Kind::Migrating => "migrating",
+                Kind::Recovered => "recovered",
+            },
+            changes_after_checkpoint: m.changes_after,
+        }
+    }
+}
+
+impl MetadataStatus {
+    /// `mounted`: a mount process holds the vault (the superblock says
+    /// what its last checkpoint wrote, maybe *clean* from before it).
+    fn print(&self, mounted: bool) {
+        println!(
+            "checkpoint: {} (log sequence {}), written {} (read before unlock, not authenticated)",
+            self.checkpoint,
+            self.sequence,
+            super::keyd::rfc3339(self.checkpoint_unix_ms / 1000)
+        );
+        let state = match self.state {
+            "clean" | "open" if mounted => "open: mounted".to_string(),
+            "clean" => "clean: unmounted after its last checkpoint".to_string(),
+            "migrating" => "migrating from format 1: run `atrest migrate` to finish".to_string(),
+            "recovered" => "recovered: a crash was recovered since the last complete check \
+                 (writes not fsync'ed before it may be lost; the mount that recovered it \
+                 logged what it reverted); run `atrest fsck` to check the vault and clear this"
+                .to_string(),
+            _ => "open: mounted, or its mount stopped without unmounting".to_string(),
+        };
+        println!("state:      {state}");
+        if self.changes_after_checkpoint > 0 {
+            println!(
+                "log:        {} changes after the checkpoint (the next mount or fsck replays them)",
+                self.changes_after_checkpoint
+            );
+        }
+    }
 }

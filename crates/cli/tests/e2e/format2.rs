@@ -47,8 +47,7 @@ fn init_format_2_then_status_shows_it_and_fsck_checks_it() {
     let text = ok(&[&"status", &m.vault]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("atrest vault v2"));
 
-    // fsck needs it unmounted (it opens the store as a mount does), and
-    // does not repair format 2 yet.
+    // fsck needs it unmounted (it opens the store as a mount does).
     let mut mounted = atrest();
     mounted
         .arg("fsck")
@@ -62,15 +61,20 @@ fn init_format_2_then_status_shows_it_and_fsck_checks_it() {
     let text = ok(&[&"fsck", &m.vault, &"--passphrase-file", &m.pass]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("checked 1 directories, 0 files"), "{text}");
-    let mut repair = atrest();
-    repair
-        .arg("fsck")
-        .arg(&m.vault)
-        .arg("--repair")
-        .arg("--passphrase-file")
-        .arg(&m.pass);
-    let err = failure(repair);
-    assert!(err.contains("does not repair format 2"), "{err}");
+    // --repair of a sound vault repairs nothing, and it is still sound.
+    let text = ok(&[
+        &"fsck",
+        &m.vault,
+        &"--repair",
+        &"--passphrase-file",
+        &m.pass,
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("no problems") && !text.contains("repaired"),
+        "{text}"
+    );
+    assert_fsck_clean(&m);
 
     // Format 1 stays the default, and --format is hidden from --help.
     let help = ok(&[&"init", &"--help"]);
@@ -180,11 +184,11 @@ fn namespace_operations_round_trip_and_survive_remount() {
     assert_fsck_clean(&m);
     m.mount();
     check(&m);
-    // xattrs: not in the store yet, and said so.
+    // Outside user. nothing is stored, as in format 1.
     assert_eq!(
         rustix::fs::setxattr(
             m.path("hard"),
-            "user.k",
+            "trusted.k",
             b"v",
             rustix::fs::XattrFlags::empty()
         ),
@@ -213,6 +217,22 @@ fn fsynced_data_survives_kill_9_and_the_vault_remounts() {
     file.write_all_at(b"OVERWRITTEN", 4090).unwrap();
     file.sync_all().unwrap();
     drop(file);
+    // Attributes, one of them in a blob, set and removed: logged, made
+    // durable by the fsync that follows, replayed by recovery.
+    let big_value = pattern(9, 40_000);
+    let xattr = |name: &str, value: &[u8]| {
+        rustix::fs::setxattr(
+            m.path("synced"),
+            name,
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap()
+    };
+    xattr("user.small", b"kept");
+    xattr("user.big", &big_value);
+    xattr("user.gone", b"removed");
+    rustix::fs::removexattr(m.path("synced"), "user.gone").unwrap();
     fs::write(m.path("renamed-from"), b"r").unwrap();
     fs::rename(m.path("renamed-from"), m.path("renamed-to")).unwrap();
     fs::File::open(&m.mnt).unwrap().sync_all().unwrap();
@@ -221,12 +241,38 @@ fn fsynced_data_survives_kill_9_and_the_vault_remounts() {
     fg.kill();
     detach(&m.mnt).unwrap();
     drop(fg);
-    // fsck recovers the vault as the mount would, and finds it clean.
+    // status, before any key: changes logged after the last checkpoint.
+    let metadata = |m: &Mounted| {
+        let out = run(&[&"status", &m.vault, &"--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        status["metadata"].clone()
+    };
+    let before = metadata(&m);
+    assert!(
+        before["changes_after_checkpoint"].as_u64().unwrap() > 0,
+        "{before}"
+    );
+    // fsck recovers the vault as the mount would, finds it clean, and
+    // leaves it clean.
     assert_fsck_clean(&m);
+    let after = metadata(&m);
+    assert_eq!(after["state"], "clean", "{after}");
+    assert_eq!(after["changes_after_checkpoint"], 0, "{after}");
+    assert!(after["checkpoint"].as_u64() > before["checkpoint"].as_u64());
     m.mount();
     let mut expected = synced.clone();
     expected[4090..4101].copy_from_slice(b"OVERWRITTEN");
     assert!(fs::read(m.path("synced")).unwrap() == expected);
+    let mut value = vec![0u8; 65_536];
+    let n = rustix::fs::getxattr(m.path("synced"), "user.big", &mut value[..]).unwrap();
+    assert!(value[..n] == big_value[..], "user.big after recovery");
+    let n = rustix::fs::getxattr(m.path("synced"), "user.small", &mut value[..]).unwrap();
+    assert_eq!(&value[..n], b"kept");
+    assert_eq!(
+        rustix::fs::getxattr(m.path("synced"), "user.gone", &mut value[..]),
+        Err(rustix::io::Errno::NODATA)
+    );
     assert_eq!(fs::read(m.path("renamed-to")).unwrap(), b"r");
     assert!(!m.path("renamed-from").exists());
     assert_eq!(

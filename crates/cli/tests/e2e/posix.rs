@@ -49,6 +49,7 @@ on_both_formats!(
     statfs_and_df_work_on_the_mount,
     fsync_and_fdatasync_succeed,
     concurrent_pwrites_to_disjoint_regions_of_one_file_all_land,
+    xattrs_set_get_list_remove_and_flags,
 );
 
 /// A mount and a plain directory of the host side by side.
@@ -1200,10 +1201,7 @@ fn listx(p: &Path) -> Result<Vec<String>, i32> {
     Ok(names)
 }
 
-/// Format 1 only: the format 2 store has no xattrs yet (ENOTSUP).
-#[test]
-fn xattrs_set_get_list_remove_and_flags() {
-    let format = Format::V1;
+fn xattrs_set_get_list_remove_and_flags(format: Format) {
     let mut b = Both::new(format);
     let big = pattern(8, 3 * 1024);
     let got = b.same("xattrs", |root| {

@@ -17,6 +17,11 @@ pub fn fs_errno(object: u64, e: FsError) -> Errno {
         FsError::NameTooLong => Errno::ENAMETOOLONG,
         FsError::Invalid(_) => Errno::EINVAL,
         FsError::NotPermitted(_) => Errno::EPERM,
+        FsError::NoData => Errno::NO_XATTR,
+        FsError::Range => Errno::ERANGE,
+        FsError::TooBig => Errno::E2BIG,
+        FsError::NoSpace(_) => Errno::ENOSPC,
+        FsError::Unsupported(_) => Errno::EOPNOTSUPP,
         FsError::Meta(e) => meta_errno(object, e),
     }
 }

@@ -8,8 +8,8 @@
 //! [`Store::sync_file`], `fsyncdir` is [`Store::sync`]; everything else is
 //! logged before the reply and durable at the next of either.
 //!
-//! Not yet: extended attributes (the store has none: `ENOTSUP`); orphans
-//! left by a crash are not freed by recovery.
+//! Extended attributes are the store's (`user.` only, §16.10). Not yet:
+//! orphans left by a crash are not freed by recovery.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_meta::directory::DirEntry;
 use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp};
-use atrest_meta::{NewObject, RenameMode, SetAttr, Store};
+use atrest_meta::{NewObject, RenameMode, SetAttr, Store, XattrMode};
 use atrest_vault::{ContentFile2, ContentKey2, Contents2, LocalWitnessFile};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -181,6 +181,17 @@ fn new_object(kind: ObjectKind, mode: u32, rdev: u64, target: Vec<u8>) -> NewObj
     }
 }
 
+/// A `getxattr` or `listxattr` answer: the size when asked with 0, the
+/// bytes when they fit, else `ERANGE` (the caller asks again).
+fn reply_xattr(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, Errno>) {
+    match result {
+        Ok(bytes) if size == 0 => reply.size(bytes.len() as u32),
+        Ok(bytes) if bytes.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(bytes) => reply.data(&bytes),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn attr(head: &ObjectHead) -> FileAttr {
     let time = |t: Timestamp| system_time(t.secs, i64::from(t.nanos));
     FileAttr {
@@ -213,6 +224,9 @@ impl VaultFs2 {
         witness: Option<LocalWitnessFile>,
     ) -> Self {
         let Contents2 { store, content } = contents;
+        if let Some(recovery) = store.recovery() {
+            tracing::warn!("the vault was not unmounted cleanly; recovered: {recovery}");
+        }
         let trigger = Trigger::new(store.sequence());
         let state = Arc::new(Mutex::new(State {
             store,
@@ -327,8 +341,21 @@ impl Filesystem for VaultFs2 {
             drop(stop);
             let _ = thread.join();
         }
-        if self.state.lock().checkpoint() {
-            tracing::info!("unmounted: checkpoint written");
+        // The last checkpoint marks the vault clean (§16.5 state); the
+        // witness then names it, as after every checkpoint.
+        let state = &mut *self.state.lock();
+        match state.store.close(now()) {
+            Ok(_) => {
+                if let Some(witness) = &state.witness
+                    && let Err(e) = witness.record(&state.store)
+                {
+                    tracing::warn!("the local witness was not written: {e}");
+                }
+                tracing::info!("unmounted: checkpoint written");
+            }
+            Err(e) => {
+                meta_errno(0, e);
+            }
         }
     }
 
@@ -785,33 +812,67 @@ impl Filesystem for VaultFs2 {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOTSUP);
+        let mode = match flags {
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::Create,
+            libc::XATTR_REPLACE => XattrMode::Replace,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let result = self.with(|s| {
+            s.store
+                .set_xattr(ino.0, name.as_bytes(), value, mode, now())
+                .map_err(|e| fs_errno(ino.0, e))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::ENOTSUP);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // Nothing outside user. is stored: the kernel asks for
+        // security.capability before writes, answered without the lock.
+        if !name.as_bytes().starts_with(atrest_meta::xattr::NAMESPACE) {
+            return reply.error(Errno::NO_XATTR);
+        }
+        let result = self.with(|s| {
+            s.store
+                .get_xattr(ino.0, name.as_bytes())
+                .map_err(|e| fs_errno(ino.0, e))
+        });
+        reply_xattr(reply, size, result);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOTSUP);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let result = self.with(|s| {
+            let names = s.store.list_xattrs(ino.0).map_err(|e| fs_errno(ino.0, e))?;
+            let mut list = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+            for name in names {
+                list.extend_from_slice(&name);
+                list.push(0);
+            }
+            Ok(list)
+        });
+        reply_xattr(reply, size, result);
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOTSUP);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.with(|s| {
+            s.store
+                .remove_xattr(ino.0, name.as_bytes(), now())
+                .map_err(|e| fs_errno(ino.0, e))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

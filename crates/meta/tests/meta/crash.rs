@@ -13,7 +13,7 @@ use std::sync::Arc;
 use atrest_core::ContentAlgorithm;
 use atrest_meta::record::{ObjectKind, ROOT_ID};
 use atrest_meta::sim::{Rng, SimDisk};
-use atrest_meta::{FsError, RenameMode, SetAttr, Store};
+use atrest_meta::{FsError, RenameMode, SetAttr, Store, XattrMode};
 
 use crate::common::{CONFIG, at, keys};
 use crate::tamper::{Listing, listing, object};
@@ -29,7 +29,7 @@ fn operate(store: &mut Store, rng: &mut Rng, dirs: &mut Vec<u64>, t: i64) -> Res
     let other = NAMES[rng.below(NAMES.len() as u64) as usize];
     let dir = dirs[rng.below(dirs.len() as u64) as usize];
     let to = dirs[rng.below(dirs.len() as u64) as usize];
-    let result = match rng.below(9) {
+    let result = match rng.below(11) {
         0..=2 => {
             let kind = [
                 ObjectKind::Regular,
@@ -65,6 +65,26 @@ fn operate(store: &mut Store, rng: &mut Rng, dirs: &mut Vec<u64>, t: i64) -> Res
                 store.link(head.id, to, other, at(t)).map(drop)
             }
             Ok(_) => Err(FsError::IsDir),
+            Err(e) => Err(e),
+        },
+        8 => match store.lookup(dir, name) {
+            // Small values inline, large ones in blobs; names shared so
+            // that replacements and removals happen.
+            Ok(head) => {
+                let key = format!("user.{}", rng.below(4));
+                let len = [0, 30, 1500, 20_000][rng.below(4) as usize];
+                let mode =
+                    [XattrMode::Any, XattrMode::Create, XattrMode::Replace][rng.below(3) as usize];
+                let value = vec![rng.below(256) as u8; len];
+                store.set_xattr(head.id, key.as_bytes(), &value, mode, at(t))
+            }
+            Err(e) => Err(e),
+        },
+        9 => match store.lookup(dir, name) {
+            Ok(head) => {
+                let key = format!("user.{}", rng.below(4));
+                store.remove_xattr(head.id, key.as_bytes(), at(t))
+            }
             Err(e) => Err(e),
         },
         _ => match store.lookup(dir, name) {

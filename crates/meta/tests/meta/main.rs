@@ -11,6 +11,8 @@ mod dirsize;
 mod disk;
 mod model;
 mod orphans;
+mod repair;
 mod tamper;
 mod tamper_log;
 mod witness;
+mod xattrs;

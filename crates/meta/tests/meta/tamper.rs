@@ -7,14 +7,18 @@ use std::sync::Arc;
 
 use atrest_core::ContentAlgorithm;
 use atrest_meta::record::{ObjectKind, ROOT_ID};
-use atrest_meta::{FsError, MemBacking, MetaError, NewObject, Store};
+use atrest_meta::{FsError, MemBacking, MetaError, NewObject, Store, XattrMode};
 
 use crate::common::{CONFIG, at, keys, new_store};
 
 const GCM: ContentAlgorithm = ContentAlgorithm::Aes256Gcm;
 
-/// Everything the store shows: path → (kind, mode, nlink, size, target).
-pub(crate) type Listing = BTreeMap<Vec<u8>, (u8, u16, u32, u64, Vec<u8>)>;
+/// Everything the store shows: path → (kind, mode, nlink, size, target,
+/// extended attributes).
+pub(crate) type Listing = BTreeMap<Vec<u8>, (u8, u16, u32, u64, Vec<u8>, Xattrs)>;
+
+/// An object's extended attributes, by name.
+pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 pub(crate) fn listing(store: &mut Store) -> Result<Listing, FsError> {
     let mut out = BTreeMap::new();
@@ -33,9 +37,21 @@ pub(crate) fn listing(store: &mut Store) -> Result<Listing, FsError> {
             if head.kind == ObjectKind::Directory {
                 stack.push((head.id, full.clone()));
             }
+            let mut xattrs = Vec::new();
+            for name in store.list_xattrs(head.id)? {
+                let value = store.get_xattr(head.id, &name)?;
+                xattrs.push((name, value));
+            }
             out.insert(
                 full,
-                (head.kind.id(), head.mode, head.nlink, head.size, target),
+                (
+                    head.kind.id(),
+                    head.mode,
+                    head.nlink,
+                    head.size,
+                    target,
+                    xattrs,
+                ),
             );
         }
     }
@@ -87,6 +103,18 @@ fn populated() -> (Arc<MemBacking>, Listing) {
             object(ObjectKind::Symlink, b"sub"),
             at(2),
         )
+        .unwrap();
+    // Extended attributes: a chain of several xattr pages on the
+    // directory, and a value in blob pages on a link.
+    for i in 0..60 {
+        let name = format!("user.attribute-number-{i:03}");
+        store
+            .set_xattr(sub, name.as_bytes(), &[i as u8; 200], XattrMode::Any, at(2))
+            .unwrap();
+    }
+    let link = store.lookup(ROOT_ID, b"short-link").unwrap().id;
+    store
+        .set_xattr(link, b"user.big", &[0xb1; 9000], XattrMode::Any, at(2))
         .unwrap();
     store.checkpoint(at(3)).unwrap();
     let expected = listing(&mut store).unwrap();
