@@ -254,7 +254,7 @@ impl Store {
 
     /// Logs `body` with `payload` (written, not synced); a failure stops
     /// the store.
-    fn log_body(&mut self, body: &Body, payload: &[u8], now: Timestamp) -> Result<u64, FsError> {
+    pub(crate) fn log_body(&mut self, body: &Body, payload: &[u8], now: Timestamp) -> Result<u64, FsError> {
         if self.failed {
             return Err(MetaError::Stopped.into());
         }

@@ -33,6 +33,7 @@ pub mod fsck2;
 mod keyslot;
 pub mod layout;
 pub mod layout2;
+pub mod migrate;
 mod location;
 mod lock;
 pub mod names;

@@ -53,6 +53,13 @@ fn run_format_2(args: &FsckArgs, locked: atrest_vault::LockedVault) -> anyhow::R
             args.vault.display()
         );
     }
+    if locked.config().migrating {
+        anyhow::bail!(
+            "{}: `atrest migrate` has not finished converting this vault to format 2; run `atrest migrate {}` to finish it (it resumes), then fsck",
+            args.vault.display(),
+            args.vault.display()
+        );
+    }
     let holder = format!("{} (atrest fsck)", std::process::id());
     let lock = MountLock::acquire(locked.root(), &holder).with_context(|| {
         format!(

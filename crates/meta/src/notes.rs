@@ -1,0 +1,73 @@
+//! Records that change no metadata but say what a tool did: `MIGRATE`
+//! (what `atrest migrate` converted, docs/format.md §16.19) and `REPAIR`
+//! (what was left out or corrected, §16.12). Recovery reads past them;
+//! the changes they describe are the `META`, `WRITE` and `TRUNCATE`
+//! records around them.
+
+use crate::log::Body;
+use crate::record::Timestamp;
+use crate::store::{FsError, Store};
+
+/// `MIGRATE` actions (§16.12).
+pub mod migrate_action {
+    pub const DIRECTORY_DONE: u8 = 1;
+    pub const FILE_DONE: u8 = 2;
+    pub const BATCH_REMOVED: u8 = 3;
+    pub const FINISHED: u8 = 4;
+}
+
+/// `REPAIR` actions (§16.12).
+pub mod repair_action {
+    pub const ENTRY_DROPPED: u8 = 1;
+    pub const BLOCK_TO_HOLE: u8 = 2;
+    pub const OBJECT_FREED: u8 = 3;
+    pub const NLINK_CORRECTED: u8 = 4;
+    pub const SIZE_CORRECTED: u8 = 5;
+}
+
+impl Store {
+    /// Logs a `MIGRATE` record (written, not synced): `path_hash` names
+    /// the format 1 source, `object` what it became, `inode` its backing
+    /// inode.
+    pub fn log_migrate(
+        &mut self,
+        action: u8,
+        path_hash: [u8; 32],
+        object: u64,
+        inode: u64,
+        now: Timestamp,
+    ) -> Result<u64, FsError> {
+        self.log_note(
+            &Body::Migrate {
+                action,
+                path_hash,
+                object,
+                inode,
+            },
+            now,
+        )
+    }
+
+    /// Logs a `REPAIR` record (written, not synced).
+    pub fn log_repair(
+        &mut self,
+        action: u8,
+        object: u64,
+        detail: u64,
+        now: Timestamp,
+    ) -> Result<u64, FsError> {
+        self.log_note(
+            &Body::Repair {
+                action,
+                object,
+                detail,
+            },
+            now,
+        )
+    }
+
+    fn log_note(&mut self, body: &Body, now: Timestamp) -> Result<u64, FsError> {
+        body.validate(0).map_err(FsError::Invalid)?;
+        self.log_body(body, &[], now)
+    }
+}
