@@ -254,7 +254,12 @@ impl Store {
 
     /// Logs `body` with `payload` (written, not synced); a failure stops
     /// the store.
-    pub(crate) fn log_body(&mut self, body: &Body, payload: &[u8], now: Timestamp) -> Result<u64, FsError> {
+    pub(crate) fn log_body(
+        &mut self,
+        body: &Body,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> Result<u64, FsError> {
         if self.failed {
             return Err(MetaError::Stopped.into());
         }

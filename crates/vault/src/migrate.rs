@@ -198,7 +198,10 @@ fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> MigrateError {
     move |source| MigrateError::Io { path, source }
 }
 
-#[allow(clippy::disallowed_methods, reason = "the times of the objects migrate makes")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the times of the objects migrate makes"
+)]
 fn now() -> Timestamp {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -890,16 +893,35 @@ impl Migration<'_> {
         let mut failed = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
             let name = entry.map_err(io_at(&dir))?.file_name();
-            let ours = matches!(classify(&name), BackingName::Short(_) | BackingName::Long(_));
-            if ours && !kept.contains(name.as_os_str()) && !(rel.as_os_str().is_empty() && name == OBJECTS_DIR) {
+            let ours = matches!(
+                classify(&name),
+                BackingName::Short(_) | BackingName::Long(_)
+            );
+            if ours
+                && !kept.contains(name.as_os_str())
+                && !(rel.as_os_str().is_empty() && name == OBJECTS_DIR)
+            {
                 failed.push(name);
             }
         }
         for name in failed {
             let backing = rel.join(&name);
-            self.dropped(&backing, Some(plain_path(plain)), "name fails authentication: entry left out".into(), repair_action::ENTRY_DROPPED, id, 0)?;
-            let is_dir = fs::symlink_metadata(self.root.join(&backing)).map_err(io_at(self.root.join(&backing)))?.is_dir();
-            self.removals.push(if is_dir { Source::Tree(backing) } else { Source::Entry(backing) });
+            self.dropped(
+                &backing,
+                Some(plain_path(plain)),
+                "name fails authentication: entry left out".into(),
+                repair_action::ENTRY_DROPPED,
+                id,
+                0,
+            )?;
+            let is_dir = fs::symlink_metadata(self.root.join(&backing))
+                .map_err(io_at(self.root.join(&backing)))?
+                .is_dir();
+            self.removals.push(if is_dir {
+                Source::Tree(backing)
+            } else {
+                Source::Entry(backing)
+            });
         }
         Ok(())
     }
@@ -934,7 +956,8 @@ impl Migration<'_> {
         plain: &[Vec<u8>],
     ) -> Result<u64, MigrateError> {
         let name = plain.last().expect("not the root");
-        let md = fs::symlink_metadata(self.root.join(backing)).map_err(io_at(self.root.join(backing)))?;
+        let md = fs::symlink_metadata(self.root.join(backing))
+            .map_err(io_at(self.root.join(backing)))?;
         let id = match self.store.lookup_entry(parent, name)? {
             Some(entry) if entry.kind == ObjectKind::Directory => entry.id,
             Some(_) => {
@@ -996,7 +1019,12 @@ impl Migration<'_> {
 
     /// Times, mode and owner of a converted directory, set after its
     /// entries (which change its times); its source goes with the batch.
-    fn finish_directory(&mut self, id: u64, backing: &Path, md: &fs::Metadata) -> Result<(), MigrateError> {
+    fn finish_directory(
+        &mut self,
+        id: u64,
+        backing: &Path,
+        md: &fs::Metadata,
+    ) -> Result<(), MigrateError> {
         let (atime, mtime) = self
             .times
             .known
@@ -1014,8 +1042,13 @@ impl Migration<'_> {
             },
             now(),
         )?;
-        self.store
-            .log_migrate(migrate_action::DIRECTORY_DONE, path_hash(backing), id, md.ino(), now())?;
+        self.store.log_migrate(
+            migrate_action::DIRECTORY_DONE,
+            path_hash(backing),
+            id,
+            md.ino(),
+            now(),
+        )?;
         self.report.directories += 1;
         self.count(0);
         self.removals.push(Source::Directory(backing.to_path_buf()));
@@ -1069,9 +1102,13 @@ impl Migration<'_> {
         // is freed first (its data may be partial).
         for m in &members {
             if let Some(p) = self.find_parent(m)?
-                && self.store.lookup_entry(p, m.plain.last().expect("a name"))?.is_some()
+                && self
+                    .store
+                    .lookup_entry(p, m.plain.last().expect("a name"))?
+                    .is_some()
             {
-                self.store.unlink(p, m.plain.last().expect("a name"), now())?;
+                self.store
+                    .unlink(p, m.plain.last().expect("a name"), now())?;
             }
         }
         let Some(id) = self.make(parent, item, plain, md)? else {
@@ -1081,10 +1118,16 @@ impl Migration<'_> {
         for m in &members {
             if m.backing != item.backing {
                 let p = self.ensure_path(m)?;
-                self.store.link(id, p, m.plain.last().expect("a name"), now())?;
+                self.store
+                    .link(id, p, m.plain.last().expect("a name"), now())?;
             }
-            self.store
-                .log_migrate(migrate_action::FILE_DONE, path_hash(&m.backing), id, md.ino(), now())?;
+            self.store.log_migrate(
+                migrate_action::FILE_DONE,
+                path_hash(&m.backing),
+                id,
+                md.ino(),
+                now(),
+            )?;
             self.removals.push(Source::Entry(m.backing.clone()));
         }
         if md.nlink() > 1 {
@@ -1111,7 +1154,12 @@ impl Migration<'_> {
             ObjectKind::Symlink => match self.vault.keys().names.read_symlink(&self.root, &path) {
                 Ok(t) => target = t.into_vec(),
                 Err(e) => {
-                    return self.corrupt_entry(&item.backing, plain, parent, format!("symlink target: {e}"));
+                    return self.corrupt_entry(
+                        &item.backing,
+                        plain,
+                        parent,
+                        format!("symlink target: {e}"),
+                    );
                 }
             },
             ObjectKind::Regular => {
@@ -1119,7 +1167,12 @@ impl Migration<'_> {
                 match self.vault.keys().content.read_header(&file) {
                     Ok(cipher) => source = Some((file, cipher)),
                     Err(e) => {
-                        return self.corrupt_entry(&item.backing, plain, parent, format!("file header: {e}"));
+                        return self.corrupt_entry(
+                            &item.backing,
+                            plain,
+                            parent,
+                            format!("file header: {e}"),
+                        );
                     }
                 }
             }
@@ -1141,7 +1194,14 @@ impl Migration<'_> {
         let mut bytes = 0;
         if let Some((file, cipher)) = source {
             if let Some(cipher) = cipher {
-                bytes = self.copy_contents(&item.backing, plain, head.id, head.file_id, &file, &cipher)?;
+                bytes = self.copy_contents(
+                    &item.backing,
+                    plain,
+                    head.id,
+                    head.file_id,
+                    &file,
+                    &cipher,
+                )?;
             }
             self.report.files += 1;
             self.report.bytes += bytes;
@@ -1242,7 +1302,10 @@ impl Migration<'_> {
                 .map_err(io_at(self.root.join(backing)))?;
             let mut run: Vec<SealedBlock> = Vec::new();
             let mut run_start = n;
-            for (i, chunk) in sealed.chunks_mut(layout.sealed_block() as usize).enumerate() {
+            for (i, chunk) in sealed
+                .chunks_mut(layout.sealed_block() as usize)
+                .enumerate()
+            {
                 let b = n + i as u64;
                 let hole = chunk.iter().all(|&x| x == 0);
                 let opened = if hole {
@@ -1439,7 +1502,10 @@ mod tests {
         }
 
         fn migrate(&self, options: &MigrateOptions) -> Result<MigrateReport, MigrateError> {
-            let mut vault = LockedVault::open(&self.root).unwrap().unlock(&pass()).unwrap();
+            let mut vault = LockedVault::open(&self.root)
+                .unwrap()
+                .unlock(&pass())
+                .unwrap();
             let lock = MountLock::acquire(&self.root, "test").unwrap();
             migrate(&mut vault, &lock, options, &MigrateProgress::default())
         }
@@ -1448,7 +1514,9 @@ mod tests {
     fn lookup(store: &mut Store, path: &str) -> u64 {
         path.split('/')
             .filter(|c| !c.is_empty())
-            .fold(ROOT_ID, |dir, name| store.lookup(dir, name.as_bytes()).unwrap().id)
+            .fold(ROOT_ID, |dir, name| {
+                store.lookup(dir, name.as_bytes()).unwrap().id
+            })
     }
 
     fn read(contents: &mut Contents2, path: &str) -> Vec<u8> {
@@ -1475,17 +1543,27 @@ mod tests {
         let a = v.mkdir(&v.root, "a");
         let deep = v.mkdir(&a, &"d".repeat(230));
         let one = v.file(&v.root, "big", &[(0, &big[..])]);
-        v.file(&a, "holes", &[(0, &b"start"[..]), (5 * 4096 + 7, &b"end"[..])]);
+        v.file(
+            &a,
+            "holes",
+            &[(0, &b"start"[..]), (5 * 4096 + 7, &b"end"[..])],
+        );
         v.file(&deep, "empty", &[]);
         fs::hard_link(&one, v.entry(&deep, "big-again")).unwrap();
         v.symlink(&a, "short", "../big");
         let long_target = "t/".repeat(1800);
         v.symlink(&v.root, "long", &long_target);
         let report = v.migrate(&small_batches()).unwrap();
-        assert_eq!((report.files, report.directories, report.symlinks), (3, 2, 2));
+        assert_eq!(
+            (report.files, report.directories, report.symlinks),
+            (3, 2, 2)
+        );
 
         let vault = LockedVault::open(&v.root).unwrap().unlock(&pass()).unwrap();
-        assert_eq!((vault.config().format, vault.config().migrating), (VERSION_2, false));
+        assert_eq!(
+            (vault.config().format, vault.config().migrating),
+            (VERSION_2, false)
+        );
         let mut contents = vault.open_format_2().unwrap();
         assert_eq!(read(&mut contents, "/big"), big);
         let deep_path = format!("/a/{}", "d".repeat(230));
@@ -1511,7 +1589,10 @@ mod tests {
         let short = lookup(&mut contents.store, "/a/short");
         assert_eq!(contents.store.readlink(short).unwrap(), b"../big");
         let long = lookup(&mut contents.store, "/long");
-        assert_eq!(contents.store.readlink(long).unwrap(), long_target.as_bytes());
+        assert_eq!(
+            contents.store.readlink(long).unwrap(),
+            long_target.as_bytes()
+        );
         let mut left: Vec<String> = fs::read_dir(&v.root)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1519,7 +1600,14 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            ["atrest.conf", "atrest.conf.bak", "atrest.lock", "atrest.log", "atrest.meta", "objects"]
+            [
+                "atrest.conf",
+                "atrest.conf.bak",
+                "atrest.lock",
+                "atrest.log",
+                "atrest.meta",
+                "objects"
+            ]
         );
         drop(contents);
         let report = v.migrate(&small_batches()).unwrap();
@@ -1549,9 +1637,15 @@ mod tests {
         );
         assert!(err.to_string().contains("/f09"), "{err}");
         let locked = LockedVault::open(&v.root).unwrap();
-        assert_eq!((locked.config().format, locked.config().migrating), (VERSION_2, true));
+        assert_eq!(
+            (locked.config().format, locked.config().migrating),
+            (VERSION_2, true)
+        );
         let vault = locked.unlock(&pass()).unwrap();
-        assert!(vault.open_format_2().is_err(), "a half-migrated vault does not mount");
+        assert!(
+            vault.open_format_2().is_err(),
+            "a half-migrated vault does not mount"
+        );
         drop(vault);
         fs::write(victim, &original).unwrap();
         let report = v.migrate(&small_batches()).unwrap();
@@ -1575,7 +1669,11 @@ mod tests {
         bytes[18 + 4124 + 50] ^= 0x80;
         fs::write(&path, &bytes).unwrap();
         let bad_name = v.file(&v.root, "renamed", &[(0, &b"x"[..])]);
-        fs::rename(&bad_name, v.root.join("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).unwrap();
+        fs::rename(
+            &bad_name,
+            v.root.join("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        )
+        .unwrap();
         assert!(matches!(
             v.migrate(&MigrateOptions::default()),
             Err(MigrateError::Corrupt { .. })

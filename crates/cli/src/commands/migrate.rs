@@ -25,13 +25,19 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let config = locked.config();
     if config.format == atrest_vault::VERSION_2
         && !config.migrating
-        && !locked.root().join(atrest_vault::migrate::MIGRATE_DIR).exists()
+        && !locked
+            .root()
+            .join(atrest_vault::migrate::MIGRATE_DIR)
+            .exists()
     {
         // Nothing to do, and no secret needed to say so.
-        print(&args, &MigrateReport {
-            already_format_2: true,
-            ..MigrateReport::default()
-        });
+        print(
+            &args,
+            &MigrateReport {
+                already_format_2: true,
+                ..MigrateReport::default()
+            },
+        );
         return Ok(ExitCode::SUCCESS);
     }
     // Taken before the unlock, so a passphrase is not asked for in vain.
@@ -49,14 +55,12 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     };
     let progress = Arc::new(MigrateProgress::default());
     let shown = Arc::clone(&progress);
-    let bar = super::progress::start_with("migrating", false, move || {
-        super::progress::Counts {
-            files: shown.total_objects.load(Ordering::Relaxed),
-            bytes: shown.total_bytes.load(Ordering::Relaxed),
-            known: shown.counted.load(Ordering::Relaxed),
-            files_done: shown.objects.load(Ordering::Relaxed),
-            bytes_done: shown.bytes.load(Ordering::Relaxed),
-        }
+    let bar = super::progress::start_with("migrating", false, move || super::progress::Counts {
+        files: shown.total_objects.load(Ordering::Relaxed),
+        bytes: shown.total_bytes.load(Ordering::Relaxed),
+        known: shown.counted.load(Ordering::Relaxed),
+        files_done: shown.objects.load(Ordering::Relaxed),
+        bytes_done: shown.bytes.load(Ordering::Relaxed),
     });
     let result = atrest_vault::migrate::migrate(&mut vault, &lock, &options, &progress);
     drop(bar);
@@ -104,7 +108,10 @@ fn print(args: &MigrateArgs, report: &MigrateReport) {
         if report.dropped.is_empty() {
             String::new()
         } else {
-            format!(", {} left out (each a REPAIR record in its log)", report.dropped.len())
+            format!(
+                ", {} left out (each a REPAIR record in its log)",
+                report.dropped.len()
+            )
         }
     );
 }

@@ -11,8 +11,8 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::common::{
-    Foreground, Format, Mounted, assert_fsck_clean, atrest, detach, errno, failure, ok,
-    pattern, rng, run,
+    Foreground, Format, Mounted, assert_fsck_clean, atrest, detach, errno, failure, ok, pattern,
+    rng, run,
 };
 
 fn vault() -> Mounted {

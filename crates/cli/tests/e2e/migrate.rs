@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    Mounted, SmallFs, assert_fsck_clean, copy_dir, failure, pattern, rng, run,
-};
+use crate::common::{Mounted, SmallFs, assert_fsck_clean, copy_dir, failure, pattern, rng, run};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vaults")
@@ -43,7 +41,12 @@ fn fixture(name: &str) -> (Mounted, String) {
         .tempdir()
         .unwrap();
     let out = Command::new("tar")
-        .args(["--extract", "--xattrs", "--xattrs-include=*", "--numeric-owner"])
+        .args([
+            "--extract",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+        ])
         .args(["--same-permissions", "--same-owner", "-f"])
         .arg(fixtures().join(name).join("vault.tar"))
         .arg("-C")
@@ -239,7 +242,11 @@ fn too_little_space_stops_it_before_any_change_and_a_rerun_finishes() {
 
     let out = migrate(&m, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("not enough free space"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not enough free space"),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains("MiB"), "{}", text(&out));
     assert_eq!(config_version(&m.vault), 1);
     assert!(!m.vault.join("atrest.meta").exists());
@@ -304,16 +311,24 @@ fn populate(root: &Path, dirs: u64, per_dir: u64) {
                 4 => {
                     let f = fs::File::create(&path).unwrap();
                     f.set_len(200_000).unwrap();
-                    f.write_all_at(&pattern(d * 1000 + i, 5000), 100_000).unwrap();
+                    f.write_all_at(&pattern(d * 1000 + i, 5000), 100_000)
+                        .unwrap();
                 }
                 _ => {
                     let len = if i % 9 == 0 { 0 } else { next(20_000) as usize };
                     fs::write(&path, pattern(d * 1000 + i, len)).unwrap();
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600 | (i as u32 % 8) << 3))
-                        .unwrap();
+                    fs::set_permissions(
+                        &path,
+                        fs::Permissions::from_mode(0o600 | (i as u32 % 8) << 3),
+                    )
+                    .unwrap();
                     if i % 7 == 0 {
-                        std::os::unix::fs::lchown(&path, Some(1000 + i as u32), Some(2000 + d as u32))
-                            .unwrap();
+                        std::os::unix::fs::lchown(
+                            &path,
+                            Some(1000 + i as u32),
+                            Some(2000 + d as u32),
+                        )
+                        .unwrap();
                     }
                 }
             }
@@ -373,7 +388,10 @@ fn kill_9_at_random_moments_loses_nothing() {
         let _ = child.kill();
         child.wait().unwrap();
         let version = config_version(&m.vault);
-        assert!(version == 1 || version == 2, "round {round}: version {version}");
+        assert!(
+            version == 1 || version == 2,
+            "round {round}: version {version}"
+        );
         let out = migrate(&m, &[]);
         assert!(out.status.success(), "round {round}: {}", text(&out));
         assert_only_format_2(&m.vault);
