@@ -442,6 +442,10 @@ pub struct MigrateArgs {
     /// as a REPAIR record.
     #[arg(long)]
     pub drop_corrupt: bool,
+    /// Objects per batch (checkpoint, then the batch's format 1 files
+    /// removed); tests make it small so that kills land between batches.
+    #[arg(long, hide = true, default_value_t = 4096, value_name = "N")]
+    pub batch_objects: u64,
     #[command(flatten)]
     pub unlock: UnlockArgs,
 }

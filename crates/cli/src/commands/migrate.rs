@@ -51,6 +51,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let mut vault = locked.unlock(&secrets::unlocker(&args.unlock)?)?;
     let options = MigrateOptions {
         drop_corrupt: args.drop_corrupt,
+        batch_objects: args.batch_objects.max(1),
         ..MigrateOptions::default()
     };
     let progress = Arc::new(MigrateProgress::default());
