@@ -997,9 +997,9 @@ impl Migration<'_> {
     fn ensure_path(&mut self, member: &Member) -> Result<u64, MigrateError> {
         let mut id = ROOT_ID;
         let mut backing = PathBuf::new();
-        let components: Vec<_> = member.backing.components().collect();
-        for i in 0..member.plain.len() - 1 {
-            backing.push(components[i]);
+        let above = member.plain.len() - 1;
+        for (i, component) in member.backing.components().take(above).enumerate() {
+            backing.push(component);
             id = self.ensure_directory(id, &backing, &member.plain[..=i])?;
         }
         Ok(id)
