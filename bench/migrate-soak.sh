@@ -2,8 +2,8 @@
 # Soak of `atrest migrate` under kill -9 (docs/plans/format-2.md stage 6):
 # the e2e test `migrate::kill_9_at_random_moments_loses_nothing` at full
 # size, 100 rounds on a generated format 1 vault of ~20,000 objects (400
-# directories of 48 entries of every kind); CI runs the same test at 20
-# rounds of ~2,000. Each round: migrate killed at a random moment, migrate
+# directories of 48 entries of every kind, batches of 100 objects); CI
+# runs the same test at 20 rounds of ~500. Each round: migrate killed at a random moment, migrate
 # again to the end, the manifest equal to the format 1 vault's, no format 1
 # file left, fsck clean every fourth round. Takes hours; not run in CI.
 #
