@@ -36,7 +36,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use atrest_meta::notes::{migrate_action, repair_action};
 use atrest_meta::record::{ObjectKind, ROOT_ID, Timestamp};
@@ -198,18 +197,9 @@ fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> MigrateError {
     move |source| MigrateError::Io { path, source }
 }
 
-#[allow(
-    clippy::disallowed_methods,
-    reason = "the times of the objects migrate makes"
-)]
+/// The time of the records and objects migrate makes.
 fn now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        secs: i64::try_from(d.as_secs()).unwrap_or(0),
-        nanos: d.subsec_nanos(),
-    }
+    Timestamp::now()
 }
 
 fn mtime_of(md: &fs::Metadata) -> Timestamp {
