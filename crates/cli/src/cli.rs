@@ -40,6 +40,17 @@ pub enum Command {
     /// nothing is wrong (after --repair: nothing left), 4 when something
     /// is, 1 when the check could not run.
     Fsck(FsckArgs),
+    /// Convert a format 1 FUSE vault to format 2 in place (unmounted).
+    ///
+    /// Every block is decrypted, checked and sealed again as format 2,
+    /// batch by batch; the format 1 files of a batch are removed only once
+    /// the batch is durable, so a crash or `kill -9` loses nothing and
+    /// running the command again resumes. Exit 0 when the vault is format
+    /// 2, 4 when a format 1 file that fails authentication stopped it
+    /// (named; see --drop-corrupt), 1 when it could not run or stopped for
+    /// another reason (mounted, xattrs, no space: the message says what to
+    /// do).
+    Migrate(MigrateArgs),
     /// Show what atrest does, on a temporary vault, with embedded defaults.
     Demo,
     /// The key authority: serve it, and administer hosts, policies,
@@ -427,6 +438,23 @@ pub struct FsckArgs {
     /// damage is left, and named.
     #[arg(long)]
     pub repair: bool,
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    pub vault: PathBuf,
+    /// Leave out what fails authentication instead of stopping: a block
+    /// becomes a hole (zeros), a name or symlink target the entry not
+    /// made. Each is printed as `dropped:` and recorded in the vault's log
+    /// as a REPAIR record.
+    #[arg(long)]
+    pub drop_corrupt: bool,
+    /// Objects per batch (checkpoint, then the batch's format 1 files
+    /// removed); tests make it small so that kills land between batches.
+    #[arg(long, hide = true, default_value_t = 4096, value_name = "N")]
+    pub batch_objects: u64,
     #[command(flatten)]
     pub unlock: UnlockArgs,
 }

@@ -23,6 +23,7 @@ mod error;
 mod file;
 mod keys;
 pub mod log;
+pub mod notes;
 mod objects;
 pub mod page;
 pub mod pager;

@@ -68,6 +68,21 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// The wall clock: what the times of files made or changed now are.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "file times are the wall clock, as on any file system"
+    )]
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: d.subsec_nanos(),
+        }
+    }
+
     fn read(r: &mut Reader<'_>) -> Option<Self> {
         let t = Self {
             secs: r.i64()?,

@@ -35,6 +35,7 @@ pub mod layout;
 pub mod layout2;
 mod location;
 mod lock;
+pub mod migrate;
 pub mod names;
 mod recovery;
 mod remote;

@@ -477,10 +477,41 @@ impl Vault {
                 self.config.format
             )));
         }
+        if self.config.migrating {
+            // Part of the tree may still be format 1 files: what the store
+            // holds is not the whole vault yet (§16.3).
+            return Err(VaultError::Invalid(format!(
+                "{}: `atrest migrate` has not finished converting this vault to format 2; run `atrest migrate {}` to finish (it resumes where it stopped)",
+                self.root.display(),
+                self.root.display()
+            )));
+        }
+        Ok((self.keys2(), self.backing2()?))
+    }
+
+    /// The backing directory of a format 2 vault, as the store reaches it.
+    fn backing2(&self) -> Result<std::sync::Arc<dyn atrest_meta::Backing>, VaultError> {
         let backing: std::sync::Arc<dyn atrest_meta::Backing> = std::sync::Arc::new(
             atrest_meta::DirBacking::open(&self.root).map_err(VaultError::io(&self.root))?,
         );
-        Ok((self.keys2(), backing))
+        Ok(backing)
+    }
+
+    /// [`Self::open_format_2`] without the `MIGRATING` check: the store of
+    /// a vault `atrest migrate` is converting.
+    pub(crate) fn open_store(&self) -> Result<Contents2, VaultError> {
+        let keys = self.keys2();
+        let store = atrest_meta::Store::open(
+            keys.meta,
+            self.backing2()?,
+            self.config_binding(),
+            &keys.content,
+        )
+        .map_err(VaultError::Metadata)?;
+        Ok(Contents2 {
+            store,
+            content: keys.content,
+        })
     }
 
     /// What the checkpoints of a format 2 vault record of its config
@@ -534,6 +565,14 @@ impl Vault {
     /// received the key from the parent that unlocked it).
     pub fn from_master_key(locked: LockedVault, master: SecretKey) -> Result<Vault, VaultError> {
         locked.select(master)
+    }
+
+    /// Writes the config as `format`, with or without `MIGRATING`: the
+    /// commit points of `atrest migrate` (§16.19).
+    pub(crate) fn set_format(&mut self, format: u16, migrating: bool) -> Result<(), VaultError> {
+        self.config.format = format;
+        self.config.migrating = migrating;
+        self.save()
     }
 
     /// Signs and writes both config copies, primary first.

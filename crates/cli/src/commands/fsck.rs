@@ -47,6 +47,13 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
 /// does (recovery after a crash), so the vault must be unmounted, with or
 /// without --repair.
 fn run_format_2(args: &FsckArgs, locked: atrest_vault::LockedVault) -> anyhow::Result<ExitCode> {
+    if locked.config().migrating {
+        anyhow::bail!(
+            "{}: `atrest migrate` has not finished converting this vault to format 2; run `atrest migrate {}` to finish it (it resumes), then fsck",
+            args.vault.display(),
+            args.vault.display()
+        );
+    }
     let holder = if args.repair {
         format!("{} (atrest fsck --repair)", std::process::id())
     } else {

@@ -8,6 +8,7 @@ mod init;
 pub(crate) mod keyd;
 mod keyslot;
 mod luks;
+mod migrate;
 mod mount;
 mod passwd;
 mod progress;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keyslot(cmd) => keyslot::run(cmd),
         Command::Passwd(args) => passwd::run(args),
         Command::Fsck(args) => fsck::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Demo => demo::run(),
         Command::Keyd(cmd) => keyd::run(cmd),
         Command::Scope(cmd) => scope::run_scope(cmd),

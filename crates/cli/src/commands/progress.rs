@@ -1,4 +1,5 @@
-//! Progress bars for long commands (`atrest backup run` and `restore`):
+//! Progress bars for long commands (`atrest backup run`, `restore` and
+//! `atrest migrate`):
 //! files and bytes done, throughput and time left, redrawn five times a
 //! second on standard error. Nothing is drawn when standard error is not a
 //! terminal (systemd, cron, pipes) or the command prints JSON.
@@ -92,6 +93,31 @@ pub fn start(
     total: Arc<Total>,
     quiet: bool,
 ) -> Option<Bar> {
+    start_with(what, quiet, move || Counts {
+        files: total.files.load(Ordering::Relaxed),
+        bytes: total.bytes.load(Ordering::Relaxed),
+        known: total.known.load(Ordering::Relaxed),
+        files_done: done.files.load(Ordering::Relaxed),
+        bytes_done: done.bytes.load(Ordering::Relaxed),
+    })
+}
+
+/// What a bar shows, read at every frame.
+pub struct Counts {
+    pub files: u64,
+    pub bytes: u64,
+    /// The totals are final (else still being counted).
+    pub known: bool,
+    pub files_done: u64,
+    pub bytes_done: u64,
+}
+
+/// [`start`] for any command: `read` gives the counts of each frame.
+pub fn start_with(
+    what: &'static str,
+    quiet: bool,
+    read: impl Fn() -> Counts + Send + 'static,
+) -> Option<Bar> {
     if quiet || !std::io::stderr().is_terminal() {
         return None;
     }
@@ -110,15 +136,13 @@ pub fn start(
             // Read the flag first: the frame drawn after it is set shows the
             // final counts (a short run may end before a second frame).
             let last = s.load(Ordering::Relaxed);
-            let known = total.known.load(Ordering::Relaxed);
-            let (files, bytes) = (
-                total.files.load(Ordering::Relaxed),
-                total.bytes.load(Ordering::Relaxed),
-            );
-            let (files_done, bytes_done) = (
-                done.files.load(Ordering::Relaxed),
-                done.bytes.load(Ordering::Relaxed),
-            );
+            let Counts {
+                files,
+                bytes,
+                known,
+                files_done,
+                bytes_done,
+            } = read();
             bar.set_length(bytes.max(bytes_done));
             bar.set_position(bytes_done);
             let eta = bar.eta().as_secs();

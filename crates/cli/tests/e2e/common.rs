@@ -134,10 +134,7 @@ impl Mounted {
             .tempdir_in(base)
             .expect("tempdir");
         let vault = dir.path().join("vault");
-        let mnt = dir.path().join("mnt");
         let pass = dir.path().join("pass");
-        let log = dir.path().join("mount.log");
-        fs::create_dir(&mnt).unwrap();
         fs::write(&pass, "test passphrase\n").unwrap();
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
             &"init",
@@ -153,20 +150,30 @@ impl Mounted {
             args.push(a);
         }
         ok(&args);
-        let mut m = Self {
-            dir,
-            vault,
-            mnt,
-            pass,
-            log,
-            mounted: false,
-        };
+        let mut m = Self::existing(dir, vault, pass);
         m.mount();
         m
     }
 
     pub fn new() -> Self {
         Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A vault that already exists at `vault` (inside `dir`), opened with
+    /// the passphrase in `pass`; not mounted yet.
+    pub fn existing(dir: tempfile::TempDir, vault: PathBuf, pass: PathBuf) -> Self {
+        require_fuse();
+        let mnt = dir.path().join("mnt");
+        let log = dir.path().join("mount.log");
+        fs::create_dir_all(&mnt).unwrap();
+        Self {
+            dir,
+            vault,
+            mnt,
+            pass,
+            log,
+            mounted: false,
+        }
     }
 
     pub fn mount(&mut self) {
@@ -325,6 +332,17 @@ pub fn fsck(m: &Mounted, repair: bool) -> Fsck {
     }
 }
 
+/// `atrest fsck` of the unmounted vault: exit 0, no damage (notes allowed).
+pub fn assert_fsck_clean(m: &Mounted) {
+    let report = fsck(m, false);
+    assert_eq!(report.code, Some(0), "{}", report.text);
+    assert!(
+        report.problems.iter().all(|p| p.kind == "note"),
+        "{}",
+        report.text
+    );
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         if self.mounted {
@@ -351,6 +369,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// A deterministic pseudo-random generator (xorshift) seeded with `seed`:
+/// each call gives a number below its argument, so failures replay.
+pub fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
 }
 
 /// A deterministic pseudo-random byte stream (xorshift), so failures replay.

@@ -11,19 +11,9 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::common::{
-    Foreground, Format, Mounted, atrest, copy_dir, detach, errno, failure, fsck, ok, pattern, run,
+    Foreground, Format, Mounted, assert_fsck_clean, atrest, copy_dir, detach, errno, failure, ok,
+    pattern, rng, run,
 };
-
-/// `atrest fsck` of the unmounted vault: exit 0, no damage.
-fn assert_fsck_clean(m: &Mounted) {
-    let report = fsck(m, false);
-    assert_eq!(report.code, Some(0), "{}", report.text);
-    assert!(
-        report.problems.iter().all(|p| p.kind == "note"),
-        "{}",
-        report.text
-    );
-}
 
 fn vault() -> Mounted {
     Mounted::with_format(Format::V2)
@@ -305,13 +295,7 @@ fn kill_9_at_random_moments_loses_nothing_fsynced() {
     m.unmount();
     // (name, seed, length) of every file made durable so far.
     let mut durable: Vec<(String, u64, usize)> = Vec::new();
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = rng(0x2545_f491_4f6c_dd1d);
     for round in 0..20u64 {
         let mut fg = Foreground::start(&m.vault, &m.mnt, &m.pass, &m.log);
         for (name, seed, len) in &durable {

@@ -13,6 +13,7 @@ mod format2;
 mod fscrypt;
 mod keyd;
 mod luks;
+mod migrate;
 mod netns;
 mod paths;
 mod posix;

@@ -236,7 +236,7 @@ impl Body {
                 }
             }
             Self::Migrate { action, .. } => {
-                if !(1..=4).contains(action) {
+                if !(1..=6).contains(action) {
                     return Err("unknown MIGRATE action");
                 }
             }
