@@ -37,5 +37,6 @@ pub use backing::{Backing, MemBacking};
 pub use blocks::{BlockVerifier, NoContents, SealedBlock, data_file_name};
 pub use dir::DirBacking;
 pub use error::{Location, MetaError};
+pub use file::{BlockPlan, FileSync, FlushAhead};
 pub use keys::MetaKeys;
 pub use store::{ConfigBinding, FsError, NewObject, RenameMode, SetAttr, Store};
