@@ -376,6 +376,7 @@ fn parallel_reads_writes_and_fsyncs_agree_and_survive_kill_9() {
             std::thread::spawn(move || -> Vec<u8> {
                 let file = OpenOptions::new()
                     .create(true)
+                    .truncate(true)
                     .read(true)
                     .write(true)
                     .open(&path)
