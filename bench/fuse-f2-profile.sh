@@ -115,11 +115,11 @@ PY
 prepare() {
     case $1 in
     seqwrite) rm -f "$MNT/seq.bin" ;;
-    seqread) evict "$MNT/seq.bin" "$VAULT/objects" ;;
+    seqread) evict "$MNT/seq.bin" "$VAULT" ;;
     randread)
         [[ -f $MNT/rand.bin ]] || fio --name=layout --filename="$MNT/rand.bin" --size=64M \
             --rw=write --bs=1M --end_fsync=1 --output=/dev/null
-        evict "$MNT/rand.bin" "$VAULT/objects"
+        evict "$MNT/rand.bin" "$VAULT"
         ;;
     create) ;;
     esac
@@ -183,8 +183,8 @@ for format in $FORMATS; do
             kill -INT "$REC"
             wait "$REC" || true
             TOPS+=("### $w, format $format" '' '```'
-                "$(perf report -i "$BASE/perf.$format.$w" --no-children --sort symbol --stdio 2>/dev/null |
-                    grep -E '^ +[0-9]' | head -n 25)" '```' '')
+                "$( (perf report -i "$BASE/perf.$format.$w" --no-children --sort symbol --stdio 2>&1 ||
+                    true) | grep -E '^ +[0-9]' | head -n 25 || true)" '```' '')
         fi
     done
     timeout 120 "$ATREST" unmount "$MNT"
