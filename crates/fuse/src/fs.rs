@@ -31,7 +31,7 @@ use crate::nodes::NodeTable;
 
 /// Striped per-inode locks: writers to one file are serialized (a partial
 /// block is read, modified and resealed), readers run in parallel.
-const LOCK_STRIPES: usize = 256;
+pub(crate) const LOCK_STRIPES: usize = 256;
 
 struct OpenFile {
     file: File,

@@ -26,6 +26,12 @@ pub trait Backing: Send + Sync {
     /// Makes the entries of directory `dir` durable (`fsync` of the
     /// directory): files created or removed in it survive a power cut.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
+    /// Makes every file and directory entry of the backing durable at
+    /// once (`syncfs` of the backing file system), where the backing can:
+    /// `Ok(false)` if it cannot, and the caller syncs file by file.
+    fn sync_all(&self) -> io::Result<bool> {
+        Ok(false)
+    }
     /// Removes a file; `NotFound` if it does not exist.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// The names of the files directly in `dir`, sorted.
@@ -140,6 +146,10 @@ impl Backing for MemBacking {
 
     fn sync_dir(&self, _dir: &str) -> io::Result<()> {
         Ok(())
+    }
+
+    fn sync_all(&self) -> io::Result<bool> {
+        Ok(true)
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {

@@ -3,7 +3,10 @@
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a symlink or a `..`
 //! planted in the backing directory by whoever controls the disk can never
 //! send a read or a write outside it (the open fails with `ELOOP`/`EXDEV`).
-//! Descriptors are kept open per name; `remove` drops them.
+//! Descriptors are kept open per name, up to a bound below the process's
+//! descriptor limit (a vault holds a data file per regular file); past
+//! it, some are closed and opened again when next used. `remove` drops
+//! them.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,6 +22,22 @@ use crate::backing::Backing;
 pub struct DirBacking {
     root: OwnedFd,
     open: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// Descriptors kept open at most.
+    keep: usize,
+}
+
+/// How many descriptors a [`DirBacking`] keeps open: a quarter of what
+/// the process may open (its soft limit raised to the hard one first),
+/// between 64 and 16,384.
+fn descriptors_to_keep() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
+    (current / 4).clamp(64, 16_384) as usize
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -64,6 +83,7 @@ impl DirBacking {
         Ok(Self {
             root,
             open: Mutex::new(HashMap::new()),
+            keep: descriptors_to_keep(),
         })
     }
 
@@ -78,27 +98,39 @@ impl DirBacking {
         if let Some(fd) = self.table().get(name) {
             return Ok(fd.clone());
         }
-        let flags = OFlags::RDWR | OFlags::CLOEXEC;
-        let fd = match rustix::fs::openat2(&self.root, name, flags, Mode::empty(), RESOLVE) {
+        // openat2 takes a mode only with O_CREAT.
+        let (flags, mode) = if create {
+            (
+                OFlags::RDWR | OFlags::CLOEXEC | OFlags::CREATE,
+                Mode::from_raw_mode(0o600),
+            )
+        } else {
+            (OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        };
+        let fd = match rustix::fs::openat2(&self.root, name, flags, mode, RESOLVE) {
             Ok(fd) => fd,
+            // A missing parent directory.
             Err(rustix::io::Errno::NOENT) if create => {
                 if let Some((parent, _)) = name.rsplit_once('/') {
                     self.make_dirs(parent)?;
                 }
-                rustix::fs::openat2(
-                    &self.root,
-                    name,
-                    flags | OFlags::CREATE,
-                    Mode::from_raw_mode(0o600),
-                    RESOLVE,
-                )
-                .map_err(io::Error::from)
-                .map_err(with_name(name))?
+                rustix::fs::openat2(&self.root, name, flags, mode, RESOLVE)
+                    .map_err(io::Error::from)
+                    .map_err(with_name(name))?
             }
             Err(e) => return Err(with_name(name)(e.into())),
         };
         let fd = Arc::new(fd);
-        self.table().insert(name.to_owned(), fd.clone());
+        let mut table = self.table();
+        if table.len() >= self.keep {
+            // Any eighth of them: a descriptor still in use lives on in
+            // its user's `Arc`, and the next use opens the file again.
+            let drop: Vec<String> = table.keys().take(self.keep / 8).cloned().collect();
+            for name in drop {
+                table.remove(&name);
+            }
+        }
+        table.insert(name.to_owned(), fd.clone());
         Ok(fd)
     }
 
@@ -196,6 +228,13 @@ impl Backing for DirBacking {
             .map_err(with_name(dir))
     }
 
+    fn sync_all(&self) -> io::Result<bool> {
+        rustix::fs::syncfs(&self.root)
+            .map(|()| true)
+            .map_err(io::Error::from)
+            .map_err(with_name("syncfs of the backing directory"))
+    }
+
     fn remove(&self, name: &str) -> io::Result<()> {
         check(name)?;
         let (parent, base) = name.rsplit_once('/').unwrap_or(("", name));
@@ -245,6 +284,7 @@ mod tests {
         assert_eq!(&buf[4096..], b"block");
         b.sync("objects/2a/000000000000002a").unwrap();
         b.sync_dir("objects/2a").unwrap();
+        assert!(b.sync_all().unwrap(), "syncfs of the backing file system");
         b.set_len("objects/2a/000000000000002a", 10).unwrap();
         assert_eq!(
             std::fs::metadata(dir.path().join("objects/2a/000000000000002a"))
@@ -266,6 +306,26 @@ mod tests {
                 .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// More files than descriptors kept: each still reads and writes,
+    /// and the table stays within its bound.
+    #[test]
+    fn descriptors_kept_are_bounded_and_files_reopen() {
+        let (_dir, mut b) = backing();
+        b.keep = 16;
+        for i in 0..100u8 {
+            b.write_at(&format!("objects/{:02x}/f{i}", i % 4), 0, &[i; 3])
+                .unwrap();
+            assert!(b.table().len() <= 16, "{} kept", b.table().len());
+        }
+        for i in 0..100u8 {
+            let mut buf = [0u8; 3];
+            b.read_exact_at(&format!("objects/{:02x}/f{i}", i % 4), 0, &mut buf)
+                .unwrap();
+            assert_eq!(buf, [i; 3]);
+            b.sync(&format!("objects/{:02x}/f{i}", i % 4)).unwrap();
+        }
     }
 
     #[test]

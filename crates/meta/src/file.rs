@@ -14,10 +14,12 @@
 //! blocks ([`SealedBlock`]) and answers [`BlockVerifier`] questions.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
+use crate::backing::Backing;
 use crate::blocks::{BLOCK, BlockVerifier, SealedBlock, data_dir_name, data_file_name};
 use crate::error::{Location, MetaError};
-use crate::log::{BackingSegments, Body};
+use crate::log::{BackingSegments, Body, Flush, segment_name};
 use crate::page::PageRef;
 use crate::pager::Pager;
 use crate::radix::Radix;
@@ -30,6 +32,9 @@ use crate::superblock::Root;
 
 /// Blocks one `WRITE` record carries at most (§16.12).
 pub const MAX_WRITE_BLOCKS: usize = 256;
+/// Data files and directories a checkpoint syncs one by one at most;
+/// above, one `syncfs` of the backing file system (§16.13 step 5).
+pub const SYNCFS_ABOVE: usize = 64;
 const FRESH: u8 = 1;
 const JOURNALED: u8 = 2;
 
@@ -182,39 +187,66 @@ impl Store {
     /// (§16.14); any other from the data file, where a missing or short
     /// block is an authentication failure of that block.
     pub fn read_block(&mut self, id: u64, n: u64) -> Result<Option<SealedBlock>, FsError> {
-        let record = self.regular(id)?;
-        let MapEntry::Sealed(nonce_tag) = self.entry_in(&record, n)? else {
+        let mut ciphertext = vec![0u8; BLOCK as usize];
+        let plan = self.locate_blocks(id, n, &mut ciphertext)?;
+        let MapEntry::Sealed(nonce_tag) = plan.entries()[0] else {
             return Ok(None);
         };
-        if let Some(ciphertext) = self.journaled.get(&(id, n)) {
-            return Ok(Some(SealedBlock {
-                nonce_tag,
-                ciphertext: ciphertext.clone(),
-            }));
-        }
-        let mut ciphertext = vec![0u8; BLOCK as usize];
-        match self
-            .backing
-            .read_exact_at(&data_file_name(id), n * BLOCK, &mut ciphertext)
-        {
-            Ok(()) => Ok(Some(SealedBlock {
-                nonce_tag,
-                ciphertext,
-            })),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                Err(MetaError::Auth(Location::DataFile {
-                    object: id,
-                    block: n,
-                })
-                .into())
+        plan.fetch(&mut ciphertext)?;
+        Ok(Some(SealedBlock {
+            nonce_tag,
+            ciphertext,
+        }))
+    }
+
+    /// Where the ciphertext of blocks `first ..` of file `id` is (as
+    /// many blocks as `buf` holds, 4,096 bytes each; `buf` a whole number
+    /// of blocks): journaled blocks are copied into `buf` here, the
+    /// others are read from the data file by [`BlockPlan::fetch`], which
+    /// needs no access to the store. So a reader holds the store only to
+    /// plan, and reads and opens outside it (the mount's reads).
+    ///
+    /// The plan stays right for as long as nothing changes these blocks:
+    /// the caller keeps writes and truncates of the file out until the
+    /// fetch is done (the mount's per-inode lock). A checkpoint in
+    /// between only writes journaled blocks in place, which the plan
+    /// already holds, and trims past the file's size.
+    pub fn locate_blocks(
+        &mut self,
+        id: u64,
+        first: u64,
+        buf: &mut [u8],
+    ) -> Result<BlockPlan, FsError> {
+        assert!(
+            buf.len().is_multiple_of(BLOCK as usize),
+            "whole blocks are located"
+        );
+        let record = self.regular(id)?;
+        let count = buf.len() / BLOCK as usize;
+        let mut entries = Vec::with_capacity(count);
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (i, chunk) in buf.chunks_exact_mut(BLOCK as usize).enumerate() {
+            let n = first + i as u64;
+            let entry = self.entry_in(&record, n)?;
+            if entry != MapEntry::Hole {
+                if let Some(ciphertext) = self.journaled.get(&(id, n)) {
+                    chunk.copy_from_slice(ciphertext);
+                } else {
+                    match runs.last_mut() {
+                        Some((start, len)) if *start + *len == i => *len += 1,
+                        _ => runs.push((i, 1)),
+                    }
+                }
             }
-            Err(e) => Err(io_data(id)(e).into()),
+            entries.push(entry);
         }
+        Ok(BlockPlan {
+            id,
+            first,
+            entries,
+            runs,
+            backing: self.backing.clone(),
+        })
     }
 
     /// Whether block `n` (entry `current`) of file `id` may be written
@@ -230,10 +262,10 @@ impl Store {
     /// (before their record, §16.14).
     fn write_fresh(&mut self, id: u64, first: u64, blocks: &[SealedBlock]) -> Result<(), FsError> {
         let name = data_file_name(id);
-        let exists = self.backing.len(&name).map_err(io_data(id))?.is_some();
-        let state = self.files.get(&id);
-        if exists && id >= self.superblock.next_object_id && !state.is_some_and(|f| f.fresh_written)
-        {
+        // Written fresh since the checkpoint: it exists, and was handled.
+        let written = self.files.get(&id).is_some_and(|f| f.fresh_written);
+        let exists = written || self.backing.len(&name).map_err(io_data(id))?.is_some();
+        if exists && id >= self.superblock.next_object_id && !written {
             // An id a crash forgot, handed out again: whatever a lost
             // write left under it belongs to nothing (§16.7, O_TRUNC).
             self.backing.set_len(&name, 0).map_err(io_data(id))?;
@@ -447,44 +479,78 @@ impl Store {
     /// file before it, and every operation logged before it, survives
     /// any crash.
     pub fn sync_file(&mut self, id: u64) -> Result<(), MetaError> {
+        let sync = self.begin_sync_file(id)?;
+        let flushed = sync.run();
+        self.end_sync_file(sync, flushed)
+    }
+
+    /// The first half of [`Self::sync_file`], for callers that flush
+    /// without holding the store (the mount: other requests go on, and
+    /// concurrent calls share the log's flush): what to flush. The caller
+    /// keeps writes and truncates of file `id` out until
+    /// [`Self::end_sync_file`] (the mount's per-inode lock), so that what
+    /// the flush covers is what that call marks synced. Object 0 is the
+    /// log alone (`fsyncdir`).
+    pub fn begin_sync_file(&mut self, id: u64) -> Result<FileSync, MetaError> {
         if self.failed {
             return Err(MetaError::Stopped);
         }
-        let result = self.sync_file_inner(id);
+        let (data, dir) = match self.files.get(&id) {
+            Some(f) if !f.unsynced_fresh.is_empty() => (true, f.created),
+            _ => (false, false),
+        };
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        let log = match self.log.begin_sync(&mut segments) {
+            Ok(log) => log,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
+        Ok(FileSync {
+            backing: self.backing.clone(),
+            id,
+            data,
+            dir,
+            log,
+        })
+    }
+
+    /// The last half of [`Self::sync_file`], with the outcome of
+    /// [`FileSync::run`]: the `SYNC` record, and the file's fresh blocks
+    /// counted as durable data from now on. Any failure stops the store
+    /// (a write-back error is reported to one flush only).
+    pub fn end_sync_file(
+        &mut self,
+        sync: FileSync,
+        flushed: Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        let result = flushed.and_then(|()| self.end_sync_inner(&sync));
         if result.is_err() {
             self.failed = true;
         }
         result
     }
 
-    fn sync_file_inner(&mut self, id: u64) -> Result<(), MetaError> {
-        let mut entry_synced = false;
-        if let Some(f) = self.files.get(&id)
-            && !f.unsynced_fresh.is_empty()
-        {
-            self.backing
-                .sync(&data_file_name(id))
-                .map_err(io_data(id))?;
-            if f.created {
-                self.backing
-                    .sync_dir(&data_dir_name(id))
-                    .map_err(MetaError::io(format!("syncing {}", data_dir_name(id))))?;
-                entry_synced = true;
-            }
+    fn end_sync_inner(&mut self, sync: &FileSync) -> Result<(), MetaError> {
+        if self.failed {
+            return Err(MetaError::Stopped);
         }
-        let mut segments = BackingSegments::new(self.backing.as_ref());
-        self.log
-            .sync(&self.keys, &mut segments, self.last_time, id)?;
+        if let Some(flush) = sync.log {
+            let mut segments = BackingSegments::new(self.backing.as_ref());
+            self.log
+                .end_sync(&self.keys, &mut segments, self.last_time, sync.id, flush)?;
+        }
         let size = {
             let pager = Pager::new(&self.keys, self.backing.as_ref());
-            self.objects.get(&pager, id)?.map(|r| r.head.size)
+            self.objects.get(&pager, sync.id)?.map(|r| r.head.size)
         };
-        if let (Some(f), Some(size)) = (self.files.get_mut(&id), size) {
+        if let (Some(f), Some(size)) = (self.files.get_mut(&sync.id), size) {
             f.note_sync(size);
             // Until its directory is synced, a new data file may vanish
             // in a crash: the next sync with fresh blocks, or the
             // checkpoint, syncs it.
-            f.created &= !entry_synced;
+            f.created &= !sync.dir;
         }
         Ok(())
     }
@@ -752,11 +818,29 @@ impl Store {
             .collect();
         let mut journaled: Vec<_> = self.journaled.iter().collect();
         journaled.sort_by_key(|(k, _)| **k);
+        // One write per run of consecutive blocks of a file (at most
+        // MAX_WRITE_BLOCKS).
+        let mut run: Vec<u8> = Vec::new();
+        let mut at: Option<(u64, u64, u64)> = None; // (id, first, next)
         for (&(id, n), ciphertext) in journaled {
-            self.backing
-                .write_at(&data_file_name(id), n * BLOCK, ciphertext)
-                .map_err(io_data(id))?;
+            if let Some((i, first, next)) = at
+                && (i != id || n != next || run.len() >= MAX_WRITE_BLOCKS * BLOCK as usize)
+            {
+                self.backing
+                    .write_at(&data_file_name(i), first * BLOCK, &run)
+                    .map_err(io_data(i))?;
+                run.clear();
+                at = None;
+            }
+            let (_, first, _) = at.unwrap_or((id, n, n));
+            at = Some((id, first, n + 1));
+            run.extend_from_slice(ciphertext);
             to_sync.insert(id);
+        }
+        if let Some((id, first, _)) = at {
+            self.backing
+                .write_at(&data_file_name(id), first * BLOCK, &run)
+                .map_err(io_data(id))?;
         }
         let pager = Pager::new(&self.keys, self.backing.as_ref());
         let mut ids: Vec<u64> = self.maps.keys().copied().collect();
@@ -778,6 +862,15 @@ impl Store {
     /// Checkpoint step 5 for data files: `to_sync` and the directory
     /// entries of data files created since the last checkpoint.
     pub(crate) fn sync_data_files(&self, to_sync: &BTreeSet<u64>) -> Result<(), MetaError> {
+        let created = self.files.values().filter(|f| f.created).count();
+        if to_sync.len() + created > SYNCFS_ABOVE
+            && self
+                .backing
+                .sync_all()
+                .map_err(MetaError::io("syncing the backing file system"))?
+        {
+            return Ok(());
+        }
         for &id in to_sync {
             self.backing
                 .sync(&data_file_name(id))
@@ -918,5 +1011,169 @@ impl Store {
             }
         }
         Ok(check)
+    }
+}
+
+/// The blocks [`Store::locate_blocks`] found: each one's map entry, and
+/// the runs of them to read from the data file.
+pub struct BlockPlan {
+    id: u64,
+    first: u64,
+    entries: Vec<MapEntry>,
+    /// `(index of the first block, blocks)` of each run read from the
+    /// data file, ascending.
+    runs: Vec<(usize, usize)>,
+    backing: Arc<dyn Backing>,
+}
+
+impl BlockPlan {
+    /// The number of the first block located.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The map entry of each block, from the first: a hole is never read.
+    pub fn entries(&self) -> &[MapEntry] {
+        &self.entries
+    }
+
+    /// Reads the blocks that are in the data file into `buf` (the buffer
+    /// given to [`Store::locate_blocks`]), one read per contiguous run. A
+    /// missing data file, or one that ends before a block, is an
+    /// authentication failure of that block.
+    pub fn fetch(&self, buf: &mut [u8]) -> Result<(), FsError> {
+        let name = data_file_name(self.id);
+        let len = BLOCK as usize;
+        for &(start, count) in &self.runs {
+            let run = &mut buf[start * len..(start + count) * len];
+            let offset = (self.first + start as u64) * BLOCK;
+            let mut done = 0;
+            while done < run.len() {
+                let read = match self
+                    .backing
+                    .read_at(&name, offset + done as u64, &mut run[done..])
+                {
+                    Ok(read) => read,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(e) => return Err(io_data(self.id)(e).into()),
+                };
+                if read == 0 {
+                    return Err(MetaError::Auth(Location::DataFile {
+                        object: self.id,
+                        block: self.first + (start + done / len) as u64,
+                    })
+                    .into());
+                }
+                done += read;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The flushes of one `fsync` ([`Store::begin_sync_file`]), done without
+/// the store.
+pub struct FileSync {
+    backing: Arc<dyn Backing>,
+    id: u64,
+    /// The data file holds fresh blocks not yet synced.
+    data: bool,
+    /// ... and was created since the checkpoint: its directory too.
+    dir: bool,
+    log: Option<Flush>,
+}
+
+impl FileSync {
+    /// `fdatasync` of the data file (and `fsync` of its directory), then
+    /// of the log segment (§16.15). A segment gone meanwhile was retired
+    /// by a checkpoint, which synced it first.
+    pub fn run(&self) -> Result<(), MetaError> {
+        let id = self.id;
+        if self.data {
+            self.backing
+                .sync(&data_file_name(id))
+                .map_err(io_data(id))?;
+        }
+        if self.dir {
+            self.backing
+                .sync_dir(&data_dir_name(id))
+                .map_err(MetaError::io(format!("syncing {}", data_dir_name(id))))?;
+        }
+        if let Some(flush) = self.log {
+            let name = segment_name(flush.segment);
+            match self.backing.sync(&name) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(MetaError::io(format!("syncing {name}"))(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The data files a checkpoint would sync, to flush ahead of it without
+/// the store ([`Store::flush_ahead`]).
+pub struct FlushAhead {
+    backing: Arc<dyn Backing>,
+    ids: Vec<u64>,
+}
+
+impl FlushAhead {
+    /// Flushes each data file (or the backing file system, for more than
+    /// [`SYNCFS_ABOVE`]). A file removed since was freed: nothing to do.
+    pub fn run(&self) -> Result<(), MetaError> {
+        if self.ids.len() > SYNCFS_ABOVE
+            && self
+                .backing
+                .sync_all()
+                .map_err(MetaError::io("syncing the backing file system"))?
+        {
+            return Ok(());
+        }
+        for &id in &self.ids {
+            match self.backing.sync(&data_file_name(id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_data(id)(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The data files holding fresh blocks written since the last
+    /// checkpoint, which the next one syncs (§16.13 step 5) under the
+    /// caller's lock: [`FlushAhead::run`] flushes them first without it,
+    /// while requests go on, so the checkpoint's own sync finds little
+    /// to write. Hand its outcome to [`Self::flushed_ahead`].
+    pub fn flush_ahead(&self) -> FlushAhead {
+        FlushAhead {
+            backing: self.backing.clone(),
+            ids: self
+                .files
+                .iter()
+                .filter(|(_, f)| f.fresh_written)
+                .map(|(id, _)| *id)
+                .collect(),
+        }
+    }
+
+    /// The outcome of a [`FlushAhead`]: a failure stops the store, as a
+    /// failed checkpoint does (the kernel reports a write-back error to
+    /// one flush of a file only, so the checkpoint's could miss it).
+    pub fn flushed_ahead(&mut self, result: Result<(), MetaError>) -> Result<(), MetaError> {
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    /// Bytes of journaled blocks held in memory until the next checkpoint
+    /// writes them in place (a bound of the mount's checkpoint trigger).
+    pub fn journaled_bytes(&self) -> u64 {
+        self.journaled.len() as u64 * BLOCK
     }
 }

@@ -30,9 +30,11 @@
 //! assert_eq!(file.len().unwrap(), 5005);
 //! ```
 
+use std::sync::Arc;
+
 use atrest_core::{BlockCipher, ContentAlgorithm, SecretKey, labels};
-use atrest_meta::record::Timestamp;
-use atrest_meta::{BlockVerifier, FsError, MetaError, SealedBlock, Store};
+use atrest_meta::record::{MapEntry, Timestamp};
+use atrest_meta::{BlockPlan, BlockVerifier, FsError, MetaError, SealedBlock, Store};
 use zeroize::Zeroizing;
 
 use crate::ContentError;
@@ -118,16 +120,20 @@ impl FileCipher2 {
     /// entry's nonce and tag and its 4,096 ciphertext bytes.
     pub fn seal_block(&self, n: u64, plain: &[u8]) -> SealedBlock {
         assert_eq!(plain.len(), BLOCK_LEN, "format 2 blocks are full blocks");
-        let overhead = self.cipher.overhead();
-        let nonce_len = self.cipher.algorithm().nonce_len();
-        let mut sealed = Zeroizing::new(vec![0u8; BLOCK_LEN + overhead]);
-        self.cipher.seal_to(&self.aad(n), plain, &mut sealed);
+        self.seal_owned(n, plain.to_vec())
+    }
+
+    /// Seals plaintext block `n` in place: `block` becomes its
+    /// ciphertext, so no copy of the plaintext is left behind.
+    fn seal_owned(&self, n: u64, mut block: Vec<u8>) -> SealedBlock {
+        assert_eq!(block.len(), BLOCK_LEN, "format 2 blocks are full blocks");
         let mut nonce_tag = [0u8; 40];
-        nonce_tag[..nonce_len].copy_from_slice(&sealed[..nonce_len]);
-        nonce_tag[nonce_len..overhead].copy_from_slice(&sealed[nonce_len + BLOCK_LEN..]);
+        let overhead = self.cipher.overhead();
+        self.cipher
+            .seal_detached(&self.aad(n), &mut block, &mut nonce_tag[..overhead]);
         SealedBlock {
             nonce_tag,
-            ciphertext: sealed[nonce_len..nonce_len + BLOCK_LEN].to_vec(),
+            ciphertext: block,
         }
     }
 
@@ -137,22 +143,27 @@ impl FileCipher2 {
         n: u64,
         block: &SealedBlock,
     ) -> Result<Zeroizing<Vec<u8>>, ContentError> {
-        let overhead = self.cipher.overhead();
-        let nonce_len = self.cipher.algorithm().nonce_len();
         if block.ciphertext.len() != BLOCK_LEN {
             return Err(ContentError::Corrupt(format!(
                 "block {n} is not 4,096 bytes"
             )));
         }
-        let mut sealed = Zeroizing::new(Vec::with_capacity(BLOCK_LEN + overhead));
-        sealed.extend_from_slice(&block.nonce_tag[..nonce_len]);
-        sealed.extend_from_slice(&block.ciphertext);
-        sealed.extend_from_slice(&block.nonce_tag[nonce_len..overhead]);
-        let plain = self
-            .cipher
-            .open_in_place(&self.aad(n), &mut sealed)
-            .map_err(|_| ContentError::Corrupt(format!("block {n} failed authentication")))?;
-        Ok(Zeroizing::new(plain.to_vec()))
+        let mut plain = Zeroizing::new(block.ciphertext.clone());
+        self.open_in_place(n, &block.nonce_tag, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// Opens block `n`, whose 4,096 ciphertext bytes are `body`, in
+    /// place. On failure `body` holds no plaintext the caller may use.
+    fn open_in_place(
+        &self,
+        n: u64,
+        nonce_tag: &[u8; 40],
+        body: &mut [u8],
+    ) -> Result<(), ContentError> {
+        self.cipher
+            .open_detached(&self.aad(n), &nonce_tag[..self.cipher.overhead()], body)
+            .map_err(|_| ContentError::Corrupt(format!("block {n} failed authentication")))
     }
 }
 
@@ -170,10 +181,119 @@ fn content_error(e: FsError) -> ContentError {
 /// Random-access plaintext I/O on one regular file of an open store.
 /// Not synchronized: callers serialize writers per file (the mount's
 /// per-inode lock).
+///
+/// Reads and writes come in two halves for callers that share the store
+/// between threads (the mount): [`Self::plan_read`] under the store,
+/// [`PlannedRead::run`] (the data file read and the opening) without it;
+/// [`Self::begin_write`] under the store, [`WriteEdges::seal`] without
+/// it, [`Self::finish_write`] under it again. Between the halves the
+/// caller keeps every other write and truncate of the file out.
 pub struct ContentFile2<'a> {
     store: &'a mut Store,
-    cipher: FileCipher2,
+    cipher: Arc<FileCipher2>,
     id: u64,
+}
+
+/// A read planned by [`ContentFile2::plan_read`].
+pub struct PlannedRead {
+    cipher: Arc<FileCipher2>,
+    /// `None`: nothing to read (at or past the end).
+    plan: Option<BlockPlan>,
+    /// The located blocks' ciphertext so far, opened in place by `run`.
+    buf: Zeroizing<Vec<u8>>,
+    /// The bytes of `buf` asked for.
+    from: usize,
+    to: usize,
+}
+
+impl PlannedRead {
+    /// Reads the blocks the plan names from the data file (one read per
+    /// contiguous run) and opens each in place: the plaintext asked for.
+    pub fn run(mut self) -> Result<Zeroizing<Vec<u8>>, ContentError> {
+        let Some(plan) = &self.plan else {
+            return Ok(Zeroizing::new(Vec::new()));
+        };
+        plan.fetch(&mut self.buf).map_err(content_error)?;
+        let first = plan.first();
+        for (i, (entry, body)) in plan
+            .entries()
+            .iter()
+            .zip(self.buf.chunks_exact_mut(BLOCK_LEN))
+            .enumerate()
+        {
+            match entry {
+                MapEntry::Hole => body.fill(0),
+                MapEntry::Sealed(nonce_tag) => {
+                    self.cipher
+                        .open_in_place(first + i as u64, nonce_tag, body)?
+                }
+            }
+        }
+        if self.from > 0 {
+            self.buf.copy_within(self.from..self.to, 0);
+        }
+        self.buf.truncate(self.to - self.from);
+        Ok(self.buf)
+    }
+}
+
+/// The first half of a write ([`ContentFile2::begin_write`]): the
+/// plaintext of the blocks it covers only in part, read before.
+pub struct WriteEdges {
+    cipher: Arc<FileCipher2>,
+    offset: u64,
+    len: usize,
+    span: Option<Span>,
+    /// The file's size when the write began.
+    size: u64,
+    edges: Vec<(u64, Zeroizing<Vec<u8>>)>,
+}
+
+/// A write sealed by [`WriteEdges::seal`], for [`ContentFile2::finish_write`].
+pub struct SealedWrite {
+    first: u64,
+    blocks: Vec<SealedBlock>,
+    /// The file's size after the write.
+    size: u64,
+}
+
+impl WriteEdges {
+    /// Seals every block `data` (the write's bytes at its offset, as
+    /// many as [`ContentFile2::begin_write`] was given) touches, whole:
+    /// the edges' old bytes around the new ones, zeros past the end of
+    /// the file.
+    pub fn seal(self, data: &[u8]) -> SealedWrite {
+        assert_eq!(data.len(), self.len, "the length the write began with");
+        let Some(span) = self.span else {
+            return SealedWrite {
+                first: 0,
+                blocks: Vec::new(),
+                size: self.size,
+            };
+        };
+        let offset = self.offset;
+        let end = offset + data.len() as u64;
+        let mut edges = self.edges;
+        let mut blocks = Vec::with_capacity((span.end - span.first) as usize);
+        for n in span.first..span.end {
+            let start = n * BLOCK;
+            let mut block = match edges.iter().position(|(m, _)| *m == n) {
+                // Moved out: sealing in place leaves no plaintext copy.
+                Some(i) => std::mem::take(&mut *edges.swap_remove(i).1),
+                None => vec![0u8; BLOCK_LEN],
+            };
+            let from = offset.max(start);
+            let to = end.min(start + BLOCK);
+            block[(from - start) as usize..(to - start) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+            blocks.push(self.cipher.seal_owned(n, block));
+        }
+        SealedWrite {
+            first: span.first,
+            blocks,
+            size: end.max(self.size),
+        }
+    }
 }
 
 impl<'a> ContentFile2<'a> {
@@ -182,11 +302,14 @@ impl<'a> ContentFile2<'a> {
     /// first call.
     pub fn new(store: &'a mut Store, content: &ContentKey2, id: u64) -> Self {
         let file_id = store.getattr(id).map(|h| h.file_id).unwrap_or([0; 16]);
-        Self {
-            store,
-            cipher: content.file_cipher(file_id),
-            id,
-        }
+        Self::with_cipher(store, Arc::new(content.file_cipher(file_id)), id)
+    }
+
+    /// File `id` of `store` with its cipher already derived (the mount
+    /// keeps one per open file): `cipher` must be the one of the file's
+    /// file id, or every block fails to open.
+    pub fn with_cipher(store: &'a mut Store, cipher: Arc<FileCipher2>, id: u64) -> Self {
+        Self { store, cipher, id }
     }
 
     /// The plaintext size.
@@ -208,20 +331,37 @@ impl<'a> ContentFile2<'a> {
 
     /// Up to `len` bytes at `offset`; fewer at the end of the file.
     pub fn read_at(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, ContentError> {
+        let mut plain = self.plan_read(offset, len)?.run()?;
+        Ok(std::mem::take(&mut *plain))
+    }
+
+    /// The first half of [`Self::read_at`]: what to read for up to `len`
+    /// bytes at `offset`, with the journaled blocks among them copied
+    /// already.
+    pub fn plan_read(&mut self, offset: u64, len: usize) -> Result<PlannedRead, ContentError> {
         let size = self.len()?;
         let end = offset.saturating_add(len as u64).min(size);
+        let mut read = PlannedRead {
+            cipher: self.cipher.clone(),
+            plan: None,
+            buf: Zeroizing::new(Vec::new()),
+            from: 0,
+            to: 0,
+        };
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(read);
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for n in block_of(offset)..blocks_for(end) {
-            let plain = self.read_block(n)?;
-            let start = n * BLOCK;
-            let from = (offset.max(start) - start) as usize;
-            let to = (end.min(start + BLOCK) - start) as usize;
-            out.extend_from_slice(&plain[from..to]);
-        }
-        Ok(out)
+        let first = block_of(offset);
+        read.buf
+            .resize(((blocks_for(end) - first) * BLOCK) as usize, 0);
+        read.from = (offset - first * BLOCK) as usize;
+        read.to = (end - first * BLOCK) as usize;
+        read.plan = Some(
+            self.store
+                .locate_blocks(self.id, first, &mut read.buf)
+                .map_err(content_error)?,
+        );
+        Ok(read)
     }
 
     /// Writes `data` at `offset` (`pwrite`): blocks covered in part are
@@ -233,27 +373,41 @@ impl<'a> ContentFile2<'a> {
         data: &[u8],
         now: Timestamp,
     ) -> Result<(), ContentError> {
-        let Some(span) = Span::of(offset, data.len() as u64) else {
-            return Ok(());
-        };
+        let sealed = self.begin_write(offset, data.len())?.seal(data);
+        self.finish_write(sealed, now)
+    }
+
+    /// The first half of [`Self::write_at`] of `len` bytes at `offset`:
+    /// the blocks it covers only in part, read and opened.
+    pub fn begin_write(&mut self, offset: u64, len: usize) -> Result<WriteEdges, ContentError> {
         let size = self.len()?;
-        let mut blocks = Vec::with_capacity((span.end - span.first) as usize);
-        for n in span.first..span.end {
-            let start = n * BLOCK;
-            let mut plain = if span.partial(n) && start < size {
-                self.read_block(n)?
-            } else {
-                Zeroizing::new(vec![0u8; BLOCK_LEN])
-            };
-            let from = offset.max(start);
-            let to = (offset + data.len() as u64).min(start + BLOCK);
-            plain[(from - start) as usize..(to - start) as usize]
-                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
-            blocks.push(self.cipher.seal_block(n, &plain));
+        let span = Span::of(offset, len as u64);
+        let mut edges = Vec::new();
+        if let Some(span) = span {
+            for n in [span.first, span.end - 1] {
+                if span.partial(n) && n * BLOCK < size && !edges.iter().any(|(m, _)| *m == n) {
+                    edges.push((n, self.read_block(n)?));
+                }
+            }
         }
-        let end = offset + data.len() as u64;
+        Ok(WriteEdges {
+            cipher: self.cipher.clone(),
+            offset,
+            len,
+            span,
+            size,
+            edges,
+        })
+    }
+
+    /// The last half of [`Self::write_at`]: the sealed blocks to the
+    /// store (or nothing, for an empty write).
+    pub fn finish_write(&mut self, write: SealedWrite, now: Timestamp) -> Result<(), ContentError> {
+        if write.blocks.is_empty() {
+            return Ok(());
+        }
         self.store
-            .write_blocks(self.id, span.first, &blocks, end.max(size), now)
+            .write_blocks(self.id, write.first, &write.blocks, write.size, now)
             .map_err(content_error)?;
         Ok(())
     }

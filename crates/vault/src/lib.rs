@@ -54,7 +54,7 @@ pub use config::{
 pub use content::{
     ContentFile, ContentKey, FILE_FORMAT_VERSION, FileCipher, TornTail, parse_header,
 };
-pub use content2::{ContentFile2, ContentKey2, FileCipher2};
+pub use content2::{ContentFile2, ContentKey2, FileCipher2, PlannedRead, SealedWrite, WriteEdges};
 pub use error::{ContentError, VaultError};
 pub use keyslot::{Keyslot, MAX_LABEL, SlotKind, SlotOwner, Unlocker};
 pub use location::{Location, fscrypt_config_dir, locate};

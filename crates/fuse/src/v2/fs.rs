@@ -3,10 +3,23 @@
 //! Inode numbers are object ids (the root is object 1, FUSE's root), so
 //! there is no node table: `forget` has nothing to drop. Handles are 0;
 //! reads and writes go to the object, and only a count of open handles
-//! per object is kept, so that a file unlinked or renamed over while open
-//! lives on as an orphan until its last handle is released. Durability follows §16.15: `fsync` is
-//! [`Store::sync_file`], `fsyncdir` is [`Store::sync`]; everything else is
-//! logged before the reply and durable at the next of either.
+//! per object is kept (with the file's cipher, derived once), so that a
+//! file unlinked or renamed over while open lives on as an orphan until
+//! its last handle is released. Durability follows §16.15: `fsync` is
+//! [`Store::sync_file`] (in its two halves, the flushes between them made
+//! without the store's lock), `fsyncdir` the same for object 0 (the log
+//! alone); everything else is logged before the reply and durable at the
+//! next of either.
+//!
+//! Locks: one around the store, held for each operation's metadata work;
+//! and striped per-inode locks for contents. A read holds its inode's
+//! lock shared and the store only to locate its blocks: the data file
+//! read and the opening run outside it, in parallel with other requests.
+//! A write holds its inode's lock exclusively and the store to read the
+//! blocks it covers in part and to log, not while it seals. Writes,
+//! truncates and reads of one file are so ordered as the store's plan of
+//! a read needs ([`Store::locate_blocks`]). Checkpoints run on a thread
+//! of their own ([`super::checkpoints`]).
 //!
 //! Extended attributes are the store's (`user.` only, §16.10). Not yet:
 //! orphans left by a crash are not freed by recovery.
@@ -21,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use atrest_meta::directory::DirEntry;
 use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp};
 use atrest_meta::{NewObject, RenameMode, SetAttr, Store, XattrMode};
-use atrest_vault::{ContentFile2, ContentKey2, Contents2, LocalWitnessFile};
+use atrest_vault::{ContentFile2, ContentKey2, Contents2, FileCipher2, LocalWitnessFile};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -31,11 +44,11 @@ use fuser::{
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::checkpoints::{INTERVAL, Trigger};
 use super::errors::{content_errno, fs_errno, meta_errno};
-use crate::fs::{system_time, timespec};
+use crate::fs::{LOCK_STRIPES, system_time, timespec};
 
 /// Entries read from the store per `readdir` call; the kernel's buffer
 /// (4 KiB to 128 KiB) takes fewer, and the rest are read again.
@@ -45,18 +58,57 @@ const READDIR_BATCH: usize = 256;
 /// (`None`: the record failed, and was logged).
 type Listing = (ObjectHead, Vec<(DirEntry, Option<ObjectHead>)>);
 
+/// What the checkpointer thread is woken for.
+enum Wake {
+    /// A bound was crossed ([`Trigger::wake`]).
+    Due,
+    /// Unmounting: stop (the last checkpoint is `destroy`'s).
+    Stop,
+}
+
+/// One object open through the mount.
+struct Open {
+    handles: u32,
+    /// Its file's cipher, derived at the first read or write.
+    cipher: Option<Arc<FileCipher2>>,
+}
+
 struct State {
     store: Store,
     content: ContentKey2,
     trigger: Trigger,
+    /// Wakes the checkpointer.
+    wake: mpsc::Sender<Wake>,
     /// Open handles per object: the store keeps an object whose last
     /// name goes while it is open (an orphan) until the last is released.
-    open: HashMap<u64, u32>,
+    open: HashMap<u64, Open>,
     /// The host's local witness, written after every checkpoint.
     witness: Option<LocalWitnessFile>,
 }
 
 impl State {
+    /// The cipher of file `id`: kept while it is open, derived for a
+    /// file that is not (`truncate(2)` by name).
+    fn cipher(&mut self, id: u64) -> Result<Arc<FileCipher2>, Errno> {
+        let file_id = self.store.getattr(id).map_err(|e| fs_errno(id, e))?.file_id;
+        let Some(open) = self.open.get_mut(&id) else {
+            return Ok(Arc::new(self.content.file_cipher(file_id)));
+        };
+        match &open.cipher {
+            Some(cipher) if cipher.file_id() == file_id => Ok(cipher.clone()),
+            _ => Ok(open
+                .cipher
+                .insert(Arc::new(self.content.file_cipher(file_id)))
+                .clone()),
+        }
+    }
+
+    /// The contents of file `id`.
+    fn file(&mut self, id: u64) -> Result<ContentFile2<'_>, Errno> {
+        let cipher = self.cipher(id)?;
+        Ok(ContentFile2::with_cipher(&mut self.store, cipher, id))
+    }
+
     /// A checkpoint; a failure is logged (the store then stops, §16.13,
     /// and every later request fails with `EIO`).
     fn checkpoint(&mut self) -> bool {
@@ -84,9 +136,12 @@ impl State {
     }
 
     fn opened(&mut self, id: u64) -> Result<(), Errno> {
-        let count = self.open.entry(id).or_insert(0);
-        *count += 1;
-        if *count == 1 {
+        let open = self.open.entry(id).or_insert(Open {
+            handles: 0,
+            cipher: None,
+        });
+        open.handles += 1;
+        if open.handles == 1 {
             self.store
                 .set_open(id, true, now())
                 .map_err(|e| fs_errno(id, e))?;
@@ -95,11 +150,11 @@ impl State {
     }
 
     fn released(&mut self, id: u64) -> Result<(), Errno> {
-        let Some(count) = self.open.get_mut(&id) else {
+        let Some(open) = self.open.get_mut(&id) else {
             return Ok(());
         };
-        *count -= 1;
-        if *count > 0 {
+        open.handles -= 1;
+        if open.handles > 0 {
             return Ok(());
         }
         self.open.remove(&id);
@@ -111,8 +166,10 @@ impl State {
 
 pub struct VaultFs2 {
     state: Arc<Mutex<State>>,
-    /// The checkpoint timer: dropping the sender stops it.
-    timer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// Striped per-inode locks of contents (see the module's comment).
+    locks: Vec<RwLock<()>>,
+    /// The checkpointer thread, stopped by [`Wake::Stop`].
+    checkpointer: Option<(mpsc::Sender<Wake>, JoinHandle<()>)>,
     /// The backing directory, for `statfs`.
     root: PathBuf,
     ttl: Duration,
@@ -213,6 +270,45 @@ fn attr(head: &ObjectHead) -> FileAttr {
     }
 }
 
+/// The checkpointer thread: a checkpoint when an operation crossed a
+/// bound, and every [`INTERVAL`] if anything was logged since the last;
+/// each after flushing the data files it will sync without the store's
+/// lock. A failed checkpoint stops the store (it writes nothing more; the
+/// next mount recovers from the last good one), so it is logged and every
+/// later operation fails with `EIO`.
+fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>) {
+    loop {
+        let timer = match woken.recv_timeout(INTERVAL) {
+            Ok(Wake::Due) => false,
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let ahead = {
+            let state = state.lock();
+            let sequence = state.store.sequence();
+            let wanted = if timer {
+                state.trigger.pending(sequence)
+            } else {
+                state.trigger.due(sequence, state.store.journaled_bytes())
+            };
+            if !wanted {
+                continue;
+            }
+            state.store.flush_ahead()
+        };
+        let flushed = ahead.run();
+        let mut state = state.lock();
+        match state.store.flushed_ahead(flushed) {
+            Ok(()) => {
+                state.checkpoint();
+            }
+            Err(e) => {
+                meta_errno(0, e);
+            }
+        }
+    }
+}
+
 impl VaultFs2 {
     /// Serves `contents` (opened and recovered by
     /// [`atrest_vault::Vault::open_format_2`]); `root` is the backing
@@ -228,42 +324,56 @@ impl VaultFs2 {
             tracing::warn!("the vault was not unmounted cleanly; recovered: {recovery}");
         }
         let trigger = Trigger::new(store.sequence());
+        let (wake, woken) = mpsc::channel::<Wake>();
         let state = Arc::new(Mutex::new(State {
             store,
             content,
             trigger,
+            wake: wake.clone(),
             open: HashMap::new(),
             witness,
         }));
-        let (stop, stopped) = mpsc::channel::<()>();
         let timed = state.clone();
-        let thread = std::thread::spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
-                let mut state = timed.lock();
-                if state.trigger.pending(state.store.sequence()) {
-                    state.checkpoint();
-                }
-            }
-        });
+        let thread = std::thread::spawn(move || checkpointer(&timed, &woken));
         Self {
             state,
-            timer: Some((stop, thread)),
+            locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
+            checkpointer: Some((wake, thread)),
             root: root.to_path_buf(),
             ttl,
         }
     }
 
-    /// Runs `f` on the store; then checkpoints if the log has grown past
-    /// its bounds. A failed checkpoint stops the store (it writes nothing
-    /// more; the next mount recovers from the last good one), so it is
-    /// logged here and every later operation fails with `EIO`.
+    /// Runs `f` on the store; then wakes the checkpointer if the log has
+    /// grown past its bounds.
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Errno>) -> Result<T, Errno> {
         let mut state = self.state.lock();
         let result = f(&mut state);
-        if state.trigger.due(state.store.sequence()) {
-            state.checkpoint();
+        let (sequence, journaled) = (state.store.sequence(), state.store.journaled_bytes());
+        if state.trigger.wake(sequence, journaled) {
+            // Gone only once `destroy` stopped it, after the last request.
+            let _ = state.wake.send(Wake::Due);
         }
         result
+    }
+
+    /// `fsync` of object `id` (§16.15), its flushes made without the
+    /// store's lock: other requests go on meanwhile, and concurrent calls
+    /// share the log's flush. Callers other than `fsyncdir` hold the
+    /// file's contents lock.
+    fn sync(&self, id: u64) -> Result<(), Errno> {
+        let sync = self.with(|s| s.store.begin_sync_file(id).map_err(|e| meta_errno(id, e)))?;
+        let flushed = sync.run();
+        self.with(|s| {
+            s.store
+                .end_sync_file(sync, flushed)
+                .map_err(|e| meta_errno(id, e))
+        })
+    }
+
+    /// The contents lock of inode `ino`.
+    fn lock(&self, ino: INodeNo) -> &RwLock<()> {
+        &self.locks[(ino.0 % LOCK_STRIPES as u64) as usize]
     }
 
     fn owner(req: &Request, store: &mut Store, parent: u64) -> Result<(u32, u32, bool), Errno> {
@@ -326,8 +436,12 @@ impl Filesystem for VaultFs2 {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
+        // As format 1's: reads run outside the store's lock, so parallel
+        // and asynchronous direct I/O pay off here too.
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
         let _ = config.add_capabilities(wanted & config.capabilities());
@@ -337,8 +451,8 @@ impl Filesystem for VaultFs2 {
     /// Unmounting: the timer stopped, then a last checkpoint, so the next
     /// mount replays nothing.
     fn destroy(&mut self) {
-        if let Some((stop, thread)) = self.timer.take() {
-            drop(stop);
+        if let Some((wake, thread)) = self.checkpointer.take() {
+            let _ = wake.send(Wake::Stop);
             let _ = thread.join();
         }
         // The last checkpoint marks the vault clean (§16.5 state); the
@@ -396,11 +510,12 @@ impl Filesystem for VaultFs2 {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _contents = size.map(|_| self.lock(ino).write());
         let result = self.with(|s| {
             let now = now();
             if let Some(size) = size {
-                let mut file = ContentFile2::new(&mut s.store, &s.content, ino.0);
-                file.set_len(size, now)
+                s.file(ino.0)?
+                    .set_len(size, now)
                     .map_err(|e| content_errno(ino.0, e))?;
             }
             let attrs = SetAttr {
@@ -569,14 +684,16 @@ impl Filesystem for VaultFs2 {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        let _contents = truncate.then(|| self.lock(ino).write());
         let result = self.with(|s| {
             let head = s.store.getattr(ino.0).map_err(|e| fs_errno(ino.0, e))?;
             if head.kind == ObjectKind::Directory {
                 return Err(Errno::EISDIR);
             }
-            if flags.0 & libc::O_TRUNC != 0 && head.kind == ObjectKind::Regular && head.size > 0 {
+            if truncate && head.kind == ObjectKind::Regular && head.size > 0 {
                 // FUSE_ATOMIC_O_TRUNC: the truncation comes with the open.
-                ContentFile2::new(&mut s.store, &s.content, ino.0)
+                s.file(ino.0)?
                     .set_len(0, now())
                     .map_err(|e| content_errno(ino.0, e))?;
             }
@@ -599,11 +716,14 @@ impl Filesystem for VaultFs2 {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let result = self.with(|s| {
-            ContentFile2::new(&mut s.store, &s.content, ino.0)
-                .read_at(offset, size as usize)
-                .map_err(|e| content_errno(ino.0, e))
-        });
+        let _contents = self.lock(ino).read();
+        let result = self
+            .with(|s| {
+                s.file(ino.0)?
+                    .plan_read(offset, size as usize)
+                    .map_err(|e| content_errno(ino.0, e))
+            })
+            .and_then(|read| read.run().map_err(|e| content_errno(ino.0, e)));
         match result {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
@@ -622,12 +742,23 @@ impl Filesystem for VaultFs2 {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = self.with(|s| {
-            s.trigger.wrote(data.len());
-            ContentFile2::new(&mut s.store, &s.content, ino.0)
-                .write_at(offset, data, now())
-                .map_err(|e| content_errno(ino.0, e))
-        });
+        let _contents = self.lock(ino).write();
+        let result = self
+            .with(|s| {
+                s.file(ino.0)?
+                    .begin_write(offset, data.len())
+                    .map_err(|e| content_errno(ino.0, e))
+            })
+            // Sealed without the store's lock.
+            .map(|edges| edges.seal(data))
+            .and_then(|sealed| {
+                self.with(|s| {
+                    s.trigger.wrote(data.len());
+                    s.file(ino.0)?
+                        .finish_write(sealed, now())
+                        .map_err(|e| content_errno(ino.0, e))
+                })
+            });
         match result {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
@@ -670,8 +801,8 @@ impl Filesystem for VaultFs2 {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self.with(|s| s.store.sync_file(ino.0).map_err(|e| meta_errno(ino.0, e)));
-        match result {
+        let _contents = self.lock(ino).read();
+        match self.sync(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -782,12 +913,13 @@ impl Filesystem for VaultFs2 {
     fn fsyncdir(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.with(|s| s.store.sync().map_err(|e| meta_errno(ino.0, e))) {
+        // Object 0: the log alone (§16.15, `fsyncdir`).
+        match self.sync(0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -920,9 +1052,10 @@ impl Filesystem for VaultFs2 {
         if mode != 0 {
             return reply.error(Errno::EOPNOTSUPP);
         }
+        let _contents = self.lock(ino).write();
         let result = self.with(|s| {
             let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
-            let mut file = ContentFile2::new(&mut s.store, &s.content, ino.0);
+            let mut file = s.file(ino.0)?;
             let size = file.len().map_err(|e| content_errno(ino.0, e))?;
             if end > size {
                 file.set_len(end, now())

@@ -4,9 +4,10 @@
 //! [`atrest_vault::ContentFile2`]. Nothing here reads a backing path: the
 //! store knows where each object's bytes are.
 //!
-//! This slice (stage 3 of docs/plans/format-2.md) serializes every
-//! request behind one lock around the store; [`checkpoints`] decides when
-//! the log is cut.
+//! This slice (stage 3 of docs/plans/format-2.md) holds one lock around
+//! the store for every request's metadata work; reads, sealing and
+//! flushes run outside it under per-inode locks (see `fs.rs`), and
+//! [`checkpoints`] decides when the log is cut.
 
 mod checkpoints;
 mod errors;

@@ -23,4 +23,4 @@ pub use frame::{
 };
 pub use reader::{Replay, ReplayEnd, Replayed, Start, replay, replay_with};
 pub use segments::{BackingSegments, LOG_DIR, segment_name};
-pub use writer::{LogWriter, MemSegments, SEGMENT_SIZE, SegmentStore};
+pub use writer::{Flush, LogWriter, MemSegments, SEGMENT_SIZE, SegmentStore};

@@ -95,6 +95,14 @@ impl SegmentStore for MemSegments {
     }
 }
 
+/// A flush of the log [`LogWriter::begin_sync`] asks for: `segment`
+/// synced makes every record up to `through` durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flush {
+    pub segment: u64,
+    pub through: u64,
+}
+
 /// The appending end of the log.
 ///
 /// Records are sealed and chained by [`Self::append`] and queued;
@@ -368,18 +376,57 @@ impl LogWriter {
         time: u64,
         object: u64,
     ) -> Result<u64, MetaError> {
+        let Some(flush) = self.begin_sync(store)? else {
+            return Ok(self.durable_through);
+        };
+        store.sync(flush.segment)?;
+        self.end_sync(keys, store, time, object, flush)
+    }
+
+    /// The first half of [`Self::sync`], for callers that flush without
+    /// holding the writer (so that others append meanwhile, and share the
+    /// flush): writes what is queued, and says which segment to flush
+    /// for which records (`None`: every record is durable already).
+    /// Every record up to `through` is in that segment or in an older
+    /// one, which was synced before the next was created.
+    pub fn begin_sync(&mut self, store: &mut dyn SegmentStore) -> Result<Option<Flush>, MetaError> {
         let last = self.next_seq - 1;
         if self.durable_through == last
             || (self.sync_mark == Some(last) && self.durable_through + 1 == last)
         {
-            return Ok(self.durable_through);
+            return Ok(None);
         }
-        self.commit(store)?;
-        let through = self.durable_through;
-        let (_, _, seq) = self.append(keys, store, time, &Body::Sync { object, through }, &[])?;
         self.write_out(store)?;
-        self.sync_mark = Some(seq);
-        Ok(through)
+        Ok(Some(Flush {
+            segment: self.segment,
+            through: last,
+        }))
+    }
+
+    /// The last half of [`Self::sync`], once the flush `flush` names
+    /// completed (a segment already gone was retired by a checkpoint,
+    /// which synced it first): records up to `flush.through` are durable,
+    /// and if the last of them is still the last record, a `SYNC(object,
+    /// through)` follows it (written, not flushed; §16.12: a `SYNC` only
+    /// ever directly follows the records its flush covered). Returns the
+    /// last durable record.
+    pub fn end_sync(
+        &mut self,
+        keys: &MetaKeys,
+        store: &mut dyn SegmentStore,
+        time: u64,
+        object: u64,
+        flush: Flush,
+    ) -> Result<u64, MetaError> {
+        self.durable_through = self.durable_through.max(flush.through);
+        if self.next_seq - 1 == flush.through {
+            let through = flush.through;
+            let (_, _, seq) =
+                self.append(keys, store, time, &Body::Sync { object, through }, &[])?;
+            self.write_out(store)?;
+            self.sync_mark = Some(seq);
+        }
+        Ok(self.durable_through)
     }
 
     /// The cut of a checkpoint (§16.13 step 1–2): commits what is queued,

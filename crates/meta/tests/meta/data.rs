@@ -9,7 +9,9 @@ use std::sync::Arc;
 use atrest_core::ContentAlgorithm;
 use atrest_meta::record::{Content, MapEntry, ObjectKind, ROOT_ID};
 use atrest_meta::sim::{Rng, SimDisk};
-use atrest_meta::{Backing, MemBacking, MetaError, NewObject, Store, data_file_name};
+use atrest_meta::{
+    Backing, FsError, Location, MemBacking, MetaError, NewObject, Store, data_file_name,
+};
 use proptest::prelude::*;
 
 use crate::common::{CONFIG, TestContent, at, keys};
@@ -480,5 +482,139 @@ fn a_journaled_write_is_all_or_nothing() {
                 "cut {cut}, seed {seed}: a mix of old and new blocks (synced: {synced})"
             );
         }
+    }
+}
+
+/// The mount's reads: blocks located under the store and fetched without
+/// it are the blocks read one by one (journaled ones from memory, the
+/// others from the data file, holes never read); a data file cut short
+/// fails the first block it lacks.
+#[test]
+fn located_blocks_are_the_blocks_read_one_by_one() {
+    let content = TestContent::new(GCM);
+    let backing = Arc::new(MemBacking::new());
+    let mut store = format(backing.clone(), GCM);
+    let id = store.create(ROOT_ID, b"f", regular(), at(2)).unwrap().id;
+    content.write(&mut store, id, 0, &[1; 5 * 4096], 3).unwrap();
+    content
+        .write(&mut store, id, 6 * 4096, &[2; 4 * 4096], 4)
+        .unwrap();
+    store.checkpoint(at(5)).unwrap();
+    // Journaled: in memory until the next checkpoint.
+    content
+        .write(&mut store, id, 3 * 4096, &[3; 4096], 6)
+        .unwrap();
+    content
+        .write(&mut store, id, 7 * 4096, &[4; 4096], 7)
+        .unwrap();
+    let mut buf = vec![0u8; 10 * 4096];
+    let plan = store.locate_blocks(id, 0, &mut buf).unwrap();
+    plan.fetch(&mut buf).unwrap();
+    assert_eq!(plan.first(), 0);
+    assert_eq!(plan.entries()[5], MapEntry::Hole);
+    for n in 0..10 {
+        let located = &buf[n * 4096..(n + 1) * 4096];
+        match store.read_block(id, n as u64).unwrap() {
+            None => assert_eq!(plan.entries()[n], MapEntry::Hole, "block {n}"),
+            Some(b) => {
+                assert_eq!(plan.entries()[n], b.entry(), "block {n}");
+                assert_eq!(located, &b.ciphertext[..], "block {n}");
+            }
+        }
+    }
+    assert_eq!(
+        content.read(&mut store, id).unwrap()[3 * 4096..4 * 4096],
+        [3; 4096]
+    );
+    backing
+        .with_file(&data_file_name(id), |f| f.truncate(8 * 4096 + 100))
+        .unwrap();
+    let err = plan.fetch(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FsError::Meta(MetaError::Auth(Location::DataFile { object, block: 8 })) if object == id
+        ),
+        "{err}"
+    );
+}
+
+/// `fsync` in two halves with another file's write logged between them
+/// (the mount's concurrent requests): no `SYNC` record follows records
+/// its flush did not cover, and what it covered survives a power cut.
+/// Without anything between, the `SYNC` record follows as before.
+#[test]
+fn a_split_fsync_keeps_its_data_when_others_log_between_its_halves() {
+    let content = TestContent::new(GCM);
+    let mut rng = Rng::new(0x5f5c);
+    for trial in 0..40 {
+        let disk = Arc::new(SimDisk::new());
+        let mut store = format(disk.clone(), GCM);
+        let f = store.create(ROOT_ID, b"f", regular(), at(2)).unwrap().id;
+        let g = store.create(ROOT_ID, b"g", regular(), at(2)).unwrap().id;
+        let data = vec![1; 3 * 4096 + 10];
+        content.write(&mut store, f, 0, &data, 3).unwrap();
+        let sync = store.begin_sync_file(f).unwrap();
+        content.write(&mut store, g, 0, &[2; 4096], 4).unwrap();
+        let logged = store.sequence();
+        let flushed = sync.run();
+        store.end_sync_file(sync, flushed).unwrap();
+        assert_eq!(store.sequence(), logged, "no SYNC after g's write");
+        if trial % 2 == 1 {
+            content.write(&mut store, f, 4096, &[3; 10], 5).unwrap();
+            let logged = store.sequence();
+            store.sync_file(f).unwrap();
+            assert_eq!(store.sequence(), logged + 1, "a SYNC after f's write");
+        }
+        drop(store);
+        disk.crash(&mut rng);
+        let mut store = open(disk.clone(), GCM, &content)
+            .unwrap_or_else(|e| panic!("trial {trial}: does not open: {e}"));
+        let mut expected = data.clone();
+        if trial % 2 == 1 {
+            expected[4096..4106].fill(3);
+        }
+        assert_eq!(
+            content.read(&mut store, f).unwrap(),
+            expected,
+            "trial {trial}"
+        );
+    }
+}
+
+/// §16.13 step 5: a checkpoint with more than 64 data files to sync
+/// syncs the backing file system once instead of each file and its
+/// directory; every file survives a power cut right after it.
+#[test]
+fn a_checkpoint_of_many_data_files_syncs_the_file_system_once() {
+    let content = TestContent::new(GCM);
+    let disk = Arc::new(SimDisk::new());
+    let mut store = format(disk.clone(), GCM);
+    let mut ids = Vec::new();
+    for i in 0..70u8 {
+        let name = format!("f{i}");
+        let id = store
+            .create(ROOT_ID, name.as_bytes(), regular(), at(2))
+            .unwrap()
+            .id;
+        content.write(&mut store, id, 0, &[i + 1; 100], 3).unwrap();
+        ids.push(id);
+    }
+    let before = disk.sync_count();
+    store.checkpoint(at(4)).unwrap();
+    let syncs = disk.sync_count() - before;
+    assert!(
+        syncs < 16,
+        "{syncs} syncs for a checkpoint of 70 data files"
+    );
+    drop(store);
+    disk.crash(&mut Rng::new(7));
+    let mut store = open(disk.clone(), GCM, &content).unwrap();
+    for (i, id) in ids.into_iter().enumerate() {
+        assert_eq!(
+            content.read(&mut store, id).unwrap(),
+            vec![i as u8 + 1; 100],
+            "file {i}"
+        );
     }
 }
