@@ -853,24 +853,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         item: &FileItem,
         ctx: RequestContext,
     ) -> Result<StreamWriter<Vec<u8>>> {
-        let call = Call {
-            app,
-            op: Use::Encrypt,
-            ctx,
-        };
-        let mut sealers = self
-            .run_batch(
-                call,
-                std::slice::from_ref(item),
-                file_key,
-                file_field,
-                |ring, item| {
-                    let stream = StreamContext::new(&item.table, &item.object)?;
-                    StreamWriter::new(ring.current(), &stream, None, Vec::new())
-                },
-            )
-            .await?;
-        Ok(sealers.pop().expect("one item, one sealer"))
+        self.run_file(app, item, Use::Encrypt, ctx, |ring, stream| {
+            StreamWriter::new(ring.current(), stream, None, Vec::new())
+        })
+        .await
     }
 
     /// An opener for the file of `item` whose stream starts with `header`,
@@ -883,24 +869,33 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         header: &[u8; STREAM_HEADER_LEN],
         ctx: RequestContext,
     ) -> Result<StreamOpener> {
-        let call = Call {
-            app,
-            op: Use::Decrypt,
-            ctx,
-        };
-        let mut openers = self
+        self.run_file(app, item, Use::Decrypt, ctx, |ring, stream| {
+            StreamOpener::new(ring, stream, header)
+        })
+        .await
+    }
+
+    /// One file as a batch of one: the checks, the audit of a decryption,
+    /// then `each` with the scope's keyring and the file's stream context.
+    async fn run_file<R>(
+        &self,
+        app: &App,
+        item: &FileItem,
+        op: Use,
+        ctx: RequestContext,
+        each: impl Fn(&Keyring, &StreamContext) -> Result<R, ScopedError> + Copy,
+    ) -> Result<R> {
+        let call = Call { app, op, ctx };
+        let mut done = self
             .run_batch(
                 call,
                 std::slice::from_ref(item),
                 file_key,
                 file_field,
-                |ring, item| {
-                    let stream = StreamContext::new(&item.table, &item.object)?;
-                    StreamOpener::new(ring, &stream, header)
-                },
+                move |ring, item| each(ring, &StreamContext::new(&item.table, &item.object)?),
             )
             .await?;
-        Ok(openers.pop().expect("one item, one opener"))
+        Ok(done.pop().expect("one item, one result"))
     }
 
     /// Blind-index values (lowercase hex) under each scope's current key.

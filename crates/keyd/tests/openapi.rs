@@ -811,22 +811,7 @@ async fn scoped(api: &Api) {
             if let Some(share) = share {
                 request = request.header("x-atrest-client-share", share);
             }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let bytes = response.bytes().await.unwrap().to_vec();
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let reply = Reply {
-                status,
-                content_type,
-                json: serde_json::from_str(&text).unwrap_or(Value::Null),
-                text,
-            };
+            let (reply, bytes) = Reply::read_bytes(request.send().await.unwrap()).await;
             api.contract
                 .check(&Method::POST, "/v1/scoped/file/{operation}", &reply);
             (reply, bytes)

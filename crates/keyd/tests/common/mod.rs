@@ -40,6 +40,12 @@ pub struct Reply {
 
 impl Reply {
     pub async fn read(response: reqwest::Response) -> Self {
+        Self::read_bytes(response).await.0
+    }
+
+    /// [`Reply::read`], keeping the body's bytes too (a binary answer:
+    /// `text` is then its lossy UTF-8).
+    pub async fn read_bytes(response: reqwest::Response) -> (Self, Vec<u8>) {
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -47,14 +53,16 @@ impl Reply {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let text = response.text().await.unwrap();
+        let bytes = response.bytes().await.unwrap().to_vec();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self {
+        let reply = Self {
             status,
             content_type,
             text,
             json,
-        }
+        };
+        (reply, bytes)
     }
 
     /// The stable error code, if this is an error body.
