@@ -448,7 +448,7 @@ pub struct MigrateArgs {
     /// Leave out what fails authentication instead of stopping: a block
     /// becomes a hole (zeros), a name or symlink target the entry not
     /// made. Each is printed as `dropped:` and recorded in the vault's log
-    /// as a REPAIR record.
+    /// as a MIGRATE record.
     #[arg(long)]
     pub drop_corrupt: bool,
     /// Objects per batch (checkpoint, then the batch's format 1 files

@@ -63,7 +63,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         BackendArg::Fscrypt => "kernel fscrypt v2",
     };
     let format = if vault.config().format == atrest_vault::VERSION_2 {
-        ", format 2 (experimental: no witness yet)"
+        ", format 2 (experimental: local witness only)"
     } else {
         ""
     };
