@@ -8,6 +8,9 @@ use atrest_vault::MountLock;
 
 use crate::cli::UnmountArgs;
 
+/// How long a busy mount is retried before `unmount` gives up on it.
+const BUSY_GRACE: Duration = Duration::from_secs(2);
+
 /// Undoes the octal escapes of /proc/self/mountinfo (`\040` for a space).
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -94,15 +97,27 @@ pub fn run(args: UnmountArgs) -> anyhow::Result<ExitCode> {
         } else {
             rustix::mount::UnmountFlags::empty()
         };
-        match rustix::mount::unmount(&path, flags) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::BUSY) => bail!(
-                "{} is busy: files under it are open or a process has its working directory there; \
-                 stop those processes (see `fuser -vm {}`) or use --lazy",
-                path.display(),
-                path.display()
-            ),
-            Err(e) => bail!("cannot unmount {}: {e}", path.display()),
+        // A path lookup that crosses the mount point at this instant (a
+        // monitoring agent's statfs, a `find` over the parent) also makes
+        // umount(2) answer EBUSY, for as long as the FUSE daemon takes to
+        // answer it. Such a reference is gone within milliseconds; an open
+        // file or a working directory stays. Retry for a short while, as
+        // systemd does, before calling the mount busy.
+        let deadline = Instant::now() + BUSY_GRACE;
+        loop {
+            match rustix::mount::unmount(&path, flags) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::BUSY) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(rustix::io::Errno::BUSY) => bail!(
+                    "{} is busy: files under it are open or a process has its working directory there; \
+                     stop those processes (see `fuser -vm {}`) or use --lazy",
+                    path.display(),
+                    path.display()
+                ),
+                Err(e) => bail!("cannot unmount {}: {e}", path.display()),
+            }
         }
     } else {
         let mut cmd = Command::new("fusermount3");

@@ -444,3 +444,24 @@ cat m/note
     );
     assert_eq!(owner, 65534, "the vault belongs to the user who made it");
 }
+
+/// A mount with a file open under it is not unmounted: the refusal names
+/// the mount point and what to do, the vault stays mounted and readable,
+/// and the same command works once the file is closed.
+#[test]
+fn unmount_of_a_busy_mount_is_refused_until_the_file_is_closed() {
+    let mut m = Mounted::new();
+    fs::write(m.path("held"), b"still here").unwrap();
+    let held = fs::File::open(m.path("held")).unwrap();
+    let out = run(&[&"unmount", &m.mnt]);
+    assert!(!out.status.success(), "a busy mount was unmounted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is busy") && err.contains("--lazy"),
+        "unhelpful refusal: {err}"
+    );
+    assert_eq!(fs::read(m.path("held")).unwrap(), b"still here");
+    drop(held);
+    m.unmount();
+    assert!(!crate::common::is_mount_point(&m.mnt));
+}
