@@ -4,7 +4,7 @@
 #
 # Env: ATREST (binary; default target/release/atrest under the repo root) and
 #      everything the individual scripts take; WORKLOADS (space-separated
-#      subset, e.g. "fio leak"; default: fio stress-ng postgres leak pjdfstest).
+#      subset, e.g. "fio leak"; default: fio stress-ng postgres leak pjdfstest pjdfstest-format2).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,7 +12,7 @@ REPO_ROOT=$(cd "$HERE/../.." && pwd)
 export ATREST=${ATREST:-$REPO_ROOT/target/release/atrest}
 [[ $ATREST == /* ]] || ATREST=$PWD/$ATREST
 
-read -r -a WL <<<"${WORKLOADS:-fio stress-ng postgres leak pjdfstest}"
+read -r -a WL <<<"${WORKLOADS:-fio stress-ng postgres leak pjdfstest pjdfstest-format2}"
 PASSED=0
 FAILED=0
 RESULTS=()
