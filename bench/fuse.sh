@@ -17,9 +17,12 @@
 # daemons are read from /proc just before unmounting.
 #
 # Both file systems stay mounted for the whole run (so the peak RSS covers
-# every row), with allow_other (needed for the postgres user); otherwise
-# atrest runs with its default mount options plus ATREST_MOUNT_ARGS and
-# gocryptfs with its defaults.
+# every row), with allow_other (needed for the postgres user; gocryptfs
+# then switches credentials per request) unless ALLOW_OTHER=0: the
+# root-only configuration, without the pgbench rows (PostgreSQL does not
+# run as root). Otherwise atrest runs with its default mount options plus
+# ATREST_MOUNT_ARGS and gocryptfs with its defaults. Users run both
+# configurations, and a ratio taken in one says nothing of the other.
 #
 # Env: ATREST (binary; default target/release/atrest under the repo root)
 #      ATREST_MOUNT_ARGS (extra `atrest mount` args, e.g. "--threads 8")
@@ -27,6 +30,7 @@
 #      experimental, made by the hidden `init --format 2`; not yet measured,
 #      and not interleaved with a format 1 column: run the script once per
 #      format on an idle machine)
+#      ALLOW_OTHER (1, default, or 0: see above),
 #      REPS (default 3), QUICK=1 (256 MiB instead of 1 GiB, 1 rep, pgbench
 #      10 s, fio 10 s), BENCH_DIR (parent dir on the disk to test; default
 #      /var/tmp), RESULTS_DIR (default bench/results), PG_BIN.
@@ -146,17 +150,21 @@ TAR_MB=$(($(stat -c %s "$TAR") >> 20))
 # --- mounts -------------------------------------------------------------------
 log "creating and mounting the atrest vault and the gocryptfs dir in $BASE ($FSTYPE)"
 ATREST_FORMAT=${ATREST_FORMAT:-1}
+ALLOW_OTHER=${ALLOW_OTHER:-1}
+[[ $ALLOW_OTHER == 0 || $ALLOW_OTHER == 1 ]] || die "ALLOW_OTHER must be 0 or 1"
+ATREST_OPTS=() GC_OPTS=()
+if [[ $ALLOW_OTHER == 1 ]]; then ATREST_OPTS=(-o allow_other) GC_OPTS=(-allow_other); fi
 [[ $ATREST_FORMAT == 1 || $ATREST_FORMAT == 2 ]] || die "ATREST_FORMAT must be 1 or 2"
 "$ATREST" init "$ATREST_VAULT" --passphrase-file "$PASS_FILE" --no-recovery-key \
     --format "$ATREST_FORMAT" >/dev/null 2>&1
-"$ATREST" mount "$ATREST_VAULT" "${DIR[atrest]}" --passphrase-file "$PASS_FILE" -o allow_other \
+"$ATREST" mount "$ATREST_VAULT" "${DIR[atrest]}" --passphrase-file "$PASS_FILE" "${ATREST_OPTS[@]}" \
     --log-file "$BASE/atrest.log" "${EXTRA_MOUNT_ARGS[@]}" >/dev/null
 ATREST_PID=$(find_pid mount "$ATREST_VAULT" "${DIR[atrest]}") || die "atrest mount process not found"
 # `atrest init` makes the vault root 0700 and the mount root mirrors it; the
 # postgres user must be able to traverse it
 chmod 711 "${DIR[atrest]}"
 gocryptfs -q -init -passfile "$PASS_FILE" "$GC_CIPHER" >/dev/null
-gocryptfs -q -allow_other -passfile "$PASS_FILE" "$GC_CIPHER" "${DIR[gocryptfs]}"
+gocryptfs -q "${GC_OPTS[@]}" -passfile "$PASS_FILE" "$GC_CIPHER" "${DIR[gocryptfs]}"
 GC_PID=$(find_pid "$GC_CIPHER" "${DIR[gocryptfs]}") || die "gocryptfs process not found"
 for t in atrest gocryptfs; do mountpoint -q "${DIR[$t]}" || die "${DIR[$t]} is not mounted"; done
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -305,6 +313,11 @@ for ((rep = 1; rep <= REPS; rep++)); do
         for t in "${order[@]}"; do measure "$row" "$t" "b_$row" "${DIR[$t]}"; done
     done
     for t in "${order[@]}"; do
+        if [[ $ALLOW_OTHER == 0 ]]; then
+            record pginit "$t" SKIP
+            record pgtps "$t" SKIP
+            continue
+        fi
         if v=$(b_pgbench "${DIR[$t]}" "$t" 2>"$BASE/err.pg.$t"); then
             record pginit "$t" "${v% *}"
             record pgtps "$t" "${v#* }"
@@ -338,10 +351,11 @@ FSCK=$("$ATREST" fsck "$ATREST_VAULT" --passphrase-file "$PASS_FILE" 2>&1) && FS
 median() { # of the numbers in a file; FAIL if any run failed
     [[ -s $1 ]] || { echo "n/a"; return; }
     grep -q FAIL "$1" && { echo FAIL; return; }
+    grep -q SKIP "$1" && { echo "not run"; return; }
     sort -g "$1" | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 fmt() { # fmt UNIT VALUE
-    case $2 in FAIL | n/a) echo "$2"; return ;; esac
+    case $2 in FAIL | n/a | "not run") echo "$2"; return ;; esac
     case $1 in s) printf '%.2f' "$2" ;; MB/s) printf '%.0f' "$2" ;; *) printf '%.0f' "$2" ;; esac
 }
 ratio() { # ratio UNIT ATREST GOCRYPTFS: > 1 means atrest is faster
@@ -358,14 +372,15 @@ mkdir -p "$RESULTS_DIR"
 SUFFIX=
 [[ $QUICK != 1 ]] || SUFFIX=-quick
 [[ $ATREST_FORMAT == 1 ]] || SUFFIX=$SUFFIX-format2
+[[ $ALLOW_OTHER == 1 ]] || SUFFIX=$SUFFIX-root-only
 OUT=$RESULTS_DIR/$STAMP-fuse$SUFFIX.md
 [[ ! -e $OUT ]] || OUT=${OUT%.md}-$(date +%H%M%S).md
 {
     echo "# atrest vs gocryptfs — $(date '+%F %T %Z')$([[ $QUICK != 1 ]] || echo " (QUICK)")"
     echo
     echo "- atrest: $("$ATREST" --version 2>/dev/null), git $GIT_REV, binary sha256 $ATREST_SHA… built $ATREST_MTIME, vault format $ATREST_FORMAT, mount args:" \
-        "\`-o allow_other${ATREST_MOUNT_ARGS:+ $ATREST_MOUNT_ARGS}\` (defaults otherwise)"
-    echo "- gocryptfs: $(gocryptfs -version 2>/dev/null | head -n1), mount args: \`-allow_other\`"
+        "\`${ATREST_OPTS[*]}${ATREST_MOUNT_ARGS:+ $ATREST_MOUNT_ARGS}\` (defaults otherwise)"
+    echo "- gocryptfs: $(gocryptfs -version 2>/dev/null | head -n1), mount args: \`${GC_OPTS[*]}\`$([[ $ALLOW_OTHER == 1 ]] || echo " (root-only configuration: no allow_other on either, no pgbench rows)")"
     echo "- ext4 column: a plain directory on the same file system (reference)"
     echo "- disk: $BASE ($FSTYPE, $(df -h --output=source "$BASE" | tail -n1)); kernel $(uname -r);" \
         "$(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)); $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM"
