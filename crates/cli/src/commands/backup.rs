@@ -434,6 +434,7 @@ fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
         },
         threads: 0,
         progress: Some(Arc::new(Progress::default())),
+        no_read_ahead: false,
     };
     let bar = super::progress::start(
         "backup",
@@ -613,6 +614,7 @@ fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
         excludes: patterns("--exclude", &args.excludes)?,
         threads: 0,
         progress: Some(Arc::new(Progress::default())),
+        no_read_ahead: false,
     };
     let repo = open_locked(&args.key, false)?;
     let (_, snap) = repo.snapshot(&args.snapshot)?;
