@@ -180,17 +180,19 @@ fn list(shared: &Shared, scope: &Scope, dir: &std::path::Path, dev: u64) -> Vec<
         shared.ahead_entries.fetch_add(1, Ordering::Relaxed);
         if md.is_dir() {
             subdirs.push(path);
-        } else if scope.contents && md.is_file() && md.len() > 0 {
-            if let Ok(f) = fs::File::open(&path) {
-                let len = md.len().min(AHEAD_BYTES);
-                let _ = rustix::fs::fadvise(
-                    &f,
-                    0,
-                    std::num::NonZeroU64::new(len),
-                    rustix::fs::Advice::WillNeed,
-                );
-                shared.ahead_bytes.fetch_add(len, Ordering::Relaxed);
-            }
+        } else if scope.contents
+            && md.is_file()
+            && md.len() > 0
+            && let Ok(f) = fs::File::open(&path)
+        {
+            let len = md.len().min(AHEAD_BYTES);
+            let _ = rustix::fs::fadvise(
+                &f,
+                0,
+                std::num::NonZeroU64::new(len),
+                rustix::fs::Advice::WillNeed,
+            );
+            shared.ahead_bytes.fetch_add(len, Ordering::Relaxed);
         }
     }
     subdirs
