@@ -614,7 +614,6 @@ fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
         excludes: patterns("--exclude", &args.excludes)?,
         threads: 0,
         progress: Some(Arc::new(Progress::default())),
-        no_read_ahead: false,
     };
     let repo = open_locked(&args.key, false)?;
     let (_, snap) = repo.snapshot(&args.snapshot)?;
