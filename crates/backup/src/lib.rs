@@ -17,6 +17,7 @@ mod lock;
 mod locked;
 mod mount;
 mod pack;
+mod readahead;
 mod repo;
 mod restore;
 mod run;

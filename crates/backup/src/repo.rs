@@ -21,7 +21,7 @@ use crate::error::{BackupError, Result};
 use crate::keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 use crate::lock::LockSlot;
 use crate::pack::{Location, PACK_HEADER_LEN, read_trailer};
-use crate::run::{BackupOptions, Parent, Sink, Walk, walk_roots, with_packers};
+use crate::run::{BackupOptions, Parent, Patterns, Sink, Walk, walk_roots, with_packers};
 use crate::tree::{Node, SNAPSHOT_VERSION, Snapshot, Summary, Tree};
 use atrest_vault::Keyslot;
 
@@ -337,6 +337,7 @@ impl<B: Backend> Repository<B> {
             Some((_, snap)) => Some(load_tree(&snap.tree)?),
             None => None,
         };
+        let excludes = Patterns(options.excludes.clone());
         let walk = |sink: Sink<'_>| -> Result<(BlobId, Summary)> {
             let mut walk = Walk {
                 keys: &self.keys,
@@ -349,7 +350,9 @@ impl<B: Backend> Repository<B> {
                 summary: Summary::default(),
                 links: HashMap::new(),
                 options,
+                excludes: &excludes,
                 root_dev: 0,
+                read_ahead: None,
             };
             let tree = walk_roots(&mut walk, paths, parent_root.as_ref())?;
             Ok((tree, walk.summary))

@@ -32,6 +32,7 @@ use crate::chunker::Chunker;
 use crate::error::{BackupError, Result};
 use crate::keys::{BlobId, BlobKind, RepoKeys};
 use crate::pack::{Location, PACK_TARGET, PackWriter};
+use crate::readahead::{self, ReadAhead, Scope};
 use crate::tree::{Node, NodeKind, Summary, Tree, Xattr};
 
 /// Glob patterns over an entry's name (a pattern without `/`) or its whole
@@ -104,6 +105,9 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Updated as files are read (or found unchanged).
     pub progress: Option<Arc<Progress>>,
+    /// Walk without read-ahead threads (readahead.rs): the snapshot is the
+    /// same, a walk from cold caches slower.
+    pub no_read_ahead: bool,
 }
 
 impl BackupOptions {
@@ -252,8 +256,12 @@ pub(crate) struct Walk<'r, 's> {
     /// Inodes with several names seen so far: (dev, ino) → group, size, content.
     pub(crate) links: HashMap<(u64, u64), (u64, u64, Vec<String>)>,
     pub(crate) options: &'r BackupOptions,
+    /// `options.excludes`, built once.
+    pub(crate) excludes: &'r Patterns,
     /// The device of the path being backed up (for --one-file-system).
     pub(crate) root_dev: u64,
+    /// Warms the caches ahead of the walk (set by [`walk_roots`]).
+    pub(crate) read_ahead: Option<ReadAhead>,
 }
 
 impl Walk<'_, '_> {
@@ -282,6 +290,9 @@ impl Walk<'_, '_> {
         md: &fs::Metadata,
         parent: Option<&Node>,
     ) -> Result<Node> {
+        if let Some(ra) = &self.read_ahead {
+            ra.walked(1, 0);
+        }
         let ft = md.file_type();
         let kind = if ft.is_file() {
             NodeKind::File
@@ -374,7 +385,7 @@ impl Walk<'_, '_> {
                     .unwrap_or_default();
                 let mut tree = Tree::default();
                 let descend = !(self.options.one_file_system && md.dev() != self.root_dev);
-                let excludes = Patterns(self.options.excludes.clone());
+                let excludes = self.excludes;
                 for entry in entries.into_iter().filter(|_| descend) {
                     let child = entry.path();
                     if excludes.matches(&child) {
@@ -479,6 +490,9 @@ impl Walk<'_, '_> {
             size += chunk.len() as u64;
             self.summary.bytes += chunk.len() as u64;
             Progress::add(&self.options.progress, 0, chunk.len() as u64);
+            if let Some(ra) = &self.read_ahead {
+                ra.walked(0, chunk.len() as u64);
+            }
             ids.push(hex(&self.store(BlobKind::Data, chunk)?));
         }
         Ok((size, ids))
@@ -486,24 +500,42 @@ impl Walk<'_, '_> {
 }
 
 /// The extended attributes of `path` (not following a symlink); none when
-/// the file system has none or refuses to list them.
+/// the file system has none or refuses to list them. Small buffers first
+/// (most files have no attribute at all), the exact size on `ERANGE`.
 fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let mut names = vec![0u8; 64 << 10];
-    let Ok(len) = rustix::fs::llistxattr(path, &mut names[..]) else {
+    let Some(names) = read_sized(|buf| rustix::fs::llistxattr(path, buf)) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    let mut value = vec![0u8; 64 << 10];
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let os = std::ffi::OsStr::from_bytes(name);
-        if let Ok(n) = rustix::fs::lgetxattr(path, os, &mut value[..]) {
-            out.push(Xattr {
+    names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .filter_map(|name| {
+            let os = std::ffi::OsStr::from_bytes(name);
+            let value = read_sized(|buf| rustix::fs::lgetxattr(path, os, buf))?;
+            Some(Xattr {
                 name: name.to_vec(),
-                value: value[..n].to_vec(),
-            });
+                value,
+            })
+        })
+        .collect()
+}
+
+/// What `call` writes into a buffer: tried with 256 bytes, then with the
+/// size the call reports for an empty buffer (a list or value may grow in
+/// between: tried a few times). `None` on any other error.
+fn read_sized(call: impl Fn(&mut [u8]) -> rustix::io::Result<usize>) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    for _ in 0..4 {
+        match call(&mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Some(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => buf.resize(call(&mut []).ok()?.max(buf.len() * 2), 0),
+            Err(_) => return None,
         }
     }
-    out
+    None
 }
 
 /// Backs up `paths` (the roots of the snapshot tree) with `walk`; returns
@@ -513,6 +545,18 @@ pub(crate) fn walk_roots(
     paths: &[PathBuf],
     parent_root: Option<&Tree>,
 ) -> Result<BlobId> {
+    if !walk.options.no_read_ahead {
+        let roots = paths
+            .iter()
+            .filter_map(|p| Some((p.clone(), fs::symlink_metadata(p).ok()?.dev())))
+            .collect();
+        let scope = Scope {
+            excludes: walk.excludes.clone(),
+            one_file_system: walk.options.one_file_system,
+            contents: parent_root.is_none(),
+        };
+        walk.read_ahead = Some(ReadAhead::start(roots, scope, readahead::THREADS));
+    }
     let mut root = Tree::default();
     for path in paths {
         let md = fs::symlink_metadata(path).map_err(BackupError::file(path))?;
@@ -522,5 +566,7 @@ pub(crate) fn walk_roots(
         let node = walk.node(path, name, &md, before)?;
         root.nodes.push(node);
     }
+    // Stops and joins the read-ahead threads (they have nothing left).
+    walk.read_ahead = None;
     walk.store_tree(&root)
 }

@@ -872,3 +872,76 @@ fn a_full_disk_during_restore_fails_those_files_and_writes_nothing_wrong() {
 fn libc_enospc() -> i32 {
     rustix::io::Errno::NOSPC.raw_os_error()
 }
+
+#[test]
+fn read_ahead_changes_nothing_in_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = build(dir.path());
+    // A wider tree than the read-ahead's threads, so that they list
+    // directories out of the walk's order.
+    for d in 0..24 {
+        let sub = src.join(format!("wide/d{d:02}/inner"));
+        fs::create_dir_all(&sub).unwrap();
+        for f in 0..12 {
+            fs::write(
+                sub.join(format!("f{f}")),
+                pseudo(100 + f * d, (d * 100 + f) as u64),
+            )
+            .unwrap();
+        }
+    }
+    // Attribute names and a value longer than the first buffer read_xattrs
+    // tries (256 bytes).
+    let many = src.join("many-xattrs");
+    fs::write(&many, b"attributes").unwrap();
+    for i in 0..20 {
+        let value = if i == 0 {
+            pseudo(1000, 7)
+        } else {
+            vec![i as u8]
+        };
+        let name = format!("user.attribute-with-a-long-name-{i:02}");
+        rustix::fs::setxattr(
+            &many,
+            name.as_str(),
+            &value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+
+    let key = SecretKey::random();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    let run = |repo: &mut Repository<LocalBackend>, t, no_read_ahead, parent| {
+        let options = atrest_backup::BackupOptions {
+            no_read_ahead,
+            parent,
+            ..Default::default()
+        };
+        let (id, snap) = repo
+            .backup_with(std::slice::from_ref(&src), &meta(t), &options)
+            .unwrap();
+        assert!(snap.summary.errors.is_empty(), "{:?}", snap.summary.errors);
+        (id, snap)
+    };
+    let (_, serial) = run(&mut repo, 1, true, atrest_backup::Parent::None);
+    let (id, ahead) = run(&mut repo, 2, false, atrest_backup::Parent::None);
+    let (_, with_parent) = run(&mut repo, 3, false, atrest_backup::Parent::Latest);
+    assert_eq!(serial.tree, ahead.tree, "same root tree with read-ahead");
+    assert_eq!(
+        serial.tree, with_parent.tree,
+        "same root tree from the parent"
+    );
+    assert_eq!(ahead.summary.unchanged_files, 0);
+    assert_eq!(
+        with_parent.summary.unchanged_files,
+        with_parent.summary.files - 1,
+        "every file but the second name of the hard link came from the parent"
+    );
+
+    let target = dir.path().join("restore");
+    let report = repo.restore(&id, &target).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_same_tree(&src, &restored_root(&target, &src));
+}

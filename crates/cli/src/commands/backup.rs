@@ -434,6 +434,7 @@ fn backup(args: &BackupRunArgs) -> anyhow::Result<ExitCode> {
         },
         threads: 0,
         progress: Some(Arc::new(Progress::default())),
+        no_read_ahead: false,
     };
     let bar = super::progress::start(
         "backup",
