@@ -39,6 +39,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         signature: &RequestSignature,
         boot: &BootStatus,
         reason: String,
+        generation: Option<crate::events::GenerationJudged>,
         context: RequestContext,
     ) -> Result<(PendingView, PollToken), AuthorityError> {
         let request = verified.request();
@@ -95,6 +96,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                             nonce: to_base64url(&request.nonce.0),
                             source: view.source.clone(),
                             expires_at: view.expires_at,
+                            generation,
                         })
                         .details(),
                     ),
