@@ -234,17 +234,82 @@ mod tests {
             previous: "b00b".into(),
         };
         #[rustfmt::skip]
-        let table: Vec<(Policy, Policy, Policy, &BootStatus, Option<&str>, Verdict)> = vec![
+        // policy, unannounced reboot, rollback, boot, rollback reason.
+        type Row<'a> = (Policy, Policy, Policy, &'a BootStatus, Option<&'a str>, Verdict);
+        let table: [Row; 10] = [
             (Auto, Auto, Deny, &BootStatus::Same, None, release()),
-            (Auto, Auto, Auto, &BootStatus::Same, Some(ROLLBACK), release()),
-            (Auto, Auto, Approve, &BootStatus::Same, Some(ROLLBACK), hold(&[ROLLBACK])),
-            (Auto, Auto, Deny, &BootStatus::Same, Some(ROLLBACK), deny(ROLLBACK)),
-            (Approve, Auto, Approve, &BootStatus::Same, Some(ROLLBACK), hold(&[APPROVER, ROLLBACK])),
-            (Approve, Auto, Deny, &BootStatus::Same, Some(ROLLBACK), deny(ROLLBACK)),
-            (Auto, Approve, Approve, &unannounced, Some(ROLLBACK), hold(&[UNANNOUNCED, ROLLBACK])),
-            (Auto, Deny, Approve, &unannounced, Some(ROLLBACK), deny(UNANNOUNCED)),
-            (Auto, Approve, Deny, &unannounced, Some(ROLLBACK), deny(ROLLBACK)),
-            (Deny, Auto, Auto, &BootStatus::Same, Some(ROLLBACK), deny(POLICY_DENY)),
+            (
+                Auto,
+                Auto,
+                Auto,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                release(),
+            ),
+            (
+                Auto,
+                Auto,
+                Approve,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                hold(&[ROLLBACK]),
+            ),
+            (
+                Auto,
+                Auto,
+                Deny,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                deny(ROLLBACK),
+            ),
+            (
+                Approve,
+                Auto,
+                Approve,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                hold(&[APPROVER, ROLLBACK]),
+            ),
+            (
+                Approve,
+                Auto,
+                Deny,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                deny(ROLLBACK),
+            ),
+            (
+                Auto,
+                Approve,
+                Approve,
+                &unannounced,
+                Some(ROLLBACK),
+                hold(&[UNANNOUNCED, ROLLBACK]),
+            ),
+            (
+                Auto,
+                Deny,
+                Approve,
+                &unannounced,
+                Some(ROLLBACK),
+                deny(UNANNOUNCED),
+            ),
+            (
+                Auto,
+                Approve,
+                Deny,
+                &unannounced,
+                Some(ROLLBACK),
+                deny(ROLLBACK),
+            ),
+            (
+                Deny,
+                Auto,
+                Auto,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                deny(POLICY_DENY),
+            ),
         ];
         for (policy, unannounced_reboot, rollback, boot, why, expected) in table {
             let rule = PolicyRule {

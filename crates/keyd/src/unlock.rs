@@ -13,6 +13,7 @@ use atrest_remote::{
 use atrest_wire::{AuditProof, Rebind};
 use serde::{Deserialize, Serialize};
 
+use crate::approval::HoldReason;
 use crate::authority::{ACTOR, Authority, RequestContext, UnlockOutcome, check_state};
 use crate::error::AuthorityError;
 use crate::events::{AuditEvent, RebootEvent, UnlockEvent};
@@ -112,8 +113,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                         &verified,
                         &signed.signature,
                         &boot,
-                        reason,
-                        generation.clone(),
+                        HoldReason {
+                            reason,
+                            generation: generation.clone(),
+                        },
                         context,
                     )
                     .await
