@@ -1,5 +1,6 @@
 //! The key authority's wire formats, as both sides parse them from the
-//! network: a signed unlock request and a reboot notice (keyd), a threshold
+//! network: a signed unlock request (with or without a generation claim),
+//! a reboot notice and a generation report (keyd), a threshold
 //! share (host), `/v1/info` (doctor), an audit checkpoint and a grant with its audit proof
 //! (host: inclusion and consistency checked against a key that signed
 //! nothing, which must always fail). Invariants: no panic; a
@@ -7,7 +8,9 @@
 //! verification of a parsed request under an unrelated key always fails.
 #![no_main]
 
-use atrest_remote::{HostIdentity, SignedRebootNotice, SignedUnlockRequest};
+use atrest_remote::{
+    HostIdentity, SignedGenerationReport, SignedRebootNotice, SignedUnlockRequest,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +25,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(signed) = serde_json::from_slice::<SignedRebootNotice>(data) {
         assert!(
             atrest_remote::verify_reboot(&signed, &stranger, signed.notice.timestamp, 300).is_err()
+        );
+    }
+    if let Ok(signed) = serde_json::from_slice::<SignedGenerationReport>(data) {
+        let again = serde_json::to_vec(&signed).expect("serializes");
+        let back: SignedGenerationReport = serde_json::from_slice(&again).expect("round trip");
+        assert_eq!(back, signed);
+        assert!(
+            atrest_remote::verify_report(&signed, &stranger, signed.report.timestamp, 300)
+                .is_err()
         );
     }
     let _ = atrest_remote::Share::from_bytes(data);

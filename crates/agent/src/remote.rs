@@ -412,6 +412,7 @@ fn granted_parts(reply: UnlockReply) -> Option<GrantedParts> {
             rebind,
             boot_ticket,
             audit,
+            witnessed: _,
         } => Some(GrantedParts {
             response,
             checkpoint,
@@ -489,6 +490,7 @@ async fn request_key(
             nonce: RequestNonce::random(),
             timestamp: unix_now(),
             boot_id: ctx.boot.clone(),
+            generation: None,
         });
         signed.boot_ticket = ctx.state.boot_ticket(fingerprint, host, &ctx.boot);
         let left = remaining(ctx.deadline);

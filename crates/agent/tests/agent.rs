@@ -409,6 +409,7 @@ async fn revoked_shredded_and_held_requests_say_so() {
             PolicyRule {
                 policy: Policy::Approve,
                 unannounced_reboot: Policy::Approve,
+                rollback: Policy::Approve,
             },
             "test",
         )
@@ -461,6 +462,7 @@ async fn revoked_shredded_and_held_requests_say_so() {
             PolicyRule {
                 policy: Policy::Deny,
                 unannounced_reboot: Policy::Deny,
+                rollback: Policy::Approve,
             },
             "test",
         )

@@ -176,6 +176,7 @@ fn unlock_request(
         nonce: RequestNonce::random(),
         timestamp,
         boot_id: h.boot_id.clone(),
+        generation: None,
     });
     let signed = atrest_remote::SignedUnlockRequest {
         boot_ticket: h.ticket.clone(),

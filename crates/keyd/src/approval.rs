@@ -30,6 +30,13 @@ const GRANT_WAIT: Duration = Duration::from_secs(30);
 /// How long decided requests stay answerable to the host's poll.
 const KEEP_DECIDED: u64 = 600;
 
+/// Why a request is held: the policy's reason, and the vault's claim
+/// judged against its witnessed generation (format 2), for the log.
+pub(crate) struct HoldReason {
+    pub reason: String,
+    pub generation: Option<crate::events::GenerationJudged>,
+}
+
 impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// Holds a verified request for an approver and notifies (webhook).
     pub(crate) async fn hold(
@@ -38,9 +45,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         verified: &VerifiedRequest,
         signature: &RequestSignature,
         boot: &BootStatus,
-        reason: String,
+        why: HoldReason,
         context: RequestContext,
     ) -> Result<(PendingView, PollToken), AuthorityError> {
+        let HoldReason { reason, generation } = why;
         let request = verified.request();
         // Never starts with `-`, so `atrest keyd approve ID` parses.
         let id = format!("req_{}", to_base64url(&atrest_core::random_array::<16>()));
@@ -95,6 +103,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                             nonce: to_base64url(&request.nonce.0),
                             source: view.source.clone(),
                             expires_at: view.expires_at,
+                            generation,
                         })
                         .details(),
                     ),

@@ -11,7 +11,9 @@
 //!   over the table in [`crate::held`];
 //! - [`crate::approvers`]: approvers, their TOTP codes and login budgets;
 //! - [`crate::operator`]: revoke, reinstate, shred, rotate and retire,
-//!   policies.
+//!   policies;
+//! - [`crate::witness`]: the generation witnessed for each format 2 vault,
+//!   its reports and the claims of unlock requests.
 //!
 //! Every decision is audited; a key is released only after its audit entry
 //! is durable.
@@ -259,6 +261,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
 
     pub(crate) fn now(&self) -> u64 {
         self.inner.clock.now_ms() / 1000
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
     }
 
     pub(crate) fn options(&self) -> &AuthorityOptions {

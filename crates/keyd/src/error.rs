@@ -71,6 +71,28 @@ pub enum AuthorityError {
     RecordsKeyMismatch,
     #[error("the host's exchange secret is unusable: {0}")]
     Exchange(#[from] atrest_remote::ExchangeError),
+    #[error(
+        "host {host} reported vault {vault} at sequence {reported}, older than the generation \
+         this authority witnessed (sequence {witnessed}): an earlier copy of the vault is in \
+         use; its next unlock is judged by the policy's rollback rule"
+    )]
+    GenerationRegressed {
+        host: HostId,
+        vault: String,
+        reported: u64,
+        witnessed: u64,
+    },
+    #[error(
+        "host {host} reported vault {vault} at sequence {reported}, which does not descend from \
+         the generation this authority witnessed (sequence {witnessed}): another copy of the \
+         vault was written; its next unlock is judged by the policy's rollback rule"
+    )]
+    GenerationForked {
+        host: HostId,
+        vault: String,
+        reported: u64,
+        witnessed: u64,
+    },
 }
 
 impl From<StorageError> for AuthorityError {
@@ -111,6 +133,8 @@ impl AuthorityError {
             Self::Storage(e) if e.is_unavailable() => ErrorCode::DatabaseUnavailable,
             Self::Storage(_) => ErrorCode::StorageError,
             Self::Exchange(_) | Self::RecordsKeyMismatch => ErrorCode::InternalError,
+            Self::GenerationRegressed { .. } => ErrorCode::GenerationRegressed,
+            Self::GenerationForked { .. } => ErrorCode::GenerationForked,
         }
     }
 

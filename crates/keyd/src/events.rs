@@ -28,6 +28,51 @@ pub(crate) struct UnlockEvent {
     /// request got that far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<String>,
+    /// A format 2 vault's claim, judged against the witnessed generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationJudged>,
+}
+
+/// A vault's generation in the log (format.md §16.17).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GenerationFields {
+    pub k: u64,
+    pub seq: u64,
+    /// `h_S`, base64url.
+    pub chain: String,
+    pub config_generation: u64,
+    /// A witnessed generation's: when it was reported, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An unlock's claim against the witnessed generation (format.md
+/// §16.17.3): `first`, `current`, `older` or `forked`, and both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GenerationJudged {
+    pub status: String,
+    pub claimed: GenerationFields,
+    pub witnessed: Option<GenerationFields>,
+}
+
+/// A generation report (`POST /v1/generation`), witnessed or refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GenerationEvent {
+    /// The report's reason (`mount`, `periodic`, `unmount`, ...): no
+    /// other event has this field.
+    pub generation_report: String,
+    /// `witnessed`, or the code of the refusal.
+    pub outcome: String,
+    pub vault_id: String,
+    pub boot_id: String,
+    pub nonce: String,
+    pub source: String,
+    pub reported: GenerationFields,
+    /// The generation witnessed before this report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnessed: Option<GenerationFields>,
 }
 
 /// A request held for an approver.
@@ -45,6 +90,9 @@ pub(crate) struct HeldEvent {
     pub nonce: String,
     pub source: String,
     pub expires_at: u64,
+    /// A format 2 vault's claim, judged against the witnessed generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationJudged>,
 }
 
 /// The release of a held request an approver approved. Its nonce is in
@@ -127,6 +175,9 @@ pub(crate) struct ScopedEvent {
 pub(crate) enum AuditEvent {
     /// First: its `scoped` field is in no other event.
     Scoped(ScopedEvent),
+    /// `request`: a generation report (before the events whose fields
+    /// it also has).
+    Generation(GenerationEvent),
     /// A scope or app changed by an operator (or an app creating a scope).
     ScopedChange { scoped_change: String },
     /// `decision`: a request held for an approver.
@@ -203,6 +254,9 @@ pub(crate) enum AuditEvent {
     PolicyChanged {
         policy: String,
         unannounced_reboot: String,
+        /// Absent in entries written before the witness.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback: Option<String>,
     },
     /// `authority`: the data directory was made.
     Initialized {
@@ -283,6 +337,7 @@ impl AuditEvent {
             Self::Unlock(e) => &e.nonce,
             Self::Reboot(e) => &e.nonce,
             Self::Bind(e) => &e.nonce,
+            Self::Generation(e) => &e.nonce,
             Self::ApprovedRelease(e) => e.nonce.as_ref()?,
             _ => return None,
         };
@@ -318,6 +373,7 @@ mod tests {
             nonce: nonce(),
             source: "192.0.2.1".into(),
             boot: boot.map(str::to_owned),
+            generation: None,
         }
     }
 
@@ -334,6 +390,7 @@ mod tests {
             nonce: nonce(),
             source: "unknown".into(),
             expires_at: 1_800_000_600,
+            generation: None,
         }
     }
 
@@ -349,6 +406,33 @@ mod tests {
             nonce: nonce(),
             source: "unknown".into(),
             valid_until,
+        }
+    }
+
+    fn generation() -> GenerationEvent {
+        GenerationEvent {
+            generation_report: "unmount".into(),
+            outcome: "witnessed".into(),
+            vault_id: "AAAA".into(),
+            boot_id: "b00b".into(),
+            nonce: nonce(),
+            source: "unknown".into(),
+            reported: GenerationFields {
+                k: 9,
+                seq: 120,
+                chain: "Ag".into(),
+                config_generation: 3,
+                reported_at_ms: None,
+                reason: None,
+            },
+            witnessed: Some(GenerationFields {
+                k: 8,
+                seq: 100,
+                chain: "AQ".into(),
+                config_generation: 3,
+                reported_at_ms: Some(5),
+                reason: Some("mount".into()),
+            }),
         }
     }
 
@@ -528,8 +612,27 @@ mod tests {
                 AuditEvent::PolicyChanged {
                     policy: "approve".into(),
                     unannounced_reboot: "deny".into(),
+                    rollback: None,
                 },
                 json!({ "policy": "approve", "unannounced_reboot": "deny" }),
+            ),
+            (
+                AuditEvent::PolicyChanged {
+                    policy: "auto".into(),
+                    unannounced_reboot: "approve".into(),
+                    rollback: Some("deny".into()),
+                },
+                json!({ "policy": "auto", "unannounced_reboot": "approve", "rollback": "deny" }),
+            ),
+            (
+                AuditEvent::Generation(generation()),
+                json!({
+                    "generation_report": "unmount", "outcome": "witnessed", "vault_id": "AAAA",
+                    "boot_id": "b00b", "nonce": n, "source": "unknown",
+                    "reported": { "k": 9, "seq": 120, "chain": "Ag", "config_generation": 3 },
+                    "witnessed": { "k": 8, "seq": 100, "chain": "AQ", "config_generation": 3,
+                                   "reported_at_ms": 5, "reason": "mount" },
+                }),
             ),
             (
                 AuditEvent::initialized("ab:cd".into()),
@@ -576,6 +679,7 @@ mod tests {
             AuditEvent::Reboot(reboot(None)),
             AuditEvent::Bind(bind(Some("k1"))),
             AuditEvent::Bind(bind(None)),
+            AuditEvent::Generation(generation()),
         ];
         for event in spending {
             let text = serde_json::to_string(&event.details()).unwrap();

@@ -117,7 +117,9 @@ impl ApiError {
                     AuthorityError::UnknownKey(_)
                     | AuthorityError::RebindPending { .. }
                     | AuthorityError::HostExists(_)
-                    | AuthorityError::AlreadyDecided { .. } => StatusCode::CONFLICT,
+                    | AuthorityError::AlreadyDecided { .. }
+                    | AuthorityError::GenerationRegressed { .. }
+                    | AuthorityError::GenerationForked { .. } => StatusCode::CONFLICT,
                     AuthorityError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
                     AuthorityError::Storage(e) if e.is_unavailable() => {
                         StatusCode::SERVICE_UNAVAILABLE
@@ -193,6 +195,7 @@ pub fn router<S: Storage, A: AuditStore, C: Clock>(
         .route("/v1/unlock", post(unlock::<S, A, C>))
         .route("/v1/requests/{id}", get(poll::<S, A, C>))
         .route("/v1/reboot", post(reboot::<S, A, C>))
+        .route("/v1/generation", post(generation::<S, A, C>))
         .route("/v1/bind", post(bind::<S, A, C>))
         .nest("/v1/admin", admin)
         .merge(crate::web::routes(state.clone()))
@@ -326,6 +329,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/unlock" => "unlock",
         "/v1/enroll" => "enroll",
         "/v1/reboot" => "reboot",
+        "/v1/generation" => "generation",
         "/v1/bind" => "bind",
         "/healthz" => "healthz",
         "/metrics" => "metrics",
@@ -471,6 +475,7 @@ fn reply<S: Storage, A: AuditStore, C: Clock>(
                 rebind,
                 boot_ticket,
                 mut audit,
+                witnessed,
             } = *grant;
             audit.consistency = authority.consistency_since(known_tree_size, &audit.tree_head);
             Json(UnlockReply::Granted {
@@ -480,6 +485,7 @@ fn reply<S: Storage, A: AuditStore, C: Clock>(
                 rebind,
                 boot_ticket,
                 audit: Some(Box::new(audit)),
+                witnessed,
             })
             .into_response()
         }
@@ -556,6 +562,15 @@ async fn reboot<S: Storage, A: AuditStore, C: Clock>(
     }))
 }
 
+async fn generation<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    json: Result<Json<atrest_remote::SignedGenerationReport>, JsonRejection>,
+) -> Result<Json<atrest_wire::GenerationReply>, ApiError> {
+    let report = body(&state, json, ctx).await?;
+    Ok(Json(state.authority.report_generation(&report, ctx).await?))
+}
+
 /// Who did an admin action, for the log.
 pub(crate) const ADMIN: &str = "admin";
 
@@ -628,6 +643,8 @@ pub struct PolicyBody {
     pub policy: Policy,
     #[serde(default)]
     pub unannounced_reboot: Option<Policy>,
+    #[serde(default)]
+    pub rollback: Option<Policy>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -673,6 +690,7 @@ async fn set_policy<S: Storage, A: AuditStore, C: Clock>(
         unannounced_reboot: request
             .unannounced_reboot
             .unwrap_or(PolicyRule::default().unannounced_reboot),
+        rollback: request.rollback.unwrap_or(PolicyRule::default().rollback),
     };
     state.authority.set_policy(&scope, rule, ADMIN).await?;
     Ok(Json(PolicyView { scope, rule }))

@@ -12,6 +12,9 @@
 //!   blinded answer only once its audit entry is durable.
 //! - Held requests: [`Authority::pending`], [`Authority::decide`],
 //!   [`Authority::poll`], expiry; approvers with TOTP codes.
+//! - [`Authority::report_generation`]: the witness of each format 2
+//!   vault's latest generation; an unlock whose claim is older than it (or
+//!   forked from it) is judged by the policy's `rollback` rule.
 //! - [`Authority::announce_reboot`], [`Authority::rotate`],
 //!   [`Authority::revoke`], [`Authority::shred`].
 //! - Scoped encryption for applications (issue 12): [`Authority::app`]
@@ -55,6 +58,7 @@ mod tls;
 mod unlock;
 mod web;
 mod webhook;
+mod witness;
 
 pub use approvers::{
     FAILURE_WINDOW, MAX_FAILURES, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_UNTRUSTED, NewApprover,

@@ -172,6 +172,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                         AuditEvent::PolicyChanged {
                             policy: rule.policy.as_str().into(),
                             unannounced_reboot: rule.unannounced_reboot.as_str().into(),
+                            rollback: Some(rule.rollback.as_str().into()),
                         }
                         .details(),
                     ),

@@ -74,9 +74,11 @@ pub(crate) enum Verdict {
 
 /// The verdict of `rule` on a request from a boot judged `boot`: the
 /// rule's own policy first, then, for a boot nobody accounted for
-/// (unannounced or unproven), its `unannounced_reboot` policy. Deny wins,
-/// then hold (both reasons given), then release.
-pub(crate) fn verdict(rule: PolicyRule, boot: &BootStatus) -> Verdict {
+/// (unannounced or unproven), its `unannounced_reboot` policy, then, for
+/// a vault older than or forked from its witnessed generation (`rollback`
+/// says how, format.md §16.17.3), its `rollback` policy. Deny wins, then
+/// hold (every reason given), then release.
+pub(crate) fn verdict(rule: PolicyRule, boot: &BootStatus, rollback: Option<&str>) -> Verdict {
     let mut hold = None;
     match rule.policy {
         Policy::Deny => {
@@ -99,8 +101,12 @@ pub(crate) fn verdict(rule: PolicyRule, boot: &BootStatus) -> Verdict {
         ),
         _ => None,
     };
-    if let Some(why) = why {
-        match rule.unannounced_reboot {
+    for (why, policy) in [
+        (why, rule.unannounced_reboot),
+        (rollback.map(str::to_owned), rule.rollback),
+    ] {
+        let Some(why) = why else { continue };
+        match policy {
             Policy::Deny => return Verdict::Deny { reason: why },
             Policy::Approve => hold = Some(hold.map_or(why.clone(), |h| format!("{h}; {why}"))),
             Policy::Auto => {}
@@ -208,11 +214,113 @@ mod tests {
             let rule = PolicyRule {
                 policy,
                 unannounced_reboot,
+                rollback: Policy::Deny,
             };
             assert_eq!(
-                verdict(rule, boot),
+                verdict(rule, boot, None),
                 expected,
                 "policy {policy:?}, unannounced reboot {unannounced_reboot:?}, boot {boot:?}"
+            );
+        }
+    }
+
+    /// The `rollback` rule applies only to a vault judged older or forked,
+    /// after the others: deny wins over any hold, holds add their reasons.
+    #[test]
+    fn the_rollback_rule_applies_to_a_rolled_back_vault_only() {
+        use Policy::{Approve, Auto, Deny};
+        const ROLLBACK: &str = "vault older than witnessed";
+        let unannounced = BootStatus::Unannounced {
+            previous: "b00b".into(),
+        };
+        #[rustfmt::skip]
+        // policy, unannounced reboot, rollback, boot, rollback reason.
+        type Row<'a> = (Policy, Policy, Policy, &'a BootStatus, Option<&'a str>, Verdict);
+        let table: [Row; 10] = [
+            (Auto, Auto, Deny, &BootStatus::Same, None, release()),
+            (
+                Auto,
+                Auto,
+                Auto,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                release(),
+            ),
+            (
+                Auto,
+                Auto,
+                Approve,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                hold(&[ROLLBACK]),
+            ),
+            (
+                Auto,
+                Auto,
+                Deny,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                deny(ROLLBACK),
+            ),
+            (
+                Approve,
+                Auto,
+                Approve,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                hold(&[APPROVER, ROLLBACK]),
+            ),
+            (
+                Approve,
+                Auto,
+                Deny,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                deny(ROLLBACK),
+            ),
+            (
+                Auto,
+                Approve,
+                Approve,
+                &unannounced,
+                Some(ROLLBACK),
+                hold(&[UNANNOUNCED, ROLLBACK]),
+            ),
+            (
+                Auto,
+                Deny,
+                Approve,
+                &unannounced,
+                Some(ROLLBACK),
+                deny(UNANNOUNCED),
+            ),
+            (
+                Auto,
+                Approve,
+                Deny,
+                &unannounced,
+                Some(ROLLBACK),
+                deny(ROLLBACK),
+            ),
+            (
+                Deny,
+                Auto,
+                Auto,
+                &BootStatus::Same,
+                Some(ROLLBACK),
+                deny(POLICY_DENY),
+            ),
+        ];
+        for (policy, unannounced_reboot, rollback, boot, why, expected) in table {
+            let rule = PolicyRule {
+                policy,
+                unannounced_reboot,
+                rollback,
+            };
+            assert_eq!(
+                verdict(rule, boot, why),
+                expected,
+                "{rule:?} {boot:?} {why:?}"
             );
         }
     }

@@ -13,12 +13,14 @@ use atrest_remote::{
 use atrest_wire::{AuditProof, Rebind};
 use serde::{Deserialize, Serialize};
 
+use crate::approval::HoldReason;
 use crate::authority::{ACTOR, Authority, RequestContext, UnlockOutcome, check_state};
 use crate::error::AuthorityError;
 use crate::events::{AuditEvent, RebootEvent, UnlockEvent};
 use crate::policy::{BootStatus, Verdict, verdict};
 use crate::state::HostEntry;
 use crate::storage::{Held, Storage};
+use crate::witness::JudgedClaim;
 
 /// A released answer, with the audit proof the host keeps.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,6 +35,10 @@ pub struct Grant {
     /// The consistency proof depends on what the asking host kept, so it is
     /// added per answer ([`Authority::consistency_since`]).
     pub audit: AuditProof,
+    /// The generation witnessed for the request's vault, when the request
+    /// carried a claim (format.md §16.17.3).
+    #[serde(default)]
+    pub witnessed: Option<atrest_wire::WitnessedGeneration>,
 }
 
 impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
@@ -52,13 +58,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             nonce: to_base64url(&request.nonce.0),
             source: context.source_text(),
             boot: None,
-        };
-        // Once the boot is judged, the entry says how.
-        let judged = |outcome: &str, boot: &BootStatus| {
-            AuditEvent::Unlock(UnlockEvent {
-                boot: Some(boot.name().into()),
-                ..details(outcome)
-            })
+            generation: None,
         };
         let (entry, verified) = match self.verify_request(signed).await {
             Ok(pair) => pair,
@@ -76,7 +76,25 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             signed.boot_ticket.as_ref(),
             self.now(),
         );
-        match verdict(self.rule_for(&entry.record), &boot) {
+        // A format 2 vault's claim, against the generation witnessed.
+        let claim = match &request.generation {
+            Some(claim) => Some(
+                self.judge_claim(&entry.record.id, request.vault_id, claim)
+                    .await?,
+            ),
+            None => None,
+        };
+        let generation = claim.as_ref().map(JudgedClaim::audit);
+        // Once the boot (and the claim) are judged, the entry says how.
+        let judged = |outcome: &str, boot: &BootStatus| {
+            AuditEvent::Unlock(UnlockEvent {
+                boot: Some(boot.name().into()),
+                generation: generation.clone(),
+                ..details(outcome)
+            })
+        };
+        let rollback = claim.as_ref().and_then(JudgedClaim::rollback_reason);
+        match verdict(self.rule_for(&entry.record), &boot, rollback.as_deref()) {
             Verdict::Deny { reason } => {
                 let e = AuthorityError::Denied {
                     host: entry.record.id.clone(),
@@ -90,7 +108,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             }
             Verdict::Hold { reason } => {
                 match self
-                    .hold(&entry, &verified, &signed.signature, &boot, reason, context)
+                    .hold(
+                        &entry,
+                        &verified,
+                        &signed.signature,
+                        &boot,
+                        HoldReason {
+                            reason,
+                            generation: generation.clone(),
+                        },
+                        context,
+                    )
                     .await
                 {
                     Ok((view, poll_token)) => Ok(UnlockOutcome::Pending {
@@ -175,6 +203,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .await
             .inspect_err(|_| self.metrics().unlock("audit_unavailable"))?;
         held.commit().await?;
+        // Released: an older or forked copy is now an approved rollback,
+        // remembered before the answer exists.
+        let witnessed = match &request.generation {
+            Some(claim) => {
+                self.witnessed_at_release(host, request.vault_id, claim)
+                    .await?
+            }
+            None => None,
+        };
         let response = secret.respond(verified)?;
         let now = self.now();
         let boot_id = request.boot_id.as_str().to_owned();
@@ -214,6 +251,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 inclusion: receipt.inclusion,
                 consistency: None,
             },
+            witnessed,
         })
     }
 

@@ -79,6 +79,7 @@ async fn enroll_and_unlock_over_http() {
         nonce: RequestNonce::random(),
         timestamp: now,
         boot_id: BootId::new("6f1b9c6e-4a0e-4d3c-9a55-0f6e0a4b2f10").unwrap(),
+        generation: None,
     });
     let reply = client
         .post(format!("{base}/v1/unlock"))

@@ -413,6 +413,52 @@ async fn every_documented_operation_answers_as_documented() {
         .await
         .assert_refused(403, "replayed_nonce");
 
+    // The boot released to reports its vault's generation (witnessed);
+    // an earlier one is refused; an unlock claiming the vault's state
+    // gets the witnessed generation back.
+    let ticket = granted.json["boot_ticket"].clone();
+    let mut report = serde_json::to_value(host.generation_report(100, 1, &[], now())).unwrap();
+    report["boot_ticket"] = ticket.clone();
+    let witnessed = api
+        .host_call(post.clone(), "/v1/generation", Some(report.clone()))
+        .await;
+    assert_eq!(witnessed.status, 200, "{}", witnessed.text);
+    assert_eq!(witnessed.json["witnessed"]["seq"], 100);
+    api.host_call(post.clone(), "/v1/generation", Some(report))
+        .await
+        .assert_refused(403, "replayed_nonce");
+    let mut older = serde_json::to_value(host.generation_report(90, 2, &[], now())).unwrap();
+    older["boot_ticket"] = ticket.clone();
+    api.host_call(post.clone(), "/v1/generation", Some(older))
+        .await
+        .assert_refused(409, "generation_regressed");
+    let mut forked = serde_json::to_value(host.generation_report(120, 3, &[], now())).unwrap();
+    forked["boot_ticket"] = ticket.clone();
+    api.host_call(post.clone(), "/v1/generation", Some(forked))
+        .await
+        .assert_refused(409, "generation_forked");
+    let unproven = serde_json::to_value(host.generation_report(110, 4, &[], now())).unwrap();
+    api.host_call(post.clone(), "/v1/generation", Some(unproven))
+        .await
+        .assert_refused(403, "unproven_boot");
+    let (mut request, state) = host.request(now());
+    let current = host.generation_report(100, 1, &[], now()).report;
+    request.generation = Some(atrest_remote::GenerationClaim {
+        checkpoint: current.checkpoint,
+        seq: current.seq,
+        chain: current.chain,
+        config_generation: current.config_generation,
+        lineage: current.lineage,
+    });
+    let mut claimed = serde_json::to_value(host.identity.sign(request)).unwrap();
+    claimed["boot_ticket"] = ticket;
+    let released = api
+        .host_call(post.clone(), "/v1/unlock", Some(claimed))
+        .await;
+    assert_eq!(released.status, 200, "{}", released.text);
+    assert_eq!(released.json["witnessed"]["seq"], 100);
+    assert_unblinds(&released, state, &host);
+
     // A planned reboot: the next boot id is accounted for.
     let mut notice = serde_json::to_value(host.reboot_notice(now())).unwrap();
     notice["boot_ticket"] = granted.json["boot_ticket"].clone();

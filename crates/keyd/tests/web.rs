@@ -67,6 +67,7 @@ async fn approve_group_web(keyd: &TestKeyd) {
             PolicyRule {
                 policy: Policy::Approve,
                 unannounced_reboot: Policy::Approve,
+                rollback: Policy::Approve,
             },
             "test",
         )
@@ -129,6 +130,7 @@ fn unlock_request(keyd: &Keyd, host: &Host) -> (SignedUnlockRequest, UnblindingS
         nonce: RequestNonce::random(),
         timestamp: keyd.clock.secs(),
         boot_id: BootId::new(BOOT_ID).unwrap(),
+        generation: None,
     });
     (signed, state)
 }

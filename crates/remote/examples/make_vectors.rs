@@ -335,6 +335,7 @@ fn request_with(
         nonce: RequestNonce(fixed("nonce", 16).try_into().expect("16 bytes")),
         timestamp: TIMESTAMP,
         boot_id: BootId::new("3f1c2b7e-5a4d-4e8f-9b6a-1c2d3e4f5a6b").expect("valid"),
+        generation: None,
     }
 }
 

@@ -106,6 +106,49 @@ impl From<Lineage> for Vec<Generation> {
     }
 }
 
+/// What an unlock request of a format 2 vault claims about the vault on
+/// disk (format.md §16.17.2): read before any key exists, so unauthenticated;
+/// the authority judges it against the generation it witnessed, and the
+/// host checks the authenticated state after unlock (§16.17.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationClaim {
+    pub checkpoint: u64,
+    pub seq: u64,
+    #[serde(with = "crate::encoding::base64url_array")]
+    pub chain: [u8; 32],
+    pub config_generation: u64,
+    /// The superblock's `recent` then `acknowledged` lists.
+    pub lineage: Lineage,
+}
+
+impl GenerationClaim {
+    /// The claimed generation.
+    pub fn generation(&self) -> Generation {
+        Generation {
+            checkpoint: self.checkpoint,
+            seq: self.seq,
+            chain: self.chain,
+        }
+    }
+
+    /// `k ‖ S ‖ h ‖ config generation`, 56 bytes: the request's `claim`
+    /// field.
+    pub(crate) fn claim_bytes(&self) -> [u8; 56] {
+        let mut out = [0u8; 56];
+        out[..48].copy_from_slice(&self.generation().to_bytes());
+        out[48..].copy_from_slice(&self.config_generation.to_be_bytes());
+        out
+    }
+}
+
+impl Lineage {
+    /// `n × (k ‖ S ‖ h)`, as signed.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|g| g.to_bytes()).collect()
+    }
+}
+
 /// Why the host reports (format.md §16.17.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,6 +161,24 @@ pub enum ReportReason {
     Repair = 6,
     Migrate = 7,
     RollbackAccepted = 8,
+}
+
+impl ReportReason {
+    pub const ALL: [ReportReason; 8] = [
+        Self::Mount,
+        Self::Periodic,
+        Self::Heartbeat,
+        Self::Unmount,
+        Self::Lock,
+        Self::Repair,
+        Self::Migrate,
+        Self::RollbackAccepted,
+    ];
+
+    /// The reason of byte `value`, as signed.
+    pub fn from_byte(value: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as u8 == value)
+    }
 }
 
 /// The vault's state as its superblock says.
@@ -169,7 +230,7 @@ impl GenerationReport {
     ///   ‖ lp(timestamp u64be)
     /// ```
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let lineage: Vec<u8> = self.lineage.0.iter().flat_map(|g| g.to_bytes()).collect();
+        let lineage = self.lineage.to_bytes();
         let mut out = Canonical::new(
             atrest_core::labels::domain::GENERATION_REPORT,
             REPORT_VERSION,

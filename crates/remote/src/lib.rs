@@ -38,6 +38,7 @@
 //!     nonce: RequestNonce::random(),
 //!     timestamp: 1_800_000_000,
 //!     boot_id: BootId::new("0b5c5e4e-8a8d-4f43-9a4b-4d7c3f2a1b00").unwrap(),
+//!     generation: None,
 //! });
 //!
 //! // Authority: verify (signature, clock skew), apply policy, answer.
@@ -67,14 +68,14 @@ pub use exchange::{
     KeyId, RemoteBinding, UnblindingState, enroll, enroll_with_rng,
 };
 pub use generation::{
-    Generation, GenerationReport, Lineage, MAX_LINEAGE, REPORT_VERSION, ReportReason,
-    ReportedState, SignedGenerationReport, VerifiedReport, verify_report,
+    Generation, GenerationClaim, GenerationReport, Lineage, MAX_LINEAGE, REPORT_VERSION,
+    ReportReason, ReportedState, SignedGenerationReport, VerifiedReport, verify_report,
 };
 pub use identity::{HostIdentity, HostPublicKey, PublicKeyError, RequestSignature};
 pub use request::{
-    BindRequest, BootId, BootTicket, HostId, InvalidField, REQUEST_VERSION, RebootNotice,
-    RequestError, RequestNonce, SignedBindRequest, SignedRebootNotice, SignedUnlockRequest,
-    UnlockRequest, VerifiedRequest, verify, verify_bind, verify_reboot,
+    BindRequest, BootId, BootTicket, HostId, InvalidField, REQUEST_VERSION, REQUEST_VERSION_CLAIM,
+    RebootNotice, RequestError, RequestNonce, SignedBindRequest, SignedRebootNotice,
+    SignedUnlockRequest, UnlockRequest, VerifiedRequest, verify, verify_bind, verify_reboot,
 };
 pub use rng::SystemRng;
 pub use threshold::{SHARE_LEN, SHARE_VERSION, Share, ThresholdError, combine, split};

@@ -21,11 +21,16 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::encoding::{Canonical, to_base64url};
 use crate::exchange::{BlindedRequest, KeyId};
+use crate::generation::GenerationClaim;
 use crate::identity::{HostPublicKey, RequestSignature};
 
 /// The version byte in [`UnlockRequest::signed_bytes`]; a change of
 /// encoding is a new version, refused by older authorities.
 pub const REQUEST_VERSION: u8 = 1;
+
+/// The version byte of an unlock request that carries a
+/// [`GenerationClaim`] (format.md §16.17.2): a format 2 vault's.
+pub const REQUEST_VERSION_CLAIM: u8 = 2;
 
 /// Builds a string newtype that only holds values matching `$valid`.
 macro_rules! checked_string {
@@ -142,6 +147,11 @@ pub struct UnlockRequest {
     /// Unix time in seconds when the host made the request.
     pub timestamp: u64,
     pub boot_id: BootId,
+    /// A format 2 vault's claim about its state on disk; a request with
+    /// one is version [`REQUEST_VERSION_CLAIM`], without one version 1,
+    /// byte for byte as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationClaim>,
 }
 
 impl UnlockRequest {
@@ -154,8 +164,20 @@ impl UnlockRequest {
     /// ```
     ///
     /// where `lp(x)` is `x`'s length as a big-endian u32 followed by `x`.
+    /// With a claim the version byte is 2 and two fields follow
+    /// (format.md §16.17.2):
+    ///
+    /// ```text
+    ///   … ‖ lp(claim: k u64be ‖ S u64be ‖ h (32) ‖ config generation u64be)
+    ///   ‖ lp(lineage: n × (k ‖ S ‖ h))
+    /// ```
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut out = Canonical::new(atrest_core::labels::domain::UNLOCK_REQUEST, REQUEST_VERSION);
+        let version = if self.generation.is_some() {
+            REQUEST_VERSION_CLAIM
+        } else {
+            REQUEST_VERSION
+        };
+        let mut out = Canonical::new(atrest_core::labels::domain::UNLOCK_REQUEST, version);
         out.field(self.host_id.as_str().as_bytes())
             .field(&self.vault_id)
             .field(&[self.keyslot])
@@ -164,6 +186,10 @@ impl UnlockRequest {
             .field(&self.nonce.0)
             .field(&self.timestamp.to_be_bytes())
             .field(self.boot_id.as_str().as_bytes());
+        if let Some(claim) = &self.generation {
+            out.field(&claim.claim_bytes())
+                .field(&claim.lineage.to_bytes());
+        }
         out.into_bytes()
     }
 }
@@ -458,5 +484,78 @@ mod tests {
         assert!(BootId::new("6f1b\n").is_err());
         let err = serde_json::from_str::<HostId>("\"a/b\"").unwrap_err();
         assert!(err.to_string().contains("invalid HostId"), "{err}");
+    }
+
+    /// Without a claim a request is version 1, byte for byte as before;
+    /// with one, version 2 with the claim and lineage appended
+    /// (format.md §16.17.2), all of it signed.
+    #[test]
+    fn a_claim_makes_version_2_and_is_signed() {
+        use crate::{Generation, Lineage};
+        let (binding, _) = crate::enroll(&crate::HostSecret::generate().public_key());
+        let (blinded, _) = binding.blind();
+        let v1 = UnlockRequest {
+            host_id: HostId::new("web-1").unwrap(),
+            vault_id: [7; 16],
+            keyslot: 2,
+            key_id: binding.key_id(),
+            blinded,
+            nonce: RequestNonce([3; 16]),
+            timestamp: 1_800_000_000,
+            boot_id: BootId::new("b00b").unwrap(),
+            generation: None,
+        };
+        let head = Generation {
+            checkpoint: 815,
+            seq: 1_204_233,
+            chain: [7; 32],
+        };
+        let v2 = UnlockRequest {
+            generation: Some(GenerationClaim {
+                checkpoint: 815,
+                seq: 1_204_240,
+                chain: [8; 32],
+                config_generation: 7,
+                lineage: Lineage::new(vec![head]).unwrap(),
+            }),
+            ..v1.clone()
+        };
+        let one = v1.signed_bytes();
+        let two = v2.signed_bytes();
+        let tag = atrest_core::labels::domain::UNLOCK_REQUEST.len();
+        assert_eq!(one[4 + tag], REQUEST_VERSION);
+        assert_eq!(two[4 + tag], REQUEST_VERSION_CLAIM);
+        assert_eq!(one[4 + tag + 1..], two[4 + tag + 1..one.len()]);
+        let tail = &two[one.len()..];
+        assert_eq!(tail.len(), 4 + 56 + 4 + 48);
+        assert_eq!(&tail[..4], &56u32.to_be_bytes());
+        assert_eq!(&tail[4..12], &815u64.to_be_bytes());
+        assert_eq!(&tail[12..20], &1_204_240u64.to_be_bytes());
+        assert_eq!(&tail[20..52], &[8; 32]);
+        assert_eq!(&tail[52..60], &7u64.to_be_bytes());
+        assert_eq!(&tail[60..64], &48u32.to_be_bytes());
+        assert_eq!(&tail[64..], &head.to_bytes());
+        let json = serde_json::to_value(&v1).unwrap();
+        assert!(json.get("generation").is_none(), "{json}");
+        let json = serde_json::to_string(&v2).unwrap();
+        assert_eq!(serde_json::from_str::<UnlockRequest>(&json).unwrap(), v2);
+        // The claim is signed: an edited one fails.
+        let host = crate::HostIdentity::generate();
+        let signed = host.sign(v2);
+        assert!(verify(&signed, &host.public_key(), 1_800_000_000, 300).is_ok());
+        let mut edited = signed.clone();
+        if let Some(claim) = &mut edited.request.generation {
+            claim.seq += 1;
+        }
+        assert_eq!(
+            verify(&edited, &host.public_key(), 1_800_000_000, 300),
+            Err(RequestError::BadSignature)
+        );
+        let mut dropped = signed;
+        dropped.request.generation = None;
+        assert_eq!(
+            verify(&dropped, &host.public_key(), 1_800_000_000, 300),
+            Err(RequestError::BadSignature)
+        );
     }
 }

@@ -91,6 +91,12 @@ codes! {
     RequestTimeout = "request_timeout",
     Unauthorized = "unauthorized",
     NotFound = "not_found",
+    /// A generation report older than the one the authority witnessed
+    /// for that vault (409): the vault was put back to an earlier copy.
+    GenerationRegressed = "generation_regressed",
+    /// A generation report whose lineage lacks the witnessed generation
+    /// (409): another copy of the vault was written meanwhile.
+    GenerationForked = "generation_forked",
 }
 
 impl ErrorCode {

@@ -1,7 +1,10 @@
 //! Bodies of the host routes under `/v1`.
 
 use atrest_audit::{AuditPublicKey, Checkpoint, ConsistencyProof, Entry, InclusionProof, TreeHead};
-use atrest_remote::{BlindedResponse, BootTicket, ExchangePublicKey, HostId, HostPublicKey, KeyId};
+use atrest_remote::{
+    BlindedResponse, BootTicket, ExchangePublicKey, Generation, HostId, HostPublicKey, KeyId,
+    ReportReason,
+};
 use serde::{Deserialize, Serialize};
 
 /// The header a host's poll of its held request carries: the poll token
@@ -114,6 +117,11 @@ pub enum UnlockReply {
         /// received one refuses a grant without it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audit: Option<Box<AuditProof>>,
+        /// The generation this authority witnessed for the request's vault
+        /// (format.md §16.17.3), when the request carried a claim and one
+        /// is stored: the host checks its authenticated state against it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        witnessed: Option<WitnessedGeneration>,
     },
     Pending {
         request_id: String,
@@ -133,6 +141,41 @@ pub enum UnlockReply {
 pub struct RebootReply {
     pub audit_seq: u64,
     pub valid_until: u64,
+}
+
+/// A vault's generation as the authority witnessed it (format.md §16.17):
+/// the answer to `POST /v1/generation`, and in a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessedGeneration {
+    pub checkpoint: u64,
+    pub seq: u64,
+    #[serde(with = "atrest_core::base64url_array")]
+    pub chain: [u8; 32],
+    pub config_generation: u64,
+    /// When the report that set it arrived, Unix milliseconds.
+    pub reported_at_ms: u64,
+    pub reason: ReportReason,
+}
+
+impl WitnessedGeneration {
+    pub fn generation(&self) -> Generation {
+        Generation {
+            checkpoint: self.checkpoint,
+            seq: self.seq,
+            chain: self.chain,
+        }
+    }
+}
+
+/// `POST /v1/generation` answer: the generation now witnessed (the
+/// report's), and the audit entry that logged it, if the report was of a
+/// kind that is logged (format.md §16.17.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationReply {
+    pub witnessed: WitnessedGeneration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
 }
 
 #[cfg(test)]
@@ -171,6 +214,7 @@ mod tests {
             checkpoint: None,
             rebind: None,
             boot_ticket: None,
+            witnessed: None,
             audit: Some(Box::new(AuditProof {
                 entry: entry.clone(),
                 tree_head: head,

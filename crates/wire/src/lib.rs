@@ -8,6 +8,8 @@
 //!   granted (200) or held for an approver (202, with the poll token only
 //!   the requester has).
 //! - [`Enrollment`]: `POST /v1/enroll` and `POST /v1/bind`.
+//! - [`GenerationReply`]: `POST /v1/generation`, the generation a format 2
+//!   vault's authority now witnesses ([`WitnessedGeneration`]).
 //! - [`ErrorBody`] and [`ErrorCode`]: every refusal.
 //!
 //! ```
@@ -24,6 +26,6 @@ mod host;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use host::{
-    AuditProof, EnrollRequest, Enrollment, Info, KNOWN_TREE_SIZE_HEADER, POLL_TOKEN_HEADER, Rebind,
-    RebootReply, UnlockReply,
+    AuditProof, EnrollRequest, Enrollment, GenerationReply, Info, KNOWN_TREE_SIZE_HEADER,
+    POLL_TOKEN_HEADER, Rebind, RebootReply, UnlockReply, WitnessedGeneration,
 };

@@ -137,6 +137,11 @@ pub struct InitArgs {
     /// `atrest reboot --planned`) escalates to.
     #[arg(long, value_enum, default_value = "approve")]
     pub unannounced_reboot: PolicyArg,
+    /// What an unlock of a format 2 vault older than (or forked from) the
+    /// generation this authority witnessed escalates to: a disk put back
+    /// to an earlier copy.
+    #[arg(long, value_enum, default_value = "approve")]
+    pub rollback: PolicyArg,
     /// Seconds a held request waits for an approver; then it is denied.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub approval_timeout: u64,
@@ -239,6 +244,10 @@ pub enum PolicyCommand {
         /// What an unaccounted reboot escalates to for this scope.
         #[arg(long, value_enum, default_value = "approve")]
         unannounced_reboot: PolicyArg,
+        /// What an unlock of a vault older than (or forked from) the
+        /// generation this authority witnessed escalates to.
+        #[arg(long, value_enum, default_value = "approve")]
+        rollback: PolicyArg,
     },
     /// List the policies.
     List(ListArgs),
@@ -421,6 +430,7 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
             default,
             policy,
             unannounced_reboot,
+            rollback,
         }) => {
             let (scope, name) = match (group, host, default) {
                 (Some(g), _, _) => ("group", Some(g)),
@@ -436,6 +446,7 @@ async fn run_async(command: KeydCommand) -> anyhow::Result<ExitCode> {
                         "name": name,
                         "policy": Policy::from(policy),
                         "unannounced_reboot": Policy::from(unannounced_reboot),
+                        "rollback": Policy::from(rollback),
                     }),
                 )
                 .await?;
@@ -521,10 +532,11 @@ pub(crate) fn client(dir: &DataDirArg) -> anyhow::Result<AdminClient> {
 
 fn print_policy(view: &PolicyView) {
     println!(
-        "{:<24} {:<8} unannounced reboot: {}",
+        "{:<24} {:<8} unannounced reboot: {:<8} rollback: {}",
         view.scope_text(),
         view.rule.policy.as_str(),
-        view.rule.unannounced_reboot.as_str()
+        view.rule.unannounced_reboot.as_str(),
+        view.rule.rollback.as_str()
     );
 }
 
@@ -547,6 +559,7 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
             default_rule: PolicyRule {
                 policy: args.policy.into(),
                 unannounced_reboot: args.unannounced_reboot.into(),
+                rollback: args.rollback.into(),
             },
             database: args.database.database,
         },

@@ -227,6 +227,7 @@ impl HostClient {
             nonce: RequestNonce::random(),
             timestamp: now(),
             boot_id: BootId::new(boot).unwrap(),
+            generation: None,
         });
         let mut body = serde_json::to_value(&signed).unwrap();
         if let Some(ticket) = host.ticket.lock().unwrap().clone() {
@@ -875,6 +876,7 @@ fn two_replicas_on_postgresql_are_one_authority() {
         nonce: RequestNonce::random(),
         timestamp: now(),
         boot_id: BootId::new(BOOT).unwrap(),
+        generation: None,
     });
     let mut request = serde_json::to_value(&signed).unwrap();
     request["boot_ticket"] = host.ticket.lock().unwrap().clone().unwrap();

@@ -16,8 +16,8 @@ use atrest_remote::{HostId, KeyId};
 
 use super::{
     BootState, Held, HeldState, HoldOutcome, HostRecord, HostState, PolicyRule, PolicyScope,
-    Storage, StorageError, StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret,
-    StoredSession, StoredWindow,
+    Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
+    StoredSecret, StoredSession, StoredWindow,
 };
 
 #[derive(Default)]
@@ -242,6 +242,29 @@ impl<S: Storage> Storage for Cached<S> {
             }
         }
         saved
+    }
+
+    async fn vault_generation(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<Option<StoredGeneration>, StorageError> {
+        self.inner.vault_generation(host, vault_id).await
+    }
+
+    async fn save_vault_generation(
+        &self,
+        generation: &StoredGeneration,
+    ) -> Result<bool, StorageError> {
+        self.inner.save_vault_generation(generation).await
+    }
+
+    async fn approve_rollback(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<bool, StorageError> {
+        self.inner.approve_rollback(host, vault_id).await
     }
 
     async fn put_approver(

@@ -21,7 +21,8 @@ use atrest_remote::{HostId, KeyId};
 use super::{
     BootState, Cached, CachedHeld, Held, HeldState, HoldOutcome, HostRecord, HostState, PgHeld,
     PgStorage, PolicyRule, PolicyScope, SqliteHeld, SqliteStorage, Storage, StorageError,
-    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
+    StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope, StoredSecret,
+    StoredSession, StoredWindow,
 };
 
 const STATE_DB: &str = crate::DataDir::STATE_DB;
@@ -362,6 +363,29 @@ impl Storage for KeydStorage {
 
     async fn save_boot_states(&self, states: &[(HostId, BootState)]) -> Result<(), StorageError> {
         each!(self, s => s.save_boot_states(states).await)
+    }
+
+    async fn vault_generation(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<Option<StoredGeneration>, StorageError> {
+        each!(self, s => s.vault_generation(host, vault_id).await)
+    }
+
+    async fn save_vault_generation(
+        &self,
+        generation: &StoredGeneration,
+    ) -> Result<bool, StorageError> {
+        each!(self, s => s.save_vault_generation(generation).await)
+    }
+
+    async fn approve_rollback(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<bool, StorageError> {
+        each!(self, s => s.approve_rollback(host, vault_id).await)
     }
 
     async fn put_approver(

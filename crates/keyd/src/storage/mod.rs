@@ -81,6 +81,11 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// The default of fields added to stored rules later.
+    pub(crate) fn approve() -> Self {
+        Self::Approve
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auto => "auto",
@@ -128,20 +133,61 @@ impl std::fmt::Display for PolicyScope {
     }
 }
 
-/// A scope's rules: what to do with a request, and what to do when the
-/// host booted without announcing it (`atrest reboot --planned`).
+/// A scope's rules: what to do with a request, what to do when the host
+/// booted without announcing it (`atrest reboot --planned`), and what to
+/// do when a format 2 vault on its disk is older than, or forked from,
+/// the generation this authority witnessed (format.md §16.17.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRule {
     pub policy: Policy,
     pub unannounced_reboot: Policy,
+    /// Absent in rules written before the witness: `approve`.
+    #[serde(default = "Policy::approve")]
+    pub rollback: Policy,
 }
 
 impl Default for PolicyRule {
-    /// Release at once, but hold an unaccounted reboot for an approver.
+    /// Release at once, but hold an unaccounted reboot, or a vault put
+    /// back to an earlier copy, for an approver.
     fn default() -> Self {
         Self {
             policy: Policy::Auto,
             unannounced_reboot: Policy::Approve,
+            rollback: Policy::Approve,
+        }
+    }
+}
+
+/// The generation an authority witnesses for one vault of one host
+/// (format.md §16.17.1): the latest the host reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredGeneration {
+    pub host_id: HostId,
+    pub vault_id: [u8; 16],
+    pub generation: atrest_remote::Generation,
+    pub config_generation: u64,
+    /// Unix milliseconds.
+    pub reported_at_ms: u64,
+    /// The boot that reported it: the first report of each boot is logged.
+    pub boot_id: String,
+    pub reason: atrest_remote::ReportReason,
+    /// An unlock of an older or forked copy of this vault was released
+    /// (by an approver, or an `auto` rollback rule): the host's next
+    /// report with reason `rollback_accepted` is taken once, whatever its
+    /// lineage (format.md §16.17.3).
+    pub rollback_approved: bool,
+}
+
+impl StoredGeneration {
+    /// As a grant and the report's answer carry it.
+    pub fn witnessed(&self) -> atrest_wire::WitnessedGeneration {
+        atrest_wire::WitnessedGeneration {
+            checkpoint: self.generation.checkpoint,
+            seq: self.generation.seq,
+            chain: self.generation.chain,
+            config_generation: self.config_generation,
+            reported_at_ms: self.reported_at_ms,
+            reason: self.reason,
         }
     }
 }
@@ -380,6 +426,43 @@ pub(crate) fn unavailable(e: &sqlx::Error) -> bool {
             code == "25006" || code.starts_with("08") || code.starts_with("57P") || code == "53300"
         }),
         _ => false,
+    }
+}
+
+/// A `vault_generations` row, as both backends read it.
+pub(crate) struct GenerationRow {
+    pub host_id: String,
+    pub vault_id: Vec<u8>,
+    pub k: i64,
+    pub seq: i64,
+    pub chain: Vec<u8>,
+    pub config_generation: i64,
+    pub reported_at_ms: i64,
+    pub boot_id: String,
+    pub reason: i64,
+    pub rollback_approved: bool,
+}
+
+impl GenerationRow {
+    pub fn generation(self) -> Result<StoredGeneration, StorageError> {
+        let corrupt = |what: &str| StorageError::Corrupt(format!("vault_generations: {what}"));
+        Ok(StoredGeneration {
+            host_id: HostId::new(self.host_id).map_err(|_| corrupt("host id"))?,
+            vault_id: self.vault_id.try_into().map_err(|_| corrupt("vault id"))?,
+            generation: atrest_remote::Generation {
+                checkpoint: to_u64(self.k),
+                seq: to_u64(self.seq),
+                chain: self.chain.try_into().map_err(|_| corrupt("chain"))?,
+            },
+            config_generation: to_u64(self.config_generation),
+            reported_at_ms: to_u64(self.reported_at_ms),
+            boot_id: self.boot_id,
+            reason: u8::try_from(self.reason)
+                .ok()
+                .and_then(atrest_remote::ReportReason::from_byte)
+                .ok_or_else(|| corrupt("reason"))?,
+            rollback_approved: self.rollback_approved,
+        })
     }
 }
 
@@ -657,6 +740,30 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         states: &[(HostId, BootState)],
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The generation witnessed for `vault_id` of `host`, if any.
+    fn vault_generation(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> impl Future<Output = Result<Option<StoredGeneration>, StorageError>> + Send;
+
+    /// Stores `generation` as the one witnessed for its (host, vault),
+    /// durably, unless the stored one has a higher sequence number (a
+    /// report judged meanwhile on another replica): `Ok(false)` then.
+    fn save_vault_generation(
+        &self,
+        generation: &StoredGeneration,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Remembers that an unlock of an older or forked copy of the vault
+    /// was released (see [`StoredGeneration::rollback_approved`]);
+    /// `Ok(false)` when nothing is witnessed for it.
+    fn approve_rollback(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// Adds or replaces an approver.
     fn put_approver(

@@ -17,16 +17,19 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use zeroize::Zeroizing;
 
 use super::{
-    BootRow, BootState, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage, StorageError,
-    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
-    app_from, backend, scope_from_key, stored_secret, to_i64, to_u64,
+    BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
+    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage,
+    StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
+    StoredSecret, StoredSession, StoredWindow, app_from, backend, scope_from_key, stored_secret,
+    to_i64, to_u64,
 };
 
 /// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`,
 /// version 3 the scoped tables and `keyd_web_sessions`; older databases
-/// are migrated (their other tables are unchanged).
-pub const PG_SCHEMA_VERSION: i64 = 3;
+/// are migrated (their other tables are unchanged). Version 5 added
+/// `keyd_vault_generations` and the policies' `rollback` column (the
+/// witness, format.md §16.17), both by idempotent statements in [`SCHEMA`].
+pub const PG_SCHEMA_VERSION: i64 = 5;
 
 /// The oldest version this keyd migrates.
 const PG_OLDEST_MIGRATED: i64 = 1;
@@ -78,6 +81,23 @@ const SCHEMA: &[&str] = &[
         scope TEXT PRIMARY KEY,
         policy TEXT NOT NULL,
         unannounced TEXT NOT NULL
+    )",
+    // Since version 5: each policy's rule for a vault put back to an
+    // earlier copy.
+    "ALTER TABLE keyd_policies ADD COLUMN IF NOT EXISTS rollback TEXT NOT NULL DEFAULT 'approve'",
+    // Since version 5: the generation witnessed for each vault of each host.
+    "CREATE TABLE IF NOT EXISTS keyd_vault_generations (
+        host_id TEXT NOT NULL REFERENCES keyd_hosts(id),
+        vault_id BYTEA NOT NULL,
+        k BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        chain BYTEA NOT NULL,
+        config_generation BIGINT NOT NULL,
+        reported_at_ms BIGINT NOT NULL,
+        boot_id TEXT NOT NULL,
+        reason BIGINT NOT NULL,
+        rollback_approved BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (host_id, vault_id)
     )",
     "CREATE TABLE IF NOT EXISTS keyd_approvers (
         name TEXT PRIMARY KEY,
@@ -523,13 +543,16 @@ impl Storage for PgStorage {
 
     async fn set_policy(&self, scope: &PolicyScope, rule: PolicyRule) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO keyd_policies (scope, policy, unannounced) VALUES ($1, $2, $3)
+            "INSERT INTO keyd_policies (scope, policy, unannounced, rollback)
+             VALUES ($1, $2, $3, $4)
              ON CONFLICT (scope) DO UPDATE
-             SET policy = EXCLUDED.policy, unannounced = EXCLUDED.unannounced",
+             SET policy = EXCLUDED.policy, unannounced = EXCLUDED.unannounced,
+                 rollback = EXCLUDED.rollback",
         )
         .bind(scope.key())
         .bind(rule.policy.as_str())
         .bind(rule.unannounced_reboot.as_str())
+        .bind(rule.rollback.as_str())
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -537,21 +560,24 @@ impl Storage for PgStorage {
     }
 
     async fn policies(&self) -> Result<Vec<(PolicyScope, PolicyRule)>, StorageError> {
-        let rows =
-            sqlx::query("SELECT scope, policy, unannounced FROM keyd_policies ORDER BY scope")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(backend)?;
+        let rows = sqlx::query(
+            "SELECT scope, policy, unannounced, rollback FROM keyd_policies ORDER BY scope",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
         rows.iter()
             .map(|row| {
                 let scope: String = row.try_get("scope").map_err(backend)?;
                 let policy: String = row.try_get("policy").map_err(backend)?;
                 let unannounced: String = row.try_get("unannounced").map_err(backend)?;
+                let rollback: String = row.try_get("rollback").map_err(backend)?;
                 Ok((
                     scope_from_key(&scope)?,
                     PolicyRule {
                         policy: policy.parse()?,
                         unannounced_reboot: unannounced.parse()?,
+                        rollback: rollback.parse()?,
                     },
                 ))
             })
@@ -605,6 +631,83 @@ impl Storage for PgStorage {
             .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
+    }
+
+    async fn vault_generation(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<Option<StoredGeneration>, StorageError> {
+        let row = sqlx::query(
+            "SELECT host_id, vault_id, k, seq, chain, config_generation, reported_at_ms,
+                boot_id, reason, rollback_approved
+             FROM keyd_vault_generations WHERE host_id = $1 AND vault_id = $2",
+        )
+        .bind(host.as_str())
+        .bind(&vault_id[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        GenerationRow {
+            host_id: row.try_get("host_id").map_err(backend)?,
+            vault_id: row.try_get("vault_id").map_err(backend)?,
+            k: row.try_get("k").map_err(backend)?,
+            seq: row.try_get("seq").map_err(backend)?,
+            chain: row.try_get("chain").map_err(backend)?,
+            config_generation: row.try_get("config_generation").map_err(backend)?,
+            reported_at_ms: row.try_get("reported_at_ms").map_err(backend)?,
+            boot_id: row.try_get("boot_id").map_err(backend)?,
+            reason: row.try_get("reason").map_err(backend)?,
+            rollback_approved: row.try_get("rollback_approved").map_err(backend)?,
+        }
+        .generation()
+        .map(Some)
+    }
+
+    async fn save_vault_generation(&self, g: &StoredGeneration) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO keyd_vault_generations (host_id, vault_id, k, seq, chain,
+                config_generation, reported_at_ms, boot_id, reason, rollback_approved)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (host_id, vault_id) DO UPDATE SET k = EXCLUDED.k,
+                seq = EXCLUDED.seq, chain = EXCLUDED.chain,
+                config_generation = EXCLUDED.config_generation,
+                reported_at_ms = EXCLUDED.reported_at_ms, boot_id = EXCLUDED.boot_id,
+                reason = EXCLUDED.reason, rollback_approved = EXCLUDED.rollback_approved
+             WHERE keyd_vault_generations.seq <= EXCLUDED.seq",
+        )
+        .bind(g.host_id.as_str())
+        .bind(&g.vault_id[..])
+        .bind(to_i64(g.generation.checkpoint))
+        .bind(to_i64(g.generation.seq))
+        .bind(&g.generation.chain[..])
+        .bind(to_i64(g.config_generation))
+        .bind(to_i64(g.reported_at_ms))
+        .bind(&g.boot_id)
+        .bind(i64::from(g.reason as u8))
+        .bind(g.rollback_approved)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn approve_rollback(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE keyd_vault_generations SET rollback_approved = TRUE
+             WHERE host_id = $1 AND vault_id = $2",
+        )
+        .bind(host.as_str())
+        .bind(&vault_id[..])
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn put_approver(

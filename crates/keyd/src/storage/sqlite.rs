@@ -15,19 +15,25 @@ use sqlx::sqlite::{
 use zeroize::Zeroizing;
 
 use super::{
-    BootRow, BootState, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage, StorageError,
-    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
-    app_from, backend, scope_from_key, stored_secret, to_i64, to_u64,
+    BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
+    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage,
+    StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
+    StoredSecret, StoredSession, StoredWindow, app_from, backend, scope_from_key, stored_secret,
+    to_i64, to_u64,
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
-const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 4";
+pub const SCHEMA_VERSION: i64 = 6;
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 6";
 /// From version 1: the boot ticket. (From version 2 to 3 a table is added:
 /// `held_requests`; from 3 to 4 the scoped tables and `web_sessions`; all created by
 /// [`SCHEMA`] like every table.)
 const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
+/// To version 6 (the witness, format.md §16.17): each policy's `rollback`
+/// rule. (`vault_generations` is created by [`SCHEMA`].) Self-contained:
+/// it runs after whatever migrated a database to version 5.
+const MIGRATE_TO_6: &str =
+    "ALTER TABLE policies ADD COLUMN rollback TEXT NOT NULL DEFAULT 'approve'";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS tokens (
@@ -43,7 +49,8 @@ const SCHEMA: &[&str] = &[
         secret BLOB NOT NULL, current INTEGER NOT NULL,
         PRIMARY KEY (host_id, key_id))",
     "CREATE TABLE IF NOT EXISTS policies (
-        scope TEXT PRIMARY KEY, policy TEXT NOT NULL, unannounced TEXT NOT NULL)",
+        scope TEXT PRIMARY KEY, policy TEXT NOT NULL, unannounced TEXT NOT NULL,
+        rollback TEXT NOT NULL DEFAULT 'approve')",
     "CREATE TABLE IF NOT EXISTS approvers (
         name TEXT PRIMARY KEY, totp_secret BLOB NOT NULL,
         created_at INTEGER NOT NULL, last_step INTEGER NOT NULL DEFAULT 0)",
@@ -72,6 +79,15 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS web_sessions (
         id_hash BLOB PRIMARY KEY, approver TEXT NOT NULL, csrf TEXT NOT NULL,
         expires_at INTEGER NOT NULL, flash TEXT)",
+    // Since version 6: the generation witnessed for each vault of each
+    // host (format.md §16.17.1).
+    "CREATE TABLE IF NOT EXISTS vault_generations (
+        host_id TEXT NOT NULL REFERENCES hosts(id), vault_id BLOB NOT NULL,
+        k INTEGER NOT NULL, seq INTEGER NOT NULL, chain BLOB NOT NULL,
+        config_generation INTEGER NOT NULL, reported_at_ms INTEGER NOT NULL,
+        boot_id TEXT NOT NULL, reason INTEGER NOT NULL,
+        rollback_approved INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (host_id, vault_id))",
 ];
 
 /// The authority's state in a SQLite file (WAL, `synchronous=FULL`,
@@ -113,6 +129,12 @@ impl SqliteStorage {
         let mut tx = pool.begin().await.map_err(backend)?;
         if found == 1 {
             sqlx::query(MIGRATE_1_TO_2)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        if (1..6).contains(&found) {
+            sqlx::query(MIGRATE_TO_6)
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
@@ -445,11 +467,13 @@ impl Storage for SqliteStorage {
 
     async fn set_policy(&self, scope: &PolicyScope, rule: PolicyRule) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO policies (scope, policy, unannounced) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO policies (scope, policy, unannounced, rollback)
+             VALUES (?, ?, ?, ?)",
         )
         .bind(scope.key())
         .bind(rule.policy.as_str())
         .bind(rule.unannounced_reboot.as_str())
+        .bind(rule.rollback.as_str())
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -457,21 +481,24 @@ impl Storage for SqliteStorage {
     }
 
     async fn policies(&self) -> Result<Vec<(PolicyScope, PolicyRule)>, StorageError> {
-        let rows = sqlx::query("SELECT scope, policy, unannounced FROM policies ORDER BY scope")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        let rows =
+            sqlx::query("SELECT scope, policy, unannounced, rollback FROM policies ORDER BY scope")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
         rows.iter()
             .map(|row| {
                 let scope: String = row.try_get("scope").map_err(backend)?;
                 let policy: String = row.try_get("policy").map_err(backend)?;
                 let unannounced: String = row.try_get("unannounced").map_err(backend)?;
+                let rollback: String = row.try_get("rollback").map_err(backend)?;
                 let scope = scope_from_key(&scope)?;
                 Ok((
                     scope,
                     PolicyRule {
                         policy: policy.parse()?,
                         unannounced_reboot: unannounced.parse()?,
+                        rollback: rollback.parse()?,
                     },
                 ))
             })
@@ -525,6 +552,83 @@ impl Storage for SqliteStorage {
         }
         tx.commit().await.map_err(backend)?;
         Ok(())
+    }
+
+    async fn vault_generation(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<Option<StoredGeneration>, StorageError> {
+        let row = sqlx::query(
+            "SELECT host_id, vault_id, k, seq, chain, config_generation, reported_at_ms,
+                boot_id, reason, rollback_approved
+             FROM vault_generations WHERE host_id = ? AND vault_id = ?",
+        )
+        .bind(host.as_str())
+        .bind(&vault_id[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        GenerationRow {
+            host_id: row.try_get("host_id").map_err(backend)?,
+            vault_id: row.try_get("vault_id").map_err(backend)?,
+            k: row.try_get("k").map_err(backend)?,
+            seq: row.try_get("seq").map_err(backend)?,
+            chain: row.try_get("chain").map_err(backend)?,
+            config_generation: row.try_get("config_generation").map_err(backend)?,
+            reported_at_ms: row.try_get("reported_at_ms").map_err(backend)?,
+            boot_id: row.try_get("boot_id").map_err(backend)?,
+            reason: row.try_get("reason").map_err(backend)?,
+            rollback_approved: row.try_get("rollback_approved").map_err(backend)?,
+        }
+        .generation()
+        .map(Some)
+    }
+
+    async fn save_vault_generation(&self, g: &StoredGeneration) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO vault_generations (host_id, vault_id, k, seq, chain,
+                config_generation, reported_at_ms, boot_id, reason, rollback_approved)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (host_id, vault_id) DO UPDATE SET k = excluded.k,
+                seq = excluded.seq, chain = excluded.chain,
+                config_generation = excluded.config_generation,
+                reported_at_ms = excluded.reported_at_ms, boot_id = excluded.boot_id,
+                reason = excluded.reason, rollback_approved = excluded.rollback_approved
+             WHERE vault_generations.seq <= excluded.seq",
+        )
+        .bind(g.host_id.as_str())
+        .bind(&g.vault_id[..])
+        .bind(to_i64(g.generation.checkpoint))
+        .bind(to_i64(g.generation.seq))
+        .bind(&g.generation.chain[..])
+        .bind(to_i64(g.config_generation))
+        .bind(to_i64(g.reported_at_ms))
+        .bind(&g.boot_id)
+        .bind(i64::from(g.reason as u8))
+        .bind(g.rollback_approved)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn approve_rollback(
+        &self,
+        host: &HostId,
+        vault_id: [u8; 16],
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE vault_generations SET rollback_approved = 1
+             WHERE host_id = ? AND vault_id = ?",
+        )
+        .bind(host.as_str())
+        .bind(&vault_id[..])
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn put_approver(

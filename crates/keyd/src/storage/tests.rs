@@ -1,6 +1,7 @@
 //! The stores' schema migrations: a database written by an earlier
 //! schema version opens, keeps its rows and gains the held requests, the
-//! scoped tables and the web sessions.
+//! scoped tables, the web sessions and the witness (the witnessed
+//! generations and each policy's `rollback` rule).
 
 #![allow(clippy::unwrap_used)]
 
@@ -106,6 +107,78 @@ async fn check_scoped(storage: &impl Storage) {
     assert_eq!(storage.app_by_token([5; 32]).await.unwrap(), None);
 }
 
+/// A policy as a keyd before the witness stored it (no `rollback`).
+const OLD_POLICY: PolicyRule = PolicyRule {
+    policy: Policy::Approve,
+    unannounced_reboot: Policy::Deny,
+    rollback: Policy::Deny,
+};
+
+/// After the migration: the old policy reads with `rollback: approve`, and
+/// the witnessed generations are stored, moved only forward, and marked.
+async fn check_witness(storage: &impl Storage, host: &HostRecord) {
+    let policies = storage.policies().await.unwrap();
+    assert_eq!(
+        policies,
+        vec![(
+            PolicyScope::Group("web".into()),
+            PolicyRule {
+                rollback: Policy::Approve,
+                ..OLD_POLICY
+            }
+        )]
+    );
+    storage
+        .set_policy(&PolicyScope::Default, OLD_POLICY)
+        .await
+        .unwrap();
+    assert!(
+        storage
+            .policies()
+            .await
+            .unwrap()
+            .contains(&(PolicyScope::Default, OLD_POLICY))
+    );
+    let at = |seq: u64| StoredGeneration {
+        host_id: host.id.clone(),
+        vault_id: [7; 16],
+        generation: atrest_remote::Generation {
+            checkpoint: seq / 10,
+            seq,
+            chain: [seq as u8; 32],
+        },
+        config_generation: 2,
+        reported_at_ms: 1_800_000_000_000,
+        boot_id: "b00b".into(),
+        reason: atrest_remote::ReportReason::Unmount,
+        rollback_approved: false,
+    };
+    assert_eq!(
+        storage.vault_generation(&host.id, [7; 16]).await.unwrap(),
+        None
+    );
+    assert!(!storage.approve_rollback(&host.id, [7; 16]).await.unwrap());
+    assert!(storage.save_vault_generation(&at(100)).await.unwrap());
+    assert!(storage.save_vault_generation(&at(120)).await.unwrap());
+    // A report judged against an older row loses to the newer one.
+    assert!(!storage.save_vault_generation(&at(110)).await.unwrap());
+    assert_eq!(
+        storage.vault_generation(&host.id, [7; 16]).await.unwrap(),
+        Some(at(120))
+    );
+    assert!(storage.approve_rollback(&host.id, [7; 16]).await.unwrap());
+    let marked = storage
+        .vault_generation(&host.id, [7; 16])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(marked.rollback_approved);
+    assert_eq!(
+        storage.vault_generation(&host.id, [8; 16]).await.unwrap(),
+        None
+    );
+}
+
 /// The host is still there, a request can be held for it and a web
 /// session kept.
 async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
@@ -133,8 +206,8 @@ async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
 }
 
 #[tokio::test]
-async fn a_sqlite_database_of_schema_1_2_or_3_is_migrated() {
-    for from in [1, 2, 3] {
+async fn a_sqlite_database_of_schema_1_to_4_is_migrated() {
+    for from in [1, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyd.db");
         // Version 3 is version 4 without web sessions, version 2 also
@@ -142,8 +215,21 @@ async fn a_sqlite_database_of_schema_1_2_or_3_is_migrated() {
         let (pool, host) = {
             let storage = SqliteStorage::open(&path).await.unwrap();
             let host = enroll_host(&storage, "web-1").await;
+            storage
+                .set_policy(&PolicyScope::Group("web".into()), OLD_POLICY)
+                .await
+                .unwrap();
             (storage.pool().clone(), host)
         };
+        // Version 4 is version 6 without the witness.
+        sqlx::query("DROP TABLE vault_generations")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE policies DROP COLUMN rollback")
+            .execute(&pool)
+            .await
+            .unwrap();
         // Version 3 is version 4 without the scoped tables and web sessions.
         for table in [
             "scope_keys",
@@ -151,7 +237,10 @@ async fn a_sqlite_database_of_schema_1_2_or_3_is_migrated() {
             "scoped_apps",
             "scoped_records_key",
             "web_sessions",
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| from < 4)
+        {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
                 .execute(&pool)
                 .await
@@ -183,12 +272,13 @@ async fn a_sqlite_database_of_schema_1_2_or_3_is_migrated() {
         assert_eq!(version, SCHEMA_VERSION, "from {from}");
         check_migrated(&storage, &host).await;
         check_scoped(&storage).await;
+        check_witness(&storage, &host).await;
     }
 }
 
 #[tokio::test]
-async fn a_postgresql_database_of_schema_1_or_2_is_migrated() {
-    for from in [1, 2] {
+async fn a_postgresql_database_of_schema_1_to_3_is_migrated() {
+    for from in [1, 2, 3] {
         a_postgresql_database_is_migrated_from(from).await;
     }
 }
@@ -200,6 +290,20 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     let host = {
         let storage = PgStorage::open(&url).await.unwrap();
         let host = enroll_host(&storage, "web-1").await;
+        storage
+            .set_policy(&PolicyScope::Group("web".into()), OLD_POLICY)
+            .await
+            .unwrap();
+        // Version 3 is version 5 without the witness.
+        for statement in [
+            "DROP TABLE keyd_vault_generations",
+            "ALTER TABLE keyd_policies DROP COLUMN rollback",
+        ] {
+            sqlx::query(statement)
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
         // Version 2 is version 3 without the scoped tables and web sessions;
         // version 1 also lacks held requests.
         for table in [
@@ -208,7 +312,10 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
             "keyd_scoped_apps",
             "keyd_scoped_records_key",
             "keyd_web_sessions",
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| from < 3)
+        {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
                 .execute(storage.pool())
                 .await
@@ -240,6 +347,7 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     assert!(b.held("req_1").await.unwrap().is_some());
     assert!(b.session([5; 32], 99).await.unwrap().is_some());
     check_scoped(&a).await;
+    check_witness(&b, &host).await;
 }
 
 /// Found by bench/keyd-pg.sh with two replicas: boot-state batches of the

@@ -254,6 +254,7 @@ impl Host {
             nonce: RequestNonce::random(),
             timestamp,
             boot_id: BootId::new(BOOT_ID).unwrap(),
+            generation: None,
         };
         (request, state)
     }
@@ -262,6 +263,39 @@ impl Host {
     pub fn unlock(&self) -> (SignedUnlockRequest, UnblindingState) {
         let (request, state) = self.request(now());
         (self.identity.sign(request), state)
+    }
+
+    /// A signed generation report of vault `[1; 16]` at sequence `seq`
+    /// (chain `[chain; 32]`), descending from `lineage`, from boot
+    /// [`BOOT_ID`] (without its ticket: the caller adds it).
+    pub fn generation_report(
+        &self,
+        seq: u64,
+        chain: u8,
+        lineage: &[atrest_remote::Generation],
+        timestamp: u64,
+    ) -> atrest_remote::SignedGenerationReport {
+        let head = atrest_remote::Generation {
+            checkpoint: seq / 10,
+            seq,
+            chain: [chain; 32],
+        };
+        let mut all = vec![head];
+        all.extend_from_slice(lineage);
+        self.identity.sign_report(atrest_remote::GenerationReport {
+            host_id: self.enrollment.host_id.clone(),
+            vault_id: [1; 16],
+            checkpoint: head.checkpoint,
+            seq,
+            chain: head.chain,
+            config_generation: 1,
+            reason: atrest_remote::ReportReason::Unmount,
+            state: atrest_remote::ReportedState::Clean,
+            lineage: atrest_remote::Lineage::new(all).unwrap(),
+            boot_id: BootId::new(BOOT_ID).unwrap(),
+            nonce: RequestNonce::random(),
+            timestamp,
+        })
     }
 
     pub fn reboot_notice(&self, timestamp: u64) -> SignedRebootNotice {

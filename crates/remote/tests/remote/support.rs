@@ -13,5 +13,6 @@ pub fn request_for(blinded: BlindedRequest, key_id: KeyId, timestamp: u64) -> Un
         nonce: RequestNonce::random(),
         timestamp,
         boot_id: BootId::new("6f1b9c6e-4a0e-4d3c-9a55-0f6e0a4b2f10").unwrap(),
+        generation: None,
     }
 }

@@ -9,10 +9,12 @@
 mod sqlite {
     const BACKEND: crate::testing::Backend = crate::testing::Backend::Sqlite;
     include!("suite.rs");
+    include!("witness.rs");
 }
 
 mod postgres {
     const BACKEND: crate::testing::Backend = crate::testing::Backend::Postgres;
     include!("suite.rs");
+    include!("witness.rs");
     include!("replicas.rs");
 }

@@ -243,6 +243,7 @@ async fn two_replicas_releasing_at_once_write_one_chain_that_verifies() {
     let always = PolicyRule {
         policy: Policy::Auto,
         unannounced_reboot: Policy::Auto,
+        rollback: Policy::Approve,
     };
     a.authority
         .set_policy(&PolicyScope::Group("web".into()), always, "test")

@@ -80,6 +80,7 @@ fn rule(policy: Policy) -> PolicyRule {
     PolicyRule {
         policy,
         unannounced_reboot: Policy::Approve,
+        rollback: Policy::Approve,
     }
 }
 
@@ -161,6 +162,7 @@ fn request_at_boot(
         nonce: RequestNonce::random(),
         timestamp: f.clock.now_ms() / 1000,
         boot_id: BootId::new(boot).unwrap(),
+        generation: None,
     });
     let signed = SignedUnlockRequest {
         boot_ticket: ticket(f, id, boot),
@@ -676,6 +678,7 @@ async fn an_unannounced_reboot_is_held_and_a_planned_one_is_not() {
             PolicyRule {
                 policy: Policy::Auto,
                 unannounced_reboot: Policy::Deny,
+                rollback: Policy::Approve,
             },
             "test",
         )
