@@ -40,11 +40,12 @@ pub enum StoreError {
          use the atrest release that wrote it"
     )]
     SchemaVersion { found: i64, known: i64 },
-    /// Another writer (a second `atrest keyd` replica on the same
-    /// PostgreSQL database) appended first: the batch does not continue
-    /// the chain head any more and nothing of it was written. The caller
-    /// re-chains the batch on the new head and retries; the chain never
-    /// forks.
+    /// A batch given to [`AuditStore::append`] does not continue the chain
+    /// head (another writer, a second `atrest keyd` replica on the same
+    /// PostgreSQL database, appended first) and nothing of it was written;
+    /// the chain never forks. The log's writer appends through
+    /// [`AuditStore::append_locked`], which prepares the batch under the
+    /// head's lock and so never meets this.
     #[error(
         "audit store: the batch starts at seq {batch_seq} but the chain head is seq {head_seq} \
          (another replica appended first); nothing was written, re-chain and retry"
