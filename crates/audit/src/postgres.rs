@@ -256,21 +256,81 @@ async fn write_rows(
          UPDATE audit_chain_head SET seq = $17, hash = $18, timestamp_ms = $19",
     )
     .bind(entries.iter().map(|e| to_sql(e.seq)).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| to_sql(e.timestamp_ms)).collect::<Vec<_>>())
+    .bind(
+        entries
+            .iter()
+            .map(|e| to_sql(e.timestamp_ms))
+            .collect::<Vec<_>>(),
+    )
     .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.details.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| &e.prev_hash.0[..]).collect::<Vec<_>>())
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.subject.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.details.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|e| &e.prev_hash.0[..])
+            .collect::<Vec<_>>(),
+    )
     .bind(entries.iter().map(|e| &e.hash.0[..]).collect::<Vec<_>>())
-    .bind(checkpoints.iter().map(|c| to_sql(c.seq)).collect::<Vec<_>>())
-    .bind(checkpoints.iter().map(|c| &c.head_hash.0[..]).collect::<Vec<_>>())
-    .bind(checkpoints.iter().map(|c| to_sql(c.timestamp_ms)).collect::<Vec<_>>())
-    .bind(checkpoints.iter().map(|c| &c.signature[..]).collect::<Vec<_>>())
-    .bind(tree_heads.iter().map(|h| to_sql(h.tree_size)).collect::<Vec<_>>())
-    .bind(tree_heads.iter().map(|h| &h.root_hash.0[..]).collect::<Vec<_>>())
-    .bind(tree_heads.iter().map(|h| to_sql(h.timestamp_ms)).collect::<Vec<_>>())
-    .bind(tree_heads.iter().map(|h| &h.signature[..]).collect::<Vec<_>>())
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| to_sql(c.seq))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| &c.head_hash.0[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| to_sql(c.timestamp_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| &c.signature[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| to_sql(h.tree_size))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| &h.root_hash.0[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| to_sql(h.timestamp_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| &h.signature[..])
+            .collect::<Vec<_>>(),
+    )
     .bind(to_sql(last.seq))
     .bind(&last.hash.0[..])
     .bind(to_sql(last.timestamp_ms))
