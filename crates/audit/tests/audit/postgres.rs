@@ -64,6 +64,34 @@ fn next_entry(head: ChainHead, writer: &str, n: usize) -> Entry {
     e
 }
 
+/// Two replicas' logs on the database at `url`: one audit key, one clock.
+async fn two_logs(
+    url: &str,
+    options: LogOptions,
+) -> (AuditLog<PgStore>, AuditLog<PgStore>, AuditPublicKey) {
+    let key = AuditSigningKey::generate();
+    let seed = *key.expose_seed();
+    let public = key.public_key();
+    let clock = ManualClock::at(1_800_000_000_000);
+    let a = AuditLog::open(
+        PgStore::open(url).await.unwrap(),
+        key,
+        options.clone(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let b = AuditLog::open(
+        PgStore::open(url).await.unwrap(),
+        AuditSigningKey::from_seed(&seed),
+        options,
+        clock,
+    )
+    .await
+    .unwrap();
+    (a, b, public)
+}
+
 #[tokio::test]
 async fn pg_log_appends_checkpoints_and_verifies() {
     let Some(url) = fresh_database().await else {
@@ -180,26 +208,7 @@ async fn pg_two_logs_rechain_and_verify_as_one_chain() {
     let Some(url) = fresh_database().await else {
         return;
     };
-    let key = AuditSigningKey::generate();
-    let seed = *key.expose_seed();
-    let public = key.public_key();
-    let clock = ManualClock::at(1_800_000_000_000);
-    let a = AuditLog::open(
-        PgStore::open(&url).await.unwrap(),
-        key,
-        LogOptions::default(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let b = AuditLog::open(
-        PgStore::open(&url).await.unwrap(),
-        AuditSigningKey::from_seed(&seed),
-        LogOptions::default(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let (a, b, public) = two_logs(&url, LogOptions::default()).await;
 
     // b opened on the empty chain; a moves the head first.
     assert_eq!(a.append(entry(0)).await.unwrap().seq, 1);
@@ -245,30 +254,11 @@ async fn pg_two_logs_under_concurrent_load_never_fail_and_form_one_chain() {
     };
     const TASKS: usize = 16;
     const PER_TASK: usize = 150;
-    let key = AuditSigningKey::generate();
-    let seed = *key.expose_seed();
-    let public = key.public_key();
-    let clock = ManualClock::at(1_800_000_000_000);
     let options = LogOptions {
         checkpoint_every: 500,
         ..LogOptions::default()
     };
-    let a = AuditLog::open(
-        PgStore::open(&url).await.unwrap(),
-        key,
-        options.clone(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let b = AuditLog::open(
-        PgStore::open(&url).await.unwrap(),
-        AuditSigningKey::from_seed(&seed),
-        options,
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let (a, b, public) = two_logs(&url, options).await;
     let mut tasks = Vec::new();
     for (replica, log) in [(0usize, a.clone()), (1, b.clone())] {
         for task in 0..TASKS {
