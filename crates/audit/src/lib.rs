@@ -79,7 +79,7 @@ pub use log::{
 pub use merkle::{ConsistencyProof, InclusionProof, MerkleHash, MerkleTree, PathError};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
-pub use store::{AuditStore, ChainHead, StoreError};
+pub use store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
 pub use tree_head::{
     BadTreeHeadSignature, ConsistencyError, InclusionError, TREE_HEAD_VERSION, TreeHead,
     entry_leaf_hash, verify_consistency, verify_inclusion,

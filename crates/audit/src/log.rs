@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::checkpoint::{AuditPublicKey, AuditSigningKey, BadCheckpointSignature, Checkpoint};
 use crate::entry::{Entry, MAX_DETAILS_LEN, MAX_NAME_LEN, NewEntry};
 use crate::merkle::{ConsistencyProof, InclusionProof, MerkleTree, PathError};
-use crate::store::{AuditStore, ChainHead, StoreError};
+use crate::store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
 use crate::tree_head::{BadTreeHeadSignature, TreeHead, entry_leaf_hash};
 use crate::verify::{Checks, VerifyError, walk};
 
@@ -149,8 +149,9 @@ pub struct LogStats {
     pub tree_heads: u64,
     /// Transactions that failed (each failed every append in it).
     pub failed_batches: u64,
-    /// Batches prepared again because another writer on the same database
-    /// (a replica on PostgreSQL) moved the chain head first.
+    /// Batches that found, under the store's write lock, that another
+    /// writer on the same database (a replica on PostgreSQL) had moved the
+    /// chain head, and were chained on the new head.
     pub rechained_batches: u64,
 }
 
@@ -474,6 +475,20 @@ struct Prepared {
     inclusions: Vec<InclusionProof>,
 }
 
+impl BatchRows for Prepared {
+    fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn checkpoints(&self) -> &[Checkpoint] {
+        self.checkpoint.as_slice()
+    }
+
+    fn tree_heads(&self) -> &[TreeHead] {
+        self.tree_head.as_slice()
+    }
+}
+
 impl<S: AuditStore> Writer<S> {
     async fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.options.max_batch);
@@ -496,81 +511,108 @@ impl<S: AuditStore> Writer<S> {
                 Err(e) => return self.fail(batch, &e),
             }
         }
-        let mut attempts = 0;
-        let (prepared, written) = loop {
-            let prepared = match self.prepare(batch) {
-                Ok(prepared) => prepared,
-                Err(e) => return self.fail(batch, &e),
-            };
-            if prepared.entries.is_empty() && prepared.checkpoint.is_none() {
-                // Only checkpoint requests, and nothing new to sign.
-                return self.succeed(batch, &prepared);
-            }
-            let written = self
-                .store
-                .append(
-                    &prepared.entries,
-                    prepared.checkpoint.as_slice(),
-                    prepared.tree_head.as_slice(),
-                )
-                .await;
-            attempts += 1;
-            match written {
-                // Another writer on the same database (a replica on
-                // PostgreSQL) appended first and nothing of this batch was
-                // written: re-chain it on the new head, never fork.
-                Err(StoreError::Conflict { .. }) if attempts < MAX_RECHAIN => {
-                    self.counters
-                        .rechained_batches
-                        .fetch_add(1, Ordering::Relaxed);
-                    restore(batch, prepared.entries);
-                    write(&self.tree).truncate(self.head.seq);
-                    if let Err(e) = self.reload_head().await {
-                        self.reload = true;
-                        return self.fail(batch, &e);
-                    }
-                    // Each conflict means another writer made progress;
-                    // a random wait, growing with the streak, keeps two
-                    // replicas from re-chaining in lock step.
-                    tokio::time::sleep(rechain_backoff(attempts)).await;
+        // The store holds its write lock from reading the head to the
+        // commit: a batch always continues the head, whichever replica on
+        // the same database appended last.
+        let store = self.store.clone();
+        let known = self.head;
+        let written = store
+            .append_locked(known, |catchup| {
+                if let Some(catchup) = catchup {
+                    self.catch_up(catchup)?;
                 }
-                written => break (prepared, written),
-            }
-        };
-        match written {
-            Ok(()) => {
-                self.head = prepared.head;
-                if prepared.checkpoint.is_some() {
-                    self.checkpoint = prepared.checkpoint;
-                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                }
-                if prepared.tree_head.is_some() {
-                    self.tree_head = prepared.tree_head;
-                    self.counters.tree_heads.fetch_add(1, Ordering::Relaxed);
-                }
-                self.counters.batches.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .entries
-                    .fetch_add(prepared.entries.len() as u64, Ordering::Relaxed);
-                self.committed.send_replace(Committed {
-                    head: self.head,
-                    checkpoint: self.checkpoint,
-                    tree_head: self.tree_head,
-                });
-                self.succeed(batch, &prepared);
-            }
+                self.prepare(batch)
+            })
+            .await;
+        let prepared = match written {
+            Ok(prepared) => prepared,
             Err(e) => {
                 write(&self.tree).truncate(self.head.seq);
                 self.reload = true;
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    error = %e,
-                    entries = prepared.entries.len(),
-                    "audit batch not committed"
-                );
-                self.fail(batch, &e);
+                tracing::error!(error = %e, "audit batch not committed");
+                return self.fail(batch, &e);
+            }
+        };
+        let wrote = !prepared.entries.is_empty() || prepared.checkpoint.is_some();
+        self.head = prepared.head;
+        if prepared.checkpoint.is_some() {
+            self.checkpoint = prepared.checkpoint;
+            self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        }
+        if prepared.tree_head.is_some() {
+            self.tree_head = prepared.tree_head;
+            self.counters.tree_heads.fetch_add(1, Ordering::Relaxed);
+        }
+        if wrote {
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .entries
+                .fetch_add(prepared.entries.len() as u64, Ordering::Relaxed);
+        }
+        // Also after a catch-up alone (only checkpoint requests, nothing
+        // new to sign): the head moved.
+        self.committed.send_replace(Committed {
+            head: self.head,
+            checkpoint: self.checkpoint,
+            tree_head: self.tree_head,
+        });
+        self.succeed(batch, &prepared);
+    }
+
+    /// Brings the writer to the head another writer moved (under the
+    /// store's write lock): checks that the entries it appended continue
+    /// this writer's head, adds them to the tree, and takes the latest
+    /// checkpoint and tree head.
+    fn catch_up(&mut self, catchup: Catchup) -> Result<(), StoreError> {
+        let mut head = self.head;
+        let mut leaves = Vec::with_capacity(catchup.entries.len());
+        for entry in &catchup.entries {
+            if entry.seq != head.seq + 1 || entry.prev_hash != head.hash {
+                return Err(StoreError::Corrupt {
+                    seq: entry.seq,
+                    reason: format!(
+                        "does not continue seq {} that this writer knew: the chain was changed",
+                        head.seq
+                    ),
+                });
+            }
+            if entry.hash != entry.compute_hash() {
+                return Err(StoreError::Corrupt {
+                    seq: entry.seq,
+                    reason: "its hash does not match its contents".into(),
+                });
+            }
+            head = ChainHead {
+                seq: entry.seq,
+                hash: entry.hash,
+                timestamp_ms: entry.timestamp_ms,
+            };
+            leaves.push(entry_leaf_hash(entry));
+        }
+        if head.seq != catchup.head.seq || head.hash != catchup.head.hash {
+            return Err(StoreError::Corrupt {
+                seq: catchup.head.seq,
+                reason: format!(
+                    "the chain head does not follow from seq {} that this writer knew",
+                    self.head.seq
+                ),
+            });
+        }
+        {
+            let mut tree = write(&self.tree);
+            tree.truncate(self.head.seq);
+            for leaf in leaves {
+                tree.push(leaf);
             }
         }
+        self.counters
+            .rechained_batches
+            .fetch_add(1, Ordering::Relaxed);
+        self.head = catchup.head;
+        self.checkpoint = catchup.checkpoint.or(self.checkpoint);
+        self.tree_head = catchup.tree_head.or(self.tree_head);
+        Ok(())
     }
 
     /// Chains the batch's entries onto the head, adds them to the tree, and
@@ -716,34 +758,6 @@ impl<S: AuditStore> Writer<S> {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
-        }
-    }
-}
-
-/// How many times a batch is re-chained on a head another writer moved
-/// before it is refused (the callers' requests fail, nothing is lost).
-const MAX_RECHAIN: u32 = 64;
-
-/// A random wait before re-chaining after `attempts` conflicts in a row:
-/// up to 0.1 ms doubled per attempt, capped at 25.6 ms.
-fn rechain_backoff(attempts: u32) -> std::time::Duration {
-    let mut r = [0u8; 4];
-    atrest_core::fill_random(&mut r);
-    let cap_us = 100u64 << attempts.min(8);
-    std::time::Duration::from_micros(u64::from(u32::from_le_bytes(r)) % cap_us)
-}
-
-/// Gives the batch's pending entries back what [`Writer::prepare`] took
-/// from them, so that the batch can be prepared again on a new head.
-fn restore(batch: &mut [Command], entries: Vec<Entry>) {
-    let mut entries = entries.into_iter();
-    for command in batch.iter_mut() {
-        if let Command::Append(pending, _) = command
-            && let Some(entry) = entries.next()
-        {
-            pending.actor = entry.actor;
-            pending.subject = entry.subject;
-            pending.details = entry.details;
         }
     }
 }

@@ -3,21 +3,22 @@
 //!
 //! The chain stays one linear chain under concurrent writers because every
 //! append runs in one transaction that first takes a row lock on the single
-//! `audit_chain_head` row (`SELECT … FOR UPDATE`). Under that lock the batch
-//! must continue the head exactly (its first entry's `seq` is the head's
-//! `seq + 1` and its `prev_hash` is the head's hash); if another replica
-//! appended first the transaction is rolled back and
-//! [`StoreError::Conflict`] returned, so the caller re-chains its batch on
-//! the new head. A commit is durable once PostgreSQL acknowledges it
+//! `audit_chain_head` row (`SELECT … FOR UPDATE`). The log's writer appends
+//! through [`AuditStore::append_locked`]: under that lock it reads what
+//! another replica appended since its own head, chains, hashes and signs
+//! its batch on the head as it is, and writes it in the same transaction,
+//! so no replica's batch ever fails another's. A plain
+//! [`AuditStore::append`] of a batch that does not continue the head is
+//! rolled back with [`StoreError::Conflict`]. A commit is durable once PostgreSQL acknowledges it
 //! (`synchronous_commit` as the server is configured; `on` by default).
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgExecutor, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::checkpoint::Checkpoint;
 use crate::entry::{Entry, EntryHash};
 use crate::rows::{AuditRow, backend, from_sql, to_sql};
-use crate::store::{AuditStore, ChainHead, StoreError};
+use crate::store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
 use crate::tree_head::TreeHead;
 
 /// `version` in `audit_schema`. It starts at 2 so the two backends share one
@@ -160,91 +161,222 @@ impl PgStore {
     }
 }
 
-/// Under the chain-head row lock: does the batch continue the head?
-async fn lock_head(
-    tx: &mut Transaction<'_, Postgres>,
-    entries: &[Entry],
-) -> Result<(), StoreError> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_chain_head FOR UPDATE")
+/// Takes the chain-head row lock (held to the end of `tx`) and reads the
+/// head.
+async fn lock_head(tx: &mut Transaction<'_, Postgres>) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query("SELECT seq, hash, timestamp_ms FROM audit_chain_head FOR UPDATE")
         .fetch_one(&mut **tx)
         .await
         .map_err(backend)?;
-    let head_seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "head seq")?;
-    let head_hash = row.hash("hash", head_seq)?;
+    let seq = from_sql(row.try_get("seq").map_err(backend)?, 0, "head seq")?;
+    Ok(ChainHead {
+        seq,
+        hash: row.hash("hash", seq)?,
+        timestamp_ms: from_sql(row.try_get("timestamp_ms").map_err(backend)?, seq, "time")?,
+    })
+}
+
+/// Does the batch continue the head (read under its lock)?
+fn continues(head: ChainHead, entries: &[Entry]) -> Result<(), StoreError> {
     if let Some(first) = entries.first()
-        && (first.seq != head_seq.saturating_add(1) || first.prev_hash != head_hash)
+        && (first.seq != head.seq.saturating_add(1) || first.prev_hash != head.hash)
     {
         return Err(StoreError::Conflict {
             batch_seq: first.seq,
-            head_seq,
+            head_seq: head.seq,
         });
     }
     Ok(())
 }
 
-async fn write_batch(
-    pool: &PgPool,
+/// What was appended after `known` up to `head`, read in the transaction
+/// that holds the head's lock.
+async fn catch_up(
+    tx: &mut Transaction<'_, Postgres>,
+    known: ChainHead,
+    head: ChainHead,
+) -> Result<Catchup, StoreError> {
+    if head.seq < known.seq {
+        return Err(StoreError::Corrupt {
+            seq: head.seq,
+            reason: format!(
+                "the chain head went back from seq {} (the database was restored or changed \
+                 under a running keyd: restart it)",
+                known.seq
+            ),
+        });
+    }
+    let mut entries = Vec::new();
+    while (known.seq + entries.len() as u64) < head.seq {
+        let from = known.seq + entries.len() as u64 + 1;
+        let page = read_entries(&mut **tx, from, 1000).await?;
+        if page.is_empty() {
+            return Err(StoreError::Corrupt {
+                seq: from,
+                reason: "missing below the chain head".into(),
+            });
+        }
+        entries.extend(page.into_iter().filter(|e| e.seq <= head.seq));
+    }
+    Ok(Catchup {
+        head,
+        entries,
+        checkpoint: latest_checkpoint(&mut **tx).await?,
+        tree_head: latest_tree_head(&mut **tx).await?,
+    })
+}
+
+/// Writes a batch and moves the chain-head row, in one statement (one
+/// round trip, whatever the batch's size).
+async fn write_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    head: ChainHead,
     entries: &[Entry],
     checkpoints: &[Checkpoint],
     tree_heads: &[TreeHead],
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
-    // Dropping `tx` on any error below rolls it back.
-    lock_head(&mut tx, entries).await?;
-    for e in entries {
-        sqlx::query(
-            "INSERT INTO audit_entries
-             (seq, timestamp_ms, kind, actor, subject, details, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(to_sql(e.seq))
-        .bind(to_sql(e.timestamp_ms))
-        .bind(e.kind.as_str())
-        .bind(e.actor.as_str())
-        .bind(e.subject.as_deref())
-        .bind(e.details.as_str())
-        .bind(&e.prev_hash.0[..])
-        .bind(&e.hash.0[..])
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    }
-    if let Some(last) = entries.last() {
-        sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2, timestamp_ms = $3")
-            .bind(to_sql(last.seq))
-            .bind(&last.hash.0[..])
-            .bind(to_sql(last.timestamp_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-    }
-    for c in checkpoints {
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, head_hash, timestamp_ms, signature)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(to_sql(c.seq))
-        .bind(&c.head_hash.0[..])
-        .bind(to_sql(c.timestamp_ms))
-        .bind(&c.signature[..])
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    }
-    for h in tree_heads {
-        sqlx::query(
-            "INSERT INTO audit_tree_heads (tree_size, root_hash, timestamp_ms, signature)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(to_sql(h.tree_size))
-        .bind(&h.root_hash.0[..])
-        .bind(to_sql(h.timestamp_ms))
-        .bind(&h.signature[..])
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-    }
-    tx.commit().await.map_err(backend)
+    let last = entries.last().map_or(head, |e| ChainHead {
+        seq: e.seq,
+        hash: e.hash,
+        timestamp_ms: e.timestamp_ms,
+    });
+    sqlx::query(
+        "WITH e AS (
+            INSERT INTO audit_entries
+            (seq, timestamp_ms, kind, actor, subject, details, prev_hash, hash)
+            SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[],
+                                 $5::TEXT[], $6::TEXT[], $7::BYTEA[], $8::BYTEA[])
+         ), c AS (
+            INSERT INTO audit_checkpoints (seq, head_hash, timestamp_ms, signature)
+            SELECT * FROM UNNEST($9::BIGINT[], $10::BYTEA[], $11::BIGINT[], $12::BYTEA[])
+         ), t AS (
+            INSERT INTO audit_tree_heads (tree_size, root_hash, timestamp_ms, signature)
+            SELECT * FROM UNNEST($13::BIGINT[], $14::BYTEA[], $15::BIGINT[], $16::BYTEA[])
+         )
+         UPDATE audit_chain_head SET seq = $17, hash = $18, timestamp_ms = $19",
+    )
+    .bind(entries.iter().map(|e| to_sql(e.seq)).collect::<Vec<_>>())
+    .bind(
+        entries
+            .iter()
+            .map(|e| to_sql(e.timestamp_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.subject.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.details.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .iter()
+            .map(|e| &e.prev_hash.0[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.iter().map(|e| &e.hash.0[..]).collect::<Vec<_>>())
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| to_sql(c.seq))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| &c.head_hash.0[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| to_sql(c.timestamp_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        checkpoints
+            .iter()
+            .map(|c| &c.signature[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| to_sql(h.tree_size))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| &h.root_hash.0[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| to_sql(h.timestamp_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        tree_heads
+            .iter()
+            .map(|h| &h.signature[..])
+            .collect::<Vec<_>>(),
+    )
+    .bind(to_sql(last.seq))
+    .bind(&last.hash.0[..])
+    .bind(to_sql(last.timestamp_ms))
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+async fn read_entries<'e>(
+    db: impl PgExecutor<'e>,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<Entry>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, timestamp_ms, kind, actor, subject, details, prev_hash, hash
+         FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(to_sql(from))
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await
+    .map_err(backend)?;
+    rows.iter().map(AuditRow::entry).collect()
+}
+
+async fn latest_tree_head<'e>(db: impl PgExecutor<'e>) -> Result<Option<TreeHead>, StoreError> {
+    let row = sqlx::query(
+        "SELECT tree_size, root_hash, timestamp_ms, signature
+         FROM audit_tree_heads ORDER BY tree_size DESC LIMIT 1",
+    )
+    .fetch_optional(db)
+    .await
+    .map_err(backend)?;
+    row.as_ref().map(AuditRow::tree_head).transpose()
+}
+
+async fn latest_checkpoint<'e>(db: impl PgExecutor<'e>) -> Result<Option<Checkpoint>, StoreError> {
+    let row = sqlx::query(
+        "SELECT seq, head_hash, timestamp_ms, signature
+         FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(db)
+    .await
+    .map_err(backend)?;
+    row.as_ref().map(AuditRow::checkpoint).transpose()
 }
 
 impl AuditStore for PgStore {
@@ -254,20 +386,51 @@ impl AuditStore for PgStore {
         checkpoints: &[Checkpoint],
         tree_heads: &[TreeHead],
     ) -> Result<(), StoreError> {
-        write_batch(&self.pool, entries, checkpoints, tree_heads).await
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Dropping `tx` on any error below rolls it back.
+        let head = lock_head(&mut tx).await?;
+        continues(head, entries)?;
+        write_rows(&mut tx, head, entries, checkpoints, tree_heads).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    /// One transaction: the head's row lock first, then what other replicas
+    /// appended since `known` if the head moved, the batch prepared on the
+    /// head as it is, and the write. Another replica's append waits for
+    /// the lock (up to PostgreSQL's `lock_timeout`, unlimited by default)
+    /// rather than failing; batches of the two replicas alternate, each
+    /// one group commit.
+    async fn append_locked<B, F>(&self, known: ChainHead, prepare: F) -> Result<B, StoreError>
+    where
+        B: BatchRows + Send,
+        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+    {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let head = lock_head(&mut tx).await?;
+        let catchup = if head.seq == known.seq && head.hash == known.hash {
+            None
+        } else {
+            Some(catch_up(&mut tx, known, head).await?)
+        };
+        let batch = prepare(catchup)?;
+        if batch.entries().is_empty() && batch.checkpoints().is_empty() {
+            return Ok(batch);
+        }
+        continues(head, batch.entries())?;
+        write_rows(
+            &mut tx,
+            head,
+            batch.entries(),
+            batch.checkpoints(),
+            batch.tree_heads(),
+        )
+        .await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(batch)
     }
 
     async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, timestamp_ms, kind, actor, subject, details, prev_hash, hash
-             FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(to_sql(from))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.iter().map(AuditRow::entry).collect()
+        read_entries(&self.pool, from, limit).await
     }
 
     async fn read_checkpoints(&self, from: u64, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
@@ -297,14 +460,7 @@ impl AuditStore for PgStore {
     }
 
     async fn latest_tree_head(&self) -> Result<Option<TreeHead>, StoreError> {
-        let row = sqlx::query(
-            "SELECT tree_size, root_hash, timestamp_ms, signature
-             FROM audit_tree_heads ORDER BY tree_size DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        row.as_ref().map(AuditRow::tree_head).transpose()
+        latest_tree_head(&self.pool).await
     }
 
     async fn head(&self) -> Result<ChainHead, StoreError> {
@@ -326,13 +482,6 @@ impl AuditStore for PgStore {
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let row = sqlx::query(
-            "SELECT seq, head_hash, timestamp_ms, signature
-             FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        row.as_ref().map(AuditRow::checkpoint).transpose()
+        latest_checkpoint(&self.pool).await
     }
 }

@@ -40,16 +40,39 @@ pub enum StoreError {
          use the atrest release that wrote it"
     )]
     SchemaVersion { found: i64, known: i64 },
-    /// Another writer (a second `atrest keyd` replica on the same
-    /// PostgreSQL database) appended first: the batch does not continue
-    /// the chain head any more and nothing of it was written. The caller
-    /// re-chains the batch on the new head and retries; the chain never
-    /// forks.
+    /// A batch given to [`AuditStore::append`] does not continue the chain
+    /// head (another writer, a second `atrest keyd` replica on the same
+    /// PostgreSQL database, appended first) and nothing of it was written;
+    /// the chain never forks. The log's writer appends through
+    /// [`AuditStore::append_locked`], which prepares the batch under the
+    /// head's lock and so never meets this.
     #[error(
         "audit store: the batch starts at seq {batch_seq} but the chain head is seq {head_seq} \
          (another replica appended first); nothing was written, re-chain and retry"
     )]
     Conflict { batch_seq: u64, head_seq: u64 },
+}
+
+/// What a writer finds under the store's write lock when another writer
+/// (a second `atrest keyd` replica on the same PostgreSQL database) moved
+/// the chain head past the one it knew: what it needs to build on the new
+/// head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Catchup {
+    /// The chain head as it is now.
+    pub head: ChainHead,
+    /// The entries after the writer's head up to `head`, in `seq` order.
+    pub entries: Vec<Entry>,
+    pub checkpoint: Option<Checkpoint>,
+    pub tree_head: Option<TreeHead>,
+}
+
+/// The rows of one prepared batch, as [`AuditStore::append_locked`] writes
+/// them.
+pub trait BatchRows {
+    fn entries(&self) -> &[Entry];
+    fn checkpoints(&self) -> &[Checkpoint];
+    fn tree_heads(&self) -> &[TreeHead];
 }
 
 /// An append-only store of entries, signed tree heads and (format 1)
@@ -71,6 +94,44 @@ pub trait AuditStore: Send + Sync + 'static {
         checkpoints: &[Checkpoint],
         tree_heads: &[TreeHead],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Prepares a batch on the chain head and writes it, such that no other
+    /// writer can append in between: the log's writer calls this for every
+    /// group commit.
+    ///
+    /// A store several writers share (PostgreSQL) takes its write lock
+    /// first, then compares the head with `known` (the head the caller
+    /// built its state on); if it moved, `prepare` is given what was
+    /// appended meanwhile ([`Catchup`]), else `None`. The batch `prepare`
+    /// returns is written in the same transaction, under the same lock, so
+    /// it always continues the head and no writer ever fails another's
+    /// batch. `prepare` must build on `known` (or the catch-up's head).
+    ///
+    /// This default is for a store with one writer (SQLite, which one
+    /// `atrest keyd` owns through `keyd.lock`): nobody else moves the head,
+    /// so `prepare` runs on `known` and the batch is [`Self::append`]ed.
+    /// A batch without entries or checkpoints is not written. Errors are
+    /// those of [`Self::append`], plus whatever `prepare` returns (then
+    /// nothing was written).
+    fn append_locked<B, F>(
+        &self,
+        known: ChainHead,
+        prepare: F,
+    ) -> impl Future<Output = Result<B, StoreError>> + Send
+    where
+        B: BatchRows + Send,
+        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+    {
+        let _ = known;
+        async move {
+            let batch = prepare(None)?;
+            if !(batch.entries().is_empty() && batch.checkpoints().is_empty()) {
+                self.append(batch.entries(), batch.checkpoints(), batch.tree_heads())
+                    .await?;
+            }
+            Ok(batch)
+        }
+    }
 
     /// Up to `limit` entries with `seq >= from`, in `seq` order.
     fn read_entries(

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use atrest_audit::{
-    AuditLog, AuditSigningKey, AuditStore, ChainHead, Checkpoint, Clock, Entry, LogOptions,
-    StoreError, TreeHead,
+    AuditLog, AuditSigningKey, AuditStore, BatchRows, Catchup, ChainHead, Checkpoint, Clock, Entry,
+    LogOptions, StoreError, TreeHead,
 };
 
 use crate::authority::{Authority, AuthorityOptions};
@@ -255,6 +255,22 @@ impl FlakyStore {
     }
 }
 
+impl FlakyStore {
+    /// Stops at the gate while the test holds commits, then refuses if
+    /// told to: what every write goes through.
+    async fn fault(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.faults.waiting.fetch_add(1, Ordering::SeqCst);
+        self.faults.entered.notify_waiters();
+        let permit = self.faults.gate.acquire().await;
+        self.faults.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.map_err(|e| StoreError::Backend(e.into()))?;
+        if self.faults.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("disk full".into()));
+        }
+        Ok(permit)
+    }
+}
+
 impl AuditStore for FlakyStore {
     async fn append(
         &self,
@@ -262,15 +278,16 @@ impl AuditStore for FlakyStore {
         cps: &[Checkpoint],
         heads: &[TreeHead],
     ) -> Result<(), StoreError> {
-        self.faults.waiting.fetch_add(1, Ordering::SeqCst);
-        self.faults.entered.notify_waiters();
-        let permit = self.faults.gate.acquire().await;
-        self.faults.waiting.fetch_sub(1, Ordering::SeqCst);
-        let _permit = permit.map_err(|e| StoreError::Backend(e.into()))?;
-        if self.faults.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend("disk full".into()));
-        }
+        let _permit = self.fault().await?;
         self.inner.append(entries, cps, heads).await
+    }
+    async fn append_locked<B, F>(&self, known: ChainHead, prepare: F) -> Result<B, StoreError>
+    where
+        B: BatchRows + Send,
+        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+    {
+        let _permit = self.fault().await?;
+        self.inner.append_locked(known, prepare).await
     }
     async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {
         self.inner.read_entries(from, limit).await

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use atrest_audit::TreeHead;
-use atrest_audit::{AuditStore, ChainHead, Checkpoint, Entry, PgStore, SqliteStore, StoreError};
+use atrest_audit::{
+    AuditStore, BatchRows, Catchup, ChainHead, Checkpoint, Entry, PgStore, SqliteStore, StoreError,
+};
 use atrest_remote::{HostId, KeyId};
 
 use super::{
@@ -554,6 +556,14 @@ impl AuditStore for KeydAuditStore {
         tree_heads: &[TreeHead],
     ) -> Result<(), StoreError> {
         each!(self, s => s.append(entries, checkpoints, tree_heads).await)
+    }
+
+    async fn append_locked<B, F>(&self, known: ChainHead, prepare: F) -> Result<B, StoreError>
+    where
+        B: BatchRows + Send,
+        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+    {
+        each!(self, s => s.append_locked(known, prepare).await)
     }
 
     async fn read_entries(&self, from: u64, limit: u32) -> Result<Vec<Entry>, StoreError> {

@@ -40,8 +40,12 @@ const MIGRATION_LOCK: i64 = 0x6174_7265_7374_0002;
 
 /// Connections per replica: releases read a host and spend a nonce, a
 /// release holds one across its audit append (the host's row, shared),
-/// and the boot-state writer and maintenance take one each.
-const MAX_CONNECTIONS: u32 = 8;
+/// and the boot-state writer and maintenance take one each. With 8, at
+/// most 8 releases could wait for one audit batch (the group commit's
+/// size); 16 lets more share one, and three replicas (plus their audit
+/// stores' 4 each) stay within PostgreSQL's default `max_connections`
+/// (100).
+const MAX_CONNECTIONS: u32 = 16;
 
 /// How long a query waits for a connection before the database counts as
 /// unreachable (the release is refused rather than left hanging).
@@ -609,28 +613,65 @@ impl Storage for PgStorage {
     }
 
     async fn save_boot_states(&self, states: &[(HostId, BootState)]) -> Result<(), StorageError> {
+        if states.is_empty() {
+            return Ok(());
+        }
         // Rows are locked in one order, the hosts' ids: two replicas
         // writing overlapping batches in their own orders deadlocked
         // (PostgreSQL aborted one, and its release failed with a 500).
         let mut states: Vec<&(HostId, BootState)> = states.iter().collect();
         states.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        for (id, state) in states {
-            sqlx::query(
-                "UPDATE keyd_hosts SET last_boot_id = $1, last_unlock_at = $2, planned_until = $3,
-                    planned_from = $4, ticket_hash = $5 WHERE id = $6",
-            )
-            .bind(state.last_boot_id.as_deref())
-            .bind(state.last_unlock_at.map(to_i64))
-            .bind(state.planned_until.map(to_i64))
-            .bind(state.planned_from.as_deref())
-            .bind(state.ticket_hash.as_ref().map(|h| &h[..]))
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)
+        states.dedup_by(|a, b| a.0 == b.0);
+        // One statement for the whole batch (one round trip, committed on
+        // its own), the rows locked in the order above.
+        sqlx::query(
+            "WITH s AS (
+                SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[],
+                                     $5::TEXT[], $6::BYTEA[])
+                    AS s(id, last_boot_id, last_unlock_at, planned_until, planned_from, ticket_hash)
+             ), locked AS (
+                SELECT h.id FROM keyd_hosts h JOIN s ON s.id = h.id ORDER BY h.id FOR UPDATE OF h
+             )
+             UPDATE keyd_hosts h SET last_boot_id = s.last_boot_id,
+                last_unlock_at = s.last_unlock_at, planned_until = s.planned_until,
+                planned_from = s.planned_from, ticket_hash = s.ticket_hash
+             FROM s, locked WHERE h.id = s.id AND locked.id = s.id",
+        )
+        .bind(states.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(
+            states
+                .iter()
+                .map(|(_, s)| s.last_boot_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, s)| s.last_unlock_at.map(to_i64))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, s)| s.planned_until.map(to_i64))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, s)| s.planned_from.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, s)| s.ticket_hash.as_ref().map(|h| &h[..]))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 
     async fn vault_generation(
