@@ -583,13 +583,17 @@ where
     }
 }
 
+/// A stored secret as a migration or a shred reads it: host id, key id,
+/// and the secret (in the clear before the migration, wrapped after).
+pub(crate) type SecretRow = (String, Vec<u8>, Vec<u8>);
+
 /// What a store does when its database has no secrets epoch yet (new, or
 /// from before secrets were wrapped): the rows still in the clear, to be
 /// wrapped under the key returned, in the store's open transaction.
 pub(crate) fn wrap_plaintext(
     keyring: &SecretsKeyring,
-    rows: Vec<(String, Vec<u8>, Vec<u8>)>,
-) -> Result<(Arc<EpochKey>, Vec<(String, Vec<u8>, Vec<u8>)>), StorageError> {
+    rows: Vec<SecretRow>,
+) -> Result<(Arc<EpochKey>, Vec<SecretRow>), StorageError> {
     let key = keyring.for_new_epoch()?;
     let wrapped = rows
         .into_iter()
@@ -613,8 +617,8 @@ pub(crate) fn wrap_plaintext(
 /// wrapped again under the next epoch's key (returned).
 pub(crate) fn rewrap_all(
     key: &EpochKey,
-    rows: Vec<(String, Vec<u8>, Vec<u8>)>,
-) -> Result<(EpochKey, Vec<(String, Vec<u8>, Vec<u8>)>), StorageError> {
+    rows: Vec<SecretRow>,
+) -> Result<(EpochKey, Vec<SecretRow>), StorageError> {
     let next = key.next()?;
     let rewrapped = rows
         .into_iter()

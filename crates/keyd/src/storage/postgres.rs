@@ -21,10 +21,10 @@ use crate::secrets_key::{EpochKey, SecretsKeyring, StoredEpoch};
 
 use super::{
     BootRow, BootState, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage, StorageError,
-    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
-    app_from, backend, read_secrets, rewrap_all, scope_from_key, stored_epoch, to_i64, to_u64,
-    wrap_plaintext,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SecretRow, SessionRow, Storage,
+    StorageError, StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession,
+    StoredWindow, app_from, backend, read_secrets, rewrap_all, scope_from_key, stored_epoch,
+    to_i64, to_u64, wrap_plaintext,
 };
 
 /// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`,
@@ -278,7 +278,7 @@ impl PgStorage {
                     });
                 }
                 if found == PG_SCHEMA_VERSION {
-                    let stored = Self::settle_secrets(&mut *tx, &self.secrets).await?;
+                    let stored = Self::settle_secrets(&mut tx, &self.secrets).await?;
                     tx.commit().await.map_err(backend)?;
                     return Ok(stored);
                 }
@@ -292,7 +292,7 @@ impl PgStorage {
                 .await
                 .map_err(backend)?;
         }
-        let stored = Self::settle_secrets(&mut *tx, &self.secrets).await?;
+        let stored = Self::settle_secrets(&mut tx, &self.secrets).await?;
         sqlx::query(
             "INSERT INTO keyd_schema (version) VALUES ($1)
              ON CONFLICT (only_row) DO UPDATE SET version = EXCLUDED.version",
@@ -325,7 +325,7 @@ impl PgStorage {
         if secrets.is_probe() {
             return Ok(None);
         }
-        let plain: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let plain: Vec<SecretRow> = sqlx::query_as(
             "SELECT host_id, key_id, secret FROM keyd_host_secrets ORDER BY host_id, key_id
              FOR UPDATE",
         )
@@ -475,7 +475,7 @@ impl Storage for PgStorage {
             // Dropping the transaction rolls back, so the token stays unused.
             return Err(StorageError::HostExists(host.id.clone()));
         }
-        let key = self.epoch_key(&mut *tx, false).await?;
+        let key = self.epoch_key(&mut tx, false).await?;
         sqlx::query(
             "INSERT INTO keyd_host_secrets (host_id, key_id, secret, current)
              VALUES ($1, $2, $3, TRUE)",
@@ -568,13 +568,13 @@ impl Storage for PgStorage {
             // The epoch row locked first: a shred on another replica, or
             // an enrollment or rotation wrapping under the current key,
             // waits for this transaction.
-            let key = self.epoch_key(&mut **tx, true).await?;
+            let key = self.epoch_key(tx, true).await?;
             sqlx::query("DELETE FROM keyd_host_secrets WHERE host_id = $1")
                 .bind(id.as_str())
                 .execute(&mut **tx)
                 .await
                 .map_err(backend)?;
-            let rest: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            let rest: Vec<SecretRow> = sqlx::query_as(
                 "SELECT host_id, key_id, secret FROM keyd_host_secrets ORDER BY host_id, key_id
                  FOR UPDATE",
             )
@@ -582,7 +582,7 @@ impl Storage for PgStorage {
             .await
             .map_err(backend)?;
             let (next, rewrapped) = rewrap_all(&key, rest)?;
-            update_secrets(&mut **tx, &rewrapped).await?;
+            update_secrets(tx, &rewrapped).await?;
             sqlx::query("UPDATE keyd_secrets_epoch SET epoch = $1, key_check = $2")
                 .bind(i64::from(next.epoch()))
                 .bind(&next.check()[..])
@@ -624,7 +624,7 @@ impl Storage for PgStorage {
         }
         // The epoch row before any secret row: a shred locks them in
         // that order too.
-        let key = self.epoch_key(&mut *tx, false).await?;
+        let key = self.epoch_key(&mut tx, false).await?;
         sqlx::query("DELETE FROM keyd_host_secrets WHERE host_id = $1 AND NOT current")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -1334,10 +1334,7 @@ fn boot_from_row(row: &PgRow) -> Result<BootState, StorageError> {
 
 /// Writes secrets wrapped again (a migration's or a shred's) over their
 /// rows.
-async fn update_secrets(
-    tx: &mut PgConnection,
-    rows: &[(String, Vec<u8>, Vec<u8>)],
-) -> Result<(), StorageError> {
+async fn update_secrets(tx: &mut PgConnection, rows: &[SecretRow]) -> Result<(), StorageError> {
     for (host, key_id, wrapped) in rows {
         sqlx::query("UPDATE keyd_host_secrets SET secret = $1 WHERE host_id = $2 AND key_id = $3")
             .bind(wrapped)

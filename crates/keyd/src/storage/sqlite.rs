@@ -19,10 +19,10 @@ use crate::secrets_key::{EpochKey, SecretsKeyring, StoredEpoch};
 
 use super::{
     BootRow, BootState, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow, HostState,
-    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage, StorageError,
-    StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
-    app_from, backend, read_secrets, rewrap_all, scope_from_key, stored_epoch, to_i64, to_u64,
-    wrap_plaintext,
+    MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SecretRow, SessionRow, Storage,
+    StorageError, StoredApp, StoredApprover, StoredHeld, StoredScope, StoredSecret, StoredSession,
+    StoredWindow, app_from, backend, read_secrets, rewrap_all, scope_from_key, stored_epoch,
+    to_i64, to_u64, wrap_plaintext,
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
@@ -139,7 +139,7 @@ impl SqliteStorage {
                 .await
                 .map_err(backend)?;
         }
-        let stored = Self::settle_secrets(&mut *tx, &secrets).await?;
+        let stored = Self::settle_secrets(&mut tx, &secrets).await?;
         sqlx::query(SET_SCHEMA_VERSION)
             .execute(&mut *tx)
             .await
@@ -179,7 +179,7 @@ impl SqliteStorage {
         if secrets.is_probe() {
             return Ok(None);
         }
-        let plain: Vec<(String, Vec<u8>, Vec<u8>)> =
+        let plain: Vec<SecretRow> =
             sqlx::query_as("SELECT host_id, key_id, secret FROM host_secrets")
                 .fetch_all(&mut *tx)
                 .await
@@ -350,7 +350,7 @@ impl Storage for SqliteStorage {
             // Dropping the transaction rolls back, so the token stays unused.
             return Err(StorageError::HostExists(host.id.clone()));
         }
-        let key = self.epoch_key(&mut *tx).await?;
+        let key = self.epoch_key(&mut tx).await?;
         sqlx::query(
             "INSERT INTO host_secrets (host_id, key_id, secret, current) VALUES (?, ?, ?, 1)",
         )
@@ -430,19 +430,19 @@ impl Storage for SqliteStorage {
         let shredded = state == HostState::Shredded && updated.rows_affected() > 0;
         let mut next_epoch = None;
         if shredded {
-            let key = self.epoch_key(&mut *tx).await?;
+            let key = self.epoch_key(&mut tx).await?;
             sqlx::query("DELETE FROM host_secrets WHERE host_id = ?")
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-            let rest: Vec<(String, Vec<u8>, Vec<u8>)> =
+            let rest: Vec<SecretRow> =
                 sqlx::query_as("SELECT host_id, key_id, secret FROM host_secrets")
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(backend)?;
             let (next, rewrapped) = rewrap_all(&key, rest)?;
-            update_secrets(&mut *tx, &rewrapped).await?;
+            update_secrets(&mut tx, &rewrapped).await?;
             sqlx::query("UPDATE secrets_epoch SET epoch = ?, key_check = ?")
                 .bind(i64::from(next.epoch()))
                 .bind(&next.check()[..])
@@ -481,7 +481,7 @@ impl Storage for SqliteStorage {
         if active.is_none() {
             return Ok(false);
         }
-        let key = self.epoch_key(&mut *tx).await?;
+        let key = self.epoch_key(&mut tx).await?;
         sqlx::query("DELETE FROM host_secrets WHERE host_id = ? AND current = 0")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -1167,10 +1167,7 @@ fn boot_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<BootState, StorageErro
 
 /// Writes secrets wrapped again (a migration's or a shred's) over their
 /// rows.
-async fn update_secrets(
-    tx: &mut SqliteConnection,
-    rows: &[(String, Vec<u8>, Vec<u8>)],
-) -> Result<(), StorageError> {
+async fn update_secrets(tx: &mut SqliteConnection, rows: &[SecretRow]) -> Result<(), StorageError> {
     for (host, key_id, wrapped) in rows {
         sqlx::query("UPDATE host_secrets SET secret = ? WHERE host_id = ? AND key_id = ?")
             .bind(wrapped)
