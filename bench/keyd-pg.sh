@@ -132,7 +132,7 @@ phases pg "$A_URL" "$BASE/a" "$BASE/hosts.pg" "$(cat "$BASE/pid.a")" $(pg_pids)
 
 log "pg x2: a second replica on the same database"
 mkdir -p "$BASE/b/tls"
-cp "$BASE"/a/{audit.key,records.key,admin.token} "$BASE/b/"
+cp "$BASE"/a/{audit.key,records.key,secrets.key,admin.token} "$BASE/b/"
 cp "$BASE"/a/tls/* "$BASE/b/tls/"
 python3 - "$BASE/a/keyd.json" "$BASE/b/keyd.json" "$(free_port)" <<'PY'
 import json, sys

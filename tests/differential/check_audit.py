@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Checks every vector in testdata/audit/ from docs/format.md ("Audit log:
-Merkle tree and signed tree heads") alone: hashlib for SHA-256, the
-`cryptography` package for Ed25519, no atrest code. Exit status 0 if every
-vector gives its `expect`, 1 otherwise."""
+"""Checks every vector in testdata/audit/ and testdata/keyd/ from
+docs/format.md ("Audit log: Merkle tree and signed tree heads"; "Key
+authority: host secrets at rest") alone: hashlib for SHA-256, the
+`cryptography` package for Ed25519, HKDF-SHA256 and AES-256-GCM, no atrest
+code. Exit status 0 if every vector gives its `expect`, 1 otherwise."""
 
 import base64
 import hashlib
@@ -11,7 +12,10 @@ import os
 import struct
 import sys
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -20,6 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 DIR = os.environ.get(
     "ATREST_AUDIT_VECTORS_DIR",
     os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "audit"),
+)
+KEYD_DIR = os.environ.get(
+    "ATREST_KEYD_VECTORS_DIR",
+    os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "keyd"),
 )
 
 
@@ -137,6 +145,46 @@ def hexlist(text):
     return [bytes.fromhex(h) for h in text.split(",")] if text else []
 
 
+def hkdf(ikm, salt, info):
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def epoch_bytes(e):
+    return struct.pack(">I", e)
+
+
+def check_keyd(v):
+    """testdata/keyd/: the secrets key's ratchet step and wrapped host secrets."""
+    kind, e, key = v["kind"], int(v["epoch"]), bytes.fromhex(v["key"])
+    wrap_key = hkdf(key, epoch_bytes(e), b"atrest v1 keyd secrets wrap")
+    if kind == "secrets-ratchet":
+        assert wrap_key == bytes.fromhex(v["wrap_key"]), "wrap key"
+        assert hkdf(key, epoch_bytes(e), b"atrest v1 keyd secrets check") == bytes.fromhex(
+            v["check"]
+        ), "check value"
+        nxt = hkdf(key, epoch_bytes(e + 1), b"atrest v1 keyd secrets ratchet")
+        assert nxt == bytes.fromhex(v["next_key"]), "next key"
+        return "success"
+    if kind != "host-secret":
+        raise AssertionError(f"unknown kind {kind}")
+    wrapped = bytes.fromhex(v["wrapped"])
+    if len(wrapped) != 65:
+        raise Fail("length")
+    if wrapped[0] != 1:
+        raise Fail("unknown-version")
+    header, nonce, sealed = wrapped[:5], wrapped[5:17], wrapped[17:]
+    if struct.unpack(">I", header[1:5])[0] != e:
+        raise Fail("epoch-mismatch")
+    aad = lp(b"atrest keyd host secret v1") + b"\x01"
+    aad += lp(v["host_id"].encode()) + lp(bytes.fromhex(v["key_id"])) + lp(header)
+    try:
+        secret = AESGCM(wrap_key).decrypt(nonce, sealed, aad)
+    except InvalidTag:
+        raise Fail("auth-failure")
+    assert secret == bytes.fromhex(v["secret"]), "secret"
+    return "success"
+
+
 def check(v):
     """Returns the outcome class ('success' or a failure) of vector v."""
     kind = v["kind"]
@@ -186,9 +234,10 @@ def check(v):
 
 def main():
     bad = 0
-    names = sorted(n for n in os.listdir(DIR) if n != "README.md")
-    for name in names:
-        with open(os.path.join(DIR, name)) as f:
+    names = [(DIR, n, check) for n in sorted(os.listdir(DIR)) if n != "README.md"]
+    names += [(KEYD_DIR, n, check_keyd) for n in sorted(os.listdir(KEYD_DIR)) if n != "README.md"]
+    for directory, name, check_one in names:
+        with open(os.path.join(directory, name)) as f:
             v = {}
             for line in f.read().splitlines():
                 if not line.strip() or line.startswith("#"):
@@ -197,7 +246,7 @@ def main():
                 assert key not in v, f"{name}: {key} twice"
                 v[key.rstrip(":")] = value
         try:
-            got = check(v)
+            got = check_one(v)
         except Fail as e:
             got = str(e)
         except AssertionError as e:
@@ -205,7 +254,7 @@ def main():
         if got != v["expect"]:
             print(f"FAIL {name}: expected {v['expect']}, got {got}")
             bad += 1
-    print(f"{len(names) - bad} of {len(names)} audit vectors hold")
+    print(f"{len(names) - bad} of {len(names)} audit and keyd vectors hold")
     return 1 if bad else 0
 
 

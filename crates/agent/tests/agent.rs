@@ -55,7 +55,10 @@ impl TestAuthority {
         )
         .await
         .unwrap();
-        let storage = SqliteStorage::open(&dir.path().join("keyd.db"))
+        let secrets =
+            atrest_keyd::secrets_key::SecretsKeyring::open(&dir.path().join("secrets.key"))
+                .unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("keyd.db"), Arc::new(secrets))
             .await
             .unwrap();
         let authority = Authority::open(storage, audit, SystemClock, AuthorityOptions::default())

@@ -39,6 +39,19 @@ pub const THRESHOLD_SHARE_KEY: &[u8] = b"atrest v1 threshold share";
 /// token. Salt: the request id.
 pub const HELD_GRANT: &[u8] = b"atrest v1 held grant";
 
+/// Host exchange secrets at rest in `atrest keyd`'s database
+/// (docs/format.md, "Key authority: host secrets at rest"). IKM: the
+/// secrets key `K_e` of epoch `e`; salt: `e` as a big-endian u32, except
+/// [`KEYD_SECRETS_RATCHET`] (`e + 1`).
+///
+/// AES-256-GCM key that wraps every host secret of epoch `e`.
+pub const KEYD_SECRETS_WRAP: &[u8] = b"atrest v1 keyd secrets wrap";
+/// The one-way step `K_{e+1} = HKDF(K_e)` a shred takes.
+pub const KEYD_SECRETS_RATCHET: &[u8] = b"atrest v1 keyd secrets ratchet";
+/// The check value the database keeps of the epoch's key, so a data
+/// directory with another authority's key file is refused at start.
+pub const KEYD_SECRETS_CHECK: &[u8] = b"atrest v1 keyd secrets check";
+
 /// Format 2 (docs/format.md §16.2). Salt: the vault id, except
 /// [`FILE_KEY_V2`] (the file id).
 ///
@@ -125,6 +138,8 @@ pub mod domain {
     pub const REBOOT_NOTICE: &[u8] = b"atrest reboot notice v1";
     /// The AAD of a held request's sealed answer, followed by the request id.
     pub const HELD_GRANT: &[u8] = b"atrest held grant v1";
+    /// First field of the AAD of a host secret wrapped at rest by keyd.
+    pub const KEYD_HOST_SECRET: &[u8] = b"atrest keyd host secret v1";
     /// Signed bind requests (`POST /v1/bind`).
     pub const BIND_REQUEST: &[u8] = b"atrest bind request v1";
     /// Prefix of the bytes a threshold share's MAC covers.
@@ -213,6 +228,10 @@ mod tests {
             super::LUKS_TOKEN_MAC,
             super::BACKUP_KEYSLOT_WRAP,
             super::BACKUP_KEYSLOT_MAC,
+            super::HELD_GRANT,
+            super::KEYD_SECRETS_WRAP,
+            super::KEYD_SECRETS_RATCHET,
+            super::KEYD_SECRETS_CHECK,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -259,6 +278,8 @@ mod tests {
             BACKUP_BLOB,
             BACKUP_FILE,
             BACKUP_KEYSLOT,
+            HELD_GRANT,
+            KEYD_HOST_SECRET,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

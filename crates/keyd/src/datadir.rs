@@ -8,6 +8,10 @@
 //!   audit.key          0600  Ed25519 seed that signs audit checkpoints
 //!   records.key        0600  master key of scoped encryption: every scope
 //!                            key is wrapped under a subkey of it
+//!   secrets.key        0600  the key host secrets are wrapped under, at
+//!                            the database's epoch: each shred replaces it
+//!                            with the next (decision 0018); not backed up
+//!                            with the database
 //!   tls/ca.pem               the CA hosts pin (its fingerprint)
 //!   tls/server.pem           server certificate (+ intermediates)
 //!   tls/server.key     0600  its private key
@@ -26,6 +30,7 @@ use std::fs::File;
 use std::future::IntoFuture;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use atrest_audit::{
     AuditLog, AuditSigningKey, AuditStore, EntryKind, LogOptions, NewEntry, SystemClock,
@@ -35,6 +40,7 @@ use zeroize::Zeroizing;
 
 use crate::authority::{Authority, AuthorityOptions};
 use crate::events::AuditEvent;
+use crate::secrets_key::{SecretsKeyError, SecretsKeyring};
 use crate::storage::{Database, DatabaseError, KeydAuditStore, KeydStorage, PolicyRule};
 use crate::tls::ServerCertificates;
 
@@ -116,7 +122,7 @@ pub enum DataDirError {
     #[error(
         "{database} already holds a key authority ({entries} audit entries): a replica does not \
          run init; copy the first replica's data directory (keyd.json, audit.key, records.key, \
-         admin.token, tls/) to this machine and run `atrest keyd serve` there"
+         secrets.key, admin.token, tls/) to this machine and run `atrest keyd serve` there"
     )]
     DatabaseInUse { database: String, entries: u64 },
     #[error(
@@ -130,6 +136,8 @@ pub enum DataDirError {
     AuditOpen(#[from] atrest_audit::OpenError),
     #[error(transparent)]
     Authority(#[from] crate::authority::AuthorityError),
+    #[error(transparent)]
+    SecretsKey(#[from] SecretsKeyError),
 }
 
 fn file_error(path: &Path, e: impl std::fmt::Display) -> DataDirError {
@@ -171,6 +179,7 @@ impl DataDir {
     pub const ADMIN_TOKEN: &'static str = "admin.token";
     pub const AUDIT_KEY: &'static str = "audit.key";
     pub const RECORDS_KEY: &'static str = "records.key";
+    pub const SECRETS_KEY: &'static str = "secrets.key";
     pub const TLS_DIR: &'static str = "tls";
     pub const STATE_DB: &'static str = "keyd.db";
     pub const AUDIT_DB: &'static str = "audit.db";
@@ -248,8 +257,10 @@ impl DataDir {
             // Refused before anything is written: a second init on a
             // shared database would sign its entries with another key.
             // (The state store first: it gives up on an unreachable
-            // server sooner.)
-            database.open_storage().await?;
+            // server sooner; as a probe, it writes no secrets epoch.)
+            database
+                .open_storage(Arc::new(SecretsKeyring::probe()))
+                .await?;
             let entries = database.open_audit().await?.head().await?.seq;
             if entries > 0 {
                 return Err(DataDirError::DatabaseInUse {
@@ -293,6 +304,7 @@ impl DataDir {
         let authority = Self::authority_at(
             &database,
             signing,
+            Self::secrets_key(path)?,
             AuthorityOptions {
                 records_master: Some(records),
                 ..AuthorityOptions::default()
@@ -398,6 +410,17 @@ impl DataDir {
             .ok_or_else(|| file_error(&key_path, "a records key is 32 bytes"))
     }
 
+    /// `secrets.key`, read if it exists (made by the store when the
+    /// database has no secrets epoch yet: at init, or the first start of a
+    /// directory from before secrets were wrapped).
+    fn secrets_key(path: &Path) -> Result<Arc<SecretsKeyring>, DataDirError> {
+        let key_path = path.join(Self::SECRETS_KEY);
+        if key_path.exists() {
+            check_private(&key_path)?;
+        }
+        Ok(Arc::new(SecretsKeyring::open(&key_path)?))
+    }
+
     /// The audit store, for reading (`audit verify`, `audit tail`).
     pub async fn audit_store(&self) -> Result<KeydAuditStore, DataDirError> {
         Ok(self.database()?.open_audit().await?)
@@ -411,10 +434,11 @@ impl DataDir {
     async fn authority_at(
         database: &Database,
         signing: AuditSigningKey,
+        secrets: Arc<SecretsKeyring>,
         options: AuthorityOptions,
     ) -> Result<KeydAuthority, DataDirError> {
         // The state store first: it gives up on an unreachable server sooner.
-        let storage = database.open_storage().await?;
+        let storage = database.open_storage(secrets).await?;
         let store = database.open_audit().await?;
         // Every batch gets a signed tree head, which hosts check. Format-1
         // checkpoints are only for hosts from before tree heads: they are
@@ -437,7 +461,8 @@ impl DataDir {
             records_master: Some(Self::records_key(&self.path)?),
             ..options
         };
-        let authority = Self::authority_at(&database, signing, options).await?;
+        let authority =
+            Self::authority_at(&database, signing, Self::secrets_key(&self.path)?, options).await?;
         if authority.audit().head().seq == 0 {
             return Err(DataDirError::NoAuthority(database.to_string()));
         }

@@ -48,6 +48,7 @@ mod operator;
 mod policy;
 mod scoped;
 mod scoped_routes;
+pub mod secrets_key;
 mod socket;
 mod state;
 mod status;

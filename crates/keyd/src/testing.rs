@@ -25,6 +25,8 @@ use atrest_audit::{
 use crate::authority::{Authority, AuthorityOptions};
 use crate::storage::{Database, KeydAuditStore, KeydStorage};
 
+const SECRETS_KEY: &str = crate::DataDir::SECRETS_KEY;
+
 /// The database a [`TestKeyd`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -326,6 +328,9 @@ pub struct TestKeyd<C: Clock + Clone = ManualClock> {
     /// The records key of scoped encryption, kept across restarts.
     records_seed: [u8; 32],
     dir: Arc<tempfile::TempDir>,
+    /// Where this keyd's `secrets.key` is: the data directory, or a
+    /// replica's own (a copy of the first one's, as operators make).
+    keys: Arc<tempfile::TempDir>,
 }
 
 impl TestKeyd<ManualClock> {
@@ -395,11 +400,13 @@ impl<C: Clock + Clone> TestKeyd<C> {
         let audit_seed = atrest_core::random_array();
         let records_seed = atrest_core::random_array();
         let options = with_records_key(options, &records_seed);
+        let dir = Arc::new(dir);
         let authority = open_authority(
             &database,
             &clock,
             &faults,
             &audit_seed,
+            &dir.path().join(SECRETS_KEY),
             options.clone(),
             log_options.clone(),
         )
@@ -413,7 +420,8 @@ impl<C: Clock + Clone> TestKeyd<C> {
             log_options,
             audit_seed,
             records_seed,
-            dir: Arc::new(dir),
+            keys: dir.clone(),
+            dir,
         }
     }
 
@@ -426,11 +434,14 @@ impl<C: Clock + Clone> TestKeyd<C> {
             "replicas share a PostgreSQL database; SQLite has one keyd per file"
         );
         let faults = StoreFaults::default();
+        let keys = Arc::new(tempfile::tempdir().unwrap());
+        std::fs::copy(self.secrets_key(), keys.path().join(SECRETS_KEY)).unwrap();
         let authority = open_authority(
             &self.database,
             &self.clock,
             &faults,
             &self.audit_seed,
+            &keys.path().join(SECRETS_KEY),
             self.options.clone(),
             self.log_options.clone(),
         )
@@ -445,12 +456,18 @@ impl<C: Clock + Clone> TestKeyd<C> {
             audit_seed: self.audit_seed,
             records_seed: self.records_seed,
             dir: self.dir.clone(),
+            keys,
         }
     }
 
     /// The data directory (`keyd.db`, `audit.db`).
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// This keyd's `secrets.key` (a replica has its own).
+    pub fn secrets_key(&self) -> std::path::PathBuf {
+        self.keys.path().join(SECRETS_KEY)
     }
 
     /// Stops the authority (as a restart would: boot states flushed) and
@@ -474,6 +491,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             audit_seed,
             records_seed,
             dir,
+            keys,
         } = self;
         drop(authority);
         // Let the writer task see the channel close and finish.
@@ -483,6 +501,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             &clock,
             &faults,
             &audit_seed,
+            &keys.path().join(SECRETS_KEY),
             options.clone(),
             log_options.clone(),
         )
@@ -497,6 +516,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             audit_seed,
             records_seed,
             dir,
+            keys,
         }
     }
 
@@ -559,6 +579,7 @@ async fn open_authority<C: Clock + Clone>(
     clock: &C,
     faults: &StoreFaults,
     audit_seed: &[u8; 32],
+    secrets_key: &Path,
     options: AuthorityOptions,
     log_options: LogOptions,
 ) -> TestAuthority<C> {
@@ -571,7 +592,8 @@ async fn open_authority<C: Clock + Clone>(
     )
     .await
     .unwrap();
-    let storage = database.open_storage().await.unwrap();
+    let secrets = crate::secrets_key::SecretsKeyring::open(secrets_key).unwrap();
+    let storage = database.open_storage(Arc::new(secrets)).await.unwrap();
     Authority::open(storage, audit, clock.clone(), options)
         .await
         .unwrap()

@@ -65,6 +65,7 @@ async fn given_certificates_are_served_and_pinned() {
     assert_eq!(mode("admin.token"), 0o600);
     assert_eq!(mode("audit.key"), 0o600);
     assert_eq!(mode("records.key"), 0o600);
+    assert_eq!(mode("secrets.key"), 0o600);
     assert_eq!(mode("tls/server.key"), 0o600);
 
     let dir_handle = DataDir::open_exclusive(&data).unwrap();
@@ -373,5 +374,141 @@ async fn a_records_key_other_than_the_databases_is_refused() {
             .authority(AuthorityOptions::default())
             .await
             .unwrap(),
+    );
+}
+
+/// A copy of `data` (settings, keys, certificates) beside its databases,
+/// with `keyd.db` from `state` and `audit.db` from `audit`: a data
+/// directory restored from backups.
+fn restored_dir(
+    data: &std::path::Path,
+    to: &std::path::Path,
+    state: &std::path::Path,
+    audit: &std::path::Path,
+) {
+    std::fs::create_dir(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(to.join("tls")).unwrap();
+    for name in [
+        "keyd.json",
+        "admin.token",
+        "audit.key",
+        "records.key",
+        "secrets.key",
+        "tls/ca.pem",
+        "tls/server.pem",
+        "tls/server.key",
+    ] {
+        std::fs::copy(data.join(name), to.join(name)).unwrap();
+    }
+    std::fs::copy(state, to.join("keyd.db")).unwrap();
+    std::fs::copy(audit, to.join("audit.db")).unwrap();
+}
+
+/// SQLite's online copy of a live database (`VACUUM INTO`), as an
+/// operator's backup.
+async fn sqlite_backup(live: &std::path::Path, to: &std::path::Path) {
+    use sqlx::Connection;
+    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(live),
+    )
+    .await
+    .unwrap();
+    sqlx::query("VACUUM INTO ?")
+        .bind(to.to_str().unwrap())
+        .execute(&mut db)
+        .await
+        .unwrap();
+}
+
+/// Issue 10 through `serve`'s own start path: a data directory whose
+/// databases are put back to a backup taken before a shred refuses to
+/// start, saying what to do; one taken after the shred starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyd_refuses_to_start_on_a_database_from_before_a_shred() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("keyd");
+    DataDir::init(&data, InitOptions::default()).await.unwrap();
+    let authority = DataDir::open(&data)
+        .unwrap()
+        .authority(AuthorityOptions::default())
+        .await
+        .unwrap();
+    for name in ["web-1", "web-2"] {
+        let token = authority.create_token("web", 3600, "test").await.unwrap();
+        authority
+            .enroll(
+                &token.token,
+                name,
+                atrest_remote::HostIdentity::generate().public_key(),
+                atrest_keyd::RequestContext::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let backup = |name: &str| dir.path().join(name);
+    sqlite_backup(&data.join("keyd.db"), &backup("state-before.db")).await;
+    sqlite_backup(&data.join("audit.db"), &backup("audit-before.db")).await;
+    let shredded = atrest_remote::HostId::new("web-1").unwrap();
+    authority.shred(&shredded, "test").await.unwrap();
+    sqlite_backup(&data.join("keyd.db"), &backup("state-after.db")).await;
+    sqlite_backup(&data.join("audit.db"), &backup("audit-after.db")).await;
+
+    let before = dir.path().join("restored-before");
+    restored_dir(
+        &data,
+        &before,
+        &backup("state-before.db"),
+        &backup("audit-before.db"),
+    );
+    let refused = DataDir::open(&before)
+        .unwrap()
+        .authority(AuthorityOptions::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains(
+            "this database's host secrets are at epoch 0; this data directory's key is at epoch 1"
+        ) && refused.contains("restore a backup taken after the last shred"),
+        "{refused}"
+    );
+
+    // secrets.key readable by others: refused, with what to do.
+    let key = data.join("secrets.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = DataDir::open(&data)
+        .unwrap()
+        .authority(AuthorityOptions::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(loose.to_string().contains("chmod 600"), "{loose}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let after = dir.path().join("restored-after");
+    restored_dir(
+        &data,
+        &after,
+        &backup("state-after.db"),
+        &backup("audit-after.db"),
+    );
+    let restored = DataDir::open(&after)
+        .unwrap()
+        .authority(AuthorityOptions::default())
+        .await
+        .unwrap();
+    let hosts = restored.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 2);
+    assert_eq!(
+        restored
+            .host(&shredded)
+            .await
+            .unwrap()
+            .record
+            .state
+            .as_str(),
+        "shredded"
     );
 }

@@ -707,6 +707,14 @@ async fn host(command: HostCommand) -> anyhow::Result<ExitCode> {
             println!("planned reboot accounted for until {}", when(until, now));
         }
     }
+    if action == Some("shred") {
+        // On stderr, so `--json` output stays one document.
+        eprintln!(
+            "take a new backup of the key authority's database now: the shred moved \
+             secrets.key to a new epoch, and no backup taken before it can be restored \
+             (docs/operations.md, \"Shred and backups\")"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -755,7 +755,13 @@ fn replica_of(data: &Path, at: &Path) -> Keyd {
     copy_data_dir(
         data,
         at,
-        &["keyd.json", "audit.key", "records.key", "admin.token"],
+        &[
+            "keyd.json",
+            "audit.key",
+            "records.key",
+            "secrets.key",
+            "admin.token",
+        ],
     );
     let settings_path = at.join("keyd.json");
     let mut settings: Value =
@@ -787,7 +793,11 @@ fn two_replicas_on_postgresql_are_one_authority() {
     // A replica copied without records.key would wrap scopes under a key of
     // its own: it refuses to start, naming the file.
     let stray = dir.path().join("stray");
-    copy_data_dir(&a.data, &stray, &["keyd.json", "audit.key", "admin.token"]);
+    copy_data_dir(
+        &a.data,
+        &stray,
+        &["keyd.json", "audit.key", "secrets.key", "admin.token"],
+    );
     let refused = run(&[
         &"keyd",
         &"serve",
@@ -799,6 +809,28 @@ fn two_replicas_on_postgresql_are_one_authority() {
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("records.key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Nor does one copied without secrets.key (the key host secrets are
+    // wrapped under), which is not in the database's backups.
+    let keyless = dir.path().join("keyless");
+    copy_data_dir(
+        &a.data,
+        &keyless,
+        &["keyd.json", "audit.key", "records.key", "admin.token"],
+    );
+    let refused = run(&[
+        &"keyd",
+        &"serve",
+        &"--data-dir",
+        &keyless,
+        &"--listen",
+        &"127.0.0.1:0",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("copy secrets.key from a live replica"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );

@@ -13,6 +13,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use atrest_audit::TreeHead;
 use atrest_audit::{
@@ -26,6 +27,8 @@ use super::{
     StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope, StoredSecret,
     StoredSession, StoredWindow,
 };
+
+use crate::secrets_key::SecretsKeyring;
 
 const STATE_DB: &str = crate::DataDir::STATE_DB;
 const AUDIT_DB: &str = crate::DataDir::AUDIT_DB;
@@ -145,17 +148,21 @@ impl Database {
         out
     }
 
-    /// Opens (creating or migrating) the authority's state store.
-    pub async fn open_storage(&self) -> Result<KeydStorage, DatabaseError> {
+    /// Opens (creating or migrating) the authority's state store, its
+    /// host secrets wrapped under `secrets` (`secrets.key`).
+    pub async fn open_storage(
+        &self,
+        secrets: Arc<SecretsKeyring>,
+    ) -> Result<KeydStorage, DatabaseError> {
         match self {
-            Self::Sqlite(dir) => SqliteStorage::open(&dir.join(STATE_DB))
+            Self::Sqlite(dir) => SqliteStorage::open(&dir.join(STATE_DB), secrets)
                 .await
                 .map(|s| KeydStorage::Sqlite(Cached::new(s)))
                 .map_err(|source| DatabaseError::Storage {
                     target: dir.join(STATE_DB).display().to_string(),
                     source,
                 }),
-            Self::Postgres(url) => PgStorage::open(url)
+            Self::Postgres(url) => PgStorage::open(url, secrets)
                 .await
                 .map(KeydStorage::Postgres)
                 .map_err(|source| {

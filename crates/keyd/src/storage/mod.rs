@@ -16,9 +16,13 @@
 use std::future::Future;
 use std::str::FromStr;
 
+use std::sync::Arc;
+
 use atrest_remote::{HostId, HostPublicKey, KeyId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+use crate::secrets_key::{EpochKey, SecretsKeyError, SecretsKeyring, StoredEpoch, wrapped_epoch};
 
 mod cached;
 mod database;
@@ -389,6 +393,10 @@ pub enum StorageError {
          run the atrest keyd release that wrote it (or migrate with a newer one)"
     )]
     SchemaVersion { found: i64, known: i64 },
+    /// The key host secrets are wrapped under (`secrets.key`) does not fit
+    /// the database, or could not be written.
+    #[error(transparent)]
+    SecretsKey(#[from] crate::secrets_key::SecretsKeyError),
 }
 
 impl StorageError {
@@ -599,23 +607,120 @@ impl BootRow {
     }
 }
 
-/// A stored secret's row as both backends read it.
+/// A stored secret's row as both backends read it: unwrapped with the
+/// key of its epoch.
 pub(crate) fn stored_secret(
+    key: &EpochKey,
     id: &HostId,
     key_id: Vec<u8>,
-    secret: Zeroizing<Vec<u8>>,
+    wrapped: &[u8],
     current: bool,
 ) -> Result<StoredSecret, StorageError> {
     let key_id = key_id_from(key_id, id.as_str())?;
-    if secret.len() != 32 {
-        return Err(StorageError::Corrupt(format!("host {id}: secret length")));
-    }
-    let mut out = Zeroizing::new([0u8; 32]);
-    out.copy_from_slice(&secret);
+    let secret = key
+        .unwrap(id, &key_id, wrapped)
+        .map_err(|e| StorageError::Corrupt(format!("host {id}: {e}")))?;
     Ok(StoredSecret {
         key_id,
-        secret: out,
+        secret,
         current,
+    })
+}
+
+/// How often a read of a host's secrets is repeated when it comes from
+/// before a shred this process has already followed (on a shared
+/// database, a snapshot taken just before another replica's commit).
+pub(crate) const SECRET_READS: usize = 3;
+
+/// A host's secrets as a store reads them (`key_id`, wrapped secret,
+/// current), each unwrapped with the key of its epoch, the key file
+/// ratcheted forward first if the database is past it. A read from before
+/// a shred this process already followed is made again.
+pub(crate) async fn read_secrets<F, R>(
+    keyring: &SecretsKeyring,
+    id: &HostId,
+    mut read: F,
+) -> Result<Vec<StoredSecret>, StorageError>
+where
+    F: FnMut() -> R,
+    R: Future<Output = Result<Vec<(Vec<u8>, Vec<u8>, bool)>, StorageError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let rows = read().await?;
+        let opened = rows
+            .into_iter()
+            .map(|(key_id, wrapped, current)| {
+                let epoch = wrapped_epoch(&wrapped)
+                    .map_err(|e| StorageError::Corrupt(format!("host {id}: {e}")))?;
+                let key = keyring.key_at(epoch)?;
+                stored_secret(&key, id, key_id, &wrapped, current)
+            })
+            .collect::<Result<Vec<_>, StorageError>>();
+        match opened {
+            Err(StorageError::SecretsKey(SecretsKeyError::RestoredDatabase { .. }))
+                if attempt < SECRET_READS => {}
+            other => return other,
+        }
+    }
+}
+
+/// A stored secret as a migration or a shred reads it: host id, key id,
+/// and the secret (in the clear before the migration, wrapped after).
+pub(crate) type SecretRow = (String, Vec<u8>, Vec<u8>);
+
+/// What a store does when its database has no secrets epoch yet (new, or
+/// from before secrets were wrapped): the rows still in the clear, to be
+/// wrapped under the key returned, in the store's open transaction.
+pub(crate) fn wrap_plaintext(
+    keyring: &SecretsKeyring,
+    rows: Vec<SecretRow>,
+) -> Result<(Arc<EpochKey>, Vec<SecretRow>), StorageError> {
+    let key = keyring.for_new_epoch()?;
+    let wrapped = rows
+        .into_iter()
+        .map(|(host, key_id, secret)| {
+            let secret = Zeroizing::new(secret);
+            let id = HostId::new(host.clone())
+                .map_err(|_| StorageError::Corrupt(format!("host id {host:?}")))?;
+            let key_id_parsed = key_id_from(key_id.clone(), &host)?;
+            let plain: &[u8; 32] = secret.as_slice().try_into().map_err(|_| {
+                StorageError::Corrupt(format!(
+                    "host {host}: a secret in the clear is not 32 bytes"
+                ))
+            })?;
+            Ok((host, key_id, key.wrap(&id, &key_id_parsed, plain)))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok((key, wrapped))
+}
+
+/// A shred's step: every remaining secret, unwrapped with `key` and
+/// wrapped again under the next epoch's key (returned).
+pub(crate) fn rewrap_all(
+    key: &EpochKey,
+    rows: Vec<SecretRow>,
+) -> Result<(EpochKey, Vec<SecretRow>), StorageError> {
+    let next = key.next()?;
+    let rewrapped = rows
+        .into_iter()
+        .map(|(host, key_id, wrapped)| {
+            let id = HostId::new(host.clone())
+                .map_err(|_| StorageError::Corrupt(format!("host id {host:?}")))?;
+            let secret = stored_secret(key, &id, key_id.clone(), &wrapped, true)?;
+            Ok((host, key_id, next.wrap(&id, &secret.key_id, &secret.secret)))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok((next, rewrapped))
+}
+
+/// The epoch row as both backends read it.
+pub(crate) fn stored_epoch(epoch: i64, check: Vec<u8>) -> Result<StoredEpoch, StorageError> {
+    Ok(StoredEpoch {
+        epoch: u32::try_from(epoch)
+            .map_err(|_| StorageError::Corrupt(format!("secrets epoch {epoch}")))?,
+        check,
     })
 }
 
@@ -686,7 +791,11 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(HostRecord, Self::Held)>, StorageError>> + Send;
 
     /// Sets the state; `Shredded` also deletes every secret of the host,
-    /// in the same transaction. A shredded host stays shredded. Written
+    /// in the same transaction, and advances the secrets epoch: every
+    /// other host's secret is wrapped again under the next epoch's key,
+    /// and once the transaction commits `secrets.key` is replaced by that
+    /// key (decision 0018), so no backup of the database taken before the
+    /// shred opens again. A shredded host stays shredded. Written
     /// through `held` (an exclusive [`hold_host`](Self::hold_host)) when it
     /// holds a transaction, and then durable only once it commits; else
     /// committed at once. `Ok(false)`: no such host, or it is shredded.

@@ -9,26 +9,31 @@
 //! lock, as the audit store does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_remote::{HostId, KeyId};
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use zeroize::Zeroizing;
+
+use crate::secrets_key::{EpochKey, SecretsKeyring, StoredEpoch};
 
 use super::{
     BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
-    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage,
-    StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
-    StoredSecret, StoredSession, StoredWindow, app_from, backend, scope_from_key, stored_secret,
-    to_i64, to_u64,
+    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SecretRow, SessionRow,
+    Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
+    StoredSecret, StoredSession, StoredWindow, app_from, backend, read_secrets, rewrap_all,
+    scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
 };
 
 /// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`,
-/// version 3 the scoped tables and `keyd_web_sessions`; older databases
-/// are migrated (their other tables are unchanged). Version 5 added
+/// version 3 the scoped tables and `keyd_web_sessions`, version 4
+/// `keyd_secrets_epoch` (host secrets wrapped at rest: the secrets in the
+/// clear are wrapped by [`PgStorage::settle_secrets`]), version 5
 /// `keyd_vault_generations` and the policies' `rollback` column (the
-/// witness, format.md §16.17), both by idempotent statements in [`SCHEMA`].
+/// witness, format.md §16.17), both by idempotent statements in [`SCHEMA`];
+/// older databases are migrated (their other tables are unchanged).
 pub const PG_SCHEMA_VERSION: i64 = 5;
 
 /// The oldest version this keyd migrates.
@@ -77,7 +82,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS keyd_host_secrets (
         host_id TEXT NOT NULL REFERENCES keyd_hosts (id),
         key_id BYTEA NOT NULL CHECK (length(key_id) = 16),
-        secret BYTEA NOT NULL CHECK (length(secret) = 32),
+        secret BYTEA NOT NULL,
         current BOOLEAN NOT NULL,
         PRIMARY KEY (host_id, key_id)
     )",
@@ -169,6 +174,15 @@ const SCHEMA: &[&str] = &[
         expires_at BIGINT NOT NULL,
         flash TEXT
     )",
+    // Since version 4: secrets are wrapped (docs/format.md), no longer 32
+    // bytes in the clear; the epoch of the key they are wrapped under
+    // (`secrets.key`) and a check value of that key.
+    "ALTER TABLE keyd_host_secrets DROP CONSTRAINT IF EXISTS keyd_host_secrets_secret_check",
+    "CREATE TABLE IF NOT EXISTS keyd_secrets_epoch (
+        only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        epoch BIGINT NOT NULL CHECK (epoch >= 0),
+        key_check BYTEA NOT NULL CHECK (length(key_check) = 32)
+    )",
     // A shredded host stays shredded, and gets no secret again, whatever
     // writes to the table (a second line of defence behind the queries).
     "CREATE OR REPLACE FUNCTION keyd_shredded_is_final() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -195,7 +209,8 @@ macro_rules! select_hosts {
             (SELECT key_id FROM keyd_host_secrets s WHERE s.host_id = h.id AND s.current)
                 AS key_id,
             (SELECT key_id FROM keyd_host_secrets s WHERE s.host_id = h.id AND NOT s.current)
-                AS previous_key_id
+                AS previous_key_id,
+            (SELECT epoch FROM keyd_secrets_epoch) AS secrets_epoch
          FROM keyd_hosts h"
     };
 }
@@ -227,13 +242,17 @@ macro_rules! select_boots {
 #[derive(Clone, Debug)]
 pub struct PgStorage {
     pool: PgPool,
+    /// The key host secrets are wrapped under.
+    secrets: Arc<SecretsKeyring>,
 }
 
 impl PgStorage {
     /// Connects to `url` (`postgres://…`; a password comes from
     /// `PGPASSWORD` or `~/.pgpass` if the URL has none) and creates or
-    /// migrates the schema. Several replicas may do this at once.
-    pub async fn open(url: &str) -> Result<Self, StorageError> {
+    /// migrates the schema. Several replicas may do this at once. Host
+    /// secrets are wrapped under `secrets` (`secrets.key`), checked against
+    /// the database's epoch (ratcheted forward if the file is behind).
+    pub async fn open(url: &str, secrets: Arc<SecretsKeyring>) -> Result<Self, StorageError> {
         let connect: PgConnectOptions = url.parse().map_err(StorageError::Backend)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -245,12 +264,14 @@ impl PgStorage {
             .connect_with(connect)
             .await
             .map_err(backend)?;
-        let storage = Self { pool };
-        storage.migrate().await?;
+        let storage = Self { pool, secrets };
+        if let Some(stored) = storage.migrate().await? {
+            storage.secrets.settle(&stored)?;
+        }
         Ok(storage)
     }
 
-    async fn migrate(&self) -> Result<(), StorageError> {
+    async fn migrate(&self) -> Result<Option<StoredEpoch>, StorageError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
@@ -280,7 +301,9 @@ impl PgStorage {
                     });
                 }
                 if found == PG_SCHEMA_VERSION {
-                    return tx.commit().await.map_err(backend);
+                    let stored = Self::settle_secrets(&mut tx, &self.secrets).await?;
+                    tx.commit().await.map_err(backend)?;
+                    return Ok(stored);
                 }
             }
         }
@@ -292,6 +315,7 @@ impl PgStorage {
                 .await
                 .map_err(backend)?;
         }
+        let stored = Self::settle_secrets(&mut tx, &self.secrets).await?;
         sqlx::query(
             "INSERT INTO keyd_schema (version) VALUES ($1)
              ON CONFLICT (only_row) DO UPDATE SET version = EXCLUDED.version",
@@ -300,7 +324,81 @@ impl PgStorage {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        Ok(stored)
+    }
+
+    /// The database's secrets epoch; if it has none yet (new, or from
+    /// before version 4), the secrets still in the clear are wrapped under
+    /// the key file's `K_0` (made now if absent) and the epoch written, in
+    /// the migration's transaction (`None` then). A self-contained step of
+    /// the migration to version 4.
+    async fn settle_secrets(
+        tx: &mut PgConnection,
+        secrets: &SecretsKeyring,
+    ) -> Result<Option<StoredEpoch>, StorageError> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, key_check FROM keyd_secrets_epoch")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let Some((epoch, check)) = row {
+            return stored_epoch(epoch, check).map(Some);
+        }
+        if secrets.is_probe() {
+            return Ok(None);
+        }
+        let plain: Vec<SecretRow> = sqlx::query_as(
+            "SELECT host_id, key_id, secret FROM keyd_host_secrets ORDER BY host_id, key_id
+             FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let (key, wrapped) = wrap_plaintext(secrets, plain)?;
+        update_secrets(tx, &wrapped).await?;
+        sqlx::query("INSERT INTO keyd_secrets_epoch (epoch, key_check) VALUES ($1, $2)")
+            .bind(i64::from(key.epoch()))
+            .bind(&key.check()[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(None)
+    }
+
+    /// The key of the database's epoch, read in `tx` with the epoch row
+    /// locked (`FOR SHARE` to wrap a new secret, `FOR UPDATE` by a shred),
+    /// so no shred moves it before `tx` ends.
+    async fn epoch_key(
+        &self,
+        tx: &mut PgConnection,
+        for_update: bool,
+    ) -> Result<Arc<EpochKey>, StorageError> {
+        let query = if for_update {
+            "SELECT epoch, key_check FROM keyd_secrets_epoch FOR UPDATE"
+        } else {
+            "SELECT epoch, key_check FROM keyd_secrets_epoch FOR SHARE"
+        };
+        let (epoch, check): (i64, Vec<u8>) = sqlx::query_as(query)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(self.secrets.key_at(stored_epoch(epoch, check)?.epoch)?)
+    }
+
+    /// A host row also says the database's secrets epoch: a shred on
+    /// another replica moved it, and this one's key file follows (at no
+    /// extra round trip). A file that cannot be written is reported, and
+    /// the release goes on: the next read tries again, and the next start
+    /// ratchets it.
+    fn follow_epoch(&self, row: &PgRow) -> Result<(), StorageError> {
+        let epoch: Option<i64> = row.try_get("secrets_epoch").map_err(backend)?;
+        if let Some(epoch) = epoch.and_then(|e| u32::try_from(e).ok())
+            && let Err(e) = self.secrets.follow(epoch)
+        {
+            tracing::warn!(error = %e, "could not ratchet the secrets key forward; will retry");
+        }
+        Ok(())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -313,16 +411,33 @@ impl PgStorage {
 }
 
 /// A transaction of a [`PgStorage`] holding host rows (`FOR SHARE` or
-/// `FOR UPDATE`) or an enrollment not yet committed; none by default.
+/// `FOR UPDATE`) or an enrollment not yet committed; none by default. A
+/// shred written through it moves the key file forward once it commits.
 #[derive(Debug, Default)]
-pub struct PgHeld(Option<sqlx::Transaction<'static, sqlx::Postgres>>);
+pub struct PgHeld {
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    /// The secrets epoch a shred in `tx` advanced to.
+    advanced: Option<(Arc<SecretsKeyring>, u32)>,
+}
+
+impl PgHeld {
+    fn new(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Self {
+        Self {
+            tx: Some(tx),
+            advanced: None,
+        }
+    }
+}
 
 impl Held for PgHeld {
     async fn commit(self) -> Result<(), StorageError> {
-        match self.0 {
-            Some(tx) => tx.commit().await.map_err(backend),
-            None => Ok(()),
+        if let Some(tx) = self.tx {
+            tx.commit().await.map_err(backend)?;
         }
+        if let Some((secrets, epoch)) = self.advanced {
+            secrets.key_at(epoch)?;
+        }
+        Ok(())
     }
 }
 
@@ -383,17 +498,18 @@ impl Storage for PgStorage {
             // Dropping the transaction rolls back, so the token stays unused.
             return Err(StorageError::HostExists(host.id.clone()));
         }
+        let key = self.epoch_key(&mut tx, false).await?;
         sqlx::query(
             "INSERT INTO keyd_host_secrets (host_id, key_id, secret, current)
              VALUES ($1, $2, $3, TRUE)",
         )
         .bind(host.id.as_str())
         .bind(&host.key_id.0[..])
-        .bind(&secret[..])
+        .bind(key.wrap(&host.id, &host.key_id, secret))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        Ok(Some((group, PgHeld(Some(tx)))))
+        Ok(Some((group, PgHeld::new(tx))))
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StorageError> {
@@ -410,28 +526,23 @@ impl Storage for PgStorage {
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
-        row.as_ref().map(host_from_row).transpose()
+        let Some(row) = row else { return Ok(None) };
+        self.follow_epoch(&row)?;
+        host_from_row(&row).map(Some)
     }
 
     async fn host_secrets(&self, id: &HostId) -> Result<Vec<StoredSecret>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT key_id, secret, current FROM keyd_host_secrets WHERE host_id = $1
-             ORDER BY current DESC",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
+        read_secrets(&self.secrets, id, || async {
+            sqlx::query_as(
+                "SELECT key_id, secret, current FROM keyd_host_secrets WHERE host_id = $1
+                 ORDER BY current DESC",
+            )
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+        })
         .await
-        .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                stored_secret(
-                    id,
-                    row.try_get("key_id").map_err(backend)?,
-                    Zeroizing::new(row.try_get("secret").map_err(backend)?),
-                    row.try_get("current").map_err(backend)?,
-                )
-            })
-            .collect()
     }
 
     async fn hold_host(
@@ -453,7 +564,8 @@ impl Storage for PgStorage {
             .await
             .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some((host_from_row(&row)?, PgHeld(Some(tx)))))
+        self.follow_epoch(&row)?;
+        Ok(Some((host_from_row(&row)?, PgHeld::new(tx))))
     }
 
     async fn set_host_state(
@@ -463,7 +575,7 @@ impl Storage for PgStorage {
         state: HostState,
     ) -> Result<bool, StorageError> {
         let mut own = None;
-        let tx = match &mut held.0 {
+        let tx = match &mut held.tx {
             Some(tx) => tx,
             None => own.insert(self.pool.begin().await.map_err(backend)?),
         };
@@ -474,15 +586,42 @@ impl Storage for PgStorage {
                 .execute(&mut **tx)
                 .await
                 .map_err(backend)?;
-        if state == HostState::Shredded {
+        let mut advanced = None;
+        if state == HostState::Shredded && updated.rows_affected() > 0 {
+            // The epoch row locked first: a shred on another replica, or
+            // an enrollment or rotation wrapping under the current key,
+            // waits for this transaction.
+            let key = self.epoch_key(tx, true).await?;
             sqlx::query("DELETE FROM keyd_host_secrets WHERE host_id = $1")
                 .bind(id.as_str())
                 .execute(&mut **tx)
                 .await
                 .map_err(backend)?;
+            let rest: Vec<SecretRow> = sqlx::query_as(
+                "SELECT host_id, key_id, secret FROM keyd_host_secrets ORDER BY host_id, key_id
+                 FOR UPDATE",
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(backend)?;
+            let (next, rewrapped) = rewrap_all(&key, rest)?;
+            update_secrets(tx, &rewrapped).await?;
+            sqlx::query("UPDATE keyd_secrets_epoch SET epoch = $1, key_check = $2")
+                .bind(i64::from(next.epoch()))
+                .bind(&next.check()[..])
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+            advanced = Some((self.secrets.clone(), next.epoch()));
         }
         if let Some(tx) = own {
             tx.commit().await.map_err(backend)?;
+            if let Some((secrets, epoch)) = advanced {
+                secrets.key_at(epoch)?;
+            }
+        } else {
+            // Moved forward once the caller commits the hold.
+            held.advanced = advanced;
         }
         Ok(updated.rows_affected() > 0)
     }
@@ -506,6 +645,9 @@ impl Storage for PgStorage {
         if active.is_none() {
             return Ok(false);
         }
+        // The epoch row before any secret row: a shred locks them in
+        // that order too.
+        let key = self.epoch_key(&mut tx, false).await?;
         sqlx::query("DELETE FROM keyd_host_secrets WHERE host_id = $1 AND NOT current")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -522,7 +664,7 @@ impl Storage for PgStorage {
         )
         .bind(id.as_str())
         .bind(&key_id.0[..])
-        .bind(&secret[..])
+        .bind(key.wrap(id, &key_id, secret))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -1331,4 +1473,19 @@ fn boot_from_row(row: &PgRow) -> Result<BootState, StorageError> {
         ticket_hash: row.try_get("ticket_hash").map_err(backend)?,
     }
     .state())
+}
+
+/// Writes secrets wrapped again (a migration's or a shred's) over their
+/// rows.
+async fn update_secrets(tx: &mut PgConnection, rows: &[SecretRow]) -> Result<(), StorageError> {
+    for (host, key_id, wrapped) in rows {
+        sqlx::query("UPDATE keyd_host_secrets SET secret = $1 WHERE host_id = $2 AND key_id = $3")
+            .bind(wrapped)
+            .bind(host)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }

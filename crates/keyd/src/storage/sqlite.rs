@@ -4,30 +4,35 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atrest_remote::{HostId, KeyId};
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use zeroize::Zeroizing;
 
+use crate::secrets_key::{EpochKey, SecretsKeyring, StoredEpoch};
+
 use super::{
     BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
-    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SessionRow, Storage,
-    StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
-    StoredSecret, StoredSession, StoredWindow, app_from, backend, scope_from_key, stored_secret,
-    to_i64, to_u64,
+    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SecretRow, SessionRow,
+    Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
+    StoredSecret, StoredSession, StoredWindow, app_from, backend, read_secrets, rewrap_all,
+    scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 6;
 const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 6";
 /// From version 1: the boot ticket. (From version 2 to 3 a table is added:
-/// `held_requests`; from 3 to 4 the scoped tables and `web_sessions`; all created by
-/// [`SCHEMA`] like every table.)
+/// `held_requests`; from 3 to 4 the scoped tables and `web_sessions`; from
+/// 4 to 5 `secrets_epoch`, and the secrets in the clear are wrapped by
+/// [`SqliteStorage::settle_secrets`]; tables are created by [`SCHEMA`] like
+/// every table.)
 const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
 /// To version 6 (the witness, format.md §16.17): each policy's `rollback`
 /// rule. (`vault_generations` is created by [`SCHEMA`].) Self-contained:
@@ -79,6 +84,11 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS web_sessions (
         id_hash BLOB PRIMARY KEY, approver TEXT NOT NULL, csrf TEXT NOT NULL,
         expires_at INTEGER NOT NULL, flash TEXT)",
+    // Since version 5: the epoch of the key host secrets are wrapped under
+    // (`secrets.key`), and a check value of that key.
+    "CREATE TABLE IF NOT EXISTS secrets_epoch (
+        only_row INTEGER PRIMARY KEY CHECK (only_row = 1), epoch INTEGER NOT NULL,
+        key_check BLOB NOT NULL)",
     // Since version 6: the generation witnessed for each vault of each
     // host (format.md §16.17.1).
     "CREATE TABLE IF NOT EXISTS vault_generations (
@@ -99,10 +109,15 @@ pub struct SqliteStorage {
     /// Nonces of recent requests and until when they are kept: in memory,
     /// as only this process answers for this file.
     nonces: Mutex<HashMap<[u8; 16], u64>>,
+    /// The key host secrets are wrapped under.
+    secrets: Arc<SecretsKeyring>,
 }
 
 impl SqliteStorage {
-    pub async fn open(path: &Path) -> Result<Self, StorageError> {
+    /// Opens (creating or migrating) the file; host secrets are wrapped
+    /// under `secrets` (`secrets.key`), checked against the database's
+    /// epoch.
+    pub async fn open(path: &Path, secrets: Arc<SecretsKeyring>) -> Result<Self, StorageError> {
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -145,20 +160,76 @@ impl SqliteStorage {
                 .await
                 .map_err(backend)?;
         }
+        let stored = Self::settle_secrets(&mut tx, &secrets).await?;
         sqlx::query(SET_SCHEMA_VERSION)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(Self {
+        let storage = Self {
             pool,
             nonces: Mutex::default(),
-        })
+            secrets,
+        };
+        match stored {
+            Some(stored) => drop(storage.secrets.settle(&stored)?),
+            // Secrets that were in the clear are overwritten (secure_delete):
+            // no copy may stay in the write-ahead log either.
+            None => storage.truncate_wal().await?,
+        }
+        Ok(storage)
+    }
+
+    /// The database's secrets epoch; if it has none yet (new, or from
+    /// before version 5), the secrets still in the clear are wrapped under
+    /// the key file's `K_0` (made now if absent) and the epoch written, in
+    /// the open transaction (`None` then). A self-contained step of the
+    /// migration to version 5.
+    async fn settle_secrets(
+        tx: &mut SqliteConnection,
+        secrets: &SecretsKeyring,
+    ) -> Result<Option<StoredEpoch>, StorageError> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, key_check FROM secrets_epoch")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let Some((epoch, check)) = row {
+            return stored_epoch(epoch, check).map(Some);
+        }
+        if secrets.is_probe() {
+            return Ok(None);
+        }
+        let plain: Vec<SecretRow> =
+            sqlx::query_as("SELECT host_id, key_id, secret FROM host_secrets")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let (key, wrapped) = wrap_plaintext(secrets, plain)?;
+        update_secrets(tx, &wrapped).await?;
+        sqlx::query("INSERT INTO secrets_epoch (only_row, epoch, key_check) VALUES (1, ?, ?)")
+            .bind(i64::from(key.epoch()))
+            .bind(&key.check()[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(None)
     }
 
     #[cfg(test)]
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The key of the database's epoch, in `tx` (which holds the write
+    /// lock, so no shred moves it meanwhile).
+    async fn epoch_key(&self, tx: &mut SqliteConnection) -> Result<Arc<EpochKey>, StorageError> {
+        let (epoch, check): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT epoch, key_check FROM secrets_epoch")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+        Ok(self.secrets.key_at(stored_epoch(epoch, check)?.epoch)?)
     }
 
     fn nonces(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], u64>> {
@@ -300,12 +371,13 @@ impl Storage for SqliteStorage {
             // Dropping the transaction rolls back, so the token stays unused.
             return Err(StorageError::HostExists(host.id.clone()));
         }
+        let key = self.epoch_key(&mut tx).await?;
         sqlx::query(
             "INSERT INTO host_secrets (host_id, key_id, secret, current) VALUES (?, ?, ?, 1)",
         )
         .bind(host.id.as_str())
         .bind(&host.key_id.0[..])
-        .bind(&secret[..])
+        .bind(key.wrap(&host.id, &host.key_id, secret))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -330,25 +402,17 @@ impl Storage for SqliteStorage {
     }
 
     async fn host_secrets(&self, id: &HostId) -> Result<Vec<StoredSecret>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT key_id, secret, current FROM host_secrets WHERE host_id = ?
-             ORDER BY current DESC",
-        )
-        .bind(id.as_str())
-        .fetch_all(&self.pool)
+        read_secrets(&self.secrets, id, || async {
+            sqlx::query_as(
+                "SELECT key_id, secret, current = 1 FROM host_secrets WHERE host_id = ?
+                 ORDER BY current DESC",
+            )
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+        })
         .await
-        .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                let current: i64 = row.try_get("current").map_err(backend)?;
-                stored_secret(
-                    id,
-                    row.try_get("key_id").map_err(backend)?,
-                    Zeroizing::new(row.try_get("secret").map_err(backend)?),
-                    current == 1,
-                )
-            })
-            .collect()
     }
 
     async fn hold_host(
@@ -384,16 +448,36 @@ impl Storage for SqliteStorage {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-        if state == HostState::Shredded {
+        let shredded = state == HostState::Shredded && updated.rows_affected() > 0;
+        let mut next_epoch = None;
+        if shredded {
+            let key = self.epoch_key(&mut tx).await?;
             sqlx::query("DELETE FROM host_secrets WHERE host_id = ?")
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
+            let rest: Vec<SecretRow> =
+                sqlx::query_as("SELECT host_id, key_id, secret FROM host_secrets")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            let (next, rewrapped) = rewrap_all(&key, rest)?;
+            update_secrets(&mut tx, &rewrapped).await?;
+            sqlx::query("UPDATE secrets_epoch SET epoch = ?, key_check = ?")
+                .bind(i64::from(next.epoch()))
+                .bind(&next.check()[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            next_epoch = Some(next.epoch());
         }
         tx.commit().await.map_err(backend)?;
-        if state == HostState::Shredded {
+        if let Some(epoch) = next_epoch {
             self.truncate_wal().await?;
+            // Committed: the key file moves forward, and the last key that
+            // opens the database's earlier copies is gone.
+            self.secrets.key_at(epoch)?;
         }
         Ok(updated.rows_affected() > 0)
     }
@@ -418,6 +502,7 @@ impl Storage for SqliteStorage {
         if active.is_none() {
             return Ok(false);
         }
+        let key = self.epoch_key(&mut tx).await?;
         sqlx::query("DELETE FROM host_secrets WHERE host_id = ? AND current = 0")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -433,7 +518,7 @@ impl Storage for SqliteStorage {
         )
         .bind(id.as_str())
         .bind(&key_id.0[..])
-        .bind(&secret[..])
+        .bind(key.wrap(id, &key_id, secret))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -1181,4 +1266,19 @@ fn boot_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<BootState, StorageErro
         ticket_hash: row.try_get("ticket_hash").map_err(backend)?,
     }
     .state())
+}
+
+/// Writes secrets wrapped again (a migration's or a shred's) over their
+/// rows.
+async fn update_secrets(tx: &mut SqliteConnection, rows: &[SecretRow]) -> Result<(), StorageError> {
+    for (host, key_id, wrapped) in rows {
+        sqlx::query("UPDATE host_secrets SET secret = ? WHERE host_id = ? AND key_id = ?")
+            .bind(wrapped)
+            .bind(host)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }

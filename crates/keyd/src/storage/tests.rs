@@ -210,10 +210,11 @@ async fn a_sqlite_database_of_schema_1_to_4_is_migrated() {
     for from in [1, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyd.db");
+        let secrets = Arc::new(SecretsKeyring::in_memory());
         // Version 3 is version 4 without web sessions, version 2 also
         // without held requests; version 1 also lacks the boot ticket.
         let (pool, host) = {
-            let storage = SqliteStorage::open(&path).await.unwrap();
+            let storage = SqliteStorage::open(&path, secrets.clone()).await.unwrap();
             let host = enroll_host(&storage, "web-1").await;
             storage
                 .set_policy(&PolicyScope::Group("web".into()), OLD_POLICY)
@@ -264,7 +265,7 @@ async fn a_sqlite_database_of_schema_1_to_4_is_migrated() {
             .unwrap();
         pool.close().await;
 
-        let storage = SqliteStorage::open(&path).await.unwrap();
+        let storage = SqliteStorage::open(&path, secrets).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
             .fetch_one(storage.pool())
             .await
@@ -287,8 +288,9 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
+    let secrets = Arc::new(SecretsKeyring::in_memory());
     let host = {
-        let storage = PgStorage::open(&url).await.unwrap();
+        let storage = PgStorage::open(&url, secrets.clone()).await.unwrap();
         let host = enroll_host(&storage, "web-1").await;
         storage
             .set_policy(&PolicyScope::Group("web".into()), OLD_POLICY)
@@ -336,7 +338,10 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
         host
     };
     // Two replicas starting at once: one migrates, the other waits.
-    let (a, b) = tokio::join!(PgStorage::open(&url), PgStorage::open(&url));
+    let (a, b) = tokio::join!(
+        PgStorage::open(&url, secrets.clone()),
+        PgStorage::open(&url, secrets.clone())
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     let version: i64 = sqlx::query_scalar("SELECT version FROM keyd_schema")
         .fetch_one(a.pool())
@@ -359,7 +364,11 @@ async fn boot_state_batches_in_opposite_orders_do_not_deadlock() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let storage = std::sync::Arc::new(PgStorage::open(&url).await.unwrap());
+    let storage = Arc::new(
+        PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
+            .await
+            .unwrap(),
+    );
     let mut ids = Vec::new();
     for i in 0..8u8 {
         ids.push(
@@ -394,4 +403,121 @@ async fn boot_state_batches_in_opposite_orders_do_not_deadlock() {
     let (a, b) = (writer(false), writer(true));
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
+}
+
+/// Schema 4 (SQLite) kept host secrets in the clear. The first start of
+/// schema 5 wraps them under a new `K_0` (written to `secrets.key`) in one
+/// transaction, and no byte of the clear secret stays in the file or its
+/// write-ahead log.
+#[tokio::test]
+async fn sqlite_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schema_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyd.db");
+    let clear = [0x5a; 32];
+    let host = {
+        let storage = SqliteStorage::open(&path, Arc::new(SecretsKeyring::in_memory()))
+            .await
+            .unwrap();
+        let host = enroll_host(&storage, "web-1").await;
+        for statement in [
+            "DROP TABLE secrets_epoch",
+            "UPDATE host_secrets SET secret = X'5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a'",
+            "PRAGMA user_version = 4",
+        ] {
+            sqlx::query(statement)
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        storage.pool().close().await;
+        host
+    };
+    let key_path = dir.path().join("secrets.key");
+    let secrets = Arc::new(SecretsKeyring::open(&key_path).unwrap());
+    let storage = SqliteStorage::open(&path, secrets.clone()).await.unwrap();
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(secrets.current().unwrap().epoch(), 0);
+    assert!(key_path.exists());
+    let read = storage.host_secrets(&host.id).await.unwrap();
+    assert_eq!(*read[0].secret, clear);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret FROM host_secrets")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), crate::secrets_key::WRAPPED_LEN);
+    for name in ["keyd.db", "keyd.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(name)).unwrap_or_default();
+        assert!(
+            !bytes.windows(32).any(|w| w == clear),
+            "{name} still holds the secret in the clear"
+        );
+    }
+    storage.pool().close().await;
+    // Started again: the same key, nothing wrapped twice.
+    let storage = SqliteStorage::open(&path, Arc::new(SecretsKeyring::open(&key_path).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        *storage.host_secrets(&host.id).await.unwrap()[0].secret,
+        clear
+    );
+}
+
+/// The same for PostgreSQL, schema 3 to 4: the old length check on the
+/// secret column goes, and the secrets are wrapped.
+#[tokio::test]
+async fn postgresql_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schema_4() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let host = {
+        let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
+            .await
+            .unwrap();
+        let host = enroll_host(&storage, "web-1").await;
+        for statement in [
+            "DROP TABLE keyd_secrets_epoch",
+            "UPDATE keyd_host_secrets SET secret = decode(repeat('5a', 32), 'hex')",
+            "ALTER TABLE keyd_host_secrets ADD CONSTRAINT keyd_host_secrets_secret_check
+                CHECK (length(secret) = 32)",
+            "UPDATE keyd_schema SET version = 3",
+        ] {
+            sqlx::query(statement)
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        storage.close().await;
+        host
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = Arc::new(SecretsKeyring::open(&dir.path().join("secrets.key")).unwrap());
+    let storage = PgStorage::open(&url, secrets.clone()).await.unwrap();
+    let version: i64 = sqlx::query_scalar("SELECT version FROM keyd_schema")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, PG_SCHEMA_VERSION);
+    assert_eq!(
+        *storage.host_secrets(&host.id).await.unwrap()[0].secret,
+        [0x5a; 32]
+    );
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret FROM keyd_host_secrets")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), crate::secrets_key::WRAPPED_LEN);
+    // A replica given no secrets.key is refused, with what to do.
+    let other = tempfile::tempdir().unwrap();
+    let error = PgStorage::open(
+        &url,
+        Arc::new(SecretsKeyring::open(&other.path().join("secrets.key")).unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("copy secrets.key"), "{error}");
 }

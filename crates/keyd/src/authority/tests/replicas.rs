@@ -533,14 +533,19 @@ async fn a_database_of_another_schema_version_is_refused() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let storage = crate::storage::PgStorage::open(&url).await.unwrap();
+    let secrets = Arc::new(crate::secrets_key::SecretsKeyring::in_memory());
+    let storage = crate::storage::PgStorage::open(&url, secrets.clone())
+        .await
+        .unwrap();
     for (version, says) in [(99, "run the newer atrest keyd"), (0, "run the atrest keyd release")] {
         sqlx::query("UPDATE keyd_schema SET version = $1")
             .bind(version)
             .execute(storage.pool())
             .await
             .unwrap();
-        let error = crate::storage::PgStorage::open(&url).await.unwrap_err();
+        let error = crate::storage::PgStorage::open(&url, secrets.clone())
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains(says), "{version}: {error}");
     }
 }
@@ -637,4 +642,47 @@ async fn until(done: impl Fn() -> bool) {
     while !done() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Issue 10, decision 0018: a shred through replica A advances the
+/// secrets epoch; replica B, whose key file is still at the old epoch,
+/// ratchets it forward on its next release (the epoch comes with the host
+/// row it reads anyway), answers every other host, and its file no longer
+/// holds the old key.
+#[tokio::test]
+async fn a_shred_on_one_replica_moves_the_others_key_file_forward() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let gone = enroll_host(&a, "web-1").await;
+    let kept = enroll_host(&a, "web-2").await;
+    let (signed, _) = request(&b, &kept.identity, &kept.id, &kept.binding);
+    granted(unlock(&b, &signed).await.unwrap());
+    let old = std::fs::read(b.secrets_key()).unwrap();
+    assert_eq!(old, std::fs::read(a.secrets_key()).unwrap());
+
+    a.authority.shred(&gone.id, "test").await.unwrap();
+    let new = std::fs::read(a.secrets_key()).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(std::fs::read(b.secrets_key()).unwrap(), old, "B not yet asked");
+
+    let (signed, state) = request(&b, &kept.identity, &kept.id, &kept.binding);
+    let grant = granted(unlock(&b, &signed).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        kept.key.expose()
+    );
+    let moved = std::fs::read(b.secrets_key()).unwrap();
+    assert_eq!(moved, new);
+    assert!(!moved.windows(32).any(|w| w == &old[9..]), "B's file still holds K_0");
+    let (signed, _) = request(&b, &gone.identity, &gone.id, &gone.binding);
+    assert_eq!(unlock(&b, &signed).await.unwrap_err().code(), "shredded");
+    // B, restarted on its moved file, reads every remaining secret.
+    let b = Fixture {
+        keyd: b.keyd.restart().await,
+        ..b
+    };
+    assert_eq!(
+        b.authority.storage().host_secrets(&kept.id).await.unwrap().len(),
+        1
+    );
 }

@@ -1360,3 +1360,176 @@ async fn approvers_log_in_with_a_totp_code_once() {
         "bad_code"
     );
 }
+
+/// A backup of `f`'s state database as an operator takes one, and where it
+/// is restored: SQLite's `VACUUM INTO` (a consistent copy of a live file)
+/// into a directory of its own; PostgreSQL's `pg_dump`, loaded with `psql`
+/// into a new database on the same server.
+async fn backup(f: &Fixture) -> (crate::storage::Database, tempfile::TempDir) {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let database = match &f.database {
+        crate::storage::Database::Sqlite(live) => {
+            let mut live = sqlx::sqlite::SqliteConnection::connect_with(
+                &sqlx::sqlite::SqliteConnectOptions::new().filename(live.join("keyd.db")),
+            )
+            .await
+            .unwrap();
+            sqlx::query("VACUUM INTO ?")
+                .bind(dir.path().join("keyd.db").to_str().unwrap())
+                .execute(&mut live)
+                .await
+                .unwrap();
+            crate::storage::Database::Sqlite(dir.path().to_owned())
+        }
+        crate::storage::Database::Postgres(live) => {
+            let copy = crate::testing::fresh_postgres().await.unwrap();
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(
+                    r#"set -euo pipefail
+                    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+                    "$bin/pg_dump" --no-owner --dbname="$1" |
+                        "$bin/psql" -q -v ON_ERROR_STOP=1 --dbname="$2" >/dev/null"#,
+                )
+                .arg("backup")
+                .arg(live)
+                .arg(&copy)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pg_dump | psql: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            crate::storage::Database::Postgres(copy)
+        }
+    };
+    (database, dir)
+}
+
+/// Every (host, key id, wrapped secret) row of a backup, read as an
+/// attacker holding it would.
+async fn backup_rows(database: &crate::storage::Database) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    use sqlx::Connection;
+    match database {
+        crate::storage::Database::Sqlite(dir) => {
+            let mut db = sqlx::sqlite::SqliteConnection::connect_with(
+                &sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("keyd.db")),
+            )
+            .await
+            .unwrap();
+            sqlx::query_as("SELECT host_id, key_id, secret FROM host_secrets ORDER BY host_id")
+                .fetch_all(&mut db)
+                .await
+                .unwrap()
+        }
+        crate::storage::Database::Postgres(url) => {
+            let mut db = sqlx::postgres::PgConnection::connect(url).await.unwrap();
+            sqlx::query_as(
+                "SELECT host_id, key_id, secret FROM keyd_host_secrets ORDER BY host_id",
+            )
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+        }
+    }
+}
+
+fn keyring(f: &Fixture) -> Arc<crate::secrets_key::SecretsKeyring> {
+    Arc::new(crate::secrets_key::SecretsKeyring::open(&f.secrets_key()).unwrap())
+}
+
+/// Issue 10: a shredded host stays shredded after the authority's
+/// database is restored from a backup taken before the shred. keyd refuses
+/// to start on that backup, and no secret in it opens with the key file
+/// of now (not even relabelled as the current epoch); a backup taken after
+/// the shred starts, and every other host still unlocks.
+#[tokio::test]
+async fn a_database_restored_from_before_a_shred_is_refused_and_opens_nothing() {
+    use crate::secrets_key::UnwrapError;
+    let Some(f) = fixture().await else { return };
+    let gone = enroll_host(&f, "web-1").await;
+    let kept = enroll_host(&f, "web-2").await;
+    let (before, _before_dir) = backup(&f).await;
+    f.authority.shred(&gone.id, "test").await.unwrap();
+    let (after, _after_dir) = backup(&f).await;
+
+    let refused = before.open_storage(keyring(&f)).await.err().unwrap();
+    let message = refused.to_string();
+    assert!(
+        message.contains("host secrets are at epoch 0")
+            && message.contains("key is at epoch 1")
+            && message.contains("restore a backup taken after the last shred"),
+        "{message}"
+    );
+    let key = keyring(&f).current().unwrap();
+    assert_eq!(key.epoch(), 1);
+    let rows = backup_rows(&before).await;
+    assert_eq!(rows.len(), 2, "both hosts' secrets are in the old backup");
+    for (host, key_id, mut wrapped) in rows {
+        let host = HostId::new(host).unwrap();
+        let key_id = atrest_remote::KeyId(key_id.try_into().unwrap());
+        assert_eq!(
+            key.unwrap(&host, &key_id, &wrapped),
+            Err(UnwrapError::Epoch { wrapped: 0, key: 1 })
+        );
+        wrapped[1..5].copy_from_slice(&1u32.to_be_bytes());
+        assert_eq!(
+            key.unwrap(&host, &key_id, &wrapped),
+            Err(UnwrapError::Authentication),
+            "{host}"
+        );
+    }
+
+    let restored = after.open_storage(keyring(&f)).await.unwrap();
+    assert!(restored.host_secrets(&gone.id).await.unwrap().is_empty());
+    let secret = |s: Vec<crate::storage::StoredSecret>| *s[0].secret;
+    assert_eq!(
+        secret(restored.host_secrets(&kept.id).await.unwrap()),
+        secret(f.authority.storage().host_secrets(&kept.id).await.unwrap())
+    );
+    let (signed, state) = request(&f, &kept.identity, &kept.id, &kept.binding);
+    let grant = granted(unlock(&f, &signed).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        kept.key.expose()
+    );
+}
+
+/// A keyd killed after a shred's commit and before its key file's rename
+/// leaves the database one epoch past the file: the next start ratchets
+/// the file forward from the database's epoch (to the very key the shred
+/// would have written), and every other host unlocks.
+#[tokio::test]
+async fn a_key_file_one_shred_behind_the_database_is_ratcheted_at_start() {
+    let Some(f) = fixture().await else { return };
+    let gone = enroll_host(&f, "web-1").await;
+    let kept = enroll_host(&f, "web-2").await;
+    let old = std::fs::read(f.secrets_key()).unwrap();
+    f.authority.shred(&gone.id, "test").await.unwrap();
+    let new = std::fs::read(f.secrets_key()).unwrap();
+    assert_ne!(old, new);
+    // What the kill leaves: the shred committed, the old file in place.
+    std::fs::write(f.secrets_key(), &old).unwrap();
+    let f = Fixture {
+        keyd: f.keyd.crash().await,
+        ..f
+    };
+    assert_eq!(std::fs::read(f.secrets_key()).unwrap(), new);
+    let (signed, state) = request(&f, &kept.identity, &kept.id, &kept.binding);
+    let grant = granted(unlock(&f, &signed).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        kept.key.expose()
+    );
+    let (signed, _) = request(&f, &gone.identity, &gone.id, &gone.binding);
+    assert_eq!(unlock(&f, &signed).await.unwrap_err().code(), "shredded");
+    // A rotation after it wraps under the new epoch, and survives a restart.
+    f.authority.rotate(&kept.id, "test").await.unwrap();
+    let f = restart(f).await;
+    assert_eq!(
+        f.authority.storage().host_secrets(&kept.id).await.unwrap().len(),
+        2
+    );
+}
