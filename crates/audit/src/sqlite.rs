@@ -226,11 +226,7 @@ async fn write_batch(
                 .push_bind(&e.prev_hash.0[..])
                 .push_bind(&e.hash.0[..]);
         });
-        insert
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        insert.build().execute(&mut *tx).await.map_err(backend)?;
     }
     for c in checkpoints {
         sqlx::query(

@@ -516,7 +516,10 @@ pub enum FileOperation {
 }
 
 fn file_key(item: &FileItem) -> (&str, Option<&str>) {
-    (item.scope.as_str(), item.client_share.as_ref().map(|s| s.as_str()))
+    (
+        item.scope.as_str(),
+        item.client_share.as_ref().map(|s| s.as_str()),
+    )
 }
 
 /// The file streams each app has open, for
@@ -1384,11 +1387,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
 }
 
 fn item_key(item: &FieldItem) -> (&str, Option<&str>) {
-    (item.scope.as_str(), item.client_share.as_ref().map(|s| s.as_str()))
+    (
+        item.scope.as_str(),
+        item.client_share.as_ref().map(|s| s.as_str()),
+    )
 }
 
 fn index_key(item: &IndexItem) -> (&str, Option<&str>) {
-    (item.scope.as_str(), item.client_share.as_ref().map(|s| s.as_str()))
+    (
+        item.scope.as_str(),
+        item.client_share.as_ref().map(|s| s.as_str()),
+    )
 }
 
 fn item_field(item: &FieldItem) -> Vec<(String, String)> {
@@ -1442,7 +1451,10 @@ mod tests {
         drop(first);
         let _third = streams.admit("a", 2).unwrap();
         assert!(streams.admit("a", 2).is_err());
-        assert!(streams.admit("c", 0).is_err(), "a limit of 0 admits nothing");
+        assert!(
+            streams.admit("c", 0).is_err(),
+            "a limit of 0 admits nothing"
+        );
     }
 
     /// On a runtime with one worker, a task spawned by a large batch's

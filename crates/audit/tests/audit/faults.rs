@@ -104,7 +104,10 @@ async fn queued_appends_share_one_transaction() {
     for (i, e) in stored.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1);
         let n = e.details_value().unwrap()["n"].as_u64().unwrap();
-        assert_eq!(e.subject.as_deref(), Some(format!("web-{}", n % 7).as_str()));
+        assert_eq!(
+            e.subject.as_deref(),
+            Some(format!("web-{}", n % 7).as_str())
+        );
         numbers.push(n);
     }
     numbers.sort();

@@ -79,15 +79,26 @@ async fn check_scoped(storage: &impl Storage) {
     assert!(storage.insert_scope(&scope).await.unwrap());
     // Each read below comes after a write that changed the row (a cached
     // store must answer the new row, not what it read before).
-    assert_eq!(storage.scope("user:1").await.unwrap().as_ref(), Some(&scope));
+    assert_eq!(
+        storage.scope("user:1").await.unwrap().as_ref(),
+        Some(&scope)
+    );
     assert!(!storage.insert_scope(&scope).await.unwrap());
     assert!(storage.add_scope_key("user:1", 2, &[4, 5]).await.unwrap());
-    assert_eq!(storage.scope("user:1").await.unwrap().unwrap().keys.len(), 2);
+    assert_eq!(
+        storage.scope("user:1").await.unwrap().unwrap().keys.len(),
+        2
+    );
     assert!(!storage.add_scope_key("user:1", 2, &[6]).await.unwrap());
     assert!(!storage.add_scope_key("user:none", 1, &[6]).await.unwrap());
     assert!(storage.set_scope_minimum("user:1", 2).await.unwrap());
     assert_eq!(
-        storage.scope("user:1").await.unwrap().unwrap().minimum_version,
+        storage
+            .scope("user:1")
+            .await
+            .unwrap()
+            .unwrap()
+            .minimum_version,
         2
     );
     let window = StoredWindow {
@@ -128,7 +139,11 @@ async fn check_scoped(storage: &impl Storage) {
 #[tokio::test]
 async fn a_cached_store_forgets_the_apps_and_scopes_it_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Cached::new(SqliteStorage::open(&dir.path().join("keyd.db")).await.unwrap());
+    let storage = Cached::new(
+        SqliteStorage::open(&dir.path().join("keyd.db"))
+            .await
+            .unwrap(),
+    );
     check_scoped(&storage).await;
 }
 

@@ -993,7 +993,7 @@ async fn a_file_route_checks_the_policy_before_reading_the_stream() {
     for token in [&fields_only, &other_scopes] {
         for op in ["decrypt", "encrypt"] {
             let (_, head) = api
-                .open_file_request(token, op, "o1", Some(&share))
+                .open_file_request(token, op, "o1", Some(share.as_str()))
                 .await;
             assert!(head.starts_with("HTTP/1.1 403"), "{op}: {head}");
         }
@@ -1001,7 +1001,7 @@ async fn a_file_route_checks_the_policy_before_reading_the_stream() {
     // A short, malformed stream of an app refused the files is refused for
     // the policy, not for the stream.
     let (status, body) = api
-        .file(&fields_only, "decrypt", "o1", Some(&share), vec![0; 20])
+        .file(&fields_only, "decrypt", "o1", Some(share.as_str()), vec![0; 20])
         .await;
     let json: Value = serde_json::from_slice(&body.unwrap()).unwrap();
     assert_eq!((status, json["error"].as_str()), (403, Some("not_allowed")));
