@@ -39,6 +39,9 @@ pub use crate::unlock::Grant;
 /// webhook). Must not block.
 pub type PendingNotifier = Arc<dyn Fn(&PendingView) + Send + Sync>;
 
+/// [`AuthorityOptions::max_file_streams_per_app`] unless set.
+pub const DEFAULT_FILE_STREAMS_PER_APP: usize = 16;
+
 /// Tuning for [`Authority`].
 #[derive(Clone)]
 pub struct AuthorityOptions {
@@ -57,6 +60,9 @@ pub struct AuthorityOptions {
     /// The master key of scoped encryption (`records.key`); `None` turns
     /// the scoped API off (`scoped_disabled`).
     pub records_master: Option<Arc<atrest_core::SecretKey>>,
+    /// File streams (`/v1/scoped/file/…`) one app may have open at once;
+    /// past it, `too_many_streams` (429).
+    pub max_file_streams_per_app: usize,
 }
 
 impl Default for AuthorityOptions {
@@ -69,6 +75,7 @@ impl Default for AuthorityOptions {
             refusal_entries_per_second: 50,
             on_pending: None,
             records_master: None,
+            max_file_streams_per_app: DEFAULT_FILE_STREAMS_PER_APP,
         }
     }
 }
@@ -82,6 +89,7 @@ impl std::fmt::Debug for AuthorityOptions {
             .field("planned_reboot_window", &self.planned_reboot_window)
             .field("on_pending", &self.on_pending.is_some())
             .field("records_master", &self.records_master.is_some())
+            .field("max_file_streams_per_app", &self.max_file_streams_per_app)
             .finish()
     }
 }
@@ -154,6 +162,8 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     changes: tokio::sync::RwLock<()>,
     /// The records key of scoped encryption, if configured.
     scoped: Option<crate::scoped::ScopedKeys>,
+    /// The file streams each app has open.
+    file_streams: Arc<crate::scoped::FileStreams>,
 }
 
 /// The key authority. Cheap to clone; a background task (flushing boot
@@ -201,6 +211,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         };
         let inner = Inner {
             scoped,
+            file_streams: Arc::default(),
             hosts: Hosts::default(),
             policies: Policies::default(),
             boots: Boots::default(),
@@ -248,6 +259,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
 
     pub(crate) fn scoped(&self) -> Option<&crate::scoped::ScopedKeys> {
         self.inner.scoped.as_ref()
+    }
+
+    pub(crate) fn file_streams(&self) -> &Arc<crate::scoped::FileStreams> {
+        &self.inner.file_streams
     }
 
     /// Whether a refusal of an authenticated caller gets its own entry.

@@ -78,6 +78,10 @@ pub struct Settings {
     /// data directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// File streams one app may have open at once (absent:
+    /// [`crate::DEFAULT_FILE_STREAMS_PER_APP`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_streams_per_app: Option<usize>,
 }
 
 pub const SETTINGS_VERSION: u32 = 1;
@@ -95,6 +99,7 @@ impl Default for Settings {
             public_url: None,
             admin_socket: None,
             database: None,
+            max_file_streams_per_app: None,
         }
     }
 }

@@ -68,8 +68,9 @@ pub use approvers::{
 pub use atrest_audit::{Clock, SystemClock};
 pub use atrest_wire::{ErrorCode, POLL_TOKEN_HEADER};
 pub use authority::{
-    Authority, AuthorityError, AuthorityOptions, Enrollment, Grant, HostView, MAX_TOKEN_LIFETIME,
-    MIN_TOKEN_LIFETIME, PendingNotifier, Rebind, RequestContext, Token, UnlockOutcome,
+    Authority, AuthorityError, AuthorityOptions, DEFAULT_FILE_STREAMS_PER_APP, Enrollment, Grant,
+    HostView, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, PendingNotifier, Rebind, RequestContext,
+    Token, UnlockOutcome,
 };
 pub use client::{AdminClient, ClientError};
 pub use datadir::{
@@ -86,8 +87,8 @@ pub use http::{
 pub use metrics::{Metrics, Snapshot};
 pub use scoped::{
     APP_TOKEN_PREFIX, App, AppPolicy, AppView, CreatedScope, FILE_COLUMN, FieldItem,
-    FieldOperation, FileItem, IndexItem, MAX_ITEMS, NewApp, Operation, ScopeView, ScopedApiError,
-    WindowView,
+    FieldOperation, FileItem, FileOperation, FileStreamPermit, IndexItem, MAX_ITEMS, NewApp,
+    Operation, ScopeView, ScopedApiError, WindowView,
 };
 pub use scoped_routes::{
     AppBody, Batch, MAX_SCOPED_BODY, MinimumBody, Removed, ScopeBody, ScopeName, Values, WindowBody,

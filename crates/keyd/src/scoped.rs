@@ -69,6 +69,25 @@ fn audit_chunks(items: &[(String, String)]) -> Vec<&[(String, String)]> {
     chunks
 }
 
+/// Items of one scope in a request from which their crypto runs as
+/// blocking work (about a millisecond and up): the runtime's other tasks
+/// (small requests, the audit log's writer) move to another thread
+/// meanwhile instead of waiting behind a large batch.
+const BLOCKING_ITEMS: usize = 256;
+
+/// `work()`, told to the runtime as blocking when `items` reach `threshold`
+/// on a multi-threaded runtime (a current-thread runtime has no other
+/// thread to hand its tasks to).
+fn blocking_above<R>(threshold: usize, items: usize, work: impl FnOnce() -> R) -> R {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if items >= threshold && multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// Text prefix of an app token.
 pub const APP_TOKEN_PREFIX: &str = "atrapp_";
 
@@ -118,6 +137,11 @@ pub enum ScopedApiError {
     UnknownApp(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "app {app} has {limit} file streams open already, the most keyd serves one app at once; \
+         retry when one has ended (an operator can raise max_file_streams_per_app in keyd.json)"
+    )]
+    TooManyStreams { app: String, limit: usize },
     /// A refusal of the envelope library, for item `index` of the batch.
     #[error("{}{error}", index.map(|i| format!("item {i}: ")).unwrap_or_default())]
     Library {
@@ -158,6 +182,7 @@ impl ScopedApiError {
             Self::AppExists(_) => "app_exists",
             Self::UnknownApp(_) => "unknown_app",
             Self::Invalid(_) => "invalid_request",
+            Self::TooManyStreams { .. } => "too_many_streams",
             Self::Library { error, .. } => error.code(),
             Self::Authority(e) => e.code(),
         }
@@ -320,6 +345,18 @@ impl App {
         }
     }
 
+    /// What the policy says of `op` on `scope` for the fields `named`
+    /// (`table.column`, row).
+    fn may(&self, op: Use, scope: &str, named: &[(String, String)]) -> Result<()> {
+        self.need_operation(op)?;
+        self.need_scope(scope)?;
+        for (field, _) in named {
+            let (table, column) = field.split_once('.').unwrap_or((field, ""));
+            self.need_field(table, column)?;
+        }
+        Ok(())
+    }
+
     fn need_field(&self, table: &str, column: &str) -> Result<()> {
         if self.policy.allows_field(table, column) {
             Ok(())
@@ -346,7 +383,7 @@ pub struct AppView {
 pub struct NewApp {
     #[serde(flatten)]
     pub app: AppView,
-    pub token: String,
+    pub token: Zeroizing<String>,
 }
 
 /// A scope's daily window as an operator sets and sees it.
@@ -381,7 +418,7 @@ pub struct CreatedScope {
     #[serde(flatten)]
     pub scope: ScopeView,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_share_secret: Option<String>,
+    pub client_share_secret: Option<Zeroizing<String>>,
 }
 
 fn window_of(stored: &StoredWindow) -> Result<(DailyWindow, Vec<String>), StorageError> {
@@ -428,10 +465,10 @@ pub struct FieldItem {
     pub row: String,
     /// `atrcs:…`, for a scope made with a client share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_share: Option<String>,
+    pub client_share: Option<Zeroizing<String>>,
     /// Encrypt: the value (UTF-8 text). Decrypt, rewrap: the envelope
     /// (`atrf:…`).
-    pub value: String,
+    pub value: Zeroizing<String>,
 }
 
 /// One blind-index computation.
@@ -447,9 +484,9 @@ pub struct IndexItem {
     #[serde(default)]
     pub normalize: Vec<String>,
     /// One value per column.
-    pub values: Vec<String>,
+    pub values: Vec<Zeroizing<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_share: Option<String>,
+    pub client_share: Option<Zeroizing<String>>,
 }
 
 /// The column a file (a stream) counts as in an app's policy, a window's
@@ -468,11 +505,73 @@ pub struct FileItem {
     pub table: String,
     pub object: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_share: Option<String>,
+    pub client_share: Option<Zeroizing<String>>,
+}
+
+/// What a file route does ([`Authority::admit_file_stream`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOperation {
+    Encrypt,
+    Decrypt,
 }
 
 fn file_key(item: &FileItem) -> (&str, Option<&str>) {
-    (item.scope.as_str(), item.client_share.as_deref())
+    (
+        item.scope.as_str(),
+        item.client_share.as_ref().map(|s| s.as_str()),
+    )
+}
+
+/// The file streams each app has open, for
+/// [`AuthorityOptions::max_file_streams_per_app`](crate::AuthorityOptions).
+#[derive(Debug, Default)]
+pub(crate) struct FileStreams {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl FileStreams {
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        // Plain counts: a panic elsewhere leaves nothing half-done here.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn admit(self: &std::sync::Arc<Self>, app: &str, limit: usize) -> Result<FileStreamPermit> {
+        let mut counts = self.counts();
+        let count = counts.entry(app.to_owned()).or_default();
+        if *count >= limit {
+            return Err(ScopedApiError::TooManyStreams {
+                app: app.to_owned(),
+                limit,
+            });
+        }
+        *count += 1;
+        Ok(FileStreamPermit {
+            streams: self.clone(),
+            app: app.to_owned(),
+        })
+    }
+}
+
+/// One open file stream of an app; its place is given back when this is
+/// dropped (the stream ended, failed, or its client went away).
+#[derive(Debug)]
+pub struct FileStreamPermit {
+    streams: std::sync::Arc<FileStreams>,
+    app: String,
+}
+
+impl Drop for FileStreamPermit {
+    fn drop(&mut self) {
+        let mut counts = self.streams.counts();
+        if let Some(count) = counts.get_mut(&self.app) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.app);
+            }
+        }
+    }
 }
 
 fn file_field(item: &FileItem) -> Vec<(String, String)> {
@@ -693,12 +792,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let named: Vec<(String, String)> = items.iter().flat_map(|(_, item)| field(item)).collect();
         let app = call.app;
         let checked = async {
-            app.need_operation(call.op)?;
-            app.need_scope(scope)?;
-            for (field, _) in &named {
-                let (table, column) = field.split_once('.').unwrap_or((field, ""));
-                app.need_field(table, column)?;
-            }
+            app.may(call.op, scope, &named)?;
             let id = scope_id(scope)?;
             let share = share_of(share)?;
             let (ring, stored) = self.keyring(&id, share.as_ref()).await?;
@@ -715,14 +809,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     });
                 }
             }
-            let mut out = Vec::with_capacity(items.len());
-            for (index, item) in items {
-                out.push((
-                    *index,
-                    each(&ring, item).map_err(|e| ScopedApiError::from(e).at(*index))?,
-                ));
-            }
-            Ok::<_, ScopedApiError>(out)
+            let run = || {
+                items
+                    .iter()
+                    .map(|(index, item)| {
+                        each(&ring, item)
+                            .map(|r| (*index, r))
+                            .map_err(|e| ScopedApiError::from(e).at(*index))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            };
+            blocking_above(BLOCKING_ITEMS, items.len(), run)
         }
         .await;
         match checked {
@@ -826,21 +923,53 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     .current()
                     .encrypt_field(&field, item.value.as_bytes())?,
                 FieldOperation::Decrypt => {
-                    let plain = ring.decrypt_field(&field, &item.value)?;
-                    std::str::from_utf8(&plain)
-                        .map_err(|_| ScopedError::Malformed {
+                    // The plaintext's own buffer becomes the answer: no
+                    // copy is left behind unzeroized.
+                    let mut plain = ring.decrypt_field(&field, &item.value)?;
+                    String::from_utf8(std::mem::take(&mut *plain)).map_err(|e| {
+                        drop(Zeroizing::new(e.into_bytes()));
+                        ScopedError::Malformed {
                             what: "field value",
                             why: "it is not UTF-8 text; binary values go through the \
                                   library's streams"
                                 .into(),
-                        })?
-                        .to_owned()
+                        }
+                    })?
                 }
                 FieldOperation::Rewrap => ring.rewrap_field(&field, &item.value)?,
             };
             Ok(Zeroizing::new(value))
         })
         .await
+    }
+
+    /// Admits a file stream of `app` before any of its body is read: the
+    /// app's policy (the operation, the scope, the table's files), then a
+    /// place among the app's open streams, held by the permit. A refusal
+    /// is audited.
+    pub async fn admit_file_stream(
+        &self,
+        app: &App,
+        item: &FileItem,
+        operation: FileOperation,
+        ctx: RequestContext,
+    ) -> Result<FileStreamPermit> {
+        let op = match operation {
+            FileOperation::Encrypt => Use::Encrypt,
+            FileOperation::Decrypt => Use::Decrypt,
+        };
+        let named = file_field(item);
+        let admitted = app.may(op, &item.scope, &named).and_then(|()| {
+            self.file_streams()
+                .admit(&app.name, self.options().max_file_streams_per_app)
+        });
+        match admitted {
+            Ok(permit) => Ok(permit),
+            Err(e) => {
+                let call = Call { app, op, ctx };
+                Err(self.deny(&call, &item.scope, &named, e).await)
+            }
+        }
     }
 
     /// A sealer for a new file of `item`'s scope under its current key,
@@ -942,7 +1071,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                         .map(|n| Normalize::from_name(n))
                         .collect::<Result<_, _>>()?,
                 };
-                let values: Vec<&str> = item.values.iter().map(String::as_str).collect();
+                let values: Vec<&str> = item.values.iter().map(|v| v.as_str()).collect();
                 Ok(ring
                     .current()
                     .blind_index(&definition)?
@@ -983,7 +1112,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
         Ok(CreatedScope {
             scope: ScopeView::of(&stored)?,
-            client_share_secret: share.map(|s| s.to_text().to_string()),
+            client_share_secret: share.map(|s| s.to_text()),
         })
     }
 
@@ -1219,7 +1348,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 policy,
                 created_at: stored.created_at,
             },
-            token: token.to_string(),
+            token,
         })
     }
 
@@ -1258,11 +1387,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
 }
 
 fn item_key(item: &FieldItem) -> (&str, Option<&str>) {
-    (item.scope.as_str(), item.client_share.as_deref())
+    (
+        item.scope.as_str(),
+        item.client_share.as_ref().map(|s| s.as_str()),
+    )
 }
 
 fn index_key(item: &IndexItem) -> (&str, Option<&str>) {
-    (item.scope.as_str(), item.client_share.as_deref())
+    (
+        item.scope.as_str(),
+        item.client_share.as_ref().map(|s| s.as_str()),
+    )
 }
 
 fn item_field(item: &FieldItem) -> Vec<(String, String)> {
@@ -1302,6 +1437,48 @@ mod tests {
         }
         // 200 rows of 255 bytes: the byte budget splits before 64 items.
         assert!(audit_chunks(&items(200, 255)).len() > 200 / ITEMS_PER_ENTRY + 1);
+    }
+
+    #[test]
+    fn file_streams_are_counted_per_app_and_given_back() {
+        let streams = std::sync::Arc::new(FileStreams::default());
+        let first = streams.admit("a", 2).unwrap();
+        let _second = streams.admit("a", 2).unwrap();
+        let refused = streams.admit("a", 2).unwrap_err();
+        assert_eq!(refused.code(), "too_many_streams");
+        assert!(refused.to_string().contains("max_file_streams_per_app"));
+        let _other_app = streams.admit("b", 2).unwrap();
+        drop(first);
+        let _third = streams.admit("a", 2).unwrap();
+        assert!(streams.admit("a", 2).is_err());
+        assert!(
+            streams.admit("c", 0).is_err(),
+            "a limit of 0 admits nothing"
+        );
+    }
+
+    /// On a runtime with one worker, a task spawned by a large batch's
+    /// task runs while the batch's work blocks: the worker was handed on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn large_work_hands_the_worker_on_while_it_blocks() {
+        let batch = tokio::spawn(async {
+            let (send, receive) = std::sync::mpsc::channel();
+            tokio::spawn(async move { send.send(()).unwrap() });
+            // Bounded so that a worker that was not handed on fails the
+            // test instead of hanging it.
+            blocking_above(BLOCKING_ITEMS, BLOCKING_ITEMS, || {
+                receive.recv_timeout(std::time::Duration::from_secs(60))
+            })
+        });
+        assert!(batch.await.unwrap().is_ok());
+    }
+
+    /// Small work, and any work on a current-thread runtime (which has
+    /// no thread to hand its tasks to), runs in place.
+    #[tokio::test]
+    async fn work_runs_in_place_on_a_current_thread_runtime() {
+        assert_eq!(blocking_above(1, 1000, || 7), 7);
+        assert_eq!(blocking_above(BLOCKING_ITEMS, 1, || 8), 8);
     }
 
     #[test]

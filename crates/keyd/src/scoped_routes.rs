@@ -16,12 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::authority::RequestContext;
 use crate::http::{ADMIN, ApiError, AppState, Shared, Source, body};
 use crate::scoped::{
-    App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, FileItem, IndexItem, NewApp,
-    ScopeView, ScopedApiError, WindowView,
+    App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, FileItem, FileOperation,
+    FileStreamPermit, IndexItem, NewApp, ScopeView, ScopedApiError, WindowView,
 };
 use crate::storage::Storage;
 use atrest_scoped::{STREAM_HEADER_LEN, ScopedError, StreamOpener, StreamWriter};
@@ -63,6 +64,7 @@ pub(crate) fn status(error: &ScopedApiError) -> StatusCode {
         ScopedApiError::ScopeShredded(_) => StatusCode::GONE,
         ScopedApiError::ScopeExists(_) | ScopedApiError::AppExists(_) => StatusCode::CONFLICT,
         ScopedApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ScopedApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
         ScopedApiError::Library { error, .. } => match error.code() {
             "client_share_required" | "client_share_unexpected" | "outside_window" => {
                 StatusCode::FORBIDDEN
@@ -188,7 +190,7 @@ async fn fields<S: Storage, A: AuditStore, C: Clock>(
     Path(operation): Path<String>,
     headers: HeaderMap,
     json: Result<Json<Batch<FieldItem>>, JsonRejection>,
-) -> Result<Json<Values<String>>, ApiError> {
+) -> Result<Json<Values<Zeroizing<String>>>, ApiError> {
     let operation = match operation.as_str() {
         "encrypt" => FieldOperation::Encrypt,
         "decrypt" => FieldOperation::Decrypt,
@@ -204,9 +206,7 @@ async fn fields<S: Storage, A: AuditStore, C: Clock>(
         .authority
         .scoped_fields(&app, operation, &batch.items, ctx)
         .await?;
-    Ok(Json(Values {
-        values: values.iter().map(|v| v.to_string()).collect(),
-    }))
+    Ok(Json(Values { values }))
 }
 
 /// `?scope=…&table=…&object=…` of a file route.
@@ -223,6 +223,13 @@ pub struct FileQuery {
 /// chunk. A stream that fails to open part way (changed, cut, another
 /// object's) ends the answer without its last HTTP chunk: the client sees
 /// an incomplete transfer, never a clean end (curl: exit 18).
+///
+/// Nothing of the body is read before the app's policy allows the
+/// operation on the scope and the table's files and the app has a place
+/// among its open streams ([`Authority::admit_file_stream`]); that place is
+/// held until the answer ends.
+///
+/// [`Authority::admit_file_stream`]: crate::Authority::admit_file_stream
 async fn file<S: Storage, A: AuditStore, C: Clock>(
     State(state): State<Shared<S, A, C>>,
     Source(ctx): Source,
@@ -233,6 +240,15 @@ async fn file<S: Storage, A: AuditStore, C: Clock>(
     body: Body,
 ) -> Result<Response, ApiError> {
     let app = app(&state, &headers, ctx).await?;
+    let operation = match operation.as_str() {
+        "encrypt" => FileOperation::Encrypt,
+        "decrypt" => FileOperation::Decrypt,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no file operation {other:?}: encrypt or decrypt"
+            )));
+        }
+    };
     // HTTP/1.0 ends a body of unknown length by closing the connection, so
     // a stream cut part way would reach the client as a whole file: only
     // chunked HTTP/1.1 and HTTP/2 can say "this answer did not end".
@@ -257,7 +273,7 @@ async fn file<S: Storage, A: AuditStore, C: Clock>(
     };
     let client_share = match headers.get(CLIENT_SHARE_HEADER).map(|v| v.to_str()) {
         None => None,
-        Some(Ok(text)) => Some(text.to_owned()),
+        Some(Ok(text)) => Some(Zeroizing::new(text.to_owned())),
         Some(Err(_)) => {
             return Err(
                 ScopedApiError::Invalid(format!("{CLIENT_SHARE_HEADER} is not text")).into(),
@@ -270,26 +286,37 @@ async fn file<S: Storage, A: AuditStore, C: Clock>(
         object: query.object,
         client_share,
     };
-    let stream = match operation.as_str() {
-        "encrypt" => {
+    let permit = state
+        .authority
+        .admit_file_stream(&app, &item, operation, ctx)
+        .await?;
+    let stream = match operation {
+        FileOperation::Encrypt => {
             let sealer = state.authority.scoped_file_sealer(&app, &item, ctx).await?;
-            Body::from_stream(seal_stream(body, sealer))
+            Body::from_stream(holding(seal_stream(body, sealer), permit))
         }
-        "decrypt" => {
+        FileOperation::Decrypt => {
             let (header, input) = stream_header(body).await?;
             let opener = state
                 .authority
                 .scoped_file_opener(&app, &item, &header, ctx)
                 .await?;
-            Body::from_stream(open_stream(input, opener))
-        }
-        other => {
-            return Err(ApiError::NotFound(format!(
-                "no file operation {other:?}: encrypt or decrypt"
-            )));
+            Body::from_stream(holding(open_stream(input, opener), permit))
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], stream).into_response())
+}
+
+/// `stream`, giving `permit` back as soon as it has ended (before the
+/// answer's last HTTP chunk goes out, so a client that has read a whole
+/// answer finds its place free), or when it is dropped part way.
+fn holding<T>(
+    stream: impl futures::Stream<Item = T>,
+    permit: FileStreamPermit,
+) -> impl futures::Stream<Item = T> {
+    let end = futures::stream::once(async move { drop(permit) })
+        .filter_map(|()| futures::future::ready(None));
+    stream.chain(end)
 }
 
 type Input = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, axum::Error>> + Send>>;

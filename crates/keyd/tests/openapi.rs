@@ -875,6 +875,28 @@ async fn scoped(api: &Api) {
         .await
         .0
         .assert_refused(400, "malformed");
+    // As many streams as one app may have open, their bodies still open:
+    // the next one is refused.
+    let bearer = format!("Bearer {token}");
+    let mut open = Vec::new();
+    for i in 0..atrest_keyd::DEFAULT_FILE_STREAMS_PER_APP {
+        let (conn, head) = common::open_chunked_request(
+            api.server.addr,
+            &format!("/v1/scoped/file/encrypt?scope=user:1&table=users&object=open{i}"),
+            &[
+                ("Authorization", bearer.as_str()),
+                ("x-atrest-client-share", share.as_str()),
+            ],
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        open.push(conn);
+    }
+    file("encrypt", b"one more".to_vec(), Some(share.clone()))
+        .await
+        .0
+        .assert_refused(429, "too_many_streams");
+    drop(open);
     // Every documented normalisation, in a body that must validate against
     // the documented request schema and be accepted: the document once
     // listed names the server refused.

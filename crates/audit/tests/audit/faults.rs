@@ -62,8 +62,9 @@ async fn concurrent_appends_all_land_in_one_chain() {
     assert!(stats.batches < total, "no batching at all: {stats:?}");
 }
 
-/// Hold the first commit, queue 99 more appends behind it, release: the 99
-/// go to the store in one transaction.
+/// Hold the first commit, queue 299 more appends behind it, release: the
+/// 299 go to the store in one transaction (several multi-row INSERTs), and
+/// read back in order.
 #[tokio::test]
 async fn queued_appends_share_one_transaction() {
     let (t, store) = scripted(true).await;
@@ -73,11 +74,11 @@ async fn queued_appends_share_one_transaction() {
     };
     store.entered.notified().await;
     let mut rest = Vec::new();
-    for i in 1..100 {
+    for i in 1..300 {
         let log = t.log.clone();
         rest.push(tokio::spawn(async move { log.append(entry(i)).await }));
     }
-    wait_until(|| t.log.queue_len() == 99).await;
+    wait_until(|| t.log.queue_len() == 299).await;
     // Nothing is acknowledged while the commit is held.
     assert_eq!(t.log.head().seq, 0);
     assert!(!first.is_finished());
@@ -89,14 +90,28 @@ async fn queued_appends_share_one_transaction() {
         seqs.push(task.await.unwrap().unwrap().seq);
     }
     seqs.sort();
-    assert_eq!(seqs, (2..=100).collect::<Vec<_>>());
+    assert_eq!(seqs, (2..=300).collect::<Vec<_>>());
     assert_eq!(
         store.appends.load(Ordering::SeqCst),
         2,
         "one transaction each"
     );
     let stats = t.log.stats();
-    assert_eq!((stats.batches, stats.entries), (2, 100));
+    assert_eq!((stats.batches, stats.entries), (2, 300));
+    let stored = t.log.store().read_entries(1, 1000).await.unwrap();
+    assert_eq!(stored.len(), 300);
+    let mut numbers = Vec::new();
+    for (i, e) in stored.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        let n = e.details_value().unwrap()["n"].as_u64().unwrap();
+        assert_eq!(
+            e.subject.as_deref(),
+            Some(format!("web-{}", n % 7).as_str())
+        );
+        numbers.push(n);
+    }
+    numbers.sort();
+    assert_eq!(numbers, (0..300).collect::<Vec<_>>());
     verify(t.log.store(), &t.public).await.unwrap();
 }
 

@@ -588,6 +588,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         approval_timeout: settings.approval_timeout,
         planned_reboot_window: settings.planned_reboot_window,
         max_skew: settings.max_skew,
+        max_file_streams_per_app: settings
+            .max_file_streams_per_app
+            .unwrap_or(atrest_keyd::DEFAULT_FILE_STREAMS_PER_APP),
         on_pending: settings
             .webhook
             .clone()

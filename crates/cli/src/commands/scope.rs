@@ -187,7 +187,10 @@ async fn scope(command: ScopeCommand) -> anyhow::Result<ExitCode> {
             } else {
                 print_scope(&created.scope);
                 if let Some(share) = &created.client_share_secret {
-                    println!("client share (give it to the client; it is not kept): {share}");
+                    println!(
+                        "client share (give it to the client; it is not kept): {}",
+                        share.as_str()
+                    );
                 }
             }
         }
@@ -296,7 +299,7 @@ async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
                     "app {} added; its token (shown once, keep it in the app's secrets):",
                     app.app.name
                 );
-                println!("{}", app.token);
+                println!("{}", app.token.as_str());
             }
         }
         AppCommand::List(args) => {

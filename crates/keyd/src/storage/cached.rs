@@ -1,9 +1,14 @@
-//! [`Cached`]: a store's host records and boot states answered from
-//! memory, for a store that only this process writes (SQLite, one keyd per
-//! data directory). The authority reads a host and its boot state on every
-//! release so that, on a shared store, another replica's revoke or shred
-//! is honoured at once; on a store of its own those reads need not reach
-//! the disk. A shared store (PostgreSQL) is used bare.
+//! [`Cached`]: a store's host records and boot states, and the scoped
+//! API's apps and scopes, answered from memory, for a store that only this
+//! process writes (SQLite, one keyd per data directory). The authority
+//! reads a host and its boot state on every release, and an app and its
+//! scope on every scoped request, so that, on a shared store, another
+//! replica's revoke, removal or shred is honoured at once; on a store of
+//! its own those reads need not reach the disk. A shared store
+//! (PostgreSQL) is used bare.
+//!
+//! Only rows are kept: an app's token hash and policy, a scope's wrapped
+//! keys (as the database holds them). No unwrapped key is ever cached.
 //!
 //! Every write goes to the store first; the entries it touched are then
 //! forgotten (or, for boot states, replaced by what was written), so the
@@ -20,10 +25,20 @@ use super::{
     StoredSecret, StoredSession, StoredWindow,
 };
 
+/// Most scopes kept in memory (one per user is common): past it, one is
+/// dropped for each read in.
+const MAX_SCOPES: usize = 16 * 1024;
+
+/// Most apps kept in memory.
+const MAX_APPS: usize = 1024;
+
 #[derive(Default)]
 struct Memory {
     hosts: HashMap<HostId, HostRecord>,
     boots: HashMap<HostId, BootState>,
+    /// By token hash.
+    apps: HashMap<[u8; 32], StoredApp>,
+    scopes: HashMap<String, StoredScope>,
     /// Moves on every write: a read that started before a write must not
     /// put what it read (possibly from before the write) in memory after
     /// the write forgot it.
@@ -92,6 +107,20 @@ impl<S: Storage> Cached<S> {
 
     fn forget(&self, id: &HostId) {
         forget(&self.memory, id);
+    }
+
+    /// Forgets every app: a write names an app by its name, the memory
+    /// keys them by token hash, and apps change seldom.
+    fn forget_apps(&self) {
+        let mut memory = self.memory();
+        memory.apps.clear();
+        memory.epoch += 1;
+    }
+
+    fn forget_scope(&self, id: &str) {
+        let mut memory = self.memory();
+        memory.scopes.remove(id);
+        memory.epoch += 1;
     }
 
     /// `held` around a hold of the inner store that wrote host `id`.
@@ -340,11 +369,28 @@ impl<S: Storage> Storage for Cached<S> {
     }
 
     async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
-        self.inner.insert_app(app).await
+        let inserted = self.inner.insert_app(app).await;
+        self.forget_apps();
+        inserted
     }
 
     async fn app_by_token(&self, token_hash: [u8; 32]) -> Result<Option<StoredApp>, StorageError> {
-        self.inner.app_by_token(token_hash).await
+        if let Some(app) = self.memory().apps.get(&token_hash) {
+            return Ok(Some(app.clone()));
+        }
+        // An unknown token is not remembered: anyone can send one.
+        let epoch = self.epoch();
+        let app = self.inner.app_by_token(token_hash).await?;
+        let mut memory = self.memory();
+        if let Some(app) = &app
+            && memory.epoch == epoch
+        {
+            if memory.apps.len() >= MAX_APPS {
+                memory.apps.clear();
+            }
+            memory.apps.insert(token_hash, app.clone());
+        }
+        Ok(app)
     }
 
     async fn apps(&self) -> Result<Vec<StoredApp>, StorageError> {
@@ -352,15 +398,35 @@ impl<S: Storage> Storage for Cached<S> {
     }
 
     async fn delete_app(&self, name: &str) -> Result<bool, StorageError> {
-        self.inner.delete_app(name).await
+        let deleted = self.inner.delete_app(name).await;
+        self.forget_apps();
+        deleted
     }
 
     async fn insert_scope(&self, scope: &StoredScope) -> Result<bool, StorageError> {
-        self.inner.insert_scope(scope).await
+        let inserted = self.inner.insert_scope(scope).await;
+        self.forget_scope(&scope.id);
+        inserted
     }
 
     async fn scope(&self, id: &str) -> Result<Option<StoredScope>, StorageError> {
-        self.inner.scope(id).await
+        if let Some(scope) = self.memory().scopes.get(id) {
+            return Ok(Some(scope.clone()));
+        }
+        let epoch = self.epoch();
+        let scope = self.inner.scope(id).await?;
+        let mut memory = self.memory();
+        if let Some(scope) = &scope
+            && memory.epoch == epoch
+        {
+            if memory.scopes.len() >= MAX_SCOPES
+                && let Some(old) = memory.scopes.keys().next().cloned()
+            {
+                memory.scopes.remove(&old);
+            }
+            memory.scopes.insert(id.to_owned(), scope.clone());
+        }
+        Ok(scope)
     }
 
     async fn scopes(&self) -> Result<Vec<StoredScope>, StorageError> {
@@ -373,15 +439,21 @@ impl<S: Storage> Storage for Cached<S> {
         version: u32,
         wrapped: &[u8],
     ) -> Result<bool, StorageError> {
-        self.inner.add_scope_key(id, version, wrapped).await
+        let written = self.inner.add_scope_key(id, version, wrapped).await;
+        self.forget_scope(id);
+        written
     }
 
     async fn set_scope_minimum(&self, id: &str, minimum: u32) -> Result<bool, StorageError> {
-        self.inner.set_scope_minimum(id, minimum).await
+        let written = self.inner.set_scope_minimum(id, minimum).await;
+        self.forget_scope(id);
+        written
     }
 
     async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
-        self.inner.shred_scope(id).await
+        let written = self.inner.shred_scope(id).await;
+        self.forget_scope(id);
+        written
     }
 
     async fn set_scope_window(
@@ -389,7 +461,9 @@ impl<S: Storage> Storage for Cached<S> {
         id: &str,
         window: Option<&StoredWindow>,
     ) -> Result<bool, StorageError> {
-        self.inner.set_scope_window(id, window).await
+        let written = self.inner.set_scope_window(id, window).await;
+        self.forget_scope(id);
+        written
     }
 
     async fn insert_session(&self, session: &StoredSession) -> Result<(), StorageError> {

@@ -66,7 +66,7 @@ async fn check_scoped(storage: &impl Storage) {
         storage.app_by_token([5; 32]).await.unwrap(),
         Some(app.clone())
     );
-    assert_eq!(storage.apps().await.unwrap(), vec![app]);
+    assert_eq!(storage.apps().await.unwrap(), vec![app.clone()]);
     let scope = StoredScope {
         id: "user:1".into(),
         needs_client_share: true,
@@ -76,12 +76,32 @@ async fn check_scoped(storage: &impl Storage) {
         keys: vec![(1, vec![1, 2, 3])],
         window: None,
     };
+    assert_eq!(storage.scope("user:1").await.unwrap(), None);
     assert!(storage.insert_scope(&scope).await.unwrap());
+    // Each read below comes after a write that changed the row (a cached
+    // store must answer the new row, not what it read before).
+    assert_eq!(
+        storage.scope("user:1").await.unwrap().as_ref(),
+        Some(&scope)
+    );
     assert!(!storage.insert_scope(&scope).await.unwrap());
     assert!(storage.add_scope_key("user:1", 2, &[4, 5]).await.unwrap());
+    assert_eq!(
+        storage.scope("user:1").await.unwrap().unwrap().keys.len(),
+        2
+    );
     assert!(!storage.add_scope_key("user:1", 2, &[6]).await.unwrap());
     assert!(!storage.add_scope_key("user:none", 1, &[6]).await.unwrap());
     assert!(storage.set_scope_minimum("user:1", 2).await.unwrap());
+    assert_eq!(
+        storage
+            .scope("user:1")
+            .await
+            .unwrap()
+            .unwrap()
+            .minimum_version,
+        2
+    );
     let window = StoredWindow {
         start: 120,
         end: 180,
@@ -105,6 +125,27 @@ async fn check_scoped(storage: &impl Storage) {
     assert!(!storage.add_scope_key("user:1", 3, &[7]).await.unwrap());
     assert!(storage.delete_app("web").await.unwrap());
     assert_eq!(storage.app_by_token([5; 32]).await.unwrap(), None);
+    // An app added again under the same token is found with its new policy.
+    let again = StoredApp {
+        policy: "{\"again\":1}".into(),
+        ..app
+    };
+    assert!(storage.insert_app(&again).await.unwrap());
+    assert_eq!(storage.app_by_token([5; 32]).await.unwrap(), Some(again));
+    assert!(storage.delete_app("web").await.unwrap());
+}
+
+/// The cached store over SQLite (how `keyd serve` runs it) answers every
+/// scoped read after a write as the database does.
+#[tokio::test]
+async fn a_cached_store_forgets_the_apps_and_scopes_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Cached::new(
+        SqliteStorage::open(&dir.path().join("keyd.db"))
+            .await
+            .unwrap(),
+    );
+    check_scoped(&storage).await;
 }
 
 /// A policy as a keyd before the witness stored it (no `rollback`).

@@ -312,3 +312,40 @@ impl Host {
 pub fn now() -> u64 {
     SystemClock.now_ms() / 1000
 }
+
+/// `POST path` over a connection of its own, as chunked HTTP/1.1 whose
+/// body stays open (none of it is sent): the connection, to finish or drop
+/// it, and the answer's head (status line and headers). Bounded, so a
+/// server that waits for the body before answering fails the test rather
+/// than hanging it.
+pub async fn open_chunked_request(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let read_head = async {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = conn.read(&mut byte).await.unwrap();
+            assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap()
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(60), read_head)
+        .await
+        .expect("an answer's head without any of the request's body");
+    (conn, answer)
+}

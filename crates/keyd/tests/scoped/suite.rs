@@ -24,6 +24,11 @@ struct Api {
 
 impl Api {
     async fn start() -> Option<Self> {
+        Self::start_with(AuthorityOptions::default()).await
+    }
+
+    /// With `options`, apart from the records key and the refusal budget.
+    async fn start_with(options: AuthorityOptions) -> Option<Self> {
         let records_master = Arc::new(atrest_core::SecretKey::random());
         let keyd = TestKeyd::open_on(
             BACKEND,
@@ -31,7 +36,7 @@ impl Api {
             AuthorityOptions {
                 refusal_entries_per_second: 100_000,
                 records_master: Some(records_master.clone()),
-                ..AuthorityOptions::default()
+                ..options
             },
             LogOptions::default(),
         )
@@ -949,4 +954,98 @@ async fn an_app_does_only_the_operations_its_policy_names() {
             .await;
         assert_eq!(reply.status, 400, "{operations}: {}", reply.text);
     }
+}
+
+impl Api {
+    /// A file request of `user:files` whose body stays open
+    /// ([`crate::common::open_chunked_request`]).
+    async fn open_file_request(
+        &self,
+        token: &str,
+        op: &str,
+        object: &str,
+        share: Option<&str>,
+    ) -> (tokio::net::TcpStream, String) {
+        let path = format!("/v1/scoped/file/{op}?scope=user:files&table=uploads&object={object}");
+        let bearer = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", bearer.as_str())];
+        if let Some(share) = share {
+            headers.push(("x-atrest-client-share", share));
+        }
+        crate::common::open_chunked_request(self.served.addr, &path, &headers).await
+    }
+}
+
+/// A file route asks the app's policy before it reads anything of the
+/// body: an app refused the table's files, or the operation, is answered
+/// while its body has not even started, and the refusal is audited.
+#[tokio::test]
+async fn a_file_route_checks_the_policy_before_reading_the_stream() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api
+        .app("web", &["user:*"], &["users.*", "uploads.#file"])
+        .await;
+    let fields_only = api.app("fields", &["user:*"], &["users.*"]).await;
+    let other_scopes = api.app("other", &["team:*"], &["uploads.#file"]).await;
+    let share = api.scope(&web, "user:files", true).await.unwrap();
+    for token in [&fields_only, &other_scopes] {
+        for op in ["decrypt", "encrypt"] {
+            let (_, head) = api
+                .open_file_request(token, op, "o1", Some(share.as_str()))
+                .await;
+            assert!(head.starts_with("HTTP/1.1 403"), "{op}: {head}");
+        }
+    }
+    // A short, malformed stream of an app refused the files is refused for
+    // the policy, not for the stream.
+    let (status, body) = api
+        .file(&fields_only, "decrypt", "o1", Some(share.as_str()), vec![0; 20])
+        .await;
+    let json: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!((status, json["error"].as_str()), (403, Some("not_allowed")));
+    let (_, refused) = api.audited("not_allowed").await;
+    assert!(refused >= 5, "each refusal is audited: {refused}");
+}
+
+/// An app has at most `max_file_streams_per_app` file streams open; the
+/// next is refused with 429 `too_many_streams` (audited), other apps are
+/// not, and a stream that ends gives its place back.
+#[tokio::test]
+async fn an_app_has_a_bounded_number_of_open_file_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(api) = Api::start_with(AuthorityOptions {
+        max_file_streams_per_app: 2,
+        ..AuthorityOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["uploads.#file"]).await;
+    let other = api.app("other", &["user:*"], &["uploads.#file"]).await;
+    api.scope(&web, "user:files", false).await;
+    let (mut first, head) = api.open_file_request(&web, "encrypt", "o1", None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_second, head) = api.open_file_request(&web, "encrypt", "o2", None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, body) = api.file(&web, "encrypt", "o3", None, b"x".to_vec()).await;
+    let json: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!((status, json["error"].as_str()), (429, Some("too_many_streams")));
+    assert!(json["message"].as_str().unwrap().contains("max_file_streams_per_app"));
+    let (_, refused) = api.audited("too_many_streams").await;
+    assert_eq!(refused, 1);
+    // Another app's streams are its own.
+    let (status, sealed) = api.file(&other, "encrypt", "o4", None, b"y".to_vec()).await;
+    assert_eq!(status, 200);
+    assert!(sealed.is_ok());
+    // The first stream ends (its last chunk, then the end of the body);
+    // once its whole answer is read, its place is free again.
+    first.write_all(b"1\r\nz\r\n0\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.ends_with(b"0\r\n\r\n"), "a whole chunked answer");
+    let (status, sealed) = api.file(&web, "encrypt", "o5", None, b"w".to_vec()).await;
+    assert_eq!(status, 200, "{sealed:?}");
 }
