@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use atrest_audit::{
-    AuditStore, Checkpoint, Clock, ConsistencyProof, EntryKind, NewEntry, TreeHead,
+    AuditStore, Checkpoint, Clock, ConsistencyProof, EntryKind, NewEntry, TreeHead, TreeHeadJson,
 };
 use atrest_remote::{
     BlindedResponse, KeyId, SignedRebootNotice, SignedUnlockRequest, VerifiedRequest, to_base64url,
@@ -33,6 +33,11 @@ pub struct Grant {
     /// The consistency proof depends on what the asking host kept, so it is
     /// added per answer ([`Authority::consistency_since`]).
     pub audit: AuditProof,
+    /// The JSON text of `audit.tree_head`, shared by every grant of its
+    /// batch (a version 2 answer splices it in). Not kept with a held
+    /// request's grant: an answer read back encodes the head itself.
+    #[serde(skip)]
+    pub tree_head_json: Option<TreeHeadJson>,
 }
 
 impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
@@ -214,6 +219,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 inclusion: receipt.inclusion,
                 consistency: None,
             },
+            tree_head_json: receipt.tree_head_json,
         })
     }
 

