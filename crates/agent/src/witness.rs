@@ -293,7 +293,7 @@ fn alarm_error(url: &str, kept: &KeptAlarm) -> AgentError {
 
 #[cfg(test)]
 mod tests {
-    use atrest_audit::{AuditSigningKey, Entry, EntryHash, MerkleTree, entry_leaf_hash};
+    use atrest_audit::{AuditSigningKey, Entry, EntryHash, EntryKind, MerkleTree, entry_leaf_hash};
 
     use super::*;
 
