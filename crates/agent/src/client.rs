@@ -98,7 +98,10 @@ impl AuthorityClient {
             .http
             .post(format!("{}/v1/unlock", self.url))
             .header(atrest_wire::KNOWN_TREE_SIZE_HEADER, known_tree_size)
-            .header(atrest_wire::GRANT_VERSION_HEADER, atrest_wire::GRANT_VERSION)
+            .header(
+                atrest_wire::GRANT_VERSION_HEADER,
+                atrest_wire::GRANT_VERSION,
+            )
             .json(signed);
         self.send(request, timeout).await.map(|(_, r)| r)
     }
@@ -133,7 +136,10 @@ impl AuthorityClient {
             ))
             .header(atrest_wire::POLL_TOKEN_HEADER, poll_token)
             .header(atrest_wire::KNOWN_TREE_SIZE_HEADER, known_tree_size)
-            .header(atrest_wire::GRANT_VERSION_HEADER, atrest_wire::GRANT_VERSION);
+            .header(
+                atrest_wire::GRANT_VERSION_HEADER,
+                atrest_wire::GRANT_VERSION,
+            );
         self.send(request, wait + Duration::from_secs(15))
             .await
             .map(|(_, r)| r)

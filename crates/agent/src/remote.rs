@@ -403,7 +403,10 @@ pub(crate) struct GrantedParts {
     pub(crate) audit: Option<atrest_wire::AuditProof>,
 }
 
-pub(crate) fn granted_parts(url: &str, reply: UnlockReply) -> Result<Option<GrantedParts>, AgentError> {
+pub(crate) fn granted_parts(
+    url: &str,
+    reply: UnlockReply,
+) -> Result<Option<GrantedParts>, AgentError> {
     match reply {
         UnlockReply::Granted {
             version,

@@ -689,9 +689,16 @@ mod tests {
             for line in fs::read_to_string(&path).unwrap().lines() {
                 let (key, value) = line.split_once(':').unwrap();
                 let value = value.strip_prefix(' ').unwrap_or(value);
-                assert!(fields.insert(key.to_owned(), value.to_owned()).is_none(), "{name}: {key} twice");
+                assert!(
+                    fields.insert(key.to_owned(), value.to_owned()).is_none(),
+                    "{name}: {key} twice"
+                );
             }
-            let mut take = |key: &str| fields.remove(key).unwrap_or_else(|| panic!("{name}: no {key}"));
+            let mut take = |key: &str| {
+                fields
+                    .remove(key)
+                    .unwrap_or_else(|| panic!("{name}: no {key}"))
+            };
             assert_eq!(take("kind"), "grant", "{name}");
             assert!(!take("comment").is_empty(), "{name}");
             let expect = take("expect");
@@ -734,7 +741,10 @@ mod tests {
                     assert_eq!(proof.tree_head.tree_size, size, "{name}");
                     assert_eq!(host.known(), size, "{name}: the head is kept");
                 }
-                ("refused", Err(AgentError::BadAuditProof { .. } | AgentError::BadAnswer { .. }))
+                (
+                    "refused",
+                    Err(AgentError::BadAuditProof { .. } | AgentError::BadAnswer { .. }),
+                )
                 | ("alarm", Err(AgentError::AuditAlarm { .. })) => {
                     assert_eq!(host.known(), kept.map_or(0, |h| h.tree_size), "{name}");
                 }
@@ -743,7 +753,11 @@ mod tests {
             assert!(fields.is_empty(), "{name}: unread {:?}", fields.keys());
             checked += 1;
         }
-        assert!(checked >= 20, "only {checked} grant vectors in {}", dir.display());
+        assert!(
+            checked >= 20,
+            "only {checked} grant vectors in {}",
+            dir.display()
+        );
     }
 
     #[test]

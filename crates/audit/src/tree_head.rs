@@ -321,7 +321,10 @@ mod tests {
         // The shared text is the same JSON, spliced verbatim.
         let shared = TreeHeadJson::new(&head).unwrap();
         assert_eq!(shared.get(), json);
-        assert_eq!(serde_json::to_string(&[&shared]).unwrap(), format!("[{json}]"));
+        assert_eq!(
+            serde_json::to_string(&[&shared]).unwrap(),
+            format!("[{json}]")
+        );
     }
 
     #[test]

@@ -489,8 +489,10 @@ fn reply<S: Storage, A: AuditStore, C: Clock>(
                 mut audit,
                 tree_head_json,
             } = *grant;
-            audit.consistency = authority.consistency_since(asked.known_tree_size, &audit.tree_head);
-            let (audit, proof) = atrest_wire::grant_proof_fields(asked.version, audit, tree_head_json);
+            audit.consistency =
+                authority.consistency_since(asked.known_tree_size, &audit.tree_head);
+            let (audit, proof) =
+                atrest_wire::grant_proof_fields(asked.version, audit, tree_head_json);
             let reply = UnlockReply::Granted {
                 version: asked.version,
                 response,
@@ -503,11 +505,7 @@ fn reply<S: Storage, A: AuditStore, C: Clock>(
             };
             let mut body = Vec::with_capacity(GRANT_CAPACITY);
             match serde_json::to_writer(&mut body, &reply) {
-                Ok(()) => (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-                    .into_response(),
+                Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
                 // Nothing in a grant fails to encode; if it did, the key
                 // is not sent half-written.
                 Err(e) => {

@@ -28,10 +28,7 @@ const ROUNDS: u32 = 50_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: u64 = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100_000);
+    let n: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100_000);
     let with_consistency = args.iter().any(|a| a == "--consistency");
     let mut tree = MerkleTree::new();
     for i in 0..n - 1 {

@@ -43,10 +43,7 @@ impl Log {
             tree: MerkleTree::new(),
         };
         for i in 0..others {
-            log.push(
-                "h-db-2",
-                format!(r#"{{"outcome":"denied","n":{i}{salt}}}"#),
-            );
+            log.push("h-db-2", format!(r#"{{"outcome":"denied","n":{i}{salt}}}"#));
         }
         log
     }
@@ -87,8 +84,12 @@ impl Log {
         let entry = self.push(host, details);
         let size = self.tree.size();
         AuditProof {
-            inclusion: self.tree.inclusion_proof(entry.seq - 1, size).expect("proof"),
-            consistency: (known > 0).then(|| self.tree.consistency_proof(known, size).expect("proof")),
+            inclusion: self
+                .tree
+                .inclusion_proof(entry.seq - 1, size)
+                .expect("proof"),
+            consistency: (known > 0)
+                .then(|| self.tree.consistency_proof(known, size).expect("proof")),
             entry,
             tree_head: self.head_at(size),
         }
@@ -147,7 +148,9 @@ fn vector(
 impl Out {
     fn write(&mut self, v: Vector) {
         assert!(self.names.insert(v.name.clone()), "vector {} twice", v.name);
-        let key = AuditSigningKey::from_seed(&[0x11; 32]).public_key().to_bytes();
+        let key = AuditSigningKey::from_seed(&[0x11; 32])
+            .public_key()
+            .to_bytes();
         let mut text = format!(
             "kind: grant\nexpect: {}\ncomment: {}\naudit_public_key: {}\nhost_id: {HOST}\nnonce: {}\n",
             v.expect,
@@ -255,45 +258,87 @@ fn main() {
         tampered(version, pointer, format!("{flipped}{}", &text[1..]).into())
     };
     let refused = [
-        ("v2-inclusion-tampered", "one hash of the inclusion path changed", flip(2, "/proof/inclusion")),
-        ("v2-signature-tampered", "the tree head's signature changed", flip(2, "/proof/tree_head/signature")),
-        ("v2-root-tampered", "the tree head's root changed", flip(2, "/proof/tree_head/root_hash")),
-        ("v2-prev-hash-tampered", "the entry's prev_hash changed: another entry, not in the tree", flip(2, "/proof/entry/prev_hash")),
+        (
+            "v2-inclusion-tampered",
+            "one hash of the inclusion path changed",
+            flip(2, "/proof/inclusion"),
+        ),
+        (
+            "v2-signature-tampered",
+            "the tree head's signature changed",
+            flip(2, "/proof/tree_head/signature"),
+        ),
+        (
+            "v2-root-tampered",
+            "the tree head's root changed",
+            flip(2, "/proof/tree_head/root_hash"),
+        ),
+        (
+            "v2-prev-hash-tampered",
+            "the entry's prev_hash changed: another entry, not in the tree",
+            flip(2, "/proof/entry/prev_hash"),
+        ),
         (
             "v2-details-tampered",
             "the entry's details changed (one space added): not the entry that was logged",
             {
                 let a = known(2);
-                let details = a["proof"]["entry"]["details"].as_str().expect("details").replacen(':', ": ", 1);
+                let details = a["proof"]["entry"]["details"]
+                    .as_str()
+                    .expect("details")
+                    .replacen(':', ": ", 1);
                 tampered(2, "/proof/entry/details", details.into())
             },
         ),
-        ("v2-seq-zero", "an entry of sequence number 0 is in no tree", tampered(2, "/proof/entry/seq", 0.into())),
+        (
+            "v2-seq-zero",
+            "an entry of sequence number 0 is in no tree",
+            tampered(2, "/proof/entry/seq", 0.into()),
+        ),
         (
             "v2-no-consistency",
             "a host that kept a head needs the consistency proof",
             {
                 let mut a = known(2);
-                a["proof"].as_object_mut().expect("object").remove("consistency");
+                a["proof"]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("consistency");
                 a
             },
         ),
         (
             "v2-path-not-whole-hashes",
             "an inclusion path of 33 bytes",
-            tampered(2, "/proof/inclusion", atrest_core::to_base64url(&[7; 33]).into()),
+            tampered(
+                2,
+                "/proof/inclusion",
+                atrest_core::to_base64url(&[7; 33]).into(),
+            ),
         ),
         (
             "v2-path-padded",
             "base64url with padding is not the one spelling",
-            tampered(2, "/proof/inclusion", format!("{}=", atrest_core::to_base64url(&[7; 32])).into()),
+            tampered(
+                2,
+                "/proof/inclusion",
+                format!("{}=", atrest_core::to_base64url(&[7; 32])).into(),
+            ),
         ),
-        ("v2-unknown-field", "unknown fields are refused (here the entry's hash)", {
-            let mut a = known(2);
-            a["proof"]["entry"]["hash"] = atrest_core::to_base64url(&[1; 32]).into();
-            a
-        }),
-        ("v2-unknown-version", "a version this host does not read", tampered(2, "/version", 3.into())),
+        (
+            "v2-unknown-field",
+            "unknown fields are refused (here the entry's hash)",
+            {
+                let mut a = known(2);
+                a["proof"]["entry"]["hash"] = atrest_core::to_base64url(&[1; 32]).into();
+                a
+            },
+        ),
+        (
+            "v2-unknown-version",
+            "a version this host does not read",
+            tampered(2, "/version", 3.into()),
+        ),
         (
             "v2-version-1-form",
             "version 2 with the proof in version 1's form",
@@ -312,20 +357,33 @@ fn main() {
                 a
             },
         ),
-        ("v1-entry-hash-tampered", "version 1 entry text whose hash field is not its hash", {
-            let a = known(1);
-            let entry = a["audit"]["entry"].as_str().expect("entry");
-            let mut e: Value = serde_json::from_str(entry).expect("entry json");
-            e["hash"] = atrest_core::to_base64url(&[1; 32]).into();
-            tampered(1, "/audit/entry", e.to_string().into())
-        }),
-        ("v1-inclusion-tampered", "one hash of the version 1 inclusion path changed", flip(1, "/audit/inclusion/path/0")),
+        (
+            "v1-entry-hash-tampered",
+            "version 1 entry text whose hash field is not its hash",
+            {
+                let a = known(1);
+                let entry = a["audit"]["entry"].as_str().expect("entry");
+                let mut e: Value = serde_json::from_str(entry).expect("entry json");
+                e["hash"] = atrest_core::to_base64url(&[1; 32]).into();
+                tampered(1, "/audit/entry", e.to_string().into())
+            },
+        ),
+        (
+            "v1-inclusion-tampered",
+            "one hash of the version 1 inclusion path changed",
+            flip(1, "/audit/inclusion/path/0"),
+        ),
     ];
     for (name, comment, a) in refused {
         out.write(vector(name, "refused", comment, Some(kept7), a));
     }
     for (name, comment, host, nonce) in [
-        ("v2-other-nonce", "another request's release: proves nothing about this one", HOST, [0x4f; 16]),
+        (
+            "v2-other-nonce",
+            "another request's release: proves nothing about this one",
+            HOST,
+            [0x4f; 16],
+        ),
         ("v2-other-host", "another host's release", "h-db-2", NONCE),
     ] {
         out.write(vector(

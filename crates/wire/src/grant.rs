@@ -399,7 +399,10 @@ mod tests {
             for json in [shared, None] {
                 let (audit, proof) = grant_proof_fields(2, original.clone(), json);
                 let text = serde_json::to_string(&reply(2, audit, proof)).unwrap();
-                assert!(text.starts_with(r#"{"status":"granted","version":2,"#), "{text}");
+                assert!(
+                    text.starts_with(r#"{"status":"granted","version":2,"#),
+                    "{text}"
+                );
                 let back = read(&text).unwrap().unwrap();
                 assert_eq!(back, original);
                 let public = key.public_key();
@@ -409,8 +412,9 @@ mod tests {
             }
             // Version 2 is the smaller answer.
             let v1 = serde_json::to_string(&granted(1, Some(original.clone()), None)).unwrap();
-            let v2 = serde_json::to_string(&granted(2, None, Some(GrantProof::new(original, None))))
-                .unwrap();
+            let v2 =
+                serde_json::to_string(&granted(2, None, Some(GrantProof::new(original, None))))
+                    .unwrap();
             assert!(v2.len() < v1.len(), "{} >= {}", v2.len(), v1.len());
         }
     }
