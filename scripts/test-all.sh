@@ -73,6 +73,7 @@ python3 tests/differential/check_vectors_v2.py
 python3 tests/differential/check_scoped.py
 python3 tests/differential/check_backup.py
 python3 tests/differential/check_audit.py
+python3 tests/differential/check_grant.py
 python3 tests/differential/check_luks.py
 
 step "release build"

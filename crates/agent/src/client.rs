@@ -86,7 +86,8 @@ impl AuthorityClient {
 
     /// One unlock request; 200 granted or 202 pending. `known_tree_size`
     /// is the size of the audit tree head this host kept (0: none), so that
-    /// a grant carries the proof that the log only grew since.
+    /// a grant carries the proof that the log only grew since. Asks for
+    /// the newest grant version; an older authority answers version 1.
     pub async fn unlock(
         &self,
         signed: &SignedUnlockRequest,
@@ -97,6 +98,10 @@ impl AuthorityClient {
             .http
             .post(format!("{}/v1/unlock", self.url))
             .header(atrest_wire::KNOWN_TREE_SIZE_HEADER, known_tree_size)
+            .header(
+                atrest_wire::GRANT_VERSION_HEADER,
+                atrest_wire::GRANT_VERSION,
+            )
             .json(signed);
         self.send(request, timeout).await.map(|(_, r)| r)
     }
@@ -130,7 +135,11 @@ impl AuthorityClient {
                 wait.as_secs()
             ))
             .header(atrest_wire::POLL_TOKEN_HEADER, poll_token)
-            .header(atrest_wire::KNOWN_TREE_SIZE_HEADER, known_tree_size);
+            .header(atrest_wire::KNOWN_TREE_SIZE_HEADER, known_tree_size)
+            .header(
+                atrest_wire::GRANT_VERSION_HEADER,
+                atrest_wire::GRANT_VERSION,
+            );
         self.send(request, wait + Duration::from_secs(15))
             .await
             .map(|(_, r)| r)

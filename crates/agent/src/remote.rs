@@ -394,33 +394,43 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-/// A grant's fields.
-struct GrantedParts {
+/// A grant's fields, its audit proof read whichever version it came in.
+pub(crate) struct GrantedParts {
     response: atrest_remote::BlindedResponse,
     checkpoint: Option<Checkpoint>,
     rebind: Option<Rebind>,
     boot_ticket: Option<atrest_remote::BootTicket>,
-    audit: Option<Box<atrest_wire::AuditProof>>,
+    pub(crate) audit: Option<atrest_wire::AuditProof>,
 }
 
-fn granted_parts(reply: UnlockReply) -> Option<GrantedParts> {
+pub(crate) fn granted_parts(
+    url: &str,
+    reply: UnlockReply,
+) -> Result<Option<GrantedParts>, AgentError> {
     match reply {
         UnlockReply::Granted {
+            version,
             response,
             audit_seq: _,
             checkpoint,
             rebind,
             boot_ticket,
             audit,
+            proof,
             witnessed: _,
-        } => Some(GrantedParts {
+        } => Ok(Some(GrantedParts {
             response,
             checkpoint,
             rebind,
             boot_ticket,
-            audit,
-        }),
-        UnlockReply::Pending { .. } => None,
+            audit: atrest_wire::read_grant_proof(version, audit, proof).map_err(|e| {
+                AgentError::BadAnswer {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?,
+        })),
+        UnlockReply::Pending { .. } => Ok(None),
     }
 }
 
@@ -533,7 +543,7 @@ async fn request_key(
                 other => other,
             }
         };
-        match result.map(granted_parts) {
+        match result.and_then(|reply| granted_parts(&url, reply)) {
             Ok(Some(granted)) => {
                 // Nothing of the answer is kept before it checks out: the
                 // release in the log and the log's heads, then the key.
@@ -544,7 +554,7 @@ async fn request_key(
                     nonce: &signed.request.nonce,
                 };
                 ctx.state
-                    .witness(&expected, kept_head, granted.audit.as_deref())?;
+                    .witness(&expected, kept_head, granted.audit.as_ref())?;
                 let keep = check_checkpoint(ctx, &url, authority, granted.checkpoint.as_ref())?;
                 let GrantedParts {
                     response,
@@ -567,7 +577,7 @@ async fn request_key(
                 // just checked (`atrest doctor` reads it). A note: failing
                 // to keep it does not undo the unlock.
                 if let Some(boot) = audit
-                    .as_deref()
+                    .as_ref()
                     .and_then(|a| ReleasedBoot::from_entry(&url, host, &a.entry))
                     && let Err(e) = ctx.state.record_boot(&authority.audit_public_key, boot)
                 {

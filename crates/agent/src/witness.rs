@@ -23,7 +23,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use atrest_audit::{
-    AuditPublicKey, ConsistencyError, EntryKind, TreeHead, verify_consistency, verify_inclusion,
+    AuditPublicKey, ConsistencyError, TreeHead, verify_consistency, verify_inclusion,
 };
 use atrest_remote::{HostId, RequestNonce};
 use atrest_wire::AuditProof;
@@ -262,26 +262,14 @@ impl StateDir {
 /// The release entry must be this request's: a proof about another entry
 /// (an older release, another host's) proves nothing about this one.
 fn check_entry_is_ours(expected: &Expected<'_>, proof: &AuditProof) -> Result<(), AgentError> {
-    #[derive(Deserialize)]
-    struct Details {
-        outcome: String,
-        nonce: String,
-    }
-    let entry = &proof.entry;
-    let details: Option<Details> = serde_json::from_str(&entry.details).ok();
-    let ours = entry.kind == EntryKind::Decision
-        && entry.subject.as_deref() == Some(expected.host.as_str())
-        && details.is_some_and(|d| {
-            d.outcome == "released" && d.nonce == atrest_core::to_base64url(&expected.nonce.0)
-        });
-    if ours {
+    if proof.is_release_of(expected.host, expected.nonce) {
         Ok(())
     } else {
         Err(bad(
             expected.url,
             &format!(
                 "audit entry {} is not the release of this request",
-                entry.seq
+                proof.entry.seq
             ),
         ))
     }
@@ -305,7 +293,7 @@ fn alarm_error(url: &str, kept: &KeptAlarm) -> AgentError {
 
 #[cfg(test)]
 mod tests {
-    use atrest_audit::{AuditSigningKey, Entry, EntryHash, MerkleTree, entry_leaf_hash};
+    use atrest_audit::{AuditSigningKey, Entry, EntryHash, EntryKind, MerkleTree, entry_leaf_hash};
 
     use super::*;
 
@@ -384,6 +372,28 @@ mod tests {
         }
     }
 
+    /// A grant carrying `proof` in `version`, as keyd writes it (version
+    /// 2 with the head's shared text spliced in).
+    fn granted(version: u32, proof: AuditProof) -> atrest_wire::UnlockReply {
+        let json = atrest_audit::TreeHeadJson::new(&proof.tree_head);
+        let (audit, proof) = atrest_wire::grant_proof_fields(version, proof, json);
+        atrest_wire::UnlockReply::Granted {
+            version,
+            // The ristretto255 base point.
+            response: serde_json::from_value(serde_json::json!(
+                "4vKuCmq8TnGohKlhxQBRX1jjC2qlgt2NtqZZReCNLXY"
+            ))
+            .unwrap(),
+            audit_seq: 0,
+            checkpoint: None,
+            rebind: None,
+            boot_ticket: None,
+            audit,
+            proof,
+            witnessed: None,
+        }
+    }
+
     struct Host {
         state: StateDir,
         id: HostId,
@@ -409,15 +419,32 @@ mod tests {
                 .map_or(0, |h| h.tree_size)
         }
 
-        /// One unlock against `log`: the grant's proof checked as
-        /// `request_key` does.
+        /// One unlock against `log`, answered in grant version 2: the
+        /// grant's proof read from the answer and checked as `request_key`
+        /// does.
         fn unlock(&self, log: &mut Log) -> Result<bool, AgentError> {
+            self.unlock_in(log, 2, |_| {})
+        }
+
+        /// One unlock answered in `version`, the answer's JSON text
+        /// changed by `tamper` on the way.
+        fn unlock_in(
+            &self,
+            log: &mut Log,
+            version: u32,
+            tamper: impl FnOnce(&mut serde_json::Value),
+        ) -> Result<bool, AgentError> {
             let nonce = RequestNonce::random();
             self.state.refuse_if_alarmed(URL, &self.audit_key)?;
             let kept = self.state.kept_head(&self.audit_key).unwrap();
             let proof = log.release(&self.id, &nonce, self.known());
+            let mut answer = serde_json::to_value(granted(version, proof)).unwrap();
+            tamper(&mut answer);
+            let reply = serde_json::from_value(answer)
+                .map_err(|e| bad(URL, &format!("unreadable: {e}")))?;
+            let parts = crate::remote::granted_parts(URL, reply)?.unwrap();
             self.state
-                .witness(&self.expected(&nonce), kept, Some(&proof))
+                .witness(&self.expected(&nonce), kept, parts.audit.as_ref())
         }
 
         fn expected<'a>(&'a self, nonce: &'a RequestNonce) -> Expected<'a> {
@@ -548,6 +575,190 @@ mod tests {
         refused(Some(&proof), &nonce);
         assert!(host.state.alarms().unwrap().is_empty());
         assert_eq!(host.known(), 6);
+    }
+
+    #[test]
+    fn a_version_1_answer_is_still_read_and_checked() {
+        // An authority from before grant version 2 ignores the host's
+        // header: its answers are checked just the same, in either order.
+        let host = Host::new();
+        let mut log = Log::new(5);
+        assert!(host.unlock_in(&mut log, 1, |_| {}).unwrap());
+        log = log.grow(3);
+        assert!(host.unlock(&mut log).unwrap());
+        log = log.grow(3);
+        assert!(host.unlock_in(&mut log, 1, |_| {}).unwrap());
+        assert_eq!(host.known(), 14);
+        let mut forked = Log::new(4).grow(20);
+        let err = host.unlock_in(&mut forked, 1, |_| {}).unwrap_err();
+        assert!(matches!(err, AgentError::AuditAlarm { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_tampered_version_2_answer_is_refused() {
+        /// Flips one base64url character of the string at `pointer`.
+        fn flip(pointer: &'static str) -> impl FnOnce(&mut serde_json::Value) {
+            move |answer| {
+                let text = answer.pointer_mut(pointer).unwrap();
+                let mut s = text.as_str().unwrap().to_owned();
+                let c = if s.starts_with('A') { "B" } else { "A" };
+                s.replace_range(0..1, c);
+                *text = s.into();
+            }
+        }
+        let host = Host::new();
+        let mut log = Log::new(9);
+        host.unlock(&mut log).unwrap();
+        let kept = host.known();
+        let refused = |tamper: Box<dyn FnOnce(&mut serde_json::Value)>, log: &mut Log| {
+            let err = host.unlock_in(log, 2, tamper).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    AgentError::BadAuditProof { .. } | AgentError::BadAnswer { .. }
+                ),
+                "{err:?}"
+            );
+        };
+        refused(Box::new(flip("/proof/inclusion")), &mut log);
+        refused(Box::new(flip("/proof/tree_head/signature")), &mut log);
+        refused(Box::new(flip("/proof/tree_head/root_hash")), &mut log);
+        refused(Box::new(flip("/proof/entry/prev_hash")), &mut log);
+        refused(
+            Box::new(|a| a["proof"]["entry"]["details"] = r#"{"outcome":"released"}"#.into()),
+            &mut log,
+        );
+        refused(
+            Box::new(|a| a["proof"]["entry"]["timestamp_ms"] = 1.into()),
+            &mut log,
+        );
+        refused(
+            Box::new(|a| a["proof"]["entry"]["seq"] = 0.into()),
+            &mut log,
+        );
+        // A path cut short, a hash that is not whole, no consistency proof,
+        // an unknown field, a version 1 proof in a version 2 answer, a
+        // version this host does not read.
+        refused(
+            Box::new(|a| {
+                let path = a["proof"]["inclusion"].as_str().unwrap();
+                a["proof"]["inclusion"] = path[..path.len() - 43].to_owned().into();
+            }),
+            &mut log,
+        );
+        refused(
+            Box::new(|a| {
+                let path = a["proof"]["inclusion"].as_str().unwrap();
+                a["proof"]["inclusion"] = path[..path.len() - 4].to_owned().into();
+            }),
+            &mut log,
+        );
+        refused(
+            Box::new(|a| {
+                a["proof"].as_object_mut().unwrap().remove("consistency");
+            }),
+            &mut log,
+        );
+        refused(Box::new(|a| a["proof"]["hash"] = "x".into()), &mut log);
+        refused(Box::new(|a| a["version"] = 1.into()), &mut log);
+        refused(Box::new(|a| a["version"] = 3.into()), &mut log);
+        assert!(host.state.alarms().unwrap().is_empty());
+        assert_eq!(host.known(), kept, "nothing kept from a refused answer");
+        // A consistency path changed between two signed heads is proof of
+        // a fork, as in version 1.
+        let err = host
+            .unlock_in(&mut log, 2, flip("/proof/consistency/path"))
+            .unwrap_err();
+        assert!(matches!(err, AgentError::AuditAlarm { .. }), "{err:?}");
+    }
+
+    /// `testdata/grant/`: whole answers of both versions, each read and
+    /// checked as `request_key` does, against what the vector says the
+    /// host concludes. Walks every file; an unknown `expect` or a field
+    /// never read fails.
+    #[test]
+    fn the_grant_vectors_hold() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/grant");
+        let mut checked = 0;
+        for file in fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.file_name().unwrap() == "README.md" {
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let mut fields = std::collections::BTreeMap::new();
+            for line in fs::read_to_string(&path).unwrap().lines() {
+                let (key, value) = line.split_once(':').unwrap();
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                assert!(
+                    fields.insert(key.to_owned(), value.to_owned()).is_none(),
+                    "{name}: {key} twice"
+                );
+            }
+            let mut take = |key: &str| {
+                fields
+                    .remove(key)
+                    .unwrap_or_else(|| panic!("{name}: no {key}"))
+            };
+            assert_eq!(take("kind"), "grant", "{name}");
+            assert!(!take("comment").is_empty(), "{name}");
+            let expect = take("expect");
+            let hex32 = |text: &str| -> [u8; 32] {
+                let bytes: Vec<u8> = (0..text.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+                    .collect();
+                bytes.try_into().unwrap()
+            };
+            let nonce_hex = take("nonce");
+            let mut nonce = [0u8; 16];
+            for (i, byte) in nonce.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&nonce_hex[2 * i..2 * i + 2], 16).unwrap();
+            }
+            let mut host = Host::new();
+            host.audit_key = hex32(&take("audit_public_key"));
+            host.id = HostId::new(take("host_id")).unwrap();
+            let kept_text = take("kept_head");
+            let kept: Option<TreeHead> =
+                (!kept_text.is_empty()).then(|| serde_json::from_str(&kept_text).unwrap());
+            if let Some(kept) = &kept {
+                host.state.keep_head(&host.audit_key, kept).unwrap();
+            }
+            let answer = take("answer");
+            let nonce = RequestNonce(nonce);
+            let result = serde_json::from_str::<atrest_wire::UnlockReply>(&answer)
+                .map_err(|e| bad(URL, &e.to_string()))
+                .and_then(|reply| crate::remote::granted_parts(URL, reply))
+                .and_then(|parts| {
+                    let audit = parts.unwrap().audit;
+                    host.state
+                        .witness(&host.expected(&nonce), kept, audit.as_ref())
+                        .map(|_| audit)
+                });
+            match (expect.as_str(), result) {
+                ("success", Ok(Some(proof))) => {
+                    assert_eq!(proof.entry.hash.0, hex32(&take("entry_hash")), "{name}");
+                    let size: u64 = take("tree_size").parse().unwrap();
+                    assert_eq!(proof.tree_head.tree_size, size, "{name}");
+                    assert_eq!(host.known(), size, "{name}: the head is kept");
+                }
+                (
+                    "refused",
+                    Err(AgentError::BadAuditProof { .. } | AgentError::BadAnswer { .. }),
+                )
+                | ("alarm", Err(AgentError::AuditAlarm { .. })) => {
+                    assert_eq!(host.known(), kept.map_or(0, |h| h.tree_size), "{name}");
+                }
+                (expect, result) => panic!("{name}: expected {expect}, got {result:?}"),
+            }
+            assert!(fields.is_empty(), "{name}: unread {:?}", fields.keys());
+            checked += 1;
+        }
+        assert!(
+            checked >= 20,
+            "only {checked} grant vectors in {}",
+            dir.display()
+        );
     }
 
     #[test]

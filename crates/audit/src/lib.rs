@@ -82,6 +82,6 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
 pub use tree_head::{
     BadTreeHeadSignature, ConsistencyError, InclusionError, TREE_HEAD_VERSION, TreeHead,
-    entry_leaf_hash, verify_consistency, verify_inclusion,
+    TreeHeadJson, entry_leaf_hash, verify_consistency, verify_inclusion,
 };
 pub use verify::{VerifyError, VerifyReport, verify, verify_against, verify_with_witnesses};

@@ -23,7 +23,7 @@ use crate::checkpoint::{AuditPublicKey, AuditSigningKey, BadCheckpointSignature,
 use crate::entry::{Entry, MAX_DETAILS_LEN, MAX_NAME_LEN, NewEntry};
 use crate::merkle::{ConsistencyProof, InclusionProof, MerkleTree, PathError};
 use crate::store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
-use crate::tree_head::{BadTreeHeadSignature, TreeHead, entry_leaf_hash};
+use crate::tree_head::{BadTreeHeadSignature, TreeHead, TreeHeadJson, entry_leaf_hash};
 use crate::verify::{Checks, VerifyError, walk};
 
 /// Where the log gets the time. Injected so tests control it; the server
@@ -122,6 +122,11 @@ pub struct Receipt {
     /// The head signed at the end of the entry's batch: it covers the
     /// entry.
     pub tree_head: TreeHead,
+    /// `tree_head`'s JSON text (docs/format.md §15.2), encoded once for the
+    /// whole batch and shared by its receipts, so that an answer splices
+    /// it in rather than encoding the head again per entry. `None` only if
+    /// encoding failed (the answer then encodes the head itself).
+    pub tree_head_json: Option<TreeHeadJson>,
     /// Leaf `seq - 1` in the tree of `tree_head.tree_size` leaves.
     pub inclusion: InclusionProof,
     /// The entry as stored: a host is sent it to check that the proof is
@@ -557,7 +562,7 @@ impl<S: AuditStore> Writer<S> {
             checkpoint: self.checkpoint,
             tree_head: self.tree_head,
         });
-        self.succeed(batch, &prepared);
+        self.succeed(batch, prepared);
     }
 
     /// Brings the writer to the head another writer moved (under the
@@ -718,8 +723,14 @@ impl<S: AuditStore> Writer<S> {
         Ok(())
     }
 
-    fn succeed(&self, batch: &mut Vec<Command>, prepared: &Prepared) {
-        let mut receipts = prepared.entries.iter().zip(&prepared.inclusions);
+    fn succeed(&self, batch: &mut Vec<Command>, prepared: Prepared) {
+        // Once per batch, and only for a batch that appended.
+        let tree_head_json = self
+            .tree_head
+            .filter(|_| !prepared.entries.is_empty())
+            .and_then(|head| TreeHeadJson::new(&head));
+        // Moved, not copied: each entry and proof goes to its own caller.
+        let mut receipts = prepared.entries.into_iter().zip(prepared.inclusions);
         for command in batch.drain(..) {
             // A caller that gave up (its future dropped) has no receiver;
             // its entry is in the log all the same.
@@ -728,14 +739,15 @@ impl<S: AuditStore> Writer<S> {
                     let result = receipts
                         .next()
                         .zip(self.tree_head)
-                        .map(|((e, inclusion), tree_head)| Receipt {
-                            seq: e.seq,
-                            hash: e.hash,
-                            timestamp_ms: e.timestamp_ms,
+                        .map(|((entry, inclusion), tree_head)| Receipt {
+                            seq: entry.seq,
+                            hash: entry.hash,
+                            timestamp_ms: entry.timestamp_ms,
                             checkpoint: self.checkpoint,
                             tree_head,
-                            inclusion: inclusion.clone(),
-                            entry: e.clone(),
+                            tree_head_json: tree_head_json.clone(),
+                            inclusion,
+                            entry,
                         })
                         .ok_or(AppendError::Closed);
                     let _ = reply.send(result);

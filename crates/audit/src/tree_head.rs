@@ -9,10 +9,12 @@
 //! entry an [`InclusionProof`] ([`verify_inclusion`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use atrest_core::labels;
 use ed25519_dalek::{Signature, Signer};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::checkpoint::{AuditPublicKey, AuditSigningKey};
 use crate::encoding::{Canonical, base64url_array};
@@ -77,6 +79,39 @@ impl fmt::Debug for TreeHead {
             .field("root_hash", &self.root_hash)
             .field("timestamp_ms", &self.timestamp_ms)
             .finish_non_exhaustive()
+    }
+}
+
+/// A tree head's JSON text (above), encoded once and shared: every answer
+/// of a batch splices the same text in rather than encoding the head again.
+/// Serializes as that JSON value, verbatim.
+#[derive(Clone, Debug)]
+pub struct TreeHeadJson(Arc<RawValue>);
+
+impl TreeHeadJson {
+    /// `None` only if serde_json cannot encode the head (it always can).
+    pub fn new(head: &TreeHead) -> Option<Self> {
+        serde_json::value::to_raw_value(head)
+            .ok()
+            .map(|raw| Self(Arc::from(raw)))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for TreeHeadJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for TreeHeadJson {}
+
+impl Serialize for TreeHeadJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 
@@ -283,6 +318,13 @@ mod tests {
         assert!(forged.verify(&key.public_key()).is_err());
         let json = serde_json::to_string(&head).unwrap();
         assert_eq!(serde_json::from_str::<TreeHead>(&json).unwrap(), head);
+        // The shared text is the same JSON, spliced verbatim.
+        let shared = TreeHeadJson::new(&head).unwrap();
+        assert_eq!(shared.get(), json);
+        assert_eq!(
+            serde_json::to_string(&[&shared]).unwrap(),
+            format!("[{json}]")
+        );
     }
 
     #[test]

@@ -9,6 +9,14 @@ pub fn to_base64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Encodes `bytes` as unpadded base64url into `out`, which must hold
+/// `bytes.len().div_ceil(3) * 4` bytes, and returns the text: no
+/// allocation, for answers made on a hot path. `None` if `out` is short.
+pub fn to_base64url_in<'a>(bytes: &[u8], out: &'a mut [u8]) -> Option<&'a str> {
+    let n = URL_SAFE_NO_PAD.encode_slice(bytes, out).ok()?;
+    std::str::from_utf8(&out[..n]).ok()
+}
+
 /// Decodes unpadded base64url into exactly `N` bytes. The `base64` engine
 /// rejects padding and non-zero trailing bits, so each value has one text
 /// form and a signature cannot be replayed under a second spelling.
@@ -66,5 +74,18 @@ mod tests {
         assert_eq!(from_base64url::<2>("+/8"), None);
         assert_eq!(from_base64url::<2>("-_9"), None);
         assert_eq!(from_base64url::<3>("-_8"), None);
+    }
+
+    #[test]
+    fn encoding_in_place_matches_the_allocating_form() {
+        let bytes: Vec<u8> = (0..=200u8).collect();
+        for len in 0..bytes.len() {
+            let mut out = vec![0; len.div_ceil(3) * 4];
+            assert_eq!(
+                to_base64url_in(&bytes[..len], &mut out),
+                Some(to_base64url(&bytes[..len]).as_str())
+            );
+        }
+        assert_eq!(to_base64url_in(&[1, 2, 3, 4], &mut [0; 5]), None);
     }
 }

@@ -31,7 +31,9 @@ mod secret;
 
 pub use aead::{BlockCipher, ContentAlgorithm};
 pub use canonical::Canonical;
-pub use encoding::{base64url_array, from_base64url, from_base64url_bounded, to_base64url};
+pub use encoding::{
+    base64url_array, from_base64url, from_base64url_bounded, to_base64url, to_base64url_in,
+};
 pub use kdf::{Argon2Params, ParamsError, derive_from_passphrase};
 pub use mac::{HeaderMac, KeyedHash, MAC_LEN};
 pub use names::{NAME_KEY_LEN, NameCipher};

@@ -258,8 +258,16 @@ fn tls_config(opts: &Opts) -> Res<rustls::ClientConfig> {
     Ok(config)
 }
 
+/// Every request asks for the newest grant version, as `atrest` hosts do;
+/// an authority from before it answers version 1.
 fn keyd_client(opts: &Opts, keep_alive: bool) -> Res<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        atrest_keyd::GRANT_VERSION_HEADER,
+        reqwest::header::HeaderValue::from(atrest_wire::GRANT_VERSION),
+    );
     let mut b = reqwest::Client::builder()
+        .default_headers(headers)
         .tls_backend_preconfigured(tls_config(opts)?)
         .no_proxy()
         .connect_timeout(Duration::from_secs(30))

@@ -36,8 +36,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_WAIT: u64 = 60;
 
 pub use atrest_wire::{
-    EnrollRequest as EnrollBody, ErrorBody, KNOWN_TREE_SIZE_HEADER, POLL_TOKEN_HEADER, RebootReply,
-    UnlockReply,
+    EnrollRequest as EnrollBody, ErrorBody, GRANT_VERSION_HEADER, KNOWN_TREE_SIZE_HEADER,
+    POLL_TOKEN_HEADER, RebootReply, UnlockReply,
 };
 
 /// The one error-to-response boundary.
@@ -453,18 +453,34 @@ async fn enroll<S: Storage, A: AuditStore, C: Clock>(
     Ok(Json(enrollment))
 }
 
-/// The size of the tree head the host kept ([`KNOWN_TREE_SIZE_HEADER`]).
-fn known_tree_size(headers: &HeaderMap) -> u64 {
-    headers
-        .get(KNOWN_TREE_SIZE_HEADER)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0)
+/// What the host's headers ask of a grant: the size of the tree head it
+/// kept ([`KNOWN_TREE_SIZE_HEADER`]) and the newest grant version it reads
+/// ([`GRANT_VERSION_HEADER`]).
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    known_tree_size: u64,
+    version: u32,
 }
+
+impl Asked {
+    fn of(headers: &HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Self {
+            known_tree_size: text(KNOWN_TREE_SIZE_HEADER)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            version: atrest_wire::answer_version(text(GRANT_VERSION_HEADER)),
+        }
+    }
+}
+
+/// Room for a whole grant: written once, never regrown.
+const GRANT_CAPACITY: usize = 4096;
 
 fn reply<S: Storage, A: AuditStore, C: Clock>(
     authority: &Authority<S, A, C>,
     outcome: UnlockOutcome,
-    known_tree_size: u64,
+    asked: Asked,
 ) -> Response {
     match outcome {
         UnlockOutcome::Granted(grant) => {
@@ -476,18 +492,33 @@ fn reply<S: Storage, A: AuditStore, C: Clock>(
                 boot_ticket,
                 mut audit,
                 witnessed,
+                tree_head_json,
             } = *grant;
-            audit.consistency = authority.consistency_since(known_tree_size, &audit.tree_head);
-            Json(UnlockReply::Granted {
+            audit.consistency =
+                authority.consistency_since(asked.known_tree_size, &audit.tree_head);
+            let (audit, proof) =
+                atrest_wire::grant_proof_fields(asked.version, audit, tree_head_json);
+            let reply = UnlockReply::Granted {
+                version: asked.version,
                 response,
                 audit_seq,
                 checkpoint,
                 rebind,
                 boot_ticket,
-                audit: Some(Box::new(audit)),
+                audit,
+                proof,
                 witnessed,
-            })
-            .into_response()
+            };
+            let mut body = Vec::with_capacity(GRANT_CAPACITY);
+            match serde_json::to_writer(&mut body, &reply) {
+                Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                // Nothing in a grant fails to encode; if it did, the key
+                // is not sent half-written.
+                Err(e) => {
+                    tracing::error!(error = %e, "could not encode a grant");
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            }
         }
         UnlockOutcome::Pending { view, poll_token } => (
             StatusCode::ACCEPTED,
@@ -510,7 +541,7 @@ async fn unlock<S: Storage, A: AuditStore, C: Clock>(
 ) -> Result<Response, ApiError> {
     let signed = body(&state, json, ctx).await?;
     let outcome = state.authority.unlock(&signed, ctx).await?;
-    Ok(reply(&state.authority, outcome, known_tree_size(&headers)))
+    Ok(reply(&state.authority, outcome, Asked::of(&headers)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,7 +562,7 @@ async fn poll<S: Storage, A: AuditStore, C: Clock>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     match state.authority.poll(&id, token, wait).await {
-        Ok(outcome) => Ok(reply(&state.authority, outcome, known_tree_size(&headers))),
+        Ok(outcome) => Ok(reply(&state.authority, outcome, Asked::of(&headers))),
         Err(e @ AuthorityError::BadPollToken) => {
             state.authority.refused_input(e.code(), ctx).await;
             Err(e.into())

@@ -81,8 +81,9 @@ pub use held::{PendingState, PendingView, PollToken};
 #[cfg(feature = "test-hooks")]
 pub use http::serve;
 pub use http::{
-    ApiError, AppState, ApproverBody, BODY_TIMEOUT, DecideBody, EnrollBody, ErrorBody, MAX_BODY,
-    MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody, UnlockReply, router,
+    ApiError, AppState, ApproverBody, BODY_TIMEOUT, DecideBody, EnrollBody, ErrorBody,
+    GRANT_VERSION_HEADER, MAX_BODY, MAX_WAIT, PolicyBody, PolicyView, RebootReply, TokenBody,
+    UnlockReply, router,
 };
 pub use metrics::{Metrics, Snapshot};
 pub use scoped::{

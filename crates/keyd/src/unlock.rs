@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use atrest_audit::{
-    AuditStore, Checkpoint, Clock, ConsistencyProof, EntryKind, NewEntry, TreeHead,
+    AuditStore, Checkpoint, Clock, ConsistencyProof, EntryKind, NewEntry, TreeHead, TreeHeadJson,
 };
 use atrest_remote::{
     BlindedResponse, KeyId, SignedRebootNotice, SignedUnlockRequest, VerifiedRequest, to_base64url,
@@ -39,6 +39,11 @@ pub struct Grant {
     /// carried a claim (format.md §16.17.3).
     #[serde(default)]
     pub witnessed: Option<atrest_wire::WitnessedGeneration>,
+    /// The JSON text of `audit.tree_head`, shared by every grant of its
+    /// batch (a version 2 answer splices it in). Not kept with a held
+    /// request's grant: an answer read back encodes the head itself.
+    #[serde(skip)]
+    pub tree_head_json: Option<TreeHeadJson>,
 }
 
 impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
@@ -252,6 +257,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 consistency: None,
             },
             witnessed,
+            tree_head_json: receipt.tree_head_json,
         })
     }
 

@@ -159,6 +159,9 @@ struct Api {
     ticket: std::sync::Mutex<Value>,
     /// Poll tokens from 202 answers, by request id: what the host keeps.
     poll_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The grant version unlocks and polls ask for (`None`: no header,
+    /// as hosts from before version 2 send).
+    grant_version: std::sync::Mutex<Option<u32>>,
 }
 
 enum Auth {
@@ -196,6 +199,11 @@ impl Api {
             && let Some(token) = self.poll_tokens.lock().unwrap().get(id)
         {
             request = request.header(atrest_keyd::POLL_TOKEN_HEADER, token.as_str());
+        }
+        if (template == "/v1/unlock" || template == "/v1/requests/{id}")
+            && let Some(version) = *self.grant_version.lock().unwrap()
+        {
+            request = request.header(atrest_keyd::GRANT_VERSION_HEADER, version);
         }
         let reply = Reply::read(request.send().await.unwrap()).await;
         self.contract.check(&method, template, &reply);
@@ -274,6 +282,7 @@ async fn every_documented_operation_answers_as_documented() {
         contract: Contract::load(),
         ticket: std::sync::Mutex::new(Value::Null),
         poll_tokens: Default::default(),
+        grant_version: Default::default(),
     };
     let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
 
@@ -396,6 +405,21 @@ async fn every_documented_operation_answers_as_documented() {
     api.host_call(post.clone(), "/v1/unlock", Some(signed))
         .await
         .assert_refused(403, "replayed_nonce");
+    // That was grant version 1 (no header); from here on hosts ask for 2,
+    // and every grant below is version 2, validated against its schema.
+    assert!(granted.json["audit"].is_object() && granted.json.get("version").is_none());
+    *api.grant_version.lock().unwrap() = Some(atrest_wire::GRANT_VERSION);
+    let (signed, state) = host.unlock();
+    let mut signed = serde_json::to_value(&signed).unwrap();
+    signed["boot_ticket"] = granted.json["boot_ticket"].clone();
+    let v2 = api
+        .host_call(post.clone(), "/v1/unlock", Some(signed))
+        .await;
+    assert_eq!(v2.status, 200, "{}", v2.text);
+    assert_eq!(v2.json["version"], 2, "{}", v2.text);
+    assert!(v2.json["proof"]["inclusion"].is_string(), "{}", v2.text);
+    assert!(v2.json.get("audit").is_none(), "{}", v2.text);
+    assert_unblinds(&v2, state, &host);
 
     // Another vault bound without a token: the same exchange key.
     let bind = serde_json::to_value(host.identity.sign_bind(atrest_remote::BindRequest {

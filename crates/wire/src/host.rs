@@ -3,9 +3,11 @@
 use atrest_audit::{AuditPublicKey, Checkpoint, ConsistencyProof, Entry, InclusionProof, TreeHead};
 use atrest_remote::{
     BlindedResponse, BootTicket, ExchangePublicKey, Generation, HostId, HostPublicKey, KeyId,
-    ReportReason,
+    ReportReason, RequestNonce,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::grant::GrantProof;
 
 /// The header a host's poll of its held request carries: the poll token
 /// from the 202 answer. Request ids are public (audit log, webhook,
@@ -39,6 +41,26 @@ pub struct AuditProof {
     /// prove it: the log no longer has that many entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<ConsistencyProof>,
+}
+
+impl AuditProof {
+    /// Whether the entry is the release that answered this host's request
+    /// with `nonce`: a proof about another entry (an older release,
+    /// another host's) proves nothing about this one.
+    pub fn is_release_of(&self, host: &HostId, nonce: &RequestNonce) -> bool {
+        #[derive(Deserialize)]
+        struct Details {
+            outcome: String,
+            nonce: String,
+        }
+        let entry = &self.entry;
+        let details: Option<Details> = serde_json::from_str(&entry.details).ok();
+        entry.kind == atrest_audit::EntryKind::Decision
+            && entry.subject.as_deref() == Some(host.as_str())
+            && details.is_some_and(|d| {
+                d.outcome == "released" && d.nonce == atrest_remote::to_base64url(&nonce.0)
+            })
+    }
 }
 
 mod entry_text {
@@ -104,6 +126,16 @@ pub struct Rebind {
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum UnlockReply {
     Granted {
+        /// The grant's version: absent (1) from an authority from before
+        /// version 2, and for a host that did not ask for 2
+        /// ([`GRANT_VERSION_HEADER`](crate::GRANT_VERSION_HEADER)); 2 with
+        /// the compact proof, `proof`. Read it with
+        /// [`read_grant_proof`](crate::read_grant_proof).
+        #[serde(
+            default = "crate::grant::version_1",
+            skip_serializing_if = "crate::grant::is_version_1"
+        )]
+        version: u32,
         response: BlindedResponse,
         audit_seq: u64,
         checkpoint: Option<Checkpoint>,
@@ -113,8 +145,8 @@ pub enum UnlockReply {
         /// sends it with later requests and its reboot notice.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         boot_ticket: Option<BootTicket>,
-        /// The release's place in the verifiable log. A host that once
-        /// received one refuses a grant without it.
+        /// Version 1: the release's place in the verifiable log. A host
+        /// that once received one refuses a grant without it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audit: Option<Box<AuditProof>>,
         /// The generation this authority witnessed for the request's vault
@@ -122,6 +154,9 @@ pub enum UnlockReply {
         /// is stored: the host checks its authenticated state against it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         witnessed: Option<WitnessedGeneration>,
+        /// Version 2: the same proof, compact.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<Box<GrantProof>>,
     },
     Pending {
         request_id: String,
@@ -205,6 +240,7 @@ mod tests {
         let key = AuditSigningKey::from_seed(&[3; 32]);
         let head = key.sign_tree_head(1, tree.root(), 1);
         let reply = UnlockReply::Granted {
+            version: 1,
             // The ristretto255 base point.
             response: serde_json::from_value(serde_json::json!(
                 "4vKuCmq8TnGohKlhxQBRX1jjC2qlgt2NtqZZReCNLXY"
@@ -215,6 +251,7 @@ mod tests {
             rebind: None,
             boot_ticket: None,
             witnessed: None,
+            proof: None,
             audit: Some(Box::new(AuditProof {
                 entry: entry.clone(),
                 tree_head: head,

@@ -6,7 +6,10 @@
 //!
 //! - [`UnlockReply`]: `POST /v1/unlock` and `GET /v1/requests/{id}`:
 //!   granted (200) or held for an approver (202, with the poll token only
-//!   the requester has).
+//!   the requester has). A grant's audit proof comes in version 1
+//!   ([`AuditProof`]) or, when the host asks for it
+//!   ([`GRANT_VERSION_HEADER`]), the compact version 2 ([`GrantProof`]);
+//!   [`read_grant_proof`] reads either.
 //! - [`Enrollment`]: `POST /v1/enroll` and `POST /v1/bind`.
 //! - [`GenerationReply`]: `POST /v1/generation`, the generation a format 2
 //!   vault's authority now witnesses ([`WitnessedGeneration`]).
@@ -22,9 +25,14 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod grant;
 mod host;
 
 pub use error::{ErrorBody, ErrorCode};
+pub use grant::{
+    ConsistencyPath, GRANT_VERSION, GRANT_VERSION_HEADER, GrantFormatError, GrantProof, HashPath,
+    MAX_PATH_HASHES, SharedTreeHead, answer_version, grant_proof_fields, read_grant_proof,
+};
 pub use host::{
     AuditProof, EnrollRequest, Enrollment, GenerationReply, Info, KNOWN_TREE_SIZE_HEADER,
     POLL_TOKEN_HEADER, Rebind, RebootReply, UnlockReply, WitnessedGeneration,

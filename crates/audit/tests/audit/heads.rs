@@ -24,6 +24,12 @@ async fn every_receipt_carries_a_head_and_a_proof_a_host_accepts() {
         let proof: InclusionProof =
             serde_json::from_str(&serde_json::to_string(&r.inclusion).unwrap()).unwrap();
         verify_inclusion(&t.public, &e, &proof, &head).unwrap();
+        // The batch's head text, shared by its receipts, is that head.
+        let shared = r.tree_head_json.as_ref().expect("the batch's head text");
+        assert_eq!(
+            serde_json::from_str::<TreeHead>(shared.get()).unwrap(),
+            r.tree_head
+        );
     }
     // A host that kept the head of its release 3 checks the latest one.
     let latest = t.log.tree_head().unwrap();

@@ -141,9 +141,12 @@ async fn check_scoped(storage: &impl Storage) {
 async fn a_cached_store_forgets_the_apps_and_scopes_it_writes() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Cached::new(
-        SqliteStorage::open(&dir.path().join("keyd.db"))
-            .await
-            .unwrap(),
+        SqliteStorage::open(
+            &dir.path().join("keyd.db"),
+            Arc::new(SecretsKeyring::in_memory()),
+        )
+        .await
+        .unwrap(),
     );
     check_scoped(&storage).await;
 }
