@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Work of the mount process per unit of I/O, format 1 against format 2:
 # CPU time (user + system, all threads) and system calls, per MiB streamed,
-# per 1,000 random 4 KiB reads and per 1,000 small files created. Unlike
+# per 1,000 random 4 KiB reads, per 1,000 small files created and per
+# 1,000 entries untarred, and the mount's peak RSS. Unlike
 # the throughput rows of bench/fuse.sh these counts mean something on a
 # busy machine: they measure work done, not time waited.
 #
@@ -18,12 +19,19 @@
 #   randread  fio randread 4 KiB O_DIRECT psync, RAND_IOS reads of a
 #             64 MiB file
 #   create    CREATE_FILES files of 4 KiB (python), then sync
+#   untar     bench/fuse.sh's tree (/usr/include and /usr/lib/python3, kept
+#             in /dev/shm) extracted with tar, then sync
+#   overwrite the seqwrite file written again in place (conv=notrunc,fsync):
+#             format 2 journals every block (§16.14), the row that shows
+#             what journaled blocks cost in CPU and memory
 # Each workload runs twice: once with perf stat on the mount process (CPU),
 # once under strace -c -f (system calls; strace slows it, so its CPU is not
 # used). Env: ATREST (binary; default target/release/atrest),
 # FORMATS ("1 2"), SIZE_MB (256), RAND_IOS (20000), CREATE_FILES (2000),
+# WORKLOADS ("seqwrite seqread randread create untar overwrite"),
 # BENCH_DIR (/var/tmp), PERF_RECORD (0), OUT (report path; default
-# bench/results/<date>-fuse-f2-profile.md).
+# bench/results/<date>-fuse-f2-profile.md). Peak RSS is the mount
+# process's VmHWM after all its workloads.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,7 +49,7 @@ die() { log "error: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root (perf and strace attach to the mount process)"
 [[ -x $ATREST ]] || die "atrest binary not found at $ATREST (cargo build --release -p atrest)"
-for tool in perf strace fio python3 dd; do
+for tool in perf strace fio python3 dd tar; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install linux-perf strace fio python3)"
 done
 
@@ -95,6 +103,12 @@ PY
 }
 
 w_seqwrite() { dd if=/dev/zero of="$MNT/seq.bin" bs=1M count="$SIZE_MB" conv=fsync status=none; }
+w_overwrite() { dd if=/dev/zero of="$MNT/seq.bin" bs=1M count="$SIZE_MB" conv=notrunc,fsync status=none; }
+w_untar() {
+    mkdir "$MNT/tree.$1"
+    tar -C "$MNT/tree.$1" -xf "$TAR"
+    sync
+}
 w_seqread() { dd if="$MNT/seq.bin" of=/dev/null bs=1M status=none; }
 w_randread() {
     fio --name=randread --filename="$MNT/rand.bin" --size=64M --rw=randread --bs=4k \
@@ -121,22 +135,37 @@ prepare() {
             --rw=write --bs=1M --end_fsync=1 --output=/dev/null
         evict "$MNT/rand.bin" "$VAULT"
         ;;
-    create) ;;
+    overwrite) [[ -f $MNT/seq.bin ]] || w_seqwrite ;;
+    create | untar) ;;
     esac
 }
 # units of work of one run: MiB, or thousands of reads or files
 units() {
     case $1 in
-    seqwrite | seqread) echo "$SIZE_MB" ;;
+    seqwrite | seqread | overwrite) echo "$SIZE_MB" ;;
+    untar) awk -v n="$TAR_ENTRIES" 'BEGIN { print n / 1000 }' ;;
     randread) awk -v n="$RAND_IOS" 'BEGIN { print n / 1000 }' ;;
     create) awk -v n="$CREATE_FILES" 'BEGIN { print n / 1000 }' ;;
     esac
 }
-declare -A UNIT=([seqwrite]=MiB [seqread]=MiB [randread]="1k reads" [create]="1k files")
-WORKLOADS=(seqwrite seqread randread create)
+declare -A UNIT=([seqwrite]=MiB [seqread]=MiB [randread]="1k reads" [create]="1k files"
+    [untar]="1k entries" [overwrite]=MiB)
+read -r -a WORKLOADS <<<"${WORKLOADS:-seqwrite seqread randread create untar overwrite}"
+
+# The tree bench/fuse.sh untars, built once and kept on /dev/shm.
+TAR=/dev/shm/atrest-bench-tree.tar
+if [[ " ${WORKLOADS[*]} " == *" untar "* ]]; then
+    if [[ ! -s $TAR ]]; then
+        log "building $TAR from /usr/include and /usr/lib/python3"
+        tar -C / -cf "$TAR.tmp" usr/include usr/lib/python3 2>/dev/null || true
+        mv "$TAR.tmp" "$TAR"
+    fi
+    TAR_ENTRIES=$(tar -tf "$TAR" | wc -l)
+fi
 
 ROWS=()
 TOPS=()
+HWM=()
 for format in $FORMATS; do
     VAULT=$BASE/vault$format
     log "format $format: init and mount"
@@ -187,6 +216,7 @@ for format in $FORMATS; do
                     true) | grep -E '^ +[0-9]' | head -n 25 || true)" '```' '')
         fi
     done
+    HWM+=("format $format: $(awk '/^VmHWM:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$PID/status")")
     timeout 120 "$ATREST" unmount "$MNT"
 done
 
@@ -201,6 +231,8 @@ done
     echo "| workload | format | per | CPU ms | context switches | system calls | top calls |"
     echo "|---|---|---|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "Peak RSS of the mount process (VmHWM) after its workloads: $(IFS=';'; echo "${HWM[*]}" | sed 's/;/; /g')"
     echo
     ((${#TOPS[@]})) && printf '%s\n' "${TOPS[@]}"
 } >"$OUT"

@@ -23,6 +23,8 @@
 mod aead;
 mod canonical;
 mod encoding;
+#[allow(unsafe_code)]
+mod fork;
 mod kdf;
 pub mod labels;
 mod mac;
@@ -56,24 +58,26 @@ pub fn fill_random(out: &mut [u8]) {
 /// at a time: one RNG call per ~340 seals instead of one per seal (which
 /// cost as much as sealing the 4 KiB block). Nonces are public, so holding
 /// unused ones in memory exposes nothing. The buffer is discarded in a
-/// forked child (the pid is checked), so parent and child never share one.
+/// forked child (its fork generation differs, [`fork::generation`]: one
+/// atomic load, where a `getpid` per seal cost a system call), so parent
+/// and child never share one.
 pub(crate) fn fill_nonce(out: &mut [u8]) {
     use std::cell::RefCell;
     const POOL: usize = 4096;
     struct Pool {
-        pid: u32,
+        generation: u64,
         used: usize,
         bytes: [u8; POOL],
     }
     thread_local! {
-        static NONCES: RefCell<Pool> = const { RefCell::new(Pool { pid: 0, used: POOL, bytes: [0; POOL] }) };
+        static NONCES: RefCell<Pool> = const { RefCell::new(Pool { generation: 0, used: POOL, bytes: [0; POOL] }) };
     }
     NONCES.with_borrow_mut(|pool| {
-        let pid = std::process::id();
-        if pool.pid != pid || pool.used + out.len() > POOL {
+        let generation = fork::generation();
+        if pool.generation != generation || pool.used + out.len() > POOL {
             fill_random(&mut pool.bytes);
             pool.used = 0;
-            pool.pid = pid;
+            pool.generation = generation;
         }
         out.copy_from_slice(&pool.bytes[pool.used..pool.used + out.len()]);
         // Never hand out the same bytes twice.

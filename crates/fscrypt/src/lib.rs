@@ -64,8 +64,9 @@
 //!
 //! # Safety
 //!
-//! The ioctls are the only `unsafe` code in atrest; they live in one private
-//! module with a `// SAFETY:` comment on every block.
+//! The ioctls are the only `unsafe` code in atrest besides atrest-core's
+//! fork check (decision 0019); they live in one private module with a
+//! `// SAFETY:` comment on every block.
 
 #![deny(unsafe_code)]
 

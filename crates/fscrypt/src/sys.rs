@@ -1,4 +1,5 @@
-//! The fscrypt ioctls, and the only `unsafe` code in the workspace.
+//! The fscrypt ioctls: with atrest-core's `fork.rs`, the only `unsafe`
+//! code in the workspace.
 //!
 //! Each function here makes one ioctl with an argument struct from
 //! `linux-raw-sys` (the kernel's `<linux/fscrypt.h>`), built in full before the

@@ -8,7 +8,8 @@
 //! a crash can only lose it (recovery turns it back into a hole). Every
 //! other block is **journaled**: its ciphertext travels in the record's
 //! payload and reaches the data file at the next checkpoint, so nothing a
-//! durable state references is ever overwritten in place.
+//! durable state references is ever overwritten in place. Until then it
+//! is read back from the log segment ([`Journaled`]), not held in memory.
 //!
 //! The store seals nothing here: the content layer hands over sealed
 //! blocks ([`SealedBlock`]) and answers [`BlockVerifier`] questions.
@@ -38,6 +39,88 @@ pub const SYNCFS_ABOVE: usize = 64;
 const FRESH: u8 = 1;
 const JOURNALED: u8 = 2;
 
+/// Where the ciphertext of a journaled block is until the checkpoint
+/// writes it in place (§16.13 step 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Journaled {
+    /// In its record's payload in log segment `segment`, at `offset`: a
+    /// block journaled through this store, read back when needed, so
+    /// that the memory a mount holds does not grow with what it journals.
+    Log { segment: u64, offset: u64 },
+    /// Held in memory: a block replayed by recovery, whose checkpoint
+    /// follows at once.
+    Memory(Vec<u8>),
+}
+
+/// The payload of a `WRITE` or `TRUNCATE` record being applied.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    /// Its bytes (a replayed record).
+    Bytes(&'a [u8]),
+    /// Where it starts in the log (a record just written).
+    Logged { segment: u64, offset: u64 },
+}
+
+impl Payload<'_> {
+    /// Journaled block `i` of the payload.
+    fn block(&self, i: usize) -> Journaled {
+        let len = BLOCK as usize;
+        match *self {
+            Self::Bytes(bytes) => Journaled::Memory(bytes[i * len..(i + 1) * len].to_vec()),
+            Self::Logged { segment, offset } => Journaled::Log {
+                segment,
+                offset: offset + (i * len) as u64,
+            },
+        }
+    }
+}
+
+/// Reads journaled blocks into `buf`: `blocks` holds, in ascending order
+/// of index, `(i, block)` for the 4,096 bytes of `buf` at `i · 4096`.
+/// Blocks that follow each other both in `buf` and in one log segment
+/// are read with one `pread`.
+fn read_journaled(
+    backing: &dyn Backing,
+    blocks: &[(usize, &Journaled)],
+    buf: &mut [u8],
+) -> Result<(), MetaError> {
+    let len = BLOCK as usize;
+    let mut at = 0;
+    while at < blocks.len() {
+        let (i, block) = blocks[at];
+        let (segment, offset) = match block {
+            Journaled::Memory(bytes) => {
+                buf[i * len..(i + 1) * len].copy_from_slice(bytes);
+                at += 1;
+                continue;
+            }
+            Journaled::Log { segment, offset } => (*segment, *offset),
+        };
+        let mut run = 1;
+        while let Some((
+            j,
+            Journaled::Log {
+                segment: s,
+                offset: o,
+            },
+        )) = blocks.get(at + run)
+        {
+            if *j != i + run || *s != segment || *o != offset + (run * len) as u64 {
+                break;
+            }
+            run += 1;
+        }
+        let name = segment_name(segment);
+        backing
+            .read_exact_at(&name, offset, &mut buf[i * len..(i + run) * len])
+            .map_err(MetaError::io(format!(
+                "reading journaled blocks from {name}"
+            )))?;
+        at += run;
+    }
+    Ok(())
+}
+
 /// What the store remembers of one block written since the last
 /// checkpoint.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +147,13 @@ pub(crate) struct FileState {
     unsynced_fresh: BTreeSet<u64>,
     /// Fresh ciphertext went to the data file since the checkpoint.
     fresh_written: bool,
+    /// Writes of fresh blocks since the checkpoint (a count that tells
+    /// whether one came after a flush ahead).
+    fresh_writes: u64,
+    /// `fresh_writes` when a flush ahead of the checkpoint (which needs
+    /// no store) last made the data file durable: the checkpoint syncs
+    /// it again only if a fresh write came since.
+    flushed_at: Option<u64>,
     /// The data file was created since the checkpoint (its directory
     /// entry is synced with its first `fsync`).
     created: bool,
@@ -98,9 +188,20 @@ impl FileState {
         if fresh {
             self.unsynced_fresh.insert(n);
             self.fresh_written = true;
+            self.fresh_writes += 1;
         } else {
             self.unsynced_fresh.remove(&n);
         }
+    }
+
+    /// Holds fresh writes no flush ahead made durable yet.
+    fn unflushed(&self) -> bool {
+        self.fresh_written && self.flushed_at != Some(self.fresh_writes)
+    }
+
+    /// ... or a new directory entry.
+    fn needs_flush(&self) -> bool {
+        self.unflushed() || self.created
     }
 
     fn fresh_as_untracked(&self, n: u64, current: &MapEntry) -> bool {
@@ -201,7 +302,8 @@ impl Store {
 
     /// Where the ciphertext of blocks `first ..` of file `id` is (as
     /// many blocks as `buf` holds, 4,096 bytes each; `buf` a whole number
-    /// of blocks): journaled blocks are copied into `buf` here, the
+    /// of blocks): journaled blocks are read into `buf` here (from the
+    /// log), the
     /// others are read from the data file by [`BlockPlan::fetch`], which
     /// needs no access to the store. So a reader holds the store only to
     /// plan, and reads and opens outside it (the mount's reads).
@@ -225,12 +327,13 @@ impl Store {
         let count = buf.len() / BLOCK as usize;
         let mut entries = Vec::with_capacity(count);
         let mut runs: Vec<(usize, usize)> = Vec::new();
-        for (i, chunk) in buf.chunks_exact_mut(BLOCK as usize).enumerate() {
+        let mut journaled = Vec::new();
+        for i in 0..count {
             let n = first + i as u64;
             let entry = self.entry_in(&record, n)?;
             if entry != MapEntry::Hole {
-                if let Some(ciphertext) = self.journaled.get(&(id, n)) {
-                    chunk.copy_from_slice(ciphertext);
+                if self.journaled.contains_key(&(id, n)) {
+                    journaled.push(n);
                 } else {
                     match runs.last_mut() {
                         Some((start, len)) if *start + *len == i => *len += 1,
@@ -239,6 +342,15 @@ impl Store {
                 }
             }
             entries.push(entry);
+        }
+        if !journaled.is_empty() {
+            // Read here, under the caller's hold of the store: a
+            // checkpoint may retire the segment once the store is let go.
+            let blocks: Vec<(usize, &Journaled)> = journaled
+                .iter()
+                .map(|n| ((n - first) as usize, &self.journaled[&(id, *n)]))
+                .collect();
+            read_journaled(self.backing.as_ref(), &blocks, buf)?;
         }
         Ok(BlockPlan {
             id,
@@ -260,7 +372,7 @@ impl Store {
 
     /// Writes the ciphertext of fresh blocks `first ..` to the data file
     /// (before their record, §16.14).
-    fn write_fresh(&mut self, id: u64, first: u64, blocks: &[SealedBlock]) -> Result<(), FsError> {
+    fn write_fresh(&mut self, id: u64, first: u64, bytes: &[u8]) -> Result<(), FsError> {
         let name = data_file_name(id);
         // Written fresh since the checkpoint: it exists, and was handled.
         let written = self.files.get(&id).is_some_and(|f| f.fresh_written);
@@ -270,11 +382,7 @@ impl Store {
             // write left under it belongs to nothing (§16.7, O_TRUNC).
             self.backing.set_len(&name, 0).map_err(io_data(id))?;
         }
-        let mut bytes = Vec::with_capacity(blocks.len() * BLOCK as usize);
-        for b in blocks {
-            bytes.extend_from_slice(&b.ciphertext);
-        }
-        if let Err(e) = self.backing.write_at(&name, first * BLOCK, &bytes) {
+        if let Err(e) = self.backing.write_at(&name, first * BLOCK, bytes) {
             self.failed = true;
             return Err(io_data(id)(e).into());
         }
@@ -292,6 +400,16 @@ impl Store {
         payload: &[u8],
         now: Timestamp,
     ) -> Result<u64, FsError> {
+        self.log_payload(body, payload, now).map(|(seq, _)| seq)
+    }
+
+    /// [`Self::log_body`], also saying where in the log `payload` went.
+    fn log_payload<'p>(
+        &mut self,
+        body: &Body,
+        payload: &'p [u8],
+        now: Timestamp,
+    ) -> Result<(u64, Payload<'p>), FsError> {
         if self.failed {
             return Err(MetaError::Stopped.into());
         }
@@ -300,11 +418,17 @@ impl Store {
         let logged = self
             .log
             .append(&self.keys, &mut segments, time, body, payload)
-            .and_then(|(_, _, seq)| self.log.write_out(&mut segments).map(|()| seq));
+            .and_then(|(segment, _, seq)| {
+                // The record, its payload last, ends where the next starts.
+                let offset = self.log.offset() - payload.len() as u64;
+                self.log
+                    .write_out(&mut segments)
+                    .map(|()| (seq, Payload::Logged { segment, offset }))
+            });
         match logged {
-            Ok(seq) => {
+            Ok(logged) => {
                 self.last_time = time;
-                Ok(seq)
+                Ok(logged)
             }
             Err(e) => {
                 self.failed = true;
@@ -316,7 +440,8 @@ impl Store {
     /// Writes sealed blocks `first ..` of file `id` and sets its size to
     /// at least `size` (a write never shrinks a file); mtime and ctime
     /// become `now`. Fresh and journaled blocks go in separate `WRITE`
-    /// records of at most 256 blocks each.
+    /// records of at most 256 blocks each. [`Self::write_sealed`] takes
+    /// the same blocks laid out one after the other.
     pub fn write_blocks(
         &mut self,
         id: u64,
@@ -325,31 +450,57 @@ impl Store {
         size: u64,
         now: Timestamp,
     ) -> Result<ObjectHead, FsError> {
+        if blocks.iter().any(|b| b.ciphertext.len() != BLOCK as usize) {
+            return Err(FsError::Invalid("a block's ciphertext is not 4,096 bytes"));
+        }
+        let nonce_tags: Vec<[u8; 40]> = blocks.iter().map(|b| b.nonce_tag).collect();
+        let mut ciphertext = Vec::with_capacity(blocks.len() * BLOCK as usize);
+        for b in blocks {
+            ciphertext.extend_from_slice(&b.ciphertext);
+        }
+        self.write_sealed(id, first, &nonce_tags, &ciphertext, size, now)
+    }
+
+    /// [`Self::write_blocks`] of `nonce_tags.len()` blocks whose 4,096
+    /// ciphertext bytes each follow one another in `ciphertext`: what the
+    /// content layer seals a write into, written to the data file or the
+    /// log without another copy.
+    pub fn write_sealed(
+        &mut self,
+        id: u64,
+        first: u64,
+        nonce_tags: &[[u8; 40]],
+        ciphertext: &[u8],
+        size: u64,
+        now: Timestamp,
+    ) -> Result<ObjectHead, FsError> {
         // Nothing reaches a data file once the store stopped.
         if self.failed {
             return Err(MetaError::Stopped.into());
         }
         let mut record = self.regular(id)?;
-        if blocks.is_empty() {
+        let count = nonce_tags.len();
+        if ciphertext.len() != count * BLOCK as usize {
+            return Err(FsError::Invalid("a block's ciphertext is not 4,096 bytes"));
+        }
+        if count == 0 {
             return Ok(record.head);
         }
         let end = first
-            .checked_add(blocks.len() as u64)
+            .checked_add(count as u64)
             .ok_or(FsError::Invalid("block number overflows"))?;
         let size = size.max(record.head.size);
         if end > blocks_for(size) {
             return Err(FsError::Invalid("blocks written past the size"));
         }
-        if blocks.iter().any(|b| b.ciphertext.len() != BLOCK as usize) {
-            return Err(FsError::Invalid("a block's ciphertext is not 4,096 bytes"));
-        }
+        let algorithm = self.keys.algorithm();
         let mut at = 0usize;
-        while at < blocks.len() {
+        while at < count {
             let n = first + at as u64;
             let current = self.entry_in(&record, n)?;
             let fresh = self.fresh(id, n, &current);
             let mut run = 1;
-            while at + run < blocks.len() && run < MAX_WRITE_BLOCKS {
+            while at + run < count && run < MAX_WRITE_BLOCKS {
                 let m = first + (at + run) as u64;
                 let current = self.entry_in(&record, m)?;
                 if self.fresh(id, m, &current) != fresh {
@@ -357,15 +508,16 @@ impl Store {
                 }
                 run += 1;
             }
-            let run_blocks = &blocks[at..at + run];
+            let run_tags = &nonce_tags[at..at + run];
+            let run_bytes = &ciphertext[at * BLOCK as usize..(at + run) * BLOCK as usize];
             let run_end = n + run as u64;
-            let run_size = if at + run == blocks.len() {
+            let run_size = if at + run == count {
                 size
             } else {
                 record.head.size.max(run_end * BLOCK)
             };
             if fresh {
-                self.write_fresh(id, n, run_blocks)?;
+                self.write_fresh(id, n, run_bytes)?;
             }
             let mut head = record.head.clone();
             head.size = run_size;
@@ -373,31 +525,23 @@ impl Store {
             head.mtime = now;
             head.ctime = now;
             let settled = self.files.get(&id).map_or(record.head.size, |f| f.settled);
-            let algorithm = self.keys.algorithm();
             let body = Body::Write {
                 head: head.encode(),
                 first_block: n,
                 mode: if fresh { FRESH } else { JOURNALED },
                 settled_size: settled,
-                entries: run_blocks
+                entries: run_tags
                     .iter()
-                    .map(|b| {
-                        let mut out = Vec::new();
-                        b.entry().encode(algorithm, &mut out);
+                    .map(|tag| {
+                        let mut out = Vec::with_capacity(MapEntry::len(algorithm));
+                        MapEntry::Sealed(*tag).encode(algorithm, &mut out);
                         out
                     })
                     .collect(),
             };
-            let payload: Vec<u8> = if fresh {
-                Vec::new()
-            } else {
-                run_blocks
-                    .iter()
-                    .flat_map(|b| b.ciphertext.clone())
-                    .collect()
-            };
-            let seq = self.log_body(&body, &payload, now)?;
-            if let Err(e) = self.apply_file_record(&body, &payload, seq) {
+            let payload: &[u8] = if fresh { &[] } else { run_bytes };
+            let (seq, logged) = self.log_payload(&body, payload, now)?;
+            if let Err(e) = self.apply_file_record(&body, logged, seq) {
                 self.failed = true;
                 return Err(e.into());
             }
@@ -444,7 +588,7 @@ impl Store {
             let current = self.entry_in(&record, t)?;
             if self.fresh(id, t, &current) {
                 mode = FRESH;
-                self.write_fresh(id, t, std::slice::from_ref(block))?;
+                self.write_fresh(id, t, &block.ciphertext)?;
             } else {
                 mode = JOURNALED;
                 payload = block.ciphertext.clone();
@@ -465,8 +609,8 @@ impl Store {
                 out
             }),
         };
-        let seq = self.log_body(&body, &payload, now)?;
-        if let Err(e) = self.apply_file_record(&body, &payload, seq) {
+        let (seq, logged) = self.log_payload(&body, &payload, now)?;
+        if let Err(e) = self.apply_file_record(&body, logged, seq) {
             self.failed = true;
             return Err(e.into());
         }
@@ -572,7 +716,7 @@ impl Store {
     pub(crate) fn apply_file_record(
         &mut self,
         body: &Body,
-        payload: &[u8],
+        payload: Payload<'_>,
         seq: u64,
     ) -> Result<(), MetaError> {
         let algorithm = self.keys.algorithm();
@@ -617,9 +761,7 @@ impl Store {
                     if fresh {
                         self.journaled.remove(&(head.id, n));
                     } else {
-                        let at = i * BLOCK as usize;
-                        self.journaled
-                            .insert((head.id, n), payload[at..at + BLOCK as usize].to_vec());
+                        self.journaled.insert((head.id, n), payload.block(i));
                     }
                     sets.push((n, entry(bytes)?));
                 }
@@ -652,7 +794,7 @@ impl Store {
                     if *tail == FRESH {
                         self.journaled.remove(&(head.id, t));
                     } else {
-                        self.journaled.insert((head.id, t), payload.to_vec());
+                        self.journaled.insert((head.id, t), payload.block(0));
                     }
                     sets.push((t, entry(bytes)?));
                 }
@@ -808,39 +950,39 @@ impl Store {
 
     /// Checkpoint step 3 and the map part of step 4: journaled blocks
     /// written in place, every loaded map flushed into its record.
-    /// Returns the data files to sync before the superblock.
+    /// Returns the data files to sync before the superblock: those it
+    /// wrote, and those holding fresh blocks not flushed ahead of it.
     pub(crate) fn checkpoint_files(&mut self) -> Result<BTreeSet<u64>, MetaError> {
-        let mut to_sync: BTreeSet<u64> = self
-            .files
-            .iter()
-            .filter(|(_, f)| f.fresh_written)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut to_sync: BTreeSet<u64> = self.unflushed().collect();
         let mut journaled: Vec<_> = self.journaled.iter().collect();
         journaled.sort_by_key(|(k, _)| **k);
         // One write per run of consecutive blocks of a file (at most
-        // MAX_WRITE_BLOCKS).
-        let mut run: Vec<u8> = Vec::new();
-        let mut at: Option<(u64, u64, u64)> = None; // (id, first, next)
-        for (&(id, n), ciphertext) in journaled {
-            if let Some((i, first, next)) = at
-                && (i != id || n != next || run.len() >= MAX_WRITE_BLOCKS * BLOCK as usize)
+        // MAX_WRITE_BLOCKS), read from the log with one read per run of
+        // them that follow each other there too.
+        let mut buf = vec![0u8; MAX_WRITE_BLOCKS * BLOCK as usize];
+        let mut at = 0;
+        while at < journaled.len() {
+            let (id, first) = *journaled[at].0;
+            let mut run = 1;
+            while run < MAX_WRITE_BLOCKS
+                && journaled
+                    .get(at + run)
+                    .is_some_and(|((i, n), _)| *i == id && *n == first + run as u64)
             {
-                self.backing
-                    .write_at(&data_file_name(i), first * BLOCK, &run)
-                    .map_err(io_data(i))?;
-                run.clear();
-                at = None;
+                run += 1;
             }
-            let (_, first, _) = at.unwrap_or((id, n, n));
-            at = Some((id, first, n + 1));
-            run.extend_from_slice(ciphertext);
-            to_sync.insert(id);
-        }
-        if let Some((id, first, _)) = at {
+            let blocks: Vec<(usize, &Journaled)> = journaled[at..at + run]
+                .iter()
+                .enumerate()
+                .map(|(k, (_, block))| (k, *block))
+                .collect();
+            let bytes = &mut buf[..run * BLOCK as usize];
+            read_journaled(self.backing.as_ref(), &blocks, bytes)?;
             self.backing
-                .write_at(&data_file_name(id), first * BLOCK, &run)
+                .write_at(&data_file_name(id), first * BLOCK, bytes)
                 .map_err(io_data(id))?;
+            to_sync.insert(id);
+            at += run;
         }
         let pager = Pager::new(&self.keys, self.backing.as_ref());
         let mut ids: Vec<u64> = self.maps.keys().copied().collect();
@@ -1116,14 +1258,18 @@ impl FileSync {
 /// the store ([`Store::flush_ahead`]).
 pub struct FlushAhead {
     backing: Arc<dyn Backing>,
-    ids: Vec<u64>,
+    /// Each data file with its `fresh_writes` when listed.
+    ids: Vec<(u64, u64)>,
+    /// Those among them created since the checkpoint: their directories.
+    created: Vec<u64>,
 }
 
 impl FlushAhead {
-    /// Flushes each data file (or the backing file system, for more than
-    /// [`SYNCFS_ABOVE`]). A file removed since was freed: nothing to do.
+    /// Flushes each data file and the directories of new ones (or the
+    /// backing file system, for more than [`SYNCFS_ABOVE`]). A file
+    /// removed since was freed: nothing to do.
     pub fn run(&self) -> Result<(), MetaError> {
-        if self.ids.len() > SYNCFS_ABOVE
+        if self.ids.len() + self.created.len() > SYNCFS_ABOVE
             && self
                 .backing
                 .sync_all()
@@ -1131,7 +1277,7 @@ impl FlushAhead {
         {
             return Ok(());
         }
-        for &id in &self.ids {
+        for &(id, _) in &self.ids {
             match self.backing.sync(&data_file_name(id)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(io_data(id)(e));
@@ -1139,7 +1285,18 @@ impl FlushAhead {
                 _ => {}
             }
         }
+        let dirs: BTreeSet<String> = self.created.iter().map(|&id| data_dir_name(id)).collect();
+        for dir in dirs {
+            self.backing
+                .sync_dir(&dir)
+                .map_err(MetaError::io(format!("syncing {dir}")))?;
+        }
         Ok(())
+    }
+
+    /// Whether there is nothing to flush.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.created.is_empty()
     }
 }
 
@@ -1149,30 +1306,74 @@ impl Store {
     /// caller's lock: [`FlushAhead::run`] flushes them first without it,
     /// while requests go on, so the checkpoint's own sync finds little
     /// to write. Hand its outcome to [`Self::flushed_ahead`].
+    ///
+    /// Only files with fresh writes since their last flush ahead are
+    /// listed, so a caller may flush ahead again until what is left is
+    /// small ([`Self::unflushed_count`]): a stream of writes meanwhile
+    /// then costs the checkpoint a few `fdatasync`s, not a `syncfs`.
     pub fn flush_ahead(&self) -> FlushAhead {
         FlushAhead {
             backing: self.backing.clone(),
             ids: self
                 .files
                 .iter()
-                .filter(|(_, f)| f.fresh_written)
+                .filter(|(_, f)| f.unflushed())
+                .map(|(id, f)| (*id, f.fresh_writes))
+                .collect(),
+            created: self
+                .files
+                .iter()
+                .filter(|(_, f)| f.created)
                 .map(|(id, _)| *id)
                 .collect(),
         }
     }
 
-    /// The outcome of a [`FlushAhead`]: a failure stops the store, as a
-    /// failed checkpoint does (the kernel reports a write-back error to
-    /// one flush of a file only, so the checkpoint's could miss it).
-    pub fn flushed_ahead(&mut self, result: Result<(), MetaError>) -> Result<(), MetaError> {
+    /// The outcome of a [`FlushAhead`]: the files it flushed count as
+    /// durable up to their writes when listed (and new ones' directory
+    /// entries as durable). A failure stops the store, as a failed
+    /// checkpoint does (the kernel reports a write-back error to one
+    /// flush of a file only, so the checkpoint's could miss it).
+    pub fn flushed_ahead(
+        &mut self,
+        ahead: &FlushAhead,
+        result: Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
         if result.is_err() {
             self.failed = true;
+            return result;
         }
-        result
+        for &(id, writes) in &ahead.ids {
+            if let Some(f) = self.files.get_mut(&id) {
+                f.flushed_at = Some(writes);
+            }
+        }
+        for id in &ahead.created {
+            if let Some(f) = self.files.get_mut(id) {
+                f.created = false;
+            }
+        }
+        Ok(())
     }
 
-    /// Bytes of journaled blocks held in memory until the next checkpoint
-    /// writes them in place (a bound of the mount's checkpoint trigger).
+    /// Data files with fresh writes not yet flushed ahead.
+    fn unflushed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.files
+            .iter()
+            .filter(|(_, f)| f.unflushed())
+            .map(|(id, _)| *id)
+    }
+
+    /// What the next checkpoint would sync of data files and their
+    /// directories, journaled blocks aside: above [`SYNCFS_ABOVE`], a
+    /// `syncfs` under the store's lock.
+    pub fn unflushed_count(&self) -> usize {
+        self.files.values().filter(|f| f.needs_flush()).count()
+    }
+
+    /// Bytes of journaled blocks since the last checkpoint, which it
+    /// copies from the log in place (a bound of the mount's checkpoint
+    /// trigger: of the log, and of the checkpoint's work under the lock).
     pub fn journaled_bytes(&self) -> u64 {
         self.journaled.len() as u64 * BLOCK
     }

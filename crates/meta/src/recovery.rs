@@ -152,7 +152,11 @@ impl Store {
                 Ok(true)
             }
             Body::Write { .. } | Body::Truncate { .. } => {
-                self.apply_file_record(&record.body, &record.payload, record.seq)?;
+                self.apply_file_record(
+                    &record.body,
+                    crate::file::Payload::Bytes(&record.payload),
+                    record.seq,
+                )?;
                 Ok(true)
             }
             Body::Sync { object, .. } => {

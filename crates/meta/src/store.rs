@@ -159,9 +159,9 @@ pub struct Store {
     pub(crate) unwritten_blobs: HashMap<u64, Vec<u8>>,
     /// Block maps of regular files not inline, loaded on first use.
     pub(crate) maps: HashMap<u64, Radix<MapEntry>>,
-    /// Ciphertext of journaled blocks, by (object, block), served from
-    /// here until the next checkpoint writes it in place (§16.13 step 3).
-    pub(crate) journaled: HashMap<(u64, u64), Vec<u8>>,
+    /// Where the ciphertext of journaled blocks is, by (object, block),
+    /// until the next checkpoint writes it in place (§16.13 step 3).
+    pub(crate) journaled: HashMap<(u64, u64), crate::file::Journaled>,
     /// Regular files written or truncated since the last checkpoint.
     pub(crate) files: HashMap<u64, FileState>,
     /// Objects freed since the last checkpoint whose data files it
@@ -1119,6 +1119,9 @@ impl Store {
         self.alloc.commit();
         self.bitmap_pages = bitmap_pages;
         self.superblock = superblock;
+        // Journaled blocks are in place now and read from there: the
+        // segments holding their records go next.
+        self.journaled.clear();
         // Step 7: segments wholly before the replay position are covered
         // by the checkpoint. Removals lost in a crash are redone by the
         // next checkpoint; replay never reads segments before its start.

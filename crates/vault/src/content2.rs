@@ -119,22 +119,23 @@ impl FileCipher2 {
     /// Seals plaintext block `n` (exactly 4,096 bytes) into its map
     /// entry's nonce and tag and its 4,096 ciphertext bytes.
     pub fn seal_block(&self, n: u64, plain: &[u8]) -> SealedBlock {
-        assert_eq!(plain.len(), BLOCK_LEN, "format 2 blocks are full blocks");
-        self.seal_owned(n, plain.to_vec())
+        let mut ciphertext = plain.to_vec();
+        let nonce_tag = self.seal_in_place(n, &mut ciphertext);
+        SealedBlock {
+            nonce_tag,
+            ciphertext,
+        }
     }
 
-    /// Seals plaintext block `n` in place: `block` becomes its
-    /// ciphertext, so no copy of the plaintext is left behind.
-    fn seal_owned(&self, n: u64, mut block: Vec<u8>) -> SealedBlock {
+    /// Seals plaintext block `n` (exactly 4,096 bytes) in place; returns
+    /// its map entry's nonce and tag.
+    fn seal_in_place(&self, n: u64, block: &mut [u8]) -> [u8; 40] {
         assert_eq!(block.len(), BLOCK_LEN, "format 2 blocks are full blocks");
         let mut nonce_tag = [0u8; 40];
         let overhead = self.cipher.overhead();
         self.cipher
-            .seal_detached(&self.aad(n), &mut block, &mut nonce_tag[..overhead]);
-        SealedBlock {
-            nonce_tag,
-            ciphertext: block,
-        }
+            .seal_detached(&self.aad(n), block, &mut nonce_tag[..overhead]);
+        nonce_tag
     }
 
     /// Opens block `n`; the error never carries plaintext.
@@ -252,7 +253,11 @@ pub struct WriteEdges {
 /// A write sealed by [`WriteEdges::seal`], for [`ContentFile2::finish_write`].
 pub struct SealedWrite {
     first: u64,
-    blocks: Vec<SealedBlock>,
+    /// Each block's nonce and tag.
+    nonce_tags: Vec<[u8; 40]>,
+    /// The blocks' ciphertext, one after the other: written to the data
+    /// file or the log as it is.
+    ciphertext: Vec<u8>,
     /// The file's size after the write.
     size: u64,
 }
@@ -267,30 +272,40 @@ impl WriteEdges {
         let Some(span) = self.span else {
             return SealedWrite {
                 first: 0,
-                blocks: Vec::new(),
+                nonce_tags: Vec::new(),
+                ciphertext: Vec::new(),
                 size: self.size,
             };
         };
         let offset = self.offset;
         let end = offset + data.len() as u64;
-        let mut edges = self.edges;
-        let mut blocks = Vec::with_capacity((span.end - span.first) as usize);
+        let count = (span.end - span.first) as usize;
+        // Each block's plaintext is put together here and sealed in
+        // place at once, so no plaintext is left in the buffer.
+        let mut ciphertext = Vec::with_capacity(count * BLOCK_LEN);
+        let mut nonce_tags = Vec::with_capacity(count);
         for n in span.first..span.end {
             let start = n * BLOCK;
-            let mut block = match edges.iter().position(|(m, _)| *m == n) {
-                // Moved out: sealing in place leaves no plaintext copy.
-                Some(i) => std::mem::take(&mut *edges.swap_remove(i).1),
-                None => vec![0u8; BLOCK_LEN],
-            };
             let from = offset.max(start);
             let to = end.min(start + BLOCK);
-            block[(from - start) as usize..(to - start) as usize]
-                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
-            blocks.push(self.cipher.seal_owned(n, block));
+            let new = &data[(from - offset) as usize..(to - offset) as usize];
+            let at = ciphertext.len();
+            if new.len() == BLOCK_LEN {
+                ciphertext.extend_from_slice(new);
+            } else {
+                match self.edges.iter().find(|(m, _)| *m == n) {
+                    Some((_, old)) => ciphertext.extend_from_slice(old),
+                    None => ciphertext.resize(at + BLOCK_LEN, 0),
+                }
+                let inside = at + (from - start) as usize;
+                ciphertext[inside..inside + new.len()].copy_from_slice(new);
+            }
+            nonce_tags.push(self.cipher.seal_in_place(n, &mut ciphertext[at..]));
         }
         SealedWrite {
             first: span.first,
-            blocks,
+            nonce_tags,
+            ciphertext,
             size: end.max(self.size),
         }
     }
@@ -403,11 +418,18 @@ impl<'a> ContentFile2<'a> {
     /// The last half of [`Self::write_at`]: the sealed blocks to the
     /// store (or nothing, for an empty write).
     pub fn finish_write(&mut self, write: SealedWrite, now: Timestamp) -> Result<(), ContentError> {
-        if write.blocks.is_empty() {
+        if write.nonce_tags.is_empty() {
             return Ok(());
         }
         self.store
-            .write_blocks(self.id, write.first, &write.blocks, write.size, now)
+            .write_sealed(
+                self.id,
+                write.first,
+                &write.nonce_tags,
+                &write.ciphertext,
+                write.size,
+                now,
+            )
             .map_err(content_error)?;
         Ok(())
     }

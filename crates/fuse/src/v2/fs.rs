@@ -46,7 +46,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::checkpoints::{INTERVAL, Trigger};
+use super::checkpoints::{FLUSH_ROUNDS, INTERVAL, Trigger};
 use super::errors::{content_errno, fs_errno, meta_errno};
 use crate::fs::{LOCK_STRIPES, system_time, timespec};
 
@@ -273,9 +273,13 @@ fn attr(head: &ObjectHead) -> FileAttr {
 /// The checkpointer thread: a checkpoint when an operation crossed a
 /// bound, and every [`INTERVAL`] if anything was logged since the last;
 /// each after flushing the data files it will sync without the store's
-/// lock. A failed checkpoint stops the store (it writes nothing more; the
-/// next mount recovers from the last good one), so it is logged and every
-/// later operation fails with `EIO`.
+/// lock, again while writes meanwhile left more than
+/// [`atrest_meta::SYNCFS_ABOVE`] to flush (at most [`FLUSH_ROUNDS`]
+/// times), so that the checkpoint, which every request waits for, syncs
+/// a few files rather than the whole backing file system. A failed
+/// checkpoint stops the store (it writes nothing more; the next mount
+/// recovers from the last good one), so it is logged and every later
+/// operation fails with `EIO`.
 fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>) {
     loop {
         let timer = match woken.recv_timeout(INTERVAL) {
@@ -283,7 +287,7 @@ fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>) {
             Err(mpsc::RecvTimeoutError::Timeout) => true,
             Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        let ahead = {
+        {
             let state = state.lock();
             let sequence = state.store.sequence();
             let wanted = if timer {
@@ -294,16 +298,18 @@ fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>) {
             if !wanted {
                 continue;
             }
-            state.store.flush_ahead()
-        };
-        let flushed = ahead.run();
-        let mut state = state.lock();
-        match state.store.flushed_ahead(flushed) {
-            Ok(()) => {
-                state.checkpoint();
-            }
-            Err(e) => {
+        }
+        for round in 1..=FLUSH_ROUNDS {
+            let ahead = state.lock().store.flush_ahead();
+            let flushed = ahead.run();
+            let mut state = state.lock();
+            if let Err(e) = state.store.flushed_ahead(&ahead, flushed) {
                 meta_errno(0, e);
+                break;
+            }
+            if round == FLUSH_ROUNDS || state.store.unflushed_count() <= atrest_meta::SYNCFS_ABOVE {
+                state.checkpoint();
+                break;
             }
         }
     }

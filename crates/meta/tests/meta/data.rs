@@ -215,6 +215,51 @@ fn fresh_blocks_go_to_the_data_file_and_journaled_ones_to_the_log() {
     assert_eq!(content.read(&mut store, id).unwrap(), vec![2; 4096]);
 }
 
+/// Journaled blocks are read back from their record in the log until
+/// the checkpoint, not kept in memory: a change to the payload in the
+/// live segment fails that block's authentication (and only its), and
+/// the checkpoint copies the log's bytes in place, after which the
+/// segment is gone and every block reads from the data file.
+#[test]
+fn journaled_blocks_are_read_back_from_the_log_until_the_checkpoint() {
+    let content = TestContent::new(GCM);
+    let backing = Arc::new(MemBacking::new());
+    let mut store = format(backing.clone(), GCM);
+    let id = store.create(ROOT_ID, b"f", regular(), at(2)).unwrap().id;
+    content.write(&mut store, id, 0, &[1; 6 * 4096], 3).unwrap();
+    store.checkpoint(at(4)).unwrap();
+    content
+        .write(&mut store, id, 4096, &[2; 3 * 4096], 5)
+        .unwrap();
+    assert_eq!(store.journaled_bytes(), 3 * 4096);
+    let mut expected = vec![1; 6 * 4096];
+    expected[4096..4 * 4096].fill(2);
+    assert_eq!(content.read(&mut store, id).unwrap(), expected);
+    // The WRITE record is the last one: its payload, the three blocks,
+    // ends the live segment.
+    let segment = backing.list("atrest.log").unwrap().last().cloned().unwrap();
+    let name = format!("atrest.log/{segment}");
+    let flip = |f: &mut Vec<u8>| {
+        let at = f.len() - 2 * 4096 + 7; // block 2 of the file
+        f[at] ^= 1;
+    };
+    backing.with_file(&name, flip).unwrap();
+    assert!(store.read_block(id, 1).is_ok());
+    assert!(store.read_block(id, 3).is_ok());
+    let err = content.read(&mut store, id).unwrap_err();
+    assert!(err.contains("block 2 "), "{err}");
+    backing.with_file(&name, flip).unwrap();
+    store.checkpoint(at(6)).unwrap();
+    assert_eq!(store.journaled_bytes(), 0);
+    assert!(
+        !backing.list("atrest.log").unwrap().contains(&segment),
+        "retired by the checkpoint"
+    );
+    assert_eq!(content.read(&mut store, id).unwrap(), expected);
+    let mut store = open(backing.clone(), GCM, &content).unwrap();
+    assert_eq!(content.read(&mut store, id).unwrap(), expected);
+}
+
 /// Recovery step 3: a fresh block whose ciphertext did not reach the
 /// disk (only the log was synced) reads as a hole, and the file is cut
 /// back to its last sealed block, never below its settled size.
@@ -486,7 +531,7 @@ fn a_journaled_write_is_all_or_nothing() {
 }
 
 /// The mount's reads: blocks located under the store and fetched without
-/// it are the blocks read one by one (journaled ones from memory, the
+/// it are the blocks read one by one (journaled ones from the log, the
 /// others from the data file, holes never read); a data file cut short
 /// fails the first block it lacks.
 #[test]
@@ -500,7 +545,7 @@ fn located_blocks_are_the_blocks_read_one_by_one() {
         .write(&mut store, id, 6 * 4096, &[2; 4 * 4096], 4)
         .unwrap();
     store.checkpoint(at(5)).unwrap();
-    // Journaled: in memory until the next checkpoint.
+    // Journaled: in the log until the next checkpoint.
     content
         .write(&mut store, id, 3 * 4096, &[3; 4096], 6)
         .unwrap();
@@ -616,5 +661,70 @@ fn a_checkpoint_of_many_data_files_syncs_the_file_system_once() {
             vec![i as u8 + 1; 100],
             "file {i}"
         );
+    }
+}
+
+/// The mount's checkpointer flushes data files ahead of a checkpoint
+/// without the store, again while writes meanwhile left some: each round
+/// lists only the files written (or created) since the last, and the
+/// checkpoint then syncs only what no round covered. After a power cut
+/// every file holds what was written before the checkpoint, whichever
+/// flush made it durable.
+#[test]
+fn flushes_ahead_cover_what_they_listed_and_the_checkpoint_the_rest() {
+    for seed in 0..8 {
+        let content = TestContent::new(GCM);
+        let disk = Arc::new(SimDisk::new());
+        let mut store = format(disk.clone(), GCM);
+        let mut files: Vec<(u64, Vec<u8>)> = Vec::new();
+        let create = |store: &mut Store, i: u8| {
+            let name = format!("f{i}");
+            let id = store
+                .create(ROOT_ID, name.as_bytes(), regular(), at(2))
+                .unwrap()
+                .id;
+            content.write(store, id, 0, &[i + 1; 100], 3).unwrap();
+            (id, vec![i + 1; 100])
+        };
+        for i in 0..70u8 {
+            files.push(create(&mut store, i));
+        }
+        let flush = |store: &mut Store| {
+            let ahead = store.flush_ahead();
+            let result = ahead.run();
+            store.flushed_ahead(&ahead, result).unwrap();
+        };
+        flush(&mut store);
+        assert_eq!(store.unflushed_count(), 0);
+        assert!(store.flush_ahead().is_empty(), "nothing new to flush");
+        // Written while the first round ran: an old file and a new one.
+        content
+            .write(&mut store, files[3].0, 100, &[9; 50], 4)
+            .unwrap();
+        files[3].1.extend_from_slice(&[9; 50]);
+        files.push(create(&mut store, 70));
+        assert_eq!(store.unflushed_count(), 2);
+        flush(&mut store);
+        assert_eq!(store.unflushed_count(), 0);
+        // Written after the last round: the checkpoint's to sync.
+        content
+            .write(&mut store, files[5].0, 0, &[8; 100], 5)
+            .unwrap();
+        files[5].1 = vec![8; 100];
+        assert_eq!(store.unflushed_count(), 1);
+        let before = disk.sync_count();
+        store.checkpoint(at(6)).unwrap();
+        let syncs = disk.sync_count() - before;
+        assert!(syncs < 10, "{syncs} syncs for a checkpoint of one file");
+        drop(store);
+        disk.crash(&mut Rng::new(seed));
+        let mut store = open(disk.clone(), GCM, &content).unwrap();
+        for (i, (id, data)) in files.iter().enumerate() {
+            assert_eq!(
+                &content.read(&mut store, *id).unwrap(),
+                data,
+                "file {i}, seed {seed}"
+            );
+        }
     }
 }
