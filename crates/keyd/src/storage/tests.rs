@@ -464,7 +464,11 @@ async fn sqlite_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schema_5(
             .unwrap();
         let host = enroll_host(&storage, "web-1").await;
         for statement in [
+            // Version 4 had neither the secrets epoch nor what version 6
+            // added (the witness's table and the policies' rollback rule).
             "DROP TABLE secrets_epoch",
+            "DROP TABLE vault_generations",
+            "ALTER TABLE policies DROP COLUMN rollback",
             "UPDATE host_secrets SET secret = X'5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a'",
             "PRAGMA user_version = 4",
         ] {
