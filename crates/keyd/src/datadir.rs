@@ -466,6 +466,18 @@ impl DataDir {
             records_master: Some(Self::records_key(&self.path)?),
             ..options
         };
+        if database.is_shared() {
+            // Checked before the secrets key meets the database: an empty
+            // database (a typo in its name) is not a backup from before
+            // the secrets were wrapped. (The state store as a probe first:
+            // it gives up on an unreachable server sooner.)
+            database
+                .open_storage(Arc::new(SecretsKeyring::probe()))
+                .await?;
+            if database.open_audit().await?.head().await?.seq == 0 {
+                return Err(DataDirError::NoAuthority(database.to_string()));
+            }
+        }
         let authority =
             Self::authority_at(&database, signing, Self::secrets_key(&self.path)?, options).await?;
         if authority.audit().head().seq == 0 {

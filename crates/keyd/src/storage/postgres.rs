@@ -265,7 +265,12 @@ impl PgStorage {
             .await
             .map_err(backend)?;
         let storage = Self { pool, secrets };
-        if let Some(stored) = storage.migrate().await? {
+        // A probe (a second `init` checking the database first) only asks
+        // whether the database answers: its epoch is not this host's to
+        // judge, and the authority already in it is refused after this.
+        if let Some(stored) = storage.migrate().await?
+            && !storage.secrets.is_probe()
+        {
             storage.secrets.settle(&stored)?;
         }
         Ok(storage)

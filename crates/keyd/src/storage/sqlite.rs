@@ -172,6 +172,7 @@ impl SqliteStorage {
             secrets,
         };
         match stored {
+            Some(_) if storage.secrets.is_probe() => {}
             Some(stored) => drop(storage.secrets.settle(&stored)?),
             // Secrets that were in the clear are overwritten (secure_delete):
             // no copy may stay in the write-ahead log either.
