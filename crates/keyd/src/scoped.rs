@@ -229,11 +229,20 @@ pub enum Operation {
     Decrypt,
     Rewrap,
     Index,
+    /// A new data key handed out in the clear beside its envelope.
+    #[serde(rename = "datakey")]
+    DataKey,
 }
 
 impl Operation {
     pub fn all() -> Vec<Self> {
-        vec![Self::Encrypt, Self::Decrypt, Self::Rewrap, Self::Index]
+        vec![
+            Self::Encrypt,
+            Self::Decrypt,
+            Self::Rewrap,
+            Self::Index,
+            Self::DataKey,
+        ]
     }
 
     pub fn as_str(self) -> &'static str {
@@ -242,6 +251,7 @@ impl Operation {
             Self::Decrypt => "decrypt",
             Self::Rewrap => "rewrap",
             Self::Index => "index",
+            Self::DataKey => "datakey",
         }
     }
 }
@@ -276,8 +286,8 @@ impl AppPolicy {
         operations.dedup();
         if operations.is_empty() || operations.len() != self.operations.len() {
             return Err(ScopedApiError::Invalid(
-                "an app's operations name each of encrypt, decrypt, rewrap, index at most once, \
-                 and at least one"
+                "an app's operations name each of encrypt, decrypt, rewrap, index, datakey at \
+                 most once, and at least one"
                     .into(),
             ));
         }
@@ -334,6 +344,7 @@ impl App {
             Use::Decrypt => Operation::Decrypt,
             Use::Rewrap => Operation::Rewrap,
             Use::Index => Operation::Index,
+            Use::DataKey => Operation::DataKey,
         };
         if self.policy.operations.contains(&operation) {
             Ok(())
@@ -471,6 +482,26 @@ pub struct FieldItem {
     pub value: Zeroizing<String>,
 }
 
+/// One data key to make: the field its envelope is bound to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataKeyItem {
+    pub scope: String,
+    pub table: String,
+    pub column: String,
+    pub row: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_share: Option<Zeroizing<String>>,
+}
+
+/// A data key made for an app: the key's text (`atrdk:…`) and its
+/// envelope (`atrf:…`), whose decryption gives the key's text back.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DataKeyView {
+    pub key: Zeroizing<String>,
+    pub ciphertext: String,
+}
+
 /// One blind-index computation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -595,6 +626,7 @@ enum Use {
     Decrypt,
     Rewrap,
     Index,
+    DataKey,
 }
 
 impl Use {
@@ -604,6 +636,17 @@ impl Use {
             Self::Decrypt => "decrypt",
             Self::Rewrap => "rewrap",
             Self::Index => "index",
+            Self::DataKey => "datakey",
+        }
+    }
+
+    /// The outcome a use is audited with before it is answered: those that
+    /// hand plaintext or key material to the app.
+    fn audited_as(self) -> Option<&'static str> {
+        match self {
+            Self::Decrypt => Some("decrypted"),
+            Self::DataKey => Some("issued"),
+            Self::Encrypt | Self::Rewrap | Self::Index => None,
         }
     }
 }
@@ -830,7 +873,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     }
 
     /// Runs `each` over a batch grouped by (scope, share), and audits the
-    /// uses that [`Use::Decrypt`] makes before anything is answered.
+    /// uses that hand plaintext or keys out ([`Use::audited_as`]) before
+    /// anything is answered.
     async fn run_batch<T, R>(
         &self,
         call: Call<'_>,
@@ -850,7 +894,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             let done = self
                 .run_scope(&call, scope, *share, group, field, each)
                 .await?;
-            if call.op == Use::Decrypt {
+            if let Some(outcome) = call.op.audited_as() {
                 let named: Vec<(String, String)> =
                     group.iter().flat_map(|(_, i)| field(i)).collect();
                 for chunk in audit_chunks(&named) {
@@ -860,7 +904,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                             .details(
                                 event(
                                     call.op,
-                                    "decrypted",
+                                    outcome,
                                     &call.app.name,
                                     share.is_some(),
                                     chunk,
@@ -909,13 +953,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         };
         let call = Call { app, op, ctx };
         self.run_batch(call, items, item_key, item_field, move |ring, item| {
-            // Also `b.#file`: table `a`, column `b.#file` would be named
-            // `a.b.#file`, as the files of table `a.b` are.
             if item.column.ends_with(FILE_COLUMN) {
-                return Err(ScopedError::InvalidName {
-                    what: "column",
-                    why: format!("{FILE_COLUMN} stands for a table's files (/v1/scoped/file/…)"),
-                });
+                return Err(file_column_refused());
             }
             let field = FieldContext::new(&item.table, &item.column, &item.row)?;
             let value = match operation {
@@ -939,6 +978,36 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 FieldOperation::Rewrap => ring.rewrap_field(&field, &item.value)?,
             };
             Ok(Zeroizing::new(value))
+        })
+        .await
+    }
+
+    /// Makes a data key per item under its scope's current key version
+    /// ([`atrest_scoped::DataKey`]): its use is in the audit log before the
+    /// keys are answered. Like an encryption, it looks at no window (a new
+    /// key opens nothing already sealed); opening its envelope later is a
+    /// decryption, window and all.
+    pub async fn scoped_data_keys(
+        &self,
+        app: &App,
+        items: &[DataKeyItem],
+        ctx: RequestContext,
+    ) -> Result<Vec<DataKeyView>> {
+        let call = Call {
+            app,
+            op: Use::DataKey,
+            ctx,
+        };
+        self.run_batch(call, items, data_key_key, data_key_field, |ring, item| {
+            if item.column.ends_with(FILE_COLUMN) {
+                return Err(file_column_refused());
+            }
+            let field = FieldContext::new(&item.table, &item.column, &item.row)?;
+            let made = ring.current().data_key(&field)?;
+            Ok(DataKeyView {
+                key: made.key,
+                ciphertext: made.envelope,
+            })
         })
         .await
     }
@@ -1384,6 +1453,27 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
         Ok(())
     }
+}
+
+/// A field request naming a table's files as its column (also `b.#file`:
+/// table `a`, column `b.#file` would be named `a.b.#file`, as the files of
+/// table `a.b` are).
+fn file_column_refused() -> ScopedError {
+    ScopedError::InvalidName {
+        what: "column",
+        why: format!("{FILE_COLUMN} stands for a table's files (/v1/scoped/file/…)"),
+    }
+}
+
+fn data_key_key(item: &DataKeyItem) -> (&str, Option<&str>) {
+    (
+        item.scope.as_str(),
+        item.client_share.as_ref().map(|s| s.as_str()),
+    )
+}
+
+fn data_key_field(item: &DataKeyItem) -> Vec<(String, String)> {
+    vec![(field_name(&item.table, &item.column), item.row.clone())]
 }
 
 fn item_key(item: &FieldItem) -> (&str, Option<&str>) {

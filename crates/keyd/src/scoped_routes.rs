@@ -21,8 +21,9 @@ use zeroize::Zeroizing;
 use crate::authority::RequestContext;
 use crate::http::{ADMIN, ApiError, AppState, Shared, Source, body};
 use crate::scoped::{
-    App, AppPolicy, AppView, CreatedScope, FieldItem, FieldOperation, FileItem, FileOperation,
-    FileStreamPermit, IndexItem, NewApp, ScopeView, ScopedApiError, WindowView,
+    App, AppPolicy, AppView, CreatedScope, DataKeyItem, DataKeyView, FieldItem, FieldOperation,
+    FileItem, FileOperation, FileStreamPermit, IndexItem, NewApp, ScopeView, ScopedApiError,
+    WindowView,
 };
 use crate::storage::Storage;
 use atrest_scoped::{STREAM_HEADER_LEN, ScopedError, StreamOpener, StreamWriter};
@@ -132,6 +133,7 @@ pub(crate) fn app_routes<S: Storage, A: AuditStore, C: Clock>() -> Router<Shared
     Router::new()
         .route("/v1/scoped/{operation}", post(fields::<S, A, C>))
         .route("/v1/scoped/index", post(index::<S, A, C>))
+        .route("/v1/scoped/datakey", post(data_keys::<S, A, C>))
         .route("/v1/scoped/scopes", post(app_create_scope::<S, A, C>))
         .layer(DefaultBodyLimit::max(MAX_SCOPED_BODY))
         // Read as a stream, never buffered: no body limit applies.
@@ -197,7 +199,8 @@ async fn fields<S: Storage, A: AuditStore, C: Clock>(
         "rewrap" => FieldOperation::Rewrap,
         other => {
             return Err(ApiError::NotFound(format!(
-                "no scoped operation {other:?}: encrypt, decrypt, rewrap, index or scopes"
+                "no scoped operation {other:?}: encrypt, decrypt, rewrap, index, datakey or \
+                 scopes"
             )));
         }
     };
@@ -205,6 +208,22 @@ async fn fields<S: Storage, A: AuditStore, C: Clock>(
     let values = state
         .authority
         .scoped_fields(&app, operation, &batch.items, ctx)
+        .await?;
+    Ok(Json(Values { values }))
+}
+
+/// `POST /v1/scoped/datakey`: a new data key per item, in the clear and
+/// sealed as the envelope of the item's field.
+async fn data_keys<S: Storage, A: AuditStore, C: Clock>(
+    State(state): State<Shared<S, A, C>>,
+    Source(ctx): Source,
+    headers: HeaderMap,
+    json: Result<Json<Batch<DataKeyItem>>, JsonRejection>,
+) -> Result<Json<Values<DataKeyView>>, ApiError> {
+    let (app, batch) = request(&state, &headers, ctx, json).await?;
+    let values = state
+        .authority
+        .scoped_data_keys(&app, &batch.items, ctx)
         .await?;
     Ok(Json(Values { values }))
 }

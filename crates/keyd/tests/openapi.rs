@@ -942,6 +942,16 @@ async fn scoped(api: &Api) {
     );
     let index = scoped("/v1/scoped/index", body).await;
     assert_eq!(index.status, 200, "{}", index.text);
+    // A data key, and its envelope opened as the field it is bound to.
+    let field = json!({ "scope": "user:1", "table": "users", "column": "doc_key", "row": "r1",
+                        "client_share": share });
+    let made = scoped("/v1/scoped/datakey", json!({ "items": [field.clone()] })).await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let mut sealed = field;
+    sealed["value"] = made.json["values"][0]["ciphertext"].clone();
+    let opened = scoped("/v1/scoped/decrypt", json!({ "items": [sealed] })).await;
+    assert_eq!(opened.status, 200, "{}", opened.text);
+    assert_eq!(opened.json["values"][0], made.json["values"][0]["key"]);
     let nobody = json!({ "items": [{ "scope": "user:none", "table": "users", "column": "email",
                                      "row": "r1", "value": "x" }] });
     scoped("/v1/scoped/encrypt", nobody)

@@ -6,7 +6,7 @@
 //! AAD: `Canonical(SCOPED_FIELD, 1)` over scope, table, column, row and the
 //! first six bytes.
 
-use atrest_core::{Canonical, ContentAlgorithm, labels};
+use atrest_core::{Canonical, ContentAlgorithm, SecretKey, labels};
 use zeroize::Zeroizing;
 
 use crate::encoding;
@@ -104,6 +104,47 @@ impl ScopeKey {
     }
 }
 
+/// Text prefix of a data key.
+pub const DATA_KEY_PREFIX: &str = "atrdk:";
+
+/// A data key (Vault transit's `datakey`, AWS KMS's `GenerateDataKey`): a
+/// fresh 256-bit key for an application to seal a large object with
+/// itself, and the same key sealed as the field envelope of its (table,
+/// column, row). The app keeps only the envelope; opening it is a field's
+/// decryption (audited, refused after the scope's shred), and gives the
+/// key's text back.
+pub struct DataKey {
+    /// `atrdk:` + base64url of the 32 bytes: the plaintext of `envelope`.
+    pub key: Zeroizing<String>,
+    /// `atrf:…`, bound to the scope, table, column, row and key version.
+    pub envelope: String,
+}
+
+impl DataKey {
+    /// The 32 bytes of a data key's text (the plaintext of its envelope).
+    pub fn bytes_from_text(text: &str) -> Result<SecretKey> {
+        let body = text
+            .strip_prefix(DATA_KEY_PREFIX)
+            .ok_or_else(|| ScopedError::malformed("data key", "it does not start with atrdk:"))?;
+        let bytes = Zeroizing::new(encoding::decode("data key", body)?);
+        SecretKey::from_slice(&bytes)
+            .ok_or_else(|| ScopedError::malformed("data key", "not 32 bytes"))
+    }
+}
+
+impl ScopeKey {
+    /// A new data key for the field `ctx`, sealed under this key.
+    pub fn data_key(&self, ctx: &FieldContext) -> Result<DataKey> {
+        let secret = SecretKey::random();
+        let key = Zeroizing::new(format!(
+            "{DATA_KEY_PREFIX}{}",
+            encoding::encode(secret.expose())
+        ));
+        let envelope = self.encrypt_field(ctx, key.as_bytes())?;
+        Ok(DataKey { key, envelope })
+    }
+}
+
 /// The key version an envelope was sealed under, without opening it
 /// (to find rows that still need a rewrap).
 pub fn field_key_version(text: &str) -> Result<u32> {
@@ -173,6 +214,38 @@ mod tests {
 
     fn ctx(row: &str) -> FieldContext {
         FieldContext::new("users", "email", row).unwrap()
+    }
+
+    #[test]
+    fn a_data_key_opens_as_its_field_and_only_there() {
+        let secret = ScopeSecret::random();
+        let ring = Keyring::new(key("user:1", 1, &secret));
+        let made = ring.current().data_key(&ctx("r1")).unwrap();
+        assert!(made.key.starts_with(DATA_KEY_PREFIX));
+        assert!(made.envelope.starts_with(FIELD_PREFIX));
+        let opened = ring.decrypt_field(&ctx("r1"), &made.envelope).unwrap();
+        assert_eq!(&opened[..], made.key.as_bytes());
+        let bytes = DataKey::bytes_from_text(&made.key).unwrap();
+        assert_eq!(
+            format!("{DATA_KEY_PREFIX}{}", encoding::encode(bytes.expose())),
+            *made.key
+        );
+        // Two data keys of one field differ; another row does not open it.
+        let other = ring.current().data_key(&ctx("r1")).unwrap();
+        assert_ne!(other.key, made.key);
+        assert_eq!(
+            ring.decrypt_field(&ctx("r2"), &made.envelope)
+                .unwrap_err()
+                .code(),
+            "authentication_failed"
+        );
+        for bad in ["atrdk:", "atrdk:AAAA", "atrf:AAAA", "atrdk:!!"] {
+            assert_eq!(
+                DataKey::bytes_from_text(bad).err().map(|e| e.code()),
+                Some("malformed"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -42,7 +42,10 @@ mod window;
 mod wrap;
 
 pub use error::{Result, ScopedError};
-pub use field::{FIELD_OVERHEAD, FIELD_PREFIX, FIELD_VERSION, MAX_FIELD_LEN, field_key_version};
+pub use field::{
+    DATA_KEY_PREFIX, DataKey, FIELD_OVERHEAD, FIELD_PREFIX, FIELD_VERSION, MAX_FIELD_LEN,
+    field_key_version,
+};
 pub use index::{BlindIndex, IndexDefinition, IndexValue, MAX_INDEX_COLUMNS, Normalize};
 pub use keys::{CLIENT_SHARE_PREFIX, ClientShare, Keyring, ScopeKey, ScopeSecret, UnwrappedScope};
 pub use name::{Column, FieldContext, KeyVersion, MAX_NAME_LEN, RowId, ScopeId, Table};

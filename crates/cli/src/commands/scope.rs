@@ -109,10 +109,10 @@ pub enum AppCommand {
         #[arg(long)]
         create_scopes: bool,
         /// What it may do (repeat or comma-separate): encrypt, decrypt,
-        /// rewrap, index; a file's sealing is encrypt, its opening decrypt.
-        /// Default: all four.
+        /// rewrap, index, datakey; a file's sealing is encrypt, its opening
+        /// decrypt. Default: all five.
         #[arg(long = "operation", value_delimiter = ',',
-              value_parser = ["encrypt", "decrypt", "rewrap", "index"])]
+              value_parser = ["encrypt", "decrypt", "rewrap", "index", "datakey"])]
         operations: Vec<String>,
         #[arg(long)]
         json: bool,

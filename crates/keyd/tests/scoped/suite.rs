@@ -1049,3 +1049,103 @@ async fn an_app_has_a_bounded_number_of_open_file_streams() {
     let (status, sealed) = api.file(&web, "encrypt", "o5", None, b"w".to_vec()).await;
     assert_eq!(status, 200, "{sealed:?}");
 }
+
+#[tokio::test]
+async fn data_keys_open_as_their_field_are_audited_and_die_with_the_scope() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let web = api.app("web", &["user:*"], &["docs.*"]).await;
+    api.scope(&web, "user:dk", false).await;
+    let field = |row: &str| {
+        json!({ "scope": "user:dk", "table": "docs", "column": "key", "row": row })
+    };
+    let made = api
+        .call(
+            &web,
+            "/v1/scoped/datakey",
+            &json!({ "items": [field("r1"), field("r2")] }),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let values = made.json["values"].as_array().unwrap();
+    let key = |i: usize| values[i]["key"].as_str().unwrap().to_owned();
+    let sealed = |i: usize| values[i]["ciphertext"].as_str().unwrap().to_owned();
+    assert_ne!(key(0), key(1), "every data key is new");
+    for i in 0..2 {
+        assert!(key(i).starts_with(atrest_scoped::DATA_KEY_PREFIX));
+        assert!(sealed(i).starts_with("atrf:"));
+        assert_eq!(
+            atrest_scoped::DataKey::bytes_from_text(&key(i))
+                .unwrap()
+                .expose()
+                .len(),
+            32
+        );
+    }
+    let with_value = |row: &str, value: &str| {
+        let mut item = field(row);
+        item["value"] = json!(value);
+        item
+    };
+    // Its envelope opens as the field it is bound to, and only there.
+    let opened = api
+        .values(
+            &web,
+            "decrypt",
+            json!([with_value("r1", &sealed(0)), with_value("r2", &sealed(1))]),
+        )
+        .await;
+    assert_eq!(opened, [key(0), key(1)]);
+    api.call(
+        &web,
+        "/v1/scoped/decrypt",
+        &json!({ "items": [with_value("r2", &sealed(0))] }),
+    )
+    .await
+    .assert_refused(400, "authentication_failed");
+    // Issued keys are in the log before they are answered, item by item.
+    let issued: usize = api
+        .audit()
+        .await
+        .iter()
+        .filter(|(_, d)| d["scoped"] == "datakey" && d["outcome"] == "issued")
+        .map(|(_, d)| d["items"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(issued, 2);
+    // An app whose policy does not name `datakey` gets none.
+    let reply = api
+        .admin(
+            Method::POST,
+            "/v1/admin/apps",
+            Some(json!({ "name": "sealer", "scopes": ["user:*"], "fields": ["docs.*"],
+                         "operations": ["encrypt", "decrypt"] })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let sealer = reply.json["token"].as_str().unwrap().to_owned();
+    let refused = api
+        .call(
+            &sealer,
+            "/v1/scoped/datakey",
+            &json!({ "items": [field("r3")] }),
+        )
+        .await;
+    refused.assert_refused(403, "not_allowed");
+    assert!(refused.text.contains("operation datakey"), "{}", refused.text);
+    // After the shred, no envelope of the scope opens and no key is made.
+    let shred = api
+        .admin(Method::POST, "/v1/admin/scope/shred", Some(json!({ "scope": "user:dk" })))
+        .await;
+    assert_eq!(shred.status, 200, "{}", shred.text);
+    api.call(
+        &web,
+        "/v1/scoped/decrypt",
+        &json!({ "items": [with_value("r1", &sealed(0))] }),
+    )
+    .await
+    .assert_refused(410, "scope_shredded");
+    api.call(&web, "/v1/scoped/datakey", &json!({ "items": [field("r4")] }))
+        .await
+        .assert_refused(410, "scope_shredded");
+}
