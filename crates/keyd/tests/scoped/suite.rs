@@ -501,6 +501,31 @@ async fn hostile_inputs_get_stable_client_errors() {
     )
     .await
     .assert_refused(400, "invalid_index");
+    // Data keys: no value, at most 1,000, named fields only.
+    let key_item = |column: &str, row: &str| {
+        json!({ "scope": "user:f", "table": "users", "column": column, "row": row })
+    };
+    let data_keys = |items: Value| {
+        let body = json!({ "items": items });
+        let web = web.clone();
+        let api = &api;
+        async move { api.call(&web, "/v1/scoped/datakey", &body).await }
+    };
+    let mut valued = key_item("key", "r");
+    valued["value"] = json!("x");
+    data_keys(json!([valued]))
+        .await
+        .assert_refused(400, "malformed_request");
+    let many: Vec<Value> = (0..1001).map(|i| key_item("key", &i.to_string())).collect();
+    data_keys(json!(many))
+        .await
+        .assert_refused(400, "invalid_request");
+    data_keys(json!([key_item("key", "")]))
+        .await
+        .assert_refused(400, "invalid_name");
+    data_keys(json!([key_item("#file", "r")]))
+        .await
+        .assert_refused(400, "invalid_name");
     // Admin inputs too.
     api.admin(
         Method::POST,
