@@ -29,9 +29,10 @@
 #             on format 2 every block journaled, every fsync a log flush)
 # Each workload runs twice: once with perf stat on the mount process (CPU),
 # once under strace -c -f (system calls; strace slows it, so its CPU is not
-# used). Beside the CPU, the backing file system's journal commits during
-# the workload are counted (jbd2:jbd2_start_commit, all CPUs: other work on
-# the machine adds to it, so compare the rows, not the absolute figures).
+# used). Beside the CPU, the requests issued to block devices during the
+# workload are counted (block:block_rq_issue on all CPUs, flushes
+# included: other work on the machine adds to it, so compare rows run
+# back to back, not absolute figures).
 # Env: ATREST (binary; default target/release/atrest),
 # FORMATS ("1 2"), SIZE_MB (256), RAND_IOS (20000), CREATE_FILES (2000),
 # FSYNCS (2048),
@@ -197,15 +198,15 @@ for format in $FORMATS; do
         prepare "$w"
         perf stat -x, -e task-clock,context-switches -p "$PID" -o "$BASE/stat.$format.$w" &
         STAT=$!
-        perf stat -x, -a -e jbd2:jbd2_start_commit -o "$BASE/jbd2.$format.$w" &
-        JBD2=$!
+        perf stat -x, -a -e block:block_rq_issue -o "$BASE/block.$format.$w" &
+        BLOCK=$!
         sleep 0.5
         "w_$w" cpu
-        kill -INT "$STAT" "$JBD2"
-        wait "$STAT" "$JBD2" || true
+        kill -INT "$STAT" "$BLOCK"
+        wait "$STAT" "$BLOCK" || true
         cpu_ms=$(awk -F, '$3 == "task-clock" { print $1 }' "$BASE/stat.$format.$w")
         cs=$(awk -F, '$3 == "context-switches" { print $1 }' "$BASE/stat.$format.$w")
-        commits=$(awk -F, '$3 ~ /jbd2_start_commit/ { print $1 }' "$BASE/jbd2.$format.$w")
+        requests=$(awk -F, '$3 ~ /block_rq_issue/ { print $1 }' "$BASE/block.$format.$w")
         # System calls: strace -c over a second run.
         prepare "$w"
         strace -c -U calls,name -f -q -p "$PID" -o "$BASE/strace.$format.$w" &
@@ -221,7 +222,7 @@ for format in $FORMATS; do
         ROWS+=("$(printf '| %s | %s | %s | %.1f | %.0f | %.1f | %.0f | %s |' "$w" "$format" \
             "${UNIT[$w]}" "$(awk -v c="$cpu_ms" -v u="$u" 'BEGIN { print c / u }')" \
             "$(awk -v c="$cs" -v u="$u" 'BEGIN { print c / u }')" \
-            "$(awk -v c="${commits:-0}" -v u="$u" 'BEGIN { print c / u }')" \
+            "$(awk -v c="${requests:-0}" -v u="$u" 'BEGIN { print c / u }')" \
             "$(awk -v c="$calls" -v u="$u" 'BEGIN { print c / u }')" "$top")")
         log "  $w: ${ROWS[-1]}"
         if [[ $PERF_RECORD == 1 ]]; then
@@ -248,9 +249,9 @@ done
     echo "- $(nproc) CPUs, kernel $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- CPU: perf stat task-clock of the mount process (all threads); system calls: strace -c -f"
     echo "  over a second run of the same workload. Work counts, not throughput: valid on a busy machine."
-    echo "- journal commits: jbd2:jbd2_start_commit on all CPUs during the CPU run (other work adds to it)."
+    echo "- block requests: block:block_rq_issue on all CPUs during the CPU run, flushes included (other work adds to it)."
     echo
-    echo "| workload | format | per | CPU ms | context switches | journal commits | system calls | top calls |"
+    echo "| workload | format | per | CPU ms | context switches | block requests | system calls | top calls |"
     echo "|---|---|---|---:|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
     echo
