@@ -1006,7 +1006,7 @@ impl Store {
     /// each flush ([`LogWriter::set_zeros_ahead`]; the mount's
     /// [`log::ZEROS_AHEAD`]): an `fsync` then overwrites the segment
     /// rather than appending to it, which the backing file system makes
-    /// durable with one device flush instead of a journal commit.
+    /// durable without writing its size and allocation first.
     pub fn set_log_zeros_ahead(&mut self, bytes: u64) {
         self.log.set_zeros_ahead(bytes);
     }

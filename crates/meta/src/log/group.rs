@@ -108,10 +108,19 @@ impl GroupCommit {
                 Err(e) => {
                     let e = MetaError::io(format!("syncing {name}"))(e);
                     state.failed = Some(e.to_string());
-                    self.ended.notify_all();
+                    self.wake(&state);
                     return Err(e);
                 }
             }
+            self.wake(&state);
+        }
+    }
+
+    /// Wakes the callers waiting for the flush that just ended (a
+    /// `notify_all` is a system call even with no one waiting, and most
+    /// flushes have no one).
+    fn wake(&self, state: &State) {
+        if state.waiting > 0 {
             self.ended.notify_all();
         }
     }

@@ -222,13 +222,14 @@ impl LogWriter {
     /// Before each flush, keeps zeros written up to `bytes` past the last
     /// record (at least half as far), so that the records later flushes
     /// cover overwrite bytes the segment already has. On ext4 an
-    /// `fdatasync` after an append commits the journal (the new size and
-    /// blocks) and then flushes the device; after an overwrite it only
-    /// writes the data and flushes: one device flush per `fsync` instead
-    /// of two or three, for as long as the zeros last. The zeros read as
-    /// a torn tail (§16.12): a crash leaves them, recovery cuts them, and
-    /// a segment is cut to its records before the next one starts, so
-    /// only the newest segment ever holds any.
+    /// `fdatasync` after an append also makes the new size and blocks
+    /// durable (a journal commit; without a journal, the inode and
+    /// allocation blocks written) before it flushes the device; after an
+    /// overwrite it writes the data and flushes, as format 1's `fsync`
+    /// of a file overwritten in place does, for as long as the zeros
+    /// last. The zeros read as a torn tail (§16.12): a crash leaves them,
+    /// recovery cuts them, and a segment is cut to its records before the
+    /// next one starts, so only the newest segment ever holds any.
     pub fn set_zeros_ahead(&mut self, bytes: u64) {
         self.zeros_ahead = bytes;
     }
