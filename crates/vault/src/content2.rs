@@ -138,11 +138,7 @@ impl FileCipher2 {
     }
 
     /// Opens block `n`; the error never carries plaintext.
-    pub fn open_block(
-        &self,
-        n: u64,
-        block: &SealedBlock,
-    ) -> Result<SecretBuffer, ContentError> {
+    pub fn open_block(&self, n: u64, block: &SealedBlock) -> Result<SecretBuffer, ContentError> {
         if block.ciphertext.len() != BLOCK_LEN {
             return Err(ContentError::Corrupt(format!(
                 "block {n} is not 4,096 bytes"

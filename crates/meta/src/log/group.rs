@@ -133,22 +133,25 @@ impl GroupCommit {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, mpsc};
 
     use super::*;
     use crate::backing::MemBacking;
 
-    /// A backing whose first sync waits until the test lets it go, and
-    /// which counts syncs.
-    struct Gated {
+    /// A backing that counts syncs, can hold its first sync until the
+    /// test lets it go, and can fail one.
+    #[derive(Default)]
+    struct TestBacking {
         inner: MemBacking,
         syncs: AtomicU64,
+        /// Told when the first sync starts; it then waits for `release`.
         entered: Mutex<Option<mpsc::Sender<()>>>,
         release: Mutex<Option<mpsc::Receiver<()>>>,
+        fail: AtomicBool,
     }
 
-    impl Backing for Gated {
+    impl Backing for TestBacking {
         fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
             self.inner.read_at(name, offset, buf)
         }
@@ -168,6 +171,9 @@ mod tests {
                 let release = self.release.lock().unwrap().take().unwrap();
                 release.recv().unwrap();
             }
+            if self.fail.swap(false, Ordering::SeqCst) {
+                return Err(std::io::Error::other("write-back error (simulated)"));
+            }
             self.syncs.fetch_add(1, Ordering::SeqCst);
             self.inner.sync(name)
         }
@@ -182,32 +188,31 @@ mod tests {
         }
     }
 
+    fn flush(segment: u64, through: u64) -> Flush {
+        Flush { segment, through }
+    }
+
     #[test]
     fn callers_during_a_flush_share_the_next_one() {
         let (entered_tx, entered) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
-        let backing = Arc::new(Gated {
-            inner: MemBacking::new(),
-            syncs: AtomicU64::new(0),
+        let backing = Arc::new(TestBacking {
             entered: Mutex::new(Some(entered_tx)),
             release: Mutex::new(Some(release_rx)),
+            ..TestBacking::default()
         });
         backing.write_at(&segment_name(3), 0, b"records").unwrap();
         let group = Arc::new(GroupCommit::new());
-        let flush = |through| Flush {
-            segment: 3,
-            through,
-        };
         let leader = {
             let (group, backing) = (group.clone(), backing.clone());
-            std::thread::spawn(move || group.flush(backing.as_ref(), flush(5)))
+            std::thread::spawn(move || group.flush(backing.as_ref(), flush(3, 5)))
         };
         entered.recv().unwrap();
         let followers: Vec<_> = [6, 8, 7]
             .into_iter()
             .map(|through| {
                 let (group, backing) = (group.clone(), backing.clone());
-                std::thread::spawn(move || group.flush(backing.as_ref(), flush(through)))
+                std::thread::spawn(move || group.flush(backing.as_ref(), flush(3, through)))
             })
             .collect();
         while group.waiting() < 3 {
@@ -224,75 +229,29 @@ mod tests {
             "the leader's flush, then one for all three that waited"
         );
         // Covered already: no flush at all.
-        assert_eq!(group.flush(backing.as_ref(), flush(7)).unwrap().through, 8);
+        let again = group.flush(backing.as_ref(), flush(3, 7)).unwrap();
+        assert_eq!(again.through, 8);
         assert_eq!(backing.syncs.load(Ordering::SeqCst), 2);
-    }
-
-    /// A backing whose syncs fail once the test says so.
-    struct Failing {
-        inner: MemBacking,
-        fail: std::sync::atomic::AtomicBool,
-    }
-
-    impl Backing for Failing {
-        fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.inner.read_at(name, offset, buf)
-        }
-        fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.inner.write_at(name, offset, data)
-        }
-        fn len(&self, name: &str) -> std::io::Result<Option<u64>> {
-            self.inner.len(name)
-        }
-        fn set_len(&self, name: &str, len: u64) -> std::io::Result<()> {
-            self.inner.set_len(name, len)
-        }
-        fn sync(&self, name: &str) -> std::io::Result<()> {
-            if self.fail.swap(false, Ordering::SeqCst) {
-                return Err(std::io::Error::other("write-back error (simulated)"));
-            }
-            self.inner.sync(name)
-        }
-        fn sync_dir(&self, dir: &str) -> std::io::Result<()> {
-            self.inner.sync_dir(dir)
-        }
-        fn remove(&self, name: &str) -> std::io::Result<()> {
-            self.inner.remove(name)
-        }
-        fn list(&self, dir: &str) -> std::io::Result<Vec<String>> {
-            self.inner.list(dir)
-        }
     }
 
     #[test]
     fn a_failed_flush_fails_every_later_one() {
-        let backing = Failing {
-            inner: MemBacking::new(),
-            fail: std::sync::atomic::AtomicBool::new(false),
-        };
+        let backing = TestBacking::default();
         backing.write_at(&segment_name(1), 0, b"records").unwrap();
         let group = GroupCommit::new();
-        let flush = |through| Flush {
-            segment: 1,
-            through,
-        };
-        assert_eq!(group.flush(&backing, flush(2)).unwrap().through, 2);
+        assert_eq!(group.flush(&backing, flush(1, 2)).unwrap().through, 2);
         backing.fail.store(true, Ordering::SeqCst);
-        assert!(group.flush(&backing, flush(3)).is_err());
+        assert!(group.flush(&backing, flush(1, 3)).is_err());
         // The backing would succeed now; the records of the failed flush
         // may still be lost, so nothing counts as durable any more.
-        assert!(group.flush(&backing, flush(4)).is_err());
-        assert!(group.flush(&backing, flush(1)).is_err());
+        assert!(group.flush(&backing, flush(1, 4)).is_err());
+        assert!(group.flush(&backing, flush(1, 1)).is_err());
     }
 
     #[test]
     fn a_retired_segment_needs_no_flush() {
         let group = GroupCommit::new();
         let backing = MemBacking::new();
-        let flush = Flush {
-            segment: 9,
-            through: 40,
-        };
-        assert_eq!(group.flush(&backing, flush).unwrap(), flush);
+        assert_eq!(group.flush(&backing, flush(9, 40)).unwrap(), flush(9, 40));
     }
 }

@@ -683,7 +683,11 @@ fn zeros_ahead_are_a_torn_tail_and_cut_from_closed_segments() {
                             .sealed_len as usize) as u64
             })
             .collect();
-        assert_eq!(ends.last().copied(), Some(bytes.len() as u64), "segment {number}");
+        assert_eq!(
+            ends.last().copied(),
+            Some(bytes.len() as u64),
+            "segment {number}"
+        );
     }
 }
 

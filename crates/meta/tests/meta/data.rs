@@ -649,7 +649,10 @@ fn concurrent_fsyncs_share_the_log_flush_and_survive_a_power_cut() {
         let ids: Vec<u64> = (0..4u8)
             .map(|i| {
                 let name = format!("f{i}");
-                store.create(ROOT_ID, name.as_bytes(), regular(), at(2)).unwrap().id
+                store
+                    .create(ROOT_ID, name.as_bytes(), regular(), at(2))
+                    .unwrap()
+                    .id
             })
             .collect();
         if trial % 2 == 1 {
@@ -667,7 +670,10 @@ fn concurrent_fsyncs_share_the_log_flush_and_survive_a_power_cut() {
             syncs.push(store.begin_sync_file(id).unwrap());
         }
         let flushed: Vec<_> = std::thread::scope(|s| {
-            let running: Vec<_> = syncs.iter().map(|sync| s.spawn(move || sync.run())).collect();
+            let running: Vec<_> = syncs
+                .iter()
+                .map(|sync| s.spawn(move || sync.run()))
+                .collect();
             running.into_iter().map(|r| r.join().unwrap()).collect()
         });
         for (sync, flushed) in syncs.into_iter().zip(flushed) {
