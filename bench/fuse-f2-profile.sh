@@ -24,11 +24,19 @@
 #   overwrite the seqwrite file written again in place (conv=notrunc,fsync):
 #             format 2 journals every block (§16.14), the row that shows
 #             what journaled blocks cost in CPU and memory
+#   fsyncs    FSYNCS writes of 8 KiB, each followed by fdatasync, over a
+#             16 MiB file written and synced before (PostgreSQL's WAL:
+#             on format 2 every block journaled, every fsync a log flush)
 # Each workload runs twice: once with perf stat on the mount process (CPU),
 # once under strace -c -f (system calls; strace slows it, so its CPU is not
-# used). Env: ATREST (binary; default target/release/atrest),
+# used). Beside the CPU, the requests issued to block devices during the
+# workload are counted (block:block_rq_issue on all CPUs, flushes
+# included: other work on the machine adds to it, so compare rows run
+# back to back, not absolute figures).
+# Env: ATREST (binary; default target/release/atrest),
 # FORMATS ("1 2"), SIZE_MB (256), RAND_IOS (20000), CREATE_FILES (2000),
-# WORKLOADS ("seqwrite seqread randread create untar overwrite"),
+# FSYNCS (2048),
+# WORKLOADS ("seqwrite seqread randread create untar overwrite fsyncs"),
 # BENCH_DIR (/var/tmp), PERF_RECORD (0), OUT (report path; default
 # bench/results/<date>-fuse-f2-profile.md). Peak RSS is the mount
 # process's VmHWM after all its workloads.
@@ -41,6 +49,7 @@ FORMATS=${FORMATS:-"1 2"}
 SIZE_MB=${SIZE_MB:-256}
 RAND_IOS=${RAND_IOS:-20000}
 CREATE_FILES=${CREATE_FILES:-2000}
+FSYNCS=${FSYNCS:-2048}
 PERF_RECORD=${PERF_RECORD:-0}
 OUT=${OUT:-$REPO_ROOT/bench/results/$(date -u +%F)-fuse-f2-profile.md}
 
@@ -110,6 +119,10 @@ w_untar() {
     sync
 }
 w_seqread() { dd if="$MNT/seq.bin" of=/dev/null bs=1M status=none; }
+w_fsyncs() {
+    fio --name=fsyncs --filename="$MNT/wal.bin" --size=16M --rw=write --bs=8k \
+        --number_ios="$FSYNCS" --fdatasync=1 --ioengine=psync --output=/dev/null
+}
 w_randread() {
     fio --name=randread --filename="$MNT/rand.bin" --size=64M --rw=randread --bs=4k \
         --direct=1 --ioengine=psync --number_ios="$RAND_IOS" --output=/dev/null
@@ -136,6 +149,10 @@ prepare() {
         evict "$MNT/rand.bin" "$VAULT"
         ;;
     overwrite) [[ -f $MNT/seq.bin ]] || w_seqwrite ;;
+    fsyncs)
+        [[ -f $MNT/wal.bin ]] ||
+            dd if=/dev/zero of="$MNT/wal.bin" bs=1M count=16 conv=fsync status=none
+        ;;
     create | untar) ;;
     esac
 }
@@ -145,12 +162,13 @@ units() {
     seqwrite | seqread | overwrite) echo "$SIZE_MB" ;;
     untar) awk -v n="$TAR_ENTRIES" 'BEGIN { print n / 1000 }' ;;
     randread) awk -v n="$RAND_IOS" 'BEGIN { print n / 1000 }' ;;
+    fsyncs) awk -v n="$FSYNCS" 'BEGIN { print n / 1000 }' ;;
     create) awk -v n="$CREATE_FILES" 'BEGIN { print n / 1000 }' ;;
     esac
 }
 declare -A UNIT=([seqwrite]=MiB [seqread]=MiB [randread]="1k reads" [create]="1k files"
-    [untar]="1k entries" [overwrite]=MiB)
-read -r -a WORKLOADS <<<"${WORKLOADS:-seqwrite seqread randread create untar overwrite}"
+    [untar]="1k entries" [overwrite]=MiB [fsyncs]="1k fsyncs")
+read -r -a WORKLOADS <<<"${WORKLOADS:-seqwrite seqread randread create untar overwrite fsyncs}"
 
 # The tree bench/fuse.sh untars, built once and kept on /dev/shm.
 TAR=/dev/shm/atrest-bench-tree.tar
@@ -180,12 +198,15 @@ for format in $FORMATS; do
         prepare "$w"
         perf stat -x, -e task-clock,context-switches -p "$PID" -o "$BASE/stat.$format.$w" &
         STAT=$!
+        perf stat -x, -a -e block:block_rq_issue -o "$BASE/block.$format.$w" &
+        BLOCK=$!
         sleep 0.5
         "w_$w" cpu
-        kill -INT "$STAT"
-        wait "$STAT" || true
+        kill -INT "$STAT" "$BLOCK"
+        wait "$STAT" "$BLOCK" || true
         cpu_ms=$(awk -F, '$3 == "task-clock" { print $1 }' "$BASE/stat.$format.$w")
         cs=$(awk -F, '$3 == "context-switches" { print $1 }' "$BASE/stat.$format.$w")
+        requests=$(awk -F, '$3 ~ /block_rq_issue/ { print $1 }' "$BASE/block.$format.$w")
         # System calls: strace -c over a second run.
         prepare "$w"
         strace -c -U calls,name -f -q -p "$PID" -o "$BASE/strace.$format.$w" &
@@ -198,9 +219,10 @@ for format in $FORMATS; do
         top=$(awk 'NR > 2 && $2 != "total" && $1 ~ /^[0-9]+$/ { print $1, $2 }' \
             "$BASE/strace.$format.$w" | sort -rn | head -n 4 |
             awk -v u="$u" '{ printf "%s%s %.0f", (NR > 1 ? ", " : ""), $2, $1 / u }')
-        ROWS+=("$(printf '| %s | %s | %s | %.1f | %.0f | %.0f | %s |' "$w" "$format" "${UNIT[$w]}" \
-            "$(awk -v c="$cpu_ms" -v u="$u" 'BEGIN { print c / u }')" \
+        ROWS+=("$(printf '| %s | %s | %s | %.1f | %.0f | %.1f | %.0f | %s |' "$w" "$format" \
+            "${UNIT[$w]}" "$(awk -v c="$cpu_ms" -v u="$u" 'BEGIN { print c / u }')" \
             "$(awk -v c="$cs" -v u="$u" 'BEGIN { print c / u }')" \
+            "$(awk -v c="${requests:-0}" -v u="$u" 'BEGIN { print c / u }')" \
             "$(awk -v c="$calls" -v u="$u" 'BEGIN { print c / u }')" "$top")")
         log "  $w: ${ROWS[-1]}"
         if [[ $PERF_RECORD == 1 ]]; then
@@ -227,9 +249,10 @@ done
     echo "- $(nproc) CPUs, kernel $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- CPU: perf stat task-clock of the mount process (all threads); system calls: strace -c -f"
     echo "  over a second run of the same workload. Work counts, not throughput: valid on a busy machine."
+    echo "- block requests: block:block_rq_issue on all CPUs during the CPU run, flushes included (other work adds to it)."
     echo
-    echo "| workload | format | per | CPU ms | context switches | system calls | top calls |"
-    echo "|---|---|---|---:|---:|---:|---|"
+    echo "| workload | format | per | CPU ms | context switches | block requests | system calls | top calls |"
+    echo "|---|---|---|---:|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
     echo
     echo "Peak RSS of the mount process (VmHWM) after its workloads: $(IFS=';'; echo "${HWM[*]}" | sed 's/;/; /g')"

@@ -39,7 +39,7 @@ pub use encoding::{
 pub use kdf::{Argon2Params, ParamsError, derive_from_passphrase};
 pub use mac::{HeaderMac, KeyedHash, MAC_LEN};
 pub use names::{NAME_KEY_LEN, NameCipher};
-pub use secret::{SecretBytes, SecretKey};
+pub use secret::{SecretBuffer, SecretBytes, SecretKey};
 
 /// Authentication failed: the ciphertext, its associated data or the key is
 /// wrong. Deliberately carries no detail, so callers cannot build an oracle.

@@ -118,6 +118,57 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
+/// A growable buffer of plaintext (file contents on their way to a
+/// reader), wiped when dropped.
+///
+/// `Zeroizing<Vec<u8>>` wipes a vector one volatile byte write at a
+/// time (zeroize wipes a `Vec`'s elements one by one); on a 128 KiB read
+/// that is 131,072 stores after every reply. This buffer wipes its whole
+/// allocation with one fill behind zeroize's optimization barrier, which
+/// the compiler cannot drop either. As with any `Vec`, growing it may
+/// leave an earlier allocation unwiped: size it once.
+#[derive(Default)]
+pub struct SecretBuffer(Vec<u8>);
+
+impl SecretBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `len` zero bytes.
+    pub fn zeroed(len: usize) -> Self {
+        Self(vec![0u8; len])
+    }
+}
+
+impl std::ops::Deref for SecretBuffer {
+    type Target = Vec<u8>;
+
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SecretBuffer {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for SecretBuffer {
+    fn drop(&mut self) {
+        // Every byte of the allocation is spare capacity once cleared.
+        self.0.clear();
+        self.0.spare_capacity_mut().zeroize();
+    }
+}
+
+impl fmt::Debug for SecretBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBuffer([redacted])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +181,9 @@ mod tests {
         assert!(shown.contains("redacted"));
         let bytes = SecretBytes::new(b"hunter2".to_vec());
         assert!(!format!("{bytes:?}").contains("hunter2"));
+        let mut buffer = SecretBuffer::new();
+        buffer.extend_from_slice(b"hunter2");
+        assert!(!format!("{buffer:?}").contains("hunter2"));
     }
 
     #[test]

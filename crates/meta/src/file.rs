@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::backing::Backing;
 use crate::blocks::{BLOCK, BlockVerifier, SealedBlock, data_dir_name, data_file_name};
 use crate::error::{Location, MetaError};
-use crate::log::{BackingSegments, Body, Flush, segment_name};
+use crate::log::{BackingSegments, Body, Flush, GroupCommit, segment_name};
 use crate::page::PageRef;
 use crate::pager::Pager;
 use crate::radix::Radix;
@@ -653,6 +653,7 @@ impl Store {
         };
         Ok(FileSync {
             backing: self.backing.clone(),
+            group: self.group.clone(),
             id,
             data,
             dir,
@@ -667,20 +668,23 @@ impl Store {
     pub fn end_sync_file(
         &mut self,
         sync: FileSync,
-        flushed: Result<(), MetaError>,
+        flushed: Result<Synced, MetaError>,
     ) -> Result<(), MetaError> {
-        let result = flushed.and_then(|()| self.end_sync_inner(&sync));
+        let result = flushed.and_then(|synced| self.end_sync_inner(&sync, synced));
         if result.is_err() {
             self.failed = true;
         }
         result
     }
 
-    fn end_sync_inner(&mut self, sync: &FileSync) -> Result<(), MetaError> {
+    fn end_sync_inner(&mut self, sync: &FileSync, synced: Synced) -> Result<(), MetaError> {
         if self.failed {
             return Err(MetaError::Stopped);
         }
-        if let Some(flush) = sync.log {
+        // The flush that covered this call's records, perhaps reaching
+        // further (another caller's): a `SYNC` may follow the last
+        // record it covered.
+        if let Some(flush) = synced.log {
             let mut segments = BackingSegments::new(self.backing.as_ref());
             self.log
                 .end_sync(&self.keys, &mut segments, self.last_time, sync.id, flush)?;
@@ -1217,6 +1221,8 @@ impl BlockPlan {
 /// the store.
 pub struct FileSync {
     backing: Arc<dyn Backing>,
+    /// The store's log flushes, shared with concurrent calls.
+    group: Arc<GroupCommit>,
     id: u64,
     /// The data file holds fresh blocks not yet synced.
     data: bool,
@@ -1227,9 +1233,10 @@ pub struct FileSync {
 
 impl FileSync {
     /// `fdatasync` of the data file (and `fsync` of its directory), then
-    /// of the log segment (§16.15). A segment gone meanwhile was retired
+    /// of the log segment (§16.15), shared with the calls flushing at the
+    /// same time ([`GroupCommit`]). A segment gone meanwhile was retired
     /// by a checkpoint, which synced it first.
-    pub fn run(&self) -> Result<(), MetaError> {
+    pub fn run(&self) -> Result<Synced, MetaError> {
         let id = self.id;
         if self.data {
             self.backing
@@ -1241,17 +1248,22 @@ impl FileSync {
                 .sync_dir(&data_dir_name(id))
                 .map_err(MetaError::io(format!("syncing {}", data_dir_name(id))))?;
         }
-        if let Some(flush) = self.log {
-            let name = segment_name(flush.segment);
-            match self.backing.sync(&name) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(MetaError::io(format!("syncing {name}"))(e));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        let log = match self.log {
+            Some(flush) => Some(self.group.flush(self.backing.as_ref(), flush)?),
+            None => None,
+        };
+        Ok(Synced { log })
     }
+}
+
+/// What [`FileSync::run`] made durable, for [`Store::end_sync_file`]:
+/// only `run` makes one, so a `SYNC` record is only ever written after a
+/// flush that completed.
+#[derive(Debug)]
+pub struct Synced {
+    /// The log flush that covered the call's records (`None`: they were
+    /// durable already).
+    log: Option<Flush>,
 }
 
 /// The data files a checkpoint would sync, to flush ahead of it without

@@ -42,7 +42,7 @@ pub use backing::{Backing, MemBacking};
 pub use blocks::{BlockVerifier, NoContents, SealedBlock, data_file_name};
 pub use dir::DirBacking;
 pub use error::{Location, MetaError};
-pub use file::{BlockPlan, FileSync, FlushAhead, SYNCFS_ABOVE};
+pub use file::{BlockPlan, FileSync, FlushAhead, SYNCFS_ABOVE, Synced};
 pub use keys::MetaKeys;
 pub use store::{ConfigBinding, FsError, NewObject, Recovery, RenameMode, SetAttr, Store};
 pub use xattr::XattrMode;

@@ -22,7 +22,7 @@ use crate::directory::{DirEntry, Directory, MAX_NAME, valid_name};
 use crate::error::MetaError;
 use crate::file::FileState;
 use crate::keys::MetaKeys;
-use crate::log::{self, BackingSegments, Body, LogWriter, SegmentStore};
+use crate::log::{self, BackingSegments, Body, GroupCommit, LogWriter, SegmentStore};
 use crate::objects::ObjectTable;
 use crate::page::{Expect, PAGE_SIZE, PageHeader, PageKind, PageRef, REF_LEN, item_space};
 use crate::pager::{Allocator, META_FILE, Pager};
@@ -169,6 +169,9 @@ pub struct Store {
     pub(crate) freed_data: BTreeSet<u64>,
     pub(crate) next_id: u64,
     pub(crate) log: LogWriter,
+    /// Flushes of the log shared by concurrent `fsync` calls, which make
+    /// them without the store ([`crate::FileSync`]).
+    pub(crate) group: Arc<GroupCommit>,
     /// Time of the last record, for the records of calls that take none
     /// (`SYNC`): informational only.
     pub(crate) last_time: u64,
@@ -263,6 +266,7 @@ impl Store {
             freed_data: BTreeSet::new(),
             next_id: ROOT_ID + 1,
             log,
+            group: Arc::new(GroupCommit::new()),
             last_time: nanos(now),
             open: HashSet::new(),
             xattrs: HashMap::new(),
@@ -381,6 +385,7 @@ impl Store {
         let last_time = superblock.time_ms.saturating_mul(1_000_000);
         let store = Self {
             log: LogWriter::continuing(&keys, &replay.end),
+            group: Arc::new(GroupCommit::new()),
             keys,
             backing,
             superblock,
@@ -995,6 +1000,15 @@ impl Store {
         change.set(head.clone());
         self.log_and_apply(&change, now)?;
         Ok(head)
+    }
+
+    /// Keeps `bytes` of zeros written ahead of the log's records before
+    /// each flush ([`LogWriter::set_zeros_ahead`]; the mount's
+    /// [`log::ZEROS_AHEAD`]): an `fsync` then overwrites the segment
+    /// rather than appending to it, which the backing file system makes
+    /// durable without writing its size and allocation first.
+    pub fn set_log_zeros_ahead(&mut self, bytes: u64) {
+        self.log.set_zeros_ahead(bytes);
     }
 
     /// `fsync` through the mount (§16.15): when it returns, every

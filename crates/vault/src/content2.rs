@@ -32,10 +32,9 @@
 
 use std::sync::Arc;
 
-use atrest_core::{BlockCipher, ContentAlgorithm, SecretKey, labels};
+use atrest_core::{BlockCipher, ContentAlgorithm, SecretBuffer, SecretKey, labels};
 use atrest_meta::record::{MapEntry, Timestamp};
 use atrest_meta::{BlockPlan, BlockVerifier, FsError, MetaError, SealedBlock, Store};
-use zeroize::Zeroizing;
 
 use crate::ContentError;
 use crate::layout2::{BLOCK, Span, block_of, blocks_for};
@@ -139,17 +138,14 @@ impl FileCipher2 {
     }
 
     /// Opens block `n`; the error never carries plaintext.
-    pub fn open_block(
-        &self,
-        n: u64,
-        block: &SealedBlock,
-    ) -> Result<Zeroizing<Vec<u8>>, ContentError> {
+    pub fn open_block(&self, n: u64, block: &SealedBlock) -> Result<SecretBuffer, ContentError> {
         if block.ciphertext.len() != BLOCK_LEN {
             return Err(ContentError::Corrupt(format!(
                 "block {n} is not 4,096 bytes"
             )));
         }
-        let mut plain = Zeroizing::new(block.ciphertext.clone());
+        let mut plain = SecretBuffer::new();
+        plain.extend_from_slice(&block.ciphertext);
         self.open_in_place(n, &block.nonce_tag, &mut plain)?;
         Ok(plain)
     }
@@ -201,7 +197,7 @@ pub struct PlannedRead {
     /// `None`: nothing to read (at or past the end).
     plan: Option<BlockPlan>,
     /// The located blocks' ciphertext so far, opened in place by `run`.
-    buf: Zeroizing<Vec<u8>>,
+    buf: SecretBuffer,
     /// The bytes of `buf` asked for.
     from: usize,
     to: usize,
@@ -210,9 +206,9 @@ pub struct PlannedRead {
 impl PlannedRead {
     /// Reads the blocks the plan names from the data file (one read per
     /// contiguous run) and opens each in place: the plaintext asked for.
-    pub fn run(mut self) -> Result<Zeroizing<Vec<u8>>, ContentError> {
+    pub fn run(mut self) -> Result<SecretBuffer, ContentError> {
         let Some(plan) = &self.plan else {
-            return Ok(Zeroizing::new(Vec::new()));
+            return Ok(SecretBuffer::new());
         };
         plan.fetch(&mut self.buf).map_err(content_error)?;
         let first = plan.first();
@@ -247,7 +243,7 @@ pub struct WriteEdges {
     span: Option<Span>,
     /// The file's size when the write began.
     size: u64,
-    edges: Vec<(u64, Zeroizing<Vec<u8>>)>,
+    edges: Vec<(u64, SecretBuffer)>,
 }
 
 /// A write sealed by [`WriteEdges::seal`], for [`ContentFile2::finish_write`].
@@ -337,9 +333,9 @@ impl<'a> ContentFile2<'a> {
     }
 
     /// Plaintext block `n`: zeros for a hole.
-    fn read_block(&mut self, n: u64) -> Result<Zeroizing<Vec<u8>>, ContentError> {
+    fn read_block(&mut self, n: u64) -> Result<SecretBuffer, ContentError> {
         match self.store.read_block(self.id, n).map_err(content_error)? {
-            None => Ok(Zeroizing::new(vec![0u8; BLOCK_LEN])),
+            None => Ok(SecretBuffer::zeroed(BLOCK_LEN)),
             Some(sealed) => self.cipher.open_block(n, &sealed),
         }
     }
@@ -359,7 +355,7 @@ impl<'a> ContentFile2<'a> {
         let mut read = PlannedRead {
             cipher: self.cipher.clone(),
             plan: None,
-            buf: Zeroizing::new(Vec::new()),
+            buf: SecretBuffer::new(),
             from: 0,
             to: 0,
         };

@@ -325,7 +325,8 @@ impl VaultFs2 {
         ttl: Duration,
         witness: Option<LocalWitnessFile>,
     ) -> Self {
-        let Contents2 { store, content } = contents;
+        let Contents2 { mut store, content } = contents;
+        store.set_log_zeros_ahead(atrest_meta::log::ZEROS_AHEAD);
         if let Some(recovery) = store.recovery() {
             tracing::warn!("the vault was not unmounted cleanly; recovered: {recovery}");
         }

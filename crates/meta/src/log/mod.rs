@@ -4,11 +4,13 @@
 //!
 //! [`frame`] encodes and parses the fixed record header and the segment
 //! header, [`body`] the record bodies, [`writer`] appends (group commit)
-//! and rotates segments, [`reader`] replays the durable prefix,
-//! [`segments`] keeps them as files of the backing directory.
+//! and rotates segments, [`group`] shares flushes across threads,
+//! [`reader`] replays the durable prefix, [`segments`] keeps them as
+//! files of the backing directory.
 
 pub mod body;
 pub mod frame;
+pub mod group;
 pub mod reader;
 pub mod segments;
 pub mod writer;
@@ -21,6 +23,7 @@ pub use frame::{
     FrameHeader, MAX_BODY, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, aad,
     chain_genesis, chain_next,
 };
+pub use group::GroupCommit;
 pub use reader::{Replay, ReplayEnd, Replayed, Start, replay, replay_with};
 pub use segments::{BackingSegments, LOG_DIR, segment_name};
-pub use writer::{Flush, LogWriter, MemSegments, SEGMENT_SIZE, SegmentStore};
+pub use writer::{Flush, LogWriter, MemSegments, SEGMENT_SIZE, SegmentStore, ZEROS_AHEAD};

@@ -622,6 +622,75 @@ fn a_sync_with_nothing_new_writes_nothing() {
     );
 }
 
+/// Zeros kept ahead of the records (the mount's setting): a sync writes
+/// them past its records, later records overwrite them; replay reads
+/// every record and calls the zeros a torn tail; a new segment (rotation
+/// or a checkpoint's cut) starts only once the old one is cut to its
+/// records, so a segment older than the newest never has any.
+#[test]
+fn zeros_ahead_are_a_torn_tail_and_cut_from_closed_segments() {
+    let keys = keys(ContentAlgorithm::Aes256Gcm);
+    let (mut store, mut w) = new_log(&keys);
+    w.set_zeros_ahead(1000);
+    w.set_segment_size(1500);
+    let mut appended = 0;
+    let mut zeros_seen = false;
+    for i in 0..40u64 {
+        w.append(&keys, &mut store, i, &Body::Checkpoint { k: i }, &[])
+            .unwrap();
+        appended += 1;
+        if i % 3 == 0 {
+            w.sync(&keys, &mut store, i, 0).unwrap();
+            appended += 1;
+            let newest = store.segments.last_key_value().unwrap().1;
+            assert!(newest.len() as u64 >= w.offset(), "records all written");
+            zeros_seen |= newest.len() as u64 > w.offset();
+            assert!(
+                newest[w.offset() as usize..].iter().all(|&b| b == 0),
+                "nothing but zeros after the records"
+            );
+        }
+        if i == 20 {
+            w.cut_checkpoint(&keys, &mut store, i, 2).unwrap();
+            appended += 1;
+        }
+    }
+    assert!(zeros_seen, "a sync wrote zeros ahead");
+    assert!(store.segments.len() >= 3, "segments rotated");
+    let r = replay(&keys, &store, start()).unwrap();
+    assert_eq!(r.records.len(), appended);
+    let newest = *store.segments.last_key_value().unwrap().0;
+    assert_eq!(r.end.segment, newest);
+    assert_eq!(r.end.offset, w.offset());
+    assert_eq!(
+        r.end.torn.is_some(),
+        store.segments[&newest].len() as u64 > w.offset(),
+        "the zeros, where there are any, are the torn tail"
+    );
+    // Every segment before the newest ends with its last record: replay
+    // from each one's start reads on into the next without a failure.
+    for (&number, bytes) in store.segments.range(..newest) {
+        let ends: Vec<u64> = r
+            .records
+            .iter()
+            .filter(|x| x.segment == number)
+            .map(|x| {
+                let seg = &store.segments[&number];
+                x.offset
+                    + (RECORD_HEADER_LEN
+                        + FrameHeader::decode(&seg[x.offset as usize..], keys.log().overhead())
+                            .unwrap()
+                            .sealed_len as usize) as u64
+            })
+            .collect();
+        assert_eq!(
+            ends.last().copied(),
+            Some(bytes.len() as u64),
+            "segment {number}"
+        );
+    }
+}
+
 #[test]
 fn the_writer_resumes_after_a_cut_tail() {
     let keys = keys(ContentAlgorithm::Aes256Gcm);

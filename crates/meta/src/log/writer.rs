@@ -18,6 +18,10 @@ use super::frame::{
 /// A segment passes this size and the next record starts a new one.
 pub const SEGMENT_SIZE: u64 = 64 << 20;
 
+/// Zeros the mount keeps written ahead of the log's records
+/// ([`LogWriter::set_zeros_ahead`]).
+pub const ZEROS_AHEAD: u64 = 4 << 20;
+
 /// Where segments live: `atrest.log/` on a vault ([`super::BackingSegments`]),
 /// a map in tests.
 pub trait SegmentStore {
@@ -130,6 +134,12 @@ pub struct LogWriter {
     /// The sequence number of the last record if it is a `SYNC` written
     /// after its flush (nothing new to make durable then).
     sync_mark: Option<u64>,
+    /// Bytes of the current segment on the disk: its records, and zeros
+    /// written ahead of them ([`Self::set_zeros_ahead`]).
+    zeroed_to: u64,
+    /// How far ahead of the records zeros are kept before a flush (0:
+    /// none).
+    zeros_ahead: u64,
 }
 
 impl LogWriter {
@@ -165,6 +175,8 @@ impl LogWriter {
             segment_size: SEGMENT_SIZE,
             durable_through: next_seq - 1,
             sync_mark: None,
+            zeroed_to: segment_len,
+            zeros_ahead: 0,
         }
     }
 
@@ -207,6 +219,51 @@ impl LogWriter {
         self.segment_size = bytes;
     }
 
+    /// Before each flush, keeps zeros written up to `bytes` past the last
+    /// record (at least half as far), so that the records later flushes
+    /// cover overwrite bytes the segment already has. On ext4 an
+    /// `fdatasync` after an append also makes the new size and blocks
+    /// durable (a journal commit; without a journal, the inode and
+    /// allocation blocks written) before it flushes the device; after an
+    /// overwrite it writes the data and flushes, as format 1's `fsync`
+    /// of a file overwritten in place does, for as long as the zeros
+    /// last. The zeros read as a torn tail (§16.12): a crash leaves them,
+    /// recovery cuts them, and a segment is cut to its records before the
+    /// next one starts, so only the newest segment ever holds any.
+    pub fn set_zeros_ahead(&mut self, bytes: u64) {
+        self.zeros_ahead = bytes;
+    }
+
+    /// Writes the zeros [`Self::set_zeros_ahead`] asks for, if the
+    /// records came within half of them of the end.
+    fn zero_ahead(&mut self, store: &mut dyn SegmentStore) -> Result<(), MetaError> {
+        if self.zeros_ahead == 0 || self.zeroed_to >= self.segment_len + self.zeros_ahead / 2 {
+            return Ok(());
+        }
+        let from = self.zeroed_to.max(self.segment_len);
+        let to = (self.segment_len + self.zeros_ahead).min(self.segment_size.max(from));
+        if to > from {
+            store.write(self.segment, from, &vec![0u8; (to - from) as usize])?;
+            self.zeroed_to = to;
+        }
+        Ok(())
+    }
+
+    /// Makes the current segment durable as it stays once the next one
+    /// exists: its records written and synced, zeros ahead of them cut
+    /// off (in a segment older than the newest, anything after the last
+    /// record is tampering).
+    fn close_segment(&mut self, store: &mut dyn SegmentStore) -> Result<(), MetaError> {
+        if self.zeroed_to <= self.segment_len {
+            return self.commit(store);
+        }
+        self.write_out(store)?;
+        store.cut(self.segment, self.segment_len)?;
+        self.zeroed_to = self.segment_len;
+        self.durable_through = self.next_seq - 1;
+        Ok(())
+    }
+
     pub fn segment(&self) -> u64 {
         self.segment
     }
@@ -246,6 +303,7 @@ impl LogWriter {
         store.create(segment, &header.encode())?;
         self.segment = segment;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
+        self.zeroed_to = self.segment_len;
         Ok(())
     }
 
@@ -311,7 +369,7 @@ impl LogWriter {
             // The old segment is made durable before the next exists, so
             // a failure in any segment but the newest is never a crash.
             let next = self.segment + 1;
-            self.commit(store)?;
+            self.close_segment(store)?;
             self.start_segment(store, next)?;
         }
         let start = self.pending.len();
@@ -397,6 +455,7 @@ impl LogWriter {
             return Ok(None);
         }
         self.write_out(store)?;
+        self.zero_ahead(store)?;
         Ok(Some(Flush {
             segment: self.segment,
             through: last,
@@ -440,7 +499,7 @@ impl LogWriter {
         time: u64,
         k: u64,
     ) -> Result<(u64, u64, u64), MetaError> {
-        self.commit(store)?;
+        self.close_segment(store)?;
         let next = self.segment + 1;
         self.start_segment(store, next)?;
         let at = self.append(keys, store, time, &Body::Checkpoint { k }, &[])?;
