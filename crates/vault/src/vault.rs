@@ -1131,7 +1131,7 @@ mod tests {
 
         // Released against its own claim: an approved rollback, past W;
         // the local witness (which saw the newer copy) follows.
-        let (c, witnessed) = open(&[authority(second, claim())]).unwrap();
+        let (mut c, witnessed) = open(&[authority(second, claim())]).unwrap();
         let rollback = witnessed.authority_rollback.expect("an approved rollback");
         assert_eq!(rollback.standing, atrest_meta::witness::Standing::Older);
         assert_eq!(rollback.witnessed, second);
