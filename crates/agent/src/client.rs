@@ -182,9 +182,7 @@ impl AuthorityClient {
             .http
             .post(format!("{}/v1/generation", self.url))
             .json(signed);
-        self.send(request, timeout)
-            .await
-            .map(|(_, r)| r)
+        self.send(request, timeout).await.map(|(_, r)| r)
     }
 
     /// `GET /v1/info` within `timeout`: whether the authority answers and

@@ -11,8 +11,8 @@ use atrest_remote::{
     UnlockRequest,
 };
 use atrest_vault::{
-    AuthorityRef, AuthorityWitness, LockedVault, RemoteMember, RemoteSlot, SlotKind,
-    ThresholdSlot, Unlocker, Vault, VaultConfig, VaultError,
+    AuthorityRef, AuthorityWitness, LockedVault, RemoteMember, RemoteSlot, SlotKind, ThresholdSlot,
+    Unlocker, Vault, VaultConfig, VaultError,
 };
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;

@@ -88,7 +88,9 @@ impl Reporter {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| AgentError::Invalid(format!("cannot start the reporter's runtime: {e}")))?;
+            .map_err(|e| {
+                AgentError::Invalid(format!("cannot start the reporter's runtime: {e}"))
+            })?;
         let (messages, received) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("atrest-reporter".into())

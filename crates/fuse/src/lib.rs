@@ -126,7 +126,11 @@ pub fn mount(
                         &config.authorities,
                     )
                     .map_err(io::Error::other)?;
-                (contents, Some(witnessed.local), witnessed.authority_rollback)
+                (
+                    contents,
+                    Some(witnessed.local),
+                    witnessed.authority_rollback,
+                )
             }
             None if !config.authorities.is_empty() => {
                 return Err(io::Error::other(

@@ -8,9 +8,7 @@
 //! reads is never used to open the store.
 
 use crate::backing::Backing;
-use crate::log::{
-    BackingSegments, FrameHeader, SEGMENT_HEADER_LEN, SegmentStore, chain_next,
-};
+use crate::log::{BackingSegments, FrameHeader, SEGMENT_HEADER_LEN, SegmentStore, chain_next};
 use crate::page::PAGE_SIZE;
 use crate::pager::META_FILE;
 use crate::superblock::{Generation, MAX_ACKNOWLEDGED, MAX_RECENT, State};

@@ -185,7 +185,11 @@ impl LockedVault {
             chain: claim.chain,
             config_generation: claim.config_generation,
             lineage: atrest_remote::Lineage::new(
-                claim.lineage.iter().map(crate::witness::to_remote).collect(),
+                claim
+                    .lineage
+                    .iter()
+                    .map(crate::witness::to_remote)
+                    .collect(),
             )
             .ok()?,
         })
@@ -1080,13 +1084,15 @@ mod tests {
         let (root, vault, witness) = witnessed_vault(dir.path());
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
         let authority = |w: atrest_meta::superblock::Generation,
-                         claim: atrest_remote::GenerationClaim| AuthorityWitness {
-            url: "https://keys.example".into(),
-            witnessed: crate::witness::to_remote(&w),
-            config_generation: vault.config().generation,
-            reported_at_ms: 1,
-            claim,
-            approval: 77,
+                         claim: atrest_remote::GenerationClaim| {
+            AuthorityWitness {
+                url: "https://keys.example".into(),
+                witnessed: crate::witness::to_remote(&w),
+                config_generation: vault.config().generation,
+                reported_at_ms: 1,
+                claim,
+                approval: 77,
+            }
         };
         let claim = || LockedVault::open(&root).unwrap().claim().unwrap();
         let open = |authorities: &[AuthorityWitness]| {
@@ -1110,7 +1116,11 @@ mod tests {
         witness.record(&c.store).unwrap();
         drop(c);
         let newer_claim = claim();
-        assert!(newer_claim.lineage.contains(&crate::witness::to_remote(&second)));
+        assert!(
+            newer_claim
+                .lineage
+                .contains(&crate::witness::to_remote(&second))
+        );
 
         // The earlier copy put back, released against the newer copy's
         // claim: refused, nothing written.
@@ -1118,7 +1128,9 @@ mod tests {
         fs::rename(&root, &newer).unwrap();
         copy_dir(&saved, &root);
         let before = metadata_files(&root);
-        let err = open(&[authority(second, newer_claim)]).err().expect("refused");
+        let err = open(&[authority(second, newer_claim)])
+            .err()
+            .expect("refused");
         let text = err.to_string();
         assert!(matches!(err, VaultError::Witness(_)), "{text}");
         assert!(

@@ -262,9 +262,9 @@ pub(crate) fn open_store(
                 standing if authority.claim_matches(superblock) => {
                     // The past sequence number wins: the record must go
                     // beyond every approved `W`.
-                    let further = approved.as_ref().is_none_or(|(a, _)| {
-                        a.witnessed.sequence < witnessed.generation.sequence
-                    });
+                    let further = approved
+                        .as_ref()
+                        .is_none_or(|(a, _)| a.witnessed.sequence < witnessed.generation.sequence);
                     if further {
                         approved = Some((
                             AuthorityRollback {

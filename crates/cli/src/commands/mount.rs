@@ -395,8 +395,7 @@ fn serve(
         ));
         // The key authorities of its remote and threshold slots witness
         // its generations (§16.17.1).
-        match atrest_agent::Reporter::start(vault.config(), state, atrest_agent::REPORT_INTERVAL)
-        {
+        match atrest_agent::Reporter::start(vault.config(), state, atrest_agent::REPORT_INTERVAL) {
             Ok(reporter) => {
                 config.reporter = reporter.map(|r| {
                     std::sync::Arc::new(ToAuthorities(r))

@@ -260,7 +260,10 @@ fn unlock_vault(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
             let (vault, witnessed) = if remote {
                 unlock_remote_witnessed(locked, &args.retry)?
             } else {
-                (locked.unlock(&secrets::unlocker(&args.unlock)?)?, Vec::new())
+                (
+                    locked.unlock(&secrets::unlocker(&args.unlock)?)?,
+                    Vec::new(),
+                )
             };
             super::mount::mount_unlocked(&vault, mountpoint, &args.options, &witnessed)
         }

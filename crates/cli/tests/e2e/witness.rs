@@ -156,7 +156,9 @@ fn an_earlier_copy_is_held_or_refused_by_the_authority_and_kill_9_is_no_false_al
     let mut held = None;
     wait_for(30, "the unlock of the earlier copy to be held", || {
         let listed: Value = serde_json::from_str(&keyd.cli_ok(&["requests", "--json"])).unwrap();
-        held = listed[0]["id"].as_str().map(|id| (id.to_owned(), listed[0].clone()));
+        held = listed[0]["id"]
+            .as_str()
+            .map(|id| (id.to_owned(), listed[0].clone()));
         held.is_some()
     });
     let (id, request) = held.unwrap();
@@ -164,7 +166,11 @@ fn an_earlier_copy_is_held_or_refused_by_the_authority_and_kill_9_is_no_false_al
         request.to_string().contains("older than"),
         "the held request names the rollback: {request}"
     );
-    assert_eq!(judged(&keyd).len(), 2, "the held entry names both generations");
+    assert_eq!(
+        judged(&keyd).len(),
+        2,
+        "the held entry names both generations"
+    );
     keyd.cli_ok(&["approve", &id, "--as", "alice"]);
     let out = waiting.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -198,9 +204,11 @@ fn an_earlier_copy_is_held_or_refused_by_the_authority_and_kill_9_is_no_false_al
     drop(file);
     let pid = rustix::process::Pid::from_raw(mount_pid(&e)).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    wait_for(30, "the killed mount process to let go of the vault", || {
-        atrest_vault::MountLock::holder(&e.vault).is_none()
-    });
+    wait_for(
+        30,
+        "the killed mount process to let go of the vault",
+        || atrest_vault::MountLock::holder(&e.vault).is_none(),
+    );
     detach(&e.mnt).unwrap();
     let out = unlock(&e, BOOT_B);
     assert!(out.status.success(), "no false alarm: {}", stderr(&out));
