@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Re-checks atrest's format 2 vectors (testdata/vectors-v2/log-*, meta-*,
-block-*, map-* and witness-*, and the generation reports of
-testdata/remote/report-*) without any atrest code: segment header, record frames,
+block-*, map-* and witness-*, the generation reports of
+testdata/remote/report-* and the version 2 unlock requests of
+testdata/remote/request-v2-*) without any atrest code: segment header, record frames,
 AAD, chain hash and record bodies (§16.12); the superblock, its MAC, page
 references and sealed metadata pages (§16.4, §16.5); the content key
 schedule and sealed blocks (§16.2, §16.9); and block maps, inline in object
@@ -515,12 +516,30 @@ REASONS = {"mount": 1, "periodic": 2, "heartbeat": 3, "unmount": 4, "lock": 5, "
 STATES = {"clean": 1, "open": 2}
 
 
+def _lineage(generations):
+    """n × (k ‖ S ‖ h), n from 1 to 64."""
+    if not 1 <= len(generations) <= 64:
+        raise AssertionError("lineage of 1 to 64 generations")
+    return b"".join(struct.pack(">QQ", g["checkpoint"], g["seq"]) + _b64url(g["chain"])
+                    for g in generations)
+
+
+def request_signed_bytes(r):
+    """An unlock request of version 2 (§3.2's fields, version byte 2, then
+    §16.17.2's claim and lineage), rebuilt from the JSON wire form."""
+    c = r["generation"]
+    claim = (struct.pack(">QQ", c["checkpoint"], c["seq"]) + _b64url(c["chain"])
+             + struct.pack(">Q", c["config_generation"]))
+    return (_lp(b"atrest unlock request v1") + b"\x02" + _lp(r["host_id"].encode())
+            + _lp(_b64url(r["vault_id"])) + _lp(bytes([r["keyslot"]]))
+            + _lp(_b64url(r["key_id"])) + _lp(_b64url(r["blinded"])) + _lp(_b64url(r["nonce"]))
+            + _lp(struct.pack(">Q", r["timestamp"])) + _lp(r["boot_id"].encode())
+            + _lp(claim) + _lp(_lineage(c["lineage"])))
+
+
 def report_signed_bytes(r):
     """§16.17.1's byte table, rebuilt from the JSON wire form."""
-    lineage = b"".join(struct.pack(">QQ", g["checkpoint"], g["seq"]) + _b64url(g["chain"])
-                       for g in r["lineage"])
-    if not 1 <= len(r["lineage"]) <= 64:
-        raise AssertionError("lineage of 1 to 64 generations")
+    lineage = _lineage(r["lineage"])
     return (_lp(b"atrest generation report v1") + b"\x01" + _lp(r["host_id"].encode())
             + _lp(_b64url(r["vault_id"])) + _lp(struct.pack(">Q", r["checkpoint"]))
             + _lp(struct.pack(">Q", r["seq"])) + _lp(_b64url(r["chain"]))
@@ -535,23 +554,38 @@ def check_report(fields):
     the signed bytes rebuilt from the wire form, and the Ed25519 signature
     checked over them (RFC 8032; `cryptography` verifies strictly enough
     for these vectors, whose failures are changed fields)."""
+    check_signed(fields, "signed_report", "report", report_signed_bytes)
+
+
+def check_request_v2(fields):
+    """An unlock-request vector of version 2 (`request-v2-*`), as
+    `check_report`. A claim dropped after signing is read as version 1,
+    whose bytes were not what was signed."""
+    def signed_bytes(r):
+        return request_signed_bytes(r) if "generation" in r else None
+    check_signed(fields, "signed_request", "request", signed_bytes)
+
+
+def check_signed(fields, field, inner, signed_bytes):
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     try:
-        signed = json.loads(fields["signed_report"])
-        r = signed["report"]
-        message = report_signed_bytes(r)
+        signed = json.loads(fields[field])
+        message = signed_bytes(signed[inner])
     except (KeyError, ValueError, AssertionError):
         got = "parse-error"
     else:
-        if message.hex() != fields["signed_bytes"]:
-            raise AssertionError("signed bytes differ from §16.17.1's table")
-        try:
-            Ed25519PublicKey.from_public_bytes(bytes.fromhex(fields["public_key"])).verify(
-                _b64url(signed["signature"]), message)
-            got = "success"
-        except InvalidSignature:
+        if message is None:
             got = "bad-signature"
+        elif message.hex() != fields["signed_bytes"]:
+            raise AssertionError("signed bytes differ from the byte table")
+        else:
+            try:
+                Ed25519PublicKey.from_public_bytes(bytes.fromhex(fields["public_key"])).verify(
+                    _b64url(signed["signature"]), message)
+                got = "success"
+            except InvalidSignature:
+                got = "bad-signature"
     if got != fields["expect"]:
         raise AssertionError(f"checked as {got}, expected {fields['expect']}")
 
@@ -622,12 +656,15 @@ def main():
             failed += 1
             print(f"FAIL  {path.name}: {e}")
     remote = Path(__file__).resolve().parents[2] / "testdata" / "remote"
-    for path in sorted(remote.glob("report-*")):
+    for path in sorted([*remote.glob("report-*"), *remote.glob("request-v2-*")]):
         fields = dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
         try:
-            if fields.get("kind") != "generation-report":
+            if fields.get("kind") == "generation-report":
+                check_report(fields)
+            elif fields.get("kind") == "unlock-request":
+                check_request_v2(fields)
+            else:
                 raise AssertionError(f"unknown kind {fields.get('kind')}")
-            check_report(fields)
             passed += 1
             if verbose:
                 print(f"ok    remote/{path.name}")

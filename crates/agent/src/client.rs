@@ -1,10 +1,12 @@
 //! One key authority's `/v1` host API over pinned HTTPS
-//! (`docs/keyd-api.md`): enroll, unlock, poll, reboot. The bodies are
+//! (`docs/keyd-api.md`): enroll, unlock, poll, reboot, generation reports. The bodies are
 //! atrest-wire's, shared with the server, so the two cannot drift.
 
 use std::time::Duration;
 
-use atrest_remote::{HostPublicKey, SignedRebootNotice, SignedUnlockRequest};
+use atrest_remote::{
+    HostPublicKey, SignedGenerationReport, SignedRebootNotice, SignedUnlockRequest,
+};
 use atrest_wire::ErrorCode;
 use serde::de::DeserializeOwned;
 
@@ -16,7 +18,9 @@ use crate::tls::{
 /// Largest answer read from an authority.
 const MAX_ANSWER: usize = 64 * 1024;
 
-pub use atrest_wire::{Enrollment as EnrollReply, Rebind, RebootReply, UnlockReply};
+pub use atrest_wire::{
+    Enrollment as EnrollReply, GenerationReply, Rebind, RebootReply, UnlockReply,
+};
 
 /// What one short request to an authority found ([`AuthorityClient::probe`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +169,20 @@ impl AuthorityClient {
         self.send(request, Duration::from_secs(30))
             .await
             .map(|(_, r)| r)
+    }
+
+    /// `POST /v1/generation`: a format 2 vault's signed generation report
+    /// (docs/format.md §16.17.1), answered within `timeout`.
+    pub async fn generation(
+        &self,
+        signed: &SignedGenerationReport,
+        timeout: Duration,
+    ) -> Result<GenerationReply, AgentError> {
+        let request = self
+            .http
+            .post(format!("{}/v1/generation", self.url))
+            .json(signed);
+        self.send(request, timeout).await.map(|(_, r)| r)
     }
 
     /// `GET /v1/info` within `timeout`: whether the authority answers and

@@ -19,6 +19,10 @@
 //!   after the authority rotated this host's secret.
 //! - [`announce_reboot`]: tells every authority of a vault that the next
 //!   boot is planned.
+//! - [`Reporter`]: a mounted format 2 vault's generation reports to its
+//!   authorities (docs/format.md §16.17.1), from a thread of its own; the
+//!   unlock sends the vault's claim (§16.17.2) and returns what each
+//!   authority witnessed ([`Unlocked::witnessed`]) for the mount to check.
 //! - [`ReleasedBoot`]: how an authority accounted for each boot it released
 //!   to (planned, unannounced, ...), kept from the checked release entries
 //!   for `atrest doctor`.
@@ -53,6 +57,7 @@ mod boots;
 mod client;
 mod error;
 mod remote;
+mod report;
 mod state;
 mod tls;
 mod witness;
@@ -65,6 +70,7 @@ pub use remote::{
     announce_reboot, enroll, enroll_members, release_remote, release_threshold, remote_authorities,
     unlock,
 };
+pub use report::{DEFAULT_INTERVAL as REPORT_INTERVAL, FINISH_TIMEOUT, HEARTBEAT, Reporter};
 #[cfg(feature = "test-hooks")]
 pub use state::BOOT_ID_ENV;
 pub use state::{DEFAULT_STATE_DIR, STATE_DIR_ENV, StateDir, boot_id};

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use atrest_audit::Checkpoint;
 use atrest_core::SecretKey;
 use atrest_remote::{
-    BootId, HostIdentity, RebootNotice, RemoteBinding, RequestNonce, Share, UnlockRequest,
+    BootId, GenerationClaim, HostIdentity, RebootNotice, RemoteBinding, RequestNonce, Share,
+    UnlockRequest,
 };
 use atrest_vault::{
-    AuthorityRef, LockedVault, RemoteMember, RemoteSlot, SlotKind, ThresholdSlot, Unlocker, Vault,
-    VaultConfig, VaultError,
+    AuthorityRef, AuthorityWitness, LockedVault, RemoteMember, RemoteSlot, SlotKind, ThresholdSlot,
+    Unlocker, Vault, VaultConfig, VaultError,
 };
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
@@ -219,6 +220,10 @@ pub struct Unlocked {
     pub rebound: Vec<String>,
     /// Re-binds that failed (the vault is open; the next unlock retries).
     pub warnings: Vec<String>,
+    /// What each answering authority had witnessed of a format 2 vault,
+    /// with the claim it judged (docs/format.md §16.17.4): the mount
+    /// checks the vault against these before it serves it.
+    pub witnessed: Vec<AuthorityWitness>,
 }
 
 /// Opens `locked` through its first remote or threshold keyslot that
@@ -240,7 +245,9 @@ pub async fn unlock(
     if slots.is_empty() {
         return Err(AgentError::NoRemoteSlot);
     }
-    let ctx = Context::new(state, options, config.vault_id)?;
+    let mut ctx = Context::new(state, options, config.vault_id)?;
+    // Read before any key exists (§16.17.2): the authority judges it.
+    ctx.claim = locked.claim();
     let mut locked = Some(locked);
     let mut first_error = None;
     for (slot_id, kind) in slots {
@@ -274,6 +281,9 @@ struct Context {
     options: UnlockOptions,
     deadline: Instant,
     state: StateDir,
+    /// A format 2 vault's claim about its state on disk, sent with each
+    /// request (to an authority that takes it).
+    claim: Option<GenerationClaim>,
 }
 
 impl Context {
@@ -294,6 +304,7 @@ impl Context {
             options: options.clone(),
             deadline: Instant::now() + options.timeout,
             state: state.clone(),
+            claim: None,
         })
     }
 }
@@ -380,6 +391,8 @@ struct Released {
     audit_key: [u8; 32],
     keep: Option<Checkpoint>,
     rebind: Option<Rebind>,
+    /// What the authority had witnessed, with the claim it judged.
+    witnessed: Option<AuthorityWitness>,
 }
 
 #[allow(clippy::disallowed_methods, reason = "this is the host's clock")]
@@ -397,6 +410,8 @@ fn remaining(deadline: Instant) -> Duration {
 /// A grant's fields, its audit proof read whichever version it came in.
 pub(crate) struct GrantedParts {
     response: atrest_remote::BlindedResponse,
+    audit_seq: u64,
+    witnessed: Option<atrest_wire::WitnessedGeneration>,
     checkpoint: Option<Checkpoint>,
     rebind: Option<Rebind>,
     boot_ticket: Option<atrest_remote::BootTicket>,
@@ -411,15 +426,17 @@ pub(crate) fn granted_parts(
         UnlockReply::Granted {
             version,
             response,
-            audit_seq: _,
+            audit_seq,
             checkpoint,
             rebind,
             boot_ticket,
             audit,
             proof,
-            witnessed: _,
+            witnessed,
         } => Ok(Some(GrantedParts {
             response,
+            audit_seq,
+            witnessed,
             checkpoint,
             rebind,
             boot_ticket,
@@ -486,6 +503,8 @@ async fn request_key(
     let known_tree_size = kept_head.map_or(0, |h| h.tree_size);
     let mut delay = ctx.options.backoff;
     let mut attempt = 0u32;
+    // Dropped for an authority from before claims, which refuses them.
+    let mut claim = ctx.claim.clone();
     loop {
         attempt += 1;
         // A fresh blinding, nonce and time per attempt: a request that did
@@ -500,7 +519,7 @@ async fn request_key(
             nonce: RequestNonce::random(),
             timestamp: unix_now(),
             boot_id: ctx.boot.clone(),
-            generation: None,
+            generation: claim.clone(),
         });
         signed.boot_ticket = ctx.state.boot_ticket(fingerprint, host, &ctx.boot);
         let left = remaining(ctx.deadline);
@@ -561,6 +580,8 @@ async fn request_key(
                     rebind,
                     boot_ticket,
                     audit,
+                    audit_seq,
+                    witnessed,
                     ..
                 } = granted;
                 let key = unblinding
@@ -583,12 +604,21 @@ async fn request_key(
                 {
                     tracing::warn!(authority = %url, error = %e, "could not keep the boot record");
                 }
+                let witnessed = witnessed.zip(claim).map(|(w, claim)| AuthorityWitness {
+                    url: url.clone(),
+                    witnessed: w.generation(),
+                    config_generation: w.config_generation,
+                    reported_at_ms: w.reported_at_ms,
+                    claim,
+                    approval: audit_seq,
+                });
                 return Ok(Released {
                     key,
                     url,
                     audit_key: authority.audit_public_key,
                     keep,
                     rebind,
+                    witnessed,
                 });
             }
             Ok(None) => {
@@ -596,6 +626,23 @@ async fn request_key(
                     url,
                     reason: "pending after the wait ended".into(),
                 });
+            }
+            // An authority from before claims refuses the field it does
+            // not know (`malformed_request`), a later one a version it
+            // does not take (`unsupported_version`): ask again without it
+            // (format.md §16.17.2). Such an authority cannot witness.
+            Err(AgentError::Refused { code, .. })
+                if claim.is_some()
+                    && (code == "malformed_request" || code == "unsupported_version") =>
+            {
+                tracing::warn!(
+                    authority = %url,
+                    %code,
+                    "this key authority does not take a vault's generation claim, so it cannot \
+                     witness whether this vault was rolled back; asking without the claim"
+                );
+                claim = None;
+                attempt -= 1;
             }
             Err(e) if e.is_transient() && attempt <= ctx.options.retries => {
                 let left = remaining(ctx.deadline);
@@ -742,6 +789,7 @@ async fn unlock_remote(
         slot_id,
         rebound,
         warnings,
+        witnessed: released.witnessed.into_iter().collect(),
     })
 }
 
@@ -887,11 +935,16 @@ async fn unlock_threshold(
             note_rebind(&mut rebound, &mut warnings, &released.url, result);
         }
     }
+    let witnessed = opened
+        .into_iter()
+        .filter_map(|(_, _, released)| released.witnessed)
+        .collect();
     Ok(Unlocked {
         vault,
         slot_id,
         rebound,
         warnings,
+        witnessed,
     })
 }
 
@@ -977,7 +1030,7 @@ pub async fn announce_reboot(
 }
 
 /// `authority`'s URL and the replicas a remote slot of `config` lists for it.
-fn replica_urls(config: &VaultConfig, authority: &AuthorityRef) -> Vec<String> {
+pub(crate) fn replica_urls(config: &VaultConfig, authority: &AuthorityRef) -> Vec<String> {
     let mut urls = vec![authority.url.clone()];
     for slot in &config.keyslots {
         if let SlotKind::Remote(r) = &slot.kind

@@ -23,6 +23,7 @@ mod v2;
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
@@ -54,14 +55,38 @@ pub struct MountConfig {
     /// Mount a format 2 vault that does not descend from its witness
     /// (rolled back or forked), marking it so in its log.
     pub accept_rollback: bool,
+    /// What the key authorities that released the key had witnessed
+    /// (docs/format.md §16.17.4), checked with the local witness.
+    pub authorities: Vec<atrest_vault::AuthorityWitness>,
+    /// Where a format 2 mount reports its durable generations (§16.17.1).
+    pub reporter: Option<Arc<dyn GenerationReporter>>,
+}
+
+/// Where a format 2 mount tells its vault's durable generations: the key
+/// authorities' reporter (docs/format.md §16.17.1). Every call names a
+/// checkpoint whose superblock is already durable, so nothing reported is
+/// a generation the disk lacks.
+pub trait GenerationReporter: Send + Sync + std::fmt::Debug {
+    /// The vault was opened and recovered, before the mount is ready;
+    /// `rollback_accepted`: a rollback an authority approved was recorded.
+    /// Must not block.
+    fn opened(&self, generation: atrest_vault::DurableGeneration, rollback_accepted: bool);
+    /// A checkpoint while mounted. Called under the store's lock, which
+    /// every request waits for: must not block.
+    fn checkpointed(&self, generation: atrest_vault::DurableGeneration);
+    /// The last checkpoint, at unmount. The process ends after it, so it
+    /// may wait, for a bounded time, until the report is delivered.
+    fn unmounted(&self, generation: atrest_vault::DurableGeneration);
 }
 
 /// What [`mount`] found before it reported ready.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Ready {
     /// The local witness check of a format 2 vault (`None` without a
     /// witness, and for format 1).
     pub witness: Option<atrest_vault::WitnessCheck>,
+    /// A rollback a key authority released the key for, now recorded.
+    pub authority_rollback: Option<atrest_vault::AuthorityRollback>,
 }
 
 impl Default for MountConfig {
@@ -75,6 +100,8 @@ impl Default for MountConfig {
             dev: false,
             witness: None,
             accept_rollback: false,
+            authorities: Vec::new(),
+            reporter: None,
         }
     }
 }
@@ -90,20 +117,34 @@ pub fn mount(
     ready: impl FnOnce(&Ready),
 ) -> io::Result<()> {
     if vault.config().format == atrest_vault::VERSION_2 {
-        let (contents, check) = match &config.witness {
+        let (contents, check, authority_rollback) = match &config.witness {
             Some(witness) => {
-                let (contents, check) = vault
-                    .open_format_2_witnessed(witness, config.accept_rollback)
+                let (contents, witnessed) = vault
+                    .open_format_2_witnessed_by(
+                        witness,
+                        config.accept_rollback,
+                        &config.authorities,
+                    )
                     .map_err(io::Error::other)?;
-                (contents, Some(check))
+                (
+                    contents,
+                    Some(witnessed.local),
+                    witnessed.authority_rollback,
+                )
             }
-            None => (vault.open_format_2().map_err(io::Error::other)?, None),
+            None if !config.authorities.is_empty() => {
+                return Err(io::Error::other(
+                    "a key authority's witness is checked only with the local witness",
+                ));
+            }
+            None => (vault.open_format_2().map_err(io::Error::other)?, None, None),
         };
         if let Some(atrest_vault::WitnessCheck::RollbackAccepted {
             standing,
             witnessed,
             disk,
         }) = check
+            && authority_rollback.is_none()
         {
             tracing::warn!(
                 %standing,
@@ -114,9 +155,37 @@ pub fn mount(
                 "rollback accepted (--accept-rollback): the vault did not descend from its witness"
             );
         }
-        let fs = VaultFs2::new(contents, vault.root(), config.ttl, config.witness.clone());
+        if let Some(rollback) = &authority_rollback {
+            tracing::warn!(
+                authority = %rollback.url,
+                standing = %rollback.standing,
+                witnessed_checkpoint = rollback.witnessed.checkpoint,
+                witnessed_sequence = rollback.witnessed.sequence,
+                disk_checkpoint = rollback.disk.checkpoint,
+                disk_sequence = rollback.disk.sequence,
+                "rollback accepted: the key authority released the key for a vault that did not \
+                 descend from the generation it witnessed"
+            );
+        }
+        if let Some(reporter) = &config.reporter {
+            reporter.opened(
+                atrest_vault::DurableGeneration::of(contents.store.superblock()),
+                authority_rollback.is_some(),
+            );
+        }
+        let fs = VaultFs2::new(
+            contents,
+            vault.root(),
+            config.ttl,
+            config.witness.clone(),
+            config.reporter.clone(),
+        );
         drop(vault);
-        return serve(fs, mountpoint, config, || ready(&Ready { witness: check }));
+        let ready_state = Ready {
+            witness: check,
+            authority_rollback,
+        };
+        return serve(fs, mountpoint, config, || ready(&ready_state));
     }
     let fs = VaultFs::new(vault, config.ttl)?;
     serve(fs, mountpoint, config, || ready(&Ready::default()))

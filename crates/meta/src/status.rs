@@ -1,16 +1,17 @@
-//! What a format 2 vault's metadata says before any key exists, for
-//! `atrest status`: the newer superblock's checkpoint, sequence, state and
+//! What a format 2 vault's metadata says before any key exists: for
+//! `atrest status`, the newer superblock's checkpoint, sequence, state and
 //! time as written (docs/format.md §16.5), and how many changes the log
 //! holds after its replay position (§16.12 frame headers, which are
-//! plaintext). Nothing here is authenticated (the MAC and the record
-//! bodies need the vault's keys): it describes the disk, it proves
-//! nothing, and what it reads is never used to open the store.
+//! plaintext); for an unlock request, the vault's [`Claim`] (§16.17.2).
+//! Nothing here is authenticated (the MAC and the record bodies need the
+//! vault's keys): it describes the disk, it proves nothing, and what it
+//! reads is never used to open the store.
 
 use crate::backing::Backing;
-use crate::log::{BackingSegments, FrameHeader, SEGMENT_HEADER_LEN, SegmentStore};
+use crate::log::{BackingSegments, FrameHeader, SEGMENT_HEADER_LEN, SegmentStore, chain_next};
 use crate::page::PAGE_SIZE;
 use crate::pager::META_FILE;
-use crate::superblock::State;
+use crate::superblock::{Generation, MAX_ACKNOWLEDGED, MAX_RECENT, State};
 
 /// The newer superblock's fields and the log after it, unauthenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,24 +28,53 @@ pub struct Unverified {
     pub changes_after: u64,
 }
 
+/// What an unlock request claims about the vault on disk (§16.17.2),
+/// read before any key exists: the newer superblock's checkpoint, config
+/// generation and lineage, with the sequence number and chain hash of the
+/// last record that parses from its replay position on (at or past the
+/// superblock's). The authority judges it; after unlock the host checks
+/// it against what authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub checkpoint: u64,
+    pub sequence: u64,
+    pub chain: [u8; 32],
+    pub config_generation: u64,
+    /// The superblock's own generation, then its `recent` and
+    /// `acknowledged` lists, as [`crate::superblock::Superblock::lineage`].
+    pub lineage: Vec<Generation>,
+}
+
 /// Field offsets of §16.5.
 const MAGIC: &[u8; 8] = b"ATRESTSB";
 const STATE_AT: usize = 11;
 const CHECKPOINT_AT: usize = 32;
 const SEQUENCE_AT: usize = 40;
+const CHAIN_AT: usize = 48;
 const REPLAY_AT: usize = 80;
+const CONFIG_GENERATION_AT: usize = 96;
 const TIME_AT: usize = 274;
+const RECENT_COUNT_AT: usize = 282;
+const ACKNOWLEDGED_COUNT_AT: usize = 283;
+const LISTS_AT: usize = 284;
+const GENERATION_LEN: usize = 48;
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Reads the superblock with the higher checkpoint number of the two that
-/// have the magic, version 2 and a known state, and walks the log frames
-/// from its replay position; `overhead` is the AEAD's (the config's
-/// algorithm). `None`: no superblock parses.
-pub fn read_unverified(backing: &dyn Backing, overhead: usize) -> Option<Unverified> {
-    let mut best: Option<(Unverified, u64, u64)> = None;
+fn generation_at(bytes: &[u8], at: usize) -> Generation {
+    Generation {
+        checkpoint: u64_at(bytes, at),
+        sequence: u64_at(bytes, at + 8),
+        chain: bytes[at + 16..at + 48].try_into().expect("32 bytes"),
+    }
+}
+
+/// The superblock pages that have the magic, version 2 and a known state,
+/// with that state, the higher checkpoint number first.
+fn superblocks(backing: &dyn Backing) -> Vec<(Vec<u8>, State)> {
+    let mut found: Vec<(Vec<u8>, State)> = Vec::with_capacity(2);
     for index in 0..2u64 {
         let mut page = vec![0u8; PAGE_SIZE];
         if backing
@@ -62,40 +92,106 @@ pub fn read_unverified(backing: &dyn Backing, overhead: usize) -> Option<Unverif
             4 => State::Recovered,
             _ => continue,
         };
-        let found = Unverified {
-            checkpoint: u64_at(&page, CHECKPOINT_AT),
-            sequence: u64_at(&page, SEQUENCE_AT),
-            state,
-            time_ms: u64_at(&page, TIME_AT),
-            changes_after: 0,
-        };
-        let replay = (u64_at(&page, REPLAY_AT), u64_at(&page, REPLAY_AT + 8));
-        if best.is_none_or(|(b, _, _)| b.checkpoint < found.checkpoint) {
-            best = Some((found, replay.0, replay.1));
-        }
+        found.push((page, state));
     }
-    let (mut found, segment, offset) = best?;
-    found.changes_after = changes_after(backing, overhead, segment, offset, found.sequence);
-    Some(found)
+    found.sort_by_key(|(page, _)| std::cmp::Reverse(u64_at(page, CHECKPOINT_AT)));
+    found
 }
 
-/// Counts `META`, `WRITE` and `TRUNCATE` frames with sequence numbers
-/// above `sequence`, from `offset` of `segment` on, segment after segment
-/// while each ends exactly where its last frame does.
-fn changes_after(
-    backing: &dyn Backing,
-    overhead: usize,
-    segment: u64,
-    offset: u64,
-    sequence: u64,
-) -> u64 {
+/// Reads the superblock with the higher checkpoint number of the two that
+/// have the magic, version 2 and a known state, and walks the log frames
+/// from its replay position; `overhead` is the AEAD's (the config's
+/// algorithm). `None`: no superblock parses.
+pub fn read_unverified(backing: &dyn Backing, overhead: usize) -> Option<Unverified> {
+    let (page, state) = superblocks(backing).into_iter().next()?;
+    let sequence = u64_at(&page, SEQUENCE_AT);
+    let walk = walk_log(backing, overhead, &page);
+    Some(Unverified {
+        checkpoint: u64_at(&page, CHECKPOINT_AT),
+        sequence,
+        state,
+        time_ms: u64_at(&page, TIME_AT),
+        changes_after: walk.changes,
+    })
+}
+
+/// The vault's claim (§16.17.2), from the newer superblock whose lists
+/// parse (a page torn or garbled there is passed over for the other, so
+/// that whenever a superblock can authenticate there is a claim to
+/// judge); `None` when neither does.
+pub fn read_claim(backing: &dyn Backing, overhead: usize) -> Option<Claim> {
+    superblocks(backing)
+        .iter()
+        .find_map(|(page, _)| claim_of(backing, overhead, page))
+}
+
+/// The claim of one superblock page.
+fn claim_of(backing: &dyn Backing, overhead: usize, page: &[u8]) -> Option<Claim> {
+    let (recent, acknowledged) = (
+        usize::from(page[RECENT_COUNT_AT]),
+        usize::from(page[ACKNOWLEDGED_COUNT_AT]),
+    );
+    if !(1..=MAX_RECENT).contains(&recent) || acknowledged > MAX_ACKNOWLEDGED {
+        return None;
+    }
+    // The superblock's `recent` list starts with its own generation: one
+    // that does not was not written by a checkpoint.
+    let lineage: Vec<Generation> = (0..recent + acknowledged)
+        .map(|i| generation_at(page, LISTS_AT + i * GENERATION_LEN))
+        .collect();
+    if lineage[0] != generation_at(page, CHECKPOINT_AT) {
+        return None;
+    }
+    let walk = walk_log(backing, overhead, page);
+    Some(Claim {
+        checkpoint: u64_at(page, CHECKPOINT_AT),
+        sequence: walk.last_sequence,
+        chain: walk.chain,
+        config_generation: u64_at(page, CONFIG_GENERATION_AT),
+        lineage,
+    })
+}
+
+/// What the frames after a superblock's replay position show.
+struct Walk {
+    /// `META`, `WRITE` and `TRUNCATE` frames past the superblock's `S`.
+    changes: u64,
+    /// The last frame that continues the sequence from `S` (or `S`).
+    last_sequence: u64,
+    /// Its chain hash, `h_seq` (keyless: §16.12 hashes the record bytes).
+    chain: [u8; 32],
+}
+
+/// Walks the frames from `superblock`'s replay position on, segment after
+/// segment while each ends exactly where its last frame does: counts the
+/// changes past its `S`, and follows the chain from `h_S` through the
+/// frames whose sequence numbers continue it.
+fn walk_log(backing: &dyn Backing, overhead: usize, superblock: &[u8]) -> Walk {
+    let sequence = u64_at(superblock, SEQUENCE_AT);
+    let (segment, offset) = (
+        u64_at(superblock, REPLAY_AT),
+        u64_at(superblock, REPLAY_AT + 8),
+    );
+    let mut walk = Walk {
+        changes: 0,
+        last_sequence: sequence,
+        chain: superblock[CHAIN_AT..CHAIN_AT + 32]
+            .try_into()
+            .expect("32 bytes"),
+    };
+    let mut chained = true;
     let segments = BackingSegments::new(backing);
     let Ok(list) = segments.list() else {
-        return 0;
+        return walk;
     };
-    let mut changes = 0;
     let mut start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let mut expected = Some(segment);
     for number in list.into_iter().filter(|&n| n >= segment) {
+        // The replay segment, then the ones after it, none missing.
+        if Some(number) != expected {
+            break;
+        }
+        expected = number.checked_add(1);
         let Ok(bytes) = segments.read(number) else {
             break;
         };
@@ -104,20 +200,27 @@ fn changes_after(
             .get(pos..)
             .and_then(|rest| FrameHeader::decode(rest, overhead).ok())
         {
-            if pos + frame.record_len() > bytes.len() {
+            let end = pos + frame.record_len();
+            if end > bytes.len() {
                 break;
             }
             if frame.seq > sequence && matches!(frame.kind, 1..=3) {
-                changes += 1;
+                walk.changes += 1;
             }
-            pos += frame.record_len();
+            if chained && walk.last_sequence.checked_add(1) == Some(frame.seq) {
+                walk.chain = chain_next(&walk.chain, &bytes[pos..end]);
+                walk.last_sequence = frame.seq;
+            } else {
+                chained = false;
+            }
+            pos = end;
         }
         if pos != bytes.len() {
             break;
         }
         start = SEGMENT_HEADER_LEN;
     }
-    changes
+    walk
 }
 
 #[cfg(test)]
@@ -141,24 +244,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reads_the_newest_checkpoint_and_counts_changes_after_it() {
-        let algorithm = ContentAlgorithm::Aes256Gcm;
+    /// A new store in memory with config generation `config`, formatted
+    /// at Unix time 1,700,000,000.
+    fn new_store(algorithm: ContentAlgorithm, config: u64) -> (Store, Arc<MemBacking>) {
         let keys = MetaKeys::derive(&SecretKey::from_bytes([1; 32]), [2; 16], algorithm);
         let backing = Arc::new(MemBacking::new());
         let config = ConfigBinding {
-            generation: 1,
+            generation: config,
             hash: [3; 32],
         };
+        let at = Timestamp {
+            secs: 1_700_000_000,
+            nanos: 0,
+        };
+        let store = Store::format(keys, backing.clone(), config, (0o755, 0, 0), at).unwrap();
+        (store, backing)
+    }
+
+    #[test]
+    fn reads_the_newest_checkpoint_and_counts_changes_after_it() {
+        let algorithm = ContentAlgorithm::Aes256Gcm;
+        let (mut store, backing) = new_store(algorithm, 1);
         let at = |secs| Timestamp { secs, nanos: 0 };
-        let mut store = Store::format(
-            keys,
-            backing.clone(),
-            config,
-            (0o755, 0, 0),
-            at(1_700_000_000),
-        )
-        .unwrap();
         let overhead = algorithm.overhead();
         let first = read_unverified(backing.as_ref(), overhead).unwrap();
         assert_eq!((first.checkpoint, first.changes_after), (1, 0));
@@ -178,6 +285,64 @@ mod tests {
         assert!(after.sequence > open.sequence);
         backing.with_file(META_FILE, |f| f.truncate(0));
         assert_eq!(read_unverified(backing.as_ref(), overhead), None);
+    }
+
+    /// The claim names the newest superblock's checkpoint, config
+    /// generation and lineage, and the log's last record: its sequence
+    /// number and chain hash as the writer computed them with the key.
+    #[test]
+    fn the_claim_follows_the_log_past_the_superblock() {
+        let algorithm = ContentAlgorithm::XChaCha20Poly1305;
+        let (mut store, backing) = new_store(algorithm, 3);
+        let at = |secs| Timestamp { secs, nanos: 0 };
+        for k in 0..3 {
+            store
+                .create(ROOT_ID, format!("c{k}").as_bytes(), fifo(), at(2))
+                .unwrap();
+            store.checkpoint(at(3)).unwrap();
+        }
+        let overhead = algorithm.overhead();
+        let sb = store.superblock().clone();
+        let claim = read_claim(backing.as_ref(), overhead).unwrap();
+        assert_eq!(claim.checkpoint, sb.generation.checkpoint);
+        assert_eq!(claim.config_generation, 3);
+        assert_eq!(claim.lineage, sb.lineage().copied().collect::<Vec<_>>());
+        assert_eq!(claim.lineage.len(), 4);
+        // The checkpoint's own CHECKPOINT record follows its `S`.
+        assert_eq!(claim.sequence, store.sequence());
+        assert!(claim.sequence > sb.generation.sequence);
+        for i in 0..2 {
+            store
+                .create(ROOT_ID, format!("later{i}").as_bytes(), fifo(), at(4))
+                .unwrap();
+        }
+        store.sync().unwrap();
+        let later = read_claim(backing.as_ref(), overhead).unwrap();
+        assert_eq!(later.sequence, store.sequence());
+        assert_eq!(later.lineage, claim.lineage, "no checkpoint since");
+        assert_ne!(later.chain, claim.chain);
+        // A record cut in half ends the walk before it.
+        let last = *BackingSegments::new(backing.as_ref())
+            .list()
+            .unwrap()
+            .last()
+            .unwrap();
+        let path = crate::log::segment_name(last);
+        backing
+            .with_file(&path, |f| f.truncate(f.len() - 10))
+            .unwrap();
+        let torn = read_claim(backing.as_ref(), overhead).unwrap();
+        assert_eq!(torn.sequence, later.sequence - 1);
+        assert_eq!(torn.lineage, claim.lineage);
+        // The newer superblock's lists garbled: the claim is the other
+        // page's, which is what the store would authenticate.
+        let newer = PAGE_SIZE * (sb.generation.checkpoint % 2) as usize;
+        backing
+            .with_file(META_FILE, |f| f[newer + LISTS_AT] ^= 0xff)
+            .unwrap();
+        let older = read_claim(backing.as_ref(), overhead).unwrap();
+        assert_eq!(older.checkpoint, sb.generation.checkpoint - 1);
+        assert_eq!(older.lineage[..], claim.lineage[1..]);
     }
 
     /// Clean at close; after a crash, recovered (with what recovery did)

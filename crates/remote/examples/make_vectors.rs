@@ -425,6 +425,63 @@ fn requests(out: &mut Out) {
         common(&impostor, TIMESTAMP),
     );
 
+    // Version 2 (format.md §16.17.2): a format 2 vault's claim.
+    let generation = |k: u64, fill: u8| atrest_remote::Generation {
+        checkpoint: k,
+        seq: 100 * k,
+        chain: [fill; 32],
+    };
+    let claimed = host.sign(UnlockRequest {
+        generation: Some(atrest_remote::GenerationClaim {
+            checkpoint: 815,
+            seq: 81_512,
+            chain: [0x5c; 32],
+            config_generation: 7,
+            lineage: atrest_remote::Lineage::new(vec![
+                generation(815, 0x51),
+                generation(814, 0x52),
+                generation(700, 0x53),
+            ])
+            .expect("three generations"),
+        }),
+        ..request.clone()
+    });
+    write(
+        "request-v2-claim-valid",
+        "success",
+        "version 2: the claim of a format 2 vault at checkpoint 815, three generations of lineage",
+        common(&claimed, TIMESTAMP),
+    );
+    let mut edited = claimed.clone();
+    if let Some(claim) = edited.request.generation.as_mut() {
+        claim.seq += 1;
+    }
+    write(
+        "request-v2-claim-edited",
+        "bad-signature",
+        "the claim's sequence number raised after signing",
+        common(&edited, TIMESTAMP),
+    );
+    let mut cut = claimed.clone();
+    if let Some(claim) = cut.request.generation.as_mut() {
+        claim.lineage =
+            atrest_remote::Lineage::new(vec![generation(815, 0x51)]).expect("one generation");
+    }
+    write(
+        "request-v2-lineage-cut",
+        "bad-signature",
+        "the claim's lineage cut to its first generation after signing",
+        common(&cut, TIMESTAMP),
+    );
+    let mut dropped = claimed.clone();
+    dropped.request.generation = None;
+    write(
+        "request-v2-claim-dropped",
+        "bad-signature",
+        "the claim removed after signing: the version 1 bytes were not what was signed",
+        common(&dropped, TIMESTAMP),
+    );
+
     // S + L: the same signature mod L in a second encoding. Strict
     // verification refuses it, so a captured request cannot be re-encoded
     // into one with a "new" signature.

@@ -66,4 +66,7 @@ pub use remote::{
     RemoteMember, RemoteSlot, SEALED_SHARE_LEN, ThresholdMember, ThresholdSlot, validate_replicas,
 };
 pub use vault::{Contents2, CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};
-pub use witness::{LocalWitnessFile, WitnessCheck};
+pub use witness::{
+    AuthorityRollback, AuthorityWitness, DurableGeneration, LocalWitnessFile, WitnessCheck,
+    Witnessed,
+};

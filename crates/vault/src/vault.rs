@@ -22,7 +22,7 @@ use crate::keyslot::{Keyslot, SlotKind, Unlocker};
 use crate::names::{NameTransform, create_dir_id};
 use crate::recovery::RecoveryKey;
 use crate::remote::{RemoteMember, RemoteSlot, ThresholdSlot, seal_share};
-use crate::witness::{LocalWitnessFile, WitnessCheck};
+use crate::witness::{AuthorityWitness, LocalWitnessFile, WitnessCheck, Witnessed};
 
 /// Choices made once, at `atrest init`.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +165,34 @@ impl LockedVault {
         }
         let backing = atrest_meta::DirBacking::open(&self.root).ok()?;
         atrest_meta::status::read_unverified(&backing, config.algorithm.overhead())
+    }
+
+    /// What an unlock request of a format 2 vault claims about it
+    /// (docs/format.md §16.17.2), read before any key exists
+    /// (unauthenticated: the authority judges it, and the mount checks it
+    /// against what authenticates, [`crate::witness::AuthorityWitness`]).
+    /// `None` for format 1, or when no superblock parses.
+    pub fn claim(&self) -> Option<atrest_remote::GenerationClaim> {
+        let config = self.config();
+        if config.format != VERSION_2 {
+            return None;
+        }
+        let backing = atrest_meta::DirBacking::open(&self.root).ok()?;
+        let claim = atrest_meta::status::read_claim(&backing, config.algorithm.overhead())?;
+        Some(atrest_remote::GenerationClaim {
+            checkpoint: claim.checkpoint,
+            seq: claim.sequence,
+            chain: claim.chain,
+            config_generation: claim.config_generation,
+            lineage: atrest_remote::Lineage::new(
+                claim
+                    .lineage
+                    .iter()
+                    .map(crate::witness::to_remote)
+                    .collect(),
+            )
+            .ok()?,
+        })
     }
 
     /// The config to describe the vault by (unauthenticated until unlock).
@@ -450,10 +478,27 @@ impl Vault {
         witness: &LocalWitnessFile,
         accept_rollback: bool,
     ) -> Result<(Contents2, WitnessCheck), VaultError> {
+        self.open_format_2_witnessed_by(witness, accept_rollback, &[])
+            .map(|(contents, witnessed)| (contents, witnessed.local))
+    }
+
+    /// [`Self::open_format_2_witnessed`] with what the key authorities
+    /// that released the key had witnessed (docs/format.md §16.17.4)
+    /// checked at the same point: a vault that does not descend from an
+    /// authority's `W` is refused, unless the claim that authority judged
+    /// is this disk's (then it released the key for a rollback, which is
+    /// recorded, and the local witness follows).
+    pub fn open_format_2_witnessed_by(
+        &self,
+        witness: &LocalWitnessFile,
+        accept_rollback: bool,
+        authorities: &[AuthorityWitness],
+    ) -> Result<(Contents2, Witnessed), VaultError> {
         let (keys, backing) = self.format_2_parts()?;
-        let (store, check) = crate::witness::open_store(
+        let (store, witnessed) = crate::witness::open_store(
             witness,
             accept_rollback,
+            authorities,
             keys.meta,
             backing,
             self.config_binding(),
@@ -463,7 +508,7 @@ impl Vault {
             store,
             content: keys.content,
         };
-        Ok((contents, check))
+        Ok((contents, witnessed))
     }
 
     /// The keys and backing directory of a format 2 vault.
@@ -920,6 +965,14 @@ mod tests {
         out
     }
 
+    /// A new format 2 vault in `dir` and its local witness file there.
+    fn witnessed_vault(dir: &Path) -> (PathBuf, Vault, LocalWitnessFile) {
+        let root = dir.join("v");
+        let (vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "").unwrap();
+        let witness = LocalWitnessFile::in_state_dir(&dir.join("state"), &vault.config().vault_id);
+        (root, vault, witness)
+    }
+
     /// The local witness (§16.17.5): the first open writes it, a later open
     /// of the same vault is current; the backing directory put back from an
     /// earlier copy is refused with nothing on the disk changed, as is a
@@ -929,10 +982,7 @@ mod tests {
     #[test]
     fn the_local_witness_refuses_an_earlier_copy_until_accepted() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("v");
-        let (vault, _) = Vault::create(&root, fast_format_2(), &pw("p"), "").unwrap();
-        let witness =
-            LocalWitnessFile::in_state_dir(&dir.path().join("state"), &vault.config().vault_id);
+        let (root, vault, witness) = witnessed_vault(dir.path());
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
         let create = |store: &mut atrest_meta::Store, name: &[u8]| {
             store
@@ -1020,6 +1070,87 @@ mod tests {
             }
         ));
         assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
+    }
+
+    /// The key authority's witness (§16.17.4): a vault that descends from
+    /// `W` opens; an earlier copy whose honest claim the authority judged
+    /// and released anyway (an approved rollback) opens, recorded past
+    /// `W`, with the local witness following; an earlier copy released
+    /// against a claim that was not its own (edited) is refused with
+    /// nothing on the disk changed.
+    #[test]
+    fn an_authority_witness_refuses_an_edited_claim_and_records_an_approved_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, vault, witness) = witnessed_vault(dir.path());
+        let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
+        let authority = |w: atrest_meta::superblock::Generation,
+                         claim: atrest_remote::GenerationClaim| {
+            AuthorityWitness {
+                url: "https://keys.example".into(),
+                witnessed: crate::witness::to_remote(&w),
+                config_generation: vault.config().generation,
+                reported_at_ms: 1,
+                claim,
+                approval: 77,
+            }
+        };
+        let claim = || LockedVault::open(&root).unwrap().claim().unwrap();
+        let open = |authorities: &[AuthorityWitness]| {
+            vault.open_format_2_witnessed_by(&witness, false, authorities)
+        };
+        let (mut c, _) = open(&[]).unwrap();
+        c.store
+            .create(atrest_meta::record::ROOT_ID, b"a", regular_file(), now)
+            .unwrap();
+        let first = c.store.checkpoint(now).unwrap();
+        witness.record(&c.store).unwrap();
+        drop(c);
+        let saved = dir.path().join("saved");
+        copy_dir(&root, &saved);
+        let (mut c, witnessed) = open(&[authority(first, claim())]).unwrap();
+        assert_eq!(witnessed.authority_rollback, None, "current");
+        c.store
+            .create(atrest_meta::record::ROOT_ID, b"b", regular_file(), now)
+            .unwrap();
+        let second = c.store.close(now).unwrap();
+        witness.record(&c.store).unwrap();
+        drop(c);
+        let newer_claim = claim();
+        assert!(
+            newer_claim
+                .lineage
+                .contains(&crate::witness::to_remote(&second))
+        );
+
+        // The earlier copy put back, released against the newer copy's
+        // claim: refused, nothing written.
+        let newer = dir.path().join("newer");
+        fs::rename(&root, &newer).unwrap();
+        copy_dir(&saved, &root);
+        let before = metadata_files(&root);
+        let err = open(&[authority(second, newer_claim)])
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(matches!(err, VaultError::Witness(_)), "{text}");
+        assert!(
+            text.contains("older than its key authority witnessed")
+                && text.contains("https://keys.example")
+                && text.contains(&format!("checkpoint {}", second.checkpoint)),
+            "{text}"
+        );
+        assert!(metadata_files(&root) == before, "the disk was written");
+
+        // Released against its own claim: an approved rollback, past W;
+        // the local witness (which saw the newer copy) follows.
+        let (mut c, witnessed) = open(&[authority(second, claim())]).unwrap();
+        let rollback = witnessed.authority_rollback.expect("an approved rollback");
+        assert_eq!(rollback.standing, atrest_meta::witness::Standing::Older);
+        assert_eq!(rollback.witnessed, second);
+        assert!(c.store.superblock().generation.sequence > second.sequence);
+        assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"b").is_err());
+        drop(c);
+        assert_eq!(open(&[]).unwrap().1.local, WitnessCheck::Current);
     }
 
     /// `open_format_2` is for format 2 only, and a changed superblock of

@@ -8,7 +8,10 @@
 //! It lives outside the vault, so it catches a backing directory restored
 //! on its own; a restored VM image or disk snapshot that holds the state
 //! directory as well rolls both back together, which only a key authority
-//! can witness.
+//! can witness: each [`AuthorityWitness`] (what an authority that released
+//! the key had witnessed, and the claim it judged) is checked at the same
+//! point (§16.17.4), and [`DurableGeneration`] is what a mount reports to
+//! the authorities after each durable checkpoint (§16.17.1).
 
 use std::fs;
 use std::io;
@@ -20,8 +23,132 @@ use atrest_meta::witness::{LocalWitness, Standing, judge};
 use atrest_meta::{Backing, BlockVerifier, ConfigBinding, MetaKeys, Store};
 use std::sync::Arc;
 
+use atrest_remote::{GenerationClaim, Lineage, MAX_LINEAGE, ReportedState};
+use serde::{Deserialize, Serialize};
+
 use crate::config::write_atomic;
 use crate::error::VaultError;
+
+/// A generation as the key authority's wire types write it.
+pub(crate) fn to_remote(g: &Generation) -> atrest_remote::Generation {
+    atrest_remote::Generation {
+        checkpoint: g.checkpoint,
+        seq: g.sequence,
+        chain: g.chain,
+    }
+}
+
+fn from_remote(g: &atrest_remote::Generation) -> Generation {
+    Generation {
+        checkpoint: g.checkpoint,
+        sequence: g.seq,
+        chain: g.chain,
+    }
+}
+
+/// What one key authority that released a format 2 vault's key had
+/// witnessed of it (its `W`, from the grant), and the claim the host's
+/// request made (docs/format.md §16.17.4). The mount checks the
+/// authenticated superblock against both before recovery writes anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityWitness {
+    /// The authority's URL, for messages.
+    pub url: String,
+    /// `W`.
+    pub witnessed: atrest_remote::Generation,
+    /// `W`'s config generation.
+    pub config_generation: u64,
+    /// When `W` was reported, Unix milliseconds.
+    pub reported_at_ms: u64,
+    /// What the released request claimed.
+    pub claim: GenerationClaim,
+    /// The audit sequence number of the release: a rollback this release
+    /// approved is recorded with it (`ROLLBACK_ACCEPTED`).
+    pub approval: u64,
+}
+
+impl AuthorityWitness {
+    /// `W` as a local witness, for [`judge`].
+    fn as_local(&self, vault_id: [u8; 16]) -> LocalWitness {
+        LocalWitness {
+            vault_id,
+            generation: from_remote(&self.witnessed),
+            config_generation: self.config_generation,
+            time_ms: self.reported_at_ms,
+        }
+    }
+
+    /// Whether the claim describes `superblock`: its checkpoint, config
+    /// generation and lineage (the sequence and chain may be past it:
+    /// the log's tail, which recovery may still cut).
+    fn claim_matches(&self, superblock: &Superblock) -> bool {
+        self.claim.checkpoint == superblock.generation.checkpoint
+            && self.claim.config_generation == superblock.config_generation
+            && self.claim.seq >= superblock.generation.sequence
+            && self
+                .claim
+                .lineage
+                .generations()
+                .iter()
+                .map(from_remote)
+                .eq(superblock.lineage().copied())
+    }
+}
+
+/// A rollback a key authority released the key for (approved, or an
+/// `auto` rule): the mount records it and reports `rollback_accepted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityRollback {
+    pub url: String,
+    pub standing: Standing,
+    pub witnessed: Generation,
+    pub disk: Generation,
+}
+
+/// What the witness checks at mount found: the local witness's, and a
+/// rollback the key authorities approved, if one was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    pub local: WitnessCheck,
+    pub authority_rollback: Option<AuthorityRollback>,
+}
+
+/// The generation of a durable checkpoint as a report names it
+/// (docs/format.md §16.17.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableGeneration {
+    pub vault_id: [u8; 16],
+    pub generation: atrest_remote::Generation,
+    pub config_generation: u64,
+    pub state: ReportedState,
+    /// The superblock's generation, then its `recent` and `acknowledged`
+    /// lists.
+    pub lineage: Lineage,
+}
+
+impl DurableGeneration {
+    /// The generation of `superblock`, which must be durable.
+    pub fn of(superblock: &Superblock) -> Self {
+        let lineage: Vec<_> = superblock
+            .lineage()
+            .take(MAX_LINEAGE)
+            .map(to_remote)
+            .collect();
+        Self {
+            vault_id: superblock.vault_id,
+            generation: to_remote(&superblock.generation),
+            config_generation: superblock.config_generation,
+            state: match superblock.state {
+                atrest_meta::superblock::State::Clean => ReportedState::Clean,
+                _ => ReportedState::Open,
+            },
+            // Never empty: the lineage starts with the superblock's own.
+            lineage: Lineage::new(lineage)
+                .expect("the superblock's own generation, and at most 64"),
+        }
+    }
+}
 
 /// The directory under the host's state directory that holds the files.
 pub const WITNESS_DIR: &str = "witness";
@@ -107,17 +234,57 @@ impl LocalWitnessFile {
 /// `accept` (then a `ROLLBACK_ACCEPTED` record and a checkpoint mark it).
 /// The file is then written for the checkpoint the store is at: a mount
 /// that cannot keep its witness is refused.
+///
+/// Each of `authorities` is checked first (§16.17.4): the superblock must
+/// descend from its `W`. If it does not, and the claim that authority
+/// judged describes this superblock, the authority released the key
+/// knowing (an approved rollback): the local witness's verdict is taken
+/// too, and `ROLLBACK_ACCEPTED` names the authority's `W` and the
+/// release. Otherwise the claim was not this disk's (edited, or the disk
+/// changed since): refused, whatever `accept` says.
 pub(crate) fn open_store(
     file: &LocalWitnessFile,
     accept: bool,
+    authorities: &[AuthorityWitness],
     keys: MetaKeys,
     backing: Arc<dyn Backing>,
     config: ConfigBinding,
     verifier: &dyn BlockVerifier,
-) -> Result<(Store, WitnessCheck), VaultError> {
+) -> Result<(Store, Witnessed), VaultError> {
     let kept = file.read_bytes()?;
     let mut check = WitnessCheck::First;
+    let mut approved: Option<(AuthorityRollback, u64)> = None;
     let judge_disk = |superblock: &Superblock, keys: &MetaKeys| {
+        for authority in authorities {
+            let witnessed = authority.as_local(superblock.vault_id);
+            match judge(superblock, &witnessed) {
+                Standing::Current => {}
+                standing if authority.claim_matches(superblock) => {
+                    // The past sequence number wins: the record must go
+                    // beyond every approved `W`.
+                    let further = approved
+                        .as_ref()
+                        .is_none_or(|(a, _)| a.witnessed.sequence < witnessed.generation.sequence);
+                    if further {
+                        approved = Some((
+                            AuthorityRollback {
+                                url: authority.url.clone(),
+                                standing,
+                                witnessed: witnessed.generation,
+                                disk: superblock.generation,
+                            },
+                            authority.approval,
+                        ));
+                    }
+                }
+                standing => {
+                    return Err(VaultError::Witness(authority_refusal(
+                        standing, superblock, authority,
+                    )));
+                }
+            }
+        }
+        let accept = accept || approved.is_some();
         let Some(bytes) = &kept else {
             return Ok(());
         };
@@ -162,13 +329,23 @@ pub(crate) fn open_store(
         }
     };
     let mut store = Store::open_witnessed(keys, backing, config, verifier, judge_disk)?;
-    if let WitnessCheck::RollbackAccepted {
-        witnessed: Some(w), ..
-    } = check
-    {
-        store
-            .accept_rollback(w, 0, now())
-            .map_err(VaultError::Metadata)?;
+    match (&approved, check) {
+        (Some((rollback, approval)), _) => {
+            store
+                .accept_rollback(rollback.witnessed, *approval, now())
+                .map_err(VaultError::Metadata)?;
+        }
+        (
+            None,
+            WitnessCheck::RollbackAccepted {
+                witnessed: Some(w), ..
+            },
+        ) => {
+            store
+                .accept_rollback(w, 0, now())
+                .map_err(VaultError::Metadata)?;
+        }
+        _ => {}
     }
     file.record(&store).map_err(|e| {
         VaultError::Invalid(format!(
@@ -177,7 +354,47 @@ pub(crate) fn open_store(
              this user can write"
         ))
     })?;
-    Ok((store, check))
+    Ok((
+        store,
+        Witnessed {
+            local: check,
+            authority_rollback: approved.map(|(rollback, _)| rollback),
+        },
+    ))
+}
+
+/// Why the mount refuses a vault an authority released against a claim
+/// that was not this disk's.
+fn authority_refusal(
+    standing: Standing,
+    disk: &Superblock,
+    authority: &AuthorityWitness,
+) -> String {
+    let what = match standing {
+        Standing::Older => "is older than its key authority witnessed",
+        _ => "does not continue the state its key authority witnessed (a fork)",
+    };
+    format!(
+        "the vault on disk {what}: disk checkpoint {}, sequence {}, config generation {}; \
+         witnessed by {} checkpoint {}, sequence {}, config generation {}, {} ago. The unlock \
+         request claimed checkpoint {} (sequence {}), which is not what the disk holds now: the \
+         claim was edited or the vault changed during the unlock. Nothing was mounted or \
+         changed; put the newest copy of the vault back, or unlock again so that the authority \
+         judges the vault as it is",
+        disk.generation.checkpoint,
+        disk.generation.sequence,
+        disk.config_generation,
+        authority.url,
+        authority.witnessed.checkpoint,
+        authority.witnessed.seq,
+        authority.config_generation,
+        ago(
+            authority.reported_at_ms,
+            u64::try_from(wall_clock().as_millis()).unwrap_or(u64::MAX)
+        ),
+        authority.claim.checkpoint,
+        authority.claim.seq,
+    )
 }
 
 fn refusal(standing: Standing, disk: &Superblock, witnessed: &LocalWitness, path: &Path) -> String {

@@ -13,7 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use atrest_core::SecretKey;
 use atrest_fuse::MountConfig;
-use atrest_vault::{LocalWitnessFile, LockedVault, MountLock, Vault};
+use atrest_remote::ReportReason;
+use atrest_vault::{
+    AuthorityWitness, DurableGeneration, LocalWitnessFile, LockedVault, MountLock, Vault,
+};
 use zeroize::Zeroizing;
 
 use crate::cli::MountArgs;
@@ -50,6 +53,19 @@ pub(crate) fn is_witness_refusal(error: &anyhow::Error) -> bool {
 /// What the mount process prints before "ready" when the witness check
 /// took a vault that did not descend from its witness.
 fn witness_note(ready: &atrest_fuse::Ready) -> Option<String> {
+    if let Some(rollback) = &ready.authority_rollback {
+        return Some(format!(
+            "rollback accepted ({}) by the key authority {}: mounted checkpoint {} (sequence {}) \
+             against witnessed checkpoint {} (sequence {}); recorded in the vault's log, and the \
+             authority now follows this copy",
+            rollback.standing,
+            rollback.url,
+            rollback.disk.checkpoint,
+            rollback.disk.sequence,
+            rollback.witnessed.checkpoint,
+            rollback.witnessed.sequence
+        ));
+    }
     let Some(atrest_vault::WitnessCheck::RollbackAccepted {
         standing,
         witnessed,
@@ -104,16 +120,19 @@ fn mount_vault(args: MountArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
+    spawn_background(&args, vault.master_key(), &vault_path, &mountpoint, &[])
 }
 
 /// `atrest unlock VAULT --mount DIR [-o OPTIONS]`: mounts a FUSE vault that
 /// was already unlocked (by its key authority), through the same background
-/// mount process as `atrest mount`.
+/// mount process as `atrest mount`. `witnessed`: what the authorities that
+/// released the key had witnessed of a format 2 vault, which the mount
+/// process checks (docs/format.md §16.17.4).
 pub(crate) fn mount_unlocked(
     vault: &Vault,
     mountpoint: &Path,
     options: &[String],
+    witnessed: &[AuthorityWitness],
 ) -> anyhow::Result<ExitCode> {
     let vault_path = fs::canonicalize(vault.root())?;
     let mountpoint = check_mountpoint(mountpoint)?;
@@ -137,7 +156,13 @@ pub(crate) fn mount_unlocked(
         accept_rollback: false,
     };
     mount_config(&args, &vault_path)?;
-    spawn_background(&args, vault.master_key(), &vault_path, &mountpoint)
+    spawn_background(
+        &args,
+        vault.master_key(),
+        &vault_path,
+        &mountpoint,
+        witnessed,
+    )
 }
 
 fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
@@ -221,11 +246,15 @@ fn libc_enotconn() -> i32 {
     rustix::io::Errno::NOTCONN.raw_os_error()
 }
 
+/// Starts the mount process and hands it, on its standard input, the
+/// master key (32 bytes), then what the key authorities witnessed (JSON, to
+/// the end of the input; nothing when no authority released the key).
 fn spawn_background(
     args: &MountArgs,
     master: &SecretKey,
     vault: &Path,
     mountpoint: &Path,
+    witnessed: &[AuthorityWitness],
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the atrest executable")?;
     let mut cmd = Command::new(exe);
@@ -257,6 +286,10 @@ fn spawn_background(
         stdin
             .write_all(master.expose())
             .context("cannot hand the key to the mount process")?;
+        if !witnessed.is_empty() {
+            serde_json::to_writer(&mut stdin, witnessed)
+                .context("cannot hand the authorities' witness to the mount process")?;
+        }
     }
     let stdout = child.stdout.take().context("mount process stdout")?;
     let mut stdout = BufReader::new(stdout);
@@ -305,6 +338,16 @@ fn serve_from_parent(
         .read_exact(&mut key[..])
         .context("reading the master key from the parent")?;
     let master = SecretKey::from_bytes(*key);
+    let mut rest = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut rest)
+        .context("reading the authorities' witness from the parent")?;
+    let mut config = config.clone();
+    if !rest.is_empty() {
+        config.authorities = serde_json::from_slice(&rest)
+            .context("the authorities' witness from the parent does not parse")?;
+    }
+    let config = &config;
     let result = LockedVault::open(vault_path)
         .and_then(|locked| Vault::from_master_key(locked, master))
         .map_err(anyhow::Error::from)
@@ -345,10 +388,25 @@ fn serve(
     }
     let mut config = config.clone();
     if vault.config().format == atrest_vault::VERSION_2 {
+        let state = atrest_agent::StateDir::from_env();
         config.witness = Some(LocalWitnessFile::in_state_dir(
-            atrest_agent::StateDir::from_env().path(),
+            state.path(),
             &vault.config().vault_id,
         ));
+        // The key authorities of its remote and threshold slots witness
+        // its generations (§16.17.1).
+        match atrest_agent::Reporter::start(vault.config(), state, atrest_agent::REPORT_INTERVAL) {
+            Ok(reporter) => {
+                config.reporter = reporter.map(|r| {
+                    std::sync::Arc::new(ToAuthorities(r))
+                        as std::sync::Arc<dyn atrest_fuse::GenerationReporter>
+                });
+            }
+            Err(e) => tracing::warn!(
+                "no generation reports to this vault's key authorities: {e}; they go on \
+                 witnessing the generation they saw last"
+            ),
+        }
     }
     if let Err(e) = atrest_fuse::mount(vault, mountpoint, &config, ready) {
         if let Some(atrest_vault::VaultError::Witness(message)) = e
@@ -362,6 +420,29 @@ fn serve(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A format 2 mount's durable generations, to the key authorities.
+#[derive(Debug)]
+struct ToAuthorities(atrest_agent::Reporter);
+
+impl atrest_fuse::GenerationReporter for ToAuthorities {
+    fn opened(&self, generation: DurableGeneration, rollback_accepted: bool) {
+        let reason = if rollback_accepted {
+            ReportReason::RollbackAccepted
+        } else {
+            ReportReason::Mount
+        };
+        self.0.report(generation, reason);
+    }
+
+    fn checkpointed(&self, generation: DurableGeneration) {
+        self.0.report(generation, ReportReason::Periodic);
+    }
+
+    fn unmounted(&self, generation: DurableGeneration) {
+        self.0.finish(generation, ReportReason::Unmount);
+    }
 }
 
 fn redirect_log(path: &Path) -> anyhow::Result<()> {

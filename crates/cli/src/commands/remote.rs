@@ -257,12 +257,15 @@ fn unlock_vault(args: UnlockCmdArgs) -> anyhow::Result<ExitCode> {
                     args.vault.display()
                 );
             };
-            let vault = if remote {
-                unlock_remote(locked, &args.retry)?
+            let (vault, witnessed) = if remote {
+                unlock_remote_witnessed(locked, &args.retry)?
             } else {
-                locked.unlock(&secrets::unlocker(&args.unlock)?)?
+                (
+                    locked.unlock(&secrets::unlocker(&args.unlock)?)?,
+                    Vec::new(),
+                )
             };
-            super::mount::mount_unlocked(&vault, mountpoint, &args.options)
+            super::mount::mount_unlocked(&vault, mountpoint, &args.options, &witnessed)
         }
     }
 }
@@ -289,6 +292,15 @@ pub(crate) fn unlock_keys(
 }
 
 fn unlock_remote(locked: LockedVault, retry: &AuthorityRetryArgs) -> anyhow::Result<Vault> {
+    unlock_remote_witnessed(locked, retry).map(|(vault, _)| vault)
+}
+
+/// [`unlock_remote`], with what each answering authority had witnessed of
+/// a format 2 vault (for the mount's check, docs/format.md §16.17.4).
+fn unlock_remote_witnessed(
+    locked: LockedVault,
+    retry: &AuthorityRetryArgs,
+) -> anyhow::Result<(Vault, Vec<atrest_vault::AuthorityWitness>)> {
     let state = StateDir::from_env();
     let unlocked = runtime()?.block_on(atrest_agent::unlock(locked, &state, &options(retry)))?;
     for url in &unlocked.rebound {
@@ -300,7 +312,7 @@ fn unlock_remote(locked: LockedVault, retry: &AuthorityRetryArgs) -> anyhow::Res
     for warning in &unlocked.warnings {
         eprintln!("atrest: warning: {warning}");
     }
-    Ok(unlocked.vault)
+    Ok((unlocked.vault, unlocked.witnessed))
 }
 
 fn listed_vaults() -> anyhow::Result<Vec<PathBuf>> {

@@ -103,11 +103,15 @@ struct Status {
 }
 
 /// Who witnesses a format 2 vault's latest state (docs/format.md §16.17):
-/// in this build, only the host's local witness file.
+/// the host's local witness file, and the key authorities of its remote
+/// and threshold slots, which its mounts report to.
 #[derive(Serialize)]
 struct WitnessStatus {
-    /// "local": no authority witnesses the vault (yet).
+    /// "local": no authority witnesses the vault; "authority": the
+    /// authorities in `authorities` do, with the local file.
     kind: &'static str,
+    /// The URLs of the authorities that witness it.
+    authorities: Vec<String>,
     path: String,
     /// Unix milliseconds of the file's last write; `None` before the
     /// first mount on this host.
@@ -134,12 +138,21 @@ impl WitnessStatus {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64);
+        let authorities: Vec<String> = atrest_agent::remote_authorities(config)
+            .into_iter()
+            .map(|a| a.url)
+            .collect();
         Some(Self {
-            kind: "local",
+            kind: if authorities.is_empty() {
+                "local"
+            } else {
+                "authority"
+            },
+            detects_whole_disk_rollback: !authorities.is_empty(),
+            authorities,
             path: file.path().display().to_string(),
             written_unix_ms,
             same_file_system: file.same_file_system(root),
-            detects_whole_disk_rollback: false,
         })
     }
 
@@ -148,6 +161,19 @@ impl WitnessStatus {
             Some(ms) => format!("last written {}", super::keyd::rfc3339(ms / 1000)),
             None => "not written yet: the first mount on this host writes it".into(),
         };
+        if !self.authorities.is_empty() {
+            println!(
+                "witness:    key authority {} (reports at mount, after checkpoints and at \
+                 unmount), and locally {} ({written})",
+                self.authorities.join(", "),
+                self.path
+            );
+            println!(
+                "            an earlier copy of the vault or of the whole disk is held or \
+                 refused at unlock by the authority's rollback policy"
+            );
+            return;
+        }
         println!("witness:    local only, {} ({written})", self.path);
         println!(
             "            a copy of the backing directory put back is refused at mount; \

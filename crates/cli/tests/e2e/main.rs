@@ -22,3 +22,4 @@ mod scope;
 mod tamper;
 mod tamper2;
 mod torn;
+mod witness;

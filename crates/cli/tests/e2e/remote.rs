@@ -32,6 +32,12 @@ pub struct Enrolled {
 }
 
 pub fn enrolled_vault(keyd: &Keyd, dir: &Path) -> Enrolled {
+    enrolled_vault_with(keyd, dir, &[])
+}
+
+/// [`enrolled_vault`], with `extra` arguments to `atrest init` (`--format
+/// 2`).
+pub fn enrolled_vault_with(keyd: &Keyd, dir: &Path, extra: &[&str]) -> Enrolled {
     let (vault, mnt, pass, state) = (
         dir.join("data.enc"),
         dir.join("mnt"),
@@ -48,6 +54,7 @@ pub fn enrolled_vault(keyd: &Keyd, dir: &Path) -> Enrolled {
         &"--no-recovery-key",
     ];
     FAST_KDF.iter().for_each(|a| init.push(a));
+    extra.iter().for_each(|a| init.push(a));
     ok(&init);
 
     let token = keyd.token("web");

@@ -34,7 +34,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use atrest_meta::directory::DirEntry;
 use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp};
 use atrest_meta::{NewObject, RenameMode, SetAttr, Store, XattrMode};
-use atrest_vault::{ContentFile2, ContentKey2, Contents2, FileCipher2, LocalWitnessFile};
+use atrest_vault::{
+    ContentFile2, ContentKey2, Contents2, DurableGeneration, FileCipher2, LocalWitnessFile,
+};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -48,6 +50,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::checkpoints::{FLUSH_ROUNDS, INTERVAL, Trigger};
 use super::errors::{content_errno, fs_errno, meta_errno};
+use crate::GenerationReporter;
 use crate::fs::{LOCK_STRIPES, system_time, timespec};
 
 /// Entries read from the store per `readdir` call; the kernel's buffer
@@ -84,6 +87,8 @@ struct State {
     open: HashMap<u64, Open>,
     /// The host's local witness, written after every checkpoint.
     witness: Option<LocalWitnessFile>,
+    /// Told every checkpoint, for the key authorities (§16.17.1).
+    reporter: Option<Arc<dyn GenerationReporter>>,
 }
 
 impl State {
@@ -125,6 +130,9 @@ impl State {
                     && let Err(e) = witness.record(&self.store)
                 {
                     tracing::warn!("the local witness was not written: {e}");
+                }
+                if let Some(reporter) = &self.reporter {
+                    reporter.checkpointed(DurableGeneration::of(self.store.superblock()));
                 }
                 true
             }
@@ -318,12 +326,14 @@ fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>) {
 impl VaultFs2 {
     /// Serves `contents` (opened and recovered by
     /// [`atrest_vault::Vault::open_format_2`]); `root` is the backing
-    /// directory; `witness`, if any, is written after every checkpoint.
+    /// directory; `witness`, if any, is written after every checkpoint,
+    /// and `reporter`, if any, told of each.
     pub fn new(
         contents: Contents2,
         root: &Path,
         ttl: Duration,
         witness: Option<LocalWitnessFile>,
+        reporter: Option<Arc<dyn GenerationReporter>>,
     ) -> Self {
         let Contents2 { mut store, content } = contents;
         store.set_log_zeros_ahead(atrest_meta::log::ZEROS_AHEAD);
@@ -339,6 +349,7 @@ impl VaultFs2 {
             wake: wake.clone(),
             open: HashMap::new(),
             witness,
+            reporter,
         }));
         let timed = state.clone();
         let thread = std::thread::spawn(move || checkpointer(&timed, &woken));
@@ -473,6 +484,9 @@ impl Filesystem for VaultFs2 {
                     tracing::warn!("the local witness was not written: {e}");
                 }
                 tracing::info!("unmounted: checkpoint written");
+                if let Some(reporter) = &state.reporter {
+                    reporter.unmounted(DurableGeneration::of(state.store.superblock()));
+                }
             }
             Err(e) => {
                 meta_errno(0, e);
