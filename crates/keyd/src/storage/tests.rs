@@ -135,19 +135,21 @@ async fn check_scoped(storage: &impl Storage) {
     assert!(storage.delete_app("web").await.unwrap());
 }
 
+/// The cached store over SQLite in `dir`, as `keyd serve` runs it.
+async fn cached_sqlite(dir: &std::path::Path) -> Cached<SqliteStorage> {
+    Cached::new(
+        SqliteStorage::open(&dir.join("keyd.db"), Arc::new(SecretsKeyring::in_memory()))
+            .await
+            .unwrap(),
+    )
+}
+
 /// The cached store over SQLite (how `keyd serve` runs it) answers every
 /// scoped read after a write as the database does.
 #[tokio::test]
 async fn a_cached_store_forgets_the_apps_and_scopes_it_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Cached::new(
-        SqliteStorage::open(
-            &dir.path().join("keyd.db"),
-            Arc::new(SecretsKeyring::in_memory()),
-        )
-        .await
-        .unwrap(),
-    );
+    let storage = cached_sqlite(dir.path()).await;
     check_scoped(&storage).await;
 }
 
@@ -480,14 +482,7 @@ async fn check_release_hold(storage: &impl Storage, host: &HostRecord) {
 #[tokio::test]
 async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Cached::new(
-        SqliteStorage::open(
-            &dir.path().join("keyd.db"),
-            Arc::new(SecretsKeyring::in_memory()),
-        )
-        .await
-        .unwrap(),
-    );
+    let storage = cached_sqlite(dir.path()).await;
     let host = enroll_host(&storage, "web-1").await;
     check_release_hold(&storage, &host).await;
 }
