@@ -358,7 +358,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 source: view.source.clone(),
             })
             .details();
-            self.release(&entry, &verified, &held.boot, details).await
+            // Its nonce was spent when it was held.
+            let hold = self.hold_release(entry, None).await?;
+            self.release(hold, &verified, &held.boot, details).await
         }
         .await;
         let grant = match made {

@@ -18,6 +18,7 @@
 //! Every decision is audited; a key is released only after its audit entry
 //! is durable.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -32,7 +33,7 @@ use crate::events::AuditEvent;
 use crate::held::{PendingView, PollToken};
 use crate::metrics::Metrics;
 use crate::state::{Boots, HostEntry, Hosts, Policies, RefusalBudget};
-use crate::storage::{BootState, HostRecord, HostState, PolicyRule, Storage, StorageError};
+use crate::storage::{BootState, Held, HostRecord, HostState, PolicyRule, Storage, StorageError};
 pub use crate::unlock::Grant;
 
 /// Called with each request that starts waiting for an approver (the
@@ -130,6 +131,26 @@ pub struct HostView {
     pub boot: BootState,
 }
 
+/// A release's checks as read under its hold ([`Authority::hold_release`]):
+/// the host's row and this process's `changes` lock stay held (shared)
+/// until `held` commits and `changing` drops.
+pub(crate) struct HeldRelease<'a, H> {
+    pub entry: Arc<HostEntry>,
+    /// The boot state pending here, else the one read under the hold.
+    pub boot: BootState,
+    pub nonce_fresh: bool,
+    pub held: H,
+    pub changing: tokio::sync::RwLockReadGuard<'a, ()>,
+}
+
+impl<H: Held> HeldRelease<'_, H> {
+    /// Ends the hold without a release: the nonce stays spent (a request
+    /// held for an approver, or denied, is not answered twice either).
+    pub async fn commit(self) -> Result<(), StorageError> {
+        self.held.commit().await
+    }
+}
+
 /// What a running authority holds; its fields are reached only through
 /// [`Authority`]'s accessors.
 pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
@@ -158,7 +179,8 @@ pub(crate) struct Inner<S: Storage, A: AuditStore, C: Clock> {
     /// replaced); held shared by a release from its state check to its
     /// answer, so no change lands between the two. It orders the changes
     /// and releases of this process only: on a shared database a release
-    /// re-reads the host's state (see [`Authority::current_host`]).
+    /// reads the host's state with its row held (see
+    /// [`Authority::hold_release`]).
     changes: tokio::sync::RwLock<()>,
     /// The records key of scoped encryption, if configured.
     scoped: Option<crate::scoped::ScopedKeys>,
@@ -182,7 +204,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Clone for Authority<S, A, C> {
 
 pub(crate) const ACTOR: &str = "keyd";
 
-/// Reads of a host's row, by [`Authority::held_host`], before giving up
+/// Reads of a host's row, by [`Authority::hold_same`], before giving up
 /// on a row that changes at every read.
 const HOLD_ATTEMPTS: usize = 4;
 
@@ -353,15 +375,21 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         nonce: [u8; 16],
         timestamp: u64,
     ) -> Result<(), AuthorityError> {
-        let skew = self.inner.options.max_skew;
-        let keep_until = timestamp
-            .saturating_add(skew)
-            .max(self.now().saturating_add(skew));
+        let keep_until = self.nonce_kept_until(timestamp);
         if self.inner.storage.spend_nonce(nonce, keep_until).await? {
             Ok(())
         } else {
             Err(AuthorityError::ReplayedNonce)
         }
+    }
+
+    /// Until when a nonce of a request made at `timestamp` is kept: as
+    /// long as the request would pass the clock check.
+    fn nonce_kept_until(&self, timestamp: u64) -> u64 {
+        let skew = self.inner.options.max_skew;
+        timestamp
+            .saturating_add(skew)
+            .max(self.now().saturating_add(skew))
     }
 
     /// Audits a refusal, within the refusal budget (a flood is summarized).
@@ -420,9 +448,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
     }
 
-    /// The host as stored now, with its secrets parsed: what a release and
-    /// every change to a host check, so a revoke, shred or rotation made
-    /// by another replica is honoured at once. The parsed secrets are kept
+    /// The host as stored now, with its secrets parsed: what every change
+    /// to a host checks (a release checks the record its hold read, see
+    /// [`hold_release`](Self::hold_release)), so a revoke, shred or
+    /// rotation made by another replica is honoured at once. The parsed secrets are kept
     /// while the stored record stays the same (on SQLite the record itself
     /// comes from memory: see [`crate::storage::Cached`]).
     pub(crate) async fn current_host(
@@ -456,43 +485,86 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         Ok(entry)
     }
 
-    /// The host as stored now, its row held by the store until the hold is
-    /// committed or dropped ([`Storage::hold_host`]): shared by a release
-    /// across its audit append, exclusive by a change of the host's state
-    /// across its own, so that on a shared database a release is logged
-    /// either before a revoke or shred on another replica commits, or sees
-    /// it. The parsed secrets are [`current_host`](Self::current_host)'s
-    /// for the same record.
+    /// The host as stored now, its row held exclusively by the store until
+    /// the hold is committed or dropped ([`Storage::hold_host`]): what a
+    /// change of the host's state holds across its audit append, so that
+    /// on a shared database a release on another replica (which holds the
+    /// row shared, [`hold_release`](Self::hold_release)) is logged before
+    /// the change commits, or sees it. The parsed secrets are
+    /// [`current_host`](Self::current_host)'s for the same record.
     pub(crate) async fn held_host(
         &self,
         host: &HostId,
-        exclusive: bool,
     ) -> Result<(Arc<HostEntry>, S::Held), AuthorityError> {
-        let mut entry = match self.inner.hosts.get(host) {
-            Some(entry) => entry,
-            None => self.current_host(host).await?,
-        };
+        let entry = self.known_host(host).await?;
+        let storage = &self.inner.storage;
+        self.hold_same(entry, move |_| async move {
+            storage.hold_host(host, true).await
+        })
+        .await
+    }
+
+    /// What a release checks, read with the host's row held shared
+    /// ([`Storage::hold_release`]) and this process's `changes` lock held
+    /// shared, both until the release is logged: the host as stored now
+    /// (with its secrets parsed: `known`'s, if the record is the same),
+    /// its boot state, and `nonce` (with its request's timestamp) spent.
+    /// On a shared database this is the release's one read before its
+    /// audit entry: whatever another replica changed (a revoke, shred,
+    /// rotation, the host's last boot, a nonce) is seen here.
+    pub(crate) async fn hold_release(
+        &self,
+        known: Arc<HostEntry>,
+        nonce: Option<([u8; 16], u64)>,
+    ) -> Result<HeldRelease<'_, S::Held>, AuthorityError> {
+        let changing = self.inner.changes.read().await;
+        let nonce = nonce.map(|(nonce, timestamp)| (nonce, self.nonce_kept_until(timestamp)));
+        let storage = &self.inner.storage;
+        let (entry, (boot, nonce_fresh, held)) = self
+            .hold_same(known, move |parsed| async move {
+                let hold = storage.hold_release(&parsed.record, nonce).await?;
+                Ok::<_, StorageError>(hold.map(|h| (h.record, (h.boot, h.nonce_fresh, h.held))))
+            })
+            .await?;
+        Ok(HeldRelease {
+            boot: self.inner.boots.pending(&entry.record.id).unwrap_or(boot),
+            entry,
+            nonce_fresh,
+            held,
+            changing,
+        })
+    }
+
+    /// Holds `entry`'s row through `hold` until the record held is the one
+    /// whose secrets `entry` parsed: a changed record is read again (with
+    /// the row let go meanwhile: the read takes another connection), up to
+    /// [`HOLD_ATTEMPTS`] times.
+    async fn hold_same<T, F>(
+        &self,
+        mut entry: Arc<HostEntry>,
+        hold: impl Fn(Arc<HostEntry>) -> F,
+    ) -> Result<(Arc<HostEntry>, T), AuthorityError>
+    where
+        F: Future<Output = Result<Option<(HostRecord, T)>, StorageError>>,
+    {
+        let host = entry.record.id.clone();
         for _ in 0..HOLD_ATTEMPTS {
-            let (record, held) = self
-                .inner
-                .storage
-                .hold_host(host, exclusive)
+            let (record, held) = hold(entry.clone())
                 .await?
                 .ok_or_else(|| AuthorityError::UnknownHost(host.clone()))?;
             if record == entry.record {
                 return Ok((entry, held));
             }
-            // Changed since its secrets were parsed: read them again, with
-            // the row let go meanwhile (the read takes another connection).
             drop(held);
-            entry = self.current_host(host).await?;
+            entry = self.current_host(&host).await?;
         }
-        Err(StorageError::Contended(host.clone()).into())
+        Err(StorageError::Contended(host).into())
     }
 
     /// The host as this process last read it, read now if it never did
     /// (enrolled through another replica): enough for the checks before a
-    /// release, which reads the host again.
+    /// release (its public key never changes), which reads the host again
+    /// under its hold.
     pub(crate) async fn known_host(&self, host: &HostId) -> Result<Arc<HostEntry>, AuthorityError> {
         match self.inner.hosts.get(host) {
             Some(entry) => Ok(entry),
@@ -556,16 +628,18 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .unwrap_or_default())
     }
 
-    /// Changes the host's boot state and returns once it is durable: a
-    /// release answers only after the state it depends on (the new boot's
-    /// ticket) would survive a crash.
+    /// Changes the host's boot state, `read` (by
+    /// [`boot_state`](Self::boot_state), or under a release's hold) unless
+    /// one is pending here, and returns once it is durable: a release
+    /// answers only after the state it depends on (the new boot's ticket)
+    /// would survive a crash.
     pub(crate) async fn record_boot(
         &self,
         host: &HostId,
+        read: BootState,
         change: impl FnOnce(&mut BootState),
     ) -> Result<(), AuthorityError> {
-        let stored = self.boot_state(host).await?;
-        self.inner.boots.update(host, stored, change);
+        self.inner.boots.update(host, read, change);
         self.write_boots(Some(host)).await
     }
 

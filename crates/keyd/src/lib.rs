@@ -99,7 +99,8 @@ pub use status::{DatabaseStatus, database_status};
 pub use storage::{
     BootState, Cached, CachedHeld, Database, DatabaseError, Held, HostRecord, HostState,
     KeydAuditStore, KeydHeld, KeydStorage, PG_SCHEMA_VERSION, PgHeld, PgStorage, Policy,
-    PolicyRule, PolicyScope, SCHEMA_VERSION, SqliteHeld, SqliteStorage, Storage, StorageError,
+    PolicyRule, PolicyScope, ReleaseHold, SCHEMA_VERSION, SqliteHeld, SqliteStorage, Storage,
+    StorageError,
 };
 pub use tls::{
     CA_FILE, CERT_FILE, Connection, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEY_FILE, MAX_CONNECTIONS,

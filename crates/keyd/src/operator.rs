@@ -122,7 +122,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let _changing = self.changes().write().await;
         // Held from the check to the commit: a release on another replica
         // is logged before this change, or sees it (see `release`).
-        let (entry, mut held) = self.held_host(host, true).await?;
+        let (entry, mut held) = self.held_host(host).await?;
         if entry.record.state == HostState::Shredded {
             return Err(AuthorityError::Shredded(host.clone()));
         }

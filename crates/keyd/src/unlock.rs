@@ -14,7 +14,7 @@ use atrest_wire::{AuditProof, Rebind};
 use serde::{Deserialize, Serialize};
 
 use crate::approval::HoldReason;
-use crate::authority::{ACTOR, Authority, RequestContext, UnlockOutcome, check_state};
+use crate::authority::{ACTOR, Authority, HeldRelease, RequestContext, UnlockOutcome, check_state};
 use crate::error::AuthorityError;
 use crate::events::{AuditEvent, RebootEvent, UnlockEvent};
 use crate::policy::{BootStatus, Verdict, verdict};
@@ -65,8 +65,24 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             boot: None,
             generation: None,
         };
-        let (entry, verified) = match self.verify_request(signed).await {
-            Ok(pair) => pair,
+        let checked = async {
+            let (known, verified) = self.verify_signature(signed).await?;
+            // A format 2 vault's claim, against the generation witnessed:
+            // judged before the hold, which keeps a connection of the pool
+            // (the claim's read takes another).
+            let claim = match &request.generation {
+                Some(claim) => Some(
+                    self.judge_claim(&request.host_id, request.vault_id, claim)
+                        .await?,
+                ),
+                None => None,
+            };
+            let (hold, verified) = self.hold_request(signed, known, verified).await?;
+            Ok::<_, AuthorityError>((hold, verified, claim))
+        }
+        .await;
+        let (hold, verified, claim) = match checked {
+            Ok(checked) => checked,
             Err(e) => {
                 self.refused(EntryKind::Decision, request.host_id.as_str(), &e, || {
                     AuditEvent::Unlock(details(e.code()))
@@ -75,20 +91,13 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 return Err(e);
             }
         };
+        let entry = hold.entry.clone();
         let boot = BootStatus::of(
-            &self.boot_state(&entry.record.id).await?,
+            &hold.boot,
             request.boot_id.as_str(),
             signed.boot_ticket.as_ref(),
             self.now(),
         );
-        // A format 2 vault's claim, against the generation witnessed.
-        let claim = match &request.generation {
-            Some(claim) => Some(
-                self.judge_claim(&entry.record.id, request.vault_id, claim)
-                    .await?,
-            ),
-            None => None,
-        };
         let generation = claim.as_ref().map(JudgedClaim::audit);
         // Once the boot (and the claim) are judged, the entry says how.
         let judged = |outcome: &str, boot: &BootStatus| {
@@ -100,7 +109,15 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         };
         let rollback = claim.as_ref().and_then(JudgedClaim::rollback_reason);
         match verdict(self.rule_for(&entry.record), &boot, rollback.as_deref()) {
+            Verdict::Release => {
+                let released = judged("released", &boot).details();
+                let grant = self.release(hold, &verified, &boot, released).await?;
+                Ok(UnlockOutcome::Granted(Box::new(grant)))
+            }
+            // Not released: the row is let go with the nonce spent (a
+            // denied or held request is not answered twice either).
             Verdict::Deny { reason } => {
+                hold.commit().await?;
                 let e = AuthorityError::Denied {
                     host: entry.record.id.clone(),
                     reason,
@@ -112,6 +129,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 Err(e)
             }
             Verdict::Hold { reason } => {
+                hold.commit().await?;
                 match self
                     .hold(
                         &entry,
@@ -139,60 +157,89 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                     }
                 }
             }
-            Verdict::Release => {
-                let released = judged("released", &boot).details();
-                let grant = self.release(&entry, &verified, &boot, released).await?;
-                Ok(UnlockOutcome::Granted(Box::new(grant)))
-            }
         }
     }
 
-    /// Every check of a request before policy: host, signature, clock,
-    /// state, key, nonce.
-    async fn verify_request(
+    /// The first checks of a request: the host is known and signed it, at
+    /// a time within the clock's skew. The signature is checked with the
+    /// public key this process read before (a host's key never changes),
+    /// so garbage costs no database read.
+    async fn verify_signature(
         &self,
         signed: &SignedUnlockRequest,
     ) -> Result<(Arc<HostEntry>, VerifiedRequest), AuthorityError> {
-        let request = &signed.request;
-        // Read from storage: a revoke or shred on another replica counts
-        // before the policy (a revoked host's request is never held).
-        let entry = self.current_host(&request.host_id).await?;
-        let now = self.now();
+        let known = self.known_host(&signed.request.host_id).await?;
         let verified = atrest_remote::verify(
             signed,
-            &entry.record.public_key,
-            now,
+            &known.record.public_key,
+            self.now(),
             self.options().max_skew,
         )?;
-        check_state(&entry.record)?;
-        if entry.secret(&request.key_id).is_none() {
+        Ok((known, verified))
+    }
+
+    /// The checks of a verified request on what may change (state, key,
+    /// nonce), read under the release's hold in one round trip with the
+    /// nonce spent ([`Authority::hold_release`]).
+    async fn hold_request(
+        &self,
+        signed: &SignedUnlockRequest,
+        known: Arc<HostEntry>,
+        verified: VerifiedRequest,
+    ) -> Result<(HeldRelease<'_, S::Held>, VerifiedRequest), AuthorityError> {
+        let request = &signed.request;
+        let hold = self
+            .hold_release(known.clone(), Some((request.nonce.0, request.timestamp)))
+            .await?;
+        // Only a database restored under a running keyd could change it.
+        let verified = if hold.entry.record.public_key == known.record.public_key {
+            verified
+        } else {
+            atrest_remote::verify(
+                signed,
+                &hold.entry.record.public_key,
+                self.now(),
+                self.options().max_skew,
+            )?
+        };
+        check_state(&hold.entry.record)?;
+        if hold.entry.secret(&request.key_id).is_none() {
             return Err(AuthorityError::UnknownKey(request.key_id));
         }
-        self.spend_nonce(request.nonce.0, request.timestamp).await?;
-        Ok((entry, verified))
+        if !hold.nonce_fresh {
+            return Err(AuthorityError::ReplayedNonce);
+        }
+        Ok((hold, verified))
     }
 
     /// Writes the release entry, then (only then) computes the answer, and
-    /// records the boot. `boot` is how the request's boot was judged.
+    /// records the boot. `boot` is how the request's boot was judged;
+    /// `hold`, what the checks read (the host's row and this process's
+    /// `changes` lock, both held shared).
     pub(crate) async fn release(
         &self,
-        entry: &HostEntry,
+        hold: HeldRelease<'_, S::Held>,
         verified: &VerifiedRequest,
         boot: &BootStatus,
         details: serde_json::Value,
     ) -> Result<Grant, AuthorityError> {
         let request = verified.request();
-        let host = &entry.record.id;
-        // Revoke, shred and rotate take this lock exclusively: from the
-        // state check below to the answer, none of this process can land in
-        // between, so a "released" entry is never followed by a refusal of
-        // the same release (nor a release by a shred that logged first).
-        // Another replica's revoke or shred is kept out by the host's row,
-        // held (shared) from the state check until the release entry is
-        // durable: it commits after this release is logged, or this release
-        // sees it.
-        let changing = self.changes().read().await;
-        let (current, held) = self.held_host(host, false).await?;
+        // Revoke, shred and rotate take the `changes` lock exclusively:
+        // from the state check below to the answer, none of this process
+        // can land in between, so a "released" entry is never followed by
+        // a refusal of the same release (nor a release by a shred that
+        // logged first). Another replica's revoke or shred is kept out by
+        // the host's row, held (shared) from the state check until the
+        // release entry is durable: it commits after this release is
+        // logged, or this release saw it.
+        let HeldRelease {
+            entry: current,
+            boot: read_boot,
+            held,
+            changing,
+            ..
+        } = hold;
+        let host = &current.record.id;
         check_state(&current.record)?;
         let secret = current
             .secret(&request.key_id)
@@ -226,8 +273,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         let boot_ticket = (*boot != BootStatus::Same).then(atrest_remote::BootTicket::random);
         let ticket_hash = boot_ticket.as_ref().map(atrest_remote::BootTicket::hash);
         // Durable before the answer: a crash after it must not make this
-        // boot's next request look like a first (or unproven) one.
-        self.record_boot(host, |state| {
+        // boot's next request look like a first (or unproven) one. The
+        // state read under the hold is the stored one: another replica's
+        // write of it (a row lock) waited for the hold's commit.
+        self.record_boot(host, read_boot, |state| {
             if state.last_boot_id.as_deref() != Some(&boot_id) {
                 state.planned_until = None;
                 state.planned_from = None;
@@ -360,7 +409,8 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             )
             .await?;
         let from = notice.boot_id.as_str().to_owned();
-        self.record_boot(&entry.record.id, |state| {
+        let stored = self.boot_state(&entry.record.id).await?;
+        self.record_boot(&entry.record.id, stored, |state| {
             state.planned_until = Some(until);
             state.planned_from = Some(from);
         })

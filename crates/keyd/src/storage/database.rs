@@ -23,9 +23,9 @@ use atrest_remote::{HostId, KeyId};
 
 use super::{
     BootState, Cached, CachedHeld, Held, HeldState, HoldOutcome, HostRecord, HostState, PgHeld,
-    PgStorage, PolicyRule, PolicyScope, SqliteHeld, SqliteStorage, Storage, StorageError,
-    StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope, StoredSecret,
-    StoredSession, StoredWindow,
+    PgStorage, PolicyRule, PolicyScope, ReleaseHold, SqliteHeld, SqliteStorage, Storage,
+    StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
+    StoredSecret, StoredSession, StoredWindow,
 };
 
 use crate::secrets_key::SecretsKeyring;
@@ -320,6 +320,23 @@ impl Storage for KeydStorage {
                 .hold_host(id, exclusive)
                 .await?
                 .map(|(record, held)| (record, KeydHeld::Postgres(held))),
+        })
+    }
+
+    async fn hold_release(
+        &self,
+        known: &HostRecord,
+        nonce: Option<([u8; 16], u64)>,
+    ) -> Result<Option<ReleaseHold<KeydHeld>>, StorageError> {
+        Ok(match self {
+            Self::Sqlite(s) => s
+                .hold_release(known, nonce)
+                .await?
+                .map(|hold| hold.map_held(KeydHeld::Sqlite)),
+            Self::Postgres(s) => s
+                .hold_release(known, nonce)
+                .await?
+                .map(|hold| hold.map_held(KeydHeld::Postgres)),
         })
     }
 

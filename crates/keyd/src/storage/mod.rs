@@ -724,6 +724,29 @@ pub(crate) fn stored_epoch(epoch: i64, check: Vec<u8>) -> Result<StoredEpoch, St
     })
 }
 
+/// What [`Storage::hold_release`] read with the host's row held.
+pub struct ReleaseHold<H> {
+    pub record: HostRecord,
+    /// The host's boot state as stored (the default if it never booted).
+    pub boot: BootState,
+    /// Whether the request's nonce was spent now (`false`: a replay).
+    pub nonce_fresh: bool,
+    /// The row, held shared until committed or dropped.
+    pub held: H,
+}
+
+impl<H> ReleaseHold<H> {
+    /// The same reads around another type of hold (a backend's, wrapped).
+    pub fn map_held<T>(self, f: impl FnOnce(H) -> T) -> ReleaseHold<T> {
+        ReleaseHold {
+            record: self.record,
+            boot: self.boot,
+            nonce_fresh: self.nonce_fresh,
+            held: f(self.held),
+        }
+    }
+}
+
 /// Rows a [`Storage`] holds for its caller (an open transaction, or
 /// nothing): committed by [`commit`](Held::commit); dropped, what was
 /// written through it is rolled back and the rows are let go.
@@ -789,6 +812,43 @@ pub trait Storage: Send + Sync + 'static {
         id: &HostId,
         exclusive: bool,
     ) -> impl Future<Output = Result<Option<(HostRecord, Self::Held)>, StorageError>> + Send;
+
+    /// What a release checks, read with the row of host `known.id` held
+    /// shared as by [`hold_host`](Self::hold_host)`(id, false)`: the host,
+    /// its boot state, and the request's `nonce` spent until the given
+    /// time (Unix seconds; `None` spends nothing: an approved request's
+    /// nonce was spent when it was held). A shared store does it in one
+    /// statement, and spends the nonce in the hold's transaction: spent
+    /// for every process once the hold commits, unspent if it is dropped,
+    /// and a second process spending it meanwhile waits for the first's
+    /// commit. A store only this process writes may spend it at once, but
+    /// then only if the record read is `known` (the one whose secrets the
+    /// caller parsed): otherwise the caller drops the hold and asks again,
+    /// and must not find its own nonce spent. `Ok(None)`: no such host.
+    fn hold_release(
+        &self,
+        known: &HostRecord,
+        nonce: Option<([u8; 16], u64)>,
+    ) -> impl Future<Output = Result<Option<ReleaseHold<Self::Held>>, StorageError>> + Send {
+        async move {
+            let Some((record, held)) = self.hold_host(&known.id, false).await? else {
+                return Ok(None);
+            };
+            let boot = self.boot_state(&known.id).await?.unwrap_or_default();
+            let nonce_fresh = match nonce {
+                Some((nonce, keep_until)) if record == *known => {
+                    self.spend_nonce(nonce, keep_until).await?
+                }
+                _ => true,
+            };
+            Ok(Some(ReleaseHold {
+                record,
+                boot,
+                nonce_fresh,
+                held,
+            }))
+        }
+    }
 
     /// Sets the state; `Shredded` also deletes every secret of the host,
     /// in the same transaction, and advances the secrets epoch: every

@@ -21,10 +21,10 @@ use crate::secrets_key::{EpochKey, SecretsKeyring, StoredEpoch};
 
 use super::{
     BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
-    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SecretRow, SessionRow,
-    Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
-    StoredSecret, StoredSession, StoredWindow, app_from, backend, read_secrets, rewrap_all,
-    scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
+    HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ReleaseHold, ScopeRow, SecretRow,
+    SessionRow, Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld,
+    StoredScope, StoredSecret, StoredSession, StoredWindow, app_from, backend, read_secrets,
+    rewrap_all, scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
 };
 
 /// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`,
@@ -202,16 +202,29 @@ const SCHEMA: &[&str] = &[
         ON keyd_host_secrets FOR EACH ROW EXECUTE FUNCTION keyd_shredded_is_final()",
 ];
 
-/// A host and the key ids of its secrets (`concat!`ed with a condition).
-macro_rules! select_hosts {
+/// A host's columns and the key ids of its secrets, from `keyd_hosts h`.
+macro_rules! host_columns {
     () => {
-        "SELECT h.id, h.group_name, h.public_key, h.state, h.enrolled_at,
+        "h.id, h.group_name, h.public_key, h.state, h.enrolled_at,
             (SELECT key_id FROM keyd_host_secrets s WHERE s.host_id = h.id AND s.current)
                 AS key_id,
             (SELECT key_id FROM keyd_host_secrets s WHERE s.host_id = h.id AND NOT s.current)
                 AS previous_key_id,
-            (SELECT epoch FROM keyd_secrets_epoch) AS secrets_epoch
-         FROM keyd_hosts h"
+            (SELECT epoch FROM keyd_secrets_epoch) AS secrets_epoch"
+    };
+}
+
+/// A host and the key ids of its secrets (`concat!`ed with a condition).
+macro_rules! select_hosts {
+    () => {
+        concat!("SELECT ", host_columns!(), " FROM keyd_hosts h")
+    };
+}
+
+/// A host's boot state, from `keyd_hosts h`.
+macro_rules! boot_columns {
+    () => {
+        "h.last_boot_id, h.last_unlock_at, h.planned_until, h.planned_from, h.ticket_hash"
     };
 }
 
@@ -233,8 +246,7 @@ macro_rules! select_scopes {
 
 macro_rules! select_boots {
     () => {
-        "SELECT id, last_boot_id, last_unlock_at, planned_until, planned_from, ticket_hash
-         FROM keyd_hosts"
+        concat!("SELECT h.id, ", boot_columns!(), " FROM keyd_hosts h")
     };
 }
 
@@ -571,6 +583,48 @@ impl Storage for PgStorage {
         let Some(row) = row else { return Ok(None) };
         self.follow_epoch(&row)?;
         Ok(Some((host_from_row(&row)?, PgHeld::new(tx))))
+    }
+
+    /// One statement after `BEGIN`: the host and its boot state read with
+    /// the row held shared, and the nonce inserted in the same transaction
+    /// (the primary key makes a second replica's insert of the same nonce
+    /// wait for this commit, then find it spent). Whatever the record read,
+    /// the nonce is spent only if the caller commits the hold.
+    async fn hold_release(
+        &self,
+        known: &HostRecord,
+        nonce: Option<([u8; 16], u64)>,
+    ) -> Result<Option<ReleaseHold<PgHeld>>, StorageError> {
+        let id = &known.id;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "WITH spent AS (
+                INSERT INTO keyd_nonces (nonce, keep_until)
+                SELECT $2::bytea, $3::bigint WHERE $2::bytea IS NOT NULL
+                ON CONFLICT DO NOTHING RETURNING 1
+             )
+             SELECT ",
+            host_columns!(),
+            ", ",
+            boot_columns!(),
+            ", EXISTS (SELECT 1 FROM spent) AS spent
+             FROM keyd_hosts h WHERE h.id = $1 FOR SHARE OF h"
+        ))
+        .bind(id.as_str())
+        .bind(nonce.as_ref().map(|(nonce, _)| &nonce[..]))
+        .bind(nonce.map(|(_, keep_until)| to_i64(keep_until)))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        self.follow_epoch(&row)?;
+        let spent: bool = row.try_get("spent").map_err(backend)?;
+        Ok(Some(ReleaseHold {
+            record: host_from_row(&row)?,
+            boot: boot_from_row(&row)?,
+            nonce_fresh: nonce.is_none() || spent,
+            held: PgHeld::new(tx),
+        }))
     }
 
     async fn set_host_state(

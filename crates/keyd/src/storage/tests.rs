@@ -135,19 +135,21 @@ async fn check_scoped(storage: &impl Storage) {
     assert!(storage.delete_app("web").await.unwrap());
 }
 
+/// The cached store over SQLite in `dir`, as `keyd serve` runs it.
+async fn cached_sqlite(dir: &std::path::Path) -> Cached<SqliteStorage> {
+    Cached::new(
+        SqliteStorage::open(&dir.join("keyd.db"), Arc::new(SecretsKeyring::in_memory()))
+            .await
+            .unwrap(),
+    )
+}
+
 /// The cached store over SQLite (how `keyd serve` runs it) answers every
 /// scoped read after a write as the database does.
 #[tokio::test]
 async fn a_cached_store_forgets_the_apps_and_scopes_it_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Cached::new(
-        SqliteStorage::open(
-            &dir.path().join("keyd.db"),
-            Arc::new(SecretsKeyring::in_memory()),
-        )
-        .await
-        .unwrap(),
-    );
+    let storage = cached_sqlite(dir.path()).await;
     check_scoped(&storage).await;
 }
 
@@ -397,6 +399,115 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     assert!(b.session([5; 32], 99).await.unwrap().is_some());
     check_scoped(&a).await;
     check_witness(&b, &host).await;
+}
+
+/// A release's hold ([`Storage::hold_release`]): the host and its boot
+/// state as stored, and the nonce spent once the hold commits. A hold of
+/// a record other than the caller's (the caller drops it and asks again),
+/// or of an unknown host, leaves the nonce unspent on every store.
+async fn check_release_hold(storage: &impl Storage, host: &HostRecord) {
+    let boot = BootState {
+        last_boot_id: Some("boot-1".into()),
+        last_unlock_at: Some(5),
+        planned_until: Some(6),
+        planned_from: Some("boot-0".into()),
+        ticket_hash: Some([6; 32]),
+    };
+    storage
+        .save_boot_states(&[(host.id.clone(), boot.clone())])
+        .await
+        .unwrap();
+    let hold = storage
+        .hold_release(host, Some(([1; 16], 100)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hold.record, *host);
+    assert_eq!(hold.boot, boot);
+    assert_eq!(hold.boot.ticket_hash, Some([6; 32]));
+    assert!(hold.nonce_fresh);
+    hold.held.commit().await.unwrap();
+    let replay = storage
+        .hold_release(host, Some(([1; 16], 100)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!replay.nonce_fresh, "a nonce spent by a committed hold");
+    drop(replay);
+    assert!(!storage.spend_nonce([1; 16], 100).await.unwrap());
+    // An approved request's nonce was spent when it was held.
+    let approved = storage.hold_release(host, None).await.unwrap().unwrap();
+    assert!(approved.nonce_fresh);
+    approved.held.commit().await.unwrap();
+
+    let stale = HostRecord {
+        key_id: KeyId([2; 16]),
+        ..host.clone()
+    };
+    let changed = storage
+        .hold_release(&stale, Some(([2; 16], 100)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.record, *host);
+    drop(changed);
+    let again = storage
+        .hold_release(host, Some(([2; 16], 100)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        again.nonce_fresh,
+        "the dropped hold of a changed record spent the nonce"
+    );
+    drop(again);
+
+    let nobody = HostRecord {
+        id: HostId::new("nobody").unwrap(),
+        ..host.clone()
+    };
+    assert!(
+        storage
+            .hold_release(&nobody, Some(([3; 16], 100)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage.spend_nonce([3; 16], 100).await.unwrap(),
+        "an unknown host's hold spent the nonce"
+    );
+}
+
+#[tokio::test]
+async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = cached_sqlite(dir.path()).await;
+    let host = enroll_host(&storage, "web-1").await;
+    check_release_hold(&storage, &host).await;
+}
+
+#[tokio::test]
+async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_postgresql() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
+        .await
+        .unwrap();
+    let host = enroll_host(&storage, "web-1").await;
+    check_release_hold(&storage, &host).await;
+    // A hold dropped (a release that failed before its commit) spends
+    // nothing: a later request with the nonce is not taken for a replay.
+    let dropped = storage
+        .hold_release(&host, Some(([4; 16], 100)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(dropped.nonce_fresh);
+    drop(dropped);
+    assert!(storage.spend_nonce([4; 16], 100).await.unwrap());
+    storage.close().await;
 }
 
 /// Found by bench/keyd-pg.sh with two replicas: boot-state batches of the

@@ -200,6 +200,68 @@ async fn a_nonce_spent_on_one_replica_is_a_replay_on_the_other() {
     );
 }
 
+/// A release spends its nonce in the transaction that holds the host's
+/// row until the release is logged. The same request at B while A's
+/// release is inside its audit commit waits for A's transaction, then is
+/// a replay; A answers. Exactly one release is logged.
+#[tokio::test]
+async fn a_nonce_in_a_release_being_logged_on_one_replica_is_a_replay_on_the_other() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    let (signed, _) = request(&a, &host.identity, &host.id, &host.binding);
+    let unlock_on = |f: &Fixture| {
+        let (authority, signed) = (f.authority.clone(), signed.clone());
+        tokio::spawn(async move { authority.unlock(&signed, CTX).await })
+    };
+    let permits = a.faults.hold_commits().await;
+    let first = unlock_on(&a);
+    a.faults.commit_started().await;
+    let second = unlock_on(&b);
+    done_or_waiting_on_a_lock(&b, &second).await;
+    drop(permits);
+    granted(first.await.unwrap().unwrap());
+    assert_eq!(
+        second.await.unwrap().unwrap_err().code(),
+        "replayed_nonce"
+    );
+    let nonce = atrest_core::to_base64url(&signed.request.nonce.0);
+    let released = entries(&a)
+        .await
+        .into_iter()
+        .filter(|e| e.details.contains("\"released\"") && e.details.contains(&nonce))
+        .count();
+    assert_eq!(released, 1);
+}
+
+/// B parsed the host's secrets before A rotated them. B's hold finds the
+/// record changed, lets the row go (and with it the nonce it spent in
+/// the hold's transaction), reads the host again and holds it again: the
+/// request is answered with a rebind, its own nonce not taken for a
+/// replay, and spent for both replicas afterwards.
+#[tokio::test]
+async fn a_rotation_on_one_replica_is_read_again_by_the_other_and_answered() {
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let host = enroll_host(&a, "web-1").await;
+    let (signed, _) = request(&b, &host.identity, &host.id, &host.binding);
+    granted(unlock(&b, &signed).await.unwrap());
+    let rotated = a.authority.rotate(&host.id, "test").await.unwrap();
+    let (signed, state) = request(&b, &host.identity, &host.id, &host.binding);
+    let grant = granted(unlock(&b, &signed).await.unwrap());
+    assert_eq!(
+        state.unblind(&grant.response).unwrap().expose(),
+        host.key.expose()
+    );
+    assert_eq!(grant.rebind.unwrap().key_id, rotated.record.key_id);
+    for f in [&a, &b] {
+        assert_eq!(
+            unlock(f, &signed).await.unwrap_err().code(),
+            "replayed_nonce"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_boot_released_by_one_replica_is_the_same_boot_on_the_other() {
     let Some(a) = fixture().await else { return };
