@@ -264,6 +264,10 @@ impl SqliteStorage {
     }
 }
 
+/// Hosts per statement of [`SqliteStorage::save_unlock_times`]: 2 bound
+/// values each, far inside SQLite's limit of 32,766 per statement.
+const UNLOCK_TIMES_PER_UPDATE: usize = 1000;
+
 /// A host and the key ids of its secrets (`concat!`ed with a condition).
 macro_rules! select_hosts {
     () => {
@@ -637,6 +641,29 @@ impl Storage for SqliteStorage {
             .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// One statement per chunk (each statement is a round trip to sqlx's
+    /// worker thread), each committed on its own: a time shown to
+    /// operators needs no transaction across chunks.
+    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+        for chunk in times.chunks(UNLOCK_TIMES_PER_UPDATE) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH t (id, at) AS (");
+            update.push_values(chunk, |mut row, (id, at)| {
+                row.push_bind(id.as_str()).push_bind(to_i64(*at));
+            });
+            update.push(
+                ") UPDATE hosts SET last_unlock_at = t.at FROM t
+                 WHERE hosts.id = t.id
+                    AND (hosts.last_unlock_at IS NULL OR hosts.last_unlock_at < t.at)",
+            );
+            update
+                .build()
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        }
         Ok(())
     }
 
