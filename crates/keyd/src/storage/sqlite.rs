@@ -656,11 +656,7 @@ impl Storage for SqliteStorage {
                  WHERE hosts.id = t.id
                     AND (hosts.last_unlock_at IS NULL OR hosts.last_unlock_at < t.at)",
             );
-            update
-                .build()
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
+            update.build().execute(&self.pool).await.map_err(backend)?;
         }
         Ok(())
     }
@@ -1316,11 +1312,7 @@ async fn update_boot_states<'c>(
             ticket_hash = s.ticket_hash
          FROM s WHERE hosts.id = s.id",
     );
-    update
-        .build()
-        .execute(executor)
-        .await
-        .map_err(backend)?;
+    update.build().execute(executor).await.map_err(backend)?;
     Ok(())
 }
 

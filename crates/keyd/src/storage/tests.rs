@@ -586,7 +586,10 @@ async fn check_unlock_times(storage: &impl Storage) {
         .save_boot_states(&[(host.id.clone(), boot.clone())])
         .await
         .unwrap();
-    assert_eq!(storage.boot_state(&host.id).await.unwrap(), Some(boot.clone()));
+    assert_eq!(
+        storage.boot_state(&host.id).await.unwrap(),
+        Some(boot.clone())
+    );
     let gone = HostId::new("web-2").unwrap();
     storage
         .save_unlock_times(&[(host.id.clone(), 20), (gone.clone(), 30)])
@@ -596,7 +599,10 @@ async fn check_unlock_times(storage: &impl Storage) {
         last_unlock_at: Some(20),
         ..boot
     };
-    assert_eq!(storage.boot_state(&host.id).await.unwrap(), Some(later.clone()));
+    assert_eq!(
+        storage.boot_state(&host.id).await.unwrap(),
+        Some(later.clone())
+    );
     assert_eq!(storage.boot_state(&gone).await.unwrap(), None);
     storage
         .save_unlock_times(&[(host.id.clone(), 15)])
@@ -619,7 +625,12 @@ async fn unlock_times_move_forward_and_leave_the_boot_alone_on_sqlite() {
     let stored = open().await;
     let host = HostId::new("web-1").unwrap();
     assert_eq!(
-        stored.boot_state(&host).await.unwrap().unwrap().last_unlock_at,
+        stored
+            .boot_state(&host)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_unlock_at,
         Some(20)
     );
 }
