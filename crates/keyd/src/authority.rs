@@ -598,12 +598,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         Ok(records
             .into_iter()
             .map(|record| HostView {
-                boot: self
-                    .inner
-                    .boots
-                    .pending(&record.id)
-                    .or_else(|| boots.remove(&record.id))
-                    .unwrap_or_default(),
+                boot: self.inner.boots.pending(&record.id).unwrap_or_else(|| {
+                    let stored = boots.remove(&record.id).unwrap_or_default();
+                    self.inner.boots.with_unlock_time(&record.id, stored)
+                }),
                 record,
             })
             .collect())
@@ -615,32 +613,39 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         self.inner.hosts.len()
     }
 
-    /// The host's boot state: one not yet written here, else the stored one.
+    /// The host's boot state: one not yet written here, else the stored one
+    /// (with its last release's time, if not yet written).
     pub(crate) async fn boot_state(&self, host: &HostId) -> Result<BootState, AuthorityError> {
         if let Some(pending) = self.inner.boots.pending(host) {
             return Ok(pending);
         }
-        Ok(self
+        let stored = self
             .inner
             .storage
             .boot_state(host)
             .await?
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok(self.inner.boots.with_unlock_time(host, stored))
     }
 
     /// Changes the host's boot state, `read` (by
     /// [`boot_state`](Self::boot_state), or under a release's hold) unless
-    /// one is pending here, and returns once it is durable: a release
-    /// answers only after the state it depends on (the new boot's ticket)
-    /// would survive a crash.
+    /// one is pending here, and returns once what the host's next request
+    /// is judged by is durable: a release answers only after the state it
+    /// depends on (the new boot's ticket) would survive a crash. A change
+    /// of `last_unlock_at` alone (a release of the boot already known) is
+    /// written by the next tick instead, with every other host's: a crash
+    /// loses at most that time.
     pub(crate) async fn record_boot(
         &self,
         host: &HostId,
         read: BootState,
         change: impl FnOnce(&mut BootState),
     ) -> Result<(), AuthorityError> {
-        self.inner.boots.update(host, read, change);
-        self.write_boots(Some(host)).await
+        if self.inner.boots.update(host, read, change) {
+            self.write_boots(Some(host)).await?;
+        }
+        Ok(())
     }
 
     /// Whether this authority can release now: its database answers and
@@ -653,10 +658,17 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             .map_err(AuthorityError::from)
     }
 
-    /// Writes the boot states a failed write left (also done every tick
-    /// and when `serve` stops).
+    /// Writes the boot states a failed write left and the release times
+    /// not yet written (done every tick and when `serve` stops).
     pub async fn flush_boots(&self) -> Result<(), AuthorityError> {
-        self.write_boots(None).await
+        self.write_boots(None).await?;
+        let times = self.inner.boots.unlock_times();
+        if times.is_empty() {
+            return Ok(());
+        }
+        self.inner.storage.save_unlock_times(&times).await?;
+        self.inner.boots.unlock_times_written(&times);
+        Ok(())
     }
 
     /// One writer at a time writes every pending state in one transaction;
@@ -678,9 +690,10 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         Ok(())
     }
 
-    /// The periodic work: write boot states a failed write left, re-read
-    /// the policies (another replica may have changed them), expire held
-    /// requests, forget old nonces, summarize suppressed refusals.
+    /// The periodic work: write boot states a failed write left and the
+    /// release times not yet written, re-read the policies (another replica
+    /// may have changed them), expire held requests, forget old nonces,
+    /// summarize suppressed refusals.
     pub async fn maintain(&self) {
         if let Err(e) = self.flush_boots().await {
             tracing::warn!(error = %e, "could not save boot states; will retry");

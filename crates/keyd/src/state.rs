@@ -110,30 +110,79 @@ impl Policies {
     }
 }
 
-/// Boot states changed here and not yet written. A release writes its
-/// host's state before it answers (see `Authority::record_boot`); one
-/// whose write failed stays here, is read from here, and is written again
-/// by the next writer or tick.
+/// Boot states changed here and not yet written, and release times not
+/// yet written. A release that changes what the next request is judged by
+/// (a new boot, its ticket, the end of a planned window) writes its host's
+/// state before it answers (see `Authority::record_boot`); one whose write
+/// failed stays here, is read from here, and is written again by the next
+/// writer or tick. A release of the boot already known moves only
+/// `last_unlock_at`, which no verdict reads (it is shown to operators and
+/// approvers): that time waits here and the next tick writes every host's
+/// at once, so such a release costs no write of its own.
 #[derive(Default)]
-pub(crate) struct Boots(Mutex<HashMap<HostId, BootState>>);
+pub(crate) struct Boots(Mutex<Unwritten>);
+
+#[derive(Default)]
+struct Unwritten {
+    states: HashMap<HostId, BootState>,
+    /// `last_unlock_at` of hosts with no state in `states`.
+    unlock_times: HashMap<HostId, u64>,
+}
 
 impl Boots {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<HostId, BootState>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, Unwritten> {
         self.0.lock().unwrap_or_else(lock_poisoned)
     }
 
     pub fn pending(&self, id: &HostId) -> Option<BootState> {
-        self.map().get(id).cloned()
+        self.map().states.get(id).cloned()
+    }
+
+    /// `stored` (the host's state as the store has it) with the release
+    /// time not yet written, if any.
+    pub fn with_unlock_time(&self, id: &HostId, mut stored: BootState) -> BootState {
+        if let Some(&at) = self.map().unlock_times.get(id) {
+            stored.last_unlock_at = stored.last_unlock_at.max(Some(at));
+        }
+        stored
     }
 
     /// Changes the host's state: the one pending here, else `stored`.
-    pub fn update(&self, id: &HostId, stored: BootState, change: impl FnOnce(&mut BootState)) {
-        change(self.map().entry(id.clone()).or_insert(stored));
+    /// Whether it must be written before the answer: `false` when only
+    /// `last_unlock_at` moved, which is then left for the next tick.
+    pub fn update(
+        &self,
+        id: &HostId,
+        stored: BootState,
+        change: impl FnOnce(&mut BootState),
+    ) -> bool {
+        let mut map = self.map();
+        if let Some(state) = map.states.get_mut(id) {
+            change(state);
+            return true;
+        }
+        let mut next = stored.clone();
+        change(&mut next);
+        let judged_alike = BootState {
+            last_unlock_at: stored.last_unlock_at,
+            ..next.clone()
+        } == stored;
+        if judged_alike {
+            if let Some(at) = next.last_unlock_at {
+                let time = map.unlock_times.entry(id.clone()).or_insert(at);
+                *time = (*time).max(at);
+            }
+            return false;
+        }
+        map.unlock_times.remove(id);
+        map.states.insert(id.clone(), next);
+        true
     }
 
     /// Every pending state, to write in one transaction.
     pub fn all_pending(&self) -> Vec<(HostId, BootState)> {
         self.map()
+            .states
             .iter()
             .map(|(id, state)| (id.clone(), state.clone()))
             .collect()
@@ -143,8 +192,27 @@ impl Boots {
     pub fn written(&self, written: &[(HostId, BootState)]) {
         let mut map = self.map();
         for (id, state) in written {
-            if map.get(id) == Some(state) {
-                map.remove(id);
+            if map.states.get(id) == Some(state) {
+                map.states.remove(id);
+            }
+        }
+    }
+
+    /// Every release time not yet written.
+    pub fn unlock_times(&self) -> Vec<(HostId, u64)> {
+        self.map()
+            .unlock_times
+            .iter()
+            .map(|(id, at)| (id.clone(), *at))
+            .collect()
+    }
+
+    /// These times were written; later ones stay.
+    pub fn unlock_times_written(&self, written: &[(HostId, u64)]) {
+        let mut map = self.map();
+        for (id, at) in written {
+            if map.unlock_times.get(id) == Some(at) {
+                map.unlock_times.remove(id);
             }
         }
     }

@@ -391,6 +391,10 @@ impl Storage for KeydStorage {
         each!(self, s => s.save_boot_states(states).await)
     }
 
+    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+        each!(self, s => s.save_unlock_times(times).await)
+    }
+
     async fn vault_generation(
         &self,
         host: &HostId,

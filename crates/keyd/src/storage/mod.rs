@@ -214,7 +214,9 @@ pub struct HostRecord {
 
 /// What the authority knows of a host's boots. A release writes it before
 /// it answers (several releases' states in one transaction), so another
-/// replica, or this one after a crash, judges the next boot by it.
+/// replica, or this one after a crash, judges the next boot by it; a
+/// release that moves only `last_unlock_at` leaves that time to be written
+/// within a tick.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootState {
     /// The boot id of the last release.
@@ -908,6 +910,14 @@ pub trait Storage: Send + Sync + 'static {
     fn save_boot_states(
         &self,
         states: &[(HostId, BootState)],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Sets each host's `last_unlock_at` to the time given, unless the
+    /// stored one is later (another replica's release, or a boot state
+    /// written meanwhile), leaving the rest of its boot state as it is.
+    fn save_unlock_times(
+        &self,
+        times: &[(HostId, u64)],
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// The generation witnessed for `vault_id` of `host`, if any.

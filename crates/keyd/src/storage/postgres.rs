@@ -875,6 +875,33 @@ impl Storage for PgStorage {
         Ok(())
     }
 
+    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+        if times.is_empty() {
+            return Ok(());
+        }
+        // Rows locked in the hosts' ids' order, as in save_boot_states.
+        let mut times: Vec<&(HostId, u64)> = times.iter().collect();
+        times.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        times.dedup_by(|a, b| a.0 == b.0);
+        sqlx::query(
+            "WITH t AS (
+                SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS t(id, at)
+             ), locked AS (
+                SELECT h.id FROM keyd_hosts h JOIN t ON t.id = h.id ORDER BY h.id FOR UPDATE OF h
+             )
+             UPDATE keyd_hosts h SET last_unlock_at = t.at
+             FROM t, locked
+             WHERE h.id = t.id AND locked.id = t.id
+                AND (h.last_unlock_at IS NULL OR h.last_unlock_at < t.at)",
+        )
+        .bind(times.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(times.iter().map(|(_, at)| to_i64(*at)).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
     async fn vault_generation(
         &self,
         host: &HostId,

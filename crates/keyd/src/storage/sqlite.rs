@@ -264,6 +264,14 @@ impl SqliteStorage {
     }
 }
 
+/// Hosts per statement of [`SqliteStorage::save_unlock_times`]: 2 bound
+/// values each, far inside SQLite's limit of 32,766 per statement.
+const UNLOCK_TIMES_PER_UPDATE: usize = 1000;
+
+/// Hosts per statement of [`SqliteStorage::save_boot_states`]: 6 bound
+/// values each.
+const BOOT_STATES_PER_UPDATE: usize = 1000;
+
 /// A host and the key ids of its secrets (`concat!`ed with a condition).
 macro_rules! select_hosts {
     () => {
@@ -615,28 +623,41 @@ impl Storage for SqliteStorage {
         row.as_ref().map(boot_from_row).transpose()
     }
 
+    /// A batch that fits is one statement: one round trip to sqlx's
+    /// worker thread, atomic on its own. A larger one is several in one
+    /// transaction.
     async fn save_boot_states(&self, states: &[(HostId, BootState)]) -> Result<(), StorageError> {
+        if states.len() <= BOOT_STATES_PER_UPDATE {
+            return update_boot_states(&self.pool, states).await;
+        }
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        for (id, state) in states {
-            sqlx::query(
-                "UPDATE hosts SET last_boot_id = ?, last_unlock_at = ?, planned_until = ?,
-                    planned_from = ?, ticket_hash = ? WHERE id = ?",
-            )
-            .bind(state.last_boot_id.as_deref())
-            .bind(state.last_unlock_at.map(to_i64))
-            .bind(state.planned_until.map(to_i64))
-            .bind(state.planned_from.as_deref())
-            .bind(state.ticket_hash.as_ref().map(|h| &h[..]))
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        for chunk in states.chunks(BOOT_STATES_PER_UPDATE) {
+            update_boot_states(&mut *tx, chunk).await?;
         }
         tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// One statement per chunk (each statement is a round trip to sqlx's
+    /// worker thread), each committed on its own: a time shown to
+    /// operators needs no transaction across chunks.
+    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+        for chunk in times.chunks(UNLOCK_TIMES_PER_UPDATE) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH t (id, at) AS (");
+            update.push_values(chunk, |mut row, (id, at)| {
+                row.push_bind(id.as_str()).push_bind(to_i64(*at));
+            });
+            update.push(
+                ") UPDATE hosts SET last_unlock_at = t.at FROM t
+                 WHERE hosts.id = t.id
+                    AND (hosts.last_unlock_at IS NULL OR hosts.last_unlock_at < t.at)",
+            );
+            update.build().execute(&self.pool).await.map_err(backend)?;
+        }
         Ok(())
     }
 
@@ -1267,6 +1288,32 @@ fn boot_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<BootState, StorageErro
         ticket_hash: row.try_get("ticket_hash").map_err(backend)?,
     }
     .state())
+}
+
+/// Writes `states` over their hosts' boot states in one statement.
+async fn update_boot_states<'c>(
+    executor: impl sqlx::SqliteExecutor<'c>,
+    states: &[(HostId, BootState)],
+) -> Result<(), StorageError> {
+    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "WITH s (id, last_boot_id, last_unlock_at, planned_until, planned_from, ticket_hash) AS (",
+    );
+    update.push_values(states, |mut row, (id, state)| {
+        row.push_bind(id.as_str())
+            .push_bind(state.last_boot_id.as_deref())
+            .push_bind(state.last_unlock_at.map(to_i64))
+            .push_bind(state.planned_until.map(to_i64))
+            .push_bind(state.planned_from.as_deref())
+            .push_bind(state.ticket_hash.as_ref().map(|h| &h[..]));
+    });
+    update.push(
+        ") UPDATE hosts SET last_boot_id = s.last_boot_id, last_unlock_at = s.last_unlock_at,
+            planned_until = s.planned_until, planned_from = s.planned_from,
+            ticket_hash = s.ticket_hash
+         FROM s WHERE hosts.id = s.id",
+    );
+    update.build().execute(executor).await.map_err(backend)?;
+    Ok(())
 }
 
 /// Writes secrets wrapped again (a migration's or a shred's) over their

@@ -680,3 +680,79 @@ async fn postgresql_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schem
     .unwrap_err();
     assert!(error.to_string().contains("copy secrets.key"), "{error}");
 }
+
+/// A release time written by the tick moves `last_unlock_at` forward
+/// only, and leaves the boot it belongs to (id, ticket, planned window)
+/// as it is; a host that is gone is passed over.
+async fn check_unlock_times(storage: &impl Storage) {
+    let host = enroll_host(storage, "web-1").await;
+    let boot = BootState {
+        last_boot_id: Some("b00b".into()),
+        last_unlock_at: Some(10),
+        planned_until: Some(50),
+        planned_from: Some("b00a".into()),
+        ticket_hash: Some([7; 32]),
+    };
+    storage
+        .save_boot_states(&[(host.id.clone(), boot.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.boot_state(&host.id).await.unwrap(),
+        Some(boot.clone())
+    );
+    let gone = HostId::new("web-2").unwrap();
+    storage
+        .save_unlock_times(&[(host.id.clone(), 20), (gone.clone(), 30)])
+        .await
+        .unwrap();
+    let later = BootState {
+        last_unlock_at: Some(20),
+        ..boot
+    };
+    assert_eq!(
+        storage.boot_state(&host.id).await.unwrap(),
+        Some(later.clone())
+    );
+    assert_eq!(storage.boot_state(&gone).await.unwrap(), None);
+    storage
+        .save_unlock_times(&[(host.id.clone(), 15)])
+        .await
+        .unwrap();
+    assert_eq!(storage.boot_state(&host.id).await.unwrap(), Some(later));
+}
+
+#[tokio::test]
+async fn unlock_times_move_forward_and_leave_the_boot_alone_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = Arc::new(SecretsKeyring::in_memory());
+    let open = || async {
+        SqliteStorage::open(&dir.path().join("keyd.db"), secrets.clone())
+            .await
+            .unwrap()
+    };
+    // Through the cache (how `keyd serve` runs it), then as stored.
+    check_unlock_times(&Cached::new(open().await)).await;
+    let stored = open().await;
+    let host = HostId::new("web-1").unwrap();
+    assert_eq!(
+        stored
+            .boot_state(&host)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_unlock_at,
+        Some(20)
+    );
+}
+
+#[tokio::test]
+async fn unlock_times_move_forward_and_leave_the_boot_alone_on_postgresql() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
+        .await
+        .unwrap();
+    check_unlock_times(&storage).await;
+}

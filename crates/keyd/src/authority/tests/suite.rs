@@ -717,6 +717,41 @@ async fn a_released_boot_is_durable_before_the_answer() {
     assert!(again.boot_ticket.is_none(), "the boot looked new after a crash");
 }
 
+/// A release of the boot already known moves only its host's release
+/// time, which the next tick writes rather than the release: the time
+/// shows at once, a restart keeps it, and a crash before any tick still
+/// knows the boot (its ticket was durable before the first answer).
+#[tokio::test]
+async fn a_release_of_the_known_boot_shows_its_time_and_a_restart_keeps_it() {
+    let Some(f) = fixture().await else { return };
+    let host = enroll_host(&f, "web-1").await;
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert!(granted(unlock(&f, &signed).await.unwrap()).boot_ticket.is_some());
+    f.clock.advance_ms(5_000);
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    assert!(granted(unlock(&f, &signed).await.unwrap()).boot_ticket.is_none());
+    let shown = f.authority.host(&host.id).await.unwrap().boot;
+    assert_eq!(shown.last_unlock_at, Some(T0 + 5));
+    assert_eq!(
+        f.authority.hosts().await.unwrap()[0].boot.last_unlock_at,
+        Some(T0 + 5)
+    );
+    let f = restart(f).await;
+    let kept = f.authority.host(&host.id).await.unwrap().boot;
+    assert_eq!(kept.last_unlock_at, Some(T0 + 5));
+    assert_eq!(kept.last_boot_id.as_deref(), Some(BOOT_A));
+    f.clock.advance_ms(5_000);
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    granted(unlock(&f, &signed).await.unwrap());
+    let f = Fixture {
+        keyd: f.keyd.crash().await,
+        ..f
+    };
+    let (signed, _) = request(&f, &host.identity, &host.id, &host.binding);
+    let again = granted(unlock(&f, &signed).await.unwrap());
+    assert!(again.boot_ticket.is_none(), "the boot looked new after a crash");
+}
+
 #[tokio::test]
 async fn boot_states_survive_a_restart() {
     let Some(f) = fixture().await else { return };
