@@ -61,7 +61,7 @@ fn operators_manage_scopes_and_apps_from_the_cli() {
     let token = added["token"].as_str().unwrap().to_owned();
     assert_eq!(
         added["operations"],
-        serde_json::json!(["encrypt", "decrypt", "rewrap", "index"]),
+        serde_json::json!(["encrypt", "decrypt", "rewrap", "index", "datakey"]),
         "every operation unless limited"
     );
     cli_ok(
