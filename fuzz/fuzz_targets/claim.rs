@@ -1,9 +1,12 @@
 //! An unlock request's claim (docs/format.md §16.17.2), read before any
 //! key exists from whatever the disk holds: the input's first two pages
 //! are `atrest.meta`'s superblocks, the rest one log segment, named by the
-//! replay segment either page gives. Never a panic; a claim names the
-//! superblock `status` reads, with 1 to 64 generations of lineage led by
-//! that superblock's, and a sequence at or past the superblock's.
+//! replay segment either page gives. Never a panic; a claim has 1 to 64
+//! generations of lineage led by its own superblock's, and a sequence at
+//! or past that superblock's. Its superblock is the newest whose lists
+//! hold, which need not be the one `status` reads (the newest that parses
+//! at all: a page with a garbled list gives way to the other for the
+//! claim; the first crash the fuzzer found, kept in corpus-seed/claim/).
 #![no_main]
 
 use atrest_meta::log::segment_name;
@@ -29,15 +32,12 @@ fuzz_target!(|data: &[u8]| {
     }
     for overhead in [28, 40] {
         let claim = read_claim(&backing, overhead);
-        let status = read_unverified(&backing, overhead);
+        let _ = read_unverified(&backing, overhead);
         let Some(claim) = claim else {
             continue;
         };
-        let status = status.expect("a claim's superblock parses for status too");
-        assert_eq!(claim.checkpoint, status.checkpoint);
         assert!((1..=64).contains(&claim.lineage.len()));
         assert_eq!(claim.lineage[0].checkpoint, claim.checkpoint);
-        assert_eq!(claim.lineage[0].sequence, status.sequence);
-        assert!(claim.sequence >= status.sequence);
+        assert!(claim.sequence >= claim.lineage[0].sequence);
     }
 });
