@@ -16,11 +16,13 @@ pub trait Backend: Send + Sync {
     /// Stores `data` under `name` (`dir/file`), atomically. A file already
     /// there is kept (names are content-derived).
     fn put(&self, name: &str, data: &[u8]) -> Result<()>;
-    /// Stores the concatenation of `pieces` under `name` as `put` does,
-    /// without joining them in memory first: a pack goes out as the
-    /// buffers it was sealed in (up to 16 MiB that would otherwise be
-    /// copied once more per pack).
-    fn put_pieces(&self, name: &str, pieces: Vec<Vec<u8>>) -> Result<()>;
+    /// Stores the concatenation of `pieces` under `name` as `put` does: a
+    /// pack goes out as the buffers it was sealed in. The local and S3
+    /// backends write them without joining them first (up to 16 MiB less
+    /// per pack); this default joins them.
+    fn put_pieces(&self, name: &str, pieces: Vec<Vec<u8>>) -> Result<()> {
+        self.put(name, &pieces.concat())
+    }
     fn get(&self, name: &str) -> Result<Vec<u8>>;
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Names of the files under `dir` (`data` lists `data/xx/...`), sorted.

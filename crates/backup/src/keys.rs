@@ -54,7 +54,10 @@ impl RepoKeys {
 
     /// [`blob_id`](Self::blob_id) of the concatenation of `pieces` (a
     /// pack's name, from the buffers it is written in).
-    pub(crate) fn blob_id_of_pieces<'a>(&self, pieces: impl IntoIterator<Item = &'a [u8]>) -> BlobId {
+    pub(crate) fn blob_id_of_pieces<'a>(
+        &self,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+    ) -> BlobId {
         self.ids.hash_pieces(pieces)
     }
 

@@ -158,7 +158,9 @@ impl<'k> PackWriter<'k> {
         let sealed = self.cipher.seal(&aad, &trailer);
         let sealed_len = (sealed.len() as u32).to_be_bytes().to_vec();
         pieces.extend([sealed, sealed_len]);
-        let name = self.keys.blob_id_of_pieces(pieces.iter().map(Vec::as_slice));
+        let name = self
+            .keys
+            .blob_id_of_pieces(pieces.iter().map(Vec::as_slice));
         Pack {
             name,
             pieces,
@@ -325,7 +327,7 @@ mod tests {
         }
         fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
             self.calls += 1;
-            if self.calls % 3 == 0 {
+            if self.calls.is_multiple_of(3) {
                 return Err(std::io::ErrorKind::Interrupted.into());
             }
             let start = self.out.len();
@@ -351,10 +353,14 @@ mod tests {
         for i in 0..300u32 {
             let blob: Vec<u8> = match i % 3 {
                 0 => vec![i as u8; (i * 13) as usize],
-                1 => (0..i * 29).map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8).collect(),
+                1 => (0..i * 29)
+                    .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect(),
                 _ => i.to_be_bytes().to_vec(),
             };
-            writer.add(BlobKind::Data, keys.blob_id(&blob), &blob).unwrap();
+            writer
+                .add(BlobKind::Data, keys.blob_id(&blob), &blob)
+                .unwrap();
         }
         let pack = writer.finish();
         assert_eq!(pack.pieces.len(), 300 + 3);
@@ -371,7 +377,11 @@ mod tests {
                 step,
                 calls: 0,
             };
-            let mut slices: Vec<_> = pack.pieces.iter().map(|p| std::io::IoSlice::new(p)).collect();
+            let mut slices: Vec<_> = pack
+                .pieces
+                .iter()
+                .map(|p| std::io::IoSlice::new(p))
+                .collect();
             crate::backend::write_all_vectored(&mut out, &mut slices).unwrap();
             assert!(out.out == joined, "{step} bytes a call");
         }
