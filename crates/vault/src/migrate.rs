@@ -168,12 +168,15 @@ impl From<MetaError> for MigrateError {
 }
 
 impl MigrateError {
-    /// Whether the backing file system ran out of space.
+    /// Whether the backing file system ran out of space: an `ENOSPC`
+    /// anywhere in the chain, also one the format 2 store re-wrapped
+    /// with the data file's name (which keeps only its kind).
     pub fn is_no_space(&self) -> bool {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = source {
             if let Some(io) = e.downcast_ref::<io::Error>()
-                && io.raw_os_error() == Some(libc_enospc())
+                && (io.raw_os_error() == Some(libc_enospc())
+                    || io.kind() == io::ErrorKind::StorageFull)
             {
                 return true;
             }
@@ -1723,6 +1726,39 @@ mod tests {
 
     fn t(secs: i64, nanos: u32) -> Timestamp {
         Timestamp { secs, nanos }
+    }
+
+    /// An `ENOSPC` the store re-wrapped with a file name (kind kept, raw
+    /// errno lost) is still "out of space"; other errors are not.
+    #[test]
+    fn enospc_is_recognized_through_the_store_s_wrapping() {
+        let enospc = io::Error::from_raw_os_error(libc_enospc());
+        let named = io::Error::new(
+            enospc.kind(),
+            format!("objects/02/0000000000000002: {enospc}"),
+        );
+        let wrapped = |source: io::Error| {
+            MigrateError::from(MetaError::Io {
+                what: "data file 2".into(),
+                source,
+            })
+        };
+        assert!(wrapped(named).is_no_space());
+        assert!(wrapped(io::Error::from_raw_os_error(libc_enospc())).is_no_space());
+        assert!(
+            MigrateError::Io {
+                path: PathBuf::from("x"),
+                source: io::Error::from_raw_os_error(libc_enospc()),
+            }
+            .is_no_space()
+        );
+        assert!(
+            !wrapped(io::Error::from_raw_os_error(
+                rustix::io::Errno::IO.raw_os_error()
+            ))
+            .is_no_space()
+        );
+        assert!(!wrapped(io::Error::new(io::ErrorKind::NotFound, "gone")).is_no_space());
     }
 
     #[test]

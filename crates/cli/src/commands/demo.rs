@@ -12,10 +12,10 @@ use atrest_core::SecretBytes;
 use atrest_fuse::MountConfig;
 use atrest_vault::{CreateOptions, LockedVault, Unlocker, Vault};
 
+use super::demo_data::{CANARY, contains};
 use crate::hygiene;
 
 const PASSPHRASE: &str = "correct horse battery staple";
-const CANARY: &str = "CANARY-7f3a: the quarterly numbers nobody may read";
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
@@ -48,25 +48,6 @@ fn show(title: &str, root: &Path) -> anyhow::Result<()> {
         println!("  {l}");
     }
     Ok(())
-}
-
-fn contains(dir: &Path, needle: &[u8]) -> anyhow::Result<bool> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            if contains(&e.path(), needle)? {
-                return Ok(true);
-            }
-        } else if t.is_file()
-            && fs::read(e.path())?
-                .windows(needle.len())
-                .any(|w| w == needle)
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 fn unmount(path: &Path) -> anyhow::Result<()> {
@@ -121,14 +102,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
     println!("2. atrest mount {} {}", backing.display(), mnt.display());
 
-    fs::create_dir_all(mnt.join("reports/2026"))?;
-    fs::write(mnt.join("hello.txt"), format!("{CANARY}\n"))?;
-    fs::write(
-        mnt.join("reports/2026/q3-revenue.csv"),
-        "region,revenue\nnorth,1200000\n",
-    )?;
-    fs::write(mnt.join("reports/2026/big.bin"), vec![0x5au8; 1 << 20])?;
-    std::os::unix::fs::symlink("reports/2026/q3-revenue.csv", mnt.join("latest.csv"))?;
+    super::demo_data::write(&mnt)?;
     println!("3. wrote files through the mount, as any application would");
 
     show("   What applications see (plaintext view):", &mnt)?;

@@ -1,6 +1,7 @@
 mod backup;
 mod demo;
 mod demo_authority;
+mod demo_data;
 mod fsck;
 mod fscrypt;
 mod generate;

@@ -471,6 +471,23 @@ fn require_root(what: &str) {
     );
 }
 
+/// The newest PostgreSQL server's `bin` directory under
+/// /usr/lib/postgresql (Debian's packages): the tests that run a cluster
+/// fail without one, they do not skip.
+pub fn postgres_bin() -> PathBuf {
+    fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .max_by_key(|b| {
+            let v = b.parent().unwrap().file_name().unwrap().to_string_lossy();
+            v.parse::<u32>().unwrap_or(0)
+        })
+        .expect("no PostgreSQL server under /usr/lib/postgresql: apt-get install postgresql")
+}
+
 /// Polls `cond` until it holds; panics with `what` after `secs` seconds.
 pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);

@@ -744,19 +744,7 @@ fn doctor_persistent_journal_on_clear_disk_is_reported_until_the_volatile_dropin
 #[test]
 fn doctor_postgresql_data_directory_outside_a_vault_is_reported_until_the_printed_move() {
     const NOBODY: u32 = 65534;
-    let Some(bin) = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("initdb").exists())
-        .max_by_key(|b| {
-            let v = b.parent().unwrap().file_name().unwrap().to_string_lossy();
-            v.parse::<u32>().unwrap_or(0)
-        })
-    else {
-        panic!("no PostgreSQL server under /usr/lib/postgresql: apt-get install postgresql");
-    };
+    let bin = crate::common::postgres_bin();
     let version = bin.parent().unwrap().file_name().unwrap().to_owned();
     let base = tempfile::Builder::new()
         .prefix("atrest-doctor-pg-")

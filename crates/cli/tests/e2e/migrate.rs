@@ -3,15 +3,23 @@
 //! read as their manifests say before and after the migration, a vault
 //! with xattrs is refused untouched, a corrupt block stops it naming the
 //! file (and `--drop-corrupt` finishes), too little space stops it before
-//! anything changes, and `kill -9` at random moments loses nothing.
+//! anything changes, and `kill -9` at random moments loses nothing, also
+//! of a vault holding the demo's data and a PostgreSQL cluster.
 
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{Mounted, SmallFs, assert_fsck_clean, copy_dir, failure, pattern, rng, run};
+use crate::common::{
+    Mounted, SmallFs, assert_fsck_clean, copy_dir, failure, pattern, postgres_bin, rng,
+};
+
+/// What `atrest demo` writes (its own code, included).
+#[path = "../../src/commands/demo_data.rs"]
+mod demo_data;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vaults")
@@ -65,13 +73,28 @@ fn fixture(name: &str) -> (Mounted, String) {
     (Mounted::existing(dir, vault, pass), expected)
 }
 
+/// `atrest migrate` of `m`'s vault with `extra` arguments.
+fn migrate_command(m: &Mounted, extra: &[&str]) -> Command {
+    let mut cmd = crate::common::atrest();
+    cmd.arg("migrate")
+        .arg(&m.vault)
+        .arg("--passphrase-file")
+        .arg(&m.pass)
+        .args(extra);
+    cmd
+}
+
 fn migrate(m: &Mounted, extra: &[&str]) -> Output {
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-        vec![&"migrate", &m.vault, &"--passphrase-file", &m.pass];
-    for a in extra {
-        args.push(a);
-    }
-    run(&args)
+    migrate_command(m, extra).output().expect("run atrest")
+}
+
+/// `atrest migrate` in the background, its output discarded: to be killed.
+fn spawn_migrate(m: &Mounted, extra: &[&str]) -> std::process::Child {
+    migrate_command(m, extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run atrest")
 }
 
 fn text(out: &Output) -> String {
@@ -158,14 +181,7 @@ fn the_format_1_fixture_with_xattrs_migrates_them() {
 #[test]
 fn a_mounted_vault_is_refused() {
     let m = Mounted::new();
-    let said = failure({
-        let mut c = crate::common::atrest();
-        c.arg("migrate")
-            .arg(&m.vault)
-            .arg("--passphrase-file")
-            .arg(&m.pass);
-        c
-    });
+    let said = failure(migrate_command(&m, &[]));
     assert!(said.contains("unmounted"), "{said}");
     assert_eq!(config_version(&m.vault), 1);
 }
@@ -247,6 +263,68 @@ fn too_little_space_stops_it_before_any_change_and_a_rerun_finishes() {
     assert!(out.status.success(), "{}", text(&out));
     m.mount();
     assert!(fs::read(m.path("big")).unwrap() == data);
+}
+
+/// Space runs out half way (another writer fills the file system after
+/// the pre-check passed and the conversion began): the run stops with the
+/// message of the pre-check, exit 1, the vault half migrated (config
+/// version 2, which a format 2 mount refuses); once space is freed the
+/// next run resumes to the end and nothing is lost.
+#[test]
+fn space_running_out_half_way_stops_it_and_a_rerun_after_freeing_finishes() {
+    let small = SmallFs::tmpfs(112);
+    let mut m = Mounted::new_in(small.path());
+    for i in 0..48u64 {
+        fs::write(m.path(&format!("f{i:02}")), pattern(100 + i, 1 << 20)).unwrap();
+    }
+    let expected = manifest(&m.mnt);
+    m.unmount();
+
+    // Batches of 4 MiB: twelve checkpoints, so the conversion outlasts
+    // the poll below by far.
+    let mut child = migrate_command(&m, &["--batch-objects", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::common::wait_for(60, "the first commit point (config version 2)", || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the migration ended before the file system could be filled"
+        );
+        config_version(&m.vault) == 2
+    });
+    // The other writer takes all the space it can get, 1 MiB at a time.
+    let filler = small.path().join("filler");
+    let file = fs::File::create(&filler).unwrap();
+    let mut len = 0u64;
+    while rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), len, 1 << 20).is_ok() {
+        len += 1 << 20;
+    }
+    drop(file);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    eprintln!("filled {} MiB: {said}", len >> 20);
+    assert!(said.contains("not enough free space"), "{said}");
+    assert!(said.contains("run `atrest migrate` again"), "{said}");
+    assert_eq!(
+        config_version(&m.vault),
+        2,
+        "stopped past the first commit point"
+    );
+    let refused = m.try_mount();
+    assert!(!refused.status.success(), "a half-migrated vault mounted");
+
+    fs::remove_file(&filler).unwrap();
+    let out = migrate(&m, &["--batch-objects", "4"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("resumed"), "{}", text(&out));
+    assert_only_format_2(&m.vault);
+    m.mount();
+    assert_eq!(manifest(&m.mnt), expected, "format 2 after the resumed run");
+    m.unmount();
+    assert_fsck_clean(&m);
 }
 
 /// A format 1 tree of about `dirs × per_dir` objects of every kind:
@@ -376,16 +454,7 @@ fn kill_9_at_random_moments_loses_nothing() {
         // as this host's witness knows, an earlier copy put back (format.md
         // §16.17.5); each round starts without it.
         let _ = std::fs::remove_dir_all(m.state().join("witness"));
-        let mut child = crate::common::atrest()
-            .arg("migrate")
-            .arg(&m.vault)
-            .arg("--passphrase-file")
-            .arg(&m.pass)
-            .args(["--batch-objects", batch])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_migrate(&m, &["--batch-objects", batch]);
         std::thread::sleep(Duration::from_millis(next(whole)));
         let _ = child.kill();
         child.wait().unwrap();
@@ -405,4 +474,259 @@ fn kill_9_at_random_moments_loses_nothing() {
         }
         eprintln!("round {round} done at {:?}", started.elapsed());
     }
+}
+
+/// The port of the test's PostgreSQL cluster: it only names the socket
+/// file in the cluster's own directory (no TCP listener).
+const PG_PORT: &str = "55462";
+
+/// A PostgreSQL cluster of Debian's binaries ([`postgres_bin`]: the test
+/// fails without them), run as the `postgres` user, its data directory
+/// `data` in a mount and its socket and server log in `run`. Stopped
+/// (immediate) on drop if it still runs; declare it after the `Mounted`.
+struct Cluster {
+    bin: PathBuf,
+    data: PathBuf,
+    run: PathBuf,
+}
+
+impl Cluster {
+    /// `run` (made, owned by postgres) and `data` (made through the mount,
+    /// owned by postgres, mode 0700, as initdb wants it).
+    fn new(run: PathBuf, data: PathBuf) -> Self {
+        let bin = postgres_bin();
+        for dir in [&run, &data] {
+            fs::create_dir(dir).unwrap();
+            let out = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir)
+                .output()
+                .expect("chown");
+            assert!(
+                out.status.success(),
+                "chown postgres (the postgresql package makes the user): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        Self { bin, data, run }
+    }
+
+    /// Runs the PostgreSQL program `program` with `args` as postgres and
+    /// asserts success; its standard output.
+    fn as_postgres(&self, program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"])
+            .arg(self.bin.join(program))
+            .current_dir(&self.run);
+        for a in args {
+            cmd.arg(a);
+        }
+        let out = cmd.output().expect("runuser (util-linux)");
+        assert!(
+            out.status.success(),
+            "{program} {:?}: {}{}\n{}",
+            cmd.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(self.run.join("server.log")).unwrap_or_default()
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// A client program connected through the cluster's socket.
+    fn client(&self, program: &str, args: &[&str]) -> String {
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"-h", &self.run, &"-p", &PG_PORT, &"-U", &"postgres"];
+        for a in args {
+            all.push(a);
+        }
+        self.as_postgres(program, &all)
+    }
+
+    /// initdb with data checksums (every page read is then verified) and
+    /// WAL segments of 1 MiB (a smaller vault to migrate).
+    fn initdb(&self) {
+        self.as_postgres(
+            "initdb",
+            &[
+                &"-D",
+                &self.data,
+                &"-U",
+                &"postgres",
+                &"-A",
+                &"trust",
+                &"--data-checksums",
+                &"--no-sync",
+                &"--no-instructions",
+                &"--wal-segsize=1",
+            ],
+        );
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-k {} -p {PG_PORT} -c listen_addresses='' -c fsync=off -c min_wal_size=2MB",
+            self.run.display()
+        );
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                &"-D",
+                &self.data,
+                &"-l",
+                &self.run.join("server.log"),
+                &"-w",
+                &"-t",
+                &"120",
+                &"-o",
+                &options,
+                &"start",
+            ],
+        );
+    }
+
+    /// A clean shutdown (a checkpoint, no recovery at the next start).
+    fn stop(&self) {
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                &"-D", &self.data, &"-m", &"fast", &"-w", &"-t", &"120", &"stop",
+            ],
+        );
+    }
+
+    /// `pg_dump` of `database` (plain SQL; reads every row), without the
+    /// `\restrict` lines that newer versions add with a random key.
+    fn dump(&self, database: &str) -> String {
+        self.client("pg_dump", &[database])
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
+/// Issue 9: a format 1 vault holding the demo's data (`atrest demo`'s
+/// files, written by its own code) and a PostgreSQL cluster (initdb with
+/// data checksums as postgres through an allow_other mount, `pgbench -i
+/// -s 1`, 200 transactions, a clean stop: ~1,300 entries, 60 MiB) migrates
+/// through `kill -9` at random moments, each followed by another `atrest
+/// migrate` that resumes (batches of 64 objects, so kills land mid-batch),
+/// then one to the end.
+/// The format 2 vault reads as the manifest taken before, the canary is
+/// not in its backing directory, PostgreSQL starts on it and dumps the
+/// same database, `pg_amcheck` and `pg_checksums` find nothing, and
+/// `atrest fsck` passes.
+#[test]
+fn a_vault_with_the_demo_data_and_a_postgresql_cluster_migrates_through_kill_9() {
+    let started = Instant::now();
+    let mut m = Mounted::new();
+    // The server runs as postgres: it must get through the test's
+    // directory (not to the passphrase) and the mount (allow_other).
+    fs::set_permissions(&m.pass, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(m.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    m.unmount();
+    m.mount_with_options("allow_other");
+    fs::set_permissions(&m.mnt, fs::Permissions::from_mode(0o711)).unwrap();
+    demo_data::write(&m.mnt).unwrap();
+    let pg = Cluster::new(m.dir.path().join("pg"), m.mnt.join("pgdata"));
+    pg.initdb();
+    pg.start();
+    pg.client("createdb", &["bench"]);
+    pg.client("pgbench", &["-i", "-s", "1", "-q", "bench"]);
+    pg.client(
+        "pgbench",
+        &["-n", "-c", "2", "-j", "2", "-t", "100", "bench"],
+    );
+    let dump = pg.dump("bench");
+    assert!(dump.contains("pgbench_accounts"), "{dump}");
+    pg.stop();
+    let expected = manifest(&m.mnt);
+    m.unmount();
+    eprintln!(
+        "format 1 vault with the cluster at {:?}: {} entries",
+        started.elapsed(),
+        expected.lines().count()
+    );
+
+    // Kill k comes at a random moment of the first 250 ms × 2^k of its
+    // run: the first ones in the scan and the first commit point, later
+    // ones (each run resuming further) in conversion, checkpoints and
+    // removals, until a run ends on its own.
+    let batch = "64";
+    let mut next = rng(0x6a09_e667_f3bc_c908);
+    let mut interrupted = 0;
+    for kill in 0..8 {
+        let mut child = spawn_migrate(&m, &["--batch-objects", batch]);
+        let delay = next(250 << kill);
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let version = config_version(&m.vault);
+        assert!(
+            version == 1 || version == 2,
+            "kill {kill}: version {version}"
+        );
+        eprintln!("kill {kill} after {delay} ms: {status}, config version {version}");
+        if status.signal() != Some(9) {
+            assert!(status.success(), "kill {kill}: migrate {status}");
+            break;
+        }
+        interrupted += 1;
+    }
+    assert!(interrupted > 0, "no kill landed during a migration");
+    let out = migrate(&m, &["--batch-objects", batch]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_only_format_2(&m.vault);
+    assert!(
+        !demo_data::contains(&m.vault, demo_data::CANARY.as_bytes()).unwrap(),
+        "the demo's canary is in the clear in the backing directory"
+    );
+
+    m.mount_with_options("allow_other");
+    assert_eq!(manifest(&m.mnt), expected, "format 2 after the migration");
+    pg.start();
+    let after = pg.dump("bench");
+    if let Some((at, (a, b))) = dump
+        .lines()
+        .zip(after.lines())
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+    {
+        panic!(
+            "pg_dump after the migration differs at line {}: {a:?} before, {b:?} after",
+            at + 1
+        );
+    }
+    assert_eq!(dump.len(), after.len(), "pg_dump after the migration");
+    let problems = pg.client(
+        "pg_amcheck",
+        &[
+            "--all",
+            "--heapallindexed",
+            "--rootdescend",
+            "--install-missing",
+        ],
+    );
+    assert!(problems.trim().is_empty(), "pg_amcheck: {problems}");
+    pg.stop();
+    pg.as_postgres("pg_checksums", &[&"--check", &"-D", &pg.data]);
+    m.unmount();
+    assert_fsck_clean(&m);
+    eprintln!("done at {:?}", started.elapsed());
 }
