@@ -310,12 +310,7 @@ impl PgStorage {
     }
 
     async fn migrate(&self) -> Result<Option<StoredEpoch>, StorageError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let mut tx = self.locked_tx(MIGRATION_LOCK).await?;
         let exists: bool = sqlx::query_scalar("SELECT to_regclass('keyd_schema') IS NOT NULL")
             .fetch_one(&mut *tx)
             .await
@@ -424,17 +419,26 @@ impl PgStorage {
         Ok(self.secrets.key_at(stored_epoch(epoch, check)?.epoch)?)
     }
 
-    /// The transaction [`Storage::take_login`] counts in, holding the
-    /// advisory lock every replica's count takes: its reads come after
-    /// the commit of any count before it (each statement reads anew).
-    async fn login_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StorageError> {
+    /// A transaction that first takes the advisory lock `key` (held until
+    /// it ends): its later statements run after the commit of every other
+    /// transaction that held it before (each statement reads anew).
+    async fn locked_tx(
+        &self,
+        key: i64,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StorageError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LOGIN_LOCK)
+            .bind(key)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
         Ok(tx)
+    }
+
+    /// The transaction [`Storage::take_login`] counts in: under the lock
+    /// every replica's count takes.
+    async fn login_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StorageError> {
+        self.locked_tx(LOGIN_LOCK).await
     }
 
     /// A host row also says the database's secrets epoch: a shred on

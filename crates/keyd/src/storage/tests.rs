@@ -136,6 +136,17 @@ async fn check_scoped(storage: &impl Storage) {
     assert!(storage.delete_app("web").await.unwrap());
 }
 
+/// A store on a fresh PostgreSQL database; `None` skips the test (see
+/// [`crate::testing::fresh_postgres`]).
+async fn fresh_pg_storage() -> Option<PgStorage> {
+    let url = crate::testing::fresh_postgres().await?;
+    Some(
+        PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
+            .await
+            .unwrap(),
+    )
+}
+
 /// The cached store over SQLite in `dir`, as `keyd serve` runs it.
 async fn cached_sqlite(dir: &std::path::Path) -> Cached<SqliteStorage> {
     Cached::new(
@@ -520,12 +531,9 @@ async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_sqlite() {
 
 #[tokio::test]
 async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_postgresql() {
-    let Some(url) = crate::testing::fresh_postgres().await else {
+    let Some(storage) = fresh_pg_storage().await else {
         return;
     };
-    let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
-        .await
-        .unwrap();
     let host = enroll_host(&storage, "web-1").await;
     check_release_hold(&storage, &host).await;
     // A hold dropped (a release that failed before its commit) spends
@@ -779,12 +787,9 @@ async fn unlock_times_move_forward_and_leave_the_boot_alone_on_sqlite() {
 
 #[tokio::test]
 async fn unlock_times_move_forward_and_leave_the_boot_alone_on_postgresql() {
-    let Some(url) = crate::testing::fresh_postgres().await else {
+    let Some(storage) = fresh_pg_storage().await else {
         return;
     };
-    let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
-        .await
-        .unwrap();
     check_unlock_times(&storage).await;
 }
 
@@ -885,12 +890,9 @@ async fn login_counts_are_kept_and_forgotten_on_sqlite() {
 
 #[tokio::test]
 async fn login_counts_are_kept_and_forgotten_on_postgresql() {
-    let Some(url) = crate::testing::fresh_postgres().await else {
+    let Some(storage) = fresh_pg_storage().await else {
         return;
     };
-    let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
-        .await
-        .unwrap();
     check_logins(&storage, || async {
         sqlx::query_as(
             "SELECT (SELECT count(*) FROM keyd_login_failures),

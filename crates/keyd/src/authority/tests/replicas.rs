@@ -776,11 +776,7 @@ async fn wrong_codes_spread_over_two_replicas_meet_one_budget() {
     // Trust made on A holds on B: B counts its attempts in no untrusted
     // budget (shown by a full one).
     let phone = client_of(Some("203.0.113.9".parse().unwrap()));
-    let attempt = a.authority.take_login("alice", phone).await.unwrap().unwrap();
-    a.authority
-        .login_succeeded("alice", phone, attempt)
-        .await
-        .unwrap();
+    good_login(&a, "alice", phone).await;
     let PgStorageRef(pool) = pg_pool(&a);
     sqlx::query(
         "UPDATE keyd_login_failures SET failures = $1 WHERE kind = 'untrusted'",
@@ -833,11 +829,7 @@ async fn the_tick_forgets_login_counts_whose_windows_are_over() {
     let b = replica(&a).await;
     let client = client_of(Some("198.51.100.7".parse().unwrap()));
     let _ = a.authority.take_login("alice", client).await.unwrap().unwrap();
-    let attempt = a.authority.take_login("bob", client).await.unwrap().unwrap();
-    a.authority
-        .login_succeeded("bob", client, attempt)
-        .await
-        .unwrap();
+    good_login(&a, "bob", client).await;
     let PgStorageRef(pool) = pg_pool(&a);
     let rows = || async {
         sqlx::query_as::<_, (i64, i64)>(

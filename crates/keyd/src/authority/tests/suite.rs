@@ -1398,6 +1398,16 @@ async fn approvers_log_in_with_a_totp_code_once() {
     );
 }
 
+/// A login with a right code from `client`: its attempt counted, then
+/// given back, and the address trusted.
+async fn good_login(f: &Fixture, name: &str, client: crate::approvers::Client) {
+    let attempt = f.authority.take_login(name, client).await.unwrap().unwrap();
+    f.authority
+        .login_succeeded(name, client, attempt)
+        .await
+        .unwrap();
+}
+
 /// The approval page's budgets of wrong codes (crate::approvers), kept in
 /// the database: one address's failures lock out neither another address
 /// nor, past its own budget, other names from it beyond the per-address
@@ -1424,11 +1434,7 @@ async fn one_address_cannot_lock_out_another() {
         f.authority.take_login("grace", attacker).await.unwrap().unwrap_err(),
         Refusal::Address
     );
-    let attempt = f.authority.take_login("alice", approver).await.unwrap().unwrap();
-    f.authority
-        .login_succeeded("alice", approver, attempt)
-        .await
-        .unwrap();
+    good_login(&f, "alice", approver).await;
     // The counts outlive the process.
     let f = restart(f).await;
     assert_eq!(
@@ -1445,11 +1451,7 @@ async fn many_addresses_share_one_cap_that_trusted_addresses_skip() {
     use crate::approvers::{MAX_FAILURES_UNTRUSTED, Refusal, TRUSTED_FOR, client_of};
     let Some(f) = fixture().await else { return };
     let trusted = client_of(Some("203.0.113.9".parse().unwrap()));
-    let attempt = f.authority.take_login("alice", trusted).await.unwrap().unwrap();
-    f.authority
-        .login_succeeded("alice", trusted, attempt)
-        .await
-        .unwrap();
+    good_login(&f, "alice", trusted).await;
     f.clock.advance(10);
     let mut guesses = 0;
     for host in 0..=255u8 {
