@@ -558,6 +558,11 @@ async fn a_read_only_database_refuses_releases_until_it_takes_writes_again() {
     }
     let health = f.authority.health().await.unwrap_err();
     assert_eq!(health.code(), "database_unavailable", "{health}");
+    // A login attempt that cannot be counted is refused (the page answers
+    // 503), never let through uncounted.
+    let client = crate::approvers::client_of(Some("192.0.2.1".parse().unwrap()));
+    let uncounted = f.authority.take_login("alice", client).await.unwrap_err();
+    assert!(uncounted.is_unavailable(), "{uncounted}");
     let after: i64 = sqlx::query_scalar(count).fetch_one(&mut admin).await.unwrap();
     assert_eq!(after, before, "an entry was written read-only");
 
