@@ -94,7 +94,7 @@ statements() { # the statements since the last reset: "calls|query" rows
          AND query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_database%'
        ORDER BY calls DESC"
 }
-background='keep_until <|keyd_web_sessions WHERE expires_at <=|FROM keyd_policies|keyd_held_requests WHERE state'
+background='keep_until <|keyd_web_sessions WHERE expires_at <=|keyd_login_|FROM keyd_policies|keyd_held_requests WHERE state'
 offset=$REQUESTS
 echo "# Statements per release, one keyd on PostgreSQL — $(date -u '+%F %T') UTC"
 echo

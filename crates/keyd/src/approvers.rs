@@ -1,9 +1,9 @@
 //! Approvers: people who decide held requests, each with a TOTP secret
 //! (added by an operator, shown once); the check of their codes, each code
 //! accepted once; and the budgets of wrong codes the approval page takes
-//! per client address ([`LoginLimits`]).
+//! per client address ([`Authority::take_login`]), kept in the database
+//! so that every replica counts against the same ones.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
@@ -14,7 +14,7 @@ use totp_rs::{Algorithm, Builder, Secret, Totp};
 use crate::authority::Authority;
 use crate::error::AuthorityError;
 use crate::events::AuditEvent;
-use crate::storage::Storage;
+use crate::storage::{LoginAttempt, LoginCounts, Storage, StorageError};
 
 /// Wrong codes one client address may send for one approver name in a
 /// [`FAILURE_WINDOW`] (a success gives them back).
@@ -130,27 +130,10 @@ pub(crate) fn client_of(peer: Option<IpAddr>) -> Client {
     })
 }
 
-/// A count that starts at its first attempt and lasts [`FAILURE_WINDOW`].
-#[derive(Clone, Copy, Default)]
-struct Window {
-    start: u64,
-    count: u32,
-}
-
-impl Window {
-    fn current(&mut self, now: u64) -> &mut Self {
-        if now >= self.start.saturating_add(FAILURE_WINDOW) {
-            *self = Self {
-                start: now,
-                count: 0,
-            };
-        }
-        self
-    }
-
-    fn live(&self, now: u64) -> bool {
-        now < self.start.saturating_add(FAILURE_WINDOW)
-    }
+/// The budgets' key for a client: its address as text (an IPv6 one
+/// already cut to its /64), `unknown` for those without one.
+fn client_key(client: Client) -> String {
+    client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
 /// Why a login attempt was not even checked.
@@ -159,6 +142,23 @@ pub(crate) enum Refusal {
     NameFromAddress,
     Address,
     Untrusted,
+}
+
+/// The first budget of wrong codes `counts` (read before the attempt) has
+/// used up, if any.
+fn refusal(counts: &LoginCounts) -> Option<Refusal> {
+    if counts.name_from_address >= MAX_FAILURES {
+        Some(Refusal::NameFromAddress)
+    } else if counts.address >= MAX_FAILURES_PER_ADDRESS {
+        Some(Refusal::Address)
+    } else if counts
+        .untrusted
+        .is_some_and(|n| n >= MAX_FAILURES_UNTRUSTED)
+    {
+        Some(Refusal::Untrusted)
+    } else {
+        None
+    }
 }
 
 /// An attempt taken: what to give back if its code is right.
@@ -193,61 +193,59 @@ pub(crate) struct Attempt {
 /// attacker's failures. Only an attacker with many addresses can fill the
 /// untrusted cap, and then only for addresses no approver used within a
 /// day: one's usual phone still logs in, and `atrest keyd approve` works.
-/// The maps hold only live windows, at most [`MAX_FAILURES_UNTRUSTED`]
-/// untrusted addresses' worth, plus trusted addresses (each made by a good
-/// login).
-#[derive(Default)]
-pub(crate) struct LoginLimits {
-    by_name: HashMap<(String, Client), Window>,
-    by_address: HashMap<Client, Window>,
-    untrusted: Window,
-    /// Last good login from each address.
-    trusted: HashMap<Client, u64>,
-}
-
-impl LoginLimits {
-    pub fn take(&mut self, name: &str, client: Client, now: u64) -> Result<Attempt, Refusal> {
-        self.by_name.retain(|_, w| w.live(now));
-        self.by_address.retain(|_, w| w.live(now));
-        self.trusted
-            .retain(|_, at| now < at.saturating_add(TRUSTED_FOR));
-        let untrusted = !self.trusted.contains_key(&client);
-        let key = (name.to_owned(), client);
-        let by_name = self.by_name.get(&key).map_or(0, |w| w.count);
-        let by_address = self.by_address.get(&client).map_or(0, |w| w.count);
-        if by_name >= MAX_FAILURES {
-            return Err(Refusal::NameFromAddress);
-        }
-        if by_address >= MAX_FAILURES_PER_ADDRESS {
-            return Err(Refusal::Address);
-        }
-        if untrusted && self.untrusted.current(now).count >= MAX_FAILURES_UNTRUSTED {
-            return Err(Refusal::Untrusted);
-        }
-        for window in [
-            self.by_name.entry(key).or_default(),
-            self.by_address.entry(client).or_default(),
-        ] {
-            let window = window.current(now);
-            window.count = window.count.saturating_add(1);
-        }
-        if untrusted {
-            self.untrusted.count = self.untrusted.count.saturating_add(1);
-        }
-        Ok(Attempt { untrusted })
+///
+/// The counts and the trusted addresses are rows of the authority's
+/// database ([`Storage::take_login`]), each window kept until it is over
+/// (the maintenance tick forgets it then): every replica counts against
+/// the same budgets, an attempt on one waiting for a count on another, so
+/// R replicas allow no more guesses than one, and a restart forgets none.
+impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
+    /// Counts a login attempt of `name` from `client` against the budgets
+    /// above, or says which one it is over (nothing counted then).
+    pub(crate) async fn take_login(
+        &self,
+        name: &str,
+        client: Client,
+    ) -> Result<Result<Attempt, Refusal>, StorageError> {
+        let now = self.now();
+        let client = client_key(client);
+        let attempt = LoginAttempt {
+            name,
+            client: &client,
+            now,
+            window_end: now.saturating_add(FAILURE_WINDOW),
+        };
+        // The store counts the attempt when `refusal` finds none in the
+        // counts it read; the same counts give the same verdict here.
+        let counts = self
+            .storage()
+            .take_login(&attempt, |counts| refusal(counts).is_none())
+            .await?;
+        Ok(match refusal(&counts) {
+            Some(refusal) => Err(refusal),
+            None => Ok(Attempt {
+                untrusted: counts.untrusted.is_some(),
+            }),
+        })
     }
 
     /// A right code: the name's failures from this address are forgiven,
-    /// the attempt given back, and the address trusted.
-    pub fn succeeded(&mut self, name: &str, client: Client, attempt: Attempt, now: u64) {
-        self.by_name.remove(&(name.to_owned(), client));
-        if let Some(window) = self.by_address.get_mut(&client) {
-            window.count = window.count.saturating_sub(1);
-        }
-        if attempt.untrusted {
-            self.untrusted.count = self.untrusted.count.saturating_sub(1);
-        }
-        self.trusted.insert(client, now);
+    /// the attempt given back, and the address trusted for
+    /// [`TRUSTED_FOR`].
+    pub(crate) async fn login_succeeded(
+        &self,
+        name: &str,
+        client: Client,
+        attempt: Attempt,
+    ) -> Result<(), StorageError> {
+        self.storage()
+            .login_succeeded(
+                name,
+                &client_key(client),
+                attempt.untrusted,
+                self.now().saturating_add(TRUSTED_FOR),
+            )
+            .await
     }
 }
 
@@ -258,57 +256,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_address_cannot_lock_out_another() {
-        let mut limits = LoginLimits::default();
-        let attacker = client_of(Some("198.51.100.7".parse().unwrap()));
-        let approver = client_of(Some("203.0.113.9".parse().unwrap()));
-        for _ in 0..MAX_FAILURES {
-            let _ = limits.take("alice", attacker, 1000).unwrap();
+    fn the_first_budget_used_up_is_the_refusal() {
+        let counts = |name_from_address, address, untrusted| LoginCounts {
+            name_from_address,
+            address,
+            untrusted,
+        };
+        let cases = [
+            (counts(0, 0, Some(0)), None),
+            (counts(MAX_FAILURES - 1, 9, Some(59)), None),
+            (counts(4, 9, None), None),
+            (counts(0, 0, None), None),
+            (
+                counts(MAX_FAILURES, 10, Some(60)),
+                Some(Refusal::NameFromAddress),
+            ),
+            (
+                counts(0, MAX_FAILURES_PER_ADDRESS, Some(60)),
+                Some(Refusal::Address),
+            ),
+            (
+                counts(0, 0, Some(MAX_FAILURES_UNTRUSTED)),
+                Some(Refusal::Untrusted),
+            ),
+        ];
+        for (counts, expected) in cases {
+            assert_eq!(refusal(&counts), expected, "{counts:?}");
         }
-        for _ in 0..30 {
-            assert_eq!(
-                limits.take("alice", attacker, 1000).unwrap_err(),
-                Refusal::NameFromAddress
-            );
-        }
-        for name in ["bob", "carol", "dave", "erin", "frank"] {
-            let _ = limits.take(name, attacker, 1000).unwrap();
-        }
-        assert_eq!(
-            limits.take("grace", attacker, 1000).unwrap_err(),
-            Refusal::Address
-        );
-        let attempt = limits.take("alice", approver, 1000).unwrap();
-        limits.succeeded("alice", approver, attempt, 1000);
-        // The windows pass.
-        let _ = limits
-            .take("alice", attacker, 1000 + FAILURE_WINDOW)
-            .unwrap();
     }
 
     #[test]
-    fn many_addresses_share_one_cap_that_trusted_addresses_skip() {
-        let mut limits = LoginLimits::default();
-        let trusted = client_of(Some("203.0.113.9".parse().unwrap()));
-        let attempt = limits.take("alice", trusted, 0).unwrap();
-        limits.succeeded("alice", trusted, attempt, 0);
-        let mut guesses = 0;
-        for host in 0..=255u8 {
-            let client = client_of(Some(IpAddr::from([198, 51, 100, host])));
-            while limits.take("alice", client, 10).is_ok() {
-                guesses += 1;
-            }
-        }
-        assert_eq!(guesses, MAX_FAILURES_UNTRUSTED);
-        let fresh = client_of(Some("192.0.2.1".parse().unwrap()));
+    fn a_client_without_an_address_has_a_key_no_address_has() {
+        assert_eq!(client_key(None), "unknown");
         assert_eq!(
-            limits.take("alice", fresh, 10).unwrap_err(),
-            Refusal::Untrusted
+            client_key(client_of(Some("2001:db8:1:2:aaaa::1".parse().unwrap()))),
+            "2001:db8:1:2::"
         );
-        let _ = limits.take("alice", trusted, 10).unwrap();
-        // Trust lapses.
-        let later = TRUSTED_FOR + 1;
-        let _ = limits.take("alice", fresh, later).unwrap();
+        assert_eq!(
+            client_key(client_of(Some("198.51.100.7".parse().unwrap()))),
+            "198.51.100.7"
+        );
     }
 
     #[test]

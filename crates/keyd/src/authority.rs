@@ -693,6 +693,7 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// The periodic work: write boot states a failed write left and the
     /// release times not yet written, re-read the policies (another replica
     /// may have changed them), expire held requests, forget old nonces,
+    /// ended web sessions and login counts whose windows are over,
     /// summarize suppressed refusals.
     pub async fn maintain(&self) {
         if let Err(e) = self.flush_boots().await {
@@ -709,6 +710,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         }
         if let Err(e) = self.inner.storage.prune_sessions(self.now()).await {
             tracing::warn!(error = %e, "could not forget ended web sessions; will retry");
+        }
+        if let Err(e) = self.inner.storage.prune_logins(self.now()).await {
+            tracing::warn!(error = %e, "could not forget old login counts; will retry");
         }
         let mut suppressed = self.inner.refusals.take_suppressed();
         for (code, n) in self.inner.refusals_authenticated.take_suppressed() {

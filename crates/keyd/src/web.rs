@@ -6,7 +6,7 @@
 //!   released to, when it was made and a countdown to its expiry.
 //! - `POST /approve/login`: name + code ([`Authority::check_approver`]) →
 //!   a session cookie; wrong codes are rate limited per client address
-//!   (see [`LoginLimits`](crate::approvers::LoginLimits)).
+//!   (see [`crate::approvers`]), on every replica together.
 //! - `POST /approve/{id}/approve|deny`: needs the session's CSRF token;
 //!   decides as `web:<approver>` and redirects back with a message. An
 //!   approval of an `unproven` boot first answers a confirmation page whose
@@ -19,14 +19,15 @@
 //! script file (no inline script) and forms posting back here. The page
 //! works without the script. Sessions are rows of the authority's
 //! database, by the SHA-256 of the cookie (a login on one replica holds on
-//! every replica and across a restart); the counts of wrong codes live in
-//! each process's memory. Both run on the authority's clock.
+//! every replica and across a restart), and so are the counts of wrong
+//! codes and the addresses approvers logged in from. Both run on the
+//! authority's clock.
 //!
 //! [`Authority::check_approver`]: crate::Authority::check_approver
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use atrest_audit::{AuditStore, Clock};
 use atrest_remote::HostId;
@@ -38,7 +39,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::approvers::{LoginLimits, Refusal, client_of};
+use crate::approvers::{Refusal, client_of};
 use crate::authority::AuthorityError;
 use crate::held::PendingView;
 use crate::http::AppState;
@@ -54,10 +55,7 @@ const COOKIE: &str = "atrest_approve";
 pub fn routes<S: Storage, A: AuditStore, C: Clock>(
     state: Arc<AppState<S, A, C>>,
 ) -> Router<Arc<AppState<S, A, C>>> {
-    let web = Arc::new(Web {
-        app: state,
-        limits: Mutex::default(),
-    });
+    let web = Arc::new(Web { app: state });
     Router::new()
         .route("/approve", get(show::<S, A, C>))
         .route("/approve/login", post(login::<S, A, C>))
@@ -70,7 +68,6 @@ pub fn routes<S: Storage, A: AuditStore, C: Clock>(
 
 struct Web<S: Storage, A: AuditStore, C: Clock> {
     app: Arc<AppState<S, A, C>>,
-    limits: Mutex<LoginLimits>,
 }
 
 /// A logged-in approver's session, as the pages use it.
@@ -109,10 +106,6 @@ impl Flash {
                 .map(|text| Self::Failed(text.to_owned()))
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<S: Storage, A: AuditStore, C: Clock> Web<S, A, C> {
@@ -291,10 +284,20 @@ async fn login<S: Storage, A: AuditStore, C: Clock>(
         return refuse(StatusCode::UNAUTHORIZED, wrong, name);
     }
     let client = client_of(peer_ip(&extensions));
-    let attempt = lock(&web.limits).take(name, client, web.now());
-    let attempt = match attempt {
-        Ok(attempt) => attempt,
-        Err(refusal) => {
+    let unchecked = || {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "keyd could not check the code right now (see its log). Try again shortly.",
+            name,
+        )
+    };
+    let attempt = match web.app.authority.take_login(name, client).await {
+        Ok(Ok(attempt)) => attempt,
+        Err(e) => {
+            tracing::error!(error = %e, "could not count an approver login attempt");
+            return unchecked();
+        }
+        Ok(Err(refusal)) => {
             tracing::warn!(
                 approver = name,
                 ?client,
@@ -320,7 +323,16 @@ async fn login<S: Storage, A: AuditStore, C: Clock>(
     };
     match web.app.authority.check_approver(name, code).await {
         Ok(()) => {
-            lock(&web.limits).succeeded(name, client, attempt, web.now());
+            // Not given back, the attempt stays counted until its window
+            // is over: the approver is logged in all the same.
+            if let Err(e) = web
+                .app
+                .authority
+                .login_succeeded(name, client, attempt)
+                .await
+            {
+                tracing::warn!(error = %e, "could not give back a good login's attempt");
+            }
             let id = match web.start_session(name).await {
                 Ok(id) => id,
                 Err(e) => {
@@ -350,11 +362,7 @@ async fn login<S: Storage, A: AuditStore, C: Clock>(
         }
         Err(e) => {
             tracing::error!(error = %e, "could not check an approver code");
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyd could not check the code right now (see its log). Try again shortly.",
-                name,
-            )
+            unchecked()
         }
     }
 }

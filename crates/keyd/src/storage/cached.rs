@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use atrest_remote::{HostId, KeyId};
 
 use super::{
-    BootState, Held, HeldState, HoldOutcome, HostRecord, HostState, PolicyRule, PolicyScope,
-    Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
-    StoredSecret, StoredSession, StoredWindow,
+    BootState, Held, HeldState, HoldOutcome, HostRecord, HostState, LoginAttempt, LoginCounts,
+    PolicyRule, PolicyScope, Storage, StorageError, StoredApp, StoredApprover, StoredGeneration,
+    StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
 };
 
 /// Most scopes kept in memory (one per user is common): past it, one is
@@ -506,6 +506,30 @@ impl<S: Storage> Storage for Cached<S> {
 
     async fn prune_sessions(&self, now: u64) -> Result<(), StorageError> {
         self.inner.prune_sessions(now).await
+    }
+
+    async fn take_login(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        allow: fn(&LoginCounts) -> bool,
+    ) -> Result<LoginCounts, StorageError> {
+        self.inner.take_login(attempt, allow).await
+    }
+
+    async fn login_succeeded(
+        &self,
+        name: &str,
+        client: &str,
+        untrusted: bool,
+        trusted_until: u64,
+    ) -> Result<(), StorageError> {
+        self.inner
+            .login_succeeded(name, client, untrusted, trusted_until)
+            .await
+    }
+
+    async fn prune_logins(&self, now: u64) -> Result<(), StorageError> {
+        self.inner.prune_logins(now).await
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

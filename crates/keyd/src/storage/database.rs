@@ -22,10 +22,10 @@ use atrest_audit::{
 use atrest_remote::{HostId, KeyId};
 
 use super::{
-    BootState, Cached, CachedHeld, Held, HeldState, HoldOutcome, HostRecord, HostState, PgHeld,
-    PgStorage, PolicyRule, PolicyScope, ReleaseHold, SqliteHeld, SqliteStorage, Storage,
-    StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
-    StoredSecret, StoredSession, StoredWindow,
+    BootState, Cached, CachedHeld, Held, HeldState, HoldOutcome, HostRecord, HostState,
+    LoginAttempt, LoginCounts, PgHeld, PgStorage, PolicyRule, PolicyScope, ReleaseHold, SqliteHeld,
+    SqliteStorage, Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld,
+    StoredScope, StoredSecret, StoredSession, StoredWindow,
 };
 
 use crate::secrets_key::SecretsKeyring;
@@ -569,6 +569,28 @@ impl Storage for KeydStorage {
 
     async fn prune_sessions(&self, now: u64) -> Result<(), StorageError> {
         each!(self, s => s.prune_sessions(now).await)
+    }
+
+    async fn take_login(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        allow: fn(&LoginCounts) -> bool,
+    ) -> Result<LoginCounts, StorageError> {
+        each!(self, s => s.take_login(attempt, allow).await)
+    }
+
+    async fn login_succeeded(
+        &self,
+        name: &str,
+        client: &str,
+        untrusted: bool,
+        trusted_until: u64,
+    ) -> Result<(), StorageError> {
+        each!(self, s => s.login_succeeded(name, client, untrusted, trusted_until).await)
+    }
+
+    async fn prune_logins(&self, now: u64) -> Result<(), StorageError> {
+        each!(self, s => s.prune_logins(now).await)
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

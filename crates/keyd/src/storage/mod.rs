@@ -1,7 +1,8 @@
 //! What the authority keeps besides its audit log: hosts, their exchange
 //! secrets, enrollment tokens, policies, approvers, what it knows of each
-//! host's boots, the nonces of recent requests and the requests held for
-//! an approver. A store knows no
+//! host's boots, the nonces of recent requests, the requests held for
+//! an approver, and the approval page's sessions and counts of wrong codes
+//! ([`logins`]). A store knows no
 //! protocol; [`crate::Authority`] holds the rules and does not know which
 //! database it runs on.
 //!
@@ -24,6 +25,8 @@ use zeroize::Zeroizing;
 
 use crate::secrets_key::{EpochKey, SecretsKeyError, SecretsKeyring, StoredEpoch, wrapped_epoch};
 
+#[macro_use]
+mod logins;
 mod cached;
 mod database;
 mod postgres;
@@ -346,6 +349,34 @@ impl SessionRow {
             flash: self.flash,
         })
     }
+}
+
+/// The counts of wrong codes a login to the approval page is judged by
+/// ([`crate::approvers`] holds the budgets), as [`Storage::take_login`]
+/// reads them: only windows still open count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoginCounts {
+    /// This approver name from this client address.
+    pub name_from_address: u32,
+    /// This client address, all names together.
+    pub address: u32,
+    /// Every address without a recent good login together; `None` when
+    /// this address had one (it is trusted and skips that budget).
+    pub untrusted: Option<u32>,
+}
+
+/// One login attempt, as [`Storage::take_login`] counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginAttempt<'a> {
+    pub name: &'a str,
+    /// The client's address as the budgets key it (an IPv6 one cut to its
+    /// /64), as text.
+    pub client: &'a str,
+    /// Unix seconds.
+    pub now: u64,
+    /// When a window this attempt opens ends (a window lasts from its
+    /// first attempt).
+    pub window_end: u64,
 }
 
 /// An exchange secret of a host, by its key id.
@@ -1139,6 +1170,37 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Forgets sessions expired at `now`.
     fn prune_sessions(&self, now: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Counts a login attempt to the approval page, for every process
+    /// that serves this store: reads the attempt's [`LoginCounts`] and,
+    /// if `allow` says it may be made, adds it to them (the untrusted
+    /// count only when the address is untrusted; a window over by
+    /// `attempt.now` starts again), all as one transaction that holds the
+    /// counts (the database's write lock, or a lock every replica takes),
+    /// so attempts made at once on several replicas never pass a budget
+    /// together. Returns the counts as read, before this attempt.
+    fn take_login(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        allow: fn(&LoginCounts) -> bool,
+    ) -> impl Future<Output = Result<LoginCounts, StorageError>> + Send;
+
+    /// A right code after [`take_login`](Self::take_login) counted the
+    /// attempt: the name's count from the address is forgotten, the
+    /// attempt given back to the address's count (and the untrusted one,
+    /// if it was counted there), and the address trusted until
+    /// `trusted_until`.
+    fn login_succeeded(
+        &self,
+        name: &str,
+        client: &str,
+        untrusted: bool,
+        trusted_until: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Forgets login counts whose windows are over at `now`, and trusted
+    /// addresses whose trust ran out.
+    fn prune_logins(&self, now: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Whether the database answers and takes writes: what `/healthz`
     /// reports. `Err` says why not.

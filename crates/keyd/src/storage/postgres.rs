@@ -32,9 +32,11 @@ use super::{
 /// `keyd_secrets_epoch` (host secrets wrapped at rest: the secrets in the
 /// clear are wrapped by [`PgStorage::settle_secrets`]), version 5
 /// `keyd_vault_generations` and the policies' `rollback` column (the
-/// witness, format.md §16.17), both by idempotent statements in [`SCHEMA`];
-/// older databases are migrated (their other tables are unchanged).
-pub const PG_SCHEMA_VERSION: i64 = 5;
+/// witness, format.md §16.17), version 6 `keyd_login_failures` and
+/// `keyd_login_trusted` (the approval page's budgets of wrong codes, shared
+/// by the replicas), all by idempotent statements in [`SCHEMA`]; older
+/// databases are migrated (their other tables are unchanged).
+pub const PG_SCHEMA_VERSION: i64 = 6;
 
 /// The oldest version this keyd migrates.
 const PG_OLDEST_MIGRATED: i64 = 1;
@@ -42,6 +44,10 @@ const PG_OLDEST_MIGRATED: i64 = 1;
 /// Arbitrary constant for `pg_advisory_xact_lock` (the audit store's is
 /// `…0001`).
 const MIGRATION_LOCK: i64 = 0x6174_7265_7374_0002;
+
+/// The advisory lock a login attempt's count is taken under, on every
+/// replica (logins are rare: one at a time is no cost).
+const LOGIN_LOCK: i64 = 0x6174_7265_7374_0003;
 
 /// Connections per replica: releases read a host and spend a nonce, a
 /// release holds one across its audit append (the host's row, shared),
@@ -200,6 +206,21 @@ const SCHEMA: &[&str] = &[
         FOR EACH ROW EXECUTE FUNCTION keyd_shredded_is_final()",
     "CREATE OR REPLACE TRIGGER keyd_host_secrets_shredded_is_final BEFORE INSERT OR UPDATE
         ON keyd_host_secrets FOR EACH ROW EXECUTE FUNCTION keyd_shredded_is_final()",
+    // Since version 6: the approval page's budgets of wrong codes and the
+    // addresses approvers logged in from (storage/logins.rs), for every
+    // replica: R replicas allow no more attempts than one.
+    "CREATE TABLE IF NOT EXISTS keyd_login_failures (
+        kind TEXT NOT NULL CHECK (kind IN ('name', 'address', 'untrusted')),
+        name TEXT NOT NULL,
+        client TEXT NOT NULL,
+        window_end BIGINT NOT NULL,
+        failures BIGINT NOT NULL CHECK (failures >= 0),
+        PRIMARY KEY (kind, name, client)
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_login_trusted (
+        client TEXT PRIMARY KEY,
+        trusted_until BIGINT NOT NULL
+    )",
 ];
 
 /// A host's columns and the key ids of its secrets, from `keyd_hosts h`.
@@ -289,12 +310,7 @@ impl PgStorage {
     }
 
     async fn migrate(&self) -> Result<Option<StoredEpoch>, StorageError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let mut tx = self.locked_tx(MIGRATION_LOCK).await?;
         let exists: bool = sqlx::query_scalar("SELECT to_regclass('keyd_schema') IS NOT NULL")
             .fetch_one(&mut *tx)
             .await
@@ -401,6 +417,28 @@ impl PgStorage {
             .await
             .map_err(backend)?;
         Ok(self.secrets.key_at(stored_epoch(epoch, check)?.epoch)?)
+    }
+
+    /// A transaction that first takes the advisory lock `key` (held until
+    /// it ends): its later statements run after the commit of every other
+    /// transaction that held it before (each statement reads anew).
+    async fn locked_tx(
+        &self,
+        key: i64,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(tx)
+    }
+
+    /// The transaction [`Storage::take_login`] counts in: under the lock
+    /// every replica's count takes.
+    async fn login_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StorageError> {
+        self.locked_tx(LOGIN_LOCK).await
     }
 
     /// A host row also says the database's secrets epoch: a shred on
@@ -1482,6 +1520,8 @@ impl Storage for PgStorage {
             .map_err(backend)?;
         Ok(())
     }
+
+    login_methods!("keyd_login_failures", "keyd_login_trusted");
 
     async fn check_writable(&self) -> Result<(), StorageError> {
         let writable: bool = sqlx::query_scalar(

@@ -26,13 +26,13 @@ use super::{
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
-const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 6";
+pub const SCHEMA_VERSION: i64 = 7;
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 7";
 /// From version 1: the boot ticket. (From version 2 to 3 a table is added:
 /// `held_requests`; from 3 to 4 the scoped tables and `web_sessions`; from
 /// 4 to 5 `secrets_epoch`, and the secrets in the clear are wrapped by
-/// [`SqliteStorage::settle_secrets`]; tables are created by [`SCHEMA`] like
-/// every table.)
+/// [`SqliteStorage::settle_secrets`]; from 6 to 7 `login_failures` and
+/// `login_trusted`; tables are created by [`SCHEMA`] like every table.)
 const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
 /// To version 6 (the witness, format.md §16.17): each policy's `rollback`
 /// rule. (`vault_generations` is created by [`SCHEMA`].) Self-contained:
@@ -98,6 +98,15 @@ const SCHEMA: &[&str] = &[
         boot_id TEXT NOT NULL, reason INTEGER NOT NULL,
         rollback_approved INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (host_id, vault_id))",
+    // Since version 7: the approval page's budgets of wrong codes and the
+    // addresses approvers logged in from (storage/logins.rs), kept in the
+    // database rather than in memory, as on PostgreSQL.
+    "CREATE TABLE IF NOT EXISTS login_failures (
+        kind TEXT NOT NULL, name TEXT NOT NULL, client TEXT NOT NULL,
+        window_end INTEGER NOT NULL, failures INTEGER NOT NULL,
+        PRIMARY KEY (kind, name, client))",
+    "CREATE TABLE IF NOT EXISTS login_trusted (
+        client TEXT PRIMARY KEY, trusted_until INTEGER NOT NULL)",
 ];
 
 /// The authority's state in a SQLite file (WAL, `synchronous=FULL`,
@@ -231,6 +240,16 @@ impl SqliteStorage {
                 .await
                 .map_err(backend)?;
         Ok(self.secrets.key_at(stored_epoch(epoch, check)?.epoch)?)
+    }
+
+    /// The transaction [`Storage::take_login`] counts in: `BEGIN
+    /// IMMEDIATE` takes the write lock first, so no other count runs
+    /// between its read and its write.
+    async fn login_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StorageError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)
     }
 
     fn nonces(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], u64>> {
@@ -1215,6 +1234,8 @@ impl Storage for SqliteStorage {
             .map_err(backend)?;
         Ok(())
     }
+
+    login_methods!("login_failures", "login_trusted");
 
     async fn check_writable(&self) -> Result<(), StorageError> {
         // A write that changes nothing still needs the write lock and a

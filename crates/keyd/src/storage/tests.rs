@@ -1,7 +1,8 @@
 //! The stores' schema migrations: a database written by an earlier
 //! schema version opens, keeps its rows and gains the held requests, the
-//! scoped tables, the web sessions and the witness (the witnessed
-//! generations and each policy's `rollback` rule).
+//! scoped tables, the web sessions, the witness (the witnessed
+//! generations and each policy's `rollback` rule) and the approval page's
+//! login counts; and the login counts themselves, on both backends.
 
 #![allow(clippy::unwrap_used)]
 
@@ -135,6 +136,17 @@ async fn check_scoped(storage: &impl Storage) {
     assert!(storage.delete_app("web").await.unwrap());
 }
 
+/// A store on a fresh PostgreSQL database; `None` skips the test (see
+/// [`crate::testing::fresh_postgres`]).
+async fn fresh_pg_storage() -> Option<PgStorage> {
+    let url = crate::testing::fresh_postgres().await?;
+    Some(
+        PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
+            .await
+            .unwrap(),
+    )
+}
+
 /// The cached store over SQLite in `dir`, as `keyd serve` runs it.
 async fn cached_sqlite(dir: &std::path::Path) -> Cached<SqliteStorage> {
     Cached::new(
@@ -237,6 +249,14 @@ async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
     };
     storage.insert_session(&session).await.unwrap();
     assert_eq!(storage.session([5; 32], 99).await.unwrap(), Some(session));
+    // The login counts' tables are there.
+    assert_eq!(
+        storage
+            .take_login(&login_at("alice", "192.0.2.1", 10), COUNT)
+            .await
+            .unwrap(),
+        counts(0, 0, Some(0))
+    );
     assert_eq!(
         storage.session([5; 32], 100).await.unwrap(),
         None,
@@ -252,8 +272,8 @@ async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
 }
 
 #[tokio::test]
-async fn a_sqlite_database_of_schema_1_to_4_is_migrated() {
-    for from in [1, 2, 3, 4] {
+async fn a_sqlite_database_of_schema_1_to_6_is_migrated() {
+    for from in [1, 2, 3, 4, 6] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyd.db");
         let secrets = Arc::new(SecretsKeyring::in_memory());
@@ -268,15 +288,23 @@ async fn a_sqlite_database_of_schema_1_to_4_is_migrated() {
                 .unwrap();
             (storage.pool().clone(), host)
         };
+        // Version 6 is version 7 without the login counts.
+        for table in ["login_failures", "login_trusted"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
         // Version 4 is version 6 without the witness.
-        sqlx::query("DROP TABLE vault_generations")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("ALTER TABLE policies DROP COLUMN rollback")
-            .execute(&pool)
-            .await
-            .unwrap();
+        for statement in [
+            "DROP TABLE vault_generations",
+            "ALTER TABLE policies DROP COLUMN rollback",
+        ]
+        .into_iter()
+        .filter(|_| from < 6)
+        {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
         // Version 3 is version 4 without the scoped tables and web sessions.
         for table in [
             "scope_keys",
@@ -319,13 +347,15 @@ async fn a_sqlite_database_of_schema_1_to_4_is_migrated() {
         assert_eq!(version, SCHEMA_VERSION, "from {from}");
         check_migrated(&storage, &host).await;
         check_scoped(&storage).await;
-        check_witness(&storage, &host).await;
+        if from < 6 {
+            check_witness(&storage, &host).await;
+        }
     }
 }
 
 #[tokio::test]
-async fn a_postgresql_database_of_schema_1_to_3_is_migrated() {
-    for from in [1, 2, 3] {
+async fn a_postgresql_database_of_schema_1_to_5_is_migrated() {
+    for from in [1, 2, 3, 5] {
         a_postgresql_database_is_migrated_from(from).await;
     }
 }
@@ -342,11 +372,21 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
             .set_policy(&PolicyScope::Group("web".into()), OLD_POLICY)
             .await
             .unwrap();
-        // Version 3 is version 5 without the witness.
+        // Version 5 is version 6 without the login counts; version 3 is
+        // version 5 without the witness.
         for statement in [
-            "DROP TABLE keyd_vault_generations",
-            "ALTER TABLE keyd_policies DROP COLUMN rollback",
-        ] {
+            "DROP TABLE keyd_login_failures",
+            "DROP TABLE keyd_login_trusted",
+        ]
+        .into_iter()
+        .chain(
+            [
+                "DROP TABLE keyd_vault_generations",
+                "ALTER TABLE keyd_policies DROP COLUMN rollback",
+            ]
+            .into_iter()
+            .filter(|_| from < 5),
+        ) {
             sqlx::query(statement)
                 .execute(storage.pool())
                 .await
@@ -398,7 +438,9 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     assert!(b.held("req_1").await.unwrap().is_some());
     assert!(b.session([5; 32], 99).await.unwrap().is_some());
     check_scoped(&a).await;
-    check_witness(&b, &host).await;
+    if from < 5 {
+        check_witness(&b, &host).await;
+    }
 }
 
 /// A release's hold ([`Storage::hold_release`]): the host and its boot
@@ -489,12 +531,9 @@ async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_sqlite() {
 
 #[tokio::test]
 async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_postgresql() {
-    let Some(url) = crate::testing::fresh_postgres().await else {
+    let Some(storage) = fresh_pg_storage().await else {
         return;
     };
-    let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
-        .await
-        .unwrap();
     let host = enroll_host(&storage, "web-1").await;
     check_release_hold(&storage, &host).await;
     // A hold dropped (a release that failed before its commit) spends
@@ -748,11 +787,162 @@ async fn unlock_times_move_forward_and_leave_the_boot_alone_on_sqlite() {
 
 #[tokio::test]
 async fn unlock_times_move_forward_and_leave_the_boot_alone_on_postgresql() {
+    let Some(storage) = fresh_pg_storage().await else {
+        return;
+    };
+    check_unlock_times(&storage).await;
+}
+
+/// An attempt at `now` whose window, if it opens one, lasts 60 s.
+fn login_at<'a>(name: &'a str, client: &'a str, now: u64) -> LoginAttempt<'a> {
+    LoginAttempt {
+        name,
+        client,
+        now,
+        window_end: now + 60,
+    }
+}
+
+fn counts(name_from_address: u32, address: u32, untrusted: Option<u32>) -> LoginCounts {
+    LoginCounts {
+        name_from_address,
+        address,
+        untrusted,
+    }
+}
+
+const COUNT: fn(&LoginCounts) -> bool = |_| true;
+const REFUSE: fn(&LoginCounts) -> bool = |_| false;
+
+/// The approval page's login counts as stored (storage/logins.rs): a
+/// count per window that starts again once over, nothing counted when
+/// the attempt is refused, the untrusted count only for untrusted
+/// addresses, a good login forgiving, giving back and trusting, and the
+/// maintenance forgetting what is over. `rows` reads the number of
+/// (failures, trusted) rows.
+async fn check_logins<S, F, R>(storage: &S, rows: F)
+where
+    S: Storage,
+    F: Fn() -> R,
+    R: Future<Output = (i64, i64)>,
+{
+    let (c1, c2) = ("192.0.2.1", "198.51.100.7");
+    let take = |name, client, now, allow| async move {
+        storage
+            .take_login(&login_at(name, client, now), allow)
+            .await
+            .unwrap()
+    };
+    assert_eq!(take("alice", c1, 100, COUNT).await, counts(0, 0, Some(0)));
+    assert_eq!(take("bob", c1, 110, COUNT).await, counts(0, 1, Some(1)));
+    assert_eq!(take("alice", c1, 120, REFUSE).await, counts(1, 2, Some(2)));
+    assert_eq!(take("alice", c1, 120, COUNT).await, counts(1, 2, Some(2)));
+    storage
+        .login_succeeded("alice", c1, true, 1000)
+        .await
+        .unwrap();
+    assert_eq!(take("alice", c1, 130, REFUSE).await, counts(0, 2, None));
+    assert_eq!(take("alice", c2, 130, REFUSE).await, counts(0, 0, Some(2)));
+    // The address's window (opened at 100) is over at 160, bob's (110)
+    // not yet; a trusted address leaves the untrusted count alone.
+    assert_eq!(take("bob", c1, 160, COUNT).await, counts(1, 0, None));
+    assert_eq!(take("carol", c2, 161, COUNT).await, counts(0, 0, Some(0)));
+    // A good login of a trusted address gives back to its own count only.
+    storage
+        .login_succeeded("dave", c2, false, 500)
+        .await
+        .unwrap();
+    assert_eq!(take("carol", c2, 162, REFUSE).await, counts(1, 0, None));
+    assert_eq!(rows().await, (5, 2));
+    // Windows over at 220 and before: bob's (170) and c1's (220).
+    storage.prune_logins(220).await.unwrap();
+    assert_eq!(rows().await, (3, 2));
+    storage.prune_logins(500).await.unwrap();
+    assert_eq!(rows().await, (0, 1));
+    assert_eq!(take("alice", c2, 500, REFUSE).await, counts(0, 0, Some(0)));
+    assert_eq!(take("alice", c1, 500, REFUSE).await, counts(0, 0, None));
+    storage.prune_logins(1000).await.unwrap();
+    assert_eq!(rows().await, (0, 0));
+}
+
+#[tokio::test]
+async fn login_counts_are_kept_and_forgotten_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = SqliteStorage::open(
+        &dir.path().join("keyd.db"),
+        Arc::new(SecretsKeyring::in_memory()),
+    )
+    .await
+    .unwrap();
+    let pool = bare.pool().clone();
+    // Through the cache, as `keyd serve` runs it.
+    let storage = Cached::new(bare);
+    check_logins(&storage, || async {
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM login_failures), (SELECT count(*) FROM login_trusted)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn login_counts_are_kept_and_forgotten_on_postgresql() {
+    let Some(storage) = fresh_pg_storage().await else {
+        return;
+    };
+    check_logins(&storage, || async {
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM keyd_login_failures),
+                (SELECT count(*) FROM keyd_login_trusted)",
+        )
+        .fetch_one(storage.pool())
+        .await
+        .unwrap()
+    })
+    .await;
+    storage.close().await;
+}
+
+/// Two replicas on one PostgreSQL database, each sending a burst of
+/// attempts at once for one name from one address: together they count
+/// exactly the budget, as one replica would.
+#[tokio::test]
+async fn a_burst_of_logins_on_two_replicas_counts_one_budget() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
+    let secrets = Arc::new(SecretsKeyring::in_memory());
+    let a = PgStorage::open(&url, secrets.clone()).await.unwrap();
+    let b = PgStorage::open(&url, secrets).await.unwrap();
+    const BUDGET: fn(&LoginCounts) -> bool = |c| c.name_from_address < 5;
+    let burst = |storage: PgStorage| {
+        (0..20)
+            .map(|_| {
+                let storage = storage.clone();
+                tokio::spawn(async move {
+                    let counts = storage
+                        .take_login(&login_at("alice", "192.0.2.1", 100), BUDGET)
+                        .await
+                        .unwrap();
+                    BUDGET(&counts)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let tasks = burst(a.clone()).into_iter().chain(burst(b.clone()));
+    let mut counted = 0;
+    for task in tasks.collect::<Vec<_>>() {
+        counted += u32::from(task.await.unwrap());
+    }
+    assert_eq!(counted, 5);
+    let after = b
+        .take_login(&login_at("alice", "192.0.2.1", 101), REFUSE)
         .await
         .unwrap();
-    check_unlock_times(&storage).await;
+    assert_eq!(after, counts(5, 5, Some(5)));
+    a.close().await;
+    b.close().await;
 }

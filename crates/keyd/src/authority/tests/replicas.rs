@@ -558,6 +558,11 @@ async fn a_read_only_database_refuses_releases_until_it_takes_writes_again() {
     }
     let health = f.authority.health().await.unwrap_err();
     assert_eq!(health.code(), "database_unavailable", "{health}");
+    // A login attempt that cannot be counted is refused (the page answers
+    // 503), never let through uncounted.
+    let client = crate::approvers::client_of(Some("192.0.2.1".parse().unwrap()));
+    let uncounted = f.authority.take_login("alice", client).await.unwrap_err();
+    assert!(uncounted.is_unavailable(), "{uncounted}");
     let after: i64 = sqlx::query_scalar(count).fetch_one(&mut admin).await.unwrap();
     assert_eq!(after, before, "an entry was written read-only");
 
@@ -747,4 +752,107 @@ async fn a_shred_on_one_replica_moves_the_others_key_file_forward() {
         b.authority.storage().host_secrets(&kept.id).await.unwrap().len(),
         1
     );
+}
+
+/// The approval page's budgets of wrong codes are the authority's, not
+/// each replica's (before, R replicas allowed R times the guesses): wrong
+/// codes spread over both meet one budget, the refusal holds on both
+/// until the window passes, and an address trusted by a good login on one
+/// is trusted on the other.
+#[tokio::test]
+async fn wrong_codes_spread_over_two_replicas_meet_one_budget() {
+    use crate::approvers::{FAILURE_WINDOW, MAX_FAILURES, Refusal, client_of};
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let attacker = client_of(Some("198.51.100.7".parse().unwrap()));
+    for i in 0..MAX_FAILURES {
+        let f = if i % 2 == 0 { &a } else { &b };
+        let _ = f.authority.take_login("alice", attacker).await.unwrap().unwrap();
+    }
+    for f in [&a, &b] {
+        assert_eq!(
+            f.authority.take_login("alice", attacker).await.unwrap().unwrap_err(),
+            Refusal::NameFromAddress
+        );
+    }
+    a.clock.advance(FAILURE_WINDOW);
+    let _ = b.authority.take_login("alice", attacker).await.unwrap().unwrap();
+
+    // Trust made on A holds on B: B counts its attempts in no untrusted
+    // budget (shown by a full one).
+    let phone = client_of(Some("203.0.113.9".parse().unwrap()));
+    good_login(&a, "alice", phone).await;
+    let PgStorageRef(pool) = pg_pool(&a);
+    sqlx::query(
+        "UPDATE keyd_login_failures SET failures = $1 WHERE kind = 'untrusted'",
+    )
+    .bind(i64::from(crate::approvers::MAX_FAILURES_UNTRUSTED))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let stranger = client_of(Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(
+        b.authority.take_login("bob", stranger).await.unwrap().unwrap_err(),
+        Refusal::Untrusted
+    );
+    let _ = b.authority.take_login("bob", phone).await.unwrap().unwrap();
+}
+
+/// Attempts sent at once to both replicas (as a load balancer spreads an
+/// attacker's parallel guesses) are counted one at a time: exactly the
+/// budget gets through, the rest are refused.
+#[tokio::test]
+async fn a_burst_of_wrong_codes_across_two_replicas_gets_exactly_the_budget() {
+    use crate::approvers::{MAX_FAILURES, Refusal, client_of};
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let attacker = client_of(Some("198.51.100.7".parse().unwrap()));
+    let burst: Vec<_> = (0..4 * MAX_FAILURES)
+        .map(|i| {
+            let f = if i % 2 == 0 { &a } else { &b };
+            let authority = f.authority.clone();
+            tokio::spawn(async move { authority.take_login("alice", attacker).await.unwrap() })
+        })
+        .collect();
+    let (mut taken, mut refused) = (0, 0);
+    for answer in burst {
+        match answer.await.unwrap() {
+            Ok(_) => taken += 1,
+            Err(Refusal::NameFromAddress) => refused += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((taken, refused), (MAX_FAILURES, 3 * MAX_FAILURES));
+}
+
+/// Either replica's tick forgets the windows that are over, and the
+/// trust that ran out.
+#[tokio::test]
+async fn the_tick_forgets_login_counts_whose_windows_are_over() {
+    use crate::approvers::{FAILURE_WINDOW, TRUSTED_FOR, client_of};
+    let Some(a) = fixture().await else { return };
+    let b = replica(&a).await;
+    let client = client_of(Some("198.51.100.7".parse().unwrap()));
+    let _ = a.authority.take_login("alice", client).await.unwrap().unwrap();
+    good_login(&a, "bob", client).await;
+    let PgStorageRef(pool) = pg_pool(&a);
+    let rows = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT (SELECT count(*) FROM keyd_login_failures),
+                (SELECT count(*) FROM keyd_login_trusted)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    // alice's window, the address's and the untrusted one; the address.
+    assert_eq!(rows().await, (3, 1));
+    b.authority.maintain().await;
+    assert_eq!(rows().await, (3, 1));
+    a.clock.advance(FAILURE_WINDOW);
+    b.authority.maintain().await;
+    assert_eq!(rows().await, (0, 1));
+    a.clock.advance(TRUSTED_FOR - FAILURE_WINDOW);
+    b.authority.maintain().await;
+    assert_eq!(rows().await, (0, 0));
 }

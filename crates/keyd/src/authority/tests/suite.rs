@@ -1398,6 +1398,80 @@ async fn approvers_log_in_with_a_totp_code_once() {
     );
 }
 
+/// A login with a right code from `client`: its attempt counted, then
+/// given back, and the address trusted.
+async fn good_login(f: &Fixture, name: &str, client: crate::approvers::Client) {
+    let attempt = f.authority.take_login(name, client).await.unwrap().unwrap();
+    f.authority
+        .login_succeeded(name, client, attempt)
+        .await
+        .unwrap();
+}
+
+/// The approval page's budgets of wrong codes (crate::approvers), kept in
+/// the database: one address's failures lock out neither another address
+/// nor, past its own budget, other names from it beyond the per-address
+/// one; the windows pass; a restart forgets nothing.
+#[tokio::test]
+async fn one_address_cannot_lock_out_another() {
+    use crate::approvers::{FAILURE_WINDOW, MAX_FAILURES, Refusal, client_of};
+    let Some(f) = fixture().await else { return };
+    let attacker = client_of(Some("198.51.100.7".parse().unwrap()));
+    let approver = client_of(Some("203.0.113.9".parse().unwrap()));
+    for _ in 0..MAX_FAILURES {
+        let _ = f.authority.take_login("alice", attacker).await.unwrap().unwrap();
+    }
+    for _ in 0..30 {
+        assert_eq!(
+            f.authority.take_login("alice", attacker).await.unwrap().unwrap_err(),
+            Refusal::NameFromAddress
+        );
+    }
+    for name in ["bob", "carol", "dave", "erin", "frank"] {
+        let _ = f.authority.take_login(name, attacker).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        f.authority.take_login("grace", attacker).await.unwrap().unwrap_err(),
+        Refusal::Address
+    );
+    good_login(&f, "alice", approver).await;
+    // The counts outlive the process.
+    let f = restart(f).await;
+    assert_eq!(
+        f.authority.take_login("alice", attacker).await.unwrap().unwrap_err(),
+        Refusal::NameFromAddress
+    );
+    // The windows pass.
+    f.clock.advance(FAILURE_WINDOW);
+    let _ = f.authority.take_login("alice", attacker).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn many_addresses_share_one_cap_that_trusted_addresses_skip() {
+    use crate::approvers::{MAX_FAILURES_UNTRUSTED, Refusal, TRUSTED_FOR, client_of};
+    let Some(f) = fixture().await else { return };
+    let trusted = client_of(Some("203.0.113.9".parse().unwrap()));
+    good_login(&f, "alice", trusted).await;
+    f.clock.advance(10);
+    let mut guesses = 0;
+    for host in 0..=255u8 {
+        let client = client_of(Some(std::net::IpAddr::from([198, 51, 100, host])));
+        while f.authority.take_login("alice", client).await.unwrap().is_ok() {
+            guesses += 1;
+        }
+    }
+    assert_eq!(guesses, MAX_FAILURES_UNTRUSTED);
+    let fresh = client_of(Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(
+        f.authority.take_login("alice", fresh).await.unwrap().unwrap_err(),
+        Refusal::Untrusted
+    );
+    let _ = f.authority.take_login("alice", trusted).await.unwrap().unwrap();
+    // Trust lapses.
+    f.clock.advance(TRUSTED_FOR - 9);
+    let _ = f.authority.take_login("alice", fresh).await.unwrap().unwrap();
+}
+
 /// A backup of `f`'s state database as an operator takes one, and where it
 /// is restored: SQLite's `VACUUM INTO` (a consistent copy of a live file)
 /// into a directory of its own; PostgreSQL's `pg_dump`, loaded with `psql`
