@@ -4,7 +4,7 @@
 //! whole file or none.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{BackupError, Result};
@@ -16,6 +16,13 @@ pub trait Backend: Send + Sync {
     /// Stores `data` under `name` (`dir/file`), atomically. A file already
     /// there is kept (names are content-derived).
     fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+    /// Stores the concatenation of `pieces` under `name` as `put` does: a
+    /// pack goes out as the buffers it was sealed in. The local and S3
+    /// backends write them without joining them first (up to 16 MiB less
+    /// per pack); this default joins them.
+    fn put_pieces(&self, name: &str, pieces: Vec<Vec<u8>>) -> Result<()> {
+        self.put(name, &pieces.concat())
+    }
     fn get(&self, name: &str) -> Result<Vec<u8>>;
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Names of the files under `dir` (`data` lists `data/xx/...`), sorted.
@@ -36,6 +43,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         (**self).put(name, data)
+    }
+    fn put_pieces(&self, name: &str, pieces: Vec<Vec<u8>>) -> Result<()> {
+        (**self).put_pieces(name, pieces)
     }
     fn get(&self, name: &str) -> Result<Vec<u8>> {
         (**self).get(name)
@@ -75,14 +85,11 @@ impl LocalBackend {
         let path = self.root.join(name).display().to_string();
         move |source| BackupError::Storage { path, source }
     }
-}
 
-impl Backend for LocalBackend {
-    fn location(&self) -> String {
-        self.root.display().to_string()
-    }
-
-    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+    /// Writes `pieces` to a new temporary file, fsyncs it and renames it
+    /// to `name` (then fsyncs the directory): a crash leaves the whole
+    /// file or none.
+    fn write_new(&self, name: &str, pieces: &mut [IoSlice<'_>]) -> Result<()> {
         let path = self.path(name);
         if path.exists() {
             return Ok(());
@@ -90,12 +97,12 @@ impl Backend for LocalBackend {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(self.err(name))?;
         let tmp = dir.join(format!(".tmp-{}", hex(&atrest_core::random_array::<8>())));
-        let write = || -> std::io::Result<()> {
+        let mut write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            f.write_all(data)?;
+            write_all_vectored(&mut f, pieces)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
             fs::File::open(dir)?.sync_all()
@@ -105,6 +112,40 @@ impl Backend for LocalBackend {
                 let _ = fs::remove_file(&tmp);
             })
             .map_err(self.err(name))
+    }
+}
+
+/// Writes every byte of `pieces`, in order, with as few `writev` calls as
+/// the writer allows (std's `Write::write_all_vectored`, not yet stable).
+pub(crate) fn write_all_vectored(
+    out: &mut impl Write,
+    mut pieces: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    // Skips leading empty pieces, so an empty write below means no progress.
+    IoSlice::advance_slices(&mut pieces, 0);
+    while !pieces.is_empty() {
+        match out.write_vectored(pieces) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut pieces, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.write_new(name, &mut [IoSlice::new(data)])
+    }
+
+    fn put_pieces(&self, name: &str, pieces: Vec<Vec<u8>>) -> Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        self.write_new(name, &mut slices)
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {

@@ -52,6 +52,15 @@ impl RepoKeys {
         self.ids.hash(plaintext)
     }
 
+    /// [`blob_id`](Self::blob_id) of the concatenation of `pieces` (a
+    /// pack's name, from the buffers it is written in).
+    pub(crate) fn blob_id_of_pieces<'a>(
+        &self,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+    ) -> BlobId {
+        self.ids.hash_pieces(pieces)
+    }
+
     /// The key of one pack, from its random salt.
     pub(crate) fn pack_cipher(&self, salt: &[u8]) -> BlockCipher {
         BlockCipher::new(

@@ -76,15 +76,15 @@ impl TrailerEntry {
     }
 }
 
-/// Builds one pack. Blobs are sealed as they come, each in a buffer of its
-/// own, and written out in a random order when the pack is finished, so
-/// the order of blobs in a pack says nothing of their order in the files
-/// they came from (restic 0.18's second mitigation against chunk-length
-/// fingerprinting). Each buffer is freed as soon as it is copied out, so
-/// a finished pack costs about its own size in memory, not twice.
 /// zstd's default level: what every atrest pack was written with.
 const ZSTD_LEVEL: i32 = 3;
 
+/// Builds one pack. Blobs are sealed as they come, each in a buffer of its
+/// own, and laid out in a random order when the pack is finished, so the
+/// order of blobs in a pack says nothing of their order in the files they
+/// came from (restic 0.18's second mitigation against chunk-length
+/// fingerprinting). The buffers are never joined: a finished [`Pack`] is
+/// written out as they are, so a pack costs its own size in memory once.
 pub struct PackWriter<'k> {
     keys: &'k RepoKeys,
     cipher: atrest_core::BlockCipher,
@@ -138,35 +138,47 @@ impl<'k> PackWriter<'k> {
         Ok(())
     }
 
-    /// Lays the blobs out in a random order after the header, seals the
-    /// trailer; returns the pack's bytes, its name and entries (in the
-    /// order they are in the pack).
-    pub fn finish(mut self) -> (Vec<u8>, [u8; 32], Vec<TrailerEntry>) {
+    /// Lays the blobs out in a random order after the header and seals the
+    /// trailer.
+    pub fn finish(mut self) -> Pack {
         shuffle(&mut self.sealed);
-        let body: usize = self.sealed.iter().map(|(_, b)| b.len()).sum();
-        let trailer_len = self.sealed.len() * TRAILER_ENTRY_LEN;
-        let mut bytes =
-            Vec::with_capacity(PACK_HEADER_LEN + body + trailer_len + self.cipher.overhead() + 4);
-        bytes.extend_from_slice(&self.header);
+        let aad = self.keys.file_aad("pack trailer", &self.header);
+        let mut pieces = Vec::with_capacity(self.sealed.len() + 3);
         let mut entries = Vec::with_capacity(self.sealed.len());
+        let mut trailer = Vec::with_capacity(self.sealed.len() * TRAILER_ENTRY_LEN);
+        pieces.push(self.header);
+        let mut offset = PACK_HEADER_LEN as u64;
         for (mut entry, sealed) in self.sealed {
-            entry.offset = bytes.len() as u64;
-            bytes.extend_from_slice(&sealed);
+            entry.offset = offset;
+            offset += sealed.len() as u64;
+            entry.encode(&mut trailer);
             entries.push(entry);
+            pieces.push(sealed);
         }
-        let mut trailer = Vec::with_capacity(trailer_len);
-        for e in &entries {
-            e.encode(&mut trailer);
-        }
-        let aad = self
-            .keys
-            .file_aad("pack trailer", &bytes[..PACK_HEADER_LEN]);
         let sealed = self.cipher.seal(&aad, &trailer);
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
-        let name = self.keys.blob_id(&bytes);
-        (bytes, name, entries)
+        let sealed_len = (sealed.len() as u32).to_be_bytes().to_vec();
+        pieces.extend([sealed, sealed_len]);
+        let name = self
+            .keys
+            .blob_id_of_pieces(pieces.iter().map(Vec::as_slice));
+        Pack {
+            name,
+            pieces,
+            entries,
+        }
     }
+}
+
+/// A finished pack: its bytes as the buffers they were sealed in, in file
+/// order (header, each blob, sealed trailer, its length), for
+/// [`Backend::put_pieces`](crate::Backend::put_pieces), which writes them
+/// without joining them first.
+pub struct Pack {
+    /// The keyed hash of all its bytes.
+    pub name: [u8; 32],
+    pub pieces: Vec<Vec<u8>>,
+    /// The blobs, in the order they are in the pack.
+    pub entries: Vec<TrailerEntry>,
 }
 
 /// Fisher-Yates with the system's random generator (a 64-bit draw per
@@ -276,9 +288,10 @@ mod tests {
         for (blob, id) in blobs.iter().zip(&ids) {
             writer.add(BlobKind::Data, *id, blob).unwrap();
         }
-        let (bytes, name, written) = writer.finish();
+        let pack = writer.finish();
+        let (bytes, name) = (pack.pieces.concat(), pack.name);
         let entries = read_trailer(&keys, "test", &name, &bytes).unwrap();
-        assert_eq!(entries, written);
+        assert_eq!(entries, pack.entries);
         // The same blobs, each once, in another order than they came (the
         // chance that 24 shuffle to their own order is 1 in 24!).
         let order: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
@@ -298,5 +311,97 @@ mod tests {
             let plain = open_blob(&keys, &bytes[8..40], &loc, &e.id, sealed).unwrap();
             assert_eq!(keys.blob_id(&plain), e.id);
         }
+    }
+
+    /// Takes at most `step` bytes a call, across several pieces when
+    /// written vectored, and refuses every third call with `Interrupted`.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl std::io::Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.write_vectored(&[std::io::IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(3) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let start = self.out.len();
+            for buf in bufs {
+                let room = self.step - (self.out.len() - start);
+                if room == 0 {
+                    break;
+                }
+                self.out.extend_from_slice(&buf[..buf.len().min(room)]);
+            }
+            Ok(self.out.len() - start)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pack_written_in_pieces_is_byte_for_byte_the_joined_pack_even_in_short_writes() {
+        let keys = RepoKeys::new(&atrest_core::SecretKey::random(), [9; 16]);
+        let mut writer = PackWriter::new(&keys);
+        // Many blobs: empty, tiny, compressible and not.
+        for i in 0..300u32 {
+            let blob: Vec<u8> = match i % 3 {
+                0 => vec![i as u8; (i * 13) as usize],
+                1 => (0..i * 29)
+                    .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect(),
+                _ => i.to_be_bytes().to_vec(),
+            };
+            writer
+                .add(BlobKind::Data, keys.blob_id(&blob), &blob)
+                .unwrap();
+        }
+        let pack = writer.finish();
+        assert_eq!(pack.pieces.len(), 300 + 3);
+        // What `finish` returned before packs were written in pieces: the
+        // pieces joined into one buffer, named by the hash of all of it.
+        let joined = pack.pieces.concat();
+        assert_eq!(keys.blob_id(&joined), pack.name);
+        let entries = read_trailer(&keys, "test", &pack.name, &joined).unwrap();
+        assert_eq!(entries, pack.entries);
+
+        for step in [1, 3, 50, 4099, usize::MAX / 2] {
+            let mut out = Trickle {
+                out: Vec::new(),
+                step,
+                calls: 0,
+            };
+            let mut slices: Vec<_> = pack
+                .pieces
+                .iter()
+                .map(|p| std::io::IoSlice::new(p))
+                .collect();
+            crate::backend::write_all_vectored(&mut out, &mut slices).unwrap();
+            assert!(out.out == joined, "{step} bytes a call");
+        }
+
+        // Through the local backend's temporary file and rename.
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::LocalBackend::new(dir.path());
+        use crate::Backend as _;
+        backend.put_pieces("data/pack", pack.pieces).unwrap();
+        assert!(std::fs::read(dir.path().join("data/pack")).unwrap() == joined);
+    }
+
+    #[test]
+    fn a_writer_that_takes_nothing_fails_the_write_instead_of_looping() {
+        let mut full: &mut [u8] = &mut [];
+        let mut slices = [std::io::IoSlice::new(b""), std::io::IoSlice::new(b"pack")];
+        let err = crate::backend::write_all_vectored(&mut full, &mut slices).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WriteZero);
+        // Nothing to write: not an error.
+        let mut none = [std::io::IoSlice::new(b"")];
+        crate::backend::write_all_vectored(&mut full, &mut none).unwrap();
     }
 }

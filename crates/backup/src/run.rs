@@ -194,10 +194,11 @@ fn packer<B: Backend>(keys: &RepoKeys, backend: &B, rx: &Mutex<Receiver<Blob>>) 
     let mut packs = 0;
     let mut open: Option<(PackWriter<'_>, usize)> = None;
     let mut close = |writer: PackWriter<'_>| -> Result<()> {
-        let (bytes, name, written) = writer.finish();
-        backend.put(&crate::repo::pack_name(&name), &bytes)?;
+        let pack = writer.finish();
+        let name = pack.name;
+        backend.put_pieces(&crate::repo::pack_name(&name), pack.pieces)?;
         packs += 1;
-        entries.extend(written.iter().map(|e| (e.id, e.location(name))));
+        entries.extend(pack.entries.iter().map(|e| (e.id, e.location(name))));
         Ok(())
     };
     loop {

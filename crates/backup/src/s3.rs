@@ -115,6 +115,16 @@ impl S3Backend {
         }
     }
 
+    fn put_payload(&self, name: &str, payload: PutPayload) -> Result<()> {
+        // Names are content-derived (or `config`, written once by init), so
+        // a second put of a name writes the same bytes: a plain PUT, which
+        // every S3-compatible store has, is enough. A PUT is atomic.
+        self.runtime
+            .block_on(self.store.put(&self.path(name), payload))
+            .map(|_| ())
+            .map_err(self.err(name))
+    }
+
     fn err(&self, name: &str) -> impl FnOnce(object_store::Error) -> BackupError + '_ {
         let path = format!("s3://{}/{}", self.bucket, self.path(name));
         move |e| {
@@ -141,14 +151,13 @@ impl Backend for S3Backend {
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        // Names are content-derived (or `config`, written once by init), so
-        // a second put of a name writes the same bytes: a plain PUT, which
-        // every S3-compatible store has, is enough. A PUT is atomic.
-        let payload = PutPayload::from(data.to_vec());
-        self.runtime
-            .block_on(self.store.put(&self.path(name), payload))
-            .map(|_| ())
-            .map_err(self.err(name))
+        self.put_payload(name, PutPayload::from(data.to_vec()))
+    }
+
+    /// One PUT whose body is the pieces as they are: object_store signs
+    /// and sends a multi-buffer payload without joining it.
+    fn put_pieces(&self, name: &str, pieces: Vec<Vec<u8>>) -> Result<()> {
+        self.put_payload(name, pieces.into_iter().map(bytes::Bytes::from).collect())
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {

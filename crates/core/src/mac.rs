@@ -40,8 +40,16 @@ impl KeyedHash {
 
     /// The 32-byte keyed hash of `data`.
     pub fn hash(&self, data: &[u8]) -> [u8; 32] {
+        self.hash_pieces([data])
+    }
+
+    /// The keyed hash of the concatenation of `pieces`, without joining
+    /// them first (a backup pack is hashed as the pieces it is written in).
+    pub fn hash_pieces<'a>(&self, pieces: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
         let mut hasher = self.0.clone();
-        hasher.update(data);
+        for piece in pieces {
+            hasher.update(piece);
+        }
         *hasher.finalize().as_bytes()
     }
 }
@@ -60,5 +68,30 @@ mod tests {
         let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, want);
         assert_ne!(KeyedHash::new(&SecretKey::random()).hash(b""), got);
+    }
+
+    #[test]
+    fn hashing_pieces_equals_hashing_their_concatenation_wherever_it_is_cut() {
+        let hash = KeyedHash::new(&SecretKey::random());
+        // Over several of BLAKE3's 1 KiB chunks, so cuts fall inside and
+        // on chunk boundaries.
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let whole = hash.hash(&data);
+        for cuts in [
+            vec![0, 5000],
+            vec![1, 1024, 1025, 4999],
+            vec![0, 0, 2048, 2048, 3000],
+            (0..5000).step_by(7).collect(),
+        ] {
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for cut in cuts {
+                pieces.push(&data[at..cut]);
+                at = cut;
+            }
+            pieces.push(&data[at..]);
+            assert_eq!(hash.hash_pieces(pieces), whole);
+        }
+        assert_ne!(hash.hash_pieces([&data[..4999]]), whole);
     }
 }
