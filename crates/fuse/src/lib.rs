@@ -77,6 +77,10 @@ pub trait GenerationReporter: Send + Sync + std::fmt::Debug {
     /// The last checkpoint, at unmount. The process ends after it, so it
     /// may wait, for a bounded time, until the report is delivered.
     fn unmounted(&self, generation: atrest_vault::DurableGeneration);
+    /// The generations the authorities accepted since the last call,
+    /// oldest first, which the mount logs as acknowledged before its next
+    /// checkpoint. Called under the store's lock: must not block.
+    fn take_acknowledged(&self) -> Vec<atrest_vault::Acknowledgement>;
 }
 
 /// What [`mount`] found before it reported ready.

@@ -443,6 +443,10 @@ impl atrest_fuse::GenerationReporter for ToAuthorities {
     fn unmounted(&self, generation: DurableGeneration) {
         self.0.finish(generation, ReportReason::Unmount);
     }
+
+    fn take_acknowledged(&self) -> Vec<atrest_vault::Acknowledgement> {
+        self.0.take_acknowledged()
+    }
 }
 
 fn redirect_log(path: &Path) -> anyhow::Result<()> {
