@@ -280,7 +280,8 @@ impl Store {
     /// Durable with the next sync or checkpoint; until then the
     /// superblock the check judged is unchanged, so a crash loses nothing
     /// of the standing. Returns whether a record was written (not for an
-    /// acknowledgement already listed first for that witness).
+    /// acknowledgement this witness already made since the store opened
+    /// and the list still holds).
     pub fn acknowledge(
         &mut self,
         witnessed: Generation,

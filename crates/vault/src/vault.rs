@@ -1181,7 +1181,7 @@ mod tests {
         let open = |authorities: &[AuthorityWitness]| {
             vault.open_format_2_witnessed_by(&witness, false, authorities)
         };
-        let (c, _) = open(&[]).unwrap();
+        let (mut c, _) = open(&[]).unwrap();
         let w = c.store.close(now).unwrap();
         drop(c);
         let (mut c, witnessed) = open(&[authority(w, claim())]).unwrap();

@@ -111,8 +111,8 @@ pub struct Acknowledgement {
 }
 
 impl Acknowledgement {
-    /// The `WITNESSED` record, if the store does not list it first for
-    /// that authority already; the next checkpoint lists it.
+    /// The `WITNESSED` record, unless the store lists it for that
+    /// authority already; the next checkpoint lists it.
     pub fn record(&self, store: &mut Store) -> Result<bool, VaultError> {
         store
             .acknowledge(

@@ -523,6 +523,15 @@ impl Filesystem for VaultFs2 {
                 tracing::info!("unmounted: checkpoint written");
                 if let Some(reporter) = &state.reporter {
                     reporter.unmounted(DurableGeneration::of(state.store.superblock()));
+                    // The unmount's report, once accepted, names the last
+                    // checkpoint: logged after it and synced, replayed by
+                    // the next open and listed by its first checkpoint, so
+                    // that mounts which do not report (a passphrase
+                    // unlock) cannot push it out of the lineage.
+                    state.record_acknowledged();
+                    if let Err(e) = state.store.sync() {
+                        tracing::warn!("the unmount's acknowledgement was not made durable: {e}");
+                    }
                 }
             }
             Err(e) => {

@@ -253,3 +253,26 @@ fn a_power_cut_around_the_record_never_makes_w_a_fork() {
     }
     assert!(survived > 0 && lost > 0, "{survived} survived, {lost} lost");
 }
+
+/// The unmount's report is accepted after the last checkpoint: its
+/// record, logged and synced after it, is replayed by the next open (no
+/// recovery: nothing of the tree changed) and listed by its first
+/// checkpoint.
+#[test]
+fn an_acknowledgement_after_the_last_checkpoint_is_listed_next_time() {
+    let (mut store, backing) = new_store(GCM);
+    checkpoints(&mut store, 1, 2);
+    let last = store.close(at(3)).unwrap();
+    store.acknowledge(last, AUTHORITY, at(4)).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let mut store = reopen(&backing, GCM);
+    assert_eq!(store.recovery(), None);
+    assert_eq!(store.acknowledged(), &[last]);
+    checkpoints(&mut store, 40, 5);
+    assert_eq!(store.superblock().acknowledged, vec![last]);
+    assert_eq!(
+        judge(store.superblock(), &witnessed(last)),
+        Standing::Current
+    );
+}
