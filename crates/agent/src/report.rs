@@ -16,8 +16,8 @@
 //! accepted is handed back to the mount ([`Reporter::take_acknowledged`])
 //! to be logged as acknowledged (`WITNESSED`).
 
-use std::sync::{Arc, Mutex};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

@@ -1205,9 +1205,7 @@ mod tests {
         drop(c);
         let later_claim = claim();
         assert!(
-            later_claim
-                .lineage
-                .contains(&crate::witness::to_remote(&w)),
+            later_claim.lineage.contains(&crate::witness::to_remote(&w)),
             "the authority judges the claim current"
         );
         let (c, witnessed) = open(&[authority(w, later_claim.clone())]).unwrap();

@@ -321,9 +321,9 @@ fn attr(head: &ObjectHead) -> FileAttr {
 /// checkpoint stops the store (it writes nothing more; the next mount
 /// recovers from the last good one), so it is logged and every later
 /// operation fails with `EIO`.
-fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>) {
+fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>, interval: Duration) {
     loop {
-        let timer = match woken.recv_timeout(INTERVAL) {
+        let timer = match woken.recv_timeout(interval) {
             Ok(Wake::Due) => false,
             Err(mpsc::RecvTimeoutError::Timeout) => true,
             Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -360,13 +360,15 @@ impl VaultFs2 {
     /// Serves `contents` (opened and recovered by
     /// [`atrest_vault::Vault::open_format_2`]); `root` is the backing
     /// directory; `witness`, if any, is written after every checkpoint,
-    /// and `reporter`, if any, told of each.
+    /// and `reporter`, if any, told of each; `interval` is the longest a
+    /// logged change waits for its checkpoint (`None`: [`INTERVAL`]).
     pub fn new(
         contents: Contents2,
         root: &Path,
         ttl: Duration,
         witness: Option<LocalWitnessFile>,
         reporter: Option<Arc<dyn GenerationReporter>>,
+        interval: Option<Duration>,
     ) -> Self {
         let Contents2 { mut store, content } = contents;
         store.set_log_zeros_ahead(atrest_meta::log::ZEROS_AHEAD);
@@ -388,7 +390,8 @@ impl VaultFs2 {
             witness_at,
         }));
         let timed = state.clone();
-        let thread = std::thread::spawn(move || checkpointer(&timed, &woken));
+        let interval = interval.unwrap_or(INTERVAL);
+        let thread = std::thread::spawn(move || checkpointer(&timed, &woken, interval));
         Self {
             state,
             locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
