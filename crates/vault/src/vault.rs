@@ -1072,6 +1072,24 @@ mod tests {
         assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
     }
 
+    /// What an authority that witnessed `w` of `vault`, and released the
+    /// key for `claim`, hands the mount.
+    fn authority_witness(
+        vault: &Vault,
+        w: atrest_meta::superblock::Generation,
+        claim: atrest_remote::GenerationClaim,
+    ) -> AuthorityWitness {
+        AuthorityWitness {
+            url: "https://keys.example".into(),
+            witnessed: crate::witness::to_remote(&w),
+            config_generation: vault.config().generation,
+            reported_at_ms: 1,
+            claim,
+            approval: 77,
+            audit_key: [0xa7; 32],
+        }
+    }
+
     /// The key authority's witness (§16.17.4): a vault that descends from
     /// `W` opens; an earlier copy whose honest claim the authority judged
     /// and released anyway (an approved rollback) opens, recorded past
@@ -1085,15 +1103,7 @@ mod tests {
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
         let authority = |w: atrest_meta::superblock::Generation,
                          claim: atrest_remote::GenerationClaim| {
-            AuthorityWitness {
-                url: "https://keys.example".into(),
-                witnessed: crate::witness::to_remote(&w),
-                config_generation: vault.config().generation,
-                reported_at_ms: 1,
-                claim,
-                approval: 77,
-                audit_key: [0xa7; 32],
-            }
+            authority_witness(&vault, w, claim)
         };
         let claim = || LockedVault::open(&root).unwrap().claim().unwrap();
         let open = |authorities: &[AuthorityWitness]| {
@@ -1167,15 +1177,7 @@ mod tests {
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
         let authority = |w: atrest_meta::superblock::Generation,
                          claim: atrest_remote::GenerationClaim| {
-            AuthorityWitness {
-                url: "https://keys.example".into(),
-                witnessed: crate::witness::to_remote(&w),
-                config_generation: vault.config().generation,
-                reported_at_ms: 1,
-                claim,
-                approval: 77,
-                audit_key: [0xa7; 32],
-            }
+            authority_witness(&vault, w, claim)
         };
         let claim = || LockedVault::open(&root).unwrap().claim().unwrap();
         let open = |authorities: &[AuthorityWitness]| {

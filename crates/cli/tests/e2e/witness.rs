@@ -237,7 +237,7 @@ fn an_authority_down_for_40_checkpoints_of_writes_is_no_false_alarm() {
     let checkpoint = || -> u64 {
         let out = ok(&[&"status", &e.vault, &"--json"]);
         let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-        status["checkpoint"].as_u64().unwrap()
+        status["metadata"]["checkpoint"].as_u64().unwrap()
     };
     let out = host(
         &e.state,
