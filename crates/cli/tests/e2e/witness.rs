@@ -239,14 +239,10 @@ fn an_authority_down_for_40_checkpoints_of_writes_is_no_false_alarm() {
         let status: Value = serde_json::from_slice(&out.stdout).unwrap();
         status["metadata"]["checkpoint"].as_u64().unwrap()
     };
-    let out = host(
-        &e.state,
-        BOOT_A,
-        &[&"unlock", &e.vault, &"--mount", &e.mnt],
-    )
-    .env("ATREST_CHECKPOINT_INTERVAL_MS", "20")
-    .output()
-    .unwrap();
+    let out = host(&e.state, BOOT_A, &[&"unlock", &e.vault, &"--mount", &e.mnt])
+        .env("ATREST_CHECKPOINT_INTERVAL_MS", "20")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(30, "the mount's report", || {
         witnessed(&keyd, "mount", BOOT_A) == 1
