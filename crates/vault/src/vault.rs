@@ -1072,22 +1072,37 @@ mod tests {
         assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
     }
 
-    /// What an authority that witnessed `w` of `vault`, and released the
-    /// key for `claim`, hands the mount.
-    fn authority_witness(
-        vault: &Vault,
-        w: atrest_meta::superblock::Generation,
-        claim: atrest_remote::GenerationClaim,
-    ) -> AuthorityWitness {
-        AuthorityWitness {
-            url: "https://keys.example".into(),
-            witnessed: crate::witness::to_remote(&w),
-            config_generation: vault.config().generation,
-            reported_at_ms: 1,
-            claim,
-            approval: 77,
-            audit_key: [0xa7; 32],
-        }
+    /// For the tests of the authority's witness: what an authority that
+    /// witnessed `w` and released the key for `claim` hands the mount; the
+    /// claim `atrest unlock` would send now; an open with authorities.
+    #[allow(clippy::type_complexity, reason = "three closures over one test vault")]
+    fn authority_harness<'a>(
+        root: &'a Path,
+        vault: &'a Vault,
+        witness: &'a LocalWitnessFile,
+    ) -> (
+        impl Fn(atrest_meta::superblock::Generation, atrest_remote::GenerationClaim) -> AuthorityWitness
+        + 'a,
+        impl Fn() -> atrest_remote::GenerationClaim + 'a,
+        impl Fn(&[AuthorityWitness]) -> Result<(Contents2, crate::witness::Witnessed), VaultError> + 'a,
+    ) {
+        let authority = move |w: atrest_meta::superblock::Generation,
+                              claim: atrest_remote::GenerationClaim| {
+            AuthorityWitness {
+                url: "https://keys.example".into(),
+                witnessed: crate::witness::to_remote(&w),
+                config_generation: vault.config().generation,
+                reported_at_ms: 1,
+                claim,
+                approval: 77,
+                audit_key: [0xa7; 32],
+            }
+        };
+        let claim = move || LockedVault::open(root).unwrap().claim().unwrap();
+        let open = move |authorities: &[AuthorityWitness]| {
+            vault.open_format_2_witnessed_by(witness, false, authorities)
+        };
+        (authority, claim, open)
     }
 
     /// The key authority's witness (§16.17.4): a vault that descends from
@@ -1101,14 +1116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (root, vault, witness) = witnessed_vault(dir.path());
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
-        let authority = |w: atrest_meta::superblock::Generation,
-                         claim: atrest_remote::GenerationClaim| {
-            authority_witness(&vault, w, claim)
-        };
-        let claim = || LockedVault::open(&root).unwrap().claim().unwrap();
-        let open = |authorities: &[AuthorityWitness]| {
-            vault.open_format_2_witnessed_by(&witness, false, authorities)
-        };
+        let (authority, claim, open) = authority_harness(&root, &vault, &witness);
         let (mut c, _) = open(&[]).unwrap();
         c.store
             .create(atrest_meta::record::ROOT_ID, b"a", regular_file(), now)
@@ -1175,14 +1183,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (root, vault, witness) = witnessed_vault(dir.path());
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
-        let authority = |w: atrest_meta::superblock::Generation,
-                         claim: atrest_remote::GenerationClaim| {
-            authority_witness(&vault, w, claim)
-        };
-        let claim = || LockedVault::open(&root).unwrap().claim().unwrap();
-        let open = |authorities: &[AuthorityWitness]| {
-            vault.open_format_2_witnessed_by(&witness, false, authorities)
-        };
+        let (authority, claim, open) = authority_harness(&root, &vault, &witness);
         let (mut c, _) = open(&[]).unwrap();
         let w = c.store.close(now).unwrap();
         drop(c);
