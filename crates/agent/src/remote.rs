@@ -611,6 +611,7 @@ async fn request_key(
                     reported_at_ms: w.reported_at_ms,
                     claim,
                     approval: audit_seq,
+                    audit_key: authority.audit_public_key,
                 });
                 return Ok(Released {
                     key,

@@ -12,15 +12,17 @@
 //! [`Reporter::finish`], at unmount, waits for the network: at most
 //! [`FINISH_TIMEOUT`], plus a round already under way. A refusal (`generation_regressed`,
 //! `generation_forked`: the disk does not continue what the authority
-//! witnessed) is logged as an error; it is not retried.
+//! witnessed) is logged as an error; it is not retried. What an authority
+//! accepted is handed back to the mount ([`Reporter::take_acknowledged`])
+//! to be logged as acknowledged (`WITNESSED`).
 
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use atrest_remote::{BootId, GenerationReport, HostIdentity, ReportReason, RequestNonce};
-use atrest_vault::{AuthorityRef, DurableGeneration, VaultConfig};
+use atrest_vault::{Acknowledgement, AuthorityRef, DurableGeneration, VaultConfig};
 
 use crate::client::AuthorityClient;
 use crate::remote::{remote_authorities, replica_urls, unix_now};
@@ -57,6 +59,7 @@ enum Message {
 pub struct Reporter {
     messages: mpsc::Sender<Message>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    acknowledged: Arc<Mutex<Vec<Acknowledgement>>>,
 }
 
 impl Reporter {
@@ -72,7 +75,9 @@ impl Reporter {
         if authorities.is_empty() {
             return Ok(None);
         }
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let sender = Reports {
+            acknowledged: acknowledged.clone(),
             identity: state.load_identity()?,
             boot: boot_id()?,
             targets: authorities
@@ -99,7 +104,14 @@ impl Reporter {
         Ok(Some(Self {
             messages,
             thread: Mutex::new(Some(thread)),
+            acknowledged,
         }))
+    }
+
+    /// The generations authorities accepted since the last call, oldest
+    /// first; never waits for the network.
+    pub fn take_acknowledged(&self) -> Vec<Acknowledgement> {
+        std::mem::take(&mut *self.acknowledged.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Hands over a durable generation to report; never waits.
@@ -139,6 +151,8 @@ struct Target {
 
 /// What the reporting thread holds.
 struct Reports {
+    /// What the authorities accepted, for the mount to log.
+    acknowledged: Arc<Mutex<Vec<Acknowledgement>>>,
     identity: HostIdentity,
     boot: BootId,
     targets: Vec<Target>,
@@ -309,13 +323,32 @@ impl Reports {
                 }
             }
             match result {
-                Ok(reply) => tracing::info!(
-                    authority = %authority.url,
-                    ?reason,
-                    checkpoint = reply.witnessed.checkpoint,
-                    sequence = reply.witnessed.seq,
-                    "generation witnessed"
-                ),
+                Ok(reply) => {
+                    tracing::info!(
+                        authority = %authority.url,
+                        ?reason,
+                        checkpoint = reply.witnessed.checkpoint,
+                        sequence = reply.witnessed.seq,
+                        "generation witnessed"
+                    );
+                    // Only the generation this host reported, which the
+                    // disk holds, is ever logged as acknowledged.
+                    if reply.witnessed.generation() == generation.generation {
+                        self.acknowledged
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Acknowledgement {
+                                generation: generation.generation,
+                                audit_key: authority.audit_public_key,
+                            });
+                    } else {
+                        tracing::warn!(
+                            authority = %authority.url,
+                            "the key authority's answer names another generation than the one \
+                             reported; not logged as acknowledged"
+                        );
+                    }
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(authority = %authority.url, error = %e, "generation report not delivered; retrying later");
                     round = Round::Again;

@@ -60,6 +60,10 @@ pub struct MountConfig {
     pub authorities: Vec<atrest_vault::AuthorityWitness>,
     /// Where a format 2 mount reports its durable generations (§16.17.1).
     pub reporter: Option<Arc<dyn GenerationReporter>>,
+    /// How long a logged change of a format 2 vault waits at most for its
+    /// checkpoint; `None`: 30 s. Shorter only in tests, which need many
+    /// checkpoints quickly.
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// Where a format 2 mount tells its vault's durable generations: the key
@@ -77,6 +81,10 @@ pub trait GenerationReporter: Send + Sync + std::fmt::Debug {
     /// The last checkpoint, at unmount. The process ends after it, so it
     /// may wait, for a bounded time, until the report is delivered.
     fn unmounted(&self, generation: atrest_vault::DurableGeneration);
+    /// The generations the authorities accepted since the last call,
+    /// oldest first, which the mount logs as acknowledged before its next
+    /// checkpoint. Called under the store's lock: must not block.
+    fn take_acknowledged(&self) -> Vec<atrest_vault::Acknowledgement>;
 }
 
 /// What [`mount`] found before it reported ready.
@@ -102,6 +110,7 @@ impl Default for MountConfig {
             accept_rollback: false,
             authorities: Vec::new(),
             reporter: None,
+            checkpoint_interval: None,
         }
     }
 }
@@ -179,6 +188,7 @@ pub fn mount(
             config.ttl,
             config.witness.clone(),
             config.reporter.clone(),
+            config.checkpoint_interval,
         );
         drop(vault);
         let ready_state = Ready {

@@ -165,11 +165,16 @@ impl Store {
                 }
                 Ok(false)
             }
+            Body::Witnessed { .. } => {
+                // Listed by the next checkpoint, as when it was written;
+                // not a change of the tree.
+                self.acknowledged.replay(&record.body);
+                Ok(false)
+            }
             Body::Checkpoint { .. }
             | Body::Mount { .. }
             | Body::Recovery { .. }
             | Body::Config { .. }
-            | Body::Witnessed { .. }
             | Body::RollbackAccepted { .. }
             | Body::Migrate { .. } => Ok(false),
             Body::Repair {

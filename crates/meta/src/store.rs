@@ -186,6 +186,9 @@ pub struct Store {
     /// The config this store was opened with, which every checkpoint
     /// records (§16.3): a config put back from before it is then refused.
     pub(crate) config: ConfigBinding,
+    /// The generations the next checkpoint lists as acknowledged (§16.17):
+    /// the superblock's, and the `WITNESSED` records since.
+    pub(crate) acknowledged: crate::witness::Acknowledged,
     /// A write to the log or a checkpoint failed: what is in memory may be
     /// ahead of what the disk holds, so nothing more is written until the
     /// vault is opened again (and recovered from the disk).
@@ -272,6 +275,7 @@ impl Store {
             xattrs: HashMap::new(),
             recovery: None,
             config,
+            acknowledged: crate::witness::Acknowledged::default(),
             failed: false,
         };
         let (mode, uid, gid) = root;
@@ -384,6 +388,7 @@ impl Store {
         let next_id = superblock.next_object_id;
         let last_time = superblock.time_ms.saturating_mul(1_000_000);
         let store = Self {
+            acknowledged: crate::witness::Acknowledged::new(&superblock.acknowledged),
             log: LogWriter::continuing(&keys, &replay.end),
             group: Arc::new(GroupCommit::new()),
             keys,
@@ -587,7 +592,7 @@ impl Store {
         }
     }
 
-    fn usable(&self) -> Result<(), MetaError> {
+    pub(crate) fn usable(&self) -> Result<(), MetaError> {
         if self.failed {
             return Err(MetaError::Stopped);
         }
@@ -1118,6 +1123,7 @@ impl Store {
             next_object_id: self.next_id,
             time_ms: u64::try_from(now.secs).unwrap_or(0) * 1000 + u64::from(now.nanos / 1_000_000),
             recent,
+            acknowledged: self.acknowledged.list().to_vec(),
             config_generation: self.config.generation,
             config_hash: self.config.hash,
             ..previous.clone()

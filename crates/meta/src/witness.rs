@@ -20,13 +20,18 @@
 //! assert_eq!(LocalWitness::decode(&bytes, &keys).unwrap(), kept);
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 
 use atrest_core::labels::domain;
 
 use crate::bytes::{Put, Reader};
+use crate::error::MetaError;
 use crate::keys::MetaKeys;
-use crate::superblock::{Generation, Superblock};
+use crate::log::{BackingSegments, Body};
+use crate::record::Timestamp;
+use crate::store::{Store, nanos};
+use crate::superblock::{Generation, MAX_ACKNOWLEDGED, Superblock};
 
 pub const MAGIC: &[u8; 8] = b"ATRESTWT";
 pub const VERSION: u16 = 1;
@@ -164,6 +169,153 @@ pub fn judge(superblock: &Superblock, witnessed: &LocalWitness) -> Standing {
         Standing::Older
     } else {
         Standing::Forked
+    }
+}
+
+/// Who acknowledged a generation (the `witness` and audit key fields of a
+/// `WITNESSED` record, §16.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Witness {
+    /// A key authority, by its audit log key.
+    Authority([u8; 32]),
+    /// This host's local witness file (§16.17.5).
+    Local,
+}
+
+impl Witness {
+    /// The record's fields: the witness byte and the audit key.
+    fn fields(self) -> (u8, [u8; 32]) {
+        match self {
+            Self::Authority(key) => (1, key),
+            Self::Local => (2, [0; 32]),
+        }
+    }
+
+    /// The witness a genuine record names (the body's checks let only
+    /// 1 and 2, a local one without a key, through).
+    fn of_record(witness: u8, audit_key: [u8; 32]) -> Self {
+        if witness == 1 {
+            Self::Authority(audit_key)
+        } else {
+            Self::Local
+        }
+    }
+}
+
+/// The acknowledged generations the next checkpoint lists (§16.5, §16.17):
+/// newest first, at most [`MAX_ACKNOWLEDGED`]. A witness that acknowledges
+/// a newer generation no longer needs its older one, which leaves the list
+/// unless another witness holds it too; the witnesses are known for what
+/// was acknowledged since the store opened (this process, or the log it
+/// replayed), since the superblock does not name them. Live operation and
+/// replay run the same [`Self::add`], so a replay rebuilds the list the
+/// records were written from, but for an older one of a witness that
+/// acknowledged it before the replayed range: kept, a true ancestor still.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Acknowledged {
+    list: Vec<Generation>,
+    by: HashMap<Witness, Generation>,
+}
+
+impl Acknowledged {
+    /// The list a superblock holds.
+    pub(crate) fn new(list: &[Generation]) -> Self {
+        Self {
+            list: list.to_vec(),
+            by: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn list(&self) -> &[Generation] {
+        &self.list
+    }
+
+    /// Whether `witness` acknowledging `w` changes anything (a heartbeat's
+    /// acknowledgement of the same generation does not). What was
+    /// acknowledged since the store opened stays ahead of what the
+    /// superblock listed before, so it need not move to the front again.
+    fn is_news(&self, witness: Witness, w: Generation) -> bool {
+        self.by.get(&witness) != Some(&w) || !self.list.contains(&w)
+    }
+
+    /// `w` first, `witness`'s older acknowledgement dropped.
+    fn add(&mut self, witness: Witness, w: Generation) {
+        if let Some(old) = self.by.insert(witness, w)
+            && old != w
+            && !self.by.values().any(|g| *g == old)
+        {
+            self.list.retain(|g| *g != old);
+        }
+        self.list.retain(|g| *g != w);
+        self.list.insert(0, w);
+        self.list.truncate(MAX_ACKNOWLEDGED);
+    }
+
+    /// A replayed `WITNESSED` record.
+    pub(crate) fn replay(&mut self, body: &Body) {
+        if let Body::Witnessed {
+            k,
+            s,
+            h,
+            witness,
+            audit_key,
+        } = body
+        {
+            let w = Generation {
+                checkpoint: *k,
+                sequence: *s,
+                chain: *h,
+            };
+            self.add(Witness::of_record(*witness, *audit_key), w);
+        }
+    }
+}
+
+impl Store {
+    /// `witness` acknowledged `witnessed`, a generation this vault descends
+    /// from (§16.17.4: an authority's `W` the mount's check found in the
+    /// lineage, or a report it accepted; the local witness's file while it
+    /// cannot be rewritten): a `WITNESSED` record, so that every later
+    /// superblock lists it as acknowledged, however many checkpoints pass.
+    /// Durable with the next sync or checkpoint; until then the
+    /// superblock the check judged is unchanged, so a crash loses nothing
+    /// of the standing. Returns whether a record was written (not for an
+    /// acknowledgement this witness already made since the store opened
+    /// and the list still holds).
+    pub fn acknowledge(
+        &mut self,
+        witnessed: Generation,
+        witness: Witness,
+        now: Timestamp,
+    ) -> Result<bool, MetaError> {
+        self.usable()?;
+        if !self.acknowledged.is_news(witness, witnessed) {
+            return Ok(false);
+        }
+        let (id, audit_key) = witness.fields();
+        let body = Body::Witnessed {
+            k: witnessed.checkpoint,
+            s: witnessed.sequence,
+            h: witnessed.chain,
+            witness: id,
+            audit_key,
+        };
+        let mut segments = BackingSegments::new(self.backing.as_ref());
+        let appended = self
+            .log
+            .append(&self.keys, &mut segments, nanos(now), &body, &[])
+            .and_then(|_| self.log.write_out(&mut segments));
+        if appended.is_err() {
+            self.failed = true;
+        }
+        appended?;
+        self.acknowledged.add(witness, witnessed);
+        Ok(true)
+    }
+
+    /// The generations the next checkpoint lists as acknowledged.
+    pub fn acknowledged(&self) -> &[Generation] {
+        self.acknowledged.list()
     }
 }
 

@@ -67,6 +67,6 @@ pub use remote::{
 };
 pub use vault::{Contents2, CreateOptions, LockedVault, Vault, VaultKeys, VaultKeys2};
 pub use witness::{
-    AuthorityRollback, AuthorityWitness, DurableGeneration, LocalWitnessFile, WitnessCheck,
-    Witnessed,
+    Acknowledgement, AuthorityRollback, AuthorityWitness, DurableGeneration, LocalWitnessFile,
+    WitnessCheck, Witnessed,
 };

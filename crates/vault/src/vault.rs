@@ -1072,6 +1072,39 @@ mod tests {
         assert_eq!(open(false).unwrap().1, WitnessCheck::Current);
     }
 
+    /// For the tests of the authority's witness: what an authority that
+    /// witnessed `w` and released the key for `claim` hands the mount; the
+    /// claim `atrest unlock` would send now; an open with authorities.
+    #[allow(clippy::type_complexity, reason = "three closures over one test vault")]
+    fn authority_harness<'a>(
+        root: &'a Path,
+        vault: &'a Vault,
+        witness: &'a LocalWitnessFile,
+    ) -> (
+        impl Fn(atrest_meta::superblock::Generation, atrest_remote::GenerationClaim) -> AuthorityWitness
+        + 'a,
+        impl Fn() -> atrest_remote::GenerationClaim + 'a,
+        impl Fn(&[AuthorityWitness]) -> Result<(Contents2, crate::witness::Witnessed), VaultError> + 'a,
+    ) {
+        let authority = move |w: atrest_meta::superblock::Generation,
+                              claim: atrest_remote::GenerationClaim| {
+            AuthorityWitness {
+                url: "https://keys.example".into(),
+                witnessed: crate::witness::to_remote(&w),
+                config_generation: vault.config().generation,
+                reported_at_ms: 1,
+                claim,
+                approval: 77,
+                audit_key: [0xa7; 32],
+            }
+        };
+        let claim = move || LockedVault::open(root).unwrap().claim().unwrap();
+        let open = move |authorities: &[AuthorityWitness]| {
+            vault.open_format_2_witnessed_by(witness, false, authorities)
+        };
+        (authority, claim, open)
+    }
+
     /// The key authority's witness (§16.17.4): a vault that descends from
     /// `W` opens; an earlier copy whose honest claim the authority judged
     /// and released anyway (an approved rollback) opens, recorded past
@@ -1083,21 +1116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (root, vault, witness) = witnessed_vault(dir.path());
         let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
-        let authority = |w: atrest_meta::superblock::Generation,
-                         claim: atrest_remote::GenerationClaim| {
-            AuthorityWitness {
-                url: "https://keys.example".into(),
-                witnessed: crate::witness::to_remote(&w),
-                config_generation: vault.config().generation,
-                reported_at_ms: 1,
-                claim,
-                approval: 77,
-            }
-        };
-        let claim = || LockedVault::open(&root).unwrap().claim().unwrap();
-        let open = |authorities: &[AuthorityWitness]| {
-            vault.open_format_2_witnessed_by(&witness, false, authorities)
-        };
+        let (authority, claim, open) = authority_harness(&root, &vault, &witness);
         let (mut c, _) = open(&[]).unwrap();
         c.store
             .create(atrest_meta::record::ROOT_ID, b"a", regular_file(), now)
@@ -1151,6 +1170,57 @@ mod tests {
         assert!(c.store.lookup(atrest_meta::record::ROOT_ID, b"b").is_err());
         drop(c);
         assert_eq!(open(&[]).unwrap().1.local, WitnessCheck::Current);
+    }
+
+    /// The false alarm `WITNESSED` records close (§16.17.4): an authority
+    /// witnessed `W`, the mount's check found it current and logged it,
+    /// then more checkpoints than `recent` holds passed without a report.
+    /// The claim the next unlock sends still names `W` (the authority
+    /// judges it current), and so does the superblock the host checks: no
+    /// rollback recorded. A `W` the vault never had is still refused.
+    #[test]
+    fn an_authority_s_w_stays_current_past_31_unreported_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, vault, witness) = witnessed_vault(dir.path());
+        let now = atrest_meta::record::Timestamp { secs: 5, nanos: 0 };
+        let (authority, claim, open) = authority_harness(&root, &vault, &witness);
+        let (mut c, _) = open(&[]).unwrap();
+        let w = c.store.close(now).unwrap();
+        drop(c);
+        let (mut c, witnessed) = open(&[authority(w, claim())]).unwrap();
+        assert_eq!(witnessed.authority_rollback, None, "current");
+        assert_eq!(c.store.acknowledged().first(), Some(&w), "logged");
+        for i in 0..40 {
+            let name = format!("f{i}");
+            c.store
+                .create(
+                    atrest_meta::record::ROOT_ID,
+                    name.as_bytes(),
+                    regular_file(),
+                    now,
+                )
+                .unwrap();
+            c.store.checkpoint(now).unwrap();
+        }
+        c.store.close(now).unwrap();
+        witness.record(&c.store).unwrap();
+        assert!(!c.store.superblock().recent.contains(&w));
+        drop(c);
+        let later_claim = claim();
+        assert!(
+            later_claim.lineage.contains(&crate::witness::to_remote(&w)),
+            "the authority judges the claim current"
+        );
+        let (c, witnessed) = open(&[authority(w, later_claim.clone())]).unwrap();
+        assert_eq!(witnessed.authority_rollback, None, "no false alarm");
+        drop(c);
+        // A W this vault never descended from, the claim not this disk's.
+        let mut forged = w;
+        forged.chain[0] ^= 1;
+        let mut edited = later_claim;
+        edited.checkpoint += 1;
+        let err = open(&[authority(forged, edited)]).err().expect("refused");
+        assert!(matches!(err, VaultError::Witness(_)), "{err}");
     }
 
     /// `open_format_2` is for format 2 only, and a changed superblock of

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_meta::superblock::{Generation, Superblock};
-use atrest_meta::witness::{LocalWitness, Standing, judge};
+use atrest_meta::witness::{LocalWitness, Standing, Witness, judge};
 use atrest_meta::{Backing, BlockVerifier, ConfigBinding, MetaKeys, Store};
 use std::sync::Arc;
 
@@ -66,6 +66,9 @@ pub struct AuthorityWitness {
     /// The audit sequence number of the release: a rollback this release
     /// approved is recorded with it (`ROLLBACK_ACCEPTED`).
     pub approval: u64,
+    /// The authority's audit log key, which names it in the `WITNESSED`
+    /// record of its `W` (§16.12).
+    pub audit_key: [u8; 32],
 }
 
 impl AuthorityWitness {
@@ -94,6 +97,41 @@ impl AuthorityWitness {
                 .map(from_remote)
                 .eq(superblock.lineage().copied())
     }
+}
+
+/// A key authority accepted this host's report of `generation` (its answer
+/// echoed it as its new `W`): the mount logs it as acknowledged
+/// (`WITNESSED`, §16.17.1), so that the vault's lineage keeps it however
+/// many checkpoints pass before the next report gets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledgement {
+    pub generation: atrest_remote::Generation,
+    /// The authority's audit log key.
+    pub audit_key: [u8; 32],
+}
+
+impl Acknowledgement {
+    /// The `WITNESSED` record, unless the store lists it for that
+    /// authority already; the next checkpoint lists it.
+    pub fn record(&self, store: &mut Store) -> Result<bool, VaultError> {
+        store
+            .acknowledge(
+                from_remote(&self.generation),
+                Witness::Authority(self.audit_key),
+                now(),
+            )
+            .map_err(VaultError::Metadata)
+    }
+}
+
+/// The local witness file could not be written after a checkpoint: the
+/// generation it still names, `named`, is logged as acknowledged by it
+/// (once per run of failures), so that the next mount still finds it in
+/// the lineage however many checkpoints pass before a write succeeds.
+pub fn acknowledge_local(store: &mut Store, named: Generation) -> Result<bool, VaultError> {
+    store
+        .acknowledge(named, Witness::Local, now())
+        .map_err(VaultError::Metadata)
 }
 
 /// A rollback a key authority released the key for (approved, or an
@@ -254,11 +292,15 @@ pub(crate) fn open_store(
     let kept = file.read_bytes()?;
     let mut check = WitnessCheck::First;
     let mut approved: Option<(AuthorityRollback, u64)> = None;
+    let mut current: Vec<Acknowledgement> = Vec::new();
     let judge_disk = |superblock: &Superblock, keys: &MetaKeys| {
         for authority in authorities {
             let witnessed = authority.as_local(superblock.vault_id);
             match judge(superblock, &witnessed) {
-                Standing::Current => {}
+                Standing::Current => current.push(Acknowledgement {
+                    generation: authority.witnessed,
+                    audit_key: authority.audit_key,
+                }),
                 standing if authority.claim_matches(superblock) => {
                     // The past sequence number wins: the record must go
                     // beyond every approved `W`.
@@ -346,6 +388,11 @@ pub(crate) fn open_store(
                 .map_err(VaultError::Metadata)?;
         }
         _ => {}
+    }
+    // The check passed: each `W` it found in the lineage stays there from
+    // now on, listed as acknowledged by every later checkpoint (§16.17.4).
+    for acknowledgement in &current {
+        acknowledgement.record(&mut store)?;
     }
     file.record(&store).map_err(|e| {
         VaultError::Invalid(format!(

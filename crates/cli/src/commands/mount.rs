@@ -165,12 +165,29 @@ pub(crate) fn mount_unlocked(
     )
 }
 
+/// Internal, for tests that need many checkpoints quickly:
+/// `ATREST_CHECKPOINT_INTERVAL_MS` shortens the mount's checkpoint timer.
+fn checkpoint_interval() -> anyhow::Result<Option<Duration>> {
+    let Some(value) = std::env::var_os("ATREST_CHECKPOINT_INTERVAL_MS") else {
+        return Ok(None);
+    };
+    let ms: u64 = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .filter(|ms| (1..=30_000).contains(ms))
+        .with_context(|| {
+            format!("ATREST_CHECKPOINT_INTERVAL_MS={value:?} is not 1 to 30000 milliseconds")
+        })?;
+    Ok(Some(Duration::from_millis(ms)))
+}
+
 fn mount_config(args: &MountArgs, vault: &Path) -> anyhow::Result<MountConfig> {
     let mut config = MountConfig {
         threads: args.threads,
         ttl: Duration::from_secs_f64(args.cache_seconds.clamp(0.0, 3600.0)),
         fsname: vault.display().to_string(),
         accept_rollback: args.accept_rollback,
+        checkpoint_interval: checkpoint_interval()?,
         ..MountConfig::default()
     };
     for option in &args.options {
@@ -442,6 +459,10 @@ impl atrest_fuse::GenerationReporter for ToAuthorities {
 
     fn unmounted(&self, generation: DurableGeneration) {
         self.0.finish(generation, ReportReason::Unmount);
+    }
+
+    fn take_acknowledged(&self) -> Vec<atrest_vault::Acknowledgement> {
+        self.0.take_acknowledged()
     }
 }
 

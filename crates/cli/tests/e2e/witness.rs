@@ -5,7 +5,8 @@
 //! back is refused (exit 5) under `rollback: deny` and held for an approver
 //! under `approve`, with audit entries naming both generations; an
 //! approved rollback is recorded and reported; kill -9 of the mount after a
-//! report is no false alarm.
+//! report is no false alarm, and neither is an authority down while the
+//! mount writes past 31 checkpoints (`WITNESSED`).
 
 use std::fs;
 use std::io::Write;
@@ -220,4 +221,56 @@ fn an_earlier_copy_is_held_or_refused_by_the_authority_and_kill_9_is_no_false_al
         judged_before,
         "no later unlock was judged older"
     );
+}
+
+/// The authority unreachable while the mount writes past 31 checkpoints
+/// (docs/format.md §16.17.4): the generation it witnessed last (the
+/// mount's report) was logged as acknowledged (`WITNESSED`), so it is
+/// still in the vault's lineage and the next unlock is current, under
+/// `rollback: deny`, and no unlock is judged older or forked.
+#[test]
+fn an_authority_down_for_40_checkpoints_of_writes_is_no_false_alarm() {
+    let mut keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault_with(&keyd, dir.path(), &["--format", "2"]);
+    rollback_policy(&keyd, "deny");
+    let checkpoint = || -> u64 {
+        let out = ok(&[&"status", &e.vault, &"--json"]);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        status["metadata"]["checkpoint"].as_u64().unwrap()
+    };
+    let out = host(&e.state, BOOT_A, &[&"unlock", &e.vault, &"--mount", &e.mnt])
+        .env("ATREST_CHECKPOINT_INTERVAL_MS", "20")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(30, "the mount's report", || {
+        witnessed(&keyd, "mount", BOOT_A) == 1
+    });
+    keyd.stop();
+    let first = checkpoint();
+    let mut n = 0u64;
+    wait_for(300, "40 checkpoints of writes", || {
+        n += 1;
+        fs::write(e.mnt.join(format!("f{}", n % 8)), n.to_string()).unwrap();
+        checkpoint() >= first + 40
+    });
+    // Its report fails: the authority is still down.
+    ok(&[&"unmount", &e.mnt]);
+    keyd.serve();
+    let out = unlock(&e, BOOT_A);
+    assert!(out.status.success(), "no false alarm: {}", stderr(&out));
+    assert!(!stderr(&out).contains("rollback"), "{}", stderr(&out));
+    assert!(!fs::read(e.mnt.join("f1")).unwrap().is_empty());
+    ok(&[&"unmount", &e.mnt]);
+    let judged: Vec<_> = audit_details(&keyd)
+        .into_iter()
+        .filter(|d| !d["generation"]["status"].is_null())
+        .map(|d| d["generation"]["status"].clone())
+        .collect();
+    assert!(
+        judged.iter().all(|s| s == "first" || s == "current"),
+        "{judged:?}"
+    );
+    assert!(judged.iter().any(|s| s == "current"), "{judged:?}");
 }

@@ -89,6 +89,8 @@ struct State {
     witness: Option<LocalWitnessFile>,
     /// Told every checkpoint, for the key authorities (§16.17.1).
     reporter: Option<Arc<dyn GenerationReporter>>,
+    /// The generation the local witness file last named.
+    witness_at: Option<atrest_meta::superblock::Generation>,
 }
 
 impl State {
@@ -108,6 +110,44 @@ impl State {
         }
     }
 
+    /// Logs the generations the key authorities accepted since the last
+    /// checkpoint (`WITNESSED`), so that the next lists them as
+    /// acknowledged (§16.17.1). A failure stops the store, as any failed
+    /// log write does; the checkpoint then fails and says so.
+    fn record_acknowledged(&mut self) {
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        for acknowledgement in reporter.take_acknowledged() {
+            if let Err(e) = acknowledgement.record(&mut self.store) {
+                tracing::error!("the key authority's acknowledgement was not logged: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Writes the local witness after a durable checkpoint (§16.17.5): it
+    /// never names a generation the disk does not have. While it cannot be
+    /// written, the generation it still names is logged as acknowledged
+    /// once, so that it stays in the lineage however long the failures
+    /// last; the next checkpoints try again.
+    fn keep_witness(&mut self) {
+        let Some(witness) = &self.witness else {
+            return;
+        };
+        match witness.record(&self.store) {
+            Ok(()) => self.witness_at = Some(self.store.superblock().generation),
+            Err(e) => {
+                tracing::warn!("the local witness was not written: {e}");
+                if let Some(named) = self.witness_at
+                    && let Err(e) = atrest_vault::witness::acknowledge_local(&mut self.store, named)
+                {
+                    tracing::error!("the local witness's generation was not logged: {e}");
+                }
+            }
+        }
+    }
+
     /// The contents of file `id`.
     fn file(&mut self, id: u64) -> Result<ContentFile2<'_>, Errno> {
         let cipher = self.cipher(id)?;
@@ -117,20 +157,13 @@ impl State {
     /// A checkpoint; a failure is logged (the store then stops, §16.13,
     /// and every later request fails with `EIO`).
     fn checkpoint(&mut self) -> bool {
+        self.record_acknowledged();
         match self.store.checkpoint(now()) {
             Ok(generation) => {
                 let sequence = self.store.sequence();
                 self.trigger.done(sequence);
                 tracing::debug!(checkpoint = generation.checkpoint, "checkpoint written");
-                // After the superblock is durable (§16.17): the witness
-                // never names a generation the disk does not have. A
-                // failure leaves the witnessed generation in the lineage
-                // (§16.5 recent list) for the next checkpoints to catch up.
-                if let Some(witness) = &self.witness
-                    && let Err(e) = witness.record(&self.store)
-                {
-                    tracing::warn!("the local witness was not written: {e}");
-                }
+                self.keep_witness();
                 if let Some(reporter) = &self.reporter {
                     reporter.checkpointed(DurableGeneration::of(self.store.superblock()));
                 }
@@ -288,9 +321,9 @@ fn attr(head: &ObjectHead) -> FileAttr {
 /// checkpoint stops the store (it writes nothing more; the next mount
 /// recovers from the last good one), so it is logged and every later
 /// operation fails with `EIO`.
-fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>) {
+fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>, interval: Duration) {
     loop {
-        let timer = match woken.recv_timeout(INTERVAL) {
+        let timer = match woken.recv_timeout(interval) {
             Ok(Wake::Due) => false,
             Err(mpsc::RecvTimeoutError::Timeout) => true,
             Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -327,19 +360,23 @@ impl VaultFs2 {
     /// Serves `contents` (opened and recovered by
     /// [`atrest_vault::Vault::open_format_2`]); `root` is the backing
     /// directory; `witness`, if any, is written after every checkpoint,
-    /// and `reporter`, if any, told of each.
+    /// and `reporter`, if any, told of each; `interval` is the longest a
+    /// logged change waits for its checkpoint (`None`: [`INTERVAL`]).
     pub fn new(
         contents: Contents2,
         root: &Path,
         ttl: Duration,
         witness: Option<LocalWitnessFile>,
         reporter: Option<Arc<dyn GenerationReporter>>,
+        interval: Option<Duration>,
     ) -> Self {
         let Contents2 { mut store, content } = contents;
         store.set_log_zeros_ahead(atrest_meta::log::ZEROS_AHEAD);
         if let Some(recovery) = store.recovery() {
             tracing::warn!("the vault was not unmounted cleanly; recovered: {recovery}");
         }
+        // `open_format_2_witnessed_by` wrote the witness for this.
+        let witness_at = witness.as_ref().map(|_| store.superblock().generation);
         let trigger = Trigger::new(store.sequence());
         let (wake, woken) = mpsc::channel::<Wake>();
         let state = Arc::new(Mutex::new(State {
@@ -350,9 +387,11 @@ impl VaultFs2 {
             open: HashMap::new(),
             witness,
             reporter,
+            witness_at,
         }));
         let timed = state.clone();
-        let thread = std::thread::spawn(move || checkpointer(&timed, &woken));
+        let interval = interval.unwrap_or(INTERVAL);
+        let thread = std::thread::spawn(move || checkpointer(&timed, &woken, interval));
         Self {
             state,
             locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
@@ -476,6 +515,7 @@ impl Filesystem for VaultFs2 {
         // The last checkpoint marks the vault clean (§16.5 state); the
         // witness then names it, as after every checkpoint.
         let state = &mut *self.state.lock();
+        state.record_acknowledged();
         match state.store.close(now()) {
             Ok(_) => {
                 if let Some(witness) = &state.witness
@@ -486,6 +526,15 @@ impl Filesystem for VaultFs2 {
                 tracing::info!("unmounted: checkpoint written");
                 if let Some(reporter) = &state.reporter {
                     reporter.unmounted(DurableGeneration::of(state.store.superblock()));
+                    // The unmount's report, once accepted, names the last
+                    // checkpoint: logged after it and synced, replayed by
+                    // the next open and listed by its first checkpoint, so
+                    // that mounts which do not report (a passphrase
+                    // unlock) cannot push it out of the lineage.
+                    state.record_acknowledged();
+                    if let Err(e) = state.store.sync() {
+                        tracing::warn!("the unmount's acknowledgement was not made durable: {e}");
+                    }
                 }
             }
             Err(e) => {
