@@ -829,6 +829,15 @@ struct Migration<'a> {
     batch_bytes: u64,
 }
 
+/// The store of `vault` on `backing`, recovered (§16.16), and the content
+/// key that checks its blocks: not `Vault::open_format_2`, which refuses a
+/// vault still `MIGRATING`.
+fn open_store(vault: &Vault, backing: Arc<dyn Backing>) -> Result<(Store, ContentKey2), MetaError> {
+    let keys = vault.keys2();
+    let store = Store::open(keys.meta, backing, vault.config_binding(), &keys.content)?;
+    Ok((store, keys.content))
+}
+
 /// Steps 3 to 5: convert the tree, batch by batch, then finish.
 fn convert(
     vault: &mut Vault,
@@ -844,15 +853,7 @@ fn convert(
     progress.total_bytes.store(scan.bytes, Ordering::Relaxed);
     progress.counted.store(true, Ordering::Relaxed);
     let root = vault.root().to_path_buf();
-    // Not `Vault::open_format_2`, which refuses a vault still `MIGRATING`.
-    let keys = vault.keys2();
-    let store = Store::open(
-        keys.meta,
-        Arc::clone(backing),
-        vault.config_binding(),
-        &keys.content,
-    )?;
-    let content = keys.content;
+    let (store, content) = open_store(vault, Arc::clone(backing))?;
     let times = DirTimes::open(&root.join(MIGRATE_DIR))?;
     let mut m = Migration {
         root: root.clone(),
@@ -1640,6 +1641,16 @@ mod tests {
         }
     }
 
+    /// The names in directory `dir`, sorted.
+    pub(super) fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn lookup(store: &mut Store, path: &str) -> u64 {
         path.split('/')
             .filter(|c| !c.is_empty())
@@ -1722,13 +1733,8 @@ mod tests {
             contents.store.readlink(long).unwrap(),
             long_target.as_bytes()
         );
-        let mut left: Vec<String> = fs::read_dir(&v.root)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
+            names_in(&v.root),
             [
                 "atrest.conf",
                 "atrest.conf.bak",

@@ -23,7 +23,7 @@ use atrest_meta::{Backing, MemBacking, Store};
 
 use atrest_core::{Argon2Params, SecretKey};
 
-use super::tests::Format1;
+use super::tests::{Format1, names_in};
 use super::*;
 use crate::{ContentFile2, Contents2, LockedVault, Unlocker};
 
@@ -234,18 +234,8 @@ fn run(root: &Path, key: &SecretKey, disk: &Arc<SimDisk>) -> Result<MigrateRepor
 fn recovered(vault: &Vault, disk: &SimDisk) -> Contents2 {
     let copy = MemBacking::new();
     copy.restore(disk.contents());
-    let keys = vault.keys2();
-    let store = Store::open(
-        keys.meta,
-        Arc::new(copy),
-        vault.config_binding(),
-        &keys.content,
-    )
-    .unwrap();
-    Contents2 {
-        store,
-        content: keys.content,
-    }
+    let (store, content) = open_store(vault, Arc::new(copy)).unwrap();
+    Contents2 { store, content }
 }
 
 /// "Both copies never missing" (plans/format-2.md stage 6), after a
@@ -309,13 +299,8 @@ fn land(root: &Path, disk: &SimDisk) {
 /// The format 1 tree is gone: the vault directory holds the config, the
 /// lock and the (empty) data file directories; the store is on the disk.
 fn assert_no_format_1_left(root: &Path) {
-    let mut left: Vec<String> = fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
     assert_eq!(
-        left,
+        names_in(root),
         ["atrest.conf", "atrest.conf.bak", "atrest.lock", "objects"]
     );
     for sub in fs::read_dir(root.join(OBJECTS_DIR)).unwrap() {
