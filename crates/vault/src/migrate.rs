@@ -27,6 +27,10 @@
 //! which removing entries changes on the format 1 side, are kept in
 //! `atrest.migrate/times` (synced before any removal) from the moment
 //! each directory is made.
+//!
+//! The store's files are reached through a [`Backing`]: the vault
+//! directory, or in the tests stage 1's power-loss simulator, which cuts
+//! the power at any of the store's writes and syncs (`power_cuts.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -35,18 +39,21 @@ use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use atrest_meta::log::LOG_DIR;
 use atrest_meta::notes::migrate_action;
+use atrest_meta::pager::META_FILE;
 use atrest_meta::record::{ObjectKind, ROOT_ID, Timestamp};
-use atrest_meta::{FsError, MetaError, NewObject, SealedBlock, SetAttr, Store, XattrMode};
+use atrest_meta::{Backing, FsError, MetaError, NewObject, SealedBlock, SetAttr, Store, XattrMode};
 
 use crate::config::{Backend, VERSION, VERSION_2};
 use crate::content::ContentFile;
 use crate::content2::{ContentKey2, FileCipher2};
 use crate::names::{BackingName, LONG_LINK_DIR, classify, read_dir_id};
 use crate::root_attr::ROOT_ATTR_FILE;
-use crate::{Contents2, MountLock, Vault, VaultError};
+use crate::{MountLock, Vault, VaultError};
 
 /// Present from the start of a migration until its clean-up is done.
 pub const MIGRATE_DIR: &str = "atrest.migrate";
@@ -258,9 +265,25 @@ fn plain_path(plain: &[Vec<u8>]) -> PathBuf {
 /// that no mount serves it meanwhile.
 pub fn migrate(
     vault: &mut Vault,
+    unmounted: &MountLock,
+    options: &MigrateOptions,
+    progress: &MigrateProgress,
+) -> Result<MigrateReport, MigrateError> {
+    let root = vault.root().to_path_buf();
+    let backing = atrest_meta::DirBacking::open(&root).map_err(io_at(&root))?;
+    migrate_on(vault, unmounted, options, progress, Arc::new(backing))
+}
+
+/// [`migrate`] with the format 2 store's files reached through `backing`
+/// (the vault directory itself, or in tests the power-loss simulator,
+/// [`atrest_meta::sim::SimDisk`]); the format 1 tree, the config and
+/// `atrest.migrate/` are always the vault directory's.
+fn migrate_on(
+    vault: &mut Vault,
     _unmounted: &MountLock,
     options: &MigrateOptions,
     progress: &MigrateProgress,
+    backing: Arc<dyn Backing>,
 ) -> Result<MigrateReport, MigrateError> {
     let root = vault.root().to_path_buf();
     if vault.config().backend != Backend::Fuse {
@@ -274,12 +297,16 @@ pub fn migrate(
     let has_marker = exists(&marker)?;
     match (vault.config().format, vault.config().migrating) {
         (VERSION, _) => {
+            let mut root_times = None;
             if has_marker {
                 // Stopped before its first commit point: the config still
-                // says format 1, so whatever step 2 made goes.
-                remove_skeleton(&root)?;
+                // says format 1, so whatever step 2 made goes, but the
+                // root's times as the first run saw them stay (making and
+                // removing the skeleton changed them since).
+                root_times = read_times(&marker)?.get(&ROOT_ID).copied();
+                remove_skeleton(&root, backing.as_ref())?;
                 report.resumed = true;
-            } else if exists(&root.join(atrest_meta::pager::META_FILE))? {
+            } else if backing.len(META_FILE).map_err(io_at(&root))?.is_some() {
                 return Err(MigrateError::Refused(format!(
                     "{} is a format 1 vault but holds atrest.meta, which atrest migrate did not make; move it out of the vault directory first",
                     root.display()
@@ -287,15 +314,15 @@ pub fn migrate(
             }
             let scan = Scan::run(vault, options)?;
             let needed = scan.check_space(&root, options)?;
-            begin(vault)
-                .and_then(|()| convert(vault, options, progress, scan, &mut report))
+            begin(vault, &backing, root_times)
+                .and_then(|()| convert(vault, &backing, options, progress, scan, &mut report))
                 .map_err(|e| no_space(e, needed, &root))?;
         }
         (VERSION_2, true) => {
             report.resumed = true;
             let scan = Scan::run(vault, options)?;
             let needed = scan.check_space(&root, options)?;
-            convert(vault, options, progress, scan, &mut report)
+            convert(vault, &backing, options, progress, scan, &mut report)
                 .map_err(|e| no_space(e, needed, &root))?;
         }
         (VERSION_2, false) if has_marker => {
@@ -331,32 +358,71 @@ fn remove_dir_all_synced(root: &Path, dir: &Path) -> Result<(), MigrateError> {
     sync_dir(root)
 }
 
-/// Removes what step 2 makes, marker first (§16.19 "Resume", config
-/// still version 1).
-fn remove_skeleton(root: &Path) -> Result<(), MigrateError> {
-    for name in [OBJECTS_DIR, "atrest.log"] {
-        remove_dir_all_synced(root, &root.join(name))?;
+/// Removes what step 2 makes, marker last (§16.19 "Resume", config
+/// still version 1): the store's files through `backing`, each removal
+/// synced before the marker goes, since an `atrest.meta` that comes back
+/// after a power cut without the marker is one migrate refuses to touch.
+fn remove_skeleton(root: &Path, backing: &dyn Backing) -> Result<(), MigrateError> {
+    let dirs = std::iter::once(LOG_DIR.to_owned())
+        .chain((0..=255u8).map(|hh| format!("{OBJECTS_DIR}/{hh:02x}")));
+    for dir in dirs {
+        let names = match backing.list(&dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_at(root.join(&dir))(e)),
+        };
+        if names.is_empty() {
+            continue;
+        }
+        for name in names {
+            remove_store_file(root, backing, &format!("{dir}/{name}"))?;
+        }
+        backing.sync_dir(&dir).map_err(io_at(root.join(&dir)))?;
     }
-    match fs::remove_file(root.join(atrest_meta::pager::META_FILE)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_at(root.join(atrest_meta::pager::META_FILE))(e)),
+    remove_store_file(root, backing, META_FILE)?;
+    backing.sync_dir("").map_err(io_at(root))?;
+    for name in [OBJECTS_DIR, LOG_DIR] {
+        remove_dir_all_synced(root, &root.join(name))?;
     }
     remove_dir_all_synced(root, &root.join(MIGRATE_DIR))
 }
 
-/// Step 2: the marker with the root's times, the empty store, then the
-/// config as version 2 with `MIGRATING`, the first commit point.
-fn begin(vault: &mut Vault) -> Result<(), MigrateError> {
+fn remove_store_file(root: &Path, backing: &dyn Backing, name: &str) -> Result<(), MigrateError> {
+    match backing.remove(name) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_at(root.join(name))(e)),
+    }
+}
+
+/// The records of `atrest.migrate/times`, none if it is not there.
+fn read_times(marker: &Path) -> Result<HashMap<u64, DirTime>, MigrateError> {
+    let path = marker.join(TIMES_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(parse_times(&bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(io_at(path)(e)),
+    }
+}
+
+/// Step 2: the marker with the root's times (`root_times` if a run that
+/// stopped before the first commit point recorded them), the empty store,
+/// then the config as version 2 with `MIGRATING`, the first commit point.
+fn begin(
+    vault: &mut Vault,
+    backing: &Arc<dyn Backing>,
+    root_times: Option<DirTime>,
+) -> Result<(), MigrateError> {
     let root = vault.root().to_path_buf();
     let md = fs::symlink_metadata(&root).map_err(io_at(&root))?;
+    let (atime, mtime) = root_times.unwrap_or((atime_of(&md), mtime_of(&md)));
     let marker = root.join(MIGRATE_DIR);
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&marker)
         .map_err(io_at(&marker))?;
     let mut times = DirTimes::open(&marker)?;
-    times.add(ROOT_ID, atime_of(&md), mtime_of(&md))?;
+    times.add(ROOT_ID, atime, mtime)?;
     times.sync()?;
     sync_dir(&marker)?;
     sync_dir(&root)?;
@@ -370,10 +436,9 @@ fn begin(vault: &mut Vault) -> Result<(), MigrateError> {
         builder.create(&dir).map_err(io_at(&dir))?;
     }
     sync_dir(&objects)?;
-    let backing = atrest_meta::DirBacking::open(&root).map_err(io_at(&root))?;
     atrest_meta::Store::format(
         vault.keys2().meta,
-        std::sync::Arc::new(backing),
+        Arc::clone(backing),
         vault.config_binding(),
         (mode, uid, gid),
         now(),
@@ -764,9 +829,19 @@ struct Migration<'a> {
     batch_bytes: u64,
 }
 
+/// The store of `vault` on `backing`, recovered (§16.16), and the content
+/// key that checks its blocks: not `Vault::open_format_2`, which refuses a
+/// vault still `MIGRATING`.
+fn open_store(vault: &Vault, backing: Arc<dyn Backing>) -> Result<(Store, ContentKey2), MetaError> {
+    let keys = vault.keys2();
+    let store = Store::open(keys.meta, backing, vault.config_binding(), &keys.content)?;
+    Ok((store, keys.content))
+}
+
 /// Steps 3 to 5: convert the tree, batch by batch, then finish.
 fn convert(
     vault: &mut Vault,
+    backing: &Arc<dyn Backing>,
     options: &MigrateOptions,
     progress: &MigrateProgress,
     scan: Scan,
@@ -778,7 +853,7 @@ fn convert(
     progress.total_bytes.store(scan.bytes, Ordering::Relaxed);
     progress.counted.store(true, Ordering::Relaxed);
     let root = vault.root().to_path_buf();
-    let Contents2 { store, content } = vault.open_store()?;
+    let (store, content) = open_store(vault, Arc::clone(backing))?;
     let times = DirTimes::open(&root.join(MIGRATE_DIR))?;
     let mut m = Migration {
         root: root.clone(),
@@ -803,6 +878,10 @@ fn convert(
     remove_format_1_root_files(&root)?;
     rustix::fs::syncfs(File::open(&root).map_err(io_at(&root))?)
         .map_err(|e| io_at(&root)(e.into()))?;
+    // The store's files: where they are the vault directory's, the same
+    // `syncfs` again (nothing left to write); where they are not (the
+    // power-loss simulator of the tests), what makes them durable.
+    backing.sync_all().map_err(io_at(&root))?;
     // The second commit point: from here the vault is format 2.
     vault.set_format(VERSION_2, false)?;
     remove_dir_all_synced(&root, &root.join(MIGRATE_DIR))?;
@@ -1452,10 +1531,13 @@ impl Migration<'_> {
 }
 
 #[cfg(test)]
+mod power_cuts;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::names::{EncryptedName, create_dir_id};
-    use crate::{ContentFile2, CreateOptions, LockedVault, Unlocker};
+    use crate::{ContentFile2, Contents2, CreateOptions, LockedVault, Unlocker};
     use atrest_core::{Argon2Params, SecretBytes};
 
     fn pass() -> Unlocker {
@@ -1464,16 +1546,23 @@ mod tests {
 
     /// A format 1 vault written with the format 1 primitives the mount
     /// uses (no FUSE here; the e2e tests migrate vaults made by mounts).
-    struct Format1 {
-        _dir: tempfile::TempDir,
-        root: PathBuf,
-        vault: Vault,
+    pub(super) struct Format1 {
+        _dir: Option<tempfile::TempDir>,
+        pub(super) root: PathBuf,
+        pub(super) vault: Vault,
     }
 
     impl Format1 {
-        fn new() -> Self {
+        pub(super) fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("vault");
+            let mut v = Self::new_in(&dir.path().join("vault"));
+            v._dir = Some(dir);
+            v
+        }
+
+        /// A new format 1 vault at `root`, which the caller cleans up.
+        pub(super) fn new_in(root: &Path) -> Self {
+            let root = root.to_path_buf();
             let options = CreateOptions {
                 argon2: Argon2Params::INSECURE_FAST,
                 recovery_key: false,
@@ -1481,13 +1570,13 @@ mod tests {
             };
             let (vault, _) = Vault::create(&root, options, &pass(), "pass").unwrap();
             Self {
-                _dir: dir,
+                _dir: None,
                 root,
                 vault,
             }
         }
 
-        fn entry(&self, dir: &Path, name: &str) -> PathBuf {
+        pub(super) fn entry(&self, dir: &Path, name: &str) -> PathBuf {
             let id = read_dir_id(dir).unwrap();
             let enc = self.vault.keys().names.encrypt_name(&id, OsStr::new(name));
             if let EncryptedName::Long { entry, full } = &enc {
@@ -1496,7 +1585,7 @@ mod tests {
             dir.join(enc.entry())
         }
 
-        fn mkdir(&self, dir: &Path, name: &str) -> PathBuf {
+        pub(super) fn mkdir(&self, dir: &Path, name: &str) -> PathBuf {
             let path = self.entry(dir, name);
             fs::create_dir(&path).unwrap();
             create_dir_id(&path).unwrap();
@@ -1504,7 +1593,7 @@ mod tests {
         }
 
         /// Writes `data` at each offset of `writes` (holes between).
-        fn file(&self, dir: &Path, name: &str, writes: &[(u64, &[u8])]) -> PathBuf {
+        pub(super) fn file(&self, dir: &Path, name: &str, writes: &[(u64, &[u8])]) -> PathBuf {
             let path = self.entry(dir, name);
             let file = File::options()
                 .read(true)
@@ -1523,13 +1612,23 @@ mod tests {
             path
         }
 
-        fn symlink(&self, dir: &Path, name: &str, target: &str) {
+        pub(super) fn symlink(&self, dir: &Path, name: &str, target: &str) -> PathBuf {
             let link = self.entry(dir, name);
             self.vault
                 .keys()
                 .names
                 .create_symlink(&self.root, OsStr::new(target), &link)
                 .unwrap();
+            link
+        }
+
+        /// Sets xattr `name` of the backing entry at `path` as a format 1
+        /// mount does (§9).
+        pub(super) fn xattr(&self, path: &Path, name: &str, value: &[u8]) {
+            let names = &self.vault.keys().names;
+            let stored = names.encrypt_xattr_name(OsStr::new(name));
+            let sealed = names.encrypt_xattr_value(&stored, value);
+            crate::xattr::set(path, &stored, &sealed, rustix::fs::XattrFlags::empty()).unwrap();
         }
 
         fn migrate(&self, options: &MigrateOptions) -> Result<MigrateReport, MigrateError> {
@@ -1540,6 +1639,16 @@ mod tests {
             let lock = MountLock::acquire(&self.root, "test").unwrap();
             migrate(&mut vault, &lock, options, &MigrateProgress::default())
         }
+    }
+
+    /// The names in directory `dir`, sorted.
+    pub(super) fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     fn lookup(store: &mut Store, path: &str) -> u64 {
@@ -1624,13 +1733,8 @@ mod tests {
             contents.store.readlink(long).unwrap(),
             long_target.as_bytes()
         );
-        let mut left: Vec<String> = fs::read_dir(&v.root)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
+            names_in(&v.root),
             [
                 "atrest.conf",
                 "atrest.conf.bak",

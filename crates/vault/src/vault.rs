@@ -542,23 +542,6 @@ impl Vault {
         Ok(backing)
     }
 
-    /// [`Self::open_format_2`] without the `MIGRATING` check: the store of
-    /// a vault `atrest migrate` is converting.
-    pub(crate) fn open_store(&self) -> Result<Contents2, VaultError> {
-        let keys = self.keys2();
-        let store = atrest_meta::Store::open(
-            keys.meta,
-            self.backing2()?,
-            self.config_binding(),
-            &keys.content,
-        )
-        .map_err(VaultError::Metadata)?;
-        Ok(Contents2 {
-            store,
-            content: keys.content,
-        })
-    }
-
     /// What the checkpoints of a format 2 vault record of its config
     /// (§16.3): its generation and the SHA-256 of its body.
     pub fn config_binding(&self) -> atrest_meta::ConfigBinding {
