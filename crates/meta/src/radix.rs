@@ -267,10 +267,15 @@ impl<I: RadixItem> Radix<I> {
     }
 
     /// The page on the path to `key` that fails authentication, below
-    /// the root: its parent node and slot. An error if the path to `key`
-    /// reads without failing, if the root fails, or if anything other than
-    /// an authentication failure stops it.
-    fn failed_link(&mut self, pager: &Pager<'_>, key: u64) -> Result<(usize, usize), MetaError> {
+    /// the root: the nodes from the root to its parent, and its slot in the
+    /// parent. An error if the path to `key` reads without failing, if the
+    /// root fails, or if anything other than an authentication failure
+    /// stops it.
+    fn failed_link(
+        &mut self,
+        pager: &Pager<'_>,
+        key: u64,
+    ) -> Result<(Vec<usize>, usize), MetaError> {
         let nothing_fails =
             || MetaError::Inconsistent(format!("the path to item {key} authenticates"));
         if key >= self.capacity() {
@@ -283,6 +288,7 @@ impl<I: RadixItem> Radix<I> {
             return Err(nothing_fails());
         };
         self.root = Link::Mem(id);
+        let mut path = vec![id];
         while level > 0 {
             let child_span = span(per_leaf, level - 1);
             let slot = (rest / child_span) as usize;
@@ -293,13 +299,14 @@ impl<I: RadixItem> Radix<I> {
             let child = match self.load(pager, children[slot], level - 1) {
                 Ok(Some(child)) => child,
                 Ok(None) => return Err(nothing_fails()),
-                Err(e) if e.is_auth() => return Ok((id, slot)),
+                Err(e) if e.is_auth() => return Ok((path, slot)),
                 Err(e) => return Err(e),
             };
             if let Body::Index(children) = &mut self.nodes[id].body {
                 children[slot] = Link::Mem(child);
             }
             id = child;
+            path.push(id);
             level -= 1;
         }
         Err(nothing_fails())
@@ -320,7 +327,8 @@ impl<I: RadixItem> Radix<I> {
         alloc: &mut Allocator,
         key: u64,
     ) -> Result<(), MetaError> {
-        let (parent, slot) = self.failed_link(pager, key)?;
+        let (path, slot) = self.failed_link(pager, key)?;
+        let parent = *path.last().expect("the root at least");
         let Body::Index(children) = &mut self.nodes[parent].body else {
             unreachable!("parents are index nodes");
         };
@@ -330,30 +338,11 @@ impl<I: RadixItem> Radix<I> {
             alloc.release(page);
         }
         children[slot] = Link::Null;
-        // The path from the root to the parent: the nodes to write again.
-        let mut level = self.depth;
-        let mut rest = key;
-        let per_leaf = I::per_leaf(self.algorithm);
-        let Link::Mem(mut id) = self.root else {
-            unreachable!("failed_link loaded the root");
-        };
-        loop {
-            self.nodes[id].dirty = true;
-            if id == parent || level == 0 {
-                return Ok(());
-            }
-            let child_span = span(per_leaf, level - 1);
-            let slot = (rest / child_span) as usize;
-            rest %= child_span;
-            let Body::Index(children) = &self.nodes[id].body else {
-                unreachable!("levels above 0 are index nodes");
-            };
-            let Link::Mem(child) = children[slot] else {
-                unreachable!("failed_link loaded the path");
-            };
-            id = child;
-            level -= 1;
+        // The nodes that hold the new reference, to be written again.
+        for node in path {
+            self.nodes[node].dirty = true;
         }
+        Ok(())
     }
 
     /// Empties every key from `from` on, releasing the pages of subtrees

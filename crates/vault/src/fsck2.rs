@@ -692,17 +692,22 @@ mod tests {
         }
     }
 
-    /// A format 2 vault holding `/d/f` (3 blocks and a hole), its hard
-    /// link `/g`, a symlink `/l` and an empty `/d/e`, checkpointed; the
-    /// vault, and the id of `f`.
-    fn populated(dir: &Path) -> (Vault, u64) {
+    /// A new, empty format 2 vault under `dir`.
+    fn empty(dir: &Path) -> Vault {
         let options = CreateOptions {
             format: VERSION_2,
             argon2: Argon2Params::INSECURE_FAST,
             ..Default::default()
         };
         let pass = Unlocker::Passphrase(SecretBytes::new(b"p".to_vec()));
-        let (vault, _) = Vault::create(&dir.join("v"), options, &pass, "").unwrap();
+        Vault::create(&dir.join("v"), options, &pass, "").unwrap().0
+    }
+
+    /// A format 2 vault holding `/d/f` (3 blocks and a hole), its hard
+    /// link `/g`, a symlink `/l` and an empty `/d/e`, checkpointed; the
+    /// vault, and the id of `f`.
+    fn populated(dir: &Path) -> (Vault, u64) {
+        let vault = empty(dir);
         let Contents2 { mut store, content } = vault.open_format_2().unwrap();
         let d = store
             .create(ROOT_ID, b"d", object(ObjectKind::Directory, b""), NOW)
@@ -936,13 +941,7 @@ mod tests {
     /// record page of object 31 changed: the vault and the ids whose
     /// records fail.
     fn lost_records(dir: &Path) -> (Vault, Vec<u64>) {
-        let options = CreateOptions {
-            format: VERSION_2,
-            argon2: Argon2Params::INSECURE_FAST,
-            ..Default::default()
-        };
-        let pass = Unlocker::Passphrase(SecretBytes::new(b"p".to_vec()));
-        let (vault, _) = Vault::create(&dir.join("v"), options, &pass, "").unwrap();
+        let vault = empty(dir);
         let Contents2 { mut store, content } = vault.open_format_2().unwrap();
         let d = store
             .create(ROOT_ID, b"d", object(ObjectKind::Directory, b""), NOW)
