@@ -443,42 +443,46 @@ impl Checker {
             if head.kind == ObjectKind::Directory {
                 let listed = entries.get(&head.id).copied().unwrap_or(0);
                 if head.size != listed {
-                    let plain = self.reached.get(&head.id).cloned();
-                    self.corrupt(
-                        "atrest.meta",
-                        plain.as_deref(),
+                    self.wrong_count(
+                        head.id,
                         format!(
                             "directory (object {}): size {}, entries: {listed}",
                             head.id, head.size
                         ),
+                        Fix::DirectorySize {
+                            id: head.id,
+                            entries: listed - lost.entries,
+                        },
                     );
-                    self.fix(Fix::DirectorySize {
-                        id: head.id,
-                        entries: listed - lost.entries,
-                    });
                 }
             }
             if head.nlink != expected {
-                let plain = self.reached.get(&head.id).cloned();
                 let what = if head.kind == ObjectKind::Directory {
                     "2 + its subdirectories"
                 } else {
                     "entries naming it"
                 };
-                self.corrupt(
-                    "atrest.meta",
-                    plain.as_deref(),
+                self.wrong_count(
+                    head.id,
                     format!(
                         "object {}: nlink {}, {what}: {expected}",
                         head.id, head.nlink
                     ),
+                    Fix::Nlink {
+                        id: head.id,
+                        nlink: expected - lost.subdirectories,
+                    },
                 );
-                self.fix(Fix::Nlink {
-                    id: head.id,
-                    nlink: expected - lost.subdirectories,
-                });
             }
         }
+    }
+
+    /// A count of reached object `id` that disagrees with its entries:
+    /// damage, which `fix` corrects.
+    fn wrong_count(&mut self, id: u64, what: String, fix: Fix) {
+        let plain = self.reached.get(&id).cloned();
+        self.corrupt("atrest.meta", plain.as_deref(), what);
+        self.fix(fix);
     }
 
     /// The extended attributes of object `id`: every xattr page and value
