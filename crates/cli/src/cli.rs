@@ -433,8 +433,10 @@ pub struct FsckArgs {
     /// Cut every last block that a crash tore back to the last complete
     /// block (each printed as `repaired:`); nothing else is changed. Needs
     /// the vault unmounted. Format 2 vaults (docs/format.md §16.18): blocks
-    /// that fail become holes, orphans of a crash are freed, data files of
-    /// no object removed and bytes past a file's last block cut; other
+    /// that fail become holes, entries whose object's record fails (or names
+    /// no object) are dropped and that page of records freed, wrong `nlink`s
+    /// and directory sizes corrected, orphans of a crash freed, data files
+    /// of no object removed and bytes past a file's last block cut; other
     /// damage is left, and named.
     #[arg(long)]
     pub repair: bool,

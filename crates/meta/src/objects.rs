@@ -89,6 +89,23 @@ impl ObjectTable {
         self.tree.set(pager, id, Slot(None))
     }
 
+    /// Whether a page on the path to `id`'s record, below the root, fails
+    /// authentication.
+    pub fn has_failed(&mut self, pager: &Pager<'_>, id: u64) -> bool {
+        self.tree.has_failed(pager, id)
+    }
+
+    /// The page holding `id`'s record, which fails authentication, becomes
+    /// a range of free slots: every record in it is lost with it.
+    pub fn drop_failed(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        id: u64,
+    ) -> Result<(), MetaError> {
+        self.tree.drop_failed(pager, alloc, id)
+    }
+
     pub fn flush(&mut self, pager: &Pager<'_>, alloc: &mut Allocator) -> Result<Root, MetaError> {
         self.tree.flush(pager, alloc)
     }

@@ -266,6 +266,85 @@ impl<I: RadixItem> Radix<I> {
         Ok(())
     }
 
+    /// The page on the path to `key` that fails authentication, below
+    /// the root: the nodes from the root to its parent, and its slot in the
+    /// parent. An error if the path to `key` reads without failing, if the
+    /// root fails, or if anything other than an authentication failure
+    /// stops it.
+    fn failed_link(
+        &mut self,
+        pager: &Pager<'_>,
+        key: u64,
+    ) -> Result<(Vec<usize>, usize), MetaError> {
+        let nothing_fails =
+            || MetaError::Inconsistent(format!("the path to item {key} authenticates"));
+        if key >= self.capacity() {
+            return Err(nothing_fails());
+        }
+        let per_leaf = I::per_leaf(self.algorithm);
+        let mut level = self.depth;
+        let mut rest = key;
+        let Some(mut id) = self.load(pager, self.root, level)? else {
+            return Err(nothing_fails());
+        };
+        self.root = Link::Mem(id);
+        let mut path = vec![id];
+        while level > 0 {
+            let child_span = span(per_leaf, level - 1);
+            let slot = (rest / child_span) as usize;
+            rest %= child_span;
+            let Body::Index(children) = &self.nodes[id].body else {
+                unreachable!("levels above 0 are index nodes");
+            };
+            let child = match self.load(pager, children[slot], level - 1) {
+                Ok(Some(child)) => child,
+                Ok(None) => return Err(nothing_fails()),
+                Err(e) if e.is_auth() => return Ok((path, slot)),
+                Err(e) => return Err(e),
+            };
+            if let Body::Index(children) = &mut self.nodes[id].body {
+                children[slot] = Link::Mem(child);
+            }
+            id = child;
+            path.push(id);
+            level -= 1;
+        }
+        Err(nothing_fails())
+    }
+
+    /// Whether [`Self::drop_failed`] would drop a page for `key`.
+    pub fn has_failed(&mut self, pager: &Pager<'_>, key: u64) -> bool {
+        self.failed_link(pager, key).is_ok()
+    }
+
+    /// The page on the path to `key` that fails authentication (below the
+    /// root, which is never dropped) becomes a null reference, a range of
+    /// empty items, and its page is released: what `fsck --repair` does
+    /// to records no key can read any more (docs/format.md §16.18).
+    pub fn drop_failed(
+        &mut self,
+        pager: &Pager<'_>,
+        alloc: &mut Allocator,
+        key: u64,
+    ) -> Result<(), MetaError> {
+        let (path, slot) = self.failed_link(pager, key)?;
+        let parent = *path.last().expect("the root at least");
+        let Body::Index(children) = &mut self.nodes[parent].body else {
+            unreachable!("parents are index nodes");
+        };
+        if let Link::Disk(reference) = children[slot]
+            && let Some(page) = reference.page()
+        {
+            alloc.release(page);
+        }
+        children[slot] = Link::Null;
+        // The nodes that hold the new reference, to be written again.
+        for node in path {
+            self.nodes[node].dirty = true;
+        }
+        Ok(())
+    }
+
     /// Empties every key from `from` on, releasing the pages of subtrees
     /// that held only such keys (a shrinking truncate; 0 frees the tree).
     pub fn clear_from(

@@ -63,7 +63,7 @@ fn inconsistent(seq: u64, why: impl std::fmt::Display) -> MetaError {
 }
 
 /// An error of a directory lookup while applying record `seq`.
-fn applying(seq: u64) -> impl Fn(FsError) -> MetaError {
+pub(crate) fn applying(seq: u64) -> impl Fn(FsError) -> MetaError {
     move |e| match e {
         FsError::Meta(m) => m,
         other => inconsistent(seq, other),

@@ -1,15 +1,23 @@
-//! What `fsck --repair` changes in the store (docs/format.md §16.18): a
-//! failed block set to a hole, an orphan a stopped mount left freed.
+//! What `fsck --repair` changes in the store (docs/format.md §16.18): the
+//! entries naming an object whose record is lost dropped, a failed block
+//! set to a hole, an orphan a stopped mount left or a lost record freed,
+//! a directory's or file's `nlink` and a directory's `size` corrected.
 //! Each is one `REPAIR` record (§16.12) that states it fully, logged
 //! before it changes anything and applied by replay with the same code,
 //! so a repair cut short by a crash is redone or not done, never half.
 
+use crate::directory::DirEntry;
 use crate::error::MetaError;
 use crate::log::Body;
+use crate::pager::Pager;
 use crate::record::{MapEntry, ObjectKind, Timestamp, blocks_for};
+use crate::recovery::applying;
 use crate::store::{FsError, Store};
 
-/// `REPAIR` actions (§16.12); this build writes and replays 2 and 3.
+/// Entries read from a directory at a time while dropping entries.
+const BATCH: usize = 1024;
+
+/// `REPAIR` actions (§16.12).
 pub mod action {
     pub const ENTRY_DROPPED: u8 = 1;
     pub const BLOCK_HOLE: u8 = 2;
@@ -49,6 +57,88 @@ impl Store {
         self.log_repair(action::OBJECT_FREED, id, 0, now)
     }
 
+    /// Drops every entry of directory `dir` naming object `id`, whose
+    /// record fails authentication or is free: the rest of the directory
+    /// stays usable, and its `size` and `nlink` follow.
+    pub fn repair_drop_entries(
+        &mut self,
+        dir: u64,
+        id: u64,
+        now: Timestamp,
+    ) -> Result<(), FsError> {
+        if self.getattr(dir)?.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if !self.lost(id)? {
+            return Err(FsError::Invalid("the entry's object is live"));
+        }
+        if self.entries_naming(dir, id)?.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        self.log_repair(action::ENTRY_DROPPED, dir, id, now)
+    }
+
+    /// Frees object `id`, whose record fails authentication, by dropping
+    /// the page of the object table that holds it (every record in that
+    /// page is lost with it). The entries naming those objects must have
+    /// been dropped first.
+    pub fn repair_free_lost(&mut self, id: u64, now: Timestamp) -> Result<(), FsError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        if !self.objects.has_failed(&pager, id) {
+            return Err(FsError::Invalid(
+                "the object's record authenticates, or the root of the object table fails",
+            ));
+        }
+        self.log_repair(action::OBJECT_FREED, id, 0, now)
+    }
+
+    /// Sets the `nlink` of object `id` to `nlink`: 2 plus its
+    /// subdirectories for a directory, the entries naming it otherwise.
+    pub fn repair_nlink(&mut self, id: u64, nlink: u32, now: Timestamp) -> Result<(), FsError> {
+        let head = self.getattr(id)?;
+        if nlink < minimum_nlink(head.kind) {
+            return Err(FsError::Invalid("an nlink below the object's minimum"));
+        }
+        self.log_repair(action::NLINK_CORRECTED, id, u64::from(nlink), now)
+    }
+
+    /// Sets the `size` of directory `id` to `entries`, its number of
+    /// entries.
+    pub fn repair_directory_size(
+        &mut self,
+        id: u64,
+        entries: u64,
+        now: Timestamp,
+    ) -> Result<(), FsError> {
+        if self.getattr(id)?.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        self.log_repair(action::SIZE_CORRECTED, id, entries, now)
+    }
+
+    /// The entries of directory `dir` naming object `id`.
+    fn entries_naming(&mut self, dir: u64, id: u64) -> Result<Vec<DirEntry>, FsError> {
+        let mut naming = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = self.readdir(dir, after, BATCH)?;
+            let Some(last) = batch.last() else { break };
+            after = last.hash;
+            naming.extend(batch.into_iter().filter(|e| e.id == id));
+        }
+        Ok(naming)
+    }
+
+    /// Whether the record of `id` is free or fails authentication.
+    fn lost(&mut self, id: u64) -> Result<bool, MetaError> {
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        match self.objects.get(&pager, id) {
+            Ok(record) => Ok(record.is_none()),
+            Err(e) if e.is_auth() => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     fn log_repair(
         &mut self,
         action: u8,
@@ -78,7 +168,19 @@ impl Store {
         detail: u64,
         seq: u64,
     ) -> Result<(), MetaError> {
-        let record = self
+        match action {
+            action::ENTRY_DROPPED => return self.apply_drop_entries(object, detail, seq),
+            action::OBJECT_FREED => {
+                let pager = Pager::new(&self.keys, self.backing.as_ref());
+                if let Err(e) = self.objects.get(&pager, object)
+                    && e.is_auth()
+                {
+                    return self.objects.drop_failed(&pager, &mut self.alloc, object);
+                }
+            }
+            _ => {}
+        }
+        let mut record = self
             .record(object)
             .map_err(|e| inconsistent(seq, format!("repairs object {object}: {e}")))?;
         match action {
@@ -96,10 +198,70 @@ impl Store {
                 }
                 self.apply_free(object, seq)
             }
+            action::NLINK_CORRECTED | action::SIZE_CORRECTED => {
+                if action == action::NLINK_CORRECTED {
+                    record.head.nlink = u32::try_from(detail)
+                        .ok()
+                        .filter(|n| *n >= minimum_nlink(record.head.kind))
+                        .ok_or_else(|| inconsistent(seq, format!("an nlink of {detail}")))?;
+                } else if record.head.kind == ObjectKind::Directory {
+                    record.head.size = detail;
+                } else {
+                    return Err(inconsistent(seq, "corrects the size of a non-directory"));
+                }
+                record.changed_at = seq;
+                let pager = Pager::new(&self.keys, self.backing.as_ref());
+                self.objects.set(&pager, record)
+            }
             _ => Err(inconsistent(
                 seq,
                 format!("a repair of action {action}, which this version does not apply"),
             )),
         }
     }
+
+    /// Action 1: the entries of directory `dir` naming `id`, whose record
+    /// is lost, removed; the directory's `size` and `nlink` follow.
+    fn apply_drop_entries(&mut self, dir: u64, id: u64, seq: u64) -> Result<(), MetaError> {
+        if !self.lost(id)? {
+            return Err(inconsistent(
+                seq,
+                format!("drops entries of object {id}, which is live"),
+            ));
+        }
+        let dropped = self.entries_naming(dir, id).map_err(applying(seq))?;
+        let pager = Pager::new(&self.keys, self.backing.as_ref());
+        let mut record = self
+            .objects
+            .get(&pager, dir)?
+            .ok_or_else(|| inconsistent(seq, format!("drops entries of directory {dir}, free")))?;
+        let directory =
+            Self::dir_of(&mut self.dirs, &mut self.objects, &pager, dir).map_err(applying(seq))?;
+        if dropped.is_empty() {
+            return Err(inconsistent(
+                seq,
+                format!("drops entries of directory {dir}: none names object {id}"),
+            ));
+        }
+        for entry in &dropped {
+            directory.remove(&pager, &mut self.alloc, &entry.name)?;
+        }
+        let subdirectories = dropped
+            .iter()
+            .filter(|e| e.kind == ObjectKind::Directory)
+            .count();
+        let head = &mut record.head;
+        head.size = head.size.saturating_sub(dropped.len() as u64);
+        head.nlink = head
+            .nlink
+            .saturating_sub(u32::try_from(subdirectories).unwrap_or(u32::MAX))
+            .max(2);
+        record.changed_at = seq;
+        self.objects.set(&pager, record)
+    }
+}
+
+/// The least `nlink` a live object of `kind` has.
+fn minimum_nlink(kind: ObjectKind) -> u32 {
+    if kind == ObjectKind::Directory { 2 } else { 1 }
 }

@@ -47,13 +47,16 @@ pub fn check(vault: &Vault, unmounted: &MountLock, config_problems: Vec<String>)
     run(vault, unmounted, config_problems, false)
 }
 
-/// `fsck --repair` of the format 2 `vault` (§16.18): checks it, then sets
-/// failed blocks of regular files to holes and frees orphans of a stopped
-/// mount (each a logged `REPAIR` record), removes data files of no object
-/// and cuts bytes past a data file's last block, and ends with a
-/// checkpoint, so the vault's sequence only grows. What it does not
-/// repair (pages of `atrest.meta`, names, counts) stays damage, and says
-/// so. The repaired findings move to [`FsckReport::repaired`].
+/// `fsck --repair` of the format 2 `vault` (§16.18): checks it, then drops
+/// the entries naming objects whose records are lost (failed or free) and
+/// frees those records' page, sets failed blocks of regular files to
+/// holes, frees orphans of a stopped mount, and corrects wrong `nlink`s
+/// and directory sizes (each a logged `REPAIR` record), removes data files
+/// of no object and cuts bytes past a data file's last block, and ends
+/// with a checkpoint, so the vault's sequence only grows. What it does
+/// not repair (other pages of `atrest.meta`, names, kinds, parents) stays
+/// damage, and says so. The repaired findings move to
+/// [`FsckReport::repaired`].
 pub fn repair(vault: &Vault, unmounted: &MountLock, config_problems: Vec<String>) -> FsckReport {
     run(vault, unmounted, config_problems, true)
 }
@@ -92,6 +95,7 @@ fn run(
         names: HashMap::new(),
         reached: HashMap::new(),
         sizes: HashMap::new(),
+        lost: HashMap::new(),
         fixes: Vec::new(),
     };
     if let Some(recovery) = checker.store.recovery() {
@@ -122,6 +126,16 @@ fn run(
 
 /// What `--repair` does about one finding.
 enum Fix {
+    /// The entries of a directory naming an object whose record is lost
+    /// are dropped.
+    DropEntries { dir: u64, id: u64 },
+    /// The page of the object table holding a record that fails is
+    /// dropped (its records freed).
+    FreeLost(u64),
+    /// A wrong `nlink` is set to what the entries say.
+    Nlink { id: u64, nlink: u32 },
+    /// A directory's wrong `size` is set to its number of entries.
+    DirectorySize { id: u64, entries: u64 },
     /// Failed blocks of a regular file become holes.
     Holes { id: u64, blocks: Vec<u64> },
     /// An orphan of a stopped mount is freed.
@@ -146,6 +160,13 @@ fn now() -> Timestamp {
     }
 }
 
+/// Entries of one directory that name lost objects.
+#[derive(Default, Clone, Copy)]
+struct Lost {
+    entries: u64,
+    subdirectories: u32,
+}
+
 struct Checker {
     store: Store,
     content: ContentKey2,
@@ -156,6 +177,9 @@ struct Checker {
     reached: HashMap<u64, PathBuf>,
     /// Regular files reached: their authenticated size.
     sizes: HashMap<u64, u64>,
+    /// Per directory, the entries `--repair` drops (they name lost
+    /// objects): how many, and how many of them say directory.
+    lost: HashMap<u64, Lost>,
     /// What `--repair` may do, with the index of its finding.
     fixes: Vec<(usize, Fix)>,
 }
@@ -188,6 +212,29 @@ impl Checker {
         let mut done = Vec::new();
         for (problem, fix) in std::mem::take(&mut self.fixes) {
             let result = match fix {
+                Fix::DropEntries { dir, id } => {
+                    match self.store.repair_drop_entries(dir, id, now()) {
+                        // Dropped with an earlier entry of the same object.
+                        Err(FsError::NotFound) => Ok(()),
+                        other => other.map_err(|e| e.to_string()),
+                    }
+                }
+                Fix::FreeLost(id) => match self.store.getattr(id) {
+                    // Freed with an earlier record of the same page.
+                    Err(FsError::NotFound) => Ok(()),
+                    _ => self
+                        .store
+                        .repair_free_lost(id, now())
+                        .map_err(|e| e.to_string()),
+                },
+                Fix::Nlink { id, nlink } => self
+                    .store
+                    .repair_nlink(id, nlink, now())
+                    .map_err(|e| e.to_string()),
+                Fix::DirectorySize { id, entries } => self
+                    .store
+                    .repair_directory_size(id, entries, now())
+                    .map_err(|e| e.to_string()),
                 Fix::Holes { id, blocks } => blocks
                     .into_iter()
                     .try_for_each(|n| self.store.repair_block_hole(id, n, now()))
@@ -230,9 +277,9 @@ impl Checker {
             self.note(
                 "atrest.meta",
                 None,
-                "fsck --repair does not repair the damage above (pages of atrest.meta, names, \
-                 counts): restore the objects it names from a backup, or remove them through \
-                 the mount"
+                "fsck --repair does not repair the damage above (pages of atrest.meta other \
+                 than object records, names, kinds, parents, unreachable objects): restore the \
+                 objects it names from a backup, or remove them through the mount"
                     .into(),
             );
         }
@@ -280,6 +327,7 @@ impl Checker {
         let mut heads = vec![head];
         let mut queue = VecDeque::from([(ROOT_ID, root)]);
         let mut subdirs: HashMap<u64, u32> = HashMap::new();
+        let mut entries: HashMap<u64, u64> = HashMap::new();
         while let Some((dir, path)) = queue.pop_front() {
             self.report.directories += 1;
             let mut after = 0;
@@ -300,6 +348,7 @@ impl Checker {
                 for entry in batch {
                     let plain = path.join(OsStr::from_bytes(&entry.name));
                     *self.names.entry(entry.id).or_default() += 1;
+                    *entries.entry(dir).or_default() += 1;
                     if entry.kind == ObjectKind::Directory {
                         *subdirs.entry(dir).or_default() += 1;
                     }
@@ -316,11 +365,24 @@ impl Checker {
                     let head = match self.store.getattr(entry.id) {
                         Ok(head) => head,
                         Err(e) => {
+                            let lost = match &e {
+                                FsError::NotFound => true,
+                                FsError::Meta(m) => m.is_auth(),
+                                _ => false,
+                            };
                             self.corrupt(
                                 "atrest.meta",
                                 Some(&plain),
                                 format!("object {}: {e}", entry.id),
                             );
+                            if lost {
+                                let counts = self.lost.entry(dir).or_default();
+                                counts.entries += 1;
+                                if entry.kind == ObjectKind::Directory {
+                                    counts.subdirectories += 1;
+                                }
+                                self.fix(Fix::DropEntries { dir, id: entry.id });
+                            }
                             continue;
                         }
                     };
@@ -375,23 +437,52 @@ impl Checker {
                 ObjectKind::Directory => 2 + subdirs.get(&head.id).copied().unwrap_or(0),
                 _ => named,
             };
+            // What the entries say once --repair dropped those of lost
+            // objects (which also changes the directory's counts).
+            let lost = self.lost.get(&head.id).copied().unwrap_or_default();
+            if head.kind == ObjectKind::Directory {
+                let listed = entries.get(&head.id).copied().unwrap_or(0);
+                if head.size != listed {
+                    self.wrong_count(
+                        head.id,
+                        format!(
+                            "directory (object {}): size {}, entries: {listed}",
+                            head.id, head.size
+                        ),
+                        Fix::DirectorySize {
+                            id: head.id,
+                            entries: listed - lost.entries,
+                        },
+                    );
+                }
+            }
             if head.nlink != expected {
-                let plain = self.reached.get(&head.id).cloned();
                 let what = if head.kind == ObjectKind::Directory {
                     "2 + its subdirectories"
                 } else {
                     "entries naming it"
                 };
-                self.corrupt(
-                    "atrest.meta",
-                    plain.as_deref(),
+                self.wrong_count(
+                    head.id,
                     format!(
                         "object {}: nlink {}, {what}: {expected}",
                         head.id, head.nlink
                     ),
+                    Fix::Nlink {
+                        id: head.id,
+                        nlink: expected - lost.subdirectories,
+                    },
                 );
             }
         }
+    }
+
+    /// A count of reached object `id` that disagrees with its entries:
+    /// damage, which `fix` corrects.
+    fn wrong_count(&mut self, id: u64, what: String, fix: Fix) {
+        let plain = self.reached.get(&id).cloned();
+        self.corrupt("atrest.meta", plain.as_deref(), what);
+        self.fix(fix);
     }
 
     /// The extended attributes of object `id`: every xattr page and value
@@ -467,7 +558,13 @@ impl Checker {
             }
             match self.store.getattr(id) {
                 Err(FsError::NotFound) => {}
-                Err(e) => self.corrupt("atrest.meta", None, format!("object {id}: {e}")),
+                Err(e) => {
+                    let lost = matches!(&e, FsError::Meta(m) if m.is_auth());
+                    self.corrupt("atrest.meta", None, format!("object {id}: {e}"));
+                    if lost {
+                        self.fix(Fix::FreeLost(id));
+                    }
+                }
                 Ok(head) if head.orphan => {
                     // Its data file is its own, not unreferenced.
                     if head.kind == ObjectKind::Regular {
@@ -599,17 +696,22 @@ mod tests {
         }
     }
 
-    /// A format 2 vault holding `/d/f` (3 blocks and a hole), its hard
-    /// link `/g`, a symlink `/l` and an empty `/d/e`, checkpointed; the
-    /// vault, and the id of `f`.
-    fn populated(dir: &Path) -> (Vault, u64) {
+    /// A new, empty format 2 vault under `dir`.
+    fn empty(dir: &Path) -> Vault {
         let options = CreateOptions {
             format: VERSION_2,
             argon2: Argon2Params::INSECURE_FAST,
             ..Default::default()
         };
         let pass = Unlocker::Passphrase(SecretBytes::new(b"p".to_vec()));
-        let (vault, _) = Vault::create(&dir.join("v"), options, &pass, "").unwrap();
+        Vault::create(&dir.join("v"), options, &pass, "").unwrap().0
+    }
+
+    /// A format 2 vault holding `/d/f` (3 blocks and a hole), its hard
+    /// link `/g`, a symlink `/l` and an empty `/d/e`, checkpointed; the
+    /// vault, and the id of `f`.
+    fn populated(dir: &Path) -> (Vault, u64) {
+        let vault = empty(dir);
         let Contents2 { mut store, content } = vault.open_format_2().unwrap();
         let d = store
             .create(ROOT_ID, b"d", object(ObjectKind::Directory, b""), NOW)
@@ -836,6 +938,159 @@ mod tests {
         assert_eq!(&bytes[..4096], &[7u8; 4096][..]);
         assert_eq!(&bytes[4096..8192], &[0u8; 4096][..], "block 1 is a hole");
         assert_eq!(&bytes[8192..], &[7u8; 4096][..]);
+    }
+
+    /// A vault holding `/d` with 42 objects (ids 3 ..= 44; 30 a
+    /// subdirectory, 31 also named `/g`, 32 holding a block) and the
+    /// record page of object 31 changed: the vault and the ids whose
+    /// records fail.
+    fn lost_records(dir: &Path) -> (Vault, Vec<u64>) {
+        let vault = empty(dir);
+        let Contents2 { mut store, content } = vault.open_format_2().unwrap();
+        let d = store
+            .create(ROOT_ID, b"d", object(ObjectKind::Directory, b""), NOW)
+            .unwrap()
+            .id;
+        for i in 3..=44u64 {
+            let kind = if i == 30 {
+                ObjectKind::Directory
+            } else {
+                ObjectKind::Regular
+            };
+            let name = format!("n{i}");
+            let id = store
+                .create(d, name.as_bytes(), object(kind, b""), NOW)
+                .unwrap()
+                .id;
+            assert_eq!(id, i);
+        }
+        store.link(31, ROOT_ID, b"g", NOW).unwrap();
+        let mut file = ContentFile2::new(&mut store, &content, 32);
+        file.write_at(0, b"data", NOW).unwrap();
+        file.sync().unwrap();
+        store.checkpoint(NOW).unwrap();
+        drop(store);
+        let meta = vault.root().join("atrest.meta");
+        let pages = fs::metadata(&meta).unwrap().len() / 4096;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&meta)
+            .unwrap();
+        let flip = |page: u64| {
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, page * 4096 + 1000).unwrap();
+            file.write_all_at(&[byte[0] ^ 1], page * 4096 + 1000)
+                .unwrap();
+        };
+        for page in 2..pages {
+            flip(page);
+            let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+            let failed = |store: &mut Store, id| matches!(store.getattr(id), Err(FsError::Meta(e)) if e.is_auth());
+            if failed(&mut store, 31) && store.getattr(ROOT_ID).is_ok() {
+                let lost = (3..=44).filter(|&id| failed(&mut store, id)).collect();
+                return (vault, lost);
+            }
+            drop(store);
+            flip(page);
+        }
+        panic!("no page holds only the record of object 31");
+    }
+
+    /// --repair: the entries naming objects whose record page fails are
+    /// dropped from their directories (`/d`'s size and nlink follow), the
+    /// page freed and the lost objects' data files removed; then nothing
+    /// is left to find, the rest of `/d` lists and the sequence grew.
+    #[test]
+    fn repair_drops_the_entries_of_lost_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, lost) = lost_records(dir.path());
+        assert!(lost.contains(&30) && lost.contains(&32), "{lost:?}");
+        let data = vault.root().join(data_file_name(32));
+        assert!(data.exists());
+        let report = run(&vault);
+        let corrupt = findings(&report, ProblemKind::Corrupt);
+        assert!(
+            corrupt
+                .iter()
+                .any(|c| c.contains("/g") && c.contains("authentication failed")),
+            "{corrupt:?}"
+        );
+        let Contents2 { store, .. } = vault.open_format_2().unwrap();
+        let before = store.superblock().generation.sequence;
+        drop(store);
+
+        let lock = MountLock::acquire(vault.root(), "test").unwrap();
+        let report = repair(&vault, &lock, Vec::new());
+        drop(lock);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert!(
+            report
+                .repaired
+                .iter()
+                .any(|p| p.plain.as_deref() == Some(Path::new("/g"))),
+            "{:?}",
+            report.repaired
+        );
+        assert!(!data.exists(), "the lost file's data file is removed");
+        let again = run(&vault);
+        assert!(again.problems.is_empty(), "{:?}", again.problems);
+
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        assert!(store.superblock().generation.sequence > before);
+        let d = store.lookup(ROOT_ID, b"d").unwrap();
+        let kept = 42 - lost.len() as u64;
+        assert_eq!(d.size, kept);
+        assert_eq!(d.nlink, 2, "the lost subdirectory no longer counts");
+        let names = store.readdir(d.id, 0, usize::MAX).unwrap();
+        assert_eq!(names.len() as u64, kept);
+        assert!(names.iter().all(|e| !lost.contains(&e.id)));
+        assert!(matches!(
+            store.lookup(ROOT_ID, b"g"),
+            Err(FsError::NotFound)
+        ));
+        for id in lost {
+            assert!(matches!(store.getattr(id), Err(FsError::NotFound)), "{id}");
+        }
+    }
+
+    /// --repair: a wrong `nlink` and a directory's wrong `size` (made here
+    /// with the same records, as a bug would leave them) are set to what
+    /// the entries say.
+    #[test]
+    fn repair_corrects_wrong_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, f) = populated(dir.path());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        let d = store.lookup(ROOT_ID, b"d").unwrap().id;
+        store.repair_nlink(f, 5, NOW).unwrap();
+        store.repair_nlink(d, 7, NOW).unwrap();
+        store.repair_directory_size(d, 9, NOW).unwrap();
+        store.checkpoint(NOW).unwrap();
+        drop(store);
+        let corrupt = findings(&run(&vault), ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 3, "{corrupt:?}");
+        assert!(
+            corrupt
+                .iter()
+                .any(|c| c.contains(&format!("object {f}: nlink 5, entries naming it: 2")))
+        );
+        assert!(
+            corrupt
+                .iter()
+                .any(|c| c.contains(&format!("object {d}): size 9, entries: 2")))
+        );
+
+        let lock = MountLock::acquire(vault.root(), "test").unwrap();
+        let report = repair(&vault, &lock, Vec::new());
+        drop(lock);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.repaired.len(), 3, "{:?}", report.repaired);
+        assert!(run(&vault).problems.is_empty());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        assert_eq!(store.getattr(f).unwrap().nlink, 2);
+        let d = store.getattr(d).unwrap();
+        assert_eq!((d.nlink, d.size), (2, 2));
     }
 
     /// What --repair cannot fix stays damage, and says so.
