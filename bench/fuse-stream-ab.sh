@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The streaming rows of bench/fuse.sh, format 2 against format 1,
+# interleaved: one format 1 vault, one format 2 vault and a plain directory
+# on the same disk stay mounted, and each of ROUNDS rounds writes SIZE_MB
+# (dd conv=fsync) then reads it back with a cold cache (sync; drop_caches)
+# on each of the three, in an order that rotates every round. On this
+# machine the backing disk's own cold read moves 4x between minutes
+# (bench/fuse.sh's ext4 column: 546 to 2,309 MB/s within one run), so two
+# separate runs cannot settle the 1.15x gate of docs/plans/format-2.md for
+# these rows; per-round ratios taken seconds apart can.
+#
+# Env: ATREST (binary; default target/release/atrest), ROUNDS (default 7),
+#      SIZE_MB (default 1024), ALLOW_OTHER (1 default, or 0), BENCH_DIR
+#      (default /var/tmp), RESULTS_DIR (default bench/results).
+# Writes RESULTS_DIR/<date>-fuse-stream-ab.md and prints it. Run it on an
+# idle machine: the 1-minute load average at the start is recorded.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ATREST=${ATREST:-$REPO_ROOT/target/release/atrest}
+ROUNDS=${ROUNDS:-7} SIZE_MB=${SIZE_MB:-1024} ALLOW_OTHER=${ALLOW_OTHER:-1}
+RESULTS_DIR=${RESULTS_DIR:-$REPO_ROOT/bench/results}
+die() { echo "bench/fuse-stream-ab.sh: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "run as root (drop_caches)"
+[[ -x $ATREST ]] || die "no atrest binary at $ATREST (cargo build --release -p atrest, or set ATREST)"
+
+BASE=$(mktemp -d "${BENCH_DIR:-/var/tmp}/atrest-stream-ab.XXXXXX")
+PASS_FILE=$BASE/passphrase
+printf 'bench passphrase %s\n' "$RANDOM$RANDOM" >"$PASS_FILE"
+chmod 600 "$PASS_FILE"
+OPTS=()
+[[ $ALLOW_OTHER == 0 ]] || OPTS=(-o allow_other)
+declare -A DIR=([plain]=$BASE/plain [f1]=$BASE/mnt1 [f2]=$BASE/mnt2)
+cleanup() {
+    for f in 1 2; do
+        if mountpoint -q "$BASE/mnt$f"; then
+            "$ATREST" unmount "$BASE/mnt$f" || fusermount3 -uz "$BASE/mnt$f" || true
+        fi
+    done
+    rm -rf "$BASE"
+}
+trap cleanup EXIT
+mkdir -p "${DIR[plain]}" "${DIR[f1]}" "${DIR[f2]}"
+for f in 1 2; do
+    "$ATREST" init "$BASE/vault$f" --passphrase-file "$PASS_FILE" --no-recovery-key --format "$f" >/dev/null 2>&1 ||
+        die "atrest init --format $f failed"
+    "$ATREST" mount "$BASE/vault$f" "$BASE/mnt$f" --passphrase-file "$PASS_FILE" "${OPTS[@]}" \
+        --log-file "$BASE/atrest$f.log" >/dev/null || die "atrest mount of the format $f vault failed"
+    mountpoint -q "$BASE/mnt$f" || die "$BASE/mnt$f is not mounted"
+done
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+now() { date +%s.%N; }
+mbps() { awk -v mb="$SIZE_MB" -v s="$1" -v e="$(now)" 'BEGIN { printf "%.1f", mb * 1.048576 / (e - s) }'; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+write_one() {
+    local s
+    rm -f "$1/seq.bin"
+    drop_caches
+    s=$(now)
+    dd if=/dev/zero of="$1/seq.bin" bs=1M count="$SIZE_MB" conv=fsync status=none
+    mbps "$s"
+}
+read_one() {
+    local s
+    drop_caches
+    s=$(now)
+    dd if="$1/seq.bin" of=/dev/null bs=1M status=none
+    mbps "$s"
+}
+
+ORDER=(plain f1 f2)
+declare -A W R
+for ((r = 0; r < ROUNDS; r++)); do
+    order=("${ORDER[@]:r%3}" "${ORDER[@]:0:r%3}")
+    for t in "${order[@]}"; do W[$t.$r]=$(write_one "${DIR[$t]}"); done
+    for t in "${order[@]}"; do R[$t.$r]=$(read_one "${DIR[$t]}"); done
+    echo "round $((r + 1))/$ROUNDS (${order[*]}): write $(for t in plain f1 f2; do printf '%s=%s ' $t "${W[$t.$r]}"; done)read $(for t in plain f1 f2; do printf '%s=%s ' $t "${R[$t.$r]}"; done)" >&2
+done
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# per-round time ratio format 2 / format 1 = (format 1 MB/s) / (format 2 MB/s)
+ratios() {
+    local -n a=$1
+    local r
+    for ((r = 0; r < ROUNDS; r++)); do awk -v x="${a[f1.$r]}" -v y="${a[f2.$r]}" 'BEGIN { printf "%.2f\n", x / y }'; done
+}
+row() {
+    local -n v=$2
+    local t r
+    printf '| %s |' "$1"
+    for t in plain f1 f2; do
+        printf ' %s |' "$(for ((r = 0; r < ROUNDS; r++)); do echo "${v[$t.$r]}"; done | median)"
+    done
+    printf ' %s | %s |\n' "$(ratios "$2" | median)" "$(ratios "$2" | tr '\n' ' ')"
+}
+
+mkdir -p "$RESULTS_DIR"
+OUT=$RESULTS_DIR/$(date +%F-%H%M)-fuse-stream-ab.md
+{
+    echo "# Streaming rows, format 2 vs format 1, interleaved — $(date '+%F %T %Z')"
+    echo
+    echo "- atrest: $("$ATREST" --version), binary sha256 $(sha256sum "$ATREST" | cut -c1-12)…"
+    echo "- $ROUNDS rounds of ${SIZE_MB} MiB, dd bs=1M (write conv=fsync; read after drop_caches), order rotating; $([[ $ALLOW_OTHER == 1 ]] && echo "allow_other" || echo "root-only (no allow_other)")"
+    echo "- backing: $(df -T "$BASE" | awk 'NR == 2 { print $2 }') on $(df "$BASE" | awk 'NR == 2 { print $1 }'); 1-minute load average at the start: $LOAD_START; $(nproc) CPUs"
+    echo
+    echo "| row (MB/s, medians) | plain dir | format 1 | format 2 | format 2 / format 1 time, median of rounds | per round |"
+    echo "|---|---:|---:|---:|---:|---|"
+    row "sequential write ${SIZE_MB} MiB, conv=fsync" W
+    row "sequential read ${SIZE_MB} MiB, cold cache" R
+} | tee "$OUT"
+echo "report written to $OUT" >&2
