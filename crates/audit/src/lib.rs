@@ -82,6 +82,7 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
 pub use tree_head::{
     BadTreeHeadSignature, ConsistencyError, InclusionError, TREE_HEAD_VERSION, TreeHead,
-    TreeHeadJson, entry_leaf_hash, verify_consistency, verify_inclusion,
+    TreeHeadJson, VerifiedTreeHead, entry_leaf_hash, verify_consistency,
+    verify_consistency_between, verify_inclusion, verify_inclusion_under,
 };
 pub use verify::{VerifyError, VerifyReport, verify, verify_against, verify_with_witnesses};
