@@ -23,8 +23,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use atrest_audit::{
-    AuditPublicKey, ConsistencyError, TreeHead, verify_consistency_between,
-    verify_inclusion_under,
+    AuditPublicKey, ConsistencyError, TreeHead, verify_consistency_between, verify_inclusion_under,
 };
 use atrest_remote::{HostId, RequestNonce};
 use atrest_wire::AuditProof;

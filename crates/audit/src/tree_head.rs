@@ -382,7 +382,10 @@ mod tests {
         let tree = tree_of(&log);
         let old = key.sign_tree_head(7, tree.root_at(7).unwrap(), 1);
         let new = key.sign_tree_head(20, tree.root(), 2);
-        let (old_v, new_v) = (old.verified(&public).unwrap(), new.verified(&public).unwrap());
+        let (old_v, new_v) = (
+            old.verified(&public).unwrap(),
+            new.verified(&public).unwrap(),
+        );
         assert_eq!(new_v.head(), &new);
         let proof = tree.inclusion_proof(4, 20).unwrap();
         let cproof = tree.consistency_proof(7, 20).unwrap();
