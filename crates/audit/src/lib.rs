@@ -15,7 +15,9 @@
 //! - [`verify_inclusion`] / [`verify_consistency`]: what a host checks,
 //!   with no I/O: its entry is under a signed head, and a new head extends
 //!   the one it kept (else [`ConsistencyError::RolledBack`] or
-//!   [`ConsistencyError::Inconsistent`]).
+//!   [`ConsistencyError::Inconsistent`]). A host checking one head against
+//!   both verifies its signature once ([`TreeHead::verified`]) and runs
+//!   [`verify_inclusion_under`] / [`verify_consistency_between`].
 //! - [`verify`] / [`verify_with_witnesses`]: walk the stored log, name the
 //!   first bad entry or head; against heads kept outside, also catch a
 //!   rollback or a rewrite. [`Checkpoint`]s (format 1) are still read and

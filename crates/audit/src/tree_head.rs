@@ -371,17 +371,24 @@ mod tests {
         );
     }
 
+    /// A log of 20 entries, its tree, and heads signed over its first 7
+    /// and over all 20.
+    fn log_with_two_heads() -> (AuditSigningKey, Vec<Entry>, MerkleTree, TreeHead, TreeHead) {
+        let key = AuditSigningKey::generate();
+        let log = entries(20);
+        let tree = tree_of(&log);
+        let old = key.sign_tree_head(7, tree.root_at(7).unwrap(), 1);
+        let new = key.sign_tree_head(20, tree.root(), 2);
+        (key, log, tree, old, new)
+    }
+
     /// The checks under heads verified once give the answers of the
     /// checks that verify the heads themselves, and a head whose signature
     /// does not verify yields no `VerifiedTreeHead` to run them with.
     #[test]
     fn heads_verified_once_are_checked_as_the_key_taking_checks_check_them() {
-        let key = AuditSigningKey::generate();
+        let (key, log, tree, old, new) = log_with_two_heads();
         let public = key.public_key();
-        let log = entries(20);
-        let tree = tree_of(&log);
-        let old = key.sign_tree_head(7, tree.root_at(7).unwrap(), 1);
-        let new = key.sign_tree_head(20, tree.root(), 2);
         let (old_v, new_v) = (
             old.verified(&public).unwrap(),
             new.verified(&public).unwrap(),
@@ -421,12 +428,8 @@ mod tests {
 
     #[test]
     fn a_host_checks_its_entry_and_the_log_growth() {
-        let key = AuditSigningKey::generate();
+        let (key, log, tree, old, new) = log_with_two_heads();
         let public = key.public_key();
-        let log = entries(20);
-        let tree = tree_of(&log);
-        let old = key.sign_tree_head(7, tree.root_at(7).unwrap(), 1);
-        let new = key.sign_tree_head(20, tree.root(), 2);
 
         // The entry travels as JSON and comes back hashing the same.
         let sent = serde_json::to_string(&log[4]).unwrap();
