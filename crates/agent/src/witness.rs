@@ -23,7 +23,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use atrest_audit::{
-    AuditPublicKey, ConsistencyError, TreeHead, verify_consistency, verify_inclusion,
+    AuditPublicKey, ConsistencyError, TreeHead, verify_consistency_between, verify_inclusion_under,
 };
 use atrest_remote::{HostId, RequestNonce};
 use atrest_wire::AuditProof;
@@ -181,30 +181,35 @@ impl StateDir {
         };
         let key = AuditPublicKey::from_bytes(expected.audit_key)
             .map_err(|_| bad(url, "the keyslot's audit key is not a key"))?;
-        verify_inclusion(&key, &proof.entry, &proof.inclusion, &proof.tree_head)
+        // The head's signature is checked once, here; the inclusion and
+        // consistency checks below take the verified head.
+        let verified = proof
+            .tree_head
+            .verified(&key)
+            .map_err(|e| bad(url, &e.to_string()))?;
+        verify_inclusion_under(verified, &proof.entry, &proof.inclusion)
             .map_err(|e| bad(url, &e.to_string()))?;
         check_entry_is_ours(expected, proof)?;
         let head = proof.tree_head;
         if let Some(kept) = kept {
             let result = if head.tree_size < kept.tree_size {
-                // Its signature is checked: only a signed smaller head is
-                // evidence.
-                head.verify(&key)
-                    .map_err(|e| bad(url, &e.to_string()))
-                    .map(|()| {
-                        Err(ConsistencyError::RolledBack {
-                            held: kept.tree_size,
-                            given: head.tree_size,
-                        })
-                    })
+                // Evidence: the smaller head's signature verified above.
+                Err(ConsistencyError::RolledBack {
+                    held: kept.tree_size,
+                    given: head.tree_size,
+                })
             } else {
                 let consistency = proof
                     .consistency
                     .as_ref()
                     .ok_or_else(|| bad(url, "no proof that its log extends the one seen before"))?;
-                Ok(verify_consistency(&key, &kept, &head, consistency))
+                // The kept head's signature is checked again: the file
+                // could have been changed since it was kept.
+                kept.verified(&key)
+                    .map_err(ConsistencyError::from)
+                    .and_then(|kept| verify_consistency_between(kept, verified, consistency))
             };
-            match result? {
+            match result {
                 Ok(()) => {}
                 Err(
                     e @ (ConsistencyError::RolledBack { .. }

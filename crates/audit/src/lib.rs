@@ -15,7 +15,9 @@
 //! - [`verify_inclusion`] / [`verify_consistency`]: what a host checks,
 //!   with no I/O: its entry is under a signed head, and a new head extends
 //!   the one it kept (else [`ConsistencyError::RolledBack`] or
-//!   [`ConsistencyError::Inconsistent`]).
+//!   [`ConsistencyError::Inconsistent`]). A host checking one head against
+//!   both verifies its signature once ([`TreeHead::verified`]) and runs
+//!   [`verify_inclusion_under`] / [`verify_consistency_between`].
 //! - [`verify`] / [`verify_with_witnesses`]: walk the stored log, name the
 //!   first bad entry or head; against heads kept outside, also catch a
 //!   rollback or a rewrite. [`Checkpoint`]s (format 1) are still read and
@@ -82,6 +84,7 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
 pub use tree_head::{
     BadTreeHeadSignature, ConsistencyError, InclusionError, TREE_HEAD_VERSION, TreeHead,
-    TreeHeadJson, entry_leaf_hash, verify_consistency, verify_inclusion,
+    TreeHeadJson, VerifiedTreeHead, entry_leaf_hash, verify_consistency,
+    verify_consistency_between, verify_inclusion, verify_inclusion_under,
 };
 pub use verify::{VerifyError, VerifyReport, verify, verify_against, verify_with_witnesses};

@@ -61,14 +61,37 @@ impl TreeHead {
 
     /// Strict Ed25519 verification (canonical `S`, no small-order `R`).
     pub fn verify(&self, key: &AuditPublicKey) -> Result<(), BadTreeHeadSignature> {
+        self.verified(key).map(|_| ())
+    }
+
+    /// [`verify`](Self::verify), returning the proof that it passed: the
+    /// checks that take a [`VerifiedTreeHead`] run only on a head whose
+    /// signature was checked, and a host that checks one head against both
+    /// its own entry and the head it kept verifies the signature once.
+    pub fn verified(
+        &self,
+        key: &AuditPublicKey,
+    ) -> Result<VerifiedTreeHead<'_>, BadTreeHeadSignature> {
         key.0
             .verify_strict(
                 &Self::signed_bytes(self.tree_size, &self.root_hash, self.timestamp_ms),
                 &Signature::from_bytes(&self.signature),
             )
+            .map(|()| VerifiedTreeHead(self))
             .map_err(|_| BadTreeHeadSignature {
                 tree_size: self.tree_size,
             })
+    }
+}
+
+/// A tree head whose signature verified under the audit key it was checked
+/// with. Only [`TreeHead::verified`] makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedTreeHead<'a>(&'a TreeHead);
+
+impl VerifiedTreeHead<'_> {
+    pub fn head(&self) -> &TreeHead {
+        self.0
     }
 }
 
@@ -173,7 +196,17 @@ pub fn verify_inclusion(
     proof: &InclusionProof,
     head: &TreeHead,
 ) -> Result<(), InclusionError> {
-    head.verify(key)?;
+    verify_inclusion_under(head.verified(key)?, entry, proof)
+}
+
+/// [`verify_inclusion`] under a head whose signature was already checked
+/// ([`TreeHead::verified`]): the entry's own hash, then the proof.
+pub fn verify_inclusion_under(
+    head: VerifiedTreeHead<'_>,
+    entry: &Entry,
+    proof: &InclusionProof,
+) -> Result<(), InclusionError> {
+    let head = head.head();
     if entry.compute_hash() != entry.hash {
         return Err(InclusionError::EntryHashMismatch { seq: entry.seq });
     }
@@ -235,8 +268,19 @@ pub fn verify_consistency(
     new: &TreeHead,
     proof: &ConsistencyProof,
 ) -> Result<(), ConsistencyError> {
-    old.verify(key)?;
-    new.verify(key)?;
+    let old = old.verified(key)?;
+    verify_consistency_between(old, new.verified(key)?, proof)
+}
+
+/// [`verify_consistency`] between two heads whose signatures were already
+/// checked under the same audit key ([`TreeHead::verified`]): the sizes,
+/// then the proof.
+pub fn verify_consistency_between(
+    old: VerifiedTreeHead<'_>,
+    new: VerifiedTreeHead<'_>,
+    proof: &ConsistencyProof,
+) -> Result<(), ConsistencyError> {
+    let (old, new) = (old.head(), new.head());
     if new.tree_size < old.tree_size {
         return Err(ConsistencyError::RolledBack {
             held: old.tree_size,
@@ -327,14 +371,65 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_host_checks_its_entry_and_the_log_growth() {
+    /// A log of 20 entries, its tree, and heads signed over its first 7
+    /// and over all 20.
+    fn log_with_two_heads() -> (AuditSigningKey, Vec<Entry>, MerkleTree, TreeHead, TreeHead) {
         let key = AuditSigningKey::generate();
-        let public = key.public_key();
         let log = entries(20);
         let tree = tree_of(&log);
         let old = key.sign_tree_head(7, tree.root_at(7).unwrap(), 1);
         let new = key.sign_tree_head(20, tree.root(), 2);
+        (key, log, tree, old, new)
+    }
+
+    /// The checks under heads verified once give the answers of the
+    /// checks that verify the heads themselves, and a head whose signature
+    /// does not verify yields no `VerifiedTreeHead` to run them with.
+    #[test]
+    fn heads_verified_once_are_checked_as_the_key_taking_checks_check_them() {
+        let (key, log, tree, old, new) = log_with_two_heads();
+        let public = key.public_key();
+        let (old_v, new_v) = (
+            old.verified(&public).unwrap(),
+            new.verified(&public).unwrap(),
+        );
+        assert_eq!(new_v.head(), &new);
+        let proof = tree.inclusion_proof(4, 20).unwrap();
+        let cproof = tree.consistency_proof(7, 20).unwrap();
+        let mut edited = log[4].clone();
+        edited.actor = "someone".into();
+        for entry in [&log[4], &edited, &log[5]] {
+            assert_eq!(
+                verify_inclusion_under(new_v, entry, &proof),
+                verify_inclusion(&public, entry, &proof, &new)
+            );
+        }
+        let mut cut = cproof.clone();
+        cut.path.pop();
+        for p in [&cproof, &cut] {
+            assert_eq!(
+                verify_consistency_between(old_v, new_v, p),
+                verify_consistency(&public, &old, &new, p)
+            );
+        }
+        assert_eq!(
+            verify_consistency_between(new_v, old_v, &cproof),
+            Err(ConsistencyError::RolledBack { held: 20, given: 7 })
+        );
+        let mut bad = new;
+        bad.signature[0] ^= 1;
+        assert_eq!(
+            bad.verified(&public),
+            Err(BadTreeHeadSignature { tree_size: 20 })
+        );
+        let other = AuditSigningKey::generate().public_key();
+        assert!(new.verified(&other).is_err());
+    }
+
+    #[test]
+    fn a_host_checks_its_entry_and_the_log_growth() {
+        let (key, log, tree, old, new) = log_with_two_heads();
+        let public = key.public_key();
 
         // The entry travels as JSON and comes back hashing the same.
         let sent = serde_json::to_string(&log[4]).unwrap();
