@@ -104,6 +104,7 @@ fn run(
         sizes: HashMap::new(),
         lost: HashMap::new(),
         fixes: Vec::new(),
+        pages_unknown: false,
     };
     if let Some(recovery) = checker.store.recovery() {
         checker.note(
@@ -197,6 +198,9 @@ struct Checker {
     lost: HashMap<u64, Lost>,
     /// What `--repair` may do, with the index of its finding.
     fixes: Vec<(usize, Fix)>,
+    /// A page failed on the way through the bitmap check: what it hid
+    /// is not known yet.
+    pages_unknown: bool,
 }
 
 impl Checker {
@@ -286,6 +290,9 @@ impl Checker {
                 }
             }
         }
+        if self.pages_unknown {
+            self.free_pages_of_lost_records();
+        }
         let problems = std::mem::take(&mut self.report.problems);
         for (i, p) in problems.into_iter().enumerate() {
             if done.contains(&i) {
@@ -304,6 +311,42 @@ impl Checker {
                  backup, or remove them through the mount; move foreign files out of the vault"
                     .into(),
             );
+        }
+    }
+
+    /// The pages only lost records referenced (their directory trees,
+    /// block maps, xattr pages) lay under a page that failed, so the check
+    /// could not call them unreferenced: once the repairs are
+    /// checkpointed the walk is complete, and what it finds unreferenced
+    /// is freed by the repair's last checkpoint.
+    fn free_pages_of_lost_records(&mut self) {
+        if let Err(e) = self.store.checkpoint(now()) {
+            self.corrupt(META_FILE, None, format!("--repair failed: {e}"));
+            return;
+        }
+        let usage = match self.store.page_usage() {
+            Ok(usage) => usage,
+            Err(e) => {
+                self.corrupt(META_FILE, None, format!("--repair failed: {e}"));
+                return;
+            }
+        };
+        let leaked = usage.leaked();
+        if leaked.is_empty() {
+            return;
+        }
+        match self.store.repair_page_usage(&usage) {
+            Ok(()) => self.report.repaired.push(Problem {
+                backing: PathBuf::from(META_FILE),
+                plain: None,
+                kind: ProblemKind::Note,
+                what: format!(
+                    "{} only the lost records referenced, freed: {}",
+                    pages_phrase(leaked.len()),
+                    page_list(&leaked)
+                ),
+            }),
+            Err(e) => self.corrupt(META_FILE, None, format!("--repair failed: {e}")),
         }
     }
 
@@ -633,6 +676,7 @@ impl Checker {
                 return;
             }
         };
+        self.pages_unknown = usage.failed > 0;
         let free = usage.free_but_referenced();
         let leaked = usage.leaked();
         if !free.is_empty() {
