@@ -436,8 +436,12 @@ pub struct FsckArgs {
     /// that fail become holes, entries whose object's record fails (or names
     /// no object) are dropped and that page of records freed, wrong `nlink`s
     /// and directory sizes corrected, orphans of a crash freed, data files
-    /// of no object removed and bytes past a file's last block cut; other
-    /// damage is left, and named.
+    /// of no object removed and bytes past a file's last block cut, a
+    /// free-page bitmap that disagrees with the pages in use corrected, a
+    /// config copy's temporary file left by a crash removed; the repair is
+    /// reported to the vault's key authorities. Other damage is left, and
+    /// named (files in the backing directory atrest did not write are never
+    /// removed: move them out).
     #[arg(long)]
     pub repair: bool,
     #[command(flatten)]

@@ -439,6 +439,46 @@ impl Directory {
         matches!(self.root, Link::Null)
     }
 
+    /// Every page of directory `id`'s tree `root` on the disk, each read
+    /// and checked as a lookup checks it, one path in memory at a time:
+    /// `visit` gets each page, or the error that stops a subtree.
+    pub fn walk_pages(
+        pager: &Pager<'_>,
+        id: u64,
+        root: Root,
+        visit: &mut dyn FnMut(Result<u64, MetaError>),
+    ) {
+        let mut dir = Self::open(id, root);
+        let (link, depth) = (dir.root, dir.depth);
+        dir.walk_link(pager, link, depth, ALL, visit);
+    }
+
+    fn walk_link(
+        &mut self,
+        pager: &Pager<'_>,
+        link: Link,
+        level: u8,
+        range: Range,
+        visit: &mut dyn FnMut(Result<u64, MetaError>),
+    ) {
+        let node = match self.load(pager, link, level, range) {
+            Ok(Some(node)) => node,
+            Ok(None) => return,
+            Err(e) => return visit(Err(e)),
+        };
+        if let Some(page) = self.nodes[node].reference.and_then(|r| r.page()) {
+            visit(Ok(page));
+        }
+        if let Body::Index(items) = &self.nodes[node].body {
+            let items = items.clone();
+            for slot in 0..items.len() {
+                let child_range = child_range(&items, slot, range);
+                self.walk_link(pager, items[slot].1, level - 1, child_range, visit);
+            }
+        }
+        self.nodes.truncate(node);
+    }
+
     /// Releases every page of the tree (the directory was removed).
     pub fn release_all(
         &mut self,

@@ -75,6 +75,12 @@ pub enum MetaError {
     Stopped,
     #[error("no valid superblock in atrest.meta: {0}")]
     NoSuperblock(String),
+    /// The superblock says `atrest migrate` is converting the vault
+    /// (state *migrating*, §16.5): only the migration opens it.
+    #[error(
+        "the vault's metadata says `atrest migrate` is converting it to format 2 and has not finished: run `atrest migrate` on this vault to finish (it resumes where it stopped)"
+    )]
+    Migrating,
     #[error("{what}: {source}")]
     Io {
         what: String,

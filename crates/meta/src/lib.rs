@@ -35,6 +35,7 @@ pub mod sim;
 pub mod status;
 mod store;
 pub mod superblock;
+mod usage;
 pub mod witness;
 pub mod xattr;
 
@@ -45,4 +46,5 @@ pub use error::{Location, MetaError};
 pub use file::{BlockPlan, FileSync, FlushAhead, SYNCFS_ABOVE, Synced};
 pub use keys::MetaKeys;
 pub use store::{ConfigBinding, FsError, NewObject, Recovery, RenameMode, SetAttr, Store};
+pub use usage::PageUsage;
 pub use xattr::XattrMode;

@@ -135,6 +135,24 @@ impl Allocator {
             .collect()
     }
 
+    /// The pages in use at the last durable checkpoint.
+    pub fn durable_pages(&self) -> BTreeSet<u64> {
+        self.durable.clone()
+    }
+
+    /// A page the durable checkpoint references although its bitmap
+    /// marks it free (`fsck --repair`): in use from now on, never handed
+    /// out.
+    pub fn keep(&mut self, page: u64) {
+        if page >= self.page_count {
+            self.free.extend(self.page_count..page);
+            self.page_count = page + 1;
+        }
+        self.free.remove(&page);
+        self.released.remove(&page);
+        self.durable.insert(page);
+    }
+
     pub fn page_count(&self) -> u64 {
         self.page_count
     }

@@ -54,6 +54,16 @@ struct Node<I> {
     dirty: bool,
 }
 
+/// What [`Radix::walk`] shows, in tree order.
+pub enum Visit<'a, I> {
+    /// A page of the tree, read and authenticated.
+    Page(u64),
+    /// A non-empty item of a leaf.
+    Item(&'a I),
+    /// A page that failed: nothing under it is shown.
+    Failed(MetaError),
+}
+
 /// One radix tree: the object table, or one file's block map.
 #[derive(Debug)]
 pub struct Radix<I> {
@@ -94,6 +104,52 @@ impl<I: RadixItem> Radix<I> {
             },
             max_depth,
         )
+    }
+
+    /// Reads the whole tree `root` names from the disk, page by page,
+    /// each checked as a lookup checks it, keeping no more than one path
+    /// of it in memory: `fsck`'s account of the pages in use (§16.18).
+    pub fn walk(
+        pager: &Pager<'_>,
+        owner: u64,
+        algorithm: ContentAlgorithm,
+        root: Root,
+        visit: &mut dyn FnMut(Visit<'_, I>),
+    ) {
+        let mut tree = Self::open(owner, algorithm, root, root.depth);
+        let (link, depth) = (tree.root, tree.depth);
+        tree.walk_link(pager, link, depth, visit);
+    }
+
+    fn walk_link(
+        &mut self,
+        pager: &Pager<'_>,
+        link: Link,
+        level: u8,
+        visit: &mut dyn FnMut(Visit<'_, I>),
+    ) {
+        let id = match self.load(pager, link, level) {
+            Ok(Some(id)) => id,
+            Ok(None) => return,
+            Err(e) => return visit(Visit::Failed(e)),
+        };
+        if let Some(page) = self.nodes[id].reference.and_then(|r| r.page()) {
+            visit(Visit::Page(page));
+        }
+        match &self.nodes[id].body {
+            Body::Leaf(items) => {
+                for item in items.iter().filter(|i| !i.is_empty()) {
+                    visit(Visit::Item(item));
+                }
+            }
+            Body::Index(children) => {
+                for child in children.clone() {
+                    self.walk_link(pager, child, level - 1, visit);
+                }
+            }
+        }
+        // Its children were dropped as they were done; now itself.
+        self.nodes.truncate(id);
     }
 
     /// Keys below this fit the tree at its current depth.

@@ -19,7 +19,7 @@ use crate::log::{self, BackingSegments, Body, Replay, Replayed, SegmentStore, St
 use crate::page::{PAGE_SIZE, PageRef};
 use crate::pager::Pager;
 use crate::record::{Content, HeadChange, ObjectHead, ObjectKind, ObjectRecord, Timestamp};
-use crate::store::{FsError, Recovery, Store, blob_pages};
+use crate::store::{FsError, Opener, Recovery, Store, blob_pages};
 use crate::superblock::{State, Superblock};
 
 /// Step 1–2: the durable prefix of the log from `superblock`'s replay
@@ -76,6 +76,7 @@ impl Store {
         mut self,
         replay: Replay,
         verifier: &dyn BlockVerifier,
+        opener: Opener,
     ) -> Result<Self, MetaError> {
         let mut changes = 0u64;
         let mut last_time = self.last_time;
@@ -124,7 +125,7 @@ impl Store {
         }
         // Host and boot ids come with the mount (stage 3).
         let mount = Body::Mount {
-            reason: 1,
+            reason: opener as u8,
             host_id: Vec::new(),
             boot_id: Vec::new(),
         };
@@ -132,7 +133,9 @@ impl Store {
             .append(&self.keys, &mut segments, last_time, &mount, &[])?;
         self.log.write_out(&mut segments)?;
         if recovered {
-            self.superblock.state = State::Recovered;
+            if self.superblock.state != State::Migrating {
+                self.superblock.state = State::Recovered;
+            }
             let now = Timestamp {
                 secs: i64::try_from(last_time / 1_000_000_000).unwrap_or(0),
                 nanos: (last_time % 1_000_000_000) as u32,

@@ -13,6 +13,7 @@ use crate::pager::Pager;
 use crate::record::{MapEntry, ObjectKind, Timestamp, blocks_for};
 use crate::recovery::applying;
 use crate::store::{FsError, Store};
+use crate::usage::PageUsage;
 
 /// Entries read from a directory at a time while dropping entries.
 const BATCH: usize = 1024;
@@ -31,6 +32,55 @@ fn inconsistent(seq: u64, why: impl std::fmt::Display) -> MetaError {
 }
 
 impl Store {
+    /// The pages the last durable checkpoint references, against its
+    /// bitmap (§16.11, §16.18), read from the disk.
+    pub fn page_usage(&self) -> Result<PageUsage, MetaError> {
+        crate::usage::read(&self.pager(), &self.superblock)
+    }
+
+    /// Corrects a bitmap that disagrees with the pages in use, as `usage`
+    /// (this store's [`Self::page_usage`], with no checkpoint since) says:
+    /// a referenced page it marks free is kept in use from now on, so no
+    /// checkpoint writes over it; a page marked used that nothing
+    /// references is released. Only the bitmap changes, and the next
+    /// checkpoint writes it whole or not at all, so nothing is logged: a
+    /// crash before that checkpoint leaves the bitmap as it was, and the
+    /// next `fsck` finds the same.
+    pub fn repair_page_usage(&mut self, usage: &PageUsage) -> Result<(), MetaError> {
+        self.usable()?;
+        if usage.marked != self.alloc.durable_pages() {
+            return Err(MetaError::Inconsistent(
+                "the page usage is not of the last durable checkpoint".into(),
+            ));
+        }
+        for page in usage.free_but_referenced() {
+            self.alloc.keep(page);
+        }
+        for page in usage.leaked() {
+            if page >= crate::page::FIRST_SEALED_PAGE && !self.bitmap_pages.contains(&page) {
+                self.alloc.release(page);
+            }
+        }
+        Ok(())
+    }
+
+    /// **Danger, for tests of `fsck` only:** allocates a page nothing
+    /// will reference, so the next checkpoint's bitmap marks it used
+    /// (what a leak in the accounting would leave). Returns the page.
+    #[doc(hidden)]
+    pub fn danger_leak_page(&mut self) -> u64 {
+        self.alloc.allocate()
+    }
+
+    /// **Danger, for tests of `fsck` only:** `page`, which the durable
+    /// checkpoint references, is released although it stays referenced,
+    /// so the next checkpoint's bitmap marks it free (and the checkpoint
+    /// after could write over it: drop the store after the next one).
+    #[doc(hidden)]
+    pub fn danger_unmark_page(&mut self, page: u64) {
+        self.alloc.release(page);
+    }
+
     /// Block `block` of regular file `id`, which fails authentication,
     /// becomes a hole: it reads as zeros instead of `EIO` from now on.
     pub fn repair_block_hole(

@@ -113,6 +113,16 @@ impl std::fmt::Display for Recovery {
     }
 }
 
+/// Who opens a store: the reason of its `MOUNT` record (§16.12), and
+/// which superblock states it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opener {
+    /// A mount, or `fsck` (which opens the store as a mount does).
+    Mount = 1,
+    /// `atrest migrate`.
+    Migrate = 3,
+}
+
 /// A new object's kind and attributes.
 #[derive(Debug, Clone)]
 pub struct NewObject {
@@ -345,6 +355,51 @@ impl Store {
         verifier: &dyn BlockVerifier,
         witness: impl FnOnce(&Superblock, &MetaKeys) -> Result<(), E>,
     ) -> Result<Self, E> {
+        Self::open_as(keys, backing, config, verifier, witness, Opener::Mount)
+    }
+
+    /// [`Self::open`] for `atrest migrate` (§16.19): the only open that
+    /// takes a superblock in state *migrating*; its `MOUNT` record has
+    /// reason 3, and every checkpoint says *migrating* until
+    /// [`Self::finish_migration`].
+    pub fn open_migrating(
+        keys: MetaKeys,
+        backing: Arc<dyn Backing>,
+        config: ConfigBinding,
+        verifier: &dyn BlockVerifier,
+    ) -> Result<Self, MetaError> {
+        Self::open_as(
+            keys,
+            backing,
+            config,
+            verifier,
+            |_, _| Ok(()),
+            Opener::Migrate,
+        )
+    }
+
+    /// The first checkpoint of a migration, on the store `atrest migrate`
+    /// just formatted: state *migrating* (§16.19 step 2).
+    pub fn begin_migration(&mut self, now: Timestamp) -> Result<Generation, MetaError> {
+        self.superblock.state = State::Migrating;
+        self.checkpoint(now)
+    }
+
+    /// The last checkpoint of a migration: state *clean* (a format 2
+    /// vault from now on, which mounts again), as an unmount's.
+    pub fn finish_migration(&mut self, now: Timestamp) -> Result<Generation, MetaError> {
+        self.superblock.state = State::Open;
+        self.close(now)
+    }
+
+    fn open_as<E: From<MetaError>>(
+        keys: MetaKeys,
+        backing: Arc<dyn Backing>,
+        config: ConfigBinding,
+        verifier: &dyn BlockVerifier,
+        witness: impl FnOnce(&Superblock, &MetaKeys) -> Result<(), E>,
+        opener: Opener,
+    ) -> Result<Self, E> {
         let mut pages = [[0u8; PAGE_SIZE]; 2];
         for (i, page) in pages.iter_mut().enumerate() {
             backing
@@ -359,10 +414,18 @@ impl Store {
                 })?;
         }
         let (mut superblock, _other) = Superblock::choose(&keys, &pages[0], &pages[1])?;
-        // Open from now on, in every checkpoint, until `close` (a vault
-        // that recovered a crash stays so until a complete fsck).
-        if superblock.state == State::Clean {
-            superblock.state = State::Open;
+        match opener {
+            // Migrating from now on, in every checkpoint, until the
+            // migration's last (a crash recovered on the way included:
+            // the migration converts again what it lost).
+            Opener::Migrate => superblock.state = State::Migrating,
+            Opener::Mount if superblock.state == State::Migrating => {
+                return Err(MetaError::Migrating.into());
+            }
+            // Open from now on, in every checkpoint, until `close` (a
+            // vault that recovered a crash stays so until a complete fsck).
+            Opener::Mount if superblock.state == State::Clean => superblock.state = State::Open,
+            Opener::Mount => {}
         }
         if superblock.config_generation > config.generation {
             return Err(MetaError::Inconsistent(format!(
@@ -411,7 +474,7 @@ impl Store {
             config,
             failed: false,
         };
-        Ok(store.recover(replay, verifier)?)
+        Ok(store.recover(replay, verifier, opener)?)
     }
 
     /// Takes the vault as it is although a witness had seen `witnessed`,
@@ -497,7 +560,7 @@ impl Store {
         self.log.durable_through()
     }
 
-    fn pager(&self) -> Pager<'_> {
+    pub(crate) fn pager(&self) -> Pager<'_> {
         Pager::new(&self.keys, self.backing.as_ref())
     }
 

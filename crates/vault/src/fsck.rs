@@ -29,6 +29,11 @@ pub struct FsckReport {
     pub problems: Vec<Problem>,
     /// What [`repair`] changed: torn tails it cut. Not problems any more.
     pub repaired: Vec<Problem>,
+    /// The generation of the checkpoint that ends a format 2 repair:
+    /// what is reported to the vault's key authorities with reason 6
+    /// (docs/format.md §16.17.1).
+    #[serde(skip)]
+    pub finished: Option<crate::witness::DurableGeneration>,
 }
 
 #[derive(Debug, Serialize)]

@@ -30,12 +30,19 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use atrest_meta::log::LOG_DIR;
+use atrest_meta::pager::META_FILE;
 use atrest_meta::record::{ObjectHead, ObjectKind, ROOT_ID, Timestamp, blocks_for};
 use atrest_meta::superblock::State;
-use atrest_meta::{FsError, Location, MetaError, Store, data_file_name};
+use atrest_meta::{FsError, Location, MetaError, PageUsage, Store, data_file_name};
 
+use crate::config::{BACKUP_FILE, CONFIG_FILE};
 use crate::fsck::{FsckReport, Problem, ProblemKind};
 use crate::layout2::BLOCK;
+use crate::lock::LOCK_FILE;
+use crate::migrate::MIGRATE_DIR;
+use crate::names::{DIRID_FILE, LONG_LINK_DIR, LONG_PREFIX};
+use crate::root_attr::ROOT_ATTR_FILE;
 use crate::{ContentKey2, Contents2, MountLock, Vault};
 
 /// Entries read from a directory at a time.
@@ -97,6 +104,7 @@ fn run(
         sizes: HashMap::new(),
         lost: HashMap::new(),
         fixes: Vec::new(),
+        pages_unknown: false,
     };
     if let Some(recovery) = checker.store.recovery() {
         checker.note(
@@ -116,7 +124,9 @@ fn run(
     }
     checker.walk();
     checker.unreachable();
+    checker.pages();
     checker.data_files(&vault.root().join("objects"));
+    checker.backing_root(vault.root());
     if repair {
         checker.repair();
     }
@@ -144,6 +154,12 @@ enum Fix {
     Remove { id: u64, path: PathBuf },
     /// Bytes past a data file's last block are cut.
     Trim { path: PathBuf, len: u64 },
+    /// The bitmap is corrected as the page usage says (`None`: with the
+    /// finding before, which holds the usage).
+    Pages(Option<PageUsage>),
+    /// A file atrest wrote and a crash left unfinished (a config copy's
+    /// temporary file) is removed.
+    RemoveLeftover(PathBuf),
 }
 
 #[allow(
@@ -182,6 +198,9 @@ struct Checker {
     lost: HashMap<u64, Lost>,
     /// What `--repair` may do, with the index of its finding.
     fixes: Vec<(usize, Fix)>,
+    /// A page failed on the way through the bitmap check: what it hid
+    /// is not known yet.
+    pages_unknown: bool,
 }
 
 impl Checker {
@@ -247,6 +266,12 @@ impl Checker {
                     Err(FsError::NotFound) => fs::remove_file(&path).map_err(|e| e.to_string()),
                     _ => Err(format!("object {id} may be live; left in place")),
                 },
+                Fix::Pages(None) => Ok(()),
+                Fix::Pages(Some(usage)) => self
+                    .store
+                    .repair_page_usage(&usage)
+                    .map_err(|e| e.to_string()),
+                Fix::RemoveLeftover(path) => fs::remove_file(&path).map_err(|e| e.to_string()),
                 Fix::Trim { path, len } => fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -265,6 +290,9 @@ impl Checker {
                 }
             }
         }
+        if self.pages_unknown {
+            self.free_pages_of_lost_records();
+        }
         let problems = std::mem::take(&mut self.report.problems);
         for (i, p) in problems.into_iter().enumerate() {
             if done.contains(&i) {
@@ -278,10 +306,47 @@ impl Checker {
                 "atrest.meta",
                 None,
                 "fsck --repair does not repair the damage above (pages of atrest.meta other \
-                 than object records, names, kinds, parents, unreachable objects): restore the \
-                 objects it names from a backup, or remove them through the mount"
+                 than object records, names, kinds, parents, unreachable objects, files in the \
+                 backing directory atrest did not write): restore the objects it names from a \
+                 backup, or remove them through the mount; move foreign files out of the vault"
                     .into(),
             );
+        }
+    }
+
+    /// The pages only lost records referenced (their directory trees,
+    /// block maps, xattr pages) lay under a page that failed, so the check
+    /// could not call them unreferenced: once the repairs are
+    /// checkpointed the walk is complete, and what it finds unreferenced
+    /// is freed by the repair's last checkpoint.
+    fn free_pages_of_lost_records(&mut self) {
+        if let Err(e) = self.store.checkpoint(now()) {
+            self.corrupt(META_FILE, None, format!("--repair failed: {e}"));
+            return;
+        }
+        let usage = match self.store.page_usage() {
+            Ok(usage) => usage,
+            Err(e) => {
+                self.corrupt(META_FILE, None, format!("--repair failed: {e}"));
+                return;
+            }
+        };
+        let leaked = usage.leaked();
+        if leaked.is_empty() {
+            return;
+        }
+        match self.store.repair_page_usage(&usage) {
+            Ok(()) => self.report.repaired.push(Problem {
+                backing: PathBuf::from(META_FILE),
+                plain: None,
+                kind: ProblemKind::Note,
+                what: format!(
+                    "{} only the lost records referenced, freed: {}",
+                    pages_phrase(leaked.len()),
+                    page_list(&leaked)
+                ),
+            }),
+            Err(e) => self.corrupt(META_FILE, None, format!("--repair failed: {e}")),
         }
     }
 
@@ -298,12 +363,18 @@ impl Checker {
         if clean {
             self.store.mark_checked();
         }
-        if let Err(e) = self.store.close(now()) {
-            self.corrupt(
+        match self.store.close(now()) {
+            Ok(_) if repaired => {
+                self.report.finished = Some(crate::witness::DurableGeneration::of(
+                    self.store.superblock(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => self.corrupt(
                 "atrest.meta",
                 None,
                 format!("cannot write the checkpoint that ends the check: {e}"),
-            );
+            ),
         }
     }
 
@@ -588,6 +659,136 @@ impl Checker {
         }
     }
 
+    /// The free-page bitmap against the pages the checkpoint references
+    /// (§16.11): a referenced page marked free is damage (a later
+    /// checkpoint could write over it), a page marked used that nothing
+    /// references a note (space lost, never read); `--repair` corrects
+    /// both.
+    fn pages(&mut self) {
+        let usage = match self.store.page_usage() {
+            Ok(usage) => usage,
+            Err(e) => {
+                self.corrupt(
+                    META_FILE,
+                    None,
+                    format!("the free-page bitmap cannot be checked: {e}"),
+                );
+                return;
+            }
+        };
+        self.pages_unknown = usage.failed > 0;
+        let free = usage.free_but_referenced();
+        let leaked = usage.leaked();
+        if !free.is_empty() {
+            self.corrupt(
+                META_FILE,
+                None,
+                format!(
+                    "{} in use but marked free by the bitmap (a later checkpoint could write \
+                     over them): {}",
+                    pages_phrase(free.len()),
+                    page_list(&free)
+                ),
+            );
+            self.fix(Fix::Pages(Some(usage.clone())));
+        }
+        if !leaked.is_empty() {
+            self.note(
+                META_FILE,
+                None,
+                format!(
+                    "{} marked in use by the bitmap that nothing references (space lost, never \
+                     read); --repair frees them: {}",
+                    pages_phrase(leaked.len()),
+                    page_list(&leaked)
+                ),
+            );
+            // One repair corrects both.
+            self.fix(Fix::Pages(free.is_empty().then_some(usage)));
+        }
+    }
+
+    /// The names of the backing directory besides `objects/` (§16.1): the
+    /// config, its copy, the lock, `atrest.meta` and the log segments in
+    /// `atrest.log/`. A config copy's temporary file (a crash while a
+    /// config was written) and what `atrest migrate` leaves until its
+    /// clean-up is done are notes; anything else is damage, which
+    /// `--repair` never removes (it may be someone's data).
+    fn backing_root(&mut self, root: &Path) {
+        let entries = match fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.corrupt(".", None, format!("cannot list the vault directory: {e}"));
+                return;
+            }
+        };
+        let migrating = root.join(MIGRATE_DIR).is_dir();
+        let mut names: Vec<_> = entries.flatten().collect();
+        names.sort_by_key(fs::DirEntry::file_name);
+        for entry in names {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(kind) = entry.file_type() else {
+                self.corrupt(&name, None, "cannot read its type".into());
+                continue;
+            };
+            match &*name {
+                CONFIG_FILE | BACKUP_FILE | LOCK_FILE | META_FILE if kind.is_file() => {}
+                "objects" if kind.is_dir() => {}
+                LOG_DIR if kind.is_dir() => self.log_dir(&entry.path()),
+                MIGRATE_DIR if kind.is_dir() => self.note(
+                    &name,
+                    None,
+                    "left by `atrest migrate`, whose clean-up is not done: run `atrest migrate` \
+                     on this vault again to finish it"
+                        .into(),
+                ),
+                "lost+found" if kind.is_dir() => self.note(
+                    &name,
+                    None,
+                    "the backing file system's lost+found; never read".into(),
+                ),
+                _ if is_config_leftover(&name) && kind.is_file() => {
+                    self.note(
+                        &name,
+                        None,
+                        "a config copy a crash left half written; never read; --repair \
+                         removes it"
+                            .into(),
+                    );
+                    self.fix(Fix::RemoveLeftover(entry.path()));
+                }
+                _ if migrating && is_format_1_control(&name) => self.note(
+                    &name,
+                    None,
+                    "a format 1 file `atrest migrate` removes in its clean-up: run `atrest \
+                     migrate` on this vault again to finish it"
+                        .into(),
+                ),
+                _ => self.corrupt(&name, None, foreign()),
+            }
+        }
+    }
+
+    /// `atrest.log/`: log segments only, named by their number.
+    fn log_dir(&mut self, log: &Path) {
+        let entries = match fs::read_dir(log) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.corrupt(LOG_DIR, None, format!("cannot list: {e}"));
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let rel = format!("{LOG_DIR}/{}", name.to_string_lossy());
+            let segment = parse_hex(name.as_bytes(), 16).is_some();
+            if !(segment && entry.file_type().is_ok_and(|t| t.is_file())) {
+                self.corrupt(&rel, None, foreign());
+            }
+        }
+    }
+
     /// The backing directory's `objects/`: `hh/<16 hex digits>` regular
     /// files only; one of no reached file, or longer than its file's
     /// blocks, is a note.
@@ -663,6 +864,48 @@ impl Checker {
             }
         }
     }
+}
+
+/// What a name atrest does not write is: damage, left where it is.
+fn foreign() -> String {
+    "not something atrest wrote (planted, or put here by mistake): move it out of the vault; \
+     --repair leaves it"
+        .into()
+}
+
+/// The temporary file of a config copy being written (`config::write_atomic`:
+/// `.<name>.<pid>.tmp`).
+fn is_config_leftover(name: &str) -> bool {
+    [CONFIG_FILE, BACKUP_FILE].iter().any(|file| {
+        name.strip_prefix('.')
+            .and_then(|n| n.strip_prefix(file))
+            .and_then(|n| n.strip_prefix('.'))
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// A format 1 control file in the root of the backing directory (§5, §7).
+fn is_format_1_control(name: &str) -> bool {
+    [DIRID_FILE, ROOT_ATTR_FILE, LONG_LINK_DIR].contains(&name) || name.starts_with(LONG_PREFIX)
+}
+
+fn pages_phrase(n: usize) -> String {
+    if n == 1 {
+        "1 page".into()
+    } else {
+        format!("{n} pages")
+    }
+}
+
+/// The first pages of `pages`, with how many more.
+fn page_list(pages: &[u64]) -> String {
+    const SHOWN: usize = 8;
+    let mut list: Vec<String> = pages.iter().take(SHOWN).map(u64::to_string).collect();
+    if pages.len() > SHOWN {
+        list.push(format!("and {} more", pages.len() - SHOWN));
+    }
+    list.join(", ")
 }
 
 /// `digits` lowercase hex digits, as atrest writes them.
@@ -1120,6 +1363,144 @@ mod tests {
             notes.iter().any(|n| n.contains("does not repair")),
             "{notes:?}"
         );
+    }
+
+    /// A bitmap that marks a referenced page free (damage: a later
+    /// checkpoint could write over it) and one page used that nothing
+    /// references (a note), as a bug in the accounting would leave them:
+    /// both named, both corrected by --repair, whose checkpoint leaves a
+    /// bitmap that agrees with the pages in use.
+    #[test]
+    fn a_bitmap_that_disagrees_with_the_pages_in_use_is_found_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, _) = populated(dir.path());
+        let Contents2 { mut store, .. } = vault.open_format_2().unwrap();
+        let d = store.lookup(ROOT_ID, b"d").unwrap().id;
+        let atrest_meta::record::Content::Tree(root) = store.record(d).unwrap().content else {
+            panic!("a directory has a tree");
+        };
+        let referenced = root.reference.page().unwrap();
+        store.danger_unmark_page(referenced);
+        let leaked = store.danger_leak_page();
+        store.checkpoint(NOW).unwrap();
+        drop(store);
+
+        let report = run(&vault);
+        let corrupt = findings(&report, ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(
+            corrupt[0].starts_with("atrest.meta")
+                && corrupt[0].contains(&format!(
+                    "1 page in use but marked free by the bitmap (a later checkpoint could \
+                     write over them): {referenced}"
+                )),
+            "{corrupt:?}"
+        );
+        let notes = findings(&report, ProblemKind::Note);
+        assert!(
+            notes.iter().any(|n| n.contains(&format!(
+                "1 page marked in use by the bitmap that nothing references (space lost, never \
+                 read); --repair frees them: {leaked}"
+            ))),
+            "{notes:?}"
+        );
+
+        let lock = MountLock::acquire(vault.root(), "test").unwrap();
+        let report = repair(&vault, &lock, Vec::new());
+        drop(lock);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.repaired.len(), 2, "{:?}", report.repaired);
+        let again = run(&vault);
+        assert!(again.problems.is_empty(), "{:?}", again.problems);
+        let Contents2 { store, .. } = vault.open_format_2().unwrap();
+        let usage = store.page_usage().unwrap();
+        assert!(usage.marked.contains(&referenced) && !usage.marked.contains(&leaked));
+    }
+
+    /// Names in the backing directory outside `objects/`: a file, a
+    /// symlink and a directory atrest never writes, and a name in
+    /// `atrest.log/` that is no segment, are damage that --repair leaves
+    /// where it is; a config copy's temporary file a crash left is a note
+    /// --repair removes; what `atrest migrate` leaves until its clean-up
+    /// is done is a note naming the command.
+    #[test]
+    fn names_in_the_backing_directory_atrest_did_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, _) = populated(dir.path());
+        let root = vault.root().to_path_buf();
+        fs::write(root.join("evil"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", root.join("shadow")).unwrap();
+        fs::create_dir(root.join("stash")).unwrap();
+        fs::write(root.join("atrest.log/notes.txt"), b"x").unwrap();
+        let leftover = root.join(".atrest.conf.bak.4242.tmp");
+        fs::write(&leftover, b"half a config").unwrap();
+        let report = run(&vault);
+        let corrupt = findings(&report, ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 4, "{corrupt:?}");
+        for name in ["evil ", "shadow ", "stash ", "atrest.log/notes.txt "] {
+            assert!(
+                corrupt
+                    .iter()
+                    .any(|c| c.starts_with(name) && c.contains("not something atrest wrote")),
+                "{name}: {corrupt:?}"
+            );
+        }
+        let notes = findings(&report, ProblemKind::Note);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with(".atrest.conf.bak.4242.tmp"),
+            "{notes:?}"
+        );
+
+        let lock = MountLock::acquire(vault.root(), "test").unwrap();
+        let report = repair(&vault, &lock, Vec::new());
+        drop(lock);
+        assert_eq!(report.damage(), 4, "{:?}", report.problems);
+        assert_eq!(report.repaired.len(), 1, "{:?}", report.repaired);
+        assert!(!leftover.exists());
+        for name in ["evil", "shadow", "stash", "atrest.log/notes.txt"] {
+            assert!(fs::symlink_metadata(root.join(name)).is_ok(), "{name} kept");
+        }
+
+        for name in ["evil", "shadow", "atrest.log/notes.txt"] {
+            fs::remove_file(root.join(name)).unwrap();
+        }
+        fs::remove_dir(root.join("stash")).unwrap();
+        fs::create_dir(root.join(MIGRATE_DIR)).unwrap();
+        fs::write(root.join(DIRID_FILE), b"x").unwrap();
+        let report = run(&vault);
+        assert!(report.is_clean(), "{:?}", report.problems);
+        let notes = findings(&report, ProblemKind::Note);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes.iter().all(|n| n.contains("run `atrest migrate`")),
+            "{notes:?}"
+        );
+        fs::remove_dir(root.join(MIGRATE_DIR)).unwrap();
+        let corrupt = findings(&run(&vault), ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "without atrest.migrate/: {corrupt:?}");
+        assert!(corrupt[0].starts_with(DIRID_FILE), "{corrupt:?}");
+    }
+
+    /// A superblock that says *migrating* (§16.5 state 3) is refused by
+    /// the mount's open and named by `fsck`, both saying to run `atrest
+    /// migrate`; the migration's own open takes it.
+    #[test]
+    fn a_superblock_that_says_migrating_is_refused_naming_atrest_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, _) = populated(dir.path());
+        let keys = vault.keys2();
+        let backing = std::sync::Arc::new(atrest_meta::DirBacking::open(vault.root()).unwrap());
+        let mut store =
+            Store::open_migrating(keys.meta, backing, vault.config_binding(), &keys.content)
+                .unwrap();
+        store.checkpoint(NOW).unwrap();
+        drop(store);
+        let refused = vault.open_format_2().err().unwrap().to_string();
+        assert!(refused.contains("run `atrest migrate`"), "{refused}");
+        let corrupt = findings(&run(&vault), ProblemKind::Corrupt);
+        assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+        assert!(corrupt[0].contains("run `atrest migrate`"), "{corrupt:?}");
     }
 
     /// A metadata file that does not open is the one finding, naming it.

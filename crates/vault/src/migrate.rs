@@ -119,6 +119,11 @@ pub struct MigrateReport {
     /// Files whose last block a crash had torn (format §6.5): converted
     /// up to their last complete block.
     pub torn: Vec<PathBuf>,
+    /// The generation of the migration's last checkpoint (state clean),
+    /// when this run converted: what is reported to the vault's key
+    /// authorities with reason 7 (§16.17.1).
+    #[serde(skip)]
+    pub finished: Option<crate::witness::DurableGeneration>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -442,7 +447,8 @@ fn begin(
         vault.config_binding(),
         (mode, uid, gid),
         now(),
-    )?;
+    )?
+    .begin_migration(now())?;
     sync_dir(&root)?;
     vault.set_format(VERSION_2, true)?;
     Ok(())
@@ -831,10 +837,11 @@ struct Migration<'a> {
 
 /// The store of `vault` on `backing`, recovered (§16.16), and the content
 /// key that checks its blocks: not `Vault::open_format_2`, which refuses a
-/// vault still `MIGRATING`.
+/// vault still `MIGRATING`. Its superblock says *migrating* until the
+/// migration's last checkpoint.
 fn open_store(vault: &Vault, backing: Arc<dyn Backing>) -> Result<(Store, ContentKey2), MetaError> {
     let keys = vault.keys2();
-    let store = Store::open(keys.meta, backing, vault.config_binding(), &keys.content)?;
+    let store = Store::open_migrating(keys.meta, backing, vault.config_binding(), &keys.content)?;
     Ok((store, keys.content))
 }
 
@@ -875,6 +882,7 @@ fn convert(
         m.finish_root()
     });
     result?;
+    m.report.finished = Some(crate::witness::DurableGeneration::of(m.store.superblock()));
     remove_format_1_root_files(&root)?;
     rustix::fs::syncfs(File::open(&root).map_err(io_at(&root))?)
         .map_err(|e| io_at(&root)(e.into()))?;
@@ -1498,11 +1506,18 @@ impl Migration<'_> {
     /// Step 5: the root's attributes as format 1 showed them, then the
     /// last checkpoint, state clean.
     fn finish_root(&mut self) -> Result<(), MigrateError> {
-        if !exists(&self.root.join(DIR_ID_FILE))? {
-            // A run that stopped after this step's checkpoint, while the
-            // root's format 1 files went (`atrest.root` with them).
-            return Ok(());
+        if exists(&self.root.join(DIR_ID_FILE))? {
+            self.root_attributes()?;
         }
+        // Else a run that stopped after this step's checkpoint, while the
+        // root's format 1 files went (`atrest.root` with them): the
+        // checkpoint is written again, the state clean either way.
+        self.store.finish_migration(now())?;
+        Ok(())
+    }
+
+    /// The root's mode, owner, times and xattrs as format 1 showed them.
+    fn root_attributes(&mut self) -> Result<(), MigrateError> {
         let md = fs::symlink_metadata(&self.root).map_err(io_at(&self.root))?;
         self.copy_xattrs(Path::new(""), &[], ROOT_ID)?;
         let (mode, uid, gid) = root_owner(self.vault, &md)?;
@@ -1525,7 +1540,6 @@ impl Migration<'_> {
         )?;
         self.store
             .log_migrate(migrate_action::FINISHED, [0; 32], ROOT_ID, 0, now())?;
-        self.store.checkpoint(now())?;
         Ok(())
     }
 }
@@ -1776,6 +1790,11 @@ mod tests {
             (locked.config().format, locked.config().migrating),
             (VERSION_2, true)
         );
+        assert_eq!(
+            locked.metadata_state().unwrap().state,
+            crate::MetadataStateKind::Migrating,
+            "the superblock says migrating too"
+        );
         let vault = locked.unlock(&pass()).unwrap();
         assert!(
             vault.open_format_2().is_err(),
@@ -1785,7 +1804,12 @@ mod tests {
         fs::write(victim, &original).unwrap();
         let report = v.migrate(&small_batches()).unwrap();
         assert!(report.resumed);
-        let vault = LockedVault::open(&v.root).unwrap().unlock(&pass()).unwrap();
+        let locked = LockedVault::open(&v.root).unwrap();
+        assert_eq!(
+            locked.metadata_state().unwrap().state,
+            crate::MetadataStateKind::Clean
+        );
+        let vault = locked.unlock(&pass()).unwrap();
         let mut contents = vault.open_format_2().unwrap();
         for (path, data, _) in &files {
             assert_eq!(&read(&mut contents, path), data, "{path}");

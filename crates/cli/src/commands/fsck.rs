@@ -47,7 +47,13 @@ pub fn run(args: FsckArgs) -> anyhow::Result<ExitCode> {
 /// does (recovery after a crash), so the vault must be unmounted, with or
 /// without --repair.
 fn run_format_2(args: &FsckArgs, locked: atrest_vault::LockedVault) -> anyhow::Result<ExitCode> {
-    if locked.config().migrating {
+    // The superblock's state is read before unlock, unauthenticated: it
+    // only refuses here, and the store refuses it again once it
+    // authenticates (§16.5, state *migrating*).
+    let superblock_migrating = locked
+        .metadata_state()
+        .is_some_and(|m| m.state == atrest_vault::MetadataStateKind::Migrating);
+    if locked.config().migrating || superblock_migrating {
         anyhow::bail!(
             "{}: `atrest migrate` has not finished converting this vault to format 2; run `atrest migrate {}` to finish it (it resumes), then fsck",
             args.vault.display(),
@@ -72,6 +78,9 @@ fn run_format_2(args: &FsckArgs, locked: atrest_vault::LockedVault) -> anyhow::R
     } else {
         atrest_vault::fsck2::check(&vault, &lock, config_problems)
     };
+    if let Some(generation) = report.finished.clone() {
+        super::generation::report_last(&vault, generation, atrest_remote::ReportReason::Repair);
+    }
     finish(args, &report)
 }
 

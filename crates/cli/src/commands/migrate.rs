@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
+use atrest_remote::ReportReason;
 use atrest_vault::MountLock;
 use atrest_vault::migrate::{MigrateError, MigrateOptions, MigrateProgress, MigrateReport};
 
@@ -67,6 +68,9 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     drop(bar);
     match result {
         Ok(report) => {
+            if let Some(generation) = report.finished.clone() {
+                super::generation::report_last(&vault, generation, ReportReason::Migrate);
+            }
             print(&args, &report);
             Ok(ExitCode::SUCCESS)
         }

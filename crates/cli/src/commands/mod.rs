@@ -5,6 +5,7 @@ mod demo_data;
 mod fsck;
 mod fscrypt;
 mod generate;
+mod generation;
 mod init;
 pub(crate) mod keyd;
 mod keyslot;

@@ -606,6 +606,43 @@ fn planted_data_file_ignored() {
     }
 }
 
+/// Files planted in the backing directory outside `objects/` (its root and
+/// `atrest.log/`): never read by the mount, damage for `fsck` (exit 4,
+/// each named), left in place by `fsck --repair` (someone's data, maybe);
+/// once moved out, `fsck` is clean.
+#[test]
+fn planted_files_outside_objects() {
+    let mut m = vault();
+    fs::write(m.path("f"), b"real").unwrap();
+    m.unmount();
+    let planted = [m.vault.join("notes.txt"), m.vault.join("atrest.log/extra")];
+    for path in &planted {
+        fs::write(path, b"planted").unwrap();
+    }
+    let report = assert_fsck_damage(&m, "notes.txt");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == "corrupt" && p.backing == "atrest.log/extra"),
+        "{}",
+        report.text
+    );
+    let repaired = fsck(&m, true);
+    assert_eq!(repaired.code, Some(4), "{}", repaired.text);
+    assert!(
+        planted.iter().all(|p| p.exists()),
+        "--repair removes nothing of them"
+    );
+    m.mount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"real");
+    m.unmount();
+    for path in &planted {
+        fs::remove_file(path).unwrap();
+    }
+    assert_fsck_clean(&m, None);
+}
+
 #[test]
 fn changed_backing_modes_and_owners_ignored() {
     let mut m = vault();
@@ -734,6 +771,14 @@ fn planted_device_node_and_setuid_file_ignored() {
             .problems
             .iter()
             .any(|p| p.kind == "note" && p.backing == "objects/01/0000000000000101"),
+        "{}",
+        report.text
+    );
+    // The symlink in the backing directory's root: no crash leaves one.
+    assert!(
+        report.problems.iter().any(|p| p.kind == "corrupt"
+            && p.backing == "shadow"
+            && p.what.contains("not something atrest wrote")),
         "{}",
         report.text
     );

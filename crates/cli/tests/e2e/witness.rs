@@ -274,3 +274,77 @@ fn an_authority_down_for_40_checkpoints_of_writes_is_no_false_alarm() {
     );
     assert!(judged.iter().any(|s| s == "current"), "{judged:?}");
 }
+
+/// `atrest migrate` of a format 1 vault with a remote slot, in a boot its
+/// authority released a key to (the ticket): the migration's last
+/// generation is reported with reason 7 (`migrate`, audited), and the
+/// format 2 vault then unlocks through the authority as current under
+/// `rollback: deny`, with its files.
+#[test]
+fn a_migration_is_reported_to_the_authority_and_the_vault_unlocks_as_current() {
+    let keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault_with(&keyd, dir.path(), &[]);
+    rollback_policy(&keyd, "deny");
+    let out = unlock(&e, BOOT_A);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::write(e.mnt.join("kept"), b"written as format 1").unwrap();
+    ok(&[&"unmount", &e.mnt]);
+
+    success(host(
+        &e.state,
+        BOOT_A,
+        &[&"migrate", &e.vault, &"--passphrase-file", &e.pass],
+    ));
+    assert_eq!(witnessed(&keyd, "migrate", BOOT_A), 1);
+
+    let out = unlock(&e, BOOT_A);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(e.mnt.join("kept")).unwrap(),
+        b"written as format 1"
+    );
+    ok(&[&"unmount", &e.mnt]);
+    assert_eq!(witnessed(&keyd, "unmount", BOOT_A), 1);
+}
+
+/// `atrest fsck --repair` ends with a checkpoint: its generation is
+/// reported with reason 6 (`repair`, audited) from a boot the authority
+/// released a key to, and the vault then unlocks as current under
+/// `rollback: deny`.
+#[test]
+fn a_repair_is_reported_to_the_authority() {
+    let keyd = Keyd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = enrolled_vault_with(&keyd, dir.path(), &["--format", "2"]);
+    rollback_policy(&keyd, "deny");
+    let out = unlock(&e, BOOT_A);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::write(e.mnt.join("kept"), b"before the repair").unwrap();
+    ok(&[&"unmount", &e.mnt]);
+    // A data file of no object: a note, which the repair removes.
+    let planted = e.vault.join("objects/00/0000000000010000");
+    fs::write(&planted, [7u8; 4096]).unwrap();
+
+    let out = host(
+        &e.state,
+        BOOT_A,
+        &[
+            &"fsck",
+            &e.vault,
+            &"--repair",
+            &"--passphrase-file",
+            &e.pass,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!planted.exists());
+    assert_eq!(witnessed(&keyd, "repair", BOOT_A), 1);
+
+    let out = unlock(&e, BOOT_A);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read(e.mnt.join("kept")).unwrap(), b"before the repair");
+    ok(&[&"unmount", &e.mnt]);
+}

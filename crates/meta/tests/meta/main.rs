@@ -9,6 +9,7 @@ mod crash;
 mod data;
 mod dirsize;
 mod disk;
+mod migrating;
 mod model;
 mod orphans;
 mod repair;

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use atrest_core::ContentAlgorithm;
-use atrest_meta::record::{MapEntry, ObjectKind, ROOT_ID};
-use atrest_meta::{FsError, MemBacking, Store};
+use atrest_meta::record::{Content, MapEntry, ObjectKind, ROOT_ID};
+use atrest_meta::sim::{Rng, SimDisk};
+use atrest_meta::{FsError, MemBacking, NoContents, Store, XattrMode};
 
 use crate::common::{CONFIG, TestContent, at, keys, new_store, reopen};
 use crate::tamper::{listing, object};
@@ -182,4 +183,131 @@ fn lost_records_and_wrong_counts_are_repaired_and_replayed_after_a_crash() {
         .unwrap()
         .id;
     assert_eq!(new, 45);
+}
+
+/// A store whose last checkpoint's bitmap marks a page used that nothing
+/// references (as a leak in the accounting would), on `disk`, holding a
+/// tree with a directory, files, a long symlink and an xattr; its
+/// listing.
+fn leaked(disk: &Arc<SimDisk>) -> (u64, crate::tamper::Listing) {
+    let mut store = Store::format(keys(GCM), disk.clone(), CONFIG, (0o755, 0, 0), at(1)).unwrap();
+    let d = store
+        .create(ROOT_ID, b"d", object(ObjectKind::Directory, b""), at(2))
+        .unwrap()
+        .id;
+    for i in 0..40u32 {
+        store
+            .create(
+                d,
+                format!("f{i}").as_bytes(),
+                object(ObjectKind::Regular, b""),
+                at(2),
+            )
+            .unwrap();
+    }
+    store
+        .create(
+            ROOT_ID,
+            b"l",
+            object(ObjectKind::Symlink, &[b'x'; 500]),
+            at(2),
+        )
+        .unwrap();
+    store
+        .set_xattr(d, b"user.k", &[3u8; 2000], XattrMode::Any, at(2))
+        .unwrap();
+    store.checkpoint(at(3)).unwrap();
+    let page = store.danger_leak_page();
+    store.close(at(4)).unwrap();
+    let listing = listing(&mut store).unwrap();
+    drop(store);
+    disk.flush_all();
+    (page, listing)
+}
+
+/// The bitmap's repair (§16.18): the usage read from the disk names the
+/// leaked page and nothing else; `repair_page_usage` and the checkpoint
+/// after it free it. The power cut after each disk call of the repair
+/// leaves the leak or its repair, never anything else, and the tree lists
+/// as before.
+#[test]
+fn a_leaked_page_is_freed_by_the_repair_s_checkpoint_or_not_at_all() {
+    let mut rng = Rng::new(17);
+    let (mut freed, mut kept) = (0, 0);
+    for cut in 0.. {
+        let disk = Arc::new(SimDisk::new());
+        let (page, before) = leaked(&disk);
+        let mut store = Store::open(keys(GCM), disk.clone(), CONFIG, &NoContents).unwrap();
+        let usage = store.page_usage().unwrap();
+        assert_eq!(usage.leaked(), [page]);
+        assert!(usage.free_but_referenced().is_empty());
+        assert!(usage.referenced.len() > 6, "{usage:?}");
+        disk.cut_power_after(cut);
+        let done = store
+            .repair_page_usage(&usage)
+            .and_then(|()| store.close(at(5)).map(drop));
+        drop(store);
+        disk.crash(&mut rng);
+        let mut store = Store::open(keys(GCM), disk.clone(), CONFIG, &NoContents).unwrap();
+        assert_eq!(listing(&mut store).unwrap(), before, "cut {cut}");
+        let after = store.page_usage().unwrap();
+        assert!(after.free_but_referenced().is_empty(), "cut {cut}");
+        match after.leaked().as_slice() {
+            [] => freed += 1,
+            [p] if *p == page => kept += 1,
+            other => panic!("cut {cut}: leaked {other:?}"),
+        }
+        if done.is_ok() {
+            assert!(after.leaked().is_empty(), "a completed repair is durable");
+            assert!(!after.marked.contains(&page));
+            break;
+        }
+    }
+    assert!(freed > 0 && kept > 0, "{freed} freed, {kept} kept");
+}
+
+/// A referenced page the bitmap marks free is named by the usage and
+/// kept in use by the repair: the checkpoints after it never write over
+/// it, and the tree stays readable.
+#[test]
+fn a_referenced_page_marked_free_is_kept_by_the_repair() {
+    let (mut store, backing) = new_store(GCM);
+    let d = store
+        .create(ROOT_ID, b"d", object(ObjectKind::Directory, b""), at(2))
+        .unwrap()
+        .id;
+    store
+        .create(d, b"f", object(ObjectKind::Regular, b""), at(2))
+        .unwrap();
+    store.checkpoint(at(3)).unwrap();
+    let Content::Tree(root) = store.record(d).unwrap().content else {
+        panic!("a directory has a tree");
+    };
+    let page = root.reference.page().unwrap();
+    store.danger_unmark_page(page);
+    store.checkpoint(at(4)).unwrap();
+    drop(store);
+    let mut store = reopen(&backing, GCM);
+    let usage = store.page_usage().unwrap();
+    assert_eq!(usage.free_but_referenced(), [page]);
+    assert!(usage.leaked().is_empty());
+    store.repair_page_usage(&usage).unwrap();
+    // Checkpoints with changes, each allocating the lowest free pages.
+    for i in 0..6i64 {
+        store
+            .create(
+                ROOT_ID,
+                format!("n{i}").as_bytes(),
+                object(ObjectKind::Regular, b""),
+                at(5 + i),
+            )
+            .unwrap();
+        store.checkpoint(at(5 + i)).unwrap();
+    }
+    drop(store);
+    let mut store = reopen(&backing, GCM);
+    assert_eq!(store.lookup(d, b"f").unwrap().kind, ObjectKind::Regular);
+    let after = store.page_usage().unwrap();
+    assert!(after.free_but_referenced().is_empty() && after.leaked().is_empty());
+    assert!(after.marked.contains(&page));
 }
