@@ -6,7 +6,7 @@ use std::sync::Arc;
 use atrest_audit::{AuditStore, LogOptions};
 use atrest_keyd::{AuthorityOptions, Storage};
 use atrest_keyd::testing::{ManualClock, Served, TestKeyd};
-use atrest_scoped::{FieldContext, Keyring, RecordsKey, ScopeId, ScopeKey, Wrapped};
+use atrest_scoped::{FieldContext, Keyring, ScopeId, ScopeKey, Wrapped};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -19,7 +19,6 @@ struct Api {
     keyd: TestKeyd<ManualClock>,
     served: Served,
     client: reqwest::Client,
-    records_master: Arc<atrest_core::SecretKey>,
 }
 
 impl Api {
@@ -29,13 +28,12 @@ impl Api {
 
     /// With `options`, apart from the records key and the refusal budget.
     async fn start_with(options: AuthorityOptions) -> Option<Self> {
-        let records_master = Arc::new(atrest_core::SecretKey::random());
         let keyd = TestKeyd::open_on(
             BACKEND,
             ManualClock::now(),
             AuthorityOptions {
                 refusal_entries_per_second: 100_000,
-                records_master: Some(records_master.clone()),
+                scoped: true,
                 ..options
             },
             LogOptions::default(),
@@ -46,7 +44,6 @@ impl Api {
             keyd,
             served,
             client: reqwest::Client::new(),
-            records_master,
         })
     }
 
@@ -272,7 +269,12 @@ async fn without_the_client_share_the_database_and_records_key_do_not_decrypt() 
         .unwrap();
     assert!(stored.needs_client_share);
     let scope = ScopeId::new("user:carol").unwrap();
-    let records = RecordsKey::from_master(&api.records_master);
+    let records = api
+        .keyd
+        .authority
+        .scope_wrapping_key("user:carol")
+        .await
+        .unwrap();
     let unwrapped = records
         .unwrap_scope(&scope, &Wrapped::from_bytes(&stored.keys[0].1).unwrap())
         .unwrap();
@@ -822,7 +824,12 @@ async fn files_stream_through_bound_to_their_object_and_audited() {
 
     // The library opens what the API sealed, with the scope's key.
     let stored = api.keyd.authority.storage().scope("user:files").await.unwrap().unwrap();
-    let records = RecordsKey::from_master(&api.records_master);
+    let records = api
+        .keyd
+        .authority
+        .scope_wrapping_key("user:files")
+        .await
+        .unwrap();
     let unwrapped = records
         .unwrap_scope(
             &ScopeId::new("user:files").unwrap(),
