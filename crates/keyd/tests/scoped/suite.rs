@@ -622,6 +622,44 @@ async fn a_shredded_scope_never_decrypts_and_others_are_untouched() {
         )
         .await;
     assert_eq!(kept, ["kept@example.org"]);
+    // The shred moved records.key to the next epoch (decision 0020): a
+    // copy of the database from before it opens nothing with this file.
+    let file = std::fs::read(api.keyd.records_key()).unwrap();
+    assert_eq!(&file[..4], b"ATRK");
+    assert_eq!(&file[5..9], &1u32.to_be_bytes());
+    // Scopes made and rotated after the shred, under the bucket keys of
+    // the new epoch, work beside the old envelopes.
+    let rotated = api
+        .admin(
+            Method::POST,
+            "/v1/admin/scope/rotate",
+            Some(json!({ "scope": "user:kept" })),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    api.scope(&web, "user:new", false).await;
+    let again = api
+        .values(
+            &web,
+            "encrypt",
+            json!([
+                item("user:kept", "email", "r3", "v2@example.org", None),
+                item("user:new", "email", "r4", "new@example.org", None),
+            ]),
+        )
+        .await;
+    let opened = api
+        .values(
+            &web,
+            "decrypt",
+            json!([
+                item("user:kept", "email", "r2", &sealed[1], None),
+                item("user:kept", "email", "r3", &again[0], None),
+                item("user:new", "email", "r4", &again[1], None),
+            ]),
+        )
+        .await;
+    assert_eq!(opened, ["kept@example.org", "v2@example.org", "new@example.org"]);
 }
 
 #[tokio::test]
