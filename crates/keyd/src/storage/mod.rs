@@ -428,8 +428,9 @@ pub enum StorageError {
          run the atrest keyd release that wrote it (or migrate with a newer one)"
     )]
     SchemaVersion { found: i64, known: i64 },
-    /// The key host secrets are wrapped under (`secrets.key`) does not fit
-    /// the database, or could not be written.
+    /// The key host secrets (`secrets.key`) or scope bucket keys
+    /// (`records.key`) are wrapped under does not fit the database, or
+    /// could not be written.
     #[error(transparent)]
     SecretsKey(#[from] crate::secrets_key::SecretsKeyError),
 }
