@@ -97,7 +97,10 @@ fn records(dir: &Path) {
         &[
             ("kind", "records-origin".into()),
             ("expect", "success".into()),
-            ("comment", "K_0 of a bare records.key from before 0020".into()),
+            (
+                "comment",
+                "K_0 of a bare records.key from before 0020".into(),
+            ),
             ("epoch", "0".into()),
             ("key", hex(k0.expose())),
             ("master", hex(master.expose())),
@@ -110,11 +113,51 @@ fn records(dir: &Path) {
     let mut relabelled = at0.clone();
     relabelled[1..5].copy_from_slice(&1u32.to_be_bytes());
     let cases: [(&str, &str, &str, &EpochKey, u8, Vec<u8>, bool); 5] = [
-        ("bucket-key-epoch-0", "success", "bucket 200's key at epoch 0", &k0, 200, at0.clone(), true),
-        ("bucket-key-epoch-1", "success", "the same key after a shred of another bucket", &k1, 200, at1.clone(), true),
-        ("bucket-key-other-bucket", "auth-failure", "bucket 200's wrap read as bucket 201's", &k1, 201, at1, false),
-        ("bucket-key-restored-backup", "epoch-mismatch", "a backup from before a shred, read with the key of now", &k1, 200, at0, false),
-        ("bucket-key-relabelled-epoch", "auth-failure", "the old backup's wrap relabelled with the current epoch", &k1, 200, relabelled, false),
+        (
+            "bucket-key-epoch-0",
+            "success",
+            "bucket 200's key at epoch 0",
+            &k0,
+            200,
+            at0.clone(),
+            true,
+        ),
+        (
+            "bucket-key-epoch-1",
+            "success",
+            "the same key after a shred of another bucket",
+            &k1,
+            200,
+            at1.clone(),
+            true,
+        ),
+        (
+            "bucket-key-other-bucket",
+            "auth-failure",
+            "bucket 200's wrap read as bucket 201's",
+            &k1,
+            201,
+            at1,
+            false,
+        ),
+        (
+            "bucket-key-restored-backup",
+            "epoch-mismatch",
+            "a backup from before a shred, read with the key of now",
+            &k1,
+            200,
+            at0,
+            false,
+        ),
+        (
+            "bucket-key-relabelled-epoch",
+            "auth-failure",
+            "the old backup's wrap relabelled with the current epoch",
+            &k1,
+            200,
+            relabelled,
+            false,
+        ),
     ];
     for (name, expect, comment, key, bucket, wrapped, success) in cases {
         let mut lines = vec![

@@ -187,7 +187,11 @@ pub struct EpochKey {
 
 impl std::fmt::Debug for EpochKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EpochKey({}, {}, [redacted])", self.purpose.file, self.epoch)
+        write!(
+            f,
+            "EpochKey({}, {}, [redacted])",
+            self.purpose.file, self.epoch
+        )
     }
 }
 
@@ -445,7 +449,9 @@ impl SecretsKeyring {
                     legacy = old;
                     key
                 }
-                None => EpochKey::from_file_for(purpose, &bytes).map_err(|e| file_error(path, e))?,
+                None => {
+                    EpochKey::from_file_for(purpose, &bytes).map_err(|e| file_error(path, e))?
+                }
             };
             Some(Arc::new(key))
         } else {

@@ -52,7 +52,11 @@ impl Fields {
     }
 }
 
-fn unwrapped(expect: &str, opened: Result<zeroize::Zeroizing<[u8; 32]>, UnwrapError>, want: impl FnOnce() -> Vec<u8>) {
+fn unwrapped(
+    expect: &str,
+    opened: Result<zeroize::Zeroizing<[u8; 32]>, UnwrapError>,
+    want: impl FnOnce() -> Vec<u8>,
+) {
     match (expect, opened) {
         ("success", Ok(secret)) => assert_eq!(secret.to_vec(), want()),
         ("auth-failure", Err(UnwrapError::Authentication))
@@ -96,7 +100,10 @@ fn check(fields: &mut Fields) {
             let key = fields.key_of(&RECORDS);
             let master = SecretKey::from_slice(&fields.bytes("master")).unwrap();
             let origin = EpochKey::from_legacy(&RECORDS, &master).unwrap();
-            assert_eq!((origin.epoch(), origin.expose()), (key.epoch(), key.expose()));
+            assert_eq!(
+                (origin.epoch(), origin.expose()),
+                (key.epoch(), key.expose())
+            );
         }
         "bucket-key" => {
             let key = fields.key_of(&RECORDS);

@@ -212,7 +212,11 @@ mod tests {
                 &atrest_scoped::ScopeSecret::random(),
             )
         };
-        (scope.into(), i64::from(version), wrapped.as_bytes().to_vec())
+        (
+            scope.into(),
+            i64::from(version),
+            wrapped.as_bytes().to_vec(),
+        )
     }
 
     #[test]
@@ -237,7 +241,10 @@ mod tests {
                 .1;
             let raw = done
                 .key
-                .unwrap_bucket(u8::try_from(bucket).unwrap(), &done.buckets[bucket as usize].1)
+                .unwrap_bucket(
+                    u8::try_from(bucket).unwrap(),
+                    &done.buckets[bucket as usize].1,
+                )
                 .unwrap();
             let opened = records_key(&raw)
                 .unwrap_scope(

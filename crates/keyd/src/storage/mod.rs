@@ -34,10 +34,10 @@ mod postgres;
 mod scoped;
 mod sqlite;
 
+pub use buckets::{StoredBucket, random_bucket};
 pub use cached::{Cached, CachedHeld};
 pub use database::{Database, DatabaseError, KeydAuditStore, KeydHeld, KeydStorage};
 pub use postgres::{PG_SCHEMA_VERSION, PgHeld, PgStorage};
-pub use buckets::{BUCKETS, StoredBucket, random_bucket};
 pub(crate) use scoped::{ScopeRow, app_from, keys_and_bucket};
 pub use scoped::{StoredApp, StoredScope, StoredWindow};
 pub use sqlite::{SCHEMA_VERSION, SqliteHeld, SqliteStorage};
@@ -1085,7 +1085,7 @@ pub trait Storage: Send + Sync + 'static {
     fn records_keyring(&self) -> Arc<SecretsKeyring>;
 
     /// Bucket `number`'s key as stored now (every database has all
-    /// [`BUCKETS`] once open), for a new scope's key to be wrapped under.
+    /// 256 once open), for a new scope's key to be wrapped under.
     fn scope_bucket(
         &self,
         number: u8,

@@ -1595,7 +1595,8 @@ impl Storage for PgStorage {
         let Some(bucket) = shredded else {
             return Ok(false);
         };
-        let bucket = bucket.ok_or_else(|| StorageError::Corrupt(format!("scope {id}: no bucket")))?;
+        let bucket =
+            bucket.ok_or_else(|| StorageError::Corrupt(format!("scope {id}: no bucket")))?;
         sqlx::query("DELETE FROM keyd_scope_keys WHERE scope_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -1801,17 +1802,18 @@ fn boot_from_row(row: &PgRow) -> Result<BootState, StorageError> {
 
 /// Writes secrets wrapped again (a migration's or a shred's) over their
 /// rows.
-async fn update_scope_keys(tx: &mut PgConnection, rows: &[ScopeKeyRow]) -> Result<(), StorageError> {
+async fn update_scope_keys(
+    tx: &mut PgConnection,
+    rows: &[ScopeKeyRow],
+) -> Result<(), StorageError> {
     for (scope, version, wrapped) in rows {
-        sqlx::query(
-            "UPDATE keyd_scope_keys SET wrapped = $1 WHERE scope_id = $2 AND version = $3",
-        )
-        .bind(wrapped)
-        .bind(scope)
-        .bind(version)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        sqlx::query("UPDATE keyd_scope_keys SET wrapped = $1 WHERE scope_id = $2 AND version = $3")
+            .bind(wrapped)
+            .bind(scope)
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
     }
     Ok(())
 }

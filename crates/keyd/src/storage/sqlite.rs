@@ -1307,7 +1307,8 @@ impl Storage for SqliteStorage {
         let Some(bucket) = shredded else {
             return Ok(false);
         };
-        let bucket = bucket.ok_or_else(|| StorageError::Corrupt(format!("scope {id}: no bucket")))?;
+        let bucket =
+            bucket.ok_or_else(|| StorageError::Corrupt(format!("scope {id}: no bucket")))?;
         sqlx::query("DELETE FROM scope_keys WHERE scope_id = ?")
             .bind(id)
             .execute(&mut *tx)

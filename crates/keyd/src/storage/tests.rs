@@ -209,11 +209,7 @@ async fn check_scoped(storage: &impl Storage) {
 /// [`crate::testing::fresh_postgres`]).
 async fn fresh_pg_storage() -> Option<PgStorage> {
     let url = crate::testing::fresh_postgres().await?;
-    Some(
-        PgStorage::open(&url, StoreKeys::in_memory())
-            .await
-            .unwrap(),
-    )
+    Some(PgStorage::open(&url, StoreKeys::in_memory()).await.unwrap())
 }
 
 /// The cached store over SQLite in `dir`, as `keyd serve` runs it.
@@ -358,11 +354,14 @@ async fn a_sqlite_database_of_schema_1_to_7_is_migrated() {
             (storage.pool().clone(), host)
         };
         // Version 7 is version 8 without the scope buckets.
-        for statement in SQLITE_WITHOUT_BUCKETS {
+        for &statement in SQLITE_WITHOUT_BUCKETS {
             sqlx::query(statement).execute(&pool).await.unwrap();
         }
         // Version 6 is version 7 without the login counts.
-        for table in ["login_failures", "login_trusted"].into_iter().filter(|_| from < 7) {
+        for table in ["login_failures", "login_trusted"]
+            .into_iter()
+            .filter(|_| from < 7)
+        {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
                 .execute(&pool)
                 .await
@@ -460,13 +459,14 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
                 .filter(|_| from < 6),
             )
             .chain(
-            [
-                "DROP TABLE keyd_vault_generations",
-                "ALTER TABLE keyd_policies DROP COLUMN rollback",
-            ]
-            .into_iter()
-            .filter(|_| from < 5),
-        ) {
+                [
+                    "DROP TABLE keyd_vault_generations",
+                    "ALTER TABLE keyd_policies DROP COLUMN rollback",
+                ]
+                .into_iter()
+                .filter(|_| from < 5),
+            )
+        {
             sqlx::query(statement)
                 .execute(storage.pool())
                 .await
@@ -638,11 +638,7 @@ async fn boot_state_batches_in_opposite_orders_do_not_deadlock() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let storage = Arc::new(
-        PgStorage::open(&url, StoreKeys::in_memory())
-            .await
-            .unwrap(),
-    );
+    let storage = Arc::new(PgStorage::open(&url, StoreKeys::in_memory()).await.unwrap());
     let mut ids = Vec::new();
     for i in 0..8u8 {
         ids.push(
@@ -754,9 +750,7 @@ async fn postgresql_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schem
         return;
     };
     let host = {
-        let storage = PgStorage::open(&url, StoreKeys::in_memory())
-            .await
-            .unwrap();
+        let storage = PgStorage::open(&url, StoreKeys::in_memory()).await.unwrap();
         let host = enroll_host(&storage, "web-1").await;
         for statement in PG_WITHOUT_BUCKETS.iter().copied().chain([
             "DROP TABLE keyd_secrets_epoch",
@@ -947,12 +941,9 @@ where
 #[tokio::test]
 async fn login_counts_are_kept_and_forgotten_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = SqliteStorage::open(
-        &dir.path().join("keyd.db"),
-        StoreKeys::in_memory(),
-    )
-    .await
-    .unwrap();
+    let bare = SqliteStorage::open(&dir.path().join("keyd.db"), StoreKeys::in_memory())
+        .await
+        .unwrap();
     let pool = bare.pool().clone();
     // Through the cache, as `keyd serve` runs it.
     let storage = Cached::new(bare);
@@ -1081,7 +1072,9 @@ fn same_secret(opened: &atrest_scoped::UnwrappedScope, scope: &LegacyScope) -> b
     )
     .unwrap();
     let sealed = a.encrypt_field(&ctx, b"x").unwrap();
-    atrest_scoped::Keyring::new(b).decrypt_field(&ctx, &sealed).is_ok()
+    atrest_scoped::Keyring::new(b)
+        .decrypt_field(&ctx, &sealed)
+        .is_ok()
 }
 
 /// Decision 0020 on SQLite: a database of schema 7 (scope keys wrapped
@@ -1104,11 +1097,9 @@ async fn sqlite_scope_keys_move_under_buckets_and_a_shred_survives_restoring_a_c
         let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
             .await
             .unwrap();
-        for statement in SQLITE_WITHOUT_BUCKETS
-            .iter()
-            .copied()
-            .chain(["INSERT INTO scoped_records_key (only_row, fingerprint) VALUES (1, zeroblob(32))"])
-        {
+        for statement in SQLITE_WITHOUT_BUCKETS.iter().copied().chain([
+            "INSERT INTO scoped_records_key (only_row, fingerprint) VALUES (1, zeroblob(32))",
+        ]) {
             sqlx::query(statement)
                 .execute(storage.pool())
                 .await
@@ -1167,7 +1158,7 @@ async fn sqlite_scope_keys_move_under_buckets_and_a_shred_survives_restoring_a_c
         .fetch_one(storage.pool())
         .await
         .unwrap();
-    assert_eq!(buckets, BUCKETS as i64);
+    assert_eq!(buckets, buckets::BUCKETS as i64);
     assert_eq!(
         std::fs::read(dir.path().join("records.key")).unwrap(),
         master.expose()
@@ -1259,8 +1250,8 @@ async fn a_shred_rewrites_one_bucket_and_the_bucket_keys_and_survives_a_crash_be
             .unwrap_bucket(bucket.number, &bucket.wrapped)
             .unwrap();
         let id = format!("user:{i}");
-        let (wrapped, _) =
-            buckets::records_key(&raw).create_scope(&atrest_scoped::ScopeId::new(&id).unwrap(), false);
+        let (wrapped, _) = buckets::records_key(&raw)
+            .create_scope(&atrest_scoped::ScopeId::new(&id).unwrap(), false);
         let scope = StoredScope {
             id,
             needs_client_share: false,
@@ -1308,7 +1299,7 @@ async fn a_shred_rewrites_one_bucket_and_the_bucket_keys_and_survives_a_crash_be
     // Every other scope of the shredded one's bucket, and no other scope.
     assert_eq!(changed as i64, in_bucket - 1);
     assert!(changed < SCOPES / 16, "{changed} of {SCOPES} rewritten");
-    assert_eq!(buckets_after.len(), BUCKETS);
+    assert_eq!(buckets_after.len(), buckets::BUCKETS);
     assert!(
         buckets_before
             .iter()
@@ -1351,7 +1342,7 @@ async fn postgresql_scope_keys_move_under_buckets_and_replicas_follow_a_shred() 
         let storage = PgStorage::open(&url, StoreKeys::open(dir_a.path()).unwrap())
             .await
             .unwrap();
-        for statement in PG_WITHOUT_BUCKETS {
+        for &statement in PG_WITHOUT_BUCKETS {
             sqlx::query(statement)
                 .execute(storage.pool())
                 .await
@@ -1399,7 +1390,12 @@ async fn postgresql_scope_keys_move_under_buckets_and_replicas_follow_a_shred() 
         assert!(same_secret(&open_scope(&b, scope.id).await.unwrap(), scope));
     }
     // A copy of the tables as a pg_dump would keep them, before the shred.
-    for table in ["keyd_scopes", "keyd_scope_keys", "keyd_scope_buckets", "keyd_records_epoch"] {
+    for table in [
+        "keyd_scopes",
+        "keyd_scope_keys",
+        "keyd_scope_buckets",
+        "keyd_records_epoch",
+    ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE TABLE backup_{table} AS SELECT * FROM {table}"
         )))
@@ -1415,8 +1411,14 @@ async fn postgresql_scope_keys_move_under_buckets_and_replicas_follow_a_shred() 
         std::fs::read(dir_b.path().join("records.key")).unwrap(),
         master.expose()
     );
-    assert!(same_secret(&open_scope(&b, "user:a").await.unwrap(), &scopes[0]));
-    assert_eq!(std::fs::read(dir_b.path().join("records.key")).unwrap(), file_a);
+    assert!(same_secret(
+        &open_scope(&b, "user:a").await.unwrap(),
+        &scopes[0]
+    ));
+    assert_eq!(
+        std::fs::read(dir_b.path().join("records.key")).unwrap(),
+        file_a
+    );
     assert!(b.scope("user:b").await.unwrap().unwrap().shredded);
     a.close().await;
     b.close().await;
@@ -1424,7 +1426,11 @@ async fn postgresql_scope_keys_move_under_buckets_and_replicas_follow_a_shred() 
     // The tables from before the shred, put back (a restore): refused at
     // start, and the shredded scope's bucket key does not open.
     let restore = PgStorage::open(&url, StoreKeys::probe()).await.unwrap();
-    for table in ["keyd_scope_keys", "keyd_scope_buckets", "keyd_records_epoch"] {
+    for table in [
+        "keyd_scope_keys",
+        "keyd_scope_buckets",
+        "keyd_records_epoch",
+    ] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(restore.pool())
             .await
@@ -1434,7 +1440,12 @@ async fn postgresql_scope_keys_move_under_buckets_and_replicas_follow_a_shred() 
         .execute(restore.pool())
         .await
         .unwrap();
-    for table in ["keyd_scopes", "keyd_scope_keys", "keyd_scope_buckets", "keyd_records_epoch"] {
+    for table in [
+        "keyd_scopes",
+        "keyd_scope_keys",
+        "keyd_scope_buckets",
+        "keyd_records_epoch",
+    ] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {table} SELECT * FROM backup_{table}"
         )))
