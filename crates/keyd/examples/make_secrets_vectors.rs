@@ -112,7 +112,7 @@ fn records(dir: &Path) {
     let at1 = k1.wrap_bucket(200, &bucket_key);
     let mut relabelled = at0.clone();
     relabelled[1..5].copy_from_slice(&1u32.to_be_bytes());
-    let cases: [(&str, &str, &str, &EpochKey, u8, Vec<u8>, bool); 5] = [
+    let cases = [
         (
             "bucket-key-epoch-0",
             "success",

@@ -111,8 +111,11 @@ pub(crate) struct ScopedKeys {
     /// from: a scope costs one more unwrap only when its bucket's key is
     /// first used or has changed (a shred, on this replica or another).
     /// Unwrapped keys live in memory as `records.key` itself does.
-    buckets: Mutex<HashMap<u8, (Vec<u8>, Arc<RecordsKey>)>>,
+    buckets: Mutex<HashMap<u8, OpenedBucket>>,
 }
+
+/// A bucket's key as opened, and the wrapped form it was opened from.
+type OpenedBucket = (Vec<u8>, Arc<RecordsKey>);
 
 impl ScopedKeys {
     pub fn new(records: Arc<SecretsKeyring>) -> Self {

@@ -43,6 +43,9 @@ pub struct StoredScope {
     pub bucket: Option<StoredBucket>,
 }
 
+/// A scope key row: `(version, wrapped)`.
+pub(crate) type KeyRow = (i64, Vec<u8>);
+
 /// A scope key row read with its bucket: `(version, wrapped, bucket,
 /// wrapped bucket key)`.
 pub(crate) type ScopeKeyWithBucket = (i64, Vec<u8>, Option<i64>, Option<Vec<u8>>);
@@ -52,7 +55,7 @@ pub(crate) type ScopeKeyWithBucket = (i64, Vec<u8>, Option<i64>, Option<Vec<u8>>
 pub(crate) fn keys_and_bucket(
     id: &str,
     rows: Vec<ScopeKeyWithBucket>,
-) -> Result<(Vec<(i64, Vec<u8>)>, Option<StoredBucket>), super::StorageError> {
+) -> Result<(Vec<KeyRow>, Option<StoredBucket>), super::StorageError> {
     let mut bucket = None;
     let mut keys = Vec::with_capacity(rows.len());
     for (version, wrapped, number, bucket_key) in rows {
