@@ -154,18 +154,34 @@ def epoch_bytes(e):
 
 
 def check_keyd(v):
-    """testdata/keyd/: the secrets key's ratchet step and wrapped host secrets."""
+    """testdata/keyd/: the secrets key's and the records key's ratchet step,
+    wrapped host secrets and wrapped scope bucket keys (decisions 0018,
+    0020)."""
     kind, e, key = v["kind"], int(v["epoch"]), bytes.fromhex(v["key"])
-    wrap_key = hkdf(key, epoch_bytes(e), b"atrest v1 keyd secrets wrap")
-    if kind == "secrets-ratchet":
+    use = b"records" if kind.startswith("records-") or kind == "bucket-key" else b"secrets"
+    wrap_key = hkdf(key, epoch_bytes(e), b"atrest v1 keyd " + use + b" wrap")
+    if kind in ("secrets-ratchet", "records-ratchet"):
         assert wrap_key == bytes.fromhex(v["wrap_key"]), "wrap key"
-        assert hkdf(key, epoch_bytes(e), b"atrest v1 keyd secrets check") == bytes.fromhex(
+        assert hkdf(key, epoch_bytes(e), b"atrest v1 keyd " + use + b" check") == bytes.fromhex(
             v["check"]
         ), "check value"
-        nxt = hkdf(key, epoch_bytes(e + 1), b"atrest v1 keyd secrets ratchet")
+        nxt = hkdf(key, epoch_bytes(e + 1), b"atrest v1 keyd " + use + b" ratchet")
         assert nxt == bytes.fromhex(v["next_key"]), "next key"
         return "success"
-    if kind != "host-secret":
+    if kind == "records-origin":
+        assert e == 0, "the origin is epoch 0"
+        k0 = hkdf(bytes.fromhex(v["master"]), b"", b"atrest v1 keyd records origin")
+        assert k0 == key, "K_0 of the bare records key"
+        return "success"
+    if kind == "host-secret":
+        domain = b"atrest keyd host secret v1"
+        bound = lp(v["host_id"].encode()) + lp(bytes.fromhex(v["key_id"]))
+        expected = "secret"
+    elif kind == "bucket-key":
+        domain = b"atrest keyd scope bucket v1"
+        bound = lp(bytes([int(v["bucket"])]))
+        expected = "bucket_key"
+    else:
         raise AssertionError(f"unknown kind {kind}")
     wrapped = bytes.fromhex(v["wrapped"])
     if len(wrapped) != 65:
@@ -175,13 +191,12 @@ def check_keyd(v):
     header, nonce, sealed = wrapped[:5], wrapped[5:17], wrapped[17:]
     if struct.unpack(">I", header[1:5])[0] != e:
         raise Fail("epoch-mismatch")
-    aad = lp(b"atrest keyd host secret v1") + b"\x01"
-    aad += lp(v["host_id"].encode()) + lp(bytes.fromhex(v["key_id"])) + lp(header)
+    aad = lp(domain) + b"\x01" + bound + lp(header)
     try:
         secret = AESGCM(wrap_key).decrypt(nonce, sealed, aad)
     except InvalidTag:
         raise Fail("auth-failure")
-    assert secret == bytes.fromhex(v["secret"]), "secret"
+    assert secret == bytes.fromhex(v[expected]), expected
     return "success"
 
 

@@ -55,10 +55,8 @@ impl TestAuthority {
         )
         .await
         .unwrap();
-        let secrets =
-            atrest_keyd::secrets_key::SecretsKeyring::open(&dir.path().join("secrets.key"))
-                .unwrap();
-        let storage = SqliteStorage::open(&dir.path().join("keyd.db"), Arc::new(secrets))
+        let keys = atrest_keyd::secrets_key::StoreKeys::open(dir.path()).unwrap();
+        let storage = SqliteStorage::open(&dir.path().join("keyd.db"), keys)
             .await
             .unwrap();
         let authority = Authority::open(storage, audit, SystemClock, AuthorityOptions::default())

@@ -52,6 +52,23 @@ pub const KEYD_SECRETS_RATCHET: &[u8] = b"atrest v1 keyd secrets ratchet";
 /// directory with another authority's key file is refused at start.
 pub const KEYD_SECRETS_CHECK: &[u8] = b"atrest v1 keyd secrets check";
 
+/// Scope bucket keys at rest in `atrest keyd`'s database (decision 0020,
+/// docs/format.md "Key authority: scope bucket keys at rest"): the same
+/// three uses as the secrets key's, of the records epoch key `K_e` in
+/// `records.key`, with the same salts.
+///
+/// AES-256-GCM key that wraps every bucket key of epoch `e`.
+pub const KEYD_RECORDS_WRAP: &[u8] = b"atrest v1 keyd records wrap";
+/// The one-way step `K_{e+1} = HKDF(K_e)` a scope's shred takes.
+pub const KEYD_RECORDS_RATCHET: &[u8] = b"atrest v1 keyd records ratchet";
+/// The check value the database keeps of the records epoch's key.
+pub const KEYD_RECORDS_CHECK: &[u8] = b"atrest v1 keyd records check";
+/// `K_0` of a data directory whose `records.key` is still the 32-byte
+/// master of before decision 0020 (IKM: that master; salt: empty), so a
+/// migration interrupted before the file is replaced can be finished from
+/// the old file.
+pub const KEYD_RECORDS_ORIGIN: &[u8] = b"atrest v1 keyd records origin";
+
 /// Format 2 (docs/format.md §16.2). Salt: the vault id, except
 /// [`FILE_KEY_V2`] (the file id).
 ///
@@ -140,6 +157,8 @@ pub mod domain {
     pub const HELD_GRANT: &[u8] = b"atrest held grant v1";
     /// First field of the AAD of a host secret wrapped at rest by keyd.
     pub const KEYD_HOST_SECRET: &[u8] = b"atrest keyd host secret v1";
+    /// First field of the AAD of a scope bucket key wrapped at rest by keyd.
+    pub const KEYD_SCOPE_BUCKET: &[u8] = b"atrest keyd scope bucket v1";
     /// Signed bind requests (`POST /v1/bind`).
     pub const BIND_REQUEST: &[u8] = b"atrest bind request v1";
     /// Prefix of the bytes a threshold share's MAC covers.
@@ -232,6 +251,10 @@ mod tests {
             super::KEYD_SECRETS_WRAP,
             super::KEYD_SECRETS_RATCHET,
             super::KEYD_SECRETS_CHECK,
+            super::KEYD_RECORDS_WRAP,
+            super::KEYD_RECORDS_RATCHET,
+            super::KEYD_RECORDS_CHECK,
+            super::KEYD_RECORDS_ORIGIN,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -280,6 +303,7 @@ mod tests {
             BACKUP_KEYSLOT,
             HELD_GRANT,
             KEYD_HOST_SECRET,
+            KEYD_SCOPE_BUCKET,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

@@ -58,9 +58,10 @@ pub struct AuthorityOptions {
     /// Audit entries about refusals per second before they are summarized.
     pub refusal_entries_per_second: u32,
     pub on_pending: Option<PendingNotifier>,
-    /// The master key of scoped encryption (`records.key`); `None` turns
-    /// the scoped API off (`scoped_disabled`).
-    pub records_master: Option<Arc<atrest_core::SecretKey>>,
+    /// Whether the scoped API is on; its keys are wrapped under the
+    /// store's records keyring (`records.key`, decision 0020). Off, it
+    /// answers `scoped_disabled`.
+    pub scoped: bool,
     /// File streams (`/v1/scoped/file/…`) one app may have open at once;
     /// past it, `too_many_streams` (429).
     pub max_file_streams_per_app: usize,
@@ -75,7 +76,7 @@ impl Default for AuthorityOptions {
             planned_reboot_window: 3600,
             refusal_entries_per_second: 50,
             on_pending: None,
-            records_master: None,
+            scoped: false,
             max_file_streams_per_app: DEFAULT_FILE_STREAMS_PER_APP,
         }
     }
@@ -89,7 +90,7 @@ impl std::fmt::Debug for AuthorityOptions {
             .field("approval_timeout", &self.approval_timeout)
             .field("planned_reboot_window", &self.planned_reboot_window)
             .field("on_pending", &self.on_pending.is_some())
-            .field("records_master", &self.records_master.is_some())
+            .field("scoped", &self.scoped)
             .field("max_file_streams_per_app", &self.max_file_streams_per_app)
             .finish()
     }
@@ -221,16 +222,11 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         clock: C,
         options: AuthorityOptions,
     ) -> Result<Self, AuthorityError> {
-        let scoped = match &options.records_master {
-            Some(master) => {
-                let fingerprint = crate::scoped::ScopedKeys::fingerprint(master);
-                if !storage.check_records_key(fingerprint).await? {
-                    return Err(AuthorityError::RecordsKeyMismatch);
-                }
-                Some(crate::scoped::ScopedKeys::new(master))
-            }
-            None => None,
-        };
+        // The store checked its records keyring against the database's
+        // records epoch when it opened.
+        let scoped = options
+            .scoped
+            .then(|| crate::scoped::ScopedKeys::new(storage.records_keyring()));
         let inner = Inner {
             scoped,
             file_streams: Arc::default(),

@@ -6,8 +6,12 @@
 //!   keyd.json          settings (listen address, names, timeouts, webhook)
 //!   admin.token        0600  bearer token of the admin API
 //!   audit.key          0600  Ed25519 seed that signs audit checkpoints
-//!   records.key        0600  master key of scoped encryption: every scope
-//!                            key is wrapped under a subkey of it
+//!   records.key        0600  the key scope bucket keys are wrapped under
+//!                            (every scope key is wrapped under its
+//!                            bucket's), at the database's records epoch:
+//!                            each scope shred replaces it with the next
+//!                            (decision 0020); not backed up with the
+//!                            database
 //!   secrets.key        0600  the key host secrets are wrapped under, at
 //!                            the database's epoch: each shred replaces it
 //!                            with the next (decision 0018); not backed up
@@ -30,7 +34,6 @@ use std::fs::File;
 use std::future::IntoFuture;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use atrest_audit::{
     AuditLog, AuditSigningKey, AuditStore, EntryKind, LogOptions, NewEntry, SystemClock,
@@ -40,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::authority::{Authority, AuthorityOptions};
 use crate::events::AuditEvent;
-use crate::secrets_key::{SecretsKeyError, SecretsKeyring};
+use crate::secrets_key::{SecretsKeyError, StoreKeys};
 use crate::storage::{Database, DatabaseError, KeydAuditStore, KeydStorage, PolicyRule};
 use crate::tls::ServerCertificates;
 
@@ -263,9 +266,7 @@ impl DataDir {
             // shared database would sign its entries with another key.
             // (The state store first: it gives up on an unreachable
             // server sooner; as a probe, it writes no secrets epoch.)
-            database
-                .open_storage(Arc::new(SecretsKeyring::probe()))
-                .await?;
+            database.open_storage(StoreKeys::probe()).await?;
             let entries = database.open_audit().await?.head().await?.seq;
             if entries > 0 {
                 return Err(DataDirError::DatabaseInUse {
@@ -296,7 +297,6 @@ impl DataDir {
         certificates.save(&tls)?;
         let signing = AuditSigningKey::generate();
         write_secret(&path.join(Self::AUDIT_KEY), &signing.expose_seed()[..])?;
-        let records = Self::records_key(path)?;
         let token = Zeroizing::new(atrest_remote::to_base64url(
             &atrest_core::random_array::<32>(),
         ));
@@ -309,9 +309,9 @@ impl DataDir {
         let authority = Self::authority_at(
             &database,
             signing,
-            Self::secrets_key(path)?,
+            Self::store_keys(path)?,
             AuthorityOptions {
-                records_master: Some(records),
+                scoped: true,
                 ..AuthorityOptions::default()
             },
         )
@@ -398,32 +398,20 @@ impl DataDir {
         Ok(AuditSigningKey::from_seed(&seed))
     }
 
-    /// The records key (`records.key`), made if the directory has none: at
-    /// init, or on the first start of a directory made before scoped
-    /// encryption. Replicas must share one (copy it with the rest of the
-    /// directory); the database remembers which, so a replica with another
-    /// refuses to start.
-    fn records_key(path: &Path) -> Result<std::sync::Arc<atrest_core::SecretKey>, DataDirError> {
-        let key_path = path.join(Self::RECORDS_KEY);
-        if !key_path.exists() {
-            write_secret(&key_path, &atrest_core::SecretKey::random().expose()[..])?;
+    /// `secrets.key` and `records.key`, each read if it exists (made by
+    /// the store when the database has no epoch of its own yet: at init, or
+    /// the first start of a directory from before the keys were wrapped
+    /// under an epoch key). A `records.key` of before decision 0020 (the
+    /// bare 32-byte master) is read as its epoch 0, and replaced at the
+    /// first scope shred.
+    fn store_keys(path: &Path) -> Result<StoreKeys, DataDirError> {
+        for name in [Self::SECRETS_KEY, Self::RECORDS_KEY] {
+            let key_path = path.join(name);
+            if key_path.exists() {
+                check_private(&key_path)?;
+            }
         }
-        check_private(&key_path)?;
-        let bytes = Zeroizing::new(std::fs::read(&key_path).map_err(|e| file_error(&key_path, e))?);
-        atrest_core::SecretKey::from_slice(&bytes)
-            .map(std::sync::Arc::new)
-            .ok_or_else(|| file_error(&key_path, "a records key is 32 bytes"))
-    }
-
-    /// `secrets.key`, read if it exists (made by the store when the
-    /// database has no secrets epoch yet: at init, or the first start of a
-    /// directory from before secrets were wrapped).
-    fn secrets_key(path: &Path) -> Result<Arc<SecretsKeyring>, DataDirError> {
-        let key_path = path.join(Self::SECRETS_KEY);
-        if key_path.exists() {
-            check_private(&key_path)?;
-        }
-        Ok(Arc::new(SecretsKeyring::open(&key_path)?))
+        Ok(StoreKeys::open(path)?)
     }
 
     /// The audit store, for reading (`audit verify`, `audit tail`).
@@ -439,11 +427,11 @@ impl DataDir {
     async fn authority_at(
         database: &Database,
         signing: AuditSigningKey,
-        secrets: Arc<SecretsKeyring>,
+        keys: StoreKeys,
         options: AuthorityOptions,
     ) -> Result<KeydAuthority, DataDirError> {
         // The state store first: it gives up on an unreachable server sooner.
-        let storage = database.open_storage(secrets).await?;
+        let storage = database.open_storage(keys).await?;
         let store = database.open_audit().await?;
         // Every batch gets a signed tree head, which hosts check. Format-1
         // checkpoints are only for hosts from before tree heads: they are
@@ -463,7 +451,7 @@ impl DataDir {
         let signing = Self::signing_key(&self.path)?;
         let database = self.database()?;
         let options = AuthorityOptions {
-            records_master: Some(Self::records_key(&self.path)?),
+            scoped: true,
             ..options
         };
         if database.is_shared() {
@@ -471,15 +459,13 @@ impl DataDir {
             // database (a typo in its name) is not a backup from before
             // the secrets were wrapped. (The state store as a probe first:
             // it gives up on an unreachable server sooner.)
-            database
-                .open_storage(Arc::new(SecretsKeyring::probe()))
-                .await?;
+            database.open_storage(StoreKeys::probe()).await?;
             if database.open_audit().await?.head().await?.seq == 0 {
                 return Err(DataDirError::NoAuthority(database.to_string()));
             }
         }
         let authority =
-            Self::authority_at(&database, signing, Self::secrets_key(&self.path)?, options).await?;
+            Self::authority_at(&database, signing, Self::store_keys(&self.path)?, options).await?;
         if authority.audit().head().seq == 0 {
             return Err(DataDirError::NoAuthority(database.to_string()));
         }

@@ -63,12 +63,6 @@ pub enum AuthorityError {
     Audit(#[from] atrest_audit::AppendError),
     #[error(transparent)]
     Storage(StorageError),
-    #[error(
-        "records.key in the data directory is not the records key this database's scopes are \
-         wrapped under: copy records.key from the first replica (or the backup of this data \
-         directory)"
-    )]
-    RecordsKeyMismatch,
     #[error("the host's exchange secret is unusable: {0}")]
     Exchange(#[from] atrest_remote::ExchangeError),
     #[error(
@@ -132,7 +126,7 @@ impl AuthorityError {
             Self::Audit(_) => ErrorCode::AuditUnavailable,
             Self::Storage(e) if e.is_unavailable() => ErrorCode::DatabaseUnavailable,
             Self::Storage(_) => ErrorCode::StorageError,
-            Self::Exchange(_) | Self::RecordsKeyMismatch => ErrorCode::InternalError,
+            Self::Exchange(_) => ErrorCode::InternalError,
             Self::GenerationRegressed { .. } => ErrorCode::GenerationRegressed,
             Self::GenerationForked { .. } => ErrorCode::GenerationForked,
         }

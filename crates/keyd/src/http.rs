@@ -124,9 +124,9 @@ impl ApiError {
                     AuthorityError::Storage(e) if e.is_unavailable() => {
                         StatusCode::SERVICE_UNAVAILABLE
                     }
-                    AuthorityError::Storage(_)
-                    | AuthorityError::Exchange(_)
-                    | AuthorityError::RecordsKeyMismatch => StatusCode::INTERNAL_SERVER_ERROR,
+                    AuthorityError::Storage(_) | AuthorityError::Exchange(_) => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
                 };
                 (status, e.code(), e.to_string())
             }

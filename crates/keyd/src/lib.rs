@@ -23,7 +23,9 @@
 //!   [`AppPolicy`], audited; scopes and apps are managed with
 //!   [`Authority::create_scope`], [`Authority::rotate_scope`],
 //!   [`Authority::shred_scope`], [`Authority::set_scope_window`] and
-//!   [`Authority::add_app`]. Scope keys are wrapped under `records.key`.
+//!   [`Authority::add_app`]. Scope keys are wrapped under bucket keys,
+//!   those under `records.key`, which each scope shred ratchets forward
+//!   (decision 0020).
 //! - [`ServerCertificates`] / [`serve_tls`]: a CA and server certificate
 //!   made at init (hosts pin the CA's [`fingerprint`]), served with rustls.
 //! - [`Database`]: where the state and the audit log are (`--database`):

@@ -1,6 +1,7 @@
 //! Scoped encryption served by the authority (issue 12, decision 0014):
 //! applications with their own tokens seal, open, rewrap and index fields
-//! of scopes whose keys the authority keeps wrapped under its records key.
+//! of scopes whose keys the authority keeps wrapped under bucket keys,
+//! themselves wrapped under its records epoch key (decision 0020).
 //!
 //! - [`App`]: an application authenticated by its token, with the
 //!   [`AppPolicy`] that names the scopes and fields it may use. Only
@@ -21,7 +22,8 @@
 //!
 //! HTTP is in [`crate::scoped_routes`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use atrest_audit::{AuditStore, Clock, EntryKind, NewEntry};
 use atrest_core::SecretKey;
@@ -35,7 +37,10 @@ use zeroize::Zeroizing;
 
 use crate::authority::{Authority, AuthorityError, RequestContext};
 use crate::events::AuditEvent;
-use crate::storage::{Storage, StorageError, StoredApp, StoredScope, StoredWindow};
+use crate::secrets_key::{SecretsKeyError, SecretsKeyring, wrapped_epoch};
+use crate::storage::{
+    Storage, StorageError, StoredApp, StoredBucket, StoredScope, StoredWindow, random_bucket,
+};
 
 /// Most items in one request.
 pub const MAX_ITEMS: usize = 1000;
@@ -91,25 +96,71 @@ fn blocking_above<R>(threshold: usize, items: usize, work: impl FnOnce() -> R) -
 /// Text prefix of an app token.
 pub const APP_TOKEN_PREFIX: &str = "atrapp_";
 
-/// The records key and what it is checked by; absent, the scoped API
-/// answers `scoped_disabled`.
+/// Reads of a scope before giving up on one from before a shred this
+/// process already followed (on a shared database, a read that started
+/// just before another replica's shred committed), and writes of a new
+/// scope key before giving up on a bucket whose key a shred keeps
+/// replacing.
+const SCOPE_ATTEMPTS: usize = 3;
+
+/// The records keyring and the bucket keys opened with it; absent, the
+/// scoped API answers `scoped_disabled`.
 pub(crate) struct ScopedKeys {
-    records: RecordsKey,
+    records: Arc<SecretsKeyring>,
+    /// Each bucket's key as last opened, with the wrapped form it came
+    /// from: a scope costs one more unwrap only when its bucket's key is
+    /// first used or has changed (a shred, on this replica or another).
+    /// Unwrapped keys live in memory as `records.key` itself does.
+    buckets: Mutex<HashMap<u8, OpenedBucket>>,
 }
 
+/// A bucket's key as opened, and the wrapped form it was opened from.
+type OpenedBucket = (Vec<u8>, Arc<RecordsKey>);
+
 impl ScopedKeys {
-    pub fn new(master: &SecretKey) -> Self {
+    pub fn new(records: Arc<SecretsKeyring>) -> Self {
         Self {
-            records: RecordsKey::from_master(master),
+            records,
+            buckets: Mutex::default(),
         }
     }
 
-    /// What the database keeps to tell records keys apart: a hash of a
-    /// key derived for nothing else, which reveals nothing of the key.
-    pub fn fingerprint(master: &SecretKey) -> [u8; 32] {
-        let check = master.derive(b"", b"atrest v1 records key check");
-        atrest_core::sha256(check.expose())
+    /// The key of `bucket` as read: the one kept if the wrapped form is
+    /// the same, else unwrapped with the records key of its epoch (the
+    /// key file moved forward first if the database is past it, as a
+    /// replica follows another's shred).
+    fn bucket_key(&self, bucket: &StoredBucket) -> Result<Arc<RecordsKey>, StorageError> {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((wrapped, key)) = buckets.get(&bucket.number)
+            && *wrapped == bucket.wrapped
+        {
+            return Ok(key.clone());
+        }
+        let corrupt = |e: &dyn std::fmt::Display| {
+            StorageError::Corrupt(format!("scope bucket {}: {e}", bucket.number))
+        };
+        let epoch = wrapped_epoch(&bucket.wrapped).map_err(|e| corrupt(&e))?;
+        let raw = self
+            .records
+            .key_at(epoch)?
+            .unwrap_bucket(bucket.number, &bucket.wrapped)
+            .map_err(|e| corrupt(&e))?;
+        let key = Arc::new(RecordsKey::new(SecretKey::from_bytes(*raw)));
+        buckets.insert(bucket.number, (bucket.wrapped.clone(), key.clone()));
+        Ok(key)
     }
+}
+
+/// Whether `error` is a read from before a shred this process followed
+/// (read again), rather than a database restored from before one.
+fn read_before_followed_shred(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::SecretsKey(SecretsKeyError::RestoredDatabase { .. })
+    )
 }
 
 /// Why a scoped request was refused. Each has a stable [`code`](Self::code)
@@ -775,14 +826,26 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         share: Option<&ClientShare>,
     ) -> Result<(Keyring, StoredScope)> {
         let keys = self.scoped_keys()?;
-        let stored = self
-            .storage()
-            .scope(scope.as_str())
-            .await?
-            .ok_or_else(|| ScopedApiError::UnknownScope(scope.to_string()))?;
-        if stored.shredded {
-            return Err(ScopedApiError::ScopeShredded(scope.to_string()));
-        }
+        let mut attempt = 0;
+        let (stored, records) = loop {
+            attempt += 1;
+            let stored = self
+                .storage()
+                .scope(scope.as_str())
+                .await?
+                .ok_or_else(|| ScopedApiError::UnknownScope(scope.to_string()))?;
+            if stored.shredded {
+                return Err(ScopedApiError::ScopeShredded(scope.to_string()));
+            }
+            let bucket = stored.bucket.as_ref().ok_or_else(|| {
+                StorageError::Corrupt(format!("scope {scope} has keys under no bucket"))
+            })?;
+            match keys.bucket_key(bucket) {
+                Ok(records) => break (stored, records),
+                Err(e) if read_before_followed_shred(&e) && attempt < SCOPE_ATTEMPTS => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
         let mut ring: Option<Keyring> = None;
         for (version, wrapped) in &stored.keys {
             if *version < stored.minimum_version {
@@ -798,9 +861,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
                 ))
                 .into());
             }
-            let unwrapped = keys.records.unwrap_scope(scope, &wrapped).map_err(|_| {
+            let unwrapped = records.unwrap_scope(scope, &wrapped).map_err(|_| {
                 StorageError::Corrupt(format!(
-                    "scope {scope} version {version} does not open under this records key"
+                    "scope {scope} version {version} does not open under its bucket's key"
                 ))
             })?;
             let key = ScopeKey::open(&unwrapped, share)?;
@@ -1161,28 +1224,42 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     ) -> Result<CreatedScope> {
         let keys = self.scoped_keys()?;
         let id = scope_id(scope)?;
-        let (wrapped, share) = keys.records.create_scope(&id, client_share);
-        let stored = StoredScope {
-            id: id.to_string(),
-            needs_client_share: client_share,
-            minimum_version: 1,
-            shredded: false,
-            created_at: self.now(),
-            keys: vec![(wrapped.key_version().get(), wrapped.as_bytes().to_vec())],
-            window: None,
-        };
         if self.storage().scope(scope).await?.is_some() {
             return Err(ScopedApiError::ScopeExists(scope.into()));
         }
         self.audit_change(EntryKind::PolicyChange, actor, scope, "scope_created")
             .await?;
-        if !self.storage().insert_scope(&stored).await? {
-            return Err(ScopedApiError::ScopeExists(scope.into()));
+        let number = random_bucket();
+        for _ in 0..SCOPE_ATTEMPTS {
+            let bucket = self.storage().scope_bucket(number).await?;
+            let records = match keys.bucket_key(&bucket) {
+                Ok(records) => records,
+                Err(e) if read_before_followed_shred(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let (wrapped, share) = records.create_scope(&id, client_share);
+            let stored = StoredScope {
+                id: id.to_string(),
+                needs_client_share: client_share,
+                minimum_version: 1,
+                shredded: false,
+                created_at: self.now(),
+                keys: vec![(wrapped.key_version().get(), wrapped.as_bytes().to_vec())],
+                window: None,
+                bucket: Some(bucket),
+            };
+            if self.storage().insert_scope(&stored).await? {
+                return Ok(CreatedScope {
+                    scope: ScopeView::of(&stored)?,
+                    client_share_secret: share.map(|s| s.to_text()),
+                });
+            }
+            if self.storage().scope(scope).await?.is_some() {
+                return Err(ScopedApiError::ScopeExists(scope.into()));
+            }
+            // The bucket's key changed meanwhile (a shred): wrap again.
         }
-        Ok(CreatedScope {
-            scope: ScopeView::of(&stored)?,
-            client_share_secret: share.map(|s| s.to_text()),
-        })
+        Err(bucket_busy(scope))
     }
 
     /// An app creates a scope its policy names, if it may create scopes.
@@ -1216,6 +1293,18 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         self.scoped_keys()?;
         let scopes = self.storage().scopes().await?;
         Ok(scopes.iter().map(ScopeView::of).collect::<Result<_, _>>()?)
+    }
+
+    /// The key a live scope's keys are wrapped under now (its bucket's):
+    /// for tests that open what the API sealed with the library alone.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub async fn scope_wrapping_key(&self, scope: &str) -> Result<Arc<RecordsKey>> {
+        let keys = self.scoped_keys()?;
+        let stored = self.live_scope(scope).await?;
+        let bucket = stored.bucket.ok_or_else(|| {
+            StorageError::Corrupt(format!("scope {scope} has keys under no bucket"))
+        })?;
+        Ok(keys.bucket_key(&bucket)?)
     }
 
     async fn live_scope(&self, scope: &str) -> Result<StoredScope> {
@@ -1255,15 +1344,9 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
     /// client share, if any, stays the same.
     pub async fn rotate_scope(&self, scope: &str, actor: &str) -> Result<ScopeView> {
         let keys = self.scoped_keys()?;
-        let stored = self.live_scope(scope).await?;
+        let mut stored = self.live_scope(scope).await?;
         let id = scope_id(scope)?;
         let next = stored.keys.iter().map(|(v, _)| *v).max().unwrap_or(0) + 1;
-        let wrapped = keys.records.wrap_scope(
-            &id,
-            KeyVersion::new(next)?,
-            stored.needs_client_share,
-            &atrest_scoped::ScopeSecret::random(),
-        );
         self.audit_change(
             EntryKind::Rotation,
             actor,
@@ -1271,16 +1354,41 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
             &format!("scope_rotated_to_{next}"),
         )
         .await?;
-        if !self
-            .storage()
-            .add_scope_key(scope, next, wrapped.as_bytes())
-            .await?
-        {
-            return Err(ScopedApiError::Invalid(format!(
-                "scope {scope} changed meanwhile (rotated or shredded); look and retry"
-            )));
+        let secret = atrest_scoped::ScopeSecret::random();
+        for _ in 0..SCOPE_ATTEMPTS {
+            let bucket = stored.bucket.as_ref().ok_or_else(|| {
+                StorageError::Corrupt(format!("scope {scope} has keys under no bucket"))
+            })?;
+            let records = match keys.bucket_key(bucket) {
+                Ok(records) => records,
+                Err(e) if read_before_followed_shred(&e) => {
+                    stored = self.live_scope(scope).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let wrapped = records.wrap_scope(
+                &id,
+                KeyVersion::new(next)?,
+                stored.needs_client_share,
+                &secret,
+            );
+            if self
+                .storage()
+                .add_scope_key(scope, next, wrapped.as_bytes(), bucket)
+                .await?
+            {
+                return self.scope_view(scope).await;
+            }
+            stored = self.live_scope(scope).await?;
+            if stored.keys.iter().any(|(v, _)| *v >= next) {
+                return Err(ScopedApiError::Invalid(format!(
+                    "scope {scope} changed meanwhile (rotated); look and retry"
+                )));
+            }
+            // The bucket's key changed meanwhile (a shred): wrap again.
         }
-        self.scope_view(scope).await
+        Err(bucket_busy(scope))
     }
 
     /// Refuses versions below `minimum` from now on (after a rewrap).
@@ -1458,6 +1566,14 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
 /// A field request naming a table's files as its column (also `b.#file`:
 /// table `a`, column `b.#file` would be named `a.b.#file`, as the files of
 /// table `a.b` are).
+/// A scope key could not be written: its bucket's key changed at every
+/// attempt (shreds one after the other).
+fn bucket_busy(scope: &str) -> ScopedApiError {
+    ScopedApiError::Invalid(format!(
+        "scope {scope}: shreds kept replacing its bucket's key meanwhile; retry"
+    ))
+}
+
 fn file_column_refused() -> ScopedError {
     ScopedError::InvalidName {
         what: "column",

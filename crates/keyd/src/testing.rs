@@ -26,6 +26,7 @@ use crate::authority::{Authority, AuthorityOptions};
 use crate::storage::{Database, KeydAuditStore, KeydStorage};
 
 const SECRETS_KEY: &str = crate::DataDir::SECRETS_KEY;
+const RECORDS_KEY: &str = crate::DataDir::RECORDS_KEY;
 
 /// The database a [`TestKeyd`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,11 +326,10 @@ pub struct TestKeyd<C: Clock + Clone = ManualClock> {
     options: AuthorityOptions,
     log_options: LogOptions,
     audit_seed: [u8; 32],
-    /// The records key of scoped encryption, kept across restarts.
-    records_seed: [u8; 32],
     dir: Arc<tempfile::TempDir>,
-    /// Where this keyd's `secrets.key` is: the data directory, or a
-    /// replica's own (a copy of the first one's, as operators make).
+    /// Where this keyd's `secrets.key` and `records.key` are: the data
+    /// directory, or a replica's own (copies of the first one's, as
+    /// operators make).
     keys: Arc<tempfile::TempDir>,
 }
 
@@ -398,15 +398,17 @@ impl<C: Clock + Clone> TestKeyd<C> {
     ) -> Self {
         let faults = StoreFaults::default();
         let audit_seed = atrest_core::random_array();
-        let records_seed = atrest_core::random_array();
-        let options = with_records_key(options, &records_seed);
+        let options = AuthorityOptions {
+            scoped: true,
+            ..options
+        };
         let dir = Arc::new(dir);
         let authority = open_authority(
             &database,
             &clock,
             &faults,
             &audit_seed,
-            &dir.path().join(SECRETS_KEY),
+            dir.path(),
             options.clone(),
             log_options.clone(),
         )
@@ -419,7 +421,6 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options,
             log_options,
             audit_seed,
-            records_seed,
             keys: dir.clone(),
             dir,
         }
@@ -436,12 +437,13 @@ impl<C: Clock + Clone> TestKeyd<C> {
         let faults = StoreFaults::default();
         let keys = Arc::new(tempfile::tempdir().unwrap());
         std::fs::copy(self.secrets_key(), keys.path().join(SECRETS_KEY)).unwrap();
+        std::fs::copy(self.records_key(), keys.path().join(RECORDS_KEY)).unwrap();
         let authority = open_authority(
             &self.database,
             &self.clock,
             &faults,
             &self.audit_seed,
-            &keys.path().join(SECRETS_KEY),
+            keys.path(),
             self.options.clone(),
             self.log_options.clone(),
         )
@@ -454,7 +456,6 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options: self.options.clone(),
             log_options: self.log_options.clone(),
             audit_seed: self.audit_seed,
-            records_seed: self.records_seed,
             dir: self.dir.clone(),
             keys,
         }
@@ -468,6 +469,11 @@ impl<C: Clock + Clone> TestKeyd<C> {
     /// This keyd's `secrets.key` (a replica has its own).
     pub fn secrets_key(&self) -> std::path::PathBuf {
         self.keys.path().join(SECRETS_KEY)
+    }
+
+    /// This keyd's `records.key` (a replica has its own).
+    pub fn records_key(&self) -> std::path::PathBuf {
+        self.keys.path().join(RECORDS_KEY)
     }
 
     /// Stops the authority (as a restart would: boot states flushed) and
@@ -489,7 +495,6 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options,
             log_options,
             audit_seed,
-            records_seed,
             dir,
             keys,
         } = self;
@@ -501,7 +506,7 @@ impl<C: Clock + Clone> TestKeyd<C> {
             &clock,
             &faults,
             &audit_seed,
-            &keys.path().join(SECRETS_KEY),
+            keys.path(),
             options.clone(),
             log_options.clone(),
         )
@@ -514,7 +519,6 @@ impl<C: Clock + Clone> TestKeyd<C> {
             options,
             log_options,
             audit_seed,
-            records_seed,
             dir,
             keys,
         }
@@ -566,20 +570,12 @@ impl<C: Clock + Clone> TestKeyd<C> {
     }
 }
 
-/// `options` with the test's records key, unless the test set its own.
-fn with_records_key(mut options: AuthorityOptions, seed: &[u8; 32]) -> AuthorityOptions {
-    if options.records_master.is_none() {
-        options.records_master = Some(Arc::new(atrest_core::SecretKey::from_bytes(*seed)));
-    }
-    options
-}
-
 async fn open_authority<C: Clock + Clone>(
     database: &Database,
     clock: &C,
     faults: &StoreFaults,
     audit_seed: &[u8; 32],
-    secrets_key: &Path,
+    keys: &Path,
     options: AuthorityOptions,
     log_options: LogOptions,
 ) -> TestAuthority<C> {
@@ -592,8 +588,8 @@ async fn open_authority<C: Clock + Clone>(
     )
     .await
     .unwrap();
-    let secrets = crate::secrets_key::SecretsKeyring::open(secrets_key).unwrap();
-    let storage = database.open_storage(Arc::new(secrets)).await.unwrap();
+    let keys = crate::secrets_key::StoreKeys::open(keys).unwrap();
+    let storage = database.open_storage(keys).await.unwrap();
     Authority::open(storage, audit, clock.clone(), options)
         .await
         .unwrap()

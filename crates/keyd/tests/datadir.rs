@@ -338,11 +338,14 @@ async fn a_records_key_other_than_the_databases_is_refused() {
     DataDir::init(&data, InitOptions::default()).await.unwrap();
     let records = data.join("records.key");
     let first = std::fs::read(&records).unwrap();
-    assert_eq!(first.len(), 32);
+    // The records epoch file (decision 0020): magic, version, epoch 0, key.
+    assert_eq!(first.len(), atrest_keyd::secrets_key::FILE_LEN);
+    assert_eq!(&first[..9], b"ATRK\x01\0\0\0\0");
     let opened = DataDir::open(&data).unwrap();
     drop(opened.authority(AuthorityOptions::default()).await.unwrap());
 
-    // Another key in its place (a replica given the wrong file).
+    // Another key in its place (a replica given the wrong file; here the
+    // bare 32-byte form of before 0020, read as its epoch 0).
     std::fs::remove_file(&records).unwrap();
     std::fs::write(&records, [7u8; 32]).unwrap();
     std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -1,5 +1,6 @@
-//! Known-answer vectors of host secrets at rest (`testdata/keyd/`, see its
-//! README): walks every file but the README, with no list of names. A
+//! Known-answer vectors of host secrets and scope bucket keys at rest
+//! (`testdata/keyd/`, see its README): walks every file but the README,
+//! with no list of names. A
 //! vector whose kind or `expect` is unknown, that lacks a field, or that
 //! has a field the check never reads, fails.
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use atrest_core::{SecretKey, labels};
-use atrest_keyd::secrets_key::{EpochKey, UnwrapError};
+use atrest_keyd::secrets_key::{EpochKey, Purpose, RECORDS, SECRETS, UnwrapError};
 use atrest_remote::{HostId, KeyId};
 
 fn dir() -> PathBuf {
@@ -38,8 +39,31 @@ impl Fields {
     }
 
     fn key(&mut self) -> EpochKey {
+        self.key_of(&SECRETS)
+    }
+
+    fn key_of(&mut self, purpose: &'static Purpose) -> EpochKey {
         let epoch = self.take("epoch").parse().unwrap();
-        EpochKey::new(epoch, SecretKey::from_slice(&self.bytes("key")).unwrap())
+        EpochKey::of(
+            purpose,
+            epoch,
+            SecretKey::from_slice(&self.bytes("key")).unwrap(),
+        )
+    }
+}
+
+fn unwrapped(
+    expect: &str,
+    opened: Result<zeroize::Zeroizing<[u8; 32]>, UnwrapError>,
+    want: impl FnOnce() -> Vec<u8>,
+) {
+    match (expect, opened) {
+        ("success", Ok(secret)) => assert_eq!(secret.to_vec(), want()),
+        ("auth-failure", Err(UnwrapError::Authentication))
+        | ("epoch-mismatch", Err(UnwrapError::Epoch { .. }))
+        | ("unknown-version", Err(UnwrapError::UnknownVersion(_)))
+        | ("length", Err(UnwrapError::Length(_))) => {}
+        (expect, got) => panic!("expected {expect}, got {:?}", got.map(|_| "a key")),
     }
 }
 
@@ -48,11 +72,16 @@ fn check(fields: &mut Fields) {
     let expect = fields.take("expect");
     assert!(!fields.take("comment").is_empty());
     match kind.as_str() {
-        "secrets-ratchet" => {
+        "secrets-ratchet" | "records-ratchet" => {
             assert_eq!(expect, "success");
-            let key = fields.key();
-            let wrap_key = SecretKey::from_bytes(*key.expose())
-                .derive(&key.epoch().to_be_bytes(), labels::KEYD_SECRETS_WRAP);
+            let (purpose, label) = if kind == "records-ratchet" {
+                (&RECORDS, labels::KEYD_RECORDS_WRAP)
+            } else {
+                (&SECRETS, labels::KEYD_SECRETS_WRAP)
+            };
+            let key = fields.key_of(purpose);
+            let wrap_key =
+                SecretKey::from_bytes(*key.expose()).derive(&key.epoch().to_be_bytes(), label);
             assert_eq!(wrap_key.expose().to_vec(), fields.bytes("wrap_key"));
             assert_eq!(key.check().to_vec(), fields.bytes("check"));
             let next = key.next().unwrap();
@@ -64,14 +93,23 @@ fn check(fields: &mut Fields) {
             let host = HostId::new(fields.take("host_id")).unwrap();
             let key_id = KeyId(fields.bytes("key_id").try_into().unwrap());
             let opened = key.unwrap(&host, &key_id, &fields.bytes("wrapped"));
-            match (expect.as_str(), opened) {
-                ("success", Ok(secret)) => assert_eq!(secret.to_vec(), fields.bytes("secret")),
-                ("auth-failure", Err(UnwrapError::Authentication))
-                | ("epoch-mismatch", Err(UnwrapError::Epoch { .. }))
-                | ("unknown-version", Err(UnwrapError::UnknownVersion(_)))
-                | ("length", Err(UnwrapError::Length(_))) => {}
-                (expect, got) => panic!("expected {expect}, got {:?}", got.map(|_| "a secret")),
-            }
+            unwrapped(&expect, opened, || fields.bytes("secret"));
+        }
+        "records-origin" => {
+            assert_eq!(expect, "success");
+            let key = fields.key_of(&RECORDS);
+            let master = SecretKey::from_slice(&fields.bytes("master")).unwrap();
+            let origin = EpochKey::from_legacy(&RECORDS, &master).unwrap();
+            assert_eq!(
+                (origin.epoch(), origin.expose()),
+                (key.epoch(), key.expose())
+            );
+        }
+        "bucket-key" => {
+            let key = fields.key_of(&RECORDS);
+            let bucket: u8 = fields.take("bucket").parse().unwrap();
+            let opened = key.unwrap_bucket(bucket, &fields.bytes("wrapped"));
+            unwrapped(&expect, opened, || fields.bytes("bucket_key"));
         }
         other => panic!("unknown kind {other}"),
     }

@@ -193,6 +193,25 @@ impl RecordsKey {
         })
     }
 
+    /// Opens `scope`'s wrapped key and wraps the same secret under `to`,
+    /// with the same key version and flags (keyd moving a scope to a new
+    /// bucket key, decision 0020). Fails, changing nothing, if it does not
+    /// open.
+    pub fn rewrap_scope(
+        &self,
+        to: &RecordsKey,
+        scope: &ScopeId,
+        wrapped: &Wrapped,
+    ) -> Result<Wrapped> {
+        let unwrapped = self.unwrap_scope(scope, wrapped)?;
+        Ok(to.wrap_scope(
+            scope,
+            unwrapped.version,
+            unwrapped.needs_share,
+            &unwrapped.secret,
+        ))
+    }
+
     /// Creates a scope: a fresh secret, wrapped, and the client's share
     /// when the scope takes one (hand it to the client; it is not kept).
     pub fn create_scope(
@@ -284,6 +303,32 @@ mod tests {
                 ScopedError::Authentication
             );
         }
+    }
+
+    #[test]
+    fn a_rewrap_keeps_secret_version_and_flags_under_the_new_key_only() {
+        let (from, to) = (
+            RecordsKey::new(SecretKey::random()),
+            RecordsKey::new(SecretKey::random()),
+        );
+        let secret = ScopeSecret::random();
+        let version = KeyVersion::new(3).unwrap();
+        let w = from.wrap_scope(&id("user:1"), version, true, &secret);
+        let moved = from.rewrap_scope(&to, &id("user:1"), &w).unwrap();
+        assert_ne!(moved, w);
+        assert_eq!(moved.key_version(), version);
+        assert!(moved.needs_client_share());
+        let back = to.unwrap_scope(&id("user:1"), &moved).unwrap();
+        assert_eq!(back.secret.0.expose(), secret.0.expose());
+        assert_eq!(
+            from.unwrap_scope(&id("user:1"), &moved).unwrap_err(),
+            ScopedError::Authentication
+        );
+        // A wrap for another scope is refused, not moved.
+        assert_eq!(
+            from.rewrap_scope(&to, &id("user:2"), &w).unwrap_err(),
+            ScopedError::Authentication
+        );
     }
 
     #[test]

@@ -244,6 +244,11 @@ async fn scope(command: ScopeCommand) -> anyhow::Result<ExitCode> {
                 .post("/v1/admin/scope/shred", &json!({ "scope": scope.scope }))
                 .await?;
             print_scope(&view);
+            eprintln!(
+                "take a new backup of the key authority's database now: the shred moved \
+                 records.key to a new epoch, and no backup taken before it can be restored \
+                 (docs/operations.md §12)"
+            );
         }
         ScopeCommand::Window(WindowCommand::Set {
             scope,

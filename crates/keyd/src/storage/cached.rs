@@ -8,7 +8,10 @@
 //! (PostgreSQL) is used bare.
 //!
 //! Only rows are kept: an app's token hash and policy, a scope's wrapped
-//! keys (as the database holds them). No unwrapped key is ever cached.
+//! keys and its bucket's wrapped key (as the database holds them). No
+//! unwrapped key is cached here (the scoped API keeps the bucket keys it
+//! opened, `crate::scoped`). A scope's shred changes every bucket's
+//! wrapped key (a new epoch): every scope is forgotten then.
 //!
 //! Every write goes to the store first; the entries it touched are then
 //! forgotten (or, for boot states, replaced by what was written), so the
@@ -21,9 +24,10 @@ use atrest_remote::{HostId, KeyId};
 
 use super::{
     BootState, Held, HeldState, HoldOutcome, HostRecord, HostState, LoginAttempt, LoginCounts,
-    PolicyRule, PolicyScope, Storage, StorageError, StoredApp, StoredApprover, StoredGeneration,
-    StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
+    PolicyRule, PolicyScope, Storage, StorageError, StoredApp, StoredApprover, StoredBucket,
+    StoredGeneration, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
 };
+use crate::secrets_key::SecretsKeyring;
 
 /// Most scopes kept in memory (one per user is common): past it, one is
 /// dropped for each read in.
@@ -114,6 +118,12 @@ impl<S: Storage> Cached<S> {
     fn forget_apps(&self) {
         let mut memory = self.memory();
         memory.apps.clear();
+        memory.epoch += 1;
+    }
+
+    fn forget_scopes(&self) {
+        let mut memory = self.memory();
+        memory.scopes.clear();
         memory.epoch += 1;
     }
 
@@ -378,8 +388,12 @@ impl<S: Storage> Storage for Cached<S> {
         self.inner.prune_held(before).await
     }
 
-    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
-        self.inner.check_records_key(fingerprint).await
+    fn records_keyring(&self) -> Arc<SecretsKeyring> {
+        self.inner.records_keyring()
+    }
+
+    async fn scope_bucket(&self, number: u8) -> Result<StoredBucket, StorageError> {
+        self.inner.scope_bucket(number).await
     }
 
     async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
@@ -452,8 +466,9 @@ impl<S: Storage> Storage for Cached<S> {
         id: &str,
         version: u32,
         wrapped: &[u8],
+        bucket: &StoredBucket,
     ) -> Result<bool, StorageError> {
-        let written = self.inner.add_scope_key(id, version, wrapped).await;
+        let written = self.inner.add_scope_key(id, version, wrapped, bucket).await;
         self.forget_scope(id);
         written
     }
@@ -466,7 +481,9 @@ impl<S: Storage> Storage for Cached<S> {
 
     async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
         let written = self.inner.shred_scope(id).await;
-        self.forget_scope(id);
+        // Every bucket's key is wrapped anew (the epoch moved on), and the
+        // shredded scope's bucket has a new key.
+        self.forget_scopes();
         written
     }
 

@@ -24,11 +24,11 @@ use atrest_remote::{HostId, KeyId};
 use super::{
     BootState, Cached, CachedHeld, Held, HeldState, HoldOutcome, HostRecord, HostState,
     LoginAttempt, LoginCounts, PgHeld, PgStorage, PolicyRule, PolicyScope, ReleaseHold, SqliteHeld,
-    SqliteStorage, Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld,
-    StoredScope, StoredSecret, StoredSession, StoredWindow,
+    SqliteStorage, Storage, StorageError, StoredApp, StoredApprover, StoredBucket,
+    StoredGeneration, StoredHeld, StoredScope, StoredSecret, StoredSession, StoredWindow,
 };
 
-use crate::secrets_key::SecretsKeyring;
+use crate::secrets_key::{SecretsKeyring, StoreKeys};
 
 const STATE_DB: &str = crate::DataDir::STATE_DB;
 const AUDIT_DB: &str = crate::DataDir::AUDIT_DB;
@@ -149,20 +149,18 @@ impl Database {
     }
 
     /// Opens (creating or migrating) the authority's state store, its
-    /// host secrets wrapped under `secrets` (`secrets.key`).
-    pub async fn open_storage(
-        &self,
-        secrets: Arc<SecretsKeyring>,
-    ) -> Result<KeydStorage, DatabaseError> {
+    /// host secrets wrapped under `keys.secrets` (`secrets.key`) and its
+    /// scope bucket keys under `keys.records` (`records.key`).
+    pub async fn open_storage(&self, keys: StoreKeys) -> Result<KeydStorage, DatabaseError> {
         match self {
-            Self::Sqlite(dir) => SqliteStorage::open(&dir.join(STATE_DB), secrets)
+            Self::Sqlite(dir) => SqliteStorage::open(&dir.join(STATE_DB), keys)
                 .await
                 .map(|s| KeydStorage::Sqlite(Cached::new(s)))
                 .map_err(|source| DatabaseError::Storage {
                     target: dir.join(STATE_DB).display().to_string(),
                     source,
                 }),
-            Self::Postgres(url) => PgStorage::open(url, secrets)
+            Self::Postgres(url) => PgStorage::open(url, keys)
                 .await
                 .map(KeydStorage::Postgres)
                 .map_err(|source| {
@@ -486,8 +484,12 @@ impl Storage for KeydStorage {
         each!(self, s => s.prune_held(before).await)
     }
 
-    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
-        each!(self, s => s.check_records_key(fingerprint).await)
+    fn records_keyring(&self) -> Arc<SecretsKeyring> {
+        each!(self, s => s.records_keyring())
+    }
+
+    async fn scope_bucket(&self, number: u8) -> Result<StoredBucket, StorageError> {
+        each!(self, s => s.scope_bucket(number).await)
     }
 
     async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
@@ -523,8 +525,9 @@ impl Storage for KeydStorage {
         id: &str,
         version: u32,
         wrapped: &[u8],
+        bucket: &StoredBucket,
     ) -> Result<bool, StorageError> {
-        each!(self, s => s.add_scope_key(id, version, wrapped).await)
+        each!(self, s => s.add_scope_key(id, version, wrapped, bucket).await)
     }
 
     async fn set_scope_minimum(&self, id: &str, minimum: u32) -> Result<bool, StorageError> {

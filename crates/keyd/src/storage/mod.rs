@@ -27,16 +27,18 @@ use crate::secrets_key::{EpochKey, SecretsKeyError, SecretsKeyring, StoredEpoch,
 
 #[macro_use]
 mod logins;
+mod buckets;
 mod cached;
 mod database;
 mod postgres;
 mod scoped;
 mod sqlite;
 
+pub use buckets::{StoredBucket, random_bucket};
 pub use cached::{Cached, CachedHeld};
 pub use database::{Database, DatabaseError, KeydAuditStore, KeydHeld, KeydStorage};
 pub use postgres::{PG_SCHEMA_VERSION, PgHeld, PgStorage};
-pub(crate) use scoped::{ScopeRow, app_from};
+pub(crate) use scoped::{ScopeRow, app_from, keys_and_bucket};
 pub use scoped::{StoredApp, StoredScope, StoredWindow};
 pub use sqlite::{SCHEMA_VERSION, SqliteHeld, SqliteStorage};
 
@@ -426,8 +428,9 @@ pub enum StorageError {
          run the atrest keyd release that wrote it (or migrate with a newer one)"
     )]
     SchemaVersion { found: i64, known: i64 },
-    /// The key host secrets are wrapped under (`secrets.key`) does not fit
-    /// the database, or could not be written.
+    /// The key host secrets (`secrets.key`) or scope bucket keys
+    /// (`records.key`) are wrapped under does not fit the database, or
+    /// could not be written.
     #[error(transparent)]
     SecretsKey(#[from] crate::secrets_key::SecretsKeyError),
 }
@@ -1076,14 +1079,17 @@ pub trait Storage: Send + Sync + 'static {
     /// `before`.
     fn prune_held(&self, before: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
 
-    /// Records the fingerprint of the records key the first time, and
-    /// says whether `fingerprint` is the one recorded: replicas (or a data
-    /// directory restored beside another database) with different records
-    /// keys are refused at start instead of failing every scope.
-    fn check_records_key(
+    /// The keyring scope bucket keys are wrapped under (`records.key`),
+    /// checked against the database's records epoch at open; the scoped
+    /// API unwraps bucket keys with it (decision 0020).
+    fn records_keyring(&self) -> Arc<SecretsKeyring>;
+
+    /// Bucket `number`'s key as stored now (every database has all
+    /// 256 once open), for a new scope's key to be wrapped under.
+    fn scope_bucket(
         &self,
-        fingerprint: [u8; 32],
-    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+        number: u8,
+    ) -> impl Future<Output = Result<StoredBucket, StorageError>> + Send;
 
     /// `Ok(false)`: an app of that name exists.
     fn insert_app(
@@ -1101,8 +1107,10 @@ pub trait Storage: Send + Sync + 'static {
     /// `Ok(false)`: no such app.
     fn delete_app(&self, name: &str) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
-    /// Stores a new scope with its keys. `Ok(false)`: the id is taken
-    /// (also by a shredded scope).
+    /// Stores a new scope with its keys, wrapped under the key of
+    /// `scope.bucket` (which must be set). `Ok(false)`: the id is taken
+    /// (also by a shredded scope), or the bucket's key is no longer the
+    /// one given (a shred replaced it, or moved the epoch: read it again).
     fn insert_scope(
         &self,
         scope: &StoredScope,
@@ -1115,13 +1123,16 @@ pub trait Storage: Send + Sync + 'static {
 
     fn scopes(&self) -> impl Future<Output = Result<Vec<StoredScope>, StorageError>> + Send;
 
-    /// Adds a key version. `Ok(false)`: no such scope, it is shredded, or
-    /// it has that version already (another rotation won).
+    /// Adds a key version, wrapped under the key of `bucket` (the scope's,
+    /// as read). `Ok(false)`: no such scope, it is shredded, it has that
+    /// version already (another rotation won), or the bucket's key is no
+    /// longer the one given.
     fn add_scope_key(
         &self,
         id: &str,
         version: u32,
         wrapped: &[u8],
+        bucket: &StoredBucket,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// `Ok(false)`: no such scope, or shredded.
@@ -1131,8 +1142,12 @@ pub trait Storage: Send + Sync + 'static {
         minimum: u32,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
-    /// Deletes every key of the scope and marks it shredded, in one
-    /// transaction. `Ok(false)`: no such scope, or already shredded.
+    /// Deletes every key of the scope and marks it shredded, replaces its
+    /// bucket's key (the bucket's other scopes wrapped again under the new
+    /// one) and advances the records epoch (every bucket key wrapped under
+    /// the next epoch's key), in one transaction; then `records.key` is
+    /// replaced by the next epoch's (decision 0020). `Ok(false)`: no such
+    /// scope, or already shredded.
     fn shred_scope(&self, id: &str) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// Sets or clears the window. `Ok(false)`: no such scope, or shredded.

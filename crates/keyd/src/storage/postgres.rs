@@ -17,14 +17,15 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use zeroize::Zeroizing;
 
-use crate::secrets_key::{EpochKey, SecretsKeyring, StoredEpoch};
+use crate::secrets_key::{EpochKey, SecretsKeyring, StoreKeys, StoredEpoch};
 
+use super::buckets::{self, ScopeKeyRow, StoredBucket};
 use super::{
     BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
     HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ReleaseHold, ScopeRow, SecretRow,
     SessionRow, Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld,
-    StoredScope, StoredSecret, StoredSession, StoredWindow, app_from, backend, read_secrets,
-    rewrap_all, scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
+    StoredScope, StoredSecret, StoredSession, StoredWindow, app_from, backend, keys_and_bucket,
+    read_secrets, rewrap_all, scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
 };
 
 /// `version` in `keyd_schema`. Version 2 added `keyd_held_requests`,
@@ -34,9 +35,13 @@ use super::{
 /// `keyd_vault_generations` and the policies' `rollback` column (the
 /// witness, format.md §16.17), version 6 `keyd_login_failures` and
 /// `keyd_login_trusted` (the approval page's budgets of wrong codes, shared
-/// by the replicas), all by idempotent statements in [`SCHEMA`]; older
-/// databases are migrated (their other tables are unchanged).
-pub const PG_SCHEMA_VERSION: i64 = 6;
+/// by the replicas), version 7 `keyd_scope_buckets`, `keyd_records_epoch`
+/// and the scopes' `bucket` column (scope keys under bucket keys under the
+/// records epoch key, decision 0020: the scope keys are moved by
+/// [`PgStorage::settle_records`]), all by idempotent statements in
+/// [`SCHEMA`]; older databases are migrated (their other tables are
+/// unchanged).
+pub const PG_SCHEMA_VERSION: i64 = 7;
 
 /// The oldest version this keyd migrates.
 const PG_OLDEST_MIGRATED: i64 = 1;
@@ -221,6 +226,22 @@ const SCHEMA: &[&str] = &[
         client TEXT PRIMARY KEY,
         trusted_until BIGINT NOT NULL
     )",
+    // Since version 7 (decision 0020): each scope's bucket, the bucket
+    // keys its keys are wrapped under (each wrapped under the records
+    // epoch key, `records.key`), and that epoch with a check value of its
+    // key.
+    "ALTER TABLE keyd_scopes ADD COLUMN IF NOT EXISTS bucket BIGINT
+        CHECK (bucket BETWEEN 0 AND 255)",
+    "CREATE INDEX IF NOT EXISTS keyd_scopes_by_bucket ON keyd_scopes (bucket)",
+    "CREATE TABLE IF NOT EXISTS keyd_scope_buckets (
+        bucket BIGINT PRIMARY KEY CHECK (bucket BETWEEN 0 AND 255),
+        wrapped BYTEA NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS keyd_records_epoch (
+        only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        epoch BIGINT NOT NULL CHECK (epoch >= 0),
+        key_check BYTEA NOT NULL CHECK (length(key_check) = 32)
+    )",
 ];
 
 /// A host's columns and the key ids of its secrets, from `keyd_hosts h`.
@@ -277,15 +298,20 @@ pub struct PgStorage {
     pool: PgPool,
     /// The key host secrets are wrapped under.
     secrets: Arc<SecretsKeyring>,
+    /// The key scope bucket keys are wrapped under.
+    records: Arc<SecretsKeyring>,
 }
 
 impl PgStorage {
     /// Connects to `url` (`postgres://…`; a password comes from
     /// `PGPASSWORD` or `~/.pgpass` if the URL has none) and creates or
     /// migrates the schema. Several replicas may do this at once. Host
-    /// secrets are wrapped under `secrets` (`secrets.key`), checked against
-    /// the database's epoch (ratcheted forward if the file is behind).
-    pub async fn open(url: &str, secrets: Arc<SecretsKeyring>) -> Result<Self, StorageError> {
+    /// secrets are wrapped under `keys.secrets` (`secrets.key`) and scope
+    /// bucket keys under `keys.records` (`records.key`), each checked
+    /// against the database's epoch (ratcheted forward if the file is
+    /// behind).
+    pub async fn open(url: &str, keys: StoreKeys) -> Result<Self, StorageError> {
+        let StoreKeys { secrets, records } = keys;
         let connect: PgConnectOptions = url.parse().map_err(StorageError::Backend)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -297,19 +323,32 @@ impl PgStorage {
             .connect_with(connect)
             .await
             .map_err(backend)?;
-        let storage = Self { pool, secrets };
+        let storage = Self {
+            pool,
+            secrets,
+            records,
+        };
         // A probe (a second `init` checking the database first) only asks
         // whether the database answers: its epoch is not this host's to
         // judge, and the authority already in it is refused after this.
-        if let Some(stored) = storage.migrate().await?
+        let (secrets_epoch, records_epoch) = storage.migrate().await?;
+        if let Some(stored) = secrets_epoch
             && !storage.secrets.is_probe()
         {
             storage.secrets.settle(&stored)?;
         }
+        if let Some(stored) = records_epoch
+            && !storage.records.is_probe()
+        {
+            storage.records.settle(&stored)?;
+        }
         Ok(storage)
     }
 
-    async fn migrate(&self) -> Result<Option<StoredEpoch>, StorageError> {
+    /// Creates or migrates the schema; the secrets epoch and the records
+    /// epoch as the database holds them (`None`: a probe's, or secrets
+    /// wrapped just now).
+    async fn migrate(&self) -> Result<(Option<StoredEpoch>, Option<StoredEpoch>), StorageError> {
         let mut tx = self.locked_tx(MIGRATION_LOCK).await?;
         let exists: bool = sqlx::query_scalar("SELECT to_regclass('keyd_schema') IS NOT NULL")
             .fetch_one(&mut *tx)
@@ -335,8 +374,9 @@ impl PgStorage {
                 }
                 if found == PG_SCHEMA_VERSION {
                     let stored = Self::settle_secrets(&mut tx, &self.secrets).await?;
+                    let records = Self::settle_records(&mut tx, &self.records).await?;
                     tx.commit().await.map_err(backend)?;
-                    return Ok(stored);
+                    return Ok((stored, records));
                 }
             }
         }
@@ -349,6 +389,7 @@ impl PgStorage {
                 .map_err(backend)?;
         }
         let stored = Self::settle_secrets(&mut tx, &self.secrets).await?;
+        let records = Self::settle_records(&mut tx, &self.records).await?;
         sqlx::query(
             "INSERT INTO keyd_schema (version) VALUES ($1)
              ON CONFLICT (only_row) DO UPDATE SET version = EXCLUDED.version",
@@ -358,7 +399,95 @@ impl PgStorage {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(stored)
+        Ok((stored, records))
+    }
+
+    /// The database's records epoch (`None` for a probe); if it has none
+    /// yet (new, or from before version 7), 256 bucket keys are made under
+    /// the key file's `K_0`, every scope is given a bucket and its keys
+    /// (wrapped under the bare `records.key` of before) are wrapped again
+    /// under its bucket's key, in the migration's transaction (under its
+    /// advisory lock, so one replica does it). A self-contained step of the
+    /// migration to version 7: it keys on the epoch row, not on the
+    /// version.
+    async fn settle_records(
+        tx: &mut PgConnection,
+        records: &SecretsKeyring,
+    ) -> Result<Option<StoredEpoch>, StorageError> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, key_check FROM keyd_records_epoch")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let Some((epoch, check)) = row {
+            return stored_epoch(epoch, check).map(Some);
+        }
+        if records.is_probe() {
+            return Ok(None);
+        }
+        let scopes: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM keyd_scopes ORDER BY id FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let keys: Vec<ScopeKeyRow> = sqlx::query_as(
+            "SELECT scope_id, version, wrapped FROM keyd_scope_keys ORDER BY scope_id, version
+             FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let migration = buckets::migrate(records, scopes, keys)?;
+        for (bucket, wrapped) in &migration.buckets {
+            sqlx::query("INSERT INTO keyd_scope_buckets (bucket, wrapped) VALUES ($1, $2)")
+                .bind(bucket)
+                .bind(wrapped)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        for (scope, bucket) in &migration.scope_buckets {
+            sqlx::query("UPDATE keyd_scopes SET bucket = $1 WHERE id = $2")
+                .bind(bucket)
+                .bind(scope)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        update_scope_keys(tx, &migration.scope_keys).await?;
+        // The fingerprint of the bare records key is replaced by the
+        // epoch's check value.
+        sqlx::query("DELETE FROM keyd_scoped_records_key")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let key = &migration.key;
+        sqlx::query("INSERT INTO keyd_records_epoch (epoch, key_check) VALUES ($1, $2)")
+            .bind(i64::from(key.epoch()))
+            .bind(&key.check()[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(Some(StoredEpoch {
+            epoch: key.epoch(),
+            check: key.check().to_vec(),
+        }))
+    }
+
+    /// Whether bucket `bucket`'s key is still the one a new scope key was
+    /// wrapped under, its row held `FOR SHARE` in `tx` until it ends: a
+    /// shred (which takes every bucket row `FOR UPDATE` first) waits for
+    /// the insert, and then rewraps what it inserted, or the insert waits
+    /// for the shred and sees the key changed.
+    async fn bucket_is(tx: &mut PgConnection, bucket: &StoredBucket) -> Result<bool, StorageError> {
+        let stored: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT wrapped FROM keyd_scope_buckets WHERE bucket = $1 FOR SHARE",
+        )
+        .bind(i64::from(bucket.number))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        Ok(stored.as_deref() == Some(bucket.wrapped.as_slice()))
     }
 
     /// The database's secrets epoch; if it has none yet (new, or from
@@ -1242,20 +1371,20 @@ impl Storage for PgStorage {
         Ok(())
     }
 
-    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
-        sqlx::query(
-            "INSERT INTO keyd_scoped_records_key (only_row, fingerprint) VALUES (TRUE, $1)
-             ON CONFLICT (only_row) DO NOTHING",
-        )
-        .bind(&fingerprint[..])
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        let stored: Vec<u8> = sqlx::query_scalar("SELECT fingerprint FROM keyd_scoped_records_key")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(atrest_core::constant_time_eq(&stored, &fingerprint))
+    fn records_keyring(&self) -> Arc<SecretsKeyring> {
+        self.records.clone()
+    }
+
+    async fn scope_bucket(&self, number: u8) -> Result<StoredBucket, StorageError> {
+        let wrapped: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT wrapped FROM keyd_scope_buckets WHERE bucket = $1")
+                .bind(i64::from(number))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        let wrapped =
+            wrapped.ok_or_else(|| StorageError::Corrupt(format!("no scope bucket {number}")))?;
+        Ok(StoredBucket { number, wrapped })
     }
 
     async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
@@ -1306,11 +1435,19 @@ impl Storage for PgStorage {
     }
 
     async fn insert_scope(&self, scope: &StoredScope) -> Result<bool, StorageError> {
+        let bucket = scope
+            .bucket
+            .as_ref()
+            .ok_or_else(|| StorageError::Corrupt(format!("scope {}: no bucket", scope.id)))?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        if !Self::bucket_is(&mut tx, bucket).await? {
+            return Ok(false);
+        }
         let window = scope.window.as_ref();
         let done = sqlx::query(
             "INSERT INTO keyd_scopes (id, needs_share, minimum, shredded, created_at,
-                window_start, window_end, window_fields) VALUES ($1, $2, $3, FALSE, $4, $5, $6, $7)
+                window_start, window_end, window_fields, bucket)
+             VALUES ($1, $2, $3, FALSE, $4, $5, $6, $7, $8)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&scope.id)
@@ -1320,6 +1457,7 @@ impl Storage for PgStorage {
         .bind(window.map(|w| i64::from(w.start)))
         .bind(window.map(|w| i64::from(w.end)))
         .bind(window.map(|w| w.fields.as_str()))
+        .bind(i64::from(bucket.number))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -1350,14 +1488,21 @@ impl Storage for PgStorage {
         else {
             return Ok(None);
         };
-        let keys: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, wrapped FROM keyd_scope_keys WHERE scope_id = $1 ORDER BY version",
+        // The keys and their bucket's key in one statement (one snapshot):
+        // they agree, whatever a shred on another replica commits between
+        // this and the row's read.
+        let rows = sqlx::query_as(
+            "SELECT k.version, k.wrapped, s.bucket, b.wrapped FROM keyd_scope_keys k
+             JOIN keyd_scopes s ON s.id = k.scope_id
+             LEFT JOIN keyd_scope_buckets b ON b.bucket = s.bucket
+             WHERE k.scope_id = $1 ORDER BY k.version",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        scope_from_row(&row)?.scope(keys).map(Some)
+        let (keys, bucket) = keys_and_bucket(id, rows)?;
+        scope_from_row(&row)?.scope(keys, bucket).map(Some)
     }
 
     async fn scopes(&self) -> Result<Vec<StoredScope>, StorageError> {
@@ -1379,7 +1524,7 @@ impl Storage for PgStorage {
             .map(|row| {
                 let row = scope_from_row(row)?;
                 let keys = by_scope.remove(&row.id).unwrap_or_default();
-                row.scope(keys)
+                row.scope(keys, None)
             })
             .collect()
     }
@@ -1389,18 +1534,25 @@ impl Storage for PgStorage {
         id: &str,
         version: u32,
         wrapped: &[u8],
+        bucket: &StoredBucket,
     ) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        if !Self::bucket_is(&mut tx, bucket).await? {
+            return Ok(false);
+        }
         let done = sqlx::query(
             "INSERT INTO keyd_scope_keys (scope_id, version, wrapped)
-             SELECT id, $1, $2 FROM keyd_scopes WHERE id = $3 AND NOT shredded
+             SELECT id, $1, $2 FROM keyd_scopes WHERE id = $3 AND NOT shredded AND bucket = $4
              ON CONFLICT (scope_id, version) DO NOTHING",
         )
         .bind(i64::from(version))
         .bind(wrapped)
         .bind(id)
-        .execute(&self.pool)
+        .bind(i64::from(bucket.number))
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1417,23 +1569,70 @@ impl Storage for PgStorage {
 
     async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let done = sqlx::query(
-            "UPDATE keyd_scopes SET shredded = TRUE, window_start = NULL, window_end = NULL,
-                window_fields = NULL WHERE id = $1 AND NOT shredded",
+        // The epoch row, then every bucket row, held to the end: shreds on
+        // every replica take turns, and a scope insert or rotation (which
+        // holds its bucket's row shared) is either committed before the
+        // rows below are read, or sees the bucket's key changed.
+        let (epoch, check): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT epoch, key_check FROM keyd_records_epoch FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let all: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT bucket, wrapped FROM keyd_scope_buckets ORDER BY bucket FOR UPDATE",
         )
-        .bind(id)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        if done.rows_affected() != 1 {
+        let shredded: Option<Option<i64>> = sqlx::query_scalar(
+            "UPDATE keyd_scopes SET shredded = TRUE, window_start = NULL, window_end = NULL,
+                window_fields = NULL WHERE id = $1 AND NOT shredded RETURNING bucket",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(bucket) = shredded else {
             return Ok(false);
-        }
+        };
+        let bucket =
+            bucket.ok_or_else(|| StorageError::Corrupt(format!("scope {id}: no bucket")))?;
         sqlx::query("DELETE FROM keyd_scope_keys WHERE scope_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        let key = self.records.key_at(stored_epoch(epoch, check)?.epoch)?;
+        let siblings: Vec<ScopeKeyRow> = sqlx::query_as(
+            "SELECT k.scope_id, k.version, k.wrapped FROM keyd_scope_keys k
+             JOIN keyd_scopes s ON s.id = k.scope_id WHERE s.bucket = $1
+             ORDER BY k.scope_id, k.version FOR UPDATE OF k",
+        )
+        .bind(bucket)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let step = buckets::shred_step(&key, bucket, all, siblings)?;
+        update_scope_keys(&mut tx, &step.scope_keys).await?;
+        for (number, wrapped) in &step.buckets {
+            sqlx::query("UPDATE keyd_scope_buckets SET wrapped = $1 WHERE bucket = $2")
+                .bind(wrapped)
+                .bind(number)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        sqlx::query("UPDATE keyd_records_epoch SET epoch = $1, key_check = $2")
+            .bind(i64::from(step.next.epoch()))
+            .bind(&step.next.check()[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
+        // Committed: the key file moves forward (a crash before this
+        // leaves it one epoch behind, and the next start ratchets it; the
+        // other replicas follow when they next open a bucket key).
+        self.records.key_at(step.next.epoch())?;
         Ok(true)
     }
 
@@ -1603,6 +1802,22 @@ fn boot_from_row(row: &PgRow) -> Result<BootState, StorageError> {
 
 /// Writes secrets wrapped again (a migration's or a shred's) over their
 /// rows.
+async fn update_scope_keys(
+    tx: &mut PgConnection,
+    rows: &[ScopeKeyRow],
+) -> Result<(), StorageError> {
+    for (scope, version, wrapped) in rows {
+        sqlx::query("UPDATE keyd_scope_keys SET wrapped = $1 WHERE scope_id = $2 AND version = $3")
+            .bind(wrapped)
+            .bind(scope)
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
 async fn update_secrets(tx: &mut PgConnection, rows: &[SecretRow]) -> Result<(), StorageError> {
     for (host, key_id, wrapped) in rows {
         sqlx::query("UPDATE keyd_host_secrets SET secret = $1 WHERE host_id = $2 AND key_id = $3")

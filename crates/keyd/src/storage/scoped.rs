@@ -1,9 +1,13 @@
 //! What the authority keeps for scoped encryption (issue 12): the
 //! applications that may call it (a token hash and a policy each), and the
 //! scopes (their wrapped keys by version, minimum version, window, shred
-//! state). Wrapped keys are sealed under the records key, which is not in
-//! the database (`records.key` in the data directory); a copy of the
-//! database alone opens no scope.
+//! state). Wrapped keys are sealed under their bucket's key, and bucket
+//! keys under the records epoch key, which is not in the database
+//! (`records.key` in the data directory, decision 0020); a copy of the
+//! database alone opens no scope, and a copy from before a scope's shred
+//! does not open that scope with the live key file either.
+
+use super::buckets::StoredBucket;
 
 /// An application, as stored. `policy` is the authority's own JSON
 /// (which scopes and fields it may use); the store does not read it.
@@ -32,6 +36,43 @@ pub struct StoredScope {
     /// `(version, wrapped key)`, oldest first; empty once shredded.
     pub keys: Vec<(u32, Vec<u8>)>,
     pub window: Option<StoredWindow>,
+    /// The bucket whose key wraps `keys`, read with them by
+    /// [`Storage::scope`](super::Storage::scope) (`None` once shredded,
+    /// and in [`Storage::scopes`](super::Storage::scopes)' list). A new
+    /// scope is inserted only if the bucket's key is still this one.
+    pub bucket: Option<StoredBucket>,
+}
+
+/// A scope key row: `(version, wrapped)`.
+pub(crate) type KeyRow = (i64, Vec<u8>);
+
+/// A scope key row read with its bucket: `(version, wrapped, bucket,
+/// wrapped bucket key)`.
+pub(crate) type ScopeKeyWithBucket = (i64, Vec<u8>, Option<i64>, Option<Vec<u8>>);
+
+/// A scope's keys and the bucket they are wrapped under, from rows read in
+/// one statement.
+pub(crate) fn keys_and_bucket(
+    id: &str,
+    rows: Vec<ScopeKeyWithBucket>,
+) -> Result<(Vec<KeyRow>, Option<StoredBucket>), super::StorageError> {
+    let mut bucket = None;
+    let mut keys = Vec::with_capacity(rows.len());
+    for (version, wrapped, number, bucket_key) in rows {
+        let (Some(number), Some(bucket_key)) = (number, bucket_key) else {
+            return Err(super::StorageError::Corrupt(format!(
+                "scope {id}: its keys have no bucket key"
+            )));
+        };
+        let number = u8::try_from(number)
+            .map_err(|_| super::StorageError::Corrupt(format!("scope {id}: bucket {number}")))?;
+        bucket = Some(StoredBucket {
+            number,
+            wrapped: bucket_key,
+        });
+        keys.push((version, wrapped));
+    }
+    Ok((keys, bucket))
 }
 
 /// A scope's daily decryption window, as stored: minutes after midnight
@@ -56,7 +97,11 @@ pub(crate) struct ScopeRow {
 }
 
 impl ScopeRow {
-    pub fn scope(self, keys: Vec<(i64, Vec<u8>)>) -> Result<StoredScope, super::StorageError> {
+    pub fn scope(
+        self,
+        keys: Vec<(i64, Vec<u8>)>,
+        bucket: Option<StoredBucket>,
+    ) -> Result<StoredScope, super::StorageError> {
         let corrupt =
             |what: &str| super::StorageError::Corrupt(format!("scope {}: {what}", self.id));
         let window = match (self.window_start, self.window_end, self.window_fields) {
@@ -78,6 +123,7 @@ impl ScopeRow {
             shredded: self.shredded,
             created_at: super::to_u64(self.created_at),
             window,
+            bucket,
             id: self.id,
         })
     }

@@ -15,30 +15,38 @@ use sqlx::sqlite::{
 };
 use zeroize::Zeroizing;
 
-use crate::secrets_key::{EpochKey, SecretsKeyring, StoredEpoch};
+use crate::secrets_key::{EpochKey, SecretsKeyring, StoreKeys, StoredEpoch};
 
+use super::buckets::{self, ScopeKeyRow, StoredBucket};
 use super::{
     BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
     HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ScopeRow, SecretRow, SessionRow,
     Storage, StorageError, StoredApp, StoredApprover, StoredGeneration, StoredHeld, StoredScope,
-    StoredSecret, StoredSession, StoredWindow, app_from, backend, read_secrets, rewrap_all,
-    scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
+    StoredSecret, StoredSession, StoredWindow, app_from, backend, keys_and_bucket, read_secrets,
+    rewrap_all, scope_from_key, stored_epoch, to_i64, to_u64, wrap_plaintext,
 };
 
 /// The schema this keyd writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 7;
-const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 7";
+pub const SCHEMA_VERSION: i64 = 8;
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 8";
 /// From version 1: the boot ticket. (From version 2 to 3 a table is added:
 /// `held_requests`; from 3 to 4 the scoped tables and `web_sessions`; from
 /// 4 to 5 `secrets_epoch`, and the secrets in the clear are wrapped by
 /// [`SqliteStorage::settle_secrets`]; from 6 to 7 `login_failures` and
-/// `login_trusted`; tables are created by [`SCHEMA`] like every table.)
+/// `login_trusted`; from 7 to 8 `scope_buckets` and `records_epoch`, and
+/// the scope keys are moved under bucket keys by
+/// [`SqliteStorage::settle_records`]; tables are created by [`SCHEMA`]
+/// like every table.)
 const MIGRATE_1_TO_2: &str = "ALTER TABLE hosts ADD COLUMN ticket_hash BLOB";
 /// To version 6 (the witness, format.md §16.17): each policy's `rollback`
 /// rule. (`vault_generations` is created by [`SCHEMA`].) Self-contained:
 /// it runs after whatever migrated a database to version 5.
 const MIGRATE_TO_6: &str =
     "ALTER TABLE policies ADD COLUMN rollback TEXT NOT NULL DEFAULT 'approve'";
+/// To version 8 (decision 0020): each scope's bucket, for a database whose
+/// `scopes` table exists (since version 4). Self-contained, like
+/// [`MIGRATE_TO_6`].
+const MIGRATE_TO_8: &str = "ALTER TABLE scopes ADD COLUMN bucket INTEGER";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS tokens (
@@ -76,7 +84,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS scopes (
         id TEXT PRIMARY KEY, needs_share INTEGER NOT NULL, minimum INTEGER NOT NULL,
         shredded INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
-        window_start INTEGER, window_end INTEGER, window_fields TEXT)",
+        window_start INTEGER, window_end INTEGER, window_fields TEXT, bucket INTEGER)",
     "CREATE TABLE IF NOT EXISTS scope_keys (
         scope_id TEXT NOT NULL REFERENCES scopes(id), version INTEGER NOT NULL,
         wrapped BLOB NOT NULL, PRIMARY KEY (scope_id, version))",
@@ -107,6 +115,15 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (kind, name, client))",
     "CREATE TABLE IF NOT EXISTS login_trusted (
         client TEXT PRIMARY KEY, trusted_until INTEGER NOT NULL)",
+    // Since version 8 (decision 0020): the bucket keys scope keys are
+    // wrapped under, each wrapped under the records epoch key
+    // (`records.key`), and that epoch with a check value of its key.
+    "CREATE TABLE IF NOT EXISTS scope_buckets (
+        bucket INTEGER PRIMARY KEY CHECK (bucket BETWEEN 0 AND 255), wrapped BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS scopes_by_bucket ON scopes (bucket)",
+    "CREATE TABLE IF NOT EXISTS records_epoch (
+        only_row INTEGER PRIMARY KEY CHECK (only_row = 1), epoch INTEGER NOT NULL,
+        key_check BLOB NOT NULL)",
 ];
 
 /// The authority's state in a SQLite file (WAL, `synchronous=FULL`,
@@ -120,13 +137,17 @@ pub struct SqliteStorage {
     nonces: Mutex<HashMap<[u8; 16], u64>>,
     /// The key host secrets are wrapped under.
     secrets: Arc<SecretsKeyring>,
+    /// The key scope bucket keys are wrapped under.
+    records: Arc<SecretsKeyring>,
 }
 
 impl SqliteStorage {
     /// Opens (creating or migrating) the file; host secrets are wrapped
-    /// under `secrets` (`secrets.key`), checked against the database's
+    /// under `keys.secrets` (`secrets.key`) and scope bucket keys under
+    /// `keys.records` (`records.key`), each checked against the database's
     /// epoch.
-    pub async fn open(path: &Path, secrets: Arc<SecretsKeyring>) -> Result<Self, StorageError> {
+    pub async fn open(path: &Path, keys: StoreKeys) -> Result<Self, StorageError> {
+        let StoreKeys { secrets, records } = keys;
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -163,6 +184,12 @@ impl SqliteStorage {
                 .await
                 .map_err(backend)?;
         }
+        if (4..8).contains(&found) {
+            sqlx::query(MIGRATE_TO_8)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         for statement in SCHEMA {
             sqlx::query(*statement)
                 .execute(&mut *tx)
@@ -170,6 +197,7 @@ impl SqliteStorage {
                 .map_err(backend)?;
         }
         let stored = Self::settle_secrets(&mut tx, &secrets).await?;
+        let (records_stored, records_migrated) = Self::settle_records(&mut tx, &records).await?;
         sqlx::query(SET_SCHEMA_VERSION)
             .execute(&mut *tx)
             .await
@@ -179,6 +207,7 @@ impl SqliteStorage {
             pool,
             nonces: Mutex::default(),
             secrets,
+            records,
         };
         match stored {
             Some(_) if storage.secrets.is_probe() => {}
@@ -187,7 +216,86 @@ impl SqliteStorage {
             // no copy may stay in the write-ahead log either.
             None => storage.truncate_wal().await?,
         }
+        if let Some(stored) = records_stored
+            && !storage.records.is_probe()
+        {
+            storage.records.settle(&stored)?;
+        }
+        if records_migrated {
+            storage.truncate_wal().await?;
+        }
         Ok(storage)
+    }
+
+    /// The database's records epoch (`None` for a probe); if it has none
+    /// yet (new, or from before version 8), 256 bucket keys are made under
+    /// the key file's `K_0`, every scope is given a bucket and its keys
+    /// (wrapped under the bare `records.key` of before) are wrapped again
+    /// under its bucket's key, in the open transaction (`true` then). A
+    /// self-contained step of the migration to version 8: it keys on the
+    /// epoch row, not on the version.
+    async fn settle_records(
+        tx: &mut SqliteConnection,
+        records: &SecretsKeyring,
+    ) -> Result<(Option<StoredEpoch>, bool), StorageError> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, key_check FROM records_epoch")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let Some((epoch, check)) = row {
+            return Ok((Some(stored_epoch(epoch, check)?), false));
+        }
+        if records.is_probe() {
+            return Ok((None, false));
+        }
+        let scopes: Vec<String> = sqlx::query_scalar("SELECT id FROM scopes")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let keys: Vec<ScopeKeyRow> =
+            sqlx::query_as("SELECT scope_id, version, wrapped FROM scope_keys")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let migration = buckets::migrate(records, scopes, keys)?;
+        for (bucket, wrapped) in &migration.buckets {
+            sqlx::query("INSERT INTO scope_buckets (bucket, wrapped) VALUES (?, ?)")
+                .bind(bucket)
+                .bind(wrapped)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        for (scope, bucket) in &migration.scope_buckets {
+            sqlx::query("UPDATE scopes SET bucket = ? WHERE id = ?")
+                .bind(bucket)
+                .bind(scope)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        update_scope_keys(tx, &migration.scope_keys).await?;
+        // The fingerprint of the bare records key is replaced by the
+        // epoch's check value.
+        sqlx::query("DELETE FROM scoped_records_key")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let key = &migration.key;
+        sqlx::query("INSERT INTO records_epoch (only_row, epoch, key_check) VALUES (1, ?, ?)")
+            .bind(i64::from(key.epoch()))
+            .bind(&key.check()[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok((
+            Some(StoredEpoch {
+                epoch: key.epoch(),
+                check: key.check().to_vec(),
+            }),
+            true,
+        ))
     }
 
     /// The database's secrets epoch; if it has none yet (new, or from
@@ -240,6 +348,32 @@ impl SqliteStorage {
                 .await
                 .map_err(backend)?;
         Ok(self.secrets.key_at(stored_epoch(epoch, check)?.epoch)?)
+    }
+
+    /// The key of the database's records epoch, in `tx` (which holds the
+    /// write lock).
+    async fn records_key(&self, tx: &mut SqliteConnection) -> Result<Arc<EpochKey>, StorageError> {
+        let (epoch, check): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT epoch, key_check FROM records_epoch")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+        Ok(self.records.key_at(stored_epoch(epoch, check)?.epoch)?)
+    }
+
+    /// Whether bucket `bucket`'s key is still the one a new scope key was
+    /// wrapped under, in `tx` (which holds the write lock).
+    async fn bucket_is(
+        tx: &mut SqliteConnection,
+        bucket: &StoredBucket,
+    ) -> Result<bool, StorageError> {
+        let stored: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT wrapped FROM scope_buckets WHERE bucket = ?")
+                .bind(i64::from(bucket.number))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        Ok(stored.as_deref() == Some(bucket.wrapped.as_slice()))
     }
 
     /// The transaction [`Storage::take_login`] counts in: `BEGIN
@@ -958,20 +1092,20 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    async fn check_records_key(&self, fingerprint: [u8; 32]) -> Result<bool, StorageError> {
-        sqlx::query(
-            "INSERT INTO scoped_records_key (only_row, fingerprint) VALUES (1, ?)
-             ON CONFLICT (only_row) DO NOTHING",
-        )
-        .bind(&fingerprint[..])
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        let stored: Vec<u8> = sqlx::query_scalar("SELECT fingerprint FROM scoped_records_key")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(atrest_core::constant_time_eq(&stored, &fingerprint))
+    fn records_keyring(&self) -> Arc<SecretsKeyring> {
+        self.records.clone()
+    }
+
+    async fn scope_bucket(&self, number: u8) -> Result<StoredBucket, StorageError> {
+        let wrapped: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT wrapped FROM scope_buckets WHERE bucket = ?")
+                .bind(i64::from(number))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        let wrapped =
+            wrapped.ok_or_else(|| StorageError::Corrupt(format!("no scope bucket {number}")))?;
+        Ok(StoredBucket { number, wrapped })
     }
 
     async fn insert_app(&self, app: &StoredApp) -> Result<bool, StorageError> {
@@ -1022,11 +1156,22 @@ impl Storage for SqliteStorage {
     }
 
     async fn insert_scope(&self, scope: &StoredScope) -> Result<bool, StorageError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let bucket = scope
+            .bucket
+            .as_ref()
+            .ok_or_else(|| StorageError::Corrupt(format!("scope {}: no bucket", scope.id)))?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        if !Self::bucket_is(&mut tx, bucket).await? {
+            return Ok(false);
+        }
         let window = scope.window.as_ref();
         let done = sqlx::query(
             "INSERT INTO scopes (id, needs_share, minimum, shredded, created_at,
-                window_start, window_end, window_fields) VALUES (?, ?, ?, 0, ?, ?, ?, ?)
+                window_start, window_end, window_fields, bucket) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&scope.id)
@@ -1036,6 +1181,7 @@ impl Storage for SqliteStorage {
         .bind(window.map(|w| i64::from(w.start)))
         .bind(window.map(|w| i64::from(w.end)))
         .bind(window.map(|w| w.fields.as_str()))
+        .bind(i64::from(bucket.number))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -1064,14 +1210,19 @@ impl Storage for SqliteStorage {
         else {
             return Ok(None);
         };
-        let keys: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, wrapped FROM scope_keys WHERE scope_id = ? ORDER BY version",
+        // The keys and their bucket's key in one statement: they agree.
+        let rows = sqlx::query_as(
+            "SELECT k.version, k.wrapped, s.bucket, b.wrapped FROM scope_keys k
+             JOIN scopes s ON s.id = k.scope_id
+             LEFT JOIN scope_buckets b ON b.bucket = s.bucket
+             WHERE k.scope_id = ? ORDER BY k.version",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        scope_from_row(&row)?.scope(keys).map(Some)
+        let (keys, bucket) = keys_and_bucket(id, rows)?;
+        scope_from_row(&row)?.scope(keys, bucket).map(Some)
     }
 
     async fn scopes(&self) -> Result<Vec<StoredScope>, StorageError> {
@@ -1093,7 +1244,7 @@ impl Storage for SqliteStorage {
             .map(|row| {
                 let row = scope_from_row(row)?;
                 let keys = by_scope.remove(&row.id).unwrap_or_default();
-                row.scope(keys)
+                row.scope(keys, None)
             })
             .collect()
     }
@@ -1103,18 +1254,29 @@ impl Storage for SqliteStorage {
         id: &str,
         version: u32,
         wrapped: &[u8],
+        bucket: &StoredBucket,
     ) -> Result<bool, StorageError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        if !Self::bucket_is(&mut tx, bucket).await? {
+            return Ok(false);
+        }
         let done = sqlx::query(
             "INSERT INTO scope_keys (scope_id, version, wrapped)
-             SELECT id, ?, ? FROM scopes WHERE id = ? AND shredded = 0
+             SELECT id, ?, ? FROM scopes WHERE id = ? AND shredded = 0 AND bucket = ?
              ON CONFLICT (scope_id, version) DO NOTHING",
         )
         .bind(i64::from(version))
         .bind(wrapped)
         .bind(id)
-        .execute(&self.pool)
+        .bind(i64::from(bucket.number))
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1129,25 +1291,66 @@ impl Storage for SqliteStorage {
     }
 
     async fn shred_scope(&self, id: &str) -> Result<bool, StorageError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let done = sqlx::query(
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let shredded: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE scopes SET shredded = 1, window_start = NULL, window_end = NULL,
-                window_fields = NULL WHERE id = ? AND shredded = 0",
+                window_fields = NULL WHERE id = ? AND shredded = 0 RETURNING bucket",
         )
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?;
-        if done.rows_affected() != 1 {
+        let Some(bucket) = shredded else {
             return Ok(false);
-        }
+        };
+        let bucket =
+            bucket.ok_or_else(|| StorageError::Corrupt(format!("scope {id}: no bucket")))?;
         sqlx::query("DELETE FROM scope_keys WHERE scope_id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        let key = self.records_key(&mut tx).await?;
+        let all: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT bucket, wrapped FROM scope_buckets ORDER BY bucket")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let siblings: Vec<ScopeKeyRow> = sqlx::query_as(
+            "SELECT k.scope_id, k.version, k.wrapped FROM scope_keys k
+             JOIN scopes s ON s.id = k.scope_id WHERE s.bucket = ?",
+        )
+        .bind(bucket)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let step = buckets::shred_step(&key, bucket, all, siblings)?;
+        update_scope_keys(&mut tx, &step.scope_keys).await?;
+        for (number, wrapped) in &step.buckets {
+            sqlx::query("UPDATE scope_buckets SET wrapped = ? WHERE bucket = ?")
+                .bind(wrapped)
+                .bind(number)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        sqlx::query("UPDATE records_epoch SET epoch = ?, key_check = ?")
+            .bind(i64::from(step.next.epoch()))
+            .bind(&step.next.check()[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         self.truncate_wal().await?;
+        // Committed: the key file moves forward, and the last key that
+        // opens the shredded scope in the database's earlier copies is
+        // gone. (A crash before this leaves the file one epoch behind: the
+        // next start ratchets it.)
+        self.records.key_at(step.next.epoch())?;
         Ok(true)
     }
 
@@ -1339,6 +1542,22 @@ async fn update_boot_states<'c>(
 
 /// Writes secrets wrapped again (a migration's or a shred's) over their
 /// rows.
+async fn update_scope_keys(
+    tx: &mut SqliteConnection,
+    rows: &[ScopeKeyRow],
+) -> Result<(), StorageError> {
+    for (scope, version, wrapped) in rows {
+        sqlx::query("UPDATE scope_keys SET wrapped = ? WHERE scope_id = ? AND version = ?")
+            .bind(wrapped)
+            .bind(scope)
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
 async fn update_secrets(tx: &mut SqliteConnection, rows: &[SecretRow]) -> Result<(), StorageError> {
     for (host, key_id, wrapped) in rows {
         sqlx::query("UPDATE host_secrets SET secret = ? WHERE host_id = ? AND key_id = ?")

@@ -9,6 +9,21 @@
 use atrest_remote::{HostId, HostIdentity, KeyId};
 
 use super::*;
+use crate::secrets_key::StoreKeys;
+
+/// What turns a database of this schema into one of the previous (SQLite
+/// 7, PostgreSQL 6): no scope buckets, no records epoch.
+const SQLITE_WITHOUT_BUCKETS: &[&str] = &[
+    "DROP TABLE scope_buckets",
+    "DROP TABLE records_epoch",
+    "DROP INDEX scopes_by_bucket",
+    "ALTER TABLE scopes DROP COLUMN bucket",
+];
+const PG_WITHOUT_BUCKETS: &[&str] = &[
+    "DROP TABLE keyd_scope_buckets",
+    "DROP TABLE keyd_records_epoch",
+    "ALTER TABLE keyd_scopes DROP COLUMN bucket",
+];
 
 /// A host enrolled in `storage`, as an older keyd would have left it.
 async fn enroll_host(storage: &impl Storage, name: &str) -> HostRecord {
@@ -49,12 +64,12 @@ fn held(id: &str, host: &HostId) -> StoredHeld {
     }
 }
 
-/// The scoped tables work: an app, a scope with a key, a rotation, a
-/// window, a shred, and the records-key check.
+/// The scoped tables work: an app, a scope with a key under its bucket's
+/// key, a rotation, a window, a shred (which replaces the bucket's key:
+/// a write under the old one is refused).
 async fn check_scoped(storage: &impl Storage) {
-    assert!(storage.check_records_key([1; 32]).await.unwrap());
-    assert!(storage.check_records_key([1; 32]).await.unwrap());
-    assert!(!storage.check_records_key([2; 32]).await.unwrap());
+    let bucket = storage.scope_bucket(7).await.unwrap();
+    assert_eq!(bucket.wrapped.len(), crate::secrets_key::WRAPPED_LEN);
     let app = StoredApp {
         name: "web".into(),
         token_hash: [5; 32],
@@ -76,6 +91,7 @@ async fn check_scoped(storage: &impl Storage) {
         created_at: 8,
         keys: vec![(1, vec![1, 2, 3])],
         window: None,
+        bucket: Some(bucket.clone()),
     };
     assert_eq!(storage.scope("user:1").await.unwrap(), None);
     assert!(storage.insert_scope(&scope).await.unwrap());
@@ -86,13 +102,38 @@ async fn check_scoped(storage: &impl Storage) {
         Some(&scope)
     );
     assert!(!storage.insert_scope(&scope).await.unwrap());
-    assert!(storage.add_scope_key("user:1", 2, &[4, 5]).await.unwrap());
+    let stale = StoredBucket {
+        number: 7,
+        wrapped: vec![0; crate::secrets_key::WRAPPED_LEN],
+    };
+    assert!(
+        !storage
+            .add_scope_key("user:1", 2, &[4, 5], &stale)
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .add_scope_key("user:1", 2, &[4, 5], &bucket)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         storage.scope("user:1").await.unwrap().unwrap().keys.len(),
         2
     );
-    assert!(!storage.add_scope_key("user:1", 2, &[6]).await.unwrap());
-    assert!(!storage.add_scope_key("user:none", 1, &[6]).await.unwrap());
+    assert!(
+        !storage
+            .add_scope_key("user:1", 2, &[6], &bucket)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .add_scope_key("user:none", 1, &[6], &bucket)
+            .await
+            .unwrap()
+    );
     assert!(storage.set_scope_minimum("user:1", 2).await.unwrap());
     assert_eq!(
         storage
@@ -118,12 +159,40 @@ async fn check_scoped(storage: &impl Storage) {
     assert_eq!(stored.keys, vec![(1, vec![1, 2, 3]), (2, vec![4, 5])]);
     assert_eq!(stored.minimum_version, 2);
     assert_eq!(stored.window, Some(window));
-    assert_eq!(storage.scopes().await.unwrap(), vec![stored]);
+    assert_eq!(stored.bucket, Some(bucket.clone()));
+    assert_eq!(
+        storage.scopes().await.unwrap(),
+        vec![StoredScope {
+            bucket: None,
+            ..stored
+        }]
+    );
     assert!(storage.shred_scope("user:1").await.unwrap());
     assert!(!storage.shred_scope("user:1").await.unwrap());
     let shredded = storage.scope("user:1").await.unwrap().unwrap();
     assert!(shredded.shredded && shredded.keys.is_empty() && shredded.window.is_none());
-    assert!(!storage.add_scope_key("user:1", 3, &[7]).await.unwrap());
+    assert_eq!(shredded.bucket, None);
+    assert!(
+        !storage
+            .add_scope_key("user:1", 3, &[7], &bucket)
+            .await
+            .unwrap()
+    );
+    // The bucket's key was replaced: a scope wrapped under the old one is
+    // refused, under the new one stored.
+    let now = storage.scope_bucket(7).await.unwrap();
+    assert_ne!(now, bucket);
+    let late = StoredScope {
+        id: "user:2".into(),
+        ..scope.clone()
+    };
+    assert!(!storage.insert_scope(&late).await.unwrap());
+    assert_eq!(storage.scope("user:2").await.unwrap(), None);
+    let fresh = StoredScope {
+        bucket: Some(now),
+        ..late
+    };
+    assert!(storage.insert_scope(&fresh).await.unwrap());
     assert!(storage.delete_app("web").await.unwrap());
     assert_eq!(storage.app_by_token([5; 32]).await.unwrap(), None);
     // An app added again under the same token is found with its new policy.
@@ -140,17 +209,13 @@ async fn check_scoped(storage: &impl Storage) {
 /// [`crate::testing::fresh_postgres`]).
 async fn fresh_pg_storage() -> Option<PgStorage> {
     let url = crate::testing::fresh_postgres().await?;
-    Some(
-        PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
-            .await
-            .unwrap(),
-    )
+    Some(PgStorage::open(&url, StoreKeys::in_memory()).await.unwrap())
 }
 
 /// The cached store over SQLite in `dir`, as `keyd serve` runs it.
 async fn cached_sqlite(dir: &std::path::Path) -> Cached<SqliteStorage> {
     Cached::new(
-        SqliteStorage::open(&dir.join("keyd.db"), Arc::new(SecretsKeyring::in_memory()))
+        SqliteStorage::open(&dir.join("keyd.db"), StoreKeys::in_memory())
             .await
             .unwrap(),
     )
@@ -272,15 +337,15 @@ async fn check_migrated(storage: &impl Storage, host: &HostRecord) {
 }
 
 #[tokio::test]
-async fn a_sqlite_database_of_schema_1_to_6_is_migrated() {
-    for from in [1, 2, 3, 4, 6] {
+async fn a_sqlite_database_of_schema_1_to_7_is_migrated() {
+    for from in [1, 2, 3, 4, 6, 7] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyd.db");
-        let secrets = Arc::new(SecretsKeyring::in_memory());
+        let keys = StoreKeys::in_memory();
         // Version 3 is version 4 without web sessions, version 2 also
         // without held requests; version 1 also lacks the boot ticket.
         let (pool, host) = {
-            let storage = SqliteStorage::open(&path, secrets.clone()).await.unwrap();
+            let storage = SqliteStorage::open(&path, keys.clone()).await.unwrap();
             let host = enroll_host(&storage, "web-1").await;
             storage
                 .set_policy(&PolicyScope::Group("web".into()), OLD_POLICY)
@@ -288,8 +353,15 @@ async fn a_sqlite_database_of_schema_1_to_6_is_migrated() {
                 .unwrap();
             (storage.pool().clone(), host)
         };
+        // Version 7 is version 8 without the scope buckets.
+        for &statement in SQLITE_WITHOUT_BUCKETS {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
         // Version 6 is version 7 without the login counts.
-        for table in ["login_failures", "login_trusted"] {
+        for table in ["login_failures", "login_trusted"]
+            .into_iter()
+            .filter(|_| from < 7)
+        {
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
                 .execute(&pool)
                 .await
@@ -339,7 +411,7 @@ async fn a_sqlite_database_of_schema_1_to_6_is_migrated() {
             .unwrap();
         pool.close().await;
 
-        let storage = SqliteStorage::open(&path, secrets).await.unwrap();
+        let storage = SqliteStorage::open(&path, keys).await.unwrap();
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
             .fetch_one(storage.pool())
             .await
@@ -354,8 +426,8 @@ async fn a_sqlite_database_of_schema_1_to_6_is_migrated() {
 }
 
 #[tokio::test]
-async fn a_postgresql_database_of_schema_1_to_5_is_migrated() {
-    for from in [1, 2, 3, 5] {
+async fn a_postgresql_database_of_schema_1_to_6_is_migrated() {
+    for from in [1, 2, 3, 5, 6] {
         a_postgresql_database_is_migrated_from(from).await;
     }
 }
@@ -364,29 +436,37 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let secrets = Arc::new(SecretsKeyring::in_memory());
+    let keys = StoreKeys::in_memory();
     let host = {
-        let storage = PgStorage::open(&url, secrets.clone()).await.unwrap();
+        let storage = PgStorage::open(&url, keys.clone()).await.unwrap();
         let host = enroll_host(&storage, "web-1").await;
         storage
             .set_policy(&PolicyScope::Group("web".into()), OLD_POLICY)
             .await
             .unwrap();
-        // Version 5 is version 6 without the login counts; version 3 is
-        // version 5 without the witness.
-        for statement in [
-            "DROP TABLE keyd_login_failures",
-            "DROP TABLE keyd_login_trusted",
-        ]
-        .into_iter()
-        .chain(
-            [
-                "DROP TABLE keyd_vault_generations",
-                "ALTER TABLE keyd_policies DROP COLUMN rollback",
-            ]
-            .into_iter()
-            .filter(|_| from < 5),
-        ) {
+        // Version 6 is version 7 without the scope buckets; version 5 is
+        // version 6 without the login counts; version 3 is version 5
+        // without the witness.
+        for statement in PG_WITHOUT_BUCKETS
+            .iter()
+            .copied()
+            .chain(
+                [
+                    "DROP TABLE keyd_login_failures",
+                    "DROP TABLE keyd_login_trusted",
+                ]
+                .into_iter()
+                .filter(|_| from < 6),
+            )
+            .chain(
+                [
+                    "DROP TABLE keyd_vault_generations",
+                    "ALTER TABLE keyd_policies DROP COLUMN rollback",
+                ]
+                .into_iter()
+                .filter(|_| from < 5),
+            )
+        {
             sqlx::query(statement)
                 .execute(storage.pool())
                 .await
@@ -425,8 +505,8 @@ async fn a_postgresql_database_is_migrated_from(from: i64) {
     };
     // Two replicas starting at once: one migrates, the other waits.
     let (a, b) = tokio::join!(
-        PgStorage::open(&url, secrets.clone()),
-        PgStorage::open(&url, secrets.clone())
+        PgStorage::open(&url, keys.clone()),
+        PgStorage::open(&url, keys.clone())
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let version: i64 = sqlx::query_scalar("SELECT version FROM keyd_schema")
@@ -558,11 +638,7 @@ async fn boot_state_batches_in_opposite_orders_do_not_deadlock() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let storage = Arc::new(
-        PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
-            .await
-            .unwrap(),
-    );
+    let storage = Arc::new(PgStorage::open(&url, StoreKeys::in_memory()).await.unwrap());
     let mut ids = Vec::new();
     for i in 0..8u8 {
         ids.push(
@@ -609,11 +685,11 @@ async fn sqlite_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schema_5(
     let path = dir.path().join("keyd.db");
     let clear = [0x5a; 32];
     let host = {
-        let storage = SqliteStorage::open(&path, Arc::new(SecretsKeyring::in_memory()))
+        let storage = SqliteStorage::open(&path, StoreKeys::in_memory())
             .await
             .unwrap();
         let host = enroll_host(&storage, "web-1").await;
-        for statement in [
+        for statement in SQLITE_WITHOUT_BUCKETS.iter().copied().chain([
             // Version 4 had neither the secrets epoch nor what version 6
             // added (the witness's table and the policies' rollback rule).
             "DROP TABLE secrets_epoch",
@@ -621,7 +697,7 @@ async fn sqlite_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schema_5(
             "ALTER TABLE policies DROP COLUMN rollback",
             "UPDATE host_secrets SET secret = X'5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a'",
             "PRAGMA user_version = 4",
-        ] {
+        ]) {
             sqlx::query(statement)
                 .execute(storage.pool())
                 .await
@@ -631,8 +707,9 @@ async fn sqlite_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schema_5(
         host
     };
     let key_path = dir.path().join("secrets.key");
-    let secrets = Arc::new(SecretsKeyring::open(&key_path).unwrap());
-    let storage = SqliteStorage::open(&path, secrets.clone()).await.unwrap();
+    let keys = StoreKeys::open(dir.path()).unwrap();
+    let secrets = keys.secrets.clone();
+    let storage = SqliteStorage::open(&path, keys).await.unwrap();
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(storage.pool())
         .await
@@ -656,7 +733,7 @@ async fn sqlite_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schema_5(
     }
     storage.pool().close().await;
     // Started again: the same key, nothing wrapped twice.
-    let storage = SqliteStorage::open(&path, Arc::new(SecretsKeyring::open(&key_path).unwrap()))
+    let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
         .await
         .unwrap();
     assert_eq!(
@@ -673,17 +750,15 @@ async fn postgresql_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schem
         return;
     };
     let host = {
-        let storage = PgStorage::open(&url, Arc::new(SecretsKeyring::in_memory()))
-            .await
-            .unwrap();
+        let storage = PgStorage::open(&url, StoreKeys::in_memory()).await.unwrap();
         let host = enroll_host(&storage, "web-1").await;
-        for statement in [
+        for statement in PG_WITHOUT_BUCKETS.iter().copied().chain([
             "DROP TABLE keyd_secrets_epoch",
             "UPDATE keyd_host_secrets SET secret = decode(repeat('5a', 32), 'hex')",
             "ALTER TABLE keyd_host_secrets ADD CONSTRAINT keyd_host_secrets_secret_check
                 CHECK (length(secret) = 32)",
             "UPDATE keyd_schema SET version = 3",
-        ] {
+        ]) {
             sqlx::query(statement)
                 .execute(storage.pool())
                 .await
@@ -693,8 +768,9 @@ async fn postgresql_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schem
         host
     };
     let dir = tempfile::tempdir().unwrap();
-    let secrets = Arc::new(SecretsKeyring::open(&dir.path().join("secrets.key")).unwrap());
-    let storage = PgStorage::open(&url, secrets.clone()).await.unwrap();
+    let storage = PgStorage::open(&url, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap();
     let version: i64 = sqlx::query_scalar("SELECT version FROM keyd_schema")
         .fetch_one(storage.pool())
         .await
@@ -711,12 +787,9 @@ async fn postgresql_secrets_in_the_clear_are_wrapped_at_the_first_start_of_schem
     assert_eq!(stored.len(), crate::secrets_key::WRAPPED_LEN);
     // A replica given no secrets.key is refused, with what to do.
     let other = tempfile::tempdir().unwrap();
-    let error = PgStorage::open(
-        &url,
-        Arc::new(SecretsKeyring::open(&other.path().join("secrets.key")).unwrap()),
-    )
-    .await
-    .unwrap_err();
+    let error = PgStorage::open(&url, StoreKeys::open(other.path()).unwrap())
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("copy secrets.key"), "{error}");
 }
 
@@ -764,9 +837,9 @@ async fn check_unlock_times(storage: &impl Storage) {
 #[tokio::test]
 async fn unlock_times_move_forward_and_leave_the_boot_alone_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let secrets = Arc::new(SecretsKeyring::in_memory());
+    let keys = StoreKeys::in_memory();
     let open = || async {
-        SqliteStorage::open(&dir.path().join("keyd.db"), secrets.clone())
+        SqliteStorage::open(&dir.path().join("keyd.db"), keys.clone())
             .await
             .unwrap()
     };
@@ -868,12 +941,9 @@ where
 #[tokio::test]
 async fn login_counts_are_kept_and_forgotten_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = SqliteStorage::open(
-        &dir.path().join("keyd.db"),
-        Arc::new(SecretsKeyring::in_memory()),
-    )
-    .await
-    .unwrap();
+    let bare = SqliteStorage::open(&dir.path().join("keyd.db"), StoreKeys::in_memory())
+        .await
+        .unwrap();
     let pool = bare.pool().clone();
     // Through the cache, as `keyd serve` runs it.
     let storage = Cached::new(bare);
@@ -914,9 +984,9 @@ async fn a_burst_of_logins_on_two_replicas_counts_one_budget() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let secrets = Arc::new(SecretsKeyring::in_memory());
-    let a = PgStorage::open(&url, secrets.clone()).await.unwrap();
-    let b = PgStorage::open(&url, secrets).await.unwrap();
+    let keys = StoreKeys::in_memory();
+    let a = PgStorage::open(&url, keys.clone()).await.unwrap();
+    let b = PgStorage::open(&url, keys).await.unwrap();
     const BUDGET: fn(&LoginCounts) -> bool = |c| c.name_from_address < 5;
     let burst = |storage: PgStorage| {
         (0..20)
@@ -945,4 +1015,466 @@ async fn a_burst_of_logins_on_two_replicas_counts_one_budget() {
     assert_eq!(after, counts(5, 5, Some(5)));
     a.close().await;
     b.close().await;
+}
+
+/// A scope as a keyd before decision 0020 left it: its key wrapped under
+/// the bare records key, no bucket.
+struct LegacyScope {
+    id: &'static str,
+    secret: atrest_scoped::ScopeSecret,
+}
+
+fn legacy_scopes() -> Vec<LegacyScope> {
+    ["user:a", "user:b", "user:c"]
+        .into_iter()
+        .map(|id| LegacyScope {
+            id,
+            secret: atrest_scoped::ScopeSecret::random(),
+        })
+        .collect()
+}
+
+/// The scope's secret (version 1), opened as the scoped API opens it: the
+/// bucket's key with the records keyring at the bucket's epoch, then the
+/// scope's key with that.
+async fn open_scope(
+    storage: &impl Storage,
+    id: &str,
+) -> Result<atrest_scoped::UnwrappedScope, StorageError> {
+    let stored = storage.scope(id).await?.unwrap();
+    let bucket = stored.bucket.unwrap();
+    let epoch = crate::secrets_key::wrapped_epoch(&bucket.wrapped).unwrap();
+    let raw = storage
+        .records_keyring()
+        .key_at(epoch)?
+        .unwrap_bucket(bucket.number, &bucket.wrapped)
+        .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    buckets::records_key(&raw)
+        .unwrap_scope(
+            &atrest_scoped::ScopeId::new(id).unwrap(),
+            &atrest_scoped::Wrapped::from_bytes(&stored.keys[0].1).unwrap(),
+        )
+        .map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+fn same_secret(opened: &atrest_scoped::UnwrappedScope, scope: &LegacyScope) -> bool {
+    // Two keys of one scope and version agree on what they seal.
+    let ctx = atrest_scoped::FieldContext::new("t", "c", "r").unwrap();
+    let a = atrest_scoped::ScopeKey::open(opened, None).unwrap();
+    let b = atrest_scoped::ScopeKey::open(
+        &atrest_scoped::UnwrappedScope::from_secret(
+            opened.scope().clone(),
+            opened.version(),
+            false,
+            scope.secret.clone(),
+        ),
+        None,
+    )
+    .unwrap();
+    let sealed = a.encrypt_field(&ctx, b"x").unwrap();
+    atrest_scoped::Keyring::new(b)
+        .decrypt_field(&ctx, &sealed)
+        .is_ok()
+}
+
+/// Decision 0020 on SQLite: a database of schema 7 (scope keys wrapped
+/// under the bare 32-byte `records.key`) is migrated at its first start of
+/// schema 8: every scope gets a bucket, every scope key opens under its
+/// bucket's key, and the old fingerprint goes; `records.key` stays the bare
+/// key (a backup from before the upgrade is usable until the first shred)
+/// until a shred replaces it. After that shred, the copy of the database
+/// from before the upgrade is refused, and so is a copy from after the
+/// upgrade but before the shred: the shredded scope opens in neither.
+#[tokio::test]
+async fn sqlite_scope_keys_move_under_buckets_and_a_shred_survives_restoring_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyd.db");
+    let master = atrest_core::SecretKey::random();
+    std::fs::write(dir.path().join("records.key"), master.expose()).unwrap();
+    let legacy = atrest_scoped::RecordsKey::from_master(&master);
+    let scopes = legacy_scopes();
+    {
+        let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
+            .await
+            .unwrap();
+        for statement in SQLITE_WITHOUT_BUCKETS.iter().copied().chain([
+            "INSERT INTO scoped_records_key (only_row, fingerprint) VALUES (1, zeroblob(32))",
+        ]) {
+            sqlx::query(statement)
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        for scope in &scopes {
+            let id = atrest_scoped::ScopeId::new(scope.id).unwrap();
+            let wrapped =
+                legacy.wrap_scope(&id, atrest_scoped::KeyVersion::FIRST, false, &scope.secret);
+            sqlx::query(
+                "INSERT INTO scopes (id, needs_share, minimum, created_at) VALUES (?, 0, 1, 5)",
+            )
+            .bind(scope.id)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO scope_keys (scope_id, version, wrapped) VALUES (?, 1, ?)")
+                .bind(scope.id)
+                .bind(&wrapped.as_bytes()[..])
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        sqlx::query("PRAGMA user_version = 7")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        storage.pool().close().await;
+    }
+    let before_upgrade = dir.path().join("before-upgrade.db");
+    std::fs::copy(&path, &before_upgrade).unwrap();
+
+    let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap();
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    for scope in &scopes {
+        let opened = open_scope(&storage, scope.id).await.unwrap();
+        assert!(same_secret(&opened, scope), "{}", scope.id);
+        // No longer under the bare key.
+        let stored = storage.scope(scope.id).await.unwrap().unwrap();
+        let wrapped = atrest_scoped::Wrapped::from_bytes(&stored.keys[0].1).unwrap();
+        let id = atrest_scoped::ScopeId::new(scope.id).unwrap();
+        assert!(legacy.unwrap_scope(&id, &wrapped).is_err());
+    }
+    let fingerprints: i64 = sqlx::query_scalar("SELECT count(*) FROM scoped_records_key")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(fingerprints, 0);
+    let buckets: i64 = sqlx::query_scalar("SELECT count(*) FROM scope_buckets")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(buckets, buckets::BUCKETS as i64);
+    assert_eq!(
+        std::fs::read(dir.path().join("records.key")).unwrap(),
+        master.expose()
+    );
+    // Started again: nothing moved twice.
+    storage.pool().close().await;
+    let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert!(same_secret(
+        &open_scope(&storage, "user:a").await.unwrap(),
+        &scopes[0]
+    ));
+    storage.pool().close().await;
+    let before_shred = dir.path().join("before-shred.db");
+    std::fs::copy(&path, &before_shred).unwrap();
+
+    let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert!(storage.shred_scope("user:b").await.unwrap());
+    let file = std::fs::read(dir.path().join("records.key")).unwrap();
+    assert_eq!(&file[..9], b"ATRK\x01\0\0\0\x01");
+    assert!(!file.windows(32).any(|w| w == master.expose()));
+    for scope in [&scopes[0], &scopes[2]] {
+        assert!(same_secret(
+            &open_scope(&storage, scope.id).await.unwrap(),
+            scope
+        ));
+    }
+    storage.pool().close().await;
+
+    // The copy from before the shred, restored: refused at start, with
+    // what to do; and even read by hand, its bucket keys do not open with
+    // the live key file, the shredded scope's included.
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&before_shred, &restored).unwrap();
+    let error = SqliteStorage::open(&restored, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("restore a backup taken after the last shred"),
+        "{error}"
+    );
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", before_shred.display()))
+        .await
+        .unwrap();
+    let old: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT bucket, wrapped FROM scope_buckets")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let live = StoreKeys::open(dir.path()).unwrap().records;
+    let k1 = live.current().unwrap();
+    assert_eq!(k1.epoch(), 1);
+    for (number, wrapped) in old {
+        assert!(k1.unwrap_bucket(number as u8, &wrapped).is_err());
+    }
+    pool.close().await;
+
+    // The copy from before the upgrade: refused too (its scope keys are
+    // under the bare key, which the shred overwrote).
+    let error = SqliteStorage::open(&before_upgrade, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("before the upgrade"), "{error}");
+}
+
+/// A shred's cost does not grow with the number of scopes: it rewrites the
+/// shredded scope's bucket's other scope keys and the 256 bucket keys,
+/// nothing else. And a crash between its commit and the key file's
+/// replacement (the file one epoch behind the database) is recovered at
+/// the next start: every remaining scope opens.
+#[tokio::test]
+async fn a_shred_rewrites_one_bucket_and_the_bucket_keys_and_survives_a_crash_before_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyd.db");
+    let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap();
+    const SCOPES: usize = 1024;
+    for i in 0..SCOPES {
+        let bucket = storage.scope_bucket(random_bucket()).await.unwrap();
+        let raw = storage
+            .records_keyring()
+            .current()
+            .unwrap()
+            .unwrap_bucket(bucket.number, &bucket.wrapped)
+            .unwrap();
+        let id = format!("user:{i}");
+        let (wrapped, _) = buckets::records_key(&raw)
+            .create_scope(&atrest_scoped::ScopeId::new(&id).unwrap(), false);
+        let scope = StoredScope {
+            id,
+            needs_client_share: false,
+            minimum_version: 1,
+            shredded: false,
+            created_at: 1,
+            keys: vec![(1, wrapped.as_bytes().to_vec())],
+            window: None,
+            bucket: Some(bucket),
+        };
+        assert!(storage.insert_scope(&scope).await.unwrap());
+    }
+    let snapshot = |pool: sqlx::SqlitePool| async move {
+        let keys: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT scope_id, wrapped FROM scope_keys ORDER BY scope_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let buckets: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT bucket, wrapped FROM scope_buckets ORDER BY bucket")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        (keys, buckets)
+    };
+    let (keys_before, buckets_before) = snapshot(storage.pool().clone()).await;
+    let victim = storage.scope("user:7").await.unwrap().unwrap();
+    let victim_bucket = victim.bucket.unwrap().number;
+    let in_bucket: i64 = sqlx::query_scalar("SELECT count(*) FROM scopes WHERE bucket = ?")
+        .bind(i64::from(victim_bucket))
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    // Keep the file as it was before the shred: the state a crash between
+    // the commit and the rename leaves.
+    let file_before = std::fs::read(dir.path().join("records.key")).unwrap();
+    assert!(storage.shred_scope("user:7").await.unwrap());
+    let (keys_after, buckets_after) = snapshot(storage.pool().clone()).await;
+    assert_eq!(keys_after.len(), SCOPES - 1);
+    let before: std::collections::HashMap<String, Vec<u8>> = keys_before.into_iter().collect();
+    let changed = keys_after
+        .iter()
+        .filter(|(id, wrapped)| before.get(id) != Some(wrapped))
+        .count();
+    // Every other scope of the shredded one's bucket, and no other scope.
+    assert_eq!(changed as i64, in_bucket - 1);
+    assert!(changed < SCOPES / 16, "{changed} of {SCOPES} rewritten");
+    assert_eq!(buckets_after.len(), buckets::BUCKETS);
+    assert!(
+        buckets_before
+            .iter()
+            .zip(&buckets_after)
+            .all(|(a, b)| a.0 == b.0 && a.1 != b.1)
+    );
+    storage.pool().close().await;
+
+    std::fs::write(dir.path().join("records.key"), &file_before).unwrap();
+    let storage = SqliteStorage::open(&path, StoreKeys::open(dir.path()).unwrap())
+        .await
+        .unwrap();
+    let file = std::fs::read(dir.path().join("records.key")).unwrap();
+    assert_eq!(&file[5..9], &1u32.to_be_bytes(), "ratcheted at start");
+    for i in [0, 1, 8, SCOPES - 1] {
+        assert!(
+            open_scope(&storage, &format!("user:{i}")).await.is_ok(),
+            "user:{i}"
+        );
+    }
+    assert!(storage.scope("user:7").await.unwrap().unwrap().shredded);
+}
+
+/// Decision 0020 on PostgreSQL: a database of schema 6 is migrated by one
+/// of two replicas starting at once; a shred through one moves its key
+/// file, the other follows when it next opens a bucket key; a copy of the
+/// tables from before the shred, put back, is refused at start and its
+/// bucket keys do not open with the live key file.
+#[tokio::test]
+async fn postgresql_scope_keys_move_under_buckets_and_replicas_follow_a_shred() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = atrest_core::SecretKey::random();
+    std::fs::write(dir_a.path().join("records.key"), master.expose()).unwrap();
+    let legacy = atrest_scoped::RecordsKey::from_master(&master);
+    let scopes = legacy_scopes();
+    {
+        let storage = PgStorage::open(&url, StoreKeys::open(dir_a.path()).unwrap())
+            .await
+            .unwrap();
+        for &statement in PG_WITHOUT_BUCKETS {
+            sqlx::query(statement)
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        for scope in &scopes {
+            let id = atrest_scoped::ScopeId::new(scope.id).unwrap();
+            let wrapped =
+                legacy.wrap_scope(&id, atrest_scoped::KeyVersion::FIRST, false, &scope.secret);
+            sqlx::query(
+                "INSERT INTO keyd_scopes (id, needs_share, minimum, created_at)
+                 VALUES ($1, FALSE, 1, 5)",
+            )
+            .bind(scope.id)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO keyd_scope_keys (scope_id, version, wrapped) VALUES ($1, 1, $2)",
+            )
+            .bind(scope.id)
+            .bind(&wrapped.as_bytes()[..])
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        }
+        sqlx::query("UPDATE keyd_schema SET version = 6")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        storage.close().await;
+    }
+    // Replica b has a copy of a's data directory (the bare records.key and
+    // secrets.key).
+    for name in ["records.key", "secrets.key"] {
+        std::fs::copy(dir_a.path().join(name), dir_b.path().join(name)).unwrap();
+    }
+    let (a, b) = tokio::join!(
+        PgStorage::open(&url, StoreKeys::open(dir_a.path()).unwrap()),
+        PgStorage::open(&url, StoreKeys::open(dir_b.path()).unwrap())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for scope in &scopes {
+        assert!(same_secret(&open_scope(&a, scope.id).await.unwrap(), scope));
+        assert!(same_secret(&open_scope(&b, scope.id).await.unwrap(), scope));
+    }
+    // A copy of the tables as a pg_dump would keep them, before the shred.
+    for table in [
+        "keyd_scopes",
+        "keyd_scope_keys",
+        "keyd_scope_buckets",
+        "keyd_records_epoch",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE backup_{table} AS SELECT * FROM {table}"
+        )))
+        .execute(a.pool())
+        .await
+        .unwrap();
+    }
+    assert!(a.shred_scope("user:b").await.unwrap());
+    let file_a = std::fs::read(dir_a.path().join("records.key")).unwrap();
+    assert_eq!(&file_a[..9], b"ATRK\x01\0\0\0\x01");
+    // b still holds the bare key until it opens a bucket key again.
+    assert_eq!(
+        std::fs::read(dir_b.path().join("records.key")).unwrap(),
+        master.expose()
+    );
+    assert!(same_secret(
+        &open_scope(&b, "user:a").await.unwrap(),
+        &scopes[0]
+    ));
+    assert_eq!(
+        std::fs::read(dir_b.path().join("records.key")).unwrap(),
+        file_a
+    );
+    assert!(b.scope("user:b").await.unwrap().unwrap().shredded);
+    a.close().await;
+    b.close().await;
+
+    // The tables from before the shred, put back (a restore): refused at
+    // start, and the shredded scope's bucket key does not open.
+    let restore = PgStorage::open(&url, StoreKeys::probe()).await.unwrap();
+    for table in [
+        "keyd_scope_keys",
+        "keyd_scope_buckets",
+        "keyd_records_epoch",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(restore.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query("DELETE FROM keyd_scopes")
+        .execute(restore.pool())
+        .await
+        .unwrap();
+    for table in [
+        "keyd_scopes",
+        "keyd_scope_keys",
+        "keyd_scope_buckets",
+        "keyd_records_epoch",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} SELECT * FROM backup_{table}"
+        )))
+        .execute(restore.pool())
+        .await
+        .unwrap();
+    }
+    let (bucket, wrapped): (i64, Vec<u8>) = sqlx::query_as(
+        "SELECT b.bucket, b.wrapped FROM keyd_scope_buckets b
+         JOIN keyd_scopes s ON s.bucket = b.bucket WHERE s.id = 'user:b'",
+    )
+    .fetch_one(restore.pool())
+    .await
+    .unwrap();
+    restore.close().await;
+    let error = PgStorage::open(&url, StoreKeys::open(dir_a.path()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("restore a backup taken after the last shred"),
+        "{error}"
+    );
+    let live = StoreKeys::open(dir_b.path()).unwrap().records;
+    assert!(
+        live.current()
+            .unwrap()
+            .unwrap_bucket(bucket as u8, &wrapped)
+            .is_err()
+    );
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use atrest_audit::{AuditStore, LogOptions};
 use atrest_keyd::{AuthorityOptions, Storage};
 use atrest_keyd::testing::{ManualClock, Served, TestKeyd};
-use atrest_scoped::{FieldContext, Keyring, RecordsKey, ScopeId, ScopeKey, Wrapped};
+use atrest_scoped::{FieldContext, Keyring, ScopeId, ScopeKey, Wrapped};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -19,7 +19,6 @@ struct Api {
     keyd: TestKeyd<ManualClock>,
     served: Served,
     client: reqwest::Client,
-    records_master: Arc<atrest_core::SecretKey>,
 }
 
 impl Api {
@@ -29,13 +28,12 @@ impl Api {
 
     /// With `options`, apart from the records key and the refusal budget.
     async fn start_with(options: AuthorityOptions) -> Option<Self> {
-        let records_master = Arc::new(atrest_core::SecretKey::random());
         let keyd = TestKeyd::open_on(
             BACKEND,
             ManualClock::now(),
             AuthorityOptions {
                 refusal_entries_per_second: 100_000,
-                records_master: Some(records_master.clone()),
+                scoped: true,
                 ..options
             },
             LogOptions::default(),
@@ -46,7 +44,6 @@ impl Api {
             keyd,
             served,
             client: reqwest::Client::new(),
-            records_master,
         })
     }
 
@@ -272,7 +269,12 @@ async fn without_the_client_share_the_database_and_records_key_do_not_decrypt() 
         .unwrap();
     assert!(stored.needs_client_share);
     let scope = ScopeId::new("user:carol").unwrap();
-    let records = RecordsKey::from_master(&api.records_master);
+    let records = api
+        .keyd
+        .authority
+        .scope_wrapping_key("user:carol")
+        .await
+        .unwrap();
     let unwrapped = records
         .unwrap_scope(&scope, &Wrapped::from_bytes(&stored.keys[0].1).unwrap())
         .unwrap();
@@ -620,6 +622,44 @@ async fn a_shredded_scope_never_decrypts_and_others_are_untouched() {
         )
         .await;
     assert_eq!(kept, ["kept@example.org"]);
+    // The shred moved records.key to the next epoch (decision 0020): a
+    // copy of the database from before it opens nothing with this file.
+    let file = std::fs::read(api.keyd.records_key()).unwrap();
+    assert_eq!(&file[..4], b"ATRK");
+    assert_eq!(&file[5..9], &1u32.to_be_bytes());
+    // Scopes made and rotated after the shred, under the bucket keys of
+    // the new epoch, work beside the old envelopes.
+    let rotated = api
+        .admin(
+            Method::POST,
+            "/v1/admin/scope/rotate",
+            Some(json!({ "scope": "user:kept" })),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    api.scope(&web, "user:new", false).await;
+    let again = api
+        .values(
+            &web,
+            "encrypt",
+            json!([
+                item("user:kept", "email", "r3", "v2@example.org", None),
+                item("user:new", "email", "r4", "new@example.org", None),
+            ]),
+        )
+        .await;
+    let opened = api
+        .values(
+            &web,
+            "decrypt",
+            json!([
+                item("user:kept", "email", "r2", &sealed[1], None),
+                item("user:kept", "email", "r3", &again[0], None),
+                item("user:new", "email", "r4", &again[1], None),
+            ]),
+        )
+        .await;
+    assert_eq!(opened, ["kept@example.org", "v2@example.org", "new@example.org"]);
 }
 
 #[tokio::test]
@@ -822,7 +862,12 @@ async fn files_stream_through_bound_to_their_object_and_audited() {
 
     // The library opens what the API sealed, with the scope's key.
     let stored = api.keyd.authority.storage().scope("user:files").await.unwrap().unwrap();
-    let records = RecordsKey::from_master(&api.records_master);
+    let records = api
+        .keyd
+        .authority
+        .scope_wrapping_key("user:files")
+        .await
+        .unwrap();
     let unwrapped = records
         .unwrap_scope(
             &ScopeId::new("user:files").unwrap(),

@@ -600,8 +600,8 @@ async fn a_database_of_another_schema_version_is_refused() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let secrets = Arc::new(crate::secrets_key::SecretsKeyring::in_memory());
-    let storage = crate::storage::PgStorage::open(&url, secrets.clone())
+    let keys = crate::secrets_key::StoreKeys::in_memory();
+    let storage = crate::storage::PgStorage::open(&url, keys.clone())
         .await
         .unwrap();
     for (version, says) in [(99, "run the newer atrest keyd"), (0, "run the atrest keyd release")] {
@@ -610,7 +610,7 @@ async fn a_database_of_another_schema_version_is_refused() {
             .execute(storage.pool())
             .await
             .unwrap();
-        let error = crate::storage::PgStorage::open(&url, secrets.clone())
+        let error = crate::storage::PgStorage::open(&url, keys.clone())
             .await
             .unwrap_err();
         assert!(error.to_string().contains(says), "{version}: {error}");

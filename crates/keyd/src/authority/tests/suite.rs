@@ -1548,7 +1548,12 @@ async fn backup_rows(database: &crate::storage::Database) -> Vec<(String, Vec<u8
 }
 
 fn keyring(f: &Fixture) -> Arc<crate::secrets_key::SecretsKeyring> {
-    Arc::new(crate::secrets_key::SecretsKeyring::open(&f.secrets_key()).unwrap())
+    keys(f).secrets
+}
+
+/// The keyd's key files as a restarted keyd reads them.
+fn keys(f: &Fixture) -> crate::secrets_key::StoreKeys {
+    crate::secrets_key::StoreKeys::open(f.secrets_key().parent().unwrap()).unwrap()
 }
 
 /// Issue 10: a shredded host stays shredded after the authority's
@@ -1566,7 +1571,7 @@ async fn a_database_restored_from_before_a_shred_is_refused_and_opens_nothing() 
     f.authority.shred(&gone.id, "test").await.unwrap();
     let (after, _after_dir) = backup(&f).await;
 
-    let refused = before.open_storage(keyring(&f)).await.err().unwrap();
+    let refused = before.open_storage(keys(&f)).await.err().unwrap();
     let message = refused.to_string();
     assert!(
         message.contains("host secrets are at epoch 0")
@@ -1593,7 +1598,7 @@ async fn a_database_restored_from_before_a_shred_is_refused_and_opens_nothing() 
         );
     }
 
-    let restored = after.open_storage(keyring(&f)).await.unwrap();
+    let restored = after.open_storage(keys(&f)).await.unwrap();
     assert!(restored.host_secrets(&gone.id).await.unwrap().is_empty());
     let secret = |s: Vec<crate::storage::StoredSecret>| *s[0].secret;
     assert_eq!(
