@@ -32,6 +32,18 @@ pub trait Backing: Send + Sync {
     fn sync_all(&self) -> io::Result<bool> {
         Ok(false)
     }
+    /// Allocates the space of `[offset, offset + len)` of the file,
+    /// creating it (mode 0600) if it does not exist, without changing its
+    /// length or what it reads as (`fallocate` with `FALLOC_FL_KEEP_SIZE`),
+    /// where the backing can; a no-op where it cannot. A data file's
+    /// fresh blocks are reserved so before they are written, as format 1
+    /// reserves its writes: on ext4 the write then goes into allocated
+    /// space rather than delayed allocation, which allocates at the
+    /// `fdatasync` (plans/format-2.md, "Data path", fourth round).
+    fn reserve(&self, name: &str, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (name, offset, len);
+        Ok(())
+    }
     /// Removes a file; `NotFound` if it does not exist.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// The names of the files directly in `dir`, sorted.

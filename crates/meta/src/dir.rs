@@ -196,6 +196,24 @@ impl Backing for DirBacking {
         Ok(())
     }
 
+    fn reserve(&self, name: &str, offset: u64, len: u64) -> io::Result<()> {
+        let fd = self.file(name, true)?;
+        loop {
+            match rustix::fs::fallocate(
+                fd.as_fd(),
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                offset,
+                len,
+            ) {
+                // Not every backing file system can preallocate; the write
+                // that follows allocates then.
+                Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(with_name(name)(e.into())),
+            }
+        }
+    }
+
     fn len(&self, name: &str) -> io::Result<Option<u64>> {
         match self.file(name, false) {
             Ok(fd) => {
@@ -268,6 +286,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backing = DirBacking::open(dir.path()).unwrap();
         (dir, backing)
+    }
+
+    #[test]
+    fn reserve_allocates_without_changing_length_or_contents() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, b) = backing();
+        let name = "objects/07/0000000000000007";
+        b.reserve(name, 0, 1 << 20).unwrap();
+        let path = dir.path().join(name);
+        assert_eq!(b.len(name).unwrap(), Some(0), "created, still empty");
+        b.write_at(name, 0, b"kept").unwrap();
+        b.reserve(name, 4096, 8192).unwrap();
+        assert_eq!(b.len(name).unwrap(), Some(4));
+        let mut buf = [0u8; 4];
+        b.read_exact_at(name, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"kept");
+        // tmpfs and ext4 both preallocate; a file system that cannot
+        // would leave st_blocks at the one written block.
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        assert!(blocks * 512 >= 8192, "space reserved: {blocks} sectors");
     }
 
     #[test]

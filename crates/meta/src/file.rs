@@ -382,7 +382,12 @@ impl Store {
             // write left under it belongs to nothing (§16.7, O_TRUNC).
             self.backing.set_len(&name, 0).map_err(io_data(id))?;
         }
-        if let Err(e) = self.backing.write_at(&name, first * BLOCK, bytes) {
+        // Space first, then the bytes, as format 1 does (`Backing::reserve`).
+        let result = self
+            .backing
+            .reserve(&name, first * BLOCK, bytes.len() as u64)
+            .and_then(|()| self.backing.write_at(&name, first * BLOCK, bytes));
+        if let Err(e) = result {
             self.failed = true;
             return Err(io_data(id)(e).into());
         }
