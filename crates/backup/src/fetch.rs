@@ -262,11 +262,7 @@ impl<B: Backend> Repository<B> {
     }
 }
 
-fn fail_all(
-    blobs: &[(BlobId, Location)],
-    why: &str,
-    deliver: &(dyn Fn(BlobId, Delivered) + Sync),
-) {
+fn fail_all(blobs: &[(BlobId, Location)], why: &str, deliver: &(dyn Fn(BlobId, Delivered) + Sync)) {
     for (id, _) in blobs {
         deliver(*id, Err(why.to_string()));
     }
@@ -314,7 +310,10 @@ mod tests {
         let ranges = plan_ranges(blobs, true, 10, 350);
         // The header alone (the first blob is 4,960 bytes past it), then
         // reads of three blobs (300 bytes; a fourth would make 400).
-        assert_eq!((ranges[0].start, ranges[0].end, ranges[0].header), (0, 40, true));
+        assert_eq!(
+            (ranges[0].start, ranges[0].end, ranges[0].header),
+            (0, 40, true)
+        );
         assert!(ranges[0].blobs.is_empty());
         let sizes: Vec<usize> = ranges[1..].iter().map(|r| r.blobs.len()).collect();
         assert_eq!(sizes, [3, 3, 3, 1]);

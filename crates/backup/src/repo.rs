@@ -544,9 +544,9 @@ impl<B: Backend> Repository<B> {
                             for id in &node.content {
                                 match parse_id(id) {
                                     Ok(id) if self.index.contains_key(&id) => {}
-                                    _ => report.problems.push(format!(
-                                        "blob {id} is missing from the repository"
-                                    )),
+                                    _ => report
+                                        .problems
+                                        .push(format!("blob {id} is missing from the repository")),
                                 }
                             }
                         }

@@ -184,7 +184,12 @@ impl<B: Backend> Repository<B> {
                 Ok(b) => b,
                 Err(e) => {
                     let failed = format!("{}: {e}", dest.display());
-                    planned.report.get_mut().expect("report").failed.push(failed);
+                    planned
+                        .report
+                        .get_mut()
+                        .expect("report")
+                        .failed
+                        .push(failed);
                     continue;
                 }
             };
@@ -314,7 +319,8 @@ impl Batch<'_> {
 fn write_at(tmp: &Path, offset: u64, data: &[u8]) -> Result<fs::File> {
     let f = open_temporary(tmp)?;
     if !(data.len() >= 4096 && data.iter().all(|b| *b == 0)) {
-        f.write_all_at(data, offset).map_err(BackupError::file(tmp))?;
+        f.write_all_at(data, offset)
+            .map_err(BackupError::file(tmp))?;
     }
     Ok(f)
 }
@@ -399,7 +405,9 @@ impl<B: Backend> Walker<'_, B> {
             }
             self.later.dirs.push((dest.to_path_buf(), node.clone()));
             if let Some(sub) = &node.subtree {
-                let tree = self.repo.load_tree_ahead(self.ahead, sub, &mut self.salts)?;
+                let tree = self
+                    .repo
+                    .load_tree_ahead(self.ahead, sub, &mut self.salts)?;
                 for child in &tree.nodes {
                     let name = std::ffi::OsStr::from_bytes(&child.name);
                     self.entry(child, &stored.join(name), &dest.join(name), selected);

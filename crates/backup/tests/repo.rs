@@ -927,7 +927,10 @@ fn restore_ls_and_parent_trees_cost_requests_per_pack_not_per_file() {
         spread.files + spread.dirs
     );
     let reads = ranged.swap(0, Ordering::Relaxed);
-    assert!(reads <= 2 * packs && reads * 4 < spread.dirs, "ls: {reads} reads");
+    assert!(
+        reads <= 2 * packs && reads * 4 < spread.dirs,
+        "ls: {reads} reads"
+    );
 
     // A run with a parent: the parent's trees, pack-wise; one changed file.
     fs::write(src.join("r0/d0/f0"), b"changed").unwrap();
@@ -987,7 +990,9 @@ fn a_damaged_blob_read_in_a_batch_leaves_out_only_the_files_that_use_it() {
     for profile in [ReadProfile::REMOTE, ReadProfile::LOCAL] {
         let counting = Counting::new(LocalBackend::new(&root), profile);
         let repo = Repository::open(counting, &key).unwrap();
-        let target = dir.path().join(format!("restore-{}", profile.requests_in_flight));
+        let target = dir
+            .path()
+            .join(format!("restore-{}", profile.requests_in_flight));
         let report = repo.restore(&spread.snapshot, &target).unwrap();
         let out = restored_root(&target, &src);
         let mut failed = report.failed.clone();

@@ -95,7 +95,6 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     assert!(seen > 10);
 }
 
-
 /// A backend that counts its ranged reads (each one request on S3) and
 /// reads as `profile` says: with [`ReadProfile::REMOTE`], a local
 /// directory is read exactly as S3 is.
@@ -176,7 +175,11 @@ pub fn back_up_in_runs<B: Backend>(
             fs::create_dir_all(&dir).unwrap();
             for f in 0..files {
                 let seed = ((run * 1000 + d) * 1000 + f) as u64;
-                fs::write(dir.join(format!("f{f}")), pseudo(500 + (f * 37) % 3000, seed)).unwrap();
+                fs::write(
+                    dir.join(format!("f{f}")),
+                    pseudo(500 + (f * 37) % 3000, seed),
+                )
+                .unwrap();
             }
         }
         fs::write(top.join("shared.bin"), pseudo(40_000, 4242)).unwrap();
