@@ -19,8 +19,8 @@ use std::sync::atomic::Ordering;
 
 use atrest_backup::ReadProfile;
 use common::{
-    Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, packs, pseudo,
-    restored_root,
+    Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, damage_shared_blob,
+    packs, pseudo, restored_root,
 };
 
 const SIZES: ChunkSizes = ChunkSizes {
@@ -975,16 +975,9 @@ fn a_damaged_blob_read_in_a_batch_leaves_out_only_the_files_that_use_it() {
     let spread = back_up_in_runs(&mut repo, &src, 3, 4, 25);
     // The blob that every `shared.bin` starts with, damaged in its pack;
     // its neighbours in the pack are read in the same ranged read.
-    let shared = repo
-        .list(&spread.snapshot)
-        .unwrap()
-        .into_iter()
-        .find(|n| n.path.ends_with(b"r0/shared.bin"))
-        .unwrap();
-    let (pack, at) = repo.locate(&shared.node.content[0]).unwrap().unwrap();
-    let mut bytes = fs::read(root.join(&pack)).unwrap();
-    bytes[at.offset as usize + 20] ^= 4;
-    fs::write(root.join(&pack), &bytes).unwrap();
+    damage_shared_blob(&repo, &spread.snapshot, |pack, bytes| {
+        fs::write(root.join(pack), bytes).unwrap()
+    });
     drop(repo);
 
     for profile in [ReadProfile::REMOTE, ReadProfile::LOCAL] {

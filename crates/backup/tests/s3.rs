@@ -20,8 +20,8 @@ use std::sync::atomic::Ordering;
 
 use atrest_backup::ReadProfile;
 use common::{
-    Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, packs, pseudo,
-    restored_root,
+    Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, damage_shared_blob,
+    packs, pseudo, restored_root,
 };
 
 const SIZES: ChunkSizes = ChunkSizes {
@@ -227,17 +227,10 @@ fn s3_restore_of_many_small_files_reads_pack_by_pack_and_leaves_out_a_damaged_bl
 
     // The blob every `shared.bin` uses, damaged on the server: those four
     // files are left out and named, every other one restored.
-    let shared = repo
-        .list(&spread.snapshot)
-        .unwrap()
-        .into_iter()
-        .find(|n| n.path.ends_with(b"r0/shared.bin"))
-        .unwrap();
-    let (pack, at) = repo.locate(&shared.node.content[0]).unwrap().unwrap();
-    let mut bytes = repo.backend().get(&pack).unwrap();
-    bytes[at.offset as usize + 20] ^= 4;
     // A plain PUT over the object (S3 keeps no "already there" rule).
-    repo.backend().inner.put(&pack, &bytes).unwrap();
+    damage_shared_blob(&repo, &spread.snapshot, |pack, bytes| {
+        repo.backend().inner.put(pack, bytes).unwrap()
+    });
     let target = dir.path().join("restore-damaged");
     let report = repo.restore(&spread.snapshot, &target).unwrap();
     let out = restored_root(&target, &src);

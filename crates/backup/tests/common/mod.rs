@@ -226,3 +226,23 @@ pub fn assert_no_temporary_files(dir: &Path) {
         }
     }
 }
+
+/// Flips a byte of the blob every `shared.bin` of a [`back_up_in_runs`]
+/// source starts with, in its pack; `overwrite(pack, bytes)` puts the
+/// damaged pack back in the store.
+pub fn damage_shared_blob<B: Backend>(
+    repo: &Repository<B>,
+    snapshot: &str,
+    overwrite: impl Fn(&str, &[u8]),
+) {
+    let shared = repo
+        .list(snapshot)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.path.ends_with(b"r0/shared.bin"))
+        .unwrap();
+    let (pack, at) = repo.locate(&shared.node.content[0]).unwrap().unwrap();
+    let mut bytes = repo.backend().get(&pack).unwrap();
+    bytes[at.offset as usize + 20] ^= 4;
+    overwrite(&pack, &bytes);
+}
