@@ -35,6 +35,46 @@ pub trait Backend: Send + Sync {
     /// snapshots, flash blocks not yet erased) is outside atrest's reach;
     /// docs/threat-model.md says what to do about it.
     fn destroy(&self, name: &str) -> Result<()>;
+    /// How many blobs at once are worth reading from this store, and how
+    /// (see [`ReadProfile`]): a local directory by default.
+    fn read_profile(&self) -> ReadProfile {
+        ReadProfile::LOCAL
+    }
+}
+
+/// How a command that reads many blobs (restore, a run with a parent,
+/// `ls`, `check`, `prune`) reads them from a store: grouped by pack, each
+/// pack's wanted blobs in a few ranged reads, several packs at once
+/// (crates/backup/src/fetch.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadProfile {
+    /// Ranged reads worth having in flight at once (at least one).
+    pub requests_in_flight: usize,
+    /// Wanted blobs of one pack at most this many bytes apart are read in
+    /// one request, the bytes between them read and dropped: on a store a
+    /// round trip away, a request costs more than reading this much.
+    pub coalesce_gap: u64,
+    /// Read a snapshot's trees ahead, level by level and pack by pack,
+    /// before walking it, instead of one request per tree as the walk
+    /// reaches it.
+    pub read_trees_ahead: bool,
+}
+
+impl ReadProfile {
+    /// A local directory: a read costs a `pread`; nothing to batch but
+    /// neighbouring blobs.
+    pub const LOCAL: Self = Self {
+        requests_in_flight: 1,
+        coalesce_gap: 64 << 10,
+        read_trees_ahead: false,
+    };
+    /// A store a round trip away (S3): a request costs milliseconds, so
+    /// requests are few, large and several at once.
+    pub const REMOTE: Self = Self {
+        requests_in_flight: 8,
+        coalesce_gap: 1 << 20,
+        read_trees_ahead: true,
+    };
 }
 
 impl Backend for Box<dyn Backend> {
@@ -64,6 +104,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn destroy(&self, name: &str) -> Result<()> {
         (**self).destroy(name)
+    }
+    fn read_profile(&self) -> ReadProfile {
+        (**self).read_profile()
     }
 }
 

@@ -103,14 +103,17 @@ impl<B: Backend> Repository<B> {
     fn used_blobs(&self) -> Result<BTreeSet<BlobId>> {
         let mut salts = HashMap::new();
         let mut used = BTreeSet::new();
-        for (_, snap) in self.snapshots()? {
+        let snapshots = self.snapshots()?;
+        let roots: Vec<&str> = snapshots.iter().map(|(_, s)| s.tree.as_str()).collect();
+        let ahead = self.read_trees_ahead(&roots);
+        for (_, snap) in &snapshots {
             let mut stack = vec![snap.tree.clone()];
             while let Some(t) = stack.pop() {
                 self.keep_lock();
                 if !used.insert(parse_id(&t)?) {
                     continue;
                 }
-                for node in self.load_tree(&t, &mut salts)?.nodes {
+                for node in self.load_tree_ahead(&ahead, &t, &mut salts)?.nodes {
                     for c in &node.content {
                         used.insert(parse_id(c)?);
                     }

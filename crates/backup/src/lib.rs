@@ -10,6 +10,7 @@
 mod backend;
 mod chunker;
 mod error;
+mod fetch;
 mod forget;
 mod keys;
 mod keyslots;
@@ -24,7 +25,7 @@ mod run;
 mod s3;
 mod tree;
 
-pub use backend::{Backend, LocalBackend};
+pub use backend::{Backend, LocalBackend, ReadProfile};
 pub use chunker::{ChunkSizes, Chunker};
 pub use error::{BackupError, Result};
 pub use forget::{KeepPolicy, PruneReport, keep};

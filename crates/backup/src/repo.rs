@@ -163,6 +163,11 @@ impl<B: Backend> Repository<B> {
         Ok(self.index.get(&id).map(|l| (pack_name(&l.pack), *l)))
     }
 
+    /// Where a blob is, from the index.
+    pub(crate) fn location(&self, id: &BlobId) -> Option<Location> {
+        self.index.get(id).copied()
+    }
+
     /// The plaintext length of a blob, from the index.
     pub(crate) fn blob_len(&self, id: &BlobId) -> Option<u32> {
         self.index.get(id).map(|l| l.raw_len)
@@ -262,6 +267,16 @@ impl<B: Backend> Repository<B> {
         pack_name(pack)
     }
 
+    /// A pack's salt, from its header (authenticated by every blob it
+    /// opens: a wrong salt opens none).
+    pub(crate) fn read_pack_salt(&self, name: &str) -> Result<[u8; 32]> {
+        let header = self.backend.get_range(name, 0, PACK_HEADER_LEN)?;
+        header
+            .get(8..PACK_HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| BackupError::damaged(name, "shorter than its index says"))
+    }
+
     /// Reads one blob, checked against its id.
     pub fn read_blob(
         &self,
@@ -276,8 +291,7 @@ impl<B: Backend> Repository<B> {
         let salt = match salts.get(&loc.pack) {
             Some(s) => *s,
             None => {
-                let header = self.backend.get_range(&name, 0, PACK_HEADER_LEN)?;
-                let salt: [u8; 32] = header[8..40].try_into().expect("32");
+                let salt = self.read_pack_salt(&name)?;
                 salts.insert(loc.pack, salt);
                 salt
             }
@@ -331,8 +345,15 @@ impl<B: Backend> Repository<B> {
             self.adopt_orphan_packs()?
         };
         let parent = self.parent_of(paths, &meta.hostname, &options.parent)?;
+        // On S3, the parent's trees in a few requests per level of the
+        // tree, not one per directory (fetch.rs).
+        let ahead = match &parent {
+            Some((_, snap)) => self.read_trees_ahead(&[&snap.tree]),
+            _ => Default::default(),
+        };
         let salts = Mutex::new(HashMap::new());
-        let load_tree = |id: &str| self.load_tree(id, &mut salts.lock().expect("salts"));
+        let load_tree =
+            |id: &str| self.load_tree_ahead(&ahead, id, &mut salts.lock().expect("salts"));
         let parent_root = match &parent {
             Some((_, snap)) => Some(load_tree(&snap.tree)?),
             None => None,
@@ -475,9 +496,7 @@ impl<B: Backend> Repository<B> {
         salts: &mut HashMap<[u8; 32], [u8; 32]>,
     ) -> Result<Tree> {
         let id = parse_id(id_hex)?;
-        let bytes = self.read_blob(&id, salts)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| BackupError::damaged(format!("tree {id_hex}"), e.to_string()))
+        parse_tree(id_hex, &self.read_blob(&id, salts)?)
     }
 
     /// Checks every snapshot, tree and index entry; with `read_data`, reads
@@ -501,35 +520,39 @@ impl<B: Backend> Repository<B> {
                 report.problems.push(e.to_string());
             }
         }
+        let mut snapshots = Vec::new();
         for name in self.backend.list("snapshots")? {
             match self.load_snapshot_file(&name) {
-                Ok(snap) => {
-                    report.snapshots += 1;
-                    let mut stack = vec![snap.tree.clone()];
-                    while let Some(t) = stack.pop() {
-                        self.keep_lock();
-                        match self.load_tree(&t, &mut salts) {
-                            Ok(tree) => {
-                                report.trees += 1;
-                                for node in &tree.nodes {
-                                    if let Some(sub) = &node.subtree {
-                                        stack.push(sub.clone());
-                                    }
-                                    for id in &node.content {
-                                        match parse_id(id) {
-                                            Ok(id) if self.index.contains_key(&id) => {}
-                                            _ => report.problems.push(format!(
-                                                "blob {id} is missing from the repository"
-                                            )),
-                                        }
-                                    }
+                Ok(snap) => snapshots.push(snap),
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+        let roots: Vec<&str> = snapshots.iter().map(|s| s.tree.as_str()).collect();
+        let ahead = self.read_trees_ahead(&roots);
+        for snap in &snapshots {
+            report.snapshots += 1;
+            let mut stack = vec![snap.tree.clone()];
+            while let Some(t) = stack.pop() {
+                self.keep_lock();
+                match self.load_tree_ahead(&ahead, &t, &mut salts) {
+                    Ok(tree) => {
+                        report.trees += 1;
+                        for node in &tree.nodes {
+                            if let Some(sub) = &node.subtree {
+                                stack.push(sub.clone());
+                            }
+                            for id in &node.content {
+                                match parse_id(id) {
+                                    Ok(id) if self.index.contains_key(&id) => {}
+                                    _ => report
+                                        .problems
+                                        .push(format!("blob {id} is missing from the repository")),
                                 }
                             }
-                            Err(e) => report.problems.push(e.to_string()),
                         }
                     }
+                    Err(e) => report.problems.push(e.to_string()),
                 }
-                Err(e) => report.problems.push(e.to_string()),
             }
         }
         if percent > 0 {
@@ -577,6 +600,12 @@ impl<B: Backend> Repository<B> {
     }
 }
 
+/// A tree blob's plaintext, parsed.
+pub(crate) fn parse_tree(id_hex: &str, plain: &[u8]) -> Result<Tree> {
+    serde_json::from_slice(plain)
+        .map_err(|e| BackupError::damaged(format!("tree {id_hex}"), e.to_string()))
+}
+
 /// A pack's file name.
 pub(crate) fn pack_name(pack: &[u8; 32]) -> String {
     let h = hex(pack);
@@ -618,11 +647,12 @@ impl<B: Backend> Repository<B> {
     /// Every entry of a snapshot, depth first, names sorted.
     pub fn list(&self, snapshot: &str) -> Result<Vec<ListedNode>> {
         let (_, snap) = self.snapshot(snapshot)?;
+        let ahead = self.read_trees_ahead(&[&snap.tree]);
         let mut salts = HashMap::new();
         let mut out = Vec::new();
         let mut stack = vec![(Vec::new(), snap.tree.clone())];
         while let Some((prefix, tree)) = stack.pop() {
-            let tree = self.load_tree(&tree, &mut salts)?;
+            let tree = self.load_tree_ahead(&ahead, &tree, &mut salts)?;
             let mut subdirs = Vec::new();
             for node in tree.nodes {
                 let mut path = prefix.clone();

@@ -188,11 +188,15 @@ pub(crate) fn with_packers<B: Backend, T>(
 }
 
 /// Seals blobs into packs of about [`PACK_TARGET`] bytes and uploads each
-/// as it fills; the last, partial pack when the queue closes.
+/// as it fills; the last, partial packs when the queue closes. Trees go
+/// into packs of their own (as restic's do): a walk of a snapshot's trees
+/// then reads a few tree packs in a few ranged reads (fetch.rs), instead
+/// of tree blobs scattered between data blobs in every pack.
 fn packer<B: Backend>(keys: &RepoKeys, backend: &B, rx: &Mutex<Receiver<Blob>>) -> Result<Packed> {
     let mut entries = Vec::new();
     let mut packs = 0;
-    let mut open: Option<(PackWriter<'_>, usize)> = None;
+    // The open data pack and the open tree pack.
+    let mut open: [Option<(PackWriter<'_>, usize)>; 2] = [None, None];
     let mut close = |writer: PackWriter<'_>| -> Result<()> {
         let pack = writer.finish();
         let name = pack.name;
@@ -205,16 +209,19 @@ fn packer<B: Backend>(keys: &RepoKeys, backend: &B, rx: &Mutex<Receiver<Blob>>) 
         // The lock is held only while waiting; packing runs unlocked.
         let next = rx.lock().expect("packer queue").recv();
         let Ok((kind, id, data)) = next else { break };
-        let (writer, raw) = open.get_or_insert_with(|| (PackWriter::new(keys), 0));
+        let slot = &mut open[usize::from(kind == BlobKind::Tree)];
+        let (writer, raw) = slot.get_or_insert_with(|| (PackWriter::new(keys), 0));
         writer.add(kind, id, &data)?;
         *raw += data.len();
         if *raw >= PACK_TARGET {
-            let (writer, _) = open.take().expect("open pack");
+            let (writer, _) = slot.take().expect("open pack");
             close(writer)?;
         }
     }
-    if let Some((writer, _)) = open.take() {
-        close(writer)?;
+    for slot in &mut open {
+        if let Some((writer, _)) = slot.take() {
+            close(writer)?;
+        }
     }
     Ok((entries, packs))
 }

@@ -10,7 +10,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ReadProfile};
 use crate::error::{BackupError, Result};
 
 /// How to reach the store. `None` fields come from the environment
@@ -220,5 +220,9 @@ impl Backend for S3Backend {
             .block_on(self.store.put(&self.path(name), PutPayload::new()))
             .map_err(self.err(name))?;
         self.delete(name)
+    }
+
+    fn read_profile(&self) -> ReadProfile {
+        ReadProfile::REMOTE
     }
 }

@@ -5,6 +5,8 @@
 //! version refused.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -13,24 +15,19 @@ use std::path::{Path, PathBuf};
 
 use atrest_backup::{BackupError, ChunkSizes, LocalBackend, Repository, SnapshotMeta};
 use atrest_core::SecretKey;
+use std::sync::atomic::Ordering;
+
+use atrest_backup::ReadProfile;
+use common::{
+    Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, damage_shared_blob,
+    packs, pseudo, restored_root,
+};
 
 const SIZES: ChunkSizes = ChunkSizes {
     min: 16 << 10,
     avg: 64 << 10,
     max: 256 << 10,
 };
-
-fn pseudo(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn meta(t: u64) -> SnapshotMeta {
     SnapshotMeta {
@@ -101,81 +98,6 @@ fn build(dir: &Path) -> PathBuf {
         std::os::unix::fs::lchown(src.join("empty-file"), Some(1234), Some(5678)).unwrap();
     }
     src
-}
-
-/// Every entry under `a` equals the one under `b`: kind, bytes, mode,
-/// owner, mtime (ns), symlink target.
-fn assert_same_tree(a: &Path, b: &Path) {
-    let mut stack = vec![PathBuf::new()];
-    let mut seen = 0;
-    while let Some(rel) = stack.pop() {
-        let (pa, pb) = (a.join(&rel), b.join(&rel));
-        let (ma, mb) = (
-            fs::symlink_metadata(&pa).unwrap(),
-            fs::symlink_metadata(&pb).unwrap(),
-        );
-        seen += 1;
-        assert_eq!(ma.file_type(), mb.file_type(), "{rel:?}");
-        assert_eq!(ma.mode(), mb.mode(), "mode of {rel:?}");
-        assert_eq!(
-            (ma.uid(), ma.gid()),
-            (mb.uid(), mb.gid()),
-            "owner of {rel:?}"
-        );
-        if !ma.is_dir() || rel.as_os_str().is_empty() {
-            // (directory mtimes are checked too, except the root's)
-        }
-        if !rel.as_os_str().is_empty() {
-            assert_eq!(
-                (ma.mtime(), ma.mtime_nsec()),
-                (mb.mtime(), mb.mtime_nsec()),
-                "mtime of {rel:?}"
-            );
-        }
-        let xattrs = |p: &Path| -> Vec<(String, Vec<u8>)> {
-            let mut names = vec![0u8; 4096];
-            let n = rustix::fs::llistxattr(p, &mut names[..]).unwrap_or(0);
-            names[..n]
-                .split(|b| *b == 0)
-                .filter(|n| !n.is_empty())
-                .map(|n| {
-                    let name = String::from_utf8_lossy(n).into_owned();
-                    let mut v = vec![0u8; 4096];
-                    let len = rustix::fs::lgetxattr(p, name.as_str(), &mut v[..]).unwrap();
-                    (name, v[..len].to_vec())
-                })
-                .collect()
-        };
-        assert_eq!(xattrs(&pa), xattrs(&pb), "xattrs of {rel:?}");
-        if ma.is_file() {
-            assert_eq!(
-                fs::read(&pa).unwrap(),
-                fs::read(&pb).unwrap(),
-                "content of {rel:?}"
-            );
-            assert_eq!(ma.nlink(), mb.nlink(), "links of {rel:?}");
-        } else if ma.file_type().is_symlink() {
-            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
-        } else if ma.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(&pa)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            let mut other: Vec<_> = fs::read_dir(&pb)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            names.sort();
-            other.sort();
-            assert_eq!(names, other, "entries of {rel:?}");
-            stack.extend(names.into_iter().map(|n| rel.join(n)));
-        }
-    }
-    assert!(seen > 10);
-}
-
-fn restored_root(target: &Path, src: &Path) -> PathBuf {
-    target.join(src.strip_prefix("/").unwrap())
 }
 
 #[test]
@@ -944,4 +866,149 @@ fn read_ahead_changes_nothing_in_the_snapshot() {
     let report = repo.restore(&id, &target).unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_same_tree(&src, &restored_root(&target, &src));
+}
+
+/// Files of a [`back_up_in_runs`] source, relative to it: every `f` file
+/// and every `shared.bin`.
+fn spread_files(src: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in fs::read_dir(src.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let name = rel.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(name);
+            } else {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn restore_ls_and_parent_trees_cost_requests_per_pack_not_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let key = SecretKey::random();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    let spread = back_up_in_runs(&mut repo, &src, 5, 20, 20);
+    drop(repo);
+    // One data pack and one tree pack per run (trees have packs of their
+    // own): the 2,005 files' blobs are in five data packs.
+    let packs = packs(&LocalBackend::new(&root));
+    assert!((5..=10).contains(&packs), "{packs} packs");
+
+    // Read as S3 is read, counting the ranged reads (one request each on
+    // S3). Before pack-wise reads: one per file and one per directory.
+    let counting = Counting::new(LocalBackend::new(&root), ReadProfile::REMOTE);
+    let ranged = std::sync::Arc::clone(&counting.ranged);
+    let mut repo = Repository::open(counting, &key).unwrap();
+    ranged.store(0, Ordering::Relaxed);
+    let target = dir.path().join("restore");
+    let report = repo.restore(&spread.snapshot, &target).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.files, spread.files as u64);
+    assert_same_tree(&src, &restored_root(&target, &src));
+    let reads = ranged.swap(0, Ordering::Relaxed);
+    assert!(
+        reads <= 3 * packs,
+        "restore: {reads} reads for {} files and {} directories in {packs} packs",
+        spread.files,
+        spread.dirs
+    );
+
+    // `ls` reads the trees pack-wise too.
+    assert_eq!(
+        repo.list(&spread.snapshot).unwrap().len(),
+        spread.files + spread.dirs
+    );
+    let reads = ranged.swap(0, Ordering::Relaxed);
+    assert!(
+        reads <= 2 * packs && reads * 4 < spread.dirs,
+        "ls: {reads} reads"
+    );
+
+    // A run with a parent: the parent's trees, pack-wise; one changed file.
+    fs::write(src.join("r0/d0/f0"), b"changed").unwrap();
+    let meta = SnapshotMeta {
+        time_ms: 100,
+        hostname: "spread".into(),
+        tags: vec![],
+    };
+    let (_, snap) = repo.backup(std::slice::from_ref(&src), &meta).unwrap();
+    assert_eq!(snap.parent.as_deref(), Some(spread.snapshot.as_str()));
+    assert_eq!(snap.summary.unchanged_files, spread.files as u64 - 1);
+    let reads = ranged.swap(0, Ordering::Relaxed);
+    assert!(
+        reads <= 2 * packs && reads * 4 < spread.dirs,
+        "run with a parent: {reads} reads for {} directories",
+        spread.dirs
+    );
+
+    // Read as a local directory is, the same bytes come back.
+    let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    let target = dir.path().join("restore-local");
+    let report = repo.restore(&spread.snapshot, &target).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let out = restored_root(&target, &src);
+    for rel in spread_files(&src) {
+        let want = if rel == Path::new("r0/d0/f0") {
+            pseudo(500, 0)
+        } else {
+            fs::read(src.join(&rel)).unwrap()
+        };
+        assert!(fs::read(out.join(&rel)).unwrap() == want, "{rel:?}");
+    }
+}
+
+#[test]
+fn a_damaged_blob_read_in_a_batch_leaves_out_only_the_files_that_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let key = SecretKey::random();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    let spread = back_up_in_runs(&mut repo, &src, 3, 4, 25);
+    // The blob that every `shared.bin` starts with, damaged in its pack;
+    // its neighbours in the pack are read in the same ranged read.
+    damage_shared_blob(&repo, &spread.snapshot, |pack, bytes| {
+        fs::write(root.join(pack), bytes).unwrap()
+    });
+    drop(repo);
+
+    for profile in [ReadProfile::REMOTE, ReadProfile::LOCAL] {
+        let counting = Counting::new(LocalBackend::new(&root), profile);
+        let repo = Repository::open(counting, &key).unwrap();
+        let target = dir
+            .path()
+            .join(format!("restore-{}", profile.requests_in_flight));
+        let report = repo.restore(&spread.snapshot, &target).unwrap();
+        let out = restored_root(&target, &src);
+        let mut failed = report.failed.clone();
+        failed.sort();
+        assert_eq!(failed.len(), 3, "{failed:?}");
+        for (run, f) in failed.iter().enumerate() {
+            let name = out.join(format!("r{run}/shared.bin"));
+            assert!(
+                f.starts_with(&format!("{}: ", name.display())) && f.contains("damaged"),
+                "{f}"
+            );
+            assert!(!name.exists(), "a damaged file must not be written");
+        }
+        assert_eq!(report.files, spread.files as u64 - 3);
+        for rel in spread_files(&src) {
+            if rel.ends_with("shared.bin") {
+                continue;
+            }
+            assert!(
+                fs::read(out.join(&rel)).unwrap() == fs::read(src.join(&rel)).unwrap(),
+                "{rel:?}"
+            );
+        }
+        assert_no_temporary_files(&target);
+    }
 }
