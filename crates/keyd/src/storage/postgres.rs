@@ -1077,7 +1077,10 @@ impl Storage for PgStorage {
         .await
         .map_err(backend)?;
         busy.into_iter()
-            .map(|id| HostId::new(id.clone()).map_err(|_| StorageError::Corrupt(format!("host id {id:?}"))))
+            .map(|id| {
+                HostId::new(id.clone())
+                    .map_err(|_| StorageError::Corrupt(format!("host id {id:?}")))
+            })
             .collect()
     }
 

@@ -569,7 +569,26 @@ async fn holds_asked_together_share_one_transaction_on_postgresql() {
         id: HostId::new("nobody").unwrap(),
         ..hosts[0].clone()
     };
-    let nonce = |i: usize| [0xb0, u8::try_from(i).unwrap(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let nonce = |i: usize| {
+        [
+            0xb0,
+            u8::try_from(i).unwrap(),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]
+    };
     // Three asks per host; ask 23 repeats ask 22's nonce; ask 24 is
     // nobody's. (Fewer than 31: `join_all` then polls them in order, so
     // ask 0 is the first batch's only one.)
@@ -589,7 +608,11 @@ async fn holds_asked_together_share_one_transaction_on_postgresql() {
     .into_iter()
     .map(Result::unwrap)
     .collect::<Vec<_>>();
-    assert_eq!(storage.hold_batches() - before, 2, "asks at once, one batch each");
+    assert_eq!(
+        storage.hold_batches() - before,
+        2,
+        "asks at once, one batch each"
+    );
     assert!(holds.pop().unwrap().is_none(), "nobody's ask held a row");
     let holds: Vec<_> = holds.into_iter().map(Option::unwrap).collect();
     for (i, hold) in holds.iter().enumerate() {
@@ -946,7 +969,12 @@ async fn unlock_times_move_forward_and_leave_the_boot_alone_on_postgresql() {
         .unwrap();
     assert_eq!(passed, [host.id.clone()]);
     assert_eq!(
-        storage.boot_state(&host.id).await.unwrap().unwrap().last_unlock_at,
+        storage
+            .boot_state(&host.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_unlock_at,
         None
     );
     hold.held.commit().await.unwrap();
@@ -958,7 +986,12 @@ async fn unlock_times_move_forward_and_leave_the_boot_alone_on_postgresql() {
             .is_empty()
     );
     assert_eq!(
-        storage.boot_state(&host.id).await.unwrap().unwrap().last_unlock_at,
+        storage
+            .boot_state(&host.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_unlock_at,
         Some(40)
     );
     storage.close().await;
