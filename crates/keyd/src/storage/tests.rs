@@ -967,7 +967,7 @@ async fn unlock_times_move_forward_and_leave_the_boot_alone_on_postgresql() {
         .save_unlock_times(&[(host.id.clone(), 40)])
         .await
         .unwrap();
-    assert_eq!(passed, [host.id.clone()]);
+    assert_eq!(passed, std::slice::from_ref(&host.id));
     assert_eq!(
         storage
             .boot_state(&host.id)
