@@ -147,6 +147,14 @@ async fn fresh_pg_storage() -> Option<PgStorage> {
     )
 }
 
+/// Two replicas' stores on the PostgreSQL database `url` (one key file).
+async fn two_pg_replicas(url: &str) -> (PgStorage, PgStorage) {
+    let secrets = Arc::new(SecretsKeyring::in_memory());
+    let a = PgStorage::open(url, secrets.clone()).await.unwrap();
+    let b = PgStorage::open(url, secrets).await.unwrap();
+    (a, b)
+}
+
 /// The cached store over SQLite in `dir`, as `keyd serve` runs it.
 async fn cached_sqlite(dir: &std::path::Path) -> Cached<SqliteStorage> {
     Cached::new(
@@ -650,9 +658,8 @@ async fn a_replay_in_a_batch_waits_for_the_other_replica_and_refuses_only_itself
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let secrets = Arc::new(SecretsKeyring::in_memory());
-    let a = PgStorage::open(&url, secrets.clone()).await.unwrap();
-    let b = Arc::new(PgStorage::open(&url, secrets).await.unwrap());
+    let (a, b) = two_pg_replicas(&url).await;
+    let b = Arc::new(b);
     let mut hosts = Vec::new();
     for i in 0..3u8 {
         hosts.push(enroll_host_with_token(&a, &format!("web-{i}"), [30 + i; 32]).await);
@@ -1118,9 +1125,7 @@ async fn a_burst_of_logins_on_two_replicas_counts_one_budget() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let secrets = Arc::new(SecretsKeyring::in_memory());
-    let a = PgStorage::open(&url, secrets.clone()).await.unwrap();
-    let b = PgStorage::open(&url, secrets).await.unwrap();
+    let (a, b) = two_pg_replicas(&url).await;
     const BUDGET: fn(&LoginCounts) -> bool = |c| c.name_from_address < 5;
     let burst = |storage: PgStorage| {
         (0..20)
