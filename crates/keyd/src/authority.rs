@@ -662,8 +662,12 @@ impl<S: Storage, A: AuditStore, C: Clock> Authority<S, A, C> {
         if times.is_empty() {
             return Ok(());
         }
-        self.inner.storage.save_unlock_times(&times).await?;
-        self.inner.boots.unlock_times_written(&times);
+        let passed = self.inner.storage.save_unlock_times(&times).await?;
+        let written: Vec<_> = times
+            .into_iter()
+            .filter(|(id, _)| !passed.contains(id))
+            .collect();
+        self.inner.boots.unlock_times_written(&written);
         Ok(())
     }
 

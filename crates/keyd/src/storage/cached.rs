@@ -283,15 +283,23 @@ impl<S: Storage> Storage for Cached<S> {
         saved
     }
 
-    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+    async fn save_unlock_times(
+        &self,
+        times: &[(HostId, u64)],
+    ) -> Result<Vec<HostId>, StorageError> {
         let saved = self.inner.save_unlock_times(times).await;
         let mut memory = self.memory();
         memory.epoch += 1;
         for (id, at) in times {
-            if saved.is_err() {
-                memory.boots.remove(id);
-            } else if let Some(state) = memory.boots.get_mut(id) {
-                state.last_unlock_at = state.last_unlock_at.max(Some(*at));
+            match &saved {
+                Ok(passed) if !passed.contains(id) => {
+                    if let Some(state) = memory.boots.get_mut(id) {
+                        state.last_unlock_at = state.last_unlock_at.max(Some(*at));
+                    }
+                }
+                _ => {
+                    memory.boots.remove(id);
+                }
             }
         }
         saved

@@ -389,7 +389,10 @@ impl Storage for KeydStorage {
         each!(self, s => s.save_boot_states(states).await)
     }
 
-    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+    async fn save_unlock_times(
+        &self,
+        times: &[(HostId, u64)],
+    ) -> Result<Vec<HostId>, StorageError> {
         each!(self, s => s.save_unlock_times(times).await)
     }
 

@@ -31,6 +31,7 @@ mod buckets;
 mod cached;
 mod database;
 mod postgres;
+mod release_batch;
 mod scoped;
 mod sqlite;
 
@@ -857,7 +858,11 @@ pub trait Storage: Send + Sync + 'static {
     /// statement, and spends the nonce in the hold's transaction: spent
     /// for every process once the hold commits, unspent if it is dropped,
     /// and a second process spending it meanwhile waits for the first's
-    /// commit. A store only this process writes may spend it at once, but
+    /// commit. PostgreSQL holds the releases that ask at the same time in
+    /// one transaction (one statement for all of them): a hold's commit
+    /// then returns once every hold of its batch is committed or dropped,
+    /// so a caller never keeps one hold while it commits another. A store
+    /// only this process writes may spend it at once, but
     /// then only if the record read is `known` (the one whose secrets the
     /// caller parsed): otherwise the caller drops the hold and asks again,
     /// and must not find its own nonce spent. `Ok(None)`: no such host.
@@ -949,10 +954,15 @@ pub trait Storage: Send + Sync + 'static {
     /// Sets each host's `last_unlock_at` to the time given, unless the
     /// stored one is later (another replica's release, or a boot state
     /// written meanwhile), leaving the rest of its boot state as it is.
+    /// Returns the hosts it passed over, to be given again later: a
+    /// shared store passes over a row another transaction holds (a
+    /// release in flight) rather than wait for it; a store only this
+    /// process writes passes over none. A host that is not stored is
+    /// passed over for good (not returned).
     fn save_unlock_times(
         &self,
         times: &[(HostId, u64)],
-    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+    ) -> impl Future<Output = Result<Vec<HostId>, StorageError>> + Send;
 
     /// The generation witnessed for `vault_id` of `host`, if any.
     fn vault_generation(

@@ -8,7 +8,7 @@
 //! once migrate one after the other under a transaction-scoped advisory
 //! lock, as the audit store does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 use crate::secrets_key::{EpochKey, SecretsKeyring, StoreKeys, StoredEpoch};
 
 use super::buckets::{self, ScopeKeyRow, StoredBucket};
+use super::release_batch::{Batcher, Share, SharedTx, again, lost};
 use super::{
     BootRow, BootState, GenerationRow, Held, HeldRow, HeldState, HoldOutcome, HostRecord, HostRow,
     HostState, MAX_HELD_PER_HOST, PolicyRule, PolicyScope, ReleaseHold, ScopeRow, SecretRow,
@@ -54,13 +55,13 @@ const MIGRATION_LOCK: i64 = 0x6174_7265_7374_0002;
 /// replica (logins are rare: one at a time is no cost).
 const LOGIN_LOCK: i64 = 0x6174_7265_7374_0003;
 
-/// Connections per replica: releases read a host and spend a nonce, a
-/// release holds one across its audit append (the host's row, shared),
-/// and the boot-state writer and maintenance take one each. With 8, at
-/// most 8 releases could wait for one audit batch (the group commit's
-/// size); 16 lets more share one, and three replicas (plus their audit
-/// stores' 4 each) stay within PostgreSQL's default `max_connections`
-/// (100).
+/// Connections per replica: a batch of releases holds one across its
+/// audit appends (the hosts' rows, shared; [`Storage::hold_release`]),
+/// a claim's or a changed host's read takes one, and the boot-state
+/// writer and maintenance take one each. Before batches, a release held
+/// one of its own, and 8 let at most 8 releases wait for one audit batch;
+/// 16 stays, and three replicas (plus their audit stores' 4 each) stay
+/// within PostgreSQL's default `max_connections` (100).
 const MAX_CONNECTIONS: u32 = 16;
 
 /// How long a query waits for a connection before the database counts as
@@ -300,7 +301,17 @@ pub struct PgStorage {
     secrets: Arc<SecretsKeyring>,
     /// The key scope bucket keys are wrapped under.
     records: Arc<SecretsKeyring>,
+    /// Releases' holds, batched ([`Storage::hold_release`]).
+    holds: Arc<Batcher<ReleaseAsk, HoldAnswer>>,
 }
+
+/// What one release asks of a batch of holds.
+struct ReleaseAsk {
+    id: HostId,
+    nonce: Option<([u8; 16], u64)>,
+}
+
+type HoldAnswer = Result<Option<ReleaseHold<PgHeld>>, StorageError>;
 
 impl PgStorage {
     /// Connects to `url` (`postgres://…`; a password comes from
@@ -327,6 +338,7 @@ impl PgStorage {
             pool,
             secrets,
             records,
+            holds: Arc::default(),
         };
         // A probe (a second `init` checking the database first) only asks
         // whether the database answers: its epoch is not this host's to
@@ -585,6 +597,121 @@ impl PgStorage {
         Ok(())
     }
 
+    /// The holds of a batch of releases (decision 0012, eighth slice):
+    /// `BEGIN`, then one statement that inserts every nonce (`ON CONFLICT
+    /// DO NOTHING`: a replay refuses its own release, not the batch) and
+    /// reads every host with its row held shared, locked in the hosts'
+    /// order (two replicas' batches of the same hosts cannot deadlock);
+    /// the transaction is then shared by the answers' holds
+    /// ([`SharedTx`]). Two asks with one nonce: the first spends it, the
+    /// second is a replay. An ask whose host is not there gets `None`
+    /// (and its nonce back at the commit).
+    async fn hold_batch(&self, asks: Vec<ReleaseAsk>) -> Vec<HoldAnswer> {
+        match self.try_hold_batch(&asks).await {
+            Ok(answers) => answers,
+            Err(e) => asks.iter().map(|_| Err(again(&e))).collect(),
+        }
+    }
+
+    async fn try_hold_batch(&self, asks: &[ReleaseAsk]) -> Result<Vec<HoldAnswer>, StorageError> {
+        let mut ids: Vec<&str> = asks.iter().map(|ask| ask.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut nonces: Vec<([u8; 16], i64)> = asks
+            .iter()
+            .filter_map(|ask| ask.nonce.map(|(nonce, keep)| (nonce, to_i64(keep))))
+            .collect();
+        nonces.sort_unstable();
+        nonces.dedup_by(|a, b| a.0 == b.0);
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Every nonce is inserted before any row is locked (the filter on
+        // `spent` is evaluated once, before the scan), in the nonces'
+        // order, and the rows are locked in the ids' order: every batch
+        // takes what it waits for in the same order, so two replicas'
+        // batches (and a revoke or a boot-state write between them, which
+        // lock rows only) never wait on each other in a circle.
+        let rows = sqlx::query(concat!(
+            "WITH spent AS (
+                INSERT INTO keyd_nonces (nonce, keep_until)
+                SELECT * FROM UNNEST($2::bytea[], $3::bigint[])
+                ON CONFLICT DO NOTHING RETURNING nonce
+             ), spent_all AS (
+                SELECT ARRAY(SELECT nonce FROM spent) AS nonces
+             )
+             SELECT ",
+            host_columns!(),
+            ", ",
+            boot_columns!(),
+            ", (SELECT nonces FROM spent_all) AS spent
+             FROM keyd_hosts h
+             WHERE h.id = ANY($1::text[]) AND (SELECT nonces FROM spent_all) IS NOT NULL
+             ORDER BY h.id FOR SHARE OF h"
+        ))
+        .bind(ids)
+        .bind(nonces.iter().map(|(n, _)| &n[..]).collect::<Vec<_>>())
+        .bind(nonces.iter().map(|(_, keep)| *keep).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        // Spent by this batch (the same in every row).
+        let mut fresh: HashSet<[u8; 16]> = match rows.first() {
+            Some(row) => row
+                .try_get::<Vec<Vec<u8>>, _>("spent")
+                .map_err(backend)?
+                .into_iter()
+                .filter_map(|nonce| <[u8; 16]>::try_from(nonce).ok())
+                .collect(),
+            None => HashSet::new(),
+        };
+        let mut read = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            self.follow_epoch(row)?;
+            let record = host_from_row(row)?;
+            read.insert(record.id.clone(), (record, boot_from_row(row)?));
+        }
+        // Per ask: what was read, the nonce it spent, whether it is fresh.
+        let judged: Vec<_> = asks
+            .iter()
+            .map(|ask| {
+                let (spent, nonce_fresh) = match ask.nonce {
+                    None => (None, true),
+                    Some((nonce, _)) if fresh.remove(&nonce) => (Some(nonce), true),
+                    Some(_) => (None, false),
+                };
+                (read.get(&ask.id), spent, nonce_fresh)
+            })
+            .collect();
+        let shares = judged.iter().filter(|(read, ..)| read.is_some()).count();
+        if shares == 0 {
+            // Dropped: rolled back, nothing spent.
+            return Ok(asks.iter().map(|_| Ok(None)).collect());
+        }
+        let unspend = judged
+            .iter()
+            .filter(|(read, ..)| read.is_none())
+            .filter_map(|(_, spent, _)| *spent)
+            .collect();
+        let shared = SharedTx::new(tx, shares, unspend);
+        Ok(judged
+            .into_iter()
+            .map(|(read, spent, nonce_fresh)| {
+                Ok(read.map(|(record, boot)| ReleaseHold {
+                    record: record.clone(),
+                    boot: boot.clone(),
+                    nonce_fresh,
+                    held: PgHeld::shared(Share::new(&shared, spent)),
+                }))
+            })
+            .collect())
+    }
+
+    /// Batches of releases' holds run so far (a test's check that
+    /// releases at once share a transaction).
+    #[cfg(test)]
+    pub(crate) fn hold_batches(&self) -> u64 {
+        self.holds.batches()
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -595,11 +722,14 @@ impl PgStorage {
 }
 
 /// A transaction of a [`PgStorage`] holding host rows (`FOR SHARE` or
-/// `FOR UPDATE`) or an enrollment not yet committed; none by default. A
-/// shred written through it moves the key file forward once it commits.
+/// `FOR UPDATE`) or an enrollment not yet committed, or a release's share
+/// of a batch's transaction ([`Storage::hold_release`]); none by default.
+/// A shred written through it moves the key file forward once it commits.
 #[derive(Debug, Default)]
 pub struct PgHeld {
     tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    /// A release's part of the transaction its batch holds rows in.
+    share: Option<Share>,
     /// The secrets epoch a shred in `tx` advanced to.
     advanced: Option<(Arc<SecretsKeyring>, u32)>,
 }
@@ -608,13 +738,23 @@ impl PgHeld {
     fn new(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Self {
         Self {
             tx: Some(tx),
-            advanced: None,
+            ..Self::default()
+        }
+    }
+
+    fn shared(share: Share) -> Self {
+        Self {
+            share: Some(share),
+            ..Self::default()
         }
     }
 }
 
 impl Held for PgHeld {
     async fn commit(self) -> Result<(), StorageError> {
+        if let Some(share) = self.share {
+            share.commit().await?;
+        }
         if let Some(tx) = self.tx {
             tx.commit().await.map_err(backend)?;
         }
@@ -752,46 +892,29 @@ impl Storage for PgStorage {
         Ok(Some((host_from_row(&row)?, PgHeld::new(tx))))
     }
 
-    /// One statement after `BEGIN`: the host and its boot state read with
-    /// the row held shared, and the nonce inserted in the same transaction
-    /// (the primary key makes a second replica's insert of the same nonce
-    /// wait for this commit, then find it spent). Whatever the record read,
-    /// the nonce is spent only if the caller commits the hold.
+    /// Batched with the releases that come at the same time (see
+    /// [`PgStorage::hold_batch`]): the hosts and their boot states read
+    /// with the rows held shared, and the nonces inserted, in one
+    /// statement of one transaction (the primary key makes a second
+    /// replica's insert of the same nonce wait for this commit, then find
+    /// it spent). Whatever the record read, the nonce is spent only if
+    /// the caller commits the hold.
     async fn hold_release(
         &self,
         known: &HostRecord,
         nonce: Option<([u8; 16], u64)>,
     ) -> Result<Option<ReleaseHold<PgHeld>>, StorageError> {
-        let id = &known.id;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let row = sqlx::query(concat!(
-            "WITH spent AS (
-                INSERT INTO keyd_nonces (nonce, keep_until)
-                SELECT $2::bytea, $3::bigint WHERE $2::bytea IS NOT NULL
-                ON CONFLICT DO NOTHING RETURNING 1
-             )
-             SELECT ",
-            host_columns!(),
-            ", ",
-            boot_columns!(),
-            ", EXISTS (SELECT 1 FROM spent) AS spent
-             FROM keyd_hosts h WHERE h.id = $1 FOR SHARE OF h"
-        ))
-        .bind(id.as_str())
-        .bind(nonce.as_ref().map(|(nonce, _)| &nonce[..]))
-        .bind(nonce.map(|(_, keep_until)| to_i64(keep_until)))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        self.follow_epoch(&row)?;
-        let spent: bool = row.try_get("spent").map_err(backend)?;
-        Ok(Some(ReleaseHold {
-            record: host_from_row(&row)?,
-            boot: boot_from_row(&row)?,
-            nonce_fresh: nonce.is_none() || spent,
-            held: PgHeld::new(tx),
-        }))
+        let ask = ReleaseAsk {
+            id: known.id.clone(),
+            nonce,
+        };
+        self.holds
+            .ask(ask, |asks| {
+                let storage = self.clone();
+                async move { storage.hold_batch(asks).await }
+            })
+            .await
+            .unwrap_or_else(|| Err(lost()))
     }
 
     async fn set_host_state(
@@ -1042,31 +1165,48 @@ impl Storage for PgStorage {
         Ok(())
     }
 
-    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+    /// A row held by a release or a change (a batch of holds keeps its
+    /// rows across its audit appends) is passed over, not waited for
+    /// (`SKIP LOCKED`): the tick's write never queues ahead of the next
+    /// batch of holds on a row it could not lock yet. Those hosts are
+    /// returned; their times are written by the next call.
+    async fn save_unlock_times(
+        &self,
+        times: &[(HostId, u64)],
+    ) -> Result<Vec<HostId>, StorageError> {
         if times.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // Rows locked in the hosts' ids' order, as in save_boot_states.
         let mut times: Vec<&(HostId, u64)> = times.iter().collect();
         times.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         times.dedup_by(|a, b| a.0 == b.0);
-        sqlx::query(
+        let busy: Vec<String> = sqlx::query_scalar(
             "WITH t AS (
                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS t(id, at)
              ), locked AS (
-                SELECT h.id FROM keyd_hosts h JOIN t ON t.id = h.id ORDER BY h.id FOR UPDATE OF h
+                SELECT h.id FROM keyd_hosts h JOIN t ON t.id = h.id ORDER BY h.id
+                FOR UPDATE OF h SKIP LOCKED
+             ), written AS (
+                UPDATE keyd_hosts h SET last_unlock_at = t.at
+                FROM t, locked
+                WHERE h.id = t.id AND locked.id = t.id
+                    AND (h.last_unlock_at IS NULL OR h.last_unlock_at < t.at)
              )
-             UPDATE keyd_hosts h SET last_unlock_at = t.at
-             FROM t, locked
-             WHERE h.id = t.id AND locked.id = t.id
-                AND (h.last_unlock_at IS NULL OR h.last_unlock_at < t.at)",
+             SELECT h.id FROM keyd_hosts h JOIN t ON t.id = h.id
+             WHERE h.id NOT IN (SELECT id FROM locked)",
         )
         .bind(times.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
         .bind(times.iter().map(|(_, at)| to_i64(*at)).collect::<Vec<_>>())
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        Ok(())
+        busy.into_iter()
+            .map(|id| {
+                HostId::new(id.clone())
+                    .map_err(|_| StorageError::Corrupt(format!("host id {id:?}")))
+            })
+            .collect()
     }
 
     async fn vault_generation(

@@ -798,7 +798,10 @@ impl Storage for SqliteStorage {
     /// One statement per chunk (each statement is a round trip to sqlx's
     /// worker thread), each committed on its own: a time shown to
     /// operators needs no transaction across chunks.
-    async fn save_unlock_times(&self, times: &[(HostId, u64)]) -> Result<(), StorageError> {
+    async fn save_unlock_times(
+        &self,
+        times: &[(HostId, u64)],
+    ) -> Result<Vec<HostId>, StorageError> {
         for chunk in times.chunks(UNLOCK_TIMES_PER_UPDATE) {
             let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH t (id, at) AS (");
             update.push_values(chunk, |mut row, (id, at)| {
@@ -811,7 +814,7 @@ impl Storage for SqliteStorage {
             );
             update.build().execute(&self.pool).await.map_err(backend)?;
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     async fn vault_generation(

@@ -212,6 +212,14 @@ async fn fresh_pg_storage() -> Option<PgStorage> {
     Some(PgStorage::open(&url, StoreKeys::in_memory()).await.unwrap())
 }
 
+/// Two replicas' stores on the PostgreSQL database `url` (one key file).
+async fn two_pg_replicas(url: &str) -> (PgStorage, PgStorage) {
+    let keys = StoreKeys::in_memory();
+    let a = PgStorage::open(url, keys.clone()).await.unwrap();
+    let b = PgStorage::open(url, keys).await.unwrap();
+    (a, b)
+}
+
 /// The cached store over SQLite in `dir`, as `keyd serve` runs it.
 async fn cached_sqlite(dir: &std::path::Path) -> Cached<SqliteStorage> {
     Cached::new(
@@ -629,6 +637,169 @@ async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_postgresql() {
     storage.close().await;
 }
 
+/// Releases at once share one transaction (decision 0012, eighth slice):
+/// 25 holds asked together take two batches (the first ask's, then every
+/// ask queued meanwhile), each reads its own host, a nonce asked twice in
+/// one batch is fresh once, an unknown host's ask holds nothing, and once
+/// the shares commit (together: each waits for the batch's commit) the
+/// kept nonces are spent for everyone while those of a dropped share and
+/// of the unknown host are not.
+#[tokio::test]
+async fn holds_asked_together_share_one_transaction_on_postgresql() {
+    let Some(storage) = fresh_pg_storage().await else {
+        return;
+    };
+    let mut hosts = Vec::new();
+    for i in 0..8u8 {
+        hosts.push(enroll_host_with_token(&storage, &format!("web-{i}"), [20 + i; 32]).await);
+    }
+    let nobody = HostRecord {
+        id: HostId::new("nobody").unwrap(),
+        ..hosts[0].clone()
+    };
+    let nonce = |i: usize| {
+        [
+            0xb0,
+            u8::try_from(i).unwrap(),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]
+    };
+    // Three asks per host; ask 23 repeats ask 22's nonce; ask 24 is
+    // nobody's. (Fewer than 31: `join_all` then polls them in order, so
+    // ask 0 is the first batch's only one.)
+    let asks: Vec<(&HostRecord, [u8; 16])> = (0..25)
+        .map(|i| match i {
+            23 => (&hosts[i % 8], nonce(22)),
+            24 => (&nobody, nonce(24)),
+            _ => (&hosts[i % 8], nonce(i)),
+        })
+        .collect();
+    let before = storage.hold_batches();
+    let mut holds = futures::future::join_all(
+        asks.iter()
+            .map(|(host, n)| storage.hold_release(host, Some((*n, 100)))),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect::<Vec<_>>();
+    assert_eq!(
+        storage.hold_batches() - before,
+        2,
+        "asks at once, one batch each"
+    );
+    assert!(holds.pop().unwrap().is_none(), "nobody's ask held a row");
+    let holds: Vec<_> = holds.into_iter().map(Option::unwrap).collect();
+    for (i, hold) in holds.iter().enumerate() {
+        assert_eq!(hold.record, *asks[i].0);
+        assert_eq!(hold.nonce_fresh, i != 23, "ask {i}");
+    }
+    // Ask 5 is dropped (a refusal): its nonce is given back at the commit.
+    let commits = holds
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 5)
+        .map(|(_, hold)| hold.held.commit());
+    for committed in futures::future::join_all(commits).await {
+        committed.unwrap();
+    }
+    assert!(!storage.spend_nonce(nonce(6), 100).await.unwrap());
+    assert!(!storage.spend_nonce(nonce(22), 100).await.unwrap());
+    assert!(
+        storage.spend_nonce(nonce(5), 100).await.unwrap(),
+        "a dropped share's nonce stayed spent"
+    );
+    assert!(
+        storage.spend_nonce(nonce(24), 100).await.unwrap(),
+        "an unknown host's nonce stayed spent"
+    );
+    storage.close().await;
+}
+
+/// Another replica's hold spent a nonce and has not committed yet: a
+/// batch that asks the same nonce waits for that commit, then refuses
+/// only that ask (a replay); the other ask of its batch is answered as if
+/// the replay were not there, and its nonce is spent.
+#[tokio::test]
+async fn a_replay_in_a_batch_waits_for_the_other_replica_and_refuses_only_itself() {
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let (a, b) = two_pg_replicas(&url).await;
+    let b = Arc::new(b);
+    let mut hosts = Vec::new();
+    for i in 0..3u8 {
+        hosts.push(enroll_host_with_token(&a, &format!("web-{i}"), [30 + i; 32]).await);
+    }
+    let on_a = a
+        .hold_release(&hosts[0], Some(([0xc0; 16], 100)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(on_a.nonce_fresh);
+    // Three asks at once on B: the first is a batch of its own, the
+    // replay and a fresh one the next.
+    let asking = {
+        let (b, hosts) = (b.clone(), hosts.clone());
+        tokio::spawn(async move {
+            let asks = [
+                (&hosts[2], [0xc2; 16]),
+                (&hosts[0], [0xc0; 16]),
+                (&hosts[1], [0xc1; 16]),
+            ];
+            let holds: Vec<_> = futures::future::join_all(
+                asks.iter()
+                    .map(|(host, n)| b.hold_release(host, Some((*n, 100)))),
+            )
+            .await
+            .into_iter()
+            .map(|hold| hold.unwrap().unwrap())
+            .collect();
+            let fresh: Vec<bool> = holds.iter().map(|hold| hold.nonce_fresh).collect();
+            let commits = holds.into_iter().map(|hold| hold.held.commit());
+            for committed in futures::future::join_all(commits).await {
+                committed.unwrap();
+            }
+            fresh
+        })
+    };
+    // B's second batch waits for A's transaction (the nonce's row).
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+             WHERE NOT l.granted AND s.datname = current_database()",
+        )
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(!asking.is_finished(), "B did not wait for A's nonce");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    on_a.held.commit().await.unwrap();
+    assert_eq!(asking.await.unwrap(), [true, false, true]);
+    for nonce in [[0xc0; 16], [0xc1; 16], [0xc2; 16]] {
+        assert!(!a.spend_nonce(nonce, 100).await.unwrap());
+    }
+    a.close().await;
+    b.close().await;
+}
+
 /// Found by bench/keyd-pg.sh with two replicas: boot-state batches of the
 /// same hosts written at once, each listing them in its own order,
 /// deadlocked (PostgreSQL aborted one; its release answered 500). Rows are
@@ -827,10 +998,14 @@ async fn check_unlock_times(storage: &impl Storage) {
         Some(later.clone())
     );
     assert_eq!(storage.boot_state(&gone).await.unwrap(), None);
-    storage
-        .save_unlock_times(&[(host.id.clone(), 15)])
-        .await
-        .unwrap();
+    assert!(
+        storage
+            .save_unlock_times(&[(host.id.clone(), 15)])
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing holds the row: nothing passed over"
+    );
     assert_eq!(storage.boot_state(&host.id).await.unwrap(), Some(later));
 }
 
@@ -864,6 +1039,42 @@ async fn unlock_times_move_forward_and_leave_the_boot_alone_on_postgresql() {
         return;
     };
     check_unlock_times(&storage).await;
+    // A row a release holds is passed over, not waited for, and written
+    // by a later call once it is let go.
+    let host = enroll_host_with_token(&storage, "web-3", [11; 32]).await;
+    let hold = storage.hold_release(&host, None).await.unwrap().unwrap();
+    let passed = storage
+        .save_unlock_times(&[(host.id.clone(), 40)])
+        .await
+        .unwrap();
+    assert_eq!(passed, std::slice::from_ref(&host.id));
+    assert_eq!(
+        storage
+            .boot_state(&host.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_unlock_at,
+        None
+    );
+    hold.held.commit().await.unwrap();
+    assert!(
+        storage
+            .save_unlock_times(&[(host.id.clone(), 40)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        storage
+            .boot_state(&host.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_unlock_at,
+        Some(40)
+    );
+    storage.close().await;
 }
 
 /// An attempt at `now` whose window, if it opens one, lasts 60 s.
@@ -984,9 +1195,7 @@ async fn a_burst_of_logins_on_two_replicas_counts_one_budget() {
     let Some(url) = crate::testing::fresh_postgres().await else {
         return;
     };
-    let keys = StoreKeys::in_memory();
-    let a = PgStorage::open(&url, keys.clone()).await.unwrap();
-    let b = PgStorage::open(&url, keys).await.unwrap();
+    let (a, b) = two_pg_replicas(&url).await;
     const BUDGET: fn(&LoginCounts) -> bool = |c| c.name_from_address < 5;
     let burst = |storage: PgStorage| {
         (0..20)
