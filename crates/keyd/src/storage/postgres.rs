@@ -1940,8 +1940,8 @@ fn boot_from_row(row: &PgRow) -> Result<BootState, StorageError> {
     .state())
 }
 
-/// Writes secrets wrapped again (a migration's or a shred's) over their
-/// rows.
+/// Writes scope keys wrapped again (under a migration's or a shred's
+/// bucket keys) over their rows.
 async fn update_scope_keys(
     tx: &mut PgConnection,
     rows: &[ScopeKeyRow],

@@ -1543,8 +1543,8 @@ async fn update_boot_states<'c>(
     Ok(())
 }
 
-/// Writes secrets wrapped again (a migration's or a shred's) over their
-/// rows.
+/// Writes scope keys wrapped again (under a migration's or a shred's
+/// bucket keys) over their rows.
 async fn update_scope_keys(
     tx: &mut SqliteConnection,
     rows: &[ScopeKeyRow],
