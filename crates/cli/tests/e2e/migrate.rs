@@ -198,8 +198,16 @@ fn a_corrupt_block_stops_it_and_drop_corrupt_finishes() {
     fs::write(m.path("fine.txt"), b"fine").unwrap();
     m.unmount();
     let backing = m.backing_file_of_len(18 + 3 * 4124);
-    let file = fs::OpenOptions::new().write(true).open(&backing).unwrap();
-    file.write_all_at(&[0x5a], 18 + 4124 + 100).unwrap();
+    // Flip bits rather than write a constant: the ciphertext is random, so a
+    // fixed byte would equal the one on disk once in 256 runs.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&backing)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, 18 + 4124 + 100).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x5a], 18 + 4124 + 100).unwrap();
     drop(file);
 
     let out = migrate(&m, &[]);
