@@ -176,7 +176,11 @@ mod tests {
 
     #[test]
     fn an_insert_moves_only_nearby_cut_points() {
-        let keys = RepoKeys::new(&SecretKey::random(), [1; 16]);
+        // A fixed key: with a random one, about 1 run in 1,000 loses a second
+        // cut point (the hash restarts at each chunk's minimum and the mask
+        // changes at its centre, so the first cut can move and take a few
+        // chunks to fall back in step).
+        let keys = RepoKeys::new(&SecretKey::from_bytes([3; 32]), [1; 16]);
         let c = Chunker::new(&keys, SMALL);
         let d = data(2 << 20, 9);
         let mut shifted = vec![0x42u8];
@@ -192,9 +196,11 @@ mod tests {
         let a = ends(chunks(&c, &d), 0);
         let b = ends(chunks(&c, &shifted), 1);
         let shared = a.intersection(&b).count();
-        // Only the first cut point may move: the hash at a cut point depends
-        // on the 63 bytes before it, and the first candidate is past the
-        // minimum size.
+        // True for every key: once both streams cut at the same place, the
+        // same bytes follow, so every later cut point is shared.
+        let first = a.intersection(&b).next().expect("the streams meet again");
+        assert!(a.range(first..).all(|p| b.contains(p)));
+        // For this key, only the first cut point moves.
         assert!(
             shared + 1 >= a.len(),
             "{shared} of {} cut points kept",

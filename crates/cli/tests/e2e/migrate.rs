@@ -207,7 +207,8 @@ fn a_corrupt_block_stops_it_and_drop_corrupt_finishes() {
         .unwrap();
     let mut byte = [0u8; 1];
     file.read_exact_at(&mut byte, 18 + 4124 + 100).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x5a], 18 + 4124 + 100).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x5a], 18 + 4124 + 100)
+        .unwrap();
     drop(file);
 
     let out = migrate(&m, &[]);
