@@ -43,7 +43,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// How a command that reads many blobs (restore, a run with a parent,
-/// `ls`, `check`, `prune`) reads them from a store: grouped by pack, each
+/// `ls`, `check`, `prune`, `mount`) reads them from a store: grouped by pack, each
 /// pack's wanted blobs in a few ranged reads, several packs at once
 /// (crates/backup/src/fetch.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -205,6 +205,66 @@ pub fn back_up_in_runs<B: Backend>(
     }
 }
 
+/// Leaves every data pack of a [`back_up_in_runs`] repository partly
+/// used: removes the odd-numbered files of every directory of `src`, backs
+/// it up again and forgets every other snapshot. Returns the new
+/// snapshot's id; a `prune` then rewrites each data pack with its even
+/// files (and `shared.bin`), and deletes the old tree packs.
+pub fn thin_out<B: Backend>(repo: &mut Repository<B>, src: &Path) -> String {
+    let mut removed = 0;
+    for run in fs::read_dir(src).unwrap() {
+        for dir in fs::read_dir(run.unwrap().path()).unwrap() {
+            let dir = dir.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&dir).unwrap() {
+                let file = file.unwrap().path();
+                let name = file.file_name().unwrap().to_string_lossy().into_owned();
+                if name[1..].parse::<usize>().unwrap() % 2 == 1 {
+                    fs::remove_file(file).unwrap();
+                    removed += 1;
+                }
+            }
+        }
+    }
+    assert!(removed > 0);
+    let meta = SnapshotMeta {
+        time_ms: 1000,
+        hostname: "spread".into(),
+        tags: vec![],
+    };
+    let options = BackupOptions {
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    let (kept, _) = repo
+        .backup_with(&[src.to_path_buf()], &meta, &options)
+        .unwrap();
+    let older: Vec<String> = repo
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| *id != kept)
+        .collect();
+    repo.forget(&older).unwrap();
+    kept
+}
+
+/// The blob every `shared.bin` of a [`back_up_in_runs`] source starts
+/// with (hex id).
+pub fn shared_blob<B: Backend>(repo: &Repository<B>, snapshot: &str) -> String {
+    repo.list(snapshot)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.path.ends_with(b"r0/shared.bin"))
+        .unwrap()
+        .node
+        .content[0]
+        .clone()
+}
+
 /// The number of packs in a repository.
 pub fn packs<B: Backend>(backend: &B) -> usize {
     backend.list("data").unwrap().len()
@@ -235,13 +295,7 @@ pub fn damage_shared_blob<B: Backend>(
     snapshot: &str,
     overwrite: impl Fn(&str, &[u8]),
 ) {
-    let shared = repo
-        .list(snapshot)
-        .unwrap()
-        .into_iter()
-        .find(|n| n.path.ends_with(b"r0/shared.bin"))
-        .unwrap();
-    let (pack, at) = repo.locate(&shared.node.content[0]).unwrap().unwrap();
+    let (pack, at) = repo.locate(&shared_blob(repo, snapshot)).unwrap().unwrap();
     let mut bytes = repo.backend().get(&pack).unwrap();
     bytes[at.offset as usize + 20] ^= 4;
     overwrite(&pack, &bytes);
