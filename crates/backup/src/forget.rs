@@ -153,7 +153,8 @@ impl<B: Backend> Repository<B> {
         // Packs rewritten that keep at least half their bytes: read whole.
         let mut mostly_kept = BTreeSet::new();
         for (pack, blobs) in &by_pack {
-            let live: Vec<&(BlobId, u64)> = blobs.iter().filter(|(i, _)| used.contains(i)).collect();
+            let live: Vec<&(BlobId, u64)> =
+                blobs.iter().filter(|(i, _)| used.contains(i)).collect();
             report.blobs_kept += live.len();
             if live.len() == blobs.len() {
                 continue;

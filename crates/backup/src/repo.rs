@@ -237,7 +237,10 @@ impl<B: Backend> Repository<B> {
                 }
                 let sent = match got {
                     Ok(plain) => sink.send((self.index[&id].kind, id, plain)),
-                    Err(why) => Err(BackupError::PruneStopped { blob: hex(&id), why }),
+                    Err(why) => Err(BackupError::PruneStopped {
+                        blob: hex(&id),
+                        why,
+                    }),
                 };
                 match sent {
                     Ok(()) => ControlFlow::Continue(()),
@@ -470,8 +473,7 @@ impl<B: Backend> Repository<B> {
     /// uploading them again. A pack that does not authenticate is left for
     /// `check` to report and `prune` to remove.
     fn adopt_orphan_packs(&mut self) -> Result<Vec<(BlobId, Location)>> {
-        let known: BTreeSet<[u8; 32]> =
-            self.index.values().map(|l| l.pack).collect();
+        let known: BTreeSet<[u8; 32]> = self.index.values().map(|l| l.pack).collect();
         let mut adopted = Vec::new();
         for name in self.backend.list("data")? {
             let Some(pack) = name.rsplit('/').next().and_then(|h| parse_id(h).ok()) else {

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use atrest_backup::ReadProfile;
 use common::{
     Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, damage_shared_blob,
-    packs, pseudo, restored_root, shared_blob, thin_out,
+    packs, prune_costs_requests_per_pack, pseudo, restored_root, shared_blob, thin_out,
 };
 
 const SIZES: ChunkSizes = ChunkSizes {
@@ -1013,45 +1013,14 @@ fn a_damaged_blob_read_in_a_batch_leaves_out_only_the_files_that_use_it() {
     }
 }
 
+/// Five data packs of which prune keeps about half, read as S3 is: a few
+/// requests in all, where it made one per blob kept (over a thousand).
 #[test]
 fn prune_copies_the_blobs_it_keeps_in_requests_per_pack_not_per_blob() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    let key = SecretKey::random();
     let root = dir.path().join("repo");
-    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
-    back_up_in_runs(&mut repo, &src, 5, 20, 20);
-    let kept = thin_out(&mut repo, &src);
-    drop(repo);
-    let before = packs(&LocalBackend::new(&root));
-
-    // Read as S3 is, counting the ranged reads. Before pack-wise copies:
-    // one per blob kept (about a thousand) and one per pack for its salt.
-    let counting = Counting::new(LocalBackend::new(&root), ReadProfile::REMOTE);
-    let ranged = std::sync::Arc::clone(&counting.ranged);
-    let mut repo = Repository::open(counting, &key).unwrap();
-    ranged.store(0, Ordering::Relaxed);
-    let report = repo.prune().unwrap();
-    let reads = ranged.load(Ordering::Relaxed);
-    // The five data packs lose their odd files; the old tree packs go.
-    assert_eq!(report.packs_repacked, 5, "{report:?}");
-    assert!(report.packs_deleted >= 5, "{report:?}");
-    assert!(report.blobs_kept > 1000, "{report:?}");
-    assert!(
-        reads <= 3 * before && reads * 20 < report.blobs_kept,
-        "prune: {reads} reads for {} blobs kept in {before} packs",
-        report.blobs_kept
-    );
-    assert!(packs(&LocalBackend::new(&root)) < before);
-
-    // Everything kept is there and whole.
-    let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
-    let check = repo.check(true).unwrap();
-    assert!(check.problems.is_empty(), "{:?}", check.problems);
-    let target = dir.path().join("restore");
-    let report = repo.restore(&kept, &target).unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert_same_tree(&src, &restored_root(&target, &src));
+    let store = || LocalBackend::new(&root);
+    prune_costs_requests_per_pack(store, SIZES, dir.path(), (5, 20, 20));
 }
 
 /// Every file of a local repository but its locks, with its bytes.
@@ -1182,9 +1151,7 @@ fn mount_reads_a_file_and_lists_directories_in_requests_per_pack_not_per_blob() 
     let session =
         fuser::spawn_mount(atrest_backup::SnapshotFs::new(repo).unwrap(), &mnt, &config).unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let base = mnt
-            .join("snapshots/latest")
-            .join(src.file_name().unwrap());
+        let base = mnt.join("snapshots/latest").join(src.file_name().unwrap());
         ranged.store(0, Ordering::Relaxed);
         // Before: one request per blob (and one per directory).
         assert!(fs::read(base.join("big.bin")).unwrap() == big);

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use atrest_backup::ReadProfile;
 use common::{
     Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, damage_shared_blob,
-    packs, pseudo, restored_root, thin_out,
+    packs, prune_costs_requests_per_pack, pseudo, restored_root,
 };
 
 const SIZES: ChunkSizes = ChunkSizes {
@@ -254,41 +254,13 @@ fn s3_restore_of_many_small_files_reads_pack_by_pack_and_leaves_out_a_damaged_bl
     assert_no_temporary_files(&target);
 }
 
+/// Prune's copies on the server: a few GETs in all, where it made one per
+/// blob kept (over 500).
 #[test]
 fn s3_prune_copies_the_blobs_it_keeps_in_requests_per_pack_not_per_blob() {
     let Some(m) = moto() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    let key = SecretKey::random();
-    let url = "s3://backups/prune";
-    let s3 = || S3Backend::new(url, &options(&m, Duration::from_secs(10))).unwrap();
-    let mut repo = Repository::init(s3(), &key, SIZES).unwrap();
-    back_up_in_runs(&mut repo, &src, 4, 10, 25);
-    let kept = thin_out(&mut repo, &src);
-    drop(repo);
-    let before = packs(&s3());
-
-    // Before pack-wise copies: one GET per blob kept (over 500).
-    let counting = Counting::new(s3(), ReadProfile::REMOTE);
-    let ranged = std::sync::Arc::clone(&counting.ranged);
-    let mut repo = Repository::open(counting, &key).unwrap();
-    ranged.store(0, Ordering::Relaxed);
-    let report = repo.prune().unwrap();
-    let reads = ranged.load(Ordering::Relaxed);
-    assert_eq!(report.packs_repacked, 4, "{report:?}");
-    assert!(report.blobs_kept > 500, "{report:?}");
-    assert!(
-        reads <= 3 * before && reads * 10 < report.blobs_kept,
-        "prune: {reads} requests for {} blobs kept in {before} packs",
-        report.blobs_kept
-    );
-    assert!(packs(&s3()) < before);
-
-    let repo = Repository::open(s3(), &key).unwrap();
-    let check = repo.check(true).unwrap();
-    assert!(check.problems.is_empty(), "{:?}", check.problems);
-    let target = dir.path().join("restore");
-    let report = repo.restore(&kept, &target).unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert_same_tree(&src, &restored_root(&target, &src));
+    let store =
+        || S3Backend::new("s3://backups/prune", &options(&m, Duration::from_secs(10))).unwrap();
+    prune_costs_requests_per_pack(store, SIZES, dir.path(), (4, 10, 25));
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use atrest_backup::{Backend, BackupOptions, ReadProfile, Repository, Result, SnapshotMeta};
+use atrest_backup::{
+    Backend, BackupOptions, ChunkSizes, ReadProfile, Repository, Result, SnapshotMeta,
+};
+use atrest_core::SecretKey;
 
 /// Deterministic bytes (xorshift) for a seed.
 pub fn pseudo(len: usize, seed: u64) -> Vec<u8> {
@@ -183,18 +186,7 @@ pub fn back_up_in_runs<B: Backend>(
             }
         }
         fs::write(top.join("shared.bin"), pseudo(40_000, 4242)).unwrap();
-        let meta = SnapshotMeta {
-            time_ms: 1 + run as u64,
-            hostname: "spread".into(),
-            tags: vec![],
-        };
-        let options = BackupOptions {
-            threads: 1,
-            ..BackupOptions::default()
-        };
-        let (id, snap) = repo
-            .backup_with(&[src.to_path_buf()], &meta, &options)
-            .unwrap();
+        let (id, snap) = back_up_spread(repo, src, 1 + run as u64);
         assert!(snap.summary.errors.is_empty(), "{:?}", snap.summary.errors);
         snapshot = id;
     }
@@ -203,6 +195,26 @@ pub fn back_up_in_runs<B: Backend>(
         dirs: runs * (dirs + 1) + 1,
         snapshot,
     }
+}
+
+/// One run of [`back_up_in_runs`] (one packer, so it closes packs of its
+/// own) at `time_ms`.
+fn back_up_spread<B: Backend>(
+    repo: &mut Repository<B>,
+    src: &Path,
+    time_ms: u64,
+) -> (String, atrest_backup::Snapshot) {
+    let meta = SnapshotMeta {
+        time_ms,
+        hostname: "spread".into(),
+        tags: vec![],
+    };
+    let options = BackupOptions {
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    repo.backup_with(&[src.to_path_buf()], &meta, &options)
+        .unwrap()
 }
 
 /// Leaves every data pack of a [`back_up_in_runs`] repository partly
@@ -229,18 +241,7 @@ pub fn thin_out<B: Backend>(repo: &mut Repository<B>, src: &Path) -> String {
         }
     }
     assert!(removed > 0);
-    let meta = SnapshotMeta {
-        time_ms: 1000,
-        hostname: "spread".into(),
-        tags: vec![],
-    };
-    let options = BackupOptions {
-        threads: 1,
-        ..BackupOptions::default()
-    };
-    let (kept, _) = repo
-        .backup_with(&[src.to_path_buf()], &meta, &options)
-        .unwrap();
+    let (kept, _) = back_up_spread(repo, src, 1000);
     let older: Vec<String> = repo
         .snapshots()
         .unwrap()
@@ -250,6 +251,53 @@ pub fn thin_out<B: Backend>(repo: &mut Repository<B>, src: &Path) -> String {
         .collect();
     repo.forget(&older).unwrap();
     kept
+}
+
+/// Prunes a [`thin_out`] repository of `runs` runs (`dirs` directories of
+/// `files` files each) on the store `store` gives (a new handle each
+/// call), read as S3 is through [`Counting`], and checks that copying the
+/// blobs kept out of the `runs` partly used data packs costs requests per
+/// pack, not one per blob kept as it did; then that the repository checks
+/// whole and the kept snapshot restores as `dir/src` is.
+pub fn prune_costs_requests_per_pack<B: Backend>(
+    store: impl Fn() -> B,
+    sizes: ChunkSizes,
+    dir: &Path,
+    (runs, dirs, files): (usize, usize, usize),
+) {
+    let src = dir.join("src");
+    let key = SecretKey::random();
+    let mut repo = Repository::init(store(), &key, sizes).unwrap();
+    back_up_in_runs(&mut repo, &src, runs, dirs, files);
+    let kept = thin_out(&mut repo, &src);
+    drop(repo);
+    let before = packs(&store());
+
+    let counting = Counting::new(store(), ReadProfile::REMOTE);
+    let ranged = Arc::clone(&counting.ranged);
+    let mut repo = Repository::open(counting, &key).unwrap();
+    ranged.store(0, Ordering::Relaxed);
+    let report = repo.prune().unwrap();
+    let reads = ranged.load(Ordering::Relaxed);
+    // The data packs lose their odd files; the old tree packs go whole.
+    assert_eq!(report.packs_repacked, runs, "{report:?}");
+    assert!(report.packs_deleted >= runs, "{report:?}");
+    let even = runs * dirs * files.div_ceil(2);
+    assert!(report.blobs_kept > even, "{report:?}");
+    assert!(
+        reads <= 3 * before && reads * 10 < even,
+        "prune: {reads} requests for {} blobs kept in {before} packs",
+        report.blobs_kept
+    );
+    assert!(packs(&store()) < before);
+
+    let repo = Repository::open(store(), &key).unwrap();
+    let check = repo.check(true).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    let target = dir.join("restore");
+    let report = repo.restore(&kept, &target).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_same_tree(&src, &restored_root(&target, &src));
 }
 
 /// The blob every `shared.bin` of a [`back_up_in_runs`] source starts
