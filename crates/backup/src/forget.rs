@@ -191,22 +191,16 @@ impl<B: Backend> Repository<B> {
         for name in &old_indexes {
             self.backend().delete(name)?;
         }
+        // Sizes from the store's metadata (a HEAD on S3), not by reading
+        // the packs.
         for pack in &doomed {
             self.keep_lock();
             let name = Self::pack_name(pack);
-            report.bytes_freed += self
-                .backend()
-                .get(&name)
-                .map(|b| b.len() as u64)
-                .unwrap_or(0);
+            report.bytes_freed += self.backend().size(&name).unwrap_or(0);
             self.backend().delete(&name)?;
         }
         for name in orphans {
-            report.bytes_freed += self
-                .backend()
-                .get(&name)
-                .map(|b| b.len() as u64)
-                .unwrap_or(0);
+            report.bytes_freed += self.backend().size(&name).unwrap_or(0);
             self.backend().delete(&name)?;
             report.packs_deleted += 1;
         }

@@ -104,6 +104,8 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 pub struct Counting<B> {
     pub inner: B,
     pub ranged: Arc<AtomicUsize>,
+    /// Whole-object reads.
+    pub gets: Arc<AtomicUsize>,
     pub profile: ReadProfile,
 }
 
@@ -112,6 +114,7 @@ impl<B: Backend> Counting<B> {
         Self {
             inner,
             ranged: Arc::default(),
+            gets: Arc::default(),
             profile,
         }
     }
@@ -125,7 +128,11 @@ impl<B: Backend> Backend for Counting<B> {
         self.inner.put(name, data)
     }
     fn get(&self, name: &str) -> Result<Vec<u8>> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get(name)
+    }
+    fn size(&self, name: &str) -> Result<u64> {
+        self.inner.size(name)
     }
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.ranged.fetch_add(1, Ordering::Relaxed);
@@ -276,9 +283,19 @@ pub fn prune_costs_requests_per_pack<B: Backend>(
     let counting = Counting::new(store(), ReadProfile::REMOTE);
     let ranged = Arc::clone(&counting.ranged);
     let mut repo = Repository::open(counting, &key).unwrap();
+    let gets = Arc::clone(&repo.backend().gets);
     ranged.store(0, Ordering::Relaxed);
+    gets.store(0, Ordering::Relaxed);
     let report = repo.prune().unwrap();
     let reads = ranged.load(Ordering::Relaxed);
+    // Whole-object reads: the index and snapshot files, never a pack (it
+    // read every pack it deleted to count the bytes freed).
+    let whole = gets.load(Ordering::Relaxed);
+    assert!(
+        whole < report.packs_deleted,
+        "{whole} whole reads: {report:?}"
+    );
+    assert!(report.bytes_freed > 0, "{report:?}");
     // The data packs lose their odd files; the old tree packs go whole.
     assert_eq!(report.packs_repacked, runs, "{report:?}");
     assert!(report.packs_deleted >= runs, "{report:?}");
