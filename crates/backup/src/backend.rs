@@ -24,6 +24,11 @@ pub trait Backend: Send + Sync {
         self.put(name, &pieces.concat())
     }
     fn get(&self, name: &str) -> Result<Vec<u8>>;
+    /// The size of `name` in bytes, without reading it (S3: a HEAD). This
+    /// default reads it whole.
+    fn size(&self, name: &str) -> Result<u64> {
+        self.get(name).map(|b| b.len() as u64)
+    }
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Names of the files under `dir` (`data` lists `data/xx/...`), sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
@@ -43,7 +48,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// How a command that reads many blobs (restore, a run with a parent,
-/// `ls`, `check`, `prune`) reads them from a store: grouped by pack, each
+/// `ls`, `check`, `prune`, `mount`) reads them from a store: grouped by pack, each
 /// pack's wanted blobs in a few ranged reads, several packs at once
 /// (crates/backup/src/fetch.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +94,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn get(&self, name: &str) -> Result<Vec<u8>> {
         (**self).get(name)
+    }
+    fn size(&self, name: &str) -> Result<u64> {
+        (**self).size(name)
     }
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         (**self).get_range(name, offset, len)
@@ -193,6 +201,12 @@ impl Backend for LocalBackend {
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {
         fs::read(self.path(name)).map_err(self.err(name))
+    }
+
+    fn size(&self, name: &str) -> Result<u64> {
+        fs::metadata(self.path(name))
+            .map(|m| m.len())
+            .map_err(self.err(name))
     }
 
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {

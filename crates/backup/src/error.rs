@@ -53,6 +53,12 @@ pub enum BackupError {
     /// An object failed authentication, is cut, or does not parse.
     #[error("damaged repository object {object}: {why}")]
     Damaged { object: String, why: String },
+    /// `prune` could not copy a blob a snapshot still uses out of a pack
+    /// it rewrites; it stopped before deleting anything.
+    #[error(
+        "prune stopped before deleting anything: blob {blob}, which a snapshot still uses, cannot be copied: {why}; if it is damaged, `atrest backup check --read-data` names every damaged object: forget the snapshots that use them, then prune again"
+    )]
+    PruneStopped { blob: String, why: String },
     /// A blob the snapshot needs is in no index.
     #[error("blob {0} is missing from the repository")]
     MissingBlob(String),

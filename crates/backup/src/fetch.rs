@@ -11,10 +11,15 @@
 //!
 //! [`Repository::read_trees_ahead`] uses it to read a snapshot's trees
 //! level by level before a walk (restore, a run with a parent, `ls`,
-//! `diff`, `check`, `prune`), when the store asks for it.
+//! `diff`, `check`, `prune`), when the store asks for it; `prune` to copy
+//! the blobs it keeps out of partly used packs (forget.rs); `backup mount`
+//! to read a file's next blobs in its pack, and sibling directories'
+//! trees, ahead of the reads that want them (mount.rs).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::backend::{Backend, hex};
 use crate::error::{BackupError, Result};
@@ -38,6 +43,10 @@ pub(crate) type Salts = Mutex<HashMap<[u8; 32], [u8; 32]>>;
 /// What a batch read gives for one blob: its checked plaintext, or why
 /// not (as text: one failed read can fail many blobs).
 pub(crate) type Delivered = std::result::Result<Vec<u8>, String>;
+
+/// Takes each blob a batch read delivers; [`ControlFlow::Break`] stops the
+/// batch (no further read starts, no further blob is delivered).
+pub(crate) type Deliver<'a> = dyn Fn(BlobId, Delivered) -> ControlFlow<()> + Sync + 'a;
 
 /// One ranged read of a pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,15 +105,35 @@ impl<B: Backend> Repository<B> {
     /// Reads every blob of `wanted` pack by pack with at most `threads`
     /// reads in flight, and hands each to `deliver` (from the reader
     /// threads, in no particular order) opened and checked against its id,
-    /// or with the reason it could not be. Each id is delivered once.
+    /// or with the reason it could not be. Each id is delivered once, until
+    /// `deliver` breaks: then the reads in flight end and no other starts.
+    /// What is held at once: the plan (a location per wanted blob) and, per
+    /// reader, one ranged read of at most [`MAX_RANGE`] bytes (a single
+    /// larger blob whole) with its opened blobs, for as long as `deliver`
+    /// takes.
     pub(crate) fn read_blobs_by_pack(
         &self,
         wanted: impl IntoIterator<Item = BlobId>,
         salts: &Salts,
         threads: usize,
-        deliver: &(dyn Fn(BlobId, Delivered) + Sync),
+        deliver: &Deliver<'_>,
     ) {
         let gap = self.backend().read_profile().coalesce_gap;
+        self.read_blobs_by_pack_with(wanted, salts, threads, &|_| gap, deliver);
+    }
+
+    /// [`Repository::read_blobs_by_pack`] with the coalescing gap chosen
+    /// per pack: `prune` reads a pack it keeps most of whole (in reads of
+    /// at most [`MAX_RANGE`]), the dropped bytes between its blobs costing
+    /// less than a request each.
+    pub(crate) fn read_blobs_by_pack_with(
+        &self,
+        wanted: impl IntoIterator<Item = BlobId>,
+        salts: &Salts,
+        threads: usize,
+        gap: &dyn Fn(&[u8; 32]) -> u64,
+        deliver: &Deliver<'_>,
+    ) {
         let mut by_pack: BTreeMap<[u8; 32], Vec<(BlobId, Location)>> = BTreeMap::new();
         let mut seen = HashSet::new();
         for id in wanted {
@@ -113,7 +142,12 @@ impl<B: Backend> Repository<B> {
             }
             match self.location(&id) {
                 Some(loc) => by_pack.entry(loc.pack).or_default().push((id, loc)),
-                None => deliver(id, Err(BackupError::MissingBlob(hex(&id)).to_string())),
+                None => {
+                    let missing = BackupError::MissingBlob(hex(&id)).to_string();
+                    if deliver(id, Err(missing)).is_break() {
+                        return;
+                    }
+                }
             }
         }
         // One job per ranged read: the first read of every pack (the one
@@ -126,7 +160,7 @@ impl<B: Backend> Repository<B> {
             let known = salts.lock().expect("salts");
             for (pack, blobs) in by_pack {
                 let header = !known.contains_key(&pack);
-                let mut ranges = plan_ranges(blobs, header, gap, MAX_RANGE).into_iter();
+                let mut ranges = plan_ranges(blobs, header, gap(&pack), MAX_RANGE).into_iter();
                 firsts.extend(ranges.next().map(|r| (pack, r)));
                 rest.extend(ranges.map(|r| (pack, r)));
             }
@@ -134,14 +168,17 @@ impl<B: Backend> Repository<B> {
         firsts.append(&mut rest);
         let threads = threads.clamp(1, firsts.len().max(1));
         let jobs = Mutex::new(firsts);
+        let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
-                    loop {
+                    while !stop.load(Ordering::Acquire) {
                         let next = jobs.lock().expect("pack reads").pop_front();
                         let Some((pack, range)) = next else { break };
                         self.keep_lock();
-                        self.read_range(&pack, range, salts, deliver);
+                        if self.read_range(&pack, range, salts, deliver).is_break() {
+                            stop.store(true, Ordering::Release);
+                        }
                     }
                 });
             }
@@ -154,8 +191,8 @@ impl<B: Backend> Repository<B> {
         pack: &[u8; 32],
         range: Range,
         salts: &Salts,
-        deliver: &(dyn Fn(BlobId, Delivered) + Sync),
-    ) {
+        deliver: &Deliver<'_>,
+    ) -> ControlFlow<()> {
         let name = pack_name(pack);
         let known = salts.lock().expect("salts").get(pack).copied();
         // A later read of a pack whose first read has not given its salt
@@ -192,8 +229,9 @@ impl<B: Backend> Repository<B> {
             let at = (loc.offset - range.start) as usize;
             let sealed = &bytes[at..at + loc.sealed_len as usize];
             let opened = open_blob(self.keys(), &salt, &loc, &id, sealed);
-            deliver(id, opened.map_err(|e| e.to_string()));
+            deliver(id, opened.map_err(|e| e.to_string()))?;
         }
+        ControlFlow::Continue(())
     }
 
     /// Reads the trees below `roots` ahead of a walk, level by level, each
@@ -228,6 +266,7 @@ impl<B: Backend> Repository<B> {
                     if let Ok(plain) = got {
                         read.lock().expect("trees read").push((id, plain));
                     }
+                    ControlFlow::Continue(())
                 },
             );
             for (id, plain) in read.into_inner().expect("trees read") {
@@ -262,10 +301,11 @@ impl<B: Backend> Repository<B> {
     }
 }
 
-fn fail_all(blobs: &[(BlobId, Location)], why: &str, deliver: &(dyn Fn(BlobId, Delivered) + Sync)) {
+fn fail_all(blobs: &[(BlobId, Location)], why: &str, deliver: &Deliver<'_>) -> ControlFlow<()> {
     for (id, _) in blobs {
-        deliver(*id, Err(why.to_string()));
+        deliver(*id, Err(why.to_string()))?;
     }
+    ControlFlow::Continue(())
 }
 
 #[cfg(test)]

@@ -127,36 +127,50 @@ impl<B: Backend> Repository<B> {
     }
 
     /// Removes what no snapshot uses: packs with no used blob are deleted,
-    /// packs with some are rewritten with only those. Order, for crash
+    /// packs with some are rewritten with only those, read pack by pack
+    /// (a few ranged reads per pack, not one per blob) and each checked
+    /// against its id before it is sealed again. Order, for crash
     /// safety: new packs, then one new index of everything kept, then the
     /// old index files, then the old packs. A crash leaves at most
     /// unreferenced packs or duplicate index entries, never a snapshot
-    /// without its data. Callers hold an exclusive lock
+    /// without its data. A blob to keep that is damaged or cannot be read
+    /// stops prune before it deletes anything
+    /// ([`BackupError::PruneStopped`](crate::BackupError)), with the
+    /// packs it had written removed again. Callers hold an exclusive lock
     /// ([`Repository::lock`]): a concurrent `backup` could otherwise
     /// reference a blob being dropped, or write an index this deletes.
     pub fn prune(&mut self) -> Result<PruneReport> {
         let used = self.used_blobs()?;
-        let mut by_pack: BTreeMap<[u8; 32], Vec<BlobId>> = BTreeMap::new();
+        // Each pack's blobs with their sealed sizes.
+        let mut by_pack: BTreeMap<[u8; 32], Vec<(BlobId, u64)>> = BTreeMap::new();
         for (id, loc) in self.index_entries() {
-            by_pack.entry(loc.pack).or_default().push(*id);
+            let sealed = u64::from(loc.sealed_len);
+            by_pack.entry(loc.pack).or_default().push((*id, sealed));
         }
         let mut report = PruneReport::default();
         let mut doomed = Vec::new();
         let mut to_copy = Vec::new();
-        for (pack, ids) in &by_pack {
-            let live = ids.iter().filter(|i| used.contains(*i)).count();
-            if live == ids.len() {
-                report.blobs_kept += live;
+        // Packs rewritten that keep at least half their bytes: read whole.
+        let mut mostly_kept = BTreeSet::new();
+        for (pack, blobs) in &by_pack {
+            let live: Vec<&(BlobId, u64)> =
+                blobs.iter().filter(|(i, _)| used.contains(i)).collect();
+            report.blobs_kept += live.len();
+            if live.len() == blobs.len() {
                 continue;
             }
-            report.blobs_dropped += ids.len() - live;
-            report.blobs_kept += live;
+            report.blobs_dropped += blobs.len() - live.len();
             doomed.push(*pack);
-            if live == 0 {
+            if live.is_empty() {
                 report.packs_deleted += 1;
-            } else {
-                report.packs_repacked += 1;
-                to_copy.extend(ids.iter().filter(|i| used.contains(*i)).copied());
+                continue;
+            }
+            report.packs_repacked += 1;
+            to_copy.extend(live.iter().map(|(i, _)| *i));
+            let kept: u64 = live.iter().map(|(_, n)| n).sum();
+            let all: u64 = blobs.iter().map(|(_, n)| n).sum();
+            if 2 * kept >= all {
+                mostly_kept.insert(*pack);
             }
         }
         // Packs on storage that no index names (a crashed run or prune).
@@ -173,26 +187,20 @@ impl<B: Backend> Repository<B> {
         }
         let old_indexes = self.backend().list("index")?;
         let doomed_set: BTreeSet<[u8; 32]> = doomed.iter().copied().collect();
-        self.rewrite(&to_copy, &doomed_set)?;
+        self.rewrite(&to_copy, &doomed_set, &mostly_kept)?;
         for name in &old_indexes {
             self.backend().delete(name)?;
         }
+        // Sizes from the store's metadata (a HEAD on S3), not by reading
+        // the packs.
         for pack in &doomed {
             self.keep_lock();
             let name = Self::pack_name(pack);
-            report.bytes_freed += self
-                .backend()
-                .get(&name)
-                .map(|b| b.len() as u64)
-                .unwrap_or(0);
+            report.bytes_freed += self.backend().size(&name).unwrap_or(0);
             self.backend().delete(&name)?;
         }
         for name in orphans {
-            report.bytes_freed += self
-                .backend()
-                .get(&name)
-                .map(|b| b.len() as u64)
-                .unwrap_or(0);
+            report.bytes_freed += self.backend().size(&name).unwrap_or(0);
             self.backend().delete(&name)?;
             report.packs_deleted += 1;
         }

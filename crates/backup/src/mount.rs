@@ -7,12 +7,28 @@
 //!
 //! Inodes are numbered as entries are first listed and kept for the life
 //! of the mount (browsing a tree costs a few dozen bytes per entry seen).
-//! Reads find the blobs covering the range through the index's blob sizes
-//! and keep the last few opened blobs; a blob that fails authentication
-//! is `EIO`, never wrong bytes.
+//! Reads find the blobs covering the range through the index's blob sizes.
+//! Blobs are read pack by pack (fetch.rs), ahead of the reads that will
+//! want them: a read of a file's blob not in the cache also reads the
+//! file's next blobs in the same pack (within [`READ_AHEAD_SPAN`] of the
+//! file, at most [`READ_AHEAD_BYTES`] opened), in coalesced ranged reads
+//! (a pack lays its blobs out in random order, so these span the pack:
+//! a few reads of at most 4 MiB), so a sequential read of a file costs a
+//! few requests per pack instead of one per blob; a directory's tree not
+//! in the cache is read with the trees of its sibling directories not
+//! listed yet (at most [`TREES_AHEAD_BYTES`]), and the snapshots' root
+//! trees all together when the mount starts. Opened blobs, data and
+//! trees, are kept in one cache of at most [`CACHE_BYTES`], least recently
+//! used out first. Memory beyond the entries seen: the cache, plus per
+//! FUSE thread (two) one read ahead in flight: at most
+//! [`READ_AHEAD_BYTES`] opened, and while it is read the ranges of the
+//! pack that hold them (at most the pack, ~16 MiB). Every blob is checked
+//! against its id as it is read; one that fails is `EIO`, never wrong
+//! bytes, and is never cached.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::ops::ControlFlow;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,14 +39,78 @@ use fuser::{
 };
 
 use crate::backend::Backend;
+use crate::error::BackupError;
+use crate::fetch::Salts;
 use crate::keys::BlobId;
-use crate::repo::{Repository, parse_id};
-use crate::tree::{Node, NodeKind};
+use crate::repo::{Repository, parse_id, parse_tree};
+use crate::tree::{Node, NodeKind, Snapshot, Tree};
 
 /// Attributes and names never change under a mount of a repository.
 const TTL: Duration = Duration::from_secs(3600);
-/// Opened blobs kept for reads nearby.
-const BLOB_CACHE: usize = 8;
+/// Opened blobs (file contents and trees) kept, in plaintext bytes.
+const CACHE_BYTES: usize = 32 << 20;
+/// A file's blobs read ahead lie at most this far (in the file) past the
+/// blob a read wants...
+const READ_AHEAD_SPAN: u64 = 16 << 20;
+/// ... and are at most this many bytes opened.
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+/// Sibling directories' trees read with a directory's, in bytes.
+const TREES_AHEAD_BYTES: u64 = 4 << 20;
+
+/// Opened blobs by id, the least recently used evicted first once they
+/// hold more than `limit` bytes (the newest is always kept).
+struct BlobCache {
+    blobs: HashMap<BlobId, (Arc<Vec<u8>>, u64)>,
+    /// Last use → id; the first is the least recently used.
+    order: BTreeMap<u64, BlobId>,
+    bytes: usize,
+    limit: usize,
+    clock: u64,
+}
+
+impl BlobCache {
+    fn new(limit: usize) -> Self {
+        Self {
+            blobs: HashMap::new(),
+            order: BTreeMap::new(),
+            bytes: 0,
+            limit,
+            clock: 0,
+        }
+    }
+
+    fn contains(&self, id: &BlobId) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// A blob, now the most recently used.
+    fn get(&mut self, id: &BlobId) -> Option<Arc<Vec<u8>>> {
+        let (data, used) = self.blobs.get_mut(id)?;
+        self.order.remove(used);
+        self.clock += 1;
+        *used = self.clock;
+        self.order.insert(self.clock, *id);
+        Some(Arc::clone(data))
+    }
+
+    fn insert(&mut self, id: BlobId, data: Arc<Vec<u8>>) {
+        if self.get(&id).is_some() {
+            return;
+        }
+        self.clock += 1;
+        self.bytes += data.len();
+        self.blobs.insert(id, (data, self.clock));
+        self.order.insert(self.clock, id);
+        while self.bytes > self.limit && self.order.len() > 1 {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((data, _)) = self.blobs.remove(&old) {
+                self.bytes -= data.len();
+            }
+        }
+    }
+}
 
 enum Entry {
     /// A directory made by the mount (root, `snapshots`, `ids`, a snapshot).
@@ -44,6 +124,8 @@ enum Entry {
     /// on first use.
     Node {
         node: Node,
+        /// The directory it is listed in.
+        parent: u64,
         children: Option<Vec<(OsString, u64)>>,
         /// A file's blobs with their end offsets, once first read.
         extents: Option<Arc<Vec<(BlobId, u64)>>>,
@@ -53,8 +135,8 @@ enum Entry {
 pub struct SnapshotFs<B: Backend> {
     repo: Repository<B>,
     entries: RwLock<Vec<Entry>>,
-    salts: Mutex<HashMap<[u8; 32], [u8; 32]>>,
-    blobs: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
+    salts: Salts,
+    cache: Mutex<BlobCache>,
     uid: u32,
     gid: u32,
 }
@@ -87,9 +169,12 @@ fn time_name(ms: u64) -> String {
 }
 
 impl<B: Backend> SnapshotFs<B> {
-    /// Reads the snapshot list; every tree is read when first entered.
+    /// Reads the snapshot list and their root trees; every other tree is
+    /// read when first entered.
     pub fn new(repo: Repository<B>) -> crate::Result<Self> {
         let snapshots = repo.snapshots()?;
+        let salts = Salts::default();
+        let roots = read_roots(&repo, &salts, &snapshots)?;
         #[allow(
             clippy::disallowed_methods,
             reason = "the times of the mount's own directories, shown to people"
@@ -126,7 +211,10 @@ impl<B: Backend> SnapshotFs<B> {
                 children: Vec::new(),
                 time: time_of(snap.time_ms),
             });
-            let root = repo.load_tree(&snap.tree, &mut HashMap::new())?;
+            let root = roots
+                .get(&snap.tree)
+                .cloned()
+                .ok_or_else(|| BackupError::damaged(format!("tree {}", snap.tree), "not read"))?;
             let mut children = Vec::new();
             for node in root.nodes {
                 let base = std::path::Path::new(OsStr::from_bytes(&node.name))
@@ -142,6 +230,7 @@ impl<B: Backend> SnapshotFs<B> {
                 children.push((label, entries.len() as u64 + 1));
                 entries.push(Entry::Node {
                     node,
+                    parent: ino,
                     children: None,
                     extents: None,
                 });
@@ -174,8 +263,8 @@ impl<B: Backend> SnapshotFs<B> {
         Ok(Self {
             repo,
             entries: RwLock::new(entries),
-            salts: Mutex::new(HashMap::new()),
-            blobs: Mutex::new(Vec::new()),
+            salts,
+            cache: Mutex::new(BlobCache::new(CACHE_BYTES)),
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
         })
@@ -252,10 +341,7 @@ impl<B: Backend> SnapshotFs<B> {
             }
         };
         let tree = match subtree {
-            Some(id) => self
-                .repo
-                .load_tree(&id, &mut self.salts.lock().expect("salts"))
-                .map_err(|_| Errno::EIO)?,
+            Some(id) => self.dir_tree(ino, &id)?,
             None => Default::default(),
         };
         let mut entries = self.entries.write().expect("entries");
@@ -274,6 +360,7 @@ impl<B: Backend> SnapshotFs<B> {
             ));
             entries.push(Entry::Node {
                 node,
+                parent: ino,
                 children: None,
                 extents: None,
             });
@@ -317,27 +404,127 @@ impl<B: Backend> SnapshotFs<B> {
         Ok(out)
     }
 
-    fn blob(&self, id: &BlobId) -> Result<Arc<Vec<u8>>, Errno> {
-        if let Some((_, b)) = self
-            .blobs
-            .lock()
-            .expect("blobs")
-            .iter()
-            .find(|(i, _)| i == id)
+    /// Reads `wanted` pack by pack (fetch.rs) into the cache, in its
+    /// order; returns what each gave (one that failed is not cached).
+    fn fetch(&self, wanted: &[BlobId]) -> HashMap<BlobId, Result<Arc<Vec<u8>>, String>> {
+        let got = Mutex::new(HashMap::with_capacity(wanted.len()));
+        let threads = self.repo.backend().read_profile().requests_in_flight;
+        self.repo
+            .read_blobs_by_pack(wanted.iter().copied(), &self.salts, threads, &|id, read| {
+                got.lock().expect("fetched").insert(id, read.map(Arc::new));
+                ControlFlow::Continue(())
+            });
+        let got = got.into_inner().expect("fetched");
+        let mut cache = self.cache.lock().expect("blob cache");
+        for id in wanted {
+            if let Some(Ok(data)) = got.get(id) {
+                cache.insert(*id, Arc::clone(data));
+            }
+        }
+        got
+    }
+
+    /// Blob `i` of a file whose blobs are `extents`: from the cache, or
+    /// read with the file's next blobs that are in the same pack.
+    fn file_blob(&self, extents: &[(BlobId, u64)], i: usize) -> Result<Arc<Vec<u8>>, Errno> {
+        let id = extents[i].0;
+        if let Some(data) = self.cache.lock().expect("blob cache").get(&id) {
+            return Ok(data);
+        }
+        let first = self.repo.location(&id).ok_or(Errno::EIO)?;
+        let mut wanted = vec![id];
+        let mut taken = HashSet::from([id]);
+        let mut opened = u64::from(first.raw_len);
         {
-            return Ok(Arc::clone(b));
+            let cache = self.cache.lock().expect("blob cache");
+            let from = extents[i].1;
+            for (next, end) in &extents[i + 1..] {
+                if end - from > READ_AHEAD_SPAN {
+                    break;
+                }
+                let Some(loc) = self.repo.location(next) else {
+                    continue;
+                };
+                if loc.pack != first.pack || cache.contains(next) || taken.contains(next) {
+                    continue;
+                }
+                opened += u64::from(loc.raw_len);
+                if opened > READ_AHEAD_BYTES {
+                    break;
+                }
+                taken.insert(*next);
+                wanted.push(*next);
+            }
         }
-        let data = Arc::new(
-            self.repo
-                .read_blob(id, &mut self.salts.lock().expect("salts"))
-                .map_err(|_| Errno::EIO)?,
-        );
-        let mut cache = self.blobs.lock().expect("blobs");
-        if cache.len() >= BLOB_CACHE {
-            cache.remove(0);
+        match self.fetch(&wanted).remove(&id) {
+            Some(Ok(data)) => Ok(data),
+            _ => Err(Errno::EIO),
         }
-        cache.push((*id, Arc::clone(&data)));
-        Ok(data)
+    }
+
+    /// The tree `id` of directory `ino`: from the cache, or read with the
+    /// trees of its sibling directories not listed yet, so a walk of the
+    /// mount (`find`, `ls -R`, `cp -a`) reads a directory's subdirectories'
+    /// trees together, not one request each.
+    fn dir_tree(&self, ino: u64, id: &str) -> Result<Tree, Errno> {
+        let blob = parse_id(id).map_err(|_| Errno::EIO)?;
+        let cached = self.cache.lock().expect("blob cache").get(&blob);
+        let plain = match cached {
+            Some(plain) => plain,
+            None => {
+                let mut wanted = vec![blob];
+                wanted.extend(self.unlisted_siblings(ino, blob));
+                match self.fetch(&wanted).remove(&blob) {
+                    Some(Ok(plain)) => plain,
+                    _ => return Err(Errno::EIO),
+                }
+            }
+        };
+        parse_tree(id, &plain).map_err(|_| Errno::EIO)
+    }
+
+    /// The trees of the directories beside `ino` that are neither listed
+    /// nor cached, up to [`TREES_AHEAD_BYTES`].
+    fn unlisted_siblings(&self, ino: u64, own: BlobId) -> Vec<BlobId> {
+        let entries = self.entries.read().expect("entries");
+        let parent = match entries.get(ino as usize - 1) {
+            Some(Entry::Node { parent, .. }) => *parent,
+            _ => return Vec::new(),
+        };
+        let siblings = match entries.get(parent as usize - 1) {
+            Some(Entry::Dir { children, .. })
+            | Some(Entry::Node {
+                children: Some(children),
+                ..
+            }) => children,
+            _ => return Vec::new(),
+        };
+        let cache = self.cache.lock().expect("blob cache");
+        let mut taken = HashSet::from([own]);
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for (_, sibling) in siblings {
+            let Some(Entry::Node {
+                node,
+                children: None,
+                ..
+            }) = entries.get(*sibling as usize - 1)
+            else {
+                continue;
+            };
+            let Some(tree) = node.subtree.as_deref().and_then(|t| parse_id(t).ok()) else {
+                continue;
+            };
+            if cache.contains(&tree) || !taken.insert(tree) {
+                continue;
+            }
+            bytes += u64::from(self.repo.blob_len(&tree).unwrap_or(0));
+            if bytes > TREES_AHEAD_BYTES {
+                break;
+            }
+            out.push(tree);
+        }
+        out
     }
 
     fn read_range(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>, Errno> {
@@ -348,11 +535,11 @@ impl<B: Backend> SnapshotFs<B> {
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let first = extents.partition_point(|(_, e)| *e <= offset);
         let mut start = if first == 0 { 0 } else { extents[first - 1].1 };
-        for (id, blob_end) in &extents[first..] {
+        for (i, (_, blob_end)) in extents.iter().enumerate().skip(first) {
             if start >= end {
                 break;
             }
-            let data = self.blob(id)?;
+            let data = self.file_blob(&extents, i)?;
             let from = offset.max(start) - start;
             let to = end.min(*blob_end) - start;
             out.extend_from_slice(&data[from as usize..to as usize]);
@@ -502,6 +689,33 @@ impl<B: Backend + 'static> Filesystem for SnapshotFs<B> {
     }
 }
 
+/// The root trees of `snapshots`, by id, read together pack by pack; the
+/// first that cannot be read fails the mount, as it did read alone.
+fn read_roots<B: Backend>(
+    repo: &Repository<B>,
+    salts: &Salts,
+    snapshots: &[(String, Snapshot)],
+) -> crate::Result<HashMap<String, Tree>> {
+    let read = Mutex::new(Vec::new());
+    let threads = repo.backend().read_profile().requests_in_flight;
+    let ids = snapshots
+        .iter()
+        .map(|(_, s)| parse_id(&s.tree))
+        .collect::<crate::Result<Vec<_>>>()?;
+    repo.read_blobs_by_pack(ids, salts, threads, &|id, got| {
+        read.lock().expect("roots").push((id, got));
+        ControlFlow::Continue(())
+    });
+    let mut roots = HashMap::new();
+    for (id, got) in read.into_inner().expect("roots") {
+        let id = crate::backend::hex(&id);
+        let plain = got.map_err(|why| BackupError::damaged(format!("tree {id}"), why))?;
+        let tree = parse_tree(&id, &plain)?;
+        roots.insert(id, tree);
+    }
+    Ok(roots)
+}
+
 /// `O_ACCMODE` bits other than `O_RDONLY` (0): a write open.
 fn libc_accmode() -> i32 {
     rustix::fs::OFlags::ACCMODE.bits() as i32
@@ -509,7 +723,30 @@ fn libc_accmode() -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::time_name;
+    use super::{BlobCache, time_name};
+    use std::sync::Arc;
+
+    #[test]
+    fn the_cache_evicts_the_least_recently_used_past_its_limit() {
+        let mut cache = BlobCache::new(300);
+        let blob = |n: u8| Arc::new(vec![n; 100]);
+        for n in 1..=3 {
+            cache.insert([n; 32], blob(n));
+        }
+        // 1 is used again, so 2 is now the least recently used.
+        assert_eq!(cache.get(&[1; 32]).as_deref(), Some(&vec![1; 100]));
+        cache.insert([4; 32], blob(4));
+        assert!(!cache.contains(&[2; 32]));
+        assert!([1, 3, 4].iter().all(|n| cache.contains(&[*n; 32])));
+        assert_eq!(cache.bytes, 300);
+        // A blob larger than the limit is kept alone (a read needs it).
+        cache.insert([5; 32], Arc::new(vec![5; 1000]));
+        assert_eq!((cache.blobs.len(), cache.order.len()), (1, 1));
+        assert_eq!(cache.bytes, 1000);
+        // Inserting what is there only marks it used.
+        cache.insert([5; 32], Arc::new(vec![5; 1000]));
+        assert_eq!(cache.bytes, 1000);
+    }
 
     #[test]
     fn time_names_are_utc_rfc3339() {

@@ -7,7 +7,8 @@
 //! whose blobs no snapshot uses; never a snapshot that names a missing
 //! blob.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, hex};
 use crate::chunker::{ChunkSizes, Chunker};
 use crate::error::{BackupError, Result};
+use crate::fetch::{Delivered, Salts};
 use crate::keys::{BlobId, BlobKind, REPO_ID_LEN, RepoKeys};
 use crate::lock::LockSlot;
 use crate::pack::{Location, PACK_HEADER_LEN, read_trailer};
@@ -186,27 +188,80 @@ impl<B: Backend> Repository<B> {
     }
 
     /// Copies `blobs` into new packs, drops every entry of `dropped` packs
-    /// from the index, and writes one index file of everything left.
+    /// from the index, and writes one index file of everything left. The
+    /// packs of `mostly_kept` are read whole (see [`Self::copy_blobs`]).
     pub(crate) fn rewrite(
         &mut self,
         blobs: &[BlobId],
-        dropped: &std::collections::BTreeSet<[u8; 32]>,
+        dropped: &BTreeSet<[u8; 32]>,
+        mostly_kept: &BTreeSet<[u8; 32]>,
     ) -> Result<()> {
-        let mut salts = HashMap::new();
-        let copies = blobs
-            .iter()
-            .map(|id| Ok((self.index[id].kind, self.read_blob(id, &mut salts)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let copied = self.copy_blobs(blobs, mostly_kept)?;
         self.index.retain(|_, loc| !dropped.contains(&loc.pack));
-        let ((), (copied, _)) = with_packers(&self.keys, &self.backend, 1, |sink| {
-            for ((kind, data), id) in copies.into_iter().zip(blobs) {
-                sink.send((kind, *id, data))?;
-            }
-            Ok(())
-        })?;
         self.index.extend(copied);
         let all: Vec<(BlobId, Location)> = self.index.iter().map(|(i, l)| (*i, *l)).collect();
         self.write_index(&all)
+    }
+
+    /// Seals `blobs` again into new packs; returns where each now is. They
+    /// are read pack by pack (fetch.rs: coalesced ranged reads, as many in
+    /// flight as the store's profile says; the packs of `mostly_kept`
+    /// whole), so a prune that keeps B blobs of P packs makes O(P) requests,
+    /// not B. They go through one packer's bounded queue as they arrive, so
+    /// what is held is the readers' ranges, two queued blobs and the open
+    /// packs, whatever is copied. Each blob is opened and checked against
+    /// its id before it is sealed again; the first that cannot be stops
+    /// the copy: the packs it already wrote are deleted (one left by a
+    /// failed delete is named by no index: a run adopts it, a prune removes
+    /// it), the index is untouched, and the error goes back to `prune`
+    /// before it deletes anything.
+    fn copy_blobs(
+        &self,
+        blobs: &[BlobId],
+        mostly_kept: &BTreeSet<[u8; 32]>,
+    ) -> Result<Vec<(BlobId, Location)>> {
+        let profile = self.backend.read_profile();
+        let gap = |pack: &[u8; 32]| {
+            if mostly_kept.contains(pack) {
+                crate::fetch::MAX_RANGE
+            } else {
+                profile.coalesce_gap
+            }
+        };
+        let salts = Salts::default();
+        let stopped: Mutex<Option<BackupError>> = Mutex::new(None);
+        let ((), (copied, _)) = with_packers(&self.keys, &self.backend, 1, |sink| {
+            let deliver = |id: BlobId, got: Delivered| {
+                if stopped.lock().expect("copy").is_some() {
+                    return ControlFlow::Break(());
+                }
+                let sent = match got {
+                    Ok(plain) => sink.send((self.index[&id].kind, id, plain)),
+                    Err(why) => Err(BackupError::PruneStopped {
+                        blob: hex(&id),
+                        why,
+                    }),
+                };
+                match sent {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        stopped.lock().expect("copy").get_or_insert(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            };
+            let threads = profile.requests_in_flight;
+            self.read_blobs_by_pack_with(blobs.iter().copied(), &salts, threads, &gap, &deliver);
+            Ok(())
+        })?;
+        if let Some(e) = stopped.into_inner().expect("copy") {
+            let written: BTreeSet<[u8; 32]> = copied.iter().map(|(_, l)| l.pack).collect();
+            for pack in &written {
+                let _ = self.backend.delete(&pack_name(pack));
+            }
+            return Err(e);
+        }
+        Ok(copied)
     }
 
     fn write_index(&self, entries: &[(BlobId, Location)]) -> Result<()> {
@@ -418,8 +473,7 @@ impl<B: Backend> Repository<B> {
     /// uploading them again. A pack that does not authenticate is left for
     /// `check` to report and `prune` to remove.
     fn adopt_orphan_packs(&mut self) -> Result<Vec<(BlobId, Location)>> {
-        let known: std::collections::BTreeSet<[u8; 32]> =
-            self.index.values().map(|l| l.pack).collect();
+        let known: BTreeSet<[u8; 32]> = self.index.values().map(|l| l.pack).collect();
         let mut adopted = Vec::new();
         for name in self.backend.list("data")? {
             let Some(pack) = name.rsplit('/').next().and_then(|h| parse_id(h).ok()) else {

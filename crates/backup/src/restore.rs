@@ -219,6 +219,7 @@ impl<B: Backend> Repository<B> {
             for &(i, offset) in uses.get(&id).into_iter().flatten() {
                 planned.write(i, offset, &got);
             }
+            std::ops::ControlFlow::Continue(())
         });
         planned.report.into_inner().expect("report")
     }

@@ -198,6 +198,13 @@ impl Backend for S3Backend {
         Ok(out)
     }
 
+    fn size(&self, name: &str) -> Result<u64> {
+        self.runtime
+            .block_on(self.store.head(&self.path(name)))
+            .map(|meta| meta.size)
+            .map_err(self.err(name))
+    }
+
     fn exists(&self, name: &str) -> Result<bool> {
         match self.runtime.block_on(self.store.head(&self.path(name))) {
             Ok(_) => Ok(true),

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use atrest_backup::ReadProfile;
 use common::{
     Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, damage_shared_blob,
-    packs, pseudo, restored_root,
+    packs, prune_costs_requests_per_pack, pseudo, restored_root, shared_blob, thin_out,
 };
 
 const SIZES: ChunkSizes = ChunkSizes {
@@ -1011,5 +1011,175 @@ fn a_damaged_blob_read_in_a_batch_leaves_out_only_the_files_that_use_it() {
             );
         }
         assert_no_temporary_files(&target);
+    }
+}
+
+/// Five data packs of which prune keeps about half, read as S3 is: a few
+/// requests in all, where it made one per blob kept (over a thousand).
+#[test]
+fn prune_copies_the_blobs_it_keeps_in_requests_per_pack_not_per_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let store = || LocalBackend::new(&root);
+    prune_costs_requests_per_pack(store, SIZES, dir.path(), (5, 20, 20));
+}
+
+/// Every file of a local repository but its locks, with its bytes.
+fn repository_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.starts_with(root.join("locks")) {
+                let bytes = fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn prune_stops_before_deleting_anything_when_a_blob_it_keeps_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let key = SecretKey::random();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    back_up_in_runs(&mut repo, &src, 3, 4, 25);
+    let kept = thin_out(&mut repo, &src);
+    // The blob every `shared.bin` starts with is in the first run's data
+    // pack, which prune rewrites (its odd files are gone).
+    let shared = shared_blob(&repo, &kept);
+    damage_shared_blob(&repo, &kept, |pack, bytes| {
+        fs::write(root.join(pack), bytes).unwrap()
+    });
+    drop(repo);
+    let before = repository_files(&root);
+
+    for profile in [ReadProfile::REMOTE, ReadProfile::LOCAL] {
+        let counting = Counting::new(LocalBackend::new(&root), profile);
+        let mut repo = Repository::open(counting, &key).unwrap();
+        match repo.prune() {
+            Err(e @ BackupError::PruneStopped { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&shared)
+                        && text.contains("damaged")
+                        && text.contains("before deleting anything"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing deleted, nothing left behind: the packs the copy had
+        // written are gone again.
+        assert!(repository_files(&root) == before, "the repository changed");
+    }
+
+    // The forgotten snapshots' data is all still there; only the damaged
+    // blob is reported, and the kept snapshot restores all but the files
+    // that use it.
+    let repo = Repository::open(LocalBackend::new(&root), &key).unwrap();
+    assert!(repo.check(false).unwrap().problems.is_empty());
+    let problems = repo.check(true).unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("damaged"), "{problems:?}");
+    let target = dir.path().join("restore");
+    let report = repo.restore(&kept, &target).unwrap();
+    assert_eq!(report.failed.len(), 3, "{:?}", report.failed);
+    assert!(report.failed.iter().all(|f| f.contains("shared.bin: ")));
+    let out = restored_root(&target, &src);
+    for rel in spread_files(&src) {
+        if !rel.ends_with("shared.bin") {
+            assert!(
+                fs::read(out.join(&rel)).unwrap() == fs::read(src.join(&rel)).unwrap(),
+                "{rel:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mount_reads_a_file_and_lists_directories_in_requests_per_pack_not_per_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let big = pseudo(24 << 20, 77);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    for d in 0..30 {
+        let sub = src.join(format!("tree/d{d}"));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join("f"), pseudo(100 + d, d as u64)).unwrap();
+    }
+    let key = SecretKey::random();
+    let root = dir.path().join("repo");
+    let mut repo = Repository::init(LocalBackend::new(&root), &key, SIZES).unwrap();
+    // Two packers: the file's blobs alternate between two packs.
+    let options = atrest_backup::BackupOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    repo.backup_with(std::slice::from_ref(&src), &meta(1), &options)
+        .unwrap();
+    let blobs = repo
+        .list("latest")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.path.ends_with(b"/big.bin"))
+        .unwrap()
+        .node
+        .content
+        .len();
+    assert!(blobs > 200, "{blobs} blobs");
+    drop(repo);
+    let packs = packs(&LocalBackend::new(&root));
+
+    let counting = Counting::new(LocalBackend::new(&root), ReadProfile::REMOTE);
+    let ranged = std::sync::Arc::clone(&counting.ranged);
+    let repo = Repository::open(counting, &key).unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("atrest-backup-test".into()),
+    ];
+    let session =
+        fuser::spawn_mount(atrest_backup::SnapshotFs::new(repo).unwrap(), &mnt, &config).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let base = mnt.join("snapshots/latest").join(src.file_name().unwrap());
+        ranged.store(0, Ordering::Relaxed);
+        // Before: one request per blob (and one per directory).
+        assert!(fs::read(base.join("big.bin")).unwrap() == big);
+        let reads = ranged.swap(0, Ordering::Relaxed);
+        assert!(
+            reads <= 4 * packs + 8 && reads * 10 < blobs,
+            "read: {reads} requests for {blobs} blobs in {packs} packs"
+        );
+        // Thirty sibling directories: their trees are read together.
+        let mut files = Vec::new();
+        for d in fs::read_dir(base.join("tree")).unwrap() {
+            for f in fs::read_dir(d.unwrap().path()).unwrap() {
+                files.push(f.unwrap().path());
+            }
+        }
+        let reads = ranged.swap(0, Ordering::Relaxed);
+        assert!(reads <= 8, "listing: {reads} requests for 31 directories");
+        assert_eq!(files.len(), 30);
+        for f in files {
+            let d: usize = f.parent().unwrap().file_name().unwrap().to_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            assert_eq!(fs::read(&f).unwrap(), pseudo(100 + d, d as u64));
+        }
+    }));
+    session.umount_and_join().unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
     }
 }

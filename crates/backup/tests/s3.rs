@@ -1,6 +1,6 @@
 //! Repositories on a real S3-compatible server (moto's, from PyPI), started
-//! by each test on 127.0.0.1: round trip, forget/prune, and the server
-//! frozen mid-run (requests time out, retries give up with a clear error,
+//! by each test on 127.0.0.1: round trip, forget/prune (its copies pack
+//! by pack), and the server frozen mid-run (requests time out, retries give up with a clear error,
 //! nothing half-committed, the next run completes). CI sets
 //! ATREST_TEST_MOTO (the moto_server binary) and ATREST_REQUIRE_S3=1, so a
 //! missing server fails instead of skipping.
@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use atrest_backup::ReadProfile;
 use common::{
     Counting, assert_no_temporary_files, assert_same_tree, back_up_in_runs, damage_shared_blob,
-    packs, pseudo, restored_root,
+    packs, prune_costs_requests_per_pack, pseudo, restored_root,
 };
 
 const SIZES: ChunkSizes = ChunkSizes {
@@ -252,4 +252,15 @@ fn s3_restore_of_many_small_files_reads_pack_by_pack_and_leaves_out_a_damaged_bl
         );
     }
     assert_no_temporary_files(&target);
+}
+
+/// Prune's copies on the server: a few GETs in all, where it made one per
+/// blob kept (over 500).
+#[test]
+fn s3_prune_copies_the_blobs_it_keeps_in_requests_per_pack_not_per_blob() {
+    let Some(m) = moto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        || S3Backend::new("s3://backups/prune", &options(&m, Duration::from_secs(10))).unwrap();
+    prune_costs_requests_per_pack(store, SIZES, dir.path(), (4, 10, 25));
 }

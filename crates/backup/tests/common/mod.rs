@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use atrest_backup::{Backend, BackupOptions, ReadProfile, Repository, Result, SnapshotMeta};
+use atrest_backup::{
+    Backend, BackupOptions, ChunkSizes, ReadProfile, Repository, Result, SnapshotMeta,
+};
+use atrest_core::SecretKey;
 
 /// Deterministic bytes (xorshift) for a seed.
 pub fn pseudo(len: usize, seed: u64) -> Vec<u8> {
@@ -101,6 +104,8 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 pub struct Counting<B> {
     pub inner: B,
     pub ranged: Arc<AtomicUsize>,
+    /// Whole-object reads.
+    pub gets: Arc<AtomicUsize>,
     pub profile: ReadProfile,
 }
 
@@ -109,6 +114,7 @@ impl<B: Backend> Counting<B> {
         Self {
             inner,
             ranged: Arc::default(),
+            gets: Arc::default(),
             profile,
         }
     }
@@ -122,7 +128,11 @@ impl<B: Backend> Backend for Counting<B> {
         self.inner.put(name, data)
     }
     fn get(&self, name: &str) -> Result<Vec<u8>> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get(name)
+    }
+    fn size(&self, name: &str) -> Result<u64> {
+        self.inner.size(name)
     }
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.ranged.fetch_add(1, Ordering::Relaxed);
@@ -183,18 +193,7 @@ pub fn back_up_in_runs<B: Backend>(
             }
         }
         fs::write(top.join("shared.bin"), pseudo(40_000, 4242)).unwrap();
-        let meta = SnapshotMeta {
-            time_ms: 1 + run as u64,
-            hostname: "spread".into(),
-            tags: vec![],
-        };
-        let options = BackupOptions {
-            threads: 1,
-            ..BackupOptions::default()
-        };
-        let (id, snap) = repo
-            .backup_with(&[src.to_path_buf()], &meta, &options)
-            .unwrap();
+        let (id, snap) = back_up_spread(repo, src, 1 + run as u64);
         assert!(snap.summary.errors.is_empty(), "{:?}", snap.summary.errors);
         snapshot = id;
     }
@@ -203,6 +202,132 @@ pub fn back_up_in_runs<B: Backend>(
         dirs: runs * (dirs + 1) + 1,
         snapshot,
     }
+}
+
+/// One run of [`back_up_in_runs`] (one packer, so it closes packs of its
+/// own) at `time_ms`.
+fn back_up_spread<B: Backend>(
+    repo: &mut Repository<B>,
+    src: &Path,
+    time_ms: u64,
+) -> (String, atrest_backup::Snapshot) {
+    let meta = SnapshotMeta {
+        time_ms,
+        hostname: "spread".into(),
+        tags: vec![],
+    };
+    let options = BackupOptions {
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    repo.backup_with(&[src.to_path_buf()], &meta, &options)
+        .unwrap()
+}
+
+/// Leaves every data pack of a [`back_up_in_runs`] repository partly
+/// used: removes the odd-numbered files of every directory of `src`, backs
+/// it up again and forgets every other snapshot. Returns the new
+/// snapshot's id; a `prune` then rewrites each data pack with its even
+/// files (and `shared.bin`), and deletes the old tree packs.
+pub fn thin_out<B: Backend>(repo: &mut Repository<B>, src: &Path) -> String {
+    let mut removed = 0;
+    for run in fs::read_dir(src).unwrap() {
+        for dir in fs::read_dir(run.unwrap().path()).unwrap() {
+            let dir = dir.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&dir).unwrap() {
+                let file = file.unwrap().path();
+                let name = file.file_name().unwrap().to_string_lossy().into_owned();
+                if name[1..].parse::<usize>().unwrap() % 2 == 1 {
+                    fs::remove_file(file).unwrap();
+                    removed += 1;
+                }
+            }
+        }
+    }
+    assert!(removed > 0);
+    let (kept, _) = back_up_spread(repo, src, 1000);
+    let older: Vec<String> = repo
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| *id != kept)
+        .collect();
+    repo.forget(&older).unwrap();
+    kept
+}
+
+/// Prunes a [`thin_out`] repository of `runs` runs (`dirs` directories of
+/// `files` files each) on the store `store` gives (a new handle each
+/// call), read as S3 is through [`Counting`], and checks that copying the
+/// blobs kept out of the `runs` partly used data packs costs requests per
+/// pack, not one per blob kept as it did; then that the repository checks
+/// whole and the kept snapshot restores as `dir/src` is.
+pub fn prune_costs_requests_per_pack<B: Backend>(
+    store: impl Fn() -> B,
+    sizes: ChunkSizes,
+    dir: &Path,
+    (runs, dirs, files): (usize, usize, usize),
+) {
+    let src = dir.join("src");
+    let key = SecretKey::random();
+    let mut repo = Repository::init(store(), &key, sizes).unwrap();
+    back_up_in_runs(&mut repo, &src, runs, dirs, files);
+    let kept = thin_out(&mut repo, &src);
+    drop(repo);
+    let before = packs(&store());
+
+    let counting = Counting::new(store(), ReadProfile::REMOTE);
+    let ranged = Arc::clone(&counting.ranged);
+    let mut repo = Repository::open(counting, &key).unwrap();
+    let gets = Arc::clone(&repo.backend().gets);
+    ranged.store(0, Ordering::Relaxed);
+    gets.store(0, Ordering::Relaxed);
+    let report = repo.prune().unwrap();
+    let reads = ranged.load(Ordering::Relaxed);
+    // Whole-object reads: the index and snapshot files, never a pack (it
+    // read every pack it deleted to count the bytes freed).
+    let whole = gets.load(Ordering::Relaxed);
+    assert!(
+        whole < report.packs_deleted,
+        "{whole} whole reads: {report:?}"
+    );
+    assert!(report.bytes_freed > 0, "{report:?}");
+    // The data packs lose their odd files; the old tree packs go whole.
+    assert_eq!(report.packs_repacked, runs, "{report:?}");
+    assert!(report.packs_deleted >= runs, "{report:?}");
+    let even = runs * dirs * files.div_ceil(2);
+    assert!(report.blobs_kept > even, "{report:?}");
+    assert!(
+        reads <= 3 * before && reads * 10 < even,
+        "prune: {reads} requests for {} blobs kept in {before} packs",
+        report.blobs_kept
+    );
+    assert!(packs(&store()) < before);
+
+    let repo = Repository::open(store(), &key).unwrap();
+    let check = repo.check(true).unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    let target = dir.join("restore");
+    let report = repo.restore(&kept, &target).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_same_tree(&src, &restored_root(&target, &src));
+}
+
+/// The blob every `shared.bin` of a [`back_up_in_runs`] source starts
+/// with (hex id).
+pub fn shared_blob<B: Backend>(repo: &Repository<B>, snapshot: &str) -> String {
+    repo.list(snapshot)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.path.ends_with(b"r0/shared.bin"))
+        .unwrap()
+        .node
+        .content[0]
+        .clone()
 }
 
 /// The number of packs in a repository.
@@ -235,13 +360,7 @@ pub fn damage_shared_blob<B: Backend>(
     snapshot: &str,
     overwrite: impl Fn(&str, &[u8]),
 ) {
-    let shared = repo
-        .list(snapshot)
-        .unwrap()
-        .into_iter()
-        .find(|n| n.path.ends_with(b"r0/shared.bin"))
-        .unwrap();
-    let (pack, at) = repo.locate(&shared.node.content[0]).unwrap().unwrap();
+    let (pack, at) = repo.locate(&shared_blob(repo, snapshot)).unwrap().unwrap();
     let mut bytes = repo.backend().get(&pack).unwrap();
     bytes[at.offset as usize + 20] ^= 4;
     overwrite(&pack, &bytes);
