@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # What one release costs the database (issue 10, decision 0012): every
 # statement and round trip keyd sends to PostgreSQL per release, counted by
-# pg_stat_statements, and the transactions committed per release (the
-# database's xact_commit). Counts, not timings: they do not depend on how
+# pg_stat_statements, the transactions committed per release (the
+# database's xact_commit), and the context switches per release of keyd's
+# threads and of PostgreSQL's processes (`perf stat -e context-switches`,
+# if perf is installed). Counts, not timings: they do not depend on how
 # busy the machine is, except through the group commits' batch sizes (more
-# concurrent releases share one audit batch and one boot-state batch), so
+# concurrent releases share one audit batch and one batch of holds), so
 # each concurrency is reported on its own; c=1 is the cost of a lone
-# release (batches of one).
+# release (batches of one). Context switches depend more on the machine
+# (an idle core parks its thread, so a wake-up is a switch): compare runs
+# of one machine and one build type only.
 #
 #   bash bench/keyd-pg-statements.sh            # builds release binaries first
 #   NO_BUILD=1 ATREST=... KEYD_LOAD=... bash bench/keyd-pg-statements.sh
@@ -74,8 +78,25 @@ unlock() { # unlock C OFFSET: prints the RESULT line
         --keep-alive 1 --offset "$2" 2>>"$BASE/load.err" | grep '^RESULT'
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-# Every host once (as in bench/keyd-pg.sh, hosts are known to the process).
-unlock 16 0 >/dev/null || die "warm-up failed: $(tail -n 2 "$BASE/load.err")"
+# Every host once (as in bench/keyd-pg.sh, hosts are known to the process),
+# at the highest concurrency, so that the pools have opened their
+# connections (perf counts only the processes there when it starts).
+max_c=$(tr ' ' '\n' <<<"$CONCURRENCY" | sort -n | tail -n 1)
+unlock "$max_c" 0 >/dev/null || die "warm-up failed: $(tail -n 2 "$BASE/load.err")"
+PERF=
+command -v perf >/dev/null && perf stat -e context-switches -x, -o /dev/null true 2>/dev/null && PERF=1
+postmaster=$(head -n 1 "$BASE/pg/data/postmaster.pid")
+perf_start() { # perf_start NAME PIDS: counts until perf_stop
+    perf stat -e context-switches -x, -o "$BASE/perf.$1" -p "$2" 2>/dev/null &
+    echo $! >"$BASE/perf.$1.pid"
+}
+perf_stop() { # perf_stop NAME: prints the count
+    local pid
+    pid=$(cat "$BASE/perf.$1.pid")
+    kill -INT "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    awk -F, '/context-switches/ { print $1 }' "$BASE/perf.$1"
+}
 
 # xact_commit is flushed by each backend at most once a second, and by an
 # idle one after ten: read it once that long has passed. keyd's background
@@ -103,7 +124,16 @@ echo "- keyd's own background work (every 250 ms) is listed apart and not counte
 for c in $CONCURRENCY; do
     before=$(commits)
     q 'SELECT pg_stat_statements_reset()' >/dev/null
+    if [[ -n $PERF ]]; then
+        perf_start keyd "$PID"
+        perf_start pg "$(pgrep -d, -P "$postmaster"),$postmaster"
+        sleep 0.5 # perf attached
+    fi
     line=$(unlock "$c" "$offset") || die "c=$c: generator failed: $(tail -n 2 "$BASE/load.err")"
+    if [[ -n $PERF ]]; then
+        switches_keyd=$(perf_stop keyd)
+        switches_pg=$(perf_stop pg)
+    fi
     offset=$((offset + REQUESTS))
     [[ $(field errors "$line") == 0 ]] || die "c=$c: errors: $line"
     ok=$(field ok "$line")
@@ -123,4 +153,8 @@ for c in $CONCURRENCY; do
     awk -F'|' -v n="$ok" '{ s += $1 } END { printf "- round trips (statements) per release: %.2f\n", s / n }' "$BASE/release"
     bg=$(grep -E "$background" "$BASE/window" | awk -F'|' '{ s += $1 } END { print s + 0 }')
     echo "- commits per release: $(awk -v a="$before" -v b="$after" -v g="$bg" -v n="$ok" 'BEGIN { printf "%.2f", (b - a - g) / n }') (xact_commit, less the background statements' own)"
+    if [[ -n $PERF ]]; then
+        awk -v k="$switches_keyd" -v p="$switches_pg" -v n="$ok" 'BEGIN {
+            printf "- context switches per release: keyd %.2f, PostgreSQL %.2f (perf stat, the run and about 0.5 s around it, background work included)\n", k / n, p / n }'
+    fi
 done
