@@ -440,44 +440,38 @@ mod tests {
         assert_eq!(batcher.counts().handed_off(), 0);
     }
 
-    /// The first ask finds the batcher idle and runs in its caller's task;
-    /// the nine that come while it runs wait, then go together into one
-    /// batch run by a task of its own.
-    #[tokio::test]
-    async fn asks_that_come_while_a_batch_runs_share_the_next() {
+    /// Asks `n` at once: the first finds the batcher idle and runs in its
+    /// caller's task, held there until the other `n - 1` are queued.
+    /// Their answers, and the batches and hand-offs that took.
+    async fn ask_while_the_first_runs(n: u32) -> (Vec<Option<(u32, Option<u32>)>>, u64, u64) {
         let batcher = Batcher::default();
         let gate = Arc::new(Semaphore::new(0));
-        let asks = futures::future::join_all((0..10).map(|i| ask(&batcher, &gate, i)));
+        let asks = futures::future::join_all((0..n).map(|i| ask(&batcher, &gate, i)));
         let open = async {
-            while batcher.queued() < 9 {
+            while batcher.queued() < n as usize - 1 {
                 tokio::task::yield_now().await;
             }
             gate.add_permits(2);
         };
         let (answers, ()) = tokio::join!(asks, open);
+        let counts = batcher.counts();
+        (answers, counts.batches(), counts.handed_off())
+    }
+
+    /// The nine that come while the first runs wait, then go together into
+    /// one batch run by a task of its own.
+    #[tokio::test]
+    async fn asks_that_come_while_a_batch_runs_share_the_next() {
         let mut expected = vec![Some((0, Some(0)))];
         expected.extend((1..10).map(|i| Some((i, None))));
-        assert_eq!(answers, expected);
-        assert_eq!(batcher.counts().batches(), 2);
-        assert_eq!(batcher.counts().handed_off(), 9);
+        assert_eq!(ask_while_the_first_runs(10).await, (expected, 2, 9));
     }
 
     /// An ask that waited for a batch and is then the only one queued runs
     /// alone in its own task too: no hand-off for a batch of one.
     #[tokio::test]
     async fn a_lone_ask_after_a_batch_runs_in_its_callers_task() {
-        let batcher = Batcher::default();
-        let gate = Arc::new(Semaphore::new(0));
-        let asks = futures::future::join_all((0..2).map(|i| ask(&batcher, &gate, i)));
-        let open = async {
-            while batcher.queued() < 1 {
-                tokio::task::yield_now().await;
-            }
-            gate.add_permits(2);
-        };
-        let (answers, ()) = tokio::join!(asks, open);
-        assert_eq!(answers, [Some((0, Some(0))), Some((1, Some(1)))]);
-        assert_eq!(batcher.counts().batches(), 2);
-        assert_eq!(batcher.counts().handed_off(), 0);
+        let expected = vec![Some((0, Some(0))), Some((1, Some(1)))];
+        assert_eq!(ask_while_the_first_runs(2).await, (expected, 2, 0));
     }
 }

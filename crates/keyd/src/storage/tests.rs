@@ -763,7 +763,10 @@ async fn a_lone_release_holds_and_commits_in_its_callers_task_on_postgresql() {
     );
     for i in 0..6u8 {
         let hold = storage
-            .hold_release(&host, Some(([0xd0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 100)))
+            .hold_release(
+                &host,
+                Some(([0xd0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 100)),
+            )
             .await
             .unwrap()
             .unwrap();
