@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # What one release costs the database (issue 10, decision 0012): every
 # statement and round trip keyd sends to PostgreSQL per release, counted by
-# pg_stat_statements, and the transactions committed per release (the
-# database's xact_commit). Counts, not timings: they do not depend on how
+# pg_stat_statements, the transactions committed per release (the
+# database's xact_commit), and the context switches per release of keyd's
+# threads and of PostgreSQL's processes (the kernel's per-thread counts in
+# /proc/PID/task/*/status, voluntary and not: what `perf stat -e
+# context-switches` counts, without perf's attaching). Counts, not timings: they do not depend on how
 # busy the machine is, except through the group commits' batch sizes (more
-# concurrent releases share one audit batch and one boot-state batch), so
+# concurrent releases share one audit batch and one batch of holds), so
 # each concurrency is reported on its own; c=1 is the cost of a lone
-# release (batches of one).
+# release (batches of one). Context switches depend more on the machine
+# (an idle core parks its thread, so a wake-up is a switch): compare runs
+# of one machine and one build type only.
 #
 #   bash bench/keyd-pg-statements.sh            # builds release binaries first
 #   NO_BUILD=1 ATREST=... KEYD_LOAD=... bash bench/keyd-pg-statements.sh
@@ -74,8 +79,20 @@ unlock() { # unlock C OFFSET: prints the RESULT line
         --keep-alive 1 --offset "$2" 2>>"$BASE/load.err" | grep '^RESULT'
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-# Every host once (as in bench/keyd-pg.sh, hosts are known to the process).
-unlock 16 0 >/dev/null || die "warm-up failed: $(tail -n 2 "$BASE/load.err")"
+# Every host once (as in bench/keyd-pg.sh, hosts are known to the process),
+# at the highest concurrency, so that the pools have opened their
+# connections (switches are counted for the processes there before a run).
+max_c=$(tr ' ' '\n' <<<"$CONCURRENCY" | sort -n | tail -n 1)
+unlock "$max_c" 0 >/dev/null || die "warm-up failed: $(tail -n 2 "$BASE/load.err")"
+postmaster=$(head -n 1 "$BASE/pg/data/postmaster.pid")
+switches() { # switches PID...: context switches of their threads so far
+    for pid in "$@"; do
+        cat /proc/"$pid"/task/*/status 2>/dev/null || true
+    done | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'
+}
+# PostgreSQL's processes: the postmaster and its children (the pools'
+# backends stay for the whole run; one that exits takes its count along).
+pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster"); }
 
 # xact_commit is flushed by each backend at most once a second, and by an
 # idle one after ten: read it once that long has passed. keyd's background
@@ -103,7 +120,10 @@ echo "- keyd's own background work (every 250 ms) is listed apart and not counte
 for c in $CONCURRENCY; do
     before=$(commits)
     q 'SELECT pg_stat_statements_reset()' >/dev/null
+    pids=$(pg_pids)
+    keyd_before=$(switches "$PID") pg_before=$(switches $pids)
     line=$(unlock "$c" "$offset") || die "c=$c: generator failed: $(tail -n 2 "$BASE/load.err")"
+    switches_keyd=$(($(switches "$PID") - keyd_before)) switches_pg=$(($(switches $pids) - pg_before))
     offset=$((offset + REQUESTS))
     [[ $(field errors "$line") == 0 ]] || die "c=$c: errors: $line"
     ok=$(field ok "$line")
@@ -123,4 +143,6 @@ for c in $CONCURRENCY; do
     awk -F'|' -v n="$ok" '{ s += $1 } END { printf "- round trips (statements) per release: %.2f\n", s / n }' "$BASE/release"
     bg=$(grep -E "$background" "$BASE/window" | awk -F'|' '{ s += $1 } END { print s + 0 }')
     echo "- commits per release: $(awk -v a="$before" -v b="$after" -v g="$bg" -v n="$ok" 'BEGIN { printf "%.2f", (b - a - g) / n }') (xact_commit, less the background statements' own)"
+    awk -v k="$switches_keyd" -v p="$switches_pg" -v n="$ok" 'BEGIN {
+        printf "- context switches per release: keyd %.2f, PostgreSQL %.2f (voluntary and involuntary, background work included)\n", k / n, p / n }'
 done

@@ -79,7 +79,7 @@ pub use log::{
     SystemClock,
 };
 pub use merkle::{ConsistencyProof, InclusionProof, MerkleHash, MerkleTree, PathError};
-pub use postgres::PgStore;
+pub use postgres::{PgAppends, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{AuditStore, BatchRows, Catchup, ChainHead, StoreError};
 pub use tree_head::{

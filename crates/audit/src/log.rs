@@ -516,9 +516,10 @@ impl<S: AuditStore> Writer<S> {
                 Err(e) => return self.fail(batch, &e),
             }
         }
-        // The store holds its write lock from reading the head to the
-        // commit: a batch always continues the head, whichever replica on
-        // the same database appended last.
+        // The store writes a batch only under its write lock and only on
+        // the head it continues (asking for it again on a head another
+        // replica moved): a batch always continues the head, whichever
+        // replica on the same database appended last.
         let store = self.store.clone();
         let known = self.head;
         let written = store
@@ -623,21 +624,23 @@ impl<S: AuditStore> Writer<S> {
     /// Chains the batch's entries onto the head, adds them to the tree, and
     /// signs what is due. The proofs are made here, before the commit, so
     /// that nothing can fail once the batch is durable.
-    fn prepare(&self, batch: &mut [Command]) -> Result<Prepared, StoreError> {
+    fn prepare(&self, batch: &[Command]) -> Result<Prepared, StoreError> {
         let mut head = self.head;
         let timestamp_ms = self.clock.now_ms().max(head.timestamp_ms);
         let mut entries = Vec::new();
         let mut wants_checkpoint = false;
-        for command in batch.iter_mut() {
+        for command in batch {
             match command {
                 Command::Append(pending, _) => {
                     let mut entry = Entry {
                         seq: head.seq + 1,
                         timestamp_ms,
                         kind: pending.kind,
-                        actor: std::mem::take(&mut pending.actor),
-                        subject: pending.subject.take(),
-                        details: std::mem::take(&mut pending.details),
+                        // Copied: the store may ask for the batch again
+                        // on a head another writer moved.
+                        actor: pending.actor.clone(),
+                        subject: pending.subject.clone(),
+                        details: pending.details.clone(),
                         prev_hash: head.hash,
                         hash: crate::EntryHash::GENESIS,
                     };

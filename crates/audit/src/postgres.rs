@@ -4,13 +4,20 @@
 //! The chain stays one linear chain under concurrent writers because every
 //! append runs in one transaction that first takes a row lock on the single
 //! `audit_chain_head` row (`SELECT … FOR UPDATE`). The log's writer appends
-//! through [`AuditStore::append_locked`]: under that lock it reads what
-//! another replica appended since its own head, chains, hashes and signs
-//! its batch on the head as it is, and writes it in the same transaction,
-//! so no replica's batch ever fails another's. A plain
+//! through [`AuditStore::append_locked`]: a batch chained on the head the
+//! writer knows is written by one statement that takes that lock and
+//! writes only if the head is still the one the batch continues (one round
+//! trip; a lone replica's every batch). If another replica moved the head,
+//! the writer reads, under the lock, what that replica appended since its
+//! own head, chains, hashes and signs its batch again on the head as it
+//! is, and writes it in the same transaction, so no replica's batch ever
+//! fails another's. A plain
 //! [`AuditStore::append`] of a batch that does not continue the head is
 //! rolled back with [`StoreError::Conflict`]. A commit is durable once PostgreSQL acknowledges it
 //! (`synchronous_commit` as the server is configured; `on` by default).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sqlx::postgres::{PgExecutor, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
@@ -77,13 +84,34 @@ const SCHEMA: &[&str] = &[
         FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
 ];
 
-/// The audit log in a PostgreSQL database.
 /// How long an append waits for a connection before it fails.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The audit log in a PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Whether another writer moved the head lately: then a batch is
+    /// prepared under the head's lock at once, not tried first on the
+    /// head this writer knows ([`AuditStore::append_locked`]).
+    contended: Arc<AtomicBool>,
+    appends: Arc<AppendCounters>,
+}
+
+/// How [`PgStore`]'s batches were written ([`AuditStore::append_locked`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PgAppends {
+    /// Written by one statement on the head the writer knew.
+    pub one_statement: u64,
+    /// Written in a transaction that took the head's lock first (another
+    /// writer had moved the head, now or lately).
+    pub under_lock: u64,
+}
+
+#[derive(Debug, Default)]
+struct AppendCounters {
+    one_statement: AtomicU64,
+    under_lock: AtomicU64,
 }
 
 impl PgStore {
@@ -99,7 +127,11 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(backend)?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            contended: Arc::default(),
+            appends: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -154,6 +186,14 @@ impl PgStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// How the batches appended so far were written.
+    pub fn appends(&self) -> PgAppends {
+        PgAppends {
+            one_statement: self.appends.one_statement.load(Ordering::Relaxed),
+            under_lock: self.appends.under_lock.load(Ordering::Relaxed),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -227,33 +267,42 @@ async fn catch_up(
 }
 
 /// Writes a batch and moves the chain-head row, in one statement (one
-/// round trip, whatever the batch's size).
-async fn write_rows(
-    tx: &mut Transaction<'_, Postgres>,
+/// round trip, whatever the batch's size), if the head is still `head`:
+/// the statement takes the head's row lock first (waiting for a writer
+/// that holds it, then reading the head it left) and writes nothing if
+/// the head moved. Whether it wrote.
+async fn write_rows<'e>(
+    db: impl PgExecutor<'e>,
     head: ChainHead,
     entries: &[Entry],
     checkpoints: &[Checkpoint],
     tree_heads: &[TreeHead],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let last = entries.last().map_or(head, |e| ChainHead {
         seq: e.seq,
         hash: e.hash,
         timestamp_ms: e.timestamp_ms,
     });
-    sqlx::query(
-        "WITH e AS (
+    let written = sqlx::query(
+        "WITH h AS MATERIALIZED (
+            SELECT seq FROM audit_chain_head WHERE seq = $20 AND hash = $21 FOR UPDATE
+         ), e AS (
             INSERT INTO audit_entries
             (seq, timestamp_ms, kind, actor, subject, details, prev_hash, hash)
-            SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[],
-                                 $5::TEXT[], $6::TEXT[], $7::BYTEA[], $8::BYTEA[])
+            SELECT u.* FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[],
+                                   $5::TEXT[], $6::TEXT[], $7::BYTEA[], $8::BYTEA[]) AS u, h
          ), c AS (
             INSERT INTO audit_checkpoints (seq, head_hash, timestamp_ms, signature)
-            SELECT * FROM UNNEST($9::BIGINT[], $10::BYTEA[], $11::BIGINT[], $12::BYTEA[])
+            SELECT u.* FROM UNNEST($9::BIGINT[], $10::BYTEA[], $11::BIGINT[], $12::BYTEA[])
+                AS u, h
          ), t AS (
             INSERT INTO audit_tree_heads (tree_size, root_hash, timestamp_ms, signature)
-            SELECT * FROM UNNEST($13::BIGINT[], $14::BYTEA[], $15::BIGINT[], $16::BYTEA[])
+            SELECT u.* FROM UNNEST($13::BIGINT[], $14::BYTEA[], $15::BIGINT[], $16::BYTEA[])
+                AS u, h
          )
-         UPDATE audit_chain_head SET seq = $17, hash = $18, timestamp_ms = $19",
+         UPDATE audit_chain_head SET seq = $17, hash = $18, timestamp_ms = $19
+         WHERE EXISTS (SELECT 1 FROM h)
+         RETURNING seq",
     )
     .bind(entries.iter().map(|e| to_sql(e.seq)).collect::<Vec<_>>())
     .bind(
@@ -334,10 +383,29 @@ async fn write_rows(
     .bind(to_sql(last.seq))
     .bind(&last.hash.0[..])
     .bind(to_sql(last.timestamp_ms))
-    .execute(&mut **tx)
+    .bind(to_sql(head.seq))
+    .bind(&head.hash.0[..])
+    .fetch_optional(db)
     .await
     .map_err(backend)?;
-    Ok(())
+    Ok(written.is_some())
+}
+
+/// [`write_rows`] in a transaction that holds the head's lock, on the
+/// head it read: it always writes.
+async fn write_under_lock(
+    tx: &mut Transaction<'_, Postgres>,
+    head: ChainHead,
+    entries: &[Entry],
+    checkpoints: &[Checkpoint],
+    tree_heads: &[TreeHead],
+) -> Result<(), StoreError> {
+    if write_rows(&mut **tx, head, entries, checkpoints, tree_heads).await? {
+        return Ok(());
+    }
+    Err(StoreError::Backend(
+        "the audit chain head moved under its lock".into(),
+    ))
 }
 
 async fn read_entries<'e>(
@@ -390,34 +458,63 @@ impl AuditStore for PgStore {
         // Dropping `tx` on any error below rolls it back.
         let head = lock_head(&mut tx).await?;
         continues(head, entries)?;
-        write_rows(&mut tx, head, entries, checkpoints, tree_heads).await?;
+        write_under_lock(&mut tx, head, entries, checkpoints, tree_heads).await?;
         tx.commit().await.map_err(backend)
     }
 
-    /// One transaction: the head's row lock first, then what other replicas
-    /// appended since `known` if the head moved, the batch prepared on the
-    /// head as it is, and the write. Another replica's append waits for
-    /// the lock (up to PostgreSQL's `lock_timeout`, unlimited by default)
-    /// rather than failing; batches of the two replicas alternate, each
-    /// one group commit.
-    async fn append_locked<B, F>(&self, known: ChainHead, prepare: F) -> Result<B, StoreError>
+    /// First, unless another writer moved the head lately, the batch
+    /// prepared on `known` and written in one statement of its own
+    /// transaction, which takes the head's lock and writes only if the
+    /// head is still `known` (one round trip: a lone replica's every
+    /// batch). Else, or if the head moved, one transaction: the head's
+    /// row lock first, then what other replicas appended since `known`,
+    /// the batch prepared again on the head as it is, and the write.
+    /// Another replica's append waits for the lock (up to PostgreSQL's
+    /// `lock_timeout`, unlimited by default) rather than failing; batches
+    /// of two replicas alternate, each one group commit.
+    async fn append_locked<B, F>(&self, known: ChainHead, mut prepare: F) -> Result<B, StoreError>
     where
         B: BatchRows + Send,
-        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+        F: FnMut(Option<Catchup>) -> Result<B, StoreError> + Send,
     {
+        if !self.contended.load(Ordering::Relaxed) {
+            let batch = prepare(None)?;
+            if batch.entries().is_empty() && batch.checkpoints().is_empty() {
+                return Ok(batch);
+            }
+            continues(known, batch.entries())?;
+            let written = write_rows(
+                &self.pool,
+                known,
+                batch.entries(),
+                batch.checkpoints(),
+                batch.tree_heads(),
+            )
+            .await?;
+            if written {
+                self.appends.one_statement.fetch_add(1, Ordering::Relaxed);
+                return Ok(batch);
+            }
+            // Nothing of this batch is anywhere but in memory: prepared
+            // again below, on what the other writer appended.
+        }
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let head = lock_head(&mut tx).await?;
-        let catchup = if head.seq == known.seq && head.hash == known.hash {
-            None
-        } else {
+        let moved = head.seq != known.seq || head.hash != known.hash;
+        // Tried without the lock again once a batch finds the head where
+        // this writer left it.
+        self.contended.store(moved, Ordering::Relaxed);
+        let catchup = if moved {
             Some(catch_up(&mut tx, known, head).await?)
+        } else {
+            None
         };
         let batch = prepare(catchup)?;
         if batch.entries().is_empty() && batch.checkpoints().is_empty() {
             return Ok(batch);
         }
         continues(head, batch.entries())?;
-        write_rows(
+        write_under_lock(
             &mut tx,
             head,
             batch.entries(),
@@ -426,6 +523,7 @@ impl AuditStore for PgStore {
         )
         .await?;
         tx.commit().await.map_err(backend)?;
+        self.appends.under_lock.fetch_add(1, Ordering::Relaxed);
         Ok(batch)
     }
 

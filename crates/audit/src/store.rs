@@ -99,13 +99,18 @@ pub trait AuditStore: Send + Sync + 'static {
     /// writer can append in between: the log's writer calls this for every
     /// group commit.
     ///
-    /// A store several writers share (PostgreSQL) takes its write lock
-    /// first, then compares the head with `known` (the head the caller
-    /// built its state on); if it moved, `prepare` is given what was
-    /// appended meanwhile ([`Catchup`]), else `None`. The batch `prepare`
-    /// returns is written in the same transaction, under the same lock, so
-    /// it always continues the head and no writer ever fails another's
-    /// batch. `prepare` must build on `known` (or the catch-up's head).
+    /// A store several writers share (PostgreSQL) writes a batch only
+    /// under its write lock and only on the head as it is: it compares
+    /// the head with `known` (the head the caller built its state on); if
+    /// it moved, `prepare` is given what was appended meanwhile
+    /// ([`Catchup`]), else `None`. The batch `prepare` returns is written
+    /// under the same lock, so it always continues the head and no writer
+    /// ever fails another's batch. `prepare` must build on `known` (or the
+    /// catch-up's head).
+    ///
+    /// A store may call `prepare` more than once (PostgreSQL first tries
+    /// a batch prepared on `known` without the lock, see
+    /// [`crate::PgStore`]); only the batch it returns was written.
     ///
     /// This default is for a store with one writer (SQLite, which one
     /// `atrest keyd` owns through `keyd.lock`): nobody else moves the head,
@@ -116,11 +121,11 @@ pub trait AuditStore: Send + Sync + 'static {
     fn append_locked<B, F>(
         &self,
         known: ChainHead,
-        prepare: F,
+        mut prepare: F,
     ) -> impl Future<Output = Result<B, StoreError>> + Send
     where
         B: BatchRows + Send,
-        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+        F: FnMut(Option<Catchup>) -> Result<B, StoreError> + Send,
     {
         let _ = known;
         async move {

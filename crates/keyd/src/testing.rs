@@ -287,7 +287,7 @@ impl AuditStore for FlakyStore {
     async fn append_locked<B, F>(&self, known: ChainHead, prepare: F) -> Result<B, StoreError>
     where
         B: BatchRows + Send,
-        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+        F: FnMut(Option<Catchup>) -> Result<B, StoreError> + Send,
     {
         let _permit = self.fault().await?;
         self.inner.append_locked(known, prepare).await

@@ -200,6 +200,17 @@ async fn pg_unknown_schema_version_is_refused() {
     }
 }
 
+/// The `n` of the first 100 entries of the log in `store`, in order.
+async fn numbers_in(store: &PgStore) -> Vec<u64> {
+    store
+        .read_entries(1, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.details_value().unwrap()["n"].as_u64().unwrap())
+        .collect()
+}
+
 /// Two replicas' logs (one audit key, one database): a batch prepared on a
 /// head the other replica moved is re-chained, never forked, and the whole
 /// log verifies as one chain after concurrent appends from both.
@@ -227,18 +238,57 @@ async fn pg_two_logs_rechain_and_verify_as_one_chain() {
 
     let report = verify(a.store(), &public).await.unwrap();
     assert_eq!(report.head.seq, 62);
-    let numbers: Vec<u64> = a
-        .store()
-        .read_entries(1, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.details_value().unwrap()["n"].as_u64().unwrap())
-        .collect();
+    let numbers = numbers_in(a.store()).await;
     let mut sorted = numbers.clone();
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), 62, "an entry was lost or written twice");
+}
+
+/// `PgAppends` in short.
+fn appends(one_statement: u64, under_lock: u64) -> PgAppends {
+    PgAppends {
+        one_statement,
+        under_lock,
+    }
+}
+
+/// A writer alone on the database writes each batch in one statement (no
+/// `BEGIN`, lock or `COMMIT` of its own, decision 0012, ninth slice). A
+/// second writer's batch on a head it does not know writes nothing by
+/// that statement and is chained again under the lock; the writer whose
+/// head then moved does the same once; after a batch that finds the head
+/// where it left it, a writer is back to one statement. One chain
+/// throughout, every entry once.
+#[tokio::test]
+async fn pg_a_lone_writer_appends_in_one_statement_and_falls_back_under_the_lock() {
+    let Some(url) = fresh_database().await else {
+        return;
+    };
+    let (a, b, public) = two_logs(&url, LogOptions::default()).await;
+    for n in 0..5 {
+        a.append(entry(n)).await.unwrap();
+    }
+    assert_eq!(a.store().appends(), appends(5, 0));
+    // b's head is the empty chain: its statement writes nothing, then
+    // under the lock it catches up and writes seq 6.
+    assert_eq!(b.append(entry(5)).await.unwrap().seq, 6);
+    assert_eq!(b.stats().rechained_batches, 1);
+    assert_eq!(b.store().appends(), appends(0, 1));
+    // The head moved lately: b's next batch takes the lock at once, finds
+    // the head where it left it, and the one after is one statement again.
+    b.append(entry(6)).await.unwrap();
+    b.append(entry(7)).await.unwrap();
+    assert_eq!(b.store().appends(), appends(1, 2));
+    // a's head is stale now: the same for a.
+    assert_eq!(a.append(entry(8)).await.unwrap().seq, 9);
+    assert_eq!(a.stats().rechained_batches, 1);
+    assert_eq!(a.store().appends(), appends(5, 1));
+    a.checkpoint().await.unwrap();
+    let report = verify(a.store(), &public).await.unwrap();
+    assert_eq!(report.head.seq, 9);
+    let numbers = numbers_in(a.store()).await;
+    assert_eq!(numbers, (0..9).collect::<Vec<u64>>());
 }
 
 /// Found by bench/keyd-pg.sh: two replicas on one database under load

@@ -617,7 +617,7 @@ impl AuditStore for KeydAuditStore {
     async fn append_locked<B, F>(&self, known: ChainHead, prepare: F) -> Result<B, StoreError>
     where
         B: BatchRows + Send,
-        F: FnOnce(Option<Catchup>) -> Result<B, StoreError> + Send,
+        F: FnMut(Option<Catchup>) -> Result<B, StoreError> + Send,
     {
         each!(self, s => s.append_locked(known, prepare).await)
     }

@@ -691,7 +691,7 @@ impl PgStorage {
             .filter(|(read, ..)| read.is_none())
             .filter_map(|(_, spent, _)| *spent)
             .collect();
-        let shared = SharedTx::new(tx, shares, unspend);
+        let shared = SharedTx::new(tx, shares, unspend, self.holds.counts());
         Ok(judged
             .into_iter()
             .map(|(read, spent, nonce_fresh)| {
@@ -705,11 +705,12 @@ impl PgStorage {
             .collect())
     }
 
-    /// Batches of releases' holds run so far (a test's check that
-    /// releases at once share a transaction).
+    /// What the batches of releases' holds did so far (a test's check
+    /// that releases at once share a transaction, and that a lone one
+    /// runs in its caller's task).
     #[cfg(test)]
-    pub(crate) fn hold_batches(&self) -> u64 {
-        self.holds.batches()
+    pub(crate) fn hold_counts(&self) -> &super::release_batch::BatchCounts {
+        self.holds.counts()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -893,7 +894,9 @@ impl Storage for PgStorage {
     }
 
     /// Batched with the releases that come at the same time (see
-    /// [`PgStorage::hold_batch`]): the hosts and their boot states read
+    /// [`PgStorage::hold_batch`]; a release that finds no batch running
+    /// and none queued runs a batch of one in its own task): the hosts
+    /// and their boot states read
     /// with the rows held shared, and the nonces inserted, in one
     /// statement of one transaction (the primary key makes a second
     /// replica's insert of the same nonce wait for this commit, then find

@@ -638,12 +638,13 @@ async fn a_release_hold_reads_the_boot_and_spends_the_nonce_on_postgresql() {
 }
 
 /// Releases at once share one transaction (decision 0012, eighth slice):
-/// 25 holds asked together take two batches (the first ask's, then every
-/// ask queued meanwhile), each reads its own host, a nonce asked twice in
-/// one batch is fresh once, an unknown host's ask holds nothing, and once
-/// the shares commit (together: each waits for the batch's commit) the
-/// kept nonces are spent for everyone while those of a dropped share and
-/// of the unknown host are not.
+/// 25 holds asked together take two batches (the first ask's, run in its
+/// caller's task, then every ask queued meanwhile, handed to a task of
+/// their own), each reads its own host, a nonce asked twice in one batch
+/// is fresh once, an unknown host's ask holds nothing, and once the
+/// shares commit (together: each waits for the batch's commit, which a
+/// task runs) the kept nonces are spent for everyone while those of a
+/// dropped share and of the unknown host are not.
 #[tokio::test]
 async fn holds_asked_together_share_one_transaction_on_postgresql() {
     let Some(storage) = fresh_pg_storage().await else {
@@ -687,7 +688,12 @@ async fn holds_asked_together_share_one_transaction_on_postgresql() {
             _ => (&hosts[i % 8], nonce(i)),
         })
         .collect();
-    let before = storage.hold_batches();
+    let counts = storage.hold_counts();
+    let before = (
+        counts.batches(),
+        counts.handed_off(),
+        counts.commits_handed_off(),
+    );
     let mut holds = futures::future::join_all(
         asks.iter()
             .map(|(host, n)| storage.hold_release(host, Some((*n, 100)))),
@@ -697,9 +703,14 @@ async fn holds_asked_together_share_one_transaction_on_postgresql() {
     .map(Result::unwrap)
     .collect::<Vec<_>>();
     assert_eq!(
-        storage.hold_batches() - before,
+        counts.batches() - before.0,
         2,
         "asks at once, one batch each"
+    );
+    assert_eq!(
+        counts.handed_off() - before.1,
+        24,
+        "the asks that came while the first ran"
     );
     assert!(holds.pop().unwrap().is_none(), "nobody's ask held a row");
     let holds: Vec<_> = holds.into_iter().map(Option::unwrap).collect();
@@ -716,6 +727,11 @@ async fn holds_asked_together_share_one_transaction_on_postgresql() {
     for committed in futures::future::join_all(commits).await {
         committed.unwrap();
     }
+    assert_eq!(
+        counts.commits_handed_off() - before.2,
+        1,
+        "the batch of 24's commit (the lone ask's ran in its caller's task)"
+    );
     assert!(!storage.spend_nonce(nonce(6), 100).await.unwrap());
     assert!(!storage.spend_nonce(nonce(22), 100).await.unwrap());
     assert!(
@@ -726,6 +742,56 @@ async fn holds_asked_together_share_one_transaction_on_postgresql() {
         storage.spend_nonce(nonce(24), 100).await.unwrap(),
         "an unknown host's nonce stayed spent"
     );
+    storage.close().await;
+}
+
+/// Releases one after another (one client, decision 0012, ninth slice):
+/// each finds the batcher idle, so its hold and its commit run in the
+/// caller's task with no hand-off, each in a transaction of its own that
+/// spends its nonce; a hold dropped gives its nonce back as before.
+#[tokio::test]
+async fn a_lone_release_holds_and_commits_in_its_callers_task_on_postgresql() {
+    let Some(storage) = fresh_pg_storage().await else {
+        return;
+    };
+    let host = enroll_host(&storage, "web-1").await;
+    let counts = storage.hold_counts();
+    let before = (
+        counts.batches(),
+        counts.handed_off(),
+        counts.commits_handed_off(),
+    );
+    for i in 0..6u8 {
+        let hold = storage
+            .hold_release(
+                &host,
+                Some(([0xd0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 100)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(hold.nonce_fresh, "release {i}");
+        if i == 3 {
+            drop(hold);
+        } else {
+            hold.held.commit().await.unwrap();
+        }
+    }
+    assert_eq!(counts.batches() - before.0, 6, "a batch of one each");
+    assert_eq!(counts.handed_off() - before.1, 0, "a hold handed off");
+    assert_eq!(
+        counts.commits_handed_off() - before.2,
+        0,
+        "a commit handed off"
+    );
+    for i in 0..6u8 {
+        let nonce = [0xd0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            storage.spend_nonce(nonce, 100).await.unwrap(),
+            i == 3,
+            "nonce {i}: only the dropped hold's is unspent"
+        );
+    }
     storage.close().await;
 }
 
