@@ -69,7 +69,7 @@ fn subcommands(help: &str) -> Vec<String> {
 /// Only help, version and usage errors are asked for: nothing runs.
 fn transcript(path: &[String]) -> (String, Vec<String>) {
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    let with = |extra: &[&str]| -> Vec<&str> {
+    let with = |extra: &[&'static str]| -> Vec<&str> {
         let mut args = path.clone();
         args.extend_from_slice(extra);
         args
@@ -90,7 +90,9 @@ fn transcript(path: &[String]) -> (String, Vec<String>) {
         run(&with(&["no-such-command"]), &mut record);
         let typo = format!("{}x", subcommands[0]);
         assert!(!subcommands.contains(&typo), "{typo} is a command");
-        run(&with(&[&typo]), &mut record);
+        let mut args = path.clone();
+        args.push(&typo);
+        run(&args, &mut record);
     }
     (record, subcommands)
 }
