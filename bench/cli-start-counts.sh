@@ -61,7 +61,7 @@ after_mount() {
     local i
     for i in $(seq 100); do mountpoint -q "$2" && break; sleep 0.05; done
     mountpoint -q "$2" || { echo "no mount at $2 (see $OUT/*.err)" >&2; exit 1; }
-    "$1" unmount "$2" >/dev/null
+    "$1" unmount "$2" >/dev/null 2>&1
 }
 
 declare -A R

@@ -970,8 +970,16 @@ mod tests {
 
     #[test]
     fn the_mount_process_is_parsed_without_the_whole_tree() {
-        let cli = child(&["atrest", "mount", "v", "m", "--master-key-stdin", "--threads", "2"])
-            .expect("a mount process's arguments");
+        let cli = child(&[
+            "atrest",
+            "mount",
+            "v",
+            "m",
+            "--master-key-stdin",
+            "--threads",
+            "2",
+        ])
+        .expect("a mount process's arguments");
         let Command::Mount(mount) = cli.command else {
             panic!("not a mount: {:?}", cli.command)
         };
@@ -988,18 +996,53 @@ mod tests {
             &["atrest", "status", "--master-key-stdin"],
             &["atrest", "mount", "v", "m", "--master-key-stdin", "--help"],
             &["atrest", "mount", "v", "m", "--master-key-stdin", "-h"],
-            &["atrest", "mount", "v", "m", "--master-key-stdin", "--version"],
+            &[
+                "atrest",
+                "mount",
+                "v",
+                "m",
+                "--master-key-stdin",
+                "--version",
+            ],
             &["atrest", "mount", "v", "m", "--master-key-stdin", "--bogus"],
-            &["atrest", "mount", "v", "m", "--master-key-stdin", "--threads", "x"],
+            &[
+                "atrest",
+                "mount",
+                "v",
+                "m",
+                "--master-key-stdin",
+                "--threads",
+                "x",
+            ],
             &["atrest", "mount", "v", "--master-key-stdin"],
             &["atrest", "mount", "v", "m", "extra", "--master-key-stdin"],
-            &["atrest", "mount", "v", "m", "--master-key-stdin", "--key-file", "k", "--passphrase-file", "p"],
+            &[
+                "atrest",
+                "mount",
+                "v",
+                "m",
+                "--master-key-stdin",
+                "--key-file",
+                "k",
+                "--passphrase-file",
+                "p",
+            ],
             // The flag as the value of another option is not the flag.
-            &["atrest", "mount", "--log-file", "--master-key-stdin", "v", "m"],
+            &[
+                "atrest",
+                "mount",
+                "--log-file",
+                "--master-key-stdin",
+                "v",
+                "m",
+            ],
             &["atrest", "--master-key-stdin", "mount", "v", "m"],
             &["atrest"],
         ] {
-            assert!(child(args).is_none(), "{args:?} was taken as a mount process");
+            assert!(
+                child(args).is_none(),
+                "{args:?} was taken as a mount process"
+            );
         }
     }
 
