@@ -1,6 +1,22 @@
+//! The command line's definitions (clap derive), and how a process's
+//! arguments are parsed.
+//!
+//! Every subcommand enum is `#[command(defer = true)]`: a start builds the
+//! names and descriptions of all commands but the arguments only of the
+//! command given (clap builds a deferred command when parsing reaches it,
+//! and all of them for `generate-files`). Built eagerly, the whole tree
+//! cost every `atrest` start about 2 M instructions (docs/performance.md).
+//! Deferred, the arguments are added after the variant's description, so
+//! an `Args` struct must not carry a `///` doc comment: clap would make it
+//! the description of every command that flattens the struct (eagerly, the
+//! variant's own text was applied last and won). Their comments are plain
+//! `//` ones for that reason. The e2e test `help` compares every command's
+//! help and usage errors with the copies in testdata/cli-help/.
+
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Keep a server's data encrypted at rest.
 #[derive(Debug, Parser)]
@@ -10,7 +26,52 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The flag that makes `atrest mount` the mount process of another
+/// `atrest` (`commands::mount`): it reads the unlocked key from stdin.
+pub const MOUNT_CHILD_FLAG: &str = "--master-key-stdin";
+
+impl Cli {
+    /// Parses this process's arguments; on a usage error, `--help` or
+    /// `--version`, prints as clap does and exits.
+    pub fn parse_args() -> Self {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        if let Some(cli) = Self::parse_mount_child(&args) {
+            return cli;
+        }
+        Self::parse_from(args)
+    }
+
+    /// The mount process that `atrest mount` and `atrest unlock --mount`
+    /// start, `atrest mount VAULT MOUNTPOINT --master-key-stdin ...`,
+    /// parsed by a root command that holds `mount` alone: the same
+    /// `MountArgs`, so the same arguments, values and checks, without the
+    /// descriptions of every other command. Anything else (no such flag,
+    /// any error, `--help`, `--version`, an argument this command would
+    /// refuse) gives `None`, and the whole tree parses the arguments again
+    /// and prints exactly what it always did.
+    pub(crate) fn parse_mount_child(args: &[OsString]) -> Option<Self> {
+        let is_mount = args.get(1).map(OsString::as_os_str) == Some(OsStr::new("mount"));
+        let has_flag = args
+            .iter()
+            .skip(2)
+            .any(|a| a.as_os_str() == OsStr::new(MOUNT_CHILD_FLAG));
+        if !is_mount || !has_flag {
+            return None;
+        }
+        let root = clap::Command::new("atrest")
+            .subcommand_required(true)
+            .subcommand(MountArgs::augment_args(clap::Command::new("mount")));
+        let mut matches = root.try_get_matches_from(args).ok()?;
+        let cli = Self::from_arg_matches_mut(&mut matches).ok()?;
+        match &cli.command {
+            Command::Mount(mount) if mount.master_key_stdin => Some(cli),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Create a vault in an empty (or new) directory.
     Init(InitArgs),
@@ -110,6 +171,7 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum AlarmCommand {
     /// Show every raised alarm (exit 6 if there is one).
     List {
@@ -126,7 +188,7 @@ pub enum AlarmCommand {
     },
 }
 
-/// How hard to try a key authority.
+// How hard to try a key authority.
 #[derive(Debug, Args, Clone)]
 pub struct AuthorityRetryArgs {
     /// Further attempts per authority while it is unreachable or failing (5xx).
@@ -137,7 +199,7 @@ pub struct AuthorityRetryArgs {
     pub timeout: u64,
 }
 
-/// The key authority (or k of n) a new keyslot or binding asks.
+// The key authority (or k of n) a new keyslot or binding asks.
 #[derive(Debug, Args)]
 pub struct AuthorityArgs {
     /// Key authority URL (https://HOST:PORT); repeat for k-of-n.
@@ -191,8 +253,8 @@ pub struct RebootArgs {
     pub retry: AuthorityRetryArgs,
 }
 
-/// How to open an existing vault. With none given, the passphrase is asked
-/// on the terminal.
+// How to open an existing vault. With none given, the passphrase is asked
+// on the terminal.
 #[derive(Debug, Args, Clone, Default)]
 pub struct UnlockArgs {
     /// Read the passphrase from this file (one trailing newline is ignored).
@@ -362,7 +424,7 @@ pub enum SlotKindArg {
     KeyFile,
 }
 
-/// The new slot of `keyslot add` and `backup keyslot add`.
+// The new slot of `keyslot add` and `backup keyslot add`.
 #[derive(Debug, Args)]
 pub struct NewSlotArgs {
     /// Kind of the new slot.
@@ -383,6 +445,7 @@ pub struct NewSlotArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum KeyslotCommand {
     /// List the keyslots (no unlock needed).
     List {
@@ -466,6 +529,7 @@ pub struct MigrateArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum BackupCommand {
     /// Create a repository (an empty or new directory, or an unused
     /// s3://BUCKET/PREFIX) with a new random key in keyslots of its own:
@@ -553,6 +617,7 @@ pub struct BackupInitArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum BackupKeyslotCommand {
     /// List the keyslots (no secret needed; their labels are authenticated
     /// only once a secret opens the repository).
@@ -666,7 +731,7 @@ pub struct BackupForgetArgs {
     pub dry_run: bool,
 }
 
-/// Where a repository is.
+// Where a repository is.
 #[derive(Debug, Args)]
 pub struct BackupRepoArgs {
     /// The repository: a local directory, or s3://BUCKET/PREFIX on AWS or
@@ -679,7 +744,7 @@ pub struct BackupRepoArgs {
     pub s3_endpoint: Option<String>,
 }
 
-/// Where a repository is, and the secret that opens it.
+// Where a repository is, and the secret that opens it.
 #[derive(Debug, Args)]
 pub struct BackupKeyArgs {
     #[command(flatten)]
@@ -788,6 +853,7 @@ fn parse_percent(text: &str) -> Result<u8, String> {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum LuksCommand {
     /// Add a keyslot the key authority releases, and store the binding as
     /// an `atrest` token in the header. Enrolls this host (with --token)
@@ -889,4 +955,82 @@ pub struct LuksEraseArgs {
     /// Really erase: without it, say what would be lost and do nothing.
     #[arg(long)]
     pub yes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::{Cli, Command};
+
+    fn child(args: &[&str]) -> Option<Cli> {
+        let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+        Cli::parse_mount_child(&argv)
+    }
+
+    /// `atrest mount v m --master-key-stdin`, then `extra`.
+    fn mount_child(extra: &[&str]) -> Option<Cli> {
+        let mut args = vec!["atrest", "mount", "v", "m", "--master-key-stdin"];
+        args.extend_from_slice(extra);
+        child(&args)
+    }
+
+    #[test]
+    fn the_mount_process_is_parsed_without_the_whole_tree() {
+        let cli = mount_child(&["--threads", "2"]).expect("a mount process's arguments");
+        let Command::Mount(mount) = cli.command else {
+            panic!("not a mount: {:?}", cli.command)
+        };
+        assert!(mount.master_key_stdin);
+        assert_eq!(mount.threads, 2);
+    }
+
+    /// Everything but a well-formed mount process goes to the whole tree,
+    /// which prints the help, version or error it always printed.
+    #[test]
+    fn anything_else_falls_back_to_the_whole_tree() {
+        for extra in [
+            &["--help"][..],
+            &["-h"],
+            &["--version"],
+            &["--bogus"],
+            &["--threads", "x"],
+            &["extra"],
+            &["--key-file", "k", "--passphrase-file", "p"],
+        ] {
+            assert!(
+                mount_child(extra).is_none(),
+                "{extra:?} after a mount process's arguments was accepted"
+            );
+        }
+        for args in [
+            &["atrest", "mount", "v", "m"][..],
+            &["atrest", "status", "--master-key-stdin"],
+            &["atrest", "mount", "v", "--master-key-stdin"],
+            // The flag as the value of another option is not the flag.
+            &[
+                "atrest",
+                "mount",
+                "--log-file",
+                "--master-key-stdin",
+                "v",
+                "m",
+            ],
+            &["atrest", "--master-key-stdin", "mount", "v", "m"],
+            &["atrest"],
+        ] {
+            assert!(
+                child(args).is_none(),
+                "{args:?} was taken as a mount process"
+            );
+        }
+    }
+
+    /// clap's own checks of the definitions (conflicting names, groups
+    /// naming missing arguments), over every deferred command.
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -9,8 +9,6 @@ mod secrets;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Exit code when `fsck` found problems (as e2fsck: errors left uncorrected).
 pub const EXIT_CORRUPT: u8 = 4;
 
@@ -24,7 +22,7 @@ pub const EXIT_REFUSED: u8 = 5;
 pub const EXIT_AUDIT_ALARM: u8 = 6;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = cli::Cli::parse_args();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
         // Whatever ATREST_LOG says: fuser's own request logging (debug and

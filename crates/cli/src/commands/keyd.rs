@@ -63,6 +63,7 @@ impl From<PolicyArg> for Policy {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum KeydCommand {
     /// Create the authority's keys, CA, server certificate and databases.
     Init(InitArgs),
@@ -178,6 +179,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum TokenCommand {
     /// Make a one-time enrollment token (printed once).
     Create {
@@ -196,6 +198,7 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum HostCommand {
     /// List enrolled hosts.
     List(ListArgs),
@@ -228,6 +231,7 @@ pub struct HostArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum PolicyCommand {
     /// Set the policy of a group, a host, or the default.
     Set {
@@ -270,6 +274,7 @@ pub struct DecideArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ApproverCommand {
     /// Add an approver (or give one a new TOTP secret); prints the secret once.
     Add {
@@ -280,6 +285,7 @@ pub enum ApproverCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum AuditCommand {
     /// Check every entry's hash, the chain and the signed checkpoints.
     Verify {

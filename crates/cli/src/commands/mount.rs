@@ -3,6 +3,7 @@
 //! and reports "ready" (or the error) on its stdout. With `--foreground`
 //! this process serves the file system itself.
 
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -275,28 +276,12 @@ fn spawn_background(
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the atrest executable")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("mount")
-        .arg(vault)
-        .arg(mountpoint)
-        .arg("--master-key-stdin")
-        .arg("--threads")
-        .arg(args.threads.to_string())
-        .arg("--cache-seconds")
-        .arg(args.cache_seconds.to_string())
+    cmd.args(child_args(args, vault, mountpoint))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         // Its own process group: a Ctrl-C at this terminal must not kill it.
         .process_group(0);
-    if !args.options.is_empty() {
-        cmd.arg("-o").arg(args.options.join(","));
-    }
-    if let Some(log) = &args.log_file {
-        cmd.arg("--log-file").arg(log);
-    }
-    if args.accept_rollback {
-        cmd.arg("--accept-rollback");
-    }
     let mut child = cmd.spawn().context("cannot start the mount process")?;
     {
         let mut stdin = child.stdin.take().context("mount process stdin")?;
@@ -341,6 +326,34 @@ fn spawn_background(
             bail!("the mount process exited before the mount was ready ({status})")
         }
     }
+}
+
+/// The mount process's arguments (after the executable):
+/// `mount VAULT MOUNTPOINT --master-key-stdin ...`, which `Cli::parse_args`
+/// recognises and parses without building the rest of the command tree.
+pub(crate) fn child_args(args: &MountArgs, vault: &Path, mountpoint: &Path) -> Vec<OsString> {
+    let mut child: Vec<OsString> = vec![
+        "mount".into(),
+        vault.into(),
+        mountpoint.into(),
+        crate::cli::MOUNT_CHILD_FLAG.into(),
+        "--threads".into(),
+        args.threads.to_string().into(),
+        "--cache-seconds".into(),
+        args.cache_seconds.to_string().into(),
+    ];
+    if !args.options.is_empty() {
+        child.push("-o".into());
+        child.push(args.options.join(",").into());
+    }
+    if let Some(log) = &args.log_file {
+        child.push("--log-file".into());
+        child.push(log.into());
+    }
+    if args.accept_rollback {
+        child.push("--accept-rollback".into());
+    }
+    child
 }
 
 /// The mount process: reads the key from the parent, mounts, says "ready".
@@ -474,4 +487,64 @@ fn redirect_log(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the log file {}", path.display()))?;
     rustix::stdio::dup2_stderr(&file).context("redirecting the log")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+
+    use super::child_args;
+    use crate::cli::{Cli, Command, MountArgs};
+
+    /// What the parent passes is what the mount process's own parser
+    /// (`Cli::parse_mount_child`, not the whole tree) reads back.
+    #[test]
+    fn the_mount_process_reads_back_its_arguments() {
+        let given = MountArgs {
+            vault: PathBuf::from("/srv/vault"),
+            mountpoint: PathBuf::from("/srv/plain"),
+            unlock: Default::default(),
+            foreground: false,
+            options: vec!["allow_other".into(), "nodev".into()],
+            threads: 7,
+            cache_seconds: 0.25,
+            log_file: Some(PathBuf::from("/var/log/atrest mount.log")),
+            master_key_stdin: false,
+            accept_rollback: true,
+        };
+        let mut argv: Vec<OsString> = vec!["atrest".into()];
+        argv.extend(child_args(
+            &given,
+            Path::new("/srv/vault"),
+            Path::new("/srv/plain"),
+        ));
+        let cli = Cli::parse_mount_child(&argv).expect("the mount process's own parser");
+        let Command::Mount(read) = cli.command else {
+            panic!("not a mount: {:?}", cli.command)
+        };
+        assert_eq!(read.vault, given.vault);
+        assert_eq!(read.mountpoint, given.mountpoint);
+        assert!(read.master_key_stdin);
+        assert!(!read.foreground);
+        assert_eq!(read.options, given.options);
+        assert_eq!(read.threads, 7);
+        assert_eq!(read.cache_seconds, 0.25);
+        assert_eq!(read.log_file, given.log_file);
+        assert!(read.accept_rollback);
+
+        let plain = MountArgs {
+            options: Vec::new(),
+            log_file: None,
+            accept_rollback: false,
+            ..given
+        };
+        let mut argv: Vec<OsString> = vec!["atrest".into()];
+        argv.extend(child_args(&plain, &plain.vault, &plain.mountpoint));
+        let cli = Cli::parse_mount_child(&argv).expect("the mount process's own parser");
+        let Command::Mount(read) = cli.command else {
+            panic!("not a mount: {:?}", cli.command)
+        };
+        assert!(read.options.is_empty() && read.log_file.is_none() && !read.accept_rollback);
+    }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::keyd::{DataDirArg, ListArgs, client as admin_client, runtime};
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ScopeCommand {
     /// Create a scope (a user, a company, a group) with its first key.
     Create {
@@ -58,6 +59,7 @@ pub enum ScopeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum WindowCommand {
     /// Set the scope's window (times in UTC; an end before the start runs
     /// over midnight).
@@ -90,6 +92,7 @@ pub struct ScopeArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum AppCommand {
     /// Add an application and print its token (shown once).
     Add {

@@ -11,6 +11,7 @@ mod doctor;
 mod faults;
 mod format2;
 mod fscrypt;
+mod help;
 mod keyd;
 mod luks;
 mod migrate;
