@@ -7,22 +7,33 @@
 # machine the backing disk's own cold read moves 4x between minutes
 # (bench/fuse.sh's ext4 column: 546 to 2,309 MB/s within one run), so two
 # separate runs cannot settle the 1.15x gate of docs/plans/format-2.md for
-# these rows; per-round ratios taken seconds apart can.
+# these rows; per-round ratios taken seconds apart can. With UNTAR=1
+# (the default) each round also untars bench/fuse.sh's tree (kept on
+# /dev/shm) on each of the three, then sync, in the same rotating order,
+# and removes it again (untimed): bench/fuse.sh's untar row, interleaved.
 #
 # Env: ATREST (binary; default target/release/atrest), ROUNDS (default 7),
-#      SIZE_MB (default 1024), ALLOW_OTHER (1 default, or 0), BENCH_DIR
-#      (default /var/tmp), RESULTS_DIR (default bench/results).
+#      SIZE_MB (default 1024), ALLOW_OTHER (1 default, or 0), UNTAR (1
+#      default, or 0), BENCH_DIR (default /var/tmp), RESULTS_DIR (default
+#      bench/results).
 # Writes RESULTS_DIR/<date>-fuse-stream-ab.md and prints it. Run it on an
 # idle machine: the 1-minute load average at the start is recorded.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ATREST=${ATREST:-$REPO_ROOT/target/release/atrest}
-ROUNDS=${ROUNDS:-7} SIZE_MB=${SIZE_MB:-1024} ALLOW_OTHER=${ALLOW_OTHER:-1}
+ROUNDS=${ROUNDS:-7} SIZE_MB=${SIZE_MB:-1024} ALLOW_OTHER=${ALLOW_OTHER:-1} UNTAR=${UNTAR:-1}
 RESULTS_DIR=${RESULTS_DIR:-$REPO_ROOT/bench/results}
 die() { echo "bench/fuse-stream-ab.sh: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root (drop_caches)"
 [[ -x $ATREST ]] || die "no atrest binary at $ATREST (cargo build --release -p atrest, or set ATREST)"
+
+# The tree bench/fuse.sh untars, built once and kept on /dev/shm.
+TAR=/dev/shm/atrest-bench-tree.tar
+if [[ $UNTAR == 1 && ! -s $TAR ]]; then
+    tar -C / -cf "$TAR.tmp" usr/include usr/lib/python3 2>/dev/null || true
+    mv "$TAR.tmp" "$TAR"
+fi
 
 BASE=$(mktemp -d "${BENCH_DIR:-/var/tmp}/atrest-stream-ab.XXXXXX")
 PASS_FILE=$BASE/passphrase
@@ -68,22 +79,44 @@ read_one() {
     dd if="$1/seq.bin" of=/dev/null bs=1M status=none
     mbps "$s"
 }
+# seconds to untar the tree and sync (as bench/fuse.sh's b_untar)
+untar_one() {
+    local s
+    rm -rf "$1/tree"
+    mkdir "$1/tree"
+    drop_caches
+    s=$(now)
+    tar -C "$1/tree" -xf "$TAR"
+    sync
+    awk -v s="$s" -v e="$(now)" 'BEGIN { printf "%.2f", e - s }'
+    rm -rf "$1/tree"
+}
 
 ORDER=(plain f1 f2)
-declare -A W R
+declare -A W R U
 for ((r = 0; r < ROUNDS; r++)); do
     order=("${ORDER[@]:r%3}" "${ORDER[@]:0:r%3}")
     for t in "${order[@]}"; do W[$t.$r]=$(write_one "${DIR[$t]}"); done
     for t in "${order[@]}"; do R[$t.$r]=$(read_one "${DIR[$t]}"); done
-    echo "round $((r + 1))/$ROUNDS (${order[*]}): write $(for t in plain f1 f2; do printf '%s=%s ' $t "${W[$t.$r]}"; done)read $(for t in plain f1 f2; do printf '%s=%s ' $t "${R[$t.$r]}"; done)" >&2
+    if [[ $UNTAR == 1 ]]; then
+        for t in "${order[@]}"; do U[$t.$r]=$(untar_one "${DIR[$t]}"); done
+    fi
+    echo "round $((r + 1))/$ROUNDS (${order[*]}): write $(for t in plain f1 f2; do printf '%s=%s ' $t "${W[$t.$r]}"; done)read $(for t in plain f1 f2; do printf '%s=%s ' $t "${R[$t.$r]}"; done)$([[ $UNTAR == 1 ]] && echo "untar s: $(for t in plain f1 f2; do printf '%s=%s ' $t "${U[$t.$r]}"; done)")" >&2
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-# per-round time ratio format 2 / format 1 = (format 1 MB/s) / (format 2 MB/s)
+# per-round time ratio format 2 / format 1 = (format 1 MB/s) / (format 2 MB/s),
+# or (format 2 s) / (format 1 s) for the untar row
 ratios() {
     local -n a=$1
     local r
-    for ((r = 0; r < ROUNDS; r++)); do awk -v x="${a[f1.$r]}" -v y="${a[f2.$r]}" 'BEGIN { printf "%.2f\n", x / y }'; done
+    for ((r = 0; r < ROUNDS; r++)); do
+        if [[ $1 == U ]]; then
+            awk -v x="${a[f1.$r]}" -v y="${a[f2.$r]}" 'BEGIN { printf "%.2f\n", y / x }'
+        else
+            awk -v x="${a[f1.$r]}" -v y="${a[f2.$r]}" 'BEGIN { printf "%.2f\n", x / y }'
+        fi
+    done
 }
 row() {
     local -n v=$2
@@ -104,9 +137,10 @@ OUT=$RESULTS_DIR/$(date +%F-%H%M)-fuse-stream-ab.md
     echo "- $ROUNDS rounds of ${SIZE_MB} MiB, dd bs=1M (write conv=fsync; read after drop_caches), order rotating; $([[ $ALLOW_OTHER == 1 ]] && echo "allow_other" || echo "root-only (no allow_other)")"
     echo "- backing: $(df -T "$BASE" | awk 'NR == 2 { print $2 }') on $(df "$BASE" | awk 'NR == 2 { print $1 }'); 1-minute load average at the start: $LOAD_START; $(nproc) CPUs"
     echo
-    echo "| row (MB/s, medians) | plain dir | format 1 | format 2 | format 2 / format 1 time, median of rounds | per round |"
+    echo "| row (MB/s, or s for untar; medians) | plain dir | format 1 | format 2 | format 2 / format 1 time, median of rounds | per round |"
     echo "|---|---:|---:|---:|---:|---|"
     row "sequential write ${SIZE_MB} MiB, conv=fsync" W
     row "sequential read ${SIZE_MB} MiB, cold cache" R
+    [[ $UNTAR != 1 ]] || row "untar $(tar -tf "$TAR" | wc -l) entries + sync (s)" U
 } | tee "$OUT"
 echo "report written to $OUT" >&2

@@ -40,6 +40,14 @@ fn descriptors_to_keep() -> usize {
     (current / 4).clamp(64, 16_384) as usize
 }
 
+/// The most one `pwrite` writes. A data file's blocks sit at `4096·n`,
+/// so a 1 MiB write of a stream lands 1 MiB-aligned, and ext4 (Linux
+/// 6.18 here) caches it in one 1 MiB folio, into which the kernel's copy
+/// cost twice the CPU per byte of 64 KiB pieces or of format 1's
+/// unaligned writes (docs/plans/format-2.md, "Data path", fifth round).
+/// Sixteen system calls a MiB cost less than that.
+const WRITE_PIECE: usize = 64 << 10;
+
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
     .union(ResolveFlags::NO_MAGICLINKS);
@@ -183,7 +191,8 @@ impl Backing for DirBacking {
     fn write_at(&self, name: &str, mut offset: u64, mut data: &[u8]) -> io::Result<()> {
         let fd = self.file(name, true)?;
         while !data.is_empty() {
-            match rustix::io::pwrite(fd.as_fd(), data, offset) {
+            let piece = &data[..data.len().min(WRITE_PIECE)];
+            match rustix::io::pwrite(fd.as_fd(), piece, offset) {
                 Ok(0) => return Err(with_name(name)(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     data = &data[n..];

@@ -154,6 +154,10 @@ pub(crate) struct FileState {
     /// no store) last made the data file durable: the checkpoint syncs
     /// it again only if a fresh write came since.
     flushed_at: Option<u64>,
+    /// Fresh blocks written since the checkpoint, and how many of them
+    /// the last flush ahead covered: what is left for the next.
+    fresh_blocks: u64,
+    flushed_blocks: u64,
     /// The data file was created since the checkpoint (its directory
     /// entry is synced with its first `fsync`).
     created: bool,
@@ -179,18 +183,21 @@ impl FileState {
     }
 
     /// Remembers a write of block `n` (entry `current` before it).
-    fn note_write(&mut self, n: u64, current: &MapEntry, fresh: bool) {
+    /// Returns how the count of unsynced fresh blocks changed (−1, 0 or
+    /// 1), for [`Store::unsynced_fresh_bytes`].
+    fn note_write(&mut self, n: u64, current: &MapEntry, fresh: bool) -> i64 {
         let hole = self.fresh_as_untracked(n, current);
         self.blocks.entry(n).or_insert(BlockState {
             hole_at_checkpoint: hole,
             synced: false,
         });
         if fresh {
-            self.unsynced_fresh.insert(n);
             self.fresh_written = true;
             self.fresh_writes += 1;
+            self.fresh_blocks += 1;
+            i64::from(self.unsynced_fresh.insert(n))
         } else {
-            self.unsynced_fresh.remove(&n);
+            -i64::from(self.unsynced_fresh.remove(&n))
         }
     }
 
@@ -209,13 +216,16 @@ impl FileState {
     }
 
     /// A `SYNC` of the file: what was written is durable data now.
-    fn note_sync(&mut self, size: u64) {
-        for n in std::mem::take(&mut self.unsynced_fresh) {
-            if let Some(b) = self.blocks.get_mut(&n) {
+    /// Returns how many fresh blocks it covered.
+    fn note_sync(&mut self, size: u64) -> u64 {
+        let covered = std::mem::take(&mut self.unsynced_fresh);
+        for n in &covered {
+            if let Some(b) = self.blocks.get_mut(n) {
                 b.synced = true;
             }
         }
         self.settled = size;
+        covered.len() as u64
     }
 }
 
@@ -699,7 +709,7 @@ impl Store {
             self.objects.get(&pager, sync.id)?.map(|r| r.head.size)
         };
         if let (Some(f), Some(size)) = (self.files.get_mut(&sync.id), size) {
-            f.note_sync(size);
+            self.unsynced_fresh_blocks -= f.note_sync(size);
             // Until its directory is synced, a new data file may vanish
             // in a crash: the next sync with fresh blocks, or the
             // checkpoint, syncs it.
@@ -715,7 +725,7 @@ impl Store {
             self.objects.get(&pager, id)?.map(|r| r.head.size)
         };
         if let (Some(f), Some(size)) = (self.files.get_mut(&id), size) {
-            f.note_sync(size);
+            self.unsynced_fresh_blocks -= f.note_sync(size);
         }
         Ok(())
     }
@@ -763,10 +773,13 @@ impl Store {
                     let n = first_block + i as u64;
                     let current = self.entry_in(&record, n)?;
                     let fresh = *mode == FRESH;
-                    self.files
+                    let change = self
+                        .files
                         .get_mut(&head.id)
                         .expect("inserted above")
                         .note_write(n, &current, fresh);
+                    self.unsynced_fresh_blocks =
+                        self.unsynced_fresh_blocks.saturating_add_signed(change);
                     if fresh {
                         self.journaled.remove(&(head.id, n));
                     } else {
@@ -799,7 +812,9 @@ impl Store {
                         .files
                         .entry(head.id)
                         .or_insert_with(|| FileState::new(record.head.size));
-                    state.note_write(t, &current, *tail == FRESH);
+                    let change = state.note_write(t, &current, *tail == FRESH);
+                    self.unsynced_fresh_blocks =
+                        self.unsynced_fresh_blocks.saturating_add_signed(change);
                     if *tail == FRESH {
                         self.journaled.remove(&(head.id, t));
                     } else {
@@ -816,7 +831,9 @@ impl Store {
                     state.shrunk_to =
                         Some(state.shrunk_to.map_or(new_blocks, |s| s.min(new_blocks)));
                     state.trim = true;
+                    let before = state.unsynced_fresh.len() as u64;
                     state.unsynced_fresh.retain(|&n| n < new_blocks);
+                    self.unsynced_fresh_blocks -= before - state.unsynced_fresh.len() as u64;
                     let id = head.id;
                     self.journaled
                         .retain(|&(i, n), _| i != id || n < new_blocks);
@@ -951,7 +968,9 @@ impl Store {
             map.flush(&pager, &mut self.alloc)?;
         }
         self.maps.remove(&id);
-        self.files.remove(&id);
+        if let Some(f) = self.files.remove(&id) {
+            self.unsynced_fresh_blocks -= f.unsynced_fresh.len() as u64;
+        }
         self.journaled.retain(|&(i, _), _| i != id);
         self.freed_data.insert(id);
         Ok(())
@@ -1077,6 +1096,7 @@ impl Store {
             }
         }
         self.files.clear();
+        self.unsynced_fresh_blocks = 0;
         self.journaled.clear();
         Ok(removed)
     }
@@ -1275,8 +1295,9 @@ pub struct Synced {
 /// the store ([`Store::flush_ahead`]).
 pub struct FlushAhead {
     backing: Arc<dyn Backing>,
-    /// Each data file with its `fresh_writes` when listed.
-    ids: Vec<(u64, u64)>,
+    /// Each data file with its `fresh_writes` and `fresh_blocks` when
+    /// listed.
+    ids: Vec<(u64, u64, u64)>,
     /// Those among them created since the checkpoint: their directories.
     created: Vec<u64>,
 }
@@ -1294,7 +1315,7 @@ impl FlushAhead {
         {
             return Ok(());
         }
-        for &(id, _) in &self.ids {
+        for &(id, _, _) in &self.ids {
             match self.backing.sync(&data_file_name(id)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(io_data(id)(e));
@@ -1335,7 +1356,7 @@ impl Store {
                 .files
                 .iter()
                 .filter(|(_, f)| f.unflushed())
-                .map(|(id, f)| (*id, f.fresh_writes))
+                .map(|(id, f)| (*id, f.fresh_writes, f.fresh_blocks))
                 .collect(),
             created: self
                 .files
@@ -1360,9 +1381,10 @@ impl Store {
             self.failed = true;
             return result;
         }
-        for &(id, writes) in &ahead.ids {
+        for &(id, writes, blocks) in &ahead.ids {
             if let Some(f) = self.files.get_mut(&id) {
                 f.flushed_at = Some(writes);
+                f.flushed_blocks = blocks;
             }
         }
         for id in &ahead.created {
@@ -1386,6 +1408,26 @@ impl Store {
     /// `syncfs` under the store's lock.
     pub fn unflushed_count(&self) -> usize {
         self.files.values().filter(|f| f.needs_flush()).count()
+    }
+
+    /// Bytes of fresh blocks written since the last flush ahead (or the
+    /// checkpoint): what the next checkpoint would sync of them under
+    /// the caller's lock. A stream of writes makes this grow while a
+    /// flush ahead runs; another round flushes it without the lock.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .filter(|f| f.unflushed())
+            .map(|f| (f.fresh_blocks - f.flushed_blocks) * BLOCK)
+            .sum()
+    }
+
+    /// Bytes of fresh blocks written since the last checkpoint and not
+    /// yet covered by a `SYNC` of their file: what recovery would read
+    /// and verify after a crash (§16.16 step 3), which §16.13's
+    /// fresh-byte trigger bounds. A file's `fsync` takes its blocks out.
+    pub fn unsynced_fresh_bytes(&self) -> u64 {
+        self.unsynced_fresh_blocks * BLOCK
     }
 
     /// Bytes of journaled blocks since the last checkpoint, which it

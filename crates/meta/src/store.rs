@@ -174,6 +174,9 @@ pub struct Store {
     pub(crate) journaled: HashMap<(u64, u64), crate::file::Journaled>,
     /// Regular files written or truncated since the last checkpoint.
     pub(crate) files: HashMap<u64, FileState>,
+    /// The fresh blocks of `files` no `SYNC` covered yet, counted
+    /// ([`Store::unsynced_fresh_bytes`]).
+    pub(crate) unsynced_fresh_blocks: u64,
     /// Objects freed since the last checkpoint whose data files it
     /// removes once it is durable.
     pub(crate) freed_data: BTreeSet<u64>,
@@ -276,6 +279,7 @@ impl Store {
             maps: HashMap::new(),
             journaled: HashMap::new(),
             files: HashMap::new(),
+            unsynced_fresh_blocks: 0,
             freed_data: BTreeSet::new(),
             next_id: ROOT_ID + 1,
             log,
@@ -465,6 +469,7 @@ impl Store {
             maps: HashMap::new(),
             journaled: HashMap::new(),
             files: HashMap::new(),
+            unsynced_fresh_blocks: 0,
             freed_data: BTreeSet::new(),
             next_id,
             last_time,

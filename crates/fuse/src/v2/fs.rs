@@ -48,7 +48,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::checkpoints::{FLUSH_ROUNDS, INTERVAL, Trigger};
+use super::checkpoints::{Backlog, FLUSH_AHEAD_BYTES, FLUSH_ROUNDS, INTERVAL, Trigger};
 use super::errors::{content_errno, fs_errno, meta_errno};
 use crate::GenerationReporter;
 use crate::fs::{LOCK_STRIPES, system_time, timespec};
@@ -315,9 +315,10 @@ fn attr(head: &ObjectHead) -> FileAttr {
 /// bound, and every [`INTERVAL`] if anything was logged since the last;
 /// each after flushing the data files it will sync without the store's
 /// lock, again while writes meanwhile left more than
-/// [`atrest_meta::SYNCFS_ABOVE`] to flush (at most [`FLUSH_ROUNDS`]
-/// times), so that the checkpoint, which every request waits for, syncs
-/// a few files rather than the whole backing file system. A failed
+/// [`atrest_meta::SYNCFS_ABOVE`] files or [`FLUSH_AHEAD_BYTES`] to flush
+/// (at most [`FLUSH_ROUNDS`] times), so that the checkpoint, which every
+/// request waits for, syncs a few files and megabytes rather than the
+/// whole backing file system or what a stream wrote meanwhile. A failed
 /// checkpoint stops the store (it writes nothing more; the next mount
 /// recovers from the last good one), so it is logged and every later
 /// operation fails with `EIO`.
@@ -330,11 +331,11 @@ fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>, interval: Du
         };
         {
             let state = state.lock();
-            let sequence = state.store.sequence();
+            let backlog = Backlog::of(&state.store);
             let wanted = if timer {
-                state.trigger.pending(sequence)
+                state.trigger.pending(backlog.sequence)
             } else {
-                state.trigger.due(sequence, state.store.journaled_bytes())
+                state.trigger.due(backlog)
             };
             if !wanted {
                 continue;
@@ -348,7 +349,10 @@ fn checkpointer(state: &Mutex<State>, woken: &mpsc::Receiver<Wake>, interval: Du
                 meta_errno(0, e);
                 break;
             }
-            if round == FLUSH_ROUNDS || state.store.unflushed_count() <= atrest_meta::SYNCFS_ABOVE {
+            if round == FLUSH_ROUNDS
+                || (state.store.unflushed_count() <= atrest_meta::SYNCFS_ABOVE
+                    && state.store.unflushed_bytes() <= FLUSH_AHEAD_BYTES)
+            {
                 state.checkpoint();
                 break;
             }
@@ -406,8 +410,8 @@ impl VaultFs2 {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Errno>) -> Result<T, Errno> {
         let mut state = self.state.lock();
         let result = f(&mut state);
-        let (sequence, journaled) = (state.store.sequence(), state.store.journaled_bytes());
-        if state.trigger.wake(sequence, journaled) {
+        let backlog = Backlog::of(&state.store);
+        if state.trigger.wake(backlog) {
             // Gone only once `destroy` stopped it, after the last request.
             let _ = state.wake.send(Wake::Due);
         }
